@@ -1,0 +1,2 @@
+//! The `memdesc` command.
+fn main() {}

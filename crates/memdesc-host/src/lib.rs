@@ -1,0 +1,2 @@
+//! The simulated machine.
+#![deny(missing_docs)]

@@ -1,0 +1,3 @@
+//! memdesc core.
+#![no_std]
+#![deny(missing_docs)]
