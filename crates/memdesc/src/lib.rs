@@ -1,3 +1,68 @@
-//! memdesc core.
+//! # memdesc
+//!
+//! A physical memory manager in which every 4 KiB page is described by one 8-byte tagged word
+//! ([`word::Page`]) that names what the page is and, for most kinds, points to a typed memory
+//! descriptor shared by all the pages it covers ([`desc`]), instead of a 64-byte `struct page`.
+//!
+//! The crate is `#![no_std]` and depends on nothing; it reaches the machine only through
+//! [`Platform`]. Start at [`PhysMem::boot`].
+//!
+//! ```
+//! # // The host crate provides a real Platform; here a tiny one over a static buffer.
+//! use memdesc::{Config, Gfp, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec, MemmapLayout};
+//! use core::ptr::NonNull;
+//! struct Buf(NonNull<u8>);
+//! unsafe impl Send for Buf {}
+//! unsafe impl Sync for Buf {}
+//! // SAFETY: the buffer is 16 MiB, page-aligned, leaked, and only reached through the manager.
+//! unsafe impl Platform for Buf {
+//!     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+//!         (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
+//!     }
+//!     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
+//!     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
+//!     fn nr_cpus(&self) -> usize { 1 }
+//! }
+//! let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
+//! let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
+//! let mut map = MemoryLayout::new();
+//! map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat }).unwrap();
+//! let mem = PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap();
+//! let cpu = mem.cpus().claim(0).unwrap();
+//! let pfn = mem.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap();
+//! mem.free_pages(&cpu, pfn, 2).unwrap();
+//! assert!(mem.free_pages(&cpu, pfn, 2).is_err()); // double free is refused
+//! ```
 #![no_std]
 #![deny(missing_docs)]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod addr;
+pub mod boot;
+pub mod check;
+pub mod cpu;
+pub mod desc;
+pub mod gfp;
+pub mod layout;
+pub mod memmap;
+pub mod page_alloc;
+pub mod pageblock;
+pub mod pcp;
+pub mod platform;
+pub mod rcu;
+pub mod slab;
+mod sync;
+pub mod word;
+pub mod zone;
+
+pub use addr::{Pfn, PAGE_SIZE};
+pub use gfp::Gfp;
+pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
+pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
+pub use pageblock::MigrateType;
+pub use platform::Platform;
+pub use sync::{SpinGuard, SpinLock};

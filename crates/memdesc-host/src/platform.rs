@@ -1,0 +1,171 @@
+//! The simulated platform: host mappings standing in for physical memory.
+//!
+//! All `unsafe` of the host crate lives here: `mmap`/`munmap` of the physical-memory window,
+//! the memfd behind unmapped regions, and the pointer arithmetic of the direct map.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memdesc::{MemoryLayout, Pfn, Platform, PAGE_SIZE};
+
+/// Why the simulated memory could not be set up.
+#[derive(Debug)]
+pub struct SimError(pub String);
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+struct Unmapped {
+    start: u64,
+    end: u64,
+    fd: i32,
+}
+
+/// Physical memory of a simulated machine.
+pub struct SimPlatform {
+    base: NonNull<u8>,
+    len: usize,
+    end_pfn: u64,
+    unmapped: Vec<Unmapped>,
+    nr_cpus: usize,
+    local_maps: AtomicU64,
+}
+
+// SAFETY: the mapping is plain memory shared by all threads; the memory manager decides who
+// touches which page. The memfds are only used through thread-safe syscalls.
+unsafe impl Send for SimPlatform {}
+// SAFETY: as above; the counter is atomic.
+unsafe impl Sync for SimPlatform {}
+
+fn last_os_error(what: &str) -> SimError {
+    SimError(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+impl SimPlatform {
+    /// Reserves host address space for every pfn below the layout's end (holes included,
+    /// never touched) and a memfd for each unmapped region.
+    pub fn new(layout: &MemoryLayout, nr_cpus: usize) -> Result<Self, SimError> {
+        let end_pfn = layout.end_pfn().0;
+        let len = (end_pfn as usize)
+            .checked_mul(PAGE_SIZE)
+            .ok_or_else(|| SimError("layout too large".into()))?
+            .max(PAGE_SIZE);
+        // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_os_error("mmap of simulated physical memory"));
+        }
+        let base = NonNull::new(ptr as *mut u8).ok_or_else(|| SimError("mmap returned null".into()))?;
+        let mut sim = SimPlatform { base, len, end_pfn, unmapped: Vec::new(), nr_cpus, local_maps: AtomicU64::new(0) };
+        let mut err = None;
+        let _ = layout.normalise(|r| {
+            if !r.mapped && err.is_none() {
+                match memfd(r.pages() as usize * PAGE_SIZE) {
+                    Ok(fd) => sim.unmapped.push(Unmapped { start: r.start.0, end: r.end.0, fd }),
+                    Err(e) => err = Some(e),
+                }
+            }
+            Ok(())
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(sim),
+        }
+    }
+
+    /// How many local (temporary) mappings were made: the cost of memory without a direct map.
+    pub fn local_maps(&self) -> u64 {
+        self.local_maps.load(Ordering::Relaxed)
+    }
+
+    /// Host bytes of the physical-memory window (virtual; only touched pages use RAM).
+    pub fn window_bytes(&self) -> usize {
+        self.len
+    }
+
+    fn unmapped_of(&self, pfn: u64) -> Option<&Unmapped> {
+        self.unmapped.iter().find(|u| u.start <= pfn && pfn < u.end)
+    }
+}
+
+fn memfd(bytes: usize) -> Result<i32, SimError> {
+    // SAFETY: the name is a valid NUL-terminated string; the fd is owned by SimPlatform.
+    let fd = unsafe { libc::memfd_create(c"memdesc-unmapped".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_os_error("memfd_create"));
+    }
+    // SAFETY: fd is a valid memfd we own.
+    if unsafe { libc::ftruncate(fd, bytes as libc::off_t) } != 0 {
+        return Err(last_os_error("ftruncate"));
+    }
+    Ok(fd)
+}
+
+// SAFETY: (1) direct_map returns base + pfn*4096 inside the live mapping for pfns below
+// end_pfn outside unmapped regions: valid, page-aligned, non-aliasing, linear; the mapping
+// lives as long as self. (2) map_local maps one page of the memfd fresh for the caller and
+// unmap_local unmaps exactly that. (3) Nothing else writes the window.
+unsafe impl Platform for SimPlatform {
+    #[inline]
+    fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+        if pfn.0 >= self.end_pfn || (!self.unmapped.is_empty() && self.unmapped_of(pfn.0).is_some()) {
+            return None;
+        }
+        // SAFETY: pfn < end_pfn so the offset is inside the mapping of len bytes.
+        Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+    }
+
+    fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+        let Some(u) = self.unmapped_of(pfn.0) else { return self.direct_map(pfn) };
+        let off = ((pfn.0 - u.start) as usize * PAGE_SIZE) as libc::off_t;
+        // SAFETY: maps one page of our memfd at a fresh address; off is inside the file.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), PAGE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, u.fd, off)
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        self.local_maps.fetch_add(1, Ordering::Relaxed);
+        NonNull::new(p as *mut u8)
+    }
+
+    fn unmap_local(&self, pfn: Pfn, addr: NonNull<u8>) {
+        if self.unmapped_of(pfn.0).is_some() {
+            // SAFETY: addr came from map_local's mmap of one page for this pfn.
+            unsafe { libc::munmap(addr.as_ptr() as *mut libc::c_void, PAGE_SIZE) };
+        }
+    }
+
+    fn nr_cpus(&self) -> usize {
+        self.nr_cpus
+    }
+
+    fn relax(&self) {
+        std::thread::yield_now();
+    }
+}
+
+impl Drop for SimPlatform {
+    fn drop(&mut self) {
+        // SAFETY: base/len are the mapping made in new(); nothing uses it after drop.
+        unsafe { libc::munmap(self.base.as_ptr() as *mut libc::c_void, self.len) };
+        for u in &self.unmapped {
+            // SAFETY: fds we own.
+            unsafe { libc::close(u.fd) };
+        }
+    }
+}

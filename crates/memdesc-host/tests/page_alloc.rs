@@ -1,0 +1,306 @@
+//! The page allocator on the simulated machine: behaviour, refused frees, both memmap
+//! layouts, unmapped memory, threads, and a property test against a reference model.
+
+use std::collections::HashSet;
+
+use memdesc::cpu::Cpu;
+use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::word::{PageKind, Subtype};
+use memdesc::{AllocError, Config, FreeError, Gfp, Pfn, ZoneType};
+use memdesc_host::{boot, SimMachine};
+use proptest::prelude::*;
+
+const LAYOUTS: [MemmapLayout; 2] = [MemmapLayout::Flat, MemmapLayout::TwoLevel];
+
+/// 64 MiB across DMA and DMA32, a hole, and a reserved range: small enough to check fully.
+fn small(layout: MemmapLayout) -> MemoryLayout {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec { start: Pfn(1), end: Pfn(0x9f), node: 0, mapped: true, layout: MemmapLayout::Flat })
+        .unwrap();
+    l.add_region(RegionSpec { start: Pfn(0x100), end: Pfn(0x4000), node: 0, mapped: true, layout }).unwrap();
+    l.reserve(Pfn(0x100), Pfn(0x180)).unwrap();
+    l.reserve(Pfn(0x2345), Pfn(0x2350)).unwrap();
+    l
+}
+
+fn machine(layout: MemmapLayout) -> SimMachine {
+    boot(&small(layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+/// Checks the allocator and that free blocks and `allocated` never overlap and together with
+/// the split-area tables account for every managed page.
+fn check_model(m: &SimMachine, allocated: &[(Pfn, u32)]) {
+    let mut seen = HashSet::new();
+    for &(pfn, order) in allocated {
+        for i in 0..1u64 << order {
+            assert!(seen.insert(pfn.0 + i), "pfn {:#x} allocated twice", pfn.0 + i);
+        }
+    }
+    let rep = m
+        .check(|pfn, order, _| {
+            for i in 0..1u64 << order {
+                assert!(seen.insert(pfn.0 + i), "pfn {:#x} free and allocated, or free twice", pfn.0 + i);
+            }
+        })
+        .unwrap_or_else(|v| panic!("invariant violated: {v}"));
+    let managed: u64 = m.zones().map(|z| z.managed_pages()).sum();
+    assert_eq!(seen.len() as u64 + rep.split_areas, managed, "every managed page is free, allocated, or a table");
+}
+
+#[test]
+fn alloc_free_all_orders_restores_state() {
+    for layout in LAYOUTS {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let before = m.nr_free_pages();
+        let splits = m.memmap().split_areas();
+        let mut got = vec![];
+        for order in 0..=10 {
+            let pfn = m.alloc_pages(&cpu, order, Gfp::KERNEL).unwrap();
+            assert!(pfn.is_aligned(order));
+            got.push((pfn, order));
+        }
+        check_model(&m, &got);
+        for (pfn, order) in got {
+            m.free_pages(&cpu, pfn, order).unwrap();
+        }
+        m.drain_all();
+        check_model(&m, &[]);
+        assert_eq!(m.nr_free_pages(), before, "{layout:?}");
+        assert_eq!(m.memmap().split_areas(), splits, "only the partly reserved areas stay split");
+        assert_eq!(splits > 0, layout == MemmapLayout::TwoLevel);
+    }
+}
+
+#[test]
+fn refused_frees_change_nothing() {
+    for layout in LAYOUTS {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let a = m.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap();
+        let b = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+        let free = m.nr_free_pages();
+        assert_eq!(m.free_pages(&cpu, a.add(1), 0), Err(FreeError::NotHead(a.add(1))));
+        assert_eq!(m.free_pages(&cpu, a, 1), Err(FreeError::WrongOrder { pfn: a, given: 1, allocated: 2 }));
+        assert_eq!(m.free_pages(&cpu, a.add(1), 1), Err(FreeError::Misaligned { pfn: a.add(1), order: 1 }));
+        assert_eq!(m.free_pages(&cpu, Pfn(0x120), 0), Err(FreeError::NotAllocated(Pfn(0x120), Subtype::Reserved)));
+        assert_eq!(m.free_pages(&cpu, Pfn(0x50000), 0), Err(FreeError::OutOfRange(Pfn(0x50000))));
+        assert_eq!(m.free_pages(&cpu, Pfn(0xa0), 0), Err(FreeError::OutOfRange(Pfn(0xa0))), "a hole");
+        assert_eq!(m.nr_free_pages(), free, "refused frees leave the allocator untouched");
+        m.free_pages(&cpu, b, 0).unwrap();
+        assert_eq!(m.free_pages(&cpu, b, 0), Err(FreeError::DoubleFree(b)));
+        check_model(&m, &[(a, 2)]);
+        assert!(m.counters().free_errors >= 7);
+    }
+}
+
+#[test]
+fn exhaustion_is_an_error_and_recovers() {
+    for layout in LAYOUTS {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let mut got = vec![];
+        loop {
+            match m.alloc_pages(&cpu, 0, Gfp::KERNEL | Gfp::NOWARN) {
+                Ok(p) => got.push((p, 0)),
+                Err(e) => {
+                    assert_eq!(e, AllocError::NoMemory { order: 0 });
+                    break;
+                }
+            }
+        }
+        // The min watermark keeps a reserve that only high-priority allocations may dip into.
+        let high = m.alloc_pages(&cpu, 0, Gfp::ATOMIC).expect("atomic reserve");
+        got.push((high, 0));
+        assert!(m.counters().alloc_fail_quiet >= 1);
+        assert_eq!(m.alloc_pages(&cpu, 30, Gfp::KERNEL), Err(AllocError::InvalidOrder(30)));
+        check_model(&m, &got);
+        for (p, o) in got {
+            m.free_pages(&cpu, p, o).unwrap();
+        }
+        m.drain_all();
+        check_model(&m, &[]);
+    }
+}
+
+#[test]
+fn zones_and_migratetypes() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let dma = m.alloc_pages(&cpu, 0, Gfp::DMA).unwrap();
+    assert!(dma < Pfn(0x1000), "DMA allocations come from below 16 MiB");
+    let zone_of = |p: Pfn| m.memmap().region_of(p).unwrap().zone;
+    assert_eq!(zone_of(dma), ZoneType::Dma);
+    let k = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+    assert_eq!(zone_of(k), ZoneType::Dma32, "kernel memory prefers the highest allowed zone");
+    // Unmovable and movable allocations land in different pageblocks.
+    let u: Vec<_> = (0..64).map(|_| m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap()).collect();
+    let mv: Vec<_> = (0..64).map(|_| m.alloc_pages(&cpu, 0, Gfp::MOVABLE).unwrap()).collect();
+    let blocks = |v: &[Pfn]| v.iter().map(|p| p.0 >> 9).collect::<HashSet<_>>();
+    assert!(blocks(&u).is_disjoint(&blocks(&mv)), "unmovable memory stole its own pageblocks");
+    let mut ti = String::new();
+    m.write_pagetypeinfo(&mut ti).unwrap();
+    assert!(ti.contains("type    Unmovable") && ti.contains("Page block order: 9"));
+    let mut bi = String::new();
+    m.write_buddyinfo(&mut bi).unwrap();
+    assert!(bi.starts_with("Node 0, zone      DMA"), "{bi}");
+    assert_eq!(bi.lines().count(), 2);
+}
+
+#[test]
+fn two_level_split_and_unsplit() {
+    let m = boot(&MemoryLayout::pc(1, MemmapLayout::TwoLevel), Config::default()).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let splits_at_boot = m.memmap().split_areas();
+    let bytes_at_boot = m.memmap().bytes();
+    let p = m.alloc_pages(&cpu, 4, Gfp::KERNEL).unwrap();
+    assert_eq!(m.memmap().split_areas(), splits_at_boot + 1, "a small allocation splits one area");
+    assert_eq!(m.memmap().bytes(), bytes_at_boot + 4096);
+    let v = m.memmap().load(m.platform(), p).unwrap();
+    assert_eq!(v.span_order, 0);
+    assert!(matches!(v.word.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Unmappable && u.order == 4));
+    let table = p.align_down(9);
+    assert!(
+        matches!(m.memmap().load(m.platform(), table).unwrap().word.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Memmap)
+    );
+    m.free_pages(&cpu, p, 4).unwrap();
+    m.drain_all();
+    assert_eq!(m.memmap().split_areas(), splits_at_boot, "the area is uniform again");
+    assert_eq!(m.memmap().bytes(), bytes_at_boot);
+    let v = m.memmap().load(m.platform(), p).unwrap();
+    assert_eq!(v.span_order, 9, "one word describes the whole area again");
+    // A 2 MiB allocation never splits anything.
+    let big = m.alloc_pages(&cpu, 9, Gfp::MOVABLE).unwrap();
+    assert_eq!(m.memmap().split_areas(), splits_at_boot);
+    m.free_pages(&cpu, big, 9).unwrap();
+    check_model(&m, &[]);
+}
+
+#[test]
+fn unmapped_memory_uses_local_mappings() {
+    let mut l = small(MemmapLayout::Flat);
+    // A pmem-like region with no direct map, in the Movable zone.
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_4000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.movable_from(Pfn(0x10_0000));
+    let m = boot(&l, Config::default()).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let before = m.platform().local_maps();
+    assert!(before > 0, "booting linked free blocks through local mappings");
+    let mut got = vec![];
+    for order in [0, 3, 5] {
+        let p = m.alloc_pages(&cpu, order, Gfp::MOVABLE | Gfp::ZERO).unwrap();
+        assert!(p >= Pfn(0x10_0000), "movable memory comes from the Movable zone");
+        assert!(m.platform().direct_map(p).is_none());
+        got.push((p, order));
+    }
+    assert!(m.platform().local_maps() > before);
+    check_model(&m, &got);
+    for (p, o) in got {
+        m.free_pages(&cpu, p, o).unwrap();
+    }
+    check_model(&m, &[]);
+    let z = m.zones().find(|z| z.zone_type() == ZoneType::Movable).unwrap();
+    assert_eq!(z.free_pages(), 0x4000);
+}
+
+use memdesc::Platform;
+
+#[test]
+fn two_cpus_in_parallel() {
+    for layout in LAYOUTS {
+        let m = machine(layout);
+        std::thread::scope(|s| {
+            for id in 0..2 {
+                let m = &m;
+                s.spawn(move || {
+                    let cpu: Cpu<'_> = m.cpus().claim(id).unwrap();
+                    let mut live = vec![];
+                    let mut x = 12345u64 + id as u64;
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if live.len() < 200 && !x.is_multiple_of(3) {
+                            let order = (x >> 8) as u32 % 5;
+                            if let Ok(p) = m.alloc_pages(&cpu, order, Gfp::KERNEL) {
+                                live.push((p, order));
+                            }
+                        } else if let Some((p, o)) = live.pop() {
+                            m.free_pages(&cpu, p, o).unwrap();
+                        }
+                    }
+                    for (p, o) in live {
+                        m.free_pages(&cpu, p, o).unwrap();
+                    }
+                });
+            }
+        });
+        check_model(&m, &[]);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { order: u32, gfp: u8, cpu: usize },
+    Free { index: usize, cpu: usize },
+    Drain,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u32..=10, 0u8..5, 0usize..2).prop_map(|(order, gfp, cpu)| Op::Alloc { order, gfp, cpu }),
+        4 => (any::<usize>(), 0usize..2).prop_map(|(index, cpu)| Op::Free { index, cpu }),
+        1 => Just(Op::Drain),
+    ]
+}
+
+fn gfp(i: u8) -> Gfp {
+    [Gfp::KERNEL, Gfp::MOVABLE, Gfp::RECLAIMABLE, Gfp::DMA32, Gfp::ATOMIC][i as usize]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random alloc/free sequences across zones, orders and flags, checked after every step
+    /// against a reference model, for both memmap layouts.
+    #[test]
+    fn matches_reference_model(ops in prop::collection::vec(op(), 1..120), two_level in any::<bool>()) {
+        let layout = if two_level { MemmapLayout::TwoLevel } else { MemmapLayout::Flat };
+        let m = machine(layout);
+        let cpus = [m.cpus().claim(0).unwrap(), m.cpus().claim(1).unwrap()];
+        let managed_free = m.nr_free_pages();
+        let mut live: Vec<(Pfn, u32)> = vec![];
+        for op in ops {
+            match op {
+                Op::Alloc { order, gfp: g, cpu } => {
+                    if let Ok(p) = m.alloc_pages(&cpus[cpu], order, gfp(g)) {
+                        prop_assert!(p.is_aligned(order));
+                        live.push((p, order));
+                    }
+                }
+                Op::Free { index, cpu } => {
+                    if !live.is_empty() {
+                        let (p, o) = live.swap_remove(index % live.len());
+                        prop_assert_eq!(m.free_pages(&cpus[cpu], p, o), Ok(()));
+                        prop_assert_eq!(m.free_pages(&cpus[cpu], p, o), Err(FreeError::DoubleFree(p)));
+                    }
+                }
+                Op::Drain => m.drain_all(),
+            }
+            check_model(&m, &live);
+        }
+        for (p, o) in live.drain(..) {
+            prop_assert_eq!(m.free_pages(&cpus[0], p, o), Ok(()));
+        }
+        m.drain_all();
+        check_model(&m, &[]);
+        prop_assert_eq!(m.nr_free_pages(), managed_free);
+    }
+}

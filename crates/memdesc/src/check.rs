@@ -1,0 +1,254 @@
+//! The invariant checker: at a quiescent point (no allocation or free in flight), verifies
+//! that the allocator's state is consistent and reports every free block, so a test can check
+//! that every pfn is free exactly once or allocated exactly once.
+//!
+//! Checked: every free-list block has a `Buddy` head word of its order and migratetype and
+//! tail words behind it; list links are consistent both ways; no two free buddies are left
+//! unmerged; list counts and free-page counts agree; per-CPU pages carry `Buddy { pcp }`
+//! words and their counts agree; every split two-level area's free count is right, and no
+//! carved area is entirely free (it would have been made uniform again).
+
+use core::fmt;
+
+use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::layout::MemmapLayout;
+use crate::page_alloc::{DirectLinks, PhysMem, MAX_ZONE_SLOTS};
+use crate::pageblock::{MigrateType, NR_PCP_TYPES};
+use crate::pcp::PCP_MAX_ORDER;
+use crate::platform::{PageMap, Platform};
+use crate::sync::Ordering;
+use crate::word::PageKind;
+use crate::zone::NONE;
+
+/// What the checker found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// A block on a free list whose head word is not the matching `Buddy` word.
+    BadHead {
+        /// Block head.
+        pfn: Pfn,
+        /// Its order.
+        order: u32,
+        /// The word found.
+        word: u64,
+    },
+    /// A tail page of a free block without a tail word.
+    BadTail(Pfn),
+    /// A list's back link does not point to the previous block.
+    BrokenLink(Pfn),
+    /// Two free buddies of one order that should have merged.
+    Unmerged(Pfn, u32),
+    /// A free-list count disagrees with the blocks on the list.
+    CountMismatch {
+        /// Zone node.
+        node: u16,
+        /// What disagrees.
+        what: &'static str,
+        /// Counted.
+        counted: u64,
+        /// Recorded.
+        recorded: u64,
+    },
+    /// A split area whose free count disagrees with its free blocks.
+    AreaFreeCount(Pfn),
+    /// A carved area whose pages are all free but which is still split.
+    UniformSplit(Pfn),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Totals from a successful check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Pages in free blocks on the buddy lists.
+    pub buddy_free_pages: u64,
+    /// Pages on per-CPU lists.
+    pub pcp_pages: u64,
+    /// Free blocks on the buddy lists.
+    pub free_blocks: u64,
+    /// Split two-level areas (each uses one managed page as its table).
+    pub split_areas: u64,
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Checks the allocator at a quiescent point; calls `on_free(pfn, order, on_pcp)` for every
+    /// free block.
+    pub fn check(&self, mut on_free: impl FnMut(Pfn, u32, bool)) -> Result<CheckReport, Violation> {
+        let mut rep = CheckReport { split_areas: self.memmap.split_areas(), ..CheckReport::default() };
+        for zone in self.zones() {
+            let fl = zone.lock.lock();
+            let mut pages = 0u64;
+            for order in 0..=self.config().max_order {
+                for mt in MigrateType::ALL {
+                    let mut prev = NONE;
+                    let mut cur = fl.areas[order as usize].head[mt as usize];
+                    let mut n = 0;
+                    while cur != NONE {
+                        let pfn = Pfn(cur);
+                        let m = PageMap::new(&self.platform, pfn).ok_or(Violation::BrokenLink(pfn))?;
+                        if m.word(1).load(Ordering::Relaxed) != prev {
+                            return Err(Violation::BrokenLink(pfn));
+                        }
+                        self.check_free_block(pfn, order, mt, false)?;
+                        on_free(pfn, order, false);
+                        n += 1;
+                        pages += 1 << order;
+                        prev = cur;
+                        cur = m.word(0).load(Ordering::Relaxed);
+                        if n > (1 << 40) {
+                            return Err(Violation::BrokenLink(pfn));
+                        }
+                    }
+                    let recorded = fl.areas[order as usize].nr[mt as usize];
+                    if n != recorded {
+                        return Err(Violation::CountMismatch {
+                            node: zone.node,
+                            what: "free-list length",
+                            counted: n,
+                            recorded,
+                        });
+                    }
+                    rep.free_blocks += n;
+                }
+            }
+            if pages != fl.free_pages || pages != zone.free_pages() {
+                return Err(Violation::CountMismatch {
+                    node: zone.node,
+                    what: "zone free pages",
+                    counted: pages,
+                    recorded: fl.free_pages,
+                });
+            }
+            rep.buddy_free_pages += pages;
+        }
+        let links = DirectLinks(&self.platform);
+        for cpu in 0..self.cpus().nr() {
+            for slot in 0..MAX_ZONE_SLOTS {
+                if self.zones[slot].is_none() {
+                    continue;
+                }
+                let l = self.pcp_at(cpu, slot).lists.lock();
+                let mut pages = 0u64;
+                for order in 0..=PCP_MAX_ORDER {
+                    for mt in 0..NR_PCP_TYPES {
+                        let mut cur = l.head_of(order, mt);
+                        let mut n = 0;
+                        while cur != NONE {
+                            let pfn = Pfn(cur);
+                            let mtype = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+                            self.check_free_block(pfn, order, mtype, true)?;
+                            on_free(pfn, order, true);
+                            pages += 1 << order;
+                            n += 1;
+                            cur = crate::pcp::PcpLinks::next(&links, cur);
+                        }
+                        if n != l.count(order, mt) as u64 {
+                            return Err(Violation::CountMismatch {
+                                node: 0,
+                                what: "pcp list length",
+                                counted: n,
+                                recorded: l.count(order, mt) as u64,
+                            });
+                        }
+                    }
+                }
+                if pages != l.pages as u64 {
+                    return Err(Violation::CountMismatch {
+                        node: 0,
+                        what: "pcp pages",
+                        counted: pages,
+                        recorded: l.pages as u64,
+                    });
+                }
+                rep.pcp_pages += pages;
+            }
+        }
+        self.check_areas()?;
+        Ok(rep)
+    }
+
+    fn check_free_block(&self, pfn: Pfn, order: u32, mt: MigrateType, pcp: bool) -> Result<(), Violation> {
+        let rm = self.memmap.region_index(pfn).map(|i| self.memmap.region_map(i)).ok_or(Violation::BadHead {
+            pfn,
+            order,
+            word: 0,
+        })?;
+        let bad = |w: u64| Violation::BadHead { pfn, order, word: w };
+        let head = self.memmap.block_word(&self.platform, rm, pfn, order).ok_or(bad(0))?.load();
+        match head.kind() {
+            PageKind::Buddy(b) if b.order as u32 == order && b.migratetype == mt as u8 && b.pcp == pcp => {}
+            _ => return Err(bad(head.raw())),
+        }
+        if pfn.add(1 << order) > rm.region.end {
+            return Err(bad(head.raw()));
+        }
+        let big = rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER;
+        let step = if big { AREA_PAGES } else { 1 };
+        let mut p = pfn.add(step);
+        while p < pfn.add(1 << order) {
+            let w = if big { Some(rm.area_word(p)) } else { self.memmap.page_word(&self.platform, rm, p) };
+            if !w.is_some_and(|w| w.load().is_tail()) {
+                return Err(Violation::BadTail(p));
+            }
+            p = p.add(step);
+        }
+        if pcp {
+            return Ok(());
+        }
+        let limit = if rm.region.layout == MemmapLayout::TwoLevel && order < AREA_ORDER {
+            AREA_ORDER - 1
+        } else {
+            self.config().max_order
+        };
+        let b = pfn.buddy(order);
+        if order < limit && b >= rm.region.start && b.add(1 << order) <= rm.region.end {
+            if let Some(bw) = self.memmap.block_word(&self.platform, rm, b, order) {
+                if let PageKind::Buddy(bi) = bw.load().kind() {
+                    let iso = |m: u8| m == MigrateType::Isolate as u8;
+                    if bi.order as u32 == order && !bi.pcp && iso(bi.migratetype) == (mt == MigrateType::Isolate) {
+                        return Err(Violation::Unmerged(pfn.min(b), order));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_areas(&self) -> Result<(), Violation> {
+        for ri in 0..self.memmap.regions().count() {
+            let rm = self.memmap.region_map(ri);
+            if rm.region.layout != MemmapLayout::TwoLevel {
+                continue;
+            }
+            let mut area = rm.region.start;
+            while area < rm.region.end {
+                if let PageKind::Split(s) = rm.area_word(area).load().kind() {
+                    let table = self.memmap.table(&self.platform, s.table_pfn).ok_or(Violation::AreaFreeCount(area))?;
+                    let mut free = 0u64;
+                    let mut i = 0u64;
+                    while i < AREA_PAGES {
+                        match table[i as usize].load().kind() {
+                            PageKind::Buddy(b) if !b.pcp => {
+                                free += 1 << b.order;
+                                i += 1 << b.order;
+                            }
+                            _ => i += 1,
+                        }
+                    }
+                    if free != s.free as u64 {
+                        return Err(Violation::AreaFreeCount(area));
+                    }
+                    if s.table_pfn == area.0 && free == AREA_PAGES - 1 {
+                        return Err(Violation::UniformSplit(area));
+                    }
+                }
+                area = area.add(AREA_PAGES);
+            }
+        }
+        Ok(())
+    }
+}

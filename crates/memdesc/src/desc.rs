@@ -1,0 +1,397 @@
+//! Typed memory descriptors: the [`Descriptor`] trait, the typed pointer [`DescPtr`] a page
+//! word decodes to, and the layouts of the descriptor kinds with the offsets the design fixes.
+//!
+//! Layout contract (checked by `const` assertions below):
+//! - **flags first**: every flagged descriptor keeps its page flags in its first word, with the
+//!   same bit positions ([`PG_LOCKED`], [`PG_DIRTY`], …), so generic operations work on any;
+//! - **mappable kinds** ([`Folio`], [`MappableDesc`], [`VmallocDesc`], [`Netmem`]) keep
+//!   refcount at offset 8 and mapcount at offset 12;
+//! - anon and file folios are the same [`Folio`] type, so the LRU head is trivially at the same
+//!   offset; the assertion still pins it (offset 16);
+//! - every descriptor is 16-byte aligned (the word's tag lives in the low four bits).
+//!
+//! The order-0 folio is 48 bytes: with its 8-byte word, 56 bytes per page against Linux's 64.
+//! It gets there by packing `pfn` (40 bits) and `order` (6 bits) into the flags word beside
+//! 18 flag bits, by having no `private` (filesystems extend the descriptor instead), and by
+//! keeping pincount out of the base descriptor.
+//!
+//! This module defines data only; the subsystems that allocate and mutate each kind own it.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::rcu::RcuGuard;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::word::Tag;
+
+/// A type that page words may point to.
+///
+/// # Safety
+/// Implementors promise:
+/// 1. the type is 16-byte aligned (`align_of::<Self>() >= 16`);
+/// 2. every field is safe to read while another CPU writes it (atomics or immutable data), so a
+///    shared reference obtained under RCU never observes a data race;
+/// 3. instances are only ever allocated from a `TYPESAFE_BY_RCU` descriptor cache of this
+///    type, so memory a word pointed to stays an instance of `Self` until a grace period
+///    after it was freed.
+pub unsafe trait Descriptor: Sync + Sized {
+    /// The tag a word pointing to this type carries by default.
+    const TAG: Tag;
+    /// Every tag a word pointing to this type may carry.
+    const TAGS: &'static [Tag];
+}
+
+/// A typed pointer to a descriptor, as decoded from a page word.
+///
+/// It is only an address: dereference it with [`DescPtr::get`] under an RCU read guard, then
+/// revalidate (take a reference and re-read the word) before trusting what you read; see
+/// [`crate::lookup`]. It does *not* guarantee the descriptor is still the page's owner.
+pub struct DescPtr<T> {
+    ptr: NonNull<T>,
+    _marker: PhantomData<*const T>,
+}
+
+impl<T> Clone for DescPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for DescPtr<T> {}
+impl<T> PartialEq for DescPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr == other.ptr
+    }
+}
+impl<T> Eq for DescPtr<T> {}
+impl<T> core::fmt::Debug for DescPtr<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "DescPtr({:p})", self.ptr)
+    }
+}
+// SAFETY: a DescPtr is an address; all access goes through `get`, which requires `T: Sync`
+// via `Descriptor`.
+unsafe impl<T> Send for DescPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for DescPtr<T> {}
+
+impl<T> DescPtr<T> {
+    /// The address.
+    #[inline]
+    pub fn addr(self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// Builds from an address decoded from a word (non-zero, low bits masked).
+    #[inline]
+    pub(crate) fn from_word_addr(addr: usize) -> Self {
+        debug_assert!(addr != 0 && addr & 0xF == 0);
+        // Words only hold addresses that came from `from_ref`, which are non-null.
+        let ptr = NonNull::new(addr as *mut T).unwrap_or(NonNull::dangling());
+        DescPtr { ptr, _marker: PhantomData }
+    }
+}
+
+impl<T: Descriptor> DescPtr<T> {
+    /// Reads the descriptor under an RCU read guard.
+    ///
+    /// The reference is valid for the guard's lifetime because descriptor memory is
+    /// `TYPESAFE_BY_RCU` ([`Descriptor`] safety item 3); the descriptor may have been freed and
+    /// reused for another page of the same kind meanwhile, so revalidate.
+    #[inline]
+    pub fn get<'g>(self, _guard: &'g RcuGuard<'_>) -> &'g T {
+        // SAFETY: DescPtr values are only created from words, which the crate only ever points
+        // at descriptors allocated from TYPESAFE_BY_RCU caches of type T (Descriptor item 3);
+        // such memory stays a valid T until a grace period after free, and the guard holds off
+        // that grace period. T's fields tolerate concurrent writers (item 2).
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+/// Page-flag bits, the same in every flagged descriptor's first word (bits 0..18).
+pub const PG_LOCKED: u64 = 1 << 0;
+/// Data is being written back.
+pub const PG_WRITEBACK: u64 = 1 << 1;
+/// Recently referenced.
+pub const PG_REFERENCED: u64 = 1 << 2;
+/// Contents are valid.
+pub const PG_UPTODATE: u64 = 1 << 3;
+/// Contents differ from backing store.
+pub const PG_DIRTY: u64 = 1 << 4;
+/// On an LRU list.
+pub const PG_LRU: u64 = 1 << 5;
+/// On the active LRU list.
+pub const PG_ACTIVE: u64 = 1 << 6;
+/// Backed by swap (anon).
+pub const PG_SWAPBACKED: u64 = 1 << 7;
+/// Cannot be reclaimed.
+pub const PG_UNEVICTABLE: u64 = 1 << 8;
+/// Part of an mlocked range.
+pub const PG_MLOCKED: u64 = 1 << 9;
+/// Isolated for migration or compaction.
+pub const PG_ISOLATED: u64 = 1 << 10;
+/// Owner-private flag for filesystems (extended descriptors).
+pub const PG_OWNER_PRIV: u64 = 1 << 11;
+/// Mask of all flag bits; bits above hold per-kind packed fields.
+pub const PG_FLAGS_MASK: u64 = (1 << 18) - 1;
+
+/// The first word of every flagged descriptor: flags in bits 0..18, order in 18..24, pfn in
+/// 24..64.
+#[repr(transparent)]
+pub struct DescFlags(AtomicU64);
+
+impl DescFlags {
+    /// The flag bits.
+    #[inline]
+    pub fn flags(&self) -> u64 {
+        self.0.load(Ordering::Acquire) & PG_FLAGS_MASK
+    }
+    /// Order of the memory the descriptor covers.
+    #[inline]
+    pub fn order(&self) -> u32 {
+        ((self.0.load(Ordering::Acquire) >> 18) & 0x3F) as u32
+    }
+    /// First pfn of the memory the descriptor covers.
+    #[inline]
+    pub fn pfn(&self) -> crate::Pfn {
+        crate::Pfn(self.0.load(Ordering::Acquire) >> 24)
+    }
+    /// Sets flag bits; returns the previous flags.
+    #[inline]
+    pub fn set(&self, bits: u64) -> u64 {
+        self.0.fetch_or(bits & PG_FLAGS_MASK, Ordering::AcqRel) & PG_FLAGS_MASK
+    }
+    /// Clears flag bits; returns the previous flags.
+    #[inline]
+    pub fn clear(&self, bits: u64) -> u64 {
+        self.0.fetch_and(!(bits & PG_FLAGS_MASK), Ordering::AcqRel) & PG_FLAGS_MASK
+    }
+}
+
+/// Refcount and mapcount, at offsets 8 and 12 of every mappable descriptor.
+#[repr(C)]
+pub struct MapCounts {
+    /// References (page-cache slot, mappings' folio refs, pins, transient gets).
+    pub(crate) refcount: AtomicU32,
+    /// Page-table entries mapping this memory (a PMD mapping of 2 MiB counts 512).
+    pub(crate) mapcount: AtomicU32,
+}
+
+impl MapCounts {
+    /// Current reference count.
+    #[inline]
+    pub fn refcount(&self) -> u32 {
+        self.refcount.load(Ordering::Acquire)
+    }
+    /// Current map count.
+    #[inline]
+    pub fn mapcount(&self) -> u32 {
+        self.mapcount.load(Ordering::Acquire)
+    }
+    /// Takes a reference unless the count is zero (the object is being freed or is free):
+    /// the first step of lockless revalidation.
+    #[inline]
+    pub fn try_get(&self) -> bool {
+        let mut cur = self.refcount.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 || cur == u32::MAX {
+                return false;
+            }
+            match self.refcount.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// Intrusive doubly-linked list links (LRU, slab partial lists).
+#[repr(C)]
+pub struct ListLinks {
+    pub(crate) prev: AtomicUsize,
+    pub(crate) next: AtomicUsize,
+}
+
+/// A folio: anon or file memory of order 0..=MAX_ORDER, mappable, on the LRU.
+#[repr(C, align(16))]
+pub struct Folio {
+    /// Flags, order and pfn.
+    pub flags: DescFlags,
+    /// Refcount and mapcount.
+    pub counts: MapCounts,
+    pub(crate) lru: ListLinks,
+    pub(crate) mapping: AtomicUsize,
+    pub(crate) index: AtomicU64,
+}
+
+impl Folio {
+    /// The address_space (file) or anon_vma (anon) this folio belongs to, as an address.
+    pub fn mapping(&self) -> usize {
+        self.mapping.load(Ordering::Acquire)
+    }
+    /// Index in the file, or the anon page offset.
+    pub fn index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+}
+
+/// Page-table page descriptor (ptdesc).
+#[repr(C, align(16))]
+pub struct PtDesc {
+    /// Flags, order (0) and pfn.
+    pub flags: DescFlags,
+    pub(crate) lock: AtomicU32,
+    pub(crate) level: AtomicU32,
+    pub(crate) mm: AtomicUsize,
+    pub(crate) pmd_huge_pte: AtomicU64,
+    pub(crate) entries: AtomicU32,
+}
+
+impl PtDesc {
+    /// Address of the owning address space.
+    pub fn mm(&self) -> usize {
+        self.mm.load(Ordering::Acquire)
+    }
+    /// Page-table level (1 = PTE table … 4 = PGD).
+    pub fn level(&self) -> u32 {
+        self.level.load(Ordering::Acquire)
+    }
+}
+
+/// A vmalloc page's descriptor (one per page of the area).
+#[repr(C, align(16))]
+pub struct VmallocDesc {
+    /// Flags, order (0) and pfn.
+    pub flags: DescFlags,
+    /// Refcount and mapcount (only a mappable area's pages are ever mapped to user space).
+    pub counts: MapCounts,
+    pub(crate) area: AtomicUsize,
+    pub(crate) index: AtomicU64,
+}
+
+/// A page_pool (netmem) page's descriptor.
+#[repr(C, align(16))]
+pub struct Netmem {
+    /// Flags, order and pfn.
+    pub flags: DescFlags,
+    /// Refcount and mapcount (for zero-copy receive into user mappings).
+    pub counts: MapCounts,
+    pub(crate) pool: AtomicUsize,
+    pub(crate) dma_addr: AtomicU64,
+    pub(crate) pp_ref_count: AtomicU64,
+}
+
+impl Netmem {
+    /// The page_pool's fragment reference count.
+    pub fn pp_ref_count(&self) -> u64 {
+        self.pp_ref_count.load(Ordering::Acquire)
+    }
+}
+
+/// A zspage: 1–4 order-0 pages holding compressed objects of one size class.
+#[repr(C, align(16))]
+pub struct Zspage {
+    /// Flags (order 0; pfn of the first page).
+    pub flags: DescFlags,
+    pub(crate) class: AtomicU32,
+    pub(crate) inuse: AtomicU32,
+    pub(crate) freelist: AtomicU32,
+    pub(crate) nr_pages: AtomicU32,
+    pub(crate) list: ListLinks,
+    pub(crate) pages: [AtomicU64; 4],
+}
+
+impl Zspage {
+    /// Objects in use.
+    pub fn inuse(&self) -> u32 {
+        self.inuse.load(Ordering::Acquire)
+    }
+}
+
+/// A z3fold page: up to three objects (first, middle, last).
+#[repr(C, align(16))]
+pub struct Z3foldDesc {
+    /// Flags, order (0) and pfn.
+    pub flags: DescFlags,
+    pub(crate) chunks: AtomicU64,
+    pub(crate) pool: AtomicUsize,
+    pub(crate) list: ListLinks,
+}
+
+impl Z3foldDesc {
+    /// Packed first/middle/last chunk counts and the middle object's start chunk.
+    pub fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Acquire)
+    }
+}
+
+/// Driver memory that may be mapped into user space.
+#[repr(C, align(16))]
+pub struct MappableDesc {
+    /// Flags, order and pfn.
+    pub flags: DescFlags,
+    /// Refcount and mapcount.
+    pub counts: MapCounts,
+    pub(crate) owner: AtomicUsize,
+}
+
+impl MappableDesc {
+    /// Address of the owning driver object.
+    pub fn owner(&self) -> usize {
+        self.owner.load(Ordering::Acquire)
+    }
+}
+
+macro_rules! descriptor {
+    ($t:ty, $tag:expr, [$($tags:expr),*]) => {
+        // SAFETY: 16-byte aligned (asserted below), every field is atomic, and instances are
+        // allocated only from the TYPESAFE_BY_RCU descriptor cache of this type.
+        unsafe impl Descriptor for $t {
+            const TAG: Tag = $tag;
+            const TAGS: &'static [Tag] = &[$($tags),*];
+        }
+        #[cfg(not(loom))]
+        const _: () = assert!(core::mem::align_of::<$t>() == 16);
+    };
+}
+
+descriptor!(Folio, Tag::AnonFolio, [Tag::AnonFolio, Tag::FileFolio]);
+descriptor!(PtDesc, Tag::PageTable, [Tag::PageTable]);
+descriptor!(VmallocDesc, Tag::VmallocUnmappable, [Tag::VmallocMappable, Tag::VmallocUnmappable]);
+descriptor!(Netmem, Tag::NetPool, [Tag::NetPool]);
+descriptor!(Zspage, Tag::Zsmalloc, [Tag::Zsmalloc]);
+descriptor!(Z3foldDesc, Tag::Z3fold, [Tag::Z3fold]);
+descriptor!(MappableDesc, Tag::Mappable, [Tag::Mappable]);
+
+#[cfg(not(loom))]
+mod layout {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    // Flags first, in every flagged descriptor.
+    const _: () = assert!(offset_of!(Folio, flags) == 0);
+    const _: () = assert!(offset_of!(PtDesc, flags) == 0);
+    const _: () = assert!(offset_of!(VmallocDesc, flags) == 0);
+    const _: () = assert!(offset_of!(Netmem, flags) == 0);
+    const _: () = assert!(offset_of!(Zspage, flags) == 0);
+    const _: () = assert!(offset_of!(Z3foldDesc, flags) == 0);
+    const _: () = assert!(offset_of!(MappableDesc, flags) == 0);
+    const _: () = assert!(offset_of!(crate::slab::Slab, flags) == 0);
+
+    // Refcount and mapcount at the same offsets in every mappable descriptor.
+    const REF: usize = offset_of!(Folio, counts) + offset_of!(MapCounts, refcount);
+    const MAP: usize = offset_of!(Folio, counts) + offset_of!(MapCounts, mapcount);
+    const _: () = assert!(REF == 8 && MAP == 12);
+    const _: () = assert!(offset_of!(MappableDesc, counts) + offset_of!(MapCounts, refcount) == REF);
+    const _: () = assert!(offset_of!(VmallocDesc, counts) + offset_of!(MapCounts, refcount) == REF);
+    const _: () = assert!(offset_of!(Netmem, counts) + offset_of!(MapCounts, refcount) == REF);
+    const _: () = assert!(offset_of!(MappableDesc, counts) + offset_of!(MapCounts, mapcount) == MAP);
+    const _: () = assert!(offset_of!(VmallocDesc, counts) + offset_of!(MapCounts, mapcount) == MAP);
+    const _: () = assert!(offset_of!(Netmem, counts) + offset_of!(MapCounts, mapcount) == MAP);
+
+    // LRU at the same offset for anon and file folios (one type serves both tags).
+    const _: () = assert!(offset_of!(Folio, lru) == 16);
+
+    // The order-0 folio plus its word must not exceed Linux's 64-byte struct page.
+    const _: () = assert!(size_of::<Folio>() == 48);
+    const _: () = assert!(size_of::<Folio>() + size_of::<crate::word::Page>() <= 64);
+}

@@ -1,0 +1,80 @@
+//! Allocation flags (`Gfp`, after Linux's gfp_t): which zones, which migratetype, how hard to
+//! try, and what to do with the memory.
+
+/// Allocation flags.
+///
+/// ```
+/// use memdesc::Gfp;
+/// let g = Gfp::HIGHUSER_MOVABLE | Gfp::ZERO;
+/// assert!(g.contains(Gfp::MOVABLE) && g.contains(Gfp::ZERO));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Gfp(u32);
+
+impl Gfp {
+    /// Ordinary unmovable kernel memory from Normal, DMA32 or DMA.
+    pub const KERNEL: Gfp = Gfp(0);
+    /// Zero the memory.
+    pub const ZERO: Gfp = Gfp(1 << 0);
+    /// Movable (user, page cache): may come from the Movable zone, grouped in movable pageblocks.
+    pub const MOVABLE: Gfp = Gfp(1 << 1);
+    /// Reclaimable kernel memory.
+    pub const RECLAIMABLE: Gfp = Gfp(1 << 2);
+    /// High priority / atomic: may dip below the min watermark (to half of it) and into the
+    /// high-atomic reserve.
+    pub const HIGH: Gfp = Gfp(1 << 3);
+    /// Fail quietly: do not count the failure as a warning.
+    pub const NOWARN: Gfp = Gfp(1 << 4);
+    /// Only the DMA zone.
+    pub const DMA: Gfp = Gfp(1 << 5);
+    /// Only DMA32 or DMA.
+    pub const DMA32: Gfp = Gfp(1 << 6);
+    /// User memory that may move: `MOVABLE`.
+    pub const HIGHUSER_MOVABLE: Gfp = Gfp::MOVABLE;
+    /// Atomic context: `HIGH | NOWARN`.
+    pub const ATOMIC: Gfp = Gfp(Gfp::HIGH.0 | Gfp::NOWARN.0);
+
+    /// Whether all bits of `other` are set.
+    #[inline]
+    pub const fn contains(self, other: Gfp) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The migratetype these flags ask for.
+    #[inline]
+    pub fn migratetype(self) -> crate::MigrateType {
+        if self.contains(Gfp::MOVABLE) {
+            crate::MigrateType::Movable
+        } else if self.contains(Gfp::RECLAIMABLE) {
+            crate::MigrateType::Reclaimable
+        } else {
+            crate::MigrateType::Unmovable
+        }
+    }
+
+    /// The highest zone these flags allow.
+    #[inline]
+    pub fn highest_zone(self) -> crate::ZoneType {
+        if self.contains(Gfp::DMA) {
+            crate::ZoneType::Dma
+        } else if self.contains(Gfp::DMA32) {
+            crate::ZoneType::Dma32
+        } else if self.contains(Gfp::MOVABLE) {
+            crate::ZoneType::Movable
+        } else {
+            crate::ZoneType::Normal
+        }
+    }
+}
+
+impl core::ops::BitOr for Gfp {
+    type Output = Gfp;
+    fn bitor(self, rhs: Gfp) -> Gfp {
+        Gfp(self.0 | rhs.0)
+    }
+}

@@ -1,0 +1,368 @@
+//! The memmap: where each pfn's word lives, in two layouts behind one interface.
+//!
+//! - **Flat**: one word per 4 KiB page; the word of a pfn is `words[pfn - region.start]`.
+//! - **Two-level** (for large memory and pmem): one word per 2 MiB area. While an area is
+//!   uniform (one free block, one 2 MiB folio, one reserved range) its single word describes
+//!   all 512 pages. When something needs per-page words the area is *split*: a page holding
+//!   512 words (the area's table) is taken — carved from the area itself when the area is
+//!   free, so splitting never needs a general-purpose allocator — and the area word becomes
+//!   `Split { table_pfn, free, generation }`. When the area is uniform again the table is
+//!   released and the area word describes the whole area once more.
+//!
+//! Regions are found through a section table (one `u16` per 128 MiB) that names the first
+//! region at or after the section; sparse layouts with holes cost nothing but that table.
+//! Pageblock migratetypes (one byte per 2 MiB) live beside each region's words.
+//!
+//! Lockless readers use [`Memmap::load`], which re-reads the area word after reading a table
+//! word and retries if the area was split or unsplit meanwhile. Writers (the page allocator
+//! under the zone lock, descriptor owners under theirs) use the crate-private accessors.
+
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
+use crate::boot::{BootAllocator, BootError};
+use crate::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
+use crate::platform::Platform;
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::word::{Page, PageKind, SplitInfo, Word};
+
+/// log2 of pages per section of the region lookup table (128 MiB).
+pub const SECTION_SHIFT: u32 = 15;
+
+/// Why the memmap could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemmapError {
+    /// The layout is invalid.
+    Layout(LayoutError),
+    /// The boot allocator could not place the memmap.
+    Boot(BootError),
+    /// The platform has no direct map for memory the boot allocator handed out.
+    NoDirectMap(Pfn),
+}
+
+impl From<LayoutError> for MemmapError {
+    fn from(e: LayoutError) -> Self {
+        MemmapError::Layout(e)
+    }
+}
+impl From<BootError> for MemmapError {
+    fn from(e: BootError) -> Self {
+        MemmapError::Boot(e)
+    }
+}
+
+/// One region's words and pageblock bytes.
+pub(crate) struct RegionMap {
+    pub(crate) region: Region,
+    words: NonNull<Page>,
+    nr_words: usize,
+    pageblocks: NonNull<AtomicU8>,
+    nr_pageblocks: usize,
+}
+
+/// What a lockless read of a pfn's word found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WordView {
+    /// The word.
+    pub word: Word,
+    /// log2 of the pages this word covers: 0 for a per-page word, 9 for an unsplit area.
+    pub span_order: u32,
+    /// First pfn the word covers.
+    pub first: Pfn,
+}
+
+/// The memmap of one machine.
+pub struct Memmap {
+    regions: [Option<RegionMap>; MAX_REGIONS],
+    nr: usize,
+    sections: NonNull<u16>,
+    nr_sections: usize,
+    static_bytes: u64,
+    split_tables: AtomicU64,
+    generation: AtomicU64,
+}
+
+// SAFETY: the raw pointers point into platform memory reserved for the memmap by the boot
+// allocator, valid for the machine's life (Platform item 1); all shared mutation goes through
+// atomics (Page, AtomicU8).
+unsafe impl Send for Memmap {}
+// SAFETY: as above.
+unsafe impl Sync for Memmap {}
+
+fn boot_array<T, P: Platform>(
+    boot: &mut BootAllocator,
+    p: &P,
+    count: usize,
+    prefer: Option<&Region>,
+    init: impl Fn(usize) -> T,
+) -> Result<(NonNull<T>, u64), MemmapError> {
+    let bytes = (count.max(1) * core::mem::size_of::<T>()) as u64;
+    let pages = bytes.div_ceil(PAGE_SIZE as u64);
+    let pfn = boot.alloc(pages, 0, prefer)?;
+    let base = p.direct_map(pfn).ok_or(MemmapError::NoDirectMap(pfn))?.cast::<T>();
+    for i in 0..count {
+        // SAFETY: the boot allocator reserved `pages` pages at `pfn` for us alone; the direct
+        // map is linear over them (Platform item 1), so `base..base+bytes` is valid,
+        // page-aligned (so aligned for T, whose alignment is at most 8) and unaliased.
+        unsafe { base.as_ptr().add(i).write(init(i)) };
+    }
+    Ok((base, pages * PAGE_SIZE as u64))
+}
+
+impl Memmap {
+    /// Builds the memmap of `layout`, placing it with the boot allocator. Every word starts as
+    /// a tail word; the page allocator then stamps reserved ranges and frees the rest.
+    pub fn build<P: Platform>(layout: &MemoryLayout, boot: &mut BootAllocator, p: &P) -> Result<Self, MemmapError> {
+        let mut m = Memmap {
+            regions: [const { None }; MAX_REGIONS],
+            nr: 0,
+            sections: NonNull::dangling(),
+            nr_sections: 0,
+            static_bytes: 0,
+            split_tables: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        };
+        let mut err = None;
+        layout
+            .normalise(|region| {
+                if m.nr == MAX_REGIONS {
+                    return Err(LayoutError::TooManyRegions);
+                }
+                let nr_words = match region.layout {
+                    MemmapLayout::Flat => region.pages() as usize,
+                    MemmapLayout::TwoLevel => (region.pages() >> AREA_ORDER) as usize,
+                };
+                let first_pb = region.start.0 >> AREA_ORDER;
+                let nr_pageblocks = (((region.end.0 - 1) >> AREA_ORDER) - first_pb + 1) as usize;
+                let built =
+                    boot_array(boot, p, nr_words, Some(&region), |_| Page::new(Word::TAIL)).and_then(|(w, wb)| {
+                        let (pb, pbb) = boot_array(boot, p, nr_pageblocks, Some(&region), |_| {
+                            AtomicU8::new(crate::pageblock::MigrateType::Movable as u8)
+                        })?;
+                        Ok((w, wb, pb, pbb))
+                    });
+                match built {
+                    Ok((words, wb, pageblocks, pbb)) => {
+                        m.static_bytes += wb + pbb;
+                        m.regions[m.nr] = Some(RegionMap { region, words, nr_words, pageblocks, nr_pageblocks });
+                        m.nr += 1;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        Err(LayoutError::TooManyRegions)
+                    }
+                }
+            })
+            .map_err(|e| err.unwrap_or(MemmapError::Layout(e)))?;
+        let end = layout.end_pfn();
+        let nr_sections = (end.0.div_ceil(1 << SECTION_SHIFT)) as usize;
+        let regions = &m.regions;
+        let nr = m.nr;
+        let (sections, sb) = boot_array(boot, p, nr_sections, None, |s| {
+            let sec_start = (s as u64) << SECTION_SHIFT;
+            (0..nr).find(|&i| regions[i].as_ref().is_some_and(|r| r.region.end.0 > sec_start)).unwrap_or(nr) as u16
+        })?;
+        m.sections = sections;
+        m.nr_sections = nr_sections;
+        m.static_bytes += sb;
+        Ok(m)
+    }
+
+    /// Bytes of memory the memmap uses now: word arrays, pageblock bytes, the section table,
+    /// and the tables of split two-level areas.
+    pub fn bytes(&self) -> u64 {
+        self.static_bytes + self.split_tables.load(Ordering::Relaxed) * PAGE_SIZE as u64
+    }
+
+    /// Two-level areas currently split.
+    pub fn split_areas(&self) -> u64 {
+        self.split_tables.load(Ordering::Relaxed)
+    }
+
+    /// The normalised regions, in pfn order.
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.regions[..self.nr].iter().flatten().map(|r| &r.region)
+    }
+
+    /// Index of the region holding `pfn`.
+    #[inline]
+    pub(crate) fn region_index(&self, pfn: Pfn) -> Option<usize> {
+        let s = (pfn.0 >> SECTION_SHIFT) as usize;
+        if s >= self.nr_sections {
+            return None;
+        }
+        // SAFETY: s < nr_sections, the table's length (built in `build`).
+        let mut i = unsafe { *self.sections.as_ptr().add(s) } as usize;
+        while i < self.nr {
+            let r = &self.regions[i].as_ref()?.region;
+            if pfn < r.start {
+                return None;
+            }
+            if pfn < r.end {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    #[inline]
+    pub(crate) fn region_map(&self, i: usize) -> &RegionMap {
+        self.regions[i].as_ref().expect("region index from region_index")
+    }
+
+    /// The region holding `pfn`, if any.
+    #[inline]
+    pub fn region_of(&self, pfn: Pfn) -> Option<&Region> {
+        self.region_index(pfn).map(|i| &self.region_map(i).region)
+    }
+
+    /// Reads the word that describes `pfn` without any lock: for a split area, the table word,
+    /// re-checked against the area word so a table released meanwhile is never trusted.
+    pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
+        let rm = self.region_map(self.region_index(pfn)?);
+        match rm.region.layout {
+            MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
+            MemmapLayout::TwoLevel => loop {
+                let area = rm.area_word(pfn);
+                let w1 = area.load();
+                let PageKind::Split(s) = w1.kind() else {
+                    return Some(WordView { word: w1, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) });
+                };
+                let w = self.table(p, s.table_pfn)?[(pfn.0 & (AREA_PAGES - 1)) as usize].load();
+                let w2 = area.load();
+                if same_split(w1, w2) {
+                    return Some(WordView { word: w, span_order: 0, first: pfn });
+                }
+            },
+        }
+    }
+
+    /// The 512 words of a split area's table.
+    #[inline]
+    pub(crate) fn table<'a, P: Platform>(&'a self, p: &P, table_pfn: u64) -> Option<&'a [Page; AREA_PAGES as usize]> {
+        let ptr = p.direct_map(Pfn(table_pfn))?;
+        // SAFETY: table pfns only come from Split words, which the allocator writes after
+        // initialising a full page of words there; the page is mapped (two-level regions are
+        // always mapped, LayoutError::TwoLevelUnmapped) and stays mapped for the platform's
+        // life. Concurrent readers only use atomic loads on it.
+        Some(unsafe { &*(ptr.as_ptr() as *const [Page; AREA_PAGES as usize]) })
+    }
+
+    /// Calls `f(first_pfn, span_order, word)` for every word covering `[start, end)`, stepping
+    /// over unsplit areas in one call and over holes silently. Lockless; words may change
+    /// under the walk, as they do for Linux's pfn walkers.
+    pub fn walk<P: Platform>(&self, p: &P, start: Pfn, end: Pfn, mut f: impl FnMut(WordView)) {
+        let mut pfn = start;
+        while pfn < end {
+            match self.load(p, pfn) {
+                Some(v) => {
+                    f(v);
+                    pfn = v.first.add(1 << v.span_order).max(pfn.add(1));
+                }
+                None => {
+                    // A hole: jump to the next region.
+                    match self.regions().find(|r| r.start > pfn) {
+                        Some(r) => pfn = r.start,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Splits a two-level area: initialises `table_pfn`'s page with the per-page words from
+    /// `init(i)` and publishes the split. The area word must not be `Split` already.
+    pub(crate) fn split_area<P: Platform>(
+        &self,
+        p: &P,
+        rm: &RegionMap,
+        area: Pfn,
+        table_pfn: Pfn,
+        free: u16,
+        init: impl Fn(usize) -> Word,
+    ) {
+        let ptr = p.direct_map(table_pfn).expect("two-level regions are mapped");
+        for i in 0..AREA_PAGES as usize {
+            // SAFETY: the caller owns `table_pfn` (taken from free memory or allocated for the
+            // table); it is mapped and page-sized, so 512 Page slots fit.
+            unsafe { (ptr.as_ptr() as *mut Page).add(i).write(Page::new(init(i))) };
+        }
+        let generation = (self.generation.fetch_add(1, Ordering::Relaxed) & 1023) as u16;
+        let w =
+            Word::split(SplitInfo { free, generation, table_pfn: table_pfn.0 }).expect("pfn checked at layout time");
+        rm.area_word(area).store(w);
+        self.split_tables.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes a split area uniform again: the area word becomes `uniform`; the caller releases
+    /// the table page afterwards.
+    pub(crate) fn unsplit_area(&self, rm: &RegionMap, area: Pfn, uniform: Word) {
+        rm.area_word(area).store(uniform);
+        self.split_tables.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The word to use for `pfn` under the owning lock: the flat word, the table word of a
+    /// split area, or `None` for a page inside an unsplit area.
+    #[inline]
+    pub(crate) fn page_word<'a, P: Platform>(&'a self, p: &P, rm: &'a RegionMap, pfn: Pfn) -> Option<&'a Page> {
+        match rm.region.layout {
+            MemmapLayout::Flat => Some(rm.flat_word(pfn)),
+            MemmapLayout::TwoLevel => match rm.area_word(pfn).load().kind() {
+                PageKind::Split(s) => Some(&self.table(p, s.table_pfn)?[(pfn.0 & (AREA_PAGES - 1)) as usize]),
+                _ => None,
+            },
+        }
+    }
+
+    /// The word describing a block of `2^order` pages at `pfn` under the owning lock: for a
+    /// two-level region and `order >= 9`, the area word; otherwise as [`Memmap::page_word`].
+    #[inline]
+    pub(crate) fn block_word<'a, P: Platform>(
+        &'a self,
+        p: &P,
+        rm: &'a RegionMap,
+        pfn: Pfn,
+        order: u32,
+    ) -> Option<&'a Page> {
+        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER {
+            Some(rm.area_word(pfn))
+        } else {
+            self.page_word(p, rm, pfn)
+        }
+    }
+}
+
+fn same_split(a: Word, b: Word) -> bool {
+    match (a.kind(), b.kind()) {
+        (PageKind::Split(x), PageKind::Split(y)) => x.generation == y.generation && x.table_pfn == y.table_pfn,
+        _ => false,
+    }
+}
+
+impl RegionMap {
+    #[inline]
+    pub(crate) fn flat_word(&self, pfn: Pfn) -> &Page {
+        let i = (pfn.0 - self.region.start.0) as usize;
+        assert!(i < self.nr_words);
+        // SAFETY: i < nr_words, the length of the word array built for this region.
+        unsafe { &*self.words.as_ptr().add(i) }
+    }
+
+    #[inline]
+    pub(crate) fn area_word(&self, pfn: Pfn) -> &Page {
+        let i = ((pfn.0 - self.region.start.0) >> AREA_ORDER) as usize;
+        assert!(i < self.nr_words);
+        // SAFETY: as in flat_word: i < nr_words (one word per area here).
+        unsafe { &*self.words.as_ptr().add(i) }
+    }
+
+    #[inline]
+    pub(crate) fn pageblock(&self, pfn: Pfn) -> &AtomicU8 {
+        let i = ((pfn.0 >> AREA_ORDER) - (self.region.start.0 >> AREA_ORDER)) as usize;
+        assert!(i < self.nr_pageblocks);
+        // SAFETY: i < nr_pageblocks, the length of the pageblock array of this region.
+        unsafe { &*self.pageblocks.as_ptr().add(i) }
+    }
+}

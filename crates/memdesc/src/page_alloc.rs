@@ -1,0 +1,766 @@
+//! The page allocator of one machine: [`PhysMem`] boots the memmap with the boot allocator,
+//! hands every unreserved page to the buddy lists of its zone, and serves allocations through
+//! per-CPU lists and zone free lists with watermarks and migratetype fallback.
+//!
+//! Frees are checked against the page word before anything changes: a double free, a free of a
+//! tail page, of the wrong order, of a reserved page or of a page of another kind returns a
+//! precise [`FreeError`] and leaves the allocator untouched. The check is one word read and a
+//! compare-and-swap that claims the free, so two racing frees of one block cannot both win.
+//! With [`Config::debug_checks`] every tail word is verified too.
+
+use core::fmt;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
+use crate::boot::{BootAllocator, BootError};
+use crate::cpu::{Cpu, CpuSet, MAX_CPUS};
+use crate::gfp::Gfp;
+use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
+use crate::memmap::{Memmap, MemmapError, RegionMap};
+use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
+use crate::pcp::{Pcp, PcpLinks, PCP_MAX_ORDER};
+use crate::platform::{PageMap, Platform};
+use crate::rcu::Rcu;
+use crate::sync::{AtomicU64, Ordering};
+use crate::word::{PageKind, Subtype, Tag, Word};
+use crate::zone::{Buddy, Zone, MAX_ORDER_LIMIT};
+
+pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
+
+/// Machine-wide settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Largest order the buddy allocator merges to (Linux: 10).
+    pub max_order: u32,
+    /// CPUs (per-CPU lists and RCU slots).
+    pub nr_cpus: usize,
+    /// Verify every tail word on free (on in debug builds).
+    pub debug_checks: bool,
+    /// Pages a per-CPU list may hold before it is drained by a batch.
+    pub pcp_high: u32,
+    /// Pages moved per refill or drain.
+    pub pcp_batch: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_order: 10, nr_cpus: 2, debug_checks: cfg!(debug_assertions), pcp_high: 384, pcp_batch: 63 }
+    }
+}
+
+/// Why a machine could not boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFailure {
+    /// The memmap could not be built.
+    Memmap(MemmapError),
+    /// The boot allocator ran out.
+    Boot(BootError),
+    /// `max_order` above [`MAX_ORDER_LIMIT`] or `nr_cpus` above [`MAX_CPUS`].
+    BadConfig,
+}
+
+impl From<MemmapError> for BootFailure {
+    fn from(e: MemmapError) -> Self {
+        BootFailure::Memmap(e)
+    }
+}
+impl From<BootError> for BootFailure {
+    fn from(e: BootError) -> Self {
+        BootFailure::Boot(e)
+    }
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// No allowed zone has a free block of this order above its watermark.
+    NoMemory {
+        /// Order asked for.
+        order: u32,
+    },
+    /// The order is above the machine's `max_order`.
+    InvalidOrder(u32),
+    /// An injected failure (fault injection).
+    Injected,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllocError::NoMemory { order } => write!(f, "out of memory for an order-{order} allocation"),
+            AllocError::InvalidOrder(o) => write!(f, "order {o} is above the machine's max order"),
+            AllocError::Injected => write!(f, "allocation failure injected"),
+        }
+    }
+}
+
+/// Why a free was refused. The allocator's state is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The pfn is in no region.
+    OutOfRange(Pfn),
+    /// The pfn is not aligned to the order.
+    Misaligned {
+        /// The pfn.
+        pfn: Pfn,
+        /// The order given.
+        order: u32,
+    },
+    /// The block is already free.
+    DoubleFree(Pfn),
+    /// The pfn is inside an allocation, not its first page.
+    NotHead(Pfn),
+    /// The allocation has another order.
+    WrongOrder {
+        /// The pfn.
+        pfn: Pfn,
+        /// The order given.
+        given: u32,
+        /// The order allocated.
+        allocated: u32,
+    },
+    /// The page is reserved, poisoned, offline or otherwise never allocated.
+    NotAllocated(Pfn, Subtype),
+    /// The page belongs to another kind (a slab, a folio, …): free it through its owner.
+    WrongKind(Pfn, Tag),
+    /// Debug checks found a tail page that does not hold a tail word.
+    CorruptTail(Pfn),
+    /// The word holds bits no encoder writes.
+    CorruptWord(Pfn, u64),
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FreeError::OutOfRange(p) => write!(f, "pfn {p} is not in any memory region"),
+            FreeError::Misaligned { pfn, order } => write!(f, "pfn {pfn} is not aligned to order {order}"),
+            FreeError::DoubleFree(p) => write!(f, "double free of pfn {p}"),
+            FreeError::NotHead(p) => write!(f, "pfn {p} is inside an allocation, not its head"),
+            FreeError::WrongOrder { pfn, given, allocated } => {
+                write!(f, "pfn {pfn} was allocated with order {allocated}, freed with order {given}")
+            }
+            FreeError::NotAllocated(p, s) => write!(f, "pfn {p} is {s:?}, not allocated memory"),
+            FreeError::WrongKind(p, t) => write!(f, "pfn {p} belongs to a {t:?} descriptor; free it through its owner"),
+            FreeError::CorruptTail(p) => write!(f, "tail page {p} does not hold a tail word"),
+            FreeError::CorruptWord(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
+        }
+    }
+}
+
+/// Allocation counters.
+#[derive(Default)]
+struct Counters {
+    alloc_ok: AtomicU64,
+    alloc_fail: AtomicU64,
+    alloc_fail_quiet: AtomicU64,
+    frees: AtomicU64,
+    free_errors: AtomicU64,
+}
+
+/// A snapshot of the allocator's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocCounters {
+    /// Successful allocations.
+    pub alloc_ok: u64,
+    /// Failed allocations that warn.
+    pub alloc_fail: u64,
+    /// Failed allocations with [`Gfp::NOWARN`].
+    pub alloc_fail_quiet: u64,
+    /// Successful frees.
+    pub frees: u64,
+    /// Refused frees.
+    pub free_errors: u64,
+}
+
+/// The physical memory manager of one machine.
+pub struct PhysMem<P: Platform> {
+    pub(crate) platform: P,
+    pub(crate) memmap: Memmap,
+    pub(crate) zones: [Option<Zone>; MAX_ZONE_SLOTS],
+    pcp: NonNull<Pcp>,
+    cpus: CpuSet,
+    rcu: Rcu,
+    config: Config,
+    counters: Counters,
+    boot_pages: u64,
+    reserved_pages: u64,
+}
+
+// SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
+// life; each Pcp is protected by its own spin lock. Everything else is Send/Sync already.
+unsafe impl<P: Platform> Send for PhysMem<P> {}
+// SAFETY: as above.
+unsafe impl<P: Platform> Sync for PhysMem<P> {}
+
+pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
+impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
+    #[inline]
+    fn next(&self, pfn: u64) -> u64 {
+        PageMap::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).load(Ordering::Relaxed)
+    }
+    #[inline]
+    fn set_next(&self, pfn: u64, next: u64) {
+        PageMap::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
+    }
+}
+
+/// Integer square root (for the watermark formula).
+fn isqrt(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let mut x = n;
+    let mut y = x.div_ceil(2);
+    while y < x {
+        x = y;
+        y = (x + n / x) / 2;
+    }
+    x
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Boots a machine: builds the memmap with the boot allocator, stamps reserved memory, and
+    /// frees every other page into the buddy lists.
+    pub fn boot(platform: P, layout: &MemoryLayout, config: Config) -> Result<Self, BootFailure> {
+        if config.max_order > MAX_ORDER_LIMIT || config.max_order < AREA_ORDER || config.nr_cpus > MAX_CPUS {
+            return Err(BootFailure::BadConfig);
+        }
+        let mut boot = BootAllocator::new(layout)?;
+        let memmap = Memmap::build(layout, &mut boot, &platform)?;
+        let mut zones: [Option<Zone>; MAX_ZONE_SLOTS] = [const { None }; MAX_ZONE_SLOTS];
+        for r in memmap.regions() {
+            let z =
+                zones[r.node as usize * NR_ZONES + r.zone as usize].get_or_insert_with(|| Zone::new(r.node, r.zone));
+            z.start = z.start.min(r.start);
+            z.end = z.end.max(r.end);
+            z.present += r.pages();
+            z.pcp_ok &= r.mapped;
+        }
+        let nr_cpus = config.nr_cpus.max(1);
+        let pcp_count = nr_cpus * MAX_ZONE_SLOTS;
+        let pcp_pages = (pcp_count * core::mem::size_of::<Pcp>()).div_ceil(PAGE_SIZE) as u64;
+        let pcp_pfn = boot.alloc(pcp_pages, 0, None)?;
+        let pcp =
+            platform.direct_map(pcp_pfn).ok_or(BootFailure::Memmap(MemmapError::NoDirectMap(pcp_pfn)))?.cast::<Pcp>();
+        for i in 0..pcp_count {
+            // SAFETY: the boot allocator reserved pcp_pages pages for this array alone, the
+            // direct map is linear over them (Platform item 1), and they are page-aligned.
+            unsafe { pcp.as_ptr().add(i).write(Pcp::new(config.pcp_high, config.pcp_batch)) };
+        }
+        let mut mem = PhysMem {
+            platform,
+            memmap,
+            zones,
+            pcp,
+            cpus: CpuSet::new(nr_cpus),
+            rcu: Rcu::new(),
+            config,
+            counters: Counters::default(),
+            boot_pages: boot.allocated_pages(),
+            reserved_pages: 0,
+        };
+        mem.populate(&boot);
+        mem.set_watermarks();
+        Ok(mem)
+    }
+
+    pub(crate) fn buddy(&self) -> Buddy<'_, P> {
+        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order }
+    }
+
+    /// Stamps reserved pages and frees the rest of every region into the buddy lists.
+    fn populate(&mut self, boot: &BootAllocator) {
+        let reserved = boot.reserved();
+        let mut reserved_pages = 0;
+        for ri in 0..self.memmap.regions().count() {
+            let rm = self.memmap.region_map(ri);
+            let r = rm.region;
+            let zone =
+                self.zones[r.node as usize * NR_ZONES + r.zone as usize].as_ref().expect("zone created per region");
+            let buddy = self.buddy();
+            let mut fl = zone.lock.lock();
+            let is_reserved = |pfn: Pfn| reserved.iter().any(|(s, e)| *s <= pfn && pfn < *e);
+            let reserved_word = |order| Buddy::<P>::undescribed(rm, Subtype::Reserved, order);
+            let mut freed = 0u64;
+            match r.layout {
+                MemmapLayout::Flat => {
+                    let mut pfn = r.start;
+                    while pfn < r.end {
+                        if is_reserved(pfn) {
+                            rm.flat_word(pfn).store(reserved_word(0));
+                            reserved_pages += 1;
+                            pfn = pfn.add(1);
+                            continue;
+                        }
+                        // The largest aligned block of unreserved pages starting here.
+                        let mut order = pfn.0.trailing_zeros().min(self.config.max_order);
+                        while order > 0
+                            && (pfn.add(1 << order) > r.end || (0..1u64 << order).any(|i| is_reserved(pfn.add(i))))
+                        {
+                            order -= 1;
+                        }
+                        buddy.free_block(&mut fl, pfn, order, MigrateType::Movable);
+                        freed += 1 << order;
+                        pfn = pfn.add(1 << order);
+                    }
+                }
+                MemmapLayout::TwoLevel => {
+                    let mut area = r.start;
+                    while area < r.end {
+                        let nres = (0..AREA_PAGES).filter(|&i| is_reserved(area.add(i))).count() as u64;
+                        if nres == AREA_PAGES {
+                            rm.area_word(area).store(reserved_word(AREA_ORDER));
+                            reserved_pages += AREA_PAGES;
+                        } else if nres == 0 {
+                            buddy.free_block(&mut fl, area, AREA_ORDER, MigrateType::Movable);
+                            freed += AREA_PAGES;
+                        } else {
+                            // Partly reserved: split it, the table taking its first free page.
+                            let table =
+                                (0..AREA_PAGES).map(|i| area.add(i)).find(|&p| !is_reserved(p)).expect("nres < 512");
+                            let memmap_word = Buddy::<P>::undescribed(rm, Subtype::Memmap, 0);
+                            self.memmap.split_area(&self.platform, rm, area, table, 0, |i| {
+                                let p = area.add(i as u64);
+                                if p == table {
+                                    memmap_word
+                                } else if is_reserved(p) {
+                                    reserved_word(0)
+                                } else {
+                                    Word::TAIL
+                                }
+                            });
+                            reserved_pages += nres;
+                            // The table page is managed memory the memmap now uses.
+                            freed += 1;
+                            for i in 0..AREA_PAGES {
+                                let p = area.add(i);
+                                if p != table && !is_reserved(p) {
+                                    buddy.free_block(&mut fl, p, 0, MigrateType::Movable);
+                                    freed += 1;
+                                }
+                            }
+                        }
+                        area = area.add(AREA_PAGES);
+                    }
+                }
+            }
+            zone.managed.fetch_add(freed, Ordering::Relaxed);
+            zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+        }
+        self.reserved_pages = reserved_pages;
+    }
+
+    /// min/low/high like Linux: min_free_kbytes = sqrt(16 × managed KiB), shared by zones in
+    /// proportion to their size; low and high add max(min/4, 0.1 % of the zone) each.
+    fn set_watermarks(&self) {
+        let total: u64 = self.zones().map(|z| z.managed_pages()).sum();
+        let min_free_kb = isqrt(total * 4 * 16).clamp(128, 262_144);
+        let min_pages_total = min_free_kb / 4;
+        for z in self.zones() {
+            let managed = z.managed_pages();
+            let min = (min_pages_total * managed).checked_div(total).unwrap_or(0);
+            let step = (min / 4).max(managed / 1000);
+            z.wmark[0].store(min, Ordering::Relaxed);
+            z.wmark[1].store(min + step, Ordering::Relaxed);
+            z.wmark[2].store(min + 2 * step, Ordering::Relaxed);
+        }
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+    /// The memmap.
+    pub fn memmap(&self) -> &Memmap {
+        &self.memmap
+    }
+    /// The CPUs; claim one to allocate.
+    pub fn cpus(&self) -> &CpuSet {
+        &self.cpus
+    }
+    /// The machine's RCU.
+    pub fn rcu(&self) -> &Rcu {
+        &self.rcu
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// All zones, by node then zone type.
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.iter().flatten()
+    }
+    /// Pages the boot allocator took (memmap, per-CPU areas).
+    pub fn boot_pages(&self) -> u64 {
+        self.boot_pages
+    }
+    /// Pages reserved at boot (firmware ranges and boot allocations).
+    pub fn reserved_pages(&self) -> u64 {
+        self.reserved_pages
+    }
+
+    /// Free pages in buddy lists plus per-CPU lists, all zones.
+    pub fn nr_free_pages(&self) -> u64 {
+        let buddy: u64 = self.zones().map(|z| z.free_pages()).sum();
+        buddy + self.pcp_pages()
+    }
+
+    /// Pages sitting on per-CPU lists.
+    pub fn pcp_pages(&self) -> u64 {
+        let mut n = 0;
+        for cpu in 0..self.cpus.nr() {
+            for slot in 0..MAX_ZONE_SLOTS {
+                if self.zones[slot].is_some() {
+                    n += self.pcp_at(cpu, slot).lists.lock().pages as u64;
+                }
+            }
+        }
+        n
+    }
+
+    /// Allocation counters.
+    pub fn counters(&self) -> AllocCounters {
+        let c = &self.counters;
+        AllocCounters {
+            alloc_ok: c.alloc_ok.load(Ordering::Relaxed),
+            alloc_fail: c.alloc_fail.load(Ordering::Relaxed),
+            alloc_fail_quiet: c.alloc_fail_quiet.load(Ordering::Relaxed),
+            frees: c.frees.load(Ordering::Relaxed),
+            free_errors: c.free_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
+        assert!(cpu < self.cpus.nr() && slot < MAX_ZONE_SLOTS);
+        // SAFETY: the array has nr_cpus × MAX_ZONE_SLOTS initialised entries (boot) and
+        // lives as long as self.
+        unsafe { &*self.pcp.as_ptr().add(cpu * MAX_ZONE_SLOTS + slot) }
+    }
+
+    #[inline]
+    fn slot_of(rm: &RegionMap) -> usize {
+        rm.region.node as usize * NR_ZONES + rm.region.zone as usize
+    }
+
+    /// Allocates `2^order` contiguous pages of raw (unmappable) memory and returns the first pfn.
+    ///
+    /// The head word becomes `Undescribed { Unmappable, order }`; free with
+    /// [`PhysMem::free_pages`].
+    pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
+        self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
+    }
+
+    /// Allocates and stamps the head word with `head(region)`; the crate's typed allocators
+    /// (slab, folios, …) use this so the word is never seen half-made.
+    pub(crate) fn alloc_with(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap) -> Word,
+    ) -> Result<Pfn, AllocError> {
+        debug_assert!(cpu.belongs_to(&self.cpus));
+        if order > self.config.max_order {
+            return Err(AllocError::InvalidOrder(order));
+        }
+        let mt = gfp.migratetype();
+        let highest = gfp.highest_zone();
+        let mut drained = false;
+        loop {
+            for pass in 0..2 {
+                for node in 0..MAX_NODES {
+                    for zt in ZoneType::ALL.iter().rev().filter(|z| **z <= highest) {
+                        let slot = node * NR_ZONES + *zt as usize;
+                        let Some(zone) = &self.zones[slot] else { continue };
+                        if !self.watermark_ok(zone, order, gfp, pass) {
+                            continue;
+                        }
+                        if let Some(pfn) = self.rmqueue(cpu, zone, slot, order, mt) {
+                            let rm = self
+                                .memmap
+                                .region_map(self.memmap.region_index(pfn).expect("allocated pfn in a region"));
+                            self.memmap
+                                .block_word(&self.platform, rm, pfn, order)
+                                .expect("allocated block has a word")
+                                .store(head(rm));
+                            if gfp.contains(Gfp::ZERO) {
+                                self.zero(pfn, order);
+                            }
+                            self.counters.alloc_ok.fetch_add(1, Ordering::Relaxed);
+                            return Ok(pfn);
+                        }
+                    }
+                }
+            }
+            if drained || self.pcp_pages() == 0 {
+                break;
+            }
+            // Memory may be parked on per-CPU lists: drain them all and try once more.
+            self.drain_all();
+            drained = true;
+        }
+        let c = if gfp.contains(Gfp::NOWARN) { &self.counters.alloc_fail_quiet } else { &self.counters.alloc_fail };
+        c.fetch_add(1, Ordering::Relaxed);
+        Err(AllocError::NoMemory { order })
+    }
+
+    #[inline]
+    fn watermark_ok(&self, zone: &Zone, order: u32, gfp: Gfp, pass: u32) -> bool {
+        let free = zone.free_pages.load(Ordering::Relaxed);
+        let mut mark = zone.wmark[if pass == 0 { 1 } else { 0 }].load(Ordering::Relaxed);
+        if pass == 1 && gfp.contains(Gfp::HIGH) {
+            mark /= 2;
+        }
+        // Per-CPU pages are free too; allow an allocation a per-CPU list can serve.
+        free >= mark + (1 << order) || (order <= PCP_MAX_ORDER && free >= mark && zone.pcp_ok)
+    }
+
+    fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
+        let buddy = self.buddy();
+        if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
+            let links = DirectLinks(&self.platform);
+            let pcp = self.pcp_at(cpu.id(), slot);
+            let mut l = pcp.lists.lock();
+            if let Some(pfn) = l.pop(&links, order, mt as usize) {
+                return Some(Pfn(pfn));
+            }
+            let mut fl = zone.lock.lock();
+            let n = (pcp.batch >> order).max(1);
+            for _ in 0..n {
+                let Some(pfn) = buddy.rmqueue(&mut fl, order, mt) else { break };
+                let rm = buddy.rm(pfn);
+                self.memmap
+                    .block_word(&self.platform, rm, pfn, order)
+                    .expect("block word")
+                    .store(Buddy::<P>::buddy_word(rm, order, mt, true));
+                l.push(&links, order, mt as usize, pfn.0);
+            }
+            zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+            drop(fl);
+            return l.pop(&links, order, mt as usize).map(Pfn);
+        }
+        let mut fl = zone.lock.lock();
+        let r = buddy.rmqueue(&mut fl, order, mt);
+        zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+        r
+    }
+
+    fn zero(&self, pfn: Pfn, order: u32) {
+        for i in 0..1u64 << order {
+            PageMap::new(&self.platform, pfn.add(i)).expect("allocated memory is mappable").zero();
+        }
+    }
+
+    /// Frees raw memory from [`PhysMem::alloc_pages`]. Checked: see [`FreeError`].
+    pub fn free_pages(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+        let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
+        match r {
+            Ok(rm) => {
+                self.free_claimed(cpu, rm, pfn, order);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.free_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Verifies that `pfn` heads an allocation of `order` whose head word is an undescribed
+    /// subtype accepted by `ok`, then claims it atomically (the head word becomes a tail word
+    /// until the free completes).
+    pub(crate) fn check_and_claim(
+        &self,
+        pfn: Pfn,
+        order: u32,
+        ok: impl Fn(Subtype) -> bool,
+    ) -> Result<&RegionMap, FreeError> {
+        let rm = self.memmap.region_index(pfn).map(|i| self.memmap.region_map(i)).ok_or(FreeError::OutOfRange(pfn))?;
+        if order > self.config.max_order || !pfn.is_aligned(order) || pfn.add(1 << order) > rm.region.end {
+            return Err(FreeError::Misaligned { pfn, order });
+        }
+        let word = match self.memmap.block_word(&self.platform, rm, pfn, order) {
+            Some(w) => w,
+            None => {
+                // A small block inside an unsplit area: the area is one thing, so this pfn
+                // can at most be inside an allocation of order >= 9.
+                let v = rm.area_word(pfn).load();
+                return Err(match v.kind() {
+                    PageKind::Buddy(_) => FreeError::DoubleFree(pfn),
+                    PageKind::Undescribed(u) if ok(u.subtype) && pfn.is_aligned(AREA_ORDER) => {
+                        FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 }
+                    }
+                    PageKind::Undescribed(u) if ok(u.subtype) => FreeError::NotHead(pfn),
+                    PageKind::Undescribed(u) => FreeError::NotAllocated(pfn, u.subtype),
+                    PageKind::Invalid(raw) => FreeError::CorruptWord(pfn, raw),
+                    _ => FreeError::WrongKind(pfn, v.tag().unwrap_or(Tag::Undescribed)),
+                });
+            }
+        };
+        let w = word.load();
+        match w.kind() {
+            PageKind::Buddy(_) => return Err(FreeError::DoubleFree(pfn)),
+            PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
+                return Err(if self.free_block_containing(rm, pfn).is_some() {
+                    FreeError::DoubleFree(pfn)
+                } else {
+                    FreeError::NotHead(pfn)
+                });
+            }
+            PageKind::Undescribed(u) if ok(u.subtype) => {
+                if u.order as u32 != order {
+                    return Err(FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 });
+                }
+            }
+            PageKind::Undescribed(u) => return Err(FreeError::NotAllocated(pfn, u.subtype)),
+            PageKind::Invalid(raw) => return Err(FreeError::CorruptWord(pfn, raw)),
+            _ => return Err(FreeError::WrongKind(pfn, w.tag().unwrap_or(Tag::Undescribed))),
+        }
+        if self.config.debug_checks {
+            self.check_tails(rm, pfn, order)?;
+        }
+        // Claim: only one of two racing frees sees its compare-exchange succeed.
+        word.compare_exchange(w, Word::TAIL).map_err(|_| FreeError::DoubleFree(pfn))?;
+        Ok(rm)
+    }
+
+    /// The free block (head, order) that contains `pfn`, if any: looks at every aligned
+    /// candidate head below it, as a pfn walker must since tails do not name their head.
+    pub fn free_block_containing_pfn(&self, pfn: Pfn) -> Option<(Pfn, u32)> {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
+        self.free_block_containing(rm, pfn)
+    }
+
+    fn free_block_containing(&self, rm: &RegionMap, pfn: Pfn) -> Option<(Pfn, u32)> {
+        (0..=self.config.max_order).find_map(|o| {
+            let head = pfn.align_down(o);
+            if head < rm.region.start {
+                return None;
+            }
+            let b = self.memmap.block_word(&self.platform, rm, head, o)?.load().buddy_info()?;
+            (b.order as u32 >= o && head.add(1 << b.order) > pfn).then_some((head, b.order as u32))
+        })
+    }
+
+    fn check_tails(&self, rm: &RegionMap, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+        let two_level_big = rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER;
+        let step = if two_level_big { AREA_PAGES } else { 1 };
+        let mut p = pfn.add(step);
+        while p < pfn.add(1 << order) {
+            let w = if two_level_big { Some(rm.area_word(p)) } else { self.memmap.page_word(&self.platform, rm, p) };
+            if !w.is_some_and(|w| w.load().is_tail()) {
+                return Err(FreeError::CorruptTail(p));
+            }
+            p = p.add(step);
+        }
+        Ok(())
+    }
+
+    /// Frees a block whose head word was claimed by [`PhysMem::check_and_claim`] (or whose
+    /// owner reset every word to tail): through the per-CPU list or straight to the buddy.
+    pub(crate) fn free_claimed(&self, cpu: &Cpu<'_>, rm: &RegionMap, pfn: Pfn, order: u32) {
+        let slot = Self::slot_of(rm);
+        let zone = self.zones[slot].as_ref().expect("zone of a region exists");
+        let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
+        self.counters.frees.fetch_add(1, Ordering::Relaxed);
+        if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
+            let links = DirectLinks(&self.platform);
+            let pcp = self.pcp_at(cpu.id(), slot);
+            let mut l = pcp.lists.lock();
+            self.memmap
+                .block_word(&self.platform, rm, pfn, order)
+                .expect("block word")
+                .store(Buddy::<P>::buddy_word(rm, order, mt, true));
+            l.push(&links, order, mt as usize, pfn.0);
+            if l.pages > pcp.high {
+                let buddy = self.buddy();
+                let mut fl = zone.lock.lock();
+                l.drain(&links, pcp.batch, |p, o, m| {
+                    buddy.free_block(
+                        &mut fl,
+                        Pfn(p),
+                        o,
+                        MigrateType::from_bits(m as u8).unwrap_or(MigrateType::Movable),
+                    )
+                });
+                zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+            }
+            return;
+        }
+        let mut fl = zone.lock.lock();
+        self.buddy().free_block(&mut fl, pfn, order, mt);
+        zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+    }
+
+    /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
+    /// this (it takes that CPU's list locks).
+    pub fn drain_cpu(&self, cpu: usize) {
+        if cpu >= self.cpus.nr() {
+            return;
+        }
+        let links = DirectLinks(&self.platform);
+        let buddy = self.buddy();
+        for slot in 0..MAX_ZONE_SLOTS {
+            let Some(zone) = &self.zones[slot] else { continue };
+            let mut l = self.pcp_at(cpu, slot).lists.lock();
+            if l.pages == 0 {
+                continue;
+            }
+            let mut fl = zone.lock.lock();
+            l.drain(&links, u32::MAX, |p, o, m| {
+                buddy.free_block(&mut fl, Pfn(p), o, MigrateType::from_bits(m as u8).unwrap_or(MigrateType::Movable))
+            });
+            zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+        }
+    }
+
+    /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
+    pub fn drain_all(&self) {
+        for cpu in 0..self.cpus.nr() {
+            self.drain_cpu(cpu);
+        }
+    }
+
+    /// Free blocks per order and migratetype of one zone (buddy lists only).
+    pub fn free_blocks(&self, zone: &Zone) -> [[u64; NR_MIGRATETYPES]; MAX_ORDER_LIMIT as usize + 1] {
+        let fl = zone.lock.lock();
+        core::array::from_fn(|o| fl.areas[o].nr)
+    }
+
+    /// Writes the free-block table in the format of Linux's /proc/buddyinfo.
+    pub fn write_buddyinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        for z in self.zones() {
+            write!(out, "Node {}, zone {:>8}", z.node, z.ztype.name())?;
+            let blocks = self.free_blocks(z);
+            for per_mt in blocks.iter().take(self.config.max_order as usize + 1) {
+                write!(out, " {:>6}", per_mt.iter().sum::<u64>())?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the per-migratetype table in the format of Linux's /proc/pagetypeinfo.
+    pub fn write_pagetypeinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        writeln!(out, "Page block order: {AREA_ORDER}")?;
+        writeln!(out, "Pages per block:  {AREA_PAGES}")?;
+        writeln!(out)?;
+        write!(out, "{:<44}", "Free pages count per migrate type at order")?;
+        for o in 0..=self.config.max_order {
+            write!(out, " {o:>6}")?;
+        }
+        writeln!(out)?;
+        for z in self.zones() {
+            let blocks = self.free_blocks(z);
+            for mt in MigrateType::ALL {
+                write!(out, "Node {:>4}, zone {:>8}, type {:>12}", z.node, z.ztype.name(), mt.name())?;
+                for per_mt in blocks.iter().take(self.config.max_order as usize + 1) {
+                    write!(out, " {:>6}", per_mt[mt as usize])?;
+                }
+                writeln!(out)?;
+            }
+        }
+        Ok(())
+    }
+}

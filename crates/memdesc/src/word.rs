@@ -1,0 +1,633 @@
+//! The page word: one 8-byte atomic per 4 KiB page that says what the page is.
+//!
+//! Layout of a word (`u64`), low bits first:
+//!
+//! | bits   | tag `Undescribed`        | tag `Buddy`             | tag `Split` (two-level area) | described tags          |
+//! |--------|--------------------------|-------------------------|------------------------------|-------------------------|
+//! | 0..4   | tag                      | tag                     | tag                          | tag                     |
+//! | 4..64  | subtype 4, order 6, node 10, zone 3 | order 6, migratetype 3, zone 3, node 10, pcp 1 | free count 10, generation 10, table pfn 40 | descriptor address bits 4..64 |
+//!
+//! Descriptors are 16-byte aligned, so the address of a descriptor has its low four bits clear
+//! and the whole word is `address | tag`: decoding is one mask. Every address the machine can
+//! form fits, including kernel addresses at the top of the address space.
+//!
+//! Reading a word gives a [`PageKind`]: a typed view whose described variants carry a
+//! [`DescPtr`] of the right descriptor type, which can only be dereferenced under an RCU read
+//! guard (descriptors are `TYPESAFE_BY_RCU`, see [`crate::lookup`]).
+//!
+//! This module touches only the word's bits; it never dereferences a descriptor.
+
+use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+use crate::slab::Slab;
+use crate::sync::{AtomicU64, Ordering};
+
+/// The four-bit type tag in the low bits of every word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Tag {
+    /// No descriptor: subtype, order, node and zone inline ([`Undescribed`]).
+    Undescribed = 0,
+    /// Head of a free buddy block: order and migratetype inline ([`BuddyInfo`]).
+    Buddy = 1,
+    /// Page of a slab; points to its [`Slab`] descriptor.
+    Slab = 2,
+    /// Page of an anonymous folio; points to its [`Folio`].
+    AnonFolio = 3,
+    /// Page of a page-cache folio; points to its [`Folio`].
+    FileFolio = 4,
+    /// Page-table page; points to its [`PtDesc`].
+    PageTable = 5,
+    /// vmalloc page that may be mapped to user space; points to its [`VmallocDesc`].
+    VmallocMappable = 6,
+    /// vmalloc page that must never reach user space; points to its [`VmallocDesc`].
+    VmallocUnmappable = 7,
+    /// page_pool (netmem) page; points to its [`Netmem`].
+    NetPool = 8,
+    /// Component page of a zspage; points to its [`Zspage`].
+    Zsmalloc = 9,
+    /// z3fold page; points to its [`Z3foldDesc`].
+    Z3fold = 10,
+    /// Driver memory that may be mapped to user space; points to its [`MappableDesc`].
+    Mappable = 11,
+    /// Two-level memmap only: a 2 MiB area whose 512 per-page words exist ([`SplitInfo`]).
+    Split = 12,
+}
+
+impl Tag {
+    /// Decodes the tag bits; `None` for the three unused values.
+    #[inline]
+    pub const fn from_bits(bits: u8) -> Option<Tag> {
+        Some(match bits {
+            0 => Tag::Undescribed,
+            1 => Tag::Buddy,
+            2 => Tag::Slab,
+            3 => Tag::AnonFolio,
+            4 => Tag::FileFolio,
+            5 => Tag::PageTable,
+            6 => Tag::VmallocMappable,
+            7 => Tag::VmallocUnmappable,
+            8 => Tag::NetPool,
+            9 => Tag::Zsmalloc,
+            10 => Tag::Z3fold,
+            11 => Tag::Mappable,
+            12 => Tag::Split,
+            _ => return None,
+        })
+    }
+}
+
+/// What an undescribed page is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Subtype {
+    /// Never initialised (the all-zero word).
+    Uninit = 0,
+    /// Inside a block whose head page's word describes it (free or raw-allocated block).
+    Tail = 1,
+    /// Reserved by the boot memory map or the boot allocator; never allocatable.
+    Reserved = 2,
+    /// Hardware-poisoned: never handed out again.
+    HwPoison = 3,
+    /// Offline (ballooned out or an offlined range).
+    Offline = 4,
+    /// Debug guard page around an allocation.
+    Guard = 5,
+    /// The shared zero page.
+    ZeroPage = 6,
+    /// Head of a large kmalloc allocation served straight from the page allocator.
+    LargeKmalloc = 7,
+    /// Head of raw page-allocator memory: unmappable driver or kernel memory.
+    Unmappable = 8,
+    /// A page that holds memmap words (a split two-level area's table).
+    Memmap = 9,
+}
+
+impl Subtype {
+    const fn from_bits(bits: u8) -> Option<Subtype> {
+        Some(match bits {
+            0 => Subtype::Uninit,
+            1 => Subtype::Tail,
+            2 => Subtype::Reserved,
+            3 => Subtype::HwPoison,
+            4 => Subtype::Offline,
+            5 => Subtype::Guard,
+            6 => Subtype::ZeroPage,
+            7 => Subtype::LargeKmalloc,
+            8 => Subtype::Unmappable,
+            9 => Subtype::Memmap,
+            _ => return None,
+        })
+    }
+}
+
+/// Largest order an inline field holds (6 bits).
+pub const MAX_INLINE_ORDER: u8 = 63;
+/// Largest node number a word holds (10 bits).
+pub const MAX_NODE: u16 = 1023;
+/// Largest zone index a word holds (3 bits).
+pub const MAX_ZONE: u8 = 7;
+/// Largest migratetype a word holds (3 bits).
+pub const MAX_MIGRATETYPE: u8 = 7;
+
+/// Inline contents of an undescribed word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Undescribed {
+    /// What the page is.
+    pub subtype: Subtype,
+    /// Order of the block this word heads (0 for single pages and tails).
+    pub order: u8,
+    /// NUMA node.
+    pub node: u16,
+    /// Zone index within the node.
+    pub zone: u8,
+}
+
+/// Inline contents of a free buddy block's head word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BuddyInfo {
+    /// Order of the free block.
+    pub order: u8,
+    /// Migratetype of the free list it is on.
+    pub migratetype: u8,
+    /// Zone index within the node.
+    pub zone: u8,
+    /// NUMA node.
+    pub node: u16,
+    /// On a per-CPU list rather than a buddy free list (never merged while there).
+    pub pcp: bool,
+}
+
+/// Inline contents of a split two-level area's word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SplitInfo {
+    /// Pages of the area that are free in the buddy lists (0..=512).
+    pub free: u16,
+    /// Bumped on every split, so a lockless reader can detect a table that changed under it.
+    pub generation: u16,
+    /// Pfn of the page holding the area's 512 words.
+    pub table_pfn: u64,
+}
+
+/// Why a value cannot be encoded in a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// A field is wider than its bits.
+    FieldTooLarge(&'static str),
+    /// A descriptor address is not 16-byte aligned.
+    Misaligned,
+}
+
+/// A typed view of a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageKind {
+    /// No descriptor.
+    Undescribed(Undescribed),
+    /// Head of a free buddy block.
+    Buddy(BuddyInfo),
+    /// Slab page.
+    Slab(DescPtr<Slab>),
+    /// Anonymous folio page.
+    AnonFolio(DescPtr<Folio>),
+    /// Page-cache folio page.
+    FileFolio(DescPtr<Folio>),
+    /// Page-table page.
+    PageTable(DescPtr<PtDesc>),
+    /// vmalloc page.
+    Vmalloc {
+        /// Whether the page may be mapped to user space.
+        mappable: bool,
+        /// The vmalloc area descriptor.
+        desc: DescPtr<VmallocDesc>,
+    },
+    /// page_pool page.
+    NetPool(DescPtr<Netmem>),
+    /// zsmalloc component page.
+    Zsmalloc(DescPtr<Zspage>),
+    /// z3fold page.
+    Z3fold(DescPtr<Z3foldDesc>),
+    /// Mappable driver memory.
+    Mappable(DescPtr<MappableDesc>),
+    /// A split two-level area.
+    Split(SplitInfo),
+    /// Bits that no encoder produces: memory corruption. Carries the raw value for reporting.
+    Invalid(u64),
+}
+
+/// A loaded word value: plain data, `Copy`, encodes and decodes.
+///
+/// ```
+/// use memdesc::word::{BuddyInfo, PageKind, Word};
+/// let w = Word::buddy(BuddyInfo { order: 3, migratetype: 1, zone: 2, node: 0, pcp: false }).unwrap();
+/// assert!(matches!(w.kind(), PageKind::Buddy(b) if b.order == 3));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Word(pub(crate) u64);
+
+const fn field(v: u64, shift: u32, bits: u32) -> u64 {
+    (v >> shift) & ((1 << bits) - 1)
+}
+
+impl Word {
+    /// The all-zero word: an uninitialised page.
+    pub const UNINIT: Word = Word(0);
+    /// A tail page (its block's head describes it), node 0 zone 0.
+    pub const TAIL: Word = Word(((Subtype::Tail as u64) << 4) | Tag::Undescribed as u64);
+
+    /// The raw bits, for reporting and hashing.
+    #[inline]
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds a word from raw bits (tests). Decoding raw bits never panics.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) const fn from_raw(raw: u64) -> Word {
+        Word(raw)
+    }
+
+    /// The tag, or `None` for an invalid tag value.
+    #[inline]
+    pub const fn tag(self) -> Option<Tag> {
+        Tag::from_bits((self.0 & 0xF) as u8)
+    }
+
+    /// Encodes an undescribed word.
+    pub const fn undescribed(u: Undescribed) -> Result<Word, EncodeError> {
+        if u.order > MAX_INLINE_ORDER {
+            return Err(EncodeError::FieldTooLarge("order"));
+        }
+        if u.node > MAX_NODE {
+            return Err(EncodeError::FieldTooLarge("node"));
+        }
+        if u.zone > MAX_ZONE {
+            return Err(EncodeError::FieldTooLarge("zone"));
+        }
+        Ok(Word(
+            Tag::Undescribed as u64
+                | (u.subtype as u64) << 4
+                | (u.order as u64) << 8
+                | (u.node as u64) << 14
+                | (u.zone as u64) << 24,
+        ))
+    }
+
+    /// Encodes a free buddy block head.
+    pub const fn buddy(b: BuddyInfo) -> Result<Word, EncodeError> {
+        if b.order > MAX_INLINE_ORDER {
+            return Err(EncodeError::FieldTooLarge("order"));
+        }
+        if b.migratetype > MAX_MIGRATETYPE {
+            return Err(EncodeError::FieldTooLarge("migratetype"));
+        }
+        if b.zone > MAX_ZONE {
+            return Err(EncodeError::FieldTooLarge("zone"));
+        }
+        if b.node > MAX_NODE {
+            return Err(EncodeError::FieldTooLarge("node"));
+        }
+        Ok(Word(
+            Tag::Buddy as u64
+                | (b.order as u64) << 4
+                | (b.migratetype as u64) << 10
+                | (b.zone as u64) << 13
+                | (b.node as u64) << 16
+                | (b.pcp as u64) << 26,
+        ))
+    }
+
+    /// Encodes a split two-level area.
+    pub const fn split(s: SplitInfo) -> Result<Word, EncodeError> {
+        if s.free > 1023 {
+            return Err(EncodeError::FieldTooLarge("free"));
+        }
+        if s.generation > 1023 {
+            return Err(EncodeError::FieldTooLarge("generation"));
+        }
+        if s.table_pfn > crate::addr::MAX_PFN {
+            return Err(EncodeError::FieldTooLarge("table_pfn"));
+        }
+        Ok(Word(Tag::Split as u64 | (s.free as u64) << 4 | (s.generation as u64) << 14 | s.table_pfn << 24))
+    }
+
+    /// Encodes a pointer to a descriptor under the descriptor type's tag.
+    #[inline]
+    pub fn desc<T: Descriptor>(ptr: DescPtr<T>) -> Word {
+        Self::desc_with_tag(ptr, T::TAG)
+    }
+
+    /// Encodes a pointer to a descriptor under one of the tags its type allows
+    /// (a [`Folio`] is anon or file; a [`VmallocDesc`] is mappable or not).
+    ///
+    /// Returns `None` if `tag` is not one of `T`'s tags.
+    #[inline]
+    pub fn desc_as<T: Descriptor>(ptr: DescPtr<T>, tag: Tag) -> Option<Word> {
+        T::TAGS.contains(&tag).then(|| Self::desc_with_tag(ptr, tag))
+    }
+
+    #[inline]
+    fn desc_with_tag<T: Descriptor>(ptr: DescPtr<T>, tag: Tag) -> Word {
+        let addr = ptr.addr() as u64;
+        // DescPtr guarantees 16-byte alignment, so the tag bits are free.
+        debug_assert_eq!(addr & 0xF, 0);
+        Word(addr | tag as u64)
+    }
+
+    /// Decodes the word into its typed view. Never panics, whatever the bits.
+    #[inline]
+    pub fn kind(self) -> PageKind {
+        let w = self.0;
+        let Some(tag) = self.tag() else { return PageKind::Invalid(w) };
+        let addr = (w & !0xF) as usize;
+        match tag {
+            Tag::Undescribed => match Subtype::from_bits(field(w, 4, 4) as u8) {
+                Some(subtype) => PageKind::Undescribed(Undescribed {
+                    subtype,
+                    order: field(w, 8, 6) as u8,
+                    node: field(w, 14, 10) as u16,
+                    zone: field(w, 24, 3) as u8,
+                }),
+                None => PageKind::Invalid(w),
+            },
+            Tag::Buddy => PageKind::Buddy(BuddyInfo {
+                order: field(w, 4, 6) as u8,
+                migratetype: field(w, 10, 3) as u8,
+                zone: field(w, 13, 3) as u8,
+                node: field(w, 16, 10) as u16,
+                pcp: field(w, 26, 1) == 1,
+            }),
+            Tag::Split => PageKind::Split(SplitInfo {
+                free: field(w, 4, 10) as u16,
+                generation: field(w, 14, 10) as u16,
+                table_pfn: w >> 24,
+            }),
+            _ => match DescAddr::new(addr) {
+                None => PageKind::Invalid(w),
+                Some(a) => match tag {
+                    Tag::Slab => PageKind::Slab(a.typed()),
+                    Tag::AnonFolio => PageKind::AnonFolio(a.typed()),
+                    Tag::FileFolio => PageKind::FileFolio(a.typed()),
+                    Tag::PageTable => PageKind::PageTable(a.typed()),
+                    Tag::VmallocMappable => PageKind::Vmalloc { mappable: true, desc: a.typed() },
+                    Tag::VmallocUnmappable => PageKind::Vmalloc { mappable: false, desc: a.typed() },
+                    Tag::NetPool => PageKind::NetPool(a.typed()),
+                    Tag::Zsmalloc => PageKind::Zsmalloc(a.typed()),
+                    Tag::Z3fold => PageKind::Z3fold(a.typed()),
+                    Tag::Mappable => PageKind::Mappable(a.typed()),
+                    Tag::Undescribed | Tag::Buddy | Tag::Split => PageKind::Invalid(w),
+                },
+            },
+        }
+    }
+
+    /// The descriptor address bits if the tag is a described kind.
+    #[inline]
+    pub fn desc_addr(self) -> Option<usize> {
+        match self.tag()? {
+            Tag::Undescribed | Tag::Buddy | Tag::Split => None,
+            _ => Some((self.0 & !0xF) as usize),
+        }
+    }
+
+    /// Shorthand: the inline contents if this is an undescribed word.
+    #[inline]
+    pub fn undescribed_info(self) -> Option<Undescribed> {
+        match self.kind() {
+            PageKind::Undescribed(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Shorthand: the inline contents if this is a buddy word.
+    #[inline]
+    pub fn buddy_info(self) -> Option<BuddyInfo> {
+        match self.kind() {
+            PageKind::Buddy(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a tail word.
+    #[inline]
+    pub fn is_tail(self) -> bool {
+        self.tag() == Some(Tag::Undescribed) && field(self.0, 4, 4) == Subtype::Tail as u64
+    }
+}
+
+impl core::fmt::Debug for Word {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Word({:#018x}: {:?})", self.0, self.kind())
+    }
+}
+
+/// A non-zero, 16-byte-aligned address decoded from a word.
+struct DescAddr(usize);
+
+impl DescAddr {
+    fn new(addr: usize) -> Option<Self> {
+        (addr != 0).then_some(DescAddr(addr))
+    }
+    fn typed<T: Descriptor>(self) -> DescPtr<T> {
+        DescPtr::from_word_addr(self.0)
+    }
+}
+
+/// The page word as it sits in the memmap: one `AtomicU64`.
+///
+/// Writers hold the lock of whatever owns the page (the zone lock for free pages, the owner's
+/// lock otherwise) and publish with release stores; lockless readers load with acquire and
+/// revalidate (see [`crate::lookup`]).
+#[repr(transparent)]
+pub struct Page(AtomicU64);
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<Page>() == 8, "the page word is 8 bytes");
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::align_of::<Page>() == 8);
+
+impl Page {
+    /// A word holding `w`.
+    #[cfg(not(loom))]
+    pub const fn new(w: Word) -> Self {
+        Page(AtomicU64::new(w.0))
+    }
+
+    /// A word holding `w`.
+    #[cfg(loom)]
+    pub fn new(w: Word) -> Self {
+        Page(AtomicU64::new(w.0))
+    }
+
+    /// Loads the word (acquire: a described word's descriptor is initialised before it is
+    /// published).
+    #[inline]
+    pub fn load(&self) -> Word {
+        Word(self.0.load(Ordering::Acquire))
+    }
+
+    /// Publishes a new word (release).
+    #[inline]
+    pub(crate) fn store(&self, w: Word) {
+        self.0.store(w.0, Ordering::Release)
+    }
+
+    /// Replaces the word only if it still holds `old`.
+    #[inline]
+    pub(crate) fn compare_exchange(&self, old: Word, new: Word) -> Result<Word, Word> {
+        self.0.compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire).map(Word).map_err(Word)
+    }
+
+    /// Shorthand for `self.load().kind()`.
+    #[inline]
+    pub fn kind(&self) -> PageKind {
+        self.load().kind()
+    }
+}
+
+impl core::fmt::Debug for Page {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.load().fmt(f)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const SUBTYPES: [Subtype; 10] = [
+        Subtype::Uninit,
+        Subtype::Tail,
+        Subtype::Reserved,
+        Subtype::HwPoison,
+        Subtype::Offline,
+        Subtype::Guard,
+        Subtype::ZeroPage,
+        Subtype::LargeKmalloc,
+        Subtype::Unmappable,
+        Subtype::Memmap,
+    ];
+
+    #[test]
+    fn undescribed_every_subtype_and_field_limit() {
+        for subtype in SUBTYPES {
+            for order in [0, 1, 9, 10, MAX_INLINE_ORDER] {
+                for node in [0, 1, MAX_NODE] {
+                    for zone in [0, 3, MAX_ZONE] {
+                        let u = Undescribed { subtype, order, node, zone };
+                        let w = Word::undescribed(u).unwrap();
+                        assert_eq!(w.tag(), Some(Tag::Undescribed));
+                        assert_eq!(w.kind(), PageKind::Undescribed(u));
+                        assert_eq!(w.undescribed_info(), Some(u));
+                        assert_eq!(w.is_tail(), subtype == Subtype::Tail);
+                    }
+                }
+            }
+        }
+        let base = Undescribed { subtype: Subtype::Reserved, order: 0, node: 0, zone: 0 };
+        assert_eq!(Word::undescribed(Undescribed { order: 64, ..base }), Err(EncodeError::FieldTooLarge("order")));
+        assert_eq!(Word::undescribed(Undescribed { node: 1024, ..base }), Err(EncodeError::FieldTooLarge("node")));
+        assert_eq!(Word::undescribed(Undescribed { zone: 8, ..base }), Err(EncodeError::FieldTooLarge("zone")));
+        assert_eq!(Word::UNINIT.kind(), PageKind::Undescribed(Undescribed { subtype: Subtype::Uninit, ..base }));
+        assert!(Word::TAIL.is_tail());
+    }
+
+    #[test]
+    fn buddy_every_field_limit() {
+        for order in [0, 5, 10, MAX_INLINE_ORDER] {
+            for migratetype in 0..=MAX_MIGRATETYPE {
+                for zone in [0, MAX_ZONE] {
+                    for node in [0, 7, MAX_NODE] {
+                        for pcp in [false, true] {
+                            let b = BuddyInfo { order, migratetype, zone, node, pcp };
+                            let w = Word::buddy(b).unwrap();
+                            assert_eq!(w.kind(), PageKind::Buddy(b));
+                            assert_eq!(w.buddy_info(), Some(b));
+                            assert_eq!(w.desc_addr(), None);
+                        }
+                    }
+                }
+            }
+        }
+        let b = BuddyInfo { order: 0, migratetype: 0, zone: 0, node: 0, pcp: false };
+        assert!(Word::buddy(BuddyInfo { order: 64, ..b }).is_err());
+        assert!(Word::buddy(BuddyInfo { migratetype: 8, ..b }).is_err());
+        assert!(Word::buddy(BuddyInfo { zone: 8, ..b }).is_err());
+        assert!(Word::buddy(BuddyInfo { node: 1024, ..b }).is_err());
+    }
+
+    #[test]
+    fn split_field_limits() {
+        for free in [0, 1, 511, 512, 1023] {
+            for generation in [0, 1023] {
+                for table_pfn in [0, 1, crate::addr::MAX_PFN] {
+                    let s = SplitInfo { free, generation, table_pfn };
+                    assert_eq!(Word::split(s).unwrap().kind(), PageKind::Split(s));
+                }
+            }
+        }
+        let s = SplitInfo { free: 0, generation: 0, table_pfn: 0 };
+        assert!(Word::split(SplitInfo { free: 1024, ..s }).is_err());
+        assert!(Word::split(SplitInfo { generation: 1024, ..s }).is_err());
+        assert!(Word::split(SplitInfo { table_pfn: crate::addr::MAX_PFN + 1, ..s }).is_err());
+    }
+
+    #[test]
+    fn described_every_tag_and_extreme_addresses() {
+        // Low, user-ish, kernel direct-map, and the very top of the address space.
+        for addr in [0x10usize, 0x7fff_ffff_fff0, 0xffff_8880_1234_5670, 0xffff_ffff_ffff_fff0] {
+            let check = |w: Word, tag: Tag| {
+                assert_eq!(w.tag(), Some(tag));
+                assert_eq!(w.desc_addr(), Some(addr));
+                w.kind()
+            };
+            let p = DescPtr::<Folio>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(p), Tag::AnonFolio), PageKind::AnonFolio(p));
+            assert_eq!(check(Word::desc_as(p, Tag::FileFolio).unwrap(), Tag::FileFolio), PageKind::FileFolio(p));
+            assert_eq!(Word::desc_as(p, Tag::Slab), None, "a folio cannot be tagged slab");
+            let s = DescPtr::<Slab>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(s), Tag::Slab), PageKind::Slab(s));
+            let t = DescPtr::<PtDesc>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(t), Tag::PageTable), PageKind::PageTable(t));
+            let v = DescPtr::<VmallocDesc>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(v), Tag::VmallocUnmappable), PageKind::Vmalloc { mappable: false, desc: v });
+            assert_eq!(
+                check(Word::desc_as(v, Tag::VmallocMappable).unwrap(), Tag::VmallocMappable),
+                PageKind::Vmalloc { mappable: true, desc: v }
+            );
+            let n = DescPtr::<Netmem>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(n), Tag::NetPool), PageKind::NetPool(n));
+            let z = DescPtr::<Zspage>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(z), Tag::Zsmalloc), PageKind::Zsmalloc(z));
+            let z3 = DescPtr::<Z3foldDesc>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(z3), Tag::Z3fold), PageKind::Z3fold(z3));
+            let m = DescPtr::<MappableDesc>::from_word_addr(addr);
+            assert_eq!(check(Word::desc(m), Tag::Mappable), PageKind::Mappable(m));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bits_never_panic() {
+        // Unused tags, unused subtypes, and described tags with a null address are invalid.
+        for tag in 13u64..16 {
+            assert_eq!(Word::from_raw(tag | 0xabc0).kind(), PageKind::Invalid(tag | 0xabc0));
+        }
+        assert_eq!(Word::from_raw(0xF0).kind(), PageKind::Invalid(0xF0), "undescribed subtype 15");
+        assert_eq!(Word::from_raw(Tag::Slab as u64).kind(), PageKind::Invalid(2), "null descriptor");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let _ = Word::from_raw(x).kind();
+        }
+    }
+
+    #[test]
+    fn page_is_one_atomic_word() {
+        let p = Page::new(Word::TAIL);
+        assert_eq!(p.load(), Word::TAIL);
+        let b = Word::buddy(BuddyInfo { order: 2, migratetype: 1, zone: 2, node: 0, pcp: false }).unwrap();
+        assert_eq!(p.compare_exchange(Word::UNINIT, b), Err(Word::TAIL));
+        assert_eq!(p.compare_exchange(Word::TAIL, b), Ok(Word::TAIL));
+        assert_eq!(p.kind(), b.kind());
+    }
+}
