@@ -129,6 +129,13 @@ unsafe impl Platform for SimPlatform {
         Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
     }
 
+    #[inline]
+    fn virt_to_pfn(&self, addr: NonNull<u8>) -> Option<Pfn> {
+        let off = (addr.as_ptr() as usize).checked_sub(self.base.as_ptr() as usize)?;
+        let pfn = (off / PAGE_SIZE) as u64;
+        (off < self.len && (self.unmapped.is_empty() || self.unmapped_of(pfn).is_none())).then_some(Pfn(pfn))
+    }
+
     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
         let Some(u) = self.unmapped_of(pfn.0) else { return self.direct_map(pfn) };
         let off = ((pfn.0 - u.start) as usize * PAGE_SIZE) as libc::off_t;

@@ -92,6 +92,12 @@ impl<T> DescPtr<T> {
 }
 
 impl<T: Descriptor> DescPtr<T> {
+    /// The pointer to a live descriptor.
+    #[inline]
+    pub(crate) fn from_ref(r: &T) -> Self {
+        DescPtr { ptr: NonNull::from(r), _marker: PhantomData }
+    }
+
     /// Reads the descriptor under an RCU read guard.
     ///
     /// The reference is valid for the guard's lifetime because descriptor memory is
@@ -140,6 +146,19 @@ pub const PG_FLAGS_MASK: u64 = (1 << 18) - 1;
 pub struct DescFlags(AtomicU64);
 
 impl DescFlags {
+    /// A zero word (for descriptors built outside slab memory in tests).
+    #[cfg(test)]
+    pub(crate) fn zeroed() -> Self {
+        DescFlags(AtomicU64::new(0))
+    }
+
+    /// (Re)initialises the word of a descriptor being handed out; a store, not a write, since
+    /// lockless readers of a TYPESAFE_BY_RCU descriptor may be reading it.
+    #[inline]
+    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::Pfn) {
+        self.0.store((flags & PG_FLAGS_MASK) | (order as u64) << 18 | pfn.0 << 24, Ordering::Release)
+    }
+
     /// The flag bits.
     #[inline]
     pub fn flags(&self) -> u64 {

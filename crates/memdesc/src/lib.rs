@@ -19,6 +19,10 @@
 //!     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
 //!         (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
 //!     }
+//!     fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
+//!         let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+//!         (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
+//!     }
 //!     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
 //!     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
 //!     fn nr_cpus(&self) -> usize { 1 }
@@ -32,6 +36,9 @@
 //! let pfn = mem.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap();
 //! mem.free_pages(&cpu, pfn, 2).unwrap();
 //! assert!(mem.free_pages(&cpu, pfn, 2).is_err()); // double free is refused
+//! let obj = mem.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
+//! assert_eq!(mem.ksize(obj).unwrap(), 128);
+//! mem.kfree(&cpu, obj).unwrap();
 //! ```
 #![no_std]
 #![deny(missing_docs)]
@@ -47,13 +54,16 @@ pub mod check;
 pub mod cpu;
 pub mod desc;
 pub mod gfp;
+pub mod kmalloc;
 pub mod layout;
+pub mod lookup;
 pub mod memmap;
 pub mod page_alloc;
 pub mod pageblock;
 pub mod pcp;
 pub mod platform;
 pub mod rcu;
+pub mod sheaf;
 pub mod slab;
 mod sync;
 pub mod word;
@@ -65,4 +75,5 @@ pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
 pub use pageblock::MigrateType;
 pub use platform::Platform;
+pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
 pub use sync::{SpinGuard, SpinLock};

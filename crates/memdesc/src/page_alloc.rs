@@ -182,6 +182,9 @@ pub struct PhysMem<P: Platform> {
     rcu: Rcu,
     config: Config,
     counters: Counters,
+    pub(crate) slab_boot: crate::slab::SlabBoot,
+    pub(crate) caches: crate::sync::SpinLock<usize>,
+    pub(crate) kmalloc: [Option<NonNull<crate::slab::SlabCache>>; crate::kmalloc::NR_KMALLOC],
     boot_pages: u64,
     reserved_pages: u64,
 }
@@ -247,6 +250,10 @@ impl<P: Platform> PhysMem<P> {
             // direct map is linear over them (Platform item 1), and they are page-aligned.
             unsafe { pcp.as_ptr().add(i).write(Pcp::new(config.pcp_high, config.pcp_batch)) };
         }
+        let slab_pages = crate::slab::SlabBoot::pages(nr_cpus);
+        let slab_pfn = boot.alloc(slab_pages, 0, None)?;
+        let slab_boot = crate::slab::SlabBoot::build(&platform, slab_pfn, nr_cpus, config.debug_checks)
+            .ok_or(BootFailure::Memmap(MemmapError::NoDirectMap(slab_pfn)))?;
         let mut mem = PhysMem {
             platform,
             memmap,
@@ -258,9 +265,18 @@ impl<P: Platform> PhysMem<P> {
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
+            slab_boot,
+            caches: crate::sync::SpinLock::new(0),
+            kmalloc: [None; crate::kmalloc::NR_KMALLOC],
         };
         mem.populate(&boot);
         mem.set_watermarks();
+        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
+        let (kc, sd) = unsafe { (mem.slab_boot.kmem_cache.as_ref(), mem.slab_boot.slab_desc.as_ref()) };
+        mem.register_cache(kc);
+        mem.register_cache(sd);
+        mem.kmalloc =
+            mem.create_kmalloc_caches().map_err(|_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 }))?;
         Ok(mem)
     }
 

@@ -25,6 +25,10 @@ pub unsafe trait Platform: Send + Sync {
     /// The permanent kernel-virtual address of a page, or `None` if it has none.
     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>>;
 
+    /// The pfn whose direct-map page holds `addr` (the inverse of [`Platform::direct_map`]);
+    /// `None` for addresses outside the direct map.
+    fn virt_to_pfn(&self, addr: NonNull<u8>) -> Option<Pfn>;
+
     /// Maps one page for a moment (for memory with no permanent mapping); `None` if the pfn
     /// cannot be mapped at all.
     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>>;

@@ -1,9 +1,51 @@
-//! The slab descriptor: what every page of a slab points to (owning cache, freelist, object
-//! counts, partial-list links). Its layout keeps flags first like every flagged descriptor.
+//! The slab allocator: object caches whose slabs are described by [`Slab`] descriptors that
+//! every page of the slab points to. One implementation serves kmalloc, user caches, and the
+//! descriptor caches of the memdesc design (including the cache of slab descriptors itself).
+//!
+//! - **Layout**: a slab is 2^order pages (order 0..=3, chosen per cache to keep waste under
+//!   1/16, 1/8 or 1/4 of the slab, in that order of preference). Objects are `stride` bytes
+//!   apart; a free object holds the address of the next free object at `freeptr` bytes into
+//!   its slot — at the end of the slot for `TYPESAFE_BY_RCU` caches unless the creator names a
+//!   field that lockless readers never trust (Linux's `freeptr_offset`).
+//! - **Fast path**: per-CPU [sheaves](crate::sheaf) behind a per-CPU lock; the node lock and
+//!   the partial list are touched only to refill or flush a sheaf.
+//! - **Partial lists per node** hold slabs with free objects; full slabs are on no list; at
+//!   most [`MIN_PARTIAL`] empty slabs stay cached per node, the rest go back to the page
+//!   allocator, and [`PhysMem::shrink_cache`] returns them all.
+//! - **TYPESAFE_BY_RCU**: a freed object is only ever reused as an object of the same cache,
+//!   and a slab's pages go back to the page allocator only after an RCU grace period, so a
+//!   lockless reader may still read an object it found before it was freed (and must
+//!   revalidate, see [`crate::lookup`]).
+//! - **Bootstrap**: the cache of slab descriptors hosts its own: the first object of each of
+//!   its slabs is that slab's descriptor, so making a slab descriptor never needs a slab
+//!   descriptor. The cache of caches and the slab-descriptor cache are themselves placed by
+//!   the boot allocator.
+//! - **Checked frees**: a pointer into a non-slab page, an interior pointer, a pointer of
+//!   another cache, and (with [`Config::debug_checks`](crate::Config)) a double free return a
+//!   [`SlabError`] and change nothing. Debug mode adds one state word after each object.
 
-use crate::desc::{DescFlags, Descriptor, ListLinks};
-use crate::sync::{AtomicU32, AtomicUsize};
-use crate::word::Tag;
+use core::fmt;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::cpu::Cpu;
+use crate::desc::{DescFlags, DescPtr, Descriptor, ListLinks};
+use crate::gfp::Gfp;
+use crate::layout::MAX_NODES;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::rcu::GpCookie;
+use crate::sheaf::CpuSheaves;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::word::{PageKind, Tag, Word};
+
+/// Empty slabs kept per node before freeing to the page allocator.
+pub const MIN_PARTIAL: u64 = 5;
+/// Largest slab order.
+pub const MAX_SLAB_ORDER: u32 = 3;
+
+const STATE_FREE: usize = 0x6b6b_6b6b_0000_f4ee;
+const STATE_ALLOC: usize = 0xa110_ca7e_0000_0000;
 
 /// A slab: the descriptor every page of a slab points to.
 #[repr(C, align(16))]
@@ -22,4 +64,896 @@ pub struct Slab {
 unsafe impl Descriptor for Slab {
     const TAG: Tag = Tag::Slab;
     const TAGS: &'static [Tag] = &[Tag::Slab];
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<Slab>() == 48);
+
+impl Slab {
+    /// Objects in use (handed out, or sitting in a CPU's sheaf).
+    pub fn inuse(&self) -> u32 {
+        self.inuse.load(Ordering::Acquire)
+    }
+    /// Objects the slab holds.
+    pub fn objects(&self) -> u32 {
+        self.objects.load(Ordering::Acquire)
+    }
+    /// Address of the owning cache.
+    pub fn cache_addr(&self) -> usize {
+        self.cache.load(Ordering::Acquire)
+    }
+}
+
+/// Parameters of a new cache.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheArgs {
+    /// Name in slabinfo.
+    pub name: &'static str,
+    /// Object size in bytes.
+    pub size: usize,
+    /// Alignment (a power of two; at least 8).
+    pub align: usize,
+    /// Run once on every object when its slab is made (not on every allocation).
+    pub ctor: Option<fn(NonNull<u8>)>,
+    /// Freed objects are reused only by this cache and slabs are freed only after a grace
+    /// period; slab pages are zeroed so never-used objects read as zero.
+    pub typesafe_by_rcu: bool,
+    /// Where the free pointer may live inside a free object (a field lockless readers never
+    /// trust and the constructor does not set); `None` puts it after the object for
+    /// `TYPESAFE_BY_RCU` caches and caches with a constructor.
+    pub freeptr_offset: Option<usize>,
+    /// Slab pages are reclaimable (grouped with reclaimable pageblocks).
+    pub reclaimable: bool,
+}
+
+impl CacheArgs {
+    /// A plain cache of `size`-byte objects aligned to 8.
+    pub const fn new(name: &'static str, size: usize) -> Self {
+        CacheArgs { name, size, align: 8, ctor: None, typesafe_by_rcu: false, freeptr_offset: None, reclaimable: false }
+    }
+}
+
+/// Why a slab operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabError {
+    /// The address is not in any page the machine has.
+    OutOfRange(usize),
+    /// The page is not a slab page (it is free, reserved, a folio, …).
+    NotSlab(usize, Option<Tag>),
+    /// The address is inside an object, not its start.
+    InteriorPointer(usize),
+    /// The object belongs to another cache.
+    WrongCache {
+        /// The address.
+        addr: usize,
+        /// The cache it belongs to.
+        owner: &'static str,
+    },
+    /// The object is already free (detected with debug checks on).
+    DoubleFree(usize),
+    /// The cache still has live objects and cannot be destroyed.
+    Busy(u64),
+    /// A large kmalloc free failed a page check.
+    Page(crate::FreeError),
+}
+
+impl fmt::Display for SlabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SlabError::OutOfRange(a) => write!(f, "{a:#x} is not in the machine's memory"),
+            SlabError::NotSlab(a, t) => write!(f, "{a:#x} is not slab memory (page kind {t:?})"),
+            SlabError::InteriorPointer(a) => write!(f, "{a:#x} points inside an object"),
+            SlabError::WrongCache { addr, owner } => write!(f, "{addr:#x} belongs to cache {owner}"),
+            SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
+            SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
+            SlabError::Page(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Per-node slab lists of a cache.
+pub(crate) struct CacheNode {
+    partial: usize,
+    nr_partial: u64,
+    nr_slabs: u64,
+    free_objs: u64,
+    rcu_pending: usize,
+    rcu_cookie: Option<GpCookie>,
+}
+
+impl CacheNode {
+    const EMPTY: CacheNode =
+        CacheNode { partial: 0, nr_partial: 0, nr_slabs: 0, free_objs: 0, rcu_pending: 0, rcu_cookie: None };
+}
+
+/// A slab cache (`kmem_cache`). Lives in slab or boot memory at a fixed address, since slab
+/// descriptors point back to it.
+pub struct SlabCache {
+    name: &'static str,
+    size: usize,
+    obj_size: usize,
+    stride: usize,
+    order: u32,
+    objects: u32,
+    first_obj: u32,
+    freeptr: usize,
+    state_off: Option<usize>,
+    ctor: Option<fn(NonNull<u8>)>,
+    typesafe: bool,
+    self_hosted: bool,
+    gfp: Gfp,
+    nodes: [SpinLock<CacheNode>; MAX_NODES],
+    percpu: NonNull<SpinLock<CpuSheaves>>,
+    nr_cpus: usize,
+    percpu_pfn: Pfn,
+    percpu_order: u32,
+    next: AtomicUsize,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+}
+
+// SAFETY: percpu points to memory owned by the cache; every mutable part is behind a lock or
+// atomic.
+unsafe impl Send for SlabCache {}
+// SAFETY: as above.
+unsafe impl Sync for SlabCache {}
+
+/// One row of /proc/slabinfo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabInfo {
+    /// Cache name.
+    pub name: &'static str,
+    /// Objects not on slab freelists (handed out or in sheaves).
+    pub active_objs: u64,
+    /// Objects in all slabs.
+    pub num_objs: u64,
+    /// Object size.
+    pub objsize: usize,
+    /// Objects per slab.
+    pub objperslab: u32,
+    /// Pages per slab.
+    pub pagesperslab: u32,
+    /// Slabs with at least one object in use.
+    pub active_slabs: u64,
+    /// Slabs.
+    pub num_slabs: u64,
+}
+
+/// Chooses the slab order for objects of `stride` bytes: the smallest order whose waste is at
+/// most 1/16 of the slab, else 1/8, else 1/4, else the least wasteful.
+fn slab_order(stride: usize, reserved_first: bool) -> (u32, u32) {
+    let fit = |order: u32| {
+        let bytes = PAGE_SIZE << order;
+        let n = bytes / stride;
+        let usable = n.saturating_sub(reserved_first as usize);
+        (usable as u32, bytes - n * stride)
+    };
+    for frac in [16, 8, 4] {
+        for order in 0..=MAX_SLAB_ORDER {
+            let (n, waste) = fit(order);
+            if n >= 1 && waste * frac <= PAGE_SIZE << order {
+                return (order, n);
+            }
+        }
+    }
+    (0..=MAX_SLAB_ORDER)
+        .filter(|&o| fit(o).0 >= 1)
+        .min_by_key(|&o| (fit(o).1 * 1000) / (PAGE_SIZE << o))
+        .map(|o| (o, fit(o).0))
+        .unwrap_or((MAX_SLAB_ORDER, fit(MAX_SLAB_ORDER).0))
+}
+
+impl SlabCache {
+    /// Lays out a cache; `percpu` must hold `nr_cpus` sheaf pairs.
+    fn layout(args: &CacheArgs, debug: bool, self_hosted: bool) -> Option<SlabCache> {
+        let align = args.align.max(8).next_power_of_two();
+        if args.size == 0 || args.size > (PAGE_SIZE << MAX_SLAB_ORDER) / 2 {
+            return None;
+        }
+        let obj_size = args.size.next_multiple_of(align);
+        // Constructed state and TYPESAFE_BY_RCU readers must survive a free: keep the pointer out.
+        let external_freeptr = (args.typesafe_by_rcu || args.ctor.is_some()) && args.freeptr_offset.is_none();
+        let mut stride = obj_size;
+        let freeptr = match args.freeptr_offset {
+            Some(off) if off + 8 <= args.size && off % 8 == 0 => off,
+            Some(_) => return None,
+            None if external_freeptr => {
+                stride += 8;
+                obj_size
+            }
+            None => 0,
+        };
+        let state_off = debug.then(|| {
+            let off = stride;
+            stride += 8;
+            off
+        });
+        let stride = stride.next_multiple_of(align);
+        let (order, objects) = slab_order(stride, self_hosted);
+        if objects == 0 {
+            return None;
+        }
+        let mut gfp = if args.reclaimable { Gfp::RECLAIMABLE } else { Gfp::KERNEL };
+        if args.typesafe_by_rcu || self_hosted {
+            gfp = gfp | Gfp::ZERO;
+        }
+        Some(SlabCache {
+            name: args.name,
+            size: args.size,
+            obj_size,
+            stride,
+            order,
+            objects,
+            first_obj: self_hosted as u32,
+            freeptr,
+            state_off,
+            ctor: args.ctor,
+            typesafe: args.typesafe_by_rcu,
+            self_hosted,
+            gfp,
+            nodes: core::array::from_fn(|_| SpinLock::new(CacheNode::EMPTY)),
+            percpu: NonNull::dangling(),
+            nr_cpus: 0,
+            percpu_pfn: Pfn(0),
+            percpu_order: 0,
+            next: AtomicUsize::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of per-CPU sheaves for `nr_cpus` CPUs, as a page order.
+    fn percpu_order(nr_cpus: usize) -> u32 {
+        let bytes = nr_cpus * core::mem::size_of::<SpinLock<CpuSheaves>>();
+        bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
+    }
+
+    fn attach_percpu(&mut self, base: NonNull<u8>, pfn: Pfn, order: u32, nr_cpus: usize) {
+        let p = base.cast::<SpinLock<CpuSheaves>>();
+        for i in 0..nr_cpus {
+            // SAFETY: the caller gives 2^order pages at `base`, enough for nr_cpus entries
+            // (percpu_order), page-aligned, owned by this cache alone.
+            unsafe { p.as_ptr().add(i).write(SpinLock::new(CpuSheaves::EMPTY)) };
+        }
+        self.percpu = p;
+        self.nr_cpus = nr_cpus;
+        self.percpu_pfn = pfn;
+        self.percpu_order = order;
+    }
+
+    #[inline]
+    fn sheaves(&self, cpu: usize) -> &SpinLock<CpuSheaves> {
+        assert!(cpu < self.nr_cpus);
+        // SAFETY: initialised for every cpu < nr_cpus in attach_percpu; lives with the cache.
+        unsafe { &*self.percpu.as_ptr().add(cpu) }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    /// The object size asked for.
+    pub fn object_size(&self) -> usize {
+        self.size
+    }
+    /// Usable bytes per object (`ksize`).
+    pub fn usable_size(&self) -> usize {
+        self.obj_size
+    }
+    /// Distance between objects in a slab.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+    /// Slab order.
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+    /// Objects per slab.
+    pub fn objects_per_slab(&self) -> u32 {
+        self.objects
+    }
+    /// Whether the cache is TYPESAFE_BY_RCU.
+    pub fn typesafe_by_rcu(&self) -> bool {
+        self.typesafe
+    }
+    /// Objects allocated and not yet freed by users.
+    pub fn live_objects(&self) -> u64 {
+        self.allocs.load(Ordering::Relaxed) - self.frees.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
+        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
+        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned.
+        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
+    }
+
+    #[inline]
+    fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
+        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on.
+        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
+    }
+}
+
+/// A reference to a cache of a machine, for allocating and freeing its objects.
+pub struct CacheRef<'m, P: Platform> {
+    mem: &'m PhysMem<P>,
+    cache: &'m SlabCache,
+}
+
+impl<'m, P: Platform> CacheRef<'m, P> {
+    /// The cache.
+    pub fn cache(&self) -> &'m SlabCache {
+        self.cache
+    }
+
+    /// Allocates an object.
+    pub fn alloc(&self, cpu: &Cpu<'_>) -> Result<NonNull<u8>, AllocError> {
+        self.mem.cache_alloc(cpu, self.cache)
+    }
+
+    /// Frees an object of this cache.
+    pub fn free(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+        self.mem.cache_free(cpu, self.cache, obj)
+    }
+
+    /// Allocates `out.len()` objects; on failure frees what it took and returns the error.
+    pub fn alloc_bulk(&self, cpu: &Cpu<'_>, out: &mut [Option<NonNull<u8>>]) -> Result<(), AllocError> {
+        self.mem.cache_alloc_bulk(cpu, self.cache, out)
+    }
+
+    /// Frees every object in `objs`; stops at the first refused one and returns its index.
+    pub fn free_bulk(&self, cpu: &Cpu<'_>, objs: &[NonNull<u8>]) -> Result<(), (usize, SlabError)> {
+        for (i, &o) in objs.iter().enumerate() {
+            self.free(cpu, o).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Pages and objects of the bootstrap caches placed by the boot allocator.
+pub(crate) struct SlabBoot {
+    pub(crate) kmem_cache: NonNull<SlabCache>,
+    pub(crate) slab_desc: NonNull<SlabCache>,
+}
+
+impl SlabBoot {
+    /// Boot-allocator pages the two bootstrap caches need: their structs and sheaves.
+    pub(crate) fn pages(nr_cpus: usize) -> u64 {
+        1 + 2 * (1u64 << SlabCache::percpu_order(nr_cpus))
+    }
+
+    /// Builds the cache of caches and the self-hosting slab-descriptor cache in `pages` boot
+    /// pages at `pfn`.
+    pub(crate) fn build<P: Platform>(p: &P, pfn: Pfn, nr_cpus: usize, debug: bool) -> Option<SlabBoot> {
+        let base = p.direct_map(pfn)?;
+        let pc_order = SlabCache::percpu_order(nr_cpus);
+        let mut kc = SlabCache::layout(&CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>()), debug, false)?;
+        let mut sd = SlabCache::layout(
+            &CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(core::mem::offset_of!(Slab, list)),
+                ..CacheArgs::new("slab_desc", core::mem::size_of::<Slab>())
+            },
+            debug,
+            true,
+        )?;
+        let pc1 = pfn.add(1);
+        let pc2 = pc1.add(1 << pc_order);
+        kc.attach_percpu(p.direct_map(pc1)?, pc1, pc_order, nr_cpus);
+        sd.attach_percpu(p.direct_map(pc2)?, pc2, pc_order, nr_cpus);
+        let kcp = base.cast::<SlabCache>();
+        // SAFETY: the boot page at pfn is ours; two SlabCache structs fit in 4 KiB (asserted).
+        unsafe {
+            kcp.as_ptr().write(kc);
+            kcp.as_ptr().add(1).write(sd);
+        }
+        // SAFETY: just written.
+        let sdp = unsafe { NonNull::new_unchecked(kcp.as_ptr().add(1)) };
+        Some(SlabBoot { kmem_cache: kcp, slab_desc: sdp })
+    }
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(2 * core::mem::size_of::<SlabCache>() <= PAGE_SIZE);
+
+impl<P: Platform> PhysMem<P> {
+    #[inline]
+    fn slab_desc_cache(&self) -> &SlabCache {
+        // SAFETY: built at boot in boot-allocator memory that lives as long as self.
+        unsafe { self.slab_boot.slab_desc.as_ref() }
+    }
+
+    #[inline]
+    fn kmem_cache_cache(&self) -> &SlabCache {
+        // SAFETY: as slab_desc_cache.
+        unsafe { self.slab_boot.kmem_cache.as_ref() }
+    }
+
+    /// Links a cache into the machine's list of caches.
+    pub(crate) fn register_cache(&self, c: &SlabCache) {
+        let mut head = self.caches.lock();
+        c.next.store(*head, Ordering::Relaxed);
+        *head = c as *const SlabCache as usize;
+    }
+
+    /// Calls `f` for every cache.
+    pub fn for_each_cache(&self, mut f: impl FnMut(&SlabCache)) {
+        let head = self.caches.lock();
+        let mut cur = *head;
+        while cur != 0 {
+            // SAFETY: the list only holds live caches (destroy unlinks under this lock).
+            let c = unsafe { &*(cur as *const SlabCache) };
+            f(c);
+            cur = c.next.load(Ordering::Relaxed);
+        }
+    }
+
+    /// A handle to one of this machine's caches (from [`PhysMem::for_each_cache`]).
+    pub fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> CacheRef<'m, P> {
+        CacheRef { mem: self, cache }
+    }
+
+    /// Creates a cache. Its `SlabCache` struct is an object of the cache of caches.
+    pub fn create_cache(&self, cpu: &Cpu<'_>, args: CacheArgs) -> Result<CacheRef<'_, P>, AllocError> {
+        let c = self.new_cache(cpu, &args)?;
+        Ok(CacheRef { mem: self, cache: c })
+    }
+
+    pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&SlabCache, AllocError> {
+        let mut c = SlabCache::layout(args, self.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
+        let order = SlabCache::percpu_order(self.cpus().nr());
+        let pc = self.alloc_pages(cpu, order, Gfp::KERNEL)?;
+        let base = self.platform.direct_map(pc).expect("kernel memory is direct-mapped");
+        c.attach_percpu(base, pc, order, self.cpus().nr());
+        let obj = match self.cache_alloc(cpu, self.kmem_cache_cache()) {
+            Ok(o) => o.cast::<SlabCache>(),
+            Err(e) => {
+                let _ = self.free_pages(cpu, pc, order);
+                return Err(e);
+            }
+        };
+        // SAFETY: obj is a fresh object of the kmem_cache cache, sized and aligned for a
+        // SlabCache, owned by us.
+        unsafe { obj.as_ptr().write(c) };
+        // SAFETY: just initialised; lives until destroy_cache frees it.
+        let c = unsafe { &*obj.as_ptr() };
+        self.register_cache(c);
+        Ok(c)
+    }
+
+    /// Destroys a cache with no live objects: flushes its sheaves, frees its slabs (after a
+    /// grace period for TYPESAFE_BY_RCU caches) and its per-CPU memory.
+    pub fn destroy_cache(&self, cpu: &Cpu<'_>, cache: CacheRef<'_, P>) -> Result<(), SlabError> {
+        let c = cache.cache;
+        if c.live_objects() != 0 {
+            return Err(SlabError::Busy(c.live_objects()));
+        }
+        {
+            let mut head = self.caches.lock();
+            let me = c as *const SlabCache as usize;
+            if *head == me {
+                *head = c.next.load(Ordering::Relaxed);
+            } else {
+                let mut cur = *head;
+                while cur != 0 {
+                    // SAFETY: live caches on the list.
+                    let n = unsafe { &*(cur as *const SlabCache) };
+                    if n.next.load(Ordering::Relaxed) == me {
+                        n.next.store(c.next.load(Ordering::Relaxed), Ordering::Relaxed);
+                        break;
+                    }
+                    cur = n.next.load(Ordering::Relaxed);
+                }
+            }
+        }
+        self.shrink_cache_inner(cpu, c, true);
+        let (pc, order) = (c.percpu_pfn, c.percpu_order);
+        let obj = NonNull::from(c).cast::<u8>();
+        self.cache_free(cpu, self.kmem_cache_cache(), obj)?;
+        self.free_pages(cpu, pc, order).map_err(SlabError::Page)
+    }
+
+    /// Returns every empty slab of `cache` to the page allocator (after a grace period for
+    /// TYPESAFE_BY_RCU caches), flushing all CPUs' sheaves first. Returns pages freed.
+    pub fn shrink_cache(&self, cpu: &Cpu<'_>, cache: &CacheRef<'_, P>) -> u64 {
+        self.shrink_cache_inner(cpu, cache.cache, false)
+    }
+
+    fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
+        for i in 0..c.nr_cpus {
+            let mut s = c.sheaves(i).lock();
+            let CpuSheaves { main, spare } = &mut *s;
+            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+        }
+        let mut freed = 0;
+        for node in 0..MAX_NODES {
+            let mut victims = 0usize;
+            {
+                let mut n = c.nodes[node].lock();
+                let mut cur = n.partial;
+                while cur != 0 {
+                    // SAFETY: slabs on the partial list are live descriptors of this cache.
+                    let s = unsafe { &*(cur as *const Slab) };
+                    let next = s.list.next.load(Ordering::Relaxed);
+                    if s.inuse.load(Ordering::Relaxed) == 0 || all {
+                        debug_assert!(s.inuse.load(Ordering::Relaxed) == 0);
+                        Self::list_remove(&mut n, s);
+                        n.nr_slabs -= 1;
+                        n.free_objs -= c.objects as u64;
+                        s.list.next.store(victims, Ordering::Relaxed);
+                        victims = cur;
+                    }
+                    cur = next;
+                }
+            }
+            while victims != 0 {
+                // SAFETY: unlinked above; ours to discard.
+                let s = unsafe { &*(victims as *const Slab) };
+                victims = s.list.next.load(Ordering::Relaxed);
+                freed += 1 << c.order;
+                self.discard_slab(cpu, c, node, s);
+            }
+        }
+        if c.typesafe {
+            self.rcu().synchronize();
+        }
+        self.reap_rcu(cpu, c);
+        freed
+    }
+
+    fn node_of(&self, cpu: &Cpu<'_>) -> usize {
+        let nodes = self.zones().map(|z| z.node() as usize + 1).max().unwrap_or(1);
+        cpu.id() % nodes
+    }
+
+    /// Allocates one object of `c`.
+    pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
+        let mut s = c.sheaves(cpu.id()).lock();
+        let obj = match s.alloc() {
+            Some(o) => o,
+            None => {
+                self.refill(cpu, c, &mut s)?;
+                s.alloc().ok_or(AllocError::NoMemory { order: c.order })?
+            }
+        };
+        drop(s);
+        if let Some(st) = c.state_of(obj) {
+            let prev = st.swap(STATE_ALLOC ^ obj, Ordering::AcqRel);
+            debug_assert_eq!(prev, STATE_FREE, "a free object was overwritten (use after free)");
+        }
+        c.allocs.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
+        Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    fn cache_alloc_bulk(
+        &self,
+        cpu: &Cpu<'_>,
+        c: &SlabCache,
+        out: &mut [Option<NonNull<u8>>],
+    ) -> Result<(), AllocError> {
+        for i in 0..out.len() {
+            match self.cache_alloc(cpu, c) {
+                Ok(o) => out[i] = Some(o),
+                Err(e) => {
+                    for slot in out[..i].iter_mut() {
+                        if let Some(o) = slot.take() {
+                            let _ = self.cache_free(cpu, c, o);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The slab descriptor of the page holding `addr`, checked.
+    pub(crate) fn slab_of(&self, addr: usize) -> Result<&Slab, SlabError> {
+        let ptr = NonNull::new(addr as *mut u8).ok_or(SlabError::OutOfRange(addr))?;
+        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        match v.word.kind() {
+            // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
+            // page; the caller owns an object in it, which keeps the slab alive.
+            PageKind::Slab(d) => Ok(unsafe { &*(d.addr() as *const Slab) }),
+            _ => Err(SlabError::NotSlab(addr, v.word.tag())),
+        }
+    }
+
+    /// Validates that `addr` is the start of an object of `c`.
+    fn check_object(&self, c: &SlabCache, addr: usize) -> Result<&Slab, SlabError> {
+        let slab = self.slab_of(addr)?;
+        if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
+            // SAFETY: a slab's cache pointer names a live cache while the slab exists.
+            let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
+            return Err(SlabError::WrongCache { addr, owner: owner.name });
+        }
+        let base = self.platform.direct_map(slab.flags.pfn()).ok_or(SlabError::OutOfRange(addr))?.as_ptr() as usize;
+        let off = addr - base;
+        let idx = off / c.stride;
+        if !off.is_multiple_of(c.stride) || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
+            return Err(SlabError::InteriorPointer(addr));
+        }
+        Ok(slab)
+    }
+
+    /// Frees an object of `c`, checked.
+    pub(crate) fn cache_free(&self, cpu: &Cpu<'_>, c: &SlabCache, obj: NonNull<u8>) -> Result<(), SlabError> {
+        let addr = obj.as_ptr() as usize;
+        self.check_object(c, addr)?;
+        if let Some(st) = c.state_of(addr) {
+            st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire)
+                .map_err(|_| SlabError::DoubleFree(addr))?;
+        }
+        c.frees.fetch_add(1, Ordering::Relaxed);
+        let mut s = c.sheaves(cpu.id()).lock();
+        if !s.free(addr) {
+            let full = &mut s.main;
+            self.flush(cpu, c, full.take_all());
+            let ok = s.free(addr);
+            debug_assert!(ok);
+        }
+        Ok(())
+    }
+
+    /// Returns objects to their slabs.
+    fn flush(&self, cpu: &Cpu<'_>, c: &SlabCache, objs: impl Iterator<Item = usize>) {
+        let mut discard = [0usize; crate::sheaf::SHEAF_CAPACITY * 2];
+        let mut nd = 0;
+        for obj in objs {
+            let slab = self.slab_of(obj).expect("objects in sheaves are slab objects");
+            let node = self.slab_node(slab);
+            let mut n = c.nodes[node].lock();
+            c.freeptr_of(obj).store(slab.freelist.load(Ordering::Relaxed), Ordering::Relaxed);
+            slab.freelist.store(obj, Ordering::Relaxed);
+            let was_full = slab.inuse.load(Ordering::Relaxed) == c.objects;
+            let inuse = slab.inuse.fetch_sub(1, Ordering::Relaxed) - 1;
+            n.free_objs += 1;
+            if was_full {
+                Self::list_push(&mut n, slab);
+            }
+            if inuse == 0 && n.nr_partial > MIN_PARTIAL {
+                Self::list_remove(&mut n, slab);
+                n.nr_slabs -= 1;
+                n.free_objs -= c.objects as u64;
+                discard[nd] = slab as *const Slab as usize;
+                nd += 1;
+            }
+        }
+        for &s in &discard[..nd] {
+            // SAFETY: unlinked above under the node lock; ours to discard.
+            let slab = unsafe { &*(s as *const Slab) };
+            self.discard_slab(cpu, c, self.slab_node(slab), slab);
+        }
+    }
+
+    fn slab_node(&self, slab: &Slab) -> usize {
+        self.memmap.region_of(slab.flags.pfn()).map_or(0, |r| r.node as usize)
+    }
+
+    fn list_push(n: &mut CacheNode, s: &Slab) {
+        let me = s as *const Slab as usize;
+        s.list.prev.store(0, Ordering::Relaxed);
+        s.list.next.store(n.partial, Ordering::Relaxed);
+        if n.partial != 0 {
+            // SAFETY: partial-list members are live slab descriptors.
+            unsafe { &*(n.partial as *const Slab) }.list.prev.store(me, Ordering::Relaxed);
+        }
+        n.partial = me;
+        n.nr_partial += 1;
+    }
+
+    fn list_remove(n: &mut CacheNode, s: &Slab) {
+        let (prev, next) = (s.list.prev.load(Ordering::Relaxed), s.list.next.load(Ordering::Relaxed));
+        if prev == 0 {
+            n.partial = next;
+        } else {
+            // SAFETY: as list_push.
+            unsafe { &*(prev as *const Slab) }.list.next.store(next, Ordering::Relaxed);
+        }
+        if next != 0 {
+            // SAFETY: as list_push.
+            unsafe { &*(next as *const Slab) }.list.prev.store(prev, Ordering::Relaxed);
+        }
+        n.nr_partial -= 1;
+    }
+
+    /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
+    /// objects.
+    fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
+        let node = self.node_of(cpu);
+        loop {
+            {
+                let mut n = c.nodes[node].lock();
+                while !s.main.is_full() && n.partial != 0 {
+                    // SAFETY: partial-list members are live slab descriptors of this cache.
+                    let slab = unsafe { &*(n.partial as *const Slab) };
+                    while !s.main.is_full() {
+                        let obj = slab.freelist.load(Ordering::Relaxed);
+                        if obj == 0 {
+                            break;
+                        }
+                        slab.freelist.store(c.freeptr_of(obj).load(Ordering::Relaxed), Ordering::Relaxed);
+                        slab.inuse.fetch_add(1, Ordering::Relaxed);
+                        n.free_objs -= 1;
+                        s.main.push(obj);
+                    }
+                    if slab.freelist.load(Ordering::Relaxed) == 0 {
+                        Self::list_remove(&mut n, slab);
+                    }
+                }
+            }
+            if s.main.len() > 0 {
+                return Ok(());
+            }
+            self.reap_rcu(cpu, c);
+            let slab = self.new_slab(cpu, c)?;
+            let node = self.slab_node(slab);
+            let mut n = c.nodes[node].lock();
+            n.nr_slabs += 1;
+            n.free_objs += c.objects as u64;
+            Self::list_push(&mut n, slab);
+        }
+    }
+
+    /// Makes a slab: pages, descriptor, free list, constructor, and Slab words on every page.
+    fn new_slab(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<&Slab, AllocError> {
+        let pfn = self.alloc_pages(cpu, c.order, c.gfp)?;
+        let base = self.platform.direct_map(pfn).expect("slab memory is direct-mapped").as_ptr() as usize;
+        let desc: &Slab = if c.self_hosted {
+            // SAFETY: the first object slot of the fresh, zeroed slab; all-zero is a valid
+            // Slab (all atomics).
+            unsafe { &*(base as *const Slab) }
+        } else {
+            match self.cache_alloc(cpu, self.slab_desc_cache()) {
+                // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
+                Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
+                Err(e) => {
+                    let _ = self.free_pages(cpu, pfn, c.order);
+                    return Err(e);
+                }
+            }
+        };
+        let first = base + c.first_obj as usize * c.stride;
+        for i in 0..c.objects as usize {
+            let obj = first + i * c.stride;
+            if let Some(ctor) = c.ctor {
+                // SAFETY: obj is a fresh object slot inside our slab.
+                ctor(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
+            let next = if i + 1 < c.objects as usize { obj + c.stride } else { 0 };
+            c.freeptr_of(obj).store(next, Ordering::Relaxed);
+            if let Some(st) = c.state_of(obj) {
+                st.store(STATE_FREE, Ordering::Relaxed);
+            }
+        }
+        desc.flags.init(0, c.order, pfn);
+        desc.cache.store(c as *const SlabCache as usize, Ordering::Relaxed);
+        desc.freelist.store(first, Ordering::Relaxed);
+        desc.inuse.store(0, Ordering::Relaxed);
+        desc.objects.store(c.objects, Ordering::Relaxed);
+        let w = Word::desc(DescPtr::from_ref(desc));
+        self.stamp(pfn, c.order, w);
+        Ok(desc)
+    }
+
+    /// Writes `w` into the word of every page of the block at `pfn`.
+    pub(crate) fn stamp(&self, pfn: Pfn, order: u32, w: Word) {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
+        for i in 0..1u64 << order {
+            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("small blocks have page words").store(w);
+        }
+    }
+
+    /// Frees an empty slab's pages (after a grace period for TYPESAFE_BY_RCU caches).
+    fn discard_slab(&self, cpu: &Cpu<'_>, c: &SlabCache, node: usize, s: &Slab) {
+        if c.typesafe {
+            let mut n = c.nodes[node].lock();
+            s.list.next.store(n.rcu_pending, Ordering::Relaxed);
+            n.rcu_pending = s as *const Slab as usize;
+            n.rcu_cookie = Some(self.rcu().start_grace_period());
+            return;
+        }
+        self.free_slab_pages(cpu, c, s);
+    }
+
+    fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
+        let pfn = s.flags.pfn();
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("slab pfn"));
+        for i in 1..1u64 << c.order {
+            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("page word").store(Word::TAIL);
+        }
+        self.memmap.page_word(&self.platform, rm, pfn).expect("page word").store(Word::TAIL);
+        if !c.self_hosted {
+            let obj = NonNull::from(s).cast::<u8>();
+            let r = self.cache_free(cpu, self.slab_desc_cache(), obj);
+            debug_assert!(r.is_ok(), "slab descriptor free: {r:?}");
+        }
+        self.free_claimed(cpu, rm, pfn, c.order);
+    }
+
+    /// Frees the slabs of `c` whose grace period has elapsed.
+    fn reap_rcu(&self, cpu: &Cpu<'_>, c: &SlabCache) {
+        if !c.typesafe {
+            return;
+        }
+        for node in 0..MAX_NODES {
+            let mut list = {
+                let mut n = c.nodes[node].lock();
+                match n.rcu_cookie {
+                    Some(ck) if n.rcu_pending != 0 && self.rcu().poll(ck) => {
+                        n.rcu_cookie = None;
+                        core::mem::replace(&mut n.rcu_pending, 0)
+                    }
+                    _ => 0,
+                }
+            };
+            while list != 0 {
+                // SAFETY: slabs on the pending list are unlinked and ours.
+                let s = unsafe { &*(list as *const Slab) };
+                list = s.list.next.load(Ordering::Relaxed);
+                self.free_slab_pages(cpu, c, s);
+            }
+        }
+    }
+
+    /// The slabinfo row of a cache.
+    pub fn slab_info(&self, c: &SlabCache) -> SlabInfo {
+        let (mut slabs, mut free, mut empty) = (0, 0, 0);
+        for node in &c.nodes {
+            let n = node.lock();
+            slabs += n.nr_slabs;
+            free += n.free_objs;
+            let mut cur = n.partial;
+            while cur != 0 {
+                // SAFETY: partial-list members are live.
+                let s = unsafe { &*(cur as *const Slab) };
+                empty += (s.inuse.load(Ordering::Relaxed) == 0) as u64;
+                cur = s.list.next.load(Ordering::Relaxed);
+            }
+        }
+        let num = slabs * c.objects as u64;
+        SlabInfo {
+            name: c.name,
+            active_objs: num - free,
+            num_objs: num,
+            objsize: c.obj_size,
+            objperslab: c.objects,
+            pagesperslab: 1 << c.order,
+            active_slabs: slabs - empty,
+            num_slabs: slabs,
+        }
+    }
+
+    /// Writes every cache in the format of Linux's /proc/slabinfo (version 2.1 columns).
+    pub fn write_slabinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        writeln!(out, "slabinfo - version: 2.1")?;
+        writeln!(
+            out,
+            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : slabdata <active_slabs> <num_slabs> <sharedavail>"
+        )?;
+        let mut res = Ok(());
+        self.for_each_cache(|c| {
+            let i = self.slab_info(c);
+            if res.is_ok() {
+                res = writeln!(
+                    out,
+                    "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+                    i.name,
+                    i.active_objs,
+                    i.num_objs,
+                    i.objsize,
+                    i.objperslab,
+                    i.pagesperslab,
+                    i.active_slabs,
+                    i.num_slabs,
+                    0
+                );
+            }
+        });
+        res
+    }
 }

@@ -1,0 +1,138 @@
+//! kmalloc: general-purpose kernel allocations by size, served by size-class slab caches up
+//! to 8 KiB and straight from the page allocator above that ("large kmalloc", an undescribed
+//! page kind whose head word records the order). `kfree` and `ksize` find the owner from the
+//! pointer's page word in O(1).
+
+use core::ptr::NonNull;
+
+use crate::addr::PAGE_SIZE;
+use crate::cpu::Cpu;
+use crate::gfp::Gfp;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::slab::{CacheArgs, SlabCache, SlabError};
+use crate::word::{PageKind, Subtype};
+
+/// The size classes, as Linux's (including 96 and 192).
+pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+/// Number of size classes.
+pub const NR_KMALLOC: usize = 13;
+/// Largest size served by a slab cache.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;
+const NAMES: [&str; NR_KMALLOC] = [
+    "kmalloc-8",
+    "kmalloc-16",
+    "kmalloc-32",
+    "kmalloc-64",
+    "kmalloc-96",
+    "kmalloc-128",
+    "kmalloc-192",
+    "kmalloc-256",
+    "kmalloc-512",
+    "kmalloc-1k",
+    "kmalloc-2k",
+    "kmalloc-4k",
+    "kmalloc-8k",
+];
+
+/// The size class serving `size` bytes (size 0 gets the smallest class).
+#[inline]
+pub fn kmalloc_index(size: usize) -> Option<usize> {
+    if size > KMALLOC_MAX_CACHE_SIZE {
+        return None;
+    }
+    Some(match size {
+        0..=8 => 0,
+        9..=16 => 1,
+        17..=32 => 2,
+        33..=64 => 3,
+        65..=96 => 4,
+        97..=128 => 5,
+        129..=192 => 6,
+        193..=256 => 7,
+        _ => 8 + (size - 1).ilog2() as usize - 8,
+    })
+}
+
+impl<P: Platform> PhysMem<P> {
+    pub(crate) fn create_kmalloc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_KMALLOC], AllocError> {
+        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let mut out = [None; NR_KMALLOC];
+        for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
+            let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
+            let c = self.new_cache(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) })?;
+            out[i] = Some(NonNull::from(c));
+        }
+        Ok(out)
+    }
+
+    fn kmalloc_cache(&self, i: usize) -> &SlabCache {
+        // SAFETY: created at boot; caches of kmalloc are never destroyed.
+        unsafe { self.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+    }
+
+    /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
+    /// machine to try it on).
+    pub fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        let p = match kmalloc_index(size) {
+            Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
+            None => {
+                let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
+                let pfn = self.alloc_with(cpu, order, gfp, |rm| {
+                    crate::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
+                })?;
+                return Ok(self.platform.direct_map(pfn).expect("kernel memory is direct-mapped"));
+            }
+        };
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: p is a fresh object of at least `size` bytes, owned by the caller.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
+        }
+        Ok(p)
+    }
+
+    /// Frees memory from [`PhysMem::kmalloc`] (or any slab object), checked.
+    pub fn kfree(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        let addr = ptr.as_ptr() as usize;
+        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        match v.word.kind() {
+            PageKind::Slab(d) => {
+                // SAFETY: a Slab word's descriptor names its live cache while the slab exists.
+                let c = unsafe { &*((*(d.addr() as *const crate::slab::Slab)).cache_addr() as *const SlabCache) };
+                self.cache_free(cpu, c, ptr)
+            }
+            PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {
+                if addr & (PAGE_SIZE - 1) != 0 {
+                    return Err(SlabError::InteriorPointer(addr));
+                }
+                let rm = self
+                    .check_and_claim(pfn, u.order as u32, |s| s == Subtype::LargeKmalloc)
+                    .map_err(SlabError::Page)?;
+                self.free_claimed(cpu, rm, pfn, u.order as u32);
+                Ok(())
+            }
+            PageKind::Undescribed(u) if u.subtype == Subtype::Tail => Err(match self.free_block_containing_pfn(pfn) {
+                Some(_) => SlabError::NotSlab(addr, v.word.tag()),
+                None => SlabError::InteriorPointer(addr),
+            }),
+            _ => Err(SlabError::NotSlab(addr, v.word.tag())),
+        }
+    }
+
+    /// Usable size of a kmalloc allocation.
+    pub fn ksize(&self, ptr: NonNull<u8>) -> Result<usize, SlabError> {
+        let addr = ptr.as_ptr() as usize;
+        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        match v.word.kind() {
+            PageKind::Slab(_) => {
+                let slab = self.slab_of(addr)?;
+                // SAFETY: as in kfree.
+                Ok(unsafe { &*(slab.cache_addr() as *const SlabCache) }.usable_size())
+            }
+            PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => Ok(PAGE_SIZE << u.order),
+            _ => Err(SlabError::NotSlab(addr, v.word.tag())),
+        }
+    }
+}
