@@ -296,6 +296,14 @@ impl<P: Platform> PhysMem<P> {
             let buddy = self.buddy();
             let mut fl = zone.lock.lock();
             let is_reserved = |pfn: Pfn| reserved.iter().any(|(s, e)| *s <= pfn && pfn < *e);
+            // Pages of [start, start+n) that are reserved (ranges may overlap each other).
+            let reserved_in = |start: Pfn, n: u64| -> u64 {
+                let end = start.add(n);
+                if !reserved.iter().any(|(s, e)| *s < end && start < *e) {
+                    return 0;
+                }
+                (0..n).filter(|&i| is_reserved(start.add(i))).count() as u64
+            };
             let reserved_word = |order| Buddy::<P>::undescribed(rm, Subtype::Reserved, order);
             let mut freed = 0u64;
             match r.layout {
@@ -310,9 +318,7 @@ impl<P: Platform> PhysMem<P> {
                         }
                         // The largest aligned block of unreserved pages starting here.
                         let mut order = pfn.0.trailing_zeros().min(self.config.max_order);
-                        while order > 0
-                            && (pfn.add(1 << order) > r.end || (0..1u64 << order).any(|i| is_reserved(pfn.add(i))))
-                        {
+                        while order > 0 && (pfn.add(1 << order) > r.end || reserved_in(pfn, 1 << order) > 0) {
                             order -= 1;
                         }
                         buddy.free_block(&mut fl, pfn, order, MigrateType::Movable);
@@ -323,7 +329,7 @@ impl<P: Platform> PhysMem<P> {
                 MemmapLayout::TwoLevel => {
                     let mut area = r.start;
                     while area < r.end {
-                        let nres = (0..AREA_PAGES).filter(|&i| is_reserved(area.add(i))).count() as u64;
+                        let nres = reserved_in(area, AREA_PAGES);
                         if nres == AREA_PAGES {
                             rm.area_word(area).store(reserved_word(AREA_ORDER));
                             reserved_pages += AREA_PAGES;
