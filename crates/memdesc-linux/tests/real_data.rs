@@ -147,3 +147,34 @@ fn every_trace_line_is_accounted_for() {
         }
     }
 }
+
+#[test]
+fn bundled_sample_is_consistent() {
+    // The project's own capture (samples/small, recorded with `memdesc capture`).
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../samples/small"));
+    check_snapshot(&dir.join("start"));
+    check_snapshot(&dir.join("end"));
+    let readme = std::fs::read_to_string(dir.join("README")).unwrap();
+    let lines: u64 = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("events: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("README events line");
+    let stats = TraceReader::open(&dir.join("events.txt.zst")).unwrap().for_each(|_| {}).unwrap();
+    assert_eq!(stats.lines, lines);
+    assert_eq!(stats.unknown + stats.lost_events, 0, "{stats:?}");
+    assert!(stats.count(EventKind::FilemapAdd) >= 4096, "16 MiB written and read back");
+    let total: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                std::fs::read_dir(e.path()).unwrap().flatten().collect::<Vec<_>>()
+            } else {
+                vec![e]
+            }
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(total <= 2 << 20, "the bundled sample must stay within 2 MiB: {total}");
+}
