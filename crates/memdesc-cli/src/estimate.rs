@@ -477,6 +477,15 @@ mod tests {
     }
 
     #[test]
+    fn without_a_snapshot_reads_proc_or_falls_back_to_the_sample() {
+        // As root on Linux this reads the live /proc; otherwise it uses samples/small/end.
+        let r = load(&EstimateArgs::default(), &SIZES).unwrap();
+        assert!(r.source == "/proc (live)" || r.source.ends_with("(bundled sample)"), "{}", r.source);
+        assert!(r.census.total > 0);
+        assert_eq!(r.census.pages.sum(), r.census.total);
+    }
+
+    #[test]
     fn mixa_estimate_is_fast_enough_to_time() {
         // Not a timing assertion (debug build); checks the timed unit runs and reports time.
         let r = compute(&Path::new(DATA).join("snapshots/mixA"), &SIZES).unwrap();

@@ -204,9 +204,11 @@ impl TracingState {
         TracingState {
             root: root.to_owned(),
             tracing_on: read_trim(&root.join("tracing_on")).ok(),
+            // `7 (expanded: 1408)` before the buffer is first used: keep the number.
             buffer_size_kb: read_trim(&root.join("buffer_size_kb"))
                 .ok()
-                .filter(|s| s.chars().all(|c| c.is_ascii_digit())),
+                .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+                .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
             enabled: Vec::new(),
         }
     }
