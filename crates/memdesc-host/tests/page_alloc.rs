@@ -335,3 +335,83 @@ proptest! {
         prop_assert_eq!(m.nr_free_pages(), managed_free);
     }
 }
+
+#[test]
+fn two_nodes_fall_back_across_nodes() {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1_0000),
+        end: Pfn(0x1_2000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x2_0000),
+        end: Pfn(0x2_2000),
+        node: 1,
+        mapped: true,
+        layout: MemmapLayout::TwoLevel,
+    })
+    .unwrap();
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    KERNEL.with(|k| k.set(kernel_pages(&m)));
+    assert_eq!(m.zones().filter(|z| z.node() == 1).count(), 1);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mut got = vec![];
+    let mut nodes = HashSet::new();
+    while let Ok(p) = m.alloc_pages(&cpu, 3, Gfp::KERNEL | Gfp::NOWARN) {
+        nodes.insert(m.memmap().region_of(p).unwrap().node);
+        got.push((p, 3));
+    }
+    assert_eq!(nodes.len(), 2, "node 0 exhausted, then node 1 serves");
+    check_model(&m, &got);
+    for (p, o) in got {
+        m.free_pages(&cpu, p, o).unwrap();
+    }
+    m.drain_all();
+    check_model(&m, &[]);
+}
+
+#[test]
+fn pfn_walk_covers_every_present_page_once() {
+    for layout in LAYOUTS {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let raw_heads = |m: &SimMachine| {
+            let mut n = 0;
+            m.memmap().walk(m.platform(), Pfn(0), Pfn(0x5000), |v| {
+                n += matches!(v.word.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Unmappable) as u32;
+            });
+            n
+        };
+        let kernel_raw = raw_heads(&m);
+        let held: Vec<_> = (0..5).map(|o| m.alloc_pages(&cpu, o, Gfp::MOVABLE).unwrap()).collect();
+        let mut covered = 0u64;
+        let mut last_end = Pfn(0);
+        let (mut unsplit, mut allocated_heads) = (0, 0);
+        m.memmap().walk(m.platform(), Pfn(0), Pfn(0x5000), |v| {
+            assert!(v.first >= last_end, "walk goes forward and never repeats a pfn");
+            last_end = v.first.add(1 << v.span_order);
+            covered += 1 << v.span_order;
+            unsplit += (v.span_order == 9) as u32;
+            if let PageKind::Undescribed(u) = v.word.kind() {
+                allocated_heads += (u.subtype == Subtype::Unmappable) as u32;
+            }
+        });
+        assert_eq!(covered, 0x9e + (0x4000 - 0x100), "holes skipped, every present pfn once");
+        assert_eq!(allocated_heads, kernel_raw + 5);
+        assert_eq!(unsplit > 0, layout == MemmapLayout::TwoLevel, "unsplit areas are stepped over whole");
+        // word -> pfn range: an allocation's head word covers its block.
+        for (o, &p) in held.iter().enumerate() {
+            let v = m.memmap().load(m.platform(), p).unwrap();
+            assert_eq!((v.first, v.span_order), (p, 0));
+            assert!(matches!(v.word.kind(), PageKind::Undescribed(u) if u.order as usize == o));
+            if o > 0 {
+                assert!(m.memmap().load(m.platform(), p.add(1)).unwrap().word.is_tail());
+            }
+            m.free_pages(&cpu, p, o as u32).unwrap();
+        }
+    }
+}
