@@ -94,6 +94,8 @@ impl fmt::Display for AllocError {
     }
 }
 
+impl core::error::Error for AllocError {}
+
 /// Why a free was refused. The allocator's state is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeError {
@@ -146,6 +148,8 @@ impl fmt::Display for FreeError {
         }
     }
 }
+
+impl core::error::Error for FreeError {}
 
 /// Allocation counters.
 #[derive(Default)]

@@ -151,6 +151,8 @@ impl fmt::Display for SlabError {
     }
 }
 
+impl core::error::Error for SlabError {}
+
 /// Per-node slab lists of a cache.
 pub(crate) struct CacheNode {
     partial: usize,
