@@ -41,6 +41,20 @@ pub unsafe trait Descriptor: Sync + Sized {
     const TAGS: &'static [Tag];
 }
 
+/// A descriptor kind with its own TYPESAFE_BY_RCU cache on every machine.
+pub trait CachedDescriptor: Descriptor {
+    /// Index of the kind's cache among the machine's descriptor caches.
+    const KIND: usize;
+    /// The cache's name in slabinfo.
+    const CACHE_NAME: &'static str;
+    /// Offset of a field the slab may use as a free object's free pointer: one that lockless
+    /// readers never trust without first pinning the descriptor.
+    const FREEPTR_OFFSET: usize;
+}
+
+/// Number of kinds with descriptor caches.
+pub const NR_DESC_KINDS: usize = 7;
+
 /// A typed pointer to a descriptor, as decoded from a page word.
 ///
 /// It is only an address: dereference it with [`DescPtr::get`] under an RCU read guard, then
@@ -361,7 +375,12 @@ impl MappableDesc {
 }
 
 macro_rules! descriptor {
-    ($t:ty, $tag:expr, [$($tags:expr),*]) => {
+    ($t:ty, $tag:expr, [$($tags:expr),*], $kind:expr, $name:expr, $freeptr:ident) => {
+        impl CachedDescriptor for $t {
+            const KIND: usize = $kind;
+            const CACHE_NAME: &'static str = $name;
+            const FREEPTR_OFFSET: usize = core::mem::offset_of!($t, $freeptr);
+        }
         // SAFETY: 16-byte aligned (asserted below), every field is atomic, and instances are
         // allocated only from the TYPESAFE_BY_RCU descriptor cache of this type.
         unsafe impl Descriptor for $t {
@@ -373,13 +392,20 @@ macro_rules! descriptor {
     };
 }
 
-descriptor!(Folio, Tag::AnonFolio, [Tag::AnonFolio, Tag::FileFolio]);
-descriptor!(PtDesc, Tag::PageTable, [Tag::PageTable]);
-descriptor!(VmallocDesc, Tag::VmallocUnmappable, [Tag::VmallocMappable, Tag::VmallocUnmappable]);
-descriptor!(Netmem, Tag::NetPool, [Tag::NetPool]);
-descriptor!(Zspage, Tag::Zsmalloc, [Tag::Zsmalloc]);
-descriptor!(Z3foldDesc, Tag::Z3fold, [Tag::Z3fold]);
-descriptor!(MappableDesc, Tag::Mappable, [Tag::Mappable]);
+descriptor!(Folio, Tag::AnonFolio, [Tag::AnonFolio, Tag::FileFolio], 0, "folio", index);
+descriptor!(PtDesc, Tag::PageTable, [Tag::PageTable], 1, "ptdesc", pmd_huge_pte);
+descriptor!(
+    VmallocDesc,
+    Tag::VmallocUnmappable,
+    [Tag::VmallocMappable, Tag::VmallocUnmappable],
+    2,
+    "vmalloc_desc",
+    index
+);
+descriptor!(Netmem, Tag::NetPool, [Tag::NetPool], 3, "netmem", dma_addr);
+descriptor!(Zspage, Tag::Zsmalloc, [Tag::Zsmalloc], 4, "zspage", list);
+descriptor!(Z3foldDesc, Tag::Z3fold, [Tag::Z3fold], 5, "z3fold_desc", list);
+descriptor!(MappableDesc, Tag::Mappable, [Tag::Mappable], 6, "mappable_desc", owner);
 
 #[cfg(not(loom))]
 mod layout {

@@ -189,6 +189,8 @@ pub struct PhysMem<P: Platform> {
     pub(crate) slab_boot: crate::slab::SlabBoot,
     pub(crate) caches: crate::sync::SpinLock<usize>,
     pub(crate) kmalloc: [Option<NonNull<crate::slab::SlabCache>>; crate::kmalloc::NR_KMALLOC],
+    pub(crate) desc_caches: [Option<NonNull<crate::slab::SlabCache>>; crate::desc::NR_DESC_KINDS],
+    pub(crate) lru: [crate::sync::SpinLock<crate::folio::LruList>; MAX_NODES],
     boot_pages: u64,
     reserved_pages: u64,
 }
@@ -272,6 +274,8 @@ impl<P: Platform> PhysMem<P> {
             slab_boot,
             caches: crate::sync::SpinLock::new(0),
             kmalloc: [None; crate::kmalloc::NR_KMALLOC],
+            desc_caches: [None; crate::desc::NR_DESC_KINDS],
+            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(crate::folio::LruList::EMPTY)),
         };
         mem.populate(&boot);
         mem.set_watermarks();
@@ -279,8 +283,9 @@ impl<P: Platform> PhysMem<P> {
         let (kc, sd) = unsafe { (mem.slab_boot.kmem_cache.as_ref(), mem.slab_boot.slab_desc.as_ref()) };
         mem.register_cache(kc);
         mem.register_cache(sd);
-        mem.kmalloc =
-            mem.create_kmalloc_caches().map_err(|_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 }))?;
+        let oom = |_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 });
+        mem.kmalloc = mem.create_kmalloc_caches().map_err(oom)?;
+        mem.desc_caches = mem.create_desc_caches().map_err(oom)?;
         Ok(mem)
     }
 

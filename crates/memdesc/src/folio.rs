@@ -1,0 +1,498 @@
+//! Folios: anon and file memory of any order, described by one [`Folio`] descriptor that every
+//! page word of the folio points to; and the per-kind TYPESAFE_BY_RCU descriptor caches they
+//! (and the other descriptor kinds) are allocated from.
+//!
+//! - **Allocate** stamps every page word (or, for a 2 MiB folio in a two-level region, the one
+//!   area word) with the folio; **put** of the last reference resets the words to tails,
+//!   returns the descriptor to its cache and the pages to the buddy allocator.
+//! - **Flags** (locked, dirty, writeback, LRU, …) are the shared page-flag bits of the
+//!   descriptor's first word.
+//! - **LRU**: one list per node holds anon and file folios alike (the LRU links are at the
+//!   same offset in both, because they are one type).
+//! - **Split** of an unmapped folio into folios of a smaller order re-stamps the words; a
+//!   descriptor for every new piece is allocated first, so a failure changes nothing.
+//! - **Extended descriptors** ([`FolioExt`]): a filesystem embeds a `Folio` at the start of its
+//!   own descriptor type with its own cache; the page word points to the embedded folio, and
+//!   [`PhysMem::folio_ext`] recovers the filesystem's type after checking the descriptor came
+//!   from that filesystem's cache.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::cpu::Cpu;
+use crate::desc::{CachedDescriptor, DescPtr, Folio, NR_DESC_KINDS, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::gfp::Gfp;
+use crate::layout::MemmapLayout;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::slab::{CacheArgs, SlabCache};
+use crate::sync::Ordering;
+use crate::word::{Tag, Word};
+
+/// Anonymous or page-cache memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolioKind {
+    /// Anonymous memory (tag `AnonFolio`).
+    Anon,
+    /// Page-cache memory (tag `FileFolio`).
+    File,
+}
+
+impl FolioKind {
+    fn tag(self) -> Tag {
+        match self {
+            FolioKind::Anon => Tag::AnonFolio,
+            FolioKind::File => Tag::FileFolio,
+        }
+    }
+}
+
+/// Why a folio operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolioError {
+    /// A put on a folio with no references.
+    NoReference,
+    /// The folio is mapped by page tables (unmap it first).
+    Mapped(u32),
+    /// The new order is not smaller than the folio's.
+    BadOrder,
+    /// The folio is still on an LRU list at its last put.
+    OnLru,
+    /// Memory for new descriptors could not be allocated.
+    NoMemory(AllocError),
+}
+
+impl core::fmt::Display for FolioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FolioError::NoReference => write!(f, "put of a folio with no references"),
+            FolioError::Mapped(n) => write!(f, "folio is mapped by {n} page-table entries"),
+            FolioError::BadOrder => write!(f, "split order must be smaller than the folio's"),
+            FolioError::OnLru => write!(f, "folio freed while on an LRU list"),
+            FolioError::NoMemory(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for FolioError {}
+
+/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links.
+pub(crate) struct LruList {
+    head: usize,
+    tail: usize,
+    nr: u64,
+}
+
+impl LruList {
+    pub(crate) const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
+}
+
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8).
+///
+/// # Safety
+/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
+/// field safe to read while another CPU writes it (atomics), since the cache is
+/// TYPESAFE_BY_RCU; an all-zero value is valid.
+pub unsafe trait FolioExt: Sync + Sized {
+    /// Cache name.
+    const NAME: &'static str;
+}
+
+/// The cache of one extended folio type.
+pub struct FolioExtCache<E: FolioExt> {
+    cache: NonNull<SlabCache>,
+    _marker: PhantomData<E>,
+}
+
+// SAFETY: a pointer to a cache that lives as long as its machine; all mutation is internal.
+unsafe impl<E: FolioExt> Send for FolioExtCache<E> {}
+// SAFETY: as above.
+unsafe impl<E: FolioExt> Sync for FolioExtCache<E> {}
+
+impl<P: Platform> PhysMem<P> {
+    pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
+        use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+        fn args<T: CachedDescriptor>() -> CacheArgs {
+            CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(T::FREEPTR_OFFSET),
+                ..CacheArgs::new(T::CACHE_NAME, core::mem::size_of::<T>())
+            }
+        }
+        let all = [
+            args::<Folio>(),
+            args::<PtDesc>(),
+            args::<VmallocDesc>(),
+            args::<Netmem>(),
+            args::<Zspage>(),
+            args::<Z3foldDesc>(),
+            args::<MappableDesc>(),
+        ];
+        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let mut out = [None; NR_DESC_KINDS];
+        for (i, a) in all.iter().enumerate() {
+            out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
+        }
+        Ok(out)
+    }
+
+    fn desc_cache<T: CachedDescriptor>(&self) -> &SlabCache {
+        // SAFETY: created at boot, never destroyed.
+        unsafe { self.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
+    }
+
+    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
+    /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
+    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
+        let p = self.cache_alloc(cpu, self.desc_cache::<T>())?;
+        // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
+        // (all-atomic) T values, and 16-byte aligned.
+        Ok(unsafe { &*(p.as_ptr() as *const T) })
+    }
+
+    /// Returns a descriptor to its cache.
+    pub(crate) fn free_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>, d: &T) {
+        let r = self.cache_free(cpu, self.desc_cache::<T>(), NonNull::from(d).cast());
+        debug_assert!(r.is_ok(), "descriptor free: {r:?}");
+    }
+
+    /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the
+    /// area words of a two-level region for blocks of 2 MiB and up.
+    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: Word) {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
+        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER {
+            let mut a = pfn;
+            while a < pfn.add(1 << order) {
+                rm.area_word(a).store(w);
+                a = a.add(AREA_PAGES);
+            }
+            return;
+        }
+        for i in 0..1u64 << order {
+            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("small blocks have page words").store(w);
+        }
+    }
+
+    /// Allocates a folio of `2^order` pages with one reference.
+    pub fn folio_alloc(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp, kind: FolioKind) -> Result<&Folio, AllocError> {
+        let d = self.alloc_desc::<Folio>(cpu)?;
+        self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.free_desc(cpu, d))
+    }
+
+    fn folio_init<'a>(
+        &self,
+        cpu: &Cpu<'_>,
+        d: &'a Folio,
+        order: u32,
+        gfp: Gfp,
+        kind: FolioKind,
+    ) -> Result<&'a Folio, AllocError> {
+        let pfn = self.alloc_pages(cpu, order, gfp)?;
+        d.flags.init(0, order, pfn);
+        d.counts.mapcount.store(0, Ordering::Relaxed);
+        d.lru.prev.store(0, Ordering::Relaxed);
+        d.lru.next.store(0, Ordering::Relaxed);
+        d.mapping.store(0, Ordering::Relaxed);
+        d.index.store(0, Ordering::Relaxed);
+        // Publish the reference count last: lockless readers' try_get starts succeeding here.
+        d.counts.refcount.store(1, Ordering::Release);
+        let w = Word::desc_as(DescPtr::from_ref(d), kind.tag()).expect("folio tags");
+        self.stamp_block(pfn, order, w);
+        Ok(d)
+    }
+
+    /// Takes another reference.
+    pub fn folio_get(&self, f: &Folio) {
+        f.counts.refcount.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops a reference; the last one frees the folio. Returns whether it was freed.
+    pub fn folio_put(&self, cpu: &Cpu<'_>, f: &Folio) -> Result<bool, FolioError> {
+        let mut cur = f.counts.refcount.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return Err(FolioError::NoReference);
+            }
+            if cur == 1 {
+                let m = f.counts.mapcount();
+                if m != 0 {
+                    return Err(FolioError::Mapped(m));
+                }
+                if f.flags.flags() & PG_LRU != 0 {
+                    return Err(FolioError::OnLru);
+                }
+            }
+            match f.counts.refcount.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if cur > 1 {
+            return Ok(false);
+        }
+        let (pfn, order) = (f.flags.pfn(), f.flags.order());
+        self.stamp_block(pfn, order, Word::TAIL);
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
+        self.free_folio_desc(cpu, f);
+        self.free_claimed(cpu, rm, pfn, order);
+        Ok(true)
+    }
+
+    fn free_folio_desc(&self, cpu: &Cpu<'_>, f: &Folio) {
+        let addr = NonNull::from(f).cast::<u8>();
+        // An extended folio goes back to its own cache, found from its slab.
+        match self.slab_of(addr.as_ptr() as usize) {
+            Ok(slab) => {
+                // SAFETY: a slab names its live cache.
+                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                let r = self.cache_free(cpu, c, addr);
+                debug_assert!(r.is_ok(), "folio descriptor free: {r:?}");
+            }
+            Err(e) => debug_assert!(false, "folio descriptor outside slab memory: {e}"),
+        }
+    }
+
+    /// Takes the folio lock if it is free.
+    pub fn folio_trylock(&self, f: &Folio) -> bool {
+        f.flags.set(PG_LOCKED) & PG_LOCKED == 0
+    }
+
+    /// Releases the folio lock.
+    pub fn folio_unlock(&self, f: &Folio) {
+        f.flags.clear(PG_LOCKED);
+    }
+
+    /// Marks the folio dirty; returns whether it was clean.
+    pub fn folio_mark_dirty(&self, f: &Folio) -> bool {
+        f.flags.set(PG_DIRTY) & PG_DIRTY == 0
+    }
+
+    /// Clears dirty and starts writeback; returns false if it was not dirty or already under
+    /// writeback.
+    pub fn folio_start_writeback(&self, f: &Folio) -> bool {
+        if f.flags.flags() & PG_DIRTY == 0 || f.flags.set(PG_WRITEBACK) & PG_WRITEBACK != 0 {
+            return false;
+        }
+        f.flags.clear(PG_DIRTY);
+        true
+    }
+
+    /// Ends writeback.
+    pub fn folio_end_writeback(&self, f: &Folio) {
+        f.flags.clear(PG_WRITEBACK);
+    }
+
+    fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
+        let node = self.memmap.region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
+        &self.lru[node]
+    }
+
+    /// Adds the folio to the tail of its node's LRU list (anon and file share it).
+    /// Returns false if it was already on an LRU list.
+    pub fn lru_add(&self, f: &Folio) -> bool {
+        let mut l = self.lru_of(f).lock();
+        if f.flags.set(PG_LRU) & PG_LRU != 0 {
+            return false;
+        }
+        Self::lru_link_tail(&mut l, f);
+        true
+    }
+
+    /// Removes the folio from its LRU list; returns false if it was not on one.
+    pub fn lru_del(&self, f: &Folio) -> bool {
+        let mut l = self.lru_of(f).lock();
+        if f.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        Self::lru_unlink(&mut l, f);
+        f.flags.clear(PG_LRU);
+        true
+    }
+
+    /// Moves the folio to the tail of its LRU list (recently used).
+    pub fn lru_rotate(&self, f: &Folio) -> bool {
+        let mut l = self.lru_of(f).lock();
+        if f.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        Self::lru_unlink(&mut l, f);
+        Self::lru_link_tail(&mut l, f);
+        true
+    }
+
+    /// Calls `f` for each folio on `node`'s LRU list, oldest first.
+    pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
+        let l = self.lru[node].lock();
+        let mut cur = l.head;
+        while cur != 0 {
+            // SAFETY: folios on the list are live (they are removed before their last put).
+            let folio = unsafe { &*(cur as *const Folio) };
+            f(folio);
+            cur = folio.lru.next.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Folios on `node`'s LRU list.
+    pub fn lru_len(&self, node: usize) -> u64 {
+        self.lru[node].lock().nr
+    }
+
+    fn lru_link_tail(l: &mut LruList, f: &Folio) {
+        let me = f as *const Folio as usize;
+        f.lru.next.store(0, Ordering::Relaxed);
+        f.lru.prev.store(l.tail, Ordering::Relaxed);
+        if l.tail != 0 {
+            // SAFETY: list members are live folios.
+            unsafe { &*(l.tail as *const Folio) }.lru.next.store(me, Ordering::Relaxed);
+        } else {
+            l.head = me;
+        }
+        l.tail = me;
+        l.nr += 1;
+    }
+
+    fn lru_unlink(l: &mut LruList, f: &Folio) {
+        let (prev, next) = (f.lru.prev.load(Ordering::Relaxed), f.lru.next.load(Ordering::Relaxed));
+        if prev == 0 {
+            l.head = next;
+        } else {
+            // SAFETY: list members are live folios.
+            unsafe { &*(prev as *const Folio) }.lru.next.store(next, Ordering::Relaxed);
+        }
+        if next == 0 {
+            l.tail = prev;
+        } else {
+            // SAFETY: as above.
+            unsafe { &*(next as *const Folio) }.lru.prev.store(prev, Ordering::Relaxed);
+        }
+        l.nr -= 1;
+    }
+
+    /// Splits an unmapped folio into folios of `new_order`. Every piece keeps the original's
+    /// reference count (its owners now own each piece), flags, mapping and consecutive
+    /// indices, and follows it on the LRU. Calls `each` with every piece, the original first.
+    pub fn folio_split(
+        &self,
+        cpu: &Cpu<'_>,
+        f: &Folio,
+        new_order: u32,
+        mut each: impl FnMut(&Folio),
+    ) -> Result<(), FolioError> {
+        let order = f.flags.order();
+        if new_order >= order {
+            return Err(FolioError::BadOrder);
+        }
+        let m = f.counts.mapcount();
+        if m != 0 {
+            return Err(FolioError::Mapped(m));
+        }
+        let pieces = 1usize << (order - new_order);
+        // Splitting a 2 MiB folio of a two-level region below 2 MiB needs per-page words for
+        // an area that is not free, i.e. a table page from elsewhere: refused for now.
+        let pfn = f.flags.pfn();
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
+        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER && new_order < AREA_ORDER {
+            return Err(FolioError::BadOrder);
+        }
+        let tag = if self.memmap.load(&self.platform, pfn).is_some_and(|v| v.word.tag() == Some(Tag::FileFolio)) {
+            FolioKind::File
+        } else {
+            FolioKind::Anon
+        };
+        // Allocate every new descriptor first, chained through their own (unpublished) LRU
+        // links, so a failure frees them and leaves the folio untouched.
+        let mut chain = 0usize;
+        for _ in 1..pieces {
+            match self.alloc_desc::<Folio>(cpu) {
+                Ok(d) => {
+                    d.lru.next.store(chain, Ordering::Relaxed);
+                    chain = d as *const Folio as usize;
+                }
+                Err(e) => {
+                    while chain != 0 {
+                        // SAFETY: the chain holds descriptors we just allocated.
+                        let d = unsafe { &*(chain as *const Folio) };
+                        chain = d.lru.next.load(Ordering::Relaxed);
+                        self.free_desc(cpu, d);
+                    }
+                    return Err(FolioError::NoMemory(e));
+                }
+            }
+        }
+        let flags = f.flags.flags();
+        let (refs, mapping, index) =
+            (f.counts.refcount(), f.mapping.load(Ordering::Relaxed), f.index.load(Ordering::Relaxed));
+        for i in 1..pieces {
+            // SAFETY: pieces - 1 descriptors were chained above.
+            let d = unsafe { &*(chain as *const Folio) };
+            chain = d.lru.next.load(Ordering::Relaxed);
+            let ppfn = pfn.add((i as u64) << new_order);
+            d.flags.init(flags & !PG_LRU, new_order, ppfn);
+            d.counts.mapcount.store(0, Ordering::Relaxed);
+            d.lru.prev.store(0, Ordering::Relaxed);
+            d.lru.next.store(0, Ordering::Relaxed);
+            d.mapping.store(mapping, Ordering::Relaxed);
+            d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
+            d.counts.refcount.store(refs, Ordering::Release);
+            let w = Word::desc_as(DescPtr::from_ref(d), tag.tag()).expect("folio tags");
+            self.stamp_block(ppfn, new_order, w);
+            if flags & PG_LRU != 0 {
+                self.lru_add(d);
+            }
+            each(d);
+        }
+        // Finally the original shrinks to the first piece; its other pages are re-stamped.
+        f.flags.init(flags, new_order, pfn);
+        each(f);
+        Ok(())
+    }
+
+    /// Creates the cache of an extended folio type.
+    pub fn register_folio_ext<E: FolioExt>(&self, cpu: &Cpu<'_>) -> Result<FolioExtCache<E>, AllocError> {
+        let c = self.new_cache(
+            cpu,
+            &CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(core::mem::offset_of!(Folio, index)),
+                ..CacheArgs::new(E::NAME, core::mem::size_of::<E>())
+            },
+        )?;
+        Ok(FolioExtCache { cache: NonNull::from(c), _marker: PhantomData })
+    }
+
+    /// Allocates a file folio whose descriptor is an `E`.
+    pub fn folio_alloc_ext<'a, E: FolioExt>(
+        &'a self,
+        cpu: &Cpu<'_>,
+        ext: &FolioExtCache<E>,
+        order: u32,
+        gfp: Gfp,
+    ) -> Result<&'a E, AllocError> {
+        // SAFETY: the cache lives as long as the machine.
+        let c = unsafe { ext.cache.as_ref() };
+        let p = self.cache_alloc(cpu, c)?;
+        // SAFETY: objects of E's TYPESAFE_BY_RCU cache are zero or former E's (FolioExt).
+        let e = unsafe { &*(p.as_ptr() as *const E) };
+        // SAFETY: FolioExt guarantees a Folio at offset 0.
+        let f = unsafe { &*(p.as_ptr() as *const Folio) };
+        match self.folio_init(cpu, f, order, gfp, FolioKind::File) {
+            Ok(_) => Ok(e),
+            Err(err) => {
+                let _ = self.cache_free(cpu, c, p);
+                Err(err)
+            }
+        }
+    }
+
+    /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
+    pub fn folio_ext<'a, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'a Folio) -> Option<&'a E> {
+        let slab = self.slab_of(f as *const Folio as usize).ok()?;
+        (slab.cache_addr() == ext.cache.as_ptr() as usize).then(|| {
+            // SAFETY: f is an object of E's cache, and E has its Folio at offset 0.
+            unsafe { &*(f as *const Folio as *const E) }
+        })
+    }
+}
