@@ -151,13 +151,11 @@ impl fmt::Display for FreeError {
 
 impl core::error::Error for FreeError {}
 
-/// Allocation counters.
+/// Rare-event counters (successes are counted per CPU and per zone, under their locks).
 #[derive(Default)]
 struct Counters {
-    alloc_ok: AtomicU64,
     alloc_fail: AtomicU64,
     alloc_fail_quiet: AtomicU64,
-    frees: AtomicU64,
     free_errors: AtomicU64,
 }
 
@@ -452,11 +450,26 @@ impl<P: Platform> PhysMem<P> {
     /// Allocation counters.
     pub fn counters(&self) -> AllocCounters {
         let c = &self.counters;
+        let (mut alloc_ok, mut frees) = (0, 0);
+        for z in self.zones() {
+            let fl = z.lock.lock();
+            alloc_ok += fl.allocs;
+            frees += fl.frees;
+        }
+        for cpu in 0..self.cpus.nr() {
+            for slot in 0..MAX_ZONE_SLOTS {
+                if self.zones[slot].is_some() {
+                    let l = self.pcp_at(cpu, slot).lists.lock();
+                    alloc_ok += l.allocs;
+                    frees += l.frees;
+                }
+            }
+        }
         AllocCounters {
-            alloc_ok: c.alloc_ok.load(Ordering::Relaxed),
+            alloc_ok,
             alloc_fail: c.alloc_fail.load(Ordering::Relaxed),
             alloc_fail_quiet: c.alloc_fail_quiet.load(Ordering::Relaxed),
-            frees: c.frees.load(Ordering::Relaxed),
+            frees,
             free_errors: c.free_errors.load(Ordering::Relaxed),
         }
     }
@@ -518,7 +531,6 @@ impl<P: Platform> PhysMem<P> {
                             if gfp.contains(Gfp::ZERO) {
                                 self.zero(pfn, order);
                             }
-                            self.counters.alloc_ok.fetch_add(1, Ordering::Relaxed);
                             return Ok(pfn);
                         }
                     }
@@ -554,6 +566,7 @@ impl<P: Platform> PhysMem<P> {
             let pcp = self.pcp_at(cpu.id(), slot);
             let mut l = pcp.lists.lock();
             if let Some(pfn) = l.pop(&links, order, mt as usize) {
+                l.allocs += 1;
                 return Some(Pfn(pfn));
             }
             let mut fl = zone.lock.lock();
@@ -569,10 +582,13 @@ impl<P: Platform> PhysMem<P> {
             }
             zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
             drop(fl);
-            return l.pop(&links, order, mt as usize).map(Pfn);
+            let r = l.pop(&links, order, mt as usize).map(Pfn);
+            l.allocs += r.is_some() as u64;
+            return r;
         }
         let mut fl = zone.lock.lock();
         let r = buddy.rmqueue(&mut fl, order, mt);
+        fl.allocs += r.is_some() as u64;
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
         r
     }
@@ -694,7 +710,6 @@ impl<P: Platform> PhysMem<P> {
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
-        self.counters.frees.fetch_add(1, Ordering::Relaxed);
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
             let links = DirectLinks(&self.platform);
             let pcp = self.pcp_at(cpu.id(), slot);
@@ -704,6 +719,7 @@ impl<P: Platform> PhysMem<P> {
                 .expect("block word")
                 .store(Buddy::<P>::buddy_word(rm, order, mt, true));
             l.push(&links, order, mt as usize, pfn.0);
+            l.frees += 1;
             if l.pages > pcp.high {
                 let buddy = self.buddy();
                 let mut fl = zone.lock.lock();
@@ -721,6 +737,7 @@ impl<P: Platform> PhysMem<P> {
         }
         let mut fl = zone.lock.lock();
         self.buddy().free_block(&mut fl, pfn, order, mt);
+        fl.frees += 1;
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
     }
 

@@ -30,6 +30,9 @@ pub(crate) struct PcpLists {
     count: [[u32; NR_PCP_TYPES]; ORDERS],
     /// Pages (not blocks) on all lists.
     pub(crate) pages: u32,
+    /// Allocations and frees through this CPU's lists (per-CPU, so counting shares nothing).
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
 }
 
 /// One CPU's lists for one zone, with their lock and limits.
@@ -46,6 +49,8 @@ impl Pcp {
                 head: [[NONE; NR_PCP_TYPES]; ORDERS],
                 count: [[0; NR_PCP_TYPES]; ORDERS],
                 pages: 0,
+                allocs: 0,
+                frees: 0,
             }),
             high,
             batch,

@@ -39,6 +39,9 @@ pub(crate) struct FreeArea {
 pub(crate) struct FreeLists {
     pub(crate) areas: [FreeArea; MAX_ORDER_LIMIT as usize + 1],
     pub(crate) free_pages: u64,
+    /// Allocations and frees that bypassed the per-CPU lists.
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
 }
 
 /// A zone: one node's memory of one [`ZoneType`].
@@ -74,6 +77,8 @@ impl Zone {
                 areas: [FreeArea { head: [NONE; NR_MIGRATETYPES], nr: [0; NR_MIGRATETYPES] };
                     MAX_ORDER_LIMIT as usize + 1],
                 free_pages: 0,
+                allocs: 0,
+                frees: 0,
             }),
         }
     }
