@@ -1,0 +1,395 @@
+//! The `slab` section of `memdesc bench` (issue 4): kmalloc+kfree pairs over the size mix of a
+//! real kernel's kmalloc events, run through memdesc, mimalloc and the system allocator in the
+//! same process; and the memory efficiency of replaying a real kmalloc/kmem_cache stream
+//! through memdesc's slab caches.
+//!
+//! The size mix and the replayed stream come from `../shared/data/traces/metadata` when it is
+//! there, else from the project's bundled sample.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::{CacheArgs, CacheRef, Config, Gfp};
+use memdesc_host::{SimMachine, SimPlatform};
+use memdesc_linux::trace::{Event, TraceReader};
+use mimalloc::MiMalloc;
+use serde::Serialize;
+
+/// Objects kept live by the pair loop: each step frees the oldest and allocates a new one, so
+/// the loop does not just recycle one object.
+const WINDOW: usize = 256;
+
+/// The trace the size mix and the waste replay read.
+pub fn trace_path() -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/traces/metadata/events.txt.zst");
+    if shared.exists() {
+        return shared;
+    }
+    let local = PathBuf::from("../shared/data/traces/metadata/events.txt.zst");
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/small/events.txt.zst")
+}
+
+/// The requested sizes of every kmalloc event, in trace order.
+pub fn size_mix(path: &Path, limit: usize) -> Result<Vec<usize>> {
+    let mut sizes = Vec::new();
+    TraceReader::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .for_each(|r| {
+            if let Event::Kmalloc { bytes_req, .. } = r.event {
+                if sizes.len() < limit {
+                    sizes.push(bytes_req.max(1) as usize);
+                }
+            }
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(!sizes.is_empty(), "{} has no kmalloc events", path.display());
+    Ok(sizes)
+}
+
+/// An allocator the pair loop can drive.
+trait PairAlloc {
+    fn alloc(&mut self, size: usize) -> *mut u8;
+    fn free(&mut self, p: *mut u8, size: usize);
+}
+
+struct Memdesc<'m, 'c> {
+    m: &'m SimMachine,
+    cpu: &'c memdesc::cpu::Cpu<'m>,
+}
+
+impl PairAlloc for Memdesc<'_, '_> {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        self.m.kmalloc(self.cpu, size, Gfp::KERNEL).map_or(std::ptr::null_mut(), |p| p.as_ptr())
+    }
+    fn free(&mut self, p: *mut u8, _: usize) {
+        if let Some(p) = NonNull::new(p) {
+            let _ = self.m.kfree(self.cpu, p);
+        }
+    }
+}
+
+struct Global<A: GlobalAlloc>(A);
+
+impl<A: GlobalAlloc> PairAlloc for Global<A> {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: size >= 1, align 8 is a power of two.
+        unsafe { self.0.alloc(Layout::from_size_align_unchecked(size, 8)) }
+    }
+    fn free(&mut self, p: *mut u8, size: usize) {
+        if !p.is_null() {
+            // SAFETY: p came from alloc with this same layout.
+            unsafe { self.0.dealloc(p, Layout::from_size_align_unchecked(size, 8)) }
+        }
+    }
+}
+
+/// Runs `pairs` alloc+free pairs over `sizes`; returns nanoseconds per pair.
+fn pairs(a: &mut impl PairAlloc, sizes: &[usize], pairs: usize) -> f64 {
+    let mut ring: Vec<(*mut u8, usize)> = Vec::with_capacity(WINDOW);
+    for &s in sizes.iter().cycle().take(WINDOW) {
+        let p = a.alloc(s);
+        ring.push((p, s));
+    }
+    let t = Instant::now();
+    for i in 0..pairs {
+        let s = sizes[i % sizes.len()];
+        let slot = i % WINDOW;
+        let (old, old_size) = ring[slot];
+        a.free(old, old_size);
+        let p = a.alloc(s);
+        if !p.is_null() {
+            // Touch the object as a caller would.
+            // SAFETY: p points to at least s >= 1 writable bytes.
+            unsafe { p.write(i as u8) };
+        }
+        ring[slot] = (p, s);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / pairs as f64;
+    for (p, s) in ring {
+        a.free(p, s);
+    }
+    ns
+}
+
+/// Results of the pair loop.
+#[derive(Serialize, Debug, Clone)]
+pub struct PairNs {
+    /// memdesc kmalloc/kfree.
+    pub memdesc: f64,
+    /// mimalloc.
+    pub mimalloc: f64,
+    /// The system allocator (glibc malloc).
+    pub system: f64,
+}
+
+/// Memory efficiency of the replayed stream.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Waste {
+    /// kmalloc and kmem_cache_alloc events replayed.
+    pub allocs: u64,
+    /// Frees of objects allocated during the trace.
+    pub frees: u64,
+    /// Frees of objects allocated before the trace began (expected; skipped).
+    pub unmatched_frees: u64,
+    /// Caches created for kmem_cache_alloc names.
+    pub caches: u64,
+    /// Bytes the live objects asked for, at the end of the trace.
+    pub bytes_requested: u64,
+    /// Bytes the allocator gave them (object sizes).
+    pub bytes_allocated: u64,
+    /// Pages of the slabs (and large kmallocs) holding them.
+    pub pages_used: u64,
+    /// (pages_used × 4096 − bytes_requested) / bytes_requested at the end of the trace.
+    pub waste_ratio: f64,
+    /// The same ratio at the sampled moment with the most bytes requested.
+    pub waste_ratio_at_peak: f64,
+    /// Bytes requested at that moment.
+    pub peak_bytes_requested: u64,
+}
+
+/// The `slab` section's results.
+#[derive(Serialize, Debug, Clone)]
+pub struct SlabBench {
+    /// Where the sizes came from.
+    pub trace: String,
+    /// Sizes in the mix.
+    pub sizes: usize,
+    /// Mean requested size.
+    pub mean_size: f64,
+    /// One thread, ns per kmalloc+kfree pair.
+    pub pair_ns: PairNs,
+    /// Two threads at once, ns per pair per thread.
+    pub threads2_pair_ns: PairNs,
+    /// mimalloc ns / memdesc ns (≥ 1 means memdesc is faster).
+    pub speedup_vs_mimalloc: f64,
+    /// system ns / memdesc ns.
+    pub speedup_vs_system: f64,
+    /// The replay of the trace's kmalloc/kmem_cache stream.
+    pub waste: Waste,
+}
+
+fn bench_machine(cpus: usize) -> Result<SimMachine> {
+    memdesc_host::boot(
+        &MemoryLayout::pc(8, MemmapLayout::Flat),
+        Config { nr_cpus: cpus, debug_checks: false, ..Config::default() },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs the section; `quick` shortens the loops.
+pub fn run(quick: bool) -> Result<SlabBench> {
+    let path = trace_path();
+    let sizes = size_mix(&path, 1 << 20)?;
+    let n = if quick { 200_000 } else { 4_000_000 };
+    let reps = if quick { 1 } else { 3 };
+    let m = bench_machine(2)?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let one = |which: &str| -> f64 {
+        let cpu = m.cpus().claim(0).expect("cpu 0 is free");
+        median(
+            (0..reps)
+                .map(|_| match which {
+                    "memdesc" => pairs(&mut Memdesc { m: &m, cpu: &cpu }, &sizes, n),
+                    "mimalloc" => pairs(&mut Global(MiMalloc), &sizes, n),
+                    _ => pairs(&mut Global(System), &sizes, n),
+                })
+                .collect(),
+        )
+    };
+    let pair_ns = PairNs { memdesc: one("memdesc"), mimalloc: one("mimalloc"), system: one("system") };
+    let two = |which: &str| -> f64 {
+        let results: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|id| {
+                    let (m, sizes) = (&m, &sizes);
+                    let which = which.to_string();
+                    s.spawn(move || {
+                        let off = &sizes[id * 7919 % sizes.len()..];
+                        match which.as_str() {
+                            "memdesc" => {
+                                let cpu = m.cpus().claim(id).expect("one cpu per thread");
+                                pairs(&mut Memdesc { m, cpu: &cpu }, off, n)
+                            }
+                            "mimalloc" => pairs(&mut Global(MiMalloc), off, n),
+                            _ => pairs(&mut Global(System), off, n),
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("bench thread")).collect()
+        });
+        results.iter().sum::<f64>() / results.len() as f64
+    };
+    let threads2_pair_ns = PairNs { memdesc: two("memdesc"), mimalloc: two("mimalloc"), system: two("system") };
+    let waste = replay_waste(&bench_machine(1)?, &path)?;
+    Ok(SlabBench {
+        trace: path.display().to_string(),
+        sizes: sizes.len(),
+        mean_size: sizes.iter().sum::<usize>() as f64 / sizes.len() as f64,
+        speedup_vs_mimalloc: pair_ns.mimalloc / pair_ns.memdesc,
+        speedup_vs_system: pair_ns.system / pair_ns.memdesc,
+        pair_ns,
+        threads2_pair_ns,
+        waste,
+    })
+}
+
+struct Live {
+    obj: NonNull<u8>,
+    req: u64,
+    cache: Option<usize>,
+}
+
+/// Replays the kmalloc/kmem_cache events of `path` (objects matched by the kernel's hashed
+/// pointers) and measures what the live objects cost at the end.
+pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
+    let cpu = m.cpus().claim(0).context("no cpu")?;
+    let mut live: HashMap<u64, Live> = HashMap::new();
+    let mut caches: Vec<CacheRef<'_, SimPlatform>> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut w = Waste::default();
+    let mut requested = 0u64;
+    let mut err = None;
+    let mut step = 0u64;
+    let free = |m: &SimMachine, caches: &[CacheRef<'_, SimPlatform>], l: Live| match l.cache {
+        Some(i) => caches[i].free(&cpu, l.obj).map_err(|e| anyhow::anyhow!("{e}")),
+        None => m.kfree(&cpu, l.obj).map_err(|e| anyhow::anyhow!("{e}")),
+    };
+    TraceReader::open(path)?.for_each(|r| {
+        if err.is_some() {
+            return;
+        }
+        let res: Result<()> = (|| {
+            match r.event {
+                Event::Kmalloc { ptr, bytes_req, .. } => {
+                    if let Some(old) = live.remove(&ptr) {
+                        requested -= old.req;
+                        free(m, &caches, old)?;
+                    }
+                    let obj = m.kmalloc(&cpu, bytes_req as usize, Gfp::KERNEL)?;
+                    live.insert(ptr, Live { obj, req: bytes_req, cache: None });
+                    requested += bytes_req;
+                    w.allocs += 1;
+                }
+                Event::KmemCacheAlloc { ptr, name, bytes_req, bytes_alloc, .. } => {
+                    let name = name.unwrap_or("unnamed");
+                    let idx = match by_name.get(name) {
+                        Some(&i) => i,
+                        None => {
+                            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+                            let c = m.create_cache(&cpu, CacheArgs::new(leaked, bytes_alloc.max(8) as usize))?;
+                            caches.push(c);
+                            by_name.insert(name.to_string(), caches.len() - 1);
+                            caches.len() - 1
+                        }
+                    };
+                    if let Some(old) = live.remove(&ptr) {
+                        requested -= old.req;
+                        free(m, &caches, old)?;
+                    }
+                    let obj = caches[idx].alloc(&cpu)?;
+                    live.insert(ptr, Live { obj, req: bytes_req, cache: Some(idx) });
+                    requested += bytes_req;
+                    w.allocs += 1;
+                }
+                Event::Kfree { ptr, .. } | Event::KmemCacheFree { ptr, .. } if ptr != 0 => match live.remove(&ptr) {
+                    Some(l) => {
+                        requested -= l.req;
+                        free(m, &caches, l)?;
+                        w.frees += 1;
+                    }
+                    None => w.unmatched_frees += 1,
+                },
+                _ => {}
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            err = Some(e);
+        }
+        step += 1;
+        if step.is_multiple_of(20_000) && requested > w.peak_bytes_requested {
+            w.peak_bytes_requested = requested;
+            w.waste_ratio_at_peak = ratio(pages_used(m, &caches), requested);
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    w.caches = caches.len() as u64;
+    w.bytes_requested = requested;
+    w.bytes_allocated = live
+        .values()
+        .map(|l| match l.cache {
+            Some(i) => caches[i].cache().usable_size() as u64,
+            None => m.ksize(l.obj).unwrap_or(0) as u64,
+        })
+        .sum();
+    w.pages_used = pages_used(m, &caches);
+    w.waste_ratio = ratio(w.pages_used, requested);
+    Ok(w)
+}
+
+fn ratio(pages: u64, requested: u64) -> f64 {
+    if requested == 0 {
+        return 0.0;
+    }
+    (pages as f64 * 4096.0 - requested as f64) / requested as f64
+}
+
+/// Pages of the kmalloc caches and the replay's caches, plus large kmalloc pages.
+fn pages_used(m: &SimMachine, caches: &[CacheRef<'_, SimPlatform>]) -> u64 {
+    let mut pages = 0;
+    m.for_each_cache(|c| {
+        if c.name().starts_with("kmalloc-") {
+            let i = m.slab_info(c);
+            pages += i.num_slabs * i.pagesperslab as u64;
+        }
+    });
+    for c in caches {
+        let i = m.slab_info(c.cache());
+        pages += i.num_slabs * i.pagesperslab as u64;
+    }
+    let mut large = 0;
+    for r in m.memmap().regions() {
+        m.memmap().walk(m.platform(), r.start, r.end, |v| {
+            if let memdesc::word::PageKind::Undescribed(u) = v.word.kind() {
+                if u.subtype == memdesc::word::Subtype::LargeKmalloc {
+                    large += 1u64 << u.order;
+                }
+            }
+        });
+    }
+    pages + large
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_mix_and_replay_on_the_bundled_sample() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/small/events.txt.zst");
+        let sizes = size_mix(&path, 10_000).unwrap();
+        assert!(sizes.iter().all(|&s| s >= 1));
+        let m = bench_machine(1).unwrap();
+        let w = replay_waste(&m, &path).unwrap();
+        assert!(w.allocs > 1000 && w.frees > 0);
+        assert!(w.bytes_allocated >= w.bytes_requested);
+        assert!(w.pages_used * 4096 >= w.bytes_allocated);
+        let cpu = m.cpus().claim(0).unwrap();
+        let ns = pairs(&mut Memdesc { m: &m, cpu: &cpu }, &sizes, 10_000);
+        assert!(ns > 0.0);
+    }
+}

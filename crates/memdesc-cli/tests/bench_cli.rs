@@ -1,0 +1,89 @@
+//! `memdesc bench` through the built binary: the JSON the issues name, the table, and errors on
+//! bad arguments.
+//!
+//! The memmap section boots the real 64 GiB flat and 1 TiB two-level machines (a few seconds
+//! even in a debug build). The full `--quick` run adds the page allocator workloads, which take
+//! about 15 s unoptimised, so that test is ignored by default:
+//! `cargo test --release -p memdesc-cli --test bench_cli -- --ignored`.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn memdesc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memdesc")).args(args).output().expect("run memdesc")
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = memdesc(args);
+    assert!(out.status.success(), "memdesc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("memdesc {args:?} printed invalid JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| v.get(k).unwrap_or_else(|| panic!("missing key {path} in {v}")))
+}
+
+fn positive(v: &Value, path: &str) -> f64 {
+    let x = at(v, path).as_f64().unwrap_or_else(|| panic!("{path} is not a number"));
+    assert!(x > 0.0, "{path} = {x}");
+    x
+}
+
+#[test]
+fn quick_json_has_the_memmap_keys() {
+    let v = json(&["bench", "--quick", "--json", "--only", "memmap"]);
+    positive(&v, "memmap.flat_64g.init_ms");
+    positive(&v, "memmap.two_level_1t.init_ms");
+    let flat = positive(&v, "memmap.flat_64g.bytes");
+    let two = positive(&v, "memmap.two_level_1t.bytes");
+    // One word per 4 KiB page: 64 GiB flat is 128 MiB of words plus small tables.
+    assert!((128.0 * 1024.0 * 1024.0..136.0 * 1024.0 * 1024.0).contains(&flat), "flat_64g.bytes = {flat}");
+    // One word per 2 MiB area: 1 TiB two-level is a few MiB.
+    assert!(two < 16.0 * 1024.0 * 1024.0, "two_level_1t.bytes = {two}");
+    assert!(at(&v, "memmap.two_level_1t.host_rss_bytes").is_u64());
+    assert!(v.get("page_alloc").is_none(), "--only memmap");
+}
+
+#[test]
+#[ignore = "about 20 s in a debug build; run with --release -- --ignored"]
+fn quick_json_has_every_key() {
+    let v = json(&["bench", "--quick", "--json"]);
+    for k in ["memmap.flat_64g", "memmap.two_level_1t"] {
+        positive(&v, &format!("{k}.init_ms"));
+        positive(&v, &format!("{k}.bytes"));
+        positive(&v, &format!("{k}.boot_ms"));
+    }
+    for k in [
+        "page_alloc.order0_pair_ns.memdesc",
+        "page_alloc.order0_pair_ns.buddy_system_allocator",
+        "page_alloc.mixed_ns.memdesc",
+        "page_alloc.mixed_ns.buddy_system_allocator",
+        "page_alloc.threads2_speedup",
+        "page_alloc.order0_speedup_vs_bsa",
+        "page_alloc.mixed_speedup_vs_bsa",
+    ] {
+        positive(&v, k);
+    }
+}
+
+#[test]
+fn bad_section_is_an_error_not_a_panic() {
+    let out = memdesc(&["bench", "--only", "nonsense"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("memmap") && err.contains("page_alloc"), "names the sections: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn help_names_the_options() {
+    let out = memdesc(&["bench", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in ["--quick", "--json", "--only"] {
+        assert!(help.contains(opt), "{opt} in {help}");
+    }
+}
