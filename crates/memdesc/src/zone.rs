@@ -274,11 +274,15 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     /// Takes a block of `order` of type `mt` (or stolen from a fallback type) off the lists
-    /// and accounts it as allocated. Its head word still says `Buddy`; the caller stamps it.
+    /// and accounts it as allocated. Its head word becomes a tail word here, under the zone
+    /// lock; the caller stamps the real one.
     pub(crate) fn rmqueue(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
         let pfn = self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))?;
         fl.free_pages -= 1 << order;
         let rm = self.rm(pfn);
+        // Retire the Buddy head word while the zone lock is still held: a block off the lists
+        // must never look free to a CPU merging its buddy.
+        self.block_word(rm, pfn, order).store(Word::TAIL);
         if Self::small_in_two_level(rm, order) {
             self.area_free_add(rm, pfn, -(1 << order));
         }
