@@ -98,9 +98,12 @@ impl<P: Platform> PhysMem<P> {
         let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             PageKind::Slab(d) => {
-                // SAFETY: a Slab word's descriptor names its live cache while the slab exists.
-                let c = unsafe { &*((*(d.addr() as *const crate::slab::Slab)).cache_addr() as *const SlabCache) };
-                self.cache_free(cpu, c, ptr)
+                // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
+                // page, and that descriptor names its live cache.
+                let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
+                // SAFETY: as above.
+                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                self.cache_free_in(cpu, c, slab, ptr)
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {
                 if addr & (PAGE_SIZE - 1) != 0 {

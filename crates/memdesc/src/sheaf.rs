@@ -57,10 +57,15 @@ impl Sheaf {
 pub(crate) struct CpuSheaves {
     pub(crate) main: Sheaf,
     pub(crate) spare: Sheaf,
+    /// Objects this CPU handed out and took back (counted here, under the per-CPU lock, so
+    /// counting shares no cache line between CPUs; a cross-CPU free makes one CPU's frees
+    /// exceed its allocations, the sums stay right).
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
 }
 
 impl CpuSheaves {
-    pub(crate) const EMPTY: CpuSheaves = CpuSheaves { main: Sheaf::EMPTY, spare: Sheaf::EMPTY };
+    pub(crate) const EMPTY: CpuSheaves = CpuSheaves { main: Sheaf::EMPTY, spare: Sheaf::EMPTY, allocs: 0, frees: 0 };
 
     /// Fast-path allocation: main, else a swapped-in spare. `None`: refill needed.
     #[inline]

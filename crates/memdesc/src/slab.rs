@@ -36,7 +36,7 @@ use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
 use crate::rcu::GpCookie;
 use crate::sheaf::CpuSheaves;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
 
 /// Empty slabs kept per node before freeing to the page allocator.
@@ -190,8 +190,6 @@ pub struct SlabCache {
     percpu_pfn: Pfn,
     percpu_order: u32,
     next: AtomicUsize,
-    allocs: AtomicU64,
-    frees: AtomicU64,
 }
 
 // SAFETY: percpu points to memory owned by the cache; every mutable part is behind a lock or
@@ -299,8 +297,6 @@ impl SlabCache {
             percpu_pfn: Pfn(0),
             percpu_order: 0,
             next: AtomicUsize::new(0),
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
         })
     }
 
@@ -360,7 +356,13 @@ impl SlabCache {
     }
     /// Objects allocated and not yet freed by users.
     pub fn live_objects(&self) -> u64 {
-        self.allocs.load(Ordering::Relaxed) - self.frees.load(Ordering::Relaxed)
+        let (mut allocs, mut frees) = (0u64, 0u64);
+        for cpu in 0..self.nr_cpus {
+            let s = self.sheaves(cpu).lock();
+            allocs += s.allocs;
+            frees += s.frees;
+        }
+        allocs - frees
     }
 
     #[inline]
@@ -566,7 +568,7 @@ impl<P: Platform> PhysMem<P> {
     fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
         for i in 0..c.nr_cpus {
             let mut s = c.sheaves(i).lock();
-            let CpuSheaves { main, spare } = &mut *s;
+            let CpuSheaves { main, spare, .. } = &mut *s;
             self.flush(cpu, c, main.take_all().chain(spare.take_all()));
         }
         let mut freed = 0;
@@ -620,12 +622,12 @@ impl<P: Platform> PhysMem<P> {
                 s.alloc().ok_or(AllocError::NoMemory { order: c.order })?
             }
         };
+        s.allocs += 1;
         drop(s);
         if let Some(st) = c.state_of(obj) {
             let prev = st.swap(STATE_ALLOC ^ obj, Ordering::AcqRel);
             debug_assert_eq!(prev, STATE_FREE, "a free object was overwritten (use after free)");
         }
-        c.allocs.fetch_add(1, Ordering::Relaxed);
         // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
@@ -666,8 +668,12 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Validates that `addr` is the start of an object of `c`.
-    fn check_object(&self, c: &SlabCache, addr: usize) -> Result<&Slab, SlabError> {
-        let slab = self.slab_of(addr)?;
+    fn check_object(&self, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
+        self.check_in_slab(c, self.slab_of(addr)?, addr)
+    }
+
+    /// Validates that `addr`, inside `slab`, is the start of an object of `c`.
+    fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize) -> Result<(), SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             // SAFETY: a slab's cache pointer names a live cache while the slab exists.
             let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
@@ -679,19 +685,34 @@ impl<P: Platform> PhysMem<P> {
         if !off.is_multiple_of(c.stride) || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
             return Err(SlabError::InteriorPointer(addr));
         }
-        Ok(slab)
+        Ok(())
     }
 
     /// Frees an object of `c`, checked.
     pub(crate) fn cache_free(&self, cpu: &Cpu<'_>, c: &SlabCache, obj: NonNull<u8>) -> Result<(), SlabError> {
-        let addr = obj.as_ptr() as usize;
-        self.check_object(c, addr)?;
+        self.check_object(c, obj.as_ptr() as usize)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize)
+    }
+
+    /// Frees an object found in `slab` (kfree has already resolved the slab from the word).
+    pub(crate) fn cache_free_in(
+        &self,
+        cpu: &Cpu<'_>,
+        c: &SlabCache,
+        slab: &Slab,
+        obj: NonNull<u8>,
+    ) -> Result<(), SlabError> {
+        self.check_in_slab(c, slab, obj.as_ptr() as usize)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize)
+    }
+
+    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
         if let Some(st) = c.state_of(addr) {
             st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire)
                 .map_err(|_| SlabError::DoubleFree(addr))?;
         }
-        c.frees.fetch_add(1, Ordering::Relaxed);
         let mut s = c.sheaves(cpu.id()).lock();
+        s.frees += 1;
         if !s.free(addr) {
             let full = &mut s.main;
             self.flush(cpu, c, full.take_all());
