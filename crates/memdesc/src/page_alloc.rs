@@ -635,6 +635,14 @@ impl<P: Platform> PhysMem<P> {
                 let v = rm.area_word(pfn).load();
                 return Err(match v.kind() {
                     PageKind::Buddy(_) => FreeError::DoubleFree(pfn),
+                    // The area merged into a larger free block whose head is below it.
+                    PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
+                        if self.free_block_containing(rm, pfn).is_some() {
+                            FreeError::DoubleFree(pfn)
+                        } else {
+                            FreeError::NotHead(pfn)
+                        }
+                    }
                     PageKind::Undescribed(u) if ok(u.subtype) && pfn.is_aligned(AREA_ORDER) => {
                         FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 }
                     }
