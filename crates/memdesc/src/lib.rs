@@ -61,6 +61,7 @@ pub mod lookup;
 pub mod memmap;
 pub mod page_alloc;
 pub mod pageblock;
+pub mod pagecache;
 pub mod pcp;
 pub mod platform;
 pub mod rcu;

@@ -188,6 +188,7 @@ pub struct PhysMem<P: Platform> {
     pub(crate) caches: crate::sync::SpinLock<usize>,
     pub(crate) kmalloc: [Option<NonNull<crate::slab::SlabCache>>; crate::kmalloc::NR_KMALLOC],
     pub(crate) desc_caches: [Option<NonNull<crate::slab::SlabCache>>; crate::desc::NR_DESC_KINDS],
+    pub(crate) pagecache: crate::pagecache::Caches,
     pub(crate) lru: [crate::sync::SpinLock<crate::folio::LruList>; MAX_NODES],
     boot_pages: u64,
     reserved_pages: u64,
@@ -273,6 +274,7 @@ impl<P: Platform> PhysMem<P> {
             caches: crate::sync::SpinLock::new(0),
             kmalloc: [None; crate::kmalloc::NR_KMALLOC],
             desc_caches: [None; crate::desc::NR_DESC_KINDS],
+            pagecache: crate::pagecache::Caches::NONE,
             lru: core::array::from_fn(|_| crate::sync::SpinLock::new(crate::folio::LruList::EMPTY)),
         };
         mem.populate(&boot);
@@ -284,6 +286,7 @@ impl<P: Platform> PhysMem<P> {
         let oom = |_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 });
         mem.kmalloc = mem.create_kmalloc_caches().map_err(oom)?;
         mem.desc_caches = mem.create_desc_caches().map_err(oom)?;
+        mem.pagecache = mem.create_pagecache_caches().map_err(oom)?;
         Ok(mem)
     }
 
