@@ -859,16 +859,8 @@ impl<P: Platform> PhysMem<P> {
         desc.inuse.store(0, Ordering::Relaxed);
         desc.objects.store(c.objects, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(desc));
-        self.stamp(pfn, c.order, w);
+        self.stamp_block(pfn, c.order, w);
         Ok(desc)
-    }
-
-    /// Writes `w` into the word of every page of the block at `pfn`.
-    pub(crate) fn stamp(&self, pfn: Pfn, order: u32, w: Word) {
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
-        for i in 0..1u64 << order {
-            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("small blocks have page words").store(w);
-        }
     }
 
     /// Frees an empty slab's pages (after a grace period for TYPESAFE_BY_RCU caches).
@@ -885,11 +877,8 @@ impl<P: Platform> PhysMem<P> {
 
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
         let pfn = s.flags.pfn();
+        self.stamp_block(pfn, c.order, Word::TAIL);
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("slab pfn"));
-        for i in 1..1u64 << c.order {
-            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("page word").store(Word::TAIL);
-        }
-        self.memmap.page_word(&self.platform, rm, pfn).expect("page word").store(Word::TAIL);
         if !c.self_hosted {
             let obj = NonNull::from(s).cast::<u8>();
             let r = self.cache_free(cpu, self.slab_desc_cache(), obj);
