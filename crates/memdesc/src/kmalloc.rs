@@ -103,7 +103,7 @@ impl<P: Platform> PhysMem<P> {
                 let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
                 // SAFETY: as above.
                 let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
-                self.cache_free_in(cpu, c, slab, ptr)
+                self.cache_free_in(cpu, c, slab, ptr, pfn)
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {
                 if addr & (PAGE_SIZE - 1) != 0 {

@@ -175,6 +175,8 @@ pub struct SlabCache {
     size: usize,
     obj_size: usize,
     stride: usize,
+    /// `ceil(2^32 / stride)`: object index by multiply and shift instead of a division.
+    stride_recip: u64,
     order: u32,
     objects: u32,
     first_obj: u32,
@@ -282,6 +284,7 @@ impl SlabCache {
             size: args.size,
             obj_size,
             stride,
+            stride_recip: (1u64 << 32).div_ceil(stride as u64),
             order,
             objects,
             first_obj: self_hosted as u32,
@@ -370,6 +373,14 @@ impl SlabCache {
         // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
         // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned.
         unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
+    }
+
+    /// `off / stride` for offsets inside a slab, by multiply and shift: exact because offsets
+    /// are below 2^17 and strides at most 2^15 (the rounding error stays under 1/stride).
+    #[inline]
+    fn obj_index(&self, off: usize) -> usize {
+        debug_assert!(off < PAGE_SIZE << MAX_SLAB_ORDER);
+        ((off as u64 * self.stride_recip) >> 32) as usize
     }
 
     #[inline]
@@ -656,33 +667,44 @@ impl<P: Platform> PhysMem<P> {
 
     /// The slab descriptor of the page holding `addr`, checked.
     pub(crate) fn slab_of(&self, addr: usize) -> Result<&Slab, SlabError> {
+        self.slab_at(addr).map(|(slab, _)| slab)
+    }
+
+    /// The slab descriptor of the page holding `addr`, and that page's pfn, checked.
+    fn slab_at(&self, addr: usize) -> Result<(&Slab, Pfn), SlabError> {
         let ptr = NonNull::new(addr as *mut u8).ok_or(SlabError::OutOfRange(addr))?;
         let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
             // page; the caller owns an object in it, which keeps the slab alive.
-            PageKind::Slab(d) => Ok(unsafe { &*(d.addr() as *const Slab) }),
+            PageKind::Slab(d) => Ok((unsafe { &*(d.addr() as *const Slab) }, pfn)),
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
         }
     }
 
     /// Validates that `addr` is the start of an object of `c`.
     fn check_object(&self, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
-        self.check_in_slab(c, self.slab_of(addr)?, addr)
+        let (slab, pfn) = self.slab_at(addr)?;
+        self.check_in_slab(c, slab, addr, pfn)
     }
 
-    /// Validates that `addr`, inside `slab`, is the start of an object of `c`.
-    fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize) -> Result<(), SlabError> {
+    /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`.
+    fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<(), SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             // SAFETY: a slab's cache pointer names a live cache while the slab exists.
             let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
             return Err(SlabError::WrongCache { addr, owner: owner.name });
         }
-        let base = self.platform.direct_map(slab.flags.pfn()).ok_or(SlabError::OutOfRange(addr))?.as_ptr() as usize;
-        let off = addr - base;
-        let idx = off / c.stride;
-        if !off.is_multiple_of(c.stride) || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
+        // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
+        // position in the slab (no second trip through the platform's mapping).
+        let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
+        let off = page_in_slab.wrapping_mul(PAGE_SIZE).wrapping_add(addr & (PAGE_SIZE - 1));
+        if off >= PAGE_SIZE << c.order {
+            return Err(SlabError::InteriorPointer(addr));
+        }
+        let idx = c.obj_index(off);
+        if idx * c.stride != off || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
             return Err(SlabError::InteriorPointer(addr));
         }
         Ok(())
@@ -701,8 +723,9 @@ impl<P: Platform> PhysMem<P> {
         c: &SlabCache,
         slab: &Slab,
         obj: NonNull<u8>,
+        pfn: Pfn,
     ) -> Result<(), SlabError> {
-        self.check_in_slab(c, slab, obj.as_ptr() as usize)?;
+        self.check_in_slab(c, slab, obj.as_ptr() as usize, pfn)?;
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize)
     }
 
@@ -967,5 +990,35 @@ impl<P: Platform> PhysMem<P> {
             }
         });
         res
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The multiply-and-shift object index equals the division at every boundary, for every
+    /// stride a cache can have (multiples of 8 up to half the largest slab, plus the extra
+    /// free-pointer and debug words).
+    #[test]
+    fn obj_index_matches_division() {
+        for size in (8..=(PAGE_SIZE << MAX_SLAB_ORDER) / 2).step_by(8) {
+            for extra in [0, 8, 16] {
+                let args = CacheArgs::new("t", size);
+                let Some(mut c) = SlabCache::layout(&args, false, false) else { continue };
+                c.stride = size + extra;
+                c.stride_recip = (1u64 << 32).div_ceil(c.stride as u64);
+                let slab_bytes = PAGE_SIZE << MAX_SLAB_ORDER;
+                let mut k = 0;
+                while k * c.stride < slab_bytes {
+                    for off in [k * c.stride, k * c.stride + 1, (k + 1) * c.stride - 1] {
+                        if off < slab_bytes {
+                            assert_eq!(c.obj_index(off), off / c.stride, "stride {} off {off}", c.stride);
+                        }
+                    }
+                    k += 1;
+                }
+            }
+        }
     }
 }
