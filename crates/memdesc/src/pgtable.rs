@@ -902,6 +902,11 @@ impl<P: Platform> PhysMem<P> {
             return Err(FolioError::BadOrder);
         }
         let Some(list) = self.folio_rmap(f) else { return Err(FolioError::Mapped(f.counts.mapcount())) };
+        // A cached file folio is split by its page cache (which must re-point its slots):
+        // refused here.
+        if self.memmap.load(&self.platform, f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
+            return Err(FolioError::Mapped(f.counts.mapcount()));
+        }
         let pieces = 1usize << (order - new_order);
         let buf = self.kmalloc(cpu, pieces * 4, Gfp::ZERO).map_err(FolioError::NoMemory)?;
         // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
@@ -1263,7 +1268,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let n = 1u64 << folio.flags.order();
         let _g = self.mm.lock.lock();
         match self.map_locked(cpu, va, t, 0, n, false) {
-            Err(MapError::MapcountLimit(_)) if folio.flags.order() > 0 => {
+            Err(MapError::MapcountLimit(_)) if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) => {
                 let pfn = folio.flags.pfn();
                 self.mem.folio_split(cpu, folio, 0, |_| {}).map_err(MapError::Split)?;
                 for i in 0..n {
@@ -1399,7 +1404,52 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
     }
 
+    /// A large anon folio mapped in `v` whose mapcount the copy of `v` would push past the
+    /// limit, with a reference taken for the caller.
+    fn fork_victim(&self, v: &Vma) -> Option<&'m Folio> {
+        if v.kind != VmaKind::Anon {
+            return None;
+        }
+        let limit = self.mem.config().mapcount_limit as u64;
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _pt = self.mm.pt_lock.lock();
+        let mut va = v.start;
+        while va < v.end {
+            let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {
+                va += PAGE_SIZE as u64;
+                continue;
+            };
+            let e = self.mem.load_entry(table, idx);
+            if let Target::Folio(f, _) = self.mem.target_of(e.pfn()) {
+                let order = f.flags.order();
+                let adds = if level == 2 { 1 } else { 1u64 << order };
+                if order > 0 && f.counts.mapcount() as u64 + adds > limit {
+                    self.mem.folio_get(f);
+                    return Some(f);
+                }
+            }
+            va += if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
+        }
+        None
+    }
+
     fn fork_vma(&self, cpu: &Cpu<'_>, child: &MmRef<'m, P>, v: &Vma) -> Result<(), MapError> {
+        // Large folios that the copy would push past the mapcount limit are split first.
+        while let Some(f) = self.fork_victim(v) {
+            let (pfn, order) = (f.flags.pfn(), f.flags.order());
+            if let Err(e) = self.mem.folio_split(cpu, f, 0, |_| {}) {
+                let pr = self.mem.folio_put(cpu, f);
+                debug_assert!(pr.is_ok(), "{pr:?}");
+                return Err(MapError::Split(e));
+            }
+            // The reference fork_victim took is now held on every piece: drop each.
+            for i in 0..1u64 << order {
+                if let Target::Folio(piece, _) = self.mem.target_of(pfn.add(i)) {
+                    let pr = self.mem.folio_put(cpu, piece);
+                    debug_assert!(pr.is_ok(), "{pr:?}");
+                }
+            }
+        }
         {
             let _cg = child.mm.lock.lock();
             child.insert_vma_locked(
