@@ -45,7 +45,13 @@ impl core::error::Error for MappableError {}
 impl<P: Platform> PhysMem<P> {
     /// Allocates `2^order` pages of driver memory that may be mapped to user space, with one
     /// reference; `owner` is the driver object's address (informational).
-    pub fn mappable_alloc(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp, owner: usize) -> Result<&MappableDesc, AllocError> {
+    pub fn mappable_alloc(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        owner: usize,
+    ) -> Result<&MappableDesc, AllocError> {
         let d = self.alloc_desc::<MappableDesc>(cpu)?;
         let pfn = match self.alloc_pages(cpu, order, gfp) {
             Ok(p) => p,

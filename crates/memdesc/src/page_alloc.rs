@@ -47,7 +47,14 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_order: 10, nr_cpus: 2, debug_checks: cfg!(debug_assertions), pcp_high: 384, pcp_batch: 63, mapcount_limit: 1 << 30 }
+        Config {
+            max_order: 10,
+            nr_cpus: 2,
+            debug_checks: cfg!(debug_assertions),
+            pcp_high: 384,
+            pcp_batch: 63,
+            mapcount_limit: 1 << 30,
+        }
     }
 }
 
