@@ -203,9 +203,11 @@ impl DescFlags {
 /// Refcount and mapcount, at offsets 8 and 12 of every mappable descriptor.
 #[repr(C)]
 pub struct MapCounts {
-    /// References (page-cache slot, mappings' folio refs, pins, transient gets).
+    /// References (page-cache slot, one per page-table entry mapping it, pins, transient
+    /// gets): `refcount >= mapcount` while mapped.
     pub(crate) refcount: AtomicU32,
-    /// Page-table entries mapping this memory (a PMD mapping of 2 MiB counts 512).
+    /// Page-table entries mapping this memory: N PTEs count N, a PMD mapping of a 2 MiB folio
+    /// counts 1, and splitting that PMD into 512 PTEs adds 511 (see [`crate::pgtable`]).
     pub(crate) mapcount: AtomicU32,
 }
 
@@ -267,15 +269,21 @@ impl Folio {
     }
 }
 
-/// Page-table page descriptor (ptdesc).
+/// Page-table page descriptor (ptdesc): one per page-table page of an [`crate::pgtable::Mm`].
 #[repr(C, align(16))]
 pub struct PtDesc {
     /// Flags, order (0) and pfn.
     pub flags: DescFlags,
+    /// Per-table spin lock (0 free, 1 held): taken around every entry write of this table.
     pub(crate) lock: AtomicU32,
+    /// 1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD.
     pub(crate) level: AtomicU32,
+    /// Address of the owning `Mm`.
     pub(crate) mm: AtomicUsize,
+    /// PMD tables: `pfn + 1` of the first PTE table deposited for a huge mapping (0: none);
+    /// deposited PTE tables: the next one in the chain. Never trusted by lockless readers.
     pub(crate) pmd_huge_pte: AtomicU64,
+    /// Present entries in the table (huge PMD entries included, deposits not).
     pub(crate) entries: AtomicU32,
 }
 
@@ -287,6 +295,10 @@ impl PtDesc {
     /// Page-table level (1 = PTE table … 4 = PGD).
     pub fn level(&self) -> u32 {
         self.level.load(Ordering::Acquire)
+    }
+    /// Present entries in the table.
+    pub fn entries(&self) -> u32 {
+        self.entries.load(Ordering::Acquire)
     }
 }
 

@@ -9,8 +9,9 @@
 //!   descriptor's first word.
 //! - **LRU**: one list per node holds anon and file folios alike (the LRU links are at the
 //!   same offset in both, because they are one type).
-//! - **Split** of an unmapped folio into folios of a smaller order re-stamps the words; a
-//!   descriptor for every new piece is allocated first, so a failure changes nothing.
+//! - **Split** of a folio into folios of a smaller order re-stamps the words; a descriptor for
+//!   every new piece is allocated first, so a failure changes nothing. A mapped folio's
+//!   mapcount is distributed per piece by the rmap walk ([`crate::pgtable`]).
 //! - **Extended descriptors** ([`FolioExt`]): a filesystem embeds a `Folio` at the start of its
 //!   own descriptor type with its own cache; the page word points to the embedded folio, and
 //!   [`PhysMem::folio_ext`] recovers the filesystem's type after checking the descriptor came
@@ -370,14 +371,36 @@ impl<P: Platform> PhysMem<P> {
         l.nr -= 1;
     }
 
-    /// Splits an unmapped folio into folios of `new_order`. Every piece keeps the original's
-    /// reference count (its owners now own each piece), flags, mapping and consecutive
-    /// indices, and follows it on the LRU. Calls `each` with every piece, the original first.
+    /// Splits a folio into folios of `new_order`. Every piece keeps the original's flags,
+    /// mapping and consecutive indices, follows it on the LRU, and keeps the original's
+    /// references that are not mappings (their owners now own each piece). Calls `each` with
+    /// every piece, the original (now the first piece) last.
+    ///
+    /// A **mapped** folio is split too: its PMD mappings are split into PTEs first, then the
+    /// rmap walk counts the entries that map each piece, and each piece gets exactly that
+    /// mapcount plus one reference per entry (see [`crate::pgtable`]).
     pub fn folio_split(
         &self,
         cpu: &Cpu<'_>,
         f: &Folio,
         new_order: u32,
+        each: impl FnMut(&Folio),
+    ) -> Result<(), FolioError> {
+        if f.counts.mapcount() != 0 {
+            return self.folio_split_mapped(cpu, f, new_order, each);
+        }
+        self.folio_split_counts(cpu, f, new_order, None, each)
+    }
+
+    /// The split itself. With `counts` (one mapcount per piece, summing to the folio's
+    /// mapcount, computed by the caller under the folio's rmap lock) a mapped folio is split;
+    /// without, a mapped folio is refused.
+    pub(crate) fn folio_split_counts(
+        &self,
+        cpu: &Cpu<'_>,
+        f: &Folio,
+        new_order: u32,
+        counts: Option<&[u32]>,
         mut each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
         let order = f.flags.order();
@@ -385,10 +408,15 @@ impl<P: Platform> PhysMem<P> {
             return Err(FolioError::BadOrder);
         }
         let m = f.counts.mapcount();
-        if m != 0 {
-            return Err(FolioError::Mapped(m));
-        }
         let pieces = 1usize << (order - new_order);
+        match counts {
+            None if m != 0 => return Err(FolioError::Mapped(m)),
+            Some(c) if c.len() != pieces || c.iter().map(|&x| x as u64).sum::<u64>() != m as u64 => {
+                return Err(FolioError::Mapped(m))
+            }
+            _ => {}
+        }
+        let count = |i: usize| counts.map_or(0, |c| c[i]);
         // Splitting a 2 MiB folio of a two-level region below 2 MiB needs per-page words for
         // an area that is not free, i.e. a table page from elsewhere: refused for now.
         let pfn = f.flags.pfn();
@@ -424,18 +452,21 @@ impl<P: Platform> PhysMem<P> {
         let flags = f.flags.flags();
         let (refs, mapping, index) =
             (f.counts.refcount(), f.mapping.load(Ordering::Relaxed), f.index.load(Ordering::Relaxed));
+        // References that are not mappings are shared by every piece; each mapping entry's
+        // reference goes to the piece it maps.
+        let other = refs - m;
         for i in 1..pieces {
             // SAFETY: pieces - 1 descriptors were chained above.
             let d = unsafe { &*(chain as *const Folio) };
             chain = d.lru.next.load(Ordering::Relaxed);
             let ppfn = pfn.add((i as u64) << new_order);
             d.flags.init(flags & !PG_LRU, new_order, ppfn);
-            d.counts.mapcount.store(0, Ordering::Relaxed);
+            d.counts.mapcount.store(count(i), Ordering::Relaxed);
             d.lru.prev.store(0, Ordering::Relaxed);
             d.lru.next.store(0, Ordering::Relaxed);
             d.mapping.store(mapping, Ordering::Relaxed);
             d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
-            d.counts.refcount.store(refs, Ordering::Release);
+            d.counts.refcount.store(other + count(i), Ordering::Release);
             let w = Word::desc_as(DescPtr::from_ref(d), tag.tag()).expect("folio tags");
             self.stamp_block(ppfn, new_order, w);
             if flags & PG_LRU != 0 {
@@ -444,6 +475,8 @@ impl<P: Platform> PhysMem<P> {
             each(d);
         }
         // Finally the original shrinks to the first piece; its other pages are re-stamped.
+        f.counts.mapcount.store(count(0), Ordering::Relaxed);
+        f.counts.refcount.store(other + count(0), Ordering::Release);
         f.flags.init(flags, new_order, pfn);
         each(f);
         Ok(())

@@ -40,11 +40,21 @@ pub struct Config {
     pub pcp_high: u32,
     /// Pages moved per refill or drain.
     pub pcp_batch: u32,
+    /// Largest mapcount a folio may reach; mapping past it splits a large folio instead
+    /// (see [`crate::pgtable`]). Configurable so tests can reach it.
+    pub mapcount_limit: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_order: 10, nr_cpus: 2, debug_checks: cfg!(debug_assertions), pcp_high: 384, pcp_batch: 63 }
+        Config {
+            max_order: 10,
+            nr_cpus: 2,
+            debug_checks: cfg!(debug_assertions),
+            pcp_high: 384,
+            pcp_batch: 63,
+            mapcount_limit: 1 << 30,
+        }
     }
 }
 

@@ -282,6 +282,8 @@ pub struct AddressSpace {
     nr_pages: AtomicU64,
     nr_folios: AtomicU64,
     slow_lookups: AtomicU64,
+    /// The file VMAs mapping this file (`i_mmap`), for the rmap walk of its folios.
+    pub(crate) i_mmap: crate::pgtable::RmapList,
 }
 
 impl AddressSpace {
@@ -294,6 +296,7 @@ impl AddressSpace {
             nr_pages: AtomicU64::new(0),
             nr_folios: AtomicU64::new(0),
             slow_lookups: AtomicU64::new(0),
+            i_mmap: crate::pgtable::RmapList::new(),
         }
     }
 

@@ -1,0 +1,645 @@
+//! Page tables, address spaces and the reverse map on the simulated machine: a process that
+//! maps file and anon folios (order 0 and 2 MiB), forks, splits a PMD and unmaps everything,
+//! with every count back to zero and every page (page-table pages and descriptor slabs
+//! included) back in the allocator; folios straddling PTE tables; refusal of every unmappable
+//! kind; mappable driver memory; kernel address spaces; the mapcount limit (split at map, at
+//! fork, and refusal at order 0); splitting mapped folios; and a property test of random
+//! map/unmap/split_pmd/fork against a reference model of mapcounts.
+
+use std::collections::BTreeMap;
+
+use memdesc::cpu::Cpu;
+use memdesc::desc::{Folio, MappableDesc};
+use memdesc::folio::FolioKind;
+use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::pgtable::{
+    MapError, Mm, MmKind, MmRef, PtEntry, UnmappableKind, KERNEL_START, PMD_SIZE, PTE_HUGE, PTE_RW, PTE_USER,
+};
+use memdesc::word::{PageKind, Subtype, Tag};
+use memdesc::{Config, Gfp, Pfn, Platform, SlabCache};
+use memdesc_host::{boot, SimMachine, SimPlatform};
+use proptest::prelude::*;
+
+const PAGE: u64 = 4096;
+
+fn machine_with(layout: MemmapLayout, limit: u32) -> SimMachine {
+    boot(
+        &MemoryLayout::pc(1, layout),
+        Config { nr_cpus: 2, debug_checks: true, mapcount_limit: limit, ..Config::default() },
+    )
+    .unwrap()
+}
+
+fn machine(layout: MemmapLayout) -> SimMachine {
+    machine_with(layout, Config::default().mapcount_limit)
+}
+
+/// Free pages with every cache shrunk and every per-CPU list drained.
+fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
+    let mut last = u64::MAX;
+    for _ in 0..6 {
+        let mut caches = Vec::new();
+        m.for_each_cache(|c| caches.push(c as *const SlabCache));
+        for c in caches {
+            // SAFETY: caches live until destroyed; these tests destroy none.
+            m.shrink_cache(cpu, &m.cache_ref(unsafe { &*c }));
+        }
+        m.drain_all();
+        let now = m.nr_free_pages();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+fn assert_all_back(m: &SimMachine, cpu: &Cpu<'_>, base: u64) {
+    assert_eq!(settled_free_pages(m, cpu), base, "every page is back in the allocator");
+    m.check(|_, _, _| ()).expect("allocator invariants");
+}
+
+/// The folio a pfn's word names.
+fn folio_at(m: &SimMachine, pfn: Pfn) -> &Folio {
+    match m.memmap().load(m.platform(), pfn).unwrap().word.kind() {
+        // SAFETY: the tests only ask for pfns of folios they hold references to.
+        PageKind::AnonFolio(d) | PageKind::FileFolio(d) => unsafe { &*(d.addr() as *const Folio) },
+        k => panic!("pfn {:#x} is {k:?}", pfn.0),
+    }
+}
+
+fn counts(f: &Folio) -> (u32, u32) {
+    (f.counts.refcount(), f.counts.mapcount())
+}
+
+fn walk(m: &SimMachine, f: &Folio) -> Vec<(usize, u64, PtEntry)> {
+    let mut v = Vec::new();
+    let n = m.rmap_walk(f, |mm: &Mm, va, e| v.push((mm.addr(), va, e)));
+    assert_eq!(n as usize, v.len());
+    v.sort_by_key(|x| (x.0, x.1));
+    v
+}
+
+#[test]
+fn process_maps_forks_splits_and_unmaps_everything() {
+    for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let base = settled_free_pages(&m, &cpu);
+
+        let file = m.address_space_create(&cpu).unwrap();
+        let ff0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+        let ff9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::File).unwrap();
+        file.insert(&cpu, ff0, 3).unwrap();
+        file.insert(&cpu, ff9, 512).unwrap();
+        let af0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let af9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+
+        let parent = m.mm_create(&cpu, MmKind::User).unwrap();
+        assert_eq!(parent.mm().pt_pages(), 1, "just the PGD");
+        let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+        parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
+        parent.mmap_file(&cpu, fva, 4 << 20, file.space(), 0).unwrap();
+
+        parent.map_folio(&cpu, anon + PAGE, af0).unwrap();
+        parent.map_folio_pmd(&cpu, anon + (2 << 20), af9).unwrap();
+        parent.map_folio(&cpu, fva + 3 * PAGE, ff0).unwrap();
+        parent.map_folio_pmd(&cpu, fva + 512 * PAGE, ff9).unwrap();
+        // Each entry holds a reference: caller (+ page cache) + 1.
+        assert_eq!(counts(af0), (2, 1));
+        assert_eq!(counts(af9), (2, 1), "a PMD mapping counts 1");
+        assert_eq!(counts(ff0), (3, 1));
+        assert_eq!(counts(ff9), (3, 1));
+        let (e, huge) = parent.translate(anon + (2 << 20) + 5 * PAGE).unwrap();
+        assert!(huge && e.0 & PTE_HUGE != 0 && e.0 & PTE_USER != 0);
+        assert_eq!(e.pfn(), af9.flags.pfn());
+        let (e, huge) = parent.translate(fva + 3 * PAGE).unwrap();
+        assert!(!huge && e.present() && e.writable());
+        assert_eq!(e.pfn(), ff0.flags.pfn());
+        // The table pages are page-table pages of this mm.
+        let pgd = parent.mm().pgd();
+        match m.memmap().load(m.platform(), pgd).unwrap().word.kind() {
+            PageKind::PageTable(_) => {}
+            k => panic!("PGD word is {k:?}"),
+        }
+        // rmap finds every mapping from mapping/index.
+        for (f, va) in [(af0, anon + PAGE), (af9, anon + (2 << 20)), (ff0, fva + 3 * PAGE), (ff9, fva + (2 << 20))] {
+            let w = walk(&m, f);
+            assert_eq!(w.len(), 1);
+            assert_eq!((w[0].0, w[0].1), (parent.mm().addr(), va));
+        }
+
+        // Fork: every folio is shared, mapcount 2.
+        let child = parent.fork(&cpu).unwrap();
+        for f in [af0, af9, ff0, ff9] {
+            assert_eq!(f.counts.mapcount(), 2);
+            let w = walk(&m, f);
+            assert_eq!(w.len(), 2);
+            assert_ne!(w[0].0, w[1].0, "one mapping in each mm");
+        }
+        let (pe, _) = parent.translate(anon + PAGE).unwrap();
+        let (ce, _) = child.translate(anon + PAGE).unwrap();
+        assert_eq!(pe.0 & PTE_RW, 0, "anon entries are write-protected after fork");
+        assert_eq!(pe, ce);
+
+        // Split the child's PMD mapping of the anon 2 MiB folio: +511.
+        child.split_pmd(anon + (2 << 20)).unwrap();
+        assert_eq!(counts(af9), (2 + 512, 1 + 512));
+        let (e, huge) = child.translate(anon + (2 << 20) + 7 * PAGE).unwrap();
+        assert!(!huge);
+        assert_eq!(e.pfn(), af9.flags.pfn().add(7));
+        assert!(parent.translate(anon + (2 << 20)).unwrap().1, "the parent keeps its PMD");
+        assert_eq!(walk(&m, af9).len(), 513);
+        assert_eq!(child.split_pmd(anon + (2 << 20)), Err(MapError::NotHuge(anon + (2 << 20))));
+
+        // Unmap everything.
+        let st = parent.unmap(&cpu, anon, 4 << 20).unwrap();
+        assert_eq!(st.entries, 2);
+        parent.unmap(&cpu, fva, 4 << 20).unwrap();
+        assert_eq!(parent.mm().pt_pages(), 1, "emptied tables are freed at once");
+        assert_eq!(parent.unmap(&cpu, anon, 4 << 20), Err(MapError::NotMapped(anon)));
+        let st = child.destroy(&cpu);
+        assert_eq!(st.entries, 1 + 512 + 1 + 1);
+        parent.destroy(&cpu);
+        assert_eq!(counts(af0), (1, 0));
+        assert_eq!(counts(af9), (1, 0));
+        assert_eq!(af0.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
+        assert_eq!(counts(ff0), (2, 0));
+        assert_eq!(counts(ff9), (2, 0));
+        for f in [af0, af9, ff0, ff9] {
+            assert_eq!(m.folio_put(&cpu, f), Ok(f.mapping() == 0));
+        }
+        file.destroy(&cpu);
+        assert_all_back(&m, &cpu, base);
+    }
+}
+
+#[test]
+fn entries_hold_the_last_reference() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 3, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    mm.map_folio(&cpu, 0x10_0000, f).unwrap();
+    assert_eq!(m.folio_put(&cpu, f), Ok(false), "the entries still hold it");
+    assert_eq!(counts(f), (8, 8));
+    mm.unmap(&cpu, 0x10_0000, 1 << 20).unwrap();
+    // The last entry's reference freed it.
+    assert!(!matches!(m.memmap().load(m.platform(), f.flags.pfn()).unwrap().word.kind(), PageKind::AnonFolio(_)));
+    mm.destroy(&cpu);
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn folio_straddling_two_pte_tables() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let start = 0x4000_0000u64;
+    mm.mmap_anon(&cpu, start, 4 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let va = start + PMD_SIZE - 2 * PAGE;
+    mm.map_folio(&cpu, va, f).unwrap();
+    assert_eq!(f.counts.mapcount(), 4);
+    assert_eq!(mm.mm().pt_pages(), 5, "PGD, PUD, PMD and two PTE tables");
+    for i in 0..4 {
+        assert_eq!(mm.translate(va + i * PAGE).unwrap().0.pfn(), f.flags.pfn().add(i));
+    }
+    assert_eq!(walk(&m, f).len(), 4);
+    // Mapping it again, or anything over it, is refused without change.
+    assert_eq!(mm.map_folio(&cpu, va, f), Err(MapError::AlreadyMapped(va)));
+    let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(mm.map_folio(&cpu, va + PAGE, g), Err(MapError::AlreadyMapped(va + PAGE)));
+    assert_eq!(counts(g), (1, 0));
+    assert_eq!(mm.mm().pt_pages(), 5);
+    // The anon folio is bound to its address: elsewhere in the VMA it is refused.
+    assert!(matches!(mm.map_folio(&cpu, start, f), Err(MapError::WrongOffset { .. })));
+    // Unmap the second table's half: that table goes.
+    mm.unmap(&cpu, start + PMD_SIZE, 2 * PAGE).unwrap();
+    assert_eq!(f.counts.mapcount(), 2);
+    assert_eq!(mm.mm().pt_pages(), 4);
+    mm.unmap(&cpu, va, 2 * PAGE).unwrap();
+    assert_eq!(mm.mm().pt_pages(), 1);
+    assert_eq!(counts(f), (1, 0));
+    assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    assert_eq!(m.folio_put(&cpu, g), Ok(true));
+    mm.destroy(&cpu);
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn bad_addresses_and_vmas_are_refused() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x1000, f), Err(MapError::NoVma(0x1000)));
+    assert_eq!(mm.mmap_anon(&cpu, 0x1001, 4096), Err(MapError::Misaligned(0x1001)));
+    assert_eq!(mm.mmap_anon(&cpu, 1 << 47, 4096), Err(MapError::OutOfRange(1 << 47)));
+    assert_eq!(mm.mmap_anon(&cpu, 0x1000, 0), Err(MapError::OutOfRange(0x1000)));
+    mm.mmap_anon(&cpu, 0x10000, 0x10000).unwrap();
+    assert_eq!(mm.mmap_anon(&cpu, 0x8000, 0x10000), Err(MapError::Overlap(0x10000)));
+    assert_eq!(mm.map_folio(&cpu, 0x1f000, f), Ok(()));
+    let big = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x1e000, big), Err(MapError::NoVma(0x1e000)), "past the VMA's end");
+    assert_eq!(mm.map_folio_pmd(&cpu, 0x10000, big), Err(MapError::NotPmdSized));
+    assert_eq!(mm.split_pmd(0x10000), Err(MapError::Misaligned(0x10000)));
+    assert_eq!(mm.munmap(&cpu, 0x12000), Err(MapError::NoVma(0x12000)));
+    let st = mm.munmap(&cpu, 0x10000).unwrap();
+    assert_eq!(st.entries, 1);
+    assert_eq!(counts(f), (1, 0));
+    m.folio_put(&cpu, f).unwrap();
+    m.folio_put(&cpu, big).unwrap();
+    mm.destroy(&cpu);
+}
+
+#[test]
+fn unmappable_memory_is_refused_by_kind() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let va = 0x20_0000u64;
+    mm.mmap_pfn(&cpu, va, 1 << 20).unwrap();
+    let refused = |pfn: Pfn| match mm.map_pfn(&cpu, va, pfn) {
+        Err(MapError::Unmappable { pfn: p, kind }) => {
+            assert_eq!(p, pfn);
+            kind
+        }
+        r => panic!("pfn {:#x} was not refused: {r:?}", pfn.0),
+    };
+    // A slab page (kmalloc).
+    let obj = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
+    let slab_pfn = m.platform().virt_to_pfn(obj).unwrap();
+    assert_eq!(refused(slab_pfn), UnmappableKind::Slab);
+    // One of the mm's own page-table pages.
+    assert_eq!(refused(mm.mm().pgd()), UnmappableKind::PageTable);
+    // Raw page-allocator memory, head and tail.
+    let raw = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    assert_eq!(refused(raw), UnmappableKind::Undescribed(Subtype::Unmappable));
+    assert_eq!(refused(raw.add(1)), UnmappableKind::Undescribed(Subtype::Tail));
+    // Free memory.
+    let freed = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+    m.free_pages(&cpu, freed, 0).unwrap();
+    m.drain_all();
+    assert_eq!(refused(freed), UnmappableKind::Free);
+    // Reserved memory, and a pfn with no word at all.
+    let mut reserved = None;
+    m.memmap().walk(m.platform(), Pfn(0), Pfn(1 << 18), |v| {
+        if reserved.is_none() {
+            if let PageKind::Undescribed(u) = v.word.kind() {
+                if u.subtype == Subtype::Reserved {
+                    reserved = Some(v.first);
+                }
+            }
+        }
+    });
+    let reserved = reserved.expect("the boot allocator reserves the memmap");
+    assert_eq!(refused(reserved), UnmappableKind::Undescribed(Subtype::Reserved));
+    assert_eq!(refused(Pfn(0xa0)), UnmappableKind::NoPage, "the PC hole has no memmap");
+    // A folio in a pfn VMA, and driver memory in an anon VMA.
+    let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(refused(f.flags.pfn()), UnmappableKind::WrongVma(Tag::AnonFolio));
+    mm.mmap_anon(&cpu, 0x100_0000, 1 << 20).unwrap();
+    let d = m.mappable_alloc(&cpu, 0, Gfp::KERNEL, 0).unwrap();
+    assert_eq!(
+        mm.map_mappable(&cpu, 0x100_0000, d),
+        Err(MapError::Unmappable { pfn: d.flags.pfn(), kind: UnmappableKind::WrongVma(Tag::Mappable) })
+    );
+    // Nothing was mapped, no count moved, and every table allocated on the way is gone.
+    assert_eq!(mm.mm().pt_pages(), 1);
+    assert_eq!(counts(f), (1, 0));
+    m.folio_put(&cpu, f).unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    m.kfree(&cpu, obj).unwrap();
+    m.free_pages(&cpu, raw, 1).unwrap();
+    mm.destroy(&cpu);
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn mappable_driver_memory() {
+    use memdesc::mappable::MappableError;
+    for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let base = settled_free_pages(&m, &cpu);
+        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+        let va = 0x4000_0000u64;
+        mm.mmap_pfn(&cpu, va, 8 << 20).unwrap();
+        let owner = 0xdead_0000usize;
+        let mut descs: Vec<&MappableDesc> = Vec::new();
+        for order in [0, 3, 9] {
+            let d = m.mappable_alloc(&cpu, order, Gfp::KERNEL, owner).unwrap();
+            assert_eq!(d.owner(), owner);
+            for i in 0..1u64 << order {
+                match m.memmap().load(m.platform(), d.flags.pfn().add(i)).unwrap().word.kind() {
+                    PageKind::Mappable(p) => assert_eq!(p.addr(), d as *const MappableDesc as usize),
+                    k => panic!("{k:?}"),
+                }
+            }
+            descs.push(d);
+        }
+        mm.map_mappable(&cpu, va, descs[0]).unwrap();
+        mm.map_mappable(&cpu, va + (1 << 20), descs[1]).unwrap();
+        mm.map_mappable(&cpu, va + (2 << 20), descs[2]).unwrap();
+        // The generic path: one page of the order-3 block, by pfn, elsewhere.
+        mm.map_pfn(&cpu, va + (6 << 20), descs[1].flags.pfn().add(5)).unwrap();
+        assert_eq!(mm.translate(va + (6 << 20)).unwrap().0.pfn(), descs[1].flags.pfn().add(5));
+        assert_eq!((descs[0].counts.refcount(), descs[0].counts.mapcount()), (2, 1));
+        assert_eq!((descs[1].counts.refcount(), descs[1].counts.mapcount()), (10, 9));
+        assert_eq!((descs[2].counts.refcount(), descs[2].counts.mapcount()), (513, 512));
+        // The driver drops its references: the mappings keep the memory alive.
+        for d in &descs {
+            assert_eq!(m.mappable_put(&cpu, d), Ok(false));
+        }
+        m.mappable_get(descs[0]).unwrap();
+        assert_eq!(m.mappable_put(&cpu, descs[0]), Ok(false));
+        // Unmapping drops the last references and frees the memory.
+        mm.unmap(&cpu, va, 8 << 20).unwrap();
+        for d in &descs {
+            assert_eq!(m.mappable_put(&cpu, d), Err(MappableError::NoReference));
+            assert_eq!(m.mappable_get(d), Err(MappableError::NoReference));
+        }
+        mm.destroy(&cpu);
+        assert_all_back(&m, &cpu, base);
+    }
+}
+
+#[test]
+fn kernel_address_space() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let k = m.mm_create(&cpu, MmKind::Kernel).unwrap();
+    assert_eq!(k.mmap_anon(&cpu, 0x1000, 4096), Err(MapError::OutOfRange(0x1000)));
+    let va = KERNEL_START + (1 << 30);
+    k.mmap_pfn(&cpu, va, 1 << 20).unwrap();
+    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0).unwrap();
+    k.map_mappable(&cpu, va, d).unwrap();
+    let (e, _) = k.translate(va + PAGE).unwrap();
+    assert_eq!(e.pfn(), d.flags.pfn().add(1));
+    assert_eq!(e.0 & PTE_USER, 0, "kernel entries are not user-accessible");
+    k.mmap_anon(&cpu, va + (2 << 20), 2 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    k.map_folio_pmd(&cpu, va + (2 << 20), f).unwrap();
+    assert!(k.translate(va + (3 << 20)).unwrap().1);
+    assert_eq!(walk(&m, f).len(), 1);
+    k.destroy(&cpu);
+    assert_eq!(counts(f), (1, 0));
+    m.folio_put(&cpu, f).unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn splitting_a_mapped_folio_distributes_mapcounts() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let start = 0x4000_0000u64;
+    a.mmap_anon(&cpu, start, 4 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    a.map_folio_pmd(&cpu, start, f).unwrap();
+    let b = a.fork(&cpu).unwrap();
+    // B unmaps half of it (its PMD is split on the way).
+    b.unmap(&cpu, start + (1 << 20), 1 << 20).unwrap();
+    assert_eq!(counts(f), (1 + 1 + 256, 1 + 256));
+    let pfn = f.flags.pfn();
+    m.folio_split(&cpu, f, 0, |_| ()).unwrap();
+    for i in 0..512u64 {
+        let p = folio_at(&m, pfn.add(i));
+        let want = if i < 256 { 2 } else { 1 };
+        assert_eq!(counts(p), (1 + want, want), "page {i}");
+        assert_eq!(p.flags.order(), 0);
+        assert_eq!(walk(&m, p).len() as u32, want);
+    }
+    assert!(!a.translate(start).unwrap().1, "A's PMD was split for the folio split");
+    a.destroy(&cpu);
+    b.destroy(&cpu);
+    for i in 0..512u64 {
+        let p = folio_at(&m, pfn.add(i));
+        assert_eq!(counts(p), (1, 0));
+        assert_eq!(m.folio_put(&cpu, p), Ok(true));
+    }
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn mapcount_limit_splits_or_refuses() {
+    // Limit 5: an order-2 folio mapped once (4) cannot be shared by fork (8): the fork
+    // splits it into order-0 folios, each then mapped twice.
+    let m = machine_with(MemmapLayout::Flat, 5);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let start = 0x4000_0000u64;
+    a.mmap_anon(&cpu, start, 1 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let pfn = f.flags.pfn();
+    a.map_folio(&cpu, start, f).unwrap();
+    assert_eq!(counts(f), (5, 4));
+    let b = a.fork(&cpu).unwrap();
+    for i in 0..4 {
+        let p = folio_at(&m, pfn.add(i));
+        assert_eq!(p.flags.order(), 0);
+        assert_eq!(counts(p), (3, 2), "caller + two entries");
+    }
+    // Three more forks reach 5; the next is refused at order 0 and leaves nothing behind.
+    let mut kids = vec![b];
+    for _ in 0..3 {
+        kids.push(a.fork(&cpu).unwrap());
+    }
+    assert_eq!(folio_at(&m, pfn).counts.mapcount(), 5);
+    let pt = settled_free_pages(&m, &cpu);
+    assert_eq!(a.fork(&cpu).err(), Some(MapError::MapcountLimit(5)));
+    assert_eq!(settled_free_pages(&m, &cpu), pt, "the failed child is gone");
+    assert_eq!(folio_at(&m, pfn).counts.mapcount(), 5);
+    for k in kids {
+        k.destroy(&cpu);
+    }
+    a.destroy(&cpu);
+    for i in 0..4 {
+        let p = folio_at(&m, pfn.add(i));
+        assert_eq!(m.folio_put(&cpu, p), Ok(true));
+    }
+
+    // Limit 3: mapping an order-2 folio (4 entries) splits it at once.
+    let m2 = machine_with(MemmapLayout::Flat, 3);
+    let cpu2 = m2.cpus().claim(0).unwrap();
+    let a = m2.mm_create(&cpu2, MmKind::User).unwrap();
+    a.mmap_anon(&cpu2, start, 1 << 20).unwrap();
+    let f = m2.folio_alloc(&cpu2, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let pfn = f.flags.pfn();
+    a.map_folio(&cpu2, start, f).unwrap();
+    for i in 0..4 {
+        let p = folio_at(&m2, pfn.add(i));
+        assert_eq!((p.flags.order(), counts(p)), (0, (2, 1)));
+        assert_eq!(a.translate(start + i * PAGE).unwrap().0.pfn(), pfn.add(i));
+    }
+    a.destroy(&cpu2);
+    for i in 0..4 {
+        m2.folio_put(&cpu2, folio_at(&m2, pfn.add(i))).unwrap();
+    }
+    drop(cpu);
+    let cpu = m.cpus().claim(0).unwrap();
+    assert_all_back(&m, &cpu, base);
+}
+
+// ---- property test -------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Map folio `f` of the pool into mm `mm` (anon folios only where their index allows).
+    Map { mm: usize, f: usize },
+    /// Unmap pages `[first, first + n)` of the VMA in mm `mm`.
+    Unmap { mm: usize, first: u64, n: u64 },
+    /// Split the PMD at slot `slot` of mm `mm`.
+    SplitPmd { mm: usize, slot: u64 },
+    /// Fork mm `mm`.
+    Fork { mm: usize },
+    /// Destroy mm `mm`.
+    Destroy { mm: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..6usize).prop_map(|(mm, f)| Op::Map { mm, f }),
+        3 => (0..3usize, 0..2560u64, 1..700u64).prop_map(|(mm, first, n)| Op::Unmap { mm, first, n }),
+        2 => (0..3usize, 0..5u64).prop_map(|(mm, slot)| Op::SplitPmd { mm, slot }),
+        1 => (0..3usize).prop_map(|mm| Op::Fork { mm }),
+        1 => (1..3usize).prop_map(|mm| Op::Destroy { mm }),
+    ]
+}
+
+/// The model: per mm, page index in the VMA → (folio, huge slot?).
+type Model = BTreeMap<u64, (usize, bool)>;
+
+const VMA: u64 = 0x4000_0000;
+const VMA_PAGES: u64 = 2560;
+
+/// Pool: folios at fixed places in the file (file VMAs allow any mm to map any folio at its
+/// index). Entries: (order, index in the file).
+const POOL: [(u32, u64); 6] = [(0, 5), (0, 700), (2, 8), (3, 1016), (9, 1536), (9, 2048)];
+
+fn run_ops(ops: Vec<Op>) {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let file = m.address_space_create(&cpu).unwrap();
+    let folios: Vec<&Folio> = POOL
+        .iter()
+        .map(|&(order, index)| {
+            let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
+            file.insert(&cpu, f, index).unwrap();
+            f
+        })
+        .collect();
+    let new_mm = || {
+        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+        mm.mmap_file(&cpu, VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
+        mm
+    };
+    let mut mms: Vec<Option<MmRef<'_, SimPlatform>>> = vec![Some(new_mm()), None, None];
+    let mut model: Vec<Model> = vec![Model::new(), Model::new(), Model::new()];
+    for op in ops {
+        match op {
+            Op::Map { mm, f } => {
+                let Some(r) = &mms[mm] else { continue };
+                let (order, index) = POOL[f];
+                let va = VMA + index * PAGE;
+                let free = (0..1u64 << order).all(|i| !model[mm].contains_key(&(index + i)));
+                let huge = order == 9;
+                let res = if huge { r.map_folio_pmd(&cpu, va, folios[f]) } else { r.map_folio(&cpu, va, folios[f]) };
+                assert_eq!(res.is_ok(), free, "{op:?}: {res:?}");
+                if free {
+                    for i in 0..1u64 << order {
+                        model[mm].insert(index + i, (f, huge));
+                    }
+                }
+            }
+            Op::Unmap { mm, first, n } => {
+                let Some(r) = &mms[mm] else { continue };
+                let n = n.min(VMA_PAGES - first);
+                let had = model[mm].range(first..first + n).count();
+                let res = r.unmap(&cpu, VMA + first * PAGE, n * PAGE);
+                assert_eq!(res.is_ok(), had > 0, "{op:?}: {res:?}");
+                // Huge mappings cut by the range become PTEs.
+                let cut: Vec<u64> = model[mm]
+                    .iter()
+                    .filter(|(&p, &(_, h))| h && (p < first || p >= first + n))
+                    .map(|(&p, _)| p)
+                    .filter(|&p| {
+                        let s = p & !511;
+                        s < first + n && first < s + 512
+                    })
+                    .collect();
+                for p in cut {
+                    model[mm].get_mut(&p).unwrap().1 = false;
+                }
+                for p in first..first + n {
+                    model[mm].remove(&p);
+                }
+            }
+            Op::SplitPmd { mm, slot } => {
+                let Some(r) = &mms[mm] else { continue };
+                let p = slot * 512;
+                let huge = model[mm].get(&p).is_some_and(|&(_, h)| h);
+                let res = r.split_pmd(VMA + p * PAGE);
+                assert_eq!(res.is_ok(), huge, "{op:?}: {res:?}");
+                if huge {
+                    for i in 0..512 {
+                        model[mm].get_mut(&(p + i)).unwrap().1 = false;
+                    }
+                }
+            }
+            Op::Fork { mm } => {
+                let Some(slot) = mms.iter().position(|x| x.is_none()) else { continue };
+                let Some(r) = &mms[mm] else { continue };
+                let child = r.fork(&cpu).unwrap();
+                mms[slot] = Some(child);
+                model[slot] = model[mm].clone();
+            }
+            Op::Destroy { mm } => {
+                if let Some(r) = mms[mm].take() {
+                    r.destroy(&cpu);
+                    model[mm].clear();
+                }
+            }
+        }
+        // Mapcounts: one per PTE page, one per huge mapping.
+        for (f, folio) in folios.iter().enumerate() {
+            let mut want = 0u32;
+            for md in &model {
+                for (&p, &(g, h)) in md.iter() {
+                    if g == f && (!h || p % 512 == 0) {
+                        want += 1;
+                    }
+                }
+            }
+            assert_eq!(counts(folio), (2 + want, want), "folio {f}");
+            assert_eq!(m.rmap_walk(folio, |_, _, _| ()), want);
+        }
+    }
+    for r in mms.into_iter().flatten() {
+        r.destroy(&cpu);
+    }
+    for f in folios {
+        assert_eq!(counts(f), (2, 0));
+        m.folio_put(&cpu, f).unwrap();
+    }
+    file.destroy(&cpu);
+    assert_all_back(&m, &cpu, base);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn random_map_unmap_split_fork_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run_ops(ops);
+    }
+}

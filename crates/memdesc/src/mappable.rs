@@ -1,0 +1,131 @@
+//! Mappable driver memory: blocks of any order described by one [`MappableDesc`] (flags,
+//! refcount and mapcount at the offsets every mappable kind shares, owner), which drivers hand
+//! to user space with [`crate::pgtable::MmRef::map_mappable`].
+//!
+//! Allocation stamps every page word (or the area words of a two-level region) with the
+//! descriptor under `Tag::Mappable`; the last [`PhysMem::mappable_put`] resets the words,
+//! returns the descriptor to its TYPESAFE_BY_RCU cache and the pages to the buddy allocator.
+//! Each page-table entry mapping the memory holds a reference, so the memory outlives its
+//! mappings. Misuse (a put without a reference, a last put while mapped, a descriptor that no
+//! longer owns its pages) is refused with a [`MappableError`] and changes nothing.
+//!
+//! This module touches only the words of the memory it allocates and its descriptors.
+
+use crate::cpu::Cpu;
+use crate::desc::{DescPtr, MappableDesc};
+use crate::gfp::Gfp;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::sync::Ordering;
+use crate::word::Word;
+
+/// Why a mappable-memory operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappableError {
+    /// A put of a descriptor with no references (already freed).
+    NoReference,
+    /// The last reference would go while page-table entries still map the memory.
+    Mapped(u32),
+    /// The descriptor does not describe its pages any more (a stale handle).
+    NotOwner,
+}
+
+impl core::fmt::Display for MappableError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MappableError::NoReference => write!(f, "put of mappable memory with no references"),
+            MappableError::Mapped(n) => write!(f, "mappable memory still mapped by {n} entries"),
+            MappableError::NotOwner => write!(f, "descriptor no longer describes its pages"),
+        }
+    }
+}
+
+impl core::error::Error for MappableError {}
+
+impl<P: Platform> PhysMem<P> {
+    /// Allocates `2^order` pages of driver memory that may be mapped to user space, with one
+    /// reference; `owner` is the driver object's address (informational).
+    pub fn mappable_alloc(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        owner: usize,
+    ) -> Result<&MappableDesc, AllocError> {
+        let d = self.alloc_desc::<MappableDesc>(cpu)?;
+        let pfn = match self.alloc_pages(cpu, order, gfp) {
+            Ok(p) => p,
+            Err(e) => {
+                self.free_desc(cpu, d);
+                return Err(e);
+            }
+        };
+        d.flags.init(0, order, pfn);
+        d.counts.mapcount.store(0, Ordering::Relaxed);
+        d.owner.store(owner, Ordering::Relaxed);
+        d.counts.refcount.store(1, Ordering::Release);
+        self.stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
+        Ok(d)
+    }
+
+    /// Takes another reference; refused if there is none (the memory is free).
+    pub fn mappable_get(&self, d: &MappableDesc) -> Result<(), MappableError> {
+        if d.counts.try_get() {
+            Ok(())
+        } else {
+            Err(MappableError::NoReference)
+        }
+    }
+
+    fn mappable_owns(&self, d: &MappableDesc) -> bool {
+        self.memmap
+            .load(&self.platform, d.flags.pfn())
+            .is_some_and(|v| v.word.desc_addr() == Some(d as *const MappableDesc as usize))
+    }
+
+    /// Drops a reference; the last one frees the memory. Returns whether it was freed.
+    pub fn mappable_put(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
+        let mut cur = d.counts.refcount.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return Err(MappableError::NoReference);
+            }
+            if !self.mappable_owns(d) {
+                return Err(MappableError::NotOwner);
+            }
+            if cur == 1 {
+                let m = d.counts.mapcount();
+                if m != 0 {
+                    return Err(MappableError::Mapped(m));
+                }
+            }
+            match d.counts.refcount.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if cur > 1 {
+            return Ok(false);
+        }
+        let (pfn, order) = (d.flags.pfn(), d.flags.order());
+        self.stamp_block(pfn, order, Word::TAIL);
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("mappable pfn"));
+        self.free_desc(cpu, d);
+        self.free_claimed(cpu, rm, pfn, order);
+        Ok(true)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    // Exercised on the simulated machine in memdesc-host/tests/mm.rs (the core crate has no
+    // machine of its own); the error type's text is checked here.
+    use super::*;
+
+    #[test]
+    fn errors_name_the_misuse() {
+        use std::string::ToString;
+        assert!(MappableError::Mapped(3).to_string().contains('3'));
+        assert!(MappableError::NoReference.to_string().contains("no references"));
+    }
+}

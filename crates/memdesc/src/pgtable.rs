@@ -1,0 +1,1711 @@
+//! x86-64 4-level page tables, address spaces ([`Mm`]), VMAs and the reverse map.
+//!
+//! **Tables.** Every PGD, PUD, PMD and PTE table is an order-0 page from the page allocator
+//! whose word is `Tag::PageTable`, pointing to a [`PtDesc`] from the ptdesc descriptor cache
+//! (level, owning mm, per-table spin lock, deposit chain, live-entry count). Entries are real
+//! x86-64 entries ([`PtEntry`]: present, RW, USER, PS, pfn in bits 12..52) stored in the table
+//! page and written through the platform's mapping of it. A table whose last entry goes is
+//! freed at once (up to, not including, the PGD); teardown frees everything.
+//!
+//! **Mapcount and refcount** (DESIGN.md requirement 7). A folio's mapcount is the number of
+//! page-table entries that map it: N PTEs count N (a folio may be mapped at any page-aligned
+//! address, straddling PTE tables), a PMD mapping of a 2 MiB folio counts 1, and
+//! [`MmRef::split_pmd`] turns it into 512 PTEs and adds 511. **Every entry also holds one
+//! reference**, so `refcount >= mapcount` always and unmapping drops exactly what mapping took;
+//! the last unmap of a folio nobody else holds frees it. A PMD mapping deposits a preallocated
+//! PTE table in the PMD table's ptdesc, so splitting it needs no allocation. A mapping that
+//! would push a mapcount past [`crate::Config::mapcount_limit`] splits a large folio to order
+//! 0 and maps the pieces (each with its own, smaller count); an order-0 folio at the limit is
+//! refused with [`MapError::MapcountLimit`].
+//!
+//! **What can be mapped.** The typed API maps `&Folio` (anon or file) and `&MappableDesc`; the
+//! generic [`MmRef::map_pfn`] maps a pfn whose word is one of the mappable tags (anon/file
+//! folio, `Mappable`, `VmallocMappable`, `NetPool`; a kernel `Mm` also takes
+//! `VmallocUnmappable`), all of which keep refcount and mapcount at offsets 8 and 12
+//! (asserted in `desc.rs`), so one generic path counts them. Anything else — slab, page-table,
+//! zsmalloc, z3fold, unmappable vmalloc, raw, reserved or free memory — is refused with
+//! [`MapError::Unmappable`] naming the kind.
+//!
+//! **VMAs and rmap** (Linux's model, no per-folio lists). Anon VMAs point to an anon_vma
+//! ([`RmapList`]) that [`MmRef::fork`] shares with the child's copy; file VMAs are linked on
+//! their [`AddressSpace`]'s `i_mmap` list. An anon folio's `mapping` is its anon_vma (set when
+//! first mapped, cleared when its mapcount returns to 0) and its `index` the page offset
+//! (`va >> 12` of its first page, which stays valid in a fork child); a file folio's are its
+//! address space and file index. [`PhysMem::rmap_walk`] goes from the folio to that list, and
+//! for every VMA computes the address each page would have and checks that mm's entry there.
+//! Pages mapped through [`VmaKind::Pfn`] VMAs (driver memory, vmalloc, netmem) have no rmap,
+//! as in Linux.
+//!
+//! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the simulated machine's own memory,
+//! allocated with kmalloc.
+//!
+//! **Locking**, outermost first: the mm's lock (its VMA list; one operation per mm at a
+//! time) → the VMA's rmap lock (anon_vma or `i_mmap`; every entry mapping a folio changes
+//! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
+//! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
+//! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
+//! Limitation: an anon_vma is freed with its last VMA, so an rmap walk must not race with the
+//! teardown of the last VMA of the folio's anon_vma (callers hold a mapping or the mm).
+//!
+//! This module touches page-table pages, its own kernel objects, the counts, `mapping` and
+//! `index` of the folios it maps, and the words of the tables it allocates.
+
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, AREA_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use crate::cpu::Cpu;
+use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
+use crate::folio::FolioError;
+use crate::gfp::Gfp;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::pagecache::AddressSpace;
+use crate::platform::{PageMap, Platform};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::word::{PageKind, Subtype, Tag, Word};
+
+/// Entry bit: present.
+pub const PTE_PRESENT: u64 = 1 << 0;
+/// Entry bit: writable.
+pub const PTE_RW: u64 = 1 << 1;
+/// Entry bit: user-accessible.
+pub const PTE_USER: u64 = 1 << 2;
+/// Entry bit (PMD/PUD level): maps a huge page instead of pointing to a table.
+pub const PTE_HUGE: u64 = 1 << 7;
+/// The physical-address bits of an entry (12..52).
+pub const PTE_PFN_MASK: u64 = ((1u64 << 52) - 1) & !((1u64 << PAGE_SHIFT) - 1);
+/// Entries per table.
+pub const PTRS_PER_TABLE: usize = 512;
+/// Bytes mapped by one PMD entry.
+pub const PMD_SIZE: u64 = 1 << 21;
+/// End (exclusive) of user addresses (the lower canonical half).
+pub const USER_END: u64 = 1 << 47;
+/// Start of kernel addresses (the upper canonical half).
+pub const KERNEL_START: u64 = 0xffff_8000_0000_0000;
+/// End (exclusive) of the kernel addresses an [`Mm`] manages (the top 2 MiB are left out).
+pub const KERNEL_END: u64 = 0xffff_ffff_ffe0_0000;
+
+#[cfg(not(loom))]
+const _: () = {
+    // The generic mapping path reads refcount and mapcount of every mappable kind at these
+    // offsets (desc.rs asserts them for each kind).
+    assert!(core::mem::offset_of!(Folio, counts) == 8);
+    assert!(core::mem::offset_of!(MapCounts, mapcount) == 4);
+};
+
+/// One x86-64 page-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtEntry(pub u64);
+
+impl PtEntry {
+    /// Present bit.
+    pub fn present(self) -> bool {
+        self.0 & PTE_PRESENT != 0
+    }
+    /// PS bit: a huge mapping at PMD level.
+    pub fn huge(self) -> bool {
+        self.0 & PTE_HUGE != 0
+    }
+    /// Writable bit.
+    pub fn writable(self) -> bool {
+        self.0 & PTE_RW != 0
+    }
+    /// User bit.
+    pub fn user(self) -> bool {
+        self.0 & PTE_USER != 0
+    }
+    /// The pfn the entry points to.
+    pub fn pfn(self) -> Pfn {
+        Pfn((self.0 & PTE_PFN_MASK) >> PAGE_SHIFT)
+    }
+    fn new(pfn: Pfn, flags: u64) -> PtEntry {
+        PtEntry((pfn.0 << PAGE_SHIFT) & PTE_PFN_MASK | flags)
+    }
+}
+
+/// User or kernel address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmKind {
+    /// Addresses `0..USER_END`, entries carry the USER bit.
+    User,
+    /// Addresses `KERNEL_START..KERNEL_END`, no USER bit.
+    Kernel,
+}
+
+/// What a VMA maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    /// Anonymous folios, reverse-mapped through an anon_vma.
+    Anon,
+    /// File folios of one address space, reverse-mapped through its `i_mmap`.
+    File,
+    /// Driver, vmalloc and netmem pages by pfn (no rmap).
+    Pfn,
+}
+
+/// The kind of memory a refused mapping named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnmappableKind {
+    /// No word: outside every memmap region.
+    NoPage,
+    /// A page of slab memory.
+    Slab,
+    /// A page-table page.
+    PageTable,
+    /// Unmappable vmalloc memory.
+    VmallocUnmappable,
+    /// A zsmalloc page.
+    Zsmalloc,
+    /// A z3fold page.
+    Z3fold,
+    /// Free memory.
+    Free,
+    /// Undescribed memory of this subtype (raw, reserved, tail of a raw block, …).
+    Undescribed(Subtype),
+    /// A split two-level area word or corrupt bits.
+    Invalid,
+    /// A mappable kind that this VMA does not take (e.g. a folio in a pfn VMA).
+    WrongVma(Tag),
+}
+
+/// Why a mapping operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The address (or length) is not page-aligned (2 MiB-aligned for a PMD mapping).
+    Misaligned(u64),
+    /// The range lies outside the address space's half, or is empty.
+    OutOfRange(u64),
+    /// No VMA covers the whole range starting at this address.
+    NoVma(u64),
+    /// A new VMA would overlap an existing one at this address.
+    Overlap(u64),
+    /// The page at this pfn may not be mapped here.
+    Unmappable {
+        /// The page.
+        pfn: Pfn,
+        /// What it is.
+        kind: UnmappableKind,
+    },
+    /// The folio or descriptor has no reference (freed or being freed).
+    NoReference,
+    /// The folio belongs to another anon_vma or file than the VMA's.
+    WrongMapping,
+    /// The folio's index puts it at another address in this VMA.
+    WrongOffset {
+        /// Where it was asked to go.
+        va: u64,
+        /// Where its index puts it.
+        expected: u64,
+    },
+    /// Something is already mapped at this address.
+    AlreadyMapped(u64),
+    /// Nothing is mapped in the range starting at this address.
+    NotMapped(u64),
+    /// No huge PMD mapping at this address.
+    NotHuge(u64),
+    /// A PMD mapping needs a folio of exactly 2 MiB.
+    NotPmdSized,
+    /// The mapcount would pass the limit and the folio cannot be split further.
+    MapcountLimit(u32),
+    /// A split needed for the operation was refused.
+    Split(FolioError),
+    /// Out of memory for tables or kernel objects.
+    NoMemory(AllocError),
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapError::Misaligned(a) => write!(f, "address {a:#x} is misaligned"),
+            MapError::OutOfRange(a) => write!(f, "address {a:#x} is outside the address space"),
+            MapError::NoVma(a) => write!(f, "no VMA covers the range at {a:#x}"),
+            MapError::Overlap(a) => write!(f, "VMA would overlap another at {a:#x}"),
+            MapError::Unmappable { pfn, kind } => write!(f, "pfn {:#x} is {kind:?} memory, not mappable here", pfn.0),
+            MapError::NoReference => write!(f, "descriptor has no reference"),
+            MapError::WrongMapping => write!(f, "folio belongs to another anon_vma or file"),
+            MapError::WrongOffset { va, expected } => {
+                write!(f, "folio cannot be mapped at {va:#x}; its index puts it at {expected:#x}")
+            }
+            MapError::AlreadyMapped(a) => write!(f, "address {a:#x} is already mapped"),
+            MapError::NotMapped(a) => write!(f, "nothing mapped in the range at {a:#x}"),
+            MapError::NotHuge(a) => write!(f, "no PMD mapping at {a:#x}"),
+            MapError::NotPmdSized => write!(f, "a PMD mapping needs a 2 MiB folio"),
+            MapError::MapcountLimit(n) => write!(f, "mapcount {n} is at the limit"),
+            MapError::Split(e) => write!(f, "split refused: {e}"),
+            MapError::NoMemory(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for MapError {}
+
+impl From<AllocError> for MapError {
+    fn from(e: AllocError) -> Self {
+        MapError::NoMemory(e)
+    }
+}
+
+/// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
+pub struct RmapList {
+    lock: SpinLock<()>,
+    head: AtomicUsize,
+    nr: AtomicU32,
+}
+
+impl RmapList {
+    /// An empty list.
+    pub(crate) fn new() -> Self {
+        RmapList { lock: SpinLock::new(()), head: AtomicUsize::new(0), nr: AtomicU32::new(0) }
+    }
+
+    /// VMAs on the list.
+    pub fn nr_vmas(&self) -> u32 {
+        self.nr.load(Ordering::Relaxed)
+    }
+
+    /// Links `v` (under the list lock).
+    fn link(&self, v: &Vma) {
+        let me = v as *const Vma as usize;
+        let head = self.head.load(Ordering::Relaxed);
+        v.rmap_prev.store(0, Ordering::Relaxed);
+        v.rmap_next.store(head, Ordering::Relaxed);
+        if head != 0 {
+            vma_at(head).rmap_prev.store(me, Ordering::Relaxed);
+        }
+        self.head.store(me, Ordering::Relaxed);
+        self.nr.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Unlinks `v` (under the list lock); returns the VMAs left.
+    fn unlink(&self, v: &Vma) -> u32 {
+        let (prev, next) = (v.rmap_prev.load(Ordering::Relaxed), v.rmap_next.load(Ordering::Relaxed));
+        if prev == 0 {
+            self.head.store(next, Ordering::Relaxed);
+        } else {
+            vma_at(prev).rmap_next.store(next, Ordering::Relaxed);
+        }
+        if next != 0 {
+            vma_at(next).rmap_prev.store(prev, Ordering::Relaxed);
+        }
+        self.nr.fetch_sub(1, Ordering::Relaxed) - 1
+    }
+}
+
+/// A virtual memory area of an [`Mm`]: a page-aligned range mapping one kind of memory.
+/// Lives in kmalloc memory; immutable but for its list links.
+pub struct Vma {
+    mm: usize,
+    start: u64,
+    end: u64,
+    pgoff: u64,
+    kind: VmaKind,
+    /// The anon_vma (`Anon`) or the address space (`File`); 0 for `Pfn`.
+    owner: usize,
+    next: AtomicUsize,
+    rmap_prev: AtomicUsize,
+    rmap_next: AtomicUsize,
+}
+
+impl Vma {
+    /// First address.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+    /// End address (exclusive).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+    /// Page offset of `start` (file index for file VMAs, `start >> 12` for anon VMAs).
+    pub fn pgoff(&self) -> u64 {
+        self.pgoff
+    }
+    /// What it maps.
+    pub fn kind(&self) -> VmaKind {
+        self.kind
+    }
+    fn rmap(&self) -> Option<&RmapList> {
+        match self.kind {
+            // SAFETY: an anon VMA's owner is a live anon_vma (freed after its last VMA).
+            VmaKind::Anon => Some(unsafe { &*(self.owner as *const RmapList) }),
+            // SAFETY: a file VMA's owner is a live address space (file VMAs are unmapped
+            // before their file is destroyed).
+            VmaKind::File => Some(&unsafe { &*(self.owner as *const AddressSpace) }.i_mmap),
+            VmaKind::Pfn => None,
+        }
+    }
+    fn mm(&self) -> &Mm {
+        // SAFETY: a VMA is freed before its mm.
+        unsafe { &*(self.mm as *const Mm) }
+    }
+    /// The address page `index` of the mapped object has in this VMA, if it falls inside.
+    fn va_of(&self, index: u64) -> Option<u64> {
+        let off = index.checked_sub(self.pgoff)?;
+        let va = self.start.checked_add(off.checked_mul(PAGE_SIZE as u64)?)?;
+        (va < self.end).then_some(va)
+    }
+}
+
+fn vma_at<'a>(addr: usize) -> &'a Vma {
+    // SAFETY: list links only ever hold addresses of live VMAs (unlinked before freed).
+    unsafe { &*(addr as *const Vma) }
+}
+
+/// An address space: a PGD, the VMAs, and two locks. Lives in kmalloc memory; reached
+/// through an [`MmRef`]. The rmap walk hands `&Mm` to its callback.
+pub struct Mm {
+    lock: SpinLock<()>,
+    pt_lock: SpinLock<()>,
+    kind: MmKind,
+    pgd: Pfn,
+    vmas: AtomicUsize,
+    pt_pages: AtomicU64,
+}
+
+impl Mm {
+    /// User or kernel.
+    pub fn kind(&self) -> MmKind {
+        self.kind
+    }
+    /// Address of the object (what ptdescs' `mm` fields hold).
+    pub fn addr(&self) -> usize {
+        self as *const Mm as usize
+    }
+    /// Pfn of the PGD table.
+    pub fn pgd(&self) -> Pfn {
+        self.pgd
+    }
+    /// Page-table pages in use, the PGD and deposited tables included.
+    pub fn pt_pages(&self) -> u64 {
+        self.pt_pages.load(Ordering::Relaxed)
+    }
+    fn range(&self) -> (u64, u64) {
+        match self.kind {
+            MmKind::User => (0, USER_END),
+            MmKind::Kernel => (KERNEL_START, KERNEL_END),
+        }
+    }
+    fn leaf_flags(&self) -> u64 {
+        match self.kind {
+            MmKind::User => PTE_PRESENT | PTE_RW | PTE_USER,
+            MmKind::Kernel => PTE_PRESENT | PTE_RW,
+        }
+    }
+    fn find_vma(&self, va: u64) -> Option<&Vma> {
+        let mut cur = self.vmas.load(Ordering::Relaxed);
+        while cur != 0 {
+            let v = vma_at(cur);
+            if va < v.start {
+                return None;
+            }
+            if va < v.end {
+                return Some(v);
+            }
+            cur = v.next.load(Ordering::Relaxed);
+        }
+        None
+    }
+    fn for_each_vma(&self, mut f: impl FnMut(&Vma)) {
+        let mut cur = self.vmas.load(Ordering::Relaxed);
+        while cur != 0 {
+            let v = vma_at(cur);
+            cur = v.next.load(Ordering::Relaxed);
+            f(v);
+        }
+    }
+}
+
+/// Counts an [`MmRef::unmap`] or teardown reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZapStats {
+    /// Entries cleared (a PMD mapping counts 1).
+    pub entries: u64,
+    /// Pages those entries mapped.
+    pub pages: u64,
+    /// Page-table pages freed (deposits included).
+    pub tables_freed: u64,
+    /// PMD mappings split because the range cut them.
+    pub pmd_splits: u64,
+}
+
+/// What an entry maps, for counting.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Folio(&'a Folio, Tag),
+    Mappable(&'a MappableDesc),
+    Other(&'a MapCounts, Pfn),
+}
+
+impl Target<'_> {
+    fn counts(&self) -> &MapCounts {
+        match self {
+            Target::Folio(f, _) => &f.counts,
+            Target::Mappable(d) => &d.counts,
+            Target::Other(c, _) => c,
+        }
+    }
+}
+
+/// A handle to one address space: VMAs, mapping, unmapping, PMD split, fork, teardown.
+///
+/// Not `Clone`: [`MmRef::destroy`] consumes it; dropping it without destroying leaks the
+/// address space (and the references its entries hold).
+pub struct MmRef<'m, P: Platform> {
+    mem: &'m PhysMem<P>,
+    mm: &'m Mm,
+}
+
+/// A per-table lock guard (the ptdesc's spin lock).
+struct TableLock<'a>(&'a PtDesc);
+
+impl<'a> TableLock<'a> {
+    fn new(d: &'a PtDesc) -> Self {
+        while d.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            crate::sync::spin_hint();
+        }
+        TableLock(d)
+    }
+}
+
+impl Drop for TableLock<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(0, Ordering::Release);
+    }
+}
+
+fn shift_of(level: u32) -> u32 {
+    PAGE_SHIFT + 9 * (level - 1)
+}
+
+fn index_of(va: u64, level: u32) -> usize {
+    ((va >> shift_of(level)) & (PTRS_PER_TABLE as u64 - 1)) as usize
+}
+
+impl<P: Platform> PhysMem<P> {
+    // ---- kernel objects -------------------------------------------------------------------
+
+    fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, value: T) -> Result<&T, AllocError> {
+        let p = self.kmalloc(cpu, core::mem::size_of::<T>(), Gfp::KERNEL)?.cast::<T>();
+        debug_assert!((p.as_ptr() as usize).is_multiple_of(core::mem::align_of::<T>()));
+        // SAFETY: a fresh kmalloc object of T's size, aligned (kmalloc objects of a power-of-
+        // two class are aligned to 8 at least, all T here need 8), owned by us.
+        unsafe { p.as_ptr().write(value) };
+        // SAFETY: just initialised; lives until kobj_free.
+        Ok(unsafe { p.as_ref() })
+    }
+
+    fn kobj_free<T>(&self, cpu: &Cpu<'_>, r: &T) {
+        let res = self.kfree(cpu, NonNull::from(r).cast());
+        debug_assert!(res.is_ok(), "kernel object free: {res:?}");
+    }
+
+    // ---- tables ---------------------------------------------------------------------------
+
+    fn table_map(&self, table: Pfn) -> PageMap<'_, P> {
+        PageMap::new(&self.platform, table).expect("page-table pages are mappable memory")
+    }
+
+    fn ptdesc(&self, table: Pfn) -> &PtDesc {
+        match self.memmap.load(&self.platform, table).map(|v| v.word.kind()) {
+            // SAFETY: the word of a live table (we hold its mm's page-table lock) names its
+            // live ptdesc.
+            Some(PageKind::PageTable(d)) => unsafe { &*(d.addr() as *const PtDesc) },
+            other => panic!("pfn {:#x} is not a page table: {other:?}", table.0),
+        }
+    }
+
+    fn alloc_table(&self, cpu: &Cpu<'_>, mm: &Mm, level: u32) -> Result<Pfn, AllocError> {
+        let pfn = self.alloc_table_for(cpu, mm.addr(), level)?;
+        mm.pt_pages.fetch_add(1, Ordering::Relaxed);
+        Ok(pfn)
+    }
+
+    fn alloc_table_for(&self, cpu: &Cpu<'_>, mm: usize, level: u32) -> Result<Pfn, AllocError> {
+        let d = self.alloc_desc::<PtDesc>(cpu)?;
+        let pfn = match self.alloc_pages(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
+            Ok(p) => p,
+            Err(e) => {
+                self.free_desc(cpu, d);
+                return Err(e);
+            }
+        };
+        d.flags.init(0, 0, pfn);
+        d.lock.store(0, Ordering::Relaxed);
+        d.level.store(level, Ordering::Relaxed);
+        d.mm.store(mm, Ordering::Relaxed);
+        d.pmd_huge_pte.store(0, Ordering::Relaxed);
+        d.entries.store(0, Ordering::Relaxed);
+        self.stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
+        Ok(pfn)
+    }
+
+    fn free_table(&self, cpu: &Cpu<'_>, mm: &Mm, table: Pfn) {
+        let d = self.ptdesc(table);
+        debug_assert_eq!(d.entries(), 0);
+        debug_assert_eq!(d.pmd_huge_pte.load(Ordering::Relaxed), 0);
+        self.stamp_block(table, 0, Word::TAIL);
+        self.free_desc(cpu, d);
+        let rm = self.memmap.region_map(self.memmap.region_index(table).expect("table pfn"));
+        self.free_claimed(cpu, rm, table, 0);
+        mm.pt_pages.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn load_entry(&self, table: Pfn, idx: usize) -> PtEntry {
+        PtEntry(self.table_map(table).word(idx).load(Ordering::Acquire))
+    }
+
+    fn store_entry(&self, table: Pfn, idx: usize, e: PtEntry) {
+        let _l = TableLock::new(self.ptdesc(table));
+        self.table_map(table).word(idx).store(e.0, Ordering::Release);
+    }
+
+    fn deposit(&self, pmd_table: Pfn, pte_table: Pfn) {
+        let pd = self.ptdesc(pmd_table);
+        let _l = TableLock::new(pd);
+        let head = pd.pmd_huge_pte.load(Ordering::Relaxed);
+        self.ptdesc(pte_table).pmd_huge_pte.store(head, Ordering::Relaxed);
+        pd.pmd_huge_pte.store(pte_table.0 + 1, Ordering::Relaxed);
+    }
+
+    fn withdraw(&self, pmd_table: Pfn) -> Pfn {
+        let pd = self.ptdesc(pmd_table);
+        let _l = TableLock::new(pd);
+        let head = pd.pmd_huge_pte.load(Ordering::Relaxed);
+        assert!(head != 0, "a huge PMD entry always has a deposited table");
+        let t = Pfn(head - 1);
+        let td = self.ptdesc(t);
+        pd.pmd_huge_pte.store(td.pmd_huge_pte.load(Ordering::Relaxed), Ordering::Relaxed);
+        td.pmd_huge_pte.store(0, Ordering::Relaxed);
+        t
+    }
+
+    /// Walks to the table of `level` covering `va`, allocating missing tables; refuses to go
+    /// through a huge entry.
+    fn walk_alloc(&self, cpu: &Cpu<'_>, mm: &Mm, va: u64, level: u32) -> Result<(Pfn, usize), MapError> {
+        let mut table = mm.pgd;
+        let mut l = 4;
+        while l > level {
+            let idx = index_of(va, l);
+            let e = self.load_entry(table, idx);
+            if !e.present() {
+                let t = self.alloc_table(cpu, mm, l - 1)?;
+                let flags = mm.leaf_flags();
+                self.store_entry(table, idx, PtEntry::new(t, flags));
+                self.ptdesc(table).entries.fetch_add(1, Ordering::Relaxed);
+                table = t;
+            } else if e.huge() {
+                return Err(MapError::AlreadyMapped(va));
+            } else {
+                table = e.pfn();
+            }
+            l -= 1;
+        }
+        Ok((table, index_of(va, level)))
+    }
+
+    /// The entry mapping `va`: (level, table, index, entry), the level being 2 for a huge
+    /// mapping.
+    fn lookup(&self, mm: &Mm, va: u64) -> Option<(u32, Pfn, usize)> {
+        let mut table = mm.pgd;
+        let mut l = 4;
+        loop {
+            let idx = index_of(va, l);
+            let e = self.load_entry(table, idx);
+            if !e.present() {
+                return None;
+            }
+            if l == 1 || e.huge() {
+                return Some((l, table, idx));
+            }
+            table = e.pfn();
+            l -= 1;
+        }
+    }
+
+    // ---- what a pfn is --------------------------------------------------------------------
+
+    /// Classifies the page at `pfn` for mapping into `vma` of `mm`.
+    fn classify(&self, mm: &Mm, kind: VmaKind, pfn: Pfn) -> Result<Target<'_>, MapError> {
+        let bad = |kind| Err(MapError::Unmappable { pfn, kind });
+        let Some(v) = self.memmap.load(&self.platform, pfn) else { return bad(UnmappableKind::NoPage) };
+        let addr = v.word.desc_addr().unwrap_or(0);
+        let tag = v.word.tag();
+        let t = match v.word.kind() {
+            PageKind::AnonFolio(_) | PageKind::FileFolio(_) => {
+                // SAFETY: the word names a live folio descriptor (TYPESAFE_BY_RCU memory that
+                // stays a Folio); its refcount is checked before it is trusted.
+                Target::Folio(unsafe { &*(addr as *const Folio) }, tag.expect("described"))
+            }
+            // SAFETY: as above, for a MappableDesc.
+            PageKind::Mappable(_) => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
+            PageKind::NetPool(_) | PageKind::Vmalloc { mappable: true, .. } => {
+                // SAFETY: every mappable descriptor keeps its MapCounts at offset 8 (desc.rs
+                // asserts it), and the word names a live descriptor of such a kind.
+                Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn)
+            }
+            PageKind::Vmalloc { mappable: false, .. } if mm.kind == MmKind::Kernel => {
+                // SAFETY: as above.
+                Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn)
+            }
+            PageKind::Vmalloc { mappable: false, .. } => return bad(UnmappableKind::VmallocUnmappable),
+            PageKind::Slab(_) => return bad(UnmappableKind::Slab),
+            PageKind::PageTable(_) => return bad(UnmappableKind::PageTable),
+            PageKind::Zsmalloc(_) => return bad(UnmappableKind::Zsmalloc),
+            PageKind::Z3fold(_) => return bad(UnmappableKind::Z3fold),
+            PageKind::Buddy(_) => return bad(UnmappableKind::Free),
+            PageKind::Undescribed(u) => {
+                // A tail of a free buddy block is free memory.
+                if u.subtype == Subtype::Tail && self.free_block_containing_pfn(pfn).is_some() {
+                    return bad(UnmappableKind::Free);
+                }
+                return bad(UnmappableKind::Undescribed(u.subtype));
+            }
+            PageKind::Split(_) | PageKind::Invalid(_) => return bad(UnmappableKind::Invalid),
+        };
+        let ok = matches!(
+            (&t, kind),
+            (Target::Folio(_, Tag::AnonFolio), VmaKind::Anon)
+                | (Target::Folio(_, Tag::FileFolio), VmaKind::File)
+                | (Target::Mappable(_) | Target::Other(..), VmaKind::Pfn)
+        );
+        if !ok {
+            return bad(UnmappableKind::WrongVma(tag.expect("described")));
+        }
+        Ok(t)
+    }
+
+    fn target_of(&self, pfn: Pfn) -> Target<'_> {
+        let v = self.memmap.load(&self.platform, pfn).expect("mapped pfn has a word");
+        let addr = v.word.desc_addr().expect("mapped pages are described");
+        match v.word.kind() {
+            // SAFETY: a mapped page's entry holds a reference, so its descriptor is live.
+            PageKind::AnonFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::AnonFolio),
+            // SAFETY: as above.
+            PageKind::FileFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::FileFolio),
+            // SAFETY: as above.
+            PageKind::Mappable(_) => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
+            // SAFETY: as above; MapCounts at offset 8 in every mappable kind.
+            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
+        }
+    }
+
+    /// Drops one entry's mapcount and reference.
+    fn put_entry(&self, cpu: &Cpu<'_>, pfn: Pfn) {
+        match self.target_of(pfn) {
+            Target::Folio(f, tag) => {
+                if f.counts.mapcount.fetch_sub(1, Ordering::AcqRel) == 1 && tag == Tag::AnonFolio {
+                    f.mapping.store(0, Ordering::Release);
+                }
+                let r = self.folio_put(cpu, f);
+                debug_assert!(r.is_ok(), "entry reference: {r:?}");
+            }
+            Target::Mappable(d) => {
+                d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
+                let r = self.mappable_put(cpu, d);
+                debug_assert!(r.is_ok(), "entry reference: {r:?}");
+            }
+            Target::Other(c, _) => {
+                c.mapcount.fetch_sub(1, Ordering::AcqRel);
+                c.refcount.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    // ---- zap ------------------------------------------------------------------------------
+
+    /// Clears the entries of `[s, e)` below `table` (of `level`) when `clear`, and frees every
+    /// child table that is (or becomes) empty. Never allocates.
+    #[allow(clippy::too_many_arguments)]
+    fn zap(&self, cpu: &Cpu<'_>, mm: &Mm, table: Pfn, level: u32, s: u64, e: u64, clear: bool, st: &mut ZapStats) {
+        let span = 1u64 << shift_of(level);
+        let d = self.ptdesc(table);
+        let mut va = s;
+        while va < e {
+            let next = (va & !(span - 1)).checked_add(span).map_or(e, |n| n.min(e));
+            let idx = index_of(va, level);
+            let ent = self.load_entry(table, idx);
+            if ent.present() {
+                if level == 1 {
+                    if clear {
+                        self.store_entry(table, idx, PtEntry(0));
+                        d.entries.fetch_sub(1, Ordering::Relaxed);
+                        self.put_entry(cpu, ent.pfn());
+                        st.entries += 1;
+                        st.pages += 1;
+                    }
+                } else if ent.huge() {
+                    if clear && va & (span - 1) == 0 && next - va == span {
+                        self.store_entry(table, idx, PtEntry(0));
+                        d.entries.fetch_sub(1, Ordering::Relaxed);
+                        let dep = self.withdraw(table);
+                        self.free_table(cpu, mm, dep);
+                        st.tables_freed += 1;
+                        self.put_entry(cpu, ent.pfn());
+                        st.entries += 1;
+                        st.pages += PTRS_PER_TABLE as u64;
+                    } else if clear {
+                        self.split_pmd_locked(table, idx);
+                        st.pmd_splits += 1;
+                        continue; // again, now through the PTE table
+                    }
+                } else {
+                    let child = ent.pfn();
+                    self.zap(cpu, mm, child, level - 1, va, next, clear, st);
+                    if self.ptdesc(child).entries() == 0 {
+                        self.store_entry(table, idx, PtEntry(0));
+                        d.entries.fetch_sub(1, Ordering::Relaxed);
+                        self.free_table(cpu, mm, child);
+                        st.tables_freed += 1;
+                    }
+                }
+            }
+            va = next;
+        }
+    }
+
+    /// Replaces the huge entry `pmd_table[idx]` by the deposited PTE table filled with 512
+    /// PTEs; the folio's mapcount and refcount grow by 511. Page-table lock held.
+    fn split_pmd_locked(&self, pmd_table: Pfn, idx: usize) {
+        let ent = self.load_entry(pmd_table, idx);
+        let t = self.withdraw(pmd_table);
+        let flags = ent.0 & (PTE_PRESENT | PTE_RW | PTE_USER);
+        {
+            let td = self.ptdesc(t);
+            let _l = TableLock::new(td);
+            let map = self.table_map(t);
+            for i in 0..PTRS_PER_TABLE {
+                map.word(i).store(PtEntry::new(ent.pfn().add(i as u64), flags).0, Ordering::Relaxed);
+            }
+            td.entries.store(PTRS_PER_TABLE as u32, Ordering::Release);
+        }
+        let c = self.target_of(ent.pfn());
+        c.counts().mapcount.fetch_add(PTRS_PER_TABLE as u32 - 1, Ordering::AcqRel);
+        c.counts().refcount.fetch_add(PTRS_PER_TABLE as u32 - 1, Ordering::AcqRel);
+        self.store_entry(pmd_table, idx, PtEntry::new(t, PTE_PRESENT | PTE_RW | (ent.0 & PTE_USER)));
+    }
+
+    // ---- address spaces -------------------------------------------------------------------
+
+    /// Creates an empty address space with its PGD.
+    pub fn mm_create(&self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'_, P>, AllocError> {
+        let p = self.kmalloc(cpu, core::mem::size_of::<Mm>(), Gfp::KERNEL)?.cast::<Mm>();
+        let pgd = match self.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
+            Ok(pgd) => pgd,
+            Err(e) => {
+                let r = self.kfree(cpu, p.cast());
+                debug_assert!(r.is_ok());
+                return Err(e);
+            }
+        };
+        let mm = Mm {
+            lock: SpinLock::new(()),
+            pt_lock: SpinLock::new(()),
+            kind,
+            pgd,
+            vmas: AtomicUsize::new(0),
+            pt_pages: AtomicU64::new(1),
+        };
+        // SAFETY: a fresh kmalloc object of Mm's size and (8-byte) alignment, owned by us.
+        unsafe { p.as_ptr().write(mm) };
+        // SAFETY: just initialised; lives until destroy frees it.
+        Ok(MmRef { mem: self, mm: unsafe { p.as_ref() } })
+    }
+
+    // ---- rmap -----------------------------------------------------------------------------
+
+    /// The rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one.
+    fn folio_rmap(&self, f: &Folio) -> Option<&RmapList> {
+        let mapping = f.mapping();
+        if mapping == 0 {
+            return None;
+        }
+        let tag = self.memmap.load(&self.platform, f.flags.pfn())?.word.tag()?;
+        match tag {
+            // SAFETY: an anon folio's mapping is its live anon_vma while it is mapped.
+            Tag::AnonFolio => Some(unsafe { &*(mapping as *const RmapList) }),
+            // SAFETY: a file folio's mapping is its live address space while cached.
+            Tag::FileFolio => Some(&unsafe { &*(mapping as *const AddressSpace) }.i_mmap),
+            _ => None,
+        }
+    }
+
+    /// Calls `cb(mm, vma, va, level, table, idx, entry)` for every entry mapping `f`, with the
+    /// rmap lock held by the caller and each mm's page-table lock held around its VMAs.
+    #[allow(clippy::type_complexity)]
+    fn walk_mappings_locked(
+        &self,
+        list: &RmapList,
+        f: &Folio,
+        cb: &mut dyn FnMut(&Mm, &Vma, u64, u32, Pfn, usize, PtEntry),
+    ) -> u32 {
+        let (index, n, pfn0) = (f.index(), 1u64 << f.flags.order(), f.flags.pfn());
+        let mut found = 0;
+        let mut cur = list.head.load(Ordering::Relaxed);
+        while cur != 0 {
+            let v = vma_at(cur);
+            cur = v.rmap_next.load(Ordering::Relaxed);
+            let mm = v.mm();
+            let _pt = mm.pt_lock.lock();
+            let mut i = 0u64;
+            while i < n {
+                let Some(va) = v.va_of(index + i) else {
+                    i += 1;
+                    continue;
+                };
+                match self.lookup(mm, va) {
+                    Some((2, table, idx)) => {
+                        let e = self.load_entry(table, idx);
+                        let hva = va & !(PMD_SIZE - 1);
+                        if e.pfn() == pfn0 && va == hva && i == 0 {
+                            cb(mm, v, hva, 2, table, idx, e);
+                            found += 1;
+                        }
+                        i += ((hva + PMD_SIZE - va) >> PAGE_SHIFT).max(1);
+                    }
+                    Some((1, table, idx)) => {
+                        let e = self.load_entry(table, idx);
+                        if e.pfn() == pfn0.add(i) {
+                            cb(mm, v, va, 1, table, idx, e);
+                            found += 1;
+                        }
+                        i += 1;
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        found
+    }
+
+    /// Calls `f(mm, va, entry)` for every page-table entry that maps `folio`, found from the
+    /// folio's `mapping` and `index` (anon_vma or file `i_mmap`) the Linux way. Returns the
+    /// number of entries found, which equals the folio's mapcount when nothing races.
+    ///
+    /// The callback runs with the rmap lock and that mm's page-table lock held: it must not
+    /// call back into the page tables.
+    pub fn rmap_walk(&self, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
+        let Some(list) = self.folio_rmap(folio) else { return 0 };
+        let _l = list.lock.lock();
+        self.walk_mappings_locked(list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
+    }
+
+    /// Splits a mapped folio (the mapped half of [`PhysMem::folio_split`]): every PMD mapping
+    /// is split into PTEs, then the entries mapping each piece are counted by the rmap walk
+    /// and the counts distributed, all under the folio's rmap lock.
+    pub(crate) fn folio_split_mapped(
+        &self,
+        cpu: &Cpu<'_>,
+        f: &Folio,
+        new_order: u32,
+        each: impl FnMut(&Folio),
+    ) -> Result<(), FolioError> {
+        let order = f.flags.order();
+        if new_order >= order {
+            return Err(FolioError::BadOrder);
+        }
+        let Some(list) = self.folio_rmap(f) else { return Err(FolioError::Mapped(f.counts.mapcount())) };
+        // A cached file folio is split by its page cache (which must re-point its slots):
+        // refused here.
+        if self.memmap.load(&self.platform, f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
+            return Err(FolioError::Mapped(f.counts.mapcount()));
+        }
+        let pieces = 1usize << (order - new_order);
+        let buf = self.kmalloc(cpu, pieces * 4, Gfp::ZERO).map_err(FolioError::NoMemory)?;
+        // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
+        let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr() as *mut u32, pieces) };
+        let r = {
+            let _l = list.lock.lock();
+            // Split PMD mappings first (no allocation: the tables are deposited).
+            self.walk_mappings_locked(list, f, &mut |_, _, _, level, table, idx, _| {
+                if level == 2 {
+                    self.split_pmd_locked(table, idx);
+                }
+            });
+            let pfn0 = f.flags.pfn();
+            self.walk_mappings_locked(list, f, &mut |_, _, _, _, _, _, e| {
+                counts[((e.pfn().0 - pfn0.0) >> new_order) as usize] += 1;
+            });
+            let anon = self.memmap.load(&self.platform, pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
+            let mut each = each;
+            self.folio_split_counts(cpu, f, new_order, Some(counts), |p| {
+                if anon && p.counts.mapcount() == 0 {
+                    p.mapping.store(0, Ordering::Release);
+                }
+                each(p)
+            })
+        };
+        let fr = self.kfree(cpu, buf);
+        debug_assert!(fr.is_ok());
+        r
+    }
+
+    /// Replaces every mapping of folio `old` by the same page of `new` (same order, not
+    /// mapped, held by the caller): each entry's pfn changes, and the entries' mapcount and
+    /// references move from `old` to `new`, which also takes `old`'s mapping and index.
+    /// Returns the entries moved. For migration and compaction.
+    #[allow(dead_code)]
+    pub(crate) fn rmap_replace(&self, old: &Folio, new: &Folio) -> Result<u32, MapError> {
+        if old.flags.order() != new.flags.order() {
+            return Err(MapError::WrongMapping);
+        }
+        if new.counts.mapcount() != 0 {
+            return Err(MapError::AlreadyMapped(0));
+        }
+        let Some(list) = self.folio_rmap(old) else { return Ok(0) };
+        let _l = list.lock.lock();
+        let (po, pn) = (old.flags.pfn(), new.flags.pfn());
+        new.mapping.store(old.mapping(), Ordering::Release);
+        new.index.store(old.index(), Ordering::Release);
+        let n = self.walk_mappings_locked(list, old, &mut |_, _, _, _, table, idx, e| {
+            let off = e.pfn().0 - po.0;
+            let flags = e.0 & !PTE_PFN_MASK;
+            self.store_entry(table, idx, PtEntry::new(pn.add(off), flags));
+        });
+        new.counts.mapcount.fetch_add(n, Ordering::AcqRel);
+        new.counts.refcount.fetch_add(n, Ordering::AcqRel);
+        old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
+        old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
+        Ok(n)
+    }
+}
+
+impl<'m, P: Platform> MmRef<'m, P> {
+    /// The address space.
+    pub fn mm(&self) -> &'m Mm {
+        self.mm
+    }
+
+    fn check_range(&self, start: u64, len: u64) -> Result<u64, MapError> {
+        if !start.is_multiple_of(PAGE_SIZE as u64) || !len.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(MapError::Misaligned(start));
+        }
+        let (lo, hi) = self.mm.range();
+        let end = start.checked_add(len).ok_or(MapError::OutOfRange(start))?;
+        if len == 0 || start < lo || end > hi {
+            return Err(MapError::OutOfRange(start));
+        }
+        Ok(end)
+    }
+
+    fn add_vma(&self, cpu: &Cpu<'_>, v: Vma) -> Result<(), MapError> {
+        let _g = self.mm.lock.lock();
+        self.insert_vma_locked(cpu, v).map(|_| ())
+    }
+
+    fn insert_vma_locked(&self, cpu: &Cpu<'_>, v: Vma) -> Result<&'m Vma, MapError> {
+        // Sorted list: find the predecessor, refuse overlaps.
+        let mut prev = 0usize;
+        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
+        while cur != 0 {
+            let c = vma_at(cur);
+            if c.start < v.end && v.start < c.end {
+                return Err(MapError::Overlap(v.start.max(c.start)));
+            }
+            if c.start >= v.end {
+                break;
+            }
+            prev = cur;
+            cur = c.next.load(Ordering::Relaxed);
+        }
+        let new = self.mem.kobj_alloc(cpu, v)?;
+        new.next.store(cur, Ordering::Relaxed);
+        if let Some(r) = new.rmap() {
+            let _l = r.lock.lock();
+            r.link(new);
+        }
+        if prev == 0 {
+            self.mm.vmas.store(new as *const Vma as usize, Ordering::Relaxed);
+        } else {
+            vma_at(prev).next.store(new as *const Vma as usize, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    /// Creates an anonymous VMA over `[start, start + len)` with a fresh anon_vma.
+    pub fn mmap_anon(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
+        let end = self.check_range(start, len)?;
+        let av = self.mem.kobj_alloc(cpu, RmapList::new())?;
+        let v = Vma {
+            mm: self.mm.addr(),
+            start,
+            end,
+            pgoff: start >> PAGE_SHIFT,
+            kind: VmaKind::Anon,
+            owner: av as *const RmapList as usize,
+            next: AtomicUsize::new(0),
+            rmap_prev: AtomicUsize::new(0),
+            rmap_next: AtomicUsize::new(0),
+        };
+        self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, av))
+    }
+
+    /// Creates a VMA mapping `file` from page `pgoff` over `[start, start + len)`. File VMAs
+    /// must be removed before the file's address space is destroyed.
+    pub fn mmap_file(
+        &self,
+        cpu: &Cpu<'_>,
+        start: u64,
+        len: u64,
+        file: &AddressSpace,
+        pgoff: u64,
+    ) -> Result<(), MapError> {
+        let end = self.check_range(start, len)?;
+        self.add_vma(
+            cpu,
+            Vma {
+                mm: self.mm.addr(),
+                start,
+                end,
+                pgoff,
+                kind: VmaKind::File,
+                owner: file as *const AddressSpace as usize,
+                next: AtomicUsize::new(0),
+                rmap_prev: AtomicUsize::new(0),
+                rmap_next: AtomicUsize::new(0),
+            },
+        )
+    }
+
+    /// Creates a VMA for pages mapped by pfn (driver memory, mappable vmalloc, netmem).
+    pub fn mmap_pfn(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
+        let end = self.check_range(start, len)?;
+        self.add_vma(
+            cpu,
+            Vma {
+                mm: self.mm.addr(),
+                start,
+                end,
+                pgoff: start >> PAGE_SHIFT,
+                kind: VmaKind::Pfn,
+                owner: 0,
+                next: AtomicUsize::new(0),
+                rmap_prev: AtomicUsize::new(0),
+                rmap_next: AtomicUsize::new(0),
+            },
+        )
+    }
+
+    /// Removes the VMA that starts at `start`, unmapping everything in it.
+    pub fn munmap(&self, cpu: &Cpu<'_>, start: u64) -> Result<ZapStats, MapError> {
+        let _g = self.mm.lock.lock();
+        let mut prev = 0usize;
+        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
+        while cur != 0 && vma_at(cur).start != start {
+            prev = cur;
+            cur = vma_at(cur).next.load(Ordering::Relaxed);
+        }
+        if cur == 0 {
+            return Err(MapError::NoVma(start));
+        }
+        let v = vma_at(cur);
+        let next = v.next.load(Ordering::Relaxed);
+        if prev == 0 {
+            self.mm.vmas.store(next, Ordering::Relaxed);
+        } else {
+            vma_at(prev).next.store(next, Ordering::Relaxed);
+        }
+        Ok(self.remove_vma(cpu, v))
+    }
+
+    /// Zaps a VMA (already off the mm's list), unlinks it from its rmap list and frees it
+    /// (and its anon_vma with the last VMA). Mm lock held.
+    fn remove_vma(&self, cpu: &Cpu<'_>, v: &Vma) -> ZapStats {
+        let mut st = ZapStats::default();
+        let r = v.rmap();
+        let lg = r.map(|r| r.lock.lock());
+        {
+            let _pt = self.mm.pt_lock.lock();
+            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, v.start, v.end, true, &mut st);
+        }
+        let left = r.map(|r| r.unlink(v));
+        drop(lg);
+        if v.kind == VmaKind::Anon && left == Some(0) {
+            if let Some(r) = r {
+                self.mem.kobj_free(cpu, r);
+            }
+        }
+        self.mem.kobj_free(cpu, v);
+        st
+    }
+
+    /// Checks a folio or descriptor mapping of `n` pages at `va`, takes the rmap lock, then
+    /// the page-table lock, and maps. `first` is the first page of `t` to map.
+    fn map_target(
+        &self,
+        cpu: &Cpu<'_>,
+        va: u64,
+        t: Target<'_>,
+        first: u64,
+        n: u64,
+        huge: bool,
+    ) -> Result<(), MapError> {
+        let _g = self.mm.lock.lock();
+        self.map_locked(cpu, va, t, first, n, huge)
+    }
+
+    fn map_locked(
+        &self,
+        cpu: &Cpu<'_>,
+        va: u64,
+        t: Target<'_>,
+        first: u64,
+        n: u64,
+        huge: bool,
+    ) -> Result<(), MapError> {
+        let end = self.check_range(va, n * PAGE_SIZE as u64)?;
+        if huge && !va.is_multiple_of(PMD_SIZE) {
+            return Err(MapError::Misaligned(va));
+        }
+        let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
+        let (pfn0, tag) = match t {
+            Target::Folio(f, tag) => (f.flags.pfn(), Some(tag)),
+            Target::Mappable(d) => (d.flags.pfn(), None),
+            Target::Other(_, pfn) => (pfn, None),
+        };
+        let kind_ok = matches!(
+            (tag, v.kind),
+            (Some(Tag::AnonFolio), VmaKind::Anon) | (Some(Tag::FileFolio), VmaKind::File) | (None, VmaKind::Pfn)
+        );
+        if !kind_ok {
+            let wk = tag.unwrap_or(Tag::Mappable);
+            return Err(MapError::Unmappable { pfn: pfn0.add(first), kind: UnmappableKind::WrongVma(wk) });
+        }
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        let c = t.counts();
+        if c.refcount() == 0 {
+            return Err(MapError::NoReference);
+        }
+        let add = if huge { 1 } else { n as u32 };
+        // The folio's place in the VMA.
+        let mut set_anon = None;
+        if let Target::Folio(f, tag) = t {
+            let want_index = v.pgoff + ((va - v.start) >> PAGE_SHIFT);
+            let idx0 = want_index.wrapping_sub(first);
+            match tag {
+                Tag::AnonFolio if f.mapping() == 0 => {
+                    if first > want_index {
+                        return Err(MapError::WrongOffset { va, expected: 0 });
+                    }
+                    set_anon = Some(idx0)
+                }
+                Tag::AnonFolio | Tag::FileFolio => {
+                    if f.mapping() != v.owner {
+                        return Err(MapError::WrongMapping);
+                    }
+                    if f.index() != idx0 {
+                        let expected = v.va_of(f.index() + first).unwrap_or(0);
+                        return Err(MapError::WrongOffset { va, expected });
+                    }
+                }
+                _ => {}
+            }
+            let m = c.mapcount();
+            if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
+                return Err(MapError::MapcountLimit(m));
+            }
+        }
+        let _pt = self.mm.pt_lock.lock();
+        // Allocate every table first, then check every slot, then write.
+        let level = if huge { 2 } else { 1 };
+        let mut deposit = None;
+        let mut a = va;
+        let mut fail = None;
+        while a < end {
+            if let Err(e) = self.mem.walk_alloc(cpu, self.mm, a, level) {
+                fail = Some(e);
+                break;
+            }
+            a = if huge { end } else { (a & !(PMD_SIZE - 1)) + PMD_SIZE };
+        }
+        if fail.is_none() && huge {
+            match self.mem.alloc_table(cpu, self.mm, 1) {
+                Ok(t) => deposit = Some(t),
+                Err(e) => fail = Some(e.into()),
+            }
+        }
+        if fail.is_none() && huge {
+            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            if self.mem.load_entry(table, idx).present() {
+                fail = Some(MapError::AlreadyMapped(va));
+            }
+        } else if fail.is_none() {
+            let mut p = 0;
+            while p < add as u64 {
+                let a = va + p * PAGE_SIZE as u64;
+                if self.mem.lookup(self.mm, a).is_some() {
+                    fail = Some(MapError::AlreadyMapped(a));
+                    break;
+                }
+                p += 1;
+            }
+        }
+        if let Some(e) = fail {
+            if let Some(d) = deposit {
+                self.mem.free_table(cpu, self.mm, d);
+            }
+            let mut st = ZapStats::default();
+            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, end, false, &mut st);
+            return Err(e);
+        }
+        if let (Target::Folio(f, _), Some(idx)) = (t, set_anon) {
+            f.index.store(idx, Ordering::Release);
+            f.mapping.store(v.owner, Ordering::Release);
+        }
+        c.refcount.fetch_add(add, Ordering::AcqRel);
+        c.mapcount.fetch_add(add, Ordering::AcqRel);
+        let flags = self.mm.leaf_flags();
+        if huge {
+            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            self.mem.deposit(table, deposit.expect("allocated above"));
+            self.mem.store_entry(table, idx, PtEntry::new(pfn0, flags | PTE_HUGE));
+            self.mem.ptdesc(table).entries.fetch_add(1, Ordering::Relaxed);
+        } else {
+            for p in 0..n {
+                let a = va + p * PAGE_SIZE as u64;
+                let (table, idx) = self.mem.walk_alloc(cpu, self.mm, a, 1).expect("allocated above");
+                let pfn = match t {
+                    Target::Other(..) => pfn0,
+                    _ => pfn0.add(first + p),
+                };
+                self.mem.store_entry(table, idx, PtEntry::new(pfn, flags));
+                self.mem.ptdesc(table).entries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
+        let pfn = f.flags.pfn();
+        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
+            Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
+                Ok(Target::Folio(f, w.tag().expect("described")))
+            }
+            _ => Err(MapError::NoReference),
+        }
+    }
+
+    /// Maps every page of `folio` (any order) by PTEs from `va`, in an anon VMA (anon folio)
+    /// or a file VMA of the folio's file at the folio's index. Each entry takes a reference
+    /// and a mapcount. If the mapcount would pass the limit, a large folio is split to order 0
+    /// and its pages mapped one by one (the caller's reference is then held on every piece).
+    pub fn map_folio(&self, cpu: &Cpu<'_>, va: u64, folio: &Folio) -> Result<(), MapError> {
+        let t = self.live_folio(folio)?;
+        let n = 1u64 << folio.flags.order();
+        let _g = self.mm.lock.lock();
+        match self.map_locked(cpu, va, t, 0, n, false) {
+            Err(MapError::MapcountLimit(_))
+                if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
+            {
+                let pfn = folio.flags.pfn();
+                self.mem.folio_split(cpu, folio, 0, |_| {}).map_err(MapError::Split)?;
+                for i in 0..n {
+                    let r = match self.mem.target_of(pfn.add(i)) {
+                        t @ Target::Folio(..) => self.map_locked(cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
+                        _ => Err(MapError::NoReference),
+                    };
+                    if let Err(e) = r {
+                        // Roll back the pages mapped so far.
+                        let v = self.mm.find_vma(va).expect("checked");
+                        let _rl = v.rmap().map(|r| r.lock.lock());
+                        let _pt = self.mm.pt_lock.lock();
+                        let mut st = ZapStats::default();
+                        self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Maps a 2 MiB folio by one PMD entry at a 2 MiB-aligned `va` (mapcount +1, one
+    /// reference). A PTE table is preallocated and deposited for a later [`MmRef::split_pmd`].
+    pub fn map_folio_pmd(&self, cpu: &Cpu<'_>, va: u64, folio: &Folio) -> Result<(), MapError> {
+        if folio.flags.order() != AREA_ORDER {
+            return Err(MapError::NotPmdSized);
+        }
+        let t = self.live_folio(folio)?;
+        self.map_target(cpu, va, t, 0, PTRS_PER_TABLE as u64, true)
+    }
+
+    /// Maps every page of driver memory `d` by PTEs from `va`, in a pfn VMA.
+    pub fn map_mappable(&self, cpu: &Cpu<'_>, va: u64, d: &MappableDesc) -> Result<(), MapError> {
+        match self.mem.memmap.load(&self.mem.platform, d.flags.pfn()).map(|v| v.word.desc_addr()) {
+            Some(Some(a)) if a == d as *const MappableDesc as usize => {}
+            _ => return Err(MapError::NoReference),
+        }
+        self.map_target(cpu, va, Target::Mappable(d), 0, 1u64 << d.flags.order(), false)
+    }
+
+    /// Maps the one page `pfn` at `va`, whatever mappable kind its word names (see the module
+    /// docs); everything else is refused with [`MapError::Unmappable`]. A folio page goes to
+    /// the address its index gives in an anon or file VMA; other kinds need a pfn VMA.
+    pub fn map_pfn(&self, cpu: &Cpu<'_>, va: u64, pfn: Pfn) -> Result<(), MapError> {
+        let _g = self.mm.lock.lock();
+        self.check_range(va, PAGE_SIZE as u64)?;
+        let kind = self.mm.find_vma(va).map_or(VmaKind::Pfn, |v| v.kind);
+        let t = self.mem.classify(self.mm, kind, pfn)?;
+        let first = match t {
+            Target::Folio(f, _) => pfn.0.wrapping_sub(f.flags.pfn().0),
+            Target::Mappable(d) => pfn.0.wrapping_sub(d.flags.pfn().0),
+            Target::Other(..) => 0,
+        };
+        self.map_locked(cpu, va, t, first, 1, false)
+    }
+
+    /// Unmaps every entry in `[start, start + len)` (splitting a PMD mapping the range cuts),
+    /// dropping each entry's mapcount and reference and freeing emptied tables. VMAs stay.
+    /// Refused with [`MapError::NotMapped`] if nothing in the range was mapped.
+    pub fn unmap(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<ZapStats, MapError> {
+        let end = self.check_range(start, len)?;
+        let _g = self.mm.lock.lock();
+        let mut st = ZapStats::default();
+        self.mm.for_each_vma(|v| {
+            let (s, e) = (v.start.max(start), v.end.min(end));
+            if s < e {
+                let _rl = v.rmap().map(|r| r.lock.lock());
+                let _pt = self.mm.pt_lock.lock();
+                self.mem.zap(cpu, self.mm, self.mm.pgd, 4, s, e, true, &mut st);
+            }
+        });
+        if st.entries == 0 {
+            return Err(MapError::NotMapped(start));
+        }
+        Ok(st)
+    }
+
+    /// Splits the PMD mapping at `va` (2 MiB-aligned) into 512 PTEs in the deposited table:
+    /// the folio's mapcount and refcount grow by 511. Allocates nothing.
+    pub fn split_pmd(&self, va: u64) -> Result<(), MapError> {
+        self.check_range(va, PAGE_SIZE as u64)?;
+        if !va.is_multiple_of(PMD_SIZE) {
+            return Err(MapError::Misaligned(va));
+        }
+        let _g = self.mm.lock.lock();
+        let v = self.mm.find_vma(va).ok_or(MapError::NoVma(va))?;
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _pt = self.mm.pt_lock.lock();
+        match self.mem.lookup(self.mm, va) {
+            Some((2, table, idx)) => {
+                self.mem.split_pmd_locked(table, idx);
+                Ok(())
+            }
+            _ => Err(MapError::NotHuge(va)),
+        }
+    }
+
+    /// The entry mapping `va`, and whether it is a PMD (huge) entry.
+    pub fn translate(&self, va: u64) -> Option<(PtEntry, bool)> {
+        let (lo, hi) = self.mm.range();
+        if va < lo || va >= hi {
+            return None;
+        }
+        let _pt = self.mm.pt_lock.lock();
+        let (level, table, idx) = self.mem.lookup(self.mm, va)?;
+        Some((self.mem.load_entry(table, idx), level == 2))
+    }
+
+    /// Fork-style copy: a new address space with a copy of every VMA (anon VMAs share the
+    /// parent's anon_vma, file VMAs join the file's `i_mmap`) and of every entry, each taking
+    /// its own reference and mapcount (a shared folio's mapcount becomes 2 per page). Anon
+    /// entries are write-protected in both (copy-on-write; the write fault is not modelled).
+    /// On failure the child is torn down and the parent is unchanged but for that
+    /// write-protection.
+    pub fn fork(&self, cpu: &Cpu<'_>) -> Result<MmRef<'m, P>, MapError> {
+        let child = self.mem.mm_create(cpu, self.mm.kind)?;
+        let _g = self.mm.lock.lock();
+        let mut res = Ok(());
+        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
+        while cur != 0 && res.is_ok() {
+            let v = vma_at(cur);
+            cur = v.next.load(Ordering::Relaxed);
+            res = self.fork_vma(cpu, &child, v);
+        }
+        match res {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                child.destroy(cpu);
+                Err(e)
+            }
+        }
+    }
+
+    /// A large anon folio mapped in `v` whose mapcount the copy of `v` would push past the
+    /// limit, with a reference taken for the caller.
+    fn fork_victim(&self, v: &Vma) -> Option<&'m Folio> {
+        if v.kind != VmaKind::Anon {
+            return None;
+        }
+        let limit = self.mem.config().mapcount_limit as u64;
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _pt = self.mm.pt_lock.lock();
+        let mut va = v.start;
+        while va < v.end {
+            let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {
+                va += PAGE_SIZE as u64;
+                continue;
+            };
+            let e = self.mem.load_entry(table, idx);
+            if let Target::Folio(f, _) = self.mem.target_of(e.pfn()) {
+                let order = f.flags.order();
+                let adds = if level == 2 { 1 } else { 1u64 << order };
+                if order > 0 && f.counts.mapcount() as u64 + adds > limit {
+                    self.mem.folio_get(f);
+                    return Some(f);
+                }
+            }
+            va += if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
+        }
+        None
+    }
+
+    fn fork_vma(&self, cpu: &Cpu<'_>, child: &MmRef<'m, P>, v: &Vma) -> Result<(), MapError> {
+        // Large folios that the copy would push past the mapcount limit are split first.
+        while let Some(f) = self.fork_victim(v) {
+            let (pfn, order) = (f.flags.pfn(), f.flags.order());
+            if let Err(e) = self.mem.folio_split(cpu, f, 0, |_| {}) {
+                let pr = self.mem.folio_put(cpu, f);
+                debug_assert!(pr.is_ok(), "{pr:?}");
+                return Err(MapError::Split(e));
+            }
+            // The reference fork_victim took is now held on every piece: drop each.
+            for i in 0..1u64 << order {
+                if let Target::Folio(piece, _) = self.mem.target_of(pfn.add(i)) {
+                    let pr = self.mem.folio_put(cpu, piece);
+                    debug_assert!(pr.is_ok(), "{pr:?}");
+                }
+            }
+        }
+        {
+            let _cg = child.mm.lock.lock();
+            child.insert_vma_locked(
+                cpu,
+                Vma {
+                    mm: child.mm.addr(),
+                    start: v.start,
+                    end: v.end,
+                    pgoff: v.pgoff,
+                    kind: v.kind,
+                    owner: v.owner,
+                    next: AtomicUsize::new(0),
+                    rmap_prev: AtomicUsize::new(0),
+                    rmap_next: AtomicUsize::new(0),
+                },
+            )?;
+        }
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _pt = self.mm.pt_lock.lock();
+        let _cpt = child.mm.pt_lock.lock();
+        let limit = self.mem.config().mapcount_limit;
+        let mut va = v.start;
+        while va < v.end {
+            let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {
+                va += PAGE_SIZE as u64;
+                continue;
+            };
+            let mut e = self.mem.load_entry(table, idx);
+            let t = self.mem.target_of(e.pfn());
+            if t.counts().mapcount() >= limit {
+                return Err(MapError::MapcountLimit(t.counts().mapcount()));
+            }
+            if v.kind == VmaKind::Anon && e.writable() {
+                e = PtEntry(e.0 & !PTE_RW);
+                self.mem.store_entry(table, idx, e);
+            }
+            if level == 2 {
+                let dep = self.mem.alloc_table(cpu, child.mm, 1)?;
+                let (ct, ci) = match self.mem.walk_alloc(cpu, child.mm, va, 2) {
+                    Ok(x) => x,
+                    Err(err) => {
+                        self.mem.free_table(cpu, child.mm, dep);
+                        return Err(err);
+                    }
+                };
+                self.mem.deposit(ct, dep);
+                self.mem.store_entry(ct, ci, e);
+                self.mem.ptdesc(ct).entries.fetch_add(1, Ordering::Relaxed);
+                va += PMD_SIZE;
+            } else {
+                let (ct, ci) = self.mem.walk_alloc(cpu, child.mm, va, 1)?;
+                self.mem.store_entry(ct, ci, e);
+                self.mem.ptdesc(ct).entries.fetch_add(1, Ordering::Relaxed);
+                va += PAGE_SIZE as u64;
+            }
+            t.counts().refcount.fetch_add(1, Ordering::AcqRel);
+            t.counts().mapcount.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Tears the address space down: every VMA is unmapped and freed, every page-table page
+    /// returns to the allocator, and the [`Mm`] object is freed.
+    pub fn destroy(self, cpu: &Cpu<'_>) -> ZapStats {
+        let mut total = ZapStats::default();
+        {
+            let _g = self.mm.lock.lock();
+            loop {
+                let cur = self.mm.vmas.load(Ordering::Relaxed);
+                if cur == 0 {
+                    break;
+                }
+                let v = vma_at(cur);
+                self.mm.vmas.store(v.next.load(Ordering::Relaxed), Ordering::Relaxed);
+                let st = self.remove_vma(cpu, v);
+                total.entries += st.entries;
+                total.pages += st.pages;
+                total.tables_freed += st.tables_freed;
+                total.pmd_splits += st.pmd_splits;
+            }
+            let _pt = self.mm.pt_lock.lock();
+            // Tables left by a failed fork are empty; free them, then the PGD.
+            let (lo, hi) = self.mm.range();
+            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, lo, hi, false, &mut total);
+            self.mem.free_table(cpu, self.mm, self.mm.pgd);
+            total.tables_freed += 1;
+        }
+        self.mem.kobj_free(cpu, self.mm);
+        total
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::desc::VmallocDesc;
+    use crate::folio::FolioKind;
+    use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+    use crate::page_alloc::Config;
+    use std::boxed::Box;
+
+    /// 16 MiB of host memory as a one-region machine.
+    struct Buf(NonNull<u8>);
+    // SAFETY: the buffer is only reached through the memory manager.
+    unsafe impl Send for Buf {}
+    // SAFETY: as above.
+    unsafe impl Sync for Buf {}
+    const PAGES: u64 = 4096;
+    // SAFETY: the buffer is PAGES pages, page-aligned, leaked, linear, and only reached through
+    // the manager.
+    unsafe impl Platform for Buf {
+        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            // SAFETY: in bounds of the buffer.
+            (pfn.0 < PAGES).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        }
+        fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
+            let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+            (off < PAGES as usize * PAGE_SIZE).then_some(Pfn((off / PAGE_SIZE) as u64))
+        }
+        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            self.direct_map(pfn)
+        }
+        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
+        fn nr_cpus(&self) -> usize {
+            1
+        }
+    }
+
+    fn machine() -> &'static PhysMem<Buf> {
+        let layout = std::alloc::Layout::from_size_align(PAGES as usize * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: a non-zero-sized layout.
+        let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
+        let mut map = MemoryLayout::new();
+        map.add_region(RegionSpec {
+            start: Pfn(0),
+            end: Pfn(PAGES),
+            node: 0,
+            mapped: true,
+            layout: MemmapLayout::Flat,
+        })
+        .unwrap();
+        Box::leak(Box::new(PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()))
+    }
+
+    /// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
+    fn vmalloc_page<'a>(m: &'a PhysMem<Buf>, cpu: &Cpu<'_>, mappable: bool) -> (Pfn, &'a VmallocDesc) {
+        let pfn = m.alloc_pages(cpu, 0, Gfp::KERNEL).unwrap();
+        let d = m.alloc_desc::<VmallocDesc>(cpu).unwrap();
+        d.flags.init(0, 0, pfn);
+        d.counts.mapcount.store(0, Ordering::Relaxed);
+        d.counts.refcount.store(1, Ordering::Release);
+        let tag = if mappable { Tag::VmallocMappable } else { Tag::VmallocUnmappable };
+        m.stamp_block(pfn, 0, Word::desc_as(DescPtr::from_ref(d), tag).unwrap());
+        (pfn, d)
+    }
+
+    fn free_vmalloc_page(m: &PhysMem<Buf>, cpu: &Cpu<'_>, pfn: Pfn, d: &VmallocDesc) {
+        assert_eq!(d.counts.refcount(), 1);
+        m.stamp_block(pfn, 0, Word::TAIL);
+        m.free_desc(cpu, d);
+        let rm = m.memmap.region_map(m.memmap.region_index(pfn).unwrap());
+        m.free_claimed(cpu, rm, pfn, 0);
+    }
+
+    #[test]
+    fn unmappable_vmalloc_never_reaches_user_space() {
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let (un, ud) = vmalloc_page(m, &cpu, false);
+        let (mp, md) = vmalloc_page(m, &cpu, true);
+        let user = m.mm_create(&cpu, MmKind::User).unwrap();
+        user.mmap_pfn(&cpu, 0x10_0000, 0x10_0000).unwrap();
+        assert_eq!(
+            user.map_pfn(&cpu, 0x10_0000, un),
+            Err(MapError::Unmappable { pfn: un, kind: UnmappableKind::VmallocUnmappable })
+        );
+        assert_eq!(ud.counts.mapcount(), 0);
+        // The mappable variant maps through the generic (offset 8/12) path.
+        user.map_pfn(&cpu, 0x10_0000, mp).unwrap();
+        assert_eq!((md.counts.refcount(), md.counts.mapcount()), (2, 1));
+        assert_eq!(user.translate(0x10_0000).unwrap().0.pfn(), mp);
+        // A kernel address space takes both.
+        let kern = m.mm_create(&cpu, MmKind::Kernel).unwrap();
+        kern.mmap_pfn(&cpu, KERNEL_START, 0x10_0000).unwrap();
+        kern.map_pfn(&cpu, KERNEL_START, un).unwrap();
+        assert_eq!((ud.counts.refcount(), ud.counts.mapcount()), (2, 1));
+        kern.destroy(&cpu);
+        user.destroy(&cpu);
+        assert_eq!((ud.counts.mapcount(), md.counts.mapcount()), (0, 0));
+        free_vmalloc_page(m, &cpu, un, ud);
+        free_vmalloc_page(m, &cpu, mp, md);
+    }
+
+    #[test]
+    fn rmap_replace_moves_every_mapping() {
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let a = m.mm_create(&cpu, MmKind::User).unwrap();
+        let start = 0x40_0000u64;
+        a.mmap_anon(&cpu, start, 0x40_0000).unwrap();
+        let old = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let new = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        a.map_folio(&cpu, start + 0x3000, old).unwrap();
+        let b = a.fork(&cpu).unwrap();
+        assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
+        assert_eq!(m.rmap_replace(old, new), Ok(4));
+        assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
+        assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
+        for mm in [&a, &b] {
+            assert_eq!(mm.translate(start + 0x4000).unwrap().0.pfn(), new.flags.pfn().add(1));
+        }
+        assert_eq!(m.rmap_walk(old, |_, _, _| ()), 0);
+        assert_eq!(m.rmap_walk(new, |_, _, _| ()), 4);
+        // Different orders are refused.
+        let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        assert_eq!(m.rmap_replace(new, small), Err(MapError::WrongMapping));
+        a.destroy(&cpu);
+        b.destroy(&cpu);
+        for f in [old, new, small] {
+            assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        }
+    }
+
+    #[test]
+    fn entry_encoding() {
+        let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
+        assert_eq!(e.0, 0x1234_5000 | 0x87);
+        assert!(e.present() && e.writable() && e.user() && e.huge());
+        assert_eq!(e.pfn(), Pfn(0x12345));
+        assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
+        assert_eq!(index_of(0x20_1000, 1), 1);
+        assert_eq!(index_of(0x20_1000, 2), 1);
+    }
+}
