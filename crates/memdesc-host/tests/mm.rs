@@ -74,7 +74,8 @@ fn counts(f: &Folio) -> (u32, u32) {
 
 fn walk(m: &SimMachine, f: &Folio) -> Vec<(usize, u64, PtEntry)> {
     let mut v = Vec::new();
-    let n = m.rmap_walk(f, |mm: &Mm, va, e| v.push((mm.addr(), va, e)));
+    let cpu = m.cpus().claim(1).unwrap();
+    let n = m.rmap_walk(&cpu, f, |mm: &Mm, va, e| v.push((mm.addr(), va, e)));
     assert_eq!(n as usize, v.len());
     v.sort_by_key(|x| (x.0, x.1));
     v
@@ -85,6 +86,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
         let base = settled_free_pages(&m, &cpu);
 
         let file = m.address_space_create(&cpu).unwrap();
@@ -95,7 +97,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         let af0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let af9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
 
-        let parent = m.mm_create(&cpu, MmKind::User).unwrap();
+        let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
         assert_eq!(parent.mm().pt_pages(), 1, "just the PGD");
         let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
         parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
@@ -178,8 +180,9 @@ fn process_maps_forks_splits_and_unmaps_everything() {
 fn entries_hold_the_last_reference() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 3, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     mm.map_folio(&cpu, 0x10_0000, f).unwrap();
@@ -196,8 +199,9 @@ fn entries_hold_the_last_reference() {
 fn folio_straddling_two_pte_tables() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     mm.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -234,7 +238,8 @@ fn folio_straddling_two_pte_tables() {
 fn bad_addresses_and_vmas_are_refused() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     assert_eq!(mm.map_folio(&cpu, 0x1000, f), Err(MapError::NoVma(0x1000)));
     assert_eq!(mm.mmap_anon(&cpu, 0x1001, 4096), Err(MapError::Misaligned(0x1001)));
@@ -260,8 +265,9 @@ fn bad_addresses_and_vmas_are_refused() {
 fn unmappable_memory_is_refused_by_kind() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let va = 0x20_0000u64;
     mm.mmap_pfn(&cpu, va, 1 << 20).unwrap();
     let refused = |pfn: Pfn| match mm.map_pfn(&cpu, va, pfn) {
@@ -326,8 +332,9 @@ fn mappable_driver_memory() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
         let base = settled_free_pages(&m, &cpu);
-        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+        let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
         let va = 0x4000_0000u64;
         mm.mmap_pfn(&cpu, va, 8 << 20).unwrap();
         let owner = 0xdead_0000usize;
@@ -373,8 +380,9 @@ fn mappable_driver_memory() {
 fn kernel_address_space() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let k = m.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let k = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
     assert_eq!(k.mmap_anon(&cpu, 0x1000, 4096), Err(MapError::OutOfRange(0x1000)));
     let va = KERNEL_START + (1 << 30);
     k.mmap_pfn(&cpu, va, 1 << 20).unwrap();
@@ -399,8 +407,9 @@ fn kernel_address_space() {
 fn splitting_a_mapped_folio_distributes_mapcounts() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     a.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -435,8 +444,9 @@ fn mapcount_limit_splits_or_refuses() {
     // splits it into order-0 folios, each then mapped twice.
     let m = machine_with(MemmapLayout::Flat, 5);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     a.mmap_anon(&cpu, start, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -471,7 +481,8 @@ fn mapcount_limit_splits_or_refuses() {
     // Limit 3: mapping an order-2 folio (4 entries) splits it at once.
     let m2 = machine_with(MemmapLayout::Flat, 3);
     let cpu2 = m2.cpus().claim(0).unwrap();
-    let a = m2.mm_create(&cpu2, MmKind::User).unwrap();
+    let mms2 = m2.mm_caches(&cpu2).unwrap();
+    let a = mms2.mm_create(&cpu2, MmKind::User).unwrap();
     a.mmap_anon(&cpu2, start, 1 << 20).unwrap();
     let f = m2.folio_alloc(&cpu2, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
@@ -529,6 +540,7 @@ const POOL: [(u32, u64); 6] = [(0, 5), (0, 700), (2, 8), (3, 1016), (9, 1536), (
 fn run_ops(ops: Vec<Op>) {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
     let file = m.address_space_create(&cpu).unwrap();
     let folios: Vec<&Folio> = POOL
@@ -540,7 +552,7 @@ fn run_ops(ops: Vec<Op>) {
         })
         .collect();
     let new_mm = || {
-        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+        let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
         mm.mmap_file(&cpu, VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
         mm
     };
@@ -622,7 +634,7 @@ fn run_ops(ops: Vec<Op>) {
                 }
             }
             assert_eq!(counts(folio), (2 + want, want), "folio {f}");
-            assert_eq!(m.rmap_walk(folio, |_, _, _| ()), want);
+            assert_eq!(m.rmap_walk(&cpu, folio, |_, _, _| ()), want);
         }
     }
     for r in mms.into_iter().flatten() {
@@ -642,4 +654,50 @@ proptest! {
     fn random_map_unmap_split_fork_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         run_ops(ops);
     }
+}
+
+#[test]
+fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let pfn = f.flags.pfn();
+    let stop = AtomicBool::new(false);
+    let walks = std::thread::scope(|s| {
+        let walker = s.spawn(|| {
+            let cpu1 = m.cpus().claim(1).unwrap();
+            let (mut walks, mut found) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let n = m.rmap_walk(&cpu1, f, |_, _, e| {
+                    assert!(e.pfn() == pfn || e.pfn() == pfn.add(1), "an entry of another folio");
+                });
+                assert!(n <= 4, "at most two mms map it, two pages each");
+                walks += 1;
+                found += n as u64;
+            }
+            (walks, found)
+        });
+        // Every round frees the anon_vma (TYPESAFE_BY_RCU) and the next reuses it, at another
+        // address each time, while the walker chases the folio's mapping.
+        for i in 0..300u64 {
+            let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
+            mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
+            mm.map_folio(&cpu, 0x10_0000 + (i % 16) * PAGE, f).unwrap();
+            let child = mm.fork(&cpu).unwrap();
+            if i % 2 == 0 {
+                child.unmap(&cpu, 0x10_0000, 1 << 20).unwrap();
+            }
+            child.destroy(&cpu);
+            mm.destroy(&cpu);
+        }
+        stop.store(true, Ordering::Relaxed);
+        walker.join().unwrap()
+    });
+    assert!(walks.0 > 0);
+    assert_eq!(counts(f), (1, 0));
+    m.folio_put(&cpu, f).unwrap();
+    assert_all_back(&m, &cpu, base);
 }
