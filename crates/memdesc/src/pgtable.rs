@@ -36,16 +36,21 @@
 //! Pages mapped through [`VmaKind::Pfn`] VMAs (driver memory, vmalloc, netmem) have no rmap,
 //! as in Linux.
 //!
-//! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the simulated machine's own memory,
-//! allocated with kmalloc.
+//! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
+//! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
+//! is TYPESAFE_BY_RCU); [`MmCaches::mm_create`] makes address spaces.
 //!
 //! **Locking**, outermost first: the mm's lock (its VMA list; one operation per mm at a
 //! time) → the VMA's rmap lock (anon_vma or `i_mmap`; every entry mapping a folio changes
 //! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
 //! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
 //! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
-//! Limitation: an anon_vma is freed with its last VMA, so an rmap walk must not race with the
-//! teardown of the last VMA of the folio's anon_vma (callers hold a mapping or the mm).
+//! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
+//! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
+//! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
+//! `mapping` changes only under that lock (set by the first mapping, cleared by the last
+//! unmap), so an equal value proves the anon_vma is the folio's and alive. A file's
+//! `i_mmap` lives in its address space, which must outlive its VMAs.
 //!
 //! This module touches page-table pages, its own kernel objects, the counts, `mapping` and
 //! `index` of the folios it maps, and the words of the tables it allocates.
