@@ -505,107 +505,170 @@ fn mapcount_limit_splits_or_refuses() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Map folio `f` of the pool into mm `mm` (anon folios only where their index allows).
-    Map { mm: usize, f: usize },
-    /// Unmap pages `[first, first + n)` of the VMA in mm `mm`.
-    Unmap { mm: usize, first: u64, n: u64 },
-    /// Split the PMD at slot `slot` of mm `mm`.
-    SplitPmd { mm: usize, slot: u64 },
-    /// Fork mm `mm`.
+    /// Map the folio now at page `k` of pool folio `f` into mm `mm`, at its fixed address
+    /// (PMD for an unsplit 2 MiB folio, PTEs otherwise).
+    Map { mm: usize, f: usize, k: u64 },
+    /// Unmap pages `[first, first + n)` of the file (`anon == false`) or anon VMA of mm `mm`.
+    Unmap { mm: usize, anon: bool, first: u64, n: u64 },
+    /// Split the PMD at slot `slot` of the file or anon VMA of mm `mm`.
+    SplitPmd { mm: usize, anon: bool, slot: u64 },
+    /// Split the anon folio now at the first page of pool folio `f` to order 0 (mapped or not).
+    SplitFolio { f: usize },
+    /// Fork mm `mm` into a free slot.
     Fork { mm: usize },
-    /// Destroy mm `mm`.
+    /// Destroy mm `mm` (not the root).
     Destroy { mm: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize, 0..6usize).prop_map(|(mm, f)| Op::Map { mm, f }),
-        3 => (0..3usize, 0..2560u64, 1..700u64).prop_map(|(mm, first, n)| Op::Unmap { mm, first, n }),
-        2 => (0..3usize, 0..5u64).prop_map(|(mm, slot)| Op::SplitPmd { mm, slot }),
+        5 => (0..3usize, 0..POOL.len(), 0..512u64).prop_map(|(mm, f, k)| Op::Map { mm, f, k }),
+        3 => (0..3usize, any::<bool>(), 0..2560u64, 1..700u64)
+            .prop_map(|(mm, anon, first, n)| Op::Unmap { mm, anon, first, n }),
+        2 => (0..3usize, any::<bool>(), 0..5u64).prop_map(|(mm, anon, slot)| Op::SplitPmd { mm, anon, slot }),
+        1 => (0..POOL.len()).prop_map(|f| Op::SplitFolio { f }),
         1 => (0..3usize).prop_map(|mm| Op::Fork { mm }),
         1 => (1..3usize).prop_map(|mm| Op::Destroy { mm }),
     ]
 }
 
-/// The model: per mm, page index in the VMA → (folio, huge slot?).
-type Model = BTreeMap<u64, (usize, bool)>;
+/// The model: per mm, virtual page → (pfn it maps, part of a PMD mapping?).
+type Model = BTreeMap<u64, (u64, bool)>;
 
-const VMA: u64 = 0x4000_0000;
+const FILE_VMA: u64 = 0x4000_0000;
+const ANON_VMA: u64 = 0x8000_0000;
 const VMA_PAGES: u64 = 2560;
 
-/// Pool: folios at fixed places in the file (file VMAs allow any mm to map any folio at its
-/// index). Entries: (order, index in the file).
-const POOL: [(u32, u64); 6] = [(0, 5), (0, 700), (2, 8), (3, 1016), (9, 1536), (9, 2048)];
+/// Pool: (anon?, order, page offset in its VMA = file index for file folios). File folios may
+/// be mapped by any mm; anon folios too, because every mm descends from the root by fork and
+/// shares its anon_vma, and each anon folio has one fixed address.
+const POOL: [(bool, u32, u64); 10] = [
+    (false, 0, 5),
+    (false, 0, 700),
+    (false, 2, 8),
+    (false, 3, 1016),
+    (false, 9, 1536),
+    (false, 9, 2048),
+    (true, 0, 3),
+    (true, 2, 1020),
+    (true, 9, 512),
+    (true, 9, 2048),
+];
+
+fn vma_base(anon: bool) -> u64 {
+    if anon {
+        ANON_VMA
+    } else {
+        FILE_VMA
+    }
+}
 
 fn run_ops(ops: Vec<Op>) {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
-    let mms = m.mm_caches(&cpu).unwrap();
+    let mms_c = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
     let file = m.address_space_create(&cpu).unwrap();
-    let folios: Vec<&Folio> = POOL
+    // First pfn of each pool folio (pieces of split anon folios are found from it).
+    let pfns: Vec<Pfn> = POOL
         .iter()
-        .map(|&(order, index)| {
-            let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
-            file.insert(&cpu, f, index).unwrap();
-            f
+        .map(|&(anon, order, off)| {
+            if anon {
+                m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap().flags.pfn()
+            } else {
+                let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
+                file.insert(&cpu, f, off).unwrap();
+                f.flags.pfn()
+            }
         })
         .collect();
+    // Every folio now covering a pool folio's pages, with its pool entry.
+    let current = || {
+        let mut v: Vec<(&Folio, usize)> = Vec::new();
+        for (i, &(_, order, _)) in POOL.iter().enumerate() {
+            let mut p = 0u64;
+            while p < 1 << order {
+                let f = folio_at(&m, pfns[i].add(p));
+                v.push((f, i));
+                p += 1 << f.flags.order();
+            }
+        }
+        v
+    };
     let new_mm = || {
-        let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
-        mm.mmap_file(&cpu, VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
+        let mm = mms_c.mm_create(&cpu, MmKind::User).unwrap();
+        mm.mmap_file(&cpu, FILE_VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
+        mm.mmap_anon(&cpu, ANON_VMA, VMA_PAGES * PAGE).unwrap();
         mm
     };
     let mut mms: Vec<Option<MmRef<'_, SimPlatform>>> = vec![Some(new_mm()), None, None];
     let mut model: Vec<Model> = vec![Model::new(), Model::new(), Model::new()];
     for op in ops {
         match op {
-            Op::Map { mm, f } => {
+            Op::Map { mm, f, k } => {
                 let Some(r) = &mms[mm] else { continue };
-                let (order, index) = POOL[f];
-                let va = VMA + index * PAGE;
-                let free = (0..1u64 << order).all(|i| !model[mm].contains_key(&(index + i)));
-                let huge = order == 9;
-                let res = if huge { r.map_folio_pmd(&cpu, va, folios[f]) } else { r.map_folio(&cpu, va, folios[f]) };
+                let (anon, order, off) = POOL[f];
+                let piece = folio_at(&m, pfns[f].add(k % (1 << order)));
+                let (ppfn, porder) = (piece.flags.pfn(), piece.flags.order());
+                let vpage = (vma_base(anon) >> 12) + off + (ppfn.0 - pfns[f].0);
+                let free = (0..1u64 << porder).all(|i| !model[mm].contains_key(&(vpage + i)));
+                let huge = porder == 9;
+                let va = vpage << 12;
+                let res = if huge { r.map_folio_pmd(&cpu, va, piece) } else { r.map_folio(&cpu, va, piece) };
                 assert_eq!(res.is_ok(), free, "{op:?}: {res:?}");
                 if free {
-                    for i in 0..1u64 << order {
-                        model[mm].insert(index + i, (f, huge));
+                    for i in 0..1u64 << porder {
+                        model[mm].insert(vpage + i, (ppfn.0 + i, huge));
                     }
                 }
             }
-            Op::Unmap { mm, first, n } => {
+            Op::Unmap { mm, anon, first, n } => {
                 let Some(r) = &mms[mm] else { continue };
                 let n = n.min(VMA_PAGES - first);
-                let had = model[mm].range(first..first + n).count();
-                let res = r.unmap(&cpu, VMA + first * PAGE, n * PAGE);
+                let (s, e) = ((vma_base(anon) >> 12) + first, (vma_base(anon) >> 12) + first + n);
+                let had = model[mm].range(s..e).count();
+                let res = r.unmap(&cpu, s << 12, n * PAGE);
                 assert_eq!(res.is_ok(), had > 0, "{op:?}: {res:?}");
                 // Huge mappings cut by the range become PTEs.
                 let cut: Vec<u64> = model[mm]
                     .iter()
-                    .filter(|(&p, &(_, h))| h && (p < first || p >= first + n))
+                    .filter(|(&p, &(_, h))| h && (p < s || p >= e) && (p & !511) < e && s < (p & !511) + 512)
                     .map(|(&p, _)| p)
-                    .filter(|&p| {
-                        let s = p & !511;
-                        s < first + n && first < s + 512
-                    })
                     .collect();
                 for p in cut {
                     model[mm].get_mut(&p).unwrap().1 = false;
                 }
-                for p in first..first + n {
+                for p in s..e {
                     model[mm].remove(&p);
                 }
             }
-            Op::SplitPmd { mm, slot } => {
+            Op::SplitPmd { mm, anon, slot } => {
                 let Some(r) = &mms[mm] else { continue };
-                let p = slot * 512;
+                let p = (vma_base(anon) >> 12) + slot * 512;
                 let huge = model[mm].get(&p).is_some_and(|&(_, h)| h);
-                let res = r.split_pmd(VMA + p * PAGE);
+                let res = r.split_pmd(p << 12);
                 assert_eq!(res.is_ok(), huge, "{op:?}: {res:?}");
                 if huge {
                     for i in 0..512 {
                         model[mm].get_mut(&(p + i)).unwrap().1 = false;
+                    }
+                }
+            }
+            Op::SplitFolio { f } => {
+                let (anon, order, _) = POOL[f];
+                if !anon || order == 0 {
+                    continue;
+                }
+                let piece = folio_at(&m, pfns[f]);
+                let (p0, n) = (piece.flags.pfn().0, 1u64 << piece.flags.order());
+                let res = m.folio_split(&cpu, piece, 0, |_| ());
+                assert_eq!(res.is_ok(), n > 1, "{op:?}: {res:?}");
+                // Its PMD mappings were split to PTEs.
+                for md in model.iter_mut() {
+                    for (_, (pfn, h)) in md.iter_mut() {
+                        if (p0..p0 + n).contains(pfn) {
+                            *h = false;
+                        }
                     }
                 }
             }
@@ -623,25 +686,29 @@ fn run_ops(ops: Vec<Op>) {
                 }
             }
         }
-        // Mapcounts: one per PTE page, one per huge mapping.
-        for (f, folio) in folios.iter().enumerate() {
+        // Mapcounts: one per PTE, one per PMD mapping (counted at its head page); one
+        // reference per entry besides the caller's (and the page cache's).
+        for (folio, i) in current() {
+            let (p0, n) = (folio.flags.pfn().0, 1u64 << folio.flags.order());
             let mut want = 0u32;
             for md in &model {
-                for (&p, &(g, h)) in md.iter() {
-                    if g == f && (!h || p % 512 == 0) {
+                for &(pfn, h) in md.values() {
+                    if (!h && (p0..p0 + n).contains(&pfn)) || (h && pfn == p0) {
                         want += 1;
                     }
                 }
             }
-            assert_eq!(counts(folio), (2 + want, want), "folio {f}");
+            let other = if POOL[i].0 { 1 } else { 2 };
+            assert_eq!(counts(folio), (other + want, want), "pool folio {i} piece at {p0:#x}");
             assert_eq!(m.rmap_walk(&cpu, folio, |_, _, _| ()), want);
         }
     }
     for r in mms.into_iter().flatten() {
         r.destroy(&cpu);
     }
-    for f in folios {
-        assert_eq!(counts(f), (2, 0));
+    for (f, i) in current() {
+        let other = if POOL[i].0 { 1 } else { 2 };
+        assert_eq!(counts(f), (other, 0));
         m.folio_put(&cpu, f).unwrap();
     }
     file.destroy(&cpu);

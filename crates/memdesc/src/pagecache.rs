@@ -1213,6 +1213,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
 
     /// Truncates everything and frees the address space.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
+        debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
         let r = self.mem.cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());

@@ -1056,6 +1056,11 @@ impl<P: Platform> PhysMem<P> {
         new.counts.refcount.fetch_add(n, Ordering::AcqRel);
         old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
         old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
+        if old.counts.mapcount() == 0
+            && self.memmap.load(&self.platform, po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+        {
+            old.mapping.store(0, Ordering::Release);
+        }
         Ok(n)
     }
 }
@@ -1290,10 +1295,10 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 }
                 _ => {}
             }
-            let m = c.mapcount();
-            if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
-                return Err(MapError::MapcountLimit(m));
-            }
+        }
+        let m = c.mapcount();
+        if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
+            return Err(MapError::MapcountLimit(m));
         }
         let _pt = self.mm.pt_lock.lock();
         // Allocate every table first, then check every slot, then write.
@@ -1782,6 +1787,7 @@ mod tests {
             assert_eq!(mm.translate(start + 0x4000).unwrap().0.pfn(), new.flags.pfn().add(1));
         }
         assert_eq!(m.rmap_walk(&cpu, old, |_, _, _| ()), 0);
+        assert_eq!(old.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
         assert_eq!(m.rmap_walk(&cpu, new, |_, _, _| ()), 4);
         // Different orders are refused.
         let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
