@@ -768,3 +768,51 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
     m.folio_put(&cpu, f).unwrap();
     assert_all_back(&m, &cpu, base);
 }
+
+#[test]
+fn two_level_large_folios_split_with_a_table_from_elsewhere() {
+    let m = machine(MemmapLayout::TwoLevel);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let areas0 = m.memmap().split_areas();
+    for order in [9u32, 10] {
+        let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        let n = 1u64 << order;
+        assert_eq!(m.memmap().load(m.platform(), pfn.add(3)).unwrap().span_order, 9, "one area word");
+        let a = mms.mm_create(&cpu, MmKind::User).unwrap();
+        a.mmap_anon(&cpu, 0x4000_0000, 4 << 20).unwrap();
+        if order == 9 {
+            a.map_folio_pmd(&cpu, 0x4000_0000, f).unwrap();
+        } else {
+            a.map_folio(&cpu, 0x4000_0000, f).unwrap();
+        }
+        let b = a.fork(&cpu).unwrap();
+        let before = m.memmap().split_areas();
+        m.folio_split(&cpu, f, 0, |_| ()).unwrap();
+        assert_eq!(m.memmap().split_areas(), before + (n >> 9), "each area got a table");
+        for i in 0..n {
+            let v = m.memmap().load(m.platform(), pfn.add(i)).unwrap();
+            assert_eq!(v.span_order, 0, "per-page words now");
+            let p = folio_at(&m, pfn.add(i));
+            assert_eq!((p.flags.order(), p.flags.pfn()), (0, pfn.add(i)));
+            assert_eq!(counts(p), (3, 2), "caller + one entry in each mm");
+            assert_eq!(p.index(), (0x4000_0000 >> 12) + i);
+        }
+        assert!(!a.translate(0x4000_0000).unwrap().1, "PMD split for the folio split");
+        a.destroy(&cpu);
+        b.destroy(&cpu);
+        for i in 0..n {
+            assert_eq!(m.folio_put(&cpu, folio_at(&m, pfn.add(i))), Ok(true));
+        }
+        m.drain_all();
+        // Every page of the areas is free again: each is whole, and its table page freed.
+        for a in 0..n >> 9 {
+            let v = m.memmap().load(m.platform(), pfn.add(a << 9)).unwrap();
+            assert!(v.span_order >= 9, "area {a} is uniform again: {:?}", v.word);
+        }
+    }
+    assert_eq!(m.memmap().split_areas(), areas0);
+    assert_all_back(&m, &cpu, base);
+}

@@ -78,8 +78,8 @@
 //! mapped, and the new descriptors and nodes can be allocated; the pieces outside the range
 //! stay cached and the ones inside are removed. Otherwise the folio is removed **whole**, and
 //! the pages outside the range it drops are reported in [`TruncateStats::dropped_outside`]
-//! (dropping clean cache is always allowed; a 2 MiB folio of a two-level region is removed
-//! whole because splitting it below 2 MiB is refused by `folio_split`).
+//! (dropping clean cache is always allowed). A 2 MiB folio of a two-level region splits too:
+//! `folio_split` gives its area a table page from elsewhere.
 //!
 //! This module touches its tree nodes and address spaces, and the `mapping`/`index` fields of
 //! the file folios it caches (only under an address space's lock).
