@@ -74,7 +74,8 @@ fn counts(f: &Folio) -> (u32, u32) {
 
 fn walk(m: &SimMachine, f: &Folio) -> Vec<(usize, u64, PtEntry)> {
     let mut v = Vec::new();
-    let n = m.rmap_walk(f, |mm: &Mm, va, e| v.push((mm.addr(), va, e)));
+    let cpu = m.cpus().claim(1).unwrap();
+    let n = m.rmap_walk(&cpu, f, |mm: &Mm, va, e| v.push((mm.addr(), va, e)));
     assert_eq!(n as usize, v.len());
     v.sort_by_key(|x| (x.0, x.1));
     v
@@ -85,6 +86,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
         let base = settled_free_pages(&m, &cpu);
 
         let file = m.address_space_create(&cpu).unwrap();
@@ -95,7 +97,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         let af0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let af9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
 
-        let parent = m.mm_create(&cpu, MmKind::User).unwrap();
+        let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
         assert_eq!(parent.mm().pt_pages(), 1, "just the PGD");
         let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
         parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
@@ -178,8 +180,9 @@ fn process_maps_forks_splits_and_unmaps_everything() {
 fn entries_hold_the_last_reference() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 3, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     mm.map_folio(&cpu, 0x10_0000, f).unwrap();
@@ -196,8 +199,9 @@ fn entries_hold_the_last_reference() {
 fn folio_straddling_two_pte_tables() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     mm.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -234,7 +238,8 @@ fn folio_straddling_two_pte_tables() {
 fn bad_addresses_and_vmas_are_refused() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     assert_eq!(mm.map_folio(&cpu, 0x1000, f), Err(MapError::NoVma(0x1000)));
     assert_eq!(mm.mmap_anon(&cpu, 0x1001, 4096), Err(MapError::Misaligned(0x1001)));
@@ -260,8 +265,9 @@ fn bad_addresses_and_vmas_are_refused() {
 fn unmappable_memory_is_refused_by_kind() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let va = 0x20_0000u64;
     mm.mmap_pfn(&cpu, va, 1 << 20).unwrap();
     let refused = |pfn: Pfn| match mm.map_pfn(&cpu, va, pfn) {
@@ -326,8 +332,9 @@ fn mappable_driver_memory() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
         let base = settled_free_pages(&m, &cpu);
-        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
+        let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
         let va = 0x4000_0000u64;
         mm.mmap_pfn(&cpu, va, 8 << 20).unwrap();
         let owner = 0xdead_0000usize;
@@ -373,8 +380,9 @@ fn mappable_driver_memory() {
 fn kernel_address_space() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let k = m.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let k = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
     assert_eq!(k.mmap_anon(&cpu, 0x1000, 4096), Err(MapError::OutOfRange(0x1000)));
     let va = KERNEL_START + (1 << 30);
     k.mmap_pfn(&cpu, va, 1 << 20).unwrap();
@@ -399,8 +407,9 @@ fn kernel_address_space() {
 fn splitting_a_mapped_folio_distributes_mapcounts() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     a.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -435,8 +444,9 @@ fn mapcount_limit_splits_or_refuses() {
     // splits it into order-0 folios, each then mapped twice.
     let m = machine_with(MemmapLayout::Flat, 5);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
-    let a = m.mm_create(&cpu, MmKind::User).unwrap();
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
     let start = 0x4000_0000u64;
     a.mmap_anon(&cpu, start, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -471,7 +481,8 @@ fn mapcount_limit_splits_or_refuses() {
     // Limit 3: mapping an order-2 folio (4 entries) splits it at once.
     let m2 = machine_with(MemmapLayout::Flat, 3);
     let cpu2 = m2.cpus().claim(0).unwrap();
-    let a = m2.mm_create(&cpu2, MmKind::User).unwrap();
+    let mms2 = m2.mm_caches(&cpu2).unwrap();
+    let a = mms2.mm_create(&cpu2, MmKind::User).unwrap();
     a.mmap_anon(&cpu2, start, 1 << 20).unwrap();
     let f = m2.folio_alloc(&cpu2, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
@@ -494,106 +505,170 @@ fn mapcount_limit_splits_or_refuses() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Map folio `f` of the pool into mm `mm` (anon folios only where their index allows).
-    Map { mm: usize, f: usize },
-    /// Unmap pages `[first, first + n)` of the VMA in mm `mm`.
-    Unmap { mm: usize, first: u64, n: u64 },
-    /// Split the PMD at slot `slot` of mm `mm`.
-    SplitPmd { mm: usize, slot: u64 },
-    /// Fork mm `mm`.
+    /// Map the folio now at page `k` of pool folio `f` into mm `mm`, at its fixed address
+    /// (PMD for an unsplit 2 MiB folio, PTEs otherwise).
+    Map { mm: usize, f: usize, k: u64 },
+    /// Unmap pages `[first, first + n)` of the file (`anon == false`) or anon VMA of mm `mm`.
+    Unmap { mm: usize, anon: bool, first: u64, n: u64 },
+    /// Split the PMD at slot `slot` of the file or anon VMA of mm `mm`.
+    SplitPmd { mm: usize, anon: bool, slot: u64 },
+    /// Split the anon folio now at the first page of pool folio `f` to order 0 (mapped or not).
+    SplitFolio { f: usize },
+    /// Fork mm `mm` into a free slot.
     Fork { mm: usize },
-    /// Destroy mm `mm`.
+    /// Destroy mm `mm` (not the root).
     Destroy { mm: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize, 0..6usize).prop_map(|(mm, f)| Op::Map { mm, f }),
-        3 => (0..3usize, 0..2560u64, 1..700u64).prop_map(|(mm, first, n)| Op::Unmap { mm, first, n }),
-        2 => (0..3usize, 0..5u64).prop_map(|(mm, slot)| Op::SplitPmd { mm, slot }),
+        5 => (0..3usize, 0..POOL.len(), 0..512u64).prop_map(|(mm, f, k)| Op::Map { mm, f, k }),
+        3 => (0..3usize, any::<bool>(), 0..2560u64, 1..700u64)
+            .prop_map(|(mm, anon, first, n)| Op::Unmap { mm, anon, first, n }),
+        2 => (0..3usize, any::<bool>(), 0..5u64).prop_map(|(mm, anon, slot)| Op::SplitPmd { mm, anon, slot }),
+        1 => (0..POOL.len()).prop_map(|f| Op::SplitFolio { f }),
         1 => (0..3usize).prop_map(|mm| Op::Fork { mm }),
         1 => (1..3usize).prop_map(|mm| Op::Destroy { mm }),
     ]
 }
 
-/// The model: per mm, page index in the VMA → (folio, huge slot?).
-type Model = BTreeMap<u64, (usize, bool)>;
+/// The model: per mm, virtual page → (pfn it maps, part of a PMD mapping?).
+type Model = BTreeMap<u64, (u64, bool)>;
 
-const VMA: u64 = 0x4000_0000;
+const FILE_VMA: u64 = 0x4000_0000;
+const ANON_VMA: u64 = 0x8000_0000;
 const VMA_PAGES: u64 = 2560;
 
-/// Pool: folios at fixed places in the file (file VMAs allow any mm to map any folio at its
-/// index). Entries: (order, index in the file).
-const POOL: [(u32, u64); 6] = [(0, 5), (0, 700), (2, 8), (3, 1016), (9, 1536), (9, 2048)];
+/// Pool: (anon?, order, page offset in its VMA = file index for file folios). File folios may
+/// be mapped by any mm; anon folios too, because every mm descends from the root by fork and
+/// shares its anon_vma, and each anon folio has one fixed address.
+const POOL: [(bool, u32, u64); 10] = [
+    (false, 0, 5),
+    (false, 0, 700),
+    (false, 2, 8),
+    (false, 3, 1016),
+    (false, 9, 1536),
+    (false, 9, 2048),
+    (true, 0, 3),
+    (true, 2, 1020),
+    (true, 9, 512),
+    (true, 9, 2048),
+];
+
+fn vma_base(anon: bool) -> u64 {
+    if anon {
+        ANON_VMA
+    } else {
+        FILE_VMA
+    }
+}
 
 fn run_ops(ops: Vec<Op>) {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
+    let mms_c = m.mm_caches(&cpu).unwrap();
     let base = settled_free_pages(&m, &cpu);
     let file = m.address_space_create(&cpu).unwrap();
-    let folios: Vec<&Folio> = POOL
+    // First pfn of each pool folio (pieces of split anon folios are found from it).
+    let pfns: Vec<Pfn> = POOL
         .iter()
-        .map(|&(order, index)| {
-            let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
-            file.insert(&cpu, f, index).unwrap();
-            f
+        .map(|&(anon, order, off)| {
+            if anon {
+                m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap().flags.pfn()
+            } else {
+                let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
+                file.insert(&cpu, f, off).unwrap();
+                f.flags.pfn()
+            }
         })
         .collect();
+    // Every folio now covering a pool folio's pages, with its pool entry.
+    let current = || {
+        let mut v: Vec<(&Folio, usize)> = Vec::new();
+        for (i, &(_, order, _)) in POOL.iter().enumerate() {
+            let mut p = 0u64;
+            while p < 1 << order {
+                let f = folio_at(&m, pfns[i].add(p));
+                v.push((f, i));
+                p += 1 << f.flags.order();
+            }
+        }
+        v
+    };
     let new_mm = || {
-        let mm = m.mm_create(&cpu, MmKind::User).unwrap();
-        mm.mmap_file(&cpu, VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
+        let mm = mms_c.mm_create(&cpu, MmKind::User).unwrap();
+        mm.mmap_file(&cpu, FILE_VMA, VMA_PAGES * PAGE, file.space(), 0).unwrap();
+        mm.mmap_anon(&cpu, ANON_VMA, VMA_PAGES * PAGE).unwrap();
         mm
     };
     let mut mms: Vec<Option<MmRef<'_, SimPlatform>>> = vec![Some(new_mm()), None, None];
     let mut model: Vec<Model> = vec![Model::new(), Model::new(), Model::new()];
     for op in ops {
         match op {
-            Op::Map { mm, f } => {
+            Op::Map { mm, f, k } => {
                 let Some(r) = &mms[mm] else { continue };
-                let (order, index) = POOL[f];
-                let va = VMA + index * PAGE;
-                let free = (0..1u64 << order).all(|i| !model[mm].contains_key(&(index + i)));
-                let huge = order == 9;
-                let res = if huge { r.map_folio_pmd(&cpu, va, folios[f]) } else { r.map_folio(&cpu, va, folios[f]) };
+                let (anon, order, off) = POOL[f];
+                let piece = folio_at(&m, pfns[f].add(k % (1 << order)));
+                let (ppfn, porder) = (piece.flags.pfn(), piece.flags.order());
+                let vpage = (vma_base(anon) >> 12) + off + (ppfn.0 - pfns[f].0);
+                let free = (0..1u64 << porder).all(|i| !model[mm].contains_key(&(vpage + i)));
+                let huge = porder == 9;
+                let va = vpage << 12;
+                let res = if huge { r.map_folio_pmd(&cpu, va, piece) } else { r.map_folio(&cpu, va, piece) };
                 assert_eq!(res.is_ok(), free, "{op:?}: {res:?}");
                 if free {
-                    for i in 0..1u64 << order {
-                        model[mm].insert(index + i, (f, huge));
+                    for i in 0..1u64 << porder {
+                        model[mm].insert(vpage + i, (ppfn.0 + i, huge));
                     }
                 }
             }
-            Op::Unmap { mm, first, n } => {
+            Op::Unmap { mm, anon, first, n } => {
                 let Some(r) = &mms[mm] else { continue };
                 let n = n.min(VMA_PAGES - first);
-                let had = model[mm].range(first..first + n).count();
-                let res = r.unmap(&cpu, VMA + first * PAGE, n * PAGE);
+                let (s, e) = ((vma_base(anon) >> 12) + first, (vma_base(anon) >> 12) + first + n);
+                let had = model[mm].range(s..e).count();
+                let res = r.unmap(&cpu, s << 12, n * PAGE);
                 assert_eq!(res.is_ok(), had > 0, "{op:?}: {res:?}");
                 // Huge mappings cut by the range become PTEs.
                 let cut: Vec<u64> = model[mm]
                     .iter()
-                    .filter(|(&p, &(_, h))| h && (p < first || p >= first + n))
+                    .filter(|(&p, &(_, h))| h && (p < s || p >= e) && (p & !511) < e && s < (p & !511) + 512)
                     .map(|(&p, _)| p)
-                    .filter(|&p| {
-                        let s = p & !511;
-                        s < first + n && first < s + 512
-                    })
                     .collect();
                 for p in cut {
                     model[mm].get_mut(&p).unwrap().1 = false;
                 }
-                for p in first..first + n {
+                for p in s..e {
                     model[mm].remove(&p);
                 }
             }
-            Op::SplitPmd { mm, slot } => {
+            Op::SplitPmd { mm, anon, slot } => {
                 let Some(r) = &mms[mm] else { continue };
-                let p = slot * 512;
+                let p = (vma_base(anon) >> 12) + slot * 512;
                 let huge = model[mm].get(&p).is_some_and(|&(_, h)| h);
-                let res = r.split_pmd(VMA + p * PAGE);
+                let res = r.split_pmd(p << 12);
                 assert_eq!(res.is_ok(), huge, "{op:?}: {res:?}");
                 if huge {
                     for i in 0..512 {
                         model[mm].get_mut(&(p + i)).unwrap().1 = false;
+                    }
+                }
+            }
+            Op::SplitFolio { f } => {
+                let (anon, order, _) = POOL[f];
+                if !anon || order == 0 {
+                    continue;
+                }
+                let piece = folio_at(&m, pfns[f]);
+                let (p0, n) = (piece.flags.pfn().0, 1u64 << piece.flags.order());
+                let res = m.folio_split(&cpu, piece, 0, |_| ());
+                assert_eq!(res.is_ok(), n > 1, "{op:?}: {res:?}");
+                // Its PMD mappings were split to PTEs.
+                for md in model.iter_mut() {
+                    for (_, (pfn, h)) in md.iter_mut() {
+                        if (p0..p0 + n).contains(pfn) {
+                            *h = false;
+                        }
                     }
                 }
             }
@@ -611,25 +686,29 @@ fn run_ops(ops: Vec<Op>) {
                 }
             }
         }
-        // Mapcounts: one per PTE page, one per huge mapping.
-        for (f, folio) in folios.iter().enumerate() {
+        // Mapcounts: one per PTE, one per PMD mapping (counted at its head page); one
+        // reference per entry besides the caller's (and the page cache's).
+        for (folio, i) in current() {
+            let (p0, n) = (folio.flags.pfn().0, 1u64 << folio.flags.order());
             let mut want = 0u32;
             for md in &model {
-                for (&p, &(g, h)) in md.iter() {
-                    if g == f && (!h || p % 512 == 0) {
+                for &(pfn, h) in md.values() {
+                    if (!h && (p0..p0 + n).contains(&pfn)) || (h && pfn == p0) {
                         want += 1;
                     }
                 }
             }
-            assert_eq!(counts(folio), (2 + want, want), "folio {f}");
-            assert_eq!(m.rmap_walk(folio, |_, _, _| ()), want);
+            let other = if POOL[i].0 { 1 } else { 2 };
+            assert_eq!(counts(folio), (other + want, want), "pool folio {i} piece at {p0:#x}");
+            assert_eq!(m.rmap_walk(&cpu, folio, |_, _, _| ()), want);
         }
     }
     for r in mms.into_iter().flatten() {
         r.destroy(&cpu);
     }
-    for f in folios {
-        assert_eq!(counts(f), (2, 0));
+    for (f, i) in current() {
+        let other = if POOL[i].0 { 1 } else { 2 };
+        assert_eq!(counts(f), (other, 0));
         m.folio_put(&cpu, f).unwrap();
     }
     file.destroy(&cpu);
@@ -642,4 +721,98 @@ proptest! {
     fn random_map_unmap_split_fork_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         run_ops(ops);
     }
+}
+
+#[test]
+fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let pfn = f.flags.pfn();
+    let stop = AtomicBool::new(false);
+    let walks = std::thread::scope(|s| {
+        let walker = s.spawn(|| {
+            let cpu1 = m.cpus().claim(1).unwrap();
+            let (mut walks, mut found) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let n = m.rmap_walk(&cpu1, f, |_, _, e| {
+                    assert!(e.pfn() == pfn || e.pfn() == pfn.add(1), "an entry of another folio");
+                });
+                assert!(n <= 4, "at most two mms map it, two pages each");
+                walks += 1;
+                found += n as u64;
+            }
+            (walks, found)
+        });
+        // Every round frees the anon_vma (TYPESAFE_BY_RCU) and the next reuses it, at another
+        // address each time, while the walker chases the folio's mapping.
+        for i in 0..300u64 {
+            let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
+            mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
+            mm.map_folio(&cpu, 0x10_0000 + (i % 16) * PAGE, f).unwrap();
+            let child = mm.fork(&cpu).unwrap();
+            if i % 2 == 0 {
+                child.unmap(&cpu, 0x10_0000, 1 << 20).unwrap();
+            }
+            child.destroy(&cpu);
+            mm.destroy(&cpu);
+        }
+        stop.store(true, Ordering::Relaxed);
+        walker.join().unwrap()
+    });
+    assert!(walks.0 > 0);
+    assert_eq!(counts(f), (1, 0));
+    m.folio_put(&cpu, f).unwrap();
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn two_level_large_folios_split_with_a_table_from_elsewhere() {
+    let m = machine(MemmapLayout::TwoLevel);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let areas0 = m.memmap().split_areas();
+    for order in [9u32, 10] {
+        let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        let n = 1u64 << order;
+        assert_eq!(m.memmap().load(m.platform(), pfn.add(3)).unwrap().span_order, 9, "one area word");
+        let a = mms.mm_create(&cpu, MmKind::User).unwrap();
+        a.mmap_anon(&cpu, 0x4000_0000, 4 << 20).unwrap();
+        if order == 9 {
+            a.map_folio_pmd(&cpu, 0x4000_0000, f).unwrap();
+        } else {
+            a.map_folio(&cpu, 0x4000_0000, f).unwrap();
+        }
+        let b = a.fork(&cpu).unwrap();
+        let before = m.memmap().split_areas();
+        m.folio_split(&cpu, f, 0, |_| ()).unwrap();
+        assert_eq!(m.memmap().split_areas(), before + (n >> 9), "each area got a table");
+        for i in 0..n {
+            let v = m.memmap().load(m.platform(), pfn.add(i)).unwrap();
+            assert_eq!(v.span_order, 0, "per-page words now");
+            let p = folio_at(&m, pfn.add(i));
+            assert_eq!((p.flags.order(), p.flags.pfn()), (0, pfn.add(i)));
+            assert_eq!(counts(p), (3, 2), "caller + one entry in each mm");
+            assert_eq!(p.index(), (0x4000_0000 >> 12) + i);
+        }
+        assert!(!a.translate(0x4000_0000).unwrap().1, "PMD split for the folio split");
+        a.destroy(&cpu);
+        b.destroy(&cpu);
+        for i in 0..n {
+            assert_eq!(m.folio_put(&cpu, folio_at(&m, pfn.add(i))), Ok(true));
+        }
+        m.drain_all();
+        // Every page of the areas is free again: each is whole, and its table page freed.
+        for a in 0..n >> 9 {
+            let v = m.memmap().load(m.platform(), pfn.add(a << 9)).unwrap();
+            assert!(v.span_order >= 9, "area {a} is uniform again: {:?}", v.word);
+        }
+    }
+    assert_eq!(m.memmap().split_areas(), areas0);
+    assert_all_back(&m, &cpu, base);
 }

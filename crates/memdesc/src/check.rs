@@ -245,6 +245,10 @@ impl<P: Platform> PhysMem<P> {
                     if s.table_pfn == area.0 && free == AREA_PAGES - 1 {
                         return Err(Violation::UniformSplit(area));
                     }
+                    let outside = s.table_pfn < area.0 || s.table_pfn >= area.0 + AREA_PAGES;
+                    if outside && free == AREA_PAGES {
+                        return Err(Violation::UniformSplit(area));
+                    }
                 }
                 area = area.add(AREA_PAGES);
             }

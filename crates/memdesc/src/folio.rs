@@ -24,12 +24,14 @@ use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::cpu::Cpu;
 use crate::desc::{CachedDescriptor, DescPtr, Folio, NR_DESC_KINDS, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
 use crate::gfp::Gfp;
-use crate::layout::MemmapLayout;
+use crate::layout::{MemmapLayout, ZoneType};
+use crate::memmap::RegionMap;
 use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache};
 use crate::sync::Ordering;
-use crate::word::{Tag, Word};
+use crate::word::{Subtype, Tag, Word};
 
 /// Anonymous or page-cache memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,13 +419,17 @@ impl<P: Platform> PhysMem<P> {
             _ => {}
         }
         let count = |i: usize| counts.map_or(0, |c| c[i]);
-        // Splitting a 2 MiB folio of a two-level region below 2 MiB needs per-page words for
-        // an area that is not free, i.e. a table page from elsewhere: refused for now.
+        // Splitting a folio of 2 MiB or more in a two-level region below 2 MiB needs per-page
+        // words for each of its areas: a table page from elsewhere (the area is all folio),
+        // allocated below with the descriptors.
         let pfn = f.flags.pfn();
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
-        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER && new_order < AREA_ORDER {
-            return Err(FolioError::BadOrder);
-        }
+        let tables_needed =
+            if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER && new_order < AREA_ORDER {
+                1u64 << (order - AREA_ORDER)
+            } else {
+                0
+            };
         let tag = if self.memmap.load(&self.platform, pfn).is_some_and(|v| v.word.tag() == Some(Tag::FileFolio)) {
             FolioKind::File
         } else {
@@ -448,6 +454,39 @@ impl<P: Platform> PhysMem<P> {
                     return Err(FolioError::NoMemory(e));
                 }
             }
+        }
+        // Area tables, chained through their own first word (pfn + 1; 0 ends).
+        let mut tables = 0u64;
+        for _ in 0..tables_needed {
+            match self.alloc_area_table(cpu, rm) {
+                Ok(t) => {
+                    PageMap::new(&self.platform, t)
+                        .expect("area tables are mapped")
+                        .word(0)
+                        .store(tables, Ordering::Relaxed);
+                    tables = t.0 + 1;
+                }
+                Err(e) => {
+                    self.free_area_tables(cpu, tables);
+                    while chain != 0 {
+                        // SAFETY: the chain holds descriptors we just allocated.
+                        let d = unsafe { &*(chain as *const Folio) };
+                        chain = d.lru.next.load(Ordering::Relaxed);
+                        self.free_desc(cpu, d);
+                    }
+                    return Err(FolioError::NoMemory(e));
+                }
+            }
+        }
+        // Split the areas, every per-page word still naming the folio, so lockless readers see
+        // no change until each piece is stamped below.
+        let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");
+        for a in 0..tables_needed {
+            let t = Pfn(tables - 1);
+            tables = PageMap::new(&self.platform, t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            let trm = self.memmap.region_map(self.memmap.region_index(t).expect("table pfn"));
+            self.stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
+            self.memmap.split_area(&self.platform, rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
         }
         let flags = f.flags.flags();
         let (refs, mapping, index) =
@@ -480,6 +519,36 @@ impl<P: Platform> PhysMem<P> {
         f.flags.init(flags, new_order, pfn);
         each(f);
         Ok(())
+    }
+
+    /// A page for the per-page words of an area of `rm` that a split folio fills: from the
+    /// same zone (so the buddy allocator can free it under that zone's lock when the area is
+    /// whole and free again) and direct-mapped.
+    fn alloc_area_table(&self, cpu: &Cpu<'_>, rm: &RegionMap) -> Result<Pfn, AllocError> {
+        let gfp = match rm.region.zone {
+            ZoneType::Dma => Gfp::DMA,
+            ZoneType::Dma32 => Gfp::DMA32,
+            ZoneType::Normal => Gfp::KERNEL,
+            ZoneType::Movable => Gfp::MOVABLE,
+        };
+        let t = self.alloc_pages(cpu, 0, gfp)?;
+        let trm = self.memmap.region_map(self.memmap.region_index(t).expect("allocated pfn"));
+        let same_zone = trm.region.node == rm.region.node && trm.region.zone == rm.region.zone;
+        if !same_zone || self.platform.direct_map(t).is_none() {
+            let r = self.free_pages(cpu, t, 0);
+            debug_assert!(r.is_ok());
+            return Err(AllocError::NoMemory { order: 0 });
+        }
+        Ok(t)
+    }
+
+    fn free_area_tables(&self, cpu: &Cpu<'_>, mut tables: u64) {
+        while tables != 0 {
+            let t = Pfn(tables - 1);
+            tables = PageMap::new(&self.platform, t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            let r = self.free_pages(cpu, t, 0);
+            debug_assert!(r.is_ok());
+        }
     }
 
     /// Creates the cache of an extended folio type.

@@ -78,8 +78,8 @@
 //! mapped, and the new descriptors and nodes can be allocated; the pieces outside the range
 //! stay cached and the ones inside are removed. Otherwise the folio is removed **whole**, and
 //! the pages outside the range it drops are reported in [`TruncateStats::dropped_outside`]
-//! (dropping clean cache is always allowed; a 2 MiB folio of a two-level region is removed
-//! whole because splitting it below 2 MiB is refused by `folio_split`).
+//! (dropping clean cache is always allowed). A 2 MiB folio of a two-level region splits too:
+//! `folio_split` gives its area a table page from elsewhere.
 //!
 //! This module touches its tree nodes and address spaces, and the `mapping`/`index` fields of
 //! the file folios it caches (only under an address space's lock).
@@ -1213,6 +1213,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
 
     /// Truncates everything and frees the address space.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
+        debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
         let r = self.mem.cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());

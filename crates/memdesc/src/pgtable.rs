@@ -36,16 +36,21 @@
 //! Pages mapped through [`VmaKind::Pfn`] VMAs (driver memory, vmalloc, netmem) have no rmap,
 //! as in Linux.
 //!
-//! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the simulated machine's own memory,
-//! allocated with kmalloc.
+//! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
+//! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
+//! is TYPESAFE_BY_RCU); [`MmCaches::mm_create`] makes address spaces.
 //!
 //! **Locking**, outermost first: the mm's lock (its VMA list; one operation per mm at a
 //! time) → the VMA's rmap lock (anon_vma or `i_mmap`; every entry mapping a folio changes
 //! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
 //! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
 //! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
-//! Limitation: an anon_vma is freed with its last VMA, so an rmap walk must not race with the
-//! teardown of the last VMA of the folio's anon_vma (callers hold a mapping or the mm).
+//! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
+//! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
+//! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
+//! `mapping` changes only under that lock (set by the first mapping, cleared by the last
+//! unmap), so an equal value proves the anon_vma is the folio's and alive. A file's
+//! `i_mmap` lives in its address space, which must outlive its VMAs.
 //!
 //! This module touches page-table pages, its own kernel objects, the counts, `mapping` and
 //! `index` of the folios it maps, and the words of the tables it allocates.
@@ -60,7 +65,8 @@ use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::pagecache::AddressSpace;
 use crate::platform::{PageMap, Platform};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::slab::{CacheArgs, SlabCache, SlabError};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinGuard, SpinLock};
 use crate::word::{PageKind, Subtype, Tag, Word};
 
 /// Entry bit: present.
@@ -245,6 +251,11 @@ impl From<AllocError> for MapError {
 }
 
 /// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
+///
+/// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
+/// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
+/// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
+#[repr(C)]
 pub struct RmapList {
     lock: SpinLock<()>,
     head: AtomicUsize,
@@ -450,7 +461,70 @@ impl Target<'_> {
 /// address space (and the references its entries hold).
 pub struct MmRef<'m, P: Platform> {
     mem: &'m PhysMem<P>,
+    caches: &'m MmCaches<'m, P>,
     mm: &'m Mm,
+}
+
+/// The slab caches of address spaces, VMAs and anon_vmas; creates [`MmRef`]s.
+pub struct MmCaches<'m, P: Platform> {
+    mem: &'m PhysMem<P>,
+    mm: &'m SlabCache,
+    vma: &'m SlabCache,
+    anon_vma: &'m SlabCache,
+}
+
+impl<'m, P: Platform> MmCaches<'m, P> {
+    /// Creates an empty address space with its PGD.
+    pub fn mm_create<'c>(&'c self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'c, P>, AllocError> {
+        let mem = self.mem;
+        let p = mem.cache_alloc(cpu, self.mm)?.cast::<Mm>();
+        let pgd = match mem.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
+            Ok(pgd) => pgd,
+            Err(e) => {
+                let r = mem.cache_free(cpu, self.mm, p.cast());
+                debug_assert!(r.is_ok());
+                return Err(e);
+            }
+        };
+        let mm = Mm {
+            lock: SpinLock::new(()),
+            pt_lock: SpinLock::new(()),
+            kind,
+            pgd,
+            vmas: AtomicUsize::new(0),
+            pt_pages: AtomicU64::new(1),
+        };
+        // SAFETY: a fresh object of the mm cache (sized and aligned for an Mm), owned by us.
+        unsafe { p.as_ptr().write(mm) };
+        // SAFETY: just initialised; lives until destroy frees it.
+        Ok(MmRef { mem, caches: self, mm: unsafe { p.as_ref() } })
+    }
+
+    fn alloc_anon_vma(&self, cpu: &Cpu<'_>) -> Result<&'m RmapList, AllocError> {
+        let p = self.mem.cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
+        // SAFETY: an object of the TYPESAFE_BY_RCU anon_vma cache: zeroed (a valid, unlocked,
+        // empty RmapList) or a former anon_vma. Its lock is never reinitialised, because a
+        // walker that raced with its free may still hold it.
+        let r = unsafe { p.as_ref() };
+        let _l = r.lock.lock();
+        r.head.store(0, Ordering::Relaxed);
+        r.nr.store(0, Ordering::Relaxed);
+        drop(_l);
+        Ok(r)
+    }
+
+    /// Destroys the caches; refused while any address space, VMA or anon_vma is live.
+    pub fn destroy(self, cpu: &Cpu<'_>) -> Result<(), SlabError> {
+        for c in [self.mm, self.vma, self.anon_vma] {
+            if c.live_objects() != 0 {
+                return Err(SlabError::Busy(c.live_objects()));
+            }
+        }
+        for c in [self.mm, self.vma, self.anon_vma] {
+            self.mem.destroy_cache(cpu, self.mem.cache_ref(c))?;
+        }
+        Ok(())
+    }
 }
 
 /// A per-table lock guard (the ptdesc's spin lock).
@@ -482,18 +556,17 @@ fn index_of(va: u64, level: u32) -> usize {
 impl<P: Platform> PhysMem<P> {
     // ---- kernel objects -------------------------------------------------------------------
 
-    fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, value: T) -> Result<&T, AllocError> {
-        let p = self.kmalloc(cpu, core::mem::size_of::<T>(), Gfp::KERNEL)?.cast::<T>();
-        debug_assert!((p.as_ptr() as usize).is_multiple_of(core::mem::align_of::<T>()));
-        // SAFETY: a fresh kmalloc object of T's size, aligned (kmalloc objects of a power-of-
-        // two class are aligned to 8 at least, all T here need 8), owned by us.
+    fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, value: T) -> Result<&T, AllocError> {
+        debug_assert!(cache.object_size() >= core::mem::size_of::<T>());
+        let p = self.cache_alloc(cpu, cache)?.cast::<T>();
+        // SAFETY: a fresh object of a cache made for T (size and alignment), owned by us.
         unsafe { p.as_ptr().write(value) };
         // SAFETY: just initialised; lives until kobj_free.
         Ok(unsafe { p.as_ref() })
     }
 
-    fn kobj_free<T>(&self, cpu: &Cpu<'_>, r: &T) {
-        let res = self.kfree(cpu, NonNull::from(r).cast());
+    fn kobj_free<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, r: &T) {
+        let res = self.cache_free(cpu, cache, NonNull::from(r).cast());
         debug_assert!(res.is_ok(), "kernel object free: {res:?}");
     }
 
@@ -784,46 +857,65 @@ impl<P: Platform> PhysMem<P> {
 
     // ---- address spaces -------------------------------------------------------------------
 
-    /// Creates an empty address space with its PGD.
-    pub fn mm_create(&self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'_, P>, AllocError> {
-        let p = self.kmalloc(cpu, core::mem::size_of::<Mm>(), Gfp::KERNEL)?.cast::<Mm>();
-        let pgd = match self.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
-            Ok(pgd) => pgd,
+    /// Creates the slab caches address spaces live in (`mm_struct`, `vm_area`, and the
+    /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`] is created through them.
+    pub fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'_, P>, AllocError> {
+        let mm =
+            self.new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("mm_struct", core::mem::size_of::<Mm>()) })?;
+        let vma = match self
+            .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("vm_area", core::mem::size_of::<Vma>()) })
+        {
+            Ok(c) => c,
             Err(e) => {
-                let r = self.kfree(cpu, p.cast());
-                debug_assert!(r.is_ok());
+                let _ = self.destroy_cache(cpu, self.cache_ref(mm));
                 return Err(e);
             }
         };
-        let mm = Mm {
-            lock: SpinLock::new(()),
-            pt_lock: SpinLock::new(()),
-            kind,
-            pgd,
-            vmas: AtomicUsize::new(0),
-            pt_pages: AtomicU64::new(1),
+        let anon = CacheArgs {
+            align: 16,
+            typesafe_by_rcu: true,
+            freeptr_offset: Some(core::mem::offset_of!(RmapList, head)),
+            ..CacheArgs::new("anon_vma", core::mem::size_of::<RmapList>())
         };
-        // SAFETY: a fresh kmalloc object of Mm's size and (8-byte) alignment, owned by us.
-        unsafe { p.as_ptr().write(mm) };
-        // SAFETY: just initialised; lives until destroy frees it.
-        Ok(MmRef { mem: self, mm: unsafe { p.as_ref() } })
+        let anon_vma = match self.new_cache(cpu, &anon) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.destroy_cache(cpu, self.cache_ref(mm));
+                let _ = self.destroy_cache(cpu, self.cache_ref(vma));
+                return Err(e);
+            }
+        };
+        Ok(MmCaches { mem: self, mm, vma, anon_vma })
     }
 
     // ---- rmap -----------------------------------------------------------------------------
 
-    /// The rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one.
-    fn folio_rmap(&self, f: &Folio) -> Option<&RmapList> {
-        let mapping = f.mapping();
-        if mapping == 0 {
-            return None;
-        }
+    /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
+    /// and returns it with the guard. The `mapping` is read under RCU and re-checked under
+    /// the lock: an anon_vma freed and reused meanwhile (TYPESAFE_BY_RCU) is noticed there.
+    fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<(&'a RmapList, SpinGuard<'a, ()>)> {
         let tag = self.memmap.load(&self.platform, f.flags.pfn())?.word.tag()?;
-        match tag {
-            // SAFETY: an anon folio's mapping is its live anon_vma while it is mapped.
-            Tag::AnonFolio => Some(unsafe { &*(mapping as *const RmapList) }),
-            // SAFETY: a file folio's mapping is its live address space while cached.
-            Tag::FileFolio => Some(&unsafe { &*(mapping as *const AddressSpace) }.i_mmap),
-            _ => None,
+        let _rcu = self.rcu().read_lock(cpu);
+        loop {
+            let mapping = f.mapping();
+            if mapping == 0 {
+                return None;
+            }
+            let list: &'a RmapList = match tag {
+                // SAFETY: an anon folio's mapping is an anon_vma from the TYPESAFE_BY_RCU
+                // anon_vma cache: under RCU the memory stays an RmapList (with a valid lock)
+                // even if it was freed; it is trusted only after the re-check below.
+                Tag::AnonFolio => unsafe { &*(mapping as *const RmapList) },
+                // SAFETY: a file folio's mapping is its address space, which outlives its
+                // cached folios and its VMAs.
+                Tag::FileFolio => &unsafe { &*(mapping as *const AddressSpace) }.i_mmap,
+                _ => return None,
+            };
+            let g = list.lock.lock();
+            // `mapping` only changes under this lock (first map, last unmap).
+            if f.mapping() == mapping {
+                return Some((list, g));
+            }
         }
     }
 
@@ -881,9 +973,8 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// The callback runs with the rmap lock and that mm's page-table lock held: it must not
     /// call back into the page tables.
-    pub fn rmap_walk(&self, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
-        let Some(list) = self.folio_rmap(folio) else { return 0 };
-        let _l = list.lock.lock();
+    pub fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, folio) else { return 0 };
         self.walk_mappings_locked(list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
     }
 
@@ -901,7 +992,6 @@ impl<P: Platform> PhysMem<P> {
         if new_order >= order {
             return Err(FolioError::BadOrder);
         }
-        let Some(list) = self.folio_rmap(f) else { return Err(FolioError::Mapped(f.counts.mapcount())) };
         // A cached file folio is split by its page cache (which must re-point its slots):
         // refused here.
         if self.memmap.load(&self.platform, f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
@@ -912,7 +1002,11 @@ impl<P: Platform> PhysMem<P> {
         // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
         let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr() as *mut u32, pieces) };
         let r = {
-            let _l = list.lock.lock();
+            let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else {
+                let fr = self.kfree(cpu, buf);
+                debug_assert!(fr.is_ok());
+                return Err(FolioError::Mapped(f.counts.mapcount()));
+            };
             // Split PMD mappings first (no allocation: the tables are deposited).
             self.walk_mappings_locked(list, f, &mut |_, _, _, level, table, idx, _| {
                 if level == 2 {
@@ -942,15 +1036,14 @@ impl<P: Platform> PhysMem<P> {
     /// references move from `old` to `new`, which also takes `old`'s mapping and index.
     /// Returns the entries moved. For migration and compaction.
     #[allow(dead_code)]
-    pub(crate) fn rmap_replace(&self, old: &Folio, new: &Folio) -> Result<u32, MapError> {
+    pub(crate) fn rmap_replace(&self, cpu: &Cpu<'_>, old: &Folio, new: &Folio) -> Result<u32, MapError> {
         if old.flags.order() != new.flags.order() {
             return Err(MapError::WrongMapping);
         }
         if new.counts.mapcount() != 0 {
             return Err(MapError::AlreadyMapped(0));
         }
-        let Some(list) = self.folio_rmap(old) else { return Ok(0) };
-        let _l = list.lock.lock();
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, old) else { return Ok(0) };
         let (po, pn) = (old.flags.pfn(), new.flags.pfn());
         new.mapping.store(old.mapping(), Ordering::Release);
         new.index.store(old.index(), Ordering::Release);
@@ -963,6 +1056,11 @@ impl<P: Platform> PhysMem<P> {
         new.counts.refcount.fetch_add(n, Ordering::AcqRel);
         old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
         old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
+        if old.counts.mapcount() == 0
+            && self.memmap.load(&self.platform, po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+        {
+            old.mapping.store(0, Ordering::Release);
+        }
         Ok(n)
     }
 }
@@ -1005,7 +1103,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             prev = cur;
             cur = c.next.load(Ordering::Relaxed);
         }
-        let new = self.mem.kobj_alloc(cpu, v)?;
+        let new = self.mem.kobj_alloc(cpu, self.caches.vma, v)?;
         new.next.store(cur, Ordering::Relaxed);
         if let Some(r) = new.rmap() {
             let _l = r.lock.lock();
@@ -1022,7 +1120,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// Creates an anonymous VMA over `[start, start + len)` with a fresh anon_vma.
     pub fn mmap_anon(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
-        let av = self.mem.kobj_alloc(cpu, RmapList::new())?;
+        let av = self.caches.alloc_anon_vma(cpu)?;
         let v = Vma {
             mm: self.mm.addr(),
             start,
@@ -1034,7 +1132,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             rmap_prev: AtomicUsize::new(0),
             rmap_next: AtomicUsize::new(0),
         };
-        self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, av))
+        self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, self.caches.anon_vma, av))
     }
 
     /// Creates a VMA mapping `file` from page `pgoff` over `[start, start + len)`. File VMAs
@@ -1119,10 +1217,10 @@ impl<'m, P: Platform> MmRef<'m, P> {
         drop(lg);
         if v.kind == VmaKind::Anon && left == Some(0) {
             if let Some(r) = r {
-                self.mem.kobj_free(cpu, r);
+                self.mem.kobj_free(cpu, self.caches.anon_vma, r);
             }
         }
-        self.mem.kobj_free(cpu, v);
+        self.mem.kobj_free(cpu, self.caches.vma, v);
         st
     }
 
@@ -1197,10 +1295,10 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 }
                 _ => {}
             }
-            let m = c.mapcount();
-            if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
-                return Err(MapError::MapcountLimit(m));
-            }
+        }
+        let m = c.mapcount();
+        if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
+            return Err(MapError::MapcountLimit(m));
         }
         let _pt = self.mm.pt_lock.lock();
         // Allocate every table first, then check every slot, then write.
@@ -1411,7 +1509,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// On failure the child is torn down and the parent is unchanged but for that
     /// write-protection.
     pub fn fork(&self, cpu: &Cpu<'_>) -> Result<MmRef<'m, P>, MapError> {
-        let child = self.mem.mm_create(cpu, self.mm.kind)?;
+        let child = self.caches.mm_create(cpu, self.mm.kind)?;
         let _g = self.mm.lock.lock();
         let mut res = Ok(());
         let mut cur = self.mm.vmas.load(Ordering::Relaxed);
@@ -1562,7 +1660,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             self.mem.free_table(cpu, self.mm, self.mm.pgd);
             total.tables_freed += 1;
         }
-        self.mem.kobj_free(cpu, self.mm);
+        self.mem.kobj_free(cpu, self.caches.mm, self.mm);
         total
     }
 }
@@ -1645,7 +1743,8 @@ mod tests {
         let cpu = m.cpus().claim(0).unwrap();
         let (un, ud) = vmalloc_page(m, &cpu, false);
         let (mp, md) = vmalloc_page(m, &cpu, true);
-        let user = m.mm_create(&cpu, MmKind::User).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let user = mms.mm_create(&cpu, MmKind::User).unwrap();
         user.mmap_pfn(&cpu, 0x10_0000, 0x10_0000).unwrap();
         assert_eq!(
             user.map_pfn(&cpu, 0x10_0000, un),
@@ -1657,7 +1756,7 @@ mod tests {
         assert_eq!((md.counts.refcount(), md.counts.mapcount()), (2, 1));
         assert_eq!(user.translate(0x10_0000).unwrap().0.pfn(), mp);
         // A kernel address space takes both.
-        let kern = m.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let kern = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
         kern.mmap_pfn(&cpu, KERNEL_START, 0x10_0000).unwrap();
         kern.map_pfn(&cpu, KERNEL_START, un).unwrap();
         assert_eq!((ud.counts.refcount(), ud.counts.mapcount()), (2, 1));
@@ -1672,7 +1771,8 @@ mod tests {
     fn rmap_replace_moves_every_mapping() {
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
-        let a = m.mm_create(&cpu, MmKind::User).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let a = mms.mm_create(&cpu, MmKind::User).unwrap();
         let start = 0x40_0000u64;
         a.mmap_anon(&cpu, start, 0x40_0000).unwrap();
         let old = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -1680,17 +1780,18 @@ mod tests {
         a.map_folio(&cpu, start + 0x3000, old).unwrap();
         let b = a.fork(&cpu).unwrap();
         assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
-        assert_eq!(m.rmap_replace(old, new), Ok(4));
+        assert_eq!(m.rmap_replace(&cpu, old, new), Ok(4));
         assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
         assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
         for mm in [&a, &b] {
             assert_eq!(mm.translate(start + 0x4000).unwrap().0.pfn(), new.flags.pfn().add(1));
         }
-        assert_eq!(m.rmap_walk(old, |_, _, _| ()), 0);
-        assert_eq!(m.rmap_walk(new, |_, _, _| ()), 4);
+        assert_eq!(m.rmap_walk(&cpu, old, |_, _, _| ()), 0);
+        assert_eq!(old.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
+        assert_eq!(m.rmap_walk(&cpu, new, |_, _, _| ()), 4);
         // Different orders are refused.
         let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        assert_eq!(m.rmap_replace(new, small), Err(MapError::WrongMapping));
+        assert_eq!(m.rmap_replace(&cpu, new, small), Err(MapError::WrongMapping));
         a.destroy(&cpu);
         b.destroy(&cpu);
         for f in [old, new, small] {

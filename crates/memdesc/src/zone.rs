@@ -253,9 +253,18 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     /// If the split area at `area` carved its table from itself and every other page is free
-    /// again, makes it one order-9 free block and merges on at area level.
+    /// again, makes it one order-9 free block and merges on at area level. An area whose
+    /// table is a page from outside (a split 2 MiB folio's, always from this zone) is made
+    /// whole when all 512 pages are free, and its table page is freed.
     fn maybe_unsplit(&self, fl: &mut FreeLists, rm: &'a RegionMap, area: Pfn) {
         let PageKind::Split(s) = rm.area_word(area).load().kind() else { return };
+        let inside = s.table_pfn >= area.0 && s.table_pfn < area.0 + AREA_PAGES;
+        if !inside {
+            if s.free as u64 == AREA_PAGES {
+                self.unsplit_external(fl, rm, area, Pfn(s.table_pfn));
+            }
+            return;
+        }
         if s.table_pfn != area.0 || s.free as u64 != AREA_PAGES - 1 {
             return;
         }
@@ -271,6 +280,32 @@ impl<'a, P: Platform> Buddy<'a, P> {
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
         fl.free_pages += 1; // the table page is free memory again
         self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+    }
+
+    /// A fully free area whose table page lives outside it: two free order-8 halves become one
+    /// order-9 block, and the table page (of this zone) is freed.
+    fn unsplit_external(&self, fl: &mut FreeLists, rm: &'a RegionMap, area: Pfn, table_pfn: Pfn) {
+        let table = self.mm.table(self.p, table_pfn.0).expect("two-level regions are mapped");
+        let half = AREA_PAGES / 2;
+        for b in [0, half] {
+            let bi = table[b as usize].load().buddy_info().expect("a fully free area holds two order-8 blocks");
+            debug_assert_eq!(bi.order as u32, AREA_ORDER - 1);
+            self.list_del(
+                fl,
+                area.add(b),
+                AREA_ORDER - 1,
+                MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable),
+            );
+        }
+        let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
+        self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
+        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+        // The table page: an allocated order-0 page of this zone, free again.
+        let trm = self.rm(table_pfn);
+        self.block_word(trm, table_pfn, 0).store(Word::TAIL);
+        let tmt =
+            MigrateType::from_bits(trm.pageblock(table_pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
+        self.free_block(fl, table_pfn, 0, tmt);
     }
 
     /// Takes a block of `order` of type `mt` (or stolen from a fallback type) off the lists
