@@ -70,6 +70,7 @@ pub mod slab;
 mod sync;
 pub mod word;
 pub mod zone;
+pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
 pub use gfp::Gfp;
