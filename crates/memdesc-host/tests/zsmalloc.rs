@@ -338,9 +338,12 @@ fn map_races_compaction_and_migration_on_two_cpus() {
         }
     }
     let keep: Vec<(u64, Handle, usize)> = keep.into_iter().map(|(i, (h, s))| (i as u64, *h, *s)).collect();
-    let rounds = 300;
+    let rounds = 60;
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            // Stops the other thread even if this one panics.
+            let _stop = StopOnDrop(&stop);
             let cpu = m.cpus().claim(0).unwrap();
             for r in 0..rounds {
                 for &(i, h, size) in &keep {
@@ -362,7 +365,12 @@ fn map_races_compaction_and_migration_on_two_cpus() {
         s.spawn(|| {
             let cpu = m.cpus().claim(1).unwrap();
             let (mut moved, mut migrated, mut busy) = (0, 0, 0);
-            for r in 0..rounds {
+            let mut r = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || (migrated == 0 && r < 100_000) {
+                r += 1;
+                // Let the mapper run (the host's CPUs are shared; a preempted lock holder
+                // would make the other spin).
+                std::thread::sleep(std::time::Duration::from_micros(100));
                 if r % 10 == 0 {
                     moved += pool.compact(&cpu).objects_moved;
                 }
@@ -478,5 +486,14 @@ proptest! {
         prop_assert_eq!(st.object_bytes, model.values().map(|d| d.len() as u64).sum::<u64>());
         pool.destroy(&cpu);
         prop_assert_eq!(accounted(&m), free0);
+    }
+}
+
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -69,6 +69,7 @@ pub mod sheaf;
 pub mod slab;
 mod sync;
 pub mod word;
+pub mod z3fold;
 pub mod zone;
 pub mod zsmalloc;
 

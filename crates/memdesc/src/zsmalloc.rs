@@ -77,11 +77,11 @@ const NO_OBJ: u32 = u32::MAX;
 // Handle-table entry: bit 0 allocated, bit 1 mapped, bits 2..14 generation, bits 14..24
 // object index, bits 24..64 pfn of the zspage's first page. A free entry keeps its generation
 // and holds the next free entry's index + 1 in bits 24..64.
-const E_ALLOC: u64 = 1;
-const E_MAPPED: u64 = 2;
+pub(crate) const E_ALLOC: u64 = 1;
+pub(crate) const E_MAPPED: u64 = 2;
 const GEN_BITS: u32 = 12;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
-const IDX_SHIFT: u32 = 14;
+pub(crate) const IDX_SHIFT: u32 = 14;
 const PFN_SHIFT: u32 = 24;
 
 // Object header: bit 0 allocated, bits 1..13 size - 1, bits 13..64 handle index. A free
@@ -102,10 +102,10 @@ impl Handle {
     pub const fn from_raw(raw: u64) -> Handle {
         Handle(raw)
     }
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         (self.0 >> GEN_BITS) as usize
     }
-    fn gen(self) -> u64 {
+    pub(crate) fn gen(self) -> u64 {
         self.0 & GEN_MASK
     }
 }
@@ -221,6 +221,134 @@ impl Class {
     }
 }
 
+/// Why a handle does not name a live object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandleFault {
+    /// Never issued (out of range, or generation 0).
+    Bad,
+    /// Freed and the entry reused since (another generation).
+    Stale,
+    /// Freed (same generation).
+    Freed,
+}
+
+/// A handle table shared by zsmalloc and z3fold: entries of 8 bytes in 4 KiB kmalloc
+/// chunks found through a directory, with a free list and a generation per entry. Entry
+/// bits: 0 allocated, 1 mapped, 2..14 generation, 14..64 the owner's location (a free entry
+/// keeps its generation and holds the next free index + 1 from bit 24). Used only under the
+/// owner's lock.
+pub(crate) struct HandleTable {
+    /// Chunks (kmalloc'd, `CHUNK_ENTRIES` entries each).
+    dir: [usize; DIR_ENTRIES],
+    /// Entries in use or on the free list.
+    len: usize,
+    /// First free entry + 1 (0: none).
+    free: usize,
+}
+
+impl HandleTable {
+    pub(crate) const fn new() -> Self {
+        HandleTable { dir: [0; DIR_ENTRIES], len: 0, free: 0 }
+    }
+
+    fn ptr(&self, i: usize) -> Option<*mut u64> {
+        let chunk = *self.dir.get(i / CHUNK_ENTRIES)?;
+        if chunk == 0 || i >= self.len {
+            return None;
+        }
+        Some((chunk as *mut u64).wrapping_add(i % CHUNK_ENTRIES))
+    }
+
+    /// Entry `i`, if it exists.
+    pub(crate) fn get(&self, i: usize) -> Option<u64> {
+        // SAFETY: the chunk is a live kmalloc object of CHUNK_ENTRIES u64s owned by the table,
+        // only touched under the owner's lock, and the index is in bounds.
+        self.ptr(i).map(|p| unsafe { p.read() })
+    }
+
+    /// Entry `i` for writing.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut u64> {
+        // SAFETY: as in get; `&mut self` makes this the only reference.
+        self.ptr(i).map(|p| unsafe { &mut *p })
+    }
+
+    /// The entry of a live handle.
+    pub(crate) fn check(&self, h: Handle) -> Result<u64, HandleFault> {
+        let e = self.get(h.index()).ok_or(HandleFault::Bad)?;
+        if h.gen() == 0 {
+            return Err(HandleFault::Bad);
+        }
+        if h.gen() != (e >> 2) & GEN_MASK {
+            return Err(HandleFault::Stale);
+        }
+        if e & E_ALLOC == 0 {
+            return Err(HandleFault::Freed);
+        }
+        Ok(e)
+    }
+
+    /// Takes a free entry (its generation bumped, never 0); the caller stores the location
+    /// with [`HandleTable::set`]. `Err(None)`: the table is full.
+    pub(crate) fn alloc<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) -> Result<usize, Option<AllocError>> {
+        if self.free != 0 {
+            let i = self.free - 1;
+            let e = self.get_mut(i).expect("free entry");
+            let next = (*e >> PFN_SHIFT) as usize;
+            let mut gen = ((*e >> 2) + 1) & GEN_MASK;
+            if gen == 0 {
+                gen = 1;
+            }
+            *e = gen << 2;
+            self.free = next;
+            return Ok(i);
+        }
+        let i = self.len;
+        if i >= ZS_MAX_HANDLES {
+            return Err(None);
+        }
+        if i.is_multiple_of(CHUNK_ENTRIES) {
+            let c = mem.kmalloc(cpu, PAGE_SIZE, Gfp::KERNEL).map_err(Some)?;
+            self.dir[i / CHUNK_ENTRIES] = c.as_ptr() as usize;
+        }
+        self.len += 1;
+        *self.get_mut(i).expect("new entry") = 1 << 2;
+        Ok(i)
+    }
+
+    /// Publishes entry `i` as allocated at `loc` (bits 14..64); returns the handle.
+    pub(crate) fn set(&mut self, i: usize, loc: u64) -> Handle {
+        let e = self.get_mut(i).expect("allocated entry");
+        let gen = (*e >> 2) & GEN_MASK;
+        *e = E_ALLOC | gen << 2 | loc << IDX_SHIFT;
+        Handle((i as u64) << GEN_BITS | gen)
+    }
+
+    /// Puts entry `i` on the free list, keeping its generation.
+    pub(crate) fn release(&mut self, i: usize) {
+        let next = self.free as u64;
+        let e = self.get_mut(i).expect("entry");
+        *e = (*e & (GEN_MASK << 2)) | next << PFN_SHIFT;
+        self.free = i + 1;
+    }
+
+    /// Chunks allocated.
+    pub(crate) fn chunks(&self) -> usize {
+        self.dir.iter().filter(|&&c| c != 0).count()
+    }
+
+    /// Frees every chunk.
+    pub(crate) fn destroy<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) {
+        for c in self.dir.iter_mut() {
+            if let Some(p) = NonNull::new(core::mem::replace(c, 0) as *mut u8) {
+                let r = mem.kfree(cpu, p);
+                debug_assert!(r.is_ok(), "handle chunk free: {r:?}");
+            }
+        }
+        self.len = 0;
+        self.free = 0;
+    }
+}
+
 /// What the lock protects.
 struct Inner {
     step: usize,
@@ -228,12 +356,7 @@ struct Inner {
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
     classes: [Class; MAX_SLOTS],
-    /// Handle-table chunks (kmalloc'd, `CHUNK_ENTRIES` entries each).
-    dir: [usize; DIR_ENTRIES],
-    /// Entries in use or on the free list.
-    handles_len: usize,
-    /// First free entry + 1 (0: none).
-    handles_free: usize,
+    handles: HandleTable,
     live_handles: u64,
     mapped: u64,
 }
@@ -349,28 +472,6 @@ fn zs_ref<'a>(addr: usize) -> &'a Zspage {
 }
 
 impl Inner {
-    fn entry_ptr(&self, i: usize) -> Option<*mut u64> {
-        let chunk = *self.dir.get(i / CHUNK_ENTRIES)?;
-        if chunk == 0 || i >= self.handles_len {
-            return None;
-        }
-        Some((chunk as *mut u64).wrapping_add(i % CHUNK_ENTRIES))
-    }
-
-    /// Handle-table entry `i`, if it exists.
-    fn entry_get(&self, i: usize) -> Option<u64> {
-        // SAFETY: the chunk is a live kmalloc object of CHUNK_ENTRIES u64s owned by the pool,
-        // only touched under the pool lock (Inner is only reached through the lock's guard),
-        // and the index is in bounds.
-        self.entry_ptr(i).map(|p| unsafe { p.read() })
-    }
-
-    /// Handle-table entry `i` for writing.
-    fn entry(&mut self, i: usize) -> Option<&mut u64> {
-        // SAFETY: as in entry_get; `&mut self` makes this the only reference.
-        self.entry_ptr(i).map(|p| unsafe { &mut *p })
-    }
-
     fn list_push(head: &mut usize, zs: &Zspage) {
         let me = zs as *const Zspage as usize;
         zs.list.prev.store(0, Ordering::Relaxed);
@@ -452,9 +553,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            dir: [0; DIR_ENTRIES],
-            handles_len: 0,
-            handles_free: 0,
+            handles: HandleTable::new(),
             live_handles: 0,
             mapped: 0,
         };
@@ -493,7 +592,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             s.zspages += c.zspages;
             s.pages += c.zspages * c.pages as u64;
         }
-        let chunks = g.dir.iter().filter(|&&c| c != 0).count() as u64;
+        let chunks = g.handles.chunks() as u64;
         let state = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>());
         s.metadata_bytes = s.zspages * core::mem::size_of::<Zspage>() as u64 + chunks * PAGE_SIZE as u64 + state as u64;
         s
@@ -540,11 +639,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let c = &mut g.classes[ci];
         c.objects += 1;
         c.bytes += size as u64;
-        let e = g.entry(hidx).expect("allocated entry");
-        let gen = (*e >> 2) & GEN_MASK;
-        *e = E_ALLOC | gen << 2 | (idx as u64) << IDX_SHIFT | zs.flags.pfn().0 << PFN_SHIFT;
         g.live_handles += 1;
-        Ok(Handle((hidx as u64) << GEN_BITS | gen))
+        Ok(g.handles.set(hidx, idx as u64 | zs.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT)))
     }
 
     /// Frees an object. Refused with a precise error for a handle this pool never issued, one
@@ -552,7 +648,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), ZsError> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
-        if g.entry_get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
+        if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
             return Err(ZsError::Mapped(h));
         }
         let zs = zs_ref(loc.zs);
@@ -576,7 +672,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn map<'a>(&'a self, cpu: &'a Cpu<'a>, h: Handle, write: bool) -> Result<Mapping<'a, 'm, P>, ZsError> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
-        if g.entry_get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
+        if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
             return Err(ZsError::AlreadyMapped(h));
         }
         let class = g.classes[loc.class];
@@ -592,7 +688,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         } else {
             (self.page_ptr(zs, off), false)
         };
-        *g.entry(h.index()).expect("resolved") |= E_MAPPED;
+        *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
         zs.mapped.fetch_add(1, Ordering::Relaxed);
         g.mapped += 1;
         Ok(Mapping { pool: self, cpu, h, zs, off, ptr, len: loc.size, copy, write })
@@ -608,7 +704,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             debug_assert!(r.is_ok(), "copy buffer free: {r:?}");
         }
         let mut g = self.state().lock.lock();
-        if let Some(e) = g.entry(m.h.index()) {
+        if let Some(e) = g.handles.get_mut(m.h.index()) {
             *e &= !E_MAPPED;
         }
         m.zs.mapped.fetch_sub(1, Ordering::Relaxed);
@@ -722,7 +818,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             Inner::list_del(&mut g.classes[ci].partial, dst);
             Inner::list_push(&mut g.classes[ci].full, dst);
         }
-        let e = g.entry(hidx).expect("moved object's handle");
+        let e = g.handles.get_mut(hidx).expect("moved object's handle");
         let keep = *e & (E_ALLOC | E_MAPPED | GEN_MASK << 2);
         *e = keep | (didx as u64) << IDX_SHIFT | dst.flags.pfn().0 << PFN_SHIFT;
         // Release the source slot (this frees src when it empties).
@@ -750,13 +846,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                 g.classes[ci].objects = 0;
                 g.classes[ci].bytes = 0;
             }
-            for i in 0..DIR_ENTRIES {
-                let c = core::mem::replace(&mut g.dir[i], 0);
-                if let Some(c) = NonNull::new(c as *mut u8) {
-                    let r = self.mem.kfree(cpu, c);
-                    debug_assert!(r.is_ok(), "handle chunk free: {r:?}");
-                }
-            }
+            g.handles.destroy(self.mem, cpu);
         }
         // A pfn scanner that read one of our words before they were reset may still be about
         // to take our lock: wait for it to leave its RCU read section before freeing it.
@@ -769,17 +859,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
 
     /// Resolves a handle to its object, checking it.
     fn resolve(&self, g: &Inner, h: Handle) -> Result<Loc, ZsError> {
-        let Some(e) = g.entry_get(h.index()) else { return Err(ZsError::BadHandle(h)) };
-        let gen = (e >> 2) & GEN_MASK;
-        if h.gen() == 0 {
-            return Err(ZsError::BadHandle(h));
-        }
-        if h.gen() != gen {
-            return Err(ZsError::StaleHandle(h));
-        }
-        if e & E_ALLOC == 0 {
-            return Err(ZsError::DoubleFree(h));
-        }
+        let e = g.handles.check(h).map_err(|f| match f {
+            HandleFault::Bad => ZsError::BadHandle(h),
+            HandleFault::Stale => ZsError::StaleHandle(h),
+            HandleFault::Freed => ZsError::DoubleFree(h),
+        })?;
         let pfn = Pfn(e >> PFN_SHIFT);
         let idx = ((e >> IDX_SHIFT) & 0x3FF) as u32;
         let zs = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
@@ -804,38 +888,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     fn handle_alloc(&self, cpu: &Cpu<'_>, g: &mut Inner) -> Result<usize, ZsError> {
-        if g.handles_free != 0 {
-            let i = g.handles_free - 1;
-            let e = g.entry(i).expect("free entry");
-            let next = (*e >> PFN_SHIFT) as usize;
-            // Bump the generation on reuse (never 0, so handle 0 is never valid).
-            let mut gen = ((*e >> 2) + 1) & GEN_MASK;
-            if gen == 0 {
-                gen = 1;
-            }
-            *e = gen << 2;
-            g.handles_free = next;
-            return Ok(i);
-        }
-        let i = g.handles_len;
-        if i >= ZS_MAX_HANDLES {
-            return Err(ZsError::TooManyHandles);
-        }
-        if i.is_multiple_of(CHUNK_ENTRIES) {
-            let c = self.mem.kmalloc(cpu, PAGE_SIZE, Gfp::KERNEL)?;
-            g.dir[i / CHUNK_ENTRIES] = c.as_ptr() as usize;
-        }
-        g.handles_len += 1;
-        *g.entry(i).expect("new entry") = 1 << 2;
-        Ok(i)
+        g.handles.alloc(self.mem, cpu).map_err(|e| e.map_or(ZsError::TooManyHandles, ZsError::NoMemory))
     }
 
-    /// Puts entry `i` on the free list (keeping its generation).
     fn handle_release(&self, g: &mut Inner, i: usize) {
-        let next = g.handles_free as u64;
-        let e = g.entry(i).expect("entry");
-        *e = (*e & (GEN_MASK << 2)) | next << PFN_SHIFT;
-        g.handles_free = i + 1;
+        g.handles.release(i);
     }
 
     /// Frees object `loc.idx` of `zs` and, if the zspage empties, the zspage.
@@ -1145,7 +1202,7 @@ impl<P: Platform> ZsPool<'_, P> {
                     self.read_u64(zs, i as usize * class.slot as usize)
                 };
                 if header & H_ALLOC != 0 {
-                    let e = g.entry((header >> 13) as usize).expect("live object's handle");
+                    let e = g.handles.get_mut((header >> 13) as usize).expect("live object's handle");
                     *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
                 }
             }
@@ -1165,9 +1222,7 @@ mod tests {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            dir: [0; DIR_ENTRIES],
-            handles_len: 0,
-            handles_free: 0,
+            handles: HandleTable::new(),
             live_handles: 0,
             mapped: 0,
         };
