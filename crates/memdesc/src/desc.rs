@@ -332,16 +332,30 @@ impl Netmem {
     }
 }
 
-/// A zspage: 1–4 order-0 pages holding compressed objects of one size class.
+/// A zspage: 1–4 order-0 pages holding objects of one zsmalloc size class
+/// ([`crate::zsmalloc`]). Every component page's word points to it; `pool` leads a pfn
+/// scanner from the word alone to the owning pool. Fields other than `flags` change only
+/// under the owning pool's lock.
 #[repr(C, align(16))]
 pub struct Zspage {
-    /// Flags (order 0; pfn of the first page).
+    /// Flags (order 0; pfn of the first component page).
     pub flags: DescFlags,
+    /// Index of the size class in the pool.
     pub(crate) class: AtomicU32,
+    /// Objects in use.
     pub(crate) inuse: AtomicU32,
+    /// Index of the first free object (`u32::MAX`: none); free objects link through their
+    /// first eight bytes.
     pub(crate) freelist: AtomicU32,
-    pub(crate) nr_pages: AtomicU32,
+    /// Objects of this zspage mapped right now; migration and compaction leave it alone
+    /// while non-zero.
+    pub(crate) mapped: AtomicU32,
+    /// Address of the owning pool's state.
+    pub(crate) pool: AtomicUsize,
+    /// Links on the class's partial or full list.
     pub(crate) list: ListLinks,
+    /// Component pfns (as many as the class's pages per zspage). A one-object ("huge")
+    /// zspage has one page and keeps its object's header in `pages[1]`.
     pub(crate) pages: [AtomicU64; 4],
 }
 
@@ -350,22 +364,47 @@ impl Zspage {
     pub fn inuse(&self) -> u32 {
         self.inuse.load(Ordering::Acquire)
     }
+    /// Index of the size class in the owning pool.
+    pub fn class(&self) -> u32 {
+        self.class.load(Ordering::Acquire)
+    }
+    /// Address of the owning pool's state (what a pfn scanner follows from the word).
+    pub fn pool_addr(&self) -> usize {
+        self.pool.load(Ordering::Acquire)
+    }
+    /// The `i`-th component pfn (`i < 4`; entries past the class's page count are stale).
+    pub fn page(&self, i: usize) -> Option<crate::Pfn> {
+        self.pages.get(i).map(|p| crate::Pfn(p.load(Ordering::Acquire)))
+    }
 }
 
-/// A z3fold page: up to three objects (first, middle, last).
+/// A z3fold page: up to three objects (first, middle, last) in one order-0 page
+/// ([`crate::z3fold`]). Fields other than `flags` change only under the owning pool's lock.
 #[repr(C, align(16))]
 pub struct Z3foldDesc {
     /// Flags, order (0) and pfn.
     pub flags: DescFlags,
+    /// Packed layout: the byte sizes of the first, middle and last objects (13 bits each,
+    /// 0 = absent), the middle object's start chunk (7 bits) and the count of mapped objects
+    /// (8 bits).
     pub(crate) chunks: AtomicU64,
+    /// Address of the owning pool's state.
     pub(crate) pool: AtomicUsize,
+    /// Links on the pool's list of pages with room.
     pub(crate) list: ListLinks,
+    /// Handle-table index of the middle object (compaction may turn it into the first or
+    /// last, which rewrites its handle entry).
+    pub(crate) middle: AtomicU64,
 }
 
 impl Z3foldDesc {
-    /// Packed first/middle/last chunk counts and the middle object's start chunk.
+    /// Packed object sizes, the middle object's start chunk and the mapped count.
     pub fn chunks(&self) -> u64 {
         self.chunks.load(Ordering::Acquire)
+    }
+    /// Address of the owning pool's state.
+    pub fn pool_addr(&self) -> usize {
+        self.pool.load(Ordering::Acquire)
     }
 }
 
@@ -451,4 +490,12 @@ mod layout {
     // The order-0 folio plus its word must not exceed Linux's 64-byte struct page.
     const _: () = assert!(size_of::<Folio>() == 48);
     const _: () = assert!(size_of::<Folio>() + size_of::<crate::word::Page>() <= 64);
+
+    // zsmalloc: 80-byte zspage (a multiple of the alignment), the owning pool reachable at a
+    // fixed offset, and room for the four component pfns.
+    const _: () = assert!(size_of::<Zspage>() == 80);
+    const _: () = assert!(offset_of!(Zspage, pool) == 24 && offset_of!(Zspage, pages) == 48);
+    // z3fold: 48 bytes; the packed layout word right after the flags.
+    const _: () = assert!(size_of::<Z3foldDesc>() == 48);
+    const _: () = assert!(offset_of!(Z3foldDesc, chunks) == 8);
 }

@@ -71,7 +71,9 @@ pub mod sheaf;
 pub mod slab;
 mod sync;
 pub mod word;
+pub mod z3fold;
 pub mod zone;
+pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
 pub use gfp::Gfp;

@@ -1,0 +1,622 @@
+//! z3fold: up to three objects — *first*, *middle* and *last* — in one order-0 page, with
+//! opaque handles, map/unmap, and compaction of the middle object.
+//!
+//! # Layout
+//!
+//! A page is 64 chunks of 64 bytes (Linux's z3fold chunk size; unlike Linux there is no
+//! in-page header: the page's [`Z3foldDesc`], which its word (`Tag::Z3fold`) points to,
+//! holds the layout). The first object starts at chunk 0, the last ends at chunk 64, and the
+//! middle object sits anywhere between them (right after the first when placed). The
+//! descriptor packs the three byte sizes (0 = absent), the middle's start chunk and the count
+//! of mapped objects into one word; the middle object's handle index is kept beside it, so
+//! compaction can turn the middle into the first or last object by rewriting that handle's
+//! entry.
+//!
+//! Pages with room are kept on 64 lists indexed by the largest object (in chunks) that still
+//! fits (`lists[0]` holds full pages); an allocation takes the page with the least room that
+//! fits (best fit), or a new page.
+//!
+//! Handles use zsmalloc's handle table (location: pfn and which of the three objects);
+//! a stale, doubly freed or never issued handle is refused precisely.
+//!
+//! # Compaction
+//!
+//! [`Z3foldPool::compact`] moves each page's middle object: to the start (becoming the first
+//! object) when there is no first, else to the end (becoming the last) when there is no last,
+//! else right after the first object, so the free chunks join into one run. Pages with a
+//! mapped object are left alone.
+//!
+//! # Locking
+//!
+//! One spin lock per pool; a mapping counts itself in its page's descriptor under the lock
+//! and is released under it, and compaction skips pages whose count is non-zero, so a
+//! mapping's bytes never move. Objects never straddle pages, so a mapping is a pointer into
+//! the page.
+//!
+//! This module touches its pool state and handle chunks (kmalloc memory), its descriptors
+//! (the `z3fold_desc` descriptor cache), the contents of its pages, and their words.
+
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::cpu::Cpu;
+use crate::desc::{DescPtr, Z3foldDesc};
+use crate::gfp::Gfp;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::sync::{Ordering, SpinLock};
+use crate::word::{PageKind, Word};
+use crate::zsmalloc::{Handle, HandleFault, HandleTable, E_MAPPED, IDX_SHIFT};
+
+/// Bytes per chunk.
+pub const Z3_CHUNK: usize = 64;
+/// Chunks per page.
+pub const Z3_NCHUNKS: usize = PAGE_SIZE / Z3_CHUNK;
+/// Largest object.
+pub const Z3_MAX_ALLOC: usize = PAGE_SIZE;
+
+const SIZE_BITS: u32 = 13;
+const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
+const MS_SHIFT: u32 = 39;
+const MAPPED_SHIFT: u32 = 46;
+
+/// Which of a page's three objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buddy {
+    /// Starts at chunk 0.
+    First = 0,
+    /// Between the other two.
+    Middle = 1,
+    /// Ends at the end of the page.
+    Last = 2,
+}
+
+impl Buddy {
+    fn from_bits(b: u64) -> Buddy {
+        match b & 3 {
+            0 => Buddy::First,
+            1 => Buddy::Middle,
+            _ => Buddy::Last,
+        }
+    }
+}
+
+/// Why a z3fold operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Z3Error {
+    /// Size 0 or above [`Z3_MAX_ALLOC`].
+    InvalidSize(usize),
+    /// The handle was never issued by this pool.
+    BadHandle(Handle),
+    /// The handle's object was already freed.
+    DoubleFree(Handle),
+    /// The handle's object was freed and its table slot reused since.
+    StaleHandle(Handle),
+    /// The object is mapped: unmap it first.
+    Mapped(Handle),
+    /// The object is already mapped.
+    AlreadyMapped(Handle),
+    /// The handle table is full.
+    TooManyHandles,
+    /// The page allocator or slab ran out.
+    NoMemory(AllocError),
+    /// A page without a direct mapping was handed out.
+    NoDirectMap(Pfn),
+}
+
+impl core::fmt::Display for Z3Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Z3Error::InvalidSize(s) => write!(f, "object size {s} is not in 1..={Z3_MAX_ALLOC}"),
+            Z3Error::BadHandle(h) => write!(f, "handle {:#x} was never issued by this pool", h.raw()),
+            Z3Error::DoubleFree(h) => write!(f, "double free of handle {:#x}", h.raw()),
+            Z3Error::StaleHandle(h) => write!(f, "handle {:#x} was freed and its slot reused", h.raw()),
+            Z3Error::Mapped(h) => write!(f, "handle {:#x} is mapped", h.raw()),
+            Z3Error::AlreadyMapped(h) => write!(f, "handle {:#x} is already mapped", h.raw()),
+            Z3Error::TooManyHandles => write!(f, "handle table full"),
+            Z3Error::NoMemory(e) => write!(f, "{e}"),
+            Z3Error::NoDirectMap(p) => write!(f, "pfn {p} has no direct mapping"),
+        }
+    }
+}
+
+impl core::error::Error for Z3Error {}
+
+impl From<AllocError> for Z3Error {
+    fn from(e: AllocError) -> Self {
+        Z3Error::NoMemory(e)
+    }
+}
+
+/// The unpacked layout word of a page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Layout {
+    sizes: [usize; 3],
+    /// Start chunk of the middle object.
+    ms: usize,
+    mapped: u32,
+}
+
+fn chunks(size: usize) -> usize {
+    size.div_ceil(Z3_CHUNK)
+}
+
+impl Layout {
+    fn load(d: &Z3foldDesc) -> Layout {
+        let w = d.chunks.load(Ordering::Relaxed);
+        Layout {
+            sizes: [
+                (w & SIZE_MASK) as usize,
+                (w >> SIZE_BITS & SIZE_MASK) as usize,
+                (w >> (2 * SIZE_BITS) & SIZE_MASK) as usize,
+            ],
+            ms: (w >> MS_SHIFT & 0x7F) as usize,
+            mapped: (w >> MAPPED_SHIFT & 0xFF) as u32,
+        }
+    }
+    fn store(&self, d: &Z3foldDesc) {
+        let w = self.sizes[0] as u64
+            | (self.sizes[1] as u64) << SIZE_BITS
+            | (self.sizes[2] as u64) << (2 * SIZE_BITS)
+            | (self.ms as u64) << MS_SHIFT
+            | (self.mapped as u64) << MAPPED_SHIFT;
+        d.chunks.store(w, Ordering::Relaxed);
+    }
+    fn c(&self, b: Buddy) -> usize {
+        chunks(self.sizes[b as usize])
+    }
+    /// Start chunk of object `b`.
+    fn start(&self, b: Buddy) -> usize {
+        match b {
+            Buddy::First => 0,
+            Buddy::Middle => self.ms,
+            Buddy::Last => Z3_NCHUNKS - self.c(Buddy::Last),
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.sizes == [0; 3]
+    }
+    /// Where an object of `need` chunks would go: (which, start chunk).
+    fn place(&self, need: usize) -> Option<(Buddy, usize)> {
+        let (f, m, l) = (self.c(Buddy::First), self.c(Buddy::Middle), self.c(Buddy::Last));
+        let end_before_last = Z3_NCHUNKS - l;
+        if f == 0 {
+            let limit = if m > 0 { self.ms } else { end_before_last };
+            if need <= limit {
+                return Some((Buddy::First, 0));
+            }
+        }
+        if l == 0 {
+            let from = if m > 0 { self.ms + m } else { f };
+            if need <= Z3_NCHUNKS - from {
+                return Some((Buddy::Last, Z3_NCHUNKS - need));
+            }
+        }
+        if m == 0 && (f > 0 || l > 0) && need <= end_before_last - f {
+            return Some((Buddy::Middle, f));
+        }
+        None
+    }
+    /// The largest object (in chunks) that still fits.
+    fn room(&self) -> usize {
+        (1..=Z3_NCHUNKS).rev().find(|&n| self.place(n).is_some()).unwrap_or(0)
+    }
+}
+
+struct Inner {
+    /// `lists[n]`: pages whose largest fitting object is `n` chunks (0: full).
+    lists: [usize; Z3_NCHUNKS + 1],
+    handles: HandleTable,
+    pages: u64,
+    objects: u64,
+    bytes: u64,
+}
+
+struct PoolState {
+    lock: SpinLock<Inner>,
+}
+
+/// Pool figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Z3Stats {
+    /// Live objects.
+    pub objects: u64,
+    /// Bytes of live objects.
+    pub object_bytes: u64,
+    /// Pages.
+    pub pages: u64,
+    /// Bytes outside the pages: descriptors, handle-table chunks, pool state.
+    pub metadata_bytes: u64,
+}
+
+/// What a compaction run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Z3CompactStats {
+    /// Middle objects moved.
+    pub objects_moved: u64,
+    /// Middle objects that became a first or last object.
+    pub promoted: u64,
+}
+
+/// A z3fold pool of one machine.
+pub struct Z3foldPool<'m, P: Platform> {
+    mem: &'m PhysMem<P>,
+    state: NonNull<PoolState>,
+}
+
+// SAFETY: the state lives in kmalloc memory owned by the pool until `destroy`; its contents
+// are reached only through its spin lock; PhysMem is Sync.
+unsafe impl<P: Platform> Send for Z3foldPool<'_, P> {}
+// SAFETY: as above.
+unsafe impl<P: Platform> Sync for Z3foldPool<'_, P> {}
+
+fn desc_ref<'a>(addr: usize) -> &'a Z3foldDesc {
+    // SAFETY: callers pass descriptors of this pool found on its lists or through a word read
+    // under the pool lock; descriptors are freed only under that lock after leaving the lists.
+    unsafe { &*(addr as *const Z3foldDesc) }
+}
+
+fn list_push(head: &mut usize, d: &Z3foldDesc) {
+    let me = d as *const Z3foldDesc as usize;
+    d.list.prev.store(0, Ordering::Relaxed);
+    d.list.next.store(*head, Ordering::Relaxed);
+    if *head != 0 {
+        desc_ref(*head).list.prev.store(me, Ordering::Relaxed);
+    }
+    *head = me;
+}
+
+fn list_del(head: &mut usize, d: &Z3foldDesc) {
+    let (prev, next) = (d.list.prev.load(Ordering::Relaxed), d.list.next.load(Ordering::Relaxed));
+    if prev == 0 {
+        *head = next;
+    } else {
+        desc_ref(prev).list.next.store(next, Ordering::Relaxed);
+    }
+    if next != 0 {
+        desc_ref(next).list.prev.store(prev, Ordering::Relaxed);
+    }
+}
+
+/// A resolved handle.
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    d: &'a Z3foldDesc,
+    which: Buddy,
+    entry: u64,
+}
+
+impl<'m, P: Platform> Z3foldPool<'m, P> {
+    /// Creates a pool.
+    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
+        let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
+        let inner = Inner { lists: [0; Z3_NCHUNKS + 1], handles: HandleTable::new(), pages: 0, objects: 0, bytes: 0 };
+        // SAFETY: a fresh kmalloc object of the state's size, aligned to at least 8, ours.
+        unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
+        Ok(Z3foldPool { mem, state: p })
+    }
+
+    fn state(&self) -> &PoolState {
+        // SAFETY: initialised in `new`, freed only by `destroy`, which consumes self.
+        unsafe { self.state.as_ref() }
+    }
+
+    /// Pool figures.
+    pub fn stats(&self) -> Z3Stats {
+        let g = self.state().lock.lock();
+        let st = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
+        Z3Stats {
+            objects: g.objects,
+            object_bytes: g.bytes,
+            pages: g.pages,
+            metadata_bytes: g.pages * core::mem::size_of::<Z3foldDesc>() as u64
+                + (g.handles.chunks() * PAGE_SIZE) as u64
+                + st,
+        }
+    }
+
+    /// Allocates an object of `size` bytes (1..=[`Z3_MAX_ALLOC`]).
+    pub fn malloc(&self, cpu: &Cpu<'_>, size: usize) -> Result<Handle, Z3Error> {
+        if size == 0 || size > Z3_MAX_ALLOC {
+            return Err(Z3Error::InvalidSize(size));
+        }
+        let need = chunks(size);
+        let mut g = self.state().lock.lock();
+        let hidx = g.handles.alloc(self.mem, cpu).map_err(|e| e.map_or(Z3Error::TooManyHandles, Z3Error::NoMemory))?;
+        let d = match (need..=Z3_NCHUNKS).find(|&n| g.lists[n] != 0) {
+            Some(n) => {
+                let d = desc_ref(g.lists[n]);
+                list_del(&mut g.lists[n], d);
+                d
+            }
+            None => match self.page_new(cpu) {
+                Ok(d) => {
+                    g.pages += 1;
+                    d
+                }
+                Err(e) => {
+                    g.handles.release(hidx);
+                    return Err(e);
+                }
+            },
+        };
+        let mut l = Layout::load(d);
+        let (which, start) = l.place(need).expect("the page was listed with room for it");
+        l.sizes[which as usize] = size;
+        if which == Buddy::Middle {
+            l.ms = start;
+            d.middle.store(hidx as u64, Ordering::Relaxed);
+        }
+        l.store(d);
+        list_push(&mut g.lists[l.room()], d);
+        g.objects += 1;
+        g.bytes += size as u64;
+        Ok(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (24 - IDX_SHIFT)))
+    }
+
+    fn resolve<'g>(&self, g: &Inner, h: Handle) -> Result<Loc<'g>, Z3Error> {
+        let entry = g.handles.check(h).map_err(|f| match f {
+            HandleFault::Bad => Z3Error::BadHandle(h),
+            HandleFault::Stale => Z3Error::StaleHandle(h),
+            HandleFault::Freed => Z3Error::DoubleFree(h),
+        })?;
+        let pfn = Pfn(entry >> 24);
+        let d = match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+            Some(PageKind::Z3fold(d)) => desc_ref(d.addr()),
+            _ => return Err(Z3Error::BadHandle(h)),
+        };
+        Ok(Loc { d, which: Buddy::from_bits(entry >> IDX_SHIFT), entry })
+    }
+
+    /// Frees an object (refused precisely for bad, stale, doubly freed or mapped handles).
+    pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), Z3Error> {
+        let mut g = self.state().lock.lock();
+        let loc = self.resolve(&g, h)?;
+        if loc.entry & E_MAPPED != 0 {
+            return Err(Z3Error::Mapped(h));
+        }
+        let d = loc.d;
+        let mut l = Layout::load(d);
+        list_del(&mut g.lists[l.room()], d);
+        g.objects -= 1;
+        g.bytes -= l.sizes[loc.which as usize] as u64;
+        l.sizes[loc.which as usize] = 0;
+        if loc.which == Buddy::Middle {
+            l.ms = 0;
+        }
+        l.store(d);
+        g.handles.release(h.index());
+        if l.is_empty() {
+            g.pages -= 1;
+            self.page_free(cpu, d);
+        } else {
+            list_push(&mut g.lists[l.room()], d);
+        }
+        Ok(())
+    }
+
+    /// Size in bytes of `h`'s object.
+    pub fn size_of(&self, h: Handle) -> Result<usize, Z3Error> {
+        let g = self.state().lock.lock();
+        let loc = self.resolve(&g, h)?;
+        Ok(Layout::load(loc.d).sizes[loc.which as usize])
+    }
+
+    /// Which object of its page `h` names, and the page.
+    pub fn location(&self, h: Handle) -> Result<(Pfn, Buddy), Z3Error> {
+        let g = self.state().lock.lock();
+        let loc = self.resolve(&g, h)?;
+        Ok((loc.d.flags.pfn(), loc.which))
+    }
+
+    /// Maps an object for reading.
+    pub fn map_read(&self, h: Handle) -> Result<Z3Read<'_, 'm, P>, Z3Error> {
+        Ok(Z3Read(self.map(h)?))
+    }
+
+    /// Maps an object for reading and writing.
+    pub fn map_write(&self, h: Handle) -> Result<Z3Write<'_, 'm, P>, Z3Error> {
+        Ok(Z3Write(self.map(h)?))
+    }
+
+    fn map(&self, h: Handle) -> Result<Z3Mapping<'_, 'm, P>, Z3Error> {
+        let mut g = self.state().lock.lock();
+        let loc = self.resolve(&g, h)?;
+        if loc.entry & E_MAPPED != 0 {
+            return Err(Z3Error::AlreadyMapped(h));
+        }
+        let mut l = Layout::load(loc.d);
+        let pfn = loc.d.flags.pfn();
+        let base = self.mem.platform.direct_map(pfn).ok_or(Z3Error::NoDirectMap(pfn))?;
+        *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
+        l.mapped += 1;
+        l.store(loc.d);
+        // SAFETY: the object's chunks lie inside the page.
+        let ptr = unsafe { base.add(l.start(loc.which) * Z3_CHUNK) };
+        Ok(Z3Mapping { pool: self, h, d: loc.d, ptr, len: l.sizes[loc.which as usize] })
+    }
+
+    fn unmap(&self, m: &Z3Mapping<'_, 'm, P>) {
+        let mut g = self.state().lock.lock();
+        if let Some(e) = g.handles.get_mut(m.h.index()) {
+            *e &= !E_MAPPED;
+        }
+        let mut l = Layout::load(m.d);
+        l.mapped -= 1;
+        l.store(m.d);
+    }
+
+    /// Moves middle objects to make room (see the module docs). Returns what moved.
+    pub fn compact(&self) -> Z3CompactStats {
+        let mut st = Z3CompactStats::default();
+        let mut g = self.state().lock.lock();
+        // Collect every page with a movable middle first (moving changes lists).
+        let mut todo = 0usize;
+        for n in 0..=Z3_NCHUNKS {
+            let mut cur = g.lists[n];
+            while cur != 0 {
+                let d = desc_ref(cur);
+                let next = d.list.next.load(Ordering::Relaxed);
+                let l = Layout::load(d);
+                let f = l.c(Buddy::First);
+                let l_c = l.c(Buddy::Last);
+                let movable = l.sizes[1] != 0 && l.mapped == 0 && (f == 0 || l_c == 0 || l.ms != f);
+                if movable {
+                    list_del(&mut g.lists[n], d);
+                    // Chain through `list.next` while off the lists.
+                    d.list.next.store(todo, Ordering::Relaxed);
+                    todo = cur;
+                }
+                cur = next;
+            }
+        }
+        while todo != 0 {
+            let d = desc_ref(todo);
+            todo = d.list.next.load(Ordering::Relaxed);
+            let mut l = Layout::load(d);
+            let (m, size) = (l.c(Buddy::Middle), l.sizes[1]);
+            let base = self.mem.platform.direct_map(d.flags.pfn()).expect("z3fold pages are direct-mapped");
+            let (to, becomes) = if l.sizes[0] == 0 {
+                (0, Buddy::First)
+            } else if l.sizes[2] == 0 {
+                (Z3_NCHUNKS - m, Buddy::Last)
+            } else {
+                (l.c(Buddy::First), Buddy::Middle)
+            };
+            // SAFETY: source and destination ranges lie inside the page; no mapping of this
+            // page exists (mapped == 0 under the lock); copy handles the overlap.
+            unsafe {
+                core::ptr::copy(base.as_ptr().add(l.ms * Z3_CHUNK), base.as_ptr().add(to * Z3_CHUNK), size);
+            }
+            st.objects_moved += 1;
+            if becomes == Buddy::Middle {
+                l.ms = to;
+            } else {
+                let hidx = d.middle.load(Ordering::Relaxed) as usize;
+                let e = g.handles.get_mut(hidx).expect("the middle object's handle");
+                *e = (*e & !(3 << IDX_SHIFT)) | (becomes as u64) << IDX_SHIFT;
+                l.sizes[becomes as usize] = size;
+                l.sizes[1] = 0;
+                l.ms = 0;
+                st.promoted += 1;
+            }
+            l.store(d);
+            list_push(&mut g.lists[l.room()], d);
+        }
+        st
+    }
+
+    /// Frees every page, the handle table and the pool state (live objects are discarded;
+    /// mappings borrow the pool, so none is live).
+    pub fn destroy(self, cpu: &Cpu<'_>) {
+        {
+            let mut g = self.state().lock.lock();
+            for n in 0..=Z3_NCHUNKS {
+                while g.lists[n] != 0 {
+                    let d = desc_ref(g.lists[n]);
+                    list_del(&mut g.lists[n], d);
+                    self.page_free(cpu, d);
+                }
+            }
+            g.handles.destroy(self.mem, cpu);
+            g.pages = 0;
+        }
+        self.mem.rcu().synchronize();
+        let r = self.mem.kfree(cpu, self.state.cast());
+        debug_assert!(r.is_ok(), "pool state free: {r:?}");
+    }
+
+    fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
+        let d = self.mem.alloc_desc::<Z3foldDesc>(cpu)?;
+        let w = Word::desc(DescPtr::from_ref(d));
+        let pfn = match self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
+            Ok(p) => p,
+            Err(e) => {
+                self.mem.free_desc(cpu, d);
+                return Err(e.into());
+            }
+        };
+        d.flags.init(0, 0, pfn);
+        d.chunks.store(0, Ordering::Relaxed);
+        d.middle.store(0, Ordering::Relaxed);
+        d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        if self.mem.platform.direct_map(pfn).is_none() {
+            self.page_free(cpu, d);
+            return Err(Z3Error::NoDirectMap(pfn));
+        }
+        Ok(d)
+    }
+
+    fn page_free(&self, cpu: &Cpu<'_>, d: &Z3foldDesc) {
+        let pfn = d.flags.pfn();
+        self.mem.stamp_block(pfn, 0, Word::TAIL);
+        let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("z3fold pfn"));
+        self.mem.free_claimed(cpu, rm, pfn, 0);
+        self.mem.free_desc(cpu, d);
+    }
+}
+
+struct Z3Mapping<'a, 'm, P: Platform> {
+    pool: &'a Z3foldPool<'m, P>,
+    h: Handle,
+    d: &'a Z3foldDesc,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl<P: Platform> Drop for Z3Mapping<'_, '_, P> {
+    fn drop(&mut self) {
+        self.pool.unmap(self);
+    }
+}
+
+/// A read mapping of a z3fold object; unmaps on drop.
+pub struct Z3Read<'a, 'm, P: Platform>(Z3Mapping<'a, 'm, P>);
+/// A write mapping of a z3fold object; unmaps on drop.
+pub struct Z3Write<'a, 'm, P: Platform>(Z3Mapping<'a, 'm, P>);
+
+impl<P: Platform> Deref for Z3Read<'_, '_, P> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the object's bytes stay in place while it is mapped (compaction skips pages
+        // with mappings, frees of it are refused) and only this mapping reaches them.
+        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
+impl<P: Platform> Deref for Z3Write<'_, '_, P> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as for Z3Read.
+        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
+impl<P: Platform> DerefMut for Z3Write<'_, '_, P> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Z3Read; `&mut self` makes this the only live slice.
+        unsafe { core::slice::from_raw_parts_mut(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_prefers_first_then_last_then_middle() {
+        let mut l = Layout::default();
+        assert_eq!(l.room(), Z3_NCHUNKS);
+        assert_eq!(l.place(10), Some((Buddy::First, 0)));
+        l.sizes[0] = 10 * Z3_CHUNK;
+        assert_eq!(l.place(10), Some((Buddy::Last, Z3_NCHUNKS - 10)));
+        l.sizes[2] = 10 * Z3_CHUNK - 1;
+        assert_eq!(l.place(44), Some((Buddy::Middle, 10)));
+        assert_eq!(l.place(45), None);
+        assert_eq!(l.room(), 44);
+        l.sizes[1] = 5;
+        l.ms = 10;
+        assert_eq!(l.room(), 0, "three objects: full");
+    }
+}
