@@ -60,6 +60,7 @@ pub mod layout;
 pub mod lookup;
 pub mod memmap;
 pub mod page_alloc;
+pub mod page_pool;
 pub mod pageblock;
 pub mod pagecache;
 pub mod pcp;
@@ -68,6 +69,7 @@ pub mod rcu;
 pub mod sheaf;
 pub mod slab;
 mod sync;
+pub mod vmalloc;
 pub mod word;
 pub mod zone;
 
