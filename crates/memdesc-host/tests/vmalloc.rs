@@ -1,0 +1,235 @@
+//! vmalloc on the simulated machine: areas in both memmap layouts and in highmem-free and
+//! unmapped memory, byte access through the platform mapping, precise vfree errors, OOM
+//! unwinding with nothing leaked, and the user-mapping checks (compile-time for handles, a
+//! precise error for every kernel-only page kind).
+
+use memdesc::cpu::Cpu;
+use memdesc::folio::FolioKind;
+use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::vmalloc::{Mappable, NotUserMappable, Unmappable, VmallocError, VmallocSpace};
+use memdesc::word::{PageKind, Tag};
+use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
+use memdesc_host::{boot, SimMachine};
+
+fn machine(layout: MemmapLayout) -> SimMachine {
+    boot(&MemoryLayout::pc(1, layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+/// A 64 MiB machine, small enough to run out of.
+fn small_machine(layout: MemmapLayout) -> SimMachine {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec { start: Pfn(0x1000), end: Pfn(0x1000 + 16384), node: 0, mapped: true, layout }).unwrap();
+    boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+/// Free pages after returning every cache's empty slabs and every per-CPU page.
+fn settled_free(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
+    let mut caches = vec![];
+    m.for_each_cache(|c| caches.push(c as *const memdesc::SlabCache as usize));
+    for c in caches {
+        // SAFETY: caches listed by for_each_cache live as long as the machine (none is
+        // destroyed in these tests).
+        let c = unsafe { &*(c as *const memdesc::SlabCache) };
+        m.shrink_cache(cpu, &m.cache_ref(c));
+    }
+    m.drain_all();
+    m.nr_free_pages()
+}
+
+#[test]
+fn areas_in_both_layouts_free_everything() {
+    for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let s = VmallocSpace::new(&m, &cpu).unwrap();
+        let warm = s.vmalloc::<Unmappable>(&cpu, 1, Gfp::KERNEL).unwrap();
+        s.vfree_area(&cpu, warm).unwrap();
+        let free0 = settled_free(&m, &cpu);
+        let mut areas = vec![];
+        for (i, size) in [1usize, 4096, 4097, 100_000, 1 << 20, 3 << 20].into_iter().enumerate() {
+            let a = s.vmalloc::<Unmappable>(&cpu, size, Gfp::ZERO).unwrap();
+            let pattern: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+            s.write_area(&a, 0, &pattern).unwrap();
+            areas.push((a, pattern));
+        }
+        // Areas are disjoint with a guard page after each, and every page's word names it.
+        for w in areas.windows(2) {
+            assert!(w[1].0.addr() >= w[0].0.addr() + w[0].0.size() + PAGE_SIZE);
+        }
+        for (a, pattern) in &areas {
+            let mut back = vec![0u8; pattern.len()];
+            s.read(a.addr(), &mut back).unwrap();
+            assert_eq!(&back, pattern, "{layout:?}");
+            for i in 0..a.nr_pages() {
+                let pfn = s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE).unwrap();
+                assert_eq!(s.pfn_at(a, i), Ok(pfn));
+                let v = m.memmap().load(m.platform(), pfn).unwrap();
+                assert_eq!(v.span_order, 0, "vmalloc pages have per-page words, even in two-level regions");
+                assert_eq!(v.word.tag(), Some(Tag::VmallocUnmappable));
+            }
+            let mut seen = vec![];
+            s.for_each_page(a.addr(), |i, pfn| seen.push((i, pfn))).unwrap();
+            assert_eq!(seen.len(), a.nr_pages());
+            for (i, pfn) in seen {
+                assert_eq!(s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE), Ok(pfn));
+            }
+        }
+        for (a, _) in areas {
+            s.vfree_area(&cpu, a).unwrap();
+        }
+        assert_eq!(s.stats().areas, 0);
+        assert_eq!(settled_free(&m, &cpu), free0, "{layout:?}: every page came back");
+        m.check(|_, _, _| {}).unwrap();
+    }
+}
+
+#[test]
+fn oom_midway_unwinds_everything() {
+    for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
+        let m = small_machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let s = VmallocSpace::new(&m, &cpu).unwrap();
+        let keep = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+        let free0 = settled_free(&m, &cpu);
+        let live0 = s.stats();
+        // More than the machine has: fails after taking thousands of pages.
+        let e = s.vmalloc::<Unmappable>(&cpu, 80 << 20, Gfp::NOWARN).unwrap_err();
+        assert!(matches!(e, VmallocError::NoMemory(_)), "{e:?}");
+        assert_eq!(s.stats(), live0);
+        assert_eq!(settled_free(&m, &cpu), free0, "{layout:?}: a failed vmalloc leaks nothing");
+        m.check(|_, _, _| {}).unwrap();
+        // The machine is still usable, and the survivor intact.
+        let big = s.vmalloc::<Unmappable>(&cpu, 16 << 20, Gfp::KERNEL).unwrap();
+        s.vfree_area(&cpu, big).unwrap();
+        s.vfree_area(&cpu, keep).unwrap();
+    }
+}
+
+#[test]
+fn virtual_space_exhaustion_unwinds_pages() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let s = VmallocSpace::with_range(&m, &cpu, 0xffff_c900_0000_0000, 16 * PAGE_SIZE).unwrap();
+    let a = s.vmalloc::<Unmappable>(&cpu, 7 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+    let free0 = settled_free(&m, &cpu);
+    // 7 + guard used; 8 left, which holds 7 + guard but not 8 + guard.
+    assert_eq!(
+        s.vmalloc::<Unmappable>(&cpu, 8 * PAGE_SIZE, Gfp::KERNEL).unwrap_err(),
+        VmallocError::NoVirtualSpace { pages: 8 }
+    );
+    assert_eq!(settled_free(&m, &cpu), free0);
+    let b = s.vmalloc::<Unmappable>(&cpu, 7 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+    assert_eq!(b.addr(), a.addr() + 8 * PAGE_SIZE);
+    // Freeing the first makes room again, first fit.
+    s.vfree_area(&cpu, a).unwrap();
+    let c = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+    assert_eq!(c.addr(), 0xffff_c900_0000_0000);
+    s.vfree_area(&cpu, b).unwrap();
+    s.vfree_area(&cpu, c).unwrap();
+    assert_eq!(VmallocSpace::with_range(&m, &cpu, 0x1001, PAGE_SIZE).err(), Some(VmallocError::BadRange));
+    assert_eq!(
+        VmallocSpace::with_range(&m, &cpu, usize::MAX - 4095, 2 * PAGE_SIZE).err(),
+        Some(VmallocError::BadRange)
+    );
+}
+
+#[test]
+fn bad_and_double_vfree_are_refused_precisely() {
+    let m = machine(MemmapLayout::TwoLevel);
+    let cpu = m.cpus().claim(0).unwrap();
+    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let a = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+    let b = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::KERNEL).unwrap();
+    let (va, vb) = (a.addr(), b.addr());
+    assert_eq!(s.vfree(&cpu, va + 5), Err(VmallocError::NotAreaStart { va: va + 5, start: va }));
+    assert_eq!(s.vfree(&cpu, va + 3 * PAGE_SIZE), Err(VmallocError::GuardPage { va: va + 3 * PAGE_SIZE, area: va }));
+    assert_eq!(s.vfree(&cpu, vb + 10 * PAGE_SIZE), Err(VmallocError::NotAllocated(vb + 10 * PAGE_SIZE)));
+    assert_eq!(s.vfree(&cpu, 0x1000), Err(VmallocError::OutOfRange(0x1000)));
+    assert_eq!(s.vmalloc_to_pfn(vb + PAGE_SIZE), Err(VmallocError::GuardPage { va: vb + PAGE_SIZE, area: vb }));
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(vb + PAGE_SIZE - 4, &mut buf), Err(VmallocError::OutOfBounds { va: vb + PAGE_SIZE - 4, len: 8 }));
+    assert_eq!(s.stats().areas, 2, "nothing changed");
+    s.vfree(&cpu, va).unwrap();
+    assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+    assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
+    assert_eq!(s.read(va, &mut buf), Err(VmallocError::NotAllocated(va)));
+    // A new area reusing the address: the old start is no longer "double freed".
+    let c = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::KERNEL).unwrap();
+    assert_eq!(c.addr(), va);
+    s.vfree_area(&cpu, b).unwrap();
+    s.vfree_area(&cpu, c).unwrap();
+    m.check(|_, _, _| {}).unwrap();
+}
+
+#[test]
+fn only_mappable_memory_reaches_user_space() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let user = s.vmalloc::<Mappable>(&cpu, 2 * PAGE_SIZE, Gfp::ZERO).unwrap();
+    let kern = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::ZERO).unwrap();
+    // Through a handle: only VmArea<Mappable> has user_page (see the compile_fail doctest in
+    // memdesc::vmalloc); through a pfn, the word decides.
+    let up = user.user_page(&s, 1).unwrap();
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, up.pfn()), Ok(up));
+    let kpfn = s.pfn_at(&kern, 0).unwrap();
+    assert_eq!(
+        memdesc::vmalloc::user_page_of(&m, kpfn),
+        Err(NotUserMappable::KernelOnly(kpfn, Tag::VmallocUnmappable))
+    );
+    // A slab page.
+    let obj = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
+    let spfn = memdesc::Platform::virt_to_pfn(m.platform(), obj).unwrap();
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, spfn), Err(NotUserMappable::KernelOnly(spfn, Tag::Slab)));
+    // Undescribed memory: a raw page, and a free one.
+    let raw = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, raw), Err(NotUserMappable::Undescribed(raw)));
+    m.free_pages(&cpu, raw, 0).unwrap();
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, raw), Err(NotUserMappable::Undescribed(raw)));
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, Pfn(1 << 39)), Err(NotUserMappable::OutOfRange(Pfn(1 << 39))));
+    // A folio may be mapped.
+    let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(memdesc::vmalloc::user_page_of(&m, f.flags.pfn()).unwrap().tag(), Tag::AnonFolio);
+    m.folio_put(&cpu, f).unwrap();
+    assert!(matches!(
+        m.memmap().load(m.platform(), up.pfn()).map(|v| v.word.kind()),
+        Some(PageKind::Vmalloc { mappable: true, .. })
+    ));
+    m.kfree(&cpu, obj).unwrap();
+    s.vfree_area(&cpu, user).unwrap();
+    s.vfree_area(&cpu, kern).unwrap();
+}
+
+#[test]
+fn two_threads_allocate_and_free_concurrently() {
+    let m = machine(MemmapLayout::Flat);
+    let s = {
+        let cpu = m.cpus().claim(0).unwrap();
+        VmallocSpace::new(&m, &cpu).unwrap()
+    };
+    std::thread::scope(|sc| {
+        for t in 0..2usize {
+            let (m, s) = (&m, &s);
+            sc.spawn(move || {
+                let cpu = m.cpus().claim(t).unwrap();
+                let mut live = vec![];
+                for i in 0..200usize {
+                    let a = s.vmalloc::<Unmappable>(&cpu, (i % 5 + 1) * PAGE_SIZE, Gfp::KERNEL).unwrap();
+                    s.write_area(&a, 0, &[(t * 100 + i) as u8; 64]).unwrap();
+                    live.push((a, (t * 100 + i) as u8));
+                    if i % 3 == 0 {
+                        let (a, v) = live.swap_remove(0);
+                        let mut b = [0u8; 64];
+                        s.read_area(&a, 0, &mut b).unwrap();
+                        assert_eq!(b, [v; 64]);
+                        s.vfree_area(&cpu, a).unwrap();
+                    }
+                }
+                for (a, _) in live {
+                    s.vfree_area(&cpu, a).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(s.stats().areas, 0);
+}

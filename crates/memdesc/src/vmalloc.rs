@@ -1,0 +1,877 @@
+//! vmalloc: virtually contiguous kernel areas backed by order-0 pages from anywhere in memory.
+//!
+//! A [`VmallocSpace`] owns a range of kernel virtual addresses (by default Linux's x86-64
+//! 4-level `VMALLOC_START`, 32 TiB) and hands out areas of whole pages from it, first fit, with
+//! one unmapped **guard page** after every area as Linux leaves one, so a linear overrun of an
+//! area faults instead of running into its neighbour.
+//!
+//! Every page of an area is an order-0 page from [`PhysMem::alloc_pages`] with its own
+//! [`VmallocDesc`] (pfn, refcount, mapcount, owning area, index in the area), and its word
+//! is tagged [`Tag::VmallocMappable`] or [`Tag::VmallocUnmappable`]. Which of the two an area
+//! is shows in its handle's type, [`VmArea<Mappable>`] or [`VmArea<Unmappable>`]: only the
+//! mappable handle has [`VmArea::user_page`], the one way this module gives a page out for a
+//! user mapping, so handing an unmappable area's page to user space does not compile:
+//!
+//! ```compile_fail
+//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Unmappable>) {
+//! let _ = a.user_page(s, 0); // no such method on an unmappable area
+//! # }
+//! ```
+//!
+//! For pages reached by pfn rather than through a handle, [`user_page_of`] decides from the
+//! word and refuses slab, page-table, unmappable-vmalloc, zsmalloc/z3fold, free and
+//! undescribed pages with a precise [`NotUserMappable`].
+//!
+//! **Bookkeeping lives in the simulated machine's memory**: each area is a record in a slab
+//! cache of this space (`vmap_area`), its page array (one pfn per page) is a kmalloc
+//! allocation, and the records form an address-ordered list under one spin lock. Lookup by
+//! address walks that list (Linux keeps an augmented red-black tree; the list keeps this
+//! small and is linear in the number of live areas).
+//!
+//! **Page tables.** Areas are not yet mapped by kernel page tables (another module builds
+//! them). The page array is kept for exactly that: wiring an area is, for each `i`, a PTE at
+//! `area.addr() + i * PAGE_SIZE` pointing at `pfn_at(i)` (see [`VmallocSpace::for_each_page`]),
+//! leaving the guard page unmapped; `vfree` would clear those PTEs and flush before freeing
+//! the pages. Until then byte access goes through [`Platform::map_local`] of each page.
+//!
+//! Allocation takes every page first and the virtual range last; any failure on the way
+//! returns every page, descriptor, array and record already taken, so a failed `vmalloc`
+//! leaves the machine as it was.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::cpu::Cpu;
+use crate::desc::{DescPtr, VmallocDesc};
+use crate::gfp::Gfp;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::Platform;
+use crate::slab::{CacheArgs, CacheRef};
+use crate::sync::{Ordering, SpinLock};
+use crate::word::{PageKind, Tag, Word};
+
+/// Linux's x86-64 (4-level) start of the vmalloc range.
+pub const VMALLOC_START: usize = 0xffff_c900_0000_0000;
+/// Linux's x86-64 (4-level) size of the vmalloc range: 32 TiB.
+pub const VMALLOC_SIZE: usize = 32 << 40;
+/// Recently freed area starts remembered to tell a double `vfree` from a bad address.
+const FREED_HISTORY: usize = 16;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Which kind of vmalloc area a handle names: [`Mappable`] or [`Unmappable`].
+pub trait AreaKind: sealed::Sealed {
+    /// The tag the area's page words carry.
+    const TAG: Tag;
+}
+
+/// Marker: the area's pages may be mapped into user space (Linux's `vmalloc_user`).
+#[derive(Debug)]
+pub enum Mappable {}
+/// Marker: the area's pages are kernel-only (plain `vmalloc`).
+#[derive(Debug)]
+pub enum Unmappable {}
+impl sealed::Sealed for Mappable {}
+impl sealed::Sealed for Unmappable {}
+impl AreaKind for Mappable {
+    const TAG: Tag = Tag::VmallocMappable;
+}
+impl AreaKind for Unmappable {
+    const TAG: Tag = Tag::VmallocUnmappable;
+}
+
+/// Why a vmalloc operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocError {
+    /// A zero-byte area was asked for.
+    ZeroSize,
+    /// The size does not fit the space (or overflows when rounded to pages).
+    TooLarge(usize),
+    /// Pages, descriptors or bookkeeping could not be allocated.
+    NoMemory(AllocError),
+    /// No free virtual range of this many pages (plus its guard page) is left.
+    NoVirtualSpace {
+        /// Pages asked for.
+        pages: usize,
+    },
+    /// The space's range is empty, unaligned or wraps around.
+    BadRange,
+    /// The address is outside this space's virtual range.
+    OutOfRange(usize),
+    /// No area covers the address.
+    NotAllocated(usize),
+    /// The address is inside an area but is not its start (vfree needs the start).
+    NotAreaStart {
+        /// The address given.
+        va: usize,
+        /// The start of the area it is in.
+        start: usize,
+    },
+    /// The address is the guard page after an area.
+    GuardPage {
+        /// The address given.
+        va: usize,
+        /// Start of the area the guard page follows.
+        area: usize,
+    },
+    /// The address started an area that was already freed.
+    DoubleFree(usize),
+    /// The handle names an area that was freed (by address) since.
+    Stale(usize),
+    /// The access runs past the end of the area.
+    OutOfBounds {
+        /// Start of the access.
+        va: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// A page of the area is still mapped into user space.
+    Mapped {
+        /// Start of the area.
+        va: usize,
+        /// Index of the mapped page.
+        index: usize,
+    },
+    /// A page of the area could not be mapped by the platform.
+    NoMapping(Pfn),
+}
+
+impl core::fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmallocError::ZeroSize => write!(f, "vmalloc of zero bytes"),
+            VmallocError::TooLarge(s) => write!(f, "vmalloc of {s} bytes does not fit the vmalloc space"),
+            VmallocError::NoMemory(e) => write!(f, "vmalloc: {e}"),
+            VmallocError::NoVirtualSpace { pages } => write!(f, "no free virtual range of {pages} pages"),
+            VmallocError::BadRange => write!(f, "the vmalloc range is empty, unaligned or wraps"),
+            VmallocError::OutOfRange(va) => write!(f, "{va:#x} is outside the vmalloc space"),
+            VmallocError::NotAllocated(va) => write!(f, "no vmalloc area at {va:#x}"),
+            VmallocError::NotAreaStart { va, start } => {
+                write!(f, "{va:#x} is inside the area at {start:#x}, not its start")
+            }
+            VmallocError::GuardPage { va, area } => write!(f, "{va:#x} is the guard page of the area at {area:#x}"),
+            VmallocError::DoubleFree(va) => write!(f, "double vfree of {va:#x}"),
+            VmallocError::Stale(va) => write!(f, "the area at {va:#x} was freed"),
+            VmallocError::OutOfBounds { va, len } => write!(f, "{len} bytes at {va:#x} run past the area"),
+            VmallocError::Mapped { va, index } => write!(f, "page {index} of the area at {va:#x} is mapped"),
+            VmallocError::NoMapping(p) => write!(f, "pfn {p} cannot be mapped"),
+        }
+    }
+}
+
+impl core::error::Error for VmallocError {}
+
+/// A vmalloc area, typed by its kind. It is a name (address, size, identity), not a borrow:
+/// every access goes through the [`VmallocSpace`], which checks it is still live.
+#[derive(Debug)]
+pub struct VmArea<K: AreaKind> {
+    va: usize,
+    nr_pages: usize,
+    id: u64,
+    _kind: PhantomData<K>,
+}
+
+impl<K: AreaKind> VmArea<K> {
+    /// First virtual address.
+    pub fn addr(&self) -> usize {
+        self.va
+    }
+    /// Size in bytes (whole pages).
+    pub fn size(&self) -> usize {
+        self.nr_pages * PAGE_SIZE
+    }
+    /// Number of pages.
+    pub fn nr_pages(&self) -> usize {
+        self.nr_pages
+    }
+}
+
+/// Proof that a page may be mapped into user space: only [`VmArea<Mappable>::user_page`] and
+/// [`user_page_of`] make one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserPage {
+    pfn: Pfn,
+    tag: Tag,
+}
+
+impl UserPage {
+    /// The page.
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+    /// The kind of memory it is.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+}
+
+/// Why a page may not be mapped into user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotUserMappable {
+    /// The pfn is in no memory region.
+    OutOfRange(Pfn),
+    /// A 4 KiB page inside a 2 MiB area that has no per-page word (never split).
+    NoPageWord(Pfn),
+    /// The page's kind is kernel-only (slab, page table, unmappable vmalloc, zsmalloc, z3fold).
+    KernelOnly(Pfn, Tag),
+    /// The page is free, reserved or otherwise undescribed.
+    Undescribed(Pfn),
+    /// The word holds bits no encoder writes.
+    Corrupt(Pfn, u64),
+}
+
+impl core::fmt::Display for NotUserMappable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NotUserMappable::OutOfRange(p) => write!(f, "pfn {p} is not in any memory region"),
+            NotUserMappable::NoPageWord(p) => write!(f, "pfn {p} has no page word of its own"),
+            NotUserMappable::KernelOnly(p, t) => write!(f, "pfn {p} is {t:?} memory, which user space may not map"),
+            NotUserMappable::Undescribed(p) => write!(f, "pfn {p} is not allocated mappable memory"),
+            NotUserMappable::Corrupt(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
+        }
+    }
+}
+
+impl core::error::Error for NotUserMappable {}
+
+/// Decides from `pfn`'s word whether it may be mapped into user space: folios, mappable driver
+/// memory, mappable vmalloc pages and net-pool pages may; every other kind may not.
+pub fn user_page_of<P: Platform>(mem: &PhysMem<P>, pfn: Pfn) -> Result<UserPage, NotUserMappable> {
+    let v = mem.memmap().load(mem.platform(), pfn).ok_or(NotUserMappable::OutOfRange(pfn))?;
+    let w = v.word;
+    let tag = match w.kind() {
+        PageKind::AnonFolio(_) => Tag::AnonFolio,
+        PageKind::FileFolio(_) => Tag::FileFolio,
+        PageKind::Mappable(_) => Tag::Mappable,
+        PageKind::Vmalloc { mappable: true, .. } => Tag::VmallocMappable,
+        PageKind::NetPool(_) => Tag::NetPool,
+        PageKind::Invalid(raw) => return Err(NotUserMappable::Corrupt(pfn, raw)),
+        PageKind::Undescribed(_) | PageKind::Buddy(_) | PageKind::Split(_) => {
+            return Err(NotUserMappable::Undescribed(pfn))
+        }
+        _ => return Err(NotUserMappable::KernelOnly(pfn, w.tag().unwrap_or(Tag::Undescribed))),
+    };
+    Ok(UserPage { pfn, tag })
+}
+
+impl VmallocDesc {
+    /// Index of this page in its area.
+    pub fn index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+    /// Address of the area's bookkeeping record (identifies the area).
+    pub fn area(&self) -> usize {
+        self.area.load(Ordering::Acquire)
+    }
+}
+
+/// One area's record, in the space's slab cache. Only read or written under the space lock.
+#[repr(C)]
+struct VmapArea {
+    va: usize,
+    nr_pages: usize,
+    /// kmalloc'd array of `nr_pages` pfns.
+    pages: usize,
+    next: usize,
+    id: u64,
+    mappable: bool,
+}
+
+struct Inner {
+    head: usize,
+    next_id: u64,
+    areas: u64,
+    pages: u64,
+    freed: [usize; FREED_HISTORY],
+    freed_next: usize,
+}
+
+/// Counters of a [`VmallocSpace`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmallocStats {
+    /// Live areas.
+    pub areas: u64,
+    /// Pages backing them.
+    pub pages: u64,
+}
+
+/// Where an address falls in the area list.
+enum Found {
+    /// Inside the area whose record is at `rec`; `prev` precedes it in the list (0: head).
+    Area { prev: usize, rec: usize },
+    /// In the guard page of the area at `rec`.
+    Guard { rec: usize },
+    /// In no area.
+    Gap,
+}
+
+/// A range of kernel virtual addresses and the vmalloc areas in it.
+pub struct VmallocSpace<'m, P: Platform> {
+    mem: &'m PhysMem<P>,
+    records: CacheRef<'m, P>,
+    start: usize,
+    end: usize,
+    inner: SpinLock<Inner>,
+}
+
+impl<'m, P: Platform> VmallocSpace<'m, P> {
+    /// A space over Linux's vmalloc range ([`VMALLOC_START`], [`VMALLOC_SIZE`]).
+    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, VmallocError> {
+        Self::with_range(mem, cpu, VMALLOC_START, VMALLOC_SIZE)
+    }
+
+    /// A space over `[start, start + size)`, both page-aligned. Creates the space's record
+    /// cache.
+    pub fn with_range(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, start: usize, size: usize) -> Result<Self, VmallocError> {
+        let end = start.checked_add(size).ok_or(VmallocError::BadRange)?;
+        if size == 0 || !start.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(VmallocError::BadRange);
+        }
+        let records = mem
+            .create_cache(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
+            .map_err(VmallocError::NoMemory)?;
+        Ok(VmallocSpace {
+            mem,
+            records,
+            start,
+            end,
+            inner: SpinLock::new(Inner {
+                head: 0,
+                next_id: 1,
+                areas: 0,
+                pages: 0,
+                freed: [0; FREED_HISTORY],
+                freed_next: 0,
+            }),
+        })
+    }
+
+    /// The virtual range `[start, end)`.
+    pub fn range(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+
+    /// Live areas and pages.
+    pub fn stats(&self) -> VmallocStats {
+        let g = self.inner.lock();
+        VmallocStats { areas: g.areas, pages: g.pages }
+    }
+
+    /// Allocates an area of `size` bytes (rounded up to pages) of kind `K`: `vmalloc` with
+    /// `K = Unmappable`, `vmalloc_user` with `K = Mappable`; [`Gfp::ZERO`] zeroes it.
+    pub fn vmalloc<K: AreaKind>(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<VmArea<K>, VmallocError> {
+        if size == 0 {
+            return Err(VmallocError::ZeroSize);
+        }
+        let nr = size.div_ceil(PAGE_SIZE);
+        // The area and its guard page must fit the space.
+        if nr >= (self.end - self.start) / PAGE_SIZE {
+            return Err(VmallocError::TooLarge(size));
+        }
+        let rec = self.records.alloc(cpu).map_err(VmallocError::NoMemory)?;
+        let pages = match self.mem.kmalloc(cpu, nr * 8, Gfp::KERNEL) {
+            Ok(p) => p,
+            Err(e) => {
+                self.free_record(cpu, rec);
+                return Err(VmallocError::NoMemory(e));
+            }
+        };
+        let pfns = pages.as_ptr() as *mut u64;
+        let rec_addr = rec.as_ptr() as usize;
+        for i in 0..nr {
+            match self.alloc_page::<K>(cpu, gfp, rec_addr, i) {
+                // SAFETY: `pfns` is a kmalloc object of nr * 8 bytes owned by this call, i < nr,
+                // and kmalloc objects are 8-aligned.
+                Ok(pfn) => unsafe { pfns.add(i).write(pfn.0) },
+                Err(e) => {
+                    for j in 0..i {
+                        // SAFETY: entries 0..i were written above.
+                        self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
+                    }
+                    self.free_array(cpu, pages);
+                    self.free_record(cpu, rec);
+                    return Err(VmallocError::NoMemory(e));
+                }
+            }
+        }
+        let mut g = self.inner.lock();
+        let Some((prev, va)) = self.find_gap(&g, nr) else {
+            drop(g);
+            for j in 0..nr {
+                // SAFETY: every entry was written above.
+                self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
+            }
+            self.free_array(cpu, pages);
+            self.free_record(cpu, rec);
+            return Err(VmallocError::NoVirtualSpace { pages: nr });
+        };
+        let id = g.next_id;
+        g.next_id += 1;
+        let next = if prev == 0 { g.head } else { Self::rec(prev).next };
+        // SAFETY: `rec` is a fresh object of the record cache, sized and aligned for a
+        // VmapArea, owned by this space; we hold the lock that guards every record.
+        unsafe {
+            (rec.as_ptr() as *mut VmapArea).write(VmapArea {
+                va,
+                nr_pages: nr,
+                pages: pfns as usize,
+                next,
+                id,
+                mappable: K::TAG == Tag::VmallocMappable,
+            })
+        };
+        if prev == 0 {
+            g.head = rec_addr;
+        } else {
+            Self::set_next(prev, rec_addr);
+        }
+        g.areas += 1;
+        g.pages += nr as u64;
+        // The start may be handed out again: it no longer names a freed area.
+        for f in g.freed.iter_mut() {
+            if *f == va {
+                *f = 0;
+            }
+        }
+        Ok(VmArea { va, nr_pages: nr, id, _kind: PhantomData })
+    }
+
+    /// Frees the area starting at `va`. Refused, with nothing changed, for an address that is
+    /// not an area's start ([`VmallocError::NotAreaStart`], [`VmallocError::GuardPage`],
+    /// [`VmallocError::NotAllocated`], [`VmallocError::OutOfRange`]), a recently freed start
+    /// ([`VmallocError::DoubleFree`]) or an area with a page still mapped to user space.
+    pub fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
+        self.vfree_checked(cpu, va, None)
+    }
+
+    /// Frees the area a handle names (consuming the handle); [`VmallocError::Stale`] if it was
+    /// already freed by address.
+    pub fn vfree_area<K: AreaKind>(&self, cpu: &Cpu<'_>, area: VmArea<K>) -> Result<(), VmallocError> {
+        self.vfree_checked(cpu, area.va, Some(area.id))
+    }
+
+    fn vfree_checked(&self, cpu: &Cpu<'_>, va: usize, id: Option<u64>) -> Result<(), VmallocError> {
+        let mut g = self.inner.lock();
+        let (prev, rec) = match self.locate(&g, va)? {
+            Found::Area { prev, rec } => (prev, rec),
+            Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+            Found::Gap if id.is_some() => return Err(VmallocError::Stale(va)),
+            Found::Gap if g.freed.contains(&va) => return Err(VmallocError::DoubleFree(va)),
+            Found::Gap => return Err(VmallocError::NotAllocated(va)),
+        };
+        let r = Self::rec(rec);
+        if id.is_some_and(|id| id != r.id) {
+            return Err(VmallocError::Stale(va));
+        }
+        if r.va != va {
+            return Err(VmallocError::NotAreaStart { va, start: r.va });
+        }
+        for i in 0..r.nr_pages {
+            let d = self.desc_at(Self::pfn_of(r, i));
+            if d.is_some_and(|d| d.counts.mapcount() != 0) {
+                return Err(VmallocError::Mapped { va, index: i });
+            }
+        }
+        let (next, nr, pages) = (r.next, r.nr_pages, r.pages);
+        if prev == 0 {
+            g.head = next;
+        } else {
+            Self::set_next(prev, next);
+        }
+        g.areas -= 1;
+        g.pages -= nr as u64;
+        let slot = g.freed_next;
+        g.freed[slot] = va;
+        g.freed_next = (slot + 1) % FREED_HISTORY;
+        drop(g);
+        for i in 0..nr {
+            // SAFETY: the record is unlinked, so this call owns it and its page array.
+            self.free_page(cpu, Pfn(unsafe { (pages as *const u64).add(i).read() }));
+        }
+        // SAFETY: a kmalloc pointer stored at allocation, never null.
+        self.free_array(cpu, unsafe { NonNull::new_unchecked(pages as *mut u8) });
+        // SAFETY: record addresses are slab objects, never null.
+        self.free_record(cpu, unsafe { NonNull::new_unchecked(rec as *mut u8) });
+        Ok(())
+    }
+
+    /// The pfn backing the page that holds `va` (Linux's `vmalloc_to_pfn`).
+    pub fn vmalloc_to_pfn(&self, va: usize) -> Result<Pfn, VmallocError> {
+        let g = self.inner.lock();
+        match self.locate(&g, va)? {
+            Found::Area { rec, .. } => {
+                let r = Self::rec(rec);
+                Ok(Self::pfn_of(r, (va - r.va) / PAGE_SIZE))
+            }
+            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+            Found::Gap => Err(VmallocError::NotAllocated(va)),
+        }
+    }
+
+    /// Copies `buf.len()` bytes from the area holding `va` (all inside one area).
+    pub fn read(&self, va: usize, buf: &mut [u8]) -> Result<(), VmallocError> {
+        self.copy(va, buf.len(), None, |dst_off, page, off, n| {
+            // SAFETY: `page` maps a whole page of the area (valid for PAGE_SIZE bytes while
+            // the lock is held and the mapping lives), off + n <= PAGE_SIZE, and `buf` is a
+            // distinct Rust slice.
+            unsafe { core::ptr::copy_nonoverlapping(page.add(off), buf.as_mut_ptr().add(dst_off), n) }
+        })
+    }
+
+    /// Copies `data` into the area holding `va` (all inside one area).
+    pub fn write(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
+        self.copy(va, data.len(), None, |src_off, page, off, n| {
+            // SAFETY: as in `read`, with the page as destination; the area's pages belong to
+            // it alone.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(src_off), page.add(off), n) }
+        })
+    }
+
+    /// Reads through a handle, at `offset` bytes into the area.
+    pub fn read_area<K: AreaKind>(&self, a: &VmArea<K>, offset: usize, buf: &mut [u8]) -> Result<(), VmallocError> {
+        let va = a.va.checked_add(offset).ok_or(VmallocError::OutOfBounds { va: a.va, len: buf.len() })?;
+        self.copy(va, buf.len(), Some((a.va, a.id)), |dst_off, page, off, n| {
+            // SAFETY: as in `read`.
+            unsafe { core::ptr::copy_nonoverlapping(page.add(off), buf.as_mut_ptr().add(dst_off), n) }
+        })
+    }
+
+    /// Writes through a handle, at `offset` bytes into the area.
+    pub fn write_area<K: AreaKind>(&self, a: &VmArea<K>, offset: usize, data: &[u8]) -> Result<(), VmallocError> {
+        let va = a.va.checked_add(offset).ok_or(VmallocError::OutOfBounds { va: a.va, len: data.len() })?;
+        self.copy(va, data.len(), Some((a.va, a.id)), |src_off, page, off, n| {
+            // SAFETY: as in `write`.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(src_off), page.add(off), n) }
+        })
+    }
+
+    /// Calls `f(index, pfn)` for every page of the area at `va`, in order: what wiring the
+    /// area into kernel page tables needs. `f` runs under the space's lock: it must not call
+    /// back into this space.
+    pub fn for_each_page(&self, va: usize, mut f: impl FnMut(usize, Pfn)) -> Result<(), VmallocError> {
+        let g = self.inner.lock();
+        match self.locate(&g, va)? {
+            Found::Area { rec, .. } => {
+                let r = Self::rec(rec);
+                if r.va != va {
+                    return Err(VmallocError::NotAreaStart { va, start: r.va });
+                }
+                (0..r.nr_pages).for_each(|i| f(i, Self::pfn_of(r, i)));
+                Ok(())
+            }
+            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+            Found::Gap => Err(VmallocError::NotAllocated(va)),
+        }
+    }
+
+    /// The pfn of page `index` of an area.
+    pub fn pfn_at<K: AreaKind>(&self, a: &VmArea<K>, index: usize) -> Result<Pfn, VmallocError> {
+        let va = (index < a.nr_pages)
+            .then(|| a.va + index * PAGE_SIZE)
+            .ok_or(VmallocError::OutOfBounds { va: a.va, len: (index + 1) * PAGE_SIZE })?;
+        let g = self.inner.lock();
+        match self.locate(&g, va)? {
+            Found::Area { rec, .. } if Self::rec(rec).id == a.id => Ok(Self::pfn_of(Self::rec(rec), index)),
+            _ => Err(VmallocError::Stale(a.va)),
+        }
+    }
+
+    fn copy(
+        &self,
+        va: usize,
+        len: usize,
+        handle: Option<(usize, u64)>,
+        mut f: impl FnMut(usize, *mut u8, usize, usize),
+    ) -> Result<(), VmallocError> {
+        let g = self.inner.lock();
+        let rec = match self.locate(&g, va)? {
+            Found::Area { rec, .. } => rec,
+            Found::Guard { rec } if handle.is_none() => {
+                return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va })
+            }
+            Found::Gap if handle.is_none() => return Err(VmallocError::NotAllocated(va)),
+            _ => return Err(VmallocError::OutOfBounds { va, len }),
+        };
+        let r = Self::rec(rec);
+        if let Some((start, id)) = handle {
+            if r.id != id || r.va != start {
+                return Err(if r.id != id {
+                    VmallocError::Stale(start)
+                } else {
+                    VmallocError::OutOfBounds { va, len }
+                });
+            }
+        }
+        let end = va.checked_add(len).ok_or(VmallocError::OutOfBounds { va, len })?;
+        if end > r.va + r.nr_pages * PAGE_SIZE {
+            return Err(VmallocError::OutOfBounds { va, len });
+        }
+        let mut done = 0;
+        while done < len {
+            let off_in_area = va - r.va + done;
+            let (idx, off) = (off_in_area / PAGE_SIZE, off_in_area % PAGE_SIZE);
+            let n = (PAGE_SIZE - off).min(len - done);
+            let pfn = Self::pfn_of(r, idx);
+            let p = self.mem.platform().map_local(pfn).ok_or(VmallocError::NoMapping(pfn))?;
+            f(done, p.as_ptr(), off, n);
+            self.mem.platform().unmap_local(pfn, p);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Where `va` falls; `OutOfRange` outside the space.
+    fn locate(&self, g: &Inner, va: usize) -> Result<Found, VmallocError> {
+        if va < self.start || va >= self.end {
+            return Err(VmallocError::OutOfRange(va));
+        }
+        let (mut prev, mut cur) = (0, g.head);
+        while cur != 0 {
+            let r = Self::rec(cur);
+            if va < r.va {
+                return Ok(Found::Gap);
+            }
+            let end = r.va + r.nr_pages * PAGE_SIZE;
+            if va < end {
+                return Ok(Found::Area { prev, rec: cur });
+            }
+            if va < end + PAGE_SIZE {
+                return Ok(Found::Guard { rec: cur });
+            }
+            prev = cur;
+            cur = r.next;
+        }
+        Ok(Found::Gap)
+    }
+
+    /// First fit: the record to insert after (0: at the head) and the start of a free range of
+    /// `nr` pages plus a guard page.
+    fn find_gap(&self, g: &Inner, nr: usize) -> Option<(usize, usize)> {
+        let need = (nr + 1) * PAGE_SIZE;
+        let (mut prev, mut cur, mut cand) = (0, g.head, self.start);
+        while cur != 0 {
+            let r = Self::rec(cur);
+            if cand.checked_add(need)? <= r.va {
+                return Some((prev, cand));
+            }
+            cand = r.va + (r.nr_pages + 1) * PAGE_SIZE;
+            prev = cur;
+            cur = r.next;
+        }
+        (cand.checked_add(need)? <= self.end).then_some((prev, cand))
+    }
+
+    fn rec<'a>(addr: usize) -> &'a VmapArea {
+        // SAFETY: record addresses in the list are live records of this space (linked after
+        // being written, unlinked before being freed); callers hold the space lock, under which
+        // records are only read or have `next` replaced through `set_next`.
+        unsafe { &*(addr as *const VmapArea) }
+    }
+
+    fn set_next(addr: usize, next: usize) {
+        // SAFETY: as in `rec`; the caller holds the lock and no reference to this record's
+        // `next` is live across the call.
+        unsafe { (*(addr as *mut VmapArea)).next = next };
+    }
+
+    fn pfn_of(r: &VmapArea, i: usize) -> Pfn {
+        debug_assert!(i < r.nr_pages);
+        // SAFETY: `pages` is the record's array of nr_pages pfns, written before linking.
+        Pfn(unsafe { (r.pages as *const u64).add(i).read() })
+    }
+
+    fn desc_at(&self, pfn: Pfn) -> Option<&VmallocDesc> {
+        match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
+            // SAFETY: the page belongs to a live area of this space (the caller holds the lock
+            // or owns the area), so its descriptor is live.
+            PageKind::Vmalloc { desc, .. } => Some(unsafe { &*(desc.addr() as *const VmallocDesc) }),
+            _ => None,
+        }
+    }
+
+    fn alloc_page<K: AreaKind>(&self, cpu: &Cpu<'_>, gfp: Gfp, rec: usize, i: usize) -> Result<Pfn, AllocError> {
+        let pfn = self.mem.alloc_pages(cpu, 0, gfp)?;
+        let d = match self.mem.alloc_desc::<VmallocDesc>(cpu) {
+            Ok(d) => d,
+            Err(e) => {
+                let r = self.mem.free_pages(cpu, pfn, 0);
+                debug_assert!(r.is_ok(), "{r:?}");
+                return Err(e);
+            }
+        };
+        d.flags.init(0, 0, pfn);
+        d.counts.mapcount.store(0, Ordering::Relaxed);
+        d.area.store(rec, Ordering::Relaxed);
+        d.index.store(i as u64, Ordering::Relaxed);
+        d.counts.refcount.store(1, Ordering::Release);
+        let w = Word::desc_as(DescPtr::from_ref(d), K::TAG).expect("vmalloc tags");
+        self.mem.stamp_block(pfn, 0, w);
+        Ok(pfn)
+    }
+
+    fn free_page(&self, cpu: &Cpu<'_>, pfn: Pfn) {
+        let d = self.desc_at(pfn);
+        debug_assert!(d.is_some(), "vmalloc page {pfn} lost its word");
+        self.mem.stamp_block(pfn, 0, Word::TAIL);
+        if let Some(d) = d {
+            d.counts.refcount.store(0, Ordering::Release);
+            self.mem.free_desc(cpu, d);
+        }
+        let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("vmalloc pfn"));
+        self.mem.free_claimed(cpu, rm, pfn, 0);
+    }
+
+    fn free_array(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
+        let r = self.mem.kfree(cpu, p);
+        debug_assert!(r.is_ok(), "{r:?}");
+    }
+
+    fn free_record(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
+        let r = self.records.free(cpu, p);
+        debug_assert!(r.is_ok(), "{r:?}");
+    }
+}
+
+impl VmArea<Mappable> {
+    /// Page `index` of this mappable area, as a [`UserPage`] a user mapping may take. (Only
+    /// mappable areas have this method.)
+    pub fn user_page<P: Platform>(&self, space: &VmallocSpace<'_, P>, index: usize) -> Result<UserPage, VmallocError> {
+        let pfn = space.pfn_at(self, index)?;
+        Ok(UserPage { pfn, tag: Tag::VmallocMappable })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+pub(crate) mod test_machine {
+    //! A tiny machine over a leaked host buffer, for unit tests of subsystems.
+    use crate::{Config, MemmapLayout, MemoryLayout, Pfn, PhysMem, Platform, RegionSpec};
+    use core::ptr::NonNull;
+
+    pub(crate) struct Buf(NonNull<u8>, u64);
+    // SAFETY: plain memory; the manager decides who touches which page.
+    unsafe impl Send for Buf {}
+    // SAFETY: as above.
+    unsafe impl Sync for Buf {}
+    // SAFETY: the buffer is `pages` pages, page-aligned, leaked for the test's life, and only
+    // reached through the manager; direct_map is linear.
+    unsafe impl Platform for Buf {
+        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            // SAFETY: pfn < pages keeps the offset inside the buffer.
+            (pfn.0 < self.1).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
+        }
+        fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
+            let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+            (off < self.1 as usize * 4096).then_some(Pfn((off / 4096) as u64))
+        }
+        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            self.direct_map(pfn)
+        }
+        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
+        fn nr_cpus(&self) -> usize {
+            1
+        }
+    }
+
+    /// A one-CPU machine of `pages` pages in one region of `layout`.
+    pub(crate) fn machine(pages: u64, layout: MemmapLayout) -> PhysMem<Buf> {
+        let l = std::alloc::Layout::from_size_align(pages as usize * 4096, 4096).unwrap();
+        // SAFETY: non-zero size; leaked on purpose (the machine keeps pointers into it).
+        let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).unwrap();
+        let mut map = MemoryLayout::new();
+        map.add_region(RegionSpec { start: Pfn(0), end: Pfn(pages), node: 0, mapped: true, layout }).unwrap();
+        PhysMem::boot(Buf(p, pages), &map, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::test_machine::machine;
+    use super::*;
+    use crate::MemmapLayout;
+
+    #[test]
+    fn areas_get_guard_gaps_and_words_name_their_area() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let a = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE - 1, Gfp::ZERO).unwrap();
+        let b = s.vmalloc::<Mappable>(&cpu, 1, Gfp::KERNEL).unwrap();
+        assert_eq!(a.addr(), 0x1000_0000);
+        assert_eq!(a.nr_pages(), 3);
+        assert_eq!(b.addr(), a.addr() + 4 * PAGE_SIZE, "one guard page between areas");
+        assert_eq!(
+            s.vmalloc_to_pfn(a.addr() + 3 * PAGE_SIZE),
+            Err(VmallocError::GuardPage { va: a.addr() + 3 * PAGE_SIZE, area: a.addr() })
+        );
+        for i in 0..3 {
+            let pfn = s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE + 7).unwrap();
+            match m.memmap().load(m.platform(), pfn).unwrap().word.kind() {
+                PageKind::Vmalloc { mappable: false, desc } => {
+                    let guard = m.rcu().read_lock(&cpu);
+                    let d = desc.get(&guard);
+                    assert_eq!(d.index(), i as u64);
+                    assert_eq!(d.flags.pfn(), pfn);
+                }
+                k => panic!("{k:?}"),
+            }
+        }
+        assert!(matches!(
+            m.memmap().load(m.platform(), s.pfn_at(&b, 0).unwrap()).unwrap().word.kind(),
+            PageKind::Vmalloc { mappable: true, .. }
+        ));
+        assert_eq!(s.stats(), VmallocStats { areas: 2, pages: 4 });
+        s.vfree_area(&cpu, a).unwrap();
+        s.vfree_area(&cpu, b).unwrap();
+        assert_eq!(s.stats(), VmallocStats::default());
+    }
+
+    #[test]
+    fn bad_frees_are_precise_and_change_nothing() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let a = s.vmalloc::<Unmappable>(&cpu, 2 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+        let va = a.addr();
+        assert_eq!(s.vfree(&cpu, va + PAGE_SIZE), Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va }));
+        assert_eq!(
+            s.vfree(&cpu, va + 2 * PAGE_SIZE),
+            Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
+        );
+        assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
+        assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
+        assert_eq!(s.stats().areas, 1);
+        s.vfree(&cpu, va).unwrap();
+        assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+        assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
+        assert_eq!(s.vmalloc::<Unmappable>(&cpu, 0, Gfp::KERNEL).unwrap_err(), VmallocError::ZeroSize);
+        assert_eq!(
+            s.vmalloc::<Unmappable>(&cpu, 64 * PAGE_SIZE, Gfp::KERNEL).unwrap_err(),
+            VmallocError::TooLarge(64 * PAGE_SIZE)
+        );
+    }
+
+    #[test]
+    fn bytes_cross_pages() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let a = s.vmalloc::<Mappable>(&cpu, 3 * PAGE_SIZE, Gfp::ZERO).unwrap();
+        let data: std::vec::Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+        s.write_area(&a, 100, &data).unwrap();
+        let mut back = std::vec![0u8; 6000];
+        s.read(a.addr() + 100, &mut back).unwrap();
+        assert_eq!(back, data);
+        let mut z = [1u8; 100];
+        s.read_area(&a, 0, &mut z).unwrap();
+        assert_eq!(z, [0u8; 100], "Gfp::ZERO zeroes");
+        assert_eq!(
+            s.write_area(&a, 3 * PAGE_SIZE - 1, &[1, 2]),
+            Err(VmallocError::OutOfBounds { va: a.addr() + 3 * PAGE_SIZE - 1, len: 2 })
+        );
+        assert_eq!(a.user_page(&s, 2).unwrap().tag(), Tag::VmallocMappable);
+        s.vfree_area(&cpu, a).unwrap();
+    }
+}
