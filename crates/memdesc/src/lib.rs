@@ -55,6 +55,8 @@ pub mod cpu;
 pub mod desc;
 pub mod folio;
 pub mod gfp;
+pub mod hwpoison;
+pub mod isolate;
 pub mod kmalloc;
 pub mod layout;
 pub mod lookup;

@@ -192,6 +192,8 @@ pub struct PhysMem<P: Platform> {
     pub(crate) lru: [crate::sync::SpinLock<crate::folio::LruList>; MAX_NODES],
     boot_pages: u64,
     reserved_pages: u64,
+    /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
+    pub(crate) undesc: crate::isolate::UndescCounters,
 }
 
 // SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
@@ -270,6 +272,7 @@ impl<P: Platform> PhysMem<P> {
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
+            undesc: crate::isolate::UndescCounters::default(),
             slab_boot,
             caches: crate::sync::SpinLock::new(0),
             kmalloc: [None; crate::kmalloc::NR_KMALLOC],
