@@ -131,6 +131,12 @@ impl<P: Platform> PhysMem<P> {
         total
     }
 
+    /// The migratetype of the pageblock holding `pfn`.
+    pub fn pageblock_migratetype(&self, pfn: Pfn) -> Option<MigrateType> {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
+        MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed))
+    }
+
     /// The region map and zone of a pfn in a flat region.
     pub(crate) fn flat_ctx(&self, pfn: Pfn) -> Result<(&RegionMap, &Zone), IsolateError> {
         let rm =

@@ -49,6 +49,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod balloon;
 pub mod boot;
 pub mod check;
 pub mod cpu;
@@ -61,6 +62,8 @@ pub mod kmalloc;
 pub mod layout;
 pub mod lookup;
 pub mod memmap;
+pub mod migrate;
+pub mod offline;
 pub mod page_alloc;
 pub mod pageblock;
 pub mod pagecache;

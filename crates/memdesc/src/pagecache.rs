@@ -1029,6 +1029,33 @@ impl<P: Platform> PhysMem<P> {
     }
 }
 
+/// The lock of the address space caching a folio, held while migration freezes the folio's
+/// reference count (so a locked lookup, which trusts the cache's reference, cannot pin the
+/// folio meanwhile).
+pub(crate) struct MappingLock<'a> {
+    _w: Writer<'a>,
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Locks the address space caching `f` if `f` is cached; `Err(())` if `f` has a mapping
+    /// but is not (or no longer) cached there, `Ok(None)` if it has no mapping. The caller must
+    /// not destroy that address space concurrently.
+    pub(crate) fn pagecache_lock_of<'a>(&self, f: &'a Folio) -> Result<Option<MappingLock<'a>>, ()> {
+        let mapping = f.mapping();
+        if mapping == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a cached folio's mapping names its live address space (slab memory that
+        // lives until destroy, which the caller does not run concurrently).
+        let space: &'a AddressSpace = unsafe { &*(mapping as *const AddressSpace) };
+        let w = space.writer();
+        if !w.contains(f) {
+            return Err(());
+        }
+        Ok(Some(MappingLock { _w: w }))
+    }
+}
+
 impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// The address space.
     pub fn space(&self) -> &'m AddressSpace {
