@@ -52,6 +52,7 @@ pub mod addr;
 pub mod balloon;
 pub mod boot;
 pub mod check;
+pub mod compaction;
 pub mod cpu;
 pub mod desc;
 pub mod folio;
