@@ -123,7 +123,8 @@ impl<P: Platform> PhysMem<P> {
                         }
                     }
                     PageKind::Undescribed(u) => {
-                        let pages = block(u.order);
+                        // A guard word's order names the block it guards, not its own size.
+                        let pages = if u.subtype == Subtype::Guard { n } else { block(u.order) };
                         let slot = match u.subtype {
                             Subtype::Tail => {
                                 tails += n;

@@ -124,7 +124,7 @@ impl<P: Platform> PhysMem<P> {
             let kind = rm.flat_word(mig).load().kind();
             let step = match kind {
                 PageKind::Buddy(b) => 1u64 << b.order,
-                PageKind::Undescribed(u) if u.subtype == Subtype::Tail => 1,
+                PageKind::Undescribed(u) if u.subtype == Subtype::Tail || u.subtype == Subtype::Guard => 1,
                 PageKind::Undescribed(u) => 1u64 << u.order,
                 _ => match movable(mig, kind) {
                     Ok(mv) => {

@@ -189,7 +189,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         kind: FolioKind,
     ) -> Result<&'a Folio, AllocError> {
-        let pfn = self.alloc_pages(cpu, order, gfp)?;
+        let pfn = self.alloc_pages(cpu, order, gfp.without(Gfp::GUARD))?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.lru.prev.store(0, Ordering::Relaxed);

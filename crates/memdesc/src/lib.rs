@@ -57,6 +57,7 @@ pub mod cpu;
 pub mod desc;
 pub mod folio;
 pub mod gfp;
+pub mod guard;
 pub mod hwpoison;
 pub mod isolate;
 pub mod kmalloc;

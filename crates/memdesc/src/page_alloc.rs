@@ -498,6 +498,9 @@ impl<P: Platform> PhysMem<P> {
     /// The head word becomes `Undescribed { Unmappable, order }`; free with
     /// [`PhysMem::free_pages`].
     pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
+        if gfp.contains(Gfp::GUARD) {
+            return self.alloc_guarded(cpu, order, gfp);
+        }
         self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
     }
 
@@ -610,6 +613,7 @@ impl<P: Platform> PhysMem<P> {
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
+                self.release_guards(cpu, rm, pfn, order);
                 self.free_claimed(cpu, rm, pfn, order);
                 Ok(())
             }
