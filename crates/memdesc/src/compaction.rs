@@ -6,13 +6,14 @@
 //!   a free block is stepped over by its order, a folio by its own order, anything else one
 //!   page at a time) and hands every movable page to [`crate::migrate`];
 //! - the **free scanner** walks pageblocks downward from the top and takes free blocks out of
-//!   the buddy lists as migration targets ([`PhysMem::take_free_block`]'s splitting take, the
-//!   highest aligned piece of the smallest free block that fits), skipping pageblocks that
-//!   are entirely free already (breaking those up would defeat the purpose) and isolated ones.
+//!   the buddy lists as migration targets (`take_free_block`'s splitting take, the
+//!   highest aligned piece of the smallest free block that fits), only in movable pageblocks
+//!   and skipping pageblocks that are entirely free already (breaking those up would defeat
+//!   the purpose).
 //!
 //! They stop when they meet. The old pages of migrated folios are freed and merge into larger
 //! blocks. What cannot move is stepped over; kinds another subsystem will make movable (mapped
-//! folios, zsmalloc, z3fold: the [`crate::migrate::movable`] dispatch point) and busy folios
+//! folios, zsmalloc, z3fold: the `crate::migrate::movable` dispatch point) and busy folios
 //! are counted as **failed**.
 //!
 //! A run reports pages scanned, folios and pages migrated, failures, and the zone's free-block
@@ -177,8 +178,10 @@ impl<P: Platform> PhysMem<P> {
             if fs.pb < floor.align_down(AREA_ORDER).add(AREA_PAGES) || fs.pb < fs.start.align_down(AREA_ORDER) {
                 return None;
             }
-            let isolated = rm.pageblock(fs.pb.max(fs.start)).load(Ordering::Relaxed) == MigrateType::Isolate as u8;
-            if !isolated {
+            // Only movable pageblocks take migrated folios (as in Linux), so compaction does
+            // not scatter movable memory into unmovable pageblocks; isolated ones never.
+            let movable_pb = rm.pageblock(fs.pb.max(fs.start)).load(Ordering::Relaxed) == MigrateType::Movable as u8;
+            if movable_pb {
                 let mut fl = zone.lock.lock();
                 // The smallest free block of at least `order` in this pageblock.
                 let (lo, hi) = (fs.pb.max(fs.start), fs.pb.add(AREA_PAGES).min(fs.end));

@@ -22,7 +22,7 @@
 //! destroys the address space of a file folio it handles concurrently.
 //!
 //! This module touches page words, folio flags/LRU state through the folio API, the page cache
-//! through [`PhysMem::pagecache_take_page`], and slabs through `poison_slab`.
+//! through `pagecache_take_page`, and slabs through `poison_slab`.
 
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
@@ -153,9 +153,9 @@ impl From<IsolateError> for PoisonError {
     fn from(e: IsolateError) -> Self {
         match e {
             IsolateError::TwoLevel(p) => PoisonError::TwoLevel(p),
-            IsolateError::OutOfRange(p) | IsolateError::NotFree(p) | IsolateError::Misaligned(p) => {
-                PoisonError::OutOfRange(p)
-            }
+            // The page stopped being free under us: it is someone's now; retry.
+            IsolateError::NotFree(p) => PoisonError::Busy(p),
+            IsolateError::OutOfRange(p) | IsolateError::Misaligned(p) => PoisonError::OutOfRange(p),
         }
     }
 }

@@ -78,7 +78,8 @@ pub struct UndescribedStats {
     pub hwpoison_pages: u64,
     /// `memory_failure` calls that were handled (recovered, delayed or ignored).
     pub hwpoison_events: u64,
-    /// Poisoned pages still waiting for their owner's last reference.
+    /// Poisoned folio pages still waiting for their owner's last reference (a poisoned slab
+    /// waiting for its last object is not counted here).
     pub hwpoison_delayed: u64,
     /// Poisoned pages left in place (kernel memory that cannot be recovered).
     pub hwpoison_ignored: u64,
@@ -178,7 +179,7 @@ impl<P: Platform> PhysMem<P> {
         Err(IsolateError::NotFree(pfn))
     }
 
-    /// Under the zone lock: [`PhysMem::take_free_block`] without the draining.
+    /// Under the zone lock: `take_free_block` without the draining.
     pub(crate) fn take_locked(&self, fl: &mut FreeLists, rm: &RegionMap, pfn: Pfn, order: u32) -> bool {
         let Some((head, ho)) = self.free_block_containing_pfn(pfn) else { return false };
         let Some(bi) = rm.flat_word(head).load().buddy_info() else { return false };

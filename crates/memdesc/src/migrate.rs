@@ -15,7 +15,7 @@
 //!
 //! Movable: unmapped anon folios and file folios whose only reference is the one expected (the
 //! owner's or the page cache's), unlocked and not under writeback. The kinds other subsystems
-//! own go through one dispatch point, [`movable`], which returns
+//! own go through one dispatch point, `movable`, which returns
 //! [`MigrateError::NotYetMovable`] for mapped folios (they need the reverse map to rewrite
 //! page-table entries) and zsmalloc / z3fold pages until their migration is wired in.
 //!
