@@ -141,3 +141,65 @@ fn migrate_page_moves_a_folio_and_refuses_busy_or_unmovable_pages() {
     m.check(|_, _, _| ()).unwrap();
     m.census().unwrap();
 }
+
+/// A CPU looking cached folios up locklessly (and reading their data while pinned) races a CPU
+/// migrating them: every lookup returns the folio cached at that index with its data, and
+/// migrations that meet a pin fail `Busy` without harm.
+#[test]
+fn lockless_lookups_race_migration() {
+    let m = machine();
+    let space = m.address_space_create(&m.cpus().claim(0).unwrap()).unwrap();
+    const N: u64 = 64;
+    {
+        let cpu = m.cpus().claim(0).unwrap();
+        for i in 0..N {
+            let f = m.folio_alloc(&cpu, (i % 2) as u32, Gfp::MOVABLE, FolioKind::File).unwrap();
+            stamp(&m, f, i * 2);
+            space.insert(&cpu, f, i * 2).unwrap();
+            m.folio_put(&cpu, f).unwrap();
+        }
+    }
+    let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (migrated, busy) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let cpu = m.cpus().claim(1).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..N {
+                    let g = space.lookup(&cpu, i * 2).expect("cached");
+                    assert_eq!(g.index(), i * 2);
+                    assert!(stamped(&m, g, i * 2), "data of index {} at {}", i * 2, g.flags.pfn());
+                    m.folio_put(&cpu, g).unwrap();
+                    n += 1;
+                }
+            }
+            n
+        });
+        let cpu = m.cpus().claim(0).unwrap();
+        let (mut migrated, mut busy) = (0u64, 0u64);
+        for r in 0..rounds {
+            let g = space.lookup(&cpu, (r % N) * 2).unwrap();
+            let pfn = g.flags.pfn();
+            m.folio_put(&cpu, g).unwrap();
+            match m.migrate_page(&cpu, pfn, Gfp::MOVABLE) {
+                Ok(_) => migrated += 1,
+                Err(MigrateError::Busy(_)) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        (migrated, busy)
+    });
+    assert!(migrated > 0, "migrated {migrated}, busy {busy}");
+    let cpu = m.cpus().claim(0).unwrap();
+    space.verify().unwrap();
+    for i in 0..N {
+        let g = space.lookup(&cpu, i * 2).unwrap();
+        assert!(stamped(&m, g, i * 2));
+        m.folio_put(&cpu, g).unwrap();
+    }
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
