@@ -28,6 +28,10 @@ mod bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/slab_bench.rs"]
 mod slab_bench;
+// And the compaction section through this one.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/compaction_bench.rs"]
+mod compaction_bench;
 
 use bench::{Op, Plan};
 

@@ -104,6 +104,9 @@ pub enum Section {
     /// and the memory efficiency of replaying a real kmalloc/kmem_cache stream.
     #[value(name = "slab")]
     Slab,
+    /// Compaction of a zone fragmented by interleaved movable folios.
+    #[value(name = "compaction")]
+    Compaction,
 }
 
 /// One machine of the memmap section.
@@ -201,6 +204,9 @@ pub struct Report {
     /// The slab section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slab: Option<crate::slab_bench::SlabBench>,
+    /// The compaction section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<crate::compaction_bench::CompactionBench>,
 }
 
 /// How the run was made.
@@ -895,6 +901,10 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("slab");
         report.slab = Some(crate::slab_bench::run(plan.quick)?);
     }
+    if want(Section::Compaction) {
+        progress.set_message("compaction");
+        report.compaction = Some(crate::compaction_bench::run(plan.quick)?);
+    }
     Ok(report)
 }
 
@@ -1051,6 +1061,19 @@ pub fn render_table(report: &Report) -> String {
             w.waste_ratio, w.waste_ratio_at_peak, w.peak_bytes_requested
         );
         let _ = writeln!(out, "  ({})", sb.trace);
+    }
+    if let Some(c) = &report.compaction {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "compaction ({} MiB, {} live order-0 folios, every other one freed; median of {})",
+            c.machine_mib, c.live_folios, c.reps
+        );
+        let _ = writeln!(
+            out,
+            "  order>=9 free blocks {} -> {}; {} migrated, {} failed, {} pages scanned in {:.1} ms ({:.0} migrations/s)",
+            c.order9_blocks_before, c.order9_blocks_after, c.migrated, c.failed, c.scanned, c.compact_ms, c.migrated_per_sec
+        );
     }
     out
 }

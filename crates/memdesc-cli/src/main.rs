@@ -4,6 +4,7 @@
 
 mod bench;
 mod capture;
+mod compaction_bench;
 mod estimate;
 mod sizes;
 mod slab_bench;

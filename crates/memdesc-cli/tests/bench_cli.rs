@@ -48,6 +48,15 @@ fn quick_json_has_the_memmap_keys() {
 }
 
 #[test]
+fn quick_json_has_the_compaction_keys() {
+    let v = json(&["bench", "--quick", "--json", "--only", "compaction"]);
+    assert!(at(&v, "compaction.order9_blocks_after").as_u64().unwrap() > 0);
+    assert_eq!(at(&v, "compaction.order9_blocks_before").as_u64(), Some(0));
+    positive(&v, "compaction.migrated_per_sec");
+    assert!(v.get("page_alloc").is_none(), "--only compaction");
+}
+
+#[test]
 #[ignore = "about 20 s in a debug build; run with --release -- --ignored"]
 fn quick_json_has_every_key() {
     let v = json(&["bench", "--quick", "--json"]);
@@ -64,6 +73,8 @@ fn quick_json_has_every_key() {
         "page_alloc.threads2_speedup",
         "page_alloc.order0_speedup_vs_bsa",
         "page_alloc.mixed_speedup_vs_bsa",
+        "compaction.migrated_per_sec",
+        "compaction.order9_blocks_after",
     ] {
         positive(&v, k);
     }

@@ -164,6 +164,17 @@ unsafe impl Platform for SimPlatform {
     fn relax(&self) {
         std::thread::yield_now();
     }
+
+    /// Guard pages: `mprotect`s the page of the window to no access, or back to read-write.
+    /// Pages of unmapped regions (reached only through fresh local mappings) are left alone.
+    fn protect(&self, pfn: Pfn, accessible: bool) {
+        let Some(p) = self.direct_map(pfn) else { return };
+        let prot = if accessible { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
+        // SAFETY: p is one page-aligned page inside our own anonymous mapping; changing its
+        // protection affects no memory outside the window. The core touches no protected page.
+        let r = unsafe { libc::mprotect(p.as_ptr() as *mut libc::c_void, PAGE_SIZE, prot) };
+        debug_assert_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
+    }
 }
 
 impl Drop for SimPlatform {

@@ -17,7 +17,7 @@ use crate::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::pcp::PCP_MAX_ORDER;
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
-use crate::word::PageKind;
+use crate::word::{PageKind, Subtype};
 use crate::zone::NONE;
 
 /// What the checker found wrong.
@@ -74,7 +74,101 @@ pub struct CheckReport {
     pub split_areas: u64,
 }
 
+/// Every present page classified by its word, each counted exactly once (a block's pages are
+/// counted at its head word; its tail words must add up to exactly the blocks' other pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Pages in free blocks on the buddy lists.
+    pub free: u64,
+    /// Pages in free blocks on per-CPU lists.
+    pub pcp: u64,
+    /// Reserved pages.
+    pub reserved: u64,
+    /// Hardware-poisoned pages.
+    pub hwpoison: u64,
+    /// Offline pages (balloon and offlined ranges).
+    pub offline: u64,
+    /// Guard pages.
+    pub guard: u64,
+    /// Pages holding memmap words (split two-level tables).
+    pub memmap: u64,
+    /// Raw page-allocator memory (unmappable, large kmalloc, the zero page).
+    pub raw: u64,
+    /// Pages whose word points to a descriptor (folios, slabs, page tables, …).
+    pub described: u64,
+    /// Present pages (the sum of all of the above).
+    pub present: u64,
+}
+
 impl<P: Platform> PhysMem<P> {
+    /// Classifies every present page by its word at a quiescent point, counting each page
+    /// exactly once; fails if tail words do not match the blocks that claim them, if a word
+    /// is invalid or uninitialised, or if the classes do not add up to the present pages.
+    pub fn census(&self) -> Result<Census, Violation> {
+        let mut c = Census::default();
+        let (mut tails, mut expected_tails, mut bad) = (0u64, 0u64, None);
+        for r in self.memmap.regions() {
+            c.present += r.pages();
+            self.memmap.walk(&self.platform, r.start, r.end, |v| {
+                let n = 1u64 << v.span_order;
+                let block = |order: u8| (1u64 << order).max(n);
+                match v.word.kind() {
+                    PageKind::Buddy(b) => {
+                        let pages = block(b.order);
+                        expected_tails += pages - n;
+                        if b.pcp {
+                            c.pcp += pages;
+                        } else {
+                            c.free += pages;
+                        }
+                    }
+                    PageKind::Undescribed(u) => {
+                        // A guard word's order names the block it guards, not its own size.
+                        let pages = if u.subtype == Subtype::Guard { n } else { block(u.order) };
+                        let slot = match u.subtype {
+                            Subtype::Tail => {
+                                tails += n;
+                                return;
+                            }
+                            Subtype::Uninit => {
+                                bad.get_or_insert(v.first);
+                                return;
+                            }
+                            Subtype::Reserved => &mut c.reserved,
+                            Subtype::HwPoison => &mut c.hwpoison,
+                            Subtype::Offline => &mut c.offline,
+                            Subtype::Guard => &mut c.guard,
+                            Subtype::Memmap => &mut c.memmap,
+                            Subtype::ZeroPage | Subtype::LargeKmalloc | Subtype::Unmappable => &mut c.raw,
+                        };
+                        *slot += pages;
+                        expected_tails += pages - n;
+                    }
+                    PageKind::Invalid(_) | PageKind::Split(_) => {
+                        bad.get_or_insert(v.first);
+                    }
+                    _ => c.described += n,
+                }
+            });
+        }
+        if let Some(p) = bad {
+            return Err(Violation::BadTail(p));
+        }
+        if tails != expected_tails {
+            return Err(Violation::CountMismatch {
+                node: 0,
+                what: "tail words",
+                counted: tails,
+                recorded: expected_tails,
+            });
+        }
+        let sum = c.free + c.pcp + c.reserved + c.hwpoison + c.offline + c.guard + c.memmap + c.raw + c.described;
+        if sum != c.present {
+            return Err(Violation::CountMismatch { node: 0, what: "census", counted: sum, recorded: c.present });
+        }
+        Ok(c)
+    }
+
     /// Checks the allocator at a quiescent point; calls `on_free(pfn, order, on_pcp)` for every
     /// free block.
     pub fn check(&self, mut on_free: impl FnMut(Pfn, u32, bool)) -> Result<CheckReport, Violation> {

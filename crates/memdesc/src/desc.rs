@@ -151,6 +151,9 @@ pub const PG_MLOCKED: u64 = 1 << 9;
 pub const PG_ISOLATED: u64 = 1 << 10;
 /// Owner-private flag for filesystems (extended descriptors).
 pub const PG_OWNER_PRIV: u64 = 1 << 11;
+/// Hardware-poisoned: a folio's memory is retired instead of freed at its last put; a slab
+/// hands out no more objects and is retired when empty (see `crate::hwpoison`).
+pub const PG_HWPOISON: u64 = 1 << 12;
 /// Mask of all flag bits; bits above hold per-kind packed fields.
 pub const PG_FLAGS_MASK: u64 = (1 << 18) - 1;
 

@@ -192,7 +192,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         kind: FolioKind,
     ) -> Result<&'a Folio, AllocError> {
-        let pfn = self.alloc_pages(cpu, order, gfp)?;
+        let pfn = self.alloc_pages(cpu, order, gfp.without(Gfp::GUARD))?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.lru.prev.store(0, Ordering::Relaxed);
@@ -235,6 +235,11 @@ impl<P: Platform> PhysMem<P> {
         if cur > 1 {
             return Ok(false);
         }
+        if f.flags.flags() & crate::desc::PG_HWPOISON != 0 {
+            // Poisoned while referenced (crate::hwpoison): retired, never freed.
+            self.retire_poisoned_folio(cpu, f);
+            return Ok(true);
+        }
         let (pfn, order) = (f.flags.pfn(), f.flags.order());
         self.stamp_block(pfn, order, Word::TAIL);
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
@@ -243,7 +248,7 @@ impl<P: Platform> PhysMem<P> {
         Ok(true)
     }
 
-    fn free_folio_desc(&self, cpu: &Cpu<'_>, f: &Folio) {
+    pub(crate) fn free_folio_desc(&self, cpu: &Cpu<'_>, f: &Folio) {
         let addr = NonNull::from(f).cast::<u8>();
         // An extended folio goes back to its own cache, found from its slab.
         match self.slab_of(addr.as_ptr() as usize) {

@@ -29,6 +29,12 @@ impl Gfp {
     pub const DMA: Gfp = Gfp(1 << 5);
     /// Only DMA32 or DMA.
     pub const DMA32: Gfp = Gfp(1 << 6);
+    /// Debug: surround a raw page allocation ([`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages))
+    /// with two guard pages (words `Undescribed { Guard }`, made inaccessible through
+    /// [`Platform::protect`](crate::Platform::protect)); freeing the allocation releases them.
+    /// Costs an allocation of order + 2 of which only the block and its guards stay taken.
+    /// Other allocators (folios, slab, kmalloc) ignore it.
+    pub const GUARD: Gfp = Gfp(1 << 7);
     /// User memory that may move: `MOVABLE`.
     pub const HIGHUSER_MOVABLE: Gfp = Gfp::MOVABLE;
     /// Atomic context: `HIGH | NOWARN`.
@@ -69,6 +75,13 @@ impl Gfp {
         } else {
             crate::ZoneType::Normal
         }
+    }
+}
+
+impl Gfp {
+    /// These flags without `other`'s.
+    pub const fn without(self, other: Gfp) -> Gfp {
+        Gfp(self.0 & !other.0)
     }
 }
 

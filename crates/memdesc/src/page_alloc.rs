@@ -202,6 +202,8 @@ pub struct PhysMem<P: Platform> {
     pub(crate) lru: [crate::sync::SpinLock<crate::folio::LruList>; MAX_NODES],
     boot_pages: u64,
     reserved_pages: u64,
+    /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
+    pub(crate) undesc: crate::isolate::UndescCounters,
 }
 
 // SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
@@ -280,6 +282,7 @@ impl<P: Platform> PhysMem<P> {
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
+            undesc: crate::isolate::UndescCounters::default(),
             slab_boot,
             caches: crate::sync::SpinLock::new(0),
             kmalloc: [None; crate::kmalloc::NR_KMALLOC],
@@ -505,6 +508,9 @@ impl<P: Platform> PhysMem<P> {
     /// The head word becomes `Undescribed { Unmappable, order }`; free with
     /// [`PhysMem::free_pages`].
     pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
+        if gfp.contains(Gfp::GUARD) {
+            return self.alloc_guarded(cpu, order, gfp);
+        }
         self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
     }
 
@@ -617,6 +623,7 @@ impl<P: Platform> PhysMem<P> {
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
+                self.release_guards(cpu, rm, pfn, order);
                 self.free_claimed(cpu, rm, pfn, order);
                 Ok(())
             }

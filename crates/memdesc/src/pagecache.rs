@@ -217,6 +217,9 @@ pub enum PageCacheError {
     NotCached,
     /// Memory for tree nodes could not be allocated.
     NoMemory(AllocError),
+    /// The folio could not be split: it has references besides the cache's, is mapped, or
+    /// memory for the split ran out.
+    Busy,
     /// The folio left the cache, but dropping the cache's reference was refused (for
     /// example: it was the last one and the folio is still mapped); the caller now owns that
     /// reference.
@@ -237,6 +240,7 @@ impl core::fmt::Display for PageCacheError {
             PageCacheError::Occupied { index } => write!(f, "index {index} is already cached"),
             PageCacheError::NotCached => write!(f, "the folio is not in this address space"),
             PageCacheError::NoMemory(e) => write!(f, "{e}"),
+            PageCacheError::Busy => write!(f, "the folio is busy (referenced, mapped) and cannot be split"),
             PageCacheError::Put(e) => write!(f, "folio removed but its reference could not be dropped: {e}"),
         }
     }
@@ -965,6 +969,93 @@ impl<P: Platform> PhysMem<P> {
             PageKind::FileFolio(d) => Some(unsafe { folio_ref(d.addr()) }),
             _ => None,
         }
+    }
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// For hwpoison: takes the page `pfn` of the cached file folio `f` out of its address
+    /// space. A large folio is split (as truncation splits a straddling folio) so that only an
+    /// order-0 piece holding `pfn` leaves the cache and the rest stays cached. Returns that
+    /// piece, whose cache reference is now the caller's, and whether a split happened.
+    ///
+    /// `drop_pin`: the caller holds one extra reference on `f`, dropped here once the address
+    /// space's lock keeps `f` cached (a split needs the cache's reference to be the only one).
+    /// On error nothing changed except that the pin was dropped.
+    ///
+    /// The caller must not destroy `f`'s address space concurrently (like Linux, which holds
+    /// the folio lock to keep `mapping` stable).
+    pub(crate) fn pagecache_take_page<'a>(
+        &'a self,
+        cpu: &Cpu<'_>,
+        f: &'a Folio,
+        pfn: Pfn,
+        drop_pin: bool,
+    ) -> Result<(&'a Folio, bool), PageCacheError> {
+        let unpin = || {
+            if drop_pin {
+                let r = self.folio_put(cpu, f);
+                debug_assert!(r.is_ok(), "{r:?}");
+            }
+        };
+        let mapping = f.mapping();
+        if mapping == 0 {
+            unpin();
+            return Err(PageCacheError::NotCached);
+        }
+        // SAFETY: a cached folio's mapping names its live address space (slab memory that
+        // lives until destroy, which the caller does not run concurrently).
+        let space = unsafe { &*(mapping as *const AddressSpace) };
+        let me = AddressSpaceRef { mem: self, space };
+        let mut w = space.writer();
+        if !w.contains(f) {
+            drop(w);
+            unpin();
+            return Err(PageCacheError::NotCached);
+        }
+        if drop_pin {
+            // The cache still holds its reference under the lock, so this is not the last.
+            f.counts.refcount.fetch_sub(1, Ordering::AcqRel);
+        }
+        let mut be = me.nodes(cpu);
+        if f.flags.order() == 0 {
+            w.remove(&mut be, f);
+            return Ok((f, false));
+        }
+        let idx = f.index() + (pfn.0 - f.flags.pfn().0);
+        match me.split_for_truncate(cpu, &mut w, &mut be, f, idx, idx) {
+            Some(Removed::Pieces { pfn: p, .. }) => {
+                let piece = self.file_folio_at(p).ok_or(PageCacheError::NotFileFolio)?;
+                Ok((piece, true))
+            }
+            _ => Err(PageCacheError::Busy),
+        }
+    }
+}
+
+/// The lock of the address space caching a folio, held while migration freezes the folio's
+/// reference count (so a locked lookup, which trusts the cache's reference, cannot pin the
+/// folio meanwhile).
+pub(crate) struct MappingLock<'a> {
+    _w: Writer<'a>,
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Locks the address space caching `f` if `f` is cached; `Err(())` if `f` has a mapping
+    /// but is not (or no longer) cached there, `Ok(None)` if it has no mapping. The caller must
+    /// not destroy that address space concurrently.
+    pub(crate) fn pagecache_lock_of<'a>(&self, f: &'a Folio) -> Result<Option<MappingLock<'a>>, ()> {
+        let mapping = f.mapping();
+        if mapping == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a cached folio's mapping names its live address space (slab memory that
+        // lives until destroy, which the caller does not run concurrently).
+        let space: &'a AddressSpace = unsafe { &*(mapping as *const AddressSpace) };
+        let w = space.writer();
+        if !w.contains(f) {
+            return Err(());
+        }
+        Ok(Some(MappingLock { _w: w }))
     }
 }
 

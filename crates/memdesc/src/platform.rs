@@ -43,6 +43,14 @@ pub unsafe trait Platform: Send + Sync {
     fn relax(&self) {
         core::hint::spin_loop();
     }
+
+    /// Makes a page's direct mapping inaccessible (`accessible == false`) or accessible again,
+    /// for debug guard pages ([`Gfp::GUARD`](crate::Gfp::GUARD)). The manager never touches the
+    /// contents of a page while it is protected. The default does nothing (a platform that
+    /// cannot protect pages still gets guard pages tagged `Guard` in the memmap).
+    fn protect(&self, pfn: Pfn, accessible: bool) {
+        let _ = (pfn, accessible);
+    }
 }
 
 /// Access to one page's contents through whichever mapping the platform offers.

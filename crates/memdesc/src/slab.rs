@@ -753,6 +753,17 @@ impl<P: Platform> PhysMem<P> {
             let slab = self.slab_of(obj).expect("objects in sheaves are slab objects");
             let node = self.slab_node(slab);
             let mut n = c.nodes[node].lock();
+            // A hardware-poisoned slab (crate::hwpoison) is off the partial list for good:
+            // its freed objects are lost, and it is retired once its last object is freed.
+            let poisoned = slab.flags.flags() & crate::desc::PG_HWPOISON != 0;
+            if poisoned {
+                if slab.inuse.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    n.nr_slabs -= 1;
+                    discard[nd] = slab as *const Slab as usize;
+                    nd += 1;
+                }
+                continue;
+            }
             c.freeptr_of(obj).store(slab.freelist.load(Ordering::Relaxed), Ordering::Relaxed);
             slab.freelist.store(obj, Ordering::Relaxed);
             let was_full = slab.inuse.load(Ordering::Relaxed) == c.objects;
@@ -886,6 +897,45 @@ impl<P: Platform> PhysMem<P> {
         Ok(desc)
     }
 
+    /// Marks `slab` hardware-poisoned (crate::hwpoison): no object is allocated from it again,
+    /// objects freed into it are lost, and once the last one is freed its pages become
+    /// `HwPoison` instead of going back to the allocator (after a grace period for
+    /// TYPESAFE_BY_RCU caches). Returns the cache's name and the objects in use, or `None` if
+    /// it was already poisoned.
+    pub(crate) fn poison_slab(&self, cpu: &Cpu<'_>, slab: &Slab) -> Option<(&'static str, u32, u32)> {
+        // SAFETY: a slab names its live cache while it exists, and the caller (memory_failure)
+        // found the slab through a Slab page word at a point where nothing frees it meanwhile.
+        let c = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
+        // Objects of this slab sitting in CPU sheaves would still be handed out: return every
+        // sheaf's objects to their slabs first.
+        for i in 0..c.nr_cpus {
+            let mut s = c.sheaves(i).lock();
+            let CpuSheaves { main, spare, .. } = &mut *s;
+            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+        }
+        let node = self.slab_node(slab);
+        let inuse;
+        {
+            let mut n = c.nodes[node].lock();
+            if slab.flags.set(crate::desc::PG_HWPOISON) & crate::desc::PG_HWPOISON != 0 {
+                return None;
+            }
+            if slab.freelist.load(Ordering::Relaxed) != 0 {
+                Self::list_remove(&mut n, slab);
+            }
+            inuse = slab.inuse.load(Ordering::Relaxed);
+            n.free_objs -= (c.objects - inuse) as u64;
+            slab.freelist.store(0, Ordering::Relaxed);
+            if inuse == 0 {
+                n.nr_slabs -= 1;
+            }
+        }
+        if inuse == 0 {
+            self.discard_slab(cpu, c, node, slab);
+        }
+        Some((c.name, inuse, c.objects))
+    }
+
     /// Frees an empty slab's pages (after a grace period for TYPESAFE_BY_RCU caches).
     fn discard_slab(&self, cpu: &Cpu<'_>, c: &SlabCache, node: usize, s: &Slab) {
         if c.typesafe {
@@ -900,7 +950,16 @@ impl<P: Platform> PhysMem<P> {
 
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
         let pfn = s.flags.pfn();
+        let poisoned = s.flags.flags() & crate::desc::PG_HWPOISON != 0;
         self.stamp_block(pfn, c.order, Word::TAIL);
+        if poisoned {
+            if !c.self_hosted {
+                let r = self.cache_free(cpu, self.slab_desc_cache(), NonNull::from(s).cast::<u8>());
+                debug_assert!(r.is_ok(), "slab descriptor free: {r:?}");
+            }
+            self.retire_poisoned_block(pfn, c.order);
+            return;
+        }
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("slab pfn"));
         if !c.self_hosted {
             let obj = NonNull::from(s).cast::<u8>();

@@ -1,0 +1,205 @@
+//! Compaction on the simulated machine: a zone fragmented by interleaved movable folios (anon
+//! and page-cache) until no order-9 block is free is compacted into order-9 blocks, every
+//! folio's data intact and every cached folio still found by lookup; folio migration errors.
+
+use memdesc::desc::Folio;
+use memdesc::folio::FolioKind;
+use memdesc::migrate::MigrateError;
+use memdesc::word::Tag;
+use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
+use memdesc_host::{boot, SimMachine};
+
+fn machine() -> SimMachine {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    boot(&l, Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+fn stamp(m: &SimMachine, f: &Folio, v: u64) {
+    let p = m.platform().direct_map(f.flags.pfn()).unwrap().cast::<u64>();
+    // SAFETY: the folio's page is ours and direct-mapped.
+    unsafe {
+        p.as_ptr().write(v);
+        p.as_ptr().add(511).write(!v);
+    }
+}
+
+fn stamped(m: &SimMachine, f: &Folio, v: u64) -> bool {
+    let p = m.platform().direct_map(f.flags.pfn()).unwrap().cast::<u64>();
+    // SAFETY: as above.
+    unsafe { p.as_ptr().read() == v && p.as_ptr().add(511).read() == !v }
+}
+
+#[test]
+fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    // Fill the zone with order-0 folios, every 7th a cached file folio.
+    let mut all: Vec<(&Folio, bool)> = Vec::new();
+    for i in 0u64.. {
+        let file = i % 7 == 0;
+        let kind = if file { FolioKind::File } else { FolioKind::Anon };
+        let Ok(f) = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, kind) else { break };
+        stamp(&m, f, i);
+        if file {
+            space.insert(&cpu, f, i).unwrap();
+            m.folio_put(&cpu, f).unwrap(); // the cache's reference is the only one
+        }
+        all.push((f, file));
+    }
+    assert!(all.len() > 12_000, "{}", all.len());
+    // Free every other folio: memory is free but in order-0 pieces.
+    let mut kept = Vec::new();
+    for (i, (f, file)) in all.into_iter().enumerate() {
+        if i % 2 == 1 {
+            if file {
+                space.delete(&cpu, f).unwrap();
+            } else {
+                m.folio_put(&cpu, f).unwrap();
+            }
+        } else {
+            kept.push((i as u64, f, file));
+        }
+    }
+    m.drain_all();
+    let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
+    let before = m.free_histogram(zone);
+    assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");
+    assert!(m.alloc_pages(&cpu, 9, Gfp::MOVABLE | Gfp::NOWARN).is_err());
+    let census0 = m.census().unwrap();
+
+    let rep = m.compact_zone(&cpu, zone);
+    assert_eq!(rep.free_before, before);
+    assert!(rep.migrated > 1000, "{rep:?}");
+    assert_eq!(rep.migrated, rep.migrated_pages);
+    assert_eq!(rep.failed, 0, "{rep:?}");
+    assert!(rep.scanned >= rep.migrated_pages);
+    assert!(rep.blocks_at_least(9) >= 4, "{rep:?}");
+    assert_eq!(rep.free_after, m.free_histogram(zone));
+
+    // Every folio's data followed it; cached folios are found at their index.
+    for &(i, f, file) in &kept {
+        assert!(stamped(&m, f, i), "folio {i} data");
+        if file {
+            let g = space.lookup(&cpu, i).expect("still cached");
+            assert!(std::ptr::eq(g, f), "the cache holds the same descriptor");
+            m.folio_put(&cpu, g).unwrap();
+        }
+    }
+    space.verify().unwrap();
+    let c = m.census().unwrap();
+    assert_eq!((c.free + c.pcp, c.described), (census0.free + census0.pcp, census0.described));
+    m.check(|_, _, _| ()).unwrap();
+    let big = m.alloc_pages(&cpu, 9, Gfp::MOVABLE).expect("an order-9 block after compaction");
+    m.free_pages(&cpu, big, 9).unwrap();
+
+    for &(_, f, file) in &kept {
+        if !file {
+            m.folio_put(&cpu, f).unwrap();
+        }
+    }
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
+
+#[test]
+fn migrate_page_moves_a_folio_and_refuses_busy_or_unmovable_pages() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    stamp(&m, f, 42);
+    m.lru_add(f);
+    let old = f.flags.pfn();
+    let new = m.migrate_page(&cpu, old.add(1), Gfp::MOVABLE).unwrap();
+    assert_ne!(new, old);
+    assert_eq!((f.flags.pfn(), f.flags.order(), f.counts.refcount()), (new, 2, 1));
+    assert!(stamped(&m, f, 42));
+    assert_eq!(m.lru_len(0), 1, "still on the LRU");
+    // A pin blocks migration; a locked folio too.
+    m.folio_get(f);
+    assert_eq!(m.migrate_page(&cpu, new, Gfp::MOVABLE), Err(MigrateError::Busy(new)));
+    m.folio_put(&cpu, f).unwrap();
+    assert!(m.folio_trylock(f));
+    assert_eq!(m.migrate_page(&cpu, new, Gfp::MOVABLE), Err(MigrateError::Busy(new)));
+    m.folio_unlock(f);
+    let raw = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+    assert_eq!(
+        m.migrate_page(&cpu, raw, Gfp::MOVABLE),
+        Err(MigrateError::NotMovable { pfn: raw, tag: Tag::Undescribed })
+    );
+    m.free_pages(&cpu, raw, 0).unwrap();
+    m.lru_del(f);
+    m.folio_put(&cpu, f).unwrap();
+    m.check(|_, _, _| ()).unwrap();
+    m.census().unwrap();
+}
+
+/// A CPU looking cached folios up locklessly (and reading their data while pinned) races a CPU
+/// migrating them: every lookup returns the folio cached at that index with its data, and
+/// migrations that meet a pin fail `Busy` without harm.
+#[test]
+fn lockless_lookups_race_migration() {
+    let m = machine();
+    let space = m.address_space_create(&m.cpus().claim(0).unwrap()).unwrap();
+    const N: u64 = 64;
+    {
+        let cpu = m.cpus().claim(0).unwrap();
+        for i in 0..N {
+            let f = m.folio_alloc(&cpu, (i % 2) as u32, Gfp::MOVABLE, FolioKind::File).unwrap();
+            stamp(&m, f, i * 2);
+            space.insert(&cpu, f, i * 2).unwrap();
+            m.folio_put(&cpu, f).unwrap();
+        }
+    }
+    let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (migrated, busy) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let cpu = m.cpus().claim(1).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..N {
+                    let g = space.lookup(&cpu, i * 2).expect("cached");
+                    assert_eq!(g.index(), i * 2);
+                    assert!(stamped(&m, g, i * 2), "data of index {} at {}", i * 2, g.flags.pfn());
+                    m.folio_put(&cpu, g).unwrap();
+                    n += 1;
+                }
+            }
+            n
+        });
+        let cpu = m.cpus().claim(0).unwrap();
+        let (mut migrated, mut busy) = (0u64, 0u64);
+        for r in 0..rounds {
+            let g = space.lookup(&cpu, (r % N) * 2).unwrap();
+            let pfn = g.flags.pfn();
+            m.folio_put(&cpu, g).unwrap();
+            match m.migrate_page(&cpu, pfn, Gfp::MOVABLE) {
+                Ok(_) => migrated += 1,
+                Err(MigrateError::Busy(_)) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        (migrated, busy)
+    });
+    assert!(migrated > 0, "migrated {migrated}, busy {busy}");
+    let cpu = m.cpus().claim(0).unwrap();
+    space.verify().unwrap();
+    for i in 0..N {
+        let g = space.lookup(&cpu, i * 2).unwrap();
+        assert!(stamped(&m, g, i * 2));
+        m.folio_put(&cpu, g).unwrap();
+    }
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}

@@ -1,0 +1,211 @@
+//! Offlining on the simulated machine: the balloon, offlining a range with movable folios
+//! (migrated out, data intact, the range never allocated again, onlined back), and offlining
+//! that fails on an unmovable page and restores the range exactly.
+
+use memdesc::balloon::Balloon;
+use memdesc::cpu::Cpu;
+use memdesc::desc::Folio;
+use memdesc::folio::FolioKind;
+use memdesc::migrate::MigrateError;
+use memdesc::offline::OfflineError;
+use memdesc::word::{PageKind, Subtype};
+use memdesc::{AllocError, Config, Gfp, MemmapLayout, MemoryLayout, MigrateType, Pfn, Platform, RegionSpec};
+use memdesc_host::{boot, SimMachine};
+
+const BLOCK: u64 = 1 << 10; // max_order block: offlining granularity
+
+fn machine() -> SimMachine {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    boot(&l, Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+fn subtype(m: &SimMachine, pfn: Pfn) -> Option<Subtype> {
+    match m.memmap().load(m.platform(), pfn)?.word.kind() {
+        PageKind::Undescribed(u) => Some(u.subtype),
+        _ => None,
+    }
+}
+
+fn stamp(m: &SimMachine, f: &Folio, v: u64) {
+    for i in 0..1u64 << f.flags.order() {
+        let p = m.platform().direct_map(f.flags.pfn().add(i)).unwrap().cast::<u64>();
+        // SAFETY: the folio's pages are ours and direct-mapped.
+        unsafe { p.as_ptr().add(7).write(v + i) };
+    }
+}
+
+fn stamped(m: &SimMachine, f: &Folio, v: u64) -> bool {
+    (0..1u64 << f.flags.order()).all(|i| {
+        let p = m.platform().direct_map(f.flags.pfn().add(i)).unwrap().cast::<u64>();
+        // SAFETY: as above.
+        unsafe { p.as_ptr().add(7).read() == v + i }
+    })
+}
+
+fn isolate_free(m: &SimMachine) -> u64 {
+    m.zones()
+        .map(|z| {
+            m.free_blocks(z).iter().enumerate().map(|(o, per)| per[MigrateType::Isolate as usize] << o).sum::<u64>()
+        })
+        .sum()
+}
+
+/// Movable folios spread over the zone, each stamped with its number.
+fn populate<'m>(m: &'m SimMachine, cpu: &Cpu<'_>) -> Vec<&'m Folio> {
+    let mut v = Vec::new();
+    for i in 0..3000u64 {
+        let f = m.folio_alloc(cpu, (i % 3) as u32, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        stamp(m, f, i << 16);
+        v.push(f);
+    }
+    // Free every other one, so ranges hold folios and free memory.
+    let mut kept = Vec::new();
+    for (i, f) in v.into_iter().enumerate() {
+        if i % 2 == 0 {
+            m.folio_put(cpu, f).unwrap();
+        } else {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+/// A max_order-aligned range holding folios and nothing unmovable.
+fn movable_range(m: &SimMachine, folios: &[&Folio]) -> (Pfn, Pfn) {
+    for f in folios {
+        let s = f.flags.pfn().align_down(10);
+        let ok = (0..BLOCK).all(|i| match m.memmap().load(m.platform(), s.add(i)).unwrap().word.kind() {
+            PageKind::AnonFolio(_) | PageKind::FileFolio(_) | PageKind::Buddy(_) => true,
+            PageKind::Undescribed(u) => u.subtype == Subtype::Tail,
+            _ => false,
+        });
+        if ok {
+            return (s, s.add(BLOCK));
+        }
+    }
+    panic!("no movable range");
+}
+
+#[test]
+fn balloon_inflates_and_deflates() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    m.drain_all();
+    let free0 = m.nr_free_pages();
+    let b = Balloon::new(&m);
+    assert_eq!(b.inflate(&cpu, 1000), 1000);
+    assert_eq!(b.stats().pages, 1000);
+    assert_eq!(m.census().unwrap().offline, 1000);
+    assert_eq!(m.undescribed_stats().offline_pages, 1000);
+    m.drain_all();
+    assert_eq!(m.nr_free_pages(), free0 - 1000);
+    assert_eq!(b.deflate(&cpu, 400), 400);
+    assert_eq!(b.stats(), memdesc::balloon::BalloonStats { pages: 600, inflated: 1000, deflated: 400 });
+    // Inflating past what is free stops at the watermark, not with an error.
+    let got = b.inflate(&cpu, 1 << 30);
+    assert!(got > 10_000 && got < 1 << 30, "{got}");
+    assert!(matches!(m.alloc_pages(&cpu, 0, Gfp::NOWARN), Err(AllocError::NoMemory { .. })));
+    m.check(|_, _, _| ()).unwrap();
+    assert_eq!(m.census().unwrap().offline, 600 + got);
+    assert_eq!(b.deflate(&cpu, u64::MAX), 600 + got);
+    m.drain_all();
+    assert_eq!(m.nr_free_pages(), free0);
+    assert_eq!(m.census().unwrap().offline, 0);
+    m.check(|_, _, _| ()).unwrap();
+}
+
+#[test]
+fn offline_range_migrates_folios_out_and_online_gives_it_back() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let folios = populate(&m, &cpu);
+    let (s, e) = movable_range(&m, &folios);
+    let inside: Vec<usize> = (0..folios.len()).filter(|&i| (s..e).contains(&folios[i].flags.pfn())).collect();
+    assert!(!inside.is_empty());
+    let managed0: u64 = m.zones().map(|z| z.managed_pages()).sum();
+    let census0 = m.census().unwrap();
+    let r = m.offline_range(&cpu, s, e).unwrap();
+    assert_eq!(r.pages, BLOCK);
+    assert_eq!(r.migrated_folios, inside.len() as u64);
+    for (i, f) in folios.iter().enumerate() {
+        assert!(!(s..e).contains(&f.flags.pfn()), "folio {i} still in the offline range");
+        assert!(stamped(&m, f, (2 * i as u64 + 1) << 16), "folio {i} data");
+    }
+    for p in s.0..e.0 {
+        let st = subtype(&m, Pfn(p));
+        assert!(st == Some(Subtype::Offline) || st == Some(Subtype::Tail), "{p:#x}: {st:?}");
+    }
+    assert_eq!(m.pageblock_migratetype(s), Some(MigrateType::Isolate));
+    let c = m.census().unwrap();
+    assert_eq!(c.offline, BLOCK);
+    assert_eq!(c.present, census0.present);
+    assert_eq!(m.undescribed_stats().offline_pages, BLOCK);
+    assert_eq!(m.zones().map(|z| z.managed_pages()).sum::<u64>(), managed0 - BLOCK);
+    assert_eq!(m.offline_range(&cpu, s, e), Err(OfflineError::AlreadyIsolated(s)));
+    m.check(|p, o, _| assert!(p.add(1 << o) <= s || e <= p, "free block {p}/{o} in the offline range")).unwrap();
+    // Nothing in the range is handed out.
+    let mut all = Vec::new();
+    while let Ok(p) = m.alloc_pages(&cpu, 0, Gfp::HIGH | Gfp::NOWARN) {
+        assert!(!(s..e).contains(&p));
+        all.push(p);
+    }
+    for p in all {
+        m.free_pages(&cpu, p, 0).unwrap();
+    }
+    assert_eq!(m.online_range(s, e), Ok(BLOCK));
+    assert_eq!(m.online_range(s, e), Err(OfflineError::NotOffline(s)));
+    assert_eq!(m.pageblock_migratetype(s), Some(MigrateType::Movable));
+    assert_eq!(m.census().unwrap().offline, 0);
+    assert_eq!(m.zones().map(|z| z.managed_pages()).sum::<u64>(), managed0);
+    m.check(|_, _, _| ()).unwrap();
+    for f in folios {
+        m.folio_put(&cpu, f).unwrap();
+    }
+    m.check(|_, _, _| ()).unwrap();
+}
+
+#[test]
+fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let folios = populate(&m, &cpu);
+    let (s, e) = movable_range(&m, &folios);
+    // A poisoned page in the range cannot be moved.
+    m.drain_all();
+    let bad = (s.0..e.0).map(Pfn).find(|&p| m.free_block_containing_pfn(p).is_some()).unwrap();
+    m.memory_failure(&cpu, bad).unwrap();
+    let types: Vec<_> = (0..BLOCK / 512).map(|i| m.pageblock_migratetype(s.add(i * 512))).collect();
+    m.drain_all();
+    let census0 = m.census().unwrap();
+    let free0 = m.nr_free_pages();
+    let err = m.offline_range(&cpu, s, e).unwrap_err();
+    assert!(
+        matches!(err, OfflineError::Unmovable { pfn, why: MigrateError::NotMovable { .. } } if pfn == bad),
+        "{err:?}"
+    );
+    let after: Vec<_> = (0..BLOCK / 512).map(|i| m.pageblock_migratetype(s.add(i * 512))).collect();
+    assert_eq!(after, types, "pageblock types restored");
+    assert_eq!(isolate_free(&m), 0, "nothing left on isolate lists");
+    m.drain_all();
+    let c = m.census().unwrap();
+    assert_eq!(c.free + c.pcp + c.described + c.raw, census0.free + census0.pcp + census0.described + census0.raw);
+    assert_eq!(c.hwpoison, 1);
+    assert_eq!(m.nr_free_pages(), free0, "no page lost");
+    m.check(|_, _, _| ()).unwrap();
+    for (i, f) in folios.iter().enumerate() {
+        assert!(stamped(&m, f, (2 * i as u64 + 1) << 16), "folio {i} data");
+    }
+    assert!(matches!(m.offline_range(&cpu, s.add(1), e), Err(OfflineError::Misaligned { .. })));
+    assert_eq!(m.online_range(s, e), Err(OfflineError::NotOffline(s)));
+    for f in folios {
+        m.folio_put(&cpu, f).unwrap();
+    }
+}

@@ -1,0 +1,112 @@
+//! Debug guard pages: a raw page allocation made with [`Gfp::GUARD`] is surrounded by two
+//! pages whose words are `Undescribed { Guard }` and which the platform makes inaccessible
+//! ([`Platform::protect`]), so an overrun or underrun faults instead of corrupting a
+//! neighbour. Freeing the allocation with [`PhysMem::free_pages`] makes them accessible again
+//! and returns them.
+//!
+//! Layout: a block of order `o + 2` is allocated (`4 × 2^o` pages, `B`); the data is the
+//! aligned block at `B + 2^o`, the guards are the page just below it and the page just after
+//! it, and the other pages are freed at once, so each guarded allocation keeps exactly two
+//! extra pages. A guard word's order field says which allocation it guards: the page below
+//! holds `o`, the page after holds `32 + o`, so a free of a block of order `o` recognises its
+//! own guards (an unguarded neighbour's free never takes another allocation's guard: a page
+//! below a block holding "guard below, order o" always belongs to that block).
+//!
+//! This module touches page words and calls [`Platform::protect`]; never page contents except
+//! zeroing the data block for [`Gfp::ZERO`].
+
+use crate::addr::Pfn;
+use crate::cpu::Cpu;
+use crate::gfp::Gfp;
+use crate::memmap::RegionMap;
+use crate::page_alloc::{AllocError, PhysMem};
+use crate::platform::{PageMap, Platform};
+use crate::sync::Ordering;
+use crate::word::{PageKind, Subtype, Word};
+
+/// Added to the order in the guard word above an allocation.
+const AFTER: u32 = 32;
+
+impl<P: Platform> PhysMem<P> {
+    fn page_word_of(&self, pfn: Pfn) -> Option<(&RegionMap, &crate::word::Page)> {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
+        Some((rm, self.memmap.page_word(&self.platform, rm, pfn)?))
+    }
+
+    /// [`PhysMem::alloc_pages`] with [`Gfp::GUARD`].
+    pub(crate) fn alloc_guarded(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
+        if order + 2 > self.config().max_order {
+            return Err(AllocError::InvalidOrder(order));
+        }
+        let b = self.alloc_with(cpu, order + 2, gfp.without(Gfp::GUARD).without(Gfp::ZERO), |_| Word::TAIL)?;
+        let n = 1u64 << order;
+        let (data, before, after) = (b.add(n), b.add(n - 1), b.add(2 * n));
+        let rm = self.memmap.region_map(self.memmap.region_index(b).expect("allocated"));
+        let (Some(wb), Some(wa)) =
+            (self.memmap.page_word(&self.platform, rm, before), self.memmap.page_word(&self.platform, rm, after))
+        else {
+            // A two-level area holding the block as one word: no per-page words for guards.
+            self.free_claimed(cpu, rm, b, order + 2);
+            return Err(AllocError::InvalidOrder(order));
+        };
+        self.memmap
+            .block_word(&self.platform, rm, data, order)
+            .expect("a small block has a word")
+            .store(Self::undesc_word(rm, Subtype::Unmappable, order));
+        wb.store(Self::undesc_word(rm, Subtype::Guard, order));
+        wa.store(Self::undesc_word(rm, Subtype::Guard, AFTER + order));
+        self.free_span(cpu, rm, b, before);
+        self.free_span(cpu, rm, after.add(1), b.add(4 * n));
+        if gfp.contains(Gfp::ZERO) {
+            for i in 0..n {
+                PageMap::new(&self.platform, data.add(i)).expect("allocated memory is mappable").zero();
+            }
+        }
+        self.platform.protect(before, false);
+        self.platform.protect(after, false);
+        self.undesc.guard.fetch_add(2, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// Frees `[start, end)` (owned, all tail words) as the largest aligned blocks.
+    fn free_span(&self, cpu: &Cpu<'_>, rm: &RegionMap, mut start: Pfn, end: Pfn) {
+        while start < end {
+            let mut k = start.0.trailing_zeros().min(self.config().max_order);
+            while start.add(1 << k) > end {
+                k -= 1;
+            }
+            self.free_claimed(cpu, rm, start, k);
+            start = start.add(1 << k);
+        }
+    }
+
+    /// Called by `free_pages` once the block at `pfn` is claimed: releases its guard pages if
+    /// it has them.
+    pub(crate) fn release_guards(&self, cpu: &Cpu<'_>, rm: &RegionMap, pfn: Pfn, order: u32) {
+        if pfn.0 == 0 || pfn <= rm.region.start || pfn.add(1 << order) >= rm.region.end {
+            return;
+        }
+        let (before, after) = (Pfn(pfn.0 - 1), pfn.add(1 << order));
+        let guard = |p: Pfn, o: u32| match self.page_word_of(p) {
+            Some((_, w)) => {
+                let v = w.load();
+                matches!(v.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Guard && u.order as u32 == o)
+                    .then_some((w, v))
+            }
+            None => None,
+        };
+        let (Some((wb, vb)), Some((wa, va))) = (guard(before, order), guard(after, AFTER + order)) else { return };
+        if wb.compare_exchange(vb, Word::TAIL).is_err() {
+            return;
+        }
+        if wa.compare_exchange(va, Word::TAIL).is_err() {
+            wb.store(vb);
+            return;
+        }
+        self.platform.protect(before, true);
+        self.platform.protect(after, true);
+        self.undesc.guard.fetch_sub(2, Ordering::Relaxed);
+        self.free_claimed(cpu, rm, before, 0);
+        self.free_claimed(cpu, rm, after, 0);
+    }
+}

@@ -1,0 +1,462 @@
+//! Hardware memory errors: [`PhysMem::memory_failure`] retires a page the hardware reported
+//! as corrupt, doing for each kind of page what a kernel would, and reports what was lost.
+//!
+//! The handler reads the pfn's **own word** and dispatches on its tag (it never assumes the
+//! pfn heads anything):
+//!
+//! | word | action |
+//! |------|--------|
+//! | free (`Buddy`, or a tail inside a free block) | taken out of the buddy lists, splitting the free block around it; the rest is put back. **Recovered.** |
+//! | free on a per-CPU list (`Buddy { pcp }`) | the lists are drained, then as above |
+//! | unmapped anon folio | a large folio is split so only the order-0 piece holding the page is lost; that piece is flagged [`PG_HWPOISON`] and taken off the LRU, so its last put retires it instead of freeing it. **Recovered** if that was now, else **Delayed** until its owner drops it |
+//! | page-cache folio | likewise, and the piece is removed from its address space (the rest stays cached) |
+//! | slab page | the slab is flagged: no more objects come from it, objects freed into it are lost, and when empty its pages are retired. Reports the cache and objects in use. **Delayed** (or Recovered if empty) |
+//! | page-table page, reserved, raw kernel memory, memmap, zero page, offline, guard | kernel memory that cannot be recovered: left in place, **Ignored** (counted) |
+//! | mapped folio, zsmalloc, z3fold, vmalloc, page_pool, mappable | owned by subsystems not wired here yet: [`PoisonError::Unhandled`], nothing changed |
+//!
+//! A retired page's word becomes `Undescribed { HwPoison }`; it is on no list, never handed
+//! out again, and counted in [`UndescribedStats`](crate::isolate::UndescribedStats).
+//! [`PhysMem::unpoison`] (for tests) returns it to the allocator.
+//!
+//! Only flat regions are supported ([`PoisonError::TwoLevel`]). The handler assumes no one
+//! destroys the address space of a file folio it handles concurrently.
+//!
+//! This module touches page words, folio flags/LRU state through the folio API, the page cache
+//! through `pagecache_take_page`, and slabs through `poison_slab`.
+
+use crate::addr::Pfn;
+use crate::cpu::Cpu;
+use crate::desc::{Folio, PG_HWPOISON};
+use crate::folio::FolioError;
+use crate::isolate::IsolateError;
+use crate::page_alloc::PhysMem;
+use crate::pagecache::PageCacheError;
+use crate::platform::Platform;
+use crate::sync::Ordering;
+use crate::word::{PageKind, Subtype, Tag, Word};
+
+/// What the poisoned page was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoisonedKind {
+    /// A free page in the buddy lists.
+    Free,
+    /// A free page on a per-CPU list.
+    FreePerCpu,
+    /// A page of an unmapped anonymous folio.
+    AnonFolio {
+        /// Order of the folio before it was split.
+        order: u32,
+    },
+    /// A page of a page-cache folio.
+    FileFolio {
+        /// Order of the folio before it was split.
+        order: u32,
+        /// File index of the lost page.
+        index: u64,
+        /// Address of the address space it was removed from (0 if it was not cached).
+        mapping: usize,
+    },
+    /// A slab page.
+    Slab {
+        /// The cache's name.
+        cache: &'static str,
+        /// Objects in use in the slab (their contents are lost).
+        objects_in_use: u32,
+        /// Objects the slab holds.
+        objects: u32,
+    },
+    /// A page-table page.
+    PageTable,
+    /// An undescribed page in use (reserved, raw kernel memory, memmap, …).
+    Undescribed(Subtype),
+}
+
+/// What was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoisonAction {
+    /// The page is retired now.
+    Recovered,
+    /// The page is retired when its owner drops its last reference.
+    Delayed,
+    /// Kernel memory that cannot be recovered: left in place.
+    Ignored,
+}
+
+/// The result of [`PhysMem::memory_failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoisonReport {
+    /// The poisoned pfn.
+    pub pfn: Pfn,
+    /// What it was.
+    pub kind: PoisonedKind,
+    /// What was done.
+    pub action: PoisonAction,
+    /// Pages whose contents are lost (the poisoned page; a whole slab for a slab page).
+    pub pages_lost: u64,
+    /// Whether a large folio was split so only the poisoned page is lost.
+    pub split: bool,
+}
+
+/// Why `memory_failure` or `unpoison` did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoisonError {
+    /// The pfn is in no region.
+    OutOfRange(Pfn),
+    /// The pfn is in a two-level region (unsupported).
+    TwoLevel(Pfn),
+    /// The page is already poisoned.
+    AlreadyPoisoned(Pfn),
+    /// The page belongs to a kind whose handler is not wired in yet (mapped folios need the
+    /// reverse map; zsmalloc, z3fold, vmalloc, page_pool, mappable driver memory).
+    Unhandled {
+        /// The pfn.
+        pfn: Pfn,
+        /// The page's tag.
+        tag: Tag,
+        /// Page-table entries mapping it (for a mapped folio), else 0.
+        mapcount: u32,
+    },
+    /// The folio is busy (being freed, frozen, locked, or holding references that prevent
+    /// the split): retry later.
+    Busy(Pfn),
+    /// Splitting the folio needed memory that could not be allocated.
+    Folio(FolioError),
+    /// Taking the page out of the page cache failed.
+    PageCache(PageCacheError),
+    /// The word holds bits no encoder writes.
+    Corrupt(Pfn, u64),
+    /// `unpoison` of a page that is not poisoned.
+    NotPoisoned(Pfn),
+}
+
+impl core::fmt::Display for PoisonError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PoisonError::OutOfRange(p) => write!(f, "pfn {p} is not in any memory region"),
+            PoisonError::TwoLevel(p) => write!(f, "pfn {p} is in a two-level region (unsupported)"),
+            PoisonError::AlreadyPoisoned(p) => write!(f, "pfn {p} is already poisoned"),
+            PoisonError::Unhandled { pfn, tag, mapcount } => {
+                write!(f, "pfn {pfn} is a {tag:?} page (mapcount {mapcount}) whose handler is not wired yet")
+            }
+            PoisonError::Busy(p) => write!(f, "the folio at pfn {p} is busy"),
+            PoisonError::Folio(e) => write!(f, "{e}"),
+            PoisonError::PageCache(e) => write!(f, "{e}"),
+            PoisonError::Corrupt(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
+            PoisonError::NotPoisoned(p) => write!(f, "pfn {p} is not poisoned"),
+        }
+    }
+}
+
+impl core::error::Error for PoisonError {}
+
+impl From<IsolateError> for PoisonError {
+    fn from(e: IsolateError) -> Self {
+        match e {
+            IsolateError::TwoLevel(p) => PoisonError::TwoLevel(p),
+            // The page stopped being free under us: it is someone's now; retry.
+            IsolateError::NotFree(p) => PoisonError::Busy(p),
+            IsolateError::OutOfRange(p) | IsolateError::Misaligned(p) => PoisonError::OutOfRange(p),
+        }
+    }
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Handles a hardware memory error at `pfn` (see the module docs for what each kind of
+    /// page gets). On `Err` nothing changed.
+    pub fn memory_failure(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Result<PoisonReport, PoisonError> {
+        let (rm, _) = self.flat_ctx(pfn)?;
+        let mut from_pcp = false;
+        for _ in 0..4 {
+            let w = rm.flat_word(pfn).load();
+            let r = match w.kind() {
+                PageKind::Buddy(b) if b.pcp => {
+                    self.drain_all();
+                    from_pcp = true;
+                    continue;
+                }
+                PageKind::Buddy(_) => self.poison_free(pfn, from_pcp),
+                PageKind::Undescribed(u) => match u.subtype {
+                    Subtype::HwPoison => Err(PoisonError::AlreadyPoisoned(pfn)),
+                    Subtype::Tail => match self.poison_free(pfn, from_pcp) {
+                        Ok(r) => Ok(r),
+                        // A tail of raw memory in use: find its head to say what it is.
+                        Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
+                            if self.pcp_pages() > 0 && !from_pcp {
+                                self.drain_all();
+                                from_pcp = true;
+                                continue;
+                            }
+                            Ok(self.ignored(pfn, PoisonedKind::Undescribed(self.head_subtype(pfn))))
+                        }
+                        Err(_) => continue,
+                    },
+                    s => Ok(self.ignored(pfn, PoisonedKind::Undescribed(s))),
+                },
+                PageKind::AnonFolio(d) | PageKind::FileFolio(d) => {
+                    let file = w.tag() == Some(Tag::FileFolio);
+                    self.poison_folio(cpu, pfn, d.addr(), file)
+                }
+                PageKind::Slab(d) => {
+                    // SAFETY: the word names a live slab descriptor (slab descriptors are
+                    // only freed after their pages are re-stamped, at a quiescent point for
+                    // this handler).
+                    let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
+                    let order = slab.flags.order();
+                    match self.poison_slab(cpu, slab) {
+                        Some((cache, inuse, objects)) => {
+                            self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+                            Ok(PoisonReport {
+                                pfn,
+                                kind: PoisonedKind::Slab { cache, objects_in_use: inuse, objects },
+                                action: if inuse == 0 { PoisonAction::Recovered } else { PoisonAction::Delayed },
+                                pages_lost: 1 << order,
+                                split: false,
+                            })
+                        }
+                        None => Err(PoisonError::AlreadyPoisoned(pfn)),
+                    }
+                }
+                PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
+                // ---- Dispatch point: kinds owned by other subsystems. ----
+                // zsmalloc/z3fold (migrate the objects off the page), vmalloc and page_pool
+                // (the owner reallocates), mappable driver memory: wire their handlers here.
+                PageKind::Zsmalloc(_)
+                | PageKind::Z3fold(_)
+                | PageKind::Vmalloc { .. }
+                | PageKind::NetPool(_)
+                | PageKind::Mappable(_) => {
+                    Err(PoisonError::Unhandled { pfn, tag: w.tag().unwrap_or(Tag::Undescribed), mapcount: 0 })
+                }
+                PageKind::Split(_) => Err(PoisonError::TwoLevel(pfn)),
+                PageKind::Invalid(raw) => Err(PoisonError::Corrupt(pfn, raw)),
+            };
+            return r;
+        }
+        Err(PoisonError::Busy(pfn))
+    }
+
+    fn ignored(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
+        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        self.undesc.hwpoison_ignored.fetch_add(1, Ordering::Relaxed);
+        PoisonReport { pfn, kind, action: PoisonAction::Ignored, pages_lost: 1, split: false }
+    }
+
+    /// The subtype of the raw allocation whose tail `pfn` is.
+    fn head_subtype(&self, pfn: Pfn) -> Subtype {
+        for o in 1..=self.config().max_order {
+            let h = pfn.align_down(o);
+            if let Some(v) = self.memmap.load(&self.platform, h) {
+                if let PageKind::Undescribed(u) = v.word.kind() {
+                    if u.subtype != Subtype::Tail && u.order as u32 >= o {
+                        return u.subtype;
+                    }
+                }
+            }
+        }
+        Subtype::Tail
+    }
+
+    fn poison_free(&self, pfn: Pfn, from_pcp: bool) -> Result<PoisonReport, PoisonError> {
+        let (rm, _) = self.flat_ctx(pfn)?;
+        self.take_free_block(pfn, 0)?;
+        rm.flat_word(pfn).store(Self::undesc_word(rm, Subtype::HwPoison, 0));
+        self.undesc.hwpoison.fetch_add(1, Ordering::Relaxed);
+        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        let kind = if from_pcp { PoisonedKind::FreePerCpu } else { PoisonedKind::Free };
+        Ok(PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false })
+    }
+
+    fn poison_folio(&self, cpu: &Cpu<'_>, pfn: Pfn, addr: usize, file: bool) -> Result<PoisonReport, PoisonError> {
+        let f = {
+            let g = self.rcu().read_lock(cpu);
+            let d = crate::desc::DescPtr::<Folio>::from_word_addr(addr);
+            let f = d.get(&g);
+            if !f.counts.try_get() {
+                return Err(PoisonError::Busy(pfn));
+            }
+            // SAFETY: pinned: the descriptor stays this folio's until our reference is dropped.
+            let f: &Folio = unsafe { &*(f as *const Folio) };
+            if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
+                drop(g);
+                let _ = self.folio_put(cpu, f);
+                return Err(PoisonError::Busy(pfn));
+            }
+            f
+        };
+        let order = f.flags.order();
+        let m = f.counts.mapcount();
+        let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
+        if m != 0 {
+            // ---- Dispatch point: mapped folios need the reverse map (page tables) to be
+            // unmapped everywhere first; wire it here. ----
+            let _ = self.folio_put(cpu, f);
+            return Err(PoisonError::Unhandled { pfn, tag, mapcount: m });
+        }
+        let (piece, split, kind) = if file && f.mapping() != 0 {
+            let index = f.index() + (pfn.0 - f.flags.pfn().0);
+            let mapping = f.mapping();
+            // Drops our pin under the address space's lock.
+            let (piece, split) = self.pagecache_take_page(cpu, f, pfn, true).map_err(|e| match e {
+                PageCacheError::Busy => PoisonError::Busy(pfn),
+                e => PoisonError::PageCache(e),
+            })?;
+            // The cache's reference is now ours: it is the one the put below drops.
+            (piece, split, PoisonedKind::FileFolio { order, index, mapping })
+        } else {
+            let kind = if file {
+                PoisonedKind::FileFolio { order, index: f.index() + (pfn.0 - f.flags.pfn().0), mapping: 0 }
+            } else {
+                PoisonedKind::AnonFolio { order }
+            };
+            if order == 0 {
+                (f, false, kind)
+            } else {
+                if let Err(e) = self.folio_split(cpu, f, 0, |_| ()) {
+                    let _ = self.folio_put(cpu, f);
+                    return Err(PoisonError::Folio(e));
+                }
+                // Every piece inherited our pin: drop it on all but the poisoned one.
+                let first = f.flags.pfn();
+                let mut piece = f;
+                for i in 0..1u64 << order {
+                    let p = first.add(i);
+                    let Some(PageKind::AnonFolio(d) | PageKind::FileFolio(d)) =
+                        self.memmap.load(&self.platform, p).map(|v| v.word.kind())
+                    else {
+                        continue;
+                    };
+                    // SAFETY: a piece we hold a reference to (inherited from the split).
+                    let pf = unsafe { &*(d.addr() as *const Folio) };
+                    if p == pfn {
+                        piece = pf;
+                    } else {
+                        let _ = self.folio_put(cpu, pf);
+                    }
+                }
+                (piece, true, kind)
+            }
+        };
+        self.lru_del(piece);
+        piece.flags.set(PG_HWPOISON);
+        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        self.undesc.hwpoison_delayed.fetch_add(1, Ordering::Relaxed);
+        let freed = self.folio_put(cpu, piece).map_err(PoisonError::Folio)?;
+        let action = if freed { PoisonAction::Recovered } else { PoisonAction::Delayed };
+        Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split })
+    }
+
+    /// The last put of a folio flagged [`PG_HWPOISON`]: its pages become `HwPoison` and its
+    /// descriptor goes back to its cache; nothing returns to the allocator.
+    pub(crate) fn retire_poisoned_folio(&self, cpu: &Cpu<'_>, f: &Folio) {
+        let (pfn, order) = (f.flags.pfn(), f.flags.order());
+        self.stamp_block(pfn, order, Word::TAIL);
+        self.free_folio_desc(cpu, f);
+        self.retire_poisoned_block(pfn, order);
+        self.undesc.hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Stamps every page of an owned block `HwPoison`.
+    pub(crate) fn retire_poisoned_block(&self, pfn: Pfn, order: u32) {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("an owned block is in a region"));
+        for i in 0..1u64 << order {
+            if let Some(w) = self.memmap.page_word(&self.platform, rm, pfn.add(i)) {
+                w.store(Self::undesc_word(rm, Subtype::HwPoison, 0));
+            }
+        }
+        self.undesc.hwpoison.fetch_add(1 << order, Ordering::Relaxed);
+    }
+
+    /// Returns a poisoned page to the allocator (for tests: the hardware error was injected).
+    pub fn unpoison(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoisonError> {
+        let (rm, _) = self.flat_ctx(pfn)?;
+        let w = rm.flat_word(pfn);
+        let cur = w.load();
+        match cur.kind() {
+            PageKind::Undescribed(u) if u.subtype == Subtype::HwPoison => {}
+            _ => return Err(PoisonError::NotPoisoned(pfn)),
+        }
+        w.compare_exchange(cur, Word::TAIL).map_err(|_| PoisonError::NotPoisoned(pfn))?;
+        self.undesc.hwpoison.fetch_sub(1, Ordering::Relaxed);
+        self.free_claimed(cpu, rm, pfn, 0);
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::desc::{DescPtr, PtDesc, Zspage};
+    use crate::gfp::Gfp;
+    use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+    use crate::page_alloc::Config;
+    use core::ptr::NonNull;
+
+    /// 16 MiB of host memory as a flat machine (the crate's unit tests have no host crate).
+    struct Buf(NonNull<u8>);
+    // SAFETY: the buffer is only reached through the manager.
+    unsafe impl Send for Buf {}
+    // SAFETY: as above.
+    unsafe impl Sync for Buf {}
+    // SAFETY: 16 MiB, page-aligned, leaked, linear, only reached through the manager.
+    unsafe impl Platform for Buf {
+        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            // SAFETY: in bounds of the 4096-page buffer.
+            (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
+        }
+        fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
+            let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+            (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
+        }
+        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            self.direct_map(pfn)
+        }
+        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
+        fn nr_cpus(&self) -> usize {
+            1
+        }
+    }
+
+    fn machine() -> PhysMem<Buf> {
+        let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
+        // SAFETY: a non-zero-sized layout.
+        let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
+        let mut map = MemoryLayout::new();
+        map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat })
+            .unwrap();
+        PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()
+    }
+
+    #[test]
+    fn page_table_page_is_ignored_and_zsmalloc_is_unhandled() {
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let pt = m.alloc_desc::<PtDesc>(&cpu).unwrap();
+        let pfn = m.alloc_with(&cpu, 0, Gfp::KERNEL, |_| Word::desc(DescPtr::from_ref(pt))).unwrap();
+        let before = m.memmap.load(&m.platform, pfn).unwrap().word;
+        let r = m.memory_failure(&cpu, pfn).unwrap();
+        assert_eq!((r.kind, r.action), (PoisonedKind::PageTable, PoisonAction::Ignored));
+        assert_eq!(m.memmap.load(&m.platform, pfn).unwrap().word, before, "left in place");
+        let zs = m.alloc_desc::<Zspage>(&cpu).unwrap();
+        let zpfn = m.alloc_with(&cpu, 0, Gfp::KERNEL, |_| Word::desc(DescPtr::from_ref(zs))).unwrap();
+        let before = m.memmap.load(&m.platform, zpfn).unwrap().word;
+        assert_eq!(
+            m.memory_failure(&cpu, zpfn),
+            Err(PoisonError::Unhandled { pfn: zpfn, tag: Tag::Zsmalloc, mapcount: 0 })
+        );
+        assert_eq!(m.memmap.load(&m.platform, zpfn).unwrap().word, before, "nothing changed");
+        assert_eq!(m.undescribed_stats().hwpoison_ignored, 1);
+    }
+
+    #[test]
+    fn mapped_folio_is_unhandled_until_the_reverse_map_is_wired() {
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
+        f.counts.mapcount.store(1, Ordering::Relaxed);
+        let pfn = f.flags.pfn();
+        assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::Unhandled { pfn, tag: Tag::AnonFolio, mapcount: 1 }));
+        assert_eq!(f.counts.refcount(), 1, "the handler's pin was dropped");
+        f.counts.mapcount.store(0, Ordering::Relaxed);
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+}
