@@ -161,8 +161,14 @@ impl Hasher for MixHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(b as u64);
         }
     }
     fn write_u64(&mut self, n: u64) {
@@ -229,7 +235,7 @@ pub struct Replayer<'m> {
     objs: HashMap<u64, Obj, Fast>,
     large: HashMap<u64, (), Fast>,
     caches: Vec<CacheRef<'m, SimPlatform>>,
-    cache_by_name: HashMap<String, u32>,
+    cache_by_name: HashMap<String, u32, Fast>,
     spaces: Vec<AddressSpaceRef<'m, SimPlatform>>,
     space_of: HashMap<(u32, u32, u64), u32, Fast>,
     vmaps: HashMap<u64, Vec<Pfn>, Fast>,
@@ -322,7 +328,7 @@ impl<'m> Replayer<'m> {
             objs: HashMap::default(),
             large: HashMap::default(),
             caches: Vec::new(),
-            cache_by_name: HashMap::new(),
+            cache_by_name: HashMap::default(),
             spaces: Vec::new(),
             space_of: HashMap::default(),
             vmaps: HashMap::default(),
@@ -902,8 +908,11 @@ pub struct Report {
     pub boot_seconds: f64,
     /// Seconds building the start state.
     pub start_seconds: f64,
-    /// Seconds replaying the events.
+    /// Seconds replaying the events (wall clock).
     pub replay_seconds: f64,
+    /// CPU seconds of the replaying thread over the same span (excludes time spent waiting
+    /// for a CPU on a loaded host).
+    pub replay_cpu_seconds: f64,
     /// Pages of the simulated machine (regions).
     pub machine_pages: u64,
     /// Metadata samples.
@@ -917,6 +926,9 @@ pub struct Report {
     pub slab_signature: (u64, u64),
     /// Raw (non-slab) trace pages live at the end that the end snapshot flags SLAB.
     pub slab_missed: u64,
+    /// The largest per-pfn disagreements (replay kind, end snapshot kind, pages): a pfn the
+    /// replay holds as one kind where the end snapshot's own flags say another.
+    pub confusion: Vec<((&'static str, &'static str), u64)>,
 }
 
 impl Report {
@@ -935,6 +947,10 @@ impl Report {
     /// Events per second over the replay, decompression and parsing included.
     pub fn events_per_sec(&self) -> f64 {
         (self.stats.events + self.stats.unknown) as f64 / self.replay_seconds.max(1e-9)
+    }
+    /// Events per CPU second of the replaying thread.
+    pub fn events_per_cpu_sec(&self) -> f64 {
+        (self.stats.events + self.stats.unknown) as f64 / self.replay_cpu_seconds.max(1e-9)
     }
 }
 
@@ -996,6 +1012,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     };
     const SAMPLE_EVERY: u64 = 4096;
     let t = Instant::now();
+    let cpu0 = crate::bench::thread_cpu_time();
     let mut n = 0u64;
     while let Some(rec) = reader.next_record()? {
         r.event(&rec.event);
@@ -1008,6 +1025,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         }
     }
     let replay_seconds = t.elapsed().as_secs_f64();
+    let replay_cpu_seconds = (crate::bench::thread_cpu_time() - cpu0).as_secs_f64();
     r.sample();
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -1053,6 +1071,34 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
             What::Lost => {}
         }
     }
+    // Per pfn: what the replay holds there against what the end snapshot's flags say.
+    let mut confusion: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+    if let Some(e) = &end {
+        let n = r.index.len().min(e.kpage.len() as usize);
+        for pfn in 0..n {
+            let theirs = memdesc_linux::census::base_kind(e.kpage.flags(pfn as u64));
+            let i = r.index[pfn];
+            let ours = if i == 0 {
+                "free"
+            } else {
+                match r.entries[i as usize].what {
+                    What::Raw(k) => k.name(),
+                    What::Folio(FolioKind::Anon) => "anon",
+                    What::Folio(FolioKind::File) => "file",
+                    What::LinuxSlab => "slab",
+                    What::Lost => "lost",
+                }
+            };
+            let theirs = theirs.name();
+            let same = ours == theirs || (ours == "free" && theirs == "other" && e.kpage.flags(pfn as u64).is_empty());
+            if !same {
+                *confusion.entry((ours, theirs)).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut confusion: Vec<((&'static str, &'static str), u64)> = confusion.into_iter().collect();
+    confusion.sort_by(|a, b| b.1.cmp(&a.1));
+    confusion.truncate(10);
     let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
     let (desc_slab, our_slab) = r.slab_pages();
     let end_census = end.as_ref().map(|e| Census::from_snapshot(e, CensusOptions::default()));
@@ -1102,12 +1148,14 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         boot_seconds,
         start_seconds,
         replay_seconds,
+        replay_cpu_seconds,
         machine_pages: layout.present_pages(),
         samples: r.samples.clone(),
         end_rows,
         free_blocks: (sim_blocks, end_blocks),
         slab_signature: linux_slab_live,
         slab_missed,
+        confusion,
     })
 }
 
@@ -1148,7 +1196,8 @@ pub fn to_json(r: &Report) -> Value {
         },
         "skipped": { "total": r.skipped_total(), "by_reason": r.skipped },
         "events_per_sec": r.events_per_sec(),
-        "seconds": { "boot": r.boot_seconds, "start_state": r.start_seconds, "replay": r.replay_seconds },
+        "events_per_cpu_sec": r.events_per_cpu_sec(),
+        "seconds": { "boot": r.boot_seconds, "start_state": r.start_seconds, "replay": r.replay_seconds, "replay_cpu": r.replay_cpu_seconds },
         "alloc_failures": r.alloc_failures,
         "unmatched_frees": r.unmatched_frees,
         "pre_trace_frees": r.pre_trace_frees,
@@ -1165,6 +1214,7 @@ pub fn to_json(r: &Report) -> Value {
         "end": {
             "pages": end_pages,
             "free_blocks_by_order": { "replay": r.free_blocks.0, "end_buddyinfo": r.free_blocks.1 },
+            "disagreements": r.confusion.iter().map(|((a, b), n)| json!({ "replay": a, "end_snapshot": b, "pages": n })).collect::<Vec<_>>(),
             "linux_slab_signature": { "live_pages": r.slab_signature.0, "end_snapshot_slab": r.slab_signature.1, "raw_pages_end_snapshot_slab": r.slab_missed },
         },
     })
@@ -1199,11 +1249,12 @@ pub fn to_table(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "time: boot {:.2} s, start state {:.2} s, events {:.2} s ({:.2} M events/s, decompression and parsing included)\n",
+        "time: boot {:.2} s, start state {:.2} s, events {:.2} s ({:.2} M events/s; {:.2} M per CPU second; decompression and parsing included)\n",
         r.boot_seconds,
         r.start_seconds,
         r.replay_seconds,
-        r.events_per_sec() / 1e6
+        r.events_per_sec() / 1e6,
+        r.events_per_cpu_sec() / 1e6
     );
     let _ = writeln!(o, "{:<36} {:>10} {:>10}", "event", "replayed", "skipped");
     for k in EventKind::ALL {
@@ -1246,6 +1297,10 @@ pub fn to_table(r: &Report) -> String {
         "  Linux slab pages skipped by GFP signature, live at the end: {} ({} flagged SLAB in the end snapshot); raw trace pages flagged SLAB there: {}",
         r.slab_signature.0, r.slab_signature.1, r.slab_missed
     );
+    let _ = writeln!(o, "  largest per-pfn disagreements (replay kind -> end snapshot kind: pages):");
+    for ((a, b), n) in &r.confusion {
+        let _ = writeln!(o, "    {a:>10} -> {b:<10} {n:>9}");
+    }
     let _ = writeln!(o, "\nfree blocks by order (replay after draining per-CPU lists / end buddyinfo):");
     for (k, n) in r.free_blocks.0.iter().enumerate() {
         let theirs = r.free_blocks.1.as_ref().and_then(|v| v.get(k)).map_or("-".to_string(), |v| v.to_string());
@@ -1328,4 +1383,20 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads every record of `dir`'s trace without replaying it: (events, wall seconds, CPU
+/// seconds). `memdesc bench` reports it next to the replay, to show how much of the replay's
+/// time is decompression and parsing.
+pub fn parse_only(dir: &Path) -> Result<(u64, f64, f64)> {
+    let mut reader = open_trace(dir)?;
+    let t = Instant::now();
+    let cpu0 = crate::bench::thread_cpu_time();
+    let mut n = 0u64;
+    while let Some(rec) = reader.next_record()? {
+        n += std::hint::black_box(&rec.event).kind() as u64 & 1;
+    }
+    std::hint::black_box(n);
+    let s = reader.stats();
+    Ok((s.events + s.unknown, t.elapsed().as_secs_f64(), (crate::bench::thread_cpu_time() - cpu0).as_secs_f64()))
 }
