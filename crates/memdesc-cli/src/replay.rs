@@ -1400,3 +1400,76 @@ pub fn parse_only(dir: &Path) -> Result<(u64, f64, f64)> {
     let s = reader.stats();
     Ok((s.events + s.unknown, t.elapsed().as_secs_f64(), (crate::bench::thread_cpu_time() - cpu0).as_secs_f64()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slub_signature_on_real_gfp_strings() {
+        let slab = [
+            ("__GFP_RECLAIMABLE|__GFP_IO|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP|__GFP_NOMEMALLOC", 2),
+            ("GFP_KERNEL|__GFP_RECLAIMABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 2),
+            ("GFP_NOWAIT|__GFP_NORETRY|__GFP_COMP|__GFP_THISNODE", 0),
+            ("GFP_NOFS|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 0),
+        ];
+        for (g, mt) in slab {
+            assert!(linux_slab_page(&LinuxGfp(g), mt), "{g}");
+        }
+        let not_slab = [
+            // Readahead: __GFP_NORETRY too, but movable.
+            ("GFP_NOFS|__GFP_HIGHMEM|__GFP_MOVABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP|__GFP_HARDWALL", 1),
+            ("GFP_HIGHUSER_MOVABLE|__GFP_WRITE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 1),
+            ("GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP", 1),
+            ("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP", 0),
+            ("GFP_NOWAIT", 0),
+            ("none", 0),
+        ];
+        for (g, mt) in not_slab {
+            assert!(!linux_slab_page(&LinuxGfp(g), mt), "{g}");
+        }
+        assert!(page_table_page(&LinuxGfp("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP"), 0, 0));
+        assert!(!page_table_page(&LinuxGfp("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP"), 1, 0));
+        assert_eq!(sim_gfp(&LinuxGfp("GFP_KERNEL|__GFP_DMA32"), 0), Gfp::DMA32);
+        assert_eq!(sim_gfp(&LinuxGfp("GFP_HIGHUSER_MOVABLE"), 1), Gfp::MOVABLE);
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_cover_the_run() {
+        let v: Vec<_> = blocks(3, 13, 10).collect();
+        assert_eq!(v, vec![(3, 0), (4, 2), (8, 3)]);
+        let v: Vec<_> = blocks(0, 5000, 10).collect();
+        assert_eq!(v.iter().map(|&(_, k)| 1u64 << k).sum::<u64>(), 5000);
+        assert!(v.iter().all(|&(p, k)| p % (1 << k) == 0 && k <= 10));
+        assert_eq!(blocks(7, 0, 10).count(), 0);
+    }
+
+    #[test]
+    fn layout_leaves_holes_out_and_merges_when_too_many() {
+        let run = |start, len, kind| Run { start, len, kind };
+        let runs = [
+            run(1, 100, Kind::Reserved),
+            run(101, 4000, Kind::Free),
+            run(4101, 1000, Kind::Hole),
+            run(5101, 3000, Kind::Anon),
+        ];
+        let l = layout_from_runs(&runs, MemmapLayout::Flat).unwrap();
+        assert_eq!(l.present_pages(), 100 + 4000 + 3000);
+        assert!(l.reserved().is_empty());
+        // 100 regions separated by holes of growing size: merged across the smallest gaps.
+        let mut many = Vec::new();
+        for i in 0..100u64 {
+            let s = i * 10_000;
+            many.push(run(s + 1, 1000, Kind::Free));
+            many.push(run(s + 1001, 1 + i, Kind::Hole));
+        }
+        let l = layout_from_runs(&many, MemmapLayout::Flat).unwrap();
+        assert!(!l.reserved().is_empty());
+        let free: Vec<_> = many.iter().filter(|r| r.kind == Kind::Free).collect();
+        for (s, e) in l.reserved() {
+            assert!(free.iter().all(|r| r.start + r.len <= s.0 || e.0 <= r.start), "only gaps are reserved");
+        }
+        let avail: u64 = l.present_pages() - l.reserved().iter().map(|(s, e)| e.0 - s.0).sum::<u64>();
+        assert_eq!(avail, 100 * 1000);
+    }
+}
