@@ -107,6 +107,12 @@ pub enum Section {
     /// Compaction of a zone fragmented by interleaved movable folios.
     #[value(name = "compaction")]
     Compaction,
+    /// `memdesc replay` of the pagecache trace (decompression and parsing included).
+    #[value(name = "replay")]
+    Replay,
+    /// `memdesc estimate` of the mixA snapshot.
+    #[value(name = "estimate")]
+    Estimate,
 }
 
 /// One machine of the memmap section.
@@ -162,6 +168,8 @@ pub struct Plan {
     pub reps: usize,
     /// Run the slab section (reads a real trace; tiny test plans leave it out).
     pub slab: bool,
+    /// Run the replay and estimate sections (real data; tiny test plans leave them out).
+    pub real_data: bool,
 }
 
 impl Plan {
@@ -186,6 +194,7 @@ impl Plan {
             thread_reps,
             reps,
             slab: true,
+            real_data: true,
         }
     }
 }
@@ -207,6 +216,126 @@ pub struct Report {
     /// The compaction section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction: Option<crate::compaction_bench::CompactionBench>,
+    /// The replay section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayBench>,
+    /// The estimate section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<EstimateBench>,
+}
+
+/// Target of `replay.events_per_sec` (issue 6).
+pub const TARGET_REPLAY_EVENTS_PER_SEC: f64 = 2e6;
+/// Target of `estimate.seconds` for the mixA snapshot (issue 6).
+pub const TARGET_ESTIMATE_SECONDS: f64 = 1.0;
+
+/// `memdesc replay` of a real trace, timed.
+#[derive(Serialize, Debug, Clone)]
+pub struct ReplayBench {
+    /// The trace directory.
+    pub trace: String,
+    /// Events in the trace.
+    pub events: u64,
+    /// Events per wall-clock second over the event loop, zstd decompression and parsing
+    /// included (best of the runs).
+    pub events_per_sec: f64,
+    /// Events per CPU second of the replaying thread (best of the runs): what the loop costs
+    /// when it does not wait for a CPU on a loaded host.
+    pub events_per_cpu_sec: f64,
+    /// Decompression and parsing alone, events per wall-clock second (best of the runs).
+    pub parse_events_per_sec: f64,
+    /// Decompression and parsing alone, events per CPU second.
+    pub parse_events_per_cpu_sec: f64,
+    /// Seconds to boot the simulated machine and to build the start state (outside the
+    /// events/s figure).
+    pub boot_seconds: f64,
+    /// Seconds building the start state from the start snapshot.
+    pub start_state_seconds: f64,
+    /// Allocation failures (0 expected).
+    pub alloc_failures: u64,
+    /// The target.
+    pub target_events_per_sec: f64,
+    /// Runs measured.
+    pub runs: usize,
+}
+
+/// `memdesc estimate` of a snapshot, timed.
+#[derive(Serialize, Debug, Clone)]
+pub struct EstimateBench {
+    /// The snapshot directory.
+    pub snapshot: String,
+    /// pfns in the snapshot.
+    pub pfns: u64,
+    /// Seconds to read, classify and estimate (best of the runs).
+    pub seconds: f64,
+    /// The target.
+    pub target_seconds: f64,
+    /// Runs measured.
+    pub runs: usize,
+}
+
+/// A data directory of `../shared/data`, from the source tree or the current directory.
+fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(rel);
+    if src.exists() {
+        return Some(src);
+    }
+    let here = std::path::Path::new("../shared/data").join(rel);
+    here.exists().then_some(here)
+}
+
+fn measure_replay(runs: usize) -> Result<ReplayBench> {
+    let dir = shared_data("traces/pagecache")
+        .or_else(crate::replay::sample_dir)
+        .context("neither ../shared/data/traces/pagecache nor the bundled sample was found")?;
+    let mut best: Option<crate::replay::Report> = None;
+    let (mut parse_wall, mut parse_cpu) = (f64::MAX, f64::MAX);
+    let mut events = 0;
+    for _ in 0..runs.max(1) {
+        let (n, w, c) = crate::replay::parse_only(&dir)?;
+        events = n;
+        parse_wall = parse_wall.min(w);
+        parse_cpu = parse_cpu.min(c);
+        let r = crate::replay::replay(&dir, crate::replay::MemmapArg::Flat, false)?;
+        if best.as_ref().is_none_or(|b| r.replay_seconds < b.replay_seconds) {
+            best = Some(r);
+        }
+    }
+    let r = best.context("no replay run")?;
+    Ok(ReplayBench {
+        trace: dir.display().to_string(),
+        events,
+        events_per_sec: r.events_per_sec().round(),
+        events_per_cpu_sec: r.events_per_cpu_sec().round(),
+        parse_events_per_sec: (events as f64 / parse_wall.max(1e-9)).round(),
+        parse_events_per_cpu_sec: (events as f64 / parse_cpu.max(1e-9)).round(),
+        boot_seconds: r.boot_seconds,
+        start_state_seconds: r.start_seconds,
+        alloc_failures: r.alloc_failures,
+        target_events_per_sec: TARGET_REPLAY_EVENTS_PER_SEC,
+        runs: runs.max(1),
+    })
+}
+
+fn measure_estimate(runs: usize) -> Result<EstimateBench> {
+    let dir = shared_data("snapshots/mixA")
+        .or_else(crate::estimate::sample_dir)
+        .context("neither ../shared/data/snapshots/mixA nor the bundled sample was found")?;
+    let sizes = crate::sizes::descriptor_sizes();
+    let mut secs = f64::MAX;
+    let mut pfns = 0;
+    for _ in 0..runs.max(1) {
+        let r = crate::estimate::compute(&dir, &sizes)?;
+        secs = secs.min(r.seconds);
+        pfns = r.census.total;
+    }
+    Ok(EstimateBench {
+        snapshot: dir.display().to_string(),
+        pfns,
+        seconds: secs,
+        target_seconds: TARGET_ESTIMATE_SECONDS,
+        runs: runs.max(1),
+    })
 }
 
 /// How the run was made.
@@ -623,7 +752,7 @@ pub fn measure_memmap(mm: MemmapMachine, reps: usize, progress: &ProgressBar) ->
 }
 
 /// CPU time of the calling thread (not counting time it waited for a CPU).
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     // SAFETY: an all-zero timespec is a valid value; clock_gettime only writes it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: a valid clock id and an exclusive pointer to a timespec.
@@ -905,6 +1034,15 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("compaction");
         report.compaction = Some(crate::compaction_bench::run(plan.quick)?);
     }
+    let runs = if plan.quick { 1 } else { 3 };
+    if want(Section::Replay) && (plan.real_data || sections.contains(&Section::Replay)) {
+        progress.set_message("replay");
+        report.replay = Some(measure_replay(runs)?);
+    }
+    if want(Section::Estimate) && (plan.real_data || sections.contains(&Section::Estimate)) {
+        progress.set_message("estimate");
+        report.estimate = Some(measure_estimate(runs)?);
+    }
     Ok(report)
 }
 
@@ -1075,6 +1213,37 @@ pub fn render_table(report: &Report) -> String {
             c.order9_blocks_before, c.order9_blocks_after, c.migrated, c.failed, c.scanned, c.compact_ms, c.migrated_per_sec
         );
     }
+    if let Some(r) = &report.replay {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "replay of {} ({} events, decompression and parsing included)", r.trace, r.events);
+        let _ = writeln!(
+            out,
+            "  {:.2} M events/s (target >= {:.0} M: {}), {:.2} M per CPU second; parsing alone {:.2} M/s ({:.2} M per CPU second)",
+            r.events_per_sec / 1e6,
+            r.target_events_per_sec / 1e6,
+            verdict(r.events_per_sec >= r.target_events_per_sec),
+            r.events_per_cpu_sec / 1e6,
+            r.parse_events_per_sec / 1e6,
+            r.parse_events_per_cpu_sec / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "  boot {:.2} s and start state {:.2} s not included; {} allocation failures",
+            r.boot_seconds, r.start_state_seconds, r.alloc_failures
+        );
+    }
+    if let Some(e) = &report.estimate {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "estimate of {} ({} pfns): {:.3} s (target <= {:.0} s: {})",
+            e.snapshot,
+            e.pfns,
+            e.seconds,
+            e.target_seconds,
+            verdict(e.seconds <= e.target_seconds)
+        );
+    }
     out
 }
 
@@ -1120,6 +1289,7 @@ mod tests {
             mixed_max_live: 64,
             thread_pairs: 2000,
             slab: false,
+            real_data: false,
             thread_reps: 1,
             reps: 1,
         }

@@ -6,6 +6,7 @@ mod bench;
 mod capture;
 mod compaction_bench;
 mod estimate;
+mod replay;
 mod sizes;
 mod slab_bench;
 
@@ -35,6 +36,10 @@ enum Command {
     /// Record snapshots and the kernel's page/slab/page-cache event stream while a command runs
     /// (Linux, root, tracefs), in the layout of ../shared/data/traces.
     Capture(capture::CaptureArgs),
+    /// Replay a captured trace (default: the bundled sample) through the allocators of a
+    /// simulated machine as large as the traced one, from its start snapshot; reports what
+    /// was replayed, the end state against the end snapshot, and metadata bytes over time.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Estimate(args) => estimate::run(&args, &sizes::descriptor_sizes()),
         Command::Capture(args) => capture::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }

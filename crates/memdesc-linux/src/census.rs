@@ -551,6 +551,7 @@ fn merged_spans(zi: &ZoneInfo) -> Vec<(u64, u64)> {
 #[derive(Clone, Copy)]
 struct Group {
     kind: Kind,
+    start: u64,
     len: u64,
     mapped: bool,
     id: u64,
@@ -571,7 +572,22 @@ impl Area {
     }
 }
 
+/// A run of counted pfns handed to the visitor of [`census_runs`]: one descriptor group (a
+/// folio, a slab, a page-table page, a compound or single page of other kernel memory, the
+/// zero page), or a maximal run of one non-grouped kind (free, reserved, hole, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First pfn.
+    pub start: u64,
+    /// Pfns in the run.
+    pub len: u64,
+    /// What they are.
+    pub kind: Kind,
+}
+
 struct Walker<'a> {
+    sink: &'a mut dyn FnMut(Run),
+    plain: Option<Run>,
     kpage: &'a KpageSnapshot,
     opts: CensusOptions,
     c: Census,
@@ -584,8 +600,15 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    fn close_plain(&mut self) {
+        if let Some(r) = self.plain.take() {
+            (self.sink)(r);
+        }
+    }
+
     fn close_group(&mut self) {
         let Some(g) = self.group.take() else { return };
+        (self.sink)(Run { start: g.start, len: g.len, kind: g.kind });
         let order = ceil_log2(g.len);
         if !g.len.is_power_of_two() {
             self.c.irregular_groups += 1;
@@ -660,12 +683,14 @@ impl Walker<'_> {
     /// An uncounted pfn (outside zones, NOPAGE, beyond the file): unavailable.
     fn uncounted(&mut self) {
         self.close_group();
+        self.close_plain();
         self.area.unavailable += 1;
     }
 
-    fn counted(&mut self, kind: Kind, tail: bool, mapped: bool) {
+    fn counted(&mut self, pfn: u64, kind: Kind, tail: bool, mapped: bool) {
         let mut kind = kind;
         if kind.grouped() {
+            self.close_plain();
             let cont = match self.group {
                 Some(g) if tail => g.kind == kind || (kind == Kind::Other && matches!(g.kind, Kind::Anon | Kind::File)),
                 _ => false,
@@ -678,11 +703,18 @@ impl Walker<'_> {
                 }
             } else {
                 self.close_group();
-                self.group = Some(Group { kind, len: 1, mapped, id: self.next_group_id });
+                self.group = Some(Group { kind, start: pfn, len: 1, mapped, id: self.next_group_id });
                 self.next_group_id += 1;
             }
         } else {
             self.close_group();
+            match self.plain.as_mut() {
+                Some(r) if r.kind == kind && r.start + r.len == pfn => r.len += 1,
+                _ => {
+                    self.close_plain();
+                    self.plain = Some(Run { start: pfn, len: 1, kind });
+                }
+            }
         }
         self.c.pages[kind] += 1;
         self.area.counts[kind as usize] += 1;
@@ -707,6 +739,13 @@ impl Walker<'_> {
 
 /// Runs the census of `kpage` over the zones of `zi` (see the module documentation).
 pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Census {
+    census_runs(kpage, zi, opts, &mut |_| {})
+}
+
+/// [`census`], also handing every counted pfn to `visit`, in pfn order, as part of exactly one
+/// [`Run`] (uncounted pfns — outside every zone, `NOPAGE` — are in none). `memdesc replay`
+/// rebuilds a machine's start state from these runs.
+pub fn census_runs(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions, visit: &mut dyn FnMut(Run)) -> Census {
     let len = kpage.len();
     // Zone spans clipped to the pfns the snapshot has: nothing beyond it is counted.
     let spans: Vec<(u64, u64)> =
@@ -718,6 +757,8 @@ pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Cens
         m => m,
     };
     let mut w = Walker {
+        sink: visit,
+        plain: None,
         kpage,
         opts,
         c: Census {
@@ -787,7 +828,7 @@ pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Cens
                 }
                 if ai < absent.len() && absent[ai].start <= p {
                     w.end_buddy_run(p);
-                    w.counted(absent[ai].kind, false, false);
+                    w.counted(p, absent[ai].kind, false, false);
                     return;
                 }
                 let kind = match w.cache.get_mut(key as usize) {
@@ -822,7 +863,7 @@ pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Cens
                         kind = Kind::Free;
                     }
                 }
-                w.counted(kind, f.has(KPF_COMPOUND_TAIL), cnt > 0);
+                w.counted(p, kind, f.has(KPF_COMPOUND_TAIL), cnt > 0);
             };
             kpage.scan(pfn, file_end, &mut visit);
         }
@@ -839,6 +880,7 @@ pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Cens
     }
     w.end_buddy_run(hi);
     w.close_group();
+    w.close_plain();
     w.c
 }
 
@@ -926,6 +968,24 @@ mod tests {
         assert_eq!(cs.areas.uniform_unavailable, 1);
         assert_eq!(cs.areas.split, 1);
         assert_eq!(cs.areas.split_pages.sum(), 512);
+
+        // The runs tile the counted pfns in order and agree with the counts.
+        let mut runs = Vec::new();
+        let again = census_runs(&s, &z, CensusOptions::default(), &mut |r| runs.push(r));
+        assert_eq!(again.pages, cs.pages);
+        let mut next = 0;
+        let mut by_kind = KindCounts::default();
+        for r in &runs {
+            assert_eq!(r.start, next, "{r:?}");
+            next += r.len;
+            by_kind[r.kind] += r.len;
+        }
+        assert_eq!(next, 2048);
+        assert_eq!(by_kind, cs.pages);
+        assert!(runs.contains(&Run { start: 512, len: 512, kind: Kind::Anon }));
+        assert!(runs.contains(&Run { start: 1024, len: 4, kind: Kind::Slab }));
+        assert!(runs.contains(&Run { start: 1028, len: 1, kind: Kind::Slab }));
+        assert!(runs.contains(&Run { start: 0, len: 512, kind: Kind::Free }));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod snapshot;
 pub mod tables;
 pub mod trace;
 
-pub use census::{census, BuddyMode, Census, CensusOptions, Kind, KindCounts};
+pub use census::{census, census_runs, BuddyMode, Census, CensusOptions, Kind, KindCounts, Run};
 pub use cost::{estimate, DescriptorSizes, Estimate};
 pub use error::{Error, FieldError, ParseError, Result};
 pub use snapshot::{KpageSnapshot, Snapshot};

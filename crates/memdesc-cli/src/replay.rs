@@ -1,0 +1,1475 @@
+//! `memdesc replay [DIR] [--memmap flat|two-level] [--json] [--svg FILE]`: drives the
+//! project's allocators with a real Linux kernel's allocation stream, captured by
+//! `memdesc capture` (layout of `../shared/data/traces`: `start/`, `end/`, `events.txt.zst`).
+//! Without DIR: the bundled sample `samples/small`.
+//!
+//! # The simulated machine
+//! Same zones and size as the traced machine: one region per maximal run of present pfns of
+//! the start snapshot's zones (holes inside a zone span are left out; if that makes too many
+//! regions, the smallest gaps are kept as reserved ranges instead), booted with
+//! [`memdesc_host::boot`] over a `MAP_NORESERVE` mapping (only touched memory costs host RAM).
+//!
+//! # Start state
+//! The start snapshot's census ([`memdesc_linux::census_runs`]) hands every pfn over as part
+//! of one run: free and not-yet-initialised pages stay free (deferred initialisation hands
+//! those to the allocator on demand), anon/file groups become folios of their order on the
+//! LRU, every other allocated group (slab, page table, reserved, other kernel memory) becomes
+//! a raw block of its order. Linux's slab pages are raw *stand-ins*: the objects on them were
+//! allocated before the trace and are not known, so they stay until Linux frees the page.
+//!
+//! # pfns: a pfn → pfn map
+//! The simulated allocator chooses its own pfns; replay keeps a map from each traced pfn to the
+//! allocation (entry) that covers it (every pfn of a block points to its entry, so a partial
+//! free of a split block is found too). A traced free releases the pages it names; the
+//! simulated block is freed when its last traced page is.
+//!
+//! # Events
+//! * `mm_page_alloc` / `mm_page_free`: raw blocks by order and migratetype. A block is
+//!   *retyped* into an anon or file folio of the same order when `mm_lru_insertion` or
+//!   `mm_filemap_add_to_page_cache` names its pfn (free the raw block, allocate the folio:
+//!   the per-CPU list hands the same pages straight back).
+//! * **Linux's own slab pages are not counted twice**: our slab allocates its own pages for
+//!   the `kmalloc`/`kmem_cache_*` objects it replays, so a page allocation whose GFP flags carry
+//!   SLUB's signature ([`linux_slab_page`]: `__GFP_NORETRY` with `__GFP_NOWARN` or
+//!   `GFP_NOWAIT`, `__GFP_COMP`, not movable) is skipped, and so is its free; the end of the
+//!   run checks that signature against the end snapshot's `KPF_SLAB` bits.
+//! * `kmalloc`, `kfree`, `kmem_cache_alloc/free`: objects through the slab, matched by the
+//!   kernel's hashed pointers; `kmem_cache_alloc` goes to a cache of that name (and object
+//!   size) created on first use. Large kmalloc (> 8 KiB) is skipped: Linux takes its pages
+//!   with `mm_page_alloc`, which is replayed.
+//! * `mm_filemap_add/delete_from_page_cache`: per-file [`AddressSpaceRef`]s keyed by
+//!   (dev, inode), at the event's index.
+//! * `alloc_vmap_area` / `free_vmap_area_noflush`: **raw order-0 pages for now**, one per page
+//!   of the area less its guard page; the typed vmalloc allocator plugs in at
+//!   [`Replayer::vmap_alloc`]. `page_pool_state_*`: the page itself is replayed by its page
+//!   events; the typed netmem allocator plugs in at the `PagePool*` arm of [`Replayer::event`].
+//!
+//! Every line is accounted for: replayed, skipped with a reason, or a header/blank/lost marker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use memdesc::cpu::Cpu;
+use memdesc::desc::{CachedDescriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+use memdesc::folio::FolioKind;
+use memdesc::kmalloc::KMALLOC_MAX_CACHE_SIZE;
+use memdesc::layout::MAX_REGIONS;
+use memdesc::pagecache::AddressSpaceRef;
+use memdesc::{CacheArgs, CacheRef, Config, Gfp, MemmapLayout, MemoryLayout, Pfn, RegionSpec, PAGE_SIZE};
+use memdesc_host::{SimMachine, SimPlatform};
+use memdesc_linux::census::{census_runs, Census, CensusOptions, Kind, Run};
+use memdesc_linux::trace::{Event, EventKind, Gfp as LinuxGfp, TraceReader, TraceStats};
+use memdesc_linux::Snapshot;
+use serde_json::{json, Value};
+
+/// Which memmap the simulated machine uses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemmapArg {
+    /// One word per 4 KiB page.
+    #[default]
+    Flat,
+    /// One word per 2 MiB area, per-page words only where an area is split.
+    TwoLevel,
+}
+
+/// Arguments of `memdesc replay`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ReplayArgs {
+    /// A trace directory (start/, end/, events.txt[.zst]); default: the bundled sample.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The simulated machine's memmap.
+    #[arg(long, value_enum, default_value_t = MemmapArg::Flat)]
+    pub memmap: MemmapArg,
+    /// Print stable JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a line chart of metadata bytes over the trace (Linux vs memdesc) to FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+/// The bundled sample trace, relative to the repository root.
+pub const SAMPLE_TRACE: &str = "samples/small";
+
+/// Where the bundled sample trace is (current directory, else the source tree).
+pub fn sample_dir() -> Option<PathBuf> {
+    let here = PathBuf::from(SAMPLE_TRACE);
+    if here.join("start").exists() {
+        return Some(here);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SAMPLE_TRACE);
+    built.join("start").exists().then_some(built)
+}
+
+/// Whether a page allocation is one of SLUB's slab allocations, by its GFP flags: SLUB asks
+/// for its preferred slab order with `__GFP_NOWARN | __GFP_NORETRY` (printed inside
+/// `GFP_NOWAIT` where that applies) and always `__GFP_COMP`; slab pages are never movable.
+/// Readahead also uses `__GFP_NORETRY`, but its pages are movable.
+pub fn linux_slab_page(gfp: &LinuxGfp<'_>, migratetype: i32) -> bool {
+    let mut noretry = false;
+    let mut nowarn = false;
+    let mut comp = false;
+    for f in gfp.names() {
+        match f {
+            "__GFP_NORETRY" => noretry = true,
+            "__GFP_NOWARN" | "GFP_NOWAIT" => nowarn = true,
+            "__GFP_COMP" => comp = true,
+            "__GFP_MOVABLE" | "__GFP_HIGHMEM" | "GFP_HIGHUSER_MOVABLE" | "GFP_HIGHUSER" => return false,
+            _ => {}
+        }
+    }
+    noretry && nowarn && comp && migratetype != 1
+}
+
+/// Whether a page allocation looks like a page-table page (`GFP_PGTABLE_USER`/`_KERNEL`:
+/// `GFP_KERNEL[_ACCOUNT] | __GFP_ZERO`, order 0, unmovable); only used to label raw pages.
+fn page_table_page(gfp: &LinuxGfp<'_>, order: u32, migratetype: i32) -> bool {
+    order == 0
+        && migratetype == 0
+        && gfp.contains("__GFP_ZERO")
+        && (gfp.0.starts_with("GFP_KERNEL_ACCOUNT") || gfp.0.starts_with("GFP_KERNEL|"))
+}
+
+fn sim_gfp(gfp: &LinuxGfp<'_>, migratetype: i32) -> Gfp {
+    let mut g = match migratetype {
+        1 => Gfp::MOVABLE,
+        2 => Gfp::RECLAIMABLE,
+        _ => Gfp::KERNEL,
+    };
+    for f in gfp.names() {
+        match f {
+            "__GFP_DMA32" | "GFP_DMA32" => g = g | Gfp::DMA32,
+            "__GFP_DMA" | "GFP_DMA" => g = g | Gfp::DMA,
+            _ => {}
+        }
+    }
+    g
+}
+
+/// Identity-ish hasher for keys that are already well mixed (the kernel's hashed pointers) or
+/// small (pfns, inode numbers): one multiply.
+#[derive(Default, Clone, Copy)]
+struct MixHasher(u64);
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+type Fast = BuildHasherDefault<MixHasher>;
+
+/// What the simulated machine holds for one traced allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    /// A raw block (`alloc_pages`), labelled for the end-state comparison.
+    Raw(Kind),
+    /// A folio.
+    Folio(FolioKind),
+    /// One of Linux's slab pages from the trace: not allocated (our slab has its own).
+    LinuxSlab,
+    /// An allocation the simulated machine refused (counted as a failure).
+    Lost,
+}
+
+struct Entry<'m> {
+    head: u64,
+    order: u32,
+    /// Traced pages not yet freed.
+    live: u32,
+    /// From the start snapshot.
+    pre: bool,
+    what: What,
+    sim: Pfn,
+    folio: Option<&'m Folio>,
+    /// (address space, index) while in the simulated page cache.
+    cached: Option<(u32, u64)>,
+}
+
+struct Obj {
+    ptr: NonNull<u8>,
+    /// Index into `caches`; `u32::MAX` for kmalloc.
+    cache: u32,
+}
+
+const KMALLOC: u32 = u32::MAX;
+
+/// A sample of the metadata bytes.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Sample {
+    /// Events replayed so far.
+    pub events: u64,
+    /// Linux: 64 B per page.
+    pub linux: u64,
+    /// memdesc: words (memmap) + descriptor and slab-descriptor memory.
+    pub memdesc: u64,
+    /// Of that, the memmap.
+    pub words: u64,
+}
+
+/// The replay engine over one booted machine.
+pub struct Replayer<'m> {
+    m: &'m SimMachine,
+    cpu: Cpu<'m>,
+    index: Vec<u32>,
+    entries: Vec<Entry<'m>>,
+    free_entries: Vec<u32>,
+    objs: HashMap<u64, Obj, Fast>,
+    large: HashMap<u64, (), Fast>,
+    caches: Vec<CacheRef<'m, SimPlatform>>,
+    cache_by_name: HashMap<String, u32, Fast>,
+    spaces: Vec<AddressSpaceRef<'m, SimPlatform>>,
+    space_of: HashMap<(u32, u32, u64), u32, Fast>,
+    vmaps: HashMap<u64, Vec<Pfn>, Fast>,
+    /// Per event type: replayed.
+    pub replayed: [u64; EventKind::COUNT],
+    /// Per event type: skipped.
+    pub skipped_by_kind: [u64; EventKind::COUNT],
+    /// Skip reasons.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Allocations the simulated machine refused.
+    pub alloc_failures: u64,
+    /// Frees of pfns no allocation covers.
+    pub unmatched_frees: u64,
+    /// Frees of pages allocated before the trace (from the start snapshot).
+    pub pre_trace_frees: u64,
+    /// Frees that released only part of a block (split pages, `free_pages_exact`).
+    pub partial_frees: u64,
+    /// Pages allocated by the trace that the start snapshot showed allocated: freed between
+    /// the snapshot and the start of the trace (or sitting on a per-CPU list, which
+    /// kpageflags cannot tell from allocated memory). The start-state stand-in is released.
+    pub stale_start_pages: u64,
+    /// Pages allocated by the trace while an earlier traced allocation still covered them (a
+    /// free the trace lost); the old allocation is released first.
+    pub lost_free_pages: u64,
+    /// Objects or vmap areas allocated at a pointer still live (a lost free).
+    pub lost_object_frees: u64,
+    /// One bit per pfn: free (or not yet initialised) in the start snapshot.
+    start_free: Vec<u64>,
+    /// Errors the simulated allocators returned for a replayed operation (must be 0).
+    pub sim_errors: BTreeMap<String, u64>,
+    /// Metadata samples.
+    pub samples: Vec<Sample>,
+    linux_bytes: u64,
+    desc_names: Vec<&'static str>,
+    events_done: u64,
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// Aligned power-of-two blocks (order ≤ `max`) covering `[s, s + len)`.
+fn blocks(s: u64, len: u64, max: u32) -> impl Iterator<Item = (u64, u32)> {
+    let e = s + len;
+    let mut x = s;
+    std::iter::from_fn(move || {
+        if x >= e {
+            return None;
+        }
+        let mut k = max.min(if x == 0 { 63 } else { x.trailing_zeros() });
+        while k > 0 && x + (1u64 << k) > e {
+            k -= 1;
+        }
+        let r = (x, k);
+        x += 1u64 << k;
+        Some(r)
+    })
+}
+
+impl<'m> Replayer<'m> {
+    /// A replayer over `m`, with a pfn map covering `pfns` traced pfns; `linux_bytes` is what
+    /// Linux's memmap costs for the traced machine.
+    pub fn new(m: &'m SimMachine, pfns: u64, linux_bytes: u64) -> Result<Self> {
+        let cpu = m.cpus().claim(0).context("claiming CPU 0 of the simulated machine")?;
+        let desc_names = vec![
+            Folio::CACHE_NAME,
+            PtDesc::CACHE_NAME,
+            VmallocDesc::CACHE_NAME,
+            Netmem::CACHE_NAME,
+            Zspage::CACHE_NAME,
+            Z3foldDesc::CACHE_NAME,
+            MappableDesc::CACHE_NAME,
+            "slab_desc",
+        ];
+        Ok(Replayer {
+            m,
+            cpu,
+            index: vec![0; pfns as usize],
+            entries: vec![Entry {
+                head: 0,
+                order: 0,
+                live: 0,
+                pre: false,
+                what: What::Lost,
+                sim: Pfn(0),
+                folio: None,
+                cached: None,
+            }],
+            free_entries: Vec::new(),
+            objs: HashMap::default(),
+            large: HashMap::default(),
+            caches: Vec::new(),
+            cache_by_name: HashMap::default(),
+            spaces: Vec::new(),
+            space_of: HashMap::default(),
+            vmaps: HashMap::default(),
+            replayed: [0; EventKind::COUNT],
+            skipped_by_kind: [0; EventKind::COUNT],
+            skipped: BTreeMap::new(),
+            alloc_failures: 0,
+            unmatched_frees: 0,
+            pre_trace_frees: 0,
+            partial_frees: 0,
+            stale_start_pages: 0,
+            lost_free_pages: 0,
+            lost_object_frees: 0,
+            start_free: vec![0; (pfns as usize).div_ceil(64)],
+            sim_errors: BTreeMap::new(),
+            samples: Vec::new(),
+            linux_bytes,
+            desc_names,
+            events_done: 0,
+        })
+    }
+
+    fn sim_error(&mut self, what: &str, e: impl std::fmt::Display) {
+        *self.sim_errors.entry(format!("{what}: {e}")).or_insert(0) += 1;
+    }
+
+    fn entry_at(&self, pfn: u64) -> Option<u32> {
+        match self.index.get(pfn as usize) {
+            Some(&i) if i != 0 => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Records a new entry for the traced block `[head, head + 2^order)`.
+    fn insert(&mut self, head: u64, order: u32, pre: bool, what: What, sim: Pfn, folio: Option<&'m Folio>) {
+        let end = (head + (1u64 << order)).min(self.index.len() as u64);
+        if head >= end {
+            // Beyond the pfn map: release straight away (cannot be matched later).
+            let e = Entry { head, order, live: 1 << order, pre, what, sim, folio, cached: None };
+            self.release(e);
+            return;
+        }
+        let e = Entry { head, order, live: (end - head) as u32, pre, what, sim, folio, cached: None };
+        let i = match self.free_entries.pop() {
+            Some(i) => {
+                self.entries[i as usize] = e;
+                i
+            }
+            None => {
+                self.entries.push(e);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        for p in head..end {
+            let old = self.index[p as usize];
+            if old != 0 {
+                // A pfn still covered by another entry.
+                if self.entries[old as usize].pre {
+                    self.stale_start_pages += 1;
+                } else {
+                    self.lost_free_pages += 1;
+                }
+                self.drop_pages(old, p, p + 1);
+            }
+            self.index[p as usize] = i;
+        }
+    }
+
+    /// Releases the simulated memory of an entry.
+    fn release(&mut self, e: Entry<'m>) {
+        match e.what {
+            What::Raw(_) => {
+                if let Err(err) = self.m.free_pages(&self.cpu, e.sim, e.order) {
+                    self.sim_error("free_pages", err);
+                }
+            }
+            What::Folio(_) => {
+                if let Some(f) = e.folio {
+                    if let Some((s, _)) = e.cached {
+                        if let Err(err) = self.spaces[s as usize].delete(&self.cpu, f) {
+                            self.sim_error("page cache delete", err);
+                        }
+                    }
+                    self.m.lru_del(f);
+                    if let Err(err) = self.m.folio_put(&self.cpu, f) {
+                        self.sim_error("folio_put", err);
+                    }
+                }
+            }
+            What::LinuxSlab | What::Lost => {}
+        }
+    }
+
+    /// Drops traced pages `[a, b)` of entry `i` from the map; frees the simulated block when
+    /// none is left.
+    fn drop_pages(&mut self, i: u32, a: u64, b: u64) {
+        for p in a..b {
+            self.index[p as usize] = 0;
+        }
+        let e = &mut self.entries[i as usize];
+        e.live -= (b - a) as u32;
+        if e.live == 0 {
+            let e = std::mem::replace(
+                &mut self.entries[i as usize],
+                Entry {
+                    head: 0,
+                    order: 0,
+                    live: 0,
+                    pre: false,
+                    what: What::Lost,
+                    sim: Pfn(0),
+                    folio: None,
+                    cached: None,
+                },
+            );
+            self.free_entries.push(i);
+            self.release(e);
+        }
+    }
+
+    /// Allocates the start state from the start snapshot's runs.
+    pub fn load_start(&mut self, runs: &[Run]) {
+        let max = self.m.config().max_order;
+        for r in runs {
+            match r.kind {
+                Kind::Free | Kind::Uninit => {
+                    for p in r.start..(r.start + r.len).min(self.index.len() as u64) {
+                        self.start_free[p as usize / 64] |= 1 << (p % 64);
+                    }
+                }
+                Kind::Hole => {}
+                Kind::Anon | Kind::File => {
+                    let fk = if r.kind == Kind::Anon { FolioKind::Anon } else { FolioKind::File };
+                    for (p, k) in blocks(r.start, r.len, max) {
+                        match self.m.folio_alloc(&self.cpu, k, Gfp::MOVABLE, fk) {
+                            Ok(f) => {
+                                self.m.lru_add(f);
+                                self.insert(p, k, true, What::Folio(fk), f.flags.pfn(), Some(f));
+                            }
+                            Err(_) => {
+                                self.alloc_failures += 1;
+                                self.insert(p, k, true, What::Lost, Pfn(0), None);
+                            }
+                        }
+                    }
+                }
+                kind => {
+                    let gfp = if kind == Kind::Slab { Gfp::RECLAIMABLE } else { Gfp::KERNEL };
+                    for (p, k) in blocks(r.start, r.len, max) {
+                        match self.m.alloc_pages(&self.cpu, k, gfp) {
+                            Ok(s) => self.insert(p, k, true, What::Raw(kind), s, None),
+                            Err(_) => {
+                                self.alloc_failures += 1;
+                                self.insert(p, k, true, What::Lost, Pfn(0), None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn skip(&mut self, kind: EventKind, reason: &'static str) {
+        self.skipped_by_kind[kind as usize] += 1;
+        *self.skipped.entry(reason).or_insert(0) += 1;
+    }
+
+    fn done(&mut self, kind: EventKind) {
+        self.replayed[kind as usize] += 1;
+    }
+
+    /// Frees traced pages `[pfn, pfn + 2^order)`.
+    fn page_free(&mut self, kind: EventKind, pfn: u64, order: u32) {
+        let end = pfn.saturating_add(1u64 << order.min(40));
+        let Some(first) = self.entry_at(pfn) else {
+            self.unmatched_frees += 1;
+            let was_free = self.start_free.get(pfn as usize / 64).is_some_and(|w| w >> (pfn % 64) & 1 == 1);
+            return self.skip(
+                kind,
+                if was_free {
+                    "page free: unmatched, free in the start snapshot (allocated between the snapshot and the trace start)"
+                } else {
+                    "page free: unmatched, no live allocation at this pfn (its free was already replayed)"
+                },
+            );
+        };
+        let e = &self.entries[first as usize];
+        if e.what == What::LinuxSlab {
+            let (h, o) = (e.head, e.order);
+            self.drop_pages(first, h, h + (1u64 << o));
+            return self.skip(kind, "page free: Linux slab page (our slab frees its own pages)");
+        }
+        if e.pre {
+            self.pre_trace_frees += 1;
+        }
+        let whole = e.head == pfn && e.order == order;
+        if !whole {
+            self.partial_frees += 1;
+        }
+        let mut q = pfn;
+        while q < end {
+            match self.entry_at(q) {
+                None => q += 1,
+                Some(i) => {
+                    let e = &self.entries[i as usize];
+                    let b = (e.head + (1u64 << e.order)).min(end).min(self.index.len() as u64);
+                    self.drop_pages(i, q, b);
+                    q = b;
+                }
+            }
+        }
+        self.done(kind);
+    }
+
+    fn page_alloc(&mut self, pfn: u64, order: u32, migratetype: i32, gfp: &LinuxGfp<'_>) {
+        let kind = EventKind::PageAlloc;
+        if linux_slab_page(gfp, migratetype) {
+            self.insert(pfn, order, false, What::LinuxSlab, Pfn(0), None);
+            return self.skip(kind, "page alloc: Linux slab page (our slab allocates its own)");
+        }
+        let label = if page_table_page(gfp, order, migratetype) { Kind::PageTable } else { Kind::Other };
+        match self.m.alloc_pages(&self.cpu, order, sim_gfp(gfp, migratetype)) {
+            Ok(s) => self.insert(pfn, order, false, What::Raw(label), s, None),
+            Err(_) => {
+                self.alloc_failures += 1;
+                self.insert(pfn, order, false, What::Lost, Pfn(0), None);
+            }
+        }
+        self.done(kind);
+    }
+
+    /// Makes the block headed by `pfn` a folio of kind `fk` (retyping a raw block). Returns
+    /// the entry, or a skip reason.
+    fn folio_at(&mut self, pfn: u64, fk: FolioKind) -> Result<u32, &'static str> {
+        let Some(i) = self.entry_at(pfn) else { return Err("folio event: pfn not allocated in the replay") };
+        let e = &self.entries[i as usize];
+        if e.head != pfn {
+            return Err("folio event: pfn inside a larger allocation, not its head");
+        }
+        match e.what {
+            What::Folio(_) => Ok(i),
+            What::Raw(_) if e.live == 1 << e.order => {
+                let (sim, order) = (e.sim, e.order);
+                if let Err(err) = self.m.free_pages(&self.cpu, sim, order) {
+                    self.sim_error("free_pages (retype)", err);
+                }
+                let e = &mut self.entries[i as usize];
+                match self.m.folio_alloc(&self.cpu, order, Gfp::MOVABLE, fk) {
+                    Ok(f) => {
+                        e.what = What::Folio(fk);
+                        e.folio = Some(f);
+                        e.sim = f.flags.pfn();
+                        Ok(i)
+                    }
+                    Err(_) => {
+                        e.what = What::Lost;
+                        self.alloc_failures += 1;
+                        Err("folio event: the folio allocation failed")
+                    }
+                }
+            }
+            What::Raw(_) => Err("folio event: block partly freed already"),
+            What::LinuxSlab => Err("folio event: pfn is a Linux slab page"),
+            What::Lost => Err("folio event: its allocation failed in the replay"),
+        }
+    }
+
+    fn space(&mut self, dev: (u32, u32), ino: u64) -> Option<u32> {
+        if let Some(&s) = self.space_of.get(&(dev.0, dev.1, ino)) {
+            return Some(s);
+        }
+        match self.m.address_space_create(&self.cpu) {
+            Ok(a) => {
+                self.spaces.push(a);
+                let s = (self.spaces.len() - 1) as u32;
+                self.space_of.insert((dev.0, dev.1, ino), s);
+                Some(s)
+            }
+            Err(_) => {
+                self.alloc_failures += 1;
+                None
+            }
+        }
+    }
+
+    fn cache(&mut self, name: &str, size: usize) -> Option<u32> {
+        if let Some(&c) = self.cache_by_name.get(name) {
+            return Some(c);
+        }
+        // Cache names are 'static in the core (slabinfo rows); one leaked string per cache.
+        let args = CacheArgs::new(leak(name), size.max(8));
+        match self.m.create_cache(&self.cpu, args) {
+            Ok(c) => {
+                self.caches.push(c);
+                let i = (self.caches.len() - 1) as u32;
+                self.cache_by_name.insert(name.to_owned(), i);
+                Some(i)
+            }
+            Err(_) => {
+                self.alloc_failures += 1;
+                None
+            }
+        }
+    }
+
+    fn obj_alloc(&mut self, kind: EventKind, ptr: u64, r: Result<NonNull<u8>, memdesc::AllocError>, cache: u32) {
+        match r {
+            Ok(p) => {
+                if let Some(old) = self.objs.insert(ptr, Obj { ptr: p, cache }) {
+                    // The trace lost this pointer's free: release the stale object.
+                    self.lost_object_frees += 1;
+                    self.obj_release(old);
+                }
+            }
+            Err(_) => self.alloc_failures += 1,
+        }
+        self.done(kind);
+    }
+
+    fn obj_release(&mut self, o: Obj) {
+        let r = match self.caches.get(o.cache as usize) {
+            Some(c) => c.free(&self.cpu, o.ptr),
+            None => self.m.kfree(&self.cpu, o.ptr),
+        };
+        if let Err(e) = r {
+            self.sim_error("slab free", e);
+        }
+    }
+
+    fn obj_free(&mut self, kind: EventKind, ptr: u64) {
+        if ptr == 0 {
+            return self.skip(kind, "kfree(NULL)");
+        }
+        match self.objs.remove(&ptr) {
+            Some(o) => {
+                self.obj_release(o);
+                self.done(kind);
+            }
+            None if self.large.remove(&ptr).is_some() => {
+                self.skip(kind, "large kfree: its pages are freed by the page event")
+            }
+            None => self.skip(kind, "object free: allocated before the trace"),
+        }
+    }
+
+    /// vmalloc areas as raw order-0 pages: the typed vmalloc allocator plugs in here.
+    fn vmap_alloc(&mut self, addr: u64, size: u64) {
+        // The traced size includes the guard page, which has no memory behind it.
+        let pages = (size / PAGE_SIZE as u64).saturating_sub(1).max(1);
+        let mut v = Vec::with_capacity(pages as usize);
+        for _ in 0..pages {
+            match self.m.alloc_pages(&self.cpu, 0, Gfp::KERNEL) {
+                Ok(p) => v.push(p),
+                Err(_) => self.alloc_failures += 1,
+            }
+        }
+        if let Some(old) = self.vmaps.insert(addr, v) {
+            self.lost_object_frees += 1;
+            self.vmap_release(old);
+        }
+    }
+
+    fn vmap_release(&mut self, pages: Vec<Pfn>) {
+        for p in pages {
+            if let Err(e) = self.m.free_pages(&self.cpu, p, 0) {
+                self.sim_error("vmalloc page free", e);
+            }
+        }
+    }
+
+    /// Replays one event.
+    pub fn event(&mut self, ev: &Event<'_>) {
+        let kind = ev.kind();
+        match *ev {
+            Event::PageAlloc { pfn: None, .. } => self.skip(kind, "page alloc: failed in the traced kernel"),
+            Event::PageAlloc { pfn: Some(pfn), order, migratetype, ref gfp } => {
+                self.page_alloc(pfn, order, migratetype, gfp)
+            }
+            Event::PageFree { pfn, order } => self.page_free(kind, pfn, order),
+            Event::PageFreeBatched { pfn } => self.page_free(kind, pfn, 0),
+            Event::Kmalloc { ptr, bytes_alloc, .. } if bytes_alloc as usize > KMALLOC_MAX_CACHE_SIZE => {
+                self.large.insert(ptr, ());
+                self.skip(kind, "large kmalloc: its pages are replayed by the page event")
+            }
+            Event::Kmalloc { ptr, bytes_alloc, .. } => {
+                let r = self.m.kmalloc(&self.cpu, bytes_alloc.max(1) as usize, Gfp::KERNEL);
+                self.obj_alloc(kind, ptr, r, KMALLOC)
+            }
+            Event::Kfree { ptr, .. } | Event::KmemCacheFree { ptr, .. } => self.obj_free(kind, ptr),
+            Event::KmemCacheAlloc { ptr, name, bytes_alloc, .. } => {
+                let n;
+                let name = match name {
+                    Some(n) => n,
+                    None => {
+                        n = format!("size-{bytes_alloc}");
+                        &n
+                    }
+                };
+                match self.cache(name, bytes_alloc as usize) {
+                    Some(c) => {
+                        let r = self.caches[c as usize].alloc(&self.cpu);
+                        self.obj_alloc(kind, ptr, r, c)
+                    }
+                    None => self.done(kind),
+                }
+            }
+            Event::FilemapAdd(pc) => match self.folio_at(pc.pfn, FolioKind::File) {
+                Err(why) => self.skip(kind, why),
+                Ok(i) => {
+                    let e = &self.entries[i as usize];
+                    if e.what == What::Folio(FolioKind::Anon) {
+                        return self.skip(kind, "page cache add: anon folio (swap cache): kept anon");
+                    }
+                    if e.cached.is_some() {
+                        return self.skip(kind, "page cache add: already cached");
+                    }
+                    let f = e.folio.expect("folio entry");
+                    let Some(s) = self.space((pc.dev_major, pc.dev_minor), pc.ino) else { return self.done(kind) };
+                    match self.spaces[s as usize].insert(&self.cpu, f, pc.offset) {
+                        Ok(()) => {
+                            self.entries[i as usize].cached = Some((s, pc.offset));
+                            self.done(kind)
+                        }
+                        Err(e) => {
+                            self.sim_error("page cache insert", e);
+                            self.done(kind)
+                        }
+                    }
+                }
+            },
+            Event::FilemapDelete(pc) => {
+                let Some(i) = self.entry_at(pc.pfn) else {
+                    return self.skip(kind, "page cache delete: pfn not allocated in the replay");
+                };
+                let e = &self.entries[i as usize];
+                let key = (pc.dev_major, pc.dev_minor, pc.ino);
+                match (e.cached, e.folio, self.space_of.get(&key)) {
+                    (Some((s, idx)), Some(f), Some(&s2)) if s == s2 && idx == pc.offset => {
+                        if let Err(err) = self.spaces[s as usize].delete(&self.cpu, f) {
+                            self.sim_error("page cache delete", err);
+                        }
+                        self.entries[i as usize].cached = None;
+                        self.done(kind)
+                    }
+                    _ if e.pre => self.skip(kind, "page cache delete: cached before the trace (index unknown)"),
+                    _ => self.skip(kind, "page cache delete: not in the simulated page cache"),
+                }
+            }
+            Event::LruInsertion { pfn, flags, .. } => {
+                let fk = if flags.anon { FolioKind::Anon } else { FolioKind::File };
+                match self.folio_at(pfn, fk) {
+                    Ok(i) => {
+                        let f = self.entries[i as usize].folio.expect("folio entry");
+                        self.m.lru_add(f);
+                        self.done(kind)
+                    }
+                    Err(why) => self.skip(kind, why),
+                }
+            }
+            Event::AllocVmapArea { failed: true, .. } => self.skip(kind, "vmap area: failed in the traced kernel"),
+            Event::AllocVmapArea { addr, size, .. } => {
+                self.vmap_alloc(addr, size);
+                self.done(kind)
+            }
+            Event::FreeVmapArea { va_start, .. } => match self.vmaps.remove(&va_start) {
+                Some(v) => {
+                    self.vmap_release(v);
+                    self.done(kind)
+                }
+                None => self.skip(kind, "vmap area free: allocated before the trace"),
+            },
+            // The typed netmem allocator plugs in here; until then the page is a raw block
+            // replayed by its page events.
+            Event::PagePoolHold { .. } | Event::PagePoolRelease { .. } => {
+                self.skip(kind, "page_pool state: the page is replayed by its page events (netmem typing pending)")
+            }
+            Event::MigratePages { .. } => self.skip(kind, "migrate_pages summary: the moves appear as page events"),
+        }
+        self.events_done += 1;
+    }
+
+    /// Takes a metadata sample now.
+    pub fn sample(&mut self) {
+        let words = self.m.memmap().bytes();
+        let mut desc = 0u64;
+        let names = &self.desc_names;
+        let m = self.m;
+        m.for_each_cache(|c| {
+            if names.contains(&c.name()) {
+                let i = m.slab_info(c);
+                desc += i.num_slabs * i.pagesperslab as u64 * PAGE_SIZE as u64;
+            }
+        });
+        self.samples.push(Sample { events: self.events_done, linux: self.linux_bytes, memdesc: words + desc, words });
+    }
+
+    /// Slab pages of the simulated machine, (descriptor caches, everything else).
+    fn slab_pages(&self) -> (u64, u64) {
+        let (mut d, mut o) = (0, 0);
+        let m = self.m;
+        m.for_each_cache(|c| {
+            let i = m.slab_info(c);
+            let p = i.num_slabs * i.pagesperslab as u64;
+            if self.desc_names.contains(&c.name()) {
+                d += p;
+            } else {
+                o += p;
+            }
+        });
+        (d, o)
+    }
+}
+
+/// Builds the simulated machine's layout from the start snapshot: one region per run of
+/// present pfns (holes left out), merged across the smallest gaps (kept reserved) when there
+/// would be too many regions.
+pub fn layout_from_runs(runs: &[Run], memmap: MemmapLayout) -> Result<MemoryLayout> {
+    let mut regions: Vec<(u64, u64)> = Vec::new();
+    for r in runs.iter().filter(|r| r.kind != Kind::Hole) {
+        match regions.last_mut() {
+            Some(last) if last.1 == r.start => last.1 = r.start + r.len,
+            _ => regions.push((r.start.max(1), r.start + r.len)),
+        }
+    }
+    regions.retain(|r| r.0 < r.1);
+    let mut gaps = Vec::new();
+    // Zone boundaries split regions again; leave room for that.
+    while regions.len() > MAX_REGIONS - 8 {
+        let i = (0..regions.len() - 1).min_by_key(|&i| regions[i + 1].0 - regions[i].1).expect("two regions");
+        gaps.push((regions[i].1, regions[i + 1].0));
+        regions[i].1 = regions[i + 1].1;
+        regions.remove(i + 1);
+    }
+    let mut l = MemoryLayout::new();
+    for (s, e) in regions {
+        l.add_region(RegionSpec { start: Pfn(s), end: Pfn(e), node: 0, mapped: true, layout: memmap })
+            .map_err(|e| anyhow::anyhow!("simulated layout: {e:?}"))?;
+    }
+    for (s, e) in gaps {
+        l.reserve(Pfn(s), Pfn(e)).map_err(|e| anyhow::anyhow!("simulated layout: {e:?}"))?;
+    }
+    Ok(l)
+}
+
+/// Everything `memdesc replay` reports.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The trace directory.
+    pub source: String,
+    /// Memmap layout.
+    pub memmap: MemmapArg,
+    /// Line and event counts of the reader.
+    pub stats: TraceStats,
+    /// Replayed per event type.
+    pub replayed: [u64; EventKind::COUNT],
+    /// Skipped per event type.
+    pub skipped_by_kind: [u64; EventKind::COUNT],
+    /// Skip reasons (unknown events included).
+    pub skipped: BTreeMap<String, u64>,
+    /// Failed simulated allocations.
+    pub alloc_failures: u64,
+    /// Frees of pfns no allocation covers.
+    pub unmatched_frees: u64,
+    /// Frees of start-snapshot allocations.
+    pub pre_trace_frees: u64,
+    /// Frees of part of a block.
+    pub partial_frees: u64,
+    /// See [`Replayer::stale_start_pages`].
+    pub stale_start_pages: u64,
+    /// See [`Replayer::lost_free_pages`].
+    pub lost_free_pages: u64,
+    /// See [`Replayer::lost_object_frees`].
+    pub lost_object_frees: u64,
+    /// Errors of the simulated allocators (must be empty).
+    pub sim_errors: BTreeMap<String, u64>,
+    /// Seconds: boot, start state, events (decompression and parsing included).
+    pub boot_seconds: f64,
+    /// Seconds building the start state.
+    pub start_seconds: f64,
+    /// Seconds replaying the events (wall clock).
+    pub replay_seconds: f64,
+    /// CPU seconds of the replaying thread over the same span (excludes time spent waiting
+    /// for a CPU on a loaded host).
+    pub replay_cpu_seconds: f64,
+    /// Pages of the simulated machine (regions).
+    pub machine_pages: u64,
+    /// Metadata samples.
+    pub samples: Vec<Sample>,
+    /// End-state rows: (kind, replay pages, end snapshot pages, explanation).
+    pub end_rows: Vec<(String, u64, Option<u64>, &'static str)>,
+    /// Free blocks by order: simulated (after draining per-CPU lists) and end buddyinfo.
+    pub free_blocks: (Vec<u64>, Option<Vec<u64>>),
+    /// Live Linux slab pages at the end (skipped by signature) and how many of them the end
+    /// snapshot flags SLAB.
+    pub slab_signature: (u64, u64),
+    /// Raw (non-slab) trace pages live at the end that the end snapshot flags SLAB.
+    pub slab_missed: u64,
+    /// The largest per-pfn disagreements (replay kind, end snapshot kind, pages): a pfn the
+    /// replay holds as one kind where the end snapshot's own flags say another.
+    pub confusion: Vec<((&'static str, &'static str), u64)>,
+}
+
+impl Report {
+    /// Events replayed, all types.
+    pub fn replayed_total(&self) -> u64 {
+        self.replayed.iter().sum()
+    }
+    /// Events skipped, unknown events included.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+    /// Lines accounted for: replayed + skipped + headers + blank + lost markers.
+    pub fn accounted_lines(&self) -> u64 {
+        self.replayed_total() + self.skipped_total() + self.stats.headers + self.stats.blank + self.stats.lost_markers
+    }
+    /// Events per second over the replay, decompression and parsing included.
+    pub fn events_per_sec(&self) -> f64 {
+        (self.stats.events + self.stats.unknown) as f64 / self.replay_seconds.max(1e-9)
+    }
+    /// Events per CPU second of the replaying thread.
+    pub fn events_per_cpu_sec(&self) -> f64 {
+        (self.stats.events + self.stats.unknown) as f64 / self.replay_cpu_seconds.max(1e-9)
+    }
+}
+
+fn open_trace(dir: &Path) -> Result<TraceReader<Box<dyn std::io::Read>>> {
+    for name in ["events.txt.zst", "events.txt"] {
+        let p = dir.join(name);
+        if p.exists() {
+            let r = TraceReader::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            return Ok(r);
+        }
+    }
+    bail!("{}: no events.txt.zst or events.txt", dir.display())
+}
+
+fn expected_events(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("README")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("events:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Replays the trace in `dir`. `progress`: draw a progress bar on stderr.
+pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
+    let start = Snapshot::read_dir(&dir.join("start")).with_context(|| format!("reading {}/start", dir.display()))?;
+    let end = Snapshot::read_dir(&dir.join("end")).ok();
+    let mut runs = Vec::new();
+    let census: Census = census_runs(&start.kpage, &start.zoneinfo, CensusOptions::default(), &mut |r| runs.push(r));
+    let layout_kind = match memmap {
+        MemmapArg::Flat => MemmapLayout::Flat,
+        MemmapArg::TwoLevel => MemmapLayout::TwoLevel,
+    };
+    let layout = layout_from_runs(&runs, layout_kind)?;
+    let nr_cpus = start.cpus.unwrap_or(2).clamp(1, 64) as usize;
+    let config = Config { nr_cpus, debug_checks: false, ..Config::default() };
+    let t = Instant::now();
+    let m = memdesc_host::boot(&layout, config).map_err(|e| anyhow::anyhow!("booting the simulated machine: {e}"))?;
+    let boot_seconds = t.elapsed().as_secs_f64();
+    let pfns = start.kpage.len().max(end.as_ref().map_or(0, |e| e.kpage.len()));
+    let linux_bytes = census.total * 64;
+    let mut r = Replayer::new(&m, pfns, linux_bytes)?;
+    let t = Instant::now();
+    r.load_start(&runs);
+    drop(runs);
+    let start_seconds = t.elapsed().as_secs_f64();
+    r.sample();
+
+    let mut reader = open_trace(dir)?;
+    let bar = if progress {
+        let b = match expected_events(dir) {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        b.set_style(
+            indicatif::ProgressStyle::with_template("replay {bar:40} {pos}/{len} events {per_sec} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        Some(b)
+    } else {
+        None
+    };
+    const SAMPLE_EVERY: u64 = 4096;
+    let t = Instant::now();
+    let cpu0 = crate::bench::thread_cpu_time();
+    let mut n = 0u64;
+    while let Some(rec) = reader.next_record()? {
+        r.event(&rec.event);
+        n += 1;
+        if n % SAMPLE_EVERY == 0 {
+            r.sample();
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        }
+    }
+    let replay_seconds = t.elapsed().as_secs_f64();
+    let replay_cpu_seconds = (crate::bench::thread_cpu_time() - cpu0).as_secs_f64();
+    r.sample();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let stats = reader.stats().clone();
+    let mut skipped: BTreeMap<String, u64> = r.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    for (name, c) in &stats.unknown_by_name {
+        *skipped.entry(format!("unknown event {name}")).or_insert(0) += c;
+    }
+
+    // End state.
+    m.drain_all();
+    let mut pages = [0u64; Kind::COUNT];
+    let mut linux_slab_live = (0u64, 0u64);
+    let mut slab_missed = 0u64;
+    let end_flags = |pfn: u64| end.as_ref().map(|e| e.kpage.flags(pfn));
+    let mut seen = vec![false; r.entries.len()];
+    for (pfn, &i) in r.index.iter().enumerate() {
+        if i == 0 || seen[i as usize] {
+            continue;
+        }
+        seen[i as usize] = true;
+        let e = &r.entries[i as usize];
+        let live = e.live as u64;
+        match e.what {
+            What::Raw(k) => {
+                pages[k as usize] += live;
+                if !e.pre && end_flags(pfn as u64).is_some_and(|f| f.has(memdesc_linux::kpf::KPF_SLAB)) {
+                    slab_missed += live;
+                }
+            }
+            What::Folio(FolioKind::Anon) => pages[Kind::Anon as usize] += live,
+            What::Folio(FolioKind::File) => pages[Kind::File as usize] += live,
+            What::LinuxSlab => {
+                linux_slab_live.0 += live;
+                let (h, o) = (e.head, e.order);
+                for p in h..h + (1u64 << o) {
+                    if end_flags(p).is_some_and(|f| f.has(memdesc_linux::kpf::KPF_SLAB)) {
+                        linux_slab_live.1 += 1;
+                    }
+                }
+            }
+            What::Lost => {}
+        }
+    }
+    // Per pfn: what the replay holds there against what the end snapshot's flags say.
+    let mut confusion: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+    if let Some(e) = &end {
+        let n = r.index.len().min(e.kpage.len() as usize);
+        for pfn in 0..n {
+            let theirs = memdesc_linux::census::base_kind(e.kpage.flags(pfn as u64));
+            let i = r.index[pfn];
+            let ours = if i == 0 {
+                "free"
+            } else {
+                match r.entries[i as usize].what {
+                    What::Raw(k) => k.name(),
+                    What::Folio(FolioKind::Anon) => "anon",
+                    What::Folio(FolioKind::File) => "file",
+                    What::LinuxSlab => "slab",
+                    What::Lost => "lost",
+                }
+            };
+            let theirs = theirs.name();
+            let same = ours == theirs || (ours == "free" && theirs == "other" && e.kpage.flags(pfn as u64).is_empty());
+            if !same {
+                *confusion.entry((ours, theirs)).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut confusion: Vec<((&'static str, &'static str), u64)> = confusion.into_iter().collect();
+    confusion.sort_by(|a, b| b.1.cmp(&a.1));
+    confusion.truncate(10);
+    let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
+    let (desc_slab, our_slab) = r.slab_pages();
+    let end_census = end.as_ref().map(|e| Census::from_snapshot(e, CensusOptions::default()));
+    let endk = |k: Kind| end_census.as_ref().map(|c| c.pages[k]);
+    let free = m.nr_free_pages();
+    let end_rows: Vec<(String, u64, Option<u64>, &'static str)> = vec![
+        ("free".into(), free, endk(Kind::Free).zip(endk(Kind::Uninit)).map(|(a, b)| a + b),
+         "Linux: free + not yet initialised. The simulated machine also counts the memory Linux spends on its 64 B struct pages (memdesc needs 8 B words) and has no kernel image, firmware or Linux-internal allocations made outside the traced events"),
+        ("anon".into(), pages[Kind::Anon as usize], endk(Kind::Anon),
+         "folios typed by mm_lru_insertion; pages Linux allocated anon before the trace keep their start kind"),
+        ("file".into(), pages[Kind::File as usize], endk(Kind::File),
+         "folios typed by mm_filemap_add_to_page_cache / mm_lru_insertion"),
+        ("slab".into(), our_slab + pages[Kind::Slab as usize], endk(Kind::Slab),
+         "our slab's pages for the replayed objects plus Linux's start-state slab pages still live; objects allocated before the trace are unknown, so their frees free nothing and partial slabs pack differently"),
+        ("page_table".into(), pages[Kind::PageTable as usize], endk(Kind::PageTable),
+         "start-state page tables plus trace pages whose GFP flags look like page tables (GFP_KERNEL[_ACCOUNT]|__GFP_ZERO, order 0)"),
+        ("reserved".into(), pages[Kind::Reserved as usize] + m.reserved_pages().saturating_sub(m.boot_pages()), endk(Kind::Reserved),
+         "start-state reserved pages, plus the gaps between regions the simulated layout keeps reserved"),
+        ("other".into(), pages[Kind::Other as usize] + pages[Kind::ZeroPage as usize] + pages[Kind::Offline as usize] + pages[Kind::HwPoison as usize] + vmalloc_pages,
+         endk(Kind::Other).map(|o| o + endk(Kind::ZeroPage).unwrap_or(0) + endk(Kind::Offline).unwrap_or(0) + endk(Kind::HwPoison).unwrap_or(0)),
+         "raw kernel pages (including vmalloc areas as raw pages); page-table pages the GFP heuristic missed land here"),
+        ("memdesc_metadata".into(), desc_slab + m.boot_pages(), None,
+         "memdesc's memmap (boot allocator) and descriptor caches; Linux's struct pages sit in memory it reports as reserved or outside the zones"),
+    ];
+    let mut sim_blocks = vec![0u64; m.config().max_order as usize + 1];
+    for z in m.zones() {
+        for (o, per_mt) in m.free_blocks(z).iter().enumerate().take(sim_blocks.len()) {
+            sim_blocks[o] += per_mt.iter().sum::<u64>();
+        }
+    }
+    let end_blocks = end.as_ref().and_then(|e| e.buddyinfo.as_ref()).map(|b| b.blocks_by_order());
+    Ok(Report {
+        source: dir.display().to_string(),
+        memmap,
+        stats,
+        replayed: r.replayed,
+        skipped_by_kind: r.skipped_by_kind,
+        skipped,
+        alloc_failures: r.alloc_failures,
+        unmatched_frees: r.unmatched_frees,
+        pre_trace_frees: r.pre_trace_frees,
+        partial_frees: r.partial_frees,
+        stale_start_pages: r.stale_start_pages,
+        lost_free_pages: r.lost_free_pages,
+        lost_object_frees: r.lost_object_frees,
+        sim_errors: r.sim_errors.clone(),
+        boot_seconds,
+        start_seconds,
+        replay_seconds,
+        replay_cpu_seconds,
+        machine_pages: layout.present_pages(),
+        samples: r.samples.clone(),
+        end_rows,
+        free_blocks: (sim_blocks, end_blocks),
+        slab_signature: linux_slab_live,
+        slab_missed,
+        confusion,
+    })
+}
+
+/// The stable JSON of a report.
+pub fn to_json(r: &Report) -> Value {
+    let by_type: serde_json::Map<String, Value> = EventKind::ALL
+        .iter()
+        .map(|k| {
+            let i = *k as usize;
+            (k.tracepoint().to_string(), json!({ "replayed": r.replayed[i], "skipped": r.skipped_by_kind[i] }))
+        })
+        .collect();
+    let peak_linux = r.samples.iter().map(|s| s.linux).max().unwrap_or(0);
+    let peak_memdesc = r.samples.iter().map(|s| s.memdesc).max().unwrap_or(0);
+    let end_pages: serde_json::Map<String, Value> = r
+        .end_rows
+        .iter()
+        .map(|(k, ours, theirs, why)| (k.clone(), json!({ "replay": ours, "end_snapshot": theirs, "why": why })))
+        .collect();
+    json!({
+        "source": r.source,
+        "memmap": match r.memmap { MemmapArg::Flat => "flat", MemmapArg::TwoLevel => "two_level" },
+        "machine_pages": r.machine_pages,
+        "lines": {
+            "total": r.stats.lines,
+            "events": r.stats.events,
+            "unknown": r.stats.unknown,
+            "headers": r.stats.headers,
+            "blank": r.stats.blank,
+            "lost_markers": r.stats.lost_markers,
+            "lost_events": r.stats.lost_events,
+            "accounted": r.accounted_lines(),
+        },
+        "events": {
+            "total": r.stats.events + r.stats.unknown,
+            "replayed": r.replayed_total(),
+            "by_type": by_type,
+        },
+        "skipped": { "total": r.skipped_total(), "by_reason": r.skipped },
+        "events_per_sec": r.events_per_sec(),
+        "events_per_cpu_sec": r.events_per_cpu_sec(),
+        "seconds": { "boot": r.boot_seconds, "start_state": r.start_seconds, "replay": r.replay_seconds, "replay_cpu": r.replay_cpu_seconds },
+        "alloc_failures": r.alloc_failures,
+        "unmatched_frees": r.unmatched_frees,
+        "pre_trace_frees": r.pre_trace_frees,
+        "partial_frees": r.partial_frees,
+        "stale_start_pages": r.stale_start_pages,
+        "lost_free_pages": r.lost_free_pages,
+        "lost_object_frees": r.lost_object_frees,
+        "sim_errors": r.sim_errors,
+        "bytes": {
+            "peak_linux": peak_linux,
+            "peak_memdesc": peak_memdesc,
+            "samples": r.samples,
+        },
+        "end": {
+            "pages": end_pages,
+            "free_blocks_by_order": { "replay": r.free_blocks.0, "end_buddyinfo": r.free_blocks.1 },
+            "disagreements": r.confusion.iter().map(|((a, b), n)| json!({ "replay": a, "end_snapshot": b, "pages": n })).collect::<Vec<_>>(),
+            "linux_slab_signature": { "live_pages": r.slab_signature.0, "end_snapshot_slab": r.slab_signature.1, "raw_pages_end_snapshot_slab": r.slab_missed },
+        },
+    })
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// The human-readable table.
+pub fn to_table(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "memdesc replay of {} ({} memmap, {:.1} GiB simulated machine)",
+        r.source,
+        match r.memmap {
+            MemmapArg::Flat => "flat",
+            MemmapArg::TwoLevel => "two-level",
+        },
+        r.machine_pages as f64 * PAGE_SIZE as f64 / (1u64 << 30) as f64
+    );
+    let _ = writeln!(
+        o,
+        "lines {} = {} replayed + {} skipped + {} header/blank/lost ({})",
+        r.stats.lines,
+        r.replayed_total(),
+        r.skipped_total(),
+        r.stats.headers + r.stats.blank + r.stats.lost_markers,
+        if r.accounted_lines() == r.stats.lines { "all accounted for" } else { "MISMATCH" }
+    );
+    let _ = writeln!(
+        o,
+        "time: boot {:.2} s, start state {:.2} s, events {:.2} s ({:.2} M events/s; {:.2} M per CPU second; decompression and parsing included)\n",
+        r.boot_seconds,
+        r.start_seconds,
+        r.replay_seconds,
+        r.events_per_sec() / 1e6,
+        r.events_per_cpu_sec() / 1e6
+    );
+    let _ = writeln!(o, "{:<36} {:>10} {:>10}", "event", "replayed", "skipped");
+    for k in EventKind::ALL {
+        let i = k as usize;
+        if r.replayed[i] + r.skipped_by_kind[i] > 0 {
+            let _ = writeln!(o, "{:<36} {:>10} {:>10}", k.tracepoint(), r.replayed[i], r.skipped_by_kind[i]);
+        }
+    }
+    let _ = writeln!(o, "\nskipped, by reason:");
+    for (why, n) in &r.skipped {
+        let _ = writeln!(o, "  {n:>9}  {why}");
+    }
+    let _ = writeln!(
+        o,
+        "\nallocation failures {}   unmatched frees {}   frees of pre-trace pages {} (expected)   partial frees {}",
+        r.alloc_failures, r.unmatched_frees, r.pre_trace_frees, r.partial_frees
+    );
+    let _ = writeln!(
+        o,
+        "pages allocated that the start snapshot showed allocated (freed before the trace began, or on a per-CPU list) {}; lost frees: pages {}, objects/areas {}",
+        r.stale_start_pages, r.lost_free_pages, r.lost_object_frees
+    );
+    for (e, n) in &r.sim_errors {
+        let _ = writeln!(o, "  simulated allocator error x{n}: {e}");
+    }
+    let _ = writeln!(o, "\nend state, pages by kind       replay   end snapshot       diff");
+    for (k, ours, theirs, why) in &r.end_rows {
+        match theirs {
+            Some(t) => {
+                let _ = writeln!(o, "  {k:<22} {ours:>12} {t:>14} {:>+10}", *ours as i64 - *t as i64);
+            }
+            None => {
+                let _ = writeln!(o, "  {k:<22} {ours:>12} {:>14}", "-");
+            }
+        }
+        let _ = writeln!(o, "      {why}");
+    }
+    let _ = writeln!(
+        o,
+        "  Linux slab pages skipped by GFP signature, live at the end: {} ({} flagged SLAB in the end snapshot); raw trace pages flagged SLAB there: {}",
+        r.slab_signature.0, r.slab_signature.1, r.slab_missed
+    );
+    let _ = writeln!(o, "  largest per-pfn disagreements (replay kind -> end snapshot kind: pages):");
+    for ((a, b), n) in &r.confusion {
+        let _ = writeln!(o, "    {a:>10} -> {b:<10} {n:>9}");
+    }
+    let _ = writeln!(o, "\nfree blocks by order (replay after draining per-CPU lists / end buddyinfo):");
+    for (k, n) in r.free_blocks.0.iter().enumerate() {
+        let theirs = r.free_blocks.1.as_ref().and_then(|v| v.get(k)).map_or("-".to_string(), |v| v.to_string());
+        let _ = writeln!(o, "  order {k:>2}: {n:>9} {theirs:>9}");
+    }
+    let peak_linux = r.samples.iter().map(|s| s.linux).max().unwrap_or(0);
+    let peak = r.samples.iter().map(|s| s.memdesc).max().unwrap_or(0);
+    let first = r.samples.first().map_or(0, |s| s.memdesc);
+    let last = r.samples.last().map_or(0, |s| s.memdesc);
+    let _ = writeln!(
+        o,
+        "\nmetadata: Linux {:.1} MiB (64 B/page); memdesc start {:.1} MiB, peak {:.1} MiB, end {:.1} MiB (words + descriptor slabs): {:.1}x less",
+        mib(peak_linux),
+        mib(first),
+        mib(peak),
+        mib(last),
+        peak_linux as f64 / peak.max(1) as f64
+    );
+    o
+}
+
+/// Writes the line chart of metadata bytes over the replay.
+pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Debug| anyhow::anyhow!("{e:?}");
+    let xmax = r.samples.last().map_or(1, |s| s.events).max(1) as f64;
+    let ymax = r.samples.iter().map(|s| s.linux.max(s.memdesc)).max().unwrap_or(1) as f64 / (1u64 << 20) as f64 * 1.1;
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let name = Path::new(&r.source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("page metadata during the replay of {name}"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax.max(1.0))
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("events replayed").y_desc("MiB").draw().map_err(|e| err(&e))?;
+    type Pick = fn(&Sample) -> u64;
+    let lines: [(&str, Pick, RGBColor); 3] = [
+        ("Linux (64 B struct page)", |s| s.linux, RGBColor(200, 60, 50)),
+        ("memdesc (words + descriptors)", |s| s.memdesc, RGBColor(40, 110, 190)),
+        ("memdesc words only", |s| s.words, RGBColor(120, 170, 90)),
+    ];
+    for (label, f, c) in lines {
+        chart
+            .draw_series(LineSeries::new(r.samples.iter().map(|s| (s.events as f64, mib(f(s)))), c.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Runs `memdesc replay`.
+pub fn run(args: &ReplayArgs) -> Result<()> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => sample_dir().context("the bundled sample (samples/small) was not found; give a trace directory")?,
+    };
+    let progress = !args.json && std::io::stderr().is_terminal();
+    let r = replay(&dir, args.memmap, progress)?;
+    if let Some(p) = &args.svg {
+        write_svg(&r, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+    } else {
+        print!("{}", to_table(&r));
+        if let Some(p) = &args.svg {
+            println!("chart written to {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Reads every record of `dir`'s trace without replaying it: (events, wall seconds, CPU
+/// seconds). `memdesc bench` reports it next to the replay, to show how much of the replay's
+/// time is decompression and parsing.
+pub fn parse_only(dir: &Path) -> Result<(u64, f64, f64)> {
+    let mut reader = open_trace(dir)?;
+    let t = Instant::now();
+    let cpu0 = crate::bench::thread_cpu_time();
+    let mut n = 0u64;
+    while let Some(rec) = reader.next_record()? {
+        n += std::hint::black_box(&rec.event).kind() as u64 & 1;
+    }
+    std::hint::black_box(n);
+    let s = reader.stats();
+    Ok((s.events + s.unknown, t.elapsed().as_secs_f64(), (crate::bench::thread_cpu_time() - cpu0).as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slub_signature_on_real_gfp_strings() {
+        let slab = [
+            ("__GFP_RECLAIMABLE|__GFP_IO|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP|__GFP_NOMEMALLOC", 2),
+            ("GFP_KERNEL|__GFP_RECLAIMABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 2),
+            ("GFP_NOWAIT|__GFP_NORETRY|__GFP_COMP|__GFP_THISNODE", 0),
+            ("GFP_NOFS|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 0),
+        ];
+        for (g, mt) in slab {
+            assert!(linux_slab_page(&LinuxGfp(g), mt), "{g}");
+        }
+        let not_slab = [
+            // Readahead: __GFP_NORETRY too, but movable.
+            ("GFP_NOFS|__GFP_HIGHMEM|__GFP_MOVABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP|__GFP_HARDWALL", 1),
+            ("GFP_HIGHUSER_MOVABLE|__GFP_WRITE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP", 1),
+            ("GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP", 1),
+            ("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP", 0),
+            ("GFP_NOWAIT", 0),
+            ("none", 0),
+        ];
+        for (g, mt) in not_slab {
+            assert!(!linux_slab_page(&LinuxGfp(g), mt), "{g}");
+        }
+        assert!(page_table_page(&LinuxGfp("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP"), 0, 0));
+        assert!(!page_table_page(&LinuxGfp("GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP"), 1, 0));
+        assert_eq!(sim_gfp(&LinuxGfp("GFP_KERNEL|__GFP_DMA32"), 0), Gfp::DMA32);
+        assert_eq!(sim_gfp(&LinuxGfp("GFP_HIGHUSER_MOVABLE"), 1), Gfp::MOVABLE);
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_cover_the_run() {
+        let v: Vec<_> = blocks(3, 13, 10).collect();
+        assert_eq!(v, vec![(3, 0), (4, 2), (8, 3)]);
+        let v: Vec<_> = blocks(0, 5000, 10).collect();
+        assert_eq!(v.iter().map(|&(_, k)| 1u64 << k).sum::<u64>(), 5000);
+        assert!(v.iter().all(|&(p, k)| p % (1 << k) == 0 && k <= 10));
+        assert_eq!(blocks(7, 0, 10).count(), 0);
+    }
+
+    #[test]
+    fn layout_leaves_holes_out_and_merges_when_too_many() {
+        let run = |start, len, kind| Run { start, len, kind };
+        let runs = [
+            run(1, 100, Kind::Reserved),
+            run(101, 4000, Kind::Free),
+            run(4101, 1000, Kind::Hole),
+            run(5101, 3000, Kind::Anon),
+        ];
+        let l = layout_from_runs(&runs, MemmapLayout::Flat).unwrap();
+        assert_eq!(l.present_pages(), 100 + 4000 + 3000);
+        assert!(l.reserved().is_empty());
+        // 100 regions separated by holes of growing size: merged across the smallest gaps.
+        let mut many = Vec::new();
+        for i in 0..100u64 {
+            let s = i * 10_000;
+            many.push(run(s + 1, 1000, Kind::Free));
+            many.push(run(s + 1001, 1 + i, Kind::Hole));
+        }
+        let l = layout_from_runs(&many, MemmapLayout::Flat).unwrap();
+        assert!(!l.reserved().is_empty());
+        let free: Vec<_> = many.iter().filter(|r| r.kind == Kind::Free).collect();
+        for (s, e) in l.reserved() {
+            assert!(free.iter().all(|r| r.start + r.len <= s.0 || e.0 <= r.start), "only gaps are reserved");
+        }
+        let avail: u64 = l.present_pages() - l.reserved().iter().map(|(s, e)| e.0 - s.0).sum::<u64>();
+        assert_eq!(avail, 100 * 1000);
+    }
+}
