@@ -53,6 +53,7 @@ pub mod boot;
 pub mod check;
 pub mod cpu;
 pub mod desc;
+pub mod fault;
 pub mod folio;
 pub mod gfp;
 pub mod kmalloc;

@@ -30,6 +30,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescFlags, DescPtr, Descriptor, ListLinks};
+use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
 use crate::page_alloc::{AllocError, PhysMem};
@@ -612,8 +613,21 @@ impl<P: Platform> PhysMem<P> {
         cpu.id() % nodes
     }
 
-    /// Allocates one object of `c`.
+    /// Allocates one object of `c` (a [`FaultSite::Slab`] site).
     pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
+        self.cache_alloc_at(cpu, c, FaultSite::Slab)
+    }
+
+    /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
+    pub(crate) fn cache_alloc_at(
+        &self,
+        cpu: &Cpu<'_>,
+        c: &SlabCache,
+        site: FaultSite,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if self.fault.should_fail(site) {
+            return Err(AllocError::Injected);
+        }
         let mut s = c.sheaves(cpu.id()).lock();
         let obj = match s.alloc() {
             Some(o) => o,
@@ -831,7 +845,7 @@ impl<P: Platform> PhysMem<P> {
             // Slab (all atomics).
             unsafe { &*(base as *const Slab) }
         } else {
-            match self.cache_alloc(cpu, self.slab_desc_cache()) {
+            match self.cache_alloc_at(cpu, self.slab_desc_cache(), FaultSite::Desc) {
                 // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
                 Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
                 Err(e) => {
