@@ -1329,8 +1329,10 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
     if cfg.fail_rate > 0.0 {
         m.fault().configure(FaultConfig { rate: cfg.fail_rate, seed: cfg.seed, sites: FaultSites::ALL });
     }
-    let weights: Vec<u32> =
-        OPS.iter().map(|o| if cfg.only.is_empty() || cfg.only.iter().any(|n| n == o.name) { o.weight } else { 0 }).collect();
+    let weights: Vec<u32> = OPS
+        .iter()
+        .map(|o| if cfg.only.is_empty() || cfg.only.iter().any(|n| n == o.name) { o.weight } else { 0 })
+        .collect();
     let total_weight: u64 = weights.iter().map(|&w| w as u64).sum();
     if total_weight == 0 {
         return Err(format!("no operation named {:?}", cfg.only));

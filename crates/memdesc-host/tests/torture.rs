@@ -52,4 +52,3 @@ fn two_cpus_with_fault_injection_are_clean() {
     assert_clean(&r);
     assert_eq!(r.ops, 12000);
 }
-

@@ -801,7 +801,7 @@ impl<P: Platform> PhysMem<P> {
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
     fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
-        let node = self.node_of(cpu);
+        let mut node = self.node_of(cpu);
         loop {
             {
                 let mut n = c.nodes[node].lock();
@@ -828,7 +828,10 @@ impl<P: Platform> PhysMem<P> {
             }
             self.reap_rcu(cpu, c);
             let slab = self.new_slab(cpu, c)?;
-            let node = self.slab_node(slab);
+            // The page allocator may have fallen back to another node: refill from the node
+            // the slab is on (looking only at this CPU's node again would make new slabs until
+            // that node ran out of memory).
+            node = self.slab_node(slab);
             let mut n = c.nodes[node].lock();
             n.nr_slabs += 1;
             n.free_objs += c.objects as u64;
