@@ -7,6 +7,7 @@ mod capture;
 mod estimate;
 mod sizes;
 mod slab_bench;
+mod torture;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,10 @@ enum Command {
     /// Record snapshots and the kernel's page/slab/page-cache event stream while a command runs
     /// (Linux, root, tracefs), in the layout of ../shared/data/traces.
     Capture(capture::CaptureArgs),
+    /// Every CPU of a simulated machine runs random mixes of every operation, with fault
+    /// injection, pattern-checked memory and invariant checks at quiescent points; fails on any
+    /// violation, lost page or corrupted byte and prints the seed to replay it.
+    Torture(torture::TortureArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Estimate(args) => estimate::run(&args, &sizes::descriptor_sizes()),
         Command::Capture(args) => capture::run(&args),
+        Command::Torture(args) => torture::run(&args),
     }
 }

@@ -73,6 +73,9 @@ pub struct TortureConfig {
     pub progress: Option<std::sync::Arc<AtomicU64>>,
     /// Run only the ops with these names (empty: all of [`OPS`]).
     pub only: Vec<String>,
+    /// Draw every choice from these bytes instead of the seeded generator, on one CPU, and
+    /// stop when they run out (fuzzing and property tests: see [`run_script`]).
+    pub script: Option<Vec<u8>>,
 }
 
 impl Default for TortureConfig {
@@ -88,6 +91,7 @@ impl Default for TortureConfig {
             max_live_pages: 8192,
             progress: None,
             only: Vec::new(),
+            script: None,
         }
     }
 }
@@ -268,6 +272,9 @@ pub struct Worker<'m, 'c, 's> {
     pub cpu: &'c Cpu<'m>,
     shared: &'s Shared<'m>,
     rng: u64,
+    script: &'s [u8],
+    script_pos: usize,
+    scripted: bool,
     /// Objects held.
     pub live: Vec<Live<'m>>,
     live_pages: u64,
@@ -364,6 +371,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             cpu,
             shared,
             rng: mix(seed ^ mix(cpu.id() as u64 + 1)),
+            script: &[],
+            script_pos: 0,
+            scripted: false,
             live: vec![],
             live_pages: 0,
             max_live_pages,
@@ -396,10 +406,22 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         }
     }
 
-    /// A random number.
+    /// A random number (from the script's next bytes when scripted).
     pub fn rand(&mut self) -> u64 {
+        if self.scripted {
+            let end = (self.script_pos + 8).min(self.script.len());
+            let mut b = [0u8; 8];
+            b[..end - self.script_pos].copy_from_slice(&self.script[self.script_pos..end]);
+            self.script_pos = end;
+            return u64::from_le_bytes(b).wrapping_mul(GAMMA) ^ self.script_pos as u64;
+        }
         self.rng = self.rng.wrapping_add(GAMMA);
         mix(self.rng)
+    }
+
+    /// Whether a script drives this CPU and is used up.
+    fn exhausted(&self) -> bool {
+        self.scripted && self.script_pos >= self.script.len()
     }
 
     /// A random number below `n` (`n > 0`).
@@ -1252,6 +1274,25 @@ pub fn torture_layout() -> MemoryLayout {
     l
 }
 
+/// Runs the op table driven by `script` (every choice is drawn from its bytes) on one CPU of
+/// the torture machine, with invariant checks every 64 ops and at the end, and fault injection
+/// at `fail_rate`: the body of the `api_ops` fuzz target and of the suite's property test.
+/// Any input must end clean (no violation, lost page or corrupted byte).
+pub fn run_script(script: &[u8], fail_rate: f64) -> TortureReport {
+    let cfg = TortureConfig {
+        threads: 1,
+        seed: 0x5C41,
+        duration: None,
+        max_ops: None,
+        fail_rate,
+        check_every: 64,
+        max_live_pages: 4096,
+        script: Some(script.to_vec()),
+        ..TortureConfig::default()
+    };
+    run(&cfg).expect("the torture machine boots")
+}
+
 /// Free pages with every cache shrunk (after a grace period for TYPESAFE_BY_RCU caches) and
 /// every per-CPU list drained: the figure that must come back after everything is freed.
 pub fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
@@ -1295,7 +1336,7 @@ fn ctor_pattern(p: NonNull<u8>) {
 
 /// Runs a torture (see the module docs).
 pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
-    let threads = cfg.threads.clamp(1, memdesc::cpu::MAX_CPUS);
+    let threads = if cfg.script.is_some() { 1 } else { cfg.threads.clamp(1, memdesc::cpu::MAX_CPUS) };
     let m = crate::boot(&torture_layout(), Config { nr_cpus: threads, debug_checks: true, ..Config::default() })
         .map_err(|e| e.to_string())?;
     let boot_cpu = m.cpus().claim(0).expect("cpu 0");
@@ -1354,6 +1395,10 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                 s.spawn(move || {
                     let cpu = m.cpus().claim(id).expect("one CPU per thread");
                     let mut w = Worker::new(m, &cpu, shared, cfg.seed, cfg.max_live_pages);
+                    if let Some(script) = &cfg.script {
+                        w.script = script;
+                        w.scripted = true;
+                    }
                     for k in 0..2 {
                         match m.address_space_create(&cpu) {
                             Ok(space) => w.files.push(File { id: mix(cfg.seed ^ mix((id * 2 + k) as u64 + 7)), space }),
@@ -1368,6 +1413,9 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                             n = n.min(max.saturating_sub(done));
                         }
                         for i in 0..n {
+                            if w.exhausted() {
+                                break;
+                            }
                             if threshold != 0 && w.rand() < threshold {
                                 if let Some(hook) = POISON_HOOK {
                                     match hook(&mut w) {
@@ -1395,8 +1443,11 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                             global_check(m, gv);
                             checks.fetch_add(1, Ordering::Relaxed);
                             let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
-                            let out_of_ops = cfg.max_ops.is_some_and(|max| done >= max);
-                            if out_of_time || out_of_ops || (cfg.duration.is_none() && cfg.max_ops.is_none()) {
+                            let out_of_ops = cfg.max_ops.is_some_and(|max| done >= max) || w.exhausted();
+                            if out_of_time
+                                || out_of_ops
+                                || (cfg.duration.is_none() && cfg.max_ops.is_none() && cfg.script.is_none())
+                            {
                                 shared.stop.store(true, Ordering::Relaxed);
                                 *elapsed.lock().unwrap() = start.elapsed();
                             }
