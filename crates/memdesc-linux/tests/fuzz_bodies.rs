@@ -27,9 +27,12 @@ fn trace_seed() -> &'static [u8] {
     S.get_or_init(|| zst_prefix("events.txt.zst", 64 << 10))
 }
 
+/// Real kpageflags words, kpagecount words, and the /proc tables.
+type SnapshotSeed = (Vec<u8>, Vec<u8>, Vec<Vec<u8>>);
+
 /// 8 KiB of real kpageflags and kpagecount words, and the /proc tables.
-fn snapshot_seed() -> &'static (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
-    static S: OnceLock<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>)> = OnceLock::new();
+fn snapshot_seed() -> &'static SnapshotSeed {
+    static S: OnceLock<SnapshotSeed> = OnceLock::new();
     S.get_or_init(|| {
         let tables = ["meminfo", "buddyinfo", "zoneinfo", "pagetypeinfo", "slabinfo", "vmstat"]
             .iter()
