@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit/property/integration tests, the no_std build,
-# and the loom concurrency models. This is the command the README names and .ci/run calls.
+# the loom concurrency models and a 60 s torture run. This is the command the README names and
+# .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,14 @@ cargo test --workspace
 echo "== loom models"
 LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" RUSTFLAGS="--cfg loom" \
   CARGO_TARGET_DIR=target/loom cargo test -p memdesc --release --lib -- loom_
+echo "== torture (60 s, 2 CPUs, fault and poison injection, release)"
+# Fails unless violations, lost_pages and corrupted_bytes are all 0 (the command itself exits
+# non-zero then, printing the seed and op-log tail); the JSON is checked as well.
+cargo build --release -p memdesc-cli
+TORTURE_SECONDS="${TORTURE_SECONDS:-60}"
+out=$(target/release/memdesc torture --seconds "$TORTURE_SECONDS" --threads 2 --seed "${TORTURE_SEED:-$RANDOM}" \
+  --fail-rate 0.01 --poison-rate 0.0001 --json)
+echo "$out" | grep -E '"(seed|ops|ops_per_sec|violations|lost_pages|corrupted_bytes|injected_failures|poisoned_pages)"'
+for field in violations lost_pages corrupted_bytes; do
+  echo "$out" | grep -q "\"$field\": 0," || { echo "torture: $field is not 0" >&2; exit 1; }
+done

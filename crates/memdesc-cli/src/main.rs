@@ -9,6 +9,7 @@ mod estimate;
 mod replay;
 mod sizes;
 mod slab_bench;
+mod torture;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,10 @@ enum Command {
     /// simulated machine as large as the traced one, from its start snapshot; reports what
     /// was replayed, the end state against the end snapshot, and metadata bytes over time.
     Replay(replay::ReplayArgs),
+    /// Every CPU of a simulated machine runs random mixes of every operation, with fault
+    /// injection, pattern-checked memory and invariant checks at quiescent points; fails on any
+    /// violation, lost page or corrupted byte and prints the seed to replay it.
+    Torture(torture::TortureArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Estimate(args) => estimate::run(&args, &sizes::descriptor_sizes()),
         Command::Capture(args) => capture::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Torture(args) => torture::run(&args),
     }
 }

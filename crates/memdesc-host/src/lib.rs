@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod platform;
+pub mod torture;
 
 pub use platform::{SimError, SimPlatform};
 

@@ -18,6 +18,7 @@ pub mod capture;
 pub mod census;
 pub mod cost;
 pub mod error;
+pub mod fuzzing;
 pub mod kpf;
 pub mod snapshot;
 pub mod tables;

@@ -149,7 +149,7 @@ impl<P: Platform> PhysMem<P> {
     /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
     /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
     pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
-        let p = self.cache_alloc(cpu, self.desc_cache::<T>())?;
+        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
         // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
         // (all-atomic) T values, and 16-byte aligned.
         Ok(unsafe { &*(p.as_ptr() as *const T) })
@@ -204,6 +204,22 @@ impl<P: Platform> PhysMem<P> {
         let w = Word::desc_as(DescPtr::from_ref(d), kind.tag()).expect("folio tags");
         self.stamp_block(pfn, order, w);
         Ok(d)
+    }
+
+    /// Freezes the reference count: succeeds only if it is exactly `expected` (the references
+    /// the caller knows of), and sets it to 0 so lockless readers' `try_get` fails until
+    /// [`PhysMem::folio_ref_unfreeze`]. Use it around [`PhysMem::folio_split`] when lockless
+    /// readers may pin the folio: a reader's pin would otherwise be copied into every piece
+    /// and leak (Linux's `folio_ref_freeze`).
+    pub fn folio_ref_freeze(&self, f: &Folio, expected: u32) -> bool {
+        expected != 0 && f.counts.refcount.compare_exchange(expected, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Ends a freeze: publishes `refs` references (a frozen folio, or every piece of a split
+    /// made while frozen).
+    pub fn folio_ref_unfreeze(&self, f: &Folio, refs: u32) {
+        debug_assert_eq!(f.counts.refcount(), 0, "unfreezing a folio that is not frozen");
+        f.counts.refcount.store(refs, Ordering::Release);
     }
 
     /// Takes another reference.
@@ -386,6 +402,10 @@ impl<P: Platform> PhysMem<P> {
     /// A **mapped** folio is split too: its PMD mappings are split into PTEs first, then the
     /// rmap walk counts the entries that map each piece, and each piece gets exactly that
     /// mapcount plus one reference per entry (see [`crate::pgtable`]).
+    ///
+    /// Where lockless readers may pin the folio (any folio reachable from the memmap under
+    /// RCU), freeze it first with [`PhysMem::folio_ref_freeze`] and unfreeze every piece after:
+    /// an unfrozen split copies a reader's transient pin into every piece.
     pub fn folio_split(
         &self,
         cpu: &Cpu<'_>,
@@ -580,7 +600,7 @@ impl<P: Platform> PhysMem<P> {
     ) -> Result<&'a E, AllocError> {
         // SAFETY: the cache lives as long as the machine.
         let c = unsafe { ext.cache.as_ref() };
-        let p = self.cache_alloc(cpu, c)?;
+        let p = self.cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
         // SAFETY: objects of E's TYPESAFE_BY_RCU cache are zero or former E's (FolioExt).
         let e = unsafe { &*(p.as_ptr() as *const E) };
         // SAFETY: FolioExt guarantees a Folio at offset 0.

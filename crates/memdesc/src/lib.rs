@@ -55,6 +55,7 @@ pub mod check;
 pub mod compaction;
 pub mod cpu;
 pub mod desc;
+pub mod fault;
 pub mod folio;
 pub mod gfp;
 pub mod guard;

@@ -204,6 +204,7 @@ pub struct PhysMem<P: Platform> {
     reserved_pages: u64,
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
     pub(crate) undesc: crate::isolate::UndescCounters,
+    pub(crate) fault: crate::fault::FaultInjector,
 }
 
 // SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
@@ -289,6 +290,7 @@ impl<P: Platform> PhysMem<P> {
             desc_caches: [None; crate::desc::NR_DESC_KINDS],
             pagecache: crate::pagecache::Caches::NONE,
             lru: core::array::from_fn(|_| crate::sync::SpinLock::new(crate::folio::LruList::EMPTY)),
+            fault: crate::fault::FaultInjector::new(),
         };
         mem.populate(&boot);
         mem.set_watermarks();
@@ -427,6 +429,10 @@ impl<P: Platform> PhysMem<P> {
     pub fn rcu(&self) -> &Rcu {
         &self.rcu
     }
+    /// The machine's fault injector (disabled at boot): see [`crate::fault`].
+    pub fn fault(&self) -> &crate::fault::FaultInjector {
+        &self.fault
+    }
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -526,6 +532,9 @@ impl<P: Platform> PhysMem<P> {
         debug_assert!(cpu.belongs_to(&self.cpus));
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
+        }
+        if self.fault.should_fail(crate::fault::FaultSite::PageAlloc) {
+            return Err(AllocError::Injected);
         }
         let mt = gfp.migratetype();
         let highest = gfp.highest_zone();

@@ -90,6 +90,7 @@ use core::ptr::NonNull;
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;
+use crate::fault::FaultSite;
 use crate::folio::FolioError;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
@@ -896,7 +897,8 @@ struct SlabNodes<'a, 'c, P: Platform> {
 
 impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
     fn alloc_node(&mut self) -> Result<NonNull<Node>, AllocError> {
-        let p = self.m.cache_alloc(self.cpu, self.m.pagecache_cache(false))?.cast::<Node>();
+        let p =
+            self.m.cache_alloc_at(self.cpu, self.m.pagecache_cache(false), FaultSite::PageCacheNode)?.cast::<Node>();
         // SAFETY: objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed)
         // or former nodes, which are freed empty; both are valid, 16-aligned Nodes.
         debug_assert!(unsafe { p.as_ref() }.is_empty(), "a node came back from the cache non-empty");

@@ -30,6 +30,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescFlags, DescPtr, Descriptor, ListLinks};
+use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
 use crate::page_alloc::{AllocError, PhysMem};
@@ -623,8 +624,21 @@ impl<P: Platform> PhysMem<P> {
         cpu.id() % nodes
     }
 
-    /// Allocates one object of `c`.
+    /// Allocates one object of `c` (a [`FaultSite::Slab`] site).
     pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
+        self.cache_alloc_at(cpu, c, FaultSite::Slab)
+    }
+
+    /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
+    pub(crate) fn cache_alloc_at(
+        &self,
+        cpu: &Cpu<'_>,
+        c: &SlabCache,
+        site: FaultSite,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if self.fault.should_fail(site) {
+            return Err(AllocError::Injected);
+        }
         let mut s = c.sheaves(cpu.id()).lock();
         let obj = match s.alloc() {
             Some(o) => o,
@@ -821,7 +835,7 @@ impl<P: Platform> PhysMem<P> {
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
     fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
-        let node = self.node_of(cpu);
+        let mut node = self.node_of(cpu);
         loop {
             {
                 let mut n = c.nodes[node].lock();
@@ -848,7 +862,10 @@ impl<P: Platform> PhysMem<P> {
             }
             self.reap_rcu(cpu, c);
             let slab = self.new_slab(cpu, c)?;
-            let node = self.slab_node(slab);
+            // The page allocator may have fallen back to another node: refill from the node
+            // the slab is on (looking only at this CPU's node again would make new slabs until
+            // that node ran out of memory).
+            node = self.slab_node(slab);
             let mut n = c.nodes[node].lock();
             n.nr_slabs += 1;
             n.free_objs += c.objects as u64;
@@ -865,7 +882,7 @@ impl<P: Platform> PhysMem<P> {
             // Slab (all atomics).
             unsafe { &*(base as *const Slab) }
         } else {
-            match self.cache_alloc(cpu, self.slab_desc_cache()) {
+            match self.cache_alloc_at(cpu, self.slab_desc_cache(), FaultSite::Desc) {
                 // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
                 Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
                 Err(e) => {

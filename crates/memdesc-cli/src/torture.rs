@@ -1,0 +1,195 @@
+//! `memdesc torture`: runs the torture engine ([`memdesc_host::torture`]) on a simulated
+//! machine for a while and reports what it found, as a table or JSON. Exits with an error
+//! when a violation, a lost page or a corrupted byte was found, after printing the seed and
+//! the op-log tail to replay it (`--threads 1 --seed S` replays one CPU's sequence exactly).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use memdesc_host::torture::{run as run_torture, TortureConfig, TortureReport};
+use serde::Serialize;
+
+/// Arguments of `memdesc torture`.
+#[derive(Args, Debug)]
+pub struct TortureArgs {
+    /// How long to run (stops at the next quiescent point after this).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// CPUs of the simulated machine, one thread each.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seed of the operation sequence and of fault injection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fraction of allocations that fail by injection, at every allocation site.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Fraction of operations that inject a hardware memory error (hwpoison). Accepted and
+    /// reported; poisoned_pages stays 0 until the hwpoison subsystem is plugged in.
+    #[arg(long, default_value_t = 0.0)]
+    pub poison_rate: f64,
+    /// Stop after this many operations per CPU instead of (or before) --seconds.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Operations per CPU between quiescent invariant checks.
+    #[arg(long, default_value_t = 200_000)]
+    pub check_every: u64,
+    /// Run only these operations (comma-separated names; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct OpJson {
+    name: &'static str,
+    runs: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    seed: u64,
+    threads: usize,
+    seconds: f64,
+    ops: u64,
+    ops_per_sec: f64,
+    violations: u64,
+    lost_pages: u64,
+    corrupted_bytes: u64,
+    injected_failures: u64,
+    poisoned_pages: u64,
+    poison_available: bool,
+    fail_rate: f64,
+    poison_rate: f64,
+    checks: u64,
+    per_op: Vec<OpJson>,
+    messages: &'a [String],
+    log_tail: &'a [String],
+}
+
+fn clean(r: &TortureReport) -> bool {
+    r.violations == 0 && r.lost_pages == 0 && r.corrupted_bytes == 0
+}
+
+/// Runs the subcommand.
+pub fn run(args: &TortureArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.fail_rate) || !(0.0..=1.0).contains(&args.poison_rate) {
+        bail!("rates are fractions in [0, 1]");
+    }
+    if args.threads == 0 || args.threads > memdesc::cpu::MAX_CPUS {
+        bail!("--threads must be 1..={}", memdesc::cpu::MAX_CPUS);
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    let cfg = TortureConfig {
+        threads: args.threads,
+        seed: args.seed,
+        duration: Some(Duration::from_secs_f64(args.seconds.max(0.0))),
+        max_ops: args.ops,
+        fail_rate: args.fail_rate,
+        poison_rate: args.poison_rate,
+        check_every: args.check_every.max(1),
+        progress: Some(counter.clone()),
+        only: args.only.clone(),
+        ..TortureConfig::default()
+    };
+    let progress = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let style =
+            ProgressStyle::with_template("{spinner} torture [{elapsed_precise}] {wide_bar} {pos}/{len} s {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        ProgressBar::with_draw_target(Some(args.seconds.ceil() as u64), ProgressDrawTarget::stderr()).with_style(style)
+    };
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let (progress, counter, done) = (&progress, &counter, &done);
+        s.spawn(move || {
+            let start = std::time::Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                progress.set_position(start.elapsed().as_secs());
+                progress.set_message(format!("{} ops", counter.load(Ordering::Relaxed)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = run_torture(&cfg);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    progress.finish_and_clear();
+    let r = report.map_err(|e| anyhow::anyhow!(e))?;
+    let secs = r.elapsed.as_secs_f64();
+    let ops_per_sec = if secs > 0.0 { r.ops as f64 / secs } else { 0.0 };
+    if args.json {
+        let j = Json {
+            seed: r.seed,
+            threads: r.threads,
+            seconds: secs,
+            ops: r.ops,
+            ops_per_sec,
+            violations: r.violations,
+            lost_pages: r.lost_pages,
+            corrupted_bytes: r.corrupted_bytes,
+            injected_failures: r.injected_failures,
+            poisoned_pages: r.poisoned_pages,
+            poison_available: r.poison_available,
+            fail_rate: args.fail_rate,
+            poison_rate: args.poison_rate,
+            checks: r.checks,
+            per_op: r
+                .per_op
+                .iter()
+                .map(|o| OpJson { name: o.name, runs: o.runs, failed: o.failed, skipped: o.skipped })
+                .collect(),
+            messages: &r.messages,
+            log_tail: if clean(&r) { &[] } else { &r.log_tail },
+        };
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print_table(&r, args, ops_per_sec);
+    }
+    if !clean(&r) {
+        eprintln!(
+            "torture FAILED with seed {}: replay with `memdesc torture --threads 1 --seed {}{}`",
+            r.seed,
+            r.seed,
+            if args.fail_rate > 0.0 { format!(" --fail-rate {}", args.fail_rate) } else { String::new() }
+        );
+        for m in &r.messages {
+            eprintln!("  {m}");
+        }
+        eprintln!("op-log tail:");
+        for l in &r.log_tail {
+            eprintln!("  {l}");
+        }
+        bail!("{} violations, {} lost pages, {} corrupted bytes", r.violations, r.lost_pages, r.corrupted_bytes);
+    }
+    Ok(())
+}
+
+fn print_table(r: &TortureReport, args: &TortureArgs, ops_per_sec: f64) {
+    println!("memdesc torture: seed {}, {} CPUs, {:.1} s", r.seed, r.threads, r.elapsed.as_secs_f64());
+    println!("{:<18} {:>12} {:>10} {:>10}", "op", "runs", "failed", "skipped");
+    for o in &r.per_op {
+        if o.runs > 0 {
+            println!("{:<18} {:>12} {:>10} {:>10}", o.name, o.runs, o.failed, o.skipped);
+        }
+    }
+    println!();
+    println!("ops: {} ({:.0}/s)", r.ops, ops_per_sec);
+    println!("checks: {}", r.checks);
+    println!("injected_failures: {} (fail rate {})", r.injected_failures, args.fail_rate);
+    let avail = if r.poison_available { "" } else { ", hwpoison not plugged in yet" };
+    println!("poisoned_pages: {} (poison rate {}{avail})", r.poisoned_pages, args.poison_rate);
+    println!("violations: {}", r.violations);
+    println!("lost_pages: {}", r.lost_pages);
+    println!("corrupted_bytes: {}", r.corrupted_bytes);
+}

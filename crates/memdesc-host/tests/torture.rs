@@ -1,0 +1,80 @@
+//! The torture engine in the normal suite: short seeded runs on one and two CPUs with fault
+//! injection must end clean, and one CPU replays exactly from its seed.
+
+use memdesc_host::torture::{run, TortureConfig, TortureReport};
+
+fn short(threads: usize, seed: u64, ops: u64, fail_rate: f64) -> TortureReport {
+    let cfg = TortureConfig {
+        threads,
+        seed,
+        duration: None,
+        max_ops: Some(ops),
+        fail_rate,
+        check_every: ops / 4,
+        max_live_pages: 4096,
+        ..TortureConfig::default()
+    };
+    run(&cfg).unwrap()
+}
+
+fn assert_clean(r: &TortureReport) {
+    assert_eq!(
+        (r.violations, r.lost_pages, r.corrupted_bytes),
+        (0, 0, 0),
+        "seed {}: {:#?}\nlog tail:\n{}",
+        r.seed,
+        r.messages,
+        r.log_tail.join("\n")
+    );
+    assert!(r.checks >= 4, "quiescent checks ran: {}", r.checks);
+}
+
+#[test]
+fn one_cpu_with_fault_injection_is_clean_and_replays() {
+    let a = short(1, 11, 5000, 0.02);
+    assert_clean(&a);
+    assert_eq!(a.ops, 5000);
+    assert!(a.injected_failures > 0, "injection ran");
+    for op in &a.per_op {
+        assert!(op.runs > 0, "{} never ran", op.name);
+    }
+    let b = short(1, 11, 5000, 0.02);
+    assert_eq!(a.log_hash, b.log_hash, "the same seed replays the same sequence");
+    assert_eq!(a.log_tail, b.log_tail);
+    assert_eq!(a.injected_failures, b.injected_failures);
+    let c = short(1, 12, 5000, 0.02);
+    assert_ne!(a.log_hash, c.log_hash, "another seed, another sequence");
+}
+
+#[test]
+fn two_cpus_with_fault_injection_are_clean() {
+    let r = short(2, 5, 6000, 0.05);
+    assert_clean(&r);
+    assert_eq!(r.ops, 12000);
+}
+
+mod op_sequences {
+    use memdesc_host::torture::run_script;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+        /// Arbitrary op sequences (the `api_ops` fuzz target's body) end clean, with and
+        /// without fault injection.
+        #[test]
+        fn arbitrary_op_sequences_end_clean(bytes in proptest::collection::vec(any::<u8>(), 0..3000), inject in any::<bool>()) {
+            let r = run_script(&bytes, if inject { 0.1 } else { 0.0 });
+            assert_clean_script(&r);
+        }
+    }
+
+    fn assert_clean_script(r: &memdesc_host::torture::TortureReport) {
+        assert_eq!(
+            (r.violations, r.lost_pages, r.corrupted_bytes),
+            (0, 0, 0),
+            "{:#?}\n{}",
+            r.messages,
+            r.log_tail.join("\n")
+        );
+    }
+}
