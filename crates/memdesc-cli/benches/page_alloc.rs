@@ -32,6 +32,16 @@ mod slab_bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/compaction_bench.rs"]
 mod compaction_bench;
+// And the replay and estimate sections through these.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/estimate.rs"]
+mod estimate;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/replay.rs"]
+mod replay;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/sizes.rs"]
+mod sizes;
 
 use bench::{Op, Plan};
 
