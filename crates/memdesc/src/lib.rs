@@ -66,6 +66,7 @@ pub mod pagecache;
 pub mod pcp;
 pub mod platform;
 pub mod rcu;
+pub mod sg;
 pub mod sheaf;
 pub mod slab;
 mod sync;
