@@ -201,6 +201,8 @@ pub struct Report {
     /// The slab section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slab: Option<crate::slab_bench::SlabBench>,
+    /// Descriptor sizes (`size_of` of the real types; always present, costs nothing).
+    pub descriptors: crate::sizes::Descriptors,
 }
 
 /// How the run was made.
@@ -879,6 +881,7 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
             host_loadavg_1m: loadavg(),
             seed: SEED,
         },
+        descriptors: crate::sizes::descriptors(),
         ..Report::default()
     };
     if want(Section::Memmap) {
