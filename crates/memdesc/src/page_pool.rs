@@ -264,7 +264,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
                 return Err(PoolError::NoMemory(e));
             }
         };
-        debug_assert!(core.as_ptr() as usize % core::mem::align_of::<PoolCore>() == 0);
+        debug_assert!((core.as_ptr() as usize).is_multiple_of(core::mem::align_of::<PoolCore>()));
         let value = PoolCore {
             mem: mem as *const PhysMem<P> as usize,
             order: params.order,

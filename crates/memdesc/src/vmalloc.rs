@@ -18,6 +18,14 @@
 //! # }
 //! ```
 //!
+//! while the same call on a mappable area compiles:
+//!
+//! ```
+//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Mappable>) {
+//! let _ = a.user_page(s, 0);
+//! # }
+//! ```
+//!
 //! For pages reached by pfn rather than through a handle, [`user_page_of`] decides from the
 //! word and refuses slab, page-table, unmappable-vmalloc, zsmalloc/z3fold, free and
 //! undescribed pages with a precise [`NotUserMappable`].
