@@ -130,7 +130,8 @@ impl<'m> SimDevice<'m> {
     }
 
     /// Copies `len` bytes from the memory `src` names to the memory `dst` names, chunk against
-    /// chunk (each side mapped one page at a time). The lists must not overlap.
+    /// chunk (each side mapped one page at a time). Overlapping lists are allowed; the bytes
+    /// of an overlap are then those of a chunk-by-chunk forward copy.
     pub fn copy<const A: usize, const B: usize>(
         &self,
         src: &SgList<A>,
@@ -150,8 +151,8 @@ impl<'m> SimDevice<'m> {
             let sp = self.mem.platform().map_local(sc.pfn).ok_or(DmaError::Unmappable(sc.pfn))?;
             let dp = self.mem.platform().map_local(dc.pfn).ok_or(DmaError::Unmappable(dc.pfn))?;
             // SAFETY: both mappings are valid for PAGE_SIZE bytes and offset + n stays inside
-            // each chunk; the caller promises the lists do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(sp.as_ptr().add(sc.offset), dp.as_ptr().add(dc.offset), n) };
+            // each chunk; `copy` (memmove) is defined even if the two lists overlap.
+            unsafe { std::ptr::copy(sp.as_ptr().add(sc.offset), dp.as_ptr().add(dc.offset), n) };
             self.mem.platform().unmap_local(dc.pfn, dp);
             self.mem.platform().unmap_local(sc.pfn, sp);
             self.chunks.fetch_add(1, Ordering::Relaxed);

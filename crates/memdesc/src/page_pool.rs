@@ -244,7 +244,9 @@ pub enum Destroyed {
     Deferred(u64),
 }
 
-/// A page pool of one machine.
+/// A page pool of one machine. End it with [`PagePool::destroy`] or [`PagePool::try_destroy`]:
+/// a pool that is simply dropped keeps its state and ring blocks (a leak, as forgetting
+/// `page_pool_destroy` is in Linux).
 pub struct PagePool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     core: &'m PoolCore,
