@@ -64,9 +64,16 @@ fn device_ranges_are_validated() {
     // Inside the device range, but running into the unregistered rest of the hole.
     assert_eq!(sg.push_pfns(&io, Pfn(0x30ff), 2, 0, 8192), Err(SgError::UnknownMemory(Pfn(0x3100))));
     assert_eq!(sg.push_phys(&io, 0x3800 * 4096, 1), Err(SgError::UnknownMemory(Pfn(0x3800))));
-    // Across the end of the flat region into the device range: both known, so accepted.
-    sg.push_pfns(&io, Pfn(0x2fff), 2, 4000, 200).unwrap();
+    // Free memory of a region is known but refused: a device must not write the free lists.
+    let cpu = m.cpus().claim(0).unwrap();
+    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    m.free_pages(&cpu, p, 1).unwrap();
+    assert_eq!(sg.push_pfns(&io, p, 2, 0, 8192), Err(SgError::FreeMemory(p)));
+    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    sg.push_pfns(&io, p, 2, 4000, 200).unwrap();
+    assert_eq!(sg.push_pfns(&io, DEV.1, 1, 0, 1), Err(SgError::UnknownMemory(DEV.1)), "the unregistered hole");
     assert_eq!(sg.entries().len(), 1);
+    m.free_pages(&cpu, p, 1).unwrap();
 }
 
 #[test]
@@ -150,4 +157,53 @@ fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
         m.folio_put(&cpu, f).unwrap();
     }
     m.check(|_, _, _| {}).unwrap();
+}
+
+#[test]
+fn dma_into_memory_without_a_direct_map() {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_2000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.movable_from(Pfn(0x10_0000));
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let hi = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert!(m.platform().direct_map(hi.flags.pfn()).is_none(), "highmem folio");
+
+    let lo = m.folio_alloc(&cpu, 1, Gfp::KERNEL, FolioKind::Anon).unwrap();
+    let mut a = SgList::<2>::new();
+    a.push_folio(&io, hi, 333, 12_000).unwrap();
+    let mut b = SgList::<2>::new();
+    b.push_folio(&io, lo, 0, 8192).unwrap();
+    // The tail of the highmem folio's last page (a raw range; a's data ends 45 bytes into it).
+    b.push_phys(&io, hi.flags.pfn().add(3).phys() + 2000, 2096).unwrap();
+    let data = pattern(12_000, 7);
+    let before = m.platform().local_maps();
+    dev.write_to(&a, &data).unwrap();
+    assert!(m.platform().local_maps() > before, "the device went through local mappings");
+    dev.copy(&a, &b, 10_288).unwrap();
+    let mut back = vec![0u8; 10_288];
+    dev.read_from(&b, &mut back).unwrap();
+    assert_eq!(back, data[..10_288]);
+    let mut first = vec![0u8; 12_000];
+    dev.read_from(&a, &mut first).unwrap();
+    assert_eq!(first, data, "the source is intact");
+    m.folio_put(&cpu, hi).unwrap();
+    m.folio_put(&cpu, lo).unwrap();
 }

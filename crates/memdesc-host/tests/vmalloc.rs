@@ -233,3 +233,44 @@ fn two_threads_allocate_and_free_concurrently() {
     });
     assert_eq!(s.stats().areas, 0);
 }
+
+#[test]
+fn highmem_pages_are_reached_through_local_mappings() {
+    // A pmem-like region with no direct map, in the Movable zone: movable vmalloc pages land
+    // there and every byte access goes through a momentary local mapping.
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_2000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.movable_from(Pfn(0x10_0000));
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let a = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::MOVABLE | Gfp::ZERO).unwrap();
+    for i in 0..5 {
+        let pfn = s.pfn_at(&a, i).unwrap();
+        assert!(pfn >= Pfn(0x10_0000) && memdesc::Platform::direct_map(m.platform(), pfn).is_none());
+    }
+    let before = m.platform().local_maps();
+    let data: Vec<u8> = (0..5 * PAGE_SIZE - 10).map(|i| (i % 253) as u8).collect();
+    s.write_area(&a, 10, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_area(&a, 10, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert!(m.platform().local_maps() >= before + 10, "one local mapping per page touched");
+    s.vfree_area(&cpu, a).unwrap();
+    m.check(|_, _, _| {}).unwrap();
+}

@@ -55,6 +55,8 @@ pub enum SgError {
     Unmappable(Pfn),
     /// More than [`MAX_DEVICE_RANGES`] device ranges.
     TooManyRanges,
+    /// This pfn of a region is free (in the page allocator): a device must not touch it.
+    FreeMemory(Pfn),
 }
 
 impl core::fmt::Display for SgError {
@@ -71,6 +73,7 @@ impl core::fmt::Display for SgError {
             SgError::Overlaps(p) => write!(f, "device range overlaps known memory at pfn {p}"),
             SgError::Unmappable(p) => write!(f, "the platform cannot map pfn {p}"),
             SgError::TooManyRanges => write!(f, "too many device ranges"),
+            SgError::FreeMemory(p) => write!(f, "pfn {p} is free memory"),
         }
     }
 }
@@ -128,20 +131,32 @@ impl<'m, P: Platform> IoSpace<'m, P> {
         &self.devices[..self.nr_devices]
     }
 
-    /// Checks that every pfn of `[start, start + n)` is known memory.
+    /// Checks that every pfn of `[start, start + n)` is known memory and that none of it is
+    /// free in the page allocator (a device writing a free page would corrupt the free lists
+    /// kept in free pages). The free check reads words without locks: it catches a stale or
+    /// wrong range at the time of the push, not memory freed afterwards.
     pub fn check_range(&self, start: Pfn, n: u64) -> Result<(), SgError> {
         let end = start.0.checked_add(n).filter(|&e| e <= MAX_PFN + 1).ok_or(SgError::Overflow)?;
         let mut pfn = start;
         while pfn.0 < end {
-            let next = self
-                .mem
-                .memmap()
-                .regions()
-                .find(|r| r.start <= pfn && pfn < r.end)
-                .map(|r| r.end)
-                .or_else(|| self.device_ranges().iter().find(|(s, e)| *s <= pfn && pfn < *e).map(|&(_, e)| e))
+            if let Some(r) = self.mem.memmap().regions().find(|r| r.start <= pfn && pfn < r.end) {
+                let stop = Pfn(r.end.0.min(end));
+                while pfn < stop {
+                    if self.mem.free_block_containing_pfn(pfn).is_some() {
+                        return Err(SgError::FreeMemory(pfn));
+                    }
+                    // One word may describe a whole 2 MiB area: step over it at once.
+                    let v = self.mem.memmap().load(self.mem.platform(), pfn);
+                    pfn = v.map_or(pfn.add(1), |v| v.first.add(1 << v.span_order)).max(pfn.add(1));
+                }
+                continue;
+            }
+            pfn = self
+                .device_ranges()
+                .iter()
+                .find(|(s, e)| *s <= pfn && pfn < *e)
+                .map(|&(_, e)| e)
                 .ok_or(SgError::UnknownMemory(pfn))?;
-            pfn = next;
         }
         Ok(())
     }
@@ -299,12 +314,16 @@ mod tests {
         );
         assert_eq!(sg.push_pfns(&io, Pfn(10), u64::MAX, 0, 1), Err(SgError::Overflow));
         assert_eq!(sg.push_phys(&io, u64::MAX - 10, 100), Err(SgError::Overflow));
-        assert_eq!(sg.push_pfns(&io, Pfn(4095), 2, 0, 8192), Err(SgError::UnknownMemory(Pfn(4096))));
+        let g = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+        m.free_pages(&cpu, g, 0).unwrap();
+        assert_eq!(sg.push_pfns(&io, g, 1, 0, 1), Err(SgError::FreeMemory(g)), "a free page");
+        assert_eq!(sg.push_pfns(&io, Pfn(4096), 2, 0, 8192), Err(SgError::UnknownMemory(Pfn(4096))));
+        let r = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
         let f = m.folio_alloc(&cpu, 2, Gfp::KERNEL, FolioKind::File).unwrap();
         sg.push_folio(&io, f, 5000, 10000).unwrap();
-        sg.push_phys(&io, 100 * 4096 + 4000, 200).unwrap();
-        sg.push_pfns(&io, Pfn(7), 1, 0, 1).unwrap();
-        assert_eq!(sg.push_pfns(&io, Pfn(7), 1, 0, 1), Err(SgError::Full));
+        sg.push_phys(&io, r.phys() + 4000, 200).unwrap();
+        sg.push_pfns(&io, r, 1, 0, 1).unwrap();
+        assert_eq!(sg.push_pfns(&io, r, 1, 0, 1), Err(SgError::Full));
         assert_eq!(sg.entries().len(), 3);
         assert_eq!(sg.total_len(), 10201);
         let c: Vec<Chunk> = sg.chunks().collect();
@@ -312,11 +331,12 @@ mod tests {
         assert_eq!(c[0], Chunk { pfn: p.add(1), offset: 904, len: 3192 });
         assert_eq!(c[1], Chunk { pfn: p.add(2), offset: 0, len: 4096 });
         assert_eq!(c[2], Chunk { pfn: p.add(3), offset: 0, len: 10000 - 3192 - 4096 });
-        assert_eq!(c[3], Chunk { pfn: Pfn(100), offset: 4000, len: 96 });
-        assert_eq!(c[4], Chunk { pfn: Pfn(101), offset: 0, len: 104 });
+        assert_eq!(c[3], Chunk { pfn: r, offset: 4000, len: 96 });
+        assert_eq!(c[4], Chunk { pfn: r.add(1), offset: 0, len: 104 });
         assert_eq!(c.iter().map(|c| c.len as u64).sum::<u64>(), sg.total_len());
         m.folio_put(&cpu, f).unwrap();
         let mut sg2 = SgList::<1>::new();
         assert_eq!(sg2.push_folio(&io, f, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");
+        m.free_pages(&cpu, r, 1).unwrap();
     }
 }
