@@ -302,12 +302,13 @@ mod model {
     fn first_fit(areas: &[(usize, usize)], n: usize) -> Option<usize> {
         let mut cand = 0;
         for &(s, len) in areas {
-            if cand + n + 1 <= s {
+            // n pages and a guard page fit before the next area.
+            if cand + n < s {
                 return Some(cand);
             }
             cand = s + len + 1;
         }
-        (cand + n + 1 <= SPACE_PAGES).then_some(cand)
+        (cand + n < SPACE_PAGES).then_some(cand)
     }
 
     enum Handle {
