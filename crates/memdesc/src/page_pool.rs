@@ -483,6 +483,9 @@ pub fn pp_put_pfn<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Res
 
 fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
     let pool = d.pool();
+    if pool == 0 {
+        return Err(PoolError::NotNetmem(d.flags.pfn(), Some(Tag::NetPool)));
+    }
     // SAFETY: a live netmem names its pool's core, which lives while the block is live (the
     // block holds a core reference).
     let c = unsafe { &*(pool as *const PoolCore) };
