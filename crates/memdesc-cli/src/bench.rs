@@ -222,6 +222,8 @@ pub struct Report {
     /// The estimate section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<EstimateBench>,
+    /// Descriptor sizes (`size_of` of the real types; always present, costs nothing).
+    pub descriptors: crate::sizes::Descriptors,
 }
 
 /// Target of `replay.events_per_sec` (issue 6).
@@ -1014,6 +1016,7 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
             host_loadavg_1m: loadavg(),
             seed: SEED,
         },
+        descriptors: crate::sizes::descriptors(),
         ..Report::default()
     };
     if want(Section::Memmap) {

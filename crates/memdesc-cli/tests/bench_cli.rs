@@ -45,6 +45,12 @@ fn quick_json_has_the_memmap_keys() {
     assert!(two < 16.0 * 1024.0 * 1024.0, "two_level_1t.bytes = {two}");
     assert!(at(&v, "memmap.two_level_1t.host_rss_bytes").is_u64());
     assert!(v.get("page_alloc").is_none(), "--only memmap");
+    // Descriptor sizes are always reported (size_of of the real types).
+    for k in ["folio_order0", "slab", "ptdesc", "zspage", "netmem", "vmalloc", "mappable"] {
+        let b = positive(&v, &format!("descriptors.{k}_bytes"));
+        assert!((b as u64).is_multiple_of(16) && b <= 128.0, "descriptors.{k}_bytes = {b}");
+    }
+    assert!(positive(&v, "descriptors.folio_order0_plus_word_bytes") <= 64.0, "no more than Linux's struct page");
 }
 
 #[test]

@@ -7,11 +7,14 @@
 //!   map; `map_local` really `mmap`s one page of it and `unmap_local` unmaps it.
 //! - [`SimMachine`] boots a [`PhysMem`] over it; CPUs are explicit [`memdesc::cpu::Cpu`]
 //!   tokens that test threads claim.
+//! - [`SimDevice`] is a DMA engine copying through scatter-gather lists.
 #![deny(missing_docs)]
 
+pub mod device;
 mod platform;
 pub mod torture;
 
+pub use device::{DmaError, SimDevice};
 pub use platform::{SimError, SimPlatform};
 
 use memdesc::{BootFailure, Config, MemoryLayout, PhysMem};

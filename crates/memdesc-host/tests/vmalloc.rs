@@ -233,3 +233,179 @@ fn two_threads_allocate_and_free_concurrently() {
     });
     assert_eq!(s.stats().areas, 0);
 }
+
+#[test]
+fn highmem_pages_are_reached_through_local_mappings() {
+    // A pmem-like region with no direct map, in the Movable zone: movable vmalloc pages land
+    // there and every byte access goes through a momentary local mapping.
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_2000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.movable_from(Pfn(0x10_0000));
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let a = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::MOVABLE | Gfp::ZERO).unwrap();
+    for i in 0..5 {
+        let pfn = s.pfn_at(&a, i).unwrap();
+        assert!(pfn >= Pfn(0x10_0000) && memdesc::Platform::direct_map(m.platform(), pfn).is_none());
+    }
+    let before = m.platform().local_maps();
+    let data: Vec<u8> = (0..5 * PAGE_SIZE - 10).map(|i| (i % 253) as u8).collect();
+    s.write_area(&a, 10, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_area(&a, 10, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert!(m.platform().local_maps() >= before + 10, "one local mapping per page touched");
+    s.vfree_area(&cpu, a).unwrap();
+    m.check(|_, _, _| {}).unwrap();
+}
+
+mod model {
+    use super::*;
+    use memdesc::vmalloc::{AreaKind, VmArea};
+    use proptest::prelude::*;
+
+    const SPACE_PAGES: usize = 256;
+    const BASE: usize = 0xffff_c900_0000_0000;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc(usize, bool),
+        Free(usize),
+        FreeInterior(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..40, any::<bool>()).prop_map(|(n, m)| Op::Alloc(n, m)),
+            3 => any::<usize>().prop_map(Op::Free),
+            1 => any::<usize>().prop_map(Op::FreeInterior),
+        ]
+    }
+
+    /// First fit with one guard page after every area, over sorted (start page, pages).
+    fn first_fit(areas: &[(usize, usize)], n: usize) -> Option<usize> {
+        let mut cand = 0;
+        for &(s, len) in areas {
+            // n pages and a guard page fit before the next area.
+            if cand + n < s {
+                return Some(cand);
+            }
+            cand = s + len + 1;
+        }
+        (cand + n < SPACE_PAGES).then_some(cand)
+    }
+
+    enum Handle {
+        M(VmArea<Mappable>),
+        U(VmArea<Unmappable>),
+    }
+
+    fn check_area<K: AreaKind>(
+        m: &SimMachine,
+        s: &VmallocSpace<'_, memdesc_host::SimPlatform>,
+        a: &VmArea<K>,
+        tag: Tag,
+        stamp: u8,
+    ) {
+        for i in 0..a.nr_pages() {
+            let pfn = s.pfn_at(a, i).unwrap();
+            assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word.tag(), Some(tag));
+            let mut b = [0u8; 2];
+            s.read_area(a, i * PAGE_SIZE, &mut b).unwrap();
+            assert_eq!(b, [stamp, i as u8], "page {i} kept its bytes");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+        #[test]
+        fn vmalloc_matches_first_fit_model(ops in proptest::collection::vec(op(), 1..80)) {
+            let m = small_machine(MemmapLayout::Flat);
+            let cpu = m.cpus().claim(0).unwrap();
+            let s = VmallocSpace::with_range(&m, &cpu, BASE, SPACE_PAGES * PAGE_SIZE).unwrap();
+            let free0 = settled_free(&m, &cpu);
+            let mut model: Vec<(usize, usize)> = vec![];
+            let mut live: Vec<(Handle, u8)> = vec![];
+            for (step, o) in ops.into_iter().enumerate() {
+                match o {
+                    Op::Alloc(n, mappable) => {
+                        let want = first_fit(&model, n);
+                        let got = if mappable {
+                            s.vmalloc::<Mappable>(&cpu, n * PAGE_SIZE - 1, Gfp::KERNEL).map(Handle::M)
+                        } else {
+                            s.vmalloc::<Unmappable>(&cpu, n * PAGE_SIZE, Gfp::KERNEL).map(Handle::U)
+                        };
+                        match (want, got) {
+                            (Some(p), Ok(h)) => {
+                                let (addr, stamp) = (BASE + p * PAGE_SIZE, step as u8);
+                                for i in 0..n {
+                                    let w = [stamp, i as u8];
+                                    match &h {
+                                        Handle::M(a) => { prop_assert_eq!(a.addr(), addr); s.write_area(a, i * PAGE_SIZE, &w).unwrap() }
+                                        Handle::U(a) => { prop_assert_eq!(a.addr(), addr); s.write_area(a, i * PAGE_SIZE, &w).unwrap() }
+                                    }
+                                }
+                                model.push((p, n));
+                                model.sort();
+                                live.push((h, stamp));
+                            }
+                            (None, Err(e)) => prop_assert_eq!(e, VmallocError::NoVirtualSpace { pages: n }),
+                            (w, g) => prop_assert!(false, "model {:?}, got {:?}", w, g.map(|_| ())),
+                        }
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let (h, _) = live.swap_remove(i % live.len());
+                        let addr = match h {
+                            Handle::M(a) => { let x = a.addr(); s.vfree_area(&cpu, a).unwrap(); x }
+                            Handle::U(a) => { let x = a.addr(); s.vfree_area(&cpu, a).unwrap(); x }
+                        };
+                        model.retain(|&(p, _)| BASE + p * PAGE_SIZE != addr);
+                    }
+                    Op::FreeInterior(i) if !model.is_empty() => {
+                        let (p, n) = model[i % model.len()];
+                        let start = BASE + p * PAGE_SIZE;
+                        let va = start + (i % (n + 1)) * PAGE_SIZE + 8;
+                        let e = s.vfree(&cpu, va).unwrap_err();
+                        if va < start + n * PAGE_SIZE {
+                            prop_assert_eq!(e, VmallocError::NotAreaStart { va, start });
+                        } else {
+                            prop_assert_eq!(e, VmallocError::GuardPage { va, area: start });
+                        }
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(s.stats().areas, model.len() as u64);
+                prop_assert_eq!(s.stats().pages, model.iter().map(|&(_, n)| n as u64).sum::<u64>());
+            }
+            for (h, stamp) in &live {
+                match h {
+                    Handle::M(a) => check_area(&m, &s, a, Tag::VmallocMappable, *stamp),
+                    Handle::U(a) => check_area(&m, &s, a, Tag::VmallocUnmappable, *stamp),
+                }
+            }
+            for (h, _) in live {
+                match h {
+                    Handle::M(a) => s.vfree_area(&cpu, a).unwrap(),
+                    Handle::U(a) => s.vfree_area(&cpu, a).unwrap(),
+                }
+            }
+            prop_assert_eq!(settled_free(&m, &cpu), free0);
+        }
+    }
+}

@@ -490,6 +490,10 @@ mod layout {
     // LRU at the same offset for anon and file folios (one type serves both tags).
     const _: () = assert!(offset_of!(Folio, lru) == 16);
 
+    // vmalloc and page_pool descriptors (vmalloc.rs, page_pool.rs): one per page / block.
+    const _: () = assert!(size_of::<VmallocDesc>() == 32);
+    const _: () = assert!(size_of::<Netmem>() == 48);
+
     // The order-0 folio plus its word must not exceed Linux's 64-byte struct page.
     const _: () = assert!(size_of::<Folio>() == 48);
     const _: () = assert!(size_of::<Folio>() + size_of::<crate::word::Page>() <= 64);

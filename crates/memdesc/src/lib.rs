@@ -76,6 +76,7 @@ pub mod pcp;
 pub mod pgtable;
 pub mod platform;
 pub mod rcu;
+pub mod sg;
 pub mod sheaf;
 pub mod slab;
 mod sync;

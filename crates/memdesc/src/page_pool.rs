@@ -244,7 +244,9 @@ pub enum Destroyed {
     Deferred(u64),
 }
 
-/// A page pool of one machine.
+/// A page pool of one machine. End it with [`PagePool::destroy`] or [`PagePool::try_destroy`]:
+/// a pool that is simply dropped keeps its state and ring blocks (a leak, as forgetting
+/// `page_pool_destroy` is in Linux).
 pub struct PagePool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     core: &'m PoolCore,
@@ -264,7 +266,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
                 return Err(PoolError::NoMemory(e));
             }
         };
-        debug_assert!(core.as_ptr() as usize % core::mem::align_of::<PoolCore>() == 0);
+        debug_assert!((core.as_ptr() as usize).is_multiple_of(core::mem::align_of::<PoolCore>()));
         let value = PoolCore {
             mem: mem as *const PhysMem<P> as usize,
             order: params.order,
@@ -481,6 +483,9 @@ pub fn pp_put_pfn<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Res
 
 fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
     let pool = d.pool();
+    if pool == 0 {
+        return Err(PoolError::NotNetmem(d.flags.pfn(), Some(Tag::NetPool)));
+    }
     // SAFETY: a live netmem names its pool's core, which lives while the block is live (the
     // block holds a core reference).
     let c = unsafe { &*(pool as *const PoolCore) };

@@ -18,6 +18,14 @@
 //! # }
 //! ```
 //!
+//! while the same call on a mappable area compiles:
+//!
+//! ```
+//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Mappable>) {
+//! let _ = a.user_page(s, 0);
+//! # }
+//! ```
+//!
 //! For pages reached by pfn rather than through a handle, [`user_page_of`] decides from the
 //! word and refuses slab, page-table, unmappable-vmalloc, zsmalloc/z3fold, free and
 //! undescribed pages with a precise [`NotUserMappable`].
@@ -137,6 +145,8 @@ pub enum VmallocError {
     },
     /// A page of the area could not be mapped by the platform.
     NoMapping(Pfn),
+    /// The space still has this many live areas.
+    Busy(u64),
 }
 
 impl core::fmt::Display for VmallocError {
@@ -158,6 +168,7 @@ impl core::fmt::Display for VmallocError {
             VmallocError::OutOfBounds { va, len } => write!(f, "{len} bytes at {va:#x} run past the area"),
             VmallocError::Mapped { va, index } => write!(f, "page {index} of the area at {va:#x} is mapped"),
             VmallocError::NoMapping(p) => write!(f, "pfn {p} cannot be mapped"),
+            VmallocError::Busy(n) => write!(f, "the vmalloc space still has {n} areas"),
         }
     }
 }
@@ -347,6 +358,20 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
                 freed_next: 0,
             }),
         })
+    }
+
+    /// Destroys an empty space and its record cache; refused with [`VmallocError::Busy`] (and
+    /// the space handed back) while areas are live. A space that is simply dropped keeps its
+    /// record cache registered, as a boot-time space would.
+    #[allow(clippy::result_large_err)]
+    pub fn destroy(self, cpu: &Cpu<'_>) -> Result<(), (Self, VmallocError)> {
+        let areas = self.inner.lock().areas;
+        if areas != 0 {
+            return Err((self, VmallocError::Busy(areas)));
+        }
+        let r = self.mem.destroy_cache(cpu, self.records);
+        debug_assert!(r.is_ok(), "{r:?}");
+        Ok(())
     }
 
     /// The virtual range `[start, end)`.
@@ -587,23 +612,21 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         mut f: impl FnMut(usize, *mut u8, usize, usize),
     ) -> Result<(), VmallocError> {
         let g = self.inner.lock();
-        let rec = match self.locate(&g, va)? {
-            Found::Area { rec, .. } => rec,
-            Found::Guard { rec } if handle.is_none() => {
-                return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va })
-            }
-            Found::Gap if handle.is_none() => return Err(VmallocError::NotAllocated(va)),
-            _ => return Err(VmallocError::OutOfBounds { va, len }),
+        let rec = match handle {
+            // Through a handle: its area must still be the one at its start.
+            Some((start, id)) => match self.locate(&g, start)? {
+                Found::Area { rec, .. } if Self::rec(rec).va == start && Self::rec(rec).id == id => rec,
+                _ => return Err(VmallocError::Stale(start)),
+            },
+            None => match self.locate(&g, va)? {
+                Found::Area { rec, .. } => rec,
+                Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+                Found::Gap => return Err(VmallocError::NotAllocated(va)),
+            },
         };
         let r = Self::rec(rec);
-        if let Some((start, id)) = handle {
-            if r.id != id || r.va != start {
-                return Err(if r.id != id {
-                    VmallocError::Stale(start)
-                } else {
-                    VmallocError::OutOfBounds { va, len }
-                });
-            }
+        if va < r.va {
+            return Err(VmallocError::OutOfBounds { va, len });
         }
         let end = va.checked_add(len).ok_or(VmallocError::OutOfBounds { va, len })?;
         if end > r.va + r.nr_pages * PAGE_SIZE {
@@ -824,8 +847,14 @@ mod tests {
         ));
         assert_eq!(s.stats(), VmallocStats { areas: 2, pages: 4 });
         s.vfree_area(&cpu, a).unwrap();
-        s.vfree_area(&cpu, b).unwrap();
+        let (s, e) = s.destroy(&cpu).unwrap_err();
+        assert_eq!(e, VmallocError::Busy(1));
+        let mut buf = [0u8; 4];
+        assert_eq!(s.read_area(&b, 0, &mut buf), Ok(()));
+        s.vfree(&cpu, b.addr()).unwrap();
+        assert_eq!(s.read_area(&b, 0, &mut buf), Err(VmallocError::Stale(b.addr())));
         assert_eq!(s.stats(), VmallocStats::default());
+        assert!(s.destroy(&cpu).is_ok());
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! I/O over pfn ranges end to end: scatter-gather lists built from folios of several orders,
+//! from a 2 MiB two-level block that was never split (no per-page word), and from device
+//! memory outside every region (no word at all); the simulated DMA device writes, reads and
+//! copies byte patterns through them, across page and 2 MiB area boundaries.
+
+use memdesc::folio::FolioKind;
+use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::sg::{IoSpace, SgError, SgList};
+use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
+use memdesc_host::{boot, DmaError, SimDevice, SimMachine};
+
+const DEV: (Pfn, Pfn) = (Pfn(0x3000), Pfn(0x3100));
+
+/// A flat region, a hole (where the device memory lives) and a two-level region.
+fn machine() -> SimMachine {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x3000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x4000),
+        end: Pfn(0xc000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::TwoLevel,
+    })
+    .unwrap();
+    boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u32).wrapping_mul(2654435761).wrapping_shr(13) as u8 ^ seed).collect()
+}
+
+/// Bytes at a physical address, through the platform's mappings (holes included), a page at a
+/// time.
+fn phys_bytes(m: &SimMachine, phys: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut a = phys;
+    while out.len() < len {
+        let pfn = Pfn(a / PAGE_SIZE as u64);
+        let off = (a % PAGE_SIZE as u64) as usize;
+        let n = (PAGE_SIZE - off).min(len - out.len());
+        let p = m.platform().map_local(pfn).unwrap();
+        // SAFETY: a page mapping is valid for PAGE_SIZE bytes and off + n <= PAGE_SIZE.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(p.as_ptr().add(off), n) });
+        m.platform().unmap_local(pfn, p);
+        a += n as u64;
+    }
+    out
+}
+
+#[test]
+fn device_ranges_are_validated() {
+    let m = machine();
+    let mut io = IoSpace::new(&m);
+    assert_eq!(io.add_device_range(Pfn(0x2f00), Pfn(0x3100)), Err(SgError::Overlaps(Pfn(0x2f00))));
+    assert_eq!(io.add_device_range(Pfn(0x3000), Pfn(0x3000)), Err(SgError::Overflow));
+    assert_eq!(io.add_device_range(Pfn(0xd000), Pfn(0xd010)), Err(SgError::Unmappable(Pfn(0xd000))));
+    io.add_device_range(DEV.0, DEV.1).unwrap();
+    assert_eq!(io.add_device_range(Pfn(0x30ff), Pfn(0x3200)), Err(SgError::Overlaps(Pfn(0x30ff))));
+    let mut sg = SgList::<4>::new();
+    // Inside the device range, but running into the unregistered rest of the hole.
+    assert_eq!(sg.push_pfns(&io, Pfn(0x30ff), 2, 0, 8192), Err(SgError::UnknownMemory(Pfn(0x3100))));
+    assert_eq!(sg.push_phys(&io, 0x3800 * 4096, 1), Err(SgError::UnknownMemory(Pfn(0x3800))));
+    // Free memory of a region is known but refused: a device must not write the free lists.
+    let cpu = m.cpus().claim(0).unwrap();
+    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    m.free_pages(&cpu, p, 1).unwrap();
+    assert_eq!(sg.push_pfns(&io, p, 2, 0, 8192), Err(SgError::FreeMemory(p)));
+    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    sg.push_pfns(&io, p, 2, 4000, 200).unwrap();
+    assert_eq!(sg.push_pfns(&io, DEV.1, 1, 0, 1), Err(SgError::UnknownMemory(DEV.1)), "the unregistered hole");
+    assert_eq!(sg.entries().len(), 1);
+    m.free_pages(&cpu, p, 1).unwrap();
+}
+
+#[test]
+fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let mut io = IoSpace::new(&m);
+    io.add_device_range(DEV.0, DEV.1).unwrap();
+    let dev = SimDevice::new(&m);
+
+    let f0 = m.folio_alloc(&cpu, 0, Gfp::KERNEL, FolioKind::Anon).unwrap();
+    let f3 = m.folio_alloc(&cpu, 3, Gfp::KERNEL, FolioKind::File).unwrap();
+    // A 4 MiB block of the two-level region: two areas, never split, no per-page words.
+    let mut others = vec![];
+    let raw = loop {
+        let p = m.alloc_pages(&cpu, 10, Gfp::KERNEL).unwrap();
+        if m.memmap().region_of(p).unwrap().layout == MemmapLayout::TwoLevel {
+            break p;
+        }
+        others.push(p);
+    };
+    for p in [raw, raw.add(1), raw.add(511), raw.add(512), raw.add(1000)] {
+        assert_eq!(m.memmap().load(m.platform(), p).unwrap().span_order, 9, "no per-page word at {p}");
+    }
+    let area_boundary = raw.add(512).phys();
+
+    let mut a = SgList::<8>::new();
+    a.push_folio(&io, f0, 100, 3996).unwrap();
+    a.push_folio(&io, f3, 4000, 20_000).unwrap(); // crosses five page boundaries
+    a.push_phys(&io, area_boundary - 5000, 10_000).unwrap(); // crosses the 2 MiB area boundary
+    a.push_phys(&io, DEV.0.phys() + 123, 9000).unwrap(); // device memory, no word at all
+    let total = a.total_len() as usize;
+    assert_eq!(total, 3996 + 20_000 + 10_000 + 9000);
+
+    let data = pattern(total, 0x5a);
+    dev.write_to(&a, &data).unwrap();
+    let mut back = vec![0u8; total];
+    dev.read_from(&a, &mut back).unwrap();
+    assert_eq!(back, data);
+    // End to end: the bytes sit exactly where the entries say.
+    let mut off = 0;
+    for e in a.entries() {
+        assert_eq!(phys_bytes(&m, e.phys(), e.len as usize), data[off..off + e.len as usize], "entry {e:?}");
+        off += e.len as usize;
+    }
+    // The area next to the write is untouched just before the entry.
+    assert_eq!(phys_bytes(&m, area_boundary - 5001, 1), [0]);
+    assert_eq!(dev.bytes(), 2 * total as u64);
+
+    // A second list, chunked differently: an order-2 folio and another device stretch.
+    let f2 = m.folio_alloc(&cpu, 2, Gfp::KERNEL, FolioKind::Anon).unwrap();
+    let mut b = SgList::<4>::new();
+    b.push_folio(&io, f2, 7, 16_000).unwrap();
+    b.push_phys(&io, DEV.0.add(0x20).phys() + 4095, 30_000).unwrap();
+    let n = total as u64;
+    dev.copy(&a, &b, n).unwrap();
+    let mut copied = vec![0u8; total];
+    dev.read_from(&b, &mut copied).unwrap();
+    assert_eq!(copied, data, "sg-to-sg copy preserves every byte in order");
+    // And back the other way, with a fresh pattern written into b.
+    let data2 = pattern(total, 0xc3);
+    dev.write_to(&b, &data2).unwrap();
+    dev.copy(&b, &a, n).unwrap();
+    dev.read_from(&a, &mut back).unwrap();
+    assert_eq!(back, data2);
+
+    // A transfer larger than a list is refused before any byte moves.
+    let big = vec![1u8; total + 1];
+    assert_eq!(dev.write_to(&a, &big), Err(DmaError::ShortList { need: total as u64 + 1, have: total as u64 }));
+    dev.read_from(&a, &mut back).unwrap();
+    assert_eq!(back, data2);
+    assert_eq!(dev.copy(&b, &a, n + 1), Err(DmaError::ShortList { need: n + 1, have: n }));
+
+    // I/O never split the raw areas.
+    assert_eq!(m.memmap().load(m.platform(), raw.add(600)).unwrap().span_order, 9);
+    m.free_pages(&cpu, raw, 10).unwrap();
+    for p in others {
+        m.free_pages(&cpu, p, 10).unwrap();
+    }
+    for f in [f0, f3, f2] {
+        m.folio_put(&cpu, f).unwrap();
+    }
+    m.check(|_, _, _| {}).unwrap();
+}
+
+#[test]
+fn dma_into_memory_without_a_direct_map() {
+    let mut l = MemoryLayout::new();
+    l.add_region(RegionSpec {
+        start: Pfn(0x1000),
+        end: Pfn(0x5000),
+        node: 0,
+        mapped: true,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_2000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    l.movable_from(Pfn(0x10_0000));
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let hi = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert!(m.platform().direct_map(hi.flags.pfn()).is_none(), "highmem folio");
+
+    let lo = m.folio_alloc(&cpu, 1, Gfp::KERNEL, FolioKind::Anon).unwrap();
+    let mut a = SgList::<2>::new();
+    a.push_folio(&io, hi, 333, 12_000).unwrap();
+    let mut b = SgList::<2>::new();
+    b.push_folio(&io, lo, 0, 8192).unwrap();
+    // The tail of the highmem folio's last page (a raw range; a's data ends 45 bytes into it).
+    b.push_phys(&io, hi.flags.pfn().add(3).phys() + 2000, 2096).unwrap();
+    let data = pattern(12_000, 7);
+    let before = m.platform().local_maps();
+    dev.write_to(&a, &data).unwrap();
+    assert!(m.platform().local_maps() > before, "the device went through local mappings");
+    dev.copy(&a, &b, 10_288).unwrap();
+    let mut back = vec![0u8; 10_288];
+    dev.read_from(&b, &mut back).unwrap();
+    assert_eq!(back, data[..10_288]);
+    let mut first = vec![0u8; 12_000];
+    dev.read_from(&a, &mut first).unwrap();
+    assert_eq!(first, data, "the source is intact");
+    m.folio_put(&cpu, hi).unwrap();
+    m.folio_put(&cpu, lo).unwrap();
+}
+
+/// Random lists over fixed buffers (folios of orders 0–3, a never-split 4 MiB two-level block,
+/// device memory), random overlapping entries: a device write, read and list-to-list copy must
+/// match a byte-shadow model of every buffer.
+#[test]
+fn dma_matches_a_shadow_model() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestRunner};
+
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let mut io = IoSpace::new(&m);
+    io.add_device_range(DEV.0, DEV.1).unwrap();
+    let dev = SimDevice::new(&m);
+    // Buffers: (physical start, bytes, folio?), group A for sources, group B for targets.
+    let mut folios = vec![];
+    let mut bufs: Vec<(u64, u64, Option<usize>)> = vec![];
+    for order in [0, 1, 2, 3, 0, 2] {
+        let f = m.folio_alloc(&cpu, order, Gfp::KERNEL, FolioKind::File).unwrap();
+        bufs.push((f.flags.pfn().phys(), (PAGE_SIZE as u64) << order, Some(folios.len())));
+        folios.push(f);
+    }
+    let mut others = vec![];
+    let raw = loop {
+        let p = m.alloc_pages(&cpu, 10, Gfp::KERNEL).unwrap();
+        if m.memmap().region_of(p).unwrap().layout == MemmapLayout::TwoLevel {
+            break p;
+        }
+        others.push(p);
+    };
+    // Halves of the raw block and of the device range go to different groups; the raw ones
+    // straddle the 2 MiB area boundary.
+    bufs.push((raw.phys() + (1 << 20), 2 << 20, None));
+    bufs.push((DEV.0.phys(), 0x80 * PAGE_SIZE as u64, None));
+    bufs.push((raw.phys() + (3 << 20) + 4096, (1 << 20) - 4096, None));
+    bufs.push((DEV.0.add(0x80).phys(), 0x80 * PAGE_SIZE as u64, None));
+    let group = |i: usize| if i < 6 { i % 2 } else { (i - 6) / 2 };
+    // The shadow: every buffer's bytes as the model believes them (all start zeroed).
+    let shadow: std::cell::RefCell<Vec<Vec<u8>>> =
+        std::cell::RefCell::new(bufs.iter().map(|&(p, n, _)| phys_bytes(&m, p, n as usize)).collect());
+
+    let entry = (0usize..10, any::<u64>(), any::<u64>());
+    let strat = (proptest::collection::vec(entry.clone(), 1..6), proptest::collection::vec(entry, 1..6), any::<u64>());
+    let mut runner = TestRunner::new(PtConfig { cases: 48, ..PtConfig::default() });
+    runner
+        .run(&strat, |(ea, eb, seed)| {
+            // Build both lists; record each entry as (buffer, offset, len).
+            let build = |es: &[(usize, u64, u64)], want: usize| {
+                let mut sg = SgList::<8>::new();
+                let mut spans = vec![];
+                for &(b, o, l) in es {
+                    let b = (0..bufs.len()).filter(|&i| group(i) == want).nth(b % 5).unwrap();
+                    let (phys, size, folio) = bufs[b];
+                    let off = o % size;
+                    let len = 1 + l % (size - off).min(20_000);
+                    match folio {
+                        Some(fi) => sg.push_folio(&io, folios[fi], off, len).unwrap(),
+                        None => sg.push_phys(&io, phys + off, len).unwrap(),
+                    }
+                    spans.push((b, off as usize, len as usize));
+                }
+                (sg, spans)
+            };
+            let (a, sa) = build(&ea, 0);
+            let (b, sb) = build(&eb, 1);
+            // Byte k of a list lives at this (buffer, offset).
+            let at = |spans: &[(usize, usize, usize)], mut k: usize| {
+                for &(buf, off, len) in spans {
+                    if k < len {
+                        return (buf, off + k);
+                    }
+                    k -= len;
+                }
+                unreachable!()
+            };
+            let na = a.total_len() as usize;
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..na)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let mut shadow = shadow.borrow_mut();
+            dev.write_to(&a, &data).unwrap();
+            for (k, &d) in data.iter().enumerate() {
+                let (buf, off) = at(&sa, k);
+                shadow[buf][off] = d;
+            }
+            let mut back = vec![0u8; na];
+            dev.read_from(&a, &mut back).unwrap();
+            let want: Vec<u8> = (0..na)
+                .map(|k| {
+                    let (buf, off) = at(&sa, k);
+                    shadow[buf][off]
+                })
+                .collect();
+            prop_assert_eq!(&back, &want);
+            // List to list: group A to group B, never overlapping.
+            let n = na.min(b.total_len() as usize);
+            dev.copy(&a, &b, n as u64).unwrap();
+            for k in 0..n {
+                let (sbuf, soff) = at(&sa, k);
+                let (dbuf, doff) = at(&sb, k);
+                shadow[dbuf][doff] = shadow[sbuf][soff];
+            }
+            for (i, &(p, len, _)) in bufs.iter().enumerate() {
+                prop_assert!(phys_bytes(&m, p, len as usize) == shadow[i], "buffer {} diverged from the model", i);
+            }
+            Ok(())
+        })
+        .unwrap();
+    for f in folios {
+        m.folio_put(&cpu, f).unwrap();
+    }
+    m.free_pages(&cpu, raw, 10).unwrap();
+    for p in others {
+        m.free_pages(&cpu, p, 10).unwrap();
+    }
+}
