@@ -121,7 +121,11 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         // The table pages are page-table pages of this mm.
         let pgd = parent.mm().pgd();
         match m.memmap().load(m.platform(), pgd).unwrap().word.kind() {
-            PageKind::PageTable(_) => {}
+            PageKind::PageTable(d) => {
+                let g = m.rcu().read_lock(&cpu);
+                let d = d.get(&g);
+                assert_eq!((d.level(), d.mm(), d.entries()), (4, parent.mm().addr(), 1), "one PUD table");
+            }
             k => panic!("PGD word is {k:?}"),
         }
         // rmap finds every mapping from mapping/index.

@@ -532,7 +532,7 @@ struct TableLock<'a>(&'a PtDesc);
 
 impl<'a> TableLock<'a> {
     fn new(d: &'a PtDesc) -> Self {
-        while d.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while d.lock.fetch_or(1, Ordering::Acquire) & 1 != 0 {
             crate::sync::spin_hint();
         }
         TableLock(d)
@@ -541,7 +541,7 @@ impl<'a> TableLock<'a> {
 
 impl Drop for TableLock<'_> {
     fn drop(&mut self) {
-        self.0.lock.store(0, Ordering::Release);
+        self.0.lock.fetch_and(!1, Ordering::Release);
     }
 }
 
@@ -601,8 +601,7 @@ impl<P: Platform> PhysMem<P> {
             }
         };
         d.flags.init(0, 0, pfn);
-        d.lock.store(0, Ordering::Relaxed);
-        d.level.store(level, Ordering::Relaxed);
+        d.lock.store(level << 8, Ordering::Relaxed);
         d.mm.store(mm, Ordering::Relaxed);
         d.pmd_huge_pte.store(0, Ordering::Relaxed);
         d.entries.store(0, Ordering::Relaxed);
