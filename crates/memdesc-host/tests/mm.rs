@@ -257,6 +257,18 @@ fn bad_addresses_and_vmas_are_refused() {
     assert_eq!(mm.map_folio_pmd(&cpu, 0x10000, big), Err(MapError::NotPmdSized));
     assert_eq!(mm.split_pmd(0x10000), Err(MapError::Misaligned(0x10000)));
     assert_eq!(mm.munmap(&cpu, 0x12000), Err(MapError::NoVma(0x12000)));
+    let file = m.address_space_create(&cpu).unwrap();
+    assert_eq!(mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), u64::MAX), Err(MapError::OutOfRange(0x100_0000)));
+    // A file folio not cached in the VMA's file is refused.
+    let ff = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+    mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), 0).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongMapping));
+    file.insert(&cpu, ff, 1).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 }));
+    mm.map_folio(&cpu, 0x100_1000, ff).unwrap();
+    mm.munmap(&cpu, 0x100_0000).unwrap();
+    m.folio_put(&cpu, ff).unwrap();
+    file.destroy(&cpu);
     let st = mm.munmap(&cpu, 0x10000).unwrap();
     assert_eq!(st.entries, 1);
     assert_eq!(counts(f), (1, 0));

@@ -34,7 +34,9 @@
 //! address space and file index. [`PhysMem::rmap_walk`] goes from the folio to that list, and
 //! for every VMA computes the address each page would have and checks that mm's entry there.
 //! Pages mapped through [`VmaKind::Pfn`] VMAs (driver memory, vmalloc, netmem) have no rmap,
-//! as in Linux.
+//! as in Linux. Not modelled: VMA split/merge, copy-on-write faults, and unmapping a file
+//! folio when truncation takes it out of the page cache (its entries stay, holding their
+//! references, until unmapped; the rmap no longer finds them).
 //!
 //! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
 //! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
@@ -1145,6 +1147,9 @@ impl<'m, P: Platform> MmRef<'m, P> {
         pgoff: u64,
     ) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(MapError::OutOfRange(start));
+        }
         self.add_vma(
             cpu,
             Vma {
