@@ -832,3 +832,37 @@ fn two_level_large_folios_split_with_a_table_from_elsewhere() {
     assert_eq!(m.memmap().split_areas(), areas0);
     assert_all_back(&m, &cpu, base);
 }
+
+#[test]
+fn racing_first_mappings_into_unrelated_anon_vmas_have_one_winner() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let va = 0x4000_0000u64;
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let b = mms.mm_create(&cpu, MmKind::User).unwrap();
+    a.mmap_anon(&cpu, va, 1 << 20).unwrap();
+    b.mmap_anon(&cpu, va, 1 << 20).unwrap();
+    for _ in 0..200 {
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let (ra, rb) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let c1 = m.cpus().claim(1).unwrap();
+                b.map_folio(&c1, va, f)
+            });
+            let ra = a.map_folio(&cpu, va, f);
+            (ra, h.join().unwrap())
+        });
+        assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
+        assert_eq!(ra.err().or(rb.err()), Some(MapError::WrongMapping));
+        assert_eq!(counts(f), (2, 1));
+        assert_eq!(walk(&m, f).len(), 1);
+        let winner = if ra.is_ok() { &a } else { &b };
+        winner.unmap(&cpu, va, PAGE).unwrap();
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+    a.destroy(&cpu);
+    b.destroy(&cpu);
+    assert_all_back(&m, &cpu, base);
+}

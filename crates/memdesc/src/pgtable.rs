@@ -1339,6 +1339,13 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 p += 1;
             }
         }
+        // An unmapped anon folio joins this VMA's anon_vma; a racing first mapping into an
+        // unrelated anon_vma (under another rmap lock) loses here.
+        if let (None, Target::Folio(f, _), Some(_)) = (fail, t, set_anon) {
+            if f.mapping.compare_exchange(0, v.owner, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                fail = Some(MapError::WrongMapping);
+            }
+        }
         if let Some(e) = fail {
             if let Some(d) = deposit {
                 self.mem.free_table(cpu, self.mm, d);
@@ -1348,8 +1355,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return Err(e);
         }
         if let (Target::Folio(f, _), Some(idx)) = (t, set_anon) {
+            // Walkers read the index only under this VMA's rmap lock, which we hold.
             f.index.store(idx, Ordering::Release);
-            f.mapping.store(v.owner, Ordering::Release);
         }
         c.refcount.fetch_add(add, Ordering::AcqRel);
         c.mapcount.fetch_add(add, Ordering::AcqRel);
