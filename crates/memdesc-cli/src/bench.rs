@@ -104,6 +104,9 @@ pub enum Section {
     /// and the memory efficiency of replaying a real kmalloc/kmem_cache stream.
     #[value(name = "slab")]
     Slab,
+    /// Page tables: PTE vs PMD mapping of 2 MiB, fork, rmap walk, ptdesc size.
+    #[value(name = "pgtable")]
+    Pgtable,
 }
 
 /// One machine of the memmap section.
@@ -201,6 +204,9 @@ pub struct Report {
     /// The slab section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slab: Option<crate::slab_bench::SlabBench>,
+    /// The pgtable section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgtable: Option<crate::pgtable_bench::PgtableBench>,
 }
 
 /// How the run was made.
@@ -895,6 +901,10 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("slab");
         report.slab = Some(crate::slab_bench::run(plan.quick)?);
     }
+    if want(Section::Pgtable) {
+        progress.set_message("pgtable");
+        report.pgtable = Some(crate::pgtable_bench::run(plan.quick)?);
+    }
     Ok(report)
 }
 
@@ -1051,6 +1061,20 @@ pub fn render_table(report: &Report) -> String {
             w.waste_ratio, w.waste_ratio_at_peak, w.peak_bytes_requested
         );
         let _ = writeln!(out, "  ({})", sb.trace);
+    }
+    if let Some(p) = &report.pgtable {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "pgtable (median of {} rounds)", p.rounds);
+        let _ = writeln!(
+            out,
+            "  map+unmap 2 MiB: {:.1} ns per page by PTE, {:.0} ns by PMD ({:.1}x)",
+            p.pte_map_unmap_ns_per_page, p.pmd_map_unmap_ns, p.pte_over_pmd
+        );
+        let _ = writeln!(
+            out,
+            "  fork+teardown {:.1} ns per mapped page; rmap walk of a folio in two mms {:.0} ns; ptdesc {} B",
+            p.fork_ns_per_page, p.rmap_walk_ns, p.ptdesc_bytes
+        );
     }
     out
 }

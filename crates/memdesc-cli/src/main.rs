@@ -5,6 +5,7 @@
 mod bench;
 mod capture;
 mod estimate;
+mod pgtable_bench;
 mod sizes;
 mod slab_bench;
 
