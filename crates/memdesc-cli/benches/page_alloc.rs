@@ -23,6 +23,10 @@ use memdesc_host::SimPlatform;
 #[allow(dead_code)]
 #[path = "../src/bench.rs"]
 mod bench;
+// bench.rs reports the pgtable section through this module.
+#[allow(dead_code)]
+#[path = "../src/pgtable_bench.rs"]
+mod pgtable_bench;
 // bench.rs reports the slab section through this module. Criterion compiles this target with
 // cfg(test) but without a test harness, so the module's test imports go unused here.
 #[allow(dead_code, unused_imports)]

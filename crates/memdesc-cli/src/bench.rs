@@ -113,6 +113,9 @@ pub enum Section {
     /// `memdesc estimate` of the mixA snapshot.
     #[value(name = "estimate")]
     Estimate,
+    /// Page tables: PTE vs PMD mapping of 2 MiB, fork, rmap walk, ptdesc size.
+    #[value(name = "pgtable")]
+    Pgtable,
 }
 
 /// One machine of the memmap section.
@@ -224,6 +227,9 @@ pub struct Report {
     pub estimate: Option<EstimateBench>,
     /// Descriptor sizes (`size_of` of the real types; always present, costs nothing).
     pub descriptors: crate::sizes::Descriptors,
+    /// The pgtable section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgtable: Option<crate::pgtable_bench::PgtableBench>,
 }
 
 /// Target of `replay.events_per_sec` (issue 6).
@@ -1033,6 +1039,7 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("slab");
         report.slab = Some(crate::slab_bench::run(plan.quick)?);
     }
+<<<<<<< HEAD
     if want(Section::Compaction) {
         progress.set_message("compaction");
         report.compaction = Some(crate::compaction_bench::run(plan.quick)?);
@@ -1045,6 +1052,11 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
     if want(Section::Estimate) && (plan.real_data || sections.contains(&Section::Estimate)) {
         progress.set_message("estimate");
         report.estimate = Some(measure_estimate(runs)?);
+=======
+    if want(Section::Pgtable) {
+        progress.set_message("pgtable");
+        report.pgtable = Some(crate::pgtable_bench::run(plan.quick)?);
+>>>>>>> pt
     }
     Ok(report)
 }
@@ -1203,6 +1215,7 @@ pub fn render_table(report: &Report) -> String {
         );
         let _ = writeln!(out, "  ({})", sb.trace);
     }
+<<<<<<< HEAD
     if let Some(c) = &report.compaction {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -1245,6 +1258,20 @@ pub fn render_table(report: &Report) -> String {
             e.seconds,
             e.target_seconds,
             verdict(e.seconds <= e.target_seconds)
+=======
+    if let Some(p) = &report.pgtable {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "pgtable (median of {} rounds)", p.rounds);
+        let _ = writeln!(
+            out,
+            "  map+unmap 2 MiB: {:.1} ns per page by PTE, {:.0} ns by PMD ({:.1}x)",
+            p.pte_map_unmap_ns_per_page, p.pmd_map_unmap_ns, p.pte_over_pmd
+        );
+        let _ = writeln!(
+            out,
+            "  fork+teardown {:.1} ns per mapped page; rmap walk of a folio in two mms {:.0} ns; ptdesc {} B",
+            p.fork_ns_per_page, p.rmap_walk_ns, p.ptdesc_bytes
+>>>>>>> pt
         );
     }
     out

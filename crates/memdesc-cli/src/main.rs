@@ -7,6 +7,7 @@ mod capture;
 mod compaction_bench;
 mod estimate;
 mod replay;
+mod pgtable_bench;
 mod sizes;
 mod slab_bench;
 mod torture;

@@ -121,7 +121,11 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         // The table pages are page-table pages of this mm.
         let pgd = parent.mm().pgd();
         match m.memmap().load(m.platform(), pgd).unwrap().word.kind() {
-            PageKind::PageTable(_) => {}
+            PageKind::PageTable(d) => {
+                let g = m.rcu().read_lock(&cpu);
+                let d = d.get(&g);
+                assert_eq!((d.level(), d.mm(), d.entries()), (4, parent.mm().addr(), 1), "one PUD table");
+            }
             k => panic!("PGD word is {k:?}"),
         }
         // rmap finds every mapping from mapping/index.
@@ -253,6 +257,18 @@ fn bad_addresses_and_vmas_are_refused() {
     assert_eq!(mm.map_folio_pmd(&cpu, 0x10000, big), Err(MapError::NotPmdSized));
     assert_eq!(mm.split_pmd(0x10000), Err(MapError::Misaligned(0x10000)));
     assert_eq!(mm.munmap(&cpu, 0x12000), Err(MapError::NoVma(0x12000)));
+    let file = m.address_space_create(&cpu).unwrap();
+    assert_eq!(mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), u64::MAX), Err(MapError::OutOfRange(0x100_0000)));
+    // A file folio not cached in the VMA's file is refused.
+    let ff = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+    mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), 0).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongMapping));
+    file.insert(&cpu, ff, 1).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 }));
+    mm.map_folio(&cpu, 0x100_1000, ff).unwrap();
+    mm.munmap(&cpu, 0x100_0000).unwrap();
+    m.folio_put(&cpu, ff).unwrap();
+    file.destroy(&cpu);
     let st = mm.munmap(&cpu, 0x10000).unwrap();
     assert_eq!(st.entries, 1);
     assert_eq!(counts(f), (1, 0));
@@ -814,5 +830,39 @@ fn two_level_large_folios_split_with_a_table_from_elsewhere() {
         }
     }
     assert_eq!(m.memmap().split_areas(), areas0);
+    assert_all_back(&m, &cpu, base);
+}
+
+#[test]
+fn racing_first_mappings_into_unrelated_anon_vmas_have_one_winner() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let base = settled_free_pages(&m, &cpu);
+    let va = 0x4000_0000u64;
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let b = mms.mm_create(&cpu, MmKind::User).unwrap();
+    a.mmap_anon(&cpu, va, 1 << 20).unwrap();
+    b.mmap_anon(&cpu, va, 1 << 20).unwrap();
+    for _ in 0..200 {
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let (ra, rb) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let c1 = m.cpus().claim(1).unwrap();
+                b.map_folio(&c1, va, f)
+            });
+            let ra = a.map_folio(&cpu, va, f);
+            (ra, h.join().unwrap())
+        });
+        assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
+        assert_eq!(ra.err().or(rb.err()), Some(MapError::WrongMapping));
+        assert_eq!(counts(f), (2, 1));
+        assert_eq!(walk(&m, f).len(), 1);
+        let winner = if ra.is_ok() { &a } else { &b };
+        winner.unmap(&cpu, va, PAGE).unwrap();
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+    a.destroy(&cpu);
+    b.destroy(&cpu);
     assert_all_back(&m, &cpu, base);
 }

@@ -277,17 +277,16 @@ impl Folio {
 pub struct PtDesc {
     /// Flags, order (0) and pfn.
     pub flags: DescFlags,
-    /// Per-table spin lock (0 free, 1 held): taken around every entry write of this table.
+    /// Bit 0: the per-table spin lock, taken around every entry write of this table; bits
+    /// 8..12: the level (1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD).
     pub(crate) lock: AtomicU32,
-    /// 1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD.
-    pub(crate) level: AtomicU32,
+    /// Present entries in the table (huge PMD entries included, deposits not).
+    pub(crate) entries: AtomicU32,
     /// Address of the owning `Mm`.
     pub(crate) mm: AtomicUsize,
     /// PMD tables: `pfn + 1` of the first PTE table deposited for a huge mapping (0: none);
     /// deposited PTE tables: the next one in the chain. Never trusted by lockless readers.
     pub(crate) pmd_huge_pte: AtomicU64,
-    /// Present entries in the table (huge PMD entries included, deposits not).
-    pub(crate) entries: AtomicU32,
 }
 
 impl PtDesc {
@@ -297,7 +296,7 @@ impl PtDesc {
     }
     /// Page-table level (1 = PTE table … 4 = PGD).
     pub fn level(&self) -> u32 {
-        self.level.load(Ordering::Acquire)
+        (self.lock.load(Ordering::Acquire) >> 8) & 0xF
     }
     /// Present entries in the table.
     pub fn entries(&self) -> u32 {
@@ -493,6 +492,8 @@ mod layout {
     // vmalloc and page_pool descriptors (vmalloc.rs, page_pool.rs): one per page / block.
     const _: () = assert!(size_of::<VmallocDesc>() == 32);
     const _: () = assert!(size_of::<Netmem>() == 48);
+    // A page-table page costs its word + 32 bytes (Linux's ptdesc overlays a 64-byte page).
+    const _: () = assert!(size_of::<PtDesc>() == 32);
 
     // The order-0 folio plus its word must not exceed Linux's 64-byte struct page.
     const _: () = assert!(size_of::<Folio>() == 48);

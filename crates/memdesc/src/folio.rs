@@ -56,7 +56,8 @@ impl FolioKind {
 pub enum FolioError {
     /// A put on a folio with no references.
     NoReference,
-    /// The folio is mapped by page tables (unmap it first).
+    /// The folio is mapped by page tables: its last reference cannot go, and a mapped file
+    /// folio cannot be split here (its page cache splits it).
     Mapped(u32),
     /// The new order is not smaller than the folio's.
     BadOrder,

@@ -34,7 +34,9 @@
 //! address space and file index. [`PhysMem::rmap_walk`] goes from the folio to that list, and
 //! for every VMA computes the address each page would have and checks that mm's entry there.
 //! Pages mapped through [`VmaKind::Pfn`] VMAs (driver memory, vmalloc, netmem) have no rmap,
-//! as in Linux.
+//! as in Linux. Not modelled: VMA split/merge, copy-on-write faults, and unmapping a file
+//! folio when truncation takes it out of the page cache (its entries stay, holding their
+//! references, until unmapped; the rmap no longer finds them).
 //!
 //! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
 //! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
@@ -532,7 +534,7 @@ struct TableLock<'a>(&'a PtDesc);
 
 impl<'a> TableLock<'a> {
     fn new(d: &'a PtDesc) -> Self {
-        while d.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while d.lock.fetch_or(1, Ordering::Acquire) & 1 != 0 {
             crate::sync::spin_hint();
         }
         TableLock(d)
@@ -541,7 +543,7 @@ impl<'a> TableLock<'a> {
 
 impl Drop for TableLock<'_> {
     fn drop(&mut self) {
-        self.0.lock.store(0, Ordering::Release);
+        self.0.lock.fetch_and(!1, Ordering::Release);
     }
 }
 
@@ -601,8 +603,7 @@ impl<P: Platform> PhysMem<P> {
             }
         };
         d.flags.init(0, 0, pfn);
-        d.lock.store(0, Ordering::Relaxed);
-        d.level.store(level, Ordering::Relaxed);
+        d.lock.store(level << 8, Ordering::Relaxed);
         d.mm.store(mm, Ordering::Relaxed);
         d.pmd_huge_pte.store(0, Ordering::Relaxed);
         d.entries.store(0, Ordering::Relaxed);
@@ -1146,6 +1147,9 @@ impl<'m, P: Platform> MmRef<'m, P> {
         pgoff: u64,
     ) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(MapError::OutOfRange(start));
+        }
         self.add_vma(
             cpu,
             Vma {
@@ -1335,6 +1339,13 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 p += 1;
             }
         }
+        // An unmapped anon folio joins this VMA's anon_vma; a racing first mapping into an
+        // unrelated anon_vma (under another rmap lock) loses here.
+        if let (None, Target::Folio(f, _), Some(_)) = (fail, t, set_anon) {
+            if f.mapping.compare_exchange(0, v.owner, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                fail = Some(MapError::WrongMapping);
+            }
+        }
         if let Some(e) = fail {
             if let Some(d) = deposit {
                 self.mem.free_table(cpu, self.mm, d);
@@ -1344,8 +1355,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return Err(e);
         }
         if let (Target::Folio(f, _), Some(idx)) = (t, set_anon) {
+            // Walkers read the index only under this VMA's rmap lock, which we hold.
             f.index.store(idx, Ordering::Release);
-            f.mapping.store(v.owner, Ordering::Release);
         }
         c.refcount.fetch_add(add, Ordering::AcqRel);
         c.mapcount.fetch_add(add, Ordering::AcqRel);
