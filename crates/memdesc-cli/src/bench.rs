@@ -1039,7 +1039,6 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("slab");
         report.slab = Some(crate::slab_bench::run(plan.quick)?);
     }
-<<<<<<< HEAD
     if want(Section::Compaction) {
         progress.set_message("compaction");
         report.compaction = Some(crate::compaction_bench::run(plan.quick)?);
@@ -1052,11 +1051,10 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
     if want(Section::Estimate) && (plan.real_data || sections.contains(&Section::Estimate)) {
         progress.set_message("estimate");
         report.estimate = Some(measure_estimate(runs)?);
-=======
+    }
     if want(Section::Pgtable) {
         progress.set_message("pgtable");
         report.pgtable = Some(crate::pgtable_bench::run(plan.quick)?);
->>>>>>> pt
     }
     Ok(report)
 }
@@ -1215,7 +1213,6 @@ pub fn render_table(report: &Report) -> String {
         );
         let _ = writeln!(out, "  ({})", sb.trace);
     }
-<<<<<<< HEAD
     if let Some(c) = &report.compaction {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -1258,7 +1255,8 @@ pub fn render_table(report: &Report) -> String {
             e.seconds,
             e.target_seconds,
             verdict(e.seconds <= e.target_seconds)
-=======
+        );
+    }
     if let Some(p) = &report.pgtable {
         let _ = writeln!(out);
         let _ = writeln!(out, "pgtable (median of {} rounds)", p.rounds);
@@ -1271,7 +1269,6 @@ pub fn render_table(report: &Report) -> String {
             out,
             "  fork+teardown {:.1} ns per mapped page; rmap walk of a folio in two mms {:.0} ns; ptdesc {} B",
             p.fork_ns_per_page, p.rmap_walk_ns, p.ptdesc_bytes
->>>>>>> pt
         );
     }
     out
