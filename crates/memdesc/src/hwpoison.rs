@@ -283,6 +283,11 @@ impl<P: Platform> PhysMem<P> {
             }
             f
         };
+        if f.flags.flags() & PG_HWPOISON != 0 {
+            // Already poisoned, waiting for its last put.
+            let _ = self.folio_put(cpu, f);
+            return Err(PoisonError::AlreadyPoisoned(pfn));
+        }
         let order = f.flags.order();
         let m = f.counts.mapcount();
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };

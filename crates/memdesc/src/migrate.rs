@@ -14,7 +14,8 @@
 //! on revalidation, that the old word no longer names it.
 //!
 //! Movable: unmapped anon folios and file folios whose only reference is the one expected (the
-//! owner's or the page cache's), unlocked and not under writeback. The kinds other subsystems
+//! owner's or the page cache's), unlocked, not under writeback and not hardware-poisoned
+//! (moving a poisoned folio would free the bad page). The kinds other subsystems
 //! own go through one dispatch point, `movable`, which returns
 //! [`MigrateError::NotYetMovable`] for mapped folios (they need the reverse map to rewrite
 //! page-table entries) and zsmalloc / z3fold pages until their migration is wired in.
@@ -24,7 +25,7 @@
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, PG_LOCKED, PG_WRITEBACK};
+use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::{PageMap, Platform};
@@ -56,6 +57,9 @@ pub enum MigrateError {
     Busy(Pfn),
     /// No free memory for the copy.
     NoTarget(AllocError),
+    /// The folio is hardware-poisoned (waiting for its last put): its memory must not be
+    /// freed by moving it.
+    Poisoned(Pfn),
     /// The pfn is in no flat region.
     Unsupported(Pfn),
 }
@@ -69,6 +73,7 @@ impl core::fmt::Display for MigrateError {
             }
             MigrateError::Busy(p) => write!(f, "the folio at pfn {p} is busy"),
             MigrateError::NoTarget(e) => write!(f, "no memory to migrate to: {e}"),
+            MigrateError::Poisoned(p) => write!(f, "the folio at pfn {p} is hardware-poisoned"),
             MigrateError::Unsupported(p) => write!(f, "pfn {p} is not in a flat region"),
         }
     }
@@ -163,6 +168,10 @@ impl<P: Platform> PhysMem<P> {
         if orm.flat_word(old).load() != me || f.flags.order() != order || f.counts.mapcount() != 0 {
             unfreeze();
             return Err(MigrateError::Busy(old));
+        }
+        if f.flags.flags() & PG_HWPOISON != 0 {
+            unfreeze();
+            return Err(MigrateError::Poisoned(old));
         }
         let flags = f.flags.set(PG_LOCKED);
         if flags & (PG_LOCKED | PG_WRITEBACK) != 0 {
