@@ -61,6 +61,8 @@ enum Op {
     FreeAnon(usize),
     TruncateFile(u64),
     Poison(u64),
+    PoisonAnon(usize, u64),
+    PoisonFile(u64),
     Unpoison(usize),
     Migrate(usize),
     Compact,
@@ -76,7 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u32..3, 0u64..64).prop_map(|(o, s)| Op::File(o, s)),
         3 => any::<usize>().prop_map(Op::FreeAnon),
         2 => (0u64..64).prop_map(Op::TruncateFile),
-        5 => (0..PAGES).prop_map(Op::Poison),
+        3 => (0..PAGES).prop_map(Op::Poison),
+        2 => (any::<usize>(), 0u64..4).prop_map(|(k, i)| Op::PoisonAnon(k, i)),
+        2 => any::<u64>().prop_map(Op::PoisonFile),
         1 => any::<usize>().prop_map(Op::Unpoison),
         2 => any::<usize>().prop_map(Op::Migrate),
         1 => Just(Op::Compact),
@@ -102,6 +106,22 @@ proptest! {
         let mut offline: Vec<Pfn> = Vec::new();
         let mut next = 1u64 << 20;
         for op in ops {
+            // Poisoning a page the model owns becomes poisoning its pfn.
+            let op = match op {
+                Op::PoisonAnon(k, i) if !anon.is_empty() => {
+                    let f = anon[k % anon.len()].f;
+                    Op::Poison(f.flags.pfn().0 + i % (1 << f.flags.order()) - START)
+                }
+                Op::PoisonFile(k) if !file.is_empty() => {
+                    let idx = *file.keys().nth(k as usize % file.len()).unwrap();
+                    let g = space.lookup(&cpu, idx).unwrap();
+                    let pfn = g.flags.pfn().add(idx - g.index());
+                    m.folio_put(&cpu, g).unwrap();
+                    Op::Poison(pfn.0 - START)
+                }
+                Op::PoisonAnon(..) | Op::PoisonFile(_) => continue,
+                op => op,
+            };
             match op {
                 Op::Anon(order) => {
                     if let Ok(f) = m.folio_alloc(&cpu, order, Gfp::MOVABLE | Gfp::NOWARN, FolioKind::Anon) {
@@ -191,6 +211,7 @@ proptest! {
                         Err(e) => prop_assert!(false, "memory_failure({}): {}", pfn, e),
                     }
                 }
+                Op::PoisonAnon(..) | Op::PoisonFile(_) => unreachable!("rewritten above"),
                 Op::Unpoison(k) => {
                     if let Some(&p) = poisoned.iter().nth(k % poisoned.len().max(1)) {
                         prop_assert_eq!(m.unpoison(&cpu, p), Ok(()));
