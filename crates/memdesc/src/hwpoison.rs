@@ -202,8 +202,8 @@ impl<P: Platform> PhysMem<P> {
                     // this handler).
                     let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
                     let order = slab.flags.order();
-                    match self.poison_slab(cpu, slab) {
-                        Some((cache, inuse, objects)) => {
+                    match self.poison_slab(cpu, slab, pfn) {
+                        crate::slab::SlabPoison::Poisoned { cache, inuse, objects } => {
                             self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
                             Ok(PoisonReport {
                                 pfn,
@@ -213,7 +213,9 @@ impl<P: Platform> PhysMem<P> {
                                 split: false,
                             })
                         }
-                        None => Err(PoisonError::AlreadyPoisoned(pfn)),
+                        crate::slab::SlabPoison::Already => Err(PoisonError::AlreadyPoisoned(pfn)),
+                        // Emptied and freed (or about to be): handle what the page is now.
+                        crate::slab::SlabPoison::Gone => continue,
                     }
                 }
                 PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
