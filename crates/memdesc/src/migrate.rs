@@ -122,8 +122,11 @@ impl<P: Platform> PhysMem<P> {
     pub fn migrate_page(&self, cpu: &Cpu<'_>, pfn: Pfn, gfp: Gfp) -> Result<Pfn, MigrateError> {
         let (rm, _) = self.flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
         let mv = movable(pfn, rm.flat_word(pfn).load().kind())?;
-        // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio); migrate_to revalidates
-        // the word after freezing before trusting anything else.
+        // Held until migrate_to has frozen and revalidated the folio (or given up).
+        let _rcu = self.rcu().read_lock(cpu);
+        // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio while the RCU read
+        // guard above is held); migrate_to revalidates the word after freezing before trusting
+        // anything else.
         let f = unsafe { &*(mv.folio as *const Folio) };
         let order = f.flags.order();
         let new = self.alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
@@ -138,7 +141,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Moves folio `f` (decoded from a word; `file` from its tag) to the block at `new`, which
-    /// the caller took from the allocator (its words are tail words) and frees on error.
+    /// the caller took from the allocator (its words are tail words) and frees on error. The
+    /// caller holds an RCU read guard from decoding `f` until this returns.
     pub(crate) fn migrate_to(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
         let (old, order) = (f.flags.pfn(), f.flags.order());
         let (orm, _) = self.flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
