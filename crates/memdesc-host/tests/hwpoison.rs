@@ -292,3 +292,30 @@ fn raw_kernel_memory_is_ignored_and_mapped_or_foreign_kinds_are_typed_errors() {
     check_all(&m, &[]);
     let _ = Tag::Zsmalloc; // zsmalloc/page tables: unit tests in the crate build those words
 }
+
+#[test]
+fn empty_slab_whose_objects_sit_in_a_sheaf_is_retired_at_once() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let c = m.create_cache(&cpu, CacheArgs::new("poison_empty", 512)).unwrap();
+    let o = c.alloc(&cpu).unwrap();
+    let pfn = m.platform().virt_to_pfn(o).unwrap();
+    c.free(&cpu, o).unwrap(); // back in this CPU's sheaf: the slab still counts it in use
+    let r = m.memory_failure(&cpu, pfn).unwrap();
+    assert_eq!(r.kind, PoisonedKind::Slab { cache: "poison_empty", objects_in_use: 0, objects: r_objects(&r) });
+    assert_eq!(r.action, PoisonAction::Recovered);
+    assert_eq!(subtype(&m, pfn), Some(Subtype::HwPoison));
+    check_all(&m, &[pfn]);
+    let more: Vec<_> = (0..100).map(|_| c.alloc(&cpu).unwrap()).collect();
+    assert!(more.iter().all(|o| m.platform().virt_to_pfn(*o) != Some(pfn)));
+    for o in more {
+        c.free(&cpu, o).unwrap();
+    }
+}
+
+fn r_objects(r: &memdesc::hwpoison::PoisonReport) -> u32 {
+    match r.kind {
+        PoisonedKind::Slab { objects, .. } => objects,
+        _ => 0,
+    }
+}

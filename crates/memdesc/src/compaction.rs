@@ -129,8 +129,9 @@ impl<P: Platform> PhysMem<P> {
                 PageKind::Undescribed(u) => 1u64 << u.order,
                 _ => match movable(mig, kind) {
                     Ok(mv) => {
-                        // SAFETY: folio descriptors are TYPESAFE_BY_RCU; migrate_to revalidates
-                        // the word after freezing the folio.
+                        let _rcu = self.rcu().read_lock(cpu);
+                        // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
+                        // held until migrate_to has frozen and revalidated the folio.
                         let f = unsafe { &*(mv.folio as *const Folio) };
                         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                         let step =

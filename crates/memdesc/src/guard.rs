@@ -22,17 +22,12 @@ use crate::memmap::RegionMap;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Word};
+use crate::word::{Subtype, Word};
 
 /// Added to the order in the guard word above an allocation.
 const AFTER: u32 = 32;
 
 impl<P: Platform> PhysMem<P> {
-    fn page_word_of(&self, pfn: Pfn) -> Option<(&RegionMap, &crate::word::Page)> {
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
-        Some((rm, self.memmap.page_word(&self.platform, rm, pfn)?))
-    }
-
     /// [`PhysMem::alloc_pages`] with [`Gfp::GUARD`].
     pub(crate) fn alloc_guarded(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if order + 2 > self.config().max_order {
@@ -87,15 +82,14 @@ impl<P: Platform> PhysMem<P> {
             return;
         }
         let (before, after) = (Pfn(pfn.0 - 1), pfn.add(1 << order));
-        let guard = |p: Pfn, o: u32| match self.page_word_of(p) {
-            Some((_, w)) => {
-                let v = w.load();
-                matches!(v.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Guard && u.order as u32 == o)
-                    .then_some((w, v))
-            }
-            None => None,
-        };
-        let (Some((wb, vb)), Some((wa, va))) = (guard(before, order), guard(after, AFTER + order)) else { return };
+        // The common case (no guards) costs one word load and one compare.
+        let Some(wb) = self.memmap.page_word(&self.platform, rm, before) else { return };
+        let vb = Self::undesc_word(rm, Subtype::Guard, order);
+        if wb.load() != vb {
+            return;
+        }
+        let va = Self::undesc_word(rm, Subtype::Guard, AFTER + order);
+        let Some(wa) = self.memmap.page_word(&self.platform, rm, after).filter(|w| w.load() == va) else { return };
         if wb.compare_exchange(vb, Word::TAIL).is_err() {
             return;
         }

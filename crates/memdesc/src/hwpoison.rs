@@ -19,7 +19,8 @@
 //! [`PhysMem::unpoison`] (for tests) returns it to the allocator.
 //!
 //! Only flat regions are supported ([`PoisonError::TwoLevel`]). The handler assumes no one
-//! destroys the address space of a file folio it handles concurrently.
+//! concurrently destroys the address space of a file folio it handles, or the slab cache of a
+//! slab page it handles.
 //!
 //! This module touches page words, folio flags/LRU state through the folio API, the page cache
 //! through `pagecache_take_page`, and slabs through `poison_slab`.
@@ -197,13 +198,16 @@ impl<P: Platform> PhysMem<P> {
                     self.poison_folio(cpu, pfn, d.addr(), file)
                 }
                 PageKind::Slab(d) => {
-                    // SAFETY: the word names a live slab descriptor (slab descriptors are
-                    // only freed after their pages are re-stamped, at a quiescent point for
-                    // this handler).
+                    let _rcu = self.rcu().read_lock(cpu);
+                    // SAFETY: the word named this slab descriptor. Slab descriptors come from
+                    // the TYPESAFE_BY_RCU slab_desc cache (or are its own self-hosted ones), so
+                    // under the RCU guard the memory stays a Slab even if it is freed and
+                    // reused; poison_slab re-checks it against the page word under the cache's
+                    // node lock before changing anything.
                     let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
                     let order = slab.flags.order();
-                    match self.poison_slab(cpu, slab) {
-                        Some((cache, inuse, objects)) => {
+                    match self.poison_slab(cpu, slab, pfn) {
+                        crate::slab::SlabPoison::Poisoned { cache, inuse, objects } => {
                             self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
                             Ok(PoisonReport {
                                 pfn,
@@ -213,7 +217,9 @@ impl<P: Platform> PhysMem<P> {
                                 split: false,
                             })
                         }
-                        None => Err(PoisonError::AlreadyPoisoned(pfn)),
+                        crate::slab::SlabPoison::Already => Err(PoisonError::AlreadyPoisoned(pfn)),
+                        // Emptied and freed (or about to be): handle what the page is now.
+                        crate::slab::SlabPoison::Gone => continue,
                     }
                 }
                 PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
@@ -274,7 +280,8 @@ impl<P: Platform> PhysMem<P> {
             if !f.counts.try_get() {
                 return Err(PoisonError::Busy(pfn));
             }
-            // SAFETY: pinned: the descriptor stays this folio's until our reference is dropped.
+            // SAFETY: pinned (try_get under the RCU guard): the descriptor stays a live folio
+            // until our reference is dropped.
             let f: &Folio = unsafe { &*(f as *const Folio) };
             if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
                 drop(g);
@@ -283,6 +290,11 @@ impl<P: Platform> PhysMem<P> {
             }
             f
         };
+        if f.flags.flags() & PG_HWPOISON != 0 {
+            // Already poisoned, waiting for its last put.
+            let _ = self.folio_put(cpu, f);
+            return Err(PoisonError::AlreadyPoisoned(pfn));
+        }
         let order = f.flags.order();
         let m = f.counts.mapcount();
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };

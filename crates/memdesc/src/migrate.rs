@@ -14,7 +14,8 @@
 //! on revalidation, that the old word no longer names it.
 //!
 //! Movable: unmapped anon folios and file folios whose only reference is the one expected (the
-//! owner's or the page cache's), unlocked and not under writeback. The kinds other subsystems
+//! owner's or the page cache's), unlocked, not under writeback and not hardware-poisoned
+//! (moving a poisoned folio would free the bad page). The kinds other subsystems
 //! own go through one dispatch point, `movable`, which returns
 //! [`MigrateError::NotYetMovable`] for mapped folios (they need the reverse map to rewrite
 //! page-table entries) and zsmalloc / z3fold pages until their migration is wired in.
@@ -24,7 +25,7 @@
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, PG_LOCKED, PG_WRITEBACK};
+use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::{PageMap, Platform};
@@ -56,6 +57,9 @@ pub enum MigrateError {
     Busy(Pfn),
     /// No free memory for the copy.
     NoTarget(AllocError),
+    /// The folio is hardware-poisoned (waiting for its last put): its memory must not be
+    /// freed by moving it.
+    Poisoned(Pfn),
     /// The pfn is in no flat region.
     Unsupported(Pfn),
 }
@@ -69,6 +73,7 @@ impl core::fmt::Display for MigrateError {
             }
             MigrateError::Busy(p) => write!(f, "the folio at pfn {p} is busy"),
             MigrateError::NoTarget(e) => write!(f, "no memory to migrate to: {e}"),
+            MigrateError::Poisoned(p) => write!(f, "the folio at pfn {p} is hardware-poisoned"),
             MigrateError::Unsupported(p) => write!(f, "pfn {p} is not in a flat region"),
         }
     }
@@ -117,8 +122,11 @@ impl<P: Platform> PhysMem<P> {
     pub fn migrate_page(&self, cpu: &Cpu<'_>, pfn: Pfn, gfp: Gfp) -> Result<Pfn, MigrateError> {
         let (rm, _) = self.flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
         let mv = movable(pfn, rm.flat_word(pfn).load().kind())?;
-        // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio); migrate_to revalidates
-        // the word after freezing before trusting anything else.
+        // Held until migrate_to has frozen and revalidated the folio (or given up).
+        let _rcu = self.rcu().read_lock(cpu);
+        // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio while the RCU read
+        // guard above is held); migrate_to revalidates the word after freezing before trusting
+        // anything else.
         let f = unsafe { &*(mv.folio as *const Folio) };
         let order = f.flags.order();
         let new = self.alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
@@ -133,7 +141,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Moves folio `f` (decoded from a word; `file` from its tag) to the block at `new`, which
-    /// the caller took from the allocator (its words are tail words) and frees on error.
+    /// the caller took from the allocator (its words are tail words) and frees on error. The
+    /// caller holds an RCU read guard from decoding `f` until this returns.
     pub(crate) fn migrate_to(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
         let (old, order) = (f.flags.pfn(), f.flags.order());
         let (orm, _) = self.flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
@@ -163,6 +172,10 @@ impl<P: Platform> PhysMem<P> {
         if orm.flat_word(old).load() != me || f.flags.order() != order || f.counts.mapcount() != 0 {
             unfreeze();
             return Err(MigrateError::Busy(old));
+        }
+        if f.flags.flags() & PG_HWPOISON != 0 {
+            unfreeze();
+            return Err(MigrateError::Poisoned(old));
         }
         let flags = f.flags.set(PG_LOCKED);
         if flags & (PG_LOCKED | PG_WRITEBACK) != 0 {

@@ -162,7 +162,9 @@ impl<P: Platform> PhysMem<P> {
                         Ok(mv) => mv,
                         Err(why) => return restore(OfflineError::Unmovable { pfn, why }),
                     };
-                    // SAFETY: folio descriptors are TYPESAFE_BY_RCU; migrate_to revalidates.
+                    let _rcu = self.rcu().read_lock(cpu);
+                    // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
+                    // held until migrate_to has frozen and revalidated the folio.
                     let f = unsafe { &*(mv.folio as *const Folio) };
                     let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                     let r = self

@@ -70,6 +70,16 @@ unsafe impl Descriptor for Slab {
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Slab>() == 48);
 
+/// What `poison_slab` did.
+pub(crate) enum SlabPoison {
+    /// Flagged: the cache's name, objects in use (lost), objects per slab.
+    Poisoned { cache: &'static str, inuse: u32, objects: u32 },
+    /// Already poisoned.
+    Already,
+    /// The page stopped being (a live part of) this slab: look at its word again.
+    Gone,
+}
+
 impl Slab {
     /// Objects in use (handed out, or sitting in a CPU's sheaf).
     pub fn inuse(&self) -> u32 {
@@ -914,12 +924,11 @@ impl<P: Platform> PhysMem<P> {
         Ok(desc)
     }
 
-    /// Marks `slab` hardware-poisoned (crate::hwpoison): no object is allocated from it again,
-    /// objects freed into it are lost, and once the last one is freed its pages become
-    /// `HwPoison` instead of going back to the allocator (after a grace period for
-    /// TYPESAFE_BY_RCU caches). Returns the cache's name and the objects in use, or `None` if
-    /// it was already poisoned.
-    pub(crate) fn poison_slab(&self, cpu: &Cpu<'_>, slab: &Slab) -> Option<(&'static str, u32, u32)> {
+    /// Marks the slab of page `pfn` hardware-poisoned (crate::hwpoison): no object is allocated
+    /// from it again, objects freed into it are lost, and once the last one is freed its pages
+    /// become `HwPoison` instead of going back to the allocator (after a grace period for
+    /// TYPESAFE_BY_RCU caches).
+    pub(crate) fn poison_slab(&self, cpu: &Cpu<'_>, slab: &Slab, pfn: Pfn) -> SlabPoison {
         // SAFETY: a slab names its live cache while it exists, and the caller (memory_failure)
         // found the slab through a Slab page word at a point where nothing frees it meanwhile.
         let c = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
@@ -934,10 +943,32 @@ impl<P: Platform> PhysMem<P> {
         let inuse;
         {
             let mut n = c.nodes[node].lock();
-            if slab.flags.set(crate::desc::PG_HWPOISON) & crate::desc::PG_HWPOISON != 0 {
-                return None;
+            // The flush may have emptied and discarded the slab.
+            let still = matches!(self.memmap.load(&self.platform, pfn).map(|v| v.word.kind()),
+                Some(PageKind::Slab(d)) if d.addr() == slab as *const Slab as usize);
+            if !still {
+                return SlabPoison::Gone;
             }
-            if slab.freelist.load(Ordering::Relaxed) != 0 {
+            if slab.flags.flags() & crate::desc::PG_HWPOISON != 0 {
+                return SlabPoison::Already;
+            }
+            let me = slab as *const Slab as usize;
+            let mut on_partial = false;
+            let mut cur = n.partial;
+            while cur != 0 {
+                if cur == me {
+                    on_partial = true;
+                    break;
+                }
+                // SAFETY: partial-list members are live slab descriptors of this cache.
+                cur = unsafe { &*(cur as *const Slab) }.list.next.load(Ordering::Relaxed);
+            }
+            if slab.freelist.load(Ordering::Relaxed) != 0 && !on_partial {
+                // Empty and waiting for a grace period before its pages are freed.
+                return SlabPoison::Gone;
+            }
+            slab.flags.set(crate::desc::PG_HWPOISON);
+            if on_partial {
                 Self::list_remove(&mut n, slab);
             }
             inuse = slab.inuse.load(Ordering::Relaxed);
@@ -950,7 +981,7 @@ impl<P: Platform> PhysMem<P> {
         if inuse == 0 {
             self.discard_slab(cpu, c, node, slab);
         }
-        Some((c.name, inuse, c.objects))
+        SlabPoison::Poisoned { cache: c.name, inuse, objects: c.objects }
     }
 
     /// Frees an empty slab's pages (after a grace period for TYPESAFE_BY_RCU caches).
