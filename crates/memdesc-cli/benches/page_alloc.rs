@@ -28,6 +28,16 @@ mod bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/slab_bench.rs"]
 mod slab_bench;
+// bench.rs's replay and estimate sections run through these.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/estimate.rs"]
+mod estimate;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/replay.rs"]
+mod replay;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/sizes.rs"]
+mod sizes;
 
 use bench::{Op, Plan};
 
