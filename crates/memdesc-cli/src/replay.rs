@@ -215,6 +215,11 @@ struct Obj {
 
 const KMALLOC: u32 = u32::MAX;
 
+/// Linux's cache of xarray (radix tree) nodes. Most of them index the page cache, which the
+/// replay rebuilds with its own `AddressSpace` trees, so they are skipped rather than counted
+/// twice (the few nodes of other xarrays are left out with them).
+const XA_NODE: &str = "radix_tree_node";
+
 /// A sample of the metadata bytes.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Sample {
@@ -720,6 +725,9 @@ impl<'m> Replayer<'m> {
                 let r = self.m.kmalloc(&self.cpu, bytes_alloc.max(1) as usize, Gfp::KERNEL);
                 self.obj_alloc(kind, ptr, r, KMALLOC)
             }
+            Event::KmemCacheAlloc { name: Some(XA_NODE), .. } | Event::KmemCacheFree { name: Some(XA_NODE), .. } => {
+                self.skip(kind, "xarray node: the simulated page cache allocates its own tree nodes")
+            }
             Event::Kfree { ptr, .. } | Event::KmemCacheFree { ptr, .. } => self.obj_free(kind, ptr),
             Event::KmemCacheAlloc { ptr, name, bytes_alloc, .. } => {
                 let n;
@@ -750,9 +758,11 @@ impl<'m> Replayer<'m> {
                     }
                     let f = e.folio.expect("folio entry");
                     let Some(s) = self.space((pc.dev_major, pc.dev_minor), pc.ino) else { return self.done(kind) };
-                    match self.spaces[s as usize].insert(&self.cpu, f, pc.offset) {
+                    // The kernel prints the folio's offset in bytes.
+                    let index = pc.offset / PAGE_SIZE as u64;
+                    match self.spaces[s as usize].insert(&self.cpu, f, index) {
                         Ok(()) => {
-                            self.entries[i as usize].cached = Some((s, pc.offset));
+                            self.entries[i as usize].cached = Some((s, index));
                             self.done(kind)
                         }
                         Err(e) => {
@@ -769,7 +779,7 @@ impl<'m> Replayer<'m> {
                 let e = &self.entries[i as usize];
                 let key = (pc.dev_major, pc.dev_minor, pc.ino);
                 match (e.cached, e.folio, self.space_of.get(&key)) {
-                    (Some((s, idx)), Some(f), Some(&s2)) if s == s2 && idx == pc.offset => {
+                    (Some((s, idx)), Some(f), Some(&s2)) if s == s2 && idx == pc.offset / PAGE_SIZE as u64 => {
                         if let Err(err) = self.spaces[s as usize].delete(&self.cpu, f) {
                             self.sim_error("page cache delete", err);
                         }
@@ -935,6 +945,9 @@ pub struct Report {
     /// The largest per-pfn disagreements (replay kind, end snapshot kind, pages): a pfn the
     /// replay holds as one kind where the end snapshot's own flags say another.
     pub confusion: Vec<((&'static str, &'static str), u64)>,
+    /// The simulated machine's largest slab caches at the end (name, pages, active objects,
+    /// objects).
+    pub slab_caches: Vec<(String, u64, u64, u64)>,
 }
 
 impl Report {
@@ -1109,6 +1122,13 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     confusion.truncate(10);
     let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
     let (desc_slab, our_slab) = r.slab_pages();
+    let mut slab_caches: Vec<(String, u64, u64, u64)> = Vec::new();
+    m.for_each_cache(|c| {
+        let i = m.slab_info(c);
+        slab_caches.push((c.name().to_string(), i.num_slabs * i.pagesperslab as u64, i.active_objs, i.num_objs));
+    });
+    slab_caches.sort_by_key(|c| std::cmp::Reverse(c.1));
+    slab_caches.truncate(12);
     let end_census = end.as_ref().map(|e| Census::from_snapshot(e, CensusOptions::default()));
     let endk = |k: Kind| end_census.as_ref().map(|c| c.pages[k]);
     let free = m.nr_free_pages();
@@ -1165,6 +1185,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         slab_signature: linux_slab_live,
         slab_missed,
         confusion,
+        slab_caches,
     })
 }
 
@@ -1223,6 +1244,7 @@ pub fn to_json(r: &Report) -> Value {
         "end": {
             "pages": end_pages,
             "free_blocks_by_order": { "replay": r.free_blocks.0, "end_buddyinfo": r.free_blocks.1 },
+            "slab_caches": r.slab_caches.iter().map(|(n, p, a, o)| json!({ "name": n, "pages": p, "active_objs": a, "num_objs": o })).collect::<Vec<_>>(),
             "disagreements": r.confusion.iter().map(|((a, b), n)| json!({ "replay": a, "end_snapshot": b, "pages": n })).collect::<Vec<_>>(),
             "linux_slab_signature": { "live_pages": r.slab_signature.0, "end_snapshot_slab": r.slab_signature.1, "raw_pages_end_snapshot_slab": r.slab_missed },
         },
