@@ -64,9 +64,14 @@ fn quick_json_has_every_key() {
         "page_alloc.threads2_speedup",
         "page_alloc.order0_speedup_vs_bsa",
         "page_alloc.mixed_speedup_vs_bsa",
+        "replay.events_per_sec",
+        "replay.events_per_cpu_sec",
+        "replay.parse_events_per_sec",
+        "estimate.seconds",
     ] {
         positive(&v, k);
     }
+    assert_eq!(at(&v, "replay.alloc_failures").as_u64(), Some(0));
 }
 
 #[test]
