@@ -1148,11 +1148,11 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     let free = m.nr_free_pages();
     let end_rows: Vec<(String, u64, Option<u64>, &'static str)> = vec![
         ("free".into(), free, endk(Kind::Free).zip(endk(Kind::Uninit)).map(|(a, b)| a + b),
-         "Linux: free + not yet initialised. The simulated machine also counts the memory Linux spends on its 64 B struct pages (memdesc needs 8 B words) and has no kernel image, firmware or Linux-internal allocations made outside the traced events"),
+         "Linux: free + not yet initialised (deferred init; free in the replay). The replay's own memmap (memdesc_metadata) comes out of free memory; memory Linux allocated outside the traced window (between the start snapshot and the first event, or between the last event and the end snapshot: no page event names it) is free here (see the disagreements below)"),
         ("anon".into(), pages[Kind::Anon as usize], endk(Kind::Anon),
-         "folios typed by mm_lru_insertion; pages Linux allocated anon before the trace keep their start kind"),
+         "folios typed by mm_lru_insertion (flag a) or anon in the start snapshot; pages allocated outside the traced window are free in the replay"),
         ("file".into(), pages[Kind::File as usize], endk(Kind::File),
-         "folios typed by mm_filemap_add_to_page_cache / mm_lru_insertion"),
+         "folios typed by mm_filemap_add_to_page_cache or mm_lru_insertion, or file in the start snapshot; pages allocated outside the traced window are free in the replay"),
         ("slab".into(), our_slab + pages[Kind::Slab as usize], endk(Kind::Slab),
          "our slab's pages for the replayed objects plus Linux's start-state slab pages still live; objects allocated before the trace are unknown, so their frees free nothing and partial slabs pack differently"),
         ("page_table".into(), pages[Kind::PageTable as usize], endk(Kind::PageTable),
