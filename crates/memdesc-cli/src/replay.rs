@@ -21,7 +21,10 @@
 //! The simulated allocator chooses its own pfns; replay keeps a map from each traced pfn to the
 //! allocation (entry) that covers it (every pfn of a block points to its entry, so a partial
 //! free of a split block is found too). A traced free releases the pages it names; the
-//! simulated block is freed when its last traced page is.
+//! simulated block is freed when its last traced page is. Placement therefore differs from the
+//! traced machine: the start state is packed by the simulated allocator, so with the two-level
+//! memmap fewer areas are split than the real placement needs (`memdesc estimate` on the
+//! snapshot gives that figure); the flat memmap's cost does not depend on placement.
 //!
 //! # Events
 //! * `mm_page_alloc` / `mm_page_free`: raw blocks by order and migratetype. A block is
@@ -41,8 +44,11 @@
 //!   (dev, inode), at the event's index.
 //! * `alloc_vmap_area` / `free_vmap_area_noflush`: **raw order-0 pages for now**, one per page
 //!   of the area less its guard page; the typed vmalloc allocator plugs in at
-//!   [`Replayer::vmap_alloc`]. `page_pool_state_*`: the page itself is replayed by its page
-//!   events; the typed netmem allocator plugs in at the `PagePool*` arm of [`Replayer::event`].
+//!   [`Replayer::vmap_alloc`] (vmalloc takes its order-0 pages in bulk, which Linux does not
+//!   trace as `mm_page_alloc`, but frees them one by one with `mm_page_free`: those frees are
+//!   counted unmatched). `page_pool_state_hold` of a pfn the replay does not know (page_pool
+//!   also allocates in bulk) allocates a raw order-0 page: the typed netmem allocator plugs in
+//!   at the `PagePoolHold` arm of [`Replayer::event`].
 //!
 //! Every line is accounted for: replayed, skipped with a reason, or a header/blank/lost marker.
 
@@ -211,6 +217,11 @@ struct Obj {
 }
 
 const KMALLOC: u32 = u32::MAX;
+
+/// Linux's cache of xarray (radix tree) nodes. Most of them index the page cache, which the
+/// replay rebuilds with its own `AddressSpace` trees, so they are skipped rather than counted
+/// twice (the few nodes of other xarrays are left out with them).
+const XA_NODE: &str = "radix_tree_node";
 
 /// A sample of the metadata bytes.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -717,6 +728,9 @@ impl<'m> Replayer<'m> {
                 let r = self.m.kmalloc(&self.cpu, bytes_alloc.max(1) as usize, Gfp::KERNEL);
                 self.obj_alloc(kind, ptr, r, KMALLOC)
             }
+            Event::KmemCacheAlloc { name: Some(XA_NODE), .. } | Event::KmemCacheFree { name: Some(XA_NODE), .. } => {
+                self.skip(kind, "xarray node: the simulated page cache allocates its own tree nodes")
+            }
             Event::Kfree { ptr, .. } | Event::KmemCacheFree { ptr, .. } => self.obj_free(kind, ptr),
             Event::KmemCacheAlloc { ptr, name, bytes_alloc, .. } => {
                 let n;
@@ -747,9 +761,11 @@ impl<'m> Replayer<'m> {
                     }
                     let f = e.folio.expect("folio entry");
                     let Some(s) = self.space((pc.dev_major, pc.dev_minor), pc.ino) else { return self.done(kind) };
-                    match self.spaces[s as usize].insert(&self.cpu, f, pc.offset) {
+                    // The kernel prints the folio's offset in bytes.
+                    let index = pc.offset / PAGE_SIZE as u64;
+                    match self.spaces[s as usize].insert(&self.cpu, f, index) {
                         Ok(()) => {
-                            self.entries[i as usize].cached = Some((s, pc.offset));
+                            self.entries[i as usize].cached = Some((s, index));
                             self.done(kind)
                         }
                         Err(e) => {
@@ -766,7 +782,7 @@ impl<'m> Replayer<'m> {
                 let e = &self.entries[i as usize];
                 let key = (pc.dev_major, pc.dev_minor, pc.ino);
                 match (e.cached, e.folio, self.space_of.get(&key)) {
-                    (Some((s, idx)), Some(f), Some(&s2)) if s == s2 && idx == pc.offset => {
+                    (Some((s, idx)), Some(f), Some(&s2)) if s == s2 && idx == pc.offset / PAGE_SIZE as u64 => {
                         if let Err(err) = self.spaces[s as usize].delete(&self.cpu, f) {
                             self.sim_error("page cache delete", err);
                         }
@@ -800,11 +816,22 @@ impl<'m> Replayer<'m> {
                 }
                 None => self.skip(kind, "vmap area free: allocated before the trace"),
             },
-            // The typed netmem allocator plugs in here; until then the page is a raw block
-            // replayed by its page events.
-            Event::PagePoolHold { .. } | Event::PagePoolRelease { .. } => {
-                self.skip(kind, "page_pool state: the page is replayed by its page events (netmem typing pending)")
+            // page_pool takes order-0 pages in bulk (no mm_page_alloc event), so a hold of a pfn
+            // the replay does not know allocates it, as a raw page for now: the typed netmem
+            // allocator plugs in here. Its return to the page allocator is an mm_page_free.
+            Event::PagePoolHold { pfn, .. } => {
+                if self.entry_at(pfn).is_none() {
+                    match self.m.alloc_pages(&self.cpu, 0, Gfp::KERNEL) {
+                        Ok(s) => self.insert(pfn, 0, false, What::Raw(Kind::Other), s, None),
+                        Err(_) => {
+                            self.alloc_failures += 1;
+                            self.insert(pfn, 0, false, What::Lost, Pfn(0), None);
+                        }
+                    }
+                }
+                self.done(kind)
             }
+            Event::PagePoolRelease { .. } => self.skip(kind, "page_pool release: the page's free is its mm_page_free"),
             Event::MigratePages { .. } => self.skip(kind, "migrate_pages summary: the moves appear as page events"),
         }
         self.events_done += 1;
@@ -913,6 +940,9 @@ pub struct Report {
     /// CPU seconds of the replaying thread over the same span (excludes time spent waiting
     /// for a CPU on a loaded host).
     pub replay_cpu_seconds: f64,
+    /// Of that, the host kernel's time (mostly faulting in simulated memory the allocators
+    /// touch for the first time: a cost of the simulation, not of memdesc).
+    pub replay_host_sys_seconds: f64,
     /// Pages of the simulated machine (regions).
     pub machine_pages: u64,
     /// Metadata samples.
@@ -929,6 +959,9 @@ pub struct Report {
     /// The largest per-pfn disagreements (replay kind, end snapshot kind, pages): a pfn the
     /// replay holds as one kind where the end snapshot's own flags say another.
     pub confusion: Vec<((&'static str, &'static str), u64)>,
+    /// The simulated machine's largest slab caches at the end (name, pages, active objects,
+    /// objects).
+    pub slab_caches: Vec<(String, u64, u64, u64)>,
 }
 
 impl Report {
@@ -1013,11 +1046,12 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     const SAMPLE_EVERY: u64 = 4096;
     let t = Instant::now();
     let cpu0 = crate::bench::thread_cpu_time();
+    let sys0 = crate::bench::thread_sys_time().unwrap_or_default();
     let mut n = 0u64;
     while let Some(rec) = reader.next_record()? {
         r.event(&rec.event);
         n += 1;
-        if n % SAMPLE_EVERY == 0 {
+        if n.is_multiple_of(SAMPLE_EVERY) {
             r.sample();
             if let Some(b) = &bar {
                 b.set_position(n);
@@ -1026,6 +1060,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     }
     let replay_seconds = t.elapsed().as_secs_f64();
     let replay_cpu_seconds = (crate::bench::thread_cpu_time() - cpu0).as_secs_f64();
+    let replay_host_sys_seconds = crate::bench::thread_sys_time().map_or(0.0, |s| s.saturating_sub(sys0).as_secs_f64());
     r.sample();
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -1097,20 +1132,27 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         }
     }
     let mut confusion: Vec<((&'static str, &'static str), u64)> = confusion.into_iter().collect();
-    confusion.sort_by(|a, b| b.1.cmp(&a.1));
+    confusion.sort_by_key(|c| std::cmp::Reverse(c.1));
     confusion.truncate(10);
     let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
     let (desc_slab, our_slab) = r.slab_pages();
+    let mut slab_caches: Vec<(String, u64, u64, u64)> = Vec::new();
+    m.for_each_cache(|c| {
+        let i = m.slab_info(c);
+        slab_caches.push((c.name().to_string(), i.num_slabs * i.pagesperslab as u64, i.active_objs, i.num_objs));
+    });
+    slab_caches.sort_by_key(|c| std::cmp::Reverse(c.1));
+    slab_caches.truncate(12);
     let end_census = end.as_ref().map(|e| Census::from_snapshot(e, CensusOptions::default()));
     let endk = |k: Kind| end_census.as_ref().map(|c| c.pages[k]);
     let free = m.nr_free_pages();
     let end_rows: Vec<(String, u64, Option<u64>, &'static str)> = vec![
         ("free".into(), free, endk(Kind::Free).zip(endk(Kind::Uninit)).map(|(a, b)| a + b),
-         "Linux: free + not yet initialised. The simulated machine also counts the memory Linux spends on its 64 B struct pages (memdesc needs 8 B words) and has no kernel image, firmware or Linux-internal allocations made outside the traced events"),
+         "Linux: free + not yet initialised (deferred init; free in the replay). The replay's own memmap (memdesc_metadata) comes out of free memory; memory Linux allocated outside the traced window (between the start snapshot and the first event, or between the last event and the end snapshot: no page event names it) is free here (see the disagreements below)"),
         ("anon".into(), pages[Kind::Anon as usize], endk(Kind::Anon),
-         "folios typed by mm_lru_insertion; pages Linux allocated anon before the trace keep their start kind"),
+         "folios typed by mm_lru_insertion (flag a) or anon in the start snapshot; pages allocated outside the traced window are free in the replay"),
         ("file".into(), pages[Kind::File as usize], endk(Kind::File),
-         "folios typed by mm_filemap_add_to_page_cache / mm_lru_insertion"),
+         "folios typed by mm_filemap_add_to_page_cache or mm_lru_insertion, or file in the start snapshot; pages allocated outside the traced window are free in the replay"),
         ("slab".into(), our_slab + pages[Kind::Slab as usize], endk(Kind::Slab),
          "our slab's pages for the replayed objects plus Linux's start-state slab pages still live; objects allocated before the trace are unknown, so their frees free nothing and partial slabs pack differently"),
         ("page_table".into(), pages[Kind::PageTable as usize], endk(Kind::PageTable),
@@ -1149,6 +1191,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         start_seconds,
         replay_seconds,
         replay_cpu_seconds,
+        replay_host_sys_seconds,
         machine_pages: layout.present_pages(),
         samples: r.samples.clone(),
         end_rows,
@@ -1156,6 +1199,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         slab_signature: linux_slab_live,
         slab_missed,
         confusion,
+        slab_caches,
     })
 }
 
@@ -1197,7 +1241,7 @@ pub fn to_json(r: &Report) -> Value {
         "skipped": { "total": r.skipped_total(), "by_reason": r.skipped },
         "events_per_sec": r.events_per_sec(),
         "events_per_cpu_sec": r.events_per_cpu_sec(),
-        "seconds": { "boot": r.boot_seconds, "start_state": r.start_seconds, "replay": r.replay_seconds, "replay_cpu": r.replay_cpu_seconds },
+        "seconds": { "boot": r.boot_seconds, "start_state": r.start_seconds, "replay": r.replay_seconds, "replay_cpu": r.replay_cpu_seconds, "replay_host_sys": r.replay_host_sys_seconds },
         "alloc_failures": r.alloc_failures,
         "unmatched_frees": r.unmatched_frees,
         "pre_trace_frees": r.pre_trace_frees,
@@ -1214,6 +1258,7 @@ pub fn to_json(r: &Report) -> Value {
         "end": {
             "pages": end_pages,
             "free_blocks_by_order": { "replay": r.free_blocks.0, "end_buddyinfo": r.free_blocks.1 },
+            "slab_caches": r.slab_caches.iter().map(|(n, p, a, o)| json!({ "name": n, "pages": p, "active_objs": a, "num_objs": o })).collect::<Vec<_>>(),
             "disagreements": r.confusion.iter().map(|((a, b), n)| json!({ "replay": a, "end_snapshot": b, "pages": n })).collect::<Vec<_>>(),
             "linux_slab_signature": { "live_pages": r.slab_signature.0, "end_snapshot_slab": r.slab_signature.1, "raw_pages_end_snapshot_slab": r.slab_missed },
         },
@@ -1249,10 +1294,12 @@ pub fn to_table(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "time: boot {:.2} s, start state {:.2} s, events {:.2} s ({:.2} M events/s; {:.2} M per CPU second; decompression and parsing included)\n",
+        "time: boot {:.2} s, start state {:.2} s, events {:.2} s, CPU {:.2} s of which host kernel {:.2} s ({:.2} M events/s; {:.2} M per CPU second; decompression and parsing included)\n",
         r.boot_seconds,
         r.start_seconds,
         r.replay_seconds,
+        r.replay_cpu_seconds,
+        r.replay_host_sys_seconds,
         r.events_per_sec() / 1e6,
         r.events_per_cpu_sec() / 1e6
     );
@@ -1319,6 +1366,12 @@ pub fn to_table(r: &Report) -> String {
         mib(last),
         peak_linux as f64 / peak.max(1) as f64
     );
+    if r.memmap == MemmapArg::TwoLevel {
+        let _ = writeln!(
+            o,
+            "note: the pfn map lets the simulated allocator place the start state compactly, so fewer 2 MiB areas are split than on the traced machine; `memdesc estimate` on the snapshot gives the two-level cost of the real placement"
+        );
+    }
     o
 }
 
@@ -1471,5 +1524,123 @@ mod tests {
         }
         let avail: u64 = l.present_pages() - l.reserved().iter().map(|(s, e)| e.0 - s.0).sum::<u64>();
         assert_eq!(avail, 100 * 1000);
+    }
+
+    /// The engine on a small machine with hand-made events: retyping, partial frees, the slab
+    /// signature, objects, the page cache (byte offsets), page_pool holds, and the accounting.
+    #[test]
+    fn engine_on_synthetic_events() {
+        use memdesc_linux::trace::{LruFlags, PageCacheEvent};
+        let m = memdesc_host::boot(
+            &MemoryLayout::pc(1, MemmapLayout::Flat),
+            Config { debug_checks: true, ..Config::default() },
+        )
+        .unwrap();
+        let free0 = m.nr_free_pages();
+        let mut r = Replayer::new(&m, 1 << 18, 64 << 18).unwrap();
+        let alloc =
+            |pfn, order, mt, gfp| Event::PageAlloc { pfn: Some(pfn), order, migratetype: mt, gfp: LinuxGfp(gfp) };
+        // A file page: allocated raw, added to the page cache at byte offset 8192 (index 2),
+        // put on the LRU, deleted, freed.
+        r.event(&alloc(0x1000, 0, 1, "GFP_HIGHUSER_MOVABLE|__GFP_WRITE|__GFP_COMP"));
+        let pc = PageCacheEvent { dev_major: 254, dev_minor: 0, ino: 7, pfn: 0x1000, offset: 8192, order: 0 };
+        r.event(&Event::FilemapAdd(pc));
+        let i = r.entry_at(0x1000).unwrap();
+        assert_eq!(r.entries[i as usize].what, What::Folio(FolioKind::File));
+        assert_eq!(r.entries[i as usize].cached, Some((0, 2)));
+        assert_eq!(
+            r.spaces[0].lookup(&r.cpu, 2).map(|f| f.flags.pfn()),
+            r.entries[i as usize].folio.map(|f| f.flags.pfn())
+        );
+        r.event(&Event::LruInsertion { pfn: 0x1000, lru: 2, flags: LruFlags::default() });
+        r.event(&Event::FilemapDelete(pc));
+        r.event(&Event::PageFree { pfn: 0x1000, order: 0 });
+        assert!(r.entry_at(0x1000).is_none());
+        // An anon order-2 folio typed by the LRU, freed whole.
+        r.event(&alloc(0x2000, 2, 1, "GFP_HIGHUSER_MOVABLE|__GFP_COMP"));
+        r.event(&Event::LruInsertion { pfn: 0x2000, lru: 0, flags: LruFlags { anon: true, ..LruFlags::default() } });
+        assert_eq!(r.entries[r.entry_at(0x2003).unwrap() as usize].what, What::Folio(FolioKind::Anon));
+        r.event(&Event::PageFree { pfn: 0x2000, order: 2 });
+        // A raw order-1 block freed page by page (split): the block goes back after the second.
+        r.event(&alloc(0x3000, 1, 0, "GFP_KERNEL"));
+        r.event(&Event::PageFree { pfn: 0x3001, order: 0 });
+        assert!(r.entry_at(0x3000).is_some());
+        r.event(&Event::PageFree { pfn: 0x3000, order: 0 });
+        assert!(r.entry_at(0x3000).is_none());
+        assert_eq!(r.partial_frees, 2);
+        // A Linux slab page: skipped both ways.
+        r.event(&alloc(0x4000, 1, 2, "GFP_KERNEL|__GFP_RECLAIMABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP"));
+        r.event(&Event::PageFree { pfn: 0x4000, order: 1 });
+        // Objects: kmalloc/kfree, a named cache, a pre-trace free, kfree(NULL), large kmalloc.
+        r.event(&Event::Kmalloc {
+            call_site: "f",
+            ptr: 0xabc,
+            bytes_req: 50,
+            bytes_alloc: 64,
+            gfp: LinuxGfp("GFP_KERNEL"),
+            node: -1,
+        });
+        r.event(&Event::KmemCacheAlloc {
+            call_site: "f",
+            ptr: 0xdef,
+            name: Some("dentry"),
+            bytes_req: 192,
+            bytes_alloc: 192,
+            gfp: LinuxGfp("GFP_KERNEL"),
+            node: -1,
+        });
+        assert_eq!(r.caches.len(), 1);
+        r.event(&Event::Kfree { call_site: "f", ptr: 0xabc });
+        r.event(&Event::KmemCacheFree { call_site: "f", ptr: 0xdef, name: Some("dentry") });
+        r.event(&Event::Kfree { call_site: "f", ptr: 0x999 });
+        r.event(&Event::Kfree { call_site: "f", ptr: 0 });
+        r.event(&Event::Kmalloc {
+            call_site: "f",
+            ptr: 0x777,
+            bytes_req: 20000,
+            bytes_alloc: 32768,
+            gfp: LinuxGfp("GFP_KERNEL"),
+            node: -1,
+        });
+        r.event(&Event::Kfree { call_site: "f", ptr: 0x777 });
+        // A page_pool page allocated in bulk (no page event), then freed.
+        r.event(&Event::PagePoolHold { pool: 1, netmem: 2, pfn: 0x5000, hold: 1 });
+        assert!(r.entry_at(0x5000).is_some());
+        r.event(&Event::PagePoolRelease { pool: 1, netmem: 2, pfn: 0x5000, release: 1 });
+        r.event(&Event::PageFree { pfn: 0x5000, order: 0 });
+        // A free nobody allocated; a vmap area.
+        r.event(&Event::PageFree { pfn: 0x6000, order: 0 });
+        r.event(&Event::AllocVmapArea {
+            addr: 0x1000_0000,
+            size: 5 * 4096,
+            align: 1,
+            vstart: 0,
+            vend: u64::MAX,
+            failed: false,
+        });
+        assert_eq!(r.vmaps[&0x1000_0000].len(), 4, "less the guard page");
+        r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });
+
+        assert_eq!(r.alloc_failures, 0);
+        assert_eq!(r.unmatched_frees, 1);
+        assert!(r.sim_errors.is_empty(), "{:?}", r.sim_errors);
+        let replayed: u64 = r.replayed.iter().sum();
+        let skipped: u64 = r.skipped.values().sum();
+        assert_eq!(replayed + skipped, r.events_done);
+        assert_eq!(r.skipped_by_kind.iter().sum::<u64>(), skipped);
+        for why in [
+            "kfree(NULL)",
+            "object free: allocated before the trace",
+            "page alloc: Linux slab page (our slab allocates its own)",
+        ] {
+            assert_eq!(r.skipped.get(why), Some(&1), "{why}: {:?}", r.skipped);
+        }
+        // Every page is back: only slab pages of the caches and the page cache's own
+        // structures remain outside the free lists.
+        r.sample();
+        assert!(r.samples[0].memdesc >= m.memmap().bytes());
+        let (desc, other) = r.slab_pages();
+        m.drain_all();
+        assert!(m.nr_free_pages() + desc + other + 16 >= free0, "pages leaked: {} of {free0}", m.nr_free_pages());
     }
 }

@@ -81,9 +81,14 @@ fn quick_json_has_every_key() {
         "page_alloc.mixed_speedup_vs_bsa",
         "compaction.migrated_per_sec",
         "compaction.order9_blocks_after",
+        "replay.events_per_sec",
+        "replay.events_per_cpu_sec",
+        "replay.parse_events_per_sec",
+        "estimate.seconds",
     ] {
         positive(&v, k);
     }
+    assert_eq!(at(&v, "replay.alloc_failures").as_u64(), Some(0));
 }
 
 #[test]
