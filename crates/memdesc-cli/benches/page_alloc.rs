@@ -28,6 +28,9 @@ mod bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/slab_bench.rs"]
 mod slab_bench;
+#[allow(dead_code)]
+#[path = "../src/zs_bench.rs"]
+mod zs_bench;
 
 use bench::{Op, Plan};
 

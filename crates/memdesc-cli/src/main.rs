@@ -7,6 +7,7 @@ mod capture;
 mod estimate;
 mod sizes;
 mod slab_bench;
+mod zs_bench;
 
 use clap::{Parser, Subcommand};
 

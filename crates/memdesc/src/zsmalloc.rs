@@ -52,8 +52,11 @@ use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 
-/// Most pages in a zspage.
-pub const ZS_MAX_PAGES: usize = 4;
+/// Most pages in a zspage (the descriptor has room for this many pfns).
+pub const ZS_MAX_PAGES: usize = 8;
+/// Pages per zspage a pool uses at most unless configured otherwise: chosen by measurement
+/// (see `docs/ARCHITECTURE.md`).
+pub const DEFAULT_MAX_PAGES: usize = 8;
 /// Bytes of the in-object header (allocated bit, size, handle index).
 pub const ZS_HEADER: usize = 8;
 /// Smallest slot.
@@ -61,7 +64,7 @@ pub const ZS_MIN_SLOT: usize = 32;
 /// Largest object.
 pub const ZS_MAX_ALLOC: usize = PAGE_SIZE;
 /// The default class step, chosen by measurement (see `docs/ARCHITECTURE.md`).
-pub const DEFAULT_CLASS_STEP: usize = 16;
+pub const DEFAULT_CLASS_STEP: usize = 8;
 /// Smallest class step a pool accepts.
 pub const MIN_CLASS_STEP: usize = 8;
 /// Most slot sizes (step 8 up to a page).
@@ -117,6 +120,8 @@ pub enum ZsError {
     InvalidSize(usize),
     /// The class step is not a multiple of 8 between 8 and 256.
     InvalidStep(usize),
+    /// The zspage length is not in 1..=[`ZS_MAX_PAGES`].
+    InvalidMaxPages(usize),
     /// The handle was never issued by this pool.
     BadHandle(Handle),
     /// The handle's object was already freed.
@@ -140,6 +145,7 @@ impl core::fmt::Display for ZsError {
         match self {
             ZsError::InvalidSize(s) => write!(f, "object size {s} is not in 1..={ZS_MAX_ALLOC}"),
             ZsError::InvalidStep(s) => write!(f, "class step {s} is not a multiple of 8 in 8..=256"),
+            ZsError::InvalidMaxPages(n) => write!(f, "zspage length {n} is not in 1..={ZS_MAX_PAGES}"),
             ZsError::BadHandle(h) => write!(f, "handle {:#x} was never issued by this pool", h.0),
             ZsError::DoubleFree(h) => write!(f, "double free of handle {:#x}", h.0),
             ZsError::StaleHandle(h) => write!(f, "handle {:#x} was freed and its slot reused", h.0),
@@ -352,6 +358,7 @@ impl HandleTable {
 /// What the lock protects.
 struct Inner {
     step: usize,
+    max_pages: usize,
     nr_classes: usize,
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
@@ -406,6 +413,8 @@ pub struct ZsClassInfo {
     pub objects: u64,
     /// Zspages.
     pub zspages: u64,
+    /// Bytes of live objects (the sizes asked for).
+    pub bytes: u64,
 }
 
 /// A zsmalloc pool of one machine.
@@ -507,7 +516,7 @@ fn build_classes(inner: &mut Inner) {
     let mut slot = PAGE_SIZE;
     while slot >= ZS_MIN_SLOT.next_multiple_of(step) {
         let (mut best_p, mut best_waste) = (1u32, usize::MAX);
-        for p in 1..=ZS_MAX_PAGES {
+        for p in 1..=inner.max_pages {
             let waste = (p * PAGE_SIZE) % slot;
             // Compare waste per byte without floats: waste/p*PAGE against best.
             if best_waste == usize::MAX || waste * (best_p as usize) < best_waste * p {
@@ -537,19 +546,29 @@ fn build_classes(inner: &mut Inner) {
 }
 
 impl<'m, P: Platform> ZsPool<'m, P> {
-    /// Creates a pool with the default class step.
+    /// Creates a pool with the default class step and zspage length.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
-        Self::with_step(mem, cpu, DEFAULT_CLASS_STEP)
+        Self::with_config(mem, cpu, DEFAULT_CLASS_STEP, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool whose size classes are `step` bytes apart (a multiple of 8, 8..=256).
     pub fn with_step(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
+        Self::with_config(mem, cpu, step, DEFAULT_MAX_PAGES)
+    }
+
+    /// Creates a pool with class step `step` whose zspages have at most `max_pages` pages
+    /// (1..=[`ZS_MAX_PAGES`]).
+    pub fn with_config(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize, max_pages: usize) -> Result<Self, ZsError> {
         if !(MIN_CLASS_STEP..=256).contains(&step) || !step.is_multiple_of(8) {
             return Err(ZsError::InvalidStep(step));
+        }
+        if !(1..=ZS_MAX_PAGES).contains(&max_pages) {
+            return Err(ZsError::InvalidMaxPages(max_pages));
         }
         let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let mut inner = Inner {
             step,
+            max_pages,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
@@ -578,7 +597,14 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn classes(&self, mut f: impl FnMut(ZsClassInfo)) {
         let g = self.state().lock.lock();
         for c in g.classes[..g.nr_classes].iter().rev() {
-            f(ZsClassInfo { slot: c.slot, pages: c.pages, objs: c.objs, objects: c.objects, zspages: c.zspages });
+            f(ZsClassInfo {
+                slot: c.slot,
+                pages: c.pages,
+                objs: c.objs,
+                objects: c.objects,
+                zspages: c.zspages,
+                bytes: c.bytes,
+            });
         }
     }
 
@@ -739,6 +765,12 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             let mut g = self.state().lock.lock();
             self.compact_class(cpu, &mut g, ci, &mut st);
         }
+        // Then, smallest class first, empty each class's last sparse zspage into larger
+        // classes' free slots.
+        for ci in (0..n).rev() {
+            let mut g = self.state().lock.lock();
+            self.spill_class(cpu, &mut g, ci, &mut st);
+        }
         st
     }
 
@@ -781,7 +813,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                     cur = z.list.next.load(Ordering::Relaxed);
                 }
                 let dst = dst.expect("room was counted in other partial zspages");
-                self.move_one(cpu, g, ci, src, dst);
+                self.move_one(cpu, g, ci, src, ci, dst);
                 st.objects_moved += 1;
             }
             st.pages_freed += class.pages as u64;
@@ -789,8 +821,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Moves one allocated object of `src` into a free slot of `dst` (same class).
-    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, src: &Zspage, dst: &Zspage) {
-        let class = g.classes[ci];
+    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, src: &Zspage, cj: usize, dst: &Zspage) {
+        let (class, dclass) = (g.classes[ci], g.classes[cj]);
         let slot = class.slot as usize;
         let idx = (0..class.objs)
             .find(|&i| self.read_u64(src, i as usize * slot) & H_ALLOC != 0)
@@ -800,7 +832,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let hidx = (header >> 13) as usize;
         // Take a slot in dst.
         let didx = dst.freelist.load(Ordering::Relaxed);
-        let doff = didx as usize * slot;
+        let doff = didx as usize * dclass.slot as usize;
         let next = (self.read_u64(dst, doff) >> 32) as u32;
         dst.freelist.store(next, Ordering::Relaxed);
         let mut buf = [0u8; 256];
@@ -814,17 +846,76 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         }
         let dinuse = dst.inuse.load(Ordering::Relaxed) + 1;
         dst.inuse.store(dinuse, Ordering::Relaxed);
-        if dinuse == class.objs {
-            Inner::list_del(&mut g.classes[ci].partial, dst);
-            Inner::list_push(&mut g.classes[ci].full, dst);
+        if dinuse == dclass.objs {
+            Inner::list_del(&mut g.classes[cj].partial, dst);
+            Inner::list_push(&mut g.classes[cj].full, dst);
         }
         let e = g.handles.get_mut(hidx).expect("moved object's handle");
         let keep = *e & (E_ALLOC | E_MAPPED | GEN_MASK << 2);
         *e = keep | (didx as u64) << IDX_SHIFT | dst.flags.pfn().0 << PFN_SHIFT;
+        g.classes[cj].objects += 1;
+        g.classes[cj].bytes += size as u64;
         // Release the source slot (this frees src when it empties).
-        g.classes[ci].objects += 1;
-        g.classes[ci].bytes += size as u64;
         self.obj_release(cpu, g, src, Loc { zs: src as *const Zspage as usize, idx, class: ci, size });
+    }
+
+    /// After per-class compaction a class is left with at most one partial zspage (unless
+    /// some are mapped). Its objects fit the free slots of *larger* classes' partial zspages
+    /// (a slot holds any object up to its size): when those have room for all of them, move
+    /// them there and free the zspage. Pool pages only go down (the free slots were pool
+    /// pages already); objects only move to larger classes, so this terminates.
+    fn spill_class(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+        let class = g.classes[ci];
+        if class.huge() {
+            return;
+        }
+        // The least used unmapped partial zspage of this class.
+        let mut src = None::<&Zspage>;
+        let mut cur = g.classes[ci].partial;
+        while cur != 0 {
+            let z = zs_ref(cur);
+            let better = src.is_none_or(|s| z.inuse.load(Ordering::Relaxed) < s.inuse.load(Ordering::Relaxed));
+            if z.mapped.load(Ordering::Relaxed) == 0 && better {
+                src = Some(z);
+            }
+            cur = z.list.next.load(Ordering::Relaxed);
+        }
+        let Some(src) = src else { return };
+        let n = src.inuse.load(Ordering::Relaxed) as u64;
+        // Larger classes have smaller indices (the table is built from the largest slot).
+        let room: u64 = (0..ci)
+            .filter(|&cj| !g.classes[cj].huge())
+            .map(|cj| {
+                let mut free = 0u64;
+                let mut cur = g.classes[cj].partial;
+                while cur != 0 {
+                    let z = zs_ref(cur);
+                    free += (g.classes[cj].objs - z.inuse.load(Ordering::Relaxed)) as u64;
+                    cur = z.list.next.load(Ordering::Relaxed);
+                }
+                free
+            })
+            .sum();
+        if room < n {
+            return;
+        }
+        for _ in 0..n {
+            // The smallest larger class with a partial zspage, and its fullest one.
+            let cj = (0..ci).rev().find(|&cj| !g.classes[cj].huge() && g.classes[cj].partial != 0);
+            let cj = cj.expect("room was counted in larger classes' partial zspages");
+            let mut dst = zs_ref(g.classes[cj].partial);
+            let mut cur = dst.list.next.load(Ordering::Relaxed);
+            while cur != 0 {
+                let z = zs_ref(cur);
+                if z.inuse.load(Ordering::Relaxed) > dst.inuse.load(Ordering::Relaxed) {
+                    dst = z;
+                }
+                cur = z.list.next.load(Ordering::Relaxed);
+            }
+            self.move_one(cpu, g, ci, src, cj, dst);
+            st.objects_moved += 1;
+        }
+        st.pages_freed += class.pages as u64;
     }
 
     /// Frees every zspage, the handle table and the pool state. Live objects are discarded
@@ -1219,6 +1310,7 @@ mod tests {
     fn inner(step: usize) -> Inner {
         let mut i = Inner {
             step,
+            max_pages: ZS_MAX_PAGES,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
