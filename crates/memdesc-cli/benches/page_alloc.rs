@@ -28,7 +28,7 @@ mod bench;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/slab_bench.rs"]
 mod slab_bench;
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../src/zs_bench.rs"]
 mod zs_bench;
 
