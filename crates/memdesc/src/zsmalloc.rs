@@ -1,29 +1,43 @@
 //! zsmalloc: a pool of small objects (compressed pages, typically) packed into **zspages** of
-//! 1–4 order-0 pages, with opaque handles, mapping of objects that straddle two pages,
+//! 1–8 order-0 pages, with opaque handles, mapping of objects that straddle two pages,
 //! compaction, and migration of single component pages for memory compaction.
 //!
 //! # Layout
 //!
 //! - **Size classes.** An object of `size` bytes takes a slot of `size + 8` bytes (an 8-byte
-//!   header) rounded up to the pool's class step (16 bytes by default: the step the density
-//!   bench measured best, see `docs/ARCHITECTURE.md`), at least 32. For every slot size the
-//!   pool picks the zspage length of 1–4 pages that wastes the fewest bytes (fewer pages on a
-//!   tie), and merges consecutive slot sizes whose zspages hold the same number of objects in
-//!   the same number of pages into the larger one (they would waste nothing by sharing it).
-//!   A class whose zspage holds one object (slots above 2 KiB that do not pack better in
-//!   longer zspages) is **huge**: one page, no in-object header (the header lives in the
+//!   header) rounded up to the pool's class step, at least 32. For every slot size the pool
+//!   picks the zspage length, up to its most pages per zspage, that wastes the fewest bytes
+//!   (fewer pages on a tie), and merges consecutive slot sizes whose zspages hold the same
+//!   number of objects in the same number of pages into the larger one (they would waste
+//!   nothing by sharing it). The defaults — step 8 bytes, up to 8 pages per zspage — are what
+//!   the density bench (`memdesc bench --only zsmalloc`) measured best; the 1–4 pages
+//!   leave up to 1/(objects per zspage) of every zspage unused for objects just above a
+//!   breakpoint (`ZsPool::with_config` still builds such pools; see `docs/ARCHITECTURE.md`).
+//!   A class whose zspage holds one object (slots above 2 KiB that pack no better in longer
+//!   zspages) is **huge**: one page, no in-object header (the header lives in the
 //!   descriptor), so objects of up to a whole page — incompressible pages stored as-is — fit.
 //! - **Words.** Every component page's word is `Tag::Zsmalloc` pointing to the one
 //!   [`Zspage`] descriptor (no head/tail pages); the descriptor names the pool, so a pfn
 //!   scanner reaches the pool from the word alone ([`zs_migrate_page`]).
 //! - **Objects** are numbered within their zspage; object `i` starts at byte `i × slot` of the
 //!   zspage's concatenated pages. Its header says *allocated, size, handle index*; a free
-//!   object's header links the zspage's free list.
+//!   object's header links the zspage's free list. An object may live in a zspage of a larger
+//!   class than its size's (compaction puts it there); its zspage's class is what counts.
 //! - **Handles** are indices into a handle table (plus a generation, so a stale or doubly
 //!   freed handle is refused precisely); a table entry holds the object's location (pfn of
 //!   the zspage's first page, object index). Compaction and migration rewrite entries, never
 //!   handles. The table is two-level: 4 KiB chunks of entries from kmalloc, found through a
 //!   directory inside the pool state.
+//!
+//! # Compaction
+//!
+//! [`ZsPool::compact`] first works class by class: while the free slots of a class's other
+//! partial zspages can take every object of its least used one, it moves them into the
+//! fullest ones and frees the emptied zspage — afterwards a class has the fewest zspages its
+//! objects fit in. Then, smallest class first, it empties each class's last sparse zspage into
+//! the free slots of larger classes when they have room for all its objects (a slot holds any
+//! object up to its size; the free slots are pool pages already, so pool pages only go down).
+//! It reports the objects moved and the pages freed.
 //!
 //! # Locking and mapping
 //!
@@ -755,8 +769,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         Ok(n)
     }
 
-    /// Moves objects out of the sparsest zspages of each class into the fullest ones, and
-    /// frees the zspages it empties. Zspages with mapped objects are left alone.
+    /// Moves objects out of the sparsest zspages of each class into the fullest ones, then
+    /// empties each class's last sparse zspage into larger classes' free slots, and frees the
+    /// zspages it empties (see the module docs). Zspages with mapped objects are left alone.
     pub fn compact(&self, cpu: &Cpu<'_>) -> ZsCompactStats {
         let mut st = ZsCompactStats::default();
         let n = self.state().lock.lock().nr_classes;
