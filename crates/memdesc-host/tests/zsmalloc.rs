@@ -292,6 +292,55 @@ fn compaction_frees_sparse_zspages_and_keeps_data() {
     pool.destroy(&cpu);
 }
 
+/// A class's last sparse zspage is emptied into larger classes' free slots: objects keep
+/// their handles and contents, can be freed from there, and pool pages only go down.
+#[test]
+fn compaction_moves_objects_into_larger_classes() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let pool = ZsPool::new(&m, &cpu).unwrap();
+    let mut live = Vec::new();
+    // One partly used zspage in each of seven classes.
+    for (i, size) in [100usize, 200, 300, 400, 500, 600, 700].into_iter().enumerate() {
+        for j in 0..3 {
+            let h = pool.malloc(&cpu, size).unwrap();
+            let d = pattern((i * 10 + j) as u64, size);
+            write(&pool, &cpu, h, &d);
+            live.push((h, d));
+        }
+    }
+    let before = pool.stats();
+    assert_eq!(before.zspages, 7);
+    let st = pool.compact(&cpu);
+    let after = pool.stats();
+    assert!(st.objects_moved >= 3 && st.pages_freed > 0, "{st:?}");
+    assert_eq!(before.pages - after.pages, st.pages_freed);
+    assert!(after.zspages < before.zspages);
+    let mut small = 0;
+    pool.classes(|c| {
+        if c.slot < 120 {
+            small += c.objects;
+        }
+    });
+    assert_eq!(small, 0, "the 100-byte objects moved to a larger class");
+    for (h, d) in &live {
+        assert_eq!(&read(&pool, &cpu, *h), d);
+        assert_eq!(pool.size_of(*h), Ok(d.len()));
+    }
+    for (h, _) in live {
+        pool.free(&cpu, h).unwrap();
+    }
+    assert_eq!(
+        pool.stats(),
+        memdesc::zsmalloc::ZsStats {
+            metadata_bytes: pool.stats().metadata_bytes,
+            classes: after.classes,
+            ..Default::default()
+        }
+    );
+    pool.destroy(&cpu);
+}
+
 #[test]
 fn destroy_with_live_objects_returns_every_page() {
     let m = machine(MemmapLayout::TwoLevel);
