@@ -182,6 +182,13 @@ fn refused_operations_change_nothing() {
     let never = Handle::from_raw(a.raw() + (1000 << 12));
     assert_eq!(pool.free(&cpu, never), Err(ZsError::BadHandle(never)));
     assert!(matches!(pool.map_read(&cpu, Handle::from_raw(0)), Err(ZsError::BadHandle(_))));
+    // A handle of another pool is not one of ours, even where the index and generation match.
+    let other = ZsPool::new(&m, &cpu).unwrap();
+    let o = other.malloc(&cpu, 500).unwrap();
+    assert_eq!(pool.free(&cpu, o), Err(ZsError::BadHandle(o)));
+    assert_eq!(other.free(&cpu, a), Err(ZsError::BadHandle(a)));
+    other.free(&cpu, o).unwrap();
+    other.destroy(&cpu);
     {
         let _r = pool.map_read(&cpu, a).unwrap();
         assert_eq!(pool.free(&cpu, a), Err(ZsError::Mapped(a)));

@@ -98,6 +98,10 @@ pub(crate) const E_ALLOC: u64 = 1;
 pub(crate) const E_MAPPED: u64 = 2;
 const GEN_BITS: u32 = 12;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+// A handle: bits 0..12 generation, 12..48 entry index, 48..64 a tag of the pool, so a handle
+// of another pool is refused (as `BadHandle`) rather than naming one of ours.
+const INDEX_BITS: u32 = 36;
+const TAG_SHIFT: u32 = GEN_BITS + INDEX_BITS;
 pub(crate) const IDX_SHIFT: u32 = 14;
 const PFN_SHIFT: u32 = 24;
 
@@ -120,7 +124,10 @@ impl Handle {
         Handle(raw)
     }
     pub(crate) fn index(self) -> usize {
-        (self.0 >> GEN_BITS) as usize
+        ((self.0 >> GEN_BITS) & ((1 << INDEX_BITS) - 1)) as usize
+    }
+    fn tag(self) -> u64 {
+        self.0 >> TAG_SHIFT
     }
     pub(crate) fn gen(self) -> u64 {
         self.0 & GEN_MASK
@@ -258,6 +265,8 @@ pub(crate) enum HandleFault {
 /// keeps its generation and holds the next free index + 1 from bit 24). Used only under the
 /// owner's lock.
 pub(crate) struct HandleTable {
+    /// The owning pool's tag, in every handle's top 16 bits.
+    tag: u64,
     /// Chunks (kmalloc'd, `CHUNK_ENTRIES` entries each).
     dir: [usize; DIR_ENTRIES],
     /// Entries in use or on the free list.
@@ -267,8 +276,10 @@ pub(crate) struct HandleTable {
 }
 
 impl HandleTable {
-    pub(crate) const fn new() -> Self {
-        HandleTable { dir: [0; DIR_ENTRIES], len: 0, free: 0 }
+    /// A table whose handles carry a tag derived from `owner` (the pool state's address).
+    pub(crate) const fn new(owner: usize) -> Self {
+        let tag = ((owner >> 4) ^ (owner >> 20) ^ (owner >> 36)) as u64 & 0xFFFF;
+        HandleTable { tag, dir: [0; DIR_ENTRIES], len: 0, free: 0 }
     }
 
     fn ptr(&self, i: usize) -> Option<*mut u64> {
@@ -294,6 +305,9 @@ impl HandleTable {
 
     /// The entry of a live handle.
     pub(crate) fn check(&self, h: Handle) -> Result<u64, HandleFault> {
+        if h.tag() != self.tag {
+            return Err(HandleFault::Bad);
+        }
         let e = self.get(h.index()).ok_or(HandleFault::Bad)?;
         if h.gen() == 0 {
             return Err(HandleFault::Bad);
@@ -340,7 +354,7 @@ impl HandleTable {
         let e = self.get_mut(i).expect("allocated entry");
         let gen = (*e >> 2) & GEN_MASK;
         *e = E_ALLOC | gen << 2 | loc << IDX_SHIFT;
-        Handle((i as u64) << GEN_BITS | gen)
+        Handle(self.tag << TAG_SHIFT | (i as u64) << GEN_BITS | gen)
     }
 
     /// Puts entry `i` on the free list, keeping its generation.
@@ -586,7 +600,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            handles: HandleTable::new(),
+            handles: HandleTable::new(p.as_ptr() as usize),
             live_handles: 0,
             mapped: 0,
         };
@@ -1030,6 +1044,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.alloc_desc::<Zspage>(cpu)?;
+        // Everything a lockless pfn scanner reads (the pool) is set before a word names the
+        // zspage; the rest is only read under the pool lock, which we hold.
+        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        zs.class.store(ci as u32, Ordering::Relaxed);
+        zs.mapped.store(0, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(zs));
         let mut got = 0usize;
         let mut err = None;
@@ -1060,11 +1079,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             zs.pages[i].store(0, Ordering::Relaxed);
         }
         zs.flags.init(0, 0, Pfn(zs.pages[0].load(Ordering::Relaxed)));
-        zs.class.store(ci as u32, Ordering::Relaxed);
         zs.inuse.store(0, Ordering::Relaxed);
-        zs.mapped.store(0, Ordering::Relaxed);
         zs.freelist.store(0, Ordering::Relaxed);
-        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         if !class.huge() {
             for i in 0..class.objs {
                 let next = if i + 1 == class.objs { NO_OBJ } else { i + 1 };
@@ -1329,7 +1345,7 @@ mod tests {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            handles: HandleTable::new(),
+            handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
         };
