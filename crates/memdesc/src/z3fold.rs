@@ -239,7 +239,8 @@ pub struct Z3CompactStats {
     pub promoted: u64,
 }
 
-/// A z3fold pool of one machine.
+/// A z3fold pool of one machine. Give it back with [`Z3foldPool::destroy`]; a pool that is
+/// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     state: NonNull<PoolState>,

@@ -447,6 +447,9 @@ pub struct ZsClassInfo {
 
 /// A zsmalloc pool of one machine.
 ///
+/// Give it back with [`ZsPool::destroy`]; a pool that is merely dropped keeps its pages (as a
+/// kernel that never calls `zs_destroy_pool` would).
+///
 /// ```
 /// use memdesc::zsmalloc::ZsPool;
 /// # use memdesc::{Config, MemmapLayout, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec};
