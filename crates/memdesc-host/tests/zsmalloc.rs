@@ -252,6 +252,7 @@ fn migration_moves_a_page_and_keeps_every_object() {
         for (h, d) in &live {
             assert_eq!(&read(&pool, &cpu, *h), d, "round {round}");
         }
+        pool.verify().unwrap();
     }
     for (h, _) in live {
         pool.free(&cpu, h).unwrap();
@@ -286,6 +287,7 @@ fn compaction_frees_sparse_zspages_and_keeps_data() {
     let st = pool.compact(&cpu);
     let after = pool.stats();
     assert!(st.objects_moved > 0 && st.pages_freed > 0, "{st:?}");
+    pool.verify().unwrap();
     assert_eq!(before.pages - after.pages, st.pages_freed);
     assert_eq!(after.objects, kept.len() as u64);
     assert_eq!(after.object_bytes, before.object_bytes);
@@ -319,6 +321,7 @@ fn compaction_moves_objects_into_larger_classes() {
     let before = pool.stats();
     assert_eq!(before.zspages, 7);
     let st = pool.compact(&cpu);
+    pool.verify().unwrap();
     let after = pool.stats();
     assert!(st.objects_moved >= 3 && st.pages_freed > 0, "{st:?}");
     assert_eq!(before.pages - after.pages, st.pages_freed);
@@ -448,6 +451,7 @@ fn map_races_compaction_and_migration_on_two_cpus() {
     for &(i, h, size) in &keep {
         assert_eq!(read(&pool, &cpu, h), pattern(i + rounds as u64 - 1, size));
     }
+    pool.verify().unwrap();
     pool.destroy(&cpu);
 }
 
@@ -530,6 +534,7 @@ proptest! {
                 }
                 _ => {}
             }
+            prop_assert_eq!(pool.verify(), Ok(()));
         }
         for (h, d) in &model {
             prop_assert_eq!(&read(&pool, &cpu, *h), d);
