@@ -1010,7 +1010,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                             continue;
                         }
                         n += 1;
-                        let size = ((h >> 1) & 0xFFF) as u64 + 1;
+                        let size = ((h >> 1) & 0xFFF) + 1;
                         if size as usize + class.data_off() > class.slot as usize {
                             return Err(bad("object larger than its slot"));
                         }
