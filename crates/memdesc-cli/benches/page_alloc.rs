@@ -46,6 +46,9 @@ mod replay;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/sizes.rs"]
 mod sizes;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/zs_bench.rs"]
+mod zs_bench;
 
 use bench::{Op, Plan};
 

@@ -116,6 +116,9 @@ pub enum Section {
     /// Page tables: PTE vs PMD mapping of 2 MiB, fork, rmap walk, ptdesc size.
     #[value(name = "pgtable")]
     Pgtable,
+    /// zsmalloc and z3fold density on compressed pages of real files (`zs_bench`).
+    #[value(name = "zsmalloc")]
+    Zsmalloc,
 }
 
 /// One machine of the memmap section.
@@ -173,6 +176,8 @@ pub struct Plan {
     pub slab: bool,
     /// Run the replay and estimate sections (real data; tiny test plans leave them out).
     pub real_data: bool,
+    /// Pages of real files the zsmalloc section compresses and stores.
+    pub zs_pages: usize,
 }
 
 impl Plan {
@@ -198,6 +203,7 @@ impl Plan {
             reps,
             slab: true,
             real_data: true,
+            zs_pages: if quick { 4096 } else { 32768 },
         }
     }
 }
@@ -230,6 +236,12 @@ pub struct Report {
     /// The pgtable section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pgtable: Option<crate::pgtable_bench::PgtableBench>,
+    /// The zsmalloc section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zsmalloc: Option<crate::zs_bench::ZsBench>,
+    /// z3fold on the zsmalloc section's objects, for comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z3fold: Option<crate::zs_bench::Density>,
 }
 
 /// Target of `replay.events_per_sec` (issue 6).
@@ -1063,6 +1075,12 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
         progress.set_message("pgtable");
         report.pgtable = Some(crate::pgtable_bench::run(plan.quick)?);
     }
+    if want(Section::Zsmalloc) {
+        progress.set_message("zsmalloc");
+        let r = crate::zs_bench::run(plan.zs_pages)?;
+        report.zsmalloc = Some(r.zsmalloc);
+        report.z3fold = Some(r.z3fold);
+    }
     Ok(report)
 }
 
@@ -1278,6 +1296,42 @@ pub fn render_table(report: &Report) -> String {
             p.fork_ns_per_page, p.rmap_walk_ns, p.ptdesc_bytes
         );
     }
+    if let (Some(z), Some(z3)) = (&report.zsmalloc, &report.z3fold) {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "zsmalloc density: {} pages of {} files under {} ({}), {} stored as-is, mean object {:.0} B",
+            z.input_pages, z.files, z.source, z.compressor, z.incompressible_pages, z.mean_object_bytes
+        );
+        let _ = writeln!(out, "  pool bytes / live object bytes    before compaction   after   with metadata");
+        for (name, d) in [("zsmalloc", &z.detail), ("z3fold", z3)] {
+            let _ = writeln!(
+                out,
+                "  {:<32} {:>17.3} {:>7.3} {:>15.3}",
+                name,
+                d.overhead_ratio_before_compaction,
+                d.overhead_ratio_after_compaction,
+                d.overhead_ratio_with_metadata_after_compaction
+            );
+        }
+        let steps: Vec<String> = z.by_step.iter().map(|(k, v)| format!("{k} B: {v:.3}")).collect();
+        let pages: Vec<String> = z.by_max_pages.iter().map(|(k, v)| format!("{k}: {v:.3}")).collect();
+        let _ = writeln!(
+            out,
+            "  zsmalloc target <= {} {}; class step {} B, zspages of up to {} pages ({} classes)",
+            z.target_overhead_ratio,
+            verdict(z.target_met),
+            z.class_step,
+            z.max_pages,
+            z.classes
+        );
+        let _ = writeln!(
+            out,
+            "  after compaction by class step: {}; by most pages per zspage: {}",
+            steps.join(", "),
+            pages.join(", ")
+        );
+    }
     out
 }
 
@@ -1324,6 +1378,7 @@ mod tests {
             thread_pairs: 2000,
             slab: false,
             real_data: false,
+            zs_pages: 96,
             thread_reps: 1,
             reps: 1,
         }
@@ -1370,6 +1425,11 @@ mod tests {
         assert_eq!(get(&v, "meta.quick"), &serde_json::Value::Bool(true));
         let table = render_table(&report);
         assert!(table.contains("flat 1 GiB") && table.contains("two-level 4 GiB") && table.contains("2 threads"));
+        for k in ["zsmalloc.overhead_ratio_before_compaction", "zsmalloc.overhead_ratio_after_compaction"] {
+            assert!(num(&v, k) >= 1.0, "{k}");
+        }
+        assert!(num(&v, "z3fold.overhead_ratio_after_compaction") >= 1.0);
+        assert!(table.contains("zsmalloc density"));
     }
 
     fn m_bytes(v: &serde_json::Value, k: &str) -> u64 {

@@ -11,6 +11,7 @@ mod replay;
 mod sizes;
 mod slab_bench;
 mod torture;
+mod zs_bench;
 
 use clap::{Parser, Subcommand};
 

@@ -85,10 +85,31 @@ fn quick_json_has_every_key() {
         "replay.events_per_cpu_sec",
         "replay.parse_events_per_sec",
         "estimate.seconds",
+        "zsmalloc.pool_bytes",
+        "zsmalloc.stored_bytes",
+        "zsmalloc.overhead_ratio_before_compaction",
+        "zsmalloc.overhead_ratio_after_compaction",
+        "z3fold.overhead_ratio_after_compaction",
     ] {
         positive(&v, k);
     }
     assert_eq!(at(&v, "replay.alloc_failures").as_u64(), Some(0));
+}
+
+#[test]
+fn quick_json_has_the_zsmalloc_keys() {
+    let v = json(&["bench", "--quick", "--json", "--only", "zsmalloc"]);
+    let pool = positive(&v, "zsmalloc.pool_bytes");
+    let stored = positive(&v, "zsmalloc.stored_bytes");
+    assert!(pool >= stored, "pages hold at least the objects: {pool} < {stored}");
+    let before = positive(&v, "zsmalloc.overhead_ratio_before_compaction");
+    let after = positive(&v, "zsmalloc.overhead_ratio_after_compaction");
+    assert!((1.0..=before).contains(&after), "after compaction {after}, before {before}");
+    for k in ["pool_bytes", "stored_bytes", "overhead_ratio_before_compaction", "overhead_ratio_after_compaction"] {
+        positive(&v, &format!("z3fold.{k}"));
+    }
+    assert_eq!(at(&v, "zsmalloc.detail.verified_objects"), at(&v, "zsmalloc.detail.stored_objects"));
+    assert!(v.get("page_alloc").is_none(), "--only zsmalloc");
 }
 
 #[test]

@@ -129,6 +129,11 @@ fn refused_operations_change_nothing() {
     write(&pool, a, &pattern(3, 300));
     let never = Handle::from_raw(a.raw() + (77 << 12));
     assert_eq!(pool.free(&cpu, never), Err(Z3Error::BadHandle(never)));
+    let other = Z3foldPool::new(&m, &cpu).unwrap();
+    let o = other.malloc(&cpu, 300).unwrap();
+    assert_eq!(pool.free(&cpu, o), Err(Z3Error::BadHandle(o)), "a handle of another pool");
+    other.free(&cpu, o).unwrap();
+    other.destroy(&cpu);
     {
         let _r = pool.map_read(a).unwrap();
         assert_eq!(pool.free(&cpu, a), Err(Z3Error::Mapped(a)));

@@ -182,6 +182,13 @@ fn refused_operations_change_nothing() {
     let never = Handle::from_raw(a.raw() + (1000 << 12));
     assert_eq!(pool.free(&cpu, never), Err(ZsError::BadHandle(never)));
     assert!(matches!(pool.map_read(&cpu, Handle::from_raw(0)), Err(ZsError::BadHandle(_))));
+    // A handle of another pool is not one of ours, even where the index and generation match.
+    let other = ZsPool::new(&m, &cpu).unwrap();
+    let o = other.malloc(&cpu, 500).unwrap();
+    assert_eq!(pool.free(&cpu, o), Err(ZsError::BadHandle(o)));
+    assert_eq!(other.free(&cpu, a), Err(ZsError::BadHandle(a)));
+    other.free(&cpu, o).unwrap();
+    other.destroy(&cpu);
     {
         let _r = pool.map_read(&cpu, a).unwrap();
         assert_eq!(pool.free(&cpu, a), Err(ZsError::Mapped(a)));
@@ -245,6 +252,7 @@ fn migration_moves_a_page_and_keeps_every_object() {
         for (h, d) in &live {
             assert_eq!(&read(&pool, &cpu, *h), d, "round {round}");
         }
+        pool.verify().unwrap();
     }
     for (h, _) in live {
         pool.free(&cpu, h).unwrap();
@@ -279,6 +287,7 @@ fn compaction_frees_sparse_zspages_and_keeps_data() {
     let st = pool.compact(&cpu);
     let after = pool.stats();
     assert!(st.objects_moved > 0 && st.pages_freed > 0, "{st:?}");
+    pool.verify().unwrap();
     assert_eq!(before.pages - after.pages, st.pages_freed);
     assert_eq!(after.objects, kept.len() as u64);
     assert_eq!(after.object_bytes, before.object_bytes);
@@ -289,6 +298,56 @@ fn compaction_frees_sparse_zspages_and_keeps_data() {
     // zspages its objects fit in.
     assert_eq!(pool.compact(&cpu), Default::default());
     pool.classes(|c| assert_eq!(c.zspages, c.objects.div_ceil(c.objs as u64), "{c:?}"));
+    pool.destroy(&cpu);
+}
+
+/// A class's last sparse zspage is emptied into larger classes' free slots: objects keep
+/// their handles and contents, can be freed from there, and pool pages only go down.
+#[test]
+fn compaction_moves_objects_into_larger_classes() {
+    let m = machine(MemmapLayout::Flat);
+    let cpu = m.cpus().claim(0).unwrap();
+    let pool = ZsPool::new(&m, &cpu).unwrap();
+    let mut live = Vec::new();
+    // One partly used zspage in each of seven classes.
+    for (i, size) in [100usize, 200, 300, 400, 500, 600, 700].into_iter().enumerate() {
+        for j in 0..3 {
+            let h = pool.malloc(&cpu, size).unwrap();
+            let d = pattern((i * 10 + j) as u64, size);
+            write(&pool, &cpu, h, &d);
+            live.push((h, d));
+        }
+    }
+    let before = pool.stats();
+    assert_eq!(before.zspages, 7);
+    let st = pool.compact(&cpu);
+    pool.verify().unwrap();
+    let after = pool.stats();
+    assert!(st.objects_moved >= 3 && st.pages_freed > 0, "{st:?}");
+    assert_eq!(before.pages - after.pages, st.pages_freed);
+    assert!(after.zspages < before.zspages);
+    let mut small = 0;
+    pool.classes(|c| {
+        if c.slot < 120 {
+            small += c.objects;
+        }
+    });
+    assert_eq!(small, 0, "the 100-byte objects moved to a larger class");
+    for (h, d) in &live {
+        assert_eq!(&read(&pool, &cpu, *h), d);
+        assert_eq!(pool.size_of(*h), Ok(d.len()));
+    }
+    for (h, _) in live {
+        pool.free(&cpu, h).unwrap();
+    }
+    assert_eq!(
+        pool.stats(),
+        memdesc::zsmalloc::ZsStats {
+            metadata_bytes: pool.stats().metadata_bytes,
+            classes: after.classes,
+            ..Default::default()
+        }
+    );
     pool.destroy(&cpu);
 }
 
@@ -392,6 +451,7 @@ fn map_races_compaction_and_migration_on_two_cpus() {
     for &(i, h, size) in &keep {
         assert_eq!(read(&pool, &cpu, h), pattern(i + rounds as u64 - 1, size));
     }
+    pool.verify().unwrap();
     pool.destroy(&cpu);
 }
 
@@ -474,6 +534,7 @@ proptest! {
                 }
                 _ => {}
             }
+            prop_assert_eq!(pool.verify(), Ok(()));
         }
         for (h, d) in &model {
             prop_assert_eq!(&read(&pool, &cpu, *h), d);

@@ -334,7 +334,7 @@ impl Netmem {
     }
 }
 
-/// A zspage: 1–4 order-0 pages holding objects of one zsmalloc size class
+/// A zspage: 1–8 order-0 pages holding objects of one zsmalloc size class
 /// ([`crate::zsmalloc`]). Every component page's word points to it; `pool` leads a pfn
 /// scanner from the word alone to the owning pool. Fields other than `flags` change only
 /// under the owning pool's lock.
@@ -356,9 +356,9 @@ pub struct Zspage {
     pub(crate) pool: AtomicUsize,
     /// Links on the class's partial or full list.
     pub(crate) list: ListLinks,
-    /// Component pfns (as many as the class's pages per zspage). A one-object ("huge")
+    /// Component pfns (as many as the class's pages per zspage, at most 8). A one-object ("huge")
     /// zspage has one page and keeps its object's header in `pages[1]`.
-    pub(crate) pages: [AtomicU64; 4],
+    pub(crate) pages: [AtomicU64; 8],
 }
 
 impl Zspage {
@@ -374,7 +374,7 @@ impl Zspage {
     pub fn pool_addr(&self) -> usize {
         self.pool.load(Ordering::Acquire)
     }
-    /// The `i`-th component pfn (`i < 4`; entries past the class's page count are stale).
+    /// The `i`-th component pfn (`i < 8`; entries past the class's page count are stale).
     pub fn page(&self, i: usize) -> Option<crate::Pfn> {
         self.pages.get(i).map(|p| crate::Pfn(p.load(Ordering::Acquire)))
     }
@@ -499,9 +499,9 @@ mod layout {
     const _: () = assert!(size_of::<Folio>() == 48);
     const _: () = assert!(size_of::<Folio>() + size_of::<crate::word::Page>() <= 64);
 
-    // zsmalloc: 80-byte zspage (a multiple of the alignment), the owning pool reachable at a
-    // fixed offset, and room for the four component pfns.
-    const _: () = assert!(size_of::<Zspage>() == 80);
+    // zsmalloc: 112-byte zspage (a multiple of the alignment), the owning pool reachable at a
+    // fixed offset, and room for eight component pfns.
+    const _: () = assert!(size_of::<Zspage>() == 112);
     const _: () = assert!(offset_of!(Zspage, pool) == 24 && offset_of!(Zspage, pages) == 48);
     // z3fold: 48 bytes; the packed layout word right after the flags.
     const _: () = assert!(size_of::<Z3foldDesc>() == 48);

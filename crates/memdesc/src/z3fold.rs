@@ -239,7 +239,8 @@ pub struct Z3CompactStats {
     pub promoted: u64,
 }
 
-/// A z3fold pool of one machine.
+/// A z3fold pool of one machine. Give it back with [`Z3foldPool::destroy`]; a pool that is
+/// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     state: NonNull<PoolState>,
@@ -291,7 +292,13 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
         let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
-        let inner = Inner { lists: [0; Z3_NCHUNKS + 1], handles: HandleTable::new(), pages: 0, objects: 0, bytes: 0 };
+        let inner = Inner {
+            lists: [0; Z3_NCHUNKS + 1],
+            handles: HandleTable::new(p.as_ptr() as usize),
+            pages: 0,
+            objects: 0,
+            bytes: 0,
+        };
         // SAFETY: a fresh kmalloc object of the state's size, aligned to at least 8, ours.
         unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
         Ok(Z3foldPool { mem, state: p })
@@ -529,6 +536,10 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
         let d = self.mem.alloc_desc::<Z3foldDesc>(cpu)?;
+        // What a lockless reader of the word may read is set before the word names it.
+        d.chunks.store(0, Ordering::Relaxed);
+        d.middle.store(0, Ordering::Relaxed);
+        d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         let w = Word::desc(DescPtr::from_ref(d));
         let pfn = match self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
             Ok(p) => p,
@@ -538,9 +549,6 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             }
         };
         d.flags.init(0, 0, pfn);
-        d.chunks.store(0, Ordering::Relaxed);
-        d.middle.store(0, Ordering::Relaxed);
-        d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         if self.mem.platform.direct_map(pfn).is_none() {
             self.page_free(cpu, d);
             return Err(Z3Error::NoDirectMap(pfn));

@@ -1,29 +1,43 @@
 //! zsmalloc: a pool of small objects (compressed pages, typically) packed into **zspages** of
-//! 1–4 order-0 pages, with opaque handles, mapping of objects that straddle two pages,
+//! 1–8 order-0 pages, with opaque handles, mapping of objects that straddle two pages,
 //! compaction, and migration of single component pages for memory compaction.
 //!
 //! # Layout
 //!
 //! - **Size classes.** An object of `size` bytes takes a slot of `size + 8` bytes (an 8-byte
-//!   header) rounded up to the pool's class step (16 bytes by default: the step the density
-//!   bench measured best, see `docs/ARCHITECTURE.md`), at least 32. For every slot size the
-//!   pool picks the zspage length of 1–4 pages that wastes the fewest bytes (fewer pages on a
-//!   tie), and merges consecutive slot sizes whose zspages hold the same number of objects in
-//!   the same number of pages into the larger one (they would waste nothing by sharing it).
-//!   A class whose zspage holds one object (slots above 2 KiB that do not pack better in
-//!   longer zspages) is **huge**: one page, no in-object header (the header lives in the
+//!   header) rounded up to the pool's class step, at least 32. For every slot size the pool
+//!   picks the zspage length, up to its most pages per zspage, that wastes the fewest bytes
+//!   (fewer pages on a tie), and merges consecutive slot sizes whose zspages hold the same
+//!   number of objects in the same number of pages into the larger one (they would waste
+//!   nothing by sharing it). The defaults — step 8 bytes, up to 8 pages per zspage — are what
+//!   the density bench (`memdesc bench --only zsmalloc`) measured best; the issue's 1–4 pages
+//!   leave up to 1/(objects per zspage) of every zspage unused for objects just above a
+//!   breakpoint (`ZsPool::with_config` still builds such pools; see `docs/ARCHITECTURE.md`).
+//!   A class whose zspage holds one object (slots above 2 KiB that pack no better in longer
+//!   zspages) is **huge**: one page, no in-object header (the header lives in the
 //!   descriptor), so objects of up to a whole page — incompressible pages stored as-is — fit.
 //! - **Words.** Every component page's word is `Tag::Zsmalloc` pointing to the one
 //!   [`Zspage`] descriptor (no head/tail pages); the descriptor names the pool, so a pfn
 //!   scanner reaches the pool from the word alone ([`zs_migrate_page`]).
 //! - **Objects** are numbered within their zspage; object `i` starts at byte `i × slot` of the
 //!   zspage's concatenated pages. Its header says *allocated, size, handle index*; a free
-//!   object's header links the zspage's free list.
+//!   object's header links the zspage's free list. An object may live in a zspage of a larger
+//!   class than its size's (compaction puts it there); its zspage's class is what counts.
 //! - **Handles** are indices into a handle table (plus a generation, so a stale or doubly
 //!   freed handle is refused precisely); a table entry holds the object's location (pfn of
 //!   the zspage's first page, object index). Compaction and migration rewrite entries, never
 //!   handles. The table is two-level: 4 KiB chunks of entries from kmalloc, found through a
 //!   directory inside the pool state.
+//!
+//! # Compaction
+//!
+//! [`ZsPool::compact`] first works class by class: while the free slots of a class's other
+//! partial zspages can take every object of its least used one, it moves them into the
+//! fullest ones and frees the emptied zspage — afterwards a class has the fewest zspages its
+//! objects fit in. Then, smallest class first, it empties each class's last sparse zspage into
+//! the free slots of larger classes when they have room for all its objects (a slot holds any
+//! object up to its size; the free slots are pool pages already, so pool pages only go down).
+//! It reports the objects moved and the pages freed.
 //!
 //! # Locking and mapping
 //!
@@ -52,8 +66,11 @@ use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 
-/// Most pages in a zspage.
-pub const ZS_MAX_PAGES: usize = 4;
+/// Most pages in a zspage (the descriptor has room for this many pfns).
+pub const ZS_MAX_PAGES: usize = 8;
+/// Pages per zspage a pool uses at most unless configured otherwise: chosen by measurement
+/// (see `docs/ARCHITECTURE.md`).
+pub const DEFAULT_MAX_PAGES: usize = 8;
 /// Bytes of the in-object header (allocated bit, size, handle index).
 pub const ZS_HEADER: usize = 8;
 /// Smallest slot.
@@ -61,7 +78,7 @@ pub const ZS_MIN_SLOT: usize = 32;
 /// Largest object.
 pub const ZS_MAX_ALLOC: usize = PAGE_SIZE;
 /// The default class step, chosen by measurement (see `docs/ARCHITECTURE.md`).
-pub const DEFAULT_CLASS_STEP: usize = 16;
+pub const DEFAULT_CLASS_STEP: usize = 8;
 /// Smallest class step a pool accepts.
 pub const MIN_CLASS_STEP: usize = 8;
 /// Most slot sizes (step 8 up to a page).
@@ -81,6 +98,10 @@ pub(crate) const E_ALLOC: u64 = 1;
 pub(crate) const E_MAPPED: u64 = 2;
 const GEN_BITS: u32 = 12;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+// A handle: bits 0..12 generation, 12..48 entry index, 48..64 a tag of the pool, so a handle
+// of another pool is refused (as `BadHandle`) rather than naming one of ours.
+const INDEX_BITS: u32 = 36;
+const TAG_SHIFT: u32 = GEN_BITS + INDEX_BITS;
 pub(crate) const IDX_SHIFT: u32 = 14;
 const PFN_SHIFT: u32 = 24;
 
@@ -103,7 +124,10 @@ impl Handle {
         Handle(raw)
     }
     pub(crate) fn index(self) -> usize {
-        (self.0 >> GEN_BITS) as usize
+        ((self.0 >> GEN_BITS) & ((1 << INDEX_BITS) - 1)) as usize
+    }
+    fn tag(self) -> u64 {
+        self.0 >> TAG_SHIFT
     }
     pub(crate) fn gen(self) -> u64 {
         self.0 & GEN_MASK
@@ -117,6 +141,8 @@ pub enum ZsError {
     InvalidSize(usize),
     /// The class step is not a multiple of 8 between 8 and 256.
     InvalidStep(usize),
+    /// The zspage length is not in 1..=[`ZS_MAX_PAGES`].
+    InvalidMaxPages(usize),
     /// The handle was never issued by this pool.
     BadHandle(Handle),
     /// The handle's object was already freed.
@@ -140,6 +166,7 @@ impl core::fmt::Display for ZsError {
         match self {
             ZsError::InvalidSize(s) => write!(f, "object size {s} is not in 1..={ZS_MAX_ALLOC}"),
             ZsError::InvalidStep(s) => write!(f, "class step {s} is not a multiple of 8 in 8..=256"),
+            ZsError::InvalidMaxPages(n) => write!(f, "zspage length {n} is not in 1..={ZS_MAX_PAGES}"),
             ZsError::BadHandle(h) => write!(f, "handle {:#x} was never issued by this pool", h.0),
             ZsError::DoubleFree(h) => write!(f, "double free of handle {:#x}", h.0),
             ZsError::StaleHandle(h) => write!(f, "handle {:#x} was freed and its slot reused", h.0),
@@ -158,6 +185,17 @@ impl From<AllocError> for ZsError {
     fn from(e: AllocError) -> Self {
         ZsError::NoMemory(e)
     }
+}
+
+/// An invariant [`ZsPool::verify`] found broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZsCorruption {
+    /// Index of the class.
+    pub class: usize,
+    /// First pfn of the zspage (0 for class-wide counters).
+    pub pfn: Pfn,
+    /// What is wrong.
+    pub what: &'static str,
 }
 
 /// Why a component page could not be migrated. Nothing changed.
@@ -238,6 +276,8 @@ pub(crate) enum HandleFault {
 /// keeps its generation and holds the next free index + 1 from bit 24). Used only under the
 /// owner's lock.
 pub(crate) struct HandleTable {
+    /// The owning pool's tag, in every handle's top 16 bits.
+    tag: u64,
     /// Chunks (kmalloc'd, `CHUNK_ENTRIES` entries each).
     dir: [usize; DIR_ENTRIES],
     /// Entries in use or on the free list.
@@ -247,8 +287,10 @@ pub(crate) struct HandleTable {
 }
 
 impl HandleTable {
-    pub(crate) const fn new() -> Self {
-        HandleTable { dir: [0; DIR_ENTRIES], len: 0, free: 0 }
+    /// A table whose handles carry a tag derived from `owner` (the pool state's address).
+    pub(crate) const fn new(owner: usize) -> Self {
+        let tag = ((owner >> 4) ^ (owner >> 20) ^ (owner >> 36)) as u64 & 0xFFFF;
+        HandleTable { tag, dir: [0; DIR_ENTRIES], len: 0, free: 0 }
     }
 
     fn ptr(&self, i: usize) -> Option<*mut u64> {
@@ -274,6 +316,9 @@ impl HandleTable {
 
     /// The entry of a live handle.
     pub(crate) fn check(&self, h: Handle) -> Result<u64, HandleFault> {
+        if h.tag() != self.tag {
+            return Err(HandleFault::Bad);
+        }
         let e = self.get(h.index()).ok_or(HandleFault::Bad)?;
         if h.gen() == 0 {
             return Err(HandleFault::Bad);
@@ -320,7 +365,7 @@ impl HandleTable {
         let e = self.get_mut(i).expect("allocated entry");
         let gen = (*e >> 2) & GEN_MASK;
         *e = E_ALLOC | gen << 2 | loc << IDX_SHIFT;
-        Handle((i as u64) << GEN_BITS | gen)
+        Handle(self.tag << TAG_SHIFT | (i as u64) << GEN_BITS | gen)
     }
 
     /// Puts entry `i` on the free list, keeping its generation.
@@ -352,6 +397,7 @@ impl HandleTable {
 /// What the lock protects.
 struct Inner {
     step: usize,
+    max_pages: usize,
     nr_classes: usize,
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
@@ -406,9 +452,14 @@ pub struct ZsClassInfo {
     pub objects: u64,
     /// Zspages.
     pub zspages: u64,
+    /// Bytes of live objects (the sizes asked for).
+    pub bytes: u64,
 }
 
 /// A zsmalloc pool of one machine.
+///
+/// Give it back with [`ZsPool::destroy`]; a pool that is merely dropped keeps its pages (as a
+/// kernel that never calls `zs_destroy_pool` would).
 ///
 /// ```
 /// use memdesc::zsmalloc::ZsPool;
@@ -507,7 +558,7 @@ fn build_classes(inner: &mut Inner) {
     let mut slot = PAGE_SIZE;
     while slot >= ZS_MIN_SLOT.next_multiple_of(step) {
         let (mut best_p, mut best_waste) = (1u32, usize::MAX);
-        for p in 1..=ZS_MAX_PAGES {
+        for p in 1..=inner.max_pages {
             let waste = (p * PAGE_SIZE) % slot;
             // Compare waste per byte without floats: waste/p*PAGE against best.
             if best_waste == usize::MAX || waste * (best_p as usize) < best_waste * p {
@@ -529,31 +580,41 @@ fn build_classes(inner: &mut Inner) {
         slot -= step;
     }
     // Slots below the minimum use the smallest class.
-    let smallest = inner.size_index[ZS_MIN_SLOT.next_multiple_of(step) / step];
-    for s in 0..ZS_MIN_SLOT.next_multiple_of(step) / step {
+    let smallest = inner.size_index[ZS_MIN_SLOT.div_ceil(step)];
+    for s in 0..ZS_MIN_SLOT.div_ceil(step) {
         inner.size_index[s] = smallest;
     }
     inner.nr_classes = n;
 }
 
 impl<'m, P: Platform> ZsPool<'m, P> {
-    /// Creates a pool with the default class step.
+    /// Creates a pool with the default class step and zspage length.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
-        Self::with_step(mem, cpu, DEFAULT_CLASS_STEP)
+        Self::with_config(mem, cpu, DEFAULT_CLASS_STEP, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool whose size classes are `step` bytes apart (a multiple of 8, 8..=256).
     pub fn with_step(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
+        Self::with_config(mem, cpu, step, DEFAULT_MAX_PAGES)
+    }
+
+    /// Creates a pool with class step `step` whose zspages have at most `max_pages` pages
+    /// (1..=[`ZS_MAX_PAGES`]).
+    pub fn with_config(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize, max_pages: usize) -> Result<Self, ZsError> {
         if !(MIN_CLASS_STEP..=256).contains(&step) || !step.is_multiple_of(8) {
             return Err(ZsError::InvalidStep(step));
+        }
+        if !(1..=ZS_MAX_PAGES).contains(&max_pages) {
+            return Err(ZsError::InvalidMaxPages(max_pages));
         }
         let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let mut inner = Inner {
             step,
+            max_pages,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            handles: HandleTable::new(),
+            handles: HandleTable::new(p.as_ptr() as usize),
             live_handles: 0,
             mapped: 0,
         };
@@ -578,7 +639,14 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn classes(&self, mut f: impl FnMut(ZsClassInfo)) {
         let g = self.state().lock.lock();
         for c in g.classes[..g.nr_classes].iter().rev() {
-            f(ZsClassInfo { slot: c.slot, pages: c.pages, objs: c.objs, objects: c.objects, zspages: c.zspages });
+            f(ZsClassInfo {
+                slot: c.slot,
+                pages: c.pages,
+                objs: c.objs,
+                objects: c.objects,
+                zspages: c.zspages,
+                bytes: c.bytes,
+            });
         }
     }
 
@@ -729,8 +797,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         Ok(n)
     }
 
-    /// Moves objects out of the sparsest zspages of each class into the fullest ones, and
-    /// frees the zspages it empties. Zspages with mapped objects are left alone.
+    /// Moves objects out of the sparsest zspages of each class into the fullest ones, then
+    /// empties each class's last sparse zspage into larger classes' free slots, and frees the
+    /// zspages it empties (see the module docs). Zspages with mapped objects are left alone.
     pub fn compact(&self, cpu: &Cpu<'_>) -> ZsCompactStats {
         let mut st = ZsCompactStats::default();
         let n = self.state().lock.lock().nr_classes;
@@ -738,6 +807,12 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             // One class per hold of the lock, so mappers wait at most one class.
             let mut g = self.state().lock.lock();
             self.compact_class(cpu, &mut g, ci, &mut st);
+        }
+        // Then, smallest class first, empty each class's last sparse zspage into larger
+        // classes' free slots.
+        for ci in (0..n).rev() {
+            let mut g = self.state().lock.lock();
+            self.spill_class(cpu, &mut g, ci, &mut st);
         }
         st
     }
@@ -781,7 +856,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                     cur = z.list.next.load(Ordering::Relaxed);
                 }
                 let dst = dst.expect("room was counted in other partial zspages");
-                self.move_one(cpu, g, ci, src, dst);
+                self.move_one(cpu, g, ci, src, ci, dst);
                 st.objects_moved += 1;
             }
             st.pages_freed += class.pages as u64;
@@ -789,8 +864,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Moves one allocated object of `src` into a free slot of `dst` (same class).
-    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, src: &Zspage, dst: &Zspage) {
-        let class = g.classes[ci];
+    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, src: &Zspage, cj: usize, dst: &Zspage) {
+        let (class, dclass) = (g.classes[ci], g.classes[cj]);
         let slot = class.slot as usize;
         let idx = (0..class.objs)
             .find(|&i| self.read_u64(src, i as usize * slot) & H_ALLOC != 0)
@@ -800,7 +875,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let hidx = (header >> 13) as usize;
         // Take a slot in dst.
         let didx = dst.freelist.load(Ordering::Relaxed);
-        let doff = didx as usize * slot;
+        let doff = didx as usize * dclass.slot as usize;
         let next = (self.read_u64(dst, doff) >> 32) as u32;
         dst.freelist.store(next, Ordering::Relaxed);
         let mut buf = [0u8; 256];
@@ -814,17 +889,168 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         }
         let dinuse = dst.inuse.load(Ordering::Relaxed) + 1;
         dst.inuse.store(dinuse, Ordering::Relaxed);
-        if dinuse == class.objs {
-            Inner::list_del(&mut g.classes[ci].partial, dst);
-            Inner::list_push(&mut g.classes[ci].full, dst);
+        if dinuse == dclass.objs {
+            Inner::list_del(&mut g.classes[cj].partial, dst);
+            Inner::list_push(&mut g.classes[cj].full, dst);
         }
         let e = g.handles.get_mut(hidx).expect("moved object's handle");
         let keep = *e & (E_ALLOC | E_MAPPED | GEN_MASK << 2);
         *e = keep | (didx as u64) << IDX_SHIFT | dst.flags.pfn().0 << PFN_SHIFT;
+        g.classes[cj].objects += 1;
+        g.classes[cj].bytes += size as u64;
         // Release the source slot (this frees src when it empties).
-        g.classes[ci].objects += 1;
-        g.classes[ci].bytes += size as u64;
         self.obj_release(cpu, g, src, Loc { zs: src as *const Zspage as usize, idx, class: ci, size });
+    }
+
+    /// After per-class compaction a class is left with at most one partial zspage (unless
+    /// some are mapped). Its objects fit the free slots of *larger* classes' partial zspages
+    /// (a slot holds any object up to its size): when those have room for all of them, move
+    /// them there and free the zspage. Pool pages only go down (the free slots were pool
+    /// pages already); objects only move to larger classes, so this terminates.
+    fn spill_class(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+        let class = g.classes[ci];
+        if class.huge() {
+            return;
+        }
+        // The least used unmapped partial zspage of this class.
+        let mut src = None::<&Zspage>;
+        let mut cur = g.classes[ci].partial;
+        while cur != 0 {
+            let z = zs_ref(cur);
+            let better = src.is_none_or(|s| z.inuse.load(Ordering::Relaxed) < s.inuse.load(Ordering::Relaxed));
+            if z.mapped.load(Ordering::Relaxed) == 0 && better {
+                src = Some(z);
+            }
+            cur = z.list.next.load(Ordering::Relaxed);
+        }
+        let Some(src) = src else { return };
+        let n = src.inuse.load(Ordering::Relaxed) as u64;
+        // Larger classes have smaller indices (the table is built from the largest slot).
+        let room: u64 = (0..ci)
+            .filter(|&cj| !g.classes[cj].huge())
+            .map(|cj| {
+                let mut free = 0u64;
+                let mut cur = g.classes[cj].partial;
+                while cur != 0 {
+                    let z = zs_ref(cur);
+                    free += (g.classes[cj].objs - z.inuse.load(Ordering::Relaxed)) as u64;
+                    cur = z.list.next.load(Ordering::Relaxed);
+                }
+                free
+            })
+            .sum();
+        if room < n {
+            return;
+        }
+        for _ in 0..n {
+            // The smallest larger class with a partial zspage, and its fullest one.
+            let cj = (0..ci).rev().find(|&cj| !g.classes[cj].huge() && g.classes[cj].partial != 0);
+            let cj = cj.expect("room was counted in larger classes' partial zspages");
+            let mut dst = zs_ref(g.classes[cj].partial);
+            let mut cur = dst.list.next.load(Ordering::Relaxed);
+            while cur != 0 {
+                let z = zs_ref(cur);
+                if z.inuse.load(Ordering::Relaxed) > dst.inuse.load(Ordering::Relaxed) {
+                    dst = z;
+                }
+                cur = z.list.next.load(Ordering::Relaxed);
+            }
+            self.move_one(cpu, g, ci, src, cj, dst);
+            st.objects_moved += 1;
+        }
+        st.pages_freed += class.pages as u64;
+    }
+
+    /// Checks the pool's invariants (tests and debugging, at any point; takes the lock):
+    /// every zspage is on the list its use says (partial or full) of the class it names, names
+    /// this pool, and every component page's word names it; its in-use count matches its
+    /// allocated headers and its free list covers exactly the other objects; every allocated
+    /// object's handle entry points back at it; and the class counters add up.
+    pub fn verify(&self) -> Result<(), ZsCorruption> {
+        let g = self.state().lock.lock();
+        let me = self.state.as_ptr() as usize;
+        let mut live = 0u64;
+        for ci in 0..g.nr_classes {
+            let class = g.classes[ci];
+            let (mut zspages, mut objects, mut bytes) = (0u64, 0u64, 0u64);
+            for full in [false, true] {
+                let mut cur = if full { class.full } else { class.partial };
+                let mut prev = 0usize;
+                while cur != 0 {
+                    let zs = zs_ref(cur);
+                    let bad = |what| ZsCorruption { class: ci, pfn: zs.flags.pfn(), what };
+                    if zs.list.prev.load(Ordering::Relaxed) != prev {
+                        return Err(bad("list links"));
+                    }
+                    if zs.class.load(Ordering::Relaxed) as usize != ci || zs.pool.load(Ordering::Relaxed) != me {
+                        return Err(bad("class or pool"));
+                    }
+                    for i in 0..class.pages as usize {
+                        let pfn = Pfn(zs.pages[i].load(Ordering::Relaxed));
+                        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+                            Some(PageKind::Zsmalloc(d)) if d.addr() == cur => {}
+                            _ => return Err(bad("component word")),
+                        }
+                    }
+                    if zs.flags.pfn().0 != zs.pages[0].load(Ordering::Relaxed) {
+                        return Err(bad("first pfn"));
+                    }
+                    let inuse = zs.inuse.load(Ordering::Relaxed);
+                    if full != (inuse == class.objs) || inuse == 0 {
+                        return Err(bad("on the wrong list"));
+                    }
+                    let mut n = 0u32;
+                    for idx in 0..class.objs {
+                        let h = if class.huge() {
+                            zs.pages[1].load(Ordering::Relaxed)
+                        } else {
+                            self.read_u64(zs, idx as usize * class.slot as usize)
+                        };
+                        if h & H_ALLOC == 0 {
+                            continue;
+                        }
+                        n += 1;
+                        let size = ((h >> 1) & 0xFFF) + 1;
+                        if size as usize + class.data_off() > class.slot as usize {
+                            return Err(bad("object larger than its slot"));
+                        }
+                        bytes += size;
+                        let want = E_ALLOC | (idx as u64) << IDX_SHIFT | zs.flags.pfn().0 << PFN_SHIFT;
+                        let mask = E_ALLOC | 0x3FF << IDX_SHIFT | !0 << PFN_SHIFT;
+                        if g.handles.get((h >> 13) as usize).is_none_or(|e| e & mask != want) {
+                            return Err(bad("handle entry does not point back"));
+                        }
+                    }
+                    if n != inuse {
+                        return Err(bad("in-use count"));
+                    }
+                    let (mut free, mut f) = (0u32, zs.freelist.load(Ordering::Relaxed));
+                    while f != NO_OBJ && !class.huge() {
+                        let h = self.read_u64(zs, f as usize * class.slot as usize);
+                        if f >= class.objs || h & H_ALLOC != 0 || free > class.objs {
+                            return Err(bad("free list"));
+                        }
+                        free += 1;
+                        f = (h >> 32) as u32;
+                    }
+                    if !class.huge() && free != class.objs - inuse {
+                        return Err(bad("free list length"));
+                    }
+                    zspages += 1;
+                    objects += inuse as u64;
+                    prev = cur;
+                    cur = zs.list.next.load(Ordering::Relaxed);
+                }
+            }
+            if zspages != class.zspages || objects != class.objects || bytes != class.bytes {
+                return Err(ZsCorruption { class: ci, pfn: Pfn(0), what: "class counters" });
+            }
+            live += objects;
+        }
+        if live != g.live_handles {
+            return Err(ZsCorruption { class: 0, pfn: Pfn(0), what: "live handles" });
+        }
+        Ok(())
     }
 
     /// Frees every zspage, the handle table and the pool state. Live objects are discarded
@@ -924,6 +1150,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.alloc_desc::<Zspage>(cpu)?;
+        // Everything a lockless pfn scanner reads (the pool) is set before a word names the
+        // zspage; the rest is only read under the pool lock, which we hold.
+        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        zs.class.store(ci as u32, Ordering::Relaxed);
+        zs.mapped.store(0, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(zs));
         let mut got = 0usize;
         let mut err = None;
@@ -954,11 +1185,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             zs.pages[i].store(0, Ordering::Relaxed);
         }
         zs.flags.init(0, 0, Pfn(zs.pages[0].load(Ordering::Relaxed)));
-        zs.class.store(ci as u32, Ordering::Relaxed);
         zs.inuse.store(0, Ordering::Relaxed);
-        zs.mapped.store(0, Ordering::Relaxed);
         zs.freelist.store(0, Ordering::Relaxed);
-        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         if !class.huge() {
             for i in 0..class.objs {
                 let next = if i + 1 == class.objs { NO_OBJ } else { i + 1 };
@@ -1219,10 +1447,11 @@ mod tests {
     fn inner(step: usize) -> Inner {
         let mut i = Inner {
             step,
+            max_pages: ZS_MAX_PAGES,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            handles: HandleTable::new(),
+            handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
         };
@@ -1240,7 +1469,7 @@ mod tests {
                 assert!(size + c.data_off() <= c.slot as usize, "size {size} fits its class (step {step})");
                 assert!(c.objs as usize * c.slot as usize <= c.pages as usize * PAGE_SIZE);
                 assert!((1..=ZS_MAX_PAGES as u32).contains(&c.pages));
-                assert!(c.slot as usize % 8 == 0, "headers stay 8-aligned");
+                assert!((c.slot as usize).is_multiple_of(8), "headers stay 8-aligned");
             }
             // The biggest objects (incompressible pages) take a one-object, one-page class.
             let c = i.classes[i.class_of_size(PAGE_SIZE)];
