@@ -37,7 +37,7 @@ pub struct TortureArgs {
     #[arg(long)]
     pub ops: Option<u64>,
     /// Operations per CPU between quiescent invariant checks.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub check_every: u64,
     /// Run only these operations (comma-separated names; default all).
     #[arg(long, value_delimiter = ',')]
