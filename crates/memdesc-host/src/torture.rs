@@ -18,7 +18,7 @@
 //!    [`Worker::fill`] and pushes the `Live`, a freeing op that calls [`Worker::release`], and
 //!    any op that only exercises it (compaction, balloon inflate/deflate, range offlining: ops
 //!    that hold nothing afterwards just return an [`Outcome`]);
-//! 3. if it has invariants of its own, checking them in [`Worker::local_check`] (per CPU, at
+//! 3. if it has invariants of its own, checking them in `Worker::local_check` (per CPU, at
 //!    every quiescent point) or in `global_check` (leader only);
 //! 4. hwpoison: fill in [`POISON_HOOK`], which the engine calls with probability
 //!    `poison_rate` per op and whose poisoned pages it reports as `poisoned_pages`. Until that
@@ -1469,7 +1469,6 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         }
                     }
                     for f in std::mem::take(&mut w.files) {
-                        f.space.for_each(|_, _| {});
                         let fid = f.id;
                         let mut cached = vec![];
                         f.space.for_each(|_, folio| cached.push(folio as *const Folio));
