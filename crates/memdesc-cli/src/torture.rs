@@ -2,6 +2,7 @@
 //! machine for a while and reports what it found, as a table or JSON. Exits with an error
 //! when a violation, a lost page or a corrupted byte was found, after printing the seed and
 //! the op-log tail to replay it (`--threads 1 --seed S` replays one CPU's sequence exactly).
+//! It touches only the simulated machine the engine boots.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
