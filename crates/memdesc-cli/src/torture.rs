@@ -2,6 +2,7 @@
 //! machine for a while and reports what it found, as a table or JSON. Exits with an error
 //! when a violation, a lost page or a corrupted byte was found, after printing the seed and
 //! the op-log tail to replay it (`--threads 1 --seed S` replays one CPU's sequence exactly).
+//! It touches only the simulated machine the engine boots.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +38,7 @@ pub struct TortureArgs {
     #[arg(long)]
     pub ops: Option<u64>,
     /// Operations per CPU between quiescent invariant checks.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub check_every: u64,
     /// Run only these operations (comma-separated names; default all).
     #[arg(long, value_delimiter = ',')]
@@ -157,22 +158,28 @@ pub fn run(args: &TortureArgs) -> Result<()> {
         print_table(&r, args, ops_per_sec);
     }
     if !clean(&r) {
-        eprintln!(
-            "torture FAILED with seed {}: replay with `memdesc torture --threads 1 --seed {}{}`",
-            r.seed,
-            r.seed,
-            if args.fail_rate > 0.0 { format!(" --fail-rate {}", args.fail_rate) } else { String::new() }
-        );
-        for m in &r.messages {
-            eprintln!("  {m}");
-        }
-        eprintln!("op-log tail:");
-        for l in &r.log_tail {
-            eprintln!("  {l}");
-        }
+        eprint!("{}", failure_text(&r, args.fail_rate));
         bail!("{} violations, {} lost pages, {} corrupted bytes", r.violations, r.lost_pages, r.corrupted_bytes);
     }
     Ok(())
+}
+
+/// What a failed run prints: the seed, how to replay it, the violations and the op-log tail.
+fn failure_text(r: &TortureReport, fail_rate: f64) -> String {
+    let mut out = format!(
+        "torture FAILED with seed {}: replay with `memdesc torture --threads 1 --seed {}{}`\n",
+        r.seed,
+        r.seed,
+        if fail_rate > 0.0 { format!(" --fail-rate {fail_rate}") } else { String::new() }
+    );
+    for m in &r.messages {
+        out += &format!("  {m}\n");
+    }
+    out += "op-log tail:\n";
+    for l in &r.log_tail {
+        out += &format!("  {l}\n");
+    }
+    out
 }
 
 fn print_table(r: &TortureReport, args: &TortureArgs, ops_per_sec: f64) {
@@ -192,4 +199,40 @@ fn print_table(r: &TortureReport, args: &TortureArgs, ops_per_sec: f64) {
     println!("violations: {}", r.violations);
     println!("lost_pages: {}", r.lost_pages);
     println!("corrupted_bytes: {}", r.corrupted_bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_the_seed_and_the_op_log_tail() {
+        let r = TortureReport {
+            seed: 77,
+            violations: 1,
+            messages: vec!["cpu 0: page_free: free_pages of a live block: double free".into()],
+            log_tail: vec!["cpu 0 #41 page_free arg=0x1234 -> !".into()],
+            ..TortureReport::default()
+        };
+        assert!(!clean(&r));
+        let t = failure_text(&r, 0.01);
+        assert!(t.contains("--threads 1 --seed 77 --fail-rate 0.01"), "{t}");
+        assert!(t.contains("double free") && t.contains("#41 page_free"), "{t}");
+    }
+
+    #[test]
+    fn a_short_run_is_clean() {
+        let args = TortureArgs {
+            seconds: 60.0,
+            threads: 2,
+            seed: 3,
+            fail_rate: 0.01,
+            poison_rate: 0.0001,
+            ops: Some(2000),
+            check_every: 500,
+            only: vec![],
+            json: true,
+        };
+        run(&args).unwrap();
+    }
 }

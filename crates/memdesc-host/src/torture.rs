@@ -18,7 +18,7 @@
 //!    [`Worker::fill`] and pushes the `Live`, a freeing op that calls [`Worker::release`], and
 //!    any op that only exercises it (compaction, balloon inflate/deflate, range offlining: ops
 //!    that hold nothing afterwards just return an [`Outcome`]);
-//! 3. if it has invariants of its own, checking them in [`Worker::local_check`] (per CPU, at
+//! 3. if it has invariants of its own, checking them in `Worker::local_check` (per CPU, at
 //!    every quiescent point) or in `global_check` (leader only);
 //! 4. hwpoison: fill in [`POISON_HOOK`], which the engine calls with probability
 //!    `poison_rate` per op and whose poisoned pages it reports as `poisoned_pages`. Until that
@@ -1007,6 +1007,9 @@ fn op_folio_split(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
 }
 
+/// Indices a torture file uses (small, so inserts collide and lookups hit).
+const FILE_INDICES: u64 = 2048;
+
 fn pc_order(w: &mut Worker<'_, '_, '_>) -> u32 {
     match w.below(100) {
         0..=69 => 0,
@@ -1022,7 +1025,7 @@ fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
     if w.over_budget(1 << order) {
         return op_free_any(w);
     }
-    let index = (w.below(4096) >> order) << order;
+    let index = (w.below(FILE_INDICES) >> order) << order;
     let (fid, space) = {
         let f = w.file();
         (f.id, f.space.space() as *const _)
@@ -1074,7 +1077,7 @@ impl<'m> Worker<'m, '_, '_> {
 }
 
 fn op_pc_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let index = w.below(4096);
+    let index = w.below(FILE_INDICES);
     let (fid, space) = {
         let f = w.file();
         (f.id, f.space.space() as *const _)
@@ -1095,7 +1098,7 @@ fn op_pc_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
 }
 
 fn op_pc_delete(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let index = w.below(4096);
+    let index = w.below(FILE_INDICES);
     let (fid, space) = {
         let f = w.file();
         (f.id, f.space.space() as *const _)
@@ -1116,7 +1119,7 @@ fn op_pc_delete(w: &mut Worker<'_, '_, '_>) -> Outcome {
 }
 
 fn op_pc_truncate(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let start = w.below(4096);
+    let start = w.below(FILE_INDICES);
     let len = 1 + w.below(256);
     let (fid, space) = {
         let f = w.file();
@@ -1166,7 +1169,9 @@ fn op_pc_truncate(w: &mut Worker<'_, '_, '_>) -> Outcome {
 /// if its owner let go meanwhile).
 fn op_rcu_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let m = w.m;
-    let pfn = Pfn(w.below(m.memmap().regions().map(|r| r.end.0).max().unwrap_or(1)));
+    let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
+    let (start, end) = regions[w.below(regions.len() as u64) as usize];
+    let pfn = start.add(w.below(end.0 - start.0));
     w.arg(pfn.0);
     let load = || m.memmap().load(m.platform(), pfn).map(|v| v.word);
     let pinned = {
@@ -1464,7 +1469,6 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         }
                     }
                     for f in std::mem::take(&mut w.files) {
-                        f.space.for_each(|_, _| {});
                         let fid = f.id;
                         let mut cached = vec![];
                         f.space.for_each(|_, folio| cached.push(folio as *const Folio));
@@ -1602,7 +1606,7 @@ mod tests {
             buf[3] ^= 1;
             buf[36] ^= 0xff;
             assert_eq!(verify_raw(buf.as_ptr(), 37, 99), 2);
-            assert!(verify_raw(buf.as_ptr(), 37, 98) > 30);
+            assert!(verify_raw(buf.as_ptr(), 37, 0xDEAD_BEEF_1234_5678) > 30, "another object's pattern");
         }
     }
 
