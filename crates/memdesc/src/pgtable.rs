@@ -24,7 +24,10 @@
 //! `VmallocUnmappable`), all of which keep refcount and mapcount at offsets 8 and 12
 //! (asserted in `desc.rs`), so one generic path counts them. Anything else — slab, page-table,
 //! zsmalloc, z3fold, unmappable vmalloc, raw, reserved or free memory — is refused with
-//! [`MapError::Unmappable`] naming the kind.
+//! [`MapError::Unmappable`] naming the kind. That decision is made in one place,
+//! [`mappability`], from the page's word; [`PhysMem::user_page_of`] and
+//! [`MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc handles also
+//! make), vmalloc's kernel and user mappings and page_pool pages all go through it.
 //!
 //! **VMAs and rmap** (Linux's model, no per-folio lists). Anon VMAs point to an anon_vma
 //! ([`RmapList`]) that [`MmRef::fork`] shares with the child's copy; file VMAs are linked on
