@@ -9,8 +9,9 @@
 //! [`VmallocDesc`] (pfn, refcount, mapcount, owning area, index in the area), and its word
 //! is tagged [`Tag::VmallocMappable`] or [`Tag::VmallocUnmappable`]. Which of the two an area
 //! is shows in its handle's type, [`VmArea<Mappable>`] or [`VmArea<Unmappable>`]: only the
-//! mappable handle has [`VmArea::user_page`], the one way this module gives a page out for a
-//! user mapping, so handing an unmappable area's page to user space does not compile:
+//! mappable handle has [`VmArea::user_page`] and is taken by [`VmallocSpace::map_user`], the
+//! two ways this module gives a page out for a user mapping, so handing an unmappable area's
+//! page to user space does not compile:
 //!
 //! ```compile_fail
 //! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Unmappable>) {
@@ -18,11 +19,20 @@
 //! # }
 //! ```
 //!
-//! while the same call on a mappable area compiles:
+//! ```compile_fail
+//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
+//! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Unmappable>) {
+//! let _ = s.map_user(cpu, mm, 0x1000, a, 0); // expects a VmArea<Mappable>
+//! # }
+//! ```
+//!
+//! while the same calls on a mappable area compile:
 //!
 //! ```
-//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Mappable>) {
+//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
+//! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Mappable>) {
 //! let _ = a.user_page(s, 0);
+//! let _ = s.map_user(cpu, mm, 0x1000, a, 0);
 //! # }
 //! ```
 //!
@@ -55,6 +65,10 @@
 //! way (pages, descriptors, bookkeeping, page tables) returns every page, descriptor, array,
 //! record and page-table page already taken, so a failed `vmalloc` leaves the machine as it
 //! was.
+//!
+//! This module touches its own records and page arrays, the words and [`VmallocDesc`]s of its
+//! pages, their bytes (through `map_local`), and entries of its kernel address space and of
+//! user address spaces only through the page-table module's API.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
