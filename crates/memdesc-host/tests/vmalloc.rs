@@ -284,6 +284,7 @@ fn two_threads_allocate_and_free_concurrently() {
         }
     });
     assert_eq!(s.stats().areas, 0);
+    assert_eq!(kmm.mm().pt_pages(), 1, "both threads' PTEs and tables are gone");
 }
 
 #[test]
@@ -379,6 +380,7 @@ mod model {
     ) {
         for i in 0..a.nr_pages() {
             let pfn = s.pfn_at(a, i).unwrap();
+            assert_eq!(s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE), Ok(pfn), "kernel PTE {i} matches the array");
             assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word.tag(), Some(tag));
             let mut b = [0u8; 2];
             s.read_area(a, i * PAGE_SIZE, &mut b).unwrap();
@@ -461,6 +463,7 @@ mod model {
                     Handle::U(a) => s.vfree_area(&cpu, a).unwrap(),
                 }
             }
+            prop_assert_eq!(kmm.mm().pt_pages(), 1, "every table freed with the last area");
             prop_assert_eq!(settled_free(&m, &cpu), free0);
         }
     }
