@@ -447,3 +447,88 @@ fn lists_from_vmalloc_areas_carry_device_bytes() {
     s.vfree_area(&cpu, a).unwrap();
     m.folio_put(&cpu, f).unwrap();
 }
+
+#[test]
+fn lists_from_mappings_match_a_page_model() {
+    // Random user layouts over the 16 pages of one block of driver memory (a virtual slot maps
+    // page k, or nothing; pages may repeat), random ranges: `push_mapped` gives exactly the
+    // entries of a reference merge (or `NotMapped` at the first hole, list unchanged), and a
+    // device write through the list leaves the physical pages as a byte model of the virtual
+    // layout says.
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestRunner};
+
+    const SLOTS: usize = 12;
+    const UV: u64 = 0x20_0000;
+    let pg = PAGE_SIZE as u64;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let mms = m.mm_caches(&cpu).unwrap();
+    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap();
+    let base = d.flags.pfn();
+    let shadow = std::cell::RefCell::new(vec![0u8; 16 * PAGE_SIZE]);
+
+    let strat = (
+        proptest::collection::vec(proptest::option::weighted(0.9, 0u64..16), SLOTS),
+        0..SLOTS as u64 * pg,
+        1..SLOTS as u64 * pg,
+        any::<u8>(),
+    );
+    let mut runner = TestRunner::new(PtConfig { cases: 40, ..PtConfig::default() });
+    runner
+        .run(&strat, |(layout, start, len, seed)| {
+            let user = mms.mm_create(&cpu, MmKind::User).unwrap();
+            user.mmap_pfn(&cpu, UV, SLOTS as u64 * pg).unwrap();
+            for (i, p) in layout.iter().enumerate() {
+                if let Some(p) = p {
+                    user.map_pfn(&cpu, UV + i as u64 * pg, base.add(*p)).unwrap();
+                }
+            }
+            let len = len.min(SLOTS as u64 * pg - start);
+            let (va, end) = (UV + start, UV + start + len);
+            // The model: pages touched, the first hole, runs of consecutive pfns.
+            let (first, last) = (start / pg, (start + len - 1) / pg);
+            let hole = (first..=last).find(|&s| layout[s as usize].is_none());
+            let mut sg = SgList::<SLOTS>::new();
+            match hole {
+                Some(h) => {
+                    prop_assert_eq!(sg.push_mapped(&io, &user, va, len), Err(SgError::NotMapped(UV + h * pg)));
+                    prop_assert!(sg.entries().is_empty());
+                }
+                None => {
+                    let mut want: Vec<(Pfn, u64, u64, u64)> = vec![];
+                    for s in first..=last {
+                        let pfn = base.add(layout[s as usize].unwrap());
+                        let lo = (UV + s * pg).max(va);
+                        let hi = (UV + (s + 1) * pg).min(end);
+                        match want.last_mut() {
+                            Some(w) if w.0.add(w.1) == pfn => {
+                                w.1 += 1;
+                                w.3 += hi - lo;
+                            }
+                            _ => want.push((pfn, 1, lo % pg, hi - lo)),
+                        }
+                    }
+                    prop_assert_eq!(sg.push_mapped(&io, &user, va, len), Ok(want.len()));
+                    let got: Vec<_> = sg.entries().iter().map(|e| (e.pfn, e.nr_pages, e.offset, e.len)).collect();
+                    prop_assert_eq!(&got, &want);
+                    let data = pattern(len as usize, seed);
+                    dev.write_to(&sg, &data).unwrap();
+                    let mut sh = shadow.borrow_mut();
+                    for (k, byte) in data.iter().enumerate() {
+                        let v = start + k as u64;
+                        let page = layout[(v / pg) as usize].unwrap();
+                        sh[(page * pg + v % pg) as usize] = *byte;
+                    }
+                    prop_assert!(phys_bytes(&m, base.phys(), 16 * PAGE_SIZE) == *sh, "physical bytes = model");
+                }
+            }
+            user.destroy(&cpu);
+            prop_assert_eq!((d.counts.refcount(), d.counts.mapcount()), (1, 0));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+}
