@@ -1,11 +1,16 @@
 //! I/O over pfn ranges end to end: scatter-gather lists built from folios of several orders,
 //! from a 2 MiB two-level block that was never split (no per-page word), and from device
 //! memory outside every region (no word at all); the simulated DMA device writes, reads and
-//! copies byte patterns through them, across page and 2 MiB area boundaries.
+//! copies byte patterns through them, across page and 2 MiB area boundaries; lists built by
+//! walking page tables (a user range with pages mapped out of physical order and a PMD-mapped
+//! 2 MiB folio; vmalloc areas through the kernel page tables) carry device bytes to the
+//! right places.
 
 use memdesc::folio::FolioKind;
 use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::pgtable::MmKind;
 use memdesc::sg::{IoSpace, SgError, SgList};
+use memdesc::vmalloc::{Mappable, Unmappable, VmallocSpace};
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, DmaError, SimDevice, SimMachine};
 
@@ -332,4 +337,198 @@ fn dma_matches_a_shadow_model() {
     for p in others {
         m.free_pages(&cpu, p, 10).unwrap();
     }
+}
+
+#[test]
+fn lists_from_user_mappings_merge_contiguous_pages() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let mms = m.mm_caches(&cpu).unwrap();
+    let user = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let pg = PAGE_SIZE as u64;
+    // Driver memory of 4 contiguous pages, mapped out of order: pages 0, 1, 3, 2.
+    const PV: u64 = 0x10_0000;
+    user.mmap_pfn(&cpu, PV, 8 * pg).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 0).unwrap();
+    let p = d.flags.pfn();
+    for (i, page) in [0u64, 1, 3, 2].into_iter().enumerate() {
+        user.map_pfn(&cpu, PV + i as u64 * pg, p.add(page)).unwrap();
+    }
+    let mut sg = SgList::<8>::new();
+    assert_eq!(sg.push_mapped(&io, &user, PV + 100, 4 * pg - 200), Ok(3));
+    let e = sg.entries();
+    assert_eq!((e[0].pfn, e[0].nr_pages, e[0].offset, e[0].len), (p, 2, 100, 2 * pg - 100), "pages 0 and 1 merge");
+    assert_eq!((e[1].pfn, e[1].nr_pages, e[1].offset, e[1].len), (p.add(3), 1, 0, pg));
+    assert_eq!((e[2].pfn, e[2].nr_pages, e[2].offset, e[2].len), (p.add(2), 1, 0, pg - 100));
+    let data = pattern(4 * PAGE_SIZE - 200, 0x33);
+    dev.write_to(&sg, &data).unwrap();
+    // The bytes sit where the user's virtual layout says: virtual page i is physical page
+    // [0, 1, 3, 2][i].
+    let mut off = 0;
+    for (i, page) in [0u64, 1, 3, 2].into_iter().enumerate() {
+        let start = if i == 0 { 100 } else { 0 };
+        let n = (PAGE_SIZE - start).min(data.len() - off);
+        assert_eq!(phys_bytes(&m, p.add(page).phys() + start as u64, n), data[off..off + n], "virtual page {i}");
+        off += n;
+    }
+
+    // A 2 MiB folio mapped by one PMD entry: a range inside it is one entry.
+    const HV: u64 = 0x4000_0000;
+    user.mmap_anon(&cpu, HV, 2 << 20).unwrap();
+    let huge = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    user.map_folio_pmd(&cpu, HV, huge).unwrap();
+    let mut h = SgList::<2>::new();
+    assert_eq!(h.push_mapped(&io, &user, HV + 3 * pg + 7, 100 * pg), Ok(1));
+    assert_eq!(h.entries()[0].pfn, huge.flags.pfn().add(3));
+    assert_eq!(h.entries()[0].nr_pages, 101);
+    let hdata = pattern(100 * PAGE_SIZE, 0x44);
+    dev.write_to(&h, &hdata).unwrap();
+    assert_eq!(phys_bytes(&m, huge.flags.pfn().add(3).phys() + 7, hdata.len()), hdata);
+
+    // Refusals leave the list unchanged: an unmapped page inside the range, a full list.
+    let before = sg.entries().to_vec();
+    assert_eq!(sg.push_mapped(&io, &user, PV + 3 * pg, 2 * pg), Err(SgError::NotMapped(PV + 4 * pg)));
+    let mut small = SgList::<2>::new();
+    assert_eq!(small.push_mapped(&io, &user, PV, 4 * pg), Err(SgError::Full));
+    assert!(small.entries().is_empty());
+    assert_eq!(sg.push_mapped(&io, &user, PV, 0), Err(SgError::ZeroLength));
+    assert_eq!(sg.entries(), &before[..]);
+
+    user.destroy(&cpu);
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(m.folio_put(&cpu, huge), Ok(true));
+}
+
+#[test]
+fn lists_from_vmalloc_areas_carry_device_bytes() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
+    let a = s.vmalloc::<Unmappable>(&cpu, 6 * PAGE_SIZE, Gfp::ZERO).unwrap();
+    let mut sg = SgList::<8>::new();
+    let n = sg.push_vmalloc(&io, &s, &a, 300, 5 * PAGE_SIZE).unwrap();
+    // One entry per run of physically contiguous pages of the area.
+    let pfns: Vec<Pfn> = (0..6).map(|i| s.pfn_at(&a, i).unwrap()).collect();
+    let runs = 1 + pfns[..6].windows(2).filter(|w| w[1].0 != w[0].0 + 1).count();
+    assert_eq!(n, runs);
+    assert_eq!(sg.total_len(), 5 * PAGE_SIZE as u64);
+    let data = pattern(5 * PAGE_SIZE, 0x77);
+    dev.write_to(&sg, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_area(&a, 300, &mut back).unwrap();
+    assert_eq!(back, data, "the device wrote through the area's pages in virtual order");
+    let mut edge = [9u8; 300];
+    s.read_area(&a, 0, &mut edge).unwrap();
+    assert_eq!(edge, [0u8; 300], "bytes before the entry untouched");
+
+    // Device copy from the vmalloc list into a folio, then back into another area.
+    let f = m.folio_alloc(&cpu, 3, Gfp::KERNEL, FolioKind::Anon).unwrap();
+    let mut fl = SgList::<1>::new();
+    fl.push_folio(&io, f, 0, 5 * PAGE_SIZE as u64).unwrap();
+    dev.copy(&sg, &fl, data.len() as u64).unwrap();
+    assert_eq!(phys_bytes(&m, f.flags.pfn().phys(), data.len()), data);
+    let b = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::ZERO).unwrap();
+    let mut bl = SgList::<8>::new();
+    bl.push_vmalloc(&io, &s, &b, 0, 5 * PAGE_SIZE).unwrap();
+    dev.copy(&fl, &bl, data.len() as u64).unwrap();
+    s.read_area(&b, 0, &mut back).unwrap();
+    assert_eq!(back, data);
+
+    assert_eq!(sg.push_vmalloc(&io, &s, &a, 6 * PAGE_SIZE - 1, 2), Err(SgError::BadArea { va: a.addr() }));
+    let stale_at = b.addr();
+    s.vfree(&cpu, stale_at).unwrap();
+    assert_eq!(bl.push_vmalloc(&io, &s, &b, 0, 1), Err(SgError::BadArea { va: stale_at }));
+    s.vfree_area(&cpu, a).unwrap();
+    m.folio_put(&cpu, f).unwrap();
+}
+
+#[test]
+fn lists_from_mappings_match_a_page_model() {
+    // Random user layouts over the 16 pages of one block of driver memory (a virtual slot maps
+    // page k, or nothing; pages may repeat), random ranges: `push_mapped` gives exactly the
+    // entries of a reference merge (or `NotMapped` at the first hole, list unchanged), and a
+    // device write through the list leaves the physical pages as a byte model of the virtual
+    // layout says.
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestRunner};
+
+    const SLOTS: usize = 12;
+    const UV: u64 = 0x20_0000;
+    let pg = PAGE_SIZE as u64;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let io = IoSpace::new(&m);
+    let dev = SimDevice::new(&m);
+    let mms = m.mm_caches(&cpu).unwrap();
+    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap();
+    let base = d.flags.pfn();
+    let shadow = std::cell::RefCell::new(vec![0u8; 16 * PAGE_SIZE]);
+
+    let strat = (
+        proptest::collection::vec(proptest::option::weighted(0.9, 0u64..16), SLOTS),
+        0..SLOTS as u64 * pg,
+        1..SLOTS as u64 * pg,
+        any::<u8>(),
+    );
+    let mut runner = TestRunner::new(PtConfig { cases: 40, ..PtConfig::default() });
+    runner
+        .run(&strat, |(layout, start, len, seed)| {
+            let user = mms.mm_create(&cpu, MmKind::User).unwrap();
+            user.mmap_pfn(&cpu, UV, SLOTS as u64 * pg).unwrap();
+            for (i, p) in layout.iter().enumerate() {
+                if let Some(p) = p {
+                    user.map_pfn(&cpu, UV + i as u64 * pg, base.add(*p)).unwrap();
+                }
+            }
+            let len = len.min(SLOTS as u64 * pg - start);
+            let (va, end) = (UV + start, UV + start + len);
+            // The model: pages touched, the first hole, runs of consecutive pfns.
+            let (first, last) = (start / pg, (start + len - 1) / pg);
+            let hole = (first..=last).find(|&s| layout[s as usize].is_none());
+            let mut sg = SgList::<SLOTS>::new();
+            match hole {
+                Some(h) => {
+                    prop_assert_eq!(sg.push_mapped(&io, &user, va, len), Err(SgError::NotMapped(UV + h * pg)));
+                    prop_assert!(sg.entries().is_empty());
+                }
+                None => {
+                    let mut want: Vec<(Pfn, u64, u64, u64)> = vec![];
+                    for s in first..=last {
+                        let pfn = base.add(layout[s as usize].unwrap());
+                        let lo = (UV + s * pg).max(va);
+                        let hi = (UV + (s + 1) * pg).min(end);
+                        match want.last_mut() {
+                            Some(w) if w.0.add(w.1) == pfn => {
+                                w.1 += 1;
+                                w.3 += hi - lo;
+                            }
+                            _ => want.push((pfn, 1, lo % pg, hi - lo)),
+                        }
+                    }
+                    prop_assert_eq!(sg.push_mapped(&io, &user, va, len), Ok(want.len()));
+                    let got: Vec<_> = sg.entries().iter().map(|e| (e.pfn, e.nr_pages, e.offset, e.len)).collect();
+                    prop_assert_eq!(&got, &want);
+                    let data = pattern(len as usize, seed);
+                    dev.write_to(&sg, &data).unwrap();
+                    let mut sh = shadow.borrow_mut();
+                    for (k, byte) in data.iter().enumerate() {
+                        let v = start + k as u64;
+                        let page = layout[(v / pg) as usize].unwrap();
+                        sh[(page * pg + v % pg) as usize] = *byte;
+                    }
+                    prop_assert!(phys_bytes(&m, base.phys(), 16 * PAGE_SIZE) == *sh, "physical bytes = model");
+                }
+            }
+            user.destroy(&cpu);
+            prop_assert_eq!((d.counts.refcount(), d.counts.mapcount()), (1, 0));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
 }

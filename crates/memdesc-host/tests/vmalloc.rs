@@ -1,13 +1,14 @@
 //! vmalloc on the simulated machine: areas in both memmap layouts and in highmem-free and
-//! unmapped memory, byte access through the platform mapping, precise vfree errors, OOM
-//! unwinding with nothing leaked, and the user-mapping checks (compile-time for handles, a
-//! precise error for every kernel-only page kind).
+//! unmapped memory, byte access through the platform mapping, kernel PTEs that agree with the
+//! page arrays (guard pages unmapped, tables freed by vfree), precise vfree errors, OOM
+//! unwinding (pages or page tables) with nothing leaked. User mappings are in
+//! `user_mappings.rs`.
 
 use memdesc::cpu::Cpu;
-use memdesc::folio::FolioKind;
 use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-use memdesc::vmalloc::{Mappable, NotUserMappable, Unmappable, VmallocError, VmallocSpace};
-use memdesc::word::{PageKind, Tag};
+use memdesc::pgtable::{MapError, MmKind};
+use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
+use memdesc::word::Tag;
 use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine};
 
@@ -41,7 +42,9 @@ fn areas_in_both_layouts_free_everything() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
-        let s = VmallocSpace::new(&m, &cpu).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
         let warm = s.vmalloc::<Unmappable>(&cpu, 1, Gfp::KERNEL).unwrap();
         s.vfree_area(&cpu, warm).unwrap();
         let free0 = settled_free(&m, &cpu);
@@ -88,7 +91,9 @@ fn oom_midway_unwinds_everything() {
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = small_machine(layout);
         let cpu = m.cpus().claim(0).unwrap();
-        let s = VmallocSpace::new(&m, &cpu).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
         let keep = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::KERNEL).unwrap();
         let free0 = settled_free(&m, &cpu);
         let live0 = s.stats();
@@ -109,7 +114,9 @@ fn oom_midway_unwinds_everything() {
 fn virtual_space_exhaustion_unwinds_pages() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
-    let s = VmallocSpace::with_range(&m, &cpu, 0xffff_c900_0000_0000, 16 * PAGE_SIZE).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::with_range(&m, &cpu, &kmm, 0xffff_c900_0000_0000, 16 * PAGE_SIZE).unwrap();
     let a = s.vmalloc::<Unmappable>(&cpu, 7 * PAGE_SIZE, Gfp::KERNEL).unwrap();
     let free0 = settled_free(&m, &cpu);
     // 7 + guard used; 8 left, which holds 7 + guard but not 8 + guard.
@@ -126,9 +133,12 @@ fn virtual_space_exhaustion_unwinds_pages() {
     assert_eq!(c.addr(), 0xffff_c900_0000_0000);
     s.vfree_area(&cpu, b).unwrap();
     s.vfree_area(&cpu, c).unwrap();
-    assert_eq!(VmallocSpace::with_range(&m, &cpu, 0x1001, PAGE_SIZE).err(), Some(VmallocError::BadRange));
     assert_eq!(
-        VmallocSpace::with_range(&m, &cpu, usize::MAX - 4095, 2 * PAGE_SIZE).err(),
+        VmallocSpace::with_range(&m, &cpu, &kmm, 0xffff_c900_0000_1001, PAGE_SIZE).err(),
+        Some(VmallocError::BadRange)
+    );
+    assert_eq!(
+        VmallocSpace::with_range(&m, &cpu, &kmm, usize::MAX - 4095, 2 * PAGE_SIZE).err(),
         Some(VmallocError::BadRange)
     );
 }
@@ -137,7 +147,9 @@ fn virtual_space_exhaustion_unwinds_pages() {
 fn bad_and_double_vfree_are_refused_precisely() {
     let m = machine(MemmapLayout::TwoLevel);
     let cpu = m.cpus().claim(0).unwrap();
-    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
     let a = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
     let b = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::KERNEL).unwrap();
     let (va, vb) = (a.addr(), b.addr());
@@ -162,51 +174,91 @@ fn bad_and_double_vfree_are_refused_precisely() {
 }
 
 #[test]
-fn only_mappable_memory_reaches_user_space() {
-    let m = machine(MemmapLayout::Flat);
+fn areas_are_mapped_by_kernel_ptes_and_vfree_unmaps_them() {
+    for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
+        let m = machine(layout);
+        let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
+        let a = s.vmalloc::<Mappable>(&cpu, 700 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+        let b = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+        for (start, n) in [(a.addr(), a.nr_pages()), (b.addr(), b.nr_pages())] {
+            let mut seen = vec![];
+            s.for_each_page(start, |i, pfn| seen.push((i, pfn))).unwrap();
+            for (i, pfn) in seen {
+                // The page tables and the page array agree.
+                let (e, huge) = kmm.translate((start + i * PAGE_SIZE) as u64).unwrap();
+                assert!(!huge && !e.user());
+                assert_eq!(e.pfn(), pfn);
+                assert_eq!(s.vmalloc_to_pfn(start + i * PAGE_SIZE + 5), Ok(pfn));
+            }
+            assert_eq!(kmm.translate((start + n * PAGE_SIZE) as u64), None, "guard page unmapped");
+        }
+        let tables = kmm.mm().pt_pages();
+        assert!(tables >= 5, "PGD, PUD, PMD and at least two PTE tables: {tables}");
+        s.vfree_area(&cpu, a).unwrap();
+        assert!(kmm.mm().pt_pages() < tables, "tables emptied by vfree are freed");
+        assert_eq!(kmm.translate(b.addr() as u64).map(|(e, _)| e.pfn()), s.pfn_at(&b, 0).ok());
+        s.vfree_area(&cpu, b).unwrap();
+        assert_eq!(kmm.mm().pt_pages(), 1, "only the PGD is left");
+        assert!(s.destroy(&cpu).is_ok());
+        kmm.destroy(&cpu);
+        mms.destroy(&cpu).unwrap();
+        m.check(|_, _, _| {}).unwrap();
+    }
+}
+
+#[test]
+fn oom_in_page_tables_unwinds_everything() {
+    // Leave k pages free (k swept), then vmalloc 3 pages in a fresh kernel address space: for
+    // some k the pages fit but the page tables (PUD, PMD, PTE) do not, and that failure must
+    // give back every page, descriptor, record and table taken.
+    let m = small_machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
-    let s = VmallocSpace::new(&m, &cpu).unwrap();
-    let user = s.vmalloc::<Mappable>(&cpu, 2 * PAGE_SIZE, Gfp::ZERO).unwrap();
-    let kern = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::ZERO).unwrap();
-    // Through a handle: only VmArea<Mappable> has user_page (see the compile_fail doctest in
-    // memdesc::vmalloc); through a pfn, the word decides.
-    let up = user.user_page(&s, 1).unwrap();
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, up.pfn()), Ok(up));
-    let kpfn = s.pfn_at(&kern, 0).unwrap();
-    assert_eq!(
-        memdesc::vmalloc::user_page_of(&m, kpfn),
-        Err(NotUserMappable::KernelOnly(kpfn, Tag::VmallocUnmappable))
-    );
-    // A slab page.
-    let obj = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
-    let spfn = memdesc::Platform::virt_to_pfn(m.platform(), obj).unwrap();
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, spfn), Err(NotUserMappable::KernelOnly(spfn, Tag::Slab)));
-    // Undescribed memory: a raw page, and a free one.
-    let raw = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, raw), Err(NotUserMappable::Undescribed(raw)));
-    m.free_pages(&cpu, raw, 0).unwrap();
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, raw), Err(NotUserMappable::Undescribed(raw)));
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, Pfn(1 << 39)), Err(NotUserMappable::OutOfRange(Pfn(1 << 39))));
-    // A folio may be mapped.
-    let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(memdesc::vmalloc::user_page_of(&m, f.flags.pfn()).unwrap().tag(), Tag::AnonFolio);
-    m.folio_put(&cpu, f).unwrap();
-    assert!(matches!(
-        m.memmap().load(m.platform(), up.pfn()).map(|v| v.word.kind()),
-        Some(PageKind::Vmalloc { mappable: true, .. })
-    ));
-    m.kfree(&cpu, obj).unwrap();
-    s.vfree_area(&cpu, user).unwrap();
-    s.vfree_area(&cpu, kern).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
+    let warm = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+    s.vfree_area(&cpu, warm).unwrap();
+    let free0 = settled_free(&m, &cpu);
+    let (mut table_ooms, mut page_ooms, mut ok) = (0, 0, 0);
+    for k in 0..24 {
+        let mut hog = vec![];
+        while let Ok(p) = m.alloc_pages(&cpu, 0, Gfp::NOWARN) {
+            hog.push(p);
+        }
+        for p in hog.drain(hog.len() - k..) {
+            m.free_pages(&cpu, p, 0).unwrap();
+        }
+        match s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::NOWARN) {
+            Ok(a) => {
+                ok += 1;
+                s.vfree_area(&cpu, a).unwrap();
+            }
+            Err(VmallocError::PageTable(MapError::NoMemory(_))) => table_ooms += 1,
+            Err(VmallocError::NoMemory(_)) => page_ooms += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert_eq!(s.stats().areas, 0);
+        assert_eq!(kmm.mm().pt_pages(), 1, "k = {k}: no table left behind");
+        for p in hog {
+            m.free_pages(&cpu, p, 0).unwrap();
+        }
+        assert_eq!(settled_free(&m, &cpu), free0, "k = {k}: nothing leaked");
+    }
+    assert!(table_ooms > 0 && page_ooms > 0 && ok > 0, "{page_ooms} {table_ooms} {ok}");
+    m.check(|_, _, _| {}).unwrap();
 }
 
 #[test]
 fn two_threads_allocate_and_free_concurrently() {
     let m = machine(MemmapLayout::Flat);
-    let s = {
-        let cpu = m.cpus().claim(0).unwrap();
-        VmallocSpace::new(&m, &cpu).unwrap()
-    };
+    let cpu0 = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu0).unwrap();
+    let kmm = mms.mm_create(&cpu0, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::new(&m, &cpu0, &kmm).unwrap();
+    drop(cpu0);
     std::thread::scope(|sc| {
         for t in 0..2usize {
             let (m, s) = (&m, &s);
@@ -232,6 +284,7 @@ fn two_threads_allocate_and_free_concurrently() {
         }
     });
     assert_eq!(s.stats().areas, 0);
+    assert_eq!(kmm.mm().pt_pages(), 1, "both threads' PTEs and tables are gone");
 }
 
 #[test]
@@ -258,7 +311,9 @@ fn highmem_pages_are_reached_through_local_mappings() {
     l.movable_from(Pfn(0x10_0000));
     let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
     let cpu = m.cpus().claim(0).unwrap();
-    let s = VmallocSpace::new(&m, &cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let s = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
     let a = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::MOVABLE | Gfp::ZERO).unwrap();
     for i in 0..5 {
         let pfn = s.pfn_at(&a, i).unwrap();
@@ -325,6 +380,7 @@ mod model {
     ) {
         for i in 0..a.nr_pages() {
             let pfn = s.pfn_at(a, i).unwrap();
+            assert_eq!(s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE), Ok(pfn), "kernel PTE {i} matches the array");
             assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word.tag(), Some(tag));
             let mut b = [0u8; 2];
             s.read_area(a, i * PAGE_SIZE, &mut b).unwrap();
@@ -338,7 +394,9 @@ mod model {
         fn vmalloc_matches_first_fit_model(ops in proptest::collection::vec(op(), 1..80)) {
             let m = small_machine(MemmapLayout::Flat);
             let cpu = m.cpus().claim(0).unwrap();
-            let s = VmallocSpace::with_range(&m, &cpu, BASE, SPACE_PAGES * PAGE_SIZE).unwrap();
+            let mms = m.mm_caches(&cpu).unwrap();
+            let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+            let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, SPACE_PAGES * PAGE_SIZE).unwrap();
             let free0 = settled_free(&m, &cpu);
             let mut model: Vec<(usize, usize)> = vec![];
             let mut live: Vec<(Handle, u8)> = vec![];
@@ -405,6 +463,7 @@ mod model {
                     Handle::U(a) => s.vfree_area(&cpu, a).unwrap(),
                 }
             }
+            prop_assert_eq!(kmm.mm().pt_pages(), 1, "every table freed with the last area");
             prop_assert_eq!(settled_free(&m, &cpu), free0);
         }
     }

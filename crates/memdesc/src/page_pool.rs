@@ -16,6 +16,13 @@
 //! - **Puts** ([`pp_put`], [`pp_put_frag`], [`pp_put_pfn`]) need only the machine, not the pool
 //!   handle: the descriptor names the pool, as Linux's `page->pp` does, so pages may outlive the
 //!   driver's handle.
+//! - **User mappings.** A handed-out block's page may be mapped into a user address space by
+//!   pfn ([`crate::pgtable::MmRef::map_pfn`], which decides by
+//!   [`crate::pgtable::mappability`]); each entry holds one refcount and one mapcount at the
+//!   offsets every mappable kind shares. That refcount is 1 while the block is handed out and
+//!   0 while it waits in the ring, so a ring block cannot be mapped, and the last put of a
+//!   mapped block is refused with [`PoolError::Mapped`] (the block would otherwise recycle
+//!   under a live mapping).
 //! - **Destroy.** Linux's `page_pool_destroy` empties the ring and, if pages are still in flight
 //!   (in socket buffers somewhere in the stack), defers: a retry worker keeps releasing until
 //!   the in-flight count is zero (warning periodically), and pages returned meanwhile go back to
@@ -82,6 +89,9 @@ pub enum PoolError {
     NoReference(Pfn),
     /// Blocks are still in flight; the pool was not destroyed.
     InFlight(u64),
+    /// The last `pp_ref_count` of this block would go while page-table entries map it: unmap
+    /// first (the reference is still held; put it again, e.g. with [`pp_put_pfn`]).
+    Mapped(Pfn, u32),
 }
 
 impl core::fmt::Display for PoolError {
@@ -94,6 +104,7 @@ impl core::fmt::Display for PoolError {
             PoolError::WrongMachine => write!(f, "the netmem belongs to another machine"),
             PoolError::NoReference(p) => write!(f, "put of pfn {p} with pp_ref_count 0"),
             PoolError::InFlight(n) => write!(f, "{n} blocks still in flight"),
+            PoolError::Mapped(p, n) => write!(f, "pfn {p} is still mapped by {n} page-table entries"),
         }
     }
 }
@@ -330,7 +341,9 @@ impl<'m, P: Platform> PagePool<'m, P> {
                 c.alloc_fast.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: the ring only holds descriptors of this pool's blocks, live while
                 // they are in the ring.
-                return Ok(unsafe { &*(addr as *const Netmem) });
+                let d = unsafe { &*(addr as *const Netmem) };
+                d.counts.refcount.store(1, Ordering::Release);
+                return Ok(d);
             }
         }
         let mem = self.mem;
@@ -497,6 +510,12 @@ fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<
         if cur == 0 {
             return Err(PoolError::NoReference(d.flags.pfn()));
         }
+        // A block mapped into an address space must not recycle (the mapper holds a
+        // reference while it maps, so no mapping races this last put).
+        let mapped = d.counts.mapcount();
+        if cur == 1 && mapped != 0 {
+            return Err(PoolError::Mapped(d.flags.pfn(), mapped));
+        }
         match d.pp_ref_count.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => break,
             Err(now) => cur = now,
@@ -517,6 +536,8 @@ fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netme
             // SAFETY: tail < cap inside the ring's slot array.
             unsafe { r.slots.as_ptr().add(tail).write(d as *const Netmem as usize) };
             r.len += 1;
+            // In the ring nobody holds the block: a mapping of it is refused (NoReference).
+            d.counts.refcount.store(0, Ordering::Release);
             drop(r);
             c.recycled.fetch_add(1, Ordering::Relaxed);
             drop_core_ref(mem, cpu, c);

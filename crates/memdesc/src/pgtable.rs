@@ -24,7 +24,10 @@
 //! `VmallocUnmappable`), all of which keep refcount and mapcount at offsets 8 and 12
 //! (asserted in `desc.rs`), so one generic path counts them. Anything else — slab, page-table,
 //! zsmalloc, z3fold, unmappable vmalloc, raw, reserved or free memory — is refused with
-//! [`MapError::Unmappable`] naming the kind.
+//! [`MapError::Unmappable`] naming the kind. That decision is made in one place,
+//! [`mappability`], from the page's word; [`PhysMem::user_page_of`] and
+//! [`MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc handles also
+//! make), vmalloc's kernel and user mappings and page_pool pages all go through it.
 //!
 //! **VMAs and rmap** (Linux's model, no per-folio lists). Anon VMAs point to an anon_vma
 //! ([`RmapList`]) that [`MmRef::fork`] shares with the child's copy; file VMAs are linked on
@@ -555,6 +558,77 @@ fn index_of(va: u64, level: u32) -> usize {
     ((va >> shift_of(level)) & (PTRS_PER_TABLE as u64 - 1)) as usize
 }
 
+/// **The one mappability rule**: may a page whose word is `word` be mapped into an address
+/// space of kind `space`? Every path that installs an entry for a page by pfn
+/// ([`MmRef::map_pfn`], [`MmRef::map_user_page`], [`PhysMem::user_page_of`], vmalloc's kernel
+/// and user mappings) decides through this function, and nothing else does.
+///
+/// Accepted (the returned tag): anon and file folios, mappable driver memory, mappable vmalloc
+/// pages and page-pool (netmem) pages — every kind with refcount and mapcount at the shared
+/// offsets — and, in a kernel space only, unmappable vmalloc pages. Refused, with the kind:
+/// slab, page-table, unmappable vmalloc (user space), zsmalloc and z3fold pages, free blocks,
+/// every undescribed subtype, split area words and corrupt words.
+///
+/// ```
+/// use memdesc::pgtable::{mappability, MmKind, UnmappableKind};
+/// use memdesc::word::Word;
+/// // A tail word (a page inside a raw block) is never mappable.
+/// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));
+/// ```
+pub fn mappability(word: Word, space: MmKind) -> Result<Tag, UnmappableKind> {
+    match word.kind() {
+        PageKind::AnonFolio(_) => Ok(Tag::AnonFolio),
+        PageKind::FileFolio(_) => Ok(Tag::FileFolio),
+        PageKind::Mappable(_) => Ok(Tag::Mappable),
+        PageKind::NetPool(_) => Ok(Tag::NetPool),
+        PageKind::Vmalloc { mappable: true, .. } => Ok(Tag::VmallocMappable),
+        PageKind::Vmalloc { mappable: false, .. } if space == MmKind::Kernel => Ok(Tag::VmallocUnmappable),
+        PageKind::Vmalloc { mappable: false, .. } => Err(UnmappableKind::VmallocUnmappable),
+        PageKind::Slab(_) => Err(UnmappableKind::Slab),
+        PageKind::PageTable(_) => Err(UnmappableKind::PageTable),
+        PageKind::Zsmalloc(_) => Err(UnmappableKind::Zsmalloc),
+        PageKind::Z3fold(_) => Err(UnmappableKind::Z3fold),
+        PageKind::Buddy(_) => Err(UnmappableKind::Free),
+        PageKind::Undescribed(u) => Err(UnmappableKind::Undescribed(u.subtype)),
+        PageKind::Split(_) | PageKind::Invalid(_) => Err(UnmappableKind::Invalid),
+    }
+}
+
+/// Proof that a page passed [`mappability`] for user space when it was made: the token
+/// [`MmRef::map_user_page`] takes. Made only by [`PhysMem::user_page_of`] (from the word) and
+/// by `VmArea<Mappable>::user_page` (from the handle's type; an unmappable area has no such
+/// method). The mapping re-checks the word, so a token kept past its page's free is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserPage {
+    pfn: Pfn,
+    tag: Tag,
+}
+
+impl UserPage {
+    /// A token for a page whose kind is known from a typed handle (crate-internal).
+    pub(crate) fn new(pfn: Pfn, tag: Tag) -> Self {
+        UserPage { pfn, tag }
+    }
+    /// The page.
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+    /// The kind of memory it is.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Decides by [`mappability`] whether the page at `pfn` may be mapped into user space, and
+    /// returns the token for [`MmRef::map_user_page`]; refused with
+    /// [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
+    pub fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {
+        let (_, tag) = self.classify_page(MmKind::User, pfn)?;
+        Ok(UserPage { pfn, tag })
+    }
+}
+
 impl<P: Platform> PhysMem<P> {
     // ---- kernel objects -------------------------------------------------------------------
 
@@ -696,44 +770,10 @@ impl<P: Platform> PhysMem<P> {
 
     // ---- what a pfn is --------------------------------------------------------------------
 
-    /// Classifies the page at `pfn` for mapping into `vma` of `mm`.
-    fn classify(&self, mm: &Mm, kind: VmaKind, pfn: Pfn) -> Result<Target<'_>, MapError> {
-        let bad = |kind| Err(MapError::Unmappable { pfn, kind });
-        let Some(v) = self.memmap.load(&self.platform, pfn) else { return bad(UnmappableKind::NoPage) };
-        let addr = v.word.desc_addr().unwrap_or(0);
-        let tag = v.word.tag();
-        let t = match v.word.kind() {
-            PageKind::AnonFolio(_) | PageKind::FileFolio(_) => {
-                // SAFETY: the word names a live folio descriptor (TYPESAFE_BY_RCU memory that
-                // stays a Folio); its refcount is checked before it is trusted.
-                Target::Folio(unsafe { &*(addr as *const Folio) }, tag.expect("described"))
-            }
-            // SAFETY: as above, for a MappableDesc.
-            PageKind::Mappable(_) => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
-            PageKind::NetPool(_) | PageKind::Vmalloc { mappable: true, .. } => {
-                // SAFETY: every mappable descriptor keeps its MapCounts at offset 8 (desc.rs
-                // asserts it), and the word names a live descriptor of such a kind.
-                Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn)
-            }
-            PageKind::Vmalloc { mappable: false, .. } if mm.kind == MmKind::Kernel => {
-                // SAFETY: as above.
-                Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn)
-            }
-            PageKind::Vmalloc { mappable: false, .. } => return bad(UnmappableKind::VmallocUnmappable),
-            PageKind::Slab(_) => return bad(UnmappableKind::Slab),
-            PageKind::PageTable(_) => return bad(UnmappableKind::PageTable),
-            PageKind::Zsmalloc(_) => return bad(UnmappableKind::Zsmalloc),
-            PageKind::Z3fold(_) => return bad(UnmappableKind::Z3fold),
-            PageKind::Buddy(_) => return bad(UnmappableKind::Free),
-            PageKind::Undescribed(u) => {
-                // A tail of a free buddy block is free memory.
-                if u.subtype == Subtype::Tail && self.free_block_containing_pfn(pfn).is_some() {
-                    return bad(UnmappableKind::Free);
-                }
-                return bad(UnmappableKind::Undescribed(u.subtype));
-            }
-            PageKind::Split(_) | PageKind::Invalid(_) => return bad(UnmappableKind::Invalid),
-        };
+    /// Classifies the page at `pfn` for mapping into a VMA of `kind` in an address space of
+    /// `space`, by [`mappability`] (the one rule), refining a free tail's error.
+    fn classify(&self, space: MmKind, kind: VmaKind, pfn: Pfn) -> Result<Target<'_>, MapError> {
+        let (t, tag) = self.classify_page(space, pfn)?;
         let ok = matches!(
             (&t, kind),
             (Target::Folio(_, Tag::AnonFolio), VmaKind::Anon)
@@ -741,9 +781,36 @@ impl<P: Platform> PhysMem<P> {
                 | (Target::Mappable(_) | Target::Other(..), VmaKind::Pfn)
         );
         if !ok {
-            return bad(UnmappableKind::WrongVma(tag.expect("described")));
+            return Err(MapError::Unmappable { pfn, kind: UnmappableKind::WrongVma(tag) });
         }
         Ok(t)
+    }
+
+    /// The page at `pfn` as a mapping target for an address space of kind `space`, decided by
+    /// [`mappability`] (a free tail's error refined to `Free`).
+    fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'_>, Tag), MapError> {
+        let bad = |kind| Err(MapError::Unmappable { pfn, kind });
+        let Some(v) = self.memmap.load(&self.platform, pfn) else { return bad(UnmappableKind::NoPage) };
+        let tag = match mappability(v.word, space) {
+            Ok(tag) => tag,
+            // A tail of a free buddy block is free memory.
+            Err(UnmappableKind::Undescribed(Subtype::Tail)) if self.free_block_containing_pfn(pfn).is_some() => {
+                return bad(UnmappableKind::Free)
+            }
+            Err(k) => return bad(k),
+        };
+        let addr = v.word.desc_addr().unwrap_or(0);
+        let t = match tag {
+            // SAFETY: the word names a live folio descriptor (TYPESAFE_BY_RCU memory that
+            // stays a Folio); its refcount is checked before it is trusted.
+            Tag::AnonFolio | Tag::FileFolio => Target::Folio(unsafe { &*(addr as *const Folio) }, tag),
+            // SAFETY: as above, for a MappableDesc.
+            Tag::Mappable => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
+            // SAFETY: every other kind `mappability` accepts (netmem, vmalloc) keeps its
+            // MapCounts at offset 8 (desc.rs asserts it), and the word names a live descriptor.
+            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
+        };
+        Ok((t, tag))
     }
 
     fn target_of(&self, pfn: Pfn) -> Target<'_> {
@@ -1452,13 +1519,23 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let _g = self.mm.lock.lock();
         self.check_range(va, PAGE_SIZE as u64)?;
         let kind = self.mm.find_vma(va).map_or(VmaKind::Pfn, |v| v.kind);
-        let t = self.mem.classify(self.mm, kind, pfn)?;
+        let t = self.mem.classify(self.mm.kind, kind, pfn)?;
         let first = match t {
             Target::Folio(f, _) => pfn.0.wrapping_sub(f.flags.pfn().0),
             Target::Mappable(d) => pfn.0.wrapping_sub(d.flags.pfn().0),
             Target::Other(..) => 0,
         };
         self.map_locked(cpu, va, t, first, 1, false)
+    }
+
+    /// Maps the page a [`UserPage`] token names at `va` of a user address space (a kernel one
+    /// refuses it with [`MapError::OutOfRange`]: tokens are for user space). The word is
+    /// checked again by [`mappability`], so a stale token is refused like any unmappable pfn.
+    pub fn map_user_page(&self, cpu: &Cpu<'_>, va: u64, page: UserPage) -> Result<(), MapError> {
+        if self.mm.kind != MmKind::User {
+            return Err(MapError::OutOfRange(va));
+        }
+        self.map_pfn(cpu, va, page.pfn)
     }
 
     /// Unmaps every entry in `[start, start + len)` (splitting a PMD mapping the range cuts),

@@ -13,15 +13,24 @@
 //! or a device range; each failure has its own [`SgError`], and a refused push leaves the list
 //! as it was.
 //!
+//! Lists are also built **from mappings**: [`SgList::push_mapped`] walks the page tables of an
+//! address space ([`MmRef::translate`], PTEs and 2 MiB PMD entries) over a virtual range and
+//! [`SgList::push_vmalloc`] does the same for a vmalloc area through its space's kernel page
+//! tables; runs of physically contiguous pages become one entry each (Linux's
+//! `sg_alloc_table_from_pages` merges the same way). The walk is a snapshot: keeping the
+//! mapping alive for the transfer is the caller's job, as with real DMA.
+//!
 //! The list is fixed-capacity (`SgList<N>`, no allocator), like a one-chunk `sg_table`. A
 //! device walks it as page-sized [`Chunk`]s, each mapped with `map_local` for the copy (see
-//! `memdesc_host::device`). This module reads words only to check a folio entry names its
-//! folio; it never changes any.
+//! `memdesc_host::device`). This module reads words (to check a folio entry names its folio)
+//! and page-table entries (through the page-table module); it never changes either.
 
 use crate::addr::{Pfn, MAX_PFN, PAGE_SIZE};
 use crate::desc::Folio;
 use crate::page_alloc::PhysMem;
+use crate::pgtable::{MmRef, PTRS_PER_TABLE};
 use crate::platform::Platform;
+use crate::vmalloc::{AreaKind, VmArea, VmallocSpace};
 use crate::word::PageKind;
 
 /// Most device ranges an [`IoSpace`] holds.
@@ -57,6 +66,13 @@ pub enum SgError {
     TooManyRanges,
     /// This pfn of a region is free (in the page allocator): a device must not touch it.
     FreeMemory(Pfn),
+    /// Nothing maps this virtual address (page-aligned) in the address space walked.
+    NotMapped(u64),
+    /// The vmalloc area was freed (its handle is stale) or the range runs past it.
+    BadArea {
+        /// Start of the area.
+        va: usize,
+    },
 }
 
 impl core::fmt::Display for SgError {
@@ -74,6 +90,8 @@ impl core::fmt::Display for SgError {
             SgError::Unmappable(p) => write!(f, "the platform cannot map pfn {p}"),
             SgError::TooManyRanges => write!(f, "too many device ranges"),
             SgError::FreeMemory(p) => write!(f, "pfn {p} is free memory"),
+            SgError::NotMapped(va) => write!(f, "nothing is mapped at {va:#x}"),
+            SgError::BadArea { va } => write!(f, "the vmalloc area at {va:#x} is freed or too small"),
         }
     }
 }
@@ -275,6 +293,82 @@ impl<const N: usize> SgList<N> {
             return Err(SgError::NotFolio(pfn));
         }
         self.push_pfns(io, pfn, 1 << folio.flags.order(), offset, len)
+    }
+
+    /// Adds the bytes of `[va, va + len)` of the address space `mm` (user or kernel), found by
+    /// walking its page tables: each run of virtually consecutive pages that are also
+    /// physically consecutive becomes one entry (validated as [`SgList::push_pfns`] does).
+    /// Returns the number of entries added. Refused with [`SgError::NotMapped`] at the first
+    /// page nothing maps, or [`SgError::Full`] when the runs do not fit; the list is then
+    /// unchanged.
+    pub fn push_mapped<P: Platform>(
+        &mut self,
+        io: &IoSpace<'_, P>,
+        mm: &MmRef<'_, P>,
+        va: u64,
+        len: u64,
+    ) -> Result<usize, SgError> {
+        if len == 0 {
+            return Err(SgError::ZeroLength);
+        }
+        let end = va.checked_add(len).ok_or(SgError::Overflow)?;
+        let saved = self.len;
+        let r = self.push_runs(io, mm, va, end);
+        if r.is_err() {
+            self.len = saved;
+        }
+        r.map(|()| self.len - saved)
+    }
+
+    fn push_runs<P: Platform>(
+        &mut self,
+        io: &IoSpace<'_, P>,
+        mm: &MmRef<'_, P>,
+        va: u64,
+        end: u64,
+    ) -> Result<(), SgError> {
+        let page = PAGE_SIZE as u64;
+        // The run being built: first pfn, pages, offset in the first page, bytes.
+        let mut run: Option<(Pfn, u64, u64, u64)> = None;
+        let mut a = va;
+        while a < end {
+            let page_va = a & !(page - 1);
+            let (e, huge) = mm.translate(page_va).ok_or(SgError::NotMapped(page_va))?;
+            let pfn = if huge { e.pfn().add((page_va >> 12) & (PTRS_PER_TABLE as u64 - 1)) } else { e.pfn() };
+            let off = a - page_va;
+            let n = (page - off).min(end - a);
+            run = match run {
+                Some((p, nr, o, l)) if p.0.checked_add(nr) == Some(pfn.0) => Some((p, nr + 1, o, l + n)),
+                Some((p, nr, o, l)) => {
+                    self.push_pfns(io, p, nr, o, l)?;
+                    Some((pfn, 1, off, n))
+                }
+                None => Some((pfn, 1, off, n)),
+            };
+            a += n;
+        }
+        if let Some((p, nr, o, l)) = run {
+            self.push_pfns(io, p, nr, o, l)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `len` bytes at `offset` into the vmalloc area `area` of `space`, walking the
+    /// space's kernel page tables (contiguous pages merge, as in [`SgList::push_mapped`]).
+    /// Refused with [`SgError::BadArea`] for a freed area or a range past its end.
+    pub fn push_vmalloc<P: Platform, K: AreaKind>(
+        &mut self,
+        io: &IoSpace<'_, P>,
+        space: &VmallocSpace<'_, P>,
+        area: &VmArea<K>,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize, SgError> {
+        let fits = offset.checked_add(len).is_some_and(|e| e <= area.size());
+        if !fits || space.pfn_at(area, 0).is_err() {
+            return Err(SgError::BadArea { va: area.addr() });
+        }
+        self.push_mapped(io, space.kernel_mm(), (area.addr() + offset) as u64, len as u64)
     }
 
     /// Every entry's bytes as page-sized chunks, in order.

@@ -9,8 +9,9 @@
 //! [`VmallocDesc`] (pfn, refcount, mapcount, owning area, index in the area), and its word
 //! is tagged [`Tag::VmallocMappable`] or [`Tag::VmallocUnmappable`]. Which of the two an area
 //! is shows in its handle's type, [`VmArea<Mappable>`] or [`VmArea<Unmappable>`]: only the
-//! mappable handle has [`VmArea::user_page`], the one way this module gives a page out for a
-//! user mapping, so handing an unmappable area's page to user space does not compile:
+//! mappable handle has [`VmArea::user_page`] and is taken by [`VmallocSpace::map_user`], the
+//! two ways this module gives a page out for a user mapping, so handing an unmappable area's
+//! page to user space does not compile:
 //!
 //! ```compile_fail
 //! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Unmappable>) {
@@ -18,17 +19,29 @@
 //! # }
 //! ```
 //!
-//! while the same call on a mappable area compiles:
-//!
-//! ```
-//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Mappable>) {
-//! let _ = a.user_page(s, 0);
+//! ```compile_fail
+//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
+//! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Unmappable>) {
+//! let _ = s.map_user(cpu, mm, 0x1000, a, 0); // expects a VmArea<Mappable>
 //! # }
 //! ```
 //!
-//! For pages reached by pfn rather than through a handle, [`user_page_of`] decides from the
-//! word and refuses slab, page-table, unmappable-vmalloc, zsmalloc/z3fold, free and
-//! undescribed pages with a precise [`NotUserMappable`].
+//! while the same calls on a mappable area compile:
+//!
+//! ```
+//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
+//! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Mappable>) {
+//! let _ = a.user_page(s, 0);
+//! let _ = s.map_user(cpu, mm, 0x1000, a, 0);
+//! # }
+//! ```
+//!
+//! For pages reached by pfn rather than through a handle, the page-table module's one rule,
+//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`],
+//! [`crate::pgtable::MmRef::map_pfn`]); this module has no check of its own. A mappable area's
+//! page is mapped into a user address space with [`VmallocSpace::map_user`], under the space
+//! lock, so it cannot race with `vfree` (which refuses with [`VmallocError::Mapped`] while a
+//! user entry maps a page of the area).
 //!
 //! **Bookkeeping lives in the simulated machine's memory**: each area is a record in a slab
 //! cache of this space (`vmap_area`), its page array (one pfn per page) is a kmalloc
@@ -36,15 +49,26 @@
 //! address walks that list (Linux keeps an augmented red-black tree; the list keeps this
 //! small and is linear in the number of live areas).
 //!
-//! **Page tables.** Areas are not yet mapped by kernel page tables (another module builds
-//! them). The page array is kept for exactly that: wiring an area is, for each `i`, a PTE at
-//! `area.addr() + i * PAGE_SIZE` pointing at `pfn_at(i)` (see [`VmallocSpace::for_each_page`]),
-//! leaving the guard page unmapped; `vfree` would clear those PTEs and flush before freeing
-//! the pages. Until then byte access goes through [`Platform::map_local`] of each page.
+//! **Page tables.** A space is given a kernel address space (a [`crate::pgtable::Mm`] of kind
+//! `Kernel`, usually one per machine as Linux's `init_mm`, shared by every space and other
+//! kernel mappings) and claims its whole virtual range there as one pfn VMA. Every area's pages
+//! are mapped by PTEs at `area.addr() + i * PAGE_SIZE` through
+//! [`crate::pgtable::MmRef::map_pfn`] (unmappable pages are allowed in a kernel space); the
+//! guard page after an area is never mapped. As every page-table entry does, each kernel PTE
+//! holds one reference and one mapcount of the page's [`VmallocDesc`], so a page's mapcount is
+//! 1 + its user mappings. `vfree` unmaps the area (page tables emptied by that are freed, as
+//! the page-table module does) before freeing its pages, and [`VmallocSpace::vmalloc_to_pfn`]
+//! answers from the page tables. The page array is kept (one pfn per page) for freeing and for
+//! byte access, which goes through [`Platform::map_local`] of each page.
 //!
-//! Allocation takes every page first and the virtual range last; any failure on the way
-//! returns every page, descriptor, array and record already taken, so a failed `vmalloc`
-//! leaves the machine as it was.
+//! Allocation takes every page first, then the virtual range and its PTEs; any failure on the
+//! way (pages, descriptors, bookkeeping, page tables) returns every page, descriptor, array,
+//! record and page-table page already taken, so a failed `vmalloc` leaves the machine as it
+//! was.
+//!
+//! This module touches its own records and page arrays, the words and [`VmallocDesc`]s of its
+//! pages, their bytes (through `map_local`), and entries of its kernel address space and of
+//! user address spaces only through the page-table module's API.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -54,10 +78,14 @@ use crate::cpu::Cpu;
 use crate::desc::{DescPtr, VmallocDesc};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
+use crate::pgtable::{MapError, MmKind, MmRef, UserPage};
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, CacheRef};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
+
+#[cfg(doc)]
+use crate::pgtable::MmCaches;
 
 /// Linux's x86-64 (4-level) start of the vmalloc range.
 pub const VMALLOC_START: usize = 0xffff_c900_0000_0000;
@@ -147,6 +175,11 @@ pub enum VmallocError {
     NoMapping(Pfn),
     /// The space still has this many live areas.
     Busy(u64),
+    /// The page tables refused (out of memory for a table, a user mapping refused, the
+    /// space's range taken by another VMA of the kernel address space).
+    PageTable(MapError),
+    /// The address space given is not a kernel one.
+    NotKernelMm,
 }
 
 impl core::fmt::Display for VmallocError {
@@ -169,6 +202,8 @@ impl core::fmt::Display for VmallocError {
             VmallocError::Mapped { va, index } => write!(f, "page {index} of the area at {va:#x} is mapped"),
             VmallocError::NoMapping(p) => write!(f, "pfn {p} cannot be mapped"),
             VmallocError::Busy(n) => write!(f, "the vmalloc space still has {n} areas"),
+            VmallocError::PageTable(e) => write!(f, "vmalloc page tables: {e}"),
+            VmallocError::NotKernelMm => write!(f, "a vmalloc space needs a kernel address space"),
         }
     }
 }
@@ -198,74 +233,6 @@ impl<K: AreaKind> VmArea<K> {
     pub fn nr_pages(&self) -> usize {
         self.nr_pages
     }
-}
-
-/// Proof that a page may be mapped into user space: only [`VmArea<Mappable>::user_page`] and
-/// [`user_page_of`] make one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserPage {
-    pfn: Pfn,
-    tag: Tag,
-}
-
-impl UserPage {
-    /// The page.
-    pub fn pfn(&self) -> Pfn {
-        self.pfn
-    }
-    /// The kind of memory it is.
-    pub fn tag(&self) -> Tag {
-        self.tag
-    }
-}
-
-/// Why a page may not be mapped into user space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotUserMappable {
-    /// The pfn is in no memory region.
-    OutOfRange(Pfn),
-    /// A 4 KiB page inside a 2 MiB area that has no per-page word (never split).
-    NoPageWord(Pfn),
-    /// The page's kind is kernel-only (slab, page table, unmappable vmalloc, zsmalloc, z3fold).
-    KernelOnly(Pfn, Tag),
-    /// The page is free, reserved or otherwise undescribed.
-    Undescribed(Pfn),
-    /// The word holds bits no encoder writes.
-    Corrupt(Pfn, u64),
-}
-
-impl core::fmt::Display for NotUserMappable {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            NotUserMappable::OutOfRange(p) => write!(f, "pfn {p} is not in any memory region"),
-            NotUserMappable::NoPageWord(p) => write!(f, "pfn {p} has no page word of its own"),
-            NotUserMappable::KernelOnly(p, t) => write!(f, "pfn {p} is {t:?} memory, which user space may not map"),
-            NotUserMappable::Undescribed(p) => write!(f, "pfn {p} is not allocated mappable memory"),
-            NotUserMappable::Corrupt(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
-        }
-    }
-}
-
-impl core::error::Error for NotUserMappable {}
-
-/// Decides from `pfn`'s word whether it may be mapped into user space: folios, mappable driver
-/// memory, mappable vmalloc pages and net-pool pages may; every other kind may not.
-pub fn user_page_of<P: Platform>(mem: &PhysMem<P>, pfn: Pfn) -> Result<UserPage, NotUserMappable> {
-    let v = mem.memmap().load(mem.platform(), pfn).ok_or(NotUserMappable::OutOfRange(pfn))?;
-    let w = v.word;
-    let tag = match w.kind() {
-        PageKind::AnonFolio(_) => Tag::AnonFolio,
-        PageKind::FileFolio(_) => Tag::FileFolio,
-        PageKind::Mappable(_) => Tag::Mappable,
-        PageKind::Vmalloc { mappable: true, .. } => Tag::VmallocMappable,
-        PageKind::NetPool(_) => Tag::NetPool,
-        PageKind::Invalid(raw) => return Err(NotUserMappable::Corrupt(pfn, raw)),
-        PageKind::Undescribed(_) | PageKind::Buddy(_) | PageKind::Split(_) => {
-            return Err(NotUserMappable::Undescribed(pfn))
-        }
-        _ => return Err(NotUserMappable::KernelOnly(pfn, w.tag().unwrap_or(Tag::Undescribed))),
-    };
-    Ok(UserPage { pfn, tag })
 }
 
 impl VmallocDesc {
@@ -322,6 +289,7 @@ enum Found {
 /// A range of kernel virtual addresses and the vmalloc areas in it.
 pub struct VmallocSpace<'m, P: Platform> {
     mem: &'m PhysMem<P>,
+    kmm: &'m MmRef<'m, P>,
     records: CacheRef<'m, P>,
     start: usize,
     end: usize,
@@ -329,23 +297,45 @@ pub struct VmallocSpace<'m, P: Platform> {
 }
 
 impl<'m, P: Platform> VmallocSpace<'m, P> {
-    /// A space over Linux's vmalloc range ([`VMALLOC_START`], [`VMALLOC_SIZE`]).
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, VmallocError> {
-        Self::with_range(mem, cpu, VMALLOC_START, VMALLOC_SIZE)
+    /// A space over Linux's vmalloc range ([`VMALLOC_START`], [`VMALLOC_SIZE`]), mapped by
+    /// the kernel address space `kmm` (see [`VmallocSpace::with_range`]).
+    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, P>) -> Result<Self, VmallocError> {
+        Self::with_range(mem, cpu, kmm, VMALLOC_START, VMALLOC_SIZE)
     }
 
-    /// A space over `[start, start + size)`, both page-aligned. Creates the space's record
-    /// cache.
-    pub fn with_range(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, start: usize, size: usize) -> Result<Self, VmallocError> {
+    /// A space over `[start, start + size)`, both page-aligned and in the kernel half, whose
+    /// areas are mapped by the kernel address space `kmm` (made by [`MmCaches::mm_create`]
+    /// with `MmKind::Kernel`; one may serve every space of a machine). Creates the space's
+    /// record cache and claims the range as one pfn VMA of `kmm`: a range another VMA
+    /// overlaps is refused with [`VmallocError::PageTable`]`(`[`MapError::Overlap`]`)`.
+    pub fn with_range(
+        mem: &'m PhysMem<P>,
+        cpu: &Cpu<'_>,
+        kmm: &'m MmRef<'m, P>,
+        start: usize,
+        size: usize,
+    ) -> Result<Self, VmallocError> {
         let end = start.checked_add(size).ok_or(VmallocError::BadRange)?;
         if size == 0 || !start.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::BadRange);
         }
+        if kmm.mm().kind() != MmKind::Kernel {
+            return Err(VmallocError::NotKernelMm);
+        }
         let records = mem
             .create_cache(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
             .map_err(VmallocError::NoMemory)?;
+        if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
+            let r = mem.destroy_cache(cpu, records);
+            debug_assert!(r.is_ok(), "{r:?}");
+            return Err(match e {
+                MapError::OutOfRange(_) | MapError::Misaligned(_) => VmallocError::BadRange,
+                e => VmallocError::PageTable(e),
+            });
+        }
         Ok(VmallocSpace {
             mem,
+            kmm,
             records,
             start,
             end,
@@ -360,18 +350,26 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         })
     }
 
-    /// Destroys an empty space and its record cache; refused with [`VmallocError::Busy`] (and
-    /// the space handed back) while areas are live. A space that is simply dropped keeps its
-    /// record cache registered, as a boot-time space would.
+    /// Destroys an empty space: its VMA leaves the kernel address space and its record cache
+    /// is destroyed. Refused with [`VmallocError::Busy`] (and the space handed back) while
+    /// areas are live. A space that is simply dropped keeps its VMA and record cache, as a
+    /// boot-time space would.
     #[allow(clippy::result_large_err)]
     pub fn destroy(self, cpu: &Cpu<'_>) -> Result<(), (Self, VmallocError)> {
         let areas = self.inner.lock().areas;
         if areas != 0 {
             return Err((self, VmallocError::Busy(areas)));
         }
+        let r = self.kmm.munmap(cpu, self.start as u64);
+        debug_assert!(r.is_ok_and(|st| st.entries == 0), "{r:?}");
         let r = self.mem.destroy_cache(cpu, self.records);
         debug_assert!(r.is_ok(), "{r:?}");
         Ok(())
+    }
+
+    /// The kernel address space whose page tables map this space's areas.
+    pub fn kernel_mm(&self) -> &'m MmRef<'m, P> {
+        self.kmm
     }
 
     /// The virtual range `[start, end)`.
@@ -433,6 +431,27 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
             self.free_record(cpu, rec);
             return Err(VmallocError::NoVirtualSpace { pages: nr });
         };
+        // PTEs for every page (not the guard page), before the area is linked: nobody sees a
+        // half-mapped area. A failure (a page-table page not available) unmaps what was
+        // mapped, which frees the tables it emptied, and returns everything taken.
+        for i in 0..nr {
+            // SAFETY: every entry was written above.
+            let pfn = Pfn(unsafe { pfns.add(i).read() });
+            if let Err(e) = self.kmm.map_pfn(cpu, (va + i * PAGE_SIZE) as u64, pfn) {
+                if i > 0 {
+                    let r = self.kmm.unmap(cpu, va as u64, (i * PAGE_SIZE) as u64);
+                    debug_assert!(r.is_ok_and(|st| st.entries == i as u64), "{r:?}");
+                }
+                drop(g);
+                for j in 0..nr {
+                    // SAFETY: every entry was written above.
+                    self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
+                }
+                self.free_array(cpu, pages);
+                self.free_record(cpu, rec);
+                return Err(VmallocError::PageTable(e));
+            }
+        }
         let id = g.next_id;
         g.next_id += 1;
         let next = if prev == 0 { g.head } else { Self::rec(prev).next };
@@ -494,13 +513,17 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if r.va != va {
             return Err(VmallocError::NotAreaStart { va, start: r.va });
         }
+        // One mapcount is the page's kernel PTE; any more are user mappings.
         for i in 0..r.nr_pages {
             let d = self.desc_at(Self::pfn_of(r, i));
-            if d.is_some_and(|d| d.counts.mapcount() != 0) {
+            if d.is_some_and(|d| d.counts.mapcount() > 1) {
                 return Err(VmallocError::Mapped { va, index: i });
             }
         }
         let (next, nr, pages) = (r.next, r.nr_pages, r.pages);
+        // Clear the kernel PTEs (dropping their counts) and free the tables they leave empty.
+        let st = self.kmm.unmap(cpu, va as u64, (nr * PAGE_SIZE) as u64);
+        debug_assert!(st.is_ok_and(|st| st.entries == nr as u64), "{st:?}");
         if prev == 0 {
             g.head = next;
         } else {
@@ -523,13 +546,18 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         Ok(())
     }
 
-    /// The pfn backing the page that holds `va` (Linux's `vmalloc_to_pfn`).
+    /// The pfn backing the page that holds `va` (Linux's `vmalloc_to_pfn`), read from the
+    /// kernel page tables; the errors say why an address has no page (guard page, no area,
+    /// outside the space).
     pub fn vmalloc_to_pfn(&self, va: usize) -> Result<Pfn, VmallocError> {
         let g = self.inner.lock();
         match self.locate(&g, va)? {
-            Found::Area { rec, .. } => {
-                let r = Self::rec(rec);
-                Ok(Self::pfn_of(r, (va - r.va) / PAGE_SIZE))
+            Found::Area { .. } => {
+                // Every page of a linked area has its PTE (mapped before linking, unmapped
+                // after unlinking, both under this lock).
+                let e = self.kmm.translate(va as u64);
+                debug_assert!(e.is_some_and(|(e, huge)| e.present() && !huge), "{e:?}");
+                e.map(|(e, _)| e.pfn()).ok_or(VmallocError::NotAllocated(va))
             }
             Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
             Found::Gap => Err(VmallocError::NotAllocated(va)),
@@ -573,9 +601,10 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         })
     }
 
-    /// Calls `f(index, pfn)` for every page of the area at `va`, in order: what wiring the
-    /// area into kernel page tables needs. `f` runs under the space's lock: it must not call
-    /// back into this space.
+    /// Calls `f(index, pfn)` for every page of the area at `va`, in order, from the page
+    /// array (a cross-check of the kernel page tables, which map page `index` at
+    /// `va + index * PAGE_SIZE`). `f` runs under the space's lock: it must not call back into
+    /// this space.
     pub fn for_each_page(&self, va: usize, mut f: impl FnMut(usize, Pfn)) -> Result<(), VmallocError> {
         let g = self.inner.lock();
         match self.locate(&g, va)? {
@@ -758,12 +787,42 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 }
 
+impl<P: Platform> VmallocSpace<'_, P> {
+    /// Maps page `index` of the mappable area `area` at `va` of the user address space `mm`
+    /// (which needs a pfn VMA there): the page's refcount and mapcount each go up by one,
+    /// and [`crate::pgtable::MmRef::unmap`] brings them down. Done under the space lock, so
+    /// the area cannot be freed meanwhile; `vfree` refuses with [`VmallocError::Mapped`]
+    /// until every user entry is gone. (Only mappable areas can be passed: the area's type
+    /// says so.)
+    pub fn map_user(
+        &self,
+        cpu: &Cpu<'_>,
+        mm: &MmRef<'_, P>,
+        va: u64,
+        area: &VmArea<Mappable>,
+        index: usize,
+    ) -> Result<(), VmallocError> {
+        let len = index.checked_add(1).and_then(|n| n.checked_mul(PAGE_SIZE)).unwrap_or(usize::MAX);
+        if index >= area.nr_pages {
+            return Err(VmallocError::OutOfBounds { va: area.va, len });
+        }
+        let g = self.inner.lock();
+        let rec = match self.locate(&g, area.va)? {
+            Found::Area { rec, .. } if Self::rec(rec).va == area.va && Self::rec(rec).id == area.id => rec,
+            _ => return Err(VmallocError::Stale(area.va)),
+        };
+        let page = UserPage::new(Self::pfn_of(Self::rec(rec), index), Tag::VmallocMappable);
+        mm.map_user_page(cpu, va, page).map_err(VmallocError::PageTable)
+    }
+}
+
 impl VmArea<Mappable> {
-    /// Page `index` of this mappable area, as a [`UserPage`] a user mapping may take. (Only
-    /// mappable areas have this method.)
+    /// Page `index` of this mappable area, as a [`UserPage`] token for
+    /// [`crate::pgtable::MmRef::map_user_page`]. (Only mappable areas have this method.)
+    /// [`VmallocSpace::map_user`] is the safer path: it holds the space lock while mapping.
     pub fn user_page<P: Platform>(&self, space: &VmallocSpace<'_, P>, index: usize) -> Result<UserPage, VmallocError> {
         let pfn = space.pfn_at(self, index)?;
-        Ok(UserPage { pfn, tag: Tag::VmallocMappable })
+        Ok(UserPage::new(pfn, Tag::VmallocMappable))
     }
 }
 
@@ -815,14 +874,18 @@ mod tests {
     use super::*;
     use crate::MemmapLayout;
 
+    const BASE: usize = VMALLOC_START;
+
     #[test]
     fn areas_get_guard_gaps_and_words_name_their_area() {
         let m = machine(4096, MemmapLayout::Flat);
         let cpu = m.cpus().claim(0).unwrap();
-        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE - 1, Gfp::ZERO).unwrap();
         let b = s.vmalloc::<Mappable>(&cpu, 1, Gfp::KERNEL).unwrap();
-        assert_eq!(a.addr(), 0x1000_0000);
+        assert_eq!(a.addr(), BASE);
         assert_eq!(a.nr_pages(), 3);
         assert_eq!(b.addr(), a.addr() + 4 * PAGE_SIZE, "one guard page between areas");
         assert_eq!(
@@ -858,10 +921,47 @@ mod tests {
     }
 
     #[test]
+    fn areas_are_mapped_by_kernel_page_tables() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        assert_eq!(kmm.mm().pt_pages(), 1, "just the PGD");
+        let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 1024 * PAGE_SIZE).unwrap();
+        // 600 pages straddle two PTE tables.
+        let a = s.vmalloc::<Unmappable>(&cpu, 600 * PAGE_SIZE, Gfp::KERNEL).unwrap();
+        assert_eq!(kmm.mm().pt_pages(), 1 + 1 + 1 + 2, "PGD, PUD, PMD and two PTE tables");
+        for i in 0..600 {
+            let (e, huge) = kmm.translate((a.addr() + i * PAGE_SIZE) as u64).unwrap();
+            assert!(!huge && e.present() && !e.user());
+            assert_eq!(e.pfn(), s.pfn_at(&a, i).unwrap(), "PTE {i} matches the page array");
+            assert_eq!(s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE + 99), Ok(e.pfn()));
+            let d = s.desc_at(e.pfn()).unwrap();
+            assert_eq!((d.counts.refcount(), d.counts.mapcount()), (2, 1), "the kernel PTE counts");
+        }
+        assert_eq!(kmm.translate((a.addr() + 600 * PAGE_SIZE) as u64), None, "the guard page is unmapped");
+        // A user address space cannot host a vmalloc space.
+        let user = mms.mm_create(&cpu, MmKind::User).unwrap();
+        assert_eq!(VmallocSpace::with_range(&m, &cpu, &user, BASE, PAGE_SIZE).err(), Some(VmallocError::NotKernelMm));
+        // Nor may two spaces share a range of one kernel address space.
+        assert!(matches!(
+            VmallocSpace::with_range(&m, &cpu, &kmm, BASE + PAGE_SIZE, PAGE_SIZE).err(),
+            Some(VmallocError::PageTable(MapError::Overlap(_)))
+        ));
+        s.vfree_area(&cpu, a).unwrap();
+        assert_eq!(kmm.mm().pt_pages(), 1, "vfree freed every table it emptied");
+        assert!(s.destroy(&cpu).is_ok());
+        user.destroy(&cpu);
+        kmm.destroy(&cpu);
+    }
+
+    #[test]
     fn bad_frees_are_precise_and_change_nothing() {
         let m = machine(4096, MemmapLayout::Flat);
         let cpu = m.cpus().claim(0).unwrap();
-        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Unmappable>(&cpu, 2 * PAGE_SIZE, Gfp::KERNEL).unwrap();
         let va = a.addr();
         assert_eq!(s.vfree(&cpu, va + PAGE_SIZE), Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va }));
@@ -886,7 +986,9 @@ mod tests {
     fn bytes_cross_pages() {
         let m = machine(4096, MemmapLayout::Flat);
         let cpu = m.cpus().claim(0).unwrap();
-        let s = VmallocSpace::with_range(&m, &cpu, 0x1000_0000, 64 * PAGE_SIZE).unwrap();
+        let mms = m.mm_caches(&cpu).unwrap();
+        let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Mappable>(&cpu, 3 * PAGE_SIZE, Gfp::ZERO).unwrap();
         let data: std::vec::Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
         s.write_area(&a, 100, &data).unwrap();
