@@ -1,5 +1,5 @@
 //! Criterion benches of the page allocator and the memmap, on the workloads of
-//! `memdesc bench` (the same functions: this file includes `src/bench.rs`):
+//! `memdesc bench` (the same functions, from the CLI library's `bench` module):
 //!
 //! - `order0_pair/{memdesc,memdesc_two_level,buddy_system_allocator}`: one order-0 alloc+free
 //!   pair in the steady state after 1 GiB of order-0 pages was allocated and a random half freed;
@@ -20,37 +20,8 @@ use memdesc::memmap::Memmap;
 use memdesc::{Config, MemmapLayout, MemoryLayout};
 use memdesc_host::SimPlatform;
 
-#[allow(dead_code)]
-#[path = "../src/bench.rs"]
-mod bench;
-// bench.rs reports the pgtable section through this module.
-#[allow(dead_code)]
-#[path = "../src/pgtable_bench.rs"]
-mod pgtable_bench;
-// bench.rs reports the slab section through this module. Criterion compiles this target with
-// cfg(test) but without a test harness, so the module's test imports go unused here.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/slab_bench.rs"]
-mod slab_bench;
-// And the compaction section through this one.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/compaction_bench.rs"]
-mod compaction_bench;
-// And the replay and estimate sections through these.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/estimate.rs"]
-mod estimate;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/replay.rs"]
-mod replay;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/sizes.rs"]
-mod sizes;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/zs_bench.rs"]
-mod zs_bench;
-
 use bench::{Op, Plan};
+use memdesc_cli::bench;
 
 /// Steps of the mixed sequence per criterion iteration.
 const MIXED_STEPS: usize = 16384;

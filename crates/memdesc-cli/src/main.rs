@@ -2,18 +2,8 @@
 //! machine. Each subcommand lives in its own module; this file only parses arguments and
 //! dispatches.
 
-mod bench;
-mod capture;
-mod compaction_bench;
-mod estimate;
-mod pgtable_bench;
-mod replay;
-mod sizes;
-mod slab_bench;
-mod torture;
-mod zs_bench;
-
 use clap::{Parser, Subcommand};
+use memdesc_cli::{bench, capture, estimate, replay, sizes, torture};
 
 /// memdesc: a physical memory manager with one 8-byte word per 4 KiB page.
 ///
