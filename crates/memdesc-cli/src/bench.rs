@@ -299,18 +299,8 @@ pub struct EstimateBench {
     pub runs: usize,
 }
 
-/// A data directory of `../shared/data`, from the source tree or the current directory.
-fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(rel);
-    if src.exists() {
-        return Some(src);
-    }
-    let here = std::path::Path::new("../shared/data").join(rel);
-    here.exists().then_some(here)
-}
-
 fn measure_replay(runs: usize) -> Result<ReplayBench> {
-    let dir = shared_data("traces/pagecache")
+    let dir = crate::data_dirs::shared_data("traces/pagecache")
         .or_else(crate::replay::sample_dir)
         .context("neither ../shared/data/traces/pagecache nor the bundled sample was found")?;
     let mut best: Option<crate::replay::Report> = None;
@@ -345,7 +335,7 @@ fn measure_replay(runs: usize) -> Result<ReplayBench> {
 }
 
 fn measure_estimate(runs: usize) -> Result<EstimateBench> {
-    let dir = shared_data("snapshots/mixA")
+    let dir = crate::data_dirs::shared_data("snapshots/mixA")
         .or_else(crate::estimate::sample_dir)
         .context("neither ../shared/data/snapshots/mixA nor the bundled sample was found")?;
     let sizes = crate::sizes::descriptor_sizes();

@@ -42,12 +42,7 @@ pub const SAMPLE_SNAPSHOT: &str = "samples/small/end";
 /// Where the bundled sample is: next to the current directory, or in the source tree this
 /// binary was built from.
 pub fn sample_dir() -> Option<PathBuf> {
-    let here = PathBuf::from(SAMPLE_SNAPSHOT);
-    if here.join("zoneinfo").exists() {
-        return Some(here);
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SAMPLE_SNAPSHOT);
-    built.join("zoneinfo").exists().then_some(built)
+    crate::data_dirs::bundled(SAMPLE_SNAPSHOT, "zoneinfo")
 }
 
 /// The result of one estimate.

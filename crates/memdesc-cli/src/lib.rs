@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod capture;
 pub mod compaction_bench;
+pub mod data_dirs;
 pub mod estimate;
 pub mod pgtable_bench;
 pub mod replay;

@@ -105,12 +105,7 @@ pub const SAMPLE_TRACE: &str = "samples/small";
 
 /// Where the bundled sample trace is (current directory, else the source tree).
 pub fn sample_dir() -> Option<PathBuf> {
-    let here = PathBuf::from(SAMPLE_TRACE);
-    if here.join("start").exists() {
-        return Some(here);
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SAMPLE_TRACE);
-    built.join("start").exists().then_some(built)
+    crate::data_dirs::bundled(SAMPLE_TRACE, "start")
 }
 
 /// Whether a page allocation is one of SLUB's slab allocations, by its GFP flags: SLUB asks
