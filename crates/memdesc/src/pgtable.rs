@@ -426,6 +426,13 @@ impl Mm {
     }
 }
 
+/// A folio's rmap list, locked ([`PhysMem::rmap_lock`]): while it is held no entry mapping
+/// the folio appears, goes or changes except through the holder.
+pub(crate) struct RmapLocked<'a> {
+    list: &'a RmapList,
+    _g: SpinGuard<'a, ()>,
+}
+
 /// Counts an [`MmRef::unmap`] or teardown reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZapStats {
@@ -1030,6 +1037,39 @@ impl<P: Platform> PhysMem<P> {
         let fr = self.kfree(cpu, buf);
         debug_assert!(fr.is_ok());
         r
+    }
+
+    /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
+    /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
+    pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
+        self.lock_folio_rmap(cpu, f).map(|(list, g)| RmapLocked { list, _g: g })
+    }
+
+    /// With `f`'s rmap lock held (`l`), points every entry mapping `f` at the same page of the
+    /// block at `new` instead: the descriptor stays, so mapcount and references are
+    /// unchanged. Takes each mm's page-table lock in turn. Returns the entries rewritten. For
+    /// migration, between the copy and the switch of `f`'s pfn.
+    pub(crate) fn rmap_move_locked(&self, l: &RmapLocked<'_>, f: &Folio, new: Pfn) -> u32 {
+        let old = f.flags.pfn();
+        self.walk_mappings_locked(l.list, f, &mut |_, _, _, _, table, idx, e| {
+            let flags = e.0 & !PTE_PFN_MASK;
+            self.store_entry(table, idx, PtEntry::new(new.add(e.pfn().0 - old.0), flags));
+        })
+    }
+
+    /// Unmaps every entry mapping `f` (Linux's `try_to_unmap`), found through the rmap; each
+    /// entry's mapcount and reference are dropped and emptied tables freed, as
+    /// [`MmRef::unmap`] does. `each(mm, va)` is told every address unmapped (with the rmap
+    /// and page-table locks held: it must not call back into the page tables). The caller
+    /// holds a reference on `f`. Returns the entries cleared.
+    pub(crate) fn rmap_unmap(&self, cpu: &Cpu<'_>, f: &Folio, each: &mut dyn FnMut(&Mm, u64)) -> u32 {
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else { return 0 };
+        self.walk_mappings_locked(list, f, &mut |mm, _, va, level, _, _, _| {
+            let len = if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
+            let mut st = ZapStats::default();
+            self.zap(cpu, mm, mm.pgd, 4, va, va + len, true, &mut st);
+            each(mm, va);
+        })
     }
 
     /// Replaces every mapping of folio `old` by the same page of `new` (same order, not
