@@ -1,10 +1,15 @@
 //! Compaction on the simulated machine: a zone fragmented by interleaved movable folios (anon
 //! and page-cache) until no order-9 block is free is compacted into order-9 blocks, every
-//! folio's data intact and every cached folio still found by lookup; folio migration errors.
+//! folio's data intact and every cached folio still found by lookup; the same with mapped anon
+//! folios (parent and fork child), mapped file folios, zsmalloc and z3fold pages, read back
+//! through the page tables and the handles; folio migration errors.
 
 use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
 use memdesc::migrate::MigrateError;
+use memdesc::pgtable::{MmKind, MmRef};
+use memdesc::z3fold::Z3foldPool;
+use memdesc::zsmalloc::ZsPool;
 use memdesc::word::Tag;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
@@ -200,6 +205,119 @@ fn lockless_lookups_race_migration() {
         assert!(stamped(&m, g, i * 2));
         m.folio_put(&cpu, g).unwrap();
     }
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
+
+/// Reads the two stamp words of the page `va` maps in `mm`, through its page-table entry.
+fn read_through_tables<P: Platform>(m: &SimMachine, mm: &MmRef<'_, P>, va: u64) -> (u64, u64) {
+    let (e, _) = mm.translate(va).expect("mapped");
+    let p = m.platform().direct_map(e.pfn()).unwrap().cast::<u64>();
+    // SAFETY: a live mapped page, direct-mapped.
+    unsafe { (p.as_ptr().read(), p.as_ptr().add(511).read()) }
+}
+
+fn fill(buf: &mut [u8], seed: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8;
+    }
+}
+
+fn filled(buf: &[u8], seed: u64) -> bool {
+    buf.iter().enumerate().all(|(i, &b)| b == (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
+}
+
+/// A zone fragmented by mapped anon folios (mapped in a parent and its fork child), mapped
+/// page-cache folios, zsmalloc zspages and z3fold pages compacts into order-9 blocks: every
+/// mapping follows its folio (data read back through the page tables of both mms, counts
+/// unchanged), every zsmalloc / z3fold object reads back through its handle.
+#[test]
+fn mapped_folios_and_pool_pages_compact_with_data_intact() {
+    const PAGE: u64 = 4096;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+    parent.mmap_anon(&cpu, anon, 64 << 20).unwrap();
+    parent.mmap_file(&cpu, fva, 64 << 20, space.space(), 0).unwrap();
+    let zs = ZsPool::new(&m, &cpu).unwrap();
+    let z3 = Z3foldPool::new(&m, &cpu).unwrap();
+    let (mut anons, mut files, mut zsh, mut z3h, mut fillers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let nowarn = Gfp::MOVABLE | Gfp::NOWARN;
+    for i in 0u64.. {
+        let Ok(a) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) else { break };
+        stamp(&m, a, i);
+        parent.map_folio(&cpu, anon + i * PAGE, a).unwrap();
+        m.folio_put(&cpu, a).unwrap(); // the mappings hold it
+        anons.push((i, a));
+        let Ok(f) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::File) else { break };
+        stamp(&m, f, !i);
+        space.insert(&cpu, f, i).unwrap();
+        m.folio_put(&cpu, f).unwrap(); // the cache's reference
+        parent.map_folio(&cpu, fva + i * PAGE, f).unwrap();
+        files.push((i, f));
+        let Ok(h) = zs.malloc(&cpu, 1500) else { break };
+        fill(&mut zs.map_write(&cpu, h).unwrap(), i);
+        zsh.push((i, h));
+        let Ok(h) = z3.malloc(&cpu, 1800) else { break };
+        fill(&mut z3.map_write(h).unwrap(), !i);
+        z3h.push((i, h));
+        for _ in 0..3 {
+            if let Ok(p) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) {
+                fillers.push(p);
+            }
+        }
+    }
+    assert!(anons.len() > 1000, "{}", anons.len());
+    for f in fillers {
+        m.folio_put(&cpu, f).unwrap();
+    }
+    let child = parent.fork(&cpu).unwrap();
+    m.drain_all();
+    let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
+    let before = m.free_histogram(zone);
+    assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");
+    let counts0: Vec<(u32, u32)> = anons.iter().map(|(_, f)| (f.counts.refcount(), f.counts.mapcount())).collect();
+    assert!(counts0.iter().all(|&c| c == (2, 2)), "each anon folio is mapped in parent and child");
+    let old_pfns: Vec<Pfn> = anons.iter().map(|(_, f)| f.flags.pfn()).collect();
+
+    let rep = m.compact_zone(&cpu, zone);
+    assert!(rep.migrated > 1000, "{rep:?}");
+    assert!(rep.migrated_pool_pages > 100, "{rep:?}");
+    assert_eq!(rep.failed, 0, "{rep:?}");
+    assert!(rep.blocks_at_least(9) >= 2, "{rep:?}");
+    let moved = anons.iter().zip(&old_pfns).filter(|((_, f), &p)| f.flags.pfn() != p).count();
+    assert!(moved > 100, "mapped anon folios moved: {moved}");
+
+    for (k, &(i, f)) in anons.iter().enumerate() {
+        for mm in [&parent, &child] {
+            assert_eq!(mm.translate(anon + i * PAGE).unwrap().0.pfn(), f.flags.pfn(), "anon {i}");
+            assert_eq!(read_through_tables(&m, mm, anon + i * PAGE), (i, !i), "anon {i} data");
+        }
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), counts0[k], "counts unchanged");
+    }
+    for &(i, f) in &files {
+        assert_eq!(read_through_tables(&m, &parent, fva + i * PAGE), (!i, i), "file {i} data");
+        assert_eq!(child.translate(fva + i * PAGE).unwrap().0.pfn(), f.flags.pfn());
+        let g = space.lookup(&cpu, i).expect("still cached");
+        assert!(std::ptr::eq(g, f));
+        m.folio_put(&cpu, g).unwrap();
+    }
+    for &(i, h) in &zsh {
+        assert!(filled(&zs.map_read(&cpu, h).unwrap(), i), "zsmalloc object {i}");
+    }
+    for &(i, h) in &z3h {
+        assert!(filled(&z3.map_read(h).unwrap(), !i), "z3fold object {i}");
+    }
+    space.verify().unwrap();
+    m.check(|_, _, _| ()).unwrap();
+
+    child.destroy(&cpu);
+    parent.destroy(&cpu);
+    zs.destroy(&cpu);
+    z3.destroy(&cpu);
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
 }
