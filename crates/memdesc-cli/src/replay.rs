@@ -1017,7 +1017,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     while let Some(rec) = reader.next_record()? {
         r.event(&rec.event);
         n += 1;
-        if n % SAMPLE_EVERY == 0 {
+        if n.is_multiple_of(SAMPLE_EVERY) {
             r.sample();
             if let Some(b) = &bar {
                 b.set_position(n);
@@ -1097,7 +1097,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         }
     }
     let mut confusion: Vec<((&'static str, &'static str), u64)> = confusion.into_iter().collect();
-    confusion.sort_by(|a, b| b.1.cmp(&a.1));
+    confusion.sort_by_key(|c| core::cmp::Reverse(c.1));
     confusion.truncate(10);
     let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
     let (desc_slab, our_slab) = r.slab_pages();

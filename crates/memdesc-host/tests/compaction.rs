@@ -8,9 +8,9 @@ use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
 use memdesc::migrate::MigrateError;
 use memdesc::pgtable::{MmKind, MmRef};
+use memdesc::word::Tag;
 use memdesc::z3fold::Z3foldPool;
 use memdesc::zsmalloc::ZsPool;
-use memdesc::word::Tag;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
@@ -244,7 +244,8 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
     parent.mmap_file(&cpu, fva, 64 << 20, space.space(), 0).unwrap();
     let zs = ZsPool::new(&m, &cpu).unwrap();
     let z3 = Z3foldPool::new(&m, &cpu).unwrap();
-    let (mut anons, mut files, mut zsh, mut z3h, mut fillers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut anons, mut files, mut zsh, mut z3h, mut fillers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let nowarn = Gfp::MOVABLE | Gfp::NOWARN;
     for i in 0u64.. {
         let Ok(a) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) else { break };

@@ -256,7 +256,8 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
         .step_by(BLOCK as usize)
         .map(|p| (Pfn(p), Pfn(p + BLOCK)))
         .find(|&(s, _)| {
-            let kinds: Vec<_> = (0..BLOCK).map(|i| m.memmap().load(m.platform(), s.add(i)).unwrap().word.kind()).collect();
+            let kinds: Vec<_> =
+                (0..BLOCK).map(|i| m.memmap().load(m.platform(), s.add(i)).unwrap().word.kind()).collect();
             kinds.iter().any(|k| matches!(k, PageKind::Zsmalloc(_)))
                 && kinds.iter().any(|k| matches!(k, PageKind::Z3fold(_)))
                 && kinds.iter().any(|k| matches!(k, PageKind::AnonFolio(_)))

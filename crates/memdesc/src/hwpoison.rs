@@ -38,9 +38,9 @@ use crate::folio::FolioError;
 use crate::isolate::IsolateError;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::pagecache::PageCacheError;
+use crate::pgtable::Mm;
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::pgtable::Mm;
 use crate::word::{PageKind, Subtype, Tag, Word};
 use crate::zsmalloc::ZsMigrateError;
 

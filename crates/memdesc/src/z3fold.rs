@@ -605,7 +605,11 @@ pub fn z3fold_migrate_page_to<P: Platform>(
 /// place under the same descriptor, every object on it is marked lost ([`Z3Error::Lost`]
 /// when mapped; freeing still works), and the old page is stamped `HwPoison`. Returns the
 /// objects lost.
-pub(crate) fn z3fold_poison_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<u32, ZsMigrateError> {
+pub(crate) fn z3fold_poison_page<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+) -> Result<u32, ZsMigrateError> {
     move_page(mem, cpu, pfn, None, true).map(|r| r.1)
 }
 
@@ -673,7 +677,9 @@ impl<P: Platform> Z3foldPool<'_, P> {
             self.mem.stamp_block(new, 0, Word::TAIL);
             match target {
                 None => self.mem.free_claimed(cpu, rm_new, new, 0),
-                Some(t) => self.mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm_new, crate::word::Subtype::Unmappable, 0)),
+                Some(t) => {
+                    self.mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm_new, crate::word::Subtype::Unmappable, 0))
+                }
             }
             return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
         };

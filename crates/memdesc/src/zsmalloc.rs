@@ -539,8 +539,8 @@ fn build_classes(inner: &mut Inner) {
         slot -= step;
     }
     // Slots below the minimum use the smallest class.
-    let smallest = inner.size_index[ZS_MIN_SLOT.next_multiple_of(step) / step];
-    for s in 0..ZS_MIN_SLOT.next_multiple_of(step) / step {
+    let smallest = inner.size_index[ZS_MIN_SLOT.div_ceil(step)];
+    for s in 0..ZS_MIN_SLOT.div_ceil(step) {
         inner.size_index[s] = smallest;
     }
     inner.nr_classes = n;
@@ -1345,7 +1345,7 @@ mod tests {
                 assert!(size + c.data_off() <= c.slot as usize, "size {size} fits its class (step {step})");
                 assert!(c.objs as usize * c.slot as usize <= c.pages as usize * PAGE_SIZE);
                 assert!((1..=ZS_MAX_PAGES as u32).contains(&c.pages));
-                assert!(c.slot as usize % 8 == 0, "headers stay 8-aligned");
+                assert!((c.slot as usize).is_multiple_of(8), "headers stay 8-aligned");
             }
             // The biggest objects (incompressible pages) take a one-object, one-page class.
             let c = i.classes[i.class_of_size(PAGE_SIZE)];
