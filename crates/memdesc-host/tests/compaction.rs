@@ -322,3 +322,60 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
 }
+
+/// `migrate_page` of mapped folios: a PMD-mapped 2 MiB anon folio shared with a fork child and
+/// a PTE-mapped order-2 page-cache folio move; every entry points to the new pages, counts
+/// unchanged; a pin still makes it `Busy`.
+#[test]
+fn migrate_page_moves_mapped_folios_and_their_entries() {
+    const PAGE: u64 = 4096;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+    parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
+    parent.mmap_file(&cpu, fva, 1 << 20, space.space(), 0).unwrap();
+    let a = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    stamp(&m, a, 7);
+    parent.map_folio_pmd(&cpu, anon, a).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
+    stamp(&m, f, 9);
+    space.insert(&cpu, f, 4).unwrap();
+    m.folio_put(&cpu, f).unwrap();
+    parent.map_folio(&cpu, fva + 4 * PAGE, f).unwrap();
+    let child = parent.fork(&cpu).unwrap();
+    // The owner still holds `a`: refcount = owner + 2 PMD entries.
+    let (ca, cf) = ((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount()));
+    assert_eq!((ca, cf), ((3, 2), (9, 8)), "4 PTEs per mm for the file folio, + the cache");
+    m.folio_get(a);
+    assert_eq!(m.migrate_page(&cpu, a.flags.pfn(), Gfp::MOVABLE), Err(MigrateError::Busy(a.flags.pfn())));
+    m.folio_put(&cpu, a).unwrap();
+    let (olda, oldf) = (a.flags.pfn(), f.flags.pfn());
+    let na = m.migrate_page(&cpu, olda.add(17), Gfp::MOVABLE).unwrap();
+    let nf = m.migrate_page(&cpu, oldf.add(3), Gfp::MOVABLE).unwrap();
+    assert!(na != olda && nf != oldf);
+    assert_eq!((a.flags.pfn(), f.flags.pfn()), (na, nf));
+    for mm in [&parent, &child] {
+        let (e, huge) = mm.translate(anon + 5 * PAGE).unwrap();
+        assert!(huge);
+        assert_eq!(e.pfn(), na);
+        assert_eq!(read_through_tables(&m, mm, anon), (7, !7));
+        for i in 0..4 {
+            assert_eq!(mm.translate(fva + (4 + i) * PAGE).unwrap().0.pfn(), nf.add(i));
+        }
+        assert_eq!(read_through_tables(&m, mm, fva + 4 * PAGE), (9, !9));
+    }
+    assert_eq!(((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount())), (ca, cf));
+    let g = space.lookup(&cpu, 6).unwrap();
+    assert!(std::ptr::eq(g, f));
+    m.folio_put(&cpu, g).unwrap();
+    space.verify().unwrap();
+    m.check(|_, _, _| ()).unwrap();
+    child.destroy(&cpu);
+    parent.destroy(&cpu);
+    assert_eq!(m.folio_put(&cpu, a), Ok(true));
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}

@@ -368,6 +368,40 @@ fn mapped_anon_large_folio_is_split_and_the_page_unmapped_in_every_mm() {
 }
 
 #[test]
+fn pmd_mapped_2mib_anon_folio_loses_one_page_and_keeps_511_mapped() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let mm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let va = 0x4000_0000u64;
+    mm.mmap_anon(&cpu, va, 4 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let base = f.flags.pfn();
+    for i in 0..512 {
+        write(&m, base.add(i), (i % 251) as u8 + 1);
+    }
+    mm.map_folio_pmd(&cpu, va, f).unwrap();
+    m.folio_put(&cpu, f).unwrap();
+    assert!(mm.translate(va).unwrap().1, "a PMD mapping");
+    let bad = base.add(300);
+    let mut seen = Vec::new();
+    let r = m.memory_failure_with(&cpu, bad, &mut |_, a| seen.push(a)).unwrap();
+    assert_eq!((r.kind, r.split, r.unmapped), (PoisonedKind::AnonFolio { order: 9 }, true, 1));
+    assert_eq!(seen, vec![va + 300 * PAGE]);
+    assert_eq!(r.action, PoisonAction::Recovered);
+    assert!(mm.translate(va + 300 * PAGE).is_none());
+    for i in (0..512u64).filter(|&i| i != 300) {
+        let (e, huge) = mm.translate(va + i * PAGE).unwrap();
+        assert!(!huge, "the PMD was split into PTEs");
+        assert_eq!(e.pfn(), base.add(i));
+        assert_eq!(read(&m, e.pfn()), (i % 251) as u8 + 1);
+    }
+    mm.destroy(&cpu);
+    check_all(&m, &[bad]);
+    never_handed_out(&m, &cpu, bad);
+}
+
+#[test]
 fn mapped_page_cache_folio_is_unmapped_and_the_rest_stays_cached() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();

@@ -579,4 +579,20 @@ mod tests {
         ));
         m.unpoison(&cpu, pfn).unwrap();
     }
+
+    #[test]
+    fn migration_refuses_a_folio_mapped_where_the_rmap_cannot_see() {
+        use crate::migrate::MigrateError;
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
+        f.counts.mapcount.store(1, Ordering::Relaxed);
+        f.counts.refcount.fetch_add(1, Ordering::Relaxed);
+        let pfn = f.flags.pfn();
+        assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::NoRmap { pfn, mapcount: 1 }));
+        assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 2), "nothing changed");
+        f.counts.mapcount.store(0, Ordering::Relaxed);
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
 }
