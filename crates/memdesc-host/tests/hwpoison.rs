@@ -600,3 +600,55 @@ fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
     assert!(pool.try_destroy(&cpu).is_ok());
     check_all(&m, &[]);
 }
+
+/// A two-level machine: a mapped 2 MiB anon folio in an unsplit area loses one page; the area
+/// is split with a table page from the same zone, the poisoned page gets its own `HwPoison`
+/// word and the other 511 pages stay mapped with their data.
+#[test]
+fn two_level_unsplit_area_folio_loses_only_the_page() {
+    let m = boot(
+        &MemoryLayout::pc(1, MemmapLayout::TwoLevel),
+        Config { nr_cpus: 2, debug_checks: true, ..Config::default() },
+    )
+    .unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let mm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let va = 0x4000_0000u64;
+    mm.mmap_anon(&cpu, va, 4 << 20).unwrap();
+    let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let base = f.flags.pfn();
+    for i in 0..512 {
+        write(&m, base.add(i), (i % 241) as u8 + 3);
+    }
+    mm.map_folio_pmd(&cpu, va, f).unwrap();
+    m.folio_put(&cpu, f).unwrap();
+    let split0 = m.memmap().split_areas();
+    let bad = base.add(77);
+    let r = m.memory_failure(&cpu, bad).unwrap();
+    assert_eq!((r.kind, r.split, r.unmapped), (PoisonedKind::AnonFolio { order: 9 }, true, 1));
+    assert_eq!(r.action, PoisonAction::Recovered);
+    assert_eq!(m.memmap().split_areas(), split0 + 1, "the area got a table page");
+    assert_eq!(subtype(&m, bad), Some(Subtype::HwPoison));
+    assert_eq!(m.memory_failure(&cpu, bad), Err(PoisonError::AlreadyPoisoned(bad)));
+    assert!(mm.translate(va + 77 * PAGE).is_none());
+    for i in (0..512u64).filter(|&i| i != 77) {
+        let (e, _) = mm.translate(va + i * PAGE).unwrap();
+        assert_eq!(e.pfn(), base.add(i));
+        assert_eq!(read(&m, e.pfn()), (i % 241) as u8 + 3);
+    }
+    // Free memory in a two-level region is not handled (typed error, nothing changed).
+    m.drain_all();
+    let mut free_area = None;
+    m.check(|p, o, pcp| {
+        if o >= 9 && !pcp && free_area.is_none() {
+            free_area = Some(p.add(5));
+        }
+    })
+    .unwrap();
+    let fp = free_area.unwrap();
+    assert_eq!(m.memory_failure(&cpu, fp), Err(PoisonError::TwoLevel(fp)));
+    mm.destroy(&cpu);
+    check_all(&m, &[bad]);
+    assert_eq!(m.undescribed_stats().hwpoison_pages, 1);
+}

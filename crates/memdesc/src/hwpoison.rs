@@ -22,7 +22,13 @@
 //! out again, and counted in [`UndescribedStats`](crate::isolate::UndescribedStats).
 //! [`PhysMem::unpoison`] (for tests) returns it to the allocator.
 //!
-//! Only flat regions are supported ([`PoisonError::TwoLevel`]). The handler assumes no one
+//! In **two-level regions** the handler reads the pfn's word the same way (a page inside an
+//! unsplit 2 MiB area reads the area word) and handles folios — a 2 MiB folio in an unsplit
+//! area is split by `folio_split`, which gives the area a table page from the same zone so
+//! the poisoned page gets a word of its own — zsmalloc / z3fold pages, and the kinds it only
+//! reports; free memory, tails of larger blocks and slab pages there get
+//! [`PoisonError::TwoLevel`] (the isolation code is flat-only), and so does `unpoison`. The
+//! handler assumes no one
 //! concurrently destroys the address space of a file folio it handles, or the slab cache of a
 //! slab page it handles.
 //!
@@ -161,7 +167,8 @@ pub struct PoisonReport {
 pub enum PoisonError {
     /// The pfn is in no region.
     OutOfRange(Pfn),
-    /// The pfn is in a two-level region (unsupported).
+    /// The pfn is in a two-level region and is free, a tail of a larger block or a slab page
+    /// (not handled there), or `unpoison` was asked for a two-level pfn.
     TwoLevel(Pfn),
     /// The page is already poisoned.
     AlreadyPoisoned(Pfn),
@@ -225,10 +232,29 @@ impl<P: Platform> PhysMem<P> {
         pfn: Pfn,
         unmapped: &mut dyn FnMut(&Mm, u64),
     ) -> Result<PoisonReport, PoisonError> {
-        let (rm, _) = self.flat_ctx(pfn)?;
+        let two_level = match self.flat_ctx(pfn) {
+            Ok(_) => false,
+            Err(IsolateError::TwoLevel(_)) => true,
+            Err(e) => return Err(e.into()),
+        };
+        // The pfn's own word: the flat word, a split area's table word, or the area word of
+        // an unsplit 2 MiB area of a two-level region.
+        let word = |p: Pfn| self.memmap.load(&self.platform, p).map(|v| v.word);
         let mut from_pcp = false;
         for _ in 0..4 {
-            let w = rm.flat_word(pfn).load();
+            let w = word(pfn).ok_or(PoisonError::OutOfRange(pfn))?;
+            if two_level {
+                // Two-level regions: folios (split through folio.rs, which gives an unsplit
+                // area its table page), pool pages and what is only reported. Free memory
+                // (the isolation code is flat-only), tails and slabs are not handled there.
+                match w.kind() {
+                    PageKind::Buddy(_) | PageKind::Slab(_) | PageKind::Split(_) => {
+                        return Err(PoisonError::TwoLevel(pfn))
+                    }
+                    PageKind::Undescribed(u) if u.subtype == Subtype::Tail => return Err(PoisonError::TwoLevel(pfn)),
+                    _ => {}
+                }
+            }
             let r = match w.kind() {
                 PageKind::Buddy(b) if b.pcp => {
                     self.drain_all();
@@ -303,7 +329,7 @@ impl<P: Platform> PhysMem<P> {
                     // that the word still names this one.
                     let d = desc.get(&g);
                     let (area, index) = (d.area(), d.index());
-                    if rm.flat_word(pfn).load() != w {
+                    if word(pfn) != Some(w) {
                         continue;
                     }
                     Ok(self.ignored(pfn, PoisonedKind::Vmalloc { area, index, mappable }))
@@ -312,7 +338,7 @@ impl<P: Platform> PhysMem<P> {
                     let g = self.rcu().read_lock(cpu);
                     let d = desc.get(&g);
                     let (pool, mapcount) = (d.pool.load(Ordering::Acquire), d.counts.mapcount());
-                    if rm.flat_word(pfn).load() != w {
+                    if word(pfn) != Some(w) {
                         continue;
                     }
                     Ok(self.ignored(pfn, PoisonedKind::PagePool { pool, mapcount }))
@@ -321,7 +347,7 @@ impl<P: Platform> PhysMem<P> {
                     let g = self.rcu().read_lock(cpu);
                     let d = desc.get(&g);
                     let (owner, order, mapcount) = (d.owner(), d.flags.order(), d.counts.mapcount());
-                    if rm.flat_word(pfn).load() != w {
+                    if word(pfn) != Some(w) {
                         continue;
                     }
                     Ok(self.ignored(pfn, PoisonedKind::Mappable { owner, order, mapcount }))
