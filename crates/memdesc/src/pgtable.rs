@@ -47,6 +47,10 @@
 //! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
 //! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
 //! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
+//! Migration (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its
+//! freeze, copy and entry rewrite (`rmap_move_locked`), with a cached file folio's address
+//! space lock nested between the rmap and page-table locks (this module never takes a page
+//! cache lock); hwpoison unmaps through `rmap_unmap`.
 //! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
 //! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
 //! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
