@@ -437,6 +437,20 @@ pub(crate) struct RmapLocked<'a> {
     _g: SpinGuard<'a, ()>,
 }
 
+/// How long [`MmRef`]'s mapping path waits for a frozen (migrating) folio before taking a
+/// zero count for a freed one ([`MapError::NoReference`]).
+const MAP_PIN_SPINS: u32 = 1 << 20;
+
+/// The mapping path's temporary reference, dropped on every return (never the last: the
+/// caller holds one).
+struct MapPin<'a>(&'a MapCounts);
+
+impl Drop for MapPin<'_> {
+    fn drop(&mut self) {
+        self.0.refcount.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// Counts an [`MmRef::unmap`] or teardown reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZapStats {
@@ -1301,6 +1315,20 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return Err(MapError::Misaligned(va));
         }
         let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        // A temporary reference for the whole mapping, taken before the pfn is read: a folio
+        // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
+        // 0), which we wait out, and then the pfn read below is the folio's new one.
+        let c = t.counts();
+        let mut spins = 0u32;
+        while !c.try_get() {
+            spins += 1;
+            if spins > MAP_PIN_SPINS {
+                return Err(MapError::NoReference);
+            }
+            crate::sync::spin_hint();
+        }
+        let _pin = MapPin(c);
         let (pfn0, tag) = match t {
             Target::Folio(f, tag) => (f.flags.pfn(), Some(tag)),
             Target::Mappable(d) => (d.flags.pfn(), None),
@@ -1313,11 +1341,6 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if !kind_ok {
             let wk = tag.unwrap_or(Tag::Mappable);
             return Err(MapError::Unmappable { pfn: pfn0.add(first), kind: UnmappableKind::WrongVma(wk) });
-        }
-        let _rl = v.rmap().map(|r| r.lock.lock());
-        let c = t.counts();
-        if c.refcount() == 0 {
-            return Err(MapError::NoReference);
         }
         let add = if huge { 1 } else { n as u32 };
         // The folio's place in the VMA.
