@@ -2,7 +2,8 @@
 //! and page-cache) until no order-9 block is free is compacted into order-9 blocks, every
 //! folio's data intact and every cached folio still found by lookup; the same with mapped anon
 //! folios (parent and fork child), mapped file folios, zsmalloc and z3fold pages, read back
-//! through the page tables and the handles; folio migration errors.
+//! through the page tables and the handles; `migrate_page` of PMD- and PTE-mapped folios; a CPU
+//! mapping and unmapping folios racing a CPU migrating them; folio migration errors.
 
 use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
@@ -378,4 +379,89 @@ fn migrate_page_moves_mapped_folios_and_their_entries() {
     assert_eq!(m.folio_put(&cpu, a), Ok(true));
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
+}
+
+/// One CPU maps and unmaps anon folios (order 0 and 2) in an mm while another migrates them
+/// over and over (mapped ones through the rmap, unmapped ones directly): no stale entry is
+/// ever installed (every entry left at the end points to its folio's current pages, which
+/// hold its data), counts add up, migrations that meet the mapper fail `Busy` harmlessly.
+#[test]
+fn mapping_races_migration() {
+    const PAGE: u64 = 4096;
+    const N: u64 = 24;
+    let m = machine();
+    let cpu0 = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu0).unwrap();
+    let mm = mms.mm_create(&cpu0, MmKind::User).unwrap();
+    let va0 = 0x4000_0000u64;
+    mm.mmap_anon(&cpu0, va0, N * 4 * PAGE).unwrap();
+    let folios: Vec<&Folio> = (0..N)
+        .map(|i| {
+            let f = m.folio_alloc(&cpu0, (i % 2) as u32 * 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+            stamp(&m, f, i);
+            f
+        })
+        .collect();
+    drop(cpu0);
+    let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (migrated, busy) = std::thread::scope(|s| {
+        let mapper = s.spawn(|| {
+            let _stop = StopOnDrop(&stop);
+            let cpu = m.cpus().claim(1).unwrap();
+            for r in 0..rounds {
+                for (i, f) in folios.iter().enumerate() {
+                    mm.map_folio(&cpu, va0 + i as u64 * 4 * PAGE, f).unwrap();
+                }
+                // Leave the folios mapped in the last round.
+                if r + 1 < rounds {
+                    mm.unmap(&cpu, va0, N * 4 * PAGE).unwrap();
+                }
+            }
+        });
+        let cpu = m.cpus().claim(0).unwrap();
+        let (mut migrated, mut busy) = (0u64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for f in &folios {
+                match m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE) {
+                    Ok(_) => migrated += 1,
+                    Err(MigrateError::Busy(_)) => busy += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        mapper.join().unwrap();
+        (migrated, busy)
+    });
+    assert!(migrated > 0, "migrated {migrated}, busy {busy}");
+    let cpu = m.cpus().claim(0).unwrap();
+    for (i, f) in folios.iter().enumerate() {
+        let n = 1u64 << f.flags.order();
+        for p in 0..n {
+            let (e, _) = mm.translate(va0 + (i as u64 * 4 + p) * PAGE).unwrap();
+            assert_eq!(e.pfn(), f.flags.pfn().add(p), "folio {i} page {p}: a stale entry");
+        }
+        assert!(stamped(&m, f, i as u64), "folio {i} data");
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), (1 + n as u32, n as u32));
+    }
+    // And once more, quiescent, mapped: everything still moves.
+    for f in &folios {
+        m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE).unwrap();
+    }
+    m.check(|_, _, _| ()).unwrap();
+    mm.destroy(&cpu);
+    for (i, f) in folios.iter().enumerate() {
+        assert!(stamped(&m, f, i as u64));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+    m.check(|_, _, _| ()).unwrap();
+}
+
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

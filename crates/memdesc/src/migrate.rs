@@ -173,11 +173,22 @@ impl<P: Platform> PhysMem<P> {
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
         // A mapped folio: its rmap lock, held until the move is done, keeps every entry
         // mapping it (and so its mapcount) stable.
-        let rmap = if f.counts.mapcount() != 0 { self.rmap_lock(cpu, f) } else { None };
-        let m = f.counts.mapcount();
-        if m != 0 && rmap.is_none() {
-            return Err(MigrateError::NoRmap { pfn: old, mapcount: m });
-        }
+        // A last unmap clears an anon folio's `mapping` and a first map sets it, so a mapped
+        // count seen without an rmap to lock may be a map or unmap in flight: look again a few
+        // times before calling the folio rmap-less.
+        let mut tries = 0;
+        let (rmap, m) = loop {
+            let rmap = if f.counts.mapcount() != 0 { self.rmap_lock(cpu, f) } else { None };
+            let m = f.counts.mapcount();
+            if m == 0 || rmap.is_some() {
+                break (rmap, m);
+            }
+            tries += 1;
+            if tries == 16 {
+                return Err(MigrateError::NoRmap { pfn: old, mapcount: m });
+            }
+            crate::sync::spin_hint();
+        };
         let _mapping_lock = if file {
             match self.pagecache_lock_of(f) {
                 Ok(l) => l,

@@ -437,10 +437,6 @@ pub(crate) struct RmapLocked<'a> {
     _g: SpinGuard<'a, ()>,
 }
 
-/// How long [`MmRef`]'s mapping path waits for a frozen (migrating) folio before taking a
-/// zero count for a freed one ([`MapError::NoReference`]).
-const MAP_PIN_SPINS: u32 = 1 << 20;
-
 /// The mapping path's temporary reference, dropped on every return (never the last: the
 /// caller holds one).
 struct MapPin<'a>(&'a MapCounts);
@@ -914,6 +910,22 @@ impl<P: Platform> PhysMem<P> {
         Ok(MmCaches { mem: self, mm, vma, anon_vma })
     }
 
+    /// Whether the word at `f`'s pfn names `f` (a live folio, possibly frozen by a migration).
+    fn word_names_folio(&self, f: &Folio) -> bool {
+        loop {
+            let pfn = f.flags.pfn();
+            if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr())
+                == Some(f as *const Folio as usize)
+            {
+                return true;
+            }
+            // Moved between the two reads (the pfn moves before the old words are retired).
+            if f.flags.pfn() == pfn {
+                return false;
+            }
+        }
+    }
+
     // ---- rmap -----------------------------------------------------------------------------
 
     /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
@@ -1318,15 +1330,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let _rl = v.rmap().map(|r| r.lock.lock());
         // A temporary reference for the whole mapping, taken before the pfn is read: a folio
         // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
-        // 0), which we wait out, and then the pfn read below is the folio's new one.
+        // 0 while a word still names it), which we wait out; the pfn read below is then the
+        // folio's new one. A zero count with no word naming the folio is a freed one.
         let c = t.counts();
-        let mut spins = 0u32;
         while !c.try_get() {
-            spins += 1;
-            if spins > MAP_PIN_SPINS {
-                return Err(MapError::NoReference);
+            match t {
+                Target::Folio(f, _) if self.mem.word_names_folio(f) => crate::sync::spin_hint(),
+                _ => return Err(MapError::NoReference),
             }
-            crate::sync::spin_hint();
         }
         let _pin = MapPin(c);
         let (pfn0, tag) = match t {
@@ -1449,12 +1460,17 @@ impl<'m, P: Platform> MmRef<'m, P> {
     }
 
     fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
-        let pfn = f.flags.pfn();
-        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
-            Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
-                Ok(Target::Folio(f, w.tag().expect("described")))
+        loop {
+            let pfn = f.flags.pfn();
+            match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
+                Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
+                    return Ok(Target::Folio(f, w.tag().expect("described")))
+                }
+                // A migration moved the folio between the two reads (its pfn moves before its
+                // old words are retired): look again at the new place.
+                _ if f.flags.pfn() != pfn => continue,
+                _ => return Err(MapError::NoReference),
             }
-            _ => Err(MapError::NoReference),
         }
     }
 
