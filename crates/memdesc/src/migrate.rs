@@ -23,7 +23,10 @@
 //! descriptor stays, so mapcount and references do not move. The simulated machine has no
 //! MMU writing through the entries during the copy (a real kernel would first make them
 //! non-present migration entries and flush the TLB). A folio mapped only through pfn VMAs
-//! (no reverse map) is not movable.
+//! (no reverse map) is not movable. A mapping racing a migration cannot install an entry to
+//! the old pages: the mapping path pins the folio before it reads the pfn (pgtable.rs), so the
+//! freeze either sees the pin and fails `Busy`, or came first and the mapper waits for the
+//! unfreeze and reads the new pfn.
 //!
 //! **zsmalloc and z3fold pages** go through their pools' own migration
 //! ([`crate::zsmalloc::zs_migrate_page_to`], [`crate::z3fold::z3fold_migrate_page_to`]): the

@@ -50,7 +50,9 @@
 //! Migration (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its
 //! freeze, copy and entry rewrite (`rmap_move_locked`), with a cached file folio's address
 //! space lock nested between the rmap and page-table locks (this module never takes a page
-//! cache lock); hwpoison unmaps through `rmap_unmap`.
+//! cache lock); hwpoison unmaps through `rmap_unmap`. The mapping path takes a temporary
+//! reference with `try_get` (waiting while a migration has the folio frozen) before it reads
+//! the folio's pfn, so it never writes an entry to pages a migration is leaving.
 //! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
 //! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
 //! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
