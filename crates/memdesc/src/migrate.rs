@@ -175,10 +175,9 @@ impl<P: Platform> PhysMem<P> {
         let (nrm, _) = self.flat_ctx(new).map_err(|_| MigrateError::Unsupported(new))?;
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
         // A mapped folio: its rmap lock, held until the move is done, keeps every entry
-        // mapping it (and so its mapcount) stable.
-        // A last unmap clears an anon folio's `mapping` and a first map sets it, so a mapped
-        // count seen without an rmap to lock may be a map or unmap in flight: look again a few
-        // times before calling the folio rmap-less.
+        // mapping it (and so its mapcount) stable. A last unmap clears an anon folio's
+        // `mapping` and a first map sets it, so a mapped count seen without an rmap to lock may
+        // be a map or unmap in flight: look again a few times before calling it rmap-less.
         let mut tries = 0;
         let (rmap, m) = loop {
             let rmap = if f.counts.mapcount() != 0 { self.rmap_lock(cpu, f) } else { None };
