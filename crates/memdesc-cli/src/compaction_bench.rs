@@ -4,12 +4,18 @@
 //! blocks before and after, the folios migrated, and migrations per second of the timed run
 //! (median over repetitions, each on a freshly booted and fragmented machine).
 //!
-//! There is no peer: no other crate compacts a physical memory map.
+//! The same run is repeated with every live folio **mapped** in a process and its fork child
+//! (two page-table entries each, found and rewritten through the reverse map while the folio
+//! is frozen): `mapped_migrated_per_sec`, and its ratio to the unmapped rate measured in the
+//! same bench run (`mapped_to_unmapped_rate`), give the cost of the rmap walk.
+//!
+//! There is no external peer: no other crate compacts a physical memory map.
 
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use memdesc::folio::FolioKind;
+use memdesc::pgtable::MmKind;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, RegionSpec};
 use serde::Serialize;
 
@@ -36,10 +42,17 @@ pub struct CompactionBench {
     pub migrated_per_sec: f64,
     /// Repetitions.
     pub reps: usize,
+    /// Folios migrated per second when every live folio is mapped in two mms (median).
+    pub mapped_migrated_per_sec: f64,
+    /// Order-9-or-larger free blocks after compacting the mapped machine.
+    pub mapped_order9_blocks_after: u64,
+    /// `mapped_migrated_per_sec / migrated_per_sec` (same bench run).
+    pub mapped_to_unmapped_rate: f64,
 }
 
-/// One fragmented machine compacted once: (report, seconds, live folios).
-fn once(pages: u64) -> Result<(memdesc::compaction::CompactReport, f64, u64)> {
+/// One fragmented machine compacted once: (report, seconds, live folios). With `mapped`, every
+/// live folio is mapped in a process and its fork child and held by those entries alone.
+fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport, f64, u64)> {
     let mut l = MemoryLayout::new();
     let start = Pfn(1 << 20);
     l.add_region(RegionSpec { start, end: start.add(pages), node: 0, mapped: true, layout: MemmapLayout::Flat })
@@ -58,11 +71,28 @@ fn once(pages: u64) -> Result<(memdesc::compaction::CompactReport, f64, u64)> {
             live.push(f);
         }
     }
+    let n = live.len() as u64;
+    let mms = if mapped { Some(m.mm_caches(&cpu).map_err(|e| anyhow!("{e}"))?) } else { None };
+    let mut procs = Vec::new();
+    if let Some(mms) = &mms {
+        let parent = mms.mm_create(&cpu, MmKind::User).map_err(|e| anyhow!("{e}"))?;
+        let base = 0x10_0000_0000u64;
+        parent.mmap_anon(&cpu, base, n << 12).map_err(|e| anyhow!("{e}"))?;
+        for (i, f) in live.drain(..).enumerate() {
+            parent.map_folio(&cpu, base + ((i as u64) << 12), f).map_err(|e| anyhow!("{e}"))?;
+            m.folio_put(&cpu, f).map_err(|e| anyhow!("{e}"))?; // the entries hold it
+        }
+        let child = parent.fork(&cpu).map_err(|e| anyhow!("{e}"))?;
+        procs.push(parent);
+        procs.push(child);
+    }
     m.drain_all();
     let t = Instant::now();
     let rep = m.compact_all(&cpu);
     let secs = t.elapsed().as_secs_f64();
-    let n = live.len() as u64;
+    for p in procs {
+        p.destroy(&cpu);
+    }
     for f in live {
         m.folio_put(&cpu, f).map_err(|e| anyhow!("{e}"))?;
     }
@@ -76,7 +106,7 @@ pub fn run(quick: bool) -> Result<CompactionBench> {
     let mut times = Vec::new();
     let mut out = CompactionBench { machine_mib: mib, reps, ..CompactionBench::default() };
     for _ in 0..reps {
-        let (rep, secs, live) = once(mib << 8)?;
+        let (rep, secs, live) = once(mib << 8, false)?;
         rates.push(rep.migrated as f64 / secs.max(1e-9));
         times.push(secs * 1e3);
         out.live_folios = live;
@@ -88,5 +118,13 @@ pub fn run(quick: bool) -> Result<CompactionBench> {
     }
     out.migrated_per_sec = crate::bench::median(&mut rates);
     out.compact_ms = crate::bench::median(&mut times);
+    let mut mapped_rates = Vec::new();
+    for _ in 0..reps {
+        let (rep, secs, _) = once(mib << 8, true)?;
+        mapped_rates.push(rep.migrated as f64 / secs.max(1e-9));
+        out.mapped_order9_blocks_after = rep.blocks_at_least(9);
+    }
+    out.mapped_migrated_per_sec = crate::bench::median(&mut mapped_rates);
+    out.mapped_to_unmapped_rate = out.mapped_migrated_per_sec / out.migrated_per_sec.max(1e-9);
     Ok(out)
 }

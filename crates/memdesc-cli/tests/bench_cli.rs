@@ -59,6 +59,9 @@ fn quick_json_has_the_compaction_keys() {
     assert!(at(&v, "compaction.order9_blocks_after").as_u64().unwrap() > 0);
     assert_eq!(at(&v, "compaction.order9_blocks_before").as_u64(), Some(0));
     positive(&v, "compaction.migrated_per_sec");
+    positive(&v, "compaction.mapped_migrated_per_sec");
+    positive(&v, "compaction.mapped_to_unmapped_rate");
+    assert!(at(&v, "compaction.mapped_order9_blocks_after").as_u64().unwrap() > 0);
     assert!(v.get("page_alloc").is_none(), "--only compaction");
 }
 

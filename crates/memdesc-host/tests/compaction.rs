@@ -1,11 +1,17 @@
 //! Compaction on the simulated machine: a zone fragmented by interleaved movable folios (anon
 //! and page-cache) until no order-9 block is free is compacted into order-9 blocks, every
-//! folio's data intact and every cached folio still found by lookup; folio migration errors.
+//! folio's data intact and every cached folio still found by lookup; the same with mapped anon
+//! folios (parent and fork child), mapped file folios, zsmalloc and z3fold pages, read back
+//! through the page tables and the handles; `migrate_page` of PMD- and PTE-mapped folios; a CPU
+//! mapping and unmapping folios racing a CPU migrating them; folio migration errors.
 
 use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
 use memdesc::migrate::MigrateError;
+use memdesc::pgtable::{MmKind, MmRef};
 use memdesc::word::Tag;
+use memdesc::z3fold::Z3foldPool;
+use memdesc::zsmalloc::ZsPool;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
@@ -202,4 +208,260 @@ fn lockless_lookups_race_migration() {
     }
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
+}
+
+/// Reads the two stamp words of the page `va` maps in `mm`, through its page-table entry.
+fn read_through_tables<P: Platform>(m: &SimMachine, mm: &MmRef<'_, P>, va: u64) -> (u64, u64) {
+    let (e, _) = mm.translate(va).expect("mapped");
+    let p = m.platform().direct_map(e.pfn()).unwrap().cast::<u64>();
+    // SAFETY: a live mapped page, direct-mapped.
+    unsafe { (p.as_ptr().read(), p.as_ptr().add(511).read()) }
+}
+
+fn fill(buf: &mut [u8], seed: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8;
+    }
+}
+
+fn filled(buf: &[u8], seed: u64) -> bool {
+    buf.iter().enumerate().all(|(i, &b)| b == (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
+}
+
+/// A zone fragmented by mapped anon folios (mapped in a parent and its fork child), mapped
+/// page-cache folios, zsmalloc zspages and z3fold pages compacts into order-9 blocks: every
+/// mapping follows its folio (data read back through the page tables of both mms, counts
+/// unchanged), every zsmalloc / z3fold object reads back through its handle.
+#[test]
+fn mapped_folios_and_pool_pages_compact_with_data_intact() {
+    const PAGE: u64 = 4096;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+    parent.mmap_anon(&cpu, anon, 64 << 20).unwrap();
+    parent.mmap_file(&cpu, fva, 64 << 20, space.space(), 0).unwrap();
+    let zs = ZsPool::new(&m, &cpu).unwrap();
+    let z3 = Z3foldPool::new(&m, &cpu).unwrap();
+    let (mut anons, mut files, mut zsh, mut z3h, mut fillers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let nowarn = Gfp::MOVABLE | Gfp::NOWARN;
+    for i in 0u64.. {
+        let Ok(a) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) else { break };
+        stamp(&m, a, i);
+        parent.map_folio(&cpu, anon + i * PAGE, a).unwrap();
+        m.folio_put(&cpu, a).unwrap(); // the mappings hold it
+        anons.push((i, a));
+        let Ok(f) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::File) else { break };
+        stamp(&m, f, !i);
+        space.insert(&cpu, f, i).unwrap();
+        m.folio_put(&cpu, f).unwrap(); // the cache's reference
+        parent.map_folio(&cpu, fva + i * PAGE, f).unwrap();
+        files.push((i, f));
+        let Ok(h) = zs.malloc(&cpu, 1500) else { break };
+        fill(&mut zs.map_write(&cpu, h).unwrap(), i);
+        zsh.push((i, h));
+        let Ok(h) = z3.malloc(&cpu, 1800) else { break };
+        fill(&mut z3.map_write(h).unwrap(), !i);
+        z3h.push((i, h));
+        for _ in 0..3 {
+            if let Ok(p) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) {
+                fillers.push(p);
+            }
+        }
+    }
+    assert!(anons.len() > 1000, "{}", anons.len());
+    for f in fillers {
+        m.folio_put(&cpu, f).unwrap();
+    }
+    let child = parent.fork(&cpu).unwrap();
+    m.drain_all();
+    let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
+    let before = m.free_histogram(zone);
+    assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");
+    let counts0: Vec<(u32, u32)> = anons.iter().map(|(_, f)| (f.counts.refcount(), f.counts.mapcount())).collect();
+    assert!(counts0.iter().all(|&c| c == (2, 2)), "each anon folio is mapped in parent and child");
+    let old_pfns: Vec<Pfn> = anons.iter().map(|(_, f)| f.flags.pfn()).collect();
+
+    let rep = m.compact_zone(&cpu, zone);
+    assert!(rep.migrated > 1000, "{rep:?}");
+    assert!(rep.migrated_pool_pages > 100, "{rep:?}");
+    assert_eq!(rep.failed, 0, "{rep:?}");
+    assert!(rep.blocks_at_least(9) >= 2, "{rep:?}");
+    let moved = anons.iter().zip(&old_pfns).filter(|((_, f), &p)| f.flags.pfn() != p).count();
+    assert!(moved > 100, "mapped anon folios moved: {moved}");
+
+    for (k, &(i, f)) in anons.iter().enumerate() {
+        for mm in [&parent, &child] {
+            assert_eq!(mm.translate(anon + i * PAGE).unwrap().0.pfn(), f.flags.pfn(), "anon {i}");
+            assert_eq!(read_through_tables(&m, mm, anon + i * PAGE), (i, !i), "anon {i} data");
+        }
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), counts0[k], "counts unchanged");
+    }
+    for &(i, f) in &files {
+        assert_eq!(read_through_tables(&m, &parent, fva + i * PAGE), (!i, i), "file {i} data");
+        assert_eq!(child.translate(fva + i * PAGE).unwrap().0.pfn(), f.flags.pfn());
+        let g = space.lookup(&cpu, i).expect("still cached");
+        assert!(std::ptr::eq(g, f));
+        m.folio_put(&cpu, g).unwrap();
+    }
+    for &(i, h) in &zsh {
+        assert!(filled(&zs.map_read(&cpu, h).unwrap(), i), "zsmalloc object {i}");
+    }
+    for &(i, h) in &z3h {
+        assert!(filled(&z3.map_read(h).unwrap(), !i), "z3fold object {i}");
+    }
+    space.verify().unwrap();
+    m.check(|_, _, _| ()).unwrap();
+
+    child.destroy(&cpu);
+    parent.destroy(&cpu);
+    zs.destroy(&cpu);
+    z3.destroy(&cpu);
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
+
+/// `migrate_page` of mapped folios: a PMD-mapped 2 MiB anon folio shared with a fork child and
+/// a PTE-mapped order-2 page-cache folio move; every entry points to the new pages, counts
+/// unchanged; a pin still makes it `Busy`.
+#[test]
+fn migrate_page_moves_mapped_folios_and_their_entries() {
+    const PAGE: u64 = 4096;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let parent = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+    parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
+    parent.mmap_file(&cpu, fva, 1 << 20, space.space(), 0).unwrap();
+    let a = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    stamp(&m, a, 7);
+    parent.map_folio_pmd(&cpu, anon, a).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
+    stamp(&m, f, 9);
+    space.insert(&cpu, f, 4).unwrap();
+    m.folio_put(&cpu, f).unwrap();
+    parent.map_folio(&cpu, fva + 4 * PAGE, f).unwrap();
+    let child = parent.fork(&cpu).unwrap();
+    // The owner still holds `a`: refcount = owner + 2 PMD entries.
+    let (ca, cf) = ((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount()));
+    assert_eq!((ca, cf), ((3, 2), (9, 8)), "4 PTEs per mm for the file folio, + the cache");
+    m.folio_get(a);
+    assert_eq!(m.migrate_page(&cpu, a.flags.pfn(), Gfp::MOVABLE), Err(MigrateError::Busy(a.flags.pfn())));
+    m.folio_put(&cpu, a).unwrap();
+    let (olda, oldf) = (a.flags.pfn(), f.flags.pfn());
+    let na = m.migrate_page(&cpu, olda.add(17), Gfp::MOVABLE).unwrap();
+    let nf = m.migrate_page(&cpu, oldf.add(3), Gfp::MOVABLE).unwrap();
+    assert!(na != olda && nf != oldf);
+    assert_eq!((a.flags.pfn(), f.flags.pfn()), (na, nf));
+    for mm in [&parent, &child] {
+        let (e, huge) = mm.translate(anon + 5 * PAGE).unwrap();
+        assert!(huge);
+        assert_eq!(e.pfn(), na);
+        assert_eq!(read_through_tables(&m, mm, anon), (7, !7));
+        for i in 0..4 {
+            assert_eq!(mm.translate(fva + (4 + i) * PAGE).unwrap().0.pfn(), nf.add(i));
+        }
+        assert_eq!(read_through_tables(&m, mm, fva + 4 * PAGE), (9, !9));
+    }
+    assert_eq!(((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount())), (ca, cf));
+    let g = space.lookup(&cpu, 6).unwrap();
+    assert!(std::ptr::eq(g, f));
+    m.folio_put(&cpu, g).unwrap();
+    space.verify().unwrap();
+    m.check(|_, _, _| ()).unwrap();
+    child.destroy(&cpu);
+    parent.destroy(&cpu);
+    assert_eq!(m.folio_put(&cpu, a), Ok(true));
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
+
+/// One CPU maps and unmaps anon folios (order 0 and 2) in an mm while another migrates them
+/// over and over (mapped ones through the rmap, unmapped ones directly): no stale entry is
+/// ever installed (every entry left at the end points to its folio's current pages, which
+/// hold its data), counts add up, migrations that meet the mapper fail `Busy` harmlessly.
+#[test]
+fn mapping_races_migration() {
+    const PAGE: u64 = 4096;
+    const N: u64 = 24;
+    let m = machine();
+    let cpu0 = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu0).unwrap();
+    let mm = mms.mm_create(&cpu0, MmKind::User).unwrap();
+    let va0 = 0x4000_0000u64;
+    mm.mmap_anon(&cpu0, va0, N * 4 * PAGE).unwrap();
+    let folios: Vec<&Folio> = (0..N)
+        .map(|i| {
+            let f = m.folio_alloc(&cpu0, (i % 2) as u32 * 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+            stamp(&m, f, i);
+            f
+        })
+        .collect();
+    drop(cpu0);
+    let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (migrated, busy) = std::thread::scope(|s| {
+        let mapper = s.spawn(|| {
+            let _stop = StopOnDrop(&stop);
+            let cpu = m.cpus().claim(1).unwrap();
+            for r in 0..rounds {
+                for (i, f) in folios.iter().enumerate() {
+                    mm.map_folio(&cpu, va0 + i as u64 * 4 * PAGE, f).unwrap();
+                }
+                // Leave the folios mapped in the last round.
+                if r + 1 < rounds {
+                    mm.unmap(&cpu, va0, N * 4 * PAGE).unwrap();
+                }
+            }
+        });
+        let cpu = m.cpus().claim(0).unwrap();
+        let (mut migrated, mut busy) = (0u64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for f in &folios {
+                match m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE) {
+                    Ok(_) => migrated += 1,
+                    Err(MigrateError::Busy(_)) => busy += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        mapper.join().unwrap();
+        (migrated, busy)
+    });
+    assert!(migrated > 0, "migrated {migrated}, busy {busy}");
+    let cpu = m.cpus().claim(0).unwrap();
+    for (i, f) in folios.iter().enumerate() {
+        let n = 1u64 << f.flags.order();
+        for p in 0..n {
+            let (e, _) = mm.translate(va0 + (i as u64 * 4 + p) * PAGE).unwrap();
+            assert_eq!(e.pfn(), f.flags.pfn().add(p), "folio {i} page {p}: a stale entry");
+        }
+        assert!(stamped(&m, f, i as u64), "folio {i} data");
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), (1 + n as u32, n as u32));
+    }
+    // And once more, quiescent, mapped: everything still moves.
+    for f in &folios {
+        m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE).unwrap();
+    }
+    m.check(|_, _, _| ()).unwrap();
+    mm.destroy(&cpu);
+    for (i, f) in folios.iter().enumerate() {
+        assert!(stamped(&m, f, i as u64));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+    m.check(|_, _, _| ()).unwrap();
+}
+
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -1,6 +1,8 @@
 //! Offlining on the simulated machine: the balloon, offlining a range with movable folios
-//! (migrated out, data intact, the range never allocated again, onlined back), and offlining
-//! that fails on an unmovable page and restores the range exactly.
+//! (migrated out, data intact, the range never allocated again, onlined back), a range holding
+//! mapped anon and file folios and zsmalloc / z3fold pages (all moved out, read back through the
+//! page tables and the handles), and offlining that fails on an unmovable page and restores the
+//! range exactly.
 
 use memdesc::balloon::Balloon;
 use memdesc::cpu::Cpu;
@@ -208,4 +210,97 @@ fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
     for f in folios {
         m.folio_put(&cpu, f).unwrap();
     }
+}
+
+/// Offlining a range that holds mapped anon folios, mapped page-cache folios, zsmalloc and
+/// z3fold pages moves all of them out: the page tables point to the new pages (data read back
+/// through them), the cache still finds its folios, every pool object reads back.
+#[test]
+fn offline_range_moves_mapped_folios_and_pool_pages_out() {
+    use memdesc::pgtable::MmKind;
+    use memdesc::z3fold::Z3foldPool;
+    use memdesc::zsmalloc::ZsPool;
+    const PAGE: u64 = 4096;
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let (anon, fva) = (0x4000_0000u64, 0x8000_0000u64);
+    mm.mmap_anon(&cpu, anon, 16 << 20).unwrap();
+    mm.mmap_file(&cpu, fva, 16 << 20, space.space(), 0).unwrap();
+    let zs = ZsPool::new(&m, &cpu).unwrap();
+    let z3 = Z3foldPool::new(&m, &cpu).unwrap();
+    let (mut anons, mut files, mut zsh, mut z3h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..2000u64 {
+        let a = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        stamp(&m, a, i << 16);
+        mm.map_folio(&cpu, anon + i * PAGE, a).unwrap();
+        m.folio_put(&cpu, a).unwrap();
+        anons.push(a);
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+        stamp(&m, f, (i << 16) | 1);
+        space.insert(&cpu, f, i).unwrap();
+        m.folio_put(&cpu, f).unwrap();
+        mm.map_folio(&cpu, fva + i * PAGE, f).unwrap();
+        files.push(f);
+        let h = zs.malloc(&cpu, 2000).unwrap();
+        zs.map_write(&cpu, h).unwrap().fill(i as u8);
+        zsh.push(h);
+        let h = z3.malloc(&cpu, 1500).unwrap();
+        z3.map_write(h).unwrap().fill(!(i as u8));
+        z3h.push(h);
+    }
+    // A range holding mapped folios and pool pages, nothing unmovable.
+    let (s, e) = (0x1000u64..0x5000)
+        .step_by(BLOCK as usize)
+        .map(|p| (Pfn(p), Pfn(p + BLOCK)))
+        .find(|&(s, _)| {
+            let kinds: Vec<_> =
+                (0..BLOCK).map(|i| m.memmap().load(m.platform(), s.add(i)).unwrap().word.kind()).collect();
+            kinds.iter().any(|k| matches!(k, PageKind::Zsmalloc(_)))
+                && kinds.iter().any(|k| matches!(k, PageKind::Z3fold(_)))
+                && kinds.iter().any(|k| matches!(k, PageKind::AnonFolio(_)))
+                && kinds.iter().all(|k| match k {
+                    PageKind::AnonFolio(_)
+                    | PageKind::FileFolio(_)
+                    | PageKind::Zsmalloc(_)
+                    | PageKind::Z3fold(_)
+                    | PageKind::Buddy(_) => true,
+                    PageKind::Undescribed(u) => u.subtype == Subtype::Tail,
+                    _ => false,
+                })
+        })
+        .expect("a range of mapped folios and pool pages");
+    let r = m.offline_range(&cpu, s, e).unwrap();
+    assert_eq!(r.pages, BLOCK);
+    assert!(r.migrated_folios > 0 && r.migrated_pool_pages > 0, "{r:?}");
+    for (i, (a, f)) in anons.iter().zip(&files).enumerate() {
+        let i = i as u64;
+        for (va, fo, v) in [(anon + i * PAGE, a, i << 16), (fva + i * PAGE, f, (i << 16) | 1)] {
+            let pfn = mm.translate(va).unwrap().0.pfn();
+            assert_eq!(pfn, fo.flags.pfn());
+            assert!(!(s..e).contains(&pfn), "mapping {va:#x} still in the range");
+            assert!(stamped(&m, fo, v));
+        }
+        assert_eq!((a.counts.refcount(), a.counts.mapcount()), (1, 1));
+    }
+    for (i, &h) in zsh.iter().enumerate() {
+        let mut out = [Pfn(0); memdesc::zsmalloc::ZS_MAX_PAGES];
+        let n = zs.pages_of(h, &mut out).unwrap();
+        assert!(out[..n].iter().all(|p| !(s..e).contains(p)));
+        assert!(zs.map_read(&cpu, h).unwrap().iter().all(|&b| b == i as u8));
+    }
+    for (i, &h) in z3h.iter().enumerate() {
+        assert!(!(s..e).contains(&z3.location(h).unwrap().0));
+        assert!(z3.map_read(h).unwrap().iter().all(|&b| b == !(i as u8)));
+    }
+    space.verify().unwrap();
+    m.check(|_, _, _| ()).unwrap();
+    assert_eq!(m.online_range(s, e), Ok(BLOCK));
+    mm.destroy(&cpu);
+    zs.destroy(&cpu);
+    z3.destroy(&cpu);
+    space.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
 }

@@ -206,6 +206,8 @@ proptest! {
                                 poisoned.insert(pfn);
                             }
                             PoisonedKind::Slab { .. } | PoisonedKind::PageTable | PoisonedKind::Undescribed(_) => {}
+                            // The model makes no pool, vmalloc or driver pages.
+                            k => prop_assert!(false, "unexpected kind {:?}", k),
                         },
                         Err(PoisonError::AlreadyPoisoned(_)) | Err(PoisonError::Busy(_)) => {}
                         Err(e) => prop_assert!(false, "memory_failure({}): {}", pfn, e),

@@ -1,15 +1,15 @@
 //! z3fold on the simulated machine: three objects per page with the page word naming its
 //! descriptor, precise errors, compaction of the middle object (moved next to the first, or
 //! promoted to first/last), map racing compaction on two CPUs, every page back after destroy,
-//! and a property test against a `HashMap` model with compaction in the middle of the
-//! sequence.
+//! migration of a page (handles follow, a mapped object makes it `Busy`), and a property test
+//! against a `HashMap` model with compaction and migration in the middle of the sequence.
 
 use std::collections::HashMap;
 
 use memdesc::cpu::Cpu;
 use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::word::PageKind;
-use memdesc::z3fold::{Buddy, Z3Error, Z3foldPool, Z3_MAX_ALLOC};
+use memdesc::z3fold::{z3fold_migrate_page, z3fold_migrate_page_to, Buddy, Z3Error, Z3foldPool, Z3_MAX_ALLOC};
 use memdesc::zsmalloc::Handle;
 use memdesc::{Config, Pfn};
 use memdesc_host::{boot, SimMachine, SimPlatform};
@@ -245,6 +245,35 @@ fn map_races_compaction_on_two_cpus() {
     pool.destroy(&cpu);
 }
 
+#[test]
+fn migration_moves_the_page_and_refuses_a_mapped_one() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let pool = Z3foldPool::new(&m, &cpu).unwrap();
+    let hs: Vec<Handle> = (0..3).map(|i| pool.malloc(&cpu, 1000 + i).unwrap()).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        write(&pool, h, &pattern(i as u64, 1000 + i));
+    }
+    let old = pool.location(hs[0]).unwrap().0;
+    assert!(hs.iter().all(|&h| pool.location(h).unwrap().0 == old));
+    {
+        let _g = pool.map_read(hs[1]).unwrap();
+        assert_eq!(z3fold_migrate_page(&m, &cpu, old), Err(memdesc::zsmalloc::ZsMigrateError::Busy(old)));
+    }
+    let new = z3fold_migrate_page(&m, &cpu, old).unwrap();
+    for (i, &h) in hs.iter().enumerate() {
+        assert_eq!(pool.location(h).unwrap().0, new);
+        assert_eq!(read(&pool, h), pattern(i as u64, 1000 + i));
+        check_word(&m, &cpu, &pool, h);
+    }
+    assert!(!matches!(m.memmap().load(m.platform(), old).unwrap().word.kind(), PageKind::Z3fold(_)));
+    for h in hs {
+        pool.free(&cpu, h).unwrap();
+    }
+    pool.destroy(&cpu);
+    m.check(|_, _, _| ()).unwrap();
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Alloc(usize),
@@ -252,6 +281,8 @@ enum Op {
     Write(usize, u64),
     Read(usize),
     Compact,
+    /// Migrate the page of object `i` (to a page the pool allocates, or to one we give it).
+    Migrate(usize, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -261,14 +292,16 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), any::<u64>()).prop_map(|(i, s)| Op::Write(i, s)),
         2 => any::<usize>().prop_map(Op::Read),
         2 => Just(Op::Compact),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, t)| Op::Migrate(i, t)),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Random alloc/free/write/read with compaction mixed in, against a `HashMap` model:
-    /// objects read back intact after any number of compactions, no two live objects of a
+    /// Random alloc/free/write/read with compaction and page migration mixed in, against a
+    /// `HashMap` model: objects read back intact after any number of compactions and
+    /// migrations, no two live objects of a
     /// page overlap, freed handles are refused, destroy returns every page.
     #[test]
     fn matches_reference_model(ops in proptest::collection::vec(op(), 1..250)) {
@@ -302,6 +335,22 @@ proptest! {
                 Op::Read(i) if !order.is_empty() => {
                     let h = order[i % order.len()];
                     prop_assert_eq!(&read(&pool, h), &model[&h]);
+                    check_word(&m, &cpu, &pool, h);
+                }
+                Op::Migrate(i, to) if !order.is_empty() => {
+                    let h = order[i % order.len()];
+                    let (old, which) = pool.location(h).unwrap();
+                    let new = if to {
+                        let t = m.alloc_pages(&cpu, 0, memdesc::Gfp::MOVABLE).unwrap();
+                        z3fold_migrate_page_to(&m, &cpu, old, t).unwrap()
+                    } else {
+                        z3fold_migrate_page(&m, &cpu, old).unwrap()
+                    };
+                    prop_assert_ne!(new, old);
+                    prop_assert_eq!(pool.location(h).unwrap(), (new, which), "the handle follows its page");
+                    for (h, d) in &model {
+                        prop_assert_eq!(&read(&pool, *h), d);
+                    }
                     check_word(&m, &cpu, &pool, h);
                 }
                 Op::Compact => {

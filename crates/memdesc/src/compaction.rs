@@ -4,7 +4,10 @@
 //! Per flat region of the zone, two scanners walk towards each other:
 //! - the **migration scanner** walks pfns upward by their words (never assuming a head page:
 //!   a free block is stepped over by its order, a folio by its own order, anything else one
-//!   page at a time) and hands every movable page to [`crate::migrate`];
+//!   page at a time — a zsmalloc or z3fold page is order 0) and hands every movable page to
+//!   [`crate::migrate`]: folios, mapped or not (their page-table entries are rewritten
+//!   through the reverse map, page-cache folios keep their slots since the descriptor does
+//!   not move), and zsmalloc / z3fold pages (through their pools);
 //! - the **free scanner** walks pageblocks downward from the top and takes free blocks out of
 //!   the buddy lists as migration targets (`take_free_block`'s splitting take, the
 //!   highest aligned piece of the smallest free block that fits), only in movable pageblocks
@@ -12,9 +15,8 @@
 //!   the purpose).
 //!
 //! They stop when they meet. The old pages of migrated folios are freed and merge into larger
-//! blocks. What cannot move is stepped over; kinds another subsystem will make movable (mapped
-//! folios, zsmalloc, z3fold: the `crate::migrate::movable` dispatch point) and busy folios
-//! are counted as **failed**.
+//! blocks. What never moves is stepped over; movable pages that could not move this time (busy,
+//! an object mapped, a folio mapped without reverse map) are counted as **failed**.
 //!
 //! A run reports pages scanned, folios and pages migrated, failures, and the zone's free-block
 //! histogram (per order, all migratetypes) before and after.
@@ -27,7 +29,7 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::layout::MemmapLayout;
 use crate::memmap::RegionMap;
-use crate::migrate::{movable, MigrateError};
+use crate::migrate::{movable, Movable};
 use crate::page_alloc::PhysMem;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
@@ -47,10 +49,10 @@ pub struct CompactReport {
     pub migrated: u64,
     /// Pages of those folios.
     pub migrated_pages: u64,
-    /// Movable-looking pages that could not be migrated (busy, not yet movable kinds).
+    /// Movable pages that could not be migrated (busy, mapped objects, no reverse map).
     pub failed: u64,
-    /// Of the failures, pages of kinds whose migration is not wired in yet.
-    pub not_yet_movable: u64,
+    /// Of the migrated, zsmalloc and z3fold pages.
+    pub migrated_pool_pages: u64,
     /// Free blocks per order before the run.
     pub free_before: FreeHistogram,
     /// Free blocks per order after the run.
@@ -106,7 +108,7 @@ impl<P: Platform> PhysMem<P> {
             total.migrated += r.migrated;
             total.migrated_pages += r.migrated_pages;
             total.failed += r.failed;
-            total.not_yet_movable += r.not_yet_movable;
+            total.migrated_pool_pages += r.migrated_pool_pages;
             for o in 0..total.free_after.len() {
                 total.free_before[o] += r.free_before[o];
                 total.free_after[o] += r.free_after[o];
@@ -128,11 +130,11 @@ impl<P: Platform> PhysMem<P> {
                 PageKind::Undescribed(u) if u.subtype == Subtype::Tail || u.subtype == Subtype::Guard => 1,
                 PageKind::Undescribed(u) => 1u64 << u.order,
                 _ => match movable(mig, kind) {
-                    Ok(mv) => {
+                    Ok(Movable::Folio { folio, file }) => {
                         let _rcu = self.rcu().read_lock(cpu);
                         // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
                         // held until migrate_to has frozen and revalidated the folio.
-                        let f = unsafe { &*(mv.folio as *const Folio) };
+                        let f = unsafe { &*(folio as *const Folio) };
                         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                         let step =
                             if fpfn <= mig && mig < fpfn.add(1 << order) { fpfn.add(1 << order).0 - mig.0 } else { 1 };
@@ -143,25 +145,34 @@ impl<P: Platform> PhysMem<P> {
                             let Some(target) = self.free_target(zone, rm, &mut fs, order, mig.add(step)) else {
                                 break;
                             };
-                            match self.migrate_to(cpu, f, mv.file, target) {
+                            match self.migrate_to(cpu, f, file, target) {
                                 Ok(()) => {
                                     rep.migrated += 1;
                                     rep.migrated_pages += 1 << order;
                                 }
-                                Err(e) => {
+                                Err(_) => {
                                     self.free_claimed(cpu, rm, target, order);
                                     rep.failed += 1;
-                                    if matches!(e, MigrateError::NotYetMovable { .. }) {
-                                        rep.not_yet_movable += 1;
-                                    }
                                 }
                             }
                             step
                         }
                     }
-                    Err(MigrateError::NotYetMovable { .. }) => {
-                        rep.failed += 1;
-                        rep.not_yet_movable += 1;
+                    Ok(mv @ (Movable::Zsmalloc | Movable::Z3fold)) => {
+                        let Some(target) = self.free_target(zone, rm, &mut fs, 0, mig.add(1)) else {
+                            break;
+                        };
+                        match self.migrate_pool_page(cpu, mig, mv == Movable::Z3fold, Some(target)) {
+                            Ok(_) => {
+                                rep.migrated += 1;
+                                rep.migrated_pages += 1;
+                                rep.migrated_pool_pages += 1;
+                            }
+                            Err(_) => {
+                                self.free_claimed(cpu, rm, target, 0);
+                                rep.failed += 1;
+                            }
+                        }
                         1
                     }
                     Err(_) => 1,

@@ -394,9 +394,10 @@ pub struct Z3foldDesc {
     pub(crate) pool: AtomicUsize,
     /// Links on the pool's list of pages with room.
     pub(crate) list: ListLinks,
-    /// Handle-table index of the middle object (compaction may turn it into the first or
-    /// last, which rewrites its handle entry).
-    pub(crate) middle: AtomicU64,
+    /// Handle-table indices of the first, middle and last objects, 21 bits each (bits
+    /// `21 × which`): compaction turning the middle into the first or last rewrites its
+    /// handle entry, and migration rewrites the entries of every object on the page.
+    pub(crate) handles: AtomicU64,
 }
 
 impl Z3foldDesc {

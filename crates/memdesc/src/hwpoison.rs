@@ -8,33 +8,58 @@
 //! |------|--------|
 //! | free (`Buddy`, or a tail inside a free block) | taken out of the buddy lists, splitting the free block around it; the rest is put back. **Recovered.** |
 //! | free on a per-CPU list (`Buddy { pcp }`) | the lists are drained, then as above |
-//! | unmapped anon folio | a large folio is split so only the order-0 piece holding the page is lost; that piece is flagged [`PG_HWPOISON`] and taken off the LRU, so its last put retires it instead of freeing it. **Recovered** if that was now, else **Delayed** until its owner drops it |
-//! | page-cache folio | likewise, and the piece is removed from its address space (the rest stays cached) |
+//! | anon folio | a large folio is split (a mapped one too: its PMD mappings become PTEs and the counts are shared out) so only the order-0 piece holding the page is lost; that piece is unmapped everywhere through the reverse map (every mm and address reported, see [`PhysMem::memory_failure_with`]), flagged [`PG_HWPOISON`] and taken off the LRU, so its last put retires it instead of freeing it. **Recovered** if that was now, else **Delayed** until its owner drops it |
+//! | page-cache folio | a mapped one is first unmapped everywhere (all its pages: the data of the others stays cached, as truncation would leave it); then as above, and the piece is removed from its address space (the rest stays cached) |
+//! | folio mapped only where the reverse map cannot see (pfn VMAs, truncated while mapped) | flagged as above; its entries keep their references, and the page is retired when the last goes. **Delayed** |
 //! | slab page | the slab is flagged: no more objects come from it, objects freed into it are lost, and when empty its pages are retired. Reports the cache and objects in use. **Delayed** (or Recovered if empty) |
 //! | page-table page, reserved, raw kernel memory, memmap, zero page, offline, guard | kernel memory that cannot be recovered: left in place, **Ignored** (counted) |
-//! | mapped folio, zsmalloc, z3fold, vmalloc, page_pool, mappable | owned by subsystems not wired here yet: [`PoisonError::Unhandled`], nothing changed |
+//! | zsmalloc page | a zeroed page takes its place in the zspage (the descriptor stays); the objects with a byte on it are **lost**: their handles say [`ZsError::Lost`](crate::zsmalloc::ZsError::Lost) when mapped and can still be freed; the headers and free list that lived on the page are rebuilt from the handle table; every other object of the zspage stays readable where it is. Refused with [`PoisonError::Busy`] while an object of the zspage is mapped. **Recovered** |
+//! | z3fold page | likewise: its (up to three) objects are lost, the descriptor gets a zeroed page. **Recovered** |
+//! | vmalloc page | kernel memory that cannot be recovered (as in Linux): left in place, the area (its record's address) and the page's index reported. **Ignored** |
+//! | page_pool page, mappable driver memory | owned by a driver, which would have to be told: left in place, owner and mapcount reported. **Ignored** |
 //!
 //! A retired page's word becomes `Undescribed { HwPoison }`; it is on no list, never handed
 //! out again, and counted in [`UndescribedStats`](crate::isolate::UndescribedStats).
 //! [`PhysMem::unpoison`] (for tests) returns it to the allocator.
 //!
-//! Only flat regions are supported ([`PoisonError::TwoLevel`]). The handler assumes no one
+//! In **two-level regions** the handler reads the pfn's word the same way (a page inside an
+//! unsplit 2 MiB area reads the area word) and handles folios — a 2 MiB folio in an unsplit
+//! area is split by `folio_split`, which gives the area a table page from the same zone so
+//! the poisoned page gets a word of its own — zsmalloc / z3fold pages, and the kinds it only
+//! reports; free memory, tails of larger blocks and slab pages there get
+//! [`PoisonError::TwoLevel`] (the isolation code is flat-only), and so does `unpoison`. The
+//! handler assumes no one
 //! concurrently destroys the address space of a file folio it handles, or the slab cache of a
 //! slab page it handles.
 //!
-//! This module touches page words, folio flags/LRU state through the folio API, the page cache
-//! through `pagecache_take_page`, and slabs through `poison_slab`.
+//! This module touches page words, folio flags/LRU state through the folio API, page-table
+//! entries through the reverse map (`rmap_unmap`), the page cache through
+//! `pagecache_take_page`, slabs through `poison_slab`, and zsmalloc / z3fold pools through
+//! their poison entry points.
 
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{Folio, PG_HWPOISON};
 use crate::folio::FolioError;
 use crate::isolate::IsolateError;
-use crate::page_alloc::PhysMem;
+use crate::page_alloc::{AllocError, PhysMem};
 use crate::pagecache::PageCacheError;
+use crate::pgtable::Mm;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
+use crate::zsmalloc::ZsMigrateError;
+
+/// A pool's refusal to retire its page, as a poison error.
+fn pool_error(pfn: Pfn, e: ZsMigrateError) -> PoisonError {
+    match e {
+        ZsMigrateError::OutOfRange(p) => PoisonError::OutOfRange(p),
+        ZsMigrateError::NoMemory(a) => PoisonError::NoMemory(a),
+        ZsMigrateError::NotZsmalloc(_) | ZsMigrateError::Busy(_) | ZsMigrateError::BadTarget(_) => {
+            PoisonError::Busy(pfn)
+        }
+    }
+}
 
 /// What the poisoned page was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +93,43 @@ pub enum PoisonedKind {
     },
     /// A page-table page.
     PageTable,
+    /// A zsmalloc component page.
+    Zsmalloc {
+        /// Objects with a byte on the page (lost).
+        objects_lost: u32,
+        /// Objects in use in the zspage before (the others stay readable).
+        objects_in_use: u32,
+    },
+    /// A z3fold page.
+    Z3fold {
+        /// Objects on the page (lost).
+        objects_lost: u32,
+    },
+    /// A page of a vmalloc area.
+    Vmalloc {
+        /// The area's record address (identifies the area, as `VmallocDesc::area`).
+        area: usize,
+        /// The page's index in the area.
+        index: u64,
+        /// Whether the area may be mapped to user space.
+        mappable: bool,
+    },
+    /// A page_pool (netmem) page.
+    PagePool {
+        /// Address of the owning pool.
+        pool: usize,
+        /// Page-table entries mapping it (zero-copy receive).
+        mapcount: u32,
+    },
+    /// Mappable driver memory.
+    Mappable {
+        /// Address of the owning driver object.
+        owner: usize,
+        /// Order of the block.
+        order: u32,
+        /// Page-table entries mapping the block.
+        mapcount: u32,
+    },
     /// An undescribed page in use (reserved, raw kernel memory, memmap, …).
     Undescribed(Subtype),
 }
@@ -96,6 +158,8 @@ pub struct PoisonReport {
     pub pages_lost: u64,
     /// Whether a large folio was split so only the poisoned page is lost.
     pub split: bool,
+    /// Page-table entries unmapped through the reverse map (a PMD entry counts 1).
+    pub unmapped: u32,
 }
 
 /// Why `memory_failure` or `unpoison` did nothing.
@@ -103,25 +167,18 @@ pub struct PoisonReport {
 pub enum PoisonError {
     /// The pfn is in no region.
     OutOfRange(Pfn),
-    /// The pfn is in a two-level region (unsupported).
+    /// The pfn is in a two-level region and is free, a tail of a larger block or a slab page
+    /// (not handled there), or `unpoison` was asked for a two-level pfn.
     TwoLevel(Pfn),
     /// The page is already poisoned.
     AlreadyPoisoned(Pfn),
-    /// The page belongs to a kind whose handler is not wired in yet (mapped folios need the
-    /// reverse map; zsmalloc, z3fold, vmalloc, page_pool, mappable driver memory).
-    Unhandled {
-        /// The pfn.
-        pfn: Pfn,
-        /// The page's tag.
-        tag: Tag,
-        /// Page-table entries mapping it (for a mapped folio), else 0.
-        mapcount: u32,
-    },
     /// The folio is busy (being freed, frozen, locked, or holding references that prevent
-    /// the split): retry later.
+    /// the split), or an object of the zsmalloc / z3fold page is mapped: retry later.
     Busy(Pfn),
     /// Splitting the folio needed memory that could not be allocated.
     Folio(FolioError),
+    /// Replacing a zsmalloc / z3fold page needed a page that could not be allocated.
+    NoMemory(AllocError),
     /// Taking the page out of the page cache failed.
     PageCache(PageCacheError),
     /// The word holds bits no encoder writes.
@@ -136,11 +193,9 @@ impl core::fmt::Display for PoisonError {
             PoisonError::OutOfRange(p) => write!(f, "pfn {p} is not in any memory region"),
             PoisonError::TwoLevel(p) => write!(f, "pfn {p} is in a two-level region (unsupported)"),
             PoisonError::AlreadyPoisoned(p) => write!(f, "pfn {p} is already poisoned"),
-            PoisonError::Unhandled { pfn, tag, mapcount } => {
-                write!(f, "pfn {pfn} is a {tag:?} page (mapcount {mapcount}) whose handler is not wired yet")
-            }
             PoisonError::Busy(p) => write!(f, "the folio at pfn {p} is busy"),
             PoisonError::Folio(e) => write!(f, "{e}"),
+            PoisonError::NoMemory(e) => write!(f, "no page to replace the poisoned one: {e}"),
             PoisonError::PageCache(e) => write!(f, "{e}"),
             PoisonError::Corrupt(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
             PoisonError::NotPoisoned(p) => write!(f, "pfn {p} is not poisoned"),
@@ -165,10 +220,41 @@ impl<P: Platform> PhysMem<P> {
     /// Handles a hardware memory error at `pfn` (see the module docs for what each kind of
     /// page gets). On `Err` nothing changed.
     pub fn memory_failure(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Result<PoisonReport, PoisonError> {
-        let (rm, _) = self.flat_ctx(pfn)?;
+        self.memory_failure_with(cpu, pfn, &mut |_, _| {})
+    }
+
+    /// As [`PhysMem::memory_failure`], telling `unmapped(mm, va)` every address space and
+    /// address whose page-table entry was cleared (a mapped folio; with the rmap and
+    /// page-table locks held: it must not call back into the page tables).
+    pub fn memory_failure_with(
+        &self,
+        cpu: &Cpu<'_>,
+        pfn: Pfn,
+        unmapped: &mut dyn FnMut(&Mm, u64),
+    ) -> Result<PoisonReport, PoisonError> {
+        let two_level = match self.flat_ctx(pfn) {
+            Ok(_) => false,
+            Err(IsolateError::TwoLevel(_)) => true,
+            Err(e) => return Err(e.into()),
+        };
+        // The pfn's own word: the flat word, a split area's table word, or the area word of
+        // an unsplit 2 MiB area of a two-level region.
+        let word = |p: Pfn| self.memmap.load(&self.platform, p).map(|v| v.word);
         let mut from_pcp = false;
         for _ in 0..4 {
-            let w = rm.flat_word(pfn).load();
+            let w = word(pfn).ok_or(PoisonError::OutOfRange(pfn))?;
+            if two_level {
+                // Two-level regions: folios (split through folio.rs, which gives an unsplit
+                // area its table page), pool pages and what is only reported. Free memory
+                // (the isolation code is flat-only), tails and slabs are not handled there.
+                match w.kind() {
+                    PageKind::Buddy(_) | PageKind::Slab(_) | PageKind::Split(_) => {
+                        return Err(PoisonError::TwoLevel(pfn))
+                    }
+                    PageKind::Undescribed(u) if u.subtype == Subtype::Tail => return Err(PoisonError::TwoLevel(pfn)),
+                    _ => {}
+                }
+            }
             let r = match w.kind() {
                 PageKind::Buddy(b) if b.pcp => {
                     self.drain_all();
@@ -195,7 +281,7 @@ impl<P: Platform> PhysMem<P> {
                 },
                 PageKind::AnonFolio(d) | PageKind::FileFolio(d) => {
                     let file = w.tag() == Some(Tag::FileFolio);
-                    self.poison_folio(cpu, pfn, d.addr(), file)
+                    self.poison_folio(cpu, pfn, d.addr(), file, unmapped)
                 }
                 PageKind::Slab(d) => {
                     let _rcu = self.rcu().read_lock(cpu);
@@ -215,6 +301,7 @@ impl<P: Platform> PhysMem<P> {
                                 action: if inuse == 0 { PoisonAction::Recovered } else { PoisonAction::Delayed },
                                 pages_lost: 1 << order,
                                 split: false,
+                                unmapped: 0,
                             })
                         }
                         crate::slab::SlabPoison::Already => Err(PoisonError::AlreadyPoisoned(pfn)),
@@ -223,15 +310,47 @@ impl<P: Platform> PhysMem<P> {
                     }
                 }
                 PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
-                // ---- Dispatch point: kinds owned by other subsystems. ----
-                // zsmalloc/z3fold (migrate the objects off the page), vmalloc and page_pool
-                // (the owner reallocates), mappable driver memory: wire their handlers here.
-                PageKind::Zsmalloc(_)
-                | PageKind::Z3fold(_)
-                | PageKind::Vmalloc { .. }
-                | PageKind::NetPool(_)
-                | PageKind::Mappable(_) => {
-                    Err(PoisonError::Unhandled { pfn, tag: w.tag().unwrap_or(Tag::Undescribed), mapcount: 0 })
+                PageKind::Zsmalloc(_) => match crate::zsmalloc::zs_poison_page(self, cpu, pfn) {
+                    Ok(z) => Ok(self.recovered_pool_page(
+                        pfn,
+                        PoisonedKind::Zsmalloc { objects_lost: z.lost, objects_in_use: z.inuse },
+                    )),
+                    Err(ZsMigrateError::NotZsmalloc(_)) => continue,
+                    Err(e) => Err(pool_error(pfn, e)),
+                },
+                PageKind::Z3fold(_) => match crate::z3fold::z3fold_poison_page(self, cpu, pfn) {
+                    Ok(lost) => Ok(self.recovered_pool_page(pfn, PoisonedKind::Z3fold { objects_lost: lost })),
+                    Err(ZsMigrateError::NotZsmalloc(_)) => continue,
+                    Err(e) => Err(pool_error(pfn, e)),
+                },
+                PageKind::Vmalloc { mappable, desc } => {
+                    let g = self.rcu().read_lock(cpu);
+                    // Descriptors are TYPESAFE_BY_RCU: read under the guard, then re-check
+                    // that the word still names this one.
+                    let d = desc.get(&g);
+                    let (area, index) = (d.area(), d.index());
+                    if word(pfn) != Some(w) {
+                        continue;
+                    }
+                    Ok(self.ignored(pfn, PoisonedKind::Vmalloc { area, index, mappable }))
+                }
+                PageKind::NetPool(desc) => {
+                    let g = self.rcu().read_lock(cpu);
+                    let d = desc.get(&g);
+                    let (pool, mapcount) = (d.pool.load(Ordering::Acquire), d.counts.mapcount());
+                    if word(pfn) != Some(w) {
+                        continue;
+                    }
+                    Ok(self.ignored(pfn, PoisonedKind::PagePool { pool, mapcount }))
+                }
+                PageKind::Mappable(desc) => {
+                    let g = self.rcu().read_lock(cpu);
+                    let d = desc.get(&g);
+                    let (owner, order, mapcount) = (d.owner(), d.flags.order(), d.counts.mapcount());
+                    if word(pfn) != Some(w) {
+                        continue;
+                    }
+                    Ok(self.ignored(pfn, PoisonedKind::Mappable { owner, order, mapcount }))
                 }
                 PageKind::Split(_) => Err(PoisonError::TwoLevel(pfn)),
                 PageKind::Invalid(raw) => Err(PoisonError::Corrupt(pfn, raw)),
@@ -241,10 +360,15 @@ impl<P: Platform> PhysMem<P> {
         Err(PoisonError::Busy(pfn))
     }
 
+    fn recovered_pool_page(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
+        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false, unmapped: 0 }
+    }
+
     fn ignored(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
         self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
         self.undesc.hwpoison_ignored.fetch_add(1, Ordering::Relaxed);
-        PoisonReport { pfn, kind, action: PoisonAction::Ignored, pages_lost: 1, split: false }
+        PoisonReport { pfn, kind, action: PoisonAction::Ignored, pages_lost: 1, split: false, unmapped: 0 }
     }
 
     /// The subtype of the raw allocation whose tail `pfn` is.
@@ -269,10 +393,17 @@ impl<P: Platform> PhysMem<P> {
         self.undesc.hwpoison.fetch_add(1, Ordering::Relaxed);
         self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
         let kind = if from_pcp { PoisonedKind::FreePerCpu } else { PoisonedKind::Free };
-        Ok(PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false })
+        Ok(PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false, unmapped: 0 })
     }
 
-    fn poison_folio(&self, cpu: &Cpu<'_>, pfn: Pfn, addr: usize, file: bool) -> Result<PoisonReport, PoisonError> {
+    fn poison_folio(
+        &self,
+        cpu: &Cpu<'_>,
+        pfn: Pfn,
+        addr: usize,
+        file: bool,
+        each: &mut dyn FnMut(&Mm, u64),
+    ) -> Result<PoisonReport, PoisonError> {
         let f = {
             let g = self.rcu().read_lock(cpu);
             let d = crate::desc::DescPtr::<Folio>::from_word_addr(addr);
@@ -296,13 +427,11 @@ impl<P: Platform> PhysMem<P> {
             return Err(PoisonError::AlreadyPoisoned(pfn));
         }
         let order = f.flags.order();
-        let m = f.counts.mapcount();
-        let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
-        if m != 0 {
-            // ---- Dispatch point: mapped folios need the reverse map (page tables) to be
-            // unmapped everywhere first; wire it here. ----
-            let _ = self.folio_put(cpu, f);
-            return Err(PoisonError::Unhandled { pfn, tag, mapcount: m });
+        // A mapped file folio is unmapped whole (the page cache keeps the data of its other
+        // pages); an anon one is split first, below, so its other pages stay mapped.
+        let mut unmapped = 0;
+        if f.counts.mapcount() != 0 && (file || order == 0) {
+            unmapped += self.rmap_unmap(cpu, f, each);
         }
         let (piece, split, kind) = if file && f.mapping() != 0 {
             let index = f.index() + (pfn.0 - f.flags.pfn().0);
@@ -348,13 +477,16 @@ impl<P: Platform> PhysMem<P> {
                 (piece, true, kind)
             }
         };
+        if piece.counts.mapcount() != 0 {
+            unmapped += self.rmap_unmap(cpu, piece, each);
+        }
         self.lru_del(piece);
         piece.flags.set(PG_HWPOISON);
         self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
         self.undesc.hwpoison_delayed.fetch_add(1, Ordering::Relaxed);
         let freed = self.folio_put(cpu, piece).map_err(PoisonError::Folio)?;
         let action = if freed { PoisonAction::Recovered } else { PoisonAction::Delayed };
-        Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split })
+        Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split, unmapped })
     }
 
     /// The last put of a folio flagged [`PG_HWPOISON`]: its pages become `HwPoison` and its
@@ -397,7 +529,7 @@ impl<P: Platform> PhysMem<P> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::desc::{DescPtr, PtDesc, Zspage};
+    use crate::desc::{DescPtr, PtDesc};
     use crate::gfp::Gfp;
     use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
     use crate::page_alloc::Config;
@@ -439,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn page_table_page_is_ignored_and_zsmalloc_is_unhandled() {
+    fn page_table_page_is_ignored() {
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
         let pt = m.alloc_desc::<PtDesc>(&cpu).unwrap();
@@ -448,27 +580,45 @@ mod tests {
         let r = m.memory_failure(&cpu, pfn).unwrap();
         assert_eq!((r.kind, r.action), (PoisonedKind::PageTable, PoisonAction::Ignored));
         assert_eq!(m.memmap.load(&m.platform, pfn).unwrap().word, before, "left in place");
-        let zs = m.alloc_desc::<Zspage>(&cpu).unwrap();
-        let zpfn = m.alloc_with(&cpu, 0, Gfp::KERNEL, |_| Word::desc(DescPtr::from_ref(zs))).unwrap();
-        let before = m.memmap.load(&m.platform, zpfn).unwrap().word;
-        assert_eq!(
-            m.memory_failure(&cpu, zpfn),
-            Err(PoisonError::Unhandled { pfn: zpfn, tag: Tag::Zsmalloc, mapcount: 0 })
-        );
-        assert_eq!(m.memmap.load(&m.platform, zpfn).unwrap().word, before, "nothing changed");
         assert_eq!(m.undescribed_stats().hwpoison_ignored, 1);
     }
 
     #[test]
-    fn mapped_folio_is_unhandled_until_the_reverse_map_is_wired() {
+    fn folio_mapped_where_the_rmap_cannot_see_is_delayed_until_its_last_entry_goes() {
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
+        // One entry (and its reference) the rmap does not know (no anon_vma): a pfn VMA.
+        f.counts.mapcount.store(1, Ordering::Relaxed);
+        f.counts.refcount.fetch_add(1, Ordering::Relaxed);
+        let pfn = f.flags.pfn();
+        let r = m.memory_failure(&cpu, pfn).unwrap();
+        assert_eq!((r.kind, r.action, r.unmapped), (PoisonedKind::AnonFolio { order: 0 }, PoisonAction::Delayed, 0));
+        assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::AlreadyPoisoned(pfn)));
+        // The entry goes (as zap would), then the owner's reference: the page is retired.
+        f.counts.mapcount.store(0, Ordering::Relaxed);
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        assert!(matches!(
+            m.memmap.load(&m.platform, pfn).unwrap().word.kind(),
+            PageKind::Undescribed(u) if u.subtype == Subtype::HwPoison
+        ));
+        m.unpoison(&cpu, pfn).unwrap();
+    }
+
+    #[test]
+    fn migration_refuses_a_folio_mapped_where_the_rmap_cannot_see() {
+        use crate::migrate::MigrateError;
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
         f.counts.mapcount.store(1, Ordering::Relaxed);
+        f.counts.refcount.fetch_add(1, Ordering::Relaxed);
         let pfn = f.flags.pfn();
-        assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::Unhandled { pfn, tag: Tag::AnonFolio, mapcount: 1 }));
-        assert_eq!(f.counts.refcount(), 1, "the handler's pin was dropped");
+        assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::NoRmap { pfn, mapcount: 1 }));
+        assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 2), "nothing changed");
         f.counts.mapcount.store(0, Ordering::Relaxed);
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
         assert_eq!(m.folio_put(&cpu, f), Ok(true));
     }
 }

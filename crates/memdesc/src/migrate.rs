@@ -13,15 +13,34 @@
 //! Linux); a reader that decoded an old page's word and pins the descriptor afterwards finds,
 //! on revalidation, that the old word no longer names it.
 //!
-//! Movable: unmapped anon folios and file folios whose only reference is the one expected (the
-//! owner's or the page cache's), unlocked, not under writeback and not hardware-poisoned
-//! (moving a poisoned folio would free the bad page). The kinds other subsystems
-//! own go through one dispatch point, `movable`, which returns
-//! [`MigrateError::NotYetMovable`] for mapped folios (they need the reverse map to rewrite
-//! page-table entries) and zsmalloc / z3fold pages until their migration is wired in.
+//! **Mapped folios** move the same way, under their reverse-map lock (anon_vma or the file's
+//! `i_mmap`, taken first: pgtable.rs's order is rmap lock → page-table lock, and migration
+//! puts the address space's lock of a cached file folio between the two): while it is held
+//! no entry mapping the folio appears, goes or changes. The expected references are then one
+//! per entry plus the page cache's (file) or the owner's (anon; an anon folio held by its
+//! mappings alone is accepted too). After the copy every entry is pointed at the same page of
+//! the new block (`PhysMem::rmap_move_locked`: a PMD entry to the new 2 MiB block); the
+//! descriptor stays, so mapcount and references do not move. The simulated machine has no
+//! MMU writing through the entries during the copy (a real kernel would first make them
+//! non-present migration entries and flush the TLB). A folio mapped only through pfn VMAs
+//! (no reverse map) is not movable. A mapping racing a migration cannot install an entry to
+//! the old pages: the mapping path pins the folio before it reads the pfn (pgtable.rs), so the
+//! freeze either sees the pin and fails `Busy`, or came first and the mapper waits for the
+//! unfreeze and reads the new pfn.
+//!
+//! **zsmalloc and z3fold pages** go through their pools' own migration
+//! ([`crate::zsmalloc::zs_migrate_page_to`], [`crate::z3fold::z3fold_migrate_page_to`]): the
+//! word leads to the descriptor, the descriptor to the pool, whose lock the move is made
+//! under; their handles never change.
+//!
+//! Movable: anon and file folios whose references are only the expected ones, unlocked, not
+//! under writeback and not hardware-poisoned (moving a poisoned folio would free the bad
+//! page), and zsmalloc / z3fold pages with no object mapped. The one dispatch point is
+//! `movable`.
 //!
 //! Flat regions only. This module touches folio descriptors' flags/pfn/refcount, page words,
-//! and page contents of the two blocks it copies between.
+//! page-table entries of migrated folios through the rmap, and page contents of the two
+//! blocks it copies between.
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
@@ -42,18 +61,17 @@ pub enum MigrateError {
         /// Its tag.
         tag: Tag,
     },
-    /// The page is of a kind whose migration is not wired in yet: a mapped folio (needs the
-    /// reverse map) or a zsmalloc / z3fold page.
-    NotYetMovable {
+    /// The folio is mapped only through page tables the reverse map cannot find (pfn VMAs,
+    /// or a file folio truncated while mapped): its entries cannot be rewritten.
+    NoRmap {
         /// The pfn.
         pfn: Pfn,
-        /// Its tag.
-        tag: Tag,
-        /// Page-table entries mapping it (for a folio), else 0.
+        /// Page-table entries mapping it.
         mapcount: u32,
     },
-    /// The folio has references besides the expected one, is locked, under writeback, or
-    /// being freed: retry later.
+    /// The folio has references besides the expected ones, is locked, under writeback, or
+    /// being freed, or the zsmalloc / z3fold page has a mapped object or changed: retry
+    /// later.
     Busy(Pfn),
     /// No free memory for the copy.
     NoTarget(AllocError),
@@ -68,8 +86,8 @@ impl core::fmt::Display for MigrateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             MigrateError::NotMovable { pfn, tag } => write!(f, "pfn {pfn} ({tag:?}) never moves"),
-            MigrateError::NotYetMovable { pfn, tag, mapcount } => {
-                write!(f, "pfn {pfn} ({tag:?}, mapcount {mapcount}) is not movable yet")
+            MigrateError::NoRmap { pfn, mapcount } => {
+                write!(f, "the folio at pfn {pfn} has {mapcount} mappings the reverse map cannot find")
             }
             MigrateError::Busy(p) => write!(f, "the folio at pfn {p} is busy"),
             MigrateError::NoTarget(e) => write!(f, "no memory to migrate to: {e}"),
@@ -83,24 +101,27 @@ impl core::error::Error for MigrateError {}
 
 /// What a movable page is, decoded from its word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Movable {
-    /// Folio descriptor address.
-    pub(crate) folio: usize,
-    /// File (page-cache) folio rather than anon.
-    pub(crate) file: bool,
+pub(crate) enum Movable {
+    /// A folio (mapped or not).
+    Folio {
+        /// Folio descriptor address.
+        folio: usize,
+        /// File (page-cache) folio rather than anon.
+        file: bool,
+    },
+    /// A zsmalloc component page (order 0).
+    Zsmalloc,
+    /// A z3fold page (order 0).
+    Z3fold,
 }
 
 /// The dispatch point: is the page whose word is `kind` movable, and how?
-///
-/// Folios are movable here when unmapped; everything else either never moves or belongs to a
-/// subsystem whose migration is not wired in yet. **Wire other helpers' kinds here**: mapped
-/// folios (page tables + rmap), zsmalloc and z3fold component pages.
 pub(crate) fn movable(pfn: Pfn, kind: PageKind) -> Result<Movable, MigrateError> {
     match kind {
-        PageKind::AnonFolio(d) => Ok(Movable { folio: d.addr(), file: false }),
-        PageKind::FileFolio(d) => Ok(Movable { folio: d.addr(), file: true }),
-        PageKind::Zsmalloc(_) => Err(MigrateError::NotYetMovable { pfn, tag: Tag::Zsmalloc, mapcount: 0 }),
-        PageKind::Z3fold(_) => Err(MigrateError::NotYetMovable { pfn, tag: Tag::Z3fold, mapcount: 0 }),
+        PageKind::AnonFolio(d) => Ok(Movable::Folio { folio: d.addr(), file: false }),
+        PageKind::FileFolio(d) => Ok(Movable::Folio { folio: d.addr(), file: true }),
+        PageKind::Zsmalloc(_) => Ok(Movable::Zsmalloc),
+        PageKind::Z3fold(_) => Ok(Movable::Z3fold),
         PageKind::Slab(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::Slab }),
         PageKind::PageTable(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::PageTable }),
         PageKind::Vmalloc { mappable, .. } => Err(MigrateError::NotMovable {
@@ -117,20 +138,25 @@ pub(crate) fn movable(pfn: Pfn, kind: PageKind) -> Result<Movable, MigrateError>
 }
 
 impl<P: Platform> PhysMem<P> {
-    /// Migrates the folio whose page `pfn` is (any page of it) to newly allocated memory
-    /// (`gfp` picks where; use [`Gfp::MOVABLE`]). Returns the folio's new first pfn.
+    /// Migrates the folio whose page `pfn` is (any page of it, mapped or not), or the zsmalloc
+    /// or z3fold page `pfn`, to newly allocated memory (`gfp` picks where for a folio; use
+    /// [`Gfp::MOVABLE`]). Returns the new (first) pfn.
     pub fn migrate_page(&self, cpu: &Cpu<'_>, pfn: Pfn, gfp: Gfp) -> Result<Pfn, MigrateError> {
         let (rm, _) = self.flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
-        let mv = movable(pfn, rm.flat_word(pfn).load().kind())?;
+        let (folio, file) = match movable(pfn, rm.flat_word(pfn).load().kind())? {
+            Movable::Folio { folio, file } => (folio, file),
+            Movable::Zsmalloc => return self.migrate_pool_page(cpu, pfn, false, None),
+            Movable::Z3fold => return self.migrate_pool_page(cpu, pfn, true, None),
+        };
         // Held until migrate_to has frozen and revalidated the folio (or given up).
         let _rcu = self.rcu().read_lock(cpu);
         // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio while the RCU read
         // guard above is held); migrate_to revalidates the word after freezing before trusting
         // anything else.
-        let f = unsafe { &*(mv.folio as *const Folio) };
+        let f = unsafe { &*(folio as *const Folio) };
         let order = f.flags.order();
         let new = self.alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
-        match self.migrate_to(cpu, f, mv.file, new) {
+        match self.migrate_to(cpu, f, file, new) {
             Ok(()) => Ok(new),
             Err(e) => {
                 let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
@@ -148,12 +174,23 @@ impl<P: Platform> PhysMem<P> {
         let (orm, _) = self.flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
         let (nrm, _) = self.flat_ctx(new).map_err(|_| MigrateError::Unsupported(new))?;
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
-        let m = f.counts.mapcount();
-        if m != 0 {
-            // ---- Dispatch point: mapped folios need the reverse map (page tables) to
-            // unmap/remap every PTE; wire it here. ----
-            return Err(MigrateError::NotYetMovable { pfn: old, tag, mapcount: m });
-        }
+        // A mapped folio: its rmap lock, held until the move is done, keeps every entry
+        // mapping it (and so its mapcount) stable. A last unmap clears an anon folio's
+        // `mapping` and a first map sets it, so a mapped count seen without an rmap to lock may
+        // be a map or unmap in flight: look again a few times before calling it rmap-less.
+        let mut tries = 0;
+        let (rmap, m) = loop {
+            let rmap = if f.counts.mapcount() != 0 { self.rmap_lock(cpu, f) } else { None };
+            let m = f.counts.mapcount();
+            if m == 0 || rmap.is_some() {
+                break (rmap, m);
+            }
+            tries += 1;
+            if tries == 16 {
+                return Err(MigrateError::NoRmap { pfn: old, mapcount: m });
+            }
+            crate::sync::spin_hint();
+        };
         let _mapping_lock = if file {
             match self.pagecache_lock_of(f) {
                 Ok(l) => l,
@@ -162,14 +199,18 @@ impl<P: Platform> PhysMem<P> {
         } else {
             None
         };
-        if f.counts.refcount.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        // One reference per entry, plus the cache's or the owner's; an anon folio only its
+        // mappings hold is movable too.
+        let refs = f.counts.refcount();
+        let expected = refs == m + 1 || (!file && m != 0 && refs == m);
+        if !expected || f.counts.refcount.compare_exchange(refs, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return Err(MigrateError::Busy(old));
         }
         let me = Word::desc_as(DescPtr::from_ref(f), tag).expect("folio tags");
-        let unfreeze = || f.counts.refcount.store(1, Ordering::Release);
+        let unfreeze = || f.counts.refcount.store(refs, Ordering::Release);
         // Revalidate now that the folio cannot be freed: the word still names it, it still
         // covers these pages, and nobody holds its lock or is writing it back.
-        if orm.flat_word(old).load() != me || f.flags.order() != order || f.counts.mapcount() != 0 {
+        if orm.flat_word(old).load() != me || f.flags.order() != order || f.counts.mapcount() != m {
             unfreeze();
             return Err(MigrateError::Busy(old));
         }
@@ -199,6 +240,10 @@ impl<P: Platform> PhysMem<P> {
         for i in 0..1u64 << order {
             nrm.flat_word(new.add(i)).store(me);
         }
+        if let Some(l) = &rmap {
+            let moved = self.rmap_move_locked(l, f, new);
+            debug_assert!(moved <= m, "entries moved {moved} > mapcount {m}");
+        }
         f.flags.init(flags, order, new);
         for i in 0..1u64 << order {
             orm.flat_word(old.add(i)).store(Word::TAIL);
@@ -206,5 +251,44 @@ impl<P: Platform> PhysMem<P> {
         self.free_claimed(cpu, orm, old, order);
         unfreeze();
         Ok(())
+    }
+
+    /// Migrates the zsmalloc (`z3 == false`) or z3fold page `pfn` through its pool, to
+    /// `target` (an order-0 block the caller took from the allocator, tail word, still the
+    /// caller's on error) or, with `None`, to a page the pool allocates. Returns the new pfn.
+    pub(crate) fn migrate_pool_page(
+        &self,
+        cpu: &Cpu<'_>,
+        pfn: Pfn,
+        z3: bool,
+        target: Option<Pfn>,
+    ) -> Result<Pfn, MigrateError> {
+        use crate::z3fold::{z3fold_migrate_page, z3fold_migrate_page_to};
+        use crate::zsmalloc::{zs_migrate_page, zs_migrate_page_to, ZsMigrateError as E};
+        if let Some(t) = target {
+            // The pools take a raw order-0 allocation as a target.
+            let (trm, _) = self.flat_ctx(t).map_err(|_| MigrateError::Unsupported(t))?;
+            trm.flat_word(t).store(Self::undesc_word(trm, crate::word::Subtype::Unmappable, 0));
+        }
+        let r = match (z3, target) {
+            (false, None) => zs_migrate_page(self, cpu, pfn),
+            (false, Some(t)) => zs_migrate_page_to(self, cpu, pfn, t),
+            (true, None) => z3fold_migrate_page(self, cpu, pfn),
+            (true, Some(t)) => z3fold_migrate_page_to(self, cpu, pfn, t),
+        };
+        r.map_err(|e| {
+            if let Some(t) = target {
+                if let Ok((trm, _)) = self.flat_ctx(t) {
+                    trm.flat_word(t).store(Word::TAIL);
+                }
+            }
+            match e {
+                E::OutOfRange(p) => MigrateError::Unsupported(p),
+                // Freed or reused meanwhile, or an object is mapped: retry.
+                E::NotZsmalloc(p) | E::Busy(p) => MigrateError::Busy(p),
+                E::NoMemory(a) => MigrateError::NoTarget(a),
+                E::BadTarget(p) => MigrateError::Unsupported(p),
+            }
+        })
     }
 }

@@ -5,15 +5,16 @@
 //! 1. **isolates** its pageblocks (migratetype [`MigrateType::Isolate`]: the allocator never
 //!    allocates from isolate lists and never merges them with other types), drains the
 //!    per-CPU lists and moves the range's free blocks onto the isolate lists;
-//! 2. walks the range by words and **migrates** every movable folio out (to memory outside,
-//!    since the range cannot be allocated from); the old pages, freed, land on the isolate
-//!    lists;
+//! 2. walks the range by words and **migrates** every movable page out (to memory outside,
+//!    since the range cannot be allocated from): folios, mapped ones included (their
+//!    page-table entries follow through the reverse map), and zsmalloc / z3fold pages
+//!    (through their pools); the old pages, freed, land on the isolate lists;
 //! 3. **takes** every free block of the range off the lists and stamps its head
 //!    `Undescribed { Offline, order }` (the other pages keep tail words); the zone's managed
 //!    pages shrink by the range.
 //!
 //! If something in the range cannot move (slab, raw kernel memory, reserved, poisoned or
-//! ballooned pages, a mapped folio, a busy folio), offlining **fails cleanly**: the pageblocks
+//! ballooned pages, a folio mapped without reverse map, a busy folio or pool page), offlining **fails cleanly**: the pageblocks
 //! get their previous migratetypes back and their free memory returns to those lists (merged
 //! again); folios already migrated stay at their new place, so nothing is lost.
 //!
@@ -30,7 +31,7 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::gfp::Gfp;
 use crate::isolate::IsolateError;
-use crate::migrate::{movable, MigrateError};
+use crate::migrate::{movable, MigrateError, Movable};
 use crate::page_alloc::PhysMem;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
@@ -90,6 +91,8 @@ pub struct OfflineReport {
     pub pages: u64,
     /// Folios migrated out.
     pub migrated_folios: u64,
+    /// zsmalloc and z3fold pages migrated out.
+    pub migrated_pool_pages: u64,
     /// Pages of those folios.
     pub migrated_pages: u64,
 }
@@ -158,20 +161,32 @@ impl<P: Platform> PhysMem<P> {
                     });
                 }
                 _ => {
-                    let mv = match movable(pfn, kind) {
-                        Ok(mv) => mv,
+                    let (folio, file) = match movable(pfn, kind) {
+                        Ok(Movable::Folio { folio, file }) => (folio, file),
+                        Ok(mv) => {
+                            match self.migrate_pool_page(cpu, pfn, mv == Movable::Z3fold, None) {
+                                Ok(_) => {
+                                    rep.migrated_pool_pages += 1;
+                                    pfn = pfn.add(1);
+                                    tries = 0;
+                                }
+                                Err(MigrateError::Busy(_)) if tries < 3 => tries += 1,
+                                Err(why) => return restore(OfflineError::Unmovable { pfn, why }),
+                            }
+                            continue;
+                        }
                         Err(why) => return restore(OfflineError::Unmovable { pfn, why }),
                     };
                     let _rcu = self.rcu().read_lock(cpu);
                     // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
                     // held until migrate_to has frozen and revalidated the folio.
-                    let f = unsafe { &*(mv.folio as *const Folio) };
+                    let f = unsafe { &*(folio as *const Folio) };
                     let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                     let r = self
                         .alloc_with(cpu, order, Gfp::MOVABLE | Gfp::NOWARN, |_| Word::TAIL)
                         .map_err(MigrateError::NoTarget)
                         .and_then(|new| {
-                            self.migrate_to(cpu, f, mv.file, new).inspect_err(|_| {
+                            self.migrate_to(cpu, f, file, new).inspect_err(|_| {
                                 let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
                                 self.free_claimed(cpu, nrm, new, order);
                             })

@@ -50,6 +50,12 @@
 //! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
 //! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
 //! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
+//! Migration (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its
+//! freeze, copy and entry rewrite (`rmap_move_locked`), with a cached file folio's address
+//! space lock nested between the rmap and page-table locks (this module never takes a page
+//! cache lock); hwpoison unmaps through `rmap_unmap`. The mapping path takes a temporary
+//! reference with `try_get` (waiting while a migration has the folio frozen) before it reads
+//! the folio's pfn, so it never writes an entry to pages a migration is leaving.
 //! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
 //! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
 //! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
@@ -426,6 +432,23 @@ impl Mm {
             cur = v.next.load(Ordering::Relaxed);
             f(v);
         }
+    }
+}
+
+/// A folio's rmap list, locked ([`PhysMem::rmap_lock`]): while it is held no entry mapping
+/// the folio appears, goes or changes except through the holder.
+pub(crate) struct RmapLocked<'a> {
+    list: &'a RmapList,
+    _g: SpinGuard<'a, ()>,
+}
+
+/// The mapping path's temporary reference, dropped on every return (never the last: the
+/// caller holds one).
+struct MapPin<'a>(&'a MapCounts);
+
+impl Drop for MapPin<'_> {
+    fn drop(&mut self) {
+        self.0.refcount.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -956,6 +979,22 @@ impl<P: Platform> PhysMem<P> {
         Ok(MmCaches { mem: self, mm, vma, anon_vma })
     }
 
+    /// Whether the word at `f`'s pfn names `f` (a live folio, possibly frozen by a migration).
+    fn word_names_folio(&self, f: &Folio) -> bool {
+        loop {
+            let pfn = f.flags.pfn();
+            if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr())
+                == Some(f as *const Folio as usize)
+            {
+                return true;
+            }
+            // Moved between the two reads (the pfn moves before the old words are retired).
+            if f.flags.pfn() == pfn {
+                return false;
+            }
+        }
+    }
+
     // ---- rmap -----------------------------------------------------------------------------
 
     /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
@@ -1097,6 +1136,39 @@ impl<P: Platform> PhysMem<P> {
         let fr = self.kfree(cpu, buf);
         debug_assert!(fr.is_ok());
         r
+    }
+
+    /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
+    /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
+    pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
+        self.lock_folio_rmap(cpu, f).map(|(list, g)| RmapLocked { list, _g: g })
+    }
+
+    /// With `f`'s rmap lock held (`l`), points every entry mapping `f` at the same page of the
+    /// block at `new` instead: the descriptor stays, so mapcount and references are
+    /// unchanged. Takes each mm's page-table lock in turn. Returns the entries rewritten. For
+    /// migration, between the copy and the switch of `f`'s pfn.
+    pub(crate) fn rmap_move_locked(&self, l: &RmapLocked<'_>, f: &Folio, new: Pfn) -> u32 {
+        let old = f.flags.pfn();
+        self.walk_mappings_locked(l.list, f, &mut |_, _, _, _, table, idx, e| {
+            let flags = e.0 & !PTE_PFN_MASK;
+            self.store_entry(table, idx, PtEntry::new(new.add(e.pfn().0 - old.0), flags));
+        })
+    }
+
+    /// Unmaps every entry mapping `f` (Linux's `try_to_unmap`), found through the rmap; each
+    /// entry's mapcount and reference are dropped and emptied tables freed, as
+    /// [`MmRef::unmap`] does. `each(mm, va)` is told every address unmapped (with the rmap
+    /// and page-table locks held: it must not call back into the page tables). The caller
+    /// holds a reference on `f`. Returns the entries cleared.
+    pub(crate) fn rmap_unmap(&self, cpu: &Cpu<'_>, f: &Folio, each: &mut dyn FnMut(&Mm, u64)) -> u32 {
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else { return 0 };
+        self.walk_mappings_locked(list, f, &mut |mm, _, va, level, _, _, _| {
+            let len = if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
+            let mut st = ZapStats::default();
+            self.zap(cpu, mm, mm.pgd, 4, va, va + len, true, &mut st);
+            each(mm, va);
+        })
     }
 
     /// Replaces every mapping of folio `old` by the same page of `new` (same order, not
@@ -1324,6 +1396,19 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return Err(MapError::Misaligned(va));
         }
         let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
+        let _rl = v.rmap().map(|r| r.lock.lock());
+        // A temporary reference for the whole mapping, taken before the pfn is read: a folio
+        // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
+        // 0 while a word still names it), which we wait out; the pfn read below is then the
+        // folio's new one. A zero count with no word naming the folio is a freed one.
+        let c = t.counts();
+        while !c.try_get() {
+            match t {
+                Target::Folio(f, _) if self.mem.word_names_folio(f) => crate::sync::spin_hint(),
+                _ => return Err(MapError::NoReference),
+            }
+        }
+        let _pin = MapPin(c);
         let (pfn0, tag) = match t {
             Target::Folio(f, tag) => (f.flags.pfn(), Some(tag)),
             Target::Mappable(d) => (d.flags.pfn(), None),
@@ -1336,11 +1421,6 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if !kind_ok {
             let wk = tag.unwrap_or(Tag::Mappable);
             return Err(MapError::Unmappable { pfn: pfn0.add(first), kind: UnmappableKind::WrongVma(wk) });
-        }
-        let _rl = v.rmap().map(|r| r.lock.lock());
-        let c = t.counts();
-        if c.refcount() == 0 {
-            return Err(MapError::NoReference);
         }
         let add = if huge { 1 } else { n as u32 };
         // The folio's place in the VMA.
@@ -1449,12 +1529,17 @@ impl<'m, P: Platform> MmRef<'m, P> {
     }
 
     fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
-        let pfn = f.flags.pfn();
-        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
-            Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
-                Ok(Target::Folio(f, w.tag().expect("described")))
+        loop {
+            let pfn = f.flags.pfn();
+            match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
+                Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
+                    return Ok(Target::Folio(f, w.tag().expect("described")))
+                }
+                // A migration moved the folio between the two reads (its pfn moves before its
+                // old words are retired): look again at the new place.
+                _ if f.flags.pfn() != pfn => continue,
+                _ => return Err(MapError::NoReference),
             }
-            _ => Err(MapError::NoReference),
         }
     }
 

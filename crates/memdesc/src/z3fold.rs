@@ -47,7 +47,7 @@ use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::zsmalloc::{Handle, HandleFault, HandleTable, E_MAPPED, IDX_SHIFT};
+use crate::zsmalloc::{Handle, HandleFault, HandleTable, ZsMigrateError, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;
@@ -103,6 +103,9 @@ pub enum Z3Error {
     NoMemory(AllocError),
     /// A page without a direct mapping was handed out.
     NoDirectMap(Pfn),
+    /// The object's page was retired by a hardware memory error: its contents are gone (it
+    /// can still be freed).
+    Lost(Handle),
 }
 
 impl core::fmt::Display for Z3Error {
@@ -117,6 +120,7 @@ impl core::fmt::Display for Z3Error {
             Z3Error::TooManyHandles => write!(f, "handle table full"),
             Z3Error::NoMemory(e) => write!(f, "{e}"),
             Z3Error::NoDirectMap(p) => write!(f, "pfn {p} has no direct mapping"),
+            Z3Error::Lost(h) => write!(f, "handle {:#x}: its object was lost to a memory error", h.raw()),
         }
     }
 }
@@ -280,6 +284,22 @@ fn list_del(head: &mut usize, d: &Z3foldDesc) {
     }
 }
 
+/// Bits per handle index in `Z3foldDesc::handles` (handle indices are below
+/// [`crate::zsmalloc::ZS_MAX_HANDLES`] = 2^19).
+const HIDX_BITS: u32 = 21;
+const _: () = assert!(crate::zsmalloc::ZS_MAX_HANDLES <= 1 << HIDX_BITS);
+
+/// The handle-table index of object `b` of the page (meaningful while it is present).
+fn handle_index(d: &Z3foldDesc, b: Buddy) -> usize {
+    (d.handles.load(Ordering::Relaxed) >> (HIDX_BITS * b as u32) & ((1 << HIDX_BITS) - 1)) as usize
+}
+
+fn set_handle_index(d: &Z3foldDesc, b: Buddy, i: usize) {
+    let sh = HIDX_BITS * b as u32;
+    let w = d.handles.load(Ordering::Relaxed) & !(((1u64 << HIDX_BITS) - 1) << sh);
+    d.handles.store(w | (i as u64) << sh, Ordering::Relaxed);
+}
+
 /// A resolved handle.
 #[derive(Clone, Copy)]
 struct Loc<'a> {
@@ -353,13 +373,13 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         l.sizes[which as usize] = size;
         if which == Buddy::Middle {
             l.ms = start;
-            d.middle.store(hidx as u64, Ordering::Relaxed);
         }
+        set_handle_index(d, which, hidx);
         l.store(d);
         list_push(&mut g.lists[l.room()], d);
         g.objects += 1;
         g.bytes += size as u64;
-        Ok(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (24 - IDX_SHIFT)))
+        Ok(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT)))
     }
 
     fn resolve<'g>(&self, g: &Inner, h: Handle) -> Result<Loc<'g>, Z3Error> {
@@ -368,7 +388,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             HandleFault::Stale => Z3Error::StaleHandle(h),
             HandleFault::Freed => Z3Error::DoubleFree(h),
         })?;
-        let pfn = Pfn(entry >> 24);
+        let pfn = Pfn(entry >> PFN_SHIFT);
         let d = match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
             Some(PageKind::Z3fold(d)) => desc_ref(d.addr()),
             _ => return Err(Z3Error::BadHandle(h)),
@@ -430,6 +450,9 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     fn map(&self, h: Handle) -> Result<Z3Mapping<'_, 'm, P>, Z3Error> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
+        if loc.entry & E_LOST != 0 {
+            return Err(Z3Error::Lost(h));
+        }
         if loc.entry & E_MAPPED != 0 {
             return Err(Z3Error::AlreadyMapped(h));
         }
@@ -500,7 +523,8 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             if becomes == Buddy::Middle {
                 l.ms = to;
             } else {
-                let hidx = d.middle.load(Ordering::Relaxed) as usize;
+                let hidx = handle_index(d, Buddy::Middle);
+                set_handle_index(d, becomes, hidx);
                 let e = g.handles.get_mut(hidx).expect("the middle object's handle");
                 *e = (*e & !(3 << IDX_SHIFT)) | (becomes as u64) << IDX_SHIFT;
                 l.sizes[becomes as usize] = size;
@@ -538,7 +562,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         let d = self.mem.alloc_desc::<Z3foldDesc>(cpu)?;
         // What a lockless reader of the word may read is set before the word names it.
         d.chunks.store(0, Ordering::Relaxed);
-        d.middle.store(0, Ordering::Relaxed);
+        d.handles.store(0, Ordering::Relaxed);
         d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         let w = Word::desc(DescPtr::from_ref(d));
         let pfn = match self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
@@ -562,6 +586,141 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("z3fold pfn"));
         self.mem.free_claimed(cpu, rm, pfn, 0);
         self.mem.free_desc(cpu, d);
+    }
+}
+
+/// Migrates the z3fold page `pfn` to a newly allocated page, for a pfn scanner that knows
+/// nothing but the pfn: the word leads to the [`Z3foldDesc`], the descriptor to its pool. The
+/// descriptor stays; the entries of the page's objects are rewritten (handles never change).
+/// Returns the new pfn; the old page goes back to the page allocator. Refused with
+/// [`ZsMigrateError::Busy`] while an object of the page is mapped.
+pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<Pfn, ZsMigrateError> {
+    move_page(mem, cpu, pfn, None, false).map(|r| r.0)
+}
+
+/// As [`z3fold_migrate_page`], to a page the caller allocated with
+/// [`PhysMem::alloc_pages`] (order 0). On error the target stays the caller's.
+pub fn z3fold_migrate_page_to<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    target: Pfn,
+) -> Result<Pfn, ZsMigrateError> {
+    move_page(mem, cpu, pfn, Some(target), false).map(|r| r.0)
+}
+
+/// Retires the z3fold page `pfn` after a hardware memory error: a zeroed page takes its
+/// place under the same descriptor, every object on it is marked lost ([`Z3Error::Lost`]
+/// when mapped; freeing still works), and the old page is stamped `HwPoison`. Returns the
+/// objects lost.
+pub(crate) fn z3fold_poison_page<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+) -> Result<u32, ZsMigrateError> {
+    move_page(mem, cpu, pfn, None, true).map(|r| r.1)
+}
+
+fn move_page<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    target: Option<Pfn>,
+    poison: bool,
+) -> Result<(Pfn, u32), ZsMigrateError> {
+    let guard = mem.rcu().read_lock(cpu);
+    let v = mem.memmap.load(&mem.platform, pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
+    let PageKind::Z3fold(d) = v.word.kind() else { return Err(ZsMigrateError::NotZsmalloc(pfn)) };
+    let pool_addr = d.get(&guard).pool.load(Ordering::Acquire);
+    if pool_addr == 0 {
+        return Err(ZsMigrateError::NotZsmalloc(pfn));
+    }
+    // SAFETY: the word named this descriptor inside our RCU read section; descriptors are
+    // TYPESAFE_BY_RCU and a pool frees its state only after a grace period
+    // (`Z3foldPool::destroy`), which our guard holds off. Everything is re-checked under the
+    // pool's lock.
+    let state = unsafe { &*(pool_addr as *const PoolState) };
+    let pool = Z3foldPool { mem, state: NonNull::from(state) };
+    let r = pool.move_locked(cpu, pfn, d, target, poison);
+    drop(guard);
+    r
+}
+
+impl<P: Platform> Z3foldPool<'_, P> {
+    fn move_locked(
+        &self,
+        cpu: &Cpu<'_>,
+        pfn: Pfn,
+        dp: DescPtr<Z3foldDesc>,
+        target: Option<Pfn>,
+        poison: bool,
+    ) -> Result<(Pfn, u32), ZsMigrateError> {
+        let mut g = self.state().lock.lock();
+        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+            Some(PageKind::Z3fold(d2)) if d2 == dp => {}
+            _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
+        }
+        let d = desc_ref(dp.addr());
+        if d.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
+            return Err(ZsMigrateError::NotZsmalloc(pfn));
+        }
+        let l = Layout::load(d);
+        if l.mapped != 0 {
+            return Err(ZsMigrateError::Busy(pfn));
+        }
+        let w = Word::desc(DescPtr::from_ref(d));
+        let new = match target {
+            None => self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
+            Some(t) => {
+                let rm = self
+                    .mem
+                    .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
+                    .map_err(|_| ZsMigrateError::BadTarget(t))?;
+                self.mem.memmap.page_word(&self.mem.platform, rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
+                t
+            }
+        };
+        let rm_new = self.mem.memmap.region_map(self.mem.memmap.region_index(new).expect("allocated"));
+        let (Some(src), Some(dst)) = (self.mem.platform.direct_map(pfn), self.mem.platform.direct_map(new)) else {
+            self.mem.stamp_block(new, 0, Word::TAIL);
+            match target {
+                None => self.mem.free_claimed(cpu, rm_new, new, 0),
+                Some(t) => {
+                    self.mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm_new, crate::word::Subtype::Unmappable, 0))
+                }
+            }
+            return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
+        };
+        if poison {
+            // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes; the poisoned
+            // page is never read.
+            unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
+        } else {
+            // SAFETY: two distinct live pages, direct-mapped for PAGE_SIZE bytes; no object
+            // of the page is mapped (checked under the lock), so nothing else touches them.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
+        }
+        let mut lost = 0;
+        for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
+            if l.sizes[b as usize] == 0 {
+                continue;
+            }
+            let e = g.handles.get_mut(handle_index(d, b)).expect("a present object's handle");
+            *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
+            if poison {
+                *e |= E_LOST;
+                lost += 1;
+            }
+        }
+        d.flags.init(0, 0, new);
+        if poison {
+            self.mem.retire_poisoned_block(pfn, 0);
+        } else {
+            self.mem.stamp_block(pfn, 0, Word::TAIL);
+            let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("z3fold pfn"));
+            self.mem.free_claimed(cpu, rm, pfn, 0);
+        }
+        Ok((new, lost))
     }
 }
 

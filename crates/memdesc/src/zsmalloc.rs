@@ -92,8 +92,9 @@ pub const ZS_MAX_HANDLES: usize = CHUNK_ENTRIES * DIR_ENTRIES;
 const NO_OBJ: u32 = u32::MAX;
 
 // Handle-table entry: bit 0 allocated, bit 1 mapped, bits 2..14 generation, bits 14..24
-// object index, bits 24..64 pfn of the zspage's first page. A free entry keeps its generation
-// and holds the next free entry's index + 1 in bits 24..64.
+// object index (at most 1024 objects per zspage), bit 24 lost to a hardware memory error,
+// bits 25..64 pfn of the zspage's first page. A free entry keeps its generation
+// and holds the next free entry's index + 1 in bits 25..64.
 pub(crate) const E_ALLOC: u64 = 1;
 pub(crate) const E_MAPPED: u64 = 2;
 const GEN_BITS: u32 = 12;
@@ -103,7 +104,12 @@ const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 const INDEX_BITS: u32 = 36;
 const TAG_SHIFT: u32 = GEN_BITS + INDEX_BITS;
 pub(crate) const IDX_SHIFT: u32 = 14;
-const PFN_SHIFT: u32 = 24;
+pub(crate) const PFN_SHIFT: u32 = 25;
+/// Entry bit: the object's bytes were on a page retired by `memory_failure` (shared with
+/// z3fold, whose location bits below [`PFN_SHIFT`] leave it free too).
+pub(crate) const E_LOST: u64 = 1 << 24;
+const IDX_MASK: u64 = 0x3FF;
+const _: () = assert!(ZS_MAX_PAGES * PAGE_SIZE / ZS_MIN_SLOT <= IDX_MASK as usize + 1);
 
 // Object header: bit 0 allocated, bits 1..13 size - 1, bits 13..64 handle index. A free
 // object's header holds the next free object index in bits 32..64.
@@ -159,6 +165,9 @@ pub enum ZsError {
     NoMemory(AllocError),
     /// A page without a direct mapping was handed out (zspages need one).
     NoDirectMap(Pfn),
+    /// The object's bytes were on a page a hardware memory error retired: its contents are
+    /// gone (it can still be freed).
+    Lost(Handle),
 }
 
 impl core::fmt::Display for ZsError {
@@ -175,6 +184,7 @@ impl core::fmt::Display for ZsError {
             ZsError::TooManyHandles => write!(f, "handle table full"),
             ZsError::NoMemory(e) => write!(f, "{e}"),
             ZsError::NoDirectMap(p) => write!(f, "pfn {p} has no direct mapping"),
+            ZsError::Lost(h) => write!(f, "handle {:#x}: its object was lost to a memory error", h.raw()),
         }
     }
 }
@@ -273,7 +283,7 @@ pub(crate) enum HandleFault {
 /// A handle table shared by zsmalloc and z3fold: entries of 8 bytes in 4 KiB kmalloc
 /// chunks found through a directory, with a free list and a generation per entry. Entry
 /// bits: 0 allocated, 1 mapped, 2..14 generation, 14..64 the owner's location (a free entry
-/// keeps its generation and holds the next free index + 1 from bit 24). Used only under the
+/// keeps its generation and holds the next free index + 1 from bit 25). Used only under the
 /// owner's lock.
 pub(crate) struct HandleTable {
     /// The owning pool's tag, in every handle's top 16 bits.
@@ -740,6 +750,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn map<'a>(&'a self, cpu: &'a Cpu<'a>, h: Handle, write: bool) -> Result<Mapping<'a, 'm, P>, ZsError> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
+        if g.handles.get(h.index()).is_some_and(|e| e & E_LOST != 0) {
+            return Err(ZsError::Lost(h));
+        }
         if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
             return Err(ZsError::AlreadyMapped(h));
         }
@@ -894,7 +907,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             Inner::list_push(&mut g.classes[cj].full, dst);
         }
         let e = g.handles.get_mut(hidx).expect("moved object's handle");
-        let keep = *e & (E_ALLOC | E_MAPPED | GEN_MASK << 2);
+        let keep = *e & (E_ALLOC | E_MAPPED | E_LOST | GEN_MASK << 2);
         *e = keep | (didx as u64) << IDX_SHIFT | dst.flags.pfn().0 << PFN_SHIFT;
         g.classes[cj].objects += 1;
         g.classes[cj].bytes += size as u64;
@@ -1016,7 +1029,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                         }
                         bytes += size;
                         let want = E_ALLOC | (idx as u64) << IDX_SHIFT | zs.flags.pfn().0 << PFN_SHIFT;
-                        let mask = E_ALLOC | 0x3FF << IDX_SHIFT | !0 << PFN_SHIFT;
+                        let mask = E_ALLOC | IDX_MASK << IDX_SHIFT | !0 << PFN_SHIFT;
                         if g.handles.get((h >> 13) as usize).is_none_or(|e| e & mask != want) {
                             return Err(bad("handle entry does not point back"));
                         }
@@ -1091,7 +1104,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             HandleFault::Freed => ZsError::DoubleFree(h),
         })?;
         let pfn = Pfn(e >> PFN_SHIFT);
-        let idx = ((e >> IDX_SHIFT) & 0x3FF) as u32;
+        let idx = ((e >> IDX_SHIFT) & IDX_MASK) as u32;
         let zs = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
         let ci = zs.class.load(Ordering::Relaxed) as usize;
         let class = g.classes[ci];
@@ -1135,7 +1148,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         zs.inuse.store(inuse - 1, Ordering::Relaxed);
         let c = &mut g.classes[loc.class];
         c.objects -= 1;
-        c.bytes -= loc.size as u64;
+        // Saturating: an object whose header a memory error destroyed has an upper-bound size.
+        c.bytes = c.bytes.saturating_sub(loc.size as u64);
         if inuse == class.objs {
             // Full → partial (a zspage about to be freed too: zspage_free takes it off).
             Inner::list_del(&mut c.full, zs);
@@ -1344,6 +1358,38 @@ pub fn zs_migrate_page_to<P: Platform>(
 }
 
 fn migrate<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn, target: Option<Pfn>) -> Result<Pfn, ZsMigrateError> {
+    move_page(mem, cpu, pfn, target, false).map(|r| r.0)
+}
+
+/// What [`zs_poison_page`] lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ZsPoisoned {
+    /// Objects with a byte on the page (marked lost).
+    pub(crate) lost: u32,
+    /// Objects in use in the zspage (the others stay readable).
+    pub(crate) inuse: u32,
+}
+
+/// Retires the zsmalloc component page `pfn` after a hardware memory error: a fresh zeroed
+/// page takes its place in the zspage, the objects with a byte on it are marked lost
+/// ([`ZsError::Lost`] when mapped; they can still be freed), the headers and free list the
+/// page held are rebuilt from the handle table, and the old page is stamped `HwPoison`. The
+/// zspage's other objects stay readable where they are.
+pub(crate) fn zs_poison_page<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+) -> Result<ZsPoisoned, ZsMigrateError> {
+    move_page(mem, cpu, pfn, None, true).map(|r| r.1)
+}
+
+fn move_page<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    target: Option<Pfn>,
+    poison: bool,
+) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
     let guard = mem.rcu().read_lock(cpu);
     let v = mem.memmap.load(&mem.platform, pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
     let PageKind::Zsmalloc(d) = v.word.kind() else { return Err(ZsMigrateError::NotZsmalloc(pfn)) };
@@ -1357,7 +1403,7 @@ fn migrate<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn, target: Optio
     // period that our guard holds off (`ZsPool::destroy`).
     let state = unsafe { &*(pool_addr as *const PoolState) };
     let pool = ZsPool { mem, state: NonNull::from(state) };
-    let r = pool.migrate_locked(cpu, pfn, d, target);
+    let r = pool.migrate_locked(cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
@@ -1369,7 +1415,8 @@ impl<P: Platform> ZsPool<'_, P> {
         pfn: Pfn,
         d: DescPtr<Zspage>,
         target: Option<Pfn>,
-    ) -> Result<Pfn, ZsMigrateError> {
+        poison: bool,
+    ) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
         let mut g = self.state().lock.lock();
         // Re-check under the lock: still a page of this zspage of this pool?
         match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
@@ -1416,12 +1463,25 @@ impl<P: Platform> ZsPool<'_, P> {
             }
             return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
         };
-        // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; no mapping
-        // of this zspage exists (mapped == 0 under the lock), so nothing else touches them.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
+        if poison {
+            // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes. The poisoned
+            // page is never read.
+            unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
+        } else {
+            // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; no
+            // mapping of this zspage exists (mapped == 0 under the lock), so nothing else
+            // touches them.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
+        }
+        let first_old = zs.pages[0].load(Ordering::Relaxed);
         zs.pages[k].store(new.0, Ordering::Relaxed);
         if k == 0 {
             zs.flags.init(0, 0, new);
+        }
+        let mut out = ZsPoisoned { lost: 0, inuse: zs.inuse.load(Ordering::Relaxed) };
+        if poison {
+            self.poison_rebuild(&mut g, zs, class, k, first_old, &mut out);
+        } else if k == 0 {
             // Handle entries name the first page: rewrite those of this zspage's objects.
             for i in 0..class.objs {
                 let header = if class.huge() {
@@ -1435,8 +1495,53 @@ impl<P: Platform> ZsPool<'_, P> {
                 }
             }
         }
-        page_free(self.mem, cpu, pfn);
-        Ok(new)
+        if poison {
+            self.mem.retire_poisoned_block(pfn, 0);
+        } else {
+            page_free(self.mem, cpu, pfn);
+        }
+        Ok((new, out))
+    }
+
+    /// After page `k` of `zs` was replaced by a zeroed page: finds the zspage's objects in
+    /// the handle table (the headers on the lost page are gone, so the table is scanned),
+    /// marks those with a byte on page `k` lost, rewrites the entries' pfn if `k` is the
+    /// first page, rebuilds the headers that lived on page `k` (size unknown: the class's
+    /// largest) and the whole free list.
+    fn poison_rebuild(&self, g: &mut Inner, zs: &Zspage, class: Class, k: usize, first_old: u64, out: &mut ZsPoisoned) {
+        let first_new = zs.pages[0].load(Ordering::Relaxed);
+        let slot = class.slot as usize;
+        let page = (k * PAGE_SIZE)..((k + 1) * PAGE_SIZE);
+        let mut used = [0u64; (IDX_MASK as usize + 1) / 64];
+        for i in 0..g.handles.len {
+            let Some(e) = g.handles.get_mut(i) else { continue };
+            if *e & E_ALLOC == 0 || *e >> PFN_SHIFT != first_old {
+                continue;
+            }
+            let idx = ((*e >> IDX_SHIFT) & IDX_MASK) as usize;
+            used[idx / 64] |= 1 << (idx % 64);
+            *e = (*e & ((1 << PFN_SHIFT) - 1)) | first_new << PFN_SHIFT;
+            let (lo, hi) = if class.huge() { (0, PAGE_SIZE) } else { (idx * slot, idx * slot + slot) };
+            if lo < page.end && page.start < hi {
+                *e |= E_LOST;
+                out.lost += 1;
+            }
+            if !class.huge() && page.contains(&(idx * slot)) {
+                let header = H_ALLOC | ((slot - ZS_HEADER - 1) as u64) << 1 | (i as u64) << 13;
+                self.write_u64(zs, idx * slot, header);
+            }
+        }
+        if class.huge() {
+            return; // its header lives in the descriptor; no free list to rebuild
+        }
+        let mut head = NO_OBJ;
+        for idx in (0..class.objs as usize).rev() {
+            if used[idx / 64] & 1 << (idx % 64) == 0 {
+                self.write_u64(zs, idx * slot, (head as u64) << 32);
+                head = idx as u32;
+            }
+        }
+        zs.freelist.store(head, Ordering::Relaxed);
     }
 }
 
