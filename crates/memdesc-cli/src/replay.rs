@@ -42,13 +42,18 @@
 //!   with `mm_page_alloc`, which is replayed.
 //! * `mm_filemap_add/delete_from_page_cache`: per-file [`AddressSpaceRef`]s keyed by
 //!   (dev, inode), at the event's index.
-//! * `alloc_vmap_area` / `free_vmap_area_noflush`: **raw order-0 pages for now**, one per page
-//!   of the area less its guard page; the typed vmalloc allocator plugs in at
-//!   [`Replayer::vmap_alloc`] (vmalloc takes its order-0 pages in bulk, which Linux does not
-//!   trace as `mm_page_alloc`, but frees them one by one with `mm_page_free`: those frees are
-//!   counted unmatched). `page_pool_state_hold` of a pfn the replay does not know (page_pool
-//!   also allocates in bulk) allocates a raw order-0 page: the typed netmem allocator plugs in
-//!   at the `PagePoolHold` arm of [`Replayer::event`].
+//! * `alloc_vmap_area` / `free_vmap_area_noflush`: an area of the same size less its guard
+//!   page from one [`VmallocSpace`] (`vmalloc::<Unmappable>`, `vfree_area`), so its pages carry
+//!   `VmallocUnmappable` words with [`VmallocDesc`] descriptors and are mapped by PTEs of a
+//!   kernel address space. vmalloc takes its order-0 pages in bulk, which Linux does not trace
+//!   as `mm_page_alloc`, but frees them one by one with `mm_page_free`: those frees are counted
+//!   unmatched. A refused area counts one allocation failure, and its free is skipped with
+//!   that reason.
+//! * `page_pool_state_hold` of a pfn the replay does not know (page_pool also allocates in
+//!   bulk) takes an order-0 block from one [`PagePool`] (a [`Netmem`] descriptor, `NetPool`
+//!   words); the page's `mm_page_free` puts it back ([`pp_put_pfn`]: into the pool's ring of
+//!   one block, or to the page allocator when the ring is full), and `page_pool_state_release`
+//!   is skipped. Every traced pool shares the one simulated pool.
 //!
 //! Every line is accounted for: replayed, skipped with a reason, or a header/blank/lost marker.
 
@@ -65,7 +70,10 @@ use memdesc::desc::{CachedDescriptor, Folio, MappableDesc, Netmem, PtDesc, Vmall
 use memdesc::folio::FolioKind;
 use memdesc::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 use memdesc::layout::MAX_REGIONS;
+use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
 use memdesc::pagecache::AddressSpaceRef;
+use memdesc::pgtable::{MmKind, MmRef};
+use memdesc::vmalloc::{Unmappable, VmArea, VmallocSpace};
 use memdesc::{CacheArgs, CacheRef, Config, Gfp, MemmapLayout, MemoryLayout, Pfn, RegionSpec, PAGE_SIZE};
 use memdesc_host::{SimMachine, SimPlatform};
 use memdesc_linux::census::{census_runs, Census, CensusOptions, Kind, Run};
@@ -185,6 +193,8 @@ enum What {
     Raw(Kind),
     /// A folio.
     Folio(FolioKind),
+    /// An order-0 block of the replay's page pool (a netmem).
+    NetPool,
     /// One of Linux's slab pages from the trace: not allocated (our slab has its own).
     LinuxSlab,
     /// An allocation the simulated machine refused (counted as a failure).
@@ -244,7 +254,10 @@ pub struct Replayer<'m> {
     cache_by_name: HashMap<String, u32, Fast>,
     spaces: Vec<AddressSpaceRef<'m, SimPlatform>>,
     space_of: HashMap<(u32, u32, u64), u32, Fast>,
-    vmaps: HashMap<u64, Vec<Pfn>, Fast>,
+    vmalloc: &'m VmallocSpace<'m, SimPlatform>,
+    pool: &'m PagePool<'m, SimPlatform>,
+    /// Traced vmap area start → the simulated area (`None`: the simulated machine refused it).
+    vmaps: HashMap<u64, Option<VmArea<Unmappable>>, Fast>,
     /// Per event type: replayed.
     pub replayed: [u64; EventKind::COUNT],
     /// Per event type: skipped.
@@ -279,6 +292,37 @@ pub struct Replayer<'m> {
     events_done: u64,
 }
 
+/// The kernel-side allocators the replay drives besides the page allocator, slab and page
+/// cache: a kernel address space (Linux's `init_mm`) with one vmalloc space in it, and one
+/// page pool. Built before the [`Replayer`], which borrows it, over a kernel mm the caller
+/// owns:
+///
+/// ```ignore
+/// let cpu = m.cpus().claim(0)?;
+/// let caches = m.mm_caches(&cpu)?;
+/// let kmm = caches.mm_create(&cpu, MmKind::Kernel)?;
+/// let kernel = Kernel::new(&m, &cpu, &kmm)?;
+/// drop(cpu); // the Replayer claims CPU 0
+/// let r = Replayer::new(&m, &kernel, pfns, linux_bytes)?;
+/// ```
+pub struct Kernel<'m> {
+    /// Where vmap areas go.
+    pub vmalloc: VmallocSpace<'m, SimPlatform>,
+    /// Where page_pool pages come from: order 0, a ring of one block.
+    pub pool: PagePool<'m, SimPlatform>,
+}
+
+impl<'m> Kernel<'m> {
+    /// A vmalloc space in the kernel address space `kmm` and a page pool, both of `m`.
+    pub fn new(m: &'m SimMachine, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, SimPlatform>) -> Result<Self> {
+        let vmalloc =
+            VmallocSpace::new(m, cpu, kmm).map_err(|e| anyhow::anyhow!("vmalloc space of the replay: {e}"))?;
+        let pool = PagePool::new(m, cpu, PoolParams { order: 0, ring_size: 1, dma_offset: 0, gfp: Gfp::KERNEL })
+            .map_err(|e| anyhow::anyhow!("page pool of the replay: {e}"))?;
+        Ok(Kernel { vmalloc, pool })
+    }
+}
+
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())
 }
@@ -303,8 +347,9 @@ fn blocks(s: u64, len: u64, max: u32) -> impl Iterator<Item = (u64, u32)> {
 
 impl<'m> Replayer<'m> {
     /// A replayer over `m`, with a pfn map covering `pfns` traced pfns; `linux_bytes` is what
-    /// Linux's memmap costs for the traced machine.
-    pub fn new(m: &'m SimMachine, pfns: u64, linux_bytes: u64) -> Result<Self> {
+    /// Linux's memmap costs for the traced machine. vmap areas go to `kernel`'s vmalloc space
+    /// and page_pool pages to its pool. Claims CPU 0 (release any claim of it first).
+    pub fn new(m: &'m SimMachine, kernel: &'m Kernel<'m>, pfns: u64, linux_bytes: u64) -> Result<Self> {
         let cpu = m.cpus().claim(0).context("claiming CPU 0 of the simulated machine")?;
         let desc_names = vec![
             Folio::CACHE_NAME,
@@ -337,6 +382,8 @@ impl<'m> Replayer<'m> {
             cache_by_name: HashMap::default(),
             spaces: Vec::new(),
             space_of: HashMap::default(),
+            vmalloc: &kernel.vmalloc,
+            pool: &kernel.pool,
             vmaps: HashMap::default(),
             replayed: [0; EventKind::COUNT],
             skipped_by_kind: [0; EventKind::COUNT],
@@ -422,6 +469,11 @@ impl<'m> Replayer<'m> {
                     if let Err(err) = self.m.folio_put(&self.cpu, f) {
                         self.sim_error("folio_put", err);
                     }
+                }
+            }
+            What::NetPool => {
+                if let Err(err) = pp_put_pfn(self.m, &self.cpu, e.sim) {
+                    self.sim_error("page_pool put", err);
                 }
             }
             What::LinuxSlab | What::Lost => {}
@@ -598,6 +650,7 @@ impl<'m> Replayer<'m> {
             }
             What::Raw(_) => Err("folio event: block partly freed already"),
             What::LinuxSlab => Err("folio event: pfn is a Linux slab page"),
+            What::NetPool => Err("folio event: pfn is a page_pool page"),
             What::Lost => Err("folio event: its allocation failed in the replay"),
         }
     }
@@ -680,27 +733,28 @@ impl<'m> Replayer<'m> {
         }
     }
 
-    /// vmalloc areas as raw order-0 pages: the typed vmalloc allocator plugs in here.
+    /// A vmap area of the traced kernel as an unmappable area of the vmalloc space (its own
+    /// guard page included, as the traced size is).
     fn vmap_alloc(&mut self, addr: u64, size: u64) {
         // The traced size includes the guard page, which has no memory behind it.
         let pages = (size / PAGE_SIZE as u64).saturating_sub(1).max(1);
-        let mut v = Vec::with_capacity(pages as usize);
-        for _ in 0..pages {
-            match self.m.alloc_pages(&self.cpu, 0, Gfp::KERNEL) {
-                Ok(p) => v.push(p),
-                Err(_) => self.alloc_failures += 1,
+        let area = match self.vmalloc.vmalloc::<Unmappable>(&self.cpu, pages as usize * PAGE_SIZE, Gfp::KERNEL) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.alloc_failures += 1;
+                None
             }
-        }
-        if let Some(old) = self.vmaps.insert(addr, v) {
+        };
+        if let Some(old) = self.vmaps.insert(addr, area) {
             self.lost_object_frees += 1;
             self.vmap_release(old);
         }
     }
 
-    fn vmap_release(&mut self, pages: Vec<Pfn>) {
-        for p in pages {
-            if let Err(e) = self.m.free_pages(&self.cpu, p, 0) {
-                self.sim_error("vmalloc page free", e);
+    fn vmap_release(&mut self, area: Option<VmArea<Unmappable>>) {
+        if let Some(a) = area {
+            if let Err(e) = self.vmalloc.vfree_area(&self.cpu, a) {
+                self.sim_error("vfree", e);
             }
         }
     }
@@ -805,19 +859,22 @@ impl<'m> Replayer<'m> {
                 self.done(kind)
             }
             Event::FreeVmapArea { va_start, .. } => match self.vmaps.remove(&va_start) {
-                Some(v) => {
-                    self.vmap_release(v);
+                Some(Some(a)) => {
+                    self.vmap_release(Some(a));
                     self.done(kind)
                 }
+                Some(None) => self.skip(kind, "vmap area free: its allocation failed in the replay"),
                 None => self.skip(kind, "vmap area free: allocated before the trace"),
             },
             // page_pool takes order-0 pages in bulk (no mm_page_alloc event), so a hold of a pfn
-            // the replay does not know allocates it, as a raw page for now: the typed netmem
-            // allocator plugs in here. Its return to the page allocator is an mm_page_free.
+            // the replay does not know takes a block from the replay's pool. Its return to the
+            // page allocator is an mm_page_free, which puts the block back (`release`). A hold
+            // of a pfn already allocated in the replay (a pool that allocates with a traced
+            // page event, or a page of the start state) leaves that allocation as it is.
             Event::PagePoolHold { pfn, .. } => {
                 if self.entry_at(pfn).is_none() {
-                    match self.m.alloc_pages(&self.cpu, 0, Gfp::KERNEL) {
-                        Ok(s) => self.insert(pfn, 0, false, What::Raw(Kind::Other), s, None),
+                    match self.pool.alloc(&self.cpu) {
+                        Ok(n) => self.insert(pfn, 0, false, What::NetPool, n.pfn(), None),
                         Err(_) => {
                             self.alloc_failures += 1;
                             self.insert(pfn, 0, false, What::Lost, Pfn(0), None);
@@ -1016,7 +1073,12 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     let boot_seconds = t.elapsed().as_secs_f64();
     let pfns = start.kpage.len().max(end.as_ref().map_or(0, |e| e.kpage.len()));
     let linux_bytes = census.total * 64;
-    let mut r = Replayer::new(&m, pfns, linux_bytes)?;
+    let cpu = m.cpus().claim(0).context("claiming CPU 0 to set up the kernel allocators")?;
+    let caches = m.mm_caches(&cpu).map_err(|e| anyhow::anyhow!("mm caches of the replay: {e}"))?;
+    let kmm = caches.mm_create(&cpu, MmKind::Kernel).map_err(|e| anyhow::anyhow!("kernel mm of the replay: {e}"))?;
+    let kernel = Kernel::new(&m, &cpu, &kmm)?;
+    drop(cpu);
+    let mut r = Replayer::new(&m, &kernel, pfns, linux_bytes)?;
     let t = Instant::now();
     r.load_start(&runs);
     drop(runs);
@@ -1098,6 +1160,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
                     }
                 }
             }
+            What::NetPool => pages[Kind::Other as usize] += live,
             What::Lost => {}
         }
     }
@@ -1116,6 +1179,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
                     What::Folio(FolioKind::Anon) => "anon",
                     What::Folio(FolioKind::File) => "file",
                     What::LinuxSlab => "slab",
+                    What::NetPool => "other",
                     What::Lost => "lost",
                 }
             };
@@ -1129,7 +1193,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     let mut confusion: Vec<((&'static str, &'static str), u64)> = confusion.into_iter().collect();
     confusion.sort_by_key(|c| std::cmp::Reverse(c.1));
     confusion.truncate(10);
-    let vmalloc_pages: u64 = r.vmaps.values().map(|v| v.len() as u64).sum();
+    let vmalloc_pages: u64 = r.vmalloc.stats().pages;
     let (desc_slab, our_slab) = r.slab_pages();
     let mut slab_caches: Vec<(String, u64, u64, u64)> = Vec::new();
     m.for_each_cache(|c| {
@@ -1151,12 +1215,12 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         ("slab".into(), our_slab + pages[Kind::Slab as usize], endk(Kind::Slab),
          "our slab's pages for the replayed objects plus Linux's start-state slab pages still live; objects allocated before the trace are unknown, so their frees free nothing and partial slabs pack differently"),
         ("page_table".into(), pages[Kind::PageTable as usize], endk(Kind::PageTable),
-         "start-state page tables plus trace pages whose GFP flags look like page tables (GFP_KERNEL[_ACCOUNT]|__GFP_ZERO, order 0)"),
+         "start-state page tables plus trace pages whose GFP flags look like page tables (GFP_KERNEL[_ACCOUNT]|__GFP_ZERO, order 0); the replay's own kernel page tables (mapping its vmalloc areas) are in no row"),
         ("reserved".into(), pages[Kind::Reserved as usize] + m.reserved_pages().saturating_sub(m.boot_pages()), endk(Kind::Reserved),
          "start-state reserved pages, plus the gaps between regions the simulated layout keeps reserved"),
         ("other".into(), pages[Kind::Other as usize] + pages[Kind::ZeroPage as usize] + pages[Kind::Offline as usize] + pages[Kind::HwPoison as usize] + vmalloc_pages,
          endk(Kind::Other).map(|o| o + endk(Kind::ZeroPage).unwrap_or(0) + endk(Kind::Offline).unwrap_or(0) + endk(Kind::HwPoison).unwrap_or(0)),
-         "raw kernel pages (including vmalloc areas as raw pages); page-table pages the GFP heuristic missed land here"),
+         "raw kernel pages, page_pool pages (netmem) and the pages of live vmalloc areas (VmallocDesc); page-table pages the GFP heuristic missed land here"),
         ("memdesc_metadata".into(), desc_slab + m.boot_pages(), None,
          "memdesc's memmap (boot allocator) and descriptor caches; Linux's struct pages sit in memory it reports as reserved or outside the zones"),
     ];
@@ -1532,7 +1596,12 @@ mod tests {
         )
         .unwrap();
         let free0 = m.nr_free_pages();
-        let mut r = Replayer::new(&m, 1 << 18, 64 << 18).unwrap();
+        let cpu = m.cpus().claim(0).unwrap();
+        let caches = m.mm_caches(&cpu).unwrap();
+        let kmm = caches.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let kernel = Kernel::new(&m, &cpu, &kmm).unwrap();
+        drop(cpu);
+        let mut r = Replayer::new(&m, &kernel, 1 << 18, 64 << 18).unwrap();
         let alloc =
             |pfn, order, mt, gfp| Event::PageAlloc { pfn: Some(pfn), order, migratetype: mt, gfp: LinuxGfp(gfp) };
         // A file page: allocated raw, added to the page cache at byte offset 8192 (index 2),
@@ -1600,7 +1669,11 @@ mod tests {
         r.event(&Event::Kfree { call_site: "f", ptr: 0x777 });
         // A page_pool page allocated in bulk (no page event), then freed.
         r.event(&Event::PagePoolHold { pool: 1, netmem: 2, pfn: 0x5000, hold: 1 });
-        assert!(r.entry_at(0x5000).is_some());
+        let i = r.entry_at(0x5000).unwrap();
+        assert_eq!(r.entries[i as usize].what, What::NetPool);
+        let np = r.entries[i as usize].sim;
+        assert!(matches!(m.memmap().load(m.platform(), np).unwrap().word.kind(), memdesc::word::PageKind::NetPool(_)));
+        assert_eq!(r.pool.stats().live, 1);
         r.event(&Event::PagePoolRelease { pool: 1, netmem: 2, pfn: 0x5000, release: 1 });
         r.event(&Event::PageFree { pfn: 0x5000, order: 0 });
         // A free nobody allocated; a vmap area.
@@ -1613,8 +1686,17 @@ mod tests {
             vend: u64::MAX,
             failed: false,
         });
-        assert_eq!(r.vmaps[&0x1000_0000].len(), 4, "less the guard page");
+        assert_eq!(r.pool.stats().live, 0, "the page's free puts the netmem back");
+        let a = r.vmaps[&0x1000_0000].as_ref().unwrap();
+        assert_eq!(a.nr_pages(), 4, "less the guard page");
+        let vp = r.vmalloc.pfn_at(a, 3).unwrap();
+        assert_eq!(m.memmap().load(m.platform(), vp).unwrap().word.tag(), Some(memdesc::word::Tag::VmallocUnmappable));
+        assert_eq!(r.vmalloc.vmalloc_to_pfn(a.addr() + 3 * PAGE_SIZE), Ok(vp), "mapped by a kernel PTE");
+        assert_eq!(r.vmalloc.stats(), memdesc::vmalloc::VmallocStats { areas: 1, pages: 4 });
         r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });
+        assert_eq!(r.vmalloc.stats().areas, 0);
+        r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });
+        assert_eq!(r.skipped.get("vmap area free: allocated before the trace"), Some(&1));
 
         assert_eq!(r.alloc_failures, 0);
         assert_eq!(r.unmatched_frees, 1);
