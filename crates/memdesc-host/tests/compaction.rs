@@ -184,7 +184,15 @@ fn lockless_lookups_race_migration() {
         });
         let cpu = m.cpus().claim(0).unwrap();
         let (mut migrated, mut busy) = (0u64, 0u64);
-        for r in 0..rounds {
+        // The reader pins folios all the time, so a migration may find its folio busy; on a
+        // loaded host that can happen many times in a row. Keep going (bounded) until at least
+        // one migration got through, so the race is really exercised.
+        let mut r = 0;
+        while (r < rounds || migrated == 0) && r < rounds * 1000 {
+            if r >= rounds {
+                std::thread::yield_now();
+            }
+            r += 1;
             let g = space.lookup(&cpu, (r % N) * 2).unwrap();
             let pfn = g.flags.pfn();
             m.folio_put(&cpu, g).unwrap();
