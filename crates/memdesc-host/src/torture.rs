@@ -816,10 +816,16 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             Live::Zs { h, size, id } => {
                 self.arg(size as u64);
                 let zs = &self.shared.zs;
-                let bad = match zs.map_read(self.cpu, h) {
-                    // SAFETY: the object's bytes, mapped.
-                    Ok(r) => unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
-                    Err(e) => return Outcome::Violation(format!("zs map_read of a live object: {e}")),
+                // Mapping an object that straddles pages takes a bounce buffer, which fault
+                // injection may refuse: retry.
+                let mut tries = 0;
+                let bad = loop {
+                    match zs.map_read(self.cpu, h) {
+                        // SAFETY: the object's bytes, mapped.
+                        Ok(r) => break unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
+                        Err(ZsError::NoMemory(e)) if is_alloc_failure(e) && tries < 1000 => tries += 1,
+                        Err(e) => return Outcome::Violation(format!("zs map_read of a live object: {e}")),
+                    }
                 };
                 self.corrupted += bad;
                 match zs.free(self.cpu, h) {
@@ -1596,6 +1602,10 @@ fn op_mm_split_pmd(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 /// Forks this CPU's mm (every mapped folio becomes shared), keeping at most two children.
 fn op_mm_fork(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    // A fork copies every table of the mm: rarely.
+    if w.below(8) != 0 {
+        return Outcome::Skipped;
+    }
     if w.children.len() >= 2 {
         return op_mm_child_drop(w);
     }
@@ -1693,7 +1703,9 @@ fn op_vmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
             w.push(Live::Vmalloc { va, size, id });
             Outcome::Done
         }
-        Err(VmallocError::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
+        Err(VmallocError::NoMemory(e) | VmallocError::PageTable(MapError::NoMemory(e))) if is_alloc_failure(e) => {
+            Outcome::Failed
+        }
         Err(VmallocError::NoVirtualSpace { .. }) => Outcome::Failed,
         Err(e) => Outcome::Violation(format!("vmalloc({size}): {e}")),
     }
@@ -1772,6 +1784,12 @@ fn op_zs_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
             match zs.map_write(w.cpu, h) {
                 // SAFETY: the object's bytes, mapped for writing.
                 Ok(mut o) => unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) },
+                Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => {
+                    return match zs.free(w.cpu, h) {
+                        Ok(()) => Outcome::Failed,
+                        Err(e) => Outcome::Violation(format!("free of an unmapped fresh object: {e}")),
+                    };
+                }
                 Err(e) => return Outcome::Violation(format!("map_write of a fresh object: {e}")),
             }
             w.push(Live::Zs { h, size, id });

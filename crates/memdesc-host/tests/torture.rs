@@ -1,5 +1,5 @@
 //! The torture engine in the normal suite: short seeded runs on one and two CPUs with fault
-//! injection must end clean, and one CPU replays exactly from its seed.
+//! injection (and hwpoison injection) must end clean, and one CPU replays exactly from its seed.
 
 use memdesc_host::torture::{run, TortureConfig, TortureReport};
 
@@ -51,6 +51,28 @@ fn two_cpus_with_fault_injection_are_clean() {
     let r = short(2, 5, 6000, 0.05);
     assert_clean(&r);
     assert_eq!(r.ops, 12000);
+}
+
+#[test]
+fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
+    for threads in [1, 2] {
+        let cfg = TortureConfig {
+            threads,
+            seed: 23,
+            duration: None,
+            max_ops: Some(4000),
+            fail_rate: 0.01,
+            poison_rate: 0.02,
+            check_every: 500,
+            max_live_pages: 4096,
+            ..TortureConfig::default()
+        };
+        let r = run(&cfg).unwrap();
+        assert_clean(&r);
+        assert!(r.poisoned_pages > 0, "{threads} CPUs: pages were poisoned");
+        assert!(r.poison_refused > 0, "two-level pfns are refused, not violations");
+        assert!(r.hwpoison_pages > 0 && r.hwpoison_pages <= r.poisoned_pages, "{r:?}");
+    }
 }
 
 mod op_sequences {
