@@ -412,9 +412,9 @@ pub struct Worker<'m, 'c, 's> {
 
 /// Start and 2 MiB slots of each CPU's anon VMA, and of its pfn VMA.
 const ANON_BASE: u64 = 0x4000_0000;
-const ANON_SLOTS: u64 = 256;
+const ANON_SLOTS: u64 = 48;
 const DEV_BASE: u64 = 0x8000_0000;
-const DEV_SLOTS: u64 = 64;
+const DEV_SLOTS: u64 = 16;
 
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -424,21 +424,49 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Bytes of the pattern source; a key's pattern is a window of it.
+const PAT_LEN: usize = 1 << 17;
+/// Window offsets: a key picks one of this many; windows are at most `PAT_LEN - PAT_SPAN`.
+const PAT_SPAN: usize = 1 << 16;
+/// Longest window: longer memory is patterned in chunks, each with its own key.
+const PAT_CHUNK: usize = PAT_LEN - PAT_SPAN;
+
+/// The pattern source: 128 KiB of pseudo-random bytes, the same for every run. A key's pattern
+/// is the window starting at `key % PAT_SPAN`, so filling and verifying are one `memcpy` and
+/// one `memcmp` (fast in debug builds too, where a per-word loop is not); two keys share a
+/// window with probability 2^-16 per page or object.
+fn pattern_source() -> &'static [u8] {
+    static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    P.get_or_init(|| (0..PAT_LEN / 8).flat_map(|i| mix(i as u64 ^ 0x7061_7474).to_le_bytes()).collect())
+}
+
+/// Zeroes to compare against.
+static ZEROES: [u8; PAT_CHUNK] = [0; PAT_CHUNK];
+
+/// The window of chunk `c` of `key`'s pattern, `len` bytes.
+fn window(key: u64, c: usize, len: usize) -> &'static [u8] {
+    let o = (mix(key ^ (c as u64).wrapping_mul(GAMMA)) % PAT_SPAN as u64) as usize;
+    &pattern_source()[o..o + len]
+}
+
 /// Writes the pattern of `key` into `len` bytes at `p`.
 ///
 /// # Safety
 /// `p..p+len` is memory the caller owns.
 unsafe fn fill_raw(p: *mut u8, len: usize, key: u64) {
-    let words = len / 8;
-    for i in 0..words {
-        // SAFETY: inside the caller's memory.
-        unsafe { p.add(i * 8).cast::<u64>().write_unaligned(key.wrapping_add((i as u64).wrapping_mul(GAMMA))) };
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
+        // SAFETY: inside the caller's memory; the window is another allocation.
+        unsafe { std::ptr::copy_nonoverlapping(window(key, c, n).as_ptr(), p.add(c * PAT_CHUNK), n) };
     }
-    let last = key.wrapping_add((words as u64).wrapping_mul(GAMMA)).to_le_bytes();
-    for (j, b) in last.iter().enumerate().take(len - words * 8) {
-        // SAFETY: as above.
-        unsafe { p.add(words * 8 + j).write(*b) };
+}
+
+/// Bytes of `got` that differ from `want` (equal lengths).
+fn diff_bytes(got: &[u8], want: &[u8]) -> u64 {
+    if got == want {
+        return 0;
     }
+    got.iter().zip(want).filter(|(a, b)| a != b).count() as u64
 }
 
 /// Bytes of `len` at `p` that do not hold the pattern of `key`.
@@ -446,20 +474,12 @@ unsafe fn fill_raw(p: *mut u8, len: usize, key: u64) {
 /// # Safety
 /// As [`fill_raw`].
 unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
-    let words = len / 8;
     let mut bad = 0;
-    for i in 0..words {
-        let want = key.wrapping_add((i as u64).wrapping_mul(GAMMA));
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
         // SAFETY: inside the caller's memory.
-        let got = unsafe { p.add(i * 8).cast::<u64>().read_unaligned() };
-        if got != want {
-            bad += (got ^ want).to_le_bytes().iter().filter(|&&b| b != 0).count() as u64;
-        }
-    }
-    let last = key.wrapping_add((words as u64).wrapping_mul(GAMMA)).to_le_bytes();
-    for (j, b) in last.iter().enumerate().take(len - words * 8) {
-        // SAFETY: as above.
-        bad += (unsafe { p.add(words * 8 + j).read() } != *b) as u64;
+        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
+        bad += diff_bytes(got, window(key, c, n));
     }
     bad
 }
@@ -469,8 +489,14 @@ unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
 /// # Safety
 /// As [`fill_raw`].
 unsafe fn nonzero_raw(p: *const u8, len: usize) -> u64 {
-    // SAFETY: the caller's memory.
-    unsafe { std::slice::from_raw_parts(p, len) }.iter().filter(|&&b| b != 0).count() as u64
+    let mut bad = 0;
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
+        // SAFETY: the caller's memory.
+        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
+        bad += diff_bytes(got, &ZEROES[..n]);
+    }
+    bad
 }
 
 /// What a CPU reports when it is done.
@@ -705,6 +731,20 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             }
         }
         None
+    }
+
+    /// Takes a random held object matching `pred`, looking at all of them (for kinds that
+    /// are a small share of the live set).
+    pub fn take_scan(&mut self, pred: impl Fn(&Live<'m>) -> bool) -> Option<Live<'m>> {
+        let n = self.live.len();
+        if n == 0 {
+            return None;
+        }
+        let s = self.below(n as u64) as usize;
+        let i = (0..n).map(|k| (s + k) % n).find(|&i| pred(&self.live[i]))?;
+        let l = self.live.swap_remove(i);
+        self.live_pages -= l.pages();
+        Some(l)
     }
 
     /// Whether this CPU holds more than its budget.
@@ -1538,7 +1578,7 @@ fn map_outcome(e: MapError) -> Outcome {
 /// Maps a fresh patterned anon folio into a free 2 MiB slot of this CPU's mm: by PTEs (order
 /// 0–4) or by one PMD (order 9).
 fn op_mm_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let pmd = w.below(16) == 0;
+    let pmd = w.below(8) == 0;
     let order = if pmd { 9 } else { w.below(5) as u32 };
     if w.over_budget(1 << order) {
         return op_free_any(w);
@@ -1576,7 +1616,7 @@ fn op_mm_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
 }
 
 fn op_mm_unmap(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    match w.take(|l| matches!(l, Live::Mapped { .. } | Live::MapDev { .. })) {
+    match w.take_scan(|l| matches!(l, Live::Mapped { .. } | Live::MapDev { .. })) {
         Some(l) => w.release(l),
         None => Outcome::Skipped,
     }
@@ -1584,7 +1624,8 @@ fn op_mm_unmap(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 /// Splits a PMD mapping into 512 PTEs (the folio's mapcount grows by 511).
 fn op_mm_split_pmd(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let Some(Live::Mapped { f, va, order, id, .. }) = w.take(|l| matches!(l, Live::Mapped { pmd: true, .. })) else {
+    let Some(Live::Mapped { f, va, order, id, .. }) = w.take_scan(|l| matches!(l, Live::Mapped { pmd: true, .. }))
+    else {
         return Outcome::Skipped;
     };
     w.arg(va);
@@ -2587,6 +2628,19 @@ mod tests {
             buf[36] ^= 0xff;
             assert_eq!(verify_raw(buf.as_ptr(), 37, 99), 2);
             assert!(verify_raw(buf.as_ptr(), 37, 0xDEAD_BEEF_1234_5678) > 30, "another object's pattern");
+        }
+        // Longer than a window: chunks, each checked.
+        let n = PAT_CHUNK * 2 + 100;
+        let mut big = vec![0u8; n];
+        // SAFETY: our buffer.
+        unsafe {
+            assert_eq!(nonzero_raw(big.as_ptr(), n), 0);
+            fill_raw(big.as_mut_ptr(), n, 5);
+            assert_eq!(verify_raw(big.as_ptr(), n, 5), 0);
+            big[PAT_CHUNK + 1] ^= 0x10;
+            big[n - 1] ^= 1;
+            assert_eq!(verify_raw(big.as_ptr(), n, 5), 2);
+            assert!(nonzero_raw(big.as_ptr(), n) > n as u64 / 2);
         }
     }
 
