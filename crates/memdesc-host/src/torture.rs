@@ -2427,6 +2427,11 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         if barrier.wait().is_leader() {
                             shared.poison_events.lock().unwrap().clear();
                             global_check(m, gv);
+                            if let Err(v) = shared.zs.verify() {
+                                let mut o = gv.lock().unwrap();
+                                o.0 += 1;
+                                o.1.push(format!("zsmalloc verify: {v:?}"));
+                            }
                             checks.fetch_add(1, Ordering::Relaxed);
                             let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
                             let out_of_ops = cfg.max_ops.is_some_and(|max| done >= max) || w.exhausted();

@@ -75,6 +75,42 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
     }
 }
 
+/// The descriptor checker counts page-table, vmalloc, page_pool and mappable blocks, and they
+/// go when freed.
+#[test]
+fn check_descriptors_covers_every_block_kind() {
+    use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
+    use memdesc::pgtable::MmKind;
+    use memdesc::vmalloc::{Unmappable, VmallocSpace};
+    use memdesc::{Config, Gfp};
+    let m = memdesc_host::boot(
+        &memdesc_host::torture::torture_layout(),
+        Config { nr_cpus: 1, debug_checks: true, ..Config::default() },
+    )
+    .unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let before = m.check_descriptors().unwrap().others;
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let vm = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
+    let area = vm.vmalloc::<Unmappable>(&cpu, 3 * 4096, Gfp::KERNEL).unwrap();
+    let pool = PagePool::new(&m, &cpu, PoolParams::default()).unwrap();
+    let n = pool.alloc(&cpu).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap();
+    let r = m.check_descriptors().unwrap();
+    // 3 vmalloc pages, a page_pool block, a mappable block, and page tables of kmm.
+    assert!(r.others >= before + 5 + 1, "{r:?}");
+    assert!(r.other_pages >= 3 + 1 + 4 + 1, "{r:?}");
+    pp_put_pfn(&m, &cpu, n.pfn()).unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    vm.vfree_area(&cpu, area).unwrap();
+    assert_eq!(pool.destroy(&cpu), memdesc::page_pool::Destroyed::Now);
+    vm.destroy(&cpu).map_err(|(_, e)| e).unwrap();
+    kmm.destroy(&cpu);
+    mms.destroy(&cpu).unwrap();
+    assert_eq!(m.check_descriptors().unwrap().others, before, "all gone");
+}
+
 mod op_sequences {
     use memdesc_host::torture::run_script;
     use proptest::prelude::*;
