@@ -71,6 +71,7 @@ struct Json<'a> {
     poison_ignored: u64,
     poison_refused: u64,
     hwpoison_pages: u64,
+    poison_lost_objects: u64,
     poison_available: bool,
     fail_rate: f64,
     poison_rate: f64,
@@ -147,6 +148,7 @@ pub fn run(args: &TortureArgs) -> Result<()> {
             poison_ignored: r.poison_ignored,
             poison_refused: r.poison_refused,
             hwpoison_pages: r.hwpoison_pages,
+            poison_lost_objects: r.poison_lost_objects,
             poison_available: r.poison_available,
             fail_rate: args.fail_rate,
             poison_rate: args.poison_rate,
@@ -202,8 +204,8 @@ fn print_table(r: &TortureReport, args: &TortureArgs, ops_per_sec: f64) {
     println!("injected_failures: {} (fail rate {})", r.injected_failures, args.fail_rate);
     let avail = if r.poison_available { "" } else { ", hwpoison not plugged in yet" };
     println!(
-        "poisoned_pages: {} (poison rate {}{avail}; {} left in place, {} refused; {} HwPoison pages at the end)",
-        r.poisoned_pages, args.poison_rate, r.poison_ignored, r.poison_refused, r.hwpoison_pages
+        "poisoned_pages: {} (poison rate {}{avail}; {} left in place, {} refused; {} held objects lost; {} HwPoison pages at the end)",
+        r.poisoned_pages, args.poison_rate, r.poison_ignored, r.poison_refused, r.poison_lost_objects, r.hwpoison_pages
     );
     println!("violations: {}", r.violations);
     println!("lost_pages: {}", r.lost_pages);

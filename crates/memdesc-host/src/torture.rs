@@ -145,6 +145,8 @@ pub struct TortureReport {
     pub poison_refused: u64,
     /// Pages whose word is `HwPoison` at the end (left out of `lost_pages`).
     pub hwpoison_pages: u64,
+    /// Held objects the poison destroyed, dropped as lost (not verified, not leaked).
+    pub poison_lost_objects: u64,
     /// Quiescent points checked.
     pub checks: u64,
     /// Wall time of the operations.
@@ -399,6 +401,7 @@ pub struct Worker<'m, 'c, 's> {
     poisoned: u64,
     poison_ignored: u64,
     poison_refused: u64,
+    poison_lost: u64,
     /// Poison injections drawn since the last quiescent point.
     pending_poison: u64,
     /// This CPU's address space (a process), its anon and pfn VMAs cut into free 2 MiB slots.
@@ -507,6 +510,7 @@ struct WorkerResult {
     poisoned: u64,
     poison_ignored: u64,
     poison_refused: u64,
+    poison_lost: u64,
     messages: Vec<String>,
     first_violation_log: Option<Vec<String>>,
     log_tail: Vec<String>,
@@ -540,6 +544,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             poisoned: 0,
             poison_ignored: 0,
             poison_refused: 0,
+            poison_lost: 0,
             pending_poison: 0,
             mm: None,
             children: vec![],
@@ -557,6 +562,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             poisoned: self.poisoned,
             poison_ignored: self.poison_ignored,
             poison_refused: self.poison_refused,
+            poison_lost: self.poison_lost,
             log_tail: self.log_tail(),
             messages: self.messages,
             first_violation_log: self.first_violation_log,
@@ -1938,7 +1944,7 @@ fn op_balloon(w: &mut Worker<'_, '_, '_>) -> Outcome {
 }
 
 /// The flat regions offlining may take (aligned to `2^max_order` pages).
-const OFFLINE_RANGES: [(u64, u64); 2] = [(0x10000, 0x18000), (0x10_0000, 0x10_4000)];
+const OFFLINE_RANGES: [(u64, u64); 2] = [(0x8000, 0x10000), (0x10_0000, 0x10_4000)];
 
 /// Offlines 1–2 max-order blocks of a flat region (at most two ranges offline at a time), or
 /// onlines one. Something unmovable in the range is a clean failure, not a violation.
@@ -2086,6 +2092,7 @@ impl<'m> Worker<'m, '_, '_> {
                     continue;
                 }
                 let l = list.swap_remove(k);
+                self.poison_lost += 1;
                 match l {
                     Live::Folio { f, refs, order, id, off } => {
                         self.drop_lost_folio(f.flags.pfn(), order, refs, id, off, bad);
@@ -2214,8 +2221,8 @@ pub fn torture_layout() -> MemoryLayout {
     let mut l = MemoryLayout::new();
     let spec = |s: u64, e: u64, node, mapped, layout| RegionSpec { start: Pfn(s), end: Pfn(e), node, mapped, layout };
     l.add_region(spec(1, 0x9f, 0, true, MemmapLayout::Flat)).expect("layout");
-    l.add_region(spec(0x100, 0x10000, 0, true, MemmapLayout::TwoLevel)).expect("layout");
-    l.add_region(spec(0x10000, 0x18000, 1, true, MemmapLayout::Flat)).expect("layout");
+    l.add_region(spec(0x100, 0x10000, 0, true, MemmapLayout::Flat)).expect("layout");
+    l.add_region(spec(0x10000, 0x18000, 1, true, MemmapLayout::TwoLevel)).expect("layout");
     l.add_region(spec(0x10_0000, 0x10_4000, 1, false, MemmapLayout::Flat)).expect("layout");
     l.movable_from(Pfn(0x10_0000));
     l.reserve(Pfn(0x100), Pfn(0x200)).expect("layout");
@@ -2503,6 +2510,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         report.poisoned_pages += w.poisoned;
         report.poison_ignored += w.poison_ignored;
         report.poison_refused += w.poison_refused;
+        report.poison_lost_objects += w.poison_lost;
         report.messages.extend(w.messages.iter().cloned());
         for (a, b) in report.per_op.iter_mut().zip(&w.stats) {
             a.runs += b.runs;
