@@ -55,6 +55,7 @@ fn two_cpus_with_fault_injection_are_clean() {
 
 #[test]
 fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
+    let mut lost = 0;
     for threads in [1, 2] {
         let cfg = TortureConfig {
             threads,
@@ -62,7 +63,7 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
             duration: None,
             max_ops: Some(4000),
             fail_rate: 0.01,
-            poison_rate: 0.02,
+            poison_rate: 0.1,
             check_every: 500,
             max_live_pages: 4096,
             ..TortureConfig::default()
@@ -72,7 +73,9 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
         assert!(r.poisoned_pages > 0, "{threads} CPUs: pages were poisoned");
         assert!(r.poison_refused > 0, "two-level pfns are refused, not violations");
         assert!(r.hwpoison_pages > 0 && r.hwpoison_pages <= r.poisoned_pages, "{r:?}");
+        lost += r.poison_lost_objects;
     }
+    assert!(lost > 0, "poison hit held objects, which were dropped as lost");
 }
 
 /// The descriptor checker counts page-table, vmalloc, page_pool and mappable blocks, and they
