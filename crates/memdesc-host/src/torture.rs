@@ -9,20 +9,56 @@
 //! `fn(&mut Worker) -> Outcome`. A worker picks an op by weight, runs it and logs it. Objects
 //! an op allocates are [`Live`] records on the worker's list, each with an `id` from which its
 //! byte pattern derives; the free ops pick one, verify its pattern ([`Worker::verify`]) and free
-//! it. **A new subsystem plugs in** (page tables, vmalloc, page_pool, zsmalloc/z3fold,
-//! compaction, hwpoison, balloon/offline) by:
+//! it. The table covers the page allocator (all orders and flags, guard pages), kmalloc and
+//! slab caches, folios (refs, LRU, flags, split), the page cache, descriptor lookup under RCU,
+//! page tables (anon folios mapped into each CPU's own `Mm` by PTEs or a PMD, `split_pmd`,
+//! forks that share them, destroyed later; mappable driver memory in a pfn VMA), vmalloc,
+//! page_pool blocks and fragments, zsmalloc and z3fold objects with pool compaction and
+//! `zs_migrate_page` under them, zone compaction, balloon inflate/deflate and offlining /
+//! onlining of flat ranges (an unmovable page in the range is a clean failure, counted as
+//! `failed`). Each CPU's `Mm` has an anon VMA and a pfn VMA cut into 2 MiB slots, one mapping
+//! per slot. **A new subsystem plugs in** by:
 //!
 //! 1. adding a [`Live`] variant for the objects it hands out, with its arm in
 //!    [`Worker::release`] (verify the pattern, free, expect `Ok`) and in [`Live::pages`];
 //! 2. adding its rows to [`OPS`]: an allocating op that fills the memory with
 //!    [`Worker::fill`] and pushes the `Live`, a freeing op that calls [`Worker::release`], and
-//!    any op that only exercises it (compaction, balloon inflate/deflate, range offlining: ops
-//!    that hold nothing afterwards just return an [`Outcome`]);
+//!    any op that only exercises it (ops that hold nothing afterwards just return an
+//!    [`Outcome`]);
 //! 3. if it has invariants of its own, checking them in `Worker::local_check` (per CPU, at
 //!    every quiescent point) or in `global_check` (leader only);
-//! 4. hwpoison: fill in [`POISON_HOOK`], which the engine calls with probability
-//!    `poison_rate` per op and whose poisoned pages it reports as `poisoned_pages`. Until that
-//!    subsystem lands the hook is `None` and `poisoned_pages` is honestly 0.
+//! 4. if `memory_failure` can destroy its objects, dropping them in `Worker::drop_poisoned`.
+//!
+//! # Patterns and moving memory
+//!
+//! A pattern is a window of a fixed 128 KiB pseudo-random source chosen by the key (one
+//! `memcpy` to fill, one `memcmp` to verify, so debug builds run fast too). Raw pages are keyed
+//! by pfn; folios, mapped memory and objects by their id and page index, because compaction,
+//! offlining and migration move an unmapped folio under its owner. The owner touches a held
+//! folio's pages only under the folio lock ([`Worker::lock_folio`]), which migration will not
+//! take a folio from; the split op freezes the references, which migration also needs.
+//!
+//! # hwpoison
+//!
+//! [`POISON_HOOK`] calls `memory_failure` at a uniformly random pfn of the machine (any kind of
+//! page, as a machine check picks it). Each op draws with probability `poison_rate`; the draws
+//! are injected at the next quiescent point, one CPU at a time with the others stopped, and
+//! then every CPU drops the held objects the events destroyed (`poison_lost_objects`): a
+//! poisoned folio's surviving pieces are verified and put, the poisoned piece put unverified
+//! (its last put retires it), a poisoned slab's objects freed unverified (which retires the
+//! slab when empty). `poisoned_pages` counts pages retired (now or at the owner's last put);
+//! calls that left kernel memory in place are `poison_ignored`, typed refusals (two-level
+//! region, kinds whose handler is not wired, busy, already poisoned) `poison_refused`, neither
+//! a violation. At the end `lost_pages` leaves out the pages whose word is `HwPoison`
+//! (`hwpoison_pages`), and every other page must be back.
+//!
+//! # Invariants at quiescent points
+//!
+//! Per CPU: held folios' refcounts equal the references taken; every mapped folio's mapcount
+//! equals the entries the reverse map finds (`rmap_walk` over this CPU's mm and its forks) and
+//! its refcount those entries plus the owner's; files' trees verify and cached folios hold
+//! exactly the cache's reference. Leader: the allocator checker, `check_descriptors` (every
+//! block descriptor kind against its words) and the zsmalloc pool's own `verify`.
 //!
 //! # Reproducibility
 //!
@@ -1746,7 +1782,8 @@ fn op_vmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
                     r => return Outcome::Violation(format!("page {i} of area {va:#x}: {r:?}")),
                 }
             }
-            std::mem::forget(area);
+            // Freed by address (`vfree`), like a caller that kept only the pointer.
+            let _ = area;
             w.push(Live::Vmalloc { va, size, id });
             Outcome::Done
         }
