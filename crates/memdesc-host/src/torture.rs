@@ -721,6 +721,41 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         }
     }
 
+    /// Takes another reference to a folio this CPU holds one of. Migration borrows a sole
+    /// holder's reference while it moves the folio (it freezes the count from 1 to 0 and puts
+    /// it back): wait for it instead of incrementing a frozen count.
+    pub fn get_owned(&self, f: &Folio) {
+        let mut n = 0u32;
+        while !f.counts.try_get() {
+            n += 1;
+            if n == 1 << 20 {
+                // Not a migration: take it anyway and let the quiescent check report it.
+                self.m.folio_get(f);
+                return;
+            }
+            if n % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Drops a reference this CPU holds (see [`Worker::get_owned`]): a count frozen by a
+    /// migration in flight is waited for; a count that stays 0 is the error it is.
+    pub fn put_owned(&self, f: &Folio) -> Result<bool, FolioError> {
+        let mut n = 0u32;
+        loop {
+            match self.m.folio_put(self.cpu, f) {
+                Err(FolioError::NoReference) if n < 1 << 20 => {
+                    n += 1;
+                    if n % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Drops the lock [`Worker::lock_folio`] took.
     pub fn unlock_folio(&self, f: &Folio) {
         self.m.folio_unlock(f);
@@ -833,7 +868,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     m.lru_del(f);
                 }
                 for i in 0..refs {
-                    match m.folio_put(self.cpu, f) {
+                    match self.put_owned(f) {
                         // With other CPUs, a lockless reader's pin may make its put the last.
                         Ok(freed) if freed == (i + 1 == refs) || (self.shared.threads > 1 && !freed) => {}
                         r => {
@@ -854,7 +889,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 }
                 self.slots.push(va);
                 // Forks may still map it.
-                match m.folio_put(self.cpu, f) {
+                match self.put_owned(f) {
                     Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("put of a mapped folio's reference: {e}")),
                 }
@@ -1282,12 +1317,12 @@ fn op_folio_ref(w: &mut Worker<'_, '_, '_>) -> Outcome {
     };
     w.arg(f.flags.pfn().0);
     let refs = if refs > 1 && w.below(2) == 0 {
-        match w.m.folio_put(w.cpu, f) {
+        match w.put_owned(f) {
             Ok(false) => refs - 1,
             r => return Outcome::Violation(format!("put of one of {refs} references: {r:?}")),
         }
     } else if refs < 4 {
-        w.m.folio_get(f);
+        w.get_owned(f);
         refs + 1
     } else {
         refs
@@ -1414,7 +1449,7 @@ fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
     let file = w.file_by_space(space);
     let r = file.space.insert(w.cpu, f, index);
-    let put = w.m.folio_put(w.cpu, f);
+    let put = w.put_owned(f);
     match (r, put) {
         (Ok(()), Ok(false)) => Outcome::Done,
         (Err(PageCacheError::Occupied { .. }), Ok(true)) => Outcome::Skipped,
@@ -1461,7 +1496,7 @@ fn op_pc_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
         out = Outcome::Violation(format!("lookup({index}) found a folio at {fi} of order {order}"));
     }
     w.verify_cached(fid, f);
-    if let Err(e) = w.m.folio_put(w.cpu, f) {
+    if let Err(e) = w.put_owned(f) {
         out = Outcome::Violation(format!("put of a lookup reference: {e}"));
     }
     out
@@ -1479,7 +1514,7 @@ fn op_pc_delete(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let r = file.space.delete(w.cpu, f);
     w.verify_cached(fid, f);
     let shared = w.shared.threads > 1;
-    let put = w.m.folio_put(w.cpu, f);
+    let put = w.put_owned(f);
     match (r, put) {
         (Ok(false), Ok(_)) => Outcome::Done,
         // Another CPU deleted or truncated it first.
@@ -1564,7 +1599,7 @@ fn op_rcu_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
             out = Outcome::Violation(format!("pfn {pfn} names a pinned folio covering {fp}+{order}"));
         }
     }
-    if let Err(e) = m.folio_put(w.cpu, f) {
+    if let Err(e) = w.put_owned(f) {
         out = Outcome::Violation(format!("dropping an RCU pin: {e}"));
     }
     out
@@ -1648,7 +1683,7 @@ fn op_mm_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
         }
         Err(e) => {
             w.slots.push(va);
-            let put = w.m.folio_put(w.cpu, f);
+            let put = w.put_owned(f);
             match (map_outcome(e), put) {
                 (o, Ok(true)) => o,
                 (_, r) => Outcome::Violation(format!("put of a folio whose map failed with {e}: {r:?}")),
@@ -2087,7 +2122,7 @@ impl<'m> Worker<'m, '_, '_> {
                 self.m.lru_del(piece);
             }
             for _ in 0..refs {
-                if let Err(e) = self.m.folio_put(self.cpu, piece) {
+                if let Err(e) = self.put_owned(piece) {
                     self.violation(format!("put of a poisoned folio's piece {p}: {e}"));
                 }
             }
