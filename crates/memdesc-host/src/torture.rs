@@ -733,7 +733,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 self.m.folio_get(f);
                 return;
             }
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 std::thread::yield_now();
             }
         }
@@ -747,7 +747,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             match self.m.folio_put(self.cpu, f) {
                 Err(FolioError::NoReference) if n < 1 << 20 => {
                     n += 1;
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         std::thread::yield_now();
                     }
                 }
