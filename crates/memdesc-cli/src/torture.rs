@@ -30,8 +30,8 @@ pub struct TortureArgs {
     /// Fraction of allocations that fail by injection, at every allocation site.
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
-    /// Fraction of operations that inject a hardware memory error (hwpoison). Accepted and
-    /// reported; poisoned_pages stays 0 until the hwpoison subsystem is plugged in.
+    /// Fraction of operations that draw a hardware memory error (hwpoison) at a random pfn,
+    /// injected at the next quiescent point with `memory_failure`.
     #[arg(long, default_value_t = 0.0)]
     pub poison_rate: f64,
     /// Stop after this many operations per CPU instead of (or before) --seconds.
@@ -68,6 +68,10 @@ struct Json<'a> {
     corrupted_bytes: u64,
     injected_failures: u64,
     poisoned_pages: u64,
+    poison_ignored: u64,
+    poison_refused: u64,
+    hwpoison_pages: u64,
+    poison_lost_objects: u64,
     poison_available: bool,
     fail_rate: f64,
     poison_rate: f64,
@@ -141,6 +145,10 @@ pub fn run(args: &TortureArgs) -> Result<()> {
             corrupted_bytes: r.corrupted_bytes,
             injected_failures: r.injected_failures,
             poisoned_pages: r.poisoned_pages,
+            poison_ignored: r.poison_ignored,
+            poison_refused: r.poison_refused,
+            hwpoison_pages: r.hwpoison_pages,
+            poison_lost_objects: r.poison_lost_objects,
             poison_available: r.poison_available,
             fail_rate: args.fail_rate,
             poison_rate: args.poison_rate,
@@ -195,7 +203,10 @@ fn print_table(r: &TortureReport, args: &TortureArgs, ops_per_sec: f64) {
     println!("checks: {}", r.checks);
     println!("injected_failures: {} (fail rate {})", r.injected_failures, args.fail_rate);
     let avail = if r.poison_available { "" } else { ", hwpoison not plugged in yet" };
-    println!("poisoned_pages: {} (poison rate {}{avail})", r.poisoned_pages, args.poison_rate);
+    println!(
+        "poisoned_pages: {} (poison rate {}{avail}; {} left in place, {} refused; {} held objects lost; {} HwPoison pages at the end)",
+        r.poisoned_pages, args.poison_rate, r.poison_ignored, r.poison_refused, r.poison_lost_objects, r.hwpoison_pages
+    );
     println!("violations: {}", r.violations);
     println!("lost_pages: {}", r.lost_pages);
     println!("corrupted_bytes: {}", r.corrupted_bytes);

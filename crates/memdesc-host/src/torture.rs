@@ -9,20 +9,56 @@
 //! `fn(&mut Worker) -> Outcome`. A worker picks an op by weight, runs it and logs it. Objects
 //! an op allocates are [`Live`] records on the worker's list, each with an `id` from which its
 //! byte pattern derives; the free ops pick one, verify its pattern ([`Worker::verify`]) and free
-//! it. **A new subsystem plugs in** (page tables, vmalloc, page_pool, zsmalloc/z3fold,
-//! compaction, hwpoison, balloon/offline) by:
+//! it. The table covers the page allocator (all orders and flags, guard pages), kmalloc and
+//! slab caches, folios (refs, LRU, flags, split), the page cache, descriptor lookup under RCU,
+//! page tables (anon folios mapped into each CPU's own `Mm` by PTEs or a PMD, `split_pmd`,
+//! forks that share them, destroyed later; mappable driver memory in a pfn VMA), vmalloc,
+//! page_pool blocks and fragments, zsmalloc and z3fold objects with pool compaction and
+//! `zs_migrate_page` under them, zone compaction, balloon inflate/deflate and offlining /
+//! onlining of flat ranges (an unmovable page in the range is a clean failure, counted as
+//! `failed`). Each CPU's `Mm` has an anon VMA and a pfn VMA cut into 2 MiB slots, one mapping
+//! per slot. **A new subsystem plugs in** by:
 //!
 //! 1. adding a [`Live`] variant for the objects it hands out, with its arm in
 //!    [`Worker::release`] (verify the pattern, free, expect `Ok`) and in [`Live::pages`];
 //! 2. adding its rows to [`OPS`]: an allocating op that fills the memory with
 //!    [`Worker::fill`] and pushes the `Live`, a freeing op that calls [`Worker::release`], and
-//!    any op that only exercises it (compaction, balloon inflate/deflate, range offlining: ops
-//!    that hold nothing afterwards just return an [`Outcome`]);
+//!    any op that only exercises it (ops that hold nothing afterwards just return an
+//!    [`Outcome`]);
 //! 3. if it has invariants of its own, checking them in `Worker::local_check` (per CPU, at
 //!    every quiescent point) or in `global_check` (leader only);
-//! 4. hwpoison: fill in [`POISON_HOOK`], which the engine calls with probability
-//!    `poison_rate` per op and whose poisoned pages it reports as `poisoned_pages`. Until that
-//!    subsystem lands the hook is `None` and `poisoned_pages` is honestly 0.
+//! 4. if `memory_failure` can destroy its objects, dropping them in `Worker::drop_poisoned`.
+//!
+//! # Patterns and moving memory
+//!
+//! A pattern is a window of a fixed 128 KiB pseudo-random source chosen by the key (one
+//! `memcpy` to fill, one `memcmp` to verify, so debug builds run fast too). Raw pages are keyed
+//! by pfn; folios, mapped memory and objects by their id and page index, because compaction,
+//! offlining and migration move an unmapped folio under its owner. The owner touches a held
+//! folio's pages only under the folio lock ([`Worker::lock_folio`]), which migration will not
+//! take a folio from; the split op freezes the references, which migration also needs.
+//!
+//! # hwpoison
+//!
+//! [`POISON_HOOK`] calls `memory_failure` at a uniformly random pfn of the machine (any kind of
+//! page, as a machine check picks it). Each op draws with probability `poison_rate`; the draws
+//! are injected at the next quiescent point, one CPU at a time with the others stopped, and
+//! then every CPU drops the held objects the events destroyed (`poison_lost_objects`): a
+//! poisoned folio's surviving pieces are verified and put, the poisoned piece put unverified
+//! (its last put retires it), a poisoned slab's objects freed unverified (which retires the
+//! slab when empty). `poisoned_pages` counts pages retired (now or at the owner's last put);
+//! calls that left kernel memory in place are `poison_ignored`, typed refusals (two-level
+//! region, kinds whose handler is not wired, busy, already poisoned) `poison_refused`, neither
+//! a violation. At the end `lost_pages` leaves out the pages whose word is `HwPoison`
+//! (`hwpoison_pages`), and every other page must be back.
+//!
+//! # Invariants at quiescent points
+//!
+//! Per CPU: held folios' refcounts equal the references taken; every mapped folio's mapcount
+//! equals the entries the reverse map finds (`rmap_walk` over this CPU's mm and its forks) and
+//! its refcount those entries plus the owner's; files' trees verify and cached folios hold
+//! exactly the cache's reference. Leader: the allocator checker, `check_descriptors` (every
+//! block descriptor kind against its words) and the zsmalloc pool's own `verify`.
 //!
 //! # Reproducibility
 //!
@@ -38,11 +74,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use memdesc::balloon::Balloon;
 use memdesc::cpu::Cpu;
-use memdesc::desc::{Folio, PG_LRU};
+use memdesc::desc::{Folio, MappableDesc, PG_LRU};
 use memdesc::fault::{FaultConfig, FaultSites};
 use memdesc::folio::{FolioError, FolioKind};
+use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
+use memdesc::offline::OfflineError;
+use memdesc::page_pool::{pp_put_pfn, PagePool, PoolError, PoolParams};
 use memdesc::pagecache::{AddressSpaceRef, PageCacheError};
+use memdesc::pgtable::{MapError, MmCaches, MmKind, MmRef, PMD_SIZE};
+use memdesc::vmalloc::{Unmappable, VmallocError, VmallocSpace};
+use memdesc::z3fold::{Z3Error, Z3foldPool};
+use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZsPool, ZS_MAX_PAGES};
 use memdesc::{
     AllocError, CacheArgs, CacheRef, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec,
     SlabCache, PAGE_SIZE,
@@ -126,8 +170,19 @@ pub struct TortureReport {
     pub corrupted_bytes: u64,
     /// Failures the fault injector injected.
     pub injected_failures: u64,
-    /// Pages poisoned by the hwpoison hook.
+    /// Pages the hwpoison hook retired (at once or when their owner let go): the poisoned page,
+    /// or a whole slab for a slab page. Pages `memory_failure` left in place (kernel memory)
+    /// are `poison_ignored`, refused calls `poison_refused`.
     pub poisoned_pages: u64,
+    /// `memory_failure` calls that left kernel memory in place (reserved, raw, page tables…).
+    pub poison_ignored: u64,
+    /// `memory_failure` calls refused with a typed error (two-level region, a kind whose
+    /// handler is not wired, busy, already poisoned): counted, not violations.
+    pub poison_refused: u64,
+    /// Pages whose word is `HwPoison` at the end (left out of `lost_pages`).
+    pub hwpoison_pages: u64,
+    /// Held objects the poison destroyed, dropped as lost (not verified, not leaked).
+    pub poison_lost_objects: u64,
     /// Quiescent points checked.
     pub checks: u64,
     /// Wall time of the operations.
@@ -167,12 +222,18 @@ pub struct Op {
     pub run: fn(&mut Worker<'_, '_, '_>) -> Outcome,
 }
 
-/// hwpoison injection: poisons a page of the machine and returns how many pages it poisoned.
-/// `None` until the hwpoison subsystem exists (see the module docs).
+/// hwpoison injection: poisons a page of the machine and returns how many pages it retired
+/// (an `Err` is a violation). It records what it did in the shared event list, from which every
+/// CPU drops the objects the poison destroyed.
 pub type PoisonHook = fn(&mut Worker<'_, '_, '_>) -> Result<u64, String>;
 
-/// The hwpoison plug-in point: not available yet, so `poisoned_pages` is 0.
-pub const POISON_HOOK: Option<PoisonHook> = None;
+/// The hwpoison plug-in point: `memory_failure` at a uniformly random pfn of the machine (any
+/// kind of page, as a machine check picks). Each op draws with probability `poison_rate`;
+/// the draws are injected at the next quiescent point, one CPU at a time with the others
+/// stopped, so that the owner of a hit object drops it as lost (a split folio's surviving
+/// pieces verified and put, a poisoned slab's objects freed unverified) before it touches it
+/// again. Kinds `memory_failure` refuses with a typed error are counted (`poison_refused`).
+pub const POISON_HOOK: Option<PoisonHook> = Some(poison_random_pfn);
 
 /// An object a CPU holds.
 #[derive(Clone, Copy)]
@@ -204,13 +265,83 @@ pub enum Live<'m> {
         /// Pattern id.
         id: u64,
     },
-    /// An anon or file folio (not in a page cache) with `refs` references held.
+    /// An anon or file folio (not in a page cache) with `refs` references held. Compaction,
+    /// offlining and migration may move it: its owner reads or writes its pages only with the
+    /// folio lock held ([`Worker::lock_folio`]), which migration respects.
     Folio {
         /// The folio.
         f: &'m Folio,
         /// References this CPU holds.
         refs: u32,
-        /// Pattern id (per page: with the pfn).
+        /// Its order when taken (the budget; a poison split changes the folio's).
+        order: u32,
+        /// Pattern id (per page: with `off` + the page's index, not the pfn, which moves).
+        id: u64,
+        /// Index of the folio's first page in the allocation it was split from.
+        off: u64,
+    },
+    /// An anon folio mapped into this CPU's address space at `va` (a 2 MiB slot), by PTEs or
+    /// one PMD; the CPU keeps its own reference besides the entries'.
+    Mapped {
+        /// The folio.
+        f: &'m Folio,
+        /// Start of its slot.
+        va: u64,
+        /// Order.
+        order: u32,
+        /// Mapped by a PMD (not split since).
+        pmd: bool,
+        /// Pattern id (per page index).
+        id: u64,
+    },
+    /// Mappable driver memory mapped into this CPU's address space at `va` (a 2 MiB slot of
+    /// its pfn VMA); the driver's reference is held.
+    MapDev {
+        /// The descriptor.
+        d: &'m MappableDesc,
+        /// Start of its slot.
+        va: u64,
+        /// Order.
+        order: u32,
+        /// Pattern id (per page index).
+        id: u64,
+    },
+    /// A vmalloc area of the shared vmalloc space.
+    Vmalloc {
+        /// Its address.
+        va: usize,
+        /// Bytes asked for.
+        size: usize,
+        /// Pattern id.
+        id: u64,
+    },
+    /// A page_pool block or fragment (one pool reference).
+    Net {
+        /// The block's pfn.
+        pfn: Pfn,
+        /// Offset in the block.
+        off: usize,
+        /// Bytes.
+        len: usize,
+        /// Pattern id.
+        id: u64,
+    },
+    /// A zsmalloc object of the shared pool.
+    Zs {
+        /// Handle.
+        h: Handle,
+        /// Bytes.
+        size: usize,
+        /// Pattern id.
+        id: u64,
+    },
+    /// A z3fold object of the shared pool.
+    Z3 {
+        /// Handle.
+        h: Handle,
+        /// Bytes.
+        size: usize,
+        /// Pattern id.
         id: u64,
     },
 }
@@ -226,7 +357,10 @@ impl Live<'_> {
             Live::Pages { order, .. } => 1 << order,
             Live::Kmalloc { size, .. } => (*size as u64).div_ceil(PAGE_SIZE as u64),
             Live::Obj { .. } => 0,
-            Live::Folio { f, .. } => 1 << f.flags.order(),
+            Live::Folio { order, .. } | Live::Mapped { order, .. } | Live::MapDev { order, .. } => 1 << order,
+            Live::Vmalloc { size, .. } => (*size as u64).div_ceil(PAGE_SIZE as u64),
+            Live::Net { len, .. } => (*len as u64).div_ceil(PAGE_SIZE as u64),
+            Live::Zs { .. } | Live::Z3 { .. } => 0,
         }
     }
 }
@@ -243,6 +377,16 @@ pub struct Shared<'m> {
     sizes: Vec<usize>,
     exchange: Mutex<Vec<Live<'m>>>,
     shared_file: File<'m>,
+    mms: &'m MmCaches<'m, SimPlatform>,
+    vm: VmallocSpace<'m, SimPlatform>,
+    pool: PagePool<'m, SimPlatform>,
+    zs: ZsPool<'m, SimPlatform>,
+    z3: Z3foldPool<'m, SimPlatform>,
+    balloon: Balloon<'m, SimPlatform>,
+    /// Ranges taken offline by `offline` and not yet onlined.
+    offlined: Mutex<Vec<(Pfn, Pfn)>>,
+    /// What the poison phase of the current quiescent point did (see [`POISON_HOOK`]).
+    poison_events: Mutex<Vec<PoisonReport>>,
     stop: AtomicBool,
     threads: usize,
     seed: u64,
@@ -291,8 +435,25 @@ pub struct Worker<'m, 'c, 's> {
     first_violation_log: Option<Vec<String>>,
     violations: u64,
     poisoned: u64,
+    poison_ignored: u64,
+    poison_refused: u64,
+    poison_lost: u64,
+    /// Poison injections drawn since the last quiescent point.
+    pending_poison: u64,
+    /// This CPU's address space (a process), its anon and pfn VMAs cut into free 2 MiB slots.
+    mm: Option<MmRef<'s, SimPlatform>>,
+    /// Forks of `mm`, sharing its folios until destroyed.
+    children: Vec<MmRef<'s, SimPlatform>>,
+    slots: Vec<u64>,
+    dev_slots: Vec<u64>,
     stats: Vec<OpStat>,
 }
+
+/// Start and 2 MiB slots of each CPU's anon VMA, and of its pfn VMA.
+const ANON_BASE: u64 = 0x4000_0000;
+const ANON_SLOTS: u64 = 48;
+const DEV_BASE: u64 = 0x8000_0000;
+const DEV_SLOTS: u64 = 16;
 
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -302,21 +463,49 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Bytes of the pattern source; a key's pattern is a window of it.
+const PAT_LEN: usize = 1 << 17;
+/// Window offsets: a key picks one of this many; windows are at most `PAT_LEN - PAT_SPAN`.
+const PAT_SPAN: usize = 1 << 16;
+/// Longest window: longer memory is patterned in chunks, each with its own key.
+const PAT_CHUNK: usize = PAT_LEN - PAT_SPAN;
+
+/// The pattern source: 128 KiB of pseudo-random bytes, the same for every run. A key's pattern
+/// is the window starting at `key % PAT_SPAN`, so filling and verifying are one `memcpy` and
+/// one `memcmp` (fast in debug builds too, where a per-word loop is not); two keys share a
+/// window with probability 2^-16 per page or object.
+fn pattern_source() -> &'static [u8] {
+    static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    P.get_or_init(|| (0..PAT_LEN / 8).flat_map(|i| mix(i as u64 ^ 0x7061_7474).to_le_bytes()).collect())
+}
+
+/// Zeroes to compare against.
+static ZEROES: [u8; PAT_CHUNK] = [0; PAT_CHUNK];
+
+/// The window of chunk `c` of `key`'s pattern, `len` bytes.
+fn window(key: u64, c: usize, len: usize) -> &'static [u8] {
+    let o = (mix(key ^ (c as u64).wrapping_mul(GAMMA)) % PAT_SPAN as u64) as usize;
+    &pattern_source()[o..o + len]
+}
+
 /// Writes the pattern of `key` into `len` bytes at `p`.
 ///
 /// # Safety
 /// `p..p+len` is memory the caller owns.
 unsafe fn fill_raw(p: *mut u8, len: usize, key: u64) {
-    let words = len / 8;
-    for i in 0..words {
-        // SAFETY: inside the caller's memory.
-        unsafe { p.add(i * 8).cast::<u64>().write_unaligned(key.wrapping_add((i as u64).wrapping_mul(GAMMA))) };
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
+        // SAFETY: inside the caller's memory; the window is another allocation.
+        unsafe { std::ptr::copy_nonoverlapping(window(key, c, n).as_ptr(), p.add(c * PAT_CHUNK), n) };
     }
-    let last = key.wrapping_add((words as u64).wrapping_mul(GAMMA)).to_le_bytes();
-    for (j, b) in last.iter().enumerate().take(len - words * 8) {
-        // SAFETY: as above.
-        unsafe { p.add(words * 8 + j).write(*b) };
+}
+
+/// Bytes of `got` that differ from `want` (equal lengths).
+fn diff_bytes(got: &[u8], want: &[u8]) -> u64 {
+    if got == want {
+        return 0;
     }
+    got.iter().zip(want).filter(|(a, b)| a != b).count() as u64
 }
 
 /// Bytes of `len` at `p` that do not hold the pattern of `key`.
@@ -324,20 +513,12 @@ unsafe fn fill_raw(p: *mut u8, len: usize, key: u64) {
 /// # Safety
 /// As [`fill_raw`].
 unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
-    let words = len / 8;
     let mut bad = 0;
-    for i in 0..words {
-        let want = key.wrapping_add((i as u64).wrapping_mul(GAMMA));
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
         // SAFETY: inside the caller's memory.
-        let got = unsafe { p.add(i * 8).cast::<u64>().read_unaligned() };
-        if got != want {
-            bad += (got ^ want).to_le_bytes().iter().filter(|&&b| b != 0).count() as u64;
-        }
-    }
-    let last = key.wrapping_add((words as u64).wrapping_mul(GAMMA)).to_le_bytes();
-    for (j, b) in last.iter().enumerate().take(len - words * 8) {
-        // SAFETY: as above.
-        bad += (unsafe { p.add(words * 8 + j).read() } != *b) as u64;
+        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
+        bad += diff_bytes(got, window(key, c, n));
     }
     bad
 }
@@ -347,8 +528,14 @@ unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
 /// # Safety
 /// As [`fill_raw`].
 unsafe fn nonzero_raw(p: *const u8, len: usize) -> u64 {
-    // SAFETY: the caller's memory.
-    unsafe { std::slice::from_raw_parts(p, len) }.iter().filter(|&&b| b != 0).count() as u64
+    let mut bad = 0;
+    for c in 0..len.div_ceil(PAT_CHUNK) {
+        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
+        // SAFETY: the caller's memory.
+        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
+        bad += diff_bytes(got, &ZEROES[..n]);
+    }
+    bad
 }
 
 /// What a CPU reports when it is done.
@@ -357,6 +544,9 @@ struct WorkerResult {
     violations: u64,
     corrupted: u64,
     poisoned: u64,
+    poison_ignored: u64,
+    poison_refused: u64,
+    poison_lost: u64,
     messages: Vec<String>,
     first_violation_log: Option<Vec<String>>,
     log_tail: Vec<String>,
@@ -388,6 +578,14 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             first_violation_log: None,
             violations: 0,
             poisoned: 0,
+            poison_ignored: 0,
+            poison_refused: 0,
+            poison_lost: 0,
+            pending_poison: 0,
+            mm: None,
+            children: vec![],
+            slots: vec![],
+            dev_slots: vec![],
             stats: OPS.iter().map(|o| OpStat { name: o.name, ..OpStat::default() }).collect(),
         }
     }
@@ -398,6 +596,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             violations: self.violations,
             corrupted: self.corrupted,
             poisoned: self.poisoned,
+            poison_ignored: self.poison_ignored,
+            poison_refused: self.poison_refused,
+            poison_lost: self.poison_lost,
             log_tail: self.log_tail(),
             messages: self.messages,
             first_violation_log: self.first_violation_log,
@@ -483,6 +684,91 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         bad
     }
 
+    /// Fills the pages of a block that may move with the pattern of `id` by page index from
+    /// `off` (zero check as for [`Worker::fill_pages`]).
+    pub fn fill_idx(&mut self, pfn: Pfn, order: u32, id: u64, off: u64, zeroed: bool) {
+        let mut bad = 0;
+        for i in 0..1u64 << order {
+            let k = Self::key(id, off + i);
+            // SAFETY: the caller owns the page (and holds the folio lock if it is a folio).
+            bad += self.with_page(pfn.add(i), |a| unsafe {
+                let z = if zeroed { nonzero_raw(a, PAGE_SIZE) } else { 0 };
+                fill_raw(a, PAGE_SIZE, k);
+                z
+            });
+        }
+        self.corrupted += bad;
+    }
+
+    /// Verifies what [`Worker::fill_idx`] wrote; returns corrupted bytes.
+    pub fn verify_idx(&mut self, pfn: Pfn, order: u32, id: u64, off: u64) -> u64 {
+        let mut bad = 0;
+        for i in 0..1u64 << order {
+            let k = Self::key(id, off + i);
+            // SAFETY: as above.
+            bad += self.with_page(pfn.add(i), |a| unsafe { verify_raw(a, PAGE_SIZE, k) });
+        }
+        self.corrupted += bad;
+        bad
+    }
+
+    /// Takes `f`'s lock, which migration (compaction, offlining) will not move a folio under,
+    /// so its pfn and pages stay put until [`Worker::unlock_folio`]. Only migration takes a
+    /// torture folio's lock besides its owner, briefly.
+    pub fn lock_folio(&self, f: &Folio) {
+        while !self.m.folio_trylock(f) {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Takes another reference to a folio this CPU holds one of. Migration borrows a sole
+    /// holder's reference while it moves the folio (it freezes the count from 1 to 0 and puts
+    /// it back): wait for it instead of incrementing a frozen count.
+    pub fn get_owned(&self, f: &Folio) {
+        let mut n = 0u32;
+        while !f.counts.try_get() {
+            n += 1;
+            if n == 1 << 20 {
+                // Not a migration: take it anyway and let the quiescent check report it.
+                self.m.folio_get(f);
+                return;
+            }
+            if n.is_multiple_of(64) {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Drops a reference this CPU holds (see [`Worker::get_owned`]): a count frozen by a
+    /// migration in flight is waited for; a count that stays 0 is the error it is.
+    pub fn put_owned(&self, f: &Folio) -> Result<bool, FolioError> {
+        let mut n = 0u32;
+        loop {
+            match self.m.folio_put(self.cpu, f) {
+                Err(FolioError::NoReference) if n < 1 << 20 => {
+                    n += 1;
+                    if n.is_multiple_of(64) {
+                        std::thread::yield_now();
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Drops the lock [`Worker::lock_folio`] took.
+    pub fn unlock_folio(&self, f: &Folio) {
+        self.m.folio_unlock(f);
+    }
+
+    /// Verifies `buf` against the object pattern of `id`; returns corrupted bytes.
+    fn verify_buf(&mut self, buf: &[u8], id: u64) -> u64 {
+        // SAFETY: our buffer.
+        let bad = unsafe { verify_raw(buf.as_ptr(), buf.len(), Self::key(id, 0)) };
+        self.corrupted += bad;
+        bad
+    }
+
     /// Fills `len` bytes of an object with the pattern of `id` (zero check as for pages).
     pub fn fill(&mut self, p: NonNull<u8>, len: usize, id: u64, zeroed: bool) {
         // SAFETY: the caller owns the object's `len` bytes.
@@ -524,6 +810,20 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         None
     }
 
+    /// Takes a random held object matching `pred`, looking at all of them (for kinds that
+    /// are a small share of the live set).
+    pub fn take_scan(&mut self, pred: impl Fn(&Live<'m>) -> bool) -> Option<Live<'m>> {
+        let n = self.live.len();
+        if n == 0 {
+            return None;
+        }
+        let s = self.below(n as u64) as usize;
+        let i = (0..n).map(|k| (s + k) % n).find(|&i| pred(&self.live[i]))?;
+        let l = self.live.swap_remove(i);
+        self.live_pages -= l.pages();
+        Some(l)
+    }
+
     /// Whether this CPU holds more than its budget.
     pub fn over_budget(&self, extra: u64) -> bool {
         self.live_pages + extra > self.max_live_pages
@@ -558,15 +858,17 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     Err(e) => Outcome::Violation(format!("free of a live object of cache {cache}: {e}")),
                 }
             }
-            Live::Folio { f, refs, id } => {
+            Live::Folio { f, refs, id, off, .. } => {
+                self.lock_folio(f);
                 let (pfn, order) = (f.flags.pfn(), f.flags.order());
                 self.arg(pfn.0);
-                self.verify_pages(pfn, order, id);
+                self.verify_idx(pfn, order, id, off);
+                self.unlock_folio(f);
                 if f.flags.flags() & PG_LRU != 0 {
                     m.lru_del(f);
                 }
                 for i in 0..refs {
-                    match m.folio_put(self.cpu, f) {
+                    match self.put_owned(f) {
                         // With other CPUs, a lockless reader's pin may make its put the last.
                         Ok(freed) if freed == (i + 1 == refs) || (self.shared.threads > 1 && !freed) => {}
                         r => {
@@ -575,6 +877,92 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     }
                 }
                 Outcome::Done
+            }
+            Live::Mapped { f, va, order, id, .. } => {
+                self.arg(va);
+                self.lock_folio(f);
+                self.verify_idx(f.flags.pfn(), order, id, 0);
+                self.unlock_folio(f);
+                let Some(mm) = &self.mm else { return Outcome::Violation("a mapped folio without an mm".into()) };
+                if let Err(e) = mm.unmap(self.cpu, va, PMD_SIZE) {
+                    return Outcome::Violation(format!("unmap of a mapped slot at {va:#x}: {e}"));
+                }
+                self.slots.push(va);
+                // Forks may still map it.
+                match self.put_owned(f) {
+                    Ok(_) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("put of a mapped folio's reference: {e}")),
+                }
+            }
+            Live::MapDev { d, va, order, id } => {
+                self.arg(va);
+                self.verify_idx(d.flags.pfn(), order, id, 0);
+                let Some(mm) = &self.mm else { return Outcome::Violation("mapped driver memory without an mm".into()) };
+                if let Err(e) = mm.unmap(self.cpu, va, PMD_SIZE) {
+                    return Outcome::Violation(format!("unmap of driver memory at {va:#x}: {e}"));
+                }
+                self.dev_slots.push(va);
+                match m.mappable_put(self.cpu, d) {
+                    Ok(_) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("mappable_put of mapped driver memory: {e}")),
+                }
+            }
+            Live::Vmalloc { va, size, id } => {
+                self.arg(size as u64);
+                let mut buf = vec![0u8; size];
+                if let Err(e) = self.shared.vm.read(va, &mut buf) {
+                    return Outcome::Violation(format!("read of a live vmalloc area {va:#x}+{size}: {e}"));
+                }
+                self.verify_buf(&buf, id);
+                match self.shared.vm.vfree(self.cpu, va) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("vfree of a live area {va:#x}: {e}")),
+                }
+            }
+            Live::Net { pfn, off, len, id } => {
+                self.arg(pfn.0);
+                let k = Self::key(id, 0);
+                // SAFETY: our fragment of a block we hold a pool reference to.
+                let bad = self.with_page(pfn, |a| unsafe { verify_raw(a.add(off), len, k) });
+                self.corrupted += bad;
+                match pp_put_pfn(m, self.cpu, pfn) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("put of a live page_pool reference of {pfn}: {e}")),
+                }
+            }
+            Live::Zs { h, size, id } => {
+                self.arg(size as u64);
+                let zs = &self.shared.zs;
+                // Mapping an object that straddles pages takes a bounce buffer, which fault
+                // injection may refuse: retry.
+                let mut tries = 0;
+                let bad = loop {
+                    match zs.map_read(self.cpu, h) {
+                        // SAFETY: the object's bytes, mapped.
+                        Ok(r) => break unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
+                        Err(ZsError::NoMemory(e)) if is_alloc_failure(e) && tries < 1000 => tries += 1,
+                        Err(e) => return Outcome::Violation(format!("zs map_read of a live object: {e}")),
+                    }
+                };
+                self.corrupted += bad;
+                match zs.free(self.cpu, h) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("zs free of a live object: {e}")),
+                }
+            }
+            Live::Z3 { h, size, id } => {
+                self.arg(size as u64);
+                let z3 = &self.shared.z3;
+                let bad = match z3.map_read(h) {
+                    // SAFETY: the object's bytes, mapped.
+                    Ok(r) => unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
+                    Err(e) => return Outcome::Violation(format!("z3fold map_read of a live object: {e}")),
+                };
+                self.corrupted += bad;
+                match z3.free(self.cpu, h) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Violation(format!("z3fold free of a live object: {e}")),
+                }
             }
         }
     }
@@ -639,6 +1027,20 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
     fn local_check(&mut self) {
         let mut errs = vec![];
         for l in &self.live {
+            if let Live::Mapped { f, va, .. } = l {
+                // Mapcount equals the entries the reverse map finds in every mm (this CPU's
+                // and its forks').
+                let n = self.m.rmap_walk(self.cpu, f, |_, _, _| {});
+                if n != f.counts.mapcount() || n == 0 {
+                    errs.push(format!("folio mapped at {va:#x}: mapcount {}, rmap finds {n}", f.counts.mapcount()));
+                }
+                if f.counts.refcount() != n + 1 {
+                    errs.push(format!(
+                        "folio mapped at {va:#x}: refcount {}, {n} entries + the owner",
+                        f.counts.refcount()
+                    ));
+                }
+            }
             if let Live::Folio { f, refs, .. } = l {
                 if f.counts.refcount() != *refs {
                     errs.push(format!(
@@ -888,11 +1290,13 @@ fn op_folio_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
                 return Outcome::Violation(format!("fresh folio: refcount {} order {}", f.counts.refcount(), order));
             }
             let id = w.new_id();
-            w.fill_pages(f.flags.pfn(), order, id, zero);
+            w.lock_folio(f);
+            w.fill_idx(f.flags.pfn(), order, id, 0, zero);
+            w.unlock_folio(f);
             if w.below(2) == 0 {
                 w.m.lru_add(f);
             }
-            w.push(Live::Folio { f, refs: 1, id });
+            w.push(Live::Folio { f, refs: 1, order, id, off: 0 });
             Outcome::Done
         }
         Err(e) => alloc_outcome(e),
@@ -908,22 +1312,22 @@ fn op_folio_put(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 /// Takes or drops an extra reference.
 fn op_folio_ref(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let Some(Live::Folio { f, refs, id }) = w.take(|l| matches!(l, Live::Folio { .. })) else {
+    let Some(Live::Folio { f, refs, order, id, off }) = w.take(|l| matches!(l, Live::Folio { .. })) else {
         return Outcome::Skipped;
     };
     w.arg(f.flags.pfn().0);
     let refs = if refs > 1 && w.below(2) == 0 {
-        match w.m.folio_put(w.cpu, f) {
+        match w.put_owned(f) {
             Ok(false) => refs - 1,
             r => return Outcome::Violation(format!("put of one of {refs} references: {r:?}")),
         }
     } else if refs < 4 {
-        w.m.folio_get(f);
+        w.get_owned(f);
         refs + 1
     } else {
         refs
     };
-    w.push(Live::Folio { f, refs, id });
+    w.push(Live::Folio { f, refs, order, id, off });
     Outcome::Done
 }
 
@@ -940,13 +1344,11 @@ fn op_folio_flags(w: &mut Worker<'_, '_, '_>) -> Outcome {
         1 => w.m.lru_del(f) == on,
         2 => w.m.lru_rotate(f) == on,
         3 => {
-            if w.m.folio_trylock(f) {
-                let again = w.m.folio_trylock(f);
-                w.m.folio_unlock(f);
-                !again
-            } else {
-                false
-            }
+            // Migration may hold the lock for a moment: wait for it.
+            w.lock_folio(f);
+            let again = w.m.folio_trylock(f);
+            w.m.folio_unlock(f);
+            !again
         }
         _ => {
             w.m.folio_mark_dirty(f);
@@ -969,7 +1371,7 @@ fn op_folio_split(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let Some(l) = w.take(|l| matches!(l, Live::Folio { f, .. } if f.flags.order() >= 1)) else {
         return Outcome::Skipped;
     };
-    let Live::Folio { f, refs, id } = l else { unreachable!("filtered") };
+    let Live::Folio { f, refs, id, off, .. } = l else { unreachable!("filtered") };
     let order = f.flags.order();
     let new_order = w.below(order as u64) as u32;
     w.arg(f.flags.pfn().0 | (new_order as u64) << 56);
@@ -986,11 +1388,14 @@ fn op_folio_split(w: &mut Worker<'_, '_, '_>) -> Outcome {
             if pieces.len() != 1 << (order - new_order) {
                 return Outcome::Violation(format!("split into {} pieces", pieces.len()));
             }
+            let first = f.flags.pfn();
             for p in pieces {
                 // SAFETY: a piece of our split: a live folio descriptor frozen at 0.
                 let p = unsafe { &*p };
+                // Read while frozen: migration cannot move it yet.
+                let poff = off + (p.flags.pfn().0 - first.0);
                 m.folio_ref_unfreeze(p, refs);
-                w.push(Live::Folio { f: p, refs, id });
+                w.push(Live::Folio { f: p, refs, order: new_order, id, off: poff });
             }
             Outcome::Done
         }
@@ -1044,7 +1449,7 @@ fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
     let file = w.file_by_space(space);
     let r = file.space.insert(w.cpu, f, index);
-    let put = w.m.folio_put(w.cpu, f);
+    let put = w.put_owned(f);
     match (r, put) {
         (Ok(()), Ok(false)) => Outcome::Done,
         (Err(PageCacheError::Occupied { .. }), Ok(true)) => Outcome::Skipped,
@@ -1091,7 +1496,7 @@ fn op_pc_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
         out = Outcome::Violation(format!("lookup({index}) found a folio at {fi} of order {order}"));
     }
     w.verify_cached(fid, f);
-    if let Err(e) = w.m.folio_put(w.cpu, f) {
+    if let Err(e) = w.put_owned(f) {
         out = Outcome::Violation(format!("put of a lookup reference: {e}"));
     }
     out
@@ -1109,7 +1514,7 @@ fn op_pc_delete(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let r = file.space.delete(w.cpu, f);
     w.verify_cached(fid, f);
     let shared = w.shared.threads > 1;
-    let put = w.m.folio_put(w.cpu, f);
+    let put = w.put_owned(f);
     match (r, put) {
         (Ok(false), Ok(_)) => Outcome::Done,
         // Another CPU deleted or truncated it first.
@@ -1194,7 +1599,7 @@ fn op_rcu_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
             out = Outcome::Violation(format!("pfn {pfn} names a pinned folio covering {fp}+{order}"));
         }
     }
-    if let Err(e) = m.folio_put(w.cpu, f) {
+    if let Err(e) = w.put_owned(f) {
         out = Outcome::Violation(format!("dropping an RCU pin: {e}"));
     }
     out
@@ -1211,7 +1616,8 @@ fn op_drain(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 /// Hands a held object to the exchange and takes one another CPU left there (remote frees).
 fn op_exchange(w: &mut Worker<'_, '_, '_>) -> Outcome {
-    let mine = w.take(|_| true);
+    // Mappings belong to this CPU's mm: they stay.
+    let mine = w.take(|l| !matches!(l, Live::Mapped { .. } | Live::MapDev { .. }));
     let theirs = {
         let mut x = w.shared.exchange.lock().unwrap();
         let t = if x.is_empty() { None } else { Some(x.swap_remove(0)) };
@@ -1233,6 +1639,603 @@ fn op_free_any(w: &mut Worker<'_, '_, '_>) -> Outcome {
     match w.take(|_| true) {
         Some(l) => w.release(l),
         None => Outcome::Skipped,
+    }
+}
+
+// ---- Page tables: folios mapped into each CPU's address space, forks, split_pmd. ----
+
+fn map_outcome(e: MapError) -> Outcome {
+    match e {
+        MapError::NoMemory(a) if is_alloc_failure(a) => Outcome::Failed,
+        MapError::Split(FolioError::NoMemory(a)) if is_alloc_failure(a) => Outcome::Failed,
+        e => Outcome::Violation(format!("unexpected map error {e}")),
+    }
+}
+
+/// Maps a fresh patterned anon folio into a free 2 MiB slot of this CPU's mm: by PTEs (order
+/// 0–4) or by one PMD (order 9).
+fn op_mm_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let pmd = w.below(8) == 0;
+    let order = if pmd { 9 } else { w.below(5) as u32 };
+    if w.over_budget(1 << order) {
+        return op_free_any(w);
+    }
+    if w.mm.is_none() || w.slots.is_empty() {
+        return Outcome::Skipped;
+    }
+    let f = match w.m.folio_alloc(w.cpu, order, Gfp::MOVABLE, FolioKind::Anon) {
+        Ok(f) => f,
+        Err(e) => return alloc_outcome(e),
+    };
+    let i = w.below(w.slots.len() as u64) as usize;
+    let va = w.slots.swap_remove(i);
+    w.arg(va | order as u64);
+    let id = w.new_id();
+    w.lock_folio(f);
+    w.fill_idx(f.flags.pfn(), order, id, 0, false);
+    w.unlock_folio(f);
+    let mm = w.mm.as_ref().expect("checked");
+    let r = if pmd { mm.map_folio_pmd(w.cpu, va, f) } else { mm.map_folio(w.cpu, va, f) };
+    match r {
+        Ok(()) => {
+            w.push(Live::Mapped { f, va, order, pmd, id });
+            Outcome::Done
+        }
+        Err(e) => {
+            w.slots.push(va);
+            let put = w.put_owned(f);
+            match (map_outcome(e), put) {
+                (o, Ok(true)) => o,
+                (_, r) => Outcome::Violation(format!("put of a folio whose map failed with {e}: {r:?}")),
+            }
+        }
+    }
+}
+
+fn op_mm_unmap(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    match w.take_scan(|l| matches!(l, Live::Mapped { .. } | Live::MapDev { .. })) {
+        Some(l) => w.release(l),
+        None => Outcome::Skipped,
+    }
+}
+
+/// Splits a PMD mapping into 512 PTEs (the folio's mapcount grows by 511).
+fn op_mm_split_pmd(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let Some(Live::Mapped { f, va, order, id, .. }) = w.take_scan(|l| matches!(l, Live::Mapped { pmd: true, .. }))
+    else {
+        return Outcome::Skipped;
+    };
+    w.arg(va);
+    let before = f.counts.mapcount();
+    let r = w.mm.as_ref().expect("a mapped folio's mm").split_pmd(va);
+    let (pmd, out) = match r {
+        // Forks and other CPUs' RCU pins do not change this mm's entries.
+        Ok(()) if f.counts.mapcount() == before + 511 => (false, Outcome::Done),
+        Ok(()) => (false, Outcome::Violation(format!("split_pmd: mapcount {before} -> {}", f.counts.mapcount()))),
+        Err(e) => (true, map_outcome(e)),
+    };
+    w.push(Live::Mapped { f, va, order, pmd, id });
+    out
+}
+
+/// Forks this CPU's mm (every mapped folio becomes shared), keeping at most two children.
+fn op_mm_fork(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    // A fork copies every table of the mm: rarely.
+    if w.below(8) != 0 {
+        return Outcome::Skipped;
+    }
+    if w.children.len() >= 2 {
+        return op_mm_child_drop(w);
+    }
+    let Some(mm) = &w.mm else { return Outcome::Skipped };
+    match mm.fork(w.cpu) {
+        Ok(child) => {
+            w.children.push(child);
+            Outcome::Done
+        }
+        Err(e) => map_outcome(e),
+    }
+}
+
+/// Destroys a fork: the folios it shared drop back to the parent's mappings only.
+fn op_mm_child_drop(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    if w.children.is_empty() {
+        return Outcome::Skipped;
+    }
+    let i = w.below(w.children.len() as u64) as usize;
+    let child = w.children.swap_remove(i);
+    child.destroy(w.cpu);
+    Outcome::Done
+}
+
+/// Mappable driver memory: allocated, patterned, mapped into a slot of the pfn VMA.
+fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let order = w.below(4) as u32;
+    if w.over_budget(1 << order) {
+        return op_free_any(w);
+    }
+    if w.mm.is_none() || w.dev_slots.is_empty() {
+        return Outcome::Skipped;
+    }
+    let d = match w.m.mappable_alloc(w.cpu, order, Gfp::KERNEL, 0x70_0000 + w.cpu.id()) {
+        Ok(d) => d,
+        Err(e) => return alloc_outcome(e),
+    };
+    let i = w.below(w.dev_slots.len() as u64) as usize;
+    let va = w.dev_slots.swap_remove(i);
+    w.arg(va | order as u64);
+    let id = w.new_id();
+    w.fill_idx(d.flags.pfn(), order, id, 0, false);
+    match w.mm.as_ref().expect("checked").map_mappable(w.cpu, va, d) {
+        Ok(()) => {
+            w.push(Live::MapDev { d, va, order, id });
+            Outcome::Done
+        }
+        Err(e) => {
+            w.dev_slots.push(va);
+            match (map_outcome(e), w.m.mappable_put(w.cpu, d)) {
+                (o, Ok(true)) => o,
+                (_, r) => Outcome::Violation(format!("put of driver memory whose map failed with {e}: {r:?}")),
+            }
+        }
+    }
+}
+
+// ---- vmalloc ----
+
+fn op_vmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let size = match w.below(100) {
+        0..=79 => 1 + w.below(3 * PAGE_SIZE as u64) as usize,
+        _ => 1 + w.below(64 * 1024) as usize,
+    };
+    if w.over_budget(size.div_ceil(PAGE_SIZE) as u64) {
+        return op_free_any(w);
+    }
+    let zero = w.below(4) == 0;
+    w.arg(size as u64);
+    let vm = &w.shared.vm;
+    match vm.vmalloc::<Unmappable>(w.cpu, size, if zero { Gfp::KERNEL | Gfp::ZERO } else { Gfp::KERNEL }) {
+        Ok(area) => {
+            let va = area.addr();
+            let id = w.new_id();
+            let mut buf = vec![0u8; size];
+            if zero {
+                if let Err(e) = vm.read(va, &mut buf) {
+                    return Outcome::Violation(format!("read of a fresh area: {e}"));
+                }
+                w.corrupted += buf.iter().filter(|&&b| b != 0).count() as u64;
+            }
+            // SAFETY: our buffer.
+            unsafe { fill_raw(buf.as_mut_ptr(), size, Worker::key(id, 0)) };
+            if let Err(e) = vm.write(va, &buf) {
+                return Outcome::Violation(format!("write of a fresh area: {e}"));
+            }
+            // The area's pages are vmalloc pages of this area, in order.
+            for i in 0..area.nr_pages() {
+                match vm.pfn_at(&area, i) {
+                    Ok(p) if vm.vmalloc_to_pfn(va + i * PAGE_SIZE) == Ok(p) => {}
+                    r => return Outcome::Violation(format!("page {i} of area {va:#x}: {r:?}")),
+                }
+            }
+            // Freed by address (`vfree`), like a caller that kept only the pointer.
+            let _ = area;
+            w.push(Live::Vmalloc { va, size, id });
+            Outcome::Done
+        }
+        Err(VmallocError::NoMemory(e) | VmallocError::PageTable(MapError::NoMemory(e))) if is_alloc_failure(e) => {
+            Outcome::Failed
+        }
+        Err(VmallocError::NoVirtualSpace { .. }) => Outcome::Failed,
+        Err(e) => Outcome::Violation(format!("vmalloc({size}): {e}")),
+    }
+}
+
+fn op_vfree(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    match w.take(|l| matches!(l, Live::Vmalloc { .. })) {
+        Some(l) => w.release(l),
+        None => Outcome::Skipped,
+    }
+}
+
+// ---- page_pool ----
+
+fn pool_outcome(e: PoolError) -> Outcome {
+    match e {
+        PoolError::NoMemory(a) if is_alloc_failure(a) => Outcome::Failed,
+        e => Outcome::Violation(format!("page_pool: {e}")),
+    }
+}
+
+/// A whole block or a fragment from the shared pool, patterned.
+fn op_pp_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    if w.over_budget(1) {
+        return op_free_any(w);
+    }
+    let frag = w.below(2) == 0;
+    let (pfn, off, len) = if frag {
+        let size = 1 + w.below(2048) as usize;
+        w.arg(size as u64);
+        match w.shared.pool.alloc_frag(w.cpu, size) {
+            Ok(f) => (f.netmem().flags.pfn(), f.offset(), f.len()),
+            Err(e) => return pool_outcome(e),
+        }
+    } else {
+        match w.shared.pool.alloc(w.cpu) {
+            Ok(n) => (n.pfn(), 0, w.shared.pool.block_size()),
+            Err(e) => return pool_outcome(e),
+        }
+    };
+    if off + len > PAGE_SIZE {
+        return Outcome::Violation(format!("fragment {off}+{len} of an order-0 block"));
+    }
+    w.arg(pfn.0);
+    let id = w.new_id();
+    let k = Worker::key(id, 0);
+    // SAFETY: our fragment (or block) of a block we hold a reference to.
+    w.with_page(pfn, |a| unsafe { fill_raw(a.add(off), len, k) });
+    w.push(Live::Net { pfn, off, len, id });
+    Outcome::Done
+}
+
+fn op_pp_put(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    match w.take(|l| matches!(l, Live::Net { .. })) {
+        Some(l) => w.release(l),
+        None => Outcome::Skipped,
+    }
+}
+
+// ---- zsmalloc and z3fold ----
+
+fn zs_size(w: &mut Worker<'_, '_, '_>) -> usize {
+    match w.below(100) {
+        0..=59 => 1 + w.below(512) as usize,
+        _ => 1 + w.below(PAGE_SIZE as u64) as usize,
+    }
+}
+
+fn op_zs_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let size = zs_size(w);
+    w.arg(size as u64);
+    let zs = &w.shared.zs;
+    match zs.malloc(w.cpu, size) {
+        Ok(h) => {
+            let id = w.new_id();
+            match zs.map_write(w.cpu, h) {
+                // SAFETY: the object's bytes, mapped for writing.
+                Ok(mut o) => unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) },
+                Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => {
+                    return match zs.free(w.cpu, h) {
+                        Ok(()) => Outcome::Failed,
+                        Err(e) => Outcome::Violation(format!("free of an unmapped fresh object: {e}")),
+                    };
+                }
+                Err(e) => return Outcome::Violation(format!("map_write of a fresh object: {e}")),
+            }
+            w.push(Live::Zs { h, size, id });
+            Outcome::Done
+        }
+        Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
+        Err(ZsError::TooManyHandles) => Outcome::Failed,
+        Err(e) => Outcome::Violation(format!("zs_malloc({size}): {e}")),
+    }
+}
+
+fn op_zs_free(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    match w.take(|l| matches!(l, Live::Zs { .. })) {
+        Some(l) => w.release(l),
+        None => Outcome::Skipped,
+    }
+}
+
+fn op_zs_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    w.shared.zs.compact(w.cpu);
+    Outcome::Done
+}
+
+/// Migrates a component page of a held object's zspage (the pfn-driven path compaction
+/// takes); other CPUs may be reading or freeing objects of the same zspage meanwhile.
+fn op_zs_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let Some(l @ Live::Zs { h, .. }) = w.take(|l| matches!(l, Live::Zs { .. })) else { return Outcome::Skipped };
+    w.push(l);
+    let mut pages = [Pfn(0); ZS_MAX_PAGES];
+    let n = match w.shared.zs.pages_of(h, &mut pages) {
+        Ok(n) => n,
+        Err(e) => return Outcome::Violation(format!("pages_of a live object: {e}")),
+    };
+    let pfn = pages[w.below(n as u64) as usize];
+    w.arg(pfn.0);
+    match zs_migrate_page(w.m, w.cpu, pfn) {
+        Ok(_) => Outcome::Done,
+        Err(ZsMigrateError::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
+        // A CPU has an object of it mapped, or it was freed/compacted away meanwhile.
+        Err(ZsMigrateError::Busy(_) | ZsMigrateError::NotZsmalloc(_)) => Outcome::Skipped,
+        Err(e) => Outcome::Violation(format!("zs_migrate_page({pfn}): {e}")),
+    }
+}
+
+fn op_z3_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let size = zs_size(w);
+    w.arg(size as u64);
+    let z3 = &w.shared.z3;
+    match z3.malloc(w.cpu, size) {
+        Ok(h) => {
+            let id = w.new_id();
+            match z3.map_write(h) {
+                // SAFETY: the object's bytes, mapped for writing.
+                Ok(mut o) => unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) },
+                Err(e) => return Outcome::Violation(format!("z3fold map_write of a fresh object: {e}")),
+            }
+            w.push(Live::Z3 { h, size, id });
+            Outcome::Done
+        }
+        Err(Z3Error::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
+        Err(Z3Error::TooManyHandles) => Outcome::Failed,
+        Err(e) => Outcome::Violation(format!("z3fold malloc({size}): {e}")),
+    }
+}
+
+fn op_z3_free(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    match w.take(|l| matches!(l, Live::Z3 { .. })) {
+        Some(l) => w.release(l),
+        None => Outcome::Skipped,
+    }
+}
+
+fn op_z3_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    w.shared.z3.compact();
+    Outcome::Done
+}
+
+// ---- compaction, balloon, offlining, guard pages ----
+
+/// Compacts a random zone: held folios move under their owners (who lock them to touch them).
+fn op_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    // A whole-zone scan: rarely.
+    if w.below(64) != 0 {
+        return Outcome::Skipped;
+    }
+    let m = w.m;
+    let n = m.zones().count() as u64;
+    let i = w.below(n) as usize;
+    w.arg(i as u64);
+    let zone = m.zones().nth(i).expect("in range");
+    m.compact_zone(w.cpu, zone);
+    Outcome::Done
+}
+
+fn op_balloon(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let n = 1 + w.below(64);
+    w.arg(n);
+    let b = &w.shared.balloon;
+    if w.below(2) == 0 && b.stats().pages < 4096 {
+        b.inflate(w.cpu, n);
+    } else {
+        b.deflate(w.cpu, n);
+    }
+    Outcome::Done
+}
+
+/// The flat regions offlining may take (aligned to `2^max_order` pages).
+const OFFLINE_RANGES: [(u64, u64); 2] = [(0x8000, 0x10000), (0x10_0000, 0x10_4000)];
+
+/// Offlines 1–2 max-order blocks of a flat region (at most two ranges offline at a time), or
+/// onlines one. Something unmovable in the range is a clean failure, not a violation.
+fn op_offline(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let m = w.m;
+    let block = 1u64 << m.config().max_order;
+    let online = w.below(2) == 0;
+    let mut list = w.shared.offlined.lock().unwrap();
+    if online || list.len() >= 2 {
+        if list.is_empty() {
+            return Outcome::Skipped;
+        }
+        let i = w.below(list.len() as u64) as usize;
+        let (s, e) = list.swap_remove(i);
+        w.arg(s.0 | 1 << 63);
+        return match m.online_range(s, e) {
+            Ok(_) => Outcome::Done,
+            Err(err) => Outcome::Violation(format!("online_range({s}, {e}) of an offline range: {err}")),
+        };
+    }
+    let (rs, re) = OFFLINE_RANGES[w.below(2) as usize];
+    let len = block * (1 + w.below(2));
+    let start = Pfn(rs + w.below((re - rs - len) / block + 1) * block);
+    let end = start.add(len);
+    w.arg(start.0);
+    if list.iter().any(|&(s, e)| s < end && start < e) {
+        return Outcome::Skipped;
+    }
+    match m.offline_range(w.cpu, start, end) {
+        Ok(_) => {
+            list.push((start, end));
+            Outcome::Done
+        }
+        Err(OfflineError::Unmovable { .. } | OfflineError::AlreadyIsolated(_)) => Outcome::Failed,
+        Err(e) => Outcome::Violation(format!("offline_range({start}, {end}): {e}")),
+    }
+}
+
+/// A raw allocation between two guard pages; freed by `page_free` like any block.
+fn op_guard_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let order = w.below(4) as u32;
+    if w.over_budget(1 << order) {
+        return op_free_any(w);
+    }
+    let zero = w.below(4) == 0;
+    w.arg(order as u64);
+    let gfp = if zero { Gfp::KERNEL | Gfp::GUARD | Gfp::ZERO } else { Gfp::KERNEL | Gfp::GUARD };
+    match w.m.alloc_pages(w.cpu, order, gfp) {
+        Ok(pfn) => {
+            let id = w.new_id();
+            w.fill_pages(pfn, order, id, zero);
+            w.push(Live::Pages { pfn, order, id });
+            Outcome::Done
+        }
+        Err(e) => alloc_outcome(e),
+    }
+}
+
+impl<'m> Worker<'m, '_, '_> {
+    /// Creates this CPU's mm with its anon and pfn VMAs (retrying injected failures).
+    fn setup_mm(&mut self) {
+        for _ in 0..64 {
+            let Ok(mm) = self.shared.mms.mm_create(self.cpu, MmKind::User) else { continue };
+            if mm.mmap_anon(self.cpu, ANON_BASE, ANON_SLOTS * PMD_SIZE).is_ok()
+                && mm.mmap_pfn(self.cpu, DEV_BASE, DEV_SLOTS * PMD_SIZE).is_ok()
+            {
+                self.mm = Some(mm);
+                self.slots = (0..ANON_SLOTS).rev().map(|i| ANON_BASE + i * PMD_SIZE).collect();
+                self.dev_slots = (0..DEV_SLOTS).rev().map(|i| DEV_BASE + i * PMD_SIZE).collect();
+                return;
+            }
+            mm.destroy(self.cpu);
+        }
+    }
+
+    /// The folio whose word page `pfn` holds; the caller holds a reference to it.
+    fn folio_at(&self, pfn: Pfn) -> Option<&'m Folio> {
+        let m = self.m;
+        let word = m.memmap().load(m.platform(), pfn)?.word;
+        let d = memdesc::lookup::folio(word.kind())?;
+        let g = m.rcu().read_lock(self.cpu);
+        let f = d.get(&g);
+        // SAFETY: the caller holds a reference: the descriptor stays this folio beyond the guard.
+        Some(unsafe { &*(f as *const Folio) })
+    }
+
+    /// Drops a folio allocation hit by poison at `bad` as lost: every piece the handler split
+    /// it into loses `refs` references (the poisoned piece's last put retires it); the other
+    /// pieces' pages are verified first (their contents survive).
+    fn drop_lost_folio(&mut self, start: Pfn, order: u32, refs: u32, id: u64, off: u64, bad: Pfn) {
+        let mut i = 0;
+        while i < 1u64 << order {
+            let p = start.add(i);
+            let Some(piece) = self.folio_at(p) else {
+                self.violation(format!("page {p} of a poisoned held folio is no folio"));
+                return;
+            };
+            let po = piece.flags.order();
+            if !(p..p.add(1 << po)).contains(&bad) {
+                self.verify_idx(p, po, id, off + i);
+            }
+            if piece.flags.flags() & PG_LRU != 0 {
+                self.m.lru_del(piece);
+            }
+            for _ in 0..refs {
+                if let Err(e) = self.put_owned(piece) {
+                    self.violation(format!("put of a poisoned folio's piece {p}: {e}"));
+                }
+            }
+            i += 1 << po;
+        }
+    }
+
+    /// Drops from `list` the objects this quiescent point's poison events destroyed.
+    fn drop_poisoned(&mut self, list: &mut Vec<Live<'m>>) {
+        let events: Vec<PoisonReport> = self.shared.poison_events.lock().unwrap().clone();
+        for ev in events {
+            if ev.action == PoisonAction::Ignored {
+                continue;
+            }
+            let bad = ev.pfn;
+            let slab = match ev.kind {
+                PoisonedKind::Slab { .. } => {
+                    let o = ev.pages_lost.trailing_zeros();
+                    Some((bad.align_down(o), bad.align_down(o).add(1 << o)))
+                }
+                _ => None,
+            };
+            let p = self.m.platform();
+            let mut k = 0;
+            while k < list.len() {
+                let hit = match list[k] {
+                    Live::Folio { f, order, .. } | Live::Mapped { f, order, .. } => {
+                        let s = f.flags.pfn();
+                        (s..s.add(1 << order)).contains(&bad)
+                    }
+                    Live::Kmalloc { ptr, .. } | Live::Obj { ptr, .. } => match (slab, p.virt_to_pfn(ptr)) {
+                        (Some((s, e)), Some(q)) => s <= q && q < e,
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if !hit {
+                    k += 1;
+                    continue;
+                }
+                let l = list.swap_remove(k);
+                self.poison_lost += 1;
+                match l {
+                    Live::Folio { f, refs, order, id, off } => {
+                        self.drop_lost_folio(f.flags.pfn(), order, refs, id, off, bad);
+                    }
+                    Live::Mapped { f, va, order, id, .. } => {
+                        // Whatever the handler did to the mapping, this slot goes.
+                        if let Some(mm) = &self.mm {
+                            let _ = mm.unmap(self.cpu, va, PMD_SIZE);
+                        }
+                        self.slots.push(va);
+                        self.drop_lost_folio(f.flags.pfn(), order, 1, id, 0, bad);
+                    }
+                    // Objects of a poisoned slab: their contents are lost; freeing them is
+                    // how the slab empties and retires.
+                    Live::Kmalloc { ptr, .. } => {
+                        if let Err(e) = self.m.kfree(self.cpu, ptr) {
+                            self.violation(format!("kfree of an object of a poisoned slab: {e}"));
+                        }
+                    }
+                    Live::Obj { cache, ptr, .. } => {
+                        if let Err(e) = self.shared.caches[cache].free(self.cpu, ptr) {
+                            self.violation(format!("free of an object of a poisoned slab: {e}"));
+                        }
+                    }
+                    _ => unreachable!("only hit kinds are taken"),
+                }
+            }
+        }
+    }
+
+    /// [`Worker::drop_poisoned`] on this CPU's own objects.
+    fn drop_poisoned_own(&mut self) {
+        let mut live = std::mem::take(&mut self.live);
+        self.drop_poisoned(&mut live);
+        self.live_pages = live.iter().map(Live::pages).sum();
+        self.live = live;
+    }
+}
+
+/// The hwpoison hook: a machine check at a uniformly random pfn of the machine's regions.
+fn poison_random_pfn(w: &mut Worker<'_, '_, '_>) -> Result<u64, String> {
+    let m = w.m;
+    let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
+    let total: u64 = regions.iter().map(|(s, e)| e.0 - s.0).sum();
+    let mut r = w.below(total);
+    let mut pfn = regions[0].0;
+    for (s, e) in regions {
+        if r < e.0 - s.0 {
+            pfn = s.add(r);
+            break;
+        }
+        r -= e.0 - s.0;
+    }
+    w.arg(pfn.0);
+    match m.memory_failure(w.cpu, pfn) {
+        Ok(rep) => {
+            w.shared.poison_events.lock().unwrap().push(rep);
+            if rep.action == PoisonAction::Ignored {
+                w.poison_ignored += 1;
+                Ok(0)
+            } else {
+                Ok(rep.pages_lost)
+            }
+        }
+        Err(e @ (PoisonError::Corrupt(..) | PoisonError::OutOfRange(_) | PoisonError::NotPoisoned(_))) => {
+            Err(format!("memory_failure({pfn}): {e}"))
+        }
+        Err(_) => {
+            w.poison_refused += 1;
+            Ok(0)
+        }
     }
 }
 
@@ -1261,6 +2264,27 @@ pub const OPS: &[Op] = &[
     Op { name: "drain", weight: 1, run: op_drain },
     Op { name: "exchange", weight: 2, run: op_exchange },
     Op { name: "free_any", weight: 1, run: op_free_any },
+    Op { name: "mm_map", weight: 5, run: op_mm_map },
+    Op { name: "mm_unmap", weight: 5, run: op_mm_unmap },
+    Op { name: "mm_split_pmd", weight: 1, run: op_mm_split_pmd },
+    Op { name: "mm_fork", weight: 1, run: op_mm_fork },
+    Op { name: "mm_child_drop", weight: 1, run: op_mm_child_drop },
+    Op { name: "dev_map", weight: 2, run: op_dev_map },
+    Op { name: "vmalloc", weight: 4, run: op_vmalloc },
+    Op { name: "vfree", weight: 4, run: op_vfree },
+    Op { name: "pp_alloc", weight: 5, run: op_pp_alloc },
+    Op { name: "pp_put", weight: 5, run: op_pp_put },
+    Op { name: "zs_malloc", weight: 5, run: op_zs_malloc },
+    Op { name: "zs_free", weight: 5, run: op_zs_free },
+    Op { name: "zs_compact", weight: 1, run: op_zs_compact },
+    Op { name: "zs_migrate", weight: 2, run: op_zs_migrate },
+    Op { name: "z3_malloc", weight: 4, run: op_z3_malloc },
+    Op { name: "z3_free", weight: 4, run: op_z3_free },
+    Op { name: "z3_compact", weight: 1, run: op_z3_compact },
+    Op { name: "compact", weight: 1, run: op_compact },
+    Op { name: "balloon", weight: 1, run: op_balloon },
+    Op { name: "offline", weight: 1, run: op_offline },
+    Op { name: "guard_alloc", weight: 2, run: op_guard_alloc },
 ];
 
 /// The torture machine: 448 MiB over two nodes mixing both memmap layouts, DMA/DMA32 zones,
@@ -1269,8 +2293,8 @@ pub fn torture_layout() -> MemoryLayout {
     let mut l = MemoryLayout::new();
     let spec = |s: u64, e: u64, node, mapped, layout| RegionSpec { start: Pfn(s), end: Pfn(e), node, mapped, layout };
     l.add_region(spec(1, 0x9f, 0, true, MemmapLayout::Flat)).expect("layout");
-    l.add_region(spec(0x100, 0x10000, 0, true, MemmapLayout::TwoLevel)).expect("layout");
-    l.add_region(spec(0x10000, 0x18000, 1, true, MemmapLayout::Flat)).expect("layout");
+    l.add_region(spec(0x100, 0x10000, 0, true, MemmapLayout::Flat)).expect("layout");
+    l.add_region(spec(0x10000, 0x18000, 1, true, MemmapLayout::TwoLevel)).expect("layout");
     l.add_region(spec(0x10_0000, 0x10_4000, 1, false, MemmapLayout::Flat)).expect("layout");
     l.movable_from(Pfn(0x10_0000));
     l.reserve(Pfn(0x100), Pfn(0x200)).expect("layout");
@@ -1358,16 +2382,33 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         sizes.push(a.size);
         caches.push(m.create_cache(&boot_cpu, a).map_err(|e| format!("torture setup: {e}"))?);
     }
+    // Page tables' caches, the kernel address space and the vmalloc space over it live
+    // through the baselines (their caches are settled like the others).
+    let setup = |e: &dyn std::fmt::Display| format!("torture setup: {e}");
+    let mms = m.mm_caches(&boot_cpu).map_err(|e| setup(&e))?;
+    let kmm = mms.mm_create(&boot_cpu, MmKind::Kernel).map_err(|e| setup(&e))?;
+    let vm = VmallocSpace::new(&m, &boot_cpu, &kmm).map_err(|e| setup(&e))?;
     let free0 = settled_free_pages(&m, &boot_cpu);
     let objs0 = live_slab_objects(&m);
     let per_cache0 = per_cache_objects(&m);
     let shared_space = m.address_space_create(&boot_cpu).map_err(|e| format!("torture setup: {e}"))?;
+    let pool = PagePool::new(&m, &boot_cpu, PoolParams::default()).map_err(|e| setup(&e))?;
+    let zs = ZsPool::new(&m, &boot_cpu).map_err(|e| setup(&e))?;
+    let z3 = Z3foldPool::new(&m, &boot_cpu).map_err(|e| setup(&e))?;
     drop(boot_cpu);
     let shared = Shared {
         caches,
         sizes,
         exchange: Mutex::new(Vec::new()),
         shared_file: File { id: mix(cfg.seed ^ 0xF11E), space: shared_space },
+        mms: &mms,
+        vm,
+        pool,
+        zs,
+        z3,
+        balloon: Balloon::new(&m),
+        offlined: Mutex::new(Vec::new()),
+        poison_events: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         threads,
         seed: cfg.seed,
@@ -1411,6 +2452,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                             Err(e) => w.violation(format!("address_space_create: {e}")),
                         }
                     }
+                    w.setup_mm();
                     let mut done = 0u64;
                     loop {
                         let mut n = cfg.check_every.max(1);
@@ -1422,12 +2464,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                                 break;
                             }
                             if threshold != 0 && w.rand() < threshold {
-                                if let Some(hook) = POISON_HOOK {
-                                    match hook(&mut w) {
-                                        Ok(p) => w.poisoned += p,
-                                        Err(e) => w.violation(format!("hwpoison: {e}")),
-                                    }
-                                }
+                                w.pending_poison += 1;
                             }
                             w.run_one(OPS, weights, total_weight);
                             if i % 1024 == 1023 {
@@ -1443,9 +2480,37 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         // Quiescent point: every CPU stops, checks its own state, then the
                         // leader checks the machine and decides whether to go on.
                         barrier.wait();
+                        if let Some(hook) = POISON_HOOK.filter(|_| threshold != 0) {
+                            // One CPU at a time injects what it drew, the others stopped, so
+                            // every owner of a hit object learns of it before touching it.
+                            for k in 0..threads {
+                                if k == id {
+                                    for _ in 0..std::mem::take(&mut w.pending_poison) {
+                                        match hook(&mut w) {
+                                            Ok(p) => w.poisoned += p,
+                                            Err(e) => w.violation(format!("hwpoison: {e}")),
+                                        }
+                                    }
+                                }
+                                barrier.wait();
+                            }
+                            w.drop_poisoned_own();
+                            if id == 0 {
+                                let mut x = std::mem::take(&mut *shared.exchange.lock().unwrap());
+                                w.drop_poisoned(&mut x);
+                                *shared.exchange.lock().unwrap() = x;
+                            }
+                            barrier.wait();
+                        }
                         w.local_check();
                         if barrier.wait().is_leader() {
+                            shared.poison_events.lock().unwrap().clear();
                             global_check(m, gv);
+                            if let Err(v) = shared.zs.verify() {
+                                let mut o = gv.lock().unwrap();
+                                o.0 += 1;
+                                o.1.push(format!("zsmalloc verify: {v:?}"));
+                            }
                             checks.fetch_add(1, Ordering::Relaxed);
                             let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
                             let out_of_ops = cfg.max_ops.is_some_and(|max| done >= max) || w.exhausted();
@@ -1462,11 +2527,17 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                             break;
                         }
                     }
-                    // Tear down: free everything this CPU holds and its files.
+                    // Tear down: free everything this CPU holds, its mms and its files.
                     while let Some(l) = w.live.pop() {
                         if let Outcome::Violation(msg) = w.release(l) {
                             w.violation(format!("teardown: {msg}"));
                         }
+                    }
+                    for c in std::mem::take(&mut w.children) {
+                        c.destroy(&cpu);
+                    }
+                    if let Some(mm) = w.mm.take() {
+                        mm.destroy(&cpu);
                     }
                     for f in std::mem::take(&mut w.files) {
                         let fid = f.id;
@@ -1509,6 +2580,9 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         report.violations += w.violations;
         report.corrupted_bytes += w.corrupted;
         report.poisoned_pages += w.poisoned;
+        report.poison_ignored += w.poison_ignored;
+        report.poison_refused += w.poison_refused;
+        report.poison_lost_objects += w.poison_lost;
         report.messages.extend(w.messages.iter().cloned());
         for (a, b) in report.per_op.iter_mut().zip(&w.stats) {
             a.runs += b.runs;
@@ -1538,12 +2612,33 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         report.violations += last.violations;
         report.messages.extend(last.messages.iter().cloned());
     }
-    let Shared { caches, shared_file, .. } = shared;
+    let Shared { caches, shared_file, vm, pool, zs, z3, balloon, offlined, .. } = shared;
     let st = shared_file.space.destroy(&cpu);
     if st.unreleased != 0 {
         report.violations += 1;
         report.messages.push(format!("destroy of the shared file left {} references", st.unreleased));
     }
+    let mut teardown = |what: String| {
+        report.violations += 1;
+        report.messages.push(format!("teardown: {what}"));
+    };
+    for (s, e) in offlined.into_inner().unwrap() {
+        if let Err(err) = m.online_range(s, e) {
+            teardown(format!("online_range({s}, {e}): {err}"));
+        }
+    }
+    while balloon.stats().pages > 0 {
+        if balloon.deflate(&cpu, u64::MAX) == 0 {
+            teardown(format!("balloon keeps {} pages", balloon.stats().pages));
+            break;
+        }
+    }
+    zs.destroy(&cpu);
+    z3.destroy(&cpu);
+    if let Err((_, e)) = pool.try_destroy(&cpu) {
+        teardown(format!("page_pool destroy: {e}"));
+    }
+
     let free_end = settled_free_pages(&m, &cpu);
     let objs_end = live_slab_objects(&m);
     if objs_end != objs0 {
@@ -1556,7 +2651,9 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
             .collect();
         report.messages.push(format!("slab objects: {objs0} live at the start, {objs_end} at the end ({diff:?})"));
     }
-    report.lost_pages = free0.saturating_sub(free_end);
+    // Poisoned pages never come back: they are accounted apart from lost ones.
+    report.hwpoison_pages = m.undescribed_stats().hwpoison_pages;
+    report.lost_pages = free0.saturating_sub(free_end).saturating_sub(report.hwpoison_pages);
     if free_end > free0 {
         report.violations += 1;
         report.messages.push(format!("{} more pages free at the end than at the start", free_end - free0));
@@ -1571,6 +2668,15 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
             report.violations += 1;
             report.messages.push(format!("destroy_cache: {e}"));
         }
+    }
+    if let Err((_, e)) = vm.destroy(&cpu) {
+        report.violations += 1;
+        report.messages.push(format!("vmalloc space destroy: {e}"));
+    }
+    kmm.destroy(&cpu);
+    if let Err(e) = mms.destroy(&cpu) {
+        report.violations += 1;
+        report.messages.push(format!("mm caches destroy: {e}"));
     }
     Ok(report)
 }
@@ -1607,6 +2713,19 @@ mod tests {
             buf[36] ^= 0xff;
             assert_eq!(verify_raw(buf.as_ptr(), 37, 99), 2);
             assert!(verify_raw(buf.as_ptr(), 37, 0xDEAD_BEEF_1234_5678) > 30, "another object's pattern");
+        }
+        // Longer than a window: chunks, each checked.
+        let n = PAT_CHUNK * 2 + 100;
+        let mut big = vec![0u8; n];
+        // SAFETY: our buffer.
+        unsafe {
+            assert_eq!(nonzero_raw(big.as_ptr(), n), 0);
+            fill_raw(big.as_mut_ptr(), n, 5);
+            assert_eq!(verify_raw(big.as_ptr(), n, 5), 0);
+            big[PAT_CHUNK + 1] ^= 0x10;
+            big[n - 1] ^= 1;
+            assert_eq!(verify_raw(big.as_ptr(), n, 5), 2);
+            assert!(nonzero_raw(big.as_ptr(), n) > n as u64 / 2);
         }
     }
 

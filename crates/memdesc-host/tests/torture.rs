@@ -1,5 +1,5 @@
 //! The torture engine in the normal suite: short seeded runs on one and two CPUs with fault
-//! injection must end clean, and one CPU replays exactly from its seed.
+//! injection (and hwpoison injection) must end clean, and one CPU replays exactly from its seed.
 
 use memdesc_host::torture::{run, TortureConfig, TortureReport};
 
@@ -51,6 +51,67 @@ fn two_cpus_with_fault_injection_are_clean() {
     let r = short(2, 5, 6000, 0.05);
     assert_clean(&r);
     assert_eq!(r.ops, 12000);
+}
+
+#[test]
+fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
+    let mut lost = 0;
+    for threads in [1, 2] {
+        let cfg = TortureConfig {
+            threads,
+            seed: 23,
+            duration: None,
+            max_ops: Some(4000),
+            fail_rate: 0.01,
+            poison_rate: 0.1,
+            check_every: 500,
+            max_live_pages: 4096,
+            ..TortureConfig::default()
+        };
+        let r = run(&cfg).unwrap();
+        assert_clean(&r);
+        assert!(r.poisoned_pages > 0, "{threads} CPUs: pages were poisoned");
+        assert!(r.poison_refused > 0, "two-level pfns are refused, not violations");
+        assert!(r.hwpoison_pages > 0 && r.hwpoison_pages <= r.poisoned_pages, "{r:?}");
+        lost += r.poison_lost_objects;
+    }
+    assert!(lost > 0, "poison hit held objects, which were dropped as lost");
+}
+
+/// The descriptor checker counts page-table, vmalloc, page_pool and mappable blocks, and they
+/// go when freed.
+#[test]
+fn check_descriptors_covers_every_block_kind() {
+    use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
+    use memdesc::pgtable::MmKind;
+    use memdesc::vmalloc::{Unmappable, VmallocSpace};
+    use memdesc::{Config, Gfp};
+    let m = memdesc_host::boot(
+        &memdesc_host::torture::torture_layout(),
+        Config { nr_cpus: 1, debug_checks: true, ..Config::default() },
+    )
+    .unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let before = m.check_descriptors().unwrap().others;
+    let mms = m.mm_caches(&cpu).unwrap();
+    let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    let vm = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
+    let area = vm.vmalloc::<Unmappable>(&cpu, 3 * 4096, Gfp::KERNEL).unwrap();
+    let pool = PagePool::new(&m, &cpu, PoolParams::default()).unwrap();
+    let n = pool.alloc(&cpu).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap();
+    let r = m.check_descriptors().unwrap();
+    // 3 vmalloc pages, a page_pool block, a mappable block, and page tables of kmm.
+    assert!(r.others >= before + 6, "{r:?}");
+    assert!(r.other_pages >= 9, "{r:?}");
+    pp_put_pfn(&m, &cpu, n.pfn()).unwrap();
+    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    vm.vfree_area(&cpu, area).unwrap();
+    assert_eq!(pool.destroy(&cpu), memdesc::page_pool::Destroyed::Now);
+    vm.destroy(&cpu).map_err(|(_, e)| e).unwrap();
+    kmm.destroy(&cpu);
+    mms.destroy(&cpu).unwrap();
+    assert_eq!(m.check_descriptors().unwrap().others, before, "all gone");
 }
 
 mod op_sequences {

@@ -9,11 +9,11 @@
 //! carved area is entirely free (it would have been made uniform again).
 //!
 //! [`PhysMem::check_descriptors`] walks every pfn (slower; for torture runs and tests at their
-//! end): every word that points to a slab or folio descriptor lies inside the range the
-//! descriptor says it covers, and every word of that range points to it, so each descriptor's
-//! page count equals the words pointing to it; a folio reachable from a word has a reference.
-//! Kinds whose pages need not be contiguous (zsmalloc, vmalloc) plug in their own count here
-//! when they land (see the `other descriptor kinds` arm).
+//! end): every word that points to a slab, folio, page-table, vmalloc, page_pool, mappable or
+//! z3fold descriptor lies inside the range the descriptor says it covers, and every word of
+//! that range points to it, so each descriptor's page count equals the words pointing to it; a
+//! folio or mappable block reachable from a word has a reference, a netmem its pool. zsmalloc
+//! pages are not one block: `ZsPool::verify` checks them against their zspage.
 
 use core::fmt;
 
@@ -97,6 +97,11 @@ pub struct DescReport {
     pub slab_pages: u64,
     /// Pages covered by folios.
     pub folio_pages: u64,
+    /// Page-table, vmalloc, page_pool, mappable and z3fold descriptors found (one aligned
+    /// block each).
+    pub others: u64,
+    /// Pages covered by them.
+    pub other_pages: u64,
 }
 
 /// Totals from a successful check.
@@ -303,8 +308,8 @@ impl<P: Platform> PhysMem<P> {
         Ok(rep)
     }
 
-    /// Checks every slab and folio descriptor against the words that point to it (see the
-    /// module docs), at a quiescent point.
+    /// Checks every block descriptor (slab, folio and the other kinds in the module docs)
+    /// against the words that point to it, at a quiescent point.
     pub fn check_descriptors(&self) -> Result<DescReport, Violation> {
         let mut rep = DescReport::default();
         for r in self.memmap.regions() {
@@ -330,8 +335,30 @@ impl<P: Platform> PhysMem<P> {
                         }
                         (d.addr(), &f.flags)
                     }
-                    // Other descriptor kinds: zsmalloc and vmalloc pages need not be one
-                    // aligned block; each plugs its own count in here when it lands.
+                    // One aligned block per descriptor, named by every page of it (per page for
+                    // page tables, vmalloc and z3fold).
+                    // SAFETY (each arm): at a quiescent point a word of these tags names a live
+                    // descriptor of that type, whose first field is its DescFlags.
+                    PageKind::PageTable(d) => (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::PtDesc) }.flags),
+                    PageKind::Vmalloc { desc: d, .. } => {
+                        (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::VmallocDesc) }.flags)
+                    }
+                    PageKind::NetPool(d) => {
+                        let n = unsafe { &*(d.addr() as *const crate::desc::Netmem) };
+                        if n.pool() == 0 {
+                            return Err(Violation::DeadDescriptor { pfn, what: "netmem of no pool" });
+                        }
+                        (d.addr(), &n.flags)
+                    }
+                    PageKind::Mappable(d) => {
+                        let m = unsafe { &*(d.addr() as *const crate::desc::MappableDesc) };
+                        if m.counts.refcount() == 0 {
+                            return Err(Violation::DeadDescriptor { pfn, what: "mappable memory with no reference" });
+                        }
+                        (d.addr(), &m.flags)
+                    }
+                    PageKind::Z3fold(d) => (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::Z3foldDesc) }.flags),
+                    // zsmalloc pages are not one block: ZsPool::verify checks them.
                     _ => {
                         pfn = next;
                         continue;
@@ -347,11 +374,7 @@ impl<P: Platform> PhysMem<P> {
                     let mut p = pfn;
                     while p < pfn.add(1 << order) {
                         let w = self.memmap.load(&self.platform, p).ok_or(bad)?;
-                        let same = match w.word.kind() {
-                            PageKind::Slab(x) => x.addr() == addr,
-                            PageKind::AnonFolio(x) | PageKind::FileFolio(x) => x.addr() == addr,
-                            _ => false,
-                        };
+                        let same = w.word.desc_addr() == Some(addr);
                         if !same || w.word.tag() != v.word.tag() {
                             return Err(Violation::DescriptorRange { pfn: p, desc_pfn: dpfn, order });
                         }
@@ -360,9 +383,12 @@ impl<P: Platform> PhysMem<P> {
                     if matches!(v.word.kind(), PageKind::Slab(_)) {
                         rep.slabs += 1;
                         rep.slab_pages += 1 << order;
-                    } else {
+                    } else if matches!(v.word.kind(), PageKind::AnonFolio(_) | PageKind::FileFolio(_)) {
                         rep.folios += 1;
                         rep.folio_pages += 1 << order;
+                    } else {
+                        rep.others += 1;
+                        rep.other_pages += 1 << order;
                     }
                 }
                 pfn = next;
