@@ -252,7 +252,9 @@ impl<P: Platform> PhysMem<P> {
                 _ => return Err(OfflineError::NotOffline(p)),
             }
         }
-        self.set_pageblocks(rm, start, end, MigrateType::Movable);
+        // Words first, then the pageblock types: while the range is still isolated nobody
+        // else takes an `Offline` order-0 word of it for a balloon page (`Balloon::deflate`
+        // skips isolated pageblocks), which it did between the two steps the other way round.
         let buddy = self.buddy();
         let mut fl = zone.lock.lock();
         p = start;
@@ -264,6 +266,7 @@ impl<P: Platform> PhysMem<P> {
         }
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
         drop(fl);
+        self.set_pageblocks(rm, start, end, MigrateType::Movable);
         let pages = end.0 - start.0;
         zone.managed.fetch_add(pages, Ordering::Relaxed);
         self.undesc.offline.fetch_sub(pages, Ordering::Relaxed);
