@@ -941,6 +941,11 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                         // SAFETY: the object's bytes, mapped.
                         Ok(r) => break unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
                         Err(ZsError::NoMemory(e)) if is_alloc_failure(e) && tries < 1000 => tries += 1,
+                        // Its bytes were on a page `memory_failure` retired: lost, not corrupt.
+                        Err(ZsError::Lost(_)) => {
+                            self.poison_lost += 1;
+                            break 0;
+                        }
                         Err(e) => return Outcome::Violation(format!("zs map_read of a live object: {e}")),
                     }
                 };
@@ -956,6 +961,11 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 let bad = match z3.map_read(h) {
                     // SAFETY: the object's bytes, mapped.
                     Ok(r) => unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
+                    // Its page was retired by `memory_failure`: lost, not corrupt.
+                    Err(Z3Error::Lost(_)) => {
+                        self.poison_lost += 1;
+                        0
+                    }
                     Err(e) => return Outcome::Violation(format!("z3fold map_read of a live object: {e}")),
                 };
                 self.corrupted += bad;
@@ -1712,6 +1722,13 @@ fn op_mm_split_pmd(w: &mut Worker<'_, '_, '_>) -> Outcome {
         // Forks and other CPUs' RCU pins do not change this mm's entries.
         Ok(()) if f.counts.mapcount() == before + 511 => (false, Outcome::Done),
         Ok(()) => (false, Outcome::Violation(format!("split_pmd: mapcount {before} -> {}", f.counts.mapcount()))),
+        // Someone split it already: a `memory_failure` whose folio split was then refused
+        // (an injected allocation failure) splits the PMD mappings first, as Linux does.
+        // Fine if the folio is still mapped here, now by PTEs.
+        Err(MapError::NotHuge(_)) => match w.mm.as_ref().expect("a mapped folio's mm").translate(va) {
+            Some((e, false)) if e.pfn() == f.flags.pfn() => (false, Outcome::Done),
+            other => (false, Outcome::Violation(format!("split_pmd: no PMD at {va:#x}, entry {other:?}"))),
+        },
         Err(e) => (true, map_outcome(e)),
     };
     w.push(Live::Mapped { f, va, order, pmd, id });

@@ -50,18 +50,23 @@ impl<'m, P: Platform> Balloon<'m, P> {
     pub fn inflate(&self, cpu: &Cpu<'_>, n: u64) -> u64 {
         let mut got = 0;
         while got < n {
+            // Count the page before its `Offline` word is published: a `deflate` on another CPU
+            // may find and return it at once, and must never subtract a page not yet counted.
+            self.mem.undesc.offline.fetch_add(1, Ordering::Relaxed);
+            self.stats.lock().pages += 1;
             let r = self.mem.alloc_with(cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, |rm| {
                 PhysMem::<P>::undesc_word(rm, Subtype::Offline, 0)
             });
             match r {
                 Ok(_) => got += 1,
-                Err(AllocError::NoMemory { .. } | AllocError::Injected | AllocError::InvalidOrder(_)) => break,
+                Err(AllocError::NoMemory { .. } | AllocError::Injected | AllocError::InvalidOrder(_)) => {
+                    self.mem.undesc.offline.fetch_sub(1, Ordering::Relaxed);
+                    self.stats.lock().pages -= 1;
+                    break;
+                }
             }
         }
-        self.mem.undesc.offline.fetch_add(got, Ordering::Relaxed);
-        let mut s = self.stats.lock();
-        s.pages += got;
-        s.inflated += got;
+        self.stats.lock().inflated += got;
         got
     }
 

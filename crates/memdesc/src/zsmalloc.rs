@@ -415,6 +415,9 @@ struct Inner {
     handles: HandleTable,
     live_handles: u64,
     mapped: u64,
+    /// A page of the pool was poisoned: rebuilt headers carry upper-bound sizes since, so
+    /// class byte counters are upper bounds too (moves and frees use the header's size).
+    poisoned: bool,
 }
 
 /// The pool state, in kmalloc memory; zspage descriptors point to it.
@@ -627,6 +630,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             handles: HandleTable::new(p.as_ptr() as usize),
             live_handles: 0,
             mapped: 0,
+            poisoned: false,
         };
         build_classes(&mut inner);
         // SAFETY: a fresh kmalloc object of size_of::<PoolState>() bytes, aligned to at least
@@ -1055,7 +1059,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                     cur = zs.list.next.load(Ordering::Relaxed);
                 }
             }
-            if zspages != class.zspages || objects != class.objects || bytes != class.bytes {
+            // After a poisoning, the rebuilt headers of lost objects hold the largest size
+            // their slot allows (their real size went with the page), and moving or freeing
+            // them moves or subtracts that size: byte counters are then only consistent in sum
+            // over the pool, not per class.
+            if zspages != class.zspages || objects != class.objects || (!g.poisoned && bytes != class.bytes) {
                 return Err(ZsCorruption { class: ci, pfn: Pfn(0), what: "class counters" });
             }
             live += objects;
@@ -1509,6 +1517,7 @@ impl<P: Platform> ZsPool<'_, P> {
     /// first page, rebuilds the headers that lived on page `k` (size unknown: the class's
     /// largest) and the whole free list.
     fn poison_rebuild(&self, g: &mut Inner, zs: &Zspage, class: Class, k: usize, first_old: u64, out: &mut ZsPoisoned) {
+        g.poisoned = true;
         let first_new = zs.pages[0].load(Ordering::Relaxed);
         let slot = class.slot as usize;
         let page = (k * PAGE_SIZE)..((k + 1) * PAGE_SIZE);
@@ -1559,6 +1568,7 @@ mod tests {
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
+            poisoned: false,
         };
         build_classes(&mut i);
         i
