@@ -47,7 +47,10 @@ use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::zsmalloc::{Handle, HandleFault, HandleTable, ZsMigrateError, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::zsmalloc::{
+    page_free, take_replacement, Handle, HandleFault, HandleTable, ZsMigrateError, E_LOST, E_MAPPED, IDX_SHIFT,
+    PFN_SHIFT,
+};
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;
@@ -581,10 +584,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     }
 
     fn page_free(&self, cpu: &Cpu<'_>, d: &Z3foldDesc) {
-        let pfn = d.flags.pfn();
-        self.mem.stamp_block(pfn, 0, Word::TAIL);
-        let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("z3fold pfn"));
-        self.mem.free_claimed(cpu, rm, pfn, 0);
+        page_free(self.mem, cpu, d.flags.pfn());
         self.mem.free_desc(cpu, d);
     }
 }
@@ -668,38 +668,7 @@ impl<P: Platform> Z3foldPool<'_, P> {
         if l.mapped != 0 {
             return Err(ZsMigrateError::Busy(pfn));
         }
-        let w = Word::desc(DescPtr::from_ref(d));
-        let new = match target {
-            None => self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
-            Some(t) => {
-                let rm = self
-                    .mem
-                    .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
-                    .map_err(|_| ZsMigrateError::BadTarget(t))?;
-                self.mem.memmap.page_word(&self.mem.platform, rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
-                t
-            }
-        };
-        let rm_new = self.mem.memmap.region_map(self.mem.memmap.region_index(new).expect("allocated"));
-        let (Some(src), Some(dst)) = (self.mem.platform.direct_map(pfn), self.mem.platform.direct_map(new)) else {
-            self.mem.stamp_block(new, 0, Word::TAIL);
-            match target {
-                None => self.mem.free_claimed(cpu, rm_new, new, 0),
-                Some(t) => {
-                    self.mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm_new, crate::word::Subtype::Unmappable, 0))
-                }
-            }
-            return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
-        };
-        if poison {
-            // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes; the poisoned
-            // page is never read.
-            unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
-        } else {
-            // SAFETY: two distinct live pages, direct-mapped for PAGE_SIZE bytes; no object
-            // of the page is mapped (checked under the lock), so nothing else touches them.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
-        }
+        let new = take_replacement(self.mem, cpu, pfn, Word::desc(DescPtr::from_ref(d)), target, poison)?;
         let mut lost = 0;
         for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
             if l.sizes[b as usize] == 0 {
@@ -716,9 +685,7 @@ impl<P: Platform> Z3foldPool<'_, P> {
         if poison {
             self.mem.retire_poisoned_block(pfn, 0);
         } else {
-            self.mem.stamp_block(pfn, 0, Word::TAIL);
-            let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("z3fold pfn"));
-            self.mem.free_claimed(cpu, rm, pfn, 0);
+            page_free(self.mem, cpu, pfn);
         }
         Ok((new, lost))
     }

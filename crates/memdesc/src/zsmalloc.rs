@@ -1286,8 +1286,56 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 }
 
-/// Resets a component page's word and returns the page to the allocator.
-fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) {
+/// Takes the page that replaces pool page `pfn` (migration, or retirement after a memory
+/// error) and stamps it `w`: a newly allocated movable page, or the caller's raw order-0
+/// `target`. Then fills it: a copy of `pfn`, or zeroes when `pfn` is poisoned (never read).
+/// A page without a direct mapping is given back (to the caller if it was theirs) and
+/// refused. Shared by zsmalloc and z3fold.
+///
+/// Callers hold their pool's lock and have checked that no object on `pfn` is mapped, so
+/// nothing else touches either page during the copy.
+pub(crate) fn take_replacement<P: Platform>(
+    mem: &PhysMem<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    w: Word,
+    target: Option<Pfn>,
+    poison: bool,
+) -> Result<Pfn, ZsMigrateError> {
+    let new = match target {
+        None => mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
+        Some(t) => {
+            let rm = mem
+                .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
+                .map_err(|_| ZsMigrateError::BadTarget(t))?;
+            mem.memmap.page_word(&mem.platform, rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
+            t
+        }
+    };
+    let (Some(src), Some(dst)) = (mem.platform.direct_map(pfn), mem.platform.direct_map(new)) else {
+        match target {
+            None => page_free(mem, cpu, new),
+            Some(t) => {
+                let rm = mem.memmap.region_map(mem.memmap.region_index(t).expect("target"));
+                mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm, crate::word::Subtype::Unmappable, 0));
+            }
+        }
+        return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
+    };
+    if poison {
+        // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes. The poisoned page
+        // is never read.
+        unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
+    } else {
+        // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; the caller
+        // holds the pool lock with no object of `pfn` mapped, so nothing else touches them.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
+    }
+    Ok(new)
+}
+
+/// Resets a pool page's word and returns the page to the allocator (zsmalloc and z3fold).
+pub(crate) fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) {
     mem.stamp_block(pfn, 0, Word::TAIL);
     let rm = mem.memmap.region_map(mem.memmap.region_index(pfn).expect("zspage pfn"));
     mem.free_claimed(cpu, rm, pfn, 0);
@@ -1443,44 +1491,7 @@ impl<P: Platform> ZsPool<'_, P> {
         let k = (0..class.pages as usize)
             .find(|&i| zs.pages[i].load(Ordering::Relaxed) == pfn.0)
             .ok_or(ZsMigrateError::NotZsmalloc(pfn))?;
-        let w = Word::desc(DescPtr::from_ref(zs));
-        let new = match target {
-            None => self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
-            Some(t) => {
-                let rm = self
-                    .mem
-                    .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
-                    .map_err(|_| ZsMigrateError::BadTarget(t))?;
-                self.mem.memmap.page_word(&self.mem.platform, rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
-                t
-            }
-        };
-        let (Some(src), Some(dst)) = (self.mem.platform.direct_map(pfn), self.mem.platform.direct_map(new)) else {
-            // Give the new page back (to the caller if it was theirs).
-            match target {
-                None => page_free(self.mem, cpu, new),
-                Some(t) => self.mem.stamp_block(
-                    t,
-                    0,
-                    crate::zone::Buddy::<P>::undescribed(
-                        self.mem.memmap.region_map(self.mem.memmap.region_index(t).expect("target")),
-                        crate::word::Subtype::Unmappable,
-                        0,
-                    ),
-                ),
-            }
-            return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
-        };
-        if poison {
-            // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes. The poisoned
-            // page is never read.
-            unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
-        } else {
-            // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; no
-            // mapping of this zspage exists (mapped == 0 under the lock), so nothing else
-            // touches them.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
-        }
+        let new = take_replacement(self.mem, cpu, pfn, Word::desc(DescPtr::from_ref(zs)), target, poison)?;
         let first_old = zs.pages[0].load(Ordering::Relaxed);
         zs.pages[k].store(new.0, Ordering::Relaxed);
         if k == 0 {
