@@ -707,7 +707,7 @@ mod tests {
         let _ = std::fs::remove_file(&p);
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
         assert!(svg.contains("memdesc, two-level memmap"));
-        assert!(svg.contains("\nanon\n") && svg.contains("\nfile\n"));
+        assert!(svg.contains("anon (") && svg.contains("file ("));
         assert!(svg.matches("<rect").count() > 10);
     }
 
@@ -727,6 +727,88 @@ mod tests {
         assert!(r.source == "/proc (live)" || r.source.ends_with("(bundled sample)"), "{}", r.source);
         assert!(r.census.total > 0);
         assert_eq!(r.census.pages.sum(), r.census.total);
+    }
+
+    /// The in-use, storage and parity figures, with the real sizes and cache geometry.
+    fn check_in_use_and_parity(j: &Value, name: &str) {
+        let n = |p: &str| {
+            p.split('.').fold(j, |v, k| &v[k]).as_u64().unwrap_or_else(|| panic!("{name}: {p} is not an integer"))
+        };
+        let f = |p: &str| p.split('.').fold(j, |v, k| &v[k]).as_f64().unwrap_or_else(|| panic!("{name}: {p}"));
+        let in_use = n("pages.in_use");
+        let idle = n("pages.free") + n("pages.uninit") + n("pages.hole");
+        assert_eq!(in_use + idle, n("pages.total"), "{name}: in use = all but free, uninit, holes");
+        assert_eq!(n("bytes.in_use.pages"), in_use);
+        assert_eq!(n("bytes.in_use.linux"), in_use * 64, "{name}");
+        // In use, memdesc flat pays a word per page plus descriptors and their storage.
+        let flat = n("bytes.in_use.memdesc_flat");
+        assert!(flat > in_use * 8 && flat < n("bytes.memdesc_flat"), "{name}: in-use flat {flat}");
+        // The two-level in-use figure is its whole cost (an upper bound).
+        assert_eq!(n("bytes.in_use.memdesc_two_level"), n("bytes.memdesc_two_level"));
+        assert!((f("ratios.in_use.flat_vs_linux") - flat as f64 / (in_use * 64) as f64).abs() < 1e-12);
+        // On memory in use the ratio is far above the all-pfns one, which idle memory drives down.
+        assert!(f("ratios.in_use.flat_vs_linux") > 2.0 * f("ratios.flat_vs_linux"), "{name}");
+        // Descriptor storage is charged, from the core's real caches.
+        assert!(n("bytes.descriptor_storage") > 0, "{name}: storage");
+        assert_eq!(j["sizes"]["storage"]["folio"]["stride"].as_u64(), Some(48));
+        let kinds: u64 = j["kinds"].as_array().unwrap().iter().map(|k| k["flat_bytes"].as_u64().unwrap()).sum();
+        assert_eq!(kinds, n("bytes.memdesc_flat"));
+        let desc_plus: u64 = j["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["descriptor_bytes"].as_u64().unwrap() + k["storage_bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(desc_plus, n("bytes.descriptors") + n("bytes.descriptor_storage"));
+        // Parity folios: 64 B order-0, 112 B large; more than memdesc's own, per folio page.
+        assert_eq!(n("bytes.parity.folio"), 64);
+        assert_eq!(n("bytes.parity.large_folio"), 112);
+        let folios = n("descriptors.folios");
+        let parity = n("bytes.parity.memdesc_flat");
+        assert!(parity >= n("bytes.memdesc_flat") + folios * 16, "{name}: parity {parity}");
+        assert!(n("bytes.parity.in_use.memdesc_flat") > flat);
+        for k in j["kinds"].as_array().unwrap() {
+            assert!(k["driver"].as_str().is_some_and(|d| !d.is_empty()), "{name}: driver of {}", k["kind"]);
+            assert!(k["ratios"]["flat_vs_linux"].is_f64());
+        }
+        assert!(j["includes"]["memdesc"].as_str().unwrap().contains("slab descriptors"));
+    }
+
+    #[test]
+    fn in_use_storage_and_parity_on_the_sample() {
+        let dir = sample_dir().expect("bundled sample");
+        let r = compute(&dir, &crate::sizes::descriptor_sizes()).unwrap();
+        let j = to_json(&r);
+        check_in_use_and_parity(&j, "sample");
+        let t = table(&r);
+        assert!(t.contains("IN USE") && t.contains("parity flat") && t.contains("what drives each row"), "{t}");
+    }
+
+    #[test]
+    fn in_use_storage_and_parity_on_mixa() {
+        let r = compute(&Path::new(DATA).join("snapshots/mixA"), &crate::sizes::descriptor_sizes()).unwrap();
+        let j = to_json(&r);
+        check_in_use_and_parity(&j, "mixA");
+        // mixA: anon and file pages are almost all order-0 folios: 56 B (+ storage) of 64.
+        let anon = j["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "anon").unwrap();
+        let ratio = anon["ratios"]["flat_vs_linux"].as_f64().unwrap();
+        assert!(ratio > 0.875 && ratio < 0.9, "anon {ratio}");
+        let parity = anon["ratios"]["parity_flat_vs_linux"].as_f64().unwrap();
+        assert!(parity > 72.0 / 64.0 && parity < 1.15, "anon parity {parity}");
+    }
+
+    #[test]
+    fn svg_labels_every_row() {
+        let dir = sample_dir().expect("bundled sample");
+        let r = compute(&dir, &crate::sizes::descriptor_sizes()).unwrap();
+        let p = std::env::temp_dir().join(format!("memdesc-estimate-rows-{}.svg", std::process::id()));
+        write_svg(&r, &p).unwrap();
+        let svg = std::fs::read_to_string(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        for row in r.estimate.rows.iter().filter(|r| r.pages > 0 && r.kind != "memmap") {
+            assert!(svg.contains(&format!("{} ({} pages)", row.kind, row.pages)), "row {} unlabelled", row.kind);
+        }
+        assert!(svg.contains("in use") && svg.contains("parity folio") && svg.contains("logarithmic"));
     }
 
     #[test]

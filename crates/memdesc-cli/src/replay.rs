@@ -1899,6 +1899,66 @@ mod tests {
         assert_eq!(avail, 100 * 1000);
     }
 
+    /// The traced placement's split areas follow the traced pfns: a page in an area splits it,
+    /// a whole-area raw block too, a whole-area folio does not, and frees make areas uniform.
+    #[test]
+    fn traced_placement_split_areas() {
+        let m = memdesc_host::boot(
+            &MemoryLayout::pc(1, MemmapLayout::Flat),
+            Config { debug_checks: true, ..Config::default() },
+        )
+        .unwrap();
+        let cpu = m.cpus().claim(0).unwrap();
+        let caches = m.mm_caches(&cpu).unwrap();
+        let kmm = caches.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let kernel = Kernel::new(&m, &cpu, &kmm).unwrap();
+        drop(cpu);
+        let mut r = Replayer::new(&m, &kernel, 1 << 18, 64 << 18).unwrap();
+        let last = |r: &mut Replayer<'_>| {
+            r.sample();
+            *r.samples.last().unwrap()
+        };
+        assert_eq!(last(&mut r).traced_split_areas, 0);
+        let alloc = |pfn, order| Event::PageAlloc {
+            pfn: Some(pfn),
+            order,
+            migratetype: 1,
+            gfp: LinuxGfp("GFP_HIGHUSER_MOVABLE|__GFP_COMP"),
+        };
+        // One page in area 8 (pfns 0x1000..0x1200).
+        r.event(&alloc(0x1000, 0));
+        r.event(&alloc(0x1001, 0));
+        assert_eq!(last(&mut r).traced_split_areas, 1);
+        // A raw order-9 block covering area 9: split (only a folio or reserved memory is uniform).
+        r.event(&alloc(0x1200, 9));
+        assert_eq!(last(&mut r).traced_split_areas, 2);
+        // Typed as an anon folio: one 2 MiB folio, the area word describes it.
+        use memdesc_linux::trace::LruFlags;
+        r.event(&Event::LruInsertion { pfn: 0x1200, lru: 0, flags: LruFlags { anon: true, ..LruFlags::default() } });
+        let s = last(&mut r);
+        assert_eq!(s.traced_split_areas, 1);
+        // Cost: a word per area of the traced pfn space, one table, the descriptor slabs.
+        assert_eq!(s.traced_two_level, (1u64 << 18) / 512 * 8 + 4096 + (s.memdesc - s.words));
+        // Freeing part of the folio splits its area; freeing the rest of everything unsplits.
+        r.event(&Event::PageFree { pfn: 0x1200, order: 0 });
+        assert_eq!(last(&mut r).traced_split_areas, 2);
+        r.event(&Event::PageFree { pfn: 0x1000, order: 0 });
+        r.event(&Event::PageFree { pfn: 0x1001, order: 0 });
+        assert_eq!(last(&mut r).traced_split_areas, 1);
+        for p in 0x1201..0x1400 {
+            r.event(&Event::PageFree { pfn: p, order: 0 });
+        }
+        assert_eq!(last(&mut r).traced_split_areas, 0);
+        assert!(r.sim_errors.is_empty(), "{:?}", r.sim_errors);
+        assert_eq!(r.samples.iter().map(|s| s.traced_split_areas).max(), Some(2));
+        // The flat machine has no two-level areas of its own.
+        assert!(r.samples.iter().all(|s| s.split_areas == 0));
+        let caches = r.descriptor_caches();
+        let folio = caches.iter().find(|c| c.name == "folio").expect("folio cache");
+        assert!(folio.stride >= folio.object_bytes && folio.objects_per_slab > 0);
+        assert_eq!(folio.bytes, folio.slabs * (PAGE_SIZE as u64) << folio.slab_order);
+    }
+
     /// The engine on a small machine with hand-made events: retyping, partial frees, the slab
     /// signature, objects, the page cache (byte offsets), page_pool holds, and the accounting.
     #[test]
