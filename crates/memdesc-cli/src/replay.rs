@@ -1956,7 +1956,7 @@ mod tests {
         let caches = r.descriptor_caches();
         let folio = caches.iter().find(|c| c.name == "folio").expect("folio cache");
         assert!(folio.stride >= folio.object_bytes && folio.objects_per_slab > 0);
-        assert_eq!(folio.bytes, folio.slabs * (PAGE_SIZE as u64) << folio.slab_order);
+        assert_eq!(folio.bytes, folio.slabs * ((PAGE_SIZE as u64) << folio.slab_order));
     }
 
     /// The engine on a small machine with hand-made events: retyping, partial frees, the slab
