@@ -587,8 +587,14 @@ pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (upper, legend_area) = root.split_vertically(height - 44);
-    let name =
-        Path::new(&r.source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.source.clone());
+    // The snapshot's directory name, with its trace's for a trace's start/ or end/.
+    let src = Path::new(r.source.split(" (").next().unwrap_or(&r.source));
+    let last = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = match (last(src), src.parent().and_then(last)) {
+        (Some(n), Some(parent)) if n == "start" || n == "end" => format!("{parent}/{n}"),
+        (Some(n), _) => n,
+        _ => r.source.clone(),
+    };
     let caption = format!(
         "page metadata of {name}: in use memdesc {:.2}x (flat) / {:.2}x (two-level) / {:.2}x (parity) of Linux; all pfns {:.2}x / {:.2}x / {:.2}x",
         u.flat_ratio, u.two_level_ratio, u.parity_flat_ratio, t.flat_ratio, t.two_level_ratio, t.parity_flat_ratio

@@ -1424,7 +1424,12 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     })
 }
 
-/// The stable JSON of a report.
+/// The stable JSON of a report. Besides the counts: `bytes` (`peak_linux`, `peak_memdesc`,
+/// `memdesc_includes`, `memmap`, `two_level_placement`: `"memdesc"` when `peak_memdesc` is a
+/// two-level figure, in memdesc's own placement, else null;
+/// `peak_memdesc_two_level_traced_placement`, `samples`), `split_areas_peak`
+/// (`memdesc_placement`: null with the flat memmap; `traced_placement`), `two_level` (both
+/// placements with what each is), `descriptor_caches` (real geometry and occupancy).
 pub fn to_json(r: &Report) -> Value {
     let by_type: serde_json::Map<String, Value> = EventKind::ALL
         .iter()
