@@ -23,8 +23,19 @@
 //! free of a split block is found too). A traced free releases the pages it names; the
 //! simulated block is freed when its last traced page is. Placement therefore differs from the
 //! traced machine: the start state is packed by the simulated allocator, so with the two-level
-//! memmap fewer areas are split than the real placement needs (`memdesc estimate` on the
-//! snapshot gives that figure); the flat memmap's cost does not depend on placement.
+//! memmap fewer areas are split than the real placement needs; the flat memmap's cost does not
+//! depend on placement.
+//!
+//! # Two placements
+//! Both are reported, labelled: *memdesc's own placement* is what the simulated machine's
+//! two-level memmap really splits ([`Sample::split_areas`]; the bytes of a
+//! `--memmap two-level` run use it). The *traced placement* is computed from the pfn map
+//! itself, which holds every live traced allocation at the pfns Linux used: per 2 MiB area a
+//! count of covered pfns, and an area is split unless nothing covers it, one folio of order
+//! ≥ 9 covers all of it, or all of it is reserved ([`Sample::traced_split_areas`],
+//! [`Sample::traced_two_level`]). At the start of the trace it equals `memdesc estimate`'s
+//! split count on the start snapshot, except that areas mixing free and not-yet-initialised
+//! pages count as uniform here (they are all free to the allocator).
 //!
 //! # Events
 //! * `mm_page_alloc` / `mm_page_free`: raw blocks by order and migratetype. A block is
@@ -239,6 +250,41 @@ pub struct Sample {
     pub memdesc: u64,
     /// Of that, the memmap.
     pub words: u64,
+    /// Two-level areas split on the simulated machine (memdesc's own placement; 0 with the
+    /// flat memmap).
+    pub split_areas: u64,
+    /// Two-level areas that would be split with the traced machine's placement (the pfns the
+    /// trace names): an area is uniform when no traced allocation covers it, when one folio
+    /// of order ≥ 9 covers all of it, or when all of it is reserved.
+    pub traced_split_areas: u64,
+    /// memdesc with a two-level memmap and the traced placement: one word per 2 MiB area of
+    /// the traced pfn space, a 512-word table per traced split area, and the same descriptor
+    /// slabs as `memdesc`.
+    pub traced_two_level: u64,
+}
+
+/// One descriptor cache of the simulated machine at the end of the replay: its real geometry
+/// and what it holds.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DescCache {
+    /// Cache name.
+    pub name: &'static str,
+    /// `size_of` of the descriptor.
+    pub object_bytes: usize,
+    /// Distance between objects in a slab.
+    pub stride: usize,
+    /// Objects per slab (for `slab_desc`: besides the slab's own descriptor).
+    pub objects_per_slab: u32,
+    /// Slab order.
+    pub slab_order: u32,
+    /// Slabs.
+    pub slabs: u64,
+    /// Objects in use (handed out or in per-CPU sheaves).
+    pub active_objects: u64,
+    /// Object slots in all slabs.
+    pub objects: u64,
+    /// Bytes of the slabs: what `memdesc` charges for this cache.
+    pub bytes: u64,
 }
 
 /// The replay engine over one booted machine.
@@ -290,7 +336,19 @@ pub struct Replayer<'m> {
     linux_bytes: u64,
     desc_names: Vec<&'static str>,
     events_done: u64,
+    /// Per 2 MiB area of the traced pfn space: pfns covered by a live traced allocation.
+    area_occ: Vec<u16>,
+    /// Per area: split under the traced placement (as of the last refresh).
+    area_split: Vec<bool>,
+    /// Per area: changed since the last refresh.
+    area_dirty: Vec<bool>,
+    dirty: Vec<u32>,
+    /// Areas split under the traced placement (as of the last refresh).
+    traced_split: u64,
 }
+
+/// pfns per two-level area (2 MiB).
+const AREA: usize = 512;
 
 /// The kernel-side allocators the replay drives besides the page allocator, slab and page
 /// cache: a kernel address space (Linux's `init_mm`) with one vmalloc space in it, and one
@@ -401,11 +459,71 @@ impl<'m> Replayer<'m> {
             linux_bytes,
             desc_names,
             events_done: 0,
+            area_occ: vec![0; (pfns as usize).div_ceil(AREA)],
+            area_split: vec![false; (pfns as usize).div_ceil(AREA)],
+            area_dirty: vec![false; (pfns as usize).div_ceil(AREA)],
+            dirty: Vec::new(),
+            traced_split: 0,
         })
     }
 
     fn sim_error(&mut self, what: &str, e: impl std::fmt::Display) {
         *self.sim_errors.entry(format!("{what}: {e}")).or_insert(0) += 1;
+    }
+
+    /// Points traced pfn `p` at entry `i` (0: none), keeping the per-area counts.
+    fn set_slot(&mut self, p: usize, i: u32) {
+        let old = std::mem::replace(&mut self.index[p], i);
+        let a = p / AREA;
+        match (old == 0, i == 0) {
+            (true, false) => self.area_occ[a] += 1,
+            (false, true) => self.area_occ[a] -= 1,
+            _ => {}
+        }
+        self.mark(a);
+    }
+
+    fn mark(&mut self, a: usize) {
+        if !self.area_dirty[a] {
+            self.area_dirty[a] = true;
+            self.dirty.push(a as u32);
+        }
+    }
+
+    /// Whether area `a` needs a table under the traced placement.
+    fn traced_area_split(&self, a: usize) -> bool {
+        let s = a * AREA;
+        let e = (s + AREA).min(self.index.len());
+        let occ = self.area_occ[a] as usize;
+        if occ == 0 {
+            return false;
+        }
+        if occ < AREA || e - s < AREA {
+            return true;
+        }
+        let first = self.index[s];
+        let f = &self.entries[first as usize];
+        if f.order >= 9 && matches!(f.what, What::Folio(_)) && self.index[s..e].iter().all(|&i| i == first) {
+            return false;
+        }
+        !self.index[s..e].iter().all(|&i| self.entries[i as usize].what == What::Raw(Kind::Reserved))
+    }
+
+    /// Brings the traced-placement split count up to date.
+    fn refresh_traced(&mut self) {
+        while let Some(a) = self.dirty.pop() {
+            let a = a as usize;
+            self.area_dirty[a] = false;
+            let now = self.traced_area_split(a);
+            if now != self.area_split[a] {
+                self.area_split[a] = now;
+                if now {
+                    self.traced_split += 1;
+                } else {
+                    self.traced_split -= 1;
+                }
+            }
+        }
     }
 
     fn entry_at(&self, pfn: u64) -> Option<u32> {
@@ -446,7 +564,7 @@ impl<'m> Replayer<'m> {
                 }
                 self.drop_pages(old, p, p + 1);
             }
-            self.index[p as usize] = i;
+            self.set_slot(p as usize, i);
         }
     }
 
@@ -484,7 +602,7 @@ impl<'m> Replayer<'m> {
     /// none is left.
     fn drop_pages(&mut self, i: u32, a: u64, b: u64) {
         for p in a..b {
-            self.index[p as usize] = 0;
+            self.set_slot(p as usize, 0);
         }
         let e = &mut self.entries[i as usize];
         e.live -= (b - a) as u32;
@@ -633,16 +751,20 @@ impl<'m> Replayer<'m> {
                 if let Err(err) = self.m.free_pages(&self.cpu, sim, order) {
                     self.sim_error("free_pages (retype)", err);
                 }
-                let e = &mut self.entries[i as usize];
+                let area = self.entries[i as usize].head as usize / AREA;
                 match self.m.folio_alloc(&self.cpu, order, Gfp::MOVABLE, fk) {
                     Ok(f) => {
+                        // A whole-area folio may make its area uniform.
+                        self.mark(area);
+                        let e = &mut self.entries[i as usize];
                         e.what = What::Folio(fk);
                         e.folio = Some(f);
                         e.sim = f.flags.pfn();
                         Ok(i)
                     }
                     Err(_) => {
-                        e.what = What::Lost;
+                        self.entries[i as usize].what = What::Lost;
+                        self.mark(area);
                         self.alloc_failures += 1;
                         Err("folio event: the folio allocation failed")
                     }
@@ -901,7 +1023,41 @@ impl<'m> Replayer<'m> {
                 desc += i.num_slabs * i.pagesperslab as u64 * PAGE_SIZE as u64;
             }
         });
-        self.samples.push(Sample { events: self.events_done, linux: self.linux_bytes, memdesc: words + desc, words });
+        self.refresh_traced();
+        let area_words = self.area_occ.len() as u64 * 8;
+        self.samples.push(Sample {
+            events: self.events_done,
+            linux: self.linux_bytes,
+            memdesc: words + desc,
+            words,
+            split_areas: m.memmap().split_areas(),
+            traced_split_areas: self.traced_split,
+            traced_two_level: area_words + self.traced_split * (AREA * 8) as u64 + desc,
+        });
+    }
+
+    /// The geometry and occupancy of the descriptor caches (and `slab_desc`), from the
+    /// machine's slab.
+    pub fn descriptor_caches(&self) -> Vec<DescCache> {
+        let mut v = Vec::new();
+        let m = self.m;
+        m.for_each_cache(|c| {
+            if self.desc_names.contains(&c.name()) {
+                let i = m.slab_info(c);
+                v.push(DescCache {
+                    name: c.name(),
+                    object_bytes: c.object_size(),
+                    stride: c.stride(),
+                    objects_per_slab: c.objects_per_slab(),
+                    slab_order: c.order(),
+                    slabs: i.num_slabs,
+                    active_objects: i.active_objs,
+                    objects: i.num_objs,
+                    bytes: i.num_slabs * i.pagesperslab as u64 * PAGE_SIZE as u64,
+                });
+            }
+        });
+        v
     }
 
     /// Slab pages of the simulated machine, (descriptor caches, everything else).
@@ -1014,6 +1170,10 @@ pub struct Report {
     /// The simulated machine's largest slab caches at the end (name, pages, active objects,
     /// objects).
     pub slab_caches: Vec<(String, u64, u64, u64)>,
+    /// The descriptor caches at the end, with their real geometry.
+    pub descriptor_caches: Vec<DescCache>,
+    /// 2 MiB areas of the traced pfn space (for the traced placement's two-level cost).
+    pub traced_areas: u64,
 }
 
 impl Report {
@@ -1259,10 +1419,17 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         slab_missed,
         confusion,
         slab_caches,
+        descriptor_caches: r.descriptor_caches(),
+        traced_areas: r.area_occ.len() as u64,
     })
 }
 
-/// The stable JSON of a report.
+/// The stable JSON of a report. Besides the counts: `bytes` (`peak_linux`, `peak_memdesc`,
+/// `memdesc_includes`, `memmap`, `two_level_placement`: `"memdesc"` when `peak_memdesc` is a
+/// two-level figure, in memdesc's own placement, else null;
+/// `peak_memdesc_two_level_traced_placement`, `samples`), `split_areas_peak`
+/// (`memdesc_placement`: null with the flat memmap; `traced_placement`), `two_level` (both
+/// placements with what each is), `descriptor_caches` (real geometry and occupancy).
 pub fn to_json(r: &Report) -> Value {
     let by_type: serde_json::Map<String, Value> = EventKind::ALL
         .iter()
@@ -1273,6 +1440,10 @@ pub fn to_json(r: &Report) -> Value {
         .collect();
     let peak_linux = r.samples.iter().map(|s| s.linux).max().unwrap_or(0);
     let peak_memdesc = r.samples.iter().map(|s| s.memdesc).max().unwrap_or(0);
+    let two = r.memmap == MemmapArg::TwoLevel;
+    let own_split_peak = r.samples.iter().map(|s| s.split_areas).max().unwrap_or(0);
+    let traced_split_peak = r.samples.iter().map(|s| s.traced_split_areas).max().unwrap_or(0);
+    let traced_peak = r.samples.iter().map(|s| s.traced_two_level).max().unwrap_or(0);
     let end_pages: serde_json::Map<String, Value> = r
         .end_rows
         .iter()
@@ -1312,8 +1483,33 @@ pub fn to_json(r: &Report) -> Value {
         "bytes": {
             "peak_linux": peak_linux,
             "peak_memdesc": peak_memdesc,
+            "memdesc_includes": MEMDESC_INCLUDES,
+            "memmap": if two { "two_level" } else { "flat" },
+            "two_level_placement": if two { Some(MEMDESC_PLACEMENT) } else { None },
+            "peak_memdesc_two_level_traced_placement": traced_peak,
             "samples": r.samples,
         },
+        "split_areas_peak": {
+            "memdesc_placement": if two { Some(own_split_peak) } else { None },
+            "traced_placement": traced_split_peak,
+        },
+        "two_level": {
+            "areas": r.traced_areas,
+            "placement_of_peak_memdesc": if two { Some(MEMDESC_PLACEMENT) } else { None },
+            "memdesc_placement": {
+                "what": "the pfns memdesc's own allocator chose on the simulated machine (packs allocations into few 2 MiB areas)",
+                "split_areas_peak": if two { Some(own_split_peak) } else { None },
+                "peak_bytes": if two { Some(peak_memdesc) } else { None },
+            },
+            "traced_placement": {
+                "what": TRACED_PLACEMENT,
+                "split_areas_start": r.samples.first().map_or(0, |s| s.traced_split_areas),
+                "split_areas_peak": traced_split_peak,
+                "split_areas_end": r.samples.last().map_or(0, |s| s.traced_split_areas),
+                "peak_bytes": traced_peak,
+            },
+        },
+        "descriptor_caches": r.descriptor_caches,
         "end": {
             "pages": end_pages,
             "free_blocks_by_order": { "replay": r.free_blocks.0, "end_buddyinfo": r.free_blocks.1 },
@@ -1323,6 +1519,22 @@ pub fn to_json(r: &Report) -> Value {
         },
     })
 }
+
+/// What replay's memdesc figure includes.
+pub const MEMDESC_INCLUDES: &str =
+    "the simulated machine's memmap (words; for the two-level memmap its area words and \
+     the tables of split areas) plus every slab page of the descriptor caches (folio, ptdesc, vmalloc, netmem, zspage, \
+     z3fold, mappable) and of slab_desc (the slab descriptors of every slab): real object stride, partial slabs and \
+     slack included";
+
+/// The name of memdesc's own placement in the JSON.
+pub const MEMDESC_PLACEMENT: &str = "memdesc";
+
+/// What the traced placement is.
+pub const TRACED_PLACEMENT: &str = "the pfns the traced Linux kernel used (start snapshot and every traced page \
+     event): an area is split unless no live allocation covers it, one folio of order >= 9 covers all of it, or all \
+     of it is reserved; the cost is one word per 2 MiB area of the traced pfn space, a 512-word table per split area \
+     and the same descriptor slabs as the replay";
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
@@ -1425,52 +1637,159 @@ pub fn to_table(r: &Report) -> String {
         mib(last),
         peak_linux as f64 / peak.max(1) as f64
     );
+    let _ = writeln!(o, "  memdesc includes {MEMDESC_INCLUDES}");
+    let peak_split = |f: fn(&Sample) -> u64| r.samples.iter().map(f).max().unwrap_or(0);
     if r.memmap == MemmapArg::TwoLevel {
         let _ = writeln!(
             o,
-            "note: the pfn map lets the simulated allocator place the start state compactly, so fewer 2 MiB areas are split than on the traced machine; `memdesc estimate` on the snapshot gives the two-level cost of the real placement"
+            "two-level memmap, MEMDESC'S OWN PLACEMENT (the simulated allocator's pfns; it packs allocations into few 2 MiB areas, unlike Linux): peak {} split areas of {}; the figures above use it",
+            peak_split(|s| s.split_areas),
+            r.traced_areas
+        );
+    }
+    let traced_peak = peak_split(|s| s.traced_two_level);
+    let _ = writeln!(
+        o,
+        "two-level memmap, TRACED PLACEMENT (the pfns Linux used): split areas start {}, peak {}, end {} of {}; memdesc peak {:.1} MiB ({:.3}x Linux)",
+        r.samples.first().map_or(0, |s| s.traced_split_areas),
+        peak_split(|s| s.traced_split_areas),
+        r.samples.last().map_or(0, |s| s.traced_split_areas),
+        r.traced_areas,
+        mib(traced_peak),
+        traced_peak as f64 / peak_linux.max(1) as f64
+    );
+    let _ = writeln!(o, "\ndescriptor caches at the end (real geometry of the simulated machine's slab):");
+    let _ = writeln!(
+        o,
+        "  {:<14} {:>7} {:>7} {:>9} {:>6} {:>8} {:>10} {:>10} {:>10}",
+        "cache", "object", "stride", "per slab", "order", "slabs", "in use", "slots", "MiB"
+    );
+    for c in &r.descriptor_caches {
+        let _ = writeln!(
+            o,
+            "  {:<14} {:>7} {:>7} {:>9} {:>6} {:>8} {:>10} {:>10} {:>10.2}",
+            c.name,
+            c.object_bytes,
+            c.stride,
+            c.objects_per_slab,
+            c.slab_order,
+            c.slabs,
+            c.active_objects,
+            c.objects,
+            mib(c.bytes)
         );
     }
     o
 }
 
-/// Writes the line chart of metadata bytes over the replay.
+/// Writes the line chart of metadata over the replay: memdesc's metadata as a fraction of
+/// Linux's (whose 64 B per page is constant, 1 on this scale) on the left axis, the same in
+/// MiB on the right axis; the legend sits above the lines. A lower panel shows how each
+/// memdesc line changed since the start of the trace, in KiB, where the upper one is too coarse.
 pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Debug| anyhow::anyhow!("{e:?}");
     let xmax = r.samples.last().map_or(1, |s| s.events).max(1) as f64;
-    let ymax = r.samples.iter().map(|s| s.linux.max(s.memdesc)).max().unwrap_or(1) as f64 / (1u64 << 20) as f64 * 1.1;
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let name = Path::new(&r.source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("page metadata during the replay of {name}"), ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..xmax, 0f64..ymax.max(1.0))
-        .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("events replayed").y_desc("MiB").draw().map_err(|e| err(&e))?;
+    let linux = r.samples.iter().map(|s| s.linux).max().unwrap_or(1).max(1);
+    let ratio = |b: u64| b as f64 / linux as f64;
     type Pick = fn(&Sample) -> u64;
-    let lines: [(&str, Pick, RGBColor); 3] = [
-        ("Linux (64 B struct page)", |s| s.linux, RGBColor(200, 60, 50)),
-        ("memdesc (words + descriptors)", |s| s.memdesc, RGBColor(40, 110, 190)),
-        ("memdesc words only", |s| s.words, RGBColor(120, 170, 90)),
+    let two = r.memmap == MemmapArg::TwoLevel;
+    let own: &str = if two {
+        "memdesc, two-level memmap, memdesc's own placement (words + descriptor slabs)"
+    } else {
+        "memdesc, flat memmap (words + descriptor slabs)"
+    };
+    // Drawn in this order, the wide line first so that lines on top of it stay visible.
+    let lines: [(&str, Pick, RGBColor, u32); 3] = [
+        ("memdesc, two-level memmap, traced (Linux) placement", |s| s.traced_two_level, RGBColor(240, 160, 60), 5),
+        (own, |s| s.memdesc, RGBColor(40, 110, 190), 2),
+        ("memdesc memmap words only", |s| s.words, RGBColor(80, 150, 60), 2),
     ];
-    for (label, f, c) in lines {
+    let top =
+        r.samples.iter().flat_map(|s| lines.iter().map(move |l| ratio((l.1)(s)))).fold(0.0f64, f64::max).max(1e-3)
+            * 1.6;
+    let root = SVGBackend::new(path, (1000, 820)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (upper, lower) = root.split_vertically(540);
+    let name = Path::new(&r.source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(
+            format!(
+                "replay of {name} ({} events, {} memmap): memdesc's page metadata vs Linux's {:.0} MiB",
+                r.stats.events + r.stats.unknown,
+                if two { "two-level" } else { "flat" },
+                mib(linux)
+            ),
+            ("sans-serif", 19),
+        )
+        .margin(16)
+        .x_label_area_size(42)
+        .y_label_area_size(80)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..top)
+        .map_err(|e| err(&e))?
+        .set_secondary_coord(0f64..xmax, 0f64..top * mib(linux));
+    chart
+        .configure_mesh()
+        .x_desc("events replayed")
+        .y_desc("fraction of Linux's memmap (Linux = 1, off scale)")
+        .x_label_formatter(&|v| format!("{:.0}", v))
+        .y_label_formatter(&|v| format!("{:.3}", v))
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("MiB")
+        .y_label_formatter(&|v| if top * mib(linux) >= 20.0 { format!("{:.0}", v) } else { format!("{:.1}", v) })
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (label, f, c, w) in lines {
         chart
-            .draw_series(LineSeries::new(r.samples.iter().map(|s| (s.events as f64, mib(f(s)))), c.stroke_width(2)))
+            .draw_series(LineSeries::new(r.samples.iter().map(|s| (s.events as f64, ratio(f(s)))), c.stroke_width(w)))
             .map_err(|e| err(&e))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(w)));
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
+        .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| err(&e))?;
+
+    // Lower panel: change since the first sample, KiB.
+    let kib = |s: &Sample, f: Pick| (f(s) as f64 - r.samples.first().map_or(0, f) as f64) / 1024.0;
+    let (mut dlo, mut dhi) = (0.0f64, 0.0f64);
+    for s in &r.samples {
+        for l in &lines {
+            let d = kib(s, l.1);
+            dlo = dlo.min(d);
+            dhi = dhi.max(d);
+        }
+    }
+    let pad = ((dhi - dlo) * 0.15).max(1.0);
+    let mut delta = ChartBuilder::on(&lower)
+        .caption("change since the start of the trace", ("sans-serif", 16))
+        .margin(16)
+        .x_label_area_size(42)
+        .y_label_area_size(80)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, (dlo - pad)..(dhi + pad))
+        .map_err(|e| err(&e))?;
+    delta
+        .configure_mesh()
+        .x_desc("events replayed")
+        .y_desc("KiB")
+        .x_label_formatter(&|v| format!("{:.0}", v))
+        .y_label_formatter(&|v| format!("{:.0}", v))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (_, f, c, w) in lines {
+        delta
+            .draw_series(LineSeries::new(r.samples.iter().map(|s| (s.events as f64, kib(s, f))), c.stroke_width(w)))
+            .map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
@@ -1583,6 +1902,66 @@ mod tests {
         }
         let avail: u64 = l.present_pages() - l.reserved().iter().map(|(s, e)| e.0 - s.0).sum::<u64>();
         assert_eq!(avail, 100 * 1000);
+    }
+
+    /// The traced placement's split areas follow the traced pfns: a page in an area splits it,
+    /// a whole-area raw block too, a whole-area folio does not, and frees make areas uniform.
+    #[test]
+    fn traced_placement_split_areas() {
+        let m = memdesc_host::boot(
+            &MemoryLayout::pc(1, MemmapLayout::Flat),
+            Config { debug_checks: true, ..Config::default() },
+        )
+        .unwrap();
+        let cpu = m.cpus().claim(0).unwrap();
+        let caches = m.mm_caches(&cpu).unwrap();
+        let kmm = caches.mm_create(&cpu, MmKind::Kernel).unwrap();
+        let kernel = Kernel::new(&m, &cpu, &kmm).unwrap();
+        drop(cpu);
+        let mut r = Replayer::new(&m, &kernel, 1 << 18, 64 << 18).unwrap();
+        let last = |r: &mut Replayer<'_>| {
+            r.sample();
+            *r.samples.last().unwrap()
+        };
+        assert_eq!(last(&mut r).traced_split_areas, 0);
+        let alloc = |pfn, order| Event::PageAlloc {
+            pfn: Some(pfn),
+            order,
+            migratetype: 1,
+            gfp: LinuxGfp("GFP_HIGHUSER_MOVABLE|__GFP_COMP"),
+        };
+        // One page in area 8 (pfns 0x1000..0x1200).
+        r.event(&alloc(0x1000, 0));
+        r.event(&alloc(0x1001, 0));
+        assert_eq!(last(&mut r).traced_split_areas, 1);
+        // A raw order-9 block covering area 9: split (only a folio or reserved memory is uniform).
+        r.event(&alloc(0x1200, 9));
+        assert_eq!(last(&mut r).traced_split_areas, 2);
+        // Typed as an anon folio: one 2 MiB folio, the area word describes it.
+        use memdesc_linux::trace::LruFlags;
+        r.event(&Event::LruInsertion { pfn: 0x1200, lru: 0, flags: LruFlags { anon: true, ..LruFlags::default() } });
+        let s = last(&mut r);
+        assert_eq!(s.traced_split_areas, 1);
+        // Cost: a word per area of the traced pfn space, one table, the descriptor slabs.
+        assert_eq!(s.traced_two_level, (1u64 << 18) / 512 * 8 + 4096 + (s.memdesc - s.words));
+        // Freeing part of the folio splits its area; freeing the rest of everything unsplits.
+        r.event(&Event::PageFree { pfn: 0x1200, order: 0 });
+        assert_eq!(last(&mut r).traced_split_areas, 2);
+        r.event(&Event::PageFree { pfn: 0x1000, order: 0 });
+        r.event(&Event::PageFree { pfn: 0x1001, order: 0 });
+        assert_eq!(last(&mut r).traced_split_areas, 1);
+        for p in 0x1201..0x1400 {
+            r.event(&Event::PageFree { pfn: p, order: 0 });
+        }
+        assert_eq!(last(&mut r).traced_split_areas, 0);
+        assert!(r.sim_errors.is_empty(), "{:?}", r.sim_errors);
+        assert_eq!(r.samples.iter().map(|s| s.traced_split_areas).max(), Some(2));
+        // The flat machine has no two-level areas of its own.
+        assert!(r.samples.iter().all(|s| s.split_areas == 0));
+        let caches = r.descriptor_caches();
+        let folio = caches.iter().find(|c| c.name == "folio").expect("folio cache");
+        assert!(folio.stride >= folio.object_bytes && folio.objects_per_slab > 0);
+        assert_eq!(folio.bytes, folio.slabs * ((PAGE_SIZE as u64) << folio.slab_order));
     }
 
     /// The engine on a small machine with hand-made events: retyping, partial frees, the slab

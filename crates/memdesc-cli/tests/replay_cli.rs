@@ -79,6 +79,35 @@ fn check(v: &Value, name: &str) {
     let live = num(v, "end.linux_slab_signature.live_pages");
     let slab = num(v, "end.linux_slab_signature.end_snapshot_slab");
     assert!(slab * 10 >= live * 9, "{name}: {slab} of {live} signature pages are slab at the end");
+    // The two-level cost of the traced placement, whatever the simulated memmap.
+    let areas = num(v, "two_level.areas");
+    let traced = num(v, "split_areas_peak.traced_placement");
+    assert!(traced > 0 && traced <= areas, "{name}: traced split areas {traced} of {areas}");
+    assert_eq!(num(v, "two_level.traced_placement.split_areas_peak"), traced);
+    let traced_bytes = num(v, "bytes.peak_memdesc_two_level_traced_placement");
+    assert!(traced_bytes >= areas * 8 + traced * 4096 && traced_bytes < linux, "{name}: {traced_bytes}");
+    // The descriptor caches with their real geometry; their slabs are what memdesc is charged.
+    let caches = at(v, "descriptor_caches").as_array().unwrap();
+    let folio = caches.iter().find(|c| c["name"] == "folio").unwrap_or_else(|| panic!("{name}: no folio cache"));
+    assert_eq!(folio["object_bytes"].as_u64(), Some(48));
+    let (slabs, order) = (folio["slabs"].as_u64().unwrap(), folio["slab_order"].as_u64().unwrap());
+    assert_eq!(folio["bytes"].as_u64(), Some(slabs * (4096 << order)));
+    assert!(caches.iter().any(|c| c["name"] == "slab_desc"));
+    assert!(at(v, "bytes.memdesc_includes").as_str().unwrap().contains("slab_desc"));
+    if at(v, "memmap") == "flat" {
+        assert!(at(v, "split_areas_peak.memdesc_placement").is_null(), "{name}");
+        assert!(at(v, "bytes.two_level_placement").is_null());
+    }
+}
+
+/// `memdesc estimate --json` of a snapshot directory.
+fn estimate(dir: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_memdesc"))
+        .args(["estimate", "--json", "--snapshot", dir.to_str().unwrap()])
+        .output()
+        .expect("run memdesc");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -95,6 +124,19 @@ fn bundled_sample_two_level_and_svg() {
     let v = replay(&["--memmap", "two-level", "--svg", svg.to_str().unwrap()]);
     check(&v, "sample (two-level)");
     assert_eq!(at(&v, "memmap"), "two_level");
+    // Both placements, labelled: the bytes use memdesc's own, which packs allocations into
+    // fewer 2 MiB areas than Linux's placement splits.
+    assert_eq!(at(&v, "bytes.two_level_placement"), "memdesc");
+    let own = num(&v, "split_areas_peak.memdesc_placement");
+    let traced = num(&v, "split_areas_peak.traced_placement");
+    assert!(own > 0 && own < traced, "own {own}, traced {traced}");
+    // At the start the traced placement is the start snapshot's: `estimate` counts the same
+    // split areas, plus areas that mix free and not-yet-initialised pages.
+    let sample = Path::new(at(&v, "source").as_str().unwrap()).to_path_buf();
+    let e = estimate(&sample.join("start"));
+    let census = num(&e, "two_level.split_areas");
+    let start = num(&v, "two_level.traced_placement.split_areas_start");
+    assert!(start <= census && start * 10 >= census * 9, "traced start {start}, estimate {census}");
     let text = std::fs::read_to_string(&svg).expect("svg written");
     let _ = std::fs::remove_file(&svg);
     assert!(text.starts_with("<svg") && text.contains("memdesc") && text.contains("Linux"));
