@@ -86,8 +86,9 @@ pub struct BenchArgs {
     /// Print one JSON object (nested keys such as `memmap.flat_64g.init_ms`) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Run only these sections.
-    #[arg(long, value_enum, num_args = 1.., value_name = "SECTION")]
+    /// Run only these sections: names separated by spaces or commas, as `torture --only`
+    /// takes its ops (`--only memmap,slab` or `--only memmap slab`).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., value_name = "SECTION")]
     pub only: Vec<Section>,
 }
 

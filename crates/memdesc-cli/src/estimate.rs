@@ -39,8 +39,8 @@ pub struct EstimateArgs {
 /// The bundled sample's end snapshot, relative to the repository root.
 pub const SAMPLE_SNAPSHOT: &str = "samples/small/end";
 
-/// Where the bundled sample is: next to the current directory, or in the source tree this
-/// binary was built from.
+/// Where the bundled sample is (the lookup of [`crate::data_dirs`]: `$MEMDESC_DATA`, the
+/// current directory or a parent, the binary's directory or a parent).
 pub fn sample_dir() -> Option<PathBuf> {
     crate::data_dirs::bundled(SAMPLE_SNAPSHOT, "zoneinfo")
 }
@@ -65,7 +65,7 @@ pub struct Report {
 pub fn compute(dir: &Path, sizes: &DescriptorSizes) -> Result<Report> {
     let t = Instant::now();
     let s = Snapshot::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    Ok(report(&s, dir.display().to_string(), sizes, t))
+    Ok(report(&s, crate::data_dirs::display(dir), sizes, t))
 }
 
 fn report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant) -> Report {
@@ -88,7 +88,10 @@ pub fn load(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<Report> {
         Err(e) => format!("the live /proc could not be read: {e}"),
     };
     let Some(dir) = sample_dir() else {
-        bail!("{why}, and the bundled sample ({SAMPLE_SNAPSHOT}) was not found; pass --snapshot DIR");
+        bail!(
+            "{why}, and the bundled sample ({SAMPLE_SNAPSHOT}) was not found; pass --snapshot DIR, or {}",
+            crate::data_dirs::lookup_hint()
+        );
     };
     eprintln!(
         "note: {why}; using the bundled sample {} (run as root for this machine, or pass --snapshot DIR)",
@@ -108,7 +111,8 @@ pub fn run(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<()> {
         print!("{}", table(&r));
     }
     if let Some(path) = &args.svg {
-        write_svg(&r, path).with_context(|| format!("writing {}", path.display()))?;
+        // After the report: a chart that cannot be written does not throw it away.
+        crate::data_dirs::write_chart(path, |p| write_svg(&r, p))?;
         if !args.json {
             println!("chart written to {}", path.display());
         }
