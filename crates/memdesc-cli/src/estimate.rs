@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use memdesc_linux::census::{Census, CensusOptions, Kind};
 use memdesc_linux::cost::{self, DescriptorSizes, Estimate};
+use memdesc_linux::plausibility::Plausibility;
 use memdesc_linux::{Error as LinuxError, Snapshot};
 use serde_json::{json, Map, Value};
 
@@ -34,6 +35,11 @@ pub struct EstimateArgs {
     /// Write a stacked bar chart of Linux vs memdesc (flat and two-level) to FILE (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Estimate even from a snapshot that fails the plausibility checks (flags Linux does not
+    /// define or cannot combine, mass HWPOISON, free pages far from buddyinfo: see
+    /// `memdesc_linux::plausibility`); without it such a snapshot is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The bundled sample's end snapshot, relative to the repository root.
@@ -68,6 +74,31 @@ pub fn compute(dir: &Path, sizes: &DescriptorSizes) -> Result<Report> {
     Ok(report(&s, crate::data_dirs::display(dir), sizes, t))
 }
 
+/// [`compute`] and [`report`] behind the plausibility checks: an implausible snapshot is an
+/// error naming what failed, or with `force` a warning on stderr.
+fn checked_report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant, force: bool) -> Result<Report> {
+    let r = report(s, source, sizes, t);
+    let problems = Plausibility::check(s, &r.census).problems();
+    if !problems.is_empty() {
+        let list: String = problems.iter().map(|p| format!("\n  - {p}")).collect();
+        if !force {
+            bail!(
+                "{} does not look like a Linux kpageflags/kpagecount snapshot:{list}\n\
+                 (pass --force to estimate anyway)",
+                r.source
+            );
+        }
+        eprintln!("warning: {} does not look like a Linux snapshot (estimating anyway, --force):{list}", r.source);
+    }
+    Ok(r)
+}
+
+fn compute_checked(dir: &Path, sizes: &DescriptorSizes, force: bool) -> Result<Report> {
+    let t = Instant::now();
+    let s = Snapshot::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    checked_report(&s, crate::data_dirs::display(dir), sizes, t, force)
+}
+
 fn report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant) -> Report {
     let census = Census::from_snapshot(s, CensusOptions::default());
     let estimate = cost::estimate(&census, sizes);
@@ -77,11 +108,11 @@ fn report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant) -> 
 /// Picks the input as described in the module documentation and computes the report.
 pub fn load(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<Report> {
     if let Some(dir) = &args.snapshot {
-        return compute(dir, sizes);
+        return compute_checked(dir, sizes, args.force);
     }
     let t = Instant::now();
     let why = match Snapshot::read_live() {
-        Ok(s) => return Ok(report(&s, "/proc (live)".into(), sizes, t)),
+        Ok(s) => return checked_report(&s, "/proc (live)".into(), sizes, t, args.force),
         Err(LinuxError::PermissionDenied { path, .. }) => {
             format!("{} is not readable without root (CAP_SYS_ADMIN)", path.display())
         }
@@ -97,7 +128,7 @@ pub fn load(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<Report> {
         "note: {why}; using the bundled sample {} (run as root for this machine, or pass --snapshot DIR)",
         dir.display()
     );
-    let mut r = compute(&dir, sizes)?;
+    let mut r = compute_checked(&dir, sizes, args.force)?;
     r.source = format!("{} (bundled sample)", dir.display());
     Ok(r)
 }
@@ -468,7 +499,8 @@ mod tests {
 
     #[test]
     fn run_with_a_snapshot_and_json() {
-        let args = EstimateArgs { snapshot: Some(Path::new(DATA).join("traces/anon/end")), json: true, svg: None };
+        let args =
+            EstimateArgs { snapshot: Some(Path::new(DATA).join("traces/anon/end")), json: true, ..EstimateArgs::default() };
         run(&args, &SIZES).unwrap();
         let bad = EstimateArgs { snapshot: Some(PathBuf::from("/nonexistent/snapshot")), ..EstimateArgs::default() };
         let e = run(&bad, &SIZES).unwrap_err();
