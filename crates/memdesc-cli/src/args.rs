@@ -9,7 +9,9 @@ pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 pub fn seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 || v > MAX_SECONDS {
-        return Err(format!("must be a number of seconds greater than 0 and at most {MAX_SECONDS} (one week), not {s}"));
+        return Err(format!(
+            "must be a number of seconds greater than 0 and at most {MAX_SECONDS} (one week), not {s}"
+        ));
     }
     Ok(v)
 }

@@ -75,7 +75,11 @@ struct Progress {
 impl Progress {
     fn new() -> Self {
         let shown = std::io::stderr().is_terminal();
-        let bar = if shown { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+        let bar = if shown {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
         bar.enable_steady_tick(Duration::from_millis(200));
         Progress { bar, shown }
     }
@@ -125,11 +129,18 @@ impl Observer for Progress {
     }
 
     fn restored(&self, r: &Restored) {
+        let names: Vec<String> =
+            r.rewritten.iter().map(|p| p.strip_prefix(&r.root).unwrap_or(p).display().to_string()).collect();
+        let shown = if names.len() > 6 {
+            format!("{} and {} more", names[..6].join(", "), names.len() - 6)
+        } else if names.is_empty() {
+            "nothing had changed".to_owned()
+        } else {
+            names.join(", ")
+        };
         let mut line = format!(
-            "capture: tracefs at {} restored as it was found ({} files rewritten: tracing_on, current_tracer, \
-             buffer_size_kb and event enables{})",
-            r.root.display(),
-            r.rewritten.len(),
+            "capture: tracefs at {} restored as it was found (rewritten: {shown}){}",
+            crate::data_dirs::display(&r.root),
             if r.unmounted { "; unmounted again" } else { "" }
         );
         if !r.inexact.is_empty() {
@@ -154,7 +165,8 @@ pub fn run(args: &CaptureArgs) -> Result<()> {
     let r = capture_with(&args.config(), &stop, &progress);
     progress.bar.finish_and_clear();
     let s = r.with_context(|| {
-        let sig = if stop.load(Ordering::Relaxed) { " (stopped by a signal; the partial output was removed)" } else { "" };
+        let sig =
+            if stop.load(Ordering::Relaxed) { " (stopped by a signal; the partial output was removed)" } else { "" };
         format!("capturing into {}{sig}", args.outdir.display())
     })?;
     println!(

@@ -85,7 +85,6 @@ pub fn display(p: &Path) -> String {
     normalised(p.to_path_buf()).display().to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,8 +499,11 @@ mod tests {
 
     #[test]
     fn run_with_a_snapshot_and_json() {
-        let args =
-            EstimateArgs { snapshot: Some(Path::new(DATA).join("traces/anon/end")), json: true, ..EstimateArgs::default() };
+        let args = EstimateArgs {
+            snapshot: Some(Path::new(DATA).join("traces/anon/end")),
+            json: true,
+            ..EstimateArgs::default()
+        };
         run(&args, &SIZES).unwrap();
         let bad = EstimateArgs { snapshot: Some(PathBuf::from("/nonexistent/snapshot")), ..EstimateArgs::default() };
         let e = run(&bad, &SIZES).unwrap_err();

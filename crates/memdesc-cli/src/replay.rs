@@ -769,7 +769,8 @@ impl<'m> Replayer<'m> {
                 return self.skip(kind, "rejected: order above MAX_ORDER (not a buddy block)");
             }
             if pfn.checked_add(1u64 << order).is_none_or(|end| end > self.index.len() as u64) {
-                return self.skip(kind, "rejected: pfn beyond the traced machine's memory (past the snapshots' last pfn)");
+                return self
+                    .skip(kind, "rejected: pfn beyond the traced machine's memory (past the snapshots' last pfn)");
             }
         }
         match *ev {

@@ -57,7 +57,8 @@ impl Fake {
         put(&t.join("events/sched/sched_switch/enable"), b"1\n");
         put(&t.join("events/sched/sched_wakeup/enable"), b"0\n");
         let p = root.join("proc");
-        let flags: Vec<u8> = (0u64..4096).flat_map(|i| (if i % 3 == 0 { 1u64 << 10 } else { 1 << 5 }).to_le_bytes()).collect();
+        let flags: Vec<u8> =
+            (0u64..4096).flat_map(|i| (if i % 3 == 0 { 1u64 << 10 } else { 1 << 5 }).to_le_bytes()).collect();
         put(&p.join("kpageflags"), &flags);
         put(&p.join("kpagecount"), &vec![0u8; 4096 * 8]);
         for t in ["meminfo", "buddyinfo", "zoneinfo", "vmstat"] {

@@ -238,7 +238,8 @@ fn data_lookup_is_documented_and_not_compiled_in() {
     assert!(err.contains("MEMDESC_DATA"), "{err}");
     // With the variable set to a directory holding samples/: found, printed without `..`.
     let repo = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(&bin).args(["replay", "--json"]).current_dir(&t.0).env("MEMDESC_DATA", &repo).output().unwrap();
+    let o =
+        Command::new(&bin).args(["replay", "--json"]).current_dir(&t.0).env("MEMDESC_DATA", &repo).output().unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

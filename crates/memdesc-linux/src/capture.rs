@@ -370,7 +370,8 @@ impl<'a> TracefsGuard<'a> {
             let fell_back = fallback_value(&s.bytes).is_some_and(|v| write_raw(&s.path, v.as_bytes()).is_ok());
             let now = fs::read(&s.path).map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
             let was = String::from_utf8_lossy(&s.bytes).trim().to_owned();
-            let derived = s.path.ends_with("events/enable") || s.path.parent().is_some_and(|p| p.parent() == Some(&*self.root.join("events")));
+            let derived = s.path.ends_with("events/enable")
+                || s.path.parent().is_some_and(|p| p.parent() == Some(&*self.root.join("events")));
             if fell_back {
                 report.rewritten.push(s.path.clone());
             }
@@ -629,8 +630,13 @@ pub fn capture_with(cfg: &CaptureConfig, stop: &AtomicBool, observer: &dyn Obser
         let _ = write_file(&cfg.proc.join("sys/vm/drop_caches"), "3");
     }
     observer.phase("start snapshot");
-    write_snapshot_watched(&cfg.proc, &out.join("start"), cfg.level, stop)
-        .map_err(|e| if stop.load(Ordering::Acquire) { Error::Interrupted("during the start snapshot".into()) } else { e })?;
+    write_snapshot_watched(&cfg.proc, &out.join("start"), cfg.level, stop).map_err(|e| {
+        if stop.load(Ordering::Acquire) {
+            Error::Interrupted("during the start snapshot".into())
+        } else {
+            e
+        }
+    })?;
     check_stop(stop, "after the start snapshot")?;
 
     let pump_stop = Arc::new(AtomicBool::new(false));
@@ -675,7 +681,11 @@ pub fn capture_with(cfg: &CaptureConfig, stop: &AtomicBool, observer: &dyn Obser
         Ok(_) => {
             observer.phase("end snapshot");
             write_snapshot_watched(&cfg.proc, &out.join("end"), cfg.level, stop).map_err(|e| {
-                if stop.load(Ordering::Acquire) { Error::Interrupted("during the end snapshot".into()) } else { e }
+                if stop.load(Ordering::Acquire) {
+                    Error::Interrupted("during the end snapshot".into())
+                } else {
+                    e
+                }
             })
         }
         Err(_) => Ok(()),
@@ -725,7 +735,11 @@ pub fn capture_with(cfg: &CaptureConfig, stop: &AtomicBool, observer: &dyn Obser
         let tick = |done: u64| observer.compressing(done, total);
         let mut w = Watched { inner: d, done: 0, stop, tick: &tick };
         compress_into(&mut w, &fin, cfg.level).map_err(|e| {
-            if stop.load(Ordering::Acquire) { Error::Interrupted("while compressing the trace".into()) } else { e }
+            if stop.load(Ordering::Acquire) {
+                Error::Interrupted("while compressing the trace".into())
+            } else {
+                e
+            }
         })?;
     }
     fs::remove_file(&live).map_err(|e| Error::io(&live, e))?;

@@ -104,9 +104,9 @@ impl Plausibility {
             ));
         }
         if self.fraction(self.contradictory) > MAX_BAD_FRACTION {
-            let first = self.first_contradiction.map_or(String::new(), |(pfn, f)| {
-                format!("; the first is pfn {pfn:#x}: {}", f.names())
-            });
+            let first = self
+                .first_contradiction
+                .map_or(String::new(), |(pfn, f)| format!("; the first is pfn {pfn:#x}: {}", f.names()));
             out.push(format!(
                 "{} pfns ({:.2} %) have contradictory flags (two page types, head and tail, NOPAGE with other bits, \
                  or LRU on a buddy, slab or page-table page; at most {limit} % tolerated){first}",

@@ -35,7 +35,11 @@ fn real_snapshots_are_plausible_with_margin() {
         assert!(p.problems().is_empty(), "{}: {:?}", dir.display(), p.problems());
         // A margin of 10x below each per-page threshold.
         let tenth = (p.pfns as f64 * MAX_BAD_FRACTION / 10.0) as u64;
-        assert!(p.undefined_bits <= tenth && p.contradictory <= tenth && p.hwpoison <= tenth, "{}: {p:?}", dir.display());
+        assert!(
+            p.undefined_bits <= tenth && p.contradictory <= tenth && p.hwpoison <= tenth,
+            "{}: {p:?}",
+            dir.display()
+        );
     }
 }
 
