@@ -801,6 +801,76 @@ mod tests {
         assert!(e.to_string().contains("no workload"), "{e}");
     }
 
+    /// A fake tracefs of plain files in the state the guard must put back.
+    fn fake_tracefs(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("memdesc-guard-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for (p, v) in [
+            ("tracing_on", &b"1\n"[..]),
+            ("current_tracer", b"function\n"),
+            ("buffer_size_kb", b"7 (expanded: 1408)\n"),
+            ("events/enable", b"X\n"),
+            ("events/kmem/enable", b"X\n"),
+            ("events/kmem/mm_page_alloc/enable", b"0*\n"),
+            ("events/kmem/mm_page_free/enable", b"1\n"),
+        ] {
+            let p = root.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, v).unwrap();
+        }
+        root
+    }
+
+    fn contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for p in ["tracing_on", "current_tracer", "buffer_size_kb", "events/enable", "events/kmem/enable"] {
+            v.push((root.join(p), fs::read(root.join(p)).unwrap()));
+        }
+        for e in ["mm_page_alloc", "mm_page_free"] {
+            let p = root.join(format!("events/kmem/{e}/enable"));
+            v.push((p.clone(), fs::read(p).unwrap()));
+        }
+        v
+    }
+
+    /// The guard puts tracefs back when a panic unwinds through the capture.
+    #[test]
+    fn a_panic_unwinding_through_the_capture_restores_tracefs() {
+        struct Seen(std::sync::Mutex<Option<Restored>>);
+        impl Observer for Seen {
+            fn restored(&self, r: &Restored) {
+                *self.0.lock().unwrap() = Some(r.clone());
+            }
+        }
+        let root = fake_tracefs("panic");
+        let before = contents(&root);
+        let seen = Seen(std::sync::Mutex::new(None));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _g = TracefsGuard::save(&root, false, &seen).unwrap();
+            write_file(&root.join("tracing_on"), "1").unwrap();
+            write_file(&root.join("current_tracer"), "nop").unwrap();
+            write_file(&root.join("buffer_size_kb"), "131072").unwrap();
+            write_file(&root.join("events/enable"), "0").unwrap();
+            write_file(&root.join("events/kmem/mm_page_alloc/enable"), "1").unwrap();
+            write_file(&root.join("events/kmem/mm_page_free/enable"), "0").unwrap();
+            panic!("a bug in the middle of a capture");
+        }));
+        assert!(r.is_err());
+        assert_eq!(contents(&root), before, "every file byte for byte");
+        let seen = seen.0.lock().unwrap().clone().expect("the observer was told");
+        assert_eq!(seen.rewritten.len(), 6, "{seen:?}");
+        assert!(seen.inexact.is_empty(), "{seen:?}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn values_the_kernel_does_not_take_back_have_a_fallback() {
+        assert_eq!(fallback_value(b"7 (expanded: 1408)\n").as_deref(), Some("1408"));
+        assert_eq!(fallback_value(b"0*\n").as_deref(), Some("0"));
+        assert_eq!(fallback_value(b"1\n"), None);
+        assert_eq!(fallback_value(b"X\n"), None);
+    }
+
     #[test]
     fn missing_tracefs_is_refused_clearly() {
         let e = ensure_tracefs(Path::new("/nonexistent/tracing")).unwrap_err();
