@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use memdesc_linux::census::{Census, CensusOptions, Kind};
 use memdesc_linux::cost::{self, DescriptorSizes, Estimate, KindCost};
+use memdesc_linux::plausibility::Plausibility;
 use memdesc_linux::{Error as LinuxError, Snapshot};
 use serde_json::{json, Map, Value};
 
@@ -34,13 +35,18 @@ pub struct EstimateArgs {
     /// Write a stacked bar chart of Linux vs memdesc (flat and two-level) to FILE (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Estimate even from a snapshot that fails the plausibility checks (flags Linux does not
+    /// define or cannot combine, mass HWPOISON, free pages far from buddyinfo: see
+    /// `memdesc_linux::plausibility`); without it such a snapshot is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The bundled sample's end snapshot, relative to the repository root.
 pub const SAMPLE_SNAPSHOT: &str = "samples/small/end";
 
-/// Where the bundled sample is: next to the current directory, or in the source tree this
-/// binary was built from.
+/// Where the bundled sample is (the lookup of [`crate::data_dirs`]: `$MEMDESC_DATA`, the
+/// current directory or a parent, the binary's directory or a parent).
 pub fn sample_dir() -> Option<PathBuf> {
     crate::data_dirs::bundled(SAMPLE_SNAPSHOT, "zoneinfo")
 }
@@ -65,7 +71,32 @@ pub struct Report {
 pub fn compute(dir: &Path, sizes: &DescriptorSizes) -> Result<Report> {
     let t = Instant::now();
     let s = Snapshot::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    Ok(report(&s, dir.display().to_string(), sizes, t))
+    Ok(report(&s, crate::data_dirs::display(dir), sizes, t))
+}
+
+/// [`compute`] and [`report`] behind the plausibility checks: an implausible snapshot is an
+/// error naming what failed, or with `force` a warning on stderr.
+fn checked_report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant, force: bool) -> Result<Report> {
+    let r = report(s, source, sizes, t);
+    let problems = Plausibility::check(s, &r.census).problems();
+    if !problems.is_empty() {
+        let list: String = problems.iter().map(|p| format!("\n  - {p}")).collect();
+        if !force {
+            bail!(
+                "{} does not look like a Linux kpageflags/kpagecount snapshot:{list}\n\
+                 (pass --force to estimate anyway)",
+                r.source
+            );
+        }
+        eprintln!("warning: {} does not look like a Linux snapshot (estimating anyway, --force):{list}", r.source);
+    }
+    Ok(r)
+}
+
+fn compute_checked(dir: &Path, sizes: &DescriptorSizes, force: bool) -> Result<Report> {
+    let t = Instant::now();
+    let s = Snapshot::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    checked_report(&s, crate::data_dirs::display(dir), sizes, t, force)
 }
 
 fn report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant) -> Report {
@@ -77,24 +108,27 @@ fn report(s: &Snapshot, source: String, sizes: &DescriptorSizes, t: Instant) -> 
 /// Picks the input as described in the module documentation and computes the report.
 pub fn load(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<Report> {
     if let Some(dir) = &args.snapshot {
-        return compute(dir, sizes);
+        return compute_checked(dir, sizes, args.force);
     }
     let t = Instant::now();
     let why = match Snapshot::read_live() {
-        Ok(s) => return Ok(report(&s, "/proc (live)".into(), sizes, t)),
+        Ok(s) => return checked_report(&s, "/proc (live)".into(), sizes, t, args.force),
         Err(LinuxError::PermissionDenied { path, .. }) => {
             format!("{} is not readable without root (CAP_SYS_ADMIN)", path.display())
         }
         Err(e) => format!("the live /proc could not be read: {e}"),
     };
     let Some(dir) = sample_dir() else {
-        bail!("{why}, and the bundled sample ({SAMPLE_SNAPSHOT}) was not found; pass --snapshot DIR");
+        bail!(
+            "{why}, and the bundled sample ({SAMPLE_SNAPSHOT}) was not found; pass --snapshot DIR, or {}",
+            crate::data_dirs::lookup_hint()
+        );
     };
     eprintln!(
         "note: {why}; using the bundled sample {} (run as root for this machine, or pass --snapshot DIR)",
         dir.display()
     );
-    let mut r = compute(&dir, sizes)?;
+    let mut r = compute_checked(&dir, sizes, args.force)?;
     r.source = format!("{} (bundled sample)", dir.display());
     Ok(r)
 }
@@ -108,7 +142,8 @@ pub fn run(args: &EstimateArgs, sizes: &DescriptorSizes) -> Result<()> {
         print!("{}", table(&r));
     }
     if let Some(path) = &args.svg {
-        write_svg(&r, path).with_context(|| format!("writing {}", path.display()))?;
+        // After the report: a chart that cannot be written does not throw it away.
+        crate::data_dirs::write_chart(path, |p| write_svg(&r, p))?;
         if !args.json {
             println!("chart written to {}", path.display());
         }
@@ -719,7 +754,11 @@ mod tests {
 
     #[test]
     fn run_with_a_snapshot_and_json() {
-        let args = EstimateArgs { snapshot: Some(Path::new(DATA).join("traces/anon/end")), json: true, svg: None };
+        let args = EstimateArgs {
+            snapshot: Some(Path::new(DATA).join("traces/anon/end")),
+            json: true,
+            ..EstimateArgs::default()
+        };
         run(&args, &SIZES).unwrap();
         let bad = EstimateArgs { snapshot: Some(PathBuf::from("/nonexistent/snapshot")), ..EstimateArgs::default() };
         let e = run(&bad, &SIZES).unwrap_err();

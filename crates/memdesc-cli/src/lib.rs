@@ -3,6 +3,7 @@
 //! criterion benchmarks (`benches/`).
 #![deny(missing_docs)]
 
+pub mod args;
 pub mod bench;
 pub mod capture;
 pub mod compaction_bench;

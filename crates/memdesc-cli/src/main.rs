@@ -2,6 +2,8 @@
 //! machine. Each subcommand lives in its own module; this file only parses arguments and
 //! dispatches.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use memdesc_cli::{bench, capture, estimate, replay, sizes, torture};
 
@@ -34,18 +36,29 @@ enum Command {
     /// was replayed, the end state against the end snapshot, and metadata bytes over time.
     Replay(replay::ReplayArgs),
     /// Every CPU of a simulated machine runs random mixes of every operation, with fault
-    /// injection, pattern-checked memory and invariant checks at quiescent points; fails on any
-    /// violation, lost page or corrupted byte and prints the seed to replay it.
+    /// injection (by default 1 % of allocations fail and 0.01 % of operations poison a page;
+    /// --fail-rate 0 --poison-rate 0 turns it off), pattern-checked memory and invariant checks
+    /// at quiescent points; fails on any violation, lost page or corrupted byte and prints the
+    /// seed to replay it.
     Torture(torture::TortureArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let r = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Estimate(args) => estimate::run(&args, &sizes::descriptor_sizes()),
         Command::Capture(args) => capture::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Torture(args) => torture::run(&args),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Each message once: `anyhow`'s `Error:`/`Caused by:` form repeats the text of
+            // errors whose message already includes their source's.
+            eprintln!("{}", memdesc_cli::args::error_text(&e));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -122,7 +122,7 @@ pub struct ReplayArgs {
 /// The bundled sample trace, relative to the repository root.
 pub const SAMPLE_TRACE: &str = "samples/small";
 
-/// Where the bundled sample trace is (current directory, else the source tree).
+/// Where the bundled sample trace is (the lookup of [`crate::data_dirs`]).
 pub fn sample_dir() -> Option<PathBuf> {
     crate::data_dirs::bundled(SAMPLE_TRACE, "start")
 }
@@ -881,9 +881,20 @@ impl<'m> Replayer<'m> {
         }
     }
 
-    /// Replays one event.
+    /// Replays one event. A page event whose order is above the simulated machine's
+    /// `max_order`, or whose pages lie beyond the traced machine's last pfn (the start
+    /// snapshot's length), is skipped with a reason that says so, never replayed.
     pub fn event(&mut self, ev: &Event<'_>) {
         let kind = ev.kind();
+        if let Some((pfn, order)) = event_pages(ev) {
+            if order > self.m.config().max_order {
+                return self.skip(kind, "rejected: order above MAX_ORDER (not a buddy block)");
+            }
+            if pfn.checked_add(1u64 << order).is_none_or(|end| end > self.index.len() as u64) {
+                return self
+                    .skip(kind, "rejected: pfn beyond the traced machine's memory (past the snapshots' last pfn)");
+            }
+        }
         match *ev {
             Event::PageAlloc { pfn: None, .. } => self.skip(kind, "page alloc: failed in the traced kernel"),
             Event::PageAlloc { pfn: Some(pfn), order, migratetype, ref gfp } => {
@@ -1199,6 +1210,19 @@ impl Report {
     }
 }
 
+/// The first pfn and the order of the pages a page event names (`None` for other events).
+fn event_pages(ev: &Event<'_>) -> Option<(u64, u32)> {
+    match *ev {
+        Event::PageAlloc { pfn: Some(pfn), order, .. } | Event::PageFree { pfn, order } => Some((pfn, order)),
+        Event::PageFreeBatched { pfn }
+        | Event::LruInsertion { pfn, .. }
+        | Event::PagePoolHold { pfn, .. }
+        | Event::PagePoolRelease { pfn, .. } => Some((pfn, 0)),
+        Event::FilemapAdd(pc) | Event::FilemapDelete(pc) => Some((pc.pfn, pc.order)),
+        _ => None,
+    }
+}
+
 fn open_trace(dir: &Path) -> Result<TraceReader<Box<dyn std::io::Read>>> {
     for name in ["events.txt.zst", "events.txt"] {
         let p = dir.join(name);
@@ -1392,7 +1416,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     }
     let end_blocks = end.as_ref().and_then(|e| e.buddyinfo.as_ref()).map(|b| b.blocks_by_order());
     Ok(Report {
-        source: dir.display().to_string(),
+        source: crate::data_dirs::display(dir),
         memmap,
         stats,
         replayed: r.replayed,
@@ -1798,18 +1822,24 @@ pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
-        None => sample_dir().context("the bundled sample (samples/small) was not found; give a trace directory")?,
+        None => sample_dir().with_context(|| {
+            format!(
+                "the bundled sample (samples/small) was not found; give a trace directory, or {}",
+                crate::data_dirs::lookup_hint()
+            )
+        })?,
     };
     let progress = !args.json && std::io::stderr().is_terminal();
     let r = replay(&dir, args.memmap, progress)?;
-    if let Some(p) = &args.svg {
-        write_svg(&r, p).with_context(|| format!("writing {}", p.display()))?;
-    }
+    // The report first: a chart that cannot be written must not throw it away.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
     } else {
         print!("{}", to_table(&r));
-        if let Some(p) = &args.svg {
+    }
+    if let Some(p) = &args.svg {
+        crate::data_dirs::write_chart(p, |p| write_svg(&r, p))?;
+        if !args.json {
             println!("chart written to {}", p.display());
         }
     }

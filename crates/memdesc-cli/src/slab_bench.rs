@@ -26,15 +26,9 @@ const WINDOW: usize = 256;
 
 /// The trace the size mix and the waste replay read.
 pub fn trace_path() -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/traces/metadata/events.txt.zst");
-    if shared.exists() {
-        return shared;
-    }
-    let local = PathBuf::from("../shared/data/traces/metadata/events.txt.zst");
-    if local.exists() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/small/events.txt.zst")
+    crate::data_dirs::shared_data("traces/metadata")
+        .or_else(|| crate::data_dirs::bundled(crate::replay::SAMPLE_TRACE, "events.txt.zst"))
+        .map_or_else(|| PathBuf::from("samples/small/events.txt.zst"), |d| d.join("events.txt.zst"))
 }
 
 /// The requested sizes of every kmalloc event, in trace order.

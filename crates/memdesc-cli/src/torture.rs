@@ -18,8 +18,9 @@ use serde::Serialize;
 /// Arguments of `memdesc torture`.
 #[derive(Args, Debug)]
 pub struct TortureArgs {
-    /// How long to run (stops at the next quiescent point after this).
-    #[arg(long, default_value_t = 10.0)]
+    /// How long to run, in seconds (stops at the next quiescent point after this); greater
+    /// than 0 and at most one week.
+    #[arg(long, default_value_t = 10.0, value_parser = crate::args::seconds, allow_negative_numbers = true)]
     pub seconds: f64,
     /// CPUs of the simulated machine, one thread each.
     #[arg(long, default_value_t = 2)]
@@ -27,12 +28,14 @@ pub struct TortureArgs {
     /// Seed of the operation sequence and of fault injection.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Fraction of allocations that fail by injection, at every allocation site.
-    #[arg(long, default_value_t = 0.0)]
+    /// Fraction of allocations that fail by injection, at every allocation site (0..=1; the
+    /// default is the CI run's; 0 turns fault injection off).
+    #[arg(long, default_value_t = 0.01, value_parser = crate::args::fraction, allow_negative_numbers = true)]
     pub fail_rate: f64,
     /// Fraction of operations that draw a hardware memory error (hwpoison) at a random pfn,
-    /// injected at the next quiescent point with `memory_failure`.
-    #[arg(long, default_value_t = 0.0)]
+    /// injected at the next quiescent point with `memory_failure` (0..=1; the default is the
+    /// CI run's; 0 turns it off).
+    #[arg(long, default_value_t = 0.0001, value_parser = crate::args::fraction, allow_negative_numbers = true)]
     pub poison_rate: f64,
     /// Stop after this many operations per CPU instead of (or before) --seconds.
     #[arg(long)]
@@ -40,8 +43,10 @@ pub struct TortureArgs {
     /// Operations per CPU between quiescent invariant checks.
     #[arg(long, default_value_t = 50_000)]
     pub check_every: u64,
-    /// Run only these operations (comma-separated names; default all).
-    #[arg(long, value_delimiter = ',')]
+    /// Run only these operations (default all): names separated by spaces or commas, as
+    /// `bench --only` takes its sections (`--only page_alloc,page_free` or `--only page_alloc
+    /// page_free`).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "OP")]
     pub only: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -87,9 +92,10 @@ fn clean(r: &TortureReport) -> bool {
 
 /// Runs the subcommand.
 pub fn run(args: &TortureArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.fail_rate) || !(0.0..=1.0).contains(&args.poison_rate) {
-        bail!("rates are fractions in [0, 1]");
-    }
+    // The parsers check these for the command line; this is for callers of the library.
+    crate::args::fraction(&args.fail_rate.to_string()).map_err(|e| anyhow::anyhow!("--fail-rate {e}"))?;
+    crate::args::fraction(&args.poison_rate.to_string()).map_err(|e| anyhow::anyhow!("--poison-rate {e}"))?;
+    crate::args::seconds(&args.seconds.to_string()).map_err(|e| anyhow::anyhow!("--seconds {e}"))?;
     if args.threads == 0 || args.threads > memdesc::cpu::MAX_CPUS {
         bail!("--threads must be 1..={}", memdesc::cpu::MAX_CPUS);
     }
@@ -97,7 +103,7 @@ pub fn run(args: &TortureArgs) -> Result<()> {
     let cfg = TortureConfig {
         threads: args.threads,
         seed: args.seed,
-        duration: Some(Duration::from_secs_f64(args.seconds.max(0.0))),
+        duration: Some(Duration::from_secs_f64(args.seconds)),
         max_ops: args.ops,
         fail_rate: args.fail_rate,
         poison_rate: args.poison_rate,
@@ -166,19 +172,18 @@ pub fn run(args: &TortureArgs) -> Result<()> {
         print_table(&r, args, ops_per_sec);
     }
     if !clean(&r) {
-        eprint!("{}", failure_text(&r, args.fail_rate));
+        eprint!("{}", failure_text(&r, args.fail_rate, args.poison_rate));
         bail!("{} violations, {} lost pages, {} corrupted bytes", r.violations, r.lost_pages, r.corrupted_bytes);
     }
     Ok(())
 }
 
 /// What a failed run prints: the seed, how to replay it, the violations and the op-log tail.
-fn failure_text(r: &TortureReport, fail_rate: f64) -> String {
+fn failure_text(r: &TortureReport, fail_rate: f64, poison_rate: f64) -> String {
     let mut out = format!(
-        "torture FAILED with seed {}: replay with `memdesc torture --threads 1 --seed {}{}`\n",
-        r.seed,
-        r.seed,
-        if fail_rate > 0.0 { format!(" --fail-rate {fail_rate}") } else { String::new() }
+        "torture FAILED with seed {}: replay with `memdesc torture --threads 1 --seed {} --fail-rate {fail_rate} \
+         --poison-rate {poison_rate}`\n",
+        r.seed, r.seed,
     );
     for m in &r.messages {
         out += &format!("  {m}\n");
@@ -226,8 +231,8 @@ mod tests {
             ..TortureReport::default()
         };
         assert!(!clean(&r));
-        let t = failure_text(&r, 0.01);
-        assert!(t.contains("--threads 1 --seed 77 --fail-rate 0.01"), "{t}");
+        let t = failure_text(&r, 0.01, 0.0001);
+        assert!(t.contains("--threads 1 --seed 77 --fail-rate 0.01 --poison-rate 0.0001"), "{t}");
         assert!(t.contains("double free") && t.contains("#41 page_free"), "{t}");
     }
 

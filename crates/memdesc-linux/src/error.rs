@@ -88,6 +88,9 @@ pub enum Error {
     Parse(ParseError),
     /// A precondition of an operation does not hold (for example tracefs is unavailable).
     Unsupported(String),
+    /// The operation was stopped on request (a capture's stop flag, set by SIGINT/SIGTERM);
+    /// what it changed was put back. The text says where it stopped.
+    Interrupted(String),
 }
 
 impl Error {
@@ -113,6 +116,7 @@ impl fmt::Display for Error {
             }
             Error::Parse(e) => e.fmt(f),
             Error::Unsupported(why) => f.write_str(why),
+            Error::Interrupted(when) => write!(f, "interrupted {when}"),
         }
     }
 }

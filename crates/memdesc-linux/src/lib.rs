@@ -20,6 +20,7 @@ pub mod cost;
 pub mod error;
 pub mod fuzzing;
 pub mod kpf;
+pub mod plausibility;
 pub mod snapshot;
 pub mod tables;
 pub mod trace;

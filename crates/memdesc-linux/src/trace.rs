@@ -1057,6 +1057,17 @@ fn sniff(mut r: Box<dyn Read>, path: &Path) -> Result<Box<dyn Read>> {
         }
     }
     let chained: Box<dyn Read> = Box::new(io::Cursor::new(head[..n].to_vec()).chain(r));
+    let named_zst = path.extension().is_some_and(|e| e == "zst");
+    if named_zst && (n < 4 || head != ZSTD_MAGIC) {
+        // Reading it as text would report a missing column of line 1 instead.
+        return Err(Error::io(
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a zstd stream: the name ends in .zst but the file does not start with zstd's magic number",
+            ),
+        ));
+    }
     if n == 4 && head == ZSTD_MAGIC {
         let d = zstd::stream::read::Decoder::new(chained).map_err(|e| Error::io(path, e))?;
         Ok(Box::new(d))
@@ -1066,7 +1077,8 @@ fn sniff(mut r: Box<dyn Read>, path: &Path) -> Result<Box<dyn Read>> {
 }
 
 impl TraceReader<Box<dyn Read>> {
-    /// Opens a trace file, raw text or zstd-compressed (recognised by its magic number).
+    /// Opens a trace file, raw text or zstd-compressed (recognised by its magic number). A file
+    /// named `*.zst` that is not a zstd stream is an error ("not a zstd stream").
     pub fn open(path: &Path) -> Result<Self> {
         let f = File::open(path).map_err(|e| Error::io(path, e))?;
         let r = sniff(Box::new(f), path)?;
@@ -1354,6 +1366,24 @@ mod tests {
         let s = err.to_string();
         assert!(s.starts_with("t.txt:9: field `order`"), "{s}");
         assert!(s.contains("truncated"), "{s}");
+    }
+
+    #[test]
+    fn a_zst_file_that_is_not_zstd_is_refused_as_such() {
+        let dir = std::env::temp_dir().join(format!("memdesc-notzstd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("events.txt.zst");
+        let random: Vec<u8> = (0u32..4096).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(&p, &random).unwrap();
+        let e = TraceReader::open(&p).err().expect("random bytes named .zst are refused");
+        assert!(e.to_string().contains("not a zstd stream"), "{e}");
+        std::fs::write(&p, b"").unwrap();
+        assert!(TraceReader::open(&p).is_err(), "an empty .zst file is not a zstd stream");
+        // The same bytes without the .zst name are read as text (and fail on a field).
+        let t = dir.join("events.txt");
+        std::fs::write(&t, &random).unwrap();
+        assert!(TraceReader::open(&t).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
