@@ -53,7 +53,7 @@ impl<P: Platform> PhysMem<P> {
         owner: usize,
     ) -> Result<&MappableDesc, AllocError> {
         let d = self.alloc_desc::<MappableDesc>(cpu)?;
-        let pfn = match self.alloc_pages(cpu, order, gfp) {
+        let pfn = match self.alloc_internal(cpu, order, gfp) {
             Ok(p) => p,
             Err(e) => {
                 self.free_desc(cpu, d);

@@ -322,8 +322,10 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if kmm.mm().kind() != MmKind::Kernel {
             return Err(VmallocError::NotKernelMm);
         }
+        // The space's own cache: no user can reach it through `cache_ref` and destroy it.
         let records = mem
-            .create_cache(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
+            .new_cache(cpu, &CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
+            .map(|c| mem.cache_ref_internal(c))
             .map_err(VmallocError::NoMemory)?;
         if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
             let r = mem.destroy_cache(cpu, records);
@@ -394,8 +396,8 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if nr >= (self.end - self.start) / PAGE_SIZE {
             return Err(VmallocError::TooLarge(size));
         }
-        let rec = self.records.alloc(cpu).map_err(VmallocError::NoMemory)?;
-        let pages = match self.mem.kmalloc(cpu, nr * 8, Gfp::KERNEL) {
+        let rec = self.records.alloc_raw(cpu).map_err(VmallocError::NoMemory)?;
+        let pages = match self.mem.kmalloc_raw(cpu, nr * 8, Gfp::KERNEL) {
             Ok(p) => p,
             Err(e) => {
                 self.free_record(cpu, rec);
@@ -745,11 +747,11 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 
     fn alloc_page<K: AreaKind>(&self, cpu: &Cpu<'_>, gfp: Gfp, rec: usize, i: usize) -> Result<Pfn, AllocError> {
-        let pfn = self.mem.alloc_pages(cpu, 0, gfp)?;
+        let pfn = self.mem.alloc_internal(cpu, 0, gfp)?;
         let d = match self.mem.alloc_desc::<VmallocDesc>(cpu) {
             Ok(d) => d,
             Err(e) => {
-                let r = self.mem.free_pages(cpu, pfn, 0);
+                let r = self.mem.free_internal(cpu, pfn, 0);
                 debug_assert!(r.is_ok(), "{r:?}");
                 return Err(e);
             }
@@ -777,12 +779,14 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 
     fn free_array(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        let r = self.mem.kfree(cpu, p);
+        // SAFETY: page arrays are kmalloc objects of their area, which is being torn down.
+        let r = unsafe { self.mem.kfree_raw(cpu, p) };
         debug_assert!(r.is_ok(), "{r:?}");
     }
 
     fn free_record(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        let r = self.records.free(cpu, p);
+        // SAFETY: records are objects of this cache owned by the space, unlinked by the caller.
+        let r = unsafe { self.records.free_raw(cpu, p) };
         debug_assert!(r.is_ok(), "{r:?}");
     }
 }
