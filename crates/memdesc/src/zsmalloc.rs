@@ -551,10 +551,13 @@ pub struct ZsClassInfo {
 /// let cpu = mem.cpus().claim(0).unwrap();
 /// let pool = ZsPool::new(&mem, &cpu).unwrap();
 /// let h = pool.malloc(&cpu, 1000).unwrap();
-/// pool.map_write(&cpu, h).unwrap().copy_from_slice(&[7; 1000]);
-/// assert_eq!(pool.map_read(&cpu, h).unwrap()[999], 7);
-/// pool.free(&cpu, h).unwrap();
-/// assert!(pool.free(&cpu, h).is_err()); // double free is refused
+/// pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
+/// assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
+/// let raw = h.raw();
+/// pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
+/// // A raw value rebuilt after the free is refused (the handle table keeps a generation):
+/// // SAFETY: demonstrates the check; the object is gone, so nobody else owns it.
+/// assert!(pool.free(&cpu, unsafe { memdesc::zsmalloc::Handle::from_raw(raw) }).is_err());
 /// pool.destroy(&cpu);
 /// ```
 pub struct ZsPool<'m, P: Platform> {
