@@ -613,7 +613,9 @@ pub fn mixed_ops(n: usize, max_live: usize) -> (Vec<Op>, usize) {
 pub fn memdesc_mixed(m: &SimMachine, cpu: &Cpu<'_>, ops: &[Op], live: &mut Vec<Pages>) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
         match *op {
-            Op::Alloc(o) => live.push(m.alloc_pages(cpu, o, Gfp::KERNEL).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?),
+            Op::Alloc(o) => {
+                live.push(m.alloc_pages(cpu, o, Gfp::KERNEL).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?)
+            }
             Op::Free(k) => {
                 let p = live.swap_remove(k);
                 m.free_pages(cpu, p).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?;

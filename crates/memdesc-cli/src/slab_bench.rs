@@ -13,8 +13,8 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::kmalloc::KBox;
+use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};

@@ -1947,7 +1947,8 @@ fn op_zs_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
         Ok(h) => {
             let id = w.new_id();
             // SAFETY: the object's bytes, mapped for writing.
-            let mapped = zs.map_write(w.cpu, &h).map(|mut o| unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) });
+            let mapped =
+                zs.map_write(w.cpu, &h).map(|mut o| unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) });
             match mapped {
                 Ok(()) => {}
                 Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => {

@@ -3,7 +3,6 @@
 //! free pages and live slab objects are back at their start values, and the invariant checker
 //! and the descriptor checker pass.
 
-
 use memdesc::cpu::Cpu;
 use memdesc::desc::Folio;
 use memdesc::fault::{FaultConfig, FaultSite, FaultSites};

@@ -201,8 +201,9 @@ fn regression_double_kfree_cross_cpu() {
             // still in either CPU's sheaves: every second free is refused, wherever the first
             // one left the object.
             let n = 400;
-            let objs: Vec<NonNull<u8>> =
-                (0..n).map(|i| m.kmalloc(if i % 2 == 0 { &cpu0 } else { &cpu1 }, size, Gfp::ZERO).unwrap().into_raw()).collect();
+            let objs: Vec<NonNull<u8>> = (0..n)
+                .map(|i| m.kmalloc(if i % 2 == 0 { &cpu0 } else { &cpu1 }, size, Gfp::ZERO).unwrap().into_raw())
+                .collect();
             for (i, &o) in objs.iter().enumerate() {
                 // SAFETY: each object is ours and freed once here.
                 unsafe { m.kfree_raw(if i % 3 == 0 { &cpu1 } else { &cpu0 }, o) }.unwrap();

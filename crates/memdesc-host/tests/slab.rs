@@ -86,10 +86,7 @@ fn refused_frees_change_nothing() {
     // SAFETY: 40-byte object; 8 bytes in is inside it.
     let interior = unsafe { NonNull::new_unchecked(x.as_ptr().add(8)) };
     assert_eq!(cache_free_raw(&a, &cpu, interior), Err(SlabError::InteriorPointer(interior.as_ptr() as usize)));
-    assert_eq!(
-        cache_free_raw(&b, &cpu, x),
-        Err(SlabError::WrongCache { addr: x.as_ptr() as usize, owner: "test_a" })
-    );
+    assert_eq!(cache_free_raw(&b, &cpu, x), Err(SlabError::WrongCache { addr: x.as_ptr() as usize, owner: "test_a" }));
     // The owned handle of another cache is refused the same way (and not freed).
     let z = a.alloc(&cpu).unwrap();
     let zaddr = z.as_ptr().as_ptr() as usize;

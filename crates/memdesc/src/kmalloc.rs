@@ -124,7 +124,8 @@ impl<P: Platform> PhysMem<P> {
         let mut out = [None; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
             let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
-            let c = self.new_cache_in(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) }, CacheFamily::Kmalloc)?;
+            let c =
+                self.new_cache_in(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) }, CacheFamily::Kmalloc)?;
             out[i] = Some(NonNull::from(c));
         }
         Ok(out)

@@ -34,9 +34,9 @@ use crate::cpu::Cpu;
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, FreeError, PhysMem};
 use crate::platform::Platform;
-use core::sync::atomic::{AtomicU32, Ordering};
 use crate::word::Subtype;
 use crate::zone::Buddy;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Source of machine identities: every booted [`PhysMem`] takes the next value, so a handle of
 /// one machine is never accepted by another (two machines can hold blocks at the same pfn).
@@ -189,9 +189,7 @@ impl<P: Platform> PhysMem<P> {
     /// public free accepts it. Free with [`PhysMem::free_internal`] (or restamp it with a
     /// descriptor word and free it through that descriptor's owner).
     pub(crate) fn alloc_internal(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
-        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| {
-            Buddy::<P>::undescribed(rm, Subtype::Internal, order)
-        })
+        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| Buddy::<P>::undescribed(rm, Subtype::Internal, order))
     }
 
     /// Frees a block from [`PhysMem::alloc_internal`] whose head word is still `Internal`.

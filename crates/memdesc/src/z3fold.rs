@@ -48,8 +48,8 @@ use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::zsmalloc::{
-    page_free, take_replacement, Handle, HandleFault, HandleId, HandleTable, ZsMigrateError, E_LOST, E_MAPPED, IDX_SHIFT,
-    PFN_SHIFT,
+    page_free, take_replacement, Handle, HandleFault, HandleId, HandleTable, ZsMigrateError, E_LOST, E_MAPPED,
+    IDX_SHIFT, PFN_SHIFT,
 };
 
 /// Bytes per chunk.
