@@ -316,10 +316,10 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
         m.folio_put(&cpu, g).unwrap();
     }
     for &(i, ref h) in &zsh {
-        assert!(filled(&zs.map_read(&cpu, &h).unwrap(), i), "zsmalloc object {i}");
+        assert!(filled(&zs.map_read(&cpu, h).unwrap(), i), "zsmalloc object {i}");
     }
     for &(i, ref h) in &z3h {
-        assert!(filled(&z3.map_read(&h).unwrap(), !i), "z3fold object {i}");
+        assert!(filled(&z3.map_read(h).unwrap(), !i), "z3fold object {i}");
     }
     space.verify().unwrap();
     m.check(|_, _, _| ()).unwrap();

@@ -75,7 +75,7 @@ fn page_allocator_all_orders_and_flags() {
                 }
                 if round % 2 == 1 {
                     for (p, o) in got.drain(..) {
-                        free_raw(&m, cpu, p, o).unwrap();
+                        free_raw(m, cpu, p, o).unwrap();
                     }
                 }
             }
@@ -102,13 +102,13 @@ fn kmalloc_small_and_large() {
                 }
                 if i % 7 == 0 {
                     if let Some(p) = got.pop() {
-                        kfree_raw(&m, cpu, p).unwrap();
+                        kfree_raw(m, cpu, p).unwrap();
                     }
                 }
             }
             assert!(ok > 0, "some allocations succeed at rate {rate}");
             for p in got {
-                kfree_raw(&m, cpu, p).unwrap();
+                kfree_raw(m, cpu, p).unwrap();
             }
         });
     }

@@ -62,7 +62,7 @@ fn never_handed_out(m: &SimMachine, cpu: &Cpu<'_>, pfn: Pfn) {
     assert!(all.len() > 10_000);
     assert!(!all.contains(&pfn), "a poisoned page was handed out");
     for p in all {
-        free_raw(&m, cpu, p, 0).unwrap();
+        free_raw(m, cpu, p, 0).unwrap();
     }
 }
 

@@ -287,13 +287,13 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
     }
     for (i, h) in zsh.iter().enumerate() {
         let mut out = [Pfn(0); memdesc::zsmalloc::ZS_MAX_PAGES];
-        let n = zs.pages_of(&h, &mut out).unwrap();
+        let n = zs.pages_of(h, &mut out).unwrap();
         assert!(out[..n].iter().all(|p| !(s..e).contains(p)));
-        assert!(zs.map_read(&cpu, &h).unwrap().iter().all(|&b| b == i as u8));
+        assert!(zs.map_read(&cpu, h).unwrap().iter().all(|&b| b == i as u8));
     }
     for (i, h) in z3h.iter().enumerate() {
-        assert!(!(s..e).contains(&z3.location(&h).unwrap().0));
-        assert!(z3.map_read(&h).unwrap().iter().all(|&b| b == !(i as u8)));
+        assert!(!(s..e).contains(&z3.location(h).unwrap().0));
+        assert!(z3.map_read(h).unwrap().iter().all(|&b| b == !(i as u8)));
     }
     space.verify().unwrap();
     m.check(|_, _, _| ()).unwrap();

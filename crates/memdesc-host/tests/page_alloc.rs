@@ -72,7 +72,7 @@ fn check_model_with(m: &SimMachine, allocated: &[(Pfn, u32)], kernel: u64) {
 fn free_all_and_check(m: &SimMachine, cpu: &Cpu<'_>, got: Vec<(Pfn, u32)>) {
     check_model(m, &got);
     for (p, o) in got {
-        free_raw(&m, cpu, p, o).unwrap();
+        free_raw(m, cpu, p, o).unwrap();
     }
     m.drain_all();
     check_model(m, &[]);
@@ -271,11 +271,11 @@ fn two_cpus_in_parallel() {
                                 live.push((p, order));
                             }
                         } else if let Some((p, o)) = live.pop() {
-                            free_raw(&m, &cpu, p, o).unwrap();
+                            free_raw(m, &cpu, p, o).unwrap();
                         }
                     }
                     for (p, o) in live {
-                        free_raw(&m, &cpu, p, o).unwrap();
+                        free_raw(m, &cpu, p, o).unwrap();
                     }
                 });
             }

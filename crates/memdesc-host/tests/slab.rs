@@ -242,7 +242,7 @@ fn cross_cpu_frees() {
             let cpu = m.cpus().claim(1).unwrap();
             for batch in rx {
                 for p in batch {
-                    kfree_raw(&m, &cpu, NonNull::new(p as *mut u8).unwrap()).unwrap();
+                    kfree_raw(m, &cpu, NonNull::new(p as *mut u8).unwrap()).unwrap();
                 }
             }
         });

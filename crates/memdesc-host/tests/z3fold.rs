@@ -221,7 +221,7 @@ fn map_races_compaction_on_two_cpus() {
             let _cpu = m.cpus().claim(0).unwrap();
             for r in 0..ROUNDS {
                 for &(i, ref h, size) in &keep {
-                    let mut w = pool.map_write(&h).unwrap();
+                    let mut w = pool.map_write(h).unwrap();
                     assert_eq!(&w[..], &pattern(i + r, size)[..]);
                     w.copy_from_slice(&pattern(i + r + 1, size));
                 }
@@ -242,7 +242,7 @@ fn map_races_compaction_on_two_cpus() {
         });
     });
     for &(i, ref h, size) in &keep {
-        assert_eq!(read(&pool, &h), pattern(i + ROUNDS, size));
+        assert_eq!(read(&pool, h), pattern(i + ROUNDS, size));
     }
     let cpu = m.cpus().claim(0).unwrap();
     pool.destroy(&cpu);
@@ -255,7 +255,7 @@ fn migration_moves_the_page_and_refuses_a_mapped_one() {
     let pool = Z3foldPool::new(&m, &cpu).unwrap();
     let hs: Vec<Handle> = (0..3).map(|i| pool.malloc(&cpu, 1000 + i).unwrap()).collect();
     for (i, h) in hs.iter().enumerate() {
-        write(&pool, &h, &pattern(i as u64, 1000 + i));
+        write(&pool, h, &pattern(i as u64, 1000 + i));
     }
     let old = pool.location(&hs[0]).unwrap().0;
     assert!(hs.iter().all(|h| pool.location(h).unwrap().0 == old));
@@ -265,9 +265,9 @@ fn migration_moves_the_page_and_refuses_a_mapped_one() {
     }
     let new = z3fold_migrate_page(&m, &cpu, old).unwrap();
     for (i, h) in hs.iter().enumerate() {
-        assert_eq!(pool.location(&h).unwrap().0, new);
-        assert_eq!(read(&pool, &h), pattern(i as u64, 1000 + i));
-        check_word(&m, &cpu, &pool, &h);
+        assert_eq!(pool.location(h).unwrap().0, new);
+        assert_eq!(read(&pool, h), pattern(i as u64, 1000 + i));
+        check_word(&m, &cpu, &pool, h);
     }
     assert!(!matches!(m.memmap().load(m.platform(), old).unwrap().word.kind(), PageKind::Z3fold(_)));
     for h in hs {

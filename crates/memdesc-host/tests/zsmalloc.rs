@@ -418,15 +418,15 @@ fn map_races_compaction_and_migration_on_two_cpus() {
                 for &(i, ref h, size) in &keep {
                     let expect = pattern(i + r as u64, size);
                     {
-                        let mut w = pool.map_write(&cpu, &h).unwrap();
+                        let mut w = pool.map_write(&cpu, h).unwrap();
                         assert_eq!(&w[..], &pattern(i + r as u64 - (r > 0) as u64, size)[..]);
                         w.copy_from_slice(&pattern(i + r as u64 + 1, size));
                     }
                     // Undo to the next round's expected bytes through a second mapping.
-                    let mut w = pool.map_write(&cpu, &h).unwrap();
+                    let mut w = pool.map_write(&cpu, h).unwrap();
                     w.copy_from_slice(&expect);
                     drop(w);
-                    let got = pool.map_read(&cpu, &h).unwrap();
+                    let got = pool.map_read(&cpu, h).unwrap();
                     assert_eq!(&got[..], &expect[..]);
                 }
             }
@@ -445,7 +445,7 @@ fn map_races_compaction_and_migration_on_two_cpus() {
                 }
                 let (_, ref h, _) = keep[r % keep.len()];
                 let mut out = [Pfn(0); ZS_MAX_PAGES];
-                let n = pool.pages_of(&h, &mut out).unwrap();
+                let n = pool.pages_of(h, &mut out).unwrap();
                 for &p in &out[..n] {
                     match zs_migrate_page(&m, &cpu, p) {
                         Ok(_) => migrated += 1,
