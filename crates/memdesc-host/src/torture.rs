@@ -915,7 +915,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     return Outcome::Violation(format!("unmap of driver memory at {va:#x}: {e}"));
                 }
                 self.dev_slots.push(va);
-                match m.mappable_put(self.cpu, d) {
+                // SAFETY: this entry held the driver's reference and was taken off the list.
+                match unsafe { m.mappable_put(self.cpu, d) } {
                     Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("mappable_put of mapped driver memory: {e}")),
                 }
@@ -927,7 +928,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     return Outcome::Violation(format!("read of a live vmalloc area {va:#x}+{size}: {e}"));
                 }
                 self.verify_buf(&buf, id);
-                match self.shared.vm.vfree(self.cpu, va) {
+                // SAFETY: this entry owned the area and was taken off the list.
+                match unsafe { self.shared.vm.vfree(self.cpu, va) } {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("vfree of a live area {va:#x}: {e}")),
                 }
@@ -1816,7 +1818,9 @@ fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
         }
         Err(e) => {
             w.dev_slots.push(va);
-            match (map_outcome(e), w.m.mappable_put(w.cpu, d)) {
+            // SAFETY: `d` was allocated just above with one reference, ours, and its mapping
+            // failed: the reference is given up here.
+            match (map_outcome(e), unsafe { w.m.mappable_put(w.cpu, d) }) {
                 (o, Ok(true)) => o,
                 (_, r) => Outcome::Violation(format!("put of driver memory whose map failed with {e}: {r:?}")),
             }

@@ -397,7 +397,7 @@ fn lists_from_user_mappings_merge_contiguous_pages() {
     assert_eq!(sg.entries(), &before[..]);
 
     user.destroy(&cpu);
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     assert_eq!(m.folio_put(&cpu, huge), Ok(true));
 }
 
@@ -442,7 +442,7 @@ fn lists_from_vmalloc_areas_carry_device_bytes() {
 
     assert_eq!(sg.push_vmalloc(&io, &s, &a, 6 * PAGE_SIZE - 1, 2), Err(SgError::BadArea { va: a.addr() }));
     let stale_at = b.addr();
-    s.vfree(&cpu, stale_at).unwrap();
+    vfree(&s, &cpu, stale_at).unwrap();
     assert_eq!(bl.push_vmalloc(&io, &s, &b, 0, 1), Err(SgError::BadArea { va: stale_at }));
     s.vfree_area(&cpu, a).unwrap();
     m.folio_put(&cpu, f).unwrap();
@@ -530,7 +530,7 @@ fn lists_from_mappings_match_a_page_model() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
 }
 
 // ---- raw interface helpers (issue 12) ----
@@ -567,4 +567,31 @@ fn cache_free_raw<P: memdesc::Platform>(
 ) -> Result<(), memdesc::SlabError> {
     // SAFETY: see the helpers' note above.
     unsafe { c.free_raw(cpu, p) }
+}
+
+/// The raw put of a mappable block's reference. The tests put only references they hold (from
+/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
+/// check refuses it before anything changes), on a machine only the test uses: the contract
+/// of `mappable_put` holds at each call.
+#[allow(dead_code)]
+fn mappable_put<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    d: &memdesc::desc::MappableDesc,
+) -> Result<bool, memdesc::mappable::MappableError> {
+    // SAFETY: see above.
+    unsafe { m.mappable_put(cpu, d) }
+}
+
+/// The raw free of a vmalloc area by address. The tests free only areas they allocated and
+/// own, or assert refusals of addresses that start no live area (checked before anything
+/// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
+#[allow(dead_code)]
+fn vfree<P: memdesc::Platform>(
+    s: &memdesc::vmalloc::VmallocSpace<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    va: usize,
+) -> Result<(), memdesc::vmalloc::VmallocError> {
+    // SAFETY: see above.
+    unsafe { s.vfree(cpu, va) }
 }

@@ -153,16 +153,16 @@ fn bad_and_double_vfree_are_refused_precisely() {
     let a = s.vmalloc::<Unmappable>(&cpu, 3 * PAGE_SIZE, Gfp::KERNEL).unwrap();
     let b = s.vmalloc::<Unmappable>(&cpu, PAGE_SIZE, Gfp::KERNEL).unwrap();
     let (va, vb) = (a.addr(), b.addr());
-    assert_eq!(s.vfree(&cpu, va + 5), Err(VmallocError::NotAreaStart { va: va + 5, start: va }));
-    assert_eq!(s.vfree(&cpu, va + 3 * PAGE_SIZE), Err(VmallocError::GuardPage { va: va + 3 * PAGE_SIZE, area: va }));
-    assert_eq!(s.vfree(&cpu, vb + 10 * PAGE_SIZE), Err(VmallocError::NotAllocated(vb + 10 * PAGE_SIZE)));
-    assert_eq!(s.vfree(&cpu, 0x1000), Err(VmallocError::OutOfRange(0x1000)));
+    assert_eq!(vfree(&s, &cpu, va + 5), Err(VmallocError::NotAreaStart { va: va + 5, start: va }));
+    assert_eq!(vfree(&s, &cpu, va + 3 * PAGE_SIZE), Err(VmallocError::GuardPage { va: va + 3 * PAGE_SIZE, area: va }));
+    assert_eq!(vfree(&s, &cpu, vb + 10 * PAGE_SIZE), Err(VmallocError::NotAllocated(vb + 10 * PAGE_SIZE)));
+    assert_eq!(vfree(&s, &cpu, 0x1000), Err(VmallocError::OutOfRange(0x1000)));
     assert_eq!(s.vmalloc_to_pfn(vb + PAGE_SIZE), Err(VmallocError::GuardPage { va: vb + PAGE_SIZE, area: vb }));
     let mut buf = [0u8; 8];
     assert_eq!(s.read(vb + PAGE_SIZE - 4, &mut buf), Err(VmallocError::OutOfBounds { va: vb + PAGE_SIZE - 4, len: 8 }));
     assert_eq!(s.stats().areas, 2, "nothing changed");
-    s.vfree(&cpu, va).unwrap();
-    assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+    vfree(&s, &cpu, va).unwrap();
+    assert_eq!(vfree(&s, &cpu, va), Err(VmallocError::DoubleFree(va)));
     assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
     assert_eq!(s.read(va, &mut buf), Err(VmallocError::NotAllocated(va)));
     // A new area reusing the address: the old start is no longer "double freed".
@@ -439,7 +439,7 @@ mod model {
                         let (p, n) = model[i % model.len()];
                         let start = BASE + p * PAGE_SIZE;
                         let va = start + (i % (n + 1)) * PAGE_SIZE + 8;
-                        let e = s.vfree(&cpu, va).unwrap_err();
+                        let e = vfree(&s, &cpu, va).unwrap_err();
                         if va < start + n * PAGE_SIZE {
                             prop_assert_eq!(e, VmallocError::NotAreaStart { va, start });
                         } else {
@@ -503,4 +503,17 @@ fn cache_free_raw<P: memdesc::Platform>(
 ) -> Result<(), memdesc::SlabError> {
     // SAFETY: see the helpers' note above.
     unsafe { c.free_raw(cpu, p) }
+}
+
+/// The raw free of a vmalloc area by address. The tests free only areas they allocated and
+/// own, or assert refusals of addresses that start no live area (checked before anything
+/// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
+#[allow(dead_code)]
+fn vfree<P: memdesc::Platform>(
+    s: &memdesc::vmalloc::VmallocSpace<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    va: usize,
+) -> Result<(), memdesc::vmalloc::VmallocError> {
+    // SAFETY: see above.
+    unsafe { s.vfree(cpu, va) }
 }

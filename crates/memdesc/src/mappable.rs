@@ -84,7 +84,15 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Drops a reference; the last one frees the memory. Returns whether it was freed.
-    pub fn mappable_put(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
+    /// Checked: a descriptor with no reference left, one that is not this machine's live
+    /// descriptor of its block, and the last put of mapped memory are refused.
+    ///
+    /// # Safety
+    /// The caller holds one reference to `d` (from [`PhysMem::mappable_alloc`] or
+    /// [`PhysMem::mappable_get`]) and gives it up: the checks cannot tell the holder of a
+    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
+    /// frees memory they still use.
+    pub unsafe fn mappable_put(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
         let mut cur = d.counts.refcount.load(Ordering::Acquire);
         loop {
             if cur == 0 {

@@ -863,7 +863,9 @@ impl<P: Platform> PhysMem<P> {
             }
             Target::Mappable(d) => {
                 d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
-                let r = self.mappable_put(cpu, d);
+                // SAFETY: the entry being removed held one reference to `d` (taken when it
+                // was mapped), which is given up here.
+                let r = unsafe { self.mappable_put(cpu, d) };
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Other(c, _) => {

@@ -29,10 +29,11 @@
 //!   Allocation clears the slot, so a free finds a value that decodes to 0 or to an object
 //!   of the same slab only if the object is already free (in any CPU's sheaf or on the slab's
 //!   free list) — or, with odds of about `objects / 2^64`, if the owner stored exactly such a
-//!   value there; then the free is refused and the object kept, never handed out twice. The
-//!   slot is claimed with one compare-and-swap, so of two racing frees one is refused. Cost:
-//!   one store per allocation, one load, a multiply and a CAS per free, on a line the
-//!   caller just touched.
+//!   value there; then the free is refused and the object kept, never handed out twice. Cost:
+//!   one store per allocation, one load, two multiplies and a store per free, on a line the
+//!   caller just touched, no atomic read-modify-write. Two frees of one object racing on two
+//!   CPUs (a breach of the raw free's contract no safe code can commit: a `KBox` or
+//!   `SlabObj` is freed once) may both pass; a free after a free never does.
 //! - **Families** ([`CacheFamily`]): kmalloc caches, caches users create, and the crate's own
 //!   (descriptor caches, the cache of caches, …). [`PhysMem::kfree_raw`] frees only kmalloc
 //!   objects, and only user caches can be reached through a [`CacheRef`], so no safe or
@@ -932,15 +933,14 @@ impl<P: Platform> PhysMem<P> {
 
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // Always on: a slot that decodes as free means the object is free already (in some
-        // CPU's sheaf or on its slab's free list). Claim the slot with one CAS so that of two
-        // racing frees exactly one proceeds.
+        // CPU's sheaf or on its slab's free list). A plain load and store, no atomic
+        // read-modify-write on the hot path: two frees of one object racing on two CPUs
+        // (a breach of the raw free's contract that no safe code can commit) may both pass.
         let slot = c.freeptr_of(addr);
-        let cur = slot.load(Ordering::Relaxed);
-        if c.looks_free(addr, cur, base) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
             return Err(SlabError::DoubleFree(addr));
         }
-        slot.compare_exchange(cur, c.encode_free(addr, 0), Ordering::Relaxed, Ordering::Relaxed)
-            .map_err(|_| SlabError::DoubleFree(addr))?;
+        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
         if let Some(st) = c.state_of(addr) {
             if st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 // Unreachable unless the object was overwritten after a free; keep it out of

@@ -221,6 +221,11 @@ pub struct VmArea<K: AreaKind> {
 }
 
 impl<K: AreaKind> VmArea<K> {
+    /// Gives up the handle for the area's first address; free it with the `unsafe`
+    /// [`VmallocSpace::vfree`].
+    pub fn into_raw(self) -> usize {
+        self.va
+    }
     /// First virtual address.
     pub fn addr(&self) -> usize {
         self.va
@@ -489,7 +494,13 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// not an area's start ([`VmallocError::NotAreaStart`], [`VmallocError::GuardPage`],
     /// [`VmallocError::NotAllocated`], [`VmallocError::OutOfRange`]), a recently freed start
     /// ([`VmallocError::DoubleFree`]) or an area with a page still mapped to user space.
-    pub fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
+    ///
+    /// # Safety
+    /// The caller owns the area starting at `va` (it came from [`VmallocSpace::vmalloc`] and its
+    /// [`VmArea`] was given up with [`VmArea::into_raw`], or the caller is that handle's owner
+    /// freeing by address) and nothing uses it after this call. The checks refuse addresses
+    /// that start no live area, but cannot tell the owner of a live area from anyone else.
+    pub unsafe fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
         self.vfree_checked(cpu, va, None)
     }
 
@@ -918,7 +929,9 @@ mod tests {
         assert_eq!(e, VmallocError::Busy(1));
         let mut buf = [0u8; 4];
         assert_eq!(s.read_area(&b, 0, &mut buf), Ok(()));
-        s.vfree(&cpu, b.addr()).unwrap();
+        // SAFETY: `b` is ours; freeing it by address (keeping the handle) is what this tests:
+        // the handle goes stale and is refused below.
+        unsafe { s.vfree(&cpu, b.addr()) }.unwrap();
         assert_eq!(s.read_area(&b, 0, &mut buf), Err(VmallocError::Stale(b.addr())));
         assert_eq!(s.stats(), VmallocStats::default());
         assert!(s.destroy(&cpu).is_ok());
@@ -968,16 +981,23 @@ mod tests {
         let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Unmappable>(&cpu, 2 * PAGE_SIZE, Gfp::KERNEL).unwrap();
         let va = a.addr();
-        assert_eq!(s.vfree(&cpu, va + PAGE_SIZE), Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va }));
-        assert_eq!(
-            s.vfree(&cpu, va + 2 * PAGE_SIZE),
-            Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
-        );
-        assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
-        assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
-        assert_eq!(s.stats().areas, 1);
-        s.vfree(&cpu, va).unwrap();
-        assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+        // SAFETY: every raw free below names an address that starts no live area (refused
+        // before anything changes), or the area `a` this test owns, freed once.
+        unsafe {
+            assert_eq!(
+                s.vfree(&cpu, va + PAGE_SIZE),
+                Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va })
+            );
+            assert_eq!(
+                s.vfree(&cpu, va + 2 * PAGE_SIZE),
+                Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
+            );
+            assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
+            assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
+            assert_eq!(s.stats().areas, 1);
+            s.vfree(&cpu, va).unwrap();
+            assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+        }
         assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
         assert_eq!(s.vmalloc::<Unmappable>(&cpu, 0, Gfp::KERNEL).unwrap_err(), VmallocError::ZeroSize);
         assert_eq!(
