@@ -121,7 +121,8 @@ impl CacheRefAgain {
             }
         });
         // SAFETY: caches live until destroyed; the test does not destroy this one.
-        m.cache_ref(unsafe { &*found.unwrap() }).unwrap()
+        // SAFETY: the tests using it destroy the cache only through the handle this returns.
+        unsafe { m.cache_ref(&*found.unwrap()) }.unwrap()
     }
 }
 

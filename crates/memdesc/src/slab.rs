@@ -535,8 +535,9 @@ impl SlabObj {
 }
 
 impl<'m, P: Platform> CacheRef<'m, P> {
-    /// The cache.
-    pub fn cache(&self) -> &'m SlabCache {
+    /// The cache (borrowed from the handle: `destroy_cache` consumes the handle, so no
+    /// reference to a destroyed cache outlives it).
+    pub fn cache(&self) -> &SlabCache {
         self.cache
     }
 
@@ -686,7 +687,12 @@ impl<P: Platform> PhysMem<P> {
 
     /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`]); the
     /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
-    pub fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> Result<CacheRef<'m, P>, SlabError> {
+    ///
+    /// # Safety
+    /// The returned handle is a second handle to a cache whose creator holds one: the caller
+    /// ensures the cache is not destroyed (through either handle) while the other is still
+    /// used, and frees through it only objects it owns.
+    pub unsafe fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> Result<CacheRef<'m, P>, SlabError> {
         if cache.family != CacheFamily::User {
             return Err(SlabError::NotUserCache(cache.name));
         }
