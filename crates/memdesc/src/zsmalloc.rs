@@ -174,7 +174,7 @@ impl HandleId {
     pub const fn raw(self) -> u64 {
         self.0
     }
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) const fn from_raw(raw: u64) -> HandleId {
         HandleId(raw)
     }
