@@ -916,7 +916,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 }
                 self.dev_slots.push(va);
                 // SAFETY: this entry held the driver's reference and was taken off the list.
-                match unsafe { m.mappable_put(self.cpu, d) } {
+                match unsafe { m.mappable_put_raw(self.cpu, d) } {
                     Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("mappable_put of mapped driver memory: {e}")),
                 }
@@ -1803,7 +1803,8 @@ fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
         return Outcome::Skipped;
     }
     let d = match w.m.mappable_alloc(w.cpu, order, Gfp::KERNEL, 0x70_0000 + w.cpu.id()) {
-        Ok(d) => d,
+        // The Live entry keeps the reference (the torture's ownership rule).
+        Ok(d) => d.into_raw(),
         Err(e) => return alloc_outcome(e),
     };
     let i = w.below(w.dev_slots.len() as u64) as usize;
@@ -1820,7 +1821,7 @@ fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
             w.dev_slots.push(va);
             // SAFETY: `d` was allocated just above with one reference, ours, and its mapping
             // failed: the reference is given up here.
-            match (map_outcome(e), unsafe { w.m.mappable_put(w.cpu, d) }) {
+            match (map_outcome(e), unsafe { w.m.mappable_put_raw(w.cpu, d) }) {
                 (o, Ok(true)) => o,
                 (_, r) => Outcome::Violation(format!("put of driver memory whose map failed with {e}: {r:?}")),
             }

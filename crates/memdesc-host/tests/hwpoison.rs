@@ -592,7 +592,7 @@ fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
     assert_eq!(r.action, PoisonAction::Ignored);
     assert_eq!(m.memmap().load(m.platform(), n.pfn()).unwrap().word.tag(), Some(Tag::NetPool));
 
-    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0xd00d).unwrap();
+    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0xd00d).unwrap().into_raw();
     let r = m.memory_failure(&cpu, d.flags.pfn().add(1)).unwrap();
     assert_eq!(r.kind, PoisonedKind::Mappable { owner: 0xd00d, order: 1, mapcount: 0 });
     assert_eq!(r.action, PoisonAction::Ignored);
@@ -702,5 +702,5 @@ fn mappable_put<P: memdesc::Platform>(
     d: &memdesc::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
-    unsafe { m.mappable_put(cpu, d) }
+    unsafe { m.mappable_put_raw(cpu, d) }
 }

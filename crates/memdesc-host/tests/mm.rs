@@ -326,7 +326,7 @@ fn unmappable_memory_is_refused_by_kind() {
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     assert_eq!(refused(f.flags.pfn()), UnmappableKind::WrongVma(Tag::AnonFolio));
     mm.mmap_anon(&cpu, 0x100_0000, 1 << 20).unwrap();
-    let d = m.mappable_alloc(&cpu, 0, Gfp::KERNEL, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 0, Gfp::KERNEL, 0).unwrap().into_raw();
     assert_eq!(
         mm.map_mappable(&cpu, 0x100_0000, d),
         Err(MapError::Unmappable { pfn: d.flags.pfn(), kind: UnmappableKind::WrongVma(Tag::Mappable) })
@@ -356,7 +356,7 @@ fn mappable_driver_memory() {
         let owner = 0xdead_0000usize;
         let mut descs: Vec<&MappableDesc> = Vec::new();
         for order in [0, 3, 9] {
-            let d = m.mappable_alloc(&cpu, order, Gfp::KERNEL, owner).unwrap();
+            let d = m.mappable_alloc(&cpu, order, Gfp::KERNEL, owner).unwrap().into_raw();
             assert_eq!(d.owner(), owner);
             for i in 0..1u64 << order {
                 match m.memmap().load(m.platform(), d.flags.pfn().add(i)).unwrap().word.kind() {
@@ -379,7 +379,7 @@ fn mappable_driver_memory() {
         for d in &descs {
             assert_eq!(mappable_put(&m, &cpu, d), Ok(false));
         }
-        m.mappable_get(descs[0]).unwrap();
+        let _ = m.mappable_get(descs[0]).unwrap().into_raw();
         assert_eq!(mappable_put(&m, &cpu, descs[0]), Ok(false));
         // Unmapping drops the last references and frees the memory.
         mm.unmap(&cpu, va, 8 << 20).unwrap();
@@ -402,7 +402,7 @@ fn kernel_address_space() {
     assert_eq!(k.mmap_anon(&cpu, 0x1000, 4096), Err(MapError::OutOfRange(0x1000)));
     let va = KERNEL_START + (1 << 30);
     k.mmap_pfn(&cpu, va, 1 << 20).unwrap();
-    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0).unwrap().into_raw();
     k.map_mappable(&cpu, va, d).unwrap();
     let (e, _) = k.translate(va + PAGE).unwrap();
     assert_eq!(e.pfn(), d.flags.pfn().add(1));
@@ -914,5 +914,5 @@ fn mappable_put<P: memdesc::Platform>(
     d: &memdesc::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
-    unsafe { m.mappable_put(cpu, d) }
+    unsafe { m.mappable_put_raw(cpu, d) }
 }

@@ -144,7 +144,7 @@ fn regression_kfree_descriptor() {
         let r = unsafe { m.kfree_raw(&cpu, sd) };
         assert!(matches!(r, Err(SlabError::NotKmalloc { cache: "slab_desc", .. })), "{r:?}");
         // A mappable driver block's descriptor, and an object of a user cache.
-        let md = m.mappable_alloc(&cpu, 0, Gfp::KERNEL, 0).unwrap();
+        let md = m.mappable_alloc(&cpu, 0, Gfp::KERNEL, 0).unwrap().into_raw();
         // SAFETY: as above.
         let r = unsafe { m.kfree_raw(&cpu, NonNull::from(md).cast()) };
         assert!(matches!(r, Err(SlabError::NotKmalloc { .. })), "{r:?}");
@@ -264,5 +264,27 @@ fn mappable_put<P: memdesc::Platform>(
     d: &memdesc::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
-    unsafe { m.mappable_put(cpu, d) }
+    unsafe { m.mappable_put_raw(cpu, d) }
+}
+
+/// Mappable driver memory through its owned references: the last `mappable_put` frees it, and
+/// a reference given up as raw is put with the `unsafe` raw put.
+#[test]
+fn mappable_references_are_owned() {
+    let m = machine(MemmapLayout::Flat, false);
+    let cpu = m.cpus().claim(0).unwrap();
+    let a = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 7).unwrap();
+    let pfn = a.flags.pfn();
+    assert_eq!((a.owner(), a.counts.refcount()), (7, 1));
+    let b = m.mappable_get(a.desc()).unwrap();
+    assert_eq!(a, b, "two references to one block");
+    assert_eq!(a.counts.refcount(), 2);
+    let raw = b.into_raw();
+    assert_eq!(m.mappable_put(&cpu, a), Ok(false));
+    // SAFETY: `raw` is the reference `b` held, given up above and put once here.
+    assert_eq!(unsafe { m.mappable_put_raw(&cpu, raw) }, Ok(true));
+    assert_eq!(m.mappable_get(raw), Err(memdesc::mappable::MappableError::NoReference), "freed");
+    m.drain_all();
+    assert!(m.free_block_containing_pfn(pfn).is_some(), "the block went back to the buddy lists");
+    m.check(|_, _, _| {}).unwrap();
 }

@@ -351,7 +351,7 @@ fn lists_from_user_mappings_merge_contiguous_pages() {
     // Driver memory of 4 contiguous pages, mapped out of order: pages 0, 1, 3, 2.
     const PV: u64 = 0x10_0000;
     user.mmap_pfn(&cpu, PV, 8 * pg).unwrap();
-    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 0).unwrap().into_raw();
     let p = d.flags.pfn();
     for (i, page) in [0u64, 1, 3, 2].into_iter().enumerate() {
         user.map_pfn(&cpu, PV + i as u64 * pg, p.add(page)).unwrap();
@@ -466,7 +466,7 @@ fn lists_from_mappings_match_a_page_model() {
     let io = IoSpace::new(&m);
     let dev = SimDevice::new(&m);
     let mms = m.mm_caches(&cpu).unwrap();
-    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap().into_raw();
     let base = d.flags.pfn();
     let shadow = std::cell::RefCell::new(vec![0u8; 16 * PAGE_SIZE]);
 
@@ -580,7 +580,7 @@ fn mappable_put<P: memdesc::Platform>(
     d: &memdesc::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
-    unsafe { m.mappable_put(cpu, d) }
+    unsafe { m.mappable_put_raw(cpu, d) }
 }
 
 /// The raw free of a vmalloc area by address. The tests free only areas they allocated and

@@ -99,7 +99,7 @@ fn check_descriptors_covers_every_block_kind() {
     let area = vm.vmalloc::<Unmappable>(&cpu, 3 * 4096, Gfp::KERNEL).unwrap();
     let pool = PagePool::new(&m, &cpu, PoolParams::default()).unwrap();
     let n = pool.alloc(&cpu).unwrap();
-    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap().into_raw();
     let r = m.check_descriptors().unwrap();
     // 3 vmalloc pages, a page_pool block, a mappable block, and page tables of kmm.
     assert!(r.others >= before + 6, "{r:?}");
@@ -165,5 +165,5 @@ fn mappable_put<P: memdesc::Platform>(
     d: &memdesc::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
-    unsafe { m.mappable_put(cpu, d) }
+    unsafe { m.mappable_put_raw(cpu, d) }
 }

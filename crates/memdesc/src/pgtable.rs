@@ -865,7 +865,7 @@ impl<P: Platform> PhysMem<P> {
                 d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
                 // SAFETY: the entry being removed held one reference to `d` (taken when it
                 // was mapped), which is given up here.
-                let r = unsafe { self.mappable_put(cpu, d) };
+                let r = unsafe { self.mappable_put_raw(cpu, d) };
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Other(c, _) => {
