@@ -50,7 +50,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use memdesc::boot::BootAllocator;
 use memdesc::cpu::Cpu;
 use memdesc::memmap::Memmap;
-use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, RegionSpec};
+use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pages, Pfn, RegionSpec};
 use memdesc_host::{SimMachine, SimPlatform};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
@@ -532,17 +532,18 @@ pub fn steady_free_indices(steady_pages: u64) -> Vec<usize> {
 }
 
 /// Brings memdesc to the order-0 steady state; returns the pages still allocated.
-pub fn memdesc_steady(m: &SimMachine, cpu: &Cpu<'_>, free_idx: &[usize], steady_pages: u64) -> Result<Vec<Pfn>> {
+pub fn memdesc_steady(m: &SimMachine, cpu: &Cpu<'_>, free_idx: &[usize], steady_pages: u64) -> Result<Vec<Pages>> {
     let mut pages = Vec::with_capacity(steady_pages as usize);
     for i in 0..steady_pages {
-        pages.push(m.alloc_pages(cpu, 0, Gfp::KERNEL).map_err(|e| anyhow!("memdesc steady-state alloc {i}: {e}"))?);
+        pages.push(Some(
+            m.alloc_pages(cpu, 0, Gfp::KERNEL).map_err(|e| anyhow!("memdesc steady-state alloc {i}: {e}"))?,
+        ));
     }
-    let mut freed = vec![false; pages.len()];
     for &i in free_idx {
-        m.free_pages(cpu, pages[i], 0).map_err(|e| anyhow!("memdesc steady-state free: {e}"))?;
-        freed[i] = true;
+        let p = pages[i].take().ok_or_else(|| anyhow!("steady-state index {i} freed twice"))?;
+        m.free_pages(cpu, p).map_err(|e| anyhow!("memdesc steady-state free: {e}"))?;
     }
-    Ok(pages.into_iter().zip(freed).filter(|(_, f)| !f).map(|(p, _)| p).collect())
+    Ok(pages.into_iter().flatten().collect())
 }
 
 /// Brings the peer to the same steady state; returns the frames still allocated.
@@ -563,8 +564,8 @@ pub fn bsa_steady(a: &mut Bsa, free_idx: &[usize], steady_pages: u64) -> Result<
 #[inline(never)]
 pub fn memdesc_pairs(m: &SimMachine, cpu: &Cpu<'_>, n: u64) -> Result<()> {
     for _ in 0..n {
-        let pfn = m.alloc_pages(cpu, 0, Gfp::KERNEL).map_err(|e| anyhow!("memdesc order-0 alloc: {e}"))?;
-        m.free_pages(cpu, black_box(pfn), 0).map_err(|e| anyhow!("memdesc order-0 free: {e}"))?;
+        let p = m.alloc_pages(cpu, 0, Gfp::KERNEL).map_err(|e| anyhow!("memdesc order-0 alloc: {e}"))?;
+        m.free_pages(cpu, black_box(p)).map_err(|e| anyhow!("memdesc order-0 free: {e}"))?;
     }
     Ok(())
 }
@@ -611,15 +612,15 @@ pub fn mixed_ops(n: usize, max_live: usize) -> (Vec<Op>, usize) {
 
 /// Runs the mixed sequence on memdesc; `live` holds the blocks left allocated.
 #[inline(never)]
-pub fn memdesc_mixed(m: &SimMachine, cpu: &Cpu<'_>, ops: &[Op], live: &mut Vec<(Pfn, u32)>) -> Result<()> {
+pub fn memdesc_mixed(m: &SimMachine, cpu: &Cpu<'_>, ops: &[Op], live: &mut Vec<Pages>) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
         match *op {
             Op::Alloc(o) => {
-                live.push((m.alloc_pages(cpu, o, Gfp::KERNEL).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?, o))
+                live.push(m.alloc_pages(cpu, o, Gfp::KERNEL).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?)
             }
             Op::Free(k) => {
-                let (pfn, o) = live.swap_remove(k);
-                m.free_pages(cpu, pfn, o).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?;
+                let p = live.swap_remove(k);
+                m.free_pages(cpu, p).map_err(|e| anyhow!("memdesc mixed step {i}: {e}"))?;
             }
         }
     }
@@ -627,9 +628,9 @@ pub fn memdesc_mixed(m: &SimMachine, cpu: &Cpu<'_>, ops: &[Op], live: &mut Vec<(
 }
 
 /// Frees every block left by [`memdesc_mixed`].
-pub fn memdesc_free_all(m: &SimMachine, cpu: &Cpu<'_>, live: &mut Vec<(Pfn, u32)>) -> Result<()> {
-    for (pfn, o) in live.drain(..) {
-        m.free_pages(cpu, pfn, o).map_err(|e| anyhow!("memdesc free: {e}"))?;
+pub fn memdesc_free_all(m: &SimMachine, cpu: &Cpu<'_>, live: &mut Vec<Pages>) -> Result<()> {
+    for p in live.drain(..) {
+        m.free_pages(cpu, p).map_err(|e| anyhow!("memdesc free: {e}"))?;
     }
     Ok(())
 }
@@ -807,7 +808,7 @@ pub struct Steady {
     /// The machine.
     pub m: SimMachine,
     /// Pages still allocated from the steady state (kept with the machine they belong to).
-    pub _held: Vec<Pfn>,
+    pub _held: Vec<Pages>,
 }
 
 /// Boots a machine with `layout` and brings it to the order-0 steady state.

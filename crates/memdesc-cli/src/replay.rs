@@ -572,7 +572,9 @@ impl<'m> Replayer<'m> {
     fn release(&mut self, e: Entry<'m>) {
         match e.what {
             What::Raw(_) => {
-                if let Err(err) = self.m.free_pages(&self.cpu, e.sim, e.order) {
+                // SAFETY: the entry table is the one owner of each simulated raw block (from
+                // alloc_pages_raw below); an entry is released once, after leaving the table.
+                if let Err(err) = unsafe { self.m.free_pages_raw(&self.cpu, e.sim, e.order) } {
                     self.sim_error("free_pages", err);
                 }
             }
@@ -590,7 +592,9 @@ impl<'m> Replayer<'m> {
                 }
             }
             What::NetPool => {
-                if let Err(err) = pp_put_pfn(self.m, &self.cpu, e.sim) {
+                // SAFETY: the entry holds the one pool reference of its block (taken with
+                // `into_raw` when the entry was made) and gives it up here.
+                if let Err(err) = unsafe { pp_put_pfn(self.m, &self.cpu, e.sim) } {
                     self.sim_error("page_pool put", err);
                 }
             }
@@ -654,7 +658,7 @@ impl<'m> Replayer<'m> {
                 kind => {
                     let gfp = if kind == Kind::Slab { Gfp::RECLAIMABLE } else { Gfp::KERNEL };
                     for (p, k) in blocks(r.start, r.len, max) {
-                        match self.m.alloc_pages(&self.cpu, k, gfp) {
+                        match self.m.alloc_pages_raw(&self.cpu, k, gfp) {
                             Ok(s) => self.insert(p, k, true, What::Raw(kind), s, None),
                             Err(_) => {
                                 self.alloc_failures += 1;
@@ -726,7 +730,7 @@ impl<'m> Replayer<'m> {
             return self.skip(kind, "page alloc: Linux slab page (our slab allocates its own)");
         }
         let label = if page_table_page(gfp, order, migratetype) { Kind::PageTable } else { Kind::Other };
-        match self.m.alloc_pages(&self.cpu, order, sim_gfp(gfp, migratetype)) {
+        match self.m.alloc_pages_raw(&self.cpu, order, sim_gfp(gfp, migratetype)) {
             Ok(s) => self.insert(pfn, order, false, What::Raw(label), s, None),
             Err(_) => {
                 self.alloc_failures += 1;
@@ -748,7 +752,9 @@ impl<'m> Replayer<'m> {
             What::Folio(_) => Ok(i),
             What::Raw(_) if e.live == 1 << e.order => {
                 let (sim, order) = (e.sim, e.order);
-                if let Err(err) = self.m.free_pages(&self.cpu, sim, order) {
+                // SAFETY: as in `release`: the entry owns the raw block, which it gives up here
+                // (it becomes a folio entry below).
+                if let Err(err) = unsafe { self.m.free_pages_raw(&self.cpu, sim, order) } {
                     self.sim_error("free_pages (retype)", err);
                 }
                 let area = self.entries[i as usize].head as usize / AREA;
@@ -830,9 +836,11 @@ impl<'m> Replayer<'m> {
     }
 
     fn obj_release(&mut self, o: Obj) {
+        // SAFETY: the object table is the one owner of each object (from alloc_raw or
+        // kmalloc_raw); `o` has just left it.
         let r = match self.caches.get(o.cache as usize) {
-            Some(c) => c.free(&self.cpu, o.ptr),
-            None => self.m.kfree(&self.cpu, o.ptr),
+            Some(c) => unsafe { c.free_raw(&self.cpu, o.ptr) },
+            None => unsafe { self.m.kfree_raw(&self.cpu, o.ptr) },
         };
         if let Err(e) = r {
             self.sim_error("slab free", e);
@@ -907,7 +915,7 @@ impl<'m> Replayer<'m> {
                 self.skip(kind, "large kmalloc: its pages are replayed by the page event")
             }
             Event::Kmalloc { ptr, bytes_alloc, .. } => {
-                let r = self.m.kmalloc(&self.cpu, bytes_alloc.max(1) as usize, Gfp::KERNEL);
+                let r = self.m.kmalloc_raw(&self.cpu, bytes_alloc.max(1) as usize, Gfp::KERNEL);
                 self.obj_alloc(kind, ptr, r, KMALLOC)
             }
             Event::KmemCacheAlloc { name: Some(XA_NODE), .. } | Event::KmemCacheFree { name: Some(XA_NODE), .. } => {
@@ -925,7 +933,7 @@ impl<'m> Replayer<'m> {
                 };
                 match self.cache(name, bytes_alloc as usize) {
                     Some(c) => {
-                        let r = self.caches[c as usize].alloc(&self.cpu);
+                        let r = self.caches[c as usize].alloc_raw(&self.cpu);
                         self.obj_alloc(kind, ptr, r, c)
                     }
                     None => self.done(kind),
@@ -1007,7 +1015,7 @@ impl<'m> Replayer<'m> {
             Event::PagePoolHold { pfn, .. } => {
                 if self.entry_at(pfn).is_none() {
                     match self.pool.alloc(&self.cpu) {
-                        Ok(n) => self.insert(pfn, 0, false, What::NetPool, n.pfn(), None),
+                        Ok(n) => self.insert(pfn, 0, false, What::NetPool, n.into_raw(), None),
                         Err(_) => {
                             self.alloc_failures += 1;
                             self.insert(pfn, 0, false, What::Lost, Pfn(0), None);

@@ -13,7 +13,9 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use memdesc::kmalloc::KBox;
 use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};
 use memdesc_linux::trace::{Event, TraceReader};
@@ -61,11 +63,13 @@ struct Memdesc<'m, 'c> {
 
 impl PairAlloc for Memdesc<'_, '_> {
     fn alloc(&mut self, size: usize) -> *mut u8 {
-        self.m.kmalloc(self.cpu, size, Gfp::KERNEL).map_or(std::ptr::null_mut(), |p| p.as_ptr())
+        // The safe API end to end: an owned KBox, given up as a pointer for the pair loop.
+        self.m.kmalloc(self.cpu, size, Gfp::KERNEL).map_or(std::ptr::null_mut(), |b| b.into_raw().as_ptr())
     }
     fn free(&mut self, p: *mut u8, _: usize) {
         if let Some(p) = NonNull::new(p) {
-            let _ = self.m.kfree(self.cpu, p);
+            // SAFETY: the pair loop frees each pointer `alloc` returned exactly once.
+            let _ = self.m.kfree(self.cpu, unsafe { KBox::from_raw(self.m, p) });
         }
     }
 }
@@ -256,9 +260,14 @@ pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
     let mut requested = 0u64;
     let mut err = None;
     let mut step = 0u64;
+    // `live` owns every object it holds (by the trace's pointer); each leaves it once, here.
     let free = |m: &SimMachine, caches: &[CacheRef<'_, SimPlatform>], l: Live| match l.cache {
-        Some(i) => caches[i].free(&cpu, l.obj).map_err(|e| anyhow::anyhow!("{e}")),
-        None => m.kfree(&cpu, l.obj).map_err(|e| anyhow::anyhow!("{e}")),
+        // SAFETY: `l` was taken out of `live`, the one owner of the object of cache `i`.
+        Some(i) => {
+            caches[i].free(&cpu, unsafe { SlabObj::from_raw(&caches[i], l.obj) }).map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        // SAFETY: as above, for a kmalloc object.
+        None => m.kfree(&cpu, unsafe { KBox::from_raw(m, l.obj) }).map_err(|e| anyhow::anyhow!("{e}")),
     };
     TraceReader::open(path)?.for_each(|r| {
         if err.is_some() {
@@ -271,7 +280,7 @@ pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
                         requested -= old.req;
                         free(m, &caches, old)?;
                     }
-                    let obj = m.kmalloc(&cpu, bytes_req as usize, Gfp::KERNEL)?;
+                    let obj = m.kmalloc(&cpu, bytes_req as usize, Gfp::KERNEL)?.into_raw();
                     live.insert(ptr, Live { obj, req: bytes_req, cache: None });
                     requested += bytes_req;
                     w.allocs += 1;
@@ -292,7 +301,7 @@ pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
                         requested -= old.req;
                         free(m, &caches, old)?;
                     }
-                    let obj = caches[idx].alloc(&cpu)?;
+                    let obj = caches[idx].alloc(&cpu)?.into_raw();
                     live.insert(ptr, Live { obj, req: bytes_req, cache: Some(idx) });
                     requested += bytes_req;
                     w.allocs += 1;

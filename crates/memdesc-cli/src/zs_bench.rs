@@ -237,14 +237,16 @@ pub fn zsmalloc_density(objs: &[Vec<u8>], freed: &[bool], step: usize, max_pages
     let m = machine()?;
     let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("cpu 0"))?;
     let pool = ZsPool::with_config(&m, &cpu, step, max_pages).map_err(|e| anyhow!("zsmalloc pool: {e}"))?;
-    let mut hs: Vec<Handle> = Vec::with_capacity(objs.len());
+    let mut hs: Vec<Option<Handle>> = Vec::with_capacity(objs.len());
     for o in objs {
         let h = pool.malloc(&cpu, o.len()).map_err(|e| anyhow!("zs_malloc({}): {e}", o.len()))?;
-        pool.map_write(&cpu, h).map_err(|e| anyhow!("map: {e}"))?.copy_from_slice(o);
-        hs.push(h);
+        pool.map_write(&cpu, &h).map_err(|e| anyhow!("map: {e}"))?.copy_from_slice(o);
+        hs.push(Some(h));
     }
-    for (h, _) in hs.iter().zip(freed).filter(|(_, f)| **f) {
-        pool.free(&cpu, *h).map_err(|e| anyhow!("zs_free: {e}"))?;
+    for (h, _) in hs.iter_mut().zip(freed).filter(|(_, f)| **f) {
+        if let Some(h) = h.take() {
+            pool.free(&cpu, h).map_err(|e| anyhow!("zs_free: {e}"))?;
+        }
     }
     let before = pool.stats();
     let c = pool.compact(&cpu);
@@ -258,7 +260,8 @@ pub fn zsmalloc_density(objs: &[Vec<u8>], freed: &[bool], step: usize, max_pages
     });
     let mut verified = 0;
     for ((h, o), _) in hs.iter().zip(objs).zip(freed).filter(|(_, f)| !**f) {
-        let got = pool.map_read(&cpu, *h).map_err(|e| anyhow!("map: {e}"))?;
+        let h = h.as_ref().ok_or_else(|| anyhow!("a kept object lost its handle"))?;
+        let got = pool.map_read(&cpu, h).map_err(|e| anyhow!("map: {e}"))?;
         ensure!(got[..] == o[..], "zsmalloc object {h:?} changed");
         verified += 1;
     }
@@ -292,21 +295,24 @@ pub fn z3fold_density(objs: &[Vec<u8>], freed: &[bool]) -> Result<Density> {
     let m = machine()?;
     let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("cpu 0"))?;
     let pool = Z3foldPool::new(&m, &cpu).map_err(|e| anyhow!("z3fold pool: {e}"))?;
-    let mut hs = Vec::with_capacity(objs.len());
+    let mut hs: Vec<Option<Handle>> = Vec::with_capacity(objs.len());
     for o in objs {
         let h = pool.malloc(&cpu, o.len()).map_err(|e| anyhow!("z3fold malloc({}): {e}", o.len()))?;
-        pool.map_write(h).map_err(|e| anyhow!("map: {e}"))?.copy_from_slice(o);
-        hs.push(h);
+        pool.map_write(&h).map_err(|e| anyhow!("map: {e}"))?.copy_from_slice(o);
+        hs.push(Some(h));
     }
-    for (h, _) in hs.iter().zip(freed).filter(|(_, f)| **f) {
-        pool.free(&cpu, *h).map_err(|e| anyhow!("z3fold free: {e}"))?;
+    for (h, _) in hs.iter_mut().zip(freed).filter(|(_, f)| **f) {
+        if let Some(h) = h.take() {
+            pool.free(&cpu, h).map_err(|e| anyhow!("z3fold free: {e}"))?;
+        }
     }
     let before = pool.stats();
     let c = pool.compact();
     let after = pool.stats();
     let mut verified = 0;
     for ((h, o), _) in hs.iter().zip(objs).zip(freed).filter(|(_, f)| !**f) {
-        let got = pool.map_read(*h).map_err(|e| anyhow!("map: {e}"))?;
+        let h = h.as_ref().ok_or_else(|| anyhow!("a kept object lost its handle"))?;
+        let got = pool.map_read(h).map_err(|e| anyhow!("map: {e}"))?;
         ensure!(got[..] == o[..], "z3fold object {h:?} changed");
         verified += 1;
     }

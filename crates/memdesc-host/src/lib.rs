@@ -28,8 +28,8 @@ pub type SimMachine = PhysMem<SimPlatform>;
 /// use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout};
 /// let m = memdesc_host::boot(&MemoryLayout::pc(1, MemmapLayout::Flat), Config::default()).unwrap();
 /// let cpu = m.cpus().claim(0).unwrap();
-/// let pfn = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
-/// m.free_pages(&cpu, pfn, 0).unwrap();
+/// let pages = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+/// m.free_pages(&cpu, pages).unwrap();
 /// ```
 pub fn boot(layout: &MemoryLayout, config: Config) -> Result<SimMachine, HostError> {
     let platform = SimPlatform::new(layout, config.nr_cpus)?;

@@ -87,9 +87,17 @@ use memdesc::pgtable::{MapError, MmCaches, MmKind, MmRef, PMD_SIZE};
 use memdesc::vmalloc::{Unmappable, VmallocError, VmallocSpace};
 use memdesc::z3fold::{Z3Error, Z3foldPool};
 use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZsPool, ZS_MAX_PAGES};
+
+// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
+// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
+// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
+// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
+// this rule.
+use memdesc::kmalloc::KBox;
+use memdesc::slab::SlabObj;
 use memdesc::{
-    AllocError, CacheArgs, CacheRef, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec,
-    SlabCache, PAGE_SIZE,
+    AllocError, CacheArgs, CacheRef, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pages, Pfn, Platform,
+    RegionSpec, SlabCache, PAGE_SIZE,
 };
 
 use crate::{SimMachine, SimPlatform};
@@ -328,8 +336,8 @@ pub enum Live<'m> {
     },
     /// A zsmalloc object of the shared pool.
     Zs {
-        /// Handle.
-        h: Handle,
+        /// Handle ([`Handle::into_raw`]).
+        h: u64,
         /// Bytes.
         size: usize,
         /// Pattern id.
@@ -337,8 +345,8 @@ pub enum Live<'m> {
     },
     /// A z3fold object of the shared pool.
     Z3 {
-        /// Handle.
-        h: Handle,
+        /// Handle ([`Handle::into_raw`]).
+        h: u64,
         /// Bytes.
         size: usize,
         /// Pattern id.
@@ -836,7 +844,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             Live::Pages { pfn, order, id } => {
                 self.arg(pfn.0);
                 self.verify_pages(pfn, order, id);
-                match m.free_pages(self.cpu, pfn, order) {
+                // SAFETY: this entry owned the block and was taken off the list (the torture's
+                // ownership rule above).
+                match m.free_pages(self.cpu, unsafe { Pages::from_raw(m, pfn, order) }) {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("free_pages({pfn}, {order}) of a live block: {e}")),
                 }
@@ -844,7 +854,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             Live::Kmalloc { ptr, size, id } => {
                 self.arg(size as u64);
                 self.verify(ptr, size, id);
-                match m.kfree(self.cpu, ptr) {
+                // SAFETY: as above.
+                match m.kfree(self.cpu, unsafe { KBox::from_raw(m, ptr) }) {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("kfree of a live {size}-byte object: {e}")),
                 }
@@ -853,7 +864,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 self.arg(cache as u64);
                 let size = self.shared.sizes[cache];
                 self.verify(ptr, size, id);
-                match self.shared.caches[cache].free(self.cpu, ptr) {
+                let c = &self.shared.caches[cache];
+                // SAFETY: as above; the entry names the cache the object came from.
+                match c.free(self.cpu, unsafe { SlabObj::from_raw(c, ptr) }) {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("free of a live object of cache {cache}: {e}")),
                 }
@@ -902,7 +915,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     return Outcome::Violation(format!("unmap of driver memory at {va:#x}: {e}"));
                 }
                 self.dev_slots.push(va);
-                match m.mappable_put(self.cpu, d) {
+                // SAFETY: this entry held the driver's reference and was taken off the list.
+                match unsafe { m.mappable_put_raw(self.cpu, d) } {
                     Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("mappable_put of mapped driver memory: {e}")),
                 }
@@ -914,7 +928,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     return Outcome::Violation(format!("read of a live vmalloc area {va:#x}+{size}: {e}"));
                 }
                 self.verify_buf(&buf, id);
-                match self.shared.vm.vfree(self.cpu, va) {
+                // SAFETY: this entry owned the area and was taken off the list.
+                match unsafe { self.shared.vm.vfree(self.cpu, va) } {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("vfree of a live area {va:#x}: {e}")),
                 }
@@ -925,7 +940,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 // SAFETY: our fragment of a block we hold a pool reference to.
                 let bad = self.with_page(pfn, |a| unsafe { verify_raw(a.add(off), len, k) });
                 self.corrupted += bad;
-                match pp_put_pfn(m, self.cpu, pfn) {
+                // SAFETY: this entry held one pool reference and was taken off the list.
+                match unsafe { pp_put_pfn(m, self.cpu, pfn) } {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("put of a live page_pool reference of {pfn}: {e}")),
                 }
@@ -933,11 +949,13 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             Live::Zs { h, size, id } => {
                 self.arg(size as u64);
                 let zs = &self.shared.zs;
+                // SAFETY: this entry owned the object and was taken off the list.
+                let h = unsafe { Handle::from_raw(h) };
                 // Mapping an object that straddles pages takes a bounce buffer, which fault
                 // injection may refuse: retry.
                 let mut tries = 0;
                 let bad = loop {
-                    match zs.map_read(self.cpu, h) {
+                    match zs.map_read(self.cpu, &h) {
                         // SAFETY: the object's bytes, mapped.
                         Ok(r) => break unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
                         Err(ZsError::NoMemory(e)) if is_alloc_failure(e) && tries < 1000 => tries += 1,
@@ -958,7 +976,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             Live::Z3 { h, size, id } => {
                 self.arg(size as u64);
                 let z3 = &self.shared.z3;
-                let bad = match z3.map_read(h) {
+                // SAFETY: as above.
+                let h = unsafe { Handle::from_raw(h) };
+                let bad = match z3.map_read(&h) {
                     // SAFETY: the object's bytes, mapped.
                     Ok(r) => unsafe { verify_raw(r.as_ptr(), size, Self::key(id, 0)) },
                     // Its page was retired by `memory_failure`: lost, not corrupt.
@@ -1136,7 +1156,8 @@ fn op_page_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
     w.arg(order as u64 | (gfp.bits() as u64) << 8);
     match w.m.alloc_pages(w.cpu, order, gfp) {
-        Ok(pfn) => {
+        Ok(p) => {
+            let (pfn, order) = p.into_raw();
             let id = w.new_id();
             w.fill_pages(pfn, order, id, zero);
             w.push(Live::Pages { pfn, order, id });
@@ -1158,8 +1179,10 @@ fn op_page_misuse(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let Some(l) = w.take(|l| matches!(l, Live::Pages { order, .. } if *order >= 1)) else { return Outcome::Skipped };
     let Live::Pages { pfn, order, .. } = l else { unreachable!("filtered") };
     w.arg(pfn.0);
-    let a = w.m.free_pages(w.cpu, pfn, order - 1);
-    let b = w.m.free_pages(w.cpu, pfn.add(1), 0);
+    // SAFETY: this entry owns the whole block (taken off the list, pushed back below); the
+    // wrong order and the tail pfn break only the shape part of the raw free's contract, which
+    // its word check refuses before anything changes — what this op asserts.
+    let (a, b) = unsafe { (w.m.free_pages_raw(w.cpu, pfn, order - 1), w.m.free_pages_raw(w.cpu, pfn.add(1), 0)) };
     w.push(l);
     match (a, b) {
         (Err(FreeError::WrongOrder { .. }), Err(FreeError::NotHead(_))) => Outcome::Done,
@@ -1183,7 +1206,8 @@ fn op_kmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let zero = w.below(4) == 0;
     w.arg(size as u64);
     match w.m.kmalloc(w.cpu, size, if zero { Gfp::ZERO } else { Gfp::KERNEL }) {
-        Ok(ptr) => {
+        Ok(b) => {
+            let ptr = b.into_raw();
             match w.m.ksize(ptr) {
                 Ok(k) if k >= size => {}
                 r => return Outcome::Violation(format!("ksize of a {size}-byte kmalloc: {r:?}")),
@@ -1208,7 +1232,8 @@ fn op_cache_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let cache = w.below(w.shared.caches.len() as u64) as usize;
     w.arg(cache as u64);
     match w.shared.caches[cache].alloc(w.cpu) {
-        Ok(ptr) => {
+        Ok(o) => {
+            let ptr = o.into_raw();
             let id = w.new_id();
             w.fill(ptr, w.shared.sizes[cache], id, false);
             w.push(Live::Obj { cache, ptr, id });
@@ -1229,11 +1254,12 @@ fn op_cache_alloc_bulk(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let cache = w.below(w.shared.caches.len() as u64) as usize;
     let n = 1 + w.below(16) as usize;
     w.arg(cache as u64 | (n as u64) << 8);
-    let mut out = vec![None; n];
+    let mut out: Vec<Option<SlabObj>> = (0..n).map(|_| None).collect();
     match w.shared.caches[cache].alloc_bulk(w.cpu, &mut out) {
         Ok(()) => {
             for o in out {
-                let Some(ptr) = o else { return Outcome::Violation("alloc_bulk left a slot empty".into()) };
+                let Some(o) = o else { return Outcome::Violation("alloc_bulk left a slot empty".into()) };
+                let ptr = o.into_raw();
                 let id = w.new_id();
                 w.fill(ptr, w.shared.sizes[cache], id, false);
                 w.push(Live::Obj { cache, ptr, id });
@@ -1262,13 +1288,15 @@ fn op_cache_free_bulk(w: &mut Worker<'_, '_, '_>) -> Outcome {
     w.arg(cache as u64 | (objs.len() as u64) << 8);
     let size = w.shared.sizes[cache];
     let mut ptrs = vec![];
+    let c = &w.shared.caches[cache];
     for l in objs {
         if let Live::Obj { ptr, id, .. } = l {
             w.verify(ptr, size, id);
-            ptrs.push(ptr);
+            // SAFETY: the entry owned the object and was taken off the list.
+            ptrs.push(Some(unsafe { SlabObj::from_raw(c, ptr) }));
         }
     }
-    match w.shared.caches[cache].free_bulk(w.cpu, &ptrs) {
+    match w.shared.caches[cache].free_bulk(w.cpu, &mut ptrs) {
         Ok(()) => Outcome::Done,
         Err((i, e)) => Outcome::Violation(format!("free_bulk refused live object {i}: {e}")),
     }
@@ -1775,7 +1803,8 @@ fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
         return Outcome::Skipped;
     }
     let d = match w.m.mappable_alloc(w.cpu, order, Gfp::KERNEL, 0x70_0000 + w.cpu.id()) {
-        Ok(d) => d,
+        // The Live entry keeps the reference (the torture's ownership rule).
+        Ok(d) => d.into_raw(),
         Err(e) => return alloc_outcome(e),
     };
     let i = w.below(w.dev_slots.len() as u64) as usize;
@@ -1790,7 +1819,9 @@ fn op_dev_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
         }
         Err(e) => {
             w.dev_slots.push(va);
-            match (map_outcome(e), w.m.mappable_put(w.cpu, d)) {
+            // SAFETY: `d` was allocated just above with one reference, ours, and its mapping
+            // failed: the reference is given up here.
+            match (map_outcome(e), unsafe { w.m.mappable_put_raw(w.cpu, d) }) {
                 (o, Ok(true)) => o,
                 (_, r) => Outcome::Violation(format!("put of driver memory whose map failed with {e}: {r:?}")),
             }
@@ -1873,12 +1904,15 @@ fn op_pp_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
         let size = 1 + w.below(2048) as usize;
         w.arg(size as u64);
         match w.shared.pool.alloc_frag(w.cpu, size) {
-            Ok(f) => (f.netmem().flags.pfn(), f.offset(), f.len()),
+            Ok(f) => {
+                let (off, len) = (f.offset(), f.len());
+                (f.into_raw(), off, len)
+            }
             Err(e) => return pool_outcome(e),
         }
     } else {
         match w.shared.pool.alloc(w.cpu) {
-            Ok(n) => (n.pfn(), 0, w.shared.pool.block_size()),
+            Ok(n) => (n.into_raw(), 0, w.shared.pool.block_size()),
             Err(e) => return pool_outcome(e),
         }
     };
@@ -1917,9 +1951,11 @@ fn op_zs_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     match zs.malloc(w.cpu, size) {
         Ok(h) => {
             let id = w.new_id();
-            match zs.map_write(w.cpu, h) {
-                // SAFETY: the object's bytes, mapped for writing.
-                Ok(mut o) => unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) },
+            // SAFETY: the object's bytes, mapped for writing.
+            let mapped =
+                zs.map_write(w.cpu, &h).map(|mut o| unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) });
+            match mapped {
+                Ok(()) => {}
                 Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => {
                     return match zs.free(w.cpu, h) {
                         Ok(()) => Outcome::Failed,
@@ -1928,7 +1964,7 @@ fn op_zs_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
                 }
                 Err(e) => return Outcome::Violation(format!("map_write of a fresh object: {e}")),
             }
-            w.push(Live::Zs { h, size, id });
+            w.push(Live::Zs { h: h.into_raw(), size, id });
             Outcome::Done
         }
         Err(ZsError::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
@@ -1955,7 +1991,12 @@ fn op_zs_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let Some(l @ Live::Zs { h, .. }) = w.take(|l| matches!(l, Live::Zs { .. })) else { return Outcome::Skipped };
     w.push(l);
     let mut pages = [Pfn(0); ZS_MAX_PAGES];
-    let n = match w.shared.zs.pages_of(h, &mut pages) {
+    // SAFETY: a transient handle for a read-only query; the entry (pushed back above) stays
+    // the owner and this copy is given up right after.
+    let h = unsafe { Handle::from_raw(h) };
+    let r = w.shared.zs.pages_of(&h, &mut pages);
+    let _ = h.into_raw();
+    let n = match r {
         Ok(n) => n,
         Err(e) => return Outcome::Violation(format!("pages_of a live object: {e}")),
     };
@@ -1977,12 +2018,12 @@ fn op_z3_malloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     match z3.malloc(w.cpu, size) {
         Ok(h) => {
             let id = w.new_id();
-            match z3.map_write(h) {
+            match z3.map_write(&h) {
                 // SAFETY: the object's bytes, mapped for writing.
                 Ok(mut o) => unsafe { fill_raw(o.as_mut_ptr(), size, Worker::key(id, 0)) },
                 Err(e) => return Outcome::Violation(format!("z3fold map_write of a fresh object: {e}")),
             }
-            w.push(Live::Z3 { h, size, id });
+            w.push(Live::Z3 { h: h.into_raw(), size, id });
             Outcome::Done
         }
         Err(Z3Error::NoMemory(e)) if is_alloc_failure(e) => Outcome::Failed,
@@ -2082,7 +2123,8 @@ fn op_guard_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     w.arg(order as u64);
     let gfp = if zero { Gfp::KERNEL | Gfp::GUARD | Gfp::ZERO } else { Gfp::KERNEL | Gfp::GUARD };
     match w.m.alloc_pages(w.cpu, order, gfp) {
-        Ok(pfn) => {
+        Ok(p) => {
+            let (pfn, order) = p.into_raw();
             let id = w.new_id();
             w.fill_pages(pfn, order, id, zero);
             w.push(Live::Pages { pfn, order, id });
@@ -2197,12 +2239,15 @@ impl<'m> Worker<'m, '_, '_> {
                     // Objects of a poisoned slab: their contents are lost; freeing them is
                     // how the slab empties and retires.
                     Live::Kmalloc { ptr, .. } => {
-                        if let Err(e) = self.m.kfree(self.cpu, ptr) {
+                        // SAFETY: the entry owned the object and was taken off the list.
+                        if let Err(e) = self.m.kfree(self.cpu, unsafe { KBox::from_raw(self.m, ptr) }) {
                             self.violation(format!("kfree of an object of a poisoned slab: {e}"));
                         }
                     }
                     Live::Obj { cache, ptr, .. } => {
-                        if let Err(e) = self.shared.caches[cache].free(self.cpu, ptr) {
+                        let c = &self.shared.caches[cache];
+                        // SAFETY: as above.
+                        if let Err(e) = c.free(self.cpu, unsafe { SlabObj::from_raw(c, ptr) }) {
                             self.violation(format!("free of an object of a poisoned slab: {e}"));
                         }
                     }
@@ -2350,7 +2395,7 @@ pub fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
         for c in caches {
             // SAFETY: caches live until destroyed, which only their creators do, not while
             // this runs (the caller holds the machine quiescent).
-            m.shrink_cache(cpu, &m.cache_ref(unsafe { &*c }));
+            m.shrink_any_cache(cpu, unsafe { &*c });
         }
         m.drain_all();
         let now = m.nr_free_pages();

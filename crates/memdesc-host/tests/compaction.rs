@@ -79,7 +79,7 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
     let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
     let before = m.free_histogram(zone);
     assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");
-    assert!(m.alloc_pages(&cpu, 9, Gfp::MOVABLE | Gfp::NOWARN).is_err());
+    assert!(m.alloc_pages_raw(&cpu, 9, Gfp::MOVABLE | Gfp::NOWARN).is_err());
     let census0 = m.census().unwrap();
 
     let rep = m.compact_zone(&cpu, zone);
@@ -104,8 +104,8 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
     let c = m.census().unwrap();
     assert_eq!((c.free + c.pcp, c.described), (census0.free + census0.pcp, census0.described));
     m.check(|_, _, _| ()).unwrap();
-    let big = m.alloc_pages(&cpu, 9, Gfp::MOVABLE).expect("an order-9 block after compaction");
-    m.free_pages(&cpu, big, 9).unwrap();
+    let big = m.alloc_pages_raw(&cpu, 9, Gfp::MOVABLE).expect("an order-9 block after compaction");
+    free_raw(&m, &cpu, big, 9).unwrap();
 
     for &(_, f, file) in &kept {
         if !file {
@@ -136,12 +136,12 @@ fn migrate_page_moves_a_folio_and_refuses_busy_or_unmovable_pages() {
     assert!(m.folio_trylock(f));
     assert_eq!(m.migrate_page(&cpu, new, Gfp::MOVABLE), Err(MigrateError::Busy(new)));
     m.folio_unlock(f);
-    let raw = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
+    let raw = m.alloc_pages_raw(&cpu, 0, Gfp::KERNEL).unwrap();
     assert_eq!(
         m.migrate_page(&cpu, raw, Gfp::MOVABLE),
         Err(MigrateError::NotMovable { pfn: raw, tag: Tag::Undescribed })
     );
-    m.free_pages(&cpu, raw, 0).unwrap();
+    free_raw(&m, &cpu, raw, 0).unwrap();
     m.lru_del(f);
     m.folio_put(&cpu, f).unwrap();
     m.check(|_, _, _| ()).unwrap();
@@ -269,10 +269,10 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
         parent.map_folio(&cpu, fva + i * PAGE, f).unwrap();
         files.push((i, f));
         let Ok(h) = zs.malloc(&cpu, 1500) else { break };
-        fill(&mut zs.map_write(&cpu, h).unwrap(), i);
+        fill(&mut zs.map_write(&cpu, &h).unwrap(), i);
         zsh.push((i, h));
         let Ok(h) = z3.malloc(&cpu, 1800) else { break };
-        fill(&mut z3.map_write(h).unwrap(), !i);
+        fill(&mut z3.map_write(&h).unwrap(), !i);
         z3h.push((i, h));
         for _ in 0..3 {
             if let Ok(p) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) {
@@ -315,10 +315,10 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
         assert!(std::ptr::eq(g, f));
         m.folio_put(&cpu, g).unwrap();
     }
-    for &(i, h) in &zsh {
+    for &(i, ref h) in &zsh {
         assert!(filled(&zs.map_read(&cpu, h).unwrap(), i), "zsmalloc object {i}");
     }
-    for &(i, h) in &z3h {
+    for &(i, ref h) in &z3h {
         assert!(filled(&z3.map_read(h).unwrap(), !i), "z3fold object {i}");
     }
     space.verify().unwrap();
@@ -472,4 +472,40 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
 }

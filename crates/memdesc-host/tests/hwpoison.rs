@@ -53,7 +53,7 @@ fn read(m: &SimMachine, pfn: Pfn) -> u8 {
 fn never_handed_out(m: &SimMachine, cpu: &Cpu<'_>, pfn: Pfn) {
     let mut all = Vec::new();
     loop {
-        match m.alloc_pages(cpu, 0, Gfp::HIGH | Gfp::NOWARN) {
+        match m.alloc_pages_raw(cpu, 0, Gfp::HIGH | Gfp::NOWARN) {
             Ok(p) => all.push(p),
             Err(AllocError::NoMemory { .. }) => break,
             Err(e) => panic!("{e}"),
@@ -62,7 +62,7 @@ fn never_handed_out(m: &SimMachine, cpu: &Cpu<'_>, pfn: Pfn) {
     assert!(all.len() > 10_000);
     assert!(!all.contains(&pfn), "a poisoned page was handed out");
     for p in all {
-        m.free_pages(cpu, p, 0).unwrap();
+        free_raw(m, cpu, p, 0).unwrap();
     }
 }
 
@@ -89,7 +89,7 @@ fn reserved_ranges_are_reported_never_allocated_and_refuse_free() {
     for &(s, e) in &ranges {
         for p in s.0..e.0 {
             assert_eq!(subtype(&m, Pfn(p)), Some(Subtype::Reserved));
-            assert_eq!(m.free_pages(&cpu, Pfn(p), 0), Err(FreeError::NotAllocated(Pfn(p), Subtype::Reserved)));
+            assert_eq!(free_raw(&m, &cpu, Pfn(p), 0), Err(FreeError::NotAllocated(Pfn(p), Subtype::Reserved)));
         }
     }
     m.check(|p, o, _| {
@@ -149,8 +149,8 @@ fn free_page_inside_a_large_block_is_carved_out() {
 fn free_page_on_a_per_cpu_list_is_drained_first() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    let a = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
-    m.free_pages(&cpu, a, 0).unwrap();
+    let a = m.alloc_pages_raw(&cpu, 0, Gfp::KERNEL).unwrap();
+    free_raw(&m, &cpu, a, 0).unwrap();
     assert!(matches!(m.memmap().load(m.platform(), a).unwrap().word.kind(), PageKind::Buddy(b) if b.pcp));
     let r = m.memory_failure(&cpu, a).unwrap();
     assert_eq!((r.kind, r.action), (PoisonedKind::FreePerCpu, PoisonAction::Recovered));
@@ -247,7 +247,7 @@ fn slab_page_reports_its_cache_and_is_never_reused() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let c = m.create_cache(&cpu, CacheArgs::new("poison_test", 256)).unwrap();
-    let objs: Vec<_> = (0..8).map(|_| c.alloc(&cpu).unwrap()).collect();
+    let objs: Vec<_> = (0..8).map(|_| c.alloc_raw(&cpu).unwrap()).collect();
     let pfn = m.platform().virt_to_pfn(objs[0]).unwrap();
     let same: Vec<_> = objs.iter().filter(|o| m.platform().virt_to_pfn(**o) == Some(pfn)).copied().collect();
     let r = m.memory_failure(&cpu, pfn).unwrap();
@@ -261,18 +261,18 @@ fn slab_page_reports_its_cache_and_is_never_reused() {
     assert_eq!(r.action, PoisonAction::Delayed);
     assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::AlreadyPoisoned(pfn)));
     // New objects never come from the poisoned slab (it left the partial list).
-    let more: Vec<_> = (0..64).map(|_| c.alloc(&cpu).unwrap()).collect();
+    let more: Vec<_> = (0..64).map(|_| c.alloc_raw(&cpu).unwrap()).collect();
     assert!(more.iter().all(|o| m.platform().virt_to_pfn(*o) != Some(pfn)));
     for o in objs.iter().chain(more.iter()) {
-        c.free(&cpu, *o).unwrap();
+        cache_free_raw(&c, &cpu, *o).unwrap();
     }
     m.shrink_cache(&cpu, &c);
     assert_eq!(subtype(&m, pfn), Some(Subtype::HwPoison), "the emptied poisoned slab is retired");
     check_all(&m, &[pfn]);
-    let fresh: Vec<_> = (0..200).map(|_| c.alloc(&cpu).unwrap()).collect();
+    let fresh: Vec<_> = (0..200).map(|_| c.alloc_raw(&cpu).unwrap()).collect();
     assert!(fresh.iter().all(|o| m.platform().virt_to_pfn(*o) != Some(pfn)));
     for o in fresh {
-        c.free(&cpu, o).unwrap();
+        cache_free_raw(&c, &cpu, o).unwrap();
     }
     never_handed_out(&m, &cpu, pfn);
 }
@@ -281,12 +281,12 @@ fn slab_page_reports_its_cache_and_is_never_reused() {
 fn raw_kernel_memory_is_ignored_and_bad_pfns_are_typed_errors() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    let raw = m.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap();
+    let raw = m.alloc_pages_raw(&cpu, 2, Gfp::KERNEL).unwrap();
     for p in [raw, raw.add(3)] {
         let r = m.memory_failure(&cpu, p).unwrap();
         assert_eq!((r.kind, r.action), (PoisonedKind::Undescribed(Subtype::Unmappable), PoisonAction::Ignored));
     }
-    m.free_pages(&cpu, raw, 2).unwrap();
+    free_raw(&m, &cpu, raw, 2).unwrap();
     assert_eq!(m.undescribed_stats().hwpoison_ignored, 2);
     assert_eq!(m.memory_failure(&cpu, Pfn(0x9_0000)), Err(PoisonError::OutOfRange(Pfn(0x9_0000))));
     assert_eq!(m.unpoison(&cpu, raw), Err(PoisonError::NotPoisoned(raw)));
@@ -298,18 +298,18 @@ fn empty_slab_whose_objects_sit_in_a_sheaf_is_retired_at_once() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let c = m.create_cache(&cpu, CacheArgs::new("poison_empty", 512)).unwrap();
-    let o = c.alloc(&cpu).unwrap();
+    let o = c.alloc_raw(&cpu).unwrap();
     let pfn = m.platform().virt_to_pfn(o).unwrap();
-    c.free(&cpu, o).unwrap(); // back in this CPU's sheaf: the slab still counts it in use
+    cache_free_raw(&c, &cpu, o).unwrap(); // back in this CPU's sheaf: the slab still counts it in use
     let r = m.memory_failure(&cpu, pfn).unwrap();
     assert_eq!(r.kind, PoisonedKind::Slab { cache: "poison_empty", objects_in_use: 0, objects: r_objects(&r) });
     assert_eq!(r.action, PoisonAction::Recovered);
     assert_eq!(subtype(&m, pfn), Some(Subtype::HwPoison));
     check_all(&m, &[pfn]);
-    let more: Vec<_> = (0..100).map(|_| c.alloc(&cpu).unwrap()).collect();
+    let more: Vec<_> = (0..100).map(|_| c.alloc_raw(&cpu).unwrap()).collect();
     assert!(more.iter().all(|o| m.platform().virt_to_pfn(*o) != Some(pfn)));
     for o in more {
-        c.free(&cpu, o).unwrap();
+        cache_free_raw(&c, &cpu, o).unwrap();
     }
 }
 
@@ -459,25 +459,25 @@ fn zsmalloc_page_loses_only_the_objects_on_it() {
     let hs: Vec<_> = (0..40u64)
         .map(|i| {
             let h = pool.malloc(&cpu, 1500).unwrap();
-            fill(&mut pool.map_write(&cpu, h).unwrap(), i);
+            fill(&mut pool.map_write(&cpu, &h).unwrap(), i);
             h
         })
         .collect();
-    let pages = |h| {
+    let pages = |h: &memdesc::zsmalloc::Handle| {
         let mut out = [Pfn(0); ZS_MAX_PAGES];
         let n = pool.pages_of(h, &mut out).unwrap();
         out[..n].to_vec()
     };
-    assert!(pages(hs[0]).len() >= 2, "1500-byte objects use multi-page zspages");
+    assert!(pages(&hs[0]).len() >= 2, "1500-byte objects use multi-page zspages");
     let mut lost_total = 0;
     let mut bad_pages = Vec::new();
     // A middle page of the first zspage, then the first page of another (handle entries name
     // the first page, so that path rewrites them).
-    let other = *hs.iter().find(|&&h| pages(h)[0] != pages(hs[0])[0]).unwrap();
-    for (h, k) in [(hs[0], 1usize), (other, 0)] {
+    let other = hs.iter().find(|h| pages(h)[0] != pages(&hs[0])[0]).unwrap();
+    for (h, k) in [(&hs[0], 1usize), (other, 0)] {
         let zpages = pages(h);
         let bad = zpages[k];
-        let members: Vec<usize> = (0..hs.len()).filter(|&i| pages(hs[i]) == zpages).collect();
+        let members: Vec<usize> = (0..hs.len()).filter(|&i| pages(&hs[i]) == zpages).collect();
         let r = m.memory_failure(&cpu, bad).unwrap();
         let PoisonedKind::Zsmalloc { objects_lost, objects_in_use } = r.kind else { panic!("{r:?}") };
         assert_eq!(r.action, PoisonAction::Recovered);
@@ -486,7 +486,7 @@ fn zsmalloc_page_loses_only_the_objects_on_it() {
         assert_eq!(subtype(&m, bad), Some(Subtype::HwPoison));
         let mut lost = 0;
         for &i in &members {
-            match pool.map_read(&cpu, hs[i]) {
+            match pool.map_read(&cpu, &hs[i]) {
                 Err(ZsError::Lost(_)) => lost += 1,
                 Ok(g) => assert!(filled(&g, i as u64), "object {i} of the zspage intact"),
                 Err(e) => panic!("{e}"),
@@ -501,19 +501,19 @@ fn zsmalloc_page_loses_only_the_objects_on_it() {
     let more: Vec<_> = (0..40u64)
         .map(|i| {
             let h = pool.malloc(&cpu, 1500).unwrap();
-            fill(&mut pool.map_write(&cpu, h).unwrap(), 1000 + i);
+            fill(&mut pool.map_write(&cpu, &h).unwrap(), 1000 + i);
             h
         })
         .collect();
     let mut ok = 0;
-    for (i, &h) in hs.iter().enumerate() {
+    for (i, h) in hs.iter().enumerate() {
         if let Ok(g) = pool.map_read(&cpu, h) {
             assert!(filled(&g, i as u64));
             ok += 1;
         }
     }
     assert_eq!(ok + lost_total as usize, hs.len());
-    for (i, &h) in more.iter().enumerate() {
+    for (i, h) in more.iter().enumerate() {
         assert!(filled(&pool.map_read(&cpu, h).unwrap(), 1000 + i as u64));
     }
     // Lost objects can still be freed.
@@ -536,19 +536,19 @@ fn z3fold_page_loses_its_objects_and_the_pool_goes_on() {
     let hs: Vec<_> = (0..9u64)
         .map(|i| {
             let h = pool.malloc(&cpu, 1200).unwrap();
-            fill(&mut pool.map_write(h).unwrap(), i);
+            fill(&mut pool.map_write(&h).unwrap(), i);
             h
         })
         .collect();
-    let bad = pool.location(hs[0]).unwrap().0;
-    let on_it: Vec<usize> = (0..hs.len()).filter(|&i| pool.location(hs[i]).unwrap().0 == bad).collect();
+    let bad = pool.location(&hs[0]).unwrap().0;
+    let on_it: Vec<usize> = (0..hs.len()).filter(|&i| pool.location(&hs[i]).unwrap().0 == bad).collect();
     assert_eq!(on_it.len(), 3, "three 1200-byte objects share a page");
     let r = m.memory_failure(&cpu, bad).unwrap();
     assert_eq!((r.kind, r.action), (PoisonedKind::Z3fold { objects_lost: 3 }, PoisonAction::Recovered));
     assert_eq!(subtype(&m, bad), Some(Subtype::HwPoison));
-    for (i, &h) in hs.iter().enumerate() {
+    for (i, h) in hs.iter().enumerate() {
         if on_it.contains(&i) {
-            assert!(matches!(pool.map_read(h), Err(Z3Error::Lost(x)) if x == h));
+            assert!(matches!(pool.map_read(h), Err(Z3Error::Lost(x)) if x == h.id()));
             assert_ne!(pool.location(h).unwrap().0, bad);
         } else {
             assert!(filled(&pool.map_read(h).unwrap(), i as u64), "object {i} intact");
@@ -592,11 +592,11 @@ fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
     assert_eq!(r.action, PoisonAction::Ignored);
     assert_eq!(m.memmap().load(m.platform(), n.pfn()).unwrap().word.tag(), Some(Tag::NetPool));
 
-    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0xd00d).unwrap();
+    let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0xd00d).unwrap().into_raw();
     let r = m.memory_failure(&cpu, d.flags.pfn().add(1)).unwrap();
     assert_eq!(r.kind, PoisonedKind::Mappable { owner: 0xd00d, order: 1, mapcount: 0 });
     assert_eq!(r.action, PoisonAction::Ignored);
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     assert_eq!(m.undescribed_stats().hwpoison_ignored, 3);
     memdesc::page_pool::pp_put(&m, &cpu, n).unwrap();
     assert!(pool.try_destroy(&cpu).is_ok());
@@ -653,4 +653,54 @@ fn two_level_unsplit_area_folio_loses_only_the_page() {
     mm.destroy(&cpu);
     check_all(&m, &[bad]);
     assert_eq!(m.undescribed_stats().hwpoison_pages, 1);
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
+}
+
+/// The raw put of a mappable block's reference. The tests put only references they hold (from
+/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
+/// check refuses it before anything changes), on a machine only the test uses: the contract
+/// of `mappable_put` holds at each call.
+#[allow(dead_code)]
+fn mappable_put<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    d: &memdesc::desc::MappableDesc,
+) -> Result<bool, memdesc::mappable::MappableError> {
+    // SAFETY: see above.
+    unsafe { m.mappable_put_raw(cpu, d) }
 }

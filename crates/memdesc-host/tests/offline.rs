@@ -114,7 +114,7 @@ fn balloon_inflates_and_deflates() {
     // Inflating past what is free stops at the watermark, not with an error.
     let got = b.inflate(&cpu, 1 << 30);
     assert!(got > 10_000 && got < 1 << 30, "{got}");
-    assert!(matches!(m.alloc_pages(&cpu, 0, Gfp::NOWARN), Err(AllocError::NoMemory { .. })));
+    assert!(matches!(m.alloc_pages_raw(&cpu, 0, Gfp::NOWARN), Err(AllocError::NoMemory { .. })));
     m.check(|_, _, _| ()).unwrap();
     assert_eq!(m.census().unwrap().offline, 600 + got);
     assert_eq!(b.deflate(&cpu, u64::MAX), 600 + got);
@@ -155,12 +155,12 @@ fn offline_range_migrates_folios_out_and_online_gives_it_back() {
     m.check(|p, o, _| assert!(p.add(1 << o) <= s || e <= p, "free block {p}/{o} in the offline range")).unwrap();
     // Nothing in the range is handed out.
     let mut all = Vec::new();
-    while let Ok(p) = m.alloc_pages(&cpu, 0, Gfp::HIGH | Gfp::NOWARN) {
+    while let Ok(p) = m.alloc_pages_raw(&cpu, 0, Gfp::HIGH | Gfp::NOWARN) {
         assert!(!(s..e).contains(&p));
         all.push(p);
     }
     for p in all {
-        m.free_pages(&cpu, p, 0).unwrap();
+        free_raw(&m, &cpu, p, 0).unwrap();
     }
     assert_eq!(m.online_range(s, e), Ok(BLOCK));
     assert_eq!(m.online_range(s, e), Err(OfflineError::NotOffline(s)));
@@ -245,10 +245,10 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
         mm.map_folio(&cpu, fva + i * PAGE, f).unwrap();
         files.push(f);
         let h = zs.malloc(&cpu, 2000).unwrap();
-        zs.map_write(&cpu, h).unwrap().fill(i as u8);
+        zs.map_write(&cpu, &h).unwrap().fill(i as u8);
         zsh.push(h);
         let h = z3.malloc(&cpu, 1500).unwrap();
-        z3.map_write(h).unwrap().fill(!(i as u8));
+        z3.map_write(&h).unwrap().fill(!(i as u8));
         z3h.push(h);
     }
     // A range holding mapped folios and pool pages, nothing unmovable.
@@ -285,13 +285,13 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
         }
         assert_eq!((a.counts.refcount(), a.counts.mapcount()), (1, 1));
     }
-    for (i, &h) in zsh.iter().enumerate() {
+    for (i, h) in zsh.iter().enumerate() {
         let mut out = [Pfn(0); memdesc::zsmalloc::ZS_MAX_PAGES];
         let n = zs.pages_of(h, &mut out).unwrap();
         assert!(out[..n].iter().all(|p| !(s..e).contains(p)));
         assert!(zs.map_read(&cpu, h).unwrap().iter().all(|&b| b == i as u8));
     }
-    for (i, &h) in z3h.iter().enumerate() {
+    for (i, h) in z3h.iter().enumerate() {
         assert!(!(s..e).contains(&z3.location(h).unwrap().0));
         assert!(z3.map_read(h).unwrap().iter().all(|&b| b == !(i as u8)));
     }
@@ -303,4 +303,40 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
     z3.destroy(&cpu);
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
 }

@@ -75,14 +75,14 @@ fn device_ranges_are_validated() {
     assert_eq!(sg.push_phys(&io, 0x3800 * 4096, 1), Err(SgError::UnknownMemory(Pfn(0x3800))));
     // Free memory of a region is known but refused: a device must not write the free lists.
     let cpu = m.cpus().claim(0).unwrap();
-    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
-    m.free_pages(&cpu, p, 1).unwrap();
+    let p = m.alloc_pages_raw(&cpu, 1, Gfp::KERNEL).unwrap();
+    free_raw(&m, &cpu, p, 1).unwrap();
     assert_eq!(sg.push_pfns(&io, p, 2, 0, 8192), Err(SgError::FreeMemory(p)));
-    let p = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    let p = m.alloc_pages_raw(&cpu, 1, Gfp::KERNEL).unwrap();
     sg.push_pfns(&io, p, 2, 4000, 200).unwrap();
     assert_eq!(sg.push_pfns(&io, DEV.1, 1, 0, 1), Err(SgError::UnknownMemory(DEV.1)), "the unregistered hole");
     assert_eq!(sg.entries().len(), 1);
-    m.free_pages(&cpu, p, 1).unwrap();
+    free_raw(&m, &cpu, p, 1).unwrap();
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
     // A 4 MiB block of the two-level region: two areas, never split, no per-page words.
     let mut others = vec![];
     let raw = loop {
-        let p = m.alloc_pages(&cpu, 10, Gfp::KERNEL).unwrap();
+        let p = m.alloc_pages_raw(&cpu, 10, Gfp::KERNEL).unwrap();
         if m.memmap().region_of(p).unwrap().layout == MemmapLayout::TwoLevel {
             break p;
         }
@@ -158,9 +158,9 @@ fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
 
     // I/O never split the raw areas.
     assert_eq!(m.memmap().load(m.platform(), raw.add(600)).unwrap().span_order, 9);
-    m.free_pages(&cpu, raw, 10).unwrap();
+    free_raw(&m, &cpu, raw, 10).unwrap();
     for p in others {
-        m.free_pages(&cpu, p, 10).unwrap();
+        free_raw(&m, &cpu, p, 10).unwrap();
     }
     for f in [f0, f3, f2] {
         m.folio_put(&cpu, f).unwrap();
@@ -240,7 +240,7 @@ fn dma_matches_a_shadow_model() {
     }
     let mut others = vec![];
     let raw = loop {
-        let p = m.alloc_pages(&cpu, 10, Gfp::KERNEL).unwrap();
+        let p = m.alloc_pages_raw(&cpu, 10, Gfp::KERNEL).unwrap();
         if m.memmap().region_of(p).unwrap().layout == MemmapLayout::TwoLevel {
             break p;
         }
@@ -333,9 +333,9 @@ fn dma_matches_a_shadow_model() {
     for f in folios {
         m.folio_put(&cpu, f).unwrap();
     }
-    m.free_pages(&cpu, raw, 10).unwrap();
+    free_raw(&m, &cpu, raw, 10).unwrap();
     for p in others {
-        m.free_pages(&cpu, p, 10).unwrap();
+        free_raw(&m, &cpu, p, 10).unwrap();
     }
 }
 
@@ -351,7 +351,7 @@ fn lists_from_user_mappings_merge_contiguous_pages() {
     // Driver memory of 4 contiguous pages, mapped out of order: pages 0, 1, 3, 2.
     const PV: u64 = 0x10_0000;
     user.mmap_pfn(&cpu, PV, 8 * pg).unwrap();
-    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 0).unwrap().into_raw();
     let p = d.flags.pfn();
     for (i, page) in [0u64, 1, 3, 2].into_iter().enumerate() {
         user.map_pfn(&cpu, PV + i as u64 * pg, p.add(page)).unwrap();
@@ -397,7 +397,7 @@ fn lists_from_user_mappings_merge_contiguous_pages() {
     assert_eq!(sg.entries(), &before[..]);
 
     user.destroy(&cpu);
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     assert_eq!(m.folio_put(&cpu, huge), Ok(true));
 }
 
@@ -442,7 +442,7 @@ fn lists_from_vmalloc_areas_carry_device_bytes() {
 
     assert_eq!(sg.push_vmalloc(&io, &s, &a, 6 * PAGE_SIZE - 1, 2), Err(SgError::BadArea { va: a.addr() }));
     let stale_at = b.addr();
-    s.vfree(&cpu, stale_at).unwrap();
+    vfree(&s, &cpu, stale_at).unwrap();
     assert_eq!(bl.push_vmalloc(&io, &s, &b, 0, 1), Err(SgError::BadArea { va: stale_at }));
     s.vfree_area(&cpu, a).unwrap();
     m.folio_put(&cpu, f).unwrap();
@@ -466,7 +466,7 @@ fn lists_from_mappings_match_a_page_model() {
     let io = IoSpace::new(&m);
     let dev = SimDevice::new(&m);
     let mms = m.mm_caches(&cpu).unwrap();
-    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap();
+    let d = m.mappable_alloc(&cpu, 4, Gfp::ZERO, 0).unwrap().into_raw();
     let base = d.flags.pfn();
     let shadow = std::cell::RefCell::new(vec![0u8; 16 * PAGE_SIZE]);
 
@@ -530,5 +530,68 @@ fn lists_from_mappings_match_a_page_model() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
+}
+
+/// The raw put of a mappable block's reference. The tests put only references they hold (from
+/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
+/// check refuses it before anything changes), on a machine only the test uses: the contract
+/// of `mappable_put` holds at each call.
+#[allow(dead_code)]
+fn mappable_put<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    d: &memdesc::desc::MappableDesc,
+) -> Result<bool, memdesc::mappable::MappableError> {
+    // SAFETY: see above.
+    unsafe { m.mappable_put_raw(cpu, d) }
+}
+
+/// The raw free of a vmalloc area by address. The tests free only areas they allocated and
+/// own, or assert refusals of addresses that start no live area (checked before anything
+/// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
+#[allow(dead_code)]
+fn vfree<P: memdesc::Platform>(
+    s: &memdesc::vmalloc::VmallocSpace<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    va: usize,
+) -> Result<(), memdesc::vmalloc::VmallocError> {
+    // SAFETY: see above.
+    unsafe { s.vfree(cpu, va) }
 }

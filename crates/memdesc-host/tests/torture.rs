@@ -82,7 +82,7 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
 /// go when freed.
 #[test]
 fn check_descriptors_covers_every_block_kind() {
-    use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
+    use memdesc::page_pool::{PagePool, PoolParams};
     use memdesc::pgtable::MmKind;
     use memdesc::vmalloc::{Unmappable, VmallocSpace};
     use memdesc::{Config, Gfp};
@@ -99,13 +99,13 @@ fn check_descriptors_covers_every_block_kind() {
     let area = vm.vmalloc::<Unmappable>(&cpu, 3 * 4096, Gfp::KERNEL).unwrap();
     let pool = PagePool::new(&m, &cpu, PoolParams::default()).unwrap();
     let n = pool.alloc(&cpu).unwrap();
-    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap();
+    let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap().into_raw();
     let r = m.check_descriptors().unwrap();
     // 3 vmalloc pages, a page_pool block, a mappable block, and page tables of kmm.
     assert!(r.others >= before + 6, "{r:?}");
     assert!(r.other_pages >= 9, "{r:?}");
-    pp_put_pfn(&m, &cpu, n.pfn()).unwrap();
-    assert_eq!(m.mappable_put(&cpu, d), Ok(true));
+    pp_put_raw(&m, &cpu, n.into_raw()).unwrap();
+    assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     vm.vfree_area(&cpu, area).unwrap();
     assert_eq!(pool.destroy(&cpu), memdesc::page_pool::Destroyed::Now);
     vm.destroy(&cpu).map_err(|(_, e)| e).unwrap();
@@ -138,4 +138,32 @@ mod op_sequences {
             r.log_tail.join("\n")
         );
     }
+}
+
+/// The raw put by pfn. The tests put only references they hold (a `NetmemRef` given up
+/// after a refused `pp_put`, or one from `into_raw`) or assert refusals of pages that hold no
+/// pool reference (the count check refuses them before anything changes), on a machine only
+/// the test uses: `pp_put_pfn`'s contract holds at each call.
+#[allow(dead_code)]
+fn pp_put_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+) -> Result<(), memdesc::page_pool::PoolError> {
+    // SAFETY: see above.
+    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
+}
+
+/// The raw put of a mappable block's reference. The tests put only references they hold (from
+/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
+/// check refuses it before anything changes), on a machine only the test uses: the contract
+/// of `mappable_put` holds at each call.
+#[allow(dead_code)]
+fn mappable_put<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    d: &memdesc::desc::MappableDesc,
+) -> Result<bool, memdesc::mappable::MappableError> {
+    // SAFETY: see above.
+    unsafe { m.mappable_put_raw(cpu, d) }
 }

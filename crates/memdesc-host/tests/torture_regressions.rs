@@ -13,10 +13,10 @@ fn refill_uses_the_node_the_new_slab_is_on() {
     for id in [1, 0] {
         let cpu = m.cpus().claim(id).unwrap();
         let before = m.nr_free_pages();
-        let p = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
+        let p = m.kmalloc_raw(&cpu, 64, Gfp::KERNEL).unwrap();
         let used = before - m.nr_free_pages();
         assert!(used <= 8, "cpu {id}: one kmalloc took {used} pages");
-        m.kfree(&cpu, p).unwrap();
+        kfree_raw(&m, &cpu, p).unwrap();
     }
 }
 
@@ -47,7 +47,7 @@ fn deflate_never_takes_a_page_being_onlined() {
             // Fragment the range: every other page of it held, then released, so offlining
             // stamps many order-0 `Offline` words.
             let mut held = vec![];
-            while let Ok(p) = m.alloc_pages(&cpu, 0, Gfp::MOVABLE) {
+            while let Ok(p) = m.alloc_pages_raw(&cpu, 0, Gfp::MOVABLE) {
                 held.push(p);
                 if held.len() > 1500 {
                     break;
@@ -55,14 +55,14 @@ fn deflate_never_takes_a_page_being_onlined() {
             }
             for (i, p) in held.iter().enumerate() {
                 if i % 2 == 0 || !(start..end).contains(p) {
-                    m.free_pages(&cpu, *p, 0).unwrap();
+                    free_raw(&m, &cpu, *p, 0).unwrap();
                 }
             }
             held.retain(|p| (start..end).contains(p));
             let mut kept = vec![];
             for (i, p) in held.into_iter().enumerate() {
                 if i % 2 == 1 {
-                    m.free_pages(&cpu, p, 0).unwrap();
+                    free_raw(&m, &cpu, p, 0).unwrap();
                 } else {
                     kept.push(p);
                 }
@@ -71,7 +71,7 @@ fn deflate_never_takes_a_page_being_onlined() {
             let _ = m.offline_range(&cpu, start, end);
             let _ = m.online_range(start, end);
             for p in kept {
-                m.free_pages(&cpu, p, 0).unwrap();
+                free_raw(&m, &cpu, p, 0).unwrap();
             }
             if m.offline_range(&cpu, start, end).is_ok() {
                 m.online_range(start, end).unwrap();
@@ -83,4 +83,40 @@ fn deflate_never_takes_a_page_being_onlined() {
     m.drain_all();
     assert_eq!(m.nr_free_pages(), base);
     m.check(|_, _, _| {}).unwrap();
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
 }

@@ -8,7 +8,7 @@
 use memdesc::cpu::Cpu;
 use memdesc::desc::MapCounts;
 use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::page_pool::{pp_put, pp_put_pfn, PagePool, PoolError, PoolParams};
+use memdesc::page_pool::{pp_put, PagePool, PoolError, PoolParams};
 use memdesc::pgtable::{mappability, MapError, MmCaches, MmKind, MmRef, UnmappableKind};
 use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
 use memdesc::word::{PageKind, Subtype, Tag};
@@ -62,7 +62,9 @@ fn mappable_vmalloc_page_maps_to_user_space_and_back() {
     assert_eq!(counts(&m, pfn), (4, 3), "each user PTE holds a reference and a mapcount");
     let (e, _) = user.translate(UVA).unwrap();
     assert!(e.user() && e.pfn() == pfn);
-    assert_eq!(s.vfree(&cpu, a.addr()), Err(VmallocError::Mapped { va: a.addr(), index: 1 }));
+    // SAFETY: `a` is ours; the free by address is refused while a page is mapped (what this
+    // asserts), and `a` stays ours.
+    assert_eq!(unsafe { s.vfree(&cpu, a.addr()) }, Err(VmallocError::Mapped { va: a.addr(), index: 1 }));
     assert_eq!(s.stats().areas, 1, "the refused vfree changed nothing");
     assert_eq!(
         s.map_user(&cpu, &user, UVA + 0x2000, &a, 2),
@@ -103,7 +105,7 @@ fn netmem_page_maps_to_user_space_and_back() {
     assert_eq!((pool.stats().live, pool.stats().recycled), (1, 0));
     assert_eq!(user.unmap(&cpu, UVA, PAGE_SIZE as u64).unwrap().entries, 1);
     assert_eq!(counts(&m, pfn), (1, 0), "user mapping gone");
-    pp_put_pfn(&m, &cpu, pfn).unwrap();
+    pp_put_raw(&m, &cpu, pfn).unwrap();
     // In the ring the block is nobody's: its shared refcount is 0 and it cannot be mapped.
     assert_eq!(counts(&m, pfn), (0, 0));
     assert_eq!(user.map_pfn(&cpu, UVA, pfn), Err(MapError::NoReference));
@@ -140,12 +142,12 @@ fn slab_page_is_refused() {
     let cpu = m.cpus().claim(0).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
     let user = user_mm(&mms, &cpu);
-    let obj = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
+    let obj = m.kmalloc_raw(&cpu, 64, Gfp::KERNEL).unwrap();
     let pfn = m.platform().virt_to_pfn(obj).unwrap();
     assert_eq!(user.map_pfn(&cpu, UVA, pfn), Err(refused(pfn, UnmappableKind::Slab)));
     assert_eq!(m.user_page_of(pfn), Err(refused(pfn, UnmappableKind::Slab)));
     assert_eq!(user.translate(UVA), None);
-    m.kfree(&cpu, obj).unwrap();
+    kfree_raw(&m, &cpu, obj).unwrap();
     user.destroy(&cpu);
 }
 
@@ -174,14 +176,14 @@ fn undescribed_pages_are_refused() {
     let user = user_mm(&mms, &cpu);
     // Raw page-allocator memory, a tail page inside a raw block, a free page, and a pfn no
     // region covers.
-    let raw = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+    let raw = m.alloc_pages_raw(&cpu, 1, Gfp::KERNEL).unwrap();
     assert_eq!(user.map_pfn(&cpu, UVA, raw), Err(refused(raw, UnmappableKind::Undescribed(Subtype::Unmappable))));
     assert_eq!(
         user.map_pfn(&cpu, UVA, raw.add(1)),
         Err(refused(raw.add(1), UnmappableKind::Undescribed(Subtype::Tail)))
     );
     assert_eq!(m.user_page_of(raw), Err(refused(raw, UnmappableKind::Undescribed(Subtype::Unmappable))));
-    m.free_pages(&cpu, raw, 1).unwrap();
+    free_raw(&m, &cpu, raw, 1).unwrap();
     m.drain_all();
     assert_eq!(user.map_pfn(&cpu, UVA, raw), Err(refused(raw, UnmappableKind::Free)));
     let hole = Pfn(1 << 39);
@@ -190,4 +192,54 @@ fn undescribed_pages_are_refused() {
     assert_eq!(user.translate(UVA), None);
     assert_eq!(user.mm().pt_pages(), 1);
     user.destroy(&cpu);
+}
+
+// ---- raw interface helpers (issue 12) ----
+// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
+// the raw interface's checks, refused frees included. Every free below passes a block or
+// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
+// tail, a reserved page, a double free, a foreign object), one the word check refuses before
+// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
+// raw frees holds at each call.
+#[allow(dead_code)]
+fn free_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+    order: u32,
+) -> Result<(), memdesc::FreeError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.free_pages_raw(cpu, pfn, order) }
+}
+#[allow(dead_code)]
+fn kfree_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { m.kfree_raw(cpu, p) }
+}
+#[allow(dead_code)]
+fn cache_free_raw<P: memdesc::Platform>(
+    c: &memdesc::CacheRef<'_, P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    p: core::ptr::NonNull<u8>,
+) -> Result<(), memdesc::SlabError> {
+    // SAFETY: see the helpers' note above.
+    unsafe { c.free_raw(cpu, p) }
+}
+
+/// The raw put by pfn. The tests put only references they hold (a `NetmemRef` given up
+/// after a refused `pp_put`, or one from `into_raw`) or assert refusals of pages that hold no
+/// pool reference (the count check refuses them before anything changes), on a machine only
+/// the test uses: `pp_put_pfn`'s contract holds at each call.
+#[allow(dead_code)]
+fn pp_put_raw<P: memdesc::Platform>(
+    m: &memdesc::PhysMem<P>,
+    cpu: &memdesc::cpu::Cpu<'_>,
+    pfn: memdesc::Pfn,
+) -> Result<(), memdesc::page_pool::PoolError> {
+    // SAFETY: see above.
+    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
 }

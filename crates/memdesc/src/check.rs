@@ -182,7 +182,9 @@ impl<P: Platform> PhysMem<P> {
                             Subtype::Offline => &mut c.offline,
                             Subtype::Guard => &mut c.guard,
                             Subtype::Memmap => &mut c.memmap,
-                            Subtype::ZeroPage | Subtype::LargeKmalloc | Subtype::Unmappable => &mut c.raw,
+                            Subtype::ZeroPage | Subtype::LargeKmalloc | Subtype::Unmappable | Subtype::Internal => {
+                                &mut c.raw
+                            }
                         };
                         *slot += pages;
                         expected_tails += pages - n;

@@ -193,7 +193,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         kind: FolioKind,
     ) -> Result<&'a Folio, AllocError> {
-        let pfn = self.alloc_pages(cpu, order, gfp.without(Gfp::GUARD))?;
+        let pfn = self.alloc_internal(cpu, order, gfp)?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.lru.prev.store(0, Ordering::Relaxed);
@@ -557,11 +557,11 @@ impl<P: Platform> PhysMem<P> {
             ZoneType::Normal => Gfp::KERNEL,
             ZoneType::Movable => Gfp::MOVABLE,
         };
-        let t = self.alloc_pages(cpu, 0, gfp)?;
+        let t = self.alloc_internal(cpu, 0, gfp)?;
         let trm = self.memmap.region_map(self.memmap.region_index(t).expect("allocated pfn"));
         let same_zone = trm.region.node == rm.region.node && trm.region.zone == rm.region.zone;
         if !same_zone || self.platform.direct_map(t).is_none() {
-            let r = self.free_pages(cpu, t, 0);
+            let r = self.free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
             return Err(AllocError::NoMemory { order: 0 });
         }
@@ -572,7 +572,7 @@ impl<P: Platform> PhysMem<P> {
         while tables != 0 {
             let t = Pfn(tables - 1);
             tables = PageMap::new(&self.platform, t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
-            let r = self.free_pages(cpu, t, 0);
+            let r = self.free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
         }
     }

@@ -2,6 +2,30 @@
 //! to 8 KiB and straight from the page allocator above that ("large kmalloc", an undescribed
 //! page kind whose head word records the order). `kfree` and `ksize` find the owner from the
 //! pointer's page word in O(1).
+//!
+//! [`PhysMem::kmalloc`] returns an owned [`KBox`] that [`PhysMem::kfree`] consumes. The raw
+//! interface ([`PhysMem::kmalloc_raw`], the `unsafe` [`PhysMem::kfree_raw`]) takes and gives
+//! pointers for code that keeps them (C callers, traces). Either free accepts only kmalloc
+//! memory: an object of a descriptor cache, a user cache or another internal cache is refused
+//! with [`SlabError::NotKmalloc`], and a double free with [`SlabError::DoubleFree`] (always on,
+//! see [`crate::slab`]).
+//!
+//! A `KBox` cannot be freed twice or turned into a descriptor's address by safe code:
+//!
+//! ```compile_fail
+//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>, folio: &memdesc::desc::Folio) {
+//! // kfree takes a KBox, which only kmalloc makes: a descriptor's address does not type-check.
+//! mem.kfree(cpu, core::ptr::NonNull::from(folio).cast::<u8>()).unwrap();
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+//! let b = mem.kmalloc(cpu, 64, memdesc::Gfp::KERNEL).unwrap();
+//! mem.kfree(cpu, b).unwrap();
+//! mem.kfree(cpu, b).unwrap(); // error[E0382]: use of moved value: `b`
+//! # }
+//! ```
 
 use core::ptr::NonNull;
 
@@ -10,7 +34,7 @@ use crate::cpu::Cpu;
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
-use crate::slab::{CacheArgs, SlabCache, SlabError};
+use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError};
 use crate::word::{PageKind, Subtype};
 
 /// The size classes, as Linux's (including 96 and 192).
@@ -34,6 +58,46 @@ const NAMES: [&str; NR_KMALLOC] = [
     "kmalloc-4k",
     "kmalloc-8k",
 ];
+
+/// Memory from [`PhysMem::kmalloc`]: owns it until [`PhysMem::kfree`] consumes it.
+///
+/// Not `Clone`: one allocation, one owner. Dropping it leaks the memory (freeing needs a
+/// [`Cpu`], which `Drop` has not; see [`crate::pages`] invariant 3 for the same choice).
+#[must_use = "dropping a KBox leaks the memory; free it with PhysMem::kfree"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct KBox {
+    ptr: NonNull<u8>,
+    machine: u32,
+}
+
+// SAFETY: a KBox is a unique token for one allocation; it never dereferences its pointer, and
+// the allocator state a free touches is behind locks and atomics.
+unsafe impl Send for KBox {}
+// SAFETY: as above; `&KBox` only reads the address.
+unsafe impl Sync for KBox {}
+
+impl KBox {
+    /// The memory's address (valid until it is freed; at least the size asked for).
+    #[inline]
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Gives up the handle for the raw pointer: free it with [`PhysMem::kfree_raw`] (or make a
+    /// handle again with [`KBox::from_raw`]).
+    #[inline]
+    pub fn into_raw(self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Makes the handle of raw kmalloc memory again.
+    ///
+    /// # Safety
+    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`] of `mem` (or
+    /// [`KBox::into_raw`]), has not been freed since, and no other handle or raw owner remains.
+    #[inline]
+    pub unsafe fn from_raw<P: Platform>(mem: &PhysMem<P>, ptr: NonNull<u8>) -> KBox {
+        KBox { ptr, machine: mem.machine_id() }
+    }
+}
 
 /// The size class serving `size` bytes (size 0 gets the smallest class).
 #[inline]
@@ -60,7 +124,8 @@ impl<P: Platform> PhysMem<P> {
         let mut out = [None; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
             let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
-            let c = self.new_cache(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) })?;
+            let c =
+                self.new_cache_in(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) }, CacheFamily::Kmalloc)?;
             out[i] = Some(NonNull::from(c));
         }
         Ok(out)
@@ -72,8 +137,17 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
-    /// machine to try it on).
-    pub fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`].
+    #[inline]
+    pub fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
+        let ptr = self.kmalloc_raw(cpu, size, gfp)?;
+        Ok(KBox { ptr, machine: self.machine_id() })
+    }
+
+    /// As [`PhysMem::kmalloc`], returning the address instead of a handle. Safe: the caller
+    /// owns the memory and gives it back with [`PhysMem::kfree_raw`] (or wraps it with
+    /// [`KBox::from_raw`]); losing the pointer leaks it.
+    pub fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let p = match kmalloc_index(size) {
             Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
             None => {
@@ -91,8 +165,31 @@ impl<P: Platform> PhysMem<P> {
         Ok(p)
     }
 
-    /// Frees memory from [`PhysMem::kmalloc`] (or any slab object), checked.
-    pub fn kfree(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees memory from [`PhysMem::kmalloc`], consuming its handle. Checked as
+    /// [`PhysMem::kfree_raw`]; a handle of another machine is refused with
+    /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
+    #[inline]
+    pub fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
+        if obj.machine != self.machine_id() {
+            return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
+        }
+        // SAFETY: a KBox of this machine owns its memory (KBox's invariant), and consuming it
+        // here ends that ownership.
+        unsafe { self.kfree_raw(cpu, obj.ptr) }
+    }
+
+    /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
+    /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
+    /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
+    /// [`SlabError::NotSlab`]), an interior pointer and a double free (in release builds too,
+    /// whichever CPU freed it first) are refused and change nothing.
+    ///
+    /// # Safety
+    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`] of this machine
+    /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
+    /// call. The checks catch a double free but cannot tell the owner of a live object from
+    /// anyone else: freeing another owner's object hands it out again while still in use.
+    pub unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
@@ -103,6 +200,9 @@ impl<P: Platform> PhysMem<P> {
                 let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
                 // SAFETY: as above.
                 let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                if c.family() != CacheFamily::Kmalloc {
+                    return Err(SlabError::NotKmalloc { addr, cache: c.name() });
+                }
                 self.cache_free_in(cpu, c, slab, ptr, pfn)
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {

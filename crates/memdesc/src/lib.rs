@@ -33,11 +33,13 @@
 //! map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat }).unwrap();
 //! let mem = PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap();
 //! let cpu = mem.cpus().claim(0).unwrap();
-//! let pfn = mem.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap();
-//! mem.free_pages(&cpu, pfn, 2).unwrap();
-//! assert!(mem.free_pages(&cpu, pfn, 2).is_err()); // double free is refused
+//! let pages = mem.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap(); // an owned handle
+//! let pfn = pages.pfn();
+//! mem.free_pages(&cpu, pages).unwrap(); // consumes it: a second free does not compile
+//! // The raw interface is unsafe (the caller vouches for ownership) but still checked:
+//! assert!(unsafe { mem.free_pages_raw(&cpu, pfn, 2) }.is_err()); // double free is refused
 //! let obj = mem.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
-//! assert_eq!(mem.ksize(obj).unwrap(), 128);
+//! assert_eq!(mem.ksize(obj.as_ptr()).unwrap(), 128);
 //! mem.kfree(&cpu, obj).unwrap();
 //! ```
 #![no_std]
@@ -72,6 +74,7 @@ pub mod page_alloc;
 pub mod page_pool;
 pub mod pageblock;
 pub mod pagecache;
+pub mod pages;
 pub mod pcp;
 pub mod pgtable;
 pub mod platform;
@@ -91,6 +94,7 @@ pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
 pub use pageblock::MigrateType;
+pub use pages::Pages;
 pub use platform::Platform;
 pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
 pub use sync::{SpinGuard, SpinLock};

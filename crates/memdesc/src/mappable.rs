@@ -3,7 +3,8 @@
 //! to user space with [`crate::pgtable::MmRef::map_mappable`].
 //!
 //! Allocation stamps every page word (or the area words of a two-level region) with the
-//! descriptor under `Tag::Mappable`; the last [`PhysMem::mappable_put`] resets the words,
+//! descriptor under `Tag::Mappable`; the last put ([`PhysMem::mappable_put`] of a
+//! [`MappableRef`], or the raw [`PhysMem::mappable_put_raw`]) resets the words,
 //! returns the descriptor to its TYPESAFE_BY_RCU cache and the pages to the buddy allocator.
 //! Each page-table entry mapping the memory holds a reference, so the memory outlives its
 //! mappings. Misuse (a put without a reference, a last put while mapped, a descriptor that no
@@ -42,6 +43,59 @@ impl core::fmt::Display for MappableError {
 
 impl core::error::Error for MappableError {}
 
+/// One reference to mappable driver memory, from [`PhysMem::mappable_alloc`] or
+/// [`PhysMem::mappable_get`]: [`PhysMem::mappable_put`] consumes it. Not `Clone` (take another
+/// reference with `mappable_get`); dropping it leaks the reference, so the memory is never
+/// freed, never freed under another holder.
+#[must_use = "dropping a MappableRef leaks its reference; put it with PhysMem::mappable_put"]
+pub struct MappableRef<'m> {
+    desc: &'m MappableDesc,
+}
+
+impl<'m> MappableRef<'m> {
+    /// The descriptor.
+    #[inline]
+    pub fn desc(&self) -> &'m MappableDesc {
+        self.desc
+    }
+    /// Gives up the handle for the descriptor; the reference stays held, to be put with the
+    /// `unsafe` [`PhysMem::mappable_put_raw`] (or made a handle again with
+    /// [`MappableRef::from_raw`]).
+    #[inline]
+    pub fn into_raw(self) -> &'m MappableDesc {
+        self.desc
+    }
+    /// Makes the handle of a reference again.
+    ///
+    /// # Safety
+    /// The caller holds one reference to `desc` (given up with [`MappableRef::into_raw`], or
+    /// taken by raw code) and hands it to the new handle.
+    #[inline]
+    pub unsafe fn from_raw(desc: &'m MappableDesc) -> MappableRef<'m> {
+        MappableRef { desc }
+    }
+}
+
+impl core::ops::Deref for MappableRef<'_> {
+    type Target = MappableDesc;
+    #[inline]
+    fn deref(&self) -> &MappableDesc {
+        self.desc
+    }
+}
+
+impl PartialEq for MappableRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::eq(self.desc, other.desc)
+    }
+}
+
+impl core::fmt::Debug for MappableRef<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "MappableRef(pfn {}, order {})", self.desc.flags.pfn(), self.desc.flags.order())
+    }
+}
+
 impl<P: Platform> PhysMem<P> {
     /// Allocates `2^order` pages of driver memory that may be mapped to user space, with one
     /// reference; `owner` is the driver object's address (informational).
@@ -51,9 +105,9 @@ impl<P: Platform> PhysMem<P> {
         order: u32,
         gfp: Gfp,
         owner: usize,
-    ) -> Result<&MappableDesc, AllocError> {
+    ) -> Result<MappableRef<'_>, AllocError> {
         let d = self.alloc_desc::<MappableDesc>(cpu)?;
-        let pfn = match self.alloc_pages(cpu, order, gfp) {
+        let pfn = match self.alloc_internal(cpu, order, gfp) {
             Ok(p) => p,
             Err(e) => {
                 self.free_desc(cpu, d);
@@ -65,16 +119,24 @@ impl<P: Platform> PhysMem<P> {
         d.owner.store(owner, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
         self.stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
-        Ok(d)
+        Ok(MappableRef { desc: d })
     }
 
-    /// Takes another reference; refused if there is none (the memory is free).
-    pub fn mappable_get(&self, d: &MappableDesc) -> Result<(), MappableError> {
+    /// Takes another reference; refused if there is none (the memory is free). Safe: it only
+    /// adds a count to memory that is live, and the new reference is the caller's.
+    pub fn mappable_get<'m>(&'m self, d: &'m MappableDesc) -> Result<MappableRef<'m>, MappableError> {
         if d.counts.try_get() {
-            Ok(())
+            Ok(MappableRef { desc: d })
         } else {
             Err(MappableError::NoReference)
         }
+    }
+
+    /// Puts the reference `r` holds; the last one frees the memory. Returns whether it was
+    /// freed. A refused put (see [`PhysMem::mappable_put_raw`]) keeps the reference, leaked.
+    pub fn mappable_put(&self, cpu: &Cpu<'_>, r: MappableRef<'_>) -> Result<bool, MappableError> {
+        // SAFETY: a MappableRef holds one reference (its invariant), given up here.
+        unsafe { self.mappable_put_raw(cpu, r.desc) }
     }
 
     fn mappable_owns(&self, d: &MappableDesc) -> bool {
@@ -84,7 +146,15 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Drops a reference; the last one frees the memory. Returns whether it was freed.
-    pub fn mappable_put(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
+    /// Checked: a descriptor with no reference left, one that is not this machine's live
+    /// descriptor of its block, and the last put of mapped memory are refused.
+    ///
+    /// # Safety
+    /// The caller holds one reference to `d` (a [`MappableRef`] given up with `into_raw`, or
+    /// one a page-table entry held) and gives it up: the checks cannot tell the holder of a
+    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
+    /// frees memory they still use.
+    pub unsafe fn mappable_put_raw(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
         let mut cur = d.counts.refcount.load(Ordering::Acquire);
         loop {
             if cur == 0 {

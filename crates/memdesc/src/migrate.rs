@@ -272,9 +272,12 @@ impl<P: Platform> PhysMem<P> {
         }
         let r = match (z3, target) {
             (false, None) => zs_migrate_page(self, cpu, pfn),
-            (false, Some(t)) => zs_migrate_page_to(self, cpu, pfn, t),
+            // SAFETY: the caller gives a target it owns (this fn's contract, checked by the
+            // callers in compaction); it was just restamped as a raw order-0 allocation.
+            (false, Some(t)) => unsafe { zs_migrate_page_to(self, cpu, pfn, t) },
             (true, None) => z3fold_migrate_page(self, cpu, pfn),
-            (true, Some(t)) => z3fold_migrate_page_to(self, cpu, pfn, t),
+            // SAFETY: as above.
+            (true, Some(t)) => unsafe { z3fold_migrate_page_to(self, cpu, pfn, t) },
         };
         r.map_err(|e| {
             if let Some(t) = target {

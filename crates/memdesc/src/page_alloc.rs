@@ -139,6 +139,11 @@ pub enum FreeError {
     CorruptTail(Pfn),
     /// The word holds bits no encoder writes.
     CorruptWord(Pfn, u64),
+    /// The block is the crate's own (a per-CPU array, a table, a descriptor-backed page being
+    /// set up): no public free accepts it.
+    Internal(Pfn),
+    /// The handle belongs to another machine.
+    ForeignMachine(Pfn),
 }
 
 impl fmt::Display for FreeError {
@@ -155,6 +160,8 @@ impl fmt::Display for FreeError {
             FreeError::WrongKind(p, t) => write!(f, "pfn {p} belongs to a {t:?} descriptor; free it through its owner"),
             FreeError::CorruptTail(p) => write!(f, "tail page {p} does not hold a tail word"),
             FreeError::CorruptWord(p, w) => write!(f, "pfn {p} holds an invalid word {w:#x}"),
+            FreeError::Internal(p) => write!(f, "pfn {p} is memory the allocator uses itself, not the caller's"),
+            FreeError::ForeignMachine(p) => write!(f, "the handle of pfn {p} belongs to another machine"),
         }
     }
 }
@@ -193,6 +200,8 @@ pub struct PhysMem<P: Platform> {
     cpus: CpuSet,
     rcu: Rcu,
     config: Config,
+    /// Identity carried by owned handles ([`crate::pages::Pages`]).
+    machine: u32,
     counters: Counters,
     pub(crate) slab_boot: crate::slab::SlabBoot,
     pub(crate) caches: crate::sync::SpinLock<usize>,
@@ -280,6 +289,7 @@ impl<P: Platform> PhysMem<P> {
             cpus: CpuSet::new(nr_cpus),
             rcu: Rcu::new(),
             config,
+            machine: crate::pages::next_machine_id(),
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
@@ -509,17 +519,6 @@ impl<P: Platform> PhysMem<P> {
         rm.region.node as usize * NR_ZONES + rm.region.zone as usize
     }
 
-    /// Allocates `2^order` contiguous pages of raw (unmappable) memory and returns the first pfn.
-    ///
-    /// The head word becomes `Undescribed { Unmappable, order }`; free with
-    /// [`PhysMem::free_pages`].
-    pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
-        if gfp.contains(Gfp::GUARD) {
-            return self.alloc_guarded(cpu, order, gfp);
-        }
-        self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
-    }
-
     /// Allocates and stamps the head word with `head(region)`; the crate's typed allocators
     /// (slab, folios, …) use this so the word is never seen half-made.
     pub(crate) fn alloc_with(
@@ -627,20 +626,15 @@ impl<P: Platform> PhysMem<P> {
         }
     }
 
-    /// Frees raw memory from [`PhysMem::alloc_pages`]. Checked: see [`FreeError`].
-    pub fn free_pages(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
-        let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
-        match r {
-            Ok(rm) => {
-                self.release_guards(cpu, rm, pfn, order);
-                self.free_claimed(cpu, rm, pfn, order);
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.free_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+    pub(crate) fn count_free_error(&self) {
+        self.counters.free_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This machine's identity (unique among machines booted by this process): handles carry
+    /// it so that one machine never frees another's memory.
+    #[inline]
+    pub fn machine_id(&self) -> u32 {
+        self.machine
     }
 
     /// Verifies that `pfn` heads an allocation of `order` whose head word is an undescribed
@@ -676,6 +670,7 @@ impl<P: Platform> PhysMem<P> {
                         FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 }
                     }
                     PageKind::Undescribed(u) if ok(u.subtype) => FreeError::NotHead(pfn),
+                    PageKind::Undescribed(u) if u.subtype == Subtype::Internal => FreeError::Internal(pfn),
                     PageKind::Undescribed(u) => FreeError::NotAllocated(pfn, u.subtype),
                     PageKind::Invalid(raw) => FreeError::CorruptWord(pfn, raw),
                     _ => FreeError::WrongKind(pfn, v.tag().unwrap_or(Tag::Undescribed)),
@@ -697,6 +692,7 @@ impl<P: Platform> PhysMem<P> {
                     return Err(FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 });
                 }
             }
+            PageKind::Undescribed(u) if u.subtype == Subtype::Internal => return Err(FreeError::Internal(pfn)),
             PageKind::Undescribed(u) => return Err(FreeError::NotAllocated(pfn, u.subtype)),
             PageKind::Invalid(raw) => return Err(FreeError::CorruptWord(pfn, raw)),
             _ => return Err(FreeError::WrongKind(pfn, w.tag().unwrap_or(Tag::Undescribed))),

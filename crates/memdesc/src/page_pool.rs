@@ -130,7 +130,10 @@ pub struct PoolStats {
     pub live: u64,
 }
 
-/// A block handed out by a pool: one reference (`pp_ref_count` 1). Put it with [`pp_put`].
+/// A block handed out by a pool: one reference (`pp_ref_count` 1). Put it with [`pp_put`],
+/// which consumes it. Not `Clone`: one handle, one reference. Dropping it leaks the reference
+/// (the block is never recycled), never puts someone else's.
+#[must_use = "dropping a NetmemRef leaks its reference; put it with pp_put"]
 pub struct NetmemRef<'m> {
     desc: &'m Netmem,
 }
@@ -160,9 +163,16 @@ impl NetmemRef<'_> {
     pub fn dma_addr(&self) -> u64 {
         self.desc.dma_addr()
     }
+    /// Gives up the handle for the block's first pfn; the reference stays held, to be put
+    /// with [`pp_put_pfn`].
+    pub fn into_raw(self) -> Pfn {
+        self.pfn()
+    }
 }
 
-/// A fragment of a block: `len` bytes at `offset`, holding one `pp_ref_count`.
+/// A fragment of a block: `len` bytes at `offset`, holding one `pp_ref_count`. Put it with
+/// [`pp_put_frag`], which consumes it; dropping it leaks its reference.
+#[must_use = "dropping a Frag leaks its reference; put it with pp_put_frag"]
 pub struct Frag<'m> {
     desc: &'m Netmem,
     offset: usize,
@@ -193,6 +203,11 @@ impl Frag<'_> {
     /// Simulated DMA address of the fragment.
     pub fn dma_addr(&self) -> u64 {
         self.desc.dma_addr() + self.offset as u64
+    }
+    /// Gives up the handle for the block's first pfn; the fragment's reference stays held, to
+    /// be put with [`pp_put_pfn`].
+    pub fn into_raw(self) -> Pfn {
+        self.desc.flags.pfn()
     }
 }
 
@@ -269,11 +284,12 @@ impl<'m, P: Platform> PagePool<'m, P> {
         if params.order > mem.config().max_order || params.ring_size == 0 || params.ring_size > MAX_RING {
             return Err(PoolError::BadParams);
         }
-        let slots = mem.kmalloc(cpu, params.ring_size * 8, Gfp::KERNEL).map_err(PoolError::NoMemory)?;
-        let core = match mem.kmalloc(cpu, core::mem::size_of::<PoolCore>(), Gfp::KERNEL) {
+        let slots = mem.kmalloc_raw(cpu, params.ring_size * 8, Gfp::KERNEL).map_err(PoolError::NoMemory)?;
+        let core = match mem.kmalloc_raw(cpu, core::mem::size_of::<PoolCore>(), Gfp::KERNEL) {
             Ok(c) => c,
             Err(e) => {
-                let _ = mem.kfree(cpu, slots);
+                // SAFETY: `slots` was just allocated and is not published.
+                let _ = unsafe { mem.kfree_raw(cpu, slots) };
                 return Err(PoolError::NoMemory(e));
             }
         };
@@ -347,11 +363,11 @@ impl<'m, P: Platform> PagePool<'m, P> {
             }
         }
         let mem = self.mem;
-        let pfn = mem.alloc_pages(cpu, c.order, c.gfp).map_err(PoolError::NoMemory)?;
+        let pfn = mem.alloc_internal(cpu, c.order, c.gfp).map_err(PoolError::NoMemory)?;
         let d = match mem.alloc_desc::<Netmem>(cpu) {
             Ok(d) => d,
             Err(e) => {
-                let r = mem.free_pages(cpu, pfn, c.order);
+                let r = mem.free_internal(cpu, pfn, c.order);
                 debug_assert!(r.is_ok(), "{r:?}");
                 return Err(PoolError::NoMemory(e));
             }
@@ -482,7 +498,12 @@ pub fn pp_put_frag<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, f: Frag<'_>) ->
 /// Puts one reference of the block holding `pfn`, found from the page word (for a caller that
 /// kept only the page). Refused precisely for a page that is not a pool page or whose
 /// `pp_ref_count` is already zero.
-pub fn pp_put_pfn<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+///
+/// # Safety
+/// The caller holds a reference to the block at `pfn` (a [`NetmemRef`] or [`Frag`] it gave up
+/// with `into_raw`, or one it was handed by raw code) and gives it up: a put of a reference
+/// somebody else holds passes the count check and recycles a block still in use.
+pub unsafe fn pp_put_pfn<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
     let v = mem.memmap().load(mem.platform(), pfn).ok_or(PoolError::NotNetmem(pfn, None))?;
     match v.word.kind() {
         PageKind::NetPool(d) => {
@@ -567,9 +588,9 @@ fn drop_core_ref<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore) {
         // SAFETY: both are kmalloc objects this pool allocated; the last reference is gone, so
         // nothing reaches them any more.
         unsafe {
-            let r = mem.kfree(cpu, NonNull::new_unchecked(slots as *mut u8));
+            let r = mem.kfree_raw(cpu, NonNull::new_unchecked(slots as *mut u8));
             debug_assert!(r.is_ok(), "{r:?}");
-            let r = mem.kfree(cpu, NonNull::new_unchecked(core));
+            let r = mem.kfree_raw(cpu, NonNull::new_unchecked(core));
             debug_assert!(r.is_ok(), "{r:?}");
         }
     }
@@ -592,7 +613,9 @@ mod tests {
         assert_eq!(dma, pfn.phys() + (1 << 40));
         assert!(matches!(m.memmap().load(m.platform(), pfn).unwrap().word.kind(), PageKind::NetPool(_)));
         pp_put(&m, &cpu, a).unwrap();
-        assert_eq!(pp_put_pfn(&m, &cpu, pfn), Err(PoolError::NoReference(pfn)), "double put");
+        // SAFETY: testing the raw put's check: the block has no reference left, so the put is
+        // refused before anything changes (no other holder exists in this test).
+        assert_eq!(unsafe { pp_put_pfn(&m, &cpu, pfn) }, Err(PoolError::NoReference(pfn)), "double put");
         let b = pool.alloc(&cpu).unwrap();
         assert_eq!((b.pfn(), b.dma_addr()), (pfn, dma), "recycled with its DMA address");
         let s = pool.stats();

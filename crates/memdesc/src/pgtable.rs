@@ -549,7 +549,7 @@ impl<'m, P: Platform> MmCaches<'m, P> {
             }
         }
         for c in [self.mm, self.vma, self.anon_vma] {
-            self.mem.destroy_cache(cpu, self.mem.cache_ref(c))?;
+            self.mem.destroy_cache(cpu, self.mem.cache_ref_internal(c))?;
         }
         Ok(())
     }
@@ -692,7 +692,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn alloc_table_for(&self, cpu: &Cpu<'_>, mm: usize, level: u32) -> Result<Pfn, AllocError> {
         let d = self.alloc_desc::<PtDesc>(cpu)?;
-        let pfn = match self.alloc_pages(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
+        let pfn = match self.alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
             Ok(p) => p,
             Err(e) => {
                 self.free_desc(cpu, d);
@@ -863,7 +863,9 @@ impl<P: Platform> PhysMem<P> {
             }
             Target::Mappable(d) => {
                 d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
-                let r = self.mappable_put(cpu, d);
+                // SAFETY: the entry being removed held one reference to `d` (taken when it
+                // was mapped), which is given up here.
+                let r = unsafe { self.mappable_put_raw(cpu, d) };
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Other(c, _) => {
@@ -958,7 +960,7 @@ impl<P: Platform> PhysMem<P> {
         {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.cache_ref(mm));
+                let _ = self.destroy_cache(cpu, self.cache_ref_internal(mm));
                 return Err(e);
             }
         };
@@ -971,8 +973,8 @@ impl<P: Platform> PhysMem<P> {
         let anon_vma = match self.new_cache(cpu, &anon) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.cache_ref(mm));
-                let _ = self.destroy_cache(cpu, self.cache_ref(vma));
+                let _ = self.destroy_cache(cpu, self.cache_ref_internal(mm));
+                let _ = self.destroy_cache(cpu, self.cache_ref_internal(vma));
                 return Err(e);
             }
         };
@@ -1107,7 +1109,7 @@ impl<P: Platform> PhysMem<P> {
         let pieces = 1usize << (order - new_order);
         let buf = self.kmalloc(cpu, pieces * 4, Gfp::ZERO).map_err(FolioError::NoMemory)?;
         // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
-        let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr() as *mut u32, pieces) };
+        let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().as_ptr() as *mut u32, pieces) };
         let r = {
             let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else {
                 let fr = self.kfree(cpu, buf);
@@ -1892,7 +1894,7 @@ mod tests {
 
     /// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
     fn vmalloc_page<'a>(m: &'a PhysMem<Buf>, cpu: &Cpu<'_>, mappable: bool) -> (Pfn, &'a VmallocDesc) {
-        let pfn = m.alloc_pages(cpu, 0, Gfp::KERNEL).unwrap();
+        let pfn = m.alloc_internal(cpu, 0, Gfp::KERNEL).unwrap();
         let d = m.alloc_desc::<VmallocDesc>(cpu).unwrap();
         d.flags.init(0, 0, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);

@@ -409,10 +409,13 @@ mod tests {
         assert_eq!(sg.push_pfns(&io, Pfn(10), u64::MAX, 0, 1), Err(SgError::Overflow));
         assert_eq!(sg.push_phys(&io, u64::MAX - 10, 100), Err(SgError::Overflow));
         let g = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
-        m.free_pages(&cpu, g, 0).unwrap();
+        let gp = g.pfn();
+        m.free_pages(&cpu, g).unwrap();
+        let g = gp;
         assert_eq!(sg.push_pfns(&io, g, 1, 0, 1), Err(SgError::FreeMemory(g)), "a free page");
         assert_eq!(sg.push_pfns(&io, Pfn(4096), 2, 0, 8192), Err(SgError::UnknownMemory(Pfn(4096))));
-        let r = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+        let rp = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
+        let r = rp.pfn();
         let f = m.folio_alloc(&cpu, 2, Gfp::KERNEL, FolioKind::File).unwrap();
         sg.push_folio(&io, f, 5000, 10000).unwrap();
         sg.push_phys(&io, r.phys() + 4000, 200).unwrap();
@@ -431,6 +434,6 @@ mod tests {
         m.folio_put(&cpu, f).unwrap();
         let mut sg2 = SgList::<1>::new();
         assert_eq!(sg2.push_folio(&io, f, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");
-        m.free_pages(&cpu, r, 1).unwrap();
+        m.free_pages(&cpu, rp).unwrap();
     }
 }

@@ -21,8 +21,25 @@
 //!   descriptor. The cache of caches and the slab-descriptor cache are themselves placed by
 //!   the boot allocator.
 //! - **Checked frees**: a pointer into a non-slab page, an interior pointer, a pointer of
-//!   another cache, and (with [`Config::debug_checks`](crate::Config)) a double free return a
-//!   [`SlabError`] and change nothing. Debug mode adds one state word after each object.
+//!   another cache, and a double free return a [`SlabError`] and change nothing. Debug mode
+//!   ([`Config::debug_checks`](crate::Config)) adds one state word after each object.
+//! - **Always-on double-free check**: a free object's free-pointer slot holds its successor
+//!   *encoded* with a per-cache key mixed with the object's address (`next ^ key(obj)`, as
+//!   Linux's hardened freelists); an object in a sheaf holds the encoding of "no successor".
+//!   Allocation clears the slot, so a free finds a value that decodes to 0 or to an object
+//!   of the same slab only if the object is already free (in any CPU's sheaf or on the slab's
+//!   free list) — or, with odds of about `objects / 2^64`, if the owner stored exactly such a
+//!   value there; then the free is refused and the object kept, never handed out twice. Cost:
+//!   one store per allocation, one load, two multiplies and a store per free, on a line the
+//!   caller just touched, no atomic read-modify-write. Two frees of one object racing on two
+//!   CPUs (a breach of the raw free's contract no safe code can commit: a `KBox` or
+//!   `SlabObj` is freed once) may both pass; a free after a free never does.
+//! - **Families** ([`CacheFamily`]): kmalloc caches, caches users create, and the crate's own
+//!   (descriptor caches, the cache of caches, …). [`PhysMem::kfree_raw`] frees only kmalloc
+//!   objects, and only user caches can be reached through a [`CacheRef`], so no safe or
+//!   documented path frees a live descriptor.
+//! - **Owned objects**: [`CacheRef::alloc`] returns a [`SlabObj`] that [`CacheRef::free`]
+//!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -46,6 +63,24 @@ pub const MIN_PARTIAL: u64 = 5;
 pub const MAX_SLAB_ORDER: u32 = 3;
 
 const STATE_FREE: usize = 0x6b6b_6b6b_0000_f4ee;
+/// Multiplier of the free-pointer encoding (the 64-bit golden ratio: odd, well mixed).
+const FREE_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Seed of per-cache free-pointer keys (a plain counter, core's atomic even under loom: no
+/// protocol depends on it).
+static FREE_KEY_SEED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0x2545_f491_4f6c_dd1d);
+
+/// The family of a cache: which free paths may reach its objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheFamily {
+    /// A kmalloc size class: objects are freed with [`PhysMem::kfree`].
+    Kmalloc,
+    /// A cache created with [`PhysMem::create_cache`]: objects are freed through its
+    /// [`CacheRef`].
+    User,
+    /// The crate's own caches (descriptor caches of folios, slabs, page tables, …, the cache of
+    /// caches, page-cache nodes): no public free reaches their objects.
+    Internal,
+}
 const STATE_ALLOC: usize = 0xa110_ca7e_0000_0000;
 
 /// A slab: the descriptor every page of a slab points to.
@@ -133,6 +168,16 @@ pub enum SlabError {
     NotSlab(usize, Option<Tag>),
     /// The address is inside an object, not its start.
     InteriorPointer(usize),
+    /// The object is not a kmalloc object (it belongs to a descriptor cache, a user cache or
+    /// another internal cache): `kfree` refuses it.
+    NotKmalloc {
+        /// The address.
+        addr: usize,
+        /// The cache it belongs to.
+        cache: &'static str,
+    },
+    /// The cache is not a user cache: it cannot be reached through a [`CacheRef`].
+    NotUserCache(&'static str),
     /// The object belongs to another cache.
     WrongCache {
         /// The address.
@@ -140,7 +185,7 @@ pub enum SlabError {
         /// The cache it belongs to.
         owner: &'static str,
     },
-    /// The object is already free (detected with debug checks on).
+    /// The object is already free.
     DoubleFree(usize),
     /// The cache still has live objects and cannot be destroyed.
     Busy(u64),
@@ -155,6 +200,10 @@ impl fmt::Display for SlabError {
             SlabError::NotSlab(a, t) => write!(f, "{a:#x} is not slab memory (page kind {t:?})"),
             SlabError::InteriorPointer(a) => write!(f, "{a:#x} points inside an object"),
             SlabError::WrongCache { addr, owner } => write!(f, "{addr:#x} belongs to cache {owner}"),
+            SlabError::NotKmalloc { addr, cache } => {
+                write!(f, "{addr:#x} is an object of cache {cache}, not a kmalloc object")
+            }
+            SlabError::NotUserCache(name) => write!(f, "cache {name} is the allocator's own"),
             SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
             SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
             SlabError::Page(e) => write!(f, "{e}"),
@@ -196,6 +245,9 @@ pub struct SlabCache {
     ctor: Option<fn(NonNull<u8>)>,
     typesafe: bool,
     self_hosted: bool,
+    family: CacheFamily,
+    /// Key of the free-pointer encoding (see the module's "always-on double-free check").
+    free_key: u64,
     gfp: Gfp,
     nodes: [SpinLock<CacheNode>; MAX_NODES],
     percpu: NonNull<SpinLock<CpuSheaves>>,
@@ -304,6 +356,14 @@ impl SlabCache {
             ctor: args.ctor,
             typesafe: args.typesafe_by_rcu,
             self_hosted,
+            family: CacheFamily::Internal,
+            free_key: {
+                // splitmix64 of a counter: distinct, well-mixed keys per cache.
+                let mut z = FREE_KEY_SEED.fetch_add(FREE_MIX, core::sync::atomic::Ordering::Relaxed);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            },
             gfp,
             nodes: core::array::from_fn(|_| SpinLock::new(CacheNode::EMPTY)),
             percpu: NonNull::dangling(),
@@ -368,6 +428,10 @@ impl SlabCache {
     pub fn typesafe_by_rcu(&self) -> bool {
         self.typesafe
     }
+    /// The cache's family: which free paths reach its objects.
+    pub fn family(&self) -> CacheFamily {
+        self.family
+    }
     /// Objects allocated and not yet freed by users.
     pub fn live_objects(&self) -> u64 {
         let (mut allocs, mut frees) = (0u64, 0u64);
@@ -394,6 +458,29 @@ impl SlabCache {
         ((off as u64 * self.stride_recip) >> 32) as usize
     }
 
+    /// The free-pointer encoding of `next` stored in the free object `obj` (its own inverse).
+    #[inline]
+    fn encode_free(&self, obj: usize, next: usize) -> usize {
+        next ^ ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
+    }
+
+    /// Whether the free-pointer slot value `v` of `obj` (in the slab at `base`) says the object
+    /// is free: it decodes to 0 (no successor: the last of a free list, or in a sheaf) or to
+    /// an object of the same slab.
+    #[inline]
+    fn looks_free(&self, obj: usize, v: usize, base: usize) -> bool {
+        let next = self.encode_free(obj, v);
+        if next == 0 {
+            return true;
+        }
+        let off = next.wrapping_sub(base);
+        if off >= PAGE_SIZE << self.order {
+            return false;
+        }
+        let idx = self.obj_index(off);
+        idx * self.stride == off && idx >= self.first_obj as usize && idx < (self.first_obj + self.objects) as usize
+    }
+
     #[inline]
     fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
         // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on.
@@ -401,37 +488,119 @@ impl SlabCache {
     }
 }
 
-/// A reference to a cache of a machine, for allocating and freeing its objects.
+/// A reference to a user cache of a machine, for allocating and freeing its objects.
 pub struct CacheRef<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     cache: &'m SlabCache,
 }
 
+/// An owned object of a user cache, from [`CacheRef::alloc`]: free it with
+/// [`CacheRef::free`], which consumes it. Not `Clone`; dropping it leaks the object (it stays
+/// allocated, and the cache cannot be destroyed while it is live).
+#[must_use = "dropping a SlabObj leaks the object; free it with CacheRef::free"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SlabObj {
+    ptr: NonNull<u8>,
+    cache: NonNull<SlabCache>,
+}
+
+// SAFETY: a SlabObj is a unique token for one object; the allocator's state it names is
+// behind locks and atomics, and the pointer is never dereferenced through the handle.
+unsafe impl Send for SlabObj {}
+// SAFETY: as above; `&SlabObj` only reads the two addresses.
+unsafe impl Sync for SlabObj {}
+
+impl SlabObj {
+    /// The object's address (valid until the object is freed).
+    #[inline]
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Gives up the handle for the raw pointer; free it with [`CacheRef::free_raw`] (or make
+    /// a handle again with [`SlabObj::from_raw`]).
+    #[inline]
+    pub fn into_raw(self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Makes the handle of a raw object again.
+    ///
+    /// # Safety
+    /// The caller owns the object: `ptr` came from [`CacheRef::alloc`] or
+    /// [`CacheRef::alloc_raw`] of `cache` (and was given up with [`SlabObj::into_raw`] if it
+    /// was a handle), has not been freed since, and no other handle or raw owner remains.
+    #[inline]
+    pub unsafe fn from_raw<P: Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
+        SlabObj { ptr, cache: NonNull::from(cache.cache) }
+    }
+}
+
 impl<'m, P: Platform> CacheRef<'m, P> {
-    /// The cache.
-    pub fn cache(&self) -> &'m SlabCache {
+    /// The cache (borrowed from the handle: `destroy_cache` consumes the handle, so no
+    /// reference to a destroyed cache outlives it).
+    pub fn cache(&self) -> &SlabCache {
         self.cache
     }
 
     /// Allocates an object.
-    pub fn alloc(&self, cpu: &Cpu<'_>) -> Result<NonNull<u8>, AllocError> {
+    pub fn alloc(&self, cpu: &Cpu<'_>) -> Result<SlabObj, AllocError> {
+        let ptr = self.mem.cache_alloc(cpu, self.cache)?;
+        Ok(SlabObj { ptr, cache: NonNull::from(self.cache) })
+    }
+
+    /// Allocates an object and returns its address (the caller owns it; see
+    /// [`CacheRef::free_raw`]).
+    pub fn alloc_raw(&self, cpu: &Cpu<'_>) -> Result<NonNull<u8>, AllocError> {
         self.mem.cache_alloc(cpu, self.cache)
     }
 
-    /// Frees an object of this cache.
-    pub fn free(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees an object of this cache, consuming its handle. An object of another cache is
+    /// refused with [`SlabError::WrongCache`] (and leaked).
+    pub fn free(&self, cpu: &Cpu<'_>, obj: SlabObj) -> Result<(), SlabError> {
+        if obj.cache != NonNull::from(self.cache) {
+            // SAFETY: a SlabObj names the live cache it came from (a cache with a live object
+            // cannot be destroyed).
+            let owner = unsafe { obj.cache.as_ref() }.name;
+            return Err(SlabError::WrongCache { addr: obj.ptr.as_ptr() as usize, owner });
+        }
+        self.mem.cache_free(cpu, self.cache, obj.ptr)
+    }
+
+    /// Frees an object of this cache by address. Checked: an address outside the cache's
+    /// objects, an interior pointer and a double free are refused and change nothing.
+    ///
+    /// # Safety
+    /// The caller owns the object: `obj` came from [`CacheRef::alloc_raw`] of this cache (or
+    /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
+    /// The checks catch a double free, but not a free of an object somebody else holds.
+    pub unsafe fn free_raw(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
         self.mem.cache_free(cpu, self.cache, obj)
     }
 
     /// Allocates `out.len()` objects; on failure frees what it took and returns the error.
-    pub fn alloc_bulk(&self, cpu: &Cpu<'_>, out: &mut [Option<NonNull<u8>>]) -> Result<(), AllocError> {
-        self.mem.cache_alloc_bulk(cpu, self.cache, out)
+    pub fn alloc_bulk(&self, cpu: &Cpu<'_>, out: &mut [Option<SlabObj>]) -> Result<(), AllocError> {
+        for i in 0..out.len() {
+            match self.alloc(cpu) {
+                Ok(o) => out[i] = Some(o),
+                Err(e) => {
+                    for slot in out[..i].iter_mut() {
+                        if let Some(o) = slot.take() {
+                            let _ = self.free(cpu, o);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Frees every object in `objs`; stops at the first refused one and returns its index.
-    pub fn free_bulk(&self, cpu: &Cpu<'_>, objs: &[NonNull<u8>]) -> Result<(), (usize, SlabError)> {
-        for (i, &o) in objs.iter().enumerate() {
-            self.free(cpu, o).map_err(|e| (i, e))?;
+    /// Frees every object taken out of `objs`; stops at the first refused one and returns its
+    /// index (the objects after it stay in `objs`).
+    pub fn free_bulk(&self, cpu: &Cpu<'_>, objs: &mut [Option<SlabObj>]) -> Result<(), (usize, SlabError)> {
+        for (i, o) in objs.iter_mut().enumerate() {
+            if let Some(o) = o.take() {
+                self.free(cpu, o).map_err(|e| (i, e))?;
+            }
         }
         Ok(())
     }
@@ -516,27 +685,58 @@ impl<P: Platform> PhysMem<P> {
         }
     }
 
-    /// A handle to one of this machine's caches (from [`PhysMem::for_each_cache`]).
-    pub fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> CacheRef<'m, P> {
+    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`]); the
+    /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
+    ///
+    /// # Safety
+    /// The returned handle is a second handle to a cache whose creator holds one: the caller
+    /// ensures the cache is not destroyed (through either handle) while the other is still
+    /// used, and frees through it only objects it owns.
+    pub unsafe fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> Result<CacheRef<'m, P>, SlabError> {
+        if cache.family != CacheFamily::User {
+            return Err(SlabError::NotUserCache(cache.name));
+        }
+        Ok(CacheRef { mem: self, cache })
+    }
+
+    /// A handle to any cache, for the crate's own use.
+    pub(crate) fn cache_ref_internal<'m>(&'m self, cache: &'m SlabCache) -> CacheRef<'m, P> {
         CacheRef { mem: self, cache }
+    }
+
+    /// Returns every empty slab of any cache of this machine (a user's, kmalloc's or the
+    /// crate's own) to the page allocator; see [`PhysMem::shrink_cache`]. Returns pages freed.
+    pub fn shrink_any_cache(&self, cpu: &Cpu<'_>, cache: &SlabCache) -> u64 {
+        self.shrink_cache_inner(cpu, cache, false)
     }
 
     /// Creates a cache. Its `SlabCache` struct is an object of the cache of caches.
     pub fn create_cache(&self, cpu: &Cpu<'_>, args: CacheArgs) -> Result<CacheRef<'_, P>, AllocError> {
-        let c = self.new_cache(cpu, &args)?;
+        let c = self.new_cache_in(cpu, &args, CacheFamily::User)?;
         Ok(CacheRef { mem: self, cache: c })
     }
 
+    /// Creates one of the crate's own caches ([`CacheFamily::Internal`]).
     pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&SlabCache, AllocError> {
+        self.new_cache_in(cpu, args, CacheFamily::Internal)
+    }
+
+    pub(crate) fn new_cache_in(
+        &self,
+        cpu: &Cpu<'_>,
+        args: &CacheArgs,
+        family: CacheFamily,
+    ) -> Result<&SlabCache, AllocError> {
         let mut c = SlabCache::layout(args, self.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
+        c.family = family;
         let order = SlabCache::percpu_order(self.cpus().nr());
-        let pc = self.alloc_pages(cpu, order, Gfp::KERNEL)?;
+        let pc = self.alloc_internal(cpu, order, Gfp::KERNEL)?;
         let base = self.platform.direct_map(pc).expect("kernel memory is direct-mapped");
         c.attach_percpu(base, pc, order, self.cpus().nr());
         let obj = match self.cache_alloc(cpu, self.kmem_cache_cache()) {
             Ok(o) => o.cast::<SlabCache>(),
             Err(e) => {
-                let _ = self.free_pages(cpu, pc, order);
+                let _ = self.free_internal(cpu, pc, order);
                 return Err(e);
             }
         };
@@ -553,6 +753,9 @@ impl<P: Platform> PhysMem<P> {
     /// grace period for TYPESAFE_BY_RCU caches) and its per-CPU memory.
     pub fn destroy_cache(&self, cpu: &Cpu<'_>, cache: CacheRef<'_, P>) -> Result<(), SlabError> {
         let c = cache.cache;
+        if c.family == CacheFamily::Kmalloc {
+            return Err(SlabError::NotUserCache(c.name));
+        }
         if c.live_objects() != 0 {
             return Err(SlabError::Busy(c.live_objects()));
         }
@@ -578,7 +781,7 @@ impl<P: Platform> PhysMem<P> {
         let (pc, order) = (c.percpu_pfn, c.percpu_order);
         let obj = NonNull::from(c).cast::<u8>();
         self.cache_free(cpu, self.kmem_cache_cache(), obj)?;
-        self.free_pages(cpu, pc, order).map_err(SlabError::Page)
+        self.free_internal(cpu, pc, order).map_err(SlabError::Page)
     }
 
     /// Returns every empty slab of `cache` to the page allocator (after a grace period for
@@ -659,34 +862,14 @@ impl<P: Platform> PhysMem<P> {
         };
         s.allocs += 1;
         drop(s);
+        // Allocated: the slot no longer decodes as free (see "always-on double-free check").
+        c.freeptr_of(obj).store(0, Ordering::Relaxed);
         if let Some(st) = c.state_of(obj) {
             let prev = st.swap(STATE_ALLOC ^ obj, Ordering::AcqRel);
             debug_assert_eq!(prev, STATE_FREE, "a free object was overwritten (use after free)");
         }
         // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
-    }
-
-    fn cache_alloc_bulk(
-        &self,
-        cpu: &Cpu<'_>,
-        c: &SlabCache,
-        out: &mut [Option<NonNull<u8>>],
-    ) -> Result<(), AllocError> {
-        for i in 0..out.len() {
-            match self.cache_alloc(cpu, c) {
-                Ok(o) => out[i] = Some(o),
-                Err(e) => {
-                    for slot in out[..i].iter_mut() {
-                        if let Some(o) = slot.take() {
-                            let _ = self.cache_free(cpu, c, o);
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -707,14 +890,15 @@ impl<P: Platform> PhysMem<P> {
         }
     }
 
-    /// Validates that `addr` is the start of an object of `c`.
-    fn check_object(&self, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
+    /// Validates that `addr` is the start of an object of `c`; returns the slab's base address.
+    fn check_object(&self, c: &SlabCache, addr: usize) -> Result<usize, SlabError> {
         let (slab, pfn) = self.slab_at(addr)?;
         self.check_in_slab(c, slab, addr, pfn)
     }
 
-    /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`.
-    fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<(), SlabError> {
+    /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`;
+    /// returns the slab's base address.
+    fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             // SAFETY: a slab's cache pointer names a live cache while the slab exists.
             let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
@@ -731,13 +915,13 @@ impl<P: Platform> PhysMem<P> {
         if idx * c.stride != off || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
             return Err(SlabError::InteriorPointer(addr));
         }
-        Ok(())
+        Ok(addr - off)
     }
 
     /// Frees an object of `c`, checked.
     pub(crate) fn cache_free(&self, cpu: &Cpu<'_>, c: &SlabCache, obj: NonNull<u8>) -> Result<(), SlabError> {
-        self.check_object(c, obj.as_ptr() as usize)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize)
+        let base = self.check_object(c, obj.as_ptr() as usize)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
     /// Frees an object found in `slab` (kfree has already resolved the slab from the word).
@@ -749,14 +933,26 @@ impl<P: Platform> PhysMem<P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        self.check_in_slab(c, slab, obj.as_ptr() as usize, pfn)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize)
+        let base = self.check_in_slab(c, slab, obj.as_ptr() as usize, pfn)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
-    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
+    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
+        // Always on: a slot that decodes as free means the object is free already (in some
+        // CPU's sheaf or on its slab's free list). A plain load and store, no atomic
+        // read-modify-write on the hot path: two frees of one object racing on two CPUs
+        // (a breach of the raw free's contract that no safe code can commit) may both pass.
+        let slot = c.freeptr_of(addr);
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
+            return Err(SlabError::DoubleFree(addr));
+        }
+        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
         if let Some(st) = c.state_of(addr) {
-            st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire)
-                .map_err(|_| SlabError::DoubleFree(addr))?;
+            if st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                // Unreachable unless the object was overwritten after a free; keep it out of
+                // circulation rather than guess.
+                return Err(SlabError::DoubleFree(addr));
+            }
         }
         let mut s = c.sheaves(cpu.id()).lock();
         s.frees += 1;
@@ -788,7 +984,7 @@ impl<P: Platform> PhysMem<P> {
                 }
                 continue;
             }
-            c.freeptr_of(obj).store(slab.freelist.load(Ordering::Relaxed), Ordering::Relaxed);
+            c.freeptr_of(obj).store(c.encode_free(obj, slab.freelist.load(Ordering::Relaxed)), Ordering::Relaxed);
             slab.freelist.store(obj, Ordering::Relaxed);
             let was_full = slab.inuse.load(Ordering::Relaxed) == c.objects;
             let inuse = slab.inuse.fetch_sub(1, Ordering::Relaxed) - 1;
@@ -857,7 +1053,8 @@ impl<P: Platform> PhysMem<P> {
                         if obj == 0 {
                             break;
                         }
-                        slab.freelist.store(c.freeptr_of(obj).load(Ordering::Relaxed), Ordering::Relaxed);
+                        slab.freelist
+                            .store(c.encode_free(obj, c.freeptr_of(obj).load(Ordering::Relaxed)), Ordering::Relaxed);
                         slab.inuse.fetch_add(1, Ordering::Relaxed);
                         n.free_objs -= 1;
                         s.main.push(obj);
@@ -885,7 +1082,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Makes a slab: pages, descriptor, free list, constructor, and Slab words on every page.
     fn new_slab(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<&Slab, AllocError> {
-        let pfn = self.alloc_pages(cpu, c.order, c.gfp)?;
+        let pfn = self.alloc_internal(cpu, c.order, c.gfp)?;
         let base = self.platform.direct_map(pfn).expect("slab memory is direct-mapped").as_ptr() as usize;
         let desc: &Slab = if c.self_hosted {
             // SAFETY: the first object slot of the fresh, zeroed slab; all-zero is a valid
@@ -896,7 +1093,7 @@ impl<P: Platform> PhysMem<P> {
                 // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
                 Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
                 Err(e) => {
-                    let _ = self.free_pages(cpu, pfn, c.order);
+                    let _ = self.free_internal(cpu, pfn, c.order);
                     return Err(e);
                 }
             }
@@ -909,7 +1106,7 @@ impl<P: Platform> PhysMem<P> {
                 ctor(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
             let next = if i + 1 < c.objects as usize { obj + c.stride } else { 0 };
-            c.freeptr_of(obj).store(next, Ordering::Relaxed);
+            c.freeptr_of(obj).store(c.encode_free(obj, next), Ordering::Relaxed);
             if let Some(st) = c.state_of(obj) {
                 st.store(STATE_FREE, Ordering::Relaxed);
             }

@@ -221,6 +221,11 @@ pub struct VmArea<K: AreaKind> {
 }
 
 impl<K: AreaKind> VmArea<K> {
+    /// Gives up the handle for the area's first address; free it with the `unsafe`
+    /// [`VmallocSpace::vfree`].
+    pub fn into_raw(self) -> usize {
+        self.va
+    }
     /// First virtual address.
     pub fn addr(&self) -> usize {
         self.va
@@ -322,8 +327,10 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if kmm.mm().kind() != MmKind::Kernel {
             return Err(VmallocError::NotKernelMm);
         }
+        // The space's own cache: no user can reach it through `cache_ref` and destroy it.
         let records = mem
-            .create_cache(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
+            .new_cache(cpu, &CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
+            .map(|c| mem.cache_ref_internal(c))
             .map_err(VmallocError::NoMemory)?;
         if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
             let r = mem.destroy_cache(cpu, records);
@@ -394,8 +401,8 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if nr >= (self.end - self.start) / PAGE_SIZE {
             return Err(VmallocError::TooLarge(size));
         }
-        let rec = self.records.alloc(cpu).map_err(VmallocError::NoMemory)?;
-        let pages = match self.mem.kmalloc(cpu, nr * 8, Gfp::KERNEL) {
+        let rec = self.records.alloc_raw(cpu).map_err(VmallocError::NoMemory)?;
+        let pages = match self.mem.kmalloc_raw(cpu, nr * 8, Gfp::KERNEL) {
             Ok(p) => p,
             Err(e) => {
                 self.free_record(cpu, rec);
@@ -487,7 +494,13 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// not an area's start ([`VmallocError::NotAreaStart`], [`VmallocError::GuardPage`],
     /// [`VmallocError::NotAllocated`], [`VmallocError::OutOfRange`]), a recently freed start
     /// ([`VmallocError::DoubleFree`]) or an area with a page still mapped to user space.
-    pub fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
+    ///
+    /// # Safety
+    /// The caller owns the area starting at `va` (it came from [`VmallocSpace::vmalloc`] and its
+    /// [`VmArea`] was given up with [`VmArea::into_raw`], or the caller is that handle's owner
+    /// freeing by address) and nothing uses it after this call. The checks refuse addresses
+    /// that start no live area, but cannot tell the owner of a live area from anyone else.
+    pub unsafe fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
         self.vfree_checked(cpu, va, None)
     }
 
@@ -745,11 +758,11 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 
     fn alloc_page<K: AreaKind>(&self, cpu: &Cpu<'_>, gfp: Gfp, rec: usize, i: usize) -> Result<Pfn, AllocError> {
-        let pfn = self.mem.alloc_pages(cpu, 0, gfp)?;
+        let pfn = self.mem.alloc_internal(cpu, 0, gfp)?;
         let d = match self.mem.alloc_desc::<VmallocDesc>(cpu) {
             Ok(d) => d,
             Err(e) => {
-                let r = self.mem.free_pages(cpu, pfn, 0);
+                let r = self.mem.free_internal(cpu, pfn, 0);
                 debug_assert!(r.is_ok(), "{r:?}");
                 return Err(e);
             }
@@ -777,12 +790,14 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 
     fn free_array(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        let r = self.mem.kfree(cpu, p);
+        // SAFETY: page arrays are kmalloc objects of their area, which is being torn down.
+        let r = unsafe { self.mem.kfree_raw(cpu, p) };
         debug_assert!(r.is_ok(), "{r:?}");
     }
 
     fn free_record(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        let r = self.records.free(cpu, p);
+        // SAFETY: records are objects of this cache owned by the space, unlinked by the caller.
+        let r = unsafe { self.records.free_raw(cpu, p) };
         debug_assert!(r.is_ok(), "{r:?}");
     }
 }
@@ -914,7 +929,9 @@ mod tests {
         assert_eq!(e, VmallocError::Busy(1));
         let mut buf = [0u8; 4];
         assert_eq!(s.read_area(&b, 0, &mut buf), Ok(()));
-        s.vfree(&cpu, b.addr()).unwrap();
+        // SAFETY: `b` is ours; freeing it by address (keeping the handle) is what this tests:
+        // the handle goes stale and is refused below.
+        unsafe { s.vfree(&cpu, b.addr()) }.unwrap();
         assert_eq!(s.read_area(&b, 0, &mut buf), Err(VmallocError::Stale(b.addr())));
         assert_eq!(s.stats(), VmallocStats::default());
         assert!(s.destroy(&cpu).is_ok());
@@ -964,16 +981,23 @@ mod tests {
         let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Unmappable>(&cpu, 2 * PAGE_SIZE, Gfp::KERNEL).unwrap();
         let va = a.addr();
-        assert_eq!(s.vfree(&cpu, va + PAGE_SIZE), Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va }));
-        assert_eq!(
-            s.vfree(&cpu, va + 2 * PAGE_SIZE),
-            Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
-        );
-        assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
-        assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
-        assert_eq!(s.stats().areas, 1);
-        s.vfree(&cpu, va).unwrap();
-        assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+        // SAFETY: every raw free below names an address that starts no live area (refused
+        // before anything changes), or the area `a` this test owns, freed once.
+        unsafe {
+            assert_eq!(
+                s.vfree(&cpu, va + PAGE_SIZE),
+                Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va })
+            );
+            assert_eq!(
+                s.vfree(&cpu, va + 2 * PAGE_SIZE),
+                Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
+            );
+            assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
+            assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
+            assert_eq!(s.stats().areas, 1);
+            s.vfree(&cpu, va).unwrap();
+            assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
+        }
         assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
         assert_eq!(s.vmalloc::<Unmappable>(&cpu, 0, Gfp::KERNEL).unwrap_err(), VmallocError::ZeroSize);
         assert_eq!(

@@ -100,6 +100,10 @@ pub enum Subtype {
     Unmappable = 8,
     /// A page that holds memmap words (a split two-level area's table).
     Memmap = 9,
+    /// Head of a block the crate allocated for itself (per-CPU sheaf arrays, a slab's or a
+    /// descriptor-backed page before its descriptor word is stamped, two-level area tables
+    /// before they are published). No public free accepts it.
+    Internal = 10,
 }
 
 impl Subtype {
@@ -115,6 +119,7 @@ impl Subtype {
             7 => Subtype::LargeKmalloc,
             8 => Subtype::Unmappable,
             9 => Subtype::Memmap,
+            10 => Subtype::Internal,
             _ => return None,
         })
     }
@@ -493,7 +498,7 @@ impl core::fmt::Debug for Page {
 mod tests {
     use super::*;
 
-    const SUBTYPES: [Subtype; 10] = [
+    const SUBTYPES: [Subtype; 11] = [
         Subtype::Uninit,
         Subtype::Tail,
         Subtype::Reserved,
@@ -504,6 +509,7 @@ mod tests {
         Subtype::LargeKmalloc,
         Subtype::Unmappable,
         Subtype::Memmap,
+        Subtype::Internal,
     ];
 
     #[test]

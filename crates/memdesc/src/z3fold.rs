@@ -48,8 +48,8 @@ use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::zsmalloc::{
-    page_free, take_replacement, Handle, HandleFault, HandleTable, ZsMigrateError, E_LOST, E_MAPPED, IDX_SHIFT,
-    PFN_SHIFT,
+    page_free, take_replacement, Handle, HandleFault, HandleId, HandleTable, ZsMigrateError, E_LOST, E_MAPPED,
+    IDX_SHIFT, PFN_SHIFT,
 };
 
 /// Bytes per chunk.
@@ -91,15 +91,15 @@ pub enum Z3Error {
     /// Size 0 or above [`Z3_MAX_ALLOC`].
     InvalidSize(usize),
     /// The handle was never issued by this pool.
-    BadHandle(Handle),
+    BadHandle(HandleId),
     /// The handle's object was already freed.
-    DoubleFree(Handle),
+    DoubleFree(HandleId),
     /// The handle's object was freed and its table slot reused since.
-    StaleHandle(Handle),
+    StaleHandle(HandleId),
     /// The object is mapped: unmap it first.
-    Mapped(Handle),
+    Mapped(HandleId),
     /// The object is already mapped.
-    AlreadyMapped(Handle),
+    AlreadyMapped(HandleId),
     /// The handle table is full.
     TooManyHandles,
     /// The page allocator or slab ran out.
@@ -108,7 +108,7 @@ pub enum Z3Error {
     NoDirectMap(Pfn),
     /// The object's page was retired by a hardware memory error: its contents are gone (it
     /// can still be freed).
-    Lost(Handle),
+    Lost(HandleId),
 }
 
 impl core::fmt::Display for Z3Error {
@@ -314,7 +314,7 @@ struct Loc<'a> {
 impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
-        let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
+        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let inner = Inner {
             lists: [0; Z3_NCHUNKS + 1],
             handles: HandleTable::new(p.as_ptr() as usize),
@@ -382,10 +382,10 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         list_push(&mut g.lists[l.room()], d);
         g.objects += 1;
         g.bytes += size as u64;
-        Ok(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT)))
+        Ok(Handle(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT))))
     }
 
-    fn resolve<'g>(&self, g: &Inner, h: Handle) -> Result<Loc<'g>, Z3Error> {
+    fn resolve<'g>(&self, g: &Inner, h: HandleId) -> Result<Loc<'g>, Z3Error> {
         let entry = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => Z3Error::BadHandle(h),
             HandleFault::Stale => Z3Error::StaleHandle(h),
@@ -401,6 +401,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
 
     /// Frees an object (refused precisely for bad, stale, doubly freed or mapped handles).
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), Z3Error> {
+        let h = h.id();
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if loc.entry & E_MAPPED != 0 {
@@ -427,30 +428,30 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     }
 
     /// Size in bytes of `h`'s object.
-    pub fn size_of(&self, h: Handle) -> Result<usize, Z3Error> {
+    pub fn size_of(&self, h: &Handle) -> Result<usize, Z3Error> {
         let g = self.state().lock.lock();
-        let loc = self.resolve(&g, h)?;
+        let loc = self.resolve(&g, h.id())?;
         Ok(Layout::load(loc.d).sizes[loc.which as usize])
     }
 
     /// Which object of its page `h` names, and the page.
-    pub fn location(&self, h: Handle) -> Result<(Pfn, Buddy), Z3Error> {
+    pub fn location(&self, h: &Handle) -> Result<(Pfn, Buddy), Z3Error> {
         let g = self.state().lock.lock();
-        let loc = self.resolve(&g, h)?;
+        let loc = self.resolve(&g, h.id())?;
         Ok((loc.d.flags.pfn(), loc.which))
     }
 
     /// Maps an object for reading.
-    pub fn map_read(&self, h: Handle) -> Result<Z3Read<'_, 'm, P>, Z3Error> {
-        Ok(Z3Read(self.map(h)?))
+    pub fn map_read<'a>(&'a self, h: &'a Handle) -> Result<Z3Read<'a, 'm, P>, Z3Error> {
+        Ok(Z3Read(self.map(h.id())?))
     }
 
     /// Maps an object for reading and writing.
-    pub fn map_write(&self, h: Handle) -> Result<Z3Write<'_, 'm, P>, Z3Error> {
-        Ok(Z3Write(self.map(h)?))
+    pub fn map_write<'a>(&'a self, h: &'a Handle) -> Result<Z3Write<'a, 'm, P>, Z3Error> {
+        Ok(Z3Write(self.map(h.id())?))
     }
 
-    fn map(&self, h: Handle) -> Result<Z3Mapping<'_, 'm, P>, Z3Error> {
+    fn map(&self, h: HandleId) -> Result<Z3Mapping<'_, 'm, P>, Z3Error> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if loc.entry & E_LOST != 0 {
@@ -557,7 +558,9 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             g.pages = 0;
         }
         self.mem.rcu().synchronize();
-        let r = self.mem.kfree(cpu, self.state.cast());
+        // SAFETY: the pool state is the kmalloc object `new` allocated; the pool is consumed
+        // and no reader remains after the grace period above.
+        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
         debug_assert!(r.is_ok(), "pool state free: {r:?}");
     }
 
@@ -599,8 +602,12 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
 }
 
 /// As [`z3fold_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages`] (order 0). On error the target stays the caller's.
-pub fn z3fold_migrate_page_to<P: Platform>(
+/// [`PhysMem::alloc_pages_raw`] (order 0). On error the target stays the caller's.
+///
+/// # Safety
+/// As [`crate::zsmalloc::zs_migrate_page_to`]: the caller owns `target`, an order-0 raw
+/// allocation of this machine, which the pool owns on success and the caller again on error.
+pub unsafe fn z3fold_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -693,7 +700,7 @@ impl<P: Platform> Z3foldPool<'_, P> {
 
 struct Z3Mapping<'a, 'm, P: Platform> {
     pool: &'a Z3foldPool<'m, P>,
-    h: Handle,
+    h: HandleId,
     d: &'a Z3foldDesc,
     ptr: NonNull<u8>,
     len: usize,

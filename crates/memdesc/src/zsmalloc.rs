@@ -115,19 +115,68 @@ const _: () = assert!(ZS_MAX_PAGES * PAGE_SIZE / ZS_MIN_SLOT <= IDX_MASK as usiz
 // object's header holds the next free object index in bits 32..64.
 const H_ALLOC: u64 = 1;
 
-/// An opaque handle to a zsmalloc object. It stays valid across compaction and migration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Handle(u64);
+/// An owned handle to a zsmalloc (or z3fold) object, from [`ZsPool::malloc`]: freeing
+/// consumes it. It stays valid across compaction and migration. Not `Clone` or `Copy`: a
+/// handle cannot be used after its object is freed, and an object cannot be freed while a
+/// mapping borrows its handle.
+///
+/// ```compile_fail
+/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::cpu::Cpu<'_>) {
+/// let h = pool.malloc(cpu, 100).unwrap();
+/// pool.free(cpu, h).unwrap();
+/// let _ = pool.map_read(cpu, &h); // error[E0382]: borrow of moved value: `h`
+/// # }
+/// ```
+///
+/// Dropping it leaks the object (freeing needs a [`Cpu`] and the pool).
+#[must_use = "dropping a Handle leaks the object; free it with the pool's free"]
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Handle(pub(crate) HandleId);
 
 impl Handle {
-    /// The raw value (for storing in a swap entry, say).
+    /// The handle's identity (what errors name).
+    #[inline]
+    pub fn id(&self) -> HandleId {
+        self.0
+    }
+    /// The raw value (for storing in a swap entry, say), keeping the handle.
+    #[inline]
+    pub fn raw(&self) -> u64 {
+        self.0 .0
+    }
+    /// Gives up the handle for its raw value (to store in a swap entry, say); make it a
+    /// handle again with [`Handle::from_raw`].
+    #[inline]
+    pub fn into_raw(self) -> u64 {
+        self.0 .0
+    }
+    /// Rebuilds a handle from [`Handle::into_raw`]. A value the pool never issued, or one
+    /// whose object was freed, is refused by the pool with a precise error (the handle table
+    /// keeps a generation per slot), but a stale value whose slot's generation came round
+    /// again would name another owner's object.
+    ///
+    /// # Safety
+    /// The caller owns the object: `raw` came from [`Handle::into_raw`] of a live object of the
+    /// pool it will be used with, and no other handle or raw copy of it will be used.
+    #[inline]
+    pub const unsafe fn from_raw(raw: u64) -> Handle {
+        Handle(HandleId(raw))
+    }
+}
+
+/// The identity of a zsmalloc or z3fold handle: a plain value that errors and statistics
+/// name. It cannot be used to reach an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HandleId(u64);
+
+impl HandleId {
+    /// The raw value.
     pub const fn raw(self) -> u64 {
         self.0
     }
-    /// Rebuilds a handle from [`Handle::raw`]. Any value is accepted; a wrong one is refused
-    /// by the pool with a precise error.
-    pub const fn from_raw(raw: u64) -> Handle {
-        Handle(raw)
+    #[cfg(all(test, not(loom)))]
+    pub(crate) const fn from_raw(raw: u64) -> HandleId {
+        HandleId(raw)
     }
     pub(crate) fn index(self) -> usize {
         ((self.0 >> GEN_BITS) & ((1 << INDEX_BITS) - 1)) as usize
@@ -150,15 +199,15 @@ pub enum ZsError {
     /// The zspage length is not in 1..=[`ZS_MAX_PAGES`].
     InvalidMaxPages(usize),
     /// The handle was never issued by this pool.
-    BadHandle(Handle),
+    BadHandle(HandleId),
     /// The handle's object was already freed.
-    DoubleFree(Handle),
+    DoubleFree(HandleId),
     /// The handle's object was freed and its table slot reused since.
-    StaleHandle(Handle),
+    StaleHandle(HandleId),
     /// The object is mapped: unmap it first.
-    Mapped(Handle),
+    Mapped(HandleId),
     /// The object is already mapped (one mapping per object at a time).
-    AlreadyMapped(Handle),
+    AlreadyMapped(HandleId),
     /// The handle table is full ([`ZS_MAX_HANDLES`]).
     TooManyHandles,
     /// The page allocator, slab or kmalloc ran out.
@@ -167,7 +216,7 @@ pub enum ZsError {
     NoDirectMap(Pfn),
     /// The object's bytes were on a page a hardware memory error retired: its contents are
     /// gone (it can still be freed).
-    Lost(Handle),
+    Lost(HandleId),
 }
 
 impl core::fmt::Display for ZsError {
@@ -325,7 +374,7 @@ impl HandleTable {
     }
 
     /// The entry of a live handle.
-    pub(crate) fn check(&self, h: Handle) -> Result<u64, HandleFault> {
+    pub(crate) fn check(&self, h: HandleId) -> Result<u64, HandleFault> {
         if h.tag() != self.tag {
             return Err(HandleFault::Bad);
         }
@@ -362,7 +411,7 @@ impl HandleTable {
             return Err(None);
         }
         if i.is_multiple_of(CHUNK_ENTRIES) {
-            let c = mem.kmalloc(cpu, PAGE_SIZE, Gfp::KERNEL).map_err(Some)?;
+            let c = mem.kmalloc_raw(cpu, PAGE_SIZE, Gfp::KERNEL).map_err(Some)?;
             self.dir[i / CHUNK_ENTRIES] = c.as_ptr() as usize;
         }
         self.len += 1;
@@ -371,11 +420,11 @@ impl HandleTable {
     }
 
     /// Publishes entry `i` as allocated at `loc` (bits 14..64); returns the handle.
-    pub(crate) fn set(&mut self, i: usize, loc: u64) -> Handle {
+    pub(crate) fn set(&mut self, i: usize, loc: u64) -> HandleId {
         let e = self.get_mut(i).expect("allocated entry");
         let gen = (*e >> 2) & GEN_MASK;
         *e = E_ALLOC | gen << 2 | loc << IDX_SHIFT;
-        Handle(self.tag << TAG_SHIFT | (i as u64) << GEN_BITS | gen)
+        HandleId(self.tag << TAG_SHIFT | (i as u64) << GEN_BITS | gen)
     }
 
     /// Puts entry `i` on the free list, keeping its generation.
@@ -395,7 +444,8 @@ impl HandleTable {
     pub(crate) fn destroy<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) {
         for c in self.dir.iter_mut() {
             if let Some(p) = NonNull::new(core::mem::replace(c, 0) as *mut u8) {
-                let r = mem.kfree(cpu, p);
+                // SAFETY: directory chunks are kmalloc objects of this table, taken out of it.
+                let r = unsafe { mem.kfree_raw(cpu, p) };
                 debug_assert!(r.is_ok(), "handle chunk free: {r:?}");
             }
         }
@@ -501,10 +551,13 @@ pub struct ZsClassInfo {
 /// let cpu = mem.cpus().claim(0).unwrap();
 /// let pool = ZsPool::new(&mem, &cpu).unwrap();
 /// let h = pool.malloc(&cpu, 1000).unwrap();
-/// pool.map_write(&cpu, h).unwrap().copy_from_slice(&[7; 1000]);
-/// assert_eq!(pool.map_read(&cpu, h).unwrap()[999], 7);
-/// pool.free(&cpu, h).unwrap();
-/// assert!(pool.free(&cpu, h).is_err()); // double free is refused
+/// pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
+/// assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
+/// let raw = h.raw();
+/// pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
+/// // A raw value rebuilt after the free is refused (the handle table keeps a generation):
+/// // SAFETY: demonstrates the check; the object is gone, so nobody else owns it.
+/// assert!(pool.free(&cpu, unsafe { memdesc::zsmalloc::Handle::from_raw(raw) }).is_err());
 /// pool.destroy(&cpu);
 /// ```
 pub struct ZsPool<'m, P: Platform> {
@@ -620,7 +673,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         if !(1..=ZS_MAX_PAGES).contains(&max_pages) {
             return Err(ZsError::InvalidMaxPages(max_pages));
         }
-        let p = mem.kmalloc(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
+        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let mut inner = Inner {
             step,
             max_pages,
@@ -722,12 +775,14 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         c.objects += 1;
         c.bytes += size as u64;
         g.live_handles += 1;
-        Ok(g.handles.set(hidx, idx as u64 | zs.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT)))
+        Ok(Handle(g.handles.set(hidx, idx as u64 | zs.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT))))
     }
 
     /// Frees an object. Refused with a precise error for a handle this pool never issued, one
-    /// already freed, one freed and reused, or one that is mapped.
+    /// already freed, one freed and reused, or one that is mapped (all reachable only through
+    /// [`Handle::from_raw`]). A refused handle is consumed all the same.
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), ZsError> {
+        let h = h.0;
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
@@ -741,17 +796,17 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Maps an object for reading. The object stays where it is until the guard is dropped.
-    pub fn map_read<'a>(&'a self, cpu: &'a Cpu<'a>, h: Handle) -> Result<ZsRead<'a, 'm, P>, ZsError> {
-        Ok(ZsRead(self.map(cpu, h, false)?))
+    pub fn map_read<'a>(&'a self, cpu: &'a Cpu<'a>, h: &'a Handle) -> Result<ZsRead<'a, 'm, P>, ZsError> {
+        Ok(ZsRead(self.map(cpu, h.0, false)?))
     }
 
     /// Maps an object for reading and writing; what is written reaches the pool at the
     /// latest when the guard is dropped.
-    pub fn map_write<'a>(&'a self, cpu: &'a Cpu<'a>, h: Handle) -> Result<ZsWrite<'a, 'm, P>, ZsError> {
-        Ok(ZsWrite(self.map(cpu, h, true)?))
+    pub fn map_write<'a>(&'a self, cpu: &'a Cpu<'a>, h: &'a Handle) -> Result<ZsWrite<'a, 'm, P>, ZsError> {
+        Ok(ZsWrite(self.map(cpu, h.0, true)?))
     }
 
-    fn map<'a>(&'a self, cpu: &'a Cpu<'a>, h: Handle, write: bool) -> Result<Mapping<'a, 'm, P>, ZsError> {
+    fn map<'a>(&'a self, cpu: &'a Cpu<'a>, h: HandleId, write: bool) -> Result<Mapping<'a, 'm, P>, ZsError> {
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if g.handles.get(h.index()).is_some_and(|e| e & E_LOST != 0) {
@@ -765,7 +820,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let off = loc.idx as usize * class.slot as usize + class.data_off();
         let straddles = off / PAGE_SIZE != (off + loc.size - 1) / PAGE_SIZE;
         let (ptr, copy) = if straddles {
-            let buf = self.mem.kmalloc(cpu, loc.size, Gfp::KERNEL)?;
+            let buf = self.mem.kmalloc_raw(cpu, loc.size, Gfp::KERNEL)?;
             // SAFETY: a fresh kmalloc object of loc.size bytes; the object's bytes are ours
             // to read (allocated, not mapped elsewhere, and we hold the lock).
             self.copy_out(zs, off, unsafe { core::slice::from_raw_parts_mut(buf.as_ptr(), loc.size) });
@@ -785,7 +840,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                 // SAFETY: the buffer holds m.len bytes we own until the kfree below.
                 self.copy_in(m.zs, m.off, unsafe { core::slice::from_raw_parts(m.ptr.as_ptr(), m.len) });
             }
-            let r = self.mem.kfree(m.cpu, m.ptr);
+            // SAFETY: the copy buffer is the kmalloc object map allocated for this mapping,
+            // which is ending.
+            let r = unsafe { self.mem.kfree_raw(m.cpu, m.ptr) };
             debug_assert!(r.is_ok(), "copy buffer free: {r:?}");
         }
         let mut g = self.state().lock.lock();
@@ -797,15 +854,15 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Size in bytes of the object `h` names.
-    pub fn size_of(&self, h: Handle) -> Result<usize, ZsError> {
+    pub fn size_of(&self, h: &Handle) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
-        Ok(self.resolve(&g, h)?.size)
+        Ok(self.resolve(&g, h.0)?.size)
     }
 
     /// The pfns of the zspage holding `h`'s object (tests and scanners).
-    pub fn pages_of(&self, h: Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
+    pub fn pages_of(&self, h: &Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
-        let loc = self.resolve(&g, h)?;
+        let loc = self.resolve(&g, h.0)?;
         let zs = zs_ref(loc.zs);
         let n = g.classes[loc.class].pages as usize;
         for (i, o) in out.iter_mut().enumerate().take(n) {
@@ -1098,14 +1155,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         // A pfn scanner that read one of our words before they were reset may still be about
         // to take our lock: wait for it to leave its RCU read section before freeing it.
         self.mem.rcu().synchronize();
-        let r = self.mem.kfree(cpu, self.state.cast());
+        // SAFETY: the pool state is the kmalloc object `with_config` allocated; the pool is
+        // consumed and no reader remains after the grace period above.
+        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
         debug_assert!(r.is_ok(), "pool state free: {r:?}");
     }
 
     // -- internals ------------------------------------------------------------------------
 
     /// Resolves a handle to its object, checking it.
-    fn resolve(&self, g: &Inner, h: Handle) -> Result<Loc, ZsError> {
+    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, ZsError> {
         let e = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => ZsError::BadHandle(h),
             HandleFault::Stale => ZsError::StaleHandle(h),
@@ -1345,7 +1404,7 @@ pub(crate) fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) 
 struct Mapping<'a, 'm, P: Platform> {
     pool: &'a ZsPool<'m, P>,
     cpu: &'a Cpu<'a>,
-    h: Handle,
+    h: HandleId,
     zs: &'a Zspage,
     /// Offset of the object's data in the zspage.
     off: usize,
@@ -1402,9 +1461,16 @@ pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -
 }
 
 /// As [`zs_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages`] (order 0), e.g. from the other end of the zone. On error the
-/// target stays the caller's.
-pub fn zs_migrate_page_to<P: Platform>(
+/// [`PhysMem::alloc_pages_raw`] (order 0), e.g. from the other end of the zone. On error the
+/// target stays the caller's. A target that is not a raw order-0 allocation is refused with
+/// [`ZsMigrateError::BadTarget`].
+///
+/// # Safety
+/// The caller owns `target`: an order-0 block this machine handed out through
+/// [`PhysMem::alloc_pages_raw`] (or a [`crate::Pages`] given up with
+/// [`crate::Pages::into_raw`]), not freed since and used by nothing else. On success the pool
+/// owns it; on error it is still the caller's.
+pub unsafe fn zs_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -1605,8 +1671,8 @@ mod tests {
 
     #[test]
     fn handles_encode_index_and_generation() {
-        let h = Handle::from_raw(5 << GEN_BITS | 3);
+        let h = HandleId::from_raw(5 << GEN_BITS | 3);
         assert_eq!((h.index(), h.gen()), (5, 3));
-        assert_eq!(Handle::from_raw(h.raw()), h);
+        assert_eq!(HandleId::from_raw(h.raw()), h);
     }
 }
