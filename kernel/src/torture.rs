@@ -1,0 +1,575 @@
+//! The kernel's torture run: every CPU runs a seeded random mix of the core operations
+//! (pages of orders 0..=max, kmalloc of every size class, folio references, page-cache
+//! insert/lookup/delete under RCU, remote frees handed to another CPU, RCU grace periods,
+//! per-CPU list drains), writing a pattern into what it allocates and verifying it before
+//! every free. Every `CHECK_EVERY` operations per CPU all CPUs stop at a quiescent point: each
+//! checks its own state (held folios' counts, its page cache), then the leader runs the
+//! core's checkers and checks that the raw pages in use are exactly the ones the CPUs hold.
+//!
+//! The host torture engine (`memdesc-host`'s `torture.rs`) needs std (threads, Vec, time);
+//! this is the no_std op mix a kernel can run, over the adapter in `mm.rs`.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::arch;
+use crate::boot::MAX_KCPUS;
+use crate::mm::{self, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
+use crate::util::{Barrier, FmtBuf, Rng};
+
+const CHECK_EVERY: u64 = 4000;
+const LIVE: usize = 256;
+const MAILBOX: usize = 64;
+const FILE_INDICES: u64 = 256;
+
+/// What one CPU holds.
+enum Live {
+    Pages(Pages, u64),
+    Kmalloc(Obj, usize, u64),
+    Folio(FolioRef, u64),
+}
+
+struct Mailbox {
+    lock: AtomicBool,
+    items: UnsafeCell<[Option<Live>; MAILBOX]>,
+}
+
+// SAFETY: `items` is touched only under `lock` (acquire/release spin lock). The handles in it
+// may be freed on any CPU (remote frees are part of the core's contract).
+unsafe impl Sync for Mailbox {}
+
+static MAILBOXES: [Mailbox; MAX_KCPUS] =
+    [const { Mailbox { lock: AtomicBool::new(false), items: UnsafeCell::new([const { None }; MAILBOX]) } }; MAX_KCPUS];
+
+impl Mailbox {
+    fn with<R>(&self, f: impl FnOnce(&mut [Option<Live>; MAILBOX]) -> R) -> R {
+        while self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        // SAFETY: the lock is held.
+        let r = f(unsafe { &mut *self.items.get() });
+        self.lock.store(false, Ordering::Release);
+        r
+    }
+}
+
+/// Totals of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// Operations run on all CPUs.
+    pub ops: u64,
+    /// Allocations that found no memory (expected under pressure, not violations).
+    pub failed: u64,
+    /// Invariant violations found.
+    pub violations: u64,
+    /// Quiescent points checked.
+    pub checks: u64,
+    /// Grace periods seen to complete.
+    pub grace_periods: u64,
+    /// Objects freed by a CPU other than the one that allocated them.
+    pub remote_frees: u64,
+    /// Milliseconds the run took.
+    pub ms: u64,
+}
+
+static OPS: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+static GPS: AtomicU64 = AtomicU64::new(0);
+static REMOTE: AtomicU64 = AtomicU64::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+static RAW_HELD: [AtomicU64; MAX_KCPUS] = [const { AtomicU64::new(0) }; MAX_KCPUS];
+static BARRIER: Barrier = Barrier::new();
+static BASE_RAW: AtomicU64 = AtomicU64::new(0);
+
+fn violation(args: core::fmt::Arguments<'_>) {
+    let n = VIOLATIONS.fetch_add(1, Ordering::AcqRel);
+    if n < 10 {
+        crate::kprintln!("TORTURE VIOLATION (cpu {}): {}", arch::cpu_id(), args);
+    }
+}
+
+fn word(key: u64, i: u64) -> u64 {
+    (key ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)).rotate_left(17)
+}
+
+/// Stamps 16 words of every page of a block (first and last 8).
+fn stamp(pfn: u64, order: u32, key: u64) {
+    for p in 0..1u64 << order {
+        mm::with_page(pfn + p, |w| {
+            for i in 0..8 {
+                w[i] = word(key, p * 512 + i as u64);
+                w[504 + i] = word(key, p * 512 + 504 + i as u64);
+            }
+        });
+    }
+}
+
+fn stamped(pfn: u64, order: u32, key: u64) -> bool {
+    (0..1u64 << order).all(|p| {
+        mm::with_page(pfn + p, |w| {
+            (0..8).all(|i| w[i] == word(key, p * 512 + i as u64) && w[504 + i] == word(key, p * 512 + 504 + i as u64))
+        })
+    })
+}
+
+fn obj_fill(o: &Obj, size: usize, key: u64) {
+    let p = o.ptr();
+    for i in 0..size / 8 {
+        // SAFETY: a live object of at least `size` bytes owned by the caller; kmalloc objects
+        // of 8 bytes and more are 8-aligned.
+        unsafe { p.cast::<u64>().add(i).write(word(key, i as u64)) };
+    }
+    for i in size / 8 * 8..size {
+        // SAFETY: as above.
+        unsafe { p.add(i).write(key as u8) };
+    }
+}
+
+fn obj_ok(o: &Obj, size: usize, key: u64) -> bool {
+    let p = o.ptr();
+    // SAFETY: as in `obj_fill`.
+    (0..size / 8).all(|i| unsafe { p.cast::<u64>().add(i).read() } == word(key, i as u64))
+        && (size / 8 * 8..size).all(|i| unsafe { p.add(i).read() } == key as u8)
+}
+
+struct Worker<'c> {
+    cpu: &'c Cpu,
+    id: usize,
+    n: usize,
+    rng: Rng,
+    live: [Option<Live>; LIVE],
+    nlive: usize,
+    live_pages: u64,
+    max_pages: u64,
+    raw_pages: u64,
+    space: Option<FileSpace>,
+    cached: [u64; (FILE_INDICES / 64) as usize],
+    gp: Option<mm::Gp>,
+    next_key: u64,
+    ops: u64,
+}
+
+impl Worker<'_> {
+    fn key(&mut self) -> u64 {
+        self.next_key += 1;
+        (self.id as u64) << 48 | self.next_key
+    }
+
+    fn push(&mut self, l: Live) {
+        let pages = match &l {
+            Live::Pages(p, _) => {
+                self.raw_pages += 1 << p.order();
+                1 << p.order()
+            }
+            Live::Kmalloc(..) => 0,
+            Live::Folio(f, _) => 1 << f.order(),
+        };
+        self.live_pages += pages;
+        let slot = self.live.iter().position(|s| s.is_none()).expect("caller checked room");
+        self.live[slot] = Some(l);
+        self.nlive += 1;
+        RAW_HELD[self.id].store(self.raw_pages, Ordering::Relaxed);
+    }
+
+    fn take_random(&mut self) -> Option<Live> {
+        if self.nlive == 0 {
+            return None;
+        }
+        let start = self.rng.below(LIVE as u64) as usize;
+        for k in 0..LIVE {
+            let i = (start + k) % LIVE;
+            if let Some(l) = self.live[i].take() {
+                self.nlive -= 1;
+                match &l {
+                    Live::Pages(p, _) => {
+                        self.live_pages -= 1 << p.order();
+                        self.raw_pages -= 1 << p.order();
+                    }
+                    Live::Kmalloc(..) => {}
+                    Live::Folio(f, _) => self.live_pages -= 1 << f.order(),
+                }
+                RAW_HELD[self.id].store(self.raw_pages, Ordering::Relaxed);
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// Verifies and frees an object (this CPU's or one handed over).
+    fn release(&mut self, l: Live, remote: bool) {
+        match l {
+            Live::Pages(p, key) => {
+                if !stamped(p.pfn(), p.order(), key) {
+                    violation(format_args!("order-{} block at pfn {:#x} was overwritten", p.order(), p.pfn()));
+                }
+                if let Err(e) = mm::free_pages(self.cpu, p) {
+                    violation(format_args!("free_pages of an owned block refused: {e}"));
+                }
+            }
+            Live::Kmalloc(o, size, key) => {
+                if !obj_ok(&o, size, key) {
+                    violation(format_args!("kmalloc object of {size} bytes was overwritten"));
+                }
+                if let Err(e) = mm::kfree(self.cpu, o) {
+                    violation(format_args!("kfree of an owned object refused: {e}"));
+                }
+            }
+            Live::Folio(f, key) => {
+                if !stamped(f.pfn(), f.order(), key) {
+                    violation(format_args!("folio at pfn {:#x} was overwritten", f.pfn()));
+                }
+                match mm::folio_put(self.cpu, f) {
+                    Ok(true) => {}
+                    Ok(false) => violation(format_args!("the last reference's put did not free the folio")),
+                    Err(e) => violation(format_args!("folio_put refused: {e}")),
+                }
+            }
+        }
+        if remote {
+            REMOTE.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn oom(&self, e: mm::MmError, what: &str) {
+        if e.oom {
+            FAILED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            violation(format_args!("{what}: unexpected error {e}"));
+        }
+    }
+
+    fn drain_mailbox(&mut self) {
+        let mut got: [Option<Live>; MAILBOX] = [const { None }; MAILBOX];
+        MAILBOXES[self.id].with(|b| {
+            for (g, s) in got.iter_mut().zip(b.iter_mut()) {
+                *g = s.take();
+            }
+        });
+        for l in got.iter_mut().filter_map(|g| g.take()) {
+            self.release(l, true);
+        }
+    }
+
+    fn is_cached(&self, i: u64) -> bool {
+        self.cached[(i / 64) as usize] & 1 << (i % 64) != 0
+    }
+
+    fn set_cached(&mut self, i: u64, on: bool) {
+        if on {
+            self.cached[(i / 64) as usize] |= 1 << (i % 64);
+        } else {
+            self.cached[(i / 64) as usize] &= !(1 << (i % 64));
+        }
+    }
+
+    fn file_key(&self, i: u64) -> u64 {
+        0xF11E_0000_0000 | (self.id as u64) << 24 | i
+    }
+
+    fn op(&mut self) {
+        let full = self.nlive >= LIVE - 1 || self.live_pages >= self.max_pages;
+        let r = self.rng.below(100);
+        match r {
+            // Pages of every order (mostly small), with assorted flags.
+            0..=21 if !full => {
+                let order = match self.rng.below(16) {
+                    0..=8 => 0,
+                    9..=11 => 1,
+                    12 | 13 => self.rng.below(4) as u32,
+                    _ => self.rng.below(mm::max_order() as u64 + 1) as u32,
+                };
+                let f = Flags {
+                    zero: self.rng.below(8) == 0,
+                    movable: self.rng.below(2) == 0,
+                    dma32: self.rng.below(16) == 0,
+                    atomic: self.rng.below(16) == 0,
+                };
+                match mm::alloc_pages(self.cpu, order, f) {
+                    Ok(p) => {
+                        if f.zero && !mm::with_page(p.pfn(), |w| w.iter().all(|x| *x == 0)) {
+                            violation(format_args!("a zeroed page is not zero"));
+                        }
+                        let key = self.key();
+                        stamp(p.pfn(), order, key);
+                        self.push(Live::Pages(p, key));
+                    }
+                    Err(e) => self.oom(e, "alloc_pages"),
+                }
+            }
+            // kmalloc, every size class.
+            22..=41 if !full => {
+                let size = match self.rng.below(8) {
+                    0..=5 => 1 + self.rng.below(256) as usize,
+                    6 => 1 + self.rng.below(2048) as usize,
+                    _ => 1 + self.rng.below(8192) as usize,
+                };
+                match mm::kmalloc(self.cpu, size, false) {
+                    Ok(o) => {
+                        let key = self.key();
+                        obj_fill(&o, size, key);
+                        self.push(Live::Kmalloc(o, size, key));
+                    }
+                    Err(e) => self.oom(e, "kmalloc"),
+                }
+            }
+            // Folios: allocate, or take and drop a reference on a held one.
+            42..=49 if !full => match mm::folio_alloc(self.cpu, self.rng.below(4) as u32, false, Flags::default()) {
+                Ok(f) => {
+                    let key = self.key();
+                    stamp(f.pfn(), f.order(), key);
+                    let g = mm::folio_get(&f);
+                    if f.refcount() < 2 {
+                        violation(format_args!("folio_get did not count"));
+                    }
+                    match mm::folio_put(self.cpu, g) {
+                        Ok(false) => {}
+                        r => violation(format_args!("put of a second reference: {r:?}")),
+                    }
+                    self.push(Live::Folio(f, key));
+                }
+                Err(e) => self.oom(e, "folio_alloc"),
+            },
+            // Frees (also taken when full).
+            0..=61 => {
+                if let Some(l) = self.take_random() {
+                    self.release(l, false);
+                }
+            }
+            // Remote free: hand an object to another CPU.
+            62..=69 => {
+                if self.n > 1 {
+                    if let Some(l) = self.take_random() {
+                        let to = (self.id + 1 + self.rng.below(self.n as u64 - 1) as usize) % self.n;
+                        let back = MAILBOXES[to].with(|b| match b.iter_mut().find(|s| s.is_none()) {
+                            Some(s) => {
+                                *s = Some(l);
+                                None
+                            }
+                            None => Some(l),
+                        });
+                        if let Some(l) = back {
+                            self.release(l, false);
+                        }
+                    }
+                }
+                self.drain_mailbox();
+            }
+            // Page cache: insert, lockless lookup, delete.
+            70..=91 => self.file_op(),
+            // RCU grace periods.
+            92..=96 => match self.gp {
+                Some(g) if mm::gp_done(g) => {
+                    GPS.fetch_add(1, Ordering::Relaxed);
+                    self.gp = None;
+                }
+                Some(_) => {}
+                None => self.gp = Some(mm::gp_start()),
+            },
+            // Per-CPU list drains (every CPU's, from here).
+            _ => {
+                if self.rng.below(8) == 0 {
+                    mm::drain_all();
+                }
+            }
+        }
+    }
+
+    fn file_op(&mut self) {
+        let Some(space) = &self.space else { return };
+        let i = self.rng.below(FILE_INDICES);
+        let key = self.file_key(i);
+        match self.rng.below(3) {
+            0 if !self.is_cached(i) => match mm::folio_alloc(self.cpu, 0, true, Flags::default()) {
+                Ok(f) => {
+                    stamp(f.pfn(), 0, key);
+                    let r = space.insert(self.cpu, &f, i);
+                    if let Err(e) = mm::folio_put(self.cpu, f) {
+                        violation(format_args!("put after insert: {e}"));
+                    }
+                    match r {
+                        Ok(()) => self.set_cached(i, true),
+                        Err(e) => self.oom(e, "page cache insert"),
+                    }
+                }
+                Err(e) => self.oom(e, "file folio"),
+            },
+            1 if self.is_cached(i) => {
+                let Some(f) = space.lookup(self.cpu, i) else {
+                    violation(format_args!("cached index {i} not found"));
+                    return;
+                };
+                let r = space.delete(self.cpu, &f);
+                if !stamped(f.pfn(), 0, key) {
+                    violation(format_args!("cached folio at index {i} was overwritten"));
+                }
+                match (r, mm::folio_put(self.cpu, f)) {
+                    (Ok(false), Ok(true)) => self.set_cached(i, false),
+                    (r, p) => violation(format_args!("delete/put of index {i}: {r:?} {p:?}")),
+                }
+            }
+            _ => {
+                let got = space.lookup(self.cpu, i);
+                match (got, self.is_cached(i)) {
+                    (Some(f), true) => {
+                        if !stamped(f.pfn(), 0, key) {
+                            violation(format_args!("cached folio at index {i} was overwritten"));
+                        }
+                        if !matches!(mm::folio_put(self.cpu, f), Ok(false)) {
+                            violation(format_args!("put of a looked-up folio freed it"));
+                        }
+                    }
+                    (None, false) => {}
+                    (Some(f), false) => {
+                        violation(format_args!("uncached index {i} found a folio"));
+                        let _ = mm::folio_put(self.cpu, f);
+                    }
+                    (None, true) => violation(format_args!("cached index {i} not found")),
+                }
+            }
+        }
+    }
+
+    /// This CPU's checks at a quiescent point.
+    fn local_check(&mut self) {
+        for l in self.live.iter().flatten() {
+            if let Live::Folio(f, _) = l {
+                if f.refcount() != 1 || f.mapcount() != 0 {
+                    violation(format_args!("held folio: refcount {} mapcount {}", f.refcount(), f.mapcount()));
+                }
+            }
+        }
+        if let Some(s) = &self.space {
+            if let Err(e) = s.verify() {
+                violation(format_args!("page cache tree: {e}"));
+            }
+            let n: u64 = self.cached.iter().map(|w| w.count_ones() as u64).sum();
+            if s.nr_pages() != n {
+                violation(format_args!("page cache holds {} pages, {} inserted", s.nr_pages(), n));
+            }
+        }
+    }
+
+    fn teardown(&mut self) {
+        while let Some(l) = self.take_random() {
+            self.release(l, false);
+        }
+        if let Some(s) = self.space.take() {
+            let n: u64 = self.cached.iter().map(|w| w.count_ones() as u64).sum();
+            let dropped = s.destroy(self.cpu);
+            if dropped != n {
+                violation(format_args!("destroying the page cache dropped {dropped} folios, {n} cached"));
+            }
+            self.cached = [0; (FILE_INDICES / 64) as usize];
+        }
+    }
+}
+
+/// The leader's check at a quiescent point.
+fn global_check(n: usize) {
+    CHECKS.fetch_add(1, Ordering::Relaxed);
+    match mm::check_all() {
+        Ok(h) => {
+            let held: u64 = RAW_HELD[..n].iter().map(|a| a.load(Ordering::Relaxed)).sum();
+            let base = BASE_RAW.load(Ordering::Relaxed);
+            if h.raw != base + held {
+                violation(format_args!("raw pages in use {} != {} at start + {} held by the CPUs", h.raw, base, held));
+            }
+        }
+        Err(e) => violation(format_args!("checker: {e}")),
+    }
+}
+
+/// Runs the torture on every CPU (all `n` call it) for `ms` milliseconds. The leader (CPU 0)
+/// returns the report.
+pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Option<Report> {
+    let id = cpu.id();
+    let leader = id == 0;
+    if leader {
+        mm::drain_all();
+        match mm::check_all() {
+            Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
+            Err(e) => violation(format_args!("checker before torture: {e}")),
+        }
+    }
+    let max_pages = (mm::nr_free_pages() / 4 / n as u64).clamp(64, 1 << 16);
+    let mut w = Worker {
+        cpu,
+        id,
+        n,
+        rng: Rng::new(seed ^ (id as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)),
+        live: [const { None }; LIVE],
+        nlive: 0,
+        live_pages: 0,
+        max_pages,
+        raw_pages: 0,
+        space: None,
+        cached: [0; (FILE_INDICES / 64) as usize],
+        gp: None,
+        next_key: 0,
+        ops: 0,
+    };
+    match mm::file_create(cpu) {
+        Ok(s) => w.space = Some(s),
+        Err(e) => violation(format_args!("address_space_create: {e}")),
+    }
+    BARRIER.wait(n as u32);
+    let t0 = arch::rdtsc();
+    let mut last_report = 0;
+    loop {
+        for _ in 0..CHECK_EVERY {
+            w.op();
+        }
+        w.ops += CHECK_EVERY;
+        OPS.fetch_add(CHECK_EVERY, Ordering::Relaxed);
+        // Quiescent point: nobody hands over objects after this barrier.
+        BARRIER.wait(n as u32);
+        w.drain_mailbox();
+        w.local_check();
+        BARRIER.wait(n as u32);
+        if leader {
+            global_check(n);
+            let el = arch::tsc_ns(arch::rdtsc() - t0) / 1_000_000;
+            if el >= last_report + report_every_ms {
+                last_report = el;
+                crate::kprintln!(
+                    "  torture: {} ms, {} ops, {} checks, {} violations",
+                    el,
+                    OPS.load(Ordering::Relaxed),
+                    CHECKS.load(Ordering::Relaxed),
+                    VIOLATIONS.load(Ordering::Relaxed)
+                );
+            }
+            STOP.store(el >= ms, Ordering::Release);
+        }
+        BARRIER.wait(n as u32);
+        if STOP.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    let el_ms = arch::tsc_ns(arch::rdtsc() - t0) / 1_000_000;
+    w.teardown();
+    BARRIER.wait(n as u32);
+    w.drain_mailbox();
+    BARRIER.wait(n as u32);
+    if !leader {
+        return None;
+    }
+    mm::drain_all();
+    global_check(n);
+    Some(Report {
+        ops: OPS.load(Ordering::Relaxed),
+        failed: FAILED.load(Ordering::Relaxed),
+        violations: VIOLATIONS.load(Ordering::Relaxed),
+        checks: CHECKS.load(Ordering::Relaxed),
+        grace_periods: GPS.load(Ordering::Relaxed),
+        remote_frees: REMOTE.load(Ordering::Relaxed),
+        ms: el_ms,
+    })
+}
+
+/// The message the JSON carries if a run found violations.
+pub fn summary(r: &Report) -> FmtBuf {
+    FmtBuf::from_args(format_args!("{} violations in {} ops", r.violations, r.ops))
+}
