@@ -304,8 +304,6 @@ extern "C" {
     pub static mut gdt64: [u64; 4 + MAX_KCPUS * 2];
     /// Nonzero once the BSP is up: the long-mode entry then takes the AP path.
     pub static mut ap_mode: u32;
-    /// APs that reached long mode (each takes the next index).
-    pub static ap_counter: u32;
     /// Trampoline bytes (copied to [`TRAMPOLINE`]).
     pub static ap_tramp_start: u8;
     /// End of the trampoline bytes.

@@ -76,19 +76,25 @@ extern "C" fn kmain(start_info: u32) -> ! {
     // SAFETY: the start info was validated by bootinfo::read (magic); offset 32 is rsdp_paddr.
     let rsdp = unsafe { core::ptr::read_unaligned((start_info as u64 + 32) as *const u64) };
     let madt = smp::madt_cpus(rsdp);
-    let want = madt.unwrap_or(1);
-    let ncpu = smp::start_aps(want);
-    kprintln!(
-        "CPUs: {ncpu} running ({} in the ACPI MADT{})",
-        want,
-        if madt.is_none() { ": no ACPI tables, BSP only" } else { "" }
-    );
-    let st = match mm::boot(&bi, ncpu) {
+    let want = madt.unwrap_or(1).clamp(1, boot::MAX_KCPUS);
+    // memdesc boots before the APs start (spinning APs would slow the BSP down under TCG);
+    // it gets a Cpu slot for every CPU the MADT lists.
+    let st = match mm::boot(&bi, want) {
         Ok(s) => s,
         Err(mm::BootError::Input(e)) => bad_input(&e),
         Err(mm::BootError::Layout(e)) => bad_input(&format_args!("the core refused the memory layout: {e}")),
         Err(mm::BootError::Boot(e)) => bad_input(&format_args!("memdesc could not boot on this memory map: {e}")),
     };
+    let ncpu = smp::start_aps(want);
+    kprintln!(
+        "CPUs: {ncpu} running ({} in the ACPI MADT{})",
+        madt.unwrap_or(1),
+        if madt.is_none() { ": no ACPI tables, BSP only" } else { "" }
+    );
+    if ncpu < want {
+        arch::print_args(format_args!("only {ncpu} of {want} CPUs came up\n"), true);
+        arch::exit(ExitCode::Failed);
+    }
     let init_ms = arch::tsc_ns(st.boot_ticks) as f64 / 1e6;
     kprintln!(
         "memdesc up: memmap {} ({} bytes), boot {:.2} ms, {} pages free, {} pages taken at boot",

@@ -260,12 +260,14 @@ pub fn local(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     mm::mm_init(cpu).map_err(|e| mmerr("mm_caches", e))?;
     let h0 = mm::check_all().map_err(|e| mmerr("checker at boot", e))?;
     crate::kprintln!(
-        "  checker at boot: present {} free {} reserved {} raw {} described {}",
+        "  checker at boot: present {} free {} reserved {} raw {} described {} ({} slabs, {} folios)",
         h0.present,
         h0.free + h0.pcp,
         h0.reserved,
         h0.raw,
-        h0.described
+        h0.described,
+        h0.slabs,
+        h0.folios
     );
     pages(cpu)?;
     crate::kprintln!("  pages of orders 0..={}: ok", mm::max_order());

@@ -568,8 +568,3 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
         ms: el_ms,
     })
 }
-
-/// The message the JSON carries if a run found violations.
-pub fn summary(r: &Report) -> FmtBuf {
-    FmtBuf::from_args(format_args!("{} violations in {} ops", r.violations, r.ops))
-}
