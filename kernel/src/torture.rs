@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::arch;
 use crate::boot::MAX_KCPUS;
 use crate::mm::{self, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
-use crate::util::{Barrier, FmtBuf, Rng};
+use crate::util::{Barrier, Rng};
 
 const CHECK_EVERY: u64 = 4000;
 const LIVE: usize = 256;
@@ -486,13 +486,6 @@ fn global_check(n: usize) {
 pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Option<Report> {
     let id = cpu.id();
     let leader = id == 0;
-    if leader {
-        mm::drain_all();
-        match mm::check_all() {
-            Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
-            Err(e) => violation(format_args!("checker before torture: {e}")),
-        }
-    }
     let max_pages = (mm::nr_free_pages() / 4 / n as u64).clamp(64, 1 << 16);
     let mut w = Worker {
         cpu,
@@ -513,6 +506,15 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
     match mm::file_create(cpu) {
         Ok(s) => w.space = Some(s),
         Err(e) => violation(format_args!("address_space_create: {e}")),
+    }
+    // The baseline, at a quiescent point (every CPU has created its page cache).
+    BARRIER.wait(n as u32);
+    if leader {
+        mm::drain_all();
+        match mm::check_all() {
+            Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
+            Err(e) => violation(format_args!("checker before torture: {e}")),
+        }
     }
     BARRIER.wait(n as u32);
     let t0 = arch::rdtsc();
