@@ -410,7 +410,7 @@ pub fn direct_map_extend(end: u64) -> bool {
         for g in 4..gib {
             let pd = &mut pool[g - 4];
             for (i, e) in pd.iter_mut().enumerate() {
-                *e = ((g as u64) << 30) + ((i as u64) << 21) | PRESENT_RW | HUGE;
+                *e = (((g as u64) << 30) + ((i as u64) << 21)) | PRESENT_RW | HUGE;
             }
             pdpt[g] = pd.as_ptr() as u64 | PRESENT_RW;
         }

@@ -173,7 +173,10 @@ fn run(cpu: mm::Cpu, n: u32) -> ! {
     let smp = selftest::smp(&cpu, n);
     if bsp {
         match &smp {
-            Ok(()) => kprintln!("  SMP: remote frees around {n} CPUs and an RCU grace period held off by {} readers: ok", n - 1),
+            Ok(()) => kprintln!(
+                "  SMP: remote frees around {n} CPUs and an RCU grace period held off by {} readers: ok",
+                n - 1
+            ),
             Err(e) => {
                 selftest = Err(*e);
             }
@@ -220,7 +223,9 @@ fn bench(cpu: &mm::Cpu, iters: u64) -> (f64, f64) {
     let t0 = arch::rdtsc();
     objs(iters);
     let km = arch::tsc_ns(arch::rdtsc() - t0) as f64 / iters as f64;
-    kprintln!("benchmark: order-0 alloc+free {order0:.1} ns/pair, kmalloc(64)+kfree {km:.1} ns/pair ({iters} pairs each)");
+    kprintln!(
+        "benchmark: order-0 alloc+free {order0:.1} ns/pair, kmalloc(64)+kfree {km:.1} ns/pair ({iters} pairs each)"
+    );
     (order0, km)
 }
 
@@ -286,7 +291,10 @@ extern "C" fn kernel_fault(vector: u64, frame: *const u64) -> ! {
         _ => "exception",
     };
     arch::print_args(
-        format_args!("FAULT on CPU {}: {name} (vector {vector}) error {err:#x} at rip {rip:#x} rsp {rsp:#x} cr2 {cr2:#x}\n", pc.id),
+        format_args!(
+            "FAULT on CPU {}: {name} (vector {vector}) error {err:#x} at rip {rip:#x} rsp {rsp:#x} cr2 {cr2:#x}\n",
+            pc.id
+        ),
         true,
     );
     arch::exit(ExitCode::Fault)
@@ -309,7 +317,9 @@ extern "C" fn rust_eh_personality() {}
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller's contract; rep movsb copies forwards (DF is clear in this kernel).
-    unsafe { core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags))
+    };
     dst
 }
 
@@ -334,7 +344,9 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
-    unsafe { core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags))
+    };
     dst
 }
 

@@ -136,8 +136,10 @@ pub fn boot(bi: &BootInfo, nr_cpus: usize) -> Result<BootStats, BootError> {
         Layout::TwoLevel => MemmapLayout::TwoLevel,
     };
     // Linker symbols; only their addresses are used.
-    let (kstart, kend) =
-        (core::ptr::addr_of!(crate::boot::__kernel_start) as u64, core::ptr::addr_of!(crate::boot::__kernel_end) as u64);
+    let (kstart, kend) = (
+        core::ptr::addr_of!(crate::boot::__kernel_start) as u64,
+        core::ptr::addr_of!(crate::boot::__kernel_end) as u64,
+    );
     let kpfns = (kstart >> 12, kend.div_ceil(4096));
     let ram_end = bi.ram_end();
     // The unmapped region: the top `unmapped_mib` of the highest usable entry, 2 MiB-aligned,
@@ -195,7 +197,8 @@ pub fn boot(bi: &BootInfo, nr_cpus: usize) -> Result<BootStats, BootError> {
     let platform = KPlatform { ram_end: ram_end >> 12, hole, nr_cpus };
     let config = Config { nr_cpus, ..Config::default() };
     let t0 = arch::rdtsc();
-    let m = PhysMem::boot(platform, &l, config).map_err(|e| BootError::Boot(FmtBuf::from_args(format_args!("{e:?}"))))?;
+    let m =
+        PhysMem::boot(platform, &l, config).map_err(|e| BootError::Boot(FmtBuf::from_args(format_args!("{e:?}"))))?;
     let boot_ticks = arch::rdtsc() - t0;
     // SAFETY: invariant 1: the BSP writes MEM once, before READY.
     unsafe { (*core::ptr::addr_of_mut!(MEM)).write(m) };
@@ -306,6 +309,18 @@ impl Pages {
     /// Order.
     pub fn order(&self) -> u32 {
         self.order
+    }
+    /// Gives up the handle, returning (pfn, order); the pages stay allocated.
+    pub fn into_raw(self) -> (u64, u32) {
+        (self.pfn, self.order)
+    }
+    /// Rebuilds a handle from [`Pages::into_raw`].
+    ///
+    /// # Safety
+    /// `(pfn, order)` came from `into_raw` of a handle whose pages were not freed since, and
+    /// no other handle to them exists.
+    pub unsafe fn from_raw(pfn: u64, order: u32) -> Pages {
+        Pages { pfn, order }
     }
 }
 

@@ -74,8 +74,8 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     let atomic = Flags { atomic: true, ..Flags::default() };
     for order in (0..=mm::max_order()).rev() {
         while let Ok(p) = mm::alloc_pages(cpu, order, atomic) {
-            let pfn = p.pfn();
-            core::mem::forget(p); // ownership moves into the chain, freed below
+            // Ownership moves into the chain (rebuilt and freed below).
+            let (pfn, _) = p.into_raw();
             if hole.0 <= pfn && pfn < hole.1 {
                 ensure!(!mm::is_direct_mapped(pfn), "unmapped-region pfn {pfn:#x} has a direct mapping");
                 hole_pages += 1 << order;
@@ -105,8 +105,10 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
                 ensure!(page_ok(head + i), "unmapped page {:#x} lost its contents", head + i);
             }
         }
-        // SAFETY-free: the adapter rebuilds the handle; the block was allocated above.
-        mm::free_unowned(cpu, head, order).map_err(|e| mmerr("freeing the exhaustion chain", e))?;
+        // SAFETY: (head, order) came from `into_raw` above and is freed once: the chain
+        // visits each block once and is not reused.
+        let p = unsafe { Pages::from_raw(head, order) };
+        mm::free_pages(cpu, p).map_err(|e| mmerr("freeing the exhaustion chain", e))?;
         n += 1u64 << order;
         head = next;
     }
@@ -223,7 +225,12 @@ fn mmu(cpu: &Cpu) -> Result<(), FmtBuf> {
     let f = mm::folio_alloc(cpu, 2, false, Flags { zero: true, ..Flags::default() }).map_err(|e| mmerr("folio", e))?;
     let pfn = f.pfn();
     mm.map_anon(cpu, VA, &f).map_err(|e| mmerr("map_folio", e))?;
-    ensure!(f.mapcount() == 4 && f.refcount() == 5, "mapped folio: mapcount {} refcount {}", f.mapcount(), f.refcount());
+    ensure!(
+        f.mapcount() == 4 && f.refcount() == 5,
+        "mapped folio: mapcount {} refcount {}",
+        f.mapcount(),
+        f.refcount()
+    );
     ensure!(mm.translate(VA + 4096) == Some(pfn + 1), "memdesc's tables translate wrongly");
     let old = arch::pml4_entry(256);
     ensure!(old == 0, "PML4 slot 256 already in use");
@@ -248,7 +255,11 @@ fn mmu(cpu: &Cpu) -> Result<(), FmtBuf> {
     let unmapped = mm.unmap(cpu, VA).map_err(|e| mmerr("munmap", e))?;
     mm.destroy(cpu);
     ensure!(ok, "a write through memdesc's page tables did not reach the folio (or the reverse)");
-    ensure!(unmapped == 4 && f.mapcount() == 0 && f.refcount() == 1, "after unmap: {unmapped} pages, mapcount {}", f.mapcount());
+    ensure!(
+        unmapped == 4 && f.mapcount() == 0 && f.refcount() == 1,
+        "after unmap: {unmapped} pages, mapcount {}",
+        f.mapcount()
+    );
     ensure!(mm::folio_put(cpu, f).map_err(|e| mmerr("folio_put", e))?, "folio not freed by its last put");
     Ok(())
 }
@@ -296,7 +307,8 @@ static SMP_FAILED: AtomicBool = AtomicBool::new(false);
 static mut SMP_MSG: FmtBuf = FmtBuf::new();
 static MSG_LOCK: AtomicBool = AtomicBool::new(false);
 
-struct Slot(core::cell::UnsafeCell<[Option<(Pages, Option<mm::Obj>)>; 32]>);
+type Handover = [Option<(Pages, Option<mm::Obj>)>; 32];
+struct Slot(core::cell::UnsafeCell<Handover>);
 // SAFETY: slot `i` is written by CPU i-1 before a barrier and read by CPU i after it; the
 // barrier orders the accesses (Release/Acquire), so no two CPUs touch a slot at once.
 unsafe impl Sync for Slot {}

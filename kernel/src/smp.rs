@@ -61,7 +61,8 @@ pub fn madt_cpus(rsdp_hint: u64) -> Option<usize> {
         // SAFETY: the RSDP was found and checksummed above.
         unsafe { core::ptr::read_volatile((rsdp + 15) as *const u8) }
     };
-    let (root, wide) = if rev >= 2 && rd64(rsdp + 24) != 0 { (rd64(rsdp + 24), true) } else { (rd32(rsdp + 16) as u64, false) };
+    let (root, wide) =
+        if rev >= 2 && rd64(rsdp + 24) != 0 { (rd64(rsdp + 24), true) } else { (rd32(rsdp + 16) as u64, false) };
     if root == 0 || root >= 1 << 32 {
         return None;
     }
@@ -79,7 +80,8 @@ pub fn madt_cpus(rsdp_hint: u64) -> Option<usize> {
         let mut n = 0;
         while e + 2 <= t + tlen {
             // SAFETY: inside the MADT (its length bounds the walk).
-            let (ty, el) = unsafe { (core::ptr::read_volatile(e as *const u8), core::ptr::read_volatile((e + 1) as *const u8)) };
+            let (ty, el) =
+                unsafe { (core::ptr::read_volatile(e as *const u8), core::ptr::read_volatile((e + 1) as *const u8)) };
             if el < 2 {
                 break;
             }

@@ -17,7 +17,7 @@ use crate::boot::MAX_KCPUS;
 use crate::mm::{self, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
 use crate::util::{Barrier, Rng};
 
-const CHECK_EVERY: u64 = 4000;
+const CHECK_EVERY: u64 = 8000;
 const LIVE: usize = 256;
 const MAILBOX: usize = 64;
 const FILE_INDICES: u64 = 256;

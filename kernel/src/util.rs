@@ -6,14 +6,14 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// Text formatted into a fixed buffer (truncated when full).
 #[derive(Clone, Copy)]
 pub struct FmtBuf {
-    buf: [u8; 160],
+    buf: [u8; 104],
     len: usize,
 }
 
 impl FmtBuf {
     /// An empty buffer.
     pub const fn new() -> Self {
-        FmtBuf { buf: [0; 160], len: 0 }
+        FmtBuf { buf: [0; 104], len: 0 }
     }
 
     /// Formats `args` into a new buffer.
