@@ -92,17 +92,17 @@ run() { # run MEM SMP MIN_OPS APPEND
   fi
 }
 
-bad() { # bad MEM APPEND EXPECTED_TEXT
-  local mem=$1 append=$2 text=$3
+bad() { # bad MEM APPEND EXPECTED_TEXT [STATUS [MARKER]]: a run that must stop with a message
+  local mem=$1 append=$2 text=$3 want=${4:-41} marker=${5:-BAD INPUT}
   n=$((n + 1))
   local log="$logdir/run$n.log" rc=0
-  echo "-- bad input $n: -m $mem, '$append' (expect a refusal: '$text')"
+  echo "-- must fail $n: -m $mem, '$append' (expect status $want and '$text')"
   boot "$log" 120 "$mem" 1 "$append" || rc=$?
   local msg
-  msg=$(grep -a 'BAD INPUT' "$log" | tr -d '\r' || true)
+  msg=$(grep -a "$marker" "$log" | tr -d '\r' || true)
   echo "   status $rc: ${msg:-<no message>}"
-  if [[ $rc != 41 || $msg != *"$text"* ]]; then
-    echo "FAIL bad input $n: expected status 41 and '$text'; console tail:" >&2
+  if [[ $rc != "$want" || $msg != *"$text"* ]]; then
+    echo "FAIL run $n: expected status $want and '$text'; console tail:" >&2
     tail -n 15 "$log" >&2
     failures=$((failures + 1))
   fi
@@ -128,6 +128,12 @@ bad 40M "memmap=flat" "needs at least"
 bad 256M "memmap=flat bogus=1" "unknown command-line option 'bogus=1'"
 if ((!short)); then
   bad 256M "memmap=three-level" "bad value in command-line option 'memmap=three-level'"
+fi
+echo "== deliberate failures (a CPU exception or a panic must print and exit non-zero, never triple-fault)"
+bad 256M "crash=hole" "page fault (vector 14)" 39 "FAULT"
+if ((!short)); then
+  bad 256M "crash=ud" "invalid opcode (vector 6)" 39 "FAULT"
+  bad 256M "crash=panic" "crash=panic asked for a panic" 37 "PANIC"
 fi
 
 if ((failures)); then

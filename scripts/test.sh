@@ -28,3 +28,5 @@ echo "$out" | grep -E '"(seed|ops|ops_per_sec|violations|lost_pages|corrupted_by
 for field in violations lost_pages corrupted_bytes; do
   echo "$out" | grep -q "\"$field\": 0," || { echo "torture: $field is not 0" >&2; exit 1; }
 done
+echo "== bare-metal kernel under QEMU (short: 2 boots with SMP, 4 bad-input cases)"
+bash scripts/qemu.sh --short

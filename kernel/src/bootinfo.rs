@@ -69,6 +69,20 @@ pub struct Options {
     /// `e820_add=ADDR,SIZE,TYPE`: a debug option that appends an entry to the firmware's map
     /// (to test the validation with corrupt input).
     pub inject: Option<E820>,
+    /// `crash=hole|ud|panic`: a debug option that makes the kernel fail on purpose after
+    /// memdesc boots (to test the fault handlers and the panic path).
+    pub crash: Option<Crash>,
+}
+
+/// Deliberate failures (`crash=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// Read the unmapped region through the address its direct mapping would have: a page fault.
+    Hole,
+    /// Execute `ud2`: an invalid-opcode exception.
+    Ud,
+    /// A Rust panic.
+    Panic,
 }
 
 /// Why the boot information was refused.
@@ -136,7 +150,7 @@ impl fmt::Display for BootInfoError {
             }
             BootInfoError::UnknownOption(w, n) => write!(
                 f,
-                "unknown command-line option '{}' (known: memmap=flat|two-level torture_s= unmapped_mib= bench_iters= seed= e820_add=)",
+                "unknown command-line option '{}' (known: memmap=flat|two-level torture_s= unmapped_mib= bench_iters= seed= e820_add= crash=)",
                 word(w, *n)
             ),
             BootInfoError::BadValue(w, n) => write!(f, "bad value in command-line option '{}'", word(w, *n)),
@@ -178,6 +192,7 @@ pub fn parse_cmdline(cmd: &str) -> Result<Options, BootInfoError> {
         bench_iters: 100_000,
         seed: 1,
         inject: None,
+        crash: None,
     };
     for w in cmd.split_ascii_whitespace() {
         let (k, v) = w.split_once('=').unwrap_or((w, ""));
@@ -208,6 +223,14 @@ pub fn parse_cmdline(cmd: &str) -> Result<Options, BootInfoError> {
                 let mut next = || it.next().and_then(parse_u64).ok_or_else(bad);
                 let (addr, size, kind) = (next()?, next()?, next()?);
                 o.inject = Some(E820 { addr, size, kind: kind as u32 });
+            }
+            "crash" => {
+                o.crash = Some(match v {
+                    "hole" => Crash::Hole,
+                    "ud" => Crash::Ud,
+                    "panic" => Crash::Panic,
+                    _ => return Err(bad()),
+                })
             }
             _ => {
                 let (b, n) = clip(w);

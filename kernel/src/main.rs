@@ -105,6 +105,25 @@ extern "C" fn kmain(start_info: u32) -> ! {
         st.boot_pages
     );
     mm::print_zones();
+    match bi.opts.crash {
+        Some(bootinfo::Crash::Hole) if st.hole.0 < st.hole.1 => {
+            kprintln!("crash=hole: reading {:#x}, in the unmapped region", st.hole.0 << 12);
+            // SAFETY: none — this deliberately reads an address the page tables do not map,
+            // to show the page-fault handler reporting it (the handler never returns).
+            let v = unsafe { core::ptr::read_volatile((st.hole.0 << 12) as *const u64) };
+            kprintln!("crash=hole: read {v:#x}: the unmapped region is mapped");
+            arch::exit(ExitCode::Failed);
+        }
+        Some(bootinfo::Crash::Hole) => bad_input(&"crash=hole needs an unmapped region (unmapped_mib > 0)"),
+        Some(bootinfo::Crash::Ud) => {
+            kprintln!("crash=ud: executing ud2");
+            // SAFETY: none needed for memory; ud2 raises #UD, whose handler never returns.
+            unsafe { core::arch::asm!("ud2") };
+            arch::exit(ExitCode::Failed);
+        }
+        Some(bootinfo::Crash::Panic) => panic!("crash=panic asked for a panic"),
+        None => {}
+    }
     // SAFETY: written once by the BSP before GO releases the APs (which only read it).
     unsafe {
         RUN = Some(Run {
