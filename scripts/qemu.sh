@@ -65,7 +65,7 @@ run() { # run MEM SMP MIN_OPS APPEND
   n=$((n + 1))
   local log="$logdir/run$n.log" rc=0
   echo "-- run $n: -m $mem -smp $smp, '$append'"
-  boot "$log" 600 "$mem" "$smp" "$append" || rc=$?
+  boot "$log" "$((short ? 240 : 600))" "$mem" "$smp" "$append" || rc=$?
   local json
   json=$(grep -a '^{"cpus"' "$log" | tail -n 1 | tr -d '\r' || true)
   local why=""

@@ -267,7 +267,7 @@ fn report(r: &Run, n: u32, selftest: Result<(), FmtBuf>, t: Option<torture::Repo
         };
     }
     kprintln!(
-        "{{\"cpus\": {n}, \"ram_mib\": {}, \"memmap\": \"{}\", \"memmap_bytes\": {}, \"memmap_init_ms\": {:.3}, \"unmapped_mib\": {}, \"selftest\": \"{}\", \"torture_ms\": {}, \"torture_ops\": {}, \"torture_checks\": {}, \"grace_periods\": {}, \"remote_frees\": {}, \"violations\": {}, \"order0_pair_ns\": {:.1}, \"kmalloc_pair_ns\": {:.1}, \"tsc_mhz\": {}, \"tsc_source\": \"{}\", \"build\": \"release+debug-assertions\", \"accel\": \"{}\"}}",
+        "{{\"cpus\": {n}, \"ram_mib\": {}, \"memmap\": \"{}\", \"memmap_bytes\": {}, \"memmap_init_ms\": {:.3}, \"unmapped_mib\": {}, \"selftest\": \"{}\", \"torture_ms\": {}, \"torture_ops\": {}, \"torture_checks\": {}, \"grace_periods\": {}, \"remote_frees\": {}, \"violations\": {}, \"order0_pair_ns\": {:.1}, \"kmalloc_pair_ns\": {:.1}, \"tsc_mhz\": {}, \"tsc_source\": \"{}\", \"debug_assertions\": {}, \"accel\": \"{}\"}}",
         r.ram_mib,
         r.layout.name(),
         r.memmap_bytes,
@@ -284,6 +284,7 @@ fn report(r: &Run, n: u32, selftest: Result<(), FmtBuf>, t: Option<torture::Repo
         km,
         r.tsc_mhz,
         r.tsc_src,
+        cfg!(debug_assertions),
         arch::accel()
     );
     arch::exit(if selftest.is_ok() && t.violations == 0 { ExitCode::Success } else { ExitCode::Failed })
