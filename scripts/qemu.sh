@@ -6,6 +6,10 @@
 #   bash scripts/qemu.sh           # the full matrix (a few minutes)
 #   bash scripts/qemu.sh --short   # the CI subset (scripts/test.sh)
 #
+# Then it boots with debug options that must fail: a page fault, ud2 and a panic must be
+# reported (status 39/37, never a triple fault), and a leaked page or a stray write injected
+# into the torture must be found by its checks (status 35).
+#
 # Each run prints the kernel's last line, one JSON object. The script fails if any run hangs
 # (timeout), faults, panics, reports a failed self-test or any violation, or runs too few
 # torture operations. QEMU's isa-debug-exit turns the kernel's code v into status 2v+1:
@@ -134,6 +138,11 @@ bad 256M "crash=hole" "page fault (vector 14)" 39 "FAULT"
 if ((!short)); then
   bad 256M "crash=ud" "invalid opcode (vector 6)" 39 "FAULT"
   bad 256M "crash=panic" "crash=panic asked for a panic" 37 "PANIC"
+fi
+echo "== broken runs (the torture's checks must catch a leaked page and a stray write: status 35)"
+bad 256M "torture_s=1 crash=leak" "raw pages in use" 35 "TORTURE VIOLATION"
+if ((!short)); then
+  bad 256M "torture_s=1 crash=scribble" "was overwritten" 35 "TORTURE VIOLATION"
 fi
 
 if ((failures)); then

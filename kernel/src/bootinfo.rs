@@ -69,8 +69,9 @@ pub struct Options {
     /// `e820_add=ADDR,SIZE,TYPE`: a debug option that appends an entry to the firmware's map
     /// (to test the validation with corrupt input).
     pub inject: Option<E820>,
-    /// `crash=hole|ud|panic`: a debug option that makes the kernel fail on purpose after
-    /// memdesc boots (to test the fault handlers and the panic path).
+    /// `crash=hole|ud|panic|leak|scribble`: a debug option that makes the kernel fail on purpose
+    /// (to test the fault handlers, the panic path and that the torture's checks catch a
+    /// leaked page or a stray write).
     pub crash: Option<Crash>,
 }
 
@@ -83,6 +84,10 @@ pub enum Crash {
     Ud,
     /// A Rust panic.
     Panic,
+    /// The torture leaks one page (allocated, never counted as held): its checks must see it.
+    Leak,
+    /// The torture overwrites a word of a block it holds: its pattern check must see it.
+    Scribble,
 }
 
 /// Why the boot information was refused.
@@ -229,6 +234,8 @@ pub fn parse_cmdline(cmd: &str) -> Result<Options, BootInfoError> {
                     "hole" => Crash::Hole,
                     "ud" => Crash::Ud,
                     "panic" => Crash::Panic,
+                    "leak" => Crash::Leak,
+                    "scribble" => Crash::Scribble,
                     _ => return Err(bad()),
                 })
             }

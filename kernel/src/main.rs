@@ -40,6 +40,7 @@ struct Run {
     bench_iters: u64,
     tsc_mhz: u64,
     tsc_src: &'static str,
+    crash: Option<bootinfo::Crash>,
 }
 
 static mut RUN: Option<Run> = None;
@@ -122,7 +123,7 @@ extern "C" fn kmain(start_info: u32) -> ! {
             arch::exit(ExitCode::Failed);
         }
         Some(bootinfo::Crash::Panic) => panic!("crash=panic asked for a panic"),
-        None => {}
+        Some(bootinfo::Crash::Leak | bootinfo::Crash::Scribble) | None => {}
     }
     // SAFETY: written once by the BSP before GO releases the APs (which only read it).
     unsafe {
@@ -137,6 +138,7 @@ extern "C" fn kmain(start_info: u32) -> ! {
             bench_iters: bi.opts.bench_iters,
             tsc_mhz,
             tsc_src,
+            crash: bi.opts.crash,
         })
     };
     smp::GO.store(1, Ordering::Release);
@@ -205,7 +207,7 @@ fn run(cpu: mm::Cpu, n: u32) -> ! {
         }
         kprintln!("torture: {} CPUs for {} ms", n, r.torture_ms);
     }
-    let rep = torture::run(&cpu, n as usize, r.torture_ms, r.seed, 1000);
+    let rep = torture::run(&cpu, n as usize, r.torture_ms, r.seed, r.crash);
     if !bsp {
         arch::halt_forever();
     }

@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arch;
 use crate::boot::MAX_KCPUS;
+use crate::bootinfo::Crash;
 use crate::mm::{self, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
 use crate::util::{Barrier, Rng};
 
@@ -26,6 +27,8 @@ const FILE_INDICES: u64 = 256;
 enum Live {
     Pages(Pages, u64),
     Kmalloc(Obj, usize, u64),
+    /// An object of the shared slab cache `SHARED` (freed by whichever CPU ends up with it).
+    CacheObj(Obj, u64),
     Folio(FolioRef, u64),
 }
 
@@ -82,6 +85,21 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static RAW_HELD: [AtomicU64; MAX_KCPUS] = [const { AtomicU64::new(0) }; MAX_KCPUS];
 static BARRIER: Barrier = Barrier::new();
 static BASE_RAW: AtomicU64 = AtomicU64::new(0);
+static CACHE_HELD: [AtomicU64; MAX_KCPUS] = [const { AtomicU64::new(0) }; MAX_KCPUS];
+
+/// Object size of the shared slab cache.
+const SHARED_SIZE: usize = 200;
+
+struct Shared(UnsafeCell<Option<mm::Cache>>);
+// SAFETY: written only by the leader between two barriers before any CPU reads it and taken
+// back after the last barrier; `mm::Cache` operations are themselves safe from any CPU.
+unsafe impl Sync for Shared {}
+static SHARED: Shared = Shared(UnsafeCell::new(None));
+
+fn shared() -> &'static mm::Cache {
+    // SAFETY: see `Shared`: set before the ops start, not changed while they run.
+    unsafe { (*SHARED.0.get()).as_ref().expect("shared cache created before the ops") }
+}
 
 fn violation(args: core::fmt::Arguments<'_>) {
     let n = VIOLATIONS.fetch_add(1, Ordering::AcqRel);
@@ -144,6 +162,7 @@ struct Worker<'c> {
     live_pages: u64,
     max_pages: u64,
     raw_pages: u64,
+    cache_objs: u64,
     space: Option<FileSpace>,
     cached: [u64; (FILE_INDICES / 64) as usize],
     gp: Option<mm::Gp>,
@@ -164,6 +183,10 @@ impl Worker<'_> {
                 1 << p.order()
             }
             Live::Kmalloc(..) => 0,
+            Live::CacheObj(..) => {
+                self.cache_objs += 1;
+                0
+            }
             Live::Folio(f, _) => 1 << f.order(),
         };
         self.live_pages += pages;
@@ -171,6 +194,7 @@ impl Worker<'_> {
         self.live[slot] = Some(l);
         self.nlive += 1;
         RAW_HELD[self.id].store(self.raw_pages, Ordering::Relaxed);
+        CACHE_HELD[self.id].store(self.cache_objs, Ordering::Relaxed);
     }
 
     fn take_random(&mut self) -> Option<Live> {
@@ -188,9 +212,11 @@ impl Worker<'_> {
                         self.raw_pages -= 1 << p.order();
                     }
                     Live::Kmalloc(..) => {}
+                    Live::CacheObj(..) => self.cache_objs -= 1,
                     Live::Folio(f, _) => self.live_pages -= 1 << f.order(),
                 }
                 RAW_HELD[self.id].store(self.raw_pages, Ordering::Relaxed);
+                CACHE_HELD[self.id].store(self.cache_objs, Ordering::Relaxed);
                 return Some(l);
             }
         }
@@ -214,6 +240,14 @@ impl Worker<'_> {
                 }
                 if let Err(e) = mm::kfree(self.cpu, o) {
                     violation(format_args!("kfree of an owned object refused: {e}"));
+                }
+            }
+            Live::CacheObj(o, key) => {
+                if !obj_ok(&o, SHARED_SIZE, key) {
+                    violation(format_args!("slab cache object was overwritten"));
+                }
+                if let Err(e) = shared().free(self.cpu, o) {
+                    violation(format_args!("slab cache free of an owned object refused: {e}"));
                 }
             }
             Live::Folio(f, key) => {
@@ -305,6 +339,17 @@ impl Worker<'_> {
                     6 => 1 + self.rng.below(2048) as usize,
                     _ => 1 + self.rng.below(8192) as usize,
                 };
+                if self.rng.below(4) == 0 {
+                    match shared().alloc(self.cpu) {
+                        Ok(o) => {
+                            let key = self.key();
+                            obj_fill(&o, SHARED_SIZE, key);
+                            self.push(Live::CacheObj(o, key));
+                        }
+                        Err(e) => self.oom(e, "slab cache alloc"),
+                    }
+                    return;
+                }
                 match mm::kmalloc(self.cpu, size, false) {
                     Ok(o) => {
                         let key = self.key();
@@ -476,6 +521,13 @@ fn global_check(n: usize) {
             if h.raw != base + held {
                 violation(format_args!("raw pages in use {} != {} at start + {} held by the CPUs", h.raw, base, held));
             }
+            let objs: u64 = CACHE_HELD[..n].iter().map(|a| a.load(Ordering::Relaxed)).sum();
+            // SAFETY: see `Shared` (read at a quiescent point).
+            if let Some(c) = unsafe { (*SHARED.0.get()).as_ref() } {
+                if c.live() != objs {
+                    violation(format_args!("shared slab cache counts {} live objects, the CPUs hold {objs}", c.live()));
+                }
+            }
         }
         Err(e) => violation(format_args!("checker: {e}")),
     }
@@ -483,7 +535,8 @@ fn global_check(n: usize) {
 
 /// Runs the torture on every CPU (all `n` call it) for `ms` milliseconds. The leader (CPU 0)
 /// returns the report.
-pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Option<Report> {
+pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Option<Report> {
+    let report_every_ms = 1000;
     let id = cpu.id();
     let leader = id == 0;
     let max_pages = (mm::nr_free_pages() / 4 / n as u64).clamp(64, 1 << 16);
@@ -497,6 +550,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
         live_pages: 0,
         max_pages,
         raw_pages: 0,
+        cache_objs: 0,
         space: None,
         cached: [0; (FILE_INDICES / 64) as usize],
         gp: None,
@@ -510,6 +564,11 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
     // The baseline, at a quiescent point (every CPU has created its page cache).
     BARRIER.wait(n as u32);
     if leader {
+        match mm::cache_create(cpu, "torture_shared", SHARED_SIZE) {
+            // SAFETY: see `Shared`: the leader writes it while the others wait at the barrier.
+            Ok(c) => unsafe { *SHARED.0.get() = Some(c) },
+            Err(e) => violation(format_args!("cache_create: {e}")),
+        }
         mm::drain_all();
         match mm::check_all() {
             Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
@@ -525,6 +584,23 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
         }
         w.ops += CHECK_EVERY;
         OPS.fetch_add(CHECK_EVERY, Ordering::Relaxed);
+        if leader && w.ops == CHECK_EVERY {
+            match crash {
+                Some(Crash::Leak) => {
+                    crate::kprintln!("  crash=leak: allocating a page the CPUs do not count");
+                    if let Ok(p) = mm::alloc_pages(cpu, 0, Flags::default()) {
+                        let _ = p.into_raw();
+                    }
+                }
+                Some(Crash::Scribble) => {
+                    if let Some(Live::Pages(p, _)) = w.live.iter().flatten().find(|l| matches!(l, Live::Pages(..))) {
+                        crate::kprintln!("  crash=scribble: overwriting a word of the block at pfn {:#x}", p.pfn());
+                        mm::with_page(p.pfn(), |x| x[3] ^= 1);
+                    }
+                }
+                _ => {}
+            }
+        }
         // Quiescent point: nobody hands over objects after this barrier.
         BARRIER.wait(n as u32);
         w.drain_mailbox();
@@ -560,6 +636,12 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, report_every_ms: u64) -> Opt
     }
     mm::drain_all();
     global_check(n);
+    // SAFETY: see `Shared`: every other CPU is past its last use (the barrier above).
+    if let Some(c) = unsafe { (*SHARED.0.get()).take() } {
+        if let Err(e) = c.destroy(cpu) {
+            violation(format_args!("destroying the shared slab cache: {e}"));
+        }
+    }
     Some(Report {
         ops: OPS.load(Ordering::Relaxed),
         failed: FAILED.load(Ordering::Relaxed),
