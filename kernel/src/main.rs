@@ -324,7 +324,8 @@ extern "C" fn kernel_fault(vector: u64, frame: *const u64) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    arch::print_args(format_args!("PANIC on CPU {}: {info}\n", arch::cpu_id()), true);
+    let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+    arch::print_args(format_args!("PANIC on CPU {} at {file}:{line}: {}\n", arch::cpu_id(), info.message()), true);
     arch::exit(ExitCode::Panic)
 }
 
