@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the bare-metal kernel (kernel/) and boots it under QEMU (TCG) with several memory sizes,
-# CPU counts and both memmap layouts; then feeds it bad input (a corrupt memory map, too little
-# RAM, an unknown option) and expects a clear message and the bad-input status.
+# Builds the bare-metal kernel (kernel/) and boots it under QEMU (TCG): first with bad input (a
+# corrupt memory map, too little RAM, an unknown option), expecting a clear message and the
+# bad-input status; then with several memory sizes, CPU counts and both memmap layouts.
 #
 #   bash scripts/qemu.sh           # the full matrix (a few minutes)
 #   bash scripts/qemu.sh --short   # the CI subset (scripts/test.sh)
 #
-# Then it boots with debug options that must fail: a page fault, ud2 and a panic must be
+# It also boots with debug options that must fail: a page fault, ud2 and a panic must be
 # reported (status 39/37, never a triple fault), and a leaked page or a stray write injected
 # into the torture must be found by its checks (status 35).
 #
@@ -112,19 +112,6 @@ bad() { # bad MEM APPEND EXPECTED_TEXT [STATUS [MARKER]]: a run that must stop w
   fi
 }
 
-echo "== good runs (TCG)"
-if ((short)); then
-  run 128M 2 5000 "memmap=flat torture_s=1"
-  run 256M 2 5000 "memmap=two-level torture_s=1"
-else
-  run 128M 1 10000 "memmap=flat torture_s=2"
-  run 128M 2 10000 "memmap=two-level torture_s=2"
-  run 1G 4 10000 "memmap=flat torture_s=4"
-  run 8G 2 5000 "memmap=two-level torture_s=3"
-  run 8G 1 5000 "memmap=flat torture_s=3"
-  run 1G 2 100000 "memmap=two-level torture_s=15 seed=7"
-fi
-
 echo "== bad input (each must be refused with a message and status 41)"
 bad 256M "e820_add=0x2000000,0x100000,1" "overlaps"
 bad 256M "e820_add=0x40000123,0x100000,1" "does not start on a 4 KiB boundary"
@@ -143,6 +130,19 @@ echo "== broken runs (the torture's checks must catch a leaked page and a stray 
 bad 256M "torture_s=1 crash=leak" "raw pages in use" 35 "TORTURE VIOLATION"
 if ((!short)); then
   bad 256M "torture_s=1 crash=scribble" "was overwritten" 35 "TORTURE VIOLATION"
+fi
+
+echo "== good runs (TCG)"
+if ((short)); then
+  run 128M 2 5000 "memmap=flat torture_s=1"
+  run 256M 2 5000 "memmap=two-level torture_s=1"
+else
+  run 128M 1 10000 "memmap=flat torture_s=2"
+  run 128M 2 10000 "memmap=two-level torture_s=2"
+  run 1G 4 10000 "memmap=flat torture_s=4"
+  run 8G 2 5000 "memmap=two-level torture_s=3"
+  run 8G 1 5000 "memmap=flat torture_s=3"
+  run 1G 2 100000 "memmap=two-level torture_s=15 seed=7"
 fi
 
 if ((failures)); then

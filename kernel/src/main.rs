@@ -63,7 +63,7 @@ extern "C" fn kmain(start_info: u32) -> ! {
     arch::fixmap_init();
     kprintln!("memdesc-kernel: PVH boot, long mode, SSE on; accelerator {}", arch::accel());
     let (tsc_mhz, tsc_src) = arch::tsc_calibrate();
-    kprintln!("TSC: {tsc_mhz} MHz (measured by {tsc_src})");
+    kprintln!("TSC: {tsc_mhz} MHz (source: {tsc_src})");
     // SAFETY: %ebx at the PVH entry, as QEMU passed it.
     let mut bi = match unsafe { bootinfo::read(start_info as u64) } {
         Ok(b) => b,
