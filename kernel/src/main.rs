@@ -213,8 +213,8 @@ fn run(cpu: mm::Cpu, n: u32) -> ! {
     }
     let rep = rep.expect("the leader gets the report");
     kprintln!(
-        "torture: {} ops in {} ms ({} quiescent checks, {} grace periods, {} remote frees, {} allocations failed for lack of memory), {} violations",
-        rep.ops, rep.ms, rep.checks, rep.grace_periods, rep.remote_frees, rep.failed, rep.violations
+        "torture: {} ops in {} ms ({} quiescent checks, {} grace periods, {} remote frees, {} shared page-cache hits, {} allocations failed for lack of memory), {} violations",
+        rep.ops, rep.ms, rep.checks, rep.grace_periods, rep.remote_frees, rep.shared_hits, rep.failed, rep.violations
     );
     let b = bench(&cpu, r.bench_iters);
     report(r, n, selftest, Some(rep), Some(b))
@@ -269,7 +269,7 @@ fn report(r: &Run, n: u32, selftest: Result<(), FmtBuf>, t: Option<torture::Repo
         };
     }
     kprintln!(
-        "{{\"cpus\": {n}, \"ram_mib\": {}, \"memmap\": \"{}\", \"memmap_bytes\": {}, \"memmap_init_ms\": {:.3}, \"unmapped_mib\": {}, \"selftest\": \"{}\", \"torture_ms\": {}, \"torture_ops\": {}, \"torture_checks\": {}, \"grace_periods\": {}, \"remote_frees\": {}, \"violations\": {}, \"order0_pair_ns\": {:.1}, \"kmalloc_pair_ns\": {:.1}, \"tsc_mhz\": {}, \"tsc_source\": \"{}\", \"debug_assertions\": {}, \"accel\": \"{}\"}}",
+        "{{\"cpus\": {n}, \"ram_mib\": {}, \"memmap\": \"{}\", \"memmap_bytes\": {}, \"memmap_init_ms\": {:.3}, \"unmapped_mib\": {}, \"selftest\": \"{}\", \"torture_ms\": {}, \"torture_ops\": {}, \"torture_checks\": {}, \"grace_periods\": {}, \"remote_frees\": {}, \"shared_cache_hits\": {}, \"violations\": {}, \"order0_pair_ns\": {:.1}, \"kmalloc_pair_ns\": {:.1}, \"tsc_mhz\": {}, \"tsc_source\": \"{}\", \"debug_assertions\": {}, \"accel\": \"{}\"}}",
         r.ram_mib,
         r.layout.name(),
         r.memmap_bytes,
@@ -281,6 +281,7 @@ fn report(r: &Run, n: u32, selftest: Result<(), FmtBuf>, t: Option<torture::Repo
         t.checks,
         t.grace_periods,
         t.remote_frees,
+        t.shared_hits,
         t.violations,
         o0,
         km,

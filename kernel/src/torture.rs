@@ -10,7 +10,7 @@
 //! this is the no_std op mix a kernel can run, over the adapter in `mm.rs`.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::arch;
 use crate::boot::MAX_KCPUS;
@@ -71,6 +71,8 @@ pub struct Report {
     pub grace_periods: u64,
     /// Objects freed by a CPU other than the one that allocated them.
     pub remote_frees: u64,
+    /// Lookups in the shared page cache that found a folio (racing other CPUs' deletes).
+    pub shared_hits: u64,
     /// Milliseconds the run took.
     pub ms: u64,
 }
@@ -95,6 +97,30 @@ struct Shared(UnsafeCell<Option<mm::Cache>>);
 // back after the last barrier; `mm::Cache` operations are themselves safe from any CPU.
 unsafe impl Sync for Shared {}
 static SHARED: Shared = Shared(UnsafeCell::new(None));
+
+/// A page cache every CPU inserts into, deletes from and looks up in, so lockless lookups race
+/// with deletes and frees on other CPUs. Each index is empty, cached or busy (one CPU inserting
+/// or deleting it); lookups may run at any time.
+struct SharedFile(UnsafeCell<Option<FileSpace>>);
+// SAFETY: as for `Shared`; `FileSpace` operations are safe from any CPU (the page cache's own
+// locks and RCU).
+unsafe impl Sync for SharedFile {}
+static SHARED_FILE: SharedFile = SharedFile(UnsafeCell::new(None));
+const SHARED_INDICES: usize = 256;
+const EMPTY: u8 = 0;
+const CACHED: u8 = 1;
+const BUSY: u8 = 2;
+static SHARED_STATE: [AtomicU8; SHARED_INDICES] = [const { AtomicU8::new(EMPTY) }; SHARED_INDICES];
+static SHARED_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+
+fn shared_file() -> Option<&'static FileSpace> {
+    // SAFETY: see `SharedFile`: set before the ops start, not changed while they run.
+    unsafe { (*SHARED_FILE.0.get()).as_ref() }
+}
+
+fn shared_key(i: u64) -> u64 {
+    0x5AED_F11E_0000 | i
+}
 
 fn shared() -> &'static mm::Cache {
     // SAFETY: see `Shared`: set before the ops start, not changed while they run.
@@ -401,8 +427,9 @@ impl Worker<'_> {
                 }
                 self.drain_mailbox();
             }
-            // Page cache: insert, lockless lookup, delete.
-            70..=91 => self.file_op(),
+            // Page cache: insert, lockless lookup, delete; this CPU's file, then the shared one.
+            70..=80 => self.file_op(),
+            81..=91 => self.shared_file_op(),
             // RCU grace periods.
             92..=96 => match self.gp {
                 Some(g) if mm::gp_done(g) => {
@@ -476,6 +503,67 @@ impl Worker<'_> {
         }
     }
 
+    fn shared_file_op(&mut self) {
+        let Some(space) = shared_file() else { return };
+        let i = self.rng.below(SHARED_INDICES as u64);
+        let st = &SHARED_STATE[i as usize];
+        match self.rng.below(4) {
+            0 => {
+                if st.compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    return;
+                }
+                let mut now = EMPTY;
+                match mm::folio_alloc(self.cpu, 0, true, Flags::default()) {
+                    Ok(f) => {
+                        stamp(f.pfn(), 0, shared_key(i));
+                        match space.insert(self.cpu, &f, i) {
+                            Ok(()) => now = CACHED,
+                            Err(e) => self.oom(e, "shared page cache insert"),
+                        }
+                        if let Err(e) = mm::folio_put(self.cpu, f) {
+                            violation(format_args!("put after a shared insert: {e}"));
+                        }
+                    }
+                    Err(e) => self.oom(e, "shared file folio"),
+                }
+                st.store(now, Ordering::Release);
+            }
+            1 => {
+                if st.compare_exchange(CACHED, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    return;
+                }
+                let mut now = CACHED;
+                match space.lookup(self.cpu, i) {
+                    None => violation(format_args!("shared index {i} is cached but not found")),
+                    Some(f) => {
+                        match space.delete(self.cpu, &f) {
+                            Ok(_) => now = EMPTY,
+                            Err(e) => violation(format_args!("delete of shared index {i}: {e}")),
+                        }
+                        // Another CPU's lookup may still hold a reference: either put may free it.
+                        if let Err(e) = mm::folio_put(self.cpu, f) {
+                            violation(format_args!("put after a shared delete: {e}"));
+                        }
+                    }
+                }
+                st.store(now, Ordering::Release);
+            }
+            _ => {
+                // Lockless lookup racing inserts, deletes and frees on the other CPUs: whatever
+                // it returns must be the folio cached at that index, still intact.
+                if let Some(f) = space.lookup(self.cpu, i) {
+                    SHARED_LOOKUPS.fetch_add(1, Ordering::Relaxed);
+                    if !stamped(f.pfn(), 0, shared_key(i)) {
+                        violation(format_args!("a lookup of shared index {i} returned another page"));
+                    }
+                    if let Err(e) = mm::folio_put(self.cpu, f) {
+                        violation(format_args!("put after a shared lookup: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
     /// This CPU's checks at a quiescent point.
     fn local_check(&mut self) {
         for l in self.live.iter().flatten() {
@@ -521,6 +609,15 @@ fn global_check(n: usize) {
             if h.raw != base + held {
                 violation(format_args!("raw pages in use {} != {} at start + {} held by the CPUs", h.raw, base, held));
             }
+            if let Some(s) = shared_file() {
+                if let Err(e) = s.verify() {
+                    violation(format_args!("shared page cache tree: {e}"));
+                }
+                let cached = SHARED_STATE.iter().filter(|s| s.load(Ordering::Relaxed) == CACHED).count() as u64;
+                if s.nr_pages() != cached {
+                    violation(format_args!("shared page cache holds {} pages, {cached} inserted", s.nr_pages()));
+                }
+            }
             let objs: u64 = CACHE_HELD[..n].iter().map(|a| a.load(Ordering::Relaxed)).sum();
             // SAFETY: see `Shared` (read at a quiescent point).
             if let Some(c) = unsafe { (*SHARED.0.get()).as_ref() } {
@@ -564,6 +661,11 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
     // The baseline, at a quiescent point (every CPU has created its page cache).
     BARRIER.wait(n as u32);
     if leader {
+        match mm::file_create(cpu) {
+            // SAFETY: see `SharedFile`: the leader writes it while the others wait.
+            Ok(f) => unsafe { *SHARED_FILE.0.get() = Some(f) },
+            Err(e) => violation(format_args!("address_space_create: {e}")),
+        }
         match mm::cache_create(cpu, "torture_shared", SHARED_SIZE) {
             // SAFETY: see `Shared`: the leader writes it while the others wait at the barrier.
             Ok(c) => unsafe { *SHARED.0.get() = Some(c) },
@@ -636,6 +738,16 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
     }
     mm::drain_all();
     global_check(n);
+    // SAFETY: see `SharedFile`: every other CPU is past its last use (the barrier above).
+    if let Some(f) = unsafe { (*SHARED_FILE.0.get()).take() } {
+        let cached = SHARED_STATE.iter().filter(|s| s.swap(EMPTY, Ordering::Relaxed) == CACHED).count() as u64;
+        let dropped = f.destroy(cpu);
+        if dropped != cached {
+            violation(format_args!("destroying the shared page cache dropped {dropped} folios, {cached} cached"));
+        }
+    }
+    mm::drain_all();
+    global_check(n);
     // SAFETY: see `Shared`: every other CPU is past its last use (the barrier above).
     if let Some(c) = unsafe { (*SHARED.0.get()).take() } {
         if let Err(e) = c.destroy(cpu) {
@@ -649,6 +761,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
         checks: CHECKS.load(Ordering::Relaxed),
         grace_periods: GPS.load(Ordering::Relaxed),
         remote_frees: REMOTE.load(Ordering::Relaxed),
+        shared_hits: SHARED_LOOKUPS.load(Ordering::Relaxed),
         ms: el_ms,
     })
 }
