@@ -334,9 +334,14 @@ pub fn free_pages(cpu: &Cpu, p: Pages) -> Result<(), MmError> {
     mem().free_pages(&cpu.0, Pfn(p.pfn), p.order).map_err(err)
 }
 
-/// Tries to free `2^order` pages at `pfn` that the caller does not hold (the core must refuse:
-/// a double free, a wrong order). Returns the core's answer.
-pub fn free_unowned(cpu: &Cpu, pfn: u64, order: u32) -> Result<(), MmError> {
+/// Frees `2^order` pages at `pfn` by number.
+///
+/// # Safety
+/// Either the caller owns that block (it came from [`Pages::into_raw`] and no handle to it
+/// remains), or the call is one the core refuses without changing anything (the block is
+/// already free, `pfn` is not the head of an allocation, or `order` is not its order) — which
+/// is what the self-test checks with it.
+pub unsafe fn free_raw(cpu: &Cpu, pfn: u64, order: u32) -> Result<(), MmError> {
     mem().free_pages(&cpu.0, Pfn(pfn), order).map_err(err)
 }
 
@@ -345,21 +350,77 @@ pub fn is_direct_mapped(pfn: u64) -> bool {
     mem().platform().direct_map(Pfn(pfn)).is_some()
 }
 
-/// Runs `f` with page `pfn` mapped (direct map, or a local mapping for unmapped memory). The
-/// caller owns the page (it holds the allocation containing it).
-pub fn with_page<R>(pfn: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
+/// A block of memory its holder may read: pages it owns, or a folio it holds a reference to.
+pub trait Block {
+    /// First pfn.
+    fn first_pfn(&self) -> u64;
+    /// Order.
+    fn block_order(&self) -> u32;
+}
+
+impl Block for Pages {
+    fn first_pfn(&self) -> u64 {
+        self.pfn
+    }
+    fn block_order(&self) -> u32 {
+        self.order
+    }
+}
+
+impl Block for FolioRef {
+    fn first_pfn(&self) -> u64 {
+        self.pfn()
+    }
+    fn block_order(&self) -> u32 {
+        self.order()
+    }
+}
+
+/// Runs `f` with page `pfn` mapped (direct map, or a local mapping for unmapped memory).
+///
+/// # Safety
+/// The page is memory the caller may access this way: it holds the allocation containing it
+/// and, for the `&mut`, no one else reads or writes the page while `f` runs.
+pub unsafe fn with_page_raw<R>(pfn: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
     let p = mem().platform();
     let (ptr, local) = match p.direct_map(Pfn(pfn)) {
         Some(a) => (a, false),
         None => (p.map_local(Pfn(pfn)).expect("a fixmap slot is free"), true),
     };
-    // SAFETY: invariants 2 and 3: the mapping is valid for 4 KiB; the caller owns the page,
-    // so no one else reads or writes it meanwhile.
+    // SAFETY: invariants 2 and 3: the mapping is valid for 4 KiB; exclusivity is the caller's
+    // contract.
     let r = f(unsafe { &mut *ptr.as_ptr().cast::<[u64; 512]>() });
     if local {
         p.unmap_local(Pfn(pfn), ptr);
     }
     r
+}
+
+/// Reads page `i` of a block the caller holds.
+pub fn read_page<R>(b: &impl Block, i: u64, f: impl FnOnce(&[u64; 512]) -> R) -> R {
+    assert!(i < 1 << b.block_order(), "page {i} is outside the block");
+    // SAFETY: the caller holds the block (a `Block` is an owning handle or a reference); the
+    // access is shared, and nobody writes a held block except through `write_page` (which
+    // needs the unique `&mut Pages`) or `write_folio_page` (whose contract excludes readers).
+    unsafe { with_page_raw(b.first_pfn() + i, |w| f(w)) }
+}
+
+/// Writes page `i` of pages the caller owns (the `&mut` handle makes the access exclusive).
+pub fn write_page<R>(p: &mut Pages, i: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
+    assert!(i < 1 << p.order, "page {i} is outside the block");
+    // SAFETY: `Pages` is the only handle to its block and it is borrowed mutably.
+    unsafe { with_page_raw(p.pfn + i, f) }
+}
+
+/// Writes page `i` of a folio the caller holds a reference to.
+///
+/// # Safety
+/// No one else reads or writes the folio's memory meanwhile: it is not yet published (in a
+/// page cache) or mapped anywhere another CPU uses, and no other reference was handed out.
+pub unsafe fn write_folio_page<R>(fo: &FolioRef, i: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
+    assert!(i < 1 << fo.order(), "page {i} is outside the folio");
+    // SAFETY: the caller's contract.
+    unsafe { with_page_raw(fo.pfn() + i, f) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,7 +626,10 @@ impl KernelMm {
     /// The raw PGD entry at `index`, to install in the live PML4.
     pub fn pgd_entry(&self, index: usize) -> u64 {
         let pgd = self.0.mm().pgd();
-        with_page(pgd.0, |t| t[index])
+        // SAFETY: the PGD is a page-table page of this address space, which memdesc changes
+        // only under the mm's locks in calls this handle makes; none runs now (`&self`, this
+        // CPU), so reading one entry races with nothing.
+        unsafe { with_page_raw(pgd.0, |t| t[index]) }
     }
     /// The pfn `va` translates to in these tables.
     pub fn translate(&self, va: u64) -> Option<u64> {

@@ -5,7 +5,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::arch;
-use crate::mm::{self, Cpu, Flags, Pages};
+use crate::mm::{self, Block, Cpu, Flags, Pages};
 use crate::util::{Barrier, FmtBuf};
 
 macro_rules! ensure {
@@ -24,41 +24,52 @@ fn pat(pfn: u64, i: usize) -> u64 {
     (pfn << 12 | i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5a5a
 }
 
-fn fill_page(pfn: u64) {
-    mm::with_page(pfn, |w| {
-        for (i, x) in w.iter_mut().enumerate() {
-            *x = pat(pfn, i);
-        }
-    })
+fn fill(w: &mut [u64; 512], pfn: u64) {
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = pat(pfn, i);
+    }
 }
 
-fn page_ok(pfn: u64) -> bool {
-    mm::with_page(pfn, |w| w.iter().enumerate().all(|(i, x)| *x == pat(pfn, i)))
+fn filled(w: &[u64; 512], pfn: u64) -> bool {
+    w.iter().enumerate().all(|(i, x)| *x == pat(pfn, i))
+}
+
+/// Fills every page of an owned block with its pattern.
+fn fill_block(p: &mut Pages) {
+    let pfn = p.pfn();
+    for i in 0..1u64 << p.order() {
+        mm::write_page(p, i, |w| fill(w, pfn + i));
+    }
+}
+
+/// Whether every page of a held block still holds its pattern.
+fn block_ok(b: &impl Block) -> bool {
+    let pfn = b.first_pfn();
+    (0..1u64 << b.block_order()).all(|i| mm::read_page(b, i, |w| filled(w, pfn + i)))
 }
 
 /// Pages of every order: allocate, write every page, read back, free; the core refuses a
 /// double free and a free with the wrong order.
 fn pages(cpu: &Cpu) -> Result<(), FmtBuf> {
     for order in 0..=mm::max_order() {
-        let p = mm::alloc_pages(cpu, order, Flags::default()).map_err(|e| mmerr("alloc_pages", e))?;
+        let mut p = mm::alloc_pages(cpu, order, Flags::default()).map_err(|e| mmerr("alloc_pages", e))?;
         let pfn = p.pfn();
-        for i in 0..1u64 << order {
-            fill_page(pfn + i);
-        }
-        for i in 0..1u64 << order {
-            ensure!(page_ok(pfn + i), "order-{order} block at pfn {pfn:#x}: page {i} lost its contents");
-        }
+        fill_block(&mut p);
+        ensure!(block_ok(&p), "order-{order} block at pfn {pfn:#x} lost its contents");
         if order == 2 {
-            ensure!(mm::free_unowned(cpu, pfn, 1).is_err(), "a free with the wrong order was accepted");
-            ensure!(mm::free_unowned(cpu, pfn + 1, 0).is_err(), "a free of a tail page was accepted");
+            // SAFETY: frees the core must refuse (wrong order, a tail page); `p` stays owned.
+            ensure!(unsafe { mm::free_raw(cpu, pfn, 1) }.is_err(), "a free with the wrong order was accepted");
+            // SAFETY: as above.
+            ensure!(unsafe { mm::free_raw(cpu, pfn + 1, 0) }.is_err(), "a free of a tail page was accepted");
         }
         mm::free_pages(cpu, p).map_err(|e| mmerr("free_pages", e))?;
-        ensure!(mm::free_unowned(cpu, pfn, order).is_err(), "a double free of pfn {pfn:#x} was accepted");
+        // SAFETY: a double free the core must refuse (nobody allocates between the two calls:
+        // the other CPUs are waiting at the phase barrier).
+        ensure!(unsafe { mm::free_raw(cpu, pfn, order) }.is_err(), "a double free of pfn {pfn:#x} was accepted");
     }
     let z = mm::alloc_pages(cpu, 3, Flags { zero: true, ..Flags::default() }).map_err(|e| mmerr("zeroed alloc", e))?;
-    let zp = z.pfn();
     for i in 0..8 {
-        ensure!(mm::with_page(zp + i, |w| w.iter().all(|x| *x == 0)), "a zeroed block is not zero");
+        ensure!(mm::read_page(&z, i, |w| w.iter().all(|x| *x == 0)), "a zeroed block is not zero");
     }
     mm::free_pages(cpu, z).map_err(|e| mmerr("free_pages", e))?;
     Ok(())
@@ -73,21 +84,20 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     let (mut head, mut pages, mut hole_pages) = (0u64, 0u64, 0u64);
     let atomic = Flags { atomic: true, ..Flags::default() };
     for order in (0..=mm::max_order()).rev() {
-        while let Ok(p) = mm::alloc_pages(cpu, order, atomic) {
-            // Ownership moves into the chain (rebuilt and freed below).
-            let (pfn, _) = p.into_raw();
+        while let Ok(mut p) = mm::alloc_pages(cpu, order, atomic) {
+            let pfn = p.pfn();
             if hole.0 <= pfn && pfn < hole.1 {
                 ensure!(!mm::is_direct_mapped(pfn), "unmapped-region pfn {pfn:#x} has a direct mapping");
                 hole_pages += 1 << order;
-                for i in 1..1u64 << order {
-                    fill_page(pfn + i);
-                }
+                fill_block(&mut p);
             }
-            mm::with_page(pfn, |w| {
+            mm::write_page(&mut p, 0, |w| {
                 w[0] = head;
                 w[1] = order as u64;
                 w[2] = !pfn;
             });
+            // Ownership moves into the chain (rebuilt and freed below).
+            let _ = p.into_raw();
             head = pfn;
             pages += 1 << order;
         }
@@ -98,16 +108,22 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     }
     let mut n = 0;
     while head != 0 {
-        let (next, order, check) = mm::with_page(head, |w| (w[0], w[1] as u32, w[2]));
+        // SAFETY: every block on the chain came from `into_raw` above, and the chain visits
+        // each once; its order is read from its own first page, which only this CPU wrote.
+        let order = unsafe { mm::with_page_raw(head, |w| w[1] as u32) };
+        // SAFETY: (head, order) came from `into_raw` above and is rebuilt once.
+        let p = unsafe { Pages::from_raw(head, order) };
+        let (next, check) = mm::read_page(&p, 0, |w| (w[0], w[2]));
         ensure!(check == !head, "exhaustion chain corrupt at pfn {head:#x}");
         if hole.0 <= head && head < hole.1 {
             for i in 1..1u64 << order {
-                ensure!(page_ok(head + i), "unmapped page {:#x} lost its contents", head + i);
+                ensure!(
+                    mm::read_page(&p, i, |w| filled(w, head + i)),
+                    "unmapped page {:#x} lost its contents",
+                    head + i
+                );
             }
         }
-        // SAFETY: (head, order) came from `into_raw` above and is freed once: the chain
-        // visits each block once and is not reused.
-        let p = unsafe { Pages::from_raw(head, order) };
         mm::free_pages(cpu, p).map_err(|e| mmerr("freeing the exhaustion chain", e))?;
         n += 1u64 << order;
         head = next;
@@ -180,7 +196,9 @@ fn pagecache(cpu: &Cpu) -> Result<(), FmtBuf> {
         let order = if i % 8 == 0 { 2 } else { 0 };
         let index = (i as u64) * 8;
         let f = mm::folio_alloc(cpu, order, true, Flags::default()).map_err(|e| mmerr("file folio", e))?;
-        fill_page(f.pfn());
+        let pfn = f.pfn();
+        // SAFETY: a new folio with our one reference, not yet in the page cache.
+        unsafe { mm::write_folio_page(&f, 0, |w| fill(w, pfn)) };
         *slot = f.pfn();
         space.insert(cpu, &f, index).map_err(|e| mmerr("page cache insert", e))?;
         ensure!(f.refcount() == 2, "cached folio refcount {} (cache + ours)", f.refcount());
@@ -193,7 +211,7 @@ fn pagecache(cpu: &Cpu) -> Result<(), FmtBuf> {
         // Lookups are lockless under RCU; nest one in an explicit read-side section too.
         let f = mm::rcu_read(cpu, || space.lookup(cpu, index));
         let Some(f) = f else { return Err(FmtBuf::from_args(format_args!("page cache lost index {index}"))) };
-        ensure!(f.pfn() == *pfn && page_ok(*pfn), "index {index}: wrong folio or contents");
+        ensure!(f.pfn() == *pfn && mm::read_page(&f, 0, |w| filled(w, *pfn)), "index {index}: wrong folio or contents");
         if i % 8 == 0 {
             let t = space.lookup(cpu, index + 3).ok_or_else(|| FmtBuf::from_args(format_args!("tail index")))?;
             ensure!(t.same(&f), "an order-2 folio's index {} finds another folio", index + 3);
@@ -246,8 +264,10 @@ fn mmu(cpu: &Cpu) -> Result<(), FmtBuf> {
     }
     let mut ok = true;
     for i in 0..4u64 {
-        ok &= mm::with_page(pfn + i, |w| w[0] == 0xC0FFEE00 + i && w[511] == !i);
-        mm::with_page(pfn + i, |w| w[7] = 0xBEEF + i);
+        ok &= mm::read_page(&f, i, |w| w[0] == 0xC0FFEE00 + i && w[511] == !i);
+        // SAFETY: the folio is mapped only in this test's address space, used by this CPU
+        // alone, and not accessed through that mapping while the closure runs.
+        unsafe { mm::write_folio_page(&f, i, |w| w[7] = 0xBEEF + i) };
         // SAFETY: as above.
         ok &= unsafe { core::ptr::read_volatile(((VA + i * 4096) as *const u64).add(7)) } == 0xBEEF + i;
     }
@@ -333,14 +353,14 @@ pub fn smp(cpu: &Cpu, n: u32) -> Result<(), FmtBuf> {
     // SAFETY: see `Slot`: before the barrier only this CPU writes slot `to`.
     let out = unsafe { &mut *OUTBOX[to].0.get() };
     for (i, s) in out.iter_mut().enumerate() {
-        let p = match mm::alloc_pages(cpu, (i % 3) as u32, Flags::default()) {
+        let mut p = match mm::alloc_pages(cpu, (i % 3) as u32, Flags::default()) {
             Ok(p) => p,
             Err(e) => {
                 fail(mmerr("smp alloc", e));
                 break;
             }
         };
-        fill_page(p.pfn());
+        fill_block(&mut p);
         let o = mm::kmalloc(cpu, 32 + i * 8, false).ok();
         if let Some(o) = &o {
             // SAFETY: a live object of at least 32 + i*8 bytes, owned here.
@@ -354,7 +374,7 @@ pub fn smp(cpu: &Cpu, n: u32) -> Result<(), FmtBuf> {
     let from = (id + n as usize - 1) % n as usize;
     for s in inbox.iter_mut() {
         if let Some((p, o)) = s.take() {
-            if !page_ok(p.pfn()) {
+            if !block_ok(&p) {
                 fail(FmtBuf::from_args(format_args!("page from CPU {from} lost its contents")));
             }
             if let Err(e) = mm::free_pages(cpu, p) {

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use crate::arch;
 use crate::boot::MAX_KCPUS;
 use crate::bootinfo::Crash;
-use crate::mm::{self, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
+use crate::mm::{self, Block, Cpu, FileSpace, Flags, FolioRef, Obj, Pages};
 use crate::util::{Barrier, Rng};
 
 const CHECK_EVERY: u64 = 8000;
@@ -138,21 +138,35 @@ fn word(key: u64, i: u64) -> u64 {
     (key ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)).rotate_left(17)
 }
 
-/// Stamps 16 words of every page of a block (first and last 8).
-fn stamp(pfn: u64, order: u32, key: u64) {
-    for p in 0..1u64 << order {
-        mm::with_page(pfn + p, |w| {
-            for i in 0..8 {
-                w[i] = word(key, p * 512 + i as u64);
-                w[504 + i] = word(key, p * 512 + 504 + i as u64);
-            }
-        });
+fn stamp_page(w: &mut [u64; 512], p: u64, key: u64) {
+    for i in 0..8 {
+        w[i] = word(key, p * 512 + i as u64);
+        w[504 + i] = word(key, p * 512 + 504 + i as u64);
     }
 }
 
-fn stamped(pfn: u64, order: u32, key: u64) -> bool {
-    (0..1u64 << order).all(|p| {
-        mm::with_page(pfn + p, |w| {
+/// Stamps 16 words of every page of an owned block (first and last 8).
+fn stamp(b: &mut Pages, key: u64) {
+    for p in 0..1u64 << b.order() {
+        mm::write_page(b, p, |w| stamp_page(w, p, key));
+    }
+}
+
+/// Stamps a folio nobody else can reach yet.
+///
+/// # Safety
+/// As for [`mm::write_folio_page`]: a new folio with only the caller's reference, not yet in a
+/// page cache or mapped.
+unsafe fn stamp_folio(f: &FolioRef, key: u64) {
+    for p in 0..1u64 << f.order() {
+        // SAFETY: the caller's contract.
+        unsafe { mm::write_folio_page(f, p, |w| stamp_page(w, p, key)) };
+    }
+}
+
+fn stamped(b: &impl Block, key: u64) -> bool {
+    (0..1u64 << b.block_order()).all(|p| {
+        mm::read_page(b, p, |w| {
             (0..8).all(|i| w[i] == word(key, p * 512 + i as u64) && w[504 + i] == word(key, p * 512 + 504 + i as u64))
         })
     })
@@ -253,7 +267,7 @@ impl Worker<'_> {
     fn release(&mut self, l: Live, remote: bool) {
         match l {
             Live::Pages(p, key) => {
-                if !stamped(p.pfn(), p.order(), key) {
+                if !stamped(&p, key) {
                     violation(format_args!("order-{} block at pfn {:#x} was overwritten", p.order(), p.pfn()));
                 }
                 if let Err(e) = mm::free_pages(self.cpu, p) {
@@ -277,7 +291,7 @@ impl Worker<'_> {
                 }
             }
             Live::Folio(f, key) => {
-                if !stamped(f.pfn(), f.order(), key) {
+                if !stamped(&f, key) {
                     violation(format_args!("folio at pfn {:#x} was overwritten", f.pfn()));
                 }
                 match mm::folio_put(self.cpu, f) {
@@ -347,12 +361,12 @@ impl Worker<'_> {
                     atomic: self.rng.below(16) == 0,
                 };
                 match mm::alloc_pages(self.cpu, order, f) {
-                    Ok(p) => {
-                        if f.zero && !mm::with_page(p.pfn(), |w| w.iter().all(|x| *x == 0)) {
+                    Ok(mut p) => {
+                        if f.zero && !mm::read_page(&p, 0, |w| w.iter().all(|x| *x == 0)) {
                             violation(format_args!("a zeroed page is not zero"));
                         }
                         let key = self.key();
-                        stamp(p.pfn(), order, key);
+                        stamp(&mut p, key);
                         self.push(Live::Pages(p, key));
                     }
                     Err(e) => self.oom(e, "alloc_pages"),
@@ -389,7 +403,8 @@ impl Worker<'_> {
             42..=49 if !full => match mm::folio_alloc(self.cpu, self.rng.below(4) as u32, false, Flags::default()) {
                 Ok(f) => {
                     let key = self.key();
-                    stamp(f.pfn(), f.order(), key);
+                    // SAFETY: a new folio with our one reference, never published.
+                    unsafe { stamp_folio(&f, key) };
                     let g = mm::folio_get(&f);
                     if f.refcount() < 2 {
                         violation(format_args!("folio_get did not count"));
@@ -455,7 +470,8 @@ impl Worker<'_> {
         match self.rng.below(3) {
             0 if !self.is_cached(i) => match mm::folio_alloc(self.cpu, 0, true, Flags::default()) {
                 Ok(f) => {
-                    stamp(f.pfn(), 0, key);
+                    // SAFETY: a new folio with our one reference, not yet inserted.
+                    unsafe { stamp_folio(&f, key) };
                     let r = space.insert(self.cpu, &f, i);
                     if let Err(e) = mm::folio_put(self.cpu, f) {
                         violation(format_args!("put after insert: {e}"));
@@ -473,7 +489,7 @@ impl Worker<'_> {
                     return;
                 };
                 let r = space.delete(self.cpu, &f);
-                if !stamped(f.pfn(), 0, key) {
+                if !stamped(&f, key) {
                     violation(format_args!("cached folio at index {i} was overwritten"));
                 }
                 match (r, mm::folio_put(self.cpu, f)) {
@@ -485,7 +501,7 @@ impl Worker<'_> {
                 let got = space.lookup(self.cpu, i);
                 match (got, self.is_cached(i)) {
                     (Some(f), true) => {
-                        if !stamped(f.pfn(), 0, key) {
+                        if !stamped(&f, key) {
                             violation(format_args!("cached folio at index {i} was overwritten"));
                         }
                         if !matches!(mm::folio_put(self.cpu, f), Ok(false)) {
@@ -515,7 +531,8 @@ impl Worker<'_> {
                 let mut now = EMPTY;
                 match mm::folio_alloc(self.cpu, 0, true, Flags::default()) {
                     Ok(f) => {
-                        stamp(f.pfn(), 0, shared_key(i));
+                        // SAFETY: a new folio with our one reference, not yet inserted.
+                        unsafe { stamp_folio(&f, shared_key(i)) };
                         match space.insert(self.cpu, &f, i) {
                             Ok(()) => now = CACHED,
                             Err(e) => self.oom(e, "shared page cache insert"),
@@ -553,7 +570,7 @@ impl Worker<'_> {
                 // it returns must be the folio cached at that index, still intact.
                 if let Some(f) = space.lookup(self.cpu, i) {
                     SHARED_LOOKUPS.fetch_add(1, Ordering::Relaxed);
-                    if !stamped(f.pfn(), 0, shared_key(i)) {
+                    if !stamped(&f, shared_key(i)) {
                         violation(format_args!("a lookup of shared index {i} returned another page"));
                     }
                     if let Err(e) = mm::folio_put(self.cpu, f) {
@@ -695,9 +712,10 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
                     }
                 }
                 Some(Crash::Scribble) => {
-                    if let Some(Live::Pages(p, _)) = w.live.iter().flatten().find(|l| matches!(l, Live::Pages(..))) {
+                    if let Some(Live::Pages(p, _)) = w.live.iter_mut().flatten().find(|l| matches!(l, Live::Pages(..)))
+                    {
                         crate::kprintln!("  crash=scribble: overwriting a word of the block at pfn {:#x}", p.pfn());
-                        mm::with_page(p.pfn(), |x| x[3] ^= 1);
+                        mm::write_page(p, 0, |x| x[3] ^= 1);
                     }
                 }
                 _ => {}
