@@ -99,9 +99,35 @@ impl core::fmt::Display for MmError {
     }
 }
 
-fn err(e: impl core::fmt::Debug) -> MmError {
-    let msg = FmtBuf::from_args(format_args!("{e:?}"));
-    MmError { oom: msg.as_str().starts_with("NoMemory"), msg }
+/// The core's error types, and which of their values mean "out of memory".
+trait CoreError: core::fmt::Debug {
+    fn oom(&self) -> bool {
+        false
+    }
+}
+impl CoreError for memdesc::AllocError {
+    fn oom(&self) -> bool {
+        matches!(self, memdesc::AllocError::NoMemory { .. })
+    }
+}
+impl CoreError for memdesc::pagecache::PageCacheError {
+    fn oom(&self) -> bool {
+        matches!(self, memdesc::pagecache::PageCacheError::NoMemory(_))
+    }
+}
+impl CoreError for memdesc::pgtable::MapError {
+    fn oom(&self) -> bool {
+        matches!(self, memdesc::pgtable::MapError::NoMemory(_))
+    }
+}
+impl CoreError for memdesc::FreeError {}
+impl CoreError for memdesc::SlabError {}
+impl CoreError for memdesc::folio::FolioError {}
+impl CoreError for memdesc::pagecache::PageCacheViolation {}
+impl CoreError for memdesc::check::Violation {}
+
+fn err(e: impl CoreError) -> MmError {
+    MmError { oom: e.oom(), msg: FmtBuf::from_args(format_args!("{e:?}")) }
 }
 
 /// Why memdesc could not boot on this machine.
