@@ -6,7 +6,8 @@
 #   bash scripts/qemu.sh           # the full matrix (a few minutes)
 #   bash scripts/qemu.sh --short   # the CI subset (scripts/test.sh)
 #
-# It also boots with debug options that must fail: a page fault, ud2 and a panic must be
+# It also boots with debug options that must fail: a page fault (also a write past a guarded
+# block into its guard page), ud2 and a panic must be
 # reported (status 39/37, never a triple fault), and a leaked page or a stray write injected
 # into the torture must be found by its checks (status 35).
 #
@@ -125,6 +126,7 @@ bad 256M "crash=hole" "page fault (vector 14)" 39 "FAULT"
 if ((!short)); then
   bad 256M "crash=ud" "invalid opcode (vector 6)" 39 "FAULT"
   bad 256M "crash=panic" "crash=panic asked for a panic" 37 "PANIC"
+  bad 256M "crash=guard" "page fault (vector 14)" 39 "FAULT"
 fi
 echo "== broken runs (the torture's checks must catch a leaked page and a stray write: status 35)"
 bad 256M "torture_s=1 crash=leak" "raw pages in use" 35 "TORTURE VIOLATION"

@@ -479,6 +479,92 @@ pub fn fixmap_unmap(va: u64) {
     pc.local_slots.fetch_and(!(1u64 << slot), Ordering::Relaxed);
 }
 
+#[repr(C, align(4096))]
+struct PtPage([u64; 512]);
+/// Page tables for splitting 2 MiB direct-map pages into 4 KiB pages (guard pages).
+const PT_POOL: usize = 64;
+static mut PT_POOL_PAGES: [PtPage; PT_POOL] = [const { PtPage([0; 512]) }; PT_POOL];
+static PT_POOL_USED: AtomicU64 = AtomicU64::new(0);
+static SPLIT_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Makes the direct-map page at `pa` inaccessible (`accessible == false`) or accessible again,
+/// splitting its 2 MiB page into 4 KiB pages first if needed. Returns false if it could not
+/// (no direct mapping there, or the static pool of split tables is used up).
+///
+/// Only this CPU's TLB is flushed: interrupts are off (invariant 1), so there is no shootdown;
+/// another CPU that cached the translation may still reach a newly protected page until its
+/// TLB drops it. Splitting keeps every translation the same, so stale 2 MiB entries are
+/// harmless, and x86 does not cache non-present entries, so unprotecting needs no shootdown.
+pub fn protect_4k(pa: u64, accessible: bool) -> bool {
+    while SPLIT_LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        core::hint::spin_loop();
+    }
+    let (g, i) = ((pa >> 30) as usize, ((pa >> 21) & 511) as usize);
+    // SAFETY: the tables are static (boot.rs item 2) and this edit is serialised by SPLIT_LOCK;
+    // a split installs a table with the same translations (invariant 3's rule for changes
+    // other CPUs may see), and the changed 4 KiB entry is flushed on this CPU below.
+    let ok = unsafe {
+        let pd: *mut u64 = if g < 4 {
+            core::ptr::addr_of_mut!(boot::boot_pd).cast::<[u64; 512]>().add(g).cast()
+        } else if g - 4 < boot::PD_POOL {
+            core::ptr::addr_of_mut!(boot::pd_pool).cast::<[u64; 512]>().add(g - 4).cast()
+        } else {
+            core::ptr::null_mut()
+        };
+        'edit: {
+            if pd.is_null() {
+                break 'edit false;
+            }
+            let e = core::ptr::read_volatile(pd.add(i));
+            if e & 1 == 0 {
+                break 'edit false;
+            }
+            let pt: *mut u64 = if e & HUGE != 0 {
+                let n = PT_POOL_USED.load(Ordering::Relaxed) as usize;
+                if n == PT_POOL {
+                    break 'edit false;
+                }
+                PT_POOL_USED.store(n as u64 + 1, Ordering::Relaxed);
+                let t = core::ptr::addr_of_mut!(PT_POOL_PAGES).cast::<PtPage>().add(n).cast::<u64>();
+                let base = e & 0x000f_ffff_ffe0_0000;
+                for j in 0..512u64 {
+                    core::ptr::write_volatile(t.add(j as usize), (base + (j << 12)) | PRESENT_RW);
+                }
+                core::ptr::write_volatile(pd.add(i), t as u64 | PRESENT_RW);
+                t
+            } else {
+                (e & 0x000f_ffff_ffff_f000) as *mut u64
+            };
+            let v = if accessible { (pa & !0xfff) | PRESENT_RW } else { 0 };
+            core::ptr::write_volatile(pt.add(((pa >> 12) & 511) as usize), v);
+            true
+        }
+    };
+    SPLIT_LOCK.store(false, Ordering::Release);
+    invlpg(pa);
+    ok
+}
+
+/// Whether `va` is mapped in the live page tables (a software walk; no access is made).
+pub fn is_mapped(va: usize) -> bool {
+    let va = va as u64;
+    let idx = |level: u32| ((va >> (12 + 9 * level)) & 511) as usize;
+    let mut table = core::ptr::addr_of!(boot::boot_pml4) as u64;
+    for level in (0..4).rev() {
+        // SAFETY: page tables are identity-mapped kernel memory (boot.rs items 1 and 2; the
+        // fixmap and split tables are static too); a read of one entry.
+        let e = unsafe { core::ptr::read_volatile((table as *const u64).add(idx(level))) };
+        if e & 1 == 0 {
+            return false;
+        }
+        if level == 0 || e & HUGE != 0 {
+            return true;
+        }
+        table = e & 0x000f_ffff_ffff_f000;
+    }
+    true
+}
+
 /// Points the live PML4's slot `i` at `entry` (the kernel `Mm` test) and flushes.
 pub fn set_pml4_entry(i: usize, entry: u64) {
     // SAFETY: only the BSP's self-test calls this, for a slot nothing else uses (256), while

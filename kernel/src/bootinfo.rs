@@ -69,7 +69,7 @@ pub struct Options {
     /// `e820_add=ADDR,SIZE,TYPE`: a debug option that appends an entry to the firmware's map
     /// (to test the validation with corrupt input).
     pub inject: Option<E820>,
-    /// `crash=hole|ud|panic|leak|scribble`: a debug option that makes the kernel fail on purpose
+    /// `crash=hole|ud|panic|guard|leak|scribble`: a debug option that makes the kernel fail on purpose
     /// (to test the fault handlers, the panic path and that the torture's checks catch a
     /// leaked page or a stray write).
     pub crash: Option<Crash>,
@@ -84,6 +84,8 @@ pub enum Crash {
     Ud,
     /// A Rust panic.
     Panic,
+    /// Write one byte past a guarded block: the guard page must fault.
+    Guard,
     /// The torture leaks one page (allocated, never counted as held): its checks must see it.
     Leak,
     /// The torture overwrites a word of a block it holds: its pattern check must see it.
@@ -234,6 +236,7 @@ pub fn parse_cmdline(cmd: &str) -> Result<Options, BootInfoError> {
                     "hole" => Crash::Hole,
                     "ud" => Crash::Ud,
                     "panic" => Crash::Panic,
+                    "guard" => Crash::Guard,
                     "leak" => Crash::Leak,
                     "scribble" => Crash::Scribble,
                     _ => return Err(bad()),

@@ -123,6 +123,22 @@ extern "C" fn kmain(start_info: u32) -> ! {
             arch::exit(ExitCode::Failed);
         }
         Some(bootinfo::Crash::Panic) => panic!("crash=panic asked for a panic"),
+        Some(bootinfo::Crash::Guard) => {
+            let cpu = mm::claim_cpu(0).expect("CPU 0 is free");
+            let flags = mm::Flags { guard: true, ..mm::Flags::default() };
+            match mm::alloc_pages(&cpu, 0, flags) {
+                Ok(p) => {
+                    let after = (p.pfn() + 1) << 12;
+                    kprintln!("crash=guard: writing one byte past the guarded page at pfn {:#x}", p.pfn());
+                    // SAFETY: none — this deliberately writes into the guard page after the
+                    // block, to show the guard faulting (the fault handler never returns).
+                    unsafe { core::ptr::write_volatile(after as *mut u8, 1) };
+                    kprintln!("crash=guard: the write past the block did not fault");
+                    arch::exit(ExitCode::Failed);
+                }
+                Err(e) => bad_input(&format_args!("crash=guard: guarded allocation refused: {e}")),
+            }
+        }
         Some(bootinfo::Crash::Leak | bootinfo::Crash::Scribble) | None => {}
     }
     // SAFETY: written once by the BSP before GO releases the APs (which only read it).

@@ -69,7 +69,16 @@ unsafe impl Platform for KPlatform {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
     }
+
+    fn protect(&self, pfn: Pfn, accessible: bool) {
+        if self.direct_map(pfn).is_some() && !arch::protect_4k(pfn.0 << 12, accessible) {
+            PROTECT_FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
+
+/// Guard-page protections the page tables could not apply (split-table pool used up).
+pub static PROTECT_FAILED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 type Mem = PhysMem<KPlatform>;
 
@@ -89,6 +98,9 @@ fn mem() -> &'static Mem {
 pub struct MmError {
     /// Out of memory (as opposed to a refused operation).
     pub oom: bool,
+    /// The order is not one the allocator can serve (for a guarded block: also a two-level
+    /// area that has no per-page words for guards).
+    pub invalid_order: bool,
     /// What the core said.
     pub msg: FmtBuf,
 }
@@ -104,10 +116,16 @@ trait CoreError: core::fmt::Debug {
     fn oom(&self) -> bool {
         false
     }
+    fn invalid_order(&self) -> bool {
+        false
+    }
 }
 impl CoreError for memdesc::AllocError {
     fn oom(&self) -> bool {
         matches!(self, memdesc::AllocError::NoMemory { .. })
+    }
+    fn invalid_order(&self) -> bool {
+        matches!(self, memdesc::AllocError::InvalidOrder(_))
     }
 }
 impl CoreError for memdesc::pagecache::PageCacheError {
@@ -127,7 +145,7 @@ impl CoreError for memdesc::pagecache::PageCacheViolation {}
 impl CoreError for memdesc::check::Violation {}
 
 fn err(e: impl CoreError) -> MmError {
-    MmError { oom: e.oom(), msg: FmtBuf::from_args(format_args!("{e:?}")) }
+    MmError { oom: e.oom(), invalid_order: e.invalid_order(), msg: FmtBuf::from_args(format_args!("{e:?}")) }
 }
 
 /// Why memdesc could not boot on this machine.
@@ -301,6 +319,8 @@ pub struct Flags {
     pub dma32: bool,
     /// May dip into reserves, and a failure is expected (no warning).
     pub atomic: bool,
+    /// Surround the block with two inaccessible guard pages (debug).
+    pub guard: bool,
 }
 
 fn gfp(f: Flags) -> Gfp {
@@ -316,6 +336,9 @@ fn gfp(f: Flags) -> Gfp {
     }
     if f.atomic {
         g = g | Gfp::ATOMIC;
+    }
+    if f.guard {
+        g = g | Gfp::GUARD;
     }
     g
 }
@@ -701,6 +724,7 @@ pub fn check_all() -> Result<Health, MmError> {
     if rep.buddy_free_pages != c.free || rep.pcp_pages != c.pcp {
         return Err(MmError {
             oom: false,
+            invalid_order: false,
             msg: FmtBuf::from_args(format_args!(
                 "free lists hold {}+{} pages, the census counts {}+{}",
                 rep.buddy_free_pages, rep.pcp_pages, c.free, c.pcp

@@ -359,6 +359,7 @@ impl Worker<'_> {
                     movable: self.rng.below(2) == 0,
                     dma32: self.rng.below(16) == 0,
                     atomic: self.rng.below(16) == 0,
+                    guard: false,
                 };
                 match mm::alloc_pages(self.cpu, order, f) {
                     Ok(mut p) => {
