@@ -7,9 +7,9 @@
 #   bash scripts/qemu.sh --short   # the CI subset (scripts/test.sh)
 #
 # It also boots with debug options that must fail: a page fault (also a write past a guarded
-# block into its guard page), ud2 and a panic must be
-# reported (status 39/37, never a triple fault), and a leaked page or a stray write injected
-# into the torture must be found by its checks (status 35).
+# block into its guard page), ud2 and a panic must be reported (status 39/37, never a triple
+# fault), and a leaked page or a stray write injected into the torture must be found by its
+# checks (status 35).
 #
 # Each run prints the kernel's last line, one JSON object. The script fails if any run hangs
 # (timeout), faults, panics, reports a failed self-test or any violation, or runs too few
