@@ -28,3 +28,6 @@ echo "$out" | grep -E '"(seed|ops|ops_per_sec|violations|lost_pages|corrupted_by
 for field in violations lost_pages corrupted_bytes; do
   echo "$out" | grep -q "\"$field\": 0," || { echo "torture: $field is not 0" >&2; exit 1; }
 done
+echo "== bare-metal kernel: fmt and clippy (its own workspace), then QEMU (short: bad input, a fault, a caught leak, 2 SMP boots)"
+(cd kernel && cargo fmt -- --check && env -u RUSTFLAGS cargo clippy --release -- -D warnings)
+bash scripts/qemu.sh --short
