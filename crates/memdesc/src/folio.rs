@@ -611,7 +611,7 @@ impl<P: Platform> PhysMem<P> {
         if file && folio.mapping() != 0 {
             return Err(FolioError::Cached);
         }
-        self.folio_split_held(cpu, folio, 1, new_order, |p| {
+        self.folio_split_held(cpu, folio, Some(1), new_order, |p| {
             if !core::ptr::eq(p, folio) {
                 // SAFETY: a new piece of a split made at our count: it carries the caller's
                 // reference (plus its mapping entries'), handed over here.
@@ -622,13 +622,16 @@ impl<P: Platform> PhysMem<P> {
 
     /// The split for a caller that holds `holders` references of its own (the only references
     /// besides the mapping entries'): frozen at `holders` plus the mapcount, each piece getting
-    /// `holders` plus its entries'. Calls `each` with every piece, the original (now the first
-    /// piece) last.
+    /// `holders` plus its entries'. With `None` (hardware poison, which must split a folio
+    /// whoever holds it): frozen at the count found, every reference that is not a mapping
+    /// entry's copied onto every piece (its holders then own one on each; see
+    /// [`crate::hwpoison`]). Calls `each` with every piece, the original (now the first piece)
+    /// last.
     pub(crate) fn folio_split_held(
         &self,
         cpu: &Cpu<'_>,
         f: &Folio,
-        holders: u32,
+        holders: Option<u32>,
         new_order: u32,
         each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
@@ -647,7 +650,7 @@ impl<P: Platform> PhysMem<P> {
         &self,
         cpu: &Cpu<'_>,
         f: &Folio,
-        holders: u32,
+        holders: Option<u32>,
         new_order: u32,
         counts: Option<&[u32]>,
         mut each: impl FnMut(&Folio),
@@ -728,7 +731,14 @@ impl<P: Platform> PhysMem<P> {
         // Freeze at the references we account for: the holders' and one per mapping entry
         // (their map/unmap is locked out by the caller's rmap lock). Anyone else's makes it
         // fail, and lockless readers' try_get fails until every piece is published.
-        if !f.counts.freeze(holders + m) {
+        let frozen = match holders {
+            Some(h) => f.counts.freeze(h + m).then_some(h),
+            None => {
+                let refs = f.counts.refcount();
+                (refs > m && f.counts.freeze(refs)).then(|| refs - m)
+            }
+        };
+        let Some(holders) = frozen else {
             self.free_area_tables(cpu, tables);
             while chain != 0 {
                 // SAFETY: the chain holds descriptors we just allocated.
@@ -737,7 +747,7 @@ impl<P: Platform> PhysMem<P> {
                 self.free_desc(cpu, d);
             }
             return Err(FolioError::Busy);
-        }
+        };
         // Split the areas, every per-page word still naming the folio, so lockless readers see
         // no change until each piece is stamped below.
         let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");

@@ -452,7 +452,7 @@ impl<P: Platform> PhysMem<P> {
             if order == 0 {
                 (f, false, kind)
             } else {
-                if let Err(e) = self.folio_split_held(cpu, f, 1, 0, |_| ()) {
+                if let Err(e) = self.folio_split_held(cpu, f, None, 0, |_| ()) {
                     let _ = self.folio_put_raw(cpu, f);
                     return Err(PoisonError::Folio(e));
                 }

@@ -1261,7 +1261,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         // The split freezes the count at the cache's reference (the only one allowed: a
         // holder's would be copied into every piece) and publishes each piece with one.
         w.seq_begin();
-        if self.mem.folio_split_counts(cpu, f, 1, n, None, |_| ()).is_err() {
+        if self.mem.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
             w.seq_end();
             chain.release(be);
             return None;

@@ -1092,7 +1092,7 @@ impl<P: Platform> PhysMem<P> {
         &self,
         cpu: &Cpu<'_>,
         f: &Folio,
-        holders: u32,
+        holders: Option<u32>,
         new_order: u32,
         each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
@@ -1560,7 +1560,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
             {
                 let pfn = folio.flags.pfn();
-                self.mem.folio_split_held(cpu, folio, 1, 0, |_| {}).map_err(MapError::Split)?;
+                self.mem.folio_split_held(cpu, folio, Some(1), 0, |_| {}).map_err(MapError::Split)?;
                 // The caller's reference was copied into every piece: it keeps the first; the
                 // others' are dropped once their pages are mapped (their entries hold them).
                 let drop_copies = || {
@@ -1750,7 +1750,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         // Large folios that the copy would push past the mapcount limit are split first.
         while let Some(f) = self.fork_victim(v) {
             let (pfn, order) = (f.flags.pfn(), f.flags.order());
-            if let Err(e) = self.mem.folio_split_held(cpu, f, 1, 0, |_| {}) {
+            if let Err(e) = self.mem.folio_split_held(cpu, f, Some(1), 0, |_| {}) {
                 let pr = self.mem.folio_put_raw(cpu, f);
                 debug_assert!(pr.is_ok(), "{pr:?}");
                 return Err(MapError::Split(e));
