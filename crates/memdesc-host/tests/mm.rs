@@ -147,7 +147,8 @@ fn process_maps_forks_splits_and_unmaps_everything() {
             k => panic!("PGD word is {k:?}"),
         }
         // rmap finds every mapping from mapping/index.
-        for (f, va) in [(&af0, anon + PAGE), (&af9, anon + (2 << 20)), (&ff0, fva + 3 * PAGE), (&ff9, fva + (2 << 20))] {
+        for (f, va) in [(&af0, anon + PAGE), (&af9, anon + (2 << 20)), (&ff0, fva + 3 * PAGE), (&ff9, fva + (2 << 20))]
+        {
             let w = walk(&m, f);
             assert_eq!(w.len(), 1);
             assert_eq!((w[0].0, w[0].1), (parent.mm().addr(), va));
@@ -157,7 +158,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         let child = parent.fork(&cpu).unwrap();
         for f in [&af0, &af9, &ff0, &ff9] {
             assert_eq!(f.counts.mapcount(), 2);
-            let w = walk(&m, &f);
+            let w = walk(&m, f);
             assert_eq!(w.len(), 2);
             assert_ne!(w[0].0, w[1].0, "one mapping in each mm");
         }
@@ -284,7 +285,10 @@ fn bad_addresses_and_vmas_are_refused() {
     mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), 0).unwrap();
     assert_eq!(mm.map_folio(&cpu, 0x100_0000, &ff), Err(MapError::WrongMapping));
     file.insert(&cpu, &ff, 1).unwrap();
-    assert_eq!(mm.map_folio(&cpu, 0x100_0000, &ff), Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 }));
+    assert_eq!(
+        mm.map_folio(&cpu, 0x100_0000, &ff),
+        Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 })
+    );
     mm.map_folio(&cpu, 0x100_1000, &ff).unwrap();
     mm.munmap(&cpu, 0x100_0000).unwrap();
     m.folio_put(&cpu, ff).unwrap();
@@ -464,9 +468,9 @@ fn splitting_a_mapped_folio_distributes_mapcounts() {
     for i in 0..512u64 {
         let p = folio_at(&m, pfn.add(i));
         let want = if i < 256 { 2 } else { 1 };
-        assert_eq!(counts(&p), (1 + want, want), "page {i}");
+        assert_eq!(counts(p), (1 + want, want), "page {i}");
         assert_eq!(p.flags.order(), 0);
-        assert_eq!(walk(&m, &p).len() as u32, want);
+        assert_eq!(walk(&m, p).len() as u32, want);
     }
     assert!(!a.translate(start).unwrap().1, "A's PMD was split for the folio split");
     a.destroy(&cpu);

@@ -327,7 +327,13 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Allocates a folio of `2^order` pages; the returned [`FolioRef`] owns its one reference.
-    pub fn folio_alloc(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp, kind: FolioKind) -> Result<FolioRef<'_>, AllocError> {
+    pub fn folio_alloc(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        kind: FolioKind,
+    ) -> Result<FolioRef<'_>, AllocError> {
         let d = self.alloc_desc::<Folio>(cpu)?;
         let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.free_desc(cpu, d))?;
         // SAFETY: folio_init published exactly one reference, which nobody else knows of.
@@ -607,7 +613,8 @@ impl<P: Platform> PhysMem<P> {
         if folio.flags.flags() & PG_LOCKED == 0 {
             return Err(FolioError::NotLocked);
         }
-        let file = self.memmap.load(&self.platform, folio.flags.pfn()).and_then(|v| v.word.tag()) == Some(Tag::FileFolio);
+        let file =
+            self.memmap.load(&self.platform, folio.flags.pfn()).and_then(|v| v.word.tag()) == Some(Tag::FileFolio);
         if file && folio.mapping() != 0 {
             return Err(FolioError::Cached);
         }

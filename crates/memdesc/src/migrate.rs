@@ -106,6 +106,14 @@ impl core::fmt::Display for MigrateError {
 
 impl core::error::Error for MigrateError {}
 
+/// The references a migration freezes a folio at: its own isolation reference, one per
+/// mapping entry (held still by the rmap lock) and the page cache's (held still by the address
+/// space's lock). Anything more is a holder that migration must not move the folio under.
+#[inline]
+pub(crate) fn expected_refs(mapcount: u32, cached: bool) -> u32 {
+    1 + mapcount + cached as u32
+}
+
 /// What a movable page is, decoded from its word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Movable {
@@ -235,7 +243,7 @@ impl<P: Platform> PhysMem<P> {
         };
         // The expected references: ours, one per mapping entry, the page cache's. Every other
         // holder (an owner, a speculative lookup's pin) makes the freeze fail: we back off.
-        let expected = 1 + m + cached as u32;
+        let expected = expected_refs(m, cached);
         if expected == 1 {
             // Nobody but us holds it: it is being freed, not migrated.
             return Err(MigrateError::Busy(old));
@@ -552,5 +560,161 @@ mod regression_tests {
         assert_eq!(g.counts.refcount(), 1);
         assert_eq!(m.folio_put(&cpu, g), Ok(true));
         checked(&m);
+    }
+}
+
+/// Loom model of migration's reference-count protocol against holders taking and dropping
+/// references, driving the real code: `MapCounts::try_get` (what `folio_try_get` and the page
+/// cache's lookup use), `FolioRef` (`get`/clone and `Drop`), `MapCounts::freeze` at
+/// [`expected_refs`] and `MapCounts::unfreeze`. The folio's memory is a loom cell that the
+/// migrator writes while frozen (the copy) and holders read while they hold a reference, so
+/// loom reports any holder that could touch the folio during the move, and the unfreeze's
+/// compare-exchange panics on any count that changed while frozen.
+///
+/// The guards are checked to matter: `loom_migrate_freeze_broken_blind_get` replaces the
+/// reader's `try_get` by a blind increment (the old `folio_get` on any `&Folio`), and
+/// `loom_migrate_freeze_broken_borrowed_ref` has the migrator borrow the owner's reference
+/// instead of taking its own (the old migration); both fail (`should_panic`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::expected_refs;
+    use crate::desc::{DescFlags, Folio, ListLinks, MapCounts};
+    use crate::folio::FolioRef;
+    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    struct Shared {
+        folio: Folio,
+        /// The folio's memory.
+        data: UnsafeCell<u64>,
+    }
+
+    // SAFETY: `data` is only touched per the protocol under test (loom checks it).
+    unsafe impl Sync for Shared {}
+
+    fn shared(refs: u32) -> Arc<Shared> {
+        Arc::new(Shared {
+            folio: Folio {
+                flags: DescFlags::zeroed(),
+                counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
+                lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+                mapping: AtomicUsize::new(0),
+                index: AtomicU64::new(0),
+            },
+            data: UnsafeCell::new(7),
+        })
+    }
+
+    fn read(s: &Shared) -> u64 {
+        // SAFETY: a reference is held (loom checks no migrator writes concurrently).
+        s.data.with(|p| unsafe { *p })
+    }
+
+    /// A migration of a folio held by the page cache alone (count 1, nobody's `FolioRef`)
+    /// while a reader pins it speculatively, clones its reference, reads, and drops both.
+    fn cached_folio_vs_reader(blind_get: bool) {
+        loom::model(move || {
+            let s = shared(1);
+            let reader = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let c = &s.folio.counts;
+                    let pinned = if blind_get {
+                        c.refcount.fetch_add(1, Ordering::AcqRel);
+                        true
+                    } else {
+                        c.try_get()
+                    };
+                    if pinned {
+                        // SAFETY: the count just taken is handed to the FolioRef.
+                        let r = unsafe { FolioRef::from_raw(&s.folio) };
+                        let extra = r.clone();
+                        assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
+                        drop(extra);
+                        drop(r);
+                    }
+                })
+            };
+            // The migrator: its own reference, then the freeze at the expected count.
+            let c = &s.folio.counts;
+            if c.try_get() {
+                let expected = expected_refs(0, true);
+                if c.freeze(expected) {
+                    // The copy: nobody may hold a reference and read meanwhile.
+                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    c.unfreeze(expected);
+                }
+                assert!(c.put_unless_last(), "the cache's reference remains");
+            }
+            reader.join().unwrap();
+            assert_eq!(c.refcount(), 1, "only the cache's reference is left");
+        });
+    }
+
+    #[test]
+    fn loom_migrate_freeze_vs_try_get_clone_drop() {
+        cached_folio_vs_reader(false);
+    }
+
+    #[test]
+    #[should_panic]
+    fn loom_migrate_freeze_broken_blind_get() {
+        cached_folio_vs_reader(true);
+    }
+
+    /// The owner holds the folio's only reference and clones and drops it (get/put) while a
+    /// migration runs. Correct: the migration's own reference plus the expected count
+    /// (nothing else: not cached, not mapped) never matches while the owner holds one, so it
+    /// backs off. Broken (`borrow`): the old migration froze 1 → 0 borrowing the owner's
+    /// reference; the owner's clone during the copy then increments a frozen count.
+    fn owner_vs_migration(borrow: bool) {
+        loom::model(move || {
+            let s = shared(1);
+            let migrator = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let c = &s.folio.counts;
+                    if borrow {
+                        if c.freeze(1) {
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            c.unfreeze(1);
+                        }
+                        return;
+                    }
+                    if c.try_get() {
+                        let expected = expected_refs(0, false);
+                        if c.freeze(expected) {
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            c.unfreeze(expected);
+                        }
+                        // Never the last: the owner holds one throughout.
+                        assert!(c.put_unless_last());
+                    }
+                })
+            };
+            // SAFETY: the folio's one reference is the owner's.
+            let owner = unsafe { FolioRef::from_raw(&s.folio) };
+            let extra = owner.clone();
+            assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
+            drop(extra);
+            migrator.join().unwrap();
+            assert_eq!(s.folio.counts.refcount(), 1, "the owner's reference is counted");
+            let _ = owner.into_raw();
+        });
+    }
+
+    #[test]
+    fn loom_migrate_freeze_vs_owner_get_put() {
+        owner_vs_migration(false);
+    }
+
+    #[test]
+    #[should_panic]
+    fn loom_migrate_freeze_broken_borrowed_ref() {
+        owner_vs_migration(true);
     }
 }
