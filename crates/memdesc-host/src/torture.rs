@@ -1474,14 +1474,26 @@ fn op_folio_clone(w: &mut Worker<'_, '_, '_>) -> Outcome {
     out
 }
 
-/// Migrates the folio at a random pfn (if its word names one) to new memory, as compaction and
-/// offlining do, while its holders get and put it on other CPUs: a folio held by anyone but its
-/// page cache and mappings is refused (`Busy`).
+/// Migrates a folio to new memory, as compaction and offlining do, while its holders get and
+/// put it on other CPUs: the folio at a random pfn (if its word names one), or a folio cached
+/// in a file (the shared file's are looked up by every CPU meanwhile). A folio held by anyone
+/// but its page cache and mappings is refused (`Busy`).
 fn op_folio_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let m = w.m;
-    let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
-    let (start, end) = regions[w.below(regions.len() as u64) as usize];
-    let pfn = start.add(w.below(end.0 - start.0));
+    let pfn = if w.below(2) == 0 {
+        let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
+        let (start, end) = regions[w.below(regions.len() as u64) as usize];
+        start.add(w.below(end.0 - start.0))
+    } else {
+        let index = w.below(FILE_INDICES);
+        let space = w.file().space.space() as *const _;
+        let Some(f) = w.file_by_space(space).space.lookup(w.cpu, index) else { return Outcome::Skipped };
+        let pfn = f.flags.pfn();
+        if let Err(e) = m.folio_put(w.cpu, f) {
+            return Outcome::Violation(format!("put of a lookup reference: {e}"));
+        }
+        pfn
+    };
     w.arg(pfn.0);
     let Some(v) = m.memmap().load(m.platform(), pfn) else { return Outcome::Skipped };
     if memdesc::lookup::folio(v.word.kind()).is_none() {
