@@ -277,9 +277,9 @@ pub enum Live<'m> {
         /// Pattern id.
         id: u64,
     },
-    /// An anon or file folio (not in a page cache) with `refs` references held. Compaction,
-    /// offlining and migration may move it: its owner reads or writes its pages only with the
-    /// folio lock held ([`Worker::lock_folio`]), which migration respects.
+    /// An anon or file folio (not in a page cache) with `refs` references held, kept raw
+    /// (see the module docs). Its references pin it: migration does not move it. Its owner
+    /// still reads and writes its pages under the folio lock ([`Worker::lock_folio`]).
     Folio {
         /// The folio.
         f: &'m Folio,
@@ -724,9 +724,9 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         bad
     }
 
-    /// Takes `f`'s lock, which migration (compaction, offlining) will not move a folio under,
-    /// so its pfn and pages stay put until [`Worker::unlock_folio`]. Only migration takes a
-    /// torture folio's lock besides its owner, briefly.
+    /// Takes `f`'s lock (which migration will not move a folio under either) until
+    /// [`Worker::unlock_folio`]. Only migration takes a torture folio's lock besides its
+    /// owner, briefly.
     pub fn lock_folio(&self, f: &Folio) {
         while !self.m.folio_trylock(f) {
             std::hint::spin_loop();
@@ -2082,7 +2082,8 @@ fn op_z3_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 // ---- compaction, balloon, offlining, guard pages ----
 
-/// Compacts a random zone: held folios move under their owners (who lock them to touch them).
+/// Compacts a random zone: folios only their page cache and mappings hold move; held ones are
+/// skipped (`Busy`).
 fn op_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
     // A whole-zone scan: rarely.
     if w.below(64) != 0 {

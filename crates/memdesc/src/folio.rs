@@ -118,8 +118,6 @@ pub enum FolioError {
     Mapped(u32),
     /// The new order is not smaller than the folio's.
     BadOrder,
-    /// The folio is still on an LRU list at its last put.
-    OnLru,
     /// Memory for new descriptors could not be allocated.
     NoMemory(AllocError),
 }
@@ -133,7 +131,6 @@ impl core::fmt::Display for FolioError {
             FolioError::Cached => write!(f, "a cached file folio is split by its page cache"),
             FolioError::Mapped(n) => write!(f, "folio is mapped by {n} page-table entries"),
             FolioError::BadOrder => write!(f, "split order must be smaller than the folio's"),
-            FolioError::OnLru => write!(f, "folio freed while on an LRU list"),
             FolioError::NoMemory(e) => write!(f, "{e}"),
         }
     }

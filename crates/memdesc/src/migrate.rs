@@ -659,7 +659,7 @@ mod loom_tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "Causality violation")]
     fn loom_migrate_freeze_broken_blind_get() {
         cached_folio_vs_reader(true);
     }
@@ -713,7 +713,7 @@ mod loom_tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "Causality violation")]
     fn loom_migrate_freeze_broken_borrowed_ref() {
         owner_vs_migration(true);
     }

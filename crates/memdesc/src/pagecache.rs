@@ -195,8 +195,6 @@ fn slot_of(index: u64, level: u32) -> usize {
 pub enum PageCacheError {
     /// The descriptor is not a live file folio (its page word does not name it as one).
     NotFileFolio,
-    /// The folio has no references (it was freed).
-    NoReference,
     /// The folio is already in a page cache (this one or another).
     AlreadyCached {
         /// Address of the address space that holds it.
@@ -231,7 +229,6 @@ impl core::fmt::Display for PageCacheError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PageCacheError::NotFileFolio => write!(f, "not a live file folio"),
-            PageCacheError::NoReference => write!(f, "the folio has no references"),
             PageCacheError::AlreadyCached { mapping } => {
                 write!(f, "folio already cached by address space {mapping:#x}")
             }
