@@ -191,14 +191,17 @@ impl DescFlags {
     pub fn pfn(&self) -> crate::Pfn {
         crate::Pfn(self.0.load(Ordering::Acquire) >> 24)
     }
-    /// Sets flag bits; returns the previous flags.
+    /// Sets flag bits; returns the previous flags. Crate-private: flags such as `PG_LRU`,
+    /// `PG_LOCKED` and `PG_HWPOISON` carry invariants (list membership, the lock, retirement)
+    /// that only the owning subsystem's operations may change (`PhysMem::folio_trylock`,
+    /// `lru_add`, …).
     #[inline]
-    pub fn set(&self, bits: u64) -> u64 {
+    pub(crate) fn set(&self, bits: u64) -> u64 {
         self.0.fetch_or(bits & PG_FLAGS_MASK, Ordering::AcqRel) & PG_FLAGS_MASK
     }
-    /// Clears flag bits; returns the previous flags.
+    /// Clears flag bits; returns the previous flags. Crate-private, as `set` is.
     #[inline]
-    pub fn clear(&self, bits: u64) -> u64 {
+    pub(crate) fn clear(&self, bits: u64) -> u64 {
         self.0.fetch_and(!(bits & PG_FLAGS_MASK), Ordering::AcqRel) & PG_FLAGS_MASK
     }
 }

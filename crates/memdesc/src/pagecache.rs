@@ -38,7 +38,7 @@
 //! 2. walks from the root with acquire loads — under its RCU read guard every node address it
 //!    loads is node memory and every folio address is folio-descriptor memory, both
 //!    `TYPESAFE_BY_RCU`, even if they were freed and reused meanwhile;
-//! 3. pins the folio it found with [`MapCounts::try_get`](crate::desc::MapCounts::try_get)
+//! 3. pins the folio it found with `MapCounts::try_get`
 //!    and reads its `mapping`, `index` and order;
 //! 4. issues an acquire fence and re-reads `seq`; if it changed, it drops the pin (running the
 //!    folio's free path if that was the last reference) and starts over.
