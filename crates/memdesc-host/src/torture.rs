@@ -47,7 +47,9 @@
 //! frozen count or retries a refused put: a reference a migration or split took from under its
 //! holder would show as a refused put or a wrong count at the next quiescent check. The
 //! `folio_clone`, `rcu_lookup` (`folio_try_get` from a random pfn), `pc_lookup` and
-//! `folio_migrate` ops take and drop references while other CPUs migrate, split and compact.
+//! `folio_migrate` ops take and drop references while other CPUs migrate, split and compact;
+//! `folio_hot` has every CPU either reference or migrate one shared folio, so the two meet
+//! constantly.
 //!
 //! # hwpoison
 //!
@@ -1507,6 +1509,73 @@ fn op_folio_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
 }
 
+/// The shared file's index of the "hot" folio every CPU hammers with `folio_hot`, beyond the
+/// indices the page-cache ops touch (so only the final destroy removes it).
+const HOT_INDEX: u64 = 1 << 20;
+
+/// One order-0 folio of the shared file that every CPU either reads through references (lookup,
+/// clone, verify, drop one and put the other) or migrates, so reference gets and puts meet
+/// migration's freeze on the same folio all the time. A migration that borrowed a holder's
+/// reference, or froze while one is held, shows as a count the quiescent check rejects, a
+/// refused or early-freeing put, or corrupted bytes.
+fn op_folio_hot(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let m = w.m;
+    let fid = w.shared.shared_file.id;
+    let space = &w.shared.shared_file.space;
+    let f = match space.lookup(w.cpu, HOT_INDEX) {
+        Some(f) => f,
+        None => {
+            let f = match m.folio_alloc(w.cpu, 0, Gfp::MOVABLE, FolioKind::File) {
+                Ok(f) => f,
+                Err(e) => return alloc_outcome(e),
+            };
+            let k = Worker::key(fid, HOT_INDEX);
+            // SAFETY: the page of our fresh folio.
+            w.with_page(f.flags.pfn(), |a| unsafe { fill_raw(a, PAGE_SIZE, k) });
+            let r = w.shared.shared_file.space.insert(w.cpu, &f, HOT_INDEX);
+            return match (r, m.folio_put(w.cpu, f)) {
+                (Ok(()), Ok(false)) => Outcome::Done,
+                // Another CPU inserted it first.
+                (Err(PageCacheError::Occupied { .. }), Ok(true)) => Outcome::Skipped,
+                (Err(PageCacheError::NoMemory(e)), Ok(true)) if is_alloc_failure(e) => Outcome::Failed,
+                r => Outcome::Violation(format!("insert of the hot folio: {r:?}")),
+            };
+        }
+    };
+    w.arg(f.flags.pfn().0);
+    if w.below(2) == 0 {
+        let pfn = f.flags.pfn();
+        if let Err(e) = m.folio_put(w.cpu, f) {
+            return Outcome::Violation(format!("put of a lookup reference: {e}"));
+        }
+        return match m.migrate_page(w.cpu, pfn, Gfp::MOVABLE) {
+            Ok(_) | Err(MigrateError::Busy(_)) => Outcome::Done,
+            Err(MigrateError::NoTarget(a)) if is_alloc_failure(a) => Outcome::Failed,
+            Err(e) => Outcome::Violation(format!("migrate_page of the hot folio: {e}")),
+        };
+    }
+    let mut out = Outcome::Done;
+    // Several get/put rounds, each verifying the data, so they keep meeting the other CPUs'
+    // migrations of this folio.
+    for _ in 0..8 {
+        w.verify_cached(fid, &f);
+        let extra = f.clone();
+        w.verify_cached(fid, &extra);
+        if f.counts.refcount() < 3 {
+            out = Outcome::Violation(format!("the cache + two references held, refcount {}", f.counts.refcount()));
+        }
+        if w.below(2) == 0 {
+            drop(extra);
+        } else if let Err(e) = m.folio_put(w.cpu, extra) {
+            out = Outcome::Violation(format!("put of a clone of the hot folio: {e}"));
+        }
+    }
+    match m.folio_put(w.cpu, f) {
+        Ok(false) => out,
+        r => Outcome::Violation(format!("put of the hot folio with the cache holding it: {r:?}")),
+    }
+}
+
 /// Indices a torture file uses (small, so inserts collide and lookups hit).
 const FILE_INDICES: u64 = 2048;
 
@@ -2355,6 +2424,7 @@ pub const OPS: &[Op] = &[
     Op { name: "folio_split", weight: 2, run: op_folio_split },
     Op { name: "folio_clone", weight: 3, run: op_folio_clone },
     Op { name: "folio_migrate", weight: 2, run: op_folio_migrate },
+    Op { name: "folio_hot", weight: 4, run: op_folio_hot },
     Op { name: "pc_insert", weight: 6, run: op_pc_insert },
     Op { name: "pc_lookup", weight: 8, run: op_pc_lookup },
     Op { name: "pc_delete", weight: 2, run: op_pc_delete },
