@@ -1,10 +1,11 @@
 //! The `compaction` section of `memdesc bench` (issue 8): a flat machine is filled with order-0
-//! anonymous folios, every other one is freed (free memory in order-0 pieces only, no order-9
+//! file folios, every other one is freed and the rest are left to one page cache (migration
+//! moves only folios that no owner holds besides their cache and mappings) (free memory in order-0 pieces only, no order-9
 //! block), and one compaction run rebuilds large blocks. Reports the order-9-or-larger free
 //! blocks before and after, the folios migrated, and migrations per second of the timed run
 //! (median over repetitions, each on a freshly booted and fragmented machine).
 //!
-//! The same run is repeated with every live folio **mapped** in a process and its fork child
+//! The same run is repeated with anon folios, every live one **mapped** in a process and its fork child
 //! (two page-table entries each, found and rewritten through the reverse map while the folio
 //! is frozen): `mapped_migrated_per_sec`, and its ratio to the unmapped rate measured in the
 //! same bench run (`mapped_to_unmapped_rate`), give the cost of the rmap walk.
@@ -50,8 +51,10 @@ pub struct CompactionBench {
     pub mapped_to_unmapped_rate: f64,
 }
 
-/// One fragmented machine compacted once: (report, seconds, live folios). With `mapped`, every
-/// live folio is mapped in a process and its fork child and held by those entries alone.
+/// One fragmented machine compacted once: (report, seconds, live folios). Migration moves only
+/// folios nobody holds but their page cache and mappings: without `mapped`, every live folio
+/// is a file folio held by its page cache alone; with `mapped`, an anon folio mapped in a
+/// process and its fork child and held by those entries alone.
 fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport, f64, u64)> {
     let mut l = MemoryLayout::new();
     let start = Pfn(1 << 20);
@@ -60,7 +63,8 @@ fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport,
     let m = memdesc_host::boot(&l, Config { nr_cpus: 1, debug_checks: false, ..Config::default() })?;
     let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("no cpu"))?;
     let mut all = Vec::new();
-    while let Ok(f) = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, FolioKind::Anon) {
+    let kind = if mapped { FolioKind::Anon } else { FolioKind::File };
+    while let Ok(f) = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, kind) {
         all.push(f);
     }
     let mut live = Vec::new();
@@ -74,12 +78,19 @@ fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport,
     let n = live.len() as u64;
     let mms = if mapped { Some(m.mm_caches(&cpu).map_err(|e| anyhow!("{e}"))?) } else { None };
     let mut procs = Vec::new();
+    let space = if mapped { None } else { Some(m.address_space_create(&cpu).map_err(|e| anyhow!("{e}"))?) };
+    if let Some(space) = &space {
+        for (i, f) in live.drain(..).enumerate() {
+            space.insert(&cpu, &f, i as u64).map_err(|e| anyhow!("{e}"))?;
+            m.folio_put(&cpu, f).map_err(|e| anyhow!("{e}"))?; // the cache holds it
+        }
+    }
     if let Some(mms) = &mms {
         let parent = mms.mm_create(&cpu, MmKind::User).map_err(|e| anyhow!("{e}"))?;
         let base = 0x10_0000_0000u64;
         parent.mmap_anon(&cpu, base, n << 12).map_err(|e| anyhow!("{e}"))?;
         for (i, f) in live.drain(..).enumerate() {
-            parent.map_folio(&cpu, base + ((i as u64) << 12), f).map_err(|e| anyhow!("{e}"))?;
+            parent.map_folio(&cpu, base + ((i as u64) << 12), &f).map_err(|e| anyhow!("{e}"))?;
             m.folio_put(&cpu, f).map_err(|e| anyhow!("{e}"))?; // the entries hold it
         }
         let child = parent.fork(&cpu).map_err(|e| anyhow!("{e}"))?;
@@ -92,6 +103,9 @@ fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport,
     let secs = t.elapsed().as_secs_f64();
     for p in procs {
         p.destroy(&cpu);
+    }
+    if let Some(space) = space {
+        space.destroy(&cpu);
     }
     for f in live {
         m.folio_put(&cpu, f).map_err(|e| anyhow!("{e}"))?;

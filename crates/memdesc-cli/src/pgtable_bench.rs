@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use memdesc::cpu::Cpu;
-use memdesc::desc::{Folio, PtDesc};
+use memdesc::desc::PtDesc;
 use memdesc::folio::FolioKind;
 use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::pgtable::{MmCaches, MmKind};
@@ -64,23 +64,23 @@ fn bench_on(m: &SimMachine, cpu: &Cpu<'_>, mms: &MmCaches<'_, SimPlatform>, roun
     let va = 0x4000_0000u64;
     let mm = mms.mm_create(cpu, MmKind::User).map_err(err("mm"))?;
     mm.mmap_anon(cpu, va, 8 << 20).map_err(err("mmap"))?;
-    let f: &Folio = m.folio_alloc(cpu, 9, Gfp::MOVABLE, FolioKind::Anon).map_err(err("folio"))?;
+    let f = m.folio_alloc(cpu, 9, Gfp::MOVABLE, FolioKind::Anon).map_err(err("folio"))?;
     let (mut pte, mut pmd, mut fork, mut walk) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         pte.push(
             time_ns(|| {
-                mm.map_folio(cpu, va, f).map_err(err("map"))?;
+                mm.map_folio(cpu, va, &f).map_err(err("map"))?;
                 mm.unmap(cpu, va, 2 << 20).map_err(err("unmap"))?;
                 Ok(())
             })? / 512.0,
         );
         pmd.push(time_ns(|| {
-            mm.map_folio_pmd(cpu, va, f).map_err(err("map pmd"))?;
+            mm.map_folio_pmd(cpu, va, &f).map_err(err("map pmd"))?;
             mm.unmap(cpu, va, 2 << 20).map_err(err("unmap"))?;
             Ok(())
         })?);
     }
-    mm.map_folio(cpu, va, f).map_err(err("map"))?;
+    mm.map_folio(cpu, va, &f).map_err(err("map"))?;
     for _ in 0..rounds {
         fork.push(
             time_ns(|| {
@@ -92,11 +92,11 @@ fn bench_on(m: &SimMachine, cpu: &Cpu<'_>, mms: &MmCaches<'_, SimPlatform>, roun
     }
     mm.unmap(cpu, va, 2 << 20).map_err(err("unmap"))?;
     let small = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).map_err(err("folio"))?;
-    mm.map_folio(cpu, va + (4 << 20), small).map_err(err("map"))?;
+    mm.map_folio(cpu, va + (4 << 20), &small).map_err(err("map"))?;
     let child = mm.fork(cpu).map_err(err("fork"))?;
     for _ in 0..rounds {
         let t = Instant::now();
-        let n = m.rmap_walk(cpu, small, |_, _, _| ());
+        let n = m.rmap_walk(cpu, &small, |_, _, _| ());
         walk.push(t.elapsed().as_nanos() as f64);
         if n != 2 {
             return Err(anyhow!("rmap walk found {n} mappings, expected 2"));

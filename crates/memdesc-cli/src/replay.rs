@@ -78,7 +78,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use memdesc::cpu::Cpu;
 use memdesc::desc::{CachedDescriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
+
+/// The reference a replay entry holds on `f` (kept raw in the entry, as a C caller keeps a
+/// pfn), lent as a [`FolioRef`] that is not dropped.
+///
+/// # Safety
+/// The entry holds one reference on `f` and keeps it.
+unsafe fn lent(f: &Folio) -> std::mem::ManuallyDrop<FolioRef<'_>> {
+    // SAFETY: the caller's promise; ManuallyDrop never gives the reference up.
+    std::mem::ManuallyDrop::new(unsafe { FolioRef::from_raw(f) })
+}
 use memdesc::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 use memdesc::layout::MAX_REGIONS;
 use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
@@ -586,7 +596,8 @@ impl<'m> Replayer<'m> {
                         }
                     }
                     self.m.lru_del(f);
-                    if let Err(err) = self.m.folio_put(&self.cpu, f) {
+                    // SAFETY: the entry's reference, given up here (the entry goes).
+                    if let Err(err) = self.m.folio_put(&self.cpu, unsafe { FolioRef::from_raw(f) }) {
                         self.sim_error("folio_put", err);
                     }
                 }
@@ -645,6 +656,8 @@ impl<'m> Replayer<'m> {
                     for (p, k) in blocks(r.start, r.len, max) {
                         match self.m.folio_alloc(&self.cpu, k, Gfp::MOVABLE, fk) {
                             Ok(f) => {
+                                // The entry keeps the reference raw.
+                                let f = f.into_raw();
                                 self.m.lru_add(f);
                                 self.insert(p, k, true, What::Folio(fk), f.flags.pfn(), Some(f));
                             }
@@ -760,6 +773,8 @@ impl<'m> Replayer<'m> {
                 let area = self.entries[i as usize].head as usize / AREA;
                 match self.m.folio_alloc(&self.cpu, order, Gfp::MOVABLE, fk) {
                     Ok(f) => {
+                        // The entry keeps the reference raw.
+                        let f = f.into_raw();
                         // A whole-area folio may make its area uniform.
                         self.mark(area);
                         let e = &mut self.entries[i as usize];
@@ -953,7 +968,9 @@ impl<'m> Replayer<'m> {
                     let Some(s) = self.space((pc.dev_major, pc.dev_minor), pc.ino) else { return self.done(kind) };
                     // The kernel prints the folio's offset in bytes.
                     let index = pc.offset / PAGE_SIZE as u64;
-                    match self.spaces[s as usize].insert(&self.cpu, f, index) {
+                    // SAFETY: the entry holds its reference and keeps it.
+                    let held = unsafe { lent(f) };
+                    match self.spaces[s as usize].insert(&self.cpu, &held, index) {
                         Ok(()) => {
                             self.entries[i as usize].cached = Some((s, index));
                             self.done(kind)

@@ -34,9 +34,22 @@
 //! A pattern is a window of a fixed 128 KiB pseudo-random source chosen by the key (one
 //! `memcpy` to fill, one `memcmp` to verify, so debug builds run fast too). Raw pages are keyed
 //! by pfn; folios, mapped memory and objects by their id and page index, because compaction,
-//! offlining and migration move an unmapped folio under its owner. The owner touches a held
-//! folio's pages only under the folio lock ([`Worker::lock_folio`]), which migration will not
-//! take a folio from; the split op freezes the references, which migration also needs.
+//! offlining and migration move folios. A folio moves only while nobody but the page cache and
+//! its mappings holds a reference (migration takes its own and freezes at the expected count),
+//! so a folio this CPU holds stays put; the owner still touches its pages under the folio lock
+//! ([`Worker::lock_folio`]), and the split op needs that lock.
+//!
+//! # Folio references
+//!
+//! A CPU keeps the references it holds on a [`Live`] folio in raw form (`FolioRef::into_raw`,
+//! as a C-like caller keeps pfns) and takes or drops one only through the typed API: a
+//! `FolioRef` adopted from it, cloned (`folio_get`) or put (`folio_put`). Nothing waits for a
+//! frozen count or retries a refused put: a reference a migration or split took from under its
+//! holder would show as a refused put or a wrong count at the next quiescent check. The
+//! `folio_clone`, `rcu_lookup` (`folio_try_get` from a random pfn), `pc_lookup` and
+//! `folio_migrate` ops take and drop references while other CPUs migrate, split and compact;
+//! `folio_hot` has every CPU either reference or migrate one shared folio, so the two meet
+//! constantly.
 //!
 //! # hwpoison
 //!
@@ -78,8 +91,9 @@ use memdesc::balloon::Balloon;
 use memdesc::cpu::Cpu;
 use memdesc::desc::{Folio, MappableDesc, PG_LRU};
 use memdesc::fault::{FaultConfig, FaultSites};
-use memdesc::folio::{FolioError, FolioKind};
+use memdesc::folio::{FolioError, FolioKind, FolioRef};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
+use memdesc::migrate::MigrateError;
 use memdesc::offline::OfflineError;
 use memdesc::page_pool::{pp_put_pfn, PagePool, PoolError, PoolParams};
 use memdesc::pagecache::{AddressSpaceRef, PageCacheError};
@@ -273,9 +287,9 @@ pub enum Live<'m> {
         /// Pattern id.
         id: u64,
     },
-    /// An anon or file folio (not in a page cache) with `refs` references held. Compaction,
-    /// offlining and migration may move it: its owner reads or writes its pages only with the
-    /// folio lock held ([`Worker::lock_folio`]), which migration respects.
+    /// An anon or file folio (not in a page cache) with `refs` references held, kept raw
+    /// (see the module docs). Its references pin it: migration does not move it. Its owner
+    /// still reads and writes its pages under the folio lock ([`Worker::lock_folio`]).
     Folio {
         /// The folio.
         f: &'m Folio,
@@ -720,48 +734,44 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         bad
     }
 
-    /// Takes `f`'s lock, which migration (compaction, offlining) will not move a folio under,
-    /// so its pfn and pages stay put until [`Worker::unlock_folio`]. Only migration takes a
-    /// torture folio's lock besides its owner, briefly.
+    /// Takes `f`'s lock (which migration will not move a folio under either) until
+    /// [`Worker::unlock_folio`]. Only migration takes a torture folio's lock besides its
+    /// owner, briefly.
     pub fn lock_folio(&self, f: &Folio) {
         while !self.m.folio_trylock(f) {
             std::hint::spin_loop();
         }
     }
 
-    /// Takes another reference to a folio this CPU holds one of. Migration borrows a sole
-    /// holder's reference while it moves the folio (it freezes the count from 1 to 0 and puts
-    /// it back): wait for it instead of incrementing a frozen count.
-    pub fn get_owned(&self, f: &Folio) {
-        let mut n = 0u32;
-        while !f.counts.try_get() {
-            n += 1;
-            if n == 1 << 20 {
-                // Not a migration: take it anyway and let the quiescent check report it.
-                self.m.folio_get(f);
-                return;
-            }
-            if n.is_multiple_of(64) {
-                std::thread::yield_now();
-            }
-        }
+    /// One of this CPU's raw references on `f`, lent as a typed [`FolioRef`] that is not
+    /// dropped (the reference stays this CPU's).
+    ///
+    /// # Safety
+    /// This CPU holds a reference on `f` (a [`Live`] record counts it).
+    unsafe fn held(f: &'m Folio) -> std::mem::ManuallyDrop<FolioRef<'m>> {
+        // SAFETY: the caller holds a reference, which the ManuallyDrop never gives up.
+        std::mem::ManuallyDrop::new(unsafe { FolioRef::from_raw(f) })
     }
 
-    /// Drops a reference this CPU holds (see [`Worker::get_owned`]): a count frozen by a
-    /// migration in flight is waited for; a count that stays 0 is the error it is.
-    pub fn put_owned(&self, f: &Folio) -> Result<bool, FolioError> {
-        let mut n = 0u32;
-        loop {
-            match self.m.folio_put(self.cpu, f) {
-                Err(FolioError::NoReference) if n < 1 << 20 => {
-                    n += 1;
-                    if n.is_multiple_of(64) {
-                        std::thread::yield_now();
-                    }
-                }
-                r => return r,
-            }
-        }
+    /// Takes another reference to a folio this CPU holds one of: a clone of a held reference,
+    /// kept raw. No waiting: a holder's count is never frozen.
+    ///
+    /// # Safety
+    /// This CPU holds a reference on `f`.
+    unsafe fn get_owned(&self, f: &'m Folio) {
+        // SAFETY: the caller's promise.
+        let held = unsafe { Self::held(f) };
+        let _ = held.get().into_raw();
+    }
+
+    /// Drops one of the references this CPU holds on `f` with `folio_put`. No retry: a
+    /// refused put is the error it is.
+    ///
+    /// # Safety
+    /// This CPU holds a reference on `f` and gives it up here.
+    unsafe fn put_owned(&self, f: &'m Folio) -> Result<bool, FolioError> {
+        // SAFETY: the caller's promise: the reference is adopted once and put.
+        self.m.folio_put(self.cpu, unsafe { FolioRef::from_raw(f) })
     }
 
     /// Drops the lock [`Worker::lock_folio`] took.
@@ -881,7 +891,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                     m.lru_del(f);
                 }
                 for i in 0..refs {
-                    match self.put_owned(f) {
+                    // SAFETY: this CPU holds `refs` references on the folio (Live::Folio).
+                    match unsafe { self.put_owned(f) } {
                         // With other CPUs, a lockless reader's pin may make its put the last.
                         Ok(freed) if freed == (i + 1 == refs) || (self.shared.threads > 1 && !freed) => {}
                         r => {
@@ -902,7 +913,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 }
                 self.slots.push(va);
                 // Forks may still map it.
-                match self.put_owned(f) {
+                // SAFETY: the owner's reference (Live::Mapped).
+                match unsafe { self.put_owned(f) } {
                     Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("put of a mapped folio's reference: {e}")),
                 }
@@ -1324,6 +1336,8 @@ fn op_folio_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let gfp = if zero { Gfp::MOVABLE | Gfp::ZERO } else { Gfp::MOVABLE };
     match w.m.folio_alloc(w.cpu, order, gfp, kind) {
         Ok(f) => {
+            // Kept raw in the Live record (see the module docs).
+            let f = f.into_raw();
             if f.counts.refcount() != 1 || f.flags.order() != order {
                 return Outcome::Violation(format!("fresh folio: refcount {} order {}", f.counts.refcount(), order));
             }
@@ -1355,12 +1369,14 @@ fn op_folio_ref(w: &mut Worker<'_, '_, '_>) -> Outcome {
     };
     w.arg(f.flags.pfn().0);
     let refs = if refs > 1 && w.below(2) == 0 {
-        match w.put_owned(f) {
+        // SAFETY: one of the `refs` this CPU holds.
+        match unsafe { w.put_owned(f) } {
             Ok(false) => refs - 1,
             r => return Outcome::Violation(format!("put of one of {refs} references: {r:?}")),
         }
     } else if refs < 4 {
-        w.get_owned(f);
+        // SAFETY: this CPU holds `refs` ≥ 1.
+        unsafe { w.get_owned(f) };
         refs + 1
     } else {
         refs
@@ -1404,49 +1420,187 @@ fn op_folio_flags(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
 }
 
-/// Splits a held folio with its references frozen, as any caller racing lockless readers must.
+/// Splits a held folio under its lock: the split freezes the count at the caller's one
+/// reference, so this CPU first gives back its extra ones; another CPU's pin (a pfn walker's
+/// `folio_try_get`) makes it refuse with `Busy`.
 fn op_folio_split(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let Some(l) = w.take(|l| matches!(l, Live::Folio { f, .. } if f.flags.order() >= 1)) else {
         return Outcome::Skipped;
     };
-    let Live::Folio { f, refs, id, off, .. } = l else { unreachable!("filtered") };
+    let Live::Folio { f, refs, id, off, order: budget } = l else { unreachable!("filtered") };
     let order = f.flags.order();
     let new_order = w.below(order as u64) as u32;
     w.arg(f.flags.pfn().0 | (new_order as u64) << 56);
-    if !w.m.folio_ref_freeze(f, refs) {
-        // A lockless reader holds a pin right now.
-        w.push(l);
-        return Outcome::Skipped;
+    for i in 1..refs {
+        // SAFETY: one of the `refs` this CPU holds; the last stays.
+        if let Err(e) = unsafe { w.put_owned(f) } {
+            return Outcome::Violation(format!("put {i} of {refs} before a split: {e}"));
+        }
     }
+    w.lock_folio(f);
+    // SAFETY: the one reference this CPU now holds.
+    let held = unsafe { Worker::held(f) };
     let mut pieces = vec![];
-    let r = w.m.folio_split(w.cpu, f, new_order, |p| pieces.push(p as *const Folio));
-    let m = w.m;
+    let r = w.m.folio_split(w.cpu, &held, new_order, |p| pieces.push(p.into_raw()));
+    w.unlock_folio(f);
     match r {
         Ok(()) => {
-            if pieces.len() != 1 << (order - new_order) {
-                return Outcome::Violation(format!("split into {} pieces", pieces.len()));
+            if pieces.len() + 1 != 1 << (order - new_order) {
+                return Outcome::Violation(format!("split into {} pieces", pieces.len() + 1));
             }
+            // Held by us, the pieces do not move.
             let first = f.flags.pfn();
+            w.push(Live::Folio { f, refs: 1, order: new_order, id, off });
             for p in pieces {
-                // SAFETY: a piece of our split: a live folio descriptor frozen at 0.
-                let p = unsafe { &*p };
-                // Read while frozen: migration cannot move it yet.
+                if p.counts.refcount() == 0 || p.flags.flags() & memdesc::desc::PG_LOCKED != 0 {
+                    return Outcome::Violation(format!("split piece at {}: refcount 0 or locked", p.flags.pfn()));
+                }
                 let poff = off + (p.flags.pfn().0 - first.0);
-                m.folio_ref_unfreeze(p, refs);
-                w.push(Live::Folio { f: p, refs, order: new_order, id, off: poff });
+                w.push(Live::Folio { f: p, refs: 1, order: new_order, id, off: poff });
             }
             Outcome::Done
         }
         Err(e) => {
-            m.folio_ref_unfreeze(f, refs);
-            w.push(l);
+            w.push(Live::Folio { f, refs: 1, order: budget, id, off });
             match e {
                 FolioError::NoMemory(a) if is_alloc_failure(a) => Outcome::Failed,
-                // Splitting a 2 MiB folio of a two-level region below 2 MiB is refused.
-                FolioError::BadOrder => Outcome::Skipped,
+                // Splitting a 2 MiB folio of a two-level region below 2 MiB is refused; another
+                // CPU's transient pin makes the freeze fail.
+                FolioError::BadOrder | FolioError::Busy => Outcome::Skipped,
                 e => Outcome::Violation(format!("split of order {order} to {new_order}: {e}")),
             }
         }
+    }
+}
+
+/// Takes and drops references on a held folio through `FolioRef`s: clones (`folio_get`), some
+/// dropped (a drop that is not the last releases its count) and some put, while other CPUs
+/// migrate, split (their own) and compact around it.
+fn op_folio_clone(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let Some(l @ Live::Folio { f, refs, .. }) = w.take(|l| matches!(l, Live::Folio { .. })) else {
+        return Outcome::Skipped;
+    };
+    w.arg(f.flags.pfn().0);
+    let n = 1 + w.below(4) as u32;
+    // SAFETY: this CPU holds `refs` ≥ 1 references on f.
+    let held = unsafe { Worker::held(f) };
+    let clones: Vec<FolioRef<'_>> = (0..n).map(|_| FolioRef::clone(&held)).collect();
+    let mut out = Outcome::Done;
+    // Other CPUs' pins may add to it, never take from it.
+    if f.counts.refcount() < refs + n {
+        out = Outcome::Violation(format!("{refs} held + {n} clones, refcount {}", f.counts.refcount()));
+    }
+    for (i, c) in clones.into_iter().enumerate() {
+        if !FolioRef::ptr_eq(&c, &held) {
+            out = Outcome::Violation("a clone names another folio".into());
+        }
+        if i % 2 == 0 {
+            drop(c);
+        } else if let Err(e) = w.m.folio_put(w.cpu, c) {
+            out = Outcome::Violation(format!("put of a clone: {e}"));
+        }
+    }
+    w.push(l);
+    out
+}
+
+/// Migrates a folio to new memory, as compaction and offlining do, while its holders get and
+/// put it on other CPUs: the folio at a random pfn (if its word names one), or a folio cached
+/// in a file (the shared file's are looked up by every CPU meanwhile). A folio held by anyone
+/// but its page cache and mappings is refused (`Busy`).
+fn op_folio_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let m = w.m;
+    let pfn = if w.below(2) == 0 {
+        let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
+        let (start, end) = regions[w.below(regions.len() as u64) as usize];
+        start.add(w.below(end.0 - start.0))
+    } else {
+        let index = w.below(FILE_INDICES);
+        let space = w.file().space.space() as *const _;
+        let Some(f) = w.file_by_space(space).space.lookup(w.cpu, index) else { return Outcome::Skipped };
+        let pfn = f.flags.pfn();
+        if let Err(e) = m.folio_put(w.cpu, f) {
+            return Outcome::Violation(format!("put of a lookup reference: {e}"));
+        }
+        pfn
+    };
+    w.arg(pfn.0);
+    let Some(v) = m.memmap().load(m.platform(), pfn) else { return Outcome::Skipped };
+    if memdesc::lookup::folio(v.word.kind()).is_none() {
+        return Outcome::Skipped;
+    }
+    match m.migrate_page(w.cpu, pfn, Gfp::MOVABLE) {
+        Ok(_) => Outcome::Done,
+        Err(MigrateError::NoTarget(a)) if is_alloc_failure(a) => Outcome::Failed,
+        Err(MigrateError::NoTarget(a)) => Outcome::Violation(format!("migrate_page({pfn}): {a}")),
+        Err(_) => Outcome::Skipped,
+    }
+}
+
+/// The shared file's index of the "hot" folio every CPU hammers with `folio_hot`, beyond the
+/// indices the page-cache ops touch (so only the final destroy removes it).
+const HOT_INDEX: u64 = 1 << 20;
+
+/// One order-0 folio of the shared file that every CPU either reads through references (lookup,
+/// clone, verify, drop one and put the other) or migrates, so reference gets and puts meet
+/// migration's freeze on the same folio all the time. A migration that borrowed a holder's
+/// reference, or froze while one is held, shows as a count the quiescent check rejects, a
+/// refused or early-freeing put, or corrupted bytes.
+fn op_folio_hot(w: &mut Worker<'_, '_, '_>) -> Outcome {
+    let m = w.m;
+    let fid = w.shared.shared_file.id;
+    let space = &w.shared.shared_file.space;
+    let f = match space.lookup(w.cpu, HOT_INDEX) {
+        Some(f) => f,
+        None => {
+            let f = match m.folio_alloc(w.cpu, 0, Gfp::MOVABLE, FolioKind::File) {
+                Ok(f) => f,
+                Err(e) => return alloc_outcome(e),
+            };
+            let k = Worker::key(fid, HOT_INDEX);
+            // SAFETY: the page of our fresh folio.
+            w.with_page(f.flags.pfn(), |a| unsafe { fill_raw(a, PAGE_SIZE, k) });
+            let r = w.shared.shared_file.space.insert(w.cpu, &f, HOT_INDEX);
+            return match (r, m.folio_put(w.cpu, f)) {
+                (Ok(()), Ok(false)) => Outcome::Done,
+                // Another CPU inserted it first.
+                (Err(PageCacheError::Occupied { .. }), Ok(true)) => Outcome::Skipped,
+                (Err(PageCacheError::NoMemory(e)), Ok(true)) if is_alloc_failure(e) => Outcome::Failed,
+                r => Outcome::Violation(format!("insert of the hot folio: {r:?}")),
+            };
+        }
+    };
+    w.arg(f.flags.pfn().0);
+    if w.below(2) == 0 {
+        let pfn = f.flags.pfn();
+        if let Err(e) = m.folio_put(w.cpu, f) {
+            return Outcome::Violation(format!("put of a lookup reference: {e}"));
+        }
+        return match m.migrate_page(w.cpu, pfn, Gfp::MOVABLE) {
+            Ok(_) | Err(MigrateError::Busy(_)) => Outcome::Done,
+            Err(MigrateError::NoTarget(a)) if is_alloc_failure(a) => Outcome::Failed,
+            Err(e) => Outcome::Violation(format!("migrate_page of the hot folio: {e}")),
+        };
+    }
+    let mut out = Outcome::Done;
+    // Several get/put rounds, each verifying the data, so they keep meeting the other CPUs'
+    // migrations of this folio.
+    for _ in 0..8 {
+        w.verify_cached(fid, &f);
+        let extra = f.clone();
+        w.verify_cached(fid, &extra);
+        if f.counts.refcount() < 3 {
+            out = Outcome::Violation(format!("the cache + two references held, refcount {}", f.counts.refcount()));
+        }
+        if w.below(2) == 0 {
+            drop(extra);
+        } else if let Err(e) = m.folio_put(w.cpu, extra) {
+            out = Outcome::Violation(format!("put of a clone of the hot folio: {e}"));
+        }
+    }
+    match m.folio_put(w.cpu, f) {
+        Ok(false) => out,
+        r => Outcome::Violation(format!("put of the hot folio with the cache holding it: {r:?}")),
     }
 }
 
@@ -1486,8 +1640,8 @@ fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
         w.with_page(q, |a| unsafe { fill_raw(a, PAGE_SIZE, k) });
     }
     let file = w.file_by_space(space);
-    let r = file.space.insert(w.cpu, f, index);
-    let put = w.put_owned(f);
+    let r = file.space.insert(w.cpu, &f, index);
+    let put = w.m.folio_put(w.cpu, f);
     match (r, put) {
         (Ok(()), Ok(false)) => Outcome::Done,
         (Err(PageCacheError::Occupied { .. }), Ok(true)) => Outcome::Skipped,
@@ -1533,8 +1687,8 @@ fn op_pc_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
     if !(fi..fi + (1 << order)).contains(&index) {
         out = Outcome::Violation(format!("lookup({index}) found a folio at {fi} of order {order}"));
     }
-    w.verify_cached(fid, f);
-    if let Err(e) = w.put_owned(f) {
+    w.verify_cached(fid, &f);
+    if let Err(e) = w.m.folio_put(w.cpu, f) {
         out = Outcome::Violation(format!("put of a lookup reference: {e}"));
     }
     out
@@ -1549,10 +1703,10 @@ fn op_pc_delete(w: &mut Worker<'_, '_, '_>) -> Outcome {
     w.arg(index);
     let file = w.file_by_space(space);
     let Some(f) = file.space.lookup(w.cpu, index) else { return Outcome::Skipped };
-    let r = file.space.delete(w.cpu, f);
-    w.verify_cached(fid, f);
+    let r = file.space.delete(w.cpu, &f);
+    w.verify_cached(fid, &f);
     let shared = w.shared.threads > 1;
-    let put = w.put_owned(f);
+    let put = w.m.folio_put(w.cpu, f);
     match (r, put) {
         (Ok(false), Ok(_)) => Outcome::Done,
         // Another CPU deleted or truncated it first.
@@ -1607,38 +1761,29 @@ fn op_pc_truncate(w: &mut Worker<'_, '_, '_>) -> Outcome {
     }
 }
 
-/// Descriptor lookup under RCU from a random pfn, as a pfn walker does: pin the folio the word
-/// names, re-check the word, read it, and drop the pin with `folio_put` (which frees the folio
-/// if its owner let go meanwhile).
+/// Descriptor lookup from a random pfn, as a pfn walker does: `folio_try_get` (under RCU: pin
+/// the folio the word names unless its count is zero or frozen, re-check the word), read it,
+/// clone and drop the reference, and put it (which frees the folio if its owner let go
+/// meanwhile).
 fn op_rcu_lookup(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let m = w.m;
     let regions: Vec<(Pfn, Pfn)> = m.memmap().regions().map(|r| (r.start, r.end)).collect();
     let (start, end) = regions[w.below(regions.len() as u64) as usize];
     let pfn = start.add(w.below(end.0 - start.0));
     w.arg(pfn.0);
-    let load = || m.memmap().load(m.platform(), pfn).map(|v| v.word);
-    let pinned = {
-        let g = m.rcu().read_lock(w.cpu);
-        let Some(word) = load() else { return Outcome::Skipped };
-        let Some(d) = memdesc::lookup::folio(word.kind()) else { return Outcome::Skipped };
-        let f = d.get(&g);
-        if !f.counts.try_get() {
-            return Outcome::Skipped;
-        }
-        // SAFETY: pinned: the descriptor stays a live folio until our put, beyond the guard.
-        let f: &Folio = unsafe { &*(f as *const Folio) };
-        (f, load() == Some(word))
-    };
-    let (f, owns) = pinned;
+    let Some(f) = m.folio_try_get(w.cpu, pfn) else { return Outcome::Skipped };
     let mut out = Outcome::Done;
-    if owns {
-        let (fp, order) = (f.flags.pfn(), f.flags.order());
-        if pfn < fp || pfn >= fp.add(1 << order) {
-            out = Outcome::Violation(format!("pfn {pfn} names a pinned folio covering {fp}+{order}"));
-        }
+    let (fp, order) = (f.flags.pfn(), f.flags.order());
+    if pfn < fp || pfn >= fp.add(1 << order) {
+        out = Outcome::Violation(format!("pfn {pfn} names a pinned folio covering {fp}+{order}"));
     }
-    if let Err(e) = w.put_owned(f) {
-        out = Outcome::Violation(format!("dropping an RCU pin: {e}"));
+    let extra = f.clone();
+    if f.counts.refcount() < 2 {
+        out = Outcome::Violation(format!("two references held on {fp}, refcount {}", f.counts.refcount()));
+    }
+    drop(extra);
+    if let Err(e) = m.folio_put(w.cpu, f) {
+        out = Outcome::Violation(format!("dropping a pfn walker's reference: {e}"));
     }
     out
 }
@@ -1709,19 +1854,20 @@ fn op_mm_map(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let va = w.slots.swap_remove(i);
     w.arg(va | order as u64);
     let id = w.new_id();
-    w.lock_folio(f);
+    w.lock_folio(&f);
     w.fill_idx(f.flags.pfn(), order, id, 0, false);
-    w.unlock_folio(f);
+    w.unlock_folio(&f);
     let mm = w.mm.as_ref().expect("checked");
-    let r = if pmd { mm.map_folio_pmd(w.cpu, va, f) } else { mm.map_folio(w.cpu, va, f) };
+    let r = if pmd { mm.map_folio_pmd(w.cpu, va, &f) } else { mm.map_folio(w.cpu, va, &f) };
     match r {
         Ok(()) => {
-            w.push(Live::Mapped { f, va, order, pmd, id });
+            // The owner's reference, kept raw in the Live record.
+            w.push(Live::Mapped { f: f.into_raw(), va, order, pmd, id });
             Outcome::Done
         }
         Err(e) => {
             w.slots.push(va);
-            let put = w.put_owned(f);
+            let put = w.m.folio_put(w.cpu, f);
             match (map_outcome(e), put) {
                 (o, Ok(true)) => o,
                 (_, r) => Outcome::Violation(format!("put of a folio whose map failed with {e}: {r:?}")),
@@ -2046,7 +2192,8 @@ fn op_z3_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
 
 // ---- compaction, balloon, offlining, guard pages ----
 
-/// Compacts a random zone: held folios move under their owners (who lock them to touch them).
+/// Compacts a random zone: folios only their page cache and mappings hold move; held ones are
+/// skipped (`Busy`).
 fn op_compact(w: &mut Worker<'_, '_, '_>) -> Outcome {
     // A whole-zone scan: rarely.
     if w.below(64) != 0 {
@@ -2181,7 +2328,9 @@ impl<'m> Worker<'m, '_, '_> {
                 self.m.lru_del(piece);
             }
             for _ in 0..refs {
-                if let Err(e) = self.put_owned(piece) {
+                // SAFETY: the split copied each of this CPU's `refs` references onto every
+                // piece (memory_failure's split keeps every holder's).
+                if let Err(e) = unsafe { self.put_owned(piece) } {
                     self.violation(format!("put of a poisoned folio's piece {p}: {e}"));
                 }
             }
@@ -2318,6 +2467,9 @@ pub const OPS: &[Op] = &[
     Op { name: "folio_ref", weight: 3, run: op_folio_ref },
     Op { name: "folio_flags", weight: 3, run: op_folio_flags },
     Op { name: "folio_split", weight: 2, run: op_folio_split },
+    Op { name: "folio_clone", weight: 3, run: op_folio_clone },
+    Op { name: "folio_migrate", weight: 2, run: op_folio_migrate },
+    Op { name: "folio_hot", weight: 4, run: op_folio_hot },
     Op { name: "pc_insert", weight: 6, run: op_pc_insert },
     Op { name: "pc_lookup", weight: 8, run: op_pc_lookup },
     Op { name: "pc_delete", weight: 2, run: op_pc_delete },

@@ -1,12 +1,14 @@
-//! Compaction on the simulated machine: a zone fragmented by interleaved movable folios (anon
-//! and page-cache) until no order-9 block is free is compacted into order-9 blocks, every
-//! folio's data intact and every cached folio still found by lookup; the same with mapped anon
-//! folios (parent and fork child), mapped file folios, zsmalloc and z3fold pages, read back
-//! through the page tables and the handles; `migrate_page` of PMD- and PTE-mapped folios; a CPU
-//! mapping and unmapping folios racing a CPU migrating them; folio migration errors.
+//! Compaction on the simulated machine: a zone fragmented by page-cache folios until no order-9
+//! block is free is compacted into order-9 blocks, every folio's data intact and every cached
+//! folio still found by lookup; the same with mapped anon folios (parent and fork child),
+//! mapped file folios, zsmalloc and z3fold pages, read back through the page tables and the
+//! handles; `migrate_page` of PMD- and PTE-mapped folios; a CPU mapping and unmapping folios
+//! racing a CPU migrating them; folio migration errors. Migration moves only folios that
+//! nobody holds besides their page cache and mappings, so the tests give up their own
+//! references first.
 
 use memdesc::desc::Folio;
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::migrate::MigrateError;
 use memdesc::pgtable::{MmKind, MmRef};
 use memdesc::word::Tag;
@@ -26,6 +28,18 @@ fn machine() -> SimMachine {
     })
     .unwrap();
     boot(&l, Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
+}
+
+/// Gives up the test's reference on `f`, keeping a view of it for a folio that others (its
+/// page cache, its mappings) keep holding.
+///
+/// # Safety
+/// The view must not be used after those others let go.
+unsafe fn put_keep_view<'a>(m: &'a SimMachine, cpu: &memdesc::cpu::Cpu<'_>, f: FolioRef<'a>) -> &'a Folio {
+    let raw = f.into_raw();
+    // SAFETY: the count into_raw gave up, adopted once to be put.
+    assert_eq!(m.folio_put(cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false), "others hold it");
+    raw
 }
 
 fn stamp(m: &SimMachine, f: &Folio, v: u64) {
@@ -48,31 +62,23 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let space = m.address_space_create(&cpu).unwrap();
-    // Fill the zone with order-0 folios, every 7th a cached file folio.
-    let mut all: Vec<(&Folio, bool)> = Vec::new();
+    // Fill the zone with order-0 cached file folios (the cache's reference the only one).
+    let mut all: Vec<&Folio> = Vec::new();
     for i in 0u64.. {
-        let file = i % 7 == 0;
-        let kind = if file { FolioKind::File } else { FolioKind::Anon };
-        let Ok(f) = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, kind) else { break };
-        stamp(&m, f, i);
-        if file {
-            space.insert(&cpu, f, i).unwrap();
-            m.folio_put(&cpu, f).unwrap(); // the cache's reference is the only one
-        }
-        all.push((f, file));
+        let Ok(f) = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, FolioKind::File) else { break };
+        stamp(&m, &f, i);
+        space.insert(&cpu, &f, i).unwrap();
+        // SAFETY: the page cache holds it until the test deletes it or destroys the space.
+        all.push(unsafe { put_keep_view(&m, &cpu, f) });
     }
     assert!(all.len() > 12_000, "{}", all.len());
     // Free every other folio: memory is free but in order-0 pieces.
     let mut kept = Vec::new();
-    for (i, (f, file)) in all.into_iter().enumerate() {
+    for (i, f) in all.into_iter().enumerate() {
         if i % 2 == 1 {
-            if file {
-                space.delete(&cpu, f).unwrap();
-            } else {
-                m.folio_put(&cpu, f).unwrap();
-            }
+            assert_eq!(space.delete(&cpu, f), Ok(true));
         } else {
-            kept.push((i as u64, f, file));
+            kept.push((i as u64, f));
         }
     }
     m.drain_all();
@@ -92,13 +98,11 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
     assert_eq!(rep.free_after, m.free_histogram(zone));
 
     // Every folio's data followed it; cached folios are found at their index.
-    for &(i, f, file) in &kept {
+    for &(i, f) in &kept {
         assert!(stamped(&m, f, i), "folio {i} data");
-        if file {
-            let g = space.lookup(&cpu, i).expect("still cached");
-            assert!(std::ptr::eq(g, f), "the cache holds the same descriptor");
-            m.folio_put(&cpu, g).unwrap();
-        }
+        let g = space.lookup(&cpu, i).expect("still cached");
+        assert!(std::ptr::eq(&*g, f), "the cache holds the same descriptor");
+        m.folio_put(&cpu, g).unwrap();
     }
     space.verify().unwrap();
     let c = m.census().unwrap();
@@ -107,11 +111,6 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
     let big = m.alloc_pages_raw(&cpu, 9, Gfp::MOVABLE).expect("an order-9 block after compaction");
     free_raw(&m, &cpu, big, 9).unwrap();
 
-    for &(_, f, file) in &kept {
-        if !file {
-            m.folio_put(&cpu, f).unwrap();
-        }
-    }
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
 }
@@ -120,30 +119,42 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
 fn migrate_page_moves_a_folio_and_refuses_busy_or_unmovable_pages() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    stamp(&m, f, 42);
-    m.lru_add(f);
+    let space = m.address_space_create(&cpu).unwrap();
+    let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
+    stamp(&m, &f, 42);
+    m.lru_add(&f);
+    space.insert(&cpu, &f, 0).unwrap();
     let old = f.flags.pfn();
+    // Its owner's reference (besides the cache's) pins it.
+    assert_eq!(m.migrate_page(&cpu, old.add(1), Gfp::MOVABLE), Err(MigrateError::Busy(old)));
+    assert_eq!(f.counts.refcount(), 2, "a refused migration drops its own reference");
+    // SAFETY: the page cache holds it until the space is destroyed below.
+    let f = unsafe { put_keep_view(&m, &cpu, f) };
     let new = m.migrate_page(&cpu, old.add(1), Gfp::MOVABLE).unwrap();
     assert_ne!(new, old);
     assert_eq!((f.flags.pfn(), f.flags.order(), f.counts.refcount()), (new, 2, 1));
     assert!(stamped(&m, f, 42));
     assert_eq!(m.lru_len(0), 1, "still on the LRU");
     // A pin blocks migration; a locked folio too.
-    m.folio_get(f);
+    let g = space.lookup(&cpu, 3).unwrap();
     assert_eq!(m.migrate_page(&cpu, new, Gfp::MOVABLE), Err(MigrateError::Busy(new)));
-    m.folio_put(&cpu, f).unwrap();
-    assert!(m.folio_trylock(f));
+    assert!(m.folio_trylock(&g));
+    m.folio_put(&cpu, g).unwrap();
     assert_eq!(m.migrate_page(&cpu, new, Gfp::MOVABLE), Err(MigrateError::Busy(new)));
     m.folio_unlock(f);
+    // An anon folio its owner holds does not move either.
+    let a = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let ap = a.flags.pfn();
+    assert_eq!(m.migrate_page(&cpu, ap, Gfp::MOVABLE), Err(MigrateError::Busy(ap)));
+    assert_eq!(m.folio_put(&cpu, a), Ok(true));
     let raw = m.alloc_pages_raw(&cpu, 0, Gfp::KERNEL).unwrap();
     assert_eq!(
         m.migrate_page(&cpu, raw, Gfp::MOVABLE),
         Err(MigrateError::NotMovable { pfn: raw, tag: Tag::Undescribed })
     );
     free_raw(&m, &cpu, raw, 0).unwrap();
-    m.lru_del(f);
-    m.folio_put(&cpu, f).unwrap();
+    assert_eq!(space.destroy(&cpu).folios, 1);
+    assert_eq!(m.lru_len(0), 0);
     m.check(|_, _, _| ()).unwrap();
     m.census().unwrap();
 }
@@ -160,8 +171,8 @@ fn lockless_lookups_race_migration() {
         let cpu = m.cpus().claim(0).unwrap();
         for i in 0..N {
             let f = m.folio_alloc(&cpu, (i % 2) as u32, Gfp::MOVABLE, FolioKind::File).unwrap();
-            stamp(&m, f, i * 2);
-            space.insert(&cpu, f, i * 2).unwrap();
+            stamp(&m, &f, i * 2);
+            space.insert(&cpu, &f, i * 2).unwrap();
             m.folio_put(&cpu, f).unwrap();
         }
     }
@@ -175,7 +186,7 @@ fn lockless_lookups_race_migration() {
                 for i in 0..N {
                     let g = space.lookup(&cpu, i * 2).expect("cached");
                     assert_eq!(g.index(), i * 2);
-                    assert!(stamped(&m, g, i * 2), "data of index {} at {}", i * 2, g.flags.pfn());
+                    assert!(stamped(&m, &g, i * 2), "data of index {} at {}", i * 2, g.flags.pfn());
                     m.folio_put(&cpu, g).unwrap();
                     n += 1;
                 }
@@ -211,7 +222,7 @@ fn lockless_lookups_race_migration() {
     space.verify().unwrap();
     for i in 0..N {
         let g = space.lookup(&cpu, i * 2).unwrap();
-        assert!(stamped(&m, g, i * 2));
+        assert!(stamped(&m, &g, i * 2));
         m.folio_put(&cpu, g).unwrap();
     }
     space.destroy(&cpu);
@@ -258,16 +269,16 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
     let nowarn = Gfp::MOVABLE | Gfp::NOWARN;
     for i in 0u64.. {
         let Ok(a) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::Anon) else { break };
-        stamp(&m, a, i);
-        parent.map_folio(&cpu, anon + i * PAGE, a).unwrap();
-        m.folio_put(&cpu, a).unwrap(); // the mappings hold it
-        anons.push((i, a));
+        stamp(&m, &a, i);
+        parent.map_folio(&cpu, anon + i * PAGE, &a).unwrap();
+        // SAFETY: the mappings hold it until the mms are destroyed at the end.
+        anons.push((i, unsafe { put_keep_view(&m, &cpu, a) }));
         let Ok(f) = m.folio_alloc(&cpu, 0, nowarn, FolioKind::File) else { break };
-        stamp(&m, f, !i);
-        space.insert(&cpu, f, i).unwrap();
-        m.folio_put(&cpu, f).unwrap(); // the cache's reference
-        parent.map_folio(&cpu, fva + i * PAGE, f).unwrap();
-        files.push((i, f));
+        stamp(&m, &f, !i);
+        space.insert(&cpu, &f, i).unwrap();
+        parent.map_folio(&cpu, fva + i * PAGE, &f).unwrap();
+        // SAFETY: the cache and the mappings hold it until the end.
+        files.push((i, unsafe { put_keep_view(&m, &cpu, f) }));
         let Ok(h) = zs.malloc(&cpu, 1500) else { break };
         fill(&mut zs.map_write(&cpu, &h).unwrap(), i);
         zsh.push((i, h));
@@ -312,7 +323,7 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
         assert_eq!(read_through_tables(&m, &parent, fva + i * PAGE), (!i, i), "file {i} data");
         assert_eq!(child.translate(fva + i * PAGE).unwrap().0.pfn(), f.flags.pfn());
         let g = space.lookup(&cpu, i).expect("still cached");
-        assert!(std::ptr::eq(g, f));
+        assert!(std::ptr::eq(&*g, f));
         m.folio_put(&cpu, g).unwrap();
     }
     for &(i, ref h) in &zsh {
@@ -347,20 +358,25 @@ fn migrate_page_moves_mapped_folios_and_their_entries() {
     parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
     parent.mmap_file(&cpu, fva, 1 << 20, space.space(), 0).unwrap();
     let a = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    stamp(&m, a, 7);
-    parent.map_folio_pmd(&cpu, anon, a).unwrap();
+    stamp(&m, &a, 7);
+    parent.map_folio_pmd(&cpu, anon, &a).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
-    stamp(&m, f, 9);
-    space.insert(&cpu, f, 4).unwrap();
-    m.folio_put(&cpu, f).unwrap();
-    parent.map_folio(&cpu, fva + 4 * PAGE, f).unwrap();
+    stamp(&m, &f, 9);
+    space.insert(&cpu, &f, 4).unwrap();
+    parent.map_folio(&cpu, fva + 4 * PAGE, &f).unwrap();
+    // SAFETY: the cache and the mappings hold it until the end.
+    let f = unsafe { put_keep_view(&m, &cpu, f) };
     let child = parent.fork(&cpu).unwrap();
-    // The owner still holds `a`: refcount = owner + 2 PMD entries.
-    let (ca, cf) = ((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount()));
-    assert_eq!((ca, cf), ((3, 2), (9, 8)), "4 PTEs per mm for the file folio, + the cache");
-    m.folio_get(a);
+    // The owner still holds `a`: refcount = owner + 2 PMD entries; it pins the folio.
+    assert_eq!((a.counts.refcount(), a.counts.mapcount()), (3, 2));
+    let pin = a.clone();
     assert_eq!(m.migrate_page(&cpu, a.flags.pfn(), Gfp::MOVABLE), Err(MigrateError::Busy(a.flags.pfn())));
-    m.folio_put(&cpu, a).unwrap();
+    m.folio_put(&cpu, pin).unwrap();
+    assert_eq!(m.migrate_page(&cpu, a.flags.pfn(), Gfp::MOVABLE), Err(MigrateError::Busy(a.flags.pfn())));
+    // SAFETY: the two PMD entries hold it until the mms are destroyed.
+    let a = unsafe { put_keep_view(&m, &cpu, a) };
+    let (ca, cf) = ((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount()));
+    assert_eq!((ca, cf), ((2, 2), (9, 8)), "4 PTEs per mm for the file folio, + the cache");
     let (olda, oldf) = (a.flags.pfn(), f.flags.pfn());
     let na = m.migrate_page(&cpu, olda.add(17), Gfp::MOVABLE).unwrap();
     let nf = m.migrate_page(&cpu, oldf.add(3), Gfp::MOVABLE).unwrap();
@@ -378,38 +394,40 @@ fn migrate_page_moves_mapped_folios_and_their_entries() {
     }
     assert_eq!(((a.counts.refcount(), a.counts.mapcount()), (f.counts.refcount(), f.counts.mapcount())), (ca, cf));
     let g = space.lookup(&cpu, 6).unwrap();
-    assert!(std::ptr::eq(g, f));
+    assert!(std::ptr::eq(&*g, f));
     m.folio_put(&cpu, g).unwrap();
     space.verify().unwrap();
     m.check(|_, _, _| ()).unwrap();
     child.destroy(&cpu);
     parent.destroy(&cpu);
-    assert_eq!(m.folio_put(&cpu, a), Ok(true));
+    assert!(m.folio_try_get(&cpu, na).is_none(), "the last unmap freed the anon folio");
     space.destroy(&cpu);
     m.check(|_, _, _| ()).unwrap();
 }
 
-/// One CPU maps and unmaps anon folios (order 0 and 2) in an mm while another migrates them
-/// over and over (mapped ones through the rmap, unmapped ones directly): no stale entry is
-/// ever installed (every entry left at the end points to its folio's current pages, which
-/// hold its data), counts add up, migrations that meet the mapper fail `Busy` harmlessly.
+/// One CPU maps and unmaps cached file folios (order 0 and 2) in an mm while another migrates
+/// them over and over (mapped ones through the rmap, unmapped ones directly). The mapper takes
+/// a reference through the page cache's lookup to map a folio and puts it after, so
+/// migrations meet it (`Busy`) and get through between. No stale entry is ever installed
+/// (every entry left at the end points to its folio's current pages, which hold its data), and
+/// counts add up.
 #[test]
 fn mapping_races_migration() {
     const PAGE: u64 = 4096;
     const N: u64 = 24;
     let m = machine();
     let cpu0 = m.cpus().claim(0).unwrap();
+    let space = m.address_space_create(&cpu0).unwrap();
     let mms = m.mm_caches(&cpu0).unwrap();
     let mm = mms.mm_create(&cpu0, MmKind::User).unwrap();
     let va0 = 0x4000_0000u64;
-    mm.mmap_anon(&cpu0, va0, N * 4 * PAGE).unwrap();
-    let folios: Vec<&Folio> = (0..N)
-        .map(|i| {
-            let f = m.folio_alloc(&cpu0, (i % 2) as u32 * 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-            stamp(&m, f, i);
-            f
-        })
-        .collect();
+    mm.mmap_file(&cpu0, va0, N * 4 * PAGE, space.space(), 0).unwrap();
+    for i in 0..N {
+        let f = m.folio_alloc(&cpu0, (i % 2) as u32 * 2, Gfp::MOVABLE, FolioKind::File).unwrap();
+        stamp(&m, &f, i);
+        space.insert(&cpu0, &f, i * 4).unwrap();
+        m.folio_put(&cpu0, f).unwrap(); // the cache's reference is the only one
+    }
     drop(cpu0);
     let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -418,8 +436,10 @@ fn mapping_races_migration() {
             let _stop = StopOnDrop(&stop);
             let cpu = m.cpus().claim(1).unwrap();
             for r in 0..rounds {
-                for (i, f) in folios.iter().enumerate() {
-                    mm.map_folio(&cpu, va0 + i as u64 * 4 * PAGE, f).unwrap();
+                for i in 0..N {
+                    let f = space.lookup(&cpu, i * 4).expect("cached");
+                    mm.map_folio(&cpu, va0 + i * 4 * PAGE, &f).unwrap();
+                    m.folio_put(&cpu, f).unwrap();
                 }
                 // Leave the folios mapped in the last round.
                 if r + 1 < rounds {
@@ -430,8 +450,11 @@ fn mapping_races_migration() {
         let cpu = m.cpus().claim(0).unwrap();
         let (mut migrated, mut busy) = (0u64, 0u64);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for f in &folios {
-                match m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE) {
+            for i in 0..N {
+                let f = space.lookup(&cpu, i * 4).expect("cached");
+                let pfn = f.flags.pfn();
+                m.folio_put(&cpu, f).unwrap();
+                match m.migrate_page(&cpu, pfn, Gfp::MOVABLE) {
                     Ok(_) => migrated += 1,
                     Err(MigrateError::Busy(_)) => busy += 1,
                     Err(e) => panic!("{e}"),
@@ -443,25 +466,33 @@ fn mapping_races_migration() {
     });
     assert!(migrated > 0, "migrated {migrated}, busy {busy}");
     let cpu = m.cpus().claim(0).unwrap();
-    for (i, f) in folios.iter().enumerate() {
+    for i in 0..N {
+        let f = space.lookup(&cpu, i * 4).unwrap();
         let n = 1u64 << f.flags.order();
         for p in 0..n {
-            let (e, _) = mm.translate(va0 + (i as u64 * 4 + p) * PAGE).unwrap();
+            let (e, _) = mm.translate(va0 + (i * 4 + p) * PAGE).unwrap();
             assert_eq!(e.pfn(), f.flags.pfn().add(p), "folio {i} page {p}: a stale entry");
         }
-        assert!(stamped(&m, f, i as u64), "folio {i} data");
-        assert_eq!((f.counts.refcount(), f.counts.mapcount()), (1 + n as u32, n as u32));
+        assert!(stamped(&m, &f, i), "folio {i} data");
+        // The cache's, the entries', ours.
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), (2 + n as u32, n as u32));
+        m.folio_put(&cpu, f).unwrap();
     }
     // And once more, quiescent, mapped: everything still moves.
-    for f in &folios {
-        m.migrate_page(&cpu, f.flags.pfn(), Gfp::MOVABLE).unwrap();
+    for i in 0..N {
+        let f = space.lookup(&cpu, i * 4).unwrap();
+        let pfn = f.flags.pfn();
+        m.folio_put(&cpu, f).unwrap();
+        m.migrate_page(&cpu, pfn, Gfp::MOVABLE).unwrap();
     }
     m.check(|_, _, _| ()).unwrap();
     mm.destroy(&cpu);
-    for (i, f) in folios.iter().enumerate() {
-        assert!(stamped(&m, f, i as u64));
-        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    for i in 0..N {
+        let f = space.lookup(&cpu, i * 4).unwrap();
+        assert!(stamped(&m, &f, i));
+        m.folio_put(&cpu, f).unwrap();
     }
+    assert_eq!(space.destroy(&cpu).folios, N);
     m.check(|_, _, _| ()).unwrap();
 }
 

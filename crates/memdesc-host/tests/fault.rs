@@ -6,7 +6,7 @@
 use memdesc::cpu::Cpu;
 use memdesc::desc::Folio;
 use memdesc::fault::{FaultConfig, FaultSite, FaultSites};
-use memdesc::folio::{FolioError, FolioExt, FolioKind};
+use memdesc::folio::{FolioError, FolioExt, FolioKind, FolioRef};
 use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::pagecache::PageCacheError;
 use memdesc::{AllocError, CacheArgs, Config, Gfp};
@@ -187,31 +187,30 @@ unsafe impl FolioExt for ExtFolio {
 fn folios_alloc_split_lru_and_extended() {
     for rate in RATES {
         leak_checked(FaultSites::ALL, rate, 4, |m, cpu| {
-            let mut held: Vec<&Folio> = vec![];
+            let mut held: Vec<FolioRef<'_>> = vec![];
             for i in 0..600u32 {
                 let order = [0, 1, 3, 5, 9][i as usize % 5];
                 let kind = if i % 2 == 0 { FolioKind::Anon } else { FolioKind::File };
                 match m.folio_alloc(cpu, order, Gfp::MOVABLE, kind) {
                     Ok(f) => {
                         if i % 3 == 0 {
-                            m.lru_add(f);
+                            m.lru_add(&f);
                         }
                         held.push(f);
                     }
                     Err(e) => assert!(failed(e), "{e}"),
                 }
                 // Split the newest large folio: a failure must leave it whole and untouched.
-                if let Some(&f) = held.last() {
+                if let Some(f) = held.last() {
                     let o = f.flags.order();
                     if o >= 1 && i % 4 == 0 {
                         let (pfn, refs) = (f.flags.pfn(), f.counts.refcount());
                         let mut pieces = vec![];
-                        match m.folio_split(cpu, f, 0, |p| pieces.push(p as *const Folio)) {
-                            Ok(()) => {
-                                held.pop();
-                                // SAFETY: pieces of our split are live folios we own.
-                                held.extend(pieces.into_iter().map(|p| unsafe { &*p }));
-                            }
+                        assert!(m.folio_trylock(f));
+                        let r = m.folio_split(cpu, f, 0, |p| pieces.push(p));
+                        m.folio_unlock(f);
+                        match r {
+                            Ok(()) => held.extend(pieces),
                             Err(FolioError::NoMemory(e)) => {
                                 assert!(failed(e));
                                 assert_eq!((f.flags.pfn(), f.flags.order(), f.counts.refcount()), (pfn, o, refs));
@@ -223,7 +222,7 @@ fn folios_alloc_split_lru_and_extended() {
                 }
             }
             for f in held {
-                m.lru_del(f);
+                m.lru_del(&f);
                 assert_eq!(m.folio_put(cpu, f), Ok(true));
             }
         });
@@ -248,7 +247,7 @@ fn extended_folios() {
                     }
                 }
                 for e in exts {
-                    assert_eq!(m.folio_put(cpu, &e.folio), Ok(true));
+                    assert_eq!(m.folio_put(cpu, e), Ok(true));
                 }
             },
         );
@@ -277,7 +276,7 @@ fn page_cache_insert_lookup_truncate() {
                         continue;
                     }
                 };
-                match file.insert(cpu, f, index) {
+                match file.insert(cpu, &f, index) {
                     Ok(()) => ok += 1,
                     Err(PageCacheError::NoMemory(e)) => {
                         assert!(failed(e));
@@ -299,7 +298,7 @@ fn page_cache_insert_lookup_truncate() {
                 }
                 if i % 13 == 0 {
                     if let Some(g) = file.lookup(cpu, index) {
-                        assert!(file.delete(cpu, g).is_ok());
+                        assert!(file.delete(cpu, &g).is_ok());
                         m.folio_put(cpu, g).unwrap();
                     }
                 }
@@ -325,8 +324,8 @@ fn each_site_class_alone() {
         // Warm every cache used below so that only the chosen class allocates.
         kfree_raw(&m, &cpu, m.kmalloc_raw(&cpu, 64, Gfp::KERNEL).unwrap()).unwrap();
         m.folio_put(&cpu, m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap()).unwrap();
-        file.insert(&cpu, f, 5).unwrap();
-        file.delete(&cpu, f).unwrap();
+        file.insert(&cpu, &f, 5).unwrap();
+        file.delete(&cpu, &f).unwrap();
         m.fault().configure(FaultConfig { rate: 1.0, seed: 9, sites: FaultSites::only(site) });
         let page = m.alloc_pages_raw(&cpu, 0, Gfp::KERNEL);
         assert_eq!(page.is_err(), site == FaultSite::PageAlloc, "{site:?}");
@@ -338,7 +337,7 @@ fn each_site_class_alone() {
             matches!(site, FaultSite::Desc | FaultSite::PageAlloc),
             "{site:?}: a folio needs a descriptor and pages"
         );
-        let ins = file.insert(&cpu, f, 5);
+        let ins = file.insert(&cpu, &f, 5);
         assert_eq!(
             matches!(ins, Err(PageCacheError::NoMemory(AllocError::Injected))),
             site == FaultSite::PageCacheNode,

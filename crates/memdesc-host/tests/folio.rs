@@ -5,9 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memdesc::desc::{Folio, PG_DIRTY, PG_LOCKED, PG_WRITEBACK};
-use memdesc::folio::{FolioError, FolioExt, FolioKind};
+use memdesc::folio::{FolioError, FolioExt, FolioKind, FolioRef};
 use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::lookup::{folio as decode_folio, try_get_desc};
 use memdesc::word::PageKind;
 use memdesc::{Config, Gfp, Pfn};
 use memdesc_host::{boot, SimMachine};
@@ -47,7 +46,7 @@ fn every_order_stamps_every_word_and_frees_everything() {
                 let pfn = f.flags.pfn();
                 for i in 0..1u64 << order {
                     let (addr, file) = folio_at(&m, pfn.add(i)).expect("every page names its folio");
-                    assert_eq!(addr, f as *const Folio as usize);
+                    assert_eq!(addr, &*f as *const Folio as usize);
                     assert_eq!(file, kind == FolioKind::File);
                 }
                 if layout == MemmapLayout::TwoLevel && order >= 9 {
@@ -69,33 +68,39 @@ fn references_flags_and_lru() {
     let cpu = m.cpus().claim(0).unwrap();
     let a = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
-    m.folio_get(a);
-    assert_eq!(m.folio_put(&cpu, a), Ok(false));
-    assert!(m.folio_trylock(f) && !m.folio_trylock(f));
-    m.folio_unlock(f);
+    let a2 = m.folio_get(&a);
+    assert!(FolioRef::ptr_eq(&a, &a2));
+    assert_eq!(m.folio_put(&cpu, a2), Ok(false));
+    // A clone is a reference too; dropping one that is not the last releases it.
+    let a3 = a.clone();
+    assert_eq!(a.counts.refcount(), 2);
+    drop(a3);
+    assert_eq!(a.counts.refcount(), 1);
+    assert!(m.folio_trylock(&f) && !m.folio_trylock(&f));
+    m.folio_unlock(&f);
     assert_eq!(f.flags.flags() & PG_LOCKED, 0);
-    assert!(!m.folio_start_writeback(f), "clean folios have nothing to write back");
-    assert!(m.folio_mark_dirty(f) && !m.folio_mark_dirty(f));
-    assert!(m.folio_start_writeback(f));
+    assert!(!m.folio_start_writeback(&f), "clean folios have nothing to write back");
+    assert!(m.folio_mark_dirty(&f) && !m.folio_mark_dirty(&f));
+    assert!(m.folio_start_writeback(&f));
     assert_eq!(f.flags.flags() & (PG_DIRTY | PG_WRITEBACK), PG_WRITEBACK);
-    m.folio_end_writeback(f);
+    m.folio_end_writeback(&f);
     // One LRU list holds anon and file folios.
-    assert!(m.lru_add(a) && m.lru_add(f) && !m.lru_add(a));
+    assert!(m.lru_add(&a) && m.lru_add(&f) && !m.lru_add(&a));
     let order = |m: &SimMachine| {
         let mut v = vec![];
         m.lru_for_each(0, |x| v.push(x as *const Folio as usize));
         v
     };
-    assert_eq!(order(&m), [a as *const Folio as usize, f as *const Folio as usize]);
-    assert!(m.lru_rotate(a));
-    assert_eq!(order(&m), [f as *const Folio as usize, a as *const Folio as usize]);
-    assert_eq!(m.folio_put(&cpu, a), Err(FolioError::OnLru), "refused: still on the LRU");
-    assert!(m.lru_del(a) && !m.lru_del(a));
+    let (ap, fp) = (&*a as *const Folio as usize, &*f as *const Folio as usize);
+    assert_eq!(order(&m), [ap, fp]);
+    assert!(m.lru_rotate(&a));
+    assert_eq!(order(&m), [fp, ap]);
+    assert!(m.lru_del(&a) && !m.lru_del(&a));
     assert_eq!(m.lru_len(0), 1);
     assert_eq!(m.folio_put(&cpu, a), Ok(true));
-    assert_eq!(m.folio_put(&cpu, a), Err(FolioError::NoReference));
-    assert!(m.lru_del(f));
+    // The last put takes a folio off the LRU itself (as Linux's does).
     assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    assert_eq!(m.lru_len(0), 0);
 }
 
 #[test]
@@ -105,28 +110,30 @@ fn split_restamps_words_and_keeps_order() {
         let cpu = m.cpus().claim(0).unwrap();
         let free0 = warm_free_pages(&m, &cpu);
         let f = m.folio_alloc(&cpu, 4, Gfp::MOVABLE, FolioKind::File).unwrap();
-        m.lru_add(f);
-        m.folio_mark_dirty(f);
+        m.lru_add(&f);
+        m.folio_mark_dirty(&f);
         let pfn = f.flags.pfn();
         let mut pieces = vec![];
-        m.folio_split(&cpu, f, 1, |p| pieces.push(p as *const Folio as usize)).unwrap();
-        assert_eq!(pieces.len(), 8);
+        assert_eq!(m.folio_split(&cpu, &f, 1, |p| pieces.push(p)), Err(FolioError::NotLocked));
+        assert!(m.folio_trylock(&f));
+        m.folio_split(&cpu, &f, 1, |p| pieces.push(p)).unwrap();
+        assert_eq!(pieces.len(), 7, "the caller's reference stays with the first piece");
         assert_eq!(m.lru_len(0), 8, "pieces follow the original onto the LRU");
         for i in 0..16u64 {
-            let (addr, file) = folio_at(&m, pfn.add(i)).unwrap();
-            // SAFETY: addr is a live folio descriptor named by a page word.
-            let piece = unsafe { &*(addr as *const Folio) };
-            assert!(file);
+            let piece = m.folio_try_get(&cpu, pfn.add(i)).unwrap();
+            assert!(folio_at(&m, pfn.add(i)).unwrap().1);
             assert_eq!(piece.flags.order(), 1);
             assert_eq!(piece.flags.pfn(), pfn.add(i & !1));
             assert_eq!(piece.index(), i & !1);
             assert_ne!(piece.flags.flags() & PG_DIRTY, 0, "flags are inherited");
+            assert_eq!(piece.flags.flags() & PG_LOCKED != 0, i < 2, "only the original stays locked");
+            assert_eq!(m.folio_put(&cpu, piece), Ok(false));
         }
-        assert_eq!(m.folio_split(&cpu, f, 1, |_| ()), Err(FolioError::BadOrder));
-        for p in pieces {
-            // SAFETY: pieces are live until their put.
-            let piece = unsafe { &*(p as *const Folio) };
-            assert!(m.lru_del(piece));
+        assert_eq!(m.folio_split(&cpu, &f, 1, |_| ()), Err(FolioError::BadOrder));
+        m.folio_unlock(&f);
+        pieces.push(f);
+        for piece in pieces {
+            assert!(m.lru_del(&piece));
             assert_eq!(m.folio_put(&cpu, piece), Ok(true));
         }
         m.drain_all();
@@ -153,7 +160,8 @@ fn extended_descriptor_found_from_the_page_word() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
     let ext = m.register_folio_ext::<Ext4Folio>(&cpu).unwrap();
-    let e = m.folio_alloc_ext(&cpu, &ext, 0, Gfp::MOVABLE).unwrap();
+    let ef = m.folio_alloc_ext(&cpu, &ext, 0, Gfp::MOVABLE).unwrap();
+    let e = m.folio_ext(&ext, &ef).expect("allocated from the ext4 cache");
     e.inode.store(42, Ordering::Relaxed);
     e.journal_seq.store(7, Ordering::Relaxed);
     let plain = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
@@ -164,9 +172,9 @@ fn extended_descriptor_found_from_the_page_word() {
     let found = m.folio_ext(&ext, d.get(&g)).expect("the word leads to the filesystem's descriptor");
     assert_eq!(found.inode.load(Ordering::Relaxed), 42);
     assert_eq!(found.journal_seq.load(Ordering::Relaxed), 7);
-    assert!(m.folio_ext(&ext, plain).is_none(), "a plain folio is not an ext4 folio");
+    assert!(m.folio_ext(&ext, &plain).is_none(), "a plain folio is not an ext4 folio");
     drop(g);
-    assert_eq!(m.folio_put(&cpu, &e.folio), Ok(true));
+    assert_eq!(m.folio_put(&cpu, ef), Ok(true));
     assert_eq!(m.folio_put(&cpu, plain), Ok(true));
 }
 
@@ -176,15 +184,19 @@ fn lockless_lookup_over_the_memmap() {
     let cpu = m.cpus().claim(0).unwrap();
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
-    let load = || m.memmap().load(m.platform(), pfn).map(|v| v.word);
-    {
-        let g = m.rcu().read_lock(&cpu);
-        let got = try_get_desc(&g, load, decode_folio, |_| panic!("not the last reference")).unwrap();
-        assert!(std::ptr::eq(got, f));
-        assert_eq!(f.counts.refcount(), 2);
-    }
-    assert_eq!(m.folio_put(&cpu, f), Ok(false));
+    let got = m.folio_try_get(&cpu, pfn).unwrap();
+    assert!(FolioRef::ptr_eq(&got, &f));
+    assert_eq!(f.counts.refcount(), 2);
+    assert_eq!(m.folio_put(&cpu, got), Ok(false));
     assert_eq!(m.folio_put(&cpu, f), Ok(true));
-    let g = m.rcu().read_lock(&cpu);
-    assert!(try_get_desc(&g, load, decode_folio, |_| ()).is_none(), "a freed folio cannot be pinned");
+    assert!(m.folio_try_get(&cpu, pfn).is_none(), "a freed folio cannot be pinned");
+    // The raw interface: a count given up by into_raw is adopted back from the pfn.
+    let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::File).unwrap();
+    let pfn = f.flags.pfn();
+    let raw = f.into_raw();
+    assert_eq!(raw.counts.refcount(), 1, "into_raw keeps the count");
+    // SAFETY: the count into_raw gave up, adopted once.
+    let f = unsafe { m.folio_ref_from_pfn(pfn.add(1)) }.unwrap();
+    assert!(std::ptr::eq(&*f, raw));
+    assert_eq!(m.folio_put(&cpu, f), Ok(true));
 }

@@ -5,7 +5,7 @@
 
 use memdesc::cpu::Cpu;
 use memdesc::desc::Folio;
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
 use memdesc::word::{PageKind, Subtype, Tag};
 use memdesc::{AllocError, CacheArgs, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
@@ -168,7 +168,10 @@ fn unmapped_anon_large_folio_is_split_and_only_the_page_is_lost() {
     for i in 0..8 {
         write(&m, base.add(i), i as u8 + 1);
     }
-    m.lru_add(f);
+    m.lru_add(&f);
+    // Hardware poison splits whoever holds the folio: the owner's reference is copied onto
+    // every piece (the owner learns of it from the report), so it is kept raw here.
+    let _ = f.into_raw();
     let bad = base.add(5);
     let r = m.memory_failure(&cpu, bad).unwrap();
     assert_eq!(r.kind, PoisonedKind::AnonFolio { order: 3 });
@@ -192,7 +195,8 @@ fn unmapped_anon_large_folio_is_split_and_only_the_page_is_lost() {
     assert_eq!(pieces.len(), 8);
     for pf in pieces {
         m.lru_del(pf);
-        assert_eq!(m.folio_put(&cpu, pf), Ok(true));
+        // SAFETY: the owner's reference on this piece, adopted once and put.
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(pf) }), Ok(true));
     }
     assert_eq!(subtype(&m, bad), Some(Subtype::HwPoison));
     assert_eq!(m.undescribed_stats().hwpoison_delayed, 0);
@@ -211,7 +215,7 @@ fn page_cache_large_folio_keeps_its_other_pages_cached() {
     for i in 0..4 {
         write(&m, base.add(i), 0x40 + i as u8);
     }
-    space.insert(&cpu, f, 8).unwrap();
+    space.insert(&cpu, &f, 8).unwrap();
     m.folio_put(&cpu, f).unwrap(); // the cache's reference is the only one
     let bad = base.add(2);
     let r = m.memory_failure(&cpu, bad).unwrap();
@@ -230,7 +234,7 @@ fn page_cache_large_folio_keeps_its_other_pages_cached() {
     check_all(&m, &[bad]);
     // An order-0 cached folio with an extra reference: removed now, retired at the last put.
     let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
-    space.insert(&cpu, g, 100).unwrap();
+    space.insert(&cpu, &g, 100).unwrap();
     let r = m.memory_failure(&cpu, g.flags.pfn()).unwrap();
     assert_eq!(r.action, PoisonAction::Delayed);
     assert!(space.lookup(&cpu, 100).is_none());
@@ -340,7 +344,7 @@ fn mapped_anon_large_folio_is_split_and_the_page_unmapped_in_every_mm() {
     for i in 0..8 {
         write(&m, base.add(i), i as u8 + 1);
     }
-    parent.map_folio(&cpu, va, f).unwrap();
+    parent.map_folio(&cpu, va, &f).unwrap();
     m.folio_put(&cpu, f).unwrap(); // the mappings hold it
     let child = parent.fork(&cpu).unwrap();
     let bad = base.add(5);
@@ -380,7 +384,7 @@ fn pmd_mapped_2mib_anon_folio_loses_one_page_and_keeps_511_mapped() {
     for i in 0..512 {
         write(&m, base.add(i), (i % 251) as u8 + 1);
     }
-    mm.map_folio_pmd(&cpu, va, f).unwrap();
+    mm.map_folio_pmd(&cpu, va, &f).unwrap();
     m.folio_put(&cpu, f).unwrap();
     assert!(mm.translate(va).unwrap().1, "a PMD mapping");
     let bad = base.add(300);
@@ -415,9 +419,9 @@ fn mapped_page_cache_folio_is_unmapped_and_the_rest_stays_cached() {
     for i in 0..4 {
         write(&m, base.add(i), 0x40 + i as u8);
     }
-    space.insert(&cpu, f, 8).unwrap();
+    space.insert(&cpu, &f, 8).unwrap();
+    mm.map_folio(&cpu, fva + 8 * PAGE, &f).unwrap();
     m.folio_put(&cpu, f).unwrap();
-    mm.map_folio(&cpu, fva + 8 * PAGE, f).unwrap();
     let bad = base.add(2);
     let mut seen = Vec::new();
     let r = m.memory_failure_with(&cpu, bad, &mut |_, a| seen.push(a)).unwrap();
@@ -623,7 +627,7 @@ fn two_level_unsplit_area_folio_loses_only_the_page() {
     for i in 0..512 {
         write(&m, base.add(i), (i % 241) as u8 + 3);
     }
-    mm.map_folio_pmd(&cpu, va, f).unwrap();
+    mm.map_folio_pmd(&cpu, va, &f).unwrap();
     m.folio_put(&cpu, f).unwrap();
     let split0 = m.memmap().split_areas();
     let bad = base.add(77);

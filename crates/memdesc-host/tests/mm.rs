@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use memdesc::cpu::Cpu;
 use memdesc::desc::{Folio, MappableDesc};
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::pgtable::{
     MapError, Mm, MmKind, MmRef, PtEntry, UnmappableKind, KERNEL_START, PMD_SIZE, PTE_HUGE, PTE_RW, PTE_USER,
@@ -68,6 +68,24 @@ fn folio_at(m: &SimMachine, pfn: Pfn) -> &Folio {
     }
 }
 
+/// The test's own reference on the folio at `pfn`, lent as a `FolioRef` (not given up).
+///
+/// # Safety
+/// The test holds a reference on that folio.
+unsafe fn lent(m: &SimMachine, pfn: Pfn) -> std::mem::ManuallyDrop<FolioRef<'_>> {
+    // SAFETY: the caller's promise; ManuallyDrop keeps the reference the test's.
+    std::mem::ManuallyDrop::new(unsafe { m.folio_ref_from_pfn(pfn) }.expect("a folio"))
+}
+
+/// Puts the test's own reference on the folio at `pfn`.
+///
+/// # Safety
+/// The test holds a reference on that folio and gives it up.
+unsafe fn put_held(m: &SimMachine, cpu: &Cpu<'_>, pfn: Pfn) -> Result<bool, memdesc::folio::FolioError> {
+    // SAFETY: the caller's promise: adopted once and put.
+    m.folio_put(cpu, unsafe { m.folio_ref_from_pfn(pfn) }.expect("a folio"))
+}
+
 fn counts(f: &Folio) -> (u32, u32) {
     (f.counts.refcount(), f.counts.mapcount())
 }
@@ -92,8 +110,8 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         let file = m.address_space_create(&cpu).unwrap();
         let ff0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
         let ff9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::File).unwrap();
-        file.insert(&cpu, ff0, 3).unwrap();
-        file.insert(&cpu, ff9, 512).unwrap();
+        file.insert(&cpu, &ff0, 3).unwrap();
+        file.insert(&cpu, &ff9, 512).unwrap();
         let af0 = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let af9 = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
 
@@ -103,15 +121,15 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         parent.mmap_anon(&cpu, anon, 4 << 20).unwrap();
         parent.mmap_file(&cpu, fva, 4 << 20, file.space(), 0).unwrap();
 
-        parent.map_folio(&cpu, anon + PAGE, af0).unwrap();
-        parent.map_folio_pmd(&cpu, anon + (2 << 20), af9).unwrap();
-        parent.map_folio(&cpu, fva + 3 * PAGE, ff0).unwrap();
-        parent.map_folio_pmd(&cpu, fva + 512 * PAGE, ff9).unwrap();
+        parent.map_folio(&cpu, anon + PAGE, &af0).unwrap();
+        parent.map_folio_pmd(&cpu, anon + (2 << 20), &af9).unwrap();
+        parent.map_folio(&cpu, fva + 3 * PAGE, &ff0).unwrap();
+        parent.map_folio_pmd(&cpu, fva + 512 * PAGE, &ff9).unwrap();
         // Each entry holds a reference: caller (+ page cache) + 1.
-        assert_eq!(counts(af0), (2, 1));
-        assert_eq!(counts(af9), (2, 1), "a PMD mapping counts 1");
-        assert_eq!(counts(ff0), (3, 1));
-        assert_eq!(counts(ff9), (3, 1));
+        assert_eq!(counts(&af0), (2, 1));
+        assert_eq!(counts(&af9), (2, 1), "a PMD mapping counts 1");
+        assert_eq!(counts(&ff0), (3, 1));
+        assert_eq!(counts(&ff9), (3, 1));
         let (e, huge) = parent.translate(anon + (2 << 20) + 5 * PAGE).unwrap();
         assert!(huge && e.0 & PTE_HUGE != 0 && e.0 & PTE_USER != 0);
         assert_eq!(e.pfn(), af9.flags.pfn());
@@ -129,7 +147,8 @@ fn process_maps_forks_splits_and_unmaps_everything() {
             k => panic!("PGD word is {k:?}"),
         }
         // rmap finds every mapping from mapping/index.
-        for (f, va) in [(af0, anon + PAGE), (af9, anon + (2 << 20)), (ff0, fva + 3 * PAGE), (ff9, fva + (2 << 20))] {
+        for (f, va) in [(&af0, anon + PAGE), (&af9, anon + (2 << 20)), (&ff0, fva + 3 * PAGE), (&ff9, fva + (2 << 20))]
+        {
             let w = walk(&m, f);
             assert_eq!(w.len(), 1);
             assert_eq!((w[0].0, w[0].1), (parent.mm().addr(), va));
@@ -137,7 +156,7 @@ fn process_maps_forks_splits_and_unmaps_everything() {
 
         // Fork: every folio is shared, mapcount 2.
         let child = parent.fork(&cpu).unwrap();
-        for f in [af0, af9, ff0, ff9] {
+        for f in [&af0, &af9, &ff0, &ff9] {
             assert_eq!(f.counts.mapcount(), 2);
             let w = walk(&m, f);
             assert_eq!(w.len(), 2);
@@ -150,12 +169,12 @@ fn process_maps_forks_splits_and_unmaps_everything() {
 
         // Split the child's PMD mapping of the anon 2 MiB folio: +511.
         child.split_pmd(anon + (2 << 20)).unwrap();
-        assert_eq!(counts(af9), (2 + 512, 1 + 512));
+        assert_eq!(counts(&af9), (2 + 512, 1 + 512));
         let (e, huge) = child.translate(anon + (2 << 20) + 7 * PAGE).unwrap();
         assert!(!huge);
         assert_eq!(e.pfn(), af9.flags.pfn().add(7));
         assert!(parent.translate(anon + (2 << 20)).unwrap().1, "the parent keeps its PMD");
-        assert_eq!(walk(&m, af9).len(), 513);
+        assert_eq!(walk(&m, &af9).len(), 513);
         assert_eq!(child.split_pmd(anon + (2 << 20)), Err(MapError::NotHuge(anon + (2 << 20))));
 
         // Unmap everything.
@@ -167,13 +186,14 @@ fn process_maps_forks_splits_and_unmaps_everything() {
         let st = child.destroy(&cpu);
         assert_eq!(st.entries, 1 + 512 + 1 + 1);
         parent.destroy(&cpu);
-        assert_eq!(counts(af0), (1, 0));
-        assert_eq!(counts(af9), (1, 0));
+        assert_eq!(counts(&af0), (1, 0));
+        assert_eq!(counts(&af9), (1, 0));
         assert_eq!(af0.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
-        assert_eq!(counts(ff0), (2, 0));
-        assert_eq!(counts(ff9), (2, 0));
+        assert_eq!(counts(&ff0), (2, 0));
+        assert_eq!(counts(&ff9), (2, 0));
         for f in [af0, af9, ff0, ff9] {
-            assert_eq!(m.folio_put(&cpu, f), Ok(f.mapping() == 0));
+            let last = f.mapping() == 0;
+            assert_eq!(m.folio_put(&cpu, f), Ok(last));
         }
         file.destroy(&cpu);
         assert_all_back(&m, &cpu, base);
@@ -189,12 +209,13 @@ fn entries_hold_the_last_reference() {
     let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 3, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    mm.map_folio(&cpu, 0x10_0000, f).unwrap();
+    mm.map_folio(&cpu, 0x10_0000, &f).unwrap();
+    let pfn = f.flags.pfn();
     assert_eq!(m.folio_put(&cpu, f), Ok(false), "the entries still hold it");
-    assert_eq!(counts(f), (8, 8));
+    assert_eq!(counts(folio_at(&m, pfn)), (8, 8));
     mm.unmap(&cpu, 0x10_0000, 1 << 20).unwrap();
     // The last entry's reference freed it.
-    assert!(!matches!(m.memmap().load(m.platform(), f.flags.pfn()).unwrap().word.kind(), PageKind::AnonFolio(_)));
+    assert!(!matches!(m.memmap().load(m.platform(), pfn).unwrap().word.kind(), PageKind::AnonFolio(_)));
     mm.destroy(&cpu);
     assert_all_back(&m, &cpu, base);
 }
@@ -210,28 +231,28 @@ fn folio_straddling_two_pte_tables() {
     mm.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let va = start + PMD_SIZE - 2 * PAGE;
-    mm.map_folio(&cpu, va, f).unwrap();
+    mm.map_folio(&cpu, va, &f).unwrap();
     assert_eq!(f.counts.mapcount(), 4);
     assert_eq!(mm.mm().pt_pages(), 5, "PGD, PUD, PMD and two PTE tables");
     for i in 0..4 {
         assert_eq!(mm.translate(va + i * PAGE).unwrap().0.pfn(), f.flags.pfn().add(i));
     }
-    assert_eq!(walk(&m, f).len(), 4);
+    assert_eq!(walk(&m, &f).len(), 4);
     // Mapping it again, or anything over it, is refused without change.
-    assert_eq!(mm.map_folio(&cpu, va, f), Err(MapError::AlreadyMapped(va)));
+    assert_eq!(mm.map_folio(&cpu, va, &f), Err(MapError::AlreadyMapped(va)));
     let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(mm.map_folio(&cpu, va + PAGE, g), Err(MapError::AlreadyMapped(va + PAGE)));
-    assert_eq!(counts(g), (1, 0));
+    assert_eq!(mm.map_folio(&cpu, va + PAGE, &g), Err(MapError::AlreadyMapped(va + PAGE)));
+    assert_eq!(counts(&g), (1, 0));
     assert_eq!(mm.mm().pt_pages(), 5);
     // The anon folio is bound to its address: elsewhere in the VMA it is refused.
-    assert!(matches!(mm.map_folio(&cpu, start, f), Err(MapError::WrongOffset { .. })));
+    assert!(matches!(mm.map_folio(&cpu, start, &f), Err(MapError::WrongOffset { .. })));
     // Unmap the second table's half: that table goes.
     mm.unmap(&cpu, start + PMD_SIZE, 2 * PAGE).unwrap();
     assert_eq!(f.counts.mapcount(), 2);
     assert_eq!(mm.mm().pt_pages(), 4);
     mm.unmap(&cpu, va, 2 * PAGE).unwrap();
     assert_eq!(mm.mm().pt_pages(), 1);
-    assert_eq!(counts(f), (1, 0));
+    assert_eq!(counts(&f), (1, 0));
     assert_eq!(m.folio_put(&cpu, f), Ok(true));
     assert_eq!(m.folio_put(&cpu, g), Ok(true));
     mm.destroy(&cpu);
@@ -245,16 +266,16 @@ fn bad_addresses_and_vmas_are_refused() {
     let mms = m.mm_caches(&cpu).unwrap();
     let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(mm.map_folio(&cpu, 0x1000, f), Err(MapError::NoVma(0x1000)));
+    assert_eq!(mm.map_folio(&cpu, 0x1000, &f), Err(MapError::NoVma(0x1000)));
     assert_eq!(mm.mmap_anon(&cpu, 0x1001, 4096), Err(MapError::Misaligned(0x1001)));
     assert_eq!(mm.mmap_anon(&cpu, 1 << 47, 4096), Err(MapError::OutOfRange(1 << 47)));
     assert_eq!(mm.mmap_anon(&cpu, 0x1000, 0), Err(MapError::OutOfRange(0x1000)));
     mm.mmap_anon(&cpu, 0x10000, 0x10000).unwrap();
     assert_eq!(mm.mmap_anon(&cpu, 0x8000, 0x10000), Err(MapError::Overlap(0x10000)));
-    assert_eq!(mm.map_folio(&cpu, 0x1f000, f), Ok(()));
+    assert_eq!(mm.map_folio(&cpu, 0x1f000, &f), Ok(()));
     let big = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(mm.map_folio(&cpu, 0x1e000, big), Err(MapError::NoVma(0x1e000)), "past the VMA's end");
-    assert_eq!(mm.map_folio_pmd(&cpu, 0x10000, big), Err(MapError::NotPmdSized));
+    assert_eq!(mm.map_folio(&cpu, 0x1e000, &big), Err(MapError::NoVma(0x1e000)), "past the VMA's end");
+    assert_eq!(mm.map_folio_pmd(&cpu, 0x10000, &big), Err(MapError::NotPmdSized));
     assert_eq!(mm.split_pmd(0x10000), Err(MapError::Misaligned(0x10000)));
     assert_eq!(mm.munmap(&cpu, 0x12000), Err(MapError::NoVma(0x12000)));
     let file = m.address_space_create(&cpu).unwrap();
@@ -262,16 +283,19 @@ fn bad_addresses_and_vmas_are_refused() {
     // A file folio not cached in the VMA's file is refused.
     let ff = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
     mm.mmap_file(&cpu, 0x100_0000, 0x2000, file.space(), 0).unwrap();
-    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongMapping));
-    file.insert(&cpu, ff, 1).unwrap();
-    assert_eq!(mm.map_folio(&cpu, 0x100_0000, ff), Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 }));
-    mm.map_folio(&cpu, 0x100_1000, ff).unwrap();
+    assert_eq!(mm.map_folio(&cpu, 0x100_0000, &ff), Err(MapError::WrongMapping));
+    file.insert(&cpu, &ff, 1).unwrap();
+    assert_eq!(
+        mm.map_folio(&cpu, 0x100_0000, &ff),
+        Err(MapError::WrongOffset { va: 0x100_0000, expected: 0x100_1000 })
+    );
+    mm.map_folio(&cpu, 0x100_1000, &ff).unwrap();
     mm.munmap(&cpu, 0x100_0000).unwrap();
     m.folio_put(&cpu, ff).unwrap();
     file.destroy(&cpu);
     let st = mm.munmap(&cpu, 0x10000).unwrap();
     assert_eq!(st.entries, 1);
-    assert_eq!(counts(f), (1, 0));
+    assert_eq!(counts(&f), (1, 0));
     m.folio_put(&cpu, f).unwrap();
     m.folio_put(&cpu, big).unwrap();
     mm.destroy(&cpu);
@@ -333,7 +357,7 @@ fn unmappable_memory_is_refused_by_kind() {
     );
     // Nothing was mapped, no count moved, and every table allocated on the way is gone.
     assert_eq!(mm.mm().pt_pages(), 1);
-    assert_eq!(counts(f), (1, 0));
+    assert_eq!(counts(&f), (1, 0));
     m.folio_put(&cpu, f).unwrap();
     assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     kfree_raw(&m, &cpu, obj).unwrap();
@@ -409,11 +433,11 @@ fn kernel_address_space() {
     assert_eq!(e.0 & PTE_USER, 0, "kernel entries are not user-accessible");
     k.mmap_anon(&cpu, va + (2 << 20), 2 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    k.map_folio_pmd(&cpu, va + (2 << 20), f).unwrap();
+    k.map_folio_pmd(&cpu, va + (2 << 20), &f).unwrap();
     assert!(k.translate(va + (3 << 20)).unwrap().1);
-    assert_eq!(walk(&m, f).len(), 1);
+    assert_eq!(walk(&m, &f).len(), 1);
     k.destroy(&cpu);
-    assert_eq!(counts(f), (1, 0));
+    assert_eq!(counts(&f), (1, 0));
     m.folio_put(&cpu, f).unwrap();
     assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     assert_all_back(&m, &cpu, base);
@@ -429,13 +453,18 @@ fn splitting_a_mapped_folio_distributes_mapcounts() {
     let start = 0x4000_0000u64;
     a.mmap_anon(&cpu, start, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    a.map_folio_pmd(&cpu, start, f).unwrap();
+    a.map_folio_pmd(&cpu, start, &f).unwrap();
     let b = a.fork(&cpu).unwrap();
     // B unmaps half of it (its PMD is split on the way).
     b.unmap(&cpu, start + (1 << 20), 1 << 20).unwrap();
-    assert_eq!(counts(f), (1 + 1 + 256, 1 + 256));
+    assert_eq!(counts(&f), (1 + 1 + 256, 1 + 256));
     let pfn = f.flags.pfn();
-    m.folio_split(&cpu, f, 0, |_| ()).unwrap();
+    let mut pieces = vec![];
+    assert!(m.folio_trylock(&f));
+    m.folio_split(&cpu, &f, 0, |p| pieces.push(p)).unwrap();
+    m.folio_unlock(&f);
+    assert_eq!(pieces.len(), 511);
+    pieces.push(f);
     for i in 0..512u64 {
         let p = folio_at(&m, pfn.add(i));
         let want = if i < 256 { 2 } else { 1 };
@@ -446,9 +475,8 @@ fn splitting_a_mapped_folio_distributes_mapcounts() {
     assert!(!a.translate(start).unwrap().1, "A's PMD was split for the folio split");
     a.destroy(&cpu);
     b.destroy(&cpu);
-    for i in 0..512u64 {
-        let p = folio_at(&m, pfn.add(i));
-        assert_eq!(counts(p), (1, 0));
+    for p in pieces {
+        assert_eq!(counts(&p), (1, 0));
         assert_eq!(m.folio_put(&cpu, p), Ok(true));
     }
     assert_all_back(&m, &cpu, base);
@@ -467,13 +495,15 @@ fn mapcount_limit_splits_or_refuses() {
     a.mmap_anon(&cpu, start, 1 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
-    a.map_folio(&cpu, start, f).unwrap();
-    assert_eq!(counts(f), (5, 4));
+    a.map_folio(&cpu, start, &f).unwrap();
+    assert_eq!(counts(&f), (5, 4));
+    // The fork's split freezes at its own reference and the entries': ours would block it.
+    assert_eq!(m.folio_put(&cpu, f), Ok(false), "the entries hold it");
     let b = a.fork(&cpu).unwrap();
     for i in 0..4 {
         let p = folio_at(&m, pfn.add(i));
         assert_eq!(p.flags.order(), 0);
-        assert_eq!(counts(p), (3, 2), "caller + two entries");
+        assert_eq!(counts(p), (2, 2), "two entries");
     }
     // Three more forks reach 5; the next is refused at order 0 and leaves nothing behind.
     let mut kids = vec![b];
@@ -490,8 +520,7 @@ fn mapcount_limit_splits_or_refuses() {
     }
     a.destroy(&cpu);
     for i in 0..4 {
-        let p = folio_at(&m, pfn.add(i));
-        assert_eq!(m.folio_put(&cpu, p), Ok(true));
+        assert!(m.folio_try_get(&cpu, pfn.add(i)).is_none(), "the last unmap freed piece {i}");
     }
 
     // Limit 3: mapping an order-2 folio (4 entries) splits it at once.
@@ -502,16 +531,16 @@ fn mapcount_limit_splits_or_refuses() {
     a.mmap_anon(&cpu2, start, 1 << 20).unwrap();
     let f = m2.folio_alloc(&cpu2, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
-    a.map_folio(&cpu2, start, f).unwrap();
+    a.map_folio(&cpu2, start, &f).unwrap();
     for i in 0..4 {
         let p = folio_at(&m2, pfn.add(i));
-        assert_eq!((p.flags.order(), counts(p)), (0, (2, 1)));
+        // The caller's reference stays with the first piece.
+        let want = if i == 0 { 2 } else { 1 };
+        assert_eq!((p.flags.order(), counts(p)), (0, (want, 1)));
         assert_eq!(a.translate(start + i * PAGE).unwrap().0.pfn(), pfn.add(i));
     }
     a.destroy(&cpu2);
-    for i in 0..4 {
-        m2.folio_put(&cpu2, folio_at(&m2, pfn.add(i))).unwrap();
-    }
+    assert_eq!(m2.folio_put(&cpu2, f), Ok(true));
     drop(cpu);
     let cpu = m.cpus().claim(0).unwrap();
     assert_all_back(&m, &cpu, base);
@@ -589,12 +618,13 @@ fn run_ops(ops: Vec<Op>) {
     let pfns: Vec<Pfn> = POOL
         .iter()
         .map(|&(anon, order, off)| {
+            // The test keeps one reference on every pool folio (and piece) raw, by pfn.
             if anon {
-                m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap().flags.pfn()
+                m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::Anon).unwrap().into_raw().flags.pfn()
             } else {
                 let f = m.folio_alloc(&cpu, order, Gfp::MOVABLE, FolioKind::File).unwrap();
-                file.insert(&cpu, f, off).unwrap();
-                f.flags.pfn()
+                file.insert(&cpu, &f, off).unwrap();
+                f.into_raw().flags.pfn()
             }
         })
         .collect();
@@ -624,13 +654,14 @@ fn run_ops(ops: Vec<Op>) {
             Op::Map { mm, f, k } => {
                 let Some(r) = &mms[mm] else { continue };
                 let (anon, order, off) = POOL[f];
-                let piece = folio_at(&m, pfns[f].add(k % (1 << order)));
+                // SAFETY: the test holds a reference on every piece of a pool folio.
+                let piece = unsafe { lent(&m, pfns[f].add(k % (1 << order))) };
                 let (ppfn, porder) = (piece.flags.pfn(), piece.flags.order());
                 let vpage = (vma_base(anon) >> 12) + off + (ppfn.0 - pfns[f].0);
                 let free = (0..1u64 << porder).all(|i| !model[mm].contains_key(&(vpage + i)));
                 let huge = porder == 9;
                 let va = vpage << 12;
-                let res = if huge { r.map_folio_pmd(&cpu, va, piece) } else { r.map_folio(&cpu, va, piece) };
+                let res = if huge { r.map_folio_pmd(&cpu, va, &piece) } else { r.map_folio(&cpu, va, &piece) };
                 assert_eq!(res.is_ok(), free, "{op:?}: {res:?}");
                 if free {
                     for i in 0..1u64 << porder {
@@ -675,9 +706,15 @@ fn run_ops(ops: Vec<Op>) {
                 if !anon || order == 0 {
                     continue;
                 }
-                let piece = folio_at(&m, pfns[f]);
+                // SAFETY: as above.
+                let piece = unsafe { lent(&m, pfns[f]) };
                 let (p0, n) = (piece.flags.pfn().0, 1u64 << piece.flags.order());
-                let res = m.folio_split(&cpu, piece, 0, |_| ());
+                assert!(m.folio_trylock(&piece));
+                // The test's reference on each new piece is kept raw like the others.
+                let res = m.folio_split(&cpu, &piece, 0, |p| {
+                    let _ = p.into_raw();
+                });
+                m.folio_unlock(&piece);
                 assert_eq!(res.is_ok(), n > 1, "{op:?}: {res:?}");
                 // Its PMD mappings were split to PTEs.
                 for md in model.iter_mut() {
@@ -725,7 +762,8 @@ fn run_ops(ops: Vec<Op>) {
     for (f, i) in current() {
         let other = if POOL[i].0 { 1 } else { 2 };
         assert_eq!(counts(f), (other, 0));
-        m.folio_put(&cpu, f).unwrap();
+        // SAFETY: the test's reference on this piece, given up.
+        unsafe { put_held(&m, &cpu, f.flags.pfn()) }.unwrap();
     }
     file.destroy(&cpu);
     assert_all_back(&m, &cpu, base);
@@ -754,7 +792,7 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
             let cpu1 = m.cpus().claim(1).unwrap();
             let (mut walks, mut found) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
-                let n = m.rmap_walk(&cpu1, f, |_, _, e| {
+                let n = m.rmap_walk(&cpu1, &f, |_, _, e| {
                     assert!(e.pfn() == pfn || e.pfn() == pfn.add(1), "an entry of another folio");
                 });
                 assert!(n <= 4, "at most two mms map it, two pages each");
@@ -768,7 +806,7 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
         for i in 0..300u64 {
             let mm = mms.mm_create(&cpu, MmKind::User).unwrap();
             mm.mmap_anon(&cpu, 0x10_0000, 1 << 20).unwrap();
-            mm.map_folio(&cpu, 0x10_0000 + (i % 16) * PAGE, f).unwrap();
+            mm.map_folio(&cpu, 0x10_0000 + (i % 16) * PAGE, &f).unwrap();
             let child = mm.fork(&cpu).unwrap();
             if i % 2 == 0 {
                 child.unmap(&cpu, 0x10_0000, 1 << 20).unwrap();
@@ -780,7 +818,7 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
         walker.join().unwrap()
     });
     assert!(walks.0 > 0);
-    assert_eq!(counts(f), (1, 0));
+    assert_eq!(counts(&f), (1, 0));
     m.folio_put(&cpu, f).unwrap();
     assert_all_back(&m, &cpu, base);
 }
@@ -800,13 +838,17 @@ fn two_level_large_folios_split_with_a_table_from_elsewhere() {
         let a = mms.mm_create(&cpu, MmKind::User).unwrap();
         a.mmap_anon(&cpu, 0x4000_0000, 4 << 20).unwrap();
         if order == 9 {
-            a.map_folio_pmd(&cpu, 0x4000_0000, f).unwrap();
+            a.map_folio_pmd(&cpu, 0x4000_0000, &f).unwrap();
         } else {
-            a.map_folio(&cpu, 0x4000_0000, f).unwrap();
+            a.map_folio(&cpu, 0x4000_0000, &f).unwrap();
         }
         let b = a.fork(&cpu).unwrap();
         let before = m.memmap().split_areas();
-        m.folio_split(&cpu, f, 0, |_| ()).unwrap();
+        let mut pieces = vec![];
+        assert!(m.folio_trylock(&f));
+        m.folio_split(&cpu, &f, 0, |p| pieces.push(p)).unwrap();
+        m.folio_unlock(&f);
+        pieces.insert(0, f);
         assert_eq!(m.memmap().split_areas(), before + (n >> 9), "each area got a table");
         for i in 0..n {
             let v = m.memmap().load(m.platform(), pfn.add(i)).unwrap();
@@ -819,8 +861,8 @@ fn two_level_large_folios_split_with_a_table_from_elsewhere() {
         assert!(!a.translate(0x4000_0000).unwrap().1, "PMD split for the folio split");
         a.destroy(&cpu);
         b.destroy(&cpu);
-        for i in 0..n {
-            assert_eq!(m.folio_put(&cpu, folio_at(&m, pfn.add(i))), Ok(true));
+        for p in pieces {
+            assert_eq!(m.folio_put(&cpu, p), Ok(true));
         }
         m.drain_all();
         // Every page of the areas is free again: each is whole, and its table page freed.
@@ -849,15 +891,15 @@ fn racing_first_mappings_into_unrelated_anon_vmas_have_one_winner() {
         let (ra, rb) = std::thread::scope(|s| {
             let h = s.spawn(|| {
                 let c1 = m.cpus().claim(1).unwrap();
-                b.map_folio(&c1, va, f)
+                b.map_folio(&c1, va, &f)
             });
-            let ra = a.map_folio(&cpu, va, f);
+            let ra = a.map_folio(&cpu, va, &f);
             (ra, h.join().unwrap())
         });
         assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
         assert_eq!(ra.err().or(rb.err()), Some(MapError::WrongMapping));
-        assert_eq!(counts(f), (2, 1));
-        assert_eq!(walk(&m, f).len(), 1);
+        assert_eq!(counts(&f), (2, 1));
+        assert_eq!(walk(&m, &f).len(), 1);
         let winner = if ra.is_ok() { &a } else { &b };
         winner.unmap(&cpu, va, PAGE).unwrap();
         assert_eq!(m.folio_put(&cpu, f), Ok(true));

@@ -7,9 +7,10 @@
 use memdesc::balloon::Balloon;
 use memdesc::cpu::Cpu;
 use memdesc::desc::Folio;
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::migrate::MigrateError;
 use memdesc::offline::OfflineError;
+use memdesc::pagecache::AddressSpaceRef;
 use memdesc::word::{PageKind, Subtype};
 use memdesc::{AllocError, Config, Gfp, MemmapLayout, MemoryLayout, MigrateType, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
@@ -60,24 +61,33 @@ fn isolate_free(m: &SimMachine) -> u64 {
         .sum()
 }
 
-/// Movable folios spread over the zone, each stamped with its number.
-fn populate<'m>(m: &'m SimMachine, cpu: &Cpu<'_>) -> Vec<&'m Folio> {
+/// Movable folios spread over the zone, each stamped with its number: page-cache folios held by
+/// their cache alone (migration moves nothing an owner holds), with views of them that stay
+/// valid until the returned address space is destroyed.
+fn populate<'m>(m: &'m SimMachine, cpu: &Cpu<'_>) -> (AddressSpaceRef<'m, memdesc_host::SimPlatform>, Vec<&'m Folio>) {
+    let space = m.address_space_create(cpu).unwrap();
     let mut v = Vec::new();
     for i in 0..3000u64 {
-        let f = m.folio_alloc(cpu, (i % 3) as u32, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        stamp(m, f, i << 16);
+        let f = m.folio_alloc(cpu, (i % 3) as u32, Gfp::MOVABLE, FolioKind::File).unwrap();
+        stamp(m, &f, i << 16);
+        space.insert(cpu, &f, i * 4).unwrap();
         v.push(f);
     }
-    // Free every other one, so ranges hold folios and free memory.
+    // Free every other one, so ranges hold folios and free memory; the cache holds the rest.
     let mut kept = Vec::new();
     for (i, f) in v.into_iter().enumerate() {
         if i % 2 == 0 {
-            m.folio_put(cpu, f).unwrap();
+            space.delete(cpu, &f).unwrap();
+            assert_eq!(m.folio_put(cpu, f), Ok(true));
         } else {
-            kept.push(f);
+            let raw = f.into_raw();
+            // SAFETY: the count into_raw gave up, adopted once to be put; the cache keeps
+            // the folio (and so the view) until the space is destroyed.
+            assert_eq!(m.folio_put(cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
+            kept.push(raw);
         }
     }
-    kept
+    (space, kept)
 }
 
 /// A max_order-aligned range holding folios and nothing unmovable.
@@ -128,7 +138,7 @@ fn balloon_inflates_and_deflates() {
 fn offline_range_migrates_folios_out_and_online_gives_it_back() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    let folios = populate(&m, &cpu);
+    let (space, folios) = populate(&m, &cpu);
     let (s, e) = movable_range(&m, &folios);
     let inside: Vec<usize> = (0..folios.len()).filter(|&i| (s..e).contains(&folios[i].flags.pfn())).collect();
     assert!(!inside.is_empty());
@@ -168,9 +178,7 @@ fn offline_range_migrates_folios_out_and_online_gives_it_back() {
     assert_eq!(m.census().unwrap().offline, 0);
     assert_eq!(m.zones().map(|z| z.managed_pages()).sum::<u64>(), managed0);
     m.check(|_, _, _| ()).unwrap();
-    for f in folios {
-        m.folio_put(&cpu, f).unwrap();
-    }
+    assert_eq!(space.destroy(&cpu).folios, folios.len() as u64);
     m.check(|_, _, _| ()).unwrap();
 }
 
@@ -178,7 +186,7 @@ fn offline_range_migrates_folios_out_and_online_gives_it_back() {
 fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    let folios = populate(&m, &cpu);
+    let (space, folios) = populate(&m, &cpu);
     let (s, e) = movable_range(&m, &folios);
     // A poisoned page in the range cannot be moved.
     m.drain_all();
@@ -207,9 +215,7 @@ fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
     }
     assert!(matches!(m.offline_range(&cpu, s.add(1), e), Err(OfflineError::Misaligned { .. })));
     assert_eq!(m.online_range(s, e), Err(OfflineError::NotOffline(s)));
-    for f in folios {
-        m.folio_put(&cpu, f).unwrap();
-    }
+    assert_eq!(space.destroy(&cpu).folios, folios.len() as u64);
 }
 
 /// Offlining a range that holds mapped anon folios, mapped page-cache folios, zsmalloc and
@@ -234,15 +240,20 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
     let (mut anons, mut files, mut zsh, mut z3h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..2000u64 {
         let a = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        stamp(&m, a, i << 16);
-        mm.map_folio(&cpu, anon + i * PAGE, a).unwrap();
-        m.folio_put(&cpu, a).unwrap();
+        stamp(&m, &a, i << 16);
+        mm.map_folio(&cpu, anon + i * PAGE, &a).unwrap();
+        let a = a.into_raw();
+        // SAFETY: adopted once to be put; the mapping keeps the folio (and the view) until
+        // the mm is destroyed.
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(a) }), Ok(false));
         anons.push(a);
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
-        stamp(&m, f, (i << 16) | 1);
-        space.insert(&cpu, f, i).unwrap();
-        m.folio_put(&cpu, f).unwrap();
-        mm.map_folio(&cpu, fva + i * PAGE, f).unwrap();
+        stamp(&m, &f, (i << 16) | 1);
+        space.insert(&cpu, &f, i).unwrap();
+        mm.map_folio(&cpu, fva + i * PAGE, &f).unwrap();
+        let f = f.into_raw();
+        // SAFETY: as above; the cache and the mapping keep it.
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(f) }), Ok(false));
         files.push(f);
         let h = zs.malloc(&cpu, 2000).unwrap();
         zs.map_write(&cpu, &h).unwrap().fill(i as u8);

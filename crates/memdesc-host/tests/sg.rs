@@ -110,8 +110,8 @@ fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
     let area_boundary = raw.add(512).phys();
 
     let mut a = SgList::<8>::new();
-    a.push_folio(&io, f0, 100, 3996).unwrap();
-    a.push_folio(&io, f3, 4000, 20_000).unwrap(); // crosses five page boundaries
+    a.push_folio(&io, &f0, 100, 3996).unwrap();
+    a.push_folio(&io, &f3, 4000, 20_000).unwrap(); // crosses five page boundaries
     a.push_phys(&io, area_boundary - 5000, 10_000).unwrap(); // crosses the 2 MiB area boundary
     a.push_phys(&io, DEV.0.phys() + 123, 9000).unwrap(); // device memory, no word at all
     let total = a.total_len() as usize;
@@ -135,7 +135,7 @@ fn dma_moves_patterns_through_folios_raw_areas_and_device_memory() {
     // A second list, chunked differently: an order-2 folio and another device stretch.
     let f2 = m.folio_alloc(&cpu, 2, Gfp::KERNEL, FolioKind::Anon).unwrap();
     let mut b = SgList::<4>::new();
-    b.push_folio(&io, f2, 7, 16_000).unwrap();
+    b.push_folio(&io, &f2, 7, 16_000).unwrap();
     b.push_phys(&io, DEV.0.add(0x20).phys() + 4095, 30_000).unwrap();
     let n = total as u64;
     dev.copy(&a, &b, n).unwrap();
@@ -197,9 +197,9 @@ fn dma_into_memory_without_a_direct_map() {
 
     let lo = m.folio_alloc(&cpu, 1, Gfp::KERNEL, FolioKind::Anon).unwrap();
     let mut a = SgList::<2>::new();
-    a.push_folio(&io, hi, 333, 12_000).unwrap();
+    a.push_folio(&io, &hi, 333, 12_000).unwrap();
     let mut b = SgList::<2>::new();
-    b.push_folio(&io, lo, 0, 8192).unwrap();
+    b.push_folio(&io, &lo, 0, 8192).unwrap();
     // The tail of the highmem folio's last page (a raw range; a's data ends 45 bytes into it).
     b.push_phys(&io, hi.flags.pfn().add(3).phys() + 2000, 2096).unwrap();
     let data = pattern(12_000, 7);
@@ -272,7 +272,7 @@ fn dma_matches_a_shadow_model() {
                     let off = o % size;
                     let len = 1 + l % (size - off).min(20_000);
                     match folio {
-                        Some(fi) => sg.push_folio(&io, folios[fi], off, len).unwrap(),
+                        Some(fi) => sg.push_folio(&io, &folios[fi], off, len).unwrap(),
                         None => sg.push_phys(&io, phys + off, len).unwrap(),
                     }
                     spans.push((b, off as usize, len as usize));
@@ -378,7 +378,7 @@ fn lists_from_user_mappings_merge_contiguous_pages() {
     const HV: u64 = 0x4000_0000;
     user.mmap_anon(&cpu, HV, 2 << 20).unwrap();
     let huge = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    user.map_folio_pmd(&cpu, HV, huge).unwrap();
+    user.map_folio_pmd(&cpu, HV, &huge).unwrap();
     let mut h = SgList::<2>::new();
     assert_eq!(h.push_mapped(&io, &user, HV + 3 * pg + 7, 100 * pg), Ok(1));
     assert_eq!(h.entries()[0].pfn, huge.flags.pfn().add(3));
@@ -430,7 +430,7 @@ fn lists_from_vmalloc_areas_carry_device_bytes() {
     // Device copy from the vmalloc list into a folio, then back into another area.
     let f = m.folio_alloc(&cpu, 3, Gfp::KERNEL, FolioKind::Anon).unwrap();
     let mut fl = SgList::<1>::new();
-    fl.push_folio(&io, f, 0, 5 * PAGE_SIZE as u64).unwrap();
+    fl.push_folio(&io, &f, 0, 5 * PAGE_SIZE as u64).unwrap();
     dev.copy(&sg, &fl, data.len() as u64).unwrap();
     assert_eq!(phys_bytes(&m, f.flags.pfn().phys(), data.len()), data);
     let b = s.vmalloc::<Mappable>(&cpu, 5 * PAGE_SIZE, Gfp::ZERO).unwrap();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use memdesc::balloon::Balloon;
 use memdesc::desc::Folio;
-use memdesc::folio::FolioKind;
+use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
 use memdesc::migrate::MigrateError;
 use memdesc::offline::OfflineError;
@@ -47,7 +47,8 @@ fn get(m: &SimMachine, pfn: Pfn) -> u64 {
     unsafe { p.as_ptr().add(3).read() }
 }
 
-/// An anon folio the test owns; page `i` holds `stamp + i`.
+/// An anon folio the test owns (one reference, kept raw: `FolioRef::into_raw`); page `i`
+/// holds `stamp + i`. It never migrates: its owner's reference pins it.
 struct Anon<'m> {
     f: &'m Folio,
     stamp: u64,
@@ -130,7 +131,7 @@ proptest! {
                             prop_assert!(!poisoned.contains(&p), "poisoned {} handed out", p);
                             put(&m, p, next + i);
                         }
-                        anon.push(Anon { f, stamp: next, poisoned: false });
+                        anon.push(Anon { f: f.into_raw(), stamp: next, poisoned: false });
                         next += 1 << 10;
                     }
                 }
@@ -146,7 +147,7 @@ proptest! {
                             file.insert(index + i, next + i);
                         }
                         next += 1 << 10;
-                        prop_assert!(space.insert(&cpu, f, index).is_ok());
+                        prop_assert!(space.insert(&cpu, &f, index).is_ok());
                         m.folio_put(&cpu, f).unwrap();
                     }
                 }
@@ -154,7 +155,8 @@ proptest! {
                     if !anon.is_empty() {
                         let a = anon.swap_remove(k % anon.len());
                         let (p, o) = (a.f.flags.pfn(), a.f.flags.order());
-                        prop_assert_eq!(m.folio_put(&cpu, a.f), Ok(true));
+                        // SAFETY: the model's reference, given up once.
+                        prop_assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(a.f) }), Ok(true));
                         if a.poisoned {
                             for i in 0..1u64 << o {
                                 poisoned.insert(p.add(i));
@@ -224,7 +226,11 @@ proptest! {
                     if !anon.is_empty() {
                         let a = &anon[k % anon.len()];
                         match m.migrate_page(&cpu, a.f.flags.pfn(), Gfp::MOVABLE | Gfp::NOWARN) {
-                            Ok(_) | Err(MigrateError::NoTarget(_)) => {}
+                            // Busy: the model's own reference pins it (migration never
+                            // borrows it); a poisoned one is checked before that.
+                            Err(MigrateError::Busy(_)) => {}
+                            Err(MigrateError::NoTarget(_)) => {}
+                            Ok(p) => prop_assert!(false, "migrated a folio its owner holds to {}", p),
                             Err(MigrateError::Poisoned(_)) => prop_assert!(a.poisoned),
                             Err(e) => prop_assert!(false, "migrate: {}", e),
                         }
@@ -292,7 +298,8 @@ proptest! {
             prop_assert_eq!(space.nr_pages(), file.len() as u64);
         }
         for a in anon {
-            m.folio_put(&cpu, a.f).unwrap();
+            // SAFETY: the model's reference, given up once.
+            m.folio_put(&cpu, unsafe { FolioRef::from_raw(a.f) }).unwrap();
         }
         space.destroy(&cpu);
         balloon.deflate(&cpu, u64::MAX);

@@ -191,14 +191,17 @@ impl DescFlags {
     pub fn pfn(&self) -> crate::Pfn {
         crate::Pfn(self.0.load(Ordering::Acquire) >> 24)
     }
-    /// Sets flag bits; returns the previous flags.
+    /// Sets flag bits; returns the previous flags. Crate-private: flags such as `PG_LRU`,
+    /// `PG_LOCKED` and `PG_HWPOISON` carry invariants (list membership, the lock, retirement)
+    /// that only the owning subsystem's operations may change (`PhysMem::folio_trylock`,
+    /// `lru_add`, …).
     #[inline]
-    pub fn set(&self, bits: u64) -> u64 {
+    pub(crate) fn set(&self, bits: u64) -> u64 {
         self.0.fetch_or(bits & PG_FLAGS_MASK, Ordering::AcqRel) & PG_FLAGS_MASK
     }
-    /// Clears flag bits; returns the previous flags.
+    /// Clears flag bits; returns the previous flags. Crate-private, as `set` is.
     #[inline]
-    pub fn clear(&self, bits: u64) -> u64 {
+    pub(crate) fn clear(&self, bits: u64) -> u64 {
         self.0.fetch_and(!(bits & PG_FLAGS_MASK), Ordering::AcqRel) & PG_FLAGS_MASK
     }
 }
@@ -225,10 +228,11 @@ impl MapCounts {
     pub fn mapcount(&self) -> u32 {
         self.mapcount.load(Ordering::Acquire)
     }
-    /// Takes a reference unless the count is zero (the object is being freed or is free):
-    /// the first step of lockless revalidation.
+    /// Takes a reference unless the count is zero (the object is being freed, is free, or is
+    /// frozen): the first step of lockless revalidation. Crate-private: outside the crate a
+    /// reference is taken through a typed handle (e.g. [`crate::folio::FolioRef`]).
     #[inline]
-    pub fn try_get(&self) -> bool {
+    pub(crate) fn try_get(&self) -> bool {
         let mut cur = self.refcount.load(Ordering::Relaxed);
         loop {
             if cur == 0 || cur == u32::MAX {
@@ -239,6 +243,49 @@ impl MapCounts {
                 Err(now) => cur = now,
             }
         }
+    }
+}
+
+impl MapCounts {
+    /// Takes another reference for a caller that holds one: the count is at least 1 and
+    /// cannot be frozen meanwhile (a freeze accounts for every holder), so an increment is
+    /// enough.
+    #[inline]
+    pub(crate) fn get_held(&self) {
+        let old = self.refcount.fetch_add(1, Ordering::Relaxed);
+        debug_assert!(old != 0, "get of a folio with no reference held");
+    }
+
+    /// Drops one reference unless it is the last; returns whether it dropped it. The last
+    /// one is the caller's to free (or to keep).
+    #[inline]
+    pub(crate) fn put_unless_last(&self) -> bool {
+        let mut cur = self.refcount.load(Ordering::Relaxed);
+        loop {
+            if cur <= 1 {
+                return false;
+            }
+            match self.refcount.compare_exchange_weak(cur, cur - 1, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Freezes the count: succeeds only if it is exactly `expected` (≥ 1), leaving 0 so that
+    /// `try_get` fails until [`MapCounts::unfreeze`] (Linux's `folio_ref_freeze`).
+    #[inline]
+    pub(crate) fn freeze(&self, expected: u32) -> bool {
+        expected != 0 && self.refcount.compare_exchange(expected, 0, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Ends a freeze, publishing `refs` references. A compare-exchange from 0, not a store: a
+    /// frozen count cannot change (every holder was accounted for by the freeze and `try_get`
+    /// fails on 0), and if the protocol were broken this refuses to overwrite the change.
+    #[inline]
+    pub(crate) fn unfreeze(&self, refs: u32) {
+        let r = self.refcount.compare_exchange(0, refs, Ordering::Release, Ordering::Relaxed);
+        assert!(r.is_ok(), "unfreeze of a count that changed while frozen: {r:?}");
     }
 }
 

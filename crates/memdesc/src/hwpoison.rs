@@ -8,7 +8,7 @@
 //! |------|--------|
 //! | free (`Buddy`, or a tail inside a free block) | taken out of the buddy lists, splitting the free block around it; the rest is put back. **Recovered.** |
 //! | free on a per-CPU list (`Buddy { pcp }`) | the lists are drained, then as above |
-//! | anon folio | a large folio is split (a mapped one too: its PMD mappings become PTEs and the counts are shared out) so only the order-0 piece holding the page is lost; that piece is unmapped everywhere through the reverse map (every mm and address reported, see [`PhysMem::memory_failure_with`]), flagged [`PG_HWPOISON`] and taken off the LRU, so its last put retires it instead of freeing it. **Recovered** if that was now, else **Delayed** until its owner drops it |
+//! | anon folio | a large folio is split (a mapped one too: its PMD mappings become PTEs and the counts are shared out) so only the order-0 piece holding the page is lost (unlike `folio_split`, which refuses a folio with holders besides the caller, this split freezes the count it finds and copies every holder's reference onto every piece: a holder's `FolioRef` keeps the first piece and it owns the others' counts raw, as `memory_failure`'s report tells it); that piece is unmapped everywhere through the reverse map (every mm and address reported, see [`PhysMem::memory_failure_with`]), flagged [`PG_HWPOISON`] and taken off the LRU, so its last put retires it instead of freeing it. **Recovered** if that was now, else **Delayed** until its owner drops it |
 //! | page-cache folio | a mapped one is first unmapped everywhere (all its pages: the data of the others stays cached, as truncation would leave it); then as above, and the piece is removed from its address space (the rest stays cached) |
 //! | folio mapped only where the reverse map cannot see (pfn VMAs, truncated while mapped) | flagged as above; its entries keep their references, and the page is retired when the last goes. **Delayed** |
 //! | slab page | the slab is flagged: no more objects come from it, objects freed into it are lost, and when empty its pages are retired. Reports the cache and objects in use. **Delayed** (or Recovered if empty) |
@@ -416,14 +416,14 @@ impl<P: Platform> PhysMem<P> {
             let f: &Folio = unsafe { &*(f as *const Folio) };
             if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
                 drop(g);
-                let _ = self.folio_put(cpu, f);
+                let _ = self.folio_put_raw(cpu, f);
                 return Err(PoisonError::Busy(pfn));
             }
             f
         };
         if f.flags.flags() & PG_HWPOISON != 0 {
             // Already poisoned, waiting for its last put.
-            let _ = self.folio_put(cpu, f);
+            let _ = self.folio_put_raw(cpu, f);
             return Err(PoisonError::AlreadyPoisoned(pfn));
         }
         let order = f.flags.order();
@@ -452,8 +452,8 @@ impl<P: Platform> PhysMem<P> {
             if order == 0 {
                 (f, false, kind)
             } else {
-                if let Err(e) = self.folio_split(cpu, f, 0, |_| ()) {
-                    let _ = self.folio_put(cpu, f);
+                if let Err(e) = self.folio_split_held(cpu, f, None, 0, |_| ()) {
+                    let _ = self.folio_put_raw(cpu, f);
                     return Err(PoisonError::Folio(e));
                 }
                 // Every piece inherited our pin: drop it on all but the poisoned one.
@@ -471,7 +471,7 @@ impl<P: Platform> PhysMem<P> {
                     if p == pfn {
                         piece = pf;
                     } else {
-                        let _ = self.folio_put(cpu, pf);
+                        let _ = self.folio_put_raw(cpu, pf);
                     }
                 }
                 (piece, true, kind)
@@ -484,7 +484,7 @@ impl<P: Platform> PhysMem<P> {
         piece.flags.set(PG_HWPOISON);
         self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
         self.undesc.hwpoison_delayed.fetch_add(1, Ordering::Relaxed);
-        let freed = self.folio_put(cpu, piece).map_err(PoisonError::Folio)?;
+        let freed = self.folio_put_raw(cpu, piece).map_err(PoisonError::Folio)?;
         let action = if freed { PoisonAction::Recovered } else { PoisonAction::Delayed };
         Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split, unmapped })
     }
@@ -530,6 +530,7 @@ impl<P: Platform> PhysMem<P> {
 mod tests {
     use super::*;
     use crate::desc::{DescPtr, PtDesc};
+    use crate::folio::FolioRef;
     use crate::gfp::Gfp;
     use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
     use crate::page_alloc::Config;
@@ -597,8 +598,10 @@ mod tests {
         assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::AlreadyPoisoned(pfn)));
         // The entry goes (as zap would), then the owner's reference: the page is retired.
         f.counts.mapcount.store(0, Ordering::Relaxed);
-        assert_eq!(m.folio_put(&cpu, f), Ok(false));
-        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        let raw = f.into_raw();
+        // SAFETY: the simulated entry's reference and the owner's, each adopted once.
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(true));
         assert!(matches!(
             m.memmap.load(&m.platform, pfn).unwrap().word.kind(),
             PageKind::Undescribed(u) if u.subtype == Subtype::HwPoison
@@ -618,7 +621,9 @@ mod tests {
         assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::NoRmap { pfn, mapcount: 1 }));
         assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 2), "nothing changed");
         f.counts.mapcount.store(0, Ordering::Relaxed);
-        assert_eq!(m.folio_put(&cpu, f), Ok(false));
-        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        let raw = f.into_raw();
+        // SAFETY: the simulated entry's reference and the owner's, each adopted once.
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
+        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(true));
     }
 }

@@ -4,8 +4,9 @@
 //! a word and decoded a descriptor pointer of type `T`, the memory stays a `T` for the rest of
 //! the section, even if the descriptor is freed and reused for another page meanwhile. So the
 //! reader may touch it, but must not trust it until it has
-//! 1. taken a reference with [`MapCounts::try_get`] (which fails on a descriptor whose count is
-//!    zero: free or being freed), and then
+//! 1. taken a reference with `MapCounts::try_get` (crate-private; for folios the public form is
+//!    `PhysMem::folio_try_get`), which fails on a descriptor whose count is zero (free, being
+//!    freed, or frozen), and then
 //! 2. re-read the word and found it unchanged (so the pinned descriptor still owns the page).
 //!
 //! If the re-check fails, the reader drops its reference — and if that was the last one (the

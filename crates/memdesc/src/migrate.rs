@@ -2,9 +2,16 @@
 //!
 //! In memdesc the descriptor, not the page, is a folio's identity: its page-cache slots, its
 //! LRU links and every `&Folio` its owners hold point to the descriptor, and the pfn is a
-//! field of it. So migrating a folio is: freeze its reference count (1 → 0; a lockless lookup
-//! then fails to pin it and retries), copy the data, stamp the new pages' words with the same
-//! descriptor, move the descriptor's pfn, retire the old pages' words and free them, unfreeze.
+//! field of it. So migrating a folio is: take a reference of its own (isolation, `try_get`),
+//! freeze the count at exactly the **expected** value — its own reference, the page cache's
+//! (under the address space's lock) and one per mapping entry (under the rmap lock) — to 0 (a
+//! lockless lookup then fails to pin it and retries; any other holder, an owner's
+//! [`crate::folio::FolioRef`] or a lookup's pin, makes the freeze fail and migration backs off
+//! with [`MigrateError::Busy`]), copy the data, stamp the new pages' words with the same
+//! descriptor, move the descriptor's pfn, retire the old pages' words and free them, unfreeze
+//! (a compare-exchange from 0, never a store over a count that could have changed), and drop
+//! the isolation reference. An owner never lends its reference to a migration: a folio its
+//! owner holds does not move (as in Linux, where an extra pin blocks migration).
 //! Flags, index, mapping and LRU position are untouched because they never move. A cached file
 //! folio is migrated under its address space's lock (so a locked lookup, which trusts the
 //! cache's reference, cannot pin it while it is frozen); the tree needs no change, which is
@@ -17,8 +24,7 @@
 //! `i_mmap`, taken first: pgtable.rs's order is rmap lock → page-table lock, and migration
 //! puts the address space's lock of a cached file folio between the two): while it is held
 //! no entry mapping the folio appears, goes or changes. The expected references are then one
-//! per entry plus the page cache's (file) or the owner's (anon; an anon folio held by its
-//! mappings alone is accepted too). After the copy every entry is pointed at the same page of
+//! per entry plus the page cache's (file) plus migration's own. After the copy every entry is pointed at the same page of
 //! the new block (`PhysMem::rmap_move_locked`: a PMD entry to the new 2 MiB block); the
 //! descriptor stays, so mapcount and references do not move. The simulated machine has no
 //! MMU writing through the entries during the copy (a real kernel would first make them
@@ -33,7 +39,8 @@
 //! word leads to the descriptor, the descriptor to the pool, whose lock the move is made
 //! under; their handles never change.
 //!
-//! Movable: anon and file folios whose references are only the expected ones, unlocked, not
+//! Movable: anon and file folios whose references are only the expected ones (not held by an
+//! owner outside the page cache and the page tables), unlocked, not
 //! under writeback and not hardware-poisoned (moving a poisoned folio would free the bad
 //! page), and zsmalloc / z3fold pages with no object mapped. The one dispatch point is
 //! `movable`.
@@ -98,6 +105,14 @@ impl core::fmt::Display for MigrateError {
 }
 
 impl core::error::Error for MigrateError {}
+
+/// The references a migration freezes a folio at: its own isolation reference, one per
+/// mapping entry (held still by the rmap lock) and the page cache's (held still by the address
+/// space's lock). Anything more is a holder that migration must not move the folio under.
+#[inline]
+pub(crate) fn expected_refs(mapcount: u32, cached: bool) -> u32 {
+    1 + mapcount + cached as u32
+}
 
 /// What a movable page is, decoded from its word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,15 +184,37 @@ impl<P: Platform> PhysMem<P> {
     /// Moves folio `f` (decoded from a word; `file` from its tag) to the block at `new`, which
     /// the caller took from the allocator (its words are tail words) and frees on error. The
     /// caller holds an RCU read guard from decoding `f` until this returns.
+    ///
+    /// Migration takes its **own** reference first (isolation: `try_get`, which fails on a
+    /// free or frozen folio) and drops it when done, so it never borrows anyone else's.
     pub(crate) fn migrate_to(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
+        let pfn = f.flags.pfn();
+        if !f.counts.try_get() {
+            return Err(MigrateError::Busy(pfn));
+        }
+        let r = self.migrate_isolated(cpu, f, file, new);
+        // Our isolation reference; the last one if every other holder let go meanwhile.
+        let p = self.folio_put_raw(cpu, f);
+        debug_assert!(p.is_ok(), "isolation reference: {p:?}");
+        r
+    }
+
+    /// [`PhysMem::migrate_to`] with the isolation reference held.
+    fn migrate_isolated(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
         let (old, order) = (f.flags.pfn(), f.flags.order());
         let (orm, _) = self.flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
         let (nrm, _) = self.flat_ctx(new).map_err(|_| MigrateError::Unsupported(new))?;
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
+        let me = Word::desc_as(DescPtr::from_ref(f), tag).expect("folio tags");
+        // Pinned, so it cannot be freed; check it is still the folio the caller decoded.
+        if orm.flat_word(old).load() != me {
+            return Err(MigrateError::Busy(old));
+        }
         // A mapped folio: its rmap lock, held until the move is done, keeps every entry
-        // mapping it (and so its mapcount) stable. A last unmap clears an anon folio's
-        // `mapping` and a first map sets it, so a mapped count seen without an rmap to lock may
-        // be a map or unmap in flight: look again a few times before calling it rmap-less.
+        // mapping it (and so its mapcount and the entries' references) stable. A last unmap
+        // clears an anon folio's `mapping` and a first map sets it, so a mapped count seen
+        // without an rmap to lock may be a map or unmap in flight: look again a few times
+        // before calling it rmap-less.
         let mut tries = 0;
         let (rmap, m) = loop {
             let rmap = if f.counts.mapcount() != 0 { self.rmap_lock(cpu, f) } else { None };
@@ -191,25 +228,33 @@ impl<P: Platform> PhysMem<P> {
             }
             crate::sync::spin_hint();
         };
-        let _mapping_lock = if file {
+        // A cached file folio: its address space's lock keeps the cache's reference in place
+        // and locked lookups (which trust it) out.
+        let (mapping_lock, cached) = if file {
             match self.pagecache_lock_of(f) {
-                Ok(l) => l,
+                Ok(l) => {
+                    let cached = l.is_some();
+                    (l, cached)
+                }
                 Err(()) => return Err(MigrateError::Busy(old)),
             }
         } else {
-            None
+            (None, false)
         };
-        // One reference per entry, plus the cache's or the owner's; an anon folio only its
-        // mappings hold is movable too.
-        let refs = f.counts.refcount();
-        let expected = refs == m + 1 || (!file && m != 0 && refs == m);
-        if !expected || f.counts.refcount.compare_exchange(refs, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        // The expected references: ours, one per mapping entry, the page cache's. Every other
+        // holder (an owner, a speculative lookup's pin) makes the freeze fail: we back off.
+        let expected = expected_refs(m, cached);
+        if expected == 1 {
+            // Nobody but us holds it: it is being freed, not migrated.
             return Err(MigrateError::Busy(old));
         }
-        let me = Word::desc_as(DescPtr::from_ref(f), tag).expect("folio tags");
-        let unfreeze = || f.counts.refcount.store(refs, Ordering::Release);
-        // Revalidate now that the folio cannot be freed: the word still names it, it still
-        // covers these pages, and nobody holds its lock or is writing it back.
+        if !f.counts.freeze(expected) {
+            return Err(MigrateError::Busy(old));
+        }
+        let unfreeze = || f.counts.unfreeze(expected);
+        // Frozen: nobody can take or drop a reference. Revalidate: it still covers these
+        // pages, its mapcount is the one we counted, and nobody holds its lock or is writing
+        // it back.
         if orm.flat_word(old).load() != me || f.flags.order() != order || f.counts.mapcount() != m {
             unfreeze();
             return Err(MigrateError::Busy(old));
@@ -236,6 +281,10 @@ impl<P: Platform> PhysMem<P> {
             for k in 0..PAGE_SIZE / 8 {
                 dst.word(k).store(src.word(k).load(Ordering::Relaxed), Ordering::Relaxed);
             }
+            #[cfg(test)]
+            if i == 0 {
+                test_hook::during_copy();
+            }
         }
         for i in 0..1u64 << order {
             nrm.flat_word(new.add(i)).store(me);
@@ -250,6 +299,7 @@ impl<P: Platform> PhysMem<P> {
         }
         self.free_claimed(cpu, orm, old, order);
         unfreeze();
+        drop(mapping_lock);
         Ok(())
     }
 
@@ -293,5 +343,381 @@ impl<P: Platform> PhysMem<P> {
                 E::BadTarget(p) => MigrateError::Unsupported(p),
             }
         })
+    }
+}
+
+/// A hook run by the migrating thread in the middle of a folio's copy (after its first page),
+/// while the folio is frozen: the regression tests use it to act as another holder at exactly
+/// that point, deterministically.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static HOOK: Cell<Option<*mut (dyn FnMut() + 'static)>> = const { Cell::new(None) };
+    }
+
+    /// Runs `body` with `hook` installed for this thread; returns `body`'s result.
+    pub(crate) fn with_copy_hook<R>(hook: &mut dyn FnMut(), body: impl FnOnce() -> R) -> R {
+        // SAFETY: only the lifetime is erased; the pointer is removed below before `hook`'s
+        // borrow ends, and only this thread reads it.
+        let p: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(hook as *mut dyn FnMut()) };
+        HOOK.with(|h| h.set(Some(p)));
+        let r = body();
+        HOOK.with(|h| h.set(None));
+        r
+    }
+
+    /// Called by migration during a copy.
+    pub(crate) fn during_copy() {
+        if let Some(p) = HOOK.with(|h| h.take()) {
+            // SAFETY: set by with_copy_hook, whose borrow of the closure outlives this call;
+            // taken out while it runs, so it is never re-entered.
+            unsafe { (*p)() };
+            HOOK.with(|h| h.set(Some(p)));
+        }
+    }
+}
+
+/// Regression tests for issue 12's findings 1 and 5: each scenario was reproduced on the old
+/// code (where migration froze a folio 1 → 0 borrowing its owner's reference and restored the
+/// count with a store, `folio_get` was a blind increment on any `&Folio`, and freeze/unfreeze
+/// and split needed no reference or lock) and failed there as each test's comment says.
+#[cfg(all(test, not(loom)))]
+mod regression_tests {
+    use super::test_hook::with_copy_hook;
+    use super::*;
+    use crate::folio::{FolioError, FolioKind, FolioRef};
+    use crate::vmalloc::test_machine::machine;
+    use crate::MemmapLayout;
+
+    fn checked<P: Platform>(m: &PhysMem<P>) {
+        m.drain_all();
+        m.check(|_, _, _| ()).expect("allocator state is consistent");
+    }
+
+    /// Finding 1: the owner takes a reference while its folio is being migrated. Old code:
+    /// migration froze 1 → 0, the owner's get made it 1, the unfreeze stored 1 over it; the
+    /// count ended at 1 with two references held (assertion `refcount == 2` failed), and the
+    /// first put freed the folio under the second. Now migration does not borrow the owner's
+    /// reference: with an owner holding one, the freeze at the expected count fails (Busy),
+    /// and a folio only the page cache holds moves while a speculative `folio_try_get` during
+    /// the copy fails instead of taking a reference under the freeze.
+    #[test]
+    fn regression_migrate_freeze_vs_get() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        let mut extra: Option<FolioRef<'_>> = None;
+        let r = with_copy_hook(&mut || extra = Some(f.get()), || m.migrate_page(&cpu, pfn, Gfp::MOVABLE));
+        assert_eq!(r, Err(MigrateError::Busy(pfn)), "an owner's reference blocks migration");
+        let extra = extra.unwrap_or_else(|| f.get());
+        assert_eq!(f.counts.refcount(), 2, "two references held, two counted");
+        assert_eq!(m.folio_put(&cpu, extra), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        // A new folio gets the descriptor; it must not be freed by anything left over.
+        let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        assert_eq!(g.counts.refcount(), 1);
+        checked(&m);
+
+        // A cached file folio (held by the cache only) migrates; during the copy a
+        // speculative lookup cannot pin it.
+        let space = m.address_space_create(&cpu).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+        space.insert(&cpu, &f, 3).unwrap();
+        let pfn = f.flags.pfn();
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
+        let mut pinned = None;
+        let mut ran = false;
+        let new = with_copy_hook(
+            &mut || {
+                ran = true;
+                pinned = m.folio_try_get(&cpu, pfn);
+            },
+            || m.migrate_page(&cpu, pfn, Gfp::MOVABLE),
+        )
+        .expect("a folio only its cache holds moves");
+        assert!(ran && pinned.is_none(), "try_get fails on a frozen folio");
+        let f = space.lookup(&cpu, 3).expect("still cached");
+        assert_eq!((f.flags.pfn(), f.counts.refcount()), (new, 2), "the cache's reference and ours");
+        let again = m.folio_try_get(&cpu, new).expect("a pfn walker pins it at its new place");
+        assert!(FolioRef::ptr_eq(&f, &again));
+        assert_eq!(m.folio_put(&cpu, again), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
+        assert_eq!(space.destroy(&cpu).folios, 1);
+        assert_eq!(m.folio_put(&cpu, g), Ok(true));
+        checked(&m);
+    }
+
+    /// Finding 1: the owner gets and puts during the copy. Old code: the put saw count 1 (the
+    /// get on the frozen 0), freed the folio mid-migration; migration still returned `Ok` and
+    /// freed the old block again; `check()` reported a broken free-list link. Now the owner's
+    /// reference makes migration back off, and the owner's get/put pair is balanced.
+    #[test]
+    fn regression_migrate_get_put_during_copy() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        let getput = || {
+            let g = f.get();
+            assert_eq!(m.folio_put(&cpu, g), Ok(false), "the owner still holds one");
+        };
+        let mut done = false;
+        let r = with_copy_hook(
+            &mut || {
+                getput();
+                done = true;
+            },
+            || m.migrate_page(&cpu, pfn.add(1), Gfp::MOVABLE),
+        );
+        assert_eq!(r, Err(MigrateError::Busy(pfn)));
+        if !done {
+            getput();
+        }
+        assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 1), "nothing moved, one reference");
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        checked(&m);
+        // Mapped-only folios move; the entries' references and the mapping are untouched.
+        let mms = m.mm_caches(&cpu).unwrap();
+        let mm = mms.mm_create(&cpu, crate::pgtable::MmKind::User).unwrap();
+        mm.mmap_anon(&cpu, 0x40_0000, 0x40_0000).unwrap();
+        let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        mm.map_folio(&cpu, 0x40_0000, &f).unwrap();
+        assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::Busy(pfn)), "owner holds it");
+        assert_eq!(m.folio_put(&cpu, f), Ok(false), "the mappings hold it");
+        let mut pinned = Some(None);
+        let new = with_copy_hook(&mut || pinned = Some(m.folio_try_get(&cpu, pfn)), || {
+            m.migrate_page(&cpu, pfn, Gfp::MOVABLE)
+        })
+        .expect("held by its mappings only, it moves");
+        assert!(matches!(pinned, Some(None)), "frozen during the copy");
+        assert_eq!(mm.translate(0x40_0000).unwrap().0.pfn(), new);
+        let f = m.folio_try_get(&cpu, new).unwrap();
+        assert_eq!((f.counts.refcount(), f.counts.mapcount()), (3, 2));
+        assert_eq!(m.folio_put(&cpu, f), Ok(false));
+        mm.destroy(&cpu);
+        checked(&m);
+    }
+
+    /// Finding 1: the sole owner puts during the copy. Old code: the put found the frozen 0
+    /// and returned `NoReference` (the owner could not give its folio back). Now migration
+    /// never borrows the owner's reference: the put frees the folio.
+    #[test]
+    fn regression_migrate_sole_owner_put() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        let mut owner = Some(f);
+        let mut put = None;
+        let r = with_copy_hook(&mut || put = owner.take().map(|f| m.folio_put(&cpu, f)), || {
+            m.migrate_page(&cpu, pfn, Gfp::MOVABLE)
+        });
+        assert_eq!(r, Err(MigrateError::Busy(pfn)));
+        let put = put.unwrap_or_else(|| m.folio_put(&cpu, owner.take().unwrap()));
+        assert_eq!(put, Ok(true), "the sole owner's put frees it");
+        assert!(m.folio_try_get(&cpu, pfn).is_none(), "freed");
+        checked(&m);
+    }
+
+    /// Finding 5: count changes without a reference. Old code: `folio_ref_freeze(2)` +
+    /// `folio_ref_unfreeze(1)` were safe and made the next put free a folio another holder
+    /// had; `folio_get` on a freed `&Folio` then `folio_put` double-freed it; `folio_split`
+    /// checked neither the folio lock nor other holders (`assert_eq!(.., Err(NotLocked))`
+    /// failed: it split). Now freeze/unfreeze are crate-private, get needs a `FolioRef` (the
+    /// compile_fail doctests in `crate::folio`), a freed folio cannot be pinned, and split
+    /// needs the lock and no holder besides the caller.
+    #[test]
+    fn regression_folio_count_without_reference() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let pfn = f.flags.pfn();
+        assert_eq!(m.folio_split(&cpu, &f, 0, |_| panic!("no split")), Err(FolioError::NotLocked));
+        assert!(m.folio_trylock(&f));
+        let other = f.get();
+        assert_eq!(m.folio_split(&cpu, &f, 0, |_| panic!("no split")), Err(FolioError::Busy), "another holder");
+        assert_eq!((f.flags.order(), f.counts.refcount()), (2, 2), "nothing changed");
+        assert_eq!(m.folio_put(&cpu, other), Ok(false));
+        let mut pieces = std::vec::Vec::new();
+        m.folio_split(&cpu, &f, 0, |p| pieces.push(p)).unwrap();
+        assert_eq!(pieces.len(), 3);
+        for p in &pieces {
+            assert_eq!((p.counts.refcount(), p.flags.order(), p.flags.flags() & crate::desc::PG_LOCKED), (1, 0, 0));
+        }
+        m.folio_unlock(&f);
+        for p in pieces {
+            assert_eq!(m.folio_put(&cpu, p), Ok(true));
+        }
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        // A freed folio cannot be pinned from its pfn; a new one at the same place can.
+        assert!(m.folio_try_get(&cpu, pfn).is_none());
+        let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let gp = g.flags.pfn();
+        let h = m.folio_try_get(&cpu, gp).unwrap();
+        // Dropping a reference that is not the last releases it without a Cpu.
+        drop(h);
+        assert_eq!(g.counts.refcount(), 1);
+        assert_eq!(m.folio_put(&cpu, g), Ok(true));
+        checked(&m);
+    }
+}
+
+/// Loom model of migration's reference-count protocol against holders taking and dropping
+/// references, driving the real code: `MapCounts::try_get` (what `folio_try_get` and the page
+/// cache's lookup use), `FolioRef` (`get`/clone and `Drop`), `MapCounts::freeze` at
+/// [`expected_refs`] and `MapCounts::unfreeze`. The folio's memory is a loom cell that the
+/// migrator writes while frozen (the copy) and holders read while they hold a reference, so
+/// loom reports any holder that could touch the folio during the move, and the unfreeze's
+/// compare-exchange panics on any count that changed while frozen.
+///
+/// The guards are checked to matter: `loom_migrate_freeze_broken_blind_get` replaces the
+/// reader's `try_get` by a blind increment (the old `folio_get` on any `&Folio`), and
+/// `loom_migrate_freeze_broken_borrowed_ref` has the migrator borrow the owner's reference
+/// instead of taking its own (the old migration); both fail (`should_panic`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::expected_refs;
+    use crate::desc::{DescFlags, Folio, ListLinks, MapCounts};
+    use crate::folio::FolioRef;
+    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    struct Shared {
+        folio: Folio,
+        /// The folio's memory.
+        data: UnsafeCell<u64>,
+    }
+
+    // SAFETY: `data` is only touched per the protocol under test (loom checks it).
+    unsafe impl Sync for Shared {}
+
+    fn shared(refs: u32) -> Arc<Shared> {
+        Arc::new(Shared {
+            folio: Folio {
+                flags: DescFlags::zeroed(),
+                counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
+                lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+                mapping: AtomicUsize::new(0),
+                index: AtomicU64::new(0),
+            },
+            data: UnsafeCell::new(7),
+        })
+    }
+
+    fn read(s: &Shared) -> u64 {
+        // SAFETY: a reference is held (loom checks no migrator writes concurrently).
+        s.data.with(|p| unsafe { *p })
+    }
+
+    /// A migration of a folio held by the page cache alone (count 1, nobody's `FolioRef`)
+    /// while a reader pins it speculatively, clones its reference, reads, and drops both.
+    fn cached_folio_vs_reader(blind_get: bool) {
+        loom::model(move || {
+            let s = shared(1);
+            let reader = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let c = &s.folio.counts;
+                    let pinned = if blind_get {
+                        c.refcount.fetch_add(1, Ordering::AcqRel);
+                        true
+                    } else {
+                        c.try_get()
+                    };
+                    if pinned {
+                        // SAFETY: the count just taken is handed to the FolioRef.
+                        let r = unsafe { FolioRef::from_raw(&s.folio) };
+                        let extra = r.clone();
+                        assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
+                        drop(extra);
+                        drop(r);
+                    }
+                })
+            };
+            // The migrator: its own reference, then the freeze at the expected count.
+            let c = &s.folio.counts;
+            if c.try_get() {
+                let expected = expected_refs(0, true);
+                if c.freeze(expected) {
+                    // The copy: nobody may hold a reference and read meanwhile.
+                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    c.unfreeze(expected);
+                }
+                assert!(c.put_unless_last(), "the cache's reference remains");
+            }
+            reader.join().unwrap();
+            assert_eq!(c.refcount(), 1, "only the cache's reference is left");
+        });
+    }
+
+    #[test]
+    fn loom_migrate_freeze_vs_try_get_clone_drop() {
+        cached_folio_vs_reader(false);
+    }
+
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_migrate_freeze_broken_blind_get() {
+        cached_folio_vs_reader(true);
+    }
+
+    /// The owner holds the folio's only reference and clones and drops it (get/put) while a
+    /// migration runs. Correct: the migration's own reference plus the expected count
+    /// (nothing else: not cached, not mapped) never matches while the owner holds one, so it
+    /// backs off. Broken (`borrow`): the old migration froze 1 → 0 borrowing the owner's
+    /// reference; the owner's clone during the copy then increments a frozen count.
+    fn owner_vs_migration(borrow: bool) {
+        loom::model(move || {
+            let s = shared(1);
+            let migrator = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let c = &s.folio.counts;
+                    if borrow {
+                        if c.freeze(1) {
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            c.unfreeze(1);
+                        }
+                        return;
+                    }
+                    if c.try_get() {
+                        let expected = expected_refs(0, false);
+                        if c.freeze(expected) {
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            c.unfreeze(expected);
+                        }
+                        // Never the last: the owner holds one throughout.
+                        assert!(c.put_unless_last());
+                    }
+                })
+            };
+            // SAFETY: the folio's one reference is the owner's.
+            let owner = unsafe { FolioRef::from_raw(&s.folio) };
+            let extra = owner.clone();
+            assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
+            drop(extra);
+            migrator.join().unwrap();
+            assert_eq!(s.folio.counts.refcount(), 1, "the owner's reference is counted");
+            let _ = owner.into_raw();
+        });
+    }
+
+    #[test]
+    fn loom_migrate_freeze_vs_owner_get_put() {
+        owner_vs_migration(false);
+    }
+
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_migrate_freeze_broken_borrowed_ref() {
+        owner_vs_migration(true);
     }
 }

@@ -38,7 +38,7 @@
 //! 2. walks from the root with acquire loads — under its RCU read guard every node address it
 //!    loads is node memory and every folio address is folio-descriptor memory, both
 //!    `TYPESAFE_BY_RCU`, even if they were freed and reused meanwhile;
-//! 3. pins the folio it found with [`MapCounts::try_get`](crate::desc::MapCounts::try_get)
+//! 3. pins the folio it found with `MapCounts::try_get`
 //!    and reads its `mapping`, `index` and order;
 //! 4. issues an acquire fence and re-reads `seq`; if it changed, it drops the pin (running the
 //!    folio's free path if that was the last reference) and starts over.
@@ -91,7 +91,7 @@ use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::fault::FaultSite;
-use crate::folio::FolioError;
+use crate::folio::{FolioError, FolioRef};
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
@@ -195,8 +195,6 @@ fn slot_of(index: u64, level: u32) -> usize {
 pub enum PageCacheError {
     /// The descriptor is not a live file folio (its page word does not name it as one).
     NotFileFolio,
-    /// The folio has no references (it was freed).
-    NoReference,
     /// The folio is already in a page cache (this one or another).
     AlreadyCached {
         /// Address of the address space that holds it.
@@ -231,7 +229,6 @@ impl core::fmt::Display for PageCacheError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PageCacheError::NotFileFolio => write!(f, "not a live file folio"),
-            PageCacheError::NoReference => write!(f, "the folio has no references"),
             PageCacheError::AlreadyCached { mapping } => {
                 write!(f, "folio already cached by address space {mapping:#x}")
             }
@@ -995,7 +992,7 @@ impl<P: Platform> PhysMem<P> {
     ) -> Result<(&'a Folio, bool), PageCacheError> {
         let unpin = || {
             if drop_pin {
-                let r = self.folio_put(cpu, f);
+                let r = self.folio_put_raw(cpu, f);
                 debug_assert!(r.is_ok(), "{r:?}");
             }
         };
@@ -1084,31 +1081,35 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// Caches `folio` (a file folio the caller holds a reference to) at `index`, which must
     /// be a multiple of its size; a large folio occupies every index it covers. The cache
     /// takes its own reference. Fails, changing nothing, if any index of the range is cached.
-    pub fn insert(&self, cpu: &Cpu<'_>, folio: &Folio, index: u64) -> Result<(), PageCacheError> {
+    pub fn insert(&self, cpu: &Cpu<'_>, folio: &FolioRef<'_>, index: u64) -> Result<(), PageCacheError> {
+        let folio: &Folio = folio;
         match self.mem.memmap.load(&self.mem.platform, folio.flags.pfn()).map(|v| v.word.kind()) {
             Some(PageKind::FileFolio(d)) if d.addr() == addr_of(folio) => {}
             _ => return Err(PageCacheError::NotFileFolio),
         }
-        if !folio.counts.try_get() {
-            return Err(PageCacheError::NoReference);
-        }
+        // The cache's reference, taken from the caller's.
+        folio.counts.get_held();
         let r = self.space.writer().insert(&mut self.nodes(cpu), folio, index);
         if r.is_err() {
             // Drop the reference taken for the cache (the caller still holds theirs).
-            let p = self.mem.folio_put(cpu, folio);
-            debug_assert!(p.is_ok(), "{p:?}");
+            let dropped = folio.counts.put_unless_last();
+            debug_assert!(dropped, "the caller's reference remains");
         }
         r
     }
 
     /// The folio cached at `index`, with a reference taken for the caller (drop it with
-    /// [`PhysMem::folio_put`]). Lockless: see the module docs.
-    pub fn lookup(&self, cpu: &Cpu<'_>, index: u64) -> Option<&'m Folio> {
+    /// [`PhysMem::folio_put`]). Lockless: see the module docs. A folio frozen by a migration
+    /// is waited out (the retry falls back to the locked lookup, which migration's hold of the
+    /// address space's lock serialises with).
+    pub fn lookup(&self, cpu: &Cpu<'_>, index: u64) -> Option<FolioRef<'m>> {
         let g = self.mem.rcu().read_lock(cpu);
-        self.space.lookup_rcu(&g, index, |f| {
-            let r = self.mem.folio_put(cpu, f);
+        let f = self.space.lookup_rcu(&g, index, |f| {
+            let r = self.mem.folio_put_raw(cpu, f);
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
-        })
+        })?;
+        // SAFETY: lookup_rcu took one reference for us on a folio cached here.
+        Some(unsafe { FolioRef::from_raw(f) })
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.
@@ -1122,7 +1123,8 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             w.remove(&mut self.nodes(cpu), folio);
         }
         self.mem.lru_del(folio);
-        self.mem.folio_put(cpu, folio).map_err(PageCacheError::Put)
+        // The cache's reference, which we took out of the tree above.
+        self.mem.folio_put_raw(cpu, folio).map_err(PageCacheError::Put)
     }
 
     /// Removes every folio that overlaps `range` (indices) and drops the cache's references.
@@ -1197,7 +1199,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     fn release(&self, cpu: &Cpu<'_>, r: Removed) -> u64 {
         let put = |f: &Folio| {
             self.mem.lru_del(f);
-            self.mem.folio_put(cpu, f).is_err() as u64
+            self.mem.folio_put_raw(cpu, f).is_err() as u64
         };
         match r {
             // SAFETY: removed from the tree with its cache reference, which we still hold.
@@ -1253,14 +1255,10 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             }
         }
         let mut chain = Chain::alloc(be, need as usize).ok()?;
-        // Freeze: the cache's reference must be the only one, and stays 0 while we split.
-        if f.counts.refcount.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            chain.release(be);
-            return None;
-        }
+        // The split freezes the count at the cache's reference (the only one allowed: a
+        // holder's would be copied into every piece) and publishes each piece with one.
         w.seq_begin();
-        if self.mem.folio_split(cpu, f, n, |_| ()).is_err() {
-            f.counts.refcount.store(1, Ordering::Release);
+        if self.mem.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
             w.seq_end();
             chain.release(be);
             return None;
@@ -1272,13 +1270,11 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         for k in 0..total {
             let pi = fi + (k << n);
             let piece = self.mem.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
+            // Each piece holds the cache's reference (from the split).
             if (a..=b).contains(&pi) {
                 piece.mapping.store(0, Ordering::Release);
-                piece.counts.refcount.store(1, Ordering::Release);
                 removed += 1;
             } else {
-                // The cache's reference, before readers can find it.
-                piece.counts.refcount.store(1, Ordering::Release);
                 w.insert_entry(addr_of(piece), pi, n, &mut chain);
             }
         }

@@ -71,7 +71,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, AREA_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
-use crate::folio::FolioError;
+use crate::folio::{FolioError, FolioRef};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::pagecache::AddressSpace;
@@ -858,7 +858,7 @@ impl<P: Platform> PhysMem<P> {
                 if f.counts.mapcount.fetch_sub(1, Ordering::AcqRel) == 1 && tag == Tag::AnonFolio {
                     f.mapping.store(0, Ordering::Release);
                 }
-                let r = self.folio_put(cpu, f);
+                let r = self.folio_put_raw(cpu, f);
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Mappable(d) => {
@@ -1094,6 +1094,7 @@ impl<P: Platform> PhysMem<P> {
         &self,
         cpu: &Cpu<'_>,
         f: &Folio,
+        holders: Option<u32>,
         new_order: u32,
         each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
@@ -1128,7 +1129,7 @@ impl<P: Platform> PhysMem<P> {
             });
             let anon = self.memmap.load(&self.platform, pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
             let mut each = each;
-            self.folio_split_counts(cpu, f, new_order, Some(counts), |p| {
+            self.folio_split_counts(cpu, f, holders, new_order, Some(counts), |p| {
                 if anon && p.counts.mapcount() == 0 {
                     p.mapping.store(0, Ordering::Release);
                 }
@@ -1545,11 +1546,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
     }
 
-    /// Maps every page of `folio` (any order) by PTEs from `va`, in an anon VMA (anon folio)
-    /// or a file VMA of the folio's file at the folio's index. Each entry takes a reference
-    /// and a mapcount. If the mapcount would pass the limit, a large folio is split to order 0
-    /// and its pages mapped one by one (the caller's reference is then held on every piece).
-    pub fn map_folio(&self, cpu: &Cpu<'_>, va: u64, folio: &Folio) -> Result<(), MapError> {
+    /// Maps every page of `folio` (any order; a reference the caller holds) by PTEs from `va`,
+    /// in an anon VMA (anon folio) or a file VMA of the folio's file at the folio's index.
+    /// Each entry takes a reference and a mapcount. If the mapcount would pass the limit, a
+    /// large anon folio is split to order 0 (which needs the caller's reference and the
+    /// mappings' to be its only ones, else `MapError::Split(FolioError::Busy)`) and its pages
+    /// mapped one by one; the caller's reference then stays with the first piece.
+    pub fn map_folio(&self, cpu: &Cpu<'_>, va: u64, folio: &FolioRef<'_>) -> Result<(), MapError> {
+        let folio: &Folio = folio;
         let t = self.live_folio(folio)?;
         let n = 1u64 << folio.flags.order();
         let _g = self.mm.lock.lock();
@@ -1558,7 +1562,17 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
             {
                 let pfn = folio.flags.pfn();
-                self.mem.folio_split(cpu, folio, 0, |_| {}).map_err(MapError::Split)?;
+                self.mem.folio_split_held(cpu, folio, Some(1), 0, |_| {}).map_err(MapError::Split)?;
+                // The caller's reference was copied into every piece: it keeps the first; the
+                // others' are dropped once their pages are mapped (their entries hold them).
+                let drop_copies = || {
+                    for i in 1..n {
+                        if let Target::Folio(p, _) = self.mem.target_of(pfn.add(i)) {
+                            let r = self.mem.folio_put_raw(cpu, p);
+                            debug_assert!(r.is_ok(), "{r:?}");
+                        }
+                    }
+                };
                 for i in 0..n {
                     let r = match self.mem.target_of(pfn.add(i)) {
                         t @ Target::Folio(..) => self.map_locked(cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
@@ -1571,9 +1585,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
                         let _pt = self.mm.pt_lock.lock();
                         let mut st = ZapStats::default();
                         self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
+                        drop_copies();
                         return Err(e);
                     }
                 }
+                drop_copies();
                 Ok(())
             }
             r => r,
@@ -1582,7 +1598,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
 
     /// Maps a 2 MiB folio by one PMD entry at a 2 MiB-aligned `va` (mapcount +1, one
     /// reference). A PTE table is preallocated and deposited for a later [`MmRef::split_pmd`].
-    pub fn map_folio_pmd(&self, cpu: &Cpu<'_>, va: u64, folio: &Folio) -> Result<(), MapError> {
+    pub fn map_folio_pmd(&self, cpu: &Cpu<'_>, va: u64, folio: &FolioRef<'_>) -> Result<(), MapError> {
+        let folio: &Folio = folio;
         if folio.flags.order() != AREA_ORDER {
             return Err(MapError::NotPmdSized);
         }
@@ -1721,8 +1738,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
             if let Target::Folio(f, _) = self.mem.target_of(e.pfn()) {
                 let order = f.flags.order();
                 let adds = if level == 2 { 1 } else { 1u64 << order };
-                if order > 0 && f.counts.mapcount() as u64 + adds > limit {
-                    self.mem.folio_get(f);
+                // A migration may have it frozen: then it is not taken this time.
+                if order > 0 && f.counts.mapcount() as u64 + adds > limit && f.counts.try_get() {
                     return Some(f);
                 }
             }
@@ -1735,15 +1752,15 @@ impl<'m, P: Platform> MmRef<'m, P> {
         // Large folios that the copy would push past the mapcount limit are split first.
         while let Some(f) = self.fork_victim(v) {
             let (pfn, order) = (f.flags.pfn(), f.flags.order());
-            if let Err(e) = self.mem.folio_split(cpu, f, 0, |_| {}) {
-                let pr = self.mem.folio_put(cpu, f);
+            if let Err(e) = self.mem.folio_split_held(cpu, f, Some(1), 0, |_| {}) {
+                let pr = self.mem.folio_put_raw(cpu, f);
                 debug_assert!(pr.is_ok(), "{pr:?}");
                 return Err(MapError::Split(e));
             }
             // The reference fork_victim took is now held on every piece: drop each.
             for i in 0..1u64 << order {
                 if let Target::Folio(piece, _) = self.mem.target_of(pfn.add(i)) {
-                    let pr = self.mem.folio_put(cpu, piece);
+                    let pr = self.mem.folio_put_raw(cpu, piece);
                     debug_assert!(pr.is_ok(), "{pr:?}");
                 }
             }
@@ -1952,21 +1969,21 @@ mod tests {
         a.mmap_anon(&cpu, start, 0x40_0000).unwrap();
         let old = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let new = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        a.map_folio(&cpu, start + 0x3000, old).unwrap();
+        a.map_folio(&cpu, start + 0x3000, &old).unwrap();
         let b = a.fork(&cpu).unwrap();
         assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
-        assert_eq!(m.rmap_replace(&cpu, old, new), Ok(4));
+        assert_eq!(m.rmap_replace(&cpu, &old, &new), Ok(4));
         assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
         assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
         for mm in [&a, &b] {
             assert_eq!(mm.translate(start + 0x4000).unwrap().0.pfn(), new.flags.pfn().add(1));
         }
-        assert_eq!(m.rmap_walk(&cpu, old, |_, _, _| ()), 0);
+        assert_eq!(m.rmap_walk(&cpu, &old, |_, _, _| ()), 0);
         assert_eq!(old.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
-        assert_eq!(m.rmap_walk(&cpu, new, |_, _, _| ()), 4);
+        assert_eq!(m.rmap_walk(&cpu, &new, |_, _, _| ()), 4);
         // Different orders are refused.
         let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        assert_eq!(m.rmap_replace(&cpu, new, small), Err(MapError::WrongMapping));
+        assert_eq!(m.rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
         a.destroy(&cpu);
         b.destroy(&cpu);
         for f in [old, new, small] {

@@ -417,7 +417,7 @@ mod tests {
         let rp = m.alloc_pages(&cpu, 1, Gfp::KERNEL).unwrap();
         let r = rp.pfn();
         let f = m.folio_alloc(&cpu, 2, Gfp::KERNEL, FolioKind::File).unwrap();
-        sg.push_folio(&io, f, 5000, 10000).unwrap();
+        sg.push_folio(&io, &f, 5000, 10000).unwrap();
         sg.push_phys(&io, r.phys() + 4000, 200).unwrap();
         sg.push_pfns(&io, r, 1, 0, 1).unwrap();
         assert_eq!(sg.push_pfns(&io, r, 1, 0, 1), Err(SgError::Full));
@@ -431,9 +431,12 @@ mod tests {
         assert_eq!(c[3], Chunk { pfn: r, offset: 4000, len: 96 });
         assert_eq!(c[4], Chunk { pfn: r.add(1), offset: 0, len: 104 });
         assert_eq!(c.iter().map(|c| c.len as u64).sum::<u64>(), sg.total_len());
-        m.folio_put(&cpu, f).unwrap();
+        let raw: &Folio = f.into_raw();
+        // SAFETY: the reference into_raw gave up, adopted back to be put.
+        m.folio_put(&cpu, unsafe { crate::folio::FolioRef::from_raw(raw) }).unwrap();
         let mut sg2 = SgList::<1>::new();
-        assert_eq!(sg2.push_folio(&io, f, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");
+        // The descriptor memory stays a folio (TYPESAFE_BY_RCU, and the slab keeps its page).
+        assert_eq!(sg2.push_folio(&io, raw, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");
         m.free_pages(&cpu, rp).unwrap();
     }
 }
