@@ -128,13 +128,13 @@ fn regression_kfree_descriptor() {
         let cpu = m.cpus().claim(0).unwrap();
         // A folio descriptor (the finding): refused, and the descriptor is not handed out again.
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        let fd = NonNull::from(f).cast::<u8>();
+        let fd = NonNull::from(&*f).cast::<u8>();
         // SAFETY: deliberately not a kmalloc object: the misuse of the finding, which the raw
         // kfree must refuse before anything changes.
         let r = unsafe { m.kfree_raw(&cpu, fd) };
         assert!(matches!(r, Err(SlabError::NotKmalloc { cache, .. }) if cache == "folio"), "{r:?}");
         let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-        assert!(!std::ptr::eq(f, g), "the live folio's descriptor was handed out again");
+        assert!(!std::ptr::eq(&*f, &*g), "the live folio's descriptor was handed out again");
         // A slab descriptor, found from a kmalloc object's page word.
         let b = m.kmalloc(&cpu, 64, Gfp::KERNEL).unwrap();
         let pfn = memdesc::Platform::virt_to_pfn(m.platform(), b.as_ptr()).unwrap();
