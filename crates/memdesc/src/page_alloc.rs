@@ -190,7 +190,7 @@ pub struct PhysMem<P: Platform> {
     pub(crate) memmap: Memmap,
     pub(crate) zones: [Option<Zone>; MAX_ZONE_SLOTS],
     pcp: NonNull<Pcp>,
-    cpus: CpuSet,
+    /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
     counters: Counters,
@@ -277,8 +277,7 @@ impl<P: Platform> PhysMem<P> {
             memmap,
             zones,
             pcp,
-            cpus: CpuSet::new(nr_cpus),
-            rcu: Rcu::new(),
+            rcu: Rcu::new(nr_cpus),
             config,
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
@@ -421,9 +420,18 @@ impl<P: Platform> PhysMem<P> {
     pub fn memmap(&self) -> &Memmap {
         &self.memmap
     }
-    /// The CPUs; claim one to allocate.
+    /// The CPUs; claim one to allocate. Every entry point taking a [`Cpu`] accepts only
+    /// tokens of this set and panics on a token of another machine (cpu.rs invariant 3).
     pub fn cpus(&self) -> &CpuSet {
-        &self.cpus
+        self.rcu.cpus()
+    }
+
+    /// The id of `cpu` after checking that it is one of this machine's tokens (cpu.rs
+    /// invariant 3a: one pointer compare, in every build).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn cpu_id(&self, cpu: &Cpu<'_>) -> usize {
+        cpu.id_in(self.rcu.cpus())
     }
     /// The machine's RCU.
     pub fn rcu(&self) -> &Rcu {
@@ -459,7 +467,7 @@ impl<P: Platform> PhysMem<P> {
     /// Pages sitting on per-CPU lists.
     pub fn pcp_pages(&self) -> u64 {
         let mut n = 0;
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     n += self.pcp_at(cpu, slot).lists.lock().pages as u64;
@@ -478,7 +486,7 @@ impl<P: Platform> PhysMem<P> {
             alloc_ok += fl.allocs;
             frees += fl.frees;
         }
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     let l = self.pcp_at(cpu, slot).lists.lock();
@@ -498,7 +506,7 @@ impl<P: Platform> PhysMem<P> {
 
     #[inline]
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
-        assert!(cpu < self.cpus.nr() && slot < MAX_ZONE_SLOTS);
+        assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
         // SAFETY: the array has nr_cpus × MAX_ZONE_SLOTS initialised entries (boot) and
         // lives as long as self.
         unsafe { &*self.pcp.as_ptr().add(cpu * MAX_ZONE_SLOTS + slot) }
@@ -513,6 +521,12 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// The head word becomes `Undescribed { Unmappable, order }`; free with
     /// [`PhysMem::free_pages`].
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is a token of another machine: every entry point that takes a [`Cpu`] checks
+    /// that it is one of [`PhysMem::cpus`] (a pointer compare, in every build) before it
+    /// touches per-CPU state, and panics otherwise.
     pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if gfp.contains(Gfp::GUARD) {
             return self.alloc_guarded(cpu, order, gfp);
@@ -529,7 +543,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
-        debug_assert!(cpu.belongs_to(&self.cpus));
+        self.cpu_id(cpu);
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
         }
@@ -591,7 +605,7 @@ impl<P: Platform> PhysMem<P> {
         let buddy = self.buddy();
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
             let links = DirectLinks(&self.platform);
-            let pcp = self.pcp_at(cpu.id(), slot);
+            let pcp = self.pcp_at(self.cpu_id(cpu), slot);
             let mut l = pcp.lists.lock();
             if let Some(pfn) = l.pop(&links, order, mt as usize) {
                 l.allocs += 1;
@@ -628,7 +642,12 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Frees raw memory from [`PhysMem::alloc_pages`]. Checked: see [`FreeError`].
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is a token of another machine (checked before anything changes).
     pub fn free_pages(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+        self.cpu_id(cpu);
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
@@ -744,12 +763,13 @@ impl<P: Platform> PhysMem<P> {
     /// Frees a block whose head word was claimed by [`PhysMem::check_and_claim`] (or whose
     /// owner reset every word to tail): through the per-CPU list or straight to the buddy.
     pub(crate) fn free_claimed(&self, cpu: &Cpu<'_>, rm: &RegionMap, pfn: Pfn, order: u32) {
+        let cpu_id = self.cpu_id(cpu);
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
             let links = DirectLinks(&self.platform);
-            let pcp = self.pcp_at(cpu.id(), slot);
+            let pcp = self.pcp_at(cpu_id, slot);
             let mut l = pcp.lists.lock();
             self.memmap
                 .block_word(&self.platform, rm, pfn, order)
@@ -781,7 +801,7 @@ impl<P: Platform> PhysMem<P> {
     /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
     /// this (it takes that CPU's list locks).
     pub fn drain_cpu(&self, cpu: usize) {
-        if cpu >= self.cpus.nr() {
+        if cpu >= self.cpus().nr() {
             return;
         }
         let links = DirectLinks(&self.platform);
@@ -802,7 +822,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
     pub fn drain_all(&self) {
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             self.drain_cpu(cpu);
         }
     }

@@ -649,7 +649,7 @@ impl<P: Platform> PhysMem<P> {
         if self.fault.should_fail(site) {
             return Err(AllocError::Injected);
         }
-        let mut s = c.sheaves(cpu.id()).lock();
+        let mut s = c.sheaves(self.cpu_id(cpu)).lock();
         let obj = match s.alloc() {
             Some(o) => o,
             None => {
@@ -754,11 +754,13 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize) -> Result<(), SlabError> {
+        // A foreign token panics here, before the object's state changes.
+        let cpu_id = self.cpu_id(cpu);
         if let Some(st) = c.state_of(addr) {
             st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire)
                 .map_err(|_| SlabError::DoubleFree(addr))?;
         }
-        let mut s = c.sheaves(cpu.id()).lock();
+        let mut s = c.sheaves(cpu_id).lock();
         s.frees += 1;
         if !s.free(addr) {
             let full = &mut s.main;
