@@ -242,9 +242,22 @@ mod loom_tests {
     use loom::sync::Arc;
 
     /// A reader dereferences a shared pointer under RCU while a writer unpublishes it,
-    /// waits for a grace period and "frees" it (poisons it). The reader must never see poison.
+    /// waits for a grace period and "frees" it (poisons it). The reader must never see poison:
+    /// a reader inside its section holds off the grace period.
     #[test]
     fn loom_rcu_reader_never_sees_freed() {
+        reader_never_sees_freed();
+    }
+
+    /// The same model with the reader's fence after publishing its slot removed must fail
+    /// (the writer's poll can miss the reader while the reader misses the unpublish).
+    #[test]
+    #[should_panic(expected = "read a freed object")]
+    fn loom_rcu_reader_never_sees_freed_fails_without_reader_fence() {
+        crate::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
+    }
+
+    fn reader_never_sees_freed() {
         loom::model(|| {
             let rcu = Arc::new(Rcu::new(2));
             // Two "objects": 1 is live, the published index says which one readers use.

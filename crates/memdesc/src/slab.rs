@@ -589,9 +589,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
         for i in 0..c.nr_cpus {
-            let mut s = c.sheaves(i).lock();
-            let CpuSheaves { main, spare, .. } = &mut *s;
-            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
         }
         let mut freed = 0;
         for node in 0..MAX_NODES {
@@ -649,16 +647,10 @@ impl<P: Platform> PhysMem<P> {
         if self.fault.should_fail(site) {
             return Err(AllocError::Injected);
         }
-        let mut s = c.sheaves(self.cpu_id(cpu)).lock();
-        let obj = match s.alloc() {
-            Some(o) => o,
-            None => {
-                self.refill(cpu, c, &mut s)?;
-                s.alloc().ok_or(AllocError::NoMemory { order: c.order })?
-            }
-        };
-        s.allocs += 1;
-        drop(s);
+        let obj = c
+            .sheaves(self.cpu_id(cpu))
+            .sheaf_alloc(|s| self.refill(cpu, c, s))?
+            .ok_or(AllocError::NoMemory { order: c.order })?;
         if let Some(st) = c.state_of(obj) {
             let prev = st.swap(STATE_ALLOC ^ obj, Ordering::AcqRel);
             debug_assert_eq!(prev, STATE_FREE, "a free object was overwritten (use after free)");
@@ -760,14 +752,7 @@ impl<P: Platform> PhysMem<P> {
             st.compare_exchange(STATE_ALLOC ^ addr, STATE_FREE, Ordering::AcqRel, Ordering::Acquire)
                 .map_err(|_| SlabError::DoubleFree(addr))?;
         }
-        let mut s = c.sheaves(cpu_id).lock();
-        s.frees += 1;
-        if !s.free(addr) {
-            let full = &mut s.main;
-            self.flush(cpu, c, full.take_all());
-            let ok = s.free(addr);
-            debug_assert!(ok);
-        }
+        c.sheaves(cpu_id).sheaf_free(addr, |full| self.flush(cpu, c, full));
         Ok(())
     }
 
@@ -937,9 +922,7 @@ impl<P: Platform> PhysMem<P> {
         // Objects of this slab sitting in CPU sheaves would still be handed out: return every
         // sheaf's objects to their slabs first.
         for i in 0..c.nr_cpus {
-            let mut s = c.sheaves(i).lock();
-            let CpuSheaves { main, spare, .. } = &mut *s;
-            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
         }
         let node = self.slab_node(slab);
         let inuse;

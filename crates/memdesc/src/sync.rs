@@ -22,12 +22,17 @@ pub(crate) enum Mutation {
     RcuReaderNoFence,
     /// `check_and_claim` stores the tail word instead of compare-exchanging it.
     FreeClaimNoCas,
-    /// A two-level area split publishes the area word before its page words are stamped.
-    SplitPublishEarly,
-    /// A per-CPU list drain returns pages without taking the list lock.
-    PcpDrainNoLock,
-    /// A sheaf flush returns objects to the slab without taking the cache's node lock.
-    SheafFlushNoLock,
+    /// A lockless read of a split two-level area trusts the table word without re-reading
+    /// the area word.
+    TwoLevelNoRecheck,
+    /// The lockless two-level read and the unsplit omit their fences.
+    TwoLevelNoFences,
+    /// A remote per-CPU list drain drops the list lock between taking the pages and emptying
+    /// the list.
+    PcpDrainDropsLock,
+    /// A remote flush of a CPU's sheaves drops their lock between taking the objects and
+    /// emptying the sheaves.
+    SheafFlushDropsLock,
 }
 
 /// The mutation switch. In the loom test build it is a thread-local (loom runs a model's
