@@ -231,6 +231,7 @@ impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
 /// exactly one wins and the other gets [`FreeError::DoubleFree`]. `in_free_block` tells a tail
 /// inside a free block (a double free) from any other tail; `check_tails` runs the optional
 /// tail verification before the claim.
+#[inline]
 pub(crate) fn claim_for_free(
     word: &crate::word::Page,
     pfn: Pfn,
@@ -270,7 +271,6 @@ pub(crate) fn claim_for_free(
 struct ZoneSide<'a, P: Platform> {
     mem: &'a PhysMem<P>,
     zone: &'a Zone,
-    buddy: Buddy<'a, P>,
 }
 
 impl<P: Platform> PcpZone for ZoneSide<'_, P> {
@@ -283,8 +283,9 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
 
     fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64> {
         let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
-        let pfn = self.buddy.rmqueue(z, order, mt)?;
-        let rm = self.buddy.rm(pfn);
+        let buddy = self.mem.buddy();
+        let pfn = buddy.rmqueue(z, order, mt)?;
+        let rm = buddy.rm(pfn);
         self.mem
             .memmap
             .block_word(&self.mem.platform, rm, pfn, order)
@@ -294,7 +295,12 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
     }
 
     fn give(&self, z: &mut Self::Free, pfn: u64, order: u32, mt: usize) {
-        self.buddy.free_block(z, Pfn(pfn), order, MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable))
+        self.mem.buddy().free_block(
+            z,
+            Pfn(pfn),
+            order,
+            MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable),
+        )
     }
 
     #[inline]
@@ -682,7 +688,7 @@ impl<P: Platform> PhysMem<P> {
     fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
         let buddy = self.buddy();
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
-            let side = ZoneSide { mem: self, zone, buddy };
+            let side = ZoneSide { mem: self, zone };
             return self
                 .pcp_at(self.cpu_id(cpu), slot)
                 .alloc(&DirectLinks(&self.platform), &side, order, mt as usize)
@@ -812,7 +818,7 @@ impl<P: Platform> PhysMem<P> {
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
-            let side = ZoneSide { mem: self, zone, buddy: self.buddy() };
+            let side = ZoneSide { mem: self, zone };
             self.pcp_at(cpu_id, slot).free(&DirectLinks(&self.platform), &side, pfn.0, order, mt as usize, || {
                 self.memmap
                     .block_word(&self.platform, rm, pfn, order)
@@ -836,7 +842,7 @@ impl<P: Platform> PhysMem<P> {
         let links = DirectLinks(&self.platform);
         for slot in 0..MAX_ZONE_SLOTS {
             let Some(zone) = &self.zones[slot] else { continue };
-            self.pcp_at(cpu, slot).drain_all(&links, &ZoneSide { mem: self, zone, buddy: self.buddy() });
+            self.pcp_at(cpu, slot).drain_all(&links, &ZoneSide { mem: self, zone });
         }
     }
 
