@@ -39,7 +39,7 @@ TORTURE_SECONDS="${TORTURE_SECONDS:-10}"
 TARGET=x86_64-unknown-linux-gnu
 SKIP=(--skip one_tib_two_level --skip lookups_race_truncation_and_reuse)
 export ASAN_OPTIONS="detect_leaks=0:handle_segv=0:halt_on_error=1"
-export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp:halt_on_error=0:exitcode=66:report_signal_unsafe=0"
+export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp:handle_segv=0:halt_on_error=0:exitcode=66:report_signal_unsafe=0"
 
 pkgs=(-p memdesc-host)
 if [ -n "${SANITIZE_TESTS:-}" ]; then
