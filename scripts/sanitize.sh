@@ -20,16 +20,18 @@
 #   testing; it is what -Zbuild-std would avoid).
 # - ASan: std's own heap accesses are not checked, ours are (every allocation still goes
 #   through the intercepted malloc/free). Leak detection is off: tests leak on purpose.
-# - TSan: synchronisation done inside the uninstrumented std (the futex Mutex, the atomics
-#   that end `thread::scope`, Arc's release/acquire on drop, the join packet) is invisible, so
+# - TSan: synchronisation done inside the uninstrumented std (libtest's result channel, Arc's
+#   release/acquire on drop, a thread's join packet, std's thread-info map) is invisible, so
 #   TSan reports races on memory that std orders. scripts/tsan.supp suppresses exactly those
-#   std frames and documents each; the core's own atomics and every access of memdesc code are
-#   instrumented, and a report with no std frame in either stack is never suppressed. Tests
-#   that hand results between threads only through `thread::scope` are the ones affected.
+#   std-internal objects and documents each; the core's own atomics and every access of
+#   memdesc code are instrumented, and no pattern matches a frame of memdesc or test code.
+# - Both: `handle_segv=0`, because the guard-page test expects its child process to die of
+#   SIGSEGV, which the sanitizers would otherwise turn into an error exit.
 #
-# Skipped everywhere: big_machines (a 1 TiB MAP_NORESERVE mapping, which TSan's fixed shadow
-# layout cannot take) and the page cache's timing-driven reader/truncation stress (covered by
-# loom models). Property tests run PROPTEST_CASES (default 16) cases.
+# Skipped everywhere (as under the valgrind run this script replaces): one_tib_two_level (a
+# 1 TiB MAP_NORESERVE machine; not tried under the sanitizers' shadow memory) and the page
+# cache's timing-driven reader/truncation stress (covered by loom models). Property tests run
+# PROPTEST_CASES (default 16) cases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
