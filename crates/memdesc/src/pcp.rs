@@ -253,7 +253,7 @@ mod tests {
 #[cfg(all(test, loom))]
 pub(crate) mod loom_tests {
     use super::*;
-    use crate::sync::{mutation, SpinGuard};
+    use crate::sync::{mutation, Mutation, SpinGuard};
     use loom::sync::atomic::{AtomicU64, Ordering};
     use loom::sync::Arc;
     use std::vec::Vec;
