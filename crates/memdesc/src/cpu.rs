@@ -4,6 +4,35 @@
 //! exists at a time, and the token is `!Sync`, so per-CPU data reached through it is touched by
 //! one thread at a time. In a kernel the token would stand for "preemption disabled on this
 //! CPU"; on the simulated machine each thread claims one.
+//!
+//! Invariants:
+//! 1. A [`CpuSet`] is created only inside the crate, by the owner that checks tokens against it
+//!    (a machine's [`crate::rcu::Rcu`], which [`crate::PhysMem`] owns). Safe code outside the
+//!    crate can get tokens only by claiming them from a machine.
+//! 2. A [`Cpu`] borrows its set, so its set outlives it and cannot move while it exists; two
+//!    live sets never share an address, so `ptr::eq` on the set names the machine.
+//! 3. Every entry point that reaches per-CPU state through a token checks (3a: release builds
+//!    too) that the token belongs to its own set and panics otherwise ([`foreign_cpu`]): a
+//!    token of another machine is a programming error, never silently used.
+//! 4. The token is `Send` (a thread may hand its CPU to another, as a kernel migrates a task
+//!    with its context) but `!Sync`: `&Cpu` cannot be shared between threads, and everything
+//!    borrowing it (an [`crate::rcu::RcuGuard`]) is `!Send`, so one CPU's state is touched by
+//!    one thread at a time.
+//!
+//! Sharing a token between threads does not compile:
+//!
+//! ```compile_fail,E0277
+//! fn needs_sync<T: Sync>(_: &T) {}
+//! fn check(cpu: &memdesc::cpu::Cpu<'_>) {
+//!     needs_sync(cpu); // `Cpu` is !Sync: two threads cannot hold one CPU at once
+//! }
+//! ```
+//!
+//! Sets are not constructible outside the crate (tokens cannot be forged):
+//!
+//! ```compile_fail,E0624
+//! let set = memdesc::cpu::CpuSet::new(1);
+//! ```
 
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -20,8 +49,8 @@ pub struct CpuSet {
 }
 
 impl CpuSet {
-    /// A set of `nr` CPUs (clamped to 1..=[`MAX_CPUS`]).
-    pub fn new(nr: usize) -> Self {
+    /// A set of `nr` CPUs (clamped to 1..=[`MAX_CPUS`]). Crate-private (invariant 1).
+    pub(crate) fn new(nr: usize) -> Self {
         CpuSet { nr: nr.clamp(1, MAX_CPUS), claimed: core::array::from_fn(|_| AtomicBool::new(false)) }
     }
 
@@ -68,6 +97,44 @@ impl Cpu<'_> {
     pub fn belongs_to(&self, set: &CpuSet) -> bool {
         core::ptr::eq(self.set, set)
     }
+
+    /// The CPU number after checking that the token belongs to `set` (invariant 3); panics
+    /// through [`foreign_cpu`] otherwise. One pointer compare.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn id_in(&self, set: &CpuSet) -> usize {
+        if !self.belongs_to(set) {
+            foreign_cpu(self.id);
+        }
+        self.id
+    }
+}
+
+/// A token of another machine was handed to this one.
+///
+/// Reported when a [`Cpu`] claimed from one machine's [`CpuSet`] is passed to another machine
+/// (or another [`crate::rcu::Rcu`]): see [`crate::rcu::Rcu::try_read_lock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForeignCpu {
+    /// The id of the foreign token.
+    pub id: usize,
+}
+
+impl core::fmt::Display for ForeignCpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Cpu token {} belongs to another machine", self.id)
+    }
+}
+
+impl core::error::Error for ForeignCpu {}
+
+/// Panics for a token of another machine (invariant 3). Out of line so the check on the fast
+/// path is a compare and a not-taken branch.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn foreign_cpu(id: usize) -> ! {
+    panic!("{}", ForeignCpu { id })
 }
 
 impl core::fmt::Debug for Cpu<'_> {

@@ -109,14 +109,13 @@ mod test_support {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cpu::CpuSet;
     use crate::rcu::Rcu;
     use crate::word::Page;
 
     #[test]
     fn pins_live_refuses_freed_and_moved() {
-        let (cpus, rcu) = (CpuSet::new(1), Rcu::new());
-        let cpu = cpus.claim(0).unwrap();
+        let rcu = Rcu::new(1);
+        let cpu = rcu.cpus().claim(0).unwrap();
         let a = test_support::folio(1, 1);
         let page = Page::new(Word::desc(DescPtr::from_ref(&a)));
         let g = rcu.read_lock(&cpu);
@@ -135,7 +134,6 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::cpu::CpuSet;
     use crate::rcu::Rcu;
     use crate::word::Page;
     use loom::sync::Arc;
@@ -146,15 +144,14 @@ mod loom_tests {
     #[test]
     fn loom_lookup_races_free_and_reuse() {
         loom::model(|| {
-            let cpus = Arc::new(CpuSet::new(2));
-            let rcu = Arc::new(Rcu::new());
+            let rcu = Arc::new(Rcu::new(2));
             let a = Arc::new(test_support::folio(1, 1));
             let page1 = Arc::new(Page::new(Word::desc(DescPtr::from_ref(&*a))));
             let page2 = Arc::new(Page::new(Word::TAIL));
             let reader = {
-                let (cpus, rcu, page1) = (cpus.clone(), rcu.clone(), page1.clone());
+                let (rcu, page1) = (rcu.clone(), page1.clone());
                 loom::thread::spawn(move || {
-                    let cpu = cpus.claim(1).unwrap();
+                    let cpu = rcu.cpus().claim(1).unwrap();
                     let g = rcu.read_lock(&cpu);
                     if let Some(d) = try_get_desc(&g, || Some(page1.load()), folio, |_| ()) {
                         assert_eq!(d.index(), 1, "pinned a descriptor reused for another page");

@@ -23,7 +23,7 @@ use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
 use crate::boot::{BootAllocator, BootError};
 use crate::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
 use crate::platform::Platform;
-use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
 use crate::word::{Page, PageKind, SplitInfo, Word};
 
 /// log2 of pages per section of the region lookup table (128 MiB).
@@ -224,18 +224,13 @@ impl Memmap {
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {
             MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
-            MemmapLayout::TwoLevel => loop {
-                let area = rm.area_word(pfn);
-                let w1 = area.load();
-                let PageKind::Split(s) = w1.kind() else {
-                    return Some(WordView { word: w1, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) });
-                };
-                let w = self.table(p, s.table_pfn)?[(pfn.0 & (AREA_PAGES - 1)) as usize].load();
-                let w2 = area.load();
-                if same_split(w1, w2) {
-                    return Some(WordView { word: w, span_order: 0, first: pfn });
+            MemmapLayout::TwoLevel => {
+                let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
+                match load_in_area(rm.area_word(pfn), i, |t| self.table(p, t).map(|t| &t[..]))? {
+                    (w, true) => Some(WordView { word: w, span_order: 0, first: pfn }),
+                    (w, false) => Some(WordView { word: w, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) }),
                 }
-            },
+            }
         }
     }
 
@@ -299,7 +294,7 @@ impl Memmap {
     /// Makes a split area uniform again: the area word becomes `uniform`; the caller releases
     /// the table page afterwards.
     pub(crate) fn unsplit_area(&self, rm: &RegionMap, area: Pfn, uniform: Word) {
-        rm.area_word(area).store(uniform);
+        unsplit_word(rm.area_word(area), uniform);
         self.split_tables.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -334,6 +329,50 @@ impl Memmap {
     }
 }
 
+/// The lockless read of page `i` of a two-level area whose area word is `area` (the protocol
+/// of [`Memmap::load`]; the loom model drives this function). `table(table_pfn)` maps a split
+/// area's table. Returns the word and whether it is the page's own (`true`, from the table) or
+/// the whole area's (`false`); `None` if a table cannot be mapped.
+///
+/// A split area's table page is released when the area is unsplit and may be reused at once
+/// (as a free page its first word links a free list, with relaxed stores). So a table word is
+/// trusted only if the area word, re-read after it, still names the same split (table and
+/// generation). The acquire fence orders the table read before that re-read; with the release
+/// fence of [`unsplit_word`] it makes the re-read see the unsplit whenever the table read saw a
+/// write of the reuse.
+#[inline]
+pub(crate) fn load_in_area<'t>(
+    area: &Page,
+    i: usize,
+    table: impl Fn(u64) -> Option<&'t [Page]>,
+) -> Option<(Word, bool)> {
+    loop {
+        let w1 = area.load();
+        let PageKind::Split(s) = w1.kind() else {
+            return Some((w1, false));
+        };
+        let w = table(s.table_pfn)?.get(i)?.load();
+        if !mutation::active(Mutation::TwoLevelNoFences) {
+            fence(Ordering::Acquire);
+        }
+        let w2 = area.load();
+        if same_split(w1, w2) || mutation::active(Mutation::TwoLevelNoRecheck) {
+            return Some((w, true));
+        }
+    }
+}
+
+/// Makes an area uniform again (the writer side of [`load_in_area`]): publishes `uniform`,
+/// then a release fence, so a reader that sees any later write to the released table page
+/// sees `uniform` on its re-read.
+#[inline]
+pub(crate) fn unsplit_word(area: &Page, uniform: Word) {
+    area.store(uniform);
+    if !mutation::active(Mutation::TwoLevelNoFences) {
+        fence(Ordering::Release);
+    }
+}
+
 fn same_split(a: Word, b: Word) -> bool {
     match (a.kind(), b.kind()) {
         (PageKind::Split(x), PageKind::Split(y)) => x.generation == y.generation && x.table_pfn == y.table_pfn,
@@ -364,5 +403,80 @@ impl RegionMap {
         assert!(i < self.nr_pageblocks);
         // SAFETY: i < nr_pageblocks, the length of the pageblock array of this region.
         unsafe { &*self.pageblocks.as_ptr().add(i) }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::mutation;
+    use crate::word::{Subtype, Undescribed};
+    use loom::sync::Arc;
+
+    const TABLE: u64 = 100;
+    const GARBAGE: u64 = 0xdead_beef_0000_0001;
+
+    fn page_word(order: u8) -> Word {
+        Word::undescribed(Undescribed { subtype: Subtype::Unmappable, order, node: 0, zone: 0 }).unwrap()
+    }
+
+    fn split(generation: u16) -> Word {
+        Word::split(SplitInfo { free: 0, generation, table_pfn: TABLE }).unwrap()
+    }
+
+    /// A reader of page 0 of a split two-level area ([`load_in_area`], the real lockless read)
+    /// races a writer that unsplits the area ([`unsplit_word`]), reuses the released table page
+    /// as free memory (a relaxed store over word 0, as the free-list links do), then splits the
+    /// area again into the same table page with a new generation. The reader gets the area's
+    /// word, or a page word of a table that was live while it read: never the reuse's bytes.
+    fn reader_races_unsplit_reuse_resplit() {
+        loom::model(|| {
+            // The table page: two words of it are enough for the model.
+            let table = Arc::new([AtomicU64::new(page_word(0).0), AtomicU64::new(page_word(0).0)]);
+            let area = Arc::new(Page::new(split(0)));
+            let uniform = page_word(9);
+            let reader = {
+                let (table, area) = (table.clone(), area.clone());
+                loom::thread::spawn(move || {
+                    let map = |t: u64| {
+                        assert_eq!(t, TABLE);
+                        // SAFETY: Page is repr(transparent) over the AtomicU64 it wraps.
+                        Some(unsafe { &*(&table[..] as *const [AtomicU64] as *const [Page]) })
+                    };
+                    let (w, own) = load_in_area(&area, 0, map).unwrap();
+                    assert_ne!(w.0, GARBAGE, "read a word of a released table");
+                    assert!(!own || w == page_word(0) || w == page_word(1), "read a torn table word");
+                    assert!(own || w == uniform);
+                })
+            };
+            unsplit_word(&area, uniform);
+            table[0].store(GARBAGE, Ordering::Relaxed);
+            // Split again into the same page: stamp the words, then publish (as split_area).
+            table[0].store(page_word(1).0, Ordering::Relaxed);
+            area.store(split(1));
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_two_level_read_races_unsplit_and_resplit() {
+        reader_races_unsplit_reuse_resplit();
+    }
+
+    /// The same model without the fences of `load_in_area` and `unsplit_word` must fail: the
+    /// reader can see the reuse's store and still the old area word on its re-read (found by
+    /// this model; the code before it had no fences).
+    #[test]
+    #[should_panic(expected = "released table")]
+    fn loom_two_level_read_fails_without_fences() {
+        mutation::with(Mutation::TwoLevelNoFences, reader_races_unsplit_reuse_resplit);
+    }
+
+    /// The same model with the reader trusting the table word without re-reading the area
+    /// word must fail.
+    #[test]
+    #[should_panic(expected = "released table")]
+    fn loom_two_level_read_fails_without_recheck() {
+        mutation::with(Mutation::TwoLevelNoRecheck, reader_races_unsplit_reuse_resplit);
     }
 }

@@ -18,7 +18,7 @@ use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
 use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::pcp::{Pcp, PcpLinks, PCP_MAX_ORDER};
+use crate::pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
 use crate::platform::{PageMap, Platform};
 use crate::rcu::Rcu;
 use crate::sync::{AtomicU64, Ordering};
@@ -197,7 +197,7 @@ pub struct PhysMem<P: Platform> {
     pub(crate) memmap: Memmap,
     pub(crate) zones: [Option<Zone>; MAX_ZONE_SLOTS],
     pcp: NonNull<Pcp>,
-    cpus: CpuSet,
+    /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
     /// Identity carried by owned handles ([`crate::pages::Pages`]).
@@ -231,6 +231,91 @@ impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
     #[inline]
     fn set_next(&self, pfn: u64, next: u64) {
         PageMap::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
+    }
+}
+
+/// The claim step of a free (the end of [`PhysMem::check_and_claim`]; the loom model drives
+/// this function): checks that `word` heads an allocation of `order` whose undescribed subtype
+/// `ok` accepts, then compare-exchanges it to a tail word, so of two racing frees of one block
+/// exactly one wins and the other gets [`FreeError::DoubleFree`]. `in_free_block` tells a tail
+/// inside a free block (a double free) from any other tail; `check_tails` runs the optional
+/// tail verification before the claim.
+#[inline]
+pub(crate) fn claim_for_free(
+    word: &crate::word::Page,
+    pfn: Pfn,
+    order: u32,
+    ok: impl Fn(Subtype) -> bool,
+    in_free_block: impl FnOnce() -> bool,
+    check_tails: impl FnOnce() -> Result<(), FreeError>,
+) -> Result<(), FreeError> {
+    let w = word.load();
+    match w.kind() {
+        PageKind::Buddy(_) => return Err(FreeError::DoubleFree(pfn)),
+        PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
+            return Err(if in_free_block() { FreeError::DoubleFree(pfn) } else { FreeError::NotHead(pfn) });
+        }
+        PageKind::Undescribed(u) if ok(u.subtype) => {
+            if u.order as u32 != order {
+                return Err(FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 });
+            }
+        }
+        PageKind::Undescribed(u) if u.subtype == Subtype::Internal => return Err(FreeError::Internal(pfn)),
+        PageKind::Undescribed(u) => return Err(FreeError::NotAllocated(pfn, u.subtype)),
+        PageKind::Invalid(raw) => return Err(FreeError::CorruptWord(pfn, raw)),
+        _ => return Err(FreeError::WrongKind(pfn, w.tag().unwrap_or(Tag::Undescribed))),
+    }
+    check_tails()?;
+    // Claim: only one of two racing frees sees its compare-exchange succeed.
+    if crate::sync::mutation::active(crate::sync::Mutation::FreeClaimNoCas) {
+        // The broken claim the model must catch: check, then store.
+        word.store(Word::TAIL);
+        return Ok(());
+    }
+    word.compare_exchange(w, Word::TAIL).map_err(|_| FreeError::DoubleFree(pfn))?;
+    Ok(())
+}
+
+/// A zone as the per-CPU lists see it ([`PcpZone`]): its lock, its buddy lists, and the word of
+/// a block that moves to a per-CPU list.
+struct ZoneSide<'a, P: Platform> {
+    mem: &'a PhysMem<P>,
+    zone: &'a Zone,
+}
+
+impl<P: Platform> PcpZone for ZoneSide<'_, P> {
+    type Free = crate::zone::FreeLists;
+
+    #[inline]
+    fn lock(&self) -> crate::sync::SpinGuard<'_, Self::Free> {
+        self.zone.lock.lock()
+    }
+
+    fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64> {
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        let buddy = self.mem.buddy();
+        let pfn = buddy.rmqueue(z, order, mt)?;
+        let rm = buddy.rm(pfn);
+        self.mem
+            .memmap
+            .block_word(&self.mem.platform, rm, pfn, order)
+            .expect("block word")
+            .store(Buddy::<P>::buddy_word(rm, order, mt, true));
+        Some(pfn.0)
+    }
+
+    fn give(&self, z: &mut Self::Free, pfn: u64, order: u32, mt: usize) {
+        self.mem.buddy().free_block(
+            z,
+            Pfn(pfn),
+            order,
+            MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable),
+        )
+    }
+
+    #[inline]
+    fn done(&self, z: &Self::Free) {
+        self.zone.free_pages.store(z.free_pages, Ordering::Relaxed);
     }
 }
 
@@ -286,8 +371,7 @@ impl<P: Platform> PhysMem<P> {
             memmap,
             zones,
             pcp,
-            cpus: CpuSet::new(nr_cpus),
-            rcu: Rcu::new(),
+            rcu: Rcu::new(nr_cpus),
             config,
             machine: crate::pages::next_machine_id(),
             counters: Counters::default(),
@@ -431,9 +515,18 @@ impl<P: Platform> PhysMem<P> {
     pub fn memmap(&self) -> &Memmap {
         &self.memmap
     }
-    /// The CPUs; claim one to allocate.
+    /// The CPUs; claim one to allocate. Every entry point taking a [`Cpu`] accepts only
+    /// tokens of this set and panics on a token of another machine (cpu.rs invariant 3).
     pub fn cpus(&self) -> &CpuSet {
-        &self.cpus
+        self.rcu.cpus()
+    }
+
+    /// The id of `cpu` after checking that it is one of this machine's tokens (cpu.rs
+    /// invariant 3a: one pointer compare, in every build).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn cpu_id(&self, cpu: &Cpu<'_>) -> usize {
+        cpu.id_in(self.rcu.cpus())
     }
     /// The machine's RCU.
     pub fn rcu(&self) -> &Rcu {
@@ -469,7 +562,7 @@ impl<P: Platform> PhysMem<P> {
     /// Pages sitting on per-CPU lists.
     pub fn pcp_pages(&self) -> u64 {
         let mut n = 0;
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     n += self.pcp_at(cpu, slot).lists.lock().pages as u64;
@@ -488,7 +581,7 @@ impl<P: Platform> PhysMem<P> {
             alloc_ok += fl.allocs;
             frees += fl.frees;
         }
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     let l = self.pcp_at(cpu, slot).lists.lock();
@@ -508,7 +601,7 @@ impl<P: Platform> PhysMem<P> {
 
     #[inline]
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
-        assert!(cpu < self.cpus.nr() && slot < MAX_ZONE_SLOTS);
+        assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
         // SAFETY: the array has nr_cpus × MAX_ZONE_SLOTS initialised entries (boot) and
         // lives as long as self.
         unsafe { &*self.pcp.as_ptr().add(cpu * MAX_ZONE_SLOTS + slot) }
@@ -528,7 +621,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
-        debug_assert!(cpu.belongs_to(&self.cpus));
+        self.cpu_id(cpu);
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
         }
@@ -589,29 +682,11 @@ impl<P: Platform> PhysMem<P> {
     fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
         let buddy = self.buddy();
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
-            let links = DirectLinks(&self.platform);
-            let pcp = self.pcp_at(cpu.id(), slot);
-            let mut l = pcp.lists.lock();
-            if let Some(pfn) = l.pop(&links, order, mt as usize) {
-                l.allocs += 1;
-                return Some(Pfn(pfn));
-            }
-            let mut fl = zone.lock.lock();
-            let n = (pcp.batch >> order).max(1);
-            for _ in 0..n {
-                let Some(pfn) = buddy.rmqueue(&mut fl, order, mt) else { break };
-                let rm = buddy.rm(pfn);
-                self.memmap
-                    .block_word(&self.platform, rm, pfn, order)
-                    .expect("block word")
-                    .store(Buddy::<P>::buddy_word(rm, order, mt, true));
-                l.push(&links, order, mt as usize, pfn.0);
-            }
-            zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
-            drop(fl);
-            let r = l.pop(&links, order, mt as usize).map(Pfn);
-            l.allocs += r.is_some() as u64;
-            return r;
+            let side = ZoneSide { mem: self, zone };
+            return self
+                .pcp_at(self.cpu_id(cpu), slot)
+                .alloc(&DirectLinks(&self.platform), &side, order, mt as usize)
+                .map(Pfn);
         }
         let mut fl = zone.lock.lock();
         let r = buddy.rmqueue(&mut fl, order, mt);
@@ -677,31 +752,14 @@ impl<P: Platform> PhysMem<P> {
                 });
             }
         };
-        let w = word.load();
-        match w.kind() {
-            PageKind::Buddy(_) => return Err(FreeError::DoubleFree(pfn)),
-            PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
-                return Err(if self.free_block_containing(rm, pfn).is_some() {
-                    FreeError::DoubleFree(pfn)
-                } else {
-                    FreeError::NotHead(pfn)
-                });
-            }
-            PageKind::Undescribed(u) if ok(u.subtype) => {
-                if u.order as u32 != order {
-                    return Err(FreeError::WrongOrder { pfn, given: order, allocated: u.order as u32 });
-                }
-            }
-            PageKind::Undescribed(u) if u.subtype == Subtype::Internal => return Err(FreeError::Internal(pfn)),
-            PageKind::Undescribed(u) => return Err(FreeError::NotAllocated(pfn, u.subtype)),
-            PageKind::Invalid(raw) => return Err(FreeError::CorruptWord(pfn, raw)),
-            _ => return Err(FreeError::WrongKind(pfn, w.tag().unwrap_or(Tag::Undescribed))),
-        }
-        if self.config.debug_checks {
-            self.check_tails(rm, pfn, order)?;
-        }
-        // Claim: only one of two racing frees sees its compare-exchange succeed.
-        word.compare_exchange(w, Word::TAIL).map_err(|_| FreeError::DoubleFree(pfn))?;
+        claim_for_free(
+            word,
+            pfn,
+            order,
+            ok,
+            || self.free_block_containing(rm, pfn).is_some(),
+            || if self.config.debug_checks { self.check_tails(rm, pfn, order) } else { Ok(()) },
+        )?;
         Ok(rm)
     }
 
@@ -740,32 +798,18 @@ impl<P: Platform> PhysMem<P> {
     /// Frees a block whose head word was claimed by [`PhysMem::check_and_claim`] (or whose
     /// owner reset every word to tail): through the per-CPU list or straight to the buddy.
     pub(crate) fn free_claimed(&self, cpu: &Cpu<'_>, rm: &RegionMap, pfn: Pfn, order: u32) {
+        let cpu_id = self.cpu_id(cpu);
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
-            let links = DirectLinks(&self.platform);
-            let pcp = self.pcp_at(cpu.id(), slot);
-            let mut l = pcp.lists.lock();
-            self.memmap
-                .block_word(&self.platform, rm, pfn, order)
-                .expect("block word")
-                .store(Buddy::<P>::buddy_word(rm, order, mt, true));
-            l.push(&links, order, mt as usize, pfn.0);
-            l.frees += 1;
-            if l.pages > pcp.high {
-                let buddy = self.buddy();
-                let mut fl = zone.lock.lock();
-                l.drain(&links, pcp.batch, |p, o, m| {
-                    buddy.free_block(
-                        &mut fl,
-                        Pfn(p),
-                        o,
-                        MigrateType::from_bits(m as u8).unwrap_or(MigrateType::Movable),
-                    )
-                });
-                zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
-            }
+            let side = ZoneSide { mem: self, zone };
+            self.pcp_at(cpu_id, slot).free(&DirectLinks(&self.platform), &side, pfn.0, order, mt as usize, || {
+                self.memmap
+                    .block_word(&self.platform, rm, pfn, order)
+                    .expect("block word")
+                    .store(Buddy::<P>::buddy_word(rm, order, mt, true))
+            });
             return;
         }
         let mut fl = zone.lock.lock();
@@ -777,28 +821,19 @@ impl<P: Platform> PhysMem<P> {
     /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
     /// this (it takes that CPU's list locks).
     pub fn drain_cpu(&self, cpu: usize) {
-        if cpu >= self.cpus.nr() {
+        if cpu >= self.cpus().nr() {
             return;
         }
         let links = DirectLinks(&self.platform);
-        let buddy = self.buddy();
         for slot in 0..MAX_ZONE_SLOTS {
             let Some(zone) = &self.zones[slot] else { continue };
-            let mut l = self.pcp_at(cpu, slot).lists.lock();
-            if l.pages == 0 {
-                continue;
-            }
-            let mut fl = zone.lock.lock();
-            l.drain(&links, u32::MAX, |p, o, m| {
-                buddy.free_block(&mut fl, Pfn(p), o, MigrateType::from_bits(m as u8).unwrap_or(MigrateType::Movable))
-            });
-            zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
+            self.pcp_at(cpu, slot).drain_all(&links, &ZoneSide { mem: self, zone });
         }
     }
 
     /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
     pub fn drain_all(&self) {
-        for cpu in 0..self.cpus.nr() {
+        for cpu in 0..self.cpus().nr() {
             self.drain_cpu(cpu);
         }
     }
@@ -843,5 +878,73 @@ impl<P: Platform> PhysMem<P> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::pcp::loom_tests::VecZone;
+    use crate::pcp::PcpZone;
+    use crate::sync::{mutation, Mutation};
+    use crate::word::{Page, Undescribed};
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::Arc;
+
+    const PFN: u64 = 5;
+
+    fn allocated() -> Word {
+        Word::undescribed(Undescribed { subtype: Subtype::Unmappable, order: 0, node: 0, zone: 0 }).unwrap()
+    }
+
+    /// Two CPUs free the same page (the real claim, [`claim_for_free`], then the block goes to
+    /// a stand-in zone as `free_claimed` does for a non-PCP block) while a third allocates from
+    /// the zone and stamps the head word as `alloc_with` does. The page is never in the free
+    /// list twice, and frees succeed at most once per allocation.
+    fn two_frees_and_an_alloc_race_on_a_word() {
+        loom::model(|| {
+            let word = Arc::new(Page::new(allocated()));
+            let zone = Arc::new(VecZone::new(&[]));
+            let (frees, allocs) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+            let free = {
+                let (word, zone, frees) = (word.clone(), zone.clone(), frees.clone());
+                move || {
+                    let ok = |u| u == Subtype::Unmappable;
+                    if claim_for_free(&word, Pfn(PFN), 0, ok, || false, || Ok(())).is_ok() {
+                        frees.fetch_add(1, Ordering::Relaxed);
+                        let mut z = zone.lock();
+                        word.store(Word::TAIL); // stand-in for the buddy word free_block writes
+                        zone.give(&mut z, PFN, 0, 0);
+                    }
+                }
+            };
+            let f1 = loom::thread::spawn(free.clone());
+            let f2 = loom::thread::spawn(free);
+            // A third CPU allocates the page if it is free, as the page allocator would.
+            let got = {
+                let mut z = zone.lock();
+                zone.take(&mut z, 0, 0)
+            };
+            if got.is_some() {
+                allocs.fetch_add(1, Ordering::Relaxed);
+                word.store(allocated());
+            }
+            f1.join().unwrap();
+            f2.join().unwrap();
+            let (frees, allocs) = (frees.load(Ordering::Relaxed), allocs.load(Ordering::Relaxed));
+            assert!(frees <= 1 + allocs, "page freed {frees} times for {allocs} reallocations");
+        });
+    }
+
+    #[test]
+    fn loom_free_claim_two_frees_and_an_alloc() {
+        two_frees_and_an_alloc_race_on_a_word();
+    }
+
+    /// The same model with the claim done as check-then-store must fail.
+    #[test]
+    #[should_panic(expected = "page")]
+    fn loom_free_claim_fails_without_compare_exchange() {
+        mutation::with(Mutation::FreeClaimNoCas, two_frees_and_an_alloc_race_on_a_word);
     }
 }

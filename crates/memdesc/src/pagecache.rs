@@ -1369,7 +1369,6 @@ mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
-    use crate::cpu::CpuSet;
     use crate::rcu::Rcu;
     use std::vec::Vec;
 
@@ -1384,8 +1383,8 @@ mod tests {
 
     #[test]
     fn tree_grows_shrinks_and_holds_large_folios() {
-        let (cpus, rcu) = (CpuSet::new(1), Rcu::new());
-        let cpu = cpus.claim(0).unwrap();
+        let rcu = Rcu::new(1);
+        let cpu = rcu.cpus().claim(0).unwrap();
         let s = AddressSpace::new();
         let mut pool = Pool::boxed(64);
         let folios: Vec<(Folio, u64)> = [(0, 5u64), (0, u64::MAX), (2, 8), (9, 1 << 20), (6, 64), (0, 1 << 40)]
@@ -1454,7 +1453,6 @@ mod tests {
 mod loom_tests {
     use super::test_support::*;
     use super::*;
-    use crate::cpu::CpuSet;
     use crate::rcu::Rcu;
     use loom::sync::Arc;
 
@@ -1478,8 +1476,7 @@ mod loom_tests {
     /// folio while it is still A's index 1, never the reused one.
     fn lookup_races_truncate_and_reuse(reuse_in_b: bool, reuse_index: u64) {
         loom::model(move || {
-            let cpus = Arc::new(CpuSet::new(2));
-            let rcu = Arc::new(Rcu::new());
+            let rcu = Arc::new(Rcu::new(2));
             let nodes = Arc::new([Node::new(), Node::new()]);
             let a = Arc::new(AddressSpace::new());
             let b = Arc::new(AddressSpace::new());
@@ -1487,9 +1484,9 @@ mod loom_tests {
             let mut pool = Pool::new(&nodes[..]);
             a.writer().insert(&mut pool, &f, 1).unwrap();
             let reader = {
-                let (cpus, rcu, a, f) = (cpus.clone(), rcu.clone(), a.clone(), f.clone());
+                let (rcu, a, f) = (rcu.clone(), a.clone(), f.clone());
                 loom::thread::spawn(move || {
-                    let cpu = cpus.claim(1).unwrap();
+                    let cpu = rcu.cpus().claim(1).unwrap();
                     let g = rcu.read_lock(&cpu);
                     if let Some(got) = a.lookup_rcu(&g, 1, put) {
                         // lookup_rcu asserted (under loom) that the folio was A's index 1
@@ -1532,8 +1529,7 @@ mod loom_tests {
     #[test]
     fn loom_pagecache_lookup_never_misses_while_tree_shrinks() {
         loom::model(|| {
-            let cpus = Arc::new(CpuSet::new(2));
-            let rcu = Arc::new(Rcu::new());
+            let rcu = Arc::new(Rcu::new(2));
             let nodes = Arc::new([Node::new(), Node::new(), Node::new()]);
             let a = Arc::new(AddressSpace::new());
             let b = AddressSpace::new();
@@ -1544,9 +1540,9 @@ mod loom_tests {
             a.writer().insert(&mut pool, &g, 64).unwrap();
             assert_eq!(a.height(), 2);
             let reader = {
-                let (cpus, rcu, a, f) = (cpus.clone(), rcu.clone(), a.clone(), f.clone());
+                let (rcu, a, f) = (rcu.clone(), a.clone(), f.clone());
                 loom::thread::spawn(move || {
-                    let cpu = cpus.claim(1).unwrap();
+                    let cpu = rcu.cpus().claim(1).unwrap();
                     let guard = rcu.read_lock(&cpu);
                     let got = a.lookup_rcu(&guard, 1, put).expect("index 1 stays cached");
                     assert!(core::ptr::eq(got, &*f), "found another folio");

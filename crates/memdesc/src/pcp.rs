@@ -11,7 +11,7 @@
 //! allocate nothing.
 
 use crate::pageblock::NR_PCP_TYPES;
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock};
 use crate::zone::NONE;
 
 /// Highest order kept on per-CPU lists.
@@ -42,7 +42,114 @@ pub(crate) struct Pcp {
     pub(crate) batch: u32,
 }
 
+/// The zone side of the per-CPU protocol: the buddy lists a per-CPU list refills from and
+/// drains into, behind the zone lock. The page allocator implements it over its zones; the loom
+/// models over a stand-in, so they drive the real [`Pcp::alloc`], [`Pcp::free`] and
+/// [`Pcp::drain_all`].
+pub(crate) trait PcpZone {
+    /// What the zone lock protects.
+    type Free;
+    /// Takes the zone lock (always after the list lock: lists, then zone).
+    fn lock(&self) -> SpinGuard<'_, Self::Free>;
+    /// Takes one free block of `order` and migratetype `mt` for a per-CPU list (its word
+    /// becomes a per-CPU free block); `None` if the zone has none.
+    fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64>;
+    /// Gives a block from a per-CPU list back to the buddy lists.
+    fn give(&self, z: &mut Self::Free, pfn: u64, order: u32, mt: usize);
+    /// Called once before the zone lock is dropped (publishes the zone's free page count).
+    fn done(&self, z: &Self::Free);
+}
+
 impl Pcp {
+    /// Allocation through the list of the CPU that owns it: pop, or refill a batch from the
+    /// zone and pop.
+    #[inline]
+    pub(crate) fn alloc(&self, links: &impl PcpLinks, zone: &impl PcpZone, order: u32, mt: usize) -> Option<u64> {
+        let mut l = self.lists.lock();
+        if let Some(pfn) = l.pop(links, order, mt) {
+            l.allocs += 1;
+            return Some(pfn);
+        }
+        let mut z = zone.lock();
+        for _ in 0..(self.batch >> order).max(1) {
+            let Some(pfn) = zone.take(&mut z, order, mt) else { break };
+            l.push(links, order, mt, pfn);
+        }
+        zone.done(&z);
+        drop(z);
+        let r = l.pop(links, order, mt);
+        l.allocs += r.is_some() as u64;
+        r
+    }
+
+    /// A free through the owner's list: `stamp` writes the block's per-CPU free word under the
+    /// list lock, then the block is pushed; a list above `high` drains a batch to the zone.
+    #[inline]
+    pub(crate) fn free(
+        &self,
+        links: &impl PcpLinks,
+        zone: &impl PcpZone,
+        pfn: u64,
+        order: u32,
+        mt: usize,
+        stamp: impl FnOnce(),
+    ) {
+        let mut l = self.lists.lock();
+        stamp();
+        l.push(links, order, mt, pfn);
+        l.frees += 1;
+        if l.pages > self.high {
+            let mut z = zone.lock();
+            l.drain(links, self.batch, |p, o, m| zone.give(&mut z, p, o, m));
+            zone.done(&z);
+        }
+    }
+
+    /// Returns every page on the list to the zone. Any CPU may call it: it takes the list's
+    /// lock, which is what makes a remote drain safe against the owner's fast path.
+    pub(crate) fn drain_all(&self, links: &impl PcpLinks, zone: &impl PcpZone) {
+        #[cfg(all(test, loom))]
+        if crate::sync::mutation::active(crate::sync::Mutation::PcpDrainDropsLock) {
+            return self.drain_all_dropping_the_lock(links, zone);
+        }
+        let mut l = self.lists.lock();
+        if l.pages == 0 {
+            return;
+        }
+        let mut z = zone.lock();
+        l.drain(links, u32::MAX, |p, o, m| zone.give(&mut z, p, o, m));
+        zone.done(&z);
+    }
+
+    /// The broken drain the loom model must catch: reads the lists under the lock, gives the
+    /// pages back with the lock dropped, then empties the lists under the lock again.
+    #[cfg(all(test, loom))]
+    fn drain_all_dropping_the_lock(&self, links: &impl PcpLinks, zone: &impl PcpZone) {
+        let mut taken = std::vec::Vec::new();
+        {
+            let l = self.lists.lock();
+            for o in 0..ORDERS {
+                for m in 0..NR_PCP_TYPES {
+                    let mut pfn = l.head[o][m];
+                    while pfn != NONE {
+                        taken.push((pfn, o as u32, m));
+                        pfn = links.next(pfn);
+                    }
+                }
+            }
+        }
+        let mut z = zone.lock();
+        for (pfn, o, m) in taken {
+            zone.give(&mut z, pfn, o, m);
+        }
+        zone.done(&z);
+        drop(z);
+        let mut l = self.lists.lock();
+        l.head = [[NONE; NR_PCP_TYPES]; ORDERS];
+        l.count = [[0; NR_PCP_TYPES]; ORDERS];
+        l.pages = 0;
+    }
+
     pub(crate) fn new(high: u32, batch: u32) -> Self {
         Pcp {
             lists: SpinLock::new(PcpLists {
@@ -144,13 +251,20 @@ mod tests {
 }
 
 #[cfg(all(test, loom))]
-mod loom_tests {
+pub(crate) mod loom_tests {
     use super::*;
+    use crate::sync::{mutation, Mutation, SpinGuard};
     use loom::sync::atomic::{AtomicU64, Ordering};
-    use loom::sync::{Arc, Mutex};
+    use loom::sync::Arc;
+    use std::vec::Vec;
 
     /// Links kept in loom atomics so the model sees every access.
-    struct Links([AtomicU64; 8]);
+    pub(crate) struct Links(pub(crate) [AtomicU64; 8]);
+    impl Links {
+        pub(crate) fn new() -> Self {
+            Links(core::array::from_fn(|_| AtomicU64::new(0)))
+        }
+    }
     impl PcpLinks for Links {
         fn next(&self, pfn: u64) -> u64 {
             self.0[pfn as usize].load(Ordering::Relaxed)
@@ -160,40 +274,76 @@ mod loom_tests {
         }
     }
 
-    /// The owning CPU allocates and frees on its list while another CPU drains it into the
-    /// "buddy" (a mutex-protected set). No page may be lost or appear twice.
-    #[test]
-    fn loom_pcp_fast_path_races_drain() {
+    /// A stand-in zone: its free blocks in a list behind a real [`SpinLock`]. Giving a block
+    /// that is already free panics ("freed twice").
+    pub(crate) struct VecZone(pub(crate) SpinLock<Vec<u64>>);
+    impl VecZone {
+        pub(crate) fn new(free: &[u64]) -> Self {
+            VecZone(SpinLock::new(free.to_vec()))
+        }
+    }
+    impl PcpZone for VecZone {
+        type Free = Vec<u64>;
+        fn lock(&self) -> SpinGuard<'_, Vec<u64>> {
+            self.0.lock()
+        }
+        fn take(&self, z: &mut Vec<u64>, _: u32, _: usize) -> Option<u64> {
+            z.pop()
+        }
+        fn give(&self, z: &mut Vec<u64>, pfn: u64, _: u32, _: usize) {
+            assert!(!z.contains(&pfn), "page {pfn} freed twice into the zone");
+            z.push(pfn);
+        }
+        fn done(&self, _: &Vec<u64>) {}
+    }
+
+    /// The owning CPU allocates (refilling from the zone) and frees on its list through the
+    /// real `Pcp::alloc`/`Pcp::free`, while another CPU drains the list with the real
+    /// `Pcp::drain_all`. No page may be lost or appear twice.
+    fn pcp_fast_path_races_drain() {
         loom::model(|| {
-            let links = Arc::new(Links(core::array::from_fn(|_| AtomicU64::new(0))));
+            let links = Arc::new(Links::new());
+            let zone = Arc::new(VecZone::new(&[3, 4]));
             let pcp = Arc::new(Pcp::new(8, 2));
-            let buddy = Arc::new(Mutex::new(std::vec::Vec::new()));
             {
+                // Two pages already on the list.
                 let mut l = pcp.lists.lock();
-                for pfn in 0..3 {
+                for pfn in 1..3 {
                     l.push(&*links, 0, 0, pfn);
                 }
             }
             let drainer = {
-                let (pcp, links, buddy) = (pcp.clone(), links.clone(), buddy.clone());
-                loom::thread::spawn(move || {
-                    let mut l = pcp.lists.lock();
-                    l.drain(&*links, u32::MAX, |pfn, _, _| buddy.lock().unwrap().push(pfn));
-                })
+                let (pcp, links, zone) = (pcp.clone(), links.clone(), zone.clone());
+                loom::thread::spawn(move || pcp.drain_all(&*links, &*zone))
             };
-            // Owner: alloc one page, then free it back.
-            let got = pcp.lists.lock().pop(&*links, 0, 0);
-            if let Some(pfn) = got {
-                pcp.lists.lock().push(&*links, 0, 0, pfn);
+            // Owner: allocate two pages (the second may need a refill), free one back.
+            let a = pcp.alloc(&*links, &*zone, 0, 0);
+            let b = pcp.alloc(&*links, &*zone, 0, 0);
+            if let Some(pfn) = a {
+                pcp.free(&*links, &*zone, pfn, 0, 0, || ());
             }
             drainer.join().unwrap();
-            let mut all = buddy.lock().unwrap().clone();
+            let mut all = zone.0.lock().clone();
+            all.extend(b);
             let mut l = pcp.lists.lock();
             while let Some(pfn) = l.pop(&*links, 0, 0) {
                 all.push(pfn);
             }
             all.sort_unstable();
-            assert_eq!(all, [0, 1, 2], "every page exactly once");
+            assert_eq!(all, [1, 2, 3, 4], "a page was lost or is in two places");
         });
+    }
+
+    #[test]
+    fn loom_pcp_fast_path_races_drain() {
+        pcp_fast_path_races_drain();
+    }
+
+    /// The same model with the remote drain dropping the list lock between taking the pages
+    /// and emptying the list must fail.
+    #[test]
+    #[should_panic(expected = "page")]
+    fn loom_pcp_fast_path_races_drain_fails_when_drain_drops_the_lock() {
+        mutation::with(Mutation::PcpDrainDropsLock, pcp_fast_path_races_drain);
     }
 }

@@ -12,9 +12,38 @@
 //! this way), and [`Rcu::synchronize`] waits for one.
 //!
 //! This module touches only its own atomics.
+//!
+//! Invariants:
+//! 1. The RCU owns the [`CpuSet`] whose tokens may enter it; [`Rcu::read_lock`] takes only its
+//!    own tokens (checked in every build: a foreign token panics, [`Rcu::try_read_lock`]
+//!    returns [`ForeignCpu`]), so a slot is used by the one thread holding that CPU's token.
+//! 2. An [`RcuGuard`] borrows the token it was taken with: the CPU cannot be released (and
+//!    claimed by another thread) while the section is open, and the guard is `!Send`, so the
+//!    slot's `nesting` count is only ever touched by one thread at a time.
+//!
+//! A guard cannot outlive its token:
+//!
+//! ```compile_fail,E0505
+//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let cpu = rcu.cpus().claim(0).unwrap();
+//! let g = rcu.read_lock(&cpu);
+//! drop(cpu); // would let another thread claim CPU 0 while this section is open
+//! drop(g);
+//! ```
+//!
+//! nor move to another thread:
+//!
+//! ```compile_fail,E0277
+//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let cpu = rcu.cpus().claim(0).unwrap();
+//! let g = rcu.read_lock(&cpu);
+//! std::thread::scope(|s| {
+//!     s.spawn(move || drop(g));
+//! });
+//! ```
 
-use crate::cpu::{Cpu, MAX_CPUS};
-use crate::sync::{fence, spin_hint, AtomicU32, AtomicU64, Ordering};
+use crate::cpu::{Cpu, CpuSet, ForeignCpu, MAX_CPUS};
+use crate::sync::{fence, mutation, spin_hint, AtomicU32, AtomicU64, Mutation, Ordering};
 
 const ACTIVE: u64 = 1;
 
@@ -25,8 +54,9 @@ struct Slot {
     nesting: AtomicU32,
 }
 
-/// The RCU state of one machine.
+/// The RCU state of one machine, with the CPUs that may enter it.
 pub struct Rcu {
+    cpus: CpuSet,
     epoch: AtomicU64,
     slots: [Slot; MAX_CPUS],
 }
@@ -38,42 +68,76 @@ pub struct GpCookie(pub(crate) u64);
 /// Proof of being inside a read-side critical section; ends it when dropped.
 ///
 /// References obtained under the guard (e.g. [`crate::desc::DescPtr::get`]) live no longer
-/// than it.
+/// than it. It borrows the CPU token it was taken with (invariant 2).
 pub struct RcuGuard<'a> {
     rcu: &'a Rcu,
-    cpu: usize,
-}
-
-impl Default for Rcu {
-    fn default() -> Self {
-        Self::new()
-    }
+    cpu: &'a Cpu<'a>,
 }
 
 impl Rcu {
-    /// A fresh RCU state (epoch 1, no readers).
-    pub fn new() -> Self {
+    /// A fresh RCU state (epoch 1, no readers) for `nr_cpus` CPUs (clamped to
+    /// 1..=[`MAX_CPUS`]). Its CPUs are claimed through [`Rcu::cpus`]; a machine's RCU is
+    /// [`crate::PhysMem::rcu`] and its CPUs are the machine's.
+    pub fn new(nr_cpus: usize) -> Self {
         Rcu {
+            cpus: CpuSet::new(nr_cpus),
             epoch: AtomicU64::new(1),
             slots: core::array::from_fn(|_| Slot { state: AtomicU64::new(0), nesting: AtomicU32::new(0) }),
         }
     }
 
+    /// The CPUs that may enter this RCU.
+    #[inline]
+    pub fn cpus(&self) -> &CpuSet {
+        &self.cpus
+    }
+
     /// Enters a read-side critical section on `cpu` (nests).
     ///
     /// ```
-    /// use memdesc::{cpu::CpuSet, rcu::Rcu};
-    /// let (cpus, rcu) = (CpuSet::new(1), Rcu::new());
-    /// let cpu = cpus.claim(0).unwrap();
+    /// use memdesc::rcu::Rcu;
+    /// let rcu = Rcu::new(1);
+    /// let cpu = rcu.cpus().claim(0).unwrap();
     /// let g = rcu.read_lock(&cpu);
     /// let cookie = rcu.start_grace_period();
     /// assert!(!rcu.poll(cookie)); // our reader holds it off
     /// drop(g);
     /// assert!(rcu.poll(cookie));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` belongs to another machine (another `Rcu`'s set): entering with it would share
+    /// a slot with the real holder of that CPU and let grace periods end under a live reader.
+    /// [`Rcu::try_read_lock`] reports it as an error instead.
     #[inline]
-    pub fn read_lock<'a>(&'a self, cpu: &Cpu<'_>) -> RcuGuard<'a> {
-        let slot = &self.slots[cpu.id()];
+    #[track_caller]
+    pub fn read_lock<'a>(&'a self, cpu: &'a Cpu<'a>) -> RcuGuard<'a> {
+        let id = cpu.id_in(&self.cpus);
+        self.enter(id, cpu)
+    }
+
+    /// [`Rcu::read_lock`] that returns [`ForeignCpu`] for a token of another machine.
+    ///
+    /// ```
+    /// use memdesc::{cpu::ForeignCpu, rcu::Rcu};
+    /// let (mine, other) = (Rcu::new(1), Rcu::new(1));
+    /// let foreign = other.cpus().claim(0).unwrap();
+    /// assert_eq!(mine.try_read_lock(&foreign).err(), Some(ForeignCpu { id: 0 }));
+    /// let cpu = mine.cpus().claim(0).unwrap();
+    /// assert!(mine.try_read_lock(&cpu).is_ok());
+    /// ```
+    #[inline]
+    pub fn try_read_lock<'a>(&'a self, cpu: &'a Cpu<'a>) -> Result<RcuGuard<'a>, ForeignCpu> {
+        if !cpu.belongs_to(&self.cpus) {
+            return Err(ForeignCpu { id: cpu.id() });
+        }
+        Ok(self.enter(cpu.id(), cpu))
+    }
+
+    #[inline]
+    fn enter<'a>(&'a self, id: usize, cpu: &'a Cpu<'a>) -> RcuGuard<'a> {
+        let slot = &self.slots[id];
         // Only the token holder touches `nesting`; Relaxed is enough.
         let n = slot.nesting.load(Ordering::Relaxed);
         slot.nesting.store(n + 1, Ordering::Relaxed);
@@ -82,9 +146,12 @@ impl Rcu {
             slot.state.store(e << 1 | ACTIVE, Ordering::Relaxed);
             // Pairs with the fence in `start_grace_period`/`poll`: either the writer sees our
             // slot, or our later loads see everything it did before its fence.
-            fence(Ordering::SeqCst);
+            // (The loom build can remove it, to check that the model catches its absence.)
+            if !mutation::active(Mutation::RcuReaderNoFence) {
+                fence(Ordering::SeqCst);
+            }
         }
-        RcuGuard { rcu: self, cpu: cpu.id() }
+        RcuGuard { rcu: self, cpu }
     }
 
     fn read_unlock(&self, cpu: usize) {
@@ -126,20 +193,18 @@ impl Rcu {
 
 impl Drop for RcuGuard<'_> {
     fn drop(&mut self) {
-        self.rcu.read_unlock(self.cpu);
+        self.rcu.read_unlock(self.cpu.id());
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cpu::CpuSet;
 
     #[test]
     fn nesting_and_polling() {
-        let cpus = CpuSet::new(2);
-        let rcu = Rcu::new();
-        let c0 = cpus.claim(0).unwrap();
+        let rcu = Rcu::new(2);
+        let c0 = rcu.cpus().claim(0).unwrap();
         let g1 = rcu.read_lock(&c0);
         let g2 = rcu.read_lock(&c0);
         let cookie = rcu.start_grace_period();
@@ -154,30 +219,55 @@ mod tests {
         let later = rcu.start_grace_period();
         assert!(!rcu.poll(later));
     }
+
+    #[test]
+    fn foreign_tokens_are_refused() {
+        let (a, b) = (Rcu::new(1), Rcu::new(1));
+        let (a0, b0) = (a.cpus().claim(0).unwrap(), b.cpus().claim(0).unwrap());
+        let g = a.read_lock(&a0);
+        let cookie = a.start_grace_period();
+        assert_eq!(a.try_read_lock(&b0).err(), Some(ForeignCpu { id: 0 }));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(a.read_lock(&b0))));
+        assert!(r.is_err(), "a foreign token entered the RCU");
+        assert!(!a.poll(cookie), "the real reader of CPU 0 still holds the grace period");
+        drop(g);
+        assert!(a.poll(cookie));
+    }
 }
 
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::cpu::CpuSet;
     use loom::sync::atomic::AtomicUsize;
     use loom::sync::Arc;
 
     /// A reader dereferences a shared pointer under RCU while a writer unpublishes it,
-    /// waits for a grace period and "frees" it (poisons it). The reader must never see poison.
+    /// waits for a grace period and "frees" it (poisons it). The reader must never see poison:
+    /// a reader inside its section holds off the grace period.
     #[test]
     fn loom_rcu_reader_never_sees_freed() {
+        reader_never_sees_freed();
+    }
+
+    /// The same model with the reader's fence after publishing its slot removed must fail
+    /// (the writer's poll can miss the reader while the reader misses the unpublish).
+    #[test]
+    #[should_panic(expected = "read a freed object")]
+    fn loom_rcu_reader_never_sees_freed_fails_without_reader_fence() {
+        crate::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
+    }
+
+    fn reader_never_sees_freed() {
         loom::model(|| {
-            let cpus = Arc::new(CpuSet::new(2));
-            let rcu = Arc::new(Rcu::new());
+            let rcu = Arc::new(Rcu::new(2));
             // Two "objects": 1 is live, the published index says which one readers use.
             let objs = Arc::new([AtomicUsize::new(100), AtomicUsize::new(200)]);
             let published = Arc::new(AtomicUsize::new(0));
 
             let reader = {
-                let (cpus, rcu, objs, published) = (cpus.clone(), rcu.clone(), objs.clone(), published.clone());
+                let (rcu, objs, published) = (rcu.clone(), objs.clone(), published.clone());
                 loom::thread::spawn(move || {
-                    let cpu = cpus.claim(1).unwrap();
+                    let cpu = rcu.cpus().claim(1).unwrap();
                     let _g = rcu.read_lock(&cpu);
                     let i = published.load(Ordering::Acquire);
                     let v = objs[i].load(Ordering::Relaxed);

@@ -9,7 +9,11 @@
 //! at a time. A CPU frees into its own sheaf even objects another CPU allocated (cross-CPU
 //! frees); the objects go home to their slab when the sheaf is flushed.
 //!
-//! This module holds only the array logic; [`crate::slab`] owns the locks and the slabs.
+//! This module holds the array logic and the locking protocol around one CPU's pair
+//! (`SpinLock<CpuSheaves>`: alloc, free, remote flush); [`crate::slab`] owns the slabs and the
+//! node locks.
+
+use crate::sync::SpinLock;
 
 /// Objects per sheaf.
 pub const SHEAF_CAPACITY: usize = 32;
@@ -94,6 +98,68 @@ impl CpuSheaves {
     }
 }
 
+/// The locking protocol around one CPU's sheaves, shared by the slab allocator and the loom
+/// models (which drive these functions with a stand-in slab side).
+///
+/// Lock order: a CPU's sheaves, then the cache's node locks (taken inside `refill`/`flush`).
+impl SpinLock<CpuSheaves> {
+    /// Allocation on the owning CPU: from the sheaves, else `refill` the main sheaf from the
+    /// slabs and pop. `Ok(None)`: the refill found nothing.
+    #[inline]
+    pub(crate) fn sheaf_alloc<E>(
+        &self,
+        refill: impl FnOnce(&mut CpuSheaves) -> Result<(), E>,
+    ) -> Result<Option<usize>, E> {
+        let mut s = self.lock();
+        let obj = match s.alloc() {
+            Some(o) => Some(o),
+            None => {
+                refill(&mut s)?;
+                s.alloc()
+            }
+        };
+        s.allocs += obj.is_some() as u64;
+        Ok(obj)
+    }
+
+    /// Free on the current CPU (of an object any CPU allocated): into the sheaves, flushing the
+    /// full main sheaf to the slabs first when both are full.
+    #[inline]
+    pub(crate) fn sheaf_free(&self, obj: usize, flush: impl FnOnce(&mut dyn Iterator<Item = usize>)) {
+        let mut s = self.lock();
+        s.frees += 1;
+        if !s.free(obj) {
+            flush(&mut s.main.take_all());
+            let ok = s.free(obj);
+            debug_assert!(ok, "an empty main sheaf takes the object");
+        }
+    }
+
+    /// Returns everything in these sheaves to the slabs (shrinking, poisoning). Any CPU may
+    /// call it: it takes the sheaves' lock, which is what makes it safe against the owner's
+    /// fast path.
+    pub(crate) fn sheaf_flush(&self, flush: impl FnOnce(&mut dyn Iterator<Item = usize>)) {
+        #[cfg(all(test, loom))]
+        if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushDropsLock) {
+            // The broken flush the loom model must catch: copy under the lock, return the
+            // objects with the lock dropped, then empty the sheaves under the lock again.
+            let (main, spare) = {
+                let s = self.lock();
+                (s.main, s.spare)
+            };
+            let (mut main, mut spare) = (main, spare);
+            flush(&mut main.take_all().chain(spare.take_all()));
+            let mut s = self.lock();
+            s.main = Sheaf::EMPTY;
+            s.spare = Sheaf::EMPTY;
+            return;
+        }
+        let mut s = self.lock();
+        let CpuSheaves { main, spare, .. } = &mut *s;
+        flush(&mut main.take_all().chain(spare.take_all()));
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -123,44 +189,66 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::SpinLock;
+    use crate::sync::{mutation, Mutation};
     use loom::sync::{Arc, Mutex};
+    use std::vec::Vec;
 
-    /// CPU 0 allocates an object and hands it to CPU 1, which frees it into its own sheaf
-    /// (a cross-CPU free) while CPU 0 keeps allocating and a third party flushes CPU 1's
-    /// sheaves back to the "slab". Every object ends up in exactly one place.
-    #[test]
-    fn loom_sheaves_cross_cpu_free_and_flush() {
+    /// CPU 0 allocates an object (the real `sheaf_alloc`, refilling from a stand-in slab) and
+    /// hands it to CPU 1, which frees it into its own sheaves (`sheaf_free`, a cross-CPU free)
+    /// while CPU 0 keeps allocating and a third party flushes CPU 1's sheaves back to the slab
+    /// (`sheaf_flush`, as shrinking does). Every object ends up in exactly one place.
+    fn sheaves_cross_cpu_free_and_flush() {
         loom::model(|| {
             let slab = Arc::new(Mutex::new(std::vec![10usize, 11]));
+            let refill = |slab: &Mutex<Vec<usize>>, s: &mut CpuSheaves| -> Result<(), ()> {
+                let mut home = slab.lock().unwrap();
+                while !s.main.is_full() {
+                    let Some(o) = home.pop() else { break };
+                    s.main.push(o);
+                }
+                Ok(())
+            };
+            let flush = |slab: &Mutex<Vec<usize>>, objs: &mut dyn Iterator<Item = usize>| {
+                let mut home = slab.lock().unwrap();
+                home.extend(objs);
+            };
             let cpu0 = Arc::new(SpinLock::new(CpuSheaves::EMPTY));
             let cpu1 = Arc::new(SpinLock::new(CpuSheaves::EMPTY));
-            {
-                let mut s = cpu0.lock();
-                assert!(s.free(1) && s.free(2));
-            }
-            let obj = cpu0.lock().alloc().unwrap();
+            cpu0.sheaf_free(1, |_| unreachable!());
+            cpu0.sheaf_free(2, |_| unreachable!());
+            cpu1.sheaf_free(3, |_| unreachable!());
+            let obj = cpu0.sheaf_alloc(|s| refill(&slab, s)).unwrap().unwrap();
             let t1 = {
                 let (cpu1, slab) = (cpu1.clone(), slab.clone());
-                loom::thread::spawn(move || {
-                    assert!(cpu1.lock().free(obj));
-                    // Flush (as shrink or a drain would).
-                    let mut s = cpu1.lock();
-                    let mut home = slab.lock().unwrap();
-                    home.extend(s.main.take_all());
-                    home.extend(s.spare.take_all());
-                })
+                loom::thread::spawn(move || cpu1.sheaf_free(obj, |objs| flush(&slab, objs)))
             };
-            let other = cpu0.lock().alloc();
+            let t2 = {
+                let (cpu1, slab) = (cpu1.clone(), slab.clone());
+                loom::thread::spawn(move || cpu1.sheaf_flush(|objs| flush(&slab, objs)))
+            };
+            let other = cpu0.sheaf_alloc(|s| refill(&slab, s)).unwrap();
             t1.join().unwrap();
+            t2.join().unwrap();
             let mut all = slab.lock().unwrap().clone();
-            all.extend(cpu0.lock().main.take_all());
-            all.extend(cpu1.lock().main.take_all());
-            if let Some(o) = other {
-                all.push(o);
+            for c in [&cpu0, &cpu1] {
+                c.sheaf_flush(|objs| all.extend(objs));
             }
+            all.extend(other);
             all.sort_unstable();
-            assert_eq!(all, [1, 2, 10, 11]);
+            assert_eq!(all, [1, 2, 3, 10, 11], "an object was lost or is in two places");
         });
+    }
+
+    #[test]
+    fn loom_sheaves_cross_cpu_free_and_flush() {
+        sheaves_cross_cpu_free_and_flush();
+    }
+
+    /// The same model with the remote flush dropping the sheaves' lock between taking the
+    /// objects and emptying the sheaves must fail.
+    #[test]
+    #[should_panic(expected = "an object was lost or is in two places")]
+    fn loom_sheaves_cross_cpu_free_and_flush_fails_when_flush_drops_the_lock() {
+        mutation::with(Mutation::SheafFlushDropsLock, sheaves_cross_cpu_free_and_flush);
     }
 }

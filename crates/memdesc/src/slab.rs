@@ -792,9 +792,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
         for i in 0..c.nr_cpus {
-            let mut s = c.sheaves(i).lock();
-            let CpuSheaves { main, spare, .. } = &mut *s;
-            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
         }
         let mut freed = 0;
         for node in 0..MAX_NODES {
@@ -852,16 +850,10 @@ impl<P: Platform> PhysMem<P> {
         if self.fault.should_fail(site) {
             return Err(AllocError::Injected);
         }
-        let mut s = c.sheaves(cpu.id()).lock();
-        let obj = match s.alloc() {
-            Some(o) => o,
-            None => {
-                self.refill(cpu, c, &mut s)?;
-                s.alloc().ok_or(AllocError::NoMemory { order: c.order })?
-            }
-        };
-        s.allocs += 1;
-        drop(s);
+        let obj = c
+            .sheaves(self.cpu_id(cpu))
+            .sheaf_alloc(|s| self.refill(cpu, c, s))?
+            .ok_or(AllocError::NoMemory { order: c.order })?;
         // Allocated: the slot no longer decodes as free (see "always-on double-free check").
         c.freeptr_of(obj).store(0, Ordering::Relaxed);
         if let Some(st) = c.state_of(obj) {
@@ -938,6 +930,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
+        // A foreign token panics here, before the object's state changes.
+        let cpu_id = self.cpu_id(cpu);
         // Always on: a slot that decodes as free means the object is free already (in some
         // CPU's sheaf or on its slab's free list). A plain load and store, no atomic
         // read-modify-write on the hot path: two frees of one object racing on two CPUs
@@ -954,14 +948,7 @@ impl<P: Platform> PhysMem<P> {
                 return Err(SlabError::DoubleFree(addr));
             }
         }
-        let mut s = c.sheaves(cpu.id()).lock();
-        s.frees += 1;
-        if !s.free(addr) {
-            let full = &mut s.main;
-            self.flush(cpu, c, full.take_all());
-            let ok = s.free(addr);
-            debug_assert!(ok);
-        }
+        c.sheaves(cpu_id).sheaf_free(addr, |full| self.flush(cpu, c, full));
         Ok(())
     }
 
@@ -1132,9 +1119,7 @@ impl<P: Platform> PhysMem<P> {
         // Objects of this slab sitting in CPU sheaves would still be handed out: return every
         // sheaf's objects to their slabs first.
         for i in 0..c.nr_cpus {
-            let mut s = c.sheaves(i).lock();
-            let CpuSheaves { main, spare, .. } = &mut *s;
-            self.flush(cpu, c, main.take_all().chain(spare.take_all()));
+            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
         }
         let node = self.slab_node(slab);
         let inuse;

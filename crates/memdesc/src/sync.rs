@@ -13,6 +13,66 @@ pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ato
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+/// A deliberate break of one concurrency guard, switched on only by the loom tests that check a
+/// model fails without that guard (see [`mutation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // variants are only named by the loom build
+pub(crate) enum Mutation {
+    /// `Rcu::read_lock` omits the fence after publishing its slot.
+    RcuReaderNoFence,
+    /// `check_and_claim` stores the tail word instead of compare-exchanging it.
+    FreeClaimNoCas,
+    /// A lockless read of a split two-level area trusts the table word without re-reading
+    /// the area word.
+    TwoLevelNoRecheck,
+    /// The lockless two-level read and the unsplit omit their fences.
+    TwoLevelNoFences,
+    /// A remote per-CPU list drain drops the list lock between taking the pages and emptying
+    /// the list.
+    PcpDrainDropsLock,
+    /// A remote flush of a CPU's sheaves drops their lock between taking the objects and
+    /// emptying the sheaves.
+    SheafFlushDropsLock,
+}
+
+/// The mutation switch. In the loom test build it is a thread-local (loom runs a model's
+/// threads as coroutines on the test's own OS thread, so tests running in parallel do not see
+/// each other's switch); in every other build [`mutation::active`] is a constant `false`.
+pub(crate) mod mutation {
+    use super::Mutation;
+
+    #[cfg(all(test, loom))]
+    std::thread_local! {
+        static ACTIVE: core::cell::Cell<Option<Mutation>> = const { core::cell::Cell::new(None) };
+    }
+
+    /// Whether `m` is switched on (always `false` outside the loom tests).
+    #[inline(always)]
+    pub(crate) fn active(m: Mutation) -> bool {
+        #[cfg(all(test, loom))]
+        return ACTIVE.with(|a| a.get() == Some(m));
+        #[cfg(not(all(test, loom)))]
+        {
+            let _ = m;
+            false
+        }
+    }
+
+    /// Runs `f` with `m` switched on.
+    #[cfg(all(test, loom))]
+    pub(crate) fn with<R>(m: Mutation, f: impl FnOnce() -> R) -> R {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                ACTIVE.with(|a| a.set(None));
+            }
+        }
+        ACTIVE.with(|a| a.set(Some(m)));
+        let _reset = Reset;
+        f()
+    }
+}
+
 /// Spin-wait hint; under loom it yields to the model scheduler so spinning terminates.
 #[inline]
 pub(crate) fn spin_hint() {
