@@ -32,7 +32,8 @@ fn regression_cpu_token_foreign_machine() {
 
     // Allocator entry points: refused before anything changes (a free of A's page with B's
     // token leaves the page A's, so A's own token frees it afterwards).
-    let pfn = a.alloc_pages(&a0, 0, Gfp::KERNEL).unwrap();
+    let pages = a.alloc_pages(&a0, 0, Gfp::KERNEL).unwrap();
+    let pfn = pages.pfn();
     let obj = a.kmalloc(&a0, 64, Gfp::KERNEL).unwrap();
     a.drain_all();
     let free_before = a.nr_free_pages();
@@ -46,15 +47,17 @@ fn regression_cpu_token_foreign_machine() {
         let _ = a.kmalloc(&b0, 64, Gfp::KERNEL);
     });
     refused("free_pages", &mut || {
-        let _ = a.free_pages(&b0, pfn, 0);
+        // SAFETY: A's block, owned by `pages`; the call must panic before it frees anything.
+        let _ = unsafe { a.free_pages_raw(&b0, pfn, 0) };
     });
     refused("kfree", &mut || {
-        let _ = a.kfree(&b0, obj);
+        // SAFETY: A's object, owned by `obj`; the call must panic before it frees anything.
+        let _ = unsafe { a.kfree_raw(&b0, obj.as_ptr()) };
     });
     a.drain_all();
     assert_eq!(a.nr_free_pages(), free_before, "a refused call changed the free page count");
     a.kfree(&a0, obj).unwrap();
-    a.free_pages(&a0, pfn, 0).unwrap();
+    a.free_pages(&a0, pages).unwrap();
     a.check(|_, _, _| ()).expect("machine A is consistent");
 }
 
@@ -81,7 +84,7 @@ fn one_holder_at_a_time_across_threads() {
     let cpu = std::thread::scope(|s| {
         s.spawn(move || {
             let p = a.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
-            a.free_pages(&cpu, p, 0).unwrap();
+            a.free_pages(&cpu, p).unwrap();
             cpu
         })
         .join()

@@ -171,6 +171,8 @@ impl<P: Platform> PhysMem<P> {
     /// tell the owner from anyone else: a free of somebody else's block passes them and makes
     /// that block's memory the next allocation's.
     pub unsafe fn free_pages_raw(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+        // A foreign token panics here, before anything changes.
+        self.cpu_id(cpu);
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
