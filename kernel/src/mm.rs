@@ -23,11 +23,12 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
+use memdesc::kmalloc::KBox;
 use memdesc::pagecache::AddressSpaceRef;
 use memdesc::pgtable::{MmCaches, MmKind, MmRef};
 use memdesc::rcu::GpCookie;
+use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp, MemmapLayout, MemoryLayout, Pfn, PhysMem, Platform, RegionSpec};
 
 use crate::arch;
@@ -343,25 +344,24 @@ fn gfp(f: Flags) -> Gfp {
     g
 }
 
-/// `2^order` pages from the page allocator, owned until passed to [`free_pages`].
+/// `2^order` pages from the page allocator, owned until passed to [`free_pages`] (the core's
+/// owned handle, which carries the machine, pfn and order).
 #[must_use = "dropping the handle leaks the pages"]
-pub struct Pages {
-    pfn: u64,
-    order: u32,
-}
+pub struct Pages(memdesc::Pages);
 
 impl Pages {
     /// First pfn.
     pub fn pfn(&self) -> u64 {
-        self.pfn
+        self.0.pfn().0
     }
     /// Order.
     pub fn order(&self) -> u32 {
-        self.order
+        self.0.order()
     }
     /// Gives up the handle, returning (pfn, order); the pages stay allocated.
     pub fn into_raw(self) -> (u64, u32) {
-        (self.pfn, self.order)
+        let (pfn, order) = self.0.into_raw();
+        (pfn.0, order)
     }
     /// Rebuilds a handle from [`Pages::into_raw`].
     ///
@@ -369,18 +369,19 @@ impl Pages {
     /// `(pfn, order)` came from `into_raw` of a handle whose pages were not freed since, and
     /// no other handle to them exists.
     pub unsafe fn from_raw(pfn: u64, order: u32) -> Pages {
-        Pages { pfn, order }
+        // SAFETY: the caller's contract is the core's (`memdesc::Pages::from_raw`).
+        Pages(unsafe { memdesc::Pages::from_raw(mem(), Pfn(pfn), order) })
     }
 }
 
 /// Allocates `2^order` pages.
 pub fn alloc_pages(cpu: &Cpu, order: u32, f: Flags) -> Result<Pages, MmError> {
-    mem().alloc_pages(&cpu.0, order, gfp(f)).map(|p| Pages { pfn: p.0, order }).map_err(err)
+    mem().alloc_pages(&cpu.0, order, gfp(f)).map(Pages).map_err(err)
 }
 
 /// Frees pages.
 pub fn free_pages(cpu: &Cpu, p: Pages) -> Result<(), MmError> {
-    mem().free_pages(&cpu.0, Pfn(p.pfn), p.order).map_err(err)
+    mem().free_pages(&cpu.0, p.0).map_err(err)
 }
 
 /// Frees `2^order` pages at `pfn` by number.
@@ -391,7 +392,8 @@ pub fn free_pages(cpu: &Cpu, p: Pages) -> Result<(), MmError> {
 /// already free, `pfn` is not the head of an allocation, or `order` is not its order) — which
 /// is what the self-test checks with it.
 pub unsafe fn free_raw(cpu: &Cpu, pfn: u64, order: u32) -> Result<(), MmError> {
-    mem().free_pages(&cpu.0, Pfn(pfn), order).map_err(err)
+    // SAFETY: the caller's contract (an owned block, or a call the core refuses unchanged).
+    unsafe { mem().free_pages_raw(&cpu.0, Pfn(pfn), order) }.map_err(err)
 }
 
 /// Whether page `pfn` has a direct mapping.
@@ -409,10 +411,10 @@ pub trait Block {
 
 impl Block for Pages {
     fn first_pfn(&self) -> u64 {
-        self.pfn
+        self.pfn()
     }
     fn block_order(&self) -> u32 {
-        self.order
+        self.order()
     }
 }
 
@@ -456,9 +458,9 @@ pub fn read_page<R>(b: &impl Block, i: u64, f: impl FnOnce(&[u64; 512]) -> R) ->
 
 /// Writes page `i` of pages the caller owns (the `&mut` handle makes the access exclusive).
 pub fn write_page<R>(p: &mut Pages, i: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
-    assert!(i < 1 << p.order, "page {i} is outside the block");
+    assert!(i < 1 << p.order(), "page {i} is outside the block");
     // SAFETY: `Pages` is the only handle to its block and it is borrowed mutably.
-    unsafe { with_page_raw(p.pfn + i, f) }
+    unsafe { with_page_raw(p.pfn() + i, f) }
 }
 
 /// Writes page `i` of a folio the caller holds a reference to.
@@ -475,31 +477,53 @@ pub unsafe fn write_folio_page<R>(fo: &FolioRef, i: u64, f: impl FnOnce(&mut [u6
 // ---------------------------------------------------------------------------------------------
 // kmalloc and slab caches.
 
-/// A kmalloc object, owned until passed to [`kfree`].
+/// A kmalloc object or an object of a slab cache, owned until passed to [`kfree`] or
+/// [`Cache::free`] (the core's owned handles).
 #[must_use = "dropping the handle leaks the object"]
-pub struct Obj(NonNull<u8>);
+pub enum Obj {
+    /// From [`kmalloc`].
+    Kmalloc(KBox),
+    /// From [`Cache::alloc`].
+    Cache(SlabObj),
+}
 
 impl Obj {
     /// The object's address.
     pub fn ptr(&self) -> *mut u8 {
-        self.0.as_ptr()
+        self.nonnull().as_ptr()
     }
+    fn nonnull(&self) -> NonNull<u8> {
+        match self {
+            Obj::Kmalloc(k) => k.as_ptr(),
+            Obj::Cache(o) => o.as_ptr(),
+        }
+    }
+}
+
+fn wrong_obj(what: &str) -> MmError {
+    MmError { oom: false, invalid_order: false, msg: FmtBuf::from_args(format_args!("{what}")) }
 }
 
 /// Allocates `size` bytes.
 pub fn kmalloc(cpu: &Cpu, size: usize, zero: bool) -> Result<Obj, MmError> {
     let g = if zero { Gfp::ZERO } else { Gfp::KERNEL };
-    mem().kmalloc(&cpu.0, size, g).map(Obj).map_err(err)
+    mem().kmalloc(&cpu.0, size, g).map(Obj::Kmalloc).map_err(err)
 }
 
 /// Frees a kmalloc object.
 pub fn kfree(cpu: &Cpu, o: Obj) -> Result<(), MmError> {
-    mem().kfree(&cpu.0, o.0).map_err(err)
+    match o {
+        Obj::Kmalloc(k) => mem().kfree(&cpu.0, k).map_err(err),
+        Obj::Cache(c) => {
+            let _ = c.into_raw();
+            Err(wrong_obj("kfree of a slab-cache object (leaked)"))
+        }
+    }
 }
 
 /// Bytes usable in a kmalloc object.
 pub fn ksize(o: &Obj) -> Result<usize, MmError> {
-    mem().ksize(o.0).map_err(err)
+    mem().ksize(o.nonnull()).map_err(err)
 }
 
 /// A slab cache of fixed-size objects.
@@ -513,11 +537,17 @@ pub fn cache_create(cpu: &Cpu, name: &'static str, size: usize) -> Result<Cache,
 impl Cache {
     /// Allocates an object.
     pub fn alloc(&self, cpu: &Cpu) -> Result<Obj, MmError> {
-        self.0.alloc(&cpu.0).map(Obj).map_err(err)
+        self.0.alloc(&cpu.0).map(Obj::Cache).map_err(err)
     }
     /// Frees an object of this cache.
     pub fn free(&self, cpu: &Cpu, o: Obj) -> Result<(), MmError> {
-        self.0.free(&cpu.0, o.0).map_err(err)
+        match o {
+            Obj::Cache(c) => self.0.free(&cpu.0, c).map_err(err),
+            Obj::Kmalloc(k) => {
+                let _ = k.into_raw();
+                Err(wrong_obj("cache free of a kmalloc object (leaked)"))
+            }
+        }
     }
     /// Objects allocated and not freed.
     pub fn live(&self) -> u64 {
@@ -532,9 +562,9 @@ impl Cache {
 // ---------------------------------------------------------------------------------------------
 // Folios and the page cache.
 
-/// One reference to a folio, owned until passed to [`folio_put`].
+/// One reference to a folio, owned until passed to [`folio_put`] (the core's `FolioRef`).
 #[must_use = "dropping the handle leaks a reference"]
-pub struct FolioRef(&'static Folio);
+pub struct FolioRef(memdesc::folio::FolioRef<'static>);
 
 impl FolioRef {
     /// First pfn.
@@ -555,7 +585,7 @@ impl FolioRef {
     }
     /// Whether two handles name one folio.
     pub fn same(&self, o: &FolioRef) -> bool {
-        core::ptr::eq(self.0, o.0)
+        memdesc::folio::FolioRef::ptr_eq(&self.0, &o.0)
     }
 }
 
@@ -567,8 +597,7 @@ pub fn folio_alloc(cpu: &Cpu, order: u32, file: bool, f: Flags) -> Result<FolioR
 
 /// Takes another reference.
 pub fn folio_get(f: &FolioRef) -> FolioRef {
-    mem().folio_get(f.0);
-    FolioRef(f.0)
+    FolioRef(mem().folio_get(&f.0))
 }
 
 /// Drops a reference; returns whether it was the last (the folio was freed).
@@ -587,7 +616,7 @@ pub fn file_create(cpu: &Cpu) -> Result<FileSpace, MmError> {
 impl FileSpace {
     /// Caches `f` (a file folio) at `index`; the cache takes its own reference.
     pub fn insert(&self, cpu: &Cpu, f: &FolioRef, index: u64) -> Result<(), MmError> {
-        self.0.insert(&cpu.0, f.0, index).map_err(err)
+        self.0.insert(&cpu.0, &f.0, index).map_err(err)
     }
     /// The folio at `index` with a reference for the caller (lockless, under RCU).
     pub fn lookup(&self, cpu: &Cpu, index: u64) -> Option<FolioRef> {
@@ -595,7 +624,7 @@ impl FileSpace {
     }
     /// Removes `f` from the cache (drops the cache's reference).
     pub fn delete(&self, cpu: &Cpu, f: &FolioRef) -> Result<bool, MmError> {
-        self.0.delete(&cpu.0, f.0).map_err(err)
+        self.0.delete(&cpu.0, &f.0).map_err(err)
     }
     /// Pages cached.
     pub fn nr_pages(&self) -> u64 {
@@ -666,7 +695,7 @@ impl KernelMm {
     /// mapping takes a reference.
     pub fn map_anon(&self, cpu: &Cpu, va: u64, f: &FolioRef) -> Result<(), MmError> {
         self.0.mmap_anon(&cpu.0, va, 4096 << f.order()).map_err(err)?;
-        self.0.map_folio(&cpu.0, va, f.0).map_err(err)
+        self.0.map_folio(&cpu.0, va, &f.0).map_err(err)
     }
     /// Removes the VMA at `va` and everything mapped in it; returns pages unmapped.
     pub fn unmap(&self, cpu: &Cpu, va: u64) -> Result<u64, MmError> {
