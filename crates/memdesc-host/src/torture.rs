@@ -2001,7 +2001,8 @@ fn op_vmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
             }
             // SAFETY: our buffer.
             unsafe { fill_raw(buf.as_mut_ptr(), size, Worker::key(id, 0)) };
-            if let Err(e) = vm.write(va, &buf) {
+            // SAFETY: this worker owns the area it just allocated (`area`, kept raw below).
+            if let Err(e) = unsafe { vm.write(va, &buf) } {
                 return Outcome::Violation(format!("write of a fresh area: {e}"));
             }
             // The area's pages are vmalloc pages of this area, in order.

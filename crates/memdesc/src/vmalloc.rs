@@ -587,8 +587,15 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         })
     }
 
-    /// Copies `data` into the area holding `va` (all inside one area).
-    pub fn write(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
+    /// Copies `data` into the area holding `va` (all inside one area). Checked: `va..va+len`
+    /// must lie inside one live area ([`VmallocError`] otherwise, nothing written).
+    ///
+    /// # Safety
+    /// The caller owns the area holding `va` (it holds its [`VmArea`], or gave the handle up
+    /// with [`VmArea::into_raw`] and keeps the address as its owner): the check above cannot
+    /// tell the owner from anyone else, so a write by another party would overwrite bytes
+    /// that area's owner relies on. [`VmallocSpace::write_area`] is the safe form.
+    pub unsafe fn write(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
         self.copy(va, data.len(), None, |src_off, page, off, n| {
             // SAFETY: as in `read`, with the page as destination; the area's pages belong to
             // it alone.
