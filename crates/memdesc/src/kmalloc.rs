@@ -31,6 +31,8 @@ use core::ptr::NonNull;
 
 use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
+#[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+use crate::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
@@ -133,7 +135,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn kmalloc_cache(&self, i: usize) -> &SlabCache {
         // SAFETY: created at boot; caches of kmalloc are never destroyed.
-        unsafe { self.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+        unsafe { self.slab.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
@@ -238,4 +240,58 @@ impl<P: Platform> PhysMem<P> {
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
         }
     }
+}
+
+/// The descriptor caches (one TYPESAFE_BY_RCU cache per [`CachedDescriptor`] kind), created at
+/// boot like kmalloc's: every subsystem with a descriptor allocates it here (built with the
+/// features that have descriptors).
+#[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> PhysMem<P> {
+    pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
+        use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+        fn args<T: CachedDescriptor>() -> CacheArgs {
+            CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(T::FREEPTR_OFFSET),
+                ..CacheArgs::new(T::CACHE_NAME, core::mem::size_of::<T>())
+            }
+        }
+        let all = [
+            args::<Folio>(),
+            args::<PtDesc>(),
+            args::<VmallocDesc>(),
+            args::<Netmem>(),
+            args::<Zspage>(),
+            args::<Z3foldDesc>(),
+            args::<MappableDesc>(),
+        ];
+        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let mut out = [None; NR_DESC_KINDS];
+        for (i, a) in all.iter().enumerate() {
+            out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
+        }
+        Ok(out)
+    }
+
+    fn desc_cache<T: CachedDescriptor>(&self) -> &SlabCache {
+        // SAFETY: created at boot, never destroyed.
+        unsafe { self.slab.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
+    }
+
+    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
+    /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
+    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
+        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
+        // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
+        // (all-atomic) T values, and 16-byte aligned.
+        Ok(unsafe { &*(p.as_ptr() as *const T) })
+    }
+
+    /// Returns a descriptor to its cache.
+    pub(crate) fn free_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>, d: &T) {
+        let r = self.cache_free(cpu, self.desc_cache::<T>(), NonNull::from(d).cast());
+        debug_assert!(r.is_ok(), "descriptor free: {r:?}");
+    }
+
 }

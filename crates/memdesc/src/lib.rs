@@ -51,42 +51,59 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+#[cfg(feature = "health")]
 pub mod balloon;
 pub mod boot;
 pub mod check;
+#[cfg(feature = "health")]
 pub mod compaction;
 pub mod cpu;
 pub mod desc;
 pub mod fault;
+#[cfg(feature = "folio")]
 pub mod folio;
 pub mod gfp;
 pub mod guard;
+#[cfg(feature = "health")]
 pub mod hwpoison;
 pub mod isolate;
+#[cfg(feature = "slab")]
 pub mod kmalloc;
 pub mod layout;
 pub mod lookup;
+#[cfg(feature = "pgtable")]
 pub mod mappable;
 pub mod memmap;
+#[cfg(feature = "health")]
 pub mod migrate;
+#[cfg(feature = "health")]
 pub mod offline;
 pub mod page_alloc;
+#[cfg(feature = "page_pool")]
 pub mod page_pool;
 pub mod pageblock;
+#[cfg(feature = "folio")]
 pub mod pagecache;
 pub mod pages;
 pub mod pcp;
+#[cfg(feature = "pgtable")]
 pub mod pgtable;
 pub mod platform;
 pub mod rcu;
+#[cfg(feature = "vmalloc")]
 pub mod sg;
+#[cfg(feature = "slab")]
 pub mod sheaf;
+#[cfg(feature = "slab")]
 pub mod slab;
 mod sync;
+#[cfg(feature = "vmalloc")]
 pub mod vmalloc;
 pub mod word;
+#[cfg(feature = "z3fold")]
 pub mod z3fold;
 pub mod zone;
+#[cfg(feature = "zsmalloc")]
 pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
@@ -96,5 +113,6 @@ pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
 pub use pageblock::MigrateType;
 pub use pages::Pages;
 pub use platform::Platform;
+#[cfg(feature = "slab")]
 pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
 pub use sync::{SpinGuard, SpinLock};

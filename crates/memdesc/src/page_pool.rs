@@ -211,17 +211,6 @@ impl Frag<'_> {
     }
 }
 
-impl Netmem {
-    /// The simulated DMA address of the block.
-    pub fn dma_addr(&self) -> u64 {
-        self.dma_addr.load(Ordering::Acquire)
-    }
-    /// Address of the owning pool's state.
-    pub fn pool(&self) -> usize {
-        self.pool.load(Ordering::Acquire)
-    }
-}
-
 struct Ring {
     /// kmalloc'd array of `cap` descriptor addresses.
     slots: NonNull<usize>,

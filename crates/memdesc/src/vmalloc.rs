@@ -240,17 +240,6 @@ impl<K: AreaKind> VmArea<K> {
     }
 }
 
-impl VmallocDesc {
-    /// Index of this page in its area.
-    pub fn index(&self) -> u64 {
-        self.index.load(Ordering::Acquire)
-    }
-    /// Address of the area's bookkeeping record (identifies the area).
-    pub fn area(&self) -> usize {
-        self.area.load(Ordering::Acquire)
-    }
-}
-
 /// One area's record, in the space's slab cache. Only read or written under the space lock.
 #[repr(C)]
 struct VmapArea {

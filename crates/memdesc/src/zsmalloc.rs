@@ -1497,6 +1497,7 @@ pub(crate) struct ZsPoisoned {
 /// ([`ZsError::Lost`] when mapped; they can still be freed), the headers and free list the
 /// page held are rebuilt from the handle table, and the old page is stamped `HwPoison`. The
 /// zspage's other objects stay readable where they are.
+#[cfg(feature = "health")]
 pub(crate) fn zs_poison_page<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
