@@ -108,7 +108,7 @@ impl<T> DescPtr<T> {
 impl<T: Descriptor> DescPtr<T> {
     /// The pointer to a live descriptor.
     #[inline]
-    #[cfg(feature = "slab")]
+    #[cfg(any(test, feature = "slab"))]
     pub(crate) fn from_ref(r: &T) -> Self {
         DescPtr { ptr: NonNull::from(r), _marker: PhantomData }
     }

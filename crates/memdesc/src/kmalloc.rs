@@ -293,5 +293,4 @@ impl<P: Platform> PhysMem<P> {
         let r = self.cache_free(cpu, self.desc_cache::<T>(), NonNull::from(d).cast());
         debug_assert!(r.is_ok(), "descriptor free: {r:?}");
     }
-
 }

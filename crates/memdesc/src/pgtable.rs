@@ -1893,9 +1893,6 @@ mod tests {
             self.direct_map(pfn)
         }
         fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-        fn nr_cpus(&self) -> usize {
-            1
-        }
     }
 
     fn machine() -> &'static PhysMem<Buf> {

@@ -541,7 +541,6 @@ pub struct ZsClassInfo {
 /// #     }
 /// #     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
 /// #     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-/// #     fn nr_cpus(&self) -> usize { 1 }
 /// # }
 /// # let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
 /// # let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
