@@ -96,8 +96,8 @@ impl<P: Platform> Drop for PageMap<'_, P> {
     }
 }
 
-// Used by the unit tests of vmalloc, page_pool and migration.
-#[cfg(all(test, not(loom), any(feature = "vmalloc", feature = "page_pool", feature = "health")))]
+// Used by the unit tests of kmalloc, vmalloc, page_pool and migration.
+#[cfg(all(test, not(loom), feature = "slab"))]
 pub(crate) mod test_machine {
     //! A tiny machine over a leaked host buffer, for unit tests of subsystems.
     use crate::{Config, MemmapLayout, MemoryLayout, Pfn, PhysMem, Platform, RegionSpec};
