@@ -7,6 +7,12 @@
 //! The crate is `#![no_std]` and depends on nothing; it reaches the machine only through
 //! [`Platform`]. Start at [`PhysMem::boot`].
 //!
+//! Each subsystem above the page allocator is a Cargo feature, all on by default: `slab`
+//! (slab, kmalloc), `folio` (folios, LRU, page cache), `pgtable` (page tables, VMAs, rmap),
+//! `vmalloc`, `page_pool`, `zsmalloc`, `z3fold` (`pools` for all four) and `health`
+//! (migration, compaction, hwpoison, offlining, balloon). Without default features the crate
+//! is the page allocator alone. The example below needs `slab`.
+//!
 //! ```
 //! # // The host crate provides a real Platform; here a tiny one over a static buffer.
 //! use memdesc::{Config, Gfp, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec, MemmapLayout};
