@@ -9,8 +9,18 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== core without default features (no_std, no alloc)"
-cargo build -p memdesc --no-default-features
+echo "== core without default features (no_std, no alloc: the page allocator alone), then feature builds (no warnings): page allocator + slab, each feature alone with its dependencies"
+(
+  export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
+  cargo build -p memdesc --no-default-features
+  cargo build -p memdesc --no-default-features --features slab
+  cargo clippy -p memdesc --all-targets --no-default-features --features slab -- -D warnings
+  for feature in alloc slab folio pgtable vmalloc page_pool zsmalloc z3fold pools health; do
+    echo "-- --features $feature"
+    cargo build -p memdesc --no-default-features --features "$feature"
+  done
+  cargo test -p memdesc --no-default-features --features slab --lib
+)
 echo "== tests"
 cargo test --workspace
 echo "== loom models"

@@ -39,7 +39,6 @@ use crate::util::FmtBuf;
 pub struct KPlatform {
     ram_end: u64,
     hole: (u64, u64),
-    nr_cpus: usize,
 }
 
 // SAFETY: invariant 2 (direct map: identity, linear, non-aliasing, valid while the kernel
@@ -65,10 +64,6 @@ unsafe impl Platform for KPlatform {
 
     fn unmap_local(&self, _pfn: Pfn, addr: NonNull<u8>) {
         arch::fixmap_unmap(addr.as_ptr() as u64);
-    }
-
-    fn nr_cpus(&self) -> usize {
-        self.nr_cpus
     }
 
     fn protect(&self, pfn: Pfn, accessible: bool) {
@@ -239,7 +234,7 @@ pub fn boot(bi: &BootInfo, nr_cpus: usize) -> Result<BootStats, BootError> {
     }
     l.reserve(Pfn(0), Pfn(256)).map_err(lerr)?;
     l.reserve(Pfn(kpfns.0), Pfn(kpfns.1)).map_err(lerr)?;
-    let platform = KPlatform { ram_end: ram_end >> 12, hole, nr_cpus };
+    let platform = KPlatform { ram_end: ram_end >> 12, hole };
     let config = Config { nr_cpus, ..Config::default() };
     let t0 = arch::rdtsc();
     let m =

@@ -91,7 +91,7 @@ fn memmap(c: &mut Criterion) {
     g.sample_size(20);
     for (name, gib, layout) in machines {
         let l = MemoryLayout::pc(gib, layout);
-        let p = SimPlatform::new(&l, 1).expect("simulated memory");
+        let p = SimPlatform::new(&l).expect("simulated memory");
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut boot = BootAllocator::new(&l).expect("boot allocator");

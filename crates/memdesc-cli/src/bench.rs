@@ -721,7 +721,7 @@ pub fn measure_memmap(mm: MemmapMachine, reps: usize, progress: &ProgressBar) ->
     let mut last = None;
     for _ in 0..reps.max(1) {
         progress.set_message(format!("memmap {key}: build"));
-        let platform = SimPlatform::new(&layout, 1).map_err(|e| anyhow!("simulated memory for {key}: {e}"))?;
+        let platform = SimPlatform::new(&layout).map_err(|e| anyhow!("simulated memory for {key}: {e}"))?;
         for pass in 0..2 {
             let mut ba = BootAllocator::new(&layout).map_err(|e| anyhow!("boot allocator for {key}: {e:?}"))?;
             let t = Instant::now();

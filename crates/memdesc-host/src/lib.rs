@@ -32,7 +32,7 @@ pub type SimMachine = PhysMem<SimPlatform>;
 /// m.free_pages(&cpu, pages).unwrap();
 /// ```
 pub fn boot(layout: &MemoryLayout, config: Config) -> Result<SimMachine, HostError> {
-    let platform = SimPlatform::new(layout, config.nr_cpus)?;
+    let platform = SimPlatform::new(layout)?;
     PhysMem::boot(platform, layout, config).map_err(HostError::Boot)
 }
 

@@ -32,7 +32,6 @@ pub struct SimPlatform {
     len: usize,
     end_pfn: u64,
     unmapped: Vec<Unmapped>,
-    nr_cpus: usize,
     local_maps: AtomicU64,
 }
 
@@ -49,7 +48,7 @@ fn last_os_error(what: &str) -> SimError {
 impl SimPlatform {
     /// Reserves host address space for every pfn below the layout's end (holes included,
     /// never touched) and a memfd for each unmapped region.
-    pub fn new(layout: &MemoryLayout, nr_cpus: usize) -> Result<Self, SimError> {
+    pub fn new(layout: &MemoryLayout) -> Result<Self, SimError> {
         let end_pfn = layout.end_pfn().0;
         let len = (end_pfn as usize)
             .checked_mul(PAGE_SIZE)
@@ -70,7 +69,7 @@ impl SimPlatform {
             return Err(last_os_error("mmap of simulated physical memory"));
         }
         let base = NonNull::new(ptr as *mut u8).ok_or_else(|| SimError("mmap returned null".into()))?;
-        let mut sim = SimPlatform { base, len, end_pfn, unmapped: Vec::new(), nr_cpus, local_maps: AtomicU64::new(0) };
+        let mut sim = SimPlatform { base, len, end_pfn, unmapped: Vec::new(), local_maps: AtomicU64::new(0) };
         let mut err = None;
         let _ = layout.normalise(|r| {
             if !r.mapped && err.is_none() {
@@ -155,10 +154,6 @@ unsafe impl Platform for SimPlatform {
             // SAFETY: addr came from map_local's mmap of one page for this pfn.
             unsafe { libc::munmap(addr.as_ptr() as *mut libc::c_void, PAGE_SIZE) };
         }
-    }
-
-    fn nr_cpus(&self) -> usize {
-        self.nr_cpus
     }
 
     fn relax(&self) {

@@ -323,7 +323,7 @@ impl<P: Platform> PhysMem<P> {
                 let (addr, flags) = match v.word.kind() {
                     PageKind::Slab(d) => {
                         // SAFETY: at a quiescent point a Slab word names a live slab descriptor.
-                        let s = unsafe { &*(d.addr() as *const crate::slab::Slab) };
+                        let s = unsafe { &*(d.addr() as *const crate::desc::Slab) };
                         if s.inuse() > s.objects() || s.cache_addr() == 0 {
                             return Err(Violation::DeadDescriptor { pfn, what: "slab in use beyond its objects" });
                         }

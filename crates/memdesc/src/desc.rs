@@ -108,6 +108,7 @@ impl<T> DescPtr<T> {
 impl<T: Descriptor> DescPtr<T> {
     /// The pointer to a live descriptor.
     #[inline]
+    #[cfg(any(test, feature = "slab"))]
     pub(crate) fn from_ref(r: &T) -> Self {
         DescPtr { ptr: NonNull::from(r), _marker: PhantomData }
     }
@@ -172,6 +173,7 @@ impl DescFlags {
     /// (Re)initialises the word of a descriptor being handed out; a store, not a write, since
     /// lockless readers of a TYPESAFE_BY_RCU descriptor may be reading it.
     #[inline]
+    #[cfg(feature = "slab")]
     pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::Pfn) {
         self.0.store((flags & PG_FLAGS_MASK) | (order as u64) << 18 | pfn.0 << 24, Ordering::Release)
     }
@@ -196,11 +198,15 @@ impl DescFlags {
     /// that only the owning subsystem's operations may change (`PhysMem::folio_trylock`,
     /// `lru_add`, …).
     #[inline]
+    #[cfg(feature = "slab")]
+    #[cfg(feature = "folio")]
     pub(crate) fn set(&self, bits: u64) -> u64 {
         self.0.fetch_or(bits & PG_FLAGS_MASK, Ordering::AcqRel) & PG_FLAGS_MASK
     }
     /// Clears flag bits; returns the previous flags. Crate-private, as `set` is.
     #[inline]
+    #[cfg(feature = "slab")]
+    #[cfg(feature = "folio")]
     pub(crate) fn clear(&self, bits: u64) -> u64 {
         self.0.fetch_and(!(bits & PG_FLAGS_MASK), Ordering::AcqRel) & PG_FLAGS_MASK
     }
@@ -251,6 +257,7 @@ impl MapCounts {
     /// cannot be frozen meanwhile (a freeze accounts for every holder), so an increment is
     /// enough.
     #[inline]
+    #[cfg(feature = "folio")]
     pub(crate) fn get_held(&self) {
         let old = self.refcount.fetch_add(1, Ordering::Relaxed);
         debug_assert!(old != 0, "get of a folio with no reference held");
@@ -259,6 +266,7 @@ impl MapCounts {
     /// Drops one reference unless it is the last; returns whether it dropped it. The last
     /// one is the caller's to free (or to keep).
     #[inline]
+    #[cfg(feature = "folio")]
     pub(crate) fn put_unless_last(&self) -> bool {
         let mut cur = self.refcount.load(Ordering::Relaxed);
         loop {
@@ -275,6 +283,7 @@ impl MapCounts {
     /// Freezes the count: succeeds only if it is exactly `expected` (≥ 1), leaving 0 so that
     /// `try_get` fails until [`MapCounts::unfreeze`] (Linux's `folio_ref_freeze`).
     #[inline]
+    #[cfg(feature = "folio")]
     pub(crate) fn freeze(&self, expected: u32) -> bool {
         expected != 0 && self.refcount.compare_exchange(expected, 0, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
@@ -283,6 +292,7 @@ impl MapCounts {
     /// frozen count cannot change (every holder was accounted for by the freeze and `try_get`
     /// fails on 0), and if the protocol were broken this refuses to overwrite the change.
     #[inline]
+    #[cfg(feature = "folio")]
     pub(crate) fn unfreeze(&self, refs: u32) {
         let r = self.refcount.compare_exchange(0, refs, Ordering::Release, Ordering::Relaxed);
         assert!(r.is_ok(), "unfreeze of a count that changed while frozen: {r:?}");
@@ -374,7 +384,26 @@ pub struct Netmem {
     pub(crate) pp_ref_count: AtomicU64,
 }
 
+impl VmallocDesc {
+    /// Index of this page in its area.
+    pub fn index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+    /// Address of the area's bookkeeping record (identifies the area).
+    pub fn area(&self) -> usize {
+        self.area.load(Ordering::Acquire)
+    }
+}
+
 impl Netmem {
+    /// The simulated DMA address of the block.
+    pub fn dma_addr(&self) -> u64 {
+        self.dma_addr.load(Ordering::Acquire)
+    }
+    /// Address of the owning pool's state.
+    pub fn pool(&self) -> usize {
+        self.pool.load(Ordering::Acquire)
+    }
     /// The page_pool's fragment reference count.
     pub fn pp_ref_count(&self) -> u64 {
         self.pp_ref_count.load(Ordering::Acquire)
@@ -475,6 +504,43 @@ impl MappableDesc {
     }
 }
 
+/// A slab: the descriptor every page of a slab points to.
+#[repr(C, align(16))]
+pub struct Slab {
+    /// Flags, order and pfn.
+    pub flags: DescFlags,
+    pub(crate) cache: AtomicUsize,
+    pub(crate) freelist: AtomicUsize,
+    pub(crate) inuse: AtomicU32,
+    pub(crate) objects: AtomicU32,
+    pub(crate) list: ListLinks,
+}
+
+// SAFETY: 16-byte aligned (repr), every field atomic, allocated only from the slab-descriptor
+// cache, which is TYPESAFE_BY_RCU.
+unsafe impl Descriptor for Slab {
+    const TAG: Tag = Tag::Slab;
+    const TAGS: &'static [Tag] = &[Tag::Slab];
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<Slab>() == 48);
+
+impl Slab {
+    /// Objects in use (handed out, or sitting in a CPU's sheaf).
+    pub fn inuse(&self) -> u32 {
+        self.inuse.load(Ordering::Acquire)
+    }
+    /// Objects the slab holds.
+    pub fn objects(&self) -> u32 {
+        self.objects.load(Ordering::Acquire)
+    }
+    /// Address of the owning cache.
+    pub fn cache_addr(&self) -> usize {
+        self.cache.load(Ordering::Acquire)
+    }
+}
+
 macro_rules! descriptor {
     ($t:ty, $tag:expr, [$($tags:expr),*], $kind:expr, $name:expr, $freeptr:ident) => {
         impl CachedDescriptor for $t {
@@ -521,7 +587,7 @@ mod layout {
     const _: () = assert!(offset_of!(Zspage, flags) == 0);
     const _: () = assert!(offset_of!(Z3foldDesc, flags) == 0);
     const _: () = assert!(offset_of!(MappableDesc, flags) == 0);
-    const _: () = assert!(offset_of!(crate::slab::Slab, flags) == 0);
+    const _: () = assert!(offset_of!(Slab, flags) == 0);
 
     // Refcount and mapcount at the same offsets in every mappable descriptor.
     const REF: usize = offset_of!(Folio, counts) + offset_of!(MapCounts, refcount);

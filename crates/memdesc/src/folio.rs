@@ -70,9 +70,9 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::addr::{Pfn, AREA_ORDER};
 use crate::cpu::Cpu;
-use crate::desc::{CachedDescriptor, DescPtr, Folio, NR_DESC_KINDS, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::memmap::RegionMap;
@@ -258,69 +258,40 @@ impl PartialEq for FolioRef<'_> {
 }
 impl Eq for FolioRef<'_> {}
 
+/// The folio layer's part of a machine ([`PhysMem`]): the LRU lists and the page cache's
+/// slab caches.
+pub(crate) struct FolioState {
+    pub(crate) lru: [crate::sync::SpinLock<LruList>; crate::layout::MAX_NODES],
+    pub(crate) pagecache: crate::pagecache::Caches,
+}
+
+impl FolioState {
+    /// Empty lists; the caches are created by [`PhysMem::boot_folio`].
+    pub(crate) fn new() -> FolioState {
+        FolioState {
+            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(LruList::EMPTY)),
+            pagecache: crate::pagecache::Caches::NONE,
+        }
+    }
+}
+
 impl<P: Platform> PhysMem<P> {
-    pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
-        use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
-        fn args<T: CachedDescriptor>() -> CacheArgs {
-            CacheArgs {
-                align: 16,
-                typesafe_by_rcu: true,
-                freeptr_offset: Some(T::FREEPTR_OFFSET),
-                ..CacheArgs::new(T::CACHE_NAME, core::mem::size_of::<T>())
-            }
-        }
-        let all = [
-            args::<Folio>(),
-            args::<PtDesc>(),
-            args::<VmallocDesc>(),
-            args::<Netmem>(),
-            args::<Zspage>(),
-            args::<Z3foldDesc>(),
-            args::<MappableDesc>(),
-        ];
-        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let mut out = [None; NR_DESC_KINDS];
-        for (i, a) in all.iter().enumerate() {
-            out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
-        }
-        Ok(out)
+    /// The folio half of boot, once the slab layer runs: creates the page cache's caches.
+    pub(crate) fn boot_folio(&mut self) -> Result<(), AllocError> {
+        self.folio.pagecache = self.create_pagecache_caches()?;
+        Ok(())
     }
+}
 
-    fn desc_cache<T: CachedDescriptor>(&self) -> &SlabCache {
-        // SAFETY: created at boot, never destroyed.
-        unsafe { self.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
-    }
-
-    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
-    /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
-    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
-        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
-        // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
-        // (all-atomic) T values, and 16-byte aligned.
-        Ok(unsafe { &*(p.as_ptr() as *const T) })
-    }
-
-    /// Returns a descriptor to its cache.
-    pub(crate) fn free_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>, d: &T) {
-        let r = self.cache_free(cpu, self.desc_cache::<T>(), NonNull::from(d).cast());
-        debug_assert!(r.is_ok(), "descriptor free: {r:?}");
-    }
-
-    /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the
-    /// area words of a two-level region for blocks of 2 MiB and up.
-    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: Word) {
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
-        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER {
-            let mut a = pfn;
-            while a < pfn.add(1 << order) {
-                rm.area_word(a).store(w);
-                a = a.add(AREA_PAGES);
-            }
-            return;
-        }
-        for i in 0..1u64 << order {
-            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("small blocks have page words").store(w);
-        }
+impl<P: Platform> PhysMem<P> {
+    /// The last put of a folio flagged [`PG_HWPOISON`]: its pages become `HwPoison` and its
+    /// descriptor goes back to its cache; nothing returns to the allocator.
+    pub(crate) fn retire_poisoned_folio(&self, cpu: &Cpu<'_>, f: &Folio) {
+        let (pfn, order) = (f.flags.pfn(), f.flags.order());
+        self.stamp_block(pfn, order, Word::TAIL);
+        self.free_folio_desc(cpu, f);
+        self.retire_poisoned_block(pfn, order);
+        self.undesc.hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Allocates a folio of `2^order` pages; the returned [`FolioRef`] owns its one reference.
@@ -502,7 +473,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
         let node = self.memmap.region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
-        &self.lru[node]
+        &self.folio.lru[node]
     }
 
     /// Adds the folio to the tail of its node's LRU list (anon and file share it).
@@ -540,7 +511,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Calls `f` for each folio on `node`'s LRU list, oldest first.
     pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
-        let l = self.lru[node].lock();
+        let l = self.folio.lru[node].lock();
         let mut cur = l.head;
         while cur != 0 {
             // SAFETY: folios on the list are live (they are removed before their last put).
@@ -552,7 +523,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Folios on `node`'s LRU list.
     pub fn lru_len(&self, node: usize) -> u64 {
-        self.lru[node].lock().nr
+        self.folio.lru[node].lock().nr
     }
 
     fn lru_link_tail(l: &mut LruList, f: &Folio) {
@@ -639,6 +610,7 @@ impl<P: Platform> PhysMem<P> {
         new_order: u32,
         each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
+        #[cfg(feature = "pgtable")]
         if f.counts.mapcount() != 0 {
             return self.folio_split_mapped(cpu, f, holders, new_order, each);
         }

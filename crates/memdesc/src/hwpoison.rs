@@ -48,9 +48,11 @@ use crate::pgtable::Mm;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
+#[cfg(feature = "zsmalloc")]
 use crate::zsmalloc::ZsMigrateError;
 
 /// A pool's refusal to retire its page, as a poison error.
+#[cfg(feature = "zsmalloc")]
 fn pool_error(pfn: Pfn, e: ZsMigrateError) -> PoisonError {
     match e {
         ZsMigrateError::OutOfRange(p) => PoisonError::OutOfRange(p),
@@ -310,6 +312,7 @@ impl<P: Platform> PhysMem<P> {
                     }
                 }
                 PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
+                #[cfg(feature = "zsmalloc")]
                 PageKind::Zsmalloc(_) => match crate::zsmalloc::zs_poison_page(self, cpu, pfn) {
                     Ok(z) => Ok(self.recovered_pool_page(
                         pfn,
@@ -318,6 +321,7 @@ impl<P: Platform> PhysMem<P> {
                     Err(ZsMigrateError::NotZsmalloc(_)) => continue,
                     Err(e) => Err(pool_error(pfn, e)),
                 },
+                #[cfg(feature = "z3fold")]
                 PageKind::Z3fold(_) => match crate::z3fold::z3fold_poison_page(self, cpu, pfn) {
                     Ok(lost) => Ok(self.recovered_pool_page(pfn, PoisonedKind::Z3fold { objects_lost: lost })),
                     Err(ZsMigrateError::NotZsmalloc(_)) => continue,
@@ -352,6 +356,11 @@ impl<P: Platform> PhysMem<P> {
                     }
                     Ok(self.ignored(pfn, PoisonedKind::Mappable { owner, order, mapcount }))
                 }
+                // Without its pool no page is of these kinds: such a word is corrupt.
+                #[cfg(not(feature = "zsmalloc"))]
+                PageKind::Zsmalloc(_) => Err(PoisonError::Corrupt(pfn, w.raw())),
+                #[cfg(not(feature = "z3fold"))]
+                PageKind::Z3fold(_) => Err(PoisonError::Corrupt(pfn, w.raw())),
                 PageKind::Split(_) => Err(PoisonError::TwoLevel(pfn)),
                 PageKind::Invalid(raw) => Err(PoisonError::Corrupt(pfn, raw)),
             };
@@ -360,6 +369,7 @@ impl<P: Platform> PhysMem<P> {
         Err(PoisonError::Busy(pfn))
     }
 
+    #[cfg(feature = "zsmalloc")]
     fn recovered_pool_page(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
         self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
         PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false, unmapped: 0 }
@@ -489,27 +499,6 @@ impl<P: Platform> PhysMem<P> {
         Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split, unmapped })
     }
 
-    /// The last put of a folio flagged [`PG_HWPOISON`]: its pages become `HwPoison` and its
-    /// descriptor goes back to its cache; nothing returns to the allocator.
-    pub(crate) fn retire_poisoned_folio(&self, cpu: &Cpu<'_>, f: &Folio) {
-        let (pfn, order) = (f.flags.pfn(), f.flags.order());
-        self.stamp_block(pfn, order, Word::TAIL);
-        self.free_folio_desc(cpu, f);
-        self.retire_poisoned_block(pfn, order);
-        self.undesc.hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Stamps every page of an owned block `HwPoison`.
-    pub(crate) fn retire_poisoned_block(&self, pfn: Pfn, order: u32) {
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("an owned block is in a region"));
-        for i in 0..1u64 << order {
-            if let Some(w) = self.memmap.page_word(&self.platform, rm, pfn.add(i)) {
-                w.store(Self::undesc_word(rm, Subtype::HwPoison, 0));
-            }
-        }
-        self.undesc.hwpoison.fetch_add(1 << order, Ordering::Relaxed);
-    }
-
     /// Returns a poisoned page to the allocator (for tests: the hardware error was injected).
     pub fn unpoison(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoisonError> {
         let (rm, _) = self.flat_ctx(pfn)?;
@@ -556,9 +545,6 @@ mod tests {
             self.direct_map(pfn)
         }
         fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-        fn nr_cpus(&self) -> usize {
-            1
-        }
     }
 
     fn machine() -> PhysMem<Buf> {

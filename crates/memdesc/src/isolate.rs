@@ -12,15 +12,21 @@
 //! This module touches zone free lists (under the zone lock), page words of free pages, and
 //! pageblock bytes; never page contents except the free-list links the buddy code keeps.
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::layout::{MemmapLayout, NR_ZONES};
+use crate::addr::Pfn;
 use crate::memmap::RegionMap;
 use crate::page_alloc::PhysMem;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
 use crate::sync::{AtomicU64, Ordering};
 use crate::word::{PageKind, Subtype, Word};
-use crate::zone::{Buddy, FreeLists, Zone};
+use crate::zone::Buddy;
+// The isolation operations proper serve memory health (offline, compaction, hwpoison, balloon).
+#[cfg(feature = "health")]
+use crate::addr::{AREA_ORDER, AREA_PAGES};
+#[cfg(feature = "health")]
+use crate::layout::{MemmapLayout, NR_ZONES};
+#[cfg(feature = "health")]
+use crate::zone::{FreeLists, Zone};
 
 /// Why a pfn-level operation on free memory was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +144,20 @@ impl<P: Platform> PhysMem<P> {
         MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed))
     }
 
+    /// Stamps every page of an owned block `HwPoison`.
+    #[cfg(feature = "slab")]
+    pub(crate) fn retire_poisoned_block(&self, pfn: Pfn, order: u32) {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("an owned block is in a region"));
+        for i in 0..1u64 << order {
+            if let Some(w) = self.memmap.page_word(&self.platform, rm, pfn.add(i)) {
+                w.store(Self::undesc_word(rm, Subtype::HwPoison, 0));
+            }
+        }
+        self.undesc.hwpoison.fetch_add(1 << order, Ordering::Relaxed);
+    }
+
     /// The region map and zone of a pfn in a flat region.
+    #[cfg(feature = "health")]
     pub(crate) fn flat_ctx(&self, pfn: Pfn) -> Result<(&RegionMap, &Zone), IsolateError> {
         let rm =
             self.memmap.region_index(pfn).map(|i| self.memmap.region_map(i)).ok_or(IsolateError::OutOfRange(pfn))?;
@@ -154,6 +173,7 @@ impl<P: Platform> PhysMem<P> {
     /// free block that contains it and putting the other pieces back on their list. Drains the
     /// per-CPU lists first if the page sits on one. The block's words are left as tail words
     /// (the caller stamps the head) and its pages are no longer counted free.
+    #[cfg(feature = "health")]
     pub(crate) fn take_free_block(&self, pfn: Pfn, order: u32) -> Result<(), IsolateError> {
         if !pfn.is_aligned(order) || order > self.config().max_order {
             return Err(IsolateError::Misaligned(pfn));
@@ -180,6 +200,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Under the zone lock: `take_free_block` without the draining.
+    #[cfg(feature = "health")]
     pub(crate) fn take_locked(&self, fl: &mut FreeLists, rm: &RegionMap, pfn: Pfn, order: u32) -> bool {
         let Some((head, ho)) = self.free_block_containing_pfn(pfn) else { return false };
         let Some(bi) = rm.flat_word(head).load().buddy_info() else { return false };
@@ -212,6 +233,7 @@ impl<P: Platform> PhysMem<P> {
     /// Takes every free block in `[start, end)` (flat, aligned to `max_order`) off its list and
     /// frees it again as migratetype `mt`, merging as the buddy algorithm does. Used to move a
     /// range's free memory onto or off the isolate lists.
+    #[cfg(feature = "health")]
     pub(crate) fn refile_range(&self, zone: &Zone, rm: &RegionMap, start: Pfn, end: Pfn, mt: MigrateType) {
         let buddy = self.buddy();
         let mut fl = zone.lock.lock();
@@ -234,6 +256,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Sets the migratetype of every pageblock of `[start, end)` (pageblock-aligned).
+    #[cfg(feature = "health")]
     pub(crate) fn set_pageblocks(&self, rm: &RegionMap, start: Pfn, end: Pfn, mt: MigrateType) {
         let mut pb = start;
         while pb < end {
@@ -243,6 +266,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Whether `pfn`'s pageblock is isolated.
+    #[cfg(feature = "health")]
     pub(crate) fn pageblock_isolated(rm: &RegionMap, pfn: Pfn) -> bool {
         rm.pageblock(pfn.align_down(AREA_ORDER)).load(Ordering::Relaxed) == MigrateType::Isolate as u8
     }

@@ -31,6 +31,8 @@ use core::ptr::NonNull;
 
 use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
+#[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+use crate::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::gfp::Gfp;
 use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
@@ -133,7 +135,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn kmalloc_cache(&self, i: usize) -> &SlabCache {
         // SAFETY: created at boot; caches of kmalloc are never destroyed.
-        unsafe { self.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+        unsafe { self.slab.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
@@ -237,5 +239,116 @@ impl<P: Platform> PhysMem<P> {
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => Ok(PAGE_SIZE << u.order),
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
         }
+    }
+}
+
+/// The descriptor caches (one TYPESAFE_BY_RCU cache per [`CachedDescriptor`] kind), created at
+/// boot like kmalloc's: every subsystem with a descriptor allocates it here (built with the
+/// features that have descriptors).
+#[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> PhysMem<P> {
+    pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
+        use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+        fn args<T: CachedDescriptor>() -> CacheArgs {
+            CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(T::FREEPTR_OFFSET),
+                ..CacheArgs::new(T::CACHE_NAME, core::mem::size_of::<T>())
+            }
+        }
+        let all = [
+            args::<Folio>(),
+            args::<PtDesc>(),
+            args::<VmallocDesc>(),
+            args::<Netmem>(),
+            args::<Zspage>(),
+            args::<Z3foldDesc>(),
+            args::<MappableDesc>(),
+        ];
+        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let mut out = [None; NR_DESC_KINDS];
+        for (i, a) in all.iter().enumerate() {
+            out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
+        }
+        Ok(out)
+    }
+
+    fn desc_cache<T: CachedDescriptor>(&self) -> &SlabCache {
+        // SAFETY: created at boot, never destroyed.
+        unsafe { self.slab.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
+    }
+
+    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
+    /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
+    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
+        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
+        // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
+        // (all-atomic) T values, and 16-byte aligned.
+        Ok(unsafe { &*(p.as_ptr() as *const T) })
+    }
+
+    /// Returns a descriptor to its cache.
+    pub(crate) fn free_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>, d: &T) {
+        let r = self.cache_free(cpu, self.desc_cache::<T>(), NonNull::from(d).cast());
+        debug_assert!(r.is_ok(), "descriptor free: {r:?}");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod machine_tests {
+    use crate::cpu::Cpu;
+    use crate::platform::test_machine::{machine, Buf};
+    use crate::slab::SlabCache;
+    use crate::{CacheArgs, Gfp, MemmapLayout, PhysMem};
+    use std::vec::Vec;
+
+    /// Free pages with every cache shrunk and the per-CPU lists drained (until stable: a
+    /// TYPESAFE_BY_RCU slab goes back only after a grace period).
+    fn settled_free_pages(m: &PhysMem<Buf>, cpu: &Cpu<'_>) -> u64 {
+        let mut last = u64::MAX;
+        loop {
+            let mut caches = Vec::new();
+            m.for_each_cache(|c| caches.push(c as *const SlabCache));
+            for c in caches {
+                // SAFETY: caches live until destroyed, and none is destroyed meanwhile.
+                m.shrink_any_cache(cpu, unsafe { &*c });
+            }
+            m.drain_all();
+            let now = m.nr_free_pages();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// The slab layer on a booted machine, in every build that has it (the page allocator and
+    /// slab alone, without the descriptor caches, included): kmalloc size classes, a large
+    /// kmalloc, a user cache, and the consistency checks; every page comes back.
+    #[test]
+    fn kmalloc_and_a_user_cache_on_a_booted_machine() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let free0 = settled_free_pages(&m, &cpu);
+        let small = m.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
+        assert_eq!(m.ksize(small.as_ptr()).unwrap(), 128);
+        let large = m.kmalloc(&cpu, 3 * 4096 + 1, Gfp::KERNEL).unwrap();
+        assert_eq!(m.ksize(large.as_ptr()).unwrap(), 4 * 4096);
+        let c = m.create_cache(&cpu, CacheArgs::new("machine_test", 200)).unwrap();
+        let objs: Vec<_> = (0..100).map(|_| c.alloc(&cpu).unwrap()).collect();
+        assert_eq!(c.cache().live_objects(), 100);
+        assert!(m.nr_free_pages() < free0);
+        m.check(|_, _, _| {}).unwrap();
+        let descs = m.check_descriptors().unwrap();
+        assert!(descs.slabs > 0, "{descs:?}");
+        for o in objs {
+            c.free(&cpu, o).unwrap();
+        }
+        m.destroy_cache(&cpu, c).unwrap();
+        m.kfree(&cpu, small).unwrap();
+        m.kfree(&cpu, large).unwrap();
+        assert_eq!(settled_free_pages(&m, &cpu), free0, "every page comes back");
+        m.check(|_, _, _| {}).unwrap();
     }
 }

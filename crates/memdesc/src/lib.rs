@@ -7,6 +7,12 @@
 //! The crate is `#![no_std]` and depends on nothing; it reaches the machine only through
 //! [`Platform`]. Start at [`PhysMem::boot`].
 //!
+//! Each subsystem above the page allocator is a Cargo feature, all on by default: `slab`
+//! (slab, kmalloc), `folio` (folios, LRU, page cache), `pgtable` (page tables, VMAs, rmap),
+//! `vmalloc`, `page_pool`, `zsmalloc`, `z3fold` (`pools` for all four) and `health`
+//! (migration, compaction, hwpoison, offlining, balloon). Without default features the crate
+//! is the page allocator alone. The example below needs `slab`.
+//!
 //! ```
 //! # // The host crate provides a real Platform; here a tiny one over a static buffer.
 //! use memdesc::{Config, Gfp, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec, MemmapLayout};
@@ -25,7 +31,6 @@
 //!     }
 //!     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
 //!     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-//!     fn nr_cpus(&self) -> usize { 1 }
 //! }
 //! let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
 //! let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
@@ -51,42 +56,59 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+#[cfg(feature = "health")]
 pub mod balloon;
 pub mod boot;
 pub mod check;
+#[cfg(feature = "health")]
 pub mod compaction;
 pub mod cpu;
 pub mod desc;
 pub mod fault;
+#[cfg(feature = "folio")]
 pub mod folio;
 pub mod gfp;
 pub mod guard;
+#[cfg(feature = "health")]
 pub mod hwpoison;
 pub mod isolate;
+#[cfg(feature = "slab")]
 pub mod kmalloc;
 pub mod layout;
 pub mod lookup;
+#[cfg(feature = "pgtable")]
 pub mod mappable;
 pub mod memmap;
+#[cfg(feature = "health")]
 pub mod migrate;
+#[cfg(feature = "health")]
 pub mod offline;
 pub mod page_alloc;
+#[cfg(feature = "page_pool")]
 pub mod page_pool;
 pub mod pageblock;
+#[cfg(feature = "folio")]
 pub mod pagecache;
 pub mod pages;
 pub mod pcp;
+#[cfg(feature = "pgtable")]
 pub mod pgtable;
 pub mod platform;
 pub mod rcu;
+#[cfg(feature = "vmalloc")]
 pub mod sg;
+#[cfg(feature = "slab")]
 pub mod sheaf;
+#[cfg(feature = "slab")]
 pub mod slab;
 mod sync;
+#[cfg(feature = "vmalloc")]
 pub mod vmalloc;
 pub mod word;
+#[cfg(feature = "z3fold")]
 pub mod z3fold;
 pub mod zone;
+#[cfg(feature = "zsmalloc")]
 pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
@@ -96,5 +118,6 @@ pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
 pub use pageblock::MigrateType;
 pub use pages::Pages;
 pub use platform::Platform;
+#[cfg(feature = "slab")]
 pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
 pub use sync::{SpinGuard, SpinLock};

@@ -303,9 +303,22 @@ impl<P: Platform> PhysMem<P> {
         Ok(())
     }
 
+    /// Without zsmalloc no page is a pool page ([`movable`] names none in a sound memmap).
+    #[cfg(not(feature = "zsmalloc"))]
+    pub(crate) fn migrate_pool_page(
+        &self,
+        _cpu: &Cpu<'_>,
+        pfn: Pfn,
+        _z3: bool,
+        _target: Option<Pfn>,
+    ) -> Result<Pfn, MigrateError> {
+        Err(MigrateError::Unsupported(pfn))
+    }
+
     /// Migrates the zsmalloc (`z3 == false`) or z3fold page `pfn` through its pool, to
     /// `target` (an order-0 block the caller took from the allocator, tail word, still the
     /// caller's on error) or, with `None`, to a page the pool allocates. Returns the new pfn.
+    #[cfg(feature = "zsmalloc")]
     pub(crate) fn migrate_pool_page(
         &self,
         cpu: &Cpu<'_>,
@@ -313,6 +326,7 @@ impl<P: Platform> PhysMem<P> {
         z3: bool,
         target: Option<Pfn>,
     ) -> Result<Pfn, MigrateError> {
+        #[cfg(feature = "z3fold")]
         use crate::z3fold::{z3fold_migrate_page, z3fold_migrate_page_to};
         use crate::zsmalloc::{zs_migrate_page, zs_migrate_page_to, ZsMigrateError as E};
         if let Some(t) = target {
@@ -325,9 +339,14 @@ impl<P: Platform> PhysMem<P> {
             // SAFETY: the caller gives a target it owns (this fn's contract, checked by the
             // callers in compaction); it was just restamped as a raw order-0 allocation.
             (false, Some(t)) => unsafe { zs_migrate_page_to(self, cpu, pfn, t) },
+            #[cfg(feature = "z3fold")]
             (true, None) => z3fold_migrate_page(self, cpu, pfn),
             // SAFETY: as above.
+            #[cfg(feature = "z3fold")]
             (true, Some(t)) => unsafe { z3fold_migrate_page_to(self, cpu, pfn, t) },
+            // Without z3fold no page is a z3fold page: refused (as Unsupported).
+            #[cfg(not(feature = "z3fold"))]
+            (true, _) => Err(E::OutOfRange(pfn)),
         };
         r.map_err(|e| {
             if let Some(t) = target {
@@ -388,7 +407,7 @@ mod regression_tests {
     use super::test_hook::with_copy_hook;
     use super::*;
     use crate::folio::{FolioError, FolioKind, FolioRef};
-    use crate::vmalloc::test_machine::machine;
+    use crate::platform::test_machine::machine;
     use crate::MemmapLayout;
 
     fn checked<P: Platform>(m: &PhysMem<P>) {

@@ -203,12 +203,12 @@ pub struct PhysMem<P: Platform> {
     /// Identity carried by owned handles ([`crate::pages::Pages`]).
     machine: u32,
     counters: Counters,
-    pub(crate) slab_boot: crate::slab::SlabBoot,
-    pub(crate) caches: crate::sync::SpinLock<usize>,
-    pub(crate) kmalloc: [Option<NonNull<crate::slab::SlabCache>>; crate::kmalloc::NR_KMALLOC],
-    pub(crate) desc_caches: [Option<NonNull<crate::slab::SlabCache>>; crate::desc::NR_DESC_KINDS],
-    pub(crate) pagecache: crate::pagecache::Caches,
-    pub(crate) lru: [crate::sync::SpinLock<crate::folio::LruList>; MAX_NODES],
+    /// Slab caches, kmalloc and the descriptor caches (slab.rs).
+    #[cfg(feature = "slab")]
+    pub(crate) slab: crate::slab::SlabState,
+    /// LRU lists and the page cache's caches (folio.rs).
+    #[cfg(feature = "folio")]
+    pub(crate) folio: crate::folio::FolioState,
     boot_pages: u64,
     reserved_pages: u64,
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
@@ -362,10 +362,8 @@ impl<P: Platform> PhysMem<P> {
             // direct map is linear over them (Platform item 1), and they are page-aligned.
             unsafe { pcp.as_ptr().add(i).write(Pcp::new(config.pcp_high, config.pcp_batch)) };
         }
-        let slab_pages = crate::slab::SlabBoot::pages(nr_cpus);
-        let slab_pfn = boot.alloc(slab_pages, 0, None)?;
-        let slab_boot = crate::slab::SlabBoot::build(&platform, slab_pfn, nr_cpus, config.debug_checks)
-            .ok_or(BootFailure::Memmap(MemmapError::NoDirectMap(slab_pfn)))?;
+        #[cfg(feature = "slab")]
+        let slab = crate::slab::SlabState::reserve(&platform, &mut boot, nr_cpus, config.debug_checks)?;
         let mut mem = PhysMem {
             platform,
             memmap,
@@ -378,24 +376,21 @@ impl<P: Platform> PhysMem<P> {
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
             undesc: crate::isolate::UndescCounters::default(),
-            slab_boot,
-            caches: crate::sync::SpinLock::new(0),
-            kmalloc: [None; crate::kmalloc::NR_KMALLOC],
-            desc_caches: [None; crate::desc::NR_DESC_KINDS],
-            pagecache: crate::pagecache::Caches::NONE,
-            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(crate::folio::LruList::EMPTY)),
+            #[cfg(feature = "slab")]
+            slab,
+            #[cfg(feature = "folio")]
+            folio: crate::folio::FolioState::new(),
             fault: crate::fault::FaultInjector::new(),
         };
         mem.populate(&boot);
         mem.set_watermarks();
-        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
-        let (kc, sd) = unsafe { (mem.slab_boot.kmem_cache.as_ref(), mem.slab_boot.slab_desc.as_ref()) };
-        mem.register_cache(kc);
-        mem.register_cache(sd);
-        let oom = |_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 });
-        mem.kmalloc = mem.create_kmalloc_caches().map_err(oom)?;
-        mem.desc_caches = mem.create_desc_caches().map_err(oom)?;
-        mem.pagecache = mem.create_pagecache_caches().map_err(oom)?;
+        #[cfg(feature = "slab")]
+        {
+            let oom = |_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 });
+            mem.boot_slab().map_err(oom)?;
+            #[cfg(feature = "folio")]
+            mem.boot_folio().map_err(oom)?;
+        }
         Ok(mem)
     }
 

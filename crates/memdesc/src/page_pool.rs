@@ -211,17 +211,6 @@ impl Frag<'_> {
     }
 }
 
-impl Netmem {
-    /// The simulated DMA address of the block.
-    pub fn dma_addr(&self) -> u64 {
-        self.dma_addr.load(Ordering::Acquire)
-    }
-    /// Address of the owning pool's state.
-    pub fn pool(&self) -> usize {
-        self.pool.load(Ordering::Acquire)
-    }
-}
-
 struct Ring {
     /// kmalloc'd array of `cap` descriptor addresses.
     slots: NonNull<usize>,
@@ -599,7 +588,7 @@ fn drop_core_ref<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::vmalloc::test_machine::machine;
+    use crate::platform::test_machine::machine;
     use crate::MemmapLayout;
 
     #[test]

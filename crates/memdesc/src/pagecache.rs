@@ -285,6 +285,7 @@ pub struct AddressSpace {
     nr_folios: AtomicU64,
     slow_lookups: AtomicU64,
     /// The file VMAs mapping this file (`i_mmap`), for the rmap walk of its folios.
+    #[cfg(feature = "pgtable")]
     pub(crate) i_mmap: crate::pgtable::RmapList,
 }
 
@@ -298,6 +299,7 @@ impl AddressSpace {
             nr_pages: AtomicU64::new(0),
             nr_folios: AtomicU64::new(0),
             slow_lookups: AtomicU64::new(0),
+            #[cfg(feature = "pgtable")]
             i_mmap: crate::pgtable::RmapList::new(),
         }
     }
@@ -946,7 +948,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn pagecache_cache(&self, spaces: bool) -> &SlabCache {
-        let c = if spaces { self.pagecache.spaces } else { self.pagecache.nodes };
+        let c = if spaces { self.folio.pagecache.spaces } else { self.folio.pagecache.nodes };
         // SAFETY: created at boot, never destroyed.
         unsafe { c.expect("page-cache caches exist after boot").as_ref() }
     }
@@ -983,6 +985,7 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// The caller must not destroy `f`'s address space concurrently (like Linux, which holds
     /// the folio lock to keep `mapping` stable).
+    #[cfg(feature = "health")]
     pub(crate) fn pagecache_take_page<'a>(
         &'a self,
         cpu: &Cpu<'_>,
@@ -1034,6 +1037,7 @@ impl<P: Platform> PhysMem<P> {
 /// The lock of the address space caching a folio, held while migration freezes the folio's
 /// reference count (so a locked lookup, which trusts the cache's reference, cannot pin the
 /// folio meanwhile).
+#[cfg(feature = "health")]
 pub(crate) struct MappingLock<'a> {
     _w: Writer<'a>,
 }
@@ -1042,6 +1046,7 @@ impl<P: Platform> PhysMem<P> {
     /// Locks the address space caching `f` if `f` is cached; `Err(())` if `f` has a mapping
     /// but is not (or no longer) cached there, `Ok(None)` if it has no mapping. The caller must
     /// not destroy that address space concurrently.
+    #[cfg(feature = "health")]
     pub(crate) fn pagecache_lock_of<'a>(&self, f: &'a Folio) -> Result<Option<MappingLock<'a>>, ()> {
         let mapping = f.mapping();
         if mapping == 0 {
@@ -1302,6 +1307,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
 
     /// Truncates everything and frees the address space.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
+        #[cfg(feature = "pgtable")]
         debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);

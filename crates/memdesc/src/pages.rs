@@ -187,14 +187,34 @@ impl<P: Platform> PhysMem<P> {
         }
     }
 
+    /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the
+    /// area words of a two-level region for blocks of 2 MiB and up.
+    #[cfg(feature = "slab")]
+    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: crate::word::Word) {
+        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
+        if rm.region.layout == crate::layout::MemmapLayout::TwoLevel && order >= crate::addr::AREA_ORDER {
+            let mut a = pfn;
+            while a < pfn.add(1 << order) {
+                rm.area_word(a).store(w);
+                a = a.add(crate::addr::AREA_PAGES);
+            }
+            return;
+        }
+        for i in 0..1u64 << order {
+            self.memmap.page_word(&self.platform, rm, pfn.add(i)).expect("small blocks have page words").store(w);
+        }
+    }
+
     /// Allocates a block for the crate itself, stamped `Undescribed { Internal, order }`: no
     /// public free accepts it. Free with [`PhysMem::free_internal`] (or restamp it with a
     /// descriptor word and free it through that descriptor's owner).
+    #[cfg(feature = "slab")]
     pub(crate) fn alloc_internal(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| Buddy::<P>::undescribed(rm, Subtype::Internal, order))
     }
 
     /// Frees a block from [`PhysMem::alloc_internal`] whose head word is still `Internal`.
+    #[cfg(feature = "slab")]
     pub(crate) fn free_internal(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
         let rm = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Internal)).inspect_err(|_| {
             self.count_free_error();

@@ -437,6 +437,7 @@ impl Mm {
 
 /// A folio's rmap list, locked ([`PhysMem::rmap_lock`]): while it is held no entry mapping
 /// the folio appears, goes or changes except through the holder.
+#[cfg(feature = "health")]
 pub(crate) struct RmapLocked<'a> {
     list: &'a RmapList,
     _g: SpinGuard<'a, ()>,
@@ -629,6 +630,7 @@ pub struct UserPage {
 
 impl UserPage {
     /// A token for a page whose kind is known from a typed handle (crate-internal).
+    #[cfg(feature = "vmalloc")]
     pub(crate) fn new(pfn: Pfn, tag: Tag) -> Self {
         UserPage { pfn, tag }
     }
@@ -1143,6 +1145,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
     /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
+    #[cfg(feature = "health")]
     pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
         self.lock_folio_rmap(cpu, f).map(|(list, g)| RmapLocked { list, _g: g })
     }
@@ -1151,6 +1154,7 @@ impl<P: Platform> PhysMem<P> {
     /// block at `new` instead: the descriptor stays, so mapcount and references are
     /// unchanged. Takes each mm's page-table lock in turn. Returns the entries rewritten. For
     /// migration, between the copy and the switch of `f`'s pfn.
+    #[cfg(feature = "health")]
     pub(crate) fn rmap_move_locked(&self, l: &RmapLocked<'_>, f: &Folio, new: Pfn) -> u32 {
         let old = f.flags.pfn();
         self.walk_mappings_locked(l.list, f, &mut |_, _, _, _, table, idx, e| {
@@ -1164,6 +1168,7 @@ impl<P: Platform> PhysMem<P> {
     /// [`MmRef::unmap`] does. `each(mm, va)` is told every address unmapped (with the rmap
     /// and page-table locks held: it must not call back into the page tables). The caller
     /// holds a reference on `f`. Returns the entries cleared.
+    #[cfg(feature = "health")]
     pub(crate) fn rmap_unmap(&self, cpu: &Cpu<'_>, f: &Folio, each: &mut dyn FnMut(&Mm, u64)) -> u32 {
         let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else { return 0 };
         self.walk_mappings_locked(list, f, &mut |mm, _, va, level, _, _, _| {
@@ -1888,9 +1893,6 @@ mod tests {
             self.direct_map(pfn)
         }
         fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-        fn nr_cpus(&self) -> usize {
-            1
-        }
     }
 
     fn machine() -> &'static PhysMem<Buf> {

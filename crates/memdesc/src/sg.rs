@@ -391,7 +391,7 @@ impl<const N: usize> SgList<N> {
 mod tests {
     use super::*;
     use crate::folio::FolioKind;
-    use crate::vmalloc::test_machine::machine;
+    use crate::platform::test_machine::machine;
     use crate::{Gfp, MemmapLayout};
     use std::vec::Vec;
 

@@ -46,7 +46,7 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescFlags, DescPtr, Descriptor, ListLinks};
+use crate::desc::DescPtr;
 use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
@@ -54,7 +54,7 @@ use crate::page_alloc::{AllocError, PhysMem};
 use crate::platform::Platform;
 use crate::rcu::GpCookie;
 use crate::sheaf::CpuSheaves;
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicUsize, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
 
 /// Empty slabs kept per node before freeing to the page allocator.
@@ -83,29 +83,12 @@ pub enum CacheFamily {
 }
 const STATE_ALLOC: usize = 0xa110_ca7e_0000_0000;
 
-/// A slab: the descriptor every page of a slab points to.
-#[repr(C, align(16))]
-pub struct Slab {
-    /// Flags, order and pfn.
-    pub flags: DescFlags,
-    pub(crate) cache: AtomicUsize,
-    pub(crate) freelist: AtomicUsize,
-    pub(crate) inuse: AtomicU32,
-    pub(crate) objects: AtomicU32,
-    pub(crate) list: ListLinks,
-}
-
-// SAFETY: 16-byte aligned (repr), every field atomic, allocated only from the slab-descriptor
-// cache, which is TYPESAFE_BY_RCU.
-unsafe impl Descriptor for Slab {
-    const TAG: Tag = Tag::Slab;
-    const TAGS: &'static [Tag] = &[Tag::Slab];
-}
-
-#[cfg(not(loom))]
-const _: () = assert!(core::mem::size_of::<Slab>() == 48);
+/// The slab descriptor (defined with the other descriptor types: the page word names it in
+/// every build).
+pub use crate::desc::Slab;
 
 /// What `poison_slab` did.
+#[cfg(feature = "health")]
 pub(crate) enum SlabPoison {
     /// Flagged: the cache's name, objects in use (lost), objects per slab.
     Poisoned { cache: &'static str, inuse: u32, objects: u32 },
@@ -113,21 +96,6 @@ pub(crate) enum SlabPoison {
     Already,
     /// The page stopped being (a live part of) this slab: look at its word again.
     Gone,
-}
-
-impl Slab {
-    /// Objects in use (handed out, or sitting in a CPU's sheaf).
-    pub fn inuse(&self) -> u32 {
-        self.inuse.load(Ordering::Acquire)
-    }
-    /// Objects the slab holds.
-    pub fn objects(&self) -> u32 {
-        self.objects.load(Ordering::Acquire)
-    }
-    /// Address of the owning cache.
-    pub fn cache_addr(&self) -> usize {
-        self.cache.load(Ordering::Acquire)
-    }
 }
 
 /// Parameters of a new cache.
@@ -606,6 +574,57 @@ impl<'m, P: Platform> CacheRef<'m, P> {
     }
 }
 
+/// The slab layer's part of a machine ([`PhysMem`]): the bootstrap caches, the list of every
+/// cache, kmalloc's size classes and (with a subsystem that has descriptors) the descriptor
+/// caches.
+pub(crate) struct SlabState {
+    pub(crate) boot: SlabBoot,
+    /// Head of the list of caches (linked through `SlabCache::next`).
+    pub(crate) caches: SpinLock<usize>,
+    pub(crate) kmalloc: [Option<NonNull<SlabCache>>; crate::kmalloc::NR_KMALLOC],
+    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+    pub(crate) desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
+}
+
+impl SlabState {
+    /// Places the two bootstrap caches in boot-allocator memory (boot, before the buddy
+    /// allocator takes the remaining pages).
+    pub(crate) fn reserve<P: Platform>(
+        p: &P,
+        boot: &mut crate::boot::BootAllocator,
+        nr_cpus: usize,
+        debug: bool,
+    ) -> Result<SlabState, crate::page_alloc::BootFailure> {
+        let pfn = boot.alloc(SlabBoot::pages(nr_cpus), 0, None)?;
+        let boot = SlabBoot::build(p, pfn, nr_cpus, debug)
+            .ok_or(crate::page_alloc::BootFailure::Memmap(crate::memmap::MemmapError::NoDirectMap(pfn)))?;
+        Ok(SlabState {
+            boot,
+            caches: SpinLock::new(0),
+            kmalloc: [None; crate::kmalloc::NR_KMALLOC],
+            #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+            desc_caches: [None; crate::desc::NR_DESC_KINDS],
+        })
+    }
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// The slab half of boot, once the page allocator runs: registers the bootstrap caches and
+    /// creates kmalloc's size classes and the descriptor caches.
+    pub(crate) fn boot_slab(&mut self) -> Result<(), AllocError> {
+        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
+        let (kc, sd) = unsafe { (self.slab.boot.kmem_cache.as_ref(), self.slab.boot.slab_desc.as_ref()) };
+        self.register_cache(kc);
+        self.register_cache(sd);
+        self.slab.kmalloc = self.create_kmalloc_caches()?;
+        #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+        {
+            self.slab.desc_caches = self.create_desc_caches()?;
+        }
+        Ok(())
+    }
+}
+
 /// Pages and objects of the bootstrap caches placed by the boot allocator.
 pub(crate) struct SlabBoot {
     pub(crate) kmem_cache: NonNull<SlabCache>,
@@ -657,25 +676,25 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     fn slab_desc_cache(&self) -> &SlabCache {
         // SAFETY: built at boot in boot-allocator memory that lives as long as self.
-        unsafe { self.slab_boot.slab_desc.as_ref() }
+        unsafe { self.slab.boot.slab_desc.as_ref() }
     }
 
     #[inline]
     fn kmem_cache_cache(&self) -> &SlabCache {
         // SAFETY: as slab_desc_cache.
-        unsafe { self.slab_boot.kmem_cache.as_ref() }
+        unsafe { self.slab.boot.kmem_cache.as_ref() }
     }
 
     /// Links a cache into the machine's list of caches.
     pub(crate) fn register_cache(&self, c: &SlabCache) {
-        let mut head = self.caches.lock();
+        let mut head = self.slab.caches.lock();
         c.next.store(*head, Ordering::Relaxed);
         *head = c as *const SlabCache as usize;
     }
 
     /// Calls `f` for every cache.
     pub fn for_each_cache(&self, mut f: impl FnMut(&SlabCache)) {
-        let head = self.caches.lock();
+        let head = self.slab.caches.lock();
         let mut cur = *head;
         while cur != 0 {
             // SAFETY: the list only holds live caches (destroy unlinks under this lock).
@@ -700,6 +719,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// A handle to any cache, for the crate's own use.
+    #[cfg(feature = "pgtable")]
     pub(crate) fn cache_ref_internal<'m>(&'m self, cache: &'m SlabCache) -> CacheRef<'m, P> {
         CacheRef { mem: self, cache }
     }
@@ -717,6 +737,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Creates one of the crate's own caches ([`CacheFamily::Internal`]).
+    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&SlabCache, AllocError> {
         self.new_cache_in(cpu, args, CacheFamily::Internal)
     }
@@ -760,7 +781,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(SlabError::Busy(c.live_objects()));
         }
         {
-            let mut head = self.caches.lock();
+            let mut head = self.slab.caches.lock();
             let me = c as *const SlabCache as usize;
             if *head == me {
                 *head = c.next.load(Ordering::Relaxed);
@@ -1112,6 +1133,7 @@ impl<P: Platform> PhysMem<P> {
     /// from it again, objects freed into it are lost, and once the last one is freed its pages
     /// become `HwPoison` instead of going back to the allocator (after a grace period for
     /// TYPESAFE_BY_RCU caches).
+    #[cfg(feature = "health")]
     pub(crate) fn poison_slab(&self, cpu: &Cpu<'_>, slab: &Slab, pfn: Pfn) -> SlabPoison {
         // SAFETY: a slab names its live cache while it exists, and the caller (memory_failure)
         // found the slab through a Slab page word at a point where nothing frees it meanwhile.

@@ -17,8 +17,7 @@
 //!
 //! This module touches only the word's bits; it never dereferences a descriptor.
 
-use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
-use crate::slab::Slab;
+use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc, Zspage};
 use crate::sync::{AtomicU64, Ordering};
 
 /// The four-bit type tag in the low bits of every word.

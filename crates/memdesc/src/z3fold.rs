@@ -620,6 +620,7 @@ pub unsafe fn z3fold_migrate_page_to<P: Platform>(
 /// place under the same descriptor, every object on it is marked lost ([`Z3Error::Lost`]
 /// when mapped; freeing still works), and the old page is stamped `HwPoison`. Returns the
 /// objects lost.
+#[cfg(feature = "health")]
 pub(crate) fn z3fold_poison_page<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,

@@ -541,7 +541,6 @@ pub struct ZsClassInfo {
 /// #     }
 /// #     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
 /// #     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-/// #     fn nr_cpus(&self) -> usize { 1 }
 /// # }
 /// # let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
 /// # let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
@@ -1497,6 +1496,7 @@ pub(crate) struct ZsPoisoned {
 /// ([`ZsError::Lost`] when mapped; they can still be freed), the headers and free list the
 /// page held are rebuilt from the handle table, and the old page is stamped `HwPoison`. The
 /// zspage's other objects stay readable where they are.
+#[cfg(feature = "health")]
 pub(crate) fn zs_poison_page<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
