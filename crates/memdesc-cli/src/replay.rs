@@ -1311,8 +1311,8 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     };
     const SAMPLE_EVERY: u64 = 4096;
     let t = Instant::now();
-    let cpu0 = crate::bench::thread_cpu_time();
-    let sys0 = crate::bench::thread_sys_time().unwrap_or_default();
+    let cpu0 = crate::measure::thread_cpu_time();
+    let sys0 = crate::measure::thread_sys_time().unwrap_or_default();
     let mut n = 0u64;
     while let Some(rec) = reader.next_record()? {
         r.event(&rec.event);
@@ -1325,8 +1325,9 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
         }
     }
     let replay_seconds = t.elapsed().as_secs_f64();
-    let replay_cpu_seconds = (crate::bench::thread_cpu_time() - cpu0).as_secs_f64();
-    let replay_host_sys_seconds = crate::bench::thread_sys_time().map_or(0.0, |s| s.saturating_sub(sys0).as_secs_f64());
+    let replay_cpu_seconds = (crate::measure::thread_cpu_time() - cpu0).as_secs_f64();
+    let replay_host_sys_seconds =
+        crate::measure::thread_sys_time().map_or(0.0, |s| s.saturating_sub(sys0).as_secs_f64());
     r.sample();
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -1877,14 +1878,14 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
 pub fn parse_only(dir: &Path) -> Result<(u64, f64, f64)> {
     let mut reader = open_trace(dir)?;
     let t = Instant::now();
-    let cpu0 = crate::bench::thread_cpu_time();
+    let cpu0 = crate::measure::thread_cpu_time();
     let mut n = 0u64;
     while let Some(rec) = reader.next_record()? {
         n += std::hint::black_box(&rec.event).kind() as u64 & 1;
     }
     std::hint::black_box(n);
     let s = reader.stats();
-    Ok((s.events + s.unknown, t.elapsed().as_secs_f64(), (crate::bench::thread_cpu_time() - cpu0).as_secs_f64()))
+    Ok((s.events + s.unknown, t.elapsed().as_secs_f64(), (crate::measure::thread_cpu_time() - cpu0).as_secs_f64()))
 }
 
 #[cfg(test)]

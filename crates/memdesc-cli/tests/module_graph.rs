@@ -27,7 +27,11 @@ struct Graph {
 }
 
 fn name(m: &ModPath) -> String {
-    if m.is_empty() { "crate".to_string() } else { m.join("::") }
+    if m.is_empty() {
+        "crate".to_string()
+    } else {
+        m.join("::")
+    }
 }
 
 /// The source with comments, string/char literals and attributes' strings blanked out, so
@@ -237,7 +241,8 @@ fn build(root: &Path) -> Graph {
                     && inline.is_empty()
                     && i >= 2
                     && toks[i - 1] == "use"
-                    && (toks[i - 2] == "pub" || (toks[i - 2] == ")" && toks[..i - 2].iter().rev().take(4).any(|t| t == "pub")));
+                    && (toks[i - 2] == "pub"
+                        || (toks[i - 2] == ")" && toks[..i - 2].iter().rev().take(4).any(|t| t == "pub")));
                 let alias = |g: &[String]| -> Option<String> {
                     if !reexport {
                         return None;
