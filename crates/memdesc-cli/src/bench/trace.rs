@@ -61,17 +61,17 @@ pub struct EstimateBench {
 
 pub(crate) fn measure_replay(runs: usize) -> Result<ReplayBench> {
     let dir = crate::data_dirs::shared_data("traces/pagecache")
-        .or_else(crate::replay::sample_dir)
+        .or_else(crate::replay::driver::sample_dir)
         .context("neither ../shared/data/traces/pagecache nor the bundled sample was found")?;
-    let mut best: Option<crate::replay::Report> = None;
+    let mut best: Option<crate::replay::driver::Report> = None;
     let (mut parse_wall, mut parse_cpu) = (f64::MAX, f64::MAX);
     let mut events = 0;
     for _ in 0..runs.max(1) {
-        let (n, w, c) = crate::replay::parse_only(&dir)?;
+        let (n, w, c) = crate::replay::driver::parse_only(&dir)?;
         events = n;
         parse_wall = parse_wall.min(w);
         parse_cpu = parse_cpu.min(c);
-        let r = crate::replay::replay(&dir, crate::replay::MemmapArg::Flat, false)?;
+        let r = crate::replay::driver::replay(&dir, crate::replay::driver::MemmapArg::Flat, false)?;
         if best.as_ref().is_none_or(|b| r.replay_seconds < b.replay_seconds) {
             best = Some(r);
         }
