@@ -6,7 +6,8 @@
 //! through `mod name;` declarations; every path in the code of a file (comments and string
 //! literals removed) that starts with `crate::`, `super::`, `self::` or with the name of a child
 //! module is resolved to the longest prefix that names a file module, and that is an edge. A
-//! path through a re-export counts as an edge to the module that re-exports it. Inline
+//! path through a named re-export (`pub use a::B`) is followed to the module it names; a glob
+//! re-export (`pub use a::*`) is an edge to `a`. Inline
 //! `mod tests { … }` blocks belong to their file (`super::` inside them is the file itself).
 //!
 //! `cargo test -p memdesc-cli --test module_graph` checks the CLI, `memdesc-host` and
@@ -313,8 +314,10 @@ fn build(root: &Path) -> Graph {
     }
     let mut edges: BTreeMap<ModPath, BTreeSet<ModPath>> = files.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
     for (m, inline, segs, a) in &paths {
-        if a.is_some() {
-            continue; // a re-export is a name, not a use: uses through it are followed below
+        if a.as_deref().is_some_and(|a| a != "*") {
+            // A named re-export is a name, not a use: uses through it are followed to what it
+            // names. A glob re-export (`pub use engine::*`) counts as a use of its module.
+            continue;
         }
         if let Some(t) = resolve(m, *inline, segs, &files, &reexports, 0) {
             if &t != m {
@@ -528,6 +531,27 @@ fn no_import_cycles_in_the_tools() {
     assert!(all.is_empty(), "import cycles:\n{}", all.join("\n"));
 }
 
+/// The CLI's layers (docs/ARCHITECTURE.md): commands → output → engines → `measure`. No
+/// module imports a command (the modules `main.rs` dispatches to: their argument types and
+/// `run`), and the measuring helpers import nothing of the crate.
+#[test]
+fn cli_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = build(&src.join("lib.rs"));
+    let commands = ["bench", "estimate", "capture", "replay", "torture"].map(|c| vec![c.to_string()]);
+    let mut bad = Vec::new();
+    for (m, to) in &g.edges {
+        for c in commands.iter().filter(|c| to.contains(*c)) {
+            bad.push(format!("{} imports the command module {}", name(m), name(c)));
+        }
+    }
+    let measure = vec!["measure".to_string()];
+    for t in &g.edges[&measure] {
+        bad.push(format!("measure imports {}", name(t)));
+    }
+    assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
+}
+
 /// The core still has cycles (issue 13 takes them apart); enable with `-- --ignored`.
 #[test]
 #[ignore = "the core's cycles are being taken apart in issue 13; run with -- --ignored"]
@@ -556,6 +580,18 @@ fn the_checker_finds_a_cycle() {
     let g = build(&src.join("lib.rs"));
     let c = cycles(&g);
     assert_eq!(c.len(), 1, "{c:?}");
-    assert_eq!(c[0].1, vec![a.clone(), bc, a]);
+    assert_eq!(c[0].1, vec![a.clone(), bc.clone(), a.clone()]);
+    // A named re-export is followed to its module; a glob re-export is an edge of its own.
+    fs::write(src.join("a.rs"), "pub fn f() { crate::b::X::new(); }\n").unwrap();
+    fs::write(src.join("b/mod.rs"), "pub mod c;\npub use c::X;\n").unwrap();
+    fs::write(src.join("b/c.rs"), "pub struct X;\n").unwrap();
+    let g = build(&src.join("lib.rs"));
+    assert_eq!(g.edges[&a], BTreeSet::from([bc.clone()]));
+    assert!(g.edges[&b].is_empty(), "{:?}", g.edges[&b]);
+    fs::write(src.join("b/mod.rs"), "pub mod c;\npub use c::*;\n").unwrap();
+    fs::write(src.join("b/c.rs"), "pub struct X;\nfn g() { super::super::a::f(); }\n").unwrap();
+    let g = build(&src.join("lib.rs"));
+    assert_eq!(g.edges[&b], BTreeSet::from([bc.clone()]));
+    assert_eq!(cycles(&g).len(), 1, "b::c -> a -> b (glob) -> b::c");
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -96,13 +96,13 @@ pub(crate) fn measure_replay(runs: usize) -> Result<ReplayBench> {
 
 pub(crate) fn measure_estimate(runs: usize) -> Result<EstimateBench> {
     let dir = crate::data_dirs::shared_data("snapshots/mixA")
-        .or_else(crate::estimate::sample_dir)
+        .or_else(crate::estimate::compute::sample_dir)
         .context("neither ../shared/data/snapshots/mixA nor the bundled sample was found")?;
     let sizes = crate::sizes::descriptor_sizes();
     let mut secs = f64::MAX;
     let mut pfns = 0;
     for _ in 0..runs.max(1) {
-        let r = crate::estimate::compute(&dir, &sizes)?;
+        let r = crate::estimate::compute::compute(&dir, &sizes)?;
         secs = secs.min(r.seconds);
         pfns = r.census.total;
     }
