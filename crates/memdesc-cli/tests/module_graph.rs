@@ -527,7 +527,10 @@ fn no_import_cycles_in_the_tools() {
     for k in ["memdesc-cli", "memdesc-host", "memdesc-linux"] {
         all.extend(check(k));
     }
-    print_edges("memdesc-cli");
+    for k in ["memdesc-cli", "memdesc-host"] {
+        println!("{k}:");
+        print_edges(k);
+    }
     assert!(all.is_empty(), "import cycles:\n{}", all.join("\n"));
 }
 
