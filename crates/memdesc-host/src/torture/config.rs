@@ -3,12 +3,6 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
-// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
-// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
-// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
-// this rule.
-
 /// Settings of a torture run.
 #[derive(Clone, Debug)]
 pub struct TortureConfig {

@@ -1,11 +1,7 @@
 //! The pattern every allocating op writes and every free verifies: a window of a long
 //! pseudo-random byte string chosen by a key, and the count of bytes that differ.
 
-// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
-// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
-// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
-// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
-// this rule.
+// Ownership rule the SAFETY comments below cite: see `worker.rs`.
 
 pub(crate) const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 

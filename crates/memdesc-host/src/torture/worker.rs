@@ -23,6 +23,7 @@ use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
 // entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
 // once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
 // this rule.
+
 use memdesc::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{AllocError, CacheRef, Pages, Pfn, Platform, PAGE_SIZE};

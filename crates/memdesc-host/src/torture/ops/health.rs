@@ -6,11 +6,7 @@ use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
 use memdesc::offline::OfflineError;
 use memdesc::pgtable::{MmKind, PMD_SIZE};
 
-// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
-// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
-// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
-// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
-// this rule.
+// Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{Gfp, Pfn, Platform};

@@ -4,11 +4,7 @@
 use memdesc::folio::{FolioError, FolioKind};
 use memdesc::pgtable::MapError;
 
-// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
-// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
-// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
-// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
-// this rule.
+// Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::Gfp;
 
 use super::pages::*;

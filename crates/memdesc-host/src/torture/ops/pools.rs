@@ -6,11 +6,7 @@ use memdesc::vmalloc::{Unmappable, VmallocError};
 use memdesc::z3fold::Z3Error;
 use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZS_MAX_PAGES};
 
-// Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
-// handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
-// entry is pushed and rebuilt (`from_raw`) only by whoever took the entry off its CPU's list,
-// once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
-// this rule.
+// Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::{Gfp, Pfn, PAGE_SIZE};
 
 use super::pages::*;
