@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use memdesc::folio::FolioKind;
 
 use super::engine::*;
+use super::metadata::*;
 use memdesc::layout::MAX_REGIONS;
 use memdesc::pgtable::MmKind;
 use memdesc::{Config, MemmapLayout, MemoryLayout, Pfn, RegionSpec};

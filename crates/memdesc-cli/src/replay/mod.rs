@@ -70,7 +70,8 @@
 //! # Files
 //! This file is the command (its arguments and [`run`]). Below it: [`report`] (JSON and
 //! table) and [`svg`] (the chart) over [`driver`] (one replay from a directory to a
-//! [`Report`]) over [`engine`] (the [`Replayer`]) over [`gfp`] (GFP translation);
+//! [`Report`]) over [`engine`] (the [`Replayer`]) over [`gfp`] (GFP translation) and [`metadata`] (the
+//! samples and descriptor-cache figures it records);
 //! [`crate::measure`] and [`crate::data_dirs`] at the bottom. No module here imports this one.
 
 use std::io::IsTerminal;
@@ -81,12 +82,14 @@ use anyhow::{Context, Result};
 pub mod driver;
 pub mod engine;
 pub mod gfp;
+pub mod metadata;
 pub mod report;
 pub mod svg;
 
 pub use driver::*;
 pub use engine::*;
 pub use gfp::*;
+pub use metadata::*;
 pub use report::*;
 pub use svg::*;
 

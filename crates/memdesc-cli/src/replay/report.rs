@@ -2,7 +2,7 @@
 //! ([`to_table`]).
 
 use super::driver::*;
-use super::engine::*;
+use super::metadata::*;
 use memdesc::PAGE_SIZE;
 use memdesc_linux::trace::EventKind;
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::driver::*;
-use super::engine::*;
+use super::metadata::*;
 use super::report::mib;
 
 /// Writes the line chart of metadata over the replay: memdesc's metadata as a fraction of
