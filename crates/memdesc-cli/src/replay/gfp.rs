@@ -4,6 +4,7 @@
 use memdesc::Gfp;
 use memdesc_linux::trace::Gfp as LinuxGfp;
 
+/// Whether a page allocation is one of SLUB's slab allocations, by its GFP flags: SLUB asks
 /// for its preferred slab order with `__GFP_NOWARN | __GFP_NORETRY` (printed inside
 /// `GFP_NOWAIT` where that applies) and always `__GFP_COMP`; slab pages are never movable.
 /// Readahead also uses `__GFP_NORETRY`, but its pages are movable.
