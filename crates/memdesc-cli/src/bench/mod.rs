@@ -47,6 +47,10 @@
 //! and repetitions) under those; [`crate::measure`] (medians, timers, the seed) at the bottom.
 //! The sections of other subsystems have their own modules (`slab_bench`, `compaction_bench`,
 //! `pgtable_bench`, `zs_bench`). No module here imports this one.
+//!
+//! [`Memmap::build`]: memdesc::memmap::Memmap::build
+//! [`Memmap::bytes`]: memdesc::memmap::Memmap::bytes
+//! [`MemoryLayout::pc`]: memdesc::MemoryLayout::pc
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -8,7 +8,7 @@ pub(crate) const GIB_PAGES: u64 = 1 << 18;
 /// One machine of the memmap section.
 #[derive(Clone, Copy, Debug)]
 pub struct MemmapMachine {
-    /// RAM in GiB (the layout is [`MemoryLayout::pc`]).
+    /// RAM in GiB (the layout is [`MemoryLayout::pc`](memdesc::MemoryLayout::pc)).
     pub gib: u64,
     /// Memmap layout of its main regions.
     pub layout: MemmapLayout,

@@ -9,9 +9,9 @@
 //! (a table, stable JSON, an SVG stacked bar chart) and times the work.//!
 //! # Files
 //! This file is the command (its arguments, [`load`] picking the input, [`run`]). Below it:
-//! [`report`] (JSON and table) and [`svg`] (the chart) over [`compute`] (one estimate of a
-//! snapshot, which `memdesc bench` times); [`crate::data_dirs`] at the bottom. No module here
-//! imports this one.
+//! [`report`] (JSON and table) and [`svg`] (the chart) over [`compute`](mod@compute) (one
+//! estimate of a snapshot, which `memdesc bench` times); [`crate::data_dirs`] at the bottom.
+//! No module here imports this one.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -70,9 +70,16 @@
 //! # Files
 //! This file is the command (its arguments and [`run`]). Below it: [`report`] (JSON and
 //! table) and [`svg`] (the chart) over [`driver`] (one replay from a directory to a
-//! [`Report`]) over [`engine`] (the [`Replayer`]) over [`gfp`] (GFP translation) and [`metadata`] (the
-//! samples and descriptor-cache figures it records);
-//! [`crate::measure`] and [`crate::data_dirs`] at the bottom. No module here imports this one.
+//! [`Report`]) over [`engine`] (the [`Replayer`]) over [`gfp`] (GFP translation) and
+//! [`metadata`] (the samples and descriptor-cache figures it records); [`crate::measure`] and
+//! [`crate::data_dirs`] at the bottom. No module here imports this one.
+//!
+//! [`AddressSpaceRef`]: memdesc::pagecache::AddressSpaceRef
+//! [`Netmem`]: memdesc::desc::Netmem
+//! [`PagePool`]: memdesc::page_pool::PagePool
+//! [`VmallocDesc`]: memdesc::desc::VmallocDesc
+//! [`VmallocSpace`]: memdesc::vmalloc::VmallocSpace
+//! [`pp_put_pfn`]: memdesc::page_pool::pp_put_pfn
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ pub struct TortureConfig {
     pub max_ops: Option<u64>,
     /// Fault-injection rate at every allocation site.
     pub fail_rate: f64,
-    /// Rate of hwpoison injection per operation (see [`POISON_HOOK`]).
+    /// Rate of hwpoison injection per operation (see [`POISON_HOOK`](crate::torture::POISON_HOOK)).
     pub poison_rate: f64,
     /// Operations per CPU between quiescent points.
     pub check_every: u64,
@@ -24,10 +24,10 @@ pub struct TortureConfig {
     pub max_live_pages: u64,
     /// Shared with a progress display: total operations so far.
     pub progress: Option<std::sync::Arc<AtomicU64>>,
-    /// Run only the ops with these names (empty: all of [`OPS`]).
+    /// Run only the ops with these names (empty: all of [`OPS`](crate::torture::OPS)).
     pub only: Vec<String>,
     /// Draw every choice from these bytes instead of the seeded generator, on one CPU, and
-    /// stop when they run out (fuzzing and property tests: see [`run_script`]).
+    /// stop when they run out (fuzzing and property tests: see [`run_script`](crate::torture::run_script)).
     pub script: Option<Vec<u8>>,
 }
 
@@ -96,7 +96,7 @@ pub struct TortureReport {
     pub checks: u64,
     /// Wall time of the operations.
     pub elapsed: Duration,
-    /// Per-op counts, in [`OPS`] order.
+    /// Per-op counts, in [`OPS`](crate::torture::OPS) order.
     pub per_op: Vec<OpStat>,
     /// The first violations, described.
     pub messages: Vec<String>,
@@ -104,6 +104,6 @@ pub struct TortureReport {
     pub log_tail: Vec<String>,
     /// Hash of CPU 0's whole op log: equal for equal single-CPU runs.
     pub log_hash: u64,
-    /// Whether hwpoison injection was available (see [`POISON_HOOK`]).
+    /// Whether hwpoison injection was available (see [`POISON_HOOK`](crate::torture::POISON_HOOK)).
     pub poison_available: bool,
 }
