@@ -130,15 +130,15 @@ pub fn run(quick: bool) -> Result<CompactionBench> {
         out.failed = rep.failed;
         out.scanned = rep.scanned;
     }
-    out.migrated_per_sec = crate::bench::median(&mut rates);
-    out.compact_ms = crate::bench::median(&mut times);
+    out.migrated_per_sec = crate::measure::median(&mut rates);
+    out.compact_ms = crate::measure::median(&mut times);
     let mut mapped_rates = Vec::new();
     for _ in 0..reps {
         let (rep, secs, _) = once(mib << 8, true)?;
         mapped_rates.push(rep.migrated as f64 / secs.max(1e-9));
         out.mapped_order9_blocks_after = rep.blocks_at_least(9);
     }
-    out.mapped_migrated_per_sec = crate::bench::median(&mut mapped_rates);
+    out.mapped_migrated_per_sec = crate::measure::median(&mut mapped_rates);
     out.mapped_to_unmapped_rate = out.mapped_migrated_per_sec / out.migrated_per_sec.max(1e-9);
     Ok(out)
 }

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod compaction_bench;
 pub mod data_dirs;
 pub mod estimate;
+pub mod measure;
 pub mod pgtable_bench;
 pub mod replay;
 pub mod sizes;

@@ -29,7 +29,7 @@ const WINDOW: usize = 256;
 /// The trace the size mix and the waste replay read.
 pub fn trace_path() -> PathBuf {
     crate::data_dirs::shared_data("traces/metadata")
-        .or_else(|| crate::data_dirs::bundled(crate::replay::SAMPLE_TRACE, "events.txt.zst"))
+        .or_else(|| crate::data_dirs::bundled(crate::replay::driver::SAMPLE_TRACE, "events.txt.zst"))
         .map_or_else(|| PathBuf::from("samples/small/events.txt.zst"), |d| d.join("events.txt.zst"))
 }
 

@@ -159,7 +159,7 @@ pub fn collect_pages(dir: &Path, budget: usize) -> Result<(usize, Vec<Vec<u8>>)>
     let mut files = Vec::new();
     list_files(dir, &mut files, 200_000);
     ensure!(!files.is_empty(), "no files under {}", dir.display());
-    files.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(crate::bench::SEED));
+    files.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(crate::measure::SEED));
     let mut pages = Vec::with_capacity(budget);
     let mut used = 0;
     for f in files {
@@ -215,7 +215,7 @@ fn machine() -> Result<SimMachine> {
 /// The random half freed (indices), the same for every pool.
 fn freed_half(n: usize) -> Vec<bool> {
     let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(crate::bench::SEED ^ 0x5a));
+    idx.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(crate::measure::SEED ^ 0x5a));
     let mut freed = vec![false; n];
     for &i in &idx[..n / 2] {
         freed[i] = true;

@@ -1,0 +1,90 @@
+//! The measuring helpers every benchmark shares: the seed of every random sequence, medians,
+//! per-thread CPU and system time, the resident set, the host's load, and interleaved timing
+//! rounds. Imports nothing of this crate (the bottom layer of the CLI).
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+/// Seed of every random sequence (the bytes of "memdesc").
+pub const SEED: u64 = 0x006d_656d_6465_7363;
+
+/// Median of `xs` (0 for none).
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Rounds to 3 decimals for stable, readable output.
+pub fn r3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// Resident set of this process in bytes, from /proc/self/status.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// System (kernel) CPU time of the calling thread.
+pub fn thread_sys_time() -> Option<Duration> {
+    // SAFETY: getrusage only writes the struct we pass; an all-zero rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid, exclusive pointer to an rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return None;
+    }
+    Some(Duration::from_secs(ru.ru_stime.tv_sec as u64) + Duration::from_micros(ru.ru_stime.tv_usec as u64))
+}
+
+/// The host's 1-minute load average, from /proc/loadavg.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time of the calling thread (not counting time it waited for a CPU).
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: an all-zero timespec is a valid value; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and an exclusive pointer to a timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One timed run of a measured closure.
+pub type Run<'a> = Box<dyn FnMut() -> Result<Duration> + 'a>;
+
+/// Runs each closure once untimed (warm-up), then `reps` rounds in which every closure runs once,
+/// the first closure of a round rotating so no allocator always runs first; returns each
+/// closure's median in nanoseconds per `per` units. Interleaving makes the allocators share
+/// whatever else the host is doing, and the median drops rounds another process disturbed.
+pub fn interleaved(reps: usize, per: u64, runs: &mut [Run<'_>]) -> Result<Vec<f64>> {
+    for r in runs.iter_mut() {
+        r()?;
+    }
+    let mut ns = vec![Vec::with_capacity(reps); runs.len()];
+    for rep in 0..reps.max(1) {
+        for k in 0..runs.len() {
+            let i = (rep + k) % runs.len();
+            ns[i].push(runs[i]()?.as_secs_f64() * 1e9 / per.max(1) as f64);
+        }
+    }
+    Ok(ns.iter_mut().map(|v| median(v)).collect())
+}
