@@ -246,6 +246,72 @@ fn unmapped_memory_uses_local_mappings() {
     assert_eq!(z.free_pages(), 0x4000);
 }
 
+/// Kernel allocations never come from memory without a direct map (as Linux keeps
+/// GFP_KERNEL out of ZONE_HIGHMEM). Before the fix a KERNEL allocation was served from a
+/// `mapped: false` zone, and creating a slab cache with only unmapped memory free panicked
+/// at `expect("kernel memory is direct-mapped")` (slab.rs), as the bare-metal kernel found.
+#[test]
+fn regression_kernel_allocs_never_unmapped() {
+    let mut l = small(MemmapLayout::Flat);
+    // Highmem-like: node 0's Normal zone, the first zone a KERNEL allocation tries, has no
+    // direct map.
+    l.add_region(RegionSpec {
+        start: Pfn(0x10_0000),
+        end: Pfn(0x10_4000),
+        node: 0,
+        mapped: false,
+        layout: MemmapLayout::Flat,
+    })
+    .unwrap();
+    let m = boot(&l, Config { nr_cpus: 1, debug_checks: true, ..Config::default() }).unwrap();
+    let cpu = m.cpus().claim(0).unwrap();
+    let unmapped = |p: Pfn| p >= Pfn(0x10_0000);
+    let normal = m.zones().find(|z| z.zone_type() == ZoneType::Normal).unwrap();
+    assert!(!normal.direct_mapped());
+    // Take every page: kernel memory first (never unmapped), then the rest as movable.
+    // Atomic ones dip below the min watermark, so they come last.
+    let mut held = vec![];
+    for gfp in [Gfp::KERNEL, Gfp::ATOMIC] {
+        while let Ok(p) = m.alloc_pages_raw(&cpu, 0, gfp) {
+            assert!(!unmapped(p) && m.platform().direct_map(p).is_some(), "kernel page {p} without a direct map");
+            held.push(p);
+        }
+    }
+    let mut movable = vec![];
+    while let Ok(p) = m.alloc_pages_raw(&cpu, 0, Gfp::MOVABLE) {
+        movable.push(p);
+    }
+    assert!(movable.iter().filter(|p| unmapped(**p)).count() >= 0x3000, "movable memory uses the unmapped zone");
+    // Give back only the unmapped memory.
+    for p in movable {
+        if unmapped(p) {
+            free_raw(&m, &cpu, p, 0).unwrap();
+        } else {
+            held.push(p);
+        }
+    }
+    // Kernel users get a clean error instead of unmapped memory (or a panic).
+    assert!(matches!(
+        m.create_cache(&cpu, memdesc::slab::CacheArgs::new("regression", 64)),
+        Err(AllocError::NoMemory { .. })
+    ));
+    assert!(matches!(m.kmalloc(&cpu, 3 * 4096, Gfp::MOVABLE), Err(AllocError::NoMemory { .. })));
+    for gfp in [Gfp::KERNEL, Gfp::RECLAIMABLE, Gfp::ATOMIC, Gfp::KERNEL | Gfp::ZERO] {
+        assert_eq!(m.alloc_pages_raw(&cpu, 0, gfp), Err(AllocError::NoMemory { order: 0 }), "{gfp:?}");
+    }
+    // Movable allocations may still use it (through local mappings).
+    let p = m.alloc_pages_raw(&cpu, 0, Gfp::MOVABLE | Gfp::ZERO).unwrap();
+    assert!(unmapped(p));
+    free_raw(&m, &cpu, p, 0).unwrap();
+    // With mapped memory back, kernel allocations work again.
+    for p in held {
+        free_raw(&m, &cpu, p, 0).unwrap();
+    }
+    let c = m.create_cache(&cpu, memdesc::slab::CacheArgs::new("regression", 64)).unwrap();
+    m.destroy_cache(&cpu, c).unwrap();
+    m.check(|_, _, _| {}).unwrap();
+}
+
 use memdesc::Platform;
 
 #[test]

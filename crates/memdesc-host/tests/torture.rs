@@ -167,3 +167,24 @@ fn mappable_put<P: memdesc::Platform>(
     // SAFETY: see above.
     unsafe { m.mappable_put_raw(cpu, d) }
 }
+
+/// A worker that panics ends the run with an error naming the panic; before, the other
+/// workers waited at the next quiescent-point barrier forever (a hung CI job).
+#[test]
+fn regression_worker_panic_fails_the_run() {
+    let cfg = TortureConfig {
+        threads: 2,
+        seed: 5,
+        duration: None,
+        max_ops: Some(2_000),
+        check_every: 500,
+        max_live_pages: 4096,
+        inject_panic: Some((1, 700)),
+        ..TortureConfig::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(run(&cfg).map(|r| r.ops)));
+    let r = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the run ended instead of hanging");
+    let e = r.expect_err("a worker panic is a failed run");
+    assert!(e.contains("CPU 1") && e.contains("injected worker panic"), "{e}");
+}

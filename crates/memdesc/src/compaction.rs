@@ -145,7 +145,7 @@ impl<P: Platform> PhysMem<P> {
                             let Some(target) = self.free_target(zone, rm, &mut fs, order, mig.add(step)) else {
                                 break;
                             };
-                            match self.migrate_to(cpu, f, file, target) {
+                            match self.migrate_to(cpu, f, file, (fpfn, order), target) {
                                 Ok(()) => {
                                     rep.migrated += 1;
                                     rep.migrated_pages += 1 << order;

@@ -12,11 +12,16 @@
 pub struct Gfp(u32);
 
 impl Gfp {
-    /// Ordinary unmovable kernel memory from Normal, DMA32 or DMA.
+    /// Ordinary unmovable kernel memory from Normal, DMA32 or DMA. Always direct-mapped:
+    /// like Linux's `GFP_KERNEL`, which never reaches `ZONE_HIGHMEM`, an allocation without
+    /// [`Gfp::MOVABLE`] is never served from a zone with memory lacking a permanent kernel
+    /// mapping (see [`Gfp::may_be_unmapped`]).
     pub const KERNEL: Gfp = Gfp(0);
     /// Zero the memory.
     pub const ZERO: Gfp = Gfp(1 << 0);
-    /// Movable (user, page cache): may come from the Movable zone, grouped in movable pageblocks.
+    /// Movable (user, page cache): may come from the Movable zone, grouped in movable pageblocks,
+    /// and from memory without a direct map (the caller reaches it through
+    /// [`Platform::map_local`](crate::Platform::map_local), like Linux's `__GFP_HIGHMEM`).
     pub const MOVABLE: Gfp = Gfp(1 << 1);
     /// Reclaimable kernel memory.
     pub const RECLAIMABLE: Gfp = Gfp(1 << 2);
@@ -49,6 +54,17 @@ impl Gfp {
     /// The raw bits.
     pub const fn bits(self) -> u32 {
         self.0
+    }
+
+    /// Whether memory without a permanent kernel mapping (a `mapped: false` region, like
+    /// Linux's highmem) may serve these flags: only [`Gfp::MOVABLE`] allocations, whose users
+    /// (user and page-cache folios, balloon, zsmalloc/z3fold pages checked at allocation, raw
+    /// pages the caller maps with `map_local`) never assume a direct map. Everything else
+    /// (kernel, reclaimable, DMA, slab, page tables, kmalloc) falls back to fully direct-mapped
+    /// zones or fails with [`AllocError::NoMemory`](crate::AllocError::NoMemory).
+    #[inline]
+    pub const fn may_be_unmapped(self) -> bool {
+        self.contains(Gfp::MOVABLE)
     }
 
     /// The migratetype these flags ask for.

@@ -154,10 +154,23 @@ impl<P: Platform> PhysMem<P> {
             Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
             None => {
                 let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
-                let pfn = self.alloc_with(cpu, order, gfp, |rm| {
+                // kmalloc memory is used through its address: never from unmapped memory, so
+                // a caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
+                let pfn = self.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
                     crate::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
                 })?;
-                return Ok(self.platform.direct_map(pfn).expect("kernel memory is direct-mapped"));
+                return match self.platform.direct_map(pfn) {
+                    Some(p) => Ok(p),
+                    None => {
+                        // Unreachable with the zone rule; a platform that withdrew the map
+                        // gets an error, not a panic.
+                        match self.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
+                            Ok(rm) => self.free_claimed(cpu, rm, pfn, order),
+                            Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
+                        }
+                        Err(AllocError::NoMemory { order })
+                    }
+                };
             }
         };
         if gfp.contains(Gfp::ZERO) {

@@ -169,9 +169,9 @@ impl<P: Platform> PhysMem<P> {
         // guard above is held); migrate_to revalidates the word after freezing before trusting
         // anything else.
         let f = unsafe { &*(folio as *const Folio) };
-        let order = f.flags.order();
+        let (fpfn, order) = (f.flags.pfn(), f.flags.order());
         let new = self.alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
-        match self.migrate_to(cpu, f, file, new) {
+        match self.migrate_to(cpu, f, file, (fpfn, order), new) {
             Ok(()) => Ok(new),
             Err(e) => {
                 let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
@@ -187,9 +187,26 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// Migration takes its **own** reference first (isolation: `try_get`, which fails on a
     /// free or frozen folio) and drops it when done, so it never borrows anyone else's.
-    pub(crate) fn migrate_to(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
-        let pfn = f.flags.pfn();
+    /// `(pfn, order)` is where the caller found the folio and the size it allocated `new` for:
+    /// a descriptor freed and reused meanwhile for another folio is refused (`Busy`) before
+    /// anything else of it (its `mapping`, its pages) is used.
+    pub(crate) fn migrate_to(
+        &self,
+        cpu: &Cpu<'_>,
+        f: &Folio,
+        file: bool,
+        (pfn, order): (Pfn, u32),
+        new: Pfn,
+    ) -> Result<(), MigrateError> {
         if !f.counts.try_get() {
+            return Err(MigrateError::Busy(pfn));
+        }
+        // Pinned now, but the descriptor may have been freed and reused (TYPESAFE_BY_RCU)
+        // since the caller decoded it: only the folio the caller sized `new` for moves. Nothing
+        // of it, not even its `mapping` (the rmap lock), is used before this check.
+        if f.flags.pfn() != pfn || f.flags.order() != order {
+            let p = self.folio_put_raw(cpu, f);
+            debug_assert!(p.is_ok(), "isolation reference: {p:?}");
             return Err(MigrateError::Busy(pfn));
         }
         let r = self.migrate_isolated(cpu, f, file, new);
@@ -581,6 +598,54 @@ mod regression_tests {
         drop(h);
         assert_eq!(g.counts.refcount(), 1);
         assert_eq!(m.folio_put(&cpu, g), Ok(true));
+        checked(&m);
+    }
+
+    /// A pfn walker (offline, compaction, `migrate_page`) decodes a folio under RCU, sizes the
+    /// target for it, and only then pins it; meanwhile the descriptor was freed and reused for
+    /// a larger folio. Without the `(pfn, order)` check migration pinned the reused folio and
+    /// copied its two pages (and stamped two words) into the order-0 target, overwriting the
+    /// next block's word. (Before issue 12 it did not even pin the descriptor before locking
+    /// the rmap named by its `mapping`: the torture hang in `lock_folio_rmap`.)
+    #[test]
+    fn regression_migrate_reused_descriptor() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+        let (pfn, desc) = (f.flags.pfn(), &*f as *const Folio);
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        // The descriptor comes back for an order-1 folio (the cache hands out the freed one),
+        // which only a page cache holds: movable.
+        let mut others = std::vec::Vec::new();
+        let g = loop {
+            let g = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::File).unwrap();
+            if core::ptr::eq(&*g, desc) {
+                break g;
+            }
+            assert!(others.len() < 64, "descriptor not reused");
+            others.push(g);
+        };
+        let space = m.address_space_create(&cpu).unwrap();
+        space.insert(&cpu, &g, 2).unwrap();
+        let gpfn = g.flags.pfn();
+        assert_ne!(gpfn, pfn);
+        assert_eq!(m.folio_put(&cpu, g), Ok(false));
+        let new = m.alloc_with(&cpu, 0, Gfp::MOVABLE, |_| Word::TAIL).unwrap();
+        let r = {
+            let _rcu = m.rcu().read_lock(&cpu);
+            // SAFETY: the walker's view: a descriptor decoded earlier, under RCU.
+            m.migrate_to(&cpu, unsafe { &*desc }, true, (pfn, 0), new)
+        };
+        assert_eq!(r, Err(MigrateError::Busy(pfn)));
+        let nrm = m.memmap.region_map(m.memmap.region_index(new).unwrap());
+        m.free_claimed(&cpu, nrm, new, 0);
+        let g = space.lookup(&cpu, 2).expect("still cached");
+        assert_eq!((g.flags.pfn(), g.counts.refcount()), (gpfn, 2), "unmoved; the cache's reference and ours");
+        assert_eq!(m.folio_put(&cpu, g), Ok(false));
+        assert_eq!(space.destroy(&cpu).folios, 1);
+        for o in others {
+            assert_eq!(m.folio_put(&cpu, o), Ok(true));
+        }
         checked(&m);
     }
 }

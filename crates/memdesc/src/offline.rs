@@ -186,7 +186,7 @@ impl<P: Platform> PhysMem<P> {
                         .alloc_with(cpu, order, Gfp::MOVABLE | Gfp::NOWARN, |_| Word::TAIL)
                         .map_err(MigrateError::NoTarget)
                         .and_then(|new| {
-                            self.migrate_to(cpu, f, file, new).inspect_err(|_| {
+                            self.migrate_to(cpu, f, file, (fpfn, order), new).inspect_err(|_| {
                                 let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
                                 self.free_claimed(cpu, nrm, new, order);
                             })

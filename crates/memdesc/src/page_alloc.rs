@@ -632,6 +632,11 @@ impl<P: Platform> PhysMem<P> {
                     for zt in ZoneType::ALL.iter().rev().filter(|z| **z <= highest) {
                         let slot = node * NR_ZONES + *zt as usize;
                         let Some(zone) = &self.zones[slot] else { continue };
+                        // Memory without a direct map only for allocations that never
+                        // touch it through the direct map (Gfp::may_be_unmapped).
+                        if !zone.pcp_ok && !gfp.may_be_unmapped() {
+                            continue;
+                        }
                         if !self.watermark_ok(zone, order, gfp, pass) {
                             continue;
                         }

@@ -1004,6 +1004,13 @@ impl<P: Platform> PhysMem<P> {
     /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
     /// and returns it with the guard. The `mapping` is read under RCU and re-checked under
     /// the lock: an anon_vma freed and reused meanwhile (TYPESAFE_BY_RCU) is noticed there.
+    ///
+    /// The caller holds a reference on `f`, so `f` stays this folio: its tag (read from its
+    /// word) and its `mapping` belong to the same folio. On a descriptor that is not pinned
+    /// (freed and reused between the two reads) an anon_vma could be taken for an address
+    /// space or the reverse, and the "lock" spun on would be memory that is no lock at all:
+    /// the torture hang in `offline_range → migrate_to → rmap_lock` before migration took its
+    /// own reference first.
     fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<(&'a RmapList, SpinGuard<'a, ()>)> {
         let tag = self.memmap.load(&self.platform, f.flags.pfn())?.word.tag()?;
         let _rcu = self.rcu().read_lock(cpu);

@@ -752,7 +752,12 @@ impl<P: Platform> PhysMem<P> {
         c.family = family;
         let order = SlabCache::percpu_order(self.cpus().nr());
         let pc = self.alloc_internal(cpu, order, Gfp::KERNEL)?;
-        let base = self.platform.direct_map(pc).expect("kernel memory is direct-mapped");
+        // Gfp::KERNEL never comes from unmapped memory (Gfp::may_be_unmapped); a platform
+        // without the map anyway gets an error, not a panic.
+        let Some(base) = self.platform.direct_map(pc) else {
+            let _ = self.free_internal(cpu, pc, order);
+            return Err(AllocError::NoMemory { order });
+        };
         c.attach_percpu(base, pc, order, self.cpus().nr());
         let obj = match self.cache_alloc(cpu, self.kmem_cache_cache()) {
             Ok(o) => o.cast::<SlabCache>(),
@@ -1091,7 +1096,12 @@ impl<P: Platform> PhysMem<P> {
     /// Makes a slab: pages, descriptor, free list, constructor, and Slab words on every page.
     fn new_slab(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<&Slab, AllocError> {
         let pfn = self.alloc_internal(cpu, c.order, c.gfp)?;
-        let base = self.platform.direct_map(pfn).expect("slab memory is direct-mapped").as_ptr() as usize;
+        // Slab gfp is KERNEL or RECLAIMABLE, never from unmapped memory (Gfp::may_be_unmapped).
+        let Some(base) = self.platform.direct_map(pfn) else {
+            let _ = self.free_internal(cpu, pfn, c.order);
+            return Err(AllocError::NoMemory { order: c.order });
+        };
+        let base = base.as_ptr() as usize;
         let desc: &Slab = if c.self_hosted {
             // SAFETY: the first object slot of the fresh, zeroed slab; all-zero is a valid
             // Slab (all atomics).

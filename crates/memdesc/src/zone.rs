@@ -56,7 +56,9 @@ pub struct Zone {
     pub(crate) free_pages: AtomicU64,
     /// min, low, high.
     pub(crate) wmark: [AtomicU64; 3],
-    /// Whether every page of the zone has a direct map (per-CPU lists link through it).
+    /// Whether every page of the zone has a direct map (per-CPU lists link through it). A zone
+    /// with any memory lacking one (highmem-like) serves only allocations that may be unmapped
+    /// ([`Gfp::may_be_unmapped`](crate::Gfp::may_be_unmapped)).
     pub(crate) pcp_ok: bool,
     pub(crate) lock: SpinLock<FreeLists>,
 }
@@ -110,6 +112,11 @@ impl Zone {
     /// Free pages in the buddy lists (not counting per-CPU lists).
     pub fn free_pages(&self) -> u64 {
         self.free_pages.load(Ordering::Relaxed)
+    }
+    /// Whether every page of the zone has a permanent kernel mapping. Kernel allocations
+    /// (everything but [`Gfp::MOVABLE`](crate::Gfp::MOVABLE)) come only from such zones.
+    pub fn direct_mapped(&self) -> bool {
+        self.pcp_ok
     }
     /// The min, low and high watermarks in pages.
     pub fn watermarks(&self) -> [u64; 3] {

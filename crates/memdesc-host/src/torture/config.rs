@@ -29,6 +29,10 @@ pub struct TortureConfig {
     /// Draw every choice from these bytes instead of the seeded generator, on one CPU, and
     /// stop when they run out (fuzzing and property tests: see [`run_script`](crate::torture::run_script)).
     pub script: Option<Vec<u8>>,
+    /// Harness self-test: CPU `.0` panics after `.1` operations, to check that a worker's
+    /// panic ends the run promptly with an error instead of leaving the others waiting at the
+    /// next quiescent point.
+    pub inject_panic: Option<(usize, u64)>,
 }
 
 impl Default for TortureConfig {
@@ -45,6 +49,7 @@ impl Default for TortureConfig {
             progress: None,
             only: Vec::new(),
             script: None,
+            inject_panic: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use memdesc::balloon::Balloon;
@@ -102,7 +102,90 @@ pub(crate) fn ctor_pattern(p: NonNull<u8>) {
     unsafe { p.as_ptr().write_bytes(0x5a, 8) };
 }
 
+/// The quiescent-point barrier: like `std::sync::Barrier`, but a worker that panics aborts
+/// it ([`AbortOnPanic`]), and every wait, then or later, returns `Err(Aborted)` instead of
+/// waiting forever for a CPU that will never arrive.
+struct QuiescentBarrier {
+    n: usize,
+    state: Mutex<BarrierState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    arrived: usize,
+    generation: u64,
+    aborted: bool,
+}
+
+/// Another worker panicked: the run is over.
+struct Aborted;
+
+impl QuiescentBarrier {
+    fn new(n: usize) -> Self {
+        QuiescentBarrier { n, state: Mutex::new(BarrierState::default()), cv: Condvar::new() }
+    }
+
+    /// Waits for every worker; `Ok(true)` for one of them (the leader).
+    fn wait(&self) -> Result<bool, Aborted> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.aborted {
+            return Err(Aborted);
+        }
+        st.arrived += 1;
+        if st.arrived == self.n {
+            st.arrived = 0;
+            st.generation += 1;
+            self.cv.notify_all();
+            return Ok(true);
+        }
+        let gen = st.generation;
+        while st.generation == gen && !st.aborted {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.generation == gen {
+            return Err(Aborted);
+        }
+        Ok(false)
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).aborted
+    }
+
+    fn abort(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).aborted = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Aborts the barrier if dropped while its worker unwinds from a panic.
+struct AbortOnPanic<'a>(&'a QuiescentBarrier);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
+    }
+}
+
+/// The message of a worker's panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
 /// Runs a torture (see the module docs).
+///
+/// A worker that panics ends the run: the others leave at their next quiescent point (their
+/// barrier is aborted) without tearing down, and this returns `Err` with the panic message
+/// and the seed.
 pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
     let threads = if cfg.script.is_some() { 1 } else { cfg.threads.clamp(1, memdesc::cpu::MAX_CPUS) };
     let m = crate::boot(&torture_layout(), Config { nr_cpus: threads, debug_checks: true, ..Config::default() })
@@ -164,7 +247,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         return Err(format!("no operation named {:?}", cfg.only));
     }
     let weights = &weights;
-    let barrier = Barrier::new(threads);
+    let barrier = QuiescentBarrier::new(threads);
     let checks = AtomicU64::new(0);
     let global_violations = Mutex::new((0u64, Vec::<String>::new()));
     let start = Instant::now();
@@ -178,6 +261,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                     (&shared, &barrier, &checks, &global_violations, &elapsed, &m);
                 let progress = cfg.progress.clone();
                 s.spawn(move || {
+                    let _abort = AbortOnPanic(barrier);
                     let cpu = m.cpus().claim(id).expect("one CPU per thread");
                     let mut w = Worker::new(m, &cpu, shared, cfg.seed, cfg.max_live_pages, OPS);
                     if let Some(script) = &cfg.script {
@@ -193,7 +277,9 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                     }
                     w.setup_mm();
                     let mut done = 0u64;
-                    loop {
+                    // Err: another worker panicked; leave without tearing down.
+                    let wait = || barrier.wait().map_err(|Aborted| ());
+                    'run: loop {
                         let mut n = cfg.check_every.max(1);
                         if let Some(max) = cfg.max_ops {
                             n = n.min(max.saturating_sub(done));
@@ -206,6 +292,9 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                                 w.pending_poison += 1;
                             }
                             w.run_one(OPS, weights, total_weight);
+                            if cfg.inject_panic == Some((id, done + i + 1)) {
+                                panic!("injected worker panic (TortureConfig::inject_panic)");
+                            }
                             if i % 1024 == 1023 {
                                 if let Some(p) = &progress {
                                     p.fetch_add(1024, Ordering::Relaxed);
@@ -218,7 +307,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         done += n;
                         // Quiescent point: every CPU stops, checks its own state, then the
                         // leader checks the machine and decides whether to go on.
-                        barrier.wait();
+                        let Ok(_) = wait() else { break 'run };
                         if let Some(hook) = POISON_HOOK.filter(|_| threshold != 0) {
                             // One CPU at a time injects what it drew, the others stopped, so
                             // every owner of a hit object learns of it before touching it.
@@ -231,7 +320,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                                         }
                                     }
                                 }
-                                barrier.wait();
+                                let Ok(_) = wait() else { break 'run };
                             }
                             w.drop_poisoned_own();
                             if id == 0 {
@@ -239,10 +328,11 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                                 w.drop_poisoned(&mut x);
                                 *shared.exchange.lock().unwrap() = x;
                             }
-                            barrier.wait();
+                            let Ok(_) = wait() else { break 'run };
                         }
                         w.local_check();
-                        if barrier.wait().is_leader() {
+                        let Ok(leader) = wait() else { break 'run };
+                        if leader {
                             shared.poison_events.lock().unwrap().clear();
                             global_check(m, gv);
                             if let Err(v) = shared.zs.verify() {
@@ -261,10 +351,13 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                                 *elapsed.lock().unwrap() = start.elapsed();
                             }
                         }
-                        barrier.wait();
+                        let Ok(_) = wait() else { break 'run };
                         if shared.stop.load(Ordering::Relaxed) {
                             break;
                         }
+                    }
+                    if barrier.is_aborted() {
+                        return w.result();
                     }
                     // Tear down: free everything this CPU holds, its mms and its files.
                     while let Some(l) = w.live.pop() {
@@ -296,8 +389,15 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("torture thread panicked")).collect()
+        // Every worker is joined (a panicked one too), so the scope itself does not panic.
+        handles.into_iter().enumerate().map(|(id, h)| h.join().map_err(|p| (id, panic_message(&*p)))).collect()
     });
+    let panics: Vec<String> =
+        results.iter().filter_map(|r| r.as_ref().err()).map(|(id, msg)| format!("CPU {id}: {msg}")).collect();
+    if !panics.is_empty() {
+        return Err(format!("torture worker panicked (seed {}): {}", cfg.seed, panics.join("; ")));
+    }
+    let results: Vec<WorkerResult> = results.into_iter().flatten().collect();
     let elapsed = *elapsed.lock().unwrap();
     m.fault().disable();
     let cpu = m.cpus().claim(0).expect("cpu 0");
