@@ -82,11 +82,16 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     mm::drain_all();
     let before = mm::nr_free_pages();
     let (mut head, mut pages, mut hole_pages) = (0u64, 0u64, 0u64);
+    // Unmovable kernel memory first (never served from the unmapped region, which has no
+    // direct map: the core's rule, like Linux's GFP_KERNEL and highmem), then movable memory,
+    // which takes the rest, the unmapped region included.
     let atomic = Flags { atomic: true, ..Flags::default() };
-    for order in (0..=mm::max_order()).rev() {
-        while let Ok(mut p) = mm::alloc_pages(cpu, order, atomic) {
+    let movable = Flags { movable: true, ..atomic };
+    for (flags, order) in [atomic, movable].into_iter().flat_map(|f| (0..=mm::max_order()).rev().map(move |o| (f, o))) {
+        while let Ok(mut p) = mm::alloc_pages(cpu, order, flags) {
             let pfn = p.pfn();
             if hole.0 <= pfn && pfn < hole.1 {
+                ensure!(flags.movable, "an unmovable allocation got unmapped pfn {pfn:#x}");
                 ensure!(!mm::is_direct_mapped(pfn), "unmapped-region pfn {pfn:#x} has a direct mapping");
                 hole_pages += 1 << order;
                 fill_block(&mut p);
