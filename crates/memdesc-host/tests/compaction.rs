@@ -17,6 +17,10 @@ use memdesc::zsmalloc::ZsPool;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 fn machine() -> SimMachine {
     let mut l = MemoryLayout::new();
     l.add_region(RegionSpec {
@@ -503,40 +507,4 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
 }

@@ -10,6 +10,10 @@ use memdesc::word::{PageKind, Subtype};
 use memdesc::{Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 fn machine() -> SimMachine {
     let mut l = MemoryLayout::new();
     l.add_region(RegionSpec {
@@ -124,40 +128,4 @@ fn guards_are_tagged_counted_and_released_on_free() {
     let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE | Gfp::GUARD, memdesc::folio::FolioKind::Anon).unwrap();
     assert_eq!(m.undescribed_stats().guard_pages, 0);
     m.folio_put(&cpu, f).unwrap();
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
 }

@@ -11,6 +11,10 @@ use memdesc::word::{PageKind, Subtype, Tag};
 use memdesc::{AllocError, CacheArgs, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 /// One 64 MiB flat region at 16 MiB (zone DMA32) with a reserved firmware range inside.
 fn layout() -> MemoryLayout {
     let mut l = MemoryLayout::new();
@@ -657,54 +661,4 @@ fn two_level_unsplit_area_folio_loses_only_the_page() {
     mm.destroy(&cpu);
     check_all(&m, &[bad]);
     assert_eq!(m.undescribed_stats().hwpoison_pages, 1);
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
-}
-
-/// The raw put of a mappable block's reference. The tests put only references they hold (from
-/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
-/// check refuses it before anything changes), on a machine only the test uses: the contract
-/// of `mappable_put` holds at each call.
-#[allow(dead_code)]
-fn mappable_put<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
-    // SAFETY: see above.
-    unsafe { m.mappable_put_raw(cpu, d) }
 }

@@ -20,6 +20,10 @@ use memdesc::{Config, Gfp, Pfn, Platform, SlabCache};
 use memdesc_host::{boot, SimMachine, SimPlatform};
 use proptest::prelude::*;
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 const PAGE: u64 = 4096;
 
 fn machine_with(layout: MemmapLayout, limit: u32) -> SimMachine {
@@ -907,54 +911,4 @@ fn racing_first_mappings_into_unrelated_anon_vmas_have_one_winner() {
     a.destroy(&cpu);
     b.destroy(&cpu);
     assert_all_back(&m, &cpu, base);
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
-}
-
-/// The raw put of a mappable block's reference. The tests put only references they hold (from
-/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
-/// check refuses it before anything changes), on a machine only the test uses: the contract
-/// of `mappable_put` holds at each call.
-#[allow(dead_code)]
-fn mappable_put<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
-    // SAFETY: see above.
-    unsafe { m.mappable_put_raw(cpu, d) }
 }

@@ -14,6 +14,10 @@ use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 fn machine(layout: MemmapLayout) -> SimMachine {
     boot(&MemoryLayout::pc(1, layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
 }
@@ -296,54 +300,4 @@ proptest! {
         }
         prop_assert_eq!(settled_free(&m, &cpu), free0);
     }
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
-}
-
-/// The raw put by pfn. The tests put only references they hold (a `NetmemRef` given up
-/// after a refused `pp_put`, or one from `into_raw`) or assert refusals of pages that hold no
-/// pool reference (the count check refuses them before anything changes), on a machine only
-/// the test uses: `pp_put_pfn`'s contract holds at each call.
-#[allow(dead_code)]
-fn pp_put_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-) -> Result<(), memdesc::page_pool::PoolError> {
-    // SAFETY: see above.
-    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
 }

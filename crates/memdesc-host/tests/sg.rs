@@ -14,6 +14,10 @@ use memdesc::vmalloc::{Mappable, Unmappable, VmallocSpace};
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, DmaError, SimDevice, SimMachine};
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 const DEV: (Pfn, Pfn) = (Pfn(0x3000), Pfn(0x3100));
 
 /// A flat region, a hole (where the device memory lives) and a two-level region.
@@ -531,67 +535,4 @@ fn lists_from_mappings_match_a_page_model() {
         })
         .unwrap();
     assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
-}
-
-/// The raw put of a mappable block's reference. The tests put only references they hold (from
-/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
-/// check refuses it before anything changes), on a machine only the test uses: the contract
-/// of `mappable_put` holds at each call.
-#[allow(dead_code)]
-fn mappable_put<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
-    // SAFETY: see above.
-    unsafe { m.mappable_put_raw(cpu, d) }
-}
-
-/// The raw free of a vmalloc area by address. The tests free only areas they allocated and
-/// own, or assert refusals of addresses that start no live area (checked before anything
-/// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
-#[allow(dead_code)]
-fn vfree<P: memdesc::Platform>(
-    s: &memdesc::vmalloc::VmallocSpace<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    va: usize,
-) -> Result<(), memdesc::vmalloc::VmallocError> {
-    // SAFETY: see above.
-    unsafe { s.vfree(cpu, va) }
 }

@@ -3,6 +3,10 @@
 use memdesc::{Config, Gfp};
 use memdesc_host::torture::torture_layout;
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 /// A CPU whose home node differs from the node the page allocator serves first refilled its
 /// sheaf only from its home node's partial list, so every new slab (placed on the other node)
 /// was invisible to it and it made slabs until the other node hit its watermark: one 64-byte
@@ -83,40 +87,4 @@ fn deflate_never_takes_a_page_being_onlined() {
     m.drain_all();
     assert_eq!(m.nr_free_pages(), base);
     m.check(|_, _, _| {}).unwrap();
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
 }

@@ -16,6 +16,10 @@ use memdesc::{Config, Gfp, Pfn};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;
 
+mod common;
+#[allow(unused_imports)]
+use common::*;
+
 fn machine(layout: MemmapLayout) -> SimMachine {
     boot(&MemoryLayout::pc(1, layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
 }
@@ -570,48 +574,4 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-// ---- raw interface helpers (issue 12) ----
-// These tests model the allocator by raw (pfn, order) pairs and object addresses and assert
-// the raw interface's checks, refused frees included. Every free below passes a block or
-// object the test allocated and still owns, or, where a refusal is asserted (wrong order, a
-// tail, a reserved page, a double free, a foreign object), one the word check refuses before
-// anything changes, on a machine only this test uses: the ownership contract of the `unsafe`
-// raw frees holds at each call.
-#[allow(dead_code)]
-fn free_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    pfn: memdesc::Pfn,
-    order: u32,
-) -> Result<(), memdesc::FreeError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.free_pages_raw(cpu, pfn, order) }
-}
-#[allow(dead_code)]
-fn kfree_raw<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { m.kfree_raw(cpu, p) }
-}
-#[allow(dead_code)]
-fn cache_free_raw<P: memdesc::Platform>(
-    c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    p: core::ptr::NonNull<u8>,
-) -> Result<(), memdesc::SlabError> {
-    // SAFETY: see the helpers' note above.
-    unsafe { c.free_raw(cpu, p) }
-}
-
-/// A handle rebuilt from a raw value, to probe the pool's checks: the tests pass only values
-/// they know the pool refuses (never issued, another pool's, freed, stale) or a copy of a live
-/// handle whose refusal (mapped) they assert, so no object changes owner.
-fn probe(raw: u64) -> Handle {
-    // SAFETY: see above.
-    unsafe { Handle::from_raw(raw) }
 }
