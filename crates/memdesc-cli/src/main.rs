@@ -45,6 +45,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Capture(_)) {
+        // A reader that goes away (`memdesc replay | head`) ends a command that only reads, as
+        // it ends any Unix tool, instead of a panic in `println!`. Not for `capture`: it must
+        // live to restore tracefs, so it keeps Rust's default (SIGPIPE ignored, EPIPE errors).
+        // SAFETY: setting a signal's disposition to its default, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let r = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Estimate(args) => estimate::run(&args, &sizes::descriptor_sizes()),

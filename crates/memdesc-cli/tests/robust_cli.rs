@@ -247,3 +247,23 @@ fn data_lookup_is_documented_and_not_compiled_in() {
     assert!(src.ends_with("samples/small") && !src.contains(".."), "{src}");
     assert_eq!(Path::new(src), Path::new(SAMPLE).canonicalize().unwrap());
 }
+
+/// A reader that goes away (`memdesc estimate | head -1`) ends the command as it ends any Unix
+/// tool (killed by SIGPIPE), not with a panic in `println!` (exit 101 and a backtrace before).
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let end = format!("{SAMPLE}/end");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memdesc"))
+        .args(["estimate", "--snapshot", &end])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run memdesc");
+    // Close the read end before the command writes its report.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    no_panic(&o, "estimate into a closed pipe");
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{o:?}");
+}
