@@ -55,11 +55,13 @@ fn two_cpus_with_fault_injection_are_clean() {
 
 #[test]
 fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
-    let mut lost = 0;
+    // One CPU is deterministic for a seed, so the "held objects hit" assertion is made on that
+    // run (seed 1 loses 6 objects with today's op table); with two CPUs the interleaving, and so
+    // whether poison meets a held object, depends on scheduling.
     for threads in [1, 2] {
         let cfg = TortureConfig {
             threads,
-            seed: 23,
+            seed: 1,
             duration: None,
             max_ops: Some(4000),
             fail_rate: 0.01,
@@ -73,9 +75,10 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
         assert!(r.poisoned_pages > 0, "{threads} CPUs: pages were poisoned");
         assert!(r.poison_refused > 0, "two-level pfns are refused, not violations");
         assert!(r.hwpoison_pages > 0 && r.hwpoison_pages <= r.poisoned_pages, "{r:?}");
-        lost += r.poison_lost_objects;
+        if threads == 1 {
+            assert!(r.poison_lost_objects > 0, "poison hit held objects, which were dropped as lost");
+        }
     }
-    assert!(lost > 0, "poison hit held objects, which were dropped as lost");
 }
 
 /// The descriptor checker counts page-table, vmalloc, page_pool and mappable blocks, and they
