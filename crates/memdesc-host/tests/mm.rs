@@ -16,13 +16,14 @@ use memdesc::pgtable::{
     MapError, Mm, MmKind, MmRef, PtEntry, UnmappableKind, KERNEL_START, PMD_SIZE, PTE_HUGE, PTE_RW, PTE_USER,
 };
 use memdesc::word::{PageKind, Subtype, Tag};
-use memdesc::{Config, Gfp, Pfn, Platform, SlabCache};
+use memdesc::{Config, Gfp, Pfn, Platform};
 use memdesc_host::{boot, SimMachine, SimPlatform};
 use proptest::prelude::*;
 
 mod common;
 #[allow(unused_imports)]
 use common::*;
+use memdesc_host::torture::settled_free_pages;
 
 const PAGE: u64 = 4096;
 
@@ -36,26 +37,6 @@ fn machine_with(layout: MemmapLayout, limit: u32) -> SimMachine {
 
 fn machine(layout: MemmapLayout) -> SimMachine {
     machine_with(layout, Config::default().mapcount_limit)
-}
-
-/// Free pages with every cache shrunk and every per-CPU list drained.
-fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
-    let mut last = u64::MAX;
-    for _ in 0..6 {
-        let mut caches = Vec::new();
-        m.for_each_cache(|c| caches.push(c as *const SlabCache));
-        for c in caches {
-            // SAFETY: caches live until destroyed; these tests destroy none.
-            m.shrink_any_cache(cpu, unsafe { &*c });
-        }
-        m.drain_all();
-        let now = m.nr_free_pages();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
 }
 
 fn assert_all_back(m: &SimMachine, cpu: &Cpu<'_>, base: u64) {

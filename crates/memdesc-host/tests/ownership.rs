@@ -22,6 +22,9 @@ use memdesc::word::{PageKind, Subtype};
 use memdesc::{CacheArgs, Config, FreeError, Gfp, Pfn, SlabError};
 use memdesc_host::{boot, SimMachine};
 
+mod common;
+use common::mappable_put;
+
 fn machine(layout: MemmapLayout, debug_checks: bool) -> SimMachine {
     boot(&MemoryLayout::pc(1, layout), Config { nr_cpus: 2, debug_checks, ..Config::default() }).unwrap()
 }
@@ -251,20 +254,6 @@ fn live_contents_do_not_look_free() {
         m.kfree(&cpu, b).unwrap();
     }
     m.check(|_, _, _| {}).unwrap();
-}
-
-/// The raw put of a mappable block's reference. The tests put only references they hold (from
-/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
-/// check refuses it before anything changes), on a machine only the test uses: the contract
-/// of `mappable_put` holds at each call.
-#[allow(dead_code)]
-fn mappable_put<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
-    // SAFETY: see above.
-    unsafe { m.mappable_put_raw(cpu, d) }
 }
 
 /// Mappable driver memory through its owned references: the last `mappable_put` frees it, and

@@ -11,7 +11,8 @@ use memdesc::desc::Folio;
 use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::pagecache::{AddressSpaceRef, PageCacheError, TruncateStats, MAX_HEIGHT};
-use memdesc::{Config, Gfp, SlabCache};
+use memdesc::{Config, Gfp};
+use memdesc_host::torture::settled_free_pages;
 use memdesc_host::{boot, SimMachine, SimPlatform};
 use proptest::prelude::*;
 
@@ -19,27 +20,6 @@ type File<'m> = AddressSpaceRef<'m, SimPlatform>;
 
 fn machine(layout: MemmapLayout) -> SimMachine {
     boot(&MemoryLayout::pc(1, layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap()
-}
-
-/// Free pages with every cache shrunk and every per-CPU list drained.
-fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
-    let mut last = u64::MAX;
-    // Shrinking one cache frees slab descriptors into another: repeat until nothing moves.
-    for _ in 0..6 {
-        let mut caches = Vec::new();
-        m.for_each_cache(|c| caches.push(c as *const SlabCache));
-        for c in caches {
-            // SAFETY: caches live until destroyed; these tests destroy none.
-            m.shrink_any_cache(cpu, unsafe { &*c });
-        }
-        m.drain_all();
-        let now = m.nr_free_pages();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
 }
 
 /// The baseline after one round trip through every cache the page cache uses.

@@ -3,6 +3,9 @@
 
 use memdesc_host::torture::{run, TortureConfig, TortureReport};
 
+mod common;
+use common::mappable_put;
+
 fn short(threads: usize, seed: u64, ops: u64, fail_rate: f64) -> TortureReport {
     let cfg = TortureConfig {
         threads,
@@ -155,20 +158,6 @@ fn pp_put_raw<P: memdesc::Platform>(
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.
     unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
-}
-
-/// The raw put of a mappable block's reference. The tests put only references they hold (from
-/// `mappable_alloc`/`mappable_get`) or assert the refusal of a put with none left (the count
-/// check refuses it before anything changes), on a machine only the test uses: the contract
-/// of `mappable_put` holds at each call.
-#[allow(dead_code)]
-fn mappable_put<P: memdesc::Platform>(
-    m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
-    // SAFETY: see above.
-    unsafe { m.mappable_put_raw(cpu, d) }
 }
 
 /// A worker that panics ends the run with an error naming the panic; before, the other
