@@ -87,6 +87,12 @@ pub(crate) struct Entry<'m> {
     pub(crate) cached: Option<(u32, u64)>,
 }
 
+impl Entry<'_> {
+    /// A slot holding nothing: entry 0 (the index's "no entry") and freed slots.
+    pub(crate) const VACANT: Self =
+        Entry { head: 0, order: 0, live: 0, pre: false, what: What::Lost, sim: Pfn(0), folio: None, cached: None };
+}
+
 pub(crate) struct Obj {
     pub(crate) ptr: NonNull<u8>,
     /// Index into `caches`; `u32::MAX` for kmalloc.
@@ -236,16 +242,7 @@ impl<'m> Replayer<'m> {
             m,
             cpu,
             index: vec![0; pfns as usize],
-            entries: vec![Entry {
-                head: 0,
-                order: 0,
-                live: 0,
-                pre: false,
-                what: What::Lost,
-                sim: Pfn(0),
-                folio: None,
-                cached: None,
-            }],
+            entries: vec![Entry::VACANT],
             free_entries: Vec::new(),
             objs: HashMap::default(),
             large: HashMap::default(),
@@ -425,19 +422,7 @@ impl<'m> Replayer<'m> {
         let e = &mut self.entries[i as usize];
         e.live -= (b - a) as u32;
         if e.live == 0 {
-            let e = std::mem::replace(
-                &mut self.entries[i as usize],
-                Entry {
-                    head: 0,
-                    order: 0,
-                    live: 0,
-                    pre: false,
-                    what: What::Lost,
-                    sim: Pfn(0),
-                    folio: None,
-                    cached: None,
-                },
-            );
+            let e = std::mem::replace(&mut self.entries[i as usize], Entry::VACANT);
             self.free_entries.push(i);
             self.release(e);
         }

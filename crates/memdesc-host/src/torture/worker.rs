@@ -26,7 +26,7 @@ use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
 
 use memdesc::kmalloc::KBox;
 use memdesc::slab::SlabObj;
-use memdesc::{AllocError, CacheRef, Pages, Pfn, Platform, PAGE_SIZE};
+use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, Platform, PAGE_SIZE};
 
 use crate::torture::config::*;
 use crate::torture::pattern::*;
@@ -419,6 +419,20 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
             });
         }
         self.corrupted += bad;
+    }
+
+    /// Allocates a raw block and holds it, pattern-filled (the page ops' common path).
+    pub fn alloc_held_pages(&mut self, order: u32, gfp: Gfp) -> Outcome {
+        match self.m.alloc_pages(self.cpu, order, gfp) {
+            Ok(p) => {
+                let (pfn, order) = p.into_raw();
+                let id = self.new_id();
+                self.fill_pages(pfn, order, id, gfp.contains(Gfp::ZERO));
+                self.push(Live::Pages { pfn, order, id });
+                Outcome::Done
+            }
+            Err(e) => alloc_outcome(e),
+        }
     }
 
     /// Verifies the pattern of `id` in every page of the block; returns corrupted bytes.

@@ -93,16 +93,7 @@ pub(crate) fn op_guard_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let zero = w.below(4) == 0;
     w.arg(order as u64);
     let gfp = if zero { Gfp::KERNEL | Gfp::GUARD | Gfp::ZERO } else { Gfp::KERNEL | Gfp::GUARD };
-    match w.m.alloc_pages(w.cpu, order, gfp) {
-        Ok(p) => {
-            let (pfn, order) = p.into_raw();
-            let id = w.new_id();
-            w.fill_pages(pfn, order, id, zero);
-            w.push(Live::Pages { pfn, order, id });
-            Outcome::Done
-        }
-        Err(e) => alloc_outcome(e),
-    }
+    w.alloc_held_pages(order, gfp)
 }
 
 impl<'m> Worker<'m, '_, '_> {

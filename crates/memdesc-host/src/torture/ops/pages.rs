@@ -38,16 +38,7 @@ pub(crate) fn op_page_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
         gfp = gfp | Gfp::ZERO;
     }
     w.arg(order as u64 | (gfp.bits() as u64) << 8);
-    match w.m.alloc_pages(w.cpu, order, gfp) {
-        Ok(p) => {
-            let (pfn, order) = p.into_raw();
-            let id = w.new_id();
-            w.fill_pages(pfn, order, id, zero);
-            w.push(Live::Pages { pfn, order, id });
-            Outcome::Done
-        }
-        Err(e) => alloc_outcome(e),
-    }
+    w.alloc_held_pages(order, gfp)
 }
 
 pub(crate) fn op_page_free(w: &mut Worker<'_, '_, '_>) -> Outcome {
