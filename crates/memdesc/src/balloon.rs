@@ -12,10 +12,11 @@
 
 use crate::cpu::Cpu;
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Subtype, Word};
+use crate::PhysMem;
 
 /// Counters of a balloon.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,15 +53,15 @@ impl<'m, P: Platform> Balloon<'m, P> {
         while got < n {
             // Count the page before its `Offline` word is published: a `deflate` on another CPU
             // may find and return it at once, and must never subtract a page not yet counted.
-            self.mem.undesc.offline.fetch_add(1, Ordering::Relaxed);
+            self.mem.pages().undesc().offline.fetch_add(1, Ordering::Relaxed);
             self.stats.lock().pages += 1;
-            let r = self.mem.alloc_with(cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, |rm| {
-                PhysMem::<P>::undesc_word(rm, Subtype::Offline, 0)
+            let r = self.mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE | Gfp::NOWARN, |rm| {
+                crate::page_alloc::PageAllocator::<P>::undesc_word(rm, Subtype::Offline, 0)
             });
             match r {
                 Ok(_) => got += 1,
                 Err(AllocError::NoMemory { .. } | AllocError::Injected | AllocError::InvalidOrder(_)) => {
-                    self.mem.undesc.offline.fetch_sub(1, Ordering::Relaxed);
+                    self.mem.pages().undesc().offline.fetch_sub(1, Ordering::Relaxed);
                     self.stats.lock().pages -= 1;
                     break;
                 }
@@ -74,30 +75,30 @@ impl<'m, P: Platform> Balloon<'m, P> {
     pub fn deflate(&self, cpu: &Cpu<'_>, n: u64) -> u64 {
         let m = self.mem;
         let mut done = 0;
-        let regions = m.memmap.regions().count();
+        let regions = m.memmap().regions().count();
         'outer: for ri in 0..regions {
-            let rm = m.memmap.region_map(ri);
+            let rm = m.memmap().region_map(ri);
             let r = rm.region;
             let mut pfn = r.start;
             while pfn < r.end {
                 if done == n {
                     break 'outer;
                 }
-                let Some(w) = m.memmap.page_word(&m.platform, rm, pfn) else {
+                let Some(w) = m.memmap().page_word(m.platform(), rm, pfn) else {
                     pfn = pfn.add(1);
                     continue;
                 };
                 let cur = w.load();
                 let balloon = matches!(cur.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Offline && u.order == 0)
-                    && !PhysMem::<P>::pageblock_isolated(rm, pfn);
+                    && !crate::page_alloc::PageAllocator::<P>::pageblock_isolated(rm, pfn);
                 if balloon && w.compare_exchange(cur, Word::TAIL).is_ok() {
-                    m.free_claimed(cpu, rm, pfn, 0);
+                    m.pages().free_claimed(cpu, rm, pfn, 0);
                     done += 1;
                 }
                 pfn = pfn.add(1);
             }
         }
-        m.undesc.offline.fetch_sub(done, Ordering::Relaxed);
+        m.pages().undesc().offline.fetch_sub(done, Ordering::Relaxed);
         let mut s = self.stats.lock();
         s.pages -= done;
         s.deflated += done;

@@ -19,13 +19,14 @@ use core::fmt;
 
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::layout::MemmapLayout;
-use crate::page_alloc::{DirectLinks, PhysMem, MAX_ZONE_SLOTS};
+use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
 use crate::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::pcp::PCP_MAX_ORDER;
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype};
 use crate::zone::NONE;
+use crate::PhysMem;
 
 /// What the checker found wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,9 +151,9 @@ impl<P: Platform> PhysMem<P> {
     pub fn census(&self) -> Result<Census, Violation> {
         let mut c = Census::default();
         let (mut tails, mut expected_tails, mut bad) = (0u64, 0u64, None);
-        for r in self.memmap.regions() {
+        for r in self.memmap().regions() {
             c.present += r.pages();
-            self.memmap.walk(&self.platform, r.start, r.end, |v| {
+            self.memmap().walk(self.platform(), r.start, r.end, |v| {
                 let n = 1u64 << v.span_order;
                 let block = |order: u8| (1u64 << order).max(n);
                 match v.word.kind() {
@@ -217,7 +218,7 @@ impl<P: Platform> PhysMem<P> {
     /// Checks the allocator at a quiescent point; calls `on_free(pfn, order, on_pcp)` for every
     /// free block.
     pub fn check(&self, mut on_free: impl FnMut(Pfn, u32, bool)) -> Result<CheckReport, Violation> {
-        let mut rep = CheckReport { split_areas: self.memmap.split_areas(), ..CheckReport::default() };
+        let mut rep = CheckReport { split_areas: self.memmap().split_areas(), ..CheckReport::default() };
         for zone in self.zones() {
             let fl = zone.lock.lock();
             let mut pages = 0u64;
@@ -228,7 +229,7 @@ impl<P: Platform> PhysMem<P> {
                     let mut n = 0;
                     while cur != NONE {
                         let pfn = Pfn(cur);
-                        let m = PageMap::new(&self.platform, pfn).ok_or(Violation::BrokenLink(pfn))?;
+                        let m = PageMap::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
                         if m.word(1).load(Ordering::Relaxed) != prev {
                             return Err(Violation::BrokenLink(pfn));
                         }
@@ -264,13 +265,13 @@ impl<P: Platform> PhysMem<P> {
             }
             rep.buddy_free_pages += pages;
         }
-        let links = DirectLinks(&self.platform);
+        let links = DirectLinks(self.platform());
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
-                if self.zones[slot].is_none() {
+                if self.pages().zone_at(slot).is_none() {
                     continue;
                 }
-                let l = self.pcp_at(cpu, slot).lists.lock();
+                let l = self.pages().pcp_at(cpu, slot).lists.lock();
                 let mut pages = 0u64;
                 for order in 0..=PCP_MAX_ORDER {
                     for mt in 0..NR_PCP_TYPES {
@@ -314,10 +315,10 @@ impl<P: Platform> PhysMem<P> {
     /// against the words that point to it, at a quiescent point.
     pub fn check_descriptors(&self) -> Result<DescReport, Violation> {
         let mut rep = DescReport::default();
-        for r in self.memmap.regions() {
+        for r in self.memmap().regions() {
             let mut pfn = r.start;
             while pfn < r.end {
-                let Some(v) = self.memmap.load(&self.platform, pfn) else { break };
+                let Some(v) = self.memmap().load(self.platform(), pfn) else { break };
                 let next = v.first.add(1 << v.span_order);
                 // (desc address, its DescFlags) for the kinds whose pages are one aligned block.
                 let (addr, flags) = match v.word.kind() {
@@ -375,7 +376,7 @@ impl<P: Platform> PhysMem<P> {
                     // Every page of the range points to this descriptor.
                     let mut p = pfn;
                     while p < pfn.add(1 << order) {
-                        let w = self.memmap.load(&self.platform, p).ok_or(bad)?;
+                        let w = self.memmap().load(self.platform(), p).ok_or(bad)?;
                         let same = w.word.desc_addr() == Some(addr);
                         if !same || w.word.tag() != v.word.tag() {
                             return Err(Violation::DescriptorRange { pfn: p, desc_pfn: dpfn, order });
@@ -400,13 +401,13 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn check_free_block(&self, pfn: Pfn, order: u32, mt: MigrateType, pcp: bool) -> Result<(), Violation> {
-        let rm = self.memmap.region_index(pfn).map(|i| self.memmap.region_map(i)).ok_or(Violation::BadHead {
+        let rm = self.memmap().region_index(pfn).map(|i| self.memmap().region_map(i)).ok_or(Violation::BadHead {
             pfn,
             order,
             word: 0,
         })?;
         let bad = |w: u64| Violation::BadHead { pfn, order, word: w };
-        let head = self.memmap.block_word(&self.platform, rm, pfn, order).ok_or(bad(0))?.load();
+        let head = self.memmap().block_word(self.platform(), rm, pfn, order).ok_or(bad(0))?.load();
         match head.kind() {
             PageKind::Buddy(b) if b.order as u32 == order && b.migratetype == mt as u8 && b.pcp == pcp => {}
             _ => return Err(bad(head.raw())),
@@ -418,7 +419,7 @@ impl<P: Platform> PhysMem<P> {
         let step = if big { AREA_PAGES } else { 1 };
         let mut p = pfn.add(step);
         while p < pfn.add(1 << order) {
-            let w = if big { Some(rm.area_word(p)) } else { self.memmap.page_word(&self.platform, rm, p) };
+            let w = if big { Some(rm.area_word(p)) } else { self.memmap().page_word(self.platform(), rm, p) };
             if !w.is_some_and(|w| w.load().is_tail()) {
                 return Err(Violation::BadTail(p));
             }
@@ -434,7 +435,7 @@ impl<P: Platform> PhysMem<P> {
         };
         let b = pfn.buddy(order);
         if order < limit && b >= rm.region.start && b.add(1 << order) <= rm.region.end {
-            if let Some(bw) = self.memmap.block_word(&self.platform, rm, b, order) {
+            if let Some(bw) = self.memmap().block_word(self.platform(), rm, b, order) {
                 if let PageKind::Buddy(bi) = bw.load().kind() {
                     let iso = |m: u8| m == MigrateType::Isolate as u8;
                     if bi.order as u32 == order && !bi.pcp && iso(bi.migratetype) == (mt == MigrateType::Isolate) {
@@ -447,15 +448,16 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn check_areas(&self) -> Result<(), Violation> {
-        for ri in 0..self.memmap.regions().count() {
-            let rm = self.memmap.region_map(ri);
+        for ri in 0..self.memmap().regions().count() {
+            let rm = self.memmap().region_map(ri);
             if rm.region.layout != MemmapLayout::TwoLevel {
                 continue;
             }
             let mut area = rm.region.start;
             while area < rm.region.end {
                 if let PageKind::Split(s) = rm.area_word(area).load().kind() {
-                    let table = self.memmap.table(&self.platform, s.table_pfn).ok_or(Violation::AreaFreeCount(area))?;
+                    let table =
+                        self.memmap().table(self.platform(), s.table_pfn).ok_or(Violation::AreaFreeCount(area))?;
                     let mut free = 0u64;
                     let mut i = 0u64;
                     while i < AREA_PAGES {

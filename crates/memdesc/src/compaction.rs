@@ -30,12 +30,12 @@ use crate::desc::Folio;
 use crate::layout::MemmapLayout;
 use crate::memmap::RegionMap;
 use crate::migrate::{movable, Movable};
-use crate::page_alloc::PhysMem;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype};
 use crate::zone::{Zone, MAX_ORDER_LIMIT};
+use crate::PhysMem;
 
 /// Free blocks per order (all migratetypes), index = order.
 pub type FreeHistogram = [u64; MAX_ORDER_LIMIT as usize + 1];
@@ -86,8 +86,8 @@ impl<P: Platform> PhysMem<P> {
     pub fn compact_zone(&self, cpu: &Cpu<'_>, zone: &Zone) -> CompactReport {
         self.drain_all();
         let mut rep = CompactReport { free_before: self.free_histogram(zone), ..CompactReport::default() };
-        for ri in 0..self.memmap.regions().count() {
-            let rm = self.memmap.region_map(ri);
+        for ri in 0..self.memmap().regions().count() {
+            let rm = self.memmap().region_map(ri);
             let r = rm.region;
             if r.node != zone.node() || r.zone != zone.zone_type() || r.layout != MemmapLayout::Flat {
                 continue;
@@ -151,7 +151,7 @@ impl<P: Platform> PhysMem<P> {
                                     rep.migrated_pages += 1 << order;
                                 }
                                 Err(_) => {
-                                    self.free_claimed(cpu, rm, target, order);
+                                    self.pages().free_claimed(cpu, rm, target, order);
                                     rep.failed += 1;
                                 }
                             }
@@ -169,7 +169,7 @@ impl<P: Platform> PhysMem<P> {
                                 rep.migrated_pool_pages += 1;
                             }
                             Err(_) => {
-                                self.free_claimed(cpu, rm, target, 0);
+                                self.pages().free_claimed(cpu, rm, target, 0);
                                 rep.failed += 1;
                             }
                         }
@@ -216,7 +216,7 @@ impl<P: Platform> PhysMem<P> {
                 }
                 if let Some((h, k)) = best {
                     let target = h.add((1 << k) - (1 << order));
-                    let ok = self.take_locked(&mut fl, rm, target, order);
+                    let ok = self.pages().take_locked(&mut fl, rm, target, order);
                     zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
                     if ok {
                         return Some(target);

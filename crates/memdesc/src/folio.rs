@@ -76,12 +76,13 @@ use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::memmap::RegionMap;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache};
 use crate::sync::Ordering;
 use crate::word::{Subtype, Tag, Word};
+use crate::PhysMem;
 
 /// Anonymous or page-cache memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,7 +279,8 @@ impl FolioState {
 impl<P: Platform> PhysMem<P> {
     /// The folio half of boot, once the slab layer runs: creates the page cache's caches.
     pub(crate) fn boot_folio(&mut self) -> Result<(), AllocError> {
-        self.folio.pagecache = self.create_pagecache_caches()?;
+        let caches = self.create_pagecache_caches()?;
+        self.folio_state_mut().pagecache = caches;
         Ok(())
     }
 }
@@ -288,10 +290,10 @@ impl<P: Platform> PhysMem<P> {
     /// descriptor goes back to its cache; nothing returns to the allocator.
     pub(crate) fn retire_poisoned_folio(&self, cpu: &Cpu<'_>, f: &Folio) {
         let (pfn, order) = (f.flags.pfn(), f.flags.order());
-        self.stamp_block(pfn, order, Word::TAIL);
+        self.pages().stamp_block(pfn, order, Word::TAIL);
         self.free_folio_desc(cpu, f);
-        self.retire_poisoned_block(pfn, order);
-        self.undesc.hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
+        self.pages().retire_poisoned_block(pfn, order);
+        self.pages().undesc().hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Allocates a folio of `2^order` pages; the returned [`FolioRef`] owns its one reference.
@@ -302,8 +304,8 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         kind: FolioKind,
     ) -> Result<FolioRef<'_>, AllocError> {
-        let d = self.alloc_desc::<Folio>(cpu)?;
-        let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.free_desc(cpu, d))?;
+        let d = self.slabs().alloc_desc::<Folio>(cpu)?;
+        let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.slabs().free_desc(cpu, d))?;
         // SAFETY: folio_init published exactly one reference, which nobody else knows of.
         Ok(unsafe { FolioRef::from_raw(f) })
     }
@@ -316,7 +318,7 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         kind: FolioKind,
     ) -> Result<&'a Folio, AllocError> {
-        let pfn = self.alloc_internal(cpu, order, gfp)?;
+        let pfn = self.pages().alloc_internal(cpu, order, gfp)?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.lru.prev.store(0, Ordering::Relaxed);
@@ -326,7 +328,7 @@ impl<P: Platform> PhysMem<P> {
         // Publish the reference count last: lockless readers' try_get starts succeeding here.
         d.counts.refcount.store(1, Ordering::Release);
         let w = Word::desc_as(DescPtr::from_ref(d), kind.tag()).expect("folio tags");
-        self.stamp_block(pfn, order, w);
+        self.pages().stamp_block(pfn, order, w);
         Ok(d)
     }
 
@@ -346,7 +348,7 @@ impl<P: Platform> PhysMem<P> {
         let g = self.rcu().read_lock(cpu);
         let f = crate::lookup::try_get_desc(
             &g,
-            || self.memmap.load(&self.platform, pfn).map(|v| v.word),
+            || self.memmap().load(self.platform(), pfn).map(|v| v.word),
             crate::lookup::folio,
             |f| self.folio_release(cpu, f),
         )?;
@@ -366,7 +368,7 @@ impl<P: Platform> PhysMem<P> {
     /// be freed, so the word at `pfn` names it (migration changes a folio's pfn only while the
     /// count is frozen, which needs every holder to be accounted for).
     pub unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'_>> {
-        let d = crate::lookup::folio(self.memmap.load(&self.platform, pfn)?.word.kind())?;
+        let d = crate::lookup::folio(self.memmap().load(self.platform(), pfn)?.word.kind())?;
         // SAFETY: the caller owns a reference on this live folio (the function's contract),
         // so the descriptor stays a Folio as long as the returned FolioRef exists.
         Some(unsafe { FolioRef::from_raw(&*(d.addr() as *const Folio)) })
@@ -421,20 +423,20 @@ impl<P: Platform> PhysMem<P> {
             return;
         }
         let (pfn, order) = (f.flags.pfn(), f.flags.order());
-        self.stamp_block(pfn, order, Word::TAIL);
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
+        self.pages().stamp_block(pfn, order, Word::TAIL);
+        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("folio pfn"));
         self.free_folio_desc(cpu, f);
-        self.free_claimed(cpu, rm, pfn, order);
+        self.pages().free_claimed(cpu, rm, pfn, order);
     }
 
     pub(crate) fn free_folio_desc(&self, cpu: &Cpu<'_>, f: &Folio) {
         let addr = NonNull::from(f).cast::<u8>();
         // An extended folio goes back to its own cache, found from its slab.
-        match self.slab_of(addr.as_ptr() as usize) {
+        match self.slabs().slab_of(addr.as_ptr() as usize) {
             Ok(slab) => {
                 // SAFETY: a slab names its live cache.
                 let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
-                let r = self.cache_free(cpu, c, addr);
+                let r = self.slabs().cache_free(cpu, c, addr);
                 debug_assert!(r.is_ok(), "folio descriptor free: {r:?}");
             }
             Err(e) => debug_assert!(false, "folio descriptor outside slab memory: {e}"),
@@ -472,8 +474,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
-        let node = self.memmap.region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
-        &self.folio.lru[node]
+        let node = self.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
+        &self.folio_state().lru[node]
     }
 
     /// Adds the folio to the tail of its node's LRU list (anon and file share it).
@@ -511,7 +513,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Calls `f` for each folio on `node`'s LRU list, oldest first.
     pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
-        let l = self.folio.lru[node].lock();
+        let l = self.folio_state().lru[node].lock();
         let mut cur = l.head;
         while cur != 0 {
             // SAFETY: folios on the list are live (they are removed before their last put).
@@ -523,7 +525,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Folios on `node`'s LRU list.
     pub fn lru_len(&self, node: usize) -> u64 {
-        self.folio.lru[node].lock().nr
+        self.folio_state().lru[node].lock().nr
     }
 
     fn lru_link_tail(l: &mut LruList, f: &Folio) {
@@ -582,7 +584,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(FolioError::NotLocked);
         }
         let file =
-            self.memmap.load(&self.platform, folio.flags.pfn()).and_then(|v| v.word.tag()) == Some(Tag::FileFolio);
+            self.memmap().load(self.platform(), folio.flags.pfn()).and_then(|v| v.word.tag()) == Some(Tag::FileFolio);
         if file && folio.mapping() != 0 {
             return Err(FolioError::Cached);
         }
@@ -649,14 +651,14 @@ impl<P: Platform> PhysMem<P> {
         // words for each of its areas: a table page from elsewhere (the area is all folio),
         // allocated below with the descriptors.
         let pfn = f.flags.pfn();
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("folio pfn"));
+        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("folio pfn"));
         let tables_needed =
             if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER && new_order < AREA_ORDER {
                 1u64 << (order - AREA_ORDER)
             } else {
                 0
             };
-        let tag = if self.memmap.load(&self.platform, pfn).is_some_and(|v| v.word.tag() == Some(Tag::FileFolio)) {
+        let tag = if self.memmap().load(self.platform(), pfn).is_some_and(|v| v.word.tag() == Some(Tag::FileFolio)) {
             FolioKind::File
         } else {
             FolioKind::Anon
@@ -665,7 +667,7 @@ impl<P: Platform> PhysMem<P> {
         // links, so a failure frees them and leaves the folio untouched.
         let mut chain = 0usize;
         for _ in 1..pieces {
-            match self.alloc_desc::<Folio>(cpu) {
+            match self.slabs().alloc_desc::<Folio>(cpu) {
                 Ok(d) => {
                     d.lru.next.store(chain, Ordering::Relaxed);
                     chain = d as *const Folio as usize;
@@ -675,7 +677,7 @@ impl<P: Platform> PhysMem<P> {
                         // SAFETY: the chain holds descriptors we just allocated.
                         let d = unsafe { &*(chain as *const Folio) };
                         chain = d.lru.next.load(Ordering::Relaxed);
-                        self.free_desc(cpu, d);
+                        self.slabs().free_desc(cpu, d);
                     }
                     return Err(FolioError::NoMemory(e));
                 }
@@ -686,7 +688,7 @@ impl<P: Platform> PhysMem<P> {
         for _ in 0..tables_needed {
             match self.alloc_area_table(cpu, rm) {
                 Ok(t) => {
-                    PageMap::new(&self.platform, t)
+                    PageMap::new(self.platform(), t)
                         .expect("area tables are mapped")
                         .word(0)
                         .store(tables, Ordering::Relaxed);
@@ -698,7 +700,7 @@ impl<P: Platform> PhysMem<P> {
                         // SAFETY: the chain holds descriptors we just allocated.
                         let d = unsafe { &*(chain as *const Folio) };
                         chain = d.lru.next.load(Ordering::Relaxed);
-                        self.free_desc(cpu, d);
+                        self.slabs().free_desc(cpu, d);
                     }
                     return Err(FolioError::NoMemory(e));
                 }
@@ -720,7 +722,7 @@ impl<P: Platform> PhysMem<P> {
                 // SAFETY: the chain holds descriptors we just allocated.
                 let d = unsafe { &*(chain as *const Folio) };
                 chain = d.lru.next.load(Ordering::Relaxed);
-                self.free_desc(cpu, d);
+                self.slabs().free_desc(cpu, d);
             }
             return Err(FolioError::Busy);
         };
@@ -729,10 +731,10 @@ impl<P: Platform> PhysMem<P> {
         let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");
         for a in 0..tables_needed {
             let t = Pfn(tables - 1);
-            tables = PageMap::new(&self.platform, t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
-            let trm = self.memmap.region_map(self.memmap.region_index(t).expect("table pfn"));
-            self.stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
-            self.memmap.split_area(&self.platform, rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
+            tables = PageMap::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            let trm = self.memmap().region_map(self.memmap().region_index(t).expect("table pfn"));
+            self.pages().stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
+            self.memmap().split_area(self.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
         }
         let flags = f.flags.flags();
         let (mapping, index) = (f.mapping.load(Ordering::Relaxed), f.index.load(Ordering::Relaxed));
@@ -753,7 +755,7 @@ impl<P: Platform> PhysMem<P> {
             d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
             d.counts.refcount.store(other + count(i), Ordering::Release);
             let w = Word::desc_as(DescPtr::from_ref(d), tag.tag()).expect("folio tags");
-            self.stamp_block(ppfn, new_order, w);
+            self.pages().stamp_block(ppfn, new_order, w);
             if flags & PG_LRU != 0 {
                 self.lru_add(d);
             }
@@ -777,11 +779,11 @@ impl<P: Platform> PhysMem<P> {
             ZoneType::Normal => Gfp::KERNEL,
             ZoneType::Movable => Gfp::MOVABLE,
         };
-        let t = self.alloc_internal(cpu, 0, gfp)?;
-        let trm = self.memmap.region_map(self.memmap.region_index(t).expect("allocated pfn"));
+        let t = self.pages().alloc_internal(cpu, 0, gfp)?;
+        let trm = self.memmap().region_map(self.memmap().region_index(t).expect("allocated pfn"));
         let same_zone = trm.region.node == rm.region.node && trm.region.zone == rm.region.zone;
-        if !same_zone || self.platform.direct_map(t).is_none() {
-            let r = self.free_internal(cpu, t, 0);
+        if !same_zone || self.platform().direct_map(t).is_none() {
+            let r = self.pages().free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
             return Err(AllocError::NoMemory { order: 0 });
         }
@@ -791,15 +793,15 @@ impl<P: Platform> PhysMem<P> {
     fn free_area_tables(&self, cpu: &Cpu<'_>, mut tables: u64) {
         while tables != 0 {
             let t = Pfn(tables - 1);
-            tables = PageMap::new(&self.platform, t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
-            let r = self.free_internal(cpu, t, 0);
+            tables = PageMap::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            let r = self.pages().free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
         }
     }
 
     /// Creates the cache of an extended folio type.
     pub fn register_folio_ext<E: FolioExt>(&self, cpu: &Cpu<'_>) -> Result<FolioExtCache<E>, AllocError> {
-        let c = self.new_cache(
+        let c = self.slabs().new_cache(
             cpu,
             &CacheArgs {
                 align: 16,
@@ -822,14 +824,14 @@ impl<P: Platform> PhysMem<P> {
     ) -> Result<FolioRef<'a>, AllocError> {
         // SAFETY: the cache lives as long as the machine.
         let c = unsafe { ext.cache.as_ref() };
-        let p = self.cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
+        let p = self.slabs().cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
         // SAFETY: FolioExt guarantees a Folio at offset 0 of a valid (zero or former) E.
         let f = unsafe { &*(p.as_ptr() as *const Folio) };
         match self.folio_init(cpu, f, order, gfp, FolioKind::File) {
             // SAFETY: folio_init published exactly one reference, which nobody else knows of.
             Ok(f) => Ok(unsafe { FolioRef::from_raw(f) }),
             Err(err) => {
-                let _ = self.cache_free(cpu, c, p);
+                let _ = self.slabs().cache_free(cpu, c, p);
                 Err(err)
             }
         }
@@ -837,7 +839,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
     pub fn folio_ext<'a, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'a Folio) -> Option<&'a E> {
-        let slab = self.slab_of(f as *const Folio as usize).ok()?;
+        let slab = self.slabs().slab_of(f as *const Folio as usize).ok()?;
         (slab.cache_addr() == ext.cache.as_ptr() as usize).then(|| {
             // SAFETY: f is an object of E's cache, and E has its Folio at offset 0.
             unsafe { &*(f as *const Folio as *const E) }

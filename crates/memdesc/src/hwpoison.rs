@@ -42,7 +42,7 @@ use crate::cpu::Cpu;
 use crate::desc::{Folio, PG_HWPOISON};
 use crate::folio::FolioError;
 use crate::isolate::IsolateError;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::pagecache::PageCacheError;
 use crate::pgtable::Mm;
 use crate::platform::Platform;
@@ -50,6 +50,7 @@ use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 #[cfg(feature = "zsmalloc")]
 use crate::zsmalloc::ZsMigrateError;
+use crate::PhysMem;
 
 /// A pool's refusal to retire its page, as a poison error.
 #[cfg(feature = "zsmalloc")]
@@ -234,14 +235,14 @@ impl<P: Platform> PhysMem<P> {
         pfn: Pfn,
         unmapped: &mut dyn FnMut(&Mm, u64),
     ) -> Result<PoisonReport, PoisonError> {
-        let two_level = match self.flat_ctx(pfn) {
+        let two_level = match self.pages().flat_ctx(pfn) {
             Ok(_) => false,
             Err(IsolateError::TwoLevel(_)) => true,
             Err(e) => return Err(e.into()),
         };
         // The pfn's own word: the flat word, a split area's table word, or the area word of
         // an unsplit 2 MiB area of a two-level region.
-        let word = |p: Pfn| self.memmap.load(&self.platform, p).map(|v| v.word);
+        let word = |p: Pfn| self.memmap().load(self.platform(), p).map(|v| v.word);
         let mut from_pcp = false;
         for _ in 0..4 {
             let w = word(pfn).ok_or(PoisonError::OutOfRange(pfn))?;
@@ -294,9 +295,9 @@ impl<P: Platform> PhysMem<P> {
                     // node lock before changing anything.
                     let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
                     let order = slab.flags.order();
-                    match self.poison_slab(cpu, slab, pfn) {
+                    match self.slabs().poison_slab(cpu, slab, pfn) {
                         crate::slab::SlabPoison::Poisoned { cache, inuse, objects } => {
-                            self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+                            self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);
                             Ok(PoisonReport {
                                 pfn,
                                 kind: PoisonedKind::Slab { cache, objects_in_use: inuse, objects },
@@ -371,13 +372,13 @@ impl<P: Platform> PhysMem<P> {
 
     #[cfg(feature = "zsmalloc")]
     fn recovered_pool_page(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
-        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);
         PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false, unmapped: 0 }
     }
 
     fn ignored(&self, pfn: Pfn, kind: PoisonedKind) -> PoisonReport {
-        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
-        self.undesc.hwpoison_ignored.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_ignored.fetch_add(1, Ordering::Relaxed);
         PoisonReport { pfn, kind, action: PoisonAction::Ignored, pages_lost: 1, split: false, unmapped: 0 }
     }
 
@@ -385,7 +386,7 @@ impl<P: Platform> PhysMem<P> {
     fn head_subtype(&self, pfn: Pfn) -> Subtype {
         for o in 1..=self.config().max_order {
             let h = pfn.align_down(o);
-            if let Some(v) = self.memmap.load(&self.platform, h) {
+            if let Some(v) = self.memmap().load(self.platform(), h) {
                 if let PageKind::Undescribed(u) = v.word.kind() {
                     if u.subtype != Subtype::Tail && u.order as u32 >= o {
                         return u.subtype;
@@ -397,11 +398,11 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn poison_free(&self, pfn: Pfn, from_pcp: bool) -> Result<PoisonReport, PoisonError> {
-        let (rm, _) = self.flat_ctx(pfn)?;
-        self.take_free_block(pfn, 0)?;
-        rm.flat_word(pfn).store(Self::undesc_word(rm, Subtype::HwPoison, 0));
-        self.undesc.hwpoison.fetch_add(1, Ordering::Relaxed);
-        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        let (rm, _) = self.pages().flat_ctx(pfn)?;
+        self.pages().take_free_block(pfn, 0)?;
+        rm.flat_word(pfn).store(crate::page_alloc::PageAllocator::<P>::undesc_word(rm, Subtype::HwPoison, 0));
+        self.pages().undesc().hwpoison.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);
         let kind = if from_pcp { PoisonedKind::FreePerCpu } else { PoisonedKind::Free };
         Ok(PoisonReport { pfn, kind, action: PoisonAction::Recovered, pages_lost: 1, split: false, unmapped: 0 })
     }
@@ -424,7 +425,7 @@ impl<P: Platform> PhysMem<P> {
             // SAFETY: pinned (try_get under the RCU guard): the descriptor stays a live folio
             // until our reference is dropped.
             let f: &Folio = unsafe { &*(f as *const Folio) };
-            if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
+            if self.memmap().load(self.platform(), pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
                 drop(g);
                 let _ = self.folio_put_raw(cpu, f);
                 return Err(PoisonError::Busy(pfn));
@@ -472,7 +473,7 @@ impl<P: Platform> PhysMem<P> {
                 for i in 0..1u64 << order {
                     let p = first.add(i);
                     let Some(PageKind::AnonFolio(d) | PageKind::FileFolio(d)) =
-                        self.memmap.load(&self.platform, p).map(|v| v.word.kind())
+                        self.memmap().load(self.platform(), p).map(|v| v.word.kind())
                     else {
                         continue;
                     };
@@ -492,8 +493,8 @@ impl<P: Platform> PhysMem<P> {
         }
         self.lru_del(piece);
         piece.flags.set(PG_HWPOISON);
-        self.undesc.hwpoison_events.fetch_add(1, Ordering::Relaxed);
-        self.undesc.hwpoison_delayed.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);
+        self.pages().undesc().hwpoison_delayed.fetch_add(1, Ordering::Relaxed);
         let freed = self.folio_put_raw(cpu, piece).map_err(PoisonError::Folio)?;
         let action = if freed { PoisonAction::Recovered } else { PoisonAction::Delayed };
         Ok(PoisonReport { pfn, kind, action, pages_lost: 1, split, unmapped })
@@ -501,7 +502,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Returns a poisoned page to the allocator (for tests: the hardware error was injected).
     pub fn unpoison(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoisonError> {
-        let (rm, _) = self.flat_ctx(pfn)?;
+        let (rm, _) = self.pages().flat_ctx(pfn)?;
         let w = rm.flat_word(pfn);
         let cur = w.load();
         match cur.kind() {
@@ -509,8 +510,8 @@ impl<P: Platform> PhysMem<P> {
             _ => return Err(PoisonError::NotPoisoned(pfn)),
         }
         w.compare_exchange(cur, Word::TAIL).map_err(|_| PoisonError::NotPoisoned(pfn))?;
-        self.undesc.hwpoison.fetch_sub(1, Ordering::Relaxed);
-        self.free_claimed(cpu, rm, pfn, 0);
+        self.pages().undesc().hwpoison.fetch_sub(1, Ordering::Relaxed);
+        self.pages().free_claimed(cpu, rm, pfn, 0);
         Ok(())
     }
 }
@@ -522,7 +523,7 @@ mod tests {
     use crate::folio::FolioRef;
     use crate::gfp::Gfp;
     use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-    use crate::page_alloc::Config;
+    use crate::Config;
     use core::ptr::NonNull;
 
     /// 16 MiB of host memory as a flat machine (the crate's unit tests have no host crate).
@@ -561,12 +562,12 @@ mod tests {
     fn page_table_page_is_ignored() {
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
-        let pt = m.alloc_desc::<PtDesc>(&cpu).unwrap();
-        let pfn = m.alloc_with(&cpu, 0, Gfp::KERNEL, |_| Word::desc(DescPtr::from_ref(pt))).unwrap();
-        let before = m.memmap.load(&m.platform, pfn).unwrap().word;
+        let pt = m.slabs().alloc_desc::<PtDesc>(&cpu).unwrap();
+        let pfn = m.pages().alloc_with(&cpu, 0, Gfp::KERNEL, |_| Word::desc(DescPtr::from_ref(pt))).unwrap();
+        let before = m.memmap().load(m.platform(), pfn).unwrap().word;
         let r = m.memory_failure(&cpu, pfn).unwrap();
         assert_eq!((r.kind, r.action), (PoisonedKind::PageTable, PoisonAction::Ignored));
-        assert_eq!(m.memmap.load(&m.platform, pfn).unwrap().word, before, "left in place");
+        assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word, before, "left in place");
         assert_eq!(m.undescribed_stats().hwpoison_ignored, 1);
     }
 
@@ -589,7 +590,7 @@ mod tests {
         assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
         assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(true));
         assert!(matches!(
-            m.memmap.load(&m.platform, pfn).unwrap().word.kind(),
+            m.memmap().load(m.platform(), pfn).unwrap().word.kind(),
             PageKind::Undescribed(u) if u.subtype == Subtype::HwPoison
         ));
         m.unpoison(&cpu, pfn).unwrap();

@@ -55,66 +55,63 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod addr;
+// The layers, bottom to top (docs/ARCHITECTURE.md has the map). A module may import only from
+// its own layer and the layers below it; nothing below `machine` names `PhysMem`.
+pub mod base;
+pub mod machine;
+pub mod memmap;
+pub mod page_alloc;
+#[cfg(feature = "slab")]
+pub mod slab;
+
+// transition alias (issue 13): the old flat paths (`crate::addr`, `memdesc::zone`, …) name the
+// modules in their layer folders until every user is moved to the new paths.
+pub use base::{addr, boot, config, cpu, fault, gfp, layout, pageblock, platform, rcu};
+// transition alias (issue 13)
+pub(crate) use base::sync;
+// transition alias (issue 13)
+pub use memmap::{desc, lookup, tag, word};
+// transition alias (issue 13)
+pub use page_alloc::{guard, isolate, pages, pcp, zone};
+// transition alias (issue 13)
+#[cfg(feature = "slab")]
+pub use slab::{kmalloc, sheaf};
+
 #[cfg(feature = "health")]
 pub mod balloon;
-pub mod boot;
 pub mod check;
 #[cfg(feature = "health")]
 pub mod compaction;
-pub mod cpu;
-pub mod desc;
-pub mod fault;
 #[cfg(feature = "folio")]
 pub mod folio;
-pub mod gfp;
-pub mod guard;
 #[cfg(feature = "health")]
 pub mod hwpoison;
-pub mod isolate;
-#[cfg(feature = "slab")]
-pub mod kmalloc;
-pub mod layout;
-pub mod lookup;
 #[cfg(feature = "pgtable")]
 pub mod mappable;
-pub mod memmap;
 #[cfg(feature = "health")]
 pub mod migrate;
 #[cfg(feature = "health")]
 pub mod offline;
-pub mod page_alloc;
 #[cfg(feature = "page_pool")]
 pub mod page_pool;
-pub mod pageblock;
 #[cfg(feature = "folio")]
 pub mod pagecache;
-pub mod pages;
-pub mod pcp;
 #[cfg(feature = "pgtable")]
 pub mod pgtable;
-pub mod platform;
-pub mod rcu;
 #[cfg(feature = "vmalloc")]
 pub mod sg;
-#[cfg(feature = "slab")]
-pub mod sheaf;
-#[cfg(feature = "slab")]
-pub mod slab;
-mod sync;
 #[cfg(feature = "vmalloc")]
 pub mod vmalloc;
-pub mod word;
 #[cfg(feature = "z3fold")]
 pub mod z3fold;
-pub mod zone;
 #[cfg(feature = "zsmalloc")]
 pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
-pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
+pub use machine::{BootFailure, Config, PhysMem};
+pub use page_alloc::{AllocError, FreeError};
 pub use pageblock::MigrateType;
 pub use pages::Pages;
 pub use platform::Platform;

@@ -15,10 +15,11 @@
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, MappableDesc};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::Word;
+use crate::PhysMem;
 
 /// Why a mappable-memory operation was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,11 +107,11 @@ impl<P: Platform> PhysMem<P> {
         gfp: Gfp,
         owner: usize,
     ) -> Result<MappableRef<'_>, AllocError> {
-        let d = self.alloc_desc::<MappableDesc>(cpu)?;
-        let pfn = match self.alloc_internal(cpu, order, gfp) {
+        let d = self.slabs().alloc_desc::<MappableDesc>(cpu)?;
+        let pfn = match self.pages().alloc_internal(cpu, order, gfp) {
             Ok(p) => p,
             Err(e) => {
-                self.free_desc(cpu, d);
+                self.slabs().free_desc(cpu, d);
                 return Err(e);
             }
         };
@@ -118,7 +119,7 @@ impl<P: Platform> PhysMem<P> {
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.owner.store(owner, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
-        self.stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
+        self.pages().stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
         Ok(MappableRef { desc: d })
     }
 
@@ -140,8 +141,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn mappable_owns(&self, d: &MappableDesc) -> bool {
-        self.memmap
-            .load(&self.platform, d.flags.pfn())
+        self.memmap()
+            .load(self.platform(), d.flags.pfn())
             .is_some_and(|v| v.word.desc_addr() == Some(d as *const MappableDesc as usize))
     }
 
@@ -178,10 +179,10 @@ impl<P: Platform> PhysMem<P> {
             return Ok(false);
         }
         let (pfn, order) = (d.flags.pfn(), d.flags.order());
-        self.stamp_block(pfn, order, Word::TAIL);
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("mappable pfn"));
-        self.free_desc(cpu, d);
-        self.free_claimed(cpu, rm, pfn, order);
+        self.pages().stamp_block(pfn, order, Word::TAIL);
+        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("mappable pfn"));
+        self.slabs().free_desc(cpu, d);
+        self.pages().free_claimed(cpu, rm, pfn, order);
         Ok(true)
     }
 }

@@ -53,10 +53,11 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
 use crate::word::{PageKind, Tag, Word};
+use crate::PhysMem;
 
 /// Why a page could not be migrated. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +158,7 @@ impl<P: Platform> PhysMem<P> {
     /// or z3fold page `pfn`, to newly allocated memory (`gfp` picks where for a folio; use
     /// [`Gfp::MOVABLE`]). Returns the new (first) pfn.
     pub fn migrate_page(&self, cpu: &Cpu<'_>, pfn: Pfn, gfp: Gfp) -> Result<Pfn, MigrateError> {
-        let (rm, _) = self.flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
+        let (rm, _) = self.pages().flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
         let (folio, file) = match movable(pfn, rm.flat_word(pfn).load().kind())? {
             Movable::Folio { folio, file } => (folio, file),
             Movable::Zsmalloc => return self.migrate_pool_page(cpu, pfn, false, None),
@@ -170,12 +171,12 @@ impl<P: Platform> PhysMem<P> {
         // anything else.
         let f = unsafe { &*(folio as *const Folio) };
         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
-        let new = self.alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
+        let new = self.pages().alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
         match self.migrate_to(cpu, f, file, (fpfn, order), new) {
             Ok(()) => Ok(new),
             Err(e) => {
-                let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
-                self.free_claimed(cpu, nrm, new, order);
+                let nrm = self.memmap().region_map(self.memmap().region_index(new).expect("allocated"));
+                self.pages().free_claimed(cpu, nrm, new, order);
                 Err(e)
             }
         }
@@ -219,8 +220,8 @@ impl<P: Platform> PhysMem<P> {
     /// [`PhysMem::migrate_to`] with the isolation reference held.
     fn migrate_isolated(&self, cpu: &Cpu<'_>, f: &Folio, file: bool, new: Pfn) -> Result<(), MigrateError> {
         let (old, order) = (f.flags.pfn(), f.flags.order());
-        let (orm, _) = self.flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
-        let (nrm, _) = self.flat_ctx(new).map_err(|_| MigrateError::Unsupported(new))?;
+        let (orm, _) = self.pages().flat_ctx(old).map_err(|_| MigrateError::Unsupported(old))?;
+        let (nrm, _) = self.pages().flat_ctx(new).map_err(|_| MigrateError::Unsupported(new))?;
         let tag = if file { Tag::FileFolio } else { Tag::AnonFolio };
         let me = Word::desc_as(DescPtr::from_ref(f), tag).expect("folio tags");
         // Pinned, so it cannot be freed; check it is still the folio the caller decoded.
@@ -289,7 +290,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(MigrateError::Busy(old));
         }
         for i in 0..1u64 << order {
-            let (src, dst) = (PageMap::new(&self.platform, old.add(i)), PageMap::new(&self.platform, new.add(i)));
+            let (src, dst) = (PageMap::new(self.platform(), old.add(i)), PageMap::new(self.platform(), new.add(i)));
             let (Some(src), Some(dst)) = (src, dst) else {
                 f.flags.clear(PG_LOCKED);
                 unfreeze();
@@ -314,7 +315,7 @@ impl<P: Platform> PhysMem<P> {
         for i in 0..1u64 << order {
             orm.flat_word(old.add(i)).store(Word::TAIL);
         }
-        self.free_claimed(cpu, orm, old, order);
+        self.pages().free_claimed(cpu, orm, old, order);
         unfreeze();
         drop(mapping_lock);
         Ok(())
@@ -348,8 +349,12 @@ impl<P: Platform> PhysMem<P> {
         use crate::zsmalloc::{zs_migrate_page, zs_migrate_page_to, ZsMigrateError as E};
         if let Some(t) = target {
             // The pools take a raw order-0 allocation as a target.
-            let (trm, _) = self.flat_ctx(t).map_err(|_| MigrateError::Unsupported(t))?;
-            trm.flat_word(t).store(Self::undesc_word(trm, crate::word::Subtype::Unmappable, 0));
+            let (trm, _) = self.pages().flat_ctx(t).map_err(|_| MigrateError::Unsupported(t))?;
+            trm.flat_word(t).store(crate::page_alloc::PageAllocator::<P>::undesc_word(
+                trm,
+                crate::word::Subtype::Unmappable,
+                0,
+            ));
         }
         let r = match (z3, target) {
             (false, None) => zs_migrate_page(self, cpu, pfn),
@@ -367,7 +372,7 @@ impl<P: Platform> PhysMem<P> {
         };
         r.map_err(|e| {
             if let Some(t) = target {
-                if let Ok((trm, _)) = self.flat_ctx(t) {
+                if let Ok((trm, _)) = self.pages().flat_ctx(t) {
                     trm.flat_word(t).store(Word::TAIL);
                 }
             }
@@ -630,15 +635,15 @@ mod regression_tests {
         let gpfn = g.flags.pfn();
         assert_ne!(gpfn, pfn);
         assert_eq!(m.folio_put(&cpu, g), Ok(false));
-        let new = m.alloc_with(&cpu, 0, Gfp::MOVABLE, |_| Word::TAIL).unwrap();
+        let new = m.pages().alloc_with(&cpu, 0, Gfp::MOVABLE, |_| Word::TAIL).unwrap();
         let r = {
             let _rcu = m.rcu().read_lock(&cpu);
             // SAFETY: the walker's view: a descriptor decoded earlier, under RCU.
             m.migrate_to(&cpu, unsafe { &*desc }, true, (pfn, 0), new)
         };
         assert_eq!(r, Err(MigrateError::Busy(pfn)));
-        let nrm = m.memmap.region_map(m.memmap.region_index(new).unwrap());
-        m.free_claimed(&cpu, nrm, new, 0);
+        let nrm = m.memmap().region_map(m.memmap().region_index(new).unwrap());
+        m.pages().free_claimed(&cpu, nrm, new, 0);
         let g = space.lookup(&cpu, 2).expect("still cached");
         assert_eq!((g.flags.pfn(), g.counts.refcount()), (gpfn, 2), "unmoved; the cache's reference and ours");
         assert_eq!(m.folio_put(&cpu, g), Ok(false));

@@ -32,11 +32,11 @@ use crate::desc::Folio;
 use crate::gfp::Gfp;
 use crate::isolate::IsolateError;
 use crate::migrate::{movable, MigrateError, Movable};
-use crate::page_alloc::PhysMem;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Word};
+use crate::PhysMem;
 
 /// Most pageblocks one `offline_range` call handles (64 × 2 MiB = 128 MiB).
 pub const MAX_OFFLINE_PAGEBLOCKS: usize = 64;
@@ -106,7 +106,7 @@ impl<P: Platform> PhysMem<P> {
         if (end.0 - start.0) / AREA_PAGES > MAX_OFFLINE_PAGEBLOCKS as u64 {
             return Err(OfflineError::TooLarge);
         }
-        let (rm, _) = self.flat_ctx(start).map_err(OfflineError::Region)?;
+        let (rm, _) = self.pages().flat_ctx(start).map_err(OfflineError::Region)?;
         if end > rm.region.end {
             return Err(OfflineError::Region(IsolateError::OutOfRange(end)));
         }
@@ -116,7 +116,7 @@ impl<P: Platform> PhysMem<P> {
     /// Takes `[start, end)` offline (see the module docs). On error the range is as before.
     pub fn offline_range(&self, cpu: &Cpu<'_>, start: Pfn, end: Pfn) -> Result<OfflineReport, OfflineError> {
         self.check_range(start, end)?;
-        let (rm, zone) = self.flat_ctx(start).map_err(OfflineError::Region)?;
+        let (rm, zone) = self.pages().flat_ctx(start).map_err(OfflineError::Region)?;
         let nr_pb = ((end.0 - start.0) / AREA_PAGES) as usize;
         let mut saved = [MigrateType::Movable; MAX_OFFLINE_PAGEBLOCKS];
         for (i, s) in saved.iter_mut().enumerate().take(nr_pb) {
@@ -127,9 +127,9 @@ impl<P: Platform> PhysMem<P> {
             }
             *s = mt;
         }
-        self.set_pageblocks(rm, start, end, MigrateType::Isolate);
+        self.pages().set_pageblocks(rm, start, end, MigrateType::Isolate);
         self.drain_all();
-        self.refile_range(zone, rm, start, end, MigrateType::Isolate);
+        self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         let restore = |why: OfflineError| {
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
@@ -138,7 +138,7 @@ impl<P: Platform> PhysMem<P> {
             self.drain_all();
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
-                self.refile_range(zone, rm, pb, pb.add(AREA_PAGES), mt);
+                self.pages().refile_range(zone, rm, pb, pb.add(AREA_PAGES), mt);
             }
             Err(why)
         };
@@ -150,7 +150,7 @@ impl<P: Platform> PhysMem<P> {
             match kind {
                 PageKind::Buddy(b) if b.pcp => {
                     self.drain_all();
-                    self.refile_range(zone, rm, start, end, MigrateType::Isolate);
+                    self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
                 }
                 PageKind::Buddy(b) => pfn = pfn.add(1 << b.order),
                 PageKind::Undescribed(u) if u.subtype == Subtype::Tail => pfn = pfn.add(1),
@@ -183,12 +183,13 @@ impl<P: Platform> PhysMem<P> {
                     let f = unsafe { &*(folio as *const Folio) };
                     let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                     let r = self
+                        .pages()
                         .alloc_with(cpu, order, Gfp::MOVABLE | Gfp::NOWARN, |_| Word::TAIL)
                         .map_err(MigrateError::NoTarget)
                         .and_then(|new| {
                             self.migrate_to(cpu, f, file, (fpfn, order), new).inspect_err(|_| {
-                                let nrm = self.memmap.region_map(self.memmap.region_index(new).expect("allocated"));
-                                self.free_claimed(cpu, nrm, new, order);
+                                let nrm = self.memmap().region_map(self.memmap().region_index(new).expect("allocated"));
+                                self.pages().free_claimed(cpu, nrm, new, order);
                             })
                         });
                     match r {
@@ -206,9 +207,9 @@ impl<P: Platform> PhysMem<P> {
         }
         // Everything in the range is free now (on the isolate lists): take it.
         self.drain_all();
-        self.refile_range(zone, rm, start, end, MigrateType::Isolate);
+        self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         {
-            let buddy = self.buddy();
+            let buddy = self.pages().buddy();
             let mut fl = zone.lock.lock();
             let mut p = start;
             while p < end {
@@ -226,14 +227,14 @@ impl<P: Platform> PhysMem<P> {
                 let k = b.order as u32;
                 buddy.list_del(&mut fl, p, k, MigrateType::Isolate);
                 fl.free_pages -= 1 << k;
-                rm.flat_word(p).store(Self::undesc_word(rm, Subtype::Offline, k));
+                rm.flat_word(p).store(crate::page_alloc::PageAllocator::<P>::undesc_word(rm, Subtype::Offline, k));
                 p = p.add(1 << k);
             }
             zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
         }
         rep.pages = end.0 - start.0;
         zone.managed.fetch_sub(rep.pages, Ordering::Relaxed);
-        self.undesc.offline.fetch_add(rep.pages, Ordering::Relaxed);
+        self.pages().undesc().offline.fetch_add(rep.pages, Ordering::Relaxed);
         Ok(rep)
     }
 
@@ -241,10 +242,10 @@ impl<P: Platform> PhysMem<P> {
     /// allocator as movable pageblocks. Fails, changing nothing, unless every page is offline.
     pub fn online_range(&self, start: Pfn, end: Pfn) -> Result<u64, OfflineError> {
         self.check_range(start, end)?;
-        let (rm, zone) = self.flat_ctx(start).map_err(OfflineError::Region)?;
+        let (rm, zone) = self.pages().flat_ctx(start).map_err(OfflineError::Region)?;
         let mut p = start;
         while p < end {
-            if !Self::pageblock_isolated(rm, p) {
+            if !crate::page_alloc::PageAllocator::<P>::pageblock_isolated(rm, p) {
                 return Err(OfflineError::NotOffline(p));
             }
             match rm.flat_word(p).load().undescribed_info() {
@@ -255,7 +256,7 @@ impl<P: Platform> PhysMem<P> {
         // Words first, then the pageblock types: while the range is still isolated nobody
         // else takes an `Offline` order-0 word of it for a balloon page (`Balloon::deflate`
         // skips isolated pageblocks), which it did between the two steps the other way round.
-        let buddy = self.buddy();
+        let buddy = self.pages().buddy();
         let mut fl = zone.lock.lock();
         p = start;
         while p < end {
@@ -266,10 +267,10 @@ impl<P: Platform> PhysMem<P> {
         }
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
         drop(fl);
-        self.set_pageblocks(rm, start, end, MigrateType::Movable);
+        self.pages().set_pageblocks(rm, start, end, MigrateType::Movable);
         let pages = end.0 - start.0;
         zone.managed.fetch_add(pages, Ordering::Relaxed);
-        self.undesc.offline.fetch_sub(pages, Ordering::Relaxed);
+        self.pages().undesc().offline.fetch_sub(pages, Ordering::Relaxed);
         Ok(pages)
     }
 }

@@ -43,10 +43,11 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Netmem};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
+use crate::PhysMem;
 
 /// Largest recycling ring.
 pub const MAX_RING: usize = 4096;
@@ -352,11 +353,11 @@ impl<'m, P: Platform> PagePool<'m, P> {
             }
         }
         let mem = self.mem;
-        let pfn = mem.alloc_internal(cpu, c.order, c.gfp).map_err(PoolError::NoMemory)?;
-        let d = match mem.alloc_desc::<Netmem>(cpu) {
+        let pfn = mem.pages().alloc_internal(cpu, c.order, c.gfp).map_err(PoolError::NoMemory)?;
+        let d = match mem.slabs().alloc_desc::<Netmem>(cpu) {
             Ok(d) => d,
             Err(e) => {
-                let r = mem.free_internal(cpu, pfn, c.order);
+                let r = mem.pages().free_internal(cpu, pfn, c.order);
                 debug_assert!(r.is_ok(), "{r:?}");
                 return Err(PoolError::NoMemory(e));
             }
@@ -367,7 +368,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
         d.dma_addr.store(pfn.phys().wrapping_add(c.dma_offset), Ordering::Relaxed);
         d.pp_ref_count.store(0, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
-        mem.stamp_block(pfn, c.order, Word::desc(DescPtr::from_ref(d)));
+        mem.pages().stamp_block(pfn, c.order, Word::desc(DescPtr::from_ref(d)));
         c.refs.fetch_add(1, Ordering::AcqRel);
         c.alloc_slow.fetch_add(1, Ordering::Relaxed);
         Ok(d)
@@ -561,11 +562,11 @@ fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netme
 /// Returns a block with pp_ref_count 0 to the page allocator.
 fn release_block<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netmem) {
     let (pfn, order) = (d.flags.pfn(), d.flags.order());
-    mem.stamp_block(pfn, order, Word::TAIL);
+    mem.pages().stamp_block(pfn, order, Word::TAIL);
     d.counts.refcount.store(0, Ordering::Release);
-    mem.free_desc(cpu, d);
-    let rm = mem.memmap.region_map(mem.memmap.region_index(pfn).expect("pool pfn"));
-    mem.free_claimed(cpu, rm, pfn, order);
+    mem.slabs().free_desc(cpu, d);
+    let rm = mem.memmap().region_map(mem.memmap().region_index(pfn).expect("pool pfn"));
+    mem.pages().free_claimed(cpu, rm, pfn, order);
     c.released.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -92,12 +92,13 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::fault::FaultSite;
 use crate::folio::{FolioError, FolioRef};
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
 use crate::slab::{CacheArgs, SlabCache};
 use crate::sync::{fence, spin_hint, AtomicU64, AtomicUsize, Ordering, SpinGuard, SpinLock};
 use crate::word::PageKind;
+use crate::PhysMem;
 
 /// Index bits consumed per tree level.
 const BITS: u32 = 6;
@@ -896,8 +897,11 @@ struct SlabNodes<'a, 'c, P: Platform> {
 
 impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
     fn alloc_node(&mut self) -> Result<NonNull<Node>, AllocError> {
-        let p =
-            self.m.cache_alloc_at(self.cpu, self.m.pagecache_cache(false), FaultSite::PageCacheNode)?.cast::<Node>();
+        let p = self
+            .m
+            .slabs()
+            .cache_alloc_at(self.cpu, self.m.pagecache_cache(false), FaultSite::PageCacheNode)?
+            .cast::<Node>();
         // SAFETY: objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed)
         // or former nodes, which are freed empty; both are valid, 16-aligned Nodes.
         debug_assert!(unsafe { p.as_ref() }.is_empty(), "a node came back from the cache non-empty");
@@ -906,7 +910,7 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
 
     fn free_node(&mut self, node: &Node) {
         debug_assert!(node.is_empty(), "freeing a non-empty node");
-        let r = self.m.cache_free(self.cpu, self.m.pagecache_cache(false), NonNull::from(node).cast());
+        let r = self.m.slabs().cache_free(self.cpu, self.m.pagecache_cache(false), NonNull::from(node).cast());
         debug_assert!(r.is_ok(), "node free: {r:?}");
     }
 }
@@ -931,7 +935,7 @@ impl<P: Platform> PhysMem<P> {
     /// Creates the page cache's slab caches (at boot).
     pub(crate) fn create_pagecache_caches(&self) -> Result<Caches, AllocError> {
         let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let nodes = self.new_cache(
+        let nodes = self.slabs().new_cache(
             &cpu,
             &CacheArgs {
                 align: 16,
@@ -940,7 +944,7 @@ impl<P: Platform> PhysMem<P> {
                 ..CacheArgs::new("radix_tree_node", core::mem::size_of::<Node>())
             },
         )?;
-        let spaces = self.new_cache(
+        let spaces = self.slabs().new_cache(
             &cpu,
             &CacheArgs { align: 16, ..CacheArgs::new("address_space", core::mem::size_of::<AddressSpace>()) },
         )?;
@@ -948,14 +952,14 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn pagecache_cache(&self, spaces: bool) -> &SlabCache {
-        let c = if spaces { self.folio.pagecache.spaces } else { self.folio.pagecache.nodes };
+        let c = if spaces { self.folio_state().pagecache.spaces } else { self.folio_state().pagecache.nodes };
         // SAFETY: created at boot, never destroyed.
         unsafe { c.expect("page-cache caches exist after boot").as_ref() }
     }
 
     /// Creates an empty address space (one file's page cache).
     pub fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'_, P>, AllocError> {
-        let p = self.cache_alloc(cpu, self.pagecache_cache(true))?.cast::<AddressSpace>();
+        let p = self.slabs().cache_alloc(cpu, self.pagecache_cache(true))?.cast::<AddressSpace>();
         // SAFETY: a fresh object of the address-space cache, sized and aligned for one and
         // owned by us (the cache is not TYPESAFE_BY_RCU: nobody else reads it).
         unsafe { p.as_ptr().write(AddressSpace::new()) };
@@ -965,7 +969,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// The file folio whose first page is `pfn` (a piece of a split we own).
     fn file_folio_at(&self, pfn: Pfn) -> Option<&Folio> {
-        match self.memmap.load(&self.platform, pfn)?.word.kind() {
+        match self.memmap().load(self.platform(), pfn)?.word.kind() {
             // SAFETY: the word names a live file folio that the caller holds a reference to.
             PageKind::FileFolio(d) => Some(unsafe { folio_ref(d.addr()) }),
             _ => None,
@@ -1088,7 +1092,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// takes its own reference. Fails, changing nothing, if any index of the range is cached.
     pub fn insert(&self, cpu: &Cpu<'_>, folio: &FolioRef<'_>, index: u64) -> Result<(), PageCacheError> {
         let folio: &Folio = folio;
-        match self.mem.memmap.load(&self.mem.platform, folio.flags.pfn()).map(|v| v.word.kind()) {
+        match self.mem.memmap().load(self.mem.platform(), folio.flags.pfn()).map(|v| v.word.kind()) {
             Some(PageKind::FileFolio(d)) if d.addr() == addr_of(folio) => {}
             _ => return Err(PageCacheError::NotFileFolio),
         }
@@ -1311,7 +1315,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
-        let r = self.mem.cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());
+        let r = self.mem.slabs().cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());
         debug_assert!(r.is_ok(), "address space free: {r:?}");
         stats
     }

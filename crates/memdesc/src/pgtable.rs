@@ -73,12 +73,13 @@ use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
 use crate::folio::{FolioError, FolioRef};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::pagecache::AddressSpace;
 use crate::platform::{PageMap, Platform};
 use crate::slab::{CacheArgs, SlabCache, SlabError};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinGuard, SpinLock};
 use crate::word::{PageKind, Subtype, Tag, Word};
+use crate::PhysMem;
 
 /// Entry bit: present.
 pub const PTE_PRESENT: u64 = 1 << 0;
@@ -506,11 +507,11 @@ impl<'m, P: Platform> MmCaches<'m, P> {
     /// Creates an empty address space with its PGD.
     pub fn mm_create<'c>(&'c self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'c, P>, AllocError> {
         let mem = self.mem;
-        let p = mem.cache_alloc(cpu, self.mm)?.cast::<Mm>();
+        let p = mem.slabs().cache_alloc(cpu, self.mm)?.cast::<Mm>();
         let pgd = match mem.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
             Ok(pgd) => pgd,
             Err(e) => {
-                let r = mem.cache_free(cpu, self.mm, p.cast());
+                let r = mem.slabs().cache_free(cpu, self.mm, p.cast());
                 debug_assert!(r.is_ok());
                 return Err(e);
             }
@@ -530,7 +531,7 @@ impl<'m, P: Platform> MmCaches<'m, P> {
     }
 
     fn alloc_anon_vma(&self, cpu: &Cpu<'_>) -> Result<&'m RmapList, AllocError> {
-        let p = self.mem.cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
+        let p = self.mem.slabs().cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
         // SAFETY: an object of the TYPESAFE_BY_RCU anon_vma cache: zeroed (a valid, unlocked,
         // empty RmapList) or a former anon_vma. Its lock is never reinitialised, because a
         // walker that raced with its free may still hold it.
@@ -550,7 +551,7 @@ impl<'m, P: Platform> MmCaches<'m, P> {
             }
         }
         for c in [self.mm, self.vma, self.anon_vma] {
-            self.mem.destroy_cache(cpu, self.mem.cache_ref_internal(c))?;
+            self.mem.destroy_cache(cpu, self.mem.slabs().cache_ref_internal(c))?;
         }
         Ok(())
     }
@@ -659,7 +660,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, value: T) -> Result<&T, AllocError> {
         debug_assert!(cache.object_size() >= core::mem::size_of::<T>());
-        let p = self.cache_alloc(cpu, cache)?.cast::<T>();
+        let p = self.slabs().cache_alloc(cpu, cache)?.cast::<T>();
         // SAFETY: a fresh object of a cache made for T (size and alignment), owned by us.
         unsafe { p.as_ptr().write(value) };
         // SAFETY: just initialised; lives until kobj_free.
@@ -667,18 +668,18 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn kobj_free<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, r: &T) {
-        let res = self.cache_free(cpu, cache, NonNull::from(r).cast());
+        let res = self.slabs().cache_free(cpu, cache, NonNull::from(r).cast());
         debug_assert!(res.is_ok(), "kernel object free: {res:?}");
     }
 
     // ---- tables ---------------------------------------------------------------------------
 
     fn table_map(&self, table: Pfn) -> PageMap<'_, P> {
-        PageMap::new(&self.platform, table).expect("page-table pages are mappable memory")
+        PageMap::new(self.platform(), table).expect("page-table pages are mappable memory")
     }
 
     fn ptdesc(&self, table: Pfn) -> &PtDesc {
-        match self.memmap.load(&self.platform, table).map(|v| v.word.kind()) {
+        match self.memmap().load(self.platform(), table).map(|v| v.word.kind()) {
             // SAFETY: the word of a live table (we hold its mm's page-table lock) names its
             // live ptdesc.
             Some(PageKind::PageTable(d)) => unsafe { &*(d.addr() as *const PtDesc) },
@@ -693,11 +694,11 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn alloc_table_for(&self, cpu: &Cpu<'_>, mm: usize, level: u32) -> Result<Pfn, AllocError> {
-        let d = self.alloc_desc::<PtDesc>(cpu)?;
-        let pfn = match self.alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
+        let d = self.slabs().alloc_desc::<PtDesc>(cpu)?;
+        let pfn = match self.pages().alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
             Ok(p) => p,
             Err(e) => {
-                self.free_desc(cpu, d);
+                self.slabs().free_desc(cpu, d);
                 return Err(e);
             }
         };
@@ -706,7 +707,7 @@ impl<P: Platform> PhysMem<P> {
         d.mm.store(mm, Ordering::Relaxed);
         d.pmd_huge_pte.store(0, Ordering::Relaxed);
         d.entries.store(0, Ordering::Relaxed);
-        self.stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
+        self.pages().stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
         Ok(pfn)
     }
 
@@ -714,10 +715,10 @@ impl<P: Platform> PhysMem<P> {
         let d = self.ptdesc(table);
         debug_assert_eq!(d.entries(), 0);
         debug_assert_eq!(d.pmd_huge_pte.load(Ordering::Relaxed), 0);
-        self.stamp_block(table, 0, Word::TAIL);
-        self.free_desc(cpu, d);
-        let rm = self.memmap.region_map(self.memmap.region_index(table).expect("table pfn"));
-        self.free_claimed(cpu, rm, table, 0);
+        self.pages().stamp_block(table, 0, Word::TAIL);
+        self.slabs().free_desc(cpu, d);
+        let rm = self.memmap().region_map(self.memmap().region_index(table).expect("table pfn"));
+        self.pages().free_claimed(cpu, rm, table, 0);
         mm.pt_pages.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -815,7 +816,7 @@ impl<P: Platform> PhysMem<P> {
     /// [`mappability`] (a free tail's error refined to `Free`).
     fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'_>, Tag), MapError> {
         let bad = |kind| Err(MapError::Unmappable { pfn, kind });
-        let Some(v) = self.memmap.load(&self.platform, pfn) else { return bad(UnmappableKind::NoPage) };
+        let Some(v) = self.memmap().load(self.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
         let tag = match mappability(v.word, space) {
             Ok(tag) => tag,
             // A tail of a free buddy block is free memory.
@@ -839,7 +840,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn target_of(&self, pfn: Pfn) -> Target<'_> {
-        let v = self.memmap.load(&self.platform, pfn).expect("mapped pfn has a word");
+        let v = self.memmap().load(self.platform(), pfn).expect("mapped pfn has a word");
         let addr = v.word.desc_addr().expect("mapped pages are described");
         match v.word.kind() {
             // SAFETY: a mapped page's entry holds a reference, so its descriptor is live.
@@ -955,14 +956,16 @@ impl<P: Platform> PhysMem<P> {
     /// Creates the slab caches address spaces live in (`mm_struct`, `vm_area`, and the
     /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`] is created through them.
     pub fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'_, P>, AllocError> {
-        let mm =
-            self.new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("mm_struct", core::mem::size_of::<Mm>()) })?;
+        let mm = self
+            .slabs()
+            .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("mm_struct", core::mem::size_of::<Mm>()) })?;
         let vma = match self
+            .slabs()
             .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("vm_area", core::mem::size_of::<Vma>()) })
         {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.cache_ref_internal(mm));
+                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
                 return Err(e);
             }
         };
@@ -972,11 +975,11 @@ impl<P: Platform> PhysMem<P> {
             freeptr_offset: Some(core::mem::offset_of!(RmapList, head)),
             ..CacheArgs::new("anon_vma", core::mem::size_of::<RmapList>())
         };
-        let anon_vma = match self.new_cache(cpu, &anon) {
+        let anon_vma = match self.slabs().new_cache(cpu, &anon) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.cache_ref_internal(mm));
-                let _ = self.destroy_cache(cpu, self.cache_ref_internal(vma));
+                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
+                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(vma));
                 return Err(e);
             }
         };
@@ -987,7 +990,7 @@ impl<P: Platform> PhysMem<P> {
     fn word_names_folio(&self, f: &Folio) -> bool {
         loop {
             let pfn = f.flags.pfn();
-            if self.memmap.load(&self.platform, pfn).and_then(|v| v.word.desc_addr())
+            if self.memmap().load(self.platform(), pfn).and_then(|v| v.word.desc_addr())
                 == Some(f as *const Folio as usize)
             {
                 return true;
@@ -1012,7 +1015,7 @@ impl<P: Platform> PhysMem<P> {
     /// the torture hang in `offline_range → migrate_to → rmap_lock` before migration took its
     /// own reference first.
     fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<(&'a RmapList, SpinGuard<'a, ()>)> {
-        let tag = self.memmap.load(&self.platform, f.flags.pfn())?.word.tag()?;
+        let tag = self.memmap().load(self.platform(), f.flags.pfn())?.word.tag()?;
         let _rcu = self.rcu().read_lock(cpu);
         loop {
             let mapping = f.mapping();
@@ -1113,7 +1116,7 @@ impl<P: Platform> PhysMem<P> {
         }
         // A cached file folio is split by its page cache (which must re-point its slots):
         // refused here.
-        if self.memmap.load(&self.platform, f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
+        if self.memmap().load(self.platform(), f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
             return Err(FolioError::Mapped(f.counts.mapcount()));
         }
         let pieces = 1usize << (order - new_order);
@@ -1136,7 +1139,7 @@ impl<P: Platform> PhysMem<P> {
             self.walk_mappings_locked(list, f, &mut |_, _, _, _, _, _, e| {
                 counts[((e.pfn().0 - pfn0.0) >> new_order) as usize] += 1;
             });
-            let anon = self.memmap.load(&self.platform, pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
+            let anon = self.memmap().load(self.platform(), pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
             let mut each = each;
             self.folio_split_counts(cpu, f, holders, new_order, Some(counts), |p| {
                 if anon && p.counts.mapcount() == 0 {
@@ -1212,7 +1215,7 @@ impl<P: Platform> PhysMem<P> {
         old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
         old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
         if old.counts.mapcount() == 0
-            && self.memmap.load(&self.platform, po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+            && self.memmap().load(self.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
         {
             old.mapping.store(0, Ordering::Release);
         }
@@ -1546,7 +1549,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
         loop {
             let pfn = f.flags.pfn();
-            match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word) {
+            match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word) {
                 Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
                     return Ok(Target::Folio(f, w.tag().expect("described")))
                 }
@@ -1621,7 +1624,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
 
     /// Maps every page of driver memory `d` by PTEs from `va`, in a pfn VMA.
     pub fn map_mappable(&self, cpu: &Cpu<'_>, va: u64, d: &MappableDesc) -> Result<(), MapError> {
-        match self.mem.memmap.load(&self.mem.platform, d.flags.pfn()).map(|v| v.word.desc_addr()) {
+        match self.mem.memmap().load(self.mem.platform(), d.flags.pfn()).map(|v| v.word.desc_addr()) {
             Some(Some(a)) if a == d as *const MappableDesc as usize => {}
             _ => return Err(MapError::NoReference),
         }
@@ -1875,7 +1878,7 @@ mod tests {
     use crate::desc::VmallocDesc;
     use crate::folio::FolioKind;
     use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-    use crate::page_alloc::Config;
+    use crate::Config;
     use std::boxed::Box;
 
     /// 16 MiB of host memory as a one-region machine.
@@ -1920,22 +1923,22 @@ mod tests {
 
     /// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
     fn vmalloc_page<'a>(m: &'a PhysMem<Buf>, cpu: &Cpu<'_>, mappable: bool) -> (Pfn, &'a VmallocDesc) {
-        let pfn = m.alloc_internal(cpu, 0, Gfp::KERNEL).unwrap();
-        let d = m.alloc_desc::<VmallocDesc>(cpu).unwrap();
+        let pfn = m.pages().alloc_internal(cpu, 0, Gfp::KERNEL).unwrap();
+        let d = m.slabs().alloc_desc::<VmallocDesc>(cpu).unwrap();
         d.flags.init(0, 0, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
         let tag = if mappable { Tag::VmallocMappable } else { Tag::VmallocUnmappable };
-        m.stamp_block(pfn, 0, Word::desc_as(DescPtr::from_ref(d), tag).unwrap());
+        m.pages().stamp_block(pfn, 0, Word::desc_as(DescPtr::from_ref(d), tag).unwrap());
         (pfn, d)
     }
 
     fn free_vmalloc_page(m: &PhysMem<Buf>, cpu: &Cpu<'_>, pfn: Pfn, d: &VmallocDesc) {
         assert_eq!(d.counts.refcount(), 1);
-        m.stamp_block(pfn, 0, Word::TAIL);
-        m.free_desc(cpu, d);
-        let rm = m.memmap.region_map(m.memmap.region_index(pfn).unwrap());
-        m.free_claimed(cpu, rm, pfn, 0);
+        m.pages().stamp_block(pfn, 0, Word::TAIL);
+        m.slabs().free_desc(cpu, d);
+        let rm = m.memmap().region_map(m.memmap().region_index(pfn).unwrap());
+        m.pages().free_claimed(cpu, rm, pfn, 0);
     }
 
     #[test]

@@ -27,11 +27,11 @@
 
 use crate::addr::{Pfn, MAX_PFN, PAGE_SIZE};
 use crate::desc::Folio;
-use crate::page_alloc::PhysMem;
 use crate::pgtable::{MmRef, PTRS_PER_TABLE};
 use crate::platform::Platform;
 use crate::vmalloc::{AreaKind, VmArea, VmallocSpace};
 use crate::word::PageKind;
+use crate::PhysMem;
 
 /// Most device ranges an [`IoSpace`] holds.
 pub const MAX_DEVICE_RANGES: usize = 8;

@@ -77,12 +77,13 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, VmallocDesc};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::pgtable::{MapError, MmKind, MmRef, UserPage};
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, CacheRef};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
+use crate::PhysMem;
 
 #[cfg(doc)]
 use crate::pgtable::MmCaches;
@@ -318,8 +319,9 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         }
         // The space's own cache: no user can reach it through `cache_ref` and destroy it.
         let records = mem
+            .slabs()
             .new_cache(cpu, &CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
-            .map(|c| mem.cache_ref_internal(c))
+            .map(|c| mem.slabs().cache_ref_internal(c))
             .map_err(VmallocError::NoMemory)?;
         if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
             let r = mem.destroy_cache(cpu, records);
@@ -754,11 +756,11 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     }
 
     fn alloc_page<K: AreaKind>(&self, cpu: &Cpu<'_>, gfp: Gfp, rec: usize, i: usize) -> Result<Pfn, AllocError> {
-        let pfn = self.mem.alloc_internal(cpu, 0, gfp)?;
-        let d = match self.mem.alloc_desc::<VmallocDesc>(cpu) {
+        let pfn = self.mem.pages().alloc_internal(cpu, 0, gfp)?;
+        let d = match self.mem.slabs().alloc_desc::<VmallocDesc>(cpu) {
             Ok(d) => d,
             Err(e) => {
-                let r = self.mem.free_internal(cpu, pfn, 0);
+                let r = self.mem.pages().free_internal(cpu, pfn, 0);
                 debug_assert!(r.is_ok(), "{r:?}");
                 return Err(e);
             }
@@ -769,20 +771,20 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         d.index.store(i as u64, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
         let w = Word::desc_as(DescPtr::from_ref(d), K::TAG).expect("vmalloc tags");
-        self.mem.stamp_block(pfn, 0, w);
+        self.mem.pages().stamp_block(pfn, 0, w);
         Ok(pfn)
     }
 
     fn free_page(&self, cpu: &Cpu<'_>, pfn: Pfn) {
         let d = self.desc_at(pfn);
         debug_assert!(d.is_some(), "vmalloc page {pfn} lost its word");
-        self.mem.stamp_block(pfn, 0, Word::TAIL);
+        self.mem.pages().stamp_block(pfn, 0, Word::TAIL);
         if let Some(d) = d {
             d.counts.refcount.store(0, Ordering::Release);
-            self.mem.free_desc(cpu, d);
+            self.mem.slabs().free_desc(cpu, d);
         }
-        let rm = self.mem.memmap.region_map(self.mem.memmap.region_index(pfn).expect("vmalloc pfn"));
-        self.mem.free_claimed(cpu, rm, pfn, 0);
+        let rm = self.mem.memmap().region_map(self.mem.memmap().region_index(pfn).expect("vmalloc pfn"));
+        self.mem.pages().free_claimed(cpu, rm, pfn, 0);
     }
 
     fn free_array(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {

@@ -43,7 +43,7 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
@@ -51,6 +51,7 @@ use crate::zsmalloc::{
     page_free, take_replacement, Handle, HandleFault, HandleId, HandleTable, ZsMigrateError, E_LOST, E_MAPPED,
     IDX_SHIFT, PFN_SHIFT,
 };
+use crate::PhysMem;
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;
@@ -392,7 +393,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             HandleFault::Freed => Z3Error::DoubleFree(h),
         })?;
         let pfn = Pfn(entry >> PFN_SHIFT);
-        let d = match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+        let d = match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
             Some(PageKind::Z3fold(d)) => desc_ref(d.addr()),
             _ => return Err(Z3Error::BadHandle(h)),
         };
@@ -462,7 +463,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         }
         let mut l = Layout::load(loc.d);
         let pfn = loc.d.flags.pfn();
-        let base = self.mem.platform.direct_map(pfn).ok_or(Z3Error::NoDirectMap(pfn))?;
+        let base = self.mem.platform().direct_map(pfn).ok_or(Z3Error::NoDirectMap(pfn))?;
         *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
         l.mapped += 1;
         l.store(loc.d);
@@ -510,7 +511,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             todo = d.list.next.load(Ordering::Relaxed);
             let mut l = Layout::load(d);
             let (m, size) = (l.c(Buddy::Middle), l.sizes[1]);
-            let base = self.mem.platform.direct_map(d.flags.pfn()).expect("z3fold pages are direct-mapped");
+            let base = self.mem.platform().direct_map(d.flags.pfn()).expect("z3fold pages are direct-mapped");
             let (to, becomes) = if l.sizes[0] == 0 {
                 (0, Buddy::First)
             } else if l.sizes[2] == 0 {
@@ -565,21 +566,21 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     }
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
-        let d = self.mem.alloc_desc::<Z3foldDesc>(cpu)?;
+        let d = self.mem.slabs().alloc_desc::<Z3foldDesc>(cpu)?;
         // What a lockless reader of the word may read is set before the word names it.
         d.chunks.store(0, Ordering::Relaxed);
         d.handles.store(0, Ordering::Relaxed);
         d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
         let w = Word::desc(DescPtr::from_ref(d));
-        let pfn = match self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
+        let pfn = match self.mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
             Ok(p) => p,
             Err(e) => {
-                self.mem.free_desc(cpu, d);
+                self.mem.slabs().free_desc(cpu, d);
                 return Err(e.into());
             }
         };
         d.flags.init(0, 0, pfn);
-        if self.mem.platform.direct_map(pfn).is_none() {
+        if self.mem.platform().direct_map(pfn).is_none() {
             self.page_free(cpu, d);
             return Err(Z3Error::NoDirectMap(pfn));
         }
@@ -588,7 +589,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
 
     fn page_free(&self, cpu: &Cpu<'_>, d: &Z3foldDesc) {
         page_free(self.mem, cpu, d.flags.pfn());
-        self.mem.free_desc(cpu, d);
+        self.mem.slabs().free_desc(cpu, d);
     }
 }
 
@@ -637,7 +638,7 @@ fn move_page<P: Platform>(
     poison: bool,
 ) -> Result<(Pfn, u32), ZsMigrateError> {
     let guard = mem.rcu().read_lock(cpu);
-    let v = mem.memmap.load(&mem.platform, pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
+    let v = mem.memmap().load(mem.platform(), pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
     let PageKind::Z3fold(d) = v.word.kind() else { return Err(ZsMigrateError::NotZsmalloc(pfn)) };
     let pool_addr = d.get(&guard).pool.load(Ordering::Acquire);
     if pool_addr == 0 {
@@ -664,7 +665,7 @@ impl<P: Platform> Z3foldPool<'_, P> {
         poison: bool,
     ) -> Result<(Pfn, u32), ZsMigrateError> {
         let mut g = self.state().lock.lock();
-        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+        match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
             Some(PageKind::Z3fold(d2)) if d2 == dp => {}
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
@@ -691,7 +692,7 @@ impl<P: Platform> Z3foldPool<'_, P> {
         }
         d.flags.init(0, 0, new);
         if poison {
-            self.mem.retire_poisoned_block(pfn, 0);
+            self.mem.pages().retire_poisoned_block(pfn, 0);
         } else {
             page_free(self.mem, cpu, pfn);
         }

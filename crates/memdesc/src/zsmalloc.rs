@@ -61,10 +61,11 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Zspage};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
+use crate::PhysMem;
 
 /// Most pages in a zspage (the descriptor has room for this many pfns).
 pub const ZS_MAX_PAGES: usize = 8;
@@ -1060,7 +1061,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                     }
                     for i in 0..class.pages as usize {
                         let pfn = Pfn(zs.pages[i].load(Ordering::Relaxed));
-                        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+                        match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
                             Some(PageKind::Zsmalloc(d)) if d.addr() == cur => {}
                             _ => return Err(bad("component word")),
                         }
@@ -1186,7 +1187,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
 
     /// The zspage a pfn's word names (under the pool lock, so it is stable).
     fn zspage_at(&self, pfn: Pfn) -> Option<&Zspage> {
-        match self.mem.memmap.load(&self.mem.platform, pfn)?.word.kind() {
+        match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
             PageKind::Zsmalloc(d) => Some(zs_ref(d.addr())),
             _ => None,
         }
@@ -1229,7 +1230,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     /// Makes a zspage for class `ci`, puts it on the partial list.
     fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
-        let zs = self.mem.alloc_desc::<Zspage>(cpu)?;
+        let zs = self.mem.slabs().alloc_desc::<Zspage>(cpu)?;
         // Everything a lockless pfn scanner reads (the pool) is set before a word names the
         // zspage; the rest is only read under the pool lock, which we hold.
         zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
@@ -1239,11 +1240,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let mut got = 0usize;
         let mut err = None;
         for i in 0..class.pages as usize {
-            match self.mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
+            match self.mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
                 Ok(pfn) => {
                     zs.pages[i].store(pfn.0, Ordering::Relaxed);
                     got += 1;
-                    if self.mem.platform.direct_map(pfn).is_none() {
+                    if self.mem.platform().direct_map(pfn).is_none() {
                         err = Some(ZsError::NoDirectMap(pfn));
                         break;
                     }
@@ -1258,7 +1259,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             for i in 0..got {
                 self.page_free(cpu, Pfn(zs.pages[i].load(Ordering::Relaxed)));
             }
-            self.mem.free_desc(cpu, zs);
+            self.mem.slabs().free_desc(cpu, zs);
             return Err(e);
         }
         for i in class.pages as usize..ZS_MAX_PAGES {
@@ -1290,7 +1291,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         for i in 0..c.pages as usize {
             self.page_free(cpu, Pfn(zs.pages[i].load(Ordering::Relaxed)));
         }
-        self.mem.free_desc(cpu, zs);
+        self.mem.slabs().free_desc(cpu, zs);
     }
 
     fn page_free(&self, cpu: &Cpu<'_>, pfn: Pfn) {
@@ -1300,7 +1301,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     /// Pointer to byte `off` of the zspage (within one page).
     fn page_ptr(&self, zs: &Zspage, off: usize) -> NonNull<u8> {
         let pfn = Pfn(zs.pages[off / PAGE_SIZE].load(Ordering::Relaxed));
-        let base = self.mem.platform.direct_map(pfn).expect("zspage pages are direct-mapped (checked at allocation)");
+        let base = self.mem.platform().direct_map(pfn).expect("zspage pages are direct-mapped (checked at allocation)");
         // SAFETY: off % PAGE_SIZE is inside the page.
         unsafe { base.add(off % PAGE_SIZE) }
     }
@@ -1361,21 +1362,26 @@ pub(crate) fn take_replacement<P: Platform>(
     poison: bool,
 ) -> Result<Pfn, ZsMigrateError> {
     let new = match target {
-        None => mem.alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
+        None => mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE, |_| w).map_err(ZsMigrateError::NoMemory)?,
         Some(t) => {
             let rm = mem
+                .pages()
                 .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
                 .map_err(|_| ZsMigrateError::BadTarget(t))?;
-            mem.memmap.page_word(&mem.platform, rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
+            mem.memmap().page_word(mem.platform(), rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
             t
         }
     };
-    let (Some(src), Some(dst)) = (mem.platform.direct_map(pfn), mem.platform.direct_map(new)) else {
+    let (Some(src), Some(dst)) = (mem.platform().direct_map(pfn), mem.platform().direct_map(new)) else {
         match target {
             None => page_free(mem, cpu, new),
             Some(t) => {
-                let rm = mem.memmap.region_map(mem.memmap.region_index(t).expect("target"));
-                mem.stamp_block(t, 0, PhysMem::<P>::undesc_word(rm, crate::word::Subtype::Unmappable, 0));
+                let rm = mem.memmap().region_map(mem.memmap().region_index(t).expect("target"));
+                mem.pages().stamp_block(
+                    t,
+                    0,
+                    crate::page_alloc::PageAllocator::<P>::undesc_word(rm, crate::word::Subtype::Unmappable, 0),
+                );
             }
         }
         return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
@@ -1394,9 +1400,9 @@ pub(crate) fn take_replacement<P: Platform>(
 
 /// Resets a pool page's word and returns the page to the allocator (zsmalloc and z3fold).
 pub(crate) fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) {
-    mem.stamp_block(pfn, 0, Word::TAIL);
-    let rm = mem.memmap.region_map(mem.memmap.region_index(pfn).expect("zspage pfn"));
-    mem.free_claimed(cpu, rm, pfn, 0);
+    mem.pages().stamp_block(pfn, 0, Word::TAIL);
+    let rm = mem.memmap().region_map(mem.memmap().region_index(pfn).expect("zspage pfn"));
+    mem.pages().free_claimed(cpu, rm, pfn, 0);
 }
 
 /// A live mapping (shared by [`ZsRead`] and [`ZsWrite`]).
@@ -1513,7 +1519,7 @@ fn move_page<P: Platform>(
     poison: bool,
 ) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
     let guard = mem.rcu().read_lock(cpu);
-    let v = mem.memmap.load(&mem.platform, pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
+    let v = mem.memmap().load(mem.platform(), pfn).ok_or(ZsMigrateError::OutOfRange(pfn))?;
     let PageKind::Zsmalloc(d) = v.word.kind() else { return Err(ZsMigrateError::NotZsmalloc(pfn)) };
     let pool_addr = d.get(&guard).pool.load(Ordering::Acquire);
     if pool_addr == 0 {
@@ -1541,7 +1547,7 @@ impl<P: Platform> ZsPool<'_, P> {
     ) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
         let mut g = self.state().lock.lock();
         // Re-check under the lock: still a page of this zspage of this pool?
-        match self.mem.memmap.load(&self.mem.platform, pfn).map(|v| v.word.kind()) {
+        match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
             Some(PageKind::Zsmalloc(d2)) if d2 == d => {}
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
@@ -1581,7 +1587,7 @@ impl<P: Platform> ZsPool<'_, P> {
             }
         }
         if poison {
-            self.mem.retire_poisoned_block(pfn, 0);
+            self.mem.pages().retire_poisoned_block(pfn, 0);
         } else {
             page_free(self.mem, cpu, pfn);
         }

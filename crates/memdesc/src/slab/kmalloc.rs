@@ -34,9 +34,9 @@ use crate::cpu::Cpu;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
 use crate::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError};
+use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs};
 use crate::word::{PageKind, Subtype};
 
 /// The size classes, as Linux's (including 96 and 192).
@@ -90,14 +90,11 @@ impl KBox {
     pub fn into_raw(self) -> NonNull<u8> {
         self.ptr
     }
-    /// Makes the handle of raw kmalloc memory again.
-    ///
-    /// # Safety
-    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`] of `mem` (or
-    /// [`KBox::into_raw`]), has not been freed since, and no other handle or raw owner remains.
+    /// A handle for memory of `machine` (the public constructor, `KBox::from_raw`, takes the
+    /// machine and lives in `machine/slab.rs`).
     #[inline]
-    pub unsafe fn from_raw<P: Platform>(mem: &PhysMem<P>, ptr: NonNull<u8>) -> KBox {
-        KBox { ptr, machine: mem.machine_id() }
+    pub(crate) fn new(ptr: NonNull<u8>, machine: u32) -> KBox {
+        KBox { ptr, machine }
     }
 }
 
@@ -120,9 +117,9 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
     })
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Slabs<'a, P> {
     pub(crate) fn create_kmalloc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_KMALLOC], AllocError> {
-        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [None; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
             let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
@@ -133,39 +130,39 @@ impl<P: Platform> PhysMem<P> {
         Ok(out)
     }
 
-    fn kmalloc_cache(&self, i: usize) -> &SlabCache {
+    fn kmalloc_cache(&self, i: usize) -> &'a SlabCache {
         // SAFETY: created at boot; caches of kmalloc are never destroyed.
-        unsafe { self.slab.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+        unsafe { self.state.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
     /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`].
     #[inline]
-    pub fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
+    pub(crate) fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
         let ptr = self.kmalloc_raw(cpu, size, gfp)?;
-        Ok(KBox { ptr, machine: self.machine_id() })
+        Ok(KBox { ptr, machine: self.pages.machine_id() })
     }
 
     /// As [`PhysMem::kmalloc`], returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`] (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
-    pub fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let p = match kmalloc_index(size) {
             Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
             None => {
                 let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
                 // kmalloc memory is used through its address: never from unmapped memory, so
                 // a caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
-                let pfn = self.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
-                    crate::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
+                let pfn = self.pages.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
+                    crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
                 })?;
-                return match self.platform.direct_map(pfn) {
+                return match self.pages.platform().direct_map(pfn) {
                     Some(p) => Ok(p),
                     None => {
                         // Unreachable with the zone rule; a platform that withdrew the map
                         // gets an error, not a panic.
-                        match self.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
-                            Ok(rm) => self.free_claimed(cpu, rm, pfn, order),
+                        match self.pages.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
+                            Ok(rm) => self.pages.free_claimed(cpu, rm, pfn, order),
                             Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
                         }
                         Err(AllocError::NoMemory { order })
@@ -184,8 +181,8 @@ impl<P: Platform> PhysMem<P> {
     /// [`PhysMem::kfree_raw`]; a handle of another machine is refused with
     /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
     #[inline]
-    pub fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
-        if obj.machine != self.machine_id() {
+    pub(crate) fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
+        if obj.machine != self.pages.machine_id() {
             return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
         }
         // SAFETY: a KBox of this machine owns its memory (KBox's invariant), and consuming it
@@ -204,10 +201,10 @@ impl<P: Platform> PhysMem<P> {
     /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
     /// call. The checks catch a double free but cannot tell the owner of a live object from
     /// anyone else: freeing another owner's object hands it out again while still in use.
-    pub unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+    pub(crate) unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
-        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
-        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             PageKind::Slab(d) => {
                 // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
@@ -225,24 +222,27 @@ impl<P: Platform> PhysMem<P> {
                     return Err(SlabError::InteriorPointer(addr));
                 }
                 let rm = self
+                    .pages
                     .check_and_claim(pfn, u.order as u32, |s| s == Subtype::LargeKmalloc)
                     .map_err(SlabError::Page)?;
-                self.free_claimed(cpu, rm, pfn, u.order as u32);
+                self.pages.free_claimed(cpu, rm, pfn, u.order as u32);
                 Ok(())
             }
-            PageKind::Undescribed(u) if u.subtype == Subtype::Tail => Err(match self.free_block_containing_pfn(pfn) {
-                Some(_) => SlabError::NotSlab(addr, v.word.tag()),
-                None => SlabError::InteriorPointer(addr),
-            }),
+            PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
+                Err(match self.pages.free_block_containing_pfn(pfn) {
+                    Some(_) => SlabError::NotSlab(addr, v.word.tag()),
+                    None => SlabError::InteriorPointer(addr),
+                })
+            }
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
         }
     }
 
     /// Usable size of a kmalloc allocation.
-    pub fn ksize(&self, ptr: NonNull<u8>) -> Result<usize, SlabError> {
+    pub(crate) fn ksize(&self, ptr: NonNull<u8>) -> Result<usize, SlabError> {
         let addr = ptr.as_ptr() as usize;
-        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
-        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             PageKind::Slab(_) => {
                 let slab = self.slab_of(addr)?;
@@ -259,7 +259,7 @@ impl<P: Platform> PhysMem<P> {
 /// boot like kmalloc's: every subsystem with a descriptor allocates it here (built with the
 /// features that have descriptors).
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Slabs<'a, P> {
     pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
         use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
         fn args<T: CachedDescriptor>() -> CacheArgs {
@@ -279,7 +279,7 @@ impl<P: Platform> PhysMem<P> {
             args::<Z3foldDesc>(),
             args::<MappableDesc>(),
         ];
-        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [None; NR_DESC_KINDS];
         for (i, a) in all.iter().enumerate() {
             out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
@@ -287,14 +287,14 @@ impl<P: Platform> PhysMem<P> {
         Ok(out)
     }
 
-    fn desc_cache<T: CachedDescriptor>(&self) -> &SlabCache {
+    fn desc_cache<T: CachedDescriptor>(&self) -> &'a SlabCache {
         // SAFETY: created at boot, never destroyed.
-        unsafe { self.slab.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
+        unsafe { self.state.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
     }
 
     /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
     /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
-    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&T, AllocError> {
+    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&'a T, AllocError> {
         let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
         // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
         // (all-atomic) T values, and 16-byte aligned.

@@ -14,19 +14,19 @@
 
 use crate::addr::Pfn;
 use crate::memmap::RegionMap;
-use crate::page_alloc::PhysMem;
+use crate::page_alloc::zone::Buddy;
+use crate::page_alloc::PageAllocator;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
 use crate::sync::{AtomicU64, Ordering};
 use crate::word::{PageKind, Subtype, Word};
-use crate::zone::Buddy;
 // The isolation operations proper serve memory health (offline, compaction, hwpoison, balloon).
 #[cfg(feature = "health")]
 use crate::addr::{AREA_ORDER, AREA_PAGES};
 #[cfg(feature = "health")]
 use crate::layout::{MemmapLayout, NR_ZONES};
 #[cfg(feature = "health")]
-use crate::zone::{FreeLists, Zone};
+use crate::page_alloc::zone::{FreeLists, Zone};
 
 /// Why a pfn-level operation on free memory was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,9 +95,9 @@ pub struct UndescribedStats {
     pub guard_pages: u64,
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<P: Platform> PageAllocator<P> {
     /// The counters of poisoned, offline and guard pages.
-    pub fn undescribed_stats(&self) -> UndescribedStats {
+    pub(crate) fn undescribed_stats(&self) -> UndescribedStats {
         let c = &self.undesc;
         UndescribedStats {
             hwpoison_pages: c.hwpoison.load(Ordering::Relaxed),
@@ -112,7 +112,7 @@ impl<P: Platform> PhysMem<P> {
     /// Calls `f(start, end)` for every maximal run of `Reserved` pages (firmware ranges and
     /// boot allocations: memmap, per-CPU areas, slab bootstrap), in pfn order; returns the
     /// number of reserved pages. These pages are never on a free list and never allocated.
-    pub fn reserved_ranges(&self, mut f: impl FnMut(Pfn, Pfn)) -> u64 {
+    pub(crate) fn reserved_ranges(&self, mut f: impl FnMut(Pfn, Pfn)) -> u64 {
         let mut run: Option<(Pfn, Pfn)> = None;
         let mut total = 0;
         for r in self.memmap.regions() {
@@ -139,7 +139,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// The migratetype of the pageblock holding `pfn`.
-    pub fn pageblock_migratetype(&self, pfn: Pfn) -> Option<MigrateType> {
+    pub(crate) fn pageblock_migratetype(&self, pfn: Pfn) -> Option<MigrateType> {
         let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
         MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed))
     }

@@ -50,10 +50,11 @@ use crate::desc::DescPtr;
 use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::GpCookie;
-use crate::sheaf::CpuSheaves;
+use crate::slab::sheaf::CpuSheaves;
+use crate::slab::Slabs;
 use crate::sync::{AtomicUsize, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
 
@@ -458,7 +459,7 @@ impl SlabCache {
 
 /// A reference to a user cache of a machine, for allocating and freeing its objects.
 pub struct CacheRef<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    slabs: Slabs<'m, P>,
     cache: &'m SlabCache,
 }
 
@@ -511,14 +512,14 @@ impl<'m, P: Platform> CacheRef<'m, P> {
 
     /// Allocates an object.
     pub fn alloc(&self, cpu: &Cpu<'_>) -> Result<SlabObj, AllocError> {
-        let ptr = self.mem.cache_alloc(cpu, self.cache)?;
+        let ptr = self.slabs.cache_alloc(cpu, self.cache)?;
         Ok(SlabObj { ptr, cache: NonNull::from(self.cache) })
     }
 
     /// Allocates an object and returns its address (the caller owns it; see
     /// [`CacheRef::free_raw`]).
     pub fn alloc_raw(&self, cpu: &Cpu<'_>) -> Result<NonNull<u8>, AllocError> {
-        self.mem.cache_alloc(cpu, self.cache)
+        self.slabs.cache_alloc(cpu, self.cache)
     }
 
     /// Frees an object of this cache, consuming its handle. An object of another cache is
@@ -530,7 +531,7 @@ impl<'m, P: Platform> CacheRef<'m, P> {
             let owner = unsafe { obj.cache.as_ref() }.name;
             return Err(SlabError::WrongCache { addr: obj.ptr.as_ptr() as usize, owner });
         }
-        self.mem.cache_free(cpu, self.cache, obj.ptr)
+        self.slabs.cache_free(cpu, self.cache, obj.ptr)
     }
 
     /// Frees an object of this cache by address. Checked: an address outside the cache's
@@ -541,7 +542,7 @@ impl<'m, P: Platform> CacheRef<'m, P> {
     /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
     /// The checks catch a double free, but not a free of an object somebody else holds.
     pub unsafe fn free_raw(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
-        self.mem.cache_free(cpu, self.cache, obj)
+        self.slabs.cache_free(cpu, self.cache, obj)
     }
 
     /// Allocates `out.len()` objects; on failure frees what it took and returns the error.
@@ -569,57 +570,6 @@ impl<'m, P: Platform> CacheRef<'m, P> {
             if let Some(o) = o.take() {
                 self.free(cpu, o).map_err(|e| (i, e))?;
             }
-        }
-        Ok(())
-    }
-}
-
-/// The slab layer's part of a machine ([`PhysMem`]): the bootstrap caches, the list of every
-/// cache, kmalloc's size classes and (with a subsystem that has descriptors) the descriptor
-/// caches.
-pub(crate) struct SlabState {
-    pub(crate) boot: SlabBoot,
-    /// Head of the list of caches (linked through `SlabCache::next`).
-    pub(crate) caches: SpinLock<usize>,
-    pub(crate) kmalloc: [Option<NonNull<SlabCache>>; crate::kmalloc::NR_KMALLOC],
-    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    pub(crate) desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
-}
-
-impl SlabState {
-    /// Places the two bootstrap caches in boot-allocator memory (boot, before the buddy
-    /// allocator takes the remaining pages).
-    pub(crate) fn reserve<P: Platform>(
-        p: &P,
-        boot: &mut crate::boot::BootAllocator,
-        nr_cpus: usize,
-        debug: bool,
-    ) -> Result<SlabState, crate::page_alloc::BootFailure> {
-        let pfn = boot.alloc(SlabBoot::pages(nr_cpus), 0, None)?;
-        let boot = SlabBoot::build(p, pfn, nr_cpus, debug)
-            .ok_or(crate::page_alloc::BootFailure::Memmap(crate::memmap::MemmapError::NoDirectMap(pfn)))?;
-        Ok(SlabState {
-            boot,
-            caches: SpinLock::new(0),
-            kmalloc: [None; crate::kmalloc::NR_KMALLOC],
-            #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-            desc_caches: [None; crate::desc::NR_DESC_KINDS],
-        })
-    }
-}
-
-impl<P: Platform> PhysMem<P> {
-    /// The slab half of boot, once the page allocator runs: registers the bootstrap caches and
-    /// creates kmalloc's size classes and the descriptor caches.
-    pub(crate) fn boot_slab(&mut self) -> Result<(), AllocError> {
-        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
-        let (kc, sd) = unsafe { (self.slab.boot.kmem_cache.as_ref(), self.slab.boot.slab_desc.as_ref()) };
-        self.register_cache(kc);
-        self.register_cache(sd);
-        self.slab.kmalloc = self.create_kmalloc_caches()?;
-        #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-        {
-            self.slab.desc_caches = self.create_desc_caches()?;
         }
         Ok(())
     }
@@ -672,29 +622,29 @@ impl SlabBoot {
 #[cfg(not(loom))]
 const _: () = assert!(2 * core::mem::size_of::<SlabCache>() <= PAGE_SIZE);
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Slabs<'a, P> {
     #[inline]
-    fn slab_desc_cache(&self) -> &SlabCache {
+    fn slab_desc_cache(&self) -> &'a SlabCache {
         // SAFETY: built at boot in boot-allocator memory that lives as long as self.
-        unsafe { self.slab.boot.slab_desc.as_ref() }
+        unsafe { self.state.boot.slab_desc.as_ref() }
     }
 
     #[inline]
-    fn kmem_cache_cache(&self) -> &SlabCache {
+    fn kmem_cache_cache(&self) -> &'a SlabCache {
         // SAFETY: as slab_desc_cache.
-        unsafe { self.slab.boot.kmem_cache.as_ref() }
+        unsafe { self.state.boot.kmem_cache.as_ref() }
     }
 
     /// Links a cache into the machine's list of caches.
     pub(crate) fn register_cache(&self, c: &SlabCache) {
-        let mut head = self.slab.caches.lock();
+        let mut head = self.state.caches.lock();
         c.next.store(*head, Ordering::Relaxed);
         *head = c as *const SlabCache as usize;
     }
 
     /// Calls `f` for every cache.
-    pub fn for_each_cache(&self, mut f: impl FnMut(&SlabCache)) {
-        let head = self.slab.caches.lock();
+    pub(crate) fn for_each_cache(&self, mut f: impl FnMut(&SlabCache)) {
+        let head = self.state.caches.lock();
         let mut cur = *head;
         while cur != 0 {
             // SAFETY: the list only holds live caches (destroy unlinks under this lock).
@@ -711,34 +661,34 @@ impl<P: Platform> PhysMem<P> {
     /// The returned handle is a second handle to a cache whose creator holds one: the caller
     /// ensures the cache is not destroyed (through either handle) while the other is still
     /// used, and frees through it only objects it owns.
-    pub unsafe fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> Result<CacheRef<'m, P>, SlabError> {
+    pub(crate) unsafe fn cache_ref(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
         if cache.family != CacheFamily::User {
             return Err(SlabError::NotUserCache(cache.name));
         }
-        Ok(CacheRef { mem: self, cache })
+        Ok(CacheRef { slabs: *self, cache })
     }
 
     /// A handle to any cache, for the crate's own use.
     #[cfg(feature = "pgtable")]
-    pub(crate) fn cache_ref_internal<'m>(&'m self, cache: &'m SlabCache) -> CacheRef<'m, P> {
-        CacheRef { mem: self, cache }
+    pub(crate) fn cache_ref_internal(&self, cache: &'a SlabCache) -> CacheRef<'a, P> {
+        CacheRef { slabs: *self, cache }
     }
 
     /// Returns every empty slab of any cache of this machine (a user's, kmalloc's or the
     /// crate's own) to the page allocator; see [`PhysMem::shrink_cache`]. Returns pages freed.
-    pub fn shrink_any_cache(&self, cpu: &Cpu<'_>, cache: &SlabCache) -> u64 {
+    pub(crate) fn shrink_any_cache(&self, cpu: &Cpu<'_>, cache: &SlabCache) -> u64 {
         self.shrink_cache_inner(cpu, cache, false)
     }
 
     /// Creates a cache. Its `SlabCache` struct is an object of the cache of caches.
-    pub fn create_cache(&self, cpu: &Cpu<'_>, args: CacheArgs) -> Result<CacheRef<'_, P>, AllocError> {
+    pub(crate) fn create_cache(&self, cpu: &Cpu<'_>, args: CacheArgs) -> Result<CacheRef<'a, P>, AllocError> {
         let c = self.new_cache_in(cpu, &args, CacheFamily::User)?;
-        Ok(CacheRef { mem: self, cache: c })
+        Ok(CacheRef { slabs: *self, cache: c })
     }
 
     /// Creates one of the crate's own caches ([`CacheFamily::Internal`]).
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&SlabCache, AllocError> {
+    pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&'a SlabCache, AllocError> {
         self.new_cache_in(cpu, args, CacheFamily::Internal)
     }
 
@@ -747,22 +697,23 @@ impl<P: Platform> PhysMem<P> {
         cpu: &Cpu<'_>,
         args: &CacheArgs,
         family: CacheFamily,
-    ) -> Result<&SlabCache, AllocError> {
-        let mut c = SlabCache::layout(args, self.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
+    ) -> Result<&'a SlabCache, AllocError> {
+        let mut c =
+            SlabCache::layout(args, self.pages.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
         c.family = family;
-        let order = SlabCache::percpu_order(self.cpus().nr());
-        let pc = self.alloc_internal(cpu, order, Gfp::KERNEL)?;
+        let order = SlabCache::percpu_order(self.pages.cpus().nr());
+        let pc = self.pages.alloc_internal(cpu, order, Gfp::KERNEL)?;
         // Gfp::KERNEL never comes from unmapped memory (Gfp::may_be_unmapped); a platform
         // without the map anyway gets an error, not a panic.
-        let Some(base) = self.platform.direct_map(pc) else {
-            let _ = self.free_internal(cpu, pc, order);
+        let Some(base) = self.pages.platform().direct_map(pc) else {
+            let _ = self.pages.free_internal(cpu, pc, order);
             return Err(AllocError::NoMemory { order });
         };
-        c.attach_percpu(base, pc, order, self.cpus().nr());
+        c.attach_percpu(base, pc, order, self.pages.cpus().nr());
         let obj = match self.cache_alloc(cpu, self.kmem_cache_cache()) {
             Ok(o) => o.cast::<SlabCache>(),
             Err(e) => {
-                let _ = self.free_internal(cpu, pc, order);
+                let _ = self.pages.free_internal(cpu, pc, order);
                 return Err(e);
             }
         };
@@ -777,7 +728,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Destroys a cache with no live objects: flushes its sheaves, frees its slabs (after a
     /// grace period for TYPESAFE_BY_RCU caches) and its per-CPU memory.
-    pub fn destroy_cache(&self, cpu: &Cpu<'_>, cache: CacheRef<'_, P>) -> Result<(), SlabError> {
+    pub(crate) fn destroy_cache(&self, cpu: &Cpu<'_>, cache: CacheRef<'_, P>) -> Result<(), SlabError> {
         let c = cache.cache;
         if c.family == CacheFamily::Kmalloc {
             return Err(SlabError::NotUserCache(c.name));
@@ -786,7 +737,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(SlabError::Busy(c.live_objects()));
         }
         {
-            let mut head = self.slab.caches.lock();
+            let mut head = self.state.caches.lock();
             let me = c as *const SlabCache as usize;
             if *head == me {
                 *head = c.next.load(Ordering::Relaxed);
@@ -807,12 +758,12 @@ impl<P: Platform> PhysMem<P> {
         let (pc, order) = (c.percpu_pfn, c.percpu_order);
         let obj = NonNull::from(c).cast::<u8>();
         self.cache_free(cpu, self.kmem_cache_cache(), obj)?;
-        self.free_internal(cpu, pc, order).map_err(SlabError::Page)
+        self.pages.free_internal(cpu, pc, order).map_err(SlabError::Page)
     }
 
     /// Returns every empty slab of `cache` to the page allocator (after a grace period for
     /// TYPESAFE_BY_RCU caches), flushing all CPUs' sheaves first. Returns pages freed.
-    pub fn shrink_cache(&self, cpu: &Cpu<'_>, cache: &CacheRef<'_, P>) -> u64 {
+    pub(crate) fn shrink_cache(&self, cpu: &Cpu<'_>, cache: &CacheRef<'_, P>) -> u64 {
         self.shrink_cache_inner(cpu, cache.cache, false)
     }
 
@@ -850,14 +801,14 @@ impl<P: Platform> PhysMem<P> {
             }
         }
         if c.typesafe {
-            self.rcu().synchronize();
+            self.pages.rcu().synchronize();
         }
         self.reap_rcu(cpu, c);
         freed
     }
 
     fn node_of(&self, cpu: &Cpu<'_>) -> usize {
-        let nodes = self.zones().map(|z| z.node() as usize + 1).max().unwrap_or(1);
+        let nodes = self.pages.zones().map(|z| z.node() as usize + 1).max().unwrap_or(1);
         cpu.id() % nodes
     }
 
@@ -873,11 +824,11 @@ impl<P: Platform> PhysMem<P> {
         c: &SlabCache,
         site: FaultSite,
     ) -> Result<NonNull<u8>, AllocError> {
-        if self.fault.should_fail(site) {
+        if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
         let obj = c
-            .sheaves(self.cpu_id(cpu))
+            .sheaves(self.pages.cpu_id(cpu))
             .sheaf_alloc(|s| self.refill(cpu, c, s))?
             .ok_or(AllocError::NoMemory { order: c.order })?;
         // Allocated: the slot no longer decodes as free (see "always-on double-free check").
@@ -891,15 +842,15 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
-    pub(crate) fn slab_of(&self, addr: usize) -> Result<&Slab, SlabError> {
+    pub(crate) fn slab_of(&self, addr: usize) -> Result<&'a Slab, SlabError> {
         self.slab_at(addr).map(|(slab, _)| slab)
     }
 
     /// The slab descriptor of the page holding `addr`, and that page's pfn, checked.
-    fn slab_at(&self, addr: usize) -> Result<(&Slab, Pfn), SlabError> {
+    fn slab_at(&self, addr: usize) -> Result<(&'a Slab, Pfn), SlabError> {
         let ptr = NonNull::new(addr as *mut u8).ok_or(SlabError::OutOfRange(addr))?;
-        let pfn = self.platform.virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
-        let v = self.memmap.load(&self.platform, pfn).ok_or(SlabError::OutOfRange(addr))?;
+        let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
+        let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
             // page; the caller owns an object in it, which keeps the slab alive.
@@ -957,7 +908,7 @@ impl<P: Platform> PhysMem<P> {
 
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
-        let cpu_id = self.cpu_id(cpu);
+        let cpu_id = self.pages.cpu_id(cpu);
         // Always on: a slot that decodes as free means the object is free already (in some
         // CPU's sheaf or on its slab's free list). A plain load and store, no atomic
         // read-modify-write on the hot path: two frees of one object racing on two CPUs
@@ -1021,7 +972,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     fn slab_node(&self, slab: &Slab) -> usize {
-        self.memmap.region_of(slab.flags.pfn()).map_or(0, |r| r.node as usize)
+        self.pages.memmap().region_of(slab.flags.pfn()).map_or(0, |r| r.node as usize)
     }
 
     fn list_push(n: &mut CacheNode, s: &Slab) {
@@ -1094,11 +1045,11 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Makes a slab: pages, descriptor, free list, constructor, and Slab words on every page.
-    fn new_slab(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<&Slab, AllocError> {
-        let pfn = self.alloc_internal(cpu, c.order, c.gfp)?;
+    fn new_slab(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<&'a Slab, AllocError> {
+        let pfn = self.pages.alloc_internal(cpu, c.order, c.gfp)?;
         // Slab gfp is KERNEL or RECLAIMABLE, never from unmapped memory (Gfp::may_be_unmapped).
-        let Some(base) = self.platform.direct_map(pfn) else {
-            let _ = self.free_internal(cpu, pfn, c.order);
+        let Some(base) = self.pages.platform().direct_map(pfn) else {
+            let _ = self.pages.free_internal(cpu, pfn, c.order);
             return Err(AllocError::NoMemory { order: c.order });
         };
         let base = base.as_ptr() as usize;
@@ -1111,7 +1062,7 @@ impl<P: Platform> PhysMem<P> {
                 // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
                 Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
                 Err(e) => {
-                    let _ = self.free_internal(cpu, pfn, c.order);
+                    let _ = self.pages.free_internal(cpu, pfn, c.order);
                     return Err(e);
                 }
             }
@@ -1135,7 +1086,7 @@ impl<P: Platform> PhysMem<P> {
         desc.inuse.store(0, Ordering::Relaxed);
         desc.objects.store(c.objects, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(desc));
-        self.stamp_block(pfn, c.order, w);
+        self.pages.stamp_block(pfn, c.order, w);
         Ok(desc)
     }
 
@@ -1158,7 +1109,7 @@ impl<P: Platform> PhysMem<P> {
         {
             let mut n = c.nodes[node].lock();
             // The flush may have emptied and discarded the slab.
-            let still = matches!(self.memmap.load(&self.platform, pfn).map(|v| v.word.kind()),
+            let still = matches!(self.pages.memmap().load(self.pages.platform(), pfn).map(|v| v.word.kind()),
                 Some(PageKind::Slab(d)) if d.addr() == slab as *const Slab as usize);
             if !still {
                 return SlabPoison::Gone;
@@ -1204,7 +1155,7 @@ impl<P: Platform> PhysMem<P> {
             let mut n = c.nodes[node].lock();
             s.list.next.store(n.rcu_pending, Ordering::Relaxed);
             n.rcu_pending = s as *const Slab as usize;
-            n.rcu_cookie = Some(self.rcu().start_grace_period());
+            n.rcu_cookie = Some(self.pages.rcu().start_grace_period());
             return;
         }
         self.free_slab_pages(cpu, c, s);
@@ -1213,22 +1164,22 @@ impl<P: Platform> PhysMem<P> {
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
         let pfn = s.flags.pfn();
         let poisoned = s.flags.flags() & crate::desc::PG_HWPOISON != 0;
-        self.stamp_block(pfn, c.order, Word::TAIL);
+        self.pages.stamp_block(pfn, c.order, Word::TAIL);
         if poisoned {
             if !c.self_hosted {
                 let r = self.cache_free(cpu, self.slab_desc_cache(), NonNull::from(s).cast::<u8>());
                 debug_assert!(r.is_ok(), "slab descriptor free: {r:?}");
             }
-            self.retire_poisoned_block(pfn, c.order);
+            self.pages.retire_poisoned_block(pfn, c.order);
             return;
         }
-        let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("slab pfn"));
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(pfn).expect("slab pfn"));
         if !c.self_hosted {
             let obj = NonNull::from(s).cast::<u8>();
             let r = self.cache_free(cpu, self.slab_desc_cache(), obj);
             debug_assert!(r.is_ok(), "slab descriptor free: {r:?}");
         }
-        self.free_claimed(cpu, rm, pfn, c.order);
+        self.pages.free_claimed(cpu, rm, pfn, c.order);
     }
 
     /// Frees the slabs of `c` whose grace period has elapsed.
@@ -1240,7 +1191,7 @@ impl<P: Platform> PhysMem<P> {
             let mut list = {
                 let mut n = c.nodes[node].lock();
                 match n.rcu_cookie {
-                    Some(ck) if n.rcu_pending != 0 && self.rcu().poll(ck) => {
+                    Some(ck) if n.rcu_pending != 0 && self.pages.rcu().poll(ck) => {
                         n.rcu_cookie = None;
                         core::mem::replace(&mut n.rcu_pending, 0)
                     }
@@ -1257,7 +1208,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// The slabinfo row of a cache.
-    pub fn slab_info(&self, c: &SlabCache) -> SlabInfo {
+    pub(crate) fn slab_info(&self, c: &SlabCache) -> SlabInfo {
         let (mut slabs, mut free, mut empty) = (0, 0, 0);
         for node in &c.nodes {
             let n = node.lock();
@@ -1285,7 +1236,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Writes every cache in the format of Linux's /proc/slabinfo (version 2.1 columns).
-    pub fn write_slabinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn write_slabinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
         writeln!(out, "slabinfo - version: 2.1")?;
         writeln!(
             out,

@@ -32,10 +32,10 @@ use core::fmt;
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::gfp::Gfp;
-use crate::page_alloc::{AllocError, FreeError, PhysMem};
+use crate::page_alloc::zone::Buddy;
+use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 use crate::platform::Platform;
 use crate::word::Subtype;
-use crate::zone::Buddy;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Source of machine identities: every booted [`PhysMem`] takes the next value, so a handle of
@@ -108,25 +108,20 @@ impl Pages {
         (self.pfn, self.order)
     }
 
-    /// Makes the handle of a raw block again.
-    ///
-    /// # Safety
-    /// The caller owns the block: `pfn` heads a block of exactly `order` that was allocated by
-    /// `mem` with [`PhysMem::alloc_pages`] or [`PhysMem::alloc_pages_raw`], has not been freed
-    /// since, and no other `Pages` or raw owner of it remains (this handle becomes the only
-    /// one).
+    /// A handle for a block of `machine` (its public constructor, `Pages::from_raw`, takes
+    /// the machine and lives in `machine/pages.rs`).
     #[inline]
-    pub unsafe fn from_raw<P: Platform>(mem: &PhysMem<P>, pfn: Pfn, order: u32) -> Pages {
-        Pages { pfn, order, machine: mem.machine_id() }
+    pub(crate) fn new(pfn: Pfn, order: u32, machine: u32) -> Pages {
+        Pages { pfn, order, machine }
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<P: Platform> PageAllocator<P> {
     /// Allocates `2^order` contiguous pages of raw (unmappable) memory.
     ///
     /// The head word becomes `Undescribed { Unmappable, order }`. The returned [`Pages`] owns
     /// the block; free it with [`PhysMem::free_pages`].
-    pub fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pages, AllocError> {
+    pub(crate) fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pages, AllocError> {
         let pfn = self.alloc_pages_raw(cpu, order, gfp)?;
         Ok(Pages { pfn, order, machine: self.machine_id() })
     }
@@ -137,7 +132,7 @@ impl<P: Platform> PhysMem<P> {
     /// Safe: allocating cannot free anything another owner holds; the caller now owns the
     /// block and gives it back with [`PhysMem::free_pages_raw`] or wraps it with
     /// [`Pages::from_raw`]. Losing the pfn leaks the block.
-    pub fn alloc_pages_raw(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
+    pub(crate) fn alloc_pages_raw(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if gfp.contains(Gfp::GUARD) {
             return self.alloc_guarded(cpu, order, gfp);
         }
@@ -149,7 +144,7 @@ impl<P: Platform> PhysMem<P> {
     /// A handle of another machine is refused with [`FreeError::ForeignMachine`]. The page word
     /// is still checked (see [`FreeError`]); a refused free leaves the allocator unchanged and
     /// the block allocated (leaked).
-    pub fn free_pages(&self, cpu: &Cpu<'_>, pages: Pages) -> Result<(), FreeError> {
+    pub(crate) fn free_pages(&self, cpu: &Cpu<'_>, pages: Pages) -> Result<(), FreeError> {
         if pages.machine != self.machine_id() {
             self.count_free_error();
             return Err(FreeError::ForeignMachine(pages.pfn));
@@ -170,7 +165,7 @@ impl<P: Platform> PhysMem<P> {
     /// [`Pages`] for it, and nothing uses its memory after this call. The word checks cannot
     /// tell the owner from anyone else: a free of somebody else's block passes them and makes
     /// that block's memory the next allocation's.
-    pub unsafe fn free_pages_raw(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+    pub(crate) unsafe fn free_pages_raw(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
         // A foreign token panics here, before anything changes.
         self.cpu_id(cpu);
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));

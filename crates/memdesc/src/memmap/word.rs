@@ -20,60 +20,7 @@
 use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc, Zspage};
 use crate::sync::{AtomicU64, Ordering};
 
-/// The four-bit type tag in the low bits of every word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Tag {
-    /// No descriptor: subtype, order, node and zone inline ([`Undescribed`]).
-    Undescribed = 0,
-    /// Head of a free buddy block: order and migratetype inline ([`BuddyInfo`]).
-    Buddy = 1,
-    /// Page of a slab; points to its [`Slab`] descriptor.
-    Slab = 2,
-    /// Page of an anonymous folio; points to its [`Folio`].
-    AnonFolio = 3,
-    /// Page of a page-cache folio; points to its [`Folio`].
-    FileFolio = 4,
-    /// Page-table page; points to its [`PtDesc`].
-    PageTable = 5,
-    /// vmalloc page that may be mapped to user space; points to its [`VmallocDesc`].
-    VmallocMappable = 6,
-    /// vmalloc page that must never reach user space; points to its [`VmallocDesc`].
-    VmallocUnmappable = 7,
-    /// page_pool (netmem) page; points to its [`Netmem`].
-    NetPool = 8,
-    /// Component page of a zspage; points to its [`Zspage`].
-    Zsmalloc = 9,
-    /// z3fold page; points to its [`Z3foldDesc`].
-    Z3fold = 10,
-    /// Driver memory that may be mapped to user space; points to its [`MappableDesc`].
-    Mappable = 11,
-    /// Two-level memmap only: a 2 MiB area whose 512 per-page words exist ([`SplitInfo`]).
-    Split = 12,
-}
-
-impl Tag {
-    /// Decodes the tag bits; `None` for the three unused values.
-    #[inline]
-    pub const fn from_bits(bits: u8) -> Option<Tag> {
-        Some(match bits {
-            0 => Tag::Undescribed,
-            1 => Tag::Buddy,
-            2 => Tag::Slab,
-            3 => Tag::AnonFolio,
-            4 => Tag::FileFolio,
-            5 => Tag::PageTable,
-            6 => Tag::VmallocMappable,
-            7 => Tag::VmallocUnmappable,
-            8 => Tag::NetPool,
-            9 => Tag::Zsmalloc,
-            10 => Tag::Z3fold,
-            11 => Tag::Mappable,
-            12 => Tag::Split,
-            _ => return None,
-        })
-    }
-}
+pub use crate::tag::Tag;
 
 /// What an undescribed page is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

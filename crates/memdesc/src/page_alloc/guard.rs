@@ -19,7 +19,7 @@ use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::gfp::Gfp;
 use crate::memmap::RegionMap;
-use crate::page_alloc::{AllocError, PhysMem};
+use crate::page_alloc::{AllocError, PageAllocator};
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
 use crate::word::{Subtype, Word};
@@ -27,7 +27,7 @@ use crate::word::{Subtype, Word};
 /// Added to the order in the guard word above an allocation.
 const AFTER: u32 = 32;
 
-impl<P: Platform> PhysMem<P> {
+impl<P: Platform> PageAllocator<P> {
     /// [`PhysMem::alloc_pages`] with [`Gfp::GUARD`].
     pub(crate) fn alloc_guarded(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if order + 2 > self.config().max_order {

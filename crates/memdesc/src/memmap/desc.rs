@@ -22,7 +22,7 @@ use core::ptr::NonNull;
 
 use crate::rcu::RcuGuard;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::word::Tag;
+use crate::tag::Tag;
 
 /// A type that page words may point to.
 ///

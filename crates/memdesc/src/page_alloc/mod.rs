@@ -1,62 +1,48 @@
-//! The page allocator of one machine: [`PhysMem`] boots the memmap with the boot allocator,
-//! hands every unreserved page to the buddy lists of its zone, and serves allocations through
-//! per-CPU lists and zone free lists with watermarks and migratetype fallback.
+//! Layer 2, the page allocator: [`PageAllocator`] owns the memmap, the zones with their buddy
+//! free lists ([`zone`]), the per-CPU lists ([`pcp`]), the counters of undescribed pages
+//! ([`isolate`]) and the fault injector, and serves allocations through per-CPU lists and zone
+//! free lists with watermarks and migratetype fallback. [`pages`] holds the owned [`Pages`]
+//! handle and the public allocate/free entry points, [`guard`] guarded allocations.
 //!
 //! Frees are checked against the page word before anything changes: a double free, a free of a
 //! tail page, of the wrong order, of a reserved page or of a page of another kind returns a
 //! precise [`FreeError`] and leaves the allocator untouched. The check is one word read and a
 //! compare-and-swap that claims the free, so two racing frees of one block cannot both win.
 //! With [`Config::debug_checks`] every tail word is verified too.
+//!
+//! Import rule: this layer imports only `base`, `memmap` and itself. It never names a layer
+//! above it: what boot must reserve for them is passed in as a callback
+//! ([`PageAllocator::boot`]'s `reserve`), and what they need from it are the crate methods
+//! below (`alloc_with`, `check_and_claim`, `free_claimed`, `alloc_internal`, …). The fields are
+//! private; [`crate::machine::PhysMem`] holds one `PageAllocator` and forwards the public API.
+//!
+//! [`Pages`]: pages::Pages
+
+pub mod guard;
+pub mod isolate;
+pub mod pages;
+pub mod pcp;
+pub mod zone;
 
 use core::fmt;
 use core::ptr::NonNull;
 
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
 use crate::boot::{BootAllocator, BootError};
+use crate::config::Config;
 use crate::cpu::{Cpu, CpuSet, MAX_CPUS};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
 use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
 use crate::platform::{PageMap, Platform};
 use crate::rcu::Rcu;
 use crate::sync::{AtomicU64, Ordering};
 use crate::word::{PageKind, Subtype, Tag, Word};
-use crate::zone::{Buddy, Zone, MAX_ORDER_LIMIT};
+use pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
+use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
 pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
-
-/// Machine-wide settings.
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
-    /// Largest order the buddy allocator merges to (Linux: 10).
-    pub max_order: u32,
-    /// CPUs (per-CPU lists and RCU slots).
-    pub nr_cpus: usize,
-    /// Verify every tail word on free (on in debug builds).
-    pub debug_checks: bool,
-    /// Pages a per-CPU list may hold before it is drained by a batch.
-    pub pcp_high: u32,
-    /// Pages moved per refill or drain.
-    pub pcp_batch: u32,
-    /// Largest mapcount a folio may reach; mapping past it splits a large folio instead
-    /// (see [`crate::pgtable`]). Configurable so tests can reach it.
-    pub mapcount_limit: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_order: 10,
-            nr_cpus: 2,
-            debug_checks: cfg!(debug_assertions),
-            pcp_high: 384,
-            pcp_batch: 63,
-            mapcount_limit: 1 << 30,
-        }
-    }
-}
 
 /// Why a machine could not boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,36 +177,31 @@ pub struct AllocCounters {
     pub free_errors: u64,
 }
 
-/// The physical memory manager of one machine.
-pub struct PhysMem<P: Platform> {
-    pub(crate) platform: P,
-    pub(crate) memmap: Memmap,
-    pub(crate) zones: [Option<Zone>; MAX_ZONE_SLOTS],
+/// The page allocator of one machine (layer 2): memmap, zones, per-CPU lists, counters.
+/// Every field is private; the layers above use its crate methods.
+pub struct PageAllocator<P: Platform> {
+    platform: P,
+    memmap: Memmap,
+    zones: [Option<Zone>; MAX_ZONE_SLOTS],
     pcp: NonNull<Pcp>,
     /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
-    /// Identity carried by owned handles ([`crate::pages::Pages`]).
+    /// Identity carried by owned handles ([`pages::Pages`]).
     machine: u32,
     counters: Counters,
-    /// Slab caches, kmalloc and the descriptor caches (slab.rs).
-    #[cfg(feature = "slab")]
-    pub(crate) slab: crate::slab::SlabState,
-    /// LRU lists and the page cache's caches (folio.rs).
-    #[cfg(feature = "folio")]
-    pub(crate) folio: crate::folio::FolioState,
     boot_pages: u64,
     reserved_pages: u64,
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
-    pub(crate) undesc: crate::isolate::UndescCounters,
-    pub(crate) fault: crate::fault::FaultInjector,
+    undesc: isolate::UndescCounters,
+    fault: crate::fault::FaultInjector,
 }
 
 // SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
 // life; each Pcp is protected by its own spin lock. Everything else is Send/Sync already.
-unsafe impl<P: Platform> Send for PhysMem<P> {}
+unsafe impl<P: Platform> Send for PageAllocator<P> {}
 // SAFETY: as above.
-unsafe impl<P: Platform> Sync for PhysMem<P> {}
+unsafe impl<P: Platform> Sync for PageAllocator<P> {}
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
@@ -234,7 +215,7 @@ impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
     }
 }
 
-/// The claim step of a free (the end of [`PhysMem::check_and_claim`]; the loom model drives
+/// The claim step of a free (the end of [`PageAllocator::check_and_claim`]; the loom model drives
 /// this function): checks that `word` heads an allocation of `order` whose undescribed subtype
 /// `ok` accepts, then compare-exchanges it to a tail word, so of two racing frees of one block
 /// exactly one wins and the other gets [`FreeError::DoubleFree`]. `in_free_block` tells a tail
@@ -279,12 +260,12 @@ pub(crate) fn claim_for_free(
 /// A zone as the per-CPU lists see it ([`PcpZone`]): its lock, its buddy lists, and the word of
 /// a block that moves to a per-CPU list.
 struct ZoneSide<'a, P: Platform> {
-    mem: &'a PhysMem<P>,
+    mem: &'a PageAllocator<P>,
     zone: &'a Zone,
 }
 
 impl<P: Platform> PcpZone for ZoneSide<'_, P> {
-    type Free = crate::zone::FreeLists;
+    type Free = zone::FreeLists;
 
     #[inline]
     fn lock(&self) -> crate::sync::SpinGuard<'_, Self::Free> {
@@ -333,10 +314,17 @@ fn isqrt(n: u64) -> u64 {
     x
 }
 
-impl<P: Platform> PhysMem<P> {
-    /// Boots a machine: builds the memmap with the boot allocator, stamps reserved memory, and
-    /// frees every other page into the buddy lists.
-    pub fn boot(platform: P, layout: &MemoryLayout, config: Config) -> Result<Self, BootFailure> {
+impl<P: Platform> PageAllocator<P> {
+    /// Boots the page allocator: builds the memmap with the boot allocator, places the per-CPU
+    /// lists, lets `reserve` take what the layers above need from the boot allocator (the
+    /// slab layer's bootstrap caches), stamps reserved memory, and frees every other page into
+    /// the buddy lists. Returns the allocator and what `reserve` made.
+    pub(crate) fn boot<R>(
+        platform: P,
+        layout: &MemoryLayout,
+        config: Config,
+        reserve: impl FnOnce(&P, &mut BootAllocator) -> Result<R, BootFailure>,
+    ) -> Result<(Self, R), BootFailure> {
         if config.max_order > MAX_ORDER_LIMIT || config.max_order < AREA_ORDER || config.nr_cpus > MAX_CPUS {
             return Err(BootFailure::BadConfig);
         }
@@ -362,36 +350,24 @@ impl<P: Platform> PhysMem<P> {
             // direct map is linear over them (Platform item 1), and they are page-aligned.
             unsafe { pcp.as_ptr().add(i).write(Pcp::new(config.pcp_high, config.pcp_batch)) };
         }
-        #[cfg(feature = "slab")]
-        let slab = crate::slab::SlabState::reserve(&platform, &mut boot, nr_cpus, config.debug_checks)?;
-        let mut mem = PhysMem {
+        let above = reserve(&platform, &mut boot)?;
+        let mut pages = PageAllocator {
             platform,
             memmap,
             zones,
             pcp,
             rcu: Rcu::new(nr_cpus),
             config,
-            machine: crate::pages::next_machine_id(),
+            machine: pages::next_machine_id(),
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
-            undesc: crate::isolate::UndescCounters::default(),
-            #[cfg(feature = "slab")]
-            slab,
-            #[cfg(feature = "folio")]
-            folio: crate::folio::FolioState::new(),
+            undesc: isolate::UndescCounters::default(),
             fault: crate::fault::FaultInjector::new(),
         };
-        mem.populate(&boot);
-        mem.set_watermarks();
-        #[cfg(feature = "slab")]
-        {
-            let oom = |_| BootFailure::Boot(BootError::OutOfMemory { pages: 1 });
-            mem.boot_slab().map_err(oom)?;
-            #[cfg(feature = "folio")]
-            mem.boot_folio().map_err(oom)?;
-        }
-        Ok(mem)
+        pages.populate(&boot);
+        pages.set_watermarks();
+        Ok((pages, above))
     }
 
     pub(crate) fn buddy(&self) -> Buddy<'_, P> {
@@ -503,16 +479,16 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// The platform.
-    pub fn platform(&self) -> &P {
+    pub(crate) fn platform(&self) -> &P {
         &self.platform
     }
     /// The memmap.
-    pub fn memmap(&self) -> &Memmap {
+    pub(crate) fn memmap(&self) -> &Memmap {
         &self.memmap
     }
     /// The CPUs; claim one to allocate. Every entry point taking a [`Cpu`] accepts only
     /// tokens of this set and panics on a token of another machine (cpu.rs invariant 3).
-    pub fn cpus(&self) -> &CpuSet {
+    pub(crate) fn cpus(&self) -> &CpuSet {
         self.rcu.cpus()
     }
 
@@ -524,38 +500,49 @@ impl<P: Platform> PhysMem<P> {
         cpu.id_in(self.rcu.cpus())
     }
     /// The machine's RCU.
-    pub fn rcu(&self) -> &Rcu {
+    pub(crate) fn rcu(&self) -> &Rcu {
         &self.rcu
     }
     /// The machine's fault injector (disabled at boot): see [`crate::fault`].
-    pub fn fault(&self) -> &crate::fault::FaultInjector {
+    pub(crate) fn fault(&self) -> &crate::fault::FaultInjector {
         &self.fault
     }
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
     /// All zones, by node then zone type.
-    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+    pub(crate) fn zones(&self) -> impl Iterator<Item = &Zone> {
         self.zones.iter().flatten()
     }
+    /// The zone in slot `slot` (node × zone type), if present.
+    #[inline]
+    pub(crate) fn zone_at(&self, slot: usize) -> Option<&Zone> {
+        self.zones[slot].as_ref()
+    }
+    /// The counters of undescribed pages (poisoned, offline, guard).
+    #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))] // read by the health layer
+    pub(crate) fn undesc(&self) -> &isolate::UndescCounters {
+        &self.undesc
+    }
     /// Pages the boot allocator took (memmap, per-CPU areas).
-    pub fn boot_pages(&self) -> u64 {
+    pub(crate) fn boot_pages(&self) -> u64 {
         self.boot_pages
     }
     /// Pages reserved at boot (firmware ranges and boot allocations).
-    pub fn reserved_pages(&self) -> u64 {
+    pub(crate) fn reserved_pages(&self) -> u64 {
         self.reserved_pages
     }
 
     /// Free pages in buddy lists plus per-CPU lists, all zones.
-    pub fn nr_free_pages(&self) -> u64 {
+    pub(crate) fn nr_free_pages(&self) -> u64 {
         let buddy: u64 = self.zones().map(|z| z.free_pages()).sum();
         buddy + self.pcp_pages()
     }
 
     /// Pages sitting on per-CPU lists.
-    pub fn pcp_pages(&self) -> u64 {
+    pub(crate) fn pcp_pages(&self) -> u64 {
         let mut n = 0;
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
@@ -568,7 +555,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Allocation counters.
-    pub fn counters(&self) -> AllocCounters {
+    pub(crate) fn counters(&self) -> AllocCounters {
         let c = &self.counters;
         let (mut alloc_ok, mut frees) = (0, 0);
         for z in self.zones() {
@@ -708,7 +695,7 @@ impl<P: Platform> PhysMem<P> {
     /// This machine's identity (unique among machines booted by this process): handles carry
     /// it so that one machine never frees another's memory.
     #[inline]
-    pub fn machine_id(&self) -> u32 {
+    pub(crate) fn machine_id(&self) -> u32 {
         self.machine
     }
 
@@ -765,7 +752,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// The free block (head, order) that contains `pfn`, if any: looks at every aligned
     /// candidate head below it, as a pfn walker must since tails do not name their head.
-    pub fn free_block_containing_pfn(&self, pfn: Pfn) -> Option<(Pfn, u32)> {
+    pub(crate) fn free_block_containing_pfn(&self, pfn: Pfn) -> Option<(Pfn, u32)> {
         let rm = self.memmap.region_map(self.memmap.region_index(pfn)?);
         self.free_block_containing(rm, pfn)
     }
@@ -795,7 +782,7 @@ impl<P: Platform> PhysMem<P> {
         Ok(())
     }
 
-    /// Frees a block whose head word was claimed by [`PhysMem::check_and_claim`] (or whose
+    /// Frees a block whose head word was claimed by [`PageAllocator::check_and_claim`] (or whose
     /// owner reset every word to tail): through the per-CPU list or straight to the buddy.
     pub(crate) fn free_claimed(&self, cpu: &Cpu<'_>, rm: &RegionMap, pfn: Pfn, order: u32) {
         let cpu_id = self.cpu_id(cpu);
@@ -820,7 +807,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
     /// this (it takes that CPU's list locks).
-    pub fn drain_cpu(&self, cpu: usize) {
+    pub(crate) fn drain_cpu(&self, cpu: usize) {
         if cpu >= self.cpus().nr() {
             return;
         }
@@ -832,20 +819,20 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
-    pub fn drain_all(&self) {
+    pub(crate) fn drain_all(&self) {
         for cpu in 0..self.cpus().nr() {
             self.drain_cpu(cpu);
         }
     }
 
     /// Free blocks per order and migratetype of one zone (buddy lists only).
-    pub fn free_blocks(&self, zone: &Zone) -> [[u64; NR_MIGRATETYPES]; MAX_ORDER_LIMIT as usize + 1] {
+    pub(crate) fn free_blocks(&self, zone: &Zone) -> [[u64; NR_MIGRATETYPES]; MAX_ORDER_LIMIT as usize + 1] {
         let fl = zone.lock.lock();
         core::array::from_fn(|o| fl.areas[o].nr)
     }
 
     /// Writes the free-block table in the format of Linux's /proc/buddyinfo.
-    pub fn write_buddyinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn write_buddyinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for z in self.zones() {
             write!(out, "Node {}, zone {:>8}", z.node, z.ztype.name())?;
             let blocks = self.free_blocks(z);
@@ -858,7 +845,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Writes the per-migratetype table in the format of Linux's /proc/pagetypeinfo.
-    pub fn write_pagetypeinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn write_pagetypeinfo(&self, out: &mut impl fmt::Write) -> fmt::Result {
         writeln!(out, "Page block order: {AREA_ORDER}")?;
         writeln!(out, "Pages per block:  {AREA_PAGES}")?;
         writeln!(out)?;

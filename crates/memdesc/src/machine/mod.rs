@@ -1,0 +1,138 @@
+//! Layer 7, the machine: [`PhysMem`] assembles one machine out of the layers below it and is
+//! the public face of the crate. It owns one value per layer, in private fields, boots them in
+//! order, and forwards the public API (`mem.alloc_pages`, `mem.kmalloc`, …) to them: the
+//! forwarders are grouped by subsystem ([`pages`](self) for the page allocator, `slab.rs` for
+//! the slab layer), each one line long.
+//!
+//! # The pattern every layer follows
+//! A layer (a folder: `page_alloc/`, `slab/`, `folio/`, `mm/`, `pools/`) has
+//! 1. a **state** type with private fields that only its own modules touch
+//!    (`PageAllocator<P>`, [`SlabState`](crate::slab::SlabState), `FolioState`, …);
+//! 2. a **view** type that borrows its state together with the view of the layer below, and
+//!    carries the layer's operations as methods:
+//!
+//! ```text
+//! pub struct Slabs<'a, P: Platform> {          // slab/mod.rs
+//!     pages: &'a PageAllocator<P>,             // the layer below (a view of it, in general)
+//!     state: &'a SlabState,                    // this layer's own state
+//! }
+//! impl<'a, P: Platform> Slabs<'a, P> {
+//!     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp)
+//!         -> Result<NonNull<u8>, AllocError> {
+//!         // … self.pages.alloc_with(cpu, order, gfp, …) to reach down,
+//!         //   self.state.kmalloc[i] for its own state
+//!     }
+//! }
+//! // the next layer up nests the view: Folios<'a, P> { slabs: Slabs<'a, P>, state: &'a FolioState }
+//! ```
+//!
+//! The bottom layer's state is its own view (`PageAllocator<P>` has the methods directly).
+//! Views are `Copy` and hand out references with the machine's lifetime `'a`, never the
+//! view's, so `mem.slabs().alloc_desc::<Folio>(cpu)?` returns a `&'a Folio` that outlives
+//! the temporary view.
+//!
+//! 3. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
+//!    and does everything that crosses layers upward: boot order (the page allocator calls the
+//!    slab layer's `reserve` through a callback, then the machine runs [`Slabs::boot`] and
+//!    stores its caches), and any "lower layer needs a higher one" step (reclaim under
+//!    pressure, draining caches) is written here, calling down into each layer in turn.
+//!    A lower layer never names `PhysMem` or a layer above it.
+//!
+//! Layers not yet converted (folio, pagecache, pgtable, pools, health) still add
+//! `impl PhysMem` blocks; they reach the layers below through [`PhysMem::pages`] and
+//! [`PhysMem::slabs`]. Converting one means: give it a state with private fields and a view
+//! over the view below, move its `impl PhysMem` bodies to the view (replacing
+//! `self.pages().x` by `self.<below>.x`), and leave one-line public forwarders here. The
+//! health layer (migration, compaction, hwpoison, offlining, balloon, check) works on the
+//! whole assembled machine and may keep `impl PhysMem`.
+//!
+//! [`Slabs::boot`]: crate::slab::Slabs
+
+mod pages;
+#[cfg(feature = "slab")]
+mod slab;
+
+use crate::layout::MemoryLayout;
+use crate::page_alloc::PageAllocator;
+use crate::platform::Platform;
+
+pub use crate::config::Config;
+pub use crate::page_alloc::BootFailure;
+
+/// The physical memory manager of one machine: the page allocator and every subsystem built
+/// on it (see the module header for how the parts fit).
+pub struct PhysMem<P: Platform> {
+    /// Layer 2: memmap, zones, per-CPU lists, counters (page_alloc/).
+    pages: PageAllocator<P>,
+    /// Layer 3: slab caches, kmalloc and the descriptor caches (slab/).
+    #[cfg(feature = "slab")]
+    slab: crate::slab::SlabState,
+    /// Layer 4: LRU lists and the page cache's caches (folio.rs).
+    #[cfg(feature = "folio")]
+    folio: crate::folio::FolioState,
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Boots a machine: builds the memmap with the boot allocator, stamps reserved memory,
+    /// frees every other page into the buddy lists, then boots the slab layer (its bootstrap
+    /// caches placed by the boot allocator, kmalloc and the descriptor caches) and the folio
+    /// layer.
+    pub fn boot(platform: P, layout: &MemoryLayout, config: Config) -> Result<Self, BootFailure> {
+        let nr_cpus = config.nr_cpus.max(1);
+        #[cfg(feature = "slab")]
+        let reserve = |p: &P, boot: &mut crate::boot::BootAllocator| {
+            crate::slab::SlabState::reserve(p, boot, nr_cpus, config.debug_checks)
+        };
+        #[cfg(not(feature = "slab"))]
+        let reserve = |_: &P, _: &mut crate::boot::BootAllocator| {
+            let _ = nr_cpus;
+            Ok(())
+        };
+        #[cfg_attr(not(feature = "slab"), allow(unused_variables))]
+        let (pages, slab) = PageAllocator::boot(platform, layout, config, reserve)?;
+        #[allow(unused_mut)]
+        let mut mem = PhysMem {
+            pages,
+            #[cfg(feature = "slab")]
+            slab,
+            #[cfg(feature = "folio")]
+            folio: crate::folio::FolioState::new(),
+        };
+        #[cfg(feature = "slab")]
+        {
+            let oom = |_| BootFailure::Boot(crate::boot::BootError::OutOfMemory { pages: 1 });
+            let made = mem.slabs().boot().map_err(oom)?;
+            mem.slab.set_boot_caches(made);
+            #[cfg(feature = "folio")]
+            mem.boot_folio().map_err(oom)?;
+        }
+        Ok(mem)
+    }
+
+    /// The page allocator (layer 2), for the layers above it.
+    #[inline]
+    pub(crate) fn pages(&self) -> &PageAllocator<P> {
+        &self.pages
+    }
+
+    /// The slab layer's view (layer 3), for the layers above it.
+    #[cfg(feature = "slab")]
+    #[inline]
+    pub(crate) fn slabs(&self) -> crate::slab::Slabs<'_, P> {
+        crate::slab::Slabs::new(&self.pages, &self.slab)
+    }
+
+    /// The folio layer's state (transition, issue 13: until folio/ has its own view).
+    #[cfg(feature = "folio")]
+    #[inline]
+    pub(crate) fn folio_state(&self) -> &crate::folio::FolioState {
+        &self.folio
+    }
+
+    /// The folio layer's state, mutable (transition, issue 13: for the folio half of boot).
+    #[cfg(feature = "folio")]
+    #[inline]
+    pub(crate) fn folio_state_mut(&mut self) -> &mut crate::folio::FolioState {
+        &mut self.folio
+    }
+}

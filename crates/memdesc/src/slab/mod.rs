@@ -1,0 +1,138 @@
+//! Layer 3, the slab layer: object caches ([`cache`]), their per-CPU sheaves ([`sheaf`]),
+//! kmalloc's size classes and the descriptor caches ([`kmalloc`]).
+//!
+//! # State and view
+//! The layer's state is [`SlabState`] (private fields: the bootstrap caches, the list of every
+//! cache, kmalloc's classes, the descriptor caches). Its operations are methods of
+//! [`Slabs`], a borrowed view that pairs the state with the layer below:
+//!
+//! ```text
+//! Slabs<'a, P> { pages: &'a PageAllocator<P>, state: &'a SlabState }
+//! ```
+//!
+//! `self.pages.alloc_internal(..)` is how a slab gets its pages, `self.state.caches` is this
+//! layer's own state. The machine ([`crate::machine::PhysMem`]) makes the view
+//! (`mem.slabs()`) and forwards the public API (`mem.kmalloc`, `mem.create_cache`, …) to it.
+//! References the view hands out (`&'a SlabCache`, `&'a Slab`, [`CacheRef<'a, P>`]) borrow
+//! the machine, not the view, so the view is a cheap temporary (it is `Copy`).
+//!
+//! # Import rule
+//! This layer imports `base`, `memmap`, `page_alloc` and itself. Nothing here names the
+//! machine or a layer above: boot is orchestrated by the machine, which calls
+//! [`SlabState::reserve`] (through the page allocator's boot callback, before the buddy
+//! allocator takes the remaining pages) and then [`Slabs::boot`] once pages can be allocated.
+
+pub mod cache;
+pub mod kmalloc;
+pub mod sheaf;
+
+use core::ptr::NonNull;
+
+use crate::boot::BootAllocator;
+use crate::page_alloc::{AllocError, BootFailure, PageAllocator};
+use crate::platform::Platform;
+use crate::sync::SpinLock;
+
+/// The slab descriptor (defined with the other descriptor layouts in [`crate::desc`]: the
+/// page word names it in every build).
+pub use crate::desc::Slab;
+#[cfg(feature = "health")]
+pub(crate) use cache::SlabPoison;
+pub use cache::{
+    CacheArgs, CacheFamily, CacheRef, SlabCache, SlabError, SlabInfo, SlabObj, MAX_SLAB_ORDER, MIN_PARTIAL,
+};
+
+use cache::SlabBoot;
+
+/// The slab layer's part of a machine: the bootstrap caches, the list of every cache,
+/// kmalloc's size classes and (with a subsystem that has descriptors) the descriptor caches.
+/// Private: only this layer's modules touch it, through [`Slabs`].
+pub struct SlabState {
+    boot: SlabBoot,
+    /// Head of the list of caches (linked through `SlabCache::next`).
+    caches: SpinLock<usize>,
+    kmalloc: [Option<NonNull<SlabCache>>; kmalloc::NR_KMALLOC],
+    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+    desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
+}
+
+// SAFETY: the pointers name caches in boot or slab memory that live as long as the machine;
+// every mutable part of a cache is behind its locks and atomics.
+unsafe impl Send for SlabState {}
+// SAFETY: as above.
+unsafe impl Sync for SlabState {}
+
+impl SlabState {
+    /// Places the two bootstrap caches in boot-allocator memory (boot, before the buddy
+    /// allocator takes the remaining pages).
+    pub(crate) fn reserve<P: Platform>(
+        p: &P,
+        boot: &mut BootAllocator,
+        nr_cpus: usize,
+        debug: bool,
+    ) -> Result<SlabState, BootFailure> {
+        let pfn = boot.alloc(SlabBoot::pages(nr_cpus), 0, None)?;
+        let boot = SlabBoot::build(p, pfn, nr_cpus, debug)
+            .ok_or(BootFailure::Memmap(crate::memmap::MemmapError::NoDirectMap(pfn)))?;
+        Ok(SlabState {
+            boot,
+            caches: SpinLock::new(0),
+            kmalloc: [None; kmalloc::NR_KMALLOC],
+            #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+            desc_caches: [None; crate::desc::NR_DESC_KINDS],
+        })
+    }
+
+    /// Records the caches [`Slabs::boot`] created.
+    pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
+        self.kmalloc = made.kmalloc;
+        #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+        {
+            self.desc_caches = made.desc_caches;
+        }
+    }
+}
+
+/// The caches the slab half of boot creates (see [`Slabs::boot`]).
+pub(crate) struct BootCaches {
+    kmalloc: [Option<NonNull<SlabCache>>; kmalloc::NR_KMALLOC],
+    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+    desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
+}
+
+/// The slab layer seen with the page allocator below it: every slab operation is a method of
+/// this view (see the module header).
+pub struct Slabs<'a, P: Platform> {
+    pages: &'a PageAllocator<P>,
+    state: &'a SlabState,
+}
+
+impl<P: Platform> Clone for Slabs<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Slabs<'_, P> {}
+
+impl<'a, P: Platform> Slabs<'a, P> {
+    /// The view of `state` over `pages` (the machine makes it).
+    #[inline]
+    pub(crate) fn new(pages: &'a PageAllocator<P>, state: &'a SlabState) -> Self {
+        Slabs { pages, state }
+    }
+
+    /// The slab half of boot, once the page allocator runs: registers the bootstrap caches and
+    /// creates kmalloc's size classes and the descriptor caches. The machine stores the result
+    /// with [`SlabState::set_boot_caches`] (the view only borrows the state).
+    pub(crate) fn boot(&self) -> Result<BootCaches, AllocError> {
+        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
+        let (kc, sd) = unsafe { (self.state.boot.kmem_cache.as_ref(), self.state.boot.slab_desc.as_ref()) };
+        self.register_cache(kc);
+        self.register_cache(sd);
+        Ok(BootCaches {
+            kmalloc: self.create_kmalloc_caches()?,
+            #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+            desc_caches: self.create_desc_caches()?,
+        })
+    }
+}
