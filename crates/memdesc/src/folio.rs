@@ -266,6 +266,13 @@ pub(crate) struct FolioState {
     pub(crate) pagecache: crate::pagecache::Caches,
 }
 
+// SAFETY: the page cache's cache pointers name slab caches that live as long as the machine
+// (created at boot, never destroyed); every mutable part is behind a lock or an atomic. (Until
+// issue 13 this was covered by the machine's own `unsafe impl Send/Sync`.)
+unsafe impl Send for FolioState {}
+// SAFETY: as above.
+unsafe impl Sync for FolioState {}
+
 impl FolioState {
     /// Empty lists; the caches are created by [`PhysMem::boot_folio`].
     pub(crate) fn new() -> FolioState {

@@ -429,7 +429,7 @@ mod regression_tests {
     use super::test_hook::with_copy_hook;
     use super::*;
     use crate::folio::{FolioError, FolioKind, FolioRef};
-    use crate::platform::test_machine::machine;
+    use crate::machine::test_machine::machine;
     use crate::MemmapLayout;
 
     fn checked<P: Platform>(m: &PhysMem<P>) {

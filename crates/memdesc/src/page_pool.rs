@@ -589,7 +589,7 @@ fn drop_core_ref<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::platform::test_machine::machine;
+    use crate::machine::test_machine::machine;
     use crate::MemmapLayout;
 
     #[test]

@@ -391,7 +391,7 @@ impl<const N: usize> SgList<N> {
 mod tests {
     use super::*;
     use crate::folio::FolioKind;
-    use crate::platform::test_machine::machine;
+    use crate::machine::test_machine::machine;
     use crate::{Gfp, MemmapLayout};
     use std::vec::Vec;
 

@@ -842,7 +842,7 @@ impl VmArea<Mappable> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::platform::test_machine::machine;
+    use crate::machine::test_machine::machine;
     use crate::MemmapLayout;
 
     const BASE: usize = VMALLOC_START;

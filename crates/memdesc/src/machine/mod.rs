@@ -51,6 +51,8 @@
 mod pages;
 #[cfg(feature = "slab")]
 mod slab;
+#[cfg(all(test, not(loom), feature = "slab"))]
+pub(crate) mod test_machine;
 
 use crate::layout::MemoryLayout;
 use crate::page_alloc::PageAllocator;

@@ -394,6 +394,9 @@ pub struct Page(AtomicU64);
 const _: () = assert!(core::mem::size_of::<Page>() == 8, "the page word is 8 bytes");
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::align_of::<Page>() == 8);
+// The order-0 folio plus its word must not exceed Linux's 64-byte struct page.
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<Folio>() + core::mem::size_of::<Page>() <= 64);
 
 impl Page {
     /// A word holding `w`.

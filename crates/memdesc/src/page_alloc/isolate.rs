@@ -18,7 +18,7 @@ use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::PageAllocator;
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Word};
 // The isolation operations proper serve memory health (offline, compaction, hwpoison, balloon).
 #[cfg(feature = "health")]
@@ -53,29 +53,6 @@ impl core::fmt::Display for IsolateError {
 }
 
 impl core::error::Error for IsolateError {}
-
-/// Machine-wide counters of the undescribed kinds (pages now in each state, and events).
-pub(crate) struct UndescCounters {
-    pub(crate) hwpoison: AtomicU64,
-    pub(crate) hwpoison_events: AtomicU64,
-    pub(crate) hwpoison_delayed: AtomicU64,
-    pub(crate) hwpoison_ignored: AtomicU64,
-    pub(crate) offline: AtomicU64,
-    pub(crate) guard: AtomicU64,
-}
-
-impl Default for UndescCounters {
-    fn default() -> Self {
-        UndescCounters {
-            hwpoison: AtomicU64::new(0),
-            hwpoison_events: AtomicU64::new(0),
-            hwpoison_delayed: AtomicU64::new(0),
-            hwpoison_ignored: AtomicU64::new(0),
-            offline: AtomicU64::new(0),
-            guard: AtomicU64::new(0),
-        }
-    }
-}
 
 /// A snapshot of the undescribed-kind counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

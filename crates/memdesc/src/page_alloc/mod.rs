@@ -162,6 +162,44 @@ struct Counters {
     free_errors: AtomicU64,
 }
 
+/// Machine-wide counters of the undescribed kinds (pages now in each state, and events).
+pub(crate) struct UndescCounters {
+    pub(crate) hwpoison: AtomicU64,
+    pub(crate) hwpoison_events: AtomicU64,
+    pub(crate) hwpoison_delayed: AtomicU64,
+    pub(crate) hwpoison_ignored: AtomicU64,
+    pub(crate) offline: AtomicU64,
+    pub(crate) guard: AtomicU64,
+}
+
+impl Default for UndescCounters {
+    fn default() -> Self {
+        UndescCounters {
+            hwpoison: AtomicU64::new(0),
+            hwpoison_events: AtomicU64::new(0),
+            hwpoison_delayed: AtomicU64::new(0),
+            hwpoison_ignored: AtomicU64::new(0),
+            offline: AtomicU64::new(0),
+            guard: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Source of machine identities: every booted machine takes the next value, so a handle of
+/// one machine is never accepted by another (two machines can hold blocks at the same pfn).
+// Not a loom-modelled protocol: a plain counter, core's atomic even under loom.
+static NEXT_MACHINE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// A fresh machine identity (never 0).
+pub(crate) fn next_machine_id() -> u32 {
+    loop {
+        let id = NEXT_MACHINE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 /// A snapshot of the allocator's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocCounters {
@@ -193,7 +231,7 @@ pub struct PageAllocator<P: Platform> {
     boot_pages: u64,
     reserved_pages: u64,
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
-    undesc: isolate::UndescCounters,
+    undesc: UndescCounters,
     fault: crate::fault::FaultInjector,
 }
 
@@ -358,11 +396,11 @@ impl<P: Platform> PageAllocator<P> {
             pcp,
             rcu: Rcu::new(nr_cpus),
             config,
-            machine: pages::next_machine_id(),
+            machine: next_machine_id(),
             counters: Counters::default(),
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
-            undesc: isolate::UndescCounters::default(),
+            undesc: UndescCounters::default(),
             fault: crate::fault::FaultInjector::new(),
         };
         pages.populate(&boot);
@@ -523,7 +561,7 @@ impl<P: Platform> PageAllocator<P> {
     /// The counters of undescribed pages (poisoned, offline, guard).
     #[inline]
     #[cfg_attr(not(feature = "health"), allow(dead_code))] // read by the health layer
-    pub(crate) fn undesc(&self) -> &isolate::UndescCounters {
+    pub(crate) fn undesc(&self) -> &UndescCounters {
         &self.undesc
     }
     /// Pages the boot allocator took (memmap, per-CPU areas).

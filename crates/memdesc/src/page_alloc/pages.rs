@@ -36,22 +36,6 @@ use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 use crate::platform::Platform;
 use crate::word::Subtype;
-use core::sync::atomic::{AtomicU32, Ordering};
-
-/// Source of machine identities: every booted [`PhysMem`] takes the next value, so a handle of
-/// one machine is never accepted by another (two machines can hold blocks at the same pfn).
-// Not a loom-modelled protocol: a plain counter, core's atomic even under loom.
-static NEXT_MACHINE: AtomicU32 = AtomicU32::new(1);
-
-/// A fresh machine identity (never 0).
-pub(crate) fn next_machine_id() -> u32 {
-    loop {
-        let id = NEXT_MACHINE.fetch_add(1, Ordering::Relaxed);
-        if id != 0 {
-            return id;
-        }
-    }
-}
 
 /// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`].
 ///
