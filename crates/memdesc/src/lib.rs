@@ -108,9 +108,9 @@ pub mod z3fold;
 pub mod zsmalloc;
 
 pub use addr::{Pfn, PAGE_SIZE};
+pub use config::Config;
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
-pub use config::Config;
 pub use machine::PhysMem;
 pub use page_alloc::{AllocError, BootFailure, FreeError};
 pub use pageblock::MigrateType;

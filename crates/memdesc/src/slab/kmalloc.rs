@@ -41,8 +41,9 @@ use crate::word::{PageKind, Subtype};
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
-/// Number of size classes.
-pub const NR_KMALLOC: usize = 13;
+/// Number of size classes (defined beside the slab layer's state, which holds one cache per
+/// class).
+pub use super::NR_KMALLOC;
 /// Largest size served by a slab cache.
 pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;
 const NAMES: [&str; NR_KMALLOC] = [

@@ -1,5 +1,10 @@
-//! Layer 3, the slab layer: object caches ([`cache`]), their per-CPU sheaves ([`sheaf`]),
-//! kmalloc's size classes and the descriptor caches ([`kmalloc`]).
+//! Layer 3, the slab layer: object caches (their layout and free-list encoding in [`cache`],
+//! the operations in [`alloc`], the users' handles in [`handle`]), their per-CPU sheaves
+//! ([`sheaf`]), kmalloc's size classes and the descriptor caches ([`kmalloc`]).
+//!
+//! Inside the layer, imports go one way: `mod.rs` (the state and the view) imports only the
+//! data modules `cache` and `sheaf`; `alloc`, `handle` and `kmalloc` (the view's methods)
+//! import `mod.rs` and the data modules.
 //!
 //! # State and view
 //! The layer's state is [`SlabState`] (private fields: the bootstrap caches, the list of every
@@ -22,7 +27,9 @@
 //! [`SlabState::reserve`] (through the page allocator's boot callback, before the buddy
 //! allocator takes the remaining pages) and then [`Slabs::boot`] once pages can be allocated.
 
+pub mod alloc;
 pub mod cache;
+pub mod handle;
 pub mod kmalloc;
 pub mod sheaf;
 
@@ -38,11 +45,13 @@ use crate::sync::SpinLock;
 pub use crate::desc::Slab;
 #[cfg(feature = "health")]
 pub(crate) use cache::SlabPoison;
-pub use cache::{
-    CacheArgs, CacheFamily, CacheRef, SlabCache, SlabError, SlabInfo, SlabObj, MAX_SLAB_ORDER, MIN_PARTIAL,
-};
+pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB_ORDER, MIN_PARTIAL};
+pub use handle::{CacheRef, SlabObj};
 
 use cache::SlabBoot;
+
+/// Number of kmalloc size classes ([`kmalloc::KMALLOC_SIZES`]).
+pub const NR_KMALLOC: usize = 13;
 
 /// The slab layer's part of a machine: the bootstrap caches, the list of every cache,
 /// kmalloc's size classes and (with a subsystem that has descriptors) the descriptor caches.
@@ -51,7 +60,7 @@ pub struct SlabState {
     boot: SlabBoot,
     /// Head of the list of caches (linked through `SlabCache::next`).
     caches: SpinLock<usize>,
-    kmalloc: [Option<NonNull<SlabCache>>; kmalloc::NR_KMALLOC],
+    kmalloc: [Option<NonNull<SlabCache>>; NR_KMALLOC],
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
 }
@@ -77,7 +86,7 @@ impl SlabState {
         Ok(SlabState {
             boot,
             caches: SpinLock::new(0),
-            kmalloc: [None; kmalloc::NR_KMALLOC],
+            kmalloc: [None; NR_KMALLOC],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
             desc_caches: [None; crate::desc::NR_DESC_KINDS],
         })
@@ -95,7 +104,7 @@ impl SlabState {
 
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
-    kmalloc: [Option<NonNull<SlabCache>>; kmalloc::NR_KMALLOC],
+    kmalloc: [Option<NonNull<SlabCache>>; NR_KMALLOC],
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
 }
