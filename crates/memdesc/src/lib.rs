@@ -57,12 +57,20 @@ extern crate std;
 
 // The layers, bottom to top (docs/ARCHITECTURE.md has the map). A module may import only from
 // its own layer and the layers below it; nothing below `machine` names `PhysMem`.
+// 0: addresses, platform, boot map, flags, CPUs, RCU, settings.
 pub mod base;
-pub mod machine;
+// 1: page words and descriptor layouts.
 pub mod memmap;
+// 2: zones, buddy, per-CPU lists.
 pub mod page_alloc;
+// 3: slab caches, kmalloc, descriptor caches.
 #[cfg(feature = "slab")]
 pub mod slab;
+// 7: the assembled machine (`PhysMem`) and the public API.
+pub mod machine;
+// 8: migration, compaction, hwpoison, offlining, balloon.
+#[cfg(feature = "health")]
+pub mod health;
 
 // transition alias (issue 13): the old flat paths (`crate::addr`, `memdesc::zone`, …) name the
 // modules in their layer folders until every user is moved to the new paths.
@@ -76,22 +84,15 @@ pub use page_alloc::{guard, isolate, pages, pcp, zone};
 // transition alias (issue 13)
 #[cfg(feature = "slab")]
 pub use slab::{kmalloc, sheaf};
+// transition alias (issue 13)
+#[cfg(feature = "health")]
+pub use health::{balloon, compaction, hwpoison, migrate, offline};
 
-#[cfg(feature = "health")]
-pub mod balloon;
 pub mod check;
-#[cfg(feature = "health")]
-pub mod compaction;
 #[cfg(feature = "folio")]
 pub mod folio;
-#[cfg(feature = "health")]
-pub mod hwpoison;
 #[cfg(feature = "pgtable")]
 pub mod mappable;
-#[cfg(feature = "health")]
-pub mod migrate;
-#[cfg(feature = "health")]
-pub mod offline;
 #[cfg(feature = "page_pool")]
 pub mod page_pool;
 #[cfg(feature = "folio")]

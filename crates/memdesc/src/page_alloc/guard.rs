@@ -1,7 +1,7 @@
 //! Debug guard pages: a raw page allocation made with [`Gfp::GUARD`] is surrounded by two
 //! pages whose words are `Undescribed { Guard }` and which the platform makes inaccessible
 //! ([`Platform::protect`]), so an overrun or underrun faults instead of corrupting a
-//! neighbour. Freeing the allocation with [`PhysMem::free_pages`] makes them accessible again
+//! neighbour. Freeing the allocation with [`PhysMem::free_pages`](crate::PhysMem::free_pages) makes them accessible again
 //! and returns them.
 //!
 //! Layout: a block of order `o + 2` is allocated (`4 × 2^o` pages, `B`); the data is the
@@ -28,7 +28,7 @@ use crate::word::{Subtype, Word};
 const AFTER: u32 = 32;
 
 impl<P: Platform> PageAllocator<P> {
-    /// [`PhysMem::alloc_pages`] with [`Gfp::GUARD`].
+    /// [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages) with [`Gfp::GUARD`].
     pub(crate) fn alloc_guarded(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if order + 2 > self.config().max_order {
             return Err(AllocError::InvalidOrder(order));

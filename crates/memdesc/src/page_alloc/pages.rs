@@ -1,10 +1,10 @@
-//! Raw page allocations as owned handles: [`PhysMem::alloc_pages`] returns a [`Pages`] that
+//! Raw page allocations as owned handles: [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages) returns a [`Pages`] that
 //! carries what freeing needs (first pfn, order, and the machine it came from), and
-//! [`PhysMem::free_pages`] consumes it, so safe code can free only a block it was given, and
+//! [`PhysMem::free_pages`](crate::PhysMem::free_pages) consumes it, so safe code can free only a block it was given, and
 //! only once.
 //!
 //! Kernels also speak raw pfns (C callers, page tables, traces): [`Pages::into_raw`] and
-//! [`Pages::from_raw`] cross over, and [`PhysMem::free_pages_raw`] frees by pfn. The raw free
+//! [`Pages::from_raw`] cross over, and [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) frees by pfn. The raw free
 //! is an `unsafe fn`: its checks (the page word must head a raw allocation of that order)
 //! catch most mistakes, but they cannot tell the block's owner from anyone else, so freeing a
 //! block the caller does not own would hand memory still in use to the next allocation.
@@ -12,7 +12,7 @@
 //! The crate's own allocations (per-CPU sheaf arrays, the pages of a slab or of a
 //! descriptor-backed block before its descriptor word is stamped, two-level area tables) are
 //! stamped `Undescribed { Internal }` instead of `Unmappable`: no public free accepts them,
-//! [`PhysMem::free_pages_raw`] of such a pfn returns [`FreeError::Internal`].
+//! [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) of such a pfn returns [`FreeError::Internal`].
 //!
 //! # Invariants
 //! 1. A `Pages` value exists for a block only while that block's head word is
@@ -20,7 +20,7 @@
 //!    allocator that consumed it): it is made by `alloc_pages`, by `from_raw` (whose caller
 //!    vouches for it), and destroyed by `free_pages` or `into_raw`.
 //! 2. `Pages` is neither `Clone` nor `Copy`: one block, one owner.
-//! 3. Dropping a `Pages` leaks the block (it stays allocated; [`PhysMem::check`] still counts it
+//! 3. Dropping a `Pages` leaks the block (it stays allocated; [`PhysMem::check`](crate::PhysMem::check) still counts it
 //!    as raw memory). Freeing needs a [`Cpu`] (the block goes to that CPU's per-CPU list), which
 //!    `Drop` does not have; carrying a reference to the machine would not give one either, and
 //!    claiming a CPU inside `drop` could fail or deadlock against the caller's own claim. So, as
@@ -37,9 +37,9 @@ use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 use crate::platform::Platform;
 use crate::word::Subtype;
 
-/// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`].
+/// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages).
 ///
-/// Free it with [`PhysMem::free_pages`], which consumes it. It is not `Clone`: a block cannot
+/// Free it with [`PhysMem::free_pages`](crate::PhysMem::free_pages), which consumes it. It is not `Clone`: a block cannot
 /// be freed twice through the safe API.
 ///
 /// ```compile_fail
@@ -85,7 +85,7 @@ impl Pages {
         1 << self.order
     }
     /// Gives up the handle for the raw pfn and order: the caller now owns the block by
-    /// convention and frees it with [`PhysMem::free_pages_raw`] (or turns it back into a handle
+    /// convention and frees it with [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) (or turns it back into a handle
     /// with [`Pages::from_raw`]).
     #[inline]
     pub fn into_raw(self) -> (Pfn, u32) {
@@ -104,17 +104,17 @@ impl<P: Platform> PageAllocator<P> {
     /// Allocates `2^order` contiguous pages of raw (unmappable) memory.
     ///
     /// The head word becomes `Undescribed { Unmappable, order }`. The returned [`Pages`] owns
-    /// the block; free it with [`PhysMem::free_pages`].
+    /// the block; free it with [`PhysMem::free_pages`](crate::PhysMem::free_pages).
     pub(crate) fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pages, AllocError> {
         let pfn = self.alloc_pages_raw(cpu, order, gfp)?;
         Ok(Pages { pfn, order, machine: self.machine_id() })
     }
 
-    /// As [`PhysMem::alloc_pages`], returning the first pfn instead of a handle, for callers
+    /// As [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages), returning the first pfn instead of a handle, for callers
     /// that keep pfns (C interfaces, page tables, trace replay).
     ///
     /// Safe: allocating cannot free anything another owner holds; the caller now owns the
-    /// block and gives it back with [`PhysMem::free_pages_raw`] or wraps it with
+    /// block and gives it back with [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) or wraps it with
     /// [`Pages::from_raw`]. Losing the pfn leaks the block.
     pub(crate) fn alloc_pages_raw(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if gfp.contains(Gfp::GUARD) {
@@ -123,7 +123,7 @@ impl<P: Platform> PageAllocator<P> {
         self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
     }
 
-    /// Frees a block from [`PhysMem::alloc_pages`], consuming its handle.
+    /// Frees a block from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages), consuming its handle.
     ///
     /// A handle of another machine is refused with [`FreeError::ForeignMachine`]. The page word
     /// is still checked (see [`FreeError`]); a refused free leaves the allocator unchanged and
@@ -144,7 +144,7 @@ impl<P: Platform> PageAllocator<P> {
     ///
     /// # Safety
     /// The caller owns the block: `pfn` heads a block of exactly `order` pages that this
-    /// machine handed out through [`PhysMem::alloc_pages_raw`] (or [`PhysMem::alloc_pages`]
+    /// machine handed out through [`PhysMem::alloc_pages_raw`](crate::PhysMem::alloc_pages_raw) (or [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages)
     /// followed by [`Pages::into_raw`]), it has not been freed since, nobody else holds a
     /// [`Pages`] for it, and nothing uses its memory after this call. The word checks cannot
     /// tell the owner from anyone else: a free of somebody else's block passes them and makes
@@ -185,14 +185,14 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     /// Allocates a block for the crate itself, stamped `Undescribed { Internal, order }`: no
-    /// public free accepts it. Free with [`PhysMem::free_internal`] (or restamp it with a
+    /// public free accepts it. Free with [`PhysMem::free_internal`](crate::PhysMem::free_internal) (or restamp it with a
     /// descriptor word and free it through that descriptor's owner).
     #[cfg(feature = "slab")]
     pub(crate) fn alloc_internal(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| Buddy::<P>::undescribed(rm, Subtype::Internal, order))
     }
 
-    /// Frees a block from [`PhysMem::alloc_internal`] whose head word is still `Internal`.
+    /// Frees a block from [`PhysMem::alloc_internal`](crate::PhysMem::alloc_internal) whose head word is still `Internal`.
     #[cfg(feature = "slab")]
     pub(crate) fn free_internal(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
         let rm = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Internal)).inspect_err(|_| {

@@ -55,7 +55,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
     }
 
-    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`]); the
+    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`](crate::PhysMem::for_each_cache)); the
     /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
     ///
     /// # Safety
@@ -76,7 +76,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Returns every empty slab of any cache of this machine (a user's, kmalloc's or the
-    /// crate's own) to the page allocator; see [`PhysMem::shrink_cache`]. Returns pages freed.
+    /// crate's own) to the page allocator; see [`PhysMem::shrink_cache`](crate::PhysMem::shrink_cache). Returns pages freed.
     pub(crate) fn shrink_any_cache(&self, cpu: &Cpu<'_>, cache: &SlabCache) -> u64 {
         self.shrink_cache_inner(cpu, cache, false)
     }

@@ -16,7 +16,7 @@
 //!   the partial list are touched only to refill or flush a sheaf.
 //! - **Partial lists per node** hold slabs with free objects; full slabs are on no list; at
 //!   most [`MIN_PARTIAL`] empty slabs stay cached per node, the rest go back to the page
-//!   allocator, and [`PhysMem::shrink_cache`] returns them all.
+//!   allocator, and [`PhysMem::shrink_cache`](crate::PhysMem::shrink_cache) returns them all.
 //! - **TYPESAFE_BY_RCU**: a freed object is only ever reused as an object of the same cache,
 //!   and a slab's pages go back to the page allocator only after an RCU grace period, so a
 //!   lockless reader may still read an object it found before it was freed (and must
@@ -40,7 +40,7 @@
 //!   CPUs (a breach of the raw free's contract no safe code can commit: a `KBox` or
 //!   `SlabObj` is freed once) may both pass; a free after a free never does.
 //! - **Families** ([`CacheFamily`]): kmalloc caches, caches users create, and the crate's own
-//!   (descriptor caches, the cache of caches, …). [`PhysMem::kfree_raw`] frees only kmalloc
+//!   (descriptor caches, the cache of caches, …). [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) frees only kmalloc
 //!   objects, and only user caches can be reached through a [`CacheRef`], so no safe or
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`] returns a [`SlabObj`] that [`CacheRef::free`]
@@ -73,9 +73,9 @@ static FREE_KEY_SEED: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomic
 /// The family of a cache: which free paths may reach its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheFamily {
-    /// A kmalloc size class: objects are freed with [`PhysMem::kfree`].
+    /// A kmalloc size class: objects are freed with [`PhysMem::kfree`](crate::PhysMem::kfree).
     Kmalloc,
-    /// A cache created with [`PhysMem::create_cache`]: objects are freed through its
+    /// A cache created with [`PhysMem::create_cache`](crate::PhysMem::create_cache): objects are freed through its
     /// [`CacheRef`].
     User,
     /// The crate's own caches (descriptor caches of folios, slabs, page tables, …, the cache of

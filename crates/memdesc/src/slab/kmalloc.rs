@@ -3,8 +3,8 @@
 //! page kind whose head word records the order). `kfree` and `ksize` find the owner from the
 //! pointer's page word in O(1).
 //!
-//! [`PhysMem::kmalloc`] returns an owned [`KBox`] that [`PhysMem::kfree`] consumes. The raw
-//! interface ([`PhysMem::kmalloc_raw`], the `unsafe` [`PhysMem::kfree_raw`]) takes and gives
+//! [`PhysMem::kmalloc`](crate::PhysMem::kmalloc) returns an owned [`KBox`] that [`PhysMem::kfree`](crate::PhysMem::kfree) consumes. The raw
+//! interface ([`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw), the `unsafe` [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw)) takes and gives
 //! pointers for code that keeps them (C callers, traces). Either free accepts only kmalloc
 //! memory: an object of a descriptor cache, a user cache or another internal cache is refused
 //! with [`SlabError::NotKmalloc`], and a double free with [`SlabError::DoubleFree`] (always on,
@@ -62,7 +62,7 @@ const NAMES: [&str; NR_KMALLOC] = [
     "kmalloc-8k",
 ];
 
-/// Memory from [`PhysMem::kmalloc`]: owns it until [`PhysMem::kfree`] consumes it.
+/// Memory from [`PhysMem::kmalloc`](crate::PhysMem::kmalloc): owns it until [`PhysMem::kfree`](crate::PhysMem::kfree) consumes it.
 ///
 /// Not `Clone`: one allocation, one owner. Dropping it leaks the memory (freeing needs a
 /// [`Cpu`], which `Drop` has not; see [`crate::pages`] invariant 3 for the same choice).
@@ -85,7 +85,7 @@ impl KBox {
     pub fn as_ptr(&self) -> NonNull<u8> {
         self.ptr
     }
-    /// Gives up the handle for the raw pointer: free it with [`PhysMem::kfree_raw`] (or make a
+    /// Gives up the handle for the raw pointer: free it with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or make a
     /// handle again with [`KBox::from_raw`]).
     #[inline]
     pub fn into_raw(self) -> NonNull<u8> {
@@ -137,15 +137,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
-    /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`].
+    /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`](crate::PhysMem::kfree).
     #[inline]
     pub(crate) fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
         let ptr = self.kmalloc_raw(cpu, size, gfp)?;
         Ok(KBox { ptr, machine: self.pages.machine_id() })
     }
 
-    /// As [`PhysMem::kmalloc`], returning the address instead of a handle. Safe: the caller
-    /// owns the memory and gives it back with [`PhysMem::kfree_raw`] (or wraps it with
+    /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
+    /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let p = match kmalloc_index(size) {
@@ -178,8 +178,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
         Ok(p)
     }
 
-    /// Frees memory from [`PhysMem::kmalloc`], consuming its handle. Checked as
-    /// [`PhysMem::kfree_raw`]; a handle of another machine is refused with
+    /// Frees memory from [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), consuming its handle. Checked as
+    /// [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw); a handle of another machine is refused with
     /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
     #[inline]
     pub(crate) fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
@@ -198,7 +198,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// whichever CPU freed it first) are refused and change nothing.
     ///
     /// # Safety
-    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`] of this machine
+    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw) of this machine
     /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
     /// call. The checks catch a double free but cannot tell the owner of a live object from
     /// anyone else: freeing another owner's object hands it out again while still in use.

@@ -1,0 +1,17 @@
+//! Layer 8, memory health: operations over the whole assembled machine, above
+//! [`crate::machine`] — migration ([`migrate`]) and zone compaction ([`compaction`]),
+//! hardware-poison handling ([`hwpoison`]), offlining and onlining ranges ([`offline`]) and the
+//! balloon ([`balloon`]). They touch every kind of page, so they work on [`PhysMem`] itself
+//! (`impl PhysMem` blocks) and reach each layer through its methods.
+//!
+//! Import rule: this layer may import every layer, and no layer imports it. (The consistency
+//! checker stays in `check.rs`, built in every configuration; the per-kind operations table
+//! of issue 13 is to come here as `kinds`.)
+//!
+//! [`PhysMem`]: crate::PhysMem
+
+pub mod balloon;
+pub mod compaction;
+pub mod hwpoison;
+pub mod migrate;
+pub mod offline;
