@@ -119,7 +119,8 @@ impl Serialize for KindCounts {
     }
 }
 
-/// A blank pfn: no flag and map count 0 (see *blank pages* in the documentation of [`crate::census`]).
+/// A blank pfn: no flag and map count 0 (see *blank pages* in the
+/// [census documentation](mod@crate::census)).
 #[inline]
 pub(super) fn blank(f: PageFlags, count: u8) -> bool {
     f.is_empty() && count == 0
@@ -141,7 +142,7 @@ const FILE_MARKERS: u64 = (1 << KPF_LRU)
     | (1u64 << KPF_PRIVATE)
     | (1u64 << KPF_PRIVATE_2);
 
-/// The kind a pfn's own flags say (rules 2–11 of the documentation of [`crate::census`]).
+/// The kind a pfn's own flags say (rules 2–11 of the [census documentation](mod@crate::census)).
 pub fn base_kind(f: PageFlags) -> Kind {
     if f.has(KPF_SLAB) {
         Kind::Slab

@@ -10,7 +10,7 @@ pub const MAX_ORDER_LIMIT: u32 = 40;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BuddyMode {
-    /// Decide from the data (see the documentation of [`crate::census`]).
+    /// Decide from the data (see the [census documentation](mod@crate::census)).
     #[default]
     Auto,
     /// Every page of a free block is marked `BUDDY` (Linux 6.18).

@@ -103,7 +103,8 @@ impl Walker<'_> {
         }
     }
 
-    /// Head-only mode: the order of the free block starting at `p` (see the documentation of [`crate::census`]).
+    /// Head-only mode: the order of the free block starting at `p` (see the
+    /// [census documentation](mod@crate::census)).
     fn head_only_block(&self, p: u64, zone_end: u64, absent: &[Absent], ai: usize) -> u32 {
         let mut k = self.opts.max_buddy_order.min(if p == 0 { 63 } else { p.trailing_zeros() });
         // Blank pfns after p, up to the largest candidate block.
@@ -200,7 +201,7 @@ impl Walker<'_> {
     }
 }
 
-/// Runs the census of `kpage` over the zones of `zi` (see the documentation of [`crate::census`]).
+/// Runs the census of `kpage` over the zones of `zi` (see the [census documentation](mod@crate::census)).
 pub fn census(kpage: &KpageSnapshot, zi: &ZoneInfo, opts: CensusOptions) -> Census {
     census_runs(kpage, zi, opts, &mut |_| {})
 }

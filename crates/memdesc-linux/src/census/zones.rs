@@ -1,5 +1,5 @@
 //! The zones' pfn spans, and the labelling of blank pfns in them as holes or not yet
-//! initialised pages (see *blank pages* in the documentation of [`crate::census`]).
+//! initialised pages (see *blank pages* in the [census documentation](mod@crate::census)).
 
 use super::kind::{blank, Kind};
 use super::report::{ZoneCensus, AREA_PAGES};
@@ -33,7 +33,8 @@ pub(super) struct Absent {
     pub(super) kind: Kind,
 }
 
-/// Labels holes and not-yet-initialised pages in each zone (see the documentation of [`crate::census`]).
+/// Labels holes and not-yet-initialised pages in each zone (see the
+/// [census documentation](mod@crate::census)).
 pub(super) fn label_absent(kpage: &KpageSnapshot, zi: &ZoneInfo, len: u64) -> (Vec<Absent>, Vec<ZoneCensus>, u64) {
     let is_blank = |p: u64| blank(kpage.flags(p), kpage.count(p).min(255) as u8);
     let mut out = Vec::new();

@@ -3,39 +3,39 @@
 
 use serde::Serialize;
 
-/// The kind of an [`Event`], without its data (for counting).
+/// The kind of an [`Event`](super::Event), without its data (for counting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// [`Event::PageAlloc`].
+    /// [`Event::PageAlloc`](super::Event::PageAlloc).
     PageAlloc,
-    /// [`Event::PageFree`].
+    /// [`Event::PageFree`](super::Event::PageFree).
     PageFree,
-    /// [`Event::PageFreeBatched`].
+    /// [`Event::PageFreeBatched`](super::Event::PageFreeBatched).
     PageFreeBatched,
-    /// [`Event::Kmalloc`].
+    /// [`Event::Kmalloc`](super::Event::Kmalloc).
     Kmalloc,
-    /// [`Event::Kfree`].
+    /// [`Event::Kfree`](super::Event::Kfree).
     Kfree,
-    /// [`Event::KmemCacheAlloc`].
+    /// [`Event::KmemCacheAlloc`](super::Event::KmemCacheAlloc).
     KmemCacheAlloc,
-    /// [`Event::KmemCacheFree`].
+    /// [`Event::KmemCacheFree`](super::Event::KmemCacheFree).
     KmemCacheFree,
-    /// [`Event::FilemapAdd`].
+    /// [`Event::FilemapAdd`](super::Event::FilemapAdd).
     FilemapAdd,
-    /// [`Event::FilemapDelete`].
+    /// [`Event::FilemapDelete`](super::Event::FilemapDelete).
     FilemapDelete,
-    /// [`Event::LruInsertion`].
+    /// [`Event::LruInsertion`](super::Event::LruInsertion).
     LruInsertion,
-    /// [`Event::AllocVmapArea`].
+    /// [`Event::AllocVmapArea`](super::Event::AllocVmapArea).
     AllocVmapArea,
-    /// [`Event::FreeVmapArea`].
+    /// [`Event::FreeVmapArea`](super::Event::FreeVmapArea).
     FreeVmapArea,
-    /// [`Event::PagePoolHold`].
+    /// [`Event::PagePoolHold`](super::Event::PagePoolHold).
     PagePoolHold,
-    /// [`Event::PagePoolRelease`].
+    /// [`Event::PagePoolRelease`](super::Event::PagePoolRelease).
     PagePoolRelease,
-    /// [`Event::MigratePages`].
+    /// [`Event::MigratePages`](super::Event::MigratePages).
     MigratePages,
 }
 
