@@ -242,8 +242,9 @@ pub enum UnmappableKind {
 
 /// **The one mappability rule**: may a page whose word is `word` be mapped into an address
 /// space of kind `space`? Every path that installs an entry for a page by pfn
-/// ([`MmRef::map_pfn`], [`MmRef::map_user_page`], [`PhysMem::user_page_of`], vmalloc's kernel
-/// and user mappings) decides through this function, and nothing else does.
+/// ([`MmRef::map_pfn`](super::mmap::MmRef::map_pfn),
+/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page), [`PhysMem::user_page_of`],
+/// vmalloc's kernel and user mappings) decides through this function, and nothing else does.
 ///
 /// Accepted (the returned tag): anon and file folios, mappable driver memory, mappable vmalloc
 /// pages and page-pool (netmem) pages — every kind with refcount and mapcount at the shared
@@ -277,9 +278,10 @@ pub fn mappability(word: Word, space: MmKind) -> Result<Tag, UnmappableKind> {
 }
 
 /// Proof that a page passed [`mappability`] for user space when it was made: the token
-/// [`MmRef::map_user_page`] takes. Made only by [`PhysMem::user_page_of`] (from the word) and
-/// by `VmArea<Mappable>::user_page` (from the handle's type; an unmappable area has no such
-/// method). The mapping re-checks the word, so a token kept past its page's free is refused.
+/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page) takes. Made only by
+/// [`PhysMem::user_page_of`] (from the word) and by `VmArea<Mappable>::user_page` (from the
+/// handle's type; an unmappable area has no such method). The mapping re-checks the word, so
+/// a token kept past its page's free is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UserPage {
     pub(super) pfn: Pfn,
@@ -304,8 +306,8 @@ impl UserPage {
 
 impl<P: Platform> PhysMem<P> {
     /// Decides by [`mappability`] whether the page at `pfn` may be mapped into user space, and
-    /// returns the token for [`MmRef::map_user_page`]; refused with
-    /// [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
+    /// returns the token for [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page);
+    /// refused with [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
     pub fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {
         let (_, tag) = self.classify_page(MmKind::User, pfn)?;
         Ok(UserPage { pfn, tag })
