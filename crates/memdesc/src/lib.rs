@@ -76,11 +76,11 @@ pub mod isolate;
 pub mod kmalloc;
 pub mod layout;
 pub mod lookup;
-#[cfg(feature = "pgtable")]
-pub mod mappable;
 pub mod memmap;
 #[cfg(feature = "health")]
 pub mod migrate;
+#[cfg(feature = "pgtable")]
+pub mod mm;
 #[cfg(feature = "health")]
 pub mod offline;
 pub mod page_alloc;
@@ -91,8 +91,6 @@ pub mod pageblock;
 pub mod pagecache;
 pub mod pages;
 pub mod pcp;
-#[cfg(feature = "pgtable")]
-pub mod pgtable;
 pub mod platform;
 pub mod rcu;
 #[cfg(feature = "vmalloc")]
@@ -110,6 +108,10 @@ pub mod z3fold;
 pub mod zone;
 #[cfg(feature = "zsmalloc")]
 pub mod zsmalloc;
+
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "pgtable")]
+pub use mm::{mappable, pgtable};
 
 pub use addr::{Pfn, PAGE_SIZE};
 pub use gfp::Gfp;
