@@ -612,6 +612,66 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         Ok(())
     }
 
+    /// Where `va` falls; `OutOfRange` outside the space.
+    fn locate(&self, g: &Inner, va: usize) -> Result<Found, VmallocError> {
+        if va < self.start || va >= self.end {
+            return Err(VmallocError::OutOfRange(va));
+        }
+        let (mut prev, mut cur) = (0, g.head);
+        while cur != 0 {
+            let r = Self::rec(cur);
+            if va < r.va {
+                return Ok(Found::Gap);
+            }
+            let end = r.va + r.nr_pages * PAGE_SIZE;
+            if va < end {
+                return Ok(Found::Area { prev, rec: cur });
+            }
+            if va < end + PAGE_SIZE {
+                return Ok(Found::Guard { rec: cur });
+            }
+            prev = cur;
+            cur = r.next;
+        }
+        Ok(Found::Gap)
+    }
+
+    /// First fit: the record to insert after (0: at the head) and the start of a free range of
+    /// `nr` pages plus a guard page.
+    fn find_gap(&self, g: &Inner, nr: usize) -> Option<(usize, usize)> {
+        let need = (nr + 1) * PAGE_SIZE;
+        let (mut prev, mut cur, mut cand) = (0, g.head, self.start);
+        while cur != 0 {
+            let r = Self::rec(cur);
+            if cand.checked_add(need)? <= r.va {
+                return Some((prev, cand));
+            }
+            cand = r.va + (r.nr_pages + 1) * PAGE_SIZE;
+            prev = cur;
+            cur = r.next;
+        }
+        (cand.checked_add(need)? <= self.end).then_some((prev, cand))
+    }
+
+    fn rec<'a>(addr: usize) -> &'a VmapArea {
+        // SAFETY: record addresses in the list are live records of this space (linked after
+        // being written, unlinked before being freed); callers hold the space lock, under which
+        // records are only read or have `next` replaced through `set_next`.
+        unsafe { &*(addr as *const VmapArea) }
+    }
+
+    fn set_next(addr: usize, next: usize) {
+        // SAFETY: as in `rec`; the caller holds the lock and no reference to this record's
+        // `next` is live across the call.
+        unsafe { (*(addr as *mut VmapArea)).next = next };
+    }
+
+    fn pfn_of(r: &VmapArea, i: usize) -> Pfn {
+        debug_assert!(i < r.nr_pages);
+        // SAFETY: `pages` is the record's array of nr_pages pfns, written before linking.
+        Pfn(unsafe { (r.pages as *const u64).add(i).read() })
+    }
+
     fn desc_at(&self, pfn: Pfn) -> Option<&VmallocDesc> {
         match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
             // SAFETY: the page belongs to a live area of this space (the caller holds the lock
@@ -692,6 +752,16 @@ impl<P: Platform> VmallocSpace<'_, P> {
         };
         let page = UserPage::new(Self::pfn_of(Self::rec(rec), index), Tag::VmallocMappable);
         mm.map_user_page(cpu, va, page).map_err(VmallocError::PageTable)
+    }
+}
+
+impl VmArea<Mappable> {
+    /// Page `index` of this mappable area, as a [`UserPage`] token for
+    /// [`crate::pgtable::MmRef::map_user_page`]. (Only mappable areas have this method.)
+    /// [`VmallocSpace::map_user`] is the safer path: it holds the space lock while mapping.
+    pub fn user_page<P: Platform>(&self, space: &VmallocSpace<'_, P>, index: usize) -> Result<UserPage, VmallocError> {
+        let pfn = space.pfn_at(self, index)?;
+        Ok(UserPage::new(pfn, Tag::VmallocMappable))
     }
 }
 
