@@ -84,30 +84,34 @@ pub mod mm;
 #[cfg(feature = "health")]
 pub mod offline;
 pub mod page_alloc;
-#[cfg(feature = "page_pool")]
-pub mod page_pool;
 pub mod pageblock;
 #[cfg(feature = "folio")]
 pub mod pagecache;
 pub mod pages;
 pub mod pcp;
 pub mod platform;
+pub mod pools;
 pub mod rcu;
-#[cfg(feature = "vmalloc")]
-pub mod sg;
 #[cfg(feature = "slab")]
 pub mod sheaf;
 #[cfg(feature = "slab")]
 pub mod slab;
 mod sync;
-#[cfg(feature = "vmalloc")]
-pub mod vmalloc;
 pub mod word;
-#[cfg(feature = "z3fold")]
-pub mod z3fold;
 pub mod zone;
+
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "page_pool")]
+pub use pools::page_pool;
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "vmalloc")]
+pub use pools::{sg, vmalloc};
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "z3fold")]
+pub use pools::z3fold;
+// transition alias (issue 13), removed when the layers land
 #[cfg(feature = "zsmalloc")]
-pub mod zsmalloc;
+pub use pools::zsmalloc;
 
 // transition alias (issue 13), removed when the layers land
 #[cfg(feature = "pgtable")]
