@@ -87,8 +87,6 @@ pub mod page_alloc;
 #[cfg(feature = "page_pool")]
 pub mod page_pool;
 pub mod pageblock;
-#[cfg(feature = "folio")]
-pub mod pagecache;
 pub mod pages;
 pub mod pcp;
 #[cfg(feature = "pgtable")]
@@ -111,7 +109,10 @@ pub mod zone;
 #[cfg(feature = "zsmalloc")]
 pub mod zsmalloc;
 
+// transition alias (issue 13), removed when the layers land
 pub use addr::{Pfn, PAGE_SIZE};
+#[cfg(feature = "folio")]
+pub use folio::pagecache;
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
