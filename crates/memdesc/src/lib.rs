@@ -85,8 +85,6 @@ pub mod mm;
 pub mod offline;
 pub mod page_alloc;
 pub mod pageblock;
-#[cfg(feature = "folio")]
-pub mod pagecache;
 pub mod pages;
 pub mod pcp;
 pub mod platform;
@@ -117,7 +115,10 @@ pub use pools::zsmalloc;
 #[cfg(feature = "pgtable")]
 pub use mm::{mappable, pgtable};
 
+// transition alias (issue 13), removed when the layers land
 pub use addr::{Pfn, PAGE_SIZE};
+#[cfg(feature = "folio")]
+pub use folio::pagecache;
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use page_alloc::{AllocError, BootFailure, Config, FreeError, PhysMem};
