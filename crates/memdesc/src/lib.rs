@@ -75,6 +75,7 @@ pub mod isolate;
 #[cfg(feature = "slab")]
 pub mod kmalloc;
 pub mod layout;
+pub mod list;
 pub mod lookup;
 #[cfg(feature = "pgtable")]
 pub mod mappable;
