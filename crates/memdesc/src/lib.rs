@@ -64,6 +64,7 @@ pub mod check;
 pub mod compaction;
 pub mod cpu;
 pub mod desc;
+pub mod desc_ref;
 pub mod fault;
 #[cfg(feature = "folio")]
 pub mod folio;
@@ -84,6 +85,7 @@ pub mod memmap;
 pub mod migrate;
 #[cfg(feature = "health")]
 pub mod offline;
+pub mod page_access;
 pub mod page_alloc;
 #[cfg(feature = "page_pool")]
 pub mod page_pool;

@@ -1,0 +1,301 @@
+//! THE page-content access type: [`PageAccess`] maps one page through the [`Platform`] (its
+//! direct map, or a momentary local mapping like Linux's `kmap_local_page`) and reads,
+//! writes, fills, compares and copies its bytes with bounds checks, so that callers (page
+//! copies in migration, zeroing, the host's DMA device, the torture's patterns) hold no raw
+//! pointer. In the spirit of rust-vmm's volatile slices, but exclusive: the one `unsafe` step
+//! is the claim, at construction, that the caller has the page's contents to itself.
+//!
+//! The atomic word view of a page (buddy and per-CPU list links, two-level word tables), where
+//! several CPUs may touch the same words, is [`crate::platform`]'s `PageMap`; this type never
+//! hands out atomics, so the two views never alias within one value.
+//!
+//! # Invariants
+//! 1. **Valid mapping.** `ptr` is valid for reads and writes of [`PAGE_SIZE`] bytes and
+//!    page-aligned while the value lives: a direct-map pointer for as long as the platform
+//!    lives ([`Platform`] item 1), a local mapping until the value's `Drop` unmaps it (item 2).
+//! 2. **Exclusive contents.** While the value lives nobody else reads or writes the page's
+//!    contents ([`PageAccess::new`]'s contract), so byte slices of it may be handed out:
+//!    shared ones through `&self`, a unique one through `&mut self`.
+//! 3. **One thread.** A local mapping is valid only on the thread that made it, so the value is
+//!    neither `Send` nor `Sync`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::platform::Platform;
+
+/// A range that does not fit in a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfPage {
+    /// Offset asked for.
+    pub offset: usize,
+    /// Length asked for.
+    pub len: usize,
+}
+
+impl core::fmt::Display for OutOfPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} bytes at offset {} do not fit in a {PAGE_SIZE}-byte page", self.len, self.offset)
+    }
+}
+
+/// The byte range `offset..offset + len` of a page, or why not.
+#[inline]
+fn range(offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
+    match offset.checked_add(len) {
+        Some(end) if end <= PAGE_SIZE => Ok(offset..end),
+        _ => Err(OutOfPage { offset, len }),
+    }
+}
+
+/// Exclusive access to one page's bytes (see the module header).
+#[must_use = "mapping a page does nothing by itself"]
+pub struct PageAccess<'p, P: Platform> {
+    platform: &'p P,
+    pfn: Pfn,
+    ptr: NonNull<u8>,
+    local: bool,
+    /// Invariant 3: neither Send nor Sync.
+    _thread: PhantomData<*mut u8>,
+}
+
+impl<'p, P: Platform> PageAccess<'p, P> {
+    /// Maps `pfn` through its direct map, or a local mapping if it has none; `None` if the
+    /// platform cannot map it.
+    ///
+    /// # Safety
+    /// For the value's life, the caller has the page's contents to itself (invariant 2): it
+    /// owns the page (allocated and not handed to anyone), or holds it so that nobody else
+    /// touches its contents (a frozen and locked folio being migrated, pages of a
+    /// scatter-gather list it holds).
+    pub unsafe fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        if let Some(ptr) = platform.direct_map(pfn) {
+            return Some(PageAccess { platform, pfn, ptr, local: false, _thread: PhantomData });
+        }
+        // SAFETY: the same contract.
+        unsafe { Self::new_local(platform, pfn) }
+    }
+
+    /// Maps `pfn` through a local mapping even if it has a direct map (a device touching only
+    /// what it maps, as behind an IOMMU).
+    ///
+    /// # Safety
+    /// As [`PageAccess::new`].
+    pub unsafe fn new_local(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        let ptr = platform.map_local(pfn)?;
+        Some(PageAccess { platform, pfn, ptr, local: true, _thread: PhantomData })
+    }
+
+    /// The page.
+    #[inline]
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+
+    /// The page's bytes.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: valid for PAGE_SIZE bytes while `self` lives (invariant 1); nobody writes
+        // them meanwhile (invariant 2) and `&mut self` methods are excluded by this borrow.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), PAGE_SIZE) }
+    }
+
+    /// The page's bytes, writable.
+    #[inline]
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: valid for PAGE_SIZE bytes (invariant 1); nobody else touches them
+        // (invariant 2) and this is the only borrow of `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), PAGE_SIZE) }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfPage> {
+        buf.copy_from_slice(&self.bytes()[range(offset, buf.len())?]);
+        Ok(())
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), OutOfPage> {
+        let r = range(offset, data.len())?;
+        self.bytes_mut()[r].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfPage> {
+        let r = range(offset, len)?;
+        self.bytes_mut()[r].fill(byte);
+        Ok(())
+    }
+
+    /// Zeroes the page.
+    pub fn zero(&mut self) {
+        self.bytes_mut().fill(0);
+    }
+
+    /// Whether the bytes at `offset` equal `data`.
+    pub fn compare(&self, offset: usize, data: &[u8]) -> Result<bool, OutOfPage> {
+        Ok(&self.bytes()[range(offset, data.len())?] == data)
+    }
+
+    /// Copies `len` bytes from `src` at `src_offset` to this page at `offset` (distinct pages:
+    /// two values for one page cannot coexist, invariant 2).
+    pub fn copy_from(
+        &mut self,
+        offset: usize,
+        src: &PageAccess<'_, P>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<(), OutOfPage> {
+        let (d, s) = (range(offset, len)?, range(src_offset, len)?);
+        self.bytes_mut()[d].copy_from_slice(&src.bytes()[s]);
+        Ok(())
+    }
+
+    /// Copies the whole of `src` over this page (a migration's copy).
+    pub fn copy_page_from(&mut self, src: &PageAccess<'_, P>) {
+        self.bytes_mut().copy_from_slice(src.bytes());
+    }
+
+    /// Copies `len` bytes at `src_offset` to `offset` within this page (ranges may overlap,
+    /// like `memmove`).
+    pub fn copy_within(&mut self, src_offset: usize, offset: usize, len: usize) -> Result<(), OutOfPage> {
+        let s = range(src_offset, len)?;
+        range(offset, len)?;
+        self.bytes_mut().copy_within(s, offset);
+        Ok(())
+    }
+}
+
+impl<P: Platform> Drop for PageAccess<'_, P> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.local {
+            self.platform.unmap_local(self.pfn, self.ptr);
+        }
+    }
+}
+
+impl<P: Platform> core::fmt::Debug for PageAccess<'_, P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PageAccess").field("pfn", &self.pfn).field("local", &self.local).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::{AtomicU64, Ordering};
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// Four pages; pfn 3 has no direct map (a local mapping into the same buffer); pfn 9 is
+    /// absent. Counts live local mappings.
+    struct Four {
+        buf: NonNull<u8>,
+        live: AtomicU64,
+        maps: AtomicU64,
+    }
+    // SAFETY: plain memory; the tests decide who touches which page.
+    unsafe impl Send for Four {}
+    // SAFETY: as above.
+    unsafe impl Sync for Four {}
+    // SAFETY: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
+    // linearly, pfn 3 only locally; nothing else writes it.
+    unsafe impl Platform for Four {
+        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            // SAFETY: pfn < 3 keeps the offset inside the buffer.
+            (pfn.0 < 3).then(|| unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        }
+        fn virt_to_pfn(&self, _: NonNull<u8>) -> Option<Pfn> {
+            None
+        }
+        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            if pfn.0 >= 4 {
+                return None;
+            }
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.maps.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: pfn < 4 keeps the offset inside the buffer.
+            Some(unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        }
+        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn four() -> Box<Four> {
+        let l = std::alloc::Layout::from_size_align(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: non-zero size; leaked on purpose.
+        let buf = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).unwrap();
+        Box::new(Four { buf, live: AtomicU64::new(0), maps: AtomicU64::new(0) })
+    }
+
+    #[test]
+    fn read_write_fill_compare_with_bounds() {
+        let p = four();
+        // SAFETY: the test owns every page and maps each once at a time.
+        let mut a = unsafe { PageAccess::new(&*p, Pfn(1)) }.unwrap();
+        assert_eq!(a.pfn(), Pfn(1));
+        a.write(10, b"hello").unwrap();
+        let mut got = [0u8; 5];
+        a.read(10, &mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        assert!(a.compare(10, b"hello").unwrap() && !a.compare(10, b"hellp").unwrap());
+        a.fill(PAGE_SIZE - 3, 3, 0xee).unwrap();
+        assert_eq!(&a.bytes()[PAGE_SIZE - 4..], &[0, 0xee, 0xee, 0xee]);
+        assert_eq!(a.fill(PAGE_SIZE - 3, 4, 1), Err(OutOfPage { offset: PAGE_SIZE - 3, len: 4 }));
+        assert_eq!(a.write(usize::MAX, b"x"), Err(OutOfPage { offset: usize::MAX, len: 1 }));
+        assert!(a.read(PAGE_SIZE, &mut got).is_err());
+        assert!(a.compare(PAGE_SIZE - 1, b"ab").is_err());
+        // Nothing was written by the refused calls.
+        assert_eq!(a.bytes().iter().filter(|&&b| b != 0).count(), 5 + 3);
+        a.zero();
+        assert!(a.bytes().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn copies_between_and_within_pages() {
+        let p = four();
+        // SAFETY: the test owns pages 0 and 2, mapped once each.
+        let (mut s, mut d) = unsafe { (PageAccess::new(&*p, Pfn(0)).unwrap(), PageAccess::new(&*p, Pfn(2)).unwrap()) };
+        let pat: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
+        s.write(0, &pat).unwrap();
+        d.copy_page_from(&s);
+        assert_eq!(d.bytes(), &pat[..]);
+        d.zero();
+        d.copy_from(100, &s, 4000, 96).unwrap();
+        assert_eq!(&d.bytes()[100..196], &pat[4000..4096]);
+        assert!(d.copy_from(4000, &s, 0, 97).is_err() && d.copy_from(0, &s, 4001, 96).is_err());
+        s.copy_within(0, 1, 8).unwrap(); // overlapping, like memmove
+        assert_eq!(&s.bytes()[1..9], &pat[0..8]);
+        assert!(s.copy_within(PAGE_SIZE - 4, 0, 8).is_err());
+    }
+
+    #[test]
+    fn local_mappings_are_unmapped_on_drop_and_absent_pages_refused() {
+        let p = four();
+        {
+            // SAFETY: the test owns page 3.
+            let mut a = unsafe { PageAccess::new(&*p, Pfn(3)) }.unwrap();
+            a.write(0, &[1, 2, 3]).unwrap();
+            assert_eq!(p.live.load(Ordering::Relaxed), 1);
+        }
+        assert_eq!(p.live.load(Ordering::Relaxed), 0);
+        // SAFETY: as above, page 0 (forced local) and the absent page 9.
+        unsafe {
+            let a = PageAccess::new_local(&*p, Pfn(0)).unwrap();
+            assert_eq!((p.live.load(Ordering::Relaxed), p.maps.load(Ordering::Relaxed)), (1, 2));
+            drop(a);
+            assert!(PageAccess::new(&*p, Pfn(9)).is_none());
+        }
+        assert_eq!(p.live.load(Ordering::Relaxed), 0);
+        // The local mapping of page 3 wrote the same memory the buffer holds.
+        // SAFETY: page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
+        let raw = unsafe { core::slice::from_raw_parts(p.buf.as_ptr().add(3 * PAGE_SIZE), 3) };
+        assert_eq!(raw, &[1, 2, 3]);
+    }
+}
