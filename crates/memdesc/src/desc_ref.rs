@@ -40,7 +40,7 @@ use crate::rcu::RcuGuard;
 /// written except through shared-access-safe fields (atomics) for `'a` (invariants 1, 2, 4).
 #[inline]
 pub unsafe fn from_addr<'a, T>(addr: usize) -> &'a T {
-    debug_assert!(addr != 0 && addr % core::mem::align_of::<T>() == 0, "descriptor address {addr:#x}");
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<T>()), "descriptor address {addr:#x}");
     // SAFETY: the caller's contract is exactly what `&*` needs.
     unsafe { &*(addr as *const T) }
 }
@@ -66,26 +66,28 @@ pub unsafe fn rcu_addr<'g, T: Descriptor>(_guard: &'g RcuGuard<'_>, addr: usize)
     unsafe { from_addr(addr) }
 }
 
-/// The `T` at `addr` while the lock whose guard is `guard` stays held.
+/// The `T` at `addr` while the lock whose guard is `guard` stays held (the result borrows
+/// `guard`).
 ///
 /// # Safety
 /// `addr` is the address of a live `T` (found under this lock: in a page word, a list or a
 /// table the lock protects), and `T`s of that kind are freed only by a holder of this same
 /// lock instance (invariants 1 and 2).
 #[inline]
-pub unsafe fn locked<'g, T, G>(guard: &'g G, addr: usize) -> &'g T {
+pub unsafe fn locked<T, G>(guard: &G, addr: usize) -> &T {
     let _ = guard;
     // SAFETY: alive while the lock is held, by the caller's contract; the result borrows the
     // guard, so it cannot outlive the hold.
     unsafe { from_addr(addr) }
 }
 
-/// The `T` at `addr` while the caller holds `pin` (a reference count, a mapcount, a handle).
+/// The `T` at `addr` while the caller holds `pin` (a reference count, a mapcount, a handle);
+/// the result borrows `pin`.
 ///
 /// # Safety
 /// `pin` keeps the `T` at `addr` alive while it is borrowed (invariants 1 and 2).
 #[inline]
-pub unsafe fn pinned<'p, T, Pin: ?Sized>(pin: &'p Pin, addr: usize) -> &'p T {
+pub unsafe fn pinned<T, Pin: ?Sized>(pin: &Pin, addr: usize) -> &T {
     let _ = pin;
     // SAFETY: alive while the pin is held, by the caller's contract.
     unsafe { from_addr(addr) }

@@ -449,7 +449,7 @@ mod tests {
         for n in &ns[..4] {
             l.push_back(n).unwrap();
         }
-        // SAFETY (all three): the nodes are on `l`.
+        // SAFETY: the three nodes are on `l`.
         unsafe {
             assert!(l.remove(&ns[1]));
             assert!(l.move_to_back(&ns[0]));

@@ -13,9 +13,11 @@
 //! 1. **Valid mapping.** `ptr` is valid for reads and writes of [`PAGE_SIZE`] bytes and
 //!    page-aligned while the value lives: a direct-map pointer for as long as the platform
 //!    lives ([`Platform`] item 1), a local mapping until the value's `Drop` unmaps it (item 2).
-//! 2. **Exclusive contents.** While the value lives nobody else reads or writes the page's
-//!    contents ([`PageAccess::new`]'s contract), so byte slices of it may be handed out:
-//!    shared ones through `&self`, a unique one through `&mut self`.
+//! 2. **Exclusive or read-only contents.** While an [`Exclusive`] value lives nobody else
+//!    reads or writes the page's contents ([`PageAccess::new`]'s contract), so byte slices of
+//!    it may be handed out: shared ones through `&self`, a unique one through `&mut self`.
+//!    While a [`ReadOnly`] value lives nobody writes them ([`PageAccess::new_read_only`]'s
+//!    contract; other readers are fine), and it offers no way to write.
 //! 3. **One thread.** A local mapping is valid only on the thread that made it, so the value is
 //!    neither `Send` nor `Sync`.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -51,40 +53,33 @@ fn range(offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage
     }
 }
 
-/// Exclusive access to one page's bytes (see the module header).
+/// Mode of a [`PageAccess`] that may write: the caller has the page to itself.
+#[derive(Debug)]
+pub enum Exclusive {}
+/// Mode of a [`PageAccess`] that only reads: nobody writes the page meanwhile.
+#[derive(Debug)]
+pub enum ReadOnly {}
+
+/// Access to one page's bytes, [`Exclusive`] (the default) or [`ReadOnly`] (see the module
+/// header).
 #[must_use = "mapping a page does nothing by itself"]
-pub struct PageAccess<'p, P: Platform> {
+pub struct PageAccess<'p, P: Platform, M = Exclusive> {
     platform: &'p P,
     pfn: Pfn,
     ptr: NonNull<u8>,
     local: bool,
     /// Invariant 3: neither Send nor Sync.
-    _thread: PhantomData<*mut u8>,
+    _thread: PhantomData<(*mut u8, M)>,
 }
 
-impl<'p, P: Platform> PageAccess<'p, P> {
-    /// Maps `pfn` through its direct map, or a local mapping if it has none; `None` if the
-    /// platform cannot map it.
-    ///
-    /// # Safety
-    /// For the value's life, the caller has the page's contents to itself (invariant 2): it
-    /// owns the page (allocated and not handed to anyone), or holds it so that nobody else
-    /// touches its contents (a frozen and locked folio being migrated, pages of a
-    /// scatter-gather list it holds).
-    pub unsafe fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
-        if let Some(ptr) = platform.direct_map(pfn) {
-            return Some(PageAccess { platform, pfn, ptr, local: false, _thread: PhantomData });
+impl<'p, P: Platform, M> PageAccess<'p, P, M> {
+    /// Maps `pfn` (direct map first unless `local`).
+    fn map(platform: &'p P, pfn: Pfn, local: bool) -> Option<Self> {
+        if !local {
+            if let Some(ptr) = platform.direct_map(pfn) {
+                return Some(PageAccess { platform, pfn, ptr, local: false, _thread: PhantomData });
+            }
         }
-        // SAFETY: the same contract.
-        unsafe { Self::new_local(platform, pfn) }
-    }
-
-    /// Maps `pfn` through a local mapping even if it has a direct map (a device touching only
-    /// what it maps, as behind an IOMMU).
-    ///
-    /// # Safety
-    /// As [`PageAccess::new`].
-    pub unsafe fn new_local(platform: &'p P, pfn: Pfn) -> Option<Self> {
         let ptr = platform.map_local(pfn)?;
         Some(PageAccess { platform, pfn, ptr, local: true, _thread: PhantomData })
     }
@@ -99,8 +94,55 @@ impl<'p, P: Platform> PageAccess<'p, P> {
     #[inline]
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: valid for PAGE_SIZE bytes while `self` lives (invariant 1); nobody writes
-        // them meanwhile (invariant 2) and `&mut self` methods are excluded by this borrow.
+        // them meanwhile: not others (invariant 2), and not this value, whose writing methods
+        // (Exclusive only) take `&mut self`, excluded by this borrow.
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), PAGE_SIZE) }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfPage> {
+        buf.copy_from_slice(&self.bytes()[range(offset, buf.len())?]);
+        Ok(())
+    }
+
+    /// Whether the bytes at `offset` equal `data`.
+    pub fn compare(&self, offset: usize, data: &[u8]) -> Result<bool, OutOfPage> {
+        Ok(&self.bytes()[range(offset, data.len())?] == data)
+    }
+}
+
+impl<'p, P: Platform> PageAccess<'p, P, ReadOnly> {
+    /// Maps `pfn` to read it (direct map, else a local mapping); `None` if it cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life nobody writes the page's contents (invariant 2): the caller owns
+    /// or pins a page whose writers are excluded (an up-to-date page-cache folio it holds a
+    /// reference to; its own page).
+    pub unsafe fn new_read_only(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, false)
+    }
+}
+
+impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
+    /// Maps `pfn` through its direct map, or a local mapping if it has none; `None` if the
+    /// platform cannot map it.
+    ///
+    /// # Safety
+    /// For the value's life, the caller has the page's contents to itself (invariant 2): it
+    /// owns the page (allocated and not handed to anyone), or holds it so that nobody else
+    /// touches its contents (a frozen and locked folio being migrated, pages of a
+    /// scatter-gather list it holds).
+    pub unsafe fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, false)
+    }
+
+    /// Maps `pfn` through a local mapping even if it has a direct map (a device touching only
+    /// what it maps, as behind an IOMMU).
+    ///
+    /// # Safety
+    /// As [`PageAccess::new`].
+    pub unsafe fn new_local(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, true)
     }
 
     /// The page's bytes, writable.
@@ -109,12 +151,6 @@ impl<'p, P: Platform> PageAccess<'p, P> {
         // SAFETY: valid for PAGE_SIZE bytes (invariant 1); nobody else touches them
         // (invariant 2) and this is the only borrow of `self`.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), PAGE_SIZE) }
-    }
-
-    /// Copies `buf.len()` bytes at `offset` into `buf`.
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfPage> {
-        buf.copy_from_slice(&self.bytes()[range(offset, buf.len())?]);
-        Ok(())
     }
 
     /// Copies `data` to `offset`.
@@ -136,17 +172,12 @@ impl<'p, P: Platform> PageAccess<'p, P> {
         self.bytes_mut().fill(0);
     }
 
-    /// Whether the bytes at `offset` equal `data`.
-    pub fn compare(&self, offset: usize, data: &[u8]) -> Result<bool, OutOfPage> {
-        Ok(&self.bytes()[range(offset, data.len())?] == data)
-    }
-
     /// Copies `len` bytes from `src` at `src_offset` to this page at `offset` (distinct pages:
     /// two values for one page cannot coexist, invariant 2).
-    pub fn copy_from(
+    pub fn copy_from<M>(
         &mut self,
         offset: usize,
-        src: &PageAccess<'_, P>,
+        src: &PageAccess<'_, P, M>,
         src_offset: usize,
         len: usize,
     ) -> Result<(), OutOfPage> {
@@ -156,7 +187,7 @@ impl<'p, P: Platform> PageAccess<'p, P> {
     }
 
     /// Copies the whole of `src` over this page (a migration's copy).
-    pub fn copy_page_from(&mut self, src: &PageAccess<'_, P>) {
+    pub fn copy_page_from<M>(&mut self, src: &PageAccess<'_, P, M>) {
         self.bytes_mut().copy_from_slice(src.bytes());
     }
 
@@ -170,7 +201,7 @@ impl<'p, P: Platform> PageAccess<'p, P> {
     }
 }
 
-impl<P: Platform> Drop for PageAccess<'_, P> {
+impl<P: Platform, M> Drop for PageAccess<'_, P, M> {
     #[inline]
     fn drop(&mut self) {
         if self.local {
@@ -179,7 +210,7 @@ impl<P: Platform> Drop for PageAccess<'_, P> {
     }
 }
 
-impl<P: Platform> core::fmt::Debug for PageAccess<'_, P> {
+impl<P: Platform, M> core::fmt::Debug for PageAccess<'_, P, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PageAccess").field("pfn", &self.pfn).field("local", &self.local).finish()
     }
@@ -273,6 +304,18 @@ mod tests {
         s.copy_within(0, 1, 8).unwrap(); // overlapping, like memmove
         assert_eq!(&s.bytes()[1..9], &pat[0..8]);
         assert!(s.copy_within(PAGE_SIZE - 4, 0, 8).is_err());
+        drop(s);
+        // Two read-only views of one page may coexist, and an exclusive page copies from one.
+        // SAFETY: nobody writes page 0 while they live.
+        let (r1, r2) = unsafe {
+            (PageAccess::new_read_only(&*p, Pfn(0)).unwrap(), PageAccess::new_read_only(&*p, Pfn(0)).unwrap())
+        };
+        assert!(r1.compare(1, &pat[0..8]).unwrap() && r2.bytes() == r1.bytes());
+        let mut b = [0u8; 4];
+        r2.read(PAGE_SIZE - 4, &mut b).unwrap();
+        assert_eq!(&b[..], &pat[PAGE_SIZE - 4..]);
+        d.copy_page_from(&r1);
+        assert_eq!(d.bytes(), r1.bytes());
     }
 
     #[test]
