@@ -10,11 +10,13 @@
 //! hands out atomics, so the two views never alias within one value.
 //!
 //! # Invariants
-//! 1. **Valid mapping.** `ptr` is valid for reads and writes of [`PAGE_SIZE`] bytes and
-//!    page-aligned while the value lives: a direct-map pointer for as long as the platform
+//! 1. **Valid mapping.** `ptr` (the page's base) is valid for reads and writes of
+//!    [`PAGE_SIZE`] bytes and page-aligned while the value lives, and the value's window
+//!    `start..start + len` lies inside the page: a direct-map pointer for as long as the platform
 //!    lives ([`Platform`] item 1), a local mapping until the value's `Drop` unmaps it (item 2).
 //! 2. **Exclusive or read-only contents.** While an [`Exclusive`] value lives nobody else
-//!    reads or writes the page's contents ([`PageAccess::new`]'s contract), so byte slices of
+//!    reads or writes the bytes of its window (the whole page, or the range of an object or a
+//!    fragment that shares the page with others) ([`PageAccess::new`]'s contract), so byte slices of
 //!    it may be handed out: shared ones through `&self`, a unique one through `&mut self`.
 //!    While a [`ReadOnly`] value lives nobody writes them ([`PageAccess::new_read_only`]'s
 //!    contract; other readers are fine), and it offers no way to write.
@@ -29,7 +31,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::platform::Platform;
 
-/// A range that does not fit in a page.
+/// A range that does not fit in the page (or the window) it was asked of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfPage {
     /// Offset asked for.
@@ -40,15 +42,15 @@ pub struct OutOfPage {
 
 impl core::fmt::Display for OutOfPage {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} bytes at offset {} do not fit in a {PAGE_SIZE}-byte page", self.len, self.offset)
+        write!(f, "{} bytes at offset {} do not fit in the page window", self.len, self.offset)
     }
 }
 
-/// The byte range `offset..offset + len` of a page, or why not.
+/// The byte range `offset..offset + len` of a window of `size` bytes, or why not.
 #[inline]
-fn range(offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
+fn range_in(size: usize, offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
     match offset.checked_add(len) {
-        Some(end) if end <= PAGE_SIZE => Ok(offset..end),
+        Some(end) if end <= size => Ok(offset..end),
         _ => Err(OutOfPage { offset, len }),
     }
 }
@@ -67,21 +69,23 @@ pub struct PageAccess<'p, P: Platform, M = Exclusive> {
     platform: &'p P,
     pfn: Pfn,
     ptr: NonNull<u8>,
+    start: usize,
+    len: usize,
     local: bool,
     /// Invariant 3: neither Send nor Sync.
     _thread: PhantomData<(*mut u8, M)>,
 }
 
 impl<'p, P: Platform, M> PageAccess<'p, P, M> {
-    /// Maps `pfn` (direct map first unless `local`).
-    fn map(platform: &'p P, pfn: Pfn, local: bool) -> Option<Self> {
-        if !local {
-            if let Some(ptr) = platform.direct_map(pfn) {
-                return Some(PageAccess { platform, pfn, ptr, local: false, _thread: PhantomData });
-            }
-        }
-        let ptr = platform.map_local(pfn)?;
-        Some(PageAccess { platform, pfn, ptr, local: true, _thread: PhantomData })
+    /// Maps window `start..start + len` of `pfn` (direct map first unless `local`); `None` if
+    /// the window leaves the page or the page cannot be mapped.
+    fn map(platform: &'p P, pfn: Pfn, start: usize, len: usize, local: bool) -> Option<Self> {
+        range_in(PAGE_SIZE, start, len).ok()?;
+        let (ptr, local) = match (local, platform.direct_map(pfn)) {
+            (false, Some(ptr)) => (ptr, false),
+            _ => (platform.map_local(pfn)?, true),
+        };
+        Some(PageAccess { platform, pfn, ptr, start, len, local, _thread: PhantomData })
     }
 
     /// The page.
@@ -90,24 +94,56 @@ impl<'p, P: Platform, M> PageAccess<'p, P, M> {
         self.pfn
     }
 
-    /// The page's bytes.
+    /// Size of the window in bytes ([`PAGE_SIZE`] for a whole page).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the window in the page.
+    #[inline]
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    #[inline]
+    fn range(&self, offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
+        range_in(self.len, offset, len)
+    }
+
+    /// The window's bytes.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: valid for PAGE_SIZE bytes while `self` lives (invariant 1); nobody writes
-        // them meanwhile: not others (invariant 2), and not this value, whose writing methods
-        // (Exclusive only) take `&mut self`, excluded by this borrow.
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), PAGE_SIZE) }
+        // SAFETY: the window lies inside a mapping valid while `self` lives (invariant 1);
+        // nobody writes it meanwhile: not others (invariant 2), and not this value, whose
+        // writing methods (Exclusive only) take `&mut self`, excluded by this borrow.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
+    }
+
+    /// Narrows the window to `offset..offset + len` of the current one (a claim may shrink,
+    /// never grow).
+    pub fn narrow(mut self, offset: usize, len: usize) -> Result<Self, OutOfPage> {
+        let r = self.range(offset, len)?;
+        self.start += r.start;
+        self.len = len;
+        Ok(self)
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfPage> {
-        buf.copy_from_slice(&self.bytes()[range(offset, buf.len())?]);
+        buf.copy_from_slice(&self.bytes()[self.range(offset, buf.len())?]);
         Ok(())
     }
 
     /// Whether the bytes at `offset` equal `data`.
     pub fn compare(&self, offset: usize, data: &[u8]) -> Result<bool, OutOfPage> {
-        Ok(&self.bytes()[range(offset, data.len())?] == data)
+        Ok(&self.bytes()[self.range(offset, data.len())?] == data)
     }
 }
 
@@ -119,7 +155,16 @@ impl<'p, P: Platform> PageAccess<'p, P, ReadOnly> {
     /// or pins a page whose writers are excluded (an up-to-date page-cache folio it holds a
     /// reference to; its own page).
     pub unsafe fn new_read_only(platform: &'p P, pfn: Pfn) -> Option<Self> {
-        Self::map(platform, pfn, false)
+        Self::map(platform, pfn, 0, PAGE_SIZE, false)
+    }
+
+    /// Maps bytes `start..start + len` of `pfn` to read them; `None` if the range leaves the
+    /// page or the page cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life nobody writes those bytes (invariant 2).
+    pub unsafe fn new_range_read_only(platform: &'p P, pfn: Pfn, start: usize, len: usize) -> Option<Self> {
+        Self::map(platform, pfn, start, len, false)
     }
 }
 
@@ -133,7 +178,16 @@ impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
     /// touches its contents (a frozen and locked folio being migrated, pages of a
     /// scatter-gather list it holds).
     pub unsafe fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
-        Self::map(platform, pfn, false)
+        Self::map(platform, pfn, 0, PAGE_SIZE, false)
+    }
+
+    /// Maps bytes `start..start + len` of `pfn` (an object or a fragment that shares its page
+    /// with others); `None` if the range leaves the page or the page cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life the caller has those bytes to itself (invariant 2).
+    pub unsafe fn new_range(platform: &'p P, pfn: Pfn, start: usize, len: usize) -> Option<Self> {
+        Self::map(platform, pfn, start, len, false)
     }
 
     /// Maps `pfn` through a local mapping even if it has a direct map (a device touching only
@@ -142,32 +196,32 @@ impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
     /// # Safety
     /// As [`PageAccess::new`].
     pub unsafe fn new_local(platform: &'p P, pfn: Pfn) -> Option<Self> {
-        Self::map(platform, pfn, true)
+        Self::map(platform, pfn, 0, PAGE_SIZE, true)
     }
 
-    /// The page's bytes, writable.
+    /// The window's bytes, writable.
     #[inline]
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: valid for PAGE_SIZE bytes (invariant 1); nobody else touches them
-        // (invariant 2) and this is the only borrow of `self`.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), PAGE_SIZE) }
+        // SAFETY: the window lies inside a valid mapping (invariant 1); nobody else touches
+        // it (invariant 2) and this is the only borrow of `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.start), self.len) }
     }
 
     /// Copies `data` to `offset`.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), OutOfPage> {
-        let r = range(offset, data.len())?;
+        let r = self.range(offset, data.len())?;
         self.bytes_mut()[r].copy_from_slice(data);
         Ok(())
     }
 
     /// Sets `len` bytes at `offset` to `byte`.
     pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfPage> {
-        let r = range(offset, len)?;
+        let r = self.range(offset, len)?;
         self.bytes_mut()[r].fill(byte);
         Ok(())
     }
 
-    /// Zeroes the page.
+    /// Zeroes the window.
     pub fn zero(&mut self) {
         self.bytes_mut().fill(0);
     }
@@ -181,21 +235,26 @@ impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
         src_offset: usize,
         len: usize,
     ) -> Result<(), OutOfPage> {
-        let (d, s) = (range(offset, len)?, range(src_offset, len)?);
+        let (d, s) = (self.range(offset, len)?, src.range(src_offset, len)?);
         self.bytes_mut()[d].copy_from_slice(&src.bytes()[s]);
         Ok(())
     }
 
-    /// Copies the whole of `src` over this page (a migration's copy).
-    pub fn copy_page_from<M>(&mut self, src: &PageAccess<'_, P, M>) {
+    /// Copies the whole of `src` over this window (a migration's page copy); refused unless
+    /// the two windows have the same size.
+    pub fn copy_all_from<M>(&mut self, src: &PageAccess<'_, P, M>) -> Result<(), OutOfPage> {
+        if src.len != self.len {
+            return Err(OutOfPage { offset: 0, len: src.len });
+        }
         self.bytes_mut().copy_from_slice(src.bytes());
+        Ok(())
     }
 
     /// Copies `len` bytes at `src_offset` to `offset` within this page (ranges may overlap,
     /// like `memmove`).
     pub fn copy_within(&mut self, src_offset: usize, offset: usize, len: usize) -> Result<(), OutOfPage> {
-        let s = range(src_offset, len)?;
-        range(offset, len)?;
+        let s = self.range(src_offset, len)?;
+        self.range(offset, len)?;
         self.bytes_mut().copy_within(s, offset);
         Ok(())
     }
@@ -212,7 +271,12 @@ impl<P: Platform, M> Drop for PageAccess<'_, P, M> {
 
 impl<P: Platform, M> core::fmt::Debug for PageAccess<'_, P, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PageAccess").field("pfn", &self.pfn).field("local", &self.local).finish()
+        f.debug_struct("PageAccess")
+            .field("pfn", &self.pfn)
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .field("local", &self.local)
+            .finish()
     }
 }
 
@@ -295,7 +359,7 @@ mod tests {
         let (mut s, mut d) = unsafe { (PageAccess::new(&*p, Pfn(0)).unwrap(), PageAccess::new(&*p, Pfn(2)).unwrap()) };
         let pat: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
         s.write(0, &pat).unwrap();
-        d.copy_page_from(&s);
+        d.copy_all_from(&s).unwrap();
         assert_eq!(d.bytes(), &pat[..]);
         d.zero();
         d.copy_from(100, &s, 4000, 96).unwrap();
@@ -314,8 +378,38 @@ mod tests {
         let mut b = [0u8; 4];
         r2.read(PAGE_SIZE - 4, &mut b).unwrap();
         assert_eq!(&b[..], &pat[PAGE_SIZE - 4..]);
-        d.copy_page_from(&r1);
+        d.copy_all_from(&r1).unwrap();
         assert_eq!(d.bytes(), r1.bytes());
+    }
+
+    #[test]
+    fn windows_are_claims_on_part_of_a_page() {
+        let p = four();
+        // SAFETY: the test owns page 1; the two windows are disjoint.
+        let (mut lo, mut hi) = unsafe {
+            (PageAccess::new_range(&*p, Pfn(1), 0, 100).unwrap(), PageAccess::new_range(&*p, Pfn(1), 4000, 96).unwrap())
+        };
+        assert_eq!((lo.len(), hi.start(), hi.bytes().len()), (100, 4000, 96));
+        lo.fill(0, 100, 1).unwrap();
+        hi.fill(0, 96, 2).unwrap();
+        assert_eq!(hi.write(90, &[0; 7]), Err(OutOfPage { offset: 90, len: 7 }));
+        assert!(lo.copy_all_from(&hi).is_err());
+        let mut mid = hi.narrow(10, 20).unwrap();
+        assert_eq!((mid.start(), mid.len()), (4010, 20));
+        assert!(mid.fill(0, 21, 3).is_err() && mid.fill(0, 20, 3).is_ok());
+        assert!(mid.narrow(15, 6).is_err());
+        drop(lo);
+        // SAFETY: the test owns the page; nothing else maps it now.
+        let whole = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
+        assert!(whole.bytes()[..100].iter().all(|&b| b == 1));
+        assert!(whole.bytes()[4000..4010].iter().all(|&b| b == 2));
+        assert!(whole.bytes()[4010..4030].iter().all(|&b| b == 3));
+        assert!(whole.bytes()[4030..].iter().all(|&b| b == 2));
+        // SAFETY: as above; these ranges are refused before anything is mapped.
+        unsafe {
+            assert!(PageAccess::new_range(&*p, Pfn(1), 4000, 97).is_none());
+            assert!(PageAccess::new_range_read_only(&*p, Pfn(1), usize::MAX, 2).is_none());
+        }
     }
 
     #[test]

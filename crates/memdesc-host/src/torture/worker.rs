@@ -27,7 +27,7 @@ use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
 use memdesc::kmalloc::KBox;
 use memdesc::page_access::{PageAccess, ReadOnly};
 use memdesc::slab::SlabObj;
-use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, Platform, PAGE_SIZE};
+use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, PAGE_SIZE};
 
 use crate::torture::config::*;
 use crate::torture::pattern::*;
@@ -418,17 +418,21 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         f(&unsafe { PageAccess::new_read_only(self.m.platform(), pfn) }.expect("allocated memory is mappable"))
     }
 
-    /// Runs `f` on a pointer to page `pfn`, for a page_pool fragment: other fragments of the
-    /// same page belong to other workers, so no whole-page view may be claimed.
-    pub(crate) fn with_page_raw<R>(&self, pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
-        let p = self.m.platform();
-        if let Some(a) = p.direct_map(pfn) {
-            return f(a.as_ptr());
-        }
-        let a = p.map_local(pfn).expect("allocated memory is mappable");
-        let r = f(a.as_ptr());
-        p.unmap_local(pfn, a);
-        r
+    /// Runs `f` on bytes `off..off + len` of page `pfn` (a page_pool fragment: other
+    /// fragments of the page belong to other workers).
+    ///
+    /// # Safety
+    /// The worker has those bytes to itself for the call: [`PageAccess::new_range`].
+    pub(crate) unsafe fn with_range<R>(
+        &self,
+        pfn: Pfn,
+        off: usize,
+        len: usize,
+        f: impl FnOnce(&mut PageAccess<'m, SimPlatform>) -> R,
+    ) -> R {
+        // SAFETY: the caller's contract.
+        f(&mut unsafe { PageAccess::new_range(self.m.platform(), pfn, off, len) }
+            .expect("a mappable fragment inside its page"))
     }
 
     /// Fills every page of `[pfn, pfn + 2^order)` with the pattern of `id`; with `zeroed`,
@@ -721,7 +725,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 self.arg(pfn.0);
                 let k = Self::key(id, 0);
                 // SAFETY: our fragment of a block we hold a pool reference to.
-                let bad = self.with_page_raw(pfn, |a| unsafe { verify_raw(a.add(off), len, k) });
+                let bad = unsafe { self.with_range(pfn, off, len, |a| verify(a.bytes(), k)) };
                 self.corrupted += bad;
                 // SAFETY: this entry held one pool reference and was taken off the list.
                 match unsafe { pp_put_pfn(m, self.cpu, pfn) } {
