@@ -54,6 +54,11 @@ pub struct Links {
     next: AtomicUsize,
 }
 
+// Layout is a contract: a `list_head`'s 16 bytes, the size of the `ListLinks` it replaces in
+// every descriptor (so no descriptor grows).
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<Links>() == 16 && core::mem::align_of::<Links>() == 8);
+
 impl Default for Links {
     fn default() -> Self {
         Links::new()
@@ -505,6 +510,38 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(wins.iter().sum::<usize>(), 64);
+    }
+
+    #[test]
+    fn lists_behind_spin_locks_shuffle_nodes_between_threads() {
+        use crate::sync::SpinLock;
+        let ns = nodes(32);
+        let lists = [SpinLock::new(List::<Node>::new()), SpinLock::new(List::<Node>::new())];
+        for n in &ns {
+            lists[n.id % 2].lock().push_back(n).unwrap();
+        }
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (lists, ns) = (&lists, &ns);
+                s.spawn(move || {
+                    for i in 0..2000usize {
+                        let (from, to) = ((t + i) % 2, (t + i + 1) % 2);
+                        // Take from one list under its lock, give to the other under its lock:
+                        // the node is on no list in between, so the push claims it.
+                        let moved = lists[from].lock().pop_front().map(|n| n.id);
+                        if let Some(id) = moved {
+                            lists[to].lock().push_back(&ns[id]).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let (a, b) = (lists[0].lock(), lists[1].lock());
+        let mut all: Vec<usize> = a.iter().chain(b.iter()).map(|n| n.id).collect();
+        assert_eq!(a.len() + b.len(), 32);
+        all.sort_unstable();
+        assert_eq!(all, (0..32).collect::<Vec<_>>());
+        assert!(ns.iter().all(|n| n.a.is_linked()));
     }
 
     mod model {
