@@ -631,3 +631,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[repr(align(8))]
+    struct N(Links);
+    // SAFETY: `links` returns the field; the node lives in an `Arc` that outlives both lists.
+    unsafe impl Linked for N {
+        fn links(&self) -> &Links {
+            &self.0
+        }
+    }
+
+    /// Two lists under different locks (here: owned by different threads) race to take one
+    /// node: exactly one wins (invariant 2); the node stays on the winner's list.
+    #[test]
+    fn loom_two_lists_claim_a_node_once() {
+        loom::model(|| {
+            let node = Arc::new(N(Links::new()));
+            let theirs = node.clone();
+            let t = loom::thread::spawn(move || List::new().push_back(&*theirs).is_ok());
+            let mut l = List::new();
+            let won = l.push_front(&*node).is_ok();
+            let their_win = t.join().unwrap();
+            assert!(won != their_win, "exactly one list takes the node");
+            assert!(node.0.is_linked());
+            if won {
+                // Popping publishes the unlink: the node may be claimed again.
+                assert!(l.pop_back().is_some());
+                assert!(!node.0.is_linked());
+                assert!(l.push_back(&*node).is_ok());
+            }
+        });
+    }
+}
