@@ -64,6 +64,7 @@ pub mod check;
 pub mod compaction;
 pub mod cpu;
 pub mod desc;
+pub mod desc_ref;
 pub mod fault;
 #[cfg(feature = "folio")]
 pub mod folio;
@@ -75,6 +76,7 @@ pub mod isolate;
 #[cfg(feature = "slab")]
 pub mod kmalloc;
 pub mod layout;
+pub mod list;
 pub mod lookup;
 pub mod memmap;
 #[cfg(feature = "health")]
@@ -83,6 +85,7 @@ pub mod migrate;
 pub mod mm;
 #[cfg(feature = "health")]
 pub mod offline;
+pub mod page_access;
 pub mod page_alloc;
 pub mod pageblock;
 pub mod pages;
