@@ -1,4 +1,4 @@
-//! The ftrace text parser (memdesc-linux trace.rs): any bytes are records or typed errors.
+//! The ftrace text parser (memdesc-linux trace/): any bytes are records or typed errors.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

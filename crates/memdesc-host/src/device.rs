@@ -1,14 +1,16 @@
 //! A simulated DMA device that copies data into and out of scatter-gather lists
 //! ([`memdesc::sg::SgList`]) and between two of them, touching memory only through the
-//! platform's mapping of each page ([`Platform::map_local`]), as a device behind an IOMMU
+//! platform's mapping of each page ([`memdesc::Platform::map_local`], through
+//! [`PageAccess`]), as a device behind an IOMMU
 //! touches only what the list names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use memdesc::page_access::PageAccess;
 use memdesc::sg::{Chunk, SgList};
-use memdesc::{Pfn, Platform};
+use memdesc::Pfn;
 
-use crate::SimMachine;
+use crate::{SimMachine, SimPlatform};
 
 /// Why a transfer was refused. No byte was copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,19 +74,24 @@ impl<'m> SimDevice<'m> {
             if left == 0 {
                 break;
             }
-            let p = self.mem.platform().map_local(c.pfn).ok_or(DmaError::Unmappable(c.pfn))?;
-            self.mem.platform().unmap_local(c.pfn, p);
+            drop(self.map(c.pfn)?);
             left = left.saturating_sub(c.len as u64);
         }
         Ok(())
     }
 
-    /// Runs `f(page_ptr_at_chunk_offset, len)` for each chunk, mapping the page around it.
-    fn with_chunk(&self, c: Chunk, f: impl FnOnce(*mut u8)) -> Result<(), DmaError> {
-        let p = self.mem.platform().map_local(c.pfn).ok_or(DmaError::Unmappable(c.pfn))?;
-        // SAFETY: map_local gives PAGE_SIZE valid bytes and c.offset + c.len <= PAGE_SIZE.
-        f(unsafe { p.as_ptr().add(c.offset) });
-        self.mem.platform().unmap_local(c.pfn, p);
+    /// Maps chunk `c`'s page for the device (a local mapping, as behind an IOMMU).
+    fn map(&self, pfn: Pfn) -> Result<PageAccess<'m, SimPlatform>, DmaError> {
+        // SAFETY: the pages a scatter-gather list names are held by its owner, who lends them
+        // to the device for the transfer; nothing else touches their contents meanwhile, and
+        // the device maps one page once at a time (a page both lists name is mapped once, in
+        // `copy`).
+        unsafe { PageAccess::new_local(self.mem.platform(), pfn) }.ok_or(DmaError::Unmappable(pfn))
+    }
+
+    /// Runs `f` on chunk `c`'s page, mapped around the call, and counts the chunk.
+    fn with_chunk(&self, c: Chunk, f: impl FnOnce(&mut PageAccess<'m, SimPlatform>)) -> Result<(), DmaError> {
+        f(&mut self.map(c.pfn)?);
         self.chunks.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(c.len as u64, Ordering::Relaxed);
         Ok(())
@@ -100,10 +107,8 @@ impl<'m> SimDevice<'m> {
                 break;
             }
             let c = Chunk { len: c.len.min(data.len() - done), ..c };
-            self.with_chunk(c, |dst| {
-                // SAFETY: dst is valid for c.len bytes (with_chunk); data[done..done + c.len]
-                // is in bounds; the two do not overlap (host slice vs simulated memory).
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(done), dst, c.len) }
+            self.with_chunk(c, |page| {
+                page.write(c.offset, &data[done..done + c.len]).expect("an sg chunk lies inside its page")
             })?;
             done += c.len;
         }
@@ -120,9 +125,8 @@ impl<'m> SimDevice<'m> {
                 break;
             }
             let c = Chunk { len: c.len.min(buf.len() - done), ..c };
-            self.with_chunk(c, |src| {
-                // SAFETY: as in write_to, with the roles swapped.
-                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr().add(done), c.len) }
+            self.with_chunk(c, |page| {
+                page.read(c.offset, &mut buf[done..done + c.len]).expect("an sg chunk lies inside its page")
             })?;
             done += c.len;
         }
@@ -148,13 +152,14 @@ impl<'m> SimDevice<'m> {
         while left > 0 {
             let (Some(sc), Some(dc)) = (s, d) else { break };
             let n = sc.len.min(dc.len).min(left);
-            let sp = self.mem.platform().map_local(sc.pfn).ok_or(DmaError::Unmappable(sc.pfn))?;
-            let dp = self.mem.platform().map_local(dc.pfn).ok_or(DmaError::Unmappable(dc.pfn))?;
-            // SAFETY: both mappings are valid for PAGE_SIZE bytes and offset + n stays inside
-            // each chunk; `copy` (memmove) is defined even if the two lists overlap.
-            unsafe { std::ptr::copy(sp.as_ptr().add(sc.offset), dp.as_ptr().add(dc.offset), n) };
-            self.mem.platform().unmap_local(dc.pfn, dp);
-            self.mem.platform().unmap_local(sc.pfn, sp);
+            let inside = "an sg chunk lies inside its page";
+            if sc.pfn == dc.pfn {
+                // Overlapping lists: one mapping, a memmove within the page.
+                self.map(sc.pfn)?.copy_within(sc.offset, dc.offset, n).expect(inside);
+            } else {
+                let sp = self.map(sc.pfn)?;
+                self.map(dc.pfn)?.copy_from(dc.offset, &sp, sc.offset, n).expect(inside);
+            }
             self.chunks.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             left -= n;

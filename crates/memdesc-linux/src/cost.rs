@@ -15,7 +15,7 @@
 //!   word says all there is. Page-pool pages cannot be told apart from other kernel memory in
 //!   kpageflags, so the netmem size is carried but not charged.
 //! * **memdesc, two-level memmap**: one word per 2 MiB area, plus a table of 512 words for each
-//!   area that is not uniform (see [`crate::census`] for "uniform"), plus the same
+//!   area that is not uniform (see [`crate::census`](mod@crate::census) for "uniform"), plus the same
 //!   descriptors. Per kind, the table words of the kind's pages in split areas are charged to
 //!   the kind; the area words and the table words of uncounted pfns (outside every zone) form
 //!   the `memmap` row.

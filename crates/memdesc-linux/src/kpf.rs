@@ -7,7 +7,7 @@
 //! (rather than pulling in the `procfs` crate and its dependencies for some constants) with the
 //! same names as the headers, so that kernel engineers can grep for them.
 //!
-//! Two facts about the data matter to the census (see [`crate::census`]):
+//! Two facts about the data matter to the census (see [`crate::census`](mod@crate::census)):
 //! * `/proc/kpagecount` is the page's **map count** (how many page-table entries map it), not
 //!   its reference count;
 //! * for tail pages of a compound page, Linux reports most bits from the head (the folio), and

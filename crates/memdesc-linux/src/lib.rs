@@ -5,7 +5,7 @@
 //! * [`snapshot`] — [`KpageSnapshot`] (about 3 bytes per pfn) and [`Snapshot`] directories;
 //! * [`tables`] — `meminfo`, `buddyinfo`, `zoneinfo`, `pagetypeinfo`, `slabinfo`, `vmstat`;
 //! * [`trace`] — the streaming ftrace text parser ([`TraceReader`], [`Event`]);
-//! * [`census`] — every pfn classified once ([`Census`]);
+//! * [`census`](mod@census) — every pfn classified once ([`Census`]);
 //! * [`cost`] — what the memmap costs in Linux and in memdesc ([`Estimate`]);
 //! * [`capture`] — recording a new trace on a live machine;
 //! * [`kpf`] — the kpageflags bit numbers.

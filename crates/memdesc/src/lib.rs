@@ -66,6 +66,14 @@ pub mod page_alloc;
 // 3: slab caches, kmalloc, descriptor caches.
 #[cfg(feature = "slab")]
 pub mod slab;
+// 4: folios, LRU lists, the page cache.
+#[cfg(feature = "folio")]
+pub mod folio;
+// 5: address spaces: page tables, VMAs, rmap.
+#[cfg(feature = "pgtable")]
+pub mod mm;
+// 6: vmalloc, sg, page_pool, zsmalloc, z3fold.
+pub mod pools;
 // 7: the assembled machine (`PhysMem`) and the public API.
 pub mod machine;
 // 8: migration, compaction, hwpoison, offlining, balloon.
@@ -74,11 +82,11 @@ pub mod health;
 
 // transition alias (issue 13): the old flat paths (`crate::addr`, `memdesc::zone`, …) name the
 // modules in their layer folders until every user is moved to the new paths.
-pub use base::{addr, boot, config, cpu, fault, gfp, layout, pageblock, platform, rcu};
+pub use base::{addr, boot, config, cpu, fault, gfp, layout, list, page_access, pageblock, platform, rcu};
 // transition alias (issue 13)
 pub(crate) use base::sync;
 // transition alias (issue 13)
-pub use memmap::{desc, lookup, tag, word};
+pub use memmap::{desc, desc_ref, lookup, tag, word};
 // transition alias (issue 13)
 pub use page_alloc::{guard, isolate, pages, pcp, zone};
 // transition alias (issue 13)
@@ -88,28 +96,32 @@ pub use slab::{kmalloc, sheaf};
 #[cfg(feature = "health")]
 pub use health::{balloon, compaction, hwpoison, migrate, offline};
 
+// The consistency checker (built in every configuration).
 pub mod check;
-#[cfg(feature = "folio")]
-pub mod folio;
-#[cfg(feature = "pgtable")]
-pub mod mappable;
-#[cfg(feature = "page_pool")]
-pub mod page_pool;
-#[cfg(feature = "folio")]
-pub mod pagecache;
-#[cfg(feature = "pgtable")]
-pub mod pgtable;
-#[cfg(feature = "vmalloc")]
-pub mod sg;
-#[cfg(feature = "vmalloc")]
-pub mod vmalloc;
-#[cfg(feature = "z3fold")]
-pub mod z3fold;
-#[cfg(feature = "zsmalloc")]
-pub mod zsmalloc;
 
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "page_pool")]
+pub use pools::page_pool;
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "vmalloc")]
+pub use pools::{sg, vmalloc};
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "z3fold")]
+pub use pools::z3fold;
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "zsmalloc")]
+pub use pools::zsmalloc;
+
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "pgtable")]
+pub use mm::{mappable, pgtable};
+
+// transition alias (issue 13), removed when the layers land
 pub use addr::{Pfn, PAGE_SIZE};
 pub use config::Config;
+// transition alias (issue 13), removed when the layers land
+#[cfg(feature = "folio")]
+pub use folio::pagecache;
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use machine::PhysMem;

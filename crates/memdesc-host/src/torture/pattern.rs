@@ -36,16 +36,31 @@ pub(crate) fn window(key: u64, c: usize, len: usize) -> &'static [u8] {
     &pattern_source()[o..o + len]
 }
 
-/// Writes the pattern of `key` into `len` bytes at `p`.
+/// Writes the pattern of `key` into `dst`.
+pub(crate) fn fill(dst: &mut [u8], key: u64) {
+    for (c, chunk) in dst.chunks_mut(PAT_CHUNK).enumerate() {
+        chunk.copy_from_slice(window(key, c, chunk.len()));
+    }
+}
+
+/// Bytes of `got` that do not hold the pattern of `key`.
+pub(crate) fn verify(got: &[u8], key: u64) -> u64 {
+    got.chunks(PAT_CHUNK).enumerate().map(|(c, chunk)| diff_bytes(chunk, window(key, c, chunk.len()))).sum()
+}
+
+/// Bytes of `got` that are not zero.
+pub(crate) fn nonzero(got: &[u8]) -> u64 {
+    got.chunks(PAT_CHUNK).map(|chunk| diff_bytes(chunk, &ZEROES[..chunk.len()])).sum()
+}
+
+/// Writes the pattern of `key` into `len` bytes at `p` (objects reached by pointer: kmalloc,
+/// slab, vmalloc, zsmalloc, page_pool fragments).
 ///
 /// # Safety
 /// `p..p+len` is memory the caller owns.
 pub(crate) unsafe fn fill_raw(p: *mut u8, len: usize, key: u64) {
-    for c in 0..len.div_ceil(PAT_CHUNK) {
-        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
-        // SAFETY: inside the caller's memory; the window is another allocation.
-        unsafe { std::ptr::copy_nonoverlapping(window(key, c, n).as_ptr(), p.add(c * PAT_CHUNK), n) };
-    }
+    // SAFETY: the caller's memory, which nobody else touches meanwhile.
+    fill(unsafe { std::slice::from_raw_parts_mut(p, len) }, key)
 }
 
 /// Bytes of `got` that differ from `want` (equal lengths).
@@ -61,14 +76,8 @@ pub(crate) fn diff_bytes(got: &[u8], want: &[u8]) -> u64 {
 /// # Safety
 /// As [`fill_raw`].
 pub(crate) unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
-    let mut bad = 0;
-    for c in 0..len.div_ceil(PAT_CHUNK) {
-        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
-        // SAFETY: inside the caller's memory.
-        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
-        bad += diff_bytes(got, window(key, c, n));
-    }
-    bad
+    // SAFETY: the caller's memory, which nobody writes meanwhile.
+    verify(unsafe { std::slice::from_raw_parts(p, len) }, key)
 }
 
 /// Bytes of `len` at `p` that are not zero.
@@ -76,12 +85,6 @@ pub(crate) unsafe fn verify_raw(p: *const u8, len: usize, key: u64) -> u64 {
 /// # Safety
 /// As [`fill_raw`].
 pub(crate) unsafe fn nonzero_raw(p: *const u8, len: usize) -> u64 {
-    let mut bad = 0;
-    for c in 0..len.div_ceil(PAT_CHUNK) {
-        let n = (len - c * PAT_CHUNK).min(PAT_CHUNK);
-        // SAFETY: the caller's memory.
-        let got = unsafe { std::slice::from_raw_parts(p.add(c * PAT_CHUNK), n) };
-        bad += diff_bytes(got, &ZEROES[..n]);
-    }
-    bad
+    // SAFETY: as in `verify_raw`.
+    nonzero(unsafe { std::slice::from_raw_parts(p, len) })
 }

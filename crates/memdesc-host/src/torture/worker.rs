@@ -25,8 +25,9 @@ use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
 // this rule.
 
 use memdesc::kmalloc::KBox;
+use memdesc::page_access::{PageAccess, ReadOnly};
 use memdesc::slab::SlabObj;
-use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, Platform, PAGE_SIZE};
+use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, PAGE_SIZE};
 
 use crate::torture::config::*;
 use crate::torture::pattern::*;
@@ -394,15 +395,44 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
     }
 
     /// Runs `f` on page `pfn`'s 4 KiB, mapped through the direct map or a local mapping.
-    pub(crate) fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
-        let p = self.m.platform();
-        if let Some(a) = p.direct_map(pfn) {
-            return f(a.as_ptr());
-        }
-        let a = p.map_local(pfn).expect("allocated memory is mappable");
-        let r = f(a.as_ptr());
-        p.unmap_local(pfn, a);
-        r
+    ///
+    /// # Safety
+    /// The worker has the page to itself for the call (it owns it, or holds the lock of the
+    /// fresh folio it is in): [`PageAccess::new`].
+    pub(crate) unsafe fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&mut PageAccess<'m, SimPlatform>) -> R) -> R {
+        // SAFETY: the caller's contract.
+        f(&mut unsafe { PageAccess::new(self.m.platform(), pfn) }.expect("allocated memory is mappable"))
+    }
+
+    /// Runs `f` on page `pfn`'s 4 KiB, read-only.
+    ///
+    /// # Safety
+    /// Nobody writes the page during the call (the worker owns it, or pins an up-to-date
+    /// page-cache folio): [`PageAccess::new_read_only`].
+    pub(crate) unsafe fn with_page_ro<R>(
+        &self,
+        pfn: Pfn,
+        f: impl FnOnce(&PageAccess<'m, SimPlatform, ReadOnly>) -> R,
+    ) -> R {
+        // SAFETY: the caller's contract.
+        f(&unsafe { PageAccess::new_read_only(self.m.platform(), pfn) }.expect("allocated memory is mappable"))
+    }
+
+    /// Runs `f` on bytes `off..off + len` of page `pfn` (a page_pool fragment: other
+    /// fragments of the page belong to other workers).
+    ///
+    /// # Safety
+    /// The worker has those bytes to itself for the call: [`PageAccess::new_range`].
+    pub(crate) unsafe fn with_range<R>(
+        &self,
+        pfn: Pfn,
+        off: usize,
+        len: usize,
+        f: impl FnOnce(&mut PageAccess<'m, SimPlatform>) -> R,
+    ) -> R {
+        // SAFETY: the caller's contract.
+        f(&mut unsafe { PageAccess::new_range(self.m.platform(), pfn, off, len) }
+            .expect("a mappable fragment inside its page"))
     }
 
     /// Fills every page of `[pfn, pfn + 2^order)` with the pattern of `id`; with `zeroed`,
@@ -412,11 +442,13 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         for i in 0..1u64 << order {
             let q = pfn.add(i);
             // SAFETY: the caller owns the page.
-            bad += self.with_page(q, |a| unsafe {
-                let z = if zeroed { nonzero_raw(a, PAGE_SIZE) } else { 0 };
-                fill_raw(a, PAGE_SIZE, Self::key(id, q.0));
-                z
-            });
+            bad += unsafe {
+                self.with_page(q, |a| {
+                    let z = if zeroed { nonzero(a.bytes()) } else { 0 };
+                    fill(a.bytes_mut(), Self::key(id, q.0));
+                    z
+                })
+            };
         }
         self.corrupted += bad;
     }
@@ -440,8 +472,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         let mut bad = 0;
         for i in 0..1u64 << order {
             let q = pfn.add(i);
-            // SAFETY: the caller owns or pins the page.
-            bad += self.with_page(q, |a| unsafe { verify_raw(a, PAGE_SIZE, Self::key(id, q.0)) });
+            // SAFETY: the caller owns or pins the page; nobody writes it meanwhile.
+            bad += unsafe { self.with_page_ro(q, |a| verify(a.bytes(), Self::key(id, q.0))) };
         }
         self.corrupted += bad;
         bad
@@ -454,11 +486,13 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         for i in 0..1u64 << order {
             let k = Self::key(id, off + i);
             // SAFETY: the caller owns the page (and holds the folio lock if it is a folio).
-            bad += self.with_page(pfn.add(i), |a| unsafe {
-                let z = if zeroed { nonzero_raw(a, PAGE_SIZE) } else { 0 };
-                fill_raw(a, PAGE_SIZE, k);
-                z
-            });
+            bad += unsafe {
+                self.with_page(pfn.add(i), |a| {
+                    let z = if zeroed { nonzero(a.bytes()) } else { 0 };
+                    fill(a.bytes_mut(), k);
+                    z
+                })
+            };
         }
         self.corrupted += bad;
     }
@@ -468,8 +502,8 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
         let mut bad = 0;
         for i in 0..1u64 << order {
             let k = Self::key(id, off + i);
-            // SAFETY: as above.
-            bad += self.with_page(pfn.add(i), |a| unsafe { verify_raw(a, PAGE_SIZE, k) });
+            // SAFETY: as above; nobody writes the page meanwhile.
+            bad += unsafe { self.with_page_ro(pfn.add(i), |a| verify(a.bytes(), k)) };
         }
         self.corrupted += bad;
         bad
@@ -691,7 +725,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 self.arg(pfn.0);
                 let k = Self::key(id, 0);
                 // SAFETY: our fragment of a block we hold a pool reference to.
-                let bad = self.with_page(pfn, |a| unsafe { verify_raw(a.add(off), len, k) });
+                let bad = unsafe { self.with_range(pfn, off, len, |a| verify(a.bytes(), k)) };
                 self.corrupted += bad;
                 // SAFETY: this entry held one pool reference and was taken off the list.
                 match unsafe { pp_put_pfn(m, self.cpu, pfn) } {

@@ -9,7 +9,9 @@
 //! - [`cpu`], [`rcu`]: CPU tokens and the machine's RCU (which owns the CPU set);
 //! - [`config`]: the machine's settings ([`config::Config`]);
 //! - [`fault`]: the fault injector the allocators consult;
-//! - `sync`: atomics (loom-swappable) and the spin lock.
+//! - `sync`: atomics (loom-swappable) and the spin lock;
+//! - [`list`]: THE intrusive list type every list uses;
+//! - [`page_access`]: THE safe access type for page contents (copy, fill, compare).
 //!
 //! Import rule: a module here imports only other modules of `base` (and `core`).
 
@@ -20,6 +22,8 @@ pub mod cpu;
 pub mod fault;
 pub mod gfp;
 pub mod layout;
+pub mod list;
+pub mod page_access;
 pub mod pageblock;
 pub mod platform;
 pub mod rcu;

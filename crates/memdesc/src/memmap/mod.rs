@@ -6,6 +6,8 @@
 //! - [`desc`]: the layout of every descriptor kind (folio, slab, ptdesc, zspage, …), Linux's
 //!   `mm_types.h`: data only, owned and mutated by the layer that allocates each kind;
 //! - [`map`] (re-exported here as [`Memmap`]): where each pfn's word lives, flat or two-level;
+//! - [`desc_ref`]: THE module that turns a descriptor address into a reference, its lifetime
+//!   tied to a pin, a lock guard or an RCU read section;
 //! - [`lookup`]: the lockless pfn-to-descriptor read under RCU.
 //!
 //! Import rule: this layer imports only `base` and itself. Within it, `tag` imports nothing,
@@ -14,6 +16,7 @@
 //! stores and decodes them.
 
 pub mod desc;
+pub mod desc_ref;
 pub mod lookup;
 pub mod map;
 pub mod tag;

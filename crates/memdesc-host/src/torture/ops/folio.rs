@@ -6,7 +6,7 @@ use memdesc::migrate::MigrateError;
 use memdesc::pagecache::PageCacheError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
-use memdesc::{Gfp, Pfn, PAGE_SIZE};
+use memdesc::{Gfp, Pfn};
 
 use super::pagecache::*;
 use super::pages::*;
@@ -251,7 +251,7 @@ pub(crate) fn op_folio_hot(w: &mut Worker<'_, '_, '_>) -> Outcome {
             };
             let k = Worker::key(fid, HOT_INDEX);
             // SAFETY: the page of our fresh folio.
-            w.with_page(f.flags.pfn(), |a| unsafe { fill_raw(a, PAGE_SIZE, k) });
+            unsafe { w.with_page(f.flags.pfn(), |a| fill(a.bytes_mut(), k)) };
             let r = w.shared.shared_file.space.insert(w.cpu, &f, HOT_INDEX);
             return match (r, m.folio_put(w.cpu, f)) {
                 (Ok(()), Ok(false)) => Outcome::Done,

@@ -5,7 +5,8 @@ use memdesc::folio::FolioKind;
 use memdesc::pagecache::PageCacheError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
-use memdesc::{Gfp, Pfn, Platform, PAGE_SIZE};
+use memdesc::page_access::PageAccess;
+use memdesc::{Gfp, Pfn};
 
 use super::pages::*;
 use crate::torture::pattern::*;
@@ -44,7 +45,7 @@ pub(crate) fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
         let q = pfn.add(i);
         let k = Worker::key(fid, index + i);
         // SAFETY: a page of our fresh folio.
-        w.with_page(q, |a| unsafe { fill_raw(a, PAGE_SIZE, k) });
+        unsafe { w.with_page(q, |a| fill(a.bytes_mut(), k)) };
     }
     let file = w.file_by_space(space);
     let r = file.space.insert(w.cpu, &f, index);
@@ -72,8 +73,8 @@ impl<'m> Worker<'m, '_, '_> {
         let mut bad = 0;
         for i in 0..1u64 << order {
             let k = Self::key(fid, index + i);
-            // SAFETY: a page of a folio we pin.
-            bad += self.with_page(pfn.add(i), |a| unsafe { verify_raw(a, PAGE_SIZE, k) });
+            // SAFETY: a page of an up-to-date folio we pin: nobody writes it meanwhile.
+            bad += unsafe { self.with_page_ro(pfn.add(i), |a| verify(a.bytes(), k)) };
         }
         self.corrupted += bad;
         bad
@@ -140,18 +141,10 @@ pub(crate) fn op_pc_truncate(w: &mut Worker<'_, '_, '_>) -> Outcome {
             for k in 0..1u64 << order {
                 let key = Worker::key(fid, i + k);
                 let q = f.flags.pfn().add(k);
-                let p = m.platform();
-                bad += match p.direct_map(q) {
-                    // SAFETY: a page of a cached folio; the cache's reference keeps it.
-                    Some(a) => unsafe { verify_raw(a.as_ptr(), PAGE_SIZE, key) },
-                    None => {
-                        let a = p.map_local(q).expect("mappable");
-                        // SAFETY: as above.
-                        let b = unsafe { verify_raw(a.as_ptr(), PAGE_SIZE, key) };
-                        p.unmap_local(q, a);
-                        b
-                    }
-                };
+                // SAFETY: a page of a cached, up-to-date folio; the cache's reference keeps it
+                // and nobody writes it meanwhile.
+                let page = unsafe { PageAccess::new_read_only(m.platform(), q) }.expect("mappable");
+                bad += verify(page.bytes(), key);
             }
         }
     });

@@ -108,7 +108,7 @@ pub(crate) fn op_pp_alloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     let id = w.new_id();
     let k = Worker::key(id, 0);
     // SAFETY: our fragment (or block) of a block we hold a reference to.
-    w.with_page(pfn, |a| unsafe { fill_raw(a.add(off), len, k) });
+    unsafe { w.with_range(pfn, off, len, |a| fill(a.bytes_mut(), k)) };
     w.push(Live::Net { pfn, off, len, id });
     Outcome::Done
 }

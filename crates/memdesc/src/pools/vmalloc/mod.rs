@@ -70,6 +70,8 @@
 //! pages, their bytes (through `map_local`), and entries of its kernel address space and of
 //! user address spaces only through the page-table module's API.
 
+mod area;
+
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
@@ -85,6 +87,9 @@ use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
 use crate::PhysMem;
 
+pub use area::{AreaKind, Mappable, Unmappable, VmArea};
+use area::{Found, VmapArea};
+
 #[cfg(doc)]
 use crate::pgtable::MmCaches;
 
@@ -94,31 +99,6 @@ pub const VMALLOC_START: usize = 0xffff_c900_0000_0000;
 pub const VMALLOC_SIZE: usize = 32 << 40;
 /// Recently freed area starts remembered to tell a double `vfree` from a bad address.
 const FREED_HISTORY: usize = 16;
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// Which kind of vmalloc area a handle names: [`Mappable`] or [`Unmappable`].
-pub trait AreaKind: sealed::Sealed {
-    /// The tag the area's page words carry.
-    const TAG: Tag;
-}
-
-/// Marker: the area's pages may be mapped into user space (Linux's `vmalloc_user`).
-#[derive(Debug)]
-pub enum Mappable {}
-/// Marker: the area's pages are kernel-only (plain `vmalloc`).
-#[derive(Debug)]
-pub enum Unmappable {}
-impl sealed::Sealed for Mappable {}
-impl sealed::Sealed for Unmappable {}
-impl AreaKind for Mappable {
-    const TAG: Tag = Tag::VmallocMappable;
-}
-impl AreaKind for Unmappable {
-    const TAG: Tag = Tag::VmallocUnmappable;
-}
 
 /// Why a vmalloc operation was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,48 +191,6 @@ impl core::fmt::Display for VmallocError {
 
 impl core::error::Error for VmallocError {}
 
-/// A vmalloc area, typed by its kind. It is a name (address, size, identity), not a borrow:
-/// every access goes through the [`VmallocSpace`], which checks it is still live.
-#[derive(Debug)]
-pub struct VmArea<K: AreaKind> {
-    va: usize,
-    nr_pages: usize,
-    id: u64,
-    _kind: PhantomData<K>,
-}
-
-impl<K: AreaKind> VmArea<K> {
-    /// Gives up the handle for the area's first address; free it with the `unsafe`
-    /// [`VmallocSpace::vfree`].
-    pub fn into_raw(self) -> usize {
-        self.va
-    }
-    /// First virtual address.
-    pub fn addr(&self) -> usize {
-        self.va
-    }
-    /// Size in bytes (whole pages).
-    pub fn size(&self) -> usize {
-        self.nr_pages * PAGE_SIZE
-    }
-    /// Number of pages.
-    pub fn nr_pages(&self) -> usize {
-        self.nr_pages
-    }
-}
-
-/// One area's record, in the space's slab cache. Only read or written under the space lock.
-#[repr(C)]
-struct VmapArea {
-    va: usize,
-    nr_pages: usize,
-    /// kmalloc'd array of `nr_pages` pfns.
-    pages: usize,
-    next: usize,
-    id: u64,
-    mappable: bool,
-}
-
 struct Inner {
     head: usize,
     next_id: u64,
@@ -269,16 +207,6 @@ pub struct VmallocStats {
     pub areas: u64,
     /// Pages backing them.
     pub pages: u64,
-}
-
-/// Where an address falls in the area list.
-enum Found {
-    /// Inside the area whose record is at `rec`; `prev` precedes it in the list (0: head).
-    Area { prev: usize, rec: usize },
-    /// In the guard page of the area at `rec`.
-    Guard { rec: usize },
-    /// In no area.
-    Gap,
 }
 
 /// A range of kernel virtual addresses and the vmalloc areas in it.

@@ -66,6 +66,19 @@
 //!   own descriptor type with its own cache; the page word points to the embedded folio, and
 //!   [`PhysMem::folio_ext`] recovers the filesystem's type after checking the descriptor came
 //!   from that filesystem's cache.
+//!
+//! # Files
+//!
+//! This file holds the folio itself (allocation, references, flags, split, extended
+//! descriptors); `lru` the per-node LRU lists; the page cache is [`xarray`] (its index tree),
+//! [`filemap`] (address spaces: insert, lookup, delete) and [`truncate`].
+
+pub mod filemap;
+mod lru;
+// transition alias (issue 13), removed when the layers land
+pub mod pagecache;
+pub mod truncate;
+pub mod xarray;
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -83,6 +96,7 @@ use crate::slab::{CacheArgs, SlabCache};
 use crate::sync::Ordering;
 use crate::word::{Subtype, Tag, Word};
 use crate::PhysMem;
+use lru::LruList;
 
 /// Anonymous or page-cache memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,17 +152,6 @@ impl core::fmt::Display for FolioError {
 }
 
 impl core::error::Error for FolioError {}
-
-/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links.
-pub(crate) struct LruList {
-    head: usize,
-    tail: usize,
-    nr: u64,
-}
-
-impl LruList {
-    pub(crate) const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
-}
 
 /// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8).
 ///
@@ -263,7 +266,7 @@ impl Eq for FolioRef<'_> {}
 /// slab caches.
 pub(crate) struct FolioState {
     pub(crate) lru: [crate::sync::SpinLock<LruList>; crate::layout::MAX_NODES],
-    pub(crate) pagecache: crate::pagecache::Caches,
+    pub(crate) pagecache: filemap::Caches,
 }
 
 // SAFETY: the page cache's cache pointers name slab caches that live as long as the machine
@@ -278,7 +281,7 @@ impl FolioState {
     pub(crate) fn new() -> FolioState {
         FolioState {
             lru: core::array::from_fn(|_| crate::sync::SpinLock::new(LruList::EMPTY)),
-            pagecache: crate::pagecache::Caches::NONE,
+            pagecache: filemap::Caches::NONE,
         }
     }
 }
@@ -478,92 +481,6 @@ impl<P: Platform> PhysMem<P> {
     /// Ends writeback.
     pub fn folio_end_writeback(&self, f: &Folio) {
         f.flags.clear(PG_WRITEBACK);
-    }
-
-    fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
-        let node = self.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
-        &self.folio_state().lru[node]
-    }
-
-    /// Adds the folio to the tail of its node's LRU list (anon and file share it).
-    /// Returns false if it was already on an LRU list.
-    pub fn lru_add(&self, f: &Folio) -> bool {
-        let mut l = self.lru_of(f).lock();
-        if f.flags.set(PG_LRU) & PG_LRU != 0 {
-            return false;
-        }
-        Self::lru_link_tail(&mut l, f);
-        true
-    }
-
-    /// Removes the folio from its LRU list; returns false if it was not on one.
-    pub fn lru_del(&self, f: &Folio) -> bool {
-        let mut l = self.lru_of(f).lock();
-        if f.flags.flags() & PG_LRU == 0 {
-            return false;
-        }
-        Self::lru_unlink(&mut l, f);
-        f.flags.clear(PG_LRU);
-        true
-    }
-
-    /// Moves the folio to the tail of its LRU list (recently used).
-    pub fn lru_rotate(&self, f: &Folio) -> bool {
-        let mut l = self.lru_of(f).lock();
-        if f.flags.flags() & PG_LRU == 0 {
-            return false;
-        }
-        Self::lru_unlink(&mut l, f);
-        Self::lru_link_tail(&mut l, f);
-        true
-    }
-
-    /// Calls `f` for each folio on `node`'s LRU list, oldest first.
-    pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
-        let l = self.folio_state().lru[node].lock();
-        let mut cur = l.head;
-        while cur != 0 {
-            // SAFETY: folios on the list are live (they are removed before their last put).
-            let folio = unsafe { &*(cur as *const Folio) };
-            f(folio);
-            cur = folio.lru.next.load(Ordering::Relaxed);
-        }
-    }
-
-    /// Folios on `node`'s LRU list.
-    pub fn lru_len(&self, node: usize) -> u64 {
-        self.folio_state().lru[node].lock().nr
-    }
-
-    fn lru_link_tail(l: &mut LruList, f: &Folio) {
-        let me = f as *const Folio as usize;
-        f.lru.next.store(0, Ordering::Relaxed);
-        f.lru.prev.store(l.tail, Ordering::Relaxed);
-        if l.tail != 0 {
-            // SAFETY: list members are live folios.
-            unsafe { &*(l.tail as *const Folio) }.lru.next.store(me, Ordering::Relaxed);
-        } else {
-            l.head = me;
-        }
-        l.tail = me;
-        l.nr += 1;
-    }
-
-    fn lru_unlink(l: &mut LruList, f: &Folio) {
-        let (prev, next) = (f.lru.prev.load(Ordering::Relaxed), f.lru.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            l.head = next;
-        } else {
-            // SAFETY: list members are live folios.
-            unsafe { &*(prev as *const Folio) }.lru.next.store(next, Ordering::Relaxed);
-        }
-        if next == 0 {
-            l.tail = prev;
-        } else {
-            // SAFETY: as above.
-            unsafe { &*(next as *const Folio) }.lru.prev.store(prev, Ordering::Relaxed);
-        }
-        l.nr -= 1;
     }
 
     /// Splits a folio the caller holds a reference to **and has locked**

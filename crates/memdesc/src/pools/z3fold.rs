@@ -45,12 +45,10 @@ use crate::desc::{DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
+use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::zsmalloc::{
-    page_free, take_replacement, Handle, HandleFault, HandleId, HandleTable, ZsMigrateError, E_LOST, E_MAPPED,
-    IDX_SHIFT, PFN_SHIFT,
-};
 use crate::PhysMem;
 
 /// Bytes per chunk.
@@ -289,9 +287,9 @@ fn list_del(head: &mut usize, d: &Z3foldDesc) {
 }
 
 /// Bits per handle index in `Z3foldDesc::handles` (handle indices are below
-/// [`crate::zsmalloc::ZS_MAX_HANDLES`] = 2^19).
+/// [`crate::pools::zs_handle::ZS_MAX_HANDLES`] = 2^19).
 const HIDX_BITS: u32 = 21;
-const _: () = assert!(crate::zsmalloc::ZS_MAX_HANDLES <= 1 << HIDX_BITS);
+const _: () = assert!(crate::pools::zs_handle::ZS_MAX_HANDLES <= 1 << HIDX_BITS);
 
 /// The handle-table index of object `b` of the page (meaningful while it is present).
 fn handle_index(d: &Z3foldDesc, b: Buddy) -> usize {
@@ -606,7 +604,7 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
 /// [`PhysMem::alloc_pages_raw`] (order 0). On error the target stays the caller's.
 ///
 /// # Safety
-/// As [`crate::zsmalloc::zs_migrate_page_to`]: the caller owns `target`, an order-0 raw
+/// As [`crate::pools::zsmalloc::zs_migrate_page_to`]: the caller owns `target`, an order-0 raw
 /// allocation of this machine, which the pool owns on success and the caller again on error.
 pub unsafe fn z3fold_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,

@@ -1,4 +1,15 @@
-//! Mappable driver memory: blocks of any order described by one [`MappableDesc`] (flags,
+//! What may be mapped, and mappable driver memory.
+//!
+//! **The mappability rule.** [`mappability`] decides from a page's word whether it may be
+//! mapped into an address space of a given kind: anon and file folios, `Mappable` driver
+//! memory, `VmallocMappable` and `NetPool` pages (a kernel `Mm` also takes
+//! `VmallocUnmappable`). Anything else — slab, page-table, zsmalloc, z3fold, unmappable
+//! vmalloc, raw, reserved or free memory — is refused with [`crate::pgtable::MapError::Unmappable`]
+//! naming the kind ([`UnmappableKind`]). [`PhysMem::user_page_of`] and
+//! [`crate::pgtable::MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc
+//! handles also make), vmalloc's kernel and user mappings and page_pool pages all go through it.
+//!
+//! **Mappable driver memory:** blocks of any order described by one [`MappableDesc`] (flags,
 //! refcount and mapcount at the offsets every mappable kind shares, owner), which drivers hand
 //! to user space with [`crate::pgtable::MmRef::map_mappable`].
 //!
@@ -12,14 +23,18 @@
 //!
 //! This module touches only the words of the memory it allocates and its descriptors.
 
+use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, MappableDesc};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::word::Word;
+use crate::word::{PageKind, Subtype, Tag, Word};
 use crate::PhysMem;
+
+use super::mmap::MmKind;
+use super::pgtable::MapError;
 
 /// Why a mappable-memory operation was refused. Nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,5 +213,104 @@ mod tests {
         use std::string::ToString;
         assert!(MappableError::Mapped(3).to_string().contains('3'));
         assert!(MappableError::NoReference.to_string().contains("no references"));
+    }
+}
+
+/// The kind of memory a refused mapping named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnmappableKind {
+    /// No word: outside every memmap region.
+    NoPage,
+    /// A page of slab memory.
+    Slab,
+    /// A page-table page.
+    PageTable,
+    /// Unmappable vmalloc memory.
+    VmallocUnmappable,
+    /// A zsmalloc page.
+    Zsmalloc,
+    /// A z3fold page.
+    Z3fold,
+    /// Free memory.
+    Free,
+    /// Undescribed memory of this subtype (raw, reserved, tail of a raw block, …).
+    Undescribed(Subtype),
+    /// A split two-level area word or corrupt bits.
+    Invalid,
+    /// A mappable kind that this VMA does not take (e.g. a folio in a pfn VMA).
+    WrongVma(Tag),
+}
+
+/// **The one mappability rule**: may a page whose word is `word` be mapped into an address
+/// space of kind `space`? Every path that installs an entry for a page by pfn
+/// ([`MmRef::map_pfn`](super::mmap::MmRef::map_pfn),
+/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page), [`PhysMem::user_page_of`],
+/// vmalloc's kernel and user mappings) decides through this function, and nothing else does.
+///
+/// Accepted (the returned tag): anon and file folios, mappable driver memory, mappable vmalloc
+/// pages and page-pool (netmem) pages — every kind with refcount and mapcount at the shared
+/// offsets — and, in a kernel space only, unmappable vmalloc pages. Refused, with the kind:
+/// slab, page-table, unmappable vmalloc (user space), zsmalloc and z3fold pages, free blocks,
+/// every undescribed subtype, split area words and corrupt words.
+///
+/// ```
+/// use memdesc::pgtable::{mappability, MmKind, UnmappableKind};
+/// use memdesc::word::Word;
+/// // A tail word (a page inside a raw block) is never mappable.
+/// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));
+/// ```
+pub fn mappability(word: Word, space: MmKind) -> Result<Tag, UnmappableKind> {
+    match word.kind() {
+        PageKind::AnonFolio(_) => Ok(Tag::AnonFolio),
+        PageKind::FileFolio(_) => Ok(Tag::FileFolio),
+        PageKind::Mappable(_) => Ok(Tag::Mappable),
+        PageKind::NetPool(_) => Ok(Tag::NetPool),
+        PageKind::Vmalloc { mappable: true, .. } => Ok(Tag::VmallocMappable),
+        PageKind::Vmalloc { mappable: false, .. } if space == MmKind::Kernel => Ok(Tag::VmallocUnmappable),
+        PageKind::Vmalloc { mappable: false, .. } => Err(UnmappableKind::VmallocUnmappable),
+        PageKind::Slab(_) => Err(UnmappableKind::Slab),
+        PageKind::PageTable(_) => Err(UnmappableKind::PageTable),
+        PageKind::Zsmalloc(_) => Err(UnmappableKind::Zsmalloc),
+        PageKind::Z3fold(_) => Err(UnmappableKind::Z3fold),
+        PageKind::Buddy(_) => Err(UnmappableKind::Free),
+        PageKind::Undescribed(u) => Err(UnmappableKind::Undescribed(u.subtype)),
+        PageKind::Split(_) | PageKind::Invalid(_) => Err(UnmappableKind::Invalid),
+    }
+}
+
+/// Proof that a page passed [`mappability`] for user space when it was made: the token
+/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page) takes. Made only by
+/// [`PhysMem::user_page_of`] (from the word) and by `VmArea<Mappable>::user_page` (from the
+/// handle's type; an unmappable area has no such method). The mapping re-checks the word, so
+/// a token kept past its page's free is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserPage {
+    pub(super) pfn: Pfn,
+    pub(super) tag: Tag,
+}
+
+impl UserPage {
+    /// A token for a page whose kind is known from a typed handle (crate-internal).
+    #[cfg(feature = "vmalloc")]
+    pub(crate) fn new(pfn: Pfn, tag: Tag) -> Self {
+        UserPage { pfn, tag }
+    }
+    /// The page.
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+    /// The kind of memory it is.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+}
+
+impl<P: Platform> PhysMem<P> {
+    /// Decides by [`mappability`] whether the page at `pfn` may be mapped into user space, and
+    /// returns the token for [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page);
+    /// refused with [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
+    pub fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {
+        let (_, tag) = self.classify_page(MmKind::User, pfn)?;
+        Ok(UserPage { pfn, tag })
     }
 }

@@ -1,0 +1,438 @@
+//! THE page-content access type: [`PageAccess`] maps one page through the [`Platform`] (its
+//! direct map, or a momentary local mapping like Linux's `kmap_local_page`) and reads,
+//! writes, fills, compares and copies its bytes with bounds checks, so that callers (page
+//! copies in migration, zeroing, the host's DMA device, the torture's patterns) hold no raw
+//! pointer. In the spirit of rust-vmm's volatile slices, but exclusive: the one `unsafe` step
+//! is the claim, at construction, that the caller has the page's contents to itself.
+//!
+//! The atomic word view of a page (buddy and per-CPU list links, two-level word tables), where
+//! several CPUs may touch the same words, is [`crate::platform`]'s `PageMap`; this type never
+//! hands out atomics, so the two views never alias within one value.
+//!
+//! # Invariants
+//! 1. **Valid mapping.** `ptr` (the page's base) is valid for reads and writes of
+//!    [`PAGE_SIZE`] bytes and page-aligned while the value lives, and the value's window
+//!    `start..start + len` lies inside the page: a direct-map pointer for as long as the platform
+//!    lives ([`Platform`] item 1), a local mapping until the value's `Drop` unmaps it (item 2).
+//! 2. **Exclusive or read-only contents.** While an [`Exclusive`] value lives nobody else
+//!    reads or writes the bytes of its window (the whole page, or the range of an object or a
+//!    fragment that shares the page with others) ([`PageAccess::new`]'s contract), so byte slices of
+//!    it may be handed out: shared ones through `&self`, a unique one through `&mut self`.
+//!    While a [`ReadOnly`] value lives nobody writes them ([`PageAccess::new_read_only`]'s
+//!    contract; other readers are fine), and it offers no way to write.
+//! 3. **One thread.** A local mapping is valid only on the thread that made it, so the value is
+//!    neither `Send` nor `Sync`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::platform::Platform;
+
+/// A range that does not fit in the page (or the window) it was asked of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfPage {
+    /// Offset asked for.
+    pub offset: usize,
+    /// Length asked for.
+    pub len: usize,
+}
+
+impl core::fmt::Display for OutOfPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} bytes at offset {} do not fit in the page window", self.len, self.offset)
+    }
+}
+
+/// The byte range `offset..offset + len` of a window of `size` bytes, or why not.
+#[inline]
+fn range_in(size: usize, offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(offset..end),
+        _ => Err(OutOfPage { offset, len }),
+    }
+}
+
+/// Mode of a [`PageAccess`] that may write: the caller has the page to itself.
+#[derive(Debug)]
+pub enum Exclusive {}
+/// Mode of a [`PageAccess`] that only reads: nobody writes the page meanwhile.
+#[derive(Debug)]
+pub enum ReadOnly {}
+
+/// Access to one page's bytes, [`Exclusive`] (the default) or [`ReadOnly`] (see the module
+/// header).
+#[must_use = "mapping a page does nothing by itself"]
+pub struct PageAccess<'p, P: Platform, M = Exclusive> {
+    platform: &'p P,
+    pfn: Pfn,
+    ptr: NonNull<u8>,
+    start: usize,
+    len: usize,
+    local: bool,
+    /// Invariant 3: neither Send nor Sync.
+    _thread: PhantomData<(*mut u8, M)>,
+}
+
+impl<'p, P: Platform, M> PageAccess<'p, P, M> {
+    /// Maps window `start..start + len` of `pfn` (direct map first unless `local`); `None` if
+    /// the window leaves the page or the page cannot be mapped.
+    fn map(platform: &'p P, pfn: Pfn, start: usize, len: usize, local: bool) -> Option<Self> {
+        range_in(PAGE_SIZE, start, len).ok()?;
+        let (ptr, local) = match (local, platform.direct_map(pfn)) {
+            (false, Some(ptr)) => (ptr, false),
+            _ => (platform.map_local(pfn)?, true),
+        };
+        Some(PageAccess { platform, pfn, ptr, start, len, local, _thread: PhantomData })
+    }
+
+    /// The page.
+    #[inline]
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+
+    /// Size of the window in bytes ([`PAGE_SIZE`] for a whole page).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the window in the page.
+    #[inline]
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    #[inline]
+    fn range(&self, offset: usize, len: usize) -> Result<core::ops::Range<usize>, OutOfPage> {
+        range_in(self.len, offset, len)
+    }
+
+    /// The window's bytes.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the window lies inside a mapping valid while `self` lives (invariant 1);
+        // nobody writes it meanwhile: not others (invariant 2), and not this value, whose
+        // writing methods (Exclusive only) take `&mut self`, excluded by this borrow.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
+    }
+
+    /// Narrows the window to `offset..offset + len` of the current one (a claim may shrink,
+    /// never grow).
+    pub fn narrow(mut self, offset: usize, len: usize) -> Result<Self, OutOfPage> {
+        let r = self.range(offset, len)?;
+        self.start += r.start;
+        self.len = len;
+        Ok(self)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfPage> {
+        buf.copy_from_slice(&self.bytes()[self.range(offset, buf.len())?]);
+        Ok(())
+    }
+
+    /// Whether the bytes at `offset` equal `data`.
+    pub fn compare(&self, offset: usize, data: &[u8]) -> Result<bool, OutOfPage> {
+        Ok(&self.bytes()[self.range(offset, data.len())?] == data)
+    }
+}
+
+impl<'p, P: Platform> PageAccess<'p, P, ReadOnly> {
+    /// Maps `pfn` to read it (direct map, else a local mapping); `None` if it cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life nobody writes the page's contents (invariant 2): the caller owns
+    /// or pins a page whose writers are excluded (an up-to-date page-cache folio it holds a
+    /// reference to; its own page).
+    pub unsafe fn new_read_only(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, 0, PAGE_SIZE, false)
+    }
+
+    /// Maps bytes `start..start + len` of `pfn` to read them; `None` if the range leaves the
+    /// page or the page cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life nobody writes those bytes (invariant 2).
+    pub unsafe fn new_range_read_only(platform: &'p P, pfn: Pfn, start: usize, len: usize) -> Option<Self> {
+        Self::map(platform, pfn, start, len, false)
+    }
+}
+
+impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
+    /// Maps `pfn` through its direct map, or a local mapping if it has none; `None` if the
+    /// platform cannot map it.
+    ///
+    /// # Safety
+    /// For the value's life, the caller has the page's contents to itself (invariant 2): it
+    /// owns the page (allocated and not handed to anyone), or holds it so that nobody else
+    /// touches its contents (a frozen and locked folio being migrated, pages of a
+    /// scatter-gather list it holds).
+    pub unsafe fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, 0, PAGE_SIZE, false)
+    }
+
+    /// Maps bytes `start..start + len` of `pfn` (an object or a fragment that shares its page
+    /// with others); `None` if the range leaves the page or the page cannot be mapped.
+    ///
+    /// # Safety
+    /// For the value's life the caller has those bytes to itself (invariant 2).
+    pub unsafe fn new_range(platform: &'p P, pfn: Pfn, start: usize, len: usize) -> Option<Self> {
+        Self::map(platform, pfn, start, len, false)
+    }
+
+    /// Maps `pfn` through a local mapping even if it has a direct map (a device touching only
+    /// what it maps, as behind an IOMMU).
+    ///
+    /// # Safety
+    /// As [`PageAccess::new`].
+    pub unsafe fn new_local(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, 0, PAGE_SIZE, true)
+    }
+
+    /// The window's bytes, writable.
+    #[inline]
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the window lies inside a valid mapping (invariant 1); nobody else touches
+        // it (invariant 2) and this is the only borrow of `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.start), self.len) }
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), OutOfPage> {
+        let r = self.range(offset, data.len())?;
+        self.bytes_mut()[r].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfPage> {
+        let r = self.range(offset, len)?;
+        self.bytes_mut()[r].fill(byte);
+        Ok(())
+    }
+
+    /// Zeroes the window.
+    pub fn zero(&mut self) {
+        self.bytes_mut().fill(0);
+    }
+
+    /// Copies `len` bytes from `src` at `src_offset` to this page at `offset` (distinct pages:
+    /// two values for one page cannot coexist, invariant 2).
+    pub fn copy_from<M>(
+        &mut self,
+        offset: usize,
+        src: &PageAccess<'_, P, M>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<(), OutOfPage> {
+        let (d, s) = (self.range(offset, len)?, src.range(src_offset, len)?);
+        self.bytes_mut()[d].copy_from_slice(&src.bytes()[s]);
+        Ok(())
+    }
+
+    /// Copies the whole of `src` over this window (a migration's page copy); refused unless
+    /// the two windows have the same size.
+    pub fn copy_all_from<M>(&mut self, src: &PageAccess<'_, P, M>) -> Result<(), OutOfPage> {
+        if src.len != self.len {
+            return Err(OutOfPage { offset: 0, len: src.len });
+        }
+        self.bytes_mut().copy_from_slice(src.bytes());
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `src_offset` to `offset` within this page (ranges may overlap,
+    /// like `memmove`).
+    pub fn copy_within(&mut self, src_offset: usize, offset: usize, len: usize) -> Result<(), OutOfPage> {
+        let s = self.range(src_offset, len)?;
+        self.range(offset, len)?;
+        self.bytes_mut().copy_within(s, offset);
+        Ok(())
+    }
+}
+
+impl<P: Platform, M> Drop for PageAccess<'_, P, M> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.local {
+            self.platform.unmap_local(self.pfn, self.ptr);
+        }
+    }
+}
+
+impl<P: Platform, M> core::fmt::Debug for PageAccess<'_, P, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PageAccess")
+            .field("pfn", &self.pfn)
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::{AtomicU64, Ordering};
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// Four pages; pfn 3 has no direct map (a local mapping into the same buffer); pfn 9 is
+    /// absent. Counts live local mappings.
+    struct Four {
+        buf: NonNull<u8>,
+        live: AtomicU64,
+        maps: AtomicU64,
+    }
+    // SAFETY: plain memory; the tests decide who touches which page.
+    unsafe impl Send for Four {}
+    // SAFETY: as above.
+    unsafe impl Sync for Four {}
+    // SAFETY: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
+    // linearly, pfn 3 only locally; nothing else writes it.
+    unsafe impl Platform for Four {
+        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            // SAFETY: pfn < 3 keeps the offset inside the buffer.
+            (pfn.0 < 3).then(|| unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        }
+        fn virt_to_pfn(&self, _: NonNull<u8>) -> Option<Pfn> {
+            None
+        }
+        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+            if pfn.0 >= 4 {
+                return None;
+            }
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.maps.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: pfn < 4 keeps the offset inside the buffer.
+            Some(unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        }
+        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn four() -> Box<Four> {
+        let l = std::alloc::Layout::from_size_align(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: non-zero size; leaked on purpose.
+        let buf = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).unwrap();
+        Box::new(Four { buf, live: AtomicU64::new(0), maps: AtomicU64::new(0) })
+    }
+
+    #[test]
+    fn read_write_fill_compare_with_bounds() {
+        let p = four();
+        // SAFETY: the test owns every page and maps each once at a time.
+        let mut a = unsafe { PageAccess::new(&*p, Pfn(1)) }.unwrap();
+        assert_eq!(a.pfn(), Pfn(1));
+        a.write(10, b"hello").unwrap();
+        let mut got = [0u8; 5];
+        a.read(10, &mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        assert!(a.compare(10, b"hello").unwrap() && !a.compare(10, b"hellp").unwrap());
+        a.fill(PAGE_SIZE - 3, 3, 0xee).unwrap();
+        assert_eq!(&a.bytes()[PAGE_SIZE - 4..], &[0, 0xee, 0xee, 0xee]);
+        assert_eq!(a.fill(PAGE_SIZE - 3, 4, 1), Err(OutOfPage { offset: PAGE_SIZE - 3, len: 4 }));
+        assert_eq!(a.write(usize::MAX, b"x"), Err(OutOfPage { offset: usize::MAX, len: 1 }));
+        assert!(a.read(PAGE_SIZE, &mut got).is_err());
+        assert!(a.compare(PAGE_SIZE - 1, b"ab").is_err());
+        // Nothing was written by the refused calls.
+        assert_eq!(a.bytes().iter().filter(|&&b| b != 0).count(), 5 + 3);
+        a.zero();
+        assert!(a.bytes().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn copies_between_and_within_pages() {
+        let p = four();
+        // SAFETY: the test owns pages 0 and 2, mapped once each.
+        let (mut s, mut d) = unsafe { (PageAccess::new(&*p, Pfn(0)).unwrap(), PageAccess::new(&*p, Pfn(2)).unwrap()) };
+        let pat: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
+        s.write(0, &pat).unwrap();
+        d.copy_all_from(&s).unwrap();
+        assert_eq!(d.bytes(), &pat[..]);
+        d.zero();
+        d.copy_from(100, &s, 4000, 96).unwrap();
+        assert_eq!(&d.bytes()[100..196], &pat[4000..4096]);
+        assert!(d.copy_from(4000, &s, 0, 97).is_err() && d.copy_from(0, &s, 4001, 96).is_err());
+        s.copy_within(0, 1, 8).unwrap(); // overlapping, like memmove
+        assert_eq!(&s.bytes()[1..9], &pat[0..8]);
+        assert!(s.copy_within(PAGE_SIZE - 4, 0, 8).is_err());
+        drop(s);
+        // Two read-only views of one page may coexist, and an exclusive page copies from one.
+        // SAFETY: nobody writes page 0 while they live.
+        let (r1, r2) = unsafe {
+            (PageAccess::new_read_only(&*p, Pfn(0)).unwrap(), PageAccess::new_read_only(&*p, Pfn(0)).unwrap())
+        };
+        assert!(r1.compare(1, &pat[0..8]).unwrap() && r2.bytes() == r1.bytes());
+        let mut b = [0u8; 4];
+        r2.read(PAGE_SIZE - 4, &mut b).unwrap();
+        assert_eq!(&b[..], &pat[PAGE_SIZE - 4..]);
+        d.copy_all_from(&r1).unwrap();
+        assert_eq!(d.bytes(), r1.bytes());
+    }
+
+    #[test]
+    fn windows_are_claims_on_part_of_a_page() {
+        let p = four();
+        // SAFETY: the test owns page 1; the two windows are disjoint.
+        let (mut lo, mut hi) = unsafe {
+            (PageAccess::new_range(&*p, Pfn(1), 0, 100).unwrap(), PageAccess::new_range(&*p, Pfn(1), 4000, 96).unwrap())
+        };
+        assert_eq!((lo.len(), hi.start(), hi.bytes().len()), (100, 4000, 96));
+        lo.fill(0, 100, 1).unwrap();
+        hi.fill(0, 96, 2).unwrap();
+        assert_eq!(hi.write(90, &[0; 7]), Err(OutOfPage { offset: 90, len: 7 }));
+        assert!(lo.copy_all_from(&hi).is_err());
+        let mut mid = hi.narrow(10, 20).unwrap();
+        assert_eq!((mid.start(), mid.len()), (4010, 20));
+        assert!(mid.fill(0, 21, 3).is_err() && mid.fill(0, 20, 3).is_ok());
+        assert!(mid.narrow(15, 6).is_err());
+        drop(lo);
+        // SAFETY: the test owns the page; nothing else maps it now.
+        let whole = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
+        assert!(whole.bytes()[..100].iter().all(|&b| b == 1));
+        assert!(whole.bytes()[4000..4010].iter().all(|&b| b == 2));
+        assert!(whole.bytes()[4010..4030].iter().all(|&b| b == 3));
+        assert!(whole.bytes()[4030..].iter().all(|&b| b == 2));
+        // SAFETY: as above; these ranges are refused before anything is mapped.
+        unsafe {
+            assert!(PageAccess::new_range(&*p, Pfn(1), 4000, 97).is_none());
+            assert!(PageAccess::new_range_read_only(&*p, Pfn(1), usize::MAX, 2).is_none());
+        }
+    }
+
+    #[test]
+    fn local_mappings_are_unmapped_on_drop_and_absent_pages_refused() {
+        let p = four();
+        {
+            // SAFETY: the test owns page 3.
+            let mut a = unsafe { PageAccess::new(&*p, Pfn(3)) }.unwrap();
+            a.write(0, &[1, 2, 3]).unwrap();
+            assert_eq!(p.live.load(Ordering::Relaxed), 1);
+        }
+        assert_eq!(p.live.load(Ordering::Relaxed), 0);
+        // SAFETY: as above, page 0 (forced local) and the absent page 9.
+        unsafe {
+            let a = PageAccess::new_local(&*p, Pfn(0)).unwrap();
+            assert_eq!((p.live.load(Ordering::Relaxed), p.maps.load(Ordering::Relaxed)), (1, 2));
+            drop(a);
+            assert!(PageAccess::new(&*p, Pfn(9)).is_none());
+        }
+        assert_eq!(p.live.load(Ordering::Relaxed), 0);
+        // The local mapping of page 3 wrote the same memory the buffer holds.
+        // SAFETY: page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
+        let raw = unsafe { core::slice::from_raw_parts(p.buf.as_ptr().add(3 * PAGE_SIZE), 3) };
+        assert_eq!(raw, &[1, 2, 3]);
+    }
+}

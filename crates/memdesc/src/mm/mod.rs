@@ -1,0 +1,35 @@
+//! Address spaces (layer 5 of the core, feature `pgtable`), split along Linux's seams:
+//!
+//! - [`pgtable`]: x86-64 4-level page tables — table pages and their ptdescs, entries, the
+//!   walk, and mapping and unmapping of PTEs with their mapcount and references.
+//! - [`mmap`]: address spaces ([`mmap::Mm`], [`mmap::MmRef`]), VMAs, their slab caches, fork
+//!   and teardown.
+//! - [`rmap`]: the reverse map — anon_vmas and file `i_mmap` lists, and the walk from a folio
+//!   to every entry mapping it (used by migration and hwpoison).
+//! - [`huge`]: PMD mappings of 2 MiB folios, the deposited PTE table, PMD split, and the
+//!   split of a mapped folio.
+//! - [`mappable`]: the one mappability rule (which page kinds may be mapped where) and
+//!   mappable driver memory.
+//!
+//! **Locking**, outermost first: the mm's lock (its VMA list; one operation per mm at a
+//! time) → the VMA's rmap lock (anon_vma or `i_mmap`; every entry mapping a folio changes
+//! under it, so a walk that holds it sees a folio's mappings stable) → the mm's page-table
+//! lock (table allocation, freeing and walking) → a table's ptdesc lock (around each entry
+//! write). The rmap walk takes the rmap lock, then one mm's page-table lock at a time.
+//! Migration (`migrate.rs`) holds a folio's rmap lock across its freeze, copy and entry
+//! rewrite, with a cached file folio's address space lock nested between the rmap and
+//! page-table locks (this layer never takes a page cache lock). The mapping path takes a
+//! temporary reference with `try_get` (waiting while a migration has the folio frozen) before
+//! it reads the folio's pfn, so it never writes an entry to pages a migration is leaving.
+//!
+//! This layer touches page-table pages, its own kernel objects, the counts, `mapping` and
+//! `index` of the folios it maps, the words of the tables it allocates and of the mappable
+//! memory it allocates.
+
+pub mod huge;
+pub mod mappable;
+pub mod mmap;
+pub mod pgtable;
+pub mod rmap;
+#[cfg(all(test, not(loom)))]
+mod tests;

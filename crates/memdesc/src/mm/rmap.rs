@@ -1,0 +1,264 @@
+//! The reverse map (Linux's `mm/rmap.c`): from a folio to every page-table entry mapping it,
+//! with no per-folio lists.
+//!
+//! An anon folio's `mapping` is its anon_vma ([`RmapList`]; set when first mapped, cleared
+//! when its mapcount returns to 0) and its `index` the page offset (`va >> 12` of its first
+//! page, which stays valid in a fork child); a file folio's are its address space (whose
+//! `i_mmap` is an [`RmapList`]) and file index. [`PhysMem::rmap_walk`] goes from the folio to
+//! that list, and for every VMA computes the address each page would have and checks that
+//! mm's entry there. Pages mapped through pfn VMAs (driver memory, vmalloc, netmem) have no
+//! rmap, as in Linux. Not modelled: unmapping a file folio when truncation takes it out of
+//! the page cache (its entries stay, holding their references, until unmapped; the rmap no
+//! longer finds them).
+//!
+//! An anon_vma is freed with its last VMA while unmapped folios may still name it, so the walk
+//! reads a folio's `mapping` under RCU, locks the anon_vma it names (TYPESAFE_BY_RCU: still an
+//! anon_vma, with a lock that is never reinitialised) and re-reads `mapping` under the lock;
+//! `mapping` changes only under that lock (set by the first mapping, cleared by the last
+//! unmap), so an equal value proves the anon_vma is the folio's and alive. A file's
+//! `i_mmap` lives in its address space, which must outlive its VMAs. Migration
+//! (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its freeze, copy and entry
+//! rewrite (`rmap_move_locked`); hwpoison unmaps through `rmap_unmap`.
+
+#[cfg(feature = "health")]
+use crate::addr::PAGE_SIZE;
+use crate::addr::{Pfn, PAGE_SHIFT};
+use crate::cpu::Cpu;
+use crate::desc::Folio;
+use crate::pagecache::AddressSpace;
+use crate::platform::Platform;
+use crate::sync::{AtomicU32, AtomicUsize, Ordering, SpinGuard, SpinLock};
+use crate::word::Tag;
+use crate::PhysMem;
+
+use super::mmap::{vma_at, Mm, Vma};
+#[cfg(feature = "health")]
+use super::pgtable::ZapStats;
+use super::pgtable::{MapError, PtEntry, PMD_SIZE, PTE_PFN_MASK};
+
+/// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
+///
+/// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
+/// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
+/// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
+#[repr(C)]
+pub struct RmapList {
+    pub(super) lock: SpinLock<()>,
+    pub(super) head: AtomicUsize,
+    pub(super) nr: AtomicU32,
+}
+
+impl RmapList {
+    /// An empty list.
+    pub(crate) fn new() -> Self {
+        RmapList { lock: SpinLock::new(()), head: AtomicUsize::new(0), nr: AtomicU32::new(0) }
+    }
+
+    /// VMAs on the list.
+    pub fn nr_vmas(&self) -> u32 {
+        self.nr.load(Ordering::Relaxed)
+    }
+
+    /// Links `v` (under the list lock).
+    pub(super) fn link(&self, v: &Vma) {
+        let me = v as *const Vma as usize;
+        let head = self.head.load(Ordering::Relaxed);
+        v.rmap_prev.store(0, Ordering::Relaxed);
+        v.rmap_next.store(head, Ordering::Relaxed);
+        if head != 0 {
+            vma_at(head).rmap_prev.store(me, Ordering::Relaxed);
+        }
+        self.head.store(me, Ordering::Relaxed);
+        self.nr.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Unlinks `v` (under the list lock); returns the VMAs left.
+    pub(super) fn unlink(&self, v: &Vma) -> u32 {
+        let (prev, next) = (v.rmap_prev.load(Ordering::Relaxed), v.rmap_next.load(Ordering::Relaxed));
+        if prev == 0 {
+            self.head.store(next, Ordering::Relaxed);
+        } else {
+            vma_at(prev).rmap_next.store(next, Ordering::Relaxed);
+        }
+        if next != 0 {
+            vma_at(next).rmap_prev.store(prev, Ordering::Relaxed);
+        }
+        self.nr.fetch_sub(1, Ordering::Relaxed) - 1
+    }
+}
+
+/// A folio's rmap list, locked ([`PhysMem::rmap_lock`]): while it is held no entry mapping
+/// the folio appears, goes or changes except through the holder.
+#[cfg(feature = "health")]
+pub(crate) struct RmapLocked<'a> {
+    pub(super) list: &'a RmapList,
+    pub(super) _g: SpinGuard<'a, ()>,
+}
+
+impl<P: Platform> PhysMem<P> {
+    // ---- rmap -----------------------------------------------------------------------------
+
+    /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
+    /// and returns it with the guard. The `mapping` is read under RCU and re-checked under
+    /// the lock: an anon_vma freed and reused meanwhile (TYPESAFE_BY_RCU) is noticed there.
+    ///
+    /// The caller holds a reference on `f`, so `f` stays this folio: its tag (read from its
+    /// word) and its `mapping` belong to the same folio. On a descriptor that is not pinned
+    /// (freed and reused between the two reads) an anon_vma could be taken for an address
+    /// space or the reverse, and the "lock" spun on would be memory that is no lock at all:
+    /// the torture hang in `offline_range → migrate_to → rmap_lock` before migration took its
+    /// own reference first.
+    pub(super) fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<(&'a RmapList, SpinGuard<'a, ()>)> {
+        let tag = self.memmap().load(self.platform(), f.flags.pfn())?.word.tag()?;
+        let _rcu = self.rcu().read_lock(cpu);
+        loop {
+            let mapping = f.mapping();
+            if mapping == 0 {
+                return None;
+            }
+            let list: &'a RmapList = match tag {
+                // SAFETY: an anon folio's mapping is an anon_vma from the TYPESAFE_BY_RCU
+                // anon_vma cache: under RCU the memory stays an RmapList (with a valid lock)
+                // even if it was freed; it is trusted only after the re-check below.
+                Tag::AnonFolio => unsafe { &*(mapping as *const RmapList) },
+                // SAFETY: a file folio's mapping is its address space, which outlives its
+                // cached folios and its VMAs.
+                Tag::FileFolio => &unsafe { &*(mapping as *const AddressSpace) }.i_mmap,
+                _ => return None,
+            };
+            let g = list.lock.lock();
+            // `mapping` only changes under this lock (first map, last unmap).
+            if f.mapping() == mapping {
+                return Some((list, g));
+            }
+        }
+    }
+
+    /// Calls `cb(mm, vma, va, level, table, idx, entry)` for every entry mapping `f`, with the
+    /// rmap lock held by the caller and each mm's page-table lock held around its VMAs.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn walk_mappings_locked(
+        &self,
+        list: &RmapList,
+        f: &Folio,
+        cb: &mut dyn FnMut(&Mm, &Vma, u64, u32, Pfn, usize, PtEntry),
+    ) -> u32 {
+        let (index, n, pfn0) = (f.index(), 1u64 << f.flags.order(), f.flags.pfn());
+        let mut found = 0;
+        let mut cur = list.head.load(Ordering::Relaxed);
+        while cur != 0 {
+            let v = vma_at(cur);
+            cur = v.rmap_next.load(Ordering::Relaxed);
+            let mm = v.mm();
+            let _pt = mm.pt_lock.lock();
+            let mut i = 0u64;
+            while i < n {
+                let Some(va) = v.va_of(index + i) else {
+                    i += 1;
+                    continue;
+                };
+                match self.lookup(mm, va) {
+                    Some((2, table, idx)) => {
+                        let e = self.load_entry(table, idx);
+                        let hva = va & !(PMD_SIZE - 1);
+                        if e.pfn() == pfn0 && va == hva && i == 0 {
+                            cb(mm, v, hva, 2, table, idx, e);
+                            found += 1;
+                        }
+                        i += ((hva + PMD_SIZE - va) >> PAGE_SHIFT).max(1);
+                    }
+                    Some((1, table, idx)) => {
+                        let e = self.load_entry(table, idx);
+                        if e.pfn() == pfn0.add(i) {
+                            cb(mm, v, va, 1, table, idx, e);
+                            found += 1;
+                        }
+                        i += 1;
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        found
+    }
+
+    /// Calls `f(mm, va, entry)` for every page-table entry that maps `folio`, found from the
+    /// folio's `mapping` and `index` (anon_vma or file `i_mmap`) the Linux way. Returns the
+    /// number of entries found, which equals the folio's mapcount when nothing races.
+    ///
+    /// The callback runs with the rmap lock and that mm's page-table lock held: it must not
+    /// call back into the page tables.
+    pub fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, folio) else { return 0 };
+        self.walk_mappings_locked(list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
+    }
+
+    /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
+    /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
+    #[cfg(feature = "health")]
+    pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
+        self.lock_folio_rmap(cpu, f).map(|(list, g)| RmapLocked { list, _g: g })
+    }
+
+    /// With `f`'s rmap lock held (`l`), points every entry mapping `f` at the same page of the
+    /// block at `new` instead: the descriptor stays, so mapcount and references are
+    /// unchanged. Takes each mm's page-table lock in turn. Returns the entries rewritten. For
+    /// migration, between the copy and the switch of `f`'s pfn.
+    #[cfg(feature = "health")]
+    pub(crate) fn rmap_move_locked(&self, l: &RmapLocked<'_>, f: &Folio, new: Pfn) -> u32 {
+        let old = f.flags.pfn();
+        self.walk_mappings_locked(l.list, f, &mut |_, _, _, _, table, idx, e| {
+            let flags = e.0 & !PTE_PFN_MASK;
+            self.store_entry(table, idx, PtEntry::new(new.add(e.pfn().0 - old.0), flags));
+        })
+    }
+
+    /// Unmaps every entry mapping `f` (Linux's `try_to_unmap`), found through the rmap; each
+    /// entry's mapcount and reference are dropped and emptied tables freed, as
+    /// [`MmRef::unmap`] does. `each(mm, va)` is told every address unmapped (with the rmap
+    /// and page-table locks held: it must not call back into the page tables). The caller
+    /// holds a reference on `f`. Returns the entries cleared.
+    #[cfg(feature = "health")]
+    pub(crate) fn rmap_unmap(&self, cpu: &Cpu<'_>, f: &Folio, each: &mut dyn FnMut(&Mm, u64)) -> u32 {
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else { return 0 };
+        self.walk_mappings_locked(list, f, &mut |mm, _, va, level, _, _, _| {
+            let len = if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
+            let mut st = ZapStats::default();
+            self.zap(cpu, mm, mm.pgd, 4, va, va + len, true, &mut st);
+            each(mm, va);
+        })
+    }
+
+    /// Replaces every mapping of folio `old` by the same page of `new` (same order, not
+    /// mapped, held by the caller): each entry's pfn changes, and the entries' mapcount and
+    /// references move from `old` to `new`, which also takes `old`'s mapping and index.
+    /// Returns the entries moved. For migration and compaction.
+    #[allow(dead_code)]
+    pub(crate) fn rmap_replace(&self, cpu: &Cpu<'_>, old: &Folio, new: &Folio) -> Result<u32, MapError> {
+        if old.flags.order() != new.flags.order() {
+            return Err(MapError::WrongMapping);
+        }
+        if new.counts.mapcount() != 0 {
+            return Err(MapError::AlreadyMapped(0));
+        }
+        let Some((list, _l)) = self.lock_folio_rmap(cpu, old) else { return Ok(0) };
+        let (po, pn) = (old.flags.pfn(), new.flags.pfn());
+        new.mapping.store(old.mapping(), Ordering::Release);
+        new.index.store(old.index(), Ordering::Release);
+        let n = self.walk_mappings_locked(list, old, &mut |_, _, _, _, table, idx, e| {
+            let off = e.pfn().0 - po.0;
+            let flags = e.0 & !PTE_PFN_MASK;
+            self.store_entry(table, idx, PtEntry::new(pn.add(off), flags));
+        });
+        new.counts.mapcount.fetch_add(n, Ordering::AcqRel);
+        new.counts.refcount.fetch_add(n, Ordering::AcqRel);
+        old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
+        old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
+        if old.counts.mapcount() == 0
+            && self.memmap().load(self.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+        {
+            old.mapping.store(0, Ordering::Release);
+        }
+        Ok(n)
+    }
+}

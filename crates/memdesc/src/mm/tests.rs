@@ -1,0 +1,144 @@
+//! Unit tests of the address-space layer (mappability, rmap, entry encoding).
+
+use core::ptr::NonNull;
+
+use super::pgtable::*;
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::cpu::Cpu;
+use crate::desc::{DescPtr, VmallocDesc};
+use crate::folio::FolioKind;
+use crate::gfp::Gfp;
+use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use crate::platform::Platform;
+use crate::sync::Ordering;
+use crate::word::{Tag, Word};
+use crate::Config;
+use crate::PhysMem;
+use std::boxed::Box;
+
+/// 16 MiB of host memory as a one-region machine.
+struct Buf(NonNull<u8>);
+// SAFETY: the buffer is only reached through the memory manager.
+unsafe impl Send for Buf {}
+// SAFETY: as above.
+unsafe impl Sync for Buf {}
+const PAGES: u64 = 4096;
+// SAFETY: the buffer is PAGES pages, page-aligned, leaked, linear, and only reached through
+// the manager.
+unsafe impl Platform for Buf {
+    fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+        // SAFETY: in bounds of the buffer.
+        (pfn.0 < PAGES).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+    }
+    fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
+        let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+        (off < PAGES as usize * PAGE_SIZE).then_some(Pfn((off / PAGE_SIZE) as u64))
+    }
+    fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+        self.direct_map(pfn)
+    }
+    fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
+}
+
+fn machine() -> &'static PhysMem<Buf> {
+    let layout = std::alloc::Layout::from_size_align(PAGES as usize * PAGE_SIZE, PAGE_SIZE).unwrap();
+    // SAFETY: a non-zero-sized layout.
+    let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
+    let mut map = MemoryLayout::new();
+    map.add_region(RegionSpec { start: Pfn(0), end: Pfn(PAGES), node: 0, mapped: true, layout: MemmapLayout::Flat })
+        .unwrap();
+    Box::leak(Box::new(PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()))
+}
+
+/// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
+fn vmalloc_page<'a>(m: &'a PhysMem<Buf>, cpu: &Cpu<'_>, mappable: bool) -> (Pfn, &'a VmallocDesc) {
+    let pfn = m.pages().alloc_internal(cpu, 0, Gfp::KERNEL).unwrap();
+    let d = m.slabs().alloc_desc::<VmallocDesc>(cpu).unwrap();
+    d.flags.init(0, 0, pfn);
+    d.counts.mapcount.store(0, Ordering::Relaxed);
+    d.counts.refcount.store(1, Ordering::Release);
+    let tag = if mappable { Tag::VmallocMappable } else { Tag::VmallocUnmappable };
+    m.pages().stamp_block(pfn, 0, Word::desc_as(DescPtr::from_ref(d), tag).unwrap());
+    (pfn, d)
+}
+
+fn free_vmalloc_page(m: &PhysMem<Buf>, cpu: &Cpu<'_>, pfn: Pfn, d: &VmallocDesc) {
+    assert_eq!(d.counts.refcount(), 1);
+    m.pages().stamp_block(pfn, 0, Word::TAIL);
+    m.slabs().free_desc(cpu, d);
+    let rm = m.memmap().region_map(m.memmap().region_index(pfn).unwrap());
+    m.pages().free_claimed(cpu, rm, pfn, 0);
+}
+
+#[test]
+fn unmappable_vmalloc_never_reaches_user_space() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let (un, ud) = vmalloc_page(m, &cpu, false);
+    let (mp, md) = vmalloc_page(m, &cpu, true);
+    let mms = m.mm_caches(&cpu).unwrap();
+    let user = mms.mm_create(&cpu, MmKind::User).unwrap();
+    user.mmap_pfn(&cpu, 0x10_0000, 0x10_0000).unwrap();
+    assert_eq!(
+        user.map_pfn(&cpu, 0x10_0000, un),
+        Err(MapError::Unmappable { pfn: un, kind: UnmappableKind::VmallocUnmappable })
+    );
+    assert_eq!(ud.counts.mapcount(), 0);
+    // The mappable variant maps through the generic (offset 8/12) path.
+    user.map_pfn(&cpu, 0x10_0000, mp).unwrap();
+    assert_eq!((md.counts.refcount(), md.counts.mapcount()), (2, 1));
+    assert_eq!(user.translate(0x10_0000).unwrap().0.pfn(), mp);
+    // A kernel address space takes both.
+    let kern = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
+    kern.mmap_pfn(&cpu, KERNEL_START, 0x10_0000).unwrap();
+    kern.map_pfn(&cpu, KERNEL_START, un).unwrap();
+    assert_eq!((ud.counts.refcount(), ud.counts.mapcount()), (2, 1));
+    kern.destroy(&cpu);
+    user.destroy(&cpu);
+    assert_eq!((ud.counts.mapcount(), md.counts.mapcount()), (0, 0));
+    free_vmalloc_page(m, &cpu, un, ud);
+    free_vmalloc_page(m, &cpu, mp, md);
+}
+
+#[test]
+fn rmap_replace_moves_every_mapping() {
+    let m = machine();
+    let cpu = m.cpus().claim(0).unwrap();
+    let mms = m.mm_caches(&cpu).unwrap();
+    let a = mms.mm_create(&cpu, MmKind::User).unwrap();
+    let start = 0x40_0000u64;
+    a.mmap_anon(&cpu, start, 0x40_0000).unwrap();
+    let old = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    let new = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    a.map_folio(&cpu, start + 0x3000, &old).unwrap();
+    let b = a.fork(&cpu).unwrap();
+    assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
+    assert_eq!(m.rmap_replace(&cpu, &old, &new), Ok(4));
+    assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
+    assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
+    for mm in [&a, &b] {
+        assert_eq!(mm.translate(start + 0x4000).unwrap().0.pfn(), new.flags.pfn().add(1));
+    }
+    assert_eq!(m.rmap_walk(&cpu, &old, |_, _, _| ()), 0);
+    assert_eq!(old.mapping(), 0, "an unmapped anon folio leaves its anon_vma");
+    assert_eq!(m.rmap_walk(&cpu, &new, |_, _, _| ()), 4);
+    // Different orders are refused.
+    let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+    assert_eq!(m.rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
+    a.destroy(&cpu);
+    b.destroy(&cpu);
+    for f in [old, new, small] {
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+}
+
+#[test]
+fn entry_encoding() {
+    let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
+    assert_eq!(e.0, 0x1234_5000 | 0x87);
+    assert!(e.present() && e.writable() && e.user() && e.huge());
+    assert_eq!(e.pfn(), Pfn(0x12345));
+    assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
+    assert_eq!(index_of(0x20_1000, 1), 1);
+    assert_eq!(index_of(0x20_1000, 2), 1);
+}
