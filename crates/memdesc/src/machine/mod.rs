@@ -39,8 +39,8 @@
 //!    A lower layer never names `PhysMem` or a layer above it.
 //!
 //! Layers not yet converted (folio, pagecache, pgtable, pools, health) still add
-//! `impl PhysMem` blocks; they reach the layers below through [`PhysMem::pages`] and
-//! [`PhysMem::slabs`]. Converting one means: give it a state with private fields and a view
+//! `impl PhysMem` blocks; they reach the layers below through `PhysMem::pages` and
+//! `PhysMem::slabs`. Converting one means: give it a state with private fields and a view
 //! over the view below, move its `impl PhysMem` bodies to the view (replacing
 //! `self.pages().x` by `self.<below>.x`), and leave one-line public forwarders here. The
 //! health layer (migration, compaction, hwpoison, offlining, balloon, check) works on the

@@ -12,7 +12,7 @@
 //!
 //! Import rule: this layer imports only `base`, `memmap` and itself. It never names a layer
 //! above it: what boot must reserve for them is passed in as a callback
-//! ([`PageAllocator::boot`]'s `reserve`), and what they need from it are the crate methods
+//! (`PageAllocator::boot`'s `reserve`), and what they need from it are the crate methods
 //! below (`alloc_with`, `check_and_claim`, `free_claimed`, `alloc_internal`, …). The fields are
 //! private; [`crate::machine::PhysMem`] holds one `PageAllocator` and forwards the public API.
 //!

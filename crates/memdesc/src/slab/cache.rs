@@ -41,9 +41,9 @@
 //!   `SlabObj` is freed once) may both pass; a free after a free never does.
 //! - **Families** ([`CacheFamily`]): kmalloc caches, caches users create, and the crate's own
 //!   (descriptor caches, the cache of caches, …). [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) frees only kmalloc
-//!   objects, and only user caches can be reached through a [`CacheRef`], so no safe or
+//!   objects, and only user caches can be reached through a [`CacheRef`](super::handle::CacheRef), so no safe or
 //!   documented path frees a live descriptor.
-//! - **Owned objects**: [`CacheRef::alloc`] returns a [`SlabObj`] that [`CacheRef::free`]
+//! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
 //!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
 
 use core::fmt;
@@ -76,7 +76,7 @@ pub enum CacheFamily {
     /// A kmalloc size class: objects are freed with [`PhysMem::kfree`](crate::PhysMem::kfree).
     Kmalloc,
     /// A cache created with [`PhysMem::create_cache`](crate::PhysMem::create_cache): objects are freed through its
-    /// [`CacheRef`].
+    /// [`CacheRef`](super::handle::CacheRef).
     User,
     /// The crate's own caches (descriptor caches of folios, slabs, page tables, …, the cache of
     /// caches, page-cache nodes): no public free reaches their objects.
@@ -145,7 +145,7 @@ pub enum SlabError {
         /// The cache it belongs to.
         cache: &'static str,
     },
-    /// The cache is not a user cache: it cannot be reached through a [`CacheRef`].
+    /// The cache is not a user cache: it cannot be reached through a [`CacheRef`](super::handle::CacheRef).
     NotUserCache(&'static str),
     /// The object belongs to another cache.
     WrongCache {

@@ -24,8 +24,8 @@
 //! # Import rule
 //! This layer imports `base`, `memmap`, `page_alloc` and itself. Nothing here names the
 //! machine or a layer above: boot is orchestrated by the machine, which calls
-//! [`SlabState::reserve`] (through the page allocator's boot callback, before the buddy
-//! allocator takes the remaining pages) and then [`Slabs::boot`] once pages can be allocated.
+//! `SlabState::reserve` (through the page allocator's boot callback, before the buddy
+//! allocator takes the remaining pages) and then `Slabs::boot` once pages can be allocated.
 
 pub mod alloc;
 pub mod cache;
