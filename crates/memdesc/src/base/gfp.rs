@@ -69,27 +69,27 @@ impl Gfp {
 
     /// The migratetype these flags ask for.
     #[inline]
-    pub fn migratetype(self) -> crate::MigrateType {
+    pub fn migratetype(self) -> crate::pageblock::MigrateType {
         if self.contains(Gfp::MOVABLE) {
-            crate::MigrateType::Movable
+            crate::pageblock::MigrateType::Movable
         } else if self.contains(Gfp::RECLAIMABLE) {
-            crate::MigrateType::Reclaimable
+            crate::pageblock::MigrateType::Reclaimable
         } else {
-            crate::MigrateType::Unmovable
+            crate::pageblock::MigrateType::Unmovable
         }
     }
 
     /// The highest zone these flags allow.
     #[inline]
-    pub fn highest_zone(self) -> crate::ZoneType {
+    pub fn highest_zone(self) -> crate::layout::ZoneType {
         if self.contains(Gfp::DMA) {
-            crate::ZoneType::Dma
+            crate::layout::ZoneType::Dma
         } else if self.contains(Gfp::DMA32) {
-            crate::ZoneType::Dma32
+            crate::layout::ZoneType::Dma32
         } else if self.contains(Gfp::MOVABLE) {
-            crate::ZoneType::Movable
+            crate::layout::ZoneType::Movable
         } else {
-            crate::ZoneType::Normal
+            crate::layout::ZoneType::Normal
         }
     }
 }

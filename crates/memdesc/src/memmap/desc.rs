@@ -174,7 +174,7 @@ impl DescFlags {
     /// lockless readers of a TYPESAFE_BY_RCU descriptor may be reading it.
     #[inline]
     #[cfg(feature = "slab")]
-    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::Pfn) {
+    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::addr::Pfn) {
         self.0.store((flags & PG_FLAGS_MASK) | (order as u64) << 18 | pfn.0 << 24, Ordering::Release)
     }
 
@@ -190,8 +190,8 @@ impl DescFlags {
     }
     /// First pfn of the memory the descriptor covers.
     #[inline]
-    pub fn pfn(&self) -> crate::Pfn {
-        crate::Pfn(self.0.load(Ordering::Acquire) >> 24)
+    pub fn pfn(&self) -> crate::addr::Pfn {
+        crate::addr::Pfn(self.0.load(Ordering::Acquire) >> 24)
     }
     /// Sets flag bits; returns the previous flags. Crate-private: flags such as `PG_LRU`,
     /// `PG_LOCKED` and `PG_HWPOISON` carry invariants (list membership, the lock, retirement)
@@ -451,8 +451,8 @@ impl Zspage {
         self.pool.load(Ordering::Acquire)
     }
     /// The `i`-th component pfn (`i < 8`; entries past the class's page count are stale).
-    pub fn page(&self, i: usize) -> Option<crate::Pfn> {
-        self.pages.get(i).map(|p| crate::Pfn(p.load(Ordering::Acquire)))
+    pub fn page(&self, i: usize) -> Option<crate::addr::Pfn> {
+        self.pages.get(i).map(|p| crate::addr::Pfn(p.load(Ordering::Acquire)))
     }
 }
 
