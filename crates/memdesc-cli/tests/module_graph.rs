@@ -615,7 +615,7 @@ fn core_layers_import_downward() {
     for (m, to) in &g.edges {
         let Some(rm) = rank(m).filter(|&r| r < CONVERTED) else { continue };
         for t in to {
-            if !rank(t).is_some_and(|rt| rt <= rm) {
+            if rank(t).is_none_or(|rt| rt > rm) {
                 bad.push(format!("{} (layer {}) imports {}", name(m), LAYERS[rm], name(t)));
             }
         }
