@@ -88,6 +88,8 @@ pub(crate) use base::sync;
 // transition alias (issue 13)
 pub use memmap::{desc, desc_ref, lookup, tag, word};
 // transition alias (issue 13)
+pub use machine::check;
+// transition alias (issue 13)
 pub use page_alloc::{guard, isolate, pages, pcp, zone};
 // transition alias (issue 13)
 #[cfg(feature = "slab")]
@@ -95,9 +97,6 @@ pub use slab::{kmalloc, sheaf};
 // transition alias (issue 13)
 #[cfg(feature = "health")]
 pub use health::{balloon, compaction, hwpoison, migrate, offline};
-
-// The consistency checker (built in every configuration).
-pub mod check;
 
 // transition alias (issue 13), removed when the layers land
 #[cfg(feature = "page_pool")]

@@ -43,11 +43,14 @@
 //! `PhysMem::slabs`. Converting one means: give it a state with private fields and a view
 //! over the view below, move its `impl PhysMem` bodies to the view (replacing
 //! `self.pages().x` by `self.<below>.x`), and leave one-line public forwarders here. The
-//! health layer (migration, compaction, hwpoison, offlining, balloon, check) works on the
-//! whole assembled machine and may keep `impl PhysMem`.
+//! health layer (migration, compaction, hwpoison, offlining, balloon) works on the whole
+//! assembled machine and may keep `impl PhysMem`. So does the consistency checker
+//! ([`check`]), which is here because it is built in every configuration and reads every
+//! layer; it may later become per-layer checks assembled here.
 //!
 //! [`Slabs::boot`]: crate::slab::Slabs
 
+pub mod check;
 mod pages;
 #[cfg(feature = "slab")]
 mod slab;
