@@ -1,8 +1,8 @@
 //! Layer 7, the machine: [`PhysMem`] assembles one machine out of the layers below it and is
 //! the public face of the crate. It owns one value per layer, in private fields, boots them in
 //! order, and forwards the public API (`mem.alloc_pages`, `mem.kmalloc`, …) to them: the
-//! forwarders are grouped by subsystem ([`pages`](self) for the page allocator, `slab.rs` for
-//! the slab layer), each one line long.
+//! forwarders are grouped by subsystem (`pages.rs` for the page allocator, `slab.rs` for the
+//! slab layer), each one line long.
 //!
 //! # The pattern every layer follows
 //! A layer (a folder: `page_alloc/`, `slab/`, `folio/`, `mm/`, `pools/`) has
@@ -24,6 +24,7 @@
 //!     }
 //! }
 //! // the next layer up nests the view: Folios<'a, P> { slabs: Slabs<'a, P>, state: &'a FolioState }
+//! // (and may keep `pages: &'a PageAllocator<P>` beside it when it calls the allocator directly)
 //! ```
 //!
 //! The bottom layer's state is its own view (`PageAllocator<P>` has the methods directly).
@@ -31,7 +32,10 @@
 //! view's, so `mem.slabs().alloc_desc::<Folio>(cpu)?` returns a `&'a Folio` that outlives
 //! the temporary view.
 //!
-//! 3. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
+//! 3. errors and handles (`AllocError`, `Pages`, `KBox`, `CacheRef`) live in the lowest layer
+//!    that makes them; a handle's public constructor that needs the machine (`Pages::from_raw`,
+//!    `KBox::from_raw`) is an inherent `impl` here, over a `pub(crate) fn new` in its layer;
+//! 4. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
 //!    and does everything that crosses layers upward: boot order (the page allocator calls the
 //!    slab layer's `reserve` through a callback, then the machine runs [`Slabs::boot`] and
 //!    stores its caches), and any "lower layer needs a higher one" step (reclaim under
