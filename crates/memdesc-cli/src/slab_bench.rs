@@ -29,7 +29,7 @@ use memdesc_linux::trace::{Event, TraceReader};
 use mimalloc::MiMalloc;
 use serde::Serialize;
 
-use crate::bench::threads::{handoff, medians, on_threads, ratio as speedup, Handoff, ThreadsRun, Work};
+use crate::bench::threads::{handoff, medians, on_threads, ratio as speedup, Handoff, QueueOnly, ThreadsRun, Work};
 
 /// Objects kept live by the pair loop: each step frees the oldest and allocates a new one, so
 /// the loop does not just recycle one object.
@@ -213,6 +213,12 @@ pub struct SlabCross {
     pub speedup_vs_mimalloc: f64,
     /// The system allocator's ns per object over memdesc's.
     pub speedup_vs_system: f64,
+    /// The same hand-over of objects that cost nothing to allocate or free
+    /// ([`QueueOnly`]): the part of every figure above that is the queue's, wall-clock ns per
+    /// object (median).
+    pub queue_only_ns_per_object: f64,
+    /// CPU ns per object of that hand-over (median).
+    pub queue_only_cpu_ns_per_object: f64,
     /// Objects per timed run.
     pub objects: u64,
     /// Objects per batch handed over.
@@ -382,25 +388,29 @@ fn measure_cross(m: &SimMachine, sizes: &[usize], plan: &SlabPlan) -> Result<Sla
     let run = |w: usize| match w {
         0 => handoff(&md, n, batch),
         1 => handoff(&mi, n, batch),
-        _ => handoff(&sys, n, batch),
+        2 => handoff(&sys, n, batch),
+        _ => handoff(&QueueOnly, n, batch),
     };
-    let mut runs: [Vec<ThreadsRun>; 3] = Default::default();
-    for w in 0..3 {
+    let mut runs: [Vec<ThreadsRun>; 4] = Default::default();
+    for w in 0..4 {
         run(w)?;
     }
     for rep in 0..plan.reps.max(1) {
-        for k in 0..3 {
-            let w = (rep + k) % 3;
+        for k in 0..4 {
+            let w = (rep + k) % 4;
             runs[w].push(run(w)?);
         }
     }
-    let med = runs.map(|r| medians(&r));
+    let [m0, m1, m2, q] = runs.map(|r| medians(&r));
+    let med = [m0, m1, m2];
     let ns = med.map(|(per_s, _)| if per_s > 0.0 { crate::measure::r3(1e9 / per_s) } else { 0.0 });
     Ok(SlabCross {
         ns_per_object: peers(ns),
         cpu_ns_per_object: peers(med.map(|m| crate::measure::r3(m.1))),
         speedup_vs_mimalloc: speedup(ns[1], ns[0]),
         speedup_vs_system: speedup(ns[2], ns[0]),
+        queue_only_ns_per_object: if q.0 > 0.0 { crate::measure::r3(1e9 / q.0) } else { 0.0 },
+        queue_only_cpu_ns_per_object: crate::measure::r3(q.1),
         objects: n,
         batch,
     })
@@ -662,6 +672,7 @@ mod tests {
             }
         }
         assert!(r.cross_cpu.speedup_vs_mimalloc > 0.0 && r.cross_cpu.speedup_vs_system > 0.0);
+        assert!(r.cross_cpu.queue_only_ns_per_object > 0.0);
         assert_eq!((r.cross_cpu.objects, r.cross_cpu.batch), (1000, 64));
         // The keys issue 14's Must-show list names are still there.
         for k in ["pair_ns", "threads2_pair_ns"] {

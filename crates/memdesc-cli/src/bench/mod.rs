@@ -325,8 +325,8 @@ mod tests {
                 assert!(num(&v, &format!("page_alloc.cross_cpu.{k}.{a}")) > 0.0, "page_alloc.cross_cpu.{k}.{a}");
             }
         }
-        for k in ["speedup_vs_mimalloc", "speedup_vs_bsa"] {
-            assert!(num(&v, &format!("page_alloc.cross_cpu.{k}")) > 0.0);
+        for k in ["speedup_vs_mimalloc", "speedup_vs_bsa", "queue_only_ns_per_object"] {
+            assert!(num(&v, &format!("page_alloc.cross_cpu.{k}")) > 0.0, "page_alloc.cross_cpu.{k}");
         }
         assert_eq!(get(&v, "page_alloc.params.cross_objects").as_u64(), Some(plan.cross_objects));
         assert_eq!(get(&v, "meta.quick"), &serde_json::Value::Bool(true));

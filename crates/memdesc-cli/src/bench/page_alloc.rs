@@ -19,7 +19,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use super::plan::*;
-use super::threads::{handoff, medians, on_threads, ratio, Handoff, ThreadsRun, Work};
+use super::threads::{handoff, medians, on_threads, ratio, Handoff, QueueOnly, ThreadsRun, Work};
 use crate::measure::*;
 
 /// Highest order the *mixed* workload asks for.
@@ -174,6 +174,12 @@ pub struct PageCross {
     pub speedup_vs_mimalloc: f64,
     /// buddy_system_allocator's ns per page over memdesc's.
     pub speedup_vs_bsa: f64,
+    /// The same hand-over of objects that cost nothing to allocate or free
+    /// ([`QueueOnly`](super::threads::QueueOnly)): the part of every figure above that is the
+    /// queue's, wall-clock ns per object (median).
+    pub queue_only_ns_per_object: f64,
+    /// CPU ns per object of that hand-over (median).
+    pub queue_only_cpu_ns_per_object: f64,
 }
 
 /// The page_alloc section.
@@ -708,19 +714,20 @@ pub fn measure_cross(plan: &Plan, s: &Steady) -> Result<PageCross> {
     let run = |which: usize| match which {
         0 => handoff(&md, n, batch),
         1 => handoff(&peer, n, batch),
-        _ => handoff(&MimallocPages, n, batch),
+        2 => handoff(&MimallocPages, n, batch),
+        _ => handoff(&QueueOnly, n, batch),
     };
-    let mut runs: [Vec<ThreadsRun>; 3] = Default::default();
-    for w in 0..3 {
+    let mut runs: [Vec<ThreadsRun>; 4] = Default::default();
+    for w in 0..4 {
         run(w)?;
     }
     for rep in 0..plan.thread_reps.max(1) {
-        for k in 0..3 {
-            let w = (rep + k) % 3;
+        for k in 0..4 {
+            let w = (rep + k) % 4;
             runs[w].push(run(w)?);
         }
     }
-    let [m, b, mi] = runs.map(|r| {
+    let [m, b, mi, q] = runs.map(|r| {
         let (per_s, cpu) = medians(&r);
         (if per_s > 0.0 { 1e9 / per_s } else { 0.0 }, cpu)
     });
@@ -729,6 +736,8 @@ pub fn measure_cross(plan: &Plan, s: &Steady) -> Result<PageCross> {
         cpu_ns_per_object: PageCrossPeers { memdesc: r3(m.1), buddy_system_allocator: r3(b.1), mimalloc: r3(mi.1) },
         speedup_vs_mimalloc: ratio(mi.0, m.0),
         speedup_vs_bsa: ratio(b.0, m.0),
+        queue_only_ns_per_object: r3(q.0),
+        queue_only_cpu_ns_per_object: r3(q.1),
     })
 }
 

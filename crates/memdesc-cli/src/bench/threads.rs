@@ -130,6 +130,27 @@ pub trait Handoff: Sync {
     fn free(&self, side: &mut Self::Side<'_>, obj: Self::Obj) -> Result<()>;
 }
 
+/// [`handoff`] of objects that cost nothing to allocate or free (a counter): the cost of the
+/// hand-over itself (queue, batches, thread wake-ups), which every allocator's cross-CPU figure
+/// includes.
+pub struct QueueOnly;
+
+impl Handoff for QueueOnly {
+    type Obj = u64;
+    type Side<'s> = u64;
+    fn side(&self, _: usize) -> Result<u64> {
+        Ok(0)
+    }
+    fn alloc(&self, next: &mut u64) -> Result<u64> {
+        *next += 1;
+        Ok(std::hint::black_box(*next))
+    }
+    fn free(&self, _: &mut u64, obj: u64) -> Result<()> {
+        std::hint::black_box(obj);
+        Ok(())
+    }
+}
+
 /// The cross-CPU case: a producer on CPU 0 allocates `objects` objects in batches of `batch`
 /// and sends each batch over a bounded queue to a consumer on CPU 1, which frees them and
 /// sends the emptied batch back for reuse. `per_s` is objects per second, `cpu_ns` the CPU
