@@ -12,7 +12,7 @@
 //!   real RAM pays), the time of the whole boot including the buddy free lists (`boot_ms`), the
 //!   bytes the memmap uses as the booted allocator reports them ([`Memmap::bytes`]) and how much
 //!   the host's resident set grew while the booted machine is alive (`host_rss_bytes`).
-//! - **`page_alloc`** (issue 3): memdesc against
+//! - **`page_alloc`** (issues 3 and 14): memdesc against
 //!   [`buddy_system_allocator::FrameAllocator`] over the same frame range and the same
 //!   operation sequence:
 //!   - *order-0 pairs*: 1 GiB of order-0 pages is allocated, a random half of it freed (the same
@@ -24,6 +24,14 @@
 //!     becomes an allocation); nanoseconds per operation.
 //!   - *2 threads*: aggregate throughput of the order-0 pair loop on two claimed CPUs of one
 //!     machine divided by one thread's.
+//!   - *mixed, 75 % full* (`mixed_full_ns`, issue 14): the mixed sequence after the machine was
+//!     filled to 75 % with blocks of random orders 0–9 (the same blocks for every allocator).
+//!   - *scaling* (`scaling`, issue 14): the order-0 pair loop on 1, 2, …, `--threads` threads
+//!     at once, each memdesc thread on its own claimed CPU, the peer behind its spin lock;
+//!     aggregate pairs per second and CPU time per pair ([`threads::on_threads`]).
+//!   - *cross-CPU* (`cross_cpu`, issue 14): order-0 pages allocated by a thread on CPU 0 and
+//!     freed by a thread on CPU 1, handed over in batches ([`threads::handoff`]), against the
+//!     locked peer and mimalloc, with the hand-over's own cost measured alone.
 //!
 //!   memdesc runs with `debug_checks: false` and the default per-CPU list limits. Every
 //!   allocator first runs its workload once untimed, so the host's first-touch page faults on
@@ -44,7 +52,8 @@
 //! This file is the command (its arguments, [`measure`] running the selected sections, [`run`]).
 //! Below it: [`table`] (the readable output) and [`report`] (the `--json` object) over the
 //! sections [`memmap`], [`page_alloc`], [`trace`] (replay and estimate timed); [`plan`] (sizes
-//! and repetitions) under those; [`crate::measure`] (medians, timers, the seed) at the bottom.
+//! and repetitions) and [`threads`] (the multi-thread harnesses, which `slab_bench` uses too)
+//! under those; [`crate::measure`] (medians, timers, the seed) at the bottom.
 //! The sections of other subsystems have their own modules (`slab_bench`, `compaction_bench`,
 //! `pgtable_bench`, `zs_bench`). No module here imports this one.
 //!
