@@ -82,6 +82,22 @@ fn quick_json_has_every_key() {
         "page_alloc.threads2_speedup",
         "page_alloc.order0_speedup_vs_bsa",
         "page_alloc.mixed_speedup_vs_bsa",
+        "page_alloc.threads.one_thread_cpu_ns_per_pair",
+        "page_alloc.threads.two_threads_cpu_ns_per_pair",
+        "page_alloc.mixed_full_ns.memdesc",
+        "page_alloc.mixed_full_ns.buddy_system_allocator",
+        "page_alloc.mixed_full_speedup_vs_bsa",
+        "page_alloc.cross_cpu.ns_per_object.memdesc",
+        "page_alloc.cross_cpu.ns_per_object.buddy_system_allocator",
+        "page_alloc.cross_cpu.ns_per_object.mimalloc",
+        "slab.pair_ns.memdesc",
+        "slab.threads2_pair_ns.memdesc",
+        "slab.speedup_vs_mimalloc",
+        "slab.speedup_vs_system",
+        "slab.cross_cpu.ns_per_object.memdesc",
+        "slab.cross_cpu.ns_per_object.mimalloc",
+        "slab.cross_cpu.ns_per_object.system",
+        "replay.split_areas_peak.default",
         "compaction.migrated_per_sec",
         "compaction.order9_blocks_after",
         "replay.events_per_sec",
@@ -97,6 +113,16 @@ fn quick_json_has_every_key() {
         positive(&v, k);
     }
     assert_eq!(at(&v, "replay.alloc_failures").as_u64(), Some(0));
+    // One scaling row per thread count, 1 and 2 by default.
+    for k in ["page_alloc.scaling", "slab.scaling"] {
+        let rows = at(&v, k).as_array().unwrap_or_else(|| panic!("{k} is a list"));
+        let threads: Vec<_> = rows.iter().map(|r| r["threads"].as_u64()).collect();
+        assert_eq!(threads, [Some(1), Some(2)], "{k}");
+        for r in rows {
+            positive(r, "pairs_per_s.memdesc");
+            positive(r, "cpu_ns_per_pair.memdesc");
+        }
+    }
 }
 
 #[test]
@@ -125,11 +151,21 @@ fn bad_section_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn bad_threads_is_an_error_not_a_panic() {
+    for n in ["0", "65", "two"] {
+        let out = memdesc(&["bench", "--threads", n, "--only", "memmap"]);
+        assert!(!out.status.success(), "--threads {n}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--threads") && !err.contains("panicked"), "--threads {n}: {err}");
+    }
+}
+
+#[test]
 fn help_names_the_options() {
     let out = memdesc(&["bench", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--quick", "--json", "--only"] {
+    for opt in ["--quick", "--json", "--only", "--threads"] {
         assert!(help.contains(opt), "{opt} in {help}");
     }
 }

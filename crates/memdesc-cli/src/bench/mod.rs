@@ -12,7 +12,7 @@
 //!   real RAM pays), the time of the whole boot including the buddy free lists (`boot_ms`), the
 //!   bytes the memmap uses as the booted allocator reports them ([`Memmap::bytes`]) and how much
 //!   the host's resident set grew while the booted machine is alive (`host_rss_bytes`).
-//! - **`page_alloc`** (issue 3): memdesc against
+//! - **`page_alloc`** (issues 3 and 14): memdesc against
 //!   [`buddy_system_allocator::FrameAllocator`] over the same frame range and the same
 //!   operation sequence:
 //!   - *order-0 pairs*: 1 GiB of order-0 pages is allocated, a random half of it freed (the same
@@ -24,6 +24,14 @@
 //!     becomes an allocation); nanoseconds per operation.
 //!   - *2 threads*: aggregate throughput of the order-0 pair loop on two claimed CPUs of one
 //!     machine divided by one thread's.
+//!   - *mixed, 75 % full* (`mixed_full_ns`, issue 14): the mixed sequence after the machine was
+//!     filled to 75 % with blocks of random orders 0–9 (the same blocks for every allocator).
+//!   - *scaling* (`scaling`, issue 14): the order-0 pair loop on 1, 2, …, `--threads` threads
+//!     at once, each memdesc thread on its own claimed CPU, the peer behind its spin lock;
+//!     aggregate pairs per second and CPU time per pair ([`threads::on_threads`]).
+//!   - *cross-CPU* (`cross_cpu`, issue 14): order-0 pages allocated by a thread on CPU 0 and
+//!     freed by a thread on CPU 1, handed over in batches ([`threads::handoff`]), against the
+//!     locked peer and mimalloc, with the hand-over's own cost measured alone.
 //!
 //!   memdesc runs with `debug_checks: false` and the default per-CPU list limits. Every
 //!   allocator first runs its workload once untimed, so the host's first-touch page faults on
@@ -44,7 +52,8 @@
 //! This file is the command (its arguments, [`measure`] running the selected sections, [`run`]).
 //! Below it: [`table`] (the readable output) and [`report`] (the `--json` object) over the
 //! sections [`memmap`], [`page_alloc`], [`trace`] (replay and estimate timed); [`plan`] (sizes
-//! and repetitions) under those; [`crate::measure`] (medians, timers, the seed) at the bottom.
+//! and repetitions) and [`threads`] (the multi-thread harnesses, which `slab_bench` uses too)
+//! under those; [`crate::measure`] (medians, timers, the seed) at the bottom.
 //! The sections of other subsystems have their own modules (`slab_bench`, `compaction_bench`,
 //! `pgtable_bench`, `zs_bench`). No module here imports this one.
 //!
@@ -63,6 +72,7 @@ pub mod page_alloc;
 pub mod plan;
 pub mod report;
 pub mod table;
+pub mod threads;
 pub mod trace;
 
 use crate::measure::*;
@@ -71,6 +81,7 @@ pub use page_alloc::*;
 pub use plan::*;
 pub use report::*;
 pub use table::*;
+pub use threads::*;
 pub use trace::*;
 
 /// Arguments of `memdesc bench`.
@@ -88,6 +99,11 @@ pub struct BenchArgs {
     /// takes its ops (`--only memmap,slab` or `--only memmap slab`).
     #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., value_name = "SECTION")]
     pub only: Vec<Section>,
+    /// The scaling runs of page_alloc and slab measure 1, 2, …, N threads at once (each thread
+    /// on its own CPU of the simulated machine), memdesc and its peers alike. More threads
+    /// than the host has CPUs measure the host's scheduler, not the allocators.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 /// A section of the benchmark.
@@ -130,6 +146,14 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
     if want(Section::PageAlloc) {
         len += PAGE_ALLOC_STEPS;
     }
+    let slab = want(Section::Slab) && (plan.slab || sections.contains(&Section::Slab));
+    if slab {
+        len += 1;
+    }
+    let real_data = |s| want(s) && (plan.real_data || sections.contains(&s));
+    if real_data(Section::Replay) {
+        len += 1;
+    }
     progress.set_length(len);
     let mut report = Report {
         meta: Meta {
@@ -152,20 +176,22 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
     if want(Section::PageAlloc) {
         report.page_alloc = Some(measure_page_alloc(plan, progress)?);
     }
-    if want(Section::Slab) && (plan.slab || sections.contains(&Section::Slab)) {
+    if slab {
         progress.set_message("slab");
-        report.slab = Some(crate::slab_bench::run(plan.quick)?);
+        progress.inc(1);
+        report.slab = Some(crate::slab_bench::run(plan.quick, plan.threads, progress)?);
     }
     if want(Section::Compaction) {
         progress.set_message("compaction");
         report.compaction = Some(crate::compaction_bench::run(plan.quick)?);
     }
     let runs = if plan.quick { 1 } else { 3 };
-    if want(Section::Replay) && (plan.real_data || sections.contains(&Section::Replay)) {
+    if real_data(Section::Replay) {
         progress.set_message("replay");
-        report.replay = Some(measure_replay(runs)?);
+        progress.inc(1);
+        report.replay = Some(measure_replay(runs, progress)?);
     }
-    if want(Section::Estimate) && (plan.real_data || sections.contains(&Section::Estimate)) {
+    if real_data(Section::Estimate) {
         progress.set_message("estimate");
         report.estimate = Some(measure_estimate(runs)?);
     }
@@ -184,7 +210,7 @@ pub fn measure(plan: &Plan, sections: &[Section], progress: &ProgressBar) -> Res
 
 /// `memdesc bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let plan = Plan::new(args.quick);
+    let plan = Plan { threads: usize::from(args.threads).max(1), ..Plan::new(args.quick) };
     let progress = if args.json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -219,7 +245,8 @@ mod tests {
                 MemmapMachine { gib: 4, layout: MemmapLayout::TwoLevel },
             ],
             memmap_reps: 1,
-            machine_pages: 16 << 10,
+            // Room for the mixed sequence on top of the 75 % fill of `mixed_full`.
+            machine_pages: 64 << 10,
             steady_pages: 4096,
             pairs: 2000,
             mixed_ops: 2000,
@@ -230,6 +257,9 @@ mod tests {
             zs_pages: 96,
             thread_reps: 1,
             reps: 1,
+            threads: 3,
+            cross_objects: 3000,
+            cross_batch: 64,
         }
     }
 
@@ -271,9 +301,49 @@ mod tests {
             assert!(get(&v, &format!("page_alloc.targets.{k}")).is_f64());
         }
         assert!(num(&v, "page_alloc.params.mixed_peak_live") <= 64.0);
+        // Issue 14: the keys its Must-show list names, and the new cases.
+        for k in [
+            "threads.one_thread_cpu_ns_per_pair",
+            "threads.two_threads_cpu_ns_per_pair",
+            "mixed_full_ns.memdesc",
+            "mixed_full_ns.memdesc_two_level",
+            "mixed_full_ns.buddy_system_allocator",
+            "mixed_full_speedup_vs_bsa",
+            "targets.mixed_full_speedup_vs_bsa",
+            "params.mixed_full_fill_blocks",
+        ] {
+            assert!(num(&v, &format!("page_alloc.{k}")) > 0.0, "page_alloc.{k}");
+        }
+        assert!(get(&v, "page_alloc.targets.mixed_full_met").is_boolean());
+        let fill = num(&v, "page_alloc.params.mixed_full_fill_pages");
+        let pages = plan.machine_pages as f64;
+        assert!(fill <= 0.75 * pages && fill > 0.75 * pages - 512.0, "fill {fill} of {pages}");
+        let rows = get(&v, "page_alloc.scaling").as_array().expect("scaling is a list of rows");
+        assert_eq!(rows.len(), plan.threads, "one row per thread count");
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row["threads"].as_u64(), Some(i as u64 + 1));
+            for k in ["pairs_per_s", "cpu_ns_per_pair"] {
+                for a in ["memdesc", "buddy_system_allocator"] {
+                    assert!(num(row, &format!("{k}.{a}")) > 0.0, "scaling[{i}].{k}.{a}");
+                }
+            }
+            assert!(num(row, "speedup_vs_bsa") > 0.0);
+        }
+        for k in ["ns_per_object", "cpu_ns_per_object"] {
+            for a in ["memdesc", "buddy_system_allocator", "mimalloc"] {
+                assert!(num(&v, &format!("page_alloc.cross_cpu.{k}.{a}")) > 0.0, "page_alloc.cross_cpu.{k}.{a}");
+            }
+        }
+        for k in ["speedup_vs_mimalloc", "speedup_vs_bsa", "queue_only_ns_per_object"] {
+            assert!(num(&v, &format!("page_alloc.cross_cpu.{k}")) > 0.0, "page_alloc.cross_cpu.{k}");
+        }
+        assert_eq!(get(&v, "page_alloc.params.cross_objects").as_u64(), Some(plan.cross_objects));
         assert_eq!(get(&v, "meta.quick"), &serde_json::Value::Bool(true));
         let table = render_table(&report);
         assert!(table.contains("flat 1 GiB") && table.contains("two-level 4 GiB") && table.contains("2 threads"));
+        for row in ["machine 75 % full", "scaling, order-0 pairs", "3 threads", "cross-CPU page"] {
+            assert!(table.contains(row), "{row} in\n{table}");
+        }
         for k in ["zsmalloc.overhead_ratio_before_compaction", "zsmalloc.overhead_ratio_after_compaction"] {
             assert!(num(&v, k) >= 1.0, "{k}");
         }
@@ -328,6 +398,34 @@ mod tests {
             assert!(live <= 16);
         }
         assert!((8_000..12_000).contains(&allocs), "about half the steps allocate: {allocs}");
+    }
+
+    #[test]
+    fn fill_orders_fill_three_quarters_with_orders_0_to_9() {
+        let pages = 1u64 << 20;
+        let orders = fill_orders(pages, MIXED_FULL_FILL_PCT);
+        assert_eq!(orders, fill_orders(pages, MIXED_FULL_FILL_PCT), "seeded");
+        let held: u64 = orders.iter().map(|&o| 1u64 << o).sum();
+        assert!(held <= pages * 3 / 4 && held > pages * 3 / 4 - 512, "{held} pages");
+        assert!(orders.iter().all(|&o| o <= MIXED_MAX_ORDER));
+        for o in 0..=MIXED_MAX_ORDER {
+            assert!(orders.contains(&o), "order {o} drawn");
+        }
+        assert!(fill_orders(0, 75).is_empty());
+    }
+
+    #[test]
+    fn threads_option_reaches_the_plan() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        assert_eq!(Cli::try_parse_from(["bench"]).unwrap().bench.threads, 2, "default");
+        assert_eq!(Cli::try_parse_from(["bench", "--threads", "4"]).unwrap().bench.threads, 4);
+        assert!(Cli::try_parse_from(["bench", "--threads", "0"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--threads", "65"]).is_err());
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The `page_alloc` section (issue 3): memdesc against `buddy_system_allocator` on the same
-//! frame range and operation sequence (order-0 pairs, mixed orders, two threads). The workload
-//! functions are shared with the criterion benches (`benches/page_alloc.rs`).
+//! The `page_alloc` section (issue 3, issue 14): memdesc against `buddy_system_allocator` on
+//! the same frame range and operation sequence (order-0 pairs, mixed orders, mixed orders on a
+//! 75 % full machine, two threads, scaling to `--threads` threads, pages allocated on one CPU
+//! and freed on another). The workload functions are shared with the criterion benches
+//! (`benches/page_alloc.rs`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use buddy_system_allocator::FrameAllocator;
+use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
 use indicatif::ProgressBar;
 use memdesc::cpu::Cpu;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pages, Pfn, RegionSpec};
@@ -17,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use super::plan::*;
+use super::threads::{handoff, medians, on_threads, ratio, Handoff, QueueOnly, ThreadsRun, Work};
 use crate::measure::*;
 
 /// Highest order the *mixed* workload asks for.
@@ -26,6 +29,10 @@ pub const MIXED_MAX_ORDER: u32 = 9;
 pub const BSA_ORDER: usize = 11;
 /// The peer allocator, configured with the same largest order as memdesc.
 pub type Bsa = FrameAllocator<BSA_ORDER>;
+/// The peer of the multi-thread cases: the same allocator behind its crate's own spin lock
+/// (`buddy_system_allocator`'s `LockedFrameAllocator`, a `spin::Mutex`), as a kernel would
+/// share one buddy allocator between CPUs.
+pub type LockedBsa = LockedFrameAllocator<BSA_ORDER>;
 
 /// Targets from issue 3, printed next to the measured ratios.
 pub const TARGET_ORDER0_SPEEDUP: f64 = 8.0;
@@ -33,6 +40,10 @@ pub const TARGET_ORDER0_SPEEDUP: f64 = 8.0;
 pub const TARGET_MIXED_SPEEDUP: f64 = 3.0;
 /// Two threads' aggregate order-0 throughput over one thread's.
 pub const TARGET_THREADS2_SPEEDUP: f64 = 1.7;
+/// Mixed orders on a 75 % full machine: memdesc no slower than the peer (issue 14).
+pub const TARGET_MIXED_FULL_SPEEDUP: f64 = 1.0;
+/// How full [`fill_orders`] makes the machine before the `mixed_full` sequence, in percent.
+pub const MIXED_FULL_FILL_PCT: u64 = 75;
 
 /// Per-allocator nanoseconds.
 #[derive(Serialize, Debug, Clone, Copy, Default)]
@@ -68,12 +79,16 @@ pub struct Targets {
     pub mixed_speedup_vs_bsa: f64,
     /// Two threads at least this many times one thread.
     pub threads2_speedup: f64,
+    /// Mixed orders on a 75 % full machine: memdesc at least this many times faster.
+    pub mixed_full_speedup_vs_bsa: f64,
     /// Met in this run.
     pub order0_met: bool,
     /// Met in this run.
     pub mixed_met: bool,
     /// Met in this run.
     pub threads2_met: bool,
+    /// Met in this run.
+    pub mixed_full_met: bool,
 }
 
 /// Workload parameters, so a reader knows what was measured.
@@ -97,10 +112,78 @@ pub struct Params {
     pub thread_reps: usize,
     /// Timed rounds of the other measurements (medians reported).
     pub reps: usize,
+    /// Most threads of the scaling runs (`--threads`).
+    pub threads: usize,
+    /// Pages held before the `mixed_full` sequence (random orders 0–9, about
+    /// `mixed_full_fill_pct` % of `machine_pages`).
+    pub mixed_full_fill_pages: u64,
+    /// Blocks holding them.
+    pub mixed_full_fill_blocks: usize,
+    /// The fill level aimed at, in percent of `machine_pages`.
+    pub mixed_full_fill_pct: u64,
+    /// Pages handed from CPU 0 to CPU 1 per timed cross-CPU run.
+    pub cross_objects: u64,
+    /// Pages per batch handed over.
+    pub cross_batch: usize,
+}
+
+/// One figure per allocator of the multi-thread page cases.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct PagePeers {
+    /// memdesc, flat memmap, each thread on its own claimed CPU.
+    pub memdesc: f64,
+    /// `buddy_system_allocator` behind its spin lock ([`LockedBsa`]).
+    pub buddy_system_allocator: f64,
+}
+
+/// One row of `page_alloc.scaling`: the order-0 pair loop on `threads` threads at once, each
+/// thread on its own CPU, on the order-0 steady-state machine.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct PageScalingRow {
+    /// Threads running at once.
+    pub threads: usize,
+    /// Aggregate order-0 alloc+free pairs per second of all threads (median).
+    pub pairs_per_s: PagePeers,
+    /// CPU time per pair, all threads together (median): flat as threads are added when the
+    /// threads do not slow each other down.
+    pub cpu_ns_per_pair: PagePeers,
+    /// memdesc's aggregate throughput over the peer's.
+    pub speedup_vs_bsa: f64,
+}
+
+/// The allocators of `page_alloc.cross_cpu`.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct PageCrossPeers {
+    /// memdesc order-0 pages, allocated on CPU 0 and freed on CPU 1.
+    pub memdesc: f64,
+    /// `buddy_system_allocator` behind its spin lock.
+    pub buddy_system_allocator: f64,
+    /// mimalloc, 4 KiB blocks aligned to 4 KiB (a general-purpose allocator as a reference).
+    pub mimalloc: f64,
+}
+
+/// `page_alloc.cross_cpu`: order-0 pages allocated by a producer thread on CPU 0 and freed by
+/// a consumer thread on CPU 1 (network-receive style), handed over in batches.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct PageCross {
+    /// Wall-clock nanoseconds per page, allocation to free (median).
+    pub ns_per_object: PageCrossPeers,
+    /// CPU time of both threads per page (median).
+    pub cpu_ns_per_object: PageCrossPeers,
+    /// mimalloc's ns per page over memdesc's.
+    pub speedup_vs_mimalloc: f64,
+    /// buddy_system_allocator's ns per page over memdesc's.
+    pub speedup_vs_bsa: f64,
+    /// The same hand-over of objects that cost nothing to allocate or free
+    /// ([`QueueOnly`](super::threads::QueueOnly)): the part of every figure above that is the
+    /// queue's, wall-clock ns per object (median).
+    pub queue_only_ns_per_object: f64,
+    /// CPU ns per object of that hand-over (median).
+    pub queue_only_cpu_ns_per_object: f64,
 }
 
 /// The page_alloc section.
-#[derive(Serialize, Debug, Clone, Copy, Default)]
+#[derive(Serialize, Debug, Clone, Default)]
 pub struct PageAllocResult {
     /// Nanoseconds per order-0 alloc+free pair (median).
     pub order0_pair_ns: PerAllocator,
@@ -114,6 +197,15 @@ pub struct PageAllocResult {
     pub threads2_speedup: f64,
     /// The throughputs behind `threads2_speedup`.
     pub threads: Threads,
+    /// Nanoseconds per operation of the mixed sequence run after the machine was filled to
+    /// 75 % with blocks of random orders 0–9 (median).
+    pub mixed_full_ns: PerAllocator,
+    /// buddy_system_allocator's `mixed_full_ns` over memdesc's (flat).
+    pub mixed_full_speedup_vs_bsa: f64,
+    /// Aggregate order-0 throughput at 1, 2, …, `--threads` threads, memdesc and the peer.
+    pub scaling: Vec<PageScalingRow>,
+    /// Order-0 pages allocated on CPU 0 and freed on CPU 1.
+    pub cross_cpu: PageCross,
     /// The issue's targets.
     pub targets: Targets,
     /// What was run.
@@ -142,8 +234,21 @@ pub fn bench_range(pages: u64) -> (usize, usize) {
 
 /// Boots a machine for the allocator benchmarks: `debug_checks` off, two CPUs.
 pub fn boot_bench_machine(pages: u64, layout: MemmapLayout) -> Result<SimMachine> {
-    let config = Config { debug_checks: false, nr_cpus: 2, ..Config::default() };
+    boot_bench_machine_cpus(pages, layout, 2)
+}
+
+/// [`boot_bench_machine`] with `cpus` CPUs.
+pub fn boot_bench_machine_cpus(pages: u64, layout: MemmapLayout, cpus: usize) -> Result<SimMachine> {
+    let config = Config { debug_checks: false, nr_cpus: cpus, ..Config::default() };
     memdesc_host::boot(&bench_layout(pages, layout)?, config).context("booting the benchmark machine")
+}
+
+/// The locked peer over the frame range of [`bench_layout`].
+pub fn locked_bsa_new(pages: u64) -> Box<LockedBsa> {
+    let (start, end) = bench_range(pages);
+    let a = Box::new(LockedBsa::new());
+    a.lock().add_frame(start, end);
+    a
 }
 
 /// A peer allocator over the frame range of [`bench_layout`].
@@ -210,6 +315,147 @@ pub fn bsa_pairs(a: &mut Bsa, n: u64) -> Result<()> {
         a.dealloc(black_box(f), 1);
     }
     Ok(())
+}
+
+/// `n` order-0 alloc+free pairs on the locked peer, taking its lock for each call as a kernel
+/// sharing it between CPUs would.
+#[inline(never)]
+pub fn locked_bsa_pairs(a: &LockedBsa, n: u64) -> Result<()> {
+    for _ in 0..n {
+        let f = a.lock().alloc(1).ok_or_else(|| anyhow!("buddy_system_allocator order-0 alloc failed"))?;
+        a.lock().dealloc(black_box(f), 1);
+    }
+    Ok(())
+}
+
+/// The order-0 pair loop on `threads` threads of `m` at once, thread `i` on CPU `i`.
+pub fn memdesc_pairs_on_threads(m: &SimMachine, threads: usize, pairs: u64) -> Result<ThreadsRun> {
+    on_threads(threads, pairs, |id| {
+        let cpu = m.cpus().claim(id).ok_or_else(|| anyhow!("CPU {id} busy or absent"))?;
+        Ok(Box::new(move || memdesc_pairs(m, &cpu, pairs)) as Work<'_>)
+    })
+}
+
+/// The order-0 pair loop on `threads` threads sharing the locked peer.
+pub fn bsa_pairs_on_threads(a: &LockedBsa, threads: usize, pairs: u64) -> Result<ThreadsRun> {
+    on_threads(threads, pairs, |_| Ok(Box::new(move || locked_bsa_pairs(a, pairs)) as Work<'_>))
+}
+
+/// memdesc order-0 pages for [`handoff`]: each thread claims the CPU it is given.
+pub struct MemdescPages<'m>(pub &'m SimMachine);
+
+impl Handoff for MemdescPages<'_> {
+    type Obj = Pages;
+    type Side<'s>
+        = Cpu<'s>
+    where
+        Self: 's;
+    fn side(&self, cpu: usize) -> Result<Cpu<'_>> {
+        self.0.cpus().claim(cpu).ok_or_else(|| anyhow!("CPU {cpu} busy or absent"))
+    }
+    fn alloc(&self, cpu: &mut Cpu<'_>) -> Result<Pages> {
+        self.0.alloc_pages(cpu, 0, Gfp::KERNEL).map_err(|e| anyhow!("memdesc cross-CPU alloc: {e}"))
+    }
+    fn free(&self, cpu: &mut Cpu<'_>, p: Pages) -> Result<()> {
+        self.0.free_pages(cpu, p).map_err(|e| anyhow!("memdesc cross-CPU free: {e}"))
+    }
+}
+
+/// The locked peer's order-0 frames for [`handoff`].
+pub struct BsaPages<'a>(pub &'a LockedBsa);
+
+impl Handoff for BsaPages<'_> {
+    type Obj = usize;
+    type Side<'s>
+        = ()
+    where
+        Self: 's;
+    fn side(&self, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn alloc(&self, _: &mut ()) -> Result<usize> {
+        self.0.lock().alloc(1).ok_or_else(|| anyhow!("buddy_system_allocator cross-CPU alloc failed"))
+    }
+    fn free(&self, _: &mut (), f: usize) -> Result<()> {
+        self.0.lock().dealloc(f, 1);
+        Ok(())
+    }
+}
+
+/// A block of a `GlobalAlloc` peer, handed between threads as its address.
+pub struct Block(pub usize);
+
+/// mimalloc's 4 KiB blocks aligned to 4 KiB, for [`handoff`].
+pub struct MimallocPages;
+
+const PAGE_LAYOUT: std::alloc::Layout = match std::alloc::Layout::from_size_align(4096, 4096) {
+    Ok(l) => l,
+    Err(_) => panic!("4 KiB is a valid layout"),
+};
+
+impl Handoff for MimallocPages {
+    type Obj = Block;
+    type Side<'s>
+        = ()
+    where
+        Self: 's;
+    fn side(&self, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn alloc(&self, _: &mut ()) -> Result<Block> {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: PAGE_LAYOUT has a non-zero size.
+        let p = unsafe { mimalloc::MiMalloc.alloc(PAGE_LAYOUT) };
+        anyhow::ensure!(!p.is_null(), "mimalloc: out of memory");
+        Ok(Block(p as usize))
+    }
+    fn free(&self, _: &mut (), b: Block) -> Result<()> {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: `b` came from `alloc` above with PAGE_LAYOUT, and the handoff moves each
+        // block to the consumer, which frees it once.
+        unsafe { mimalloc::MiMalloc.dealloc(b.0 as *mut u8, PAGE_LAYOUT) };
+        Ok(())
+    }
+}
+
+/// The random orders (0–9, from [`SEED`]) of the blocks that fill `pct` % of `pages` before
+/// the `mixed_full` sequence: blocks are drawn until the next one would pass the fill level.
+pub fn fill_orders(pages: u64, pct: u64) -> Vec<u32> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(SEED ^ 0x0066_756c_6c00);
+    let target = pages * pct / 100;
+    let (mut held, mut orders) = (0u64, Vec::new());
+    loop {
+        let o = rng.random_range(0..=MIXED_MAX_ORDER);
+        if held + (1 << o) > target {
+            return orders;
+        }
+        held += 1 << o;
+        orders.push(o);
+    }
+}
+
+/// Allocates a block of each of `orders` on memdesc (the `mixed_full` fill).
+pub fn memdesc_fill(m: &SimMachine, cpu: &Cpu<'_>, orders: &[u32]) -> Result<Vec<Pages>> {
+    orders
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            m.alloc_pages(cpu, o, Gfp::KERNEL).map_err(|e| anyhow!("memdesc fill block {i} (order {o}): {e}"))
+        })
+        .collect()
+}
+
+/// Allocates a block of each of `orders` on the peer (the `mixed_full` fill).
+pub fn bsa_fill(a: &mut Bsa, orders: &[u32]) -> Result<Vec<(usize, u32)>> {
+    orders
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            a.alloc(1 << o)
+                .map(|f| (f, o))
+                .ok_or_else(|| anyhow!("buddy_system_allocator fill block {i} (order {o}) failed"))
+        })
+        .collect()
 }
 
 /// One step of the mixed sequence.
@@ -302,7 +548,7 @@ pub struct Steady {
 
 /// Boots a machine with `layout` and brings it to the order-0 steady state.
 pub fn memdesc_steady_machine(plan: &Plan, layout: MemmapLayout) -> Result<Steady> {
-    let m = boot_bench_machine(plan.machine_pages, layout)?;
+    let m = boot_bench_machine_cpus(plan.machine_pages, layout, plan.threads.max(2))?;
     let held = {
         let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
         memdesc_steady(&m, &cpu, &steady_free_indices(plan.steady_pages), plan.steady_pages)?
@@ -389,57 +635,19 @@ pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
     Ok(PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] })
 }
 
-/// What one scaling run measured.
-pub(crate) struct ThreadsRun {
-    /// All pairs over the time from the first thread's start to the last thread's end.
-    pairs_per_s: f64,
-    /// Mean CPU time per pair of the threads (time spent waiting for a CPU not counted).
-    cpu_ns_per_pair: f64,
-}
-
-/// Runs the order-0 pair loop on `threads` CPUs of `m` at once.
-pub(crate) fn pairs_on_threads(m: &SimMachine, threads: usize, pairs: u64) -> Result<ThreadsRun> {
-    let barrier = std::sync::Barrier::new(threads);
-    let spans: Vec<Result<(Instant, Instant, Duration)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|id| {
-                let barrier = &barrier;
-                s.spawn(move || -> Result<(Instant, Instant, Duration)> {
-                    let cpu = m.cpus().claim(id);
-                    barrier.wait();
-                    let cpu = cpu.ok_or_else(|| anyhow!("CPU {id} busy"))?;
-                    let (start, cpu0) = (Instant::now(), thread_cpu_time());
-                    memdesc_pairs(m, &cpu, pairs)?;
-                    Ok((start, Instant::now(), thread_cpu_time().saturating_sub(cpu0)))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().map_err(|_| anyhow!("benchmark thread panicked"))?).collect()
-    });
-    let spans = spans.into_iter().collect::<Result<Vec<_>>>()?;
-    let start = spans.iter().map(|s| s.0).min().ok_or_else(|| anyhow!("no threads"))?;
-    let end = spans.iter().map(|s| s.1).max().ok_or_else(|| anyhow!("no threads"))?;
-    let cpu: Duration = spans.iter().map(|s| s.2).sum();
-    let total = (pairs * threads as u64) as f64;
-    Ok(ThreadsRun {
-        pairs_per_s: total / (end - start).as_secs_f64().max(1e-9),
-        cpu_ns_per_pair: cpu.as_secs_f64() * 1e9 / total,
-    })
-}
-
 /// Two-thread scaling of the order-0 pair loop on a steady-state machine: alternately one
 /// thread (CPU 0) and two threads (CPUs 0 and 1), after one warm-up of each.
 pub fn measure_threads(plan: &Plan, s: &Steady) -> Result<Threads> {
-    pairs_on_threads(&s.m, 1, plan.thread_pairs)?;
-    pairs_on_threads(&s.m, 2, plan.thread_pairs)?;
+    memdesc_pairs_on_threads(&s.m, 1, plan.thread_pairs)?;
+    memdesc_pairs_on_threads(&s.m, 2, plan.thread_pairs)?;
     let (mut one, mut two, mut one_cpu, mut two_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.thread_reps.max(1) {
-        let r1 = pairs_on_threads(&s.m, 1, plan.thread_pairs)?;
-        let r2 = pairs_on_threads(&s.m, 2, plan.thread_pairs)?;
-        one.push(r1.pairs_per_s);
-        two.push(r2.pairs_per_s);
-        one_cpu.push(r1.cpu_ns_per_pair);
-        two_cpu.push(r2.cpu_ns_per_pair);
+        let r1 = memdesc_pairs_on_threads(&s.m, 1, plan.thread_pairs)?;
+        let r2 = memdesc_pairs_on_threads(&s.m, 2, plan.thread_pairs)?;
+        one.push(r1.per_s);
+        two.push(r2.per_s);
+        one_cpu.push(r1.cpu_ns);
+        two_cpu.push(r2.cpu_ns);
     }
     Ok(Threads {
         one_thread_pairs_per_s: median(&mut one).round(),
@@ -447,6 +655,144 @@ pub fn measure_threads(plan: &Plan, s: &Steady) -> Result<Threads> {
         one_thread_cpu_ns_per_pair: r3(median(&mut one_cpu)),
         two_threads_cpu_ns_per_pair: r3(median(&mut two_cpu)),
     })
+}
+
+/// `page_alloc.scaling`: the order-0 pair loop at 1, 2, …, `plan.threads` threads on the
+/// steady-state machine `s` (thread `i` on CPU `i`) and on the locked peer brought to the same
+/// steady state; after one warm-up of each, `plan.thread_reps` rounds, each running every
+/// thread count on both allocators (who goes first alternating); medians.
+pub fn measure_scaling(plan: &Plan, s: &Steady, progress: &ProgressBar) -> Result<Vec<PageScalingRow>> {
+    let bsa = locked_bsa_new(plan.machine_pages);
+    let _bsa_held = bsa_steady(&mut bsa.lock(), &steady_free_indices(plan.steady_pages), plan.steady_pages)?;
+    let n = plan.threads.max(1);
+    let pairs = plan.thread_pairs;
+    // [threads - 1] -> (memdesc runs, peer runs)
+    let mut runs: Vec<(Vec<ThreadsRun>, Vec<ThreadsRun>)> = vec![(Vec::new(), Vec::new()); n];
+    for t in 1..=n {
+        memdesc_pairs_on_threads(&s.m, t, pairs)?;
+        bsa_pairs_on_threads(&bsa, t, pairs)?;
+    }
+    for rep in 0..plan.thread_reps.max(1) {
+        progress.set_message(format!("page_alloc: scaling, round {}/{}", rep + 1, plan.thread_reps.max(1)));
+        for t in 1..=n {
+            let (md, peer) = &mut runs[t - 1];
+            if rep % 2 == 0 {
+                md.push(memdesc_pairs_on_threads(&s.m, t, pairs)?);
+                peer.push(bsa_pairs_on_threads(&bsa, t, pairs)?);
+            } else {
+                peer.push(bsa_pairs_on_threads(&bsa, t, pairs)?);
+                md.push(memdesc_pairs_on_threads(&s.m, t, pairs)?);
+            }
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (md, peer))| {
+            let (md_s, md_cpu) = medians(&md);
+            let (peer_s, peer_cpu) = medians(&peer);
+            PageScalingRow {
+                threads: i + 1,
+                pairs_per_s: PagePeers { memdesc: md_s.round(), buddy_system_allocator: peer_s.round() },
+                cpu_ns_per_pair: PagePeers { memdesc: r3(md_cpu), buddy_system_allocator: r3(peer_cpu) },
+                speedup_vs_bsa: ratio(md_s, peer_s),
+            }
+        })
+        .collect())
+}
+
+/// `page_alloc.cross_cpu`: order-0 pages allocated on CPU 0 and freed on CPU 1 of the
+/// steady-state machine `s`, of the locked peer and of mimalloc, `plan.cross_objects` pages
+/// per run in batches of `plan.cross_batch`; one warm-up each, then `plan.thread_reps`
+/// rounds with the first allocator rotating; medians.
+pub fn measure_cross(plan: &Plan, s: &Steady) -> Result<PageCross> {
+    let bsa = locked_bsa_new(plan.machine_pages);
+    let _bsa_held = bsa_steady(&mut bsa.lock(), &steady_free_indices(plan.steady_pages), plan.steady_pages)?;
+    let (n, batch) = (plan.cross_objects, plan.cross_batch);
+    let md = MemdescPages(&s.m);
+    let peer = BsaPages(&bsa);
+    let run = |which: usize| match which {
+        0 => handoff(&md, n, batch),
+        1 => handoff(&peer, n, batch),
+        2 => handoff(&MimallocPages, n, batch),
+        _ => handoff(&QueueOnly, n, batch),
+    };
+    let mut runs: [Vec<ThreadsRun>; 4] = Default::default();
+    for w in 0..4 {
+        run(w)?;
+    }
+    for rep in 0..plan.thread_reps.max(1) {
+        for k in 0..4 {
+            let w = (rep + k) % 4;
+            runs[w].push(run(w)?);
+        }
+    }
+    let [m, b, mi, q] = runs.map(|r| {
+        let (per_s, cpu) = medians(&r);
+        (if per_s > 0.0 { 1e9 / per_s } else { 0.0 }, cpu)
+    });
+    Ok(PageCross {
+        ns_per_object: PageCrossPeers { memdesc: r3(m.0), buddy_system_allocator: r3(b.0), mimalloc: r3(mi.0) },
+        cpu_ns_per_object: PageCrossPeers { memdesc: r3(m.1), buddy_system_allocator: r3(b.1), mimalloc: r3(mi.1) },
+        speedup_vs_mimalloc: ratio(mi.0, m.0),
+        speedup_vs_bsa: ratio(b.0, m.0),
+        queue_only_ns_per_object: r3(q.0),
+        queue_only_cpu_ns_per_object: r3(q.1),
+    })
+}
+
+/// `page_alloc.mixed_full_ns`: the mixed sequence on a machine first filled to
+/// [`MIXED_FULL_FILL_PCT`] % with blocks of random orders 0–9 ([`fill_orders`], the same
+/// blocks for every allocator, held through every round); memdesc flat, memdesc two-level and
+/// the peer interleaved, each on a fresh machine; ns per operation. Returns the times and the
+/// fill (pages, blocks).
+pub(crate) fn measure_mixed_full(plan: &Plan, ops: &[Op]) -> Result<(PerAllocator, u64, usize)> {
+    let orders = fill_orders(plan.machine_pages, MIXED_FULL_FILL_PCT);
+    let fill_pages: u64 = orders.iter().map(|&o| 1u64 << o).sum();
+    let flat = boot_bench_machine(plan.machine_pages, MemmapLayout::Flat)?;
+    let two = boot_bench_machine(plan.machine_pages, MemmapLayout::TwoLevel)?;
+    let mut bsa = bsa_new(plan.machine_pages);
+    let cpu_flat = flat.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+    let cpu_two = two.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+    let mut fill_flat = memdesc_fill(&flat, &cpu_flat, &orders)?;
+    let mut fill_two = memdesc_fill(&two, &cpu_two, &orders)?;
+    let fill_bsa = bsa_fill(&mut bsa, &orders)?;
+    let (mut live_flat, mut live_two, mut live_bsa) = (
+        Vec::with_capacity(plan.mixed_max_live),
+        Vec::with_capacity(plan.mixed_max_live),
+        Vec::with_capacity(plan.mixed_max_live),
+    );
+    let ns = interleaved(
+        plan.reps,
+        ops.len() as u64,
+        &mut [
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_mixed(&flat, &cpu_flat, ops, &mut live_flat)?;
+                let d = t.elapsed();
+                memdesc_free_all(&flat, &cpu_flat, &mut live_flat)?;
+                Ok(d)
+            }),
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_mixed(&two, &cpu_two, ops, &mut live_two)?;
+                let d = t.elapsed();
+                memdesc_free_all(&two, &cpu_two, &mut live_two)?;
+                Ok(d)
+            }),
+            Box::new(|| {
+                let t = Instant::now();
+                bsa_mixed(&mut bsa, ops, &mut live_bsa)?;
+                let d = t.elapsed();
+                bsa_free_all(&mut bsa, &mut live_bsa);
+                Ok(d)
+            }),
+        ],
+    )?;
+    memdesc_free_all(&flat, &cpu_flat, &mut fill_flat)?;
+    memdesc_free_all(&two, &cpu_two, &mut fill_two)?;
+    let r = PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] };
+    Ok((r, fill_pages, fill_bsa.len()))
 }
 
 /// Runs the page_alloc section.
@@ -460,12 +806,18 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
     let (pairs, flat) = measure_pairs(plan)?;
     step("two threads");
     let threads = measure_threads(plan, &flat)?;
+    step("scaling");
+    let scaling = measure_scaling(plan, &flat, progress)?;
+    step("cross-CPU pages");
+    let cross_cpu = measure_cross(plan, &flat)?;
     drop(flat);
     step("mixed orders");
     let mixed = measure_mixed(plan, &ops)?;
-    let ratio = |a: f64, b: f64| if b > 0.0 { r3(a / b) } else { 0.0 };
+    step("mixed orders, 75 % full");
+    let (mixed_full, fill_pages, fill_blocks) = measure_mixed_full(plan, &ops)?;
     let order0 = ratio(pairs.buddy_system_allocator, pairs.memdesc);
     let mixed_speedup = ratio(mixed.buddy_system_allocator, mixed.memdesc);
+    let mixed_full_speedup = ratio(mixed_full.buddy_system_allocator, mixed_full.memdesc);
     let t2 = ratio(threads.two_threads_pairs_per_s, threads.one_thread_pairs_per_s);
     let round = |p: PerAllocator| PerAllocator {
         memdesc: r3(p.memdesc),
@@ -479,13 +831,19 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
         mixed_speedup_vs_bsa: mixed_speedup,
         threads2_speedup: t2,
         threads,
+        mixed_full_ns: round(mixed_full),
+        mixed_full_speedup_vs_bsa: mixed_full_speedup,
+        scaling,
+        cross_cpu,
         targets: Targets {
             order0_speedup_vs_bsa: TARGET_ORDER0_SPEEDUP,
             mixed_speedup_vs_bsa: TARGET_MIXED_SPEEDUP,
             threads2_speedup: TARGET_THREADS2_SPEEDUP,
+            mixed_full_speedup_vs_bsa: TARGET_MIXED_FULL_SPEEDUP,
             order0_met: order0 >= TARGET_ORDER0_SPEEDUP,
             mixed_met: mixed_speedup >= TARGET_MIXED_SPEEDUP,
             threads2_met: t2 >= TARGET_THREADS2_SPEEDUP,
+            mixed_full_met: mixed_full_speedup >= TARGET_MIXED_FULL_SPEEDUP,
         },
         params: Params {
             machine_pages: plan.machine_pages,
@@ -497,9 +855,15 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
             thread_pairs: plan.thread_pairs,
             thread_reps: plan.thread_reps,
             reps: plan.reps,
+            threads: plan.threads.max(1),
+            mixed_full_fill_pages: fill_pages,
+            mixed_full_fill_blocks: fill_blocks,
+            mixed_full_fill_pct: MIXED_FULL_FILL_PCT,
+            cross_objects: plan.cross_objects,
+            cross_batch: plan.cross_batch,
         },
     })
 }
 
 /// Page_alloc progress steps.
-pub(crate) const PAGE_ALLOC_STEPS: u64 = 3;
+pub(crate) const PAGE_ALLOC_STEPS: u64 = 6;

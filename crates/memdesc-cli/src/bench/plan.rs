@@ -62,6 +62,12 @@ pub struct Plan {
     pub real_data: bool,
     /// Pages of real files the zsmalloc section compresses and stores.
     pub zs_pages: usize,
+    /// Most threads of the scaling runs (`--threads`): 1, 2, …, `threads` are measured.
+    pub threads: usize,
+    /// Objects (pages, kmalloc objects) handed from CPU 0 to CPU 1 per timed cross-CPU run.
+    pub cross_objects: u64,
+    /// Objects per batch handed over in the cross-CPU runs.
+    pub cross_batch: usize,
 }
 
 impl Plan {
@@ -88,6 +94,9 @@ impl Plan {
             slab: true,
             real_data: true,
             zs_pages: if quick { 4096 } else { 32768 },
+            threads: 2,
+            cross_objects: 1_000_000,
+            cross_batch: super::threads::HANDOFF_BATCH,
         }
     }
 }

@@ -98,6 +98,13 @@ pub fn render_table(report: &Report) -> String {
                 t.order0_met,
             ),
             ("mixed orders 0-9, per op", &p.mixed_ns, p.mixed_speedup_vs_bsa, t.mixed_speedup_vs_bsa, t.mixed_met),
+            (
+                "mixed, machine 75 % full",
+                &p.mixed_full_ns,
+                p.mixed_full_speedup_vs_bsa,
+                t.mixed_full_speedup_vs_bsa,
+                t.mixed_full_met,
+            ),
         ];
         for (name, ns, speedup, target, met) in rows {
             let _ = writeln!(
@@ -129,8 +136,55 @@ pub fn render_table(report: &Report) -> String {
         let q = &p.params;
         let _ = writeln!(
             out,
-            "  ({} pairs after {} order-0 pages, half freed; {} mixed ops, peak {} live; median of {} rounds)",
-            q.pairs, q.steady_pages, q.mixed_ops, q.mixed_peak_live, q.reps
+            "  ({} pairs after {} order-0 pages, half freed; {} mixed ops, peak {} live; median of {} rounds;\n   \
+             75 % full: {} pages held in {} blocks of random orders 0-9 before the mixed ops)",
+            q.pairs,
+            q.steady_pages,
+            q.mixed_ops,
+            q.mixed_peak_live,
+            q.reps,
+            q.mixed_full_fill_pages,
+            q.mixed_full_fill_blocks
+        );
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>14} {:>14} {:>14} {:>14} {:>9}",
+            "scaling, order-0 pairs", "memdesc M/s", "bsa+lock M/s", "memdesc cpu ns", "bsa cpu ns", "speedup"
+        );
+        for r in &p.scaling {
+            let _ = writeln!(
+                out,
+                "  {:<28} {:>14.2} {:>14.2} {:>14.1} {:>14.1} {:>8.2}x",
+                format!("{} thread{}", r.threads, if r.threads == 1 { "" } else { "s" }),
+                r.pairs_per_s.memdesc / 1e6,
+                r.pairs_per_s.buddy_system_allocator / 1e6,
+                r.cpu_ns_per_pair.memdesc,
+                r.cpu_ns_per_pair.buddy_system_allocator,
+                r.speedup_vs_bsa
+            );
+        }
+        let c = &p.cross_cpu;
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>9.1} {:>11} {:>13.1} {:>8.2}x  mimalloc {:.1} ns ({:.2}x); CPU ns {:.1} / {:.1} / {:.1}",
+            "cross-CPU page, ns each",
+            c.ns_per_object.memdesc,
+            "",
+            c.ns_per_object.buddy_system_allocator,
+            c.speedup_vs_bsa,
+            c.ns_per_object.mimalloc,
+            c.speedup_vs_mimalloc,
+            c.cpu_ns_per_object.memdesc,
+            c.cpu_ns_per_object.buddy_system_allocator,
+            c.cpu_ns_per_object.mimalloc
+        );
+        let _ = writeln!(
+            out,
+            "  (scaling: all threads at once, each on its own CPU, aggregate pairs/s and CPU time per pair; bsa behind\n   \
+             its spin lock. cross-CPU: {} pages allocated on CPU 0, handed over in batches of {}, freed on CPU 1;\n   \
+             wall ns per page, CPU ns of both threads per page memdesc / bsa / mimalloc; the hand-over alone\n   \
+             costs {:.1} ns per object, {:.1} CPU ns)",
+            q.cross_objects, q.cross_batch, c.queue_only_ns_per_object, c.queue_only_cpu_ns_per_object
         );
     }
     if let Some(sb) = &report.slab {
@@ -143,6 +197,37 @@ pub fn render_table(report: &Report) -> String {
             out,
             "  speedup vs mimalloc {:.2}x (target >= 1), vs system {:.2}x (target >= 2); {} sizes, mean {:.0} B",
             sb.speedup_vs_mimalloc, sb.speedup_vs_system, sb.sizes, sb.mean_size
+        );
+        for r in &sb.scaling {
+            let (a, b) = (&r.pairs_per_s, &r.cpu_ns_per_pair);
+            let _ = writeln!(
+                out,
+                "  {:<20} M pairs/s {:>10.2} {:>10.2} {:>10.2}   CPU ns per pair {:.1} / {:.1} / {:.1}",
+                format!("{} thread{} at once", r.threads, if r.threads == 1 { "" } else { "s" }),
+                a.memdesc / 1e6,
+                a.mimalloc / 1e6,
+                a.system / 1e6,
+                b.memdesc,
+                b.mimalloc,
+                b.system
+            );
+        }
+        let c = &sb.cross_cpu;
+        let _ = writeln!(
+            out,
+            "  cross-CPU, ns per object {:>16.1} {:>10.1} {:>10.1}   CPU ns {:.1} / {:.1} / {:.1}",
+            c.ns_per_object.memdesc,
+            c.ns_per_object.mimalloc,
+            c.ns_per_object.system,
+            c.cpu_ns_per_object.memdesc,
+            c.cpu_ns_per_object.mimalloc,
+            c.cpu_ns_per_object.system
+        );
+        let _ = writeln!(
+            out,
+            "  (cross-CPU: {} objects allocated on CPU 0, handed over in batches of {}, freed on CPU 1: {:.2}x vs mimalloc,\n   \
+             {:.2}x vs system; the hand-over alone costs {:.1} ns per object, {:.1} CPU ns)",
+            c.objects, c.batch, c.speedup_vs_mimalloc, c.speedup_vs_system, c.queue_only_ns_per_object, c.queue_only_cpu_ns_per_object
         );
         let w = &sb.waste;
         let _ = writeln!(
@@ -192,6 +277,14 @@ pub fn render_table(report: &Report) -> String {
             out,
             "  CPU {:.2} s, of it host kernel {:.2} s (faulting in simulated memory); boot {:.2} s and start state {:.2} s not included; {} allocation failures",
             r.cpu_seconds, r.host_sys_seconds, r.boot_seconds, r.start_state_seconds, r.alloc_failures
+        );
+        let _ = writeln!(
+            out,
+            "  two-level memmap, default allocation policy: at most {} split 2 MiB areas; {} when live memory peaked ({} of {} pages not free)",
+            r.split_areas_peak.default,
+            r.split_areas_at_live_peak.default,
+            r.two_level_live_pages_peak,
+            r.two_level_machine_pages
         );
     }
     if let Some(e) = &report.estimate {

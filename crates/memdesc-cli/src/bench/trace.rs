@@ -1,8 +1,12 @@
 //! The `replay` and `estimate` sections (issue 6): `memdesc replay` of a real trace and
-//! `memdesc estimate` of a real snapshot, timed.
+//! `memdesc estimate` of a real snapshot, timed; and (issue 14) the 2 MiB areas a two-level
+//! replay of the same trace splits, so the memory effect of the allocation policy is measured.
 
 use anyhow::{Context, Result};
+use indicatif::ProgressBar;
 use serde::Serialize;
+
+use crate::replay::metadata::Sample;
 
 /// Target of `replay.events_per_sec` (issue 6).
 pub const TARGET_REPLAY_EVENTS_PER_SEC: f64 = 2e6;
@@ -42,6 +46,36 @@ pub struct ReplayBench {
     pub target_events_per_sec: f64,
     /// Runs measured.
     pub runs: usize,
+    /// The replay on a two-level memmap: most 2 MiB areas split (holding a word table) at
+    /// once, per allocation policy of the simulated machine.
+    pub split_areas_peak: SplitAreas,
+    /// The replay on a two-level memmap: areas split when live memory peaked (the sample with
+    /// the fewest free pages), per allocation policy.
+    pub split_areas_at_live_peak: SplitAreas,
+    /// The two-level replay: the most pages not free (machine pages − fewest free pages).
+    pub two_level_live_pages_peak: u64,
+    /// The two-level replay: pages of the simulated machine.
+    pub two_level_machine_pages: u64,
+    /// The two-level replay: allocation failures (0 expected).
+    pub two_level_alloc_failures: u64,
+}
+
+/// A count of split 2 MiB areas per allocation policy of the simulated machine. Only today's
+/// policy is measured; the CPU-local areas of issue 14 will add their own field, measured on
+/// the same trace in the same run.
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitAreas {
+    /// The page allocator as configured by default.
+    pub default: u64,
+}
+
+/// From the samples of a two-level replay: (most split areas, split areas at the sample with
+/// the fewest free pages, that fewest free pages).
+pub fn split_areas_of(samples: &[Sample]) -> (u64, u64, u64) {
+    let peak = samples.iter().map(|s| s.split_areas).max().unwrap_or(0);
+    // `min_by_key` returns the first of equal minima: the moment the peak was first reached.
+    let live = samples.iter().min_by_key(|s| s.free_pages);
+    (peak, live.map_or(0, |s| s.split_areas), live.map_or(0, |s| s.free_pages))
 }
 
 /// `memdesc estimate` of a snapshot, timed.
@@ -59,7 +93,7 @@ pub struct EstimateBench {
     pub runs: usize,
 }
 
-pub(crate) fn measure_replay(runs: usize) -> Result<ReplayBench> {
+pub(crate) fn measure_replay(runs: usize, progress: &ProgressBar) -> Result<ReplayBench> {
     let dir = crate::data_dirs::shared_data("traces/pagecache")
         .or_else(crate::replay::driver::sample_dir)
         .context("neither ../shared/data/traces/pagecache nor the bundled sample was found")?;
@@ -77,6 +111,9 @@ pub(crate) fn measure_replay(runs: usize) -> Result<ReplayBench> {
         }
     }
     let r = best.context("no replay run")?;
+    progress.set_message("replay: two-level memmap, split areas");
+    let two = crate::replay::driver::replay(&dir, crate::replay::driver::MemmapArg::TwoLevel, false)?;
+    let (split_peak, split_at_live, min_free) = split_areas_of(&two.samples);
     Ok(ReplayBench {
         trace: dir.display().to_string(),
         events,
@@ -91,6 +128,11 @@ pub(crate) fn measure_replay(runs: usize) -> Result<ReplayBench> {
         alloc_failures: r.alloc_failures,
         target_events_per_sec: TARGET_REPLAY_EVENTS_PER_SEC,
         runs: runs.max(1),
+        split_areas_peak: SplitAreas { default: split_peak },
+        split_areas_at_live_peak: SplitAreas { default: split_at_live },
+        two_level_live_pages_peak: two.machine_pages.saturating_sub(min_free),
+        two_level_machine_pages: two.machine_pages,
+        two_level_alloc_failures: two.alloc_failures,
     })
 }
 
@@ -113,4 +155,46 @@ pub(crate) fn measure_estimate(runs: usize) -> Result<EstimateBench> {
         target_seconds: TARGET_ESTIMATE_SECONDS,
         runs: runs.max(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::driver::{replay, sample_dir, MemmapArg};
+
+    fn sample(events: u64, split_areas: u64, free_pages: u64) -> Sample {
+        Sample {
+            events,
+            linux: 0,
+            memdesc: 0,
+            words: 0,
+            split_areas,
+            traced_split_areas: 0,
+            traced_two_level: 0,
+            free_pages,
+        }
+    }
+
+    #[test]
+    fn split_areas_at_the_peak_and_at_the_live_peak() {
+        let s = [sample(0, 3, 900), sample(1, 9, 500), sample(2, 7, 400), sample(3, 5, 400), sample(4, 2, 950)];
+        // Most split at once: 9; live memory peaked (fewest free pages) first at the third
+        // sample, with 7 split.
+        assert_eq!(split_areas_of(&s), (9, 7, 400));
+        assert_eq!(split_areas_of(&[]), (0, 0, 0));
+    }
+
+    #[test]
+    fn two_level_replay_of_the_sample_splits_areas() {
+        let dir = sample_dir().expect("the bundled sample trace");
+        let r = replay(&dir, MemmapArg::TwoLevel, false).unwrap();
+        let (peak, at_live, min_free) = split_areas_of(&r.samples);
+        assert!(peak > 0, "a two-level replay splits areas");
+        assert!(at_live <= peak);
+        assert!(min_free < r.machine_pages);
+        assert!(r.samples.iter().all(|s| s.free_pages < r.machine_pages));
+        // The flat memmap splits nothing.
+        let flat = replay(&dir, MemmapArg::Flat, false).unwrap();
+        assert_eq!(split_areas_of(&flat.samples).0, 0);
+    }
 }

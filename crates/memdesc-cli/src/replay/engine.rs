@@ -863,6 +863,7 @@ impl<'m> Replayer<'m> {
             split_areas: m.memmap().split_areas(),
             traced_split_areas: self.traced_split,
             traced_two_level: area_words + self.traced_split * (AREA * 8) as u64 + desc,
+            free_pages: m.nr_free_pages(),
         });
     }
 

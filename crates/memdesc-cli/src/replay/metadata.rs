@@ -24,6 +24,9 @@ pub struct Sample {
     /// the traced pfn space, a 512-word table per traced split area, and the same descriptor
     /// slabs as `memdesc`.
     pub traced_two_level: u64,
+    /// Free pages of the simulated machine (buddy and per-CPU lists): the sample with the
+    /// fewest is the peak of live memory.
+    pub free_pages: u64,
 }
 
 /// One descriptor cache of the simulated machine at the end of the replay: its real geometry
