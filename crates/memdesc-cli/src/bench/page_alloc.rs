@@ -592,14 +592,16 @@ pub(crate) fn measure_pairs(plan: &Plan) -> Result<(PerAllocator, Steady)> {
     Ok((r, flat))
 }
 
-/// The mixed sequence: memdesc flat, memdesc two-level and the peer, interleaved, each on a
-/// fresh machine; ns per operation. Blocks left live at the end of a run are freed untimed.
-pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
-    let flat = boot_bench_machine(plan.machine_pages, MemmapLayout::Flat)?;
-    let two = boot_bench_machine(plan.machine_pages, MemmapLayout::TwoLevel)?;
-    let mut bsa = bsa_new(plan.machine_pages);
-    let cpu_flat = flat.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
-    let cpu_two = two.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+/// The timed mixed sequence shared by [`measure_mixed`] and [`measure_mixed_full`]: memdesc
+/// flat, memdesc two-level and the peer, interleaved; ns per operation. Blocks a run leaves
+/// live are freed untimed; whatever the machines held before (a prefill) stays.
+fn time_mixed(
+    plan: &Plan,
+    ops: &[Op],
+    (flat, cpu_flat): (&SimMachine, &Cpu<'_>),
+    (two, cpu_two): (&SimMachine, &Cpu<'_>),
+    bsa: &mut Bsa,
+) -> Result<Vec<f64>> {
     let (mut live_flat, mut live_two, mut live_bsa) = (
         Vec::with_capacity(plan.mixed_max_live),
         Vec::with_capacity(plan.mixed_max_live),
@@ -611,27 +613,39 @@ pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
         &mut [
             Box::new(|| {
                 let t = Instant::now();
-                memdesc_mixed(&flat, &cpu_flat, ops, &mut live_flat)?;
+                memdesc_mixed(flat, cpu_flat, ops, &mut live_flat)?;
                 let d = t.elapsed();
-                memdesc_free_all(&flat, &cpu_flat, &mut live_flat)?;
+                memdesc_free_all(flat, cpu_flat, &mut live_flat)?;
                 Ok(d)
             }),
             Box::new(|| {
                 let t = Instant::now();
-                memdesc_mixed(&two, &cpu_two, ops, &mut live_two)?;
+                memdesc_mixed(two, cpu_two, ops, &mut live_two)?;
                 let d = t.elapsed();
-                memdesc_free_all(&two, &cpu_two, &mut live_two)?;
+                memdesc_free_all(two, cpu_two, &mut live_two)?;
                 Ok(d)
             }),
             Box::new(|| {
                 let t = Instant::now();
-                bsa_mixed(&mut bsa, ops, &mut live_bsa)?;
+                bsa_mixed(bsa, ops, &mut live_bsa)?;
                 let d = t.elapsed();
-                bsa_free_all(&mut bsa, &mut live_bsa);
+                bsa_free_all(bsa, &mut live_bsa);
                 Ok(d)
             }),
         ],
     )?;
+    Ok(ns)
+}
+
+/// The mixed sequence: memdesc flat, memdesc two-level and the peer, interleaved, each on a
+/// fresh machine; ns per operation. Blocks left live at the end of a run are freed untimed.
+pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
+    let flat = boot_bench_machine(plan.machine_pages, MemmapLayout::Flat)?;
+    let two = boot_bench_machine(plan.machine_pages, MemmapLayout::TwoLevel)?;
+    let mut bsa = bsa_new(plan.machine_pages);
+    let cpu_flat = flat.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+    let cpu_two = two.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+    let ns = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
     Ok(PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] })
 }
 
@@ -757,38 +771,7 @@ pub(crate) fn measure_mixed_full(plan: &Plan, ops: &[Op]) -> Result<(PerAllocato
     let mut fill_flat = memdesc_fill(&flat, &cpu_flat, &orders)?;
     let mut fill_two = memdesc_fill(&two, &cpu_two, &orders)?;
     let fill_bsa = bsa_fill(&mut bsa, &orders)?;
-    let (mut live_flat, mut live_two, mut live_bsa) = (
-        Vec::with_capacity(plan.mixed_max_live),
-        Vec::with_capacity(plan.mixed_max_live),
-        Vec::with_capacity(plan.mixed_max_live),
-    );
-    let ns = interleaved(
-        plan.reps,
-        ops.len() as u64,
-        &mut [
-            Box::new(|| {
-                let t = Instant::now();
-                memdesc_mixed(&flat, &cpu_flat, ops, &mut live_flat)?;
-                let d = t.elapsed();
-                memdesc_free_all(&flat, &cpu_flat, &mut live_flat)?;
-                Ok(d)
-            }),
-            Box::new(|| {
-                let t = Instant::now();
-                memdesc_mixed(&two, &cpu_two, ops, &mut live_two)?;
-                let d = t.elapsed();
-                memdesc_free_all(&two, &cpu_two, &mut live_two)?;
-                Ok(d)
-            }),
-            Box::new(|| {
-                let t = Instant::now();
-                bsa_mixed(&mut bsa, ops, &mut live_bsa)?;
-                let d = t.elapsed();
-                bsa_free_all(&mut bsa, &mut live_bsa);
-                Ok(d)
-            }),
-        ],
-    )?;
+    let ns = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
     memdesc_free_all(&flat, &cpu_flat, &mut fill_flat)?;
     memdesc_free_all(&two, &cpu_two, &mut fill_two)?;
     let r = PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] };
