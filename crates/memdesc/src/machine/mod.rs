@@ -56,6 +56,7 @@
 
 pub mod check;
 mod pages;
+mod raw;
 #[cfg(feature = "slab")]
 mod slab;
 #[cfg(all(test, not(loom), feature = "slab"))]
