@@ -26,6 +26,82 @@
 
 // ---- mm ----
 
+/// The raw parts of the address-space layer: the `Linked` promise of VMAs, their one rmap
+/// unlink, and the raw mappable-memory entry points.
+///
+/// Invariants of this section (cited as M1..M2):
+/// - M1. A VMA is linked only on its own rmap list (the anon_vma or `i_mmap` its immutable
+///   owner names): `RmapGuard::link` refuses any other, and the `&mut List<Vma>` of
+///   `RmapGuard::raw_parts` is used only by [`Vma::rmap_unlink`] here.
+/// - M2. A VMA is freed only by `MmRef::remove_vma`, after [`Vma::rmap_unlink`] took it off its
+///   list under the list's lock (it asserts the links unlinked before the free).
+#[cfg(feature = "pgtable")]
+mod mm {
+    use crate::list::{Linked, Links};
+    use crate::mm::mmap::Vma;
+    use crate::mm::rmap::RmapGuard;
+
+    // SAFETY: `links` returns the `rmap` field every time (Linked item 1); a VMA is freed only
+    // after it was unlinked under its list's lock (M2, Linked item 2).
+    unsafe impl Linked for Vma {
+        fn links(&self) -> &Links {
+            self.rmap_links()
+        }
+    }
+
+    impl Vma {
+        /// Takes the VMA off its rmap list, locked as `g`; returns the VMAs left, or `None`
+        /// (changing nothing) if `g` is not this VMA's rmap list or the VMA is not linked.
+        pub(crate) fn rmap_unlink(&self, g: &mut RmapGuard<'_>) -> Option<usize> {
+            let (list, vmas) = g.raw_parts();
+            if !self.rmap().is_some_and(|r| core::ptr::eq(r, list)) {
+                return None;
+            }
+            // SAFETY: if linked, the VMA is on its own rmap list (M1), which is `list`, whose
+            // lock `g` holds (list.rs invariant 3).
+            if !unsafe { vmas.remove(self) } {
+                return None;
+            }
+            Some(g.count())
+        }
+    }
+}
+
+#[cfg(feature = "pgtable")]
+impl<'m> crate::mappable::MappableRef<'m> {
+    /// Makes the handle of a reference again.
+    ///
+    /// # Safety
+    /// The caller holds one reference to `desc` (given up with
+    /// [`MappableRef::into_raw`](crate::mappable::MappableRef::into_raw), or taken by raw code)
+    /// and hands it to the new handle (invariant 1).
+    #[inline]
+    pub unsafe fn from_raw(desc: &'m crate::desc::MappableDesc) -> Self {
+        Self::new_owned(desc)
+    }
+}
+
+#[cfg(feature = "pgtable")]
+impl<P: crate::platform::Platform> super::PhysMem<P> {
+    /// Drops a reference; the last one frees the memory. Returns whether it was freed.
+    /// Checked: a descriptor with no reference left, one that is not this machine's live
+    /// descriptor of its block, and the last put of mapped memory are refused (invariant 2).
+    ///
+    /// # Safety
+    /// The caller holds one reference to `d` (a
+    /// [`MappableRef`](crate::mappable::MappableRef) given up with `into_raw`, or one a
+    /// page-table entry held) and gives it up: the checks cannot tell the holder of a
+    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
+    /// frees memory they still use (invariant 1).
+    pub unsafe fn mappable_put_raw(
+        &self,
+        cpu: &crate::cpu::Cpu<'_>,
+        d: &crate::desc::MappableDesc,
+    ) -> Result<bool, crate::mappable::MappableError> {
+        self.mappable_put_owned(cpu, d)
+    }
+}
+
 // ---- pools ----
 
 // ---- health ----

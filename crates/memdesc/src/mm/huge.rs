@@ -88,19 +88,19 @@ impl<P: Platform> PhysMem<P> {
         // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
         let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().as_ptr() as *mut u32, pieces) };
         let r = {
-            let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else {
+            let Some(list) = self.lock_folio_rmap(cpu, f) else {
                 let fr = self.kfree(cpu, buf);
                 debug_assert!(fr.is_ok());
                 return Err(FolioError::Mapped(f.counts.mapcount()));
             };
             // Split PMD mappings first (no allocation: the tables are deposited).
-            self.walk_mappings_locked(list, f, &mut |_, _, _, level, table, idx, _| {
+            self.walk_mappings_locked(&list, f, &mut |_, _, _, level, table, idx, _| {
                 if level == 2 {
                     self.split_pmd_locked(table, idx);
                 }
             });
             let pfn0 = f.flags.pfn();
-            self.walk_mappings_locked(list, f, &mut |_, _, _, _, _, _, e| {
+            self.walk_mappings_locked(&list, f, &mut |_, _, _, _, _, _, e| {
                 counts[((e.pfn().0 - pfn0.0) >> new_order) as usize] += 1;
             });
             let anon = self.memmap().load(self.platform(), pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
@@ -139,7 +139,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
         let _g = self.mm.lock.lock();
         let v = self.mm.find_vma(va).ok_or(MapError::NoVma(va))?;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         match self.mem.lookup(self.mm, va) {
             Some((2, table, idx)) => {

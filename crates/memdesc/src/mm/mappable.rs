@@ -75,19 +75,16 @@ impl<'m> MappableRef<'m> {
         self.desc
     }
     /// Gives up the handle for the descriptor; the reference stays held, to be put with the
-    /// `unsafe` [`PhysMem::mappable_put_raw`] (or made a handle again with
+    /// raw [`PhysMem::mappable_put_raw`] (or made a handle again with
     /// [`MappableRef::from_raw`]).
     #[inline]
     pub fn into_raw(self) -> &'m MappableDesc {
         self.desc
     }
-    /// Makes the handle of a reference again.
-    ///
-    /// # Safety
-    /// The caller holds one reference to `desc` (given up with [`MappableRef::into_raw`], or
-    /// taken by raw code) and hands it to the new handle.
+    /// The handle of a reference the caller owns (the body of [`MappableRef::from_raw`], in
+    /// `machine/raw.rs`): the caller hands its one reference to `desc` to the handle.
     #[inline]
-    pub unsafe fn from_raw(desc: &'m MappableDesc) -> MappableRef<'m> {
+    pub(crate) fn new_owned(desc: &'m MappableDesc) -> MappableRef<'m> {
         MappableRef { desc }
     }
 }
@@ -151,8 +148,8 @@ impl<P: Platform> PhysMem<P> {
     /// Puts the reference `r` holds; the last one frees the memory. Returns whether it was
     /// freed. A refused put (see [`PhysMem::mappable_put_raw`]) keeps the reference, leaked.
     pub fn mappable_put(&self, cpu: &Cpu<'_>, r: MappableRef<'_>) -> Result<bool, MappableError> {
-        // SAFETY: a MappableRef holds one reference (its invariant), given up here.
-        unsafe { self.mappable_put_raw(cpu, r.desc) }
+        // A MappableRef holds one reference (its invariant), given up here.
+        self.mappable_put_owned(cpu, r.desc)
     }
 
     fn mappable_owns(&self, d: &MappableDesc) -> bool {
@@ -161,16 +158,12 @@ impl<P: Platform> PhysMem<P> {
             .is_some_and(|v| v.word.desc_addr() == Some(d as *const MappableDesc as usize))
     }
 
-    /// Drops a reference; the last one frees the memory. Returns whether it was freed.
-    /// Checked: a descriptor with no reference left, one that is not this machine's live
-    /// descriptor of its block, and the last put of mapped memory are refused.
-    ///
-    /// # Safety
-    /// The caller holds one reference to `d` (a [`MappableRef`] given up with `into_raw`, or
-    /// one a page-table entry held) and gives it up: the checks cannot tell the holder of a
-    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
-    /// frees memory they still use.
-    pub unsafe fn mappable_put_raw(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
+    /// Drops a reference **the caller owns** (a [`MappableRef`]'s, or one a page-table entry
+    /// held); the last one frees the memory. Returns whether it was freed. Checked: a
+    /// descriptor with no reference left, one that is not this machine's live descriptor of its
+    /// block, and the last put of mapped memory are refused. The body of the raw
+    /// [`PhysMem::mappable_put_raw`] (`machine/raw.rs`).
+    pub(crate) fn mappable_put_owned(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
         let mut cur = d.counts.refcount.load(Ordering::Acquire);
         loop {
             if cur == 0 {

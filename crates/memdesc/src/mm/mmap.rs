@@ -14,6 +14,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
+use crate::list::Links;
 use crate::page_alloc::AllocError;
 use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
@@ -57,8 +58,8 @@ pub struct Vma {
     /// The anon_vma (`Anon`) or the address space (`File`); 0 for `Pfn`.
     pub(super) owner: usize,
     pub(super) next: AtomicUsize,
-    pub(super) rmap_prev: AtomicUsize,
-    pub(super) rmap_next: AtomicUsize,
+    /// Links on the rmap list (`rmap()`): only ever that one list.
+    pub(super) rmap: Links,
 }
 
 impl Vma {
@@ -78,7 +79,11 @@ impl Vma {
     pub fn kind(&self) -> VmaKind {
         self.kind
     }
-    pub(super) fn rmap(&self) -> Option<&RmapList> {
+    /// The links of the rmap list (for `Linked`, in `machine/raw.rs`).
+    pub(crate) fn rmap_links(&self) -> &Links {
+        &self.rmap
+    }
+    pub(crate) fn rmap(&self) -> Option<&RmapList> {
         match self.kind {
             // SAFETY: an anon VMA's owner is a live anon_vma (freed after its last VMA).
             VmaKind::Anon => Some(unsafe { &*(self.owner as *const RmapList) }),
@@ -220,10 +225,11 @@ impl<'m, P: Platform> MmCaches<'m, P> {
         // empty RmapList) or a former anon_vma. Its lock is never reinitialised, because a
         // walker that raced with its free may still hold it.
         let r = unsafe { p.as_ref() };
-        let _l = r.lock.lock();
-        r.head.store(0, Ordering::Relaxed);
-        r.nr.store(0, Ordering::Relaxed);
-        drop(_l);
+        let g = r.lock();
+        // Freed with its last VMA: the list is empty; `nr` held the free pointer.
+        debug_assert!(g.vmas().is_empty());
+        g.count();
+        drop(g);
         Ok(r)
     }
 
@@ -277,7 +283,7 @@ impl<P: Platform> PhysMem<P> {
         let anon = CacheArgs {
             align: 16,
             typesafe_by_rcu: true,
-            freeptr_offset: Some(core::mem::offset_of!(RmapList, head)),
+            freeptr_offset: Some(RmapList::FREEPTR_OFFSET),
             ..CacheArgs::new("anon_vma", core::mem::size_of::<RmapList>())
         };
         let anon_vma = match self.slabs().new_cache(cpu, &anon) {
@@ -333,8 +339,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let new = self.mem.kobj_alloc(cpu, self.caches.vma, v)?;
         new.next.store(cur, Ordering::Relaxed);
         if let Some(r) = new.rmap() {
-            let _l = r.lock.lock();
-            r.link(new);
+            let linked = r.lock().link(new);
+            debug_assert!(linked, "a fresh VMA joins its own rmap list");
         }
         if prev == 0 {
             self.mm.vmas.store(new as *const Vma as usize, Ordering::Relaxed);
@@ -356,8 +362,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             kind: VmaKind::Anon,
             owner: av as *const RmapList as usize,
             next: AtomicUsize::new(0),
-            rmap_prev: AtomicUsize::new(0),
-            rmap_next: AtomicUsize::new(0),
+            rmap: Links::new(),
         };
         self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, self.caches.anon_vma, av))
     }
@@ -386,8 +391,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 kind: VmaKind::File,
                 owner: file as *const AddressSpace as usize,
                 next: AtomicUsize::new(0),
-                rmap_prev: AtomicUsize::new(0),
-                rmap_next: AtomicUsize::new(0),
+                rmap: Links::new(),
             },
         )
     }
@@ -405,8 +409,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 kind: VmaKind::Pfn,
                 owner: 0,
                 next: AtomicUsize::new(0),
-                rmap_prev: AtomicUsize::new(0),
-                rmap_next: AtomicUsize::new(0),
+                rmap: Links::new(),
             },
         )
     }
@@ -438,13 +441,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub(super) fn remove_vma(&self, cpu: &Cpu<'_>, v: &Vma) -> ZapStats {
         let mut st = ZapStats::default();
         let r = v.rmap();
-        let lg = r.map(|r| r.lock.lock());
+        let mut lg = r.map(|r| r.lock());
         {
             let _pt = self.mm.pt_lock.lock();
             self.mem.zap(cpu, self.mm, self.mm.pgd, 4, v.start, v.end, true, &mut st);
         }
-        let left = r.map(|r| r.unlink(v));
+        let left = lg.as_mut().and_then(|g| v.rmap_unlink(g));
         drop(lg);
+        debug_assert!(!v.rmap.is_linked(), "a VMA is freed off its rmap list");
         if v.kind == VmaKind::Anon && left == Some(0) {
             if let Some(r) = r {
                 self.mem.kobj_free(cpu, self.caches.anon_vma, r);
@@ -486,7 +490,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return None;
         }
         let limit = self.mem.config().mapcount_limit as u64;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let mut va = v.start;
         while va < v.end {
@@ -537,12 +541,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
                     kind: v.kind,
                     owner: v.owner,
                     next: AtomicUsize::new(0),
-                    rmap_prev: AtomicUsize::new(0),
-                    rmap_next: AtomicUsize::new(0),
+                    rmap: Links::new(),
                 },
             )?;
         }
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let _cpt = child.mm.pt_lock.lock();
         let limit = self.mem.config().mapcount_limit;

@@ -420,9 +420,9 @@ impl<P: Platform> PhysMem<P> {
             }
             Target::Mappable(d) => {
                 d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
-                // SAFETY: the entry being removed held one reference to `d` (taken when it
-                // was mapped), which is given up here.
-                let r = unsafe { self.mappable_put_raw(cpu, d) };
+                // The entry being removed held one reference to `d` (taken when it was
+                // mapped), which is given up here.
+                let r = self.mappable_put_owned(cpu, d);
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Other(c, _) => {
@@ -541,7 +541,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return Err(MapError::Misaligned(va));
         }
         let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _rl = v.rmap().map(|r| r.lock());
         // A temporary reference for the whole mapping, taken before the pfn is read: a folio
         // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
         // 0 while a word still names it), which we wait out; the pfn read below is then the
@@ -723,7 +723,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                     if let Err(e) = r {
                         // Roll back the pages mapped so far.
                         let v = self.mm.find_vma(va).expect("checked");
-                        let _rl = v.rmap().map(|r| r.lock.lock());
+                        let _rl = v.rmap().map(|r| r.lock());
                         let _pt = self.mm.pt_lock.lock();
                         let mut st = ZapStats::default();
                         self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
@@ -783,7 +783,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         self.mm.for_each_vma(|v| {
             let (s, e) = (v.start.max(start), v.end.min(end));
             if s < e {
-                let _rl = v.rmap().map(|r| r.lock.lock());
+                let _rl = v.rmap().map(|r| r.lock());
                 let _pt = self.mm.pt_lock.lock();
                 self.mem.zap(cpu, self.mm, self.mm.pgd, 4, s, e, true, &mut st);
             }

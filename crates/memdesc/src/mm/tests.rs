@@ -1,53 +1,21 @@
 //! Unit tests of the address-space layer (mappability, rmap, entry encoding).
 
-use core::ptr::NonNull;
-
 use super::pgtable::*;
-use crate::addr::{Pfn, PAGE_SIZE};
+use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, VmallocDesc};
 use crate::folio::FolioKind;
 use crate::gfp::Gfp;
-use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-use crate::platform::Platform;
+use crate::layout::MemmapLayout;
+use crate::machine::test_machine::{self, Buf};
 use crate::sync::Ordering;
 use crate::word::{Tag, Word};
-use crate::Config;
 use crate::PhysMem;
 use std::boxed::Box;
 
 /// 16 MiB of host memory as a one-region machine.
-struct Buf(NonNull<u8>);
-// SAFETY: the buffer is only reached through the memory manager.
-unsafe impl Send for Buf {}
-// SAFETY: as above.
-unsafe impl Sync for Buf {}
-const PAGES: u64 = 4096;
-// SAFETY: the buffer is PAGES pages, page-aligned, leaked, linear, and only reached through
-// the manager.
-unsafe impl Platform for Buf {
-    fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-        // SAFETY: in bounds of the buffer.
-        (pfn.0 < PAGES).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
-    }
-    fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-        let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-        (off < PAGES as usize * PAGE_SIZE).then_some(Pfn((off / PAGE_SIZE) as u64))
-    }
-    fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-        self.direct_map(pfn)
-    }
-    fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-}
-
 fn machine() -> &'static PhysMem<Buf> {
-    let layout = std::alloc::Layout::from_size_align(PAGES as usize * PAGE_SIZE, PAGE_SIZE).unwrap();
-    // SAFETY: a non-zero-sized layout.
-    let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-    let mut map = MemoryLayout::new();
-    map.add_region(RegionSpec { start: Pfn(0), end: Pfn(PAGES), node: 0, mapped: true, layout: MemmapLayout::Flat })
-        .unwrap();
-    Box::leak(Box::new(PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()))
+    Box::leak(Box::new(test_machine::machine(4096, MemmapLayout::Flat)))
 }
 
 /// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
