@@ -26,26 +26,101 @@
 
 // ---- mm ----
 
-/// The raw parts of the address-space layer: the `Linked` promise of VMAs, their one rmap
-/// unlink, and the raw mappable-memory entry points.
+/// The raw parts of the address-space layer (which itself has no `unsafe`): the `Linked`
+/// promise of VMAs and their one rmap unlink, the addresses VMAs keep, the descriptors it reads
+/// from page words and folio `mapping`s, and the raw mappable-memory entry points. Only the
+/// address-space layer (`mm/`) calls the crate-private functions of this section.
 ///
-/// Invariants of this section (cited as M1..M2):
+/// Invariants of this section (cited as M1..M5):
 /// - M1. A VMA is linked only on its own rmap list (the anon_vma or `i_mmap` its immutable
 ///   owner names): `RmapGuard::link` refuses any other, and the `&mut List<Vma>` of
-///   `RmapGuard::raw_parts` is used only by [`Vma::rmap_unlink`] here.
-/// - M2. A VMA is freed only by `MmRef::remove_vma`, after [`Vma::rmap_unlink`] took it off its
+///   `RmapGuard::raw_parts` is used only by `Vma::rmap_unlink` here.
+/// - M2. A VMA is freed only by `MmRef::remove_vma`, after `Vma::rmap_unlink` took it off its
 ///   list under the list's lock (it asserts the links unlinked before the free).
+/// - M3. An `Mm` is kept (`Mm::kept`) only by its own VMAs, and `MmRef::destroy` frees every
+///   VMA before the `Mm`.
+/// - M4. An rmap list is kept (`RmapList::kept`) only by the VMAs linked on it: an anon_vma is
+///   freed only with its last VMA, and a file's address space outlives its file VMAs
+///   (destroying a file with VMAs is refused).
+/// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
+///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
+///   page-table lock it holds, a page a live entry maps (the entry holds a reference), or a
+///   page it pins with `try_get` before trusting anything else it reads (descriptors are
+///   TYPESAFE_BY_RCU, `Descriptor` item 3).
 #[cfg(feature = "pgtable")]
 mod mm {
+    use crate::desc::{DescPtr, Descriptor, Folio};
+    use crate::desc_ref::{self, Kept};
     use crate::list::{Linked, Links};
-    use crate::mm::mmap::Vma;
-    use crate::mm::rmap::RmapGuard;
+    use crate::mm::mmap::{Mm, Vma};
+    use crate::mm::rmap::{RmapGuard, RmapList};
+    use crate::pagecache::AddressSpace;
+    use crate::platform::Platform;
+    use crate::rcu::RcuGuard;
+    use crate::tag::Tag;
+    use crate::PhysMem;
 
     // SAFETY: `links` returns the `rmap` field every time (Linked item 1); a VMA is freed only
     // after it was unlinked under its list's lock (M2, Linked item 2).
     unsafe impl Linked for Vma {
         fn links(&self) -> &Links {
             self.rmap_links()
+        }
+    }
+
+    impl Mm {
+        /// This mm, kept by one of its VMAs.
+        pub(crate) fn kept(&self) -> Kept<Mm> {
+            // SAFETY: only this mm's VMAs keep it, and they are freed before it (M3).
+            unsafe { Kept::new(self) }
+        }
+    }
+
+    impl RmapList {
+        /// This list, kept by a VMA linked on it.
+        pub(crate) fn kept(&self) -> Kept<RmapList> {
+            // SAFETY: only the VMAs linked on it keep it, and it outlives them (M4).
+            unsafe { Kept::new(self) }
+        }
+    }
+
+    impl<P: Platform> PhysMem<P> {
+        /// The descriptor a page word names, for the address-space layer's pages (M5).
+        pub(crate) fn mm_desc<T: Descriptor>(&self, d: DescPtr<T>) -> &T {
+            // SAFETY: the layer keeps the descriptor alive while it uses the reference, or
+            // pins it before trusting it (M5); the reference borrows the machine.
+            unsafe { desc_ref::pinned(self, d.addr()) }
+        }
+
+        /// Locks the rmap list a folio's `mapping` names (`tag` is the folio's: an anon
+        /// folio's mapping is an anon_vma, a file folio's its address space), re-reading
+        /// `mapping` under the lock until the two agree; `None` if the folio has no mapping or
+        /// its tag has no rmap. The caller holds a reference on `f` (so `tag` and `mapping`
+        /// belong to the same folio) and the read section `_rcu`.
+        pub(crate) fn lock_mapping_rmap(&self, _rcu: &RcuGuard<'_>, tag: Tag, f: &Folio) -> Option<RmapGuard<'_>> {
+            loop {
+                let mapping = f.mapping();
+                if mapping == 0 {
+                    return None;
+                }
+                let list: &RmapList = match tag {
+                    // SAFETY: an anon folio's mapping is an anon_vma of the TYPESAFE_BY_RCU
+                    // anon_vma cache, so under the read section it stays an RmapList whose lock
+                    // is never reinitialised; once the re-check below finds it still the folio's
+                    // mapping, a VMA mapping the folio is linked on it, so it lives while the
+                    // lock is held (M4).
+                    Tag::AnonFolio => unsafe { desc_ref::pinned(self, mapping) },
+                    // SAFETY: a file folio's mapping is its address space, which outlives its
+                    // cached folios and its VMAs (M4).
+                    Tag::FileFolio => &unsafe { desc_ref::pinned::<AddressSpace, _>(self, mapping) }.i_mmap,
+                    _ => return None,
+                };
+                let g = list.lock();
+                // `mapping` only changes under this lock (first map, last unmap).
+                if f.mapping() == mapping {
+                    return Some(g);
+                }
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
+use crate::desc_ref::Kept;
 use crate::list::Links;
 use crate::page_alloc::AllocError;
 use crate::pagecache::AddressSpace;
@@ -50,19 +51,57 @@ pub enum VmaKind {
 /// A virtual memory area of an [`Mm`]: a page-aligned range mapping one kind of memory.
 /// Lives in kmalloc memory; immutable but for its list links.
 pub struct Vma {
-    pub(super) mm: usize,
+    mm: Kept<Mm>,
     pub(super) start: u64,
     pub(super) end: u64,
     pub(super) pgoff: u64,
     pub(super) kind: VmaKind,
-    /// The anon_vma (`Anon`) or the address space (`File`); 0 for `Pfn`.
+    /// The address of the anon_vma (`Anon`) or of the address space (`File`): the `mapping`
+    /// of the folios it maps; 0 for `Pfn`. Compared, never dereferenced.
     pub(super) owner: usize,
+    /// The rmap list: the anon_vma, or the address space's `i_mmap`; none for `Pfn`.
+    list: Kept<RmapList>,
     pub(super) next: AtomicUsize,
     /// Links on the rmap list (`rmap()`): only ever that one list.
     pub(super) rmap: Links,
 }
 
+/// What a new VMA maps, with the object that reverse-maps it.
+pub(super) enum VmaOwner<'a> {
+    /// Anonymous memory of this anon_vma.
+    Anon(&'a RmapList),
+    /// The pages of this file.
+    File(&'a AddressSpace),
+    /// Pages by pfn.
+    Pfn,
+}
+
 impl Vma {
+    /// A VMA of `mm` over `[start, end)` (unlinked, not yet on `mm`'s list).
+    pub(super) fn new(mm: &Mm, start: u64, end: u64, pgoff: u64, owner: VmaOwner<'_>) -> Vma {
+        let (kind, addr, list) = match owner {
+            VmaOwner::Anon(av) => (VmaKind::Anon, av as *const RmapList as usize, av.kept()),
+            VmaOwner::File(f) => (VmaKind::File, f as *const AddressSpace as usize, f.i_mmap.kept()),
+            VmaOwner::Pfn => (VmaKind::Pfn, 0, Kept::NONE),
+        };
+        Vma { mm: mm.kept(), start, end, pgoff, kind, owner: addr, list, next: AtomicUsize::new(0), rmap: Links::new() }
+    }
+
+    /// A copy of this VMA for `mm` (fork): same range, offset and rmap list.
+    pub(super) fn copy_for(&self, mm: &Mm) -> Vma {
+        Vma {
+            mm: mm.kept(),
+            start: self.start,
+            end: self.end,
+            pgoff: self.pgoff,
+            kind: self.kind,
+            owner: self.owner,
+            list: self.list.get().map_or(Kept::NONE, |l| l.kept()),
+            next: AtomicUsize::new(0),
+            rmap: Links::new(),
+        }
+    }
+
     /// First address.
     pub fn start(&self) -> u64 {
         self.start
@@ -83,19 +122,12 @@ impl Vma {
     pub(crate) fn rmap_links(&self) -> &Links {
         &self.rmap
     }
+    /// The rmap list (anon_vma or `i_mmap`), for anon and file VMAs.
     pub(crate) fn rmap(&self) -> Option<&RmapList> {
-        match self.kind {
-            // SAFETY: an anon VMA's owner is a live anon_vma (freed after its last VMA).
-            VmaKind::Anon => Some(unsafe { &*(self.owner as *const RmapList) }),
-            // SAFETY: a file VMA's owner is a live address space (file VMAs are unmapped
-            // before their file is destroyed).
-            VmaKind::File => Some(&unsafe { &*(self.owner as *const AddressSpace) }.i_mmap),
-            VmaKind::Pfn => None,
-        }
+        self.list.get()
     }
     pub(super) fn mm(&self) -> &Mm {
-        // SAFETY: a VMA is freed before its mm.
-        unsafe { &*(self.mm as *const Mm) }
+        self.mm.get().expect("a VMA keeps its mm")
     }
     /// The address page `index` of the mapped object has in this VMA, if it falls inside.
     pub(super) fn va_of(&self, index: u64) -> Option<u64> {
@@ -354,16 +386,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub fn mmap_anon(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
         let av = self.caches.alloc_anon_vma(cpu)?;
-        let v = Vma {
-            mm: self.mm.addr(),
-            start,
-            end,
-            pgoff: start >> PAGE_SHIFT,
-            kind: VmaKind::Anon,
-            owner: av as *const RmapList as usize,
-            next: AtomicUsize::new(0),
-            rmap: Links::new(),
-        };
+        let v = Vma::new(self.mm, start, end, start >> PAGE_SHIFT, VmaOwner::Anon(av));
         self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, self.caches.anon_vma, av))
     }
 
@@ -381,37 +404,13 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
             return Err(MapError::OutOfRange(start));
         }
-        self.add_vma(
-            cpu,
-            Vma {
-                mm: self.mm.addr(),
-                start,
-                end,
-                pgoff,
-                kind: VmaKind::File,
-                owner: file as *const AddressSpace as usize,
-                next: AtomicUsize::new(0),
-                rmap: Links::new(),
-            },
-        )
+        self.add_vma(cpu, Vma::new(self.mm, start, end, pgoff, VmaOwner::File(file)))
     }
 
     /// Creates a VMA for pages mapped by pfn (driver memory, mappable vmalloc, netmem).
     pub fn mmap_pfn(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
-        self.add_vma(
-            cpu,
-            Vma {
-                mm: self.mm.addr(),
-                start,
-                end,
-                pgoff: start >> PAGE_SHIFT,
-                kind: VmaKind::Pfn,
-                owner: 0,
-                next: AtomicUsize::new(0),
-                rmap: Links::new(),
-            },
-        )
+        self.add_vma(cpu, Vma::new(self.mm, start, end, start >> PAGE_SHIFT, VmaOwner::Pfn))
     }
 
     /// Removes the VMA that starts at `start`, unmapping everything in it.
@@ -531,19 +530,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
         {
             let _cg = child.mm.lock.lock();
-            child.insert_vma_locked(
-                cpu,
-                Vma {
-                    mm: child.mm.addr(),
-                    start: v.start,
-                    end: v.end,
-                    pgoff: v.pgoff,
-                    kind: v.kind,
-                    owner: v.owner,
-                    next: AtomicUsize::new(0),
-                    rmap: Links::new(),
-                },
-            )?;
+            child.insert_vma_locked(cpu, v.copy_for(child.mm))?;
         }
         let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();

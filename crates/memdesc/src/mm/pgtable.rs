@@ -254,9 +254,8 @@ impl<P: Platform> PhysMem<P> {
 
     pub(super) fn ptdesc(&self, table: Pfn) -> &PtDesc {
         match self.memmap().load(self.platform(), table).map(|v| v.word.kind()) {
-            // SAFETY: the word of a live table (we hold its mm's page-table lock) names its
-            // live ptdesc.
-            Some(PageKind::PageTable(d)) => unsafe { &*(d.addr() as *const PtDesc) },
+            // The word of a live table (its mm's page-table lock is held) names its ptdesc.
+            Some(PageKind::PageTable(d)) => self.mm_desc(d),
             other => panic!("pfn {:#x} is not a page table: {other:?}", table.0),
         }
     }
@@ -379,33 +378,29 @@ impl<P: Platform> PhysMem<P> {
             }
             Err(k) => return bad(k),
         };
-        let addr = v.word.desc_addr().unwrap_or(0);
-        let t = match tag {
-            // SAFETY: the word names a live folio descriptor (TYPESAFE_BY_RCU memory that
-            // stays a Folio); its refcount is checked before it is trusted.
-            Tag::AnonFolio | Tag::FileFolio => Target::Folio(unsafe { &*(addr as *const Folio) }, tag),
-            // SAFETY: as above, for a MappableDesc.
-            Tag::Mappable => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
-            // SAFETY: every other kind `mappability` accepts (netmem, vmalloc) keeps its
-            // MapCounts at offset 8 (desc.rs asserts it), and the word names a live descriptor.
-            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
-        };
+        // The descriptor is pinned (`try_get`) before anything else it says is trusted.
+        let t = self
+            .target_of_kind(v.word.kind(), pfn)
+            .ok_or(MapError::Unmappable { pfn, kind: UnmappableKind::Invalid })?;
         Ok((t, tag))
     }
 
     pub(super) fn target_of(&self, pfn: Pfn) -> Target<'_> {
+        // A mapped page's entry holds a reference, so its descriptor is live.
         let v = self.memmap().load(self.platform(), pfn).expect("mapped pfn has a word");
-        let addr = v.word.desc_addr().expect("mapped pages are described");
-        match v.word.kind() {
-            // SAFETY: a mapped page's entry holds a reference, so its descriptor is live.
-            PageKind::AnonFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::AnonFolio),
-            // SAFETY: as above.
-            PageKind::FileFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::FileFolio),
-            // SAFETY: as above.
-            PageKind::Mappable(_) => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
-            // SAFETY: as above; MapCounts at offset 8 in every mappable kind.
-            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
-        }
+        self.target_of_kind(v.word.kind(), pfn).expect("mapped pages are of a mappable kind")
+    }
+
+    /// The mapping target a page word's kind names (`None` for kinds that are never mapped).
+    fn target_of_kind(&self, kind: PageKind, pfn: Pfn) -> Option<Target<'_>> {
+        Some(match kind {
+            PageKind::AnonFolio(d) => Target::Folio(self.mm_desc(d), Tag::AnonFolio),
+            PageKind::FileFolio(d) => Target::Folio(self.mm_desc(d), Tag::FileFolio),
+            PageKind::Mappable(d) => Target::Mappable(self.mm_desc(d)),
+            PageKind::NetPool(d) => Target::Other(&self.mm_desc(d).counts, pfn),
+            PageKind::Vmalloc { desc, .. } => Target::Other(&self.mm_desc(desc).counts, pfn),
+            _ => return None,
+        })
     }
 
     /// Drops one entry's mapcount and reference.

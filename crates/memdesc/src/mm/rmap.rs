@@ -26,7 +26,6 @@ use crate::addr::{Pfn, PAGE_SHIFT};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::list::List;
-use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
 use crate::sync::{AtomicUsize, Ordering, SpinGuard, SpinLock};
 use crate::word::Tag;
@@ -130,28 +129,8 @@ impl<P: Platform> PhysMem<P> {
     /// own reference first.
     pub(super) fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapGuard<'a>> {
         let tag = self.memmap().load(self.platform(), f.flags.pfn())?.word.tag()?;
-        let _rcu = self.rcu().read_lock(cpu);
-        loop {
-            let mapping = f.mapping();
-            if mapping == 0 {
-                return None;
-            }
-            let list: &'a RmapList = match tag {
-                // SAFETY: an anon folio's mapping is an anon_vma from the TYPESAFE_BY_RCU
-                // anon_vma cache: under RCU the memory stays an RmapList (with a valid lock)
-                // even if it was freed; it is trusted only after the re-check below.
-                Tag::AnonFolio => unsafe { &*(mapping as *const RmapList) },
-                // SAFETY: a file folio's mapping is its address space, which outlives its
-                // cached folios and its VMAs.
-                Tag::FileFolio => &unsafe { &*(mapping as *const AddressSpace) }.i_mmap,
-                _ => return None,
-            };
-            let g = list.lock();
-            // `mapping` only changes under this lock (first map, last unmap).
-            if f.mapping() == mapping {
-                return Some(g);
-            }
-        }
+        let rcu = self.rcu().read_lock(cpu);
+        self.lock_mapping_rmap(&rcu, tag, f)
     }
 
     /// Calls `cb(mm, vma, va, level, table, idx, entry)` for every entry mapping `f`, with the
