@@ -27,7 +27,7 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, SpinGuard, SpinLock};
+use crate::sync::{Ordering, SpinGuard};
 use crate::word::Tag;
 use crate::PhysMem;
 
@@ -36,29 +36,10 @@ use super::mmap::{vma_at, Mm, Vma};
 use super::pgtable::ZapStats;
 use super::pgtable::{MapError, PtEntry, PMD_SIZE, PTE_PFN_MASK};
 
-/// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
-///
-/// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
-/// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
-/// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
-#[repr(C)]
-pub struct RmapList {
-    pub(super) lock: SpinLock<()>,
-    pub(super) head: AtomicUsize,
-    pub(super) nr: AtomicU32,
-}
+/// The list type lives with the address space that holds one (folio layer).
+pub use crate::folio::space::RmapList;
 
 impl RmapList {
-    /// An empty list.
-    pub(crate) fn new() -> Self {
-        RmapList { lock: SpinLock::new(()), head: AtomicUsize::new(0), nr: AtomicU32::new(0) }
-    }
-
-    /// VMAs on the list.
-    pub fn nr_vmas(&self) -> u32 {
-        self.nr.load(Ordering::Relaxed)
-    }
-
     /// Links `v` (under the list lock).
     pub(super) fn link(&self, v: &Vma) {
         let me = v as *const Vma as usize;
