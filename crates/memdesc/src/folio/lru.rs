@@ -2,31 +2,20 @@
 //! at the same offset because they are one type), linked through [`Folio`]'s LRU links
 //! under the list's lock. A folio is on a list exactly while it has `PG_LRU` set.
 
+use super::{Folios, LruList};
 use crate::desc::{Folio, PG_LRU};
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::PhysMem;
 
-/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links.
-pub(crate) struct LruList {
-    head: usize,
-    tail: usize,
-    nr: u64,
-}
-
-impl LruList {
-    pub(crate) const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
-}
-
-impl<P: Platform> PhysMem<P> {
-    fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
-        let node = self.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
-        &self.folio_state().lru[node]
+impl<'a, P: Platform> Folios<'a, P> {
+    fn lru_of(&self, f: &Folio) -> &'a crate::sync::SpinLock<LruList> {
+        let node = self.pages.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
+        &self.state.lru[node]
     }
 
     /// Adds the folio to the tail of its node's LRU list (anon and file share it).
     /// Returns false if it was already on an LRU list.
-    pub fn lru_add(&self, f: &Folio) -> bool {
+    pub(crate) fn lru_add(&self, f: &Folio) -> bool {
         let mut l = self.lru_of(f).lock();
         if f.flags.set(PG_LRU) & PG_LRU != 0 {
             return false;
@@ -36,7 +25,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Removes the folio from its LRU list; returns false if it was not on one.
-    pub fn lru_del(&self, f: &Folio) -> bool {
+    pub(crate) fn lru_del(&self, f: &Folio) -> bool {
         let mut l = self.lru_of(f).lock();
         if f.flags.flags() & PG_LRU == 0 {
             return false;
@@ -47,7 +36,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Moves the folio to the tail of its LRU list (recently used).
-    pub fn lru_rotate(&self, f: &Folio) -> bool {
+    pub(crate) fn lru_rotate(&self, f: &Folio) -> bool {
         let mut l = self.lru_of(f).lock();
         if f.flags.flags() & PG_LRU == 0 {
             return false;
@@ -58,8 +47,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Calls `f` for each folio on `node`'s LRU list, oldest first.
-    pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
-        let l = self.folio_state().lru[node].lock();
+    pub(crate) fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
+        let l = self.state.lru[node].lock();
         let mut cur = l.head;
         while cur != 0 {
             // SAFETY: folios on the list are live (they are removed before their last put).
@@ -70,8 +59,8 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Folios on `node`'s LRU list.
-    pub fn lru_len(&self, node: usize) -> u64 {
-        self.folio_state().lru[node].lock().nr
+    pub(crate) fn lru_len(&self, node: usize) -> u64 {
+        self.state.lru[node].lock().nr
     }
 
     fn lru_link_tail(l: &mut LruList, f: &Folio) {

@@ -31,7 +31,7 @@
 use core::ptr::NonNull;
 
 use crate::desc::Folio;
-use crate::folio::filemap::{AddressSpace, PageCacheError};
+use crate::folio::space::{AddressSpace, PageCacheError, LOW_MASK};
 use crate::page_alloc::AllocError;
 use crate::sync::{fence, AtomicUsize, Ordering, SpinGuard};
 
@@ -43,8 +43,6 @@ pub const FANOUT: usize = 1 << BITS;
 pub const MAX_HEIGHT: u32 = 11;
 /// Bit 0 of a slot marks a child node.
 const NODE_TAG: usize = 1;
-/// Low bits of the root word hold the height; of a slot, the tag.
-pub(super) const LOW_MASK: usize = 0xF;
 
 /// A 64-way radix-tree node.
 #[repr(C, align(16))]

@@ -32,9 +32,11 @@
 /// address-space layer (`mm/`) calls the crate-private functions of this section.
 ///
 /// Invariants of this section (cited as M1..M5):
-/// - M1. A VMA is linked only on its own rmap list (the anon_vma or `i_mmap` its immutable
-///   owner names): `RmapGuard::link` refuses any other, and the `&mut List<Vma>` of
-///   `RmapGuard::raw_parts` is used only by `Vma::rmap_unlink` here.
+/// - M1. The nodes of an rmap list are VMAs: the only `RmapLink`s ever linked are the `rmap`
+///   fields of VMAs (their first field, `#[repr(C)]`), each only on its own VMA's rmap list
+///   (the anon_vma or `i_mmap` its immutable owner names): `RmapGuard::link` takes a `&Vma` and
+///   refuses any other list, and the `&mut List` of `RmapGuard::raw_parts` is used only by
+///   `Vma::rmap_unlink` here.
 /// - M2. A VMA is freed only by `MmRef::remove_vma`, after `Vma::rmap_unlink` took it off its
 ///   list under the list's lock (it asserts the links unlinked before the free).
 /// - M3. An `Mm` is kept (`Mm::kept`) only by its own VMAs, and `MmRef::destroy` frees every
@@ -53,18 +55,18 @@ mod mm {
     use crate::desc_ref::{self, Kept};
     use crate::list::{Linked, Links};
     use crate::mm::mmap::{Mm, Vma};
-    use crate::mm::rmap::{RmapGuard, RmapList};
+    use crate::mm::rmap::{RmapGuard, RmapLink, RmapList};
     use crate::pagecache::AddressSpace;
     use crate::platform::Platform;
     use crate::rcu::RcuGuard;
     use crate::tag::Tag;
     use crate::PhysMem;
 
-    // SAFETY: `links` returns the `rmap` field every time (Linked item 1); a VMA is freed only
-    // after it was unlinked under its list's lock (M2, Linked item 2).
-    unsafe impl Linked for Vma {
+    // SAFETY: `links` returns the field every time (Linked item 1); an RmapLink on a list is
+    // a VMA's (M1), freed only after it was unlinked under its list's lock (M2, Linked item 2).
+    unsafe impl Linked for RmapLink {
         fn links(&self) -> &Links {
-            self.rmap_links()
+            &self.0
         }
     }
 
@@ -125,6 +127,14 @@ mod mm {
     }
 
     impl Vma {
+        /// The VMA whose `rmap` field `l` is, for a link found on an rmap list.
+        pub(crate) fn of_link(l: &RmapLink) -> &Vma {
+            // SAFETY: the links on an rmap list are VMAs' `rmap` fields (M1), at offset 0 of
+            // the `#[repr(C)]` Vma (asserted in mm/mmap.rs); the VMA lives as long as its link is
+            // borrowed from the list (M2, list.rs invariant 4).
+            unsafe { desc_ref::pinned(l, l as *const RmapLink as usize) }
+        }
+
         /// Takes the VMA off its rmap list, locked as `g`; returns the VMAs left, or `None`
         /// (changing nothing) if `g` is not this VMA's rmap list or the VMA is not linked.
         pub(crate) fn rmap_unlink(&self, g: &mut RmapGuard<'_>) -> Option<usize> {
@@ -134,7 +144,7 @@ mod mm {
             }
             // SAFETY: if linked, the VMA is on its own rmap list (M1), which is `list`, whose
             // lock `g` holds (list.rs invariant 3).
-            if !unsafe { vmas.remove(self) } {
+            if !unsafe { vmas.remove(self.rmap_link()) } {
                 return None;
             }
             Some(g.count())

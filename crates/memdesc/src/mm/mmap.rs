@@ -15,7 +15,6 @@ use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::desc_ref::Kept;
-use crate::list::Links;
 use crate::page_alloc::AllocError;
 use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
@@ -26,7 +25,7 @@ use crate::PhysMem;
 use super::pgtable::{
     MapError, PtEntry, Target, ZapStats, KERNEL_END, KERNEL_START, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, USER_END,
 };
-use super::rmap::RmapList;
+use super::rmap::{RmapLink, RmapList};
 
 /// User or kernel address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +49,11 @@ pub enum VmaKind {
 
 /// A virtual memory area of an [`Mm`]: a page-aligned range mapping one kind of memory.
 /// Lives in kmalloc memory; immutable but for its list links.
+#[repr(C)]
 pub struct Vma {
+    /// Links on the rmap list (`rmap()`), first (`Vma::of_link` relies on it): only ever
+    /// that one list.
+    pub(super) rmap: RmapLink,
     mm: Kept<Mm>,
     pub(super) start: u64,
     pub(super) end: u64,
@@ -62,9 +65,11 @@ pub struct Vma {
     /// The rmap list: the anon_vma, or the address space's `i_mmap`; none for `Pfn`.
     list: Kept<RmapList>,
     pub(super) next: AtomicUsize,
-    /// Links on the rmap list (`rmap()`): only ever that one list.
-    pub(super) rmap: Links,
 }
+
+// `Vma::of_link` (machine/raw.rs) turns a link back into its VMA: the link is first.
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::offset_of!(Vma, rmap) == 0);
 
 /// What a new VMA maps, with the object that reverse-maps it.
 pub(super) enum VmaOwner<'a> {
@@ -84,7 +89,17 @@ impl Vma {
             VmaOwner::File(f) => (VmaKind::File, f as *const AddressSpace as usize, f.i_mmap.kept()),
             VmaOwner::Pfn => (VmaKind::Pfn, 0, Kept::NONE),
         };
-        Vma { mm: mm.kept(), start, end, pgoff, kind, owner: addr, list, next: AtomicUsize::new(0), rmap: Links::new() }
+        Vma {
+            mm: mm.kept(),
+            start,
+            end,
+            pgoff,
+            kind,
+            owner: addr,
+            list,
+            next: AtomicUsize::new(0),
+            rmap: RmapLink::default(),
+        }
     }
 
     /// A copy of this VMA for `mm` (fork): same range, offset and rmap list.
@@ -98,7 +113,7 @@ impl Vma {
             owner: self.owner,
             list: self.list.get().map_or(Kept::NONE, |l| l.kept()),
             next: AtomicUsize::new(0),
-            rmap: Links::new(),
+            rmap: RmapLink::default(),
         }
     }
 
@@ -118,8 +133,8 @@ impl Vma {
     pub fn kind(&self) -> VmaKind {
         self.kind
     }
-    /// The links of the rmap list (for `Linked`, in `machine/raw.rs`).
-    pub(crate) fn rmap_links(&self) -> &Links {
+    /// The links of the rmap list.
+    pub(crate) fn rmap_link(&self) -> &RmapLink {
         &self.rmap
     }
     /// The rmap list (anon_vma or `i_mmap`), for anon and file VMAs.
@@ -259,7 +274,7 @@ impl<'m, P: Platform> MmCaches<'m, P> {
         let r = unsafe { p.as_ref() };
         let g = r.lock();
         // Freed with its last VMA: the list is empty; `nr` held the free pointer.
-        debug_assert!(g.vmas().is_empty());
+        debug_assert!(g.is_empty());
         g.count();
         drop(g);
         Ok(r)
@@ -447,7 +462,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
         let left = lg.as_mut().and_then(|g| v.rmap_unlink(g));
         drop(lg);
-        debug_assert!(!v.rmap.is_linked(), "a VMA is freed off its rmap list");
+        debug_assert!(!v.rmap.0.is_linked(), "a VMA is freed off its rmap list");
         if v.kind == VmaKind::Anon && left == Some(0) {
             if let Some(r) = r {
                 self.mem.kobj_free(cpu, self.caches.anon_vma, r);

@@ -27,7 +27,7 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::list::List;
 use crate::platform::Platform;
-use crate::sync::{AtomicUsize, Ordering, SpinGuard, SpinLock};
+use crate::sync::{Ordering, SpinGuard};
 use crate::word::Tag;
 use crate::PhysMem;
 
@@ -36,34 +36,10 @@ use super::mmap::{Mm, Vma};
 use super::pgtable::ZapStats;
 use super::pgtable::{MapError, PtEntry, PMD_SIZE, PTE_PFN_MASK};
 
-/// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
-///
-/// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
-/// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
-/// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
-/// The cache's free pointer lies over `nr` (never trusted without the lock); the list, behind
-/// the lock, is empty whenever the anon_vma is freed (it goes with its last VMA).
-#[repr(C)]
-pub struct RmapList {
-    lock: SpinLock<List<Vma>>,
-    /// VMAs on the list (a copy of the list's length, readable without the lock).
-    nr: AtomicUsize,
-}
+/// The list type lives with the address space that holds one (folio layer).
+pub use crate::folio::space::{RmapLink, RmapList};
 
 impl RmapList {
-    /// An empty list.
-    pub(crate) fn new() -> Self {
-        RmapList { lock: SpinLock::new(List::new()), nr: AtomicUsize::new(0) }
-    }
-
-    /// VMAs on the list.
-    pub fn nr_vmas(&self) -> u32 {
-        self.nr.load(Ordering::Relaxed) as u32
-    }
-
-    /// Where a TYPESAFE_BY_RCU cache of anon_vmas keeps its free pointer (over `nr`).
-    pub(super) const FREEPTR_OFFSET: usize = core::mem::offset_of!(RmapList, nr);
-
     /// Locks the list.
     pub(crate) fn lock(&self) -> RmapGuard<'_> {
         RmapGuard { list: self, vmas: self.lock.lock() }
@@ -76,13 +52,18 @@ impl RmapList {
 /// [`RmapGuard::link`]; the one unlink (`Vma::rmap_unlink`, in `machine/raw.rs`) relies on it.
 pub(crate) struct RmapGuard<'a> {
     list: &'a RmapList,
-    vmas: SpinGuard<'a, List<Vma>>,
+    vmas: SpinGuard<'a, List<RmapLink>>,
 }
 
 impl<'a> RmapGuard<'a> {
-    /// The VMAs, for a walk.
-    pub(super) fn vmas(&self) -> &List<Vma> {
-        &self.vmas
+    /// The VMAs, first to last, for a walk.
+    pub(super) fn vmas(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.iter().map(Vma::of_link)
+    }
+
+    /// Whether no VMA is on the list.
+    pub(super) fn is_empty(&self) -> bool {
+        self.vmas.is_empty()
     }
 
     /// Links `v` at the front; refused (`false`) if this is not `v`'s own rmap list or `v`
@@ -91,7 +72,7 @@ impl<'a> RmapGuard<'a> {
         if !v.rmap().is_some_and(|r| core::ptr::eq(r, self.list)) {
             return false;
         }
-        let ok = self.vmas.push_front(v).is_ok();
+        let ok = self.vmas.push_front(v.rmap_link()).is_ok();
         self.count();
         ok
     }
@@ -105,7 +86,7 @@ impl<'a> RmapGuard<'a> {
 
     /// The list and its VMAs, for `Vma::rmap_unlink` in `machine/raw.rs` (the one unlink);
     /// nothing else may link through the `&mut`.
-    pub(crate) fn raw_parts(&mut self) -> (&'a RmapList, &mut List<Vma>) {
+    pub(crate) fn raw_parts(&mut self) -> (&'a RmapList, &mut List<RmapLink>) {
         (self.list, &mut *self.vmas)
     }
 }
@@ -144,7 +125,7 @@ impl<P: Platform> PhysMem<P> {
     ) -> u32 {
         let (index, n, pfn0) = (f.index(), 1u64 << f.flags.order(), f.flags.pfn());
         let mut found = 0;
-        for v in list.vmas().iter() {
+        for v in list.vmas() {
             let mm = v.mm();
             let _pt = mm.pt_lock.lock();
             let mut i = 0u64;
