@@ -57,6 +57,10 @@
 pub mod check;
 #[cfg(feature = "folio")]
 mod folio;
+#[cfg(feature = "pgtable")]
+mod mm;
+#[cfg(all(test, not(loom), feature = "pgtable"))]
+mod mm_tests;
 mod pages;
 mod raw;
 #[cfg(feature = "slab")]

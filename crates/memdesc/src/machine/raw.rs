@@ -56,11 +56,11 @@ mod mm {
     use crate::list::{Linked, Links};
     use crate::mm::mmap::{Mm, Vma};
     use crate::mm::rmap::{RmapGuard, RmapLink, RmapList};
+    use crate::mm::Mms;
     use crate::pagecache::AddressSpace;
     use crate::platform::Platform;
     use crate::rcu::RcuGuard;
     use crate::tag::Tag;
-    use crate::PhysMem;
 
     // SAFETY: `links` returns the field every time (Linked item 1); an RmapLink on a list is
     // a VMA's (M1), freed only after it was unlinked under its list's lock (M2, Linked item 2).
@@ -86,12 +86,12 @@ mod mm {
         }
     }
 
-    impl<P: Platform> PhysMem<P> {
+    impl<'a, P: Platform> Mms<'a, P> {
         /// The descriptor a page word names, for the address-space layer's pages (M5).
-        pub(crate) fn mm_desc<T: Descriptor>(&self, d: DescPtr<T>) -> &T {
+        pub(crate) fn mm_desc<T: Descriptor>(&self, d: DescPtr<T>) -> &'a T {
             // SAFETY: the layer keeps the descriptor alive while it uses the reference, or
             // pins it before trusting it (M5); the reference borrows the machine.
-            unsafe { desc_ref::pinned(self, d.addr()) }
+            unsafe { desc_ref::pinned(self.machine(), d.addr()) }
         }
 
         /// Locks the rmap list a folio's `mapping` names (`tag` is the folio's: an anon
@@ -99,7 +99,7 @@ mod mm {
         /// `mapping` under the lock until the two agree; `None` if the folio has no mapping or
         /// its tag has no rmap. The caller holds a reference on `f` (so `tag` and `mapping`
         /// belong to the same folio) and the read section `_rcu`.
-        pub(crate) fn lock_mapping_rmap(&self, _rcu: &RcuGuard<'_>, tag: Tag, f: &Folio) -> Option<RmapGuard<'_>> {
+        pub(crate) fn lock_mapping_rmap(&self, _rcu: &RcuGuard<'_>, tag: Tag, f: &Folio) -> Option<RmapGuard<'a>> {
             loop {
                 let mapping = f.mapping();
                 if mapping == 0 {
@@ -111,10 +111,10 @@ mod mm {
                     // is never reinitialised; once the re-check below finds it still the folio's
                     // mapping, a VMA mapping the folio is linked on it, so it lives while the
                     // lock is held (M4).
-                    Tag::AnonFolio => unsafe { desc_ref::pinned(self, mapping) },
+                    Tag::AnonFolio => unsafe { desc_ref::pinned(self.machine(), mapping) },
                     // SAFETY: a file folio's mapping is its address space, which outlives its
                     // cached folios and its VMAs (M4).
-                    Tag::FileFolio => &unsafe { desc_ref::pinned::<AddressSpace, _>(self, mapping) }.i_mmap,
+                    Tag::FileFolio => &unsafe { desc_ref::pinned::<AddressSpace, _>(self.machine(), mapping) }.i_mmap,
                     _ => return None,
                 };
                 let g = list.lock();
@@ -183,7 +183,7 @@ impl<P: crate::platform::Platform> super::PhysMem<P> {
         cpu: &crate::cpu::Cpu<'_>,
         d: &crate::desc::MappableDesc,
     ) -> Result<bool, crate::mappable::MappableError> {
-        self.mappable_put_owned(cpu, d)
+        self.mms().mappable_put_owned(cpu, d)
     }
 }
 

@@ -3,7 +3,7 @@
 //! fork and teardown.
 //!
 //! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
-//! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
+//! caches that [`PhysMem::mm_caches`](crate::PhysMem::mm_caches) creates (`mm_struct`, `vm_area`, and `anon_vma`, which
 //! is TYPESAFE_BY_RCU); [`MmCaches::mm_create`] makes address spaces. An `Mm` holds its PGD
 //! and a sorted list of VMAs. Anon VMAs point to an anon_vma ([`RmapList`]) that
 //! [`MmRef::fork`] shares with the child's copy; file VMAs are linked on their
@@ -11,6 +11,7 @@
 
 use core::ptr::NonNull;
 
+use super::Mms;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
@@ -20,7 +21,6 @@ use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache, SlabError};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
-use crate::PhysMem;
 
 use super::pgtable::{
     MapError, PtEntry, Target, ZapStats, KERNEL_END, KERNEL_START, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, USER_END,
@@ -226,14 +226,14 @@ impl Mm {
 /// Not `Clone`: [`MmRef::destroy`] consumes it; dropping it without destroying leaks the
 /// address space (and the references its entries hold).
 pub struct MmRef<'m, P: Platform> {
-    pub(super) mem: &'m PhysMem<P>,
+    pub(super) mem: Mms<'m, P>,
     pub(super) caches: &'m MmCaches<'m, P>,
     pub(super) mm: &'m Mm,
 }
 
 /// The slab caches of address spaces, VMAs and anon_vmas; creates [`MmRef`]s.
 pub struct MmCaches<'m, P: Platform> {
-    pub(super) mem: &'m PhysMem<P>,
+    pub(super) mem: Mms<'m, P>,
     pub(super) mm: &'m SlabCache,
     pub(super) vma: &'m SlabCache,
     pub(super) anon_vma: &'m SlabCache,
@@ -243,11 +243,11 @@ impl<'m, P: Platform> MmCaches<'m, P> {
     /// Creates an empty address space with its PGD.
     pub fn mm_create<'c>(&'c self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'c, P>, AllocError> {
         let mem = self.mem;
-        let p = mem.slabs().cache_alloc(cpu, self.mm)?.cast::<Mm>();
+        let p = mem.slabs.cache_alloc(cpu, self.mm)?.cast::<Mm>();
         let pgd = match mem.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
             Ok(pgd) => pgd,
             Err(e) => {
-                let r = mem.slabs().cache_free(cpu, self.mm, p.cast());
+                let r = mem.slabs.cache_free(cpu, self.mm, p.cast());
                 debug_assert!(r.is_ok());
                 return Err(e);
             }
@@ -267,7 +267,7 @@ impl<'m, P: Platform> MmCaches<'m, P> {
     }
 
     pub(super) fn alloc_anon_vma(&self, cpu: &Cpu<'_>) -> Result<&'m RmapList, AllocError> {
-        let p = self.mem.slabs().cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
+        let p = self.mem.slabs.cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
         // SAFETY: an object of the TYPESAFE_BY_RCU anon_vma cache: zeroed (a valid, unlocked,
         // empty RmapList) or a former anon_vma. Its lock is never reinitialised, because a
         // walker that raced with its free may still hold it.
@@ -288,18 +288,18 @@ impl<'m, P: Platform> MmCaches<'m, P> {
             }
         }
         for c in [self.mm, self.vma, self.anon_vma] {
-            self.mem.destroy_cache(cpu, self.mem.slabs().cache_ref_internal(c))?;
+            self.mem.slabs.destroy_cache(cpu, self.mem.slabs.cache_ref_internal(c))?;
         }
         Ok(())
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- kernel objects -------------------------------------------------------------------
 
-    pub(super) fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, value: T) -> Result<&T, AllocError> {
+    pub(super) fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, value: T) -> Result<&'a T, AllocError> {
         debug_assert!(cache.object_size() >= core::mem::size_of::<T>());
-        let p = self.slabs().cache_alloc(cpu, cache)?.cast::<T>();
+        let p = self.slabs.cache_alloc(cpu, cache)?.cast::<T>();
         // SAFETY: a fresh object of a cache made for T (size and alignment), owned by us.
         unsafe { p.as_ptr().write(value) };
         // SAFETY: just initialised; lives until kobj_free.
@@ -307,23 +307,23 @@ impl<P: Platform> PhysMem<P> {
     }
 
     pub(super) fn kobj_free<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, r: &T) {
-        let res = self.slabs().cache_free(cpu, cache, NonNull::from(r).cast());
+        let res = self.slabs.cache_free(cpu, cache, NonNull::from(r).cast());
         debug_assert!(res.is_ok(), "kernel object free: {res:?}");
     }
 
     /// Creates the slab caches address spaces live in (`mm_struct`, `vm_area`, and the
     /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`] is created through them.
-    pub fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'_, P>, AllocError> {
+    pub(crate) fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'a, P>, AllocError> {
         let mm = self
-            .slabs()
+            .slabs
             .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("mm_struct", core::mem::size_of::<Mm>()) })?;
         let vma = match self
-            .slabs()
+            .slabs
             .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("vm_area", core::mem::size_of::<Vma>()) })
         {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(mm));
                 return Err(e);
             }
         };
@@ -333,15 +333,15 @@ impl<P: Platform> PhysMem<P> {
             freeptr_offset: Some(RmapList::FREEPTR_OFFSET),
             ..CacheArgs::new("anon_vma", core::mem::size_of::<RmapList>())
         };
-        let anon_vma = match self.slabs().new_cache(cpu, &anon) {
+        let anon_vma = match self.slabs.new_cache(cpu, &anon) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(vma));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(mm));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(vma));
                 return Err(e);
             }
         };
-        Ok(MmCaches { mem: self, mm, vma, anon_vma })
+        Ok(MmCaches { mem: *self, mm, vma, anon_vma })
     }
 }
 
@@ -503,7 +503,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if v.kind != VmaKind::Anon {
             return None;
         }
-        let limit = self.mem.config().mapcount_limit as u64;
+        let limit = self.mem.pages.config().mapcount_limit as u64;
         let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let mut va = v.start;
@@ -531,14 +531,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         while let Some(f) = self.fork_victim(v) {
             let (pfn, order) = (f.flags.pfn(), f.flags.order());
             if let Err(e) = self.mem.folio_split_held(cpu, f, Some(1), 0, |_| {}) {
-                let pr = self.mem.folio_put_raw(cpu, f);
+                let pr = self.mem.folios.folio_put_raw(cpu, f);
                 debug_assert!(pr.is_ok(), "{pr:?}");
                 return Err(MapError::Split(e));
             }
             // The reference fork_victim took is now held on every piece: drop each.
             for i in 0..1u64 << order {
                 if let Target::Folio(piece, _) = self.mem.target_of(pfn.add(i)) {
-                    let pr = self.mem.folio_put_raw(cpu, piece);
+                    let pr = self.mem.folios.folio_put_raw(cpu, piece);
                     debug_assert!(pr.is_ok(), "{pr:?}");
                 }
             }
@@ -550,7 +550,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let _cpt = child.mm.pt_lock.lock();
-        let limit = self.mem.config().mapcount_limit;
+        let limit = self.mem.pages.config().mapcount_limit;
         let mut va = v.start;
         while va < v.end {
             let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {

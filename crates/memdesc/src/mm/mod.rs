@@ -26,10 +26,50 @@
 //! `index` of the folios it maps, the words of the tables it allocates and of the mappable
 //! memory it allocates.
 
+use crate::folio::Folios;
+use crate::page_alloc::PageAllocator;
+use crate::platform::Platform;
+use crate::slab::Slabs;
+
 pub mod huge;
 pub mod mappable;
 pub mod mmap;
 pub mod pgtable;
 pub mod rmap;
-#[cfg(all(test, not(loom)))]
-mod tests;
+
+/// The address-space layer seen with the layers below it (the folio layer for folios and
+/// their splits, the slab layer for its kernel objects and descriptors, the page allocator for
+/// table pages and words): every page-table, VMA, rmap and mappable-memory operation is a
+/// method of this view or of the handles it makes ([`mmap::MmCaches`], [`mmap::MmRef`]); see
+/// [`crate::machine`] for the pattern.
+///
+/// The layer keeps no machine-wide state of its own: address spaces, VMAs and anon_vmas live
+/// in the slab caches of an [`mmap::MmCaches`] its caller owns, tables and mappable memory in
+/// pages and descriptors of the layers below. So the view has no `state` field.
+pub struct Mms<'a, P: Platform> {
+    pages: &'a PageAllocator<P>,
+    slabs: Slabs<'a, P>,
+    folios: Folios<'a, P>,
+}
+
+impl<P: Platform> Clone for Mms<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Mms<'_, P> {}
+
+impl<'a, P: Platform> Mms<'a, P> {
+    /// The view over the folio and slab layers and the page allocator (the machine makes it).
+    #[inline]
+    pub(crate) fn new(pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, folios: Folios<'a, P>) -> Self {
+        Mms { pages, slabs, folios }
+    }
+
+    /// The page allocator this view's machine is built on: what the references this layer
+    /// hands out borrow (its lifetime is the machine's).
+    #[inline]
+    pub(crate) fn machine(&self) -> &'a PageAllocator<P> {
+        self.pages
+    }
+}

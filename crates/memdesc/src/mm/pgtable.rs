@@ -27,6 +27,7 @@
 //! map in [`super::rmap`]; their items are re-exported here so `pgtable::X` paths keep
 //! working. Locking order: see [`super`].
 
+use super::Mms;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
@@ -36,7 +37,6 @@ use crate::page_alloc::AllocError;
 use crate::platform::{PageMap, Platform};
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
-use crate::PhysMem;
 
 pub use super::mappable::{mappability, UnmappableKind, UserPage};
 pub use super::mmap::{Mm, MmCaches, MmKind, MmRef, Vma, VmaKind};
@@ -245,15 +245,15 @@ pub(super) fn index_of(va: u64, level: u32) -> usize {
     ((va >> shift_of(level)) & (PTRS_PER_TABLE as u64 - 1)) as usize
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- tables ---------------------------------------------------------------------------
 
-    pub(super) fn table_map(&self, table: Pfn) -> PageMap<'_, P> {
-        PageMap::new(self.platform(), table).expect("page-table pages are mappable memory")
+    pub(super) fn table_map(&self, table: Pfn) -> PageMap<'a, P> {
+        PageMap::new(self.pages.platform(), table).expect("page-table pages are mappable memory")
     }
 
-    pub(super) fn ptdesc(&self, table: Pfn) -> &PtDesc {
-        match self.memmap().load(self.platform(), table).map(|v| v.word.kind()) {
+    pub(super) fn ptdesc(&self, table: Pfn) -> &'a PtDesc {
+        match self.pages.memmap().load(self.pages.platform(), table).map(|v| v.word.kind()) {
             // The word of a live table (its mm's page-table lock is held) names its ptdesc.
             Some(PageKind::PageTable(d)) => self.mm_desc(d),
             other => panic!("pfn {:#x} is not a page table: {other:?}", table.0),
@@ -267,11 +267,11 @@ impl<P: Platform> PhysMem<P> {
     }
 
     pub(super) fn alloc_table_for(&self, cpu: &Cpu<'_>, mm: usize, level: u32) -> Result<Pfn, AllocError> {
-        let d = self.slabs().alloc_desc::<PtDesc>(cpu)?;
-        let pfn = match self.pages().alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
+        let d = self.slabs.alloc_desc::<PtDesc>(cpu)?;
+        let pfn = match self.pages.alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
             Ok(p) => p,
             Err(e) => {
-                self.slabs().free_desc(cpu, d);
+                self.slabs.free_desc(cpu, d);
                 return Err(e);
             }
         };
@@ -280,7 +280,7 @@ impl<P: Platform> PhysMem<P> {
         d.mm.store(mm, Ordering::Relaxed);
         d.pmd_huge_pte.store(0, Ordering::Relaxed);
         d.entries.store(0, Ordering::Relaxed);
-        self.pages().stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
+        self.pages.stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
         Ok(pfn)
     }
 
@@ -288,10 +288,10 @@ impl<P: Platform> PhysMem<P> {
         let d = self.ptdesc(table);
         debug_assert_eq!(d.entries(), 0);
         debug_assert_eq!(d.pmd_huge_pte.load(Ordering::Relaxed), 0);
-        self.pages().stamp_block(table, 0, Word::TAIL);
-        self.slabs().free_desc(cpu, d);
-        let rm = self.memmap().region_map(self.memmap().region_index(table).expect("table pfn"));
-        self.pages().free_claimed(cpu, rm, table, 0);
+        self.pages.stamp_block(table, 0, Word::TAIL);
+        self.slabs.free_desc(cpu, d);
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(table).expect("table pfn"));
+        self.pages.free_claimed(cpu, rm, table, 0);
         mm.pt_pages.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -351,7 +351,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Classifies the page at `pfn` for mapping into a VMA of `kind` in an address space of
     /// `space`, by [`mappability`] (the one rule), refining a free tail's error.
-    pub(super) fn classify(&self, space: MmKind, kind: VmaKind, pfn: Pfn) -> Result<Target<'_>, MapError> {
+    pub(super) fn classify(&self, space: MmKind, kind: VmaKind, pfn: Pfn) -> Result<Target<'a>, MapError> {
         let (t, tag) = self.classify_page(space, pfn)?;
         let ok = matches!(
             (&t, kind),
@@ -367,13 +367,13 @@ impl<P: Platform> PhysMem<P> {
 
     /// The page at `pfn` as a mapping target for an address space of kind `space`, decided by
     /// [`mappability`] (a free tail's error refined to `Free`).
-    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'_>, Tag), MapError> {
+    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'a>, Tag), MapError> {
         let bad = |kind| Err(MapError::Unmappable { pfn, kind });
-        let Some(v) = self.memmap().load(self.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
+        let Some(v) = self.pages.memmap().load(self.pages.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
         let tag = match mappability(v.word, space) {
             Ok(tag) => tag,
             // A tail of a free buddy block is free memory.
-            Err(UnmappableKind::Undescribed(Subtype::Tail)) if self.free_block_containing_pfn(pfn).is_some() => {
+            Err(UnmappableKind::Undescribed(Subtype::Tail)) if self.pages.free_block_containing_pfn(pfn).is_some() => {
                 return bad(UnmappableKind::Free)
             }
             Err(k) => return bad(k),
@@ -385,14 +385,14 @@ impl<P: Platform> PhysMem<P> {
         Ok((t, tag))
     }
 
-    pub(super) fn target_of(&self, pfn: Pfn) -> Target<'_> {
+    pub(super) fn target_of(&self, pfn: Pfn) -> Target<'a> {
         // A mapped page's entry holds a reference, so its descriptor is live.
-        let v = self.memmap().load(self.platform(), pfn).expect("mapped pfn has a word");
+        let v = self.pages.memmap().load(self.pages.platform(), pfn).expect("mapped pfn has a word");
         self.target_of_kind(v.word.kind(), pfn).expect("mapped pages are of a mappable kind")
     }
 
     /// The mapping target a page word's kind names (`None` for kinds that are never mapped).
-    fn target_of_kind(&self, kind: PageKind, pfn: Pfn) -> Option<Target<'_>> {
+    fn target_of_kind(&self, kind: PageKind, pfn: Pfn) -> Option<Target<'a>> {
         Some(match kind {
             PageKind::AnonFolio(d) => Target::Folio(self.mm_desc(d), Tag::AnonFolio),
             PageKind::FileFolio(d) => Target::Folio(self.mm_desc(d), Tag::FileFolio),
@@ -410,7 +410,7 @@ impl<P: Platform> PhysMem<P> {
                 if f.counts.mapcount.fetch_sub(1, Ordering::AcqRel) == 1 && tag == Tag::AnonFolio {
                     f.mapping.store(0, Ordering::Release);
                 }
-                let r = self.folio_put_raw(cpu, f);
+                let r = self.folios.folio_put_raw(cpu, f);
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Mappable(d) => {
@@ -493,7 +493,7 @@ impl<P: Platform> PhysMem<P> {
     pub(super) fn word_names_folio(&self, f: &Folio) -> bool {
         loop {
             let pfn = f.flags.pfn();
-            if self.memmap().load(self.platform(), pfn).and_then(|v| v.word.desc_addr())
+            if self.pages.memmap().load(self.pages.platform(), pfn).and_then(|v| v.word.desc_addr())
                 == Some(f as *const Folio as usize)
             {
                 return true;
@@ -588,7 +588,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             }
         }
         let m = c.mapcount();
-        if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
+        if m as u64 + add as u64 > self.mem.pages.config().mapcount_limit as u64 {
             return Err(MapError::MapcountLimit(m));
         }
         let _pt = self.mm.pt_lock.lock();
@@ -671,7 +671,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub(super) fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
         loop {
             let pfn = f.flags.pfn();
-            match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word) {
+            match self.mem.pages.memmap().load(self.mem.pages.platform(), pfn).map(|v| v.word) {
                 Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
                     return Ok(Target::Folio(f, w.tag().expect("described")))
                 }
@@ -705,7 +705,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 let drop_copies = || {
                     for i in 1..n {
                         if let Target::Folio(p, _) = self.mem.target_of(pfn.add(i)) {
-                            let r = self.mem.folio_put_raw(cpu, p);
+                            let r = self.mem.folios.folio_put_raw(cpu, p);
                             debug_assert!(r.is_ok(), "{r:?}");
                         }
                     }
@@ -735,7 +735,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
 
     /// Maps every page of driver memory `d` by PTEs from `va`, in a pfn VMA.
     pub fn map_mappable(&self, cpu: &Cpu<'_>, va: u64, d: &MappableDesc) -> Result<(), MapError> {
-        match self.mem.memmap().load(self.mem.platform(), d.flags.pfn()).map(|v| v.word.desc_addr()) {
+        match self.mem.pages.memmap().load(self.mem.pages.platform(), d.flags.pfn()).map(|v| v.word.desc_addr()) {
             Some(Some(a)) if a == d as *const MappableDesc as usize => {}
             _ => return Err(MapError::NoReference),
         }
@@ -798,5 +798,21 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let _pt = self.mm.pt_lock.lock();
         let (level, table, idx) = self.mem.lookup(self.mm, va)?;
         Some((self.mem.load_entry(table, idx), level == 2))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_encoding() {
+        let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
+        assert_eq!(e.0, 0x1234_5000 | 0x87);
+        assert!(e.present() && e.writable() && e.user() && e.huge());
+        assert_eq!(e.pfn(), Pfn(0x12345));
+        assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
+        assert_eq!(index_of(0x20_1000, 1), 1);
+        assert_eq!(index_of(0x20_1000, 2), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! An anon folio's `mapping` is its anon_vma ([`RmapList`]; set when first mapped, cleared
 //! when its mapcount returns to 0) and its `index` the page offset (`va >> 12` of its first
 //! page, which stays valid in a fork child); a file folio's are its address space (whose
-//! `i_mmap` is an [`RmapList`]) and file index. [`PhysMem::rmap_walk`] goes from the folio to
+//! `i_mmap` is an [`RmapList`]) and file index. [`PhysMem::rmap_walk`](crate::PhysMem::rmap_walk) goes from the folio to
 //! that list, and for every VMA computes the address each page would have and checks that
 //! mm's entry there. Pages mapped through pfn VMAs (driver memory, vmalloc, netmem) have no
 //! rmap, as in Linux. Not modelled: unmapping a file folio when truncation takes it out of
@@ -20,6 +20,7 @@
 //! (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its freeze, copy and entry
 //! rewrite (`rmap_move_locked`); hwpoison unmaps through `rmap_unmap`.
 
+use super::Mms;
 #[cfg(feature = "health")]
 use crate::addr::PAGE_SIZE;
 use crate::addr::{Pfn, PAGE_SHIFT};
@@ -29,7 +30,6 @@ use crate::list::List;
 use crate::platform::Platform;
 use crate::sync::{Ordering, SpinGuard};
 use crate::word::Tag;
-use crate::PhysMem;
 
 use super::mmap::{Mm, Vma};
 #[cfg(feature = "health")]
@@ -46,7 +46,7 @@ impl RmapList {
     }
 }
 
-/// An rmap list, locked ([`RmapList::lock`], [`PhysMem::rmap_lock`]): while it is held no
+/// An rmap list, locked ([`RmapList::lock`], [`PhysMem::rmap_lock`](crate::PhysMem::rmap_lock)): while it is held no
 /// entry mapping a folio of the list's VMAs appears, goes or changes except through the
 /// holder. A VMA is linked only on its own rmap list ([`Vma`]'s owner), through
 /// [`RmapGuard::link`]; the one unlink (`Vma::rmap_unlink`, in `machine/raw.rs`) relies on it.
@@ -95,7 +95,7 @@ impl<'a> RmapGuard<'a> {
 #[cfg(feature = "health")]
 pub(crate) type RmapLocked<'a> = RmapGuard<'a>;
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- rmap -----------------------------------------------------------------------------
 
     /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
@@ -108,9 +108,9 @@ impl<P: Platform> PhysMem<P> {
     /// space or the reverse, and the "lock" spun on would be memory that is no lock at all:
     /// the torture hang in `offline_range → migrate_to → rmap_lock` before migration took its
     /// own reference first.
-    pub(super) fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapGuard<'a>> {
-        let tag = self.memmap().load(self.platform(), f.flags.pfn())?.word.tag()?;
-        let rcu = self.rcu().read_lock(cpu);
+    pub(super) fn lock_folio_rmap(&self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapGuard<'a>> {
+        let tag = self.pages.memmap().load(self.pages.platform(), f.flags.pfn())?.word.tag()?;
+        let rcu = self.pages.rcu().read_lock(cpu);
         self.lock_mapping_rmap(&rcu, tag, f)
     }
 
@@ -165,7 +165,7 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// The callback runs with the rmap lock and that mm's page-table lock held: it must not
     /// call back into the page tables.
-    pub fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
+    pub(crate) fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
         let Some(list) = self.lock_folio_rmap(cpu, folio) else { return 0 };
         self.walk_mappings_locked(&list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
     }
@@ -173,7 +173,7 @@ impl<P: Platform> PhysMem<P> {
     /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
     /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
     #[cfg(feature = "health")]
-    pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
+    pub(crate) fn rmap_lock(&self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
         self.lock_folio_rmap(cpu, f)
     }
 
@@ -232,7 +232,7 @@ impl<P: Platform> PhysMem<P> {
         old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
         old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
         if old.counts.mapcount() == 0
-            && self.memmap().load(self.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+            && self.pages.memmap().load(self.pages.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
         {
             old.mapping.store(0, Ordering::Release);
         }

@@ -1,6 +1,6 @@
-//! Unit tests of the address-space layer (mappability, rmap, entry encoding).
+//! Unit tests of the address-space layer (mappability, rmap, entry encoding) on a booted
+//! machine (here, in the machine layer, because they need one: `test_machine`).
 
-use super::pgtable::*;
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, VmallocDesc};
@@ -8,6 +8,7 @@ use crate::folio::FolioKind;
 use crate::gfp::Gfp;
 use crate::layout::MemmapLayout;
 use crate::machine::test_machine::{self, Buf};
+use crate::pgtable::*;
 use crate::sync::Ordering;
 use crate::word::{Tag, Word};
 use crate::PhysMem;
@@ -81,7 +82,7 @@ fn rmap_replace_moves_every_mapping() {
     a.map_folio(&cpu, start + 0x3000, &old).unwrap();
     let b = a.fork(&cpu).unwrap();
     assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
-    assert_eq!(m.rmap_replace(&cpu, &old, &new), Ok(4));
+    assert_eq!(m.mms().rmap_replace(&cpu, &old, &new), Ok(4));
     assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
     assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
     for mm in [&a, &b] {
@@ -92,21 +93,10 @@ fn rmap_replace_moves_every_mapping() {
     assert_eq!(m.rmap_walk(&cpu, &new, |_, _, _| ()), 4);
     // Different orders are refused.
     let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(m.rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
+    assert_eq!(m.mms().rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
     a.destroy(&cpu);
     b.destroy(&cpu);
     for f in [old, new, small] {
         assert_eq!(m.folio_put(&cpu, f), Ok(true));
     }
-}
-
-#[test]
-fn entry_encoding() {
-    let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
-    assert_eq!(e.0, 0x1234_5000 | 0x87);
-    assert!(e.present() && e.writable() && e.user() && e.huge());
-    assert_eq!(e.pfn(), Pfn(0x12345));
-    assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
-    assert_eq!(index_of(0x20_1000, 1), 1);
-    assert_eq!(index_of(0x20_1000, 2), 1);
 }
