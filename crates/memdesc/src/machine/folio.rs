@@ -77,7 +77,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Drops a counted reference the crate holds without a [`FolioRef`] (a page-cache slot, a
     /// mapping entry, a pin taken internally). The caller owns that count.
-    #[cfg(feature = "pgtable")]
+    #[cfg(feature = "health")]
     #[inline]
     pub(crate) fn folio_put_raw(&self, cpu: &Cpu<'_>, f: &Folio) -> Result<bool, FolioError> {
         self.folios().folio_put_raw(cpu, f)
