@@ -13,6 +13,7 @@ use crate::desc::DescPtr;
 use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
+use crate::list::List;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::slab::sheaf::CpuSheaves;
@@ -55,14 +56,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
     }
 
-    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`](crate::PhysMem::for_each_cache)); the
-    /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
-    ///
-    /// # Safety
-    /// The returned handle is a second handle to a cache whose creator holds one: the caller
-    /// ensures the cache is not destroyed (through either handle) while the other is still
-    /// used, and frees through it only objects it owns.
-    pub(crate) unsafe fn cache_ref(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
+    /// A second handle to one of this machine's user caches (the checked function behind
+    /// [`PhysMem::cache_ref`](crate::PhysMem::cache_ref), whose contract callers keep: the cache
+    /// is not destroyed while the creator's handle is used, and only owned objects are freed
+    /// through it); the crate's own caches and kmalloc's are refused with
+    /// [`SlabError::NotUserCache`].
+    pub(crate) fn cache_ref_owned(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
         if cache.family != CacheFamily::User {
             return Err(SlabError::NotUserCache(cache.name));
         }
@@ -174,29 +173,26 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         let mut freed = 0;
         for node in 0..MAX_NODES {
-            let mut victims = 0usize;
+            // Empty slabs move to a local list under the node lock (slab item S2) and are
+            // discarded after it is dropped.
+            let mut victims = List::<Slab>::new();
             {
-                let mut n = c.nodes[node].lock();
-                let mut cur = n.partial;
-                while cur != 0 {
-                    // SAFETY: slabs on the partial list are live descriptors of this cache.
-                    let s = unsafe { &*(cur as *const Slab) };
-                    let next = s.list.next.load(Ordering::Relaxed);
-                    if s.inuse.load(Ordering::Relaxed) == 0 || all {
+                let mut g = c.nodes[node].lock();
+                let n = &mut *g;
+                let mut all_slabs = core::mem::take(&mut n.partial);
+                while let Some(s) = all_slabs.pop_front() {
+                    let r = if s.inuse.load(Ordering::Relaxed) == 0 || all {
                         debug_assert!(s.inuse.load(Ordering::Relaxed) == 0);
-                        Self::list_remove(&mut n, s);
                         n.nr_slabs -= 1;
                         n.free_objs -= c.objects as u64;
-                        s.list.next.store(victims, Ordering::Relaxed);
-                        victims = cur;
-                    }
-                    cur = next;
+                        victims.push_back(s)
+                    } else {
+                        n.partial.push_back(s)
+                    };
+                    debug_assert!(r.is_ok(), "a slab just popped is unlinked");
                 }
             }
-            while victims != 0 {
-                // SAFETY: unlinked above; ours to discard.
-                let s = unsafe { &*(victims as *const Slab) };
-                victims = s.list.next.load(Ordering::Relaxed);
+            while let Some(s) = victims.pop_front() {
                 freed += 1 << c.order;
                 self.discard_slab(cpu, c, node, s);
             }
@@ -240,6 +236,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    /// The cache of a live slab (one the caller found through a page word and keeps alive,
+    /// e.g. by owning one of its objects).
+    #[inline]
+    pub(crate) fn cache_of(&self, slab: &Slab) -> &'a SlabCache {
+        // SAFETY: a slab's cache pointer names a live cache while the slab exists.
+        unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) }
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -332,8 +336,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Returns objects to their slabs.
     fn flush(&self, cpu: &Cpu<'_>, c: &SlabCache, objs: impl Iterator<Item = usize>) {
-        let mut discard = [0usize; crate::sheaf::SHEAF_CAPACITY * 2];
-        let mut nd = 0;
+        // Slabs emptied here, off every list of their node (slab items S1 and S2), discarded
+        // once no node lock is held.
+        let mut discard = List::<Slab>::new();
         for obj in objs {
             let slab = self.slab_of(obj).expect("objects in sheaves are slab objects");
             let node = self.slab_node(slab);
@@ -344,30 +349,35 @@ impl<'a, P: Platform> Slabs<'a, P> {
             if poisoned {
                 if slab.inuse.fetch_sub(1, Ordering::Relaxed) == 1 {
                     n.nr_slabs -= 1;
-                    discard[nd] = slab as *const Slab as usize;
-                    nd += 1;
+                    let r = discard.push_back(slab);
+                    debug_assert!(r.is_ok(), "a poisoned slab is on no list");
                 }
                 continue;
             }
             c.freeptr_of(obj).store(c.encode_free(obj, slab.freelist.load(Ordering::Relaxed)), Ordering::Relaxed);
             slab.freelist.store(obj, Ordering::Relaxed);
-            let was_full = slab.inuse.load(Ordering::Relaxed) == c.objects;
-            let inuse = slab.inuse.fetch_sub(1, Ordering::Relaxed) - 1;
+            let inuse = slab.inuse.load(Ordering::Relaxed);
             n.free_objs += 1;
-            if was_full {
-                Self::list_push(&mut n, slab);
+            if inuse == c.objects {
+                // Was full, so on no list (slab item S2).
+                let r = n.partial.push_front(slab);
+                debug_assert!(r.is_ok(), "a full slab is on no list");
             }
-            if inuse == 0 && n.nr_partial > MIN_PARTIAL {
-                Self::list_remove(&mut n, slab);
+            let discarded = inuse == 1 && n.partial.len() as u64 > MIN_PARTIAL;
+            if discarded {
+                // Unlinked while this object still counts as in use (slab item S2).
+                let on = slab.partial_unlink(&mut n.partial);
+                debug_assert!(on, "a slab with free objects is on its partial list");
                 n.nr_slabs -= 1;
                 n.free_objs -= c.objects as u64;
-                discard[nd] = slab as *const Slab as usize;
-                nd += 1;
+            }
+            slab.inuse.fetch_sub(1, Ordering::Relaxed);
+            if discarded {
+                let r = discard.push_back(slab);
+                debug_assert!(r.is_ok(), "unlinked just above");
             }
         }
-        for &s in &discard[..nd] {
-            // SAFETY: unlinked above under the node lock; ours to discard.
-            let slab = unsafe { &*(s as *const Slab) };
+        while let Some(slab) = discard.pop_front() {
             self.discard_slab(cpu, c, self.slab_node(slab), slab);
         }
     }
@@ -376,43 +386,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.pages.memmap().region_of(slab.flags.pfn()).map_or(0, |r| r.node as usize)
     }
 
-    fn list_push(n: &mut CacheNode, s: &Slab) {
-        let me = s as *const Slab as usize;
-        s.list.prev.store(0, Ordering::Relaxed);
-        s.list.next.store(n.partial, Ordering::Relaxed);
-        if n.partial != 0 {
-            // SAFETY: partial-list members are live slab descriptors.
-            unsafe { &*(n.partial as *const Slab) }.list.prev.store(me, Ordering::Relaxed);
-        }
-        n.partial = me;
-        n.nr_partial += 1;
-    }
-
-    fn list_remove(n: &mut CacheNode, s: &Slab) {
-        let (prev, next) = (s.list.prev.load(Ordering::Relaxed), s.list.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            n.partial = next;
-        } else {
-            // SAFETY: as list_push.
-            unsafe { &*(prev as *const Slab) }.list.next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            // SAFETY: as list_push.
-            unsafe { &*(next as *const Slab) }.list.prev.store(prev, Ordering::Relaxed);
-        }
-        n.nr_partial -= 1;
-    }
-
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
     fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
         let mut node = self.node_of(cpu);
         loop {
             {
-                let mut n = c.nodes[node].lock();
-                while !s.main.is_full() && n.partial != 0 {
-                    // SAFETY: partial-list members are live slab descriptors of this cache.
-                    let slab = unsafe { &*(n.partial as *const Slab) };
+                let mut g = c.nodes[node].lock();
+                let n = &mut *g;
+                while !s.main.is_full() {
+                    let Some(slab) = n.partial.front() else { break };
                     while !s.main.is_full() {
                         let obj = slab.freelist.load(Ordering::Relaxed);
                         if obj == 0 {
@@ -425,7 +408,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                         s.main.push(obj);
                     }
                     if slab.freelist.load(Ordering::Relaxed) == 0 {
-                        Self::list_remove(&mut n, slab);
+                        n.partial.pop_front();
                     }
                 }
             }
@@ -441,7 +424,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let mut n = c.nodes[node].lock();
             n.nr_slabs += 1;
             n.free_objs += c.objects as u64;
-            Self::list_push(&mut n, slab);
+            let r = n.partial.push_front(slab);
+            debug_assert!(r.is_ok(), "a new slab is on no list");
         }
     }
 
@@ -481,6 +465,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 st.store(STATE_FREE, Ordering::Relaxed);
             }
         }
+        desc.fresh_links();
         desc.flags.init(0, c.order, pfn);
         desc.cache.store(c as *const SlabCache as usize, Ordering::Relaxed);
         desc.freelist.store(first, Ordering::Relaxed);
@@ -518,24 +503,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
             if slab.flags.flags() & crate::desc::PG_HWPOISON != 0 {
                 return SlabPoison::Already;
             }
-            let me = slab as *const Slab as usize;
-            let mut on_partial = false;
-            let mut cur = n.partial;
-            while cur != 0 {
-                if cur == me {
-                    on_partial = true;
-                    break;
-                }
-                // SAFETY: partial-list members are live slab descriptors of this cache.
-                cur = unsafe { &*(cur as *const Slab) }.list.next.load(Ordering::Relaxed);
-            }
+            let on_partial = n.partial.iter().any(|s| core::ptr::eq(s, slab));
             if slab.freelist.load(Ordering::Relaxed) != 0 && !on_partial {
                 // Empty and waiting for a grace period before its pages are freed.
                 return SlabPoison::Gone;
             }
             slab.flags.set(crate::desc::PG_HWPOISON);
             if on_partial {
-                Self::list_remove(&mut n, slab);
+                n.partial.retain(|s| !core::ptr::eq(s, slab));
             }
             inuse = slab.inuse.load(Ordering::Relaxed);
             n.free_objs -= (c.objects - inuse) as u64;
@@ -554,8 +529,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
     fn discard_slab(&self, cpu: &Cpu<'_>, c: &SlabCache, node: usize, s: &Slab) {
         if c.typesafe {
             let mut n = c.nodes[node].lock();
-            s.list.next.store(n.rcu_pending, Ordering::Relaxed);
-            n.rcu_pending = s as *const Slab as usize;
+            let r = n.rcu_pending.push_front(s);
+            debug_assert!(r.is_ok(), "a discarded slab is on no list");
             n.rcu_cookie = Some(self.pages.rcu().start_grace_period());
             return;
         }
@@ -563,6 +538,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
+        debug_assert!(!s.list.is_linked(), "a slab is freed off every list (slab item S3)");
         let pfn = s.flags.pfn();
         let poisoned = s.flags.flags() & crate::desc::PG_HWPOISON != 0;
         self.pages.stamp_block(pfn, c.order, Word::TAIL);
@@ -592,17 +568,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let mut list = {
                 let mut n = c.nodes[node].lock();
                 match n.rcu_cookie {
-                    Some(ck) if n.rcu_pending != 0 && self.pages.rcu().poll(ck) => {
+                    Some(ck) if !n.rcu_pending.is_empty() && self.pages.rcu().poll(ck) => {
                         n.rcu_cookie = None;
-                        core::mem::replace(&mut n.rcu_pending, 0)
+                        core::mem::take(&mut n.rcu_pending)
                     }
-                    _ => 0,
+                    _ => List::new(),
                 }
             };
-            while list != 0 {
-                // SAFETY: slabs on the pending list are unlinked and ours.
-                let s = unsafe { &*(list as *const Slab) };
-                list = s.list.next.load(Ordering::Relaxed);
+            while let Some(s) = list.pop_front() {
                 self.free_slab_pages(cpu, c, s);
             }
         }
@@ -615,13 +588,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let n = node.lock();
             slabs += n.nr_slabs;
             free += n.free_objs;
-            let mut cur = n.partial;
-            while cur != 0 {
-                // SAFETY: partial-list members are live.
-                let s = unsafe { &*(cur as *const Slab) };
-                empty += (s.inuse.load(Ordering::Relaxed) == 0) as u64;
-                cur = s.list.next.load(Ordering::Relaxed);
-            }
+            empty += n.partial.iter().filter(|s| s.inuse.load(Ordering::Relaxed) == 0).count() as u64;
         }
         let num = slabs * c.objects as u64;
         SlabInfo {

@@ -52,6 +52,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
+use crate::list::List;
 use crate::platform::Platform;
 use crate::rcu::GpCookie;
 use crate::slab::sheaf::CpuSheaves;
@@ -160,6 +161,16 @@ pub enum SlabError {
     Busy(u64),
     /// A large kmalloc free failed a page check.
     Page(crate::FreeError),
+    /// The cache's objects cannot hold the type asked for (too small, too little aligned, or
+    /// `TYPESAFE_BY_RCU`): see [`super::obj::ObjCache`].
+    Layout {
+        /// The cache.
+        cache: &'static str,
+        /// Size of the type.
+        size: usize,
+        /// Alignment of the type.
+        align: usize,
+    },
 }
 
 impl fmt::Display for SlabError {
@@ -176,6 +187,9 @@ impl fmt::Display for SlabError {
             SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
             SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
             SlabError::Page(e) => write!(f, "{e}"),
+            SlabError::Layout { cache, size, align } => {
+                write!(f, "cache {cache} cannot hold owned objects of {size} bytes aligned to {align}")
+            }
         }
     }
 }
@@ -184,17 +198,18 @@ impl core::error::Error for SlabError {}
 
 /// Per-node slab lists of a cache.
 pub(crate) struct CacheNode {
-    pub(super) partial: usize,
-    pub(super) nr_partial: u64,
+    /// Slabs with free objects (and at most [`MIN_PARTIAL`] empty ones), newest first.
+    pub(super) partial: List<Slab>,
     pub(super) nr_slabs: u64,
     pub(super) free_objs: u64,
-    pub(super) rcu_pending: usize,
+    /// Empty slabs of a TYPESAFE_BY_RCU cache waiting for the grace period of `rcu_cookie`.
+    pub(super) rcu_pending: List<Slab>,
     pub(super) rcu_cookie: Option<GpCookie>,
 }
 
 impl CacheNode {
     pub(super) const EMPTY: CacheNode =
-        CacheNode { partial: 0, nr_partial: 0, nr_slabs: 0, free_objs: 0, rcu_pending: 0, rcu_cookie: None };
+        CacheNode { partial: List::new(), nr_slabs: 0, free_objs: 0, rcu_pending: List::new(), rcu_cookie: None };
 }
 
 /// A slab cache (`kmem_cache`). Lives in slab or boot memory at a fixed address, since slab
