@@ -152,6 +152,13 @@ mod slab {
 /// - M4. An rmap list is kept (`RmapList::kept`) only by the VMAs linked on it: an anon_vma is
 ///   freed only with its last VMA, and a file's address space outlives its file VMAs
 ///   (destroying a file with VMAs is refused).
+/// - M6. A VMA is linked only on its own mm's chain (`VmaGuard::insert` checks its `mm`), and
+///   taken off it only by `VmaGuard::take` here, under the mm's lock, which hands it to the one
+///   caller that frees it (`MmRef::remove_vma`, after the rmap unlink: M2).
+/// - M7. Kernel objects of this layer handed out as shared references (VMAs, anon_vmas) are
+///   freed only as M2, M4 and M6 say, by `Mms::vma_free` / `Mms::anon_vma_free`, and an
+///   anon_vma's cache is TYPESAFE_BY_RCU: memory it hands out is a zeroed or a former
+///   `RmapList` (a zeroed one is a valid, unlocked, empty list).
 /// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
 ///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
 ///   page-table lock it holds, a page a live entry maps (the entry holds a reference), or a
@@ -159,15 +166,18 @@ mod slab {
 ///   TYPESAFE_BY_RCU, `Descriptor` item 3).
 #[cfg(feature = "pgtable")]
 mod mm {
+    use crate::cpu::Cpu;
     use crate::desc::{DescPtr, Descriptor, Folio};
     use crate::desc_ref::{self, Kept};
     use crate::list::{Linked, Links};
-    use crate::mm::mmap::{Mm, Vma};
+    use crate::mm::mmap::{Mm, MmCaches, Vma, VmaGuard};
     use crate::mm::rmap::{RmapGuard, RmapLink, RmapList};
     use crate::mm::Mms;
+    use crate::page_alloc::AllocError;
     use crate::pagecache::AddressSpace;
     use crate::platform::Platform;
     use crate::rcu::RcuGuard;
+    use crate::slab::ObjCache;
     use crate::tag::Tag;
 
     // SAFETY: `links` returns the field every time (Linked item 1); an RmapLink on a list is
@@ -175,6 +185,31 @@ mod mm {
     unsafe impl Linked for RmapLink {
         fn links(&self) -> &Links {
             &self.0
+        }
+    }
+
+    // SAFETY: `links` returns the `chain` field every time (Linked item 1); a VMA is freed
+    // only after `VmaGuard::take` took it off its chain under the mm's lock (M6, Linked item 2).
+    unsafe impl Linked for Vma {
+        fn links(&self) -> &Links {
+            self.chain_links()
+        }
+    }
+
+    impl<'a> VmaGuard<'a> {
+        /// Takes the first VMA of the chain (starting at `start`, if given) off it and hands
+        /// it to the caller, who frees it (M6).
+        pub(crate) fn take(&mut self, start: Option<u64>) -> Option<&'a Vma> {
+            let (mm, vmas) = self.raw_parts();
+            let addr = vmas.iter().find(|v| start.is_none_or(|s| v.start() == s))? as *const Vma as usize;
+            // SAFETY: a VMA of this mm's chain (just found on it: list.rs invariant 1); it
+            // lives until the caller frees it, which only this call's caller does (M6).
+            let v: &'a Vma = unsafe { desc_ref::pinned(mm, addr) };
+            // SAFETY: `v` is on this list (found on it above), whose lock the guard holds
+            // (list.rs invariant 3).
+            let removed = unsafe { vmas.remove(v) };
+            debug_assert!(removed);
+            Some(v)
         }
     }
 
@@ -195,6 +230,32 @@ mod mm {
     }
 
     impl<'a, P: Platform> Mms<'a, P> {
+        /// Moves `v` into a fresh object of `cache`, shared from then on (its mm's chain, its
+        /// rmap list and rmap walkers name it) until `Mms::vma_free` (M7).
+        pub(crate) fn vma_alloc(&self, cpu: &Cpu<'_>, cache: ObjCache<'a, Vma>, v: Vma) -> Result<&'a Vma, AllocError> {
+            let obj = self.slabs().obj_alloc(cpu, cache, v)?;
+            // The object is freed through its address (`vma_free`), not through the handle,
+            // which goes out of scope here (a leak, for the handle: no drop runs).
+            let addr = obj.as_ptr().as_ptr() as usize;
+            // SAFETY: an initialised Vma in an object of a cache checked for it (slab/obj.rs
+            // invariants 2 and 3), alive until `vma_free` (M7).
+            Ok(unsafe { desc_ref::pinned(self.machine(), addr) })
+        }
+
+        /// An anon_vma from `caches`' TYPESAFE_BY_RCU anon_vma cache: zeroed or a former
+        /// anon_vma, whose lock is never reinitialised (a walker that raced with its free may
+        /// still hold it); alive until `Mms::anon_vma_free` (M7).
+        pub(crate) fn anon_vma_alloc(
+            &self,
+            cpu: &Cpu<'_>,
+            caches: &MmCaches<'a, P>,
+        ) -> Result<&'a RmapList, AllocError> {
+            let p = self.slabs().cache_alloc(cpu, caches.anon_vma_cache())?;
+            // SAFETY: an object of the anon_vma cache (sized for an RmapList): a zeroed or a
+            // former RmapList, alive until freed as M4 says (M7).
+            Ok(unsafe { desc_ref::pinned(self.machine(), p.as_ptr() as usize) })
+        }
+
         /// The descriptor a page word names, for the address-space layer's pages (M5).
         pub(crate) fn mm_desc<T: Descriptor>(&self, d: DescPtr<T>) -> &'a T {
             // SAFETY: the layer keeps the descriptor alive while it uses the reference, or

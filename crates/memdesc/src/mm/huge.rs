@@ -13,7 +13,6 @@ use crate::addr::{Pfn, AREA_ORDER, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::folio::{FolioError, FolioRef};
-use crate::gfp::Gfp;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::Tag;
@@ -103,13 +102,11 @@ impl<'a, P: Platform> Mms<'a, P> {
             return Err(FolioError::Mapped(f.counts.mapcount()));
         }
         let pieces = 1usize << (order - new_order);
-        let buf = self.slabs.kmalloc(cpu, pieces * 4, Gfp::ZERO).map_err(FolioError::NoMemory)?;
-        // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
-        let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().as_ptr() as *mut u32, pieces) };
+        let mut buf = self.slabs.karray(cpu, pieces, 0u32).map_err(FolioError::NoMemory)?;
+        let counts = buf.as_mut_slice();
         let r = {
             let Some(list) = self.lock_folio_rmap(cpu, f) else {
-                let fr = self.slabs.kfree(cpu, buf);
-                debug_assert!(fr.is_ok());
+                self.slabs.karray_free(cpu, buf);
                 return Err(FolioError::Mapped(f.counts.mapcount()));
             };
             // Split PMD mappings first (no allocation: the tables are deposited).
@@ -135,8 +132,7 @@ impl<'a, P: Platform> Mms<'a, P> {
                 each(p)
             })
         };
-        let fr = self.slabs.kfree(cpu, buf);
-        debug_assert!(fr.is_ok());
+        self.slabs.karray_free(cpu, buf);
         r
     }
 }
@@ -160,11 +156,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if !va.is_multiple_of(PMD_SIZE) {
             return Err(MapError::Misaligned(va));
         }
-        let _g = self.mm.lock.lock();
-        let v = self.mm.find_vma(va).ok_or(MapError::NoVma(va))?;
+        let g = self.mm.lock();
+        let v = g.find(va).ok_or(MapError::NoVma(va))?;
         let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
-        match self.mem.lookup(self.mm, va) {
+        match self.mem.lookup(&self.mm, va) {
             Some((2, table, idx)) => {
                 self.mem.split_pmd_locked(table, idx);
                 Ok(())

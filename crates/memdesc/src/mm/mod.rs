@@ -66,6 +66,12 @@ impl<'a, P: Platform> Mms<'a, P> {
         Mms { pages, slabs, folios }
     }
 
+    /// The slab layer's view below this one.
+    #[inline]
+    pub(crate) fn slabs(&self) -> Slabs<'a, P> {
+        self.slabs
+    }
+
     /// The page allocator this view's machine is built on: what the references this layer
     /// hands out borrow (its lifetime is the machine's).
     #[inline]

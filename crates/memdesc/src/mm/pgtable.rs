@@ -39,6 +39,7 @@ use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 
 pub use super::mappable::{mappability, UnmappableKind, UserPage};
+use super::mmap::VmaGuard;
 pub use super::mmap::{Mm, MmCaches, MmKind, MmRef, Vma, VmaKind};
 pub use super::rmap::RmapList;
 
@@ -518,12 +519,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         n: u64,
         huge: bool,
     ) -> Result<(), MapError> {
-        let _g = self.mm.lock.lock();
-        self.map_locked(cpu, va, t, first, n, huge)
+        let g = self.mm.lock();
+        self.map_locked(&g, cpu, va, t, first, n, huge)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn map_locked(
         &self,
+        g: &VmaGuard<'_>,
         cpu: &Cpu<'_>,
         va: u64,
         t: Target<'_>,
@@ -535,7 +538,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if huge && !va.is_multiple_of(PMD_SIZE) {
             return Err(MapError::Misaligned(va));
         }
-        let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
+        let v = g.find(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
         let _rl = v.rmap().map(|r| r.lock());
         // A temporary reference for the whole mapping, taken before the pfn is read: a folio
         // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
@@ -598,20 +601,20 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let mut a = va;
         let mut fail = None;
         while a < end {
-            if let Err(e) = self.mem.walk_alloc(cpu, self.mm, a, level) {
+            if let Err(e) = self.mem.walk_alloc(cpu, &self.mm, a, level) {
                 fail = Some(e);
                 break;
             }
             a = if huge { end } else { (a & !(PMD_SIZE - 1)) + PMD_SIZE };
         }
         if fail.is_none() && huge {
-            match self.mem.alloc_table(cpu, self.mm, 1) {
+            match self.mem.alloc_table(cpu, &self.mm, 1) {
                 Ok(t) => deposit = Some(t),
                 Err(e) => fail = Some(e.into()),
             }
         }
         if fail.is_none() && huge {
-            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, va, 2).expect("allocated above");
             if self.mem.load_entry(table, idx).present() {
                 fail = Some(MapError::AlreadyMapped(va));
             }
@@ -619,7 +622,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             let mut p = 0;
             while p < add as u64 {
                 let a = va + p * PAGE_SIZE as u64;
-                if self.mem.lookup(self.mm, a).is_some() {
+                if self.mem.lookup(&self.mm, a).is_some() {
                     fail = Some(MapError::AlreadyMapped(a));
                     break;
                 }
@@ -635,10 +638,10 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
         if let Some(e) = fail {
             if let Some(d) = deposit {
-                self.mem.free_table(cpu, self.mm, d);
+                self.mem.free_table(cpu, &self.mm, d);
             }
             let mut st = ZapStats::default();
-            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, end, false, &mut st);
+            self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, va, end, false, &mut st);
             return Err(e);
         }
         if let (Target::Folio(f, _), Some(idx)) = (t, set_anon) {
@@ -649,14 +652,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         c.mapcount.fetch_add(add, Ordering::AcqRel);
         let flags = self.mm.leaf_flags();
         if huge {
-            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, va, 2).expect("allocated above");
             self.mem.deposit(table, deposit.expect("allocated above"));
             self.mem.store_entry(table, idx, PtEntry::new(pfn0, flags | PTE_HUGE));
             self.mem.ptdesc(table).entries.fetch_add(1, Ordering::Relaxed);
         } else {
             for p in 0..n {
                 let a = va + p * PAGE_SIZE as u64;
-                let (table, idx) = self.mem.walk_alloc(cpu, self.mm, a, 1).expect("allocated above");
+                let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, a, 1).expect("allocated above");
                 let pfn = match t {
                     Target::Other(..) => pfn0,
                     _ => pfn0.add(first + p),
@@ -693,8 +696,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let folio: &Folio = folio;
         let t = self.live_folio(folio)?;
         let n = 1u64 << folio.flags.order();
-        let _g = self.mm.lock.lock();
-        match self.map_locked(cpu, va, t, 0, n, false) {
+        let g = self.mm.lock();
+        match self.map_locked(&g, cpu, va, t, 0, n, false) {
             Err(MapError::MapcountLimit(_))
                 if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
             {
@@ -712,16 +715,16 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 };
                 for i in 0..n {
                     let r = match self.mem.target_of(pfn.add(i)) {
-                        t @ Target::Folio(..) => self.map_locked(cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
+                        t @ Target::Folio(..) => self.map_locked(&g, cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
                         _ => Err(MapError::NoReference),
                     };
                     if let Err(e) = r {
                         // Roll back the pages mapped so far.
-                        let v = self.mm.find_vma(va).expect("checked");
+                        let v = g.find(va).expect("checked");
                         let _rl = v.rmap().map(|r| r.lock());
                         let _pt = self.mm.pt_lock.lock();
                         let mut st = ZapStats::default();
-                        self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
+                        self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
                         drop_copies();
                         return Err(e);
                     }
@@ -746,16 +749,16 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// docs); everything else is refused with [`MapError::Unmappable`]. A folio page goes to
     /// the address its index gives in an anon or file VMA; other kinds need a pfn VMA.
     pub fn map_pfn(&self, cpu: &Cpu<'_>, va: u64, pfn: Pfn) -> Result<(), MapError> {
-        let _g = self.mm.lock.lock();
+        let g = self.mm.lock();
         self.check_range(va, PAGE_SIZE as u64)?;
-        let kind = self.mm.find_vma(va).map_or(VmaKind::Pfn, |v| v.kind);
+        let kind = g.find(va).map_or(VmaKind::Pfn, |v| v.kind);
         let t = self.mem.classify(self.mm.kind, kind, pfn)?;
         let first = match t {
             Target::Folio(f, _) => pfn.0.wrapping_sub(f.flags.pfn().0),
             Target::Mappable(d) => pfn.0.wrapping_sub(d.flags.pfn().0),
             Target::Other(..) => 0,
         };
-        self.map_locked(cpu, va, t, first, 1, false)
+        self.map_locked(&g, cpu, va, t, first, 1, false)
     }
 
     /// Maps the page a [`UserPage`] token names at `va` of a user address space (a kernel one
@@ -773,14 +776,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// Refused with [`MapError::NotMapped`] if nothing in the range was mapped.
     pub fn unmap(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<ZapStats, MapError> {
         let end = self.check_range(start, len)?;
-        let _g = self.mm.lock.lock();
+        let g = self.mm.lock();
         let mut st = ZapStats::default();
-        self.mm.for_each_vma(|v| {
+        g.iter().for_each(|v| {
             let (s, e) = (v.start.max(start), v.end.min(end));
             if s < e {
                 let _rl = v.rmap().map(|r| r.lock());
                 let _pt = self.mm.pt_lock.lock();
-                self.mem.zap(cpu, self.mm, self.mm.pgd, 4, s, e, true, &mut st);
+                self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, s, e, true, &mut st);
             }
         });
         if st.entries == 0 {
@@ -796,7 +799,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return None;
         }
         let _pt = self.mm.pt_lock.lock();
-        let (level, table, idx) = self.mem.lookup(self.mm, va)?;
+        let (level, table, idx) = self.mem.lookup(&self.mm, va)?;
         Some((self.mem.load_entry(table, idx), level == 2))
     }
 }
