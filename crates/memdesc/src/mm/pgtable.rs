@@ -39,7 +39,7 @@ use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 
 pub use super::mappable::{mappability, UnmappableKind, UserPage};
-use super::mmap::VmaGuard;
+pub(crate) use super::mmap::VmaGuard;
 pub use super::mmap::{Mm, MmCaches, MmKind, MmRef, Vma, VmaKind};
 pub use super::rmap::RmapList;
 
