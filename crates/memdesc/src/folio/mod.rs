@@ -89,6 +89,7 @@ use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
+use crate::list::List;
 use crate::memmap::RegionMap;
 use crate::page_alloc::AllocError;
 use crate::page_alloc::PageAllocator;
@@ -96,7 +97,7 @@ use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::Slabs;
 use crate::slab::{CacheArgs, SlabCache};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, SpinLock};
 use crate::word::{Subtype, Tag, Word};
 
 /// Anonymous or page-cache memory.
@@ -261,7 +262,7 @@ impl Eq for FolioRef<'_> {}
 /// The folio layer's part of a machine: the LRU lists and the page cache's slab caches.
 /// Private: only this layer's modules touch it, through [`Folios`].
 pub struct FolioState {
-    lru: [crate::sync::SpinLock<LruList>; crate::layout::MAX_NODES],
+    lru: [SpinLock<List<Folio>>; crate::layout::MAX_NODES],
     pagecache: PageCacheCaches,
 }
 
@@ -276,28 +277,13 @@ impl FolioState {
     /// Empty lists; the caches are created by [`Folios::boot`] and stored with
     /// [`FolioState::set_boot_caches`].
     pub(crate) fn new() -> FolioState {
-        FolioState {
-            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(LruList::EMPTY)),
-            pagecache: PageCacheCaches::NONE,
-        }
+        FolioState { lru: core::array::from_fn(|_| SpinLock::new(List::new())), pagecache: PageCacheCaches::NONE }
     }
 
     /// Records the caches [`Folios::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, caches: PageCacheCaches) {
         self.pagecache = caches;
     }
-}
-
-/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links
-/// (operations in `lru.rs`).
-pub(crate) struct LruList {
-    pub(super) head: usize,
-    pub(super) tail: usize,
-    pub(super) nr: u64,
-}
-
-impl LruList {
-    const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
 }
 
 /// The slab caches of the page cache, which the folio half of boot creates (see
@@ -379,8 +365,9 @@ impl<'a, P: Platform> Folios<'a, P> {
         let pfn = self.pages.alloc_internal(cpu, order, gfp)?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
-        d.lru.prev.store(0, Ordering::Relaxed);
-        d.lru.next.store(0, Ordering::Relaxed);
+        // A descriptor is freed only off every list (Linked for Folio), and fresh cache
+        // memory is zero: its LRU links are unlinked.
+        debug_assert!(!d.lru.is_linked(), "a new folio descriptor is on a list");
         d.mapping.store(0, Ordering::Relaxed);
         d.index.store(0, Ordering::Relaxed);
         // Publish the reference count last: lockless readers' try_get starts succeeding here.
@@ -609,22 +596,17 @@ impl<'a, P: Platform> Folios<'a, P> {
         } else {
             FolioKind::Anon
         };
-        // Allocate every new descriptor first, chained through their own (unpublished) LRU
-        // links, so a failure frees them and leaves the folio untouched.
-        let mut chain = 0usize;
+        // Allocate every new descriptor first, on a local list through their own (unpublished)
+        // LRU links, so a failure frees them and leaves the folio untouched.
+        let mut chain: List<Folio> = List::new();
         for _ in 1..pieces {
             match self.slabs.alloc_desc::<Folio>(cpu) {
                 Ok(d) => {
-                    d.lru.next.store(chain, Ordering::Relaxed);
-                    chain = d as *const Folio as usize;
+                    let r = chain.push_back(d);
+                    debug_assert!(r.is_ok(), "a new folio descriptor is on a list");
                 }
                 Err(e) => {
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs.free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -642,12 +624,7 @@ impl<'a, P: Platform> Folios<'a, P> {
                 }
                 Err(e) => {
                     self.free_area_tables(cpu, tables);
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs.free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -664,12 +641,7 @@ impl<'a, P: Platform> Folios<'a, P> {
         };
         let Some(holders) = frozen else {
             self.free_area_tables(cpu, tables);
-            while chain != 0 {
-                // SAFETY: the chain holds descriptors we just allocated.
-                let d = unsafe { &*(chain as *const Folio) };
-                chain = d.lru.next.load(Ordering::Relaxed);
-                self.slabs.free_desc(cpu, d);
-            }
+            self.free_chain(cpu, &mut chain);
             return Err(FolioError::Busy);
         };
         // Split the areas, every per-page word still naming the folio, so lockless readers see
@@ -689,15 +661,11 @@ impl<'a, P: Platform> Folios<'a, P> {
         // goes to the piece it maps.
         let other = holders;
         for i in 1..pieces {
-            // SAFETY: pieces - 1 descriptors were chained above.
-            let d = unsafe { &*(chain as *const Folio) };
-            chain = d.lru.next.load(Ordering::Relaxed);
+            let d = chain.pop_front().expect("pieces - 1 descriptors were allocated above");
             let ppfn = pfn.add((i as u64) << new_order);
             // Nobody locked the new pieces.
             d.flags.init(flags & !(PG_LRU | PG_LOCKED), new_order, ppfn);
             d.counts.mapcount.store(count(i), Ordering::Relaxed);
-            d.lru.prev.store(0, Ordering::Relaxed);
-            d.lru.next.store(0, Ordering::Relaxed);
             d.mapping.store(mapping, Ordering::Relaxed);
             d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
             d.counts.refcount.store(other + count(i), Ordering::Release);
@@ -714,6 +682,13 @@ impl<'a, P: Platform> Folios<'a, P> {
         f.counts.unfreeze(other + count(0));
         each(f);
         Ok(())
+    }
+
+    /// Frees the unpublished descriptors a failed split allocated.
+    fn free_chain(&self, cpu: &Cpu<'_>, chain: &mut List<Folio>) {
+        while let Some(d) = chain.pop_front() {
+            self.slabs.free_desc(cpu, d);
+        }
     }
 
     /// A page for the per-page words of an area of `rm` that a split folio fills: from the
