@@ -298,8 +298,8 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             let r = self.folios.folio_put_raw(cpu, f);
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
         })?;
-        // SAFETY: lookup_rcu took one reference for us on a folio cached here.
-        Some(unsafe { FolioRef::from_raw(f) })
+        // lookup_rcu took one reference for us on a folio cached here.
+        Some(FolioRef::adopt(f))
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.

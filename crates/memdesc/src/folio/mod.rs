@@ -191,14 +191,11 @@ pub struct FolioRef<'a> {
 }
 
 impl<'a> FolioRef<'a> {
-    /// Adopts a counted reference.
-    ///
-    /// # Safety
-    /// The caller owns one reference count on `folio` (taken and not yet dropped, e.g. given up
-    /// by [`FolioRef::into_raw`]) and hands it to the new `FolioRef`, which will drop it: the
-    /// caller must not drop it again. `folio` is a live folio of the machine whose lifetime is
-    /// `'a`.
-    pub unsafe fn from_raw(folio: &'a Folio) -> Self {
+    /// Adopts a counted reference the crate took (the checked half of the raw
+    /// [`FolioRef::from_raw`], in `machine/raw.rs`): the caller owns one reference count on
+    /// `folio` (taken and not yet dropped) and hands it to the new `FolioRef`, which will drop
+    /// it; `folio` is a live folio of the machine whose lifetime is `'a`.
+    pub(crate) fn adopt(folio: &'a Folio) -> Self {
         debug_assert!(folio.counts.refcount() != 0, "adopting a reference on a folio with none");
         FolioRef { folio }
     }
@@ -350,8 +347,8 @@ impl<'a, P: Platform> Folios<'a, P> {
     ) -> Result<FolioRef<'a>, AllocError> {
         let d = self.slabs.alloc_desc::<Folio>(cpu)?;
         let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.slabs.free_desc(cpu, d))?;
-        // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-        Ok(unsafe { FolioRef::from_raw(f) })
+        // folio_init published exactly one reference, which nobody else knows of.
+        Ok(FolioRef::adopt(f))
     }
 
     fn folio_init<'f>(
@@ -397,26 +394,20 @@ impl<'a, P: Platform> Folios<'a, P> {
             crate::lookup::folio,
             |f| self.folio_release(cpu, f),
         )?;
-        // SAFETY: try_get_desc took one reference for us and re-checked that the word still
-        // names the descriptor: it stays a live folio (beyond the guard) until that reference
-        // is put, which only the FolioRef can do.
-        Some(unsafe { FolioRef::from_raw(&*(f as *const Folio)) })
+        // try_get_desc took one reference for us and re-checked that the word still names the
+        // descriptor: it stays a live folio (beyond the guard) until that reference is put,
+        // which only the FolioRef can do.
+        Some(FolioRef::adopt(self.held(f)))
     }
 
-    /// Adopts a reference the caller owns on the folio whose page `pfn` is (for page-table
-    /// code and C-like callers that keep pfns). `None` if the word at `pfn` names no folio.
-    ///
-    /// # Safety
-    /// The caller owns one counted reference on the folio that owns `pfn` (one it took and
-    /// has not dropped, e.g. through [`FolioRef::into_raw`]), and gives it to the returned
-    /// `FolioRef`; it must not use that count again. While the caller holds it, the folio cannot
-    /// be freed, so the word at `pfn` names it (migration changes a folio's pfn only while the
-    /// count is frozen, which needs every holder to be accounted for).
-    pub(crate) unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'a>> {
+    /// The folio whose page `pfn` is, for a caller that owns a counted reference on it (the
+    /// checked half of the raw [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn)).
+    /// While the caller holds that reference the folio cannot be freed, so the word at `pfn`
+    /// names it (migration changes a folio's pfn only while the count is frozen, which needs
+    /// every holder to be accounted for). `None` if the word at `pfn` names no folio.
+    pub(crate) fn folio_held_at(&self, pfn: Pfn) -> Option<&'a Folio> {
         let d = crate::lookup::folio(self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind())?;
-        // SAFETY: the caller owns a reference on this live folio (the function's contract),
-        // so the descriptor stays a Folio as long as the returned FolioRef exists.
-        Some(unsafe { FolioRef::from_raw(&*(d.addr() as *const Folio)) })
+        Some(self.held_desc(d))
     }
 
     /// Drops the caller's reference; the last one takes the folio off its LRU list and frees it
@@ -540,9 +531,9 @@ impl<'a, P: Platform> Folios<'a, P> {
         }
         split_held(folio, &mut |p| {
             if !core::ptr::eq(p, folio) {
-                // SAFETY: a new piece of a split made at our count: it carries the caller's
-                // reference (plus its mapping entries'), handed over here.
-                each(unsafe { FolioRef::from_raw(&*(p as *const Folio)) })
+                // A new piece of a split made at our count: it carries the caller's reference
+                // (plus its mapping entries'), handed over here.
+                each(FolioRef::adopt(self.held(p)))
             }
         })
     }
