@@ -87,6 +87,7 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, AREA_ORDER};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::list::List;
@@ -155,27 +156,15 @@ impl core::fmt::Display for FolioError {
 
 impl core::error::Error for FolioError {}
 
-/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8).
-///
-/// # Safety
-/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
-/// field safe to read while another CPU writes it (atomics), since the cache is
-/// TYPESAFE_BY_RCU; an all-zero value is valid.
-pub unsafe trait FolioExt: Sync + Sized {
-    /// Cache name.
-    const NAME: &'static str;
-}
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (a layout promise, so it is
+/// defined with the descriptor layouts).
+pub use crate::desc::FolioExt;
 
-/// The cache of one extended folio type.
+/// The cache of one extended folio type (made at registration, never destroyed).
 pub struct FolioExtCache<E: FolioExt> {
-    cache: NonNull<SlabCache>,
-    _marker: PhantomData<E>,
+    pub(crate) cache: Kept<SlabCache>,
+    _marker: PhantomData<fn() -> E>,
 }
-
-// SAFETY: a pointer to a cache that lives as long as its machine; all mutation is internal.
-unsafe impl<E: FolioExt> Send for FolioExtCache<E> {}
-// SAFETY: as above.
-unsafe impl<E: FolioExt> Sync for FolioExtCache<E> {}
 
 /// One counted reference to a folio: what [`PhysMem::folio_alloc`](crate::PhysMem::folio_alloc), [`PhysMem::folio_try_get`](crate::PhysMem::folio_try_get)
 /// and the page cache's lookup return, and what [`PhysMem::folio_put`](crate::PhysMem::folio_put) consumes.
@@ -263,13 +252,6 @@ pub struct FolioState {
     pagecache: PageCacheCaches,
 }
 
-// SAFETY: the page cache's cache pointers name slab caches that live as long as the machine
-// (created at boot, never destroyed); every mutable part is behind a lock or an atomic. (Until
-// issue 13 this was covered by the machine's own `unsafe impl Send/Sync`.)
-unsafe impl Send for FolioState {}
-// SAFETY: as above.
-unsafe impl Sync for FolioState {}
-
 impl FolioState {
     /// Empty lists; the caches are created by [`Folios::boot`] and stored with
     /// [`FolioState::set_boot_caches`].
@@ -286,13 +268,13 @@ impl FolioState {
 /// The slab caches of the page cache, which the folio half of boot creates (see
 /// [`Folios::boot`]): tree nodes (TYPESAFE_BY_RCU) and address spaces.
 pub(crate) struct PageCacheCaches {
-    pub(super) nodes: Option<NonNull<SlabCache>>,
-    pub(super) spaces: Option<NonNull<SlabCache>>,
+    pub(super) nodes: Kept<SlabCache>,
+    pub(super) spaces: Kept<SlabCache>,
 }
 
 impl PageCacheCaches {
     /// Before boot creates them.
-    const NONE: PageCacheCaches = PageCacheCaches { nodes: None, spaces: None };
+    const NONE: PageCacheCaches = PageCacheCaches { nodes: Kept::NONE, spaces: Kept::NONE };
 }
 
 /// The folio layer seen with the layers below it (the slab layer for descriptors, the page
@@ -316,6 +298,12 @@ impl<'a, P: Platform> Folios<'a, P> {
     #[inline]
     pub(crate) fn new(pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, state: &'a FolioState) -> Self {
         Folios { pages, slabs, state }
+    }
+
+    /// The slab layer's view below this one.
+    #[inline]
+    pub(crate) fn slabs(&self) -> Slabs<'a, P> {
+        self.slabs
     }
 
     /// The folio half of boot, once the slab layer runs: creates the page cache's caches. The
@@ -470,8 +458,7 @@ impl<'a, P: Platform> Folios<'a, P> {
         // An extended folio goes back to its own cache, found from its slab.
         match self.slabs.slab_of(addr.as_ptr() as usize) {
             Ok(slab) => {
-                // SAFETY: a slab names its live cache.
-                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                let c = self.slabs.cache_of(slab);
                 let r = self.slabs.cache_free(cpu, c, addr);
                 debug_assert!(r.is_ok(), "folio descriptor free: {r:?}");
             }
@@ -724,7 +711,7 @@ impl<'a, P: Platform> Folios<'a, P> {
                 ..CacheArgs::new(E::NAME, core::mem::size_of::<E>())
             },
         )?;
-        Ok(FolioExtCache { cache: NonNull::from(c), _marker: PhantomData })
+        Ok(FolioExtCache { cache: self.keep_cache(c), _marker: PhantomData })
     }
 
     /// Allocates a file folio whose descriptor is an `E`; the returned reference derefs to the
@@ -736,27 +723,16 @@ impl<'a, P: Platform> Folios<'a, P> {
         order: u32,
         gfp: Gfp,
     ) -> Result<FolioRef<'a>, AllocError> {
-        // SAFETY: the cache lives as long as the machine.
-        let c = unsafe { ext.cache.as_ref() };
-        let p = self.slabs.cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
-        // SAFETY: FolioExt guarantees a Folio at offset 0 of a valid (zero or former) E.
-        let f = unsafe { &*(p.as_ptr() as *const Folio) };
+        let f = self.alloc_ext_desc(cpu, ext)?;
         match self.folio_init(cpu, f, order, gfp, FolioKind::File) {
-            // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-            Ok(f) => Ok(unsafe { FolioRef::from_raw(f) }),
+            // folio_init published exactly one reference, which nobody else knows of.
+            Ok(f) => Ok(FolioRef::adopt(f)),
             Err(err) => {
-                let _ = self.slabs.cache_free(cpu, c, p);
+                if let Some(c) = ext.cache.get() {
+                    let _ = self.slabs.cache_free(cpu, c, NonNull::from(f).cast());
+                }
                 Err(err)
             }
         }
-    }
-
-    /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
-    pub(crate) fn folio_ext<'f, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'f Folio) -> Option<&'f E> {
-        let slab = self.slabs.slab_of(f as *const Folio as usize).ok()?;
-        (slab.cache_addr() == ext.cache.as_ptr() as usize).then(|| {
-            // SAFETY: f is an object of E's cache, and E has its Folio at offset 0.
-            unsafe { &*(f as *const Folio as *const E) }
-        })
     }
 }

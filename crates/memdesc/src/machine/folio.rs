@@ -3,7 +3,6 @@
 //! split of a folio that may be mapped (the mm layer splits its mappings first) and
 //! [`FolioRef::put`], which needs the machine.
 
-#[cfg(feature = "health")]
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;

@@ -145,13 +145,23 @@ mod slab {
 ///   folio layer does only through a `FolioRef` it consumes or a count it owns. So a
 ///   reference to a held folio may live as long as the machine (`'a` of the view), and the
 ///   folio layer uses it only while it holds the count.
+/// - F3. The caches the folio layer keeps (the page cache's node and address-space caches, and
+///   every extended folio type's cache) are created by it and never destroyed: they are
+///   internal caches, which no public handle can destroy.
+/// - F4. An extended folio type `E` ([`FolioExt`]) has its `Folio` at offset 0, and its
+///   cache ([`FolioExtCache`]) holds only `E`s, zero or former ones (FolioExt's contract).
 #[cfg(feature = "folio")]
 mod folio {
     use crate::addr::Pfn;
-    use crate::desc::{DescPtr, Folio};
-    use crate::desc_ref;
-    use crate::folio::{FolioRef, Folios};
+    use core::ptr::NonNull;
+
+    use crate::cpu::Cpu;
+    use crate::desc::{DescPtr, Folio, FolioExt};
+    use crate::desc_ref::{self, Kept};
+    use crate::folio::{FolioExtCache, FolioRef, Folios};
+    use crate::page_alloc::AllocError;
     use crate::platform::Platform;
+    use crate::slab::SlabCache;
     use crate::PhysMem;
 
     impl<'a> FolioRef<'a> {
@@ -197,6 +207,37 @@ mod folio {
         pub(crate) fn held_desc(&self, d: DescPtr<Folio>) -> &'a Folio {
             // SAFETY: as in `held`: the descriptor is a live Folio the caller holds (F2).
             unsafe { desc_ref::from_addr(d.addr()) }
+        }
+
+        /// Keeps a cache the folio layer created and never destroys (F3).
+        pub(crate) fn keep_cache(&self, c: &'a SlabCache) -> Kept<SlabCache> {
+            // SAFETY: the cache lives as long as the machine (F3).
+            unsafe { Kept::new(c) }
+        }
+
+        /// A new descriptor of `ext`'s cache, as the folio it embeds (not yet initialised as
+        /// one: `folio_init` does that).
+        pub(crate) fn alloc_ext_desc<E: FolioExt>(
+            &self,
+            cpu: &Cpu<'_>,
+            ext: &FolioExtCache<E>,
+        ) -> Result<&'a Folio, AllocError> {
+            let c = ext.cache.get().ok_or(AllocError::NoMemory { order: 0 })?;
+            let p: NonNull<u8> = self.slabs().cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
+            // SAFETY: an object of E's cache, a zero or former E (F4) that this call owns,
+            // with a Folio at offset 0 (F4); slab memory of the machine (F3), which is `'a`.
+            Ok(unsafe { desc_ref::from_addr(p.as_ptr() as usize) })
+        }
+
+        /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
+        pub(crate) fn folio_ext<'f, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'f Folio) -> Option<&'f E> {
+            let slab = self.slabs().slab_of(f as *const Folio as usize).ok()?;
+            let c = ext.cache.get()?;
+            core::ptr::eq(self.slabs().cache_of(slab), c).then(|| {
+                // SAFETY: `f` is an object of E's cache, and E has its Folio at offset 0 (F4);
+                // the E lives as long as the Folio it embeds (`'f`).
+                unsafe { &*(f as *const Folio as *const E) }
+            })
         }
     }
 }

@@ -20,7 +20,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::list::{Linked, Links, List};
+use crate::list::{Linked, Links};
 use crate::rcu::RcuGuard;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::tag::Tag;
@@ -332,7 +332,8 @@ impl Folio {
     /// Takes the folio off its LRU list: `list` is the LRU list of the folio's node, locked by
     /// the caller (the folio layer's `lru_of`). Returns false, changing nothing, if the folio
     /// is on no LRU list (`PG_LRU` clear).
-    pub(crate) fn lru_unlink(&self, list: &mut List<Folio>) -> bool {
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_unlink(&self, list: &mut crate::list::List<Folio>) -> bool {
         if self.flags.flags() & PG_LRU == 0 {
             return false;
         }
@@ -347,7 +348,8 @@ impl Folio {
 
     /// Moves the folio to the back of its LRU list (recently used); `list` as for
     /// [`Folio::lru_unlink`]. Returns false if the folio is on no LRU list.
-    pub(crate) fn lru_move_to_back(&self, list: &mut List<Folio>) -> bool {
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_move_to_back(&self, list: &mut crate::list::List<Folio>) -> bool {
         if self.flags.flags() & PG_LRU == 0 {
             return false;
         }
@@ -355,6 +357,19 @@ impl Folio {
         // list, the folio is on `list` (List invariant 3).
         unsafe { list.move_to_back(self) }
     }
+}
+
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8): the page word
+/// points to the embedded folio, and the folio layer recovers the filesystem's type after
+/// checking the descriptor came from that filesystem's cache.
+///
+/// # Safety
+/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
+/// field safe to read while another CPU writes it (atomics), since the cache is
+/// TYPESAFE_BY_RCU; an all-zero value is valid.
+pub unsafe trait FolioExt: Sync + Sized {
+    /// Cache name.
+    const NAME: &'static str;
 }
 
 // SAFETY: `links` returns the `lru` field every time (Linked item 1). A folio's descriptor goes
