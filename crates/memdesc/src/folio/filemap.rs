@@ -190,13 +190,12 @@ impl<'a, P: Platform> Folios<'a, P> {
             &cpu,
             &CacheArgs { align: 16, ..CacheArgs::new("address_space", core::mem::size_of::<AddressSpace>()) },
         )?;
-        Ok(PageCacheCaches { nodes: Some(NonNull::from(nodes)), spaces: Some(NonNull::from(spaces)) })
+        Ok(PageCacheCaches { nodes: self.keep_cache(nodes), spaces: self.keep_cache(spaces) })
     }
 
     pub(super) fn pagecache_cache(&self, spaces: bool) -> &'a SlabCache {
-        let c = if spaces { self.state.pagecache.spaces } else { self.state.pagecache.nodes };
-        // SAFETY: created at boot, never destroyed.
-        unsafe { c.expect("page-cache caches exist after boot").as_ref() }
+        let c = if spaces { &self.state.pagecache.spaces } else { &self.state.pagecache.nodes };
+        c.get().expect("page-cache caches exist after boot")
     }
 
     /// Creates an empty address space (one file's page cache).
@@ -298,8 +297,8 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             let r = self.folios.folio_put_raw(cpu, f);
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
         })?;
-        // SAFETY: lookup_rcu took one reference for us on a folio cached here.
-        Some(unsafe { FolioRef::from_raw(f) })
+        // lookup_rcu took one reference for us on a folio cached here.
+        Some(FolioRef::adopt(f))
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.

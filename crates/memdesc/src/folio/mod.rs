@@ -87,8 +87,10 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, AREA_ORDER};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
+use crate::list::List;
 use crate::memmap::RegionMap;
 use crate::page_alloc::AllocError;
 use crate::page_alloc::PageAllocator;
@@ -96,7 +98,7 @@ use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::Slabs;
 use crate::slab::{CacheArgs, SlabCache};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, SpinLock};
 use crate::word::{Subtype, Tag, Word};
 
 /// Anonymous or page-cache memory.
@@ -154,27 +156,15 @@ impl core::fmt::Display for FolioError {
 
 impl core::error::Error for FolioError {}
 
-/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8).
-///
-/// # Safety
-/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
-/// field safe to read while another CPU writes it (atomics), since the cache is
-/// TYPESAFE_BY_RCU; an all-zero value is valid.
-pub unsafe trait FolioExt: Sync + Sized {
-    /// Cache name.
-    const NAME: &'static str;
-}
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (a layout promise, so it is
+/// defined with the descriptor layouts).
+pub use crate::desc::FolioExt;
 
-/// The cache of one extended folio type.
+/// The cache of one extended folio type (made at registration, never destroyed).
 pub struct FolioExtCache<E: FolioExt> {
-    cache: NonNull<SlabCache>,
-    _marker: PhantomData<E>,
+    pub(crate) cache: Kept<SlabCache>,
+    _marker: PhantomData<fn() -> E>,
 }
-
-// SAFETY: a pointer to a cache that lives as long as its machine; all mutation is internal.
-unsafe impl<E: FolioExt> Send for FolioExtCache<E> {}
-// SAFETY: as above.
-unsafe impl<E: FolioExt> Sync for FolioExtCache<E> {}
 
 /// One counted reference to a folio: what [`PhysMem::folio_alloc`](crate::PhysMem::folio_alloc), [`PhysMem::folio_try_get`](crate::PhysMem::folio_try_get)
 /// and the page cache's lookup return, and what [`PhysMem::folio_put`](crate::PhysMem::folio_put) consumes.
@@ -190,14 +180,11 @@ pub struct FolioRef<'a> {
 }
 
 impl<'a> FolioRef<'a> {
-    /// Adopts a counted reference.
-    ///
-    /// # Safety
-    /// The caller owns one reference count on `folio` (taken and not yet dropped, e.g. given up
-    /// by [`FolioRef::into_raw`]) and hands it to the new `FolioRef`, which will drop it: the
-    /// caller must not drop it again. `folio` is a live folio of the machine whose lifetime is
-    /// `'a`.
-    pub unsafe fn from_raw(folio: &'a Folio) -> Self {
+    /// Adopts a counted reference the crate took (the checked half of the raw
+    /// [`FolioRef::from_raw`], in `machine/raw.rs`): the caller owns one reference count on
+    /// `folio` (taken and not yet dropped) and hands it to the new `FolioRef`, which will drop
+    /// it; `folio` is a live folio of the machine whose lifetime is `'a`.
+    pub(crate) fn adopt(folio: &'a Folio) -> Self {
         debug_assert!(folio.counts.refcount() != 0, "adopting a reference on a folio with none");
         FolioRef { folio }
     }
@@ -261,25 +248,15 @@ impl Eq for FolioRef<'_> {}
 /// The folio layer's part of a machine: the LRU lists and the page cache's slab caches.
 /// Private: only this layer's modules touch it, through [`Folios`].
 pub struct FolioState {
-    lru: [crate::sync::SpinLock<LruList>; crate::layout::MAX_NODES],
+    lru: [SpinLock<List<Folio>>; crate::layout::MAX_NODES],
     pagecache: PageCacheCaches,
 }
-
-// SAFETY: the page cache's cache pointers name slab caches that live as long as the machine
-// (created at boot, never destroyed); every mutable part is behind a lock or an atomic. (Until
-// issue 13 this was covered by the machine's own `unsafe impl Send/Sync`.)
-unsafe impl Send for FolioState {}
-// SAFETY: as above.
-unsafe impl Sync for FolioState {}
 
 impl FolioState {
     /// Empty lists; the caches are created by [`Folios::boot`] and stored with
     /// [`FolioState::set_boot_caches`].
     pub(crate) fn new() -> FolioState {
-        FolioState {
-            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(LruList::EMPTY)),
-            pagecache: PageCacheCaches::NONE,
-        }
+        FolioState { lru: core::array::from_fn(|_| SpinLock::new(List::new())), pagecache: PageCacheCaches::NONE }
     }
 
     /// Records the caches [`Folios::boot`] created.
@@ -288,28 +265,16 @@ impl FolioState {
     }
 }
 
-/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links
-/// (operations in `lru.rs`).
-pub(crate) struct LruList {
-    pub(super) head: usize,
-    pub(super) tail: usize,
-    pub(super) nr: u64,
-}
-
-impl LruList {
-    const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
-}
-
 /// The slab caches of the page cache, which the folio half of boot creates (see
 /// [`Folios::boot`]): tree nodes (TYPESAFE_BY_RCU) and address spaces.
 pub(crate) struct PageCacheCaches {
-    pub(super) nodes: Option<NonNull<SlabCache>>,
-    pub(super) spaces: Option<NonNull<SlabCache>>,
+    pub(super) nodes: Kept<SlabCache>,
+    pub(super) spaces: Kept<SlabCache>,
 }
 
 impl PageCacheCaches {
     /// Before boot creates them.
-    const NONE: PageCacheCaches = PageCacheCaches { nodes: None, spaces: None };
+    const NONE: PageCacheCaches = PageCacheCaches { nodes: Kept::NONE, spaces: Kept::NONE };
 }
 
 /// The folio layer seen with the layers below it (the slab layer for descriptors, the page
@@ -333,6 +298,12 @@ impl<'a, P: Platform> Folios<'a, P> {
     #[inline]
     pub(crate) fn new(pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, state: &'a FolioState) -> Self {
         Folios { pages, slabs, state }
+    }
+
+    /// The slab layer's view below this one.
+    #[inline]
+    pub(crate) fn slabs(&self) -> Slabs<'a, P> {
+        self.slabs
     }
 
     /// The folio half of boot, once the slab layer runs: creates the page cache's caches. The
@@ -364,8 +335,8 @@ impl<'a, P: Platform> Folios<'a, P> {
     ) -> Result<FolioRef<'a>, AllocError> {
         let d = self.slabs.alloc_desc::<Folio>(cpu)?;
         let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.slabs.free_desc(cpu, d))?;
-        // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-        Ok(unsafe { FolioRef::from_raw(f) })
+        // folio_init published exactly one reference, which nobody else knows of.
+        Ok(FolioRef::adopt(f))
     }
 
     fn folio_init<'f>(
@@ -379,8 +350,9 @@ impl<'a, P: Platform> Folios<'a, P> {
         let pfn = self.pages.alloc_internal(cpu, order, gfp)?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
-        d.lru.prev.store(0, Ordering::Relaxed);
-        d.lru.next.store(0, Ordering::Relaxed);
+        // A descriptor is freed only off every list (Linked for Folio), and fresh cache
+        // memory is zero: its LRU links are unlinked.
+        debug_assert!(!d.lru.is_linked(), "a new folio descriptor is on a list");
         d.mapping.store(0, Ordering::Relaxed);
         d.index.store(0, Ordering::Relaxed);
         // Publish the reference count last: lockless readers' try_get starts succeeding here.
@@ -410,26 +382,20 @@ impl<'a, P: Platform> Folios<'a, P> {
             crate::lookup::folio,
             |f| self.folio_release(cpu, f),
         )?;
-        // SAFETY: try_get_desc took one reference for us and re-checked that the word still
-        // names the descriptor: it stays a live folio (beyond the guard) until that reference
-        // is put, which only the FolioRef can do.
-        Some(unsafe { FolioRef::from_raw(&*(f as *const Folio)) })
+        // try_get_desc took one reference for us and re-checked that the word still names the
+        // descriptor: it stays a live folio (beyond the guard) until that reference is put,
+        // which only the FolioRef can do.
+        Some(FolioRef::adopt(self.held(f)))
     }
 
-    /// Adopts a reference the caller owns on the folio whose page `pfn` is (for page-table
-    /// code and C-like callers that keep pfns). `None` if the word at `pfn` names no folio.
-    ///
-    /// # Safety
-    /// The caller owns one counted reference on the folio that owns `pfn` (one it took and
-    /// has not dropped, e.g. through [`FolioRef::into_raw`]), and gives it to the returned
-    /// `FolioRef`; it must not use that count again. While the caller holds it, the folio cannot
-    /// be freed, so the word at `pfn` names it (migration changes a folio's pfn only while the
-    /// count is frozen, which needs every holder to be accounted for).
-    pub(crate) unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'a>> {
+    /// The folio whose page `pfn` is, for a caller that owns a counted reference on it (the
+    /// checked half of the raw [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn)).
+    /// While the caller holds that reference the folio cannot be freed, so the word at `pfn`
+    /// names it (migration changes a folio's pfn only while the count is frozen, which needs
+    /// every holder to be accounted for). `None` if the word at `pfn` names no folio.
+    pub(crate) fn folio_held_at(&self, pfn: Pfn) -> Option<&'a Folio> {
         let d = crate::lookup::folio(self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind())?;
-        // SAFETY: the caller owns a reference on this live folio (the function's contract),
-        // so the descriptor stays a Folio as long as the returned FolioRef exists.
-        Some(unsafe { FolioRef::from_raw(&*(d.addr() as *const Folio)) })
+        Some(self.held_desc(d))
     }
 
     /// Drops the caller's reference; the last one takes the folio off its LRU list and frees it
@@ -492,8 +458,7 @@ impl<'a, P: Platform> Folios<'a, P> {
         // An extended folio goes back to its own cache, found from its slab.
         match self.slabs.slab_of(addr.as_ptr() as usize) {
             Ok(slab) => {
-                // SAFETY: a slab names its live cache.
-                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                let c = self.slabs.cache_of(slab);
                 let r = self.slabs.cache_free(cpu, c, addr);
                 debug_assert!(r.is_ok(), "folio descriptor free: {r:?}");
             }
@@ -553,9 +518,9 @@ impl<'a, P: Platform> Folios<'a, P> {
         }
         split_held(folio, &mut |p| {
             if !core::ptr::eq(p, folio) {
-                // SAFETY: a new piece of a split made at our count: it carries the caller's
-                // reference (plus its mapping entries'), handed over here.
-                each(unsafe { FolioRef::from_raw(&*(p as *const Folio)) })
+                // A new piece of a split made at our count: it carries the caller's reference
+                // (plus its mapping entries'), handed over here.
+                each(FolioRef::adopt(self.held(p)))
             }
         })
     }
@@ -609,22 +574,17 @@ impl<'a, P: Platform> Folios<'a, P> {
         } else {
             FolioKind::Anon
         };
-        // Allocate every new descriptor first, chained through their own (unpublished) LRU
-        // links, so a failure frees them and leaves the folio untouched.
-        let mut chain = 0usize;
+        // Allocate every new descriptor first, on a local list through their own (unpublished)
+        // LRU links, so a failure frees them and leaves the folio untouched.
+        let mut chain: List<Folio> = List::new();
         for _ in 1..pieces {
             match self.slabs.alloc_desc::<Folio>(cpu) {
                 Ok(d) => {
-                    d.lru.next.store(chain, Ordering::Relaxed);
-                    chain = d as *const Folio as usize;
+                    let r = chain.push_back(d);
+                    debug_assert!(r.is_ok(), "a new folio descriptor is on a list");
                 }
                 Err(e) => {
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs.free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -642,12 +602,7 @@ impl<'a, P: Platform> Folios<'a, P> {
                 }
                 Err(e) => {
                     self.free_area_tables(cpu, tables);
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs.free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -664,12 +619,7 @@ impl<'a, P: Platform> Folios<'a, P> {
         };
         let Some(holders) = frozen else {
             self.free_area_tables(cpu, tables);
-            while chain != 0 {
-                // SAFETY: the chain holds descriptors we just allocated.
-                let d = unsafe { &*(chain as *const Folio) };
-                chain = d.lru.next.load(Ordering::Relaxed);
-                self.slabs.free_desc(cpu, d);
-            }
+            self.free_chain(cpu, &mut chain);
             return Err(FolioError::Busy);
         };
         // Split the areas, every per-page word still naming the folio, so lockless readers see
@@ -689,15 +639,11 @@ impl<'a, P: Platform> Folios<'a, P> {
         // goes to the piece it maps.
         let other = holders;
         for i in 1..pieces {
-            // SAFETY: pieces - 1 descriptors were chained above.
-            let d = unsafe { &*(chain as *const Folio) };
-            chain = d.lru.next.load(Ordering::Relaxed);
+            let d = chain.pop_front().expect("pieces - 1 descriptors were allocated above");
             let ppfn = pfn.add((i as u64) << new_order);
             // Nobody locked the new pieces.
             d.flags.init(flags & !(PG_LRU | PG_LOCKED), new_order, ppfn);
             d.counts.mapcount.store(count(i), Ordering::Relaxed);
-            d.lru.prev.store(0, Ordering::Relaxed);
-            d.lru.next.store(0, Ordering::Relaxed);
             d.mapping.store(mapping, Ordering::Relaxed);
             d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
             d.counts.refcount.store(other + count(i), Ordering::Release);
@@ -714,6 +660,13 @@ impl<'a, P: Platform> Folios<'a, P> {
         f.counts.unfreeze(other + count(0));
         each(f);
         Ok(())
+    }
+
+    /// Frees the unpublished descriptors a failed split allocated.
+    fn free_chain(&self, cpu: &Cpu<'_>, chain: &mut List<Folio>) {
+        while let Some(d) = chain.pop_front() {
+            self.slabs.free_desc(cpu, d);
+        }
     }
 
     /// A page for the per-page words of an area of `rm` that a split folio fills: from the
@@ -758,7 +711,7 @@ impl<'a, P: Platform> Folios<'a, P> {
                 ..CacheArgs::new(E::NAME, core::mem::size_of::<E>())
             },
         )?;
-        Ok(FolioExtCache { cache: NonNull::from(c), _marker: PhantomData })
+        Ok(FolioExtCache { cache: self.keep_cache(c), _marker: PhantomData })
     }
 
     /// Allocates a file folio whose descriptor is an `E`; the returned reference derefs to the
@@ -770,27 +723,16 @@ impl<'a, P: Platform> Folios<'a, P> {
         order: u32,
         gfp: Gfp,
     ) -> Result<FolioRef<'a>, AllocError> {
-        // SAFETY: the cache lives as long as the machine.
-        let c = unsafe { ext.cache.as_ref() };
-        let p = self.slabs.cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
-        // SAFETY: FolioExt guarantees a Folio at offset 0 of a valid (zero or former) E.
-        let f = unsafe { &*(p.as_ptr() as *const Folio) };
+        let f = self.alloc_ext_desc(cpu, ext)?;
         match self.folio_init(cpu, f, order, gfp, FolioKind::File) {
-            // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-            Ok(f) => Ok(unsafe { FolioRef::from_raw(f) }),
+            // folio_init published exactly one reference, which nobody else knows of.
+            Ok(f) => Ok(FolioRef::adopt(f)),
             Err(err) => {
-                let _ = self.slabs.cache_free(cpu, c, p);
+                if let Some(c) = ext.cache.get() {
+                    let _ = self.slabs.cache_free(cpu, c, NonNull::from(f).cast());
+                }
                 Err(err)
             }
         }
-    }
-
-    /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
-    pub(crate) fn folio_ext<'f, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'f Folio) -> Option<&'f E> {
-        let slab = self.slabs.slab_of(f as *const Folio as usize).ok()?;
-        (slab.cache_addr() == ext.cache.as_ptr() as usize).then(|| {
-            // SAFETY: f is an object of E's cache, and E has its Folio at offset 0.
-            unsafe { &*(f as *const Folio as *const E) }
-        })
     }
 }

@@ -617,7 +617,8 @@ impl<'a> Writer<'a> {
 pub(super) mod test_support {
     use super::*;
     use crate::addr::Pfn;
-    use crate::desc::{DescFlags, ListLinks, MapCounts};
+    use crate::desc::{DescFlags, MapCounts};
+    use crate::list::Links;
     use crate::sync::AtomicU32;
     use crate::sync::AtomicU64;
     use std::vec::Vec;
@@ -626,7 +627,7 @@ pub(super) mod test_support {
         let f = Folio {
             flags: DescFlags::zeroed(),
             counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-            lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+            lru: Links::new(),
             mapping: AtomicUsize::new(0),
             index: AtomicU64::new(0),
         };

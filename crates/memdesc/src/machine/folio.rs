@@ -49,21 +49,6 @@ impl<P: Platform> PhysMem<P> {
         self.folios().folio_try_get(cpu, pfn)
     }
 
-    /// Adopts a reference the caller owns on the folio whose page `pfn` is (for page-table
-    /// code and C-like callers that keep pfns). `None` if the word at `pfn` names no folio.
-    ///
-    /// # Safety
-    /// The caller owns one counted reference on the folio that owns `pfn` (one it took and
-    /// has not dropped, e.g. through [`FolioRef::into_raw`]), and gives it to the returned
-    /// `FolioRef`; it must not use that count again. While the caller holds it, the folio cannot
-    /// be freed, so the word at `pfn` names it (migration changes a folio's pfn only while the
-    /// count is frozen, which needs every holder to be accounted for).
-    #[inline]
-    pub unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'_>> {
-        // SAFETY: the caller's contract is the forwarded method's, word for word.
-        unsafe { self.folios().folio_ref_from_pfn(pfn) }
-    }
-
     /// Drops the caller's reference; the last one takes the folio off its LRU list and frees it
     /// (a hardware-poisoned folio is retired instead). Returns whether it was freed.
     ///

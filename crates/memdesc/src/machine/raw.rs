@@ -132,6 +132,116 @@ mod slab {
 
 // ---- folio ----
 
+/// The raw parts of the folio layer (which itself has no `unsafe` for these): the public raw
+/// adoption of a reference ([`FolioRef::from_raw`], [`PhysMem::folio_ref_from_pfn`]) and the
+/// one widening of a held folio to the machine's lifetime that the layer's own references
+/// rest on.
+///
+/// Invariants of this section (cited as F1..F2):
+/// - F1. A [`FolioRef`] owns exactly one counted reference; `FolioRef::adopt` (the checked,
+///   crate-private constructor) is called only with a count its caller took and hands over.
+/// - F2. A folio on which someone holds a counted reference is not freed: its descriptor (slab
+///   memory of its machine) stays that folio until the last reference is put, which the
+///   folio layer does only through a `FolioRef` it consumes or a count it owns. So a
+///   reference to a held folio may live as long as the machine (`'a` of the view), and the
+///   folio layer uses it only while it holds the count.
+/// - F3. The caches the folio layer keeps (the page cache's node and address-space caches, and
+///   every extended folio type's cache) are created by it and never destroyed: they are
+///   internal caches, which no public handle can destroy.
+/// - F4. An extended folio type `E` ([`FolioExt`]) has its `Folio` at offset 0, and its
+///   cache ([`FolioExtCache`]) holds only `E`s, zero or former ones (FolioExt's contract).
+#[cfg(feature = "folio")]
+mod folio {
+    use crate::addr::Pfn;
+    use core::ptr::NonNull;
+
+    use crate::cpu::Cpu;
+    use crate::desc::{DescPtr, Folio, FolioExt};
+    use crate::desc_ref::{self, Kept};
+    use crate::folio::{FolioExtCache, FolioRef, Folios};
+    use crate::page_alloc::AllocError;
+    use crate::platform::Platform;
+    use crate::slab::SlabCache;
+    use crate::PhysMem;
+
+    impl<'a> FolioRef<'a> {
+        /// Adopts a counted reference.
+        ///
+        /// # Safety
+        /// The caller owns one reference count on `folio` (taken and not yet dropped, e.g.
+        /// given up by [`FolioRef::into_raw`]) and hands it to the new `FolioRef`, which will
+        /// drop it: the caller must not drop it again. `folio` is a live folio of the machine
+        /// whose lifetime is `'a`.
+        pub unsafe fn from_raw(folio: &'a Folio) -> Self {
+            FolioRef::adopt(folio)
+        }
+    }
+
+    impl<P: Platform> PhysMem<P> {
+        /// Adopts a reference the caller owns on the folio whose page `pfn` is (for page-table
+        /// code and C-like callers that keep pfns). `None` if the word at `pfn` names no folio.
+        ///
+        /// # Safety
+        /// The caller owns one counted reference on the folio that owns `pfn` (one it took and
+        /// has not dropped, e.g. through [`FolioRef::into_raw`]), and gives it to the returned
+        /// `FolioRef`; it must not use that count again. While the caller holds it, the folio
+        /// cannot be freed, so the word at `pfn` names it (migration changes a folio's pfn only
+        /// while the count is frozen, which needs every holder to be accounted for).
+        pub unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'_>> {
+            self.folios().folio_held_at(pfn).map(FolioRef::adopt)
+        }
+    }
+
+    impl<'a, P: Platform> Folios<'a, P> {
+        /// `f` for the machine's lifetime, for a caller that holds a counted reference on it
+        /// and uses the result only while it does (F2).
+        pub(crate) fn held(&self, f: &Folio) -> &'a Folio {
+            // SAFETY: a held folio stays that folio of this machine until its count is put
+            // (F2), and the caller uses the reference only until then; `f` is a live,
+            // aligned Folio (desc_ref invariant 1).
+            unsafe { desc_ref::from_addr(f as *const Folio as usize) }
+        }
+
+        /// The folio a page word names, for a caller that holds a counted reference on it
+        /// (F2): while it does, the word names that folio and the descriptor stays it.
+        pub(crate) fn held_desc(&self, d: DescPtr<Folio>) -> &'a Folio {
+            // SAFETY: as in `held`: the descriptor is a live Folio the caller holds (F2).
+            unsafe { desc_ref::from_addr(d.addr()) }
+        }
+
+        /// Keeps a cache the folio layer created and never destroys (F3).
+        pub(crate) fn keep_cache(&self, c: &'a SlabCache) -> Kept<SlabCache> {
+            // SAFETY: the cache lives as long as the machine (F3).
+            unsafe { Kept::new(c) }
+        }
+
+        /// A new descriptor of `ext`'s cache, as the folio it embeds (not yet initialised as
+        /// one: `folio_init` does that).
+        pub(crate) fn alloc_ext_desc<E: FolioExt>(
+            &self,
+            cpu: &Cpu<'_>,
+            ext: &FolioExtCache<E>,
+        ) -> Result<&'a Folio, AllocError> {
+            let c = ext.cache.get().ok_or(AllocError::NoMemory { order: 0 })?;
+            let p: NonNull<u8> = self.slabs().cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
+            // SAFETY: an object of E's cache, a zero or former E (F4) that this call owns,
+            // with a Folio at offset 0 (F4); slab memory of the machine (F3), which is `'a`.
+            Ok(unsafe { desc_ref::from_addr(p.as_ptr() as usize) })
+        }
+
+        /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
+        pub(crate) fn folio_ext<'f, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'f Folio) -> Option<&'f E> {
+            let slab = self.slabs().slab_of(f as *const Folio as usize).ok()?;
+            let c = ext.cache.get()?;
+            core::ptr::eq(self.slabs().cache_of(slab), c).then(|| {
+                // SAFETY: `f` is an object of E's cache, and E has its Folio at offset 0 (F4);
+                // the E lives as long as the Folio it embeds (`'f`).
+                unsafe { &*(f as *const Folio as *const E) }
+            })
+        }
+    }
+}
+
 // ---- mm ----
 
 /// The raw parts of the address-space layer (which itself has no `unsafe`): the `Linked`
