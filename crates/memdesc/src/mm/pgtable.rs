@@ -33,8 +33,9 @@ use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
 use crate::folio::{FolioError, FolioRef};
 use crate::gfp::Gfp;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 
@@ -249,8 +250,8 @@ pub(super) fn index_of(va: u64, level: u32) -> usize {
 impl<'a, P: Platform> Mms<'a, P> {
     // ---- tables ---------------------------------------------------------------------------
 
-    pub(super) fn table_map(&self, table: Pfn) -> PageMap<'a, P> {
-        PageMap::new(self.pages.platform(), table).expect("page-table pages are mappable memory")
+    pub(super) fn table_map(&self, table: Pfn) -> PageWords<'a, P> {
+        PageWords::new(self.pages.platform(), table).expect("page-table pages are mappable memory")
     }
 
     pub(super) fn ptdesc(&self, table: Pfn) -> &'a PtDesc {
