@@ -25,6 +25,21 @@
 //! This layer touches page-table pages, its own kernel objects, the counts, `mapping` and
 //! `index` of the folios it maps, the words of the tables it allocates and of the mappable
 //! memory it allocates.
+//!
+//! **Structure.** Every operation is a method of the view [`Mms`] (the folio view, the slab
+//! view and the page allocator below it) or of the handles it makes ([`mmap::MmCaches`],
+//! [`mmap::MmRef`], which hold the view); `machine/mm.rs` forwards the public ones from
+//! `PhysMem`. The layer imports only itself and the layers below (folio, slab, page_alloc,
+//! memmap, base).
+//!
+//! **No `unsafe` here.** Lists are `base::list::List`s: an mm's VMAs (`List<Vma>` under the
+//! mm's lock, `VmaGuard`) and the rmap lists (`List<RmapLink>`, each VMA's first
+//! field, `RmapGuard`); the `Mm` is a `CacheObj` its `MmRef` owns; VMAs keep their mm
+//! and rmap list as `Kept` fields; descriptors named by page words come through one
+//! checked path (`Mms::mm_desc`). The few steps that need `unsafe` — the `Linked` impls,
+//! the two unlinks, turning a link back into its VMA, the allocation of the shared VMAs and
+//! anon_vmas, the RCU `mapping` → rmap-list lookup — are in the "mm" section of
+//! `machine/raw.rs`, with the invariants (M1–M7) they rely on.
 
 use crate::folio::Folios;
 use crate::page_alloc::PageAllocator;
