@@ -311,7 +311,8 @@ mod folio {
 ///   VMA before the `Mm`.
 /// - M4. An rmap list is kept (`RmapList::kept`) only by the VMAs linked on it: an anon_vma is
 ///   freed only with its last VMA, and a file's address space outlives its file VMAs
-///   (destroying a file with VMAs is refused).
+///   (`AddressSpaceRef::destroy` of a file that VMAs still map truncates it but does not free
+///   it).
 /// - M6. A VMA is linked only on its own mm's chain (`VmaGuard::insert` checks its `mm`), and
 ///   taken off it only by `VmaGuard::take` here, under the mm's lock, which hands it to the one
 ///   caller that frees it (`MmRef::remove_vma`, after the rmap unlink: M2).
