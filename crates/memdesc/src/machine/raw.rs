@@ -299,7 +299,7 @@ mod folio {
 /// from page words and folio `mapping`s, and the raw mappable-memory entry points. Only the
 /// address-space layer (`mm/`) calls the crate-private functions of this section.
 ///
-/// Invariants of this section (cited as M1..M5):
+/// Invariants of this section (cited as M1..M7):
 /// - M1. The nodes of an rmap list are VMAs: the only `RmapLink`s ever linked are the `rmap`
 ///   fields of VMAs (their first field, `#[repr(C)]`), each only on its own VMA's rmap list
 ///   (the anon_vma or `i_mmap` its immutable owner names): `RmapGuard::link` takes a `&Vma` and
@@ -313,6 +313,11 @@ mod folio {
 ///   freed only with its last VMA, and a file's address space outlives its file VMAs
 ///   (`AddressSpaceRef::destroy` of a file that VMAs still map truncates it but does not free
 ///   it).
+/// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
+///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
+///   page-table lock it holds, a page a live entry maps (the entry holds a reference), or a
+///   page it pins with `try_get` before trusting anything else it reads (descriptors are
+///   TYPESAFE_BY_RCU, `Descriptor` item 3).
 /// - M6. A VMA is linked only on its own mm's chain (`VmaGuard::insert` checks its `mm`), and
 ///   taken off it only by `VmaGuard::take` here, under the mm's lock, which hands it to the one
 ///   caller that frees it (`MmRef::remove_vma`, after the rmap unlink: M2).
@@ -320,11 +325,6 @@ mod folio {
 ///   freed only as M2, M4 and M6 say, by `Mms::vma_free` / `Mms::anon_vma_free`, and an
 ///   anon_vma's cache is TYPESAFE_BY_RCU: memory it hands out is a zeroed or a former
 ///   `RmapList` (a zeroed one is a valid, unlocked, empty list).
-/// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
-///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
-///   page-table lock it holds, a page a live entry maps (the entry holds a reference), or a
-///   page it pins with `try_get` before trusting anything else it reads (descriptors are
-///   TYPESAFE_BY_RCU, `Descriptor` item 3).
 #[cfg(feature = "pgtable")]
 mod mm {
     use crate::cpu::Cpu;
