@@ -50,7 +50,8 @@ pub enum VmaKind {
 }
 
 /// A virtual memory area of an [`Mm`]: a page-aligned range mapping one kind of memory.
-/// Lives in kmalloc memory; immutable but for its list links.
+/// Lives in an object of its [`MmCaches`]' `vm_area` cache, on its mm's chain and (anon and file
+/// VMAs) its rmap list; immutable but for the links of those two lists.
 #[repr(C)]
 pub struct Vma {
     /// Links on the rmap list (`rmap()`), first (`Vma::of_link` relies on it): only ever
