@@ -32,11 +32,11 @@
 //! `PhysMem`. The layer imports only itself and the layers below (folio, slab, page_alloc,
 //! memmap, base).
 //!
-//! **No `unsafe` here.** Lists are `base::list::List`s: an mm's VMAs (`List<Vma>` under the
+//! **No unchecked code here.** Lists are `base::list::List`s: an mm's VMAs (`List<Vma>` under the
 //! mm's lock, `VmaGuard`) and the rmap lists (`List<RmapLink>`, each VMA's first
 //! field, `RmapGuard`); the `Mm` is a `CacheObj` its `MmRef` owns; VMAs keep their mm
 //! and rmap list as `Kept` fields; descriptors named by page words come through one
-//! checked path (`Mms::mm_desc`). The few steps that need `unsafe` — the `Linked` impls,
+//! checked path (`Mms::mm_desc`). The few unchecked steps — the `Linked` impls,
 //! the two unlinks, turning a link back into its VMA, the allocation of the shared VMAs and
 //! anon_vmas, the RCU `mapping` → rmap-list lookup — are in the "mm" section of
 //! `machine/raw.rs`, with the invariants (M1–M7) they rely on.
