@@ -20,7 +20,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::list::{Linked, Links, List};
+use crate::list::{Linked, Links};
 use crate::rcu::RcuGuard;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::tag::Tag;
@@ -559,11 +559,12 @@ impl Slab {
 //     pointer while it is free (`FREEPTR_OFFSET` is `list`): the slab layer resets them when it
 //     makes a slab, and a descriptor is freed only after it left every list.
 
+#[cfg(feature = "slab")]
 impl Slab {
     /// Takes the slab off `partial`, the partial list of its cache's node, locked by the caller;
     /// the slab has an object in use (slab item S2). Returns false, changing nothing, if it was
     /// on no list — or if it has no object in use, when the membership cannot be told.
-    pub(crate) fn partial_unlink(&self, partial: &mut List<Slab>) -> bool {
+    pub(crate) fn partial_unlink(&self, partial: &mut crate::list::List<Slab>) -> bool {
         if self.inuse.load(Ordering::Relaxed) == 0 {
             debug_assert!(!self.list.is_linked(), "partial_unlink of an empty slab");
             return false;
