@@ -45,7 +45,7 @@ use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::slab::sheaf::CpuSheaves;
 use crate::slab::Slabs;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::word::{PageKind, Word};
 
 use super::cache::*;
@@ -712,6 +712,22 @@ impl SlabBoot {
         // permanent (invariants 4 and 5).
         let (kc, sd) = unsafe { (Kept::new(kcp.as_ref()), Kept::new(&*kcp.as_ptr().add(1))) };
         Some(SlabBoot { kmem_cache: kc, slab_desc: sd })
+    }
+}
+
+/// The words the allocator keeps inside object slots (invariant 1).
+impl SlabCache {
+    #[inline]
+    pub(super) fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
+        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
+        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned (invariant 1).
+        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
+    }
+
+    #[inline]
+    pub(super) fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
+        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on (invariant 1).
+        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
     }
 }
 
