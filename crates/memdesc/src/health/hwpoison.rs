@@ -1,8 +1,10 @@
 //! Hardware memory errors: [`PhysMem::memory_failure`] retires a page the hardware reported
 //! as corrupt, doing for each kind of page what a kernel would, and reports what was lost.
 //!
-//! The handler reads the pfn's **own word** and dispatches on its tag (it never assumes the
-//! pfn heads anything):
+//! The handler reads the pfn's **own word** and dispatches on it (it never assumes the pfn
+//! heads anything): the page allocator's words here, a descriptor kind through its entry's
+//! `PoisonOp` in `health::kinds` (the folio, slab and pool mechanisms are written here once;
+//! a kind that is only reported has its report function in its own file there):
 //!
 //! | word | action |
 //! |------|--------|

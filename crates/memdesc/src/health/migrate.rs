@@ -43,7 +43,7 @@
 //! owner outside the page cache and the page tables), unlocked, not
 //! under writeback and not hardware-poisoned (moving a poisoned folio would free the bad
 //! page), and zsmalloc / z3fold pages with no object mapped. The one dispatch point is
-//! `movable`.
+//! `movable`, which asks the page's kind (`health::kinds`, its `MigrateOp`).
 //!
 //! Flat regions only. This module touches folio descriptors' flags/pfn/refcount, page words,
 //! page-table entries of migrated folios through the rmap, and page contents of the two

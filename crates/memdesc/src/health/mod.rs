@@ -6,7 +6,7 @@
 //!
 //! Import rule: this layer may import every layer, and no layer imports it. (The consistency
 //! checker stays in `check.rs`, built in every configuration.) What each of these does per
-//! descriptor kind is one table, [`kinds`], one file per kind.
+//! descriptor kind is one table, `kinds`, one file per kind.
 //!
 //! [`PhysMem`]: crate::PhysMem
 
