@@ -401,6 +401,7 @@ pub(crate) mod test_hook {
     }
 
     /// Runs `body` with `hook` installed for this thread; returns `body`'s result.
+    #[cfg_attr(loom, allow(dead_code))] // the loom models do not migrate
     pub(crate) fn with_copy_hook<R>(hook: impl FnMut() + 'static, body: impl FnOnce() -> R) -> R {
         HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
         let r = body();
@@ -673,33 +674,31 @@ mod regression_tests {
 
 /// Loom model of migration's reference-count protocol against holders taking and dropping
 /// references, driving the real code: `MapCounts::try_get` (what `folio_try_get` and the page
-/// cache's lookup use), `FolioRef` (`get`/clone and `Drop`), `MapCounts::freeze` at
-/// [`expected_refs`] and `MapCounts::unfreeze`. The folio's memory is a loom cell that the
-/// migrator writes while frozen (the copy) and holders read while they hold a reference, so
-/// loom reports any holder that could touch the folio during the move, and the unfreeze's
-/// compare-exchange panics on any count that changed while frozen.
+/// cache's lookup use), the count operations a `FolioRef` is made of (`get_held` for `get` and
+/// clone, `put_unless_last` for `Drop`), `MapCounts::freeze` at [`expected_refs`] and
+/// `MapCounts::unfreeze`. The folio's memory is a [`RaceCell`] that the migrator writes while
+/// frozen (the copy) and holders read while they hold a reference, so loom reports any holder
+/// that could touch the folio during the move, and the unfreeze's compare-exchange panics on
+/// any count that changed while frozen.
 ///
 /// The guards are checked to matter: `loom_migrate_freeze_broken_blind_get` replaces the
 /// reader's `try_get` by a blind increment (the old `folio_get` on any `&Folio`), and
 /// `loom_migrate_freeze_broken_borrowed_ref` has the migrator borrow the owner's reference
 /// instead of taking its own (the old migration); both fail (`should_panic`).
+///
+/// [`RaceCell`]: crate::sync::RaceCell
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::expected_refs;
     use crate::desc::{DescFlags, Folio, ListLinks, MapCounts};
-    use crate::folio::FolioRef;
-    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    use loom::cell::UnsafeCell;
+    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RaceCell};
     use loom::sync::Arc;
 
     struct Shared {
         folio: Folio,
         /// The folio's memory.
-        data: UnsafeCell<u64>,
+        data: RaceCell<u64>,
     }
-
-    // SAFETY: `data` is only touched per the protocol under test (loom checks it).
-    unsafe impl Sync for Shared {}
 
     fn shared(refs: u32) -> Arc<Shared> {
         Arc::new(Shared {
@@ -710,13 +709,14 @@ mod loom_tests {
                 mapping: AtomicUsize::new(0),
                 index: AtomicU64::new(0),
             },
-            data: UnsafeCell::new(7),
+            data: RaceCell::new(7),
         })
     }
 
-    fn read(s: &Shared) -> u64 {
-        // SAFETY: a reference is held (loom checks no migrator writes concurrently).
-        s.data.with(|p| unsafe { *p })
+    /// The copy: two writes, so a reader between them sees an even (half-moved) value.
+    fn copy(s: &Shared) {
+        s.data.update(|v| v + 1);
+        s.data.update(|v| v + 1);
     }
 
     /// A migration of a folio held by the page cache alone (count 1, nobody's `FolioRef`)
@@ -735,12 +735,11 @@ mod loom_tests {
                         c.try_get()
                     };
                     if pinned {
-                        // SAFETY: the count just taken is handed to the FolioRef.
-                        let r = unsafe { FolioRef::from_raw(&s.folio) };
-                        let extra = r.clone();
-                        assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
-                        drop(extra);
-                        drop(r);
+                        // The pin as a FolioRef: clone (get_held), read, drop both.
+                        c.get_held();
+                        assert_eq!(s.data.get() % 2, 1, "read a half-moved folio");
+                        c.put_unless_last();
+                        c.put_unless_last();
                     }
                 })
             };
@@ -750,8 +749,7 @@ mod loom_tests {
                 let expected = expected_refs(0, true);
                 if c.freeze(expected) {
                     // The copy: nobody may hold a reference and read meanwhile.
-                    s.data.with_mut(|p| unsafe { *p += 1 });
-                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    copy(&s);
                     c.unfreeze(expected);
                 }
                 assert!(c.put_unless_last(), "the cache's reference remains");
@@ -786,8 +784,7 @@ mod loom_tests {
                     let c = &s.folio.counts;
                     if borrow {
                         if c.freeze(1) {
-                            s.data.with_mut(|p| unsafe { *p += 1 });
-                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            copy(&s);
                             c.unfreeze(1);
                         }
                         return;
@@ -795,8 +792,7 @@ mod loom_tests {
                     if c.try_get() {
                         let expected = expected_refs(0, false);
                         if c.freeze(expected) {
-                            s.data.with_mut(|p| unsafe { *p += 1 });
-                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            copy(&s);
                             c.unfreeze(expected);
                         }
                         // Never the last: the owner holds one throughout.
@@ -804,14 +800,14 @@ mod loom_tests {
                     }
                 })
             };
-            // SAFETY: the folio's one reference is the owner's.
-            let owner = unsafe { FolioRef::from_raw(&s.folio) };
-            let extra = owner.clone();
-            assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
-            drop(extra);
+            // The owner's one reference (count 1): it clones it (get_held), reads, and drops
+            // the clone.
+            let c = &s.folio.counts;
+            c.get_held();
+            assert_eq!(s.data.get() % 2, 1, "read a half-moved folio");
+            c.put_unless_last();
             migrator.join().unwrap();
-            assert_eq!(s.folio.counts.refcount(), 1, "the owner's reference is counted");
-            let _ = owner.into_raw();
+            assert_eq!(c.refcount(), 1, "the owner's reference is counted");
         });
     }
 
