@@ -5,14 +5,15 @@
 
 use core::ptr::NonNull;
 
-use super::{zs_ref, Class, Inner, PoolState, ZsMigrateError, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
+use super::{Class, Inner, PoolState, ZsMigrateError, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
+use crate::desc::{pool_page_fill, DescPtr, Zspage};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, IDX_SHIFT, PFN_SHIFT};
+use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -44,7 +45,7 @@ pub(crate) fn take_replacement<P: Platform>(
             t
         }
     };
-    let (Some(src), Some(dst)) = (mem.platform().direct_map(pfn), mem.platform().direct_map(new)) else {
+    if !pool_page_fill(mem.platform(), pfn, new, poison) {
         match target {
             None => page_free(mem, cpu, new),
             Some(t) => {
@@ -57,15 +58,6 @@ pub(crate) fn take_replacement<P: Platform>(
             }
         }
         return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
-    };
-    if poison {
-        // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes. The poisoned page
-        // is never read.
-        unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
-    } else {
-        // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; the caller
-        // holds the pool lock with no object of `pfn` mapped, so nothing else touches them.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
     }
     Ok(new)
 }
@@ -150,7 +142,7 @@ fn move_page<P: Platform>(
     // period that our guard holds off (`ZsPool::destroy`).
     let state = unsafe { &*(pool_addr as *const PoolState) };
     let pool = ZsPool { mem, state: NonNull::from(state) };
-    let r = pool.migrate_locked(cpu, pfn, d, target, poison);
+    let r = pool.migrate_locked(&guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
@@ -158,6 +150,7 @@ fn move_page<P: Platform>(
 impl<P: Platform> ZsPool<'_, P> {
     fn migrate_locked(
         &self,
+        rg: &RcuGuard<'_>,
         cpu: &Cpu<'_>,
         pfn: Pfn,
         d: DescPtr<Zspage>,
@@ -170,7 +163,7 @@ impl<P: Platform> ZsPool<'_, P> {
             Some(PageKind::Zsmalloc(d2)) if d2 == d => {}
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
-        let zs = zs_ref(d.addr());
+        let zs = d.get(rg);
         if zs.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
             return Err(ZsMigrateError::NotZsmalloc(pfn));
         }

@@ -63,8 +63,10 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
+use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Zspage};
 use crate::gfp::Gfp;
+use crate::list::List;
+use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
@@ -213,17 +215,13 @@ struct Class {
     pages: u32,
     /// Objects per zspage.
     objs: u32,
-    /// Zspages with free objects (doubly linked through `Zspage::list`).
-    partial: usize,
-    /// Full zspages.
-    full: usize,
     zspages: u64,
     objects: u64,
     bytes: u64,
 }
 
 impl Class {
-    const EMPTY: Class = Class { slot: 0, pages: 0, objs: 0, partial: 0, full: 0, zspages: 0, objects: 0, bytes: 0 };
+    const EMPTY: Class = Class { slot: 0, pages: 0, objs: 0, zspages: 0, objects: 0, bytes: 0 };
     fn huge(&self) -> bool {
         self.objs == 1
     }
@@ -236,6 +234,17 @@ impl Class {
     }
 }
 
+/// The zspages of one class (pool item P3 of `desc.rs`: a zspage is on `partial` while it has
+/// a free object, on `full` otherwise).
+struct ClassLists {
+    partial: List<Zspage>,
+    full: List<Zspage>,
+}
+
+impl ClassLists {
+    const EMPTY: ClassLists = ClassLists { partial: List::new(), full: List::new() };
+}
+
 /// What the lock protects.
 struct Inner {
     step: usize,
@@ -244,6 +253,7 @@ struct Inner {
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
     classes: [Class; MAX_SLOTS],
+    lists: [ClassLists; MAX_SLOTS],
     handles: HandleTable,
     live_handles: u64,
     mapped: u64,
@@ -355,43 +365,13 @@ unsafe impl<P: Platform> Sync for ZsPool<'_, P> {}
 /// Where an object is, resolved under the lock.
 #[derive(Clone, Copy)]
 struct Loc {
-    zs: usize,
+    zs: DescPtr<Zspage>,
     idx: u32,
     class: usize,
     size: usize,
 }
 
-#[inline]
-fn zs_ref<'a>(addr: usize) -> &'a Zspage {
-    // SAFETY: callers pass addresses of zspage descriptors of this pool that are live (on a
-    // class list, or named by an allocated handle entry or a Zsmalloc word read under the
-    // pool lock); descriptors are freed only under that lock, after leaving every list.
-    unsafe { &*(addr as *const Zspage) }
-}
-
 impl Inner {
-    fn list_push(head: &mut usize, zs: &Zspage) {
-        let me = zs as *const Zspage as usize;
-        zs.list.prev.store(0, Ordering::Relaxed);
-        zs.list.next.store(*head, Ordering::Relaxed);
-        if *head != 0 {
-            zs_ref(*head).list.prev.store(me, Ordering::Relaxed);
-        }
-        *head = me;
-    }
-
-    fn list_del(head: &mut usize, zs: &Zspage) {
-        let (prev, next) = (zs.list.prev.load(Ordering::Relaxed), zs.list.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            *head = next;
-        } else {
-            zs_ref(prev).list.next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            zs_ref(next).list.prev.store(prev, Ordering::Relaxed);
-        }
-    }
-
     fn class_of_size(&self, size: usize) -> usize {
         let slot = (size + ZS_HEADER).max(ZS_MIN_SLOT).next_multiple_of(self.step).min(PAGE_SIZE);
         self.size_index[slot / self.step] as usize
@@ -461,6 +441,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
+            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
             handles: HandleTable::new(p.as_ptr() as usize),
             live_handles: 0,
             mapped: 0,
@@ -520,18 +501,21 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         if size == 0 || size > ZS_MAX_ALLOC {
             return Err(ZsError::InvalidSize(size));
         }
+        // Zspage references live under this read section (descriptors are type-stable), so
+        // they do not borrow the lock guard and the pool state can change around them.
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let ci = g.class_of_size(size);
         let hidx = self.handle_alloc(cpu, &mut g)?;
-        let zs = match g.classes[ci].partial {
-            0 => match self.zspage_new(cpu, &mut g, ci) {
+        let zs = match g.lists[ci].partial.front().map(DescPtr::from_ref) {
+            Some(p) => p.get(&rg),
+            None => match self.zspage_new(cpu, &mut g, ci) {
                 Ok(z) => z,
                 Err(e) => {
                     self.handle_release(&mut g, hidx);
                     return Err(e);
                 }
             },
-            z => zs_ref(z),
         };
         let class = g.classes[ci];
         let idx = zs.freelist.load(Ordering::Relaxed);
@@ -549,8 +533,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let inuse = zs.inuse.load(Ordering::Relaxed) + 1;
         zs.inuse.store(inuse, Ordering::Relaxed);
         if inuse == class.objs {
-            Inner::list_del(&mut g.classes[ci].partial, zs);
-            Inner::list_push(&mut g.classes[ci].full, zs);
+            let l = &mut g.lists[ci];
+            unlink(&mut l.partial, zs);
+            link(&mut l.full, zs);
         }
         let c = &mut g.classes[ci];
         c.objects += 1;
@@ -561,16 +546,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
 
     /// Frees an object. Refused with a precise error for a handle this pool never issued, one
     /// already freed, one freed and reused, or one that is mapped (all reachable only through
-    /// [`Handle::from_raw`]). A refused handle is consumed all the same.
+    /// a handle rebuilt from its raw value). A refused handle is consumed all the same.
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), ZsError> {
         let h = h.0;
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
             return Err(ZsError::Mapped(h));
         }
-        let zs = zs_ref(loc.zs);
-        self.obj_release(cpu, &mut g, zs, loc);
+        self.obj_release(cpu, &mut g, loc.zs.get(&rg), loc);
         self.handle_release(&mut g, h.index());
         g.live_handles -= 1;
         Ok(())
@@ -586,7 +571,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn pages_of(&self, h: &Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.0)?;
-        let zs = zs_ref(loc.zs);
+        let zs = pool_desc_locked(loc.zs, &*g);
         let n = g.classes[loc.class].pages as usize;
         for (i, o) in out.iter_mut().enumerate().take(n) {
             *o = Pfn(zs.pages[i].load(Ordering::Relaxed));
@@ -598,16 +583,17 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     /// (their handles become invalid with the pool). Guards borrow the pool, so none is live.
     pub fn destroy(self, cpu: &Cpu<'_>) {
         {
+            let rg = self.mem.rcu().read_lock(cpu);
             let mut g = self.state().lock.lock();
             for ci in 0..g.nr_classes {
                 for full in [false, true] {
                     loop {
-                        let head = if full { g.classes[ci].full } else { g.classes[ci].partial };
-                        if head == 0 {
+                        let l = &g.lists[ci];
+                        let Some(p) = (if full { l.full.front() } else { l.partial.front() }).map(DescPtr::from_ref)
+                        else {
                             break;
-                        }
-                        let zs = zs_ref(head);
-                        self.zspage_free(cpu, &mut g, ci, zs, full);
+                        };
+                        self.zspage_free(cpu, &mut g, ci, p.get(&rg), full);
                     }
                 }
                 g.classes[ci].objects = 0;
@@ -635,7 +621,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         })?;
         let pfn = Pfn(e >> PFN_SHIFT);
         let idx = ((e >> IDX_SHIFT) & IDX_MASK) as u32;
-        let zs = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
+        let d = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
+        let zs = pool_desc_locked(d, g);
         let ci = zs.class.load(Ordering::Relaxed) as usize;
         let class = g.classes[ci];
         let header = if class.huge() {
@@ -645,13 +632,13 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         };
         debug_assert_eq!(header & H_ALLOC, H_ALLOC);
         debug_assert_eq!((header >> 13) as usize, h.index());
-        Ok(Loc { zs: zs as *const Zspage as usize, idx, class: ci, size: ((header >> 1) & 0xFFF) as usize + 1 })
+        Ok(Loc { zs: d, idx, class: ci, size: ((header >> 1) & 0xFFF) as usize + 1 })
     }
 
-    /// The zspage a pfn's word names (under the pool lock, so it is stable).
-    fn zspage_at(&self, pfn: Pfn) -> Option<&Zspage> {
+    /// The zspage a pfn's word names (read under the pool lock, so it is stable).
+    fn zspage_at(&self, pfn: Pfn) -> Option<DescPtr<Zspage>> {
         match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
-            PageKind::Zsmalloc(d) => Some(zs_ref(d.addr())),
+            PageKind::Zsmalloc(d) => Some(d),
             _ => None,
         }
     }
@@ -682,8 +669,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         c.bytes = c.bytes.saturating_sub(loc.size as u64);
         if inuse == class.objs {
             // Full → partial (a zspage about to be freed too: zspage_free takes it off).
-            Inner::list_del(&mut c.full, zs);
-            Inner::list_push(&mut c.partial, zs);
+            let l = &mut g.lists[loc.class];
+            unlink(&mut l.full, zs);
+            link(&mut l.partial, zs);
         }
         if inuse == 1 {
             self.zspage_free(cpu, g, loc.class, zs, false);
@@ -694,6 +682,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.slabs().alloc_desc::<Zspage>(cpu)?;
+        pool_desc_fresh(zs);
         // Everything a lockless pfn scanner reads (the pool) is set before a word names the
         // zspage; the rest is only read under the pool lock, which we hold.
         zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
@@ -737,19 +726,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                 self.write_u64(zs, i as usize * class.slot as usize, (next as u64) << 32);
             }
         }
-        Inner::list_push(&mut g.classes[ci].partial, zs);
+        link(&mut g.lists[ci].partial, zs);
         g.classes[ci].zspages += 1;
         Ok(zs)
     }
 
     /// Takes an empty (or, in destroy, any) zspage off its list and frees it.
     fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, zs: &Zspage, on_full: bool) {
+        let l = &mut g.lists[ci];
+        unlink(if on_full { &mut l.full } else { &mut l.partial }, zs);
         let c = &mut g.classes[ci];
-        if on_full {
-            Inner::list_del(&mut c.full, zs);
-        } else {
-            Inner::list_del(&mut c.partial, zs);
-        }
         c.zspages -= 1;
         for i in 0..c.pages as usize {
             self.page_free(cpu, Pfn(zs.pages[i].load(Ordering::Relaxed)));
@@ -761,51 +747,61 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         page_free(self.mem, cpu, pfn);
     }
 
-    /// Pointer to byte `off` of the zspage (within one page).
-    fn page_ptr(&self, zs: &Zspage, off: usize) -> NonNull<u8> {
+    /// A window on zspage bytes `off..off + len` (within one page), for the lock holder on
+    /// bytes of no mapped object, or for the mapping of the object they hold (pool item P2 of
+    /// `desc.rs`).
+    fn window(&self, zs: &Zspage, off: usize, len: usize) -> PageAccess<'m, P> {
         let pfn = Pfn(zs.pages[off / PAGE_SIZE].load(Ordering::Relaxed));
-        let base = self.mem.platform().direct_map(pfn).expect("zspage pages are direct-mapped (checked at allocation)");
-        // SAFETY: off % PAGE_SIZE is inside the page.
-        unsafe { base.add(off % PAGE_SIZE) }
+        pool_window(self.mem.platform(), pfn, off % PAGE_SIZE, len)
+            .expect("zspage pages are direct-mapped (checked at allocation) and headers stay in one page")
     }
 
+    /// Reads the 8-byte header or free link at `off` (8-aligned, so within one page; the
+    /// caller holds the pool lock).
     fn read_u64(&self, zs: &Zspage, off: usize) -> u64 {
-        // SAFETY: headers are 8-aligned and never straddle a page (slots are multiples of 8);
-        // the page is a live component page and we hold the pool lock, which serialises every
-        // access to headers.
-        unsafe { self.page_ptr(zs, off).cast::<u64>().as_ptr().read() }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.window(zs, off, 8).bytes());
+        u64::from_ne_bytes(b)
     }
 
     fn write_u64(&self, zs: &Zspage, off: usize, v: u64) {
-        // SAFETY: as in read_u64.
-        unsafe { self.page_ptr(zs, off).cast::<u64>().as_ptr().write(v) }
+        self.window(zs, off, 8).bytes_mut().copy_from_slice(&v.to_ne_bytes());
     }
 
-    /// Copies zspage bytes `off..off + dst.len()` out, across page boundaries.
+    /// Copies zspage bytes `off..off + dst.len()` out, across page boundaries (the bytes of an
+    /// object the caller holds: under the lock, or through its mapping).
     fn copy_out(&self, zs: &Zspage, off: usize, dst: &mut [u8]) {
         let mut done = 0;
         while done < dst.len() {
             let o = off + done;
             let n = (PAGE_SIZE - o % PAGE_SIZE).min(dst.len() - done);
-            // SAFETY: n bytes from `o` stay inside one live component page; the bytes belong
-            // to an object the caller owns (allocated and protected by the lock or its
-            // mapping count), so no one writes them concurrently.
-            unsafe { core::ptr::copy_nonoverlapping(self.page_ptr(zs, o).as_ptr(), dst[done..].as_mut_ptr(), n) };
+            dst[done..done + n].copy_from_slice(self.window(zs, o, n).bytes());
             done += n;
         }
     }
 
-    /// Copies `src` into zspage bytes `off..`, across page boundaries.
+    /// Copies `src` into zspage bytes `off..`, across page boundaries (as `copy_out`).
     fn copy_in(&self, zs: &Zspage, off: usize, src: &[u8]) {
         let mut done = 0;
         while done < src.len() {
             let o = off + done;
             let n = (PAGE_SIZE - o % PAGE_SIZE).min(src.len() - done);
-            // SAFETY: as in copy_out; the caller owns these bytes for writing.
-            unsafe { core::ptr::copy_nonoverlapping(src[done..].as_ptr(), self.page_ptr(zs, o).as_ptr(), n) };
+            self.window(zs, o, n).bytes_mut().copy_from_slice(&src[done..done + n]);
             done += n;
         }
     }
+}
+
+/// Links a zspage at the front of a class list (it is on none: pool item P3 of `desc.rs`).
+fn link(list: &mut List<Zspage>, zs: &Zspage) {
+    let r = list.push_front(zs);
+    debug_assert!(r.is_ok(), "zspage already on a list");
+}
+
+/// Takes a zspage off the class list its fullness names (pool item P3 of `desc.rs`).
+fn unlink(list: &mut List<Zspage>, zs: &Zspage) {
+    let r = pool_desc_unlink(zs, list);
+    debug_assert!(r, "zspage on no list");
 }
 
 #[cfg(all(test, not(loom)))]
@@ -819,6 +815,7 @@ mod tests {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
+            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
