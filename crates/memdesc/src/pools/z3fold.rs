@@ -583,13 +583,12 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
     move_page(mem, cpu, pfn, None, false).map(|r| r.0)
 }
 
-/// As [`z3fold_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages_raw`] (order 0). On error the target stays the caller's.
-///
-/// # Safety
-/// As [`crate::pools::zsmalloc::zs_migrate_page_to`]: the caller owns `target`, an order-0 raw
-/// allocation of this machine, which the pool owns on success and the caller again on error.
-pub unsafe fn z3fold_migrate_page_to<P: Platform>(
+/// As [`z3fold_migrate_page`], to a page the caller owns: an order-0 raw allocation of this
+/// machine, which the pool owns on success and the caller again on error (memory
+/// compaction's free scanner). Checked as `zs_migrate_page_to`: the target must be a raw
+/// order-0 allocation and the page must still belong to the pool its word names.
+#[cfg(feature = "health")]
+pub(crate) fn z3fold_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,

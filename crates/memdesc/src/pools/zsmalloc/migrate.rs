@@ -76,17 +76,13 @@ pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -
     migrate(mem, cpu, pfn, None)
 }
 
-/// As [`zs_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages_raw`] (order 0), e.g. from the other end of the zone. On error the
-/// target stays the caller's. A target that is not a raw order-0 allocation is refused with
-/// [`ZsMigrateError::BadTarget`].
-///
-/// # Safety
-/// The caller owns `target`: an order-0 block this machine handed out through
-/// [`PhysMem::alloc_pages_raw`] (or a [`crate::Pages`] given up with
-/// [`crate::Pages::into_raw`]), not freed since and used by nothing else. On success the pool
-/// owns it; on error it is still the caller's.
-pub unsafe fn zs_migrate_page_to<P: Platform>(
+/// As [`zs_migrate_page`], to a page the caller owns (memory compaction's free scanner): an
+/// order-0 block this machine handed out raw, not freed since and used by nothing else, e.g.
+/// from the other end of the zone. On success the pool owns it; on error it is still the
+/// caller's. Checked: a target that is not a raw order-0 allocation is refused with
+/// [`ZsMigrateError::BadTarget`], and the page must still belong to the pool its word names
+/// (re-checked under that pool's lock).
+pub(crate) fn zs_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -246,5 +242,37 @@ impl<P: Platform> ZsPool<'_, P> {
             }
         }
         zs.freelist.store(head, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom), feature = "health"))]
+mod tests {
+    use super::*;
+    use crate::machine::test_machine::machine;
+    use crate::pools::zsmalloc::ZsPool;
+    use crate::MemmapLayout;
+
+    #[test]
+    fn a_target_must_be_a_raw_order0_allocation() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let pool = ZsPool::new(&m, &cpu).unwrap();
+        let h = pool.malloc(&cpu, 100).unwrap();
+        pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[5; 100]);
+        let mut out = [Pfn(0); 8];
+        pool.pages_of(&h, &mut out).unwrap();
+        let old = out[0];
+        // A pool page is no raw order-0 allocation: refused before anything changes.
+        assert_eq!(zs_migrate_page_to(&m, &cpu, old, old), Err(ZsMigrateError::BadTarget(old)));
+        assert_eq!(pool.verify(), Ok(()));
+        // A raw order-0 allocation of ours becomes the zspage's page.
+        let t = m.alloc_pages_raw(&cpu, 0, Gfp::MOVABLE).unwrap();
+        assert_eq!(zs_migrate_page_to(&m, &cpu, old, t), Ok(t));
+        pool.pages_of(&h, &mut out).unwrap();
+        assert_eq!(out[0], t);
+        assert_eq!(&pool.map_read(&cpu, &h).unwrap()[..], &[5; 100]);
+        assert_eq!(pool.verify(), Ok(()));
+        pool.free(&cpu, h).unwrap();
+        pool.destroy(&cpu);
     }
 }

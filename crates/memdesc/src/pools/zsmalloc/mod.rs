@@ -79,9 +79,11 @@ pub use map::{ZsRead, ZsWrite};
 pub(crate) use migrate::page_free;
 #[cfg(feature = "z3fold")]
 pub(crate) use migrate::take_replacement;
+pub use migrate::zs_migrate_page;
+#[cfg(feature = "health")]
+pub(crate) use migrate::zs_migrate_page_to;
 #[cfg(feature = "health")]
 pub(crate) use migrate::zs_poison_page;
-pub use migrate::{zs_migrate_page, zs_migrate_page_to};
 
 /// Most pages in a zspage (the descriptor has room for this many pfns).
 pub const ZS_MAX_PAGES: usize = 8;
@@ -188,7 +190,7 @@ pub enum ZsMigrateError {
     Busy(Pfn),
     /// No page to migrate to.
     NoMemory(AllocError),
-    /// The target page given to [`zs_migrate_page_to`] is not a raw order-0 allocation.
+    /// The target page of a migration is not a raw order-0 allocation.
     BadTarget(Pfn),
 }
 
