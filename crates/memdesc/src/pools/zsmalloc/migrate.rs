@@ -82,6 +82,7 @@ pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -
 /// caller's. Checked: a target that is not a raw order-0 allocation is refused with
 /// [`ZsMigrateError::BadTarget`], and the page must still belong to the pool its word names
 /// (re-checked under that pool's lock).
+#[cfg(feature = "health")]
 pub(crate) fn zs_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
