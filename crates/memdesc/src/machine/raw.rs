@@ -22,6 +22,114 @@
 
 // ---- slab ----
 
+#[cfg(feature = "slab")]
+mod slab {
+    use core::ptr::NonNull;
+
+    use crate::kmalloc::KBox;
+    use crate::slab::{CacheObj, CacheRef, KArray, KObj, SlabCache, SlabError, SlabObj};
+
+    impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
+        /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
+        /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
+        /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
+        /// [`SlabError::NotSlab`]), an interior pointer and a double free (in release builds too,
+        /// whichever CPU freed it first) are refused and change nothing.
+        ///
+        /// # Safety
+        /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`](crate::machine::PhysMem::kmalloc_raw)
+        /// of this machine (or [`KBox::into_raw`]), has not been freed since, and nothing uses it
+        /// after this call. The checks catch a double free but cannot tell the owner of a live
+        /// object from anyone else: freeing another owner's object hands it out again while still
+        /// in use.
+        #[inline]
+        pub unsafe fn kfree_raw(&self, cpu: &crate::cpu::Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+            self.slabs().kfree_owned(cpu, ptr)
+        }
+
+        /// A handle to one of this machine's user caches (from
+        /// [`PhysMem::for_each_cache`](crate::machine::PhysMem::for_each_cache)); the crate's own caches and
+        /// kmalloc's are refused with [`SlabError::NotUserCache`].
+        ///
+        /// # Safety
+        /// The returned handle is a second handle to a cache whose creator holds one: the caller
+        /// ensures the cache is not destroyed (through either handle) while the other is still
+        /// used, and frees through it only objects it owns.
+        #[inline]
+        pub unsafe fn cache_ref<'m>(&'m self, cache: &'m SlabCache) -> Result<CacheRef<'m, P>, SlabError> {
+            self.slabs().cache_ref_owned(cache)
+        }
+    }
+
+    impl KBox {
+        /// Makes the handle of raw kmalloc memory again.
+        ///
+        /// # Safety
+        /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`](crate::machine::PhysMem::kmalloc_raw)
+        /// of `mem` (or [`KBox::into_raw`]), has not been freed since, and no other handle or raw
+        /// owner remains.
+        #[inline]
+        pub unsafe fn from_raw<P: crate::platform::Platform>(
+            mem: &crate::machine::PhysMem<P>,
+            ptr: NonNull<u8>,
+        ) -> KBox {
+            KBox::new(ptr, mem.machine_id())
+        }
+    }
+
+    impl SlabObj {
+        /// Makes the handle of a raw object again.
+        ///
+        /// # Safety
+        /// The caller owns the object: `ptr` came from [`CacheRef::alloc`] or
+        /// [`CacheRef::alloc_raw`] of `cache` (and was given up with [`SlabObj::into_raw`] if it
+        /// was a handle), has not been freed since, and no other handle or raw owner remains.
+        #[inline]
+        pub unsafe fn from_raw<P: crate::platform::Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
+            SlabObj::new_owned(cache, ptr)
+        }
+    }
+
+    impl<P: crate::platform::Platform> CacheRef<'_, P> {
+        /// Frees an object of this cache by address. Checked: an address outside the cache's
+        /// objects, an interior pointer and a double free are refused and change nothing.
+        ///
+        /// # Safety
+        /// The caller owns the object: `obj` came from [`CacheRef::alloc_raw`] of this cache (or
+        /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
+        /// The checks catch a double free, but not a free of an object somebody else holds.
+        #[inline]
+        pub unsafe fn free_raw(&self, cpu: &crate::cpu::Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+            self.free_owned(cpu, obj)
+        }
+    }
+
+    // SAFETY: a KBox is a unique token for one allocation (item 3): it never dereferences its
+    // pointer, and the allocator state a free touches is behind locks and atomics.
+    unsafe impl Send for KBox {}
+    // SAFETY: as above; `&KBox` only reads the address.
+    unsafe impl Sync for KBox {}
+    // SAFETY: a SlabObj is a unique token for one object (item 3); the pointers are compared, never
+    // dereferenced through the handle, and the cache state a free touches is behind locks and
+    // atomics.
+    unsafe impl Send for SlabObj {}
+    // SAFETY: as above; `&SlabObj` only reads the two addresses.
+    unsafe impl Sync for SlabObj {}
+    // SAFETY: a KObj owns its T like a Box (slab/obj.rs invariant 1): sending it sends the T, and
+    // the free reaches the allocator only through its locks and atomics (item 3).
+    unsafe impl<T: Send> Send for KObj<'_, T> {}
+    // SAFETY: `&KObj` gives only `&T` (slab/obj.rs invariant 1).
+    unsafe impl<T: Sync> Sync for KObj<'_, T> {}
+    // SAFETY: as KObj, for `len` Ts.
+    unsafe impl<T: Copy + Send> Send for KArray<'_, T> {}
+    // SAFETY: as KObj, for `len` Ts.
+    unsafe impl<T: Copy + Sync> Sync for KArray<'_, T> {}
+    // SAFETY: as KObj; the cache it names is `Sync` (its state is behind locks and atomics).
+    unsafe impl<T: Send> Send for CacheObj<'_, T> {}
+    // SAFETY: as KObj.
+    unsafe impl<T: Sync> Sync for CacheObj<'_, T> {}
+}
+
 // ---- folio ----
 
 // ---- mm ----
