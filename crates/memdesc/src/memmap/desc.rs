@@ -510,6 +510,12 @@ impl Z3foldDesc {
 //     list for its room, or on a list the lock holder made while working on it. The lists live
 //     behind the pool's lock. A fresh descriptor's links may hold the cache's free pointer
 //     (`FREEPTR_OFFSET` is `list`): the pool resets them before linking it.
+// P4. **State outlives a grace period.** A pool descriptor's `pool` field holds the address of
+//     its pool's state (a zsmalloc pool's for a `Zspage`, a z3fold pool's for a `Z3foldDesc`),
+//     set before a word names the descriptor; a pool frees its state only after it reset every
+//     word naming its descriptors and then waited for a grace period. So an address read from
+//     the field of a descriptor a word named inside an RCU read section is that kind's pool
+//     state until the section ends.
 
 /// A descriptor owned by a pool (P1–P3 above): [`Zspage`], [`Z3foldDesc`].
 #[cfg(feature = "zsmalloc")]
@@ -525,6 +531,19 @@ pub(crate) fn pool_desc_locked<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) 
     // SAFETY: alive while the pool lock is held (pool item P1), and the result borrows the
     // lock's guard or state, so it ends before the lock is released.
     unsafe { p.ptr.as_ref() }
+}
+
+/// The pool state at `addr`, read from the `pool` field of a pool descriptor that a page word
+/// named inside `rg`'s read section, for that section (pool item P4). `S` is the state type of
+/// that descriptor kind's pools.
+#[cfg(feature = "zsmalloc")]
+#[inline]
+pub(crate) fn pool_state<'g, S>(rg: &'g RcuGuard<'_>, addr: usize) -> &'g S {
+    let _ = rg;
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
+    // SAFETY: a live `S` until the read section ends (pool item P4); the result borrows the
+    // guard. Its fields are reached through its lock or atomics.
+    unsafe { &*(addr as *const S) }
 }
 
 #[cfg(feature = "zsmalloc")]

@@ -37,11 +37,10 @@
 //! (the `z3fold_desc` descriptor cache), the contents of its pages, and their words.
 
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Z3foldDesc};
+use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
 use crate::list::List;
 use crate::page_access::PageAccess;
@@ -50,6 +49,7 @@ use crate::platform::Platform;
 use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
 use crate::rcu::RcuGuard;
+use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -252,14 +252,9 @@ pub struct Z3CompactStats {
 /// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
-    state: NonNull<PoolState>,
+    /// Reached only through its spin lock; freed by `destroy`.
+    state: KObj<'m, PoolState>,
 }
-
-// SAFETY: the state lives in kmalloc memory owned by the pool until `destroy`; its contents
-// are reached only through its spin lock; PhysMem is Sync.
-unsafe impl<P: Platform> Send for Z3foldPool<'_, P> {}
-// SAFETY: as above.
-unsafe impl<P: Platform> Sync for Z3foldPool<'_, P> {}
 
 /// Links a page at the front of a room list (it is on none: pool item P3 of `desc.rs`).
 fn link(list: &mut List<Z3foldDesc>, d: &Z3foldDesc) {
@@ -300,28 +295,28 @@ struct Loc {
 impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
-        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let inner = Inner {
             lists: [const { List::new() }; Z3_NCHUNKS + 1],
-            handles: HandleTable::new(p.as_ptr() as usize),
+            handles: HandleTable::new(0),
             pages: 0,
             objects: 0,
             bytes: 0,
         };
-        // SAFETY: a fresh kmalloc object of the state's size, aligned to at least 8, ours.
-        unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
-        Ok(Z3foldPool { mem, state: p })
+        let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
+        // Handles carry a tag derived from the state's address, known now.
+        let addr = state.as_ptr().as_ptr() as usize;
+        state.lock.get_mut().handles = HandleTable::new(addr);
+        Ok(Z3foldPool { mem, state })
     }
 
     fn state(&self) -> &PoolState {
-        // SAFETY: initialised in `new`, freed only by `destroy`, which consumes self.
-        unsafe { self.state.as_ref() }
+        &self.state
     }
 
     /// Pool figures.
     pub fn stats(&self) -> Z3Stats {
         let g = self.state().lock.lock();
-        let st = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
+        let st = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
         Z3Stats {
             objects: g.objects,
             object_bytes: g.bytes,
@@ -538,11 +533,10 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             g.handles.destroy(self.mem, cpu);
             g.pages = 0;
         }
+        // A pfn scanner may still be about to take our lock (pool item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
-        // SAFETY: the pool state is the kmalloc object `new` allocated; the pool is consumed
-        // and no reader remains after the grace period above.
-        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
-        debug_assert!(r.is_ok(), "pool state free: {r:?}");
+        let Z3foldPool { mem, state } = self;
+        let _: PoolState = mem.slabs().kobj_free(cpu, state);
     }
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
@@ -551,7 +545,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         // What a lockless reader of the word may read is set before the word names it.
         d.chunks.store(0, Ordering::Relaxed);
         d.handles.store(0, Ordering::Relaxed);
-        d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        d.pool.store(self.state.as_ptr().as_ptr() as usize, Ordering::Release);
         let w = Word::desc(DescPtr::from_ref(d));
         let pfn = match self.mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
             Ok(p) => p,
@@ -624,61 +618,60 @@ fn move_page<P: Platform>(
     if pool_addr == 0 {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
-    // SAFETY: the word named this descriptor inside our RCU read section; descriptors are
+    // The word named this descriptor inside our RCU read section; descriptors are
     // TYPESAFE_BY_RCU and a pool frees its state only after a grace period
-    // (`Z3foldPool::destroy`), which our guard holds off. Everything is re-checked under the
-    // pool's lock.
-    let state = unsafe { &*(pool_addr as *const PoolState) };
-    let pool = Z3foldPool { mem, state: NonNull::from(state) };
-    let r = pool.move_locked(&guard, cpu, pfn, d, target, poison);
+    // (`Z3foldPool::destroy`), which our guard holds off (pool item P4 of `desc.rs`).
+    // Everything is re-checked under the pool's lock.
+    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let r = move_locked(mem, state, &guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> Z3foldPool<'_, P> {
-    fn move_locked(
-        &self,
-        rg: &RcuGuard<'_>,
-        cpu: &Cpu<'_>,
-        pfn: Pfn,
-        dp: DescPtr<Z3foldDesc>,
-        target: Option<Pfn>,
-        poison: bool,
-    ) -> Result<(Pfn, u32), ZsMigrateError> {
-        let mut g = self.state().lock.lock();
-        match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
-            Some(PageKind::Z3fold(d2)) if d2 == dp => {}
-            _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
-        }
-        let d = dp.get(rg);
-        if d.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
-            return Err(ZsMigrateError::NotZsmalloc(pfn));
-        }
-        let l = Layout::load(d);
-        if l.mapped != 0 {
-            return Err(ZsMigrateError::Busy(pfn));
-        }
-        let new = take_replacement(self.mem, cpu, pfn, Word::desc(DescPtr::from_ref(d)), target, poison)?;
-        let mut lost = 0;
-        for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
-            if l.sizes[b as usize] == 0 {
-                continue;
-            }
-            let e = g.handles.get_mut(handle_index(d, b)).expect("a present object's handle");
-            *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
-            if poison {
-                *e |= E_LOST;
-                lost += 1;
-            }
-        }
-        d.flags.init(0, 0, new);
-        if poison {
-            self.mem.pages().retire_poisoned_block(pfn, 0);
-        } else {
-            page_free(self.mem, cpu, pfn);
-        }
-        Ok((new, lost))
+#[allow(clippy::too_many_arguments)]
+fn move_locked<P: Platform>(
+    mem: &PhysMem<P>,
+    state: &PoolState,
+    rg: &RcuGuard<'_>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    dp: DescPtr<Z3foldDesc>,
+    target: Option<Pfn>,
+    poison: bool,
+) -> Result<(Pfn, u32), ZsMigrateError> {
+    let mut g = state.lock.lock();
+    match mem.memmap().load(mem.platform(), pfn).map(|v| v.word.kind()) {
+        Some(PageKind::Z3fold(d2)) if d2 == dp => {}
+        _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
     }
+    let d = dp.get(rg);
+    if d.pool.load(Ordering::Relaxed) != state as *const PoolState as usize {
+        return Err(ZsMigrateError::NotZsmalloc(pfn));
+    }
+    let l = Layout::load(d);
+    if l.mapped != 0 {
+        return Err(ZsMigrateError::Busy(pfn));
+    }
+    let new = take_replacement(mem, cpu, pfn, Word::desc(DescPtr::from_ref(d)), target, poison)?;
+    let mut lost = 0;
+    for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
+        if l.sizes[b as usize] == 0 {
+            continue;
+        }
+        let e = g.handles.get_mut(handle_index(d, b)).expect("a present object's handle");
+        *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
+        if poison {
+            *e |= E_LOST;
+            lost += 1;
+        }
+    }
+    d.flags.init(0, 0, new);
+    if poison {
+        mem.pages().retire_poisoned_block(pfn, 0);
+    } else {
+        page_free(mem, cpu, pfn);
+    }
+    Ok((new, lost))
 }
 
 struct Z3Mapping<'a, 'm, P: Platform> {

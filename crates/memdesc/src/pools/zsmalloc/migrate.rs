@@ -3,12 +3,10 @@
 //! word and its [`Zspage`]), retirement after a hardware memory error (`zs_poison_page`), and
 //! the two page helpers z3fold shares (`take_replacement`, `page_free`).
 
-use core::ptr::NonNull;
-
-use super::{Class, Inner, PoolState, ZsMigrateError, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
+use super::{Class, Inner, PoolRef, PoolState, ZsMigrateError, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_page_fill, DescPtr, Zspage};
+use crate::desc::{pool_page_fill, pool_state, DescPtr, Zspage};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
@@ -133,18 +131,18 @@ fn move_page<P: Platform>(
     if pool_addr == 0 {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
-    // SAFETY: the word named this zspage while we were inside the RCU read section, so the
-    // pool its descriptor names (now, TYPESAFE_BY_RCU: it may have been reused by another
-    // pool, which was then alive after our section began) frees its state only after a grace
-    // period that our guard holds off (`ZsPool::destroy`).
-    let state = unsafe { &*(pool_addr as *const PoolState) };
-    let pool = ZsPool { mem, state: NonNull::from(state) };
+    // The word named this zspage inside our read section, so the pool its descriptor names
+    // (now: TYPESAFE_BY_RCU, it may have been reused by another pool, alive after our section
+    // began) frees its state only after a grace period our guard holds off (`ZsPool::destroy`,
+    // pool item P4 of `desc.rs`).
+    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let pool = PoolRef { mem, state };
     let r = pool.migrate_locked(&guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> ZsPool<'_, P> {
+impl<P: Platform> PoolRef<'_, '_, P> {
     fn migrate_locked(
         &self,
         rg: &RcuGuard<'_>,
@@ -154,14 +152,14 @@ impl<P: Platform> ZsPool<'_, P> {
         target: Option<Pfn>,
         poison: bool,
     ) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
-        let mut g = self.state().lock.lock();
+        let mut g = self.state.lock.lock();
         // Re-check under the lock: still a page of this zspage of this pool?
         match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
             Some(PageKind::Zsmalloc(d2)) if d2 == d => {}
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
         let zs = d.get(rg);
-        if zs.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
+        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState as usize {
             return Err(ZsMigrateError::NotZsmalloc(pfn));
         }
         if zs.mapped.load(Ordering::Relaxed) != 0 {

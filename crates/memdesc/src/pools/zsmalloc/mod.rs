@@ -59,8 +59,6 @@ mod map;
 mod migrate;
 mod verify;
 
-use core::ptr::NonNull;
-
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Zspage};
@@ -70,6 +68,7 @@ use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -355,14 +354,17 @@ pub struct ZsClassInfo {
 /// ```
 pub struct ZsPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
-    state: NonNull<PoolState>,
+    /// Reached only through its spin lock; freed by `destroy`.
+    state: KObj<'m, PoolState>,
 }
 
-// SAFETY: the state lives in kmalloc memory owned by the pool until `destroy`; all access to
-// its contents goes through its spin lock, and PhysMem is Sync.
-unsafe impl<P: Platform> Send for ZsPool<'_, P> {}
-// SAFETY: as above.
-unsafe impl<P: Platform> Sync for ZsPool<'_, P> {}
+/// A pool's machine and state, borrowed: what the byte helpers and migration work on, for the
+/// owning [`ZsPool`] or for a pool reached from a page word under RCU (migration).
+#[derive(Clone, Copy)]
+struct PoolRef<'a, 'm, P: Platform> {
+    mem: &'m PhysMem<P>,
+    state: &'a PoolState,
+}
 
 /// Where an object is, resolved under the lock.
 #[derive(Clone, Copy)]
@@ -436,7 +438,6 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         if !(1..=ZS_MAX_PAGES).contains(&max_pages) {
             return Err(ZsError::InvalidMaxPages(max_pages));
         }
-        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let mut inner = Inner {
             step,
             max_pages,
@@ -444,21 +445,31 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
             lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
-            handles: HandleTable::new(p.as_ptr() as usize),
+            handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
             poisoned: false,
         };
         build_classes(&mut inner);
-        // SAFETY: a fresh kmalloc object of size_of::<PoolState>() bytes, aligned to at least
-        // 8 (kmalloc classes of this size are page-aligned), owned by this pool.
-        unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
-        Ok(ZsPool { mem, state: p })
+        let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
+        // Handles carry a tag derived from the state's address, known now.
+        let addr = state.as_ptr().as_ptr() as usize;
+        state.lock.get_mut().handles = HandleTable::new(addr);
+        Ok(ZsPool { mem, state })
     }
 
     fn state(&self) -> &PoolState {
-        // SAFETY: initialised in `with_step`, freed only by `destroy`, which consumes self.
-        unsafe { self.state.as_ref() }
+        &self.state
+    }
+
+    /// The address of the pool state (what zspage descriptors name).
+    fn state_addr(&self) -> usize {
+        self.state.as_ptr().as_ptr() as usize
+    }
+
+    /// The pool's state and machine as a borrowed [`PoolRef`].
+    fn r(&self) -> PoolRef<'_, 'm, P> {
+        PoolRef { mem: self.mem, state: &self.state }
     }
 
     /// The machine.
@@ -492,7 +503,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             s.pages += c.zspages * c.pages as u64;
         }
         let chunks = g.handles.chunks() as u64;
-        let state = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>());
+        let state = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
         s.metadata_bytes = s.zspages * core::mem::size_of::<Zspage>() as u64 + chunks * PAGE_SIZE as u64 + state as u64;
         s
     }
@@ -604,12 +615,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             g.handles.destroy(self.mem, cpu);
         }
         // A pfn scanner that read one of our words before they were reset may still be about
-        // to take our lock: wait for it to leave its RCU read section before freeing it.
+        // to take our lock: wait for it to leave its RCU read section before freeing it (pool
+        // item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
-        // SAFETY: the pool state is the kmalloc object `with_config` allocated; the pool is
-        // consumed and no reader remains after the grace period above.
-        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
-        debug_assert!(r.is_ok(), "pool state free: {r:?}");
+        let ZsPool { mem, state } = self;
+        let _: PoolState = mem.slabs().kobj_free(cpu, state);
     }
 
     // -- internals ------------------------------------------------------------------------
@@ -687,7 +697,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         pool_desc_fresh(zs);
         // Everything a lockless pfn scanner reads (the pool) is set before a word names the
         // zspage; the rest is only read under the pool lock, which we hold.
-        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        zs.pool.store(self.state_addr(), Ordering::Release);
         zs.class.store(ci as u32, Ordering::Relaxed);
         zs.mapped.store(0, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(zs));
@@ -749,6 +759,28 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         page_free(self.mem, cpu, pfn);
     }
 
+    fn window(&self, zs: &Zspage, off: usize, len: usize) -> PageAccess<'m, P> {
+        self.r().window(zs, off, len)
+    }
+
+    fn read_u64(&self, zs: &Zspage, off: usize) -> u64 {
+        self.r().read_u64(zs, off)
+    }
+
+    fn write_u64(&self, zs: &Zspage, off: usize, v: u64) {
+        self.r().write_u64(zs, off, v)
+    }
+
+    fn copy_out(&self, zs: &Zspage, off: usize, dst: &mut [u8]) {
+        self.r().copy_out(zs, off, dst)
+    }
+
+    fn copy_in(&self, zs: &Zspage, off: usize, src: &[u8]) {
+        self.r().copy_in(zs, off, src)
+    }
+}
+
+impl<'m, P: Platform> PoolRef<'_, 'm, P> {
     /// A window on zspage bytes `off..off + len` (within one page), for the lock holder on
     /// bytes of no mapped object, or for the mapping of the object they hold (pool item P2 of
     /// `desc.rs`).

@@ -17,7 +17,7 @@ impl<P: Platform> ZsPool<'_, P> {
     /// object's handle entry points back at it; and the class counters add up.
     pub fn verify(&self) -> Result<(), ZsCorruption> {
         let g = self.state().lock.lock();
-        let me = self.state.as_ptr() as usize;
+        let me = self.state_addr();
         let mut live = 0u64;
         for ci in 0..g.nr_classes {
             let class = g.classes[ci];
