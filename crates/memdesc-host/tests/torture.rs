@@ -157,7 +157,7 @@ fn pp_put_raw<P: memdesc::Platform>(
     pfn: memdesc::Pfn,
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.
-    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
+    unsafe { m.pp_put_pfn(cpu, pfn) }
 }
 
 /// A worker that panics ends the run with an error naming the panic; before, the other

@@ -35,7 +35,7 @@
 //! unfreeze and reads the new pfn.
 //!
 //! **zsmalloc and z3fold pages** go through their pools' own migration
-//! ([`crate::zsmalloc::zs_migrate_page_to`], [`crate::z3fold::z3fold_migrate_page_to`]): the
+//! (`zs_migrate_page_to`, `z3fold_migrate_page_to`): the
 //! word leads to the descriptor, the descriptor to the pool, whose lock the move is made
 //! under; their handles never change.
 //!
@@ -358,14 +358,13 @@ impl<P: Platform> PhysMem<P> {
         }
         let r = match (z3, target) {
             (false, None) => zs_migrate_page(self, cpu, pfn),
-            // SAFETY: the caller gives a target it owns (this fn's contract, checked by the
-            // callers in compaction); it was just restamped as a raw order-0 allocation.
-            (false, Some(t)) => unsafe { zs_migrate_page_to(self, cpu, pfn, t) },
+            // The caller gives a target it owns (this fn's contract, checked by the callers in
+            // compaction); it was just restamped as a raw order-0 allocation.
+            (false, Some(t)) => zs_migrate_page_to(self, cpu, pfn, t),
             #[cfg(feature = "z3fold")]
             (true, None) => z3fold_migrate_page(self, cpu, pfn),
-            // SAFETY: as above.
             #[cfg(feature = "z3fold")]
-            (true, Some(t)) => unsafe { z3fold_migrate_page_to(self, cpu, pfn, t) },
+            (true, Some(t)) => z3fold_migrate_page_to(self, cpu, pfn, t),
             // Without z3fold no page is a z3fold page: refused (as Unsupported).
             #[cfg(not(feature = "z3fold"))]
             (true, _) => Err(E::OutOfRange(pfn)),

@@ -55,14 +55,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
     }
 
-    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`](crate::PhysMem::for_each_cache)); the
-    /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
-    ///
-    /// # Safety
-    /// The returned handle is a second handle to a cache whose creator holds one: the caller
-    /// ensures the cache is not destroyed (through either handle) while the other is still
-    /// used, and frees through it only objects it owns.
-    pub(crate) unsafe fn cache_ref(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
+    /// A second handle to one of this machine's user caches (the checked function behind
+    /// [`PhysMem::cache_ref`](crate::PhysMem::cache_ref), whose contract callers keep: the cache
+    /// is not destroyed while the creator's handle is used, and only owned objects are freed
+    /// through it); the crate's own caches and kmalloc's are refused with
+    /// [`SlabError::NotUserCache`].
+    pub(crate) fn cache_ref_owned(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
         if cache.family != CacheFamily::User {
             return Err(SlabError::NotUserCache(cache.name));
         }
@@ -240,6 +238,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    /// The cache of a live slab (one the caller found through a page word and keeps alive,
+    /// e.g. by owning one of its objects).
+    #[inline]
+    pub(crate) fn cache_of(&self, slab: &Slab) -> &'a SlabCache {
+        // SAFETY: a slab's cache pointer names a live cache while the slab exists.
+        unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) }
     }
 
     /// The slab descriptor of the page holding `addr`, checked.

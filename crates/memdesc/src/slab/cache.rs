@@ -160,6 +160,16 @@ pub enum SlabError {
     Busy(u64),
     /// A large kmalloc free failed a page check.
     Page(crate::FreeError),
+    /// The cache's objects cannot hold the type asked for (too small, too little aligned, or
+    /// `TYPESAFE_BY_RCU`): see [`super::obj::ObjCache`].
+    Layout {
+        /// The cache.
+        cache: &'static str,
+        /// Size of the type.
+        size: usize,
+        /// Alignment of the type.
+        align: usize,
+    },
 }
 
 impl fmt::Display for SlabError {
@@ -176,6 +186,9 @@ impl fmt::Display for SlabError {
             SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
             SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
             SlabError::Page(e) => write!(f, "{e}"),
+            SlabError::Layout { cache, size, align } => {
+                write!(f, "cache {cache} cannot hold owned objects of {size} bytes aligned to {align}")
+            }
         }
     }
 }

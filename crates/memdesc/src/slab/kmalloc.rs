@@ -73,12 +73,6 @@ pub struct KBox {
     machine: u32,
 }
 
-// SAFETY: a KBox is a unique token for one allocation; it never dereferences its pointer, and
-// the allocator state a free touches is behind locks and atomics.
-unsafe impl Send for KBox {}
-// SAFETY: as above; `&KBox` only reads the address.
-unsafe impl Sync for KBox {}
-
 impl KBox {
     /// The memory's address (valid until it is freed; at least the size asked for).
     #[inline]
@@ -92,7 +86,7 @@ impl KBox {
         self.ptr
     }
     /// A handle for memory of `machine` (the public constructor, `KBox::from_raw`, takes the
-    /// machine and lives in `machine/slab.rs`).
+    /// machine and lives in `machine/raw.rs`, with the handle's `Send`/`Sync`).
     #[inline]
     pub(crate) fn new(ptr: NonNull<u8>, machine: u32) -> KBox {
         KBox { ptr, machine }
@@ -186,23 +180,18 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if obj.machine != self.pages.machine_id() {
             return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
         }
-        // SAFETY: a KBox of this machine owns its memory (KBox's invariant), and consuming it
-        // here ends that ownership.
-        unsafe { self.kfree_raw(cpu, obj.ptr) }
+        // A KBox of this machine owns its memory, and consuming it here ends that ownership.
+        self.kfree_owned(cpu, obj.ptr)
     }
 
-    /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
-    /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
-    /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
-    /// [`SlabError::NotSlab`]), an interior pointer and a double free (in release builds too,
-    /// whichever CPU freed it first) are refused and change nothing.
-    ///
-    /// # Safety
-    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw) of this machine
-    /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
-    /// call. The checks catch a double free but cannot tell the owner of a live object from
-    /// anyone else: freeing another owner's object hands it out again while still in use.
-    pub(crate) unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees kmalloc memory by address; the caller owns it (the checked function behind
+    /// [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw), whose contract callers of this one
+    /// keep). Checked: an address outside the machine, in a page that is neither a kmalloc
+    /// slab nor a large kmalloc block (a descriptor cache's object, a user cache's, a folio,
+    /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
+    /// pointer and a double free (in release builds too, whichever CPU freed it first) are
+    /// refused and change nothing.
+    pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;

@@ -31,6 +31,7 @@ pub mod alloc;
 pub mod cache;
 pub mod handle;
 pub mod kmalloc;
+pub mod obj;
 pub mod sheaf;
 
 use core::ptr::NonNull;
@@ -47,6 +48,7 @@ pub use crate::desc::Slab;
 pub(crate) use cache::SlabPoison;
 pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB_ORDER, MIN_PARTIAL};
 pub use handle::{CacheRef, SlabObj};
+pub use obj::{CacheObj, KArray, KObj, ObjCache, OutOfBounds};
 
 use cache::SlabBoot;
 
