@@ -149,7 +149,7 @@ impl BootAllocator {
 }
 
 /// An array of `n` values of `T` in boot memory (see the module header): built once by
-/// [`BootArray::new`], then read through shared references for the machine's life.
+/// `BootArray::new` (crate-private), then read through shared references for the machine's life.
 pub struct BootArray<T> {
     /// Invariants 1 and 2: `len` initialised values, reserved and mapped.
     ptr: NonNull<T>,

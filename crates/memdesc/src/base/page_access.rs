@@ -6,7 +6,7 @@
 //! is the claim, at construction, that the caller has the page's contents to itself.
 //!
 //! The atomic word view of a page (buddy and per-CPU list links, two-level word tables, page
-//! tables), where several CPUs may touch the same words, is [`PageWords`] (crate-private): it
+//! tables), where several CPUs may touch the same words, is `PageWords` (crate-private): it
 //! hands out only atomics, so it needs no claim; [`PageAccess`] never hands out atomics, so
 //! the two views never alias within one value.
 //!
@@ -23,14 +23,14 @@
 //!    contract; other readers are fine), and it offers no way to write.
 //! 3. **One thread.** A local mapping is valid only on the thread that made it, so the value is
 //!    neither `Send` nor `Sync` (both types).
-//! 4. **Words are atomics.** A [`PageWords`] maps a whole page as in item 1 and hands out only
+//! 4. **Words are atomics.** A `PageWords` maps a whole page as in item 1 and hands out only
 //!    `&AtomicU64`s over it (8-aligned, as the page is page-aligned; an `AtomicU64` has the size
 //!    and alignment of a `u64` and may be used over any initialised memory that every other
 //!    accessor also reaches atomically). Non-atomic access to those words while atomics may be
 //!    in use is excluded by item 2: a [`PageAccess`] is only made by a caller that has the bytes
-//!    to itself. A direct-map table ([`PageWords::direct_table`]) lives as long as the
+//!    to itself. A direct-map table (`PageWords::direct_table`) lives as long as the
 //!    platform borrow, since direct-map memory is valid while the platform lives.
-//! 5. **Fresh blocks.** [`PageAccess::new_allocated`] (crate-private, safe) is called only by
+//! 5. **Fresh blocks.** `PageAccess::new_allocated` (crate-private, safe) is called only by
 //!    the page allocator, for a page of a block it has just taken off its free lists and not
 //!    yet returned to its caller: no handle, descriptor or list names the page, so the caller
 //!    has its contents to itself (item 2) without a further claim.

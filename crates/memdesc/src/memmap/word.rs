@@ -17,12 +17,12 @@
 //!
 //! This module touches only the word's bits; it never dereferences a descriptor. It is the one
 //! writer of page words: every store goes through [`Page`]'s methods, including the words of a
-//! split two-level area's table, which [`Page::from_atomics`] views as `Page`s.
+//! split two-level area's table, which `Page::from_atomics` views as `Page`s.
 //!
 //! # Invariants
 //! 1. **A `Page` is an `AtomicU64`.** `Page` is `#[repr(transparent)]` over the crate's
 //!    `AtomicU64`, so a `&[AtomicU64; N]` and a `&[Page; N]` over the same memory have the
-//!    same layout and the same (atomic-only) access rules; [`Page::from_atomics`] is the one
+//!    same layout and the same (atomic-only) access rules; `Page::from_atomics` is the one
 //!    cast between them.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
