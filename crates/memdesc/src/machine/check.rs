@@ -317,7 +317,7 @@ impl<P: Platform> PhysMem<P> {
     /// Checks every block descriptor (slab, folio and the other kinds in the module docs)
     /// against the words that point to it, at a quiescent point. The descriptors are read
     /// under an RCU read section on `cpu`; what each kind's check reads is its entry in
-    /// [`crate::memmap::kinds`].
+    /// `memmap::kinds`.
     pub fn check_descriptors(&self, cpu: &Cpu<'_>) -> Result<DescReport, Violation> {
         let rcu = self.rcu().read_lock(cpu);
         let mut rep = DescReport::default();

@@ -9,7 +9,7 @@
 //! - [`desc_ref`]: THE module that turns a descriptor address into a reference, its lifetime
 //!   tied to a pin, a lock guard or an RCU read section;
 //! - [`lookup`]: the lockless pfn-to-descriptor read under RCU;
-//! - [`kinds`]: the per-kind table of this layer (mappability rule, checker block function).
+//! - `kinds`: the per-kind table of this layer (mappability rule, checker block function).
 //!
 //! Import rule: this layer imports only `base` and itself. Within it, `tag` imports nothing,
 //! `desc` imports `tag`, `word` imports `tag` and `desc`, `map` and `lookup` import `word`.
@@ -18,7 +18,7 @@
 
 pub mod desc;
 pub mod desc_ref;
-pub mod kinds;
+pub(crate) mod kinds;
 pub mod lookup;
 pub mod map;
 pub mod tag;
