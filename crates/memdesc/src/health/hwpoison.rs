@@ -407,7 +407,7 @@ impl<P: Platform> PhysMem<P> {
         // Pinned (the lookup takes a reference and re-checks the word): the folio stays live
         // until that reference is put. It must be the one the dispatch decoded.
         let f = self.folio_try_get(cpu, pfn).ok_or(PoisonError::Busy(pfn))?;
-        if !core::ptr::eq(&*f, d.addr() as *const Folio) {
+        if DescPtr::from_ref(&*f) != d {
             let _ = self.folio_put(cpu, f);
             return Err(PoisonError::Busy(pfn));
         }

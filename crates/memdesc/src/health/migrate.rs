@@ -632,14 +632,14 @@ mod regression_tests {
         let m = machine(4096, MemmapLayout::Flat);
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
-        let (pfn, desc) = (f.flags.pfn(), &*f as *const Folio);
+        let (pfn, desc) = (f.flags.pfn(), DescPtr::from_ref(&*f));
         assert_eq!(m.folio_put(&cpu, f), Ok(true));
         // The descriptor comes back for an order-1 folio (the cache hands out the freed one),
         // which only a page cache holds: movable.
         let mut others = std::vec::Vec::new();
         let g = loop {
             let g = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::File).unwrap();
-            if core::ptr::eq(&*g, desc) {
+            if DescPtr::from_ref(&*g) == desc {
                 break g;
             }
             assert!(others.len() < 64, "descriptor not reused");
