@@ -315,9 +315,11 @@ mod folio {
 ///   it).
 /// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
 ///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
-///   page-table lock it holds, a page a live entry maps (the entry holds a reference), or a
-///   page it pins with `try_get` before trusting anything else it reads (descriptors are
-///   TYPESAFE_BY_RCU, `Descriptor` item 3).
+///   page-table lock it holds, a page a live entry maps (the entry holds a reference), a
+///   descriptor the caller holds a reference on, or a page it reads inside an RCU read section
+///   that lasts until it pins the descriptor with `try_get` (`MmRef::map_pfn` → `map_locked`)
+///   and trusts nothing else it reads before (descriptors are TYPESAFE_BY_RCU, `Descriptor`
+///   item 3).
 /// - M6. A VMA is linked only on its own mm's chain (`VmaGuard::insert` checks its `mm`), and
 ///   taken off it only by `VmaGuard::take` here, under the mm's lock, which hands it to the one
 ///   caller that frees it (`MmRef::remove_vma`, after the rmap unlink: M2).

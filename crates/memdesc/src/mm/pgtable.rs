@@ -36,6 +36,7 @@ use crate::gfp::Gfp;
 use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
+use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 
@@ -353,8 +354,20 @@ impl<'a, P: Platform> Mms<'a, P> {
 
     /// Classifies the page at `pfn` for mapping into a VMA of `kind` in an address space of
     /// `space`, by [`mappability`] (the one rule), refining a free tail's error.
-    pub(super) fn classify(&self, space: MmKind, kind: VmaKind, pfn: Pfn) -> Result<Target<'a>, MapError> {
-        let (t, tag) = self.classify_page(space, pfn)?;
+    ///
+    /// The target's descriptor is read under the caller's read section `_rcu`, which must last
+    /// until the mapping path pins it (`map_locked`): only then is the memory sure to still be a
+    /// descriptor (TYPESAFE_BY_RCU).
+    pub(super) fn classify(
+        &self,
+        _rcu: &RcuGuard<'_>,
+        space: MmKind,
+        kind: VmaKind,
+        pfn: Pfn,
+    ) -> Result<Target<'a>, MapError> {
+        let (word, tag) = self.classify_page(space, pfn)?;
+        let t =
+            self.target_of_kind(word.kind(), pfn).ok_or(MapError::Unmappable { pfn, kind: UnmappableKind::Invalid })?;
         let ok = matches!(
             (&t, kind),
             (Target::Folio(_, Tag::AnonFolio), VmaKind::Anon)
@@ -369,7 +382,7 @@ impl<'a, P: Platform> Mms<'a, P> {
 
     /// The page at `pfn` as a mapping target for an address space of kind `space`, decided by
     /// [`mappability`] (a free tail's error refined to `Free`).
-    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'a>, Tag), MapError> {
+    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Word, Tag), MapError> {
         let bad = |kind| Err(MapError::Unmappable { pfn, kind });
         let Some(v) = self.pages.memmap().load(self.pages.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
         let tag = match mappability(v.word, space) {
@@ -380,11 +393,7 @@ impl<'a, P: Platform> Mms<'a, P> {
             }
             Err(k) => return bad(k),
         };
-        // The descriptor is pinned (`try_get`) before anything else it says is trusted.
-        let t = self
-            .target_of_kind(v.word.kind(), pfn)
-            .ok_or(MapError::Unmappable { pfn, kind: UnmappableKind::Invalid })?;
-        Ok((t, tag))
+        Ok((v.word, tag))
     }
 
     pub(super) fn target_of(&self, pfn: Pfn) -> Target<'a> {
@@ -521,9 +530,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
         huge: bool,
     ) -> Result<(), MapError> {
         let g = self.mm.lock();
-        self.map_locked(&g, cpu, va, t, first, n, huge)
+        self.map_locked(&g, cpu, va, t, first, n, huge, None)
     }
 
+    /// `rcu`: the read section `t` was read under ([`Mms::classify`]), ended once `t` is
+    /// pinned; `None` for a target the caller holds a reference on.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn map_locked(
         &self,
@@ -534,6 +545,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         first: u64,
         n: u64,
         huge: bool,
+        rcu: Option<RcuGuard<'_>>,
     ) -> Result<(), MapError> {
         let end = self.check_range(va, n * PAGE_SIZE as u64)?;
         if huge && !va.is_multiple_of(PMD_SIZE) {
@@ -553,6 +565,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             }
         }
         let _pin = MapPin(c);
+        drop(rcu);
         let (pfn0, tag) = match t {
             Target::Folio(f, tag) => (f.flags.pfn(), Some(tag)),
             Target::Mappable(d) => (d.flags.pfn(), None),
@@ -698,7 +711,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let t = self.live_folio(folio)?;
         let n = 1u64 << folio.flags.order();
         let g = self.mm.lock();
-        match self.map_locked(&g, cpu, va, t, 0, n, false) {
+        match self.map_locked(&g, cpu, va, t, 0, n, false, None) {
             Err(MapError::MapcountLimit(_))
                 if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
             {
@@ -716,7 +729,9 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 };
                 for i in 0..n {
                     let r = match self.mem.target_of(pfn.add(i)) {
-                        t @ Target::Folio(..) => self.map_locked(&g, cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
+                        t @ Target::Folio(..) => {
+                            self.map_locked(&g, cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false, None)
+                        }
                         _ => Err(MapError::NoReference),
                     };
                     if let Err(e) = r {
@@ -753,13 +768,15 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let g = self.mm.lock();
         self.check_range(va, PAGE_SIZE as u64)?;
         let kind = g.find(va).map_or(VmaKind::Pfn, |v| v.kind);
-        let t = self.mem.classify(self.mm.kind, kind, pfn)?;
+        // Read under RCU until map_locked pins it (the descriptor is not held yet).
+        let rcu = self.mem.pages.rcu().read_lock(cpu);
+        let t = self.mem.classify(&rcu, self.mm.kind, kind, pfn)?;
         let first = match t {
             Target::Folio(f, _) => pfn.0.wrapping_sub(f.flags.pfn().0),
             Target::Mappable(d) => pfn.0.wrapping_sub(d.flags.pfn().0),
             Target::Other(..) => 0,
         };
-        self.map_locked(&g, cpu, va, t, first, 1, false)
+        self.map_locked(&g, cpu, va, t, first, 1, false, Some(rcu))
     }
 
     /// Maps the page a [`UserPage`] token names at `va` of a user address space (a kernel one
