@@ -213,17 +213,17 @@ impl Layout {
     }
 }
 
-struct Inner {
+struct Inner<'m> {
     /// `lists[n]`: pages whose largest fitting object is `n` chunks (0: full).
     lists: [List<Z3foldDesc>; Z3_NCHUNKS + 1],
-    handles: HandleTable,
+    handles: HandleTable<'m>,
     pages: u64,
     objects: u64,
     bytes: u64,
 }
 
-struct PoolState {
-    lock: SpinLock<Inner>,
+struct PoolState<'m> {
+    lock: SpinLock<Inner<'m>>,
 }
 
 /// Pool figures.
@@ -253,7 +253,7 @@ pub struct Z3CompactStats {
 pub struct Z3foldPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     /// Reached only through its spin lock; freed by `destroy`.
-    state: KObj<'m, PoolState>,
+    state: KObj<'m, PoolState<'m>>,
 }
 
 /// Links a page at the front of a room list (it is on none: pool item P3 of `desc.rs`).
@@ -305,11 +305,11 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
         // Handles carry a tag derived from the state's address, known now.
         let addr = state.as_ptr().as_ptr() as usize;
-        state.lock.get_mut().handles = HandleTable::new(addr);
+        state.lock.get_mut().handles.set_owner(addr);
         Ok(Z3foldPool { mem, state })
     }
 
-    fn state(&self) -> &PoolState {
+    fn state(&self) -> &PoolState<'m> {
         &self.state
     }
 
@@ -367,7 +367,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         Ok(Handle(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT))))
     }
 
-    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, Z3Error> {
+    fn resolve(&self, g: &Inner<'_>, h: HandleId) -> Result<Loc, Z3Error> {
         let entry = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => Z3Error::BadHandle(h),
             HandleFault::Stale => Z3Error::StaleHandle(h),
@@ -536,7 +536,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         // A pfn scanner may still be about to take our lock (pool item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
         let Z3foldPool { mem, state } = self;
-        let _: PoolState = mem.slabs().kobj_free(cpu, state);
+        let _: PoolState<'_> = mem.slabs().kobj_free(cpu, state);
     }
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
@@ -622,16 +622,16 @@ fn move_page<P: Platform>(
     // TYPESAFE_BY_RCU and a pool frees its state only after a grace period
     // (`Z3foldPool::destroy`), which our guard holds off (pool item P4 of `desc.rs`).
     // Everything is re-checked under the pool's lock.
-    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let state = pool_state::<PoolState<'_>>(&guard, pool_addr);
     let r = move_locked(mem, state, &guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
 #[allow(clippy::too_many_arguments)]
-fn move_locked<P: Platform>(
-    mem: &PhysMem<P>,
-    state: &PoolState,
+fn move_locked<'m, P: Platform>(
+    mem: &'m PhysMem<P>,
+    state: &PoolState<'m>,
     rg: &RcuGuard<'_>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -645,7 +645,7 @@ fn move_locked<P: Platform>(
         _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
     }
     let d = dp.get(rg);
-    if d.pool.load(Ordering::Relaxed) != state as *const PoolState as usize {
+    if d.pool.load(Ordering::Relaxed) != state as *const PoolState<'_> as usize {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
     let l = Layout::load(d);

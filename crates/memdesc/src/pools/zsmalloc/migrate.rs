@@ -135,14 +135,14 @@ fn move_page<P: Platform>(
     // (now: TYPESAFE_BY_RCU, it may have been reused by another pool, alive after our section
     // began) frees its state only after a grace period our guard holds off (`ZsPool::destroy`,
     // pool item P4 of `desc.rs`).
-    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let state = pool_state::<PoolState<'_>>(&guard, pool_addr);
     let pool = PoolRef { mem, state };
     let r = pool.migrate_locked(&guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> PoolRef<'_, '_, P> {
+impl<'m, P: Platform> PoolRef<'_, 'm, P> {
     fn migrate_locked(
         &self,
         rg: &RcuGuard<'_>,
@@ -159,7 +159,7 @@ impl<P: Platform> PoolRef<'_, '_, P> {
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
         let zs = d.get(rg);
-        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState as usize {
+        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState<'_> as usize {
             return Err(ZsMigrateError::NotZsmalloc(pfn));
         }
         if zs.mapped.load(Ordering::Relaxed) != 0 {
@@ -206,7 +206,15 @@ impl<P: Platform> PoolRef<'_, '_, P> {
     /// marks those with a byte on page `k` lost, rewrites the entries' pfn if `k` is the
     /// first page, rebuilds the headers that lived on page `k` (size unknown: the class's
     /// largest) and the whole free list.
-    fn poison_rebuild(&self, g: &mut Inner, zs: &Zspage, class: Class, k: usize, first_old: u64, out: &mut ZsPoisoned) {
+    fn poison_rebuild(
+        &self,
+        g: &mut Inner<'m>,
+        zs: &Zspage,
+        class: Class,
+        k: usize,
+        first_old: u64,
+        out: &mut ZsPoisoned,
+    ) {
         g.poisoned = true;
         let first_new = zs.pages[0].load(Ordering::Relaxed);
         let slot = class.slot as usize;

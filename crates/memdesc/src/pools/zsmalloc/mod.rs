@@ -247,7 +247,7 @@ impl ClassLists {
 }
 
 /// What the lock protects.
-struct Inner {
+struct Inner<'m> {
     step: usize,
     max_pages: usize,
     nr_classes: usize,
@@ -255,7 +255,7 @@ struct Inner {
     size_index: [u16; MAX_SLOTS],
     classes: [Class; MAX_SLOTS],
     lists: [ClassLists; MAX_SLOTS],
-    handles: HandleTable,
+    handles: HandleTable<'m>,
     live_handles: u64,
     mapped: u64,
     /// A page of the pool was poisoned: rebuilt headers carry upper-bound sizes since, so
@@ -264,8 +264,8 @@ struct Inner {
 }
 
 /// The pool state, in kmalloc memory; zspage descriptors point to it.
-pub(crate) struct PoolState {
-    lock: SpinLock<Inner>,
+pub(crate) struct PoolState<'m> {
+    lock: SpinLock<Inner<'m>>,
 }
 
 /// Pool figures.
@@ -355,7 +355,7 @@ pub struct ZsClassInfo {
 pub struct ZsPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     /// Reached only through its spin lock; freed by `destroy`.
-    state: KObj<'m, PoolState>,
+    state: KObj<'m, PoolState<'m>>,
 }
 
 /// A pool's machine and state, borrowed: what the byte helpers and migration work on, for the
@@ -363,7 +363,7 @@ pub struct ZsPool<'m, P: Platform> {
 #[derive(Clone, Copy)]
 struct PoolRef<'a, 'm, P: Platform> {
     mem: &'m PhysMem<P>,
-    state: &'a PoolState,
+    state: &'a PoolState<'m>,
 }
 
 /// Where an object is, resolved under the lock.
@@ -375,7 +375,7 @@ struct Loc {
     size: usize,
 }
 
-impl Inner {
+impl Inner<'_> {
     fn class_of_size(&self, size: usize) -> usize {
         let slot = (size + ZS_HEADER).max(ZS_MIN_SLOT).next_multiple_of(self.step).min(PAGE_SIZE);
         self.size_index[slot / self.step] as usize
@@ -383,7 +383,7 @@ impl Inner {
 }
 
 /// Builds the class table for `step`: returns (classes, size index, count).
-fn build_classes(inner: &mut Inner) {
+fn build_classes(inner: &mut Inner<'_>) {
     let step = inner.step;
     let mut n = 0usize;
     let mut slot = PAGE_SIZE;
@@ -454,11 +454,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
         // Handles carry a tag derived from the state's address, known now.
         let addr = state.as_ptr().as_ptr() as usize;
-        state.lock.get_mut().handles = HandleTable::new(addr);
+        state.lock.get_mut().handles.set_owner(addr);
         Ok(ZsPool { mem, state })
     }
 
-    fn state(&self) -> &PoolState {
+    fn state(&self) -> &PoolState<'m> {
         &self.state
     }
 
@@ -619,13 +619,13 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         // item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
         let ZsPool { mem, state } = self;
-        let _: PoolState = mem.slabs().kobj_free(cpu, state);
+        let _: PoolState<'_> = mem.slabs().kobj_free(cpu, state);
     }
 
     // -- internals ------------------------------------------------------------------------
 
     /// Resolves a handle to its object, checking it.
-    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, ZsError> {
+    fn resolve(&self, g: &Inner<'_>, h: HandleId) -> Result<Loc, ZsError> {
         let e = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => ZsError::BadHandle(h),
             HandleFault::Stale => ZsError::StaleHandle(h),
@@ -655,16 +655,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         }
     }
 
-    fn handle_alloc(&self, cpu: &Cpu<'_>, g: &mut Inner) -> Result<usize, ZsError> {
+    fn handle_alloc(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>) -> Result<usize, ZsError> {
         g.handles.alloc(self.mem, cpu).map_err(|e| e.map_or(ZsError::TooManyHandles, ZsError::NoMemory))
     }
 
-    fn handle_release(&self, g: &mut Inner, i: usize) {
+    fn handle_release(&self, g: &mut Inner<'m>, i: usize) {
         g.handles.release(i);
     }
 
     /// Frees object `loc.idx` of `zs` and, if the zspage empties, the zspage.
-    fn obj_release(&self, cpu: &Cpu<'_>, g: &mut Inner, zs: &Zspage, loc: Loc) {
+    fn obj_release(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, zs: &Zspage, loc: Loc) {
         let class = g.classes[loc.class];
         let head = zs.freelist.load(Ordering::Relaxed);
         if class.huge() {
@@ -691,7 +691,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Makes a zspage for class `ci`, puts it on the partial list.
-    fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
+    fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.slabs().alloc_desc::<Zspage>(cpu)?;
         pool_desc_fresh(zs);
@@ -744,7 +744,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Takes an empty (or, in destroy, any) zspage off its list and frees it.
-    fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, zs: &Zspage, on_full: bool) {
+    fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, ci: usize, zs: &Zspage, on_full: bool) {
         let l = &mut g.lists[ci];
         unlink(if on_full { &mut l.full } else { &mut l.partial }, zs);
         let c = &mut g.classes[ci];
@@ -842,7 +842,7 @@ fn unlink(list: &mut List<Zspage>, zs: &Zspage) {
 mod tests {
     use super::*;
 
-    fn inner(step: usize) -> Inner {
+    fn inner(step: usize) -> Inner<'static> {
         let mut i = Inner {
             step,
             max_pages: ZS_MAX_PAGES,
