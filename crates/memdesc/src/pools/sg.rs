@@ -431,9 +431,11 @@ mod tests {
         assert_eq!(c[3], Chunk { pfn: r, offset: 4000, len: 96 });
         assert_eq!(c[4], Chunk { pfn: r.add(1), offset: 0, len: 104 });
         assert_eq!(c.iter().map(|c| c.len as u64).sum::<u64>(), sg.total_len());
-        let raw: &Folio = f.into_raw();
-        // SAFETY: the reference into_raw gave up, adopted back to be put.
-        m.folio_put(&cpu, unsafe { crate::folio::FolioRef::from_raw(raw) }).unwrap();
+        let d = crate::desc::DescPtr::<Folio>::from_ref(&f);
+        m.folio_put(&cpu, f).unwrap();
+        // The descriptor, read after its last put under a read section (it stays a folio).
+        let rg = m.rcu().read_lock(&cpu);
+        let raw: &Folio = d.get(&rg);
         let mut sg2 = SgList::<1>::new();
         // The descriptor memory stays a folio (TYPESAFE_BY_RCU, and the slab keeps its page).
         assert_eq!(sg2.push_folio(&io, raw, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");
