@@ -490,7 +490,7 @@ impl Z3foldDesc {
     }
 }
 
-// ---- pool-owned descriptors (zsmalloc, z3fold, vmalloc) ----
+// ---- pool-owned descriptors (zsmalloc, z3fold, vmalloc, page_pool) ----
 //
 // A [`Zspage`] or [`Z3foldDesc`] belongs to one pool (its `pool` field names the pool's state),
 // and a [`VmallocDesc`] to one vmalloc space (its `area` field names the area's record); the
@@ -520,20 +520,28 @@ impl Z3foldDesc {
 //     word naming its descriptors and then waited for a grace period. So an address read from
 //     the field of a descriptor a word named inside an RCU read section is that kind's pool
 //     state until the section ends.
+// P5. **A block holds its pool.** A page_pool block's [`Netmem`] holds one reference on its
+//     pool's core (named by its `pool` field) from the block's first allocation until it is
+//     released to the page allocator; the core is freed only when its last reference goes.
+//     While a netmem is handed out, in its pool's ring or the pool's current fragment block,
+//     the pool or the holder of one of its `pp_ref_count`s keeps it alive.
 
-/// A descriptor owned by a pool (P1–P3 above): [`Zspage`], [`Z3foldDesc`], [`VmallocDesc`].
-#[cfg(any(feature = "zsmalloc", feature = "vmalloc"))]
+/// A descriptor owned by a pool (P1–P5 above): [`Zspage`], [`Z3foldDesc`], [`VmallocDesc`],
+/// [`Netmem`].
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
 pub(crate) trait PoolDesc: Descriptor {}
 
-/// The pool descriptor `p` names, for as long as `held` (the state behind the owning pool's
-/// lock, or its guard) is borrowed. The caller holds the lock of the pool that owns the
-/// descriptor and found `p` in a word, list or handle entry of that pool (pool item P1).
-#[cfg(any(feature = "zsmalloc", feature = "vmalloc"))]
+/// The pool descriptor `p` names, for as long as `held` is borrowed: what keeps the descriptor
+/// alive. That is the state behind the owning pool's lock, or its guard, when the caller holds
+/// the lock and found `p` in a word, list, ring or handle entry of that pool (pool item P1);
+/// the record of an unlinked vmalloc area the caller owns (P1); or a handle holding one of a
+/// netmem's references (P5).
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
 #[inline]
-pub(crate) fn pool_desc_locked<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
+pub(crate) fn pool_desc_held<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
     let _ = held;
-    // SAFETY: alive while the pool lock is held (pool item P1), and the result borrows the
-    // lock's guard or state, so it ends before the lock is released.
+    // SAFETY: alive while `held` is (pool items P1 and P5), and the result borrows `held`, so
+    // it ends before the lock is released or the reference given up.
     unsafe { p.ptr.as_ref() }
 }
 
@@ -547,6 +555,19 @@ pub(crate) fn pool_state<'g, S>(rg: &'g RcuGuard<'_>, addr: usize) -> &'g S {
     debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
     // SAFETY: a live `S` until the read section ends (pool item P4); the result borrows the
     // guard. Its fields are reached through its lock or atomics.
+    unsafe { &*(addr as *const S) }
+}
+
+/// The pool state at `addr`, read from the `pool` field of `d`, a descriptor holding a
+/// reference on that state, for as long as `d` is borrowed (pool item P5). `S` is the state type
+/// of that descriptor kind's pools.
+#[cfg(feature = "page_pool")]
+#[inline]
+pub(crate) fn pool_state_held<S, D: PoolDesc>(d: &D, addr: usize) -> &S {
+    let _ = d;
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
+    // SAFETY: the descriptor's reference keeps the state alive while the descriptor is
+    // borrowed (pool item P5); its fields are atomics or behind its locks.
     unsafe { &*(addr as *const S) }
 }
 
@@ -634,6 +655,9 @@ impl PoolDesc for Z3foldDesc {}
 
 #[cfg(feature = "vmalloc")]
 impl PoolDesc for VmallocDesc {}
+
+#[cfg(feature = "page_pool")]
+impl PoolDesc for Netmem {}
 
 /// Driver memory that may be mapped into user space.
 #[repr(C, align(16))]

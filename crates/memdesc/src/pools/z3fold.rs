@@ -40,7 +40,7 @@ use core::ops::{Deref, DerefMut};
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
+use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
 use crate::list::List;
 use crate::page_access::PageAccess;
@@ -414,14 +414,14 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     pub fn size_of(&self, h: &Handle) -> Result<usize, Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok(Layout::load(pool_desc_locked(loc.d, &*g)).sizes[loc.which as usize])
+        Ok(Layout::load(pool_desc_held(loc.d, &*g)).sizes[loc.which as usize])
     }
 
     /// Which object of its page `h` names, and the page.
     pub fn location(&self, h: &Handle) -> Result<(Pfn, Buddy), Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok((pool_desc_locked(loc.d, &*g).flags.pfn(), loc.which))
+        Ok((pool_desc_held(loc.d, &*g).flags.pfn(), loc.which))
     }
 
     /// Maps an object for reading.
@@ -443,7 +443,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         if loc.entry & E_MAPPED != 0 {
             return Err(Z3Error::AlreadyMapped(h));
         }
-        let d = pool_desc_locked(loc.d, &*g);
+        let d = pool_desc_held(loc.d, &*g);
         let mut l = Layout::load(d);
         let pfn = d.flags.pfn();
         // The object's bytes become the mapping's (pool item P2 of `desc.rs`), counted in the
@@ -462,7 +462,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             *e &= !E_MAPPED;
         }
         // The mapped count kept the page ours (frees of a mapped object are refused).
-        let d = pool_desc_locked(m.d, &*g);
+        let d = pool_desc_held(m.d, &*g);
         let mut l = Layout::load(d);
         l.mapped -= 1;
         l.store(d);

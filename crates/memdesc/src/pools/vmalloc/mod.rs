@@ -76,7 +76,7 @@ use core::marker::PhantomData;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_locked, pool_window, DescPtr, VmallocDesc};
+use crate::desc::{pool_desc_held, pool_window, DescPtr, VmallocDesc};
 use crate::gfp::Gfp;
 use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
@@ -602,7 +602,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// area). Pool item P1 of `desc.rs`.
     fn desc_at<'h, H: ?Sized>(&self, held: &'h H, pfn: Pfn) -> Option<&'h VmallocDesc> {
         match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
-            PageKind::Vmalloc { desc, .. } => Some(pool_desc_locked(desc, held)),
+            PageKind::Vmalloc { desc, .. } => Some(pool_desc_held(desc, held)),
             _ => None,
         }
     }

@@ -61,7 +61,7 @@ mod verify;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Zspage};
+use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_window, DescPtr, Zspage};
 use crate::gfp::Gfp;
 use crate::list::List;
 use crate::page_access::PageAccess;
@@ -584,7 +584,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn pages_of(&self, h: &Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.0)?;
-        let zs = pool_desc_locked(loc.zs, &*g);
+        let zs = pool_desc_held(loc.zs, &*g);
         let n = g.classes[loc.class].pages as usize;
         for (i, o) in out.iter_mut().enumerate().take(n) {
             *o = Pfn(zs.pages[i].load(Ordering::Relaxed));
@@ -634,7 +634,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let pfn = Pfn(e >> PFN_SHIFT);
         let idx = ((e >> IDX_SHIFT) & IDX_MASK) as u32;
         let d = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
-        let zs = pool_desc_locked(d, g);
+        let zs = pool_desc_held(d, g);
         let ci = zs.class.load(Ordering::Relaxed) as usize;
         let class = g.classes[ci];
         let header = if class.huge() {
