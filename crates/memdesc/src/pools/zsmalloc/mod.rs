@@ -318,40 +318,20 @@ pub struct ZsClassInfo {
 /// kernel that never calls `zs_destroy_pool` would).
 ///
 /// ```
-/// use memdesc::zsmalloc::ZsPool;
-/// # use memdesc::{Config, MemmapLayout, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec};
-/// # use core::ptr::NonNull;
-/// # struct Buf(NonNull<u8>);
-/// # unsafe impl Send for Buf {}
-/// # unsafe impl Sync for Buf {}
-/// # unsafe impl Platform for Buf {
-/// #     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-/// #         (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
-/// #     }
-/// #     fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-/// #         let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-/// #         (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
-/// #     }
-/// #     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
-/// #     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-/// # }
-/// # let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
-/// # let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-/// # let mut map = MemoryLayout::new();
-/// # map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat }).unwrap();
-/// # let mem = PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap();
-/// let cpu = mem.cpus().claim(0).unwrap();
-/// let pool = ZsPool::new(&mem, &cpu).unwrap();
-/// let h = pool.malloc(&cpu, 1000).unwrap();
-/// pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
-/// assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
-/// let raw = h.raw();
-/// pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
-/// // A raw value rebuilt after the free is refused (the handle table keeps a generation):
-/// // SAFETY: demonstrates the check; the object is gone, so nobody else owns it.
-/// assert!(pool.free(&cpu, unsafe { memdesc::zsmalloc::Handle::from_raw(raw) }).is_err());
-/// pool.destroy(&cpu);
+/// use memdesc::{zsmalloc::ZsPool, PhysMem, Platform};
+/// fn demo<P: Platform>(mem: &PhysMem<P>) {
+///     let cpu = mem.cpus().claim(0).unwrap();
+///     let pool = ZsPool::new(mem, &cpu).unwrap();
+///     let h = pool.malloc(&cpu, 1000).unwrap();
+///     pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
+///     assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
+///     pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
+///     pool.destroy(&cpu);
+/// }
 /// ```
+///
+/// (A raw value rebuilt with [`Handle::from_raw`] after the free is refused: the handle table
+/// keeps a generation. `crates/memdesc-host/tests/zsmalloc.rs` runs all of this on a machine.)
 pub struct ZsPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
     /// Reached only through its spin lock; freed by `destroy`.
