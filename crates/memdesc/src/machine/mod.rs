@@ -132,6 +132,13 @@ impl<P: Platform> PhysMem<P> {
         crate::slab::Slabs::new(&self.pages, &self.slab)
     }
 
+    /// The pools' view (layer 6): the page allocator and the slab layer.
+    #[cfg(feature = "slab")]
+    #[inline]
+    pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
+        crate::pools::Pools::new(&self.pages, self.slabs())
+    }
+
     /// The folio layer's state (transition, issue 13: until folio/ has its own view).
     #[cfg(feature = "folio")]
     #[inline]
@@ -144,5 +151,16 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     pub(crate) fn folio_state_mut(&mut self) -> &mut crate::folio::FolioState {
         &mut self.folio
+    }
+}
+
+#[cfg(feature = "slab")]
+impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
+
+/// The machine hosts the pools: their public entry points take `&mem`.
+#[cfg(feature = "slab")]
+impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
+    fn pools(&self) -> crate::pools::Pools<'_, P> {
+        PhysMem::pools(self)
     }
 }

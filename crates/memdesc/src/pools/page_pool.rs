@@ -46,10 +46,10 @@ use crate::desc::{pool_desc_held, pool_state_held, DescPtr, Netmem};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
+use crate::pools::{PoolHost, Pools};
 use crate::slab::KArray;
 use crate::sync::{AtomicBool, AtomicU64, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
-use crate::PhysMem;
 
 /// Largest recycling ring.
 pub const MAX_RING: usize = 4096;
@@ -279,18 +279,19 @@ pub enum Destroyed {
 /// a pool that is simply dropped keeps its state and ring blocks (a leak, as forgetting
 /// `page_pool_destroy` is in Linux).
 pub struct PagePool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     core: &'m PoolCore<'m>,
 }
 
 impl<'m, P: Platform> PagePool<'m, P> {
     /// Creates a pool; its state and ring are allocated with kmalloc.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, params: PoolParams) -> Result<Self, PoolError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, params: PoolParams) -> Result<Self, PoolError> {
+        let mem = mem.pools();
         if params.order > mem.config().max_order || params.ring_size == 0 || params.ring_size > MAX_RING {
             return Err(PoolError::BadParams);
         }
         let slots = mem.slabs().karray(cpu, params.ring_size, None).map_err(PoolError::NoMemory)?;
-        let core = match mem.kmalloc_raw(cpu, core::mem::size_of::<PoolCore<'m>>(), Gfp::KERNEL) {
+        let core = match mem.slabs().kmalloc_raw(cpu, core::mem::size_of::<PoolCore<'m>>(), Gfp::KERNEL) {
             Ok(c) => c,
             Err(e) => {
                 mem.slabs().karray_free(cpu, slots);
@@ -299,7 +300,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
         };
         debug_assert!((core.as_ptr() as usize).is_multiple_of(core::mem::align_of::<PoolCore>()));
         let value = PoolCore {
-            mem: mem as *const PhysMem<P> as usize,
+            mem: mem.machine_addr(),
             order: params.order,
             dma_offset: params.dma_offset,
             gfp: params.gfp,
@@ -411,7 +412,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
         c.frags.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = old {
             // The pool's hold on the old block, now this call's to put.
-            pp_put(self.mem, cpu, NetmemRef::new(old)).expect("the pool holds a reference");
+            pp_put(&self.mem, cpu, NetmemRef::new(old)).expect("the pool holds a reference");
         }
         Ok(Frag { desc: new, offset: 0, len, _m: PhantomData })
     }
@@ -460,7 +461,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
         let frag = c.frag.lock().desc.take();
         if let Some(p) = frag {
             // The pool's hold, now this call's to put.
-            pp_put(mem, cpu, NetmemRef::new(p)).expect("the pool holds a reference");
+            pp_put(&mem, cpu, NetmemRef::new(p)).expect("the pool holds a reference");
         }
         let left = c.refs.load(Ordering::Acquire) - 1;
         drop_core_ref(mem, cpu, c);
@@ -485,20 +486,21 @@ fn stats_of(c: &PoolCore<'_>) -> PoolStats {
 }
 
 /// Puts a block's reference; the last one recycles it.
-pub fn pp_put<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, n: NetmemRef<'_>) -> Result<(), PoolError> {
-    put_desc(mem, cpu, n.netmem())
+pub fn pp_put<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, n: NetmemRef<'_>) -> Result<(), PoolError> {
+    put_desc(mem.pools(), cpu, n.netmem())
 }
 
 /// Puts a fragment; the block recycles when its last fragment is put and the pool has moved on.
-pub fn pp_put_frag<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, f: Frag<'_>) -> Result<(), PoolError> {
-    put_desc(mem, cpu, f.netmem())
+pub fn pp_put_frag<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, f: Frag<'_>) -> Result<(), PoolError> {
+    put_desc(mem.pools(), cpu, f.netmem())
 }
 
 /// Puts one reference of the block holding `pfn`, found from the page word, for a caller that
 /// holds that reference and gives it up (the checked body of the raw
 /// [`PhysMem::pp_put_pfn`], in `machine/raw.rs`). Refused precisely for a page that is not a
 /// pool page or whose `pp_ref_count` is already zero.
-pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+    let mem = mem.pools();
     let rg = mem.rcu().read_lock(cpu);
     let v = mem.memmap().load(mem.platform(), pfn).ok_or(PoolError::NotNetmem(pfn, None))?;
     match v.word.kind() {
@@ -509,7 +511,7 @@ pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn
     }
 }
 
-fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
+fn put_desc<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
     let pool = d.pool();
     if pool == 0 {
         return Err(PoolError::NotNetmem(d.flags.pfn(), Some(Tag::NetPool)));
@@ -517,7 +519,7 @@ fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<
     // A live netmem names its pool's core, which lives while the block is live (pool item P5
     // of `desc.rs`).
     let c = pool_state_held::<PoolCore<'_>, _>(d, pool);
-    if c.mem != mem as *const PhysMem<P> as usize {
+    if c.mem != mem.machine_addr() {
         return Err(PoolError::WrongMachine);
     }
     let mut cur = d.pp_ref_count.load(Ordering::Acquire);
@@ -543,7 +545,7 @@ fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<
 }
 
 /// A block whose pp_ref_count reached zero: to the ring, or back to the page allocator.
-fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
+fn recycle<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
     {
         let mut r = c.ring.lock();
         if !r.dying && r.len < r.cap {
@@ -563,7 +565,7 @@ fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &N
 }
 
 /// Returns a block with pp_ref_count 0 to the page allocator.
-fn release_block<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
+fn release_block<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
     let (pfn, order) = (d.flags.pfn(), d.flags.order());
     mem.pages().stamp_block(pfn, order, Word::TAIL);
     d.counts.refcount.store(0, Ordering::Release);
@@ -573,16 +575,16 @@ fn release_block<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore<'_>,
     c.released.fetch_add(1, Ordering::Relaxed);
 }
 
-fn drop_core_ref<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore<'_>) {
+fn drop_core_ref<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>) {
     if c.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
         debug_assert!(c.dying.load(Ordering::Acquire));
         if let Some(slots) = c.ring.lock().slots.take() {
             mem.slabs().karray_free(cpu, slots);
         }
         let core = NonNull::from(c).cast::<u8>();
-        // SAFETY: the core is the kmalloc object `PagePool::new` allocated; the last reference
-        // is gone, so nothing reaches it any more.
-        let r = unsafe { mem.kfree_raw(cpu, core) };
+        // The core is the kmalloc object `PagePool::new` allocated; the last reference is
+        // gone, so nothing reaches it any more.
+        let r = mem.slabs().kfree_owned(cpu, core);
         debug_assert!(r.is_ok(), "{r:?}");
     }
 }

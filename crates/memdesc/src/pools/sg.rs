@@ -29,9 +29,9 @@ use crate::addr::{Pfn, MAX_PFN, PAGE_SIZE};
 use crate::desc::Folio;
 use crate::pgtable::{MmRef, PTRS_PER_TABLE};
 use crate::platform::Platform;
+use crate::pools::{PoolHost, Pools};
 use crate::vmalloc::{AreaKind, VmArea, VmallocSpace};
 use crate::word::PageKind;
-use crate::PhysMem;
 
 /// Most device ranges an [`IoSpace`] holds.
 pub const MAX_DEVICE_RANGES: usize = 8;
@@ -100,20 +100,16 @@ impl core::error::Error for SgError {}
 
 /// Physical memory a device may address: the machine's regions and registered device ranges.
 pub struct IoSpace<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     devices: [(Pfn, Pfn); MAX_DEVICE_RANGES],
     nr_devices: usize,
 }
 
 impl<'m, P: Platform> IoSpace<'m, P> {
     /// The machine's regions, no device ranges yet.
-    pub fn new(mem: &'m PhysMem<P>) -> Self {
+    pub fn new(mem: &'m impl PoolHost<P>) -> Self {
+        let mem = mem.pools();
         IoSpace { mem, devices: [(Pfn(0), Pfn(0)); MAX_DEVICE_RANGES], nr_devices: 0 }
-    }
-
-    /// The machine.
-    pub fn mem(&self) -> &'m PhysMem<P> {
-        self.mem
     }
 
     /// Registers `[start, end)` as device memory: outside every region and every other device
@@ -160,7 +156,7 @@ impl<'m, P: Platform> IoSpace<'m, P> {
             if let Some(r) = self.mem.memmap().regions().find(|r| r.start <= pfn && pfn < r.end) {
                 let stop = Pfn(r.end.0.min(end));
                 while pfn < stop {
-                    if self.mem.free_block_containing_pfn(pfn).is_some() {
+                    if self.mem.pages().free_block_containing_pfn(pfn).is_some() {
                         return Err(SgError::FreeMemory(pfn));
                     }
                     // One word may describe a whole 2 MiB area: step over it at once.

@@ -48,11 +48,11 @@ use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
+use crate::pools::{PoolHost, Pools};
 use crate::rcu::RcuGuard;
 use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::PhysMem;
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;
@@ -251,7 +251,7 @@ pub struct Z3CompactStats {
 /// A z3fold pool of one machine. Give it back with [`Z3foldPool::destroy`]; a pool that is
 /// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     /// Reached only through its spin lock; freed by `destroy`.
     state: KObj<'m, PoolState<'m>>,
 }
@@ -294,7 +294,8 @@ struct Loc {
 
 impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
+        let mem = mem.pools();
         let inner = Inner {
             lists: [const { List::new() }; Z3_NCHUNKS + 1],
             handles: HandleTable::new(0),
@@ -316,7 +317,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Pool figures.
     pub fn stats(&self) -> Z3Stats {
         let g = self.state().lock.lock();
-        let st = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
+        let st = self.mem.slabs().ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
         Z3Stats {
             objects: g.objects,
             object_bytes: g.bytes,
@@ -573,8 +574,12 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
 /// descriptor stays; the entries of the page's objects are rewritten (handles never change).
 /// Returns the new pfn; the old page goes back to the page allocator. Refused with
 /// [`ZsMigrateError::Busy`] while an object of the page is mapped.
-pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<Pfn, ZsMigrateError> {
-    move_page(mem, cpu, pfn, None, false).map(|r| r.0)
+pub fn z3fold_migrate_page<P: Platform>(
+    mem: &impl PoolHost<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+) -> Result<Pfn, ZsMigrateError> {
+    move_page(mem.pools(), cpu, pfn, None, false).map(|r| r.0)
 }
 
 /// As [`z3fold_migrate_page`], to a page the caller owns: an order-0 raw allocation of this
@@ -583,12 +588,12 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
 /// order-0 allocation and the page must still belong to the pool its word names.
 #[cfg(feature = "health")]
 pub(crate) fn z3fold_migrate_page_to<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Pfn,
 ) -> Result<Pfn, ZsMigrateError> {
-    move_page(mem, cpu, pfn, Some(target), false).map(|r| r.0)
+    move_page(mem.pools(), cpu, pfn, Some(target), false).map(|r| r.0)
 }
 
 /// Retires the z3fold page `pfn` after a hardware memory error: a zeroed page takes its
@@ -597,15 +602,15 @@ pub(crate) fn z3fold_migrate_page_to<P: Platform>(
 /// objects lost.
 #[cfg(feature = "health")]
 pub(crate) fn z3fold_poison_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
 ) -> Result<u32, ZsMigrateError> {
-    move_page(mem, cpu, pfn, None, true).map(|r| r.1)
+    move_page(mem.pools(), cpu, pfn, None, true).map(|r| r.1)
 }
 
 fn move_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: Pools<'_, P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Option<Pfn>,
@@ -630,7 +635,7 @@ fn move_page<P: Platform>(
 
 #[allow(clippy::too_many_arguments)]
 fn move_locked<'m, P: Platform>(
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     state: &PoolState<'m>,
     rg: &RcuGuard<'_>,
     cpu: &Cpu<'_>,

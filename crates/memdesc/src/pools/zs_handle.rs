@@ -8,8 +8,8 @@ use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
+use crate::pools::Pools;
 use crate::slab::KArray;
-use crate::PhysMem;
 
 /// Entries per handle-table chunk (one 4 KiB kmalloc object).
 const CHUNK_ENTRIES: usize = PAGE_SIZE / 8;
@@ -181,11 +181,7 @@ impl<'m> HandleTable<'m> {
 
     /// Takes a free entry (its generation bumped, never 0); the caller stores the location
     /// with [`HandleTable::set`]. `Err(None)`: the table is full.
-    pub(crate) fn alloc<P: Platform>(
-        &mut self,
-        mem: &'m PhysMem<P>,
-        cpu: &Cpu<'_>,
-    ) -> Result<usize, Option<AllocError>> {
+    pub(crate) fn alloc<P: Platform>(&mut self, mem: Pools<'m, P>, cpu: &Cpu<'_>) -> Result<usize, Option<AllocError>> {
         if self.free != 0 {
             let i = self.free - 1;
             let e = self.get_mut(i).expect("free entry");
@@ -233,7 +229,7 @@ impl<'m> HandleTable<'m> {
     }
 
     /// Frees every chunk.
-    pub(crate) fn destroy<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) {
+    pub(crate) fn destroy<P: Platform>(&mut self, mem: Pools<'_, P>, cpu: &Cpu<'_>) {
         for c in self.dir.iter_mut() {
             if let Some(a) = c.take() {
                 mem.slabs().karray_free(cpu, a);

@@ -82,10 +82,10 @@ use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::pgtable::{MapError, MmKind, MmRef, UserPage};
 use crate::platform::Platform;
+use crate::pools::{PoolHost, Pools};
 use crate::slab::{CacheArgs, CacheObj, ObjCache};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
-use crate::PhysMem;
 
 pub use area::{AreaKind, Mappable, Unmappable, VmArea};
 use area::{Found, VmapArea};
@@ -212,7 +212,7 @@ pub struct VmallocStats {
 
 /// A range of kernel virtual addresses and the vmalloc areas in it.
 pub struct VmallocSpace<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     kmm: &'m MmRef<'m, P>,
     records: ObjCache<'m, VmapArea<'m>>,
     start: usize,
@@ -223,7 +223,7 @@ pub struct VmallocSpace<'m, P: Platform> {
 impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// A space over Linux's vmalloc range ([`VMALLOC_START`], [`VMALLOC_SIZE`]), mapped by
     /// the kernel address space `kmm` (see [`VmallocSpace::with_range`]).
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, P>) -> Result<Self, VmallocError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, P>) -> Result<Self, VmallocError> {
         Self::with_range(mem, cpu, kmm, VMALLOC_START, VMALLOC_SIZE)
     }
 
@@ -233,12 +233,13 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// record cache and claims the range as one pfn VMA of `kmm`: a range another VMA
     /// overlaps is refused with [`VmallocError::PageTable`]`(`[`MapError::Overlap`]`)`.
     pub fn with_range(
-        mem: &'m PhysMem<P>,
+        mem: &'m impl PoolHost<P>,
         cpu: &Cpu<'_>,
         kmm: &'m MmRef<'m, P>,
         start: usize,
         size: usize,
     ) -> Result<Self, VmallocError> {
+        let mem = mem.pools();
         let end = start.checked_add(size).ok_or(VmallocError::BadRange)?;
         if size == 0 || !start.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::BadRange);
@@ -252,7 +253,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
             .new_obj_cache::<VmapArea<'m>>(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea<'m>>()))
             .map_err(VmallocError::NoMemory)?;
         if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
-            let r = mem.destroy_cache(cpu, mem.slabs().cache_ref_internal(records.cache()));
+            let r = mem.slabs().destroy_cache(cpu, mem.slabs().cache_ref_internal(records.cache()));
             debug_assert!(r.is_ok(), "{r:?}");
             return Err(match e {
                 MapError::OutOfRange(_) | MapError::Misaligned(_) => VmallocError::BadRange,
@@ -288,7 +289,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         }
         let r = self.kmm.munmap(cpu, self.start as u64);
         debug_assert!(r.is_ok_and(|st| st.entries == 0), "{r:?}");
-        let r = self.mem.destroy_cache(cpu, self.mem.slabs().cache_ref_internal(self.records.cache()));
+        let r = self.mem.slabs().destroy_cache(cpu, self.mem.slabs().cache_ref_internal(self.records.cache()));
         debug_assert!(r.is_ok(), "{r:?}");
         Ok(())
     }

@@ -68,10 +68,10 @@ use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::pools::{PoolHost, Pools};
 use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::PhysMem;
 
 pub use crate::pools::zs_handle::{Handle, HandleId, ZS_MAX_HANDLES};
 pub use map::{ZsRead, ZsWrite};
@@ -333,7 +333,7 @@ pub struct ZsClassInfo {
 /// (A raw value rebuilt with [`Handle::from_raw`] after the free is refused: the handle table
 /// keeps a generation. `crates/memdesc-host/tests/zsmalloc.rs` runs all of this on a machine.)
 pub struct ZsPool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     /// Reached only through its spin lock; freed by `destroy`.
     state: KObj<'m, PoolState<'m>>,
 }
@@ -342,7 +342,7 @@ pub struct ZsPool<'m, P: Platform> {
 /// owning [`ZsPool`] or for a pool reached from a page word under RCU (migration).
 #[derive(Clone, Copy)]
 struct PoolRef<'a, 'm, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     state: &'a PoolState<'m>,
 }
 
@@ -400,18 +400,24 @@ fn build_classes(inner: &mut Inner<'_>) {
 
 impl<'m, P: Platform> ZsPool<'m, P> {
     /// Creates a pool with the default class step and zspage length.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
         Self::with_config(mem, cpu, DEFAULT_CLASS_STEP, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool whose size classes are `step` bytes apart (a multiple of 8, 8..=256).
-    pub fn with_step(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
+    pub fn with_step(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
         Self::with_config(mem, cpu, step, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool with class step `step` whose zspages have at most `max_pages` pages
     /// (1..=[`ZS_MAX_PAGES`]).
-    pub fn with_config(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize, max_pages: usize) -> Result<Self, ZsError> {
+    pub fn with_config(
+        mem: &'m impl PoolHost<P>,
+        cpu: &Cpu<'_>,
+        step: usize,
+        max_pages: usize,
+    ) -> Result<Self, ZsError> {
+        let mem = mem.pools();
         if !(MIN_CLASS_STEP..=256).contains(&step) || !step.is_multiple_of(8) {
             return Err(ZsError::InvalidStep(step));
         }
@@ -452,11 +458,6 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         PoolRef { mem: self.mem, state: &self.state }
     }
 
-    /// The machine.
-    pub fn mem(&self) -> &'m PhysMem<P> {
-        self.mem
-    }
-
     /// Geometry and occupancy of every class (after merging), smallest slot first.
     pub fn classes(&self, mut f: impl FnMut(ZsClassInfo)) {
         let g = self.state().lock.lock();
@@ -483,7 +484,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             s.pages += c.zspages * c.pages as u64;
         }
         let chunks = g.handles.chunks() as u64;
-        let state = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
+        let state = self.mem.slabs().ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
         s.metadata_bytes = s.zspages * core::mem::size_of::<Zspage>() as u64 + chunks * PAGE_SIZE as u64 + state as u64;
         s
     }
