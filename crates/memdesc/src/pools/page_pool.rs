@@ -13,7 +13,7 @@
 //! - **Fragments.** [`PagePool::alloc_frag`] carves the pool's current block into fragments;
 //!   `pp_ref_count` counts them plus one hold by the pool while it is still carving, so the
 //!   block recycles when the pool has moved on and the last fragment is put.
-//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`PhysMem::pp_put_pfn`]) need only the machine, not the pool
+//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn)) need only the machine, not the pool
 //!   handle: the descriptor names the pool, as Linux's `page->pp` does, so pages may outlive the
 //!   driver's handle.
 //! - **User mappings.** A handed-out block's page may be mapped into a user address space by
@@ -93,7 +93,7 @@ pub enum PoolError {
     /// Blocks are still in flight; the pool was not destroyed.
     InFlight(u64),
     /// The last `pp_ref_count` of this block would go while page-table entries map it: unmap
-    /// first (the reference is still held; put it again, e.g. with [`PhysMem::pp_put_pfn`]).
+    /// first (the reference is still held; put it again, e.g. with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn)).
     Mapped(Pfn, u32),
 }
 
@@ -173,7 +173,7 @@ impl NetmemRef<'_> {
         self.netmem().dma_addr()
     }
     /// Gives up the handle for the block's first pfn; the reference stays held, to be put
-    /// with [`PhysMem::pp_put_pfn`].
+    /// with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn).
     pub fn into_raw(self) -> Pfn {
         self.pfn()
     }
@@ -216,7 +216,7 @@ impl Frag<'_> {
         self.netmem().dma_addr() + self.offset as u64
     }
     /// Gives up the handle for the block's first pfn; the fragment's reference stays held, to
-    /// be put with [`PhysMem::pp_put_pfn`].
+    /// be put with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn).
     pub fn into_raw(self) -> Pfn {
         self.netmem().flags.pfn()
     }
@@ -497,7 +497,7 @@ pub fn pp_put_frag<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, f: Frag<'
 
 /// Puts one reference of the block holding `pfn`, found from the page word, for a caller that
 /// holds that reference and gives it up (the checked body of the raw
-/// [`PhysMem::pp_put_pfn`], in `machine/raw.rs`). Refused precisely for a page that is not a
+/// [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn), in `machine/raw.rs`). Refused precisely for a page that is not a
 /// pool page or whose `pp_ref_count` is already zero.
 pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
     let mem = mem.pools();
@@ -592,8 +592,8 @@ fn drop_core_ref<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
-    use crate::MemmapLayout;
 
     #[test]
     fn recycle_ring_serves_the_fast_path() {

@@ -386,9 +386,10 @@ impl<const N: usize> SgList<N> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::gfp::Gfp;
+    use crate::base::layout::MemmapLayout;
     use crate::folio::FolioKind;
     use crate::machine::test_machine::machine;
-    use crate::{Gfp, MemmapLayout};
     use std::vec::Vec;
 
     #[test]

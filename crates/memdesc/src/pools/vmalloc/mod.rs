@@ -5,7 +5,7 @@
 //! one unmapped **guard page** after every area as Linux leaves one, so a linear overrun of an
 //! area faults instead of running into its neighbour.
 //!
-//! Every page of an area is an order-0 page from [`PhysMem::alloc_pages`] with its own
+//! Every page of an area is an order-0 page from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages) with its own
 //! [`VmallocDesc`] (pfn, refcount, mapcount, owning area, index in the area), and its word
 //! is tagged [`Tag::VmallocMappable`] or [`Tag::VmallocUnmappable`]. Which of the two an area
 //! is shows in its handle's type, [`VmArea<Mappable>`] or [`VmArea<Unmappable>`]: only the
@@ -37,7 +37,7 @@
 //! ```
 //!
 //! For pages reached by pfn rather than through a handle, the page-table module's one rule,
-//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`],
+//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`](crate::PhysMem::user_page_of),
 //! [`crate::pgtable::MmRef::map_pfn`]); this module has no check of its own. A mappable area's
 //! page is mapped into a user address space with [`VmallocSpace::map_user`], under the space
 //! lock, so it cannot race with `vfree` (which refuses with [`VmallocError::Mapped`] while a
@@ -695,8 +695,8 @@ impl VmArea<Mappable> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
-    use crate::MemmapLayout;
 
     const BASE: usize = VMALLOC_START;
 

@@ -260,9 +260,9 @@ impl<'m, P: Platform> PoolRef<'_, 'm, P> {
 #[cfg(all(test, not(loom), feature = "health"))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
     use crate::pools::zsmalloc::ZsPool;
-    use crate::MemmapLayout;
 
     #[test]
     fn a_target_must_be_a_raw_order0_allocation() {
