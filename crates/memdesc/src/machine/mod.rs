@@ -34,7 +34,8 @@
 //!
 //! 3. errors and handles (`AllocError`, `Pages`, `KBox`, `CacheRef`) live in the lowest layer
 //!    that makes them; a handle's public constructor that needs the machine (`Pages::from_raw`,
-//!    `KBox::from_raw`) is an inherent `impl` here, over a `pub(crate) fn new` in its layer;
+//!    `KBox::from_raw`) is an inherent `impl` in this folder (the raw ones in `raw.rs`), over a
+//!    `pub(crate) fn new` in its layer;
 //! 4. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
 //!    and does everything that crosses layers upward: boot order (the page allocator calls the
 //!    slab layer's `reserve` through a callback, then the machine runs [`Slabs::boot`] and
@@ -133,7 +134,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// The pools' view (layer 6): the page allocator and the slab layer.
-    #[cfg(feature = "slab")]
+    #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
     #[inline]
     pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
         crate::pools::Pools::new(&self.pages, self.slabs())
@@ -154,11 +155,11 @@ impl<P: Platform> PhysMem<P> {
     }
 }
 
-#[cfg(feature = "slab")]
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
 impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
 
 /// The machine hosts the pools: their public entry points take `&mem`.
-#[cfg(feature = "slab")]
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
 impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
     fn pools(&self) -> crate::pools::Pools<'_, P> {
         PhysMem::pools(self)
