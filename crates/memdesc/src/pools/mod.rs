@@ -21,7 +21,8 @@
 //! None here: descriptor references, page contents and pool states are reached through the
 //! audited helpers of `memmap/desc.rs` ("pool-owned descriptors", items P1–P5), typed kmalloc
 //! and slab objects through `slab/obj.rs`, and the raw entry points live in
-//! `machine/raw.rs`. (One site is left: page_pool's shared core, see its module.)
+//! `machine/raw.rs`. page_pool's shared core is a leaked `KObj` freed by address by its last
+//! user (`Slabs::kfree_owned`).
 
 #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
 pub(crate) use view::sealed as view_sealed;

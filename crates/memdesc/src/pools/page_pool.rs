@@ -290,21 +290,12 @@ impl<'m, P: Platform> PagePool<'m, P> {
         if params.order > mem.config().max_order || params.ring_size == 0 || params.ring_size > MAX_RING {
             return Err(PoolError::BadParams);
         }
-        let slots = mem.slabs().karray(cpu, params.ring_size, None).map_err(PoolError::NoMemory)?;
-        let core = match mem.slabs().kmalloc_raw(cpu, core::mem::size_of::<PoolCore<'m>>(), Gfp::KERNEL) {
-            Ok(c) => c,
-            Err(e) => {
-                mem.slabs().karray_free(cpu, slots);
-                return Err(PoolError::NoMemory(e));
-            }
-        };
-        debug_assert!((core.as_ptr() as usize).is_multiple_of(core::mem::align_of::<PoolCore>()));
         let value = PoolCore {
             mem: mem.machine_addr(),
             order: params.order,
             dma_offset: params.dma_offset,
             gfp: params.gfp,
-            ring: SpinLock::new(Ring { slots: Some(slots), cap: params.ring_size, head: 0, len: 0, dying: false }),
+            ring: SpinLock::new(Ring { slots: None, cap: params.ring_size, head: 0, len: 0, dying: false }),
             frag: SpinLock::new(FragState { desc: None, offset: 0 }),
             refs: AtomicU64::new(1),
             dying: AtomicBool::new(false),
@@ -314,13 +305,17 @@ impl<'m, P: Platform> PagePool<'m, P> {
             released: AtomicU64::new(0),
             frags: AtomicU64::new(0),
         };
-        // SAFETY: a fresh kmalloc object of at least size_of::<PoolCore>() bytes, aligned (every
-        // kmalloc class is 8-aligned and PoolCore needs 8), owned by this pool until freed in
-        // `free_core`.
-        let core = unsafe {
-            (core.as_ptr() as *mut PoolCore<'m>).write(value);
-            &*(core.as_ptr() as *const PoolCore<'m>)
-        };
+        // The core is shared by the handle and every live block; the last of them frees it by
+        // address (`drop_core_ref`).
+        let core: &'m PoolCore<'m> = mem.slabs().kobj(cpu, value).map_err(PoolError::NoMemory)?.leak();
+        match mem.slabs().karray(cpu, params.ring_size, None) {
+            Ok(slots) => core.ring.lock().slots = Some(slots),
+            Err(e) => {
+                let r = mem.slabs().kfree_owned(cpu, NonNull::from(core).cast());
+                debug_assert!(r.is_ok(), "{r:?}");
+                return Err(PoolError::NoMemory(e));
+            }
+        }
         Ok(PagePool { mem, core })
     }
 
