@@ -101,6 +101,11 @@ pub const DEFAULT_CLASS_STEP: usize = 8;
 pub const MIN_CLASS_STEP: usize = 8;
 /// Most slot sizes (step 8 up to a page).
 const MAX_SLOTS: usize = PAGE_SIZE / MIN_CLASS_STEP + 1;
+/// Most size classes after merging, for every step and zspage length a pool accepts (at most
+/// 178, at step 8 with 8-page zspages: `tests::every_configuration_fits_max_classes`). The
+/// class table and its lists are sized by it, which keeps the pool state in one 64 KiB
+/// kmalloc object.
+const MAX_CLASSES: usize = 256;
 const NO_OBJ: u32 = u32::MAX;
 
 const IDX_MASK: u64 = 0x3FF;
@@ -253,8 +258,8 @@ struct Inner<'m> {
     nr_classes: usize,
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
-    classes: [Class; MAX_SLOTS],
-    lists: [ClassLists; MAX_SLOTS],
+    classes: [Class; MAX_CLASSES],
+    lists: [ClassLists; MAX_CLASSES],
     handles: HandleTable<'m>,
     live_handles: u64,
     mapped: u64,
@@ -384,6 +389,8 @@ fn build_classes(inner: &mut Inner<'_>) {
         }
         let merge = n > 0 && inner.classes[n - 1].pages == best_p && inner.classes[n - 1].objs == objs;
         if !merge {
+            // Never reached for an accepted step and zspage length (MAX_CLASSES' test).
+            assert!(n < MAX_CLASSES, "more size classes than MAX_CLASSES");
             inner.classes[n] = Class { slot: slot as u32, pages: best_p, objs, ..Class::EMPTY };
             n += 1;
         }
@@ -429,8 +436,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             max_pages,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
-            classes: [Class::EMPTY; MAX_SLOTS],
-            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
+            classes: [Class::EMPTY; MAX_CLASSES],
+            lists: [const { ClassLists::EMPTY }; MAX_CLASSES],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
@@ -829,8 +836,8 @@ mod tests {
             max_pages: ZS_MAX_PAGES,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
-            classes: [Class::EMPTY; MAX_SLOTS],
-            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
+            classes: [Class::EMPTY; MAX_CLASSES],
+            lists: [const { ClassLists::EMPTY }; MAX_CLASSES],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
@@ -838,6 +845,20 @@ mod tests {
         };
         build_classes(&mut i);
         i
+    }
+
+    #[test]
+    fn every_configuration_fits_max_classes() {
+        for step in (MIN_CLASS_STEP..=256).step_by(8) {
+            for max_pages in 1..=ZS_MAX_PAGES {
+                let mut i = inner(8);
+                i.step = step;
+                i.max_pages = max_pages;
+                build_classes(&mut i);
+                assert!(i.nr_classes <= MAX_CLASSES, "step {step}, {max_pages} pages: {}", i.nr_classes);
+            }
+        }
+        assert!(core::mem::size_of::<PoolState<'_>>() <= 64 << 10, "{}", core::mem::size_of::<PoolState<'_>>());
     }
 
     #[test]
