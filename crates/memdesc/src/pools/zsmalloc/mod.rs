@@ -44,10 +44,17 @@
 //! One spin lock per pool guards classes, zspage lists, free lists, headers and the handle
 //! table. [`ZsPool::map_read`]/[`ZsPool::map_write`] take it briefly to mark the handle mapped
 //! and count the mapping in its zspage (`Zspage::mapped`), then give access without the lock:
-//! a pointer into the page when the object lies in one page, or a kmalloc'd copy when it
-//! straddles two (written back when a write mapping is dropped, before the count drops).
-//! Compaction and migration run under the lock and never move a zspage whose count is
+//! a `PageAccess` window on the page when the object lies in one page, or a kmalloc'd copy
+//! when it straddles two (written back when a write mapping is dropped, before the count
+//! drops). Compaction and migration run under the lock and never move a zspage whose count is
 //! non-zero, so a mapping's bytes stay where they are; freeing a mapped handle is refused.
+//!
+//! Zspage references: from a class list while the lock is held; across changes to the pool
+//! state (allocation, free, compaction, migration) under an RCU read section, as a
+//! [`DescPtr`] decoded from a word or a handle's entry (descriptors are type-stable, and the
+//! lock keeps them the pool's); briefly under the lock through `pool_desc_held` (the
+//! pool-owned descriptors of `memmap/desc.rs`, items P1–P4). Header and object bytes go
+//! through `PageAccess` windows (`pool_window`, item P2).
 //!
 //! # What this module touches
 //!
