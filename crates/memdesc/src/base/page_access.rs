@@ -385,15 +385,15 @@ mod tests {
         live: AtomicU64,
         maps: AtomicU64,
     }
-    // SAFETY: plain memory; the tests decide who touches which page.
+    // SAFETY: Platform item 3: plain memory; the tests decide who touches which page.
     unsafe impl Send for Four {}
     // SAFETY: as above.
     unsafe impl Sync for Four {}
-    // SAFETY: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
+    // SAFETY: Platform items 1-3: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
     // linearly, pfn 3 only locally; nothing else writes it.
     unsafe impl Platform for Four {
         fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-            // SAFETY: pfn < 3 keeps the offset inside the buffer.
+            // SAFETY: Platform item 1: pfn < 3 keeps the offset inside the buffer.
             (pfn.0 < 3).then(|| unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
         }
         fn virt_to_pfn(&self, _: NonNull<u8>) -> Option<Pfn> {
@@ -405,7 +405,7 @@ mod tests {
             }
             self.live.fetch_add(1, Ordering::Relaxed);
             self.maps.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: pfn < 4 keeps the offset inside the buffer.
+            // SAFETY: Platform item 2: pfn < 4 keeps the offset inside the buffer.
             Some(unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
         }
         fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {
@@ -415,7 +415,7 @@ mod tests {
 
     fn four() -> Box<Four> {
         let l = std::alloc::Layout::from_size_align(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: non-zero size; leaked on purpose.
+        // SAFETY: non-zero size; leaked on purpose (Platform item 1 for `Four`).
         let buf = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).unwrap();
         Box::new(Four { buf, live: AtomicU64::new(0), maps: AtomicU64::new(0) })
     }
@@ -423,7 +423,7 @@ mod tests {
     #[test]
     fn read_write_fill_compare_with_bounds() {
         let p = four();
-        // SAFETY: the test owns every page and maps each once at a time.
+        // SAFETY: invariant 2: the test owns every page and maps each once at a time.
         let mut a = unsafe { PageAccess::new(&*p, Pfn(1)) }.unwrap();
         assert_eq!(a.pfn(), Pfn(1));
         a.write(10, b"hello").unwrap();
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn copies_between_and_within_pages() {
         let p = four();
-        // SAFETY: the test owns pages 0 and 2, mapped once each.
+        // SAFETY: invariant 2: the test owns pages 0 and 2, mapped once each.
         let (mut s, mut d) = unsafe { (PageAccess::new(&*p, Pfn(0)).unwrap(), PageAccess::new(&*p, Pfn(2)).unwrap()) };
         let pat: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
         s.write(0, &pat).unwrap();
@@ -461,7 +461,7 @@ mod tests {
         assert!(s.copy_within(PAGE_SIZE - 4, 0, 8).is_err());
         drop(s);
         // Two read-only views of one page may coexist, and an exclusive page copies from one.
-        // SAFETY: nobody writes page 0 while they live.
+        // SAFETY: invariant 2: nobody writes page 0 while they live.
         let (r1, r2) = unsafe {
             (PageAccess::new_read_only(&*p, Pfn(0)).unwrap(), PageAccess::new_read_only(&*p, Pfn(0)).unwrap())
         };
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn windows_are_claims_on_part_of_a_page() {
         let p = four();
-        // SAFETY: the test owns page 1; the two windows are disjoint.
+        // SAFETY: invariant 2: the test owns page 1; the two windows are disjoint.
         let (mut lo, mut hi) = unsafe {
             (PageAccess::new_range(&*p, Pfn(1), 0, 100).unwrap(), PageAccess::new_range(&*p, Pfn(1), 4000, 96).unwrap())
         };
@@ -490,7 +490,7 @@ mod tests {
         assert!(mid.fill(0, 21, 3).is_err() && mid.fill(0, 20, 3).is_ok());
         assert!(mid.narrow(15, 6).is_err());
         drop(lo);
-        // SAFETY: the test owns the page; nothing else maps it now.
+        // SAFETY: invariant 2: the test owns the page; nothing else maps it now.
         let whole = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
         assert!(whole.bytes()[..100].iter().all(|&b| b == 1));
         assert!(whole.bytes()[4000..4010].iter().all(|&b| b == 2));
@@ -507,7 +507,7 @@ mod tests {
     fn local_mappings_are_unmapped_on_drop_and_absent_pages_refused() {
         let p = four();
         {
-            // SAFETY: the test owns page 3.
+            // SAFETY: invariant 2: the test owns page 3.
             let mut a = unsafe { PageAccess::new(&*p, Pfn(3)) }.unwrap();
             a.write(0, &[1, 2, 3]).unwrap();
             assert_eq!(p.live.load(Ordering::Relaxed), 1);
@@ -522,7 +522,7 @@ mod tests {
         }
         assert_eq!(p.live.load(Ordering::Relaxed), 0);
         // The local mapping of page 3 wrote the same memory the buffer holds.
-        // SAFETY: page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
+        // SAFETY: invariant 1 (Platform item 2 for `Four`): page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
         let raw = unsafe { core::slice::from_raw_parts(p.buf.as_ptr().add(3 * PAGE_SIZE), 3) };
         assert_eq!(raw, &[1, 2, 3]);
     }
@@ -537,7 +537,7 @@ mod tests {
             assert_eq!(w.table()[511].load(Ordering::Relaxed), u64::MAX);
             // The same bytes through the byte view (nobody else touches page 1 meanwhile).
             drop(w);
-            // SAFETY: the test owns page 1 and no word view of it is live.
+            // SAFETY: invariant 2: the test owns page 1 and no word view of it is live.
             let a = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
             assert_eq!(a.bytes()[..8], 0x0102_0304_0506_0708u64.to_ne_bytes());
             assert_eq!(a.bytes()[PAGE_SIZE - 8..], [0xff; 8]);

@@ -80,7 +80,7 @@ pub(crate) mod test_platform {
     // the same valid address.
     unsafe impl Platform for Buf {
         fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-            // SAFETY: pfn < pages keeps the offset inside the buffer, so the result is
+            // SAFETY: item 1: pfn < pages keeps the offset inside the buffer, so the result is
             // non-null.
             (pfn.0 < self.1).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
         }
@@ -98,8 +98,8 @@ pub(crate) mod test_platform {
         /// `pages` zeroed pages of leaked host memory.
         pub(crate) fn leaked(pages: u64) -> Buf {
             let l = std::alloc::Layout::from_size_align(pages.max(1) as usize * PAGE_SIZE, PAGE_SIZE).unwrap();
-            // SAFETY: the size is non-zero; the buffer is leaked on purpose (the machine keeps
-            // pointers into it).
+            // SAFETY: the size is non-zero; the buffer is leaked on purpose (item 1: the machine
+            // keeps pointers into it).
             let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).expect("host memory");
             Buf(p, pages)
         }
