@@ -632,15 +632,16 @@ pub(crate) fn pool_page_fill<P: crate::platform::Platform>(
     src.is_some_and(|src| dst.copy_all_from(&src).is_ok())
 }
 
-// SAFETY: `links` returns the `list` field every time (item 1); a zspage is freed only by its
-// pool's lock holder after it left its list (pool item P1, `Linked` item 2).
+// SAFETY: `links` returns the `list` field every time (`Linked` item 1); a zspage is freed only
+// by its pool's lock holder after it left its list (pool item P1, `Linked` item 2).
 unsafe impl Linked for Zspage {
     fn links(&self) -> &Links {
         &self.list
     }
 }
 
-// SAFETY: as for Zspage: the `list` field; freed only off-list under the pool lock (P1).
+// SAFETY: as for Zspage: the `list` field (`Linked` item 1); freed only off-list under the pool
+// lock (pool item P1, `Linked` item 2).
 unsafe impl Linked for Z3foldDesc {
     fn links(&self) -> &Links {
         &self.list
