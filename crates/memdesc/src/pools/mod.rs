@@ -23,6 +23,7 @@
 //! and slab objects through `slab/obj.rs`, and the raw entry points live in
 //! `machine/raw.rs`. page_pool's shared core is a leaked `KObj` freed by address by its last
 //! user (`Slabs::kfree_owned`).
+#![forbid(unsafe_code)]
 
 #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
 pub(crate) use view::sealed as view_sealed;
