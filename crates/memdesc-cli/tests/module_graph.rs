@@ -555,9 +555,8 @@ fn cli_layers() {
     assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
 }
 
-/// The core still has cycles (issue 13 takes them apart); enable with `-- --ignored`.
+/// No file of the core imports, directly or through others, a file that imports it.
 #[test]
-#[ignore = "the core's cycles are being taken apart in issue 13; run with -- --ignored"]
 fn no_import_cycles_in_the_core() {
     let all = check("memdesc");
     assert!(all.is_empty(), "import cycles:\n{}", all.join("\n"));
