@@ -49,7 +49,7 @@ pub enum BootError {
 }
 
 /// A memblock-like allocator over the mapped regions of a layout.
-pub struct BootAllocator {
+pub(crate) struct BootAllocator {
     avail: [(Pfn, Pfn); crate::layout::MAX_REGIONS],
     nr_avail: usize,
     reserved: [(Pfn, Pfn); MAX_BOOT_RANGES],
@@ -137,7 +137,8 @@ impl BootAllocator {
         &self.reserved[..self.nr_reserved]
     }
 
-    /// Whether `pfn` is reserved.
+    /// Whether `pfn` is reserved (the unit tests' check of the ranges).
+    #[cfg(test)]
     pub fn is_reserved(&self, pfn: Pfn) -> bool {
         self.reserved().iter().any(|(s, e)| *s <= pfn && pfn < *e)
     }

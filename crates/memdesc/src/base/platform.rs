@@ -45,11 +45,6 @@ pub unsafe trait Platform: Send + Sync {
     /// Ends a [`Platform::map_local`] mapping.
     fn unmap_local(&self, pfn: Pfn, addr: NonNull<u8>);
 
-    /// Called while spinning (waiting for a lock or a grace period).
-    fn relax(&self) {
-        core::hint::spin_loop();
-    }
-
     /// Makes a page's direct mapping inaccessible (`accessible == false`) or accessible again,
     /// for debug guard pages ([`Gfp::GUARD`](crate::Gfp::GUARD)). The manager never touches the
     /// contents of a page while it is protected. The default does nothing (a platform that

@@ -24,7 +24,7 @@
 //! A guard cannot outlive its token:
 //!
 //! ```compile_fail,E0505
-//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let rcu = memdesc::base::rcu::Rcu::new(1);
 //! let cpu = rcu.cpus().claim(0).unwrap();
 //! let g = rcu.read_lock(&cpu);
 //! drop(cpu); // would let another thread claim CPU 0 while this section is open
@@ -34,7 +34,7 @@
 //! nor move to another thread:
 //!
 //! ```compile_fail,E0277
-//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let rcu = memdesc::base::rcu::Rcu::new(1);
 //! let cpu = rcu.cpus().claim(0).unwrap();
 //! let g = rcu.read_lock(&cpu);
 //! std::thread::scope(|s| {
@@ -95,7 +95,7 @@ impl Rcu {
     /// Enters a read-side critical section on `cpu` (nests).
     ///
     /// ```
-    /// use memdesc::rcu::Rcu;
+    /// use memdesc::base::rcu::Rcu;
     /// let rcu = Rcu::new(1);
     /// let cpu = rcu.cpus().claim(0).unwrap();
     /// let g = rcu.read_lock(&cpu);
@@ -120,7 +120,7 @@ impl Rcu {
     /// [`Rcu::read_lock`] that returns [`ForeignCpu`] for a token of another machine.
     ///
     /// ```
-    /// use memdesc::{cpu::ForeignCpu, rcu::Rcu};
+    /// use memdesc::{base::rcu::Rcu, ForeignCpu};
     /// let (mine, other) = (Rcu::new(1), Rcu::new(1));
     /// let foreign = other.cpus().claim(0).unwrap();
     /// assert_eq!(mine.try_read_lock(&foreign).err(), Some(ForeignCpu { id: 0 }));

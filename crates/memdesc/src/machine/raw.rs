@@ -18,6 +18,33 @@
 //!
 //! Sections, one per layer; each layer's helper adds code only to its own section.
 
+// ---- memmap ----
+
+impl crate::memmap::Memmap {
+    /// Builds the memmap of `layout` alone, in `p`'s memory, with a fresh boot allocator: the
+    /// first step of [`PhysMem::boot`](crate::PhysMem::boot), and nothing after it (no
+    /// reserved ranges stamped, no free lists). It exists so that the memmap build can be timed
+    /// on its own (the `memmap` section of `memdesc bench`); a kernel boots through
+    /// [`PhysMem::boot`](crate::PhysMem::boot) and reads its memmap with
+    /// [`PhysMem::memmap`](crate::PhysMem::memmap).
+    ///
+    /// # Safety
+    /// Nothing else uses the memory of `p` that the build takes while the returned memmap lives:
+    /// no machine runs on `p` and no other memmap built on `p` is alive (every build with a
+    /// fresh boot allocator places its arrays at the same addresses, so two live ones would
+    /// share their words).
+    pub unsafe fn build_alone<P: crate::platform::Platform>(
+        layout: &crate::layout::MemoryLayout,
+        p: &P,
+    ) -> Result<Self, crate::memmap::MemmapError> {
+        // Invariant 1: the caller gives up every other use of the memory the build takes, which
+        // is what a boot allocator's ranges need (base::boot invariant 1); invariant 2: the
+        // build still checks the layout and the direct map and returns a typed error.
+        let mut boot = crate::boot::BootAllocator::new(layout)?;
+        Self::build(layout, &mut boot, p)
+    }
+}
+
 // ---- page_alloc ----
 
 // Paths are written out (no `use` lines) so that the sections' imports cannot collide.

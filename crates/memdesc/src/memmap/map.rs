@@ -87,7 +87,11 @@ impl Memmap {
     ///
     /// The memmap lives in memory reached through `p`'s direct map: use it only while `p`
     /// lives (the page allocator keeps both together).
-    pub fn build<P: Platform>(layout: &MemoryLayout, boot: &mut BootAllocator, p: &P) -> Result<Self, MemmapError> {
+    pub(crate) fn build<P: Platform>(
+        layout: &MemoryLayout,
+        boot: &mut BootAllocator,
+        p: &P,
+    ) -> Result<Self, MemmapError> {
         let mut regions = [const { None }; MAX_REGIONS];
         let mut nr = 0;
         let mut static_bytes = 0;

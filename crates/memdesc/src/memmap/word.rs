@@ -177,7 +177,7 @@ pub enum PageKind {
 /// A loaded word value: plain data, `Copy`, encodes and decodes.
 ///
 /// ```
-/// use memdesc::word::{BuddyInfo, PageKind, Word};
+/// use memdesc::memmap::word::{BuddyInfo, PageKind, Word};
 /// let w = Word::buddy(BuddyInfo { order: 3, migratetype: 1, zone: 2, node: 0, pcp: false }).unwrap();
 /// assert!(matches!(w.kind(), PageKind::Buddy(b) if b.order == 3));
 /// ```

@@ -45,7 +45,7 @@ use crate::word::Subtype;
 /// be freed twice through the safe API.
 ///
 /// ```compile_fail
-/// # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+/// # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 /// let pages = mem.alloc_pages(cpu, 0, memdesc::Gfp::KERNEL).unwrap();
 /// mem.free_pages(cpu, pages).unwrap();
 /// mem.free_pages(cpu, pages).unwrap(); // error[E0382]: use of moved value: `pages`
