@@ -95,7 +95,7 @@ impl<P: Platform> PhysMem<P> {
     /// This machine's identity (unique among machines booted by this process): handles carry
     /// it so that one machine never frees another's memory.
     #[inline]
-    pub fn machine_id(&self) -> u32 {
+    pub(crate) fn machine_id(&self) -> u32 {
         self.pages.machine_id()
     }
 

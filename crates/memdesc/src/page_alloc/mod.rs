@@ -1,8 +1,11 @@
-//! Layer 2, the page allocator: [`PageAllocator`] owns the memmap, the zones with their buddy
-//! free lists ([`zone`]), the per-CPU lists ([`pcp`]), the counters of undescribed pages
-//! ([`isolate`]) and the fault injector, and serves allocations through per-CPU lists and zone
-//! free lists with watermarks and migratetype fallback. [`pages`] holds the owned [`Pages`]
-//! handle and the public allocate/free entry points, [`guard`] guarded allocations.
+//! Layer 2, the page allocator: `PageAllocator` (crate-private) owns the memmap, the zones with
+//! their buddy free lists ([`zone`]), the per-CPU lists (`pcp`), the counters of undescribed
+//! pages (`isolate`, whose [`UndescribedStats`] and [`IsolateError`] are re-exported here) and
+//! the fault injector, and serves allocations through per-CPU lists and zone free lists with
+//! watermarks and migratetype fallback. [`pages`] holds the owned [`Pages`] handle and the
+//! public allocate/free entry points, `guard` guarded allocations. Only the handle, the errors,
+//! the statistics and the read-only [`zone::Zone`] are public: the machine
+//! ([`crate::machine::PhysMem`]) is the API.
 //!
 //! Frees are checked against the page word before anything changes: a double free, a free of a
 //! tail page, of the wrong order, of a reserved page or of a page of another kind returns a
@@ -19,13 +22,14 @@
 //! [`Pages`]: pages::Pages
 
 mod error;
-pub mod guard;
-pub mod isolate;
+pub(crate) mod guard;
+pub(crate) mod isolate;
 pub mod pages;
-pub mod pcp;
+pub(crate) mod pcp;
 pub mod zone;
 
 pub use error::{AllocError, BootFailure, FreeError};
+pub use isolate::{IsolateError, UndescribedStats};
 
 use core::fmt;
 
@@ -110,7 +114,7 @@ pub struct AllocCounters {
 
 /// The page allocator of one machine (layer 2): memmap, zones, per-CPU lists, counters.
 /// Every field is private; the layers above use its crate methods.
-pub struct PageAllocator<P: Platform> {
+pub(crate) struct PageAllocator<P: Platform> {
     platform: P,
     memmap: Memmap,
     zones: [Option<Zone>; MAX_ZONE_SLOTS],

@@ -8,7 +8,7 @@
 //! are part of the raw interface (`machine/raw.rs`): the free's checks (the page word must
 //! head a raw allocation of that order) catch most mistakes, but they cannot tell the block's
 //! owner from anyone else, so freeing a block the caller does not own would hand memory still
-//! in use to the next allocation. Inside the crate the free is [`PageAllocator`]'s
+//! in use to the next allocation. Inside the crate the free is `PageAllocator`'s
 //! crate-private `free_pages_owned`, whose callers own what they free.
 //!
 //! The crate's own allocations (per-CPU sheaf arrays, the pages of a slab or of a
