@@ -136,6 +136,12 @@ impl<T> SpinLock<T> {
             }
         }
     }
+
+    /// Exclusive access without locking, through `&mut self`.
+    #[cfg_attr(not(feature = "zsmalloc"), allow(dead_code))] // used by the pools only
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
 }
 
 /// Proof that a [`SpinLock`] is held; unlocks on drop.

@@ -133,6 +133,13 @@ impl<P: Platform> PhysMem<P> {
         crate::slab::Slabs::new(&self.pages, &self.slab)
     }
 
+    /// The pools' view (layer 6): the page allocator and the slab layer.
+    #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+    #[inline]
+    pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
+        crate::pools::Pools::new(&self.pages, self.slabs())
+    }
+
     /// The folio layer's state (transition, issue 13: until folio/ has its own view).
     #[cfg(feature = "folio")]
     #[inline]
@@ -145,5 +152,16 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     pub(crate) fn folio_state_mut(&mut self) -> &mut crate::folio::FolioState {
         &mut self.folio
+    }
+}
+
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
+
+/// The machine hosts the pools: their public entry points take `&mem`.
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
+    fn pools(&self) -> crate::pools::Pools<'_, P> {
+        PhysMem::pools(self)
     }
 }

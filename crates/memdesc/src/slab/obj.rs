@@ -35,7 +35,7 @@
 //!    caller, the handle is not `Clone`, and the object is freed only by the function that
 //!    consumes the handle. So `&self` gives shared and `&mut self` exclusive access.
 //! 2. **Layout.** The object holds a `T` (`KArray`: `len` `T`s) and is aligned for it: a kmalloc
-//!    request is sized by [`kmalloc_request`] (at least the size; for an alignment above 8 a
+//!    request is sized by `kmalloc_request` (at least the size; for an alignment above 8 a
 //!    power of two at least the alignment, served by a class whose objects are aligned to their
 //!    size, or by page-aligned large kmalloc); a `CacheObj`'s cache passed `ObjCache`'s check
 //!    (object size ≥ `size_of::<T>()`, objects aligned to `align_of::<T>()`: slabs are
@@ -153,6 +153,19 @@ impl<T> KObj<'_, T> {
     #[inline]
     pub fn as_ptr(&self) -> NonNull<T> {
         self.ptr
+    }
+}
+
+impl<'m, T> KObj<'m, T> {
+    /// Gives the object up for a shared reference for the machine's lifetime, like
+    /// `Box::leak`: no handle frees it any more, and its `T` is never dropped. A shared owner
+    /// (page_pool's core, freed by the last of its users) frees the memory by address with the
+    /// checked `Slabs::kfree_owned` once nothing reaches it.
+    pub fn leak(self) -> &'m T {
+        // SAFETY: the handle owned an initialised T (invariants 1 and 3) and is consumed here,
+        // so no free through a handle ends the reference; the memory stays allocated while the
+        // machine lives unless freed by address by an owner that no longer uses it.
+        unsafe { self.ptr.as_ref() }
     }
 }
 
