@@ -32,7 +32,7 @@
 //! f.disable();
 //! ```
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::base::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A class of allocation site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

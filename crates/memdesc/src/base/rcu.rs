@@ -42,8 +42,8 @@
 //! });
 //! ```
 
-use crate::cpu::{Cpu, CpuSet, ForeignCpu, MAX_CPUS};
-use crate::sync::{fence, mutation, spin_hint, AtomicU32, AtomicU64, Mutation, Ordering};
+use crate::base::cpu::{Cpu, CpuSet, ForeignCpu, MAX_CPUS};
+use crate::base::sync::{fence, mutation, spin_hint, AtomicU32, AtomicU64, Mutation, Ordering};
 
 const ACTIVE: u64 = 1;
 
@@ -67,7 +67,7 @@ pub struct GpCookie(pub(crate) u64);
 
 /// Proof of being inside a read-side critical section; ends it when dropped.
 ///
-/// References obtained under the guard (e.g. [`crate::desc::DescPtr::get`]) live no longer
+/// References obtained under the guard (e.g. [`crate::memmap::desc::DescPtr::get`]) live no longer
 /// than it. It borrows the CPU token it was taken with (invariant 2).
 pub struct RcuGuard<'a> {
     rcu: &'a Rcu,
@@ -254,7 +254,7 @@ mod loom_tests {
     #[test]
     #[should_panic(expected = "read a freed object")]
     fn loom_rcu_reader_never_sees_freed_fails_without_reader_fence() {
-        crate::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
+        crate::base::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
     }
 
     fn reader_never_sees_freed() {

@@ -33,14 +33,14 @@ impl crate::memmap::Memmap {
     /// no machine runs on `p` and no other memmap built on `p` is alive (every build with a
     /// fresh boot allocator places its arrays at the same addresses, so two live ones would
     /// share their words).
-    pub unsafe fn build_alone<P: crate::platform::Platform>(
-        layout: &crate::layout::MemoryLayout,
+    pub unsafe fn build_alone<P: crate::base::platform::Platform>(
+        layout: &crate::base::layout::MemoryLayout,
         p: &P,
     ) -> Result<Self, crate::memmap::MemmapError> {
         // Invariant 1: the caller gives up every other use of the memory the build takes, which
         // is what a boot allocator's ranges need (base::boot invariant 1); invariant 2: the
         // build still checks the layout and the direct map and returns a typed error.
-        let mut boot = crate::boot::BootAllocator::new(layout)?;
+        let mut boot = crate::base::boot::BootAllocator::new(layout)?;
         Self::build(layout, &mut boot, p)
     }
 }
@@ -49,7 +49,7 @@ impl crate::memmap::Memmap {
 
 // Paths are written out (no `use` lines) so that the sections' imports cannot collide.
 
-impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
+impl<P: crate::base::platform::Platform> crate::machine::PhysMem<P> {
     /// Frees raw memory by pfn and order. Checked: a double free, a free of a tail page, of
     /// the wrong order, of reserved or poisoned memory, of another kind's pages or of the
     /// crate's internal pages ([`FreeError::Internal`](crate::FreeError::Internal)) returns an
@@ -66,8 +66,8 @@ impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
     #[inline]
     pub unsafe fn free_pages_raw(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
-        pfn: crate::addr::Pfn,
+        cpu: &crate::base::cpu::Cpu<'_>,
+        pfn: crate::base::addr::Pfn,
         order: u32,
     ) -> Result<(), crate::page_alloc::FreeError> {
         // Invariant 1: the caller's contract is `free_pages_owned`'s precondition, word for
@@ -86,9 +86,9 @@ impl crate::page_alloc::pages::Pages {
     /// since, and no other `Pages` or raw owner of it remains (this handle becomes the only
     /// one).
     #[inline]
-    pub unsafe fn from_raw<P: crate::platform::Platform>(
+    pub unsafe fn from_raw<P: crate::base::platform::Platform>(
         mem: &crate::machine::PhysMem<P>,
-        pfn: crate::addr::Pfn,
+        pfn: crate::base::addr::Pfn,
         order: u32,
     ) -> Self {
         // Invariant 1: the handle only records what the caller vouches for; freeing it is
@@ -106,7 +106,7 @@ mod slab {
     use crate::kmalloc::KBox;
     use crate::slab::{CacheObj, CacheRef, KArray, KObj, SlabCache, SlabError, SlabObj};
 
-    impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
+    impl<P: crate::base::platform::Platform> crate::machine::PhysMem<P> {
         /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
         /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
         /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
@@ -120,7 +120,7 @@ mod slab {
         /// object from anyone else: freeing another owner's object hands it out again while still
         /// in use.
         #[inline]
-        pub unsafe fn kfree_raw(&self, cpu: &crate::cpu::Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        pub unsafe fn kfree_raw(&self, cpu: &crate::base::cpu::Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
             self.slabs().kfree_owned(cpu, ptr)
         }
 
@@ -146,7 +146,7 @@ mod slab {
         /// of `mem` (or [`KBox::into_raw`]), has not been freed since, and no other handle or raw
         /// owner remains.
         #[inline]
-        pub unsafe fn from_raw<P: crate::platform::Platform>(
+        pub unsafe fn from_raw<P: crate::base::platform::Platform>(
             mem: &crate::machine::PhysMem<P>,
             ptr: NonNull<u8>,
         ) -> KBox {
@@ -162,12 +162,15 @@ mod slab {
         /// [`CacheRef::alloc_raw`] of `cache` (and was given up with [`SlabObj::into_raw`] if it
         /// was a handle), has not been freed since, and no other handle or raw owner remains.
         #[inline]
-        pub unsafe fn from_raw<P: crate::platform::Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
+        pub unsafe fn from_raw<P: crate::base::platform::Platform>(
+            cache: &CacheRef<'_, P>,
+            ptr: NonNull<u8>,
+        ) -> SlabObj {
             SlabObj::new_owned(cache, ptr)
         }
     }
 
-    impl<P: crate::platform::Platform> CacheRef<'_, P> {
+    impl<P: crate::base::platform::Platform> CacheRef<'_, P> {
         /// Frees an object of this cache by address. Checked: an address outside the cache's
         /// objects, an interior pointer and a double free are refused and change nothing.
         ///
@@ -176,7 +179,7 @@ mod slab {
         /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
         /// The checks catch a double free, but not a free of an object somebody else holds.
         #[inline]
-        pub unsafe fn free_raw(&self, cpu: &crate::cpu::Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+        pub unsafe fn free_raw(&self, cpu: &crate::base::cpu::Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
             self.free_owned(cpu, obj)
         }
     }
@@ -230,7 +233,7 @@ impl crate::pools::zs_handle::Handle {
 }
 
 #[cfg(feature = "page_pool")]
-impl<P: crate::platform::Platform> super::PhysMem<P> {
+impl<P: crate::base::platform::Platform> super::PhysMem<P> {
     /// Puts one reference of the page_pool block holding `pfn`, found from the page word (for
     /// a caller that kept only the page). Refused precisely for a page that is not a pool page
     /// or whose `pp_ref_count` is already zero (item 2).
@@ -242,7 +245,7 @@ impl<P: crate::platform::Platform> super::PhysMem<P> {
     /// (item 1).
     pub unsafe fn pp_put_pfn(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
+        cpu: &crate::base::cpu::Cpu<'_>,
         pfn: crate::Pfn,
     ) -> Result<(), crate::pools::page_pool::PoolError> {
         crate::pools::page_pool::pp_put_pfn_owned(self, cpu, pfn)
@@ -250,7 +253,7 @@ impl<P: crate::platform::Platform> super::PhysMem<P> {
 }
 
 #[cfg(feature = "vmalloc")]
-impl<P: crate::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
+impl<P: crate::base::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
     /// Frees the area starting at `va`. Refused, with nothing changed, for an address that is
     /// not an area's start, a recently freed start or an area with a page still mapped to user
     /// space (item 2; `vfree_area` is the safe form).
@@ -262,7 +265,7 @@ impl<P: crate::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
     /// but cannot tell the owner of a live area from anyone else (item 1).
     pub unsafe fn vfree(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
+        cpu: &crate::base::cpu::Cpu<'_>,
         va: usize,
     ) -> Result<(), crate::pools::vmalloc::VmallocError> {
         self.vfree_owned(cpu, va)

@@ -31,13 +31,13 @@
 
 use core::fmt;
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::memmap::word::Subtype;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{AllocError, FreeError, PageAllocator};
-use crate::platform::Platform;
-use crate::word::Subtype;
 
 /// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages).
 ///
@@ -169,13 +169,13 @@ impl<P: Platform> PageAllocator<P> {
     /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the
     /// area words of a two-level region for blocks of 2 MiB and up.
     #[cfg(feature = "slab")]
-    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: crate::word::Word) {
+    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: crate::memmap::word::Word) {
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
-        if rm.region.layout == crate::layout::MemmapLayout::TwoLevel && order >= crate::addr::AREA_ORDER {
+        if rm.region.layout == crate::base::layout::MemmapLayout::TwoLevel && order >= crate::base::addr::AREA_ORDER {
             let mut a = pfn;
             while a < pfn.add(1 << order) {
                 rm.area_word(a).store(w);
-                a = a.add(crate::addr::AREA_PAGES);
+                a = a.add(crate::base::addr::AREA_PAGES);
             }
             return;
         }
