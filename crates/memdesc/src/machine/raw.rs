@@ -45,6 +45,49 @@ impl crate::memmap::Memmap {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod memmap_tests {
+    use crate::base::addr::Pfn;
+    use crate::base::boot::BootError;
+    use crate::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+    use crate::base::platform::test_platform::Buf;
+    use crate::memmap::word::Word;
+    use crate::memmap::{Memmap, MemmapError};
+
+    fn one_region(pages: u64, mapped: bool, layout: MemmapLayout) -> MemoryLayout {
+        let mut map = MemoryLayout::new();
+        map.add_region(RegionSpec { start: Pfn(0), end: Pfn(pages), node: 0, mapped, layout }).unwrap();
+        map
+    }
+
+    #[test]
+    fn build_alone_builds_a_memmap_of_tail_words() {
+        for (layout, span) in [(MemmapLayout::Flat, 0), (MemmapLayout::TwoLevel, 9)] {
+            let pages = 2048;
+            let map = one_region(pages, true, layout);
+            let buf = Buf::leaked(pages);
+            // SAFETY: invariant 1, `build_alone`'s contract: `buf` is this test's own memory, no machine runs on
+            // it and this is the only memmap built on it.
+            let m = unsafe { Memmap::build_alone(&map, &buf) }.unwrap();
+            assert!(m.bytes() > 0);
+            assert_eq!(m.regions().count(), 1);
+            let v = m.load(&buf, Pfn(pages - 1)).unwrap();
+            assert_eq!((v.word, v.span_order), (Word::TAIL, span), "{layout:?}");
+            assert!(m.load(&buf, Pfn(pages)).is_none(), "past the region");
+        }
+    }
+
+    #[test]
+    fn build_alone_returns_typed_errors() {
+        // No mapped memory at all: the boot allocator has nowhere to put the words.
+        let map = one_region(2048, false, MemmapLayout::Flat);
+        let buf = Buf::leaked(1);
+        // SAFETY: as above; the build fails before it writes anything.
+        let r = unsafe { Memmap::build_alone(&map, &buf) };
+        assert!(matches!(r, Err(MemmapError::Boot(BootError::OutOfMemory { .. }))), "{:?}", r.err());
+    }
+}
+
 // ---- page_alloc ----
 
 // Paths are written out (no `use` lines) so that the sections' imports cannot collide.
