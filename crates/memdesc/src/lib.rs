@@ -55,8 +55,8 @@ pub mod machine;
 pub mod health;
 
 // transition alias (issue 13): the old flat paths (`crate::addr`, `crate::zone`, …) of the lower
-// layers, inside the crate only, until every internal user is moved to the layer paths (base,
-// memmap, page_alloc and machine no longer use them; the layers above still do). Outside
+// layers, inside the crate only, until every internal user is moved to the layer paths (the files
+// of base, memmap and page_alloc no longer use them; machine/ and the layers above still do). Outside
 // the crate these modules are reached as `memdesc::base::…`, `memdesc::memmap::…`,
 // `memdesc::page_alloc::…` and `memdesc::machine::…`, and the types a kernel embeds are
 // re-exported below.

@@ -2,7 +2,7 @@
 //! destroyed), and one page out for hwpoison.
 //!
 //! [`AddressSpaceRef::truncate`] removes every folio overlapping an index range. A large folio
-//! that straddles a boundary of the range is **split** with [`PhysMem::folio_split`] into the
+//! that straddles a boundary of the range is **split** with [`PhysMem::folio_split`](crate::PhysMem::folio_split) into the
 //! largest pieces whose boundaries fall on the range's boundaries, when the cache's reference
 //! is its only one (frozen to 0 for the split, as Linux freezes a folio's refcount), it is not
 //! mapped, and the new descriptors and nodes can be allocated; the pieces outside the range
@@ -20,13 +20,13 @@ use core::ptr::NonNull;
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;
-#[cfg(feature = "health")]
-use crate::folio::filemap::{AddressSpace, PageCacheError};
 use crate::folio::filemap::{AddressSpaceRef, SlabNodes};
+#[cfg(feature = "health")]
+use crate::folio::space::{AddressSpace, PageCacheError};
 use crate::folio::xarray::{addr_of, folio_ref, Chain, Writer, BITS};
+use crate::folio::Folios;
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::PhysMem;
 
 /// Folios removed per hold of the lock during truncation.
 const TRUNCATE_BATCH: usize = 16;
@@ -54,7 +54,7 @@ enum Removed {
     Pieces { pfn: Pfn, count: u64, order: u32 },
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Folios<'a, P> {
     /// For hwpoison: takes the page `pfn` of the cached file folio `f` out of its address
     /// space. A large folio is split (as truncation splits a straddling folio) so that only an
     /// order-0 piece holding `pfn` leaves the cache and the rest stays cached. Returns that
@@ -67,8 +67,8 @@ impl<P: Platform> PhysMem<P> {
     /// The caller must not destroy `f`'s address space concurrently (like Linux, which holds
     /// the folio lock to keep `mapping` stable).
     #[cfg(feature = "health")]
-    pub(crate) fn pagecache_take_page<'a>(
-        &'a self,
+    pub(crate) fn pagecache_take_page(
+        &self,
         cpu: &Cpu<'_>,
         f: &'a Folio,
         pfn: Pfn,
@@ -88,7 +88,7 @@ impl<P: Platform> PhysMem<P> {
         // SAFETY: a cached folio's mapping names its live address space (slab memory that
         // lives until destroy, which the caller does not run concurrently).
         let space = unsafe { &*(mapping as *const AddressSpace) };
-        let me = AddressSpaceRef { mem: self, space };
+        let me = AddressSpaceRef { folios: *self, space };
         let mut w = space.writer();
         if !w.contains(f) {
             drop(w);
@@ -187,14 +187,14 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// Drops the cache's references to removed folios; returns how many could not be dropped.
     fn release(&self, cpu: &Cpu<'_>, r: Removed) -> u64 {
         let put = |f: &Folio| {
-            self.mem.lru_del(f);
-            self.mem.folio_put_raw(cpu, f).is_err() as u64
+            self.folios.lru_del(f);
+            self.folios.folio_put_raw(cpu, f).is_err() as u64
         };
         match r {
             // SAFETY: removed from the tree with its cache reference, which we still hold.
             Removed::Folio(a) => put(unsafe { folio_ref(a) }),
             Removed::Pieces { pfn, count, order } => (0..count)
-                .map(|k| match self.mem.file_folio_at(pfn.add(k << order)) {
+                .map(|k| match self.folios.file_folio_at(pfn.add(k << order)) {
                     Some(f) => put(f),
                     None => {
                         debug_assert!(false, "a split piece lost its word");
@@ -247,7 +247,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         // The split freezes the count at the cache's reference (the only one allowed: a
         // holder's would be copied into every piece) and publishes each piece with one.
         w.seq_begin();
-        if self.mem.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
+        if self.folios.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
             w.seq_end();
             chain.release(be);
             return None;
@@ -258,7 +258,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         let mut removed = 0;
         for k in 0..total {
             let pi = fi + (k << n);
-            let piece = self.mem.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
+            let piece = self.folios.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
             // Each piece holds the cache's reference (from the split).
             if (a..=b).contains(&pi) {
                 piece.mapping.store(0, Ordering::Release);
@@ -276,13 +276,17 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         Some(Removed::Pieces { pfn: pfn0.add(a - fi), count: removed, order: n })
     }
 
-    /// Truncates everything and frees the address space.
+    /// Truncates everything and frees the address space. While file VMAs still map it (they
+    /// must go first) it is truncated but not freed: leaked, since the VMAs keep its `i_mmap`.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
-        #[cfg(feature = "pgtable")]
-        debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
+        #[cfg(feature = "pgtable")]
+        if self.space.i_mmap.nr_vmas() != 0 {
+            debug_assert!(false, "file VMAs must go before their file");
+            return stats;
+        }
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
-        let r = self.mem.slabs().cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());
+        let r = self.folios.slabs.cache_free(cpu, self.folios.pagecache_cache(true), NonNull::from(self.space).cast());
         debug_assert!(r.is_ok(), "address space free: {r:?}");
         stats
     }

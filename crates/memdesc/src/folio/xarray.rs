@@ -31,7 +31,7 @@
 use core::ptr::NonNull;
 
 use crate::desc::Folio;
-use crate::folio::filemap::{AddressSpace, PageCacheError};
+use crate::folio::space::{AddressSpace, PageCacheError, LOW_MASK};
 use crate::page_alloc::AllocError;
 use crate::sync::{fence, AtomicUsize, Ordering, SpinGuard};
 
@@ -43,8 +43,6 @@ pub const FANOUT: usize = 1 << BITS;
 pub const MAX_HEIGHT: u32 = 11;
 /// Bit 0 of a slot marks a child node.
 const NODE_TAG: usize = 1;
-/// Low bits of the root word hold the height; of a slot, the tag.
-pub(super) const LOW_MASK: usize = 0xF;
 
 /// A 64-way radix-tree node.
 #[repr(C, align(16))]
@@ -619,7 +617,8 @@ impl<'a> Writer<'a> {
 pub(super) mod test_support {
     use super::*;
     use crate::addr::Pfn;
-    use crate::desc::{DescFlags, ListLinks, MapCounts};
+    use crate::desc::{DescFlags, MapCounts};
+    use crate::list::Links;
     use crate::sync::AtomicU32;
     use crate::sync::AtomicU64;
     use std::vec::Vec;
@@ -628,7 +627,7 @@ pub(super) mod test_support {
         let f = Folio {
             flags: DescFlags::zeroed(),
             counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-            lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+            lru: Links::new(),
             mapping: AtomicUsize::new(0),
             index: AtomicU64::new(0),
         };

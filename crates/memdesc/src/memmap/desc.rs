@@ -316,7 +316,7 @@ pub struct Folio {
     pub flags: DescFlags,
     /// Refcount and mapcount.
     pub counts: MapCounts,
-    pub(crate) lru: ListLinks,
+    pub(crate) lru: Links,
     pub(crate) mapping: AtomicUsize,
     pub(crate) index: AtomicU64,
 }
@@ -329,6 +329,59 @@ impl Folio {
     /// Index in the file, or the anon page offset.
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::Acquire)
+    }
+
+    /// Takes the folio off its LRU list: `list` is the LRU list of the folio's node, locked by
+    /// the caller (the folio layer's `lru_of`). Returns false, changing nothing, if the folio
+    /// is on no LRU list (`PG_LRU` clear).
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_unlink(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: `PG_LRU` is set only while the folio is on the LRU list of its node and
+        // changes only under that list's lock, which the caller holds as `list`: the folio is
+        // on this list (List invariant 3).
+        let on = unsafe { list.remove(self) };
+        debug_assert!(on, "PG_LRU set on a folio that is on no list");
+        self.flags.clear(PG_LRU);
+        true
+    }
+
+    /// Moves the folio to the back of its LRU list (recently used); `list` as for
+    /// [`Folio::lru_unlink`]. Returns false if the folio is on no LRU list.
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_move_to_back(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: as in `lru_unlink`: with `PG_LRU` set under the caller's lock of its node's
+        // list, the folio is on `list` (List invariant 3).
+        unsafe { list.move_to_back(self) }
+    }
+}
+
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8): the page word
+/// points to the embedded folio, and the folio layer recovers the filesystem's type after
+/// checking the descriptor came from that filesystem's cache.
+///
+/// # Safety
+/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
+/// field safe to read while another CPU writes it (atomics), since the cache is
+/// TYPESAFE_BY_RCU; an all-zero value is valid.
+pub unsafe trait FolioExt: Sync + Sized {
+    /// Cache name.
+    const NAME: &'static str;
+}
+
+// SAFETY: `links` returns the `lru` field every time (Linked item 1). A folio's descriptor goes
+// back to its cache only from its last put, which first takes it off its LRU list under the
+// list's lock (`lru_del` in the folio layer's release path, which debug-asserts the links
+// unlinked before the free; Linked item 2); the split's chain of new descriptors is a local
+// list emptied before any of them is published or freed.
+unsafe impl Linked for Folio {
+    fn links(&self) -> &Links {
+        &self.lru
     }
 }
 

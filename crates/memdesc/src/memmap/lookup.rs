@@ -92,14 +92,15 @@ pub fn folio(k: PageKind) -> Option<DescPtr<Folio>> {
 #[cfg(test)]
 mod test_support {
     use super::*;
+    use crate::base::list::Links;
     use crate::base::sync::{AtomicU32, AtomicU64, AtomicUsize};
-    use crate::memmap::desc::{DescFlags, ListLinks};
+    use crate::memmap::desc::DescFlags;
 
     pub(super) fn folio(index: u64, refs: u32) -> Folio {
         Folio {
             flags: DescFlags::zeroed(),
             counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-            lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+            lru: Links::new(),
             mapping: AtomicUsize::new(0),
             index: AtomicU64::new(index),
         }
