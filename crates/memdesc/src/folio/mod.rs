@@ -35,7 +35,7 @@
 //!
 //! ```compile_fail
 //! # // A FolioRef is moved by `folio_put`: using it afterwards does not compile.
-//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 //! let f = m.folio_alloc(cpu, 0, memdesc::Gfp::MOVABLE, memdesc::folio::FolioKind::Anon).unwrap();
 //! m.folio_put(cpu, f).unwrap();
 //! let _ = f.flags.pfn();
@@ -44,14 +44,14 @@
 //!
 //! ```compile_fail
 //! # // Taking a reference needs one: a `&Folio` alone has no `get`.
-//! # fn f(folio: &memdesc::desc::Folio) {
+//! # fn f(folio: &memdesc::memmap::desc::Folio) {
 //! let extra = folio.get();
 //! # }
 //! ```
 //!
 //! ```compile_fail
 //! # // `folio_get` takes a reference you hold, not a bare `&Folio`.
-//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, folio: &memdesc::desc::Folio) {
+//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, folio: &memdesc::memmap::desc::Folio) {
 //! let extra = m.folio_get(folio);
 //! # }
 //! ```

@@ -69,11 +69,11 @@ mod slab;
 #[cfg(all(test, not(loom), feature = "slab"))]
 pub(crate) mod test_machine;
 
-use crate::layout::MemoryLayout;
+use crate::base::layout::MemoryLayout;
+use crate::base::platform::Platform;
 use crate::page_alloc::PageAllocator;
-use crate::platform::Platform;
 
-pub use crate::config::Config;
+pub use crate::base::config::Config;
 pub use crate::page_alloc::BootFailure;
 
 /// The physical memory manager of one machine: the page allocator and every subsystem built
@@ -97,11 +97,11 @@ impl<P: Platform> PhysMem<P> {
     pub fn boot(platform: P, layout: &MemoryLayout, config: Config) -> Result<Self, BootFailure> {
         let nr_cpus = config.nr_cpus.max(1);
         #[cfg(feature = "slab")]
-        let reserve = |p: &P, boot: &mut crate::boot::BootAllocator| {
+        let reserve = |p: &P, boot: &mut crate::base::boot::BootAllocator| {
             crate::slab::SlabState::reserve(p, boot, nr_cpus, config.debug_checks)
         };
         #[cfg(not(feature = "slab"))]
-        let reserve = |_: &P, _: &mut crate::boot::BootAllocator| {
+        let reserve = |_: &P, _: &mut crate::base::boot::BootAllocator| {
             let _ = nr_cpus;
             Ok(())
         };
@@ -117,7 +117,7 @@ impl<P: Platform> PhysMem<P> {
         };
         #[cfg(feature = "slab")]
         {
-            let oom = |_| BootFailure::Boot(crate::boot::BootError::OutOfMemory { pages: 1 });
+            let oom = |_| BootFailure::Boot(crate::base::boot::BootError::OutOfMemory { pages: 1 });
             let made = mem.slabs().boot().map_err(oom)?;
             mem.slab.set_boot_caches(made);
             #[cfg(feature = "folio")]

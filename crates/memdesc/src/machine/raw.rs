@@ -18,11 +18,81 @@
 //!
 //! Sections, one per layer; each layer's helper adds code only to its own section.
 
+// ---- memmap ----
+
+impl crate::memmap::Memmap {
+    /// Builds the memmap of `layout` alone, in `p`'s memory, with a fresh boot allocator: the
+    /// first step of [`PhysMem::boot`](crate::PhysMem::boot), and nothing after it (no
+    /// reserved ranges stamped, no free lists). It exists so that the memmap build can be timed
+    /// on its own (the `memmap` section of `memdesc bench`); a kernel boots through
+    /// [`PhysMem::boot`](crate::PhysMem::boot) and reads its memmap with
+    /// [`PhysMem::memmap`](crate::PhysMem::memmap).
+    ///
+    /// # Safety
+    /// Nothing else uses the memory of `p` that the build takes while the returned memmap lives:
+    /// no machine runs on `p` and no other memmap built on `p` is alive (every build with a
+    /// fresh boot allocator places its arrays at the same addresses, so two live ones would
+    /// share their words).
+    pub unsafe fn build_alone<P: crate::base::platform::Platform>(
+        layout: &crate::base::layout::MemoryLayout,
+        p: &P,
+    ) -> Result<Self, crate::memmap::MemmapError> {
+        // Invariant 1: the caller gives up every other use of the memory the build takes, which
+        // is what a boot allocator's ranges need (base::boot invariant 1); invariant 2: the
+        // build still checks the layout and the direct map and returns a typed error.
+        let mut boot = crate::base::boot::BootAllocator::new(layout)?;
+        Self::build(layout, &mut boot, p)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod memmap_tests {
+    use crate::base::addr::Pfn;
+    use crate::base::boot::BootError;
+    use crate::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+    use crate::base::platform::test_platform::Buf;
+    use crate::memmap::word::Word;
+    use crate::memmap::{Memmap, MemmapError};
+
+    fn one_region(pages: u64, mapped: bool, layout: MemmapLayout) -> MemoryLayout {
+        let mut map = MemoryLayout::new();
+        map.add_region(RegionSpec { start: Pfn(0), end: Pfn(pages), node: 0, mapped, layout }).unwrap();
+        map
+    }
+
+    #[test]
+    fn build_alone_builds_a_memmap_of_tail_words() {
+        for (layout, span) in [(MemmapLayout::Flat, 0), (MemmapLayout::TwoLevel, 9)] {
+            let pages = 2048;
+            let map = one_region(pages, true, layout);
+            let buf = Buf::leaked(pages);
+            // SAFETY: invariant 1, `build_alone`'s contract: `buf` is this test's own memory, no machine runs on
+            // it and this is the only memmap built on it.
+            let m = unsafe { Memmap::build_alone(&map, &buf) }.unwrap();
+            assert!(m.bytes() > 0);
+            assert_eq!(m.regions().count(), 1);
+            let v = m.load(&buf, Pfn(pages - 1)).unwrap();
+            assert_eq!((v.word, v.span_order), (Word::TAIL, span), "{layout:?}");
+            assert!(m.load(&buf, Pfn(pages)).is_none(), "past the region");
+        }
+    }
+
+    #[test]
+    fn build_alone_returns_typed_errors() {
+        // No mapped memory at all: the boot allocator has nowhere to put the words.
+        let map = one_region(2048, false, MemmapLayout::Flat);
+        let buf = Buf::leaked(1);
+        // SAFETY: as above; the build fails before it writes anything.
+        let r = unsafe { Memmap::build_alone(&map, &buf) };
+        assert!(matches!(r, Err(MemmapError::Boot(BootError::OutOfMemory { .. }))), "{:?}", r.err());
+    }
+}
+
 // ---- page_alloc ----
 
 // Paths are written out (no `use` lines) so that the sections' imports cannot collide.
 
-impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
+impl<P: crate::base::platform::Platform> crate::machine::PhysMem<P> {
     /// Frees raw memory by pfn and order. Checked: a double free, a free of a tail page, of
     /// the wrong order, of reserved or poisoned memory, of another kind's pages or of the
     /// crate's internal pages ([`FreeError::Internal`](crate::FreeError::Internal)) returns an
@@ -39,8 +109,8 @@ impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
     #[inline]
     pub unsafe fn free_pages_raw(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
-        pfn: crate::addr::Pfn,
+        cpu: &crate::base::cpu::Cpu<'_>,
+        pfn: crate::base::addr::Pfn,
         order: u32,
     ) -> Result<(), crate::page_alloc::FreeError> {
         // Invariant 1: the caller's contract is `free_pages_owned`'s precondition, word for
@@ -59,9 +129,9 @@ impl crate::page_alloc::pages::Pages {
     /// since, and no other `Pages` or raw owner of it remains (this handle becomes the only
     /// one).
     #[inline]
-    pub unsafe fn from_raw<P: crate::platform::Platform>(
+    pub unsafe fn from_raw<P: crate::base::platform::Platform>(
         mem: &crate::machine::PhysMem<P>,
-        pfn: crate::addr::Pfn,
+        pfn: crate::base::addr::Pfn,
         order: u32,
     ) -> Self {
         // Invariant 1: the handle only records what the caller vouches for; freeing it is
@@ -79,7 +149,7 @@ mod slab {
     use crate::kmalloc::KBox;
     use crate::slab::{CacheObj, CacheRef, KArray, KObj, SlabCache, SlabError, SlabObj};
 
-    impl<P: crate::platform::Platform> crate::machine::PhysMem<P> {
+    impl<P: crate::base::platform::Platform> crate::machine::PhysMem<P> {
         /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
         /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
         /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
@@ -93,7 +163,7 @@ mod slab {
         /// object from anyone else: freeing another owner's object hands it out again while still
         /// in use.
         #[inline]
-        pub unsafe fn kfree_raw(&self, cpu: &crate::cpu::Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        pub unsafe fn kfree_raw(&self, cpu: &crate::base::cpu::Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
             self.slabs().kfree_owned(cpu, ptr)
         }
 
@@ -119,7 +189,7 @@ mod slab {
         /// of `mem` (or [`KBox::into_raw`]), has not been freed since, and no other handle or raw
         /// owner remains.
         #[inline]
-        pub unsafe fn from_raw<P: crate::platform::Platform>(
+        pub unsafe fn from_raw<P: crate::base::platform::Platform>(
             mem: &crate::machine::PhysMem<P>,
             ptr: NonNull<u8>,
         ) -> KBox {
@@ -135,12 +205,15 @@ mod slab {
         /// [`CacheRef::alloc_raw`] of `cache` (and was given up with [`SlabObj::into_raw`] if it
         /// was a handle), has not been freed since, and no other handle or raw owner remains.
         #[inline]
-        pub unsafe fn from_raw<P: crate::platform::Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
+        pub unsafe fn from_raw<P: crate::base::platform::Platform>(
+            cache: &CacheRef<'_, P>,
+            ptr: NonNull<u8>,
+        ) -> SlabObj {
             SlabObj::new_owned(cache, ptr)
         }
     }
 
-    impl<P: crate::platform::Platform> CacheRef<'_, P> {
+    impl<P: crate::base::platform::Platform> CacheRef<'_, P> {
         /// Frees an object of this cache by address. Checked: an address outside the cache's
         /// objects, an interior pointer and a double free are refused and change nothing.
         ///
@@ -149,7 +222,7 @@ mod slab {
         /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
         /// The checks catch a double free, but not a free of an object somebody else holds.
         #[inline]
-        pub unsafe fn free_raw(&self, cpu: &crate::cpu::Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+        pub unsafe fn free_raw(&self, cpu: &crate::base::cpu::Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
             self.free_owned(cpu, obj)
         }
     }
@@ -538,7 +611,7 @@ impl crate::pools::zs_handle::Handle {
 }
 
 #[cfg(feature = "page_pool")]
-impl<P: crate::platform::Platform> super::PhysMem<P> {
+impl<P: crate::base::platform::Platform> super::PhysMem<P> {
     /// Puts one reference of the page_pool block holding `pfn`, found from the page word (for
     /// a caller that kept only the page). Refused precisely for a page that is not a pool page
     /// or whose `pp_ref_count` is already zero (item 2).
@@ -550,7 +623,7 @@ impl<P: crate::platform::Platform> super::PhysMem<P> {
     /// (item 1).
     pub unsafe fn pp_put_pfn(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
+        cpu: &crate::base::cpu::Cpu<'_>,
         pfn: crate::Pfn,
     ) -> Result<(), crate::pools::page_pool::PoolError> {
         crate::pools::page_pool::pp_put_pfn_owned(self, cpu, pfn)
@@ -558,7 +631,7 @@ impl<P: crate::platform::Platform> super::PhysMem<P> {
 }
 
 #[cfg(feature = "vmalloc")]
-impl<P: crate::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
+impl<P: crate::base::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
     /// Frees the area starting at `va`. Refused, with nothing changed, for an address that is
     /// not an area's start, a recently freed start or an area with a page still mapped to user
     /// space (item 2; `vfree_area` is the safe form).
@@ -570,7 +643,7 @@ impl<P: crate::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
     /// but cannot tell the owner of a live area from anyone else (item 1).
     pub unsafe fn vfree(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
+        cpu: &crate::base::cpu::Cpu<'_>,
         va: usize,
     ) -> Result<(), crate::pools::vmalloc::VmallocError> {
         self.vfree_owned(cpu, va)

@@ -249,7 +249,7 @@ pub enum UnmappableKind {
 ///
 /// ```
 /// use memdesc::pgtable::{mappability, MmKind, UnmappableKind};
-/// use memdesc::word::Word;
+/// use memdesc::memmap::word::Word;
 /// // A tail word (a page inside a raw block) is never mappable.
 /// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));
 /// ```
