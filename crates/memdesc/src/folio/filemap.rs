@@ -58,7 +58,7 @@ use crate::fault::FaultSite;
 use crate::folio::space::{AddressSpace, PageCacheError};
 #[cfg(feature = "health")]
 use crate::folio::xarray::Writer;
-use crate::folio::xarray::{addr_of, folio_ref, Node, NodeAlloc, PageCacheViolation};
+use crate::folio::xarray::{addr_of, Node, NodeAlloc, PageCacheViolation};
 use crate::folio::FolioRef;
 use crate::folio::{Folios, PageCacheCaches};
 use crate::page_alloc::AllocError;
@@ -81,12 +81,12 @@ impl AddressSpace {
     /// The lockless lookup (see the module docs): returns the folio cached at `index` with a
     /// reference taken for the caller. `put` drops a reference the reader took on a folio that
     /// failed revalidation, running the folio's free path if it was the last.
-    pub(crate) fn lookup_rcu<'a>(
-        &self,
-        _guard: &RcuGuard<'_>,
+    pub(crate) fn lookup_rcu<'k>(
+        &'k self,
+        guard: &'k RcuGuard<'_>,
         index: u64,
-        mut put: impl FnMut(&'a Folio),
-    ) -> Option<&'a Folio> {
+        mut put: impl FnMut(&Folio),
+    ) -> Option<&'k Folio> {
         for _ in 0..LOCKLESS_TRIES {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
@@ -97,8 +97,8 @@ impl AddressSpace {
             let found = if e == 0 {
                 None
             } else {
-                // SAFETY: a folio entry loaded under the caller's RCU guard (folio_ref).
-                let f = unsafe { folio_ref::<'a>(e) };
+                // A folio entry loaded under the caller's RCU guard, which keeps it a folio.
+                let f = Node::folio_at(guard, e);
                 if !f.counts.try_get() {
                     // Free or frozen for a split: the tree is changing under us.
                     continue;
@@ -126,13 +126,13 @@ impl AddressSpace {
     }
 
     /// Lookup under the lock: the fallback that guarantees progress.
-    fn lookup_locked<'a>(&self, index: u64) -> Option<&'a Folio> {
+    fn lookup_locked(&self, index: u64) -> Option<&Folio> {
         self.slow_lookups.fetch_add(1, Ordering::Relaxed);
         let _g = self.lock.lock();
         let e = self.walk(index).ok().filter(|&e| e != 0)?;
-        // SAFETY: loaded under the lock: the folio is cached and the cache's reference keeps it
-        // alive (folio_ref).
-        let f = unsafe { folio_ref::<'a>(e) };
+        // Loaded under the lock: the folio is cached and the cache's reference keeps it alive
+        // until the reference taken here is the caller's.
+        let f = Node::folio_at(self, e);
         f.counts.refcount.fetch_add(1, Ordering::AcqRel);
         Some(f)
     }
@@ -151,9 +151,9 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
             .slabs
             .cache_alloc_at(self.cpu, self.folios.pagecache_cache(false), FaultSite::PageCacheNode)?
             .cast::<Node>();
-        // SAFETY: objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed)
-        // or former nodes, which are freed empty; both are valid, 16-aligned Nodes.
-        debug_assert!(unsafe { p.as_ref() }.is_empty(), "a node came back from the cache non-empty");
+        // Objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed) or former
+        // nodes, which are freed empty.
+        debug_assert!(Node::at(self, p.as_ptr() as usize).is_empty(), "a node came back from the cache non-empty");
         Ok(p)
     }
 
@@ -200,19 +200,15 @@ impl<'a, P: Platform> Folios<'a, P> {
 
     /// Creates an empty address space (one file's page cache).
     pub(crate) fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'a, P>, AllocError> {
-        let p = self.slabs.cache_alloc(cpu, self.pagecache_cache(true))?.cast::<AddressSpace>();
-        // SAFETY: a fresh object of the address-space cache, sized and aligned for one and
-        // owned by us (the cache is not TYPESAFE_BY_RCU: nobody else reads it).
-        unsafe { p.as_ptr().write(AddressSpace::new()) };
-        // SAFETY: just initialised; lives until destroy frees it.
-        Ok(AddressSpaceRef { folios: *self, space: unsafe { p.as_ref() } })
+        let space = self.new_space(cpu, self.pagecache_cache(true))?;
+        Ok(AddressSpaceRef { folios: *self, space })
     }
 
     /// The file folio whose first page is `pfn` (a piece of a split we own).
     pub(super) fn file_folio_at(&self, pfn: Pfn) -> Option<&'a Folio> {
         match self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind() {
-            // SAFETY: the word names a live file folio that the caller holds a reference to.
-            PageKind::FileFolio(d) => Some(unsafe { folio_ref(d.addr()) }),
+            // The word names a live file folio that the caller holds a reference to.
+            PageKind::FileFolio(d) => Some(self.held_desc(d)),
             _ => None,
         }
     }
@@ -232,13 +228,9 @@ impl<'a, P: Platform> Folios<'a, P> {
     /// not destroy that address space concurrently.
     #[cfg(feature = "health")]
     pub(crate) fn pagecache_lock_of<'f>(&self, f: &'f Folio) -> Result<Option<MappingLock<'f>>, ()> {
-        let mapping = f.mapping();
-        if mapping == 0 {
+        let Some(space) = self.space_of(f) else {
             return Ok(None);
-        }
-        // SAFETY: a cached folio's mapping names its live address space (slab memory that
-        // lives until destroy, which the caller does not run concurrently).
-        let space: &'f AddressSpace = unsafe { &*(mapping as *const AddressSpace) };
+        };
         let w = space.writer();
         if !w.contains(f) {
             return Err(());
@@ -298,7 +290,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
         })?;
         // lookup_rcu took one reference for us on a folio cached here.
-        Some(FolioRef::adopt(f))
+        Some(FolioRef::adopt(self.folios.held(f)))
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.

@@ -29,9 +29,10 @@
 //!   reference, the page cache's, the mappings', all of them locked out), so any other holder
 //!   makes the freeze fail, and the count is restored by a compare-exchange from zero that
 //!   cannot overwrite a concurrent change.
-//! - Raw interfaces for C-like callers are `unsafe fn`s: [`FolioRef::from_raw`] and
-//!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the caller owns; [`FolioRef::into_raw`]
-//!   gives the count up to raw code.
+//! - Raw interfaces for C-like callers (in `machine/raw.rs`, with their contracts):
+//!   [`FolioRef::from_raw`] and
+//!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the
+//!   caller owns; [`FolioRef::into_raw`] gives the count up to raw code.
 //!
 //! ```compile_fail
 //! # // A FolioRef is moved by `folio_put`: using it afterwards does not compile.

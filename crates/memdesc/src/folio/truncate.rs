@@ -22,8 +22,8 @@ use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::folio::filemap::{AddressSpaceRef, SlabNodes};
 #[cfg(feature = "health")]
-use crate::folio::space::{AddressSpace, PageCacheError};
-use crate::folio::xarray::{addr_of, folio_ref, Chain, Writer, BITS};
+use crate::folio::space::PageCacheError;
+use crate::folio::xarray::{addr_of, Chain, Writer, BITS};
 use crate::folio::Folios;
 use crate::platform::Platform;
 use crate::sync::Ordering;
@@ -49,8 +49,8 @@ pub struct TruncateStats {
 
 /// Pieces of a split folio that truncation removed: `count` folios of `order` from `pfn`.
 #[derive(Clone, Copy)]
-enum Removed {
-    Folio(usize),
+enum Removed<'f> {
+    Folio(&'f Folio),
     Pieces { pfn: Pfn, count: u64, order: u32 },
 }
 
@@ -80,14 +80,10 @@ impl<'a, P: Platform> Folios<'a, P> {
                 debug_assert!(r.is_ok(), "{r:?}");
             }
         };
-        let mapping = f.mapping();
-        if mapping == 0 {
+        let Some(space) = self.space_of(f) else {
             unpin();
             return Err(PageCacheError::NotCached);
-        }
-        // SAFETY: a cached folio's mapping names its live address space (slab memory that
-        // lives until destroy, which the caller does not run concurrently).
-        let space = unsafe { &*(mapping as *const AddressSpace) };
+        };
         let me = AddressSpaceRef { folios: *self, space };
         let mut w = space.writer();
         if !w.contains(f) {
@@ -143,7 +139,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         let mut from = first;
         let mut done = false;
         while !done {
-            let mut batch = [Removed::Folio(0); TRUNCATE_BATCH];
+            let mut batch: [Option<Removed<'_>>; TRUNCATE_BATCH] = [None; TRUNCATE_BATCH];
             let mut nb = 0;
             {
                 let mut w = self.space.writer();
@@ -168,7 +164,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                         stats.pages += 1 << order;
                         stats.dropped_outside += (1 << order) - (b - a + 1);
                     }
-                    batch[nb] = pieces.unwrap_or(Removed::Folio(addr_of(f)));
+                    batch[nb] = Some(pieces.unwrap_or(Removed::Folio(f)));
                     nb += 1;
                     if fend >= last {
                         done = true;
@@ -177,7 +173,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                     from = fend + 1;
                 }
             }
-            for r in &batch[..nb] {
+            for r in batch[..nb].iter().flatten() {
                 stats.unreleased += self.release(cpu, *r);
             }
         }
@@ -185,14 +181,14 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     }
 
     /// Drops the cache's references to removed folios; returns how many could not be dropped.
-    fn release(&self, cpu: &Cpu<'_>, r: Removed) -> u64 {
+    fn release(&self, cpu: &Cpu<'_>, r: Removed<'_>) -> u64 {
         let put = |f: &Folio| {
             self.folios.lru_del(f);
             self.folios.folio_put_raw(cpu, f).is_err() as u64
         };
         match r {
-            // SAFETY: removed from the tree with its cache reference, which we still hold.
-            Removed::Folio(a) => put(unsafe { folio_ref(a) }),
+            // Removed from the tree with its cache reference, which we still hold.
+            Removed::Folio(f) => put(f),
             Removed::Pieces { pfn, count, order } => (0..count)
                 .map(|k| match self.folios.file_folio_at(pfn.add(k << order)) {
                     Some(f) => put(f),
@@ -216,7 +212,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         f: &Folio,
         a: u64,
         b: u64,
-    ) -> Option<Removed> {
+    ) -> Option<Removed<'m>> {
         let (fi, order) = (f.index(), f.flags.order());
         let fend = fi + ((1u64 << order) - 1);
         let mut n = order;

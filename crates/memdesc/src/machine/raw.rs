@@ -150,6 +150,21 @@ mod slab {
 ///   internal caches, which no public handle can destroy.
 /// - F4. An extended folio type `E` ([`FolioExt`]) has its `Folio` at offset 0, and its
 ///   cache ([`FolioExtCache`]) holds only `E`s, zero or former ones (FolioExt's contract).
+/// - F5. Page-cache trees: the root word and every slot of a tree's nodes hold 0, the address
+///   of a node of the page cache's `TYPESAFE_BY_RCU` node cache (tagged, in a slot), or the
+///   address of a cached file folio (untagged). The page cache turns such an address (or the
+///   address of a node it preallocated for a tree operation, which it owns until it links or
+///   frees it) into a reference only through [`Node::at`] / [`Node::folio_at`], with the
+///   keeper that keeps it alive for the borrow: the address space whose lock it holds (linked
+///   nodes are freed only after being unlinked under that lock; a cached folio is held by the
+///   cache's reference), the RCU read guard of a lockless walk (node and folio memory is
+///   `TYPESAFE_BY_RCU`: a node or a folio until a grace period after its free), the node the
+///   entry was read from (under one of those), or the preallocation chain.
+/// - F6. An address space lives from `address_space_create` until `AddressSpaceRef::destroy`
+///   (which consumes its one handle) frees it; a folio's `mapping` names it while the folio
+///   is cached there, and the crate's callers of `space_of` (migration and hwpoison, with the
+///   folio pinned) do not destroy that address space meanwhile (Linux holds the folio lock
+///   for the same purpose).
 #[cfg(feature = "folio")]
 mod folio {
     use crate::addr::Pfn;
@@ -158,6 +173,8 @@ mod folio {
     use crate::cpu::Cpu;
     use crate::desc::{DescPtr, Folio, FolioExt};
     use crate::desc_ref::{self, Kept};
+    use crate::folio::space::AddressSpace;
+    use crate::folio::xarray::Node;
     use crate::folio::{FolioExtCache, FolioRef, Folios};
     use crate::page_alloc::AllocError;
     use crate::platform::Platform;
@@ -209,6 +226,30 @@ mod folio {
             unsafe { desc_ref::from_addr(d.addr()) }
         }
 
+        /// A new, empty address space in `cache` (the page cache's address-space cache), live
+        /// until `AddressSpaceRef::destroy` frees it (F6).
+        pub(crate) fn new_space(&self, cpu: &Cpu<'_>, cache: &'a SlabCache) -> Result<&'a AddressSpace, AllocError> {
+            let p = self.slabs().cache_alloc(cpu, cache)?.cast::<AddressSpace>();
+            // SAFETY: a fresh object of the address-space cache (sized and aligned for one,
+            // created so at boot) that this call owns: the cache is not TYPESAFE_BY_RCU, so
+            // nobody else reads it.
+            unsafe { p.as_ptr().write(AddressSpace::new()) };
+            // SAFETY: just initialised; it stays an AddressSpace of the machine until destroy
+            // frees it (F6).
+            Ok(unsafe { desc_ref::from_addr(p.as_ptr() as usize) })
+        }
+
+        /// The address space caching `f` (its `mapping`), for a caller that holds `f` cached
+        /// or pinned and does not destroy that address space meanwhile (F6); `None` if `f` has
+        /// no mapping.
+        #[cfg(feature = "health")]
+        pub(crate) fn space_of<'f>(&self, f: &'f Folio) -> Option<&'f AddressSpace> {
+            let mapping = f.mapping();
+            // SAFETY: a file folio's mapping names its live address space, which the caller
+            // keeps alive while it uses the reference (F6).
+            (mapping != 0).then(|| unsafe { desc_ref::from_addr(mapping) })
+        }
+
         /// Keeps a cache the folio layer created and never destroys (F3).
         pub(crate) fn keep_cache(&self, c: &'a SlabCache) -> Kept<SlabCache> {
             // SAFETY: the cache lives as long as the machine (F3).
@@ -238,6 +279,29 @@ mod folio {
                 // the E lives as long as the Folio it embeds (`'f`).
                 unsafe { &*(f as *const Folio as *const E) }
             })
+        }
+    }
+
+    impl Node {
+        /// The node at `addr`: a node address the page cache loaded from a tree (root word or
+        /// node entry, tag cleared) or preallocated for a tree operation, kept alive for the
+        /// borrow of `keeper` (F5).
+        #[inline]
+        pub(crate) fn at<K: ?Sized>(keeper: &K, addr: usize) -> &Node {
+            let _ = keeper;
+            // SAFETY: a node of the node cache (or a test pool), kept a Node by `keeper` for
+            // the borrow (F5; desc_ref invariants 1 and 2).
+            unsafe { desc_ref::from_addr(addr) }
+        }
+
+        /// The folio at a folio entry the page cache loaded from a tree, kept alive for the
+        /// borrow of `keeper` (F5).
+        #[inline]
+        pub(crate) fn folio_at<K: ?Sized>(keeper: &K, e: usize) -> &Folio {
+            let _ = keeper;
+            // SAFETY: a cached file folio's descriptor, kept a Folio by `keeper` for the
+            // borrow (F5; desc_ref invariants 1 and 2).
+            unsafe { desc_ref::from_addr(e) }
         }
     }
 }
