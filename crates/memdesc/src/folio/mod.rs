@@ -93,9 +93,9 @@ use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::list::List;
 use crate::memmap::RegionMap;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
 use crate::page_alloc::PageAllocator;
-use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::Slabs;
 use crate::slab::{CacheArgs, SlabCache};
@@ -595,7 +595,7 @@ impl<'a, P: Platform> Folios<'a, P> {
         for _ in 0..tables_needed {
             match self.alloc_area_table(cpu, rm) {
                 Ok(t) => {
-                    PageMap::new(self.pages.platform(), t)
+                    PageWords::new(self.pages.platform(), t)
                         .expect("area tables are mapped")
                         .word(0)
                         .store(tables, Ordering::Relaxed);
@@ -628,8 +628,10 @@ impl<'a, P: Platform> Folios<'a, P> {
         let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");
         for a in 0..tables_needed {
             let t = Pfn(tables - 1);
-            tables =
-                PageMap::new(self.pages.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            tables = PageWords::new(self.pages.platform(), t)
+                .expect("area tables are mapped")
+                .word(0)
+                .load(Ordering::Relaxed);
             let trm = self.pages.memmap().region_map(self.pages.memmap().region_index(t).expect("table pfn"));
             self.pages.stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
             self.pages.memmap().split_area(self.pages.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
@@ -694,8 +696,10 @@ impl<'a, P: Platform> Folios<'a, P> {
     fn free_area_tables(&self, cpu: &Cpu<'_>, mut tables: u64) {
         while tables != 0 {
             let t = Pfn(tables - 1);
-            tables =
-                PageMap::new(self.pages.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            tables = PageWords::new(self.pages.platform(), t)
+                .expect("area tables are mapped")
+                .word(0)
+                .load(Ordering::Relaxed);
             let r = self.pages.free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
         }

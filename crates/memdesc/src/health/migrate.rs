@@ -53,8 +53,9 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
 use crate::gfp::Gfp;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Tag, Word};
 use crate::PhysMem;
@@ -290,7 +291,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(MigrateError::Busy(old));
         }
         for i in 0..1u64 << order {
-            let (src, dst) = (PageMap::new(self.platform(), old.add(i)), PageMap::new(self.platform(), new.add(i)));
+            let (src, dst) = (PageWords::new(self.platform(), old.add(i)), PageWords::new(self.platform(), new.add(i)));
             let (Some(src), Some(dst)) = (src, dst) else {
                 f.flags.clear(PG_LOCKED);
                 unfreeze();

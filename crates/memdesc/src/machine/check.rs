@@ -19,10 +19,11 @@ use core::fmt;
 
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::layout::MemmapLayout;
+use crate::page_access::PageWords;
 use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
 use crate::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::pcp::PCP_MAX_ORDER;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype};
 use crate::zone::NONE;
@@ -229,7 +230,7 @@ impl<P: Platform> PhysMem<P> {
                     let mut n = 0;
                     while cur != NONE {
                         let pfn = Pfn(cur);
-                        let m = PageMap::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
+                        let m = PageWords::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
                         if m.word(1).load(Ordering::Relaxed) != prev {
                             return Err(Violation::BrokenLink(pfn));
                         }

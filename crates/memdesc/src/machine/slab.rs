@@ -142,6 +142,36 @@ mod tests {
         assert_eq!(settled_free_pages(&m, &cpu), free0, "every page comes back");
         m.check(|_, _, _| {}).unwrap();
     }
+    /// The cache list follows creation and destruction, and a permanent cache (held as a
+    /// `Kept` by other layers) cannot be destroyed.
+    #[cfg(feature = "pgtable")]
+    #[test]
+    fn the_cache_list_and_permanent_caches() {
+        use crate::slab::{CacheFamily, SlabError};
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let count = || {
+            let mut n = 0;
+            m.for_each_cache(|_| n += 1);
+            n
+        };
+        let n0 = count();
+        let a = m.create_cache(&cpu, CacheArgs::new("list_a", 64)).unwrap();
+        let b = m.create_cache(&cpu, CacheArgs::new("list_b", 64)).unwrap();
+        let kept = m.slabs().new_cache_forever(&cpu, &CacheArgs::new("forever", 32), CacheFamily::Internal).unwrap();
+        assert_eq!(count(), n0 + 3);
+        m.destroy_cache(&cpu, a).unwrap();
+        let mut names = Vec::new();
+        m.for_each_cache(|c| names.push(c.name()));
+        assert!(names.contains(&"list_b") && names.contains(&"forever") && !names.contains(&"list_a"), "{names:?}");
+        let c = kept.get().unwrap();
+        assert_eq!(c.name(), "forever");
+        let r = m.destroy_cache(&cpu, m.slabs().cache_ref_internal(c));
+        assert_eq!(r, Err(SlabError::NotUserCache("forever")));
+        m.destroy_cache(&cpu, b).unwrap();
+        assert_eq!(count(), n0 + 1);
+        m.check(|_, _, _| {}).unwrap();
+    }
 }
 
 /// Typed objects in slab memory (`slab/obj.rs`), on a booted machine.

@@ -567,7 +567,8 @@ pub struct Slab {
     pub(crate) freelist: AtomicUsize,
     pub(crate) inuse: AtomicU32,
     pub(crate) objects: AtomicU32,
-    pub(crate) list: ListLinks,
+    /// Links on a list of its cache's node (slab items S1–S2 below).
+    pub(crate) list: Links,
 }
 
 // SAFETY: 16-byte aligned (repr), every field atomic, allocated only from the slab-descriptor
@@ -592,6 +593,57 @@ impl Slab {
     /// Address of the owning cache.
     pub fn cache_addr(&self) -> usize {
         self.cache.load(Ordering::Acquire)
+    }
+}
+
+// ---- slab lists ----
+//
+// The slab layer keeps its slabs on lists of their cache's per-node state (`CacheNode`, behind
+// the node's spin lock) and cites these as "slab item Sn":
+// S1. **Own node's lists.** A slab's `list` links are only ever on a list of its own cache and
+//     node — the partial list, the list of empty slabs waiting for a grace period — or on a
+//     local list that a holder of that node's lock filled from them (slabs being discarded).
+//     They change only under that lock or on such a local list.
+// S2. **Only empty slabs leave for other lists.** Only an empty slab (`inuse == 0`, no object
+//     handed out or in a CPU's sheaf, so no object free can reach it) moves from the partial
+//     list to a waiting or local list. So under the node's lock, a linked slab with an object
+//     in use is on the node's partial list.
+// S3. **Fresh links.** A slab descriptor's links hold the slab-descriptor cache's free
+//     pointer while it is free (`FREEPTR_OFFSET` is `list`): the slab layer resets them when it
+//     makes a slab, and a descriptor is freed only after it left every list.
+
+#[cfg(feature = "slab")]
+impl Slab {
+    /// Takes the slab off `partial`, the partial list of its cache's node, locked by the caller;
+    /// the slab has an object in use (slab item S2). Returns false, changing nothing, if it was
+    /// on no list — or if it has no object in use, when the membership cannot be told.
+    pub(crate) fn partial_unlink(&self, partial: &mut crate::list::List<Slab>) -> bool {
+        if self.inuse.load(Ordering::Relaxed) == 0 {
+            debug_assert!(!self.list.is_linked(), "partial_unlink of an empty slab");
+            return false;
+        }
+        // SAFETY: the caller holds the node lock guarding `partial`, and a linked slab with an
+        // object in use is on that list (slab item S2), so `remove` unlinks it from its own list
+        // under its own lock (List invariant 3).
+        unsafe { partial.remove(self) }
+    }
+
+    /// Puts a fresh slab descriptor's links in the unlinked state (slab item S3): it was just
+    /// taken from the slab-descriptor cache, or is the zeroed first slot of a new self-hosted
+    /// slab, and no list holds it.
+    pub(crate) fn fresh_links(&self) {
+        // SAFETY: a descriptor just taken from its cache is on no list and no list holds its
+        // address (slab item S3; List invariant 2).
+        unsafe { self.list.reset() }
+    }
+}
+
+// SAFETY: `links` returns the `list` field every time (Linked item 1); a slab descriptor is
+// freed only after it left every list, under its node's lock (slab items S1 and S3; Linked
+// item 2).
+unsafe impl Linked for Slab {
+    fn links(&self) -> &Links {
+        &self.list
     }
 }
 

@@ -25,7 +25,8 @@
 //!
 //! Objects of `TYPESAFE_BY_RCU` caches (descriptors, anon_vmas) are not owned values — lockless
 //! readers may read them after the free — so they are not `CacheObj`s: the descriptor caches
-//! hand out `&T` through `Slabs::alloc_desc`, and `obj_cache` refuses such a cache.
+//! hand out `&T` through `Slabs::alloc_desc` (below, invariant 5), and `obj_cache` refuses such
+//! a cache.
 //!
 //! # Invariants
 //! 1. **Owned.** The pointer of a `KObj`/`KArray`/`CacheObj` is an object allocated by the
@@ -45,6 +46,10 @@
 //!    gone.
 //! 4. **Not type-stable.** An `ObjCache` never names a `TYPESAFE_BY_RCU` cache, so no lockless
 //!    reader may still hold a reference into a `CacheObj` when `&mut` access or the free happens.
+//! 5. **Descriptor objects.** An object of a descriptor kind's cache (`alloc_desc`) is always a
+//!    valid `T`: the cache is `TYPESAFE_BY_RCU`, laid out for `T` (16-byte aligned), its slabs
+//!    are zeroed and its objects are only ever `T`s (all atomics: [`crate::desc::Descriptor`]
+//!    items 2 and 3), and it is permanent, so the reference may live as long as the machine.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 // The users are the folio, mm and pools layers, converting in parallel (issue 13); the tests
@@ -375,6 +380,17 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // (invariant 1); writing it makes invariant 3 hold.
         unsafe { p.as_ptr().write(value) };
         Ok(CacheObj { ptr: p, cache: cache.cache, machine: self.pages.machine_id(), _owns: PhantomData })
+    }
+
+    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache (the one typed object
+    /// that is not owned: module header). Its memory is zero or a former `T` with refcount 0;
+    /// the caller initialises it before a word points to it.
+    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+    pub(crate) fn alloc_desc<T: crate::desc::CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&'a T, AllocError> {
+        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
+        // SAFETY: an object of T's descriptor cache: zeroed or a former T, a valid T that lives
+        // as long as the machine (invariant 5).
+        Ok(unsafe { &*(p.as_ptr() as *const T) })
     }
 
     /// Frees a [`CacheObj`], returning its value (module header: another machine's handle
