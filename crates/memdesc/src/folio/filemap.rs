@@ -64,7 +64,7 @@ use crate::folio::{Folios, PageCacheCaches};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
-use crate::slab::{CacheArgs, SlabCache};
+use crate::slab::{CacheArgs, CacheFamily, SlabCache};
 use crate::sync::{fence, spin_hint, Ordering};
 use crate::word::PageKind;
 
@@ -177,7 +177,7 @@ impl<'a, P: Platform> Folios<'a, P> {
     /// Creates the page cache's slab caches (at boot).
     pub(crate) fn create_pagecache_caches(&self) -> Result<PageCacheCaches, AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let nodes = self.slabs.new_cache(
+        let nodes = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs {
                 align: 16,
@@ -185,12 +185,14 @@ impl<'a, P: Platform> Folios<'a, P> {
                 freeptr_offset: Some(core::mem::offset_of!(Node, meta)),
                 ..CacheArgs::new("radix_tree_node", core::mem::size_of::<Node>())
             },
+            CacheFamily::Internal,
         )?;
-        let spaces = self.slabs.new_cache(
+        let spaces = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs { align: 16, ..CacheArgs::new("address_space", core::mem::size_of::<AddressSpace>()) },
+            CacheFamily::Internal,
         )?;
-        Ok(PageCacheCaches { nodes: self.keep_cache(nodes), spaces: self.keep_cache(spaces) })
+        Ok(PageCacheCaches { nodes, spaces })
     }
 
     pub(super) fn pagecache_cache(&self, spaces: bool) -> &'a SlabCache {

@@ -19,6 +19,12 @@
 //! stored: never a stale pointer into anything that is not a node or a folio descriptor.
 //! The address-space objects come from a plain slab cache (nothing reads them locklessly).
 //!
+//! Every node or folio reference this module makes from a slot, the root word or a
+//! preallocated node is made by `Node::at` / `Node::folio_at` (`machine/raw.rs`, folio
+//! section, F5), bounded by what keeps the target alive: the address space whose lock a
+//! `Writer` holds, the RCU guard of a lockless walk, the parent node, or the `Chain` that
+//! owns a preallocated node.
+//!
 //! # Large folios
 //!
 //! A folio of order `o` sits at tree level `o / 6` (where one slot covers `64^level` indices)

@@ -196,8 +196,8 @@ mod slab {
 ///   reference to a held folio may live as long as the machine (`'a` of the view), and the
 ///   folio layer uses it only while it holds the count.
 /// - F3. The caches the folio layer keeps (the page cache's node and address-space caches, and
-///   every extended folio type's cache) are created by it and never destroyed: they are
-///   internal caches, which no public handle can destroy.
+///   every extended folio type's cache) are permanent (`Slabs::new_cache_forever`): their
+///   objects are slab memory of the machine for its whole life.
 /// - F4. An extended folio type `E` ([`FolioExt`]) has its `Folio` at offset 0, and its
 ///   cache ([`FolioExtCache`]) holds only `E`s, zero or former ones (FolioExt's contract).
 /// - F5. Page-cache trees: the root word and every slot of a tree's nodes hold 0, the address
@@ -222,7 +222,7 @@ mod folio {
 
     use crate::cpu::Cpu;
     use crate::desc::{DescPtr, Folio, FolioExt};
-    use crate::desc_ref::{self, Kept};
+    use crate::desc_ref;
     use crate::folio::space::AddressSpace;
     use crate::folio::xarray::Node;
     use crate::folio::{FolioExtCache, FolioRef, Folios};
@@ -298,12 +298,6 @@ mod folio {
             // SAFETY: a file folio's mapping names its live address space, which the caller
             // keeps alive while it uses the reference (F6).
             (mapping != 0).then(|| unsafe { desc_ref::from_addr(mapping) })
-        }
-
-        /// Keeps a cache the folio layer created and never destroys (F3).
-        pub(crate) fn keep_cache(&self, c: &'a SlabCache) -> Kept<SlabCache> {
-            // SAFETY: the cache lives as long as the machine (F3).
-            unsafe { Kept::new(c) }
         }
 
         /// A new descriptor of `ext`'s cache, as the folio it embeds (not yet initialised as
