@@ -354,4 +354,72 @@ mod folio {
 
 // ---- pools ----
 
+#[cfg(feature = "zsmalloc")]
+impl crate::pools::zs_handle::Handle {
+    /// Rebuilds a zsmalloc or z3fold handle from [`Handle::into_raw`](Self::into_raw). A value
+    /// the pool never issued, or one whose object was freed, is refused by the pool with a
+    /// precise error (the handle table keeps a generation per slot), but a stale value whose
+    /// slot's generation came round again would name another owner's object.
+    ///
+    /// # Safety
+    /// The caller owns the object: `raw` came from `into_raw` of a live object of the pool it
+    /// will be used with, and no other handle or raw copy of it will be used (item 1).
+    #[inline]
+    pub const unsafe fn from_raw(raw: u64) -> Self {
+        Self::from_raw_owned(raw)
+    }
+}
+
+#[cfg(feature = "page_pool")]
+impl<P: crate::platform::Platform> super::PhysMem<P> {
+    /// Puts one reference of the page_pool block holding `pfn`, found from the page word (for
+    /// a caller that kept only the page). Refused precisely for a page that is not a pool page
+    /// or whose `pp_ref_count` is already zero (item 2).
+    ///
+    /// # Safety
+    /// The caller holds a reference to the block at `pfn` (a `NetmemRef` or `Frag` it gave up
+    /// with `into_raw`, or one it was handed by raw code) and gives it up: a put of a
+    /// reference somebody else holds passes the count check and recycles a block still in use
+    /// (item 1).
+    pub unsafe fn pp_put_pfn(
+        &self,
+        cpu: &crate::cpu::Cpu<'_>,
+        pfn: crate::Pfn,
+    ) -> Result<(), crate::pools::page_pool::PoolError> {
+        crate::pools::page_pool::pp_put_pfn_owned(self, cpu, pfn)
+    }
+}
+
+#[cfg(feature = "vmalloc")]
+impl<P: crate::platform::Platform> crate::pools::vmalloc::VmallocSpace<'_, P> {
+    /// Frees the area starting at `va`. Refused, with nothing changed, for an address that is
+    /// not an area's start, a recently freed start or an area with a page still mapped to user
+    /// space (item 2; `vfree_area` is the safe form).
+    ///
+    /// # Safety
+    /// The caller owns the area starting at `va` (it came from `vmalloc` and its `VmArea` was
+    /// given up with `into_raw`, or the caller is that handle's owner freeing by address) and
+    /// nothing uses it after this call. The checks refuse addresses that start no live area,
+    /// but cannot tell the owner of a live area from anyone else (item 1).
+    pub unsafe fn vfree(
+        &self,
+        cpu: &crate::cpu::Cpu<'_>,
+        va: usize,
+    ) -> Result<(), crate::pools::vmalloc::VmallocError> {
+        self.vfree_owned(cpu, va)
+    }
+
+    /// Copies `data` into the area holding `va`; `va..va + len` must lie inside one live area
+    /// (an error otherwise, nothing written; item 2). `write_area` is the safe form.
+    ///
+    /// # Safety
+    /// The caller owns the area holding `va` (it holds its `VmArea`, or gave the handle up with
+    /// `into_raw` and keeps the address as its owner): the check cannot tell the owner from
+    /// anyone else, so a write by another party would overwrite bytes that area's owner relies
+    /// on (item 1).
+    pub unsafe fn write(&self, va: usize, data: &[u8]) -> Result<(), crate::pools::vmalloc::VmallocError> {
+        self.write_owned(va, data)
+    }
+}
+
 // ---- health ----

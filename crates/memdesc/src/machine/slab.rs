@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(c.cache().live_objects(), 100);
         assert!(m.nr_free_pages() < free0);
         m.check(|_, _, _| {}).unwrap();
-        let descs = m.check_descriptors().unwrap();
+        let descs = m.check_descriptors(&cpu).unwrap();
         assert!(descs.slabs > 0, "{descs:?}");
         for o in objs {
             c.free(&cpu, o).unwrap();

@@ -29,6 +29,8 @@
 //! 6. **Fresh objects.** An object just taken from a cache is owned by the caller alone, and
 //!    the cache's layout sized and aligned it for what the caller writes (a `SlabCache` in the
 //!    cache of caches, a `Slab` in the slab-descriptor cache, `len` bytes of kmalloc).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -45,7 +47,7 @@ use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::slab::sheaf::CpuSheaves;
 use crate::slab::Slabs;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::word::{PageKind, Word};
 
 use super::cache::*;
@@ -712,6 +714,22 @@ impl SlabBoot {
         // permanent (invariants 4 and 5).
         let (kc, sd) = unsafe { (Kept::new(kcp.as_ref()), Kept::new(&*kcp.as_ptr().add(1))) };
         Some(SlabBoot { kmem_cache: kc, slab_desc: sd })
+    }
+}
+
+/// The words the allocator keeps inside object slots (invariant 1).
+impl SlabCache {
+    #[inline]
+    pub(super) fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
+        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
+        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned (invariant 1).
+        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
+    }
+
+    #[inline]
+    pub(super) fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
+        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on (invariant 1).
+        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
     }
 }
 

@@ -45,6 +45,8 @@
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
 //!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -56,7 +58,7 @@ use crate::layout::MAX_NODES;
 use crate::list::{Links, List};
 use crate::rcu::GpCookie;
 use crate::slab::sheaf::CpuSheaves;
-use crate::sync::{AtomicUsize, SpinLock};
+use crate::sync::SpinLock;
 use crate::word::Tag;
 
 /// Empty slabs kept per node before freeing to the page allocator.
@@ -432,13 +434,6 @@ impl SlabCache {
         allocs - frees
     }
 
-    #[inline]
-    pub(super) fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
-        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
-        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned.
-        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
-    }
-
     /// `off / stride` for offsets inside a slab, by multiply and shift: exact because offsets
     /// are below 2^17 and strides at most 2^15 (the rounding error stays under 1/stride).
     #[inline]
@@ -468,12 +463,6 @@ impl SlabCache {
         }
         let idx = self.obj_index(off);
         idx * self.stride == off && idx >= self.first_obj as usize && idx < (self.first_obj + self.objects) as usize
-    }
-
-    #[inline]
-    pub(super) fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
-        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on.
-        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
     }
 }
 

@@ -35,7 +35,7 @@
 //!    caller, the handle is not `Clone`, and the object is freed only by the function that
 //!    consumes the handle. So `&self` gives shared and `&mut self` exclusive access.
 //! 2. **Layout.** The object holds a `T` (`KArray`: `len` `T`s) and is aligned for it: a kmalloc
-//!    request is sized by [`kmalloc_request`] (at least the size; for an alignment above 8 a
+//!    request is sized by `kmalloc_request` (at least the size; for an alignment above 8 a
 //!    power of two at least the alignment, served by a class whose objects are aligned to their
 //!    size, or by page-aligned large kmalloc); a `CacheObj`'s cache passed `ObjCache`'s check
 //!    (object size ≥ `size_of::<T>()`, objects aligned to `align_of::<T>()`: slabs are
