@@ -64,6 +64,7 @@ use crate::folio::{Folios, PageCacheCaches};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
+use crate::slab::obj::CacheObj;
 use crate::slab::{CacheArgs, CacheFamily, SlabCache};
 use crate::sync::{fence, spin_hint, Ordering};
 use crate::word::PageKind;
@@ -170,7 +171,7 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
 /// leaks the address space and the cache's references to its folios, like a leaked inode.
 pub struct AddressSpaceRef<'m, P: Platform> {
     pub(super) folios: Folios<'m, P>,
-    pub(super) space: &'m AddressSpace,
+    pub(super) space: CacheObj<'m, AddressSpace>,
 }
 
 impl<'a, P: Platform> Folios<'a, P> {
@@ -202,8 +203,18 @@ impl<'a, P: Platform> Folios<'a, P> {
 
     /// Creates an empty address space (one file's page cache).
     pub(crate) fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'a, P>, AllocError> {
-        let space = self.new_space(cpu, self.pagecache_cache(true))?;
+        // The cache was made for address spaces at boot: the check cannot fail.
+        let cache = self.slabs.obj_cache::<AddressSpace>(self.pagecache_cache(true)).map_err(|e| {
+            debug_assert!(false, "{e}");
+            AllocError::NoMemory { order: 0 }
+        })?;
+        let space = self.slabs.obj_alloc(cpu, cache, AddressSpace::new())?;
         Ok(AddressSpaceRef { folios: *self, space })
+    }
+
+    /// Tree nodes from the page cache's node cache, for one operation on `cpu`.
+    pub(super) fn nodes<'s, 'c>(&'s self, cpu: &'s Cpu<'c>) -> SlabNodes<'s, 'c, P> {
+        SlabNodes { folios: *self, cpu }
     }
 
     /// The file folio whose first page is `pfn` (a piece of a split we own).
@@ -243,8 +254,8 @@ impl<'a, P: Platform> Folios<'a, P> {
 
 impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// The address space.
-    pub fn space(&self) -> &'m AddressSpace {
-        self.space
+    pub fn space(&self) -> &AddressSpace {
+        &self.space
     }
 
     /// Pages cached.
@@ -255,10 +266,6 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// Folios cached.
     pub fn nr_folios(&self) -> u64 {
         self.space.nr_folios()
-    }
-
-    pub(super) fn nodes<'a, 'c>(&'a self, cpu: &'a Cpu<'c>) -> SlabNodes<'a, 'c, P> {
-        SlabNodes { folios: self.folios, cpu }
     }
 
     /// Caches `folio` (a file folio the caller holds a reference to) at `index`, which must
@@ -272,7 +279,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         }
         // The cache's reference, taken from the caller's.
         folio.counts.get_held();
-        let r = self.space.writer().insert(&mut self.nodes(cpu), folio, index);
+        let r = self.space.writer().insert(&mut self.folios.nodes(cpu), folio, index);
         if r.is_err() {
             // Drop the reference taken for the cache (the caller still holds theirs).
             let dropped = folio.counts.put_unless_last();
@@ -303,7 +310,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             if !w.contains(folio) {
                 return Err(PageCacheError::NotCached);
             }
-            w.remove(&mut self.nodes(cpu), folio);
+            w.remove(&mut self.folios.nodes(cpu), folio);
         }
         self.folios.lru_del(folio);
         // The cache's reference, which we took out of the tree above.

@@ -15,7 +15,6 @@
 //! address space's lock).
 
 use core::ops::{Bound, RangeBounds};
-use core::ptr::NonNull;
 
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
@@ -84,7 +83,6 @@ impl<'a, P: Platform> Folios<'a, P> {
             unpin();
             return Err(PageCacheError::NotCached);
         };
-        let me = AddressSpaceRef { folios: *self, space };
         let mut w = space.writer();
         if !w.contains(f) {
             drop(w);
@@ -95,19 +93,92 @@ impl<'a, P: Platform> Folios<'a, P> {
             // The cache still holds its reference under the lock, so this is not the last.
             f.counts.refcount.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut be = me.nodes(cpu);
+        let mut be = self.nodes(cpu);
         if f.flags.order() == 0 {
             w.remove(&mut be, f);
             return Ok((f, false));
         }
         let idx = f.index() + (pfn.0 - f.flags.pfn().0);
-        match me.split_for_truncate(cpu, &mut w, &mut be, f, idx, idx) {
+        match self.split_for_truncate(cpu, &mut w, &mut be, f, idx, idx) {
             Some(Removed::Pieces { pfn: p, .. }) => {
                 let piece = self.file_folio_at(p).ok_or(PageCacheError::NotFileFolio)?;
                 Ok((piece, true))
             }
             _ => Err(PageCacheError::Busy),
         }
+    }
+}
+
+impl<'a, P: Platform> Folios<'a, P> {
+    /// Splits the straddling folio `f` so that `[a, b]` (inside it) is made of whole pieces,
+    /// keeps the pieces outside cached and takes the inside ones out. `None` (nothing changed)
+    /// if it cannot: other references, mapped, or no memory.
+    fn split_for_truncate<'r>(
+        &self,
+        cpu: &Cpu<'_>,
+        w: &mut Writer<'_>,
+        be: &mut SlabNodes<'_, '_, P>,
+        f: &Folio,
+        a: u64,
+        b: u64,
+    ) -> Option<Removed<'r>> {
+        let (fi, order) = (f.index(), f.flags.order());
+        let fend = fi + ((1u64 << order) - 1);
+        let mut n = order;
+        if a > fi {
+            n = n.min((a - fi).trailing_zeros());
+        }
+        if b < fend {
+            n = n.min((b + 1 - fi).trailing_zeros());
+        }
+        if n >= order || f.counts.mapcount() != 0 {
+            return None;
+        }
+        // Nodes for the kept pieces at levels below the folio's.
+        let (lo, ln) = (order / BITS, n / BITS);
+        let kept = [(a > fi).then(|| (fi, a - 1)), (b < fend).then(|| (b + 1, fend))];
+        let mut need = 0u64;
+        for l in ln..lo {
+            let sh = BITS * (l + 1);
+            for (p, q) in kept.into_iter().flatten() {
+                need += (q >> sh) - (p >> sh) + 1;
+            }
+            // Both sides of the hole may share a node.
+            if let [Some((_, q)), Some((p, _))] = kept {
+                need -= (q >> sh == p >> sh) as u64;
+            }
+        }
+        let mut chain = Chain::alloc(be, need as usize).ok()?;
+        // The split freezes the count at the cache's reference (the only one allowed: a
+        // holder's would be copied into every piece) and publishes each piece with one.
+        w.seq_begin();
+        if self.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
+            w.seq_end();
+            chain.release(be);
+            return None;
+        }
+        w.clear_entries(fi, order, addr_of(f));
+        let pfn0 = f.flags.pfn();
+        let total = 1u64 << (order - n);
+        let mut removed = 0;
+        for k in 0..total {
+            let pi = fi + (k << n);
+            let piece = self.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
+            // Each piece holds the cache's reference (from the split).
+            if (a..=b).contains(&pi) {
+                piece.mapping.store(0, Ordering::Release);
+                removed += 1;
+            } else {
+                w.insert_entry(addr_of(piece), pi, n, &mut chain);
+            }
+        }
+        // A root that held only the folio may now hold only the node of its kept pieces.
+        w.shrink(be);
+        w.seq_end();
+        debug_assert!(chain.head == 0, "page cache: preallocated more nodes than used");
+        chain.release(be);
+        w.account((b - a + 1).wrapping_neg(), (total - removed).wrapping_sub(1));
+        Some(Removed::Pieces { pfn: pfn0.add(a - fi), count: removed, order: n })
     }
 }
 
@@ -143,7 +214,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             let mut nb = 0;
             {
                 let mut w = self.space.writer();
-                let mut be = self.nodes(cpu);
+                let mut be = self.folios.nodes(cpu);
                 while nb < TRUNCATE_BATCH {
                     let Some(f) = w.find_next(from, last) else {
                         done = true;
@@ -153,7 +224,8 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                     let fend = fi + ((1u64 << order) - 1);
                     let (a, b) = (fi.max(first), fend.min(last));
                     let straddles = fi < first || fend > last;
-                    let pieces = if straddles { self.split_for_truncate(cpu, &mut w, &mut be, f, a, b) } else { None };
+                    let pieces =
+                        if straddles { self.folios.split_for_truncate(cpu, &mut w, &mut be, f, a, b) } else { None };
                     if let Some(Removed::Pieces { count, .. }) = pieces {
                         stats.split += 1;
                         stats.folios += count;
@@ -201,85 +273,14 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         }
     }
 
-    /// Splits the straddling folio `f` so that `[a, b]` (inside it) is made of whole pieces,
-    /// keeps the pieces outside cached and takes the inside ones out. `None` (nothing changed)
-    /// if it cannot: other references, mapped, or no memory.
-    fn split_for_truncate(
-        &self,
-        cpu: &Cpu<'_>,
-        w: &mut Writer<'_>,
-        be: &mut SlabNodes<'_, '_, P>,
-        f: &Folio,
-        a: u64,
-        b: u64,
-    ) -> Option<Removed<'m>> {
-        let (fi, order) = (f.index(), f.flags.order());
-        let fend = fi + ((1u64 << order) - 1);
-        let mut n = order;
-        if a > fi {
-            n = n.min((a - fi).trailing_zeros());
-        }
-        if b < fend {
-            n = n.min((b + 1 - fi).trailing_zeros());
-        }
-        if n >= order || f.counts.mapcount() != 0 {
-            return None;
-        }
-        // Nodes for the kept pieces at levels below the folio's.
-        let (lo, ln) = (order / BITS, n / BITS);
-        let kept = [(a > fi).then(|| (fi, a - 1)), (b < fend).then(|| (b + 1, fend))];
-        let mut need = 0u64;
-        for l in ln..lo {
-            let sh = BITS * (l + 1);
-            for (p, q) in kept.into_iter().flatten() {
-                need += (q >> sh) - (p >> sh) + 1;
-            }
-            // Both sides of the hole may share a node.
-            if let [Some((_, q)), Some((p, _))] = kept {
-                need -= (q >> sh == p >> sh) as u64;
-            }
-        }
-        let mut chain = Chain::alloc(be, need as usize).ok()?;
-        // The split freezes the count at the cache's reference (the only one allowed: a
-        // holder's would be copied into every piece) and publishes each piece with one.
-        w.seq_begin();
-        if self.folios.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
-            w.seq_end();
-            chain.release(be);
-            return None;
-        }
-        w.clear_entries(fi, order, addr_of(f));
-        let pfn0 = f.flags.pfn();
-        let total = 1u64 << (order - n);
-        let mut removed = 0;
-        for k in 0..total {
-            let pi = fi + (k << n);
-            let piece = self.folios.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
-            // Each piece holds the cache's reference (from the split).
-            if (a..=b).contains(&pi) {
-                piece.mapping.store(0, Ordering::Release);
-                removed += 1;
-            } else {
-                w.insert_entry(addr_of(piece), pi, n, &mut chain);
-            }
-        }
-        // A root that held only the folio may now hold only the node of its kept pieces.
-        w.shrink(be);
-        w.seq_end();
-        debug_assert!(chain.head == 0, "page cache: preallocated more nodes than used");
-        chain.release(be);
-        w.account((b - a + 1).wrapping_neg(), (total - removed).wrapping_sub(1));
-        Some(Removed::Pieces { pfn: pfn0.add(a - fi), count: removed, order: n })
-    }
-
     /// Truncates everything and frees the address space.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
         #[cfg(feature = "pgtable")]
         debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
-        let r = self.folios.slabs.cache_free(cpu, self.folios.pagecache_cache(true), NonNull::from(self.space).cast());
-        debug_assert!(r.is_ok(), "address space free: {r:?}");
+        let AddressSpaceRef { folios, space } = self;
+        folios.slabs.obj_free(cpu, space);
         stats
     }
 }

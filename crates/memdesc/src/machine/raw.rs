@@ -210,8 +210,9 @@ mod slab {
 ///   cache's reference), the RCU read guard of a lockless walk (node and folio memory is
 ///   `TYPESAFE_BY_RCU`: a node or a folio until a grace period after its free), the node the
 ///   entry was read from (under one of those), or the preallocation chain.
-/// - F6. An address space lives from `address_space_create` until `AddressSpaceRef::destroy`
-///   (which consumes its one handle) frees it; a folio's `mapping` names it while the folio
+/// - F6. An address space is an object of the page cache's address-space cache, owned by its
+///   one handle (`AddressSpaceRef`, holding a `CacheObj`) from `address_space_create` until
+///   `AddressSpaceRef::destroy` consumes that handle and frees it; a folio's `mapping` names it while the folio
 ///   is cached there, and the crate's callers of `space_of` (migration and hwpoison, with the
 ///   folio pinned) do not destroy that address space meanwhile (Linux holds the folio lock
 ///   for the same purpose).
@@ -223,12 +224,12 @@ mod folio {
     use crate::cpu::Cpu;
     use crate::desc::{DescPtr, Folio, FolioExt};
     use crate::desc_ref;
+    #[cfg(feature = "health")]
     use crate::folio::space::AddressSpace;
     use crate::folio::xarray::Node;
     use crate::folio::{FolioExtCache, FolioRef, Folios};
     use crate::page_alloc::AllocError;
     use crate::platform::Platform;
-    use crate::slab::SlabCache;
     use crate::PhysMem;
 
     impl<'a> FolioRef<'a> {
@@ -274,19 +275,6 @@ mod folio {
         pub(crate) fn held_desc(&self, d: DescPtr<Folio>) -> &'a Folio {
             // SAFETY: as in `held`: the descriptor is a live Folio the caller holds (F2).
             unsafe { desc_ref::from_addr(d.addr()) }
-        }
-
-        /// A new, empty address space in `cache` (the page cache's address-space cache), live
-        /// until `AddressSpaceRef::destroy` frees it (F6).
-        pub(crate) fn new_space(&self, cpu: &Cpu<'_>, cache: &'a SlabCache) -> Result<&'a AddressSpace, AllocError> {
-            let p = self.slabs().cache_alloc(cpu, cache)?.cast::<AddressSpace>();
-            // SAFETY: a fresh object of the address-space cache (sized and aligned for one,
-            // created so at boot) that this call owns: the cache is not TYPESAFE_BY_RCU, so
-            // nobody else reads it.
-            unsafe { p.as_ptr().write(AddressSpace::new()) };
-            // SAFETY: just initialised; it stays an AddressSpace of the machine until destroy
-            // frees it (F6).
-            Ok(unsafe { desc_ref::from_addr(p.as_ptr() as usize) })
         }
 
         /// The address space caching `f` (its `mapping`), for a caller that holds `f` cached
