@@ -88,10 +88,10 @@
 //! (`machine/folio.rs`); a split of a folio that may be mapped is the machine's, since it
 //! calls into the mm layer above.
 //!
-//! # Import rule and unsafe
+//! # Import rule and unchecked code
 //! This layer imports `base`, `memmap`, `page_alloc`, `slab` and itself; `mod.rs` imports
 //! none of its children (`space` is the page cache's data, imported by `xarray`, `filemap`
-//! and `truncate`). It has no `unsafe`: the LRU and the split's descriptor chain are
+//! and `truncate`). It has no unchecked code: the LRU and the split's descriptor chain are
 //! [`List<Folio>`](crate::list::List)s (the one unlink helper is `Folio::lru_unlink` in
 //! `memmap/desc.rs`), and the few places that turn an address into a reference (a held
 //! folio, a page-cache tree entry, an address space from a folio's `mapping`, an extended
