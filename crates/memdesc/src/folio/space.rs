@@ -5,6 +5,8 @@
 //! [`super::truncate`]; this module imports none of them.
 
 use crate::folio::FolioError;
+#[cfg(feature = "pgtable")]
+use crate::list::{Links, List};
 use crate::page_alloc::AllocError;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
 
@@ -136,23 +138,35 @@ impl AddressSpace {
 /// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
 /// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
 /// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
+/// The cache's free pointer lies over `nr` (never trusted without the lock); the list, behind
+/// the lock, is empty whenever an anon_vma is freed (it goes with its last VMA).
 #[cfg(feature = "pgtable")]
 #[repr(C)]
 pub struct RmapList {
-    pub(crate) lock: SpinLock<()>,
-    pub(crate) head: AtomicUsize,
-    pub(crate) nr: crate::sync::AtomicU32,
+    /// The VMAs, by the [`RmapLink`] each embeds.
+    pub(crate) lock: SpinLock<List<RmapLink>>,
+    /// VMAs on the list (a copy of the list's length, readable without the lock).
+    pub(crate) nr: AtomicUsize,
 }
 
 #[cfg(feature = "pgtable")]
 impl RmapList {
     /// An empty list.
     pub(crate) fn new() -> Self {
-        RmapList { lock: SpinLock::new(()), head: AtomicUsize::new(0), nr: crate::sync::AtomicU32::new(0) }
+        RmapList { lock: SpinLock::new(List::new()), nr: AtomicUsize::new(0) }
     }
 
     /// VMAs on the list.
     pub fn nr_vmas(&self) -> u32 {
-        self.nr.load(Ordering::Relaxed)
+        self.nr.load(Ordering::Relaxed) as u32
     }
+
+    /// Where a TYPESAFE_BY_RCU cache of anon_vmas keeps its free pointer (over `nr`).
+    pub const FREEPTR_OFFSET: usize = core::mem::offset_of!(RmapList, nr);
 }
+
+/// The links a VMA embeds, as its first field, for its [`RmapList`]: the list threads these,
+/// and the mm layer, which makes and links them, turns one back into its VMA.
+#[cfg(feature = "pgtable")]
+#[derive(Debug, Default)]
+pub struct RmapLink(pub(crate) Links);

@@ -62,7 +62,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Drops a counted reference the crate holds without a [`FolioRef`] (a page-cache slot, a
     /// mapping entry, a pin taken internally). The caller owns that count.
-    #[cfg(feature = "pgtable")]
+    #[cfg(feature = "health")]
     #[inline]
     pub(crate) fn folio_put_raw(&self, cpu: &Cpu<'_>, f: &Folio) -> Result<bool, FolioError> {
         self.folios().folio_put_raw(cpu, f)
@@ -97,25 +97,6 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     pub fn folio_end_writeback(&self, f: &Folio) {
         self.folios().folio_end_writeback(f)
-    }
-
-    /// The split itself. With `counts` (one mapcount per piece, summing to the folio's
-    /// mapcount, computed by the caller under the folio's rmap lock) a mapped folio is split;
-    /// without, a mapped folio is refused. The count is frozen at `holders` plus the mapcount
-    /// (else [`FolioError::Busy`]) after everything is allocated, and every piece is published
-    /// with `holders` plus its own mapcount.
-    #[cfg(feature = "pgtable")]
-    #[inline]
-    pub(crate) fn folio_split_counts(
-        &self,
-        cpu: &Cpu<'_>,
-        f: &Folio,
-        holders: Option<u32>,
-        new_order: u32,
-        counts: Option<&[u32]>,
-        each: impl FnMut(&Folio),
-    ) -> Result<(), FolioError> {
-        self.folios().folio_split_counts(cpu, f, holders, new_order, counts, each)
     }
 
     /// Creates the cache of an extended folio type.
@@ -228,7 +209,7 @@ impl<P: Platform> PhysMem<P> {
     ) -> Result<(), FolioError> {
         #[cfg(feature = "pgtable")]
         if f.counts.mapcount() != 0 {
-            return self.folio_split_mapped(cpu, f, holders, new_order, each);
+            return self.mms().folio_split_mapped(cpu, f, holders, new_order, each);
         }
         self.folios().folio_split_counts(cpu, f, holders, new_order, None, each)
     }

@@ -58,6 +58,10 @@
 pub mod check;
 #[cfg(feature = "folio")]
 mod folio;
+#[cfg(feature = "pgtable")]
+mod mm;
+#[cfg(all(test, not(loom), feature = "pgtable"))]
+mod mm_tests;
 mod pages;
 mod raw;
 #[cfg(feature = "slab")]
@@ -138,10 +142,28 @@ impl<P: Platform> PhysMem<P> {
         crate::slab::Slabs::new(&self.pages, &self.slab)
     }
 
+    /// The pools' view (layer 6): the page allocator and the slab layer.
+    #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+    #[inline]
+    pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
+        crate::pools::Pools::new(&self.pages, self.slabs())
+    }
+
     /// The folio layer's view (layer 4), for the layers above it.
     #[cfg(feature = "folio")]
     #[inline]
     pub(crate) fn folios(&self) -> crate::folio::Folios<'_, P> {
         crate::folio::Folios::new(&self.pages, self.slabs(), &self.folio)
+    }
+}
+
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
+
+/// The machine hosts the pools: their public entry points take `&mem`.
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
+    fn pools(&self) -> crate::pools::Pools<'_, P> {
+        PhysMem::pools(self)
     }
 }

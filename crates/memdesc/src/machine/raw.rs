@@ -340,6 +340,231 @@ mod folio {
 
 // ---- mm ----
 
+/// The raw parts of the address-space layer (which itself has no `unsafe`): the `Linked`
+/// promise of VMAs and their one rmap unlink, the addresses VMAs keep, the descriptors it reads
+/// from page words and folio `mapping`s, and the raw mappable-memory entry points. Only the
+/// address-space layer (`mm/`) calls the crate-private functions of this section.
+///
+/// Invariants of this section (cited as M1..M7):
+/// - M1. The nodes of an rmap list are VMAs: the only `RmapLink`s ever linked are the `rmap`
+///   fields of VMAs (their first field, `#[repr(C)]`), each only on its own VMA's rmap list
+///   (the anon_vma or `i_mmap` its immutable owner names): `RmapGuard::link` takes a `&Vma` and
+///   refuses any other list, and the `&mut List` of `RmapGuard::raw_parts` is used only by
+///   `Vma::rmap_unlink` here.
+/// - M2. A VMA is freed only by `MmRef::remove_vma`, after `Vma::rmap_unlink` took it off its
+///   list under the list's lock (it asserts the links unlinked before the free).
+/// - M3. An `Mm` is kept (`Mm::kept`) only by its own VMAs, and `MmRef::destroy` frees every
+///   VMA before the `Mm`.
+/// - M4. An rmap list is kept (`RmapList::kept`) only by the VMAs linked on it: an anon_vma is
+///   freed only with its last VMA, and a file's address space outlives its file VMAs
+///   (`AddressSpaceRef::destroy` of a file that VMAs still map truncates it but does not free
+///   it).
+/// - M5. The address-space layer reads a descriptor from a page word (`mm_desc`) only for a
+///   page whose descriptor it keeps alive while it uses the reference: a table of an mm whose
+///   page-table lock it holds, a page a live entry maps (the entry holds a reference), a
+///   descriptor the caller holds a reference on, or a page it reads inside an RCU read section
+///   that lasts until it pins the descriptor with `try_get` (`MmRef::map_pfn` → `map_locked`)
+///   and trusts nothing else it reads before (descriptors are TYPESAFE_BY_RCU, `Descriptor`
+///   item 3).
+/// - M6. A VMA is linked only on its own mm's chain (`VmaGuard::insert` checks its `mm`), and
+///   taken off it only by `VmaGuard::take` here, under the mm's lock, which hands it to the one
+///   caller that frees it (`MmRef::remove_vma`, after the rmap unlink: M2).
+/// - M7. Kernel objects of this layer handed out as shared references (VMAs, anon_vmas) are
+///   freed only as M2, M4 and M6 say, by `Mms::vma_free` / `Mms::anon_vma_free`, and an
+///   anon_vma's cache is TYPESAFE_BY_RCU: memory it hands out is a zeroed or a former
+///   `RmapList` (a zeroed one is a valid, unlocked, empty list).
+#[cfg(feature = "pgtable")]
+mod mm {
+    use crate::cpu::Cpu;
+    use crate::desc::{DescPtr, Descriptor, Folio};
+    use crate::desc_ref::{self, Kept};
+    use crate::list::{Linked, Links};
+    use crate::mm::mmap::{Mm, MmCaches, Vma, VmaGuard};
+    use crate::mm::rmap::{RmapGuard, RmapLink, RmapList};
+    use crate::mm::Mms;
+    use crate::page_alloc::AllocError;
+    use crate::pagecache::AddressSpace;
+    use crate::platform::Platform;
+    use crate::rcu::RcuGuard;
+    use crate::slab::ObjCache;
+    use crate::tag::Tag;
+
+    // SAFETY: `links` returns the field every time (Linked item 1); an RmapLink on a list is
+    // a VMA's (M1), freed only after it was unlinked under its list's lock (M2, Linked item 2).
+    unsafe impl Linked for RmapLink {
+        fn links(&self) -> &Links {
+            &self.0
+        }
+    }
+
+    // SAFETY: `links` returns the `chain` field every time (Linked item 1); a VMA is freed
+    // only after `VmaGuard::take` took it off its chain under the mm's lock (M6, Linked item 2).
+    unsafe impl Linked for Vma {
+        fn links(&self) -> &Links {
+            self.chain_links()
+        }
+    }
+
+    impl<'a> VmaGuard<'a> {
+        /// Takes the first VMA of the chain (starting at `start`, if given) off it and hands
+        /// it to the caller, who frees it (M6).
+        pub(crate) fn take(&mut self, start: Option<u64>) -> Option<&'a Vma> {
+            let (mm, vmas) = self.raw_parts();
+            let addr = vmas.iter().find(|v| start.is_none_or(|s| v.start() == s))? as *const Vma as usize;
+            // SAFETY: a VMA of this mm's chain (just found on it: list.rs invariant 1); it
+            // lives until the caller frees it, which only this call's caller does (M6).
+            let v: &'a Vma = unsafe { desc_ref::pinned(mm, addr) };
+            // SAFETY: `v` is on this list (found on it above), whose lock the guard holds
+            // (list.rs invariant 3).
+            let removed = unsafe { vmas.remove(v) };
+            debug_assert!(removed);
+            Some(v)
+        }
+    }
+
+    impl Mm {
+        /// This mm, kept by one of its VMAs.
+        pub(crate) fn kept(&self) -> Kept<Mm> {
+            // SAFETY: only this mm's VMAs keep it, and they are freed before it (M3).
+            unsafe { Kept::new(self) }
+        }
+    }
+
+    impl RmapList {
+        /// This list, kept by a VMA linked on it.
+        pub(crate) fn kept(&self) -> Kept<RmapList> {
+            // SAFETY: only the VMAs linked on it keep it, and it outlives them (M4).
+            unsafe { Kept::new(self) }
+        }
+    }
+
+    impl<'a, P: Platform> Mms<'a, P> {
+        /// Moves `v` into a fresh object of `cache`, shared from then on (its mm's chain, its
+        /// rmap list and rmap walkers name it) until `Mms::vma_free` (M7).
+        pub(crate) fn vma_alloc(&self, cpu: &Cpu<'_>, cache: ObjCache<'a, Vma>, v: Vma) -> Result<&'a Vma, AllocError> {
+            let obj = self.slabs().obj_alloc(cpu, cache, v)?;
+            // The object is freed through its address (`vma_free`), not through the handle,
+            // which goes out of scope here (a leak, for the handle: no drop runs).
+            let addr = obj.as_ptr().as_ptr() as usize;
+            // SAFETY: an initialised Vma in an object of a cache checked for it (slab/obj.rs
+            // invariants 2 and 3), alive until `vma_free` (M7).
+            Ok(unsafe { desc_ref::pinned(self.machine(), addr) })
+        }
+
+        /// An anon_vma from `caches`' TYPESAFE_BY_RCU anon_vma cache: zeroed or a former
+        /// anon_vma, whose lock is never reinitialised (a walker that raced with its free may
+        /// still hold it); alive until `Mms::anon_vma_free` (M7).
+        pub(crate) fn anon_vma_alloc(
+            &self,
+            cpu: &Cpu<'_>,
+            caches: &MmCaches<'a, P>,
+        ) -> Result<&'a RmapList, AllocError> {
+            let p = self.slabs().cache_alloc(cpu, caches.anon_vma_cache())?;
+            // SAFETY: an object of the anon_vma cache (sized for an RmapList): a zeroed or a
+            // former RmapList, alive until freed as M4 says (M7).
+            Ok(unsafe { desc_ref::pinned(self.machine(), p.as_ptr() as usize) })
+        }
+
+        /// The descriptor a page word names, for the address-space layer's pages (M5).
+        pub(crate) fn mm_desc<T: Descriptor>(&self, d: DescPtr<T>) -> &'a T {
+            // SAFETY: the layer keeps the descriptor alive while it uses the reference, or
+            // pins it before trusting it (M5); the reference borrows the machine.
+            unsafe { desc_ref::pinned(self.machine(), d.addr()) }
+        }
+
+        /// Locks the rmap list a folio's `mapping` names (`tag` is the folio's: an anon
+        /// folio's mapping is an anon_vma, a file folio's its address space), re-reading
+        /// `mapping` under the lock until the two agree; `None` if the folio has no mapping or
+        /// its tag has no rmap. The caller holds a reference on `f` (so `tag` and `mapping`
+        /// belong to the same folio) and the read section `_rcu`.
+        pub(crate) fn lock_mapping_rmap(&self, _rcu: &RcuGuard<'_>, tag: Tag, f: &Folio) -> Option<RmapGuard<'a>> {
+            loop {
+                let mapping = f.mapping();
+                if mapping == 0 {
+                    return None;
+                }
+                let list: &RmapList = match tag {
+                    // SAFETY: an anon folio's mapping is an anon_vma of the TYPESAFE_BY_RCU
+                    // anon_vma cache, so under the read section it stays an RmapList whose lock
+                    // is never reinitialised; once the re-check below finds it still the folio's
+                    // mapping, a VMA mapping the folio is linked on it, so it lives while the
+                    // lock is held (M4).
+                    Tag::AnonFolio => unsafe { desc_ref::pinned(self.machine(), mapping) },
+                    // SAFETY: a file folio's mapping is its address space, which outlives its
+                    // cached folios and its VMAs (M4).
+                    Tag::FileFolio => &unsafe { desc_ref::pinned::<AddressSpace, _>(self.machine(), mapping) }.i_mmap,
+                    _ => return None,
+                };
+                let g = list.lock();
+                // `mapping` only changes under this lock (first map, last unmap).
+                if f.mapping() == mapping {
+                    return Some(g);
+                }
+            }
+        }
+    }
+
+    impl Vma {
+        /// The VMA whose `rmap` field `l` is, for a link found on an rmap list.
+        pub(crate) fn of_link(l: &RmapLink) -> &Vma {
+            // SAFETY: the links on an rmap list are VMAs' `rmap` fields (M1), at offset 0 of
+            // the `#[repr(C)]` Vma (asserted in mm/mmap.rs); the VMA lives as long as its link is
+            // borrowed from the list (M2, list.rs invariant 4).
+            unsafe { desc_ref::pinned(l, l as *const RmapLink as usize) }
+        }
+
+        /// Takes the VMA off its rmap list, locked as `g`; returns the VMAs left, or `None`
+        /// (changing nothing) if `g` is not this VMA's rmap list or the VMA is not linked.
+        pub(crate) fn rmap_unlink(&self, g: &mut RmapGuard<'_>) -> Option<usize> {
+            let (list, vmas) = g.raw_parts();
+            if !self.rmap().is_some_and(|r| core::ptr::eq(r, list)) {
+                return None;
+            }
+            // SAFETY: if linked, the VMA is on its own rmap list (M1), which is `list`, whose
+            // lock `g` holds (list.rs invariant 3).
+            if !unsafe { vmas.remove(self.rmap_link()) } {
+                return None;
+            }
+            Some(g.count())
+        }
+    }
+}
+
+#[cfg(feature = "pgtable")]
+impl<'m> crate::mappable::MappableRef<'m> {
+    /// Makes the handle of a reference again.
+    ///
+    /// # Safety
+    /// The caller holds one reference to `desc` (given up with
+    /// [`MappableRef::into_raw`](crate::mappable::MappableRef::into_raw), or taken by raw code)
+    /// and hands it to the new handle (invariant 1).
+    #[inline]
+    pub unsafe fn from_raw(desc: &'m crate::desc::MappableDesc) -> Self {
+        Self::new_owned(desc)
+    }
+}
+
+#[cfg(feature = "pgtable")]
+impl<P: crate::platform::Platform> super::PhysMem<P> {
+    /// Drops a reference; the last one frees the memory. Returns whether it was freed.
+    /// Checked: a descriptor with no reference left, one that is not this machine's live
+    /// descriptor of its block, and the last put of mapped memory are refused (invariant 2).
+    ///
+    /// # Safety
+    /// The caller holds one reference to `d` (a
+    /// [`MappableRef`](crate::mappable::MappableRef) given up with `into_raw`, or one a
+    /// page-table entry held) and gives it up: the checks cannot tell the holder of a
+    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
+    /// frees memory they still use (invariant 1).
+    pub unsafe fn mappable_put_raw(
+        &self,
+        cpu: &crate::cpu::Cpu<'_>,
+        d: &crate::desc::MappableDesc,
+    ) -> Result<bool, crate::mappable::MappableError> {
+        self.mms().mappable_put_owned(cpu, d)
+    }
+}
+
 // ---- pools ----
 
 #[cfg(feature = "zsmalloc")]

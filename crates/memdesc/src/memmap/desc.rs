@@ -543,21 +543,25 @@ impl Z3foldDesc {
     }
 }
 
-// ---- pool-owned descriptors (zsmalloc, z3fold) ----
+// ---- pool-owned descriptors (zsmalloc, z3fold, vmalloc, page_pool) ----
 //
 // A [`Zspage`] or [`Z3foldDesc`] belongs to one pool (its `pool` field names the pool's state),
-// whose spin lock guards everything about it but `flags`. The pools layer keeps these
-// invariants, cited as "pool item Pn" by the helpers below, which are the pools' only way to
-// turn a descriptor address into a reference without an RCU guard, to unlink one, and to
-// reach the bytes of its pages:
+// and a [`VmallocDesc`] to one vmalloc space (its `area` field names the area's record); the
+// pool's or space's spin lock guards everything about it but `flags` and the counts. The pools
+// layer keeps these invariants, cited as "pool item Pn" by the helpers below, which are the
+// pools' only way to turn a descriptor address into a reference without an RCU guard, to
+// unlink one, and to reach the bytes of its pages:
 // P1. **Alive under the lock.** A pool descriptor named by a page word of the pool, by one of
-//     the pool's lists or by one of its allocated handle entries is alive; it is freed only by
-//     a holder of the pool's lock, after it left every list and no word or entry names it.
+//     the pool's lists, by one of its allocated handle entries or by a linked area's page is
+//     alive; it is freed only by a holder of the pool's lock, or by the owner of an unlinked
+//     area (whose record it then holds), after it left every list and before its word is
+//     reused.
 // P2. **Bytes under the lock or the mapping.** The bytes of a pool's pages are read and
 //     written only by a holder of the pool's lock, except an object's bytes while the object is
 //     mapped (counted in its descriptor under the lock), which only that mapping touches; a
 //     lock holder never touches a mapped object's bytes (compaction and migration skip a
-//     descriptor with mappings).
+//     descriptor with mappings). A vmalloc area's bytes are touched only under its space's
+//     lock.
 // P3. **One list, known from state.** A zspage is on its class's partial list while it has a
 //     free object and on the class's full list otherwise; a z3fold page is on its pool's
 //     list for its room, or on a list the lock holder made while working on it. The lists live
@@ -569,20 +573,28 @@ impl Z3foldDesc {
 //     word naming its descriptors and then waited for a grace period. So an address read from
 //     the field of a descriptor a word named inside an RCU read section is that kind's pool
 //     state until the section ends.
+// P5. **A block holds its pool.** A page_pool block's [`Netmem`] holds one reference on its
+//     pool's core (named by its `pool` field) from the block's first allocation until it is
+//     released to the page allocator; the core is freed only when its last reference goes.
+//     While a netmem is handed out, in its pool's ring or the pool's current fragment block,
+//     the pool or the holder of one of its `pp_ref_count`s keeps it alive.
 
-/// A descriptor owned by a pool (P1–P3 above): [`Zspage`], [`Z3foldDesc`].
-#[cfg(feature = "zsmalloc")]
-pub(crate) trait PoolDesc: Descriptor + Linked {}
+/// A descriptor owned by a pool (P1–P5 above): [`Zspage`], [`Z3foldDesc`], [`VmallocDesc`],
+/// [`Netmem`].
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
+pub(crate) trait PoolDesc: Descriptor {}
 
-/// The pool descriptor `p` names, for as long as `held` (the state behind the owning pool's
-/// lock, or its guard) is borrowed. The caller holds the lock of the pool that owns the
-/// descriptor and found `p` in a word, list or handle entry of that pool (pool item P1).
-#[cfg(feature = "zsmalloc")]
+/// The pool descriptor `p` names, for as long as `held` is borrowed: what keeps the descriptor
+/// alive. That is the state behind the owning pool's lock, or its guard, when the caller holds
+/// the lock and found `p` in a word, list, ring or handle entry of that pool (pool item P1);
+/// the record of an unlinked vmalloc area the caller owns (P1); or a handle holding one of a
+/// netmem's references (P5).
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
 #[inline]
-pub(crate) fn pool_desc_locked<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
+pub(crate) fn pool_desc_held<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
     let _ = held;
-    // SAFETY: alive while the pool lock is held (pool item P1), and the result borrows the
-    // lock's guard or state, so it ends before the lock is released.
+    // SAFETY: alive while `held` is (pool items P1 and P5), and the result borrows `held`, so
+    // it ends before the lock is released or the reference given up.
     unsafe { p.ptr.as_ref() }
 }
 
@@ -599,11 +611,24 @@ pub(crate) fn pool_state<'g, S>(rg: &'g RcuGuard<'_>, addr: usize) -> &'g S {
     unsafe { &*(addr as *const S) }
 }
 
+/// The pool state at `addr`, read from the `pool` field of `d`, a descriptor holding a
+/// reference on that state, for as long as `d` is borrowed (pool item P5). `S` is the state type
+/// of that descriptor kind's pools.
+#[cfg(feature = "page_pool")]
+#[inline]
+pub(crate) fn pool_state_held<S, D: PoolDesc>(d: &D, addr: usize) -> &S {
+    let _ = d;
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
+    // SAFETY: the descriptor's reference keeps the state alive while the descriptor is
+    // borrowed (pool item P5); its fields are atomics or behind its locks.
+    unsafe { &*(addr as *const S) }
+}
+
 #[cfg(feature = "zsmalloc")]
 /// Clears a fresh pool descriptor's links (pool item P3): the cache's free pointer overlaps
 /// them. The descriptor was just allocated and no list holds it.
 #[inline]
-pub(crate) fn pool_desc_fresh<T: PoolDesc>(d: &T) {
+pub(crate) fn pool_desc_fresh<T: PoolDesc + Linked>(d: &T) {
     // SAFETY: a descriptor just taken from its cache is on no list and no list holds its
     // address (pool item P3; list invariant 2).
     unsafe { d.links().reset() }
@@ -614,13 +639,13 @@ pub(crate) fn pool_desc_fresh<T: PoolDesc>(d: &T) {
 /// holds the pool lock and knows the list from the descriptor's state). Returns false if `d`
 /// was on no list.
 #[inline]
-pub(crate) fn pool_desc_unlink<T: PoolDesc>(d: &T, list: &mut List<T>) -> bool {
+pub(crate) fn pool_desc_unlink<T: PoolDesc + Linked>(d: &T, list: &mut List<T>) -> bool {
     // SAFETY: `list` is the list `d` is on, by the caller's pool state (pool item P3), so
     // `remove` unlinks it from its own list under its own lock (list invariant 3).
     unsafe { list.remove(d) }
 }
 
-#[cfg(feature = "zsmalloc")]
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc"))]
 /// A window on bytes `start..start + len` of page `pfn` of a pool, for the lock holder (on
 /// bytes of no mapped object) or for the mapping of the object those bytes hold (pool item
 /// P2). `None` if the range leaves the page or the page has no mapping.
@@ -660,15 +685,16 @@ pub(crate) fn pool_page_fill<P: crate::platform::Platform>(
     src.is_some_and(|src| dst.copy_all_from(&src).is_ok())
 }
 
-// SAFETY: `links` returns the `list` field every time (item 1); a zspage is freed only by its
-// pool's lock holder after it left its list (pool item P1, `Linked` item 2).
+// SAFETY: `links` returns the `list` field every time (`Linked` item 1); a zspage is freed only
+// by its pool's lock holder after it left its list (pool item P1, `Linked` item 2).
 unsafe impl Linked for Zspage {
     fn links(&self) -> &Links {
         &self.list
     }
 }
 
-// SAFETY: as for Zspage: the `list` field; freed only off-list under the pool lock (P1).
+// SAFETY: as for Zspage: the `list` field (`Linked` item 1); freed only off-list under the pool
+// lock (pool item P1, `Linked` item 2).
 unsafe impl Linked for Z3foldDesc {
     fn links(&self) -> &Links {
         &self.list
@@ -680,6 +706,12 @@ impl PoolDesc for Zspage {}
 
 #[cfg(feature = "zsmalloc")]
 impl PoolDesc for Z3foldDesc {}
+
+#[cfg(feature = "vmalloc")]
+impl PoolDesc for VmallocDesc {}
+
+#[cfg(feature = "page_pool")]
+impl PoolDesc for Netmem {}
 
 /// Driver memory that may be mapped into user space.
 #[repr(C, align(16))]
