@@ -58,13 +58,14 @@ use crate::fault::FaultSite;
 use crate::folio::space::{AddressSpace, PageCacheError};
 #[cfg(feature = "health")]
 use crate::folio::xarray::Writer;
-use crate::folio::xarray::{addr_of, folio_ref, Node, NodeAlloc, PageCacheViolation};
+use crate::folio::xarray::{addr_of, Node, NodeAlloc, PageCacheViolation};
 use crate::folio::FolioRef;
 use crate::folio::{Folios, PageCacheCaches};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
-use crate::slab::{CacheArgs, SlabCache};
+use crate::slab::obj::CacheObj;
+use crate::slab::{CacheArgs, CacheFamily, SlabCache};
 use crate::sync::{fence, spin_hint, Ordering};
 use crate::word::PageKind;
 
@@ -81,12 +82,12 @@ impl AddressSpace {
     /// The lockless lookup (see the module docs): returns the folio cached at `index` with a
     /// reference taken for the caller. `put` drops a reference the reader took on a folio that
     /// failed revalidation, running the folio's free path if it was the last.
-    pub(crate) fn lookup_rcu<'a>(
-        &self,
-        _guard: &RcuGuard<'_>,
+    pub(crate) fn lookup_rcu<'k>(
+        &'k self,
+        guard: &'k RcuGuard<'_>,
         index: u64,
-        mut put: impl FnMut(&'a Folio),
-    ) -> Option<&'a Folio> {
+        mut put: impl FnMut(&Folio),
+    ) -> Option<&'k Folio> {
         for _ in 0..LOCKLESS_TRIES {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
@@ -97,8 +98,8 @@ impl AddressSpace {
             let found = if e == 0 {
                 None
             } else {
-                // SAFETY: a folio entry loaded under the caller's RCU guard (folio_ref).
-                let f = unsafe { folio_ref::<'a>(e) };
+                // A folio entry loaded under the caller's RCU guard, which keeps it a folio.
+                let f = Node::folio_at(guard, e);
                 if !f.counts.try_get() {
                     // Free or frozen for a split: the tree is changing under us.
                     continue;
@@ -126,13 +127,13 @@ impl AddressSpace {
     }
 
     /// Lookup under the lock: the fallback that guarantees progress.
-    fn lookup_locked<'a>(&self, index: u64) -> Option<&'a Folio> {
+    fn lookup_locked(&self, index: u64) -> Option<&Folio> {
         self.slow_lookups.fetch_add(1, Ordering::Relaxed);
         let _g = self.lock.lock();
         let e = self.walk(index).ok().filter(|&e| e != 0)?;
-        // SAFETY: loaded under the lock: the folio is cached and the cache's reference keeps it
-        // alive (folio_ref).
-        let f = unsafe { folio_ref::<'a>(e) };
+        // Loaded under the lock: the folio is cached and the cache's reference keeps it alive
+        // until the reference taken here is the caller's.
+        let f = Node::folio_at(self, e);
         f.counts.refcount.fetch_add(1, Ordering::AcqRel);
         Some(f)
     }
@@ -151,9 +152,9 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
             .slabs
             .cache_alloc_at(self.cpu, self.folios.pagecache_cache(false), FaultSite::PageCacheNode)?
             .cast::<Node>();
-        // SAFETY: objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed)
-        // or former nodes, which are freed empty; both are valid, 16-aligned Nodes.
-        debug_assert!(unsafe { p.as_ref() }.is_empty(), "a node came back from the cache non-empty");
+        // Objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed) or former
+        // nodes, which are freed empty.
+        debug_assert!(Node::at(self, p.as_ptr() as usize).is_empty(), "a node came back from the cache non-empty");
         Ok(p)
     }
 
@@ -170,14 +171,14 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
 /// leaks the address space and the cache's references to its folios, like a leaked inode.
 pub struct AddressSpaceRef<'m, P: Platform> {
     pub(super) folios: Folios<'m, P>,
-    pub(super) space: &'m AddressSpace,
+    pub(super) space: CacheObj<'m, AddressSpace>,
 }
 
 impl<'a, P: Platform> Folios<'a, P> {
     /// Creates the page cache's slab caches (at boot).
     pub(crate) fn create_pagecache_caches(&self) -> Result<PageCacheCaches, AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let nodes = self.slabs.new_cache(
+        let nodes = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs {
                 align: 16,
@@ -185,12 +186,14 @@ impl<'a, P: Platform> Folios<'a, P> {
                 freeptr_offset: Some(core::mem::offset_of!(Node, meta)),
                 ..CacheArgs::new("radix_tree_node", core::mem::size_of::<Node>())
             },
+            CacheFamily::Internal,
         )?;
-        let spaces = self.slabs.new_cache(
+        let spaces = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs { align: 16, ..CacheArgs::new("address_space", core::mem::size_of::<AddressSpace>()) },
+            CacheFamily::Internal,
         )?;
-        Ok(PageCacheCaches { nodes: self.keep_cache(nodes), spaces: self.keep_cache(spaces) })
+        Ok(PageCacheCaches { nodes, spaces })
     }
 
     pub(super) fn pagecache_cache(&self, spaces: bool) -> &'a SlabCache {
@@ -200,19 +203,25 @@ impl<'a, P: Platform> Folios<'a, P> {
 
     /// Creates an empty address space (one file's page cache).
     pub(crate) fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'a, P>, AllocError> {
-        let p = self.slabs.cache_alloc(cpu, self.pagecache_cache(true))?.cast::<AddressSpace>();
-        // SAFETY: a fresh object of the address-space cache, sized and aligned for one and
-        // owned by us (the cache is not TYPESAFE_BY_RCU: nobody else reads it).
-        unsafe { p.as_ptr().write(AddressSpace::new()) };
-        // SAFETY: just initialised; lives until destroy frees it.
-        Ok(AddressSpaceRef { folios: *self, space: unsafe { p.as_ref() } })
+        // The cache was made for address spaces at boot: the check cannot fail.
+        let cache = self.slabs.obj_cache::<AddressSpace>(self.pagecache_cache(true)).map_err(|e| {
+            debug_assert!(false, "{e}");
+            AllocError::NoMemory { order: 0 }
+        })?;
+        let space = self.slabs.obj_alloc(cpu, cache, AddressSpace::new())?;
+        Ok(AddressSpaceRef { folios: *self, space })
+    }
+
+    /// Tree nodes from the page cache's node cache, for one operation on `cpu`.
+    pub(super) fn nodes<'s, 'c>(&'s self, cpu: &'s Cpu<'c>) -> SlabNodes<'s, 'c, P> {
+        SlabNodes { folios: *self, cpu }
     }
 
     /// The file folio whose first page is `pfn` (a piece of a split we own).
     pub(super) fn file_folio_at(&self, pfn: Pfn) -> Option<&'a Folio> {
         match self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind() {
-            // SAFETY: the word names a live file folio that the caller holds a reference to.
-            PageKind::FileFolio(d) => Some(unsafe { folio_ref(d.addr()) }),
+            // The word names a live file folio that the caller holds a reference to.
+            PageKind::FileFolio(d) => Some(self.held_desc(d)),
             _ => None,
         }
     }
@@ -232,13 +241,9 @@ impl<'a, P: Platform> Folios<'a, P> {
     /// not destroy that address space concurrently.
     #[cfg(feature = "health")]
     pub(crate) fn pagecache_lock_of<'f>(&self, f: &'f Folio) -> Result<Option<MappingLock<'f>>, ()> {
-        let mapping = f.mapping();
-        if mapping == 0 {
+        let Some(space) = self.space_of(f) else {
             return Ok(None);
-        }
-        // SAFETY: a cached folio's mapping names its live address space (slab memory that
-        // lives until destroy, which the caller does not run concurrently).
-        let space: &'f AddressSpace = unsafe { &*(mapping as *const AddressSpace) };
+        };
         let w = space.writer();
         if !w.contains(f) {
             return Err(());
@@ -249,8 +254,8 @@ impl<'a, P: Platform> Folios<'a, P> {
 
 impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// The address space.
-    pub fn space(&self) -> &'m AddressSpace {
-        self.space
+    pub fn space(&self) -> &AddressSpace {
+        &self.space
     }
 
     /// Pages cached.
@@ -261,10 +266,6 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// Folios cached.
     pub fn nr_folios(&self) -> u64 {
         self.space.nr_folios()
-    }
-
-    pub(super) fn nodes<'a, 'c>(&'a self, cpu: &'a Cpu<'c>) -> SlabNodes<'a, 'c, P> {
-        SlabNodes { folios: self.folios, cpu }
     }
 
     /// Caches `folio` (a file folio the caller holds a reference to) at `index`, which must
@@ -278,7 +279,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         }
         // The cache's reference, taken from the caller's.
         folio.counts.get_held();
-        let r = self.space.writer().insert(&mut self.nodes(cpu), folio, index);
+        let r = self.space.writer().insert(&mut self.folios.nodes(cpu), folio, index);
         if r.is_err() {
             // Drop the reference taken for the cache (the caller still holds theirs).
             let dropped = folio.counts.put_unless_last();
@@ -298,7 +299,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
         })?;
         // lookup_rcu took one reference for us on a folio cached here.
-        Some(FolioRef::adopt(f))
+        Some(FolioRef::adopt(self.folios.held(f)))
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.
@@ -309,7 +310,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             if !w.contains(folio) {
                 return Err(PageCacheError::NotCached);
             }
-            w.remove(&mut self.nodes(cpu), folio);
+            w.remove(&mut self.folios.nodes(cpu), folio);
         }
         self.folios.lru_del(folio);
         // The cache's reference, which we took out of the tree above.

@@ -29,9 +29,10 @@
 //!   reference, the page cache's, the mappings', all of them locked out), so any other holder
 //!   makes the freeze fail, and the count is restored by a compare-exchange from zero that
 //!   cannot overwrite a concurrent change.
-//! - Raw interfaces for C-like callers are `unsafe fn`s: [`FolioRef::from_raw`] and
-//!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the caller owns; [`FolioRef::into_raw`]
-//!   gives the count up to raw code.
+//! - Raw interfaces for C-like callers (in `machine/raw.rs`, with their contracts):
+//!   [`FolioRef::from_raw`] and
+//!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the
+//!   caller owns; [`FolioRef::into_raw`] gives the count up to raw code.
 //!
 //! ```compile_fail
 //! # // A FolioRef is moved by `folio_put`: using it afterwards does not compile.
@@ -69,9 +70,33 @@
 //!
 //! # Files
 //!
-//! This file holds the folio itself (allocation, references, flags, split, extended
-//! descriptors); `lru` the per-node LRU lists; the page cache is [`xarray`] (its index tree),
-//! [`filemap`] (address spaces: insert, lookup, delete) and [`truncate`].
+//! This file holds the layer's state and view and the folio itself (allocation, references,
+//! flags, split, extended descriptors); `lru` the per-node LRU lists; the page cache is
+//! [`space`] (the address space's data and the page cache's errors), [`xarray`] (its index
+//! tree), [`filemap`] (address spaces: insert, lookup, delete) and [`truncate`].
+//!
+//! # State and view
+//! The layer's state is [`FolioState`] (private fields: the per-node LRU lists and the page
+//! cache's caches); its operations are methods of [`Folios`], a `Copy` view that pairs the
+//! state with the slab layer's view and the page allocator:
+//!
+//! ```text
+//! Folios<'a, P> { pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, state: &'a FolioState }
+//! ```
+//!
+//! The machine makes it (`mem.folios()`) and forwards the public API to it
+//! (`machine/folio.rs`); a split of a folio that may be mapped is the machine's, since it
+//! calls into the mm layer above.
+//!
+//! # Import rule and unchecked code
+//! This layer imports `base`, `memmap`, `page_alloc`, `slab` and itself; `mod.rs` imports
+//! none of its children (`space` is the page cache's data, imported by `xarray`, `filemap`
+//! and `truncate`). It has no unchecked code: the LRU and the split's descriptor chain are
+//! [`List<Folio>`](crate::list::List)s (the one unlink helper is `Folio::lru_unlink` in
+//! `memmap/desc.rs`), and the few places that turn an address into a reference (a held
+//! folio, a page-cache tree entry, an address space from a folio's `mapping`, an extended
+//! descriptor) are crate-private functions of `machine/raw.rs`, folio section, whose
+//! invariants F1-F6 state why each is sound.
 
 pub mod filemap;
 mod lru;
@@ -97,7 +122,7 @@ use crate::page_alloc::AllocError;
 use crate::page_alloc::PageAllocator;
 use crate::platform::Platform;
 use crate::slab::Slabs;
-use crate::slab::{CacheArgs, SlabCache};
+use crate::slab::{CacheArgs, CacheFamily, SlabCache};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{Subtype, Tag, Word};
 
@@ -706,7 +731,7 @@ impl<'a, P: Platform> Folios<'a, P> {
 
     /// Creates the cache of an extended folio type.
     pub(crate) fn register_folio_ext<E: FolioExt>(&self, cpu: &Cpu<'_>) -> Result<FolioExtCache<E>, AllocError> {
-        let c = self.slabs.new_cache(
+        let cache = self.slabs.new_cache_forever(
             cpu,
             &CacheArgs {
                 align: 16,
@@ -714,8 +739,9 @@ impl<'a, P: Platform> Folios<'a, P> {
                 freeptr_offset: Some(core::mem::offset_of!(Folio, index)),
                 ..CacheArgs::new(E::NAME, core::mem::size_of::<E>())
             },
+            CacheFamily::Internal,
         )?;
-        Ok(FolioExtCache { cache: self.keep_cache(c), _marker: PhantomData })
+        Ok(FolioExtCache { cache, _marker: PhantomData })
     }
 
     /// Allocates a file folio whose descriptor is an `E`; the returned reference derefs to the

@@ -269,10 +269,26 @@ mod slab {
 ///   reference to a held folio may live as long as the machine (`'a` of the view), and the
 ///   folio layer uses it only while it holds the count.
 /// - F3. The caches the folio layer keeps (the page cache's node and address-space caches, and
-///   every extended folio type's cache) are created by it and never destroyed: they are
-///   internal caches, which no public handle can destroy.
+///   every extended folio type's cache) are permanent (`Slabs::new_cache_forever`): their
+///   objects are slab memory of the machine for its whole life.
 /// - F4. An extended folio type `E` ([`FolioExt`]) has its `Folio` at offset 0, and its
 ///   cache ([`FolioExtCache`]) holds only `E`s, zero or former ones (FolioExt's contract).
+/// - F5. Page-cache trees: the root word and every slot of a tree's nodes hold 0, the address
+///   of a node of the page cache's `TYPESAFE_BY_RCU` node cache (tagged, in a slot), or the
+///   address of a cached file folio (untagged). The page cache turns such an address (or the
+///   address of a node it preallocated for a tree operation, which it owns until it links or
+///   frees it) into a reference only through [`Node::at`] / [`Node::folio_at`], with the
+///   keeper that keeps it alive for the borrow: the address space whose lock it holds (linked
+///   nodes are freed only after being unlinked under that lock; a cached folio is held by the
+///   cache's reference), the RCU read guard of a lockless walk (node and folio memory is
+///   `TYPESAFE_BY_RCU`: a node or a folio until a grace period after its free), the node the
+///   entry was read from (under one of those), or the preallocation chain.
+/// - F6. An address space is an object of the page cache's address-space cache, owned by its
+///   one handle (`AddressSpaceRef`, holding a `CacheObj`) from `address_space_create` until
+///   `AddressSpaceRef::destroy` consumes that handle and frees it; a folio's `mapping` names it while the folio
+///   is cached there, and the crate's callers of `space_of` (migration and hwpoison, with the
+///   folio pinned) do not destroy that address space meanwhile (Linux holds the folio lock
+///   for the same purpose).
 #[cfg(feature = "folio")]
 mod folio {
     use crate::addr::Pfn;
@@ -280,11 +296,13 @@ mod folio {
 
     use crate::cpu::Cpu;
     use crate::desc::{DescPtr, Folio, FolioExt};
-    use crate::desc_ref::{self, Kept};
+    use crate::desc_ref;
+    #[cfg(feature = "health")]
+    use crate::folio::space::AddressSpace;
+    use crate::folio::xarray::Node;
     use crate::folio::{FolioExtCache, FolioRef, Folios};
     use crate::page_alloc::AllocError;
     use crate::platform::Platform;
-    use crate::slab::SlabCache;
     use crate::PhysMem;
 
     impl<'a> FolioRef<'a> {
@@ -332,10 +350,15 @@ mod folio {
             unsafe { desc_ref::from_addr(d.addr()) }
         }
 
-        /// Keeps a cache the folio layer created and never destroys (F3).
-        pub(crate) fn keep_cache(&self, c: &'a SlabCache) -> Kept<SlabCache> {
-            // SAFETY: the cache lives as long as the machine (F3).
-            unsafe { Kept::new(c) }
+        /// The address space caching `f` (its `mapping`), for a caller that holds `f` cached
+        /// or pinned and does not destroy that address space meanwhile (F6); `None` if `f` has
+        /// no mapping.
+        #[cfg(feature = "health")]
+        pub(crate) fn space_of<'f>(&self, f: &'f Folio) -> Option<&'f AddressSpace> {
+            let mapping = f.mapping();
+            // SAFETY: a file folio's mapping names its live address space, which the caller
+            // keeps alive while it uses the reference (F6).
+            (mapping != 0).then(|| unsafe { desc_ref::from_addr(mapping) })
         }
 
         /// A new descriptor of `ext`'s cache, as the folio it embeds (not yet initialised as
@@ -361,6 +384,29 @@ mod folio {
                 // the E lives as long as the Folio it embeds (`'f`).
                 unsafe { &*(f as *const Folio as *const E) }
             })
+        }
+    }
+
+    impl Node {
+        /// The node at `addr`: a node address the page cache loaded from a tree (root word or
+        /// node entry, tag cleared) or preallocated for a tree operation, kept alive for the
+        /// borrow of `keeper` (F5).
+        #[inline]
+        pub(crate) fn at<K: ?Sized>(keeper: &K, addr: usize) -> &Node {
+            let _ = keeper;
+            // SAFETY: a node of the node cache (or a test pool), kept a Node by `keeper` for
+            // the borrow (F5; desc_ref invariants 1 and 2).
+            unsafe { desc_ref::from_addr(addr) }
+        }
+
+        /// The folio at a folio entry the page cache loaded from a tree, kept alive for the
+        /// borrow of `keeper` (F5).
+        #[inline]
+        pub(crate) fn folio_at<K: ?Sized>(keeper: &K, e: usize) -> &Folio {
+            let _ = keeper;
+            // SAFETY: a cached file folio's descriptor, kept a Folio by `keeper` for the
+            // borrow (F5; desc_ref invariants 1 and 2).
+            unsafe { desc_ref::from_addr(e) }
         }
     }
 }
