@@ -516,9 +516,10 @@ pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
     let mut step = 0u64;
     // `live` owns every object it holds (by the trace's pointer); each leaves it once, here.
     let free = |m: &SimMachine, caches: &[CacheRef<'_, SimPlatform>], l: Live| match l.cache {
-        // SAFETY: `l` was taken out of `live`, the one owner of the object of cache `i`.
         Some(i) => {
-            caches[i].free(&cpu, unsafe { SlabObj::from_raw(&caches[i], l.obj) }).map_err(|e| anyhow::anyhow!("{e}"))
+            // SAFETY: `l` was taken out of `live`, the one owner of the object of cache `i`.
+            let obj = unsafe { SlabObj::from_raw(&caches[i], l.obj) };
+            caches[i].free(&cpu, obj).map_err(|e| anyhow::anyhow!("{e}"))
         }
         // SAFETY: as above, for a kmalloc object.
         None => m.kfree(&cpu, unsafe { KBox::from_raw(m, l.obj) }).map_err(|e| anyhow::anyhow!("{e}")),

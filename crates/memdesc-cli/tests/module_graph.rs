@@ -10,9 +10,9 @@
 //! re-export (`pub use a::*`) is an edge to `a`. Inline
 //! `mod tests { … }` blocks belong to their file (`super::` inside them is the file itself).
 //!
-//! `cargo test -p memdesc-cli --test module_graph` checks the CLI, `memdesc-host` and
-//! `memdesc-linux`; `cargo test -p memdesc-cli --test module_graph -- --ignored --nocapture`
-//! also checks the core (`crates/memdesc`), whose cycles are being taken apart in issue 13.
+//! `cargo test -p memdesc-cli --test module_graph` checks the CLI, `memdesc-host`,
+//! `memdesc-linux` and the core (`crates/memdesc`), and that the core's layers import only
+//! downward (`core_layers_import_downward`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

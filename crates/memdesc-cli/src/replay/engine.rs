@@ -645,10 +645,12 @@ impl<'m> Replayer<'m> {
     }
 
     pub(crate) fn obj_release(&mut self, o: Obj) {
-        // SAFETY: the object table is the one owner of each object (from alloc_raw or
-        // kmalloc_raw); `o` has just left it.
+        // The object table is the one owner of each object (from alloc_raw or kmalloc_raw);
+        // `o` has just left it.
         let r = match self.caches.get(o.cache as usize) {
+            // SAFETY: `o` came from `c` and has just left its one owner, the object table.
             Some(c) => unsafe { c.free_raw(&self.cpu, o.ptr) },
+            // SAFETY: `o` is a kmalloc object and has just left its one owner, the object table.
             None => unsafe { self.m.kfree_raw(&self.cpu, o.ptr) },
         };
         if let Err(e) = r {

@@ -21,8 +21,6 @@
 //! 3. **Shared only.** The array hands out `&T` and nothing else: no `&mut T`, no moves out,
 //!    and its values are never dropped (boot memory lives as long as the machine). So sharing
 //!    or sending the array is sharing its values: `Send` and `Sync` need exactly `T: Sync`.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;

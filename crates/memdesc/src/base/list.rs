@@ -33,8 +33,6 @@
 //! 5. **Addresses are even.** `T` is at least 2-aligned (checked at compile time in
 //!    [`List::new`]), so the value 1 ([`HEAD`]) in `prev` can mark "first of its list"
 //!    without being a node address.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;

@@ -34,8 +34,6 @@
 //!    the page allocator, for a page of a block it has just taken off its free lists and not
 //!    yet returned to its caller: no handle, descriptor or list names the page, so the caller
 //!    has its contents to itself (item 2) without a further claim.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;

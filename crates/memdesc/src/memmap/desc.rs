@@ -16,6 +16,23 @@
 //! keeping pincount out of the base descriptor.
 //!
 //! This module defines data only; the subsystems that allocate and mutate each kind own it.
+//!
+//! # Invariants
+//! The raw parts of this file are layout promises and list-membership rules; every SAFETY
+//! comment below cites one of these (or the numbered items of a section):
+//! 1. **Descriptor impls** keep the [`Descriptor`] contract (its items 1–3: 16-byte aligned,
+//!    every field safe to read concurrently, allocated only from a `TYPESAFE_BY_RCU`
+//!    descriptor cache), checked by `const` assertions where a size or offset is involved.
+//! 2. **`DescPtr`** values are made only from page words, which the crate points only at live
+//!    descriptors of the pointed-to type; reading one needs an RCU guard ([`DescPtr::get`]).
+//! 3. **`Linked` impls** return the same `Links` field every time, and a descriptor is freed
+//!    only after it left every list (the list module's `Linked` items 1–2); a descriptor fresh
+//!    from its cache has its links reset before it can be linked (the cache's free pointer may
+//!    overlap them).
+//! 4. **One list, known from state**: the unlink helpers take a node off a list the caller
+//!    proves it is on from state kept under the same lock: `PG_LRU` and the folio's node for
+//!    the LRU; the slab items S1–S3 for a partial list; the pool items P1–P5 of the
+//!    "pool-owned descriptors" section for zsmalloc, z3fold, vmalloc and page_pool.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;

@@ -25,8 +25,6 @@
 //! 4. **Shared access only.** The references are shared (`&T`); descriptor fields are atomics
 //!    or immutable ([`Descriptor`] item 2), so concurrent writers through other references are
 //!    not data races.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::marker::PhantomData;
 

@@ -24,8 +24,6 @@
 //!    `AtomicU64`, so a `&[AtomicU64; N]` and a `&[Page; N]` over the same memory have the
 //!    same layout and the same (atomic-only) access rules; `Page::from_atomics` is the one
 //!    cast between them.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::base::sync::{AtomicU64, Ordering};
 use crate::memmap::desc::{

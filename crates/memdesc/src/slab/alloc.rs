@@ -29,8 +29,6 @@
 //! 6. **Fresh objects.** An object just taken from a cache is owned by the caller alone, and
 //!    the cache's layout sized and aligned it for what the caller writes (a `SlabCache` in the
 //!    cache of caches, a `Slab` in the slab-descriptor cache, `len` bytes of kmalloc).
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::fmt;
 use core::ptr::NonNull;

