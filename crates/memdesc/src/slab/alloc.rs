@@ -15,7 +15,7 @@ use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::slab::sheaf::CpuSheaves;
+use crate::slab::sheaf::{flush_all, Fill};
 use crate::slab::Slabs;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Word};
@@ -137,6 +137,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if c.live_objects() != 0 {
             return Err(SlabError::Busy(c.live_objects()));
         }
+        // Every CPU's cached objects go home first (waiting, bounded, for busy CPUs); a CPU
+        // that does not answer leaves the cache as it was.
+        if !self.flush_sheaves(cpu, c, true) {
+            let busy = (0..c.nr_cpus).find(|&i| !c.sheaves(i).is_empty()).unwrap_or(0);
+            return Err(SlabError::CpuBusy(busy));
+        }
         {
             let mut head = self.state.caches.lock();
             let me = c as *const SlabCache as usize;
@@ -168,10 +174,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.shrink_cache_inner(cpu, cache.cache, false)
     }
 
+    /// Returns every CPU's sheaves of `c` to the slabs ([`flush_all`]): with `wait`, waits
+    /// (bounded) for busy CPUs and returns whether all answered; without, busy CPUs flush at
+    /// their next operation on `c`.
+    fn flush_sheaves(&self, cpu: &Cpu<'_>, c: &SlabCache, wait: bool) -> bool {
+        flush_all(self.pages.cpus(), cpu, |i| c.sheaves(i), |objs| self.flush(cpu, c, objs), wait)
+    }
+
     fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
-        for i in 0..c.nr_cpus {
-            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
-        }
+        // `all` (destroy) has flushed and waited already.
+        self.flush_sheaves(cpu, c, false);
         let mut freed = 0;
         for node in 0..MAX_NODES {
             let mut victims = 0usize;
@@ -228,9 +240,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
-        let obj = c
-            .sheaves(self.pages.cpu_id(cpu))
-            .sheaf_alloc(|s| self.refill(cpu, c, s))?
+        let id = self.pages.cpu_id(cpu);
+        // SAFETY: `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
+        // owns the entry (sheaf.rs invariant 1).
+        let obj = unsafe { c.sheaves(id).alloc(|f| self.refill(cpu, c, f), |objs| self.flush(cpu, c, objs)) }?
             .ok_or(AllocError::NoMemory { order: c.order })?;
         // Allocated: the slot no longer decodes as free (see "always-on double-free check").
         c.freeptr_of(obj).store(0, Ordering::Relaxed);
@@ -326,7 +339,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 return Err(SlabError::DoubleFree(addr));
             }
         }
-        c.sheaves(cpu_id).sheaf_free(addr, |full| self.flush(cpu, c, full));
+        // SAFETY: `cpu` is this machine's token for CPU `cpu_id` (checked by cpu_id), so this
+        // thread owns the entry (sheaf.rs invariant 1).
+        unsafe { c.sheaves(cpu_id).free(addr, |objs| self.flush(cpu, c, objs)) };
         Ok(())
     }
 
@@ -405,15 +420,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
-    fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
+    fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut Fill<'_>) -> Result<(), AllocError> {
         let mut node = self.node_of(cpu);
         loop {
             {
                 let mut n = c.nodes[node].lock();
-                while !s.main.is_full() && n.partial != 0 {
+                while !s.is_full() && n.partial != 0 {
                     // SAFETY: partial-list members are live slab descriptors of this cache.
                     let slab = unsafe { &*(n.partial as *const Slab) };
-                    while !s.main.is_full() {
+                    while !s.is_full() {
                         let obj = slab.freelist.load(Ordering::Relaxed);
                         if obj == 0 {
                             break;
@@ -422,14 +437,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
                             .store(c.encode_free(obj, c.freeptr_of(obj).load(Ordering::Relaxed)), Ordering::Relaxed);
                         slab.inuse.fetch_add(1, Ordering::Relaxed);
                         n.free_objs -= 1;
-                        s.main.push(obj);
+                        s.push(obj);
                     }
                     if slab.freelist.load(Ordering::Relaxed) == 0 {
                         Self::list_remove(&mut n, slab);
                     }
                 }
             }
-            if s.main.len() > 0 {
+            if s.len() > 0 {
                 return Ok(());
             }
             self.reap_rcu(cpu, c);
@@ -501,10 +516,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // found the slab through a Slab page word at a point where nothing frees it meanwhile.
         let c = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
         // Objects of this slab sitting in CPU sheaves would still be handed out: return every
-        // sheaf's objects to their slabs first.
-        for i in 0..c.nr_cpus {
-            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
-        }
+        // sheaf's objects to their slabs first (a busy CPU returns them at its next operation
+        // on the cache, before it hands out another object).
+        self.flush_sheaves(cpu, c, false);
         let node = self.slab_node(slab);
         let inuse;
         {
