@@ -226,11 +226,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Allocates one object of `c` (a [`FaultSite::Slab`] site).
+    #[inline]
     pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
         self.cache_alloc_at(cpu, c, FaultSite::Slab)
     }
 
     /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
+    #[inline]
     pub(crate) fn cache_alloc_at(
         &self,
         cpu: &Cpu<'_>,
@@ -281,6 +283,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`;
     /// returns the slab's base address.
+    #[inline]
     fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             // SAFETY: a slab's cache pointer names a live cache while the slab exists.
@@ -308,6 +311,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Frees an object found in `slab` (kfree has already resolved the slab from the word).
+    #[inline]
     pub(crate) fn cache_free_in(
         &self,
         cpu: &Cpu<'_>,
@@ -320,6 +324,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
+    #[inline]
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);

@@ -99,6 +99,11 @@ impl KBox {
     }
 }
 
+/// Largest size whose cache is found by table ([`SMALL_SLOTS`] slots of 8 bytes).
+pub(crate) const SMALL_MAX: usize = 256;
+/// Slots of the size table: one per 8 bytes up to [`SMALL_MAX`] (slot `size.div_ceil(8)`).
+pub(crate) const SMALL_SLOTS: usize = SMALL_MAX / 8 + 1;
+
 /// The size class serving `size` bytes (size 0 gets the smallest class).
 #[inline]
 pub fn kmalloc_index(size: usize) -> Option<usize> {
@@ -131,9 +136,17 @@ impl<'a, P: Platform> Slabs<'a, P> {
         Ok(out)
     }
 
-    fn kmalloc_cache(&self, i: usize) -> &'a SlabCache {
+    /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot
+    /// made the caches). Sizes up to [`SMALL_MAX`] by one table load.
+    #[inline(always)]
+    fn kmalloc_cache_for(&self, size: usize) -> Option<&'a SlabCache> {
+        let c = if size <= SMALL_MAX {
+            self.state.kmalloc_small[size.div_ceil(8)]
+        } else {
+            self.state.kmalloc[kmalloc_index(size)?]
+        };
         // SAFETY: created at boot; caches of kmalloc are never destroyed.
-        unsafe { self.state.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+        c.map(|c| unsafe { c.as_ref() })
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
@@ -147,34 +160,44 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
+    #[inline]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-        let p = match kmalloc_index(size) {
-            Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
-            None => {
-                let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
-                // kmalloc memory is used through its address: never from unmapped memory, so
-                // a caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
-                let pfn = self.pages.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
-                    crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
-                })?;
-                return match self.pages.platform().direct_map(pfn) {
-                    Some(p) => Ok(p),
-                    None => {
-                        // Unreachable with the zone rule; a platform that withdrew the map
-                        // gets an error, not a panic.
-                        match self.pages.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
-                            Ok(rm) => self.pages.free_claimed(cpu, rm, pfn, order),
-                            Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
-                        }
-                        Err(AllocError::NoMemory { order })
-                    }
-                };
-            }
+        let Some(c) = self.kmalloc_cache_for(size) else {
+            return self.kmalloc_large(cpu, size, gfp);
         };
+        let p = self.cache_alloc(cpu, c)?;
         if gfp.contains(Gfp::ZERO) {
             // SAFETY: p is a fresh object of at least `size` bytes, owned by the caller.
             unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
         }
+        Ok(p)
+    }
+
+    /// kmalloc above [`KMALLOC_MAX_CACHE_SIZE`]: whole pages from the page allocator.
+    #[inline(never)]
+    fn kmalloc_large(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            // Only before boot has made the caches.
+            return Err(AllocError::NoMemory { order: 0 });
+        }
+        let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
+        // kmalloc memory is used through its address: never from unmapped memory, so a
+        // caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
+        let pfn = self.pages.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
+            crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
+        })?;
+        let p = match self.pages.platform().direct_map(pfn) {
+            Some(p) => p,
+            None => {
+                // Unreachable with the zone rule; a platform that withdrew the map gets an
+                // error, not a panic.
+                match self.pages.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
+                    Ok(rm) => self.pages.free_claimed(cpu, rm, pfn, order),
+                    Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
+                }
+                return Err(AllocError::NoMemory { order });
+            }
+        };
         Ok(p)
     }
 
@@ -202,22 +225,37 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
     /// call. The checks catch a double free but cannot tell the owner of a live object from
     /// anyone else: freeing another owner's object hands it out again while still in use.
+    #[inline]
     pub(crate) unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
-        match v.word.kind() {
-            PageKind::Slab(d) => {
-                // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
-                // page, and that descriptor names its live cache.
-                let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
-                // SAFETY: as above.
-                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
-                if c.family() != CacheFamily::Kmalloc {
-                    return Err(SlabError::NotKmalloc { addr, cache: c.name() });
-                }
-                self.cache_free_in(cpu, c, slab, ptr, pfn)
+        // The common case first, inline: the page word names the slab, the slab its cache.
+        if let PageKind::Slab(d) = v.word.kind() {
+            // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
+            // page, and that descriptor names its live cache.
+            let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
+            // SAFETY: as above.
+            let c = unsafe { &*(slab.cache.load(crate::sync::Ordering::Acquire) as *const SlabCache) };
+            if c.family != CacheFamily::Kmalloc {
+                return Err(SlabError::NotKmalloc { addr, cache: c.name() });
             }
+            return self.cache_free_in(cpu, c, slab, ptr, pfn);
+        }
+        self.kfree_other(cpu, ptr, pfn, v.word)
+    }
+
+    /// kfree of an address whose page is not a slab page: a large kmalloc block, or refused.
+    #[inline(never)]
+    fn kfree_other(
+        &self,
+        cpu: &Cpu<'_>,
+        ptr: NonNull<u8>,
+        pfn: crate::addr::Pfn,
+        word: crate::word::Word,
+    ) -> Result<(), SlabError> {
+        let addr = ptr.as_ptr() as usize;
+        match word.kind() {
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {
                 if addr & (PAGE_SIZE - 1) != 0 {
                     return Err(SlabError::InteriorPointer(addr));
@@ -231,11 +269,11 @@ impl<'a, P: Platform> Slabs<'a, P> {
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
                 Err(match self.pages.free_block_containing_pfn(pfn) {
-                    Some(_) => SlabError::NotSlab(addr, v.word.tag()),
+                    Some(_) => SlabError::NotSlab(addr, word.tag()),
                     None => SlabError::InteriorPointer(addr),
                 })
             }
-            _ => Err(SlabError::NotSlab(addr, v.word.tag())),
+            _ => Err(SlabError::NotSlab(addr, word.tag())),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct SlabState {
     /// Head of the list of caches (linked through `SlabCache::next`).
     caches: SpinLock<usize>,
     kmalloc: [Option<NonNull<SlabCache>>; NR_KMALLOC],
+    /// kmalloc's cache for each size up to [`kmalloc::SMALL_MAX`], by `size.div_ceil(8)`: the
+    /// common sizes find their cache in one load.
+    kmalloc_small: [Option<NonNull<SlabCache>>; kmalloc::SMALL_SLOTS],
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
 }
@@ -87,6 +90,7 @@ impl SlabState {
             boot,
             caches: SpinLock::new(0),
             kmalloc: [None; NR_KMALLOC],
+            kmalloc_small: [None; kmalloc::SMALL_SLOTS],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
             desc_caches: [None; crate::desc::NR_DESC_KINDS],
         })
@@ -95,6 +99,9 @@ impl SlabState {
     /// Records the caches [`Slabs::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
         self.kmalloc = made.kmalloc;
+        for (slot, c) in self.kmalloc_small.iter_mut().enumerate() {
+            *c = kmalloc::kmalloc_index(slot * 8).and_then(|i| made.kmalloc[i]);
+        }
         #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
         {
             self.desc_caches = made.desc_caches;
