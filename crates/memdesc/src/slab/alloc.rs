@@ -290,6 +290,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
             return Err(SlabError::WrongCache { addr, owner: owner.name });
         }
+        Self::object_base(c, slab, addr, pfn)
+    }
+
+    /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
+    /// object; returns the slab's base address.
+    #[inline]
+    fn object_base(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
         let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
@@ -310,7 +317,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
-    /// Frees an object found in `slab` (kfree has already resolved the slab from the word).
+    /// Frees an object found in `slab`, a slab of `c` (kfree has resolved the slab from the
+    /// page word and `c` from the slab, so the cache needs no second check).
     #[inline]
     pub(crate) fn cache_free_in(
         &self,
@@ -320,7 +328,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        let base = self.check_in_slab(c, slab, obj.as_ptr() as usize, pfn)?;
+        let base = Self::object_base(c, slab, obj.as_ptr() as usize, pfn)?;
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
