@@ -34,7 +34,8 @@
 //!
 //! 3. errors and handles (`AllocError`, `Pages`, `KBox`, `CacheRef`) live in the lowest layer
 //!    that makes them; a handle's public constructor that needs the machine (`Pages::from_raw`,
-//!    `KBox::from_raw`) is an inherent `impl` here, over a `pub(crate) fn new` in its layer;
+//!    `KBox::from_raw`) is an inherent `impl` in this folder (the raw ones in `raw.rs`), over a
+//!    `pub(crate) fn new` in its layer;
 //! 4. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
 //!    and does everything that crosses layers upward: boot order (the page allocator calls the
 //!    slab layer's `reserve` through a callback, then the machine runs [`Slabs::boot`] and
@@ -132,6 +133,13 @@ impl<P: Platform> PhysMem<P> {
         crate::slab::Slabs::new(&self.pages, &self.slab)
     }
 
+    /// The pools' view (layer 6): the page allocator and the slab layer.
+    #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+    #[inline]
+    pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
+        crate::pools::Pools::new(&self.pages, self.slabs())
+    }
+
     /// The folio layer's state (transition, issue 13: until folio/ has its own view).
     #[cfg(feature = "folio")]
     #[inline]
@@ -144,5 +152,16 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     pub(crate) fn folio_state_mut(&mut self) -> &mut crate::folio::FolioState {
         &mut self.folio
+    }
+}
+
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
+
+/// The machine hosts the pools: their public entry points take `&mem`.
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
+    fn pools(&self) -> crate::pools::Pools<'_, P> {
+        PhysMem::pools(self)
     }
 }
