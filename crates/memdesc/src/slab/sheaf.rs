@@ -34,7 +34,11 @@
 //!    `ack` (Release). So `ack >= t` (read with Acquire) means every object the sheaves held
 //!    when `t` was taken is home, and the requester sees the slabs' new state. `ack` only
 //!    grows (one owner at a time, each storing a `req` value it read after the last one).
-//! 4. `net` is allocations minus frees through this entry (wrapping), stored only by the owner.
+//! 4. `moved` is objects moved from the slabs into the sheaves minus objects moved back
+//!    (wrapping), stored only by the owner, and only on the slow paths (refill, flush). So
+//!    allocations minus frees through the entry is `moved - len[0] - len[1]` (each allocation
+//!    takes one object out of the sheaves, each free puts one in), with nothing counted on the
+//!    fast paths.
 
 use crate::cpu::{Cpu, CpuSet};
 use crate::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering, OwnerCell};
@@ -68,8 +72,8 @@ struct Owned {
 pub(crate) struct CpuSheaves {
     /// Objects in each sheaf (invariant 2).
     len: [AtomicUsize; 2],
-    /// Allocations minus frees (invariant 4).
-    net: AtomicU64,
+    /// Objects moved in from the slabs minus objects moved back (invariant 4).
+    moved: AtomicU64,
     /// Flush tickets taken and acknowledged (invariant 3).
     req: AtomicU64,
     ack: AtomicU64,
@@ -116,17 +120,18 @@ impl CpuSheaves {
     pub(crate) fn new() -> Self {
         CpuSheaves {
             len: [AtomicUsize::new(0), AtomicUsize::new(0)],
-            net: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
             req: AtomicU64::new(0),
             ack: AtomicU64::new(0),
             own: OwnerCell::new(Owned { main: 0, served: 0, objs: [[0; SHEAF_CAPACITY]; 2] }),
         }
     }
 
-    /// Owner: one more allocation (`+1`) or free (`-1`) (invariant 4).
+    /// Owner: `d` more objects moved in from the slabs (wrapping: negative for a flush)
+    /// (invariant 4).
     #[inline(always)]
-    fn count(&self, d: u64) {
-        self.net.store(self.net.load(Ordering::Relaxed).wrapping_add(d), Ordering::Release);
+    fn moved_in(&self, d: u64) {
+        self.moved.store(self.moved.load(Ordering::Relaxed).wrapping_add(d), Ordering::Release);
     }
 
     /// Allocation by the owner: from the sheaves, else `refill` the main sheaf from the slabs
@@ -151,7 +156,6 @@ impl CpuSheaves {
                 let n = self.len[m].load(Ordering::Relaxed);
                 if n != 0 {
                     self.len[m].store(n - 1, Ordering::Release);
-                    self.count(1);
                     return Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]));
                 }
                 self.alloc_slow(o, refill)
@@ -173,6 +177,7 @@ impl CpuSheaves {
             let m = o.main & 1;
             let mut fill = Fill { objs: &mut o.objs[m], n: 0 };
             let r = refill(&mut fill);
+            self.moved_in(fill.n as u64);
             self.len[m].store(fill.n, Ordering::Release);
             r?;
         }
@@ -182,7 +187,6 @@ impl CpuSheaves {
             return Ok(None);
         }
         self.len[m].store(n - 1, Ordering::Release);
-        self.count(1);
         Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]))
     }
 
@@ -199,7 +203,6 @@ impl CpuSheaves {
                 if self.req.load(Ordering::Acquire) != o.served {
                     self.serve(o, &mut flush);
                 }
-                self.count(1u64.wrapping_neg());
                 let m = o.main & 1;
                 let n = self.len[m].load(Ordering::Relaxed);
                 if n < SHEAF_CAPACITY {
@@ -221,6 +224,7 @@ impl CpuSheaves {
         } else {
             let m = o.main & 1;
             flush(&mut o.objs[m].iter().copied());
+            self.moved_in((SHEAF_CAPACITY as u64).wrapping_neg());
             self.len[m].store(0, Ordering::Release);
         }
         let m = o.main & 1;
@@ -241,6 +245,7 @@ impl CpuSheaves {
         }
         let (n0, n1) = (self.len[0].load(Ordering::Relaxed), self.len[1].load(Ordering::Relaxed));
         flush(&mut o.objs[0][..n0].iter().copied().chain(o.objs[1][..n1].iter().copied()));
+        self.moved_in(((n0 + n1) as u64).wrapping_neg());
         self.len[0].store(0, Ordering::Release);
         self.len[1].store(0, Ordering::Release);
         o.served = t;
@@ -277,10 +282,14 @@ impl CpuSheaves {
         self.len[0].load(Ordering::Acquire) == 0 && self.len[1].load(Ordering::Acquire) == 0
     }
 
-    /// Allocations minus frees through this entry (invariant 4).
+    /// Allocations minus frees through this entry (wrapping; invariant 4). Exact when the
+    /// owner is not in an operation (a snapshot otherwise).
     #[inline]
     pub(crate) fn net(&self) -> u64 {
-        self.net.load(Ordering::Acquire)
+        let moved = self.moved.load(Ordering::Acquire);
+        moved
+            .wrapping_sub(self.len[0].load(Ordering::Acquire) as u64)
+            .wrapping_sub(self.len[1].load(Ordering::Acquire) as u64)
     }
 
     /// Takes a flush ticket (invariant 3).
