@@ -100,6 +100,7 @@ pub(crate) fn spin_hint() {
 /// A cell with no lock, for state that one owner touches at a time (a CPU's sheaves, owned
 /// through its [`crate::cpu::Cpu`] token). Under loom it is loom's `UnsafeCell`, so a model in
 /// which two threads reach the state at once fails with a causality violation.
+#[cfg_attr(not(feature = "slab"), allow(dead_code))] // used by the slab layer's sheaves
 pub(crate) struct OwnerCell<T> {
     #[cfg(not(loom))]
     value: UnsafeCell<T>,
@@ -113,6 +114,7 @@ unsafe impl<T: Send> Sync for OwnerCell<T> {}
 // SAFETY: moving the cell moves the `T` it owns.
 unsafe impl<T: Send> Send for OwnerCell<T> {}
 
+#[cfg_attr(not(feature = "slab"), allow(dead_code))]
 impl<T> OwnerCell<T> {
     /// A new cell.
     pub(crate) fn new(value: T) -> Self {
