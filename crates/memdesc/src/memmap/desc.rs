@@ -21,11 +21,11 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 #[cfg(feature = "zsmalloc")]
-use crate::list::List;
-use crate::list::{Linked, Links};
-use crate::rcu::RcuGuard;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::tag::Tag;
+use crate::base::list::List;
+use crate::base::list::{Linked, Links};
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::memmap::tag::Tag;
 
 /// A type that page words may point to.
 ///
@@ -62,7 +62,7 @@ pub const NR_DESC_KINDS: usize = 7;
 ///
 /// It is only an address: dereference it with [`DescPtr::get`] under an RCU read guard, then
 /// revalidate (take a reference and re-read the word) before trusting what you read; see
-/// [`crate::lookup`]. It does *not* guarantee the descriptor is still the page's owner.
+/// [`crate::memmap::lookup`]. It does *not* guarantee the descriptor is still the page's owner.
 pub struct DescPtr<T> {
     ptr: NonNull<T>,
     _marker: PhantomData<*const T>,
@@ -177,7 +177,7 @@ impl DescFlags {
     /// lockless readers of a TYPESAFE_BY_RCU descriptor may be reading it.
     #[inline]
     #[cfg(feature = "slab")]
-    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::addr::Pfn) {
+    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::base::addr::Pfn) {
         self.0.store((flags & PG_FLAGS_MASK) | (order as u64) << 18 | pfn.0 << 24, Ordering::Release)
     }
 
@@ -193,8 +193,8 @@ impl DescFlags {
     }
     /// First pfn of the memory the descriptor covers.
     #[inline]
-    pub fn pfn(&self) -> crate::addr::Pfn {
-        crate::addr::Pfn(self.0.load(Ordering::Acquire) >> 24)
+    pub fn pfn(&self) -> crate::base::addr::Pfn {
+        crate::base::addr::Pfn(self.0.load(Ordering::Acquire) >> 24)
     }
     /// Sets flag bits; returns the previous flags. Crate-private: flags such as `PG_LRU`,
     /// `PG_LOCKED` and `PG_HWPOISON` carry invariants (list membership, the lock, retirement)
@@ -316,7 +316,7 @@ pub struct Folio {
     pub flags: DescFlags,
     /// Refcount and mapcount.
     pub counts: MapCounts,
-    pub(crate) lru: ListLinks,
+    pub(crate) lru: Links,
     pub(crate) mapping: AtomicUsize,
     pub(crate) index: AtomicU64,
 }
@@ -329,6 +329,59 @@ impl Folio {
     /// Index in the file, or the anon page offset.
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::Acquire)
+    }
+
+    /// Takes the folio off its LRU list: `list` is the LRU list of the folio's node, locked by
+    /// the caller (the folio layer's `lru_of`). Returns false, changing nothing, if the folio
+    /// is on no LRU list (`PG_LRU` clear).
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_unlink(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: `PG_LRU` is set only while the folio is on the LRU list of its node and
+        // changes only under that list's lock, which the caller holds as `list`: the folio is
+        // on this list (List invariant 3).
+        let on = unsafe { list.remove(self) };
+        debug_assert!(on, "PG_LRU set on a folio that is on no list");
+        self.flags.clear(PG_LRU);
+        true
+    }
+
+    /// Moves the folio to the back of its LRU list (recently used); `list` as for
+    /// [`Folio::lru_unlink`]. Returns false if the folio is on no LRU list.
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_move_to_back(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: as in `lru_unlink`: with `PG_LRU` set under the caller's lock of its node's
+        // list, the folio is on `list` (List invariant 3).
+        unsafe { list.move_to_back(self) }
+    }
+}
+
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8): the page word
+/// points to the embedded folio, and the folio layer recovers the filesystem's type after
+/// checking the descriptor came from that filesystem's cache.
+///
+/// # Safety
+/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
+/// field safe to read while another CPU writes it (atomics), since the cache is
+/// TYPESAFE_BY_RCU; an all-zero value is valid.
+pub unsafe trait FolioExt: Sync + Sized {
+    /// Cache name.
+    const NAME: &'static str;
+}
+
+// SAFETY: `links` returns the `lru` field every time (Linked item 1). A folio's descriptor goes
+// back to its cache only from its last put, which first takes it off its LRU list under the
+// list's lock (`lru_del` in the folio layer's release path, which debug-asserts the links
+// unlinked before the free; Linked item 2); the split's chain of new descriptors is a local
+// list emptied before any of them is published or freed.
+unsafe impl Linked for Folio {
+    fn links(&self) -> &Links {
+        &self.lru
     }
 }
 
@@ -454,8 +507,8 @@ impl Zspage {
         self.pool.load(Ordering::Acquire)
     }
     /// The `i`-th component pfn (`i < 8`; entries past the class's page count are stale).
-    pub fn page(&self, i: usize) -> Option<crate::addr::Pfn> {
-        self.pages.get(i).map(|p| crate::addr::Pfn(p.load(Ordering::Acquire)))
+    pub fn page(&self, i: usize) -> Option<crate::base::addr::Pfn> {
+        self.pages.get(i).map(|p| crate::base::addr::Pfn(p.load(Ordering::Acquire)))
     }
 }
 
@@ -597,15 +650,15 @@ pub(crate) fn pool_desc_unlink<T: PoolDesc + Linked>(d: &T, list: &mut List<T>) 
 /// bytes of no mapped object) or for the mapping of the object those bytes hold (pool item
 /// P2). `None` if the range leaves the page or the page has no mapping.
 #[inline]
-pub(crate) fn pool_window<P: crate::platform::Platform>(
+pub(crate) fn pool_window<P: crate::base::platform::Platform>(
     platform: &P,
-    pfn: crate::addr::Pfn,
+    pfn: crate::base::addr::Pfn,
     start: usize,
     len: usize,
-) -> Option<crate::page_access::PageAccess<'_, P>> {
+) -> Option<crate::base::page_access::PageAccess<'_, P>> {
     // SAFETY: the bytes belong to the caller alone for the window's life: the lock holder's
     // (no mapping covers them) or the one mapping's (pool item P2).
-    unsafe { crate::page_access::PageAccess::new_range(platform, pfn, start, len) }
+    unsafe { crate::base::page_access::PageAccess::new_range(platform, pfn, start, len) }
 }
 
 #[cfg(feature = "zsmalloc")]
@@ -613,22 +666,22 @@ pub(crate) fn pool_window<P: crate::platform::Platform>(
 /// memory error when `zero`): a copy of `from`, or zeroes. The caller holds the pool lock, no
 /// object of `from` is mapped, and `to` is a page it just took (pool item P2). False if a
 /// page cannot be mapped.
-pub(crate) fn pool_page_fill<P: crate::platform::Platform>(
+pub(crate) fn pool_page_fill<P: crate::base::platform::Platform>(
     platform: &P,
-    from: crate::addr::Pfn,
-    to: crate::addr::Pfn,
+    from: crate::base::addr::Pfn,
+    to: crate::base::addr::Pfn,
     zero: bool,
 ) -> bool {
     // SAFETY: `to` is the caller's fresh page, and nobody else touches `from` while the pool
     // lock is held with no mapping on it (pool item P2).
-    let dst = unsafe { crate::page_access::PageAccess::new(platform, to) };
+    let dst = unsafe { crate::base::page_access::PageAccess::new(platform, to) };
     let Some(mut dst) = dst else { return false };
     if zero {
         dst.zero();
         return true;
     }
     // SAFETY: as above; the old page is only read.
-    let src = unsafe { crate::page_access::PageAccess::new_read_only(platform, from) };
+    let src = unsafe { crate::base::page_access::PageAccess::new_read_only(platform, from) };
     src.is_some_and(|src| dst.copy_all_from(&src).is_ok())
 }
 
@@ -736,7 +789,7 @@ impl Slab {
     /// Takes the slab off `partial`, the partial list of its cache's node, locked by the caller;
     /// the slab has an object in use (slab item S2). Returns false, changing nothing, if it was
     /// on no list — or if it has no object in use, when the membership cannot be told.
-    pub(crate) fn partial_unlink(&self, partial: &mut crate::list::List<Slab>) -> bool {
+    pub(crate) fn partial_unlink(&self, partial: &mut crate::base::list::List<Slab>) -> bool {
         if self.inuse.load(Ordering::Relaxed) == 0 {
             debug_assert!(!self.list.is_linked(), "partial_unlink of an empty slab");
             return false;

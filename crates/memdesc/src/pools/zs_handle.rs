@@ -42,7 +42,7 @@ pub(crate) const E_LOST: u64 = 1 << 24;
 /// mapping borrows its handle.
 ///
 /// ```compile_fail
-/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::cpu::Cpu<'_>) {
+/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::Cpu<'_>) {
 /// let h = pool.malloc(cpu, 100).unwrap();
 /// pool.free(cpu, h).unwrap();
 /// let _ = pool.map_read(cpu, &h); // error[E0382]: borrow of moved value: `h`

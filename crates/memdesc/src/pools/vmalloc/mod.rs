@@ -20,7 +20,7 @@
 //! ```
 //!
 //! ```compile_fail
-//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
+//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Unmappable>) {
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0); // expects a VmArea<Mappable>
 //! # }
@@ -29,7 +29,7 @@
 //! while the same calls on a mappable area compile:
 //!
 //! ```
-//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
+//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Mappable>) {
 //! let _ = a.user_page(s, 0);
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0);
