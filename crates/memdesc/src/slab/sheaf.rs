@@ -330,7 +330,8 @@ pub(crate) fn flush_all<'c>(
         #[cfg(all(test, loom))]
         if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushSkipsTicket) {
             // The broken flush the loom model must catch: empty a busy CPU's sheaves directly.
-            // SAFETY: none: this is the mutation (loom reports the concurrent access).
+            // SAFETY: deliberately broken, loom test builds only: the model checks that loom reports
+            // this access racing with the owner (invariant 1 violated on purpose).
             unsafe { e.drain(&mut flush) };
             continue;
         }
