@@ -191,6 +191,7 @@ impl Memmap {
 
     /// Reads the word that describes `pfn` without any lock: for a split area, the table word,
     /// re-checked against the area word so a table released meanwhile is never trusted.
+    #[inline]
     pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {

@@ -43,7 +43,7 @@ use crate::layout::MAX_NODES;
 use crate::list::{Linked, Links, List};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::slab::sheaf::CpuSheaves;
+use crate::slab::sheaf::{flush_all, Fill};
 use crate::slab::Slabs;
 use crate::sync::{AtomicUsize, Ordering};
 use crate::word::{PageKind, Word};
@@ -180,6 +180,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if c.live_objects() != 0 {
             return Err(SlabError::Busy(c.live_objects()));
         }
+        // Every CPU's cached objects go home first (waiting, bounded, for busy CPUs); a CPU
+        // that does not answer leaves the cache as it was.
+        if !self.flush_sheaves(cpu, c, true) {
+            let busy = (0..c.nr_cpus).find(|&i| !c.sheaves(i).is_empty()).unwrap_or(0);
+            return Err(SlabError::CpuBusy(busy));
+        }
         self.state.caches.lock().retain(|n| !core::ptr::eq(n, c));
         self.shrink_cache_inner(cpu, c, true);
         let (pc, order) = (c.percpu_pfn, c.percpu_order);
@@ -194,10 +200,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.shrink_cache_inner(cpu, cache.cache, false)
     }
 
+    /// Returns every CPU's sheaves of `c` to the slabs ([`flush_all`]): with `wait`, waits
+    /// (bounded) for busy CPUs and returns whether all answered; without, busy CPUs flush at
+    /// their next operation on `c`.
+    fn flush_sheaves(&self, cpu: &Cpu<'_>, c: &SlabCache, wait: bool) -> bool {
+        flush_all(self.pages.cpus(), cpu, |i| c.sheaves(i), |objs| self.flush(cpu, c, objs), wait)
+    }
+
     fn shrink_cache_inner(&self, cpu: &Cpu<'_>, c: &SlabCache, all: bool) -> u64 {
-        for i in 0..c.nr_cpus {
-            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
-        }
+        // `all` (destroy) has flushed and waited already.
+        self.flush_sheaves(cpu, c, false);
         let mut freed = 0;
         for node in 0..MAX_NODES {
             // Empty slabs move to a local list under the node lock (slab item S2) and are
@@ -237,6 +249,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Allocates one object of `c` (a [`FaultSite::Slab`] site).
+    #[inline]
     pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
         self.cache_alloc_at(cpu, c, FaultSite::Slab)
     }
@@ -255,6 +268,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
+    #[inline]
     pub(crate) fn cache_alloc_at(
         &self,
         cpu: &Cpu<'_>,
@@ -264,9 +278,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
-        let obj = c
-            .sheaves(self.pages.cpu_id(cpu))
-            .sheaf_alloc(|s| self.refill(cpu, c, s))?
+        let id = self.pages.cpu_id(cpu);
+        // SAFETY: `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
+        // owns the entry (sheaf.rs invariant 1).
+        let obj = unsafe { c.sheaves(id).alloc(|f| self.refill(cpu, c, f), |objs| self.flush(cpu, c, objs)) }?
             .ok_or(AllocError::NoMemory { order: c.order })?;
         // Allocated: the slot no longer decodes as free (see "always-on double-free check").
         c.freeptr_of(obj).store(0, Ordering::Relaxed);
@@ -318,10 +333,18 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`;
     /// returns the slab's base address.
+    #[inline]
     fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             return Err(SlabError::WrongCache { addr, owner: self.cache_of(slab).name });
         }
+        Self::object_base(c, slab, addr, pfn)
+    }
+
+    /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
+    /// object; returns the slab's base address.
+    #[inline]
+    fn object_base(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
         let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
@@ -342,7 +365,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
-    /// Frees an object found in `slab` (kfree has already resolved the slab from the word).
+    /// Frees an object found in `slab`, a slab of `c` (kfree has resolved the slab from the
+    /// page word and `c` from the slab, so the cache needs no second check).
+    #[inline]
     pub(crate) fn cache_free_in(
         &self,
         cpu: &Cpu<'_>,
@@ -351,10 +376,11 @@ impl<'a, P: Platform> Slabs<'a, P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        let base = self.check_in_slab(c, slab, obj.as_ptr() as usize, pfn)?;
+        let base = Self::object_base(c, slab, obj.as_ptr() as usize, pfn)?;
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
+    #[inline]
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);
@@ -374,7 +400,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 return Err(SlabError::DoubleFree(addr));
             }
         }
-        c.sheaves(cpu_id).sheaf_free(addr, |full| self.flush(cpu, c, full));
+        // SAFETY: `cpu` is this machine's token for CPU `cpu_id` (checked by cpu_id), so this
+        // thread owns the entry (sheaf.rs invariant 1).
+        unsafe { c.sheaves(cpu_id).free(addr, |objs| self.flush(cpu, c, objs)) };
         Ok(())
     }
 
@@ -432,15 +460,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
-    fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
+    fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut Fill<'_>) -> Result<(), AllocError> {
         let mut node = self.node_of(cpu);
         loop {
             {
                 let mut g = c.nodes[node].lock();
                 let n = &mut *g;
-                while !s.main.is_full() {
+                while !s.is_full() {
                     let Some(slab) = n.partial.front() else { break };
-                    while !s.main.is_full() {
+                    while !s.is_full() {
                         let obj = slab.freelist.load(Ordering::Relaxed);
                         if obj == 0 {
                             break;
@@ -449,14 +477,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
                             .store(c.encode_free(obj, c.freeptr_of(obj).load(Ordering::Relaxed)), Ordering::Relaxed);
                         slab.inuse.fetch_add(1, Ordering::Relaxed);
                         n.free_objs -= 1;
-                        s.main.push(obj);
+                        s.push(obj);
                     }
                     if slab.freelist.load(Ordering::Relaxed) == 0 {
                         n.partial.pop_front();
                     }
                 }
             }
-            if s.main.len() > 0 {
+            if s.len() > 0 {
                 return Ok(());
             }
             self.reap_rcu(cpu, c);
@@ -531,10 +559,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // nothing frees it meanwhile.
         let c = self.cache_of(slab);
         // Objects of this slab sitting in CPU sheaves would still be handed out: return every
-        // sheaf's objects to their slabs first.
-        for i in 0..c.nr_cpus {
-            c.sheaves(i).sheaf_flush(|objs| self.flush(cpu, c, objs));
-        }
+        // sheaf's objects to their slabs first (a busy CPU returns them at its next operation
+        // on the cache, before it hands out another object).
+        self.flush_sheaves(cpu, c, false);
         let node = self.slab_node(slab);
         let inuse;
         {

@@ -12,8 +12,9 @@
 //!   apart; a free object holds the address of the next free object at `freeptr` bytes into
 //!   its slot — at the end of the slot for `TYPESAFE_BY_RCU` caches unless the creator names a
 //!   field that lockless readers never trust (Linux's `freeptr_offset`).
-//! - **Fast path**: per-CPU [sheaves](crate::sheaf) behind a per-CPU lock; the node lock and
-//!   the partial list are touched only to refill or flush a sheaf.
+//! - **Fast path**: per-CPU [sheaves](crate::sheaf), touched by their CPU with no lock (its
+//!   `Cpu` token is the proof); the node lock and the partial list are touched only to refill
+//!   or flush a sheaf, and other CPUs get a CPU's objects back by ticket ([`super::sheaf`]).
 //! - **Partial lists per node** hold slabs with free objects; full slabs are on no list; at
 //!   most [`MIN_PARTIAL`] empty slabs stay cached per node, the rest go back to the page
 //!   allocator, and [`PhysMem::shrink_cache`](crate::PhysMem::shrink_cache) returns them all.
@@ -49,8 +50,9 @@
 //! # Invariants (the per-CPU array, the one raw part of this file)
 //! 1. After `attach_percpu`, `percpu` points to `nr_cpus` initialised entries in pages that the
 //!    cache alone owns and that live until the cache is destroyed.
-//! 2. Every mutable part of a cache (its per-CPU entries included) is behind a lock or an
-//!    atomic, so a `&SlabCache` may be used from any CPU.
+//! 2. Every mutable part of a cache is behind a lock or an atomic, except the per-CPU
+//!    entries, which only the holder of that CPU's token touches (the invariants of
+//!    [`super::sheaf`]), so a `&SlabCache` may be used from any CPU.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -165,6 +167,10 @@ pub enum SlabError {
     DoubleFree(usize),
     /// The cache still has live objects and cannot be destroyed.
     Busy(u64),
+    /// A CPU (its token held by a thread that did not come back to this cache in time) still
+    /// holds objects of the cache in its sheaves: the cache was not destroyed. It flushes them
+    /// at its next operation on the cache.
+    CpuBusy(usize),
     /// A large kmalloc free failed a page check.
     Page(crate::FreeError),
     /// The cache's objects cannot hold the type asked for (too small, too little aligned, or
@@ -192,6 +198,7 @@ impl fmt::Display for SlabError {
             SlabError::NotUserCache(name) => write!(f, "cache {name} is the allocator's own"),
             SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
             SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
+            SlabError::CpuBusy(cpu) => write!(f, "CPU {cpu} did not return its cached objects in time"),
             SlabError::Page(e) => write!(f, "{e}"),
             SlabError::Layout { cache, size, align } => {
                 write!(f, "cache {cache} cannot hold owned objects of {size} bytes aligned to {align}")
@@ -240,7 +247,7 @@ pub struct SlabCache {
     pub(super) free_key: u64,
     pub(super) gfp: Gfp,
     pub(super) nodes: [SpinLock<CacheNode>; MAX_NODES],
-    pub(super) percpu: NonNull<SpinLock<CpuSheaves>>,
+    pub(super) percpu: NonNull<CpuSheaves>,
     pub(super) nr_cpus: usize,
     pub(super) percpu_pfn: Pfn,
     pub(super) percpu_order: u32,
@@ -371,16 +378,16 @@ impl SlabCache {
 
     /// Bytes of per-CPU sheaves for `nr_cpus` CPUs, as a page order.
     pub(super) fn percpu_order(nr_cpus: usize) -> u32 {
-        let bytes = nr_cpus * core::mem::size_of::<SpinLock<CpuSheaves>>();
+        let bytes = nr_cpus * core::mem::size_of::<CpuSheaves>();
         bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
     }
 
     pub(super) fn attach_percpu(&mut self, base: NonNull<u8>, pfn: Pfn, order: u32, nr_cpus: usize) {
-        let p = base.cast::<SpinLock<CpuSheaves>>();
+        let p = base.cast::<CpuSheaves>();
         for i in 0..nr_cpus {
             // SAFETY: the caller gives 2^order pages at `base`, enough for nr_cpus entries
-            // (percpu_order), page-aligned, owned by this cache alone: this establishes item 1.
-            unsafe { p.as_ptr().add(i).write(SpinLock::new(CpuSheaves::EMPTY)) };
+            // (percpu_order), page-aligned (so aligned for the entries), owned by this cache alone: this establishes item 1.
+            unsafe { p.as_ptr().add(i).write(CpuSheaves::new()) };
         }
         self.percpu = p;
         self.nr_cpus = nr_cpus;
@@ -389,7 +396,7 @@ impl SlabCache {
     }
 
     #[inline]
-    pub(super) fn sheaves(&self, cpu: usize) -> &SpinLock<CpuSheaves> {
+    pub(super) fn sheaves(&self, cpu: usize) -> &CpuSheaves {
         assert!(cpu < self.nr_cpus);
         // SAFETY: item 1: initialised for every cpu < nr_cpus (checked above), lives with the cache.
         unsafe { &*self.percpu.as_ptr().add(cpu) }
@@ -429,13 +436,9 @@ impl SlabCache {
     }
     /// Objects allocated and not yet freed by users.
     pub fn live_objects(&self) -> u64 {
-        let (mut allocs, mut frees) = (0u64, 0u64);
-        for cpu in 0..self.nr_cpus {
-            let s = self.sheaves(cpu).lock();
-            allocs += s.allocs;
-            frees += s.frees;
-        }
-        allocs - frees
+        // Each CPU's count is allocations minus frees there (wrapping: a CPU that frees what
+        // another allocated goes below zero); the sum is exact.
+        (0..self.nr_cpus).fold(0u64, |sum, cpu| sum.wrapping_add(self.sheaves(cpu).net()))
     }
 
     /// `off / stride` for offsets inside a slab, by multiply and shift: exact because offsets

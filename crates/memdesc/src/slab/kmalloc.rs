@@ -37,7 +37,7 @@ use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs};
+use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS};
 use crate::word::{PageKind, Subtype};
 
 /// The size classes, as Linux's (including 96 and 192).
@@ -114,7 +114,12 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
 }
 
 impl<'a, P: Platform> Slabs<'a, P> {
-    pub(crate) fn create_kmalloc_caches(&self) -> Result<[Kept<SlabCache>; NR_KMALLOC], AllocError> {
+    /// Creates the size classes and fills the size table (slot `size.div_ceil(8)` names the
+    /// class serving `size`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn create_kmalloc_caches(
+        &self,
+    ) -> Result<([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]), AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [Kept::NONE; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
@@ -122,11 +127,25 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let args = CacheArgs { align, ..CacheArgs::new(NAMES[i], size) };
             out[i] = self.new_cache_forever(&cpu, &args, CacheFamily::Kmalloc)?;
         }
-        Ok(out)
+        let mut small = [Kept::NONE; KMALLOC_SMALL_SLOTS];
+        for (slot, k) in small.iter_mut().enumerate() {
+            let c = kmalloc_index(slot * 8).and_then(|i| out[i].get());
+            // SAFETY: kmalloc's caches are never destroyed, so they outlive the table.
+            unsafe { k.set(c) };
+        }
+        Ok((out, small))
     }
 
-    fn kmalloc_cache(&self, i: usize) -> &'a SlabCache {
-        self.state.kmalloc[i].get().expect("kmalloc caches exist after boot")
+    /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot
+    /// made the caches). Sizes up to [`KMALLOC_SMALL_MAX`] by one table load.
+    #[inline(always)]
+    fn kmalloc_cache_for(&self, size: usize) -> Option<&'a SlabCache> {
+        let k = if size <= KMALLOC_SMALL_MAX {
+            &self.state.kmalloc_small[size.div_ceil(8)]
+        } else {
+            &self.state.kmalloc[kmalloc_index(size)?]
+        };
+        k.get()
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
@@ -140,29 +159,39 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
+    #[inline]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-        let p = match kmalloc_index(size) {
-            Some(i) if gfp.contains(Gfp::ZERO) => self.cache_alloc_zeroed(cpu, self.kmalloc_cache(i), size)?,
-            Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
+        let Some(c) = self.kmalloc_cache_for(size) else {
+            return self.kmalloc_large(cpu, size, gfp);
+        };
+        let p =
+            if gfp.contains(Gfp::ZERO) { self.cache_alloc_zeroed(cpu, c, size)? } else { self.cache_alloc(cpu, c)? };
+        Ok(p)
+    }
+
+    /// kmalloc above [`KMALLOC_MAX_CACHE_SIZE`]: whole pages from the page allocator.
+    #[inline(never)]
+    fn kmalloc_large(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            // Only before boot has made the caches.
+            return Err(AllocError::NoMemory { order: 0 });
+        }
+        let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
+        // kmalloc memory is used through its address: never from unmapped memory, so a
+        // caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
+        let pfn = self.pages.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
+            crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
+        })?;
+        let p = match self.pages.platform().direct_map(pfn) {
+            Some(p) => p,
             None => {
-                let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
-                // kmalloc memory is used through its address: never from unmapped memory, so
-                // a caller's MOVABLE flag is dropped (Gfp::may_be_unmapped).
-                let pfn = self.pages.alloc_with(cpu, order, gfp.without(Gfp::MOVABLE), |rm| {
-                    crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::LargeKmalloc, order)
-                })?;
-                return match self.pages.platform().direct_map(pfn) {
-                    Some(p) => Ok(p),
-                    None => {
-                        // Unreachable with the zone rule; a platform that withdrew the map
-                        // gets an error, not a panic.
-                        match self.pages.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
-                            Ok(rm) => self.pages.free_claimed(cpu, rm, pfn, order),
-                            Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
-                        }
-                        Err(AllocError::NoMemory { order })
-                    }
-                };
+                // Unreachable with the zone rule; a platform that withdrew the map gets an
+                // error, not a panic.
+                match self.pages.check_and_claim(pfn, order, |s| s == Subtype::LargeKmalloc) {
+                    Ok(rm) => self.pages.free_claimed(cpu, rm, pfn, order),
+                    Err(e) => debug_assert!(false, "fresh block refused: {e:?}"),
+                }
+                return Err(AllocError::NoMemory { order });
             }
         };
         Ok(p)
@@ -187,20 +216,35 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
+    #[inline]
     pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
-        match v.word.kind() {
-            PageKind::Slab(d) => {
-                // The caller owns the object, which keeps its slab and cache alive.
-                let slab = self.slab_owned(d);
-                let c = self.cache_of(slab);
-                if c.family() != CacheFamily::Kmalloc {
-                    return Err(SlabError::NotKmalloc { addr, cache: c.name() });
-                }
-                self.cache_free_in(cpu, c, slab, ptr, pfn)
+        // The common case first, inline: the page word names the slab, the slab its cache.
+        if let PageKind::Slab(d) = v.word.kind() {
+            // The caller owns the object, which keeps its slab and cache alive.
+            let slab = self.slab_owned(d);
+            let c = self.cache_of(slab);
+            if c.family != CacheFamily::Kmalloc {
+                return Err(SlabError::NotKmalloc { addr, cache: c.name() });
             }
+            return self.cache_free_in(cpu, c, slab, ptr, pfn);
+        }
+        self.kfree_other(cpu, ptr, pfn, v.word)
+    }
+
+    /// kfree of an address whose page is not a slab page: a large kmalloc block, or refused.
+    #[inline(never)]
+    fn kfree_other(
+        &self,
+        cpu: &Cpu<'_>,
+        ptr: NonNull<u8>,
+        pfn: crate::addr::Pfn,
+        word: crate::word::Word,
+    ) -> Result<(), SlabError> {
+        let addr = ptr.as_ptr() as usize;
+        match word.kind() {
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => {
                 if addr & (PAGE_SIZE - 1) != 0 {
                     return Err(SlabError::InteriorPointer(addr));
@@ -214,11 +258,11 @@ impl<'a, P: Platform> Slabs<'a, P> {
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::Tail => {
                 Err(match self.pages.free_block_containing_pfn(pfn) {
-                    Some(_) => SlabError::NotSlab(addr, v.word.tag()),
+                    Some(_) => SlabError::NotSlab(addr, word.tag()),
                     None => SlabError::InteriorPointer(addr),
                 })
             }
-            _ => Err(SlabError::NotSlab(addr, v.word.tag())),
+            _ => Err(SlabError::NotSlab(addr, word.tag())),
         }
     }
 

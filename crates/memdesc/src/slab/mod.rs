@@ -54,6 +54,11 @@ use cache::SlabBoot;
 
 /// Number of kmalloc size classes ([`kmalloc::KMALLOC_SIZES`]).
 pub const NR_KMALLOC: usize = 13;
+/// Largest kmalloc size whose cache is found by table (one slot per 8 bytes).
+pub(crate) const KMALLOC_SMALL_MAX: usize = 256;
+/// Slots of kmalloc's size table: slot `size.div_ceil(8)` for sizes up to
+/// [`KMALLOC_SMALL_MAX`].
+pub(crate) const KMALLOC_SMALL_SLOTS: usize = KMALLOC_SMALL_MAX / 8 + 1;
 
 /// The slab layer's part of a machine: the bootstrap caches, the list of every cache,
 /// kmalloc's size classes and (with a subsystem that has descriptors) the descriptor caches.
@@ -64,6 +69,9 @@ pub struct SlabState {
     caches: SpinLock<List<SlabCache>>,
     /// kmalloc's size classes (permanent caches).
     kmalloc: [Kept<SlabCache>; NR_KMALLOC],
+    /// kmalloc's cache for each size up to [`KMALLOC_SMALL_MAX`], by `size.div_ceil(8)`
+    /// (permanent caches): the common sizes find their cache in one load.
+    kmalloc_small: [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
     /// The descriptor caches (permanent), by [`crate::desc::CachedDescriptor::KIND`].
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
@@ -85,6 +93,7 @@ impl SlabState {
             boot,
             caches: SpinLock::new(List::new()),
             kmalloc: [Kept::NONE; NR_KMALLOC],
+            kmalloc_small: [Kept::NONE; KMALLOC_SMALL_SLOTS],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
             desc_caches: [Kept::NONE; crate::desc::NR_DESC_KINDS],
         })
@@ -92,7 +101,7 @@ impl SlabState {
 
     /// Records the caches [`Slabs::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
-        self.kmalloc = made.kmalloc;
+        (self.kmalloc, self.kmalloc_small) = made.kmalloc;
         #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
         {
             self.desc_caches = made.desc_caches;
@@ -102,7 +111,8 @@ impl SlabState {
 
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
-    kmalloc: [Kept<SlabCache>; NR_KMALLOC],
+    /// The size classes and the size table.
+    kmalloc: ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]),
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
 }

@@ -4,38 +4,106 @@
 //! addresses. Allocation pops from main; when main is empty it swaps in a non-empty spare, and
 //! only when both are empty does the caller refill main from the slabs under the node lock.
 //! Free pushes onto main; when main is full it swaps with an empty spare, and only when both
-//! are full does the caller flush a sheaf back to the slabs. So most allocations and frees
-//! touch one CPU-local array and its uncontended lock, and the slab lists are touched a sheaf
-//! at a time. A CPU frees into its own sheaf even objects another CPU allocated (cross-CPU
-//! frees); the objects go home to their slab when the sheaf is flushed.
+//! are full does the caller flush a sheaf back to the slabs. A CPU frees into its own sheaf
+//! even objects another CPU allocated (cross-CPU frees); the objects go home to their slab
+//! when the sheaf is flushed.
 //!
-//! This module holds the array logic and the locking protocol around one CPU's pair
-//! (`SpinLock<CpuSheaves>`: alloc, free, remote flush); [`crate::slab`] owns the slabs and the
-//! node locks.
+//! The owner touches its sheaves with no lock and no atomic read-modify-write: its [`Cpu`]
+//! token is the proof that no one else does. Anyone else who needs a CPU's objects back
+//! (shrinking, destroying a cache, poisoning a slab) flushes them through [`flush_all`]: an idle
+//! CPU's sheaves by borrowing its token, a busy CPU's by *ticket* (the requester bumps the
+//! CPU's request counter; the owner returns everything at its next operation on the cache and
+//! acknowledges), as Linux's `flush_all` runs a function on each CPU.
+//!
+//! This module holds the per-CPU entry and that protocol; [`crate::slab`] owns the slabs and
+//! the node locks and passes the refill and flush steps in as closures.
+//!
+//! # Invariants
+//! 1. The owner-only part of a [`CpuSheaves`] (`own`: the arrays, which sheaf is main, the last
+//!    ticket served) is touched only by the entry's *owner*: the thread holding the [`Cpu`]
+//!    token whose id is the entry's index, of the machine whose cache holds the entry (its own
+//!    token, or an idle CPU's token borrowed with [`CpuSet::claim`]). Tokens are unique per id
+//!    and `!Sync` ([`crate::cpu`] invariants 2–4), so there is at most one owner at a time.
+//!    Every `unsafe fn` here marked "owner" requires this of its caller.
+//! 2. `len[i]` is the number of objects in sheaf `i`, stored (Release) only by the owner: a
+//!    CPU that reads 0 for both (Acquire) knows the sheaves were empty after the owner's last
+//!    operation it synchronised with.
+//! 3. Tickets: a requester takes ticket `t` by incrementing `req`; at the start of every
+//!    operation the owner compares `req` with the last ticket it served and, if it is newer,
+//!    returns every object it holds to the slabs and only then stores that `req` value in
+//!    `ack` (Release). So `ack >= t` (read with Acquire) means every object the sheaves held
+//!    when `t` was taken is home, and the requester sees the slabs' new state. `ack` only
+//!    grows (one owner at a time, each storing a `req` value it read after the last one).
+//! 4. `moved` is objects moved from the slabs into the sheaves minus objects moved back
+//!    (wrapping), stored only by the owner, and only on the slow paths (refill, flush). So
+//!    allocations minus frees through the entry is `moved - len[0] - len[1]` (each allocation
+//!    takes one object out of the sheaves, each free puts one in), with nothing counted on the
+//!    fast paths.
 
-use crate::sync::SpinLock;
+use crate::cpu::{Cpu, CpuSet};
+use crate::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering, OwnerCell};
 
-/// Objects per sheaf.
+/// Objects per sheaf (a power of two: indices are masked, not bounds-checked).
 pub const SHEAF_CAPACITY: usize = 32;
+const _: () = assert!(SHEAF_CAPACITY.is_power_of_two());
 
-/// A fixed-size stack of free object addresses.
-#[derive(Clone, Copy)]
-pub(crate) struct Sheaf {
-    n: usize,
-    objs: [usize; SHEAF_CAPACITY],
+/// Spins a flush waits for a busy CPU's acknowledgement before giving up (about a
+/// millisecond per thousand; bounded so a CPU held by a thread that never returns to the
+/// allocator makes [`flush_all`] fail instead of hang).
+#[cfg(not(loom))]
+const FLUSH_SPINS: usize = 1 << 20;
+/// Under loom the wait is unbounded: the model's owner thread always ends (releasing its
+/// token), and loom's scheduler makes a yielding waiter let it run.
+#[cfg(loom)]
+const FLUSH_SPINS: usize = usize::MAX;
+
+/// The owner's part of an entry (invariant 1).
+struct Owned {
+    /// Index of the main sheaf (0 or 1); the other is the spare.
+    main: usize,
+    /// The last ticket served (invariant 3).
+    served: u64,
+    objs: [[usize; SHEAF_CAPACITY]; 2],
 }
 
-impl Sheaf {
-    pub(crate) const EMPTY: Sheaf = Sheaf { n: 0, objs: [0; SHEAF_CAPACITY] };
+/// One CPU's pair of sheaves of one cache, on cache lines of its own (128 bytes: a line and
+/// the neighbour the adjacent-line prefetcher pulls in), so CPUs never share a line.
+#[repr(C, align(128))]
+pub(crate) struct CpuSheaves {
+    /// Objects in each sheaf (invariant 2).
+    len: [AtomicUsize; 2],
+    /// Objects moved in from the slabs minus objects moved back (invariant 4).
+    moved: AtomicU64,
+    /// Flush tickets taken and acknowledged (invariant 3).
+    req: AtomicU64,
+    ack: AtomicU64,
+    own: OwnerCell<Owned>,
+}
 
+#[cfg(not(loom))]
+const _: () = assert!(
+    core::mem::align_of::<CpuSheaves>() == 128 && core::mem::size_of::<CpuSheaves>().is_multiple_of(128),
+    "per-CPU sheaves share no cache line"
+);
+
+/// The main sheaf being refilled (handed to the refill step).
+pub(crate) struct Fill<'a> {
+    objs: &'a mut [usize; SHEAF_CAPACITY],
+    n: usize,
+}
+
+impl Fill<'_> {
+    /// Objects in the sheaf.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.n
     }
+    /// Whether it takes no more.
     #[inline]
     pub(crate) fn is_full(&self) -> bool {
         self.n == SHEAF_CAPACITY
     }
+    /// Adds an object; `false` if full.
     #[inline]
     pub(crate) fn push(&mut self, obj: usize) -> bool {
         if self.n == SHEAF_CAPACITY {
@@ -45,118 +113,262 @@ impl Sheaf {
         self.n += 1;
         true
     }
-    #[inline]
-    pub(crate) fn pop(&mut self) -> Option<usize> {
-        self.n = self.n.checked_sub(1)?;
-        Some(self.objs[self.n])
-    }
-    /// Empties the sheaf, returning what it held.
-    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = usize> + '_ {
-        let n = core::mem::replace(&mut self.n, 0);
-        self.objs[..n].iter().copied()
-    }
-}
-
-/// One CPU's pair of sheaves.
-pub(crate) struct CpuSheaves {
-    pub(crate) main: Sheaf,
-    pub(crate) spare: Sheaf,
-    /// Objects this CPU handed out and took back (counted here, under the per-CPU lock, so
-    /// counting shares no cache line between CPUs; a cross-CPU free makes one CPU's frees
-    /// exceed its allocations, the sums stay right).
-    pub(crate) allocs: u64,
-    pub(crate) frees: u64,
 }
 
 impl CpuSheaves {
-    pub(crate) const EMPTY: CpuSheaves = CpuSheaves { main: Sheaf::EMPTY, spare: Sheaf::EMPTY, allocs: 0, frees: 0 };
-
-    /// Fast-path allocation: main, else a swapped-in spare. `None`: refill needed.
-    #[inline]
-    pub(crate) fn alloc(&mut self) -> Option<usize> {
-        if let Some(o) = self.main.pop() {
-            return Some(o);
+    /// An empty entry.
+    pub(crate) fn new() -> Self {
+        CpuSheaves {
+            len: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            moved: AtomicU64::new(0),
+            req: AtomicU64::new(0),
+            ack: AtomicU64::new(0),
+            own: OwnerCell::new(Owned { main: 0, served: 0, objs: [[0; SHEAF_CAPACITY]; 2] }),
         }
-        if self.spare.len() > 0 {
-            core::mem::swap(&mut self.main, &mut self.spare);
-            return self.main.pop();
-        }
-        None
     }
 
-    /// Fast-path free. `false`: both sheaves are full; flush one and retry.
+    /// Owner: `d` more objects moved in from the slabs (wrapping: negative for a flush)
+    /// (invariant 4).
+    #[inline(always)]
+    fn moved_in(&self, d: u64) {
+        self.moved.store(self.moved.load(Ordering::Relaxed).wrapping_add(d), Ordering::Release);
+    }
+
+    /// Allocation by the owner: from the sheaves, else `refill` the main sheaf from the slabs
+    /// and pop. Serves a pending flush ticket first (with `flush`). `Ok(None)`: the refill
+    /// found nothing.
+    ///
+    /// # Safety
+    /// The caller is the entry's owner (invariant 1).
+    #[inline(always)]
+    pub(crate) unsafe fn alloc<E>(
+        &self,
+        refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
+        mut flush: impl FnMut(&mut dyn Iterator<Item = usize>),
+    ) -> Result<Option<usize>, E> {
+        // SAFETY: the caller is the owner (invariant 1).
+        unsafe {
+            self.own.with_mut(|o| {
+                if self.req.load(Ordering::Acquire) != o.served {
+                    self.serve(o, &mut flush);
+                }
+                let m = o.main & 1;
+                let n = self.len[m].load(Ordering::Relaxed);
+                if n != 0 {
+                    self.len[m].store(n - 1, Ordering::Release);
+                    return Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]));
+                }
+                self.alloc_slow(o, refill)
+            })
+        }
+    }
+
+    /// The main sheaf is empty: swap in the spare, or refill.
+    #[cold]
+    fn alloc_slow<E>(
+        &self,
+        o: &mut Owned,
+        refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
+    ) -> Result<Option<usize>, E> {
+        let spare = (o.main & 1) ^ 1;
+        if self.len[spare].load(Ordering::Relaxed) != 0 {
+            o.main = spare;
+        } else {
+            let m = o.main & 1;
+            let mut fill = Fill { objs: &mut o.objs[m], n: 0 };
+            let r = refill(&mut fill);
+            self.moved_in(fill.n as u64);
+            self.len[m].store(fill.n, Ordering::Release);
+            r?;
+        }
+        let m = o.main & 1;
+        let n = self.len[m].load(Ordering::Relaxed);
+        if n == 0 {
+            return Ok(None);
+        }
+        self.len[m].store(n - 1, Ordering::Release);
+        Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]))
+    }
+
+    /// Free by the owner (of an object any CPU allocated): into the sheaves, flushing the full
+    /// main sheaf to the slabs first when both are full. Serves a pending flush ticket first.
+    ///
+    /// # Safety
+    /// The caller is the entry's owner (invariant 1).
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        // SAFETY: the caller is the owner (invariant 1).
+        unsafe {
+            self.own.with_mut(|o| {
+                if self.req.load(Ordering::Acquire) != o.served {
+                    self.serve(o, &mut flush);
+                }
+                let m = o.main & 1;
+                let n = self.len[m].load(Ordering::Relaxed);
+                if n < SHEAF_CAPACITY {
+                    o.objs[m][n] = obj;
+                    self.len[m].store(n + 1, Ordering::Release);
+                    return;
+                }
+                self.free_slow(o, obj, flush)
+            })
+        }
+    }
+
+    /// The main sheaf is full: swap in an empty spare, or flush main.
+    #[cold]
+    fn free_slow(&self, o: &mut Owned, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        let spare = (o.main & 1) ^ 1;
+        if self.len[spare].load(Ordering::Relaxed) == 0 {
+            o.main = spare;
+        } else {
+            let m = o.main & 1;
+            flush(&mut o.objs[m].iter().copied());
+            self.moved_in((SHEAF_CAPACITY as u64).wrapping_neg());
+            self.len[m].store(0, Ordering::Release);
+        }
+        let m = o.main & 1;
+        o.objs[m][0] = obj;
+        self.len[m].store(1, Ordering::Release);
+    }
+
+    /// Owner: returns every object to the slabs and acknowledges the newest ticket
+    /// (invariant 3).
+    #[cold]
+    #[inline(never)]
+    fn serve(&self, o: &mut Owned, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
+        let t = self.req.load(Ordering::Acquire);
+        #[cfg(all(test, loom))]
+        if crate::sync::mutation::active(crate::sync::Mutation::SheafAckBeforeFlush) {
+            // The broken order the loom model must catch: acknowledge, then return the objects.
+            self.ack.store(t, Ordering::Release);
+        }
+        let (n0, n1) = (self.len[0].load(Ordering::Relaxed), self.len[1].load(Ordering::Relaxed));
+        flush(&mut o.objs[0][..n0].iter().copied().chain(o.objs[1][..n1].iter().copied()));
+        self.moved_in(((n0 + n1) as u64).wrapping_neg());
+        self.len[0].store(0, Ordering::Release);
+        self.len[1].store(0, Ordering::Release);
+        o.served = t;
+        self.ack.store(t, Ordering::Release);
+    }
+
+    /// Owner: returns every object to the slabs (serving any ticket).
+    ///
+    /// # Safety
+    /// The caller is the entry's owner (invariant 1).
+    pub(crate) unsafe fn drain(&self, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        // SAFETY: the caller is the owner (invariant 1).
+        unsafe { self.own.with_mut(|o| self.serve(o, &mut flush)) }
+    }
+
+    /// Owner: serves a pending ticket, if any.
+    ///
+    /// # Safety
+    /// The caller is the entry's owner (invariant 1).
+    unsafe fn serve_pending(&self, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        // SAFETY: the caller is the owner (invariant 1).
+        unsafe {
+            self.own.with_mut(|o| {
+                if self.req.load(Ordering::Acquire) != o.served {
+                    self.serve(o, &mut flush);
+                }
+            })
+        }
+    }
+
+    /// Whether both sheaves were empty after the owner's last operation (invariant 2).
     #[inline]
-    pub(crate) fn free(&mut self, obj: usize) -> bool {
-        if self.main.push(obj) {
-            return true;
-        }
-        if self.spare.len() == 0 {
-            core::mem::swap(&mut self.main, &mut self.spare);
-            return self.main.push(obj);
-        }
-        false
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len[0].load(Ordering::Acquire) == 0 && self.len[1].load(Ordering::Acquire) == 0
+    }
+
+    /// Allocations minus frees through this entry (wrapping; invariant 4). Exact when the
+    /// owner is not in an operation (a snapshot otherwise).
+    #[inline]
+    pub(crate) fn net(&self) -> u64 {
+        let moved = self.moved.load(Ordering::Acquire);
+        moved
+            .wrapping_sub(self.len[0].load(Ordering::Acquire) as u64)
+            .wrapping_sub(self.len[1].load(Ordering::Acquire) as u64)
+    }
+
+    /// Takes a flush ticket (invariant 3).
+    fn post(&self) -> u64 {
+        self.req.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Whether ticket `t` was served (invariant 3).
+    fn acked(&self, t: u64) -> bool {
+        self.ack.load(Ordering::Acquire) >= t
     }
 }
 
-/// The locking protocol around one CPU's sheaves, shared by the slab allocator and the loom
-/// models (which drive these functions with a stand-in slab side).
-///
-/// Lock order: a CPU's sheaves, then the cache's node locks (taken inside `refill`/`flush`).
-impl SpinLock<CpuSheaves> {
-    /// Allocation on the owning CPU: from the sheaves, else `refill` the main sheaf from the
-    /// slabs and pop. `Ok(None)`: the refill found nothing.
-    #[inline]
-    pub(crate) fn sheaf_alloc<E>(
-        &self,
-        refill: impl FnOnce(&mut CpuSheaves) -> Result<(), E>,
-    ) -> Result<Option<usize>, E> {
-        let mut s = self.lock();
-        let obj = match s.alloc() {
-            Some(o) => Some(o),
-            None => {
-                refill(&mut s)?;
-                s.alloc()
-            }
-        };
-        s.allocs += obj.is_some() as u64;
-        Ok(obj)
-    }
-
-    /// Free on the current CPU (of an object any CPU allocated): into the sheaves, flushing the
-    /// full main sheaf to the slabs first when both are full.
-    #[inline]
-    pub(crate) fn sheaf_free(&self, obj: usize, flush: impl FnOnce(&mut dyn Iterator<Item = usize>)) {
-        let mut s = self.lock();
-        s.frees += 1;
-        if !s.free(obj) {
-            flush(&mut s.main.take_all());
-            let ok = s.free(obj);
-            debug_assert!(ok, "an empty main sheaf takes the object");
+/// Returns every CPU's sheaves of one cache to its slabs, as the holder of `me` (a token of
+/// `cpus`): its own directly, an idle CPU's by borrowing its token, a busy CPU's by ticket
+/// (invariant 3). `entry(i)` is CPU `i`'s entry of the cache; `flush` returns objects to the
+/// slabs. With `wait`, waits (bounded) for the busy CPUs' acknowledgements and returns whether
+/// every CPU's sheaves were flushed; without, leaves the tickets for the owners' next
+/// operations and returns whether every CPU's sheaves were flushed already.
+pub(crate) fn flush_all<'c>(
+    cpus: &CpuSet,
+    me: &Cpu<'_>,
+    entry: impl Fn(usize) -> &'c CpuSheaves,
+    mut flush: impl FnMut(&mut dyn Iterator<Item = usize>),
+    wait: bool,
+) -> bool {
+    let mine = me.id_in(cpus);
+    // SAFETY: `me` is this machine's token for CPU `mine`, so this thread owns its entry
+    // (invariant 1).
+    unsafe { entry(mine).drain(&mut flush) };
+    let mut tickets = [0u64; crate::cpu::MAX_CPUS];
+    let mut pending = 0u64;
+    for (i, ticket) in tickets.iter_mut().enumerate().take(cpus.nr()) {
+        let e = entry(i);
+        if i == mine || e.is_empty() {
+            continue;
         }
-    }
-
-    /// Returns everything in these sheaves to the slabs (shrinking, poisoning). Any CPU may
-    /// call it: it takes the sheaves' lock, which is what makes it safe against the owner's
-    /// fast path.
-    pub(crate) fn sheaf_flush(&self, flush: impl FnOnce(&mut dyn Iterator<Item = usize>)) {
         #[cfg(all(test, loom))]
-        if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushDropsLock) {
-            // The broken flush the loom model must catch: copy under the lock, return the
-            // objects with the lock dropped, then empty the sheaves under the lock again.
-            let (main, spare) = {
-                let s = self.lock();
-                (s.main, s.spare)
-            };
-            let (mut main, mut spare) = (main, spare);
-            flush(&mut main.take_all().chain(spare.take_all()));
-            let mut s = self.lock();
-            s.main = Sheaf::EMPTY;
-            s.spare = Sheaf::EMPTY;
-            return;
+        if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushSkipsTicket) {
+            // The broken flush the loom model must catch: empty a busy CPU's sheaves directly.
+            // SAFETY: deliberately broken, loom test builds only: the model checks that loom reports
+            // this access racing with the owner (invariant 1 violated on purpose).
+            unsafe { e.drain(&mut flush) };
+            continue;
         }
-        let mut s = self.lock();
-        let CpuSheaves { main, spare, .. } = &mut *s;
-        flush(&mut main.take_all().chain(spare.take_all()));
+        *ticket = e.post();
+        if let Some(_borrowed) = cpus.claim(i) {
+            // SAFETY: the borrowed token makes this thread CPU i's owner until it drops.
+            unsafe { e.drain(&mut flush) };
+            continue;
+        }
+        pending |= 1 << i;
+    }
+    if !wait {
+        return pending == 0;
+    }
+    let mut spins = 0usize;
+    loop {
+        let mut rest = pending;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let e = entry(i);
+            if e.acked(tickets[i]) {
+                pending &= !(1 << i);
+            } else if let Some(_borrowed) = cpus.claim(i) {
+                // SAFETY: as above.
+                unsafe { e.drain(&mut flush) };
+                pending &= !(1 << i);
+            }
+        }
+        if pending == 0 || spins == FLUSH_SPINS {
+            return pending == 0;
+        }
+        // Two CPUs flushing the same cache at once wait for each other: answer ours.
+        // SAFETY: as for the first drain.
+        unsafe { entry(mine).serve_pending(&mut flush) };
+        spin_hint();
+        spins += 1;
     }
 }
 
@@ -166,89 +378,140 @@ mod tests {
 
     #[test]
     fn main_and_spare() {
-        let mut s = CpuSheaves::EMPTY;
-        assert_eq!(s.alloc(), None);
-        for i in 0..2 * SHEAF_CAPACITY {
-            assert!(s.free(i + 1));
+        let set = CpuSet::new(1);
+        let cpu = set.claim(0).unwrap();
+        let s = CpuSheaves::new();
+        let home = core::cell::RefCell::new(std::vec::Vec::new());
+        let flush = |objs: &mut dyn Iterator<Item = usize>| home.borrow_mut().extend(objs);
+        // SAFETY: `cpu` is CPU 0's token and `s` is CPU 0's entry (invariant 1).
+        unsafe {
+            assert_eq!(s.alloc(|_| Ok::<(), ()>(()), flush), Ok(None), "refill found nothing");
+            for i in 0..2 * SHEAF_CAPACITY {
+                s.free(i + 1, |_| unreachable!("both sheaves take the first 64 objects"));
+            }
+            assert!(!s.is_empty());
+            s.free(999, flush);
+            assert_eq!(home.borrow().len(), SHEAF_CAPACITY, "both full: the main sheaf went home");
+            assert_eq!(s.alloc(|_| Ok::<(), ()>(()), flush), Ok(Some(999)), "LIFO: the hottest object first");
+            let mut n = 0;
+            while s.alloc(|_| Ok::<(), ()>(()), flush).unwrap().is_some() {
+                n += 1;
+            }
+            assert_eq!(n, SHEAF_CAPACITY);
+            assert!(s.is_empty());
+            assert_eq!(s.net(), (SHEAF_CAPACITY as u64 + 1).wrapping_sub(2 * SHEAF_CAPACITY as u64 + 1));
+            // A refill fills main; a ticket from elsewhere is served at the next operation.
+            let got = s.alloc(
+                |f| {
+                    while f.push(7000 + f.len()) {}
+                    Ok::<(), ()>(())
+                },
+                flush,
+            );
+            assert_eq!(got, Ok(Some(7000 + SHEAF_CAPACITY - 1)));
         }
-        assert!(!s.free(999), "both full: caller must flush");
-        assert!(s.main.is_full() && s.spare.is_full());
-        let flushed: usize = s.main.take_all().count();
-        assert_eq!(flushed, SHEAF_CAPACITY);
-        assert!(s.free(999));
-        assert_eq!(s.alloc(), Some(999), "LIFO: the hottest object first");
-        let mut n = 0;
-        while s.alloc().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, SHEAF_CAPACITY);
-        assert_eq!(s.main.len() + s.spare.len(), 0);
+        let t = s.post();
+        assert!(!s.acked(t));
+        home.borrow_mut().clear();
+        // SAFETY: as above.
+        unsafe { s.free(5, flush) };
+        assert!(s.acked(t));
+        assert_eq!(home.borrow().len(), SHEAF_CAPACITY - 1, "the ticket returned the refilled objects");
+        drop(cpu);
     }
 }
 
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::{mutation, Mutation};
+    use crate::sync::{mutation, AtomicBool, Mutation};
     use loom::sync::{Arc, Mutex};
     use std::vec::Vec;
 
-    /// CPU 0 allocates an object (the real `sheaf_alloc`, refilling from a stand-in slab) and
-    /// hands it to CPU 1, which frees it into its own sheaves (`sheaf_free`, a cross-CPU free)
-    /// while CPU 0 keeps allocating and a third party flushes CPU 1's sheaves back to the slab
-    /// (`sheaf_flush`, as shrinking does). Every object ends up in exactly one place.
-    fn sheaves_cross_cpu_free_and_flush() {
+    /// The stand-in slab side: the objects at home, and a log of every object a flush returned.
+    struct Home {
+        objs: Vec<usize>,
+        returned: Vec<usize>,
+    }
+
+    fn refill(home: &Mutex<Home>, f: &mut Fill<'_>) -> Result<(), ()> {
+        let mut h = home.lock().unwrap();
+        while !f.is_full() {
+            let Some(o) = h.objs.pop() else { break };
+            f.push(o);
+        }
+        Ok(())
+    }
+
+    fn flush(home: &Mutex<Home>, objs: &mut dyn Iterator<Item = usize>) {
+        let mut h = home.lock().unwrap();
+        for o in objs {
+            h.objs.push(o);
+            h.returned.push(o);
+        }
+    }
+
+    /// CPU 1's owner (the real `alloc`/`free`, no lock) allocates, frees an object another CPU
+    /// allocated, says so, and frees another, while CPU 0 flushes every CPU's sheaves with
+    /// the real [`flush_all`] (ticket while CPU 1 is busy, borrowed token once its thread has
+    /// let go). An acknowledged flush has returned everything CPU 1 held when it was asked, the
+    /// sheaf state is never touched by two threads at once (loom's cell checks it), and every
+    /// object ends up in exactly one place.
+    fn owner_against_remote_flush() {
         loom::model(|| {
-            let slab = Arc::new(Mutex::new(std::vec![10usize, 11]));
-            let refill = |slab: &Mutex<Vec<usize>>, s: &mut CpuSheaves| -> Result<(), ()> {
-                let mut home = slab.lock().unwrap();
-                while !s.main.is_full() {
-                    let Some(o) = home.pop() else { break };
-                    s.main.push(o);
-                }
-                Ok(())
+            let set = Arc::new(CpuSet::new(2));
+            let entries = Arc::new([CpuSheaves::new(), CpuSheaves::new()]);
+            let home = Arc::new(Mutex::new(Home { objs: std::vec![10, 11], returned: Vec::new() }));
+            let freed = Arc::new(AtomicBool::new(false));
+            let t = {
+                let (set, entries, home, freed) = (set.clone(), entries.clone(), home.clone(), freed.clone());
+                loom::thread::spawn(move || {
+                    let cpu = set.claim(1).unwrap();
+                    let e = &entries[1];
+                    // SAFETY: this thread holds CPU 1's token and `e` is CPU 1's entry.
+                    unsafe {
+                        let a = e.alloc(|f| refill(&home, f), |o| flush(&home, o)).unwrap().unwrap();
+                        e.free(1, |o| flush(&home, o));
+                        freed.store(true, Ordering::Release);
+                        e.free(2, |o| flush(&home, o));
+                        drop(cpu);
+                        a
+                    }
+                })
             };
-            let flush = |slab: &Mutex<Vec<usize>>, objs: &mut dyn Iterator<Item = usize>| {
-                let mut home = slab.lock().unwrap();
-                home.extend(objs);
-            };
-            let cpu0 = Arc::new(SpinLock::new(CpuSheaves::EMPTY));
-            let cpu1 = Arc::new(SpinLock::new(CpuSheaves::EMPTY));
-            cpu0.sheaf_free(1, |_| unreachable!());
-            cpu0.sheaf_free(2, |_| unreachable!());
-            cpu1.sheaf_free(3, |_| unreachable!());
-            let obj = cpu0.sheaf_alloc(|s| refill(&slab, s)).unwrap().unwrap();
-            let t1 = {
-                let (cpu1, slab) = (cpu1.clone(), slab.clone());
-                loom::thread::spawn(move || cpu1.sheaf_free(obj, |objs| flush(&slab, objs)))
-            };
-            let t2 = {
-                let (cpu1, slab) = (cpu1.clone(), slab.clone());
-                loom::thread::spawn(move || cpu1.sheaf_flush(|objs| flush(&slab, objs)))
-            };
-            let other = cpu0.sheaf_alloc(|s| refill(&slab, s)).unwrap();
-            t1.join().unwrap();
-            t2.join().unwrap();
-            let mut all = slab.lock().unwrap().clone();
-            for c in [&cpu0, &cpu1] {
-                c.sheaf_flush(|objs| all.extend(objs));
+            let cpu0 = set.claim(0).unwrap();
+            let saw = freed.load(Ordering::Acquire);
+            assert!(flush_all(&set, &cpu0, |i| &entries[i], |o| flush(&home, o), true), "the flush was answered");
+            if saw {
+                assert!(home.lock().unwrap().returned.contains(&1), "an acknowledged flush left an object in a sheaf");
             }
-            all.extend(other);
+            let out = t.join().unwrap();
+            assert!(flush_all(&set, &cpu0, |i| &entries[i], |o| flush(&home, o), false), "CPU 1 is idle");
+            let mut all = home.lock().unwrap().objs.clone();
+            all.push(out);
             all.sort_unstable();
-            assert_eq!(all, [1, 2, 3, 10, 11], "an object was lost or is in two places");
+            assert_eq!(all, [1, 2, 10, 11], "an object was lost or is in two places");
         });
     }
 
     #[test]
-    fn loom_sheaves_cross_cpu_free_and_flush() {
-        sheaves_cross_cpu_free_and_flush();
+    fn loom_sheaves_owner_against_remote_flush() {
+        owner_against_remote_flush();
     }
 
-    /// The same model with the remote flush dropping the sheaves' lock between taking the
-    /// objects and emptying the sheaves must fail.
+    /// The same model with the remote flush emptying a busy CPU's sheaves itself (no ticket)
+    /// must fail: two threads touch the sheaves at once.
     #[test]
-    #[should_panic(expected = "an object was lost or is in two places")]
-    fn loom_sheaves_cross_cpu_free_and_flush_fails_when_flush_drops_the_lock() {
-        mutation::with(Mutation::SheafFlushDropsLock, sheaves_cross_cpu_free_and_flush);
+    #[should_panic(expected = "Causality violation")]
+    fn loom_sheaves_owner_against_remote_flush_fails_without_the_ticket() {
+        mutation::with(Mutation::SheafFlushSkipsTicket, owner_against_remote_flush);
+    }
+
+    /// The same model with the owner acknowledging a ticket before returning the objects must
+    /// fail: the requester sees an acknowledged flush that has not happened.
+    #[test]
+    #[should_panic(expected = "an acknowledged flush left an object in a sheaf")]
+    fn loom_sheaves_owner_against_remote_flush_fails_when_ack_comes_first() {
+        mutation::with(Mutation::SheafAckBeforeFlush, owner_against_remote_flush);
     }
 }
