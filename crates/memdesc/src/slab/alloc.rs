@@ -29,6 +29,11 @@
 //! 6. **Fresh objects.** An object just taken from a cache is owned by the caller alone, and
 //!    the cache's layout sized and aligned it for what the caller writes (a `SlabCache` in the
 //!    cache of caches, a `Slab` in the slab-descriptor cache, `len` bytes of kmalloc).
+//! 7. **Per-CPU entries.** After `attach_percpu`, a cache's `percpu` points to `nr_cpus`
+//!    initialised [`CpuSheaves`] in pages that the cache alone owns and frees only when it is
+//!    destroyed. Every other mutable part of a cache is behind a lock or an atomic; the
+//!    entries' owner-only parts are touched only by the holder of that CPU's token (the
+//!    invariants of [`super::sheaf`]), so a `&SlabCache` may be used from any CPU.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -43,7 +48,7 @@ use crate::layout::MAX_NODES;
 use crate::list::{Linked, Links, List};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::slab::sheaf::{flush_all, Fill};
+use crate::slab::sheaf::{flush_all, CpuSheaves, Fill};
 use crate::slab::Slabs;
 use crate::sync::{AtomicUsize, Ordering};
 use crate::word::{PageKind, Word};
@@ -704,6 +709,37 @@ impl<'a, P: Platform> Slabs<'a, P> {
         res
     }
 }
+
+/// The per-CPU array of a cache (invariant 7).
+impl SlabCache {
+    pub(super) fn attach_percpu(&mut self, base: NonNull<u8>, pfn: Pfn, order: u32, nr_cpus: usize) {
+        let p = base.cast::<CpuSheaves>();
+        for i in 0..nr_cpus {
+            // SAFETY: the caller gives 2^order pages at `base`, enough for nr_cpus entries
+            // (percpu_order), page-aligned (so aligned for the entries), owned by this cache
+            // alone: this establishes invariant 7.
+            unsafe { p.as_ptr().add(i).write(CpuSheaves::new()) };
+        }
+        self.percpu = p;
+        self.nr_cpus = nr_cpus;
+        self.percpu_pfn = pfn;
+        self.percpu_order = order;
+    }
+
+    #[inline]
+    pub(super) fn sheaves(&self, cpu: usize) -> &CpuSheaves {
+        assert!(cpu < self.nr_cpus);
+        // SAFETY: invariant 7: initialised for every cpu < nr_cpus (checked above), lives with
+        // the cache.
+        unsafe { &*self.percpu.as_ptr().add(cpu) }
+    }
+}
+
+// SAFETY: invariant 7: percpu points to memory the cache owns; every mutable part is behind a
+// lock, an atomic or the owning CPU's token.
+unsafe impl Send for SlabCache {}
+// SAFETY: invariant 7, as above.
+unsafe impl Sync for SlabCache {}
 
 impl SlabBoot {
     /// Builds the cache of caches and the self-hosting slab-descriptor cache in `pages` boot

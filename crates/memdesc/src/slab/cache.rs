@@ -46,13 +46,6 @@
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
 //!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
-//!
-//! # Invariants (the per-CPU array, the one raw part of this file)
-//! 1. After `attach_percpu`, `percpu` points to `nr_cpus` initialised entries in pages that the
-//!    cache alone owns and that live until the cache is destroyed.
-//! 2. Every mutable part of a cache is behind a lock or an atomic, except the per-CPU
-//!    entries, which only the holder of that CPU's token touches (the invariants of
-//!    [`super::sheaf`]), so a `&SlabCache` may be used from any CPU.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -258,12 +251,6 @@ pub struct SlabCache {
     pub(super) links: Links,
 }
 
-// SAFETY: items 1 and 2: percpu points to memory the cache owns; every mutable part is behind
-// a lock or an atomic.
-unsafe impl Send for SlabCache {}
-// SAFETY: items 1 and 2, as above.
-unsafe impl Sync for SlabCache {}
-
 /// One row of /proc/slabinfo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlabInfo {
@@ -380,26 +367,6 @@ impl SlabCache {
     pub(super) fn percpu_order(nr_cpus: usize) -> u32 {
         let bytes = nr_cpus * core::mem::size_of::<CpuSheaves>();
         bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
-    }
-
-    pub(super) fn attach_percpu(&mut self, base: NonNull<u8>, pfn: Pfn, order: u32, nr_cpus: usize) {
-        let p = base.cast::<CpuSheaves>();
-        for i in 0..nr_cpus {
-            // SAFETY: the caller gives 2^order pages at `base`, enough for nr_cpus entries
-            // (percpu_order), page-aligned (so aligned for the entries), owned by this cache alone: this establishes item 1.
-            unsafe { p.as_ptr().add(i).write(CpuSheaves::new()) };
-        }
-        self.percpu = p;
-        self.nr_cpus = nr_cpus;
-        self.percpu_pfn = pfn;
-        self.percpu_order = order;
-    }
-
-    #[inline]
-    pub(super) fn sheaves(&self, cpu: usize) -> &CpuSheaves {
-        assert!(cpu < self.nr_cpus);
-        // SAFETY: item 1: initialised for every cpu < nr_cpus (checked above), lives with the cache.
-        unsafe { &*self.percpu.as_ptr().add(cpu) }
     }
 
     /// The name.
