@@ -18,8 +18,9 @@
 //! under the zone lock, descriptor owners under theirs) use the crate-private accessors.
 
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
-use crate::base::boot::{BootAllocator, BootArray, BootError};
+use crate::base::boot::{BootAllocator, BootError};
 use crate::base::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
+use crate::base::page_access::BootArray;
 use crate::base::page_access::PageWords;
 use crate::base::platform::Platform;
 use crate::base::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};

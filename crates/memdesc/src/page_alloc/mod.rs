@@ -34,11 +34,12 @@ pub use isolate::{IsolateError, UndescribedStats};
 use core::fmt;
 
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::base::boot::{BootAllocator, BootArray, BootError};
+use crate::base::boot::{BootAllocator, BootError};
 use crate::base::config::Config;
 use crate::base::cpu::{Cpu, CpuSet, MAX_CPUS};
 use crate::base::gfp::Gfp;
 use crate::base::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
+use crate::base::page_access::BootArray;
 use crate::base::page_access::{PageAccess, PageWords};
 use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;

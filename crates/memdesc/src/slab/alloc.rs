@@ -93,6 +93,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
         Ok(unsafe { Kept::new(c) })
     }
 
+    /// Another [`Kept`] of a permanent cache (kmalloc's size table holds its caches twice);
+    /// `None` for a cache that can be destroyed.
+    pub(crate) fn keep_permanent(c: &SlabCache) -> Option<Kept<SlabCache>> {
+        // SAFETY: permanent, so never destroyed (invariant 4).
+        c.permanent.then(|| unsafe { Kept::new(c) })
+    }
+
     /// A second handle to one of this machine's user caches (the checked function behind
     /// [`PhysMem::cache_ref`](crate::PhysMem::cache_ref), whose contract callers keep: the cache
     /// is not destroyed while the creator's handle is used, and only owned objects are freed

@@ -129,9 +129,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         let mut small = [Kept::NONE; KMALLOC_SMALL_SLOTS];
         for (slot, k) in small.iter_mut().enumerate() {
-            let c = kmalloc_index(slot * 8).and_then(|i| out[i].get());
-            // SAFETY: kmalloc's caches are never destroyed, so they outlive the table.
-            unsafe { k.set(c) };
+            // kmalloc's caches are permanent, so they outlive the table.
+            if let Some(c) = kmalloc_index(slot * 8).and_then(|i| out[i].get()) {
+                *k = Self::keep_permanent(c).ok_or(AllocError::InvalidOrder(0))?;
+            }
         }
         Ok((out, small))
     }
