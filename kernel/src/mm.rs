@@ -518,7 +518,10 @@ pub fn kfree(cpu: &Cpu, o: Obj) -> Result<(), MmError> {
 
 /// Bytes usable in a kmalloc object.
 pub fn ksize(o: &Obj) -> Result<usize, MmError> {
-    mem().ksize(o.nonnull()).map_err(err)
+    match o {
+        Obj::Kmalloc(k) => mem().ksize(k).map_err(err),
+        Obj::Cache(_) => Err(wrong_obj("ksize of a slab-cache object")),
+    }
 }
 
 /// A slab cache of fixed-size objects.

@@ -591,7 +591,8 @@ pub fn replay_waste(m: &SimMachine, path: &Path) -> Result<Waste> {
         .values()
         .map(|l| match l.cache {
             Some(i) => caches[i].cache().usable_size() as u64,
-            None => m.ksize(l.obj).unwrap_or(0) as u64,
+            // SAFETY: `l` is in `live`, so its kmalloc object has not been freed.
+            None => unsafe { m.ksize_raw(l.obj) }.unwrap_or(0) as u64,
         })
         .sum();
     w.pages_used = pages_used(m, &caches);

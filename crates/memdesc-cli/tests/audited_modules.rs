@@ -21,7 +21,10 @@ const AUDITED: [(&str, &str); 11] = [
     ("slab/alloc.rs", "the object allocator's own memory (free pointers, state words, bootstrap, per-CPU array)"),
     ("slab/obj.rs", "typed objects in slab memory (KObj, KArray, CacheObj)"),
     ("slab/sheaf.rs", "owner-only per-CPU sheaves (to leave this list: branch sheaf-safe)"),
-    ("machine/raw.rs", "the raw interface: every public unsafe fn, handles' Send/Sync, unchecked steps of upper layers"),
+    (
+        "machine/raw.rs",
+        "the raw interface: every public unsafe fn, handles' Send/Sync, unchecked steps of upper layers",
+    ),
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -43,7 +43,8 @@ fn kmalloc_size_classes() {
         for &size in &KMALLOC_SIZES {
             for req in [prev + 1, size] {
                 let p = m.kmalloc_raw(&cpu, req, Gfp::ZERO).unwrap();
-                assert_eq!(m.ksize(p).unwrap(), size, "request {req}");
+                // SAFETY: `p` is the live allocation just made.
+                assert_eq!(unsafe { m.ksize_raw(p) }.unwrap(), size, "request {req}");
                 if size.is_power_of_two() {
                     assert_eq!(p.as_ptr() as usize % size.min(4096), 0, "kmalloc-{size} is naturally aligned");
                 }
@@ -68,7 +69,8 @@ fn large_kmalloc_goes_to_the_page_allocator() {
     let m = machine(MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
     let p = m.kmalloc_raw(&cpu, KMALLOC_MAX_CACHE_SIZE + 1, Gfp::KERNEL).unwrap();
-    assert_eq!(m.ksize(p).unwrap(), 16384);
+    // SAFETY: `p` is the live allocation just made.
+    assert_eq!(unsafe { m.ksize_raw(p) }.unwrap(), 16384);
     let pfn = m.platform().virt_to_pfn(p).unwrap();
     assert!(matches!(m.memmap().load(m.platform(), pfn).unwrap().word.kind(),
         PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc && u.order == 2));

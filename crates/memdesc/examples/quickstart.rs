@@ -66,8 +66,8 @@ fn main() {
 
     // kmalloc rounds up to its size classes.
     let obj = mem.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
-    assert_eq!(mem.ksize(obj.as_ptr()).unwrap(), 128);
-    println!("kmalloc(100) gave a {}-byte object", mem.ksize(obj.as_ptr()).unwrap());
+    assert_eq!(mem.ksize(&obj).unwrap(), 128);
+    println!("kmalloc(100) gave a {}-byte object", mem.ksize(&obj).unwrap());
     mem.kfree(&cpu, obj).unwrap();
 
     println!("free pages: {} of {PAGES}", mem.nr_free_pages());

@@ -167,6 +167,20 @@ mod slab {
             self.slabs().kfree_owned(cpu, ptr)
         }
 
+        /// Usable size of the kmalloc allocation at `ptr`. Checked like
+        /// [`PhysMem::kfree_raw`]: a pointer that is not a kmalloc object of this machine gets
+        /// [`SlabError::NotKmalloc`], [`SlabError::NotSlab`] or [`SlabError::OutOfRange`].
+        ///
+        /// # Safety
+        /// `ptr` is a live kmalloc allocation of this machine (from
+        /// [`PhysMem::kmalloc_raw`](crate::machine::PhysMem::kmalloc_raw) or [`KBox::into_raw`],
+        /// not freed) for the whole call: reading its slab's cache while another thread frees
+        /// the slab would read a descriptor being reused.
+        #[inline]
+        pub unsafe fn ksize_raw(&self, ptr: NonNull<u8>) -> Result<usize, SlabError> {
+            self.slabs().ksize(ptr)
+        }
+
         /// A handle to one of this machine's user caches (from
         /// [`PhysMem::for_each_cache`](crate::machine::PhysMem::for_each_cache)); the crate's own caches and
         /// kmalloc's are refused with [`SlabError::NotUserCache`].

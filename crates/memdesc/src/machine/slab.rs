@@ -83,10 +83,11 @@ impl<P: Platform> PhysMem<P> {
         self.slabs().kfree(cpu, obj)
     }
 
-    /// Usable size of a kmalloc allocation.
+    /// Usable size of a kmalloc allocation the caller holds (for a raw pointer:
+    /// [`PhysMem::ksize_raw`]). Errors only if `obj` is another machine's.
     #[inline]
-    pub fn ksize(&self, ptr: NonNull<u8>) -> Result<usize, SlabError> {
-        self.slabs().ksize(ptr)
+    pub fn ksize(&self, obj: &KBox) -> Result<usize, SlabError> {
+        self.slabs().ksize(obj.as_ptr())
     }
 }
 
@@ -123,9 +124,9 @@ mod tests {
         let cpu = m.cpus().claim(0).unwrap();
         let free0 = settled_free_pages(&m, &cpu);
         let small = m.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
-        assert_eq!(m.ksize(small.as_ptr()).unwrap(), 128);
+        assert_eq!(m.ksize(&small).unwrap(), 128);
         let large = m.kmalloc(&cpu, 3 * 4096 + 1, Gfp::KERNEL).unwrap();
-        assert_eq!(m.ksize(large.as_ptr()).unwrap(), 4 * 4096);
+        assert_eq!(m.ksize(&large).unwrap(), 4 * 4096);
         let c = m.create_cache(&cpu, CacheArgs::new("machine_test", 200)).unwrap();
         let objs: Vec<_> = (0..100).map(|_| c.alloc(&cpu).unwrap()).collect();
         assert_eq!(c.cache().live_objects(), 100);
@@ -211,7 +212,7 @@ mod obj_tests {
         let cpu = m.cpus().claim(0).unwrap();
         let s = m.slabs();
         let mut r = s.kobj(&cpu, Rec { a: 7, b: [3; 20] }).unwrap();
-        assert_eq!(m.ksize(r.as_ptr().cast()).unwrap(), 32, "28 bytes in kmalloc-32");
+        assert_eq!(s.ksize(r.as_ptr().cast()).unwrap(), 32, "28 bytes in kmalloc-32");
         r.a += 1;
         r.b[19] = 9;
         let w = s.kobj(&cpu, Wide(1, 2)).unwrap();
@@ -287,7 +288,7 @@ mod obj_tests {
         assert_eq!(a.get(1000), None);
         a.as_mut_slice()[0] = 2;
         assert_eq!(a.get(0), Some(2));
-        assert_eq!(m.ksize(a.as_ptr().cast()).unwrap(), 8192);
+        assert_eq!(s.ksize(a.as_ptr().cast()).unwrap(), 8192);
         let e = s.karray(&cpu, 0, 0u8).unwrap();
         assert!(e.is_empty());
         assert_eq!(e.get(0), None);

@@ -24,8 +24,9 @@ pub(crate) fn op_kmalloc(w: &mut Worker<'_, '_, '_>) -> Outcome {
     w.arg(size as u64);
     match w.m.kmalloc(w.cpu, size, if zero { Gfp::ZERO } else { Gfp::KERNEL }) {
         Ok(b) => {
+            let ksize = w.m.ksize(&b);
             let ptr = b.into_raw();
-            match w.m.ksize(ptr) {
+            match ksize {
                 Ok(k) if k >= size => {}
                 r => return Outcome::Violation(format!("ksize of a {size}-byte kmalloc: {r:?}")),
             }
