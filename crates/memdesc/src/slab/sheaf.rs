@@ -458,7 +458,11 @@ mod loom_tests {
     /// sheaf state is never touched by two threads at once (loom's cell checks it), and every
     /// object ends up in exactly one place.
     fn owner_against_remote_flush() {
-        loom::model(|| {
+        // The ack-before-flush twin needs three preemptions to show; the suite's default bound
+        // is two, so this model sets its own.
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
             let set = Arc::new(CpuSet::new(2));
             let entries = Arc::new([CpuSheaves::new(), CpuSheaves::new()]);
             let home = Arc::new(Mutex::new(Home { objs: std::vec![10, 11], returned: Vec::new() }));
