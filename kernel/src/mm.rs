@@ -551,7 +551,14 @@ impl Cache {
     pub fn live(&self) -> u64 {
         self.0.cache().live_objects()
     }
-    /// Destroys the (empty) cache.
+    /// Returns this CPU's cached objects (its sheaves) and the cache's empty slabs; another
+    /// CPU's sheaves are flushed at that CPU's next operation. Returns pages freed.
+    pub fn shrink(&self, cpu: &Cpu) -> u64 {
+        mem().shrink_cache(&cpu.0, &self.0)
+    }
+    /// Destroys the (empty) cache. Every other CPU that used it must have emptied its sheaves
+    /// ([`Cache::shrink`]) or be idle: a CPU busy elsewhere cannot answer the flush, and the
+    /// cache is then kept (`CpuBusy`).
     pub fn destroy(self, cpu: &Cpu) -> Result<(), MmError> {
         mem().destroy_cache(&cpu.0, self.0).map_err(err)
     }

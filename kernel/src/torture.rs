@@ -751,6 +751,13 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
     w.teardown();
     BARRIER.wait(n as u32);
     w.drain_mailbox();
+    // Each CPU empties its own sheaves of the shared cache: the leader destroys it after the
+    // barrier, while the other CPUs hold their tokens without running slab operations, so
+    // they could not answer a flush request then.
+    // SAFETY: see `Shared`: the cache is only taken by the leader after the barrier below.
+    if let Some(c) = unsafe { (*SHARED.0.get()).as_ref() } {
+        c.shrink(cpu);
+    }
     BARRIER.wait(n as u32);
     if !leader {
         return None;
