@@ -208,9 +208,8 @@ impl<P: Platform> PhysMem<P> {
         each: impl FnMut(&Folio),
     ) -> Result<(), FolioError> {
         #[cfg(feature = "pgtable")]
-        if f.counts.mapcount() != 0 {
-            return self.mms().folio_split_mapped(cpu, f, holders, new_order, each);
-        }
+        return self.mms().folio_split_held(cpu, f, holders, new_order, each);
+        #[cfg(not(feature = "pgtable"))]
         self.folios().folio_split_counts(cpu, f, holders, new_order, None, each)
     }
 
