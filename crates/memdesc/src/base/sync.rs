@@ -97,48 +97,6 @@ pub(crate) fn spin_hint() {
     core::hint::spin_loop();
 }
 
-/// A cell with no lock, for state that one owner touches at a time (a CPU's sheaves, owned
-/// through its [`crate::cpu::Cpu`] token). Under loom it is loom's `UnsafeCell`, so a model in
-/// which two threads reach the state at once fails with a causality violation.
-#[cfg_attr(not(feature = "slab"), allow(dead_code))] // used by the slab layer's sheaves
-pub(crate) struct OwnerCell<T> {
-    #[cfg(not(loom))]
-    value: UnsafeCell<T>,
-    #[cfg(loom)]
-    value: loom::cell::UnsafeCell<T>,
-}
-
-// SAFETY: the value is reached only through `with_mut`, whose contract gives one thread at a
-// time exclusive access; `T: Send` is enough for that.
-unsafe impl<T: Send> Sync for OwnerCell<T> {}
-// SAFETY: moving the cell moves the `T` it owns.
-unsafe impl<T: Send> Send for OwnerCell<T> {}
-
-#[cfg_attr(not(feature = "slab"), allow(dead_code))]
-impl<T> OwnerCell<T> {
-    /// A new cell.
-    pub(crate) fn new(value: T) -> Self {
-        #[cfg(not(loom))]
-        return Self { value: UnsafeCell::new(value) };
-        #[cfg(loom)]
-        return Self { value: loom::cell::UnsafeCell::new(value) };
-    }
-
-    /// Runs `f` on the value.
-    ///
-    /// # Safety
-    /// No other access to the value happens until `f` returns (the caller is its one owner).
-    #[inline(always)]
-    pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        #[cfg(not(loom))]
-        // SAFETY: exclusive by the caller's contract.
-        return f(unsafe { &mut *self.value.get() });
-        #[cfg(loom)]
-        // SAFETY: exclusive by the caller's contract (which loom checks).
-        return self.value.with_mut(|p| f(unsafe { &mut *p }));
-    }
-}
-
 /// A test-and-test-and-set spin lock protecting a `T`.
 ///
 /// Used for zone locks (shared by all CPUs) and per-CPU list locks (taken by their own CPU on

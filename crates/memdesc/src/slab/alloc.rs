@@ -290,10 +290,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
+        // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread owns the
+        // entry (sheaf.rs invariant 1).
         let id = self.pages.cpu_id(cpu);
-        // SAFETY: `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
-        // owns the entry (sheaf.rs invariant 1).
-        let obj = unsafe { c.sheaves(id).alloc(|f| self.refill(cpu, c, f), |objs| self.flush(cpu, c, objs)) }?
+        let obj = c
+            .sheaves(id)
+            .alloc(cpu, |f| self.refill(cpu, c, f), |objs| self.flush(cpu, c, objs))?
             .ok_or(AllocError::NoMemory { order: c.order })?;
         // Allocated: the slot no longer decodes as free (see "always-on double-free check").
         c.freeptr_of(obj).store(0, Ordering::Relaxed);
@@ -412,9 +414,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 return Err(SlabError::DoubleFree(addr));
             }
         }
-        // SAFETY: `cpu` is this machine's token for CPU `cpu_id` (checked by cpu_id), so this
-        // thread owns the entry (sheaf.rs invariant 1).
-        unsafe { c.sheaves(cpu_id).free(addr, |objs| self.flush(cpu, c, objs)) };
+        // `cpu` is this machine's token for CPU `cpu_id` (checked by cpu_id), so this thread owns
+        // the entry (sheaf.rs invariant 1).
+        c.sheaves(cpu_id).free(cpu, addr, |objs| self.flush(cpu, c, objs));
         Ok(())
     }
 

@@ -9,22 +9,28 @@
 //! when the sheaf is flushed.
 //!
 //! The owner touches its sheaves with no lock and no atomic read-modify-write: its [`Cpu`]
-//! token is the proof that no one else does. Anyone else who needs a CPU's objects back
+//! token is the proof that no one else does, and every field is a relaxed atomic the owner
+//! reads and writes with plain loads and stores (the same machine moves as plain fields, and a
+//! racing reader is defined behaviour). Anyone else who needs a CPU's objects back
 //! (shrinking, destroying a cache, poisoning a slab) flushes them through [`flush_all`]: an idle
 //! CPU's sheaves by borrowing its token, a busy CPU's by *ticket* (the requester bumps the
 //! CPU's request counter; the owner returns everything at its next operation on the cache and
 //! acknowledges), as Linux's `flush_all` runs a function on each CPU.
-//!
+
 //! This module holds the per-CPU entry and that protocol; [`crate::slab`] owns the slabs and
 //! the node locks and passes the refill and flush steps in as closures.
 //!
 //! # Invariants
-//! 1. The owner-only part of a [`CpuSheaves`] (`own`: the arrays, which sheaf is main, the last
-//!    ticket served) is touched only by the entry's *owner*: the thread holding the [`Cpu`]
-//!    token whose id is the entry's index, of the machine whose cache holds the entry (its own
-//!    token, or an idle CPU's token borrowed with [`CpuSet::claim`]). Tokens are unique per id
-//!    and `!Sync` ([`crate::cpu`] invariants 2–4), so there is at most one owner at a time.
-//!    Every `unsafe fn` here marked "owner" requires this of its caller.
+//! 1. The owner-only fields of a [`CpuSheaves`] (the object arrays, which sheaf is main, the
+//!    last ticket served, and the stores to `len` and `moved`) are written only by the entry's
+//!    *owner*: the thread holding the [`Cpu`] token whose id is the entry's index, of the
+//!    machine whose cache holds the entry (its own token, or an idle CPU's token borrowed with
+//!    [`CpuSet::claim`]). Tokens are unique per id and `!Sync` ([`crate::cpu`] invariants
+//!    2–4), so there is at most one owner at a time. Every owner operation takes the token as
+//!    its witness (`_owner: &Cpu`); the slab layer keeps the rule by reaching an entry only
+//!    through the token's id. Breaking the rule cannot make this module misbehave as Rust
+//!    (every field is atomic), only hand an object out twice, which is what the loom model's
+//!    broken twin shows.
 //! 2. `len[i]` is the number of objects in sheaf `i`, stored (Release) only by the owner: a
 //!    CPU that reads 0 for both (Acquire) knows the sheaves were empty after the owner's last
 //!    operation it synchronised with.
@@ -41,7 +47,7 @@
 //!    fast paths.
 
 use crate::cpu::{Cpu, CpuSet};
-use crate::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering, OwnerCell};
+use crate::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering};
 
 /// Objects per sheaf (a power of two: indices are masked, not bounds-checked).
 pub const SHEAF_CAPACITY: usize = 32;
@@ -57,13 +63,14 @@ const FLUSH_SPINS: usize = 1 << 20;
 #[cfg(loom)]
 const FLUSH_SPINS: usize = usize::MAX;
 
-/// The owner's part of an entry (invariant 1).
-struct Owned {
-    /// Index of the main sheaf (0 or 1); the other is the spare.
-    main: usize,
-    /// The last ticket served (invariant 3).
-    served: u64,
-    objs: [[usize; SHEAF_CAPACITY]; 2],
+/// One owner-written field (invariant 1): a load and a store, never a read-modify-write.
+#[inline(always)]
+fn get(a: &AtomicUsize) -> usize {
+    a.load(Ordering::Relaxed)
+}
+#[inline(always)]
+fn set(a: &AtomicUsize, v: usize) {
+    a.store(v, Ordering::Relaxed)
 }
 
 /// One CPU's pair of sheaves of one cache, on cache lines of its own (128 bytes: a line and
@@ -77,7 +84,12 @@ pub(crate) struct CpuSheaves {
     /// Flush tickets taken and acknowledged (invariant 3).
     req: AtomicU64,
     ack: AtomicU64,
-    own: OwnerCell<Owned>,
+    /// Index of the main sheaf (0 or 1); the other is the spare (owner-only, invariant 1).
+    main: AtomicUsize,
+    /// The last ticket served (owner-only, invariants 1 and 3).
+    served: AtomicU64,
+    /// The sheaves' objects (owner-only, invariant 1).
+    objs: [[AtomicUsize; SHEAF_CAPACITY]; 2],
 }
 
 #[cfg(not(loom))]
@@ -88,7 +100,7 @@ const _: () = assert!(
 
 /// The main sheaf being refilled (handed to the refill step).
 pub(crate) struct Fill<'a> {
-    objs: &'a mut [usize; SHEAF_CAPACITY],
+    objs: &'a [AtomicUsize; SHEAF_CAPACITY],
     n: usize,
 }
 
@@ -109,7 +121,7 @@ impl Fill<'_> {
         if self.n == SHEAF_CAPACITY {
             return false;
         }
-        self.objs[self.n] = obj;
+        set(&self.objs[self.n], obj);
         self.n += 1;
         true
     }
@@ -123,7 +135,9 @@ impl CpuSheaves {
             moved: AtomicU64::new(0),
             req: AtomicU64::new(0),
             ack: AtomicU64::new(0),
-            own: OwnerCell::new(Owned { main: 0, served: 0, objs: [[0; SHEAF_CAPACITY]; 2] }),
+            main: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            objs: core::array::from_fn(|_| core::array::from_fn(|_| AtomicUsize::new(0))),
         }
     }
 
@@ -134,101 +148,93 @@ impl CpuSheaves {
         self.moved.store(self.moved.load(Ordering::Relaxed).wrapping_add(d), Ordering::Release);
     }
 
-    /// Allocation by the owner: from the sheaves, else `refill` the main sheaf from the slabs
-    /// and pop. Serves a pending flush ticket first (with `flush`). `Ok(None)`: the refill
-    /// found nothing.
-    ///
-    /// # Safety
-    /// The caller is the entry's owner (invariant 1).
+    /// Owner: the main sheaf's index.
     #[inline(always)]
-    pub(crate) unsafe fn alloc<E>(
+    fn main(&self) -> usize {
+        get(&self.main) & 1
+    }
+
+    /// Owner: serves a ticket posted since the last one served (invariant 3).
+    #[inline(always)]
+    fn serve_if_asked(&self, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
+        if self.req.load(Ordering::Acquire) != self.served.load(Ordering::Relaxed) {
+            self.serve(flush);
+        }
+    }
+
+    /// Allocation by the owner (`_owner` is its token, invariant 1): from the sheaves, else
+    /// `refill` the main sheaf from the slabs and pop. Serves a pending flush ticket first
+    /// (with `flush`). `Ok(None)`: the refill found nothing.
+    #[inline(always)]
+    pub(crate) fn alloc<E>(
         &self,
+        _owner: &Cpu<'_>,
         refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
         mut flush: impl FnMut(&mut dyn Iterator<Item = usize>),
     ) -> Result<Option<usize>, E> {
-        // SAFETY: the caller is the owner (invariant 1).
-        unsafe {
-            self.own.with_mut(|o| {
-                if self.req.load(Ordering::Acquire) != o.served {
-                    self.serve(o, &mut flush);
-                }
-                let m = o.main & 1;
-                let n = self.len[m].load(Ordering::Relaxed);
-                if n != 0 {
-                    self.len[m].store(n - 1, Ordering::Release);
-                    return Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]));
-                }
-                self.alloc_slow(o, refill)
-            })
+        self.serve_if_asked(&mut flush);
+        let m = self.main();
+        let n = get(&self.len[m]);
+        if n != 0 {
+            self.len[m].store(n - 1, Ordering::Release);
+            return Ok(Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)])));
         }
+        self.alloc_slow(refill)
     }
 
     /// The main sheaf is empty: swap in the spare, or refill.
     #[cold]
-    fn alloc_slow<E>(
-        &self,
-        o: &mut Owned,
-        refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
-    ) -> Result<Option<usize>, E> {
-        let spare = (o.main & 1) ^ 1;
-        if self.len[spare].load(Ordering::Relaxed) != 0 {
-            o.main = spare;
+    fn alloc_slow<E>(&self, refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>) -> Result<Option<usize>, E> {
+        let spare = self.main() ^ 1;
+        if get(&self.len[spare]) != 0 {
+            set(&self.main, spare);
         } else {
-            let m = o.main & 1;
-            let mut fill = Fill { objs: &mut o.objs[m], n: 0 };
+            let m = self.main();
+            let mut fill = Fill { objs: &self.objs[m], n: 0 };
             let r = refill(&mut fill);
             self.moved_in(fill.n as u64);
             self.len[m].store(fill.n, Ordering::Release);
             r?;
         }
-        let m = o.main & 1;
-        let n = self.len[m].load(Ordering::Relaxed);
+        let m = self.main();
+        let n = get(&self.len[m]);
         if n == 0 {
             return Ok(None);
         }
         self.len[m].store(n - 1, Ordering::Release);
-        Ok(Some(o.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]))
+        Ok(Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)])))
     }
 
-    /// Free by the owner (of an object any CPU allocated): into the sheaves, flushing the full
-    /// main sheaf to the slabs first when both are full. Serves a pending flush ticket first.
-    ///
-    /// # Safety
-    /// The caller is the entry's owner (invariant 1).
+    /// Free by the owner (`_owner` is its token, invariant 1) of an object any CPU allocated:
+    /// into the sheaves, flushing the full main sheaf to the slabs first when both are full.
+    /// Serves a pending flush ticket first.
     #[inline(always)]
-    pub(crate) unsafe fn free(&self, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
-        // SAFETY: the caller is the owner (invariant 1).
-        unsafe {
-            self.own.with_mut(|o| {
-                if self.req.load(Ordering::Acquire) != o.served {
-                    self.serve(o, &mut flush);
-                }
-                let m = o.main & 1;
-                let n = self.len[m].load(Ordering::Relaxed);
-                if n < SHEAF_CAPACITY {
-                    o.objs[m][n] = obj;
-                    self.len[m].store(n + 1, Ordering::Release);
-                    return;
-                }
-                self.free_slow(o, obj, flush)
-            })
+    pub(crate) fn free(&self, _owner: &Cpu<'_>, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        self.serve_if_asked(&mut flush);
+        let m = self.main();
+        let n = get(&self.len[m]);
+        if n < SHEAF_CAPACITY {
+            set(&self.objs[m][n], obj);
+            self.len[m].store(n + 1, Ordering::Release);
+            return;
         }
+        self.free_slow(obj, flush)
     }
 
     /// The main sheaf is full: swap in an empty spare, or flush main.
     #[cold]
-    fn free_slow(&self, o: &mut Owned, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
-        let spare = (o.main & 1) ^ 1;
-        if self.len[spare].load(Ordering::Relaxed) == 0 {
-            o.main = spare;
+    fn free_slow(&self, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        let spare = self.main() ^ 1;
+        if get(&self.len[spare]) == 0 {
+            set(&self.main, spare);
         } else {
-            let m = o.main & 1;
-            flush(&mut o.objs[m].iter().copied());
+            let m = self.main();
+            flush(&mut self.objs[m].iter().map(get));
             self.moved_in((SHEAF_CAPACITY as u64).wrapping_neg());
             self.len[m].store(0, Ordering::Release);
         }
-        let m = o.main & 1;
-        o.objs[m][0] = obj;
+        let m = self.main();
+        set(&self.objs[m][0], obj);
         self.len[m].store(1, Ordering::Release);
     }
 
@@ -236,44 +242,26 @@ impl CpuSheaves {
     /// (invariant 3).
     #[cold]
     #[inline(never)]
-    fn serve(&self, o: &mut Owned, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
+    fn serve(&self, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
         let t = self.req.load(Ordering::Acquire);
         #[cfg(all(test, loom))]
         if crate::sync::mutation::active(crate::sync::Mutation::SheafAckBeforeFlush) {
             // The broken order the loom model must catch: acknowledge, then return the objects.
             self.ack.store(t, Ordering::Release);
         }
-        let (n0, n1) = (self.len[0].load(Ordering::Relaxed), self.len[1].load(Ordering::Relaxed));
-        flush(&mut o.objs[0][..n0].iter().copied().chain(o.objs[1][..n1].iter().copied()));
+        let (n0, n1) = (get(&self.len[0]), get(&self.len[1]));
+        flush(&mut self.objs[0][..n0].iter().map(get).chain(self.objs[1][..n1].iter().map(get)));
         self.moved_in(((n0 + n1) as u64).wrapping_neg());
         self.len[0].store(0, Ordering::Release);
         self.len[1].store(0, Ordering::Release);
-        o.served = t;
+        self.served.store(t, Ordering::Relaxed);
         self.ack.store(t, Ordering::Release);
     }
 
-    /// Owner: returns every object to the slabs (serving any ticket).
-    ///
-    /// # Safety
-    /// The caller is the entry's owner (invariant 1).
-    pub(crate) unsafe fn drain(&self, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
-        // SAFETY: the caller is the owner (invariant 1).
-        unsafe { self.own.with_mut(|o| self.serve(o, &mut flush)) }
-    }
-
-    /// Owner: serves a pending ticket, if any.
-    ///
-    /// # Safety
-    /// The caller is the entry's owner (invariant 1).
-    unsafe fn serve_pending(&self, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
-        // SAFETY: the caller is the owner (invariant 1).
-        unsafe {
-            self.own.with_mut(|o| {
-                if self.req.load(Ordering::Acquire) != o.served {
-                    self.serve(o, &mut flush);
-                }
-            })
-        }
+    /// Owner (`_owner` is its token, invariant 1): returns every object to the slabs (serving
+    /// any ticket).
+    pub(crate) fn drain(&self, _owner: &Cpu<'_>, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        self.serve(&mut flush)
     }
 
     /// Whether both sheaves were empty after the owner's last operation (invariant 2).
@@ -317,9 +305,8 @@ pub(crate) fn flush_all<'c>(
     wait: bool,
 ) -> bool {
     let mine = me.id_in(cpus);
-    // SAFETY: `me` is this machine's token for CPU `mine`, so this thread owns its entry
-    // (invariant 1).
-    unsafe { entry(mine).drain(&mut flush) };
+    // `me` is this machine's token for CPU `mine`: this thread owns its entry (invariant 1).
+    entry(mine).drain(me, &mut flush);
     let mut tickets = [0u64; crate::cpu::MAX_CPUS];
     let mut pending = 0u64;
     for (i, ticket) in tickets.iter_mut().enumerate().take(cpus.nr()) {
@@ -329,16 +316,15 @@ pub(crate) fn flush_all<'c>(
         }
         #[cfg(all(test, loom))]
         if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushSkipsTicket) {
-            // The broken flush the loom model must catch: empty a busy CPU's sheaves directly.
-            // SAFETY: deliberately broken, loom test builds only: the model checks that loom reports
-            // this access racing with the owner (invariant 1 violated on purpose).
-            unsafe { e.drain(&mut flush) };
+            // The broken flush the loom model must catch: empty a busy CPU's sheaves directly,
+            // with the wrong token (invariant 1 broken on purpose).
+            e.drain(me, &mut flush);
             continue;
         }
         *ticket = e.post();
-        if let Some(_borrowed) = cpus.claim(i) {
-            // SAFETY: the borrowed token makes this thread CPU i's owner until it drops.
-            unsafe { e.drain(&mut flush) };
+        if let Some(borrowed) = cpus.claim(i) {
+            // The borrowed token makes this thread CPU i's owner until it drops.
+            e.drain(&borrowed, &mut flush);
             continue;
         }
         pending |= 1 << i;
@@ -355,9 +341,8 @@ pub(crate) fn flush_all<'c>(
             let e = entry(i);
             if e.acked(tickets[i]) {
                 pending &= !(1 << i);
-            } else if let Some(_borrowed) = cpus.claim(i) {
-                // SAFETY: as above.
-                unsafe { e.drain(&mut flush) };
+            } else if let Some(borrowed) = cpus.claim(i) {
+                e.drain(&borrowed, &mut flush);
                 pending &= !(1 << i);
             }
         }
@@ -365,8 +350,7 @@ pub(crate) fn flush_all<'c>(
             return pending == 0;
         }
         // Two CPUs flushing the same cache at once wait for each other: answer ours.
-        // SAFETY: as for the first drain.
-        unsafe { entry(mine).serve_pending(&mut flush) };
+        entry(mine).serve_if_asked(&mut flush);
         spin_hint();
         spins += 1;
     }
@@ -383,38 +367,36 @@ mod tests {
         let s = CpuSheaves::new();
         let home = core::cell::RefCell::new(std::vec::Vec::new());
         let flush = |objs: &mut dyn Iterator<Item = usize>| home.borrow_mut().extend(objs);
-        // SAFETY: `cpu` is CPU 0's token and `s` is CPU 0's entry (invariant 1).
-        unsafe {
-            assert_eq!(s.alloc(|_| Ok::<(), ()>(()), flush), Ok(None), "refill found nothing");
-            for i in 0..2 * SHEAF_CAPACITY {
-                s.free(i + 1, |_| unreachable!("both sheaves take the first 64 objects"));
-            }
-            assert!(!s.is_empty());
-            s.free(999, flush);
-            assert_eq!(home.borrow().len(), SHEAF_CAPACITY, "both full: the main sheaf went home");
-            assert_eq!(s.alloc(|_| Ok::<(), ()>(()), flush), Ok(Some(999)), "LIFO: the hottest object first");
-            let mut n = 0;
-            while s.alloc(|_| Ok::<(), ()>(()), flush).unwrap().is_some() {
-                n += 1;
-            }
-            assert_eq!(n, SHEAF_CAPACITY);
-            assert!(s.is_empty());
-            assert_eq!(s.net(), (SHEAF_CAPACITY as u64 + 1).wrapping_sub(2 * SHEAF_CAPACITY as u64 + 1));
-            // A refill fills main; a ticket from elsewhere is served at the next operation.
-            let got = s.alloc(
-                |f| {
-                    while f.push(7000 + f.len()) {}
-                    Ok::<(), ()>(())
-                },
-                flush,
-            );
-            assert_eq!(got, Ok(Some(7000 + SHEAF_CAPACITY - 1)));
+        // `cpu` is CPU 0's token and `s` is CPU 0's entry (invariant 1).
+        assert_eq!(s.alloc(&cpu, |_| Ok::<(), ()>(()), flush), Ok(None), "refill found nothing");
+        for i in 0..2 * SHEAF_CAPACITY {
+            s.free(&cpu, i + 1, |_| unreachable!("both sheaves take the first 64 objects"));
         }
+        assert!(!s.is_empty());
+        s.free(&cpu, 999, flush);
+        assert_eq!(home.borrow().len(), SHEAF_CAPACITY, "both full: the main sheaf went home");
+        assert_eq!(s.alloc(&cpu, |_| Ok::<(), ()>(()), flush), Ok(Some(999)), "LIFO: the hottest object first");
+        let mut n = 0;
+        while s.alloc(&cpu, |_| Ok::<(), ()>(()), flush).unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, SHEAF_CAPACITY);
+        assert!(s.is_empty());
+        assert_eq!(s.net(), (SHEAF_CAPACITY as u64 + 1).wrapping_sub(2 * SHEAF_CAPACITY as u64 + 1));
+        // A refill fills main; a ticket from elsewhere is served at the next operation.
+        let got = s.alloc(
+            &cpu,
+            |f| {
+                while f.push(7000 + f.len()) {}
+                Ok::<(), ()>(())
+            },
+            flush,
+        );
+        assert_eq!(got, Ok(Some(7000 + SHEAF_CAPACITY - 1)));
         let t = s.post();
         assert!(!s.acked(t));
         home.borrow_mut().clear();
-        // SAFETY: as above.
-        unsafe { s.free(5, flush) };
+        s.free(&cpu, 5, flush);
         assert!(s.acked(t));
         assert_eq!(home.borrow().len(), SHEAF_CAPACITY - 1, "the ticket returned the refilled objects");
         drop(cpu);
@@ -454,9 +436,9 @@ mod loom_tests {
     /// CPU 1's owner (the real `alloc`/`free`, no lock) allocates, frees an object another CPU
     /// allocated, says so, and frees another, while CPU 0 flushes every CPU's sheaves with
     /// the real [`flush_all`] (ticket while CPU 1 is busy, borrowed token once its thread has
-    /// let go). An acknowledged flush has returned everything CPU 1 held when it was asked, the
-    /// sheaf state is never touched by two threads at once (loom's cell checks it), and every
-    /// object ends up in exactly one place.
+    /// let go). An acknowledged flush has returned everything CPU 1 held when it was asked, and
+    /// every object ends up in exactly one place (an object handed out twice, or returned
+    /// twice, is what two threads writing one entry at once would cause).
     fn owner_against_remote_flush() {
         // The ack-before-flush twin needs three preemptions to show; the suite's default bound
         // is two, so this model sets its own.
@@ -472,15 +454,13 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let cpu = set.claim(1).unwrap();
                     let e = &entries[1];
-                    // SAFETY: this thread holds CPU 1's token and `e` is CPU 1's entry.
-                    unsafe {
-                        let a = e.alloc(|f| refill(&home, f), |o| flush(&home, o)).unwrap().unwrap();
-                        e.free(1, |o| flush(&home, o));
-                        freed.store(true, Ordering::Release);
-                        e.free(2, |o| flush(&home, o));
-                        drop(cpu);
-                        a
-                    }
+                    // This thread holds CPU 1's token and `e` is CPU 1's entry.
+                    let a = e.alloc(&cpu, |f| refill(&home, f), |o| flush(&home, o)).unwrap().unwrap();
+                    e.free(&cpu, 1, |o| flush(&home, o));
+                    freed.store(true, Ordering::Release);
+                    e.free(&cpu, 2, |o| flush(&home, o));
+                    drop(cpu);
+                    a
                 })
             };
             let cpu0 = set.claim(0).unwrap();
@@ -504,9 +484,9 @@ mod loom_tests {
     }
 
     /// The same model with the remote flush emptying a busy CPU's sheaves itself (no ticket)
-    /// must fail: two threads touch the sheaves at once.
+    /// must fail: two threads write the entry at once and an object ends up in two places.
     #[test]
-    #[should_panic(expected = "Causality violation")]
+    #[should_panic(expected = "an object was lost or is in two places")]
     fn loom_sheaves_owner_against_remote_flush_fails_without_the_ticket() {
         mutation::with(Mutation::SheafFlushSkipsTicket, owner_against_remote_flush);
     }
