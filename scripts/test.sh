@@ -9,6 +9,8 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== rustdoc of the core (no broken or private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p memdesc --no-deps
 echo "== core without default features (no_std, no alloc: the page allocator alone), then feature builds (no warnings): page allocator + slab, each feature alone with its dependencies"
 (
   export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"

@@ -24,10 +24,10 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use memdesc::base::rcu::GpCookie;
+use memdesc::folio::filemap::AddressSpaceRef;
 use memdesc::folio::FolioKind;
-use memdesc::kmalloc::KBox;
-use memdesc::pagecache::AddressSpaceRef;
-use memdesc::pgtable::{MmCaches, MmKind, MmRef};
+use memdesc::mm::pgtable::{MmCaches, MmKind, MmRef};
+use memdesc::slab::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp, MemmapLayout, MemoryLayout, Pfn, PhysMem, Platform, RegionSpec};
 
@@ -124,20 +124,20 @@ impl CoreError for memdesc::AllocError {
         matches!(self, memdesc::AllocError::InvalidOrder(_))
     }
 }
-impl CoreError for memdesc::pagecache::PageCacheError {
+impl CoreError for memdesc::folio::space::PageCacheError {
     fn oom(&self) -> bool {
-        matches!(self, memdesc::pagecache::PageCacheError::NoMemory(_))
+        matches!(self, memdesc::folio::space::PageCacheError::NoMemory(_))
     }
 }
-impl CoreError for memdesc::pgtable::MapError {
+impl CoreError for memdesc::mm::pgtable::MapError {
     fn oom(&self) -> bool {
-        matches!(self, memdesc::pgtable::MapError::NoMemory(_))
+        matches!(self, memdesc::mm::pgtable::MapError::NoMemory(_))
     }
 }
 impl CoreError for memdesc::FreeError {}
 impl CoreError for memdesc::SlabError {}
 impl CoreError for memdesc::folio::FolioError {}
-impl CoreError for memdesc::pagecache::PageCacheViolation {}
+impl CoreError for memdesc::folio::xarray::PageCacheViolation {}
 impl CoreError for memdesc::machine::check::Violation {}
 
 fn err(e: impl CoreError) -> MmError {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use memdesc::folio::FolioKind;
-use memdesc::pgtable::MmKind;
+use memdesc::mm::pgtable::MmKind;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, RegionSpec};
 use serde::Serialize;
 
@@ -55,7 +55,7 @@ pub struct CompactionBench {
 /// folios nobody holds but their page cache and mappings: without `mapped`, every live folio
 /// is a file folio held by its page cache alone; with `mapped`, an anon folio mapped in a
 /// process and its fork child and held by those entries alone.
-fn once(pages: u64, mapped: bool) -> Result<(memdesc::compaction::CompactReport, f64, u64)> {
+fn once(pages: u64, mapped: bool) -> Result<(memdesc::health::compaction::CompactReport, f64, u64)> {
     let mut l = MemoryLayout::new();
     let start = Pfn(1 << 20);
     l.add_region(RegionSpec { start, end: start.add(pages), node: 0, mapped: true, layout: MemmapLayout::Flat })

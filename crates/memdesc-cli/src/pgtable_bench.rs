@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::FolioKind;
 use memdesc::memmap::desc::PtDesc;
-use memdesc::pgtable::{MmCaches, MmKind};
+use memdesc::mm::pgtable::{MmCaches, MmKind};
 use memdesc::Cpu;
 use memdesc::{Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use indicatif::ProgressBar;
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
-use memdesc::kmalloc::KBox;
+use memdesc::slab::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};

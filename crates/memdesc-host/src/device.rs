@@ -1,5 +1,5 @@
 //! A simulated DMA device that copies data into and out of scatter-gather lists
-//! ([`memdesc::sg::SgList`]) and between two of them, touching memory only through the
+//! ([`memdesc::pools::sg::SgList`]) and between two of them, touching memory only through the
 //! platform's mapping of each page ([`memdesc::Platform::map_local`], through
 //! [`PageAccess`]), as a device behind an IOMMU
 //! touches only what the list names.
@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memdesc::base::page_access::PageAccess;
-use memdesc::sg::{Chunk, SgList};
+use memdesc::pools::sg::{Chunk, SgList};
 use memdesc::Pfn;
 
 use crate::{SimMachine, SimPlatform};

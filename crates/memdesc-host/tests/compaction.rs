@@ -8,12 +8,12 @@
 //! references first.
 
 use memdesc::folio::{FolioKind, FolioRef};
+use memdesc::health::migrate::MigrateError;
 use memdesc::memmap::desc::Folio;
 use memdesc::memmap::word::Tag;
-use memdesc::migrate::MigrateError;
-use memdesc::pgtable::{MmKind, MmRef};
-use memdesc::z3fold::Z3foldPool;
-use memdesc::zsmalloc::ZsPool;
+use memdesc::mm::pgtable::{MmKind, MmRef};
+use memdesc::pools::z3fold::Z3foldPool;
+use memdesc::pools::zsmalloc::ZsPool;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 

@@ -5,9 +5,9 @@
 
 use memdesc::base::fault::{FaultConfig, FaultSite, FaultSites};
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::folio::space::PageCacheError;
 use memdesc::folio::{FolioError, FolioExt, FolioKind, FolioRef};
 use memdesc::memmap::desc::Folio;
-use memdesc::pagecache::PageCacheError;
 use memdesc::Cpu;
 use memdesc::{AllocError, CacheArgs, Config, Gfp};
 use memdesc_host::torture::{live_slab_objects, settled_free_pages};

@@ -4,7 +4,7 @@
 //! never handed out again, unpoison, and the census accounting every page exactly once.
 
 use memdesc::folio::{FolioKind, FolioRef};
-use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
+use memdesc::health::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
 use memdesc::memmap::desc::Folio;
 use memdesc::memmap::word::{PageKind, Subtype, Tag};
 use memdesc::Cpu;
@@ -321,7 +321,7 @@ fn empty_slab_whose_objects_sit_in_a_sheaf_is_retired_at_once() {
     }
 }
 
-fn r_objects(r: &memdesc::hwpoison::PoisonReport) -> u32 {
+fn r_objects(r: &memdesc::health::hwpoison::PoisonReport) -> u32 {
     match r.kind {
         PoisonedKind::Slab { objects, .. } => objects,
         _ => 0,
@@ -331,7 +331,7 @@ fn r_objects(r: &memdesc::hwpoison::PoisonReport) -> u32 {
 const PAGE: u64 = 4096;
 
 /// The page `va` maps in `mm`, read at byte 100.
-fn read_va<P: memdesc::Platform>(m: &SimMachine, mm: &memdesc::pgtable::MmRef<'_, P>, va: u64) -> Option<u8> {
+fn read_va<P: memdesc::Platform>(m: &SimMachine, mm: &memdesc::mm::pgtable::MmRef<'_, P>, va: u64) -> Option<u8> {
     mm.translate(va).map(|(e, _)| read(m, e.pfn()))
 }
 
@@ -340,7 +340,7 @@ fn mapped_anon_large_folio_is_split_and_the_page_unmapped_in_every_mm() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
-    let parent = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let parent = mms.mm_create(&cpu, memdesc::mm::pgtable::MmKind::User).unwrap();
     let va = 0x4000_0000u64;
     parent.mmap_anon(&cpu, va, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 3, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -380,7 +380,7 @@ fn pmd_mapped_2mib_anon_folio_loses_one_page_and_keeps_511_mapped() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
-    let mm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, memdesc::mm::pgtable::MmKind::User).unwrap();
     let va = 0x4000_0000u64;
     mm.mmap_anon(&cpu, va, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();
@@ -415,7 +415,7 @@ fn mapped_page_cache_folio_is_unmapped_and_the_rest_stays_cached() {
     let cpu = m.cpus().claim(0).unwrap();
     let space = m.address_space_create(&cpu).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
-    let mm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, memdesc::mm::pgtable::MmKind::User).unwrap();
     let fva = 0x8000_0000u64;
     mm.mmap_file(&cpu, fva, 1 << 20, space.space(), 0).unwrap();
     let f = m.folio_alloc(&cpu, 2, Gfp::MOVABLE, FolioKind::File).unwrap();
@@ -460,7 +460,7 @@ fn filled(buf: &[u8], seed: u64) -> bool {
 
 #[test]
 fn zsmalloc_page_loses_only_the_objects_on_it() {
-    use memdesc::zsmalloc::{ZsError, ZsPool, ZS_MAX_PAGES};
+    use memdesc::pools::zsmalloc::{ZsError, ZsPool, ZS_MAX_PAGES};
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let pool = ZsPool::new(&m, &cpu).unwrap();
@@ -471,7 +471,7 @@ fn zsmalloc_page_loses_only_the_objects_on_it() {
             h
         })
         .collect();
-    let pages = |h: &memdesc::zsmalloc::Handle| {
+    let pages = |h: &memdesc::pools::zsmalloc::Handle| {
         let mut out = [Pfn(0); ZS_MAX_PAGES];
         let n = pool.pages_of(h, &mut out).unwrap();
         out[..n].to_vec()
@@ -537,7 +537,7 @@ fn zsmalloc_page_loses_only_the_objects_on_it() {
 
 #[test]
 fn z3fold_page_loses_its_objects_and_the_pool_goes_on() {
-    use memdesc::z3fold::{Z3Error, Z3foldPool};
+    use memdesc::pools::z3fold::{Z3Error, Z3foldPool};
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let pool = Z3foldPool::new(&m, &cpu).unwrap();
@@ -572,12 +572,12 @@ fn z3fold_page_loses_its_objects_and_the_pool_goes_on() {
 
 #[test]
 fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
-    use memdesc::page_pool::{PagePool, PoolParams};
-    use memdesc::vmalloc::{Unmappable, VmallocSpace};
+    use memdesc::pools::page_pool::{PagePool, PoolParams};
+    use memdesc::pools::vmalloc::{Unmappable, VmallocSpace};
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
-    let kmm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::Kernel).unwrap();
+    let kmm = mms.mm_create(&cpu, memdesc::mm::pgtable::MmKind::Kernel).unwrap();
     let vs = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
     let a = vs.vmalloc::<Unmappable>(&cpu, 3 * 4096, Gfp::KERNEL).unwrap();
     vs.write_area(&a, 4096 + 100, &[0x5a]).unwrap();
@@ -606,7 +606,7 @@ fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
     assert_eq!(r.action, PoisonAction::Ignored);
     assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     assert_eq!(m.undescribed_stats().hwpoison_ignored, 3);
-    memdesc::page_pool::pp_put(&m, &cpu, n).unwrap();
+    memdesc::pools::page_pool::pp_put(&m, &cpu, n).unwrap();
     assert!(pool.try_destroy(&cpu).is_ok());
     check_all(&m, &[]);
 }
@@ -623,7 +623,7 @@ fn two_level_unsplit_area_folio_loses_only_the_page() {
     .unwrap();
     let cpu = m.cpus().claim(0).unwrap();
     let mms = m.mm_caches(&cpu).unwrap();
-    let mm = mms.mm_create(&cpu, memdesc::pgtable::MmKind::User).unwrap();
+    let mm = mms.mm_create(&cpu, memdesc::mm::pgtable::MmKind::User).unwrap();
     let va = 0x4000_0000u64;
     mm.mmap_anon(&cpu, va, 4 << 20).unwrap();
     let f = m.folio_alloc(&cpu, 9, Gfp::MOVABLE, FolioKind::Anon).unwrap();

@@ -12,7 +12,7 @@ use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::memmap::desc::{Folio, MappableDesc};
 use memdesc::memmap::word::{PageKind, Subtype, Tag};
-use memdesc::pgtable::{
+use memdesc::mm::pgtable::{
     MapError, Mm, MmKind, MmRef, PtEntry, UnmappableKind, KERNEL_START, PMD_SIZE, PTE_HUGE, PTE_RW, PTE_USER,
 };
 use memdesc::Cpu;
@@ -353,7 +353,7 @@ fn unmappable_memory_is_refused_by_kind() {
 
 #[test]
 fn mappable_driver_memory() {
-    use memdesc::mappable::MappableError;
+    use memdesc::mm::mappable::MappableError;
     for layout in [MemmapLayout::Flat, MemmapLayout::TwoLevel] {
         let m = machine(layout);
         let cpu = m.cpus().claim(0).unwrap();

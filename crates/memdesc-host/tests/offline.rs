@@ -4,13 +4,13 @@
 //! page tables and the handles), and offlining that fails on an unmovable page and restores the
 //! range exactly.
 
-use memdesc::balloon::Balloon;
+use memdesc::folio::filemap::AddressSpaceRef;
 use memdesc::folio::{FolioKind, FolioRef};
+use memdesc::health::balloon::Balloon;
+use memdesc::health::migrate::MigrateError;
+use memdesc::health::offline::OfflineError;
 use memdesc::memmap::desc::Folio;
 use memdesc::memmap::word::{PageKind, Subtype};
-use memdesc::migrate::MigrateError;
-use memdesc::offline::OfflineError;
-use memdesc::pagecache::AddressSpaceRef;
 use memdesc::Cpu;
 use memdesc::{AllocError, Config, Gfp, MemmapLayout, MemoryLayout, MigrateType, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
@@ -124,7 +124,7 @@ fn balloon_inflates_and_deflates() {
     m.drain_all();
     assert_eq!(m.nr_free_pages(), free0 - 1000);
     assert_eq!(b.deflate(&cpu, 400), 400);
-    assert_eq!(b.stats(), memdesc::balloon::BalloonStats { pages: 600, inflated: 1000, deflated: 400 });
+    assert_eq!(b.stats(), memdesc::health::balloon::BalloonStats { pages: 600, inflated: 1000, deflated: 400 });
     // Inflating past what is free stops at the watermark, not with an error.
     let got = b.inflate(&cpu, 1 << 30);
     assert!(got > 10_000 && got < 1 << 30, "{got}");
@@ -227,9 +227,9 @@ fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
 /// through them), the cache still finds its folios, every pool object reads back.
 #[test]
 fn offline_range_moves_mapped_folios_and_pool_pages_out() {
-    use memdesc::pgtable::MmKind;
-    use memdesc::z3fold::Z3foldPool;
-    use memdesc::zsmalloc::ZsPool;
+    use memdesc::mm::pgtable::MmKind;
+    use memdesc::pools::z3fold::Z3foldPool;
+    use memdesc::pools::zsmalloc::ZsPool;
     const PAGE: u64 = 4096;
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
@@ -301,7 +301,7 @@ fn offline_range_moves_mapped_folios_and_pool_pages_out() {
         assert_eq!((a.counts.refcount(), a.counts.mapcount()), (1, 1));
     }
     for (i, h) in zsh.iter().enumerate() {
-        let mut out = [Pfn(0); memdesc::zsmalloc::ZS_MAX_PAGES];
+        let mut out = [Pfn(0); memdesc::pools::zsmalloc::ZS_MAX_PAGES];
         let n = zs.pages_of(h, &mut out).unwrap();
         assert!(out[..n].iter().all(|p| !(s..e).contains(p)));
         assert!(zs.map_read(&cpu, h).unwrap().iter().all(|&b| b == i as u8));

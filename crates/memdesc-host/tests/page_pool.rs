@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::memmap::word::Tag;
-use memdesc::page_pool::{
+use memdesc::pools::page_pool::{
     pp_put, pp_put_frag, Destroyed, Frag, NetmemRef, PagePool, PoolError, PoolParams, FRAG_ALIGN,
 };
 use memdesc::Cpu;

@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::folio::filemap::AddressSpaceRef;
+use memdesc::folio::space::PageCacheError;
+use memdesc::folio::truncate::TruncateStats;
+use memdesc::folio::xarray::MAX_HEIGHT;
 use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::memmap::desc::Folio;
-use memdesc::pagecache::{AddressSpaceRef, PageCacheError, TruncateStats, MAX_HEIGHT};
 use memdesc::Cpu;
 use memdesc::{Config, Gfp};
 use memdesc_host::torture::settled_free_pages;

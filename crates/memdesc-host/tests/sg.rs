@@ -8,9 +8,9 @@
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
 use memdesc::folio::FolioKind;
-use memdesc::pgtable::MmKind;
-use memdesc::sg::{IoSpace, SgError, SgList};
-use memdesc::vmalloc::{Mappable, Unmappable, VmallocSpace};
+use memdesc::mm::pgtable::MmKind;
+use memdesc::pools::sg::{IoSpace, SgError, SgList};
+use memdesc::pools::vmalloc::{Mappable, Unmappable, VmallocSpace};
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, DmaError, SimDevice, SimMachine};
 

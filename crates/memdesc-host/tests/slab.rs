@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
-use memdesc::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES};
 use memdesc::memmap::word::{PageKind, Subtype};
+use memdesc::slab::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES};
 use memdesc::{CacheArgs, Config, Gfp, Platform, SlabCache, SlabError};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;
@@ -177,7 +177,7 @@ fn caches_shrink_and_destroy_return_every_page() {
         assert_eq!(unsafe { objs[0].as_ref().unwrap().as_ptr().as_ptr().read() }, 0x5a);
         let info = m.slab_info(c.cache());
         // Handed out, plus what sits in this CPU's sheaves (counted active, as SLUB does).
-        let sheaved = 2 * memdesc::sheaf::SHEAF_CAPACITY as u64;
+        let sheaved = 2 * memdesc::slab::sheaf::SHEAF_CAPACITY as u64;
         assert!((1000..=1000 + sheaved).contains(&info.active_objs), "{}", info.active_objs);
         assert!(info.num_objs >= 1000);
         c.free_bulk(&cpu, &mut objs).unwrap();

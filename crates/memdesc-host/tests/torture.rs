@@ -88,9 +88,9 @@ fn hwpoison_injection_drops_hit_objects_and_accounts_every_page() {
 /// go when freed.
 #[test]
 fn check_descriptors_covers_every_block_kind() {
-    use memdesc::page_pool::{PagePool, PoolParams};
-    use memdesc::pgtable::MmKind;
-    use memdesc::vmalloc::{Unmappable, VmallocSpace};
+    use memdesc::mm::pgtable::MmKind;
+    use memdesc::pools::page_pool::{PagePool, PoolParams};
+    use memdesc::pools::vmalloc::{Unmappable, VmallocSpace};
     use memdesc::{Config, Gfp};
     let m = memdesc_host::boot(
         &memdesc_host::torture::torture_layout(),
@@ -113,7 +113,7 @@ fn check_descriptors_covers_every_block_kind() {
     pp_put_raw(&m, &cpu, n.into_raw()).unwrap();
     assert_eq!(mappable_put(&m, &cpu, d), Ok(true));
     vm.vfree_area(&cpu, area).unwrap();
-    assert_eq!(pool.destroy(&cpu), memdesc::page_pool::Destroyed::Now);
+    assert_eq!(pool.destroy(&cpu), memdesc::pools::page_pool::Destroyed::Now);
     vm.destroy(&cpu).map_err(|(_, e)| e).unwrap();
     kmm.destroy(&cpu);
     mms.destroy(&cpu).unwrap();
@@ -155,7 +155,7 @@ fn pp_put_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
     cpu: &memdesc::Cpu<'_>,
     pfn: memdesc::Pfn,
-) -> Result<(), memdesc::page_pool::PoolError> {
+) -> Result<(), memdesc::pools::page_pool::PoolError> {
     // SAFETY: see above.
     unsafe { m.pp_put_pfn(cpu, pfn) }
 }

@@ -31,7 +31,7 @@ fn refill_uses_the_node_the_new_slab_is_on() {
 /// fragmented range on one CPU while another deflates.
 #[test]
 fn deflate_never_takes_a_page_being_onlined() {
-    use memdesc::balloon::Balloon;
+    use memdesc::health::balloon::Balloon;
     use memdesc::Pfn;
     let m =
         memdesc_host::boot(&torture_layout(), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap();

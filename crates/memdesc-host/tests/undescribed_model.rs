@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use memdesc::balloon::Balloon;
 use memdesc::folio::{FolioKind, FolioRef};
-use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
+use memdesc::health::balloon::Balloon;
+use memdesc::health::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
+use memdesc::health::migrate::MigrateError;
+use memdesc::health::offline::OfflineError;
 use memdesc::memmap::desc::Folio;
 use memdesc::memmap::word::PageKind;
-use memdesc::migrate::MigrateError;
-use memdesc::offline::OfflineError;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! One mappability rule (`memdesc::pgtable::mappability`) for every page that may reach user
+//! One mappability rule (`memdesc::mm::pgtable::mappability`) for every page that may reach user
 //! space: a mappable vmalloc page and a page-pool (netmem) page are mapped into a user address
 //! space through the page-table API and unmapped, with refcount and mapcount at the shared
 //! offsets going up and down (and `vfree` / the last pool put refused while mapped); an
@@ -8,9 +8,9 @@
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::memmap::desc::MapCounts;
 use memdesc::memmap::word::{PageKind, Subtype, Tag};
-use memdesc::page_pool::{pp_put, PagePool, PoolError, PoolParams};
-use memdesc::pgtable::{mappability, MapError, MmCaches, MmKind, MmRef, UnmappableKind};
-use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
+use memdesc::mm::pgtable::{mappability, MapError, MmCaches, MmKind, MmRef, UnmappableKind};
+use memdesc::pools::page_pool::{pp_put, PagePool, PoolError, PoolParams};
+use memdesc::pools::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
 use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine, SimPlatform};

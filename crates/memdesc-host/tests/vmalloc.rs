@@ -6,8 +6,8 @@
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
 use memdesc::memmap::word::Tag;
-use memdesc::pgtable::{MapError, MmKind};
-use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
+use memdesc::mm::pgtable::{MapError, MmKind};
+use memdesc::pools::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
 use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine};
@@ -336,7 +336,7 @@ fn highmem_pages_are_reached_through_local_mappings() {
 
 mod model {
     use super::*;
-    use memdesc::vmalloc::{AreaKind, VmArea};
+    use memdesc::pools::vmalloc::{AreaKind, VmArea};
     use proptest::prelude::*;
 
     const SPACE_PAGES: usize = 256;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::memmap::word::PageKind;
-use memdesc::z3fold::{z3fold_migrate_page, Buddy, Z3Error, Z3foldPool, Z3_MAX_ALLOC};
-use memdesc::zsmalloc::Handle;
+use memdesc::pools::z3fold::{z3fold_migrate_page, Buddy, Z3Error, Z3foldPool, Z3_MAX_ALLOC};
+use memdesc::pools::zsmalloc::Handle;
 use memdesc::Cpu;
 use memdesc::{Config, Pfn};
 use memdesc_host::{boot, SimMachine, SimPlatform};
@@ -265,7 +265,7 @@ fn migration_moves_the_page_and_refuses_a_mapped_one() {
     assert!(hs.iter().all(|h| pool.location(h).unwrap().0 == old));
     {
         let _g = pool.map_read(&hs[1]).unwrap();
-        assert_eq!(z3fold_migrate_page(&m, &cpu, old), Err(memdesc::zsmalloc::ZsMigrateError::Busy(old)));
+        assert_eq!(z3fold_migrate_page(&m, &cpu, old), Err(memdesc::pools::zsmalloc::ZsMigrateError::Busy(old)));
     }
     let new = z3fold_migrate_page(&m, &cpu, old).unwrap();
     for (i, h) in hs.iter().enumerate() {

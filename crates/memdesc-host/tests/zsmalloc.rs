@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::memmap::word::PageKind;
-use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZsPool, ZS_MAX_ALLOC, ZS_MAX_PAGES};
+use memdesc::pools::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZsPool, ZS_MAX_ALLOC, ZS_MAX_PAGES};
 use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn};
 use memdesc_host::{boot, SimMachine};
@@ -347,7 +347,7 @@ fn compaction_moves_objects_into_larger_classes() {
     }
     assert_eq!(
         pool.stats(),
-        memdesc::zsmalloc::ZsStats {
+        memdesc::pools::zsmalloc::ZsStats {
             metadata_bytes: pool.stats().metadata_bytes,
             classes: after.classes,
             ..Default::default()

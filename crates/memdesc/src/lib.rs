@@ -1,8 +1,8 @@
 //! # memdesc
 //!
 //! A physical memory manager in which every 4 KiB page is described by one 8-byte tagged word
-//! ([`word::Page`]) that names what the page is and, for most kinds, points to a typed memory
-//! descriptor shared by all the pages it covers ([`desc`]), instead of a 64-byte `struct page`.
+//! ([`memmap::word::Page`]) that names what the page is and, for most kinds, points to a typed memory
+//! descriptor shared by all the pages it covers ([`memmap::desc`]), instead of a 64-byte `struct page`.
 //!
 //! The crate is `#![no_std]` and depends on nothing; it reaches the machine only through
 //! [`Platform`]. Start at [`PhysMem::boot`].
@@ -54,47 +54,6 @@ pub mod machine;
 #[cfg(feature = "health")]
 pub mod health;
 
-// transition alias (issue 13): the old flat paths (`crate::addr`, `crate::zone`, …) of the lower
-// layers, inside the crate only, until every internal user is moved to the layer paths (the files
-// of base, memmap and page_alloc no longer use them; machine/ and the layers above still do). Outside
-// the crate these modules are reached as `memdesc::base::…`, `memdesc::memmap::…`,
-// `memdesc::page_alloc::…` and `memdesc::machine::…`, and the types a kernel embeds are
-// re-exported below.
-#[allow(unused_imports)]
-pub(crate) use base::{addr, boot, config, cpu, fault, gfp, layout, list, page_access, pageblock, platform, rcu, sync};
-// transition alias (issue 13), crate-internal
-#[allow(unused_imports)]
-pub(crate) use memmap::{desc, desc_ref, lookup, tag, word};
-// transition alias (issue 13), crate-internal
-#[allow(unused_imports)]
-pub(crate) use machine::check;
-// transition alias (issue 13), crate-internal
-#[allow(unused_imports)]
-pub(crate) use page_alloc::{guard, isolate, pages, pcp, zone};
-// transition alias (issue 13)
-#[cfg(feature = "slab")]
-pub use slab::{kmalloc, sheaf};
-// transition alias (issue 13)
-#[cfg(feature = "health")]
-pub use health::{balloon, compaction, hwpoison, migrate, offline};
-
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "page_pool")]
-pub use pools::page_pool;
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "vmalloc")]
-pub use pools::{sg, vmalloc};
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "z3fold")]
-pub use pools::z3fold;
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "zsmalloc")]
-pub use pools::zsmalloc;
-
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "pgtable")]
-pub use mm::{mappable, pgtable};
-
 // The public API of the lower layers at the crate root: what a kernel embeds (docs/ARCHITECTURE.md
 // "Public API" has the table).
 pub use base::addr::{Pfn, PAGE_SIZE};
@@ -109,6 +68,3 @@ pub use page_alloc::pages::Pages;
 pub use page_alloc::{AllocError, BootFailure, FreeError};
 #[cfg(feature = "slab")]
 pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
-// transition alias (issue 13), removed when the layers land
-#[cfg(feature = "folio")]
-pub use folio::pagecache;

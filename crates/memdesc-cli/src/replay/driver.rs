@@ -12,7 +12,7 @@ use memdesc::folio::FolioKind;
 use super::engine::*;
 use super::metadata::*;
 use memdesc::base::layout::MAX_REGIONS;
-use memdesc::pgtable::MmKind;
+use memdesc::mm::pgtable::MmKind;
 use memdesc::{Config, MemmapLayout, MemoryLayout, Pfn, RegionSpec};
 use memdesc_linux::census::{census_runs, Census, CensusOptions, Kind, Run};
 use memdesc_linux::trace::{EventKind, TraceReader, TraceStats};

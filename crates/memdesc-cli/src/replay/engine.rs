@@ -23,11 +23,11 @@ unsafe fn lent(f: &Folio) -> std::mem::ManuallyDrop<FolioRef<'_>> {
 }
 use super::gfp::*;
 use super::metadata::*;
-use memdesc::kmalloc::KMALLOC_MAX_CACHE_SIZE;
-use memdesc::page_pool::{PagePool, PoolParams};
-use memdesc::pagecache::AddressSpaceRef;
-use memdesc::pgtable::MmRef;
-use memdesc::vmalloc::{Unmappable, VmArea, VmallocSpace};
+use memdesc::folio::filemap::AddressSpaceRef;
+use memdesc::mm::pgtable::MmRef;
+use memdesc::pools::page_pool::{PagePool, PoolParams};
+use memdesc::pools::vmalloc::{Unmappable, VmArea, VmallocSpace};
+use memdesc::slab::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 use memdesc::{CacheArgs, CacheRef, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{SimMachine, SimPlatform};
 use memdesc_linux::census::{Kind, Run};

@@ -74,11 +74,11 @@
 //! [`metadata`] (the samples and descriptor-cache figures it records); [`crate::measure`] and
 //! [`crate::data_dirs`] at the bottom. No module here imports this one.
 //!
-//! [`AddressSpaceRef`]: memdesc::pagecache::AddressSpaceRef
+//! [`AddressSpaceRef`]: memdesc::folio::filemap::AddressSpaceRef
 //! [`Netmem`]: memdesc::memmap::desc::Netmem
-//! [`PagePool`]: memdesc::page_pool::PagePool
+//! [`PagePool`]: memdesc::pools::page_pool::PagePool
 //! [`VmallocDesc`]: memdesc::memmap::desc::VmallocDesc
-//! [`VmallocSpace`]: memdesc::vmalloc::VmallocSpace
+//! [`VmallocSpace`]: memdesc::pools::vmalloc::VmallocSpace
 //! [`pp_put_pfn`]: memdesc::PhysMem::pp_put_pfn
 
 use std::io::IsTerminal;
@@ -150,7 +150,7 @@ mod tests {
 
     use memdesc::folio::FolioKind;
 
-    use memdesc::pgtable::MmKind;
+    use memdesc::mm::pgtable::MmKind;
 
     use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, PAGE_SIZE};
 
@@ -400,7 +400,7 @@ mod tests {
             Some(memdesc::memmap::word::Tag::VmallocUnmappable)
         );
         assert_eq!(r.vmalloc.vmalloc_to_pfn(a.addr() + 3 * PAGE_SIZE), Ok(vp), "mapped by a kernel PTE");
-        assert_eq!(r.vmalloc.stats(), memdesc::vmalloc::VmallocStats { areas: 1, pages: 4 });
+        assert_eq!(r.vmalloc.stats(), memdesc::pools::vmalloc::VmallocStats { areas: 1, pages: 4 });
         r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });
         assert_eq!(r.vmalloc.stats().areas, 0);
         r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });

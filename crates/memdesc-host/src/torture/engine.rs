@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use memdesc::balloon::Balloon;
 use memdesc::base::fault::{FaultConfig, FaultSites};
+use memdesc::health::balloon::Balloon;
 use memdesc::memmap::desc::Folio;
-use memdesc::page_pool::{PagePool, PoolParams};
-use memdesc::pgtable::MmKind;
-use memdesc::vmalloc::VmallocSpace;
-use memdesc::z3fold::Z3foldPool;
-use memdesc::zsmalloc::ZsPool;
+use memdesc::mm::pgtable::MmKind;
+use memdesc::pools::page_pool::{PagePool, PoolParams};
+use memdesc::pools::vmalloc::VmallocSpace;
+use memdesc::pools::z3fold::Z3foldPool;
+use memdesc::pools::zsmalloc::ZsPool;
 use memdesc::Cpu;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.

@@ -6,16 +6,16 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use memdesc::balloon::Balloon;
+use memdesc::folio::filemap::AddressSpaceRef;
 use memdesc::folio::{FolioError, FolioRef};
-use memdesc::hwpoison::PoisonReport;
+use memdesc::health::balloon::Balloon;
+use memdesc::health::hwpoison::PoisonReport;
 use memdesc::memmap::desc::{Folio, MappableDesc, PG_LRU};
-use memdesc::page_pool::PagePool;
-use memdesc::pagecache::AddressSpaceRef;
-use memdesc::pgtable::{MmCaches, MmRef, PMD_SIZE};
-use memdesc::vmalloc::VmallocSpace;
-use memdesc::z3fold::{Z3Error, Z3foldPool};
-use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
+use memdesc::mm::pgtable::{MmCaches, MmRef, PMD_SIZE};
+use memdesc::pools::page_pool::PagePool;
+use memdesc::pools::vmalloc::VmallocSpace;
+use memdesc::pools::z3fold::{Z3Error, Z3foldPool};
+use memdesc::pools::zsmalloc::{Handle, ZsError, ZsPool};
 use memdesc::Cpu;
 
 // Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
@@ -25,7 +25,7 @@ use memdesc::Cpu;
 // this rule.
 
 use memdesc::base::page_access::{PageAccess, ReadOnly};
-use memdesc::kmalloc::KBox;
+use memdesc::slab::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, PAGE_SIZE};
 

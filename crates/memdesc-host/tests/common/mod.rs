@@ -43,7 +43,7 @@ pub fn mappable_put<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
     cpu: &memdesc::Cpu<'_>,
     d: &memdesc::memmap::desc::MappableDesc,
-) -> Result<bool, memdesc::mappable::MappableError> {
+) -> Result<bool, memdesc::mm::mappable::MappableError> {
     // SAFETY: see above.
     unsafe { m.mappable_put_raw(cpu, d) }
 }
@@ -56,7 +56,7 @@ pub fn pp_put_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
     cpu: &memdesc::Cpu<'_>,
     pfn: memdesc::Pfn,
-) -> Result<(), memdesc::page_pool::PoolError> {
+) -> Result<(), memdesc::pools::page_pool::PoolError> {
     // SAFETY: see above.
     unsafe { m.pp_put_pfn(cpu, pfn) }
 }
@@ -65,10 +65,10 @@ pub fn pp_put_raw<P: memdesc::Platform>(
 /// own, or assert refusals of addresses that start no live area (checked before anything
 /// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
 pub fn vfree<P: memdesc::Platform>(
-    s: &memdesc::vmalloc::VmallocSpace<'_, P>,
+    s: &memdesc::pools::vmalloc::VmallocSpace<'_, P>,
     cpu: &memdesc::Cpu<'_>,
     va: usize,
-) -> Result<(), memdesc::vmalloc::VmallocError> {
+) -> Result<(), memdesc::pools::vmalloc::VmallocError> {
     // SAFETY: see above.
     unsafe { s.vfree(cpu, va) }
 }
@@ -76,7 +76,7 @@ pub fn vfree<P: memdesc::Platform>(
 /// A handle rebuilt from a raw value, to probe the pool's checks: the tests pass only values
 /// they know the pool refuses (never issued, another pool's, freed, stale) or a copy of a live
 /// handle whose refusal (mapped) they assert, so no object changes owner.
-pub fn probe(raw: u64) -> memdesc::zsmalloc::Handle {
+pub fn probe(raw: u64) -> memdesc::pools::zsmalloc::Handle {
     // SAFETY: see above.
-    unsafe { memdesc::zsmalloc::Handle::from_raw(raw) }
+    unsafe { memdesc::pools::zsmalloc::Handle::from_raw(raw) }
 }

@@ -17,7 +17,7 @@ pub struct Config {
     /// Pages moved per refill or drain.
     pub pcp_batch: u32,
     /// Largest mapcount a folio may reach; mapping past it splits a large folio instead
-    /// (see [`crate::pgtable`]). Configurable so tests can reach it.
+    /// (see [`crate::mm::pgtable`]). Configurable so tests can reach it.
     pub mapcount_limit: u32,
 }
 

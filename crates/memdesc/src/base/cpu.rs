@@ -7,16 +7,16 @@
 //!
 //! Invariants:
 //! 1. A [`CpuSet`] is created only inside the crate, by the owner that checks tokens against it
-//!    (a machine's [`crate::rcu::Rcu`], which [`crate::PhysMem`] owns). Safe code outside the
+//!    (a machine's [`crate::base::rcu::Rcu`], which [`crate::PhysMem`] owns). Safe code outside the
 //!    crate can get tokens only by claiming them from a machine.
 //! 2. A [`Cpu`] borrows its set, so its set outlives it and cannot move while it exists; two
 //!    live sets never share an address, so `ptr::eq` on the set names the machine.
 //! 3. Every entry point that reaches per-CPU state through a token checks (3a: release builds
-//!    too) that the token belongs to its own set and panics otherwise ([`foreign_cpu`]): a
+//!    too) that the token belongs to its own set and panics otherwise (`foreign_cpu`): a
 //!    token of another machine is a programming error, never silently used.
 //! 4. The token is `Send` (a thread may hand its CPU to another, as a kernel migrates a task
 //!    with its context) but `!Sync`: `&Cpu` cannot be shared between threads, and everything
-//!    borrowing it (an [`crate::rcu::RcuGuard`]) is `!Send`, so one CPU's state is touched by
+//!    borrowing it (an [`crate::base::rcu::RcuGuard`]) is `!Send`, so one CPU's state is touched by
 //!    one thread at a time.
 //!
 //! Sharing a token between threads does not compile:
@@ -37,7 +37,7 @@
 use core::cell::Cell;
 use core::marker::PhantomData;
 
-use crate::sync::{AtomicBool, Ordering};
+use crate::base::sync::{AtomicBool, Ordering};
 
 /// Most CPUs a machine may have.
 pub const MAX_CPUS: usize = 64;
@@ -113,7 +113,7 @@ impl Cpu<'_> {
 /// A token of another machine was handed to this one.
 ///
 /// Reported when a [`Cpu`] claimed from one machine's [`CpuSet`] is passed to another machine
-/// (or another [`crate::rcu::Rcu`]): see [`crate::rcu::Rcu::try_read_lock`].
+/// (or another [`crate::base::rcu::Rcu`]): see [`crate::base::rcu::Rcu::try_read_lock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForeignCpu {
     /// The id of the foreign token.

@@ -51,23 +51,23 @@
 
 use core::ptr::NonNull;
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::Folio;
-use crate::fault::FaultSite;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::fault::FaultSite;
+use crate::base::platform::Platform;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::{fence, spin_hint, Ordering};
 use crate::folio::space::{AddressSpace, PageCacheError};
 #[cfg(feature = "health")]
 use crate::folio::xarray::Writer;
 use crate::folio::xarray::{addr_of, Node, NodeAlloc, PageCacheViolation};
 use crate::folio::FolioRef;
 use crate::folio::{Folios, PageCacheCaches};
+use crate::memmap::desc::Folio;
+use crate::memmap::word::PageKind;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
-use crate::rcu::RcuGuard;
 use crate::slab::obj::CacheObj;
 use crate::slab::{CacheArgs, CacheFamily, SlabCache};
-use crate::sync::{fence, spin_hint, Ordering};
-use crate::word::PageKind;
 
 /// Lockless attempts before a lookup takes the address space's lock.
 pub const LOCKLESS_TRIES: u32 = 8;
@@ -334,9 +334,9 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::base::rcu::Rcu;
     use crate::folio::xarray::test_support::*;
     use crate::folio::xarray::{addr_of, Node};
-    use crate::rcu::Rcu;
     use loom::sync::Arc;
 
     /// Drops a reader's reference; a model has no free path to run.

@@ -3,10 +3,10 @@
 //! folio is on a list exactly while it has `PG_LRU` set, which changes only under that list's
 //! lock: that is how [`Folio::lru_unlink`] knows the folio is on the list it is given.
 
-use crate::desc::{Folio, PG_LRU};
-use crate::list::List;
-use crate::platform::Platform;
-use crate::sync::SpinLock;
+use crate::base::list::List;
+use crate::base::platform::Platform;
+use crate::base::sync::SpinLock;
+use crate::memmap::desc::{Folio, PG_LRU};
 
 use super::Folios;
 

@@ -25,7 +25,7 @@
 //!   a split.
 //! - Freezing (count → 0 at an exact expected value) is crate-private (`MapCounts::freeze`):
 //!   migration
-//!   ([`crate::migrate`]) and split freeze at the count they can account for (their own
+//!   ([`crate::health::migrate`]) and split freeze at the count they can account for (their own
 //!   reference, the page cache's, the mappings', all of them locked out), so any other holder
 //!   makes the freeze fail, and the count is restored by a compare-exchange from zero that
 //!   cannot overwrite a concurrent change.
@@ -34,7 +34,7 @@
 //!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the
 //!   caller owns; [`FolioRef::into_raw`] gives the count up to raw code.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0382
 //! # // A FolioRef is moved by `folio_put`: using it afterwards does not compile.
 //! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 //! let f = m.folio_alloc(cpu, 0, memdesc::Gfp::MOVABLE, memdesc::folio::FolioKind::Anon).unwrap();
@@ -43,14 +43,14 @@
 //! # }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # // Taking a reference needs one: a `&Folio` alone has no `get`.
 //! # fn f(folio: &memdesc::memmap::desc::Folio) {
 //! let extra = folio.get();
 //! # }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0308
 //! # // `folio_get` takes a reference you hold, not a bare `&Folio`.
 //! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, folio: &memdesc::memmap::desc::Folio) {
 //! let extra = m.folio_get(folio);
@@ -62,7 +62,7 @@
 //!   same offset in both, because they are one type).
 //! - **Split** of a folio into folios of a smaller order re-stamps the words; a descriptor for
 //!   every new piece is allocated first, so a failure changes nothing. A mapped folio's
-//!   mapcount is distributed per piece by the rmap walk ([`crate::pgtable`]).
+//!   mapcount is distributed per piece by the rmap walk ([`crate::mm::pgtable`]).
 //! - **Extended descriptors** ([`FolioExt`]): a filesystem embeds a `Folio` at the start of its
 //!   own descriptor type with its own cache; the page word points to the embedded folio, and
 //!   [`PhysMem::folio_ext`](crate::PhysMem::folio_ext) recovers the filesystem's type after checking the descriptor came
@@ -92,7 +92,7 @@
 //! This layer imports `base`, `memmap`, `page_alloc`, `slab` and itself; `mod.rs` imports
 //! none of its children (`space` is the page cache's data, imported by `xarray`, `filemap`
 //! and `truncate`). It has no unchecked code: the LRU and the split's descriptor chain are
-//! [`List<Folio>`](crate::list::List)s (the one unlink helper is `Folio::lru_unlink` in
+//! `List<Folio>`s (the one unlink helper is `Folio::lru_unlink` in
 //! `memmap/desc.rs`), and the few places that turn an address into a reference (a held
 //! folio, a page-cache tree entry, an address space from a folio's `mapping`, an extended
 //! descriptor) are crate-private functions of `machine/raw.rs`, folio section, whose
@@ -100,8 +100,6 @@
 
 pub mod filemap;
 mod lru;
-// transition alias (issue 13), removed when the layers land
-pub mod pagecache;
 pub mod space;
 pub mod truncate;
 pub mod xarray;
@@ -109,22 +107,22 @@ pub mod xarray;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, AREA_ORDER};
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
-use crate::desc_ref::Kept;
-use crate::gfp::Gfp;
-use crate::layout::{MemmapLayout, ZoneType};
-use crate::list::List;
+use crate::base::addr::{Pfn, AREA_ORDER};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::layout::{MemmapLayout, ZoneType};
+use crate::base::list::List;
+use crate::base::page_access::PageWords;
+use crate::base::platform::Platform;
+use crate::base::sync::{Ordering, SpinLock};
+use crate::memmap::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::memmap::desc_ref::Kept;
+use crate::memmap::word::{Subtype, Tag, Word};
 use crate::memmap::RegionMap;
-use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
 use crate::page_alloc::PageAllocator;
-use crate::platform::Platform;
 use crate::slab::Slabs;
 use crate::slab::{CacheArgs, CacheFamily, SlabCache};
-use crate::sync::{Ordering, SpinLock};
-use crate::word::{Subtype, Tag, Word};
 
 /// Anonymous or page-cache memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +181,7 @@ impl core::error::Error for FolioError {}
 
 /// A filesystem descriptor that embeds a [`Folio`] at offset 0 (a layout promise, so it is
 /// defined with the descriptor layouts).
-pub use crate::desc::FolioExt;
+pub use crate::memmap::desc::FolioExt;
 
 /// The cache of one extended folio type (made at registration, never destroyed).
 pub struct FolioExtCache<E: FolioExt> {
@@ -273,7 +271,7 @@ impl Eq for FolioRef<'_> {}
 /// The folio layer's part of a machine: the LRU lists and the page cache's slab caches.
 /// Private: only this layer's modules touch it, through [`Folios`].
 pub struct FolioState {
-    lru: [SpinLock<List<Folio>>; crate::layout::MAX_NODES],
+    lru: [SpinLock<List<Folio>>; crate::base::layout::MAX_NODES],
     pagecache: PageCacheCaches,
 }
 
@@ -401,10 +399,10 @@ impl<'a, P: Platform> Folios<'a, P> {
     /// `pfn` now; retry later if it was frozen.
     pub(crate) fn folio_try_get(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Option<FolioRef<'a>> {
         let g = self.pages.rcu().read_lock(cpu);
-        let f = crate::lookup::try_get_desc(
+        let f = crate::memmap::lookup::try_get_desc(
             &g,
             || self.pages.memmap().load(self.pages.platform(), pfn).map(|v| v.word),
-            crate::lookup::folio,
+            crate::memmap::lookup::folio,
             |f| self.folio_release(cpu, f),
         )?;
         // try_get_desc took one reference for us and re-checked that the word still names the
@@ -419,7 +417,7 @@ impl<'a, P: Platform> Folios<'a, P> {
     /// names it (migration changes a folio's pfn only while the count is frozen, which needs
     /// every holder to be accounted for). `None` if the word at `pfn` names no folio.
     pub(crate) fn folio_held_at(&self, pfn: Pfn) -> Option<&'a Folio> {
-        let d = crate::lookup::folio(self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind())?;
+        let d = crate::memmap::lookup::folio(self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind())?;
         Some(self.held_desc(d))
     }
 
@@ -466,8 +464,8 @@ impl<'a, P: Platform> Folios<'a, P> {
             // LRU after this (walkers hold the LRU lock).
             self.lru_del(f);
         }
-        if f.flags.flags() & crate::desc::PG_HWPOISON != 0 {
-            // Poisoned while referenced (crate::hwpoison): retired, never freed.
+        if f.flags.flags() & crate::memmap::desc::PG_HWPOISON != 0 {
+            // Poisoned while referenced (crate::health::hwpoison): retired, never freed.
             self.retire_poisoned_folio(cpu, f);
             return;
         }
@@ -657,7 +655,7 @@ impl<'a, P: Platform> Folios<'a, P> {
                 .word(0)
                 .load(Ordering::Relaxed);
             let trm = self.pages.memmap().region_map(self.pages.memmap().region_index(t).expect("table pfn"));
-            self.pages.stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
+            self.pages.stamp_block(t, 0, crate::page_alloc::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
             self.pages.memmap().split_area(self.pages.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
         }
         let flags = f.flags.flags();

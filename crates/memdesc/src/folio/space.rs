@@ -4,11 +4,11 @@
 //! [`super::xarray`], lookup, insert and delete in [`super::filemap`], removal by range in
 //! [`super::truncate`]; this module imports none of them.
 
-use crate::folio::FolioError;
 #[cfg(feature = "pgtable")]
-use crate::list::{Links, List};
+use crate::base::list::{Links, List};
+use crate::base::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::folio::FolioError;
 use crate::page_alloc::AllocError;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
 
 /// Low bits of the root word hold the height; of a slot, the tag.
 pub(super) const LOW_MASK: usize = 0xF;

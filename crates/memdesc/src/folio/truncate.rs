@@ -16,16 +16,16 @@
 
 use core::ops::{Bound, RangeBounds};
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::Folio;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
 use crate::folio::filemap::{AddressSpaceRef, SlabNodes};
 #[cfg(feature = "health")]
 use crate::folio::space::PageCacheError;
 use crate::folio::xarray::{addr_of, Chain, Writer, BITS};
 use crate::folio::Folios;
-use crate::platform::Platform;
-use crate::sync::Ordering;
+use crate::memmap::desc::Folio;
 
 /// Folios removed per hold of the lock during truncation.
 const TRUNCATE_BATCH: usize = 16;

@@ -36,10 +36,10 @@
 
 use core::ptr::NonNull;
 
-use crate::desc::Folio;
+use crate::base::sync::{fence, AtomicUsize, Ordering, SpinGuard};
 use crate::folio::space::{AddressSpace, PageCacheError, LOW_MASK};
+use crate::memmap::desc::Folio;
 use crate::page_alloc::AllocError;
-use crate::sync::{fence, AtomicUsize, Ordering, SpinGuard};
 
 /// Index bits consumed per tree level.
 pub(super) const BITS: u32 = 6;
@@ -611,11 +611,11 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 pub(super) mod test_support {
     use super::*;
-    use crate::addr::Pfn;
-    use crate::desc::{DescFlags, MapCounts};
-    use crate::list::Links;
-    use crate::sync::AtomicU32;
-    use crate::sync::AtomicU64;
+    use crate::base::addr::Pfn;
+    use crate::base::list::Links;
+    use crate::base::sync::AtomicU32;
+    use crate::base::sync::AtomicU64;
+    use crate::memmap::desc::{DescFlags, MapCounts};
     use std::vec::Vec;
 
     pub(in crate::folio) fn folio(order: u32, refs: u32) -> Folio {
@@ -669,7 +669,7 @@ pub(super) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
-    use crate::rcu::Rcu;
+    use crate::base::rcu::Rcu;
     use std::vec::Vec;
 
     #[test]

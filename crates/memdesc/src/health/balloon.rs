@@ -5,17 +5,17 @@
 //! The balloon keeps no list of its pages: with no `struct page` there is nowhere to link
 //! them, and their contents belong to the hypervisor. Deflating finds them by their words: an
 //! order-0 `Offline` page in a pageblock that is not isolated is a balloon page (pages of an
-//! offlined range sit in isolated pageblocks, see [`crate::offline`]). So a machine has one
+//! offlined range sit in isolated pageblocks, see [`crate::health::offline`]). So a machine has one
 //! balloon; a second `Balloon` would share the first one's pages.
 //!
 //! This module touches page words only (through the allocator's stamping and free paths).
 
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::base::sync::{Ordering, SpinLock};
+use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
-use crate::sync::{Ordering, SpinLock};
-use crate::word::{PageKind, Subtype, Word};
 use crate::PhysMem;
 
 /// Counters of a balloon.

@@ -5,7 +5,7 @@
 //! - the **migration scanner** walks pfns upward by their words (never assuming a head page:
 //!   a free block is stepped over by its order, a folio by its own order, anything else one
 //!   page at a time — a zsmalloc or z3fold page is order 0) and hands every movable page to
-//!   [`crate::migrate`]: folios, mapped or not (their page-table entries are rewritten
+//!   [`crate::health::migrate`]: folios, mapped or not (their page-table entries are rewritten
 //!   through the reverse map, page-cache folios keep their slots since the descriptor does
 //!   not move), and zsmalloc / z3fold pages (through their pools);
 //! - the **free scanner** walks pageblocks downward from the top and takes free blocks out of
@@ -22,18 +22,18 @@
 //! histogram (per order, all migratetypes) before and after.
 //!
 //! This module touches page words through the buddy code under the zone lock, and folios
-//! through [`crate::migrate`]; two-level regions are skipped.
+//! through [`crate::health::migrate`]; two-level regions are skipped.
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::cpu::Cpu;
-use crate::layout::MemmapLayout;
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::base::cpu::Cpu;
+use crate::base::layout::MemmapLayout;
+use crate::base::pageblock::MigrateType;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::health::migrate::{movable, Movable};
+use crate::memmap::word::{PageKind, Subtype};
 use crate::memmap::RegionMap;
-use crate::migrate::{movable, Movable};
-use crate::pageblock::MigrateType;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype};
-use crate::zone::{Zone, MAX_ORDER_LIMIT};
+use crate::page_alloc::zone::{Zone, MAX_ORDER_LIMIT};
 use crate::PhysMem;
 
 /// Free blocks per order (all migratetypes), index = order.
@@ -133,7 +133,7 @@ impl<P: Platform> PhysMem<P> {
                         // Folio descriptors are TYPESAFE_BY_RCU; the guard is held until
                         // migrate_to has frozen and revalidated the folio.
                         let rcu = self.rcu().read_lock(cpu);
-                        let f = crate::desc_ref::rcu(&rcu, folio);
+                        let f = crate::memmap::desc_ref::rcu(&rcu, folio);
                         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                         let step =
                             if fpfn <= mig && mig < fpfn.add(1 << order) { fpfn.add(1 << order).0 - mig.0 } else { 1 };

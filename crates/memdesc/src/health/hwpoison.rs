@@ -15,13 +15,13 @@
 //! | folio mapped only where the reverse map cannot see (pfn VMAs, truncated while mapped) | flagged as above; its entries keep their references, and the page is retired when the last goes. **Delayed** |
 //! | slab page | the slab is flagged: no more objects come from it, objects freed into it are lost, and when empty its pages are retired. Reports the cache and objects in use. **Delayed** (or Recovered if empty) |
 //! | page-table page, reserved, raw kernel memory, memmap, zero page, offline, guard | kernel memory that cannot be recovered: left in place, **Ignored** (counted) |
-//! | zsmalloc page | a zeroed page takes its place in the zspage (the descriptor stays); the objects with a byte on it are **lost**: their handles say [`ZsError::Lost`](crate::zsmalloc::ZsError::Lost) when mapped and can still be freed; the headers and free list that lived on the page are rebuilt from the handle table; every other object of the zspage stays readable where it is. Refused with [`PoisonError::Busy`] while an object of the zspage is mapped. **Recovered** |
+//! | zsmalloc page | a zeroed page takes its place in the zspage (the descriptor stays); the objects with a byte on it are **lost**: their handles say [`ZsError::Lost`](crate::pools::zsmalloc::ZsError::Lost) when mapped and can still be freed; the headers and free list that lived on the page are rebuilt from the handle table; every other object of the zspage stays readable where it is. Refused with [`PoisonError::Busy`] while an object of the zspage is mapped. **Recovered** |
 //! | z3fold page | likewise: its (up to three) objects are lost, the descriptor gets a zeroed page. **Recovered** |
 //! | vmalloc page | kernel memory that cannot be recovered (as in Linux): left in place, the area (its record's address) and the page's index reported. **Ignored** |
 //! | page_pool page, mappable driver memory | owned by a driver, which would have to be told: left in place, owner and mapcount reported. **Ignored** |
 //!
 //! A retired page's word becomes `Undescribed { HwPoison }`; it is on no list, never handed
-//! out again, and counted in [`UndescribedStats`](crate::isolate::UndescribedStats).
+//! out again, and counted in [`UndescribedStats`](crate::page_alloc::isolate::UndescribedStats).
 //! [`PhysMem::unpoison`] (for tests) returns it to the allocator.
 //!
 //! In **two-level regions** the handler reads the pfn's word the same way (a page inside an
@@ -41,20 +41,20 @@
 
 use super::kinds::{PoisonOp, Pool};
 pub use super::poisoned::PoisonedKind;
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, PG_HWPOISON};
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::folio::space::PageCacheError;
 use crate::folio::FolioError;
-use crate::isolate::IsolateError;
+use crate::memmap::desc::{DescPtr, Folio, PG_HWPOISON};
 use crate::memmap::kinds::desc_of;
+use crate::memmap::word::{PageKind, Subtype, Tag, Word};
+use crate::mm::pgtable::Mm;
+use crate::page_alloc::isolate::IsolateError;
 use crate::page_alloc::AllocError;
-use crate::pagecache::PageCacheError;
-use crate::pgtable::Mm;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Tag, Word};
 #[cfg(feature = "zsmalloc")]
-use crate::zsmalloc::ZsMigrateError;
+use crate::pools::zsmalloc::ZsMigrateError;
 use crate::PhysMem;
 
 /// A pool's refusal to retire its page, as a poison error.
@@ -230,7 +230,7 @@ impl<P: Platform> PhysMem<P> {
                     // even if it is freed and reused; poison_slab re-checks it against the
                     // page word under the cache's node lock before changing anything.
                     let rcu = self.rcu().read_lock(cpu);
-                    let slab = crate::desc_ref::rcu(&rcu, d);
+                    let slab = crate::memmap::desc_ref::rcu(&rcu, d);
                     let order = slab.flags.order();
                     match self.slabs().poison_slab(cpu, slab, pfn) {
                         crate::slab::SlabPoison::Poisoned { cache, inuse, objects } => {
@@ -250,7 +250,7 @@ impl<P: Platform> PhysMem<P> {
                     }
                 }
                 #[cfg(feature = "zsmalloc")]
-                PoisonOp::Pool(Pool::Zsmalloc) => match crate::zsmalloc::zs_poison_page(self, cpu, pfn) {
+                PoisonOp::Pool(Pool::Zsmalloc) => match crate::pools::zsmalloc::zs_poison_page(self, cpu, pfn) {
                     Ok(z) => Ok(self.recovered_pool_page(
                         pfn,
                         PoisonedKind::Zsmalloc { objects_lost: z.lost, objects_in_use: z.inuse },
@@ -259,7 +259,7 @@ impl<P: Platform> PhysMem<P> {
                     Err(e) => Err(pool_error(pfn, e)),
                 },
                 #[cfg(feature = "z3fold")]
-                PoisonOp::Pool(Pool::Z3fold) => match crate::z3fold::z3fold_poison_page(self, cpu, pfn) {
+                PoisonOp::Pool(Pool::Z3fold) => match crate::pools::z3fold::z3fold_poison_page(self, cpu, pfn) {
                     Ok(lost) => Ok(self.recovered_pool_page(pfn, PoisonedKind::Z3fold { objects_lost: lost })),
                     Err(ZsMigrateError::NotZsmalloc(_)) => continue,
                     Err(e) => Err(pool_error(pfn, e)),
@@ -426,10 +426,10 @@ impl<P: Platform> PhysMem<P> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::desc::{DescPtr, PtDesc};
-    use crate::gfp::Gfp;
-    use crate::layout::MemmapLayout;
+    use crate::base::gfp::Gfp;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::Buf;
+    use crate::memmap::desc::{DescPtr, PtDesc};
 
     /// 16 MiB of host memory as a flat machine.
     fn machine() -> PhysMem<Buf> {
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn migration_refuses_a_folio_mapped_where_the_rmap_cannot_see() {
-        use crate::migrate::MigrateError;
+        use crate::health::migrate::MigrateError;
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();

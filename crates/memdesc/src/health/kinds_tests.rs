@@ -4,8 +4,8 @@
 //! import cycle.)
 
 use super::kinds::{of, of_word, MigrateOp, OfflineOp};
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 /// Table-driven: migration and offlining do what each page's entry says. A page of every
 /// never-moving kind at hand (slab, page table, mappable memory) is refused as
@@ -13,12 +13,12 @@ use crate::word::Word;
 /// mechanism (which backs off: its owner holds it).
 #[test]
 fn migration_follows_the_table() {
-    use crate::desc::{DescPtr, PtDesc};
+    use crate::base::gfp::Gfp;
+    use crate::base::platform::Platform;
     use crate::folio::FolioKind;
-    use crate::gfp::Gfp;
-    use crate::migrate::MigrateError;
-    use crate::offline::OfflineError;
-    use crate::platform::Platform;
+    use crate::health::migrate::MigrateError;
+    use crate::health::offline::OfflineError;
+    use crate::memmap::desc::{DescPtr, PtDesc};
     let m = crate::machine::test_machine::machine(4096, crate::MemmapLayout::Flat);
     let cpu = m.cpus().claim(0).unwrap();
     let pt = m.slabs().alloc_desc::<PtDesc>(&cpu).unwrap();

@@ -49,15 +49,15 @@
 //! page-table entries of migrated folios through the rmap, and page contents of the two
 //! blocks it copies between.
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
-use crate::gfp::Gfp;
-use crate::page_access::PageWords;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::page_access::PageWords;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
+use crate::memmap::word::{PageKind, Tag, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Tag, Word};
 use crate::PhysMem;
 
 /// Why a page could not be migrated. Nothing changed.
@@ -169,7 +169,7 @@ impl<P: Platform> PhysMem<P> {
         // descriptors are TYPESAFE_BY_RCU, and migrate_to revalidates the word after freezing
         // before trusting anything else.
         let rcu = self.rcu().read_lock(cpu);
-        let f = crate::desc_ref::rcu(&rcu, folio);
+        let f = crate::memmap::desc_ref::rcu(&rcu, folio);
         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
         let new = self.pages().alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
         match self.migrate_to(cpu, f, file, (fpfn, order), new) {
@@ -244,7 +244,7 @@ impl<P: Platform> PhysMem<P> {
             if tries == 16 {
                 return Err(MigrateError::NoRmap { pfn: old, mapcount: m });
             }
-            crate::sync::spin_hint();
+            crate::base::sync::spin_hint();
         };
         // A cached file folio: its address space's lock keeps the cache's reference in place
         // and locked lookups (which trust it) out.
@@ -345,14 +345,14 @@ impl<P: Platform> PhysMem<P> {
         target: Option<Pfn>,
     ) -> Result<Pfn, MigrateError> {
         #[cfg(feature = "z3fold")]
-        use crate::z3fold::{z3fold_migrate_page, z3fold_migrate_page_to};
-        use crate::zsmalloc::{zs_migrate_page, zs_migrate_page_to, ZsMigrateError as E};
+        use crate::pools::z3fold::{z3fold_migrate_page, z3fold_migrate_page_to};
+        use crate::pools::zsmalloc::{zs_migrate_page, zs_migrate_page_to, ZsMigrateError as E};
         if let Some(t) = target {
             // The pools take a raw order-0 allocation as a target.
             let (trm, _) = self.pages().flat_ctx(t).map_err(|_| MigrateError::Unsupported(t))?;
             trm.flat_word(t).store(crate::page_alloc::PageAllocator::<P>::undesc_word(
                 trm,
-                crate::word::Subtype::Unmappable,
+                crate::memmap::word::Subtype::Unmappable,
                 0,
             ));
         }
@@ -534,7 +534,7 @@ mod regression_tests {
         checked(m);
         // Mapped-only folios move; the entries' references and the mapping are untouched.
         let mms = m.mm_caches(cpu).unwrap();
-        let mm = mms.mm_create(cpu, crate::pgtable::MmKind::User).unwrap();
+        let mm = mms.mm_create(cpu, crate::mm::pgtable::MmKind::User).unwrap();
         mm.mmap_anon(cpu, 0x40_0000, 0x40_0000).unwrap();
         let f = m.folio_alloc(cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let pfn = f.flags.pfn();
@@ -602,7 +602,10 @@ mod regression_tests {
         m.folio_split(&cpu, &f, 0, |p| pieces.push(p)).unwrap();
         assert_eq!(pieces.len(), 3);
         for p in &pieces {
-            assert_eq!((p.counts.refcount(), p.flags.order(), p.flags.flags() & crate::desc::PG_LOCKED), (1, 0, 0));
+            assert_eq!(
+                (p.counts.refcount(), p.flags.order(), p.flags.flags() & crate::memmap::desc::PG_LOCKED),
+                (1, 0, 0)
+            );
         }
         m.folio_unlock(&f);
         for p in pieces {
@@ -685,13 +688,13 @@ mod regression_tests {
 /// `loom_migrate_freeze_broken_borrowed_ref` has the migrator borrow the owner's reference
 /// instead of taking its own (the old migration); both fail (`should_panic`).
 ///
-/// [`RaceCell`]: crate::sync::RaceCell
+/// [`RaceCell`]: crate::base::sync::RaceCell
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::expected_refs;
-    use crate::desc::{DescFlags, Folio, MapCounts};
-    use crate::list::Links;
-    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RaceCell};
+    use crate::base::list::Links;
+    use crate::base::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RaceCell};
+    use crate::memmap::desc::{DescFlags, Folio, MapCounts};
     use loom::sync::Arc;
 
     struct Shared {

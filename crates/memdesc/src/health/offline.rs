@@ -24,18 +24,18 @@
 //! onlined.
 //!
 //! This module touches zone free lists (under the zone lock), page words and pageblock bytes of
-//! the range, and folios through [`crate::migrate`].
+//! the range, and folios through [`crate::health::migrate`].
 
 use super::kinds::OfflineOp;
-use crate::addr::{Pfn, AREA_PAGES};
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
-use crate::isolate::IsolateError;
-use crate::migrate::{movable, MigrateError, Movable};
-use crate::pageblock::MigrateType;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Tag, Word};
+use crate::base::addr::{Pfn, AREA_PAGES};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::pageblock::MigrateType;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::health::migrate::{movable, MigrateError, Movable};
+use crate::memmap::word::{PageKind, Subtype, Tag, Word};
+use crate::page_alloc::isolate::IsolateError;
 use crate::PhysMem;
 
 /// Most pageblocks one `offline_range` call handles (64 × 2 MiB = 128 MiB).
@@ -187,7 +187,7 @@ impl<P: Platform> PhysMem<P> {
                     // Folio descriptors are TYPESAFE_BY_RCU; the guard is held until
                     // migrate_to has frozen and revalidated the folio.
                     let rcu = self.rcu().read_lock(cpu);
-                    let f = crate::desc_ref::rcu(&rcu, folio);
+                    let f = crate::memmap::desc_ref::rcu(&rcu, folio);
                     let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                     let r = self
                         .pages()

@@ -3,7 +3,7 @@
 //! ([`super::kinds`], whose entries say what a page left in place was), so that neither
 //! imports the other for it.
 
-use crate::word::Subtype;
+use crate::memmap::word::Subtype;
 
 /// What the poisoned page was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,18 +3,18 @@
 //! split of a folio that may be mapped (the mm layer splits its mappings first) and
 //! [`FolioRef::put`], which needs the machine.
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::Folio;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
 use crate::folio::filemap::AddressSpaceRef;
 #[cfg(feature = "health")]
 use crate::folio::filemap::MappingLock;
 #[cfg(feature = "health")]
 use crate::folio::space::PageCacheError;
 use crate::folio::{FolioError, FolioExt, FolioExtCache, FolioKind, FolioRef};
-use crate::gfp::Gfp;
+use crate::memmap::desc::Folio;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 
 use super::PhysMem;
 
@@ -172,7 +172,7 @@ impl<P: Platform> PhysMem<P> {
     /// refuses to split a folio with extra pins). A **mapped** anon folio is split too: its
     /// PMD mappings are split into PTEs first, then the rmap walk counts the entries that map
     /// each piece, and each piece gets exactly that mapcount plus one reference per entry (see
-    /// [`crate::pgtable`]). A cached file folio is split only by its page cache
+    /// [`crate::mm::pgtable`]). A cached file folio is split only by its page cache
     /// ([`FolioError::Cached`]).
     #[inline]
     pub fn folio_split<'a>(
@@ -194,7 +194,7 @@ impl<P: Platform> PhysMem<P> {
     /// `holders` plus its entries'. With `None` (hardware poison, which must split a folio
     /// whoever holds it): frozen at the count found, every reference that is not a mapping
     /// entry's copied onto every piece (its holders then own one on each; see
-    /// [`crate::hwpoison`]). Calls `each` with every piece, the original (now the first piece)
+    /// [`crate::health::hwpoison`]). Calls `each` with every piece, the original (now the first piece)
     /// last.
     ///
     /// Here because it crosses layers upward: a mapped folio's mappings are split and counted

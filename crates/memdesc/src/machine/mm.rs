@@ -2,10 +2,11 @@
 //! [`Mms`](crate::mm::Mms) (layer 5), and [`PhysMem::mms`], the view the other layers above
 //! use.
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::{Folio, MappableDesc};
-use crate::gfp::Gfp;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::memmap::desc::{Folio, MappableDesc};
 use crate::mm::mappable::{MappableError, MappableRef, UserPage};
 use crate::mm::mmap::{Mm, MmCaches};
 use crate::mm::pgtable::{MapError, PtEntry};
@@ -13,7 +14,6 @@ use crate::mm::pgtable::{MapError, PtEntry};
 use crate::mm::rmap::RmapLocked;
 use crate::mm::Mms;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 
 use super::PhysMem;
 
@@ -25,7 +25,7 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Creates the slab caches address spaces live in (`mm_struct`, `vm_area`, and the
-    /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`](crate::pgtable::MmRef) is created through
+    /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`](crate::mm::pgtable::MmRef) is created through
     /// them.
     #[inline]
     pub fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'_, P>, AllocError> {
@@ -59,9 +59,9 @@ impl<P: Platform> PhysMem<P> {
         self.mms().mappable_put(cpu, r)
     }
 
-    /// Decides by [`mappability`](crate::mappable::mappability) whether the page at `pfn` may
+    /// Decides by [`mappability`](crate::mm::mappable::mappability) whether the page at `pfn` may
     /// be mapped into user space, and returns the token for
-    /// [`MmRef::map_user_page`](crate::pgtable::MmRef::map_user_page); refused with
+    /// [`MmRef::map_user_page`](crate::mm::pgtable::MmRef::map_user_page); refused with
     /// [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
     #[inline]
     pub fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {

@@ -1,16 +1,16 @@
 //! Unit tests of the address-space layer (mappability, rmap, entry encoding) on a booted
 //! machine (here, in the machine layer, because they need one: `test_machine`).
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, VmallocDesc};
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::layout::MemmapLayout;
+use crate::base::sync::Ordering;
 use crate::folio::FolioKind;
-use crate::gfp::Gfp;
-use crate::layout::MemmapLayout;
 use crate::machine::test_machine::{self, Buf};
-use crate::pgtable::*;
-use crate::sync::Ordering;
-use crate::word::{Tag, Word};
+use crate::memmap::desc::{DescPtr, VmallocDesc};
+use crate::memmap::word::{Tag, Word};
+use crate::mm::pgtable::*;
 use crate::PhysMem;
 use std::boxed::Box;
 

@@ -146,7 +146,7 @@ impl crate::page_alloc::pages::Pages {
 mod slab {
     use core::ptr::NonNull;
 
-    use crate::kmalloc::KBox;
+    use crate::slab::kmalloc::KBox;
     use crate::slab::{CacheObj, CacheRef, KArray, KObj, SlabCache, SlabError, SlabObj};
 
     impl<P: crate::base::platform::Platform> crate::machine::PhysMem<P> {
@@ -168,7 +168,7 @@ mod slab {
         }
 
         /// Usable size of the kmalloc allocation at `ptr`. Checked like
-        /// [`PhysMem::kfree_raw`]: a pointer that is not a kmalloc object of this machine gets
+        /// [`PhysMem::kfree_raw`](Self::kfree_raw): a pointer that is not a kmalloc object of this machine gets
         /// [`SlabError::NotKmalloc`], [`SlabError::NotSlab`] or [`SlabError::OutOfRange`].
         ///
         /// # Safety
@@ -305,18 +305,18 @@ mod slab {
 ///   for the same purpose).
 #[cfg(feature = "folio")]
 mod folio {
-    use crate::addr::Pfn;
+    use crate::base::addr::Pfn;
     use core::ptr::NonNull;
 
-    use crate::cpu::Cpu;
-    use crate::desc::{DescPtr, Folio, FolioExt};
-    use crate::desc_ref;
+    use crate::base::cpu::Cpu;
+    use crate::base::platform::Platform;
     #[cfg(feature = "health")]
     use crate::folio::space::AddressSpace;
     use crate::folio::xarray::Node;
     use crate::folio::{FolioExtCache, FolioRef, Folios};
+    use crate::memmap::desc::{DescPtr, Folio, FolioExt};
+    use crate::memmap::desc_ref;
     use crate::page_alloc::AllocError;
-    use crate::platform::Platform;
     use crate::PhysMem;
 
     impl<'a> FolioRef<'a> {
@@ -383,7 +383,7 @@ mod folio {
             ext: &FolioExtCache<E>,
         ) -> Result<&'a Folio, AllocError> {
             let c = ext.cache.get().ok_or(AllocError::NoMemory { order: 0 })?;
-            let p: NonNull<u8> = self.slabs().cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
+            let p: NonNull<u8> = self.slabs().cache_alloc_at(cpu, c, crate::base::fault::FaultSite::Desc)?;
             // SAFETY: an object of E's cache, a zero or former E (F4) that this call owns,
             // with a Folio at offset 0 (F4); slab memory of the machine (F3), which is `'a`.
             Ok(unsafe { desc_ref::from_addr(p.as_ptr() as usize) })
@@ -462,19 +462,19 @@ mod folio {
 ///   `RmapList` (a zeroed one is a valid, unlocked, empty list).
 #[cfg(feature = "pgtable")]
 mod mm {
-    use crate::cpu::Cpu;
-    use crate::desc::{DescPtr, Descriptor, Folio};
-    use crate::desc_ref::{self, Kept};
-    use crate::list::{Linked, Links};
+    use crate::base::cpu::Cpu;
+    use crate::base::list::{Linked, Links};
+    use crate::base::platform::Platform;
+    use crate::base::rcu::RcuGuard;
+    use crate::folio::space::AddressSpace;
+    use crate::memmap::desc::{DescPtr, Descriptor, Folio};
+    use crate::memmap::desc_ref::{self, Kept};
+    use crate::memmap::tag::Tag;
     use crate::mm::mmap::{Mm, MmCaches, Vma, VmaGuard};
     use crate::mm::rmap::{RmapGuard, RmapLink, RmapList};
     use crate::mm::Mms;
     use crate::page_alloc::AllocError;
-    use crate::pagecache::AddressSpace;
-    use crate::platform::Platform;
-    use crate::rcu::RcuGuard;
     use crate::slab::ObjCache;
-    use crate::tag::Tag;
 
     // SAFETY: `links` returns the field every time (Linked item 1); an RmapLink on a list is
     // a VMA's (M1), freed only after it was unlinked under its list's lock (M2, Linked item 2).
@@ -618,36 +618,36 @@ mod mm {
 }
 
 #[cfg(feature = "pgtable")]
-impl<'m> crate::mappable::MappableRef<'m> {
+impl<'m> crate::mm::mappable::MappableRef<'m> {
     /// Makes the handle of a reference again.
     ///
     /// # Safety
     /// The caller holds one reference to `desc` (given up with
-    /// [`MappableRef::into_raw`](crate::mappable::MappableRef::into_raw), or taken by raw code)
+    /// [`MappableRef::into_raw`](crate::mm::mappable::MappableRef::into_raw), or taken by raw code)
     /// and hands it to the new handle (invariant 1).
     #[inline]
-    pub unsafe fn from_raw(desc: &'m crate::desc::MappableDesc) -> Self {
+    pub unsafe fn from_raw(desc: &'m crate::memmap::desc::MappableDesc) -> Self {
         Self::new_owned(desc)
     }
 }
 
 #[cfg(feature = "pgtable")]
-impl<P: crate::platform::Platform> super::PhysMem<P> {
+impl<P: crate::base::platform::Platform> super::PhysMem<P> {
     /// Drops a reference; the last one frees the memory. Returns whether it was freed.
     /// Checked: a descriptor with no reference left, one that is not this machine's live
     /// descriptor of its block, and the last put of mapped memory are refused (invariant 2).
     ///
     /// # Safety
     /// The caller holds one reference to `d` (a
-    /// [`MappableRef`](crate::mappable::MappableRef) given up with `into_raw`, or one a
+    /// [`MappableRef`](crate::mm::mappable::MappableRef) given up with `into_raw`, or one a
     /// page-table entry held) and gives it up: the checks cannot tell the holder of a
     /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
     /// frees memory they still use (invariant 1).
     pub unsafe fn mappable_put_raw(
         &self,
-        cpu: &crate::cpu::Cpu<'_>,
-        d: &crate::desc::MappableDesc,
-    ) -> Result<bool, crate::mappable::MappableError> {
+        cpu: &crate::base::cpu::Cpu<'_>,
+        d: &crate::memmap::desc::MappableDesc,
+    ) -> Result<bool, crate::mm::mappable::MappableError> {
         self.mms().mappable_put_owned(cpu, d)
     }
 }

@@ -8,8 +8,8 @@ use core::ptr::NonNull;
 use crate::base::cpu::Cpu;
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
-use crate::kmalloc::KBox;
 use crate::page_alloc::AllocError;
+use crate::slab::kmalloc::KBox;
 use crate::slab::{CacheArgs, CacheRef, SlabCache, SlabError, SlabInfo};
 
 use super::PhysMem;

@@ -173,7 +173,7 @@ pub const PG_ISOLATED: u64 = 1 << 10;
 /// Owner-private flag for filesystems (extended descriptors).
 pub const PG_OWNER_PRIV: u64 = 1 << 11;
 /// Hardware-poisoned: a folio's memory is retired instead of freed at its last put; a slab
-/// hands out no more objects and is retired when empty (see `crate::hwpoison`).
+/// hands out no more objects and is retired when empty (see `crate::health::hwpoison`).
 pub const PG_HWPOISON: u64 = 1 << 12;
 /// Mask of all flag bits; bits above hold per-kind packed fields.
 pub const PG_FLAGS_MASK: u64 = (1 << 18) - 1;
@@ -239,7 +239,7 @@ pub struct MapCounts {
     /// gets): `refcount >= mapcount` while mapped.
     pub(crate) refcount: AtomicU32,
     /// Page-table entries mapping this memory: N PTEs count N, a PMD mapping of a 2 MiB folio
-    /// counts 1, and splitting that PMD into 512 PTEs adds 511 (see [`crate::pgtable`]).
+    /// counts 1, and splitting that PMD into 512 PTEs adds 511 (see [`crate::mm::pgtable`]).
     pub(crate) mapcount: AtomicU32,
 }
 
@@ -402,7 +402,7 @@ unsafe impl Linked for Folio {
     }
 }
 
-/// Page-table page descriptor (ptdesc): one per page-table page of an [`crate::pgtable::Mm`].
+/// Page-table page descriptor (ptdesc): one per page-table page of an [`crate::mm::pgtable::Mm`].
 #[repr(C, align(16))]
 pub struct PtDesc {
     /// Flags, order (0) and pfn.
@@ -484,7 +484,7 @@ impl Netmem {
 }
 
 /// A zspage: 1–8 order-0 pages holding objects of one zsmalloc size class
-/// ([`crate::zsmalloc`]). Every component page's word points to it; `pool` leads a pfn
+/// ([`crate::pools::zsmalloc`]). Every component page's word points to it; `pool` leads a pfn
 /// scanner from the word alone to the owning pool. Fields other than `flags` change only
 /// under the owning pool's lock.
 #[repr(C, align(16))]
@@ -530,7 +530,7 @@ impl Zspage {
 }
 
 /// A z3fold page: up to three objects (first, middle, last) in one order-0 page
-/// ([`crate::z3fold`]). Fields other than `flags` change only under the owning pool's lock.
+/// ([`crate::pools::z3fold`]). Fields other than `flags` change only under the owning pool's lock.
 #[repr(C, align(16))]
 pub struct Z3foldDesc {
     /// Flags, order (0) and pfn.

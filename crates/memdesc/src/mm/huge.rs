@@ -9,13 +9,13 @@
 //! mappings first, then counts each piece's entries through the rmap.
 
 use super::Mms;
-use crate::addr::{Pfn, AREA_ORDER, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::Folio;
+use crate::base::addr::{Pfn, AREA_ORDER, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
 use crate::folio::{FolioError, FolioRef};
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::Tag;
+use crate::memmap::desc::Folio;
+use crate::memmap::word::Tag;
 
 use super::mmap::MmRef;
 use super::pgtable::{MapError, PtEntry, TableLock, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, PTRS_PER_TABLE};

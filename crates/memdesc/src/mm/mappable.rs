@@ -4,14 +4,14 @@
 //! mapped into an address space of a given kind: anon and file folios, `Mappable` driver
 //! memory, `VmallocMappable` and `NetPool` pages (a kernel `Mm` also takes
 //! `VmallocUnmappable`). Anything else — slab, page-table, zsmalloc, z3fold, unmappable
-//! vmalloc, raw, reserved or free memory — is refused with [`crate::pgtable::MapError::Unmappable`]
+//! vmalloc, raw, reserved or free memory — is refused with [`crate::mm::pgtable::MapError::Unmappable`]
 //! naming the kind ([`UnmappableKind`]). [`PhysMem::user_page_of`](crate::PhysMem::user_page_of) and
-//! [`crate::pgtable::MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc
+//! [`crate::mm::pgtable::MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc
 //! handles also make), vmalloc's kernel and user mappings and page_pool pages all go through it.
 //!
 //! **Mappable driver memory:** blocks of any order described by one [`MappableDesc`] (flags,
 //! refcount and mapcount at the offsets every mappable kind shares, owner), which drivers hand
-//! to user space with [`crate::pgtable::MmRef::map_mappable`].
+//! to user space with [`crate::mm::pgtable::MmRef::map_mappable`].
 //!
 //! Allocation stamps every page word (or the area words of a two-level region) with the
 //! descriptor under `Tag::Mappable`; the last put ([`PhysMem::mappable_put`](crate::PhysMem::mappable_put) of a
@@ -24,14 +24,14 @@
 //! This module touches only the words of the memory it allocates and its descriptors.
 
 use super::Mms;
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, MappableDesc};
-use crate::gfp::Gfp;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{DescPtr, MappableDesc};
+use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Tag, Word};
 
 use super::mmap::MmKind;
 use super::pgtable::MapError;
@@ -248,7 +248,7 @@ pub enum UnmappableKind {
 /// every undescribed subtype, split area words and corrupt words.
 ///
 /// ```
-/// use memdesc::pgtable::{mappability, MmKind, UnmappableKind};
+/// use memdesc::mm::pgtable::{mappability, MmKind, UnmappableKind};
 /// use memdesc::memmap::word::Word;
 /// // A tail word (a page inside a raw block) is never mappable.
 /// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));

@@ -12,17 +12,17 @@
 use core::ptr::NonNull;
 
 use super::Mms;
-use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::Folio;
-use crate::desc_ref::Kept;
-use crate::list::{Links, List};
+use crate::base::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::list::{Links, List};
+use crate::base::platform::Platform;
+use crate::base::sync::{AtomicU64, Ordering, SpinGuard, SpinLock};
+use crate::folio::space::AddressSpace;
+use crate::memmap::desc::Folio;
+use crate::memmap::desc_ref::Kept;
 use crate::page_alloc::AllocError;
-use crate::pagecache::AddressSpace;
-use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache, SlabError};
 use crate::slab::{CacheObj, ObjCache};
-use crate::sync::{AtomicU64, Ordering, SpinGuard, SpinLock};
 
 use super::pgtable::{
     MapError, PtEntry, Target, ZapStats, KERNEL_END, KERNEL_START, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, USER_END,

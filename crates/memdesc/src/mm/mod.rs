@@ -41,9 +41,9 @@
 //! anon_vmas, the RCU `mapping` → rmap-list lookup — are in the "mm" section of
 //! `machine/raw.rs`, with the invariants (M1–M7) they rely on.
 
+use crate::base::platform::Platform;
 use crate::folio::Folios;
 use crate::page_alloc::PageAllocator;
-use crate::platform::Platform;
 use crate::slab::Slabs;
 
 pub mod huge;

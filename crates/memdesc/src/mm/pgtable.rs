@@ -28,17 +28,17 @@
 //! working. Locking order: see [`super`].
 
 use super::Mms;
-use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
+use crate::base::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::page_access::PageWords;
+use crate::base::platform::Platform;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::Ordering;
 use crate::folio::{FolioError, FolioRef};
-use crate::gfp::Gfp;
-use crate::page_access::PageWords;
+use crate::memmap::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
+use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
-use crate::rcu::RcuGuard;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Tag, Word};
 
 pub use super::mappable::{mappability, UnmappableKind, UserPage};
 pub(crate) use super::mmap::VmaGuard;
@@ -228,7 +228,7 @@ pub(super) struct TableLock<'a>(&'a PtDesc);
 impl<'a> TableLock<'a> {
     pub(super) fn new(d: &'a PtDesc) -> Self {
         while d.lock.fetch_or(1, Ordering::Acquire) & 1 != 0 {
-            crate::sync::spin_hint();
+            crate::base::sync::spin_hint();
         }
         TableLock(d)
     }
@@ -560,7 +560,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let c = t.counts();
         while !c.try_get() {
             match t {
-                Target::Folio(f, _) if self.mem.word_names_folio(f) => crate::sync::spin_hint(),
+                Target::Folio(f, _) if self.mem.word_names_folio(f) => crate::base::sync::spin_hint(),
                 _ => return Err(MapError::NoReference),
             }
         }

@@ -22,14 +22,14 @@
 
 use super::Mms;
 #[cfg(feature = "health")]
-use crate::addr::PAGE_SIZE;
-use crate::addr::{Pfn, PAGE_SHIFT};
-use crate::cpu::Cpu;
-use crate::desc::Folio;
-use crate::list::List;
-use crate::platform::Platform;
-use crate::sync::{Ordering, SpinGuard};
-use crate::word::Tag;
+use crate::base::addr::PAGE_SIZE;
+use crate::base::addr::{Pfn, PAGE_SHIFT};
+use crate::base::cpu::Cpu;
+use crate::base::list::List;
+use crate::base::platform::Platform;
+use crate::base::sync::{Ordering, SpinGuard};
+use crate::memmap::desc::Folio;
+use crate::memmap::word::Tag;
 
 use super::mmap::{Mm, Vma};
 #[cfg(feature = "health")]

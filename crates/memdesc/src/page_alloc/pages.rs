@@ -44,7 +44,7 @@ use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 /// Free it with [`PhysMem::free_pages`](crate::PhysMem::free_pages), which consumes it. It is not `Clone`: a block cannot
 /// be freed twice through the safe API.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0382
 /// # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 /// let pages = mem.alloc_pages(cpu, 0, memdesc::Gfp::KERNEL).unwrap();
 /// mem.free_pages(cpu, pages).unwrap();

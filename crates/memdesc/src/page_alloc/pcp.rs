@@ -10,9 +10,9 @@
 //! The stack is linked through the first word of each free page ([`PcpLinks`]), so the lists
 //! allocate nothing.
 
-use crate::pageblock::NR_PCP_TYPES;
-use crate::sync::{SpinGuard, SpinLock};
-use crate::zone::NONE;
+use crate::base::pageblock::NR_PCP_TYPES;
+use crate::base::sync::{SpinGuard, SpinLock};
+use crate::page_alloc::zone::NONE;
 
 /// Highest order kept on per-CPU lists.
 pub const PCP_MAX_ORDER: u32 = 3;
@@ -109,7 +109,7 @@ impl Pcp {
     /// lock, which is what makes a remote drain safe against the owner's fast path.
     pub(crate) fn drain_all(&self, links: &impl PcpLinks, zone: &impl PcpZone) {
         #[cfg(all(test, loom))]
-        if crate::sync::mutation::active(crate::sync::Mutation::PcpDrainDropsLock) {
+        if crate::base::sync::mutation::active(crate::base::sync::Mutation::PcpDrainDropsLock) {
             return self.drain_all_dropping_the_lock(links, zone);
         }
         let mut l = self.lists.lock();
@@ -253,7 +253,7 @@ mod tests {
 #[cfg(all(test, loom))]
 pub(crate) mod loom_tests {
     use super::*;
-    use crate::sync::{mutation, Mutation, SpinGuard};
+    use crate::base::sync::{mutation, Mutation, SpinGuard};
     use loom::sync::atomic::{AtomicU64, Ordering};
     use loom::sync::Arc;
     use std::vec::Vec;

@@ -34,10 +34,10 @@ pub use view::{PoolHost, Pools};
 mod view {
     use crate::base::config::Config;
     use crate::base::cpu::CpuSet;
+    use crate::base::platform::Platform;
     use crate::base::rcu::Rcu;
     use crate::memmap::map::Memmap;
     use crate::page_alloc::PageAllocator;
-    use crate::platform::Platform;
     use crate::slab::Slabs;
 
     /// The layers below as the pools see them: the page allocator and the slab layer's view,

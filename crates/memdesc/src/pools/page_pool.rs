@@ -17,8 +17,8 @@
 //!   handle: the descriptor names the pool, as Linux's `page->pp` does, so pages may outlive the
 //!   driver's handle.
 //! - **User mappings.** A handed-out block's page may be mapped into a user address space by
-//!   pfn ([`crate::pgtable::MmRef::map_pfn`], which decides by
-//!   [`crate::pgtable::mappability`]); each entry holds one refcount and one mapcount at the
+//!   pfn ([`crate::mm::pgtable::MmRef::map_pfn`], which decides by
+//!   [`crate::mm::pgtable::mappability`]); each entry holds one refcount and one mapcount at the
 //!   offsets every mappable kind shares. That refcount is 1 while the block is handed out and
 //!   0 while it waits in the ring, so a ring block cannot be mapped, and the last put of a
 //!   mapped block is refused with [`PoolError::Mapped`] (the block would otherwise recycle
@@ -40,16 +40,16 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{pool_desc_held, pool_state_held, DescPtr, Netmem};
-use crate::gfp::Gfp;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::base::sync::{AtomicBool, AtomicU64, Ordering, SpinLock};
+use crate::memmap::desc::{pool_desc_held, pool_state_held, DescPtr, Netmem};
+use crate::memmap::word::{PageKind, Tag, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::pools::{PoolHost, Pools};
 use crate::slab::KArray;
-use crate::sync::{AtomicBool, AtomicU64, Ordering, SpinLock};
-use crate::word::{PageKind, Tag, Word};
 
 /// Largest recycling ring.
 pub const MAX_RING: usize = 4096;

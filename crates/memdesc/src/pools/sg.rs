@@ -25,13 +25,13 @@
 //! `memdesc_host::device`). This module reads words (to check a folio entry names its folio)
 //! and page-table entries (through the page-table module); it never changes either.
 
-use crate::addr::{Pfn, MAX_PFN, PAGE_SIZE};
-use crate::desc::Folio;
-use crate::pgtable::{MmRef, PTRS_PER_TABLE};
-use crate::platform::Platform;
+use crate::base::addr::{Pfn, MAX_PFN, PAGE_SIZE};
+use crate::base::platform::Platform;
+use crate::memmap::desc::Folio;
+use crate::memmap::word::PageKind;
+use crate::mm::pgtable::{MmRef, PTRS_PER_TABLE};
+use crate::pools::vmalloc::{AreaKind, VmArea, VmallocSpace};
 use crate::pools::{PoolHost, Pools};
-use crate::vmalloc::{AreaKind, VmArea, VmallocSpace};
-use crate::word::PageKind;
 
 /// Most device ranges an [`IoSpace`] holds.
 pub const MAX_DEVICE_RANGES: usize = 8;
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(c[3], Chunk { pfn: r, offset: 4000, len: 96 });
         assert_eq!(c[4], Chunk { pfn: r.add(1), offset: 0, len: 104 });
         assert_eq!(c.iter().map(|c| c.len as u64).sum::<u64>(), sg.total_len());
-        let d = crate::desc::DescPtr::<Folio>::from_ref(&f);
+        let d = crate::memmap::desc::DescPtr::<Folio>::from_ref(&f);
         m.folio_put(&cpu, f).unwrap();
         // The descriptor, read after its last put under a read section (it stays a folio).
         let rg = m.rcu().read_lock(&cpu);

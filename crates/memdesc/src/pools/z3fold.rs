@@ -38,21 +38,23 @@
 
 use core::ops::{Deref, DerefMut};
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
-use crate::gfp::Gfp;
-use crate::list::List;
-use crate::page_access::PageAccess;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::list::List;
+use crate::base::page_access::PageAccess;
+use crate::base::platform::Platform;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::{Ordering, SpinLock};
+use crate::memmap::desc::{
+    pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc,
+};
+use crate::memmap::word::{PageKind, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
 use crate::pools::{PoolHost, Pools};
-use crate::rcu::RcuGuard;
 use crate::slab::KObj;
-use crate::sync::{Ordering, SpinLock};
-use crate::word::{PageKind, Word};
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;

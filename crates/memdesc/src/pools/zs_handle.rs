@@ -4,10 +4,10 @@
 //! per entry, so a stale, doubly freed or foreign handle is refused precisely). Compaction and
 //! migration rewrite entries, never handles. Used only under the owning pool's lock.
 
-use crate::addr::PAGE_SIZE;
-use crate::cpu::Cpu;
+use crate::base::addr::PAGE_SIZE;
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::pools::Pools;
 use crate::slab::KArray;
 
@@ -41,8 +41,8 @@ pub(crate) const E_LOST: u64 = 1 << 24;
 /// handle cannot be used after its object is freed, and an object cannot be freed while a
 /// mapping borrows its handle.
 ///
-/// ```compile_fail
-/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::Cpu<'_>) {
+/// ```compile_fail,E0382
+/// # fn f<P: memdesc::Platform>(pool: &memdesc::pools::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::Cpu<'_>) {
 /// let h = pool.malloc(cpu, 100).unwrap();
 /// pool.free(cpu, h).unwrap();
 /// let _ = pool.map_read(cpu, &h); // error[E0382]: borrow of moved value: `h`

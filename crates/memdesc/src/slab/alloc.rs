@@ -30,7 +30,7 @@
 //!    the cache's layout sized and aligned it for what the caller writes (a `SlabCache` in the
 //!    cache of caches, a `Slab` in the slab-descriptor cache, `len` bytes of kmalloc).
 //! 7. **Per-CPU entries.** After `attach_percpu`, a cache's `percpu` points to `nr_cpus`
-//!    initialised [`CpuSheaves`] in pages that the cache alone owns and frees only when it is
+//!    initialised `CpuSheaves` in pages that the cache alone owns and frees only when it is
 //!    destroyed. Every other mutable part of a cache is behind a lock or an atomic; the
 //!    entries' owner-only parts are touched only by the holder of that CPU's token (the
 //!    invariants of [`super::sheaf`]), so a `&SlabCache` may be used from any CPU.
@@ -38,20 +38,20 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::DescPtr;
-use crate::desc_ref::Kept;
-use crate::fault::FaultSite;
-use crate::gfp::Gfp;
-use crate::layout::MAX_NODES;
-use crate::list::{Linked, Links, List};
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::fault::FaultSite;
+use crate::base::gfp::Gfp;
+use crate::base::layout::MAX_NODES;
+use crate::base::list::{Linked, Links, List};
+use crate::base::platform::Platform;
+use crate::base::sync::{AtomicUsize, Ordering};
+use crate::memmap::desc::DescPtr;
+use crate::memmap::desc_ref::Kept;
+use crate::memmap::word::{PageKind, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::slab::sheaf::{flush_all, CpuSheaves, Fill};
 use crate::slab::Slabs;
-use crate::sync::{AtomicUsize, Ordering};
-use crate::word::{PageKind, Word};
 
 use super::cache::*;
 use super::handle::CacheRef;
@@ -429,9 +429,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let slab = self.slab_of(obj).expect("objects in sheaves are slab objects");
             let node = self.slab_node(slab);
             let mut n = c.nodes[node].lock();
-            // A hardware-poisoned slab (crate::hwpoison) is off the partial list for good:
+            // A hardware-poisoned slab (crate::health::hwpoison) is off the partial list for good:
             // its freed objects are lost, and it is retired once its last object is freed.
-            let poisoned = slab.flags.flags() & crate::desc::PG_HWPOISON != 0;
+            let poisoned = slab.flags.flags() & crate::memmap::desc::PG_HWPOISON != 0;
             if poisoned {
                 if slab.inuse.fetch_sub(1, Ordering::Relaxed) == 1 {
                     n.nr_slabs -= 1;
@@ -563,7 +563,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         Ok(desc)
     }
 
-    /// Marks the slab of page `pfn` hardware-poisoned (crate::hwpoison): no object is allocated
+    /// Marks the slab of page `pfn` hardware-poisoned (crate::health::hwpoison): no object is allocated
     /// from it again, objects freed into it are lost, and once the last one is freed its pages
     /// become `HwPoison` instead of going back to the allocator (after a grace period for
     /// TYPESAFE_BY_RCU caches).
@@ -586,7 +586,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
             if !still {
                 return SlabPoison::Gone;
             }
-            if slab.flags.flags() & crate::desc::PG_HWPOISON != 0 {
+            if slab.flags.flags() & crate::memmap::desc::PG_HWPOISON != 0 {
                 return SlabPoison::Already;
             }
             let on_partial = n.partial.iter().any(|s| core::ptr::eq(s, slab));
@@ -594,7 +594,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 // Empty and waiting for a grace period before its pages are freed.
                 return SlabPoison::Gone;
             }
-            slab.flags.set(crate::desc::PG_HWPOISON);
+            slab.flags.set(crate::memmap::desc::PG_HWPOISON);
             if on_partial {
                 n.partial.retain(|s| !core::ptr::eq(s, slab));
             }
@@ -626,7 +626,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
         debug_assert!(!s.list.is_linked(), "a slab is freed off every list (slab item S3)");
         let pfn = s.flags.pfn();
-        let poisoned = s.flags.flags() & crate::desc::PG_HWPOISON != 0;
+        let poisoned = s.flags.flags() & crate::memmap::desc::PG_HWPOISON != 0;
         self.pages.stamp_block(pfn, c.order, Word::TAIL);
         if poisoned {
             if !c.self_hosted {

@@ -12,7 +12,7 @@
 //!   apart; a free object holds the address of the next free object at `freeptr` bytes into
 //!   its slot — at the end of the slot for `TYPESAFE_BY_RCU` caches unless the creator names a
 //!   field that lockless readers never trust (Linux's `freeptr_offset`).
-//! - **Fast path**: per-CPU [sheaves](crate::sheaf), touched by their CPU with no lock (its
+//! - **Fast path**: per-CPU [sheaves](crate::slab::sheaf), touched by their CPU with no lock (its
 //!   `Cpu` token is the proof); the node lock and the partial list are touched only to refill
 //!   or flush a sheaf, and other CPUs get a CPU's objects back by ticket ([`super::sheaf`]).
 //! - **Partial lists per node** hold slabs with free objects; full slabs are on no list; at
@@ -21,7 +21,7 @@
 //! - **TYPESAFE_BY_RCU**: a freed object is only ever reused as an object of the same cache,
 //!   and a slab's pages go back to the page allocator only after an RCU grace period, so a
 //!   lockless reader may still read an object it found before it was freed (and must
-//!   revalidate, see [`crate::lookup`]).
+//!   revalidate, see [`crate::memmap::lookup`]).
 //! - **Bootstrap**: the cache of slab descriptors hosts its own: the first object of each of
 //!   its slabs is that slab's descriptor, so making a slab descriptor never needs a slab
 //!   descriptor. The cache of caches and the slab-descriptor cache are themselves placed by
@@ -45,20 +45,20 @@
 //!   objects, and only user caches can be reached through a [`CacheRef`](super::handle::CacheRef), so no safe or
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
-//!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
+//!   consumes; [`crate::slab::kmalloc::KBox`] is kmalloc's.
 
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::desc_ref::Kept;
-use crate::gfp::Gfp;
-use crate::layout::MAX_NODES;
-use crate::list::{Links, List};
-use crate::rcu::GpCookie;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::gfp::Gfp;
+use crate::base::layout::MAX_NODES;
+use crate::base::list::{Links, List};
+use crate::base::rcu::GpCookie;
+use crate::base::sync::SpinLock;
+use crate::memmap::desc_ref::Kept;
+use crate::memmap::word::Tag;
 use crate::slab::sheaf::CpuSheaves;
-use crate::sync::SpinLock;
-use crate::word::Tag;
 
 /// Empty slabs kept per node before freeing to the page allocator.
 pub const MIN_PARTIAL: u64 = 5;
@@ -88,7 +88,7 @@ pub(super) const STATE_ALLOC: usize = 0xa110_ca7e_0000_0000;
 
 /// The slab descriptor (defined with the other descriptor types: the page word names it in
 /// every build).
-pub use crate::desc::Slab;
+pub use crate::memmap::desc::Slab;
 
 /// What `poison_slab` did.
 #[cfg(feature = "health")]

@@ -4,9 +4,9 @@
 
 use core::ptr::NonNull;
 
-use crate::cpu::Cpu;
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::slab::Slabs;
 
 use super::cache::*;

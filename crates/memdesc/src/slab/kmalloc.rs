@@ -12,14 +12,14 @@
 //!
 //! A `KBox` cannot be freed twice or turned into a descriptor's address by safe code:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0308
 //! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>, folio: &memdesc::memmap::desc::Folio) {
 //! // kfree takes a KBox, which only kmalloc makes: a descriptor's address does not type-check.
 //! mem.kfree(cpu, core::ptr::NonNull::from(folio).cast::<u8>()).unwrap();
 //! # }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0382
 //! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 //! let b = mem.kmalloc(cpu, 64, memdesc::Gfp::KERNEL).unwrap();
 //! mem.kfree(cpu, b).unwrap();
@@ -29,16 +29,16 @@
 
 use core::ptr::NonNull;
 
-use crate::addr::PAGE_SIZE;
-use crate::cpu::Cpu;
+use crate::base::addr::PAGE_SIZE;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-use crate::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
-use crate::desc_ref::Kept;
-use crate::gfp::Gfp;
+use crate::memmap::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
+use crate::memmap::desc_ref::Kept;
+use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS};
-use crate::word::{PageKind, Subtype};
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
@@ -66,7 +66,7 @@ const NAMES: [&str; NR_KMALLOC] = [
 /// Memory from [`PhysMem::kmalloc`](crate::PhysMem::kmalloc): owns it until [`PhysMem::kfree`](crate::PhysMem::kfree) consumes it.
 ///
 /// Not `Clone`: one allocation, one owner. Dropping it leaks the memory (freeing needs a
-/// [`Cpu`], which `Drop` has not; see [`crate::pages`] invariant 3 for the same choice).
+/// [`Cpu`], which `Drop` has not; see [`crate::page_alloc::pages`] invariant 3 for the same choice).
 #[must_use = "dropping a KBox leaks the memory; free it with PhysMem::kfree"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct KBox {
@@ -241,8 +241,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
         &self,
         cpu: &Cpu<'_>,
         ptr: NonNull<u8>,
-        pfn: crate::addr::Pfn,
-        word: crate::word::Word,
+        pfn: crate::base::addr::Pfn,
+        word: crate::memmap::word::Word,
     ) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         match word.kind() {
@@ -289,7 +289,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
 impl<'a, P: Platform> Slabs<'a, P> {
     pub(crate) fn create_desc_caches(&self) -> Result<[Kept<SlabCache>; NR_DESC_KINDS], AllocError> {
-        use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+        use crate::memmap::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
         fn args<T: CachedDescriptor>() -> CacheArgs {
             CacheArgs {
                 align: 16,

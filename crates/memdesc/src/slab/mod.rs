@@ -34,16 +34,16 @@ pub mod kmalloc;
 pub mod obj;
 pub mod sheaf;
 
-use crate::boot::BootAllocator;
-use crate::desc_ref::Kept;
-use crate::list::List;
+use crate::base::boot::BootAllocator;
+use crate::base::list::List;
+use crate::base::platform::Platform;
+use crate::base::sync::SpinLock;
+use crate::memmap::desc_ref::Kept;
 use crate::page_alloc::{AllocError, BootFailure, PageAllocator};
-use crate::platform::Platform;
-use crate::sync::SpinLock;
 
-/// The slab descriptor (defined with the other descriptor layouts in [`crate::desc`]: the
+/// The slab descriptor (defined with the other descriptor layouts in [`crate::memmap::desc`]: the
 /// page word names it in every build).
-pub use crate::desc::Slab;
+pub use crate::memmap::desc::Slab;
 #[cfg(feature = "health")]
 pub(crate) use cache::SlabPoison;
 pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB_ORDER, MIN_PARTIAL};
@@ -72,9 +72,9 @@ pub struct SlabState {
     /// kmalloc's cache for each size up to [`KMALLOC_SMALL_MAX`], by `size.div_ceil(8)`
     /// (permanent caches): the common sizes find their cache in one load.
     kmalloc_small: [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
-    /// The descriptor caches (permanent), by [`crate::desc::CachedDescriptor::KIND`].
+    /// The descriptor caches (permanent), by [`crate::memmap::desc::CachedDescriptor::KIND`].
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
+    desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
 }
 
 impl SlabState {
@@ -95,7 +95,7 @@ impl SlabState {
             kmalloc: [Kept::NONE; NR_KMALLOC],
             kmalloc_small: [Kept::NONE; KMALLOC_SMALL_SLOTS],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-            desc_caches: [Kept::NONE; crate::desc::NR_DESC_KINDS],
+            desc_caches: [Kept::NONE; crate::memmap::desc::NR_DESC_KINDS],
         })
     }
 
@@ -114,7 +114,7 @@ pub(crate) struct BootCaches {
     /// The size classes and the size table.
     kmalloc: ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]),
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
+    desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
 }
 
 /// The slab layer seen with the page allocator below it: every slab operation is a method of

@@ -48,7 +48,7 @@
 //!    reader may still hold a reference into a `CacheObj` when `&mut` access or the free happens.
 //! 5. **Descriptor objects.** An object of a descriptor kind's cache (`alloc_desc`) is always a
 //!    valid `T`: the cache is `TYPESAFE_BY_RCU`, laid out for `T` (16-byte aligned), its slabs
-//!    are zeroed and its objects are only ever `T`s (all atomics: [`crate::desc::Descriptor`]
+//!    are zeroed and its objects are only ever `T`s (all atomics: [`crate::memmap::desc::Descriptor`]
 //!    items 2 and 3), and it is permanent, so the reference may live as long as the machine.
 // The users are the folio, mm and pools layers, converting in parallel (issue 13); the tests
 // (machine/slab.rs) use every item. Remove once the layers above call these.
@@ -58,11 +58,11 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use crate::addr::PAGE_SIZE;
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::addr::PAGE_SIZE;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 
 use super::cache::{CacheArgs, SlabCache, SlabError};
 use super::Slabs;
@@ -397,8 +397,11 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// that is not owned: module header). Its memory is zero or a former `T` with refcount 0;
     /// the caller initialises it before a word points to it.
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    pub(crate) fn alloc_desc<T: crate::desc::CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&'a T, AllocError> {
-        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
+    pub(crate) fn alloc_desc<T: crate::memmap::desc::CachedDescriptor>(
+        &self,
+        cpu: &Cpu<'_>,
+    ) -> Result<&'a T, AllocError> {
+        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::base::fault::FaultSite::Desc)?;
         // SAFETY: an object of T's descriptor cache: zeroed or a former T, a valid T that lives
         // as long as the machine (invariant 5).
         Ok(unsafe { &*(p.as_ptr() as *const T) })

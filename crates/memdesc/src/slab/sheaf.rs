@@ -12,7 +12,7 @@
 //! token is the proof that no one else does, and every field is a relaxed atomic the owner
 //! reads and writes with plain loads and stores (the same machine moves as plain fields, and a
 //! racing reader is defined behaviour). Anyone else who needs a CPU's objects back
-//! (shrinking, destroying a cache, poisoning a slab) flushes them through [`flush_all`]: an idle
+//! (shrinking, destroying a cache, poisoning a slab) flushes them through `flush_all`: an idle
 //! CPU's sheaves by borrowing its token, a busy CPU's by *ticket* (the requester bumps the
 //! CPU's request counter; the owner returns everything at its next operation on the cache and
 //! acknowledges), as Linux's `flush_all` runs a function on each CPU.
@@ -21,11 +21,11 @@
 //! the node locks and passes the refill and flush steps in as closures.
 //!
 //! # Invariants
-//! 1. The owner-only fields of a [`CpuSheaves`] (the object arrays, which sheaf is main, the
+//! 1. The owner-only fields of a `CpuSheaves` (the object arrays, which sheaf is main, the
 //!    last ticket served, and the stores to `len` and `moved`) are written only by the entry's
 //!    *owner*: the thread holding the [`Cpu`] token whose id is the entry's index, of the
 //!    machine whose cache holds the entry (its own token, or an idle CPU's token borrowed with
-//!    [`CpuSet::claim`]). Tokens are unique per id and `!Sync` ([`crate::cpu`] invariants
+//!    [`CpuSet::claim`]). Tokens are unique per id and `!Sync` ([`crate::base::cpu`] invariants
 //!    2–4), so there is at most one owner at a time. Every owner operation takes the token as
 //!    its witness (`_owner: &Cpu`); the slab layer keeps the rule by reaching an entry only
 //!    through the token's id. Breaking the rule cannot make this module misbehave as Rust
@@ -46,8 +46,8 @@
 //!    takes one object out of the sheaves, each free puts one in), with nothing counted on the
 //!    fast paths.
 
-use crate::cpu::{Cpu, CpuSet};
-use crate::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering};
+use crate::base::cpu::{Cpu, CpuSet};
+use crate::base::sync::{spin_hint, AtomicU64, AtomicUsize, Ordering};
 
 /// Objects per sheaf (a power of two: indices are masked, not bounds-checked).
 pub const SHEAF_CAPACITY: usize = 32;
@@ -245,7 +245,7 @@ impl CpuSheaves {
     fn serve(&self, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
         let t = self.req.load(Ordering::Acquire);
         #[cfg(all(test, loom))]
-        if crate::sync::mutation::active(crate::sync::Mutation::SheafAckBeforeFlush) {
+        if crate::base::sync::mutation::active(crate::base::sync::Mutation::SheafAckBeforeFlush) {
             // The broken order the loom model must catch: acknowledge, then return the objects.
             self.ack.store(t, Ordering::Release);
         }
@@ -307,7 +307,7 @@ pub(crate) fn flush_all<'c>(
     let mine = me.id_in(cpus);
     // `me` is this machine's token for CPU `mine`: this thread owns its entry (invariant 1).
     entry(mine).drain(me, &mut flush);
-    let mut tickets = [0u64; crate::cpu::MAX_CPUS];
+    let mut tickets = [0u64; crate::base::cpu::MAX_CPUS];
     let mut pending = 0u64;
     for (i, ticket) in tickets.iter_mut().enumerate().take(cpus.nr()) {
         let e = entry(i);
@@ -315,7 +315,7 @@ pub(crate) fn flush_all<'c>(
             continue;
         }
         #[cfg(all(test, loom))]
-        if crate::sync::mutation::active(crate::sync::Mutation::SheafFlushSkipsTicket) {
+        if crate::base::sync::mutation::active(crate::base::sync::Mutation::SheafFlushSkipsTicket) {
             // The broken flush the loom model must catch: empty a busy CPU's sheaves directly,
             // with the wrong token (invariant 1 broken on purpose).
             e.drain(me, &mut flush);
@@ -406,7 +406,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::{mutation, AtomicBool, Mutation};
+    use crate::base::sync::{mutation, AtomicBool, Mutation};
     use loom::sync::{Arc, Mutex};
     use std::vec::Vec;
 

@@ -1,9 +1,9 @@
 //! Folio ops: alloc, put, references, flags, split, clone, migrate, the hot-folio race.
 
+use memdesc::folio::space::PageCacheError;
 use memdesc::folio::{FolioError, FolioKind, FolioRef};
+use memdesc::health::migrate::MigrateError;
 use memdesc::memmap::desc::PG_LRU;
-use memdesc::migrate::MigrateError;
-use memdesc::pagecache::PageCacheError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::{Gfp, Pfn};

@@ -1,13 +1,13 @@
 //! Memory-health ops: compaction, balloon, offlining, guard pages, and hwpoison injection
 //! with the dropping of what a poison destroyed.
 
-use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
+use memdesc::health::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
+use memdesc::health::offline::OfflineError;
 use memdesc::memmap::desc::{Folio, PG_LRU};
-use memdesc::offline::OfflineError;
-use memdesc::pgtable::{MmKind, PMD_SIZE};
+use memdesc::mm::pgtable::{MmKind, PMD_SIZE};
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
-use memdesc::kmalloc::KBox;
+use memdesc::slab::kmalloc::KBox;
 use memdesc::slab::SlabObj;
 use memdesc::{Gfp, Pfn, Platform};
 

@@ -1,8 +1,8 @@
 //! Page-cache ops: insert, lookup, delete, truncate, RCU lookups.
 
+use memdesc::folio::space::PageCacheError;
 use memdesc::folio::FolioKind;
 use memdesc::memmap::desc::Folio;
-use memdesc::pagecache::PageCacheError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::base::page_access::PageAccess;
@@ -59,7 +59,7 @@ pub(crate) fn op_pc_insert(w: &mut Worker<'_, '_, '_>) -> Outcome {
 }
 
 impl<'m> Worker<'m, '_, '_> {
-    pub(crate) fn file_by_space(&self, space: *const memdesc::pagecache::AddressSpace) -> &File<'m> {
+    pub(crate) fn file_by_space(&self, space: *const memdesc::folio::space::AddressSpace) -> &File<'m> {
         if std::ptr::eq(self.shared.shared_file.space.space(), space) {
             &self.shared.shared_file
         } else {

@@ -2,7 +2,7 @@
 //! device mappings.
 
 use memdesc::folio::{FolioError, FolioKind};
-use memdesc::pgtable::MapError;
+use memdesc::mm::pgtable::MapError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::Gfp;

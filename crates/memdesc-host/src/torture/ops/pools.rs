@@ -1,10 +1,10 @@
 //! Pool ops: vmalloc, page_pool, zsmalloc and z3fold.
 
-use memdesc::page_pool::PoolError;
-use memdesc::pgtable::MapError;
-use memdesc::vmalloc::{Unmappable, VmallocError};
-use memdesc::z3fold::Z3Error;
-use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZS_MAX_PAGES};
+use memdesc::mm::pgtable::MapError;
+use memdesc::pools::page_pool::PoolError;
+use memdesc::pools::vmalloc::{Unmappable, VmallocError};
+use memdesc::pools::z3fold::Z3Error;
+use memdesc::pools::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZS_MAX_PAGES};
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::{Gfp, Pfn, PAGE_SIZE};

@@ -2,7 +2,7 @@
 //! the poisoned page on a memory error, migrated out of an offlined range.
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
-use crate::tag::Tag;
+use crate::memmap::tag::Tag;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::AnonFolio, Tag::FileFolio],

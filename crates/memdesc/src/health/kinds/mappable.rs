@@ -2,13 +2,13 @@
 //! its owner, order and mapcount reported.
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
-use crate::desc::MappableDesc;
-use crate::desc_ref;
+use crate::base::rcu::RcuGuard;
 use crate::health::poisoned::PoisonedKind;
+use crate::memmap::desc::MappableDesc;
+use crate::memmap::desc_ref;
 use crate::memmap::kinds::desc_of;
-use crate::rcu::RcuGuard;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::Mappable],

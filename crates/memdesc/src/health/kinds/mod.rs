@@ -25,8 +25,8 @@ mod vmalloc;
 mod z3fold;
 mod zsmalloc;
 
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 pub(crate) use ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp, Pool};
 
 /// The registration: every descriptor kind's operations.

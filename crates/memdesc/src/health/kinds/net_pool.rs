@@ -2,14 +2,14 @@
 //! place and their pool and mapcount reported (the driver would have to be told).
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
-use crate::desc::Netmem;
-use crate::desc_ref;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::Ordering;
 use crate::health::poisoned::PoisonedKind;
+use crate::memmap::desc::Netmem;
+use crate::memmap::desc_ref;
 use crate::memmap::kinds::desc_of;
-use crate::rcu::RcuGuard;
-use crate::sync::Ordering;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::NetPool],

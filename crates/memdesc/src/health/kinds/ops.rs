@@ -3,17 +3,17 @@
 //! that the kind files and the registration in `kinds/mod.rs` both import it and neither
 //! imports the other.
 
+use crate::base::rcu::RcuGuard;
 use crate::health::poisoned::PoisonedKind;
-use crate::rcu::RcuGuard;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 /// Which pool's own migration and poison entry points a pool page goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pool {
-    /// zsmalloc (`crate::zsmalloc`).
+    /// zsmalloc (`crate::pools::zsmalloc`).
     Zsmalloc,
-    /// z3fold (`crate::z3fold`).
+    /// z3fold (`crate::pools::z3fold`).
     Z3fold,
 }
 
@@ -24,7 +24,7 @@ pub(crate) enum MigrateOp {
     Folio,
     /// Moves the page through its pool, under the pool's lock.
     Pool(Pool),
-    /// Never moves: [`crate::migrate::MigrateError::NotMovable`].
+    /// Never moves: [`crate::health::migrate::MigrateError::NotMovable`].
     Never,
 }
 

@@ -2,10 +2,10 @@
 //! reported).
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use crate::base::rcu::RcuGuard;
 use crate::health::poisoned::PoisonedKind;
-use crate::rcu::RcuGuard;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::PageTable],

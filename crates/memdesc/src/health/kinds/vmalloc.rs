@@ -3,13 +3,13 @@
 //! the page's index reported.
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
-use crate::desc::VmallocDesc;
-use crate::desc_ref;
+use crate::base::rcu::RcuGuard;
 use crate::health::poisoned::PoisonedKind;
+use crate::memmap::desc::VmallocDesc;
+use crate::memmap::desc_ref;
 use crate::memmap::kinds::desc_of;
-use crate::rcu::RcuGuard;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::VmallocMappable, Tag::VmallocUnmappable],

@@ -1,7 +1,7 @@
 //! z3fold pages: moved and poisoned through the pool, as zsmalloc pages.
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp, Pool};
-use crate::tag::Tag;
+use crate::memmap::tag::Tag;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::Z3fold],

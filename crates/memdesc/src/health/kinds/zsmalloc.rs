@@ -2,7 +2,7 @@
 //! zspage, the zspage to its pool, whose lock the change is made under); handles never change.
 
 use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp, Pool};
-use crate::tag::Tag;
+use crate::memmap::tag::Tag;
 
 pub(super) static OPS: HealthKind = HealthKind {
     tags: &[Tag::Zsmalloc],

@@ -5,9 +5,9 @@
 
 use core::marker::PhantomData;
 
-use crate::addr::PAGE_SIZE;
+use crate::base::addr::PAGE_SIZE;
+use crate::memmap::word::Tag;
 use crate::slab::{CacheObj, KArray};
-use crate::word::Tag;
 
 mod sealed {
     pub trait Sealed {}

@@ -13,14 +13,14 @@
 //! two ways this module gives a page out for a user mapping, so handing an unmappable area's
 //! page to user space does not compile:
 //!
-//! ```compile_fail
-//! # fn f<P: memdesc::Platform>(s: &memdesc::vmalloc::VmallocSpace<'_, P>, a: &memdesc::vmalloc::VmArea<memdesc::vmalloc::Unmappable>) {
+//! ```compile_fail,E0599
+//! # fn f<P: memdesc::Platform>(s: &memdesc::pools::vmalloc::VmallocSpace<'_, P>, a: &memdesc::pools::vmalloc::VmArea<memdesc::pools::vmalloc::Unmappable>) {
 //! let _ = a.user_page(s, 0); // no such method on an unmappable area
 //! # }
 //! ```
 //!
-//! ```compile_fail
-//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
+//! ```compile_fail,E0308
+//! # use memdesc::{mm::pgtable::MmRef, Cpu, pools::vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Unmappable>) {
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0); // expects a VmArea<Mappable>
 //! # }
@@ -29,7 +29,7 @@
 //! while the same calls on a mappable area compile:
 //!
 //! ```
-//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
+//! # use memdesc::{mm::pgtable::MmRef, Cpu, pools::vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Mappable>) {
 //! let _ = a.user_page(s, 0);
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0);
@@ -37,8 +37,8 @@
 //! ```
 //!
 //! For pages reached by pfn rather than through a handle, the page-table module's one rule,
-//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`](crate::PhysMem::user_page_of),
-//! [`crate::pgtable::MmRef::map_pfn`]); this module has no check of its own. A mappable area's
+//! [`crate::mm::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`](crate::PhysMem::user_page_of),
+//! [`crate::mm::pgtable::MmRef::map_pfn`]); this module has no check of its own. A mappable area's
 //! page is mapped into a user address space with [`VmallocSpace::map_user`], under the space
 //! lock, so it cannot race with `vfree` (which refuses with [`VmallocError::Mapped`] while a
 //! user entry maps a page of the area).
@@ -49,11 +49,11 @@
 //! address walks that list (Linux keeps an augmented red-black tree; the list keeps this
 //! small and is linear in the number of live areas).
 //!
-//! **Page tables.** A space is given a kernel address space (a [`crate::pgtable::Mm`] of kind
+//! **Page tables.** A space is given a kernel address space (a [`crate::mm::pgtable::Mm`] of kind
 //! `Kernel`, usually one per machine as Linux's `init_mm`, shared by every space and other
 //! kernel mappings) and claims its whole virtual range there as one pfn VMA. Every area's pages
 //! are mapped by PTEs at `area.addr() + i * PAGE_SIZE` through
-//! [`crate::pgtable::MmRef::map_pfn`] (unmappable pages are allowed in a kernel space); the
+//! [`crate::mm::pgtable::MmRef::map_pfn`] (unmappable pages are allowed in a kernel space); the
 //! guard page after an area is never mapped. As every page-table entry does, each kernel PTE
 //! holds one reference and one mapcount of the page's [`VmallocDesc`], so a page's mapcount is
 //! 1 + its user mappings. `vfree` unmaps the area (page tables emptied by that are freed, as
@@ -74,24 +74,24 @@ mod area;
 
 use core::marker::PhantomData;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{pool_desc_held, pool_window, DescPtr, VmallocDesc};
-use crate::gfp::Gfp;
-use crate::page_access::PageAccess;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::page_access::PageAccess;
+use crate::base::platform::Platform;
+use crate::base::sync::{Ordering, SpinLock};
+use crate::memmap::desc::{pool_desc_held, pool_window, DescPtr, VmallocDesc};
+use crate::memmap::word::{PageKind, Tag, Word};
+use crate::mm::pgtable::{MapError, MmKind, MmRef, UserPage};
 use crate::page_alloc::AllocError;
-use crate::pgtable::{MapError, MmKind, MmRef, UserPage};
-use crate::platform::Platform;
 use crate::pools::{PoolHost, Pools};
 use crate::slab::{CacheArgs, CacheObj, ObjCache};
-use crate::sync::{Ordering, SpinLock};
-use crate::word::{PageKind, Tag, Word};
 
 pub use area::{AreaKind, Mappable, Unmappable, VmArea};
 use area::{Found, VmapArea};
 
 #[cfg(doc)]
-use crate::pgtable::MmCaches;
+use crate::mm::pgtable::MmCaches;
 
 /// Linux's x86-64 (4-level) start of the vmalloc range.
 pub const VMALLOC_START: usize = 0xffff_c900_0000_0000;
@@ -656,7 +656,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
 impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// Maps page `index` of the mappable area `area` at `va` of the user address space `mm`
     /// (which needs a pfn VMA there): the page's refcount and mapcount each go up by one,
-    /// and [`crate::pgtable::MmRef::unmap`] brings them down. Done under the space lock, so
+    /// and [`crate::mm::pgtable::MmRef::unmap`] brings them down. Done under the space lock, so
     /// the area cannot be freed meanwhile; `vfree` refuses with [`VmallocError::Mapped`]
     /// until every user entry is gone. (Only mappable areas can be passed: the area's type
     /// says so.)
@@ -684,7 +684,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
 
 impl VmArea<Mappable> {
     /// Page `index` of this mappable area, as a [`UserPage`] token for
-    /// [`crate::pgtable::MmRef::map_user_page`]. (Only mappable areas have this method.)
+    /// [`crate::mm::pgtable::MmRef::map_user_page`]. (Only mappable areas have this method.)
     /// [`VmallocSpace::map_user`] is the safer path: it holds the space lock while mapping.
     pub fn user_page<P: Platform>(&self, space: &VmallocSpace<'_, P>, index: usize) -> Result<UserPage, VmallocError> {
         let pfn = space.pfn_at(self, index)?;

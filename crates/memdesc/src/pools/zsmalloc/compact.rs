@@ -2,12 +2,12 @@
 //! pool lock, one class per hold, and never moves an object of a zspage with a mapping.
 
 use super::{link, unlink, Inner, Loc, ZsCompactStats, ZsPool, H_ALLOC, ZS_HEADER};
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
-use crate::platform::Platform;
+use crate::base::cpu::Cpu;
+use crate::base::platform::Platform;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{DescPtr, Zspage};
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, E_MAPPED, GEN_MASK, IDX_SHIFT, PFN_SHIFT};
-use crate::rcu::RcuGuard;
-use crate::sync::Ordering;
 
 impl<'m, P: Platform> ZsPool<'m, P> {
     /// Moves objects out of the sparsest zspages of each class into the fullest ones, then

@@ -7,13 +7,13 @@
 use core::ops::{Deref, DerefMut};
 
 use super::{Handle, HandleId, ZsError, ZsPool, E_LOST, E_MAPPED};
-use crate::addr::PAGE_SIZE;
-use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
-use crate::page_access::PageAccess;
-use crate::platform::Platform;
+use crate::base::addr::PAGE_SIZE;
+use crate::base::cpu::Cpu;
+use crate::base::page_access::PageAccess;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{DescPtr, Zspage};
 use crate::slab::KArray;
-use crate::sync::Ordering;
 
 impl<'m, P: Platform> ZsPool<'m, P> {
     /// Maps an object for reading. The object stays where it is until the guard is dropped.

@@ -4,17 +4,17 @@
 //! the two page helpers z3fold shares (`take_replacement`, `page_free`).
 
 use super::{Class, Inner, PoolRef, PoolState, ZsMigrateError, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{pool_page_fill, pool_state, DescPtr, Zspage};
-use crate::gfp::Gfp;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{pool_page_fill, pool_state, DescPtr, Zspage};
+use crate::memmap::word::{PageKind, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::{PoolHost, Pools};
-use crate::rcu::RcuGuard;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Word};
 
 /// Takes the page that replaces pool page `pfn` (migration, or retirement after a memory
 /// error) and stamps it `w`: a newly allocated movable page, or the caller's raw order-0
@@ -37,7 +37,7 @@ pub(crate) fn take_replacement<P: Platform>(
         Some(t) => {
             let rm = mem
                 .pages()
-                .check_and_claim(t, 0, |s| s == crate::word::Subtype::Unmappable)
+                .check_and_claim(t, 0, |s| s == crate::memmap::word::Subtype::Unmappable)
                 .map_err(|_| ZsMigrateError::BadTarget(t))?;
             mem.memmap().page_word(mem.platform(), rm, t).ok_or(ZsMigrateError::BadTarget(t))?.store(w);
             t
@@ -51,7 +51,7 @@ pub(crate) fn take_replacement<P: Platform>(
                 mem.pages().stamp_block(
                     t,
                     0,
-                    crate::page_alloc::PageAllocator::<P>::undesc_word(rm, crate::word::Subtype::Unmappable, 0),
+                    crate::page_alloc::PageAllocator::<P>::undesc_word(rm, crate::memmap::word::Subtype::Unmappable, 0),
                 );
             }
         }

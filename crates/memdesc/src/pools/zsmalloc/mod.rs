@@ -66,19 +66,19 @@ mod map;
 mod migrate;
 mod verify;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_window, DescPtr, Zspage};
-use crate::gfp::Gfp;
-use crate::list::List;
-use crate::page_access::PageAccess;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::list::List;
+use crate::base::page_access::PageAccess;
+use crate::base::platform::Platform;
+use crate::base::sync::{Ordering, SpinLock};
+use crate::memmap::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_window, DescPtr, Zspage};
+use crate::memmap::word::{PageKind, Word};
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::{PoolHost, Pools};
 use crate::slab::KObj;
-use crate::sync::{Ordering, SpinLock};
-use crate::word::{PageKind, Word};
 
 pub use crate::pools::zs_handle::{Handle, HandleId, ZS_MAX_HANDLES};
 pub use map::{ZsRead, ZsWrite};
@@ -330,7 +330,7 @@ pub struct ZsClassInfo {
 /// kernel that never calls `zs_destroy_pool` would).
 ///
 /// ```
-/// use memdesc::{zsmalloc::ZsPool, PhysMem, Platform};
+/// use memdesc::{pools::zsmalloc::ZsPool, PhysMem, Platform};
 /// fn demo<P: Platform>(mem: &PhysMem<P>) {
 ///     let cpu = mem.cpus().claim(0).unwrap();
 ///     let pool = ZsPool::new(mem, &cpu).unwrap();

@@ -2,12 +2,12 @@
 //! under the pool lock and names the first broken invariant ([`ZsCorruption`]).
 
 use super::{ZsCorruption, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ};
-use crate::addr::Pfn;
-use crate::desc::Zspage;
-use crate::platform::Platform;
+use crate::base::addr::Pfn;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::Zspage;
+use crate::memmap::word::PageKind;
 use crate::pools::zs_handle::{E_ALLOC, IDX_SHIFT, PFN_SHIFT};
-use crate::sync::Ordering;
-use crate::word::PageKind;
 
 impl<'m, P: Platform> ZsPool<'m, P> {
     /// Checks the pool's invariants (tests and debugging, at any point; takes the lock):
