@@ -33,6 +33,8 @@ pub(crate) enum Mutation {
     /// A remote flush of a CPU's sheaves drops their lock between taking the objects and
     /// emptying the sheaves.
     SheafFlushDropsLock,
+    /// `CpuSet::borrow` takes a CPU without checking that nobody holds it.
+    CpuBorrowIgnoresOwner,
 }
 
 /// The mutation switch. In the loom test build it is a thread-local (loom runs a model's
