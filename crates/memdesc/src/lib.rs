@@ -124,7 +124,7 @@ pub use folio::pagecache;
 pub use gfp::Gfp;
 pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
 pub use machine::PhysMem;
-pub use page_alloc::{AllocError, BootFailure, FreeError};
+pub use page_alloc::{AllocError, BootFailure, DrainReport, FreeError};
 pub use pageblock::MigrateType;
 pub use pages::Pages;
 pub use platform::Platform;

@@ -76,7 +76,6 @@ const NR_REQUESTS: usize = 2;
 
 /// What [`CpuSet::on_cpu`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
 pub(crate) enum Remote {
     /// The CPU was free: the work ran here on a borrowed token.
     Borrowed,
@@ -89,7 +88,6 @@ pub(crate) enum Remote {
 /// One CPU's claim state and request counters, on a line of its own so that one CPU's owner
 /// checking its requests shares nothing with another's.
 #[repr(align(128))]
-#[allow(dead_code)] // the counters are read by the per-CPU fast paths
 struct Slot {
     state: AtomicU8,
     /// Requests made, per kind (bumped by requesters).
@@ -162,7 +160,6 @@ impl CpuSet {
         id < self.nr && self.slots[id].state.load(Ordering::Relaxed) != FREE
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// Borrows CPU `id` if nobody holds it (invariant 5): a token for a remote drain, never
     /// waiting. `None` if the CPU is owned or borrowed, or does not exist.
     pub(crate) fn borrow(&self, id: usize) -> Option<Cpu<'_>> {
@@ -179,14 +176,12 @@ impl CpuSet {
         state.compare_exchange(FREE, BORROWED, Ordering::Acquire, Ordering::Relaxed).ok().map(|_| self.token(id))
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// Asks CPU `id`'s token holder for the work of kind `r` (invariant 6); returns the ticket
     /// that [`CpuSet::served`] answers.
     pub(crate) fn request(&self, id: usize, r: Request) -> u32 {
         self.slots[id].asked[r as usize].fetch_add(1, Ordering::AcqRel).wrapping_add(1)
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// Whether the request with `ticket` on CPU `id` was served. Acquire: the caller then sees
     /// what the work did.
     pub(crate) fn served(&self, id: usize, r: Request, ticket: u32) -> bool {
@@ -194,7 +189,6 @@ impl CpuSet {
         (done.wrapping_sub(ticket) as i32) >= 0
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// Runs `work` with CPU `id`'s token: at once on a borrowed token if the CPU is free;
     /// otherwise asks its owner (kind `r`) and waits up to `spins` rounds for the
     /// acknowledgement, borrowing the CPU if it becomes free meanwhile. A caller holding CPU
@@ -247,7 +241,6 @@ impl Cpu<'_> {
         core::ptr::eq(self.set, set)
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// The latest request of kind `r` not yet served on this CPU, if any (invariant 6): the
     /// owner calls this at each operation, does the work when it gets `Some(asked)`, then
     /// [`Cpu::ack`]s `asked`. Two loads of this CPU's own slot, no read-modify-write.
@@ -258,7 +251,6 @@ impl Cpu<'_> {
         (asked != slot.done[r as usize].load(Ordering::Relaxed)).then_some(asked)
     }
 
-    #[allow(dead_code)] // used by the per-CPU fast paths (page allocator, slab)
     /// Publishes that the requests of kind `r` up to `asked` are served (a release store: the
     /// requester that sees it sees the work). Only the token holder writes `done`.
     pub(crate) fn ack(&self, r: Request, asked: u32) {

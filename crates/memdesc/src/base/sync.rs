@@ -27,9 +27,6 @@ pub(crate) enum Mutation {
     TwoLevelNoRecheck,
     /// The lockless two-level read and the unsplit omit their fences.
     TwoLevelNoFences,
-    /// A remote per-CPU list drain drops the list lock between taking the pages and emptying
-    /// the list.
-    PcpDrainDropsLock,
     /// A remote flush of a CPU's sheaves drops their lock between taking the objects and
     /// emptying the sheaves.
     SheafFlushDropsLock,

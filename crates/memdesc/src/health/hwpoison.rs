@@ -260,7 +260,7 @@ impl<P: Platform> PhysMem<P> {
             }
             let r = match w.kind() {
                 PageKind::Buddy(b) if b.pcp => {
-                    self.drain_all();
+                    self.drain_all_from(cpu);
                     from_pcp = true;
                     continue;
                 }
@@ -272,7 +272,7 @@ impl<P: Platform> PhysMem<P> {
                         // A tail of raw memory in use: find its head to say what it is.
                         Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
                             if self.pcp_pages() > 0 && !from_pcp {
-                                self.drain_all();
+                                self.drain_all_from(cpu);
                                 from_pcp = true;
                                 continue;
                             }

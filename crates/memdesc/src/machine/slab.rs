@@ -151,7 +151,7 @@ mod tests {
                 // SAFETY: caches live until destroyed, and none is destroyed meanwhile.
                 m.shrink_any_cache(cpu, unsafe { &*c });
             }
-            m.drain_all();
+            m.drain_all_from(cpu);
             let now = m.nr_free_pages();
             if now == last {
                 return now;
