@@ -666,6 +666,7 @@ impl<P: Platform> PageAllocator<P> {
     /// Verifies that `pfn` heads an allocation of `order` whose head word is an undescribed
     /// subtype accepted by `ok`, then claims it atomically (the head word becomes a tail word
     /// until the free completes).
+    #[cfg_attr(not(feature = "slab"), allow(dead_code))] // the raw frees of slab and pools
     pub(crate) fn check_and_claim(
         &self,
         pfn: Pfn,
