@@ -188,7 +188,7 @@ impl<P: Platform> PhysMem<P> {
                         Err(PoisonError::TwoLevel(pfn))
                     }
                     PageKind::Buddy(b) if b.pcp => {
-                        self.drain_all();
+                        self.drain_all_from(cpu);
                         from_pcp = true;
                         continue;
                     }
@@ -200,7 +200,7 @@ impl<P: Platform> PhysMem<P> {
                             // A tail of raw memory in use: find its head to say what it is.
                             Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
                                 if self.pcp_pages() > 0 && !from_pcp {
-                                    self.drain_all();
+                                    self.drain_all_from(cpu);
                                     from_pcp = true;
                                     continue;
                                 }

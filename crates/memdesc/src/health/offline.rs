@@ -128,14 +128,14 @@ impl<P: Platform> PhysMem<P> {
             *s = mt;
         }
         self.pages().set_pageblocks(rm, start, end, MigrateType::Isolate);
-        self.drain_all();
+        self.drain_all_from(cpu);
         self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         let restore = |why: OfflineError| {
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
                 rm.pageblock(pb).store(mt as u8, Ordering::Relaxed);
             }
-            self.drain_all();
+            self.drain_all_from(cpu);
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
                 self.pages().refile_range(zone, rm, pb, pb.add(AREA_PAGES), mt);
@@ -149,7 +149,7 @@ impl<P: Platform> PhysMem<P> {
             let word = rm.flat_word(pfn).load();
             match word.kind() {
                 PageKind::Buddy(b) if b.pcp => {
-                    self.drain_all();
+                    self.drain_all_from(cpu);
                     self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
                 }
                 PageKind::Buddy(b) => pfn = pfn.add(1 << b.order),
@@ -213,7 +213,7 @@ impl<P: Platform> PhysMem<P> {
             }
         }
         // Everything in the range is free now (on the isolate lists): take it.
-        self.drain_all();
+        self.drain_all_from(cpu);
         self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         {
             let buddy = self.pages().buddy();
