@@ -395,7 +395,7 @@ pub(crate) mod loom_tests {
     /// The same model with a remote drain that borrows the CPU while its owner holds it must
     /// fail: the token is the only thing between the owner's fast path and the drain.
     #[test]
-    #[should_panic(expected = "page")]
+    #[should_panic(expected = "a page was lost or is in two places")]
     fn loom_pcp_fast_path_races_drain_fails_when_drain_ignores_the_owner() {
         mutation::with(Mutation::CpuBorrowIgnoresOwner, pcp_fast_path_races_drain);
     }
