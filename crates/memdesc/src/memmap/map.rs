@@ -10,7 +10,8 @@
 //!   released and the area word describes the whole area once more.
 //!
 //! Regions are found through a section table (one `u16` per 128 MiB) that names the first
-//! region at or after the section; sparse layouts with holes cost nothing but that table.
+//! region at or after the section, flagged when the whole section lies in that region (then
+//! the lookup is that one load); sparse layouts with holes cost nothing but that table.
 //! Pageblock migratetypes (one byte per 2 MiB) live beside each region's words.
 //!
 //! Lockless readers use [`Memmap::load`], which re-reads the area word after reading a table
@@ -28,6 +29,10 @@ use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
 
 /// log2 of pages per section of the region lookup table (128 MiB).
 pub const SECTION_SHIFT: u32 = 15;
+/// Flag of a section-table entry: the whole section lies inside the region it names, so a
+/// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
+const SECTION_WHOLE: u16 = 0x8000;
+const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
 
 /// Why the memmap could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,8 +137,15 @@ impl Memmap {
         let nr_sections = (end.0.div_ceil(1 << SECTION_SHIFT)) as usize;
         let sections = BootArray::new(boot, p, nr_sections, None, |s| {
             let sec_start = (s as u64) << SECTION_SHIFT;
-            (0..nr).find(|&i| regions[i].as_ref().is_some_and(|r: &RegionMap| r.region.end.0 > sec_start)).unwrap_or(nr)
-                as u16
+            let sec_end = sec_start + (1 << SECTION_SHIFT);
+            let first = (0..nr)
+                .find(|&i| regions[i].as_ref().is_some_and(|r: &RegionMap| r.region.end.0 > sec_start))
+                .unwrap_or(nr);
+            let whole = regions
+                .get(first)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.region.start.0 <= sec_start && sec_end <= r.region.end.0);
+            first as u16 | if whole { SECTION_WHOLE } else { 0 }
         })?;
         static_bytes += sections.bytes();
         Ok(Memmap {
@@ -162,10 +174,15 @@ impl Memmap {
         self.regions[..self.nr].iter().flatten().map(|r| &r.region)
     }
 
-    /// Index of the region holding `pfn`.
+    /// Index of the region holding `pfn`: one table load when the pfn's whole section lies
+    /// in one region (the common case), else a short walk from the section's first region.
     #[inline]
     pub(crate) fn region_index(&self, pfn: Pfn) -> Option<usize> {
-        let mut i = *self.sections.get((pfn.0 >> SECTION_SHIFT) as usize)? as usize;
+        let s = *self.sections.get((pfn.0 >> SECTION_SHIFT) as usize)?;
+        if s & SECTION_WHOLE != 0 {
+            return Some((s & !SECTION_WHOLE) as usize);
+        }
+        let mut i = s as usize;
         while i < self.nr {
             let r = &self.regions[i].as_ref()?.region;
             if pfn < r.start {

@@ -217,22 +217,27 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
-        // The common case first, inline: the page word names the slab, the slab its cache.
-        if let PageKind::Slab(d) = v.word.kind() {
+        // The common case first, inline: the page word names the slab (its tag tested, not
+        // the whole word decoded), the slab its cache.
+        if let Some(slab) = self.slab_of_word(v.word) {
             // The caller owns the object, which keeps its slab and cache alive.
-            let slab = self.slab_owned(d);
             let c = self.cache_of(slab);
             if c.family != CacheFamily::Kmalloc {
-                return Err(SlabError::NotKmalloc { addr, cache: c.name() });
+                return Err(Self::not_kmalloc(addr, c));
             }
             return self.cache_free_in(cpu, c, slab, ptr, pfn);
         }
         self.kfree_other(cpu, ptr, pfn, v.word)
+    }
+
+    #[cold]
+    fn not_kmalloc(addr: usize, c: &SlabCache) -> SlabError {
+        SlabError::NotKmalloc { addr, cache: c.name() }
     }
 
     /// kfree of an address whose page is not a slab page: a large kmalloc block, or refused.

@@ -157,21 +157,66 @@ impl CpuSheaves {
     /// Owner: serves a ticket posted since the last one served (invariant 3).
     #[inline(always)]
     fn serve_if_asked(&self, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
-        if self.req.load(Ordering::Acquire) != self.served.load(Ordering::Relaxed) {
+        if self.asked() {
             self.serve(flush);
         }
+    }
+
+    /// The owner's hit path of an allocation (`_owner` is its token, invariant 1): pops the
+    /// main sheaf's newest object. `None` when the main sheaf is empty or a flush ticket is
+    /// pending: the caller then takes [`CpuSheaves::alloc`], which serves the ticket first
+    /// (invariant 3). No closure, no spill: the slab layer inlines this into kmalloc.
+    #[inline(always)]
+    pub(crate) fn try_alloc(&self, _owner: &Cpu<'_>) -> Option<usize> {
+        if self.asked() {
+            return None;
+        }
+        let m = self.main();
+        let n = get(&self.len[m]);
+        if n == 0 {
+            return None;
+        }
+        self.len[m].store(n - 1, Ordering::Release);
+        Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]))
+    }
+
+    /// The owner's hit path of a free (`_owner` is its token, invariant 1): pushes `obj` onto
+    /// the main sheaf and returns `true`; `false` (nothing changed) when the main sheaf is full
+    /// or a flush ticket is pending: the caller then takes [`CpuSheaves::free`].
+    #[inline(always)]
+    pub(crate) fn try_free(&self, _owner: &Cpu<'_>, obj: usize) -> bool {
+        if self.asked() {
+            return false;
+        }
+        let m = self.main();
+        let n = get(&self.len[m]);
+        if n >= SHEAF_CAPACITY {
+            return false;
+        }
+        set(&self.objs[m][n], obj);
+        self.len[m].store(n + 1, Ordering::Release);
+        true
+    }
+
+    /// Owner: whether a flush ticket was posted since the last one served (invariant 3).
+    #[inline(always)]
+    fn asked(&self) -> bool {
+        self.req.load(Ordering::Acquire) != self.served.load(Ordering::Relaxed)
     }
 
     /// Allocation by the owner (`_owner` is its token, invariant 1): from the sheaves, else
     /// `refill` the main sheaf from the slabs and pop. Serves a pending flush ticket first
     /// (with `flush`). `Ok(None)`: the refill found nothing.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn alloc<E>(
         &self,
-        _owner: &Cpu<'_>,
+        owner: &Cpu<'_>,
         refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
         mut flush: impl FnMut(&mut dyn Iterator<Item = usize>),
     ) -> Result<Option<usize>, E> {
+        if let Some(obj) = self.try_alloc(owner) {
+            return Ok(Some(obj));
+        }
         self.serve_if_asked(&mut flush);
         let m = self.main();
         let n = get(&self.len[m]);
@@ -208,8 +253,11 @@ impl CpuSheaves {
     /// Free by the owner (`_owner` is its token, invariant 1) of an object any CPU allocated:
     /// into the sheaves, flushing the full main sheaf to the slabs first when both are full.
     /// Serves a pending flush ticket first.
-    #[inline(always)]
-    pub(crate) fn free(&self, _owner: &Cpu<'_>, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+    #[inline]
+    pub(crate) fn free(&self, owner: &Cpu<'_>, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        if self.try_free(owner, obj) {
+            return;
+        }
         self.serve_if_asked(&mut flush);
         let m = self.main();
         let n = get(&self.len[m]);
