@@ -209,18 +209,23 @@ impl Memmap {
 
     /// Reads the word that describes `pfn` without any lock: for a split area, the table word,
     /// re-checked against the area word so a table released meanwhile is never trusted.
-    #[inline]
+    /// The flat case inline (a region lookup and one word load: the kfree hit path), the
+    /// two-level protocol out of line.
+    #[inline(always)]
     pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {
             MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
-            MemmapLayout::TwoLevel => {
-                let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
-                match load_in_area(rm.area_word(pfn), i, |t| self.table(p, t).map(|t| &t[..]))? {
-                    (w, true) => Some(WordView { word: w, span_order: 0, first: pfn }),
-                    (w, false) => Some(WordView { word: w, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) }),
-                }
-            }
+            MemmapLayout::TwoLevel => self.load_two_level(p, rm, pfn),
+        }
+    }
+
+    #[inline(never)]
+    fn load_two_level<P: Platform>(&self, p: &P, rm: &RegionMap, pfn: Pfn) -> Option<WordView> {
+        let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
+        match load_in_area(rm.area_word(pfn), i, |t| self.table(p, t).map(|t| &t[..]))? {
+            (w, true) => Some(WordView { word: w, span_order: 0, first: pfn }),
+            (w, false) => Some(WordView { word: w, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) }),
         }
     }
 

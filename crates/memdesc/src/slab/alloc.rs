@@ -311,7 +311,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// [`Slabs::cache_alloc_at`] off the hit path: fault injection, the debug state word, an
     /// empty main sheaf, a pending flush ticket.
     #[inline(never)]
-    fn cache_alloc_slow(&self, cpu: &Cpu<'_>, c: &SlabCache, site: FaultSite) -> Result<NonNull<u8>, AllocError> {
+    fn cache_alloc_slow(self, cpu: &Cpu<'_>, c: &SlabCache, site: FaultSite) -> Result<NonNull<u8>, AllocError> {
         if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
@@ -354,13 +354,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
     #[inline(always)]
     pub(crate) fn slab_of_word(&self, w: Word) -> Option<&'a Slab> {
         let raw = w.raw();
-        let addr = (raw & !0xF) as usize;
-        if raw & 0xF != Tag::Slab as u64 || addr == 0 {
+        // The Slab tag with a non-zero address above it.
+        if raw & 0xF != Tag::Slab as u64 || raw < 0x10 {
             return None;
         }
         // SAFETY: a Slab word names the live descriptor of its slab, which the caller's object
         // keeps alive (invariant 2).
-        Some(unsafe { &*(addr as *const Slab) })
+        Some(unsafe { &*((raw & !0xF) as usize as *const Slab) })
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -462,7 +462,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// A free the main sheaf cannot take at once (full, or a flush ticket pending).
     #[inline(never)]
-    fn sheaf_free_slow(&self, cpu: &Cpu<'_>, c: &SlabCache, cpu_id: usize, addr: usize) {
+    fn sheaf_free_slow(self, cpu: &Cpu<'_>, c: &SlabCache, cpu_id: usize, addr: usize) {
         // The caller checked that `cpu` is this machine's token for CPU `cpu_id` (sheaf.rs
         // invariant 1).
         c.sheaves(cpu_id).free(cpu, addr, |objs| self.flush(cpu, c, objs));
@@ -804,7 +804,12 @@ impl SlabBoot {
     pub(crate) fn build<P: Platform>(p: &P, pfn: Pfn, nr_cpus: usize, debug: bool) -> Option<SlabBoot> {
         let base = p.direct_map(pfn)?;
         let pc_order = SlabCache::percpu_order(nr_cpus);
-        let mut kc = SlabCache::layout(&CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>()), debug, false)?;
+        // Aligned as the type (a cache line: the hit paths' fields share one).
+        let kc_args = CacheArgs {
+            align: core::mem::align_of::<SlabCache>(),
+            ..CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>())
+        };
+        let mut kc = SlabCache::layout(&kc_args, debug, false)?;
         let mut sd = SlabCache::layout(
             &CacheArgs {
                 align: 16,

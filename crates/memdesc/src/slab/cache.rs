@@ -219,41 +219,44 @@ impl CacheNode {
 }
 
 /// A slab cache (`kmem_cache`). Lives in slab or boot memory at a fixed address, since slab
-/// descriptors point back to it.
+/// descriptors point back to it. Cache-line aligned, the fields the hit paths read first.
+#[repr(C, align(64))]
 pub struct SlabCache {
-    pub(super) name: &'static str,
-    pub(super) size: usize,
-    pub(super) obj_size: usize,
-    pub(super) stride: usize,
-    /// `ceil(2^32 / stride)`: object index by multiply and shift instead of a division.
-    pub(super) stride_recip: u64,
-    pub(super) order: u32,
-    pub(super) objects: u32,
-    pub(super) first_obj: u32,
+    // First cache line: everything the kmalloc/kfree hit paths read but `state_off` and
+    // `family` (on the next line).
+    pub(super) percpu: NonNull<CpuSheaves>,
+    pub(super) nr_cpus: usize,
+    pub(super) freeptr: usize,
+    /// Key of the free-pointer encoding (see the module's "always-on double-free check").
+    pub(super) free_key: u64,
     /// Offset of the first object in a slab (`first_obj * stride`).
     pub(super) obj_lo: usize,
     /// Bytes of a slab's object slots (`objects * stride`): object `i` starts at
     /// `obj_lo + i * stride` for offsets below `obj_lo + obj_span`.
     pub(super) obj_span: usize,
-    pub(super) freeptr: usize,
+    pub(super) stride: usize,
+    /// `ceil(2^32 / stride)`: object index by multiply and shift instead of a division.
+    pub(super) stride_recip: u64,
     pub(super) state_off: Option<usize>,
-    pub(super) ctor: Option<fn(NonNull<u8>)>,
+    pub(super) family: CacheFamily,
     pub(super) typesafe: bool,
     pub(super) self_hosted: bool,
-    pub(super) family: CacheFamily,
-    /// Key of the free-pointer encoding (see the module's "always-on double-free check").
-    pub(super) free_key: u64,
-    pub(super) gfp: Gfp,
-    pub(super) nodes: [SpinLock<CacheNode>; MAX_NODES],
-    pub(super) percpu: NonNull<CpuSheaves>,
-    pub(super) nr_cpus: usize,
-    pub(super) percpu_pfn: Pfn,
-    pub(super) percpu_order: u32,
     /// Never destroyed (kmalloc's, the descriptor caches, the bootstrap caches and those of
     /// `Slabs::new_cache_forever`): `destroy_cache` refuses it, so a `Kept` of it stays valid.
     pub(super) permanent: bool,
+    pub(super) order: u32,
+    pub(super) objects: u32,
+    pub(super) first_obj: u32,
+    pub(super) percpu_order: u32,
+    pub(super) name: &'static str,
+    pub(super) size: usize,
+    pub(super) obj_size: usize,
+    pub(super) ctor: Option<fn(NonNull<u8>)>,
+    pub(super) gfp: Gfp,
+    pub(super) percpu_pfn: Pfn,
     /// Links on the machine's list of caches.
     pub(super) links: Links,
+    pub(super) nodes: [SpinLock<CacheNode>; MAX_NODES],
 }
 
 /// One row of /proc/slabinfo.

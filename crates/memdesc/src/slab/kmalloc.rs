@@ -151,7 +151,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
     /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`](crate::PhysMem::kfree).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
         let ptr = self.kmalloc_raw(cpu, size, gfp)?;
         Ok(KBox { ptr, machine: self.pages.machine_id() })
@@ -160,7 +160,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let Some(c) = self.kmalloc_cache_for(size) else {
             return self.kmalloc_large(cpu, size, gfp);
@@ -172,7 +172,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// kmalloc above [`KMALLOC_MAX_CACHE_SIZE`]: whole pages from the page allocator.
     #[inline(never)]
-    fn kmalloc_large(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    fn kmalloc_large(self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         if size <= KMALLOC_MAX_CACHE_SIZE {
             // Only before boot has made the caches.
             return Err(AllocError::NoMemory { order: 0 });
@@ -201,7 +201,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// Frees memory from [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), consuming its handle. Checked as
     /// [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw); a handle of another machine is refused with
     /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
         if obj.machine != self.pages.machine_id() {
             return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
@@ -243,7 +243,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// kfree of an address whose page is not a slab page: a large kmalloc block, or refused.
     #[inline(never)]
     fn kfree_other(
-        &self,
+        self,
         cpu: &Cpu<'_>,
         ptr: NonNull<u8>,
         pfn: crate::base::addr::Pfn,
