@@ -85,6 +85,10 @@ pub struct Memmap {
     static_bytes: u64,
     split_tables: AtomicU64,
     generation: AtomicU64,
+    /// The largest flat region, tried first by [`Memmap::load`]: its index (`MAX_REGIONS` when
+    /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
+    /// the pfn's word waits on no other load.
+    hot: (usize, u64, u64),
 }
 
 impl Memmap {
@@ -148,6 +152,11 @@ impl Memmap {
             first as u16 | if whole { SECTION_WHOLE } else { 0 }
         })?;
         static_bytes += sections.bytes();
+        let hot = (0..nr)
+            .filter_map(|i| regions[i].as_ref().map(|r: &RegionMap| (i, &r.region)))
+            .filter(|(_, r)| r.layout == MemmapLayout::Flat)
+            .max_by_key(|(_, r)| r.pages())
+            .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
         Ok(Memmap {
             regions,
             nr,
@@ -155,6 +164,7 @@ impl Memmap {
             static_bytes,
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            hot,
         })
     }
 
@@ -209,10 +219,19 @@ impl Memmap {
 
     /// Reads the word that describes `pfn` without any lock: for a split area, the table word,
     /// re-checked against the area word so a table released meanwhile is never trusted.
-    /// The flat case inline (a region lookup and one word load: the kfree hit path), the
-    /// two-level protocol out of line.
+    /// The largest flat region first (one word load whose address depends on the pfn alone:
+    /// the kfree hit path), then any flat region inline, the two-level protocol out of line.
     #[inline(always)]
     pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
+        let (hot, start, pages) = self.hot;
+        let off = pfn.0.wrapping_sub(start);
+        if off < pages {
+            if let Some(Some(rm)) = self.regions.get(hot) {
+                if let Some(w) = rm.words.get(off as usize) {
+                    return Some(WordView { word: w.load(), span_order: 0, first: pfn });
+                }
+            }
+        }
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {
             MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
