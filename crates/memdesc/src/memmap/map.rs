@@ -223,19 +223,28 @@ impl Memmap {
     /// the kfree hit path), then any flat region inline, the two-level protocol out of line.
     #[inline(always)]
     pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
-        let (hot, start, pages) = self.hot;
-        let off = pfn.0.wrapping_sub(start);
-        if off < pages {
-            if let Some(Some(rm)) = self.regions.get(hot) {
-                if let Some(w) = rm.words.get(off as usize) {
-                    return Some(WordView { word: w.load(), span_order: 0, first: pfn });
-                }
-            }
+        if let Some(word) = self.load_hot(pfn) {
+            return Some(WordView { word, span_order: 0, first: pfn });
         }
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {
             MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
             MemmapLayout::TwoLevel => self.load_two_level(p, rm, pfn),
+        }
+    }
+
+    /// The word of `pfn` if it lies in the largest flat region (`None` elsewhere: use
+    /// [`Memmap::load`]). No call, no load whose address depends on anything but `pfn`.
+    #[inline(always)]
+    pub(crate) fn load_hot(&self, pfn: Pfn) -> Option<Word> {
+        let (hot, start, pages) = self.hot;
+        let off = pfn.0.wrapping_sub(start);
+        if off >= pages {
+            return None;
+        }
+        match self.regions.get(hot) {
+            Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
+            _ => None,
         }
     }
 

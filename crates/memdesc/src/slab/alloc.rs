@@ -432,6 +432,31 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
+    /// The free hit path of an object found in `slab`, a slab of `c`: `true` if it freed
+    /// `addr` into this CPU's main sheaf; `false`, with nothing changed, when `c` has debug
+    /// state words, the pointer is not an object's start, the object looks free already, or
+    /// the main sheaf has no room (or a flush ticket is pending): the caller then takes a
+    /// path with every check and its error.
+    #[inline(always)]
+    pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
+        if c.state_off.is_some() {
+            return false;
+        }
+        let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
+        // A foreign token panics here, before the object's state changes.
+        let cpu_id = self.pages.cpu_id(cpu);
+        let slot = c.freeptr_of(addr);
+        // `cpu` is this machine's token for CPU `cpu_id`, so this thread owns the entry
+        // (sheaf.rs invariant 1).
+        let e = c.sheaves(cpu_id);
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.has_room(cpu) {
+            return false;
+        }
+        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
+        e.push(cpu, addr);
+        true
+    }
+
     #[inline(always)]
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.

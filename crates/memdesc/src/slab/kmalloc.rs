@@ -217,8 +217,34 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
+    ///
+    /// The hit path (a kmalloc object in the memmap's largest flat region, no debug state
+    /// word, room in this CPU's main sheaf, every check passed) is inline and calls nothing;
+    /// anything else, refusals included, starts over in [`Slabs::kfree_slow`] (the hit path
+    /// changes nothing until every check has passed).
     #[inline(always)]
     pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        if self.kfree_hit(cpu, ptr) {
+            return Ok(());
+        }
+        self.kfree_slow(cpu, ptr)
+    }
+
+    /// kfree's hit path: `true` if it freed `ptr`, `false` (nothing changed) to take the slow
+    /// path.
+    #[inline(always)]
+    fn kfree_hit(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> bool {
+        let Some(pfn) = self.pages.platform().virt_to_pfn(ptr) else { return false };
+        let Some(w) = self.pages.memmap().load_hot(pfn) else { return false };
+        let Some(slab) = self.slab_of_word(w) else { return false };
+        // The caller owns the object, which keeps its slab and cache alive.
+        let c = self.cache_of(slab);
+        c.family == CacheFamily::Kmalloc && self.cache_free_hit(cpu, c, slab, ptr.as_ptr() as usize, pfn)
+    }
+
+    /// [`Slabs::kfree_owned`] off the hit path: every check, every refusal.
+    #[inline(never)]
+    fn kfree_slow(self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
