@@ -164,6 +164,7 @@ impl FaultInjector {
     }
 
     /// Whether injection is on.
+    #[inline]
     pub fn enabled(&self) -> bool {
         self.threshold.load(Ordering::Relaxed) != 0
     }

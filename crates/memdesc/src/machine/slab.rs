@@ -62,7 +62,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
     /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`].
-    #[inline]
+    #[inline(always)]
     pub fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
         self.slabs().kmalloc(cpu, size, gfp)
     }
@@ -78,7 +78,7 @@ impl<P: Platform> PhysMem<P> {
     /// Frees memory from [`PhysMem::kmalloc`], consuming its handle. Checked as
     /// [`PhysMem::kfree_raw`]; a handle of another machine is refused with
     /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
-    #[inline]
+    #[inline(always)]
     pub fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
         self.slabs().kfree(cpu, obj)
     }

@@ -10,7 +10,8 @@
 //!   released and the area word describes the whole area once more.
 //!
 //! Regions are found through a section table (one `u16` per 128 MiB) that names the first
-//! region at or after the section; sparse layouts with holes cost nothing but that table.
+//! region at or after the section, flagged when the whole section lies in that region (then
+//! the lookup is that one load); sparse layouts with holes cost nothing but that table.
 //! Pageblock migratetypes (one byte per 2 MiB) live beside each region's words.
 //!
 //! Lockless readers use [`Memmap::load`], which re-reads the area word after reading a table
@@ -28,6 +29,10 @@ use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
 
 /// log2 of pages per section of the region lookup table (128 MiB).
 pub const SECTION_SHIFT: u32 = 15;
+/// Flag of a section-table entry: the whole section lies inside the region it names, so a
+/// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
+const SECTION_WHOLE: u16 = 0x8000;
+const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
 
 /// Why the memmap could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +85,10 @@ pub struct Memmap {
     static_bytes: u64,
     split_tables: AtomicU64,
     generation: AtomicU64,
+    /// The largest flat region, tried first by [`Memmap::load`]: its index (`MAX_REGIONS` when
+    /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
+    /// the pfn's word waits on no other load.
+    hot: (usize, u64, u64),
 }
 
 impl Memmap {
@@ -132,10 +141,22 @@ impl Memmap {
         let nr_sections = (end.0.div_ceil(1 << SECTION_SHIFT)) as usize;
         let sections = BootArray::new(boot, p, nr_sections, None, |s| {
             let sec_start = (s as u64) << SECTION_SHIFT;
-            (0..nr).find(|&i| regions[i].as_ref().is_some_and(|r: &RegionMap| r.region.end.0 > sec_start)).unwrap_or(nr)
-                as u16
+            let sec_end = sec_start + (1 << SECTION_SHIFT);
+            let first = (0..nr)
+                .find(|&i| regions[i].as_ref().is_some_and(|r: &RegionMap| r.region.end.0 > sec_start))
+                .unwrap_or(nr);
+            let whole = regions
+                .get(first)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.region.start.0 <= sec_start && sec_end <= r.region.end.0);
+            first as u16 | if whole { SECTION_WHOLE } else { 0 }
         })?;
         static_bytes += sections.bytes();
+        let hot = (0..nr)
+            .filter_map(|i| regions[i].as_ref().map(|r: &RegionMap| (i, &r.region)))
+            .filter(|(_, r)| r.layout == MemmapLayout::Flat)
+            .max_by_key(|(_, r)| r.pages())
+            .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
         Ok(Memmap {
             regions,
             nr,
@@ -143,6 +164,7 @@ impl Memmap {
             static_bytes,
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            hot,
         })
     }
 
@@ -162,10 +184,15 @@ impl Memmap {
         self.regions[..self.nr].iter().flatten().map(|r| &r.region)
     }
 
-    /// Index of the region holding `pfn`.
+    /// Index of the region holding `pfn`: one table load when the pfn's whole section lies
+    /// in one region (the common case), else a short walk from the section's first region.
     #[inline]
     pub(crate) fn region_index(&self, pfn: Pfn) -> Option<usize> {
-        let mut i = *self.sections.get((pfn.0 >> SECTION_SHIFT) as usize)? as usize;
+        let s = *self.sections.get((pfn.0 >> SECTION_SHIFT) as usize)?;
+        if s & SECTION_WHOLE != 0 {
+            return Some((s & !SECTION_WHOLE) as usize);
+        }
+        let mut i = s as usize;
         while i < self.nr {
             let r = &self.regions[i].as_ref()?.region;
             if pfn < r.start {
@@ -192,18 +219,41 @@ impl Memmap {
 
     /// Reads the word that describes `pfn` without any lock: for a split area, the table word,
     /// re-checked against the area word so a table released meanwhile is never trusted.
-    #[inline]
+    /// The largest flat region first (one word load whose address depends on the pfn alone:
+    /// the kfree hit path), then any flat region inline, the two-level protocol out of line.
+    #[inline(always)]
     pub fn load<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<WordView> {
+        if let Some(word) = self.load_hot(pfn) {
+            return Some(WordView { word, span_order: 0, first: pfn });
+        }
         let rm = self.region_map(self.region_index(pfn)?);
         match rm.region.layout {
             MemmapLayout::Flat => Some(WordView { word: rm.flat_word(pfn).load(), span_order: 0, first: pfn }),
-            MemmapLayout::TwoLevel => {
-                let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
-                match load_in_area(rm.area_word(pfn), i, |t| self.table(p, t).map(|t| &t[..]))? {
-                    (w, true) => Some(WordView { word: w, span_order: 0, first: pfn }),
-                    (w, false) => Some(WordView { word: w, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) }),
-                }
-            }
+            MemmapLayout::TwoLevel => self.load_two_level(p, rm, pfn),
+        }
+    }
+
+    /// The word of `pfn` if it lies in the largest flat region (`None` elsewhere: use
+    /// [`Memmap::load`]). No call, no load whose address depends on anything but `pfn`.
+    #[inline(always)]
+    pub(crate) fn load_hot(&self, pfn: Pfn) -> Option<Word> {
+        let (hot, start, pages) = self.hot;
+        let off = pfn.0.wrapping_sub(start);
+        if off >= pages {
+            return None;
+        }
+        match self.regions.get(hot) {
+            Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
+            _ => None,
+        }
+    }
+
+    #[inline(never)]
+    fn load_two_level<P: Platform>(&self, p: &P, rm: &RegionMap, pfn: Pfn) -> Option<WordView> {
+        let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
+        match load_in_area(rm.area_word(pfn), i, |t| self.table(p, t).map(|t| &t[..]))? {
+            (w, true) => Some(WordView { word: w, span_order: 0, first: pfn }),
+            (w, false) => Some(WordView { word: w, span_order: AREA_ORDER, first: pfn.align_down(AREA_ORDER) }),
         }
     }
 

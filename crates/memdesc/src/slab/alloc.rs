@@ -48,6 +48,7 @@ use crate::base::platform::Platform;
 use crate::base::sync::{AtomicUsize, Ordering};
 use crate::memmap::desc::DescPtr;
 use crate::memmap::desc_ref::Kept;
+use crate::memmap::tag::Tag;
 use crate::memmap::word::{PageKind, Word};
 use crate::page_alloc::AllocError;
 use crate::slab::sheaf::{flush_all, CpuSheaves, Fill};
@@ -280,13 +281,37 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
-    #[inline]
+    ///
+    /// The hit path (no fault injection armed, no debug state word, an object in this CPU's
+    /// main sheaf) is inline: one branch for both checks' loads, the token check, a pop and
+    /// the free-pointer clear. Everything else is [`Slabs::cache_alloc_slow`].
+    #[inline(always)]
     pub(crate) fn cache_alloc_at(
         &self,
         cpu: &Cpu<'_>,
         c: &SlabCache,
         site: FaultSite,
     ) -> Result<NonNull<u8>, AllocError> {
+        if !self.pages.fault().enabled() && c.state_off.is_none() {
+            // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
+            // owns the entry (sheaf.rs invariant 1).
+            let id = self.pages.cpu_id(cpu);
+            if let Some(obj) = c.sheaves(id).try_alloc(cpu) {
+                // Allocated: the slot no longer decodes as free (see "always-on double-free
+                // check").
+                c.freeptr_of(obj).store(0, Ordering::Relaxed);
+                // SAFETY: object addresses are inside direct-mapped slab pages, never zero
+                // (invariant 1).
+                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
+        }
+        self.cache_alloc_slow(cpu, c, site)
+    }
+
+    /// [`Slabs::cache_alloc_at`] off the hit path: fault injection, the debug state word, an
+    /// empty main sheaf, a pending flush ticket.
+    #[inline(never)]
+    fn cache_alloc_slow(self, cpu: &Cpu<'_>, c: &SlabCache, site: FaultSite) -> Result<NonNull<u8>, AllocError> {
         if self.pages.fault().should_fail(site) {
             return Err(AllocError::Injected);
         }
@@ -323,6 +348,21 @@ impl<'a, P: Platform> Slabs<'a, P> {
         unsafe { &*(d.addr() as *const Slab) }
     }
 
+    /// The slab a page word names if it is a `Slab` word (the tag and a non-zero address,
+    /// as [`Word::kind`] decodes it, without decoding the rest), for a caller that owns an
+    /// object in that page (the checked free paths).
+    #[inline(always)]
+    pub(crate) fn slab_of_word(&self, w: Word) -> Option<&'a Slab> {
+        let raw = w.raw();
+        // The Slab tag with a non-zero address above it.
+        if raw & 0xF != Tag::Slab as u64 || raw < 0x10 {
+            return None;
+        }
+        // SAFETY: a Slab word names the live descriptor of its slab, which the caller's object
+        // keeps alive (invariant 2).
+        Some(unsafe { &*((raw & !0xF) as usize as *const Slab) })
+    }
+
     /// The slab descriptor of the page holding `addr`, checked.
     pub(crate) fn slab_of(&self, addr: usize) -> Result<&'a Slab, SlabError> {
         self.slab_at(addr).map(|(slab, _)| slab)
@@ -357,17 +397,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
     /// object; returns the slab's base address.
-    #[inline]
+    #[inline(always)]
     fn object_base(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
         let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
         let off = page_in_slab.wrapping_mul(PAGE_SIZE).wrapping_add(addr & (PAGE_SIZE - 1));
-        if off >= PAGE_SIZE << c.order {
-            return Err(SlabError::InteriorPointer(addr));
-        }
-        let idx = c.obj_index(off);
-        if idx * c.stride != off || idx < c.first_obj as usize || idx >= (c.first_obj + c.objects) as usize {
+        // Offset from the first object: inside the object area and on an object boundary.
+        let rel = off.wrapping_sub(c.obj_lo);
+        if rel >= c.obj_span || c.obj_index(rel) * c.stride != rel {
             return Err(SlabError::InteriorPointer(addr));
         }
         Ok(addr - off)
@@ -381,7 +419,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Frees an object found in `slab`, a slab of `c` (kfree has resolved the slab from the
     /// page word and `c` from the slab, so the cache needs no second check).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cache_free_in(
         &self,
         cpu: &Cpu<'_>,
@@ -394,7 +432,32 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
-    #[inline]
+    /// The free hit path of an object found in `slab`, a slab of `c`: `true` if it freed
+    /// `addr` into this CPU's main sheaf; `false`, with nothing changed, when `c` has debug
+    /// state words, the pointer is not an object's start, the object looks free already, or
+    /// the main sheaf has no room (or a flush ticket is pending): the caller then takes a
+    /// path with every check and its error.
+    #[inline(always)]
+    pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
+        if c.state_off.is_some() {
+            return false;
+        }
+        let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
+        // A foreign token panics here, before the object's state changes.
+        let cpu_id = self.pages.cpu_id(cpu);
+        let slot = c.freeptr_of(addr);
+        // `cpu` is this machine's token for CPU `cpu_id`, so this thread owns the entry
+        // (sheaf.rs invariant 1).
+        let e = c.sheaves(cpu_id);
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.has_room(cpu) {
+            return false;
+        }
+        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
+        e.push(cpu, addr);
+        true
+    }
+
+    #[inline(always)]
     fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);
@@ -416,8 +479,18 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         // `cpu` is this machine's token for CPU `cpu_id` (checked by cpu_id), so this thread owns
         // the entry (sheaf.rs invariant 1).
-        c.sheaves(cpu_id).free(cpu, addr, |objs| self.flush(cpu, c, objs));
+        if !c.sheaves(cpu_id).try_free(cpu, addr) {
+            self.sheaf_free_slow(cpu, c, cpu_id, addr);
+        }
         Ok(())
+    }
+
+    /// A free the main sheaf cannot take at once (full, or a flush ticket pending).
+    #[inline(never)]
+    fn sheaf_free_slow(self, cpu: &Cpu<'_>, c: &SlabCache, cpu_id: usize, addr: usize) {
+        // The caller checked that `cpu` is this machine's token for CPU `cpu_id` (sheaf.rs
+        // invariant 1).
+        c.sheaves(cpu_id).free(cpu, addr, |objs| self.flush(cpu, c, objs));
     }
 
     /// Returns objects to their slabs.
@@ -756,7 +829,12 @@ impl SlabBoot {
     pub(crate) fn build<P: Platform>(p: &P, pfn: Pfn, nr_cpus: usize, debug: bool) -> Option<SlabBoot> {
         let base = p.direct_map(pfn)?;
         let pc_order = SlabCache::percpu_order(nr_cpus);
-        let mut kc = SlabCache::layout(&CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>()), debug, false)?;
+        // Aligned as the type (a cache line: the hit paths' fields share one).
+        let kc_args = CacheArgs {
+            align: core::mem::align_of::<SlabCache>(),
+            ..CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>())
+        };
+        let mut kc = SlabCache::layout(&kc_args, debug, false)?;
         let mut sd = SlabCache::layout(
             &CacheArgs {
                 align: 16,

@@ -32,12 +32,12 @@
 //! - **Always-on double-free check**: a free object's free-pointer slot holds its successor
 //!   *encoded* with a per-cache key mixed with the object's address (`next ^ key(obj)`, as
 //!   Linux's hardened freelists); an object in a sheaf holds the encoding of "no successor".
-//!   Allocation clears the slot, so a free finds a value that decodes to 0 or to an object
-//!   of the same slab only if the object is already free (in any CPU's sheaf or on the slab's
-//!   free list) — or, with odds of about `objects / 2^64`, if the owner stored exactly such a
-//!   value there; then the free is refused and the object kept, never handed out twice. Cost:
-//!   one store per allocation, one load, two multiplies and a store per free, on a line the
-//!   caller just touched, no atomic read-modify-write. Two frees of one object racing on two
+//!   Allocation clears the slot, so a free finds a value that decodes to 0 or to an address
+//!   in the same slab's object slots only if the object is already free (in any CPU's sheaf
+//!   or on the slab's free list) — or, with odds of about `slab bytes / 2^64`, if the owner
+//!   stored exactly such a value there; then the free is refused and the object kept, never handed out twice. Cost:
+//!   one store per allocation, one load, one multiply, two compares and a store per free, on
+//!   a line the caller just touched, no atomic read-modify-write. Two frees of one object racing on two
 //!   CPUs (a breach of the raw free's contract no safe code can commit: a `KBox` or
 //!   `SlabObj` is freed once) may both pass; a free after a free never does.
 //! - **Families** ([`CacheFamily`]): kmalloc caches, caches users create, and the crate's own
@@ -219,36 +219,44 @@ impl CacheNode {
 }
 
 /// A slab cache (`kmem_cache`). Lives in slab or boot memory at a fixed address, since slab
-/// descriptors point back to it.
+/// descriptors point back to it. Cache-line aligned, the fields the hit paths read first.
+#[repr(C, align(64))]
 pub struct SlabCache {
-    pub(super) name: &'static str,
-    pub(super) size: usize,
-    pub(super) obj_size: usize,
+    // First cache line: everything the kmalloc/kfree hit paths read but `state_off` and
+    // `family` (on the next line).
+    pub(super) percpu: NonNull<CpuSheaves>,
+    pub(super) nr_cpus: usize,
+    pub(super) freeptr: usize,
+    /// Key of the free-pointer encoding (see the module's "always-on double-free check").
+    pub(super) free_key: u64,
+    /// Offset of the first object in a slab (`first_obj * stride`).
+    pub(super) obj_lo: usize,
+    /// Bytes of a slab's object slots (`objects * stride`): object `i` starts at
+    /// `obj_lo + i * stride` for offsets below `obj_lo + obj_span`.
+    pub(super) obj_span: usize,
     pub(super) stride: usize,
     /// `ceil(2^32 / stride)`: object index by multiply and shift instead of a division.
     pub(super) stride_recip: u64,
-    pub(super) order: u32,
-    pub(super) objects: u32,
-    pub(super) first_obj: u32,
-    pub(super) freeptr: usize,
     pub(super) state_off: Option<usize>,
-    pub(super) ctor: Option<fn(NonNull<u8>)>,
+    pub(super) family: CacheFamily,
     pub(super) typesafe: bool,
     pub(super) self_hosted: bool,
-    pub(super) family: CacheFamily,
-    /// Key of the free-pointer encoding (see the module's "always-on double-free check").
-    pub(super) free_key: u64,
-    pub(super) gfp: Gfp,
-    pub(super) nodes: [SpinLock<CacheNode>; MAX_NODES],
-    pub(super) percpu: NonNull<CpuSheaves>,
-    pub(super) nr_cpus: usize,
-    pub(super) percpu_pfn: Pfn,
-    pub(super) percpu_order: u32,
     /// Never destroyed (kmalloc's, the descriptor caches, the bootstrap caches and those of
     /// `Slabs::new_cache_forever`): `destroy_cache` refuses it, so a `Kept` of it stays valid.
     pub(super) permanent: bool,
+    pub(super) order: u32,
+    pub(super) objects: u32,
+    pub(super) first_obj: u32,
+    pub(super) percpu_order: u32,
+    pub(super) name: &'static str,
+    pub(super) size: usize,
+    pub(super) obj_size: usize,
+    pub(super) ctor: Option<fn(NonNull<u8>)>,
+    pub(super) gfp: Gfp,
+    pub(super) percpu_pfn: Pfn,
     /// Links on the machine's list of caches.
     pub(super) links: Links,
+    pub(super) nodes: [SpinLock<CacheNode>; MAX_NODES],
 }
 
 /// One row of /proc/slabinfo.
@@ -339,6 +347,8 @@ impl SlabCache {
             order,
             objects,
             first_obj: self_hosted as u32,
+            obj_lo: self_hosted as usize * stride,
+            obj_span: objects as usize * stride,
             freeptr,
             state_off,
             ctor: args.ctor,
@@ -424,19 +434,12 @@ impl SlabCache {
 
     /// Whether the free-pointer slot value `v` of `obj` (in the slab at `base`) says the object
     /// is free: it decodes to 0 (no successor: the last of a free list, or in a sheaf) or to
-    /// an object of the same slab.
-    #[inline]
+    /// an address inside the same slab's object slots (a successor on the free list). One
+    /// multiply, a subtract and two compares.
+    #[inline(always)]
     pub(super) fn looks_free(&self, obj: usize, v: usize, base: usize) -> bool {
         let next = self.encode_free(obj, v);
-        if next == 0 {
-            return true;
-        }
-        let off = next.wrapping_sub(base);
-        if off >= PAGE_SIZE << self.order {
-            return false;
-        }
-        let idx = self.obj_index(off);
-        idx * self.stride == off && idx >= self.first_obj as usize && idx < (self.first_obj + self.objects) as usize
+        next == 0 || next.wrapping_sub(base).wrapping_sub(self.obj_lo) < self.obj_span
     }
 }
 

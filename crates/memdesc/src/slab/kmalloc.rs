@@ -151,7 +151,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
     /// machine to try it on). The [`KBox`] owns the memory; free it with [`PhysMem::kfree`](crate::PhysMem::kfree).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kmalloc(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<KBox, AllocError> {
         let ptr = self.kmalloc_raw(cpu, size, gfp)?;
         Ok(KBox { ptr, machine: self.pages.machine_id() })
@@ -160,7 +160,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let Some(c) = self.kmalloc_cache_for(size) else {
             return self.kmalloc_large(cpu, size, gfp);
@@ -172,7 +172,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// kmalloc above [`KMALLOC_MAX_CACHE_SIZE`]: whole pages from the page allocator.
     #[inline(never)]
-    fn kmalloc_large(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    fn kmalloc_large(self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         if size <= KMALLOC_MAX_CACHE_SIZE {
             // Only before boot has made the caches.
             return Err(AllocError::NoMemory { order: 0 });
@@ -201,7 +201,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// Frees memory from [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), consuming its handle. Checked as
     /// [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw); a handle of another machine is refused with
     /// [`SlabError::OutOfRange`]. A refused free keeps the memory allocated (leaked).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kfree(&self, cpu: &Cpu<'_>, obj: KBox) -> Result<(), SlabError> {
         if obj.machine != self.pages.machine_id() {
             return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
@@ -217,28 +217,59 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
-    #[inline]
+    ///
+    /// The hit path (a kmalloc object in the memmap's largest flat region, no debug state
+    /// word, room in this CPU's main sheaf, every check passed) is inline and calls nothing;
+    /// anything else, refusals included, starts over in [`Slabs::kfree_slow`] (the hit path
+    /// changes nothing until every check has passed).
+    #[inline(always)]
     pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+        if self.kfree_hit(cpu, ptr) {
+            return Ok(());
+        }
+        self.kfree_slow(cpu, ptr)
+    }
+
+    /// kfree's hit path: `true` if it freed `ptr`, `false` (nothing changed) to take the slow
+    /// path.
+    #[inline(always)]
+    fn kfree_hit(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> bool {
+        let Some(pfn) = self.pages.platform().virt_to_pfn(ptr) else { return false };
+        let Some(w) = self.pages.memmap().load_hot(pfn) else { return false };
+        let Some(slab) = self.slab_of_word(w) else { return false };
+        // The caller owns the object, which keeps its slab and cache alive.
+        let c = self.cache_of(slab);
+        c.family == CacheFamily::Kmalloc && self.cache_free_hit(cpu, c, slab, ptr.as_ptr() as usize, pfn)
+    }
+
+    /// [`Slabs::kfree_owned`] off the hit path: every check, every refusal.
+    #[inline(never)]
+    fn kfree_slow(self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
-        // The common case first, inline: the page word names the slab, the slab its cache.
-        if let PageKind::Slab(d) = v.word.kind() {
+        // The common case first, inline: the page word names the slab (its tag tested, not
+        // the whole word decoded), the slab its cache.
+        if let Some(slab) = self.slab_of_word(v.word) {
             // The caller owns the object, which keeps its slab and cache alive.
-            let slab = self.slab_owned(d);
             let c = self.cache_of(slab);
             if c.family != CacheFamily::Kmalloc {
-                return Err(SlabError::NotKmalloc { addr, cache: c.name() });
+                return Err(Self::not_kmalloc(addr, c));
             }
             return self.cache_free_in(cpu, c, slab, ptr, pfn);
         }
         self.kfree_other(cpu, ptr, pfn, v.word)
     }
 
+    #[cold]
+    fn not_kmalloc(addr: usize, c: &SlabCache) -> SlabError {
+        SlabError::NotKmalloc { addr, cache: c.name() }
+    }
+
     /// kfree of an address whose page is not a slab page: a large kmalloc block, or refused.
     #[inline(never)]
     fn kfree_other(
-        &self,
+        self,
         cpu: &Cpu<'_>,
         ptr: NonNull<u8>,
         pfn: crate::base::addr::Pfn,

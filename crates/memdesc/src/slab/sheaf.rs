@@ -1,9 +1,10 @@
 //! Sheaves: the per-CPU object caches in front of a slab cache (after Linux 6.18's sheaves).
 //!
 //! Each CPU has a *main* sheaf and a *spare* sheaf, each a small array of free object
-//! addresses. Allocation pops from main; when main is empty it swaps in a non-empty spare, and
-//! only when both are empty does the caller refill main from the slabs under the node lock.
-//! Free pushes onto main; when main is full it swaps with an empty spare, and only when both
+//! addresses. Allocation pops from main; when main is empty it takes over a non-empty spare's
+//! objects, and only when both are empty does the caller refill main from the slabs under the
+//! node lock. Free pushes onto main; when main is full it moves its objects to an empty spare,
+//! and only when both
 //! are full does the caller flush a sheaf back to the slabs. A CPU frees into its own sheaf
 //! even objects another CPU allocated (cross-CPU frees); the objects go home to their slab
 //! when the sheaf is flushed.
@@ -21,7 +22,7 @@
 //! the node locks and passes the refill and flush steps in as closures.
 //!
 //! # Invariants
-//! 1. The owner-only fields of a `CpuSheaves` (the object arrays, which sheaf is main, the
+//! 1. The owner-only fields of a `CpuSheaves` (the object arrays, the
 //!    last ticket served, and the stores to `len` and `moved`) are written only by the entry's
 //!    *owner*: the thread holding the [`Cpu`] token whose id is the entry's index, of the
 //!    machine whose cache holds the entry (its own token, or an idle CPU's token borrowed with
@@ -84,8 +85,6 @@ pub(crate) struct CpuSheaves {
     /// Flush tickets taken and acknowledged (invariant 3).
     req: AtomicU64,
     ack: AtomicU64,
-    /// Index of the main sheaf (0 or 1); the other is the spare (owner-only, invariant 1).
-    main: AtomicUsize,
     /// The last ticket served (owner-only, invariants 1 and 3).
     served: AtomicU64,
     /// The sheaves' objects (owner-only, invariant 1).
@@ -135,7 +134,6 @@ impl CpuSheaves {
             moved: AtomicU64::new(0),
             req: AtomicU64::new(0),
             ack: AtomicU64::new(0),
-            main: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             objs: core::array::from_fn(|_| core::array::from_fn(|_| AtomicUsize::new(0))),
         }
@@ -148,32 +146,88 @@ impl CpuSheaves {
         self.moved.store(self.moved.load(Ordering::Relaxed).wrapping_add(d), Ordering::Release);
     }
 
-    /// Owner: the main sheaf's index.
-    #[inline(always)]
-    fn main(&self) -> usize {
-        get(&self.main) & 1
-    }
+    /// Sheaf 0 is always the main sheaf and sheaf 1 the spare: the hit paths read the main
+    /// sheaf's length with no load before it (the slow paths move objects between the two).
+    const MAIN: usize = 0;
+    const SPARE: usize = 1;
 
     /// Owner: serves a ticket posted since the last one served (invariant 3).
     #[inline(always)]
     fn serve_if_asked(&self, flush: &mut dyn FnMut(&mut dyn Iterator<Item = usize>)) {
-        if self.req.load(Ordering::Acquire) != self.served.load(Ordering::Relaxed) {
+        if self.asked() {
             self.serve(flush);
         }
+    }
+
+    /// The owner's hit path of an allocation (`_owner` is its token, invariant 1): pops the
+    /// main sheaf's newest object. `None` when the main sheaf is empty or a flush ticket is
+    /// pending: the caller then takes [`CpuSheaves::alloc`], which serves the ticket first
+    /// (invariant 3). No closure, no spill: the slab layer inlines this into kmalloc.
+    #[inline(always)]
+    pub(crate) fn try_alloc(&self, _owner: &Cpu<'_>) -> Option<usize> {
+        if self.asked() {
+            return None;
+        }
+        let m = Self::MAIN;
+        let n = get(&self.len[m]);
+        if n == 0 {
+            return None;
+        }
+        self.len[m].store(n - 1, Ordering::Release);
+        Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)]))
+    }
+
+    /// The owner's hit path of a free (`_owner` is its token, invariant 1): pushes `obj` onto
+    /// the main sheaf and returns `true`; `false` (nothing changed) when the main sheaf is full
+    /// or a flush ticket is pending: the caller then takes [`CpuSheaves::free`].
+    #[inline(always)]
+    pub(crate) fn try_free(&self, owner: &Cpu<'_>, obj: usize) -> bool {
+        if !self.has_room(owner) {
+            return false;
+        }
+        self.push(owner, obj);
+        true
+    }
+
+    /// The owner (`_owner` is its token, invariant 1): whether [`CpuSheaves::push`] may run
+    /// now (no flush ticket pending, room in the main sheaf).
+    #[inline(always)]
+    pub(crate) fn has_room(&self, _owner: &Cpu<'_>) -> bool {
+        !self.asked() && get(&self.len[Self::MAIN]) < SHEAF_CAPACITY
+    }
+
+    /// The owner (`_owner` is its token, invariant 1) pushes `obj` onto the main sheaf; call
+    /// it only after [`CpuSheaves::has_room`] said yes in the same operation.
+    #[inline(always)]
+    pub(crate) fn push(&self, _owner: &Cpu<'_>, obj: usize) {
+        let m = Self::MAIN;
+        let n = get(&self.len[m]);
+        debug_assert!(n < SHEAF_CAPACITY, "push without room");
+        set(&self.objs[m][n & (SHEAF_CAPACITY - 1)], obj);
+        self.len[m].store(n + 1, Ordering::Release);
+    }
+
+    /// Owner: whether a flush ticket was posted since the last one served (invariant 3).
+    #[inline(always)]
+    fn asked(&self) -> bool {
+        self.req.load(Ordering::Acquire) != self.served.load(Ordering::Relaxed)
     }
 
     /// Allocation by the owner (`_owner` is its token, invariant 1): from the sheaves, else
     /// `refill` the main sheaf from the slabs and pop. Serves a pending flush ticket first
     /// (with `flush`). `Ok(None)`: the refill found nothing.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn alloc<E>(
         &self,
-        _owner: &Cpu<'_>,
+        owner: &Cpu<'_>,
         refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>,
         mut flush: impl FnMut(&mut dyn Iterator<Item = usize>),
     ) -> Result<Option<usize>, E> {
+        if let Some(obj) = self.try_alloc(owner) {
+            return Ok(Some(obj));
+        }
         self.serve_if_asked(&mut flush);
-        let m = self.main();
+        let m = Self::MAIN;
         let n = get(&self.len[m]);
         if n != 0 {
             self.len[m].store(n - 1, Ordering::Release);
@@ -182,21 +236,21 @@ impl CpuSheaves {
         self.alloc_slow(refill)
     }
 
-    /// The main sheaf is empty: swap in the spare, or refill.
+    /// The main sheaf is empty: take the spare's objects, or refill.
     #[cold]
     fn alloc_slow<E>(&self, refill: impl FnOnce(&mut Fill<'_>) -> Result<(), E>) -> Result<Option<usize>, E> {
-        let spare = self.main() ^ 1;
-        if get(&self.len[spare]) != 0 {
-            set(&self.main, spare);
+        let k = get(&self.len[Self::SPARE]);
+        if k != 0 {
+            self.move_objs(Self::SPARE, Self::MAIN, k);
         } else {
-            let m = self.main();
+            let m = Self::MAIN;
             let mut fill = Fill { objs: &self.objs[m], n: 0 };
             let r = refill(&mut fill);
             self.moved_in(fill.n as u64);
             self.len[m].store(fill.n, Ordering::Release);
             r?;
         }
-        let m = self.main();
+        let m = Self::MAIN;
         let n = get(&self.len[m]);
         if n == 0 {
             return Ok(None);
@@ -205,13 +259,27 @@ impl CpuSheaves {
         Ok(Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)])))
     }
 
+    /// Owner: moves the `k` objects of sheaf `from` into the empty sheaf `to`. The
+    /// destination's length is stored before the source's is cleared, so a reader of both
+    /// lengths (invariant 2) never sees the sheaves empty while they hold objects.
+    fn move_objs(&self, from: usize, to: usize, k: usize) {
+        for (d, o) in self.objs[to].iter().zip(&self.objs[from][..k]) {
+            set(d, get(o));
+        }
+        self.len[to].store(k, Ordering::Release);
+        self.len[from].store(0, Ordering::Release);
+    }
+
     /// Free by the owner (`_owner` is its token, invariant 1) of an object any CPU allocated:
     /// into the sheaves, flushing the full main sheaf to the slabs first when both are full.
     /// Serves a pending flush ticket first.
-    #[inline(always)]
-    pub(crate) fn free(&self, _owner: &Cpu<'_>, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+    #[inline]
+    pub(crate) fn free(&self, owner: &Cpu<'_>, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
+        if self.try_free(owner, obj) {
+            return;
+        }
         self.serve_if_asked(&mut flush);
-        let m = self.main();
+        let m = Self::MAIN;
         let n = get(&self.len[m]);
         if n < SHEAF_CAPACITY {
             set(&self.objs[m][n], obj);
@@ -221,19 +289,17 @@ impl CpuSheaves {
         self.free_slow(obj, flush)
     }
 
-    /// The main sheaf is full: swap in an empty spare, or flush main.
+    /// The main sheaf is full: move its objects to an empty spare, or flush main.
     #[cold]
     fn free_slow(&self, obj: usize, mut flush: impl FnMut(&mut dyn Iterator<Item = usize>)) {
-        let spare = self.main() ^ 1;
-        if get(&self.len[spare]) == 0 {
-            set(&self.main, spare);
+        let m = Self::MAIN;
+        if get(&self.len[Self::SPARE]) == 0 {
+            self.move_objs(m, Self::SPARE, SHEAF_CAPACITY);
         } else {
-            let m = self.main();
             flush(&mut self.objs[m].iter().map(get));
             self.moved_in((SHEAF_CAPACITY as u64).wrapping_neg());
             self.len[m].store(0, Ordering::Release);
         }
-        let m = self.main();
         set(&self.objs[m][0], obj);
         self.len[m].store(1, Ordering::Release);
     }
