@@ -23,6 +23,7 @@
 //! [`Pages`]: pages::Pages
 
 mod error;
+mod fast;
 pub(crate) mod guard;
 pub(crate) mod isolate;
 pub mod pages;
@@ -155,17 +156,20 @@ pub(crate) struct PageAllocator<P: Platform> {
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
     undesc: UndescCounters,
     fault: crate::base::fault::FaultInjector,
+    /// What the small-block fast paths precompute ([`fast`]).
+    fast: fast::FastPath,
 }
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
     #[inline]
     fn next(&self, pfn: u64) -> u64 {
-        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).load(Ordering::Relaxed)
+        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0].load(Ordering::Relaxed)
     }
     #[inline]
     fn set_next(&self, pfn: u64, next: u64) {
-        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
+        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0]
+            .store(next, Ordering::Relaxed)
     }
 }
 
@@ -310,6 +314,7 @@ impl<P: Platform> PageAllocator<P> {
                     e => BootFailure::Boot(e),
                 })?;
         let above = reserve(&platform, &mut boot)?;
+        let fast = fast::FastPath::new(&zones, &memmap);
         let mut pages = PageAllocator {
             platform,
             memmap,
@@ -323,6 +328,7 @@ impl<P: Platform> PageAllocator<P> {
             reserved_pages: 0,
             undesc: UndescCounters::default(),
             fault: crate::base::fault::FaultInjector::new(),
+            fast,
         };
         pages.populate(&boot);
         pages.set_watermarks();
@@ -560,13 +566,16 @@ impl<P: Platform> PageAllocator<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
-        self.cpu_id(cpu);
+        let cpu_id = self.cpu_id(cpu);
         self.serve_requests(cpu);
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
         }
         if self.fault.should_fail(crate::base::fault::FaultSite::PageAlloc) {
             return Err(AllocError::Injected);
+        }
+        if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
+            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
         }
         let mt = gfp.migratetype();
         let highest = gfp.highest_zone();
@@ -589,14 +598,7 @@ impl<P: Platform> PageAllocator<P> {
                             let rm = self
                                 .memmap
                                 .region_map(self.memmap.region_index(pfn).expect("allocated pfn in a region"));
-                            self.memmap
-                                .block_word(&self.platform, rm, pfn, order)
-                                .expect("allocated block has a word")
-                                .store(head(rm));
-                            if gfp.contains(Gfp::ZERO) {
-                                self.zero(pfn, order);
-                            }
-                            return Ok(pfn);
+                            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
                         }
                     }
                 }
@@ -611,6 +613,17 @@ impl<P: Platform> PageAllocator<P> {
         let c = if gfp.contains(Gfp::NOWARN) { &self.counters.alloc_fail_quiet } else { &self.counters.alloc_fail };
         c.fetch_add(1, Ordering::Relaxed);
         Err(AllocError::NoMemory { order })
+    }
+
+    /// The end of an allocation: stamps the new block's head word with `head(rm)` and zeroes
+    /// it for [`Gfp::ZERO`].
+    #[inline(always)]
+    fn stamp_new(&self, rm: &RegionMap, pfn: Pfn, order: u32, gfp: Gfp, head: impl FnOnce(&RegionMap) -> Word) -> Pfn {
+        self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word").store(head(rm));
+        if gfp.contains(Gfp::ZERO) {
+            self.zero(pfn, order);
+        }
+        pfn
     }
 
     #[inline]

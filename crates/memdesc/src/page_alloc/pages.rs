@@ -36,7 +36,6 @@ use crate::base::cpu::Cpu;
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
 use crate::memmap::word::Subtype;
-use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 
 /// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages).
@@ -122,7 +121,7 @@ impl<P: Platform> PageAllocator<P> {
         if gfp.contains(Gfp::GUARD) {
             return self.alloc_guarded(cpu, order, gfp);
         }
-        self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
+        self.alloc_with(cpu, order, gfp, |rm| self.raw_head_word(rm, order))
     }
 
     /// Frees a block from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages), consuming its handle.
@@ -146,7 +145,10 @@ impl<P: Platform> PageAllocator<P> {
     #[inline]
     fn free_checked(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32, owned: bool) -> Result<(), FreeError> {
         // A foreign token panics here, before anything changes.
-        self.cpu_id(cpu);
+        let cpu_id = self.cpu_id(cpu);
+        if owned && self.free_owned_fast(cpu, cpu_id, pfn, order) {
+            return Ok(());
+        }
         let r = self.check_and_claim_as(pfn, order, owned, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
@@ -197,7 +199,9 @@ impl<P: Platform> PageAllocator<P> {
     /// descriptor word and free it through that descriptor's owner).
     #[cfg(feature = "slab")]
     pub(crate) fn alloc_internal(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
-        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| Buddy::<P>::undescribed(rm, Subtype::Internal, order))
+        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| {
+            crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::Internal, order)
+        })
     }
 
     /// Frees a block from [`PhysMem::alloc_internal`](crate::PhysMem::alloc_internal) whose head word is still `Internal`.
