@@ -205,24 +205,27 @@ impl<P: Platform> PageAllocator<P> {
         }
         let Some(i) = self.memmap.region_index(pfn) else { return false };
         let rm = self.memmap.region_map(i);
-        if !pfn.is_aligned(order) || pfn.add(1 << order) > rm.region.end {
-            return false;
-        }
         let Some(word) = self.small_word(rm, pfn) else { return false };
         let slot = Self::slot_of(rm);
         if word.load() != self.fast.raw_head[slot][order as usize] {
             return false;
         }
+        // The exact head word of a raw allocation of `order` at `pfn`: the allocation was
+        // aligned and inside the region (the general path's checks would pass).
+        debug_assert!(pfn.is_aligned(order) && pfn.add(1 << order) <= rm.region.end);
         let Some(zone) = self.zones[slot].as_ref() else { return false };
-        let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
-        if !(mt.has_pcp() && zone.pcp_ok) {
+        // A pageblock of a type with per-CPU lists (those are numbered below NR_PCP_TYPES);
+        // any other value takes the general path, which decodes it.
+        let mt = rm.pageblock(pfn).load(Ordering::Relaxed) as usize;
+        if mt >= NR_PCP_TYPES || !zone.pcp_ok {
             return false;
         }
+        debug_assert!(MigrateType::from_bits(mt as u8).is_some_and(|m| m as usize == mt && m.has_pcp()));
         self.serve_requests(cpu);
         // The claim and the per-CPU free word in one store (module header).
-        word.store(self.fast.pcp_free[slot][order as usize][mt as usize]);
+        word.store(self.fast.pcp_free[slot][order as usize][mt]);
         let side = super::ZoneSide { mem: self, zone };
-        self.pcp_of(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt as usize);
+        self.pcp_of(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt);
         true
     }
 }

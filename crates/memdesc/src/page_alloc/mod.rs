@@ -162,11 +162,11 @@ pub(crate) struct PageAllocator<P: Platform> {
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn next(&self, pfn: u64) -> u64 {
         PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0].load(Ordering::Relaxed)
     }
-    #[inline]
+    #[inline(always)]
     fn set_next(&self, pfn: u64, next: u64) {
         PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0]
             .store(next, Ordering::Relaxed)
@@ -559,6 +559,7 @@ impl<P: Platform> PageAllocator<P> {
 
     /// Allocates and stamps the head word with `head(region)`; the crate's typed allocators
     /// (slab, folios, …) use this so the word is never seen half-made.
+    #[inline(always)]
     pub(crate) fn alloc_with(
         &self,
         cpu: &Cpu<'_>,
@@ -577,6 +578,20 @@ impl<P: Platform> PageAllocator<P> {
         if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
             return Ok(self.stamp_new(rm, pfn, order, gfp, head));
         }
+        self.alloc_zones(cpu, order, gfp, head)
+    }
+
+    /// The general allocation (after `alloc_with`'s checks, when its fast path does not
+    /// apply): walks the zones with watermarks, refills per-CPU lists, drains them once if
+    /// memory is short. Out of line, so the fast path stays small.
+    #[inline(never)]
+    fn alloc_zones(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap) -> Word,
+    ) -> Result<Pfn, AllocError> {
         let mt = gfp.migratetype();
         let highest = gfp.highest_zone();
         let mut drained = false;
