@@ -24,6 +24,7 @@
 
 mod error;
 mod fast;
+mod fast_tables;
 pub(crate) mod guard;
 pub(crate) mod isolate;
 pub mod pages;
@@ -157,8 +158,8 @@ pub(crate) struct PageAllocator<P: Platform> {
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
     undesc: UndescCounters,
     fault: crate::base::fault::FaultInjector,
-    /// What the small-block fast paths precompute ([`fast`]).
-    fast: fast::FastPath,
+    /// What the small-block fast paths precompute (`fast_tables`).
+    fast: fast_tables::FastPath,
 }
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
@@ -315,7 +316,7 @@ impl<P: Platform> PageAllocator<P> {
                     e => BootFailure::Boot(e),
                 })?;
         let above = reserve(&platform, &mut boot)?;
-        let fast = fast::FastPath::new(&zones, &memmap);
+        let fast = fast_tables::FastPath::new(&zones, &memmap);
         let mut pages = PageAllocator {
             platform,
             memmap,
