@@ -256,7 +256,7 @@ impl Cpu<'_> {
     /// The latest request of kind `r` not yet served on this CPU, if any (invariant 6): the
     /// owner calls this at each operation, does the work when it gets `Some(asked)`, then
     /// [`Cpu::ack`]s `asked`. Two loads of this CPU's own slot, no read-modify-write.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pending(&self, r: Request) -> Option<u32> {
         let slot = &self.set.slots[self.id];
         let asked = slot.asked[r as usize].load(Ordering::Acquire);

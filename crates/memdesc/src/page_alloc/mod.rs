@@ -23,6 +23,8 @@
 //! [`Pages`]: pages::Pages
 
 mod error;
+mod fast;
+mod fast_tables;
 pub(crate) mod guard;
 pub(crate) mod isolate;
 pub mod pages;
@@ -156,17 +158,20 @@ pub(crate) struct PageAllocator<P: Platform> {
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
     undesc: UndescCounters,
     fault: crate::base::fault::FaultInjector,
+    /// What the small-block fast paths precompute (`fast_tables`).
+    fast: fast_tables::FastPath,
 }
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn next(&self, pfn: u64) -> u64 {
-        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).load(Ordering::Relaxed)
+        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0].load(Ordering::Relaxed)
     }
-    #[inline]
+    #[inline(always)]
     fn set_next(&self, pfn: u64, next: u64) {
-        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
+        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0]
+            .store(next, Ordering::Relaxed)
     }
 }
 
@@ -311,6 +316,7 @@ impl<P: Platform> PageAllocator<P> {
                     e => BootFailure::Boot(e),
                 })?;
         let above = reserve(&platform, &mut boot)?;
+        let fast = fast_tables::FastPath::new(&zones, &memmap);
         let mut pages = PageAllocator {
             platform,
             memmap,
@@ -324,6 +330,7 @@ impl<P: Platform> PageAllocator<P> {
             reserved_pages: 0,
             undesc: UndescCounters::default(),
             fault: crate::base::fault::FaultInjector::new(),
+            fast,
         };
         pages.populate(&boot);
         pages.set_watermarks();
@@ -554,6 +561,7 @@ impl<P: Platform> PageAllocator<P> {
 
     /// Allocates and stamps the head word with `head(region)`; the crate's typed allocators
     /// (slab, folios, …) use this so the word is never seen half-made.
+    #[inline(always)]
     pub(crate) fn alloc_with(
         &self,
         cpu: &Cpu<'_>,
@@ -561,7 +569,7 @@ impl<P: Platform> PageAllocator<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
-        self.cpu_id(cpu);
+        let cpu_id = self.cpu_id(cpu);
         self.serve_requests(cpu);
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
@@ -569,6 +577,23 @@ impl<P: Platform> PageAllocator<P> {
         if self.fault.should_fail(crate::base::fault::FaultSite::PageAlloc) {
             return Err(AllocError::Injected);
         }
+        if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
+            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+        }
+        self.alloc_zones(cpu, order, gfp, head)
+    }
+
+    /// The general allocation (after `alloc_with`'s checks, when its fast path does not
+    /// apply): walks the zones with watermarks, refills per-CPU lists, drains them once if
+    /// memory is short. Out of line, so the fast path stays small.
+    #[inline(never)]
+    fn alloc_zones(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap) -> Word,
+    ) -> Result<Pfn, AllocError> {
         let mt = gfp.migratetype();
         let highest = gfp.highest_zone();
         let mut drained = false;
@@ -590,14 +615,7 @@ impl<P: Platform> PageAllocator<P> {
                             let rm = self
                                 .memmap
                                 .region_map(self.memmap.region_index(pfn).expect("allocated pfn in a region"));
-                            self.memmap
-                                .block_word(&self.platform, rm, pfn, order)
-                                .expect("allocated block has a word")
-                                .store(head(rm));
-                            if gfp.contains(Gfp::ZERO) {
-                                self.zero(pfn, order);
-                            }
-                            return Ok(pfn);
+                            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
                         }
                     }
                 }
@@ -612,6 +630,17 @@ impl<P: Platform> PageAllocator<P> {
         let c = if gfp.contains(Gfp::NOWARN) { &self.counters.alloc_fail_quiet } else { &self.counters.alloc_fail };
         c.fetch_add(1, Ordering::Relaxed);
         Err(AllocError::NoMemory { order })
+    }
+
+    /// The end of an allocation: stamps the new block's head word with `head(rm)` and zeroes
+    /// it for [`Gfp::ZERO`].
+    #[inline(always)]
+    fn stamp_new(&self, rm: &RegionMap, pfn: Pfn, order: u32, gfp: Gfp, head: impl FnOnce(&RegionMap) -> Word) -> Pfn {
+        self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word").store(head(rm));
+        if gfp.contains(Gfp::ZERO) {
+            self.zero(pfn, order);
+        }
+        pfn
     }
 
     #[inline]

@@ -36,7 +36,6 @@ use crate::base::cpu::Cpu;
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
 use crate::memmap::word::Subtype;
-use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{AllocError, FreeError, PageAllocator};
 
 /// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages).
@@ -107,6 +106,7 @@ impl<P: Platform> PageAllocator<P> {
     ///
     /// The head word becomes `Undescribed { Unmappable, order }`. The returned [`Pages`] owns
     /// the block; free it with [`PhysMem::free_pages`](crate::PhysMem::free_pages).
+    #[inline(always)]
     pub(crate) fn alloc_pages(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pages, AllocError> {
         let pfn = self.alloc_pages_raw(cpu, order, gfp)?;
         Ok(Pages { pfn, order, machine: self.machine_id() })
@@ -118,11 +118,12 @@ impl<P: Platform> PageAllocator<P> {
     /// Safe: allocating cannot free anything another owner holds; the caller now owns the
     /// block and gives it back with [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) or wraps it with
     /// [`Pages::from_raw`]. Losing the pfn leaks the block.
+    #[inline(always)]
     pub(crate) fn alloc_pages_raw(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
         if gfp.contains(Gfp::GUARD) {
             return self.alloc_guarded(cpu, order, gfp);
         }
-        self.alloc_with(cpu, order, gfp, |rm| Buddy::<P>::undescribed(rm, Subtype::Unmappable, order))
+        self.alloc_with(cpu, order, gfp, |rm| self.raw_head_word(rm, order))
     }
 
     /// Frees a block from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages), consuming its handle.
@@ -130,6 +131,7 @@ impl<P: Platform> PageAllocator<P> {
     /// A handle of another machine is refused with [`FreeError::ForeignMachine`]. The page word
     /// is still checked (see [`FreeError`]); a refused free leaves the allocator unchanged and
     /// the block allocated (leaked).
+    #[inline(always)]
     pub(crate) fn free_pages(&self, cpu: &Cpu<'_>, pages: Pages) -> Result<(), FreeError> {
         if pages.machine != self.machine_id() {
             self.count_free_error();
@@ -143,10 +145,21 @@ impl<P: Platform> PageAllocator<P> {
     /// The free of raw memory: checks the word, claims it (a plain store when `owned`, the
     /// caller having consumed the block's only [`Pages`]; a compare-and-swap otherwise), then
     /// frees it through the caller's per-CPU list.
-    #[inline]
+    #[inline(always)]
     fn free_checked(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32, owned: bool) -> Result<(), FreeError> {
         // A foreign token panics here, before anything changes.
-        self.cpu_id(cpu);
+        let cpu_id = self.cpu_id(cpu);
+        if owned && self.free_owned_fast(cpu, cpu_id, pfn, order) {
+            return Ok(());
+        }
+        self.free_general(cpu, pfn, order, owned)
+    }
+
+    /// The general free (`free_checked` when its fast path does not apply): every check, the
+    /// claim, guard pages, then the per-CPU list or the buddy lists. Out of line, so the fast
+    /// path stays small.
+    #[inline(never)]
+    fn free_general(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32, owned: bool) -> Result<(), FreeError> {
         let r = self.check_and_claim_as(pfn, order, owned, |u| matches!(u, Subtype::Unmappable));
         match r {
             Ok(rm) => {
@@ -197,7 +210,9 @@ impl<P: Platform> PageAllocator<P> {
     /// descriptor word and free it through that descriptor's owner).
     #[cfg(feature = "slab")]
     pub(crate) fn alloc_internal(&self, cpu: &Cpu<'_>, order: u32, gfp: Gfp) -> Result<Pfn, AllocError> {
-        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| Buddy::<P>::undescribed(rm, Subtype::Internal, order))
+        self.alloc_with(cpu, order, gfp.without(Gfp::GUARD), |rm| {
+            crate::page_alloc::zone::Buddy::<P>::undescribed(rm, Subtype::Internal, order)
+        })
     }
 
     /// Frees a block from [`PhysMem::alloc_internal`](crate::PhysMem::alloc_internal) whose head word is still `Internal`.

@@ -102,6 +102,16 @@ impl Pcp {
         self.refill(links, zone, order, mt)
     }
 
+    /// Allocation by the holder of this list's CPU (`_owner` is implied by the caller, which
+    /// checked the token: invariant 1) from the list alone: pop, or `None` if it is empty
+    /// (the fast path then takes the general one, which refills).
+    #[inline(always)]
+    pub(crate) fn pop_owned(&self, links: &impl PcpLinks, order: u32, mt: usize) -> Option<u64> {
+        let pfn = self.pop(links, order, mt)?;
+        add64(&self.allocs, 1);
+        Some(pfn)
+    }
+
     #[inline(never)]
     fn refill(&self, links: &impl PcpLinks, zone: &impl PcpZone, order: u32, mt: usize) -> Option<u64> {
         let mut z = zone.lock();
@@ -118,7 +128,7 @@ impl Pcp {
 
     /// A free by the holder of this list's CPU (the caller has stamped the block's per-CPU
     /// free word): the block is pushed; a list above `high` drains a batch to the zone.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free(
         &self,
         _owner: &Cpu<'_>,
@@ -156,7 +166,7 @@ impl Pcp {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&self, links: &impl PcpLinks, order: u32, mt: usize, pfn: u64) {
         let (o, m) = (order as usize, mt);
         links.set_next(pfn, self.head[o][m].load(Ordering::Relaxed));
@@ -165,7 +175,7 @@ impl Pcp {
         add32(&self.pages, 1 << order);
     }
 
-    #[inline]
+    #[inline(always)]
     fn pop(&self, links: &impl PcpLinks, order: u32, mt: usize) -> Option<u64> {
         let (o, m) = (order as usize, mt);
         let pfn = self.head[o][m].load(Ordering::Relaxed);
