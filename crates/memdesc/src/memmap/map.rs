@@ -298,7 +298,7 @@ impl Memmap {
 
     /// The word describing a block of `2^order` pages at `pfn` under the owning lock: for a
     /// two-level region and `order >= 9`, the area word; otherwise as [`Memmap::page_word`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn block_word<'a, P: Platform>(
         &'a self,
         p: &'a P,
@@ -306,7 +306,10 @@ impl Memmap {
         pfn: Pfn,
         order: u32,
     ) -> Option<&'a Page> {
-        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER {
+        if rm.region.layout == MemmapLayout::Flat {
+            return Some(rm.flat_word(pfn));
+        }
+        if order >= AREA_ORDER {
             Some(rm.area_word(pfn))
         } else {
             self.page_word(p, rm, pfn)

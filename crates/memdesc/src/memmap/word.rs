@@ -325,6 +325,23 @@ impl Word {
         ))
     }
 
+    /// [`Word::buddy`] for the buddy allocator's split and merge loops, whose fields are in
+    /// range by construction (orders up to `MAX_ORDER_LIMIT`, node below `MAX_NODES`, the
+    /// zone and migratetype enums; const-asserted in `page_alloc::zone`): no range checks
+    /// outside debug builds.
+    #[inline(always)]
+    pub(crate) const fn buddy_in_range(b: BuddyInfo) -> Word {
+        debug_assert!(Word::buddy(b).is_ok());
+        Word(
+            Tag::Buddy as u64
+                | (b.order as u64) << 4
+                | (b.migratetype as u64) << 10
+                | (b.zone as u64) << 13
+                | (b.node as u64) << 16
+                | (b.pcp as u64) << 26,
+        )
+    }
+
     /// Encodes a split two-level area.
     pub const fn split(s: SplitInfo) -> Result<Word, EncodeError> {
         if s.free > 1023 {

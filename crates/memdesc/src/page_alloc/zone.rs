@@ -17,12 +17,14 @@
 //! Everything here runs under the zone lock, which the caller holds (`&mut FreeLists`).
 
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::base::layout::{MemmapLayout, ZoneType};
+use crate::base::layout::{MemmapLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::base::page_access::PageWords;
 use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;
 use crate::base::sync::{AtomicU64, Ordering, SpinLock};
-use crate::memmap::word::{BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word};
+use crate::memmap::word::{
+    BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER, MAX_MIGRATETYPE, MAX_NODE, MAX_ZONE,
+};
 use crate::memmap::{Memmap, RegionMap};
 
 /// Highest MAX_ORDER a machine may be configured with.
@@ -30,6 +32,14 @@ pub const MAX_ORDER_LIMIT: u32 = 20;
 pub(crate) const NONE: u64 = u64::MAX;
 /// Lowest order whose free blocks keep their list links in tail words (see [`Buddy::links`]).
 pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 2;
+
+// What `Buddy::buddy_word` encodes without range checks always fits the word's fields: orders
+// up to MAX_ORDER_LIMIT (the machine refuses a larger max_order at boot), nodes below
+// MAX_NODES (layouts refuse others), zone types and migratetypes by their enums.
+const _: () = assert!(MAX_ORDER_LIMIT <= MAX_INLINE_ORDER as u32);
+const _: () = assert!(MAX_NODES <= MAX_NODE as usize + 1);
+const _: () = assert!(NR_ZONES <= MAX_ZONE as usize + 1);
+const _: () = assert!(NR_MIGRATETYPES <= MAX_MIGRATETYPE as usize + 1);
 
 /// The free lists of one order.
 #[derive(Clone, Copy)]
@@ -147,14 +157,14 @@ impl<'a, P: Platform> Buddy<'a, P> {
 
     #[inline]
     pub(crate) fn buddy_word(rm: &RegionMap, order: u32, mt: MigrateType, pcp: bool) -> Word {
-        Word::buddy(BuddyInfo {
+        debug_assert!(order <= MAX_ORDER_LIMIT && (rm.region.node as usize) < MAX_NODES);
+        Word::buddy_in_range(BuddyInfo {
             order: order as u8,
             migratetype: mt as u8,
             zone: rm.region.zone as u8,
             node: rm.region.node,
             pcp,
         })
-        .expect("fields in range")
     }
 
     pub(crate) fn undescribed(rm: &RegionMap, subtype: Subtype, order: u32) -> Word {
@@ -223,7 +233,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     /// Puts the free block of `order` at `pfn` (of region `rm`) at the head of its list.
-    #[inline]
+    #[inline(always)]
     fn list_add_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         let a = &mut fl.areas[order as usize];
         let head = a.head[mt as usize];
@@ -247,7 +257,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
 
     /// Takes the free block of `order` at `pfn` (of region `rm`) off its list; link words go
     /// back to plain tail words.
-    #[inline]
+    #[inline(always)]
     fn list_del_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         let words = self.link_words(rm, pfn, order);
         let (next, prev) = match words {
