@@ -2,10 +2,15 @@
 //!
 //! A free block's state lives in its head page's word (`Buddy { order, migratetype }`); the
 //! other pages of the block hold tail words. Its free-list links (next and previous pfn) live
-//! in the first 16 bytes of the free memory itself, reached through the direct map or, for
-//! memory without a permanent mapping, a momentary local mapping (`PageWords`, the atomic
-//! word view of [`crate::base::page_access`]). Nothing is ever allocated to track free memory. Lists are doubly linked, so removing a block from the middle
-//! (when its buddy is freed and they merge) is O(1).
+//! in the words of its second and third pages for blocks of order 2 and up
+//! ([`crate::memmap::word::Word::linked_tail`]: the memmap cache line the head word is in,
+//! rather than the cold free memory), and in the first 16 bytes of the free memory itself for
+//! blocks of order 0 and 1 and for a two-level region's blocks of an area or more (no third
+//! word of their own), reached through the direct map or, for memory without a permanent
+//! mapping, a momentary local mapping (`PageWords`, the atomic word view of
+//! [`crate::base::page_access`]). A block off the lists has plain tail words only. Nothing is
+//! ever allocated to track free memory. Lists are doubly linked, so removing a block from the
+//! middle (when its buddy is freed and they merge) is O(1).
 //!
 //! Blocks never span regions, so merging never crosses a zone or node boundary or a hole.
 //!
