@@ -301,6 +301,27 @@ impl Word {
         (self.0 >> LINK_SHIFT).wrapping_sub(1)
     }
 
+    /// [`Word::undescribed`] for the page allocator's hot paths, whose fields are in range by
+    /// construction (not a tail; orders below 64; node below `MAX_NODES` and the zone enum,
+    /// const-asserted in `page_alloc::zone`): no range checks outside debug builds.
+    #[inline(always)]
+    pub(crate) const fn undescribed_in_range(u: Undescribed) -> Word {
+        debug_assert!(Word::undescribed(u).is_ok());
+        Word(
+            Tag::Undescribed as u64
+                | (u.subtype as u64) << 4
+                | (u.order as u64) << 8
+                | (u.node as u64) << 14
+                | (u.zone as u64) << 24,
+        )
+    }
+
+    /// Whether this is an undescribed word of `subtype` (one compare of the low byte).
+    #[inline(always)]
+    pub(crate) const fn is_undescribed(self, subtype: Subtype) -> bool {
+        self.0 & 0xFF == Tag::Undescribed as u64 | (subtype as u64) << 4
+    }
+
     /// Encodes a free buddy block head.
     pub const fn buddy(b: BuddyInfo) -> Result<Word, EncodeError> {
         if b.order > MAX_INLINE_ORDER {
@@ -386,17 +407,8 @@ impl Word {
         let Some(tag) = self.tag() else { return PageKind::Invalid(w) };
         let addr = (w & !0xF) as usize;
         match tag {
-            Tag::Undescribed => match Subtype::from_bits(field(w, 4, 4) as u8) {
-                // A tail's upper bits are its free-list link, not fields.
-                Some(Subtype::Tail) => {
-                    PageKind::Undescribed(Undescribed { subtype: Subtype::Tail, order: 0, node: 0, zone: 0 })
-                }
-                Some(subtype) => PageKind::Undescribed(Undescribed {
-                    subtype,
-                    order: field(w, 8, 6) as u8,
-                    node: field(w, 14, 10) as u16,
-                    zone: field(w, 24, 3) as u8,
-                }),
+            Tag::Undescribed => match self.as_undescribed() {
+                Some(u) => PageKind::Undescribed(u),
                 None => PageKind::Invalid(w),
             },
             Tag::Buddy => match self.as_buddy() {
@@ -439,9 +451,26 @@ impl Word {
     /// Shorthand: the inline contents if this is an undescribed word.
     #[inline]
     pub fn undescribed_info(self) -> Option<Undescribed> {
-        match self.kind() {
-            PageKind::Undescribed(u) => Some(u),
-            _ => None,
+        self.as_undescribed()
+    }
+
+    /// [`Word::undescribed_info`] without the full decode of [`Word::kind`]: one tag compare.
+    #[inline(always)]
+    pub(crate) const fn as_undescribed(self) -> Option<Undescribed> {
+        let w = self.0;
+        if w & 0xF != Tag::Undescribed as u64 {
+            return None;
+        }
+        match Subtype::from_bits(field(w, 4, 4) as u8) {
+            // A tail's upper bits are its free-list link, not fields.
+            Some(Subtype::Tail) => Some(Undescribed { subtype: Subtype::Tail, order: 0, node: 0, zone: 0 }),
+            Some(subtype) => Some(Undescribed {
+                subtype,
+                order: field(w, 8, 6) as u8,
+                node: field(w, 14, 10) as u16,
+                zone: field(w, 24, 3) as u8,
+            }),
+            None => None,
         }
     }
 

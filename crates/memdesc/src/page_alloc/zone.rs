@@ -42,6 +42,8 @@ pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 2;
 // up to MAX_ORDER_LIMIT (the machine refuses a larger max_order at boot), nodes below
 // MAX_NODES (layouts refuse others), zone types and migratetypes by their enums.
 const _: () = assert!(MAX_ORDER_LIMIT <= MAX_INLINE_ORDER as u32);
+// Guard words carry 32 + the guarded order (page_alloc/guard.rs).
+const _: () = assert!(32 + MAX_ORDER_LIMIT <= MAX_INLINE_ORDER as u32);
 const _: () = assert!(MAX_NODES <= MAX_NODE as usize + 1);
 const _: () = assert!(NR_ZONES <= MAX_ZONE as usize + 1);
 const _: () = assert!(NR_MIGRATETYPES <= MAX_MIGRATETYPE as usize + 1);
@@ -172,9 +174,17 @@ impl<'a, P: Platform> Buddy<'a, P> {
         })
     }
 
+    /// The undescribed word of `subtype` heading a block of `order` of region `rm` (never a
+    /// tail; orders up to the guard words' `32 + MAX_ORDER_LIMIT`).
+    #[inline]
     pub(crate) fn undescribed(rm: &RegionMap, subtype: Subtype, order: u32) -> Word {
-        Word::undescribed(Undescribed { subtype, order: order as u8, node: rm.region.node, zone: rm.region.zone as u8 })
-            .expect("fields in range")
+        debug_assert!(subtype != Subtype::Tail && order <= MAX_INLINE_ORDER as u32);
+        Word::undescribed_in_range(Undescribed {
+            subtype,
+            order: order as u8,
+            node: rm.region.node,
+            zone: rm.region.zone as u8,
+        })
     }
 
     #[inline(always)]
