@@ -226,7 +226,8 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
     }
 
-    /// The (next, previous) links of the free block of `order` at `pfn` ([`NONE`] at the ends).
+    /// The (next, previous) links of the free block of `order` at `pfn` ([`NONE`] at the end;
+    /// a list head's previous link is stale, never read).
     #[inline]
     pub(crate) fn links(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> (u64, u64) {
         match self.link_words(rm, pfn, order) {
@@ -247,22 +248,15 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
     }
 
-    /// Puts the free block of `order` at `pfn` (of region `rm`) at the head of its list.
+    /// Puts the free block of `order` at `pfn` (of region `rm`) at the head of its list. Only
+    /// its next link is written: a list head's previous link is never read (the list's head
+    /// pointer says which block is first), so taking the head off a list touches nothing but
+    /// the head itself.
     #[inline(always)]
     fn list_add_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         let a = &mut fl.areas[order as usize];
         let head = a.head[mt as usize];
-        match self.link_words(rm, pfn, order) {
-            Some([n, p]) => {
-                n.store(Word::linked_tail_raw(head));
-                p.store(Word::TAIL); // no previous block
-            }
-            None => {
-                let m = self.map(pfn);
-                m.word(0).store(head, Ordering::Relaxed);
-                m.word(1).store(NONE, Ordering::Relaxed);
-            }
-        }
+        self.set_link(rm, pfn, order, 0, head);
         if head != NONE {
             self.set_link(self.rm_near(rm, Pfn(head)), Pfn(head), order, 1, pfn.0);
         }
@@ -274,28 +268,28 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// back to plain tail words.
     #[inline(always)]
     fn list_del_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
-        let words = self.link_words(rm, pfn, order);
-        let (next, prev) = match words {
+        let is_head = fl.areas[order as usize].head[mt as usize] == pfn.0;
+        let (next, prev) = match self.link_words(rm, pfn, order) {
             Some([n, p]) => {
-                let links = (n.load().tail_link_raw(), p.load().tail_link_raw());
+                let links = (n.load().tail_link_raw(), if is_head { NONE } else { p.load().tail_link_raw() });
                 n.store(Word::TAIL);
                 p.store(Word::TAIL);
                 links
             }
             None => {
                 let m = self.map(pfn);
-                (m.word(0).load(Ordering::Relaxed), m.word(1).load(Ordering::Relaxed))
+                (m.word(0).load(Ordering::Relaxed), if is_head { NONE } else { m.word(1).load(Ordering::Relaxed) })
             }
         };
         let a = &mut fl.areas[order as usize];
-        if prev == NONE {
-            debug_assert_eq!(a.head[mt as usize], pfn.0, "a block without prev is its list's head");
+        if is_head {
             a.head[mt as usize] = next;
         } else {
+            debug_assert_ne!(prev, NONE, "a block other than its list's head has a previous block");
             self.set_link(self.rm_near(rm, Pfn(prev)), Pfn(prev), order, 0, next);
-        }
-        if next != NONE {
-            self.set_link(self.rm_near(rm, Pfn(next)), Pfn(next), order, 1, prev);
+            if next != NONE {
+                self.set_link(self.rm_near(rm, Pfn(next)), Pfn(next), order, 1, prev);
+            }
         }
         a.nr[mt as usize] -= 1;
     }
