@@ -296,12 +296,14 @@ impl<'a, P: Platform> Buddy<'a, P> {
 
     /// Puts the free block of `order` at `pfn` at the head of its list.
     #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))] // isolation and offlining
     pub(crate) fn list_add(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
         self.list_add_in(fl, self.rm(pfn), pfn, order, mt)
     }
 
     /// Takes the free block of `order` at `pfn` off its list.
     #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))] // isolation and offlining
     pub(crate) fn list_del(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
         self.list_del_in(fl, self.rm(pfn), pfn, order, mt)
     }
