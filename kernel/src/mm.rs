@@ -278,9 +278,11 @@ pub fn max_order() -> u32 {
     mem().config().max_order
 }
 
-/// Empties every CPU's per-CPU page lists.
-pub fn drain_all() {
-    mem().drain_all();
+/// Empties every CPU's per-CPU page lists, as the holder of `cpu`: its own at once, an idle
+/// CPU's by borrowing it, a busy CPU's by asking its owner (which answers at its next page
+/// operation; a CPU that does not get there in time keeps its lists, and the report says so).
+pub fn drain_all(cpu: &Cpu) -> memdesc::page_alloc::DrainReport {
+    mem().drain_all_from(&cpu.0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ fn pages(cpu: &Cpu) -> Result<(), FmtBuf> {
 /// region, writes the unmapped pages through local mappings, gives everything back and checks
 /// that nothing was lost. The blocks are chained through their own first words.
 fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
-    mm::drain_all();
+    mm::drain_all(cpu);
     let before = mm::nr_free_pages();
     let (mut head, mut pages, mut hole_pages) = (0u64, 0u64, 0u64);
     // Unmovable kernel memory first (never served from the unmapped region, which has no
@@ -133,7 +133,7 @@ fn exhaust(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
         n += 1u64 << order;
         head = next;
     }
-    mm::drain_all();
+    mm::drain_all(cpu);
     ensure!(n == pages, "freed {n} pages of {pages}");
     ensure!(mm::nr_free_pages() == before, "free pages {} after exhaustion, {before} before", mm::nr_free_pages());
     crate::kprintln!(
@@ -348,7 +348,7 @@ pub fn local(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     crate::kprintln!("  page cache (RCU lookups): ok");
     mmu(cpu)?;
     crate::kprintln!("  memdesc page tables on the MMU: ok");
-    mm::drain_all();
+    mm::drain_all(cpu);
     let h = mm::check_all(cpu).map_err(|e| mmerr("checker after the self-test", e))?;
     ensure!(h.raw == h0.raw, "raw pages {} after the self-test, {} before", h.raw, h0.raw);
     Ok(())

@@ -458,7 +458,7 @@ impl Worker<'_> {
             // Per-CPU list drains (every CPU's, from here).
             _ => {
                 if self.rng.below(8) == 0 {
-                    mm::drain_all();
+                    mm::drain_all(self.cpu);
                 }
             }
         }
@@ -689,7 +689,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
             Ok(c) => unsafe { *SHARED.0.get() = Some(c) },
             Err(e) => violation(format_args!("cache_create: {e}")),
         }
-        mm::drain_all();
+        mm::drain_all(cpu);
         match mm::check_all(cpu) {
             Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
             Err(e) => violation(format_args!("checker before torture: {e}")),
@@ -762,7 +762,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
     if !leader {
         return None;
     }
-    mm::drain_all();
+    mm::drain_all(cpu);
     global_check(cpu, n);
     // SAFETY: see `SharedFile`: every other CPU is past its last use (the barrier above).
     if let Some(f) = unsafe { (*SHARED_FILE.0.get()).take() } {
@@ -772,7 +772,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
             violation(format_args!("destroying the shared page cache dropped {dropped} folios, {cached} cached"));
         }
     }
-    mm::drain_all();
+    mm::drain_all(cpu);
     global_check(cpu, n);
     // SAFETY: see `Shared`: every other CPU is past its last use (the barrier above).
     if let Some(c) = unsafe { (*SHARED.0.get()).take() } {

@@ -85,7 +85,7 @@ fn fragmented_zone_compacts_into_order9_blocks_with_data_intact() {
             kept.push((i as u64, f));
         }
     }
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
     let before = m.free_histogram(zone);
     assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");
@@ -300,7 +300,7 @@ fn mapped_folios_and_pool_pages_compact_with_data_intact() {
         m.folio_put(&cpu, f).unwrap();
     }
     let child = parent.fork(&cpu).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let zone = m.zones().find(|z| z.start() <= Pfn(0x1000) && Pfn(0x1000) < z.end()).unwrap();
     let before = m.free_histogram(zone);
     assert_eq!(before[9..].iter().sum::<u64>(), 0, "fragmented: no order-9 block free: {before:?}");

@@ -19,7 +19,7 @@ fn machine(layout: MemmapLayout) -> SimMachine {
 fn warm_free_pages(m: &SimMachine, cpu: &memdesc::Cpu<'_>) -> u64 {
     let f = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     m.folio_put(cpu, f).unwrap();
-    m.drain_all();
+    m.drain_all_from(cpu);
     m.nr_free_pages()
 }
 
@@ -56,7 +56,7 @@ fn every_order_stamps_every_word_and_frees_everything() {
                 assert!(folio_at(&m, pfn).is_none(), "a freed folio's words no longer name it");
             }
         }
-        m.drain_all();
+        m.drain_all_from(&cpu);
         assert_eq!(m.nr_free_pages(), free0, "{layout:?}");
         m.check(|_, _, _| {}).unwrap();
     }
@@ -136,7 +136,7 @@ fn split_restamps_words_and_keeps_order() {
             assert!(m.lru_del(&piece));
             assert_eq!(m.folio_put(&cpu, piece), Ok(true));
         }
-        m.drain_all();
+        m.drain_all_from(&cpu);
         assert_eq!(m.nr_free_pages(), free0);
         m.check(|_, _, _| {}).unwrap();
     }

@@ -77,7 +77,7 @@ fn overrun_and_underrun_fault_in_a_child() {
 fn guards_are_tagged_counted_and_released_on_free() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let free0 = m.nr_free_pages();
     let mut blocks = Vec::new();
     for order in [0u32, 1, 3] {
@@ -92,7 +92,7 @@ fn guards_are_tagged_counted_and_released_on_free() {
     let c = m.census().unwrap();
     assert_eq!(c.guard, 6);
     assert_eq!(m.undescribed_stats().guard_pages, 6);
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0 - (1 + 2 + 8) - 6, "only the blocks and their guards stay taken");
     m.check(|_, _, _| ()).unwrap();
     // A wrong free changes nothing, guards included.
@@ -107,7 +107,7 @@ fn guards_are_tagged_counted_and_released_on_free() {
     }
     assert_eq!(m.undescribed_stats().guard_pages, 0);
     assert_eq!(m.census().unwrap().guard, 0);
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0);
     m.check(|_, _, _| ()).unwrap();
     // The former guards are ordinary memory again: allocated and written.

@@ -121,7 +121,7 @@ fn reserved_ranges_are_reported_never_allocated_and_refuse_free() {
 fn free_page_inside_a_large_block_is_carved_out() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let free0 = m.nr_free_pages();
     // A pfn in the middle of a free max-order block.
     let mut target = None;
@@ -143,7 +143,7 @@ fn free_page_inside_a_large_block_is_carved_out() {
     assert_eq!(m.undescribed_stats().hwpoison_pages, 1);
     m.unpoison(&cpu, pfn).unwrap();
     assert_eq!(m.unpoison(&cpu, pfn), Err(PoisonError::NotPoisoned(pfn)));
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0);
     assert_eq!(m.undescribed_stats().hwpoison_pages, 0);
     check_all(&m, &[]);
@@ -648,7 +648,7 @@ fn two_level_unsplit_area_folio_loses_only_the_page() {
         assert_eq!(read(&m, e.pfn()), (i % 241) as u8 + 3);
     }
     // Free memory in a two-level region is not handled (typed error, nothing changed).
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let mut free_area = None;
     m.check(|p, o, pcp| {
         if o >= 9 && !pcp && free_area.is_none() {

@@ -315,7 +315,7 @@ fn unmappable_memory_is_refused_by_kind() {
     // Free memory.
     let freed = m.alloc_pages_raw(&cpu, 0, Gfp::KERNEL).unwrap();
     free_raw(&m, &cpu, freed, 0).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(refused(freed), UnmappableKind::Free);
     // Reserved memory, and a pfn with no word at all.
     let mut reserved = None;
@@ -849,7 +849,7 @@ fn two_level_large_folios_split_with_a_table_from_elsewhere() {
         for p in pieces {
             assert_eq!(m.folio_put(&cpu, p), Ok(true));
         }
-        m.drain_all();
+        m.drain_all_from(&cpu);
         // Every page of the areas is free again: each is whole, and its table page freed.
         for a in 0..n >> 9 {
             let v = m.memmap().load(m.platform(), pfn.add(a << 9)).unwrap();

@@ -114,14 +114,14 @@ fn movable_range(m: &SimMachine, folios: &[&Folio]) -> (Pfn, Pfn) {
 fn balloon_inflates_and_deflates() {
     let m = machine();
     let cpu = m.cpus().claim(0).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let free0 = m.nr_free_pages();
     let b = Balloon::new(&m);
     assert_eq!(b.inflate(&cpu, 1000), 1000);
     assert_eq!(b.stats().pages, 1000);
     assert_eq!(m.census().unwrap().offline, 1000);
     assert_eq!(m.undescribed_stats().offline_pages, 1000);
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0 - 1000);
     assert_eq!(b.deflate(&cpu, 400), 400);
     assert_eq!(b.stats(), memdesc::health::balloon::BalloonStats { pages: 600, inflated: 1000, deflated: 400 });
@@ -132,7 +132,7 @@ fn balloon_inflates_and_deflates() {
     m.check(|_, _, _| ()).unwrap();
     assert_eq!(m.census().unwrap().offline, 600 + got);
     assert_eq!(b.deflate(&cpu, u64::MAX), 600 + got);
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0);
     assert_eq!(m.census().unwrap().offline, 0);
     m.check(|_, _, _| ()).unwrap();
@@ -193,11 +193,11 @@ fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
     let (space, folios) = populate(&m, &cpu);
     let (s, e) = movable_range(&m, &folios);
     // A poisoned page in the range cannot be moved.
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let bad = (s.0..e.0).map(Pfn).find(|&p| m.free_block_containing_pfn(p).is_some()).unwrap();
     m.memory_failure(&cpu, bad).unwrap();
     let types: Vec<_> = (0..BLOCK / 512).map(|i| m.pageblock_migratetype(s.add(i * 512))).collect();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let census0 = m.census().unwrap();
     let free0 = m.nr_free_pages();
     let err = m.offline_range(&cpu, s, e).unwrap_err();
@@ -208,7 +208,7 @@ fn offline_range_with_an_unmovable_page_fails_and_restores_everything() {
     let after: Vec<_> = (0..BLOCK / 512).map(|i| m.pageblock_migratetype(s.add(i * 512))).collect();
     assert_eq!(after, types, "pageblock types restored");
     assert_eq!(isolate_free(&m), 0, "nothing left on isolate lists");
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let c = m.census().unwrap();
     assert_eq!(c.free + c.pcp + c.described + c.raw, census0.free + census0.pcp + census0.described + census0.raw);
     assert_eq!(c.hwpoison, 1);

@@ -273,7 +273,7 @@ fn mappable_references_are_owned() {
     // SAFETY: `raw` is the reference `b` held, given up above and put once here.
     assert_eq!(unsafe { m.mappable_put_raw(&cpu, raw) }, Ok(true));
     assert_eq!(m.mappable_get(raw), Err(memdesc::mm::mappable::MappableError::NoReference), "freed");
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert!(m.free_block_containing_pfn(pfn).is_some(), "the block went back to the buddy lists");
     m.check(|_, _, _| {}).unwrap();
 }

@@ -74,7 +74,7 @@ fn free_all_and_check(m: &SimMachine, cpu: &Cpu<'_>, got: Vec<(Pfn, u32)>) {
     for (p, o) in got {
         free_raw(m, cpu, p, o).unwrap();
     }
-    m.drain_all();
+    m.drain_all_from(cpu);
     check_model(m, &[]);
 }
 
@@ -95,7 +95,7 @@ fn alloc_free_all_orders_restores_state() {
         for (pfn, order) in got {
             free_raw(&m, &cpu, pfn, order).unwrap();
         }
-        m.drain_all();
+        m.drain_all_from(&cpu);
         check_model(&m, &[]);
         assert_eq!(m.nr_free_pages(), before, "{layout:?}");
         assert_eq!(m.memmap().split_areas(), splits, "only the partly reserved areas stay split");
@@ -199,7 +199,7 @@ fn two_level_split_and_unsplit() {
     for q in got {
         free_raw(&m, &cpu, q, 4).unwrap();
     }
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.memmap().split_areas(), splits_at_boot, "the area is uniform again");
     assert_eq!(m.memmap().bytes(), bytes_at_boot);
     let v = m.memmap().load(m.platform(), p).unwrap();
@@ -400,14 +400,14 @@ proptest! {
                         prop_assert_eq!(free_raw(&m, &cpus[cpu], p, o), Err(FreeError::DoubleFree(p)));
                     }
                 }
-                Op::Drain => m.drain_all(),
+                Op::Drain => cpus.iter().for_each(|c| m.drain_local(c)),
             }
             check_model(&m, &live);
         }
         for (p, o) in live.drain(..) {
             prop_assert_eq!(free_raw(&m, &cpus[0], p, o), Ok(()));
         }
-        m.drain_all();
+        cpus.iter().for_each(|c| m.drain_local(c));
         check_model(&m, &[]);
         prop_assert_eq!(m.nr_free_pages(), managed_free);
     }

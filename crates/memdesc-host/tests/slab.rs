@@ -148,7 +148,7 @@ fn find_cache<'m>(m: &'m SimMachine, name: &str) -> &'m SlabCache {
 fn caches_shrink_and_destroy_return_every_page() {
     let m = machine(MemmapLayout::TwoLevel);
     let cpu = m.cpus().claim(0).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     let free0 = m.nr_free_pages();
     let ctor_runs = std::sync::atomic::AtomicUsize::new(0);
     static CTOR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -190,7 +190,7 @@ fn caches_shrink_and_destroy_return_every_page() {
     // slabs back too, then every page is home.
     m.shrink_any_cache(&cpu, find_cache(&m, "slab_desc"));
     m.shrink_any_cache(&cpu, find_cache(&m, "kmem_cache"));
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(m.nr_free_pages(), free0);
 }
 

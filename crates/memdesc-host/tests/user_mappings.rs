@@ -188,7 +188,7 @@ fn undescribed_pages_are_refused() {
     );
     assert_eq!(m.user_page_of(raw), Err(refused(raw, UnmappableKind::Undescribed(Subtype::Unmappable))));
     free_raw(&m, &cpu, raw, 1).unwrap();
-    m.drain_all();
+    m.drain_all_from(&cpu);
     assert_eq!(user.map_pfn(&cpu, UVA, raw), Err(refused(raw, UnmappableKind::Free)));
     let hole = Pfn(1 << 39);
     assert_eq!(user.map_pfn(&cpu, UVA, hole), Err(refused(hole, UnmappableKind::NoPage)));

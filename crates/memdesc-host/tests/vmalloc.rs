@@ -37,7 +37,7 @@ fn settled_free(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
         let c = unsafe { &*(c as *const memdesc::SlabCache) };
         m.shrink_any_cache(cpu, c);
     }
-    m.drain_all();
+    m.drain_all_from(cpu);
     m.nr_free_pages()
 }
 

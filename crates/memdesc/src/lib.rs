@@ -65,6 +65,6 @@ pub use base::pageblock::MigrateType;
 pub use base::platform::Platform;
 pub use machine::PhysMem;
 pub use page_alloc::pages::Pages;
-pub use page_alloc::{AllocError, BootFailure, FreeError};
+pub use page_alloc::{AllocError, BootFailure, DrainReport, FreeError};
 #[cfg(feature = "slab")]
 pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};

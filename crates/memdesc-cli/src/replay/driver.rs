@@ -249,7 +249,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     }
 
     // End state.
-    m.drain_all();
+    m.drain_all_from(&r.cpu);
     let mut pages = [0u64; Kind::COUNT];
     let mut linux_slab_live = (0u64, 0u64);
     let mut slab_missed = 0u64;

@@ -425,7 +425,7 @@ mod tests {
         r.sample();
         assert!(r.samples[0].memdesc >= m.memmap().bytes());
         let (desc, other) = r.slab_pages();
-        m.drain_all();
+        m.drain_all_from(&r.cpu);
         assert!(m.nr_free_pages() + desc + other + 16 >= free0, "pages leaked: {} of {free0}", m.nr_free_pages());
     }
 }

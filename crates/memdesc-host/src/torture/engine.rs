@@ -74,7 +74,7 @@ pub fn settled_free_pages(m: &SimMachine, cpu: &Cpu<'_>) -> u64 {
             // this runs (the caller holds the machine quiescent).
             m.shrink_any_cache(cpu, unsafe { &*c });
         }
-        m.drain_all();
+        m.drain_all_from(cpu);
         let now = m.nr_free_pages();
         if now == last {
             break;

@@ -40,14 +40,13 @@ pub(crate) enum Mutation {
     TwoLevelNoRecheck,
     /// The lockless two-level read and the unsplit omit their fences.
     TwoLevelNoFences,
-    /// A remote per-CPU list drain drops the list lock between taking the pages and emptying
-    /// the list.
-    PcpDrainDropsLock,
     /// A remote flush of a busy CPU's sheaves empties them itself instead of posting a ticket
     /// for the owner.
     SheafFlushSkipsTicket,
     /// The owner acknowledges a flush ticket before it has returned the objects.
     SheafAckBeforeFlush,
+    /// `CpuSet::borrow` takes a CPU without checking that nobody holds it.
+    CpuBorrowIgnoresOwner,
 }
 
 /// The mutation switch. In the loom test build it is a thread-local (loom runs a model's

@@ -83,7 +83,7 @@ impl<P: Platform> PhysMem<P> {
 
     /// Compacts one zone (see the module docs).
     pub fn compact_zone(&self, cpu: &Cpu<'_>, zone: &Zone) -> CompactReport {
-        self.drain_all();
+        self.drain_all_from(cpu);
         let mut rep = CompactReport { free_before: self.free_histogram(zone), ..CompactReport::default() };
         for ri in 0..self.memmap().regions().count() {
             let rm = self.memmap().region_map(ri);
@@ -93,7 +93,7 @@ impl<P: Platform> PhysMem<P> {
             }
             self.compact_region(cpu, zone, rm, &mut rep);
         }
-        self.drain_all();
+        self.drain_all_from(cpu);
         rep.free_after = self.free_histogram(zone);
         rep
     }

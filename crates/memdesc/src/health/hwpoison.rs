@@ -188,19 +188,19 @@ impl<P: Platform> PhysMem<P> {
                         Err(PoisonError::TwoLevel(pfn))
                     }
                     PageKind::Buddy(b) if b.pcp => {
-                        self.drain_all();
+                        self.drain_all_from(cpu);
                         from_pcp = true;
                         continue;
                     }
-                    PageKind::Buddy(_) => self.poison_free(pfn, from_pcp),
+                    PageKind::Buddy(_) => self.poison_free(cpu, pfn, from_pcp),
                     PageKind::Undescribed(u) => match u.subtype {
                         Subtype::HwPoison => Err(PoisonError::AlreadyPoisoned(pfn)),
-                        Subtype::Tail => match self.poison_free(pfn, from_pcp) {
+                        Subtype::Tail => match self.poison_free(cpu, pfn, from_pcp) {
                             Ok(r) => Ok(r),
                             // A tail of raw memory in use: find its head to say what it is.
                             Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
                                 if self.pcp_pages() > 0 && !from_pcp {
-                                    self.drain_all();
+                                    self.drain_all_from(cpu);
                                     from_pcp = true;
                                     continue;
                                 }
@@ -314,9 +314,9 @@ impl<P: Platform> PhysMem<P> {
         Subtype::Tail
     }
 
-    fn poison_free(&self, pfn: Pfn, from_pcp: bool) -> Result<PoisonReport, PoisonError> {
+    fn poison_free(&self, cpu: &Cpu<'_>, pfn: Pfn, from_pcp: bool) -> Result<PoisonReport, PoisonError> {
         let (rm, _) = self.pages().flat_ctx(pfn)?;
-        self.pages().take_free_block(pfn, 0)?;
+        self.pages().take_free_block(cpu, pfn, 0)?;
         rm.flat_word(pfn).store(crate::page_alloc::PageAllocator::<P>::undesc_word(rm, Subtype::HwPoison, 0));
         self.pages().undesc().hwpoison.fetch_add(1, Ordering::Relaxed);
         self.pages().undesc().hwpoison_events.fetch_add(1, Ordering::Relaxed);

@@ -67,6 +67,15 @@ pub enum OfflineError {
     },
     /// `online_range`: a page of the range is not offline.
     NotOffline(Pfn),
+    /// A free page of the range sits on the per-CPU list of a CPU whose owner did not answer
+    /// the drain request in time (busy outside the allocator, or waiting on the caller): the
+    /// request stays posted, so a later try finds the page drained once that CPU runs again.
+    CpuBusy {
+        /// The page.
+        pfn: Pfn,
+        /// The CPUs that did not answer (bit `i` = CPU `i`).
+        cpus: u64,
+    },
 }
 
 impl core::fmt::Display for OfflineError {
@@ -78,6 +87,9 @@ impl core::fmt::Display for OfflineError {
             OfflineError::AlreadyIsolated(p) => write!(f, "pageblock at {p} is already isolated"),
             OfflineError::Unmovable { pfn, why } => write!(f, "pfn {pfn} cannot be moved: {why}"),
             OfflineError::NotOffline(p) => write!(f, "pfn {p} is not offline"),
+            OfflineError::CpuBusy { pfn, cpus } => {
+                write!(f, "pfn {pfn} is on the per-CPU list of a CPU that did not answer the drain (CPUs {cpus:#x})")
+            }
         }
     }
 }
@@ -128,14 +140,14 @@ impl<P: Platform> PhysMem<P> {
             *s = mt;
         }
         self.pages().set_pageblocks(rm, start, end, MigrateType::Isolate);
-        self.drain_all();
+        self.drain_all_from(cpu);
         self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         let restore = |why: OfflineError| {
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
                 rm.pageblock(pb).store(mt as u8, Ordering::Relaxed);
             }
-            self.drain_all();
+            self.drain_all_from(cpu);
             for (i, &mt) in saved.iter().enumerate().take(nr_pb) {
                 let pb = start.add(i as u64 * AREA_PAGES);
                 self.pages().refile_range(zone, rm, pb, pb.add(AREA_PAGES), mt);
@@ -149,8 +161,17 @@ impl<P: Platform> PhysMem<P> {
             let word = rm.flat_word(pfn).load();
             match word.kind() {
                 PageKind::Buddy(b) if b.pcp => {
-                    self.drain_all();
+                    // On some CPU's list: ask every CPU to give its lists back. An owner that
+                    // does not answer keeps the page; give up after a few tries rather than
+                    // wait for a CPU that may be waiting for us.
+                    let r = self.drain_all_from(cpu);
                     self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
+                    if !r.is_complete() {
+                        if tries >= 3 {
+                            return restore(OfflineError::CpuBusy { pfn, cpus: r.busy });
+                        }
+                        tries += 1;
+                    }
                 }
                 PageKind::Buddy(b) => pfn = pfn.add(1 << b.order),
                 PageKind::Undescribed(u) if u.subtype == Subtype::Tail => pfn = pfn.add(1),
@@ -213,7 +234,7 @@ impl<P: Platform> PhysMem<P> {
             }
         }
         // Everything in the range is free now (on the isolate lists): take it.
-        self.drain_all();
+        self.drain_all_from(cpu);
         self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
         {
             let buddy = self.pages().buddy();

@@ -280,7 +280,10 @@ impl<P: Platform> PhysMem<P> {
                 if self.pages().zone_at(slot).is_none() {
                     continue;
                 }
-                let l = self.pages().pcp_at(cpu, slot).lists.lock();
+                // Exact on a borrowed token; a CPU held by a thread is read as it stands (the
+                // lists are atomics, pcp.rs invariant 1), exact while its owner is quiescent.
+                let _borrowed = self.cpus().borrow(cpu);
+                let l = self.pages().pcp_at(cpu, slot);
                 let mut pages = 0u64;
                 for order in 0..=PCP_MAX_ORDER {
                     for mt in 0..NR_PCP_TYPES {
@@ -305,12 +308,12 @@ impl<P: Platform> PhysMem<P> {
                         }
                     }
                 }
-                if pages != l.pages as u64 {
+                if pages != l.pages() as u64 {
                     return Err(Violation::CountMismatch {
                         node: 0,
                         what: "pcp pages",
                         counted: pages,
-                        recorded: l.pages as u64,
+                        recorded: l.pages() as u64,
                     });
                 }
                 rep.pcp_pages += pages;

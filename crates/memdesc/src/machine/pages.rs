@@ -14,7 +14,7 @@ use crate::memmap::Memmap;
 use crate::page_alloc::isolate::UndescribedStats;
 use crate::page_alloc::pages::Pages;
 use crate::page_alloc::zone::{Zone, MAX_ORDER_LIMIT};
-use crate::page_alloc::{AllocCounters, AllocError, FreeError};
+use crate::page_alloc::{AllocCounters, AllocError, DrainReport, FreeError};
 
 use super::{Config, PhysMem};
 
@@ -107,16 +107,33 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
-    /// this (it takes that CPU's list locks).
+    /// this: an unclaimed CPU is drained on a borrowed token, a claimed one by its owner at its
+    /// next operation; an owner that does not answer within a bounded wait (idle, or the
+    /// caller itself: use [`PhysMem::drain_all_from`]) is reported in [`DrainReport::busy`].
     #[inline]
-    pub fn drain_cpu(&self, cpu: usize) {
+    pub fn drain_cpu(&self, cpu: usize) -> DrainReport {
         self.pages.drain_cpu(cpu)
     }
 
-    /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
+    /// Drains every CPU's lists (before compaction, offlining, or when memory runs short), as
+    /// [`PhysMem::drain_cpu`] does for each.
     #[inline]
-    pub fn drain_all(&self) {
+    pub fn drain_all(&self) -> DrainReport {
         self.pages.drain_all()
+    }
+
+    /// Gives every page on the per-CPU lists of `cpu` (the caller's own CPU) back to the buddy
+    /// lists, with no wait.
+    #[inline]
+    pub fn drain_local(&self, cpu: &Cpu<'_>) {
+        self.pages.drain_own(cpu)
+    }
+
+    /// [`PhysMem::drain_all`] by the holder of `cpu`: its own lists directly (no wait), the
+    /// others as [`PhysMem::drain_cpu`].
+    #[inline]
+    pub fn drain_all_from(&self, cpu: &Cpu<'_>) -> DrainReport {
+        self.pages.drain_all_from(cpu)
     }
 
     /// Free blocks per order and migratetype of one zone (buddy lists only).

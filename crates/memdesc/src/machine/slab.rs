@@ -106,7 +106,7 @@ mod tests {
             m.for_each_cache(|c| {
                 m.shrink_any_cache(cpu, c);
             });
-            m.drain_all();
+            m.drain_all_from(cpu);
             let now = m.nr_free_pages();
             if now == last {
                 return now;

@@ -24,6 +24,8 @@ use crate::page_alloc::PageAllocator;
 #[cfg(feature = "health")]
 use crate::base::addr::{AREA_ORDER, AREA_PAGES};
 #[cfg(feature = "health")]
+use crate::base::cpu::Cpu;
+#[cfg(feature = "health")]
 use crate::base::layout::{MemmapLayout, NR_ZONES};
 #[cfg(feature = "health")]
 use crate::page_alloc::zone::{FreeLists, Zone};
@@ -148,10 +150,11 @@ impl<P: Platform> PageAllocator<P> {
 
     /// Takes the aligned block `[pfn, pfn + 2^order)` out of the buddy lists, splitting the
     /// free block that contains it and putting the other pieces back on their list. Drains the
-    /// per-CPU lists first if the page sits on one. The block's words are left as tail words
-    /// (the caller stamps the head) and its pages are no longer counted free.
+    /// per-CPU lists first (from `cpu`, the caller's own CPU) if the page sits on one. The
+    /// block's words are left as tail words (the caller stamps the head) and its pages are no
+    /// longer counted free.
     #[cfg(feature = "health")]
-    pub(crate) fn take_free_block(&self, pfn: Pfn, order: u32) -> Result<(), IsolateError> {
+    pub(crate) fn take_free_block(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), IsolateError> {
         if !pfn.is_aligned(order) || order > self.config().max_order {
             return Err(IsolateError::Misaligned(pfn));
         }
@@ -168,7 +171,7 @@ impl<P: Platform> PageAllocator<P> {
             drop(fl);
             // The page may sit on a per-CPU list: drain them all and look once more.
             if attempt == 0 && self.pcp_pages() > 0 {
-                self.drain_all();
+                self.drain_all_from(cpu);
             } else {
                 break;
             }

@@ -10,7 +10,8 @@
 //! Frees are checked against the page word before anything changes: a double free, a free of a
 //! tail page, of the wrong order, of a reserved page or of a page of another kind returns a
 //! precise [`FreeError`] and leaves the allocator untouched. The check is one word read and a
-//! compare-and-swap that claims the free, so two racing frees of one block cannot both win.
+//! compare-and-swap that claims the free, so two racing raw frees of one block cannot both
+//! win; the free of an owned [`Pages`] claims with a plain store (nothing else can free it).
 //! With [`Config::debug_checks`] every tail word is verified too.
 //!
 //! Import rule: this layer imports only `base`, `memmap` and itself. It never names a layer
@@ -36,7 +37,7 @@ use core::fmt;
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::base::boot::{BootAllocator, BootError};
 use crate::base::config::Config;
-use crate::base::cpu::{Cpu, CpuSet, MAX_CPUS};
+use crate::base::cpu::{Cpu, CpuSet, Remote, Request, MAX_CPUS};
 use crate::base::gfp::Gfp;
 use crate::base::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::base::page_access::BootArray;
@@ -108,6 +109,29 @@ pub(crate) fn next_machine_id() -> u32 {
     }
 }
 
+/// How long a remote drain waits for a CPU's owner to serve its request (spin rounds, about a
+/// millisecond) before reporting the CPU busy.
+const DRAIN_SPINS: u32 = 1 << 14;
+
+/// What a drain of per-CPU lists reached (see the per-CPU lists, `page_alloc::pcp`): a CPU whose
+/// token nobody held was drained on a borrowed token; a claimed CPU's owner was asked and drained
+/// at its next operation, unless it did not answer within a bounded wait (idle, or the caller
+/// itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// CPUs whose owner did not answer in time (bit `i` = CPU `i`): their lists may still
+    /// hold pages. The request stays posted; the owner drains at its next operation.
+    pub busy: u64,
+}
+
+impl DrainReport {
+    /// Whether every CPU asked was drained.
+    #[inline]
+    pub fn is_complete(&self) -> bool {
+        self.busy == 0
+    }
+}
+
 /// A snapshot of the allocator's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocCounters {
@@ -161,12 +185,16 @@ impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
 /// `ok` accepts, then compare-exchanges it to a tail word, so of two racing frees of one block
 /// exactly one wins and the other gets [`FreeError::DoubleFree`]. `in_free_block` tells a tail
 /// inside a free block (a double free) from any other tail; `check_tails` runs the optional
-/// tail verification before the claim.
+/// tail verification before the claim. `owned`: the caller consumed the block's only owned
+/// handle ([`pages::Pages`], which nothing else can free: its invariants 1 and 2), so no free
+/// can race this one and the claim is a plain store; raw frees (`owned == false`) keep the
+/// compare-and-swap.
 #[inline]
 pub(crate) fn claim_for_free(
     word: &crate::memmap::word::Page,
     pfn: Pfn,
     order: u32,
+    owned: bool,
     ok: impl Fn(Subtype) -> bool,
     in_free_block: impl FnOnce() -> bool,
     check_tails: impl FnOnce() -> Result<(), FreeError>,
@@ -188,6 +216,10 @@ pub(crate) fn claim_for_free(
         _ => return Err(FreeError::WrongKind(pfn, w.tag().unwrap_or(Tag::Undescribed))),
     }
     check_tails()?;
+    if owned {
+        word.store(Word::TAIL);
+        return Ok(());
+    }
     // Claim: only one of two racing frees sees its compare-exchange succeed.
     if crate::base::sync::mutation::active(crate::base::sync::Mutation::FreeClaimNoCas) {
         // The broken claim the model must catch: check, then store.
@@ -479,13 +511,13 @@ impl<P: Platform> PageAllocator<P> {
         buddy + self.pcp_pages()
     }
 
-    /// Pages sitting on per-CPU lists.
+    /// Pages sitting on per-CPU lists (exact while no CPU allocates or frees).
     pub(crate) fn pcp_pages(&self) -> u64 {
         let mut n = 0;
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
-                    n += self.pcp_at(cpu, slot).lists.lock().pages as u64;
+                    n += self.pcp_at(cpu, slot).pages() as u64;
                 }
             }
         }
@@ -504,9 +536,9 @@ impl<P: Platform> PageAllocator<P> {
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
-                    let l = self.pcp_at(cpu, slot).lists.lock();
-                    alloc_ok += l.allocs;
-                    frees += l.frees;
+                    let (a, f) = self.pcp_at(cpu, slot).counts();
+                    alloc_ok += a;
+                    frees += f;
                 }
             }
         }
@@ -540,6 +572,7 @@ impl<P: Platform> PageAllocator<P> {
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
         self.cpu_id(cpu);
+        self.serve_requests(cpu);
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
         }
@@ -583,7 +616,7 @@ impl<P: Platform> PageAllocator<P> {
                 break;
             }
             // Memory may be parked on per-CPU lists: drain them all and try once more.
-            self.drain_all();
+            self.drain_all_from(cpu);
             drained = true;
         }
         let c = if gfp.contains(Gfp::NOWARN) { &self.counters.alloc_fail_quiet } else { &self.counters.alloc_fail };
@@ -608,7 +641,7 @@ impl<P: Platform> PageAllocator<P> {
             let side = ZoneSide { mem: self, zone };
             return self
                 .pcp_at(self.cpu_id(cpu), slot)
-                .alloc(&DirectLinks(&self.platform), &side, order, mt as usize)
+                .alloc(cpu, &DirectLinks(&self.platform), &side, order, mt as usize)
                 .map(Pfn);
         }
         let mut fl = zone.lock.lock();
@@ -638,10 +671,24 @@ impl<P: Platform> PageAllocator<P> {
     /// Verifies that `pfn` heads an allocation of `order` whose head word is an undescribed
     /// subtype accepted by `ok`, then claims it atomically (the head word becomes a tail word
     /// until the free completes).
+    #[cfg_attr(not(feature = "slab"), allow(dead_code))] // the raw frees of slab and pools
     pub(crate) fn check_and_claim(
         &self,
         pfn: Pfn,
         order: u32,
+        ok: impl Fn(Subtype) -> bool,
+    ) -> Result<&RegionMap, FreeError> {
+        self.check_and_claim_as(pfn, order, false, ok)
+    }
+
+    /// [`PageAllocator::check_and_claim`] for the holder of the block's only owned handle
+    /// (`owned`): the same checks, the claim a plain store ([`claim_for_free`]).
+    #[inline]
+    pub(crate) fn check_and_claim_as(
+        &self,
+        pfn: Pfn,
+        order: u32,
+        owned: bool,
         ok: impl Fn(Subtype) -> bool,
     ) -> Result<&RegionMap, FreeError> {
         let rm = self.memmap.region_index(pfn).map(|i| self.memmap.region_map(i)).ok_or(FreeError::OutOfRange(pfn))?;
@@ -679,6 +726,7 @@ impl<P: Platform> PageAllocator<P> {
             word,
             pfn,
             order,
+            owned,
             ok,
             || self.free_block_containing(rm, pfn).is_some(),
             || if self.config.debug_checks { self.check_tails(rm, pfn, order) } else { Ok(()) },
@@ -726,13 +774,13 @@ impl<P: Platform> PageAllocator<P> {
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
+            self.serve_requests(cpu);
             let side = ZoneSide { mem: self, zone };
-            self.pcp_at(cpu_id, slot).free(&DirectLinks(&self.platform), &side, pfn.0, order, mt as usize, || {
-                self.memmap
-                    .block_word(&self.platform, rm, pfn, order)
-                    .expect("block word")
-                    .store(Buddy::<P>::buddy_word(rm, order, mt, true))
-            });
+            self.memmap
+                .block_word(&self.platform, rm, pfn, order)
+                .expect("block word")
+                .store(Buddy::<P>::buddy_word(rm, order, mt, true));
+            self.pcp_at(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt as usize);
             return;
         }
         let mut fl = zone.lock.lock();
@@ -741,24 +789,63 @@ impl<P: Platform> PageAllocator<P> {
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
     }
 
-    /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
-    /// this (it takes that CPU's list locks).
-    pub(crate) fn drain_cpu(&self, cpu: usize) {
-        if cpu >= self.cpus().nr() {
-            return;
-        }
-        let links = DirectLinks(&self.platform);
-        for slot in 0..MAX_ZONE_SLOTS {
-            let Some(zone) = &self.zones[slot] else { continue };
-            self.pcp_at(cpu, slot).drain_all(&links, &ZoneSide { mem: self, zone });
+    /// Serves a drain request another CPU posted for `cpu` (cpu.rs invariant 6): the owner's
+    /// check at each allocation and per-CPU free, two loads of its own slot.
+    #[inline(always)]
+    fn serve_requests(&self, cpu: &Cpu<'_>) {
+        if let Some(asked) = cpu.pending(Request::Pages) {
+            self.drain_own(cpu);
+            cpu.ack(Request::Pages, asked);
         }
     }
 
-    /// Drains every CPU's lists (before compaction, offlining, or when memory runs short).
-    pub(crate) fn drain_all(&self) {
-        for cpu in 0..self.cpus().nr() {
-            self.drain_cpu(cpu);
+    /// Gives every page on the lists of the CPU whose token is `cpu` (owned or borrowed) back
+    /// to the buddy lists.
+    #[cold]
+    pub(crate) fn drain_own(&self, cpu: &Cpu<'_>) {
+        let id = self.cpu_id(cpu);
+        let links = DirectLinks(&self.platform);
+        for slot in 0..MAX_ZONE_SLOTS {
+            let Some(zone) = &self.zones[slot] else { continue };
+            self.pcp_at(id, slot).drain_all(cpu, &links, &ZoneSide { mem: self, zone });
         }
+    }
+
+    /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists, from any CPU: on a
+    /// borrowed token if nobody holds CPU `cpu`, else by asking its owner and waiting a bounded
+    /// time ([`DrainReport::busy`] if it does not answer). A caller holding CPU `cpu` itself
+    /// uses [`PageAllocator::drain_all_from`].
+    pub(crate) fn drain_cpu(&self, cpu: usize) -> DrainReport {
+        if cpu >= self.cpus().nr() {
+            return DrainReport::default();
+        }
+        match self.cpus().on_cpu(cpu, Request::Pages, DRAIN_SPINS, |t| self.drain_own(t)) {
+            Remote::Borrowed | Remote::Acked => DrainReport::default(),
+            Remote::Busy => DrainReport { busy: 1 << cpu },
+        }
+    }
+
+    /// Drains every CPU's lists (before compaction, offlining, or when memory runs short). A
+    /// caller holding a CPU token should use [`PageAllocator::drain_all_from`]: its own CPU
+    /// would be reported busy here.
+    pub(crate) fn drain_all(&self) -> DrainReport {
+        let mut r = DrainReport::default();
+        for cpu in 0..self.cpus().nr() {
+            r.busy |= self.drain_cpu(cpu).busy;
+        }
+        r
+    }
+
+    /// [`PageAllocator::drain_all`] by the holder of `me`: its own lists directly, the others
+    /// as `drain_cpu` does.
+    pub(crate) fn drain_all_from(&self, me: &Cpu<'_>) -> DrainReport {
+        let own = self.cpu_id(me);
+        self.drain_own(me);
+        let mut r = DrainReport::default();
+        for cpu in (0..self.cpus().nr()).filter(|&c| c != own) {
+            r.busy |= self.drain_cpu(cpu).busy;
+        }
+        r
     }
 
     /// Free blocks per order and migratetype of one zone (buddy lists only).
@@ -833,7 +920,7 @@ mod loom_tests {
                 let (word, zone, frees) = (word.clone(), zone.clone(), frees.clone());
                 move || {
                     let ok = |u| u == Subtype::Unmappable;
-                    if claim_for_free(&word, Pfn(PFN), 0, ok, || false, || Ok(())).is_ok() {
+                    if claim_for_free(&word, Pfn(PFN), 0, false, ok, || false, || Ok(())).is_ok() {
                         frees.fetch_add(1, Ordering::Relaxed);
                         let mut z = zone.lock();
                         word.store(Word::TAIL); // stand-in for the buddy word free_block writes

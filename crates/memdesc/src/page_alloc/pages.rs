@@ -136,8 +136,29 @@ impl<P: Platform> PageAllocator<P> {
             return Err(FreeError::ForeignMachine(pages.pfn));
         }
         // A Pages of this machine owns its block (invariants 1 and 2), and consuming it here
-        // ends that ownership.
-        self.free_pages_owned(cpu, pages.pfn, pages.order)
+        // ends that ownership: the claim is a plain store.
+        self.free_checked(cpu, pages.pfn, pages.order, true)
+    }
+
+    /// The free of raw memory: checks the word, claims it (a plain store when `owned`, the
+    /// caller having consumed the block's only [`Pages`]; a compare-and-swap otherwise), then
+    /// frees it through the caller's per-CPU list.
+    #[inline]
+    fn free_checked(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32, owned: bool) -> Result<(), FreeError> {
+        // A foreign token panics here, before anything changes.
+        self.cpu_id(cpu);
+        let r = self.check_and_claim_as(pfn, order, owned, |u| matches!(u, Subtype::Unmappable));
+        match r {
+            Ok(rm) => {
+                self.release_guards(cpu, rm, pfn, order);
+                self.free_claimed(cpu, rm, pfn, order);
+                Ok(())
+            }
+            Err(e) => {
+                self.count_free_error();
+                Err(e)
+            }
+        }
     }
 
     /// Frees raw memory by pfn and order. Checked: a double free, a free of a tail page, of
@@ -150,20 +171,7 @@ impl<P: Platform> PageAllocator<P> {
     /// freed since, with no [`Pages`] left for it, and nothing uses its memory after this call.
     /// The word checks cannot tell the owner from anyone else.
     pub(crate) fn free_pages_owned(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
-        // A foreign token panics here, before anything changes.
-        self.cpu_id(cpu);
-        let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));
-        match r {
-            Ok(rm) => {
-                self.release_guards(cpu, rm, pfn, order);
-                self.free_claimed(cpu, rm, pfn, order);
-                Ok(())
-            }
-            Err(e) => {
-                self.count_free_error();
-                Err(e)
-            }
-        }
+        self.free_checked(cpu, pfn, order, false)
     }
 
     /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the

@@ -79,7 +79,10 @@ pub(crate) fn op_offline(w: &mut Worker<'_, '_, '_>) -> Outcome {
             list.push((start, end));
             Outcome::Done
         }
-        Err(OfflineError::Unmovable { .. } | OfflineError::AlreadyIsolated(_)) => Outcome::Failed,
+        // A CPU busy outside the allocator (waiting on this op's lock) cannot answer a drain.
+        Err(OfflineError::Unmovable { .. } | OfflineError::AlreadyIsolated(_) | OfflineError::CpuBusy { .. }) => {
+            Outcome::Failed
+        }
         Err(e) => Outcome::Violation(format!("offline_range({start}, {end}): {e}")),
     }
 }
