@@ -23,11 +23,10 @@ use crate::base::layout::MemmapLayout;
 use crate::base::page_access::PageWords;
 use crate::base::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::base::platform::Platform;
-use crate::base::sync::Ordering;
 use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
-use crate::memmap::word::{PageKind, Subtype};
+use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
-use crate::page_alloc::zone::NONE;
+use crate::page_alloc::zone::{LINK_WORDS_MIN_ORDER, NONE};
 use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
 use crate::PhysMem;
 
@@ -232,16 +231,23 @@ impl<P: Platform> PhysMem<P> {
                     let mut n = 0;
                     while cur != NONE {
                         let pfn = Pfn(cur);
-                        let m = PageWords::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
-                        if m.word(1).load(Ordering::Relaxed) != prev {
+                        // The block must be mappable and in a region before its links are read
+                        // (they are in its tail words or in its memory, see `Buddy::links`).
+                        let rm = self.memmap().region_index(pfn).map(|i| self.memmap().region_map(i));
+                        let (Some(rm), Some(_)) = (rm, PageWords::new(self.platform(), pfn)) else {
+                            return Err(Violation::BrokenLink(pfn));
+                        };
+                        self.check_free_block(pfn, order, mt, false)?;
+                        let (next, back) = self.pages().buddy().links(rm, pfn, order);
+                        // A list head's previous link is never read, so it is not checked.
+                        if prev != NONE && back != prev {
                             return Err(Violation::BrokenLink(pfn));
                         }
-                        self.check_free_block(pfn, order, mt, false)?;
                         on_free(pfn, order, false);
                         n += 1;
                         pages += 1 << order;
                         prev = cur;
-                        cur = m.word(0).load(Ordering::Relaxed);
+                        cur = next;
                         if n > (1 << 40) {
                             return Err(Violation::BrokenLink(pfn));
                         }
@@ -390,10 +396,14 @@ impl<P: Platform> PhysMem<P> {
         }
         let big = rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER;
         let step = if big { AREA_PAGES } else { 1 };
+        // Only the second and third words of a block on a buddy list may carry its links; every
+        // other tail (and every tail of a per-CPU block) is the plain tail word.
+        let linked = !pcp && !big && order >= LINK_WORDS_MIN_ORDER;
         let mut p = pfn.add(step);
         while p < pfn.add(1 << order) {
             let w = if big { Some(rm.area_word(p)) } else { self.memmap().page_word(self.platform(), rm, p) };
-            if !w.is_some_and(|w| w.load().is_tail()) {
+            let ok = |w: Word| if linked && p.0 - pfn.0 <= 2 { w.is_tail() } else { w == Word::TAIL };
+            if !w.is_some_and(|w| ok(w.load())) {
                 return Err(Violation::BadTail(p));
             }
             p = p.add(step);

@@ -327,16 +327,28 @@ impl Memmap {
     pub(crate) fn page_word<'a, P: Platform>(&'a self, p: &'a P, rm: &'a RegionMap, pfn: Pfn) -> Option<&'a Page> {
         match rm.region.layout {
             MemmapLayout::Flat => Some(rm.flat_word(pfn)),
-            MemmapLayout::TwoLevel => match rm.area_word(pfn).load().kind() {
-                PageKind::Split(s) => Some(&self.table(p, s.table_pfn)?[(pfn.0 & (AREA_PAGES - 1)) as usize]),
-                _ => None,
-            },
+            MemmapLayout::TwoLevel => Some(&self.table_of(p, rm, pfn)?[(pfn.0 & (AREA_PAGES - 1)) as usize]),
+        }
+    }
+
+    /// The word table of the split two-level area holding `pfn` under the owning lock; `None`
+    /// if the area is not split.
+    #[inline]
+    pub(crate) fn table_of<'a, P: Platform>(
+        &'a self,
+        p: &'a P,
+        rm: &'a RegionMap,
+        pfn: Pfn,
+    ) -> Option<&'a [Page; AREA_PAGES as usize]> {
+        match rm.area_word(pfn).load().kind() {
+            PageKind::Split(s) => self.table(p, s.table_pfn),
+            _ => None,
         }
     }
 
     /// The word describing a block of `2^order` pages at `pfn` under the owning lock: for a
     /// two-level region and `order >= 9`, the area word; otherwise as [`Memmap::page_word`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn block_word<'a, P: Platform>(
         &'a self,
         p: &'a P,
@@ -344,7 +356,10 @@ impl Memmap {
         pfn: Pfn,
         order: u32,
     ) -> Option<&'a Page> {
-        if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER {
+        if rm.region.layout == MemmapLayout::Flat {
+            return Some(rm.flat_word(pfn));
+        }
+        if order >= AREA_ORDER {
             Some(rm.area_word(pfn))
         } else {
             self.page_word(p, rm, pfn)

@@ -7,6 +7,14 @@
 //! | 0..4   | tag                      | tag                     | tag                          | tag                     |
 //! | 4..64  | subtype 4, order 6, node 10, zone 3 | order 6, migratetype 3, zone 3, node 10, pcp 1 | free count 10, generation 10, table pfn 40 | descriptor address bits 4..64 |
 //!
+//! A *tail* word (`Undescribed`, subtype `Tail`) has no order, node or zone (they decode as 0);
+//! bits 24..64 instead carry an optional free-list link: `pfn + 1`, 0 meaning none. So the
+//! plain [`Word::TAIL`] is the tail without a link. The page allocator keeps the next and
+//! previous links of a free block of order 2 and up in its second and third pages' words
+//! ([`Word::linked_tail`], [`Word::tail_link`]), where allocating or freeing the block reads
+//! and writes the memmap cache line it already touches instead of the cold free memory;
+//! every other tail word, and every tail of an allocated block, is the plain [`Word::TAIL`].
+//!
 //! Descriptors are 16-byte aligned, so the address of a descriptor has its low four bits clear
 //! and the whole word is `address | tag`: decoding is one mask. Every address the machine can
 //! form fits, including kernel addresses at the top of the address space.
@@ -83,6 +91,18 @@ impl Subtype {
 
 /// Largest order an inline field holds (6 bits).
 pub const MAX_INLINE_ORDER: u8 = 63;
+/// First bit of the link a tail word carries (`pfn + 1` in the 40 bits up to 64).
+const LINK_SHIFT: u32 = 24;
+// The link field holds every pfn but the largest (`MAX_PFN + 1` would need a 41st bit; the
+// largest pfn is odd, never the head of a block that has a third page), and leaves the tag
+// and the subtype alone.
+const _: () = assert!(64 - LINK_SHIFT == 40 && crate::base::addr::MAX_PFN == (1 << 40) - 1);
+const _: () = assert!(LINK_SHIFT >= 8, "the tag and subtype stay below the link");
+const _: () = assert!(Word::linked_tail_raw(crate::base::addr::MAX_PFN - 1).is_tail());
+const _: () =
+    assert!(Word::linked_tail_raw(crate::base::addr::MAX_PFN - 1).tail_link_raw() == crate::base::addr::MAX_PFN - 1);
+const _: () = assert!(Word::linked_tail_raw(u64::MAX).0 == Word::TAIL.0, "no link is the plain tail");
+const _: () = assert!(Word::TAIL.tail_link_raw() == u64::MAX);
 /// Largest node number a word holds (10 bits).
 pub const MAX_NODE: u16 = 1023;
 /// Largest zone index a word holds (3 bits).
@@ -212,8 +232,12 @@ impl Word {
         Tag::from_bits((self.0 & 0xF) as u8)
     }
 
-    /// Encodes an undescribed word.
+    /// Encodes an undescribed word. A tail has no fields of its own (see
+    /// [`Word::linked_tail`]): a `Tail` with a non-zero order, node or zone is refused.
     pub const fn undescribed(u: Undescribed) -> Result<Word, EncodeError> {
+        if matches!(u.subtype, Subtype::Tail) && (u.order != 0 || u.node != 0 || u.zone != 0) {
+            return Err(EncodeError::FieldTooLarge("tail fields"));
+        }
         if u.order > MAX_INLINE_ORDER {
             return Err(EncodeError::FieldTooLarge("order"));
         }
@@ -230,6 +254,72 @@ impl Word {
                 | (u.node as u64) << 14
                 | (u.zone as u64) << 24,
         ))
+    }
+
+    /// Encodes a tail word carrying the free-list link `link` (`None`: the end of the list,
+    /// which is the plain [`Word::TAIL`]). The page allocator keeps the links of free blocks of
+    /// order 2 and up in the words of their second and third pages.
+    ///
+    /// ```
+    /// use memdesc::memmap::word::{PageKind, Subtype, Word};
+    /// let w = Word::linked_tail(Some(0x1234)).unwrap();
+    /// assert!(w.is_tail());
+    /// assert_eq!(w.tail_link(), Some(0x1234));
+    /// assert!(matches!(w.kind(), PageKind::Undescribed(u) if u.subtype == Subtype::Tail && u.order == 0));
+    /// assert_eq!(Word::linked_tail(None), Ok(Word::TAIL));
+    /// ```
+    pub const fn linked_tail(link: Option<u64>) -> Result<Word, EncodeError> {
+        match link {
+            None => Ok(Word::TAIL),
+            Some(pfn) if pfn >= crate::base::addr::MAX_PFN => Err(EncodeError::FieldTooLarge("link")),
+            Some(pfn) => Ok(Self::linked_tail_raw(pfn)),
+        }
+    }
+
+    /// [`Word::linked_tail`] for the buddy lists' hot path: `link` is a pfn below `MAX_PFN`, or
+    /// `u64::MAX` for none (which becomes the plain tail, as `u64::MAX + 1` wraps to 0).
+    #[inline]
+    pub(crate) const fn linked_tail_raw(link: u64) -> Word {
+        debug_assert!(link < crate::base::addr::MAX_PFN || link == u64::MAX);
+        Word(Word::TAIL.0 | link.wrapping_add(1) << LINK_SHIFT)
+    }
+
+    /// The free-list link a tail word carries; `None` for the plain tail or a word that is not
+    /// a tail.
+    #[inline]
+    pub const fn tail_link(self) -> Option<u64> {
+        if self.is_tail() && self.0 >> LINK_SHIFT != 0 {
+            Some(self.tail_link_raw())
+        } else {
+            None
+        }
+    }
+
+    /// The link of a word the caller knows to be a tail: `u64::MAX` for none.
+    #[inline]
+    pub(crate) const fn tail_link_raw(self) -> u64 {
+        (self.0 >> LINK_SHIFT).wrapping_sub(1)
+    }
+
+    /// [`Word::undescribed`] for the page allocator's hot paths, whose fields are in range by
+    /// construction (not a tail; orders below 64; node below `MAX_NODES` and the zone enum,
+    /// const-asserted in `page_alloc::zone`): no range checks outside debug builds.
+    #[inline(always)]
+    pub(crate) const fn undescribed_in_range(u: Undescribed) -> Word {
+        debug_assert!(Word::undescribed(u).is_ok());
+        Word(
+            Tag::Undescribed as u64
+                | (u.subtype as u64) << 4
+                | (u.order as u64) << 8
+                | (u.node as u64) << 14
+                | (u.zone as u64) << 24,
+        )
+    }
+
+    /// Whether this is an undescribed word of `subtype` (one compare of the low byte).
+    #[inline(always)]
+    pub(crate) const fn is_undescribed(self, subtype: Subtype) -> bool {
+        self.0 & 0xFF == Tag::Undescribed as u64 | (subtype as u64) << 4
     }
 
     /// Encodes a free buddy block head.
@@ -254,6 +344,23 @@ impl Word {
                 | (b.node as u64) << 16
                 | (b.pcp as u64) << 26,
         ))
+    }
+
+    /// [`Word::buddy`] for the buddy allocator's split and merge loops, whose fields are in
+    /// range by construction (orders up to `MAX_ORDER_LIMIT`, node below `MAX_NODES`, the
+    /// zone and migratetype enums; const-asserted in `page_alloc::zone`): no range checks
+    /// outside debug builds.
+    #[inline(always)]
+    pub(crate) const fn buddy_in_range(b: BuddyInfo) -> Word {
+        debug_assert!(Word::buddy(b).is_ok());
+        Word(
+            Tag::Buddy as u64
+                | (b.order as u64) << 4
+                | (b.migratetype as u64) << 10
+                | (b.zone as u64) << 13
+                | (b.node as u64) << 16
+                | (b.pcp as u64) << 26,
+        )
     }
 
     /// Encodes a split two-level area.
@@ -300,22 +407,14 @@ impl Word {
         let Some(tag) = self.tag() else { return PageKind::Invalid(w) };
         let addr = (w & !0xF) as usize;
         match tag {
-            Tag::Undescribed => match Subtype::from_bits(field(w, 4, 4) as u8) {
-                Some(subtype) => PageKind::Undescribed(Undescribed {
-                    subtype,
-                    order: field(w, 8, 6) as u8,
-                    node: field(w, 14, 10) as u16,
-                    zone: field(w, 24, 3) as u8,
-                }),
+            Tag::Undescribed => match self.as_undescribed() {
+                Some(u) => PageKind::Undescribed(u),
                 None => PageKind::Invalid(w),
             },
-            Tag::Buddy => PageKind::Buddy(BuddyInfo {
-                order: field(w, 4, 6) as u8,
-                migratetype: field(w, 10, 3) as u8,
-                zone: field(w, 13, 3) as u8,
-                node: field(w, 16, 10) as u16,
-                pcp: field(w, 26, 1) == 1,
-            }),
+            Tag::Buddy => match self.as_buddy() {
+                Some(b) => PageKind::Buddy(b),
+                None => PageKind::Invalid(w),
+            },
             Tag::Split => PageKind::Split(SplitInfo {
                 free: field(w, 4, 10) as u16,
                 generation: field(w, 14, 10) as u16,
@@ -352,25 +451,56 @@ impl Word {
     /// Shorthand: the inline contents if this is an undescribed word.
     #[inline]
     pub fn undescribed_info(self) -> Option<Undescribed> {
-        match self.kind() {
-            PageKind::Undescribed(u) => Some(u),
-            _ => None,
+        self.as_undescribed()
+    }
+
+    /// [`Word::undescribed_info`] without the full decode of [`Word::kind`]: one tag compare.
+    #[inline(always)]
+    pub(crate) const fn as_undescribed(self) -> Option<Undescribed> {
+        let w = self.0;
+        if w & 0xF != Tag::Undescribed as u64 {
+            return None;
+        }
+        match Subtype::from_bits(field(w, 4, 4) as u8) {
+            // A tail's upper bits are its free-list link, not fields.
+            Some(Subtype::Tail) => Some(Undescribed { subtype: Subtype::Tail, order: 0, node: 0, zone: 0 }),
+            Some(subtype) => Some(Undescribed {
+                subtype,
+                order: field(w, 8, 6) as u8,
+                node: field(w, 14, 10) as u16,
+                zone: field(w, 24, 3) as u8,
+            }),
+            None => None,
         }
     }
 
     /// Shorthand: the inline contents if this is a buddy word.
     #[inline]
     pub fn buddy_info(self) -> Option<BuddyInfo> {
-        match self.kind() {
-            PageKind::Buddy(b) => Some(b),
-            _ => None,
-        }
+        self.as_buddy()
     }
 
-    /// Whether this is a tail word.
+    /// [`Word::buddy_info`] without the full decode of [`Word::kind`] (the buddy allocator's
+    /// merge loop): one tag compare.
+    #[inline(always)]
+    pub(crate) const fn as_buddy(self) -> Option<BuddyInfo> {
+        let w = self.0;
+        if w & 0xF != Tag::Buddy as u64 {
+            return None;
+        }
+        Some(BuddyInfo {
+            order: field(w, 4, 6) as u8,
+            migratetype: field(w, 10, 3) as u8,
+            zone: field(w, 13, 3) as u8,
+            node: field(w, 16, 10) as u16,
+            pcp: field(w, 26, 1) == 1,
+        })
+    }
+
+    /// Whether this is a tail word (with or without a free-list link).
     #[inline]
-    pub fn is_tail(self) -> bool {
-        self.tag() == Some(Tag::Undescribed) && field(self.0, 4, 4) == Subtype::Tail as u64
+    pub const fn is_tail(self) -> bool {
+        self.0 & 0xF == Tag::Undescribed as u64 && field(self.0, 4, 4) == Subtype::Tail as u64
     }
 }
 
@@ -487,6 +617,10 @@ mod tests {
                 for node in [0, 1, MAX_NODE] {
                     for zone in [0, 3, MAX_ZONE] {
                         let u = Undescribed { subtype, order, node, zone };
+                        if subtype == Subtype::Tail && (order, node, zone) != (0, 0, 0) {
+                            assert_eq!(Word::undescribed(u), Err(EncodeError::FieldTooLarge("tail fields")));
+                            continue;
+                        }
                         let w = Word::undescribed(u).unwrap();
                         assert_eq!(w.tag(), Some(Tag::Undescribed));
                         assert_eq!(w.kind(), PageKind::Undescribed(u));
@@ -502,6 +636,29 @@ mod tests {
         assert_eq!(Word::undescribed(Undescribed { zone: 8, ..base }), Err(EncodeError::FieldTooLarge("zone")));
         assert_eq!(Word::UNINIT.kind(), PageKind::Undescribed(Undescribed { subtype: Subtype::Uninit, ..base }));
         assert!(Word::TAIL.is_tail());
+    }
+
+    #[test]
+    fn linked_tails_are_tails_with_a_link() {
+        use crate::base::addr::MAX_PFN;
+        let tail = Undescribed { subtype: Subtype::Tail, order: 0, node: 0, zone: 0 };
+        for pfn in [0, 1, 4, 0x1234_5678, MAX_PFN - 1] {
+            let w = Word::linked_tail(Some(pfn)).unwrap();
+            assert!(w.is_tail());
+            assert_eq!(w.tail_link(), Some(pfn));
+            assert_eq!(w.tail_link_raw(), pfn);
+            assert_eq!(w, Word::linked_tail_raw(pfn));
+            assert_eq!(w.kind(), PageKind::Undescribed(tail), "a link is not an order, node or zone");
+            assert_eq!(w.desc_addr(), None);
+            assert_ne!(w, Word::TAIL);
+        }
+        assert_eq!(Word::linked_tail(None), Ok(Word::TAIL));
+        assert_eq!(Word::TAIL.tail_link(), None);
+        assert_eq!(Word::linked_tail_raw(u64::MAX), Word::TAIL);
+        assert_eq!(Word::linked_tail(Some(MAX_PFN)), Err(EncodeError::FieldTooLarge("link")));
+        assert_eq!(Word::linked_tail(Some(u64::MAX - 1)), Err(EncodeError::FieldTooLarge("link")));
+        let b = Word::buddy(BuddyInfo { order: 2, migratetype: 1, zone: 2, node: 0, pcp: false }).unwrap();
+        assert_eq!(b.tail_link(), None, "only tails carry links");
     }
 
     #[test]

@@ -85,8 +85,12 @@ impl<P: Platform> PageAllocator<P> {
         let (before, after) = (Pfn(pfn.0 - 1), pfn.add(1 << order));
         // The common case (no guards) costs one word load and one compare.
         let Some(wb) = self.memmap.page_word(&self.platform, rm, before) else { return };
+        let cur = wb.load();
+        if !cur.is_undescribed(Subtype::Guard) {
+            return;
+        }
         let vb = Self::undesc_word(rm, Subtype::Guard, order);
-        if wb.load() != vb {
+        if cur != vb {
             return;
         }
         let va = Self::undesc_word(rm, Subtype::Guard, AFTER + order);

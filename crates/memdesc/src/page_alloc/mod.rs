@@ -50,10 +50,20 @@ use crate::base::rcu::Rcu;
 use crate::base::sync::{AtomicU64, Ordering};
 use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
-use pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
+use pcp::{Pcp, PcpLinks, PcpZone};
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
 pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
+
+/// Whether blocks of `order` are allocated and freed through the per-CPU lists (the lists hold
+/// orders up to [`pcp::PCP_MAX_ORDER`]); larger blocks go straight to the buddy lists. Only order
+/// 0: with orders 1..=3 on the lists too, a mix of orders kept refilling one order's list a
+/// batch at a time while the lists drain lowest order first, so every such block crossed the
+/// zone lock about twice (measured; see ARCHITECTURE.md, zones).
+#[inline(always)]
+fn pcp_serves(order: u32) -> bool {
+    order == 0
+}
 
 /// Rare-event counters (successes are counted per CPU and per zone, under their locks).
 #[derive(Default)]
@@ -651,12 +661,12 @@ impl<P: Platform> PageAllocator<P> {
             mark /= 2;
         }
         // Per-CPU pages are free too; allow an allocation a per-CPU list can serve.
-        free >= mark + (1 << order) || (order <= PCP_MAX_ORDER && free >= mark && zone.pcp_ok)
+        free >= mark + (1 << order) || (pcp_serves(order) && free >= mark && zone.pcp_ok)
     }
 
     fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
         let buddy = self.buddy();
-        if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
+        if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
             let side = ZoneSide { mem: self, zone };
             return self
                 .pcp_at(self.cpu_id(cpu), slot)
@@ -792,7 +802,7 @@ impl<P: Platform> PageAllocator<P> {
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
-        if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
+        if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
             self.serve_requests(cpu);
             let side = ZoneSide { mem: self, zone };
             self.memmap
@@ -803,7 +813,7 @@ impl<P: Platform> PageAllocator<P> {
             return;
         }
         let mut fl = zone.lock.lock();
-        self.buddy().free_block(&mut fl, pfn, order, mt);
+        self.buddy().free_block_in(&mut fl, rm, pfn, order, mt);
         fl.frees += 1;
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
     }

@@ -2,10 +2,15 @@
 //!
 //! A free block's state lives in its head page's word (`Buddy { order, migratetype }`); the
 //! other pages of the block hold tail words. Its free-list links (next and previous pfn) live
-//! in the first 16 bytes of the free memory itself, reached through the direct map or, for
-//! memory without a permanent mapping, a momentary local mapping (`PageWords`, the atomic
-//! word view of [`crate::base::page_access`]). Nothing is ever allocated to track free memory. Lists are doubly linked, so removing a block from the middle
-//! (when its buddy is freed and they merge) is O(1).
+//! in the words of its second and third pages for blocks of order 2 and up
+//! ([`crate::memmap::word::Word::linked_tail`]: the memmap cache line the head word is in,
+//! rather than the cold free memory), and in the first 16 bytes of the free memory itself for
+//! blocks of order 0 and 1 and for a two-level region's blocks of an area or more (no third
+//! word of their own), reached through the direct map or, for memory without a permanent
+//! mapping, a momentary local mapping (`PageWords`, the atomic word view of
+//! [`crate::base::page_access`]). A block off the lists has plain tail words only. Nothing is
+//! ever allocated to track free memory. Lists are doubly linked, so removing a block from the
+//! middle (when its buddy is freed and they merge) is O(1).
 //!
 //! Blocks never span regions, so merging never crosses a zone or node boundary or a hole.
 //!
@@ -17,17 +22,31 @@
 //! Everything here runs under the zone lock, which the caller holds (`&mut FreeLists`).
 
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::base::layout::{MemmapLayout, ZoneType};
+use crate::base::layout::{MemmapLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::base::page_access::PageWords;
 use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;
 use crate::base::sync::{AtomicU64, Ordering, SpinLock};
-use crate::memmap::word::{BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word};
+use crate::memmap::word::{
+    BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER, MAX_MIGRATETYPE, MAX_NODE, MAX_ZONE,
+};
 use crate::memmap::{Memmap, RegionMap};
 
 /// Highest MAX_ORDER a machine may be configured with.
 pub const MAX_ORDER_LIMIT: u32 = 20;
 pub(crate) const NONE: u64 = u64::MAX;
+/// Lowest order whose free blocks keep their list links in tail words (see [`Buddy::links`]).
+pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 2;
+
+// What `Buddy::buddy_word` encodes without range checks always fits the word's fields: orders
+// up to MAX_ORDER_LIMIT (the machine refuses a larger max_order at boot), nodes below
+// MAX_NODES (layouts refuse others), zone types and migratetypes by their enums.
+const _: () = assert!(MAX_ORDER_LIMIT <= MAX_INLINE_ORDER as u32);
+// Guard words carry 32 + the guarded order (page_alloc/guard.rs).
+const _: () = assert!(32 + MAX_ORDER_LIMIT <= MAX_INLINE_ORDER as u32);
+const _: () = assert!(MAX_NODES <= MAX_NODE as usize + 1);
+const _: () = assert!(NR_ZONES <= MAX_ZONE as usize + 1);
+const _: () = assert!(NR_MIGRATETYPES <= MAX_MIGRATETYPE as usize + 1);
 
 /// The free lists of one order.
 #[derive(Clone, Copy)]
@@ -143,60 +162,150 @@ impl<'a, P: Platform> Buddy<'a, P> {
         self.mm.region_map(self.mm.region_index(pfn).expect("blocks are inside regions"))
     }
 
+    #[inline]
     pub(crate) fn buddy_word(rm: &RegionMap, order: u32, mt: MigrateType, pcp: bool) -> Word {
-        Word::buddy(BuddyInfo {
+        debug_assert!(order <= MAX_ORDER_LIMIT && (rm.region.node as usize) < MAX_NODES);
+        Word::buddy_in_range(BuddyInfo {
             order: order as u8,
             migratetype: mt as u8,
             zone: rm.region.zone as u8,
             node: rm.region.node,
             pcp,
         })
-        .expect("fields in range")
     }
 
-    pub(crate) fn undescribed(rm: &RegionMap, subtype: Subtype, order: u32) -> Word {
-        Word::undescribed(Undescribed { subtype, order: order as u8, node: rm.region.node, zone: rm.region.zone as u8 })
-            .expect("fields in range")
-    }
-
+    /// The undescribed word of `subtype` heading a block of `order` of region `rm` (never a
+    /// tail; orders up to the guard words' `32 + MAX_ORDER_LIMIT`).
     #[inline]
+    pub(crate) fn undescribed(rm: &RegionMap, subtype: Subtype, order: u32) -> Word {
+        debug_assert!(subtype != Subtype::Tail && order <= MAX_INLINE_ORDER as u32);
+        Word::undescribed_in_range(Undescribed {
+            subtype,
+            order: order as u8,
+            node: rm.region.node,
+            zone: rm.region.zone as u8,
+        })
+    }
+
+    #[inline(always)]
     fn block_word(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> &'a crate::memmap::word::Page {
+        if rm.region.layout == MemmapLayout::Flat {
+            return rm.flat_word(pfn);
+        }
         self.mm.block_word(self.p, rm, pfn, order).expect("a free or allocated small block lives in a split area")
     }
 
+    /// The region map of `pfn`, which is usually `rm`'s (a list neighbour may lie in another
+    /// region of the zone).
     #[inline]
-    pub(crate) fn list_add(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
+    fn rm_near(&self, rm: &'a RegionMap, pfn: Pfn) -> &'a RegionMap {
+        if pfn >= rm.region.start && pfn < rm.region.end {
+            rm
+        } else {
+            self.rm(pfn)
+        }
+    }
+
+    /// The words that hold the next and previous links of the free block of `order` at `pfn`:
+    /// its second and third pages' words. `None` where the links live in the first 16 bytes of
+    /// the block's memory instead: blocks of order 0 and 1 (no third page) and, in a two-level
+    /// region, blocks of an area or more (their pages have no words of their own).
+    #[inline(always)]
+    fn link_words(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> Option<[&'a crate::memmap::word::Page; 2]> {
+        if order < LINK_WORDS_MIN_ORDER {
+            return None;
+        }
+        match rm.region.layout {
+            MemmapLayout::Flat => Some([rm.flat_word(pfn.add(1)), rm.flat_word(pfn.add(2))]),
+            MemmapLayout::TwoLevel if order < AREA_ORDER => {
+                let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
+                let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
+                Some([&t[i + 1], &t[i + 2]])
+            }
+            MemmapLayout::TwoLevel => None,
+        }
+    }
+
+    /// The (next, previous) links of the free block of `order` at `pfn` ([`NONE`] at the end;
+    /// a list head's previous link is stale, never read).
+    #[inline]
+    pub(crate) fn links(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> (u64, u64) {
+        match self.link_words(rm, pfn, order) {
+            Some([n, p]) => (n.load().tail_link_raw(), p.load().tail_link_raw()),
+            None => {
+                let m = self.map(pfn);
+                (m.word(0).load(Ordering::Relaxed), m.word(1).load(Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// Sets link `which` (0 next, 1 previous) of the free block of `order` at `pfn`.
+    #[inline(always)]
+    fn set_link(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, which: usize, link: u64) {
+        match self.link_words(rm, pfn, order) {
+            Some(w) => w[which].store(Word::linked_tail_raw(link)),
+            None => self.map(pfn).word(which).store(link, Ordering::Relaxed),
+        }
+    }
+
+    /// Puts the free block of `order` at `pfn` (of region `rm`) at the head of its list. Only
+    /// its next link is written: a list head's previous link is never read (the list's head
+    /// pointer says which block is first), so taking the head off a list touches nothing but
+    /// the head itself.
+    #[inline(always)]
+    fn list_add_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         let a = &mut fl.areas[order as usize];
         let head = a.head[mt as usize];
-        {
-            let m = self.map(pfn);
-            m.word(0).store(head, Ordering::Relaxed);
-            m.word(1).store(NONE, Ordering::Relaxed);
-        }
+        self.set_link(rm, pfn, order, 0, head);
         if head != NONE {
-            self.map(Pfn(head)).word(1).store(pfn.0, Ordering::Relaxed);
+            self.set_link(self.rm_near(rm, Pfn(head)), Pfn(head), order, 1, pfn.0);
         }
         a.head[mt as usize] = pfn.0;
         a.nr[mt as usize] += 1;
     }
 
-    #[inline]
-    pub(crate) fn list_del(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
-        let (next, prev) = {
-            let m = self.map(pfn);
-            (m.word(0).load(Ordering::Relaxed), m.word(1).load(Ordering::Relaxed))
+    /// Takes the free block of `order` at `pfn` (of region `rm`) off its list; link words go
+    /// back to plain tail words.
+    #[inline(always)]
+    fn list_del_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
+        let is_head = fl.areas[order as usize].head[mt as usize] == pfn.0;
+        let (next, prev) = match self.link_words(rm, pfn, order) {
+            Some([n, p]) => {
+                let links = (n.load().tail_link_raw(), if is_head { NONE } else { p.load().tail_link_raw() });
+                n.store(Word::TAIL);
+                p.store(Word::TAIL);
+                links
+            }
+            None => {
+                let m = self.map(pfn);
+                (m.word(0).load(Ordering::Relaxed), if is_head { NONE } else { m.word(1).load(Ordering::Relaxed) })
+            }
         };
         let a = &mut fl.areas[order as usize];
-        if prev == NONE {
-            debug_assert_eq!(a.head[mt as usize], pfn.0, "a block without prev is its list's head");
+        if is_head {
             a.head[mt as usize] = next;
         } else {
-            self.map(Pfn(prev)).word(0).store(next, Ordering::Relaxed);
-        }
-        if next != NONE {
-            self.map(Pfn(next)).word(1).store(prev, Ordering::Relaxed);
+            debug_assert_ne!(prev, NONE, "a block other than its list's head has a previous block");
+            self.set_link(self.rm_near(rm, Pfn(prev)), Pfn(prev), order, 0, next);
+            if next != NONE {
+                self.set_link(self.rm_near(rm, Pfn(next)), Pfn(next), order, 1, prev);
+            }
         }
         a.nr[mt as usize] -= 1;
+    }
+
+    /// Puts the free block of `order` at `pfn` at the head of its list.
+    #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))] // isolation and offlining
+    pub(crate) fn list_add(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
+        self.list_add_in(fl, self.rm(pfn), pfn, order, mt)
+    }
+
+    /// Takes the free block of `order` at `pfn` off its list.
+    #[inline]
+    #[cfg_attr(not(feature = "health"), allow(dead_code))] // isolation and offlining
+    pub(crate) fn list_del(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
+        self.list_del_in(fl, self.rm(pfn), pfn, order, mt)
     }
 
     /// Changes the free-page count of the split area holding a small block.
@@ -216,7 +325,11 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// Frees a block that is on no list (its tails hold tail words), merging it with free
     /// buddies. Accounts the pages as free.
     pub(crate) fn free_block(&self, fl: &mut FreeLists, pfn: Pfn, order: u32, mt: MigrateType) {
-        let rm = self.rm(pfn);
+        self.free_block_in(fl, self.rm(pfn), pfn, order, mt)
+    }
+
+    /// [`Buddy::free_block`] of a block of region `rm`.
+    pub(crate) fn free_block_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         fl.free_pages += 1 << order;
         if Self::small_in_two_level(rm, order) {
             self.area_free_add(rm, pfn, 1 << order);
@@ -241,8 +354,13 @@ impl<'a, P: Platform> Buddy<'a, P> {
             if b < rm.region.start || b.add(1 << order) > rm.region.end {
                 break;
             }
-            let Some(bw) = self.mm.block_word(self.p, rm, b, order) else { break };
-            let Some(bi) = bw.load().buddy_info() else { break };
+            let bw = if rm.region.layout == MemmapLayout::Flat {
+                rm.flat_word(b)
+            } else {
+                let Some(bw) = self.mm.block_word(self.p, rm, b, order) else { break };
+                bw
+            };
+            let Some(bi) = bw.load().as_buddy() else { break };
             if bi.order as u32 != order || bi.pcp {
                 break;
             }
@@ -250,14 +368,14 @@ impl<'a, P: Platform> Buddy<'a, P> {
             if (bmt == MigrateType::Isolate) != (mt == MigrateType::Isolate) {
                 break;
             }
-            self.list_del(fl, b, order, bmt);
+            self.list_del_in(fl, rm, b, order, bmt);
             let (lo, hi) = if b < pfn { (b, pfn) } else { (pfn, b) };
             self.block_word(rm, hi, order).store(Word::TAIL);
             pfn = lo;
             order += 1;
         }
         self.block_word(rm, pfn, order).store(Self::buddy_word(rm, order, mt, false));
-        self.list_add(fl, pfn, order, mt);
+        self.list_add_in(fl, rm, pfn, order, mt);
     }
 
     /// If the split area at `area` carved its table from itself and every other page is free
@@ -282,7 +400,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
             let bi =
                 table[1 << k].load().buddy_info().expect("a fully free carved area holds blocks at 2^k of order k");
             debug_assert_eq!(bi.order as u32, k);
-            self.list_del(fl, b, k, MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable));
+            self.list_del_in(fl, rm, b, k, MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable));
         }
         let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
@@ -298,8 +416,9 @@ impl<'a, P: Platform> Buddy<'a, P> {
         for b in [0, half] {
             let bi = table[b as usize].load().buddy_info().expect("a fully free area holds two order-8 blocks");
             debug_assert_eq!(bi.order as u32, AREA_ORDER - 1);
-            self.list_del(
+            self.list_del_in(
                 fl,
+                rm,
                 area.add(b),
                 AREA_ORDER - 1,
                 MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable),
@@ -320,9 +439,8 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// and accounts it as allocated. Its head word becomes a tail word here, under the zone
     /// lock; the caller stamps the real one.
     pub(crate) fn rmqueue(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
-        let pfn = self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))?;
+        let (pfn, rm) = self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))?;
         fl.free_pages -= 1 << order;
-        let rm = self.rm(pfn);
         // Retire the Buddy head word while the zone lock is still held: a block off the lists
         // must never look free to a CPU merging its buddy.
         self.block_word(rm, pfn, order).store(Word::TAIL);
@@ -332,21 +450,21 @@ impl<'a, P: Platform> Buddy<'a, P> {
         Some(pfn)
     }
 
-    fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
+    fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
         for o in order..=self.max_order {
             let head = fl.areas[o as usize].head[mt as usize];
             if head != NONE {
                 let pfn = Pfn(head);
-                self.list_del(fl, pfn, o, mt);
-                return Some(self.expand(fl, pfn, order, o, mt));
+                let rm = self.rm(pfn);
+                self.list_del_in(fl, rm, pfn, o, mt);
+                return Some((self.expand(fl, rm, pfn, order, o, mt), rm));
             }
         }
         None
     }
 
     /// Splits a block of order `high` down to `low`, putting the unused halves back.
-    fn expand(&self, fl: &mut FreeLists, pfn: Pfn, low: u32, mut high: u32, mt: MigrateType) -> Pfn {
-        let rm = self.rm(pfn);
+    fn expand(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, low: u32, mut high: u32, mt: MigrateType) -> Pfn {
         while high > low {
             if rm.region.layout == MemmapLayout::TwoLevel && high == AREA_ORDER {
                 return self.carve(fl, rm, pfn, low, mt);
@@ -354,7 +472,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
             high -= 1;
             let half = pfn.add(1 << high);
             self.block_word(rm, half, high).store(Self::buddy_word(rm, high, mt, false));
-            self.list_add(fl, half, high, mt);
+            self.list_add_in(fl, rm, half, high, mt);
         }
         pfn
     }
@@ -374,7 +492,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         });
         for k in 0..AREA_ORDER {
             if k != low {
-                self.list_add(fl, area.add(1 << k), k, mt);
+                self.list_add_in(fl, rm, area.add(1 << k), k, mt);
             }
         }
         fl.free_pages -= 1; // the table page
@@ -383,7 +501,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
 
     /// Takes from a fallback migratetype, largest block first, claiming the pageblock when the
     /// block is large or the request is not movable (as Linux does).
-    fn steal(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
+    fn steal(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
         for o in (order..=self.max_order).rev() {
             for &fmt in mt.fallbacks() {
                 let head = fl.areas[o as usize].head[fmt as usize];
@@ -398,19 +516,19 @@ impl<'a, P: Platform> Buddy<'a, P> {
                         rm.pageblock(pb).store(mt as u8, Ordering::Relaxed);
                         pb = pb.add(AREA_PAGES);
                     }
-                    self.list_del(fl, pfn, o, fmt);
-                    return Some(self.expand(fl, pfn, order, o, mt));
+                    self.list_del_in(fl, rm, pfn, o, fmt);
+                    return Some((self.expand(fl, rm, pfn, order, o, mt), rm));
                 }
                 if o >= AREA_ORDER / 2 || mt != MigrateType::Movable {
                     let moved = self.move_freepages_block(fl, rm, pfn.align_down(AREA_ORDER), fmt, mt);
                     if moved * 2 >= AREA_PAGES {
                         rm.pageblock(pfn).store(mt as u8, Ordering::Relaxed);
                     }
-                    self.list_del(fl, pfn, o, mt);
-                    return Some(self.expand(fl, pfn, order, o, mt));
+                    self.list_del_in(fl, rm, pfn, o, mt);
+                    return Some((self.expand(fl, rm, pfn, order, o, mt), rm));
                 }
-                self.list_del(fl, pfn, o, fmt);
-                return Some(self.expand(fl, pfn, order, o, fmt));
+                self.list_del_in(fl, rm, pfn, o, fmt);
+                return Some((self.expand(fl, rm, pfn, order, o, fmt), rm));
             }
         }
         None
@@ -436,9 +554,9 @@ impl<'a, P: Platform> Buddy<'a, P> {
                 Some(bi) if !bi.pcp => {
                     let k = bi.order as u32;
                     if bi.migratetype == from as u8 {
-                        self.list_del(fl, pfn, k, from);
+                        self.list_del_in(fl, rm, pfn, k, from);
                         w.store(Self::buddy_word(rm, k, to, false));
-                        self.list_add(fl, pfn, k, to);
+                        self.list_add_in(fl, rm, pfn, k, to);
                     }
                     moved += 1 << k;
                     pfn = pfn.add(1 << k);
