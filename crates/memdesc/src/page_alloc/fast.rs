@@ -1,5 +1,5 @@
 //! The per-CPU fast paths of small allocations and frees (issue 14): what an allocation of
-//! order `<= PCP_MAX_ORDER` served from the caller's per-CPU list, and the free of an owned
+//! order the per-CPU lists serve (`pcp_serves`: order 0) served from the caller's per-CPU list, and the free of an owned
 //! small block onto it, do when nothing unusual is going on. Each fast path decides from a few
 //! loads whether the general path would take exactly the same steps; if not (an empty list,
 //! a zone under its watermark, a word that is not the expected head, guard pages on the
@@ -28,7 +28,7 @@ use crate::base::sync::Ordering;
 use crate::memmap::word::{Page, Subtype, Word};
 use crate::memmap::RegionMap;
 use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
-use crate::page_alloc::pcp::{Pcp, PCP_MAX_ORDER};
+use crate::page_alloc::pcp::Pcp;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{DirectLinks, PageAllocator, MAX_ZONE_SLOTS};
 
@@ -78,7 +78,7 @@ impl<P: Platform> PageAllocator<P> {
     /// and stamps the head word. `None`: nothing changed, take the general path.
     #[inline(always)]
     pub(super) fn alloc_fast(&self, cpu_id: usize, order: u32, gfp: Gfp) -> Option<(Pfn, &RegionMap)> {
-        if order > PCP_MAX_ORDER {
+        if !super::pcp_serves(order) {
             return None;
         }
         let slot = self.fast.first_slot[zone_class(gfp)];
@@ -104,7 +104,7 @@ impl<P: Platform> PageAllocator<P> {
     /// the general path (which reports any error).
     #[inline(always)]
     pub(super) fn free_owned_fast(&self, cpu: &Cpu<'_>, cpu_id: usize, pfn: Pfn, order: u32) -> bool {
-        if order > PCP_MAX_ORDER || (order > 0 && self.config.debug_checks) {
+        if !super::pcp_serves(order) || (order > 0 && self.config.debug_checks) {
             return false;
         }
         // Guard pages exist only while this counter is above zero: the guarded allocation
