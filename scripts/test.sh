@@ -23,6 +23,7 @@ echo "== core without default features (no_std, no alloc: the page allocator alo
 )
 echo "== tests"
 cargo test --workspace
+cargo run -p memdesc --example quickstart
 echo "== loom models"
 LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" RUSTFLAGS="--cfg loom" \
   CARGO_TARGET_DIR=target/loom cargo test -p memdesc --release --lib -- loom_

@@ -739,12 +739,12 @@ pub struct Health {
 }
 
 /// Runs the allocator checker, the page census and the descriptor checker. Only at a
-/// quiescent point (no CPU inside the core).
-pub fn check_all() -> Result<Health, MmError> {
+/// quiescent point (no CPU inside the core); the descriptors are read under `cpu`'s RCU.
+pub fn check_all(cpu: &Cpu) -> Result<Health, MmError> {
     let m = mem();
     let rep = m.check(|_, _, _| {}).map_err(err)?;
     let c = m.census().map_err(err)?;
-    let d = m.check_descriptors().map_err(err)?;
+    let d = m.check_descriptors(&cpu.0).map_err(err)?;
     if rep.buddy_free_pages != c.free || rep.pcp_pages != c.pcp {
         return Err(MmError {
             oom: false,

@@ -324,7 +324,7 @@ pub fn local(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     // The address-space caches live as long as the kernel (their per-CPU state is raw
     // memory): create them before taking the baseline.
     mm::mm_init(cpu).map_err(|e| mmerr("mm_caches", e))?;
-    let h0 = mm::check_all().map_err(|e| mmerr("checker at boot", e))?;
+    let h0 = mm::check_all(cpu).map_err(|e| mmerr("checker at boot", e))?;
     crate::kprintln!(
         "  checker at boot: present {} free {} reserved {} raw {} described {} ({} slabs, {} folios)",
         h0.present,
@@ -349,7 +349,7 @@ pub fn local(cpu: &Cpu, hole: (u64, u64)) -> Result<(), FmtBuf> {
     mmu(cpu)?;
     crate::kprintln!("  memdesc page tables on the MMU: ok");
     mm::drain_all();
-    let h = mm::check_all().map_err(|e| mmerr("checker after the self-test", e))?;
+    let h = mm::check_all(cpu).map_err(|e| mmerr("checker after the self-test", e))?;
     ensure!(h.raw == h0.raw, "raw pages {} after the self-test, {} before", h.raw, h0.raw);
     Ok(())
 }

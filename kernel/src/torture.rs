@@ -618,9 +618,9 @@ impl Worker<'_> {
 }
 
 /// The leader's check at a quiescent point.
-fn global_check(n: usize) {
+fn global_check(cpu: &Cpu, n: usize) {
     CHECKS.fetch_add(1, Ordering::Relaxed);
-    match mm::check_all() {
+    match mm::check_all(cpu) {
         Ok(h) => {
             let held: u64 = RAW_HELD[..n].iter().map(|a| a.load(Ordering::Relaxed)).sum();
             let base = BASE_RAW.load(Ordering::Relaxed);
@@ -690,7 +690,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
             Err(e) => violation(format_args!("cache_create: {e}")),
         }
         mm::drain_all();
-        match mm::check_all() {
+        match mm::check_all(cpu) {
             Ok(h) => BASE_RAW.store(h.raw, Ordering::Relaxed),
             Err(e) => violation(format_args!("checker before torture: {e}")),
         }
@@ -728,7 +728,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
         w.local_check();
         BARRIER.wait(n as u32);
         if leader {
-            global_check(n);
+            global_check(cpu, n);
             let el = arch::tsc_ns(arch::rdtsc() - t0) / 1_000_000;
             if el >= last_report + report_every_ms {
                 last_report = el;
@@ -756,7 +756,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
         return None;
     }
     mm::drain_all();
-    global_check(n);
+    global_check(cpu, n);
     // SAFETY: see `SharedFile`: every other CPU is past its last use (the barrier above).
     if let Some(f) = unsafe { (*SHARED_FILE.0.get()).take() } {
         let cached = SHARED_STATE.iter().filter(|s| s.swap(EMPTY, Ordering::Relaxed) == CACHED).count() as u64;
@@ -766,7 +766,7 @@ pub fn run(cpu: &Cpu, n: usize, ms: u64, seed: u64, crash: Option<Crash>) -> Opt
         }
     }
     mm::drain_all();
-    global_check(n);
+    global_check(cpu, n);
     // SAFETY: see `Shared`: every other CPU is past its last use (the barrier above).
     if let Some(c) = unsafe { (*SHARED.0.get()).take() } {
         if let Err(e) = c.destroy(cpu) {

@@ -22,9 +22,12 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use memdesc::boot::BootAllocator;
+use memdesc::cpu::Cpu;
 use memdesc::memmap::Memmap;
+use memdesc::PhysMem;
 use memdesc::{Config, MemmapLayout, MemoryLayout};
 use memdesc_cli::slab_bench;
 use memdesc_host::SimPlatform;
@@ -63,35 +66,52 @@ fn mixed(c: &mut Criterion) {
     for (name, layout) in [("memdesc", MemmapLayout::Flat), ("memdesc_two_level", MemmapLayout::TwoLevel)] {
         let m = bench::boot_bench_machine(plan.machine_pages, layout).expect("boot");
         let cpu = m.cpus().claim(0).expect("cpu 0");
-        let mut live = Vec::with_capacity(plan.mixed_max_live);
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    bench::memdesc_mixed(&m, &cpu, ops, &mut live).expect("mixed");
-                    total += t.elapsed();
-                    bench::memdesc_free_all(&m, &cpu, &mut live).expect("free");
-                }
-                total
-            })
-        });
+        bench_memdesc_mixed(&mut g, name, &m, &cpu, ops, plan.mixed_max_live);
     }
     let mut a = bench::bsa_new(plan.machine_pages);
-    let mut live = Vec::with_capacity(plan.mixed_max_live);
+    bench_bsa_mixed(&mut g, &mut a, ops, plan.mixed_max_live);
+    g.finish();
+}
+
+/// One criterion case: the timed mixed slice on `m`, everything it left freed untimed.
+fn bench_memdesc_mixed(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    m: &PhysMem<SimPlatform>,
+    cpu: &Cpu<'_>,
+    ops: &[Op],
+    max_live: usize,
+) {
+    let mut live = Vec::with_capacity(max_live);
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                bench::memdesc_mixed(m, cpu, ops, &mut live).expect("mixed");
+                total += t.elapsed();
+                bench::memdesc_free_all(m, cpu, &mut live).expect("free");
+            }
+            total
+        })
+    });
+}
+
+/// The same case for buddy_system_allocator.
+fn bench_bsa_mixed(g: &mut BenchmarkGroup<'_, WallTime>, a: &mut bench::Bsa, ops: &[Op], max_live: usize) {
+    let mut live = Vec::with_capacity(max_live);
     g.bench_function("buddy_system_allocator", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let t = Instant::now();
-                bench::bsa_mixed(&mut a, ops, &mut live).expect("mixed");
+                bench::bsa_mixed(a, ops, &mut live).expect("mixed");
                 total += t.elapsed();
-                bench::bsa_free_all(&mut a, &mut live);
+                bench::bsa_free_all(a, &mut live);
             }
             total
         })
     });
-    g.finish();
 }
 
 fn memmap(c: &mut Criterion) {
@@ -136,35 +156,11 @@ fn mixed_full(c: &mut Criterion) {
     let m = bench::boot_bench_machine(plan.machine_pages, MemmapLayout::Flat).expect("boot");
     let cpu = m.cpus().claim(0).expect("cpu 0");
     let mut fill = bench::memdesc_fill(&m, &cpu, &orders).expect("fill");
-    let mut live = Vec::with_capacity(plan.mixed_max_live);
-    g.bench_function("memdesc", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                bench::memdesc_mixed(&m, &cpu, ops, &mut live).expect("mixed");
-                total += t.elapsed();
-                bench::memdesc_free_all(&m, &cpu, &mut live).expect("free");
-            }
-            total
-        })
-    });
+    bench_memdesc_mixed(&mut g, "memdesc", &m, &cpu, ops, plan.mixed_max_live);
     bench::memdesc_free_all(&m, &cpu, &mut fill).expect("free the fill");
     let mut a = bench::bsa_new(plan.machine_pages);
     let _fill = bench::bsa_fill(&mut a, &orders).expect("fill");
-    let mut live = Vec::with_capacity(plan.mixed_max_live);
-    g.bench_function("buddy_system_allocator", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                bench::bsa_mixed(&mut a, ops, &mut live).expect("mixed");
-                total += t.elapsed();
-                bench::bsa_free_all(&mut a, &mut live);
-            }
-            total
-        })
-    });
+    bench_bsa_mixed(&mut g, &mut a, ops, plan.mixed_max_live);
     g.finish();
 }
 

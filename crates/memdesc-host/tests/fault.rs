@@ -52,7 +52,7 @@ fn leak_checked_with<T>(
         assert_eq!(settled_free_pages(&m, &cpu), free0, "{layout:?} rate {rate}: pages leaked");
         assert_eq!(live_slab_objects(&m), objs0, "{layout:?} rate {rate}: slab objects leaked");
         m.check(|_, _, _| {}).unwrap_or_else(|v| panic!("{layout:?} rate {rate}: {v}"));
-        m.check_descriptors().unwrap_or_else(|v| panic!("{layout:?} rate {rate}: {v}"));
+        m.check_descriptors(&cpu).unwrap_or_else(|v| panic!("{layout:?} rate {rate}: {v}"));
     }
     injected
 }
@@ -362,6 +362,6 @@ fn each_site_class_alone() {
         m.folio_put(&cpu, f).unwrap();
         assert!(settled_free_pages(&m, &cpu) >= free0, "{site:?}");
         m.check(|_, _, _| {}).unwrap();
-        m.check_descriptors().unwrap();
+        m.check_descriptors(&cpu).unwrap();
     }
 }

@@ -87,7 +87,7 @@ fn regression_free_internal_pages() {
             }
             m.destroy_cache(&cpu, c).unwrap();
             m.check(|_, _, _| {}).unwrap_or_else(|v| panic!("{layout:?}: {v}"));
-            m.check_descriptors().unwrap();
+            m.check_descriptors(&cpu).unwrap();
         }
     }
 }
@@ -173,7 +173,7 @@ fn regression_kfree_descriptor() {
         m.folio_put(&cpu, g).unwrap();
         m.folio_put(&cpu, f).unwrap();
         m.check(|_, _, _| {}).unwrap();
-        m.check_descriptors().unwrap();
+        m.check_descriptors(&cpu).unwrap();
     }
 }
 

@@ -98,7 +98,7 @@ fn check_descriptors_covers_every_block_kind() {
     )
     .unwrap();
     let cpu = m.cpus().claim(0).unwrap();
-    let before = m.check_descriptors().unwrap().others;
+    let before = m.check_descriptors(&cpu).unwrap().others;
     let mms = m.mm_caches(&cpu).unwrap();
     let kmm = mms.mm_create(&cpu, MmKind::Kernel).unwrap();
     let vm = VmallocSpace::new(&m, &cpu, &kmm).unwrap();
@@ -106,7 +106,7 @@ fn check_descriptors_covers_every_block_kind() {
     let pool = PagePool::new(&m, &cpu, PoolParams::default()).unwrap();
     let n = pool.alloc(&cpu).unwrap();
     let d = m.mappable_alloc(&cpu, 2, Gfp::KERNEL, 1).unwrap().into_raw();
-    let r = m.check_descriptors().unwrap();
+    let r = m.check_descriptors(&cpu).unwrap();
     // 3 vmalloc pages, a page_pool block, a mappable block, and page tables of kmm.
     assert!(r.others >= before + 6, "{r:?}");
     assert!(r.other_pages >= 9, "{r:?}");
@@ -117,7 +117,7 @@ fn check_descriptors_covers_every_block_kind() {
     vm.destroy(&cpu).map_err(|(_, e)| e).unwrap();
     kmm.destroy(&cpu);
     mms.destroy(&cpu).unwrap();
-    assert_eq!(m.check_descriptors().unwrap().others, before, "all gone");
+    assert_eq!(m.check_descriptors(&cpu).unwrap().others, before, "all gone");
 }
 
 mod op_sequences {
@@ -157,7 +157,7 @@ fn pp_put_raw<P: memdesc::Platform>(
     pfn: memdesc::Pfn,
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.
-    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
+    unsafe { m.pp_put_pfn(cpu, pfn) }
 }
 
 /// A worker that panics ends the run with an error naming the panic; before, the other

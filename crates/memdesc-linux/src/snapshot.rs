@@ -313,6 +313,10 @@ pub struct Snapshot {
     pub kernel: Option<String>,
     /// Number of CPUs, if recorded.
     pub cpus: Option<u32>,
+    /// For a live read: how far `/proc/buddyinfo`'s free-page count moved while kpageflags was
+    /// read (it is read just before and just after; the pages the census counts free were read
+    /// in between, so a busy machine legitimately differs by this much). 0 for a directory.
+    pub buddyinfo_drift_pages: u64,
 }
 
 /// Reads an optional text table: `Ok(None)` if the file does not exist (or, for live /proc,
@@ -336,8 +340,12 @@ impl Snapshot {
     /// Reads the live machine's `/proc` (kpageflags and kpagecount need root).
     pub fn read_live() -> Result<Self> {
         let proc = Path::new("/proc");
+        let before = optional(proc, "buddyinfo", BuddyInfo::parse)?;
         let kpage = KpageSnapshot::read_live_from(proc)?;
         let mut s = Self::with_tables(proc, proc, kpage)?;
+        if let (Some(b), Some(a)) = (&before, &s.buddyinfo) {
+            s.buddyinfo_drift_pages = b.free_pages().abs_diff(a.free_pages());
+        }
         s.kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned());
         s.cpus = std::thread::available_parallelism().ok().and_then(|n| u32::try_from(n.get()).ok());
         Ok(s)
@@ -361,6 +369,7 @@ impl Snapshot {
             vmstat: optional(dir, "vmstat", Vmstat::parse)?,
             kernel,
             cpus,
+            buddyinfo_drift_pages: 0,
         })
     }
 }

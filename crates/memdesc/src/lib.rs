@@ -11,42 +11,16 @@
 //! (slab, kmalloc), `folio` (folios, LRU, page cache), `pgtable` (page tables, VMAs, rmap),
 //! `vmalloc`, `page_pool`, `zsmalloc`, `z3fold` (`pools` for all four) and `health`
 //! (migration, compaction, hwpoison, offlining, balloon). Without default features the crate
-//! is the page allocator alone. The example below needs `slab`.
+//! is the page allocator alone.
 //!
-//! ```
-//! # // The host crate provides a real Platform; here a tiny one over a static buffer.
-//! use memdesc::{Config, Gfp, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec, MemmapLayout};
-//! use core::ptr::NonNull;
-//! struct Buf(NonNull<u8>);
-//! unsafe impl Send for Buf {}
-//! unsafe impl Sync for Buf {}
-//! // SAFETY: the buffer is 16 MiB, page-aligned, leaked, and only reached through the manager.
-//! unsafe impl Platform for Buf {
-//!     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-//!         (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
-//!     }
-//!     fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-//!         let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-//!         (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
-//!     }
-//!     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
-//!     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-//! }
-//! let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
-//! let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-//! let mut map = MemoryLayout::new();
-//! map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat }).unwrap();
-//! let mem = PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap();
-//! let cpu = mem.cpus().claim(0).unwrap();
-//! let pages = mem.alloc_pages(&cpu, 2, Gfp::KERNEL).unwrap(); // an owned handle
-//! let pfn = pages.pfn();
-//! mem.free_pages(&cpu, pages).unwrap(); // consumes it: a second free does not compile
-//! // The raw interface is unsafe (the caller vouches for ownership) but still checked:
-//! assert!(unsafe { mem.free_pages_raw(&cpu, pfn, 2) }.is_err()); // double free is refused
-//! let obj = mem.kmalloc(&cpu, 100, Gfp::ZERO).unwrap();
-//! assert_eq!(mem.ksize(obj.as_ptr()).unwrap(), 128);
-//! mem.kfree(&cpu, obj).unwrap();
-//! ```
+//! ## Quick start
+//!
+//! `examples/quickstart.rs` boots a machine over a host buffer with a tiny [`Platform`],
+//! allocates and frees pages through an owned [`Pages`] handle, shows the raw interface
+//! refusing a double free, and uses kmalloc (it needs `slab`). Run it with
+//! `cargo run -p memdesc --example quickstart`; the test suite runs it too. Its source:
+//!
+#![doc = concat!("```rust,ignore\n", include_str!("../examples/quickstart.rs"), "```")]
 #![no_std]
 #![deny(missing_docs)]
 

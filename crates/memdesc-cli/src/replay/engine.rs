@@ -24,7 +24,7 @@ unsafe fn lent(f: &Folio) -> std::mem::ManuallyDrop<FolioRef<'_>> {
 use super::gfp::*;
 use super::metadata::*;
 use memdesc::kmalloc::KMALLOC_MAX_CACHE_SIZE;
-use memdesc::page_pool::{pp_put_pfn, PagePool, PoolParams};
+use memdesc::page_pool::{PagePool, PoolParams};
 use memdesc::pagecache::AddressSpaceRef;
 use memdesc::pgtable::MmRef;
 use memdesc::vmalloc::{Unmappable, VmArea, VmallocSpace};
@@ -405,7 +405,7 @@ impl<'m> Replayer<'m> {
             What::NetPool => {
                 // SAFETY: the entry holds the one pool reference of its block (taken with
                 // `into_raw` when the entry was made) and gives it up here.
-                if let Err(err) = unsafe { pp_put_pfn(self.m, &self.cpu, e.sim) } {
+                if let Err(err) = unsafe { self.m.pp_put_pfn(&self.cpu, e.sim) } {
                     self.sim_error("page_pool put", err);
                 }
             }

@@ -79,7 +79,7 @@
 //! [`PagePool`]: memdesc::page_pool::PagePool
 //! [`VmallocDesc`]: memdesc::desc::VmallocDesc
 //! [`VmallocSpace`]: memdesc::vmalloc::VmallocSpace
-//! [`pp_put_pfn`]: memdesc::page_pool::pp_put_pfn
+//! [`pp_put_pfn`]: memdesc::PhysMem::pp_put_pfn
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -334,7 +334,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
                         let Ok(leader) = wait() else { break 'run };
                         if leader {
                             shared.poison_events.lock().unwrap().clear();
-                            global_check(m, gv);
+                            global_check(m, &cpu, gv);
                             if let Err(v) = shared.zs.verify() {
                                 let mut o = gv.lock().unwrap();
                                 o.0 += 1;
@@ -498,7 +498,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
         report.messages.push(format!("{} more pages free at the end than at the start", free_end - free0));
     }
     let mut gvm = Mutex::new((0u64, Vec::new()));
-    global_check(&m, &gvm);
+    global_check(&m, &cpu, &gvm);
     let (gv, gmsgs) = std::mem::take(gvm.get_mut().unwrap());
     report.violations += gv;
     report.messages.extend(gmsgs);
@@ -521,7 +521,7 @@ pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
 }
 
 /// The machine-wide checks at a quiescent point: the allocator and every descriptor.
-pub(crate) fn global_check(m: &SimMachine, out: &Mutex<(u64, Vec<String>)>) {
+pub(crate) fn global_check(m: &SimMachine, cpu: &Cpu<'_>, out: &Mutex<(u64, Vec<String>)>) {
     let mut o = out.lock().unwrap();
     if let Err(v) = m.check(|_, _, _| {}) {
         o.0 += 1;
@@ -529,7 +529,7 @@ pub(crate) fn global_check(m: &SimMachine, out: &Mutex<(u64, Vec<String>)>) {
             o.1.push(format!("check: {v}"));
         }
     }
-    if let Err(v) = m.check_descriptors() {
+    if let Err(v) = m.check_descriptors(cpu) {
         o.0 += 1;
         if o.1.len() < 8 {
             o.1.push(format!("check_descriptors: {v}"));

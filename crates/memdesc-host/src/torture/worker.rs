@@ -11,7 +11,7 @@ use memdesc::cpu::Cpu;
 use memdesc::desc::{Folio, MappableDesc, PG_LRU};
 use memdesc::folio::{FolioError, FolioRef};
 use memdesc::hwpoison::PoisonReport;
-use memdesc::page_pool::{pp_put_pfn, PagePool};
+use memdesc::page_pool::PagePool;
 use memdesc::pagecache::AddressSpaceRef;
 use memdesc::pgtable::{MmCaches, MmRef, PMD_SIZE};
 use memdesc::vmalloc::VmallocSpace;
@@ -728,7 +728,7 @@ impl<'m, 'c, 's> Worker<'m, 'c, 's> {
                 let bad = unsafe { self.with_range(pfn, off, len, |a| verify(a.bytes(), k)) };
                 self.corrupted += bad;
                 // SAFETY: this entry held one pool reference and was taken off the list.
-                match unsafe { pp_put_pfn(m, self.cpu, pfn) } {
+                match unsafe { m.pp_put_pfn(self.cpu, pfn) } {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Violation(format!("put of a live page_pool reference of {pfn}: {e}")),
                 }

@@ -58,7 +58,7 @@ pub fn pp_put_raw<P: memdesc::Platform>(
     pfn: memdesc::Pfn,
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.
-    unsafe { memdesc::page_pool::pp_put_pfn(m, cpu, pfn) }
+    unsafe { m.pp_put_pfn(cpu, pfn) }
 }
 
 /// The raw free of a vmalloc area by address. The tests free only areas they allocated and

@@ -122,7 +122,7 @@ pub struct List<T: Linked> {
 // SAFETY: a List holds only addresses of `T`s; sending it to another thread hands out `&T`s
 // there (through iteration), which is sound when `T: Sync` (invariant 3 serialises changes).
 unsafe impl<T: Linked + Sync> Send for List<T> {}
-// SAFETY: `&List` only reads the list and hands out `&T`, sound when `T: Sync`.
+// SAFETY: invariant 3: `&List` only reads the list and hands out `&T`, sound when `T: Sync`.
 unsafe impl<T: Linked + Sync> Sync for List<T> {}
 
 impl<T: Linked> Default for List<T> {
@@ -399,7 +399,7 @@ mod tests {
         }
     }
     fn as_b(n: &Node) -> &OnB {
-        // SAFETY: OnB is repr(transparent) over Node.
+        // SAFETY: OnB is repr(transparent) over Node (invariant 4: the same live node).
         unsafe { &*(n as *const Node as *const OnB) }
     }
     fn nodes(n: usize) -> Vec<Node> {
@@ -438,9 +438,9 @@ mod tests {
         let mut z = List::<OnB>::new();
         z.push_back(as_b(&ns[0])).unwrap();
         assert_eq!(z.len(), 1);
-        // SAFETY: ns[0] is on x.
+        // SAFETY: invariant 3: ns[0] is on x.
         assert!(unsafe { x.remove(&ns[0]) });
-        // SAFETY: it is now on no list of kind A.
+        // SAFETY: invariant 3: it is now on no list of kind A.
         assert!(!unsafe { y.remove(&ns[0]) });
         assert!(ns[0].b.is_linked() && !ns[0].a.is_linked());
         y.push_back(&ns[0]).unwrap();
@@ -454,7 +454,7 @@ mod tests {
         for n in &ns[..4] {
             l.push_back(n).unwrap();
         }
-        // SAFETY: the three nodes are on `l`.
+        // SAFETY: invariant 3: the three nodes are on `l`.
         unsafe {
             assert!(l.remove(&ns[1]));
             assert!(l.move_to_back(&ns[0]));
@@ -485,7 +485,7 @@ mod tests {
         let n = Node { id: 0, a: Links::new(), b: Links::new() };
         n.a.prev.store(0xdead0, Ordering::Relaxed); // a free pointer left by a cache
         assert!(n.a.is_linked());
-        // SAFETY: no list holds `n`.
+        // SAFETY: invariant 2: no list holds `n`.
         unsafe { n.a.reset() };
         let mut l = List::new();
         l.push_back(&n).unwrap();
@@ -595,7 +595,7 @@ mod tests {
                         Op::PopFront => prop_assert_eq!(l.pop_front().map(|n| n.id), m.pop_front()),
                         Op::PopBack => prop_assert_eq!(l.pop_back().map(|n| n.id), m.pop_back()),
                         Op::Remove(i) => {
-                            // SAFETY: there is only one list of this kind in the test.
+                            // SAFETY: invariant 3: there is only one list of this kind in the test.
                             let r = unsafe { l.remove(&ns[i]) };
                             prop_assert_eq!(r, m.contains(&i));
                             m.retain(|&x| x != i);

@@ -5,9 +5,10 @@
 //! pointer. In the spirit of rust-vmm's volatile slices, but exclusive: the one `unsafe` step
 //! is the claim, at construction, that the caller has the page's contents to itself.
 //!
-//! The atomic word view of a page (buddy and per-CPU list links, two-level word tables), where
-//! several CPUs may touch the same words, is [`crate::platform`]'s `PageMap`; this type never
-//! hands out atomics, so the two views never alias within one value.
+//! The atomic word view of a page (buddy and per-CPU list links, two-level word tables, page
+//! tables), where several CPUs may touch the same words, is `PageWords` (crate-private): it
+//! hands out only atomics, so it needs no claim; [`PageAccess`] never hands out atomics, so
+//! the two views never alias within one value.
 //!
 //! # Invariants
 //! 1. **Valid mapping.** `ptr` (the page's base) is valid for reads and writes of
@@ -21,7 +22,18 @@
 //!    While a [`ReadOnly`] value lives nobody writes them ([`PageAccess::new_read_only`]'s
 //!    contract; other readers are fine), and it offers no way to write.
 //! 3. **One thread.** A local mapping is valid only on the thread that made it, so the value is
-//!    neither `Send` nor `Sync`.
+//!    neither `Send` nor `Sync` (both types).
+//! 4. **Words are atomics.** A `PageWords` maps a whole page as in item 1 and hands out only
+//!    `&AtomicU64`s over it (8-aligned, as the page is page-aligned; an `AtomicU64` has the size
+//!    and alignment of a `u64` and may be used over any initialised memory that every other
+//!    accessor also reaches atomically). Non-atomic access to those words while atomics may be
+//!    in use is excluded by item 2: a [`PageAccess`] is only made by a caller that has the bytes
+//!    to itself. A direct-map table (`PageWords::direct_table`) lives as long as the
+//!    platform borrow, since direct-map memory is valid while the platform lives.
+//! 5. **Fresh blocks.** `PageAccess::new_allocated` (crate-private, safe) is called only by
+//!    the page allocator, for a page of a block it has just taken off its free lists and not
+//!    yet returned to its caller: no handle, descriptor or list names the page, so the caller
+//!    has its contents to itself (item 2) without a further claim.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -30,6 +42,7 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::platform::Platform;
+use crate::sync::AtomicU64;
 
 /// A range that does not fit in the page (or the window) it was asked of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +212,13 @@ impl<'p, P: Platform> PageAccess<'p, P, Exclusive> {
         Self::map(platform, pfn, 0, PAGE_SIZE, true)
     }
 
+    /// Maps a page of a block the page allocator has just allocated and not yet handed out
+    /// (to zero it); `None` if the page cannot be mapped. Crate-private and safe: its one
+    /// caller keeps invariant 5.
+    pub(crate) fn new_allocated(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        Self::map(platform, pfn, 0, PAGE_SIZE, false)
+    }
+
     /// The window's bytes, writable.
     #[inline]
     pub fn bytes_mut(&mut self) -> &mut [u8] {
@@ -269,6 +289,77 @@ impl<P: Platform, M> Drop for PageAccess<'_, P, M> {
     }
 }
 
+/// The atomic word view of one page (crate-private): free-list links, two-level word tables,
+/// page-table entries. Any CPU may touch these words concurrently, so only atomics are handed
+/// out (invariant 4) and making one needs no claim.
+pub(crate) struct PageWords<'p, P: Platform> {
+    platform: &'p P,
+    pfn: Pfn,
+    ptr: NonNull<u8>,
+    local: bool,
+}
+
+/// Words in a page.
+const WORDS: usize = PAGE_SIZE / 8;
+
+impl<'p, P: Platform> PageWords<'p, P> {
+    /// Maps `pfn`: the direct map if there is one, else a local mapping; `None` if it cannot
+    /// be mapped.
+    #[inline]
+    pub(crate) fn new(platform: &'p P, pfn: Pfn) -> Option<Self> {
+        if let Some(ptr) = platform.direct_map(pfn) {
+            return Some(PageWords { platform, pfn, ptr, local: false });
+        }
+        let ptr = platform.map_local(pfn)?;
+        Some(PageWords { platform, pfn, ptr, local: true })
+    }
+
+    /// The page's 512 words.
+    #[inline]
+    pub(crate) fn table(&self) -> &[AtomicU64; WORDS] {
+        // SAFETY: invariants 1 and 4: the mapping is valid, page-aligned and PAGE_SIZE bytes
+        // long while `self` lives, and only atomics are made of it.
+        unsafe { words_at(self.ptr) }
+    }
+
+    /// The u64 at `index` of the page, as an atomic; panics if `index >= 512`.
+    #[inline]
+    pub(crate) fn word(&self, index: usize) -> &AtomicU64 {
+        &self.table()[index]
+    }
+
+    /// The 512 words of a direct-mapped page, for as long as the platform borrow lasts
+    /// (invariant 4); `None` if `pfn` has no direct map.
+    #[inline]
+    pub(crate) fn direct_table(platform: &'p P, pfn: Pfn) -> Option<&'p [AtomicU64; WORDS]> {
+        let ptr = platform.direct_map(pfn)?;
+        // SAFETY: invariants 1 and 4 for a direct-map pointer: valid, page-aligned and
+        // PAGE_SIZE bytes long while the platform lives, which outlasts the borrow `'p`.
+        Some(unsafe { words_at(ptr) })
+    }
+}
+
+/// The words of the page at `ptr`.
+///
+/// # Safety
+/// `ptr` is valid for PAGE_SIZE bytes of reads and writes, page-aligned, for `'a`, and is
+/// reached only atomically meanwhile (invariant 4).
+#[inline]
+unsafe fn words_at<'a>(ptr: NonNull<u8>) -> &'a [AtomicU64; WORDS] {
+    // SAFETY: the caller's contract: valid and aligned for 512 u64s, which an AtomicU64
+    // array has the layout of (invariant 4).
+    unsafe { &*(ptr.as_ptr() as *const [AtomicU64; WORDS]) }
+}
+
+impl<P: Platform> Drop for PageWords<'_, P> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.local {
+            self.platform.unmap_local(self.pfn, self.ptr);
+        }
+    }
+}
+
 impl<P: Platform, M> core::fmt::Debug for PageAccess<'_, P, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PageAccess")
@@ -294,15 +385,15 @@ mod tests {
         live: AtomicU64,
         maps: AtomicU64,
     }
-    // SAFETY: plain memory; the tests decide who touches which page.
+    // SAFETY: Platform item 3: plain memory; the tests decide who touches which page.
     unsafe impl Send for Four {}
     // SAFETY: as above.
     unsafe impl Sync for Four {}
-    // SAFETY: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
+    // SAFETY: Platform items 1-3: the buffer is 4 pages, page-aligned and leaked; pfns 0..3 are direct-mapped
     // linearly, pfn 3 only locally; nothing else writes it.
     unsafe impl Platform for Four {
         fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-            // SAFETY: pfn < 3 keeps the offset inside the buffer.
+            // SAFETY: Platform item 1: pfn < 3 keeps the offset inside the buffer.
             (pfn.0 < 3).then(|| unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
         }
         fn virt_to_pfn(&self, _: NonNull<u8>) -> Option<Pfn> {
@@ -314,7 +405,7 @@ mod tests {
             }
             self.live.fetch_add(1, Ordering::Relaxed);
             self.maps.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: pfn < 4 keeps the offset inside the buffer.
+            // SAFETY: Platform item 2: pfn < 4 keeps the offset inside the buffer.
             Some(unsafe { NonNull::new_unchecked(self.buf.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
         }
         fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {
@@ -324,7 +415,7 @@ mod tests {
 
     fn four() -> Box<Four> {
         let l = std::alloc::Layout::from_size_align(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: non-zero size; leaked on purpose.
+        // SAFETY: non-zero size; leaked on purpose (Platform item 1 for `Four`).
         let buf = NonNull::new(unsafe { std::alloc::alloc_zeroed(l) }).unwrap();
         Box::new(Four { buf, live: AtomicU64::new(0), maps: AtomicU64::new(0) })
     }
@@ -332,7 +423,7 @@ mod tests {
     #[test]
     fn read_write_fill_compare_with_bounds() {
         let p = four();
-        // SAFETY: the test owns every page and maps each once at a time.
+        // SAFETY: invariant 2: the test owns every page and maps each once at a time.
         let mut a = unsafe { PageAccess::new(&*p, Pfn(1)) }.unwrap();
         assert_eq!(a.pfn(), Pfn(1));
         a.write(10, b"hello").unwrap();
@@ -355,7 +446,7 @@ mod tests {
     #[test]
     fn copies_between_and_within_pages() {
         let p = four();
-        // SAFETY: the test owns pages 0 and 2, mapped once each.
+        // SAFETY: invariant 2: the test owns pages 0 and 2, mapped once each.
         let (mut s, mut d) = unsafe { (PageAccess::new(&*p, Pfn(0)).unwrap(), PageAccess::new(&*p, Pfn(2)).unwrap()) };
         let pat: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
         s.write(0, &pat).unwrap();
@@ -370,7 +461,7 @@ mod tests {
         assert!(s.copy_within(PAGE_SIZE - 4, 0, 8).is_err());
         drop(s);
         // Two read-only views of one page may coexist, and an exclusive page copies from one.
-        // SAFETY: nobody writes page 0 while they live.
+        // SAFETY: invariant 2: nobody writes page 0 while they live.
         let (r1, r2) = unsafe {
             (PageAccess::new_read_only(&*p, Pfn(0)).unwrap(), PageAccess::new_read_only(&*p, Pfn(0)).unwrap())
         };
@@ -385,7 +476,7 @@ mod tests {
     #[test]
     fn windows_are_claims_on_part_of_a_page() {
         let p = four();
-        // SAFETY: the test owns page 1; the two windows are disjoint.
+        // SAFETY: invariant 2: the test owns page 1; the two windows are disjoint.
         let (mut lo, mut hi) = unsafe {
             (PageAccess::new_range(&*p, Pfn(1), 0, 100).unwrap(), PageAccess::new_range(&*p, Pfn(1), 4000, 96).unwrap())
         };
@@ -399,7 +490,7 @@ mod tests {
         assert!(mid.fill(0, 21, 3).is_err() && mid.fill(0, 20, 3).is_ok());
         assert!(mid.narrow(15, 6).is_err());
         drop(lo);
-        // SAFETY: the test owns the page; nothing else maps it now.
+        // SAFETY: invariant 2: the test owns the page; nothing else maps it now.
         let whole = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
         assert!(whole.bytes()[..100].iter().all(|&b| b == 1));
         assert!(whole.bytes()[4000..4010].iter().all(|&b| b == 2));
@@ -416,7 +507,7 @@ mod tests {
     fn local_mappings_are_unmapped_on_drop_and_absent_pages_refused() {
         let p = four();
         {
-            // SAFETY: the test owns page 3.
+            // SAFETY: invariant 2: the test owns page 3.
             let mut a = unsafe { PageAccess::new(&*p, Pfn(3)) }.unwrap();
             a.write(0, &[1, 2, 3]).unwrap();
             assert_eq!(p.live.load(Ordering::Relaxed), 1);
@@ -431,8 +522,52 @@ mod tests {
         }
         assert_eq!(p.live.load(Ordering::Relaxed), 0);
         // The local mapping of page 3 wrote the same memory the buffer holds.
-        // SAFETY: page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
+        // SAFETY: invariant 1 (Platform item 2 for `Four`): page 3 is at offset 3 pages of the leaked buffer, which nobody else touches.
         let raw = unsafe { core::slice::from_raw_parts(p.buf.as_ptr().add(3 * PAGE_SIZE), 3) };
         assert_eq!(raw, &[1, 2, 3]);
+    }
+
+    #[test]
+    fn page_words_are_atomics_over_the_page_and_local_maps_are_unmapped() {
+        let p = four();
+        {
+            let w = PageWords::new(&*p, Pfn(1)).unwrap();
+            w.word(0).store(0x0102_0304_0506_0708, Ordering::Relaxed);
+            w.word(511).store(u64::MAX, Ordering::Relaxed);
+            assert_eq!(w.table()[511].load(Ordering::Relaxed), u64::MAX);
+            // The same bytes through the byte view (nobody else touches page 1 meanwhile).
+            drop(w);
+            // SAFETY: invariant 2: the test owns page 1 and no word view of it is live.
+            let a = unsafe { PageAccess::new_read_only(&*p, Pfn(1)) }.unwrap();
+            assert_eq!(a.bytes()[..8], 0x0102_0304_0506_0708u64.to_ne_bytes());
+            assert_eq!(a.bytes()[PAGE_SIZE - 8..], [0xff; 8]);
+        }
+        {
+            let w = PageWords::new(&*p, Pfn(3)).unwrap();
+            assert_eq!(p.live.load(Ordering::Relaxed), 1, "page 3 has no direct map: a local mapping");
+            w.word(2).store(9, Ordering::Relaxed);
+        }
+        assert_eq!(p.live.load(Ordering::Relaxed), 0, "unmapped on drop");
+        assert!(PageWords::new(&*p, Pfn(9)).is_none());
+        // Direct tables exist only for direct-mapped pages and last as long as the platform.
+        assert!(PageWords::direct_table(&*p, Pfn(3)).is_none());
+        let t = PageWords::direct_table(&*p, Pfn(1)).unwrap();
+        assert_eq!(t[0].load(Ordering::Relaxed), 0x0102_0304_0506_0708);
+    }
+
+    #[test]
+    #[should_panic(expected = "index out of bounds")]
+    fn page_words_index_is_checked() {
+        let p = four();
+        let w = PageWords::new(&*p, Pfn(0)).unwrap();
+        let _ = w.word(PAGE_SIZE / 8);
+    }
+
+    #[test]
+    fn allocated_pages_zero_through_the_byte_view() {
+        let p = four();
+        PageWords::new(&*p, Pfn(2)).unwrap().word(7).store(5, Ordering::Relaxed);
+        PageAccess::new_allocated(&*p, Pfn(2)).unwrap().zero();
+        assert_eq!(PageWords::new(&*p, Pfn(2)).unwrap().word(7).load(Ordering::Relaxed), 0);
     }
 }

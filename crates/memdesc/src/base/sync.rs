@@ -2,7 +2,20 @@
 //! `--cfg loom`, so the same code is model-checked) and a small test-and-test-and-set spin lock.
 //!
 //! This module may touch nothing but atomics; it is the only place that chooses between
-//! `core::sync::atomic` and `loom`.
+//! `core::sync::atomic` and `loom`. It also holds [`RaceCell`], the plain memory of loom models
+//! (a loom-checked cell under `--cfg loom`), so model tests need no `unsafe` of their own.
+//!
+//! # Invariants
+//! 1. **One guard at a time.** A [`SpinGuard`] exists only while its lock's `locked` flag is
+//!    set, and only the guard that set it (an acquire compare-exchange from `false`) clears it
+//!    (release store, on drop); so at most one guard, and thus one reference to the value,
+//!    exists per lock at any moment, and each guard's accesses happen after the previous
+//!    guard's.
+//! 2. **Loom checks every `RaceCell` access before it happens.** Under `--cfg loom`, loom runs
+//!    a model's threads one at a time on one OS thread and tracks each `UnsafeCell` access:
+//!    an access not ordered after a conflicting one panics ("Causality violation") before the
+//!    access is made. `RaceCell` hands out values, never references, so no reference into the
+//!    cell outlives one access.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -94,10 +107,10 @@ pub struct SpinLock<T> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the lock hands out at most one guard at a time, so `&SpinLock<T>` only gives
-// exclusive access to `T` to one thread at a time; `T: Send` is enough for that.
+// SAFETY: invariant 1: the lock hands out at most one guard at a time, so `&SpinLock<T>` only
+// gives exclusive access to `T` to one thread at a time; `T: Send` is enough for that.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
-// SAFETY: moving the lock moves the `T` it owns.
+// SAFETY: moving the lock moves the `T` it owns (invariant 1 holds wherever it goes).
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
@@ -150,8 +163,8 @@ impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while `locked` is true and was set by us, so no other
-        // guard (and thus no other reference to the value) exists.
+        // SAFETY: invariant 1: the guard exists only while `locked` is true and was set by
+        // us, so no other guard (and thus no other reference to the value) exists.
         unsafe { &*self.lock.value.get() }
     }
 }
@@ -159,7 +172,7 @@ impl<T> Deref for SpinGuard<'_, T> {
 impl<T> DerefMut for SpinGuard<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes this the only live reference.
+        // SAFETY: invariant 1, as in `deref`; `&mut self` makes this the only live reference.
         unsafe { &mut *self.lock.value.get() }
     }
 }
@@ -168,5 +181,124 @@ impl<T> Drop for SpinGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// A value for loom models to race on: plain memory that loom checks (invariant 2).
+///
+/// Under `--cfg loom` it is a loom `UnsafeCell`, so an access that is not ordered after a
+/// conflicting one by the code under test makes the model fail with "Causality violation";
+/// that is what a model uses it for (the folio contents a migration copies, say). Elsewhere
+/// (the same test code built without loom) it is a value behind a [`SpinLock`]: correct, and
+/// checking nothing. Accesses copy values in and out; no reference into the cell escapes.
+#[allow(dead_code)] // used by loom models only
+pub(crate) struct RaceCell<T> {
+    #[cfg(loom)]
+    value: loom::cell::UnsafeCell<T>,
+    #[cfg(not(loom))]
+    value: SpinLock<T>,
+}
+
+// SAFETY: invariant 2: loom runs the model's threads one at a time and checks each access of
+// the cell against the others before making it, so shared use from several (model) threads
+// never makes two conflicting accesses; values move between threads, hence `T: Send`.
+#[cfg(loom)]
+unsafe impl<T: Send> Sync for RaceCell<T> {}
+
+#[allow(dead_code)] // used by loom models only
+impl<T: Copy> RaceCell<T> {
+    /// A cell holding `value`.
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(loom)]
+        return RaceCell { value: loom::cell::UnsafeCell::new(value) };
+        #[cfg(not(loom))]
+        RaceCell { value: SpinLock::new(value) }
+    }
+
+    /// Reads the value (a read access).
+    pub(crate) fn get(&self) -> T {
+        #[cfg(loom)]
+        // SAFETY: invariant 2: loom has checked this read against every write before making
+        // it; the value is copied out, no reference escapes.
+        return self.value.with(|p| unsafe { *p });
+        #[cfg(not(loom))]
+        *self.value.lock()
+    }
+
+    /// Writes `value` (a write access).
+    pub(crate) fn set(&self, value: T) {
+        self.update(|_| value)
+    }
+
+    /// Replaces the value by `f(value)` (one write access: `*p += 1` in a model is
+    /// `update(|v| v + 1)`).
+    pub(crate) fn update(&self, f: impl FnOnce(T) -> T) {
+        #[cfg(loom)]
+        // SAFETY: invariant 2: loom has checked this write against every other access before
+        // making it; `f` gets and returns a copy, so no reference into the cell escapes.
+        self.value.with_mut(|p| unsafe { *p = f(*p) });
+        #[cfg(not(loom))]
+        {
+            let mut v = self.value.lock();
+            *v = f(*v);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn race_cell_reads_what_was_written() {
+        let c = RaceCell::new(7u64);
+        c.update(|v| v + 1);
+        assert_eq!(c.get(), 8);
+        c.set(3);
+        assert_eq!(c.get(), 3);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| (0..1000).for_each(|_| c.update(|v| v + 1)));
+            }
+        });
+        assert_eq!(c.get(), 2003, "without loom the cell is a locked value");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// A writer publishes a value in a `RaceCell` and then a flag; the reader reads the cell
+    /// after seeing the flag. With `Release`/`Acquire` the read is ordered after the write; with
+    /// `Relaxed` it is not, and loom must report the race (the cell's whole purpose).
+    fn publish(ordered: bool) {
+        loom::model(move || {
+            let cell = Arc::new((RaceCell::new(0u64), AtomicBool::new(false)));
+            let writer = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || {
+                    cell.0.set(42);
+                    cell.1.store(true, if ordered { Ordering::Release } else { Ordering::Relaxed });
+                })
+            };
+            if cell.1.load(if ordered { Ordering::Acquire } else { Ordering::Relaxed }) {
+                assert_eq!(cell.0.get(), 42);
+            }
+            writer.join().unwrap();
+            assert_eq!(cell.0.get(), 42);
+        });
+    }
+
+    #[test]
+    fn loom_race_cell_ordered_publish_passes() {
+        publish(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_race_cell_catches_an_unordered_publish() {
+        publish(false);
     }
 }

@@ -89,8 +89,8 @@ use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::memmap::RegionMap;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
-use crate::platform::PageMap;
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache};
 use crate::sync::Ordering;
@@ -612,7 +612,7 @@ impl<P: Platform> PhysMem<P> {
         for _ in 0..tables_needed {
             match self.alloc_area_table(cpu, rm) {
                 Ok(t) => {
-                    PageMap::new(self.platform(), t)
+                    PageWords::new(self.platform(), t)
                         .expect("area tables are mapped")
                         .word(0)
                         .store(tables, Ordering::Relaxed);
@@ -655,7 +655,8 @@ impl<P: Platform> PhysMem<P> {
         let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");
         for a in 0..tables_needed {
             let t = Pfn(tables - 1);
-            tables = PageMap::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            tables =
+                PageWords::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
             let trm = self.memmap().region_map(self.memmap().region_index(t).expect("table pfn"));
             self.pages().stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
             self.memmap().split_area(self.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
@@ -717,7 +718,8 @@ impl<P: Platform> PhysMem<P> {
     fn free_area_tables(&self, cpu: &Cpu<'_>, mut tables: u64) {
         while tables != 0 {
             let t = Pfn(tables - 1);
-            tables = PageMap::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
+            tables =
+                PageWords::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
             let r = self.pages().free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
         }

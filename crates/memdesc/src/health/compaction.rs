@@ -26,7 +26,6 @@
 
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::cpu::Cpu;
-use crate::desc::Folio;
 use crate::layout::MemmapLayout;
 use crate::memmap::RegionMap;
 use crate::migrate::{movable, Movable};
@@ -124,17 +123,17 @@ impl<P: Platform> PhysMem<P> {
             FreeScanner { pb: Pfn(top.0.saturating_sub(AREA_PAGES)).max(start.align_down(AREA_ORDER)), start, end };
         let mut mig = start;
         while mig < fs.pb {
-            let kind = rm.flat_word(mig).load().kind();
-            let step = match kind {
+            let word = rm.flat_word(mig).load();
+            let step = match word.kind() {
                 PageKind::Buddy(b) => 1u64 << b.order,
                 PageKind::Undescribed(u) if u.subtype == Subtype::Tail || u.subtype == Subtype::Guard => 1,
                 PageKind::Undescribed(u) => 1u64 << u.order,
-                _ => match movable(mig, kind) {
+                _ => match movable(mig, word) {
                     Ok(Movable::Folio { folio, file }) => {
-                        let _rcu = self.rcu().read_lock(cpu);
-                        // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
-                        // held until migrate_to has frozen and revalidated the folio.
-                        let f = unsafe { &*(folio as *const Folio) };
+                        // Folio descriptors are TYPESAFE_BY_RCU; the guard is held until
+                        // migrate_to has frozen and revalidated the folio.
+                        let rcu = self.rcu().read_lock(cpu);
+                        let f = crate::desc_ref::rcu(&rcu, folio);
                         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                         let step =
                             if fpfn <= mig && mig < fpfn.add(1 << order) { fpfn.add(1 << order).0 - mig.0 } else { 1 };

@@ -1,8 +1,10 @@
 //! Hardware memory errors: [`PhysMem::memory_failure`] retires a page the hardware reported
 //! as corrupt, doing for each kind of page what a kernel would, and reports what was lost.
 //!
-//! The handler reads the pfn's **own word** and dispatches on its tag (it never assumes the
-//! pfn heads anything):
+//! The handler reads the pfn's **own word** and dispatches on it (it never assumes the pfn
+//! heads anything): the page allocator's words here, a descriptor kind through its entry's
+//! `PoisonOp` in `health::kinds` (the folio, slab and pool mechanisms are written here once;
+//! a kind that is only reported has its report function in its own file there):
 //!
 //! | word | action |
 //! |------|--------|
@@ -37,11 +39,13 @@
 //! `pagecache_take_page`, slabs through `poison_slab`, and zsmalloc / z3fold pools through
 //! their poison entry points.
 
+use super::kinds::{PoisonOp, Pool};
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
-use crate::desc::{Folio, PG_HWPOISON};
+use crate::desc::{DescPtr, Folio, PG_HWPOISON};
 use crate::folio::FolioError;
 use crate::isolate::IsolateError;
+use crate::memmap::kinds::desc_of;
 use crate::page_alloc::AllocError;
 use crate::pagecache::PageCacheError;
 use crate::pgtable::Mm;
@@ -246,54 +250,59 @@ impl<P: Platform> PhysMem<P> {
         let mut from_pcp = false;
         for _ in 0..4 {
             let w = word(pfn).ok_or(PoisonError::OutOfRange(pfn))?;
-            if two_level {
-                // Two-level regions: folios (split through folio.rs, which gives an unsplit
-                // area its table page), pool pages and what is only reported. Free memory
-                // (the isolation code is flat-only), tails and slabs are not handled there.
-                match w.kind() {
-                    PageKind::Buddy(_) | PageKind::Slab(_) | PageKind::Split(_) => {
-                        return Err(PoisonError::TwoLevel(pfn))
+            let Some(k) = super::kinds::of_word(w) else {
+                // The page allocator's own words: free, undescribed, split, corrupt. In
+                // two-level regions free memory (the isolation code is flat-only) and tails
+                // are not handled.
+                let r = match w.kind() {
+                    PageKind::Buddy(_) | PageKind::Split(_) if two_level => Err(PoisonError::TwoLevel(pfn)),
+                    PageKind::Undescribed(u) if two_level && u.subtype == Subtype::Tail => {
+                        Err(PoisonError::TwoLevel(pfn))
                     }
-                    PageKind::Undescribed(u) if u.subtype == Subtype::Tail => return Err(PoisonError::TwoLevel(pfn)),
-                    _ => {}
-                }
-            }
-            let r = match w.kind() {
-                PageKind::Buddy(b) if b.pcp => {
-                    self.drain_all();
-                    from_pcp = true;
-                    continue;
-                }
-                PageKind::Buddy(_) => self.poison_free(pfn, from_pcp),
-                PageKind::Undescribed(u) => match u.subtype {
-                    Subtype::HwPoison => Err(PoisonError::AlreadyPoisoned(pfn)),
-                    Subtype::Tail => match self.poison_free(pfn, from_pcp) {
-                        Ok(r) => Ok(r),
-                        // A tail of raw memory in use: find its head to say what it is.
-                        Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
-                            if self.pcp_pages() > 0 && !from_pcp {
-                                self.drain_all();
-                                from_pcp = true;
-                                continue;
+                    PageKind::Buddy(b) if b.pcp => {
+                        self.drain_all();
+                        from_pcp = true;
+                        continue;
+                    }
+                    PageKind::Buddy(_) => self.poison_free(pfn, from_pcp),
+                    PageKind::Undescribed(u) => match u.subtype {
+                        Subtype::HwPoison => Err(PoisonError::AlreadyPoisoned(pfn)),
+                        Subtype::Tail => match self.poison_free(pfn, from_pcp) {
+                            Ok(r) => Ok(r),
+                            // A tail of raw memory in use: find its head to say what it is.
+                            Err(_) if self.free_block_containing_pfn(pfn).is_none() => {
+                                if self.pcp_pages() > 0 && !from_pcp {
+                                    self.drain_all();
+                                    from_pcp = true;
+                                    continue;
+                                }
+                                Ok(self.ignored(pfn, PoisonedKind::Undescribed(self.head_subtype(pfn))))
                             }
-                            Ok(self.ignored(pfn, PoisonedKind::Undescribed(self.head_subtype(pfn))))
-                        }
-                        Err(_) => continue,
+                            Err(_) => continue,
+                        },
+                        s => Ok(self.ignored(pfn, PoisonedKind::Undescribed(s))),
                     },
-                    s => Ok(self.ignored(pfn, PoisonedKind::Undescribed(s))),
+                    PageKind::Split(_) => Err(PoisonError::TwoLevel(pfn)),
+                    _ => Err(PoisonError::Corrupt(pfn, w.raw())),
+                };
+                return r;
+            };
+            // A descriptor kind: what to do is its entry's (health::kinds).
+            let r = match k.poison {
+                PoisonOp::Folio => match desc_of::<Folio>(w) {
+                    Some(d) => self.poison_folio(cpu, pfn, d, w.tag() == Some(Tag::FileFolio), unmapped),
+                    None => continue,
                 },
-                PageKind::AnonFolio(d) | PageKind::FileFolio(d) => {
-                    let file = w.tag() == Some(Tag::FileFolio);
-                    self.poison_folio(cpu, pfn, d.addr(), file, unmapped)
-                }
-                PageKind::Slab(d) => {
-                    let _rcu = self.rcu().read_lock(cpu);
-                    // SAFETY: the word named this slab descriptor. Slab descriptors come from
-                    // the TYPESAFE_BY_RCU slab_desc cache (or are its own self-hosted ones), so
-                    // under the RCU guard the memory stays a Slab even if it is freed and
-                    // reused; poison_slab re-checks it against the page word under the cache's
-                    // node lock before changing anything.
-                    let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
+                // Slab pages in two-level regions are not handled.
+                PoisonOp::Slab if two_level => Err(PoisonError::TwoLevel(pfn)),
+                PoisonOp::Slab => {
+                    let Some(d) = desc_of::<crate::slab::Slab>(w) else { continue };
+                    // Slab descriptors come from the TYPESAFE_BY_RCU slab_desc cache (or are
+                    // its own self-hosted ones), so under the guard the memory stays a Slab
+                    // even if it is freed and reused; poison_slab re-checks it against the
+                    // page word under the cache's node lock before changing anything.
+                    let rcu = self.rcu().read_lock(cpu);
+                    let slab = crate::desc_ref::rcu(&rcu, d);
                     let order = slab.flags.order();
                     match self.slabs().poison_slab(cpu, slab, pfn) {
                         crate::slab::SlabPoison::Poisoned { cache, inuse, objects } => {
@@ -312,9 +321,8 @@ impl<P: Platform> PhysMem<P> {
                         crate::slab::SlabPoison::Gone => continue,
                     }
                 }
-                PageKind::PageTable(_) => Ok(self.ignored(pfn, PoisonedKind::PageTable)),
                 #[cfg(feature = "zsmalloc")]
-                PageKind::Zsmalloc(_) => match crate::zsmalloc::zs_poison_page(self, cpu, pfn) {
+                PoisonOp::Pool(Pool::Zsmalloc) => match crate::zsmalloc::zs_poison_page(self, cpu, pfn) {
                     Ok(z) => Ok(self.recovered_pool_page(
                         pfn,
                         PoisonedKind::Zsmalloc { objects_lost: z.lost, objects_in_use: z.inuse },
@@ -323,47 +331,28 @@ impl<P: Platform> PhysMem<P> {
                     Err(e) => Err(pool_error(pfn, e)),
                 },
                 #[cfg(feature = "z3fold")]
-                PageKind::Z3fold(_) => match crate::z3fold::z3fold_poison_page(self, cpu, pfn) {
+                PoisonOp::Pool(Pool::Z3fold) => match crate::z3fold::z3fold_poison_page(self, cpu, pfn) {
                     Ok(lost) => Ok(self.recovered_pool_page(pfn, PoisonedKind::Z3fold { objects_lost: lost })),
                     Err(ZsMigrateError::NotZsmalloc(_)) => continue,
                     Err(e) => Err(pool_error(pfn, e)),
                 },
-                PageKind::Vmalloc { mappable, desc } => {
-                    let g = self.rcu().read_lock(cpu);
+                // Without its pool no page is of its kind: such a word is corrupt.
+                #[cfg(not(all(feature = "zsmalloc", feature = "z3fold")))]
+                PoisonOp::Pool(pool) => {
+                    let _not_built: Pool = pool;
+                    Err(PoisonError::Corrupt(pfn, w.raw()))
+                }
+                PoisonOp::Report(report) => {
                     // Descriptors are TYPESAFE_BY_RCU: read under the guard, then re-check
                     // that the word still names this one.
-                    let d = desc.get(&g);
-                    let (area, index) = (d.area(), d.index());
+                    let rcu = self.rcu().read_lock(cpu);
+                    let kind = report(&rcu, w);
+                    drop(rcu);
                     if word(pfn) != Some(w) {
                         continue;
                     }
-                    Ok(self.ignored(pfn, PoisonedKind::Vmalloc { area, index, mappable }))
+                    Ok(self.ignored(pfn, kind))
                 }
-                PageKind::NetPool(desc) => {
-                    let g = self.rcu().read_lock(cpu);
-                    let d = desc.get(&g);
-                    let (pool, mapcount) = (d.pool.load(Ordering::Acquire), d.counts.mapcount());
-                    if word(pfn) != Some(w) {
-                        continue;
-                    }
-                    Ok(self.ignored(pfn, PoisonedKind::PagePool { pool, mapcount }))
-                }
-                PageKind::Mappable(desc) => {
-                    let g = self.rcu().read_lock(cpu);
-                    let d = desc.get(&g);
-                    let (owner, order, mapcount) = (d.owner(), d.flags.order(), d.counts.mapcount());
-                    if word(pfn) != Some(w) {
-                        continue;
-                    }
-                    Ok(self.ignored(pfn, PoisonedKind::Mappable { owner, order, mapcount }))
-                }
-                // Without its pool no page is of these kinds: such a word is corrupt.
-                #[cfg(not(feature = "zsmalloc"))]
-                PageKind::Zsmalloc(_) => Err(PoisonError::Corrupt(pfn, w.raw())),
-                #[cfg(not(feature = "z3fold"))]
-                PageKind::Z3fold(_) => Err(PoisonError::Corrupt(pfn, w.raw())),
-                PageKind::Split(_) => Err(PoisonError::TwoLevel(pfn)),
-                PageKind::Invalid(raw) => Err(PoisonError::Corrupt(pfn, raw)),
             };
             return r;
         }
@@ -411,27 +400,18 @@ impl<P: Platform> PhysMem<P> {
         &self,
         cpu: &Cpu<'_>,
         pfn: Pfn,
-        addr: usize,
+        d: DescPtr<Folio>,
         file: bool,
         each: &mut dyn FnMut(&Mm, u64),
     ) -> Result<PoisonReport, PoisonError> {
-        let f = {
-            let g = self.rcu().read_lock(cpu);
-            let d = crate::desc::DescPtr::<Folio>::from_word_addr(addr);
-            let f = d.get(&g);
-            if !f.counts.try_get() {
-                return Err(PoisonError::Busy(pfn));
-            }
-            // SAFETY: pinned (try_get under the RCU guard): the descriptor stays a live folio
-            // until our reference is dropped.
-            let f: &Folio = unsafe { &*(f as *const Folio) };
-            if self.memmap().load(self.platform(), pfn).and_then(|v| v.word.desc_addr()) != Some(addr) {
-                drop(g);
-                let _ = self.folio_put_raw(cpu, f);
-                return Err(PoisonError::Busy(pfn));
-            }
-            f
-        };
+        // Pinned (the lookup takes a reference and re-checks the word): the folio stays live
+        // until that reference is put. It must be the one the dispatch decoded.
+        let f = self.folio_try_get(cpu, pfn).ok_or(PoisonError::Busy(pfn))?;
+        if DescPtr::from_ref(&*f) != d {
+            let _ = self.folio_put(cpu, f);
+            return Err(PoisonError::Busy(pfn));
+        }
+        let f = f.into_raw();
         if f.flags.flags() & PG_HWPOISON != 0 {
             // Already poisoned, waiting for its last put.
             let _ = self.folio_put_raw(cpu, f);
@@ -472,13 +452,12 @@ impl<P: Platform> PhysMem<P> {
                 let mut piece = f;
                 for i in 0..1u64 << order {
                     let p = first.add(i);
-                    let Some(PageKind::AnonFolio(d) | PageKind::FileFolio(d)) =
-                        self.memmap().load(self.platform(), p).map(|v| v.word.kind())
-                    else {
+                    // A piece we hold a reference to (inherited from the split); the lookup
+                    // takes a second one, put at once, to reach it.
+                    let Some(pf) = self.folio_try_get(cpu, p).map(|r| r.into_raw()) else {
                         continue;
                     };
-                    // SAFETY: a piece we hold a reference to (inherited from the split).
-                    let pf = unsafe { &*(d.addr() as *const Folio) };
+                    let _ = self.folio_put_raw(cpu, pf);
                     if p == pfn {
                         piece = pf;
                     } else {
@@ -520,42 +499,13 @@ impl<P: Platform> PhysMem<P> {
 mod tests {
     use super::*;
     use crate::desc::{DescPtr, PtDesc};
-    use crate::folio::FolioRef;
     use crate::gfp::Gfp;
-    use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-    use crate::Config;
-    use core::ptr::NonNull;
+    use crate::layout::MemmapLayout;
+    use crate::machine::test_machine::Buf;
 
-    /// 16 MiB of host memory as a flat machine (the crate's unit tests have no host crate).
-    struct Buf(NonNull<u8>);
-    // SAFETY: the buffer is only reached through the manager.
-    unsafe impl Send for Buf {}
-    // SAFETY: as above.
-    unsafe impl Sync for Buf {}
-    // SAFETY: 16 MiB, page-aligned, leaked, linear, only reached through the manager.
-    unsafe impl Platform for Buf {
-        fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-            // SAFETY: in bounds of the 4096-page buffer.
-            (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
-        }
-        fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-            let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-            (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
-        }
-        fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-            self.direct_map(pfn)
-        }
-        fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-    }
-
+    /// 16 MiB of host memory as a flat machine.
     fn machine() -> PhysMem<Buf> {
-        let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
-        // SAFETY: a non-zero-sized layout.
-        let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-        let mut map = MemoryLayout::new();
-        map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat })
-            .unwrap();
-        PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()
+        crate::machine::test_machine::machine(4096, MemmapLayout::Flat)
     }
 
     #[test]
@@ -576,19 +526,18 @@ mod tests {
         let m = machine();
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
-        // One entry (and its reference) the rmap does not know (no anon_vma): a pfn VMA.
+        // One entry the rmap does not know (no anon_vma), as a pfn VMA's: its mapcount, and
+        // its reference (`entry`).
         f.counts.mapcount.store(1, Ordering::Relaxed);
-        f.counts.refcount.fetch_add(1, Ordering::Relaxed);
+        let entry = f.get();
         let pfn = f.flags.pfn();
         let r = m.memory_failure(&cpu, pfn).unwrap();
         assert_eq!((r.kind, r.action, r.unmapped), (PoisonedKind::AnonFolio { order: 0 }, PoisonAction::Delayed, 0));
         assert_eq!(m.memory_failure(&cpu, pfn), Err(PoisonError::AlreadyPoisoned(pfn)));
         // The entry goes (as zap would), then the owner's reference: the page is retired.
         f.counts.mapcount.store(0, Ordering::Relaxed);
-        let raw = f.into_raw();
-        // SAFETY: the simulated entry's reference and the owner's, each adopted once.
-        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
-        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(true));
+        assert_eq!(m.folio_put(&cpu, entry), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
         assert!(matches!(
             m.memmap().load(m.platform(), pfn).unwrap().word.kind(),
             PageKind::Undescribed(u) if u.subtype == Subtype::HwPoison
@@ -603,14 +552,35 @@ mod tests {
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, crate::folio::FolioKind::Anon).unwrap();
         f.counts.mapcount.store(1, Ordering::Relaxed);
-        f.counts.refcount.fetch_add(1, Ordering::Relaxed);
+        let entry = f.get();
         let pfn = f.flags.pfn();
         assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::NoRmap { pfn, mapcount: 1 }));
         assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 2), "nothing changed");
         f.counts.mapcount.store(0, Ordering::Relaxed);
-        let raw = f.into_raw();
-        // SAFETY: the simulated entry's reference and the owner's, each adopted once.
-        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false));
-        assert_eq!(m.folio_put(&cpu, unsafe { FolioRef::from_raw(raw) }), Ok(true));
+        assert_eq!(m.folio_put(&cpu, entry), Ok(false));
+        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+    }
+
+    /// Table-driven: every kind the poison handler only reports is left in place with a
+    /// report that names it, whatever its entry's report function reads.
+    #[test]
+    fn reported_kinds_are_left_in_place() {
+        use super::super::kinds::{of, PoisonOp};
+        let m = machine();
+        let cpu = m.cpus().claim(0).unwrap();
+        for tag in [Tag::PageTable, Tag::VmallocMappable, Tag::VmallocUnmappable, Tag::NetPool, Tag::Mappable] {
+            assert!(matches!(of(tag).unwrap().poison, PoisonOp::Report(_)), "{tag:?}");
+        }
+        for tag in [Tag::AnonFolio, Tag::FileFolio, Tag::Slab, Tag::Zsmalloc, Tag::Z3fold] {
+            assert!(!matches!(of(tag).unwrap().poison, PoisonOp::Report(_)), "{tag:?}");
+        }
+        // A mappable driver block: reported with its owner and order, left in place.
+        let d = m.mappable_alloc(&cpu, 1, Gfp::KERNEL, 0x1234).unwrap();
+        let pfn = d.flags.pfn().add(1);
+        let before = m.memmap().load(m.platform(), pfn).unwrap().word;
+        let r = m.memory_failure(&cpu, pfn).unwrap();
+        assert_eq!(r.action, PoisonAction::Ignored);
+        assert!(matches!(r.kind, PoisonedKind::Mappable { owner: 0x1234, order: 1, .. }), "{:?}", r.kind);
+        assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word, before, "left in place");
     }
 }

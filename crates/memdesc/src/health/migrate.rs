@@ -35,7 +35,7 @@
 //! unfreeze and reads the new pfn.
 //!
 //! **zsmalloc and z3fold pages** go through their pools' own migration
-//! ([`crate::zsmalloc::zs_migrate_page_to`], [`crate::z3fold::z3fold_migrate_page_to`]): the
+//! (`zs_migrate_page_to`, `z3fold_migrate_page_to`): the
 //! word leads to the descriptor, the descriptor to the pool, whose lock the move is made
 //! under; their handles never change.
 //!
@@ -43,7 +43,7 @@
 //! owner outside the page cache and the page tables), unlocked, not
 //! under writeback and not hardware-poisoned (moving a poisoned folio would free the bad
 //! page), and zsmalloc / z3fold pages with no object mapped. The one dispatch point is
-//! `movable`.
+//! `movable`, which asks the page's kind (`health::kinds`, its `MigrateOp`).
 //!
 //! Flat regions only. This module touches folio descriptors' flags/pfn/refcount, page words,
 //! page-table entries of migrated folios through the rmap, and page contents of the two
@@ -53,8 +53,9 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_HWPOISON, PG_LOCKED, PG_WRITEBACK};
 use crate::gfp::Gfp;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Tag, Word};
 use crate::PhysMem;
@@ -120,8 +121,8 @@ pub(crate) fn expected_refs(mapcount: u32, cached: bool) -> u32 {
 pub(crate) enum Movable {
     /// A folio (mapped or not).
     Folio {
-        /// Folio descriptor address.
-        folio: usize,
+        /// The folio descriptor the word names.
+        folio: DescPtr<Folio>,
         /// File (page-cache) folio rather than anon.
         file: bool,
     },
@@ -131,25 +132,25 @@ pub(crate) enum Movable {
     Z3fold,
 }
 
-/// The dispatch point: is the page whose word is `kind` movable, and how?
-pub(crate) fn movable(pfn: Pfn, kind: PageKind) -> Result<Movable, MigrateError> {
-    match kind {
-        PageKind::AnonFolio(d) => Ok(Movable::Folio { folio: d.addr(), file: false }),
-        PageKind::FileFolio(d) => Ok(Movable::Folio { folio: d.addr(), file: true }),
-        PageKind::Zsmalloc(_) => Ok(Movable::Zsmalloc),
-        PageKind::Z3fold(_) => Ok(Movable::Z3fold),
-        PageKind::Slab(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::Slab }),
-        PageKind::PageTable(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::PageTable }),
-        PageKind::Vmalloc { mappable, .. } => Err(MigrateError::NotMovable {
-            pfn,
-            tag: if mappable { Tag::VmallocMappable } else { Tag::VmallocUnmappable },
-        }),
-        PageKind::NetPool(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::NetPool }),
-        PageKind::Mappable(_) => Err(MigrateError::NotMovable { pfn, tag: Tag::Mappable }),
-        PageKind::Undescribed(_) | PageKind::Buddy(_) | PageKind::Invalid(_) => {
-            Err(MigrateError::NotMovable { pfn, tag: Tag::Undescribed })
-        }
-        PageKind::Split(_) => Err(MigrateError::Unsupported(pfn)),
+/// The dispatch point: is the page whose word is `word` movable, and how? Its kind's
+/// [`MigrateOp`](super::kinds::MigrateOp) says; words naming no descriptor never move.
+pub(crate) fn movable(pfn: Pfn, word: Word) -> Result<Movable, MigrateError> {
+    use super::kinds::{MigrateOp, Pool};
+    let Some(k) = super::kinds::of_word(word) else {
+        // The page allocator's own words.
+        return Err(match word.kind() {
+            PageKind::Split(_) => MigrateError::Unsupported(pfn),
+            _ => MigrateError::NotMovable { pfn, tag: Tag::Undescribed },
+        });
+    };
+    match k.migrate {
+        MigrateOp::Folio => match crate::memmap::kinds::desc_of::<Folio>(word) {
+            Some(folio) => Ok(Movable::Folio { folio, file: word.tag() == Some(Tag::FileFolio) }),
+            None => Err(MigrateError::Busy(pfn)),
+        },
+        MigrateOp::Pool(Pool::Zsmalloc) => Ok(Movable::Zsmalloc),
+        MigrateOp::Pool(Pool::Z3fold) => Ok(Movable::Z3fold),
+        MigrateOp::Never => Err(MigrateError::NotMovable { pfn, tag: word.tag().unwrap_or(Tag::Undescribed) }),
     }
 }
 
@@ -159,17 +160,16 @@ impl<P: Platform> PhysMem<P> {
     /// [`Gfp::MOVABLE`]). Returns the new (first) pfn.
     pub fn migrate_page(&self, cpu: &Cpu<'_>, pfn: Pfn, gfp: Gfp) -> Result<Pfn, MigrateError> {
         let (rm, _) = self.pages().flat_ctx(pfn).map_err(|_| MigrateError::Unsupported(pfn))?;
-        let (folio, file) = match movable(pfn, rm.flat_word(pfn).load().kind())? {
+        let (folio, file) = match movable(pfn, rm.flat_word(pfn).load())? {
             Movable::Folio { folio, file } => (folio, file),
             Movable::Zsmalloc => return self.migrate_pool_page(cpu, pfn, false, None),
             Movable::Z3fold => return self.migrate_pool_page(cpu, pfn, true, None),
         };
-        // Held until migrate_to has frozen and revalidated the folio (or given up).
-        let _rcu = self.rcu().read_lock(cpu);
-        // SAFETY: folio descriptors are TYPESAFE_BY_RCU (always a Folio while the RCU read
-        // guard above is held); migrate_to revalidates the word after freezing before trusting
-        // anything else.
-        let f = unsafe { &*(folio as *const Folio) };
+        // Held until migrate_to has frozen and revalidated the folio (or given up): folio
+        // descriptors are TYPESAFE_BY_RCU, and migrate_to revalidates the word after freezing
+        // before trusting anything else.
+        let rcu = self.rcu().read_lock(cpu);
+        let f = crate::desc_ref::rcu(&rcu, folio);
         let (fpfn, order) = (f.flags.pfn(), f.flags.order());
         let new = self.pages().alloc_with(cpu, order, gfp, |_| Word::TAIL).map_err(MigrateError::NoTarget)?;
         match self.migrate_to(cpu, f, file, (fpfn, order), new) {
@@ -290,7 +290,7 @@ impl<P: Platform> PhysMem<P> {
             return Err(MigrateError::Busy(old));
         }
         for i in 0..1u64 << order {
-            let (src, dst) = (PageMap::new(self.platform(), old.add(i)), PageMap::new(self.platform(), new.add(i)));
+            let (src, dst) = (PageWords::new(self.platform(), old.add(i)), PageWords::new(self.platform(), new.add(i)));
             let (Some(src), Some(dst)) = (src, dst) else {
                 f.flags.clear(PG_LOCKED);
                 unfreeze();
@@ -358,14 +358,13 @@ impl<P: Platform> PhysMem<P> {
         }
         let r = match (z3, target) {
             (false, None) => zs_migrate_page(self, cpu, pfn),
-            // SAFETY: the caller gives a target it owns (this fn's contract, checked by the
-            // callers in compaction); it was just restamped as a raw order-0 allocation.
-            (false, Some(t)) => unsafe { zs_migrate_page_to(self, cpu, pfn, t) },
+            // The caller gives a target it owns (this fn's contract, checked by the callers in
+            // compaction); it was just restamped as a raw order-0 allocation.
+            (false, Some(t)) => zs_migrate_page_to(self, cpu, pfn, t),
             #[cfg(feature = "z3fold")]
             (true, None) => z3fold_migrate_page(self, cpu, pfn),
-            // SAFETY: as above.
             #[cfg(feature = "z3fold")]
-            (true, Some(t)) => unsafe { z3fold_migrate_page_to(self, cpu, pfn, t) },
+            (true, Some(t)) => z3fold_migrate_page_to(self, cpu, pfn, t),
             // Without z3fold no page is a z3fold page: refused (as Unsupported).
             #[cfg(not(feature = "z3fold"))]
             (true, _) => Err(E::OutOfRange(pfn)),
@@ -389,33 +388,33 @@ impl<P: Platform> PhysMem<P> {
 
 /// A hook run by the migrating thread in the middle of a folio's copy (after its first page),
 /// while the folio is frozen: the regression tests use it to act as another holder at exactly
-/// that point, deterministically.
+/// that point, deterministically. The hook is a `'static` closure in a thread-local slot (the
+/// tests share state with it through `Rc`s and a leaked machine).
 #[cfg(test)]
 pub(crate) mod test_hook {
-    use core::cell::Cell;
+    use core::cell::RefCell;
+    use std::boxed::Box;
 
     std::thread_local! {
-        static HOOK: Cell<Option<*mut (dyn FnMut() + 'static)>> = const { Cell::new(None) };
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
     }
 
     /// Runs `body` with `hook` installed for this thread; returns `body`'s result.
-    pub(crate) fn with_copy_hook<R>(hook: &mut dyn FnMut(), body: impl FnOnce() -> R) -> R {
-        // SAFETY: only the lifetime is erased; the pointer is removed below before `hook`'s
-        // borrow ends, and only this thread reads it.
-        let p: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(hook as *mut dyn FnMut()) };
-        HOOK.with(|h| h.set(Some(p)));
+    #[cfg_attr(loom, allow(dead_code))] // the loom models do not migrate
+    pub(crate) fn with_copy_hook<R>(hook: impl FnMut() + 'static, body: impl FnOnce() -> R) -> R {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
         let r = body();
-        HOOK.with(|h| h.set(None));
+        let hook = HOOK.with(|h| h.borrow_mut().take());
+        drop(hook);
         r
     }
 
     /// Called by migration during a copy.
     pub(crate) fn during_copy() {
-        if let Some(p) = HOOK.with(|h| h.take()) {
-            // SAFETY: set by with_copy_hook, whose borrow of the closure outlives this call;
-            // taken out while it runs, so it is never re-entered.
-            unsafe { (*p)() };
-            HOOK.with(|h| h.set(Some(p)));
+        // Taken out while it runs, so it is never re-entered; put back after.
+        if let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) {
+            hook();
+            HOOK.with(|h| *h.borrow_mut() = Some(hook));
         }
     }
 }
@@ -429,12 +428,23 @@ mod regression_tests {
     use super::test_hook::with_copy_hook;
     use super::*;
     use crate::folio::{FolioError, FolioKind, FolioRef};
-    use crate::machine::test_machine::machine;
+    use crate::machine::test_machine::{machine, Buf};
     use crate::MemmapLayout;
+    use core::cell::RefCell;
+    use std::boxed::Box;
+    use std::rc::Rc;
 
     fn checked<P: Platform>(m: &PhysMem<P>) {
         m.drain_all();
         m.check(|_, _, _| ()).expect("allocator state is consistent");
+    }
+
+    type Shared<T> = Rc<RefCell<T>>;
+
+    /// A machine and its CPU for the whole test run, so the `'static` copy hooks can use them.
+    fn leaked_machine() -> (&'static PhysMem<Buf>, &'static Cpu<'static>) {
+        let m: &'static PhysMem<Buf> = Box::leak(Box::new(machine(4096, MemmapLayout::Flat)));
+        (m, Box::leak(Box::new(m.cpus().claim(0).unwrap())))
     }
 
     /// Finding 1: the owner takes a reference while its folio is being migrated. Old code:
@@ -446,49 +456,50 @@ mod regression_tests {
     /// the copy fails instead of taking a reference under the freeze.
     #[test]
     fn regression_migrate_freeze_vs_get() {
-        let m = machine(4096, MemmapLayout::Flat);
-        let cpu = m.cpus().claim(0).unwrap();
-        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let (m, cpu) = leaked_machine();
+        let f = Rc::new(m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap());
         let pfn = f.flags.pfn();
-        let mut extra: Option<FolioRef<'_>> = None;
-        let r = with_copy_hook(&mut || extra = Some(f.get()), || m.migrate_page(&cpu, pfn, Gfp::MOVABLE));
+        let extra: Shared<Option<FolioRef<'static>>> = Rc::default();
+        let hook = {
+            let (f, extra) = (f.clone(), extra.clone());
+            move || *extra.borrow_mut() = Some(f.get())
+        };
+        let r = with_copy_hook(hook, || m.migrate_page(cpu, pfn, Gfp::MOVABLE));
         assert_eq!(r, Err(MigrateError::Busy(pfn)), "an owner's reference blocks migration");
-        let extra = extra.unwrap_or_else(|| f.get());
+        let f = Rc::into_inner(f).expect("the hook is gone");
+        let extra = extra.take().unwrap_or_else(|| f.get());
         assert_eq!(f.counts.refcount(), 2, "two references held, two counted");
-        assert_eq!(m.folio_put(&cpu, extra), Ok(false));
-        assert_eq!(m.folio_put(&cpu, f), Ok(true));
+        assert_eq!(m.folio_put(cpu, extra), Ok(false));
+        assert_eq!(m.folio_put(cpu, f), Ok(true));
         // A new folio gets the descriptor; it must not be freed by anything left over.
-        let g = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let g = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         assert_eq!(g.counts.refcount(), 1);
-        checked(&m);
+        checked(m);
 
         // A cached file folio (held by the cache only) migrates; during the copy a
         // speculative lookup cannot pin it.
-        let space = m.address_space_create(&cpu).unwrap();
-        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
-        space.insert(&cpu, &f, 3).unwrap();
+        let space = m.address_space_create(cpu).unwrap();
+        let f = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
+        space.insert(cpu, &f, 3).unwrap();
         let pfn = f.flags.pfn();
-        assert_eq!(m.folio_put(&cpu, f), Ok(false));
-        let mut pinned = None;
-        let mut ran = false;
-        let new = with_copy_hook(
-            &mut || {
-                ran = true;
-                pinned = m.folio_try_get(&cpu, pfn);
-            },
-            || m.migrate_page(&cpu, pfn, Gfp::MOVABLE),
-        )
-        .expect("a folio only its cache holds moves");
-        assert!(ran && pinned.is_none(), "try_get fails on a frozen folio");
-        let f = space.lookup(&cpu, 3).expect("still cached");
+        assert_eq!(m.folio_put(cpu, f), Ok(false));
+        let seen: Shared<Option<bool>> = Rc::default();
+        let hook = {
+            let seen = seen.clone();
+            move || *seen.borrow_mut() = Some(m.folio_try_get(cpu, pfn).is_some())
+        };
+        let new = with_copy_hook(hook, || m.migrate_page(cpu, pfn, Gfp::MOVABLE))
+            .expect("a folio only its cache holds moves");
+        assert_eq!(seen.take(), Some(false), "try_get fails on a frozen folio");
+        let f = space.lookup(cpu, 3).expect("still cached");
         assert_eq!((f.flags.pfn(), f.counts.refcount()), (new, 2), "the cache's reference and ours");
-        let again = m.folio_try_get(&cpu, new).expect("a pfn walker pins it at its new place");
+        let again = m.folio_try_get(cpu, new).expect("a pfn walker pins it at its new place");
         assert!(FolioRef::ptr_eq(&f, &again));
-        assert_eq!(m.folio_put(&cpu, again), Ok(false));
-        assert_eq!(m.folio_put(&cpu, f), Ok(false));
-        assert_eq!(space.destroy(&cpu).folios, 1);
-        assert_eq!(m.folio_put(&cpu, g), Ok(true));
-        checked(&m);
+        assert_eq!(m.folio_put(cpu, again), Ok(false));
+        assert_eq!(m.folio_put(cpu, f), Ok(false));
+        assert_eq!(space.destroy(cpu).folios, 1);
+        assert_eq!(m.folio_put(cpu, g), Ok(true));
+        checked(m);
     }
 
     /// Finding 1: the owner gets and puts during the copy. Old code: the put saw count 1 (the
@@ -497,50 +508,53 @@ mod regression_tests {
     /// reference makes migration back off, and the owner's get/put pair is balanced.
     #[test]
     fn regression_migrate_get_put_during_copy() {
-        let m = machine(4096, MemmapLayout::Flat);
-        let cpu = m.cpus().claim(0).unwrap();
-        let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let (m, cpu) = leaked_machine();
+        let f = Rc::new(m.folio_alloc(cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap());
         let pfn = f.flags.pfn();
-        let getput = || {
+        let getput = |f: &FolioRef<'static>| {
             let g = f.get();
-            assert_eq!(m.folio_put(&cpu, g), Ok(false), "the owner still holds one");
+            assert_eq!(m.folio_put(cpu, g), Ok(false), "the owner still holds one");
         };
-        let mut done = false;
-        let r = with_copy_hook(
-            &mut || {
-                getput();
-                done = true;
-            },
-            || m.migrate_page(&cpu, pfn.add(1), Gfp::MOVABLE),
-        );
+        let done: Shared<bool> = Rc::default();
+        let hook = {
+            let (f, done) = (f.clone(), done.clone());
+            move || {
+                getput(&f);
+                *done.borrow_mut() = true;
+            }
+        };
+        let r = with_copy_hook(hook, || m.migrate_page(cpu, pfn.add(1), Gfp::MOVABLE));
         assert_eq!(r, Err(MigrateError::Busy(pfn)));
-        if !done {
-            getput();
+        let f = Rc::into_inner(f).expect("the hook is gone");
+        if !done.take() {
+            getput(&f);
         }
         assert_eq!((f.flags.pfn(), f.counts.refcount()), (pfn, 1), "nothing moved, one reference");
-        assert_eq!(m.folio_put(&cpu, f), Ok(true));
-        checked(&m);
+        assert_eq!(m.folio_put(cpu, f), Ok(true));
+        checked(m);
         // Mapped-only folios move; the entries' references and the mapping are untouched.
-        let mms = m.mm_caches(&cpu).unwrap();
-        let mm = mms.mm_create(&cpu, crate::pgtable::MmKind::User).unwrap();
-        mm.mmap_anon(&cpu, 0x40_0000, 0x40_0000).unwrap();
-        let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let mms = m.mm_caches(cpu).unwrap();
+        let mm = mms.mm_create(cpu, crate::pgtable::MmKind::User).unwrap();
+        mm.mmap_anon(cpu, 0x40_0000, 0x40_0000).unwrap();
+        let f = m.folio_alloc(cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let pfn = f.flags.pfn();
-        mm.map_folio(&cpu, 0x40_0000, &f).unwrap();
-        assert_eq!(m.migrate_page(&cpu, pfn, Gfp::MOVABLE), Err(MigrateError::Busy(pfn)), "owner holds it");
-        assert_eq!(m.folio_put(&cpu, f), Ok(false), "the mappings hold it");
-        let mut pinned = Some(None);
-        let new = with_copy_hook(&mut || pinned = Some(m.folio_try_get(&cpu, pfn)), || {
-            m.migrate_page(&cpu, pfn, Gfp::MOVABLE)
-        })
-        .expect("held by its mappings only, it moves");
-        assert!(matches!(pinned, Some(None)), "frozen during the copy");
+        mm.map_folio(cpu, 0x40_0000, &f).unwrap();
+        assert_eq!(m.migrate_page(cpu, pfn, Gfp::MOVABLE), Err(MigrateError::Busy(pfn)), "owner holds it");
+        assert_eq!(m.folio_put(cpu, f), Ok(false), "the mappings hold it");
+        let seen: Shared<Option<bool>> = Rc::default();
+        let hook = {
+            let seen = seen.clone();
+            move || *seen.borrow_mut() = Some(m.folio_try_get(cpu, pfn).is_some())
+        };
+        let new = with_copy_hook(hook, || m.migrate_page(cpu, pfn, Gfp::MOVABLE))
+            .expect("held by its mappings only, it moves");
+        assert_eq!(seen.take(), Some(false), "frozen during the copy");
         assert_eq!(mm.translate(0x40_0000).unwrap().0.pfn(), new);
-        let f = m.folio_try_get(&cpu, new).unwrap();
+        let f = m.folio_try_get(cpu, new).unwrap();
         assert_eq!((f.counts.refcount(), f.counts.mapcount()), (3, 2));
-        assert_eq!(m.folio_put(&cpu, f), Ok(false));
-        mm.destroy(&cpu);
-        checked(&m);
+        assert_eq!(m.folio_put(cpu, f), Ok(false));
+        mm.destroy(cpu);
+        checked(m);
     }
 
     /// Finding 1: the sole owner puts during the copy. Old code: the put found the frozen 0
@@ -548,20 +562,21 @@ mod regression_tests {
     /// never borrows the owner's reference: the put frees the folio.
     #[test]
     fn regression_migrate_sole_owner_put() {
-        let m = machine(4096, MemmapLayout::Flat);
-        let cpu = m.cpus().claim(0).unwrap();
-        let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
+        let (m, cpu) = leaked_machine();
+        let f = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
         let pfn = f.flags.pfn();
-        let mut owner = Some(f);
-        let mut put = None;
-        let r = with_copy_hook(&mut || put = owner.take().map(|f| m.folio_put(&cpu, f)), || {
-            m.migrate_page(&cpu, pfn, Gfp::MOVABLE)
-        });
+        let owner: Shared<Option<FolioRef<'static>>> = Rc::new(RefCell::new(Some(f)));
+        let put: Shared<Option<Result<bool, FolioError>>> = Rc::default();
+        let hook = {
+            let (owner, put) = (owner.clone(), put.clone());
+            move || *put.borrow_mut() = owner.take().map(|f| m.folio_put(cpu, f))
+        };
+        let r = with_copy_hook(hook, || m.migrate_page(cpu, pfn, Gfp::MOVABLE));
         assert_eq!(r, Err(MigrateError::Busy(pfn)));
-        let put = put.unwrap_or_else(|| m.folio_put(&cpu, owner.take().unwrap()));
+        let put = put.take().unwrap_or_else(|| m.folio_put(cpu, owner.take().unwrap()));
         assert_eq!(put, Ok(true), "the sole owner's put frees it");
-        assert!(m.folio_try_get(&cpu, pfn).is_none(), "freed");
-        checked(&m);
+        assert!(m.folio_try_get(cpu, pfn).is_none(), "freed");
+        checked(m);
     }
 
     /// Finding 5: count changes without a reference. Old code: `folio_ref_freeze(2)` +
@@ -617,14 +632,14 @@ mod regression_tests {
         let m = machine(4096, MemmapLayout::Flat);
         let cpu = m.cpus().claim(0).unwrap();
         let f = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::File).unwrap();
-        let (pfn, desc) = (f.flags.pfn(), &*f as *const Folio);
+        let (pfn, desc) = (f.flags.pfn(), DescPtr::from_ref(&*f));
         assert_eq!(m.folio_put(&cpu, f), Ok(true));
         // The descriptor comes back for an order-1 folio (the cache hands out the freed one),
         // which only a page cache holds: movable.
         let mut others = std::vec::Vec::new();
         let g = loop {
             let g = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::File).unwrap();
-            if core::ptr::eq(&*g, desc) {
+            if DescPtr::from_ref(&*g) == desc {
                 break g;
             }
             assert!(others.len() < 64, "descriptor not reused");
@@ -634,14 +649,15 @@ mod regression_tests {
         space.insert(&cpu, &g, 2).unwrap();
         let gpfn = g.flags.pfn();
         assert_ne!(gpfn, pfn);
-        assert_eq!(m.folio_put(&cpu, g), Ok(false));
         let new = m.pages().alloc_with(&cpu, 0, Gfp::MOVABLE, |_| Word::TAIL).unwrap();
         let r = {
+            // The walker's view: the descriptor it decoded earlier (for the order-0 folio at
+            // `pfn`), under RCU; it is `g` now.
             let _rcu = m.rcu().read_lock(&cpu);
-            // SAFETY: the walker's view: a descriptor decoded earlier, under RCU.
-            m.migrate_to(&cpu, unsafe { &*desc }, true, (pfn, 0), new)
+            m.migrate_to(&cpu, &g, true, (pfn, 0), new)
         };
         assert_eq!(r, Err(MigrateError::Busy(pfn)));
+        assert_eq!(m.folio_put(&cpu, g), Ok(false));
         let nrm = m.memmap().region_map(m.memmap().region_index(new).unwrap());
         m.pages().free_claimed(&cpu, nrm, new, 0);
         let g = space.lookup(&cpu, 2).expect("still cached");
@@ -657,33 +673,31 @@ mod regression_tests {
 
 /// Loom model of migration's reference-count protocol against holders taking and dropping
 /// references, driving the real code: `MapCounts::try_get` (what `folio_try_get` and the page
-/// cache's lookup use), `FolioRef` (`get`/clone and `Drop`), `MapCounts::freeze` at
-/// [`expected_refs`] and `MapCounts::unfreeze`. The folio's memory is a loom cell that the
-/// migrator writes while frozen (the copy) and holders read while they hold a reference, so
-/// loom reports any holder that could touch the folio during the move, and the unfreeze's
-/// compare-exchange panics on any count that changed while frozen.
+/// cache's lookup use), the count operations a `FolioRef` is made of (`get_held` for `get` and
+/// clone, `put_unless_last` for `Drop`), `MapCounts::freeze` at [`expected_refs`] and
+/// `MapCounts::unfreeze`. The folio's memory is a [`RaceCell`] that the migrator writes while
+/// frozen (the copy) and holders read while they hold a reference, so loom reports any holder
+/// that could touch the folio during the move, and the unfreeze's compare-exchange panics on
+/// any count that changed while frozen.
 ///
 /// The guards are checked to matter: `loom_migrate_freeze_broken_blind_get` replaces the
 /// reader's `try_get` by a blind increment (the old `folio_get` on any `&Folio`), and
 /// `loom_migrate_freeze_broken_borrowed_ref` has the migrator borrow the owner's reference
 /// instead of taking its own (the old migration); both fail (`should_panic`).
+///
+/// [`RaceCell`]: crate::sync::RaceCell
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::expected_refs;
     use crate::desc::{DescFlags, Folio, ListLinks, MapCounts};
-    use crate::folio::FolioRef;
-    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    use loom::cell::UnsafeCell;
+    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RaceCell};
     use loom::sync::Arc;
 
     struct Shared {
         folio: Folio,
         /// The folio's memory.
-        data: UnsafeCell<u64>,
+        data: RaceCell<u64>,
     }
-
-    // SAFETY: `data` is only touched per the protocol under test (loom checks it).
-    unsafe impl Sync for Shared {}
 
     fn shared(refs: u32) -> Arc<Shared> {
         Arc::new(Shared {
@@ -694,13 +708,14 @@ mod loom_tests {
                 mapping: AtomicUsize::new(0),
                 index: AtomicU64::new(0),
             },
-            data: UnsafeCell::new(7),
+            data: RaceCell::new(7),
         })
     }
 
-    fn read(s: &Shared) -> u64 {
-        // SAFETY: a reference is held (loom checks no migrator writes concurrently).
-        s.data.with(|p| unsafe { *p })
+    /// The copy: two writes, so a reader between them sees an even (half-moved) value.
+    fn copy(s: &Shared) {
+        s.data.update(|v| v + 1);
+        s.data.update(|v| v + 1);
     }
 
     /// A migration of a folio held by the page cache alone (count 1, nobody's `FolioRef`)
@@ -719,12 +734,11 @@ mod loom_tests {
                         c.try_get()
                     };
                     if pinned {
-                        // SAFETY: the count just taken is handed to the FolioRef.
-                        let r = unsafe { FolioRef::from_raw(&s.folio) };
-                        let extra = r.clone();
-                        assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
-                        drop(extra);
-                        drop(r);
+                        // The pin as a FolioRef: clone (get_held), read, drop both.
+                        c.get_held();
+                        assert_eq!(s.data.get() % 2, 1, "read a half-moved folio");
+                        c.put_unless_last();
+                        c.put_unless_last();
                     }
                 })
             };
@@ -734,8 +748,7 @@ mod loom_tests {
                 let expected = expected_refs(0, true);
                 if c.freeze(expected) {
                     // The copy: nobody may hold a reference and read meanwhile.
-                    s.data.with_mut(|p| unsafe { *p += 1 });
-                    s.data.with_mut(|p| unsafe { *p += 1 });
+                    copy(&s);
                     c.unfreeze(expected);
                 }
                 assert!(c.put_unless_last(), "the cache's reference remains");
@@ -770,8 +783,7 @@ mod loom_tests {
                     let c = &s.folio.counts;
                     if borrow {
                         if c.freeze(1) {
-                            s.data.with_mut(|p| unsafe { *p += 1 });
-                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            copy(&s);
                             c.unfreeze(1);
                         }
                         return;
@@ -779,8 +791,7 @@ mod loom_tests {
                     if c.try_get() {
                         let expected = expected_refs(0, false);
                         if c.freeze(expected) {
-                            s.data.with_mut(|p| unsafe { *p += 1 });
-                            s.data.with_mut(|p| unsafe { *p += 1 });
+                            copy(&s);
                             c.unfreeze(expected);
                         }
                         // Never the last: the owner holds one throughout.
@@ -788,14 +799,14 @@ mod loom_tests {
                     }
                 })
             };
-            // SAFETY: the folio's one reference is the owner's.
-            let owner = unsafe { FolioRef::from_raw(&s.folio) };
-            let extra = owner.clone();
-            assert_eq!(read(&s) % 2, 1, "read a half-moved folio");
-            drop(extra);
+            // The owner's one reference (count 1): it clones it (get_held), reads, and drops
+            // the clone.
+            let c = &s.folio.counts;
+            c.get_held();
+            assert_eq!(s.data.get() % 2, 1, "read a half-moved folio");
+            c.put_unless_last();
             migrator.join().unwrap();
-            assert_eq!(s.folio.counts.refcount(), 1, "the owner's reference is counted");
-            let _ = owner.into_raw();
+            assert_eq!(c.refcount(), 1, "the owner's reference is counted");
         });
     }
 

@@ -26,16 +26,16 @@
 //! This module touches zone free lists (under the zone lock), page words and pageblock bytes of
 //! the range, and folios through [`crate::migrate`].
 
+use super::kinds::OfflineOp;
 use crate::addr::{Pfn, AREA_PAGES};
 use crate::cpu::Cpu;
-use crate::desc::Folio;
 use crate::gfp::Gfp;
 use crate::isolate::IsolateError;
 use crate::migrate::{movable, MigrateError, Movable};
 use crate::pageblock::MigrateType;
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Word};
+use crate::word::{PageKind, Subtype, Tag, Word};
 use crate::PhysMem;
 
 /// Most pageblocks one `offline_range` call handles (64 × 2 MiB = 128 MiB).
@@ -146,8 +146,8 @@ impl<P: Platform> PhysMem<P> {
         let mut pfn = start;
         let mut tries = 0;
         while pfn < end {
-            let kind = rm.flat_word(pfn).load().kind();
-            match kind {
+            let word = rm.flat_word(pfn).load();
+            match word.kind() {
                 PageKind::Buddy(b) if b.pcp => {
                     self.drain_all();
                     self.pages().refile_range(zone, rm, start, end, MigrateType::Isolate);
@@ -157,11 +157,18 @@ impl<P: Platform> PhysMem<P> {
                 PageKind::Undescribed(_) => {
                     return restore(OfflineError::Unmovable {
                         pfn,
-                        why: MigrateError::NotMovable { pfn, tag: crate::word::Tag::Undescribed },
+                        why: MigrateError::NotMovable { pfn, tag: Tag::Undescribed },
                     });
                 }
                 _ => {
-                    let (folio, file) = match movable(pfn, kind) {
+                    // In use: what offlining does with it is its kind's (health::kinds).
+                    let refuse = super::kinds::of_word(word).is_some_and(|k| k.offline == OfflineOp::Refuse);
+                    let moved = if refuse {
+                        Err(MigrateError::NotMovable { pfn, tag: word.tag().unwrap_or(Tag::Undescribed) })
+                    } else {
+                        movable(pfn, word)
+                    };
+                    let (folio, file) = match moved {
                         Ok(Movable::Folio { folio, file }) => (folio, file),
                         Ok(mv) => {
                             match self.migrate_pool_page(cpu, pfn, mv == Movable::Z3fold, None) {
@@ -177,10 +184,10 @@ impl<P: Platform> PhysMem<P> {
                         }
                         Err(why) => return restore(OfflineError::Unmovable { pfn, why }),
                     };
-                    let _rcu = self.rcu().read_lock(cpu);
-                    // SAFETY: folio descriptors are TYPESAFE_BY_RCU and the guard above is
-                    // held until migrate_to has frozen and revalidated the folio.
-                    let f = unsafe { &*(folio as *const Folio) };
+                    // Folio descriptors are TYPESAFE_BY_RCU; the guard is held until
+                    // migrate_to has frozen and revalidated the folio.
+                    let rcu = self.rcu().read_lock(cpu);
+                    let f = crate::desc_ref::rcu(&rcu, folio);
                     let (fpfn, order) = (f.flags.pfn(), f.flags.order());
                     let r = self
                         .pages()

@@ -18,11 +18,14 @@
 use core::fmt;
 
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::cpu::Cpu;
 use crate::layout::MemmapLayout;
+use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
+use crate::page_access::PageWords;
 use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
 use crate::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::pcp::PCP_MAX_ORDER;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype};
 use crate::zone::NONE;
@@ -229,7 +232,7 @@ impl<P: Platform> PhysMem<P> {
                     let mut n = 0;
                     while cur != NONE {
                         let pfn = Pfn(cur);
-                        let m = PageMap::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
+                        let m = PageWords::new(self.platform(), pfn).ok_or(Violation::BrokenLink(pfn))?;
                         if m.word(1).load(Ordering::Relaxed) != prev {
                             return Err(Violation::BrokenLink(pfn));
                         }
@@ -312,57 +315,27 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Checks every block descriptor (slab, folio and the other kinds in the module docs)
-    /// against the words that point to it, at a quiescent point.
-    pub fn check_descriptors(&self) -> Result<DescReport, Violation> {
+    /// against the words that point to it, at a quiescent point. The descriptors are read
+    /// under an RCU read section on `cpu`; what each kind's check reads is its entry in
+    /// `memmap::kinds`.
+    pub fn check_descriptors(&self, cpu: &Cpu<'_>) -> Result<DescReport, Violation> {
+        let rcu = self.rcu().read_lock(cpu);
         let mut rep = DescReport::default();
         for r in self.memmap().regions() {
             let mut pfn = r.start;
             while pfn < r.end {
                 let Some(v) = self.memmap().load(self.platform(), pfn) else { break };
                 let next = v.first.add(1 << v.span_order);
+                // Words that name no descriptor are the allocator's: `check` covers them.
+                let Some(kind) = kind_of_word(v.word) else {
+                    pfn = next;
+                    continue;
+                };
                 // (desc address, its DescFlags) for the kinds whose pages are one aligned block.
-                let (addr, flags) = match v.word.kind() {
-                    PageKind::Slab(d) => {
-                        // SAFETY: at a quiescent point a Slab word names a live slab descriptor.
-                        let s = unsafe { &*(d.addr() as *const crate::desc::Slab) };
-                        if s.inuse() > s.objects() || s.cache_addr() == 0 {
-                            return Err(Violation::DeadDescriptor { pfn, what: "slab in use beyond its objects" });
-                        }
-                        (d.addr(), &s.flags)
-                    }
-                    PageKind::AnonFolio(d) | PageKind::FileFolio(d) => {
-                        // SAFETY: folio words name live folio descriptors at a quiescent point.
-                        let f = unsafe { &*(d.addr() as *const crate::desc::Folio) };
-                        if f.counts.refcount() == 0 {
-                            return Err(Violation::DeadDescriptor { pfn, what: "folio with no reference" });
-                        }
-                        (d.addr(), &f.flags)
-                    }
-                    // One aligned block per descriptor, named by every page of it (per page for
-                    // page tables, vmalloc and z3fold).
-                    // SAFETY (each arm): at a quiescent point a word of these tags names a live
-                    // descriptor of that type, whose first field is its DescFlags.
-                    PageKind::PageTable(d) => (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::PtDesc) }.flags),
-                    PageKind::Vmalloc { desc: d, .. } => {
-                        (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::VmallocDesc) }.flags)
-                    }
-                    PageKind::NetPool(d) => {
-                        let n = unsafe { &*(d.addr() as *const crate::desc::Netmem) };
-                        if n.pool() == 0 {
-                            return Err(Violation::DeadDescriptor { pfn, what: "netmem of no pool" });
-                        }
-                        (d.addr(), &n.flags)
-                    }
-                    PageKind::Mappable(d) => {
-                        let m = unsafe { &*(d.addr() as *const crate::desc::MappableDesc) };
-                        if m.counts.refcount() == 0 {
-                            return Err(Violation::DeadDescriptor { pfn, what: "mappable memory with no reference" });
-                        }
-                        (d.addr(), &m.flags)
-                    }
-                    PageKind::Z3fold(d) => (d.addr(), &unsafe { &*(d.addr() as *const crate::desc::Z3foldDesc) }.flags),
-                    // zsmalloc pages are not one block: ZsPool::verify checks them.
-                    _ => {
+                let (addr, flags) = match (kind.block)(&rcu, v.word) {
+                    BlockState::Live { addr, flags } => (addr, flags),
+                    BlockState::Dead(what) => return Err(Violation::DeadDescriptor { pfn, what }),
+                    BlockState::NotABlock => {
                         pfn = next;
                         continue;
                     }
@@ -383,16 +356,13 @@ impl<P: Platform> PhysMem<P> {
                         }
                         p = w.first.add(1 << w.span_order);
                     }
-                    if matches!(v.word.kind(), PageKind::Slab(_)) {
-                        rep.slabs += 1;
-                        rep.slab_pages += 1 << order;
-                    } else if matches!(v.word.kind(), PageKind::AnonFolio(_) | PageKind::FileFolio(_)) {
-                        rep.folios += 1;
-                        rep.folio_pages += 1 << order;
-                    } else {
-                        rep.others += 1;
-                        rep.other_pages += 1 << order;
-                    }
+                    let (n, pages) = match kind.class {
+                        BlockClass::Slab => (&mut rep.slabs, &mut rep.slab_pages),
+                        BlockClass::Folio => (&mut rep.folios, &mut rep.folio_pages),
+                        BlockClass::Other => (&mut rep.others, &mut rep.other_pages),
+                    };
+                    *n += 1;
+                    *pages += 1 << order;
                 }
                 pfn = next;
             }

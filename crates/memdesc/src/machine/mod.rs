@@ -34,7 +34,8 @@
 //!
 //! 3. errors and handles (`AllocError`, `Pages`, `KBox`, `CacheRef`) live in the lowest layer
 //!    that makes them; a handle's public constructor that needs the machine (`Pages::from_raw`,
-//!    `KBox::from_raw`) is an inherent `impl` here, over a `pub(crate) fn new` in its layer;
+//!    `KBox::from_raw`) is an inherent `impl` in this folder (the raw ones in `raw.rs`), over a
+//!    `pub(crate) fn new` in its layer;
 //! 4. the **machine** makes the views (`PhysMem::slabs()`), forwards the public API to them,
 //!    and does everything that crosses layers upward: boot order (the page allocator calls the
 //!    slab layer's `reserve` through a callback, then the machine runs [`Slabs::boot`] and

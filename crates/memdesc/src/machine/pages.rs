@@ -1,6 +1,6 @@
 //! The page allocator's public API on the machine: one-line forwarders to
-//! [`PageAllocator`](crate::page_alloc::PageAllocator) (layer 2), plus the constructor of raw
-//! [`Pages`] handles, which needs the machine's identity.
+//! [`PageAllocator`](crate::page_alloc::PageAllocator) (layer 2). The raw entry points
+//! ([`PhysMem::free_pages_raw`], [`Pages::from_raw`]) live in `machine/raw.rs`.
 
 use core::fmt;
 
@@ -167,23 +167,6 @@ impl<P: Platform> PhysMem<P> {
         self.pages.free_pages(cpu, pages)
     }
 
-    /// Frees raw memory by pfn and order. Checked: a double free, a free of a tail page, of
-    /// the wrong order, of reserved or poisoned memory, of another kind's pages or of the
-    /// crate's internal pages ([`FreeError::Internal`]) returns an error and changes nothing.
-    ///
-    /// # Safety
-    /// The caller owns the block: `pfn` heads a block of exactly `order` pages that this
-    /// machine handed out through [`PhysMem::alloc_pages_raw`] (or [`PhysMem::alloc_pages`]
-    /// followed by [`Pages::into_raw`]), it has not been freed since, nobody else holds a
-    /// [`Pages`] for it, and nothing uses its memory after this call. The word checks cannot
-    /// tell the owner from anyone else: a free of somebody else's block passes them and makes
-    /// that block's memory the next allocation's.
-    #[inline]
-    pub unsafe fn free_pages_raw(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
-        // SAFETY: the caller's contract is the forwarded method's, word for word.
-        unsafe { self.pages.free_pages_raw(cpu, pfn, order) }
-    }
-
     /// The counters of poisoned, offline and guard pages.
     #[inline]
     pub fn undescribed_stats(&self) -> UndescribedStats {
@@ -202,19 +185,5 @@ impl<P: Platform> PhysMem<P> {
     #[inline]
     pub fn pageblock_migratetype(&self, pfn: Pfn) -> Option<MigrateType> {
         self.pages.pageblock_migratetype(pfn)
-    }
-}
-
-impl Pages {
-    /// Makes the handle of a raw block again.
-    ///
-    /// # Safety
-    /// The caller owns the block: `pfn` heads a block of exactly `order` that was allocated by
-    /// `mem` with [`PhysMem::alloc_pages`] or [`PhysMem::alloc_pages_raw`], has not been freed
-    /// since, and no other `Pages` or raw owner of it remains (this handle becomes the only
-    /// one).
-    #[inline]
-    pub unsafe fn from_raw<P: Platform>(mem: &PhysMem<P>, pfn: Pfn, order: u32) -> Pages {
-        Pages::new(pfn, order, mem.machine_id())
     }
 }

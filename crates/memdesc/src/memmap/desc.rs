@@ -20,6 +20,9 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
+#[cfg(feature = "zsmalloc")]
+use crate::list::List;
+use crate::list::{Linked, Links};
 use crate::rcu::RcuGuard;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::tag::Tag;
@@ -430,8 +433,8 @@ pub struct Zspage {
     pub(crate) mapped: AtomicU32,
     /// Address of the owning pool's state.
     pub(crate) pool: AtomicUsize,
-    /// Links on the class's partial or full list.
-    pub(crate) list: ListLinks,
+    /// Links on the class's partial or full list (pool item P3 below).
+    pub(crate) list: Links,
     /// Component pfns (as many as the class's pages per zspage, at most 8). A one-object ("huge")
     /// zspage has one page and keeps its object's header in `pages[1]`.
     pub(crate) pages: [AtomicU64; 8],
@@ -468,8 +471,8 @@ pub struct Z3foldDesc {
     pub(crate) chunks: AtomicU64,
     /// Address of the owning pool's state.
     pub(crate) pool: AtomicUsize,
-    /// Links on the pool's list of pages with room.
-    pub(crate) list: ListLinks,
+    /// Links on the pool's list of pages with room (pool item P3 below).
+    pub(crate) list: Links,
     /// Handle-table indices of the first, middle and last objects, 21 bits each (bits
     /// `21 × which`): compaction turning the middle into the first or last rewrites its
     /// handle entry, and migration rewrites the entries of every object on the page.
@@ -486,6 +489,144 @@ impl Z3foldDesc {
         self.pool.load(Ordering::Acquire)
     }
 }
+
+// ---- pool-owned descriptors (zsmalloc, z3fold) ----
+//
+// A [`Zspage`] or [`Z3foldDesc`] belongs to one pool (its `pool` field names the pool's state),
+// whose spin lock guards everything about it but `flags`. The pools layer keeps these
+// invariants, cited as "pool item Pn" by the helpers below, which are the pools' only way to
+// turn a descriptor address into a reference without an RCU guard, to unlink one, and to
+// reach the bytes of its pages:
+// P1. **Alive under the lock.** A pool descriptor named by a page word of the pool, by one of
+//     the pool's lists or by one of its allocated handle entries is alive; it is freed only by
+//     a holder of the pool's lock, after it left every list and no word or entry names it.
+// P2. **Bytes under the lock or the mapping.** The bytes of a pool's pages are read and
+//     written only by a holder of the pool's lock, except an object's bytes while the object is
+//     mapped (counted in its descriptor under the lock), which only that mapping touches; a
+//     lock holder never touches a mapped object's bytes (compaction and migration skip a
+//     descriptor with mappings).
+// P3. **One list, known from state.** A zspage is on its class's partial list while it has a
+//     free object and on the class's full list otherwise; a z3fold page is on its pool's
+//     list for its room, or on a list the lock holder made while working on it. The lists live
+//     behind the pool's lock. A fresh descriptor's links may hold the cache's free pointer
+//     (`FREEPTR_OFFSET` is `list`): the pool resets them before linking it.
+// P4. **State outlives a grace period.** A pool descriptor's `pool` field holds the address of
+//     its pool's state (a zsmalloc pool's for a `Zspage`, a z3fold pool's for a `Z3foldDesc`),
+//     set before a word names the descriptor; a pool frees its state only after it reset every
+//     word naming its descriptors and then waited for a grace period. So an address read from
+//     the field of a descriptor a word named inside an RCU read section is that kind's pool
+//     state until the section ends.
+
+/// A descriptor owned by a pool (P1–P3 above): [`Zspage`], [`Z3foldDesc`].
+#[cfg(feature = "zsmalloc")]
+pub(crate) trait PoolDesc: Descriptor + Linked {}
+
+/// The pool descriptor `p` names, for as long as `held` (the state behind the owning pool's
+/// lock, or its guard) is borrowed. The caller holds the lock of the pool that owns the
+/// descriptor and found `p` in a word, list or handle entry of that pool (pool item P1).
+#[cfg(feature = "zsmalloc")]
+#[inline]
+pub(crate) fn pool_desc_locked<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
+    let _ = held;
+    // SAFETY: alive while the pool lock is held (pool item P1), and the result borrows the
+    // lock's guard or state, so it ends before the lock is released.
+    unsafe { p.ptr.as_ref() }
+}
+
+/// The pool state at `addr`, read from the `pool` field of a pool descriptor that a page word
+/// named inside `rg`'s read section, for that section (pool item P4). `S` is the state type of
+/// that descriptor kind's pools.
+#[cfg(feature = "zsmalloc")]
+#[inline]
+pub(crate) fn pool_state<'g, S>(rg: &'g RcuGuard<'_>, addr: usize) -> &'g S {
+    let _ = rg;
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
+    // SAFETY: a live `S` until the read section ends (pool item P4); the result borrows the
+    // guard. Its fields are reached through its lock or atomics.
+    unsafe { &*(addr as *const S) }
+}
+
+#[cfg(feature = "zsmalloc")]
+/// Clears a fresh pool descriptor's links (pool item P3): the cache's free pointer overlaps
+/// them. The descriptor was just allocated and no list holds it.
+#[inline]
+pub(crate) fn pool_desc_fresh<T: PoolDesc>(d: &T) {
+    // SAFETY: a descriptor just taken from its cache is on no list and no list holds its
+    // address (pool item P3; list invariant 2).
+    unsafe { d.links().reset() }
+}
+
+#[cfg(feature = "zsmalloc")]
+/// Takes `d` off `list`, which is the one list of its pool it is on (pool item P3: the caller
+/// holds the pool lock and knows the list from the descriptor's state). Returns false if `d`
+/// was on no list.
+#[inline]
+pub(crate) fn pool_desc_unlink<T: PoolDesc>(d: &T, list: &mut List<T>) -> bool {
+    // SAFETY: `list` is the list `d` is on, by the caller's pool state (pool item P3), so
+    // `remove` unlinks it from its own list under its own lock (list invariant 3).
+    unsafe { list.remove(d) }
+}
+
+#[cfg(feature = "zsmalloc")]
+/// A window on bytes `start..start + len` of page `pfn` of a pool, for the lock holder (on
+/// bytes of no mapped object) or for the mapping of the object those bytes hold (pool item
+/// P2). `None` if the range leaves the page or the page has no mapping.
+#[inline]
+pub(crate) fn pool_window<P: crate::platform::Platform>(
+    platform: &P,
+    pfn: crate::addr::Pfn,
+    start: usize,
+    len: usize,
+) -> Option<crate::page_access::PageAccess<'_, P>> {
+    // SAFETY: the bytes belong to the caller alone for the window's life: the lock holder's
+    // (no mapping covers them) or the one mapping's (pool item P2).
+    unsafe { crate::page_access::PageAccess::new_range(platform, pfn, start, len) }
+}
+
+#[cfg(feature = "zsmalloc")]
+/// Fills pool page `to`, which replaces pool page `from` (migration, or retirement after a
+/// memory error when `zero`): a copy of `from`, or zeroes. The caller holds the pool lock, no
+/// object of `from` is mapped, and `to` is a page it just took (pool item P2). False if a
+/// page cannot be mapped.
+pub(crate) fn pool_page_fill<P: crate::platform::Platform>(
+    platform: &P,
+    from: crate::addr::Pfn,
+    to: crate::addr::Pfn,
+    zero: bool,
+) -> bool {
+    // SAFETY: `to` is the caller's fresh page, and nobody else touches `from` while the pool
+    // lock is held with no mapping on it (pool item P2).
+    let dst = unsafe { crate::page_access::PageAccess::new(platform, to) };
+    let Some(mut dst) = dst else { return false };
+    if zero {
+        dst.zero();
+        return true;
+    }
+    // SAFETY: as above; the old page is only read.
+    let src = unsafe { crate::page_access::PageAccess::new_read_only(platform, from) };
+    src.is_some_and(|src| dst.copy_all_from(&src).is_ok())
+}
+
+// SAFETY: `links` returns the `list` field every time (item 1); a zspage is freed only by its
+// pool's lock holder after it left its list (pool item P1, `Linked` item 2).
+unsafe impl Linked for Zspage {
+    fn links(&self) -> &Links {
+        &self.list
+    }
+}
+
+// SAFETY: as for Zspage: the `list` field; freed only off-list under the pool lock (P1).
+unsafe impl Linked for Z3foldDesc {
+    fn links(&self) -> &Links {
+        &self.list
+    }
+}
+
+#[cfg(feature = "zsmalloc")]
+impl PoolDesc for Zspage {}
+
+#[cfg(feature = "zsmalloc")]
+impl PoolDesc for Z3foldDesc {}
 
 /// Driver memory that may be mapped into user space.
 #[repr(C, align(16))]
@@ -513,7 +654,8 @@ pub struct Slab {
     pub(crate) freelist: AtomicUsize,
     pub(crate) inuse: AtomicU32,
     pub(crate) objects: AtomicU32,
-    pub(crate) list: ListLinks,
+    /// Links on a list of its cache's node (slab items S1–S2 below).
+    pub(crate) list: Links,
 }
 
 // SAFETY: 16-byte aligned (repr), every field atomic, allocated only from the slab-descriptor
@@ -538,6 +680,57 @@ impl Slab {
     /// Address of the owning cache.
     pub fn cache_addr(&self) -> usize {
         self.cache.load(Ordering::Acquire)
+    }
+}
+
+// ---- slab lists ----
+//
+// The slab layer keeps its slabs on lists of their cache's per-node state (`CacheNode`, behind
+// the node's spin lock) and cites these as "slab item Sn":
+// S1. **Own node's lists.** A slab's `list` links are only ever on a list of its own cache and
+//     node — the partial list, the list of empty slabs waiting for a grace period — or on a
+//     local list that a holder of that node's lock filled from them (slabs being discarded).
+//     They change only under that lock or on such a local list.
+// S2. **Only empty slabs leave for other lists.** Only an empty slab (`inuse == 0`, no object
+//     handed out or in a CPU's sheaf, so no object free can reach it) moves from the partial
+//     list to a waiting or local list. So under the node's lock, a linked slab with an object
+//     in use is on the node's partial list.
+// S3. **Fresh links.** A slab descriptor's links hold the slab-descriptor cache's free
+//     pointer while it is free (`FREEPTR_OFFSET` is `list`): the slab layer resets them when it
+//     makes a slab, and a descriptor is freed only after it left every list.
+
+#[cfg(feature = "slab")]
+impl Slab {
+    /// Takes the slab off `partial`, the partial list of its cache's node, locked by the caller;
+    /// the slab has an object in use (slab item S2). Returns false, changing nothing, if it was
+    /// on no list — or if it has no object in use, when the membership cannot be told.
+    pub(crate) fn partial_unlink(&self, partial: &mut crate::list::List<Slab>) -> bool {
+        if self.inuse.load(Ordering::Relaxed) == 0 {
+            debug_assert!(!self.list.is_linked(), "partial_unlink of an empty slab");
+            return false;
+        }
+        // SAFETY: the caller holds the node lock guarding `partial`, and a linked slab with an
+        // object in use is on that list (slab item S2), so `remove` unlinks it from its own list
+        // under its own lock (List invariant 3).
+        unsafe { partial.remove(self) }
+    }
+
+    /// Puts a fresh slab descriptor's links in the unlinked state (slab item S3): it was just
+    /// taken from the slab-descriptor cache, or is the zeroed first slot of a new self-hosted
+    /// slab, and no list holds it.
+    pub(crate) fn fresh_links(&self) {
+        // SAFETY: a descriptor just taken from its cache is on no list and no list holds its
+        // address (slab item S3; List invariant 2).
+        unsafe { self.list.reset() }
+    }
+}
+
+// SAFETY: `links` returns the `list` field every time (Linked item 1); a slab descriptor is
+// freed only after it left every list, under its node's lock (slab items S1 and S3; Linked
+// item 2).
+unsafe impl Linked for Slab {
+    fn links(&self) -> &Links {
+        &self.list
     }
 }
 

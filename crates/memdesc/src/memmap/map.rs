@@ -17,11 +17,10 @@
 //! word and retries if the area was split or unsplit meanwhile. Writers (the page allocator
 //! under the zone lock, descriptor owners under theirs) use the crate-private accessors.
 
-use core::ptr::NonNull;
-
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
-use crate::boot::{BootAllocator, BootError};
+use crate::boot::{BootAllocator, BootArray, BootError};
 use crate::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
+use crate::page_access::PageWords;
 use crate::platform::Platform;
 use crate::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
 use crate::word::{Page, PageKind, SplitInfo, Word};
@@ -47,17 +46,18 @@ impl From<LayoutError> for MemmapError {
 }
 impl From<BootError> for MemmapError {
     fn from(e: BootError) -> Self {
-        MemmapError::Boot(e)
+        match e {
+            BootError::NoDirectMap(pfn) => MemmapError::NoDirectMap(pfn),
+            e => MemmapError::Boot(e),
+        }
     }
 }
 
 /// One region's words and pageblock bytes.
 pub(crate) struct RegionMap {
     pub(crate) region: Region,
-    words: NonNull<Page>,
-    nr_words: usize,
-    pageblocks: NonNull<AtomicU8>,
-    nr_pageblocks: usize,
+    words: BootArray<Page>,
+    pageblocks: BootArray<AtomicU8>,
 }
 
 /// What a lockless read of a pfn's word found.
@@ -75,57 +75,26 @@ pub struct WordView {
 pub struct Memmap {
     regions: [Option<RegionMap>; MAX_REGIONS],
     nr: usize,
-    sections: NonNull<u16>,
-    nr_sections: usize,
+    sections: BootArray<u16>,
     static_bytes: u64,
     split_tables: AtomicU64,
     generation: AtomicU64,
 }
 
-// SAFETY: the raw pointers point into platform memory reserved for the memmap by the boot
-// allocator, valid for the machine's life (Platform item 1); all shared mutation goes through
-// atomics (Page, AtomicU8).
-unsafe impl Send for Memmap {}
-// SAFETY: as above.
-unsafe impl Sync for Memmap {}
-
-fn boot_array<T, P: Platform>(
-    boot: &mut BootAllocator,
-    p: &P,
-    count: usize,
-    prefer: Option<&Region>,
-    init: impl Fn(usize) -> T,
-) -> Result<(NonNull<T>, u64), MemmapError> {
-    let bytes = (count.max(1) * core::mem::size_of::<T>()) as u64;
-    let pages = bytes.div_ceil(PAGE_SIZE as u64);
-    let pfn = boot.alloc(pages, 0, prefer)?;
-    let base = p.direct_map(pfn).ok_or(MemmapError::NoDirectMap(pfn))?.cast::<T>();
-    for i in 0..count {
-        // SAFETY: the boot allocator reserved `pages` pages at `pfn` for us alone; the direct
-        // map is linear over them (Platform item 1), so `base..base+bytes` is valid,
-        // page-aligned (so aligned for T, whose alignment is at most 8) and unaliased.
-        unsafe { base.as_ptr().add(i).write(init(i)) };
-    }
-    Ok((base, pages * PAGE_SIZE as u64))
-}
-
 impl Memmap {
     /// Builds the memmap of `layout`, placing it with the boot allocator. Every word starts as
     /// a tail word; the page allocator then stamps reserved ranges and frees the rest.
+    ///
+    /// The memmap lives in memory reached through `p`'s direct map: use it only while `p`
+    /// lives (the page allocator keeps both together).
     pub fn build<P: Platform>(layout: &MemoryLayout, boot: &mut BootAllocator, p: &P) -> Result<Self, MemmapError> {
-        let mut m = Memmap {
-            regions: [const { None }; MAX_REGIONS],
-            nr: 0,
-            sections: NonNull::dangling(),
-            nr_sections: 0,
-            static_bytes: 0,
-            split_tables: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-        };
+        let mut regions = [const { None }; MAX_REGIONS];
+        let mut nr = 0;
+        let mut static_bytes = 0;
         let mut err = None;
         layout
             .normalise(|region| {
-                if m.nr == MAX_REGIONS {
+                if nr == MAX_REGIONS {
                     return Err(LayoutError::TooManyRegions);
                 }
                 let nr_words = match region.layout {
@@ -134,22 +103,21 @@ impl Memmap {
                 };
                 let first_pb = region.start.0 >> AREA_ORDER;
                 let nr_pageblocks = (((region.end.0 - 1) >> AREA_ORDER) - first_pb + 1) as usize;
-                let built =
-                    boot_array(boot, p, nr_words, Some(&region), |_| Page::new(Word::TAIL)).and_then(|(w, wb)| {
-                        let (pb, pbb) = boot_array(boot, p, nr_pageblocks, Some(&region), |_| {
-                            AtomicU8::new(crate::pageblock::MigrateType::Movable as u8)
-                        })?;
-                        Ok((w, wb, pb, pbb))
-                    });
+                let built = BootArray::new(boot, p, nr_words, Some(&region), |_| Page::new(Word::TAIL)).and_then(|w| {
+                    let pb = BootArray::new(boot, p, nr_pageblocks, Some(&region), |_| {
+                        AtomicU8::new(crate::pageblock::MigrateType::Movable as u8)
+                    })?;
+                    Ok((w, pb))
+                });
                 match built {
-                    Ok((words, wb, pageblocks, pbb)) => {
-                        m.static_bytes += wb + pbb;
-                        m.regions[m.nr] = Some(RegionMap { region, words, nr_words, pageblocks, nr_pageblocks });
-                        m.nr += 1;
+                    Ok((words, pageblocks)) => {
+                        static_bytes += words.bytes() + pageblocks.bytes();
+                        regions[nr] = Some(RegionMap { region, words, pageblocks });
+                        nr += 1;
                         Ok(())
                     }
                     Err(e) => {
-                        err = Some(e);
+                        err = Some(MemmapError::from(e));
                         Err(LayoutError::TooManyRegions)
                     }
                 }
@@ -157,16 +125,20 @@ impl Memmap {
             .map_err(|e| err.unwrap_or(MemmapError::Layout(e)))?;
         let end = layout.end_pfn();
         let nr_sections = (end.0.div_ceil(1 << SECTION_SHIFT)) as usize;
-        let regions = &m.regions;
-        let nr = m.nr;
-        let (sections, sb) = boot_array(boot, p, nr_sections, None, |s| {
+        let sections = BootArray::new(boot, p, nr_sections, None, |s| {
             let sec_start = (s as u64) << SECTION_SHIFT;
-            (0..nr).find(|&i| regions[i].as_ref().is_some_and(|r| r.region.end.0 > sec_start)).unwrap_or(nr) as u16
+            (0..nr).find(|&i| regions[i].as_ref().is_some_and(|r: &RegionMap| r.region.end.0 > sec_start)).unwrap_or(nr)
+                as u16
         })?;
-        m.sections = sections;
-        m.nr_sections = nr_sections;
-        m.static_bytes += sb;
-        Ok(m)
+        static_bytes += sections.bytes();
+        Ok(Memmap {
+            regions,
+            nr,
+            sections,
+            static_bytes,
+            split_tables: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        })
     }
 
     /// Bytes of memory the memmap uses now: word arrays, pageblock bytes, the section table,
@@ -188,12 +160,7 @@ impl Memmap {
     /// Index of the region holding `pfn`.
     #[inline]
     pub(crate) fn region_index(&self, pfn: Pfn) -> Option<usize> {
-        let s = (pfn.0 >> SECTION_SHIFT) as usize;
-        if s >= self.nr_sections {
-            return None;
-        }
-        // SAFETY: s < nr_sections, the table's length (built in `build`).
-        let mut i = unsafe { *self.sections.as_ptr().add(s) } as usize;
+        let mut i = *self.sections.get((pfn.0 >> SECTION_SHIFT) as usize)? as usize;
         while i < self.nr {
             let r = &self.regions[i].as_ref()?.region;
             if pfn < r.start {
@@ -234,15 +201,16 @@ impl Memmap {
         }
     }
 
-    /// The 512 words of a split area's table.
+    /// The 512 words of a split area's table (table pfns come from Split words, which
+    /// [`Memmap::split_area`] publishes after writing a full page of words there; two-level
+    /// regions are always direct-mapped, `LayoutError::TwoLevelUnmapped`).
     #[inline]
-    pub(crate) fn table<'a, P: Platform>(&'a self, p: &P, table_pfn: u64) -> Option<&'a [Page; AREA_PAGES as usize]> {
-        let ptr = p.direct_map(Pfn(table_pfn))?;
-        // SAFETY: table pfns only come from Split words, which the allocator writes after
-        // initialising a full page of words there; the page is mapped (two-level regions are
-        // always mapped, LayoutError::TwoLevelUnmapped) and stays mapped for the platform's
-        // life. Concurrent readers only use atomic loads on it.
-        Some(unsafe { &*(ptr.as_ptr() as *const [Page; AREA_PAGES as usize]) })
+    pub(crate) fn table<'a, P: Platform>(
+        &'a self,
+        p: &'a P,
+        table_pfn: u64,
+    ) -> Option<&'a [Page; AREA_PAGES as usize]> {
+        PageWords::direct_table(p, Pfn(table_pfn)).map(Page::from_atomics)
     }
 
     /// Calls `f(first_pfn, span_order, word)` for every word covering `[start, end)`, stepping
@@ -278,11 +246,10 @@ impl Memmap {
         free: u16,
         init: impl Fn(usize) -> Word,
     ) {
-        let ptr = p.direct_map(table_pfn).expect("two-level regions are mapped");
-        for i in 0..AREA_PAGES as usize {
-            // SAFETY: the caller owns `table_pfn` (taken from free memory or allocated for the
-            // table); it is mapped and page-sized, so 512 Page slots fit.
-            unsafe { (ptr.as_ptr() as *mut Page).add(i).write(Page::new(init(i))) };
+        // The caller owns `table_pfn` (taken from free memory or allocated for the table).
+        let table = self.table(p, table_pfn.0).expect("two-level regions are mapped");
+        for (i, w) in table.iter().enumerate() {
+            w.store(init(i));
         }
         let generation = (self.generation.fetch_add(1, Ordering::Relaxed) & 1023) as u16;
         let w =
@@ -301,7 +268,7 @@ impl Memmap {
     /// The word to use for `pfn` under the owning lock: the flat word, the table word of a
     /// split area, or `None` for a page inside an unsplit area.
     #[inline]
-    pub(crate) fn page_word<'a, P: Platform>(&'a self, p: &P, rm: &'a RegionMap, pfn: Pfn) -> Option<&'a Page> {
+    pub(crate) fn page_word<'a, P: Platform>(&'a self, p: &'a P, rm: &'a RegionMap, pfn: Pfn) -> Option<&'a Page> {
         match rm.region.layout {
             MemmapLayout::Flat => Some(rm.flat_word(pfn)),
             MemmapLayout::TwoLevel => match rm.area_word(pfn).load().kind() {
@@ -316,7 +283,7 @@ impl Memmap {
     #[inline]
     pub(crate) fn block_word<'a, P: Platform>(
         &'a self,
-        p: &P,
+        p: &'a P,
         rm: &'a RegionMap,
         pfn: Pfn,
         order: u32,
@@ -383,26 +350,17 @@ fn same_split(a: Word, b: Word) -> bool {
 impl RegionMap {
     #[inline]
     pub(crate) fn flat_word(&self, pfn: Pfn) -> &Page {
-        let i = (pfn.0 - self.region.start.0) as usize;
-        assert!(i < self.nr_words);
-        // SAFETY: i < nr_words, the length of the word array built for this region.
-        unsafe { &*self.words.as_ptr().add(i) }
+        &self.words[(pfn.0 - self.region.start.0) as usize]
     }
 
     #[inline]
     pub(crate) fn area_word(&self, pfn: Pfn) -> &Page {
-        let i = ((pfn.0 - self.region.start.0) >> AREA_ORDER) as usize;
-        assert!(i < self.nr_words);
-        // SAFETY: as in flat_word: i < nr_words (one word per area here).
-        unsafe { &*self.words.as_ptr().add(i) }
+        &self.words[((pfn.0 - self.region.start.0) >> AREA_ORDER) as usize]
     }
 
     #[inline]
     pub(crate) fn pageblock(&self, pfn: Pfn) -> &AtomicU8 {
-        let i = ((pfn.0 >> AREA_ORDER) - (self.region.start.0 >> AREA_ORDER)) as usize;
-        assert!(i < self.nr_pageblocks);
-        // SAFETY: i < nr_pageblocks, the length of the pageblock array of this region.
-        unsafe { &*self.pageblocks.as_ptr().add(i) }
+        &self.pageblocks[((pfn.0 >> AREA_ORDER) - (self.region.start.0 >> AREA_ORDER)) as usize]
     }
 }
 
@@ -440,8 +398,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let map = |t: u64| {
                         assert_eq!(t, TABLE);
-                        // SAFETY: Page is repr(transparent) over the AtomicU64 it wraps.
-                        Some(unsafe { &*(&table[..] as *const [AtomicU64] as *const [Page]) })
+                        Some(&Page::from_atomics(&table)[..])
                     };
                     let (w, own) = load_in_area(&area, 0, map).unwrap();
                     assert_ne!(w.0, GARBAGE, "read a word of a released table");

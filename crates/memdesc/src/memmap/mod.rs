@@ -8,7 +8,8 @@
 //! - [`map`] (re-exported here as [`Memmap`]): where each pfn's word lives, flat or two-level;
 //! - [`desc_ref`]: THE module that turns a descriptor address into a reference, its lifetime
 //!   tied to a pin, a lock guard or an RCU read section;
-//! - [`lookup`]: the lockless pfn-to-descriptor read under RCU.
+//! - [`lookup`]: the lockless pfn-to-descriptor read under RCU;
+//! - `kinds`: the per-kind table of this layer (mappability rule, checker block function).
 //!
 //! Import rule: this layer imports only `base` and itself. Within it, `tag` imports nothing,
 //! `desc` imports `tag`, `word` imports `tag` and `desc`, `map` and `lookup` import `word`.
@@ -17,6 +18,7 @@
 
 pub mod desc;
 pub mod desc_ref;
+pub(crate) mod kinds;
 pub mod lookup;
 pub mod map;
 pub mod tag;

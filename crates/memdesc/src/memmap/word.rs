@@ -15,7 +15,17 @@
 //! [`DescPtr`] of the right descriptor type, which can only be dereferenced under an RCU read
 //! guard (descriptors are `TYPESAFE_BY_RCU`, see [`crate::lookup`]).
 //!
-//! This module touches only the word's bits; it never dereferences a descriptor.
+//! This module touches only the word's bits; it never dereferences a descriptor. It is the one
+//! writer of page words: every store goes through [`Page`]'s methods, including the words of a
+//! split two-level area's table, which `Page::from_atomics` views as `Page`s.
+//!
+//! # Invariants
+//! 1. **A `Page` is an `AtomicU64`.** `Page` is `#[repr(transparent)]` over the crate's
+//!    `AtomicU64`, so a `&[AtomicU64; N]` and a `&[Page; N]` over the same memory have the
+//!    same layout and the same (atomic-only) access rules; `Page::from_atomics` is the one
+//!    cast between them.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc, Zspage};
 use crate::sync::{AtomicU64, Ordering};
@@ -434,6 +444,15 @@ impl Page {
     #[inline]
     pub fn kind(&self) -> PageKind {
         self.load().kind()
+    }
+
+    /// Atomic words viewed as page words: a split two-level area's table (a page of words
+    /// from `PageWords`, see [`crate::page_access`]) as the `Page`s it holds.
+    #[inline]
+    pub(crate) fn from_atomics<const N: usize>(words: &[AtomicU64; N]) -> &[Page; N] {
+        // SAFETY: invariant 1: `Page` is repr(transparent) over `AtomicU64`, so the arrays have
+        // the same layout, and both allow only atomic access to the words.
+        unsafe { &*(words as *const [AtomicU64; N] as *const [Page; N]) }
     }
 }
 

@@ -260,21 +260,26 @@ pub enum UnmappableKind {
 /// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));
 /// ```
 pub fn mappability(word: Word, space: MmKind) -> Result<Tag, UnmappableKind> {
+    use crate::memmap::kinds::{kind_of_word, MapRule};
+    if let Some(k) = kind_of_word(word) {
+        return match k.map {
+            MapRule::User => Ok(k.tag),
+            MapRule::KernelOnly if space == MmKind::Kernel => Ok(k.tag),
+            MapRule::KernelOnly | MapRule::Never => Err(match k.tag {
+                Tag::Slab => UnmappableKind::Slab,
+                Tag::PageTable => UnmappableKind::PageTable,
+                Tag::VmallocUnmappable => UnmappableKind::VmallocUnmappable,
+                Tag::Zsmalloc => UnmappableKind::Zsmalloc,
+                Tag::Z3fold => UnmappableKind::Z3fold,
+                t => UnmappableKind::WrongVma(t),
+            }),
+        };
+    }
+    // The page allocator's own words.
     match word.kind() {
-        PageKind::AnonFolio(_) => Ok(Tag::AnonFolio),
-        PageKind::FileFolio(_) => Ok(Tag::FileFolio),
-        PageKind::Mappable(_) => Ok(Tag::Mappable),
-        PageKind::NetPool(_) => Ok(Tag::NetPool),
-        PageKind::Vmalloc { mappable: true, .. } => Ok(Tag::VmallocMappable),
-        PageKind::Vmalloc { mappable: false, .. } if space == MmKind::Kernel => Ok(Tag::VmallocUnmappable),
-        PageKind::Vmalloc { mappable: false, .. } => Err(UnmappableKind::VmallocUnmappable),
-        PageKind::Slab(_) => Err(UnmappableKind::Slab),
-        PageKind::PageTable(_) => Err(UnmappableKind::PageTable),
-        PageKind::Zsmalloc(_) => Err(UnmappableKind::Zsmalloc),
-        PageKind::Z3fold(_) => Err(UnmappableKind::Z3fold),
         PageKind::Buddy(_) => Err(UnmappableKind::Free),
         PageKind::Undescribed(u) => Err(UnmappableKind::Undescribed(u.subtype)),
-        PageKind::Split(_) | PageKind::Invalid(_) => Err(UnmappableKind::Invalid),
+        _ => Err(UnmappableKind::Invalid),
     }
 }
 

@@ -32,8 +32,9 @@ use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
 use crate::folio::{FolioError, FolioRef};
 use crate::gfp::Gfp;
+use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
 use crate::PhysMem;
@@ -248,8 +249,8 @@ pub(super) fn index_of(va: u64, level: u32) -> usize {
 impl<P: Platform> PhysMem<P> {
     // ---- tables ---------------------------------------------------------------------------
 
-    pub(super) fn table_map(&self, table: Pfn) -> PageMap<'_, P> {
-        PageMap::new(self.platform(), table).expect("page-table pages are mappable memory")
+    pub(super) fn table_map(&self, table: Pfn) -> PageWords<'_, P> {
+        PageWords::new(self.platform(), table).expect("page-table pages are mappable memory")
     }
 
     pub(super) fn ptdesc(&self, table: Pfn) -> &PtDesc {

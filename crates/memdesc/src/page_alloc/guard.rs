@@ -19,8 +19,9 @@ use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::gfp::Gfp;
 use crate::memmap::RegionMap;
+use crate::page_access::PageAccess;
 use crate::page_alloc::{AllocError, PageAllocator};
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{Subtype, Word};
 
@@ -54,7 +55,7 @@ impl<P: Platform> PageAllocator<P> {
         self.free_span(cpu, rm, after.add(1), b.add(4 * n));
         if gfp.contains(Gfp::ZERO) {
             for i in 0..n {
-                PageMap::new(&self.platform, data.add(i)).expect("allocated memory is mappable").zero();
+                PageAccess::new_allocated(&self.platform, data.add(i)).expect("allocated memory is mappable").zero();
             }
         }
         self.platform.protect(before, false);

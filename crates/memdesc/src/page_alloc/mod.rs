@@ -28,17 +28,17 @@ pub mod zone;
 pub use error::{AllocError, BootFailure, FreeError};
 
 use core::fmt;
-use core::ptr::NonNull;
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
-use crate::boot::BootAllocator;
+use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::boot::{BootAllocator, BootArray, BootError};
 use crate::config::Config;
 use crate::cpu::{Cpu, CpuSet, MAX_CPUS};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
+use crate::page_access::{PageAccess, PageWords};
 use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::rcu::Rcu;
 use crate::sync::{AtomicU64, Ordering};
 use crate::word::{PageKind, Subtype, Tag, Word};
@@ -114,7 +114,8 @@ pub struct PageAllocator<P: Platform> {
     platform: P,
     memmap: Memmap,
     zones: [Option<Zone>; MAX_ZONE_SLOTS],
-    pcp: NonNull<Pcp>,
+    /// `nr_cpus × MAX_ZONE_SLOTS` per-CPU lists, CPU-major.
+    pcp: BootArray<Pcp>,
     /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
@@ -128,21 +129,15 @@ pub struct PageAllocator<P: Platform> {
     fault: crate::fault::FaultInjector,
 }
 
-// SAFETY: `pcp` points into boot-allocated platform memory owned by this value for its whole
-// life; each Pcp is protected by its own spin lock. Everything else is Send/Sync already.
-unsafe impl<P: Platform> Send for PageAllocator<P> {}
-// SAFETY: as above.
-unsafe impl<P: Platform> Sync for PageAllocator<P> {}
-
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
     #[inline]
     fn next(&self, pfn: u64) -> u64 {
-        PageMap::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).load(Ordering::Relaxed)
+        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).load(Ordering::Relaxed)
     }
     #[inline]
     fn set_next(&self, pfn: u64, next: u64) {
-        PageMap::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
+        PageWords::new(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped").word(0).store(next, Ordering::Relaxed)
     }
 }
 
@@ -272,15 +267,12 @@ impl<P: Platform> PageAllocator<P> {
         }
         let nr_cpus = config.nr_cpus.max(1);
         let pcp_count = nr_cpus * MAX_ZONE_SLOTS;
-        let pcp_pages = (pcp_count * core::mem::size_of::<Pcp>()).div_ceil(PAGE_SIZE) as u64;
-        let pcp_pfn = boot.alloc(pcp_pages, 0, None)?;
         let pcp =
-            platform.direct_map(pcp_pfn).ok_or(BootFailure::Memmap(MemmapError::NoDirectMap(pcp_pfn)))?.cast::<Pcp>();
-        for i in 0..pcp_count {
-            // SAFETY: the boot allocator reserved pcp_pages pages for this array alone, the
-            // direct map is linear over them (Platform item 1), and they are page-aligned.
-            unsafe { pcp.as_ptr().add(i).write(Pcp::new(config.pcp_high, config.pcp_batch)) };
-        }
+            BootArray::new(&mut boot, &platform, pcp_count, None, |_| Pcp::new(config.pcp_high, config.pcp_batch))
+                .map_err(|e| match e {
+                    BootError::NoDirectMap(pfn) => BootFailure::Memmap(MemmapError::NoDirectMap(pfn)),
+                    e => BootFailure::Boot(e),
+                })?;
         let above = reserve(&platform, &mut boot)?;
         let mut pages = PageAllocator {
             platform,
@@ -515,9 +507,7 @@ impl<P: Platform> PageAllocator<P> {
     #[inline]
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
         assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
-        // SAFETY: the array has nr_cpus × MAX_ZONE_SLOTS initialised entries (boot) and
-        // lives as long as self.
-        unsafe { &*self.pcp.as_ptr().add(cpu * MAX_ZONE_SLOTS + slot) }
+        &self.pcp[cpu * MAX_ZONE_SLOTS + slot]
     }
 
     #[inline]
@@ -615,7 +605,7 @@ impl<P: Platform> PageAllocator<P> {
 
     fn zero(&self, pfn: Pfn, order: u32) {
         for i in 0..1u64 << order {
-            PageMap::new(&self.platform, pfn.add(i)).expect("allocated memory is mappable").zero();
+            PageAccess::new_allocated(&self.platform, pfn.add(i)).expect("allocated memory is mappable").zero();
         }
     }
 

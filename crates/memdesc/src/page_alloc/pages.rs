@@ -4,10 +4,12 @@
 //! only once.
 //!
 //! Kernels also speak raw pfns (C callers, page tables, traces): [`Pages::into_raw`] and
-//! [`Pages::from_raw`] cross over, and [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) frees by pfn. The raw free
-//! is an `unsafe fn`: its checks (the page word must head a raw allocation of that order)
-//! catch most mistakes, but they cannot tell the block's owner from anyone else, so freeing a
-//! block the caller does not own would hand memory still in use to the next allocation.
+//! [`Pages::from_raw`] cross over, and [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw) frees by pfn. Both
+//! are part of the raw interface (`machine/raw.rs`): the free's checks (the page word must
+//! head a raw allocation of that order) catch most mistakes, but they cannot tell the block's
+//! owner from anyone else, so freeing a block the caller does not own would hand memory still
+//! in use to the next allocation. Inside the crate the free is [`PageAllocator`]'s
+//! crate-private `free_pages_owned`, whose callers own what they free.
 //!
 //! The crate's own allocations (per-CPU sheaf arrays, the pages of a slab or of a
 //! descriptor-backed block before its descriptor word is stamped, two-level area tables) are
@@ -93,7 +95,7 @@ impl Pages {
     }
 
     /// A handle for a block of `machine` (its public constructor, `Pages::from_raw`, takes
-    /// the machine and lives in `machine/pages.rs`).
+    /// the machine and lives in `machine/raw.rs`).
     #[inline]
     pub(crate) fn new(pfn: Pfn, order: u32, machine: u32) -> Pages {
         Pages { pfn, order, machine }
@@ -133,23 +135,21 @@ impl<P: Platform> PageAllocator<P> {
             self.count_free_error();
             return Err(FreeError::ForeignMachine(pages.pfn));
         }
-        // SAFETY: a Pages of this machine owns its block (invariants 1 and 2), and consuming
-        // it here ends that ownership.
-        unsafe { self.free_pages_raw(cpu, pages.pfn, pages.order) }
+        // A Pages of this machine owns its block (invariants 1 and 2), and consuming it here
+        // ends that ownership.
+        self.free_pages_owned(cpu, pages.pfn, pages.order)
     }
 
     /// Frees raw memory by pfn and order. Checked: a double free, a free of a tail page, of
     /// the wrong order, of reserved or poisoned memory, of another kind's pages or of the
     /// crate's internal pages ([`FreeError::Internal`]) returns an error and changes nothing.
     ///
-    /// # Safety
-    /// The caller owns the block: `pfn` heads a block of exactly `order` pages that this
-    /// machine handed out through [`PhysMem::alloc_pages_raw`](crate::PhysMem::alloc_pages_raw) (or [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages)
-    /// followed by [`Pages::into_raw`]), it has not been freed since, nobody else holds a
-    /// [`Pages`] for it, and nothing uses its memory after this call. The word checks cannot
-    /// tell the owner from anyone else: a free of somebody else's block passes them and makes
-    /// that block's memory the next allocation's.
-    pub(crate) unsafe fn free_pages_raw(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
+    /// The caller owns the block (crate-private; the public raw entry point is
+    /// [`PhysMem::free_pages_raw`](crate::PhysMem::free_pages_raw), whose contract says what
+    /// owning means): `pfn` heads a block of exactly `order` pages this machine handed out, not
+    /// freed since, with no [`Pages`] left for it, and nothing uses its memory after this call.
+    /// The word checks cannot tell the owner from anyone else.
+    pub(crate) fn free_pages_owned(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32) -> Result<(), FreeError> {
         // A foreign token panics here, before anything changes.
         self.cpu_id(cpu);
         let r = self.check_and_claim(pfn, order, |u| matches!(u, Subtype::Unmappable));

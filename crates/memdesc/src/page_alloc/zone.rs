@@ -3,8 +3,8 @@
 //! A free block's state lives in its head page's word (`Buddy { order, migratetype }`); the
 //! other pages of the block hold tail words. Its free-list links (next and previous pfn) live
 //! in the first 16 bytes of the free memory itself, reached through the direct map or, for
-//! memory without a permanent mapping, a momentary local mapping ([`PageMap`]). Nothing is ever
-//! allocated to track free memory. Lists are doubly linked, so removing a block from the middle
+//! memory without a permanent mapping, a momentary local mapping (`PageWords`, the atomic
+//! word view of [`crate::page_access`]). Nothing is ever allocated to track free memory. Lists are doubly linked, so removing a block from the middle
 //! (when its buddy is freed and they merge) is O(1).
 //!
 //! Blocks never span regions, so merging never crosses a zone or node boundary or a hole.
@@ -19,8 +19,9 @@
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::layout::{MemmapLayout, ZoneType};
 use crate::memmap::{Memmap, RegionMap};
+use crate::page_access::PageWords;
 use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::platform::{PageMap, Platform};
+use crate::platform::Platform;
 use crate::sync::{AtomicU64, Ordering, SpinLock};
 use crate::word::{BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word};
 
@@ -133,8 +134,8 @@ pub(crate) struct Buddy<'a, P: Platform> {
 
 impl<'a, P: Platform> Buddy<'a, P> {
     #[inline]
-    fn map(&self, pfn: Pfn) -> PageMap<'a, P> {
-        PageMap::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)")
+    fn map(&self, pfn: Pfn) -> PageWords<'a, P> {
+        PageWords::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)")
     }
 
     #[inline]

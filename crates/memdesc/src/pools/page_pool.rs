@@ -13,7 +13,7 @@
 //! - **Fragments.** [`PagePool::alloc_frag`] carves the pool's current block into fragments;
 //!   `pp_ref_count` counts them plus one hold by the pool while it is still carving, so the
 //!   block recycles when the pool has moved on and the last fragment is put.
-//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`pp_put_pfn`]) need only the machine, not the pool
+//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`PhysMem::pp_put_pfn`]) need only the machine, not the pool
 //!   handle: the descriptor names the pool, as Linux's `page->pp` does, so pages may outlive the
 //!   driver's handle.
 //! - **User mappings.** A handed-out block's page may be mapped into a user address space by
@@ -91,7 +91,7 @@ pub enum PoolError {
     /// Blocks are still in flight; the pool was not destroyed.
     InFlight(u64),
     /// The last `pp_ref_count` of this block would go while page-table entries map it: unmap
-    /// first (the reference is still held; put it again, e.g. with [`pp_put_pfn`]).
+    /// first (the reference is still held; put it again, e.g. with [`PhysMem::pp_put_pfn`]).
     Mapped(Pfn, u32),
 }
 
@@ -165,7 +165,7 @@ impl NetmemRef<'_> {
         self.desc.dma_addr()
     }
     /// Gives up the handle for the block's first pfn; the reference stays held, to be put
-    /// with [`pp_put_pfn`].
+    /// with [`PhysMem::pp_put_pfn`].
     pub fn into_raw(self) -> Pfn {
         self.pfn()
     }
@@ -206,7 +206,7 @@ impl Frag<'_> {
         self.desc.dma_addr() + self.offset as u64
     }
     /// Gives up the handle for the block's first pfn; the fragment's reference stays held, to
-    /// be put with [`pp_put_pfn`].
+    /// be put with [`PhysMem::pp_put_pfn`].
     pub fn into_raw(self) -> Pfn {
         self.desc.flags.pfn()
     }
@@ -485,15 +485,11 @@ pub fn pp_put_frag<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, f: Frag<'_>) ->
     put_desc(mem, cpu, f.desc)
 }
 
-/// Puts one reference of the block holding `pfn`, found from the page word (for a caller that
-/// kept only the page). Refused precisely for a page that is not a pool page or whose
-/// `pp_ref_count` is already zero.
-///
-/// # Safety
-/// The caller holds a reference to the block at `pfn` (a [`NetmemRef`] or [`Frag`] it gave up
-/// with `into_raw`, or one it was handed by raw code) and gives it up: a put of a reference
-/// somebody else holds passes the count check and recycles a block still in use.
-pub unsafe fn pp_put_pfn<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+/// Puts one reference of the block holding `pfn`, found from the page word, for a caller that
+/// holds that reference and gives it up (the checked body of the raw
+/// [`PhysMem::pp_put_pfn`], in `machine/raw.rs`). Refused precisely for a page that is not a
+/// pool page or whose `pp_ref_count` is already zero.
+pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
     let v = mem.memmap().load(mem.platform(), pfn).ok_or(PoolError::NotNetmem(pfn, None))?;
     match v.word.kind() {
         PageKind::NetPool(d) => {
@@ -605,7 +601,7 @@ mod tests {
         pp_put(&m, &cpu, a).unwrap();
         // SAFETY: testing the raw put's check: the block has no reference left, so the put is
         // refused before anything changes (no other holder exists in this test).
-        assert_eq!(unsafe { pp_put_pfn(&m, &cpu, pfn) }, Err(PoolError::NoReference(pfn)), "double put");
+        assert_eq!(pp_put_pfn_owned(&m, &cpu, pfn), Err(PoolError::NoReference(pfn)), "double put");
         let b = pool.alloc(&cpu).unwrap();
         assert_eq!((b.pfn(), b.dma_addr()), (pfn, dma), "recycled with its DMA address");
         let s = pool.stats();

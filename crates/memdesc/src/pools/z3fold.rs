@@ -30,23 +30,26 @@
 //!
 //! One spin lock per pool; a mapping counts itself in its page's descriptor under the lock
 //! and is released under it, and compaction skips pages whose count is non-zero, so a
-//! mapping's bytes never move. Objects never straddle pages, so a mapping is a pointer into
-//! the page.
+//! mapping's bytes never move. Objects never straddle pages, so a mapping is a window on the
+//! page.
 //!
 //! This module touches its pool state and handle chunks (kmalloc memory), its descriptors
 //! (the `z3fold_desc` descriptor cache), the contents of its pages, and their words.
 
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Z3foldDesc};
+use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
+use crate::list::List;
+use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
+use crate::rcu::RcuGuard;
+use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -212,7 +215,7 @@ impl Layout {
 
 struct Inner {
     /// `lists[n]`: pages whose largest fitting object is `n` chunks (0: full).
-    lists: [usize; Z3_NCHUNKS + 1],
+    lists: [List<Z3foldDesc>; Z3_NCHUNKS + 1],
     handles: HandleTable,
     pages: u64,
     objects: u64,
@@ -249,41 +252,20 @@ pub struct Z3CompactStats {
 /// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
-    state: NonNull<PoolState>,
+    /// Reached only through its spin lock; freed by `destroy`.
+    state: KObj<'m, PoolState>,
 }
 
-// SAFETY: the state lives in kmalloc memory owned by the pool until `destroy`; its contents
-// are reached only through its spin lock; PhysMem is Sync.
-unsafe impl<P: Platform> Send for Z3foldPool<'_, P> {}
-// SAFETY: as above.
-unsafe impl<P: Platform> Sync for Z3foldPool<'_, P> {}
-
-fn desc_ref<'a>(addr: usize) -> &'a Z3foldDesc {
-    // SAFETY: callers pass descriptors of this pool found on its lists or through a word read
-    // under the pool lock; descriptors are freed only under that lock after leaving the lists.
-    unsafe { &*(addr as *const Z3foldDesc) }
+/// Links a page at the front of a room list (it is on none: pool item P3 of `desc.rs`).
+fn link(list: &mut List<Z3foldDesc>, d: &Z3foldDesc) {
+    let r = list.push_front(d);
+    debug_assert!(r.is_ok(), "z3fold page already on a list");
 }
 
-fn list_push(head: &mut usize, d: &Z3foldDesc) {
-    let me = d as *const Z3foldDesc as usize;
-    d.list.prev.store(0, Ordering::Relaxed);
-    d.list.next.store(*head, Ordering::Relaxed);
-    if *head != 0 {
-        desc_ref(*head).list.prev.store(me, Ordering::Relaxed);
-    }
-    *head = me;
-}
-
-fn list_del(head: &mut usize, d: &Z3foldDesc) {
-    let (prev, next) = (d.list.prev.load(Ordering::Relaxed), d.list.next.load(Ordering::Relaxed));
-    if prev == 0 {
-        *head = next;
-    } else {
-        desc_ref(prev).list.next.store(next, Ordering::Relaxed);
-    }
-    if next != 0 {
-        desc_ref(next).list.prev.store(prev, Ordering::Relaxed);
-    }
+/// Takes a page off the room list its layout names (pool item P3 of `desc.rs`).
+fn unlink(list: &mut List<Z3foldDesc>, d: &Z3foldDesc) {
+    let r = pool_desc_unlink(d, list);
+    debug_assert!(r, "z3fold page on no list");
 }
 
 /// Bits per handle index in `Z3foldDesc::handles` (handle indices are below
@@ -304,8 +286,8 @@ fn set_handle_index(d: &Z3foldDesc, b: Buddy, i: usize) {
 
 /// A resolved handle.
 #[derive(Clone, Copy)]
-struct Loc<'a> {
-    d: &'a Z3foldDesc,
+struct Loc {
+    d: DescPtr<Z3foldDesc>,
     which: Buddy,
     entry: u64,
 }
@@ -313,28 +295,28 @@ struct Loc<'a> {
 impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
     pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
-        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let inner = Inner {
-            lists: [0; Z3_NCHUNKS + 1],
-            handles: HandleTable::new(p.as_ptr() as usize),
+            lists: [const { List::new() }; Z3_NCHUNKS + 1],
+            handles: HandleTable::new(0),
             pages: 0,
             objects: 0,
             bytes: 0,
         };
-        // SAFETY: a fresh kmalloc object of the state's size, aligned to at least 8, ours.
-        unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
-        Ok(Z3foldPool { mem, state: p })
+        let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
+        // Handles carry a tag derived from the state's address, known now.
+        let addr = state.as_ptr().as_ptr() as usize;
+        state.lock.get_mut().handles = HandleTable::new(addr);
+        Ok(Z3foldPool { mem, state })
     }
 
     fn state(&self) -> &PoolState {
-        // SAFETY: initialised in `new`, freed only by `destroy`, which consumes self.
-        unsafe { self.state.as_ref() }
+        &self.state
     }
 
     /// Pool figures.
     pub fn stats(&self) -> Z3Stats {
         let g = self.state().lock.lock();
-        let st = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
+        let st = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
         Z3Stats {
             objects: g.objects,
             object_bytes: g.bytes,
@@ -351,13 +333,14 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             return Err(Z3Error::InvalidSize(size));
         }
         let need = chunks(size);
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let hidx = g.handles.alloc(self.mem, cpu).map_err(|e| e.map_or(Z3Error::TooManyHandles, Z3Error::NoMemory))?;
-        let d = match (need..=Z3_NCHUNKS).find(|&n| g.lists[n] != 0) {
+        let d = match (need..=Z3_NCHUNKS).find(|&n| !g.lists[n].is_empty()) {
             Some(n) => {
-                let d = desc_ref(g.lists[n]);
-                list_del(&mut g.lists[n], d);
-                d
+                let d = g.lists[n].pop_front().expect("a non-empty list");
+                // For the read section rather than the list's borrow: the state changes below.
+                DescPtr::from_ref(d).get(&rg)
             }
             None => match self.page_new(cpu) {
                 Ok(d) => {
@@ -378,13 +361,13 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         }
         set_handle_index(d, which, hidx);
         l.store(d);
-        list_push(&mut g.lists[l.room()], d);
+        link(&mut g.lists[l.room()], d);
         g.objects += 1;
         g.bytes += size as u64;
         Ok(Handle(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT))))
     }
 
-    fn resolve<'g>(&self, g: &Inner, h: HandleId) -> Result<Loc<'g>, Z3Error> {
+    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, Z3Error> {
         let entry = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => Z3Error::BadHandle(h),
             HandleFault::Stale => Z3Error::StaleHandle(h),
@@ -392,7 +375,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         })?;
         let pfn = Pfn(entry >> PFN_SHIFT);
         let d = match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
-            Some(PageKind::Z3fold(d)) => desc_ref(d.addr()),
+            Some(PageKind::Z3fold(d)) => d,
             _ => return Err(Z3Error::BadHandle(h)),
         };
         Ok(Loc { d, which: Buddy::from_bits(entry >> IDX_SHIFT), entry })
@@ -401,14 +384,15 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Frees an object (refused precisely for bad, stale, doubly freed or mapped handles).
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), Z3Error> {
         let h = h.id();
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if loc.entry & E_MAPPED != 0 {
             return Err(Z3Error::Mapped(h));
         }
-        let d = loc.d;
+        let d = loc.d.get(&rg);
         let mut l = Layout::load(d);
-        list_del(&mut g.lists[l.room()], d);
+        unlink(&mut g.lists[l.room()], d);
         g.objects -= 1;
         g.bytes -= l.sizes[loc.which as usize] as u64;
         l.sizes[loc.which as usize] = 0;
@@ -421,7 +405,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             g.pages -= 1;
             self.page_free(cpu, d);
         } else {
-            list_push(&mut g.lists[l.room()], d);
+            link(&mut g.lists[l.room()], d);
         }
         Ok(())
     }
@@ -430,14 +414,14 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     pub fn size_of(&self, h: &Handle) -> Result<usize, Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok(Layout::load(loc.d).sizes[loc.which as usize])
+        Ok(Layout::load(pool_desc_locked(loc.d, &*g)).sizes[loc.which as usize])
     }
 
     /// Which object of its page `h` names, and the page.
     pub fn location(&self, h: &Handle) -> Result<(Pfn, Buddy), Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok((loc.d.flags.pfn(), loc.which))
+        Ok((pool_desc_locked(loc.d, &*g).flags.pfn(), loc.which))
     }
 
     /// Maps an object for reading.
@@ -459,15 +443,17 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         if loc.entry & E_MAPPED != 0 {
             return Err(Z3Error::AlreadyMapped(h));
         }
-        let mut l = Layout::load(loc.d);
-        let pfn = loc.d.flags.pfn();
-        let base = self.mem.platform().direct_map(pfn).ok_or(Z3Error::NoDirectMap(pfn))?;
-        *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
+        let d = pool_desc_locked(loc.d, &*g);
+        let mut l = Layout::load(d);
+        let pfn = d.flags.pfn();
+        // The object's bytes become the mapping's (pool item P2 of `desc.rs`), counted in the
+        // layout word below under the lock.
+        let window = pool_window(self.mem.platform(), pfn, l.start(loc.which) * Z3_CHUNK, l.sizes[loc.which as usize])
+            .ok_or(Z3Error::NoDirectMap(pfn))?;
         l.mapped += 1;
-        l.store(loc.d);
-        // SAFETY: the object's chunks lie inside the page.
-        let ptr = unsafe { base.add(l.start(loc.which) * Z3_CHUNK) };
-        Ok(Z3Mapping { pool: self, h, d: loc.d, ptr, len: l.sizes[loc.which as usize] })
+        l.store(d);
+        *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
+        Ok(Z3Mapping { pool: self, h, d: loc.d, window })
     }
 
     fn unmap(&self, m: &Z3Mapping<'_, 'm, P>) {
@@ -475,41 +461,35 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         if let Some(e) = g.handles.get_mut(m.h.index()) {
             *e &= !E_MAPPED;
         }
-        let mut l = Layout::load(m.d);
+        // The mapped count kept the page ours (frees of a mapped object are refused).
+        let d = pool_desc_locked(m.d, &*g);
+        let mut l = Layout::load(d);
         l.mapped -= 1;
-        l.store(m.d);
+        l.store(d);
     }
 
     /// Moves middle objects to make room (see the module docs). Returns what moved.
     pub fn compact(&self) -> Z3CompactStats {
         let mut st = Z3CompactStats::default();
         let mut g = self.state().lock.lock();
-        // Collect every page with a movable middle first (moving changes lists).
-        let mut todo = 0usize;
+        // Collect every page with a movable middle first (moving changes lists), last found
+        // first.
+        let mut todo = List::<Z3foldDesc>::new();
         for n in 0..=Z3_NCHUNKS {
-            let mut cur = g.lists[n];
-            while cur != 0 {
-                let d = desc_ref(cur);
-                let next = d.list.next.load(Ordering::Relaxed);
+            let mut keep = List::new();
+            while let Some(d) = g.lists[n].pop_front() {
                 let l = Layout::load(d);
                 let f = l.c(Buddy::First);
                 let l_c = l.c(Buddy::Last);
                 let movable = l.sizes[1] != 0 && l.mapped == 0 && (f == 0 || l_c == 0 || l.ms != f);
-                if movable {
-                    list_del(&mut g.lists[n], d);
-                    // Chain through `list.next` while off the lists.
-                    d.list.next.store(todo, Ordering::Relaxed);
-                    todo = cur;
-                }
-                cur = next;
+                let r = if movable { todo.push_front(d) } else { keep.push_back(d) };
+                debug_assert!(r.is_ok(), "just unlinked");
             }
+            g.lists[n].append(&mut keep);
         }
-        while todo != 0 {
-            let d = desc_ref(todo);
-            todo = d.list.next.load(Ordering::Relaxed);
+        while let Some(d) = todo.pop_front() {
             let mut l = Layout::load(d);
             let (m, size) = (l.c(Buddy::Middle), l.sizes[1]);
-            let base = self.mem.platform().direct_map(d.flags.pfn()).expect("z3fold pages are direct-mapped");
             let (to, becomes) = if l.sizes[0] == 0 {
                 (0, Buddy::First)
             } else if l.sizes[2] == 0 {
@@ -517,11 +497,10 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             } else {
                 (l.c(Buddy::First), Buddy::Middle)
             };
-            // SAFETY: source and destination ranges lie inside the page; no mapping of this
-            // page exists (mapped == 0 under the lock); copy handles the overlap.
-            unsafe {
-                core::ptr::copy(base.as_ptr().add(l.ms * Z3_CHUNK), base.as_ptr().add(to * Z3_CHUNK), size);
-            }
+            // The whole page is the lock holder's: no object of it is mapped (pool item P2).
+            let mut page =
+                pool_window(self.mem.platform(), d.flags.pfn(), 0, PAGE_SIZE).expect("z3fold pages are direct-mapped");
+            page.copy_within(l.ms * Z3_CHUNK, to * Z3_CHUNK, size).expect("objects lie inside their page");
             st.objects_moved += 1;
             if becomes == Buddy::Middle {
                 l.ms = to;
@@ -536,7 +515,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
                 st.promoted += 1;
             }
             l.store(d);
-            list_push(&mut g.lists[l.room()], d);
+            link(&mut g.lists[l.room()], d);
         }
         st
     }
@@ -547,28 +526,26 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         {
             let mut g = self.state().lock.lock();
             for n in 0..=Z3_NCHUNKS {
-                while g.lists[n] != 0 {
-                    let d = desc_ref(g.lists[n]);
-                    list_del(&mut g.lists[n], d);
+                while let Some(d) = g.lists[n].pop_front() {
                     self.page_free(cpu, d);
                 }
             }
             g.handles.destroy(self.mem, cpu);
             g.pages = 0;
         }
+        // A pfn scanner may still be about to take our lock (pool item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
-        // SAFETY: the pool state is the kmalloc object `new` allocated; the pool is consumed
-        // and no reader remains after the grace period above.
-        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
-        debug_assert!(r.is_ok(), "pool state free: {r:?}");
+        let Z3foldPool { mem, state } = self;
+        let _: PoolState = mem.slabs().kobj_free(cpu, state);
     }
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
         let d = self.mem.slabs().alloc_desc::<Z3foldDesc>(cpu)?;
+        pool_desc_fresh(d);
         // What a lockless reader of the word may read is set before the word names it.
         d.chunks.store(0, Ordering::Relaxed);
         d.handles.store(0, Ordering::Relaxed);
-        d.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        d.pool.store(self.state.as_ptr().as_ptr() as usize, Ordering::Release);
         let w = Word::desc(DescPtr::from_ref(d));
         let pfn = match self.mem.pages().alloc_with(cpu, 0, Gfp::MOVABLE, |_| w) {
             Ok(p) => p,
@@ -600,13 +577,12 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
     move_page(mem, cpu, pfn, None, false).map(|r| r.0)
 }
 
-/// As [`z3fold_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages_raw`] (order 0). On error the target stays the caller's.
-///
-/// # Safety
-/// As [`crate::pools::zsmalloc::zs_migrate_page_to`]: the caller owns `target`, an order-0 raw
-/// allocation of this machine, which the pool owns on success and the caller again on error.
-pub unsafe fn z3fold_migrate_page_to<P: Platform>(
+/// As [`z3fold_migrate_page`], to a page the caller owns: an order-0 raw allocation of this
+/// machine, which the pool owns on success and the caller again on error (memory
+/// compaction's free scanner). Checked as `zs_migrate_page_to`: the target must be a raw
+/// order-0 allocation and the page must still belong to the pool its word names.
+#[cfg(feature = "health")]
+pub(crate) fn z3fold_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -642,68 +618,68 @@ fn move_page<P: Platform>(
     if pool_addr == 0 {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
-    // SAFETY: the word named this descriptor inside our RCU read section; descriptors are
+    // The word named this descriptor inside our RCU read section; descriptors are
     // TYPESAFE_BY_RCU and a pool frees its state only after a grace period
-    // (`Z3foldPool::destroy`), which our guard holds off. Everything is re-checked under the
-    // pool's lock.
-    let state = unsafe { &*(pool_addr as *const PoolState) };
-    let pool = Z3foldPool { mem, state: NonNull::from(state) };
-    let r = pool.move_locked(cpu, pfn, d, target, poison);
+    // (`Z3foldPool::destroy`), which our guard holds off (pool item P4 of `desc.rs`).
+    // Everything is re-checked under the pool's lock.
+    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let r = move_locked(mem, state, &guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> Z3foldPool<'_, P> {
-    fn move_locked(
-        &self,
-        cpu: &Cpu<'_>,
-        pfn: Pfn,
-        dp: DescPtr<Z3foldDesc>,
-        target: Option<Pfn>,
-        poison: bool,
-    ) -> Result<(Pfn, u32), ZsMigrateError> {
-        let mut g = self.state().lock.lock();
-        match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
-            Some(PageKind::Z3fold(d2)) if d2 == dp => {}
-            _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
-        }
-        let d = desc_ref(dp.addr());
-        if d.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
-            return Err(ZsMigrateError::NotZsmalloc(pfn));
-        }
-        let l = Layout::load(d);
-        if l.mapped != 0 {
-            return Err(ZsMigrateError::Busy(pfn));
-        }
-        let new = take_replacement(self.mem, cpu, pfn, Word::desc(DescPtr::from_ref(d)), target, poison)?;
-        let mut lost = 0;
-        for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
-            if l.sizes[b as usize] == 0 {
-                continue;
-            }
-            let e = g.handles.get_mut(handle_index(d, b)).expect("a present object's handle");
-            *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
-            if poison {
-                *e |= E_LOST;
-                lost += 1;
-            }
-        }
-        d.flags.init(0, 0, new);
-        if poison {
-            self.mem.pages().retire_poisoned_block(pfn, 0);
-        } else {
-            page_free(self.mem, cpu, pfn);
-        }
-        Ok((new, lost))
+#[allow(clippy::too_many_arguments)]
+fn move_locked<P: Platform>(
+    mem: &PhysMem<P>,
+    state: &PoolState,
+    rg: &RcuGuard<'_>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    dp: DescPtr<Z3foldDesc>,
+    target: Option<Pfn>,
+    poison: bool,
+) -> Result<(Pfn, u32), ZsMigrateError> {
+    let mut g = state.lock.lock();
+    match mem.memmap().load(mem.platform(), pfn).map(|v| v.word.kind()) {
+        Some(PageKind::Z3fold(d2)) if d2 == dp => {}
+        _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
     }
+    let d = dp.get(rg);
+    if d.pool.load(Ordering::Relaxed) != state as *const PoolState as usize {
+        return Err(ZsMigrateError::NotZsmalloc(pfn));
+    }
+    let l = Layout::load(d);
+    if l.mapped != 0 {
+        return Err(ZsMigrateError::Busy(pfn));
+    }
+    let new = take_replacement(mem, cpu, pfn, Word::desc(DescPtr::from_ref(d)), target, poison)?;
+    let mut lost = 0;
+    for b in [Buddy::First, Buddy::Middle, Buddy::Last] {
+        if l.sizes[b as usize] == 0 {
+            continue;
+        }
+        let e = g.handles.get_mut(handle_index(d, b)).expect("a present object's handle");
+        *e = (*e & ((1 << PFN_SHIFT) - 1)) | new.0 << PFN_SHIFT;
+        if poison {
+            *e |= E_LOST;
+            lost += 1;
+        }
+    }
+    d.flags.init(0, 0, new);
+    if poison {
+        mem.pages().retire_poisoned_block(pfn, 0);
+    } else {
+        page_free(mem, cpu, pfn);
+    }
+    Ok((new, lost))
 }
 
 struct Z3Mapping<'a, 'm, P: Platform> {
     pool: &'a Z3foldPool<'m, P>,
     h: HandleId,
-    d: &'a Z3foldDesc,
-    ptr: NonNull<u8>,
-    len: usize,
+    d: DescPtr<Z3foldDesc>,
+    /// The object's bytes (they never straddle pages).
+    window: PageAccess<'m, P>,
 }
 
 impl<P: Platform> Drop for Z3Mapping<'_, '_, P> {
@@ -720,24 +696,20 @@ pub struct Z3Write<'a, 'm, P: Platform>(Z3Mapping<'a, 'm, P>);
 impl<P: Platform> Deref for Z3Read<'_, '_, P> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the object's bytes stay in place while it is mapped (compaction skips pages
-        // with mappings, frees of it are refused) and only this mapping reaches them.
-        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.window.bytes()
     }
 }
 
 impl<P: Platform> Deref for Z3Write<'_, '_, P> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: as for Z3Read.
-        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.window.bytes()
     }
 }
 
 impl<P: Platform> DerefMut for Z3Write<'_, '_, P> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for Z3Read; `&mut self` makes this the only live slice.
-        unsafe { core::slice::from_raw_parts_mut(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.window.bytes_mut()
     }
 }
 

@@ -73,16 +73,12 @@ impl Handle {
     pub fn into_raw(self) -> u64 {
         self.0 .0
     }
-    /// Rebuilds a handle from [`Handle::into_raw`]. A value the pool never issued, or one
-    /// whose object was freed, is refused by the pool with a precise error (the handle table
-    /// keeps a generation per slot), but a stale value whose slot's generation came round
-    /// again would name another owner's object.
-    ///
-    /// # Safety
-    /// The caller owns the object: `raw` came from [`Handle::into_raw`] of a live object of the
-    /// pool it will be used with, and no other handle or raw copy of it will be used.
+    /// Rebuilds a handle from [`Handle::into_raw`] for a caller that owns the object (the
+    /// checked body of the raw [`Handle::from_raw`], in `machine/raw.rs`, whose contract
+    /// states the ownership). The pool still refuses values it never issued or whose object
+    /// was freed.
     #[inline]
-    pub const unsafe fn from_raw(raw: u64) -> Handle {
+    pub(crate) const fn from_raw_owned(raw: u64) -> Handle {
         Handle(HandleId(raw))
     }
 }

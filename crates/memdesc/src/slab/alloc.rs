@@ -3,6 +3,34 @@
 //! per-node partial lists; making, poisoning and discarding slabs (TYPESAFE_BY_RCU slabs after
 //! a grace period); /proc/slabinfo. The cache's layout and free-list encoding are in
 //! [`super::cache`]; how the pieces fit is in [`super::cache`]'s header.
+//!
+//! This file is the allocator itself, so it keeps the slab layer's `unsafe` about object
+//! memory, slab descriptors and caches (typed objects for the layers above are in
+//! [`super::obj`]).
+//!
+//! # Invariants
+//! Every `// SAFETY:` comment of this file cites these as "invariant n".
+//! 1. **Object memory.** An object address a cache hands out, or a free path accepts after
+//!    its checks, is a slot of a live slab of that cache in direct-mapped memory; the free
+//!    pointer (`freeptr`) and the debug state word lie inside its stride, 8-aligned.
+//! 2. **Slab words.** A page word of kind `Slab` names the live descriptor of the slab the page
+//!    belongs to; a slab's pages are re-stamped before its descriptor is freed, and its
+//!    descriptor comes from the TYPESAFE_BY_RCU slab-descriptor cache (or is the first slot of
+//!    a self-hosted slab). A caller that owns an object of the slab keeps slab and descriptor
+//!    alive: a slab is discarded only when no object is in use.
+//! 3. **A slab's cache.** `Slab.cache` names the slab's cache, which is alive while the slab is:
+//!    a cache is destroyed only with no live object, after all its slabs are freed.
+//! 4. **Caches.** A cache is alive while it is on the machine's cache list (destroy unlinks it
+//!    under the list's lock before freeing it); a permanent cache (kmalloc's, the descriptor
+//!    and bootstrap caches, those of `new_cache_forever`) is never destroyed, so a `Kept` of
+//!    it is valid for the machine's life.
+//! 5. **Bootstrap.** The two bootstrap caches live in boot-allocator memory the machine never
+//!    frees; a self-hosted slab's first slot, zeroed with the slab, is its descriptor.
+//! 6. **Fresh objects.** An object just taken from a cache is owned by the caller alone, and
+//!    the cache's layout sized and aligned it for what the caller writes (a `SlabCache` in the
+//!    cache of caches, a `Slab` in the slab-descriptor cache, `len` bytes of kmalloc).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -10,14 +38,16 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::DescPtr;
+use crate::desc_ref::Kept;
 use crate::fault::FaultSite;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
+use crate::list::{Linked, Links, List};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::slab::sheaf::CpuSheaves;
 use crate::slab::Slabs;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::word::{PageKind, Word};
 
 use super::cache::*;
@@ -26,43 +56,46 @@ use super::handle::CacheRef;
 impl<'a, P: Platform> Slabs<'a, P> {
     #[inline]
     fn slab_desc_cache(&self) -> &'a SlabCache {
-        // SAFETY: built at boot in boot-allocator memory that lives as long as self.
-        unsafe { self.state.boot.slab_desc.as_ref() }
+        self.state.boot.slab_desc.get().expect("bootstrap caches are built before the view")
     }
 
     #[inline]
     fn kmem_cache_cache(&self) -> &'a SlabCache {
-        // SAFETY: as slab_desc_cache.
-        unsafe { self.state.boot.kmem_cache.as_ref() }
+        self.state.boot.kmem_cache.get().expect("bootstrap caches are built before the view")
     }
 
     /// Links a cache into the machine's list of caches.
     pub(crate) fn register_cache(&self, c: &SlabCache) {
-        let mut head = self.state.caches.lock();
-        c.next.store(*head, Ordering::Relaxed);
-        *head = c as *const SlabCache as usize;
+        let r = self.state.caches.lock().push_front(c);
+        debug_assert!(r.is_ok(), "cache {} registered twice", c.name);
     }
 
     /// Calls `f` for every cache.
     pub(crate) fn for_each_cache(&self, mut f: impl FnMut(&SlabCache)) {
-        let head = self.state.caches.lock();
-        let mut cur = *head;
-        while cur != 0 {
-            // SAFETY: the list only holds live caches (destroy unlinks under this lock).
-            let c = unsafe { &*(cur as *const SlabCache) };
+        for c in self.state.caches.lock().iter() {
             f(c);
-            cur = c.next.load(Ordering::Relaxed);
         }
     }
 
-    /// A handle to one of this machine's user caches (from [`PhysMem::for_each_cache`](crate::PhysMem::for_each_cache)); the
-    /// crate's own caches and kmalloc's are refused with [`SlabError::NotUserCache`].
-    ///
-    /// # Safety
-    /// The returned handle is a second handle to a cache whose creator holds one: the caller
-    /// ensures the cache is not destroyed (through either handle) while the other is still
-    /// used, and frees through it only objects it owns.
-    pub(crate) unsafe fn cache_ref(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
+    /// Creates a cache that is never destroyed (`destroy_cache` refuses it), held as a
+    /// [`Kept`] (for the crate's own caches that live as long as the machine).
+    pub(crate) fn new_cache_forever(
+        &self,
+        cpu: &Cpu<'_>,
+        args: &CacheArgs,
+        family: CacheFamily,
+    ) -> Result<Kept<SlabCache>, AllocError> {
+        let c = self.new_cache_with(cpu, args, family, true)?;
+        // SAFETY: permanent, so never destroyed (invariant 4).
+        Ok(unsafe { Kept::new(c) })
+    }
+
+    /// A second handle to one of this machine's user caches (the checked function behind
+    /// [`PhysMem::cache_ref`](crate::PhysMem::cache_ref), whose contract callers keep: the cache
+    /// is not destroyed while the creator's handle is used, and only owned objects are freed
+    /// through it); the crate's own caches and kmalloc's are refused with
+    /// [`SlabError::NotUserCache`].
+    pub(crate) fn cache_ref_owned(&self, cache: &'a SlabCache) -> Result<CacheRef<'a, P>, SlabError> {
         if cache.family != CacheFamily::User {
             return Err(SlabError::NotUserCache(cache.name));
         }
@@ -99,9 +132,20 @@ impl<'a, P: Platform> Slabs<'a, P> {
         args: &CacheArgs,
         family: CacheFamily,
     ) -> Result<&'a SlabCache, AllocError> {
+        self.new_cache_with(cpu, args, family, false)
+    }
+
+    fn new_cache_with(
+        &self,
+        cpu: &Cpu<'_>,
+        args: &CacheArgs,
+        family: CacheFamily,
+        permanent: bool,
+    ) -> Result<&'a SlabCache, AllocError> {
         let mut c =
             SlabCache::layout(args, self.pages.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
         c.family = family;
+        c.permanent = permanent;
         let order = SlabCache::percpu_order(self.pages.cpus().nr());
         let pc = self.pages.alloc_internal(cpu, order, Gfp::KERNEL)?;
         // Gfp::KERNEL never comes from unmapped memory (Gfp::may_be_unmapped); a platform
@@ -119,9 +163,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
             }
         };
         // SAFETY: obj is a fresh object of the kmem_cache cache, sized and aligned for a
-        // SlabCache, owned by us.
+        // SlabCache, owned by us (invariant 6).
         unsafe { obj.as_ptr().write(c) };
-        // SAFETY: just initialised; lives until destroy_cache frees it.
+        // SAFETY: just initialised; lives until destroy_cache frees it, after unlinking it from
+        // the cache list (invariant 4).
         let c = unsafe { &*obj.as_ptr() };
         self.register_cache(c);
         Ok(c)
@@ -131,30 +176,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// grace period for TYPESAFE_BY_RCU caches) and its per-CPU memory.
     pub(crate) fn destroy_cache(&self, cpu: &Cpu<'_>, cache: CacheRef<'_, P>) -> Result<(), SlabError> {
         let c = cache.cache;
-        if c.family == CacheFamily::Kmalloc {
+        if c.family == CacheFamily::Kmalloc || c.permanent {
             return Err(SlabError::NotUserCache(c.name));
         }
         if c.live_objects() != 0 {
             return Err(SlabError::Busy(c.live_objects()));
         }
-        {
-            let mut head = self.state.caches.lock();
-            let me = c as *const SlabCache as usize;
-            if *head == me {
-                *head = c.next.load(Ordering::Relaxed);
-            } else {
-                let mut cur = *head;
-                while cur != 0 {
-                    // SAFETY: live caches on the list.
-                    let n = unsafe { &*(cur as *const SlabCache) };
-                    if n.next.load(Ordering::Relaxed) == me {
-                        n.next.store(c.next.load(Ordering::Relaxed), Ordering::Relaxed);
-                        break;
-                    }
-                    cur = n.next.load(Ordering::Relaxed);
-                }
-            }
-        }
+        self.state.caches.lock().retain(|n| !core::ptr::eq(n, c));
         self.shrink_cache_inner(cpu, c, true);
         let (pc, order) = (c.percpu_pfn, c.percpu_order);
         let obj = NonNull::from(c).cast::<u8>();
@@ -174,29 +202,26 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         let mut freed = 0;
         for node in 0..MAX_NODES {
-            let mut victims = 0usize;
+            // Empty slabs move to a local list under the node lock (slab item S2) and are
+            // discarded after it is dropped.
+            let mut victims = List::<Slab>::new();
             {
-                let mut n = c.nodes[node].lock();
-                let mut cur = n.partial;
-                while cur != 0 {
-                    // SAFETY: slabs on the partial list are live descriptors of this cache.
-                    let s = unsafe { &*(cur as *const Slab) };
-                    let next = s.list.next.load(Ordering::Relaxed);
-                    if s.inuse.load(Ordering::Relaxed) == 0 || all {
+                let mut g = c.nodes[node].lock();
+                let n = &mut *g;
+                let mut all_slabs = core::mem::take(&mut n.partial);
+                while let Some(s) = all_slabs.pop_front() {
+                    let r = if s.inuse.load(Ordering::Relaxed) == 0 || all {
                         debug_assert!(s.inuse.load(Ordering::Relaxed) == 0);
-                        Self::list_remove(&mut n, s);
                         n.nr_slabs -= 1;
                         n.free_objs -= c.objects as u64;
-                        s.list.next.store(victims, Ordering::Relaxed);
-                        victims = cur;
-                    }
-                    cur = next;
+                        victims.push_back(s)
+                    } else {
+                        n.partial.push_back(s)
+                    };
+                    debug_assert!(r.is_ok(), "a slab just popped is unlinked");
                 }
             }
-            while victims != 0 {
-                // SAFETY: unlinked above; ours to discard.
-                let s = unsafe { &*(victims as *const Slab) };
-                victims = s.list.next.load(Ordering::Relaxed);
+            while let Some(s) = victims.pop_front() {
                 freed += 1 << c.order;
                 self.discard_slab(cpu, c, node, s);
             }
@@ -216,6 +241,19 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// Allocates one object of `c` (a [`FaultSite::Slab`] site).
     pub(crate) fn cache_alloc(&self, cpu: &Cpu<'_>, c: &SlabCache) -> Result<NonNull<u8>, AllocError> {
         self.cache_alloc_at(cpu, c, FaultSite::Slab)
+    }
+
+    /// Allocates one object of `c` with its first `len` bytes (at most the object size) zeroed.
+    pub(crate) fn cache_alloc_zeroed(
+        &self,
+        cpu: &Cpu<'_>,
+        c: &SlabCache,
+        len: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let p = self.cache_alloc(cpu, c)?;
+        // SAFETY: a fresh object of at least `c.size` bytes, ours (invariant 6).
+        unsafe { core::ptr::write_bytes(p.as_ptr(), 0, len.min(c.size)) };
+        Ok(p)
     }
 
     /// Allocates one object of `c`; fault injection sees it as an allocation at `site`.
@@ -238,8 +276,24 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let prev = st.swap(STATE_ALLOC ^ obj, Ordering::AcqRel);
             debug_assert_eq!(prev, STATE_FREE, "a free object was overwritten (use after free)");
         }
-        // SAFETY: object addresses are inside direct-mapped slab pages, never zero.
+        // SAFETY: object addresses are inside direct-mapped slab pages, never zero (invariant 1).
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    /// The cache of a live slab (one the caller found through a page word and keeps alive,
+    /// e.g. by owning one of its objects).
+    #[inline]
+    pub(crate) fn cache_of(&self, slab: &Slab) -> &'a SlabCache {
+        // SAFETY: a slab's cache is alive while the slab is (invariant 3).
+        unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) }
+    }
+
+    /// The descriptor a `Slab` page word names, for a caller that owns an object of that slab
+    /// (the checked free paths, whose callers own the object they free).
+    #[inline]
+    pub(crate) fn slab_owned(&self, d: DescPtr<Slab>) -> &'a Slab {
+        // SAFETY: the slab of an owned object is alive (invariant 2).
+        unsafe { &*(d.addr() as *const Slab) }
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -253,9 +307,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
-            // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
-            // page; the caller owns an object in it, which keeps the slab alive.
-            PageKind::Slab(d) => Ok((unsafe { &*(d.addr() as *const Slab) }, pfn)),
+            PageKind::Slab(d) => Ok((self.slab_owned(d), pfn)),
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
         }
     }
@@ -270,9 +322,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// returns the slab's base address.
     fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
-            // SAFETY: a slab's cache pointer names a live cache while the slab exists.
-            let owner = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
-            return Err(SlabError::WrongCache { addr, owner: owner.name });
+            return Err(SlabError::WrongCache { addr, owner: self.cache_of(slab).name });
         }
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
@@ -332,8 +382,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// Returns objects to their slabs.
     fn flush(&self, cpu: &Cpu<'_>, c: &SlabCache, objs: impl Iterator<Item = usize>) {
-        let mut discard = [0usize; crate::sheaf::SHEAF_CAPACITY * 2];
-        let mut nd = 0;
+        // Slabs emptied here, off every list of their node (slab items S1 and S2), discarded
+        // once no node lock is held.
+        let mut discard = List::<Slab>::new();
         for obj in objs {
             let slab = self.slab_of(obj).expect("objects in sheaves are slab objects");
             let node = self.slab_node(slab);
@@ -344,30 +395,35 @@ impl<'a, P: Platform> Slabs<'a, P> {
             if poisoned {
                 if slab.inuse.fetch_sub(1, Ordering::Relaxed) == 1 {
                     n.nr_slabs -= 1;
-                    discard[nd] = slab as *const Slab as usize;
-                    nd += 1;
+                    let r = discard.push_back(slab);
+                    debug_assert!(r.is_ok(), "a poisoned slab is on no list");
                 }
                 continue;
             }
             c.freeptr_of(obj).store(c.encode_free(obj, slab.freelist.load(Ordering::Relaxed)), Ordering::Relaxed);
             slab.freelist.store(obj, Ordering::Relaxed);
-            let was_full = slab.inuse.load(Ordering::Relaxed) == c.objects;
-            let inuse = slab.inuse.fetch_sub(1, Ordering::Relaxed) - 1;
+            let inuse = slab.inuse.load(Ordering::Relaxed);
             n.free_objs += 1;
-            if was_full {
-                Self::list_push(&mut n, slab);
+            if inuse == c.objects {
+                // Was full, so on no list (slab item S2).
+                let r = n.partial.push_front(slab);
+                debug_assert!(r.is_ok(), "a full slab is on no list");
             }
-            if inuse == 0 && n.nr_partial > MIN_PARTIAL {
-                Self::list_remove(&mut n, slab);
+            let discarded = inuse == 1 && n.partial.len() as u64 > MIN_PARTIAL;
+            if discarded {
+                // Unlinked while this object still counts as in use (slab item S2).
+                let on = slab.partial_unlink(&mut n.partial);
+                debug_assert!(on, "a slab with free objects is on its partial list");
                 n.nr_slabs -= 1;
                 n.free_objs -= c.objects as u64;
-                discard[nd] = slab as *const Slab as usize;
-                nd += 1;
+            }
+            slab.inuse.fetch_sub(1, Ordering::Relaxed);
+            if discarded {
+                let r = discard.push_back(slab);
+                debug_assert!(r.is_ok(), "unlinked just above");
             }
         }
-        for &s in &discard[..nd] {
-            // SAFETY: unlinked above under the node lock; ours to discard.
-            let slab = unsafe { &*(s as *const Slab) };
+        while let Some(slab) = discard.pop_front() {
             self.discard_slab(cpu, c, self.slab_node(slab), slab);
         }
     }
@@ -376,43 +432,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.pages.memmap().region_of(slab.flags.pfn()).map_or(0, |r| r.node as usize)
     }
 
-    fn list_push(n: &mut CacheNode, s: &Slab) {
-        let me = s as *const Slab as usize;
-        s.list.prev.store(0, Ordering::Relaxed);
-        s.list.next.store(n.partial, Ordering::Relaxed);
-        if n.partial != 0 {
-            // SAFETY: partial-list members are live slab descriptors.
-            unsafe { &*(n.partial as *const Slab) }.list.prev.store(me, Ordering::Relaxed);
-        }
-        n.partial = me;
-        n.nr_partial += 1;
-    }
-
-    fn list_remove(n: &mut CacheNode, s: &Slab) {
-        let (prev, next) = (s.list.prev.load(Ordering::Relaxed), s.list.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            n.partial = next;
-        } else {
-            // SAFETY: as list_push.
-            unsafe { &*(prev as *const Slab) }.list.next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            // SAFETY: as list_push.
-            unsafe { &*(next as *const Slab) }.list.prev.store(prev, Ordering::Relaxed);
-        }
-        n.nr_partial -= 1;
-    }
-
     /// Fills the CPU's main sheaf from partial slabs, making a new slab if none has free
     /// objects.
     fn refill(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &mut CpuSheaves) -> Result<(), AllocError> {
         let mut node = self.node_of(cpu);
         loop {
             {
-                let mut n = c.nodes[node].lock();
-                while !s.main.is_full() && n.partial != 0 {
-                    // SAFETY: partial-list members are live slab descriptors of this cache.
-                    let slab = unsafe { &*(n.partial as *const Slab) };
+                let mut g = c.nodes[node].lock();
+                let n = &mut *g;
+                while !s.main.is_full() {
+                    let Some(slab) = n.partial.front() else { break };
                     while !s.main.is_full() {
                         let obj = slab.freelist.load(Ordering::Relaxed);
                         if obj == 0 {
@@ -425,7 +454,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                         s.main.push(obj);
                     }
                     if slab.freelist.load(Ordering::Relaxed) == 0 {
-                        Self::list_remove(&mut n, slab);
+                        n.partial.pop_front();
                     }
                 }
             }
@@ -441,7 +470,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let mut n = c.nodes[node].lock();
             n.nr_slabs += 1;
             n.free_objs += c.objects as u64;
-            Self::list_push(&mut n, slab);
+            let r = n.partial.push_front(slab);
+            debug_assert!(r.is_ok(), "a new slab is on no list");
         }
     }
 
@@ -456,11 +486,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         let base = base.as_ptr() as usize;
         let desc: &Slab = if c.self_hosted {
             // SAFETY: the first object slot of the fresh, zeroed slab; all-zero is a valid
-            // Slab (all atomics).
+            // Slab (all atomics) (invariant 5).
             unsafe { &*(base as *const Slab) }
         } else {
             match self.cache_alloc_at(cpu, self.slab_desc_cache(), FaultSite::Desc) {
-                // SAFETY: an object of the slab-descriptor cache: zeroed or a former Slab.
+                // SAFETY: a fresh object of the slab-descriptor cache: zeroed or a former Slab,
+                // both valid (all atomics), and ours (invariant 6).
                 Ok(o) => unsafe { &*(o.as_ptr() as *const Slab) },
                 Err(e) => {
                     let _ = self.pages.free_internal(cpu, pfn, c.order);
@@ -472,7 +503,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         for i in 0..c.objects as usize {
             let obj = first + i * c.stride;
             if let Some(ctor) = c.ctor {
-                // SAFETY: obj is a fresh object slot inside our slab.
+                // SAFETY: obj is a fresh object slot inside our slab, never zero (invariant 1).
                 ctor(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
             let next = if i + 1 < c.objects as usize { obj + c.stride } else { 0 };
@@ -481,6 +512,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 st.store(STATE_FREE, Ordering::Relaxed);
             }
         }
+        desc.fresh_links();
         desc.flags.init(0, c.order, pfn);
         desc.cache.store(c as *const SlabCache as usize, Ordering::Relaxed);
         desc.freelist.store(first, Ordering::Relaxed);
@@ -497,9 +529,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// TYPESAFE_BY_RCU caches).
     #[cfg(feature = "health")]
     pub(crate) fn poison_slab(&self, cpu: &Cpu<'_>, slab: &Slab, pfn: Pfn) -> SlabPoison {
-        // SAFETY: a slab names its live cache while it exists, and the caller (memory_failure)
-        // found the slab through a Slab page word at a point where nothing frees it meanwhile.
-        let c = unsafe { &*(slab.cache.load(Ordering::Acquire) as *const SlabCache) };
+        // The caller (memory_failure) found the slab through a Slab page word at a point where
+        // nothing frees it meanwhile.
+        let c = self.cache_of(slab);
         // Objects of this slab sitting in CPU sheaves would still be handed out: return every
         // sheaf's objects to their slabs first.
         for i in 0..c.nr_cpus {
@@ -518,24 +550,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
             if slab.flags.flags() & crate::desc::PG_HWPOISON != 0 {
                 return SlabPoison::Already;
             }
-            let me = slab as *const Slab as usize;
-            let mut on_partial = false;
-            let mut cur = n.partial;
-            while cur != 0 {
-                if cur == me {
-                    on_partial = true;
-                    break;
-                }
-                // SAFETY: partial-list members are live slab descriptors of this cache.
-                cur = unsafe { &*(cur as *const Slab) }.list.next.load(Ordering::Relaxed);
-            }
+            let on_partial = n.partial.iter().any(|s| core::ptr::eq(s, slab));
             if slab.freelist.load(Ordering::Relaxed) != 0 && !on_partial {
                 // Empty and waiting for a grace period before its pages are freed.
                 return SlabPoison::Gone;
             }
             slab.flags.set(crate::desc::PG_HWPOISON);
             if on_partial {
-                Self::list_remove(&mut n, slab);
+                n.partial.retain(|s| !core::ptr::eq(s, slab));
             }
             inuse = slab.inuse.load(Ordering::Relaxed);
             n.free_objs -= (c.objects - inuse) as u64;
@@ -554,8 +576,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
     fn discard_slab(&self, cpu: &Cpu<'_>, c: &SlabCache, node: usize, s: &Slab) {
         if c.typesafe {
             let mut n = c.nodes[node].lock();
-            s.list.next.store(n.rcu_pending, Ordering::Relaxed);
-            n.rcu_pending = s as *const Slab as usize;
+            let r = n.rcu_pending.push_front(s);
+            debug_assert!(r.is_ok(), "a discarded slab is on no list");
             n.rcu_cookie = Some(self.pages.rcu().start_grace_period());
             return;
         }
@@ -563,6 +585,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     fn free_slab_pages(&self, cpu: &Cpu<'_>, c: &SlabCache, s: &Slab) {
+        debug_assert!(!s.list.is_linked(), "a slab is freed off every list (slab item S3)");
         let pfn = s.flags.pfn();
         let poisoned = s.flags.flags() & crate::desc::PG_HWPOISON != 0;
         self.pages.stamp_block(pfn, c.order, Word::TAIL);
@@ -592,17 +615,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let mut list = {
                 let mut n = c.nodes[node].lock();
                 match n.rcu_cookie {
-                    Some(ck) if n.rcu_pending != 0 && self.pages.rcu().poll(ck) => {
+                    Some(ck) if !n.rcu_pending.is_empty() && self.pages.rcu().poll(ck) => {
                         n.rcu_cookie = None;
-                        core::mem::replace(&mut n.rcu_pending, 0)
+                        core::mem::take(&mut n.rcu_pending)
                     }
-                    _ => 0,
+                    _ => List::new(),
                 }
             };
-            while list != 0 {
-                // SAFETY: slabs on the pending list are unlinked and ours.
-                let s = unsafe { &*(list as *const Slab) };
-                list = s.list.next.load(Ordering::Relaxed);
+            while let Some(s) = list.pop_front() {
                 self.free_slab_pages(cpu, c, s);
             }
         }
@@ -615,13 +635,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
             let n = node.lock();
             slabs += n.nr_slabs;
             free += n.free_objs;
-            let mut cur = n.partial;
-            while cur != 0 {
-                // SAFETY: partial-list members are live.
-                let s = unsafe { &*(cur as *const Slab) };
-                empty += (s.inuse.load(Ordering::Relaxed) == 0) as u64;
-                cur = s.list.next.load(Ordering::Relaxed);
-            }
+            empty += n.partial.iter().filter(|s| s.inuse.load(Ordering::Relaxed) == 0).count() as u64;
         }
         let num = slabs * c.objects as u64;
         SlabInfo {
@@ -663,5 +677,67 @@ impl<'a, P: Platform> Slabs<'a, P> {
             }
         });
         res
+    }
+}
+
+impl SlabBoot {
+    /// Builds the cache of caches and the self-hosting slab-descriptor cache in `pages` boot
+    /// pages at `pfn`.
+    pub(crate) fn build<P: Platform>(p: &P, pfn: Pfn, nr_cpus: usize, debug: bool) -> Option<SlabBoot> {
+        let base = p.direct_map(pfn)?;
+        let pc_order = SlabCache::percpu_order(nr_cpus);
+        let mut kc = SlabCache::layout(&CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>()), debug, false)?;
+        let mut sd = SlabCache::layout(
+            &CacheArgs {
+                align: 16,
+                typesafe_by_rcu: true,
+                freeptr_offset: Some(core::mem::offset_of!(Slab, list)),
+                ..CacheArgs::new("slab_desc", core::mem::size_of::<Slab>())
+            },
+            debug,
+            true,
+        )?;
+        let pc1 = pfn.add(1);
+        let pc2 = pc1.add(1 << pc_order);
+        kc.attach_percpu(p.direct_map(pc1)?, pc1, pc_order, nr_cpus);
+        sd.attach_percpu(p.direct_map(pc2)?, pc2, pc_order, nr_cpus);
+        kc.permanent = true;
+        sd.permanent = true;
+        let kcp = base.cast::<SlabCache>();
+        // SAFETY: the boot page at pfn is ours, page-aligned, and two SlabCache structs fit in
+        // it (asserted in cache.rs) (invariant 5).
+        unsafe {
+            kcp.as_ptr().write(kc);
+            kcp.as_ptr().add(1).write(sd);
+        }
+        // SAFETY: just written; boot memory lives as long as the machine, and both caches are
+        // permanent (invariants 4 and 5).
+        let (kc, sd) = unsafe { (Kept::new(kcp.as_ref()), Kept::new(&*kcp.as_ptr().add(1))) };
+        Some(SlabBoot { kmem_cache: kc, slab_desc: sd })
+    }
+}
+
+/// The words the allocator keeps inside object slots (invariant 1).
+impl SlabCache {
+    #[inline]
+    pub(super) fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
+        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
+        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned (invariant 1).
+        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
+    }
+
+    #[inline]
+    pub(super) fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
+        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on (invariant 1).
+        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
+    }
+}
+
+// SAFETY: `links` returns the `links` field every time (Linked item 1); a cache is freed only by
+// `destroy_cache`, after it left the machine's cache list under that list's lock (invariant 4;
+// Linked item 2).
+unsafe impl Linked for SlabCache {
+    fn links(&self) -> &Links {
+        &self.links
     }
 }

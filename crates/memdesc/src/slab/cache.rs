@@ -45,17 +45,20 @@
 //!   documented path frees a live descriptor.
 //! - **Owned objects**: [`CacheRef::alloc`](super::handle::CacheRef::alloc) returns a [`SlabObj`](super::handle::SlabObj) that [`CacheRef::free`](super::handle::CacheRef::free)
 //!   consumes; [`crate::kmalloc::KBox`] is kmalloc's.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::fmt;
 use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
+use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::layout::MAX_NODES;
-use crate::platform::Platform;
+use crate::list::{Links, List};
 use crate::rcu::GpCookie;
 use crate::slab::sheaf::CpuSheaves;
-use crate::sync::{AtomicUsize, SpinLock};
+use crate::sync::SpinLock;
 use crate::word::Tag;
 
 /// Empty slabs kept per node before freeing to the page allocator.
@@ -160,6 +163,16 @@ pub enum SlabError {
     Busy(u64),
     /// A large kmalloc free failed a page check.
     Page(crate::FreeError),
+    /// The cache's objects cannot hold the type asked for (too small, too little aligned, or
+    /// `TYPESAFE_BY_RCU`): see [`super::obj::ObjCache`].
+    Layout {
+        /// The cache.
+        cache: &'static str,
+        /// Size of the type.
+        size: usize,
+        /// Alignment of the type.
+        align: usize,
+    },
 }
 
 impl fmt::Display for SlabError {
@@ -176,6 +189,9 @@ impl fmt::Display for SlabError {
             SlabError::DoubleFree(a) => write!(f, "double free of object {a:#x}"),
             SlabError::Busy(n) => write!(f, "cache still has {n} live objects"),
             SlabError::Page(e) => write!(f, "{e}"),
+            SlabError::Layout { cache, size, align } => {
+                write!(f, "cache {cache} cannot hold owned objects of {size} bytes aligned to {align}")
+            }
         }
     }
 }
@@ -184,17 +200,18 @@ impl core::error::Error for SlabError {}
 
 /// Per-node slab lists of a cache.
 pub(crate) struct CacheNode {
-    pub(super) partial: usize,
-    pub(super) nr_partial: u64,
+    /// Slabs with free objects (and at most [`MIN_PARTIAL`] empty ones), newest first.
+    pub(super) partial: List<Slab>,
     pub(super) nr_slabs: u64,
     pub(super) free_objs: u64,
-    pub(super) rcu_pending: usize,
+    /// Empty slabs of a TYPESAFE_BY_RCU cache waiting for the grace period of `rcu_cookie`.
+    pub(super) rcu_pending: List<Slab>,
     pub(super) rcu_cookie: Option<GpCookie>,
 }
 
 impl CacheNode {
     pub(super) const EMPTY: CacheNode =
-        CacheNode { partial: 0, nr_partial: 0, nr_slabs: 0, free_objs: 0, rcu_pending: 0, rcu_cookie: None };
+        CacheNode { partial: List::new(), nr_slabs: 0, free_objs: 0, rcu_pending: List::new(), rcu_cookie: None };
 }
 
 /// A slab cache (`kmem_cache`). Lives in slab or boot memory at a fixed address, since slab
@@ -223,7 +240,11 @@ pub struct SlabCache {
     pub(super) nr_cpus: usize,
     pub(super) percpu_pfn: Pfn,
     pub(super) percpu_order: u32,
-    pub(super) next: AtomicUsize,
+    /// Never destroyed (kmalloc's, the descriptor caches, the bootstrap caches and those of
+    /// `Slabs::new_cache_forever`): `destroy_cache` refuses it, so a `Kept` of it stays valid.
+    pub(super) permanent: bool,
+    /// Links on the machine's list of caches.
+    pub(super) links: Links,
 }
 
 // SAFETY: percpu points to memory owned by the cache; every mutable part is behind a lock or
@@ -339,7 +360,8 @@ impl SlabCache {
             nr_cpus: 0,
             percpu_pfn: Pfn(0),
             percpu_order: 0,
-            next: AtomicUsize::new(0),
+            permanent: false,
+            links: Links::new(),
         })
     }
 
@@ -412,13 +434,6 @@ impl SlabCache {
         allocs - frees
     }
 
-    #[inline]
-    pub(super) fn freeptr_of(&self, obj: usize) -> &AtomicUsize {
-        // SAFETY: obj is an object slot of this cache inside a live slab (callers get it from
-        // a freelist or a validated free); freeptr + 8 <= stride and is 8-aligned.
-        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }
-    }
-
     /// `off / stride` for offsets inside a slab, by multiply and shift: exact because offsets
     /// are below 2^17 and strides at most 2^15 (the rounding error stays under 1/stride).
     #[inline]
@@ -449,55 +464,18 @@ impl SlabCache {
         let idx = self.obj_index(off);
         idx * self.stride == off && idx >= self.first_obj as usize && idx < (self.first_obj + self.objects) as usize
     }
-
-    #[inline]
-    pub(super) fn state_of(&self, obj: usize) -> Option<&AtomicUsize> {
-        // SAFETY: as freeptr_of; the state word lies inside the slot when debug is on.
-        self.state_off.map(|off| unsafe { &*((obj + off) as *const AtomicUsize) })
-    }
 }
 
 /// Pages and objects of the bootstrap caches placed by the boot allocator.
 pub(crate) struct SlabBoot {
-    pub(crate) kmem_cache: NonNull<SlabCache>,
-    pub(crate) slab_desc: NonNull<SlabCache>,
+    pub(crate) kmem_cache: Kept<SlabCache>,
+    pub(crate) slab_desc: Kept<SlabCache>,
 }
 
 impl SlabBoot {
     /// Boot-allocator pages the two bootstrap caches need: their structs and sheaves.
     pub(crate) fn pages(nr_cpus: usize) -> u64 {
         1 + 2 * (1u64 << SlabCache::percpu_order(nr_cpus))
-    }
-
-    /// Builds the cache of caches and the self-hosting slab-descriptor cache in `pages` boot
-    /// pages at `pfn`.
-    pub(crate) fn build<P: Platform>(p: &P, pfn: Pfn, nr_cpus: usize, debug: bool) -> Option<SlabBoot> {
-        let base = p.direct_map(pfn)?;
-        let pc_order = SlabCache::percpu_order(nr_cpus);
-        let mut kc = SlabCache::layout(&CacheArgs::new("kmem_cache", core::mem::size_of::<SlabCache>()), debug, false)?;
-        let mut sd = SlabCache::layout(
-            &CacheArgs {
-                align: 16,
-                typesafe_by_rcu: true,
-                freeptr_offset: Some(core::mem::offset_of!(Slab, list)),
-                ..CacheArgs::new("slab_desc", core::mem::size_of::<Slab>())
-            },
-            debug,
-            true,
-        )?;
-        let pc1 = pfn.add(1);
-        let pc2 = pc1.add(1 << pc_order);
-        kc.attach_percpu(p.direct_map(pc1)?, pc1, pc_order, nr_cpus);
-        sd.attach_percpu(p.direct_map(pc2)?, pc2, pc_order, nr_cpus);
-        let kcp = base.cast::<SlabCache>();
-        // SAFETY: the boot page at pfn is ours; two SlabCache structs fit in 4 KiB (asserted).
-        unsafe {
-            kcp.as_ptr().write(kc);
-            kcp.as_ptr().add(1).write(sd);
-        }
-        // SAFETY: just written.
-        let sdp = unsafe { NonNull::new_unchecked(kcp.as_ptr().add(1)) };
-        Some(SlabBoot { kmem_cache: kcp, slab_desc: sdp })
     }
 }
 

@@ -27,12 +27,6 @@ pub struct SlabObj {
     pub(super) cache: NonNull<SlabCache>,
 }
 
-// SAFETY: a SlabObj is a unique token for one object; the allocator's state it names is
-// behind locks and atomics, and the pointer is never dereferenced through the handle.
-unsafe impl Send for SlabObj {}
-// SAFETY: as above; `&SlabObj` only reads the two addresses.
-unsafe impl Sync for SlabObj {}
-
 impl SlabObj {
     /// The object's address (valid until the object is freed).
     #[inline]
@@ -45,14 +39,10 @@ impl SlabObj {
     pub fn into_raw(self) -> NonNull<u8> {
         self.ptr
     }
-    /// Makes the handle of a raw object again.
-    ///
-    /// # Safety
-    /// The caller owns the object: `ptr` came from [`CacheRef::alloc`] or
-    /// [`CacheRef::alloc_raw`] of `cache` (and was given up with [`SlabObj::into_raw`] if it
-    /// was a handle), has not been freed since, and no other handle or raw owner remains.
+    /// The handle of an object of `cache` the caller owns (the checked constructor behind
+    /// [`SlabObj::from_raw`], whose contract callers keep).
     #[inline]
-    pub unsafe fn from_raw<P: Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
+    pub(crate) fn new_owned<P: Platform>(cache: &CacheRef<'_, P>, ptr: NonNull<u8>) -> SlabObj {
         SlabObj { ptr, cache: NonNull::from(cache.cache) }
     }
 }
@@ -80,22 +70,23 @@ impl<'m, P: Platform> CacheRef<'m, P> {
     /// refused with [`SlabError::WrongCache`] (and leaked).
     pub fn free(&self, cpu: &Cpu<'_>, obj: SlabObj) -> Result<(), SlabError> {
         if obj.cache != NonNull::from(self.cache) {
-            // SAFETY: a SlabObj names the live cache it came from (a cache with a live object
-            // cannot be destroyed).
-            let owner = unsafe { obj.cache.as_ref() }.name;
-            return Err(SlabError::WrongCache { addr: obj.ptr.as_ptr() as usize, owner });
+            // The object's own slab names its cache (the handle owns the object, so its slab
+            // and cache are live).
+            let addr = obj.ptr.as_ptr() as usize;
+            return Err(match self.slabs.slab_of(addr) {
+                Ok(slab) => SlabError::WrongCache { addr, owner: self.slabs.cache_of(slab).name },
+                Err(e) => e,
+            });
         }
         self.slabs.cache_free(cpu, self.cache, obj.ptr)
     }
 
-    /// Frees an object of this cache by address. Checked: an address outside the cache's
-    /// objects, an interior pointer and a double free are refused and change nothing.
-    ///
-    /// # Safety
-    /// The caller owns the object: `obj` came from [`CacheRef::alloc_raw`] of this cache (or
-    /// [`SlabObj::into_raw`]), has not been freed since, and nothing uses it after this call.
-    /// The checks catch a double free, but not a free of an object somebody else holds.
-    pub unsafe fn free_raw(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees an object of this cache by address; the caller owns it (the checked function
+    /// behind [`CacheRef::free_raw`], whose contract callers keep). Checked: an address outside
+    /// the cache's objects, an interior pointer and a double free are refused and change
+    /// nothing.
+    #[inline]
+    pub(crate) fn free_owned(&self, cpu: &Cpu<'_>, obj: NonNull<u8>) -> Result<(), SlabError> {
         self.slabs.cache_free(cpu, self.cache, obj)
     }
 

@@ -4,7 +4,7 @@
 //! pointer's page word in O(1).
 //!
 //! [`PhysMem::kmalloc`](crate::PhysMem::kmalloc) returns an owned [`KBox`] that [`PhysMem::kfree`](crate::PhysMem::kfree) consumes. The raw
-//! interface ([`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw), the `unsafe` [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw)) takes and gives
+//! interface ([`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw), the ownership-vouching [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw)) takes and gives
 //! pointers for code that keeps them (C callers, traces). Either free accepts only kmalloc
 //! memory: an object of a descriptor cache, a user cache or another internal cache is refused
 //! with [`SlabError::NotKmalloc`], and a double free with [`SlabError::DoubleFree`] (always on,
@@ -33,6 +33,7 @@ use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
 use crate::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
+use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
@@ -73,12 +74,6 @@ pub struct KBox {
     machine: u32,
 }
 
-// SAFETY: a KBox is a unique token for one allocation; it never dereferences its pointer, and
-// the allocator state a free touches is behind locks and atomics.
-unsafe impl Send for KBox {}
-// SAFETY: as above; `&KBox` only reads the address.
-unsafe impl Sync for KBox {}
-
 impl KBox {
     /// The memory's address (valid until it is freed; at least the size asked for).
     #[inline]
@@ -92,7 +87,7 @@ impl KBox {
         self.ptr
     }
     /// A handle for memory of `machine` (the public constructor, `KBox::from_raw`, takes the
-    /// machine and lives in `machine/slab.rs`).
+    /// machine and lives in `machine/raw.rs`, with the handle's `Send`/`Sync`).
     #[inline]
     pub(crate) fn new(ptr: NonNull<u8>, machine: u32) -> KBox {
         KBox { ptr, machine }
@@ -119,21 +114,19 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
 }
 
 impl<'a, P: Platform> Slabs<'a, P> {
-    pub(crate) fn create_kmalloc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_KMALLOC], AllocError> {
+    pub(crate) fn create_kmalloc_caches(&self) -> Result<[Kept<SlabCache>; NR_KMALLOC], AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let mut out = [None; NR_KMALLOC];
+        let mut out = [Kept::NONE; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
             let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
-            let c =
-                self.new_cache_in(&cpu, &CacheArgs { align, ..CacheArgs::new(NAMES[i], size) }, CacheFamily::Kmalloc)?;
-            out[i] = Some(NonNull::from(c));
+            let args = CacheArgs { align, ..CacheArgs::new(NAMES[i], size) };
+            out[i] = self.new_cache_forever(&cpu, &args, CacheFamily::Kmalloc)?;
         }
         Ok(out)
     }
 
     fn kmalloc_cache(&self, i: usize) -> &'a SlabCache {
-        // SAFETY: created at boot; caches of kmalloc are never destroyed.
-        unsafe { self.state.kmalloc[i].expect("kmalloc caches exist after boot").as_ref() }
+        self.state.kmalloc[i].get().expect("kmalloc caches exist after boot")
     }
 
     /// Allocates `size` bytes (see the crate-level example; `memdesc_host::boot` gives a
@@ -149,6 +142,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// [`KBox::from_raw`]); losing the pointer leaks it.
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let p = match kmalloc_index(size) {
+            Some(i) if gfp.contains(Gfp::ZERO) => self.cache_alloc_zeroed(cpu, self.kmalloc_cache(i), size)?,
             Some(i) => self.cache_alloc(cpu, self.kmalloc_cache(i))?,
             None => {
                 let order = (size.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
@@ -171,10 +165,6 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 };
             }
         };
-        if gfp.contains(Gfp::ZERO) {
-            // SAFETY: p is a fresh object of at least `size` bytes, owned by the caller.
-            unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
-        }
         Ok(p)
     }
 
@@ -186,33 +176,26 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if obj.machine != self.pages.machine_id() {
             return Err(SlabError::OutOfRange(obj.ptr.as_ptr() as usize));
         }
-        // SAFETY: a KBox of this machine owns its memory (KBox's invariant), and consuming it
-        // here ends that ownership.
-        unsafe { self.kfree_raw(cpu, obj.ptr) }
+        // A KBox of this machine owns its memory, and consuming it here ends that ownership.
+        self.kfree_owned(cpu, obj.ptr)
     }
 
-    /// Frees kmalloc memory by address. Checked: an address outside the machine, in a page
-    /// that is neither a kmalloc slab nor a large kmalloc block (a descriptor cache's object,
-    /// a user cache's, a folio, free memory, …: [`SlabError::NotKmalloc`] or
-    /// [`SlabError::NotSlab`]), an interior pointer and a double free (in release builds too,
-    /// whichever CPU freed it first) are refused and change nothing.
-    ///
-    /// # Safety
-    /// The caller owns the memory: `ptr` came from [`PhysMem::kmalloc_raw`](crate::PhysMem::kmalloc_raw) of this machine
-    /// (or [`KBox::into_raw`]), has not been freed since, and nothing uses it after this
-    /// call. The checks catch a double free but cannot tell the owner of a live object from
-    /// anyone else: freeing another owner's object hands it out again while still in use.
-    pub(crate) unsafe fn kfree_raw(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees kmalloc memory by address; the caller owns it (the checked function behind
+    /// [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw), whose contract callers of this one
+    /// keep). Checked: an address outside the machine, in a page that is neither a kmalloc
+    /// slab nor a large kmalloc block (a descriptor cache's object, a user cache's, a folio,
+    /// free memory, …: [`SlabError::NotKmalloc`] or [`SlabError::NotSlab`]), an interior
+    /// pointer and a double free (in release builds too, whichever CPU freed it first) are
+    /// refused and change nothing.
+    pub(crate) fn kfree_owned(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> Result<(), SlabError> {
         let addr = ptr.as_ptr() as usize;
         let pfn = self.pages.platform().virt_to_pfn(ptr).ok_or(SlabError::OutOfRange(addr))?;
         let v = self.pages.memmap().load(self.pages.platform(), pfn).ok_or(SlabError::OutOfRange(addr))?;
         match v.word.kind() {
             PageKind::Slab(d) => {
-                // SAFETY: a Slab word points to a live slab descriptor while the page is a slab
-                // page, and that descriptor names its live cache.
-                let slab = unsafe { &*(d.addr() as *const crate::slab::Slab) };
-                // SAFETY: as above.
-                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
+                // The caller owns the object, which keeps its slab and cache alive.
+                let slab = self.slab_owned(d);
+                let c = self.cache_of(slab);
                 if c.family() != CacheFamily::Kmalloc {
                     return Err(SlabError::NotKmalloc { addr, cache: c.name() });
                 }
@@ -247,8 +230,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         match v.word.kind() {
             PageKind::Slab(_) => {
                 let slab = self.slab_of(addr)?;
-                // SAFETY: as in kfree.
-                Ok(unsafe { &*(slab.cache_addr() as *const SlabCache) }.usable_size())
+                Ok(self.cache_of(slab).usable_size())
             }
             PageKind::Undescribed(u) if u.subtype == Subtype::LargeKmalloc => Ok(PAGE_SIZE << u.order),
             _ => Err(SlabError::NotSlab(addr, v.word.tag())),
@@ -261,7 +243,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 /// features that have descriptors).
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
 impl<'a, P: Platform> Slabs<'a, P> {
-    pub(crate) fn create_desc_caches(&self) -> Result<[Option<NonNull<SlabCache>>; NR_DESC_KINDS], AllocError> {
+    pub(crate) fn create_desc_caches(&self) -> Result<[Kept<SlabCache>; NR_DESC_KINDS], AllocError> {
         use crate::desc::{MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
         fn args<T: CachedDescriptor>() -> CacheArgs {
             CacheArgs {
@@ -281,25 +263,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
             args::<MappableDesc>(),
         ];
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let mut out = [None; NR_DESC_KINDS];
+        let mut out = [Kept::NONE; NR_DESC_KINDS];
         for (i, a) in all.iter().enumerate() {
-            out[i] = Some(NonNull::from(self.new_cache(&cpu, a)?));
+            out[i] = self.new_cache_forever(&cpu, a, CacheFamily::Internal)?;
         }
         Ok(out)
     }
 
-    fn desc_cache<T: CachedDescriptor>(&self) -> &'a SlabCache {
-        // SAFETY: created at boot, never destroyed.
-        unsafe { self.state.desc_caches[T::KIND].expect("descriptor caches exist after boot").as_ref() }
-    }
-
-    /// Allocates a descriptor of kind `T` from its TYPESAFE_BY_RCU cache. Its memory is zero
-    /// or a former `T` with refcount 0; the caller initialises it before a word points to it.
-    pub(crate) fn alloc_desc<T: CachedDescriptor>(&self, cpu: &Cpu<'_>) -> Result<&'a T, AllocError> {
-        let p = self.cache_alloc_at(cpu, self.desc_cache::<T>(), crate::fault::FaultSite::Desc)?;
-        // SAFETY: objects of T's TYPESAFE_BY_RCU cache are zeroed or former T's, both valid
-        // (all-atomic) T values, and 16-byte aligned.
-        Ok(unsafe { &*(p.as_ptr() as *const T) })
+    pub(super) fn desc_cache<T: CachedDescriptor>(&self) -> &'a SlabCache {
+        self.state.desc_caches[T::KIND].get().expect("descriptor caches exist after boot")
     }
 
     /// Returns a descriptor to its cache.

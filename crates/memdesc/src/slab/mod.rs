@@ -31,11 +31,12 @@ pub mod alloc;
 pub mod cache;
 pub mod handle;
 pub mod kmalloc;
+pub mod obj;
 pub mod sheaf;
 
-use core::ptr::NonNull;
-
 use crate::boot::BootAllocator;
+use crate::desc_ref::Kept;
+use crate::list::List;
 use crate::page_alloc::{AllocError, BootFailure, PageAllocator};
 use crate::platform::Platform;
 use crate::sync::SpinLock;
@@ -47,6 +48,7 @@ pub use crate::desc::Slab;
 pub(crate) use cache::SlabPoison;
 pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB_ORDER, MIN_PARTIAL};
 pub use handle::{CacheRef, SlabObj};
+pub use obj::{CacheObj, KArray, KObj, ObjCache, OutOfBounds};
 
 use cache::SlabBoot;
 
@@ -58,18 +60,14 @@ pub const NR_KMALLOC: usize = 13;
 /// Private: only this layer's modules touch it, through [`Slabs`].
 pub struct SlabState {
     boot: SlabBoot,
-    /// Head of the list of caches (linked through `SlabCache::next`).
-    caches: SpinLock<usize>,
-    kmalloc: [Option<NonNull<SlabCache>>; NR_KMALLOC],
+    /// Every cache of the machine.
+    caches: SpinLock<List<SlabCache>>,
+    /// kmalloc's size classes (permanent caches).
+    kmalloc: [Kept<SlabCache>; NR_KMALLOC],
+    /// The descriptor caches (permanent), by [`crate::desc::CachedDescriptor::KIND`].
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
+    desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
 }
-
-// SAFETY: the pointers name caches in boot or slab memory that live as long as the machine;
-// every mutable part of a cache is behind its locks and atomics.
-unsafe impl Send for SlabState {}
-// SAFETY: as above.
-unsafe impl Sync for SlabState {}
 
 impl SlabState {
     /// Places the two bootstrap caches in boot-allocator memory (boot, before the buddy
@@ -85,10 +83,10 @@ impl SlabState {
             .ok_or(BootFailure::Memmap(crate::memmap::MemmapError::NoDirectMap(pfn)))?;
         Ok(SlabState {
             boot,
-            caches: SpinLock::new(0),
-            kmalloc: [None; NR_KMALLOC],
+            caches: SpinLock::new(List::new()),
+            kmalloc: [Kept::NONE; NR_KMALLOC],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-            desc_caches: [None; crate::desc::NR_DESC_KINDS],
+            desc_caches: [Kept::NONE; crate::desc::NR_DESC_KINDS],
         })
     }
 
@@ -104,9 +102,9 @@ impl SlabState {
 
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
-    kmalloc: [Option<NonNull<SlabCache>>; NR_KMALLOC],
+    kmalloc: [Kept<SlabCache>; NR_KMALLOC],
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
-    desc_caches: [Option<NonNull<SlabCache>>; crate::desc::NR_DESC_KINDS],
+    desc_caches: [Kept<SlabCache>; crate::desc::NR_DESC_KINDS],
 }
 
 /// The slab layer seen with the page allocator below it: every slab operation is a method of
@@ -134,10 +132,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// creates kmalloc's size classes and the descriptor caches. The machine stores the result
     /// with [`SlabState::set_boot_caches`] (the view only borrows the state).
     pub(crate) fn boot(&self) -> Result<BootCaches, AllocError> {
-        // SAFETY: the bootstrap caches live in boot memory for the machine's life.
-        let (kc, sd) = unsafe { (self.state.boot.kmem_cache.as_ref(), self.state.boot.slab_desc.as_ref()) };
-        self.register_cache(kc);
-        self.register_cache(sd);
+        for c in [&self.state.boot.kmem_cache, &self.state.boot.slab_desc] {
+            self.register_cache(c.get().expect("bootstrap caches are built by reserve"));
+        }
         Ok(BootCaches {
             kmalloc: self.create_kmalloc_caches()?,
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]

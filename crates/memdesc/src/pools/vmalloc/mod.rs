@@ -409,17 +409,13 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         Ok(VmArea { va, nr_pages: nr, id, _kind: PhantomData })
     }
 
-    /// Frees the area starting at `va`. Refused, with nothing changed, for an address that is
-    /// not an area's start ([`VmallocError::NotAreaStart`], [`VmallocError::GuardPage`],
-    /// [`VmallocError::NotAllocated`], [`VmallocError::OutOfRange`]), a recently freed start
-    /// ([`VmallocError::DoubleFree`]) or an area with a page still mapped to user space.
-    ///
-    /// # Safety
-    /// The caller owns the area starting at `va` (it came from [`VmallocSpace::vmalloc`] and its
-    /// [`VmArea`] was given up with [`VmArea::into_raw`], or the caller is that handle's owner
-    /// freeing by address) and nothing uses it after this call. The checks refuse addresses
-    /// that start no live area, but cannot tell the owner of a live area from anyone else.
-    pub unsafe fn vfree(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
+    /// Frees the area starting at `va`, for a caller that owns it (the checked body of the
+    /// raw [`VmallocSpace::vfree`], in `machine/raw.rs`). Refused, with nothing changed, for an
+    /// address that is not an area's start ([`VmallocError::NotAreaStart`],
+    /// [`VmallocError::GuardPage`], [`VmallocError::NotAllocated`],
+    /// [`VmallocError::OutOfRange`]), a recently freed start ([`VmallocError::DoubleFree`]) or
+    /// an area with a page still mapped to user space.
+    pub(crate) fn vfree_owned(&self, cpu: &Cpu<'_>, va: usize) -> Result<(), VmallocError> {
         self.vfree_checked(cpu, va, None)
     }
 
@@ -506,15 +502,11 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         })
     }
 
-    /// Copies `data` into the area holding `va` (all inside one area). Checked: `va..va+len`
-    /// must lie inside one live area ([`VmallocError`] otherwise, nothing written).
-    ///
-    /// # Safety
-    /// The caller owns the area holding `va` (it holds its [`VmArea`], or gave the handle up
-    /// with [`VmArea::into_raw`] and keeps the address as its owner): the check above cannot
-    /// tell the owner from anyone else, so a write by another party would overwrite bytes
-    /// that area's owner relies on. [`VmallocSpace::write_area`] is the safe form.
-    pub unsafe fn write(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
+    /// Copies `data` into the area holding `va` (all inside one area), for a caller that owns
+    /// the area (the checked body of the raw [`VmallocSpace::write`], in `machine/raw.rs`).
+    /// Checked: `va..va+len` must lie inside one live area ([`VmallocError`] otherwise,
+    /// nothing written).
+    pub(crate) fn write_owned(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
         self.copy(va, data.len(), None, |src_off, page, off, n| {
             // SAFETY: as in `read`, with the page as destination; the area's pages belong to
             // it alone.
@@ -813,9 +805,9 @@ mod tests {
         assert_eq!(e, VmallocError::Busy(1));
         let mut buf = [0u8; 4];
         assert_eq!(s.read_area(&b, 0, &mut buf), Ok(()));
-        // SAFETY: `b` is ours; freeing it by address (keeping the handle) is what this tests:
-        // the handle goes stale and is refused below.
-        unsafe { s.vfree(&cpu, b.addr()) }.unwrap();
+        // `b` is ours; freeing it by address (keeping the handle) is what this tests: the
+        // handle goes stale and is refused below.
+        s.vfree_owned(&cpu, b.addr()).unwrap();
         assert_eq!(s.read_area(&b, 0, &mut buf), Err(VmallocError::Stale(b.addr())));
         assert_eq!(s.stats(), VmallocStats::default());
         assert!(s.destroy(&cpu).is_ok());
@@ -865,23 +857,21 @@ mod tests {
         let s = VmallocSpace::with_range(&m, &cpu, &kmm, BASE, 64 * PAGE_SIZE).unwrap();
         let a = s.vmalloc::<Unmappable>(&cpu, 2 * PAGE_SIZE, Gfp::KERNEL).unwrap();
         let va = a.addr();
-        // SAFETY: every raw free below names an address that starts no live area (refused
+        // Every free by address below names an address that starts no live area (refused
         // before anything changes), or the area `a` this test owns, freed once.
-        unsafe {
-            assert_eq!(
-                s.vfree(&cpu, va + PAGE_SIZE),
-                Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va })
-            );
-            assert_eq!(
-                s.vfree(&cpu, va + 2 * PAGE_SIZE),
-                Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
-            );
-            assert_eq!(s.vfree(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
-            assert_eq!(s.vfree(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
-            assert_eq!(s.stats().areas, 1);
-            s.vfree(&cpu, va).unwrap();
-            assert_eq!(s.vfree(&cpu, va), Err(VmallocError::DoubleFree(va)));
-        }
+        assert_eq!(
+            s.vfree_owned(&cpu, va + PAGE_SIZE),
+            Err(VmallocError::NotAreaStart { va: va + PAGE_SIZE, start: va })
+        );
+        assert_eq!(
+            s.vfree_owned(&cpu, va + 2 * PAGE_SIZE),
+            Err(VmallocError::GuardPage { va: va + 2 * PAGE_SIZE, area: va })
+        );
+        assert_eq!(s.vfree_owned(&cpu, va + 8 * PAGE_SIZE), Err(VmallocError::NotAllocated(va + 8 * PAGE_SIZE)));
+        assert_eq!(s.vfree_owned(&cpu, 0x10), Err(VmallocError::OutOfRange(0x10)));
+        assert_eq!(s.stats().areas, 1);
+        s.vfree_owned(&cpu, va).unwrap();
+        assert_eq!(s.vfree_owned(&cpu, va), Err(VmallocError::DoubleFree(va)));
         assert_eq!(s.vfree_area(&cpu, a), Err(VmallocError::Stale(va)));
         assert_eq!(s.vmalloc::<Unmappable>(&cpu, 0, Gfp::KERNEL).unwrap_err(), VmallocError::ZeroSize);
         assert_eq!(

@@ -1,11 +1,12 @@
 //! zsmalloc compaction: [`ZsPool::compact`] (see "Compaction" in [`super`]). Runs under the
 //! pool lock, one class per hold, and never moves an object of a zspage with a mapping.
 
-use super::{zs_ref, Inner, Loc, ZsCompactStats, ZsPool, H_ALLOC, ZS_HEADER};
+use super::{link, unlink, Inner, Loc, ZsCompactStats, ZsPool, H_ALLOC, ZS_HEADER};
 use crate::cpu::Cpu;
-use crate::desc::Zspage;
+use crate::desc::{DescPtr, Zspage};
 use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, E_MAPPED, GEN_MASK, IDX_SHIFT, PFN_SHIFT};
+use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 
 impl<P: Platform> ZsPool<'_, P> {
@@ -17,19 +18,21 @@ impl<P: Platform> ZsPool<'_, P> {
         let n = self.state().lock.lock().nr_classes;
         for ci in 0..n {
             // One class per hold of the lock, so mappers wait at most one class.
+            let rg = self.mem.rcu().read_lock(cpu);
             let mut g = self.state().lock.lock();
-            self.compact_class(cpu, &mut g, ci, &mut st);
+            self.compact_class(cpu, &rg, &mut g, ci, &mut st);
         }
         // Then, smallest class first, empty each class's last sparse zspage into larger
         // classes' free slots.
         for ci in (0..n).rev() {
+            let rg = self.mem.rcu().read_lock(cpu);
             let mut g = self.state().lock.lock();
-            self.spill_class(cpu, &mut g, ci, &mut st);
+            self.spill_class(cpu, &rg, &mut g, ci, &mut st);
         }
         st
     }
 
-    fn compact_class(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+    fn compact_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
         let class = g.classes[ci];
         if class.huge() {
             return;
@@ -37,17 +40,14 @@ impl<P: Platform> ZsPool<'_, P> {
         loop {
             // Source: the least used unmapped partial zspage (not already tried).
             let (mut src, mut free_total) = (None::<&Zspage>, 0u64);
-            let mut cur = g.classes[ci].partial;
-            while cur != 0 {
-                let z = zs_ref(cur);
+            for z in g.lists[ci].partial.iter() {
                 free_total += (class.objs - z.inuse.load(Ordering::Relaxed)) as u64;
                 let better = src.is_none_or(|s| z.inuse.load(Ordering::Relaxed) < s.inuse.load(Ordering::Relaxed));
                 if z.mapped.load(Ordering::Relaxed) == 0 && better {
                     src = Some(z);
                 }
-                cur = z.list.next.load(Ordering::Relaxed);
             }
-            let Some(src) = src else { return };
+            let Some(src) = src.map(|z| held(rg, z)) else { return };
             let src_in = src.inuse.load(Ordering::Relaxed) as u64;
             let room = free_total - (class.objs as u64 - src_in);
             if room < src_in {
@@ -58,16 +58,13 @@ impl<P: Platform> ZsPool<'_, P> {
             for _ in 0..src_in {
                 // Destination: the fullest other partial zspage.
                 let mut dst = None::<&Zspage>;
-                let mut cur = g.classes[ci].partial;
-                while cur != 0 {
-                    let z = zs_ref(cur);
+                for z in g.lists[ci].partial.iter() {
                     let better = dst.is_none_or(|d| z.inuse.load(Ordering::Relaxed) > d.inuse.load(Ordering::Relaxed));
                     if !core::ptr::eq(z, src) && better {
                         dst = Some(z);
                     }
-                    cur = z.list.next.load(Ordering::Relaxed);
                 }
-                let dst = dst.expect("room was counted in other partial zspages");
+                let dst = held(rg, dst.expect("room was counted in other partial zspages"));
                 self.move_one(cpu, g, ci, src, ci, dst);
                 st.objects_moved += 1;
             }
@@ -102,8 +99,9 @@ impl<P: Platform> ZsPool<'_, P> {
         let dinuse = dst.inuse.load(Ordering::Relaxed) + 1;
         dst.inuse.store(dinuse, Ordering::Relaxed);
         if dinuse == dclass.objs {
-            Inner::list_del(&mut g.classes[cj].partial, dst);
-            Inner::list_push(&mut g.classes[cj].full, dst);
+            let l = &mut g.lists[cj];
+            unlink(&mut l.partial, dst);
+            link(&mut l.full, dst);
         }
         let e = g.handles.get_mut(hidx).expect("moved object's handle");
         let keep = *e & (E_ALLOC | E_MAPPED | E_LOST | GEN_MASK << 2);
@@ -111,7 +109,7 @@ impl<P: Platform> ZsPool<'_, P> {
         g.classes[cj].objects += 1;
         g.classes[cj].bytes += size as u64;
         // Release the source slot (this frees src when it empties).
-        self.obj_release(cpu, g, src, Loc { zs: src as *const Zspage as usize, idx, class: ci, size });
+        self.obj_release(cpu, g, src, Loc { zs: DescPtr::from_ref(src), idx, class: ci, size });
     }
 
     /// After per-class compaction a class is left with at most one partial zspage (unless
@@ -119,36 +117,27 @@ impl<P: Platform> ZsPool<'_, P> {
     /// (a slot holds any object up to its size): when those have room for all of them, move
     /// them there and free the zspage. Pool pages only go down (the free slots were pool
     /// pages already); objects only move to larger classes, so this terminates.
-    fn spill_class(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+    fn spill_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
         let class = g.classes[ci];
         if class.huge() {
             return;
         }
         // The least used unmapped partial zspage of this class.
         let mut src = None::<&Zspage>;
-        let mut cur = g.classes[ci].partial;
-        while cur != 0 {
-            let z = zs_ref(cur);
+        for z in g.lists[ci].partial.iter() {
             let better = src.is_none_or(|s| z.inuse.load(Ordering::Relaxed) < s.inuse.load(Ordering::Relaxed));
             if z.mapped.load(Ordering::Relaxed) == 0 && better {
                 src = Some(z);
             }
-            cur = z.list.next.load(Ordering::Relaxed);
         }
-        let Some(src) = src else { return };
+        let Some(src) = src.map(|z| held(rg, z)) else { return };
         let n = src.inuse.load(Ordering::Relaxed) as u64;
         // Larger classes have smaller indices (the table is built from the largest slot).
         let room: u64 = (0..ci)
             .filter(|&cj| !g.classes[cj].huge())
             .map(|cj| {
-                let mut free = 0u64;
-                let mut cur = g.classes[cj].partial;
-                while cur != 0 {
-                    let z = zs_ref(cur);
-                    free += (g.classes[cj].objs - z.inuse.load(Ordering::Relaxed)) as u64;
-                    cur = z.list.next.load(Ordering::Relaxed);
-                }
-                free
+                let objs = g.classes[cj].objs;
+                g.lists[cj].partial.iter().map(|z| (objs - z.inuse.load(Ordering::Relaxed)) as u64).sum::<u64>()
             })
             .sum();
         if room < n {
@@ -156,20 +145,25 @@ impl<P: Platform> ZsPool<'_, P> {
         }
         for _ in 0..n {
             // The smallest larger class with a partial zspage, and its fullest one.
-            let cj = (0..ci).rev().find(|&cj| !g.classes[cj].huge() && g.classes[cj].partial != 0);
+            let cj = (0..ci).rev().find(|&cj| !g.classes[cj].huge() && !g.lists[cj].partial.is_empty());
             let cj = cj.expect("room was counted in larger classes' partial zspages");
-            let mut dst = zs_ref(g.classes[cj].partial);
-            let mut cur = dst.list.next.load(Ordering::Relaxed);
-            while cur != 0 {
-                let z = zs_ref(cur);
-                if z.inuse.load(Ordering::Relaxed) > dst.inuse.load(Ordering::Relaxed) {
-                    dst = z;
+            let mut dst = None::<&Zspage>;
+            for z in g.lists[cj].partial.iter() {
+                if dst.is_none_or(|d| z.inuse.load(Ordering::Relaxed) > d.inuse.load(Ordering::Relaxed)) {
+                    dst = Some(z);
                 }
-                cur = z.list.next.load(Ordering::Relaxed);
             }
+            let dst = held(rg, dst.expect("a partial zspage"));
             self.move_one(cpu, g, ci, src, cj, dst);
             st.objects_moved += 1;
         }
         st.pages_freed += class.pages as u64;
     }
+}
+
+/// A zspage found on a class list, for the read section `rg` instead of the list's borrow (so
+/// the pool state can change while it is used; descriptors are type-stable under RCU, and the
+/// pool lock keeps it the pool's).
+fn held<'g>(rg: &'g RcuGuard<'_>, z: &Zspage) -> &'g Zspage {
+    DescPtr::from_ref(z).get(rg)
 }

@@ -1,17 +1,18 @@
 //! Mapping a zsmalloc object: [`ZsPool::map_read`] and [`ZsPool::map_write`] and the guards
 //! they return ([`ZsRead`], [`ZsWrite`]). A mapping counts itself in its handle entry and its
-//! zspage under the pool lock, then gives access without the lock: a pointer into the page,
+//! zspage under the pool lock, then gives access without the lock: a window on the page,
 //! or a kmalloc'd copy of an object that straddles two pages (written back when a write
 //! mapping is dropped). See the locking section of [`super`].
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use super::{zs_ref, Handle, HandleId, ZsError, ZsPool, E_LOST, E_MAPPED};
+use super::{Handle, HandleId, ZsError, ZsPool, E_LOST, E_MAPPED};
 use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
-use crate::desc::Zspage;
+use crate::desc::{DescPtr, Zspage};
 use crate::gfp::Gfp;
+use crate::page_access::PageAccess;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 
@@ -28,6 +29,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     fn map<'a>(&'a self, cpu: &'a Cpu<'a>, h: HandleId, write: bool) -> Result<Mapping<'a, 'm, P>, ZsError> {
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if g.handles.get(h.index()).is_some_and(|e| e & E_LOST != 0) {
@@ -37,42 +39,56 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             return Err(ZsError::AlreadyMapped(h));
         }
         let class = g.classes[loc.class];
-        let zs = zs_ref(loc.zs);
+        let zs = loc.zs.get(&rg);
         let off = loc.idx as usize * class.slot as usize + class.data_off();
         let straddles = off / PAGE_SIZE != (off + loc.size - 1) / PAGE_SIZE;
-        let (ptr, copy) = if straddles {
+        let bytes = if straddles {
             let buf = self.mem.kmalloc_raw(cpu, loc.size, Gfp::KERNEL)?;
             // SAFETY: a fresh kmalloc object of loc.size bytes; the object's bytes are ours
             // to read (allocated, not mapped elsewhere, and we hold the lock).
             self.copy_out(zs, off, unsafe { core::slice::from_raw_parts_mut(buf.as_ptr(), loc.size) });
-            (buf, true)
+            Bytes::Copy(buf)
         } else {
-            (self.page_ptr(zs, off), false)
+            // The object's bytes become the mapping's (pool item P2 of `desc.rs`): counted in
+            // the zspage below, under the lock.
+            Bytes::InPage(self.window(zs, off, loc.size))
         };
         *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
         zs.mapped.fetch_add(1, Ordering::Relaxed);
         g.mapped += 1;
-        Ok(Mapping { pool: self, cpu, h, zs, off, ptr, len: loc.size, copy, write })
+        Ok(Mapping { pool: self, cpu, h, zs: loc.zs, off, bytes, len: loc.size, write })
     }
 
     fn unmap(&self, m: &Mapping<'_, 'm, P>) {
-        if m.copy {
+        let rg = self.mem.rcu().read_lock(m.cpu);
+        // The mapped count keeps the zspage in place and alive (compaction and migration skip
+        // it, its objects cannot be freed while one is mapped).
+        let zs = m.zs.get(&rg);
+        if let Bytes::Copy(ptr) = m.bytes {
             if m.write {
                 // SAFETY: the buffer holds m.len bytes we own until the kfree below.
-                self.copy_in(m.zs, m.off, unsafe { core::slice::from_raw_parts(m.ptr.as_ptr(), m.len) });
+                self.copy_in(zs, m.off, unsafe { core::slice::from_raw_parts(ptr.as_ptr(), m.len) });
             }
             // SAFETY: the copy buffer is the kmalloc object map allocated for this mapping,
             // which is ending.
-            let r = unsafe { self.mem.kfree_raw(m.cpu, m.ptr) };
+            let r = unsafe { self.mem.kfree_raw(m.cpu, ptr) };
             debug_assert!(r.is_ok(), "copy buffer free: {r:?}");
         }
         let mut g = self.state().lock.lock();
         if let Some(e) = g.handles.get_mut(m.h.index()) {
             *e &= !E_MAPPED;
         }
-        m.zs.mapped.fetch_sub(1, Ordering::Relaxed);
+        zs.mapped.fetch_sub(1, Ordering::Relaxed);
         g.mapped -= 1;
     }
+}
+
+/// Where a mapping's bytes are.
+enum Bytes<'m, P: Platform> {
+    /// In the page: a window on the object (it lies in one page).
+    InPage(PageAccess<'m, P>),
+    /// A kmalloc'd copy of `len` bytes (the object straddles two pages).
+    Copy(NonNull<u8>),
 }
 
 /// A live mapping (shared by [`ZsRead`] and [`ZsWrite`]).
@@ -80,14 +96,30 @@ struct Mapping<'a, 'm, P: Platform> {
     pool: &'a ZsPool<'m, P>,
     cpu: &'a Cpu<'a>,
     h: HandleId,
-    zs: &'a Zspage,
+    zs: DescPtr<Zspage>,
     /// Offset of the object's data in the zspage.
     off: usize,
-    ptr: NonNull<u8>,
+    bytes: Bytes<'m, P>,
     len: usize,
-    /// `ptr` is a kmalloc'd copy (the object straddles two pages).
-    copy: bool,
     write: bool,
+}
+
+impl<P: Platform> Mapping<'_, '_, P> {
+    fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::InPage(w) => w.bytes(),
+            // SAFETY: the copy holds len bytes that are this mapping's until it is dropped.
+            Bytes::Copy(ptr) => unsafe { core::slice::from_raw_parts(ptr.as_ptr(), self.len) },
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.bytes {
+            Bytes::InPage(w) => w.bytes_mut(),
+            // SAFETY: as in `bytes`; `&mut self` makes this the only live slice of the copy.
+            Bytes::Copy(ptr) => unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), self.len) },
+        }
+    }
 }
 
 impl<P: Platform> Drop for Mapping<'_, '_, P> {
@@ -105,25 +137,19 @@ pub struct ZsWrite<'a, 'm, P: Platform>(Mapping<'a, 'm, P>);
 impl<P: Platform> Deref for ZsRead<'_, '_, P> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len bytes while the mapping lives (the zspage cannot move
-        // or be freed while its mapped count is non-zero, and a copy is ours); nothing
-        // writes the object meanwhile (one mapping per object; frees of it are refused).
-        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.bytes()
     }
 }
 
 impl<P: Platform> Deref for ZsWrite<'_, '_, P> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: as for ZsRead.
-        unsafe { core::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.bytes()
     }
 }
 
 impl<P: Platform> DerefMut for ZsWrite<'_, '_, P> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for ZsRead; this mapping is the only access to the object's bytes, and
-        // `&mut self` makes this the only live slice of it.
-        unsafe { core::slice::from_raw_parts_mut(self.0.ptr.as_ptr(), self.0.len) }
+        self.0.bytes_mut()
     }
 }

@@ -3,16 +3,15 @@
 //! word and its [`Zspage`]), retirement after a hardware memory error (`zs_poison_page`), and
 //! the two page helpers z3fold shares (`take_replacement`, `page_free`).
 
-use core::ptr::NonNull;
-
-use super::{zs_ref, Class, Inner, PoolState, ZsMigrateError, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
+use super::{Class, Inner, PoolRef, PoolState, ZsMigrateError, H_ALLOC, IDX_MASK, NO_OBJ, ZS_HEADER};
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
+use crate::desc::{pool_page_fill, pool_state, DescPtr, Zspage};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, IDX_SHIFT, PFN_SHIFT};
+use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -44,7 +43,7 @@ pub(crate) fn take_replacement<P: Platform>(
             t
         }
     };
-    let (Some(src), Some(dst)) = (mem.platform().direct_map(pfn), mem.platform().direct_map(new)) else {
+    if !pool_page_fill(mem.platform(), pfn, new, poison) {
         match target {
             None => page_free(mem, cpu, new),
             Some(t) => {
@@ -57,15 +56,6 @@ pub(crate) fn take_replacement<P: Platform>(
             }
         }
         return Err(ZsMigrateError::NoMemory(AllocError::NoMemory { order: 0 }));
-    };
-    if poison {
-        // SAFETY: a live page of ours, direct-mapped for PAGE_SIZE bytes. The poisoned page
-        // is never read.
-        unsafe { core::ptr::write_bytes(dst.as_ptr(), 0, PAGE_SIZE) };
-    } else {
-        // SAFETY: two distinct live pages, both direct-mapped for PAGE_SIZE bytes; the caller
-        // holds the pool lock with no object of `pfn` mapped, so nothing else touches them.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), PAGE_SIZE) };
     }
     Ok(new)
 }
@@ -84,17 +74,14 @@ pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -
     migrate(mem, cpu, pfn, None)
 }
 
-/// As [`zs_migrate_page`], to a page the caller allocated with
-/// [`PhysMem::alloc_pages_raw`] (order 0), e.g. from the other end of the zone. On error the
-/// target stays the caller's. A target that is not a raw order-0 allocation is refused with
-/// [`ZsMigrateError::BadTarget`].
-///
-/// # Safety
-/// The caller owns `target`: an order-0 block this machine handed out through
-/// [`PhysMem::alloc_pages_raw`] (or a [`crate::Pages`] given up with
-/// [`crate::Pages::into_raw`]), not freed since and used by nothing else. On success the pool
-/// owns it; on error it is still the caller's.
-pub unsafe fn zs_migrate_page_to<P: Platform>(
+/// As [`zs_migrate_page`], to a page the caller owns (memory compaction's free scanner): an
+/// order-0 block this machine handed out raw, not freed since and used by nothing else, e.g.
+/// from the other end of the zone. On success the pool owns it; on error it is still the
+/// caller's. Checked: a target that is not a raw order-0 allocation is refused with
+/// [`ZsMigrateError::BadTarget`], and the page must still belong to the pool its word names
+/// (re-checked under that pool's lock).
+#[cfg(feature = "health")]
+pub(crate) fn zs_migrate_page_to<P: Platform>(
     mem: &PhysMem<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -144,34 +131,35 @@ fn move_page<P: Platform>(
     if pool_addr == 0 {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
-    // SAFETY: the word named this zspage while we were inside the RCU read section, so the
-    // pool its descriptor names (now, TYPESAFE_BY_RCU: it may have been reused by another
-    // pool, which was then alive after our section began) frees its state only after a grace
-    // period that our guard holds off (`ZsPool::destroy`).
-    let state = unsafe { &*(pool_addr as *const PoolState) };
-    let pool = ZsPool { mem, state: NonNull::from(state) };
-    let r = pool.migrate_locked(cpu, pfn, d, target, poison);
+    // The word named this zspage inside our read section, so the pool its descriptor names
+    // (now: TYPESAFE_BY_RCU, it may have been reused by another pool, alive after our section
+    // began) frees its state only after a grace period our guard holds off (`ZsPool::destroy`,
+    // pool item P4 of `desc.rs`).
+    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let pool = PoolRef { mem, state };
+    let r = pool.migrate_locked(&guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> ZsPool<'_, P> {
+impl<P: Platform> PoolRef<'_, '_, P> {
     fn migrate_locked(
         &self,
+        rg: &RcuGuard<'_>,
         cpu: &Cpu<'_>,
         pfn: Pfn,
         d: DescPtr<Zspage>,
         target: Option<Pfn>,
         poison: bool,
     ) -> Result<(Pfn, ZsPoisoned), ZsMigrateError> {
-        let mut g = self.state().lock.lock();
+        let mut g = self.state.lock.lock();
         // Re-check under the lock: still a page of this zspage of this pool?
         match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word.kind()) {
             Some(PageKind::Zsmalloc(d2)) if d2 == d => {}
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
-        let zs = zs_ref(d.addr());
-        if zs.pool.load(Ordering::Relaxed) != self.state.as_ptr() as usize {
+        let zs = d.get(rg);
+        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState as usize {
             return Err(ZsMigrateError::NotZsmalloc(pfn));
         }
         if zs.mapped.load(Ordering::Relaxed) != 0 {
@@ -253,5 +241,37 @@ impl<P: Platform> ZsPool<'_, P> {
             }
         }
         zs.freelist.store(head, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom), feature = "health"))]
+mod tests {
+    use super::*;
+    use crate::machine::test_machine::machine;
+    use crate::pools::zsmalloc::ZsPool;
+    use crate::MemmapLayout;
+
+    #[test]
+    fn a_target_must_be_a_raw_order0_allocation() {
+        let m = machine(4096, MemmapLayout::Flat);
+        let cpu = m.cpus().claim(0).unwrap();
+        let pool = ZsPool::new(&m, &cpu).unwrap();
+        let h = pool.malloc(&cpu, 100).unwrap();
+        pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[5; 100]);
+        let mut out = [Pfn(0); 8];
+        pool.pages_of(&h, &mut out).unwrap();
+        let old = out[0];
+        // A pool page is no raw order-0 allocation: refused before anything changes.
+        assert_eq!(zs_migrate_page_to(&m, &cpu, old, old), Err(ZsMigrateError::BadTarget(old)));
+        assert_eq!(pool.verify(), Ok(()));
+        // A raw order-0 allocation of ours becomes the zspage's page.
+        let t = m.alloc_pages_raw(&cpu, 0, Gfp::MOVABLE).unwrap();
+        assert_eq!(zs_migrate_page_to(&m, &cpu, old, t), Ok(t));
+        pool.pages_of(&h, &mut out).unwrap();
+        assert_eq!(out[0], t);
+        assert_eq!(&pool.map_read(&cpu, &h).unwrap()[..], &[5; 100]);
+        assert_eq!(pool.verify(), Ok(()));
+        pool.free(&cpu, h).unwrap();
+        pool.destroy(&cpu);
     }
 }

@@ -59,15 +59,16 @@ mod map;
 mod migrate;
 mod verify;
 
-use core::ptr::NonNull;
-
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Zspage};
+use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Zspage};
 use crate::gfp::Gfp;
+use crate::list::List;
+use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
 use crate::PhysMem;
@@ -77,9 +78,11 @@ pub use map::{ZsRead, ZsWrite};
 pub(crate) use migrate::page_free;
 #[cfg(feature = "z3fold")]
 pub(crate) use migrate::take_replacement;
+pub use migrate::zs_migrate_page;
+#[cfg(feature = "health")]
+pub(crate) use migrate::zs_migrate_page_to;
 #[cfg(feature = "health")]
 pub(crate) use migrate::zs_poison_page;
-pub use migrate::{zs_migrate_page, zs_migrate_page_to};
 
 /// Most pages in a zspage (the descriptor has room for this many pfns).
 pub const ZS_MAX_PAGES: usize = 8;
@@ -186,7 +189,7 @@ pub enum ZsMigrateError {
     Busy(Pfn),
     /// No page to migrate to.
     NoMemory(AllocError),
-    /// The target page given to [`zs_migrate_page_to`] is not a raw order-0 allocation.
+    /// The target page of a migration is not a raw order-0 allocation.
     BadTarget(Pfn),
 }
 
@@ -213,17 +216,13 @@ struct Class {
     pages: u32,
     /// Objects per zspage.
     objs: u32,
-    /// Zspages with free objects (doubly linked through `Zspage::list`).
-    partial: usize,
-    /// Full zspages.
-    full: usize,
     zspages: u64,
     objects: u64,
     bytes: u64,
 }
 
 impl Class {
-    const EMPTY: Class = Class { slot: 0, pages: 0, objs: 0, partial: 0, full: 0, zspages: 0, objects: 0, bytes: 0 };
+    const EMPTY: Class = Class { slot: 0, pages: 0, objs: 0, zspages: 0, objects: 0, bytes: 0 };
     fn huge(&self) -> bool {
         self.objs == 1
     }
@@ -236,6 +235,17 @@ impl Class {
     }
 }
 
+/// The zspages of one class (pool item P3 of `desc.rs`: a zspage is on `partial` while it has
+/// a free object, on `full` otherwise).
+struct ClassLists {
+    partial: List<Zspage>,
+    full: List<Zspage>,
+}
+
+impl ClassLists {
+    const EMPTY: ClassLists = ClassLists { partial: List::new(), full: List::new() };
+}
+
 /// What the lock protects.
 struct Inner {
     step: usize,
@@ -244,6 +254,7 @@ struct Inner {
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
     classes: [Class; MAX_SLOTS],
+    lists: [ClassLists; MAX_SLOTS],
     handles: HandleTable,
     live_handles: u64,
     mapped: u64,
@@ -343,55 +354,28 @@ pub struct ZsClassInfo {
 /// ```
 pub struct ZsPool<'m, P: Platform> {
     mem: &'m PhysMem<P>,
-    state: NonNull<PoolState>,
+    /// Reached only through its spin lock; freed by `destroy`.
+    state: KObj<'m, PoolState>,
 }
 
-// SAFETY: the state lives in kmalloc memory owned by the pool until `destroy`; all access to
-// its contents goes through its spin lock, and PhysMem is Sync.
-unsafe impl<P: Platform> Send for ZsPool<'_, P> {}
-// SAFETY: as above.
-unsafe impl<P: Platform> Sync for ZsPool<'_, P> {}
+/// A pool's machine and state, borrowed: what the byte helpers and migration work on, for the
+/// owning [`ZsPool`] or for a pool reached from a page word under RCU (migration).
+#[derive(Clone, Copy)]
+struct PoolRef<'a, 'm, P: Platform> {
+    mem: &'m PhysMem<P>,
+    state: &'a PoolState,
+}
 
 /// Where an object is, resolved under the lock.
 #[derive(Clone, Copy)]
 struct Loc {
-    zs: usize,
+    zs: DescPtr<Zspage>,
     idx: u32,
     class: usize,
     size: usize,
 }
 
-#[inline]
-fn zs_ref<'a>(addr: usize) -> &'a Zspage {
-    // SAFETY: callers pass addresses of zspage descriptors of this pool that are live (on a
-    // class list, or named by an allocated handle entry or a Zsmalloc word read under the
-    // pool lock); descriptors are freed only under that lock, after leaving every list.
-    unsafe { &*(addr as *const Zspage) }
-}
-
 impl Inner {
-    fn list_push(head: &mut usize, zs: &Zspage) {
-        let me = zs as *const Zspage as usize;
-        zs.list.prev.store(0, Ordering::Relaxed);
-        zs.list.next.store(*head, Ordering::Relaxed);
-        if *head != 0 {
-            zs_ref(*head).list.prev.store(me, Ordering::Relaxed);
-        }
-        *head = me;
-    }
-
-    fn list_del(head: &mut usize, zs: &Zspage) {
-        let (prev, next) = (zs.list.prev.load(Ordering::Relaxed), zs.list.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            *head = next;
-        } else {
-            zs_ref(prev).list.next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            zs_ref(next).list.prev.store(prev, Ordering::Relaxed);
-        }
-    }
-
     fn class_of_size(&self, size: usize) -> usize {
         let slot = (size + ZS_HEADER).max(ZS_MIN_SLOT).next_multiple_of(self.step).min(PAGE_SIZE);
         self.size_index[slot / self.step] as usize
@@ -454,28 +438,38 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         if !(1..=ZS_MAX_PAGES).contains(&max_pages) {
             return Err(ZsError::InvalidMaxPages(max_pages));
         }
-        let p = mem.kmalloc_raw(cpu, core::mem::size_of::<PoolState>(), Gfp::KERNEL)?.cast::<PoolState>();
         let mut inner = Inner {
             step,
             max_pages,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
-            handles: HandleTable::new(p.as_ptr() as usize),
+            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
+            handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
             poisoned: false,
         };
         build_classes(&mut inner);
-        // SAFETY: a fresh kmalloc object of size_of::<PoolState>() bytes, aligned to at least
-        // 8 (kmalloc classes of this size are page-aligned), owned by this pool.
-        unsafe { p.as_ptr().write(PoolState { lock: SpinLock::new(inner) }) };
-        Ok(ZsPool { mem, state: p })
+        let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
+        // Handles carry a tag derived from the state's address, known now.
+        let addr = state.as_ptr().as_ptr() as usize;
+        state.lock.get_mut().handles = HandleTable::new(addr);
+        Ok(ZsPool { mem, state })
     }
 
     fn state(&self) -> &PoolState {
-        // SAFETY: initialised in `with_step`, freed only by `destroy`, which consumes self.
-        unsafe { self.state.as_ref() }
+        &self.state
+    }
+
+    /// The address of the pool state (what zspage descriptors name).
+    fn state_addr(&self) -> usize {
+        self.state.as_ptr().as_ptr() as usize
+    }
+
+    /// The pool's state and machine as a borrowed [`PoolRef`].
+    fn r(&self) -> PoolRef<'_, 'm, P> {
+        PoolRef { mem: self.mem, state: &self.state }
     }
 
     /// The machine.
@@ -509,7 +503,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             s.pages += c.zspages * c.pages as u64;
         }
         let chunks = g.handles.chunks() as u64;
-        let state = self.mem.ksize(self.state.cast()).unwrap_or(core::mem::size_of::<PoolState>());
+        let state = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
         s.metadata_bytes = s.zspages * core::mem::size_of::<Zspage>() as u64 + chunks * PAGE_SIZE as u64 + state as u64;
         s
     }
@@ -520,18 +514,21 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         if size == 0 || size > ZS_MAX_ALLOC {
             return Err(ZsError::InvalidSize(size));
         }
+        // Zspage references live under this read section (descriptors are type-stable), so
+        // they do not borrow the lock guard and the pool state can change around them.
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let ci = g.class_of_size(size);
         let hidx = self.handle_alloc(cpu, &mut g)?;
-        let zs = match g.classes[ci].partial {
-            0 => match self.zspage_new(cpu, &mut g, ci) {
+        let zs = match g.lists[ci].partial.front().map(DescPtr::from_ref) {
+            Some(p) => p.get(&rg),
+            None => match self.zspage_new(cpu, &mut g, ci) {
                 Ok(z) => z,
                 Err(e) => {
                     self.handle_release(&mut g, hidx);
                     return Err(e);
                 }
             },
-            z => zs_ref(z),
         };
         let class = g.classes[ci];
         let idx = zs.freelist.load(Ordering::Relaxed);
@@ -549,8 +546,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let inuse = zs.inuse.load(Ordering::Relaxed) + 1;
         zs.inuse.store(inuse, Ordering::Relaxed);
         if inuse == class.objs {
-            Inner::list_del(&mut g.classes[ci].partial, zs);
-            Inner::list_push(&mut g.classes[ci].full, zs);
+            let l = &mut g.lists[ci];
+            unlink(&mut l.partial, zs);
+            link(&mut l.full, zs);
         }
         let c = &mut g.classes[ci];
         c.objects += 1;
@@ -561,16 +559,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
 
     /// Frees an object. Refused with a precise error for a handle this pool never issued, one
     /// already freed, one freed and reused, or one that is mapped (all reachable only through
-    /// [`Handle::from_raw`]). A refused handle is consumed all the same.
+    /// a handle rebuilt from its raw value). A refused handle is consumed all the same.
     pub fn free(&self, cpu: &Cpu<'_>, h: Handle) -> Result<(), ZsError> {
         let h = h.0;
+        let rg = self.mem.rcu().read_lock(cpu);
         let mut g = self.state().lock.lock();
         let loc = self.resolve(&g, h)?;
         if g.handles.get(h.index()).is_some_and(|e| e & E_MAPPED != 0) {
             return Err(ZsError::Mapped(h));
         }
-        let zs = zs_ref(loc.zs);
-        self.obj_release(cpu, &mut g, zs, loc);
+        self.obj_release(cpu, &mut g, loc.zs.get(&rg), loc);
         self.handle_release(&mut g, h.index());
         g.live_handles -= 1;
         Ok(())
@@ -586,7 +584,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn pages_of(&self, h: &Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.0)?;
-        let zs = zs_ref(loc.zs);
+        let zs = pool_desc_locked(loc.zs, &*g);
         let n = g.classes[loc.class].pages as usize;
         for (i, o) in out.iter_mut().enumerate().take(n) {
             *o = Pfn(zs.pages[i].load(Ordering::Relaxed));
@@ -598,16 +596,17 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     /// (their handles become invalid with the pool). Guards borrow the pool, so none is live.
     pub fn destroy(self, cpu: &Cpu<'_>) {
         {
+            let rg = self.mem.rcu().read_lock(cpu);
             let mut g = self.state().lock.lock();
             for ci in 0..g.nr_classes {
                 for full in [false, true] {
                     loop {
-                        let head = if full { g.classes[ci].full } else { g.classes[ci].partial };
-                        if head == 0 {
+                        let l = &g.lists[ci];
+                        let Some(p) = (if full { l.full.front() } else { l.partial.front() }).map(DescPtr::from_ref)
+                        else {
                             break;
-                        }
-                        let zs = zs_ref(head);
-                        self.zspage_free(cpu, &mut g, ci, zs, full);
+                        };
+                        self.zspage_free(cpu, &mut g, ci, p.get(&rg), full);
                     }
                 }
                 g.classes[ci].objects = 0;
@@ -616,12 +615,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             g.handles.destroy(self.mem, cpu);
         }
         // A pfn scanner that read one of our words before they were reset may still be about
-        // to take our lock: wait for it to leave its RCU read section before freeing it.
+        // to take our lock: wait for it to leave its RCU read section before freeing it (pool
+        // item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
-        // SAFETY: the pool state is the kmalloc object `with_config` allocated; the pool is
-        // consumed and no reader remains after the grace period above.
-        let r = unsafe { self.mem.kfree_raw(cpu, self.state.cast()) };
-        debug_assert!(r.is_ok(), "pool state free: {r:?}");
+        let ZsPool { mem, state } = self;
+        let _: PoolState = mem.slabs().kobj_free(cpu, state);
     }
 
     // -- internals ------------------------------------------------------------------------
@@ -635,7 +633,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         })?;
         let pfn = Pfn(e >> PFN_SHIFT);
         let idx = ((e >> IDX_SHIFT) & IDX_MASK) as u32;
-        let zs = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
+        let d = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
+        let zs = pool_desc_locked(d, g);
         let ci = zs.class.load(Ordering::Relaxed) as usize;
         let class = g.classes[ci];
         let header = if class.huge() {
@@ -645,13 +644,13 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         };
         debug_assert_eq!(header & H_ALLOC, H_ALLOC);
         debug_assert_eq!((header >> 13) as usize, h.index());
-        Ok(Loc { zs: zs as *const Zspage as usize, idx, class: ci, size: ((header >> 1) & 0xFFF) as usize + 1 })
+        Ok(Loc { zs: d, idx, class: ci, size: ((header >> 1) & 0xFFF) as usize + 1 })
     }
 
-    /// The zspage a pfn's word names (under the pool lock, so it is stable).
-    fn zspage_at(&self, pfn: Pfn) -> Option<&Zspage> {
+    /// The zspage a pfn's word names (read under the pool lock, so it is stable).
+    fn zspage_at(&self, pfn: Pfn) -> Option<DescPtr<Zspage>> {
         match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
-            PageKind::Zsmalloc(d) => Some(zs_ref(d.addr())),
+            PageKind::Zsmalloc(d) => Some(d),
             _ => None,
         }
     }
@@ -682,8 +681,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         c.bytes = c.bytes.saturating_sub(loc.size as u64);
         if inuse == class.objs {
             // Full → partial (a zspage about to be freed too: zspage_free takes it off).
-            Inner::list_del(&mut c.full, zs);
-            Inner::list_push(&mut c.partial, zs);
+            let l = &mut g.lists[loc.class];
+            unlink(&mut l.full, zs);
+            link(&mut l.partial, zs);
         }
         if inuse == 1 {
             self.zspage_free(cpu, g, loc.class, zs, false);
@@ -694,9 +694,10 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.slabs().alloc_desc::<Zspage>(cpu)?;
+        pool_desc_fresh(zs);
         // Everything a lockless pfn scanner reads (the pool) is set before a word names the
         // zspage; the rest is only read under the pool lock, which we hold.
-        zs.pool.store(self.state.as_ptr() as usize, Ordering::Release);
+        zs.pool.store(self.state_addr(), Ordering::Release);
         zs.class.store(ci as u32, Ordering::Relaxed);
         zs.mapped.store(0, Ordering::Relaxed);
         let w = Word::desc(DescPtr::from_ref(zs));
@@ -737,19 +738,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
                 self.write_u64(zs, i as usize * class.slot as usize, (next as u64) << 32);
             }
         }
-        Inner::list_push(&mut g.classes[ci].partial, zs);
+        link(&mut g.lists[ci].partial, zs);
         g.classes[ci].zspages += 1;
         Ok(zs)
     }
 
     /// Takes an empty (or, in destroy, any) zspage off its list and frees it.
     fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, zs: &Zspage, on_full: bool) {
+        let l = &mut g.lists[ci];
+        unlink(if on_full { &mut l.full } else { &mut l.partial }, zs);
         let c = &mut g.classes[ci];
-        if on_full {
-            Inner::list_del(&mut c.full, zs);
-        } else {
-            Inner::list_del(&mut c.partial, zs);
-        }
         c.zspages -= 1;
         for i in 0..c.pages as usize {
             self.page_free(cpu, Pfn(zs.pages[i].load(Ordering::Relaxed)));
@@ -761,51 +759,83 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         page_free(self.mem, cpu, pfn);
     }
 
-    /// Pointer to byte `off` of the zspage (within one page).
-    fn page_ptr(&self, zs: &Zspage, off: usize) -> NonNull<u8> {
-        let pfn = Pfn(zs.pages[off / PAGE_SIZE].load(Ordering::Relaxed));
-        let base = self.mem.platform().direct_map(pfn).expect("zspage pages are direct-mapped (checked at allocation)");
-        // SAFETY: off % PAGE_SIZE is inside the page.
-        unsafe { base.add(off % PAGE_SIZE) }
+    fn window(&self, zs: &Zspage, off: usize, len: usize) -> PageAccess<'m, P> {
+        self.r().window(zs, off, len)
     }
 
     fn read_u64(&self, zs: &Zspage, off: usize) -> u64 {
-        // SAFETY: headers are 8-aligned and never straddle a page (slots are multiples of 8);
-        // the page is a live component page and we hold the pool lock, which serialises every
-        // access to headers.
-        unsafe { self.page_ptr(zs, off).cast::<u64>().as_ptr().read() }
+        self.r().read_u64(zs, off)
     }
 
     fn write_u64(&self, zs: &Zspage, off: usize, v: u64) {
-        // SAFETY: as in read_u64.
-        unsafe { self.page_ptr(zs, off).cast::<u64>().as_ptr().write(v) }
+        self.r().write_u64(zs, off, v)
     }
 
-    /// Copies zspage bytes `off..off + dst.len()` out, across page boundaries.
+    fn copy_out(&self, zs: &Zspage, off: usize, dst: &mut [u8]) {
+        self.r().copy_out(zs, off, dst)
+    }
+
+    fn copy_in(&self, zs: &Zspage, off: usize, src: &[u8]) {
+        self.r().copy_in(zs, off, src)
+    }
+}
+
+impl<'m, P: Platform> PoolRef<'_, 'm, P> {
+    /// A window on zspage bytes `off..off + len` (within one page), for the lock holder on
+    /// bytes of no mapped object, or for the mapping of the object they hold (pool item P2 of
+    /// `desc.rs`).
+    fn window(&self, zs: &Zspage, off: usize, len: usize) -> PageAccess<'m, P> {
+        let pfn = Pfn(zs.pages[off / PAGE_SIZE].load(Ordering::Relaxed));
+        pool_window(self.mem.platform(), pfn, off % PAGE_SIZE, len)
+            .expect("zspage pages are direct-mapped (checked at allocation) and headers stay in one page")
+    }
+
+    /// Reads the 8-byte header or free link at `off` (8-aligned, so within one page; the
+    /// caller holds the pool lock).
+    fn read_u64(&self, zs: &Zspage, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.window(zs, off, 8).bytes());
+        u64::from_ne_bytes(b)
+    }
+
+    fn write_u64(&self, zs: &Zspage, off: usize, v: u64) {
+        self.window(zs, off, 8).bytes_mut().copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Copies zspage bytes `off..off + dst.len()` out, across page boundaries (the bytes of an
+    /// object the caller holds: under the lock, or through its mapping).
     fn copy_out(&self, zs: &Zspage, off: usize, dst: &mut [u8]) {
         let mut done = 0;
         while done < dst.len() {
             let o = off + done;
             let n = (PAGE_SIZE - o % PAGE_SIZE).min(dst.len() - done);
-            // SAFETY: n bytes from `o` stay inside one live component page; the bytes belong
-            // to an object the caller owns (allocated and protected by the lock or its
-            // mapping count), so no one writes them concurrently.
-            unsafe { core::ptr::copy_nonoverlapping(self.page_ptr(zs, o).as_ptr(), dst[done..].as_mut_ptr(), n) };
+            dst[done..done + n].copy_from_slice(self.window(zs, o, n).bytes());
             done += n;
         }
     }
 
-    /// Copies `src` into zspage bytes `off..`, across page boundaries.
+    /// Copies `src` into zspage bytes `off..`, across page boundaries (as `copy_out`).
     fn copy_in(&self, zs: &Zspage, off: usize, src: &[u8]) {
         let mut done = 0;
         while done < src.len() {
             let o = off + done;
             let n = (PAGE_SIZE - o % PAGE_SIZE).min(src.len() - done);
-            // SAFETY: as in copy_out; the caller owns these bytes for writing.
-            unsafe { core::ptr::copy_nonoverlapping(src[done..].as_ptr(), self.page_ptr(zs, o).as_ptr(), n) };
+            self.window(zs, o, n).bytes_mut().copy_from_slice(&src[done..done + n]);
             done += n;
         }
     }
+}
+
+/// Links a zspage at the front of a class list (it is on none: pool item P3 of `desc.rs`).
+fn link(list: &mut List<Zspage>, zs: &Zspage) {
+    let r = list.push_front(zs);
+    debug_assert!(r.is_ok(), "zspage already on a list");
+}
+
+/// Takes a zspage off the class list its fullness names (pool item P3 of `desc.rs`).
+fn unlink(list: &mut List<Zspage>, zs: &Zspage) {
+    let r = pool_desc_unlink(zs, list);
+    debug_assert!(r, "zspage on no list");
 }
 
 #[cfg(all(test, not(loom)))]
@@ -819,6 +849,7 @@ mod tests {
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
             classes: [Class::EMPTY; MAX_SLOTS],
+            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,

@@ -1,8 +1,9 @@
 //! The zsmalloc consistency check: [`ZsPool::verify`] walks every class, zspage and handle
 //! under the pool lock and names the first broken invariant ([`ZsCorruption`]).
 
-use super::{zs_ref, ZsCorruption, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ};
+use super::{ZsCorruption, ZsPool, H_ALLOC, IDX_MASK, NO_OBJ};
 use crate::addr::Pfn;
+use crate::desc::Zspage;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, IDX_SHIFT, PFN_SHIFT};
 use crate::sync::Ordering;
@@ -16,20 +17,16 @@ impl<P: Platform> ZsPool<'_, P> {
     /// object's handle entry points back at it; and the class counters add up.
     pub fn verify(&self) -> Result<(), ZsCorruption> {
         let g = self.state().lock.lock();
-        let me = self.state.as_ptr() as usize;
+        let me = self.state_addr();
         let mut live = 0u64;
         for ci in 0..g.nr_classes {
             let class = g.classes[ci];
             let (mut zspages, mut objects, mut bytes) = (0u64, 0u64, 0u64);
             for full in [false, true] {
-                let mut cur = if full { class.full } else { class.partial };
-                let mut prev = 0usize;
-                while cur != 0 {
-                    let zs = zs_ref(cur);
+                let list = if full { &g.lists[ci].full } else { &g.lists[ci].partial };
+                for zs in list.iter() {
+                    let cur = zs as *const Zspage as usize;
                     let bad = |what| ZsCorruption { class: ci, pfn: zs.flags.pfn(), what };
-                    if zs.list.prev.load(Ordering::Relaxed) != prev {
-                        return Err(bad("list links"));
-                    }
                     if zs.class.load(Ordering::Relaxed) as usize != ci || zs.pool.load(Ordering::Relaxed) != me {
                         return Err(bad("class or pool"));
                     }
@@ -86,8 +83,9 @@ impl<P: Platform> ZsPool<'_, P> {
                     }
                     zspages += 1;
                     objects += inuse as u64;
-                    prev = cur;
-                    cur = zs.list.next.load(Ordering::Relaxed);
+                }
+                if list.iter().count() != list.len() {
+                    return Err(ZsCorruption { class: ci, pfn: Pfn(0), what: "list length" });
                 }
             }
             // After a poisoning, the rebuilt headers of lost objects hold the largest size
