@@ -71,8 +71,10 @@ pub(crate) enum Request {
     Pages = 0,
     /// Flush this CPU's slab sheaves.
     Slab = 1,
+    /// Give this CPU's free area pages back to the buddy lists (page_alloc/area.rs).
+    Areas = 2,
 }
-const NR_REQUESTS: usize = 2;
+const NR_REQUESTS: usize = 3;
 
 /// What [`CpuSet::on_cpu`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

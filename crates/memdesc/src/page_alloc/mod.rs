@@ -18,6 +18,7 @@
 //!
 //! [`Pages`]: pages::Pages
 
+pub mod area;
 mod error;
 pub mod guard;
 pub mod isolate;
@@ -32,7 +33,7 @@ use core::fmt;
 use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::boot::{BootAllocator, BootArray, BootError};
 use crate::config::Config;
-use crate::cpu::{Cpu, CpuSet, MAX_CPUS};
+use crate::cpu::{Cpu, CpuSet, Request, MAX_CPUS};
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
@@ -40,8 +41,9 @@ use crate::page_access::{PageAccess, PageWords};
 use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::platform::Platform;
 use crate::rcu::Rcu;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::word::{PageKind, Subtype, Tag, Word};
+use area::{AreaMem, CpuAreas, AREA_MAX_ORDER, NO_CPU};
 use pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
@@ -116,6 +118,14 @@ pub struct PageAllocator<P: Platform> {
     zones: [Option<Zone>; MAX_ZONE_SLOTS],
     /// `nr_cpus × MAX_ZONE_SLOTS` per-CPU lists, CPU-major.
     pcp: BootArray<Pcp>,
+    /// `nr_cpus × MAX_ZONE_SLOTS` CPU-local areas, CPU-major (empty unless
+    /// [`Config::cpu_areas`]).
+    areas: BootArray<CpuAreas>,
+    /// The holder word of every area from `area_first` on (area.rs invariant 1).
+    area_holder: BootArray<AtomicU32>,
+    area_first: u64,
+    /// Zones whose regions are all flat and direct-mapped: those serve areas.
+    areas_ok: [bool; MAX_ZONE_SLOTS],
     /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
@@ -226,6 +236,89 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
     }
 }
 
+/// Spins a drain waits for a busy CPU's owner to drain its areas ([`CpuSet::on_cpu`]).
+const AREA_DRAIN_SPINS: u32 = 10_000;
+
+/// The page side of the CPU-local areas ([`AreaMem`]): holder words in the allocator's side
+/// array, remote-list links in the first word of the claimed block's memory (as the per-CPU
+/// lists link theirs), and page words through the flat memmap (areas are served only from
+/// flat, direct-mapped regions).
+struct AreaSide<'a, P: Platform>(&'a PageAllocator<P>);
+
+impl<P: Platform> AreaSide<'_, P> {
+    #[inline]
+    fn holder_word(&self, area: u64) -> &AtomicU32 {
+        &self.0.area_holder[((area >> AREA_ORDER) - self.0.area_first) as usize]
+    }
+}
+
+impl<P: Platform> AreaMem for AreaSide<'_, P> {
+    #[inline]
+    fn holder(&self, area: u64) -> u32 {
+        self.holder_word(area).load(Ordering::Relaxed)
+    }
+    #[inline]
+    fn set_holder(&self, area: u64, cpu: u32) {
+        self.holder_word(area).store(cpu, Ordering::Relaxed)
+    }
+    #[inline]
+    fn next(&self, pfn: u64) -> u64 {
+        DirectLinks(&self.0.platform).next(pfn)
+    }
+    #[inline]
+    fn set_next(&self, pfn: u64, next: u64) {
+        DirectLinks(&self.0.platform).set_next(pfn, next)
+    }
+    fn mark_pending(&self, pfn: u64, order: u32, mt: usize) {
+        let rm = self.0.memmap.region_map(self.0.memmap.region_index(Pfn(pfn)).expect("area pfn in a region"));
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        rm.flat_word(Pfn(pfn)).store(Buddy::<P>::buddy_word(rm, order, mt, true));
+    }
+    #[inline]
+    fn mark_free(&self, pfn: u64, order: u32, mt: usize) {
+        let rm = self.0.memmap.region_map(self.0.memmap.region_index(Pfn(pfn)).expect("area pfn in a region"));
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        let w = Buddy::<P>::buddy_word(rm, 0, mt, true);
+        for i in 0..1u64 << order {
+            rm.flat_word(Pfn(pfn + i)).store(w);
+        }
+    }
+}
+
+/// The zone as the areas see it: [`ZoneSide`], except that a whole area is taken only while
+/// the zone stays above its low watermark after giving it up.
+struct AreaZone<'a, P: Platform>(ZoneSide<'a, P>);
+
+impl<P: Platform> PcpZone for AreaZone<'_, P> {
+    type Free = zone::FreeLists;
+    #[inline]
+    fn lock(&self) -> crate::sync::SpinGuard<'_, Self::Free> {
+        self.0.lock()
+    }
+    fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64> {
+        let low = self.0.zone.wmark[1].load(Ordering::Relaxed);
+        if z.free_pages < low + (1 << order) {
+            return None;
+        }
+        self.0.take(z, order, mt)
+    }
+    fn give(&self, z: &mut Self::Free, pfn: u64, order: u32, mt: usize) {
+        // Free pages inside an area carry order-0 words; a run leaves as one block with tails.
+        if order > 0 {
+            let m = &self.0.mem.memmap;
+            let rm = m.region_map(m.region_index(Pfn(pfn)).expect("area pfn in a region"));
+            for i in 1..1u64 << order {
+                rm.flat_word(Pfn(pfn + i)).store(Word::TAIL);
+            }
+        }
+        self.0.give(z, pfn, order, mt)
+    }
+    #[inline]
+    fn done(&self, z: &Self::Free) {
+        self.0.done(z)
+    }
+}
+
 /// Integer square root (for the watermark formula).
 fn isqrt(n: u64) -> u64 {
     if n < 2 {
@@ -273,12 +366,40 @@ impl<P: Platform> PageAllocator<P> {
                     BootError::NoDirectMap(pfn) => BootFailure::Memmap(MemmapError::NoDirectMap(pfn)),
                     e => BootFailure::Boot(e),
                 })?;
+        let mut areas_ok = [false; MAX_ZONE_SLOTS];
+        for (i, z) in zones.iter().enumerate() {
+            areas_ok[i] = config.cpu_areas && z.as_ref().is_some_and(|z| z.pcp_ok);
+        }
+        let (mut first, mut last) = (u64::MAX, 0);
+        for r in memmap.regions() {
+            if r.layout != MemmapLayout::Flat {
+                areas_ok[r.node as usize * NR_ZONES + r.zone as usize] = false;
+            }
+            first = first.min(r.start.0 >> AREA_ORDER);
+            last = last.max((r.end.0.max(1) - 1) >> AREA_ORDER);
+        }
+        let use_areas = areas_ok.iter().any(|&ok| ok);
+        let boot_err = |e| match e {
+            BootError::NoDirectMap(pfn) => BootFailure::Memmap(MemmapError::NoDirectMap(pfn)),
+            e => BootFailure::Boot(e),
+        };
+        let areas = BootArray::new(&mut boot, &platform, if use_areas { pcp_count } else { 0 }, None, |i| {
+            CpuAreas::new(i / MAX_ZONE_SLOTS)
+        })
+        .map_err(boot_err)?;
+        let n_areas = if use_areas && first <= last { (last - first + 1) as usize } else { 0 };
+        let area_holder =
+            BootArray::new(&mut boot, &platform, n_areas, None, |_| AtomicU32::new(NO_CPU)).map_err(boot_err)?;
         let above = reserve(&platform, &mut boot)?;
         let mut pages = PageAllocator {
             platform,
             memmap,
             zones,
             pcp,
+            areas,
+            area_holder,
+            area_first: first,
+            areas_ok,
             rcu: Rcu::new(nr_cpus),
             config,
             machine: next_machine_id(),
@@ -464,13 +585,16 @@ impl<P: Platform> PageAllocator<P> {
         buddy + self.pcp_pages()
     }
 
-    /// Pages sitting on per-CPU lists.
+    /// Pages sitting on per-CPU lists and free in CPU-local areas.
     pub(crate) fn pcp_pages(&self) -> u64 {
         let mut n = 0;
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     n += self.pcp_at(cpu, slot).lists.lock().pages as u64;
+                }
+                if self.areas_ok[slot] {
+                    n += self.areas_at(cpu, slot).free_pages();
                 }
             }
         }
@@ -493,6 +617,11 @@ impl<P: Platform> PageAllocator<P> {
                     alloc_ok += l.allocs;
                     frees += l.frees;
                 }
+                if self.areas_ok[slot] {
+                    let (a, f) = self.areas_at(cpu, slot).counts();
+                    alloc_ok += a;
+                    frees += f;
+                }
             }
         }
         AllocCounters {
@@ -508,6 +637,62 @@ impl<P: Platform> PageAllocator<P> {
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
         assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
         &self.pcp[cpu * MAX_ZONE_SLOTS + slot]
+    }
+
+    /// Calls `f(pfn, order, migratetype)` for every free block in CPU `cpu`'s areas of zone
+    /// `slot` and on its remote list (at a quiescent point: the checker); the page count, or
+    /// `Err((counted, recorded))` if a count disagrees.
+    pub(crate) fn area_free_pages(
+        &self,
+        cpu: usize,
+        slot: usize,
+        f: impl FnMut(u64, u32, usize),
+    ) -> Result<u64, (u64, u64)> {
+        if !self.areas_ok[slot] {
+            return Ok(0);
+        }
+        self.areas_at(cpu, slot).for_each_free(&AreaSide(self), f)
+    }
+
+    #[inline]
+    fn areas_at(&self, cpu: usize, slot: usize) -> &CpuAreas {
+        &self.areas[cpu * MAX_ZONE_SLOTS + slot]
+    }
+
+    /// Drains CPU `cpu`'s areas in every zone if another CPU asked (cpu.rs invariant 6): the
+    /// owner's check at each area operation, two loads of its own line.
+    #[inline]
+    fn serve_area_requests(&self, cpu: &Cpu<'_>) {
+        if let Some(asked) = cpu.pending(Request::Areas) {
+            self.drain_areas_of(cpu);
+            cpu.ack(Request::Areas, asked);
+        }
+    }
+
+    /// Gives every free page of `cpu`'s areas back to the buddy lists, with its token.
+    fn drain_areas_of(&self, cpu: &Cpu<'_>) {
+        let id = self.cpu_id(cpu);
+        for slot in 0..MAX_ZONE_SLOTS {
+            let Some(zone) = self.zones[slot].as_ref().filter(|_| self.areas_ok[slot]) else { continue };
+            self.areas_at(id, slot).drain(cpu, &AreaSide(self), &AreaZone(ZoneSide { mem: self, zone }));
+        }
+    }
+
+    /// An allocation of `order <= AREA_MAX_ORDER` from `cpu`'s areas in zone `slot`; the tail
+    /// words of the block are stamped here, its head word by the caller.
+    #[inline]
+    fn area_alloc(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
+        self.serve_area_requests(cpu);
+        let areas = self.areas_at(self.cpu_id(cpu), slot);
+        let pfn =
+            Pfn(areas.alloc(cpu, &AreaSide(self), &AreaZone(ZoneSide { mem: self, zone }), order, mt as usize)?);
+        if order > 0 {
+            let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("area pfn in a region"));
+            for i in 1..1u64 << order {
+                rm.flat_word(pfn.add(i)).store(Word::TAIL);
+            }
+        }
+        Some(pfn)
     }
 
     #[inline]
@@ -567,8 +752,8 @@ impl<P: Platform> PageAllocator<P> {
             if drained || self.pcp_pages() == 0 {
                 break;
             }
-            // Memory may be parked on per-CPU lists: drain them all and try once more.
-            self.drain_all();
+            // Memory may be parked on per-CPU lists and areas: drain them all and try once more.
+            self.drain_all_from(cpu);
             drained = true;
         }
         let c = if gfp.contains(Gfp::NOWARN) { &self.counters.alloc_fail_quiet } else { &self.counters.alloc_fail };
@@ -589,6 +774,11 @@ impl<P: Platform> PageAllocator<P> {
 
     fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
         let buddy = self.buddy();
+        if order <= AREA_MAX_ORDER && mt.has_pcp() && self.areas_ok[slot] {
+            if let Some(pfn) = self.area_alloc(cpu, zone, slot, order, mt) {
+                return Some(pfn);
+            }
+        }
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
             let side = ZoneSide { mem: self, zone };
             return self
@@ -710,6 +900,22 @@ impl<P: Platform> PageAllocator<P> {
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
+        if order <= AREA_MAX_ORDER && mt.has_pcp() && self.areas_ok[slot] {
+            self.serve_area_requests(cpu);
+            let nr = self.cpus().nr();
+            if CpuAreas::free(
+                self.areas_at(cpu_id, slot),
+                cpu,
+                |id| (id < nr).then(|| self.areas_at(id, slot)),
+                &AreaSide(self),
+                &AreaZone(ZoneSide { mem: self, zone }),
+                pfn.0,
+                order,
+                mt as usize,
+            ) {
+                return;
+            }
+        }
         if order <= PCP_MAX_ORDER && mt.has_pcp() && zone.pcp_ok {
             let side = ZoneSide { mem: self, zone };
             self.pcp_at(cpu_id, slot).free(&DirectLinks(&self.platform), &side, pfn.0, order, mt as usize, || {
@@ -726,9 +932,15 @@ impl<P: Platform> PageAllocator<P> {
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
     }
 
-    /// Returns every page on CPU `cpu`'s per-CPU lists to the buddy lists. Any CPU may call
-    /// this (it takes that CPU's list locks).
+    /// Returns every page on CPU `cpu`'s per-CPU lists and free in its areas to the buddy
+    /// lists. Any CPU may call this (it takes that CPU's list locks, and drains its areas
+    /// through its token: borrowed, or the owner's at its next operation, waited for a while).
+    /// A caller holding CPU `cpu` itself drains its areas with [`Self::drain_all_from`].
     pub(crate) fn drain_cpu(&self, cpu: usize) {
+        self.drain_cpu_areas(cpu, true)
+    }
+
+    fn drain_cpu_areas(&self, cpu: usize, areas: bool) {
         if cpu >= self.cpus().nr() {
             return;
         }
@@ -736,6 +948,22 @@ impl<P: Platform> PageAllocator<P> {
         for slot in 0..MAX_ZONE_SLOTS {
             let Some(zone) = &self.zones[slot] else { continue };
             self.pcp_at(cpu, slot).drain_all(&links, &ZoneSide { mem: self, zone });
+        }
+        if areas && self.areas_ok.iter().any(|&ok| ok) {
+            // Areas are the owner's alone: drained on a borrowed token, or by the owner at its
+            // next operation (area.rs invariant 5, cpu.rs invariant 6).
+            self.cpus().on_cpu(cpu, Request::Areas, AREA_DRAIN_SPINS, |c| self.drain_areas_of(c));
+        }
+    }
+
+    /// [`Self::drain_all`] by the holder of `cpu`, which drains its own areas itself.
+    pub(crate) fn drain_all_from(&self, cpu: &Cpu<'_>) {
+        let me = self.cpu_id(cpu);
+        if self.areas_ok.iter().any(|&ok| ok) {
+            self.drain_areas_of(cpu);
+        }
+        for id in 0..self.cpus().nr() {
+            self.drain_cpu_areas(id, id != me);
         }
     }
 
