@@ -67,6 +67,10 @@ pub(crate) trait AreaMem {
     /// The block `[pfn, pfn + 2^order)` of migratetype `mt` became free inside its CPU's area:
     /// stamp its words.
     fn mark_free(&self, pfn: u64, order: u32, mt: usize);
+    /// A CPU just took the area at `area` for migratetype `mt`: stamp every page of it free
+    /// inside the area (a two-level area is split first, its word table taking its first
+    /// page). Returns how many leading pages the area's own word table took (0 or 1).
+    fn mark_area(&self, area: u64, mt: usize) -> u64;
     /// The claimed block `[pfn, pfn + 2^order)` is about to go onto its holder's remote list:
     /// stamp its head word free (so a second free of it is a double free at once).
     fn mark_pending(&self, pfn: u64, order: u32, mt: usize);
@@ -77,6 +81,8 @@ pub(crate) trait AreaMem {
 struct Slot {
     base: AtomicU64,
     free: AtomicU32,
+    /// Pages of the area it can serve (512, less a word table at its start).
+    cap: AtomicU32,
     map: [AtomicU64; WORDS],
 }
 
@@ -108,12 +114,12 @@ fn bump(c: &AtomicU64) {
 /// A remote-list entry: pfn, migratetype and order in one word (0 = end of list).
 #[inline]
 fn enc(pfn: u64, order: u32, mt: usize) -> u64 {
-    ((pfn + 1) << 4) | ((mt as u64) << 2) | order as u64
+    ((pfn + 1) << 5) | ((mt as u64 & 7) << 2) | order as u64
 }
 
 #[inline]
 fn dec(v: u64) -> (u64, u32, usize) {
-    ((v >> 4) - 1, (v & 3) as u32, ((v >> 2) & 3) as usize)
+    ((v >> 5) - 1, (v & 3) as u32, ((v >> 2) & 7) as usize)
 }
 
 /// Bits `i` with `i % 2^order == 0` whose run `[i, i + 2^order)` is all set in `w`.
@@ -131,7 +137,12 @@ fn runs(w: u64, order: u32) -> u64 {
 
 impl Slot {
     fn new() -> Self {
-        Slot { base: AtomicU64::new(EMPTY), free: AtomicU32::new(0), map: core::array::from_fn(|_| AtomicU64::new(0)) }
+        Slot {
+            base: AtomicU64::new(EMPTY),
+            free: AtomicU32::new(0),
+            cap: AtomicU32::new(0),
+            map: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 
     #[inline]
@@ -206,6 +217,7 @@ impl Slot {
             w.store(0, Ordering::Relaxed);
         }
         self.free.store(0, Ordering::Relaxed);
+        self.cap.store(0, Ordering::Relaxed);
         self.base.store(EMPTY, Ordering::Relaxed);
     }
 }
@@ -259,18 +271,22 @@ impl CpuAreas {
             base?
         };
         mem.set_holder(base, self.id);
+        let table = mem.mark_area(base, mt).min(64);
         for w in &s.map {
             w.store(u64::MAX, Ordering::Relaxed);
         }
-        s.free.store(AREA_PAGES as u32, Ordering::Relaxed);
+        s.map[0].store(u64::MAX.checked_shl(table as u32).unwrap_or(0), Ordering::Relaxed);
+        let cap = (AREA_PAGES - table) as u32;
+        s.free.store(cap, Ordering::Relaxed);
+        s.cap.store(cap, Ordering::Relaxed);
         s.base.store(base, Ordering::Relaxed);
-        mem.mark_free(base, AREA_ORDER, mt);
         let off = s.take(order)?;
         bump(&self.allocs);
         Some(base + off)
     }
 
-    /// Frees the claimed block `pfn` of `order` and migratetype `mt` from CPU `cpu`, whose
+    /// Frees the claimed block `pfn` of `order` from CPU `cpu` (`mt`: its pageblock's
+    /// migratetype now, any type; a held area's pages go back to its slot whatever it is), whose
     /// areas are `mine`; `of(id)` gives CPU `id`'s areas. Returns `false` if no CPU holds the
     /// block's area: the caller frees it to the buddy lists.
     #[inline]
@@ -314,14 +330,15 @@ impl CpuAreas {
     /// area of its type is held (invariant 5).
     #[inline]
     fn put_back(&self, s: &Slot, mem: &impl AreaMem, zone: &impl PcpZone, off: u64, order: u32, mt: usize) {
-        if s.put(off, order) as u64 == AREA_PAGES
+        if s.put(off, order) == s.cap.load(Ordering::Relaxed)
             && self.slots[mt].iter().any(|o| !core::ptr::eq(o, s) && o.base() != EMPTY)
         {
+            // Wholly free: one order-9 block (a flat area), or its 511 pages, which the buddy
+            // merges and unsplits (a two-level area).
             let base = s.base();
             mem.set_holder(base, NO_CPU);
-            s.clear();
             let mut z = zone.lock();
-            zone.give(&mut z, base, AREA_ORDER, mt);
+            s.drain(|off, order| zone.give(&mut z, base + off, order, mt));
             zone.done(&z);
         }
     }
@@ -396,11 +413,16 @@ impl CpuAreas {
         }
     }
 
-    /// Free pages in this CPU's areas and on its remote list (a snapshot: exact only for the
-    /// token holder).
+    /// Pages this CPU's areas give back when drained: free pages, the word tables of held
+    /// two-level areas, and blocks on its remote list (a snapshot: exact only for the token
+    /// holder).
     pub(crate) fn free_pages(&self) -> u64 {
         let remote = self.remote.pages.load(Ordering::Relaxed);
-        self.slots.iter().flatten().map(|s| s.free.load(Ordering::Relaxed) as u64).sum::<u64>() + remote
+        let held = |s: &Slot| {
+            let table = if s.base() == EMPTY { 0 } else { AREA_PAGES - s.cap.load(Ordering::Relaxed) as u64 };
+            s.free.load(Ordering::Relaxed) as u64 + table
+        };
+        self.slots.iter().flatten().map(held).sum::<u64>() + remote
     }
 
     /// Calls `f(pfn, order, migratetype)` for every free page in this CPU's areas and every
@@ -522,6 +544,9 @@ mod tests {
         }
         fn mark_free(&self, _: u64, _: u32, _: usize) {}
         fn mark_pending(&self, _: u64, _: u32, _: usize) {}
+        fn mark_area(&self, _: u64, _: usize) -> u64 {
+            0
+        }
     }
 
     #[test]
@@ -531,7 +556,7 @@ mod tests {
         assert_eq!(runs(0x7F << 1, 3), 0);
         assert_eq!(runs(0xFF << 8, 3), 1 << 8);
         assert!(enc(0, 0, 0) != 0);
-        assert_eq!(dec(enc(12345, 3, 2)), (12345, 3, 2));
+        assert_eq!(dec(enc(12345, 3, 4)), (12345, 3, 4));
     }
 
     #[test]
@@ -641,6 +666,9 @@ mod loom_tests {
         }
         fn mark_free(&self, _: u64, _: u32, _: usize) {}
         fn mark_pending(&self, _: u64, _: u32, _: usize) {}
+        fn mark_area(&self, _: u64, _: usize) -> u64 {
+            0
+        }
     }
 
     /// CPU 0's owner allocates and frees in its area and answers drain requests; CPU 1 frees two
