@@ -23,11 +23,11 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use memdesc::base::rcu::GpCookie;
 use memdesc::folio::FolioKind;
 use memdesc::kmalloc::KBox;
 use memdesc::pagecache::AddressSpaceRef;
 use memdesc::pgtable::{MmCaches, MmKind, MmRef};
-use memdesc::rcu::GpCookie;
 use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp, MemmapLayout, MemoryLayout, Pfn, PhysMem, Platform, RegionSpec};
 
@@ -138,7 +138,7 @@ impl CoreError for memdesc::FreeError {}
 impl CoreError for memdesc::SlabError {}
 impl CoreError for memdesc::folio::FolioError {}
 impl CoreError for memdesc::pagecache::PageCacheViolation {}
-impl CoreError for memdesc::check::Violation {}
+impl CoreError for memdesc::machine::check::Violation {}
 
 fn err(e: impl CoreError) -> MmError {
     MmError { oom: e.oom(), invalid_order: e.invalid_order(), msg: FmtBuf::from_args(format_args!("{e:?}")) }
@@ -287,7 +287,7 @@ pub fn drain_all() {
 // CPUs.
 
 /// This CPU's token (proof the holder runs on it).
-pub struct Cpu(memdesc::cpu::Cpu<'static>);
+pub struct Cpu(memdesc::Cpu<'static>);
 
 impl Cpu {
     /// The CPU number.

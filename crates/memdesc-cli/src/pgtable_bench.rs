@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use memdesc::cpu::Cpu;
-use memdesc::desc::PtDesc;
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::FolioKind;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::desc::PtDesc;
 use memdesc::pgtable::{MmCaches, MmKind};
+use memdesc::Cpu;
 use memdesc::{Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};
 use serde::Serialize;

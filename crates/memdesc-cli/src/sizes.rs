@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI32, AtomicUsize};
 
-use memdesc::desc::{CachedDescriptor, Folio, ListLinks, MappableDesc, Netmem, PtDesc, VmallocDesc, Zspage};
+use memdesc::memmap::desc::{CachedDescriptor, Folio, ListLinks, MappableDesc, Netmem, PtDesc, VmallocDesc, Zspage};
+use memdesc::memmap::word::Page;
 use memdesc::slab::{Slab, SlabCache};
-use memdesc::word::Page;
 use memdesc::{CacheArgs, Config, MemmapLayout, MemoryLayout};
 use memdesc_linux::cost::{CacheGeometry, DescriptorSizes, SlabGeometry};
 
@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn descriptors_section_matches_the_types() {
         let d = super::descriptors();
-        assert_eq!(d.netmem_bytes, std::mem::size_of::<memdesc::desc::Netmem>());
-        assert_eq!(d.vmalloc_bytes, std::mem::size_of::<memdesc::desc::VmallocDesc>());
+        assert_eq!(d.netmem_bytes, std::mem::size_of::<memdesc::memmap::desc::Netmem>());
+        assert_eq!(d.vmalloc_bytes, std::mem::size_of::<memdesc::memmap::desc::VmallocDesc>());
         assert_eq!(d.folio_order0_plus_word_bytes, 56);
     }
 

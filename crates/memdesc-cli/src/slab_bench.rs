@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use indicatif::ProgressBar;
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::kmalloc::KBox;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
 use memdesc::slab::SlabObj;
 use memdesc::{CacheArgs, CacheRef, Config, Gfp};
 use memdesc_host::{SimMachine, SimPlatform};
@@ -67,7 +67,7 @@ trait PairAlloc {
 
 struct Memdesc<'m, 'c> {
     m: &'m SimMachine,
-    cpu: &'c memdesc::cpu::Cpu<'m>,
+    cpu: &'c memdesc::Cpu<'m>,
 }
 
 impl PairAlloc for Memdesc<'_, '_> {
@@ -330,13 +330,13 @@ pub struct MemdescObjs<'m, 's> {
 impl Handoff for MemdescObjs<'_, '_> {
     type Obj = KBox;
     type Side<'x>
-        = (memdesc::cpu::Cpu<'x>, usize)
+        = (memdesc::Cpu<'x>, usize)
     where
         Self: 'x;
-    fn side(&self, cpu: usize) -> Result<(memdesc::cpu::Cpu<'_>, usize)> {
+    fn side(&self, cpu: usize) -> Result<(memdesc::Cpu<'_>, usize)> {
         Ok((self.m.cpus().claim(cpu).ok_or_else(|| anyhow!("CPU {cpu} busy or absent"))?, 0))
     }
-    fn alloc(&self, side: &mut (memdesc::cpu::Cpu<'_>, usize)) -> Result<KBox> {
+    fn alloc(&self, side: &mut (memdesc::Cpu<'_>, usize)) -> Result<KBox> {
         let size = self.sizes[side.1 % self.sizes.len()];
         side.1 += 1;
         let b = self.m.kmalloc(&side.0, size, Gfp::KERNEL).map_err(|e| anyhow!("memdesc kmalloc({size}): {e}"))?;
@@ -344,7 +344,7 @@ impl Handoff for MemdescObjs<'_, '_> {
         unsafe { b.as_ptr().as_ptr().write(side.1 as u8) };
         Ok(b)
     }
-    fn free(&self, side: &mut (memdesc::cpu::Cpu<'_>, usize), b: KBox) -> Result<()> {
+    fn free(&self, side: &mut (memdesc::Cpu<'_>, usize), b: KBox) -> Result<()> {
         self.m.kfree(&side.0, b).map_err(|e| anyhow!("memdesc kfree: {e}"))
     }
 }
@@ -621,8 +621,8 @@ fn pages_used(m: &SimMachine, caches: &[CacheRef<'_, SimPlatform>]) -> u64 {
     let mut large = 0;
     for r in m.memmap().regions() {
         m.memmap().walk(m.platform(), r.start, r.end, |v| {
-            if let memdesc::word::PageKind::Undescribed(u) = v.word.kind() {
-                if u.subtype == memdesc::word::Subtype::LargeKmalloc {
+            if let memdesc::memmap::word::PageKind::Undescribed(u) = v.word.kind() {
+                if u.subtype == memdesc::memmap::word::Subtype::LargeKmalloc {
                     large += 1u64 << u.order;
                 }
             }

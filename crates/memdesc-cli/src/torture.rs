@@ -99,8 +99,8 @@ pub fn run(args: &TortureArgs) -> Result<()> {
     crate::args::fraction(&args.fail_rate.to_string()).map_err(|e| anyhow::anyhow!("--fail-rate {e}"))?;
     crate::args::fraction(&args.poison_rate.to_string()).map_err(|e| anyhow::anyhow!("--poison-rate {e}"))?;
     crate::args::seconds(&args.seconds.to_string()).map_err(|e| anyhow::anyhow!("--seconds {e}"))?;
-    if args.threads == 0 || args.threads > memdesc::cpu::MAX_CPUS {
-        bail!("--threads must be 1..={}", memdesc::cpu::MAX_CPUS);
+    if args.threads == 0 || args.threads > memdesc::MAX_CPUS {
+        bail!("--threads must be 1..={}", memdesc::MAX_CPUS);
     }
     let counter = Arc::new(AtomicU64::new(0));
     let cfg = TortureConfig {

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::z3fold::Z3foldPool;
 use memdesc::zsmalloc::{Handle, ZsPool, DEFAULT_CLASS_STEP, DEFAULT_MAX_PAGES, ZS_HEADER};
 use memdesc::{Config, PAGE_SIZE};

@@ -555,9 +555,8 @@ fn cli_layers() {
     assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
 }
 
-/// The core still has cycles (issue 13 takes them apart); enable with `-- --ignored`.
+/// No file of the core imports, directly or through others, a file that imports it.
 #[test]
-#[ignore = "the core's cycles are being taken apart in issue 13; run with -- --ignored"]
 fn no_import_cycles_in_the_core() {
     let all = check("memdesc");
     assert!(all.is_empty(), "import cycles:\n{}", all.join("\n"));
@@ -606,8 +605,8 @@ fn the_checker_finds_a_cycle() {
 #[test]
 fn core_layers_import_downward() {
     const LAYERS: [&str; 9] = ["base", "memmap", "page_alloc", "slab", "folio", "mm", "pools", "machine", "health"];
-    /// base, memmap, page_alloc, slab.
-    const CONVERTED: usize = 4;
+    /// base, memmap, page_alloc, slab, folio, mm, pools.
+    const CONVERTED: usize = 7;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("memdesc").join("src");
     let g = build(&src.join("lib.rs"));
     let rank = |m: &ModPath| m.first().and_then(|f| LAYERS.iter().position(|l| l == f));
@@ -615,6 +614,11 @@ fn core_layers_import_downward() {
     for (m, to) in &g.edges {
         let Some(rm) = rank(m).filter(|&r| r < CONVERTED) else { continue };
         for t in to {
+            // Unit-test modules may boot a machine through its test fixture (the one upward
+            // edge allowed; docs/ARCHITECTURE.md "Layers of the core").
+            if name(t) == "machine::test_machine" {
+                continue;
+            }
             if rank(t).is_none_or(|rt| rt > rm) {
                 bad.push(format!("{} (layer {}) imports {}", name(m), LAYERS[rm], name(t)));
             }

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memdesc::page_access::PageAccess;
+use memdesc::base::page_access::PageAccess;
 use memdesc::sg::{Chunk, SgList};
 use memdesc::Pfn;
 

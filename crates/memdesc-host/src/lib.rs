@@ -5,7 +5,7 @@
 //!   costs host RAM (a 1 TiB machine fits on a 24 GiB host). Regions registered as *unmapped*
 //!   (highmem, pmem without a direct map) are backed by a memfd instead and have no direct
 //!   map; `map_local` really `mmap`s one page of it and `unmap_local` unmaps it.
-//! - [`SimMachine`] boots a [`PhysMem`] over it; CPUs are explicit [`memdesc::cpu::Cpu`]
+//! - [`SimMachine`] boots a [`PhysMem`] over it; CPUs are explicit [`memdesc::Cpu`]
 //!   tokens that test threads claim.
 //! - [`SimDevice`] is a DMA engine copying through scatter-gather lists.
 #![deny(missing_docs)]

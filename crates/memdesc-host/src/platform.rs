@@ -156,10 +156,6 @@ unsafe impl Platform for SimPlatform {
         }
     }
 
-    fn relax(&self) {
-        std::thread::yield_now();
-    }
-
     /// Guard pages: `mprotect`s the page of the window to no access, or back to read-write.
     /// Pages of unmapped regions (reached only through fresh local mappings) are left alone.
     fn protect(&self, pfn: Pfn, accessible: bool) {

@@ -2,7 +2,7 @@
 //! small host because only touched memory costs, and their memmaps are the sizes the design
 //! promises (measured from the allocator's own state).
 
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::{Config, Gfp};
 use memdesc_host::boot;
 

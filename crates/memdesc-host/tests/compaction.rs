@@ -7,11 +7,11 @@
 //! nobody holds besides their page cache and mappings, so the tests give up their own
 //! references first.
 
-use memdesc::desc::Folio;
 use memdesc::folio::{FolioKind, FolioRef};
+use memdesc::memmap::desc::Folio;
+use memdesc::memmap::word::Tag;
 use memdesc::migrate::MigrateError;
 use memdesc::pgtable::{MmKind, MmRef};
-use memdesc::word::Tag;
 use memdesc::z3fold::Z3foldPool;
 use memdesc::zsmalloc::ZsPool;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
@@ -39,7 +39,7 @@ fn machine() -> SimMachine {
 ///
 /// # Safety
 /// The view must not be used after those others let go.
-unsafe fn put_keep_view<'a>(m: &'a SimMachine, cpu: &memdesc::cpu::Cpu<'_>, f: FolioRef<'a>) -> &'a Folio {
+unsafe fn put_keep_view<'a>(m: &'a SimMachine, cpu: &memdesc::Cpu<'_>, f: FolioRef<'a>) -> &'a Folio {
     let raw = f.into_raw();
     // SAFETY: the count into_raw gave up, adopted once to be put.
     assert_eq!(m.folio_put(cpu, unsafe { FolioRef::from_raw(raw) }), Ok(false), "others hold it");

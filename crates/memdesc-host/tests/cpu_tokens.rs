@@ -67,7 +67,7 @@ fn foreign_token_is_a_typed_error_in_try_read_lock() {
     let (a, b) = (machine(), machine());
     let b0 = b.cpus().claim(0).unwrap();
     let err = a.rcu().try_read_lock(&b0).err().expect("refused");
-    assert_eq!(err, memdesc::cpu::ForeignCpu { id: 0 });
+    assert_eq!(err, memdesc::ForeignCpu { id: 0 });
     assert_eq!(err.to_string(), "Cpu token 0 belongs to another machine");
 }
 

@@ -3,12 +3,12 @@
 //! free pages and live slab objects are back at their start values, and the invariant checker
 //! and the descriptor checker pass.
 
-use memdesc::cpu::Cpu;
-use memdesc::desc::Folio;
-use memdesc::fault::{FaultConfig, FaultSite, FaultSites};
+use memdesc::base::fault::{FaultConfig, FaultSite, FaultSites};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::{FolioError, FolioExt, FolioKind, FolioRef};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::desc::Folio;
 use memdesc::pagecache::PageCacheError;
+use memdesc::Cpu;
 use memdesc::{AllocError, CacheArgs, Config, Gfp};
 use memdesc_host::torture::{live_slab_objects, settled_free_pages};
 use memdesc_host::{boot, SimMachine};

@@ -4,10 +4,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memdesc::desc::{Folio, PG_DIRTY, PG_LOCKED, PG_WRITEBACK};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::{FolioError, FolioExt, FolioKind, FolioRef};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::word::PageKind;
+use memdesc::memmap::desc::{Folio, PG_DIRTY, PG_LOCKED, PG_WRITEBACK};
+use memdesc::memmap::word::PageKind;
 use memdesc::{Config, Gfp, Pfn};
 use memdesc_host::{boot, SimMachine};
 
@@ -16,7 +16,7 @@ fn machine(layout: MemmapLayout) -> SimMachine {
 }
 
 /// Free pages once the folio-descriptor cache has its first slab (which it keeps).
-fn warm_free_pages(m: &SimMachine, cpu: &memdesc::cpu::Cpu<'_>) -> u64 {
+fn warm_free_pages(m: &SimMachine, cpu: &memdesc::Cpu<'_>) -> u64 {
     let f = m.folio_alloc(cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     m.folio_put(cpu, f).unwrap();
     m.drain_all();

@@ -6,7 +6,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-use memdesc::word::{PageKind, Subtype};
+use memdesc::memmap::word::{PageKind, Subtype};
 use memdesc::{Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 

@@ -3,11 +3,11 @@
 //! zsmalloc, z3fold, vmalloc, page_pool, mappable, raw and reserved memory), the poisoned page
 //! never handed out again, unpoison, and the census accounting every page exactly once.
 
-use memdesc::cpu::Cpu;
-use memdesc::desc::Folio;
 use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
-use memdesc::word::{PageKind, Subtype, Tag};
+use memdesc::memmap::desc::Folio;
+use memdesc::memmap::word::{PageKind, Subtype, Tag};
+use memdesc::Cpu;
 use memdesc::{AllocError, CacheArgs, Config, FreeError, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 
@@ -588,7 +588,7 @@ fn vmalloc_page_pool_and_mappable_pages_are_reported_and_left_in_place() {
     assert_eq!((index, mappable, r.action), (1, false, PoisonAction::Ignored));
     let PageKind::Vmalloc { desc, .. } = before.kind() else { panic!() };
     // SAFETY: the area is live, so is its page's descriptor.
-    assert_eq!(area, unsafe { &*(desc.addr() as *const memdesc::desc::VmallocDesc) }.area());
+    assert_eq!(area, unsafe { &*(desc.addr() as *const memdesc::memmap::desc::VmallocDesc) }.area());
     assert_eq!(m.memmap().load(m.platform(), pfn).unwrap().word, before, "left in place");
     assert_eq!(read(&m, pfn), 0x5a);
     vs.vfree_area(&cpu, a).unwrap();

@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use memdesc::cpu::Cpu;
-use memdesc::desc::{Folio, MappableDesc};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::{FolioKind, FolioRef};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::desc::{Folio, MappableDesc};
+use memdesc::memmap::word::{PageKind, Subtype, Tag};
 use memdesc::pgtable::{
     MapError, Mm, MmKind, MmRef, PtEntry, UnmappableKind, KERNEL_START, PMD_SIZE, PTE_HUGE, PTE_RW, PTE_USER,
 };
-use memdesc::word::{PageKind, Subtype, Tag};
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, Platform};
 use memdesc_host::{boot, SimMachine, SimPlatform};
 use proptest::prelude::*;

@@ -5,13 +5,13 @@
 //! range exactly.
 
 use memdesc::balloon::Balloon;
-use memdesc::cpu::Cpu;
-use memdesc::desc::Folio;
 use memdesc::folio::{FolioKind, FolioRef};
+use memdesc::memmap::desc::Folio;
+use memdesc::memmap::word::{PageKind, Subtype};
 use memdesc::migrate::MigrateError;
 use memdesc::offline::OfflineError;
 use memdesc::pagecache::AddressSpaceRef;
-use memdesc::word::{PageKind, Subtype};
+use memdesc::Cpu;
 use memdesc::{AllocError, Config, Gfp, MemmapLayout, MemoryLayout, MigrateType, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 

@@ -16,9 +16,9 @@
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::FolioKind;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::word::{PageKind, Subtype};
+use memdesc::memmap::word::{PageKind, Subtype};
 use memdesc::{CacheArgs, Config, FreeError, Gfp, Pfn, SlabError};
 use memdesc_host::{boot, SimMachine};
 

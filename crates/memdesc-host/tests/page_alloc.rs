@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use memdesc::cpu::Cpu;
-use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-use memdesc::word::{PageKind, Subtype};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::memmap::word::{PageKind, Subtype};
+use memdesc::Cpu;
 use memdesc::{AllocError, Config, FreeError, Gfp, Pfn, ZoneType};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;

@@ -4,12 +4,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use memdesc::cpu::Cpu;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::word::Tag;
 use memdesc::page_pool::{
     pp_put, pp_put_frag, Destroyed, Frag, NetmemRef, PagePool, PoolError, PoolParams, FRAG_ALIGN,
 };
-use memdesc::word::Tag;
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memdesc::cpu::Cpu;
-use memdesc::desc::Folio;
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::folio::{FolioKind, FolioRef};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::desc::Folio;
 use memdesc::pagecache::{AddressSpaceRef, PageCacheError, TruncateStats, MAX_HEIGHT};
+use memdesc::Cpu;
 use memdesc::{Config, Gfp};
 use memdesc_host::torture::settled_free_pages;
 use memdesc_host::{boot, SimMachine, SimPlatform};
@@ -226,7 +226,7 @@ fn truncation_splits_straddling_folios_or_removes_them_whole() {
                 assert_eq!((f.index(), f.flags.order()), (i & !3, 2));
                 assert_eq!(f.flags.pfn(), big_pfn.add(i & !3), "pieces keep their pages");
                 assert_eq!(f.counts.refcount(), 2);
-                assert_ne!(f.flags.flags() & memdesc::desc::PG_LRU, 0, "pieces follow the LRU");
+                assert_ne!(f.flags.flags() & memdesc::memmap::desc::PG_LRU, 0, "pieces follow the LRU");
                 assert_eq!(m.folio_put(&cpu, f), Ok(false));
             } else {
                 assert!(got.is_none());

@@ -6,8 +6,8 @@
 //! 2 MiB folio; vmalloc areas through the kernel page tables) carry device bytes to the
 //! right places.
 
+use memdesc::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
 use memdesc::folio::FolioKind;
-use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
 use memdesc::pgtable::MmKind;
 use memdesc::sg::{IoSpace, SgError, SgList};
 use memdesc::vmalloc::{Mappable, Unmappable, VmallocSpace};

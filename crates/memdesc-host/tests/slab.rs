@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES};
-use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::word::{PageKind, Subtype};
+use memdesc::memmap::word::{PageKind, Subtype};
 use memdesc::{CacheArgs, Config, Gfp, Platform, SlabCache, SlabError};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;
@@ -21,7 +21,7 @@ fn machine(layout: MemmapLayout) -> SimMachine {
 }
 
 /// The cache a slab object's page word names, read under RCU as a lockless reader would.
-fn owner_of(m: &SimMachine, cpu: &memdesc::cpu::Cpu<'_>, obj: NonNull<u8>) -> Option<usize> {
+fn owner_of(m: &SimMachine, cpu: &memdesc::Cpu<'_>, obj: NonNull<u8>) -> Option<usize> {
     let g = m.rcu().read_lock(cpu);
     let pfn = m.platform().virt_to_pfn(obj)?;
     match m.memmap().load(m.platform(), pfn)?.word.kind() {

@@ -153,7 +153,7 @@ mod op_sequences {
 #[allow(dead_code)]
 fn pp_put_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     pfn: memdesc::Pfn,
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.

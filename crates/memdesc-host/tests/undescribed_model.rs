@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use memdesc::balloon::Balloon;
-use memdesc::desc::Folio;
 use memdesc::folio::{FolioKind, FolioRef};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonedKind};
+use memdesc::memmap::desc::Folio;
+use memdesc::memmap::word::PageKind;
 use memdesc::migrate::MigrateError;
 use memdesc::offline::OfflineError;
-use memdesc::word::PageKind;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pfn, Platform, RegionSpec};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;

@@ -5,13 +5,13 @@
 //! unmappable vmalloc page, a slab page, a page-table page and undescribed pages are each
 //! refused with a precise error.
 
-use memdesc::cpu::Cpu;
-use memdesc::desc::MapCounts;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::desc::MapCounts;
+use memdesc::memmap::word::{PageKind, Subtype, Tag};
 use memdesc::page_pool::{pp_put, PagePool, PoolError, PoolParams};
 use memdesc::pgtable::{mappability, MapError, MmCaches, MmKind, MmRef, UnmappableKind};
 use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
-use memdesc::word::{PageKind, Subtype, Tag};
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine, SimPlatform};
 

@@ -4,11 +4,11 @@
 //! unwinding (pages or page tables) with nothing leaked. User mappings are in
 //! `user_mappings.rs`.
 
-use memdesc::cpu::Cpu;
-use memdesc::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::base::layout::{MemmapLayout, MemoryLayout, RegionSpec};
+use memdesc::memmap::word::Tag;
 use memdesc::pgtable::{MapError, MmKind};
 use memdesc::vmalloc::{Mappable, Unmappable, VmallocError, VmallocSpace};
-use memdesc::word::Tag;
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn, PAGE_SIZE};
 use memdesc_host::{boot, SimMachine};
 

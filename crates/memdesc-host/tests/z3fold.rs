@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use memdesc::cpu::Cpu;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::word::PageKind;
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::word::PageKind;
 use memdesc::z3fold::{z3fold_migrate_page, Buddy, Z3Error, Z3foldPool, Z3_MAX_ALLOC};
 use memdesc::zsmalloc::Handle;
+use memdesc::Cpu;
 use memdesc::{Config, Pfn};
 use memdesc_host::{boot, SimMachine, SimPlatform};
 use proptest::prelude::*;

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use memdesc::cpu::Cpu;
-use memdesc::layout::{MemmapLayout, MemoryLayout};
-use memdesc::word::PageKind;
+use memdesc::base::layout::{MemmapLayout, MemoryLayout};
+use memdesc::memmap::word::PageKind;
 use memdesc::zsmalloc::{zs_migrate_page, Handle, ZsError, ZsMigrateError, ZsPool, ZS_MAX_ALLOC, ZS_MAX_PAGES};
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, Pfn};
 use memdesc_host::{boot, SimMachine};
 use proptest::prelude::*;

@@ -54,17 +54,23 @@ pub mod machine;
 #[cfg(feature = "health")]
 pub mod health;
 
-// transition alias (issue 13): the old flat paths (`crate::addr`, `memdesc::zone`, …) name the
-// modules in their layer folders until every user is moved to the new paths.
-pub use base::{addr, boot, config, cpu, fault, gfp, layout, list, page_access, pageblock, platform, rcu};
-// transition alias (issue 13)
-pub(crate) use base::sync;
-// transition alias (issue 13)
-pub use memmap::{desc, desc_ref, lookup, tag, word};
-// transition alias (issue 13)
-pub use machine::check;
-// transition alias (issue 13)
-pub use page_alloc::{guard, isolate, pages, pcp, zone};
+// transition alias (issue 13): the old flat paths (`crate::addr`, `crate::zone`, …) of the lower
+// layers, inside the crate only, until every internal user is moved to the layer paths (the files
+// of base, memmap and page_alloc no longer use them; machine/ and the layers above still do). Outside
+// the crate these modules are reached as `memdesc::base::…`, `memdesc::memmap::…`,
+// `memdesc::page_alloc::…` and `memdesc::machine::…`, and the types a kernel embeds are
+// re-exported below.
+#[allow(unused_imports)]
+pub(crate) use base::{addr, boot, config, cpu, fault, gfp, layout, list, page_access, pageblock, platform, rcu, sync};
+// transition alias (issue 13), crate-internal
+#[allow(unused_imports)]
+pub(crate) use memmap::{desc, desc_ref, lookup, tag, word};
+// transition alias (issue 13), crate-internal
+#[allow(unused_imports)]
+pub(crate) use machine::check;
+// transition alias (issue 13), crate-internal
+#[allow(unused_imports)]
+pub(crate) use page_alloc::{guard, isolate, pages, pcp, zone};
 // transition alias (issue 13)
 #[cfg(feature = "slab")]
 pub use slab::{kmalloc, sheaf};
@@ -89,19 +95,20 @@ pub use pools::zsmalloc;
 #[cfg(feature = "pgtable")]
 pub use mm::{mappable, pgtable};
 
-// transition alias (issue 13), removed when the layers land
-pub use addr::{Pfn, PAGE_SIZE};
-pub use config::Config;
+// The public API of the lower layers at the crate root: what a kernel embeds (docs/ARCHITECTURE.md
+// "Public API" has the table).
+pub use base::addr::{Pfn, PAGE_SIZE};
+pub use base::config::Config;
+pub use base::cpu::{Cpu, ForeignCpu, MAX_CPUS};
+pub use base::gfp::Gfp;
+pub use base::layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
+pub use base::pageblock::MigrateType;
+pub use base::platform::Platform;
+pub use machine::PhysMem;
+pub use page_alloc::pages::Pages;
+pub use page_alloc::{AllocError, BootFailure, FreeError};
+#[cfg(feature = "slab")]
+pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
 // transition alias (issue 13), removed when the layers land
 #[cfg(feature = "folio")]
 pub use folio::pagecache;
-pub use gfp::Gfp;
-pub use layout::{MemmapLayout, MemoryLayout, RegionSpec, ZoneType};
-pub use machine::PhysMem;
-pub use page_alloc::{AllocError, BootFailure, FreeError};
-pub use pageblock::MigrateType;
-pub use pages::Pages;
-pub use platform::Platform;
-#[cfg(feature = "slab")]
-pub use slab::{CacheArgs, CacheRef, SlabCache, SlabError};
-pub use sync::{SpinGuard, SpinLock};

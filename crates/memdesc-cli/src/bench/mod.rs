@@ -6,7 +6,7 @@
 //!
 //! - **`memmap`** (issue 2): for a 64 GiB flat machine and a 1 TiB two-level machine (both with
 //!   the PC layout of [`MemoryLayout::pc`]: low memory, the PCI hole, reserved firmware and
-//!   kernel ranges), the time [`Memmap::build`] takes to place and initialise every word
+//!   kernel ranges), the time [`Memmap::build_alone`] takes to place and initialise every word
 //!   (`init_ms`, on fresh host memory, so it includes the host's first-touch page faults;
 //!   `init_prefaulted_ms` repeats it on memory already touched, which is what a kernel with
 //!   real RAM pays), the time of the whole boot including the buddy free lists (`boot_ms`), the
@@ -57,7 +57,7 @@
 //! The sections of other subsystems have their own modules (`slab_bench`, `compaction_bench`,
 //! `pgtable_bench`, `zs_bench`). No module here imports this one.
 //!
-//! [`Memmap::build`]: memdesc::memmap::Memmap::build
+//! [`Memmap::build_alone`]: memdesc::memmap::Memmap::build_alone
 //! [`Memmap::bytes`]: memdesc::memmap::Memmap::bytes
 //! [`MemoryLayout::pc`]: memdesc::MemoryLayout::pc
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
 use indicatif::ProgressBar;
-use memdesc::cpu::Cpu;
+use memdesc::Cpu;
 use memdesc::{Config, Gfp, MemmapLayout, MemoryLayout, Pages, Pfn, RegionSpec};
 use memdesc_host::SimMachine;
 use rand::rngs::Xoshiro256PlusPlus;

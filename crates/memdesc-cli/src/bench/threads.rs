@@ -2,7 +2,7 @@
 //! sections and the criterion benches:
 //!
 //! - [`on_threads`]: `n` threads run the same loop at once, each on its own CPU (a memdesc
-//!   thread claims its own [`Cpu`](memdesc::cpu::Cpu) before the start line); aggregate
+//!   thread claims its own [`Cpu`](memdesc::Cpu) before the start line); aggregate
 //!   throughput over the span from the first thread's start to the last thread's end, and CPU
 //!   time per item (time spent waiting for a host CPU not counted).
 //! - [`handoff`]: the cross-CPU case, network-receive style: a producer thread (CPU 0)

@@ -11,7 +11,7 @@ use memdesc::folio::FolioKind;
 
 use super::engine::*;
 use super::metadata::*;
-use memdesc::layout::MAX_REGIONS;
+use memdesc::base::layout::MAX_REGIONS;
 use memdesc::pgtable::MmKind;
 use memdesc::{Config, MemmapLayout, MemoryLayout, Pfn, RegionSpec};
 use memdesc_linux::census::{census_runs, Census, CensusOptions, Kind, Run};

@@ -8,9 +8,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
 
 use anyhow::{Context, Result};
-use memdesc::cpu::Cpu;
-use memdesc::desc::{CachedDescriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
 use memdesc::folio::{FolioKind, FolioRef};
+use memdesc::memmap::desc::{CachedDescriptor, Folio, MappableDesc, Netmem, PtDesc, VmallocDesc, Z3foldDesc, Zspage};
+use memdesc::Cpu;
 
 /// The reference a replay entry holds on `f` (kept raw in the entry, as a C caller keeps a
 /// pfn), lent as a [`FolioRef`] that is not dropped.

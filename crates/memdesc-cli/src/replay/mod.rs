@@ -75,9 +75,9 @@
 //! [`crate::data_dirs`] at the bottom. No module here imports this one.
 //!
 //! [`AddressSpaceRef`]: memdesc::pagecache::AddressSpaceRef
-//! [`Netmem`]: memdesc::desc::Netmem
+//! [`Netmem`]: memdesc::memmap::desc::Netmem
 //! [`PagePool`]: memdesc::page_pool::PagePool
-//! [`VmallocDesc`]: memdesc::desc::VmallocDesc
+//! [`VmallocDesc`]: memdesc::memmap::desc::VmallocDesc
 //! [`VmallocSpace`]: memdesc::vmalloc::VmallocSpace
 //! [`pp_put_pfn`]: memdesc::PhysMem::pp_put_pfn
 
@@ -374,7 +374,10 @@ mod tests {
         let i = r.entry_at(0x5000).unwrap();
         assert_eq!(r.entries[i as usize].what, What::NetPool);
         let np = r.entries[i as usize].sim;
-        assert!(matches!(m.memmap().load(m.platform(), np).unwrap().word.kind(), memdesc::word::PageKind::NetPool(_)));
+        assert!(matches!(
+            m.memmap().load(m.platform(), np).unwrap().word.kind(),
+            memdesc::memmap::word::PageKind::NetPool(_)
+        ));
         assert_eq!(r.pool.stats().live, 1);
         r.event(&Event::PagePoolRelease { pool: 1, netmem: 2, pfn: 0x5000, release: 1 });
         r.event(&Event::PageFree { pfn: 0x5000, order: 0 });
@@ -392,7 +395,10 @@ mod tests {
         let a = r.vmaps[&0x1000_0000].as_ref().unwrap();
         assert_eq!(a.nr_pages(), 4, "less the guard page");
         let vp = r.vmalloc.pfn_at(a, 3).unwrap();
-        assert_eq!(m.memmap().load(m.platform(), vp).unwrap().word.tag(), Some(memdesc::word::Tag::VmallocUnmappable));
+        assert_eq!(
+            m.memmap().load(m.platform(), vp).unwrap().word.tag(),
+            Some(memdesc::memmap::word::Tag::VmallocUnmappable)
+        );
         assert_eq!(r.vmalloc.vmalloc_to_pfn(a.addr() + 3 * PAGE_SIZE), Ok(vp), "mapped by a kernel PTE");
         assert_eq!(r.vmalloc.stats(), memdesc::vmalloc::VmallocStats { areas: 1, pages: 4 });
         r.event(&Event::FreeVmapArea { va_start: 0x1000_0000, nr_lazy: 0, nr_lazy_max: 0 });

@@ -8,14 +8,14 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use memdesc::balloon::Balloon;
-use memdesc::cpu::Cpu;
-use memdesc::desc::Folio;
-use memdesc::fault::{FaultConfig, FaultSites};
+use memdesc::base::fault::{FaultConfig, FaultSites};
+use memdesc::memmap::desc::Folio;
 use memdesc::page_pool::{PagePool, PoolParams};
 use memdesc::pgtable::MmKind;
 use memdesc::vmalloc::VmallocSpace;
 use memdesc::z3fold::Z3foldPool;
 use memdesc::zsmalloc::ZsPool;
+use memdesc::Cpu;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
 use memdesc::{CacheArgs, Config, MemmapLayout, MemoryLayout, Pfn, RegionSpec, SlabCache};
@@ -187,7 +187,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// barrier is aborted) without tearing down, and this returns `Err` with the panic message
 /// and the seed.
 pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
-    let threads = if cfg.script.is_some() { 1 } else { cfg.threads.clamp(1, memdesc::cpu::MAX_CPUS) };
+    let threads = if cfg.script.is_some() { 1 } else { cfg.threads.clamp(1, memdesc::MAX_CPUS) };
     let m = crate::boot(
         &torture_layout(),
         Config { nr_cpus: threads, debug_checks: true, cpu_areas: cfg.cpu_areas, ..Config::default() },

@@ -7,16 +7,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use memdesc::balloon::Balloon;
-use memdesc::cpu::Cpu;
-use memdesc::desc::{Folio, MappableDesc, PG_LRU};
 use memdesc::folio::{FolioError, FolioRef};
 use memdesc::hwpoison::PoisonReport;
+use memdesc::memmap::desc::{Folio, MappableDesc, PG_LRU};
 use memdesc::page_pool::PagePool;
 use memdesc::pagecache::AddressSpaceRef;
 use memdesc::pgtable::{MmCaches, MmRef, PMD_SIZE};
 use memdesc::vmalloc::VmallocSpace;
 use memdesc::z3fold::{Z3Error, Z3foldPool};
 use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
+use memdesc::Cpu;
 
 // Ownership in the torture: a `Live` entry is the one owner of what it names. The owned
 // handles (`Pages`, `KBox`, `SlabObj`, zsmalloc `Handle`) are turned into raw values when an
@@ -24,8 +24,8 @@ use memdesc::zsmalloc::{Handle, ZsError, ZsPool};
 // once, to free it or (zsmalloc) to borrow it for a mapping: the SAFETY comments below cite
 // this rule.
 
+use memdesc::base::page_access::{PageAccess, ReadOnly};
 use memdesc::kmalloc::KBox;
-use memdesc::page_access::{PageAccess, ReadOnly};
 use memdesc::slab::SlabObj;
 use memdesc::{AllocError, CacheRef, Gfp, Pages, Pfn, PAGE_SIZE};
 

@@ -9,7 +9,7 @@
 
 pub fn free_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     pfn: memdesc::Pfn,
     order: u32,
 ) -> Result<(), memdesc::FreeError> {
@@ -19,7 +19,7 @@ pub fn free_raw<P: memdesc::Platform>(
 
 pub fn kfree_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     p: core::ptr::NonNull<u8>,
 ) -> Result<(), memdesc::SlabError> {
     // SAFETY: see the module header.
@@ -28,7 +28,7 @@ pub fn kfree_raw<P: memdesc::Platform>(
 
 pub fn cache_free_raw<P: memdesc::Platform>(
     c: &memdesc::CacheRef<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     p: core::ptr::NonNull<u8>,
 ) -> Result<(), memdesc::SlabError> {
     // SAFETY: see the module header.
@@ -41,8 +41,8 @@ pub fn cache_free_raw<P: memdesc::Platform>(
 /// of `mappable_put` holds at each call.
 pub fn mappable_put<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
-    d: &memdesc::desc::MappableDesc,
+    cpu: &memdesc::Cpu<'_>,
+    d: &memdesc::memmap::desc::MappableDesc,
 ) -> Result<bool, memdesc::mappable::MappableError> {
     // SAFETY: see above.
     unsafe { m.mappable_put_raw(cpu, d) }
@@ -54,7 +54,7 @@ pub fn mappable_put<P: memdesc::Platform>(
 /// the test uses: `pp_put_pfn`'s contract holds at each call.
 pub fn pp_put_raw<P: memdesc::Platform>(
     m: &memdesc::PhysMem<P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     pfn: memdesc::Pfn,
 ) -> Result<(), memdesc::page_pool::PoolError> {
     // SAFETY: see above.
@@ -66,7 +66,7 @@ pub fn pp_put_raw<P: memdesc::Platform>(
 /// changes), on a machine only the test uses: the contract of `vfree` holds at each call.
 pub fn vfree<P: memdesc::Platform>(
     s: &memdesc::vmalloc::VmallocSpace<'_, P>,
-    cpu: &memdesc::cpu::Cpu<'_>,
+    cpu: &memdesc::Cpu<'_>,
     va: usize,
 ) -> Result<(), memdesc::vmalloc::VmallocError> {
     // SAFETY: see above.

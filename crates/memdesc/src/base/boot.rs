@@ -27,9 +27,9 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::layout::{MemoryLayout, Region};
-use crate::platform::Platform;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::layout::{MemoryLayout, Region};
+use crate::base::platform::Platform;
 
 /// Most ranges the boot allocator tracks (firmware reservations plus its own allocations).
 pub const MAX_BOOT_RANGES: usize = 512;
@@ -49,8 +49,8 @@ pub enum BootError {
 }
 
 /// A memblock-like allocator over the mapped regions of a layout.
-pub struct BootAllocator {
-    avail: [(Pfn, Pfn); crate::layout::MAX_REGIONS],
+pub(crate) struct BootAllocator {
+    avail: [(Pfn, Pfn); crate::base::layout::MAX_REGIONS],
     nr_avail: usize,
     reserved: [(Pfn, Pfn); MAX_BOOT_RANGES],
     nr_reserved: usize,
@@ -61,7 +61,7 @@ impl BootAllocator {
     /// Starts with the mapped regions of `layout`, minus its reserved ranges.
     pub fn new(layout: &MemoryLayout) -> Result<Self, BootError> {
         let mut b = BootAllocator {
-            avail: [(Pfn(0), Pfn(0)); crate::layout::MAX_REGIONS],
+            avail: [(Pfn(0), Pfn(0)); crate::base::layout::MAX_REGIONS],
             nr_avail: 0,
             reserved: [(Pfn(0), Pfn(0)); MAX_BOOT_RANGES],
             nr_reserved: 0,
@@ -137,7 +137,8 @@ impl BootAllocator {
         &self.reserved[..self.nr_reserved]
     }
 
-    /// Whether `pfn` is reserved.
+    /// Whether `pfn` is reserved (the unit tests' check of the ranges).
+    #[cfg(all(test, not(loom)))]
     pub fn is_reserved(&self, pfn: Pfn) -> bool {
         self.reserved().iter().any(|(s, e)| *s <= pfn && pfn < *e)
     }
@@ -262,9 +263,9 @@ impl<T: core::fmt::Debug> core::fmt::Debug for BootArray<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::layout::{MemmapLayout, RegionSpec};
-    use crate::platform::test_platform::Buf;
-    use crate::sync::{AtomicU32, Ordering};
+    use crate::base::layout::{MemmapLayout, RegionSpec};
+    use crate::base::platform::test_platform::Buf;
+    use crate::base::sync::{AtomicU32, Ordering};
 
     fn one_region(pages: u64) -> (MemoryLayout, Buf) {
         let mut l = MemoryLayout::new();
@@ -333,7 +334,7 @@ mod tests {
     #[test]
     fn boot_array_is_send_and_sync_for_sync_values() {
         assert_send_sync::<BootArray<AtomicU32>>();
-        assert_send_sync::<BootArray<crate::sync::SpinLock<u64>>>();
+        assert_send_sync::<BootArray<crate::base::sync::SpinLock<u64>>>();
     }
 
     #[test]

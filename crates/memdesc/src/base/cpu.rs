@@ -38,7 +38,7 @@
 //!
 //! ```compile_fail,E0277
 //! fn needs_sync<T: Sync>(_: &T) {}
-//! fn check(cpu: &memdesc::cpu::Cpu<'_>) {
+//! fn check(cpu: &memdesc::Cpu<'_>) {
 //!     needs_sync(cpu); // `Cpu` is !Sync: two threads cannot hold one CPU at once
 //! }
 //! ```
@@ -46,7 +46,7 @@
 //! Sets are not constructible outside the crate (tokens cannot be forged):
 //!
 //! ```compile_fail,E0624
-//! let set = memdesc::cpu::CpuSet::new(1);
+//! let set = memdesc::base::cpu::CpuSet::new(1);
 //! ```
 
 use core::cell::Cell;

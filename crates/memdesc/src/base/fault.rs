@@ -21,7 +21,7 @@
 //! This module touches only its own atomics.
 //!
 //! ```
-//! use memdesc::fault::{FaultConfig, FaultInjector, FaultSite, FaultSites};
+//! use memdesc::base::fault::{FaultConfig, FaultInjector, FaultSite, FaultSites};
 //! // A machine's own injector is `PhysMem::fault()`; a standalone one behaves the same.
 //! let f = FaultInjector::new();
 //! assert!(!f.should_fail(FaultSite::PageAlloc)); // disabled: one relaxed load
@@ -32,7 +32,7 @@
 //! f.disable();
 //! ```
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::base::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A class of allocation site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

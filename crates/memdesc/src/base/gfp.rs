@@ -69,27 +69,27 @@ impl Gfp {
 
     /// The migratetype these flags ask for.
     #[inline]
-    pub fn migratetype(self) -> crate::pageblock::MigrateType {
+    pub fn migratetype(self) -> crate::base::pageblock::MigrateType {
         if self.contains(Gfp::MOVABLE) {
-            crate::pageblock::MigrateType::Movable
+            crate::base::pageblock::MigrateType::Movable
         } else if self.contains(Gfp::RECLAIMABLE) {
-            crate::pageblock::MigrateType::Reclaimable
+            crate::base::pageblock::MigrateType::Reclaimable
         } else {
-            crate::pageblock::MigrateType::Unmovable
+            crate::base::pageblock::MigrateType::Unmovable
         }
     }
 
     /// The highest zone these flags allow.
     #[inline]
-    pub fn highest_zone(self) -> crate::layout::ZoneType {
+    pub fn highest_zone(self) -> crate::base::layout::ZoneType {
         if self.contains(Gfp::DMA) {
-            crate::layout::ZoneType::Dma
+            crate::base::layout::ZoneType::Dma
         } else if self.contains(Gfp::DMA32) {
-            crate::layout::ZoneType::Dma32
+            crate::base::layout::ZoneType::Dma32
         } else if self.contains(Gfp::MOVABLE) {
-            crate::layout::ZoneType::Movable
+            crate::base::layout::ZoneType::Movable
         } else {
-            crate::layout::ZoneType::Normal
+            crate::base::layout::ZoneType::Normal
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Zones follow x86-64: DMA below 16 MiB, DMA32 below 4 GiB, Normal above, and Movable above a
 //! configurable pfn (like `movablecore=`).
 
-use crate::addr::{Pfn, AREA_ORDER};
+use crate::base::addr::{Pfn, AREA_ORDER};
 
 /// Most regions a machine may have after normalisation.
 pub const MAX_REGIONS: usize = 64;
@@ -149,7 +149,7 @@ impl MemoryLayout {
 
     /// Adds a memory region `[start, end)`.
     pub fn add_region(&mut self, spec: RegionSpec) -> Result<&mut Self, LayoutError> {
-        if spec.start >= spec.end || spec.end.0 > crate::addr::MAX_PFN {
+        if spec.start >= spec.end || spec.end.0 > crate::base::addr::MAX_PFN {
             return Err(LayoutError::BadRegion(spec.start, spec.end));
         }
         if spec.node as usize >= MAX_NODES {

@@ -39,7 +39,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::base::sync::{AtomicUsize, Ordering};
 
 /// `prev` of a node that is on no list.
 const UNLINKED: usize = 0;
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn lists_behind_spin_locks_shuffle_nodes_between_threads() {
-        use crate::sync::SpinLock;
+        use crate::base::sync::SpinLock;
         let ns = nodes(32);
         let lists = [SpinLock::new(List::<Node>::new()), SpinLock::new(List::<Node>::new())];
         for n in &ns {

@@ -40,9 +40,9 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::addr::{Pfn, PAGE_SIZE};
-use crate::platform::Platform;
-use crate::sync::AtomicU64;
+use crate::base::addr::{Pfn, PAGE_SIZE};
+use crate::base::platform::Platform;
+use crate::base::sync::AtomicU64;
 
 /// A range that does not fit in the page (or the window) it was asked of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,7 +374,7 @@ impl<P: Platform, M> core::fmt::Debug for PageAccess<'_, P, M> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::sync::{AtomicU64, Ordering};
+    use crate::base::sync::{AtomicU64, Ordering};
     use std::boxed::Box;
     use std::vec::Vec;
 

@@ -21,7 +21,7 @@ pub enum MigrateType {
 /// Number of migratetypes (free lists per order).
 pub const NR_MIGRATETYPES: usize = 5;
 /// Migratetypes that have per-CPU lists.
-pub const NR_PCP_TYPES: usize = 3;
+pub(crate) const NR_PCP_TYPES: usize = 3;
 
 impl MigrateType {
     /// All types in list order.
@@ -51,7 +51,7 @@ impl MigrateType {
 
     /// The types to steal from when this type's lists are empty, in preference order
     /// (the same preferences as Linux's fallback table).
-    pub fn fallbacks(self) -> &'static [MigrateType] {
+    pub(crate) fn fallbacks(self) -> &'static [MigrateType] {
         match self {
             MigrateType::Unmovable => &[MigrateType::Reclaimable, MigrateType::Movable],
             MigrateType::Movable => &[MigrateType::Reclaimable, MigrateType::Unmovable],
@@ -61,7 +61,7 @@ impl MigrateType {
     }
 
     /// Whether this type has per-CPU lists.
-    pub fn has_pcp(self) -> bool {
+    pub(crate) fn has_pcp(self) -> bool {
         (self as usize) < NR_PCP_TYPES
     }
 }

@@ -3,7 +3,7 @@
 //! The core never assumes how physical memory is reached: a page either has a permanent
 //! kernel mapping ([`Platform::direct_map`]) or can be mapped for a moment
 //! ([`Platform::map_local`], like Linux's `kmap_local_page`) — highmem, or a pmem region
-//! registered without a direct map. [`crate::page_access`] hides the difference for the few
+//! registered without a direct map. [`crate::base::page_access`] hides the difference for the few
 //! places that must touch page contents (buddy free-list links, zeroing, copies).
 //!
 //! This module also holds the one test platform of the unit tests (`test_platform::Buf`),
@@ -15,14 +15,14 @@
 
 use core::ptr::NonNull;
 
-use crate::addr::Pfn;
+use crate::base::addr::Pfn;
 
 /// The machine underneath the memory manager.
 ///
 /// # Safety
 /// Implementors promise, for every pfn of memory they report as present:
 /// 1. a pointer returned by `direct_map` is valid for reads and writes of
-///    [`PAGE_SIZE`](crate::addr::PAGE_SIZE) bytes, page-aligned, for as long as the platform
+///    [`PAGE_SIZE`](crate::base::addr::PAGE_SIZE) bytes, page-aligned, for as long as the platform
 ///    value lives, and distinct pfns never alias (the core keeps what it builds in that memory,
 ///    such as the memmap's boot arrays, beside the platform and never uses it after the
 ///    platform is gone); within one registered region the direct map is linear (`direct_map(pfn + i)` is
@@ -45,11 +45,6 @@ pub unsafe trait Platform: Send + Sync {
     /// Ends a [`Platform::map_local`] mapping.
     fn unmap_local(&self, pfn: Pfn, addr: NonNull<u8>);
 
-    /// Called while spinning (waiting for a lock or a grace period).
-    fn relax(&self) {
-        core::hint::spin_loop();
-    }
-
     /// Makes a page's direct mapping inaccessible (`accessible == false`) or accessible again,
     /// for debug guard pages ([`Gfp::GUARD`](crate::Gfp::GUARD)). The manager never touches the
     /// contents of a page while it is protected. The default does nothing (a platform that
@@ -64,7 +59,7 @@ pub unsafe trait Platform: Send + Sync {
 #[cfg(all(test, not(loom)))]
 pub(crate) mod test_platform {
     use super::*;
-    use crate::addr::PAGE_SIZE;
+    use crate::base::addr::PAGE_SIZE;
 
     /// A platform over `pages` pages of leaked host memory.
     pub(crate) struct Buf(NonNull<u8>, u64);

@@ -24,7 +24,7 @@
 //! A guard cannot outlive its token:
 //!
 //! ```compile_fail,E0505
-//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let rcu = memdesc::base::rcu::Rcu::new(1);
 //! let cpu = rcu.cpus().claim(0).unwrap();
 //! let g = rcu.read_lock(&cpu);
 //! drop(cpu); // would let another thread claim CPU 0 while this section is open
@@ -34,7 +34,7 @@
 //! nor move to another thread:
 //!
 //! ```compile_fail,E0277
-//! let rcu = memdesc::rcu::Rcu::new(1);
+//! let rcu = memdesc::base::rcu::Rcu::new(1);
 //! let cpu = rcu.cpus().claim(0).unwrap();
 //! let g = rcu.read_lock(&cpu);
 //! std::thread::scope(|s| {
@@ -42,8 +42,8 @@
 //! });
 //! ```
 
-use crate::cpu::{Cpu, CpuSet, ForeignCpu, MAX_CPUS};
-use crate::sync::{fence, mutation, spin_hint, AtomicU32, AtomicU64, Mutation, Ordering};
+use crate::base::cpu::{Cpu, CpuSet, ForeignCpu, MAX_CPUS};
+use crate::base::sync::{fence, mutation, spin_hint, AtomicU32, AtomicU64, Mutation, Ordering};
 
 const ACTIVE: u64 = 1;
 
@@ -67,7 +67,7 @@ pub struct GpCookie(pub(crate) u64);
 
 /// Proof of being inside a read-side critical section; ends it when dropped.
 ///
-/// References obtained under the guard (e.g. [`crate::desc::DescPtr::get`]) live no longer
+/// References obtained under the guard (e.g. [`crate::memmap::desc::DescPtr::get`]) live no longer
 /// than it. It borrows the CPU token it was taken with (invariant 2).
 pub struct RcuGuard<'a> {
     rcu: &'a Rcu,
@@ -95,7 +95,7 @@ impl Rcu {
     /// Enters a read-side critical section on `cpu` (nests).
     ///
     /// ```
-    /// use memdesc::rcu::Rcu;
+    /// use memdesc::base::rcu::Rcu;
     /// let rcu = Rcu::new(1);
     /// let cpu = rcu.cpus().claim(0).unwrap();
     /// let g = rcu.read_lock(&cpu);
@@ -120,7 +120,7 @@ impl Rcu {
     /// [`Rcu::read_lock`] that returns [`ForeignCpu`] for a token of another machine.
     ///
     /// ```
-    /// use memdesc::{cpu::ForeignCpu, rcu::Rcu};
+    /// use memdesc::{base::rcu::Rcu, ForeignCpu};
     /// let (mine, other) = (Rcu::new(1), Rcu::new(1));
     /// let foreign = other.cpus().claim(0).unwrap();
     /// assert_eq!(mine.try_read_lock(&foreign).err(), Some(ForeignCpu { id: 0 }));
@@ -254,7 +254,7 @@ mod loom_tests {
     #[test]
     #[should_panic(expected = "read a freed object")]
     fn loom_rcu_reader_never_sees_freed_fails_without_reader_fence() {
-        crate::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
+        crate::base::sync::mutation::with(Mutation::RcuReaderNoFence, reader_never_sees_freed);
     }
 
     fn reader_never_sees_freed() {

@@ -142,16 +142,8 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Takes the lock if it is free.
-    #[inline]
-    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
-        self.locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| SpinGuard { lock: self })
-    }
-
     /// Exclusive access without locking, through `&mut self`.
+    #[cfg_attr(not(feature = "zsmalloc"), allow(dead_code))] // used by the pools only
     pub fn get_mut(&mut self) -> &mut T {
         self.value.get_mut()
     }

@@ -55,136 +55,24 @@ use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::fault::FaultSite;
+use crate::folio::space::{AddressSpace, PageCacheError};
 #[cfg(feature = "health")]
 use crate::folio::xarray::Writer;
-use crate::folio::xarray::{addr_of, folio_ref, Node, NodeAlloc, PageCacheViolation, LOW_MASK};
-use crate::folio::{FolioError, FolioRef};
+use crate::folio::xarray::{addr_of, Node, NodeAlloc, PageCacheViolation};
+use crate::folio::FolioRef;
+use crate::folio::{Folios, PageCacheCaches};
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::rcu::RcuGuard;
-use crate::slab::{CacheArgs, SlabCache};
-use crate::sync::{fence, spin_hint, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::slab::obj::CacheObj;
+use crate::slab::{CacheArgs, CacheFamily, SlabCache};
+use crate::sync::{fence, spin_hint, Ordering};
 use crate::word::PageKind;
-use crate::PhysMem;
 
 /// Lockless attempts before a lookup takes the address space's lock.
 pub const LOCKLESS_TRIES: u32 = 8;
 
-/// Why a page-cache operation was refused. Nothing changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PageCacheError {
-    /// The descriptor is not a live file folio (its page word does not name it as one).
-    NotFileFolio,
-    /// The folio is already in a page cache (this one or another).
-    AlreadyCached {
-        /// Address of the address space that holds it.
-        mapping: usize,
-    },
-    /// The index is not a multiple of the folio's size.
-    Misaligned {
-        /// The index asked for.
-        index: u64,
-        /// The folio's order.
-        order: u32,
-    },
-    /// Part of the folio's range is already cached.
-    Occupied {
-        /// The first index of the range that is cached.
-        index: u64,
-    },
-    /// The folio is not in this address space.
-    NotCached,
-    /// Memory for tree nodes could not be allocated.
-    NoMemory(AllocError),
-    /// The folio could not be split: it has references besides the cache's, is mapped, or
-    /// memory for the split ran out.
-    Busy,
-    /// The folio left the cache, but dropping the cache's reference was refused (for
-    /// example: it was the last one and the folio is still mapped); the caller now owns that
-    /// reference.
-    Put(FolioError),
-}
-
-impl core::fmt::Display for PageCacheError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            PageCacheError::NotFileFolio => write!(f, "not a live file folio"),
-            PageCacheError::AlreadyCached { mapping } => {
-                write!(f, "folio already cached by address space {mapping:#x}")
-            }
-            PageCacheError::Misaligned { index, order } => {
-                write!(f, "index {index} is not aligned to the folio's order {order}")
-            }
-            PageCacheError::Occupied { index } => write!(f, "index {index} is already cached"),
-            PageCacheError::NotCached => write!(f, "the folio is not in this address space"),
-            PageCacheError::NoMemory(e) => write!(f, "{e}"),
-            PageCacheError::Busy => write!(f, "the folio is busy (referenced, mapped) and cannot be split"),
-            PageCacheError::Put(e) => write!(f, "folio removed but its reference could not be dropped: {e}"),
-        }
-    }
-}
-
-impl core::error::Error for PageCacheError {}
-
-/// One file's page cache: index → file folio.
-///
-/// Lives in slab memory at a fixed address (folios' `mapping` field holds it); reached
-/// through an [`AddressSpaceRef`]. It does *not* keep folios on the LRU or track dirtiness.
-pub struct AddressSpace {
-    pub(super) lock: SpinLock<()>,
-    /// Root node address | height, or 0 when empty.
-    pub(super) root: AtomicUsize,
-    /// Removal sequence: odd while a writer takes something out of the tree.
-    pub(super) seq: AtomicU64,
-    pub(super) nr_pages: AtomicU64,
-    pub(super) nr_folios: AtomicU64,
-    slow_lookups: AtomicU64,
-    /// The file VMAs mapping this file (`i_mmap`), for the rmap walk of its folios.
-    #[cfg(feature = "pgtable")]
-    pub(crate) i_mmap: crate::pgtable::RmapList,
-}
-
 impl AddressSpace {
-    /// An empty address space.
-    pub(crate) fn new() -> Self {
-        AddressSpace {
-            lock: SpinLock::new(()),
-            root: AtomicUsize::new(0),
-            seq: AtomicU64::new(0),
-            nr_pages: AtomicU64::new(0),
-            nr_folios: AtomicU64::new(0),
-            slow_lookups: AtomicU64::new(0),
-            #[cfg(feature = "pgtable")]
-            i_mmap: crate::pgtable::RmapList::new(),
-        }
-    }
-
-    /// The address folios' `mapping` field holds while cached here.
-    #[inline]
-    pub fn addr(&self) -> usize {
-        addr_of(self)
-    }
-
-    /// Pages cached.
-    pub fn nr_pages(&self) -> u64 {
-        self.nr_pages.load(Ordering::Relaxed)
-    }
-
-    /// Folios cached.
-    pub fn nr_folios(&self) -> u64 {
-        self.nr_folios.load(Ordering::Relaxed)
-    }
-
-    /// Tree height (0 when empty).
-    pub fn height(&self) -> u32 {
-        (self.root.load(Ordering::Acquire) & LOW_MASK) as u32
-    }
-
-    /// Lookups that fell back to the lock after [`LOCKLESS_TRIES`] lockless attempts.
-    pub fn slow_lookups(&self) -> u64 {
-        self.slow_lookups.load(Ordering::Relaxed)
-    }
-
     /// Whether `f`, pinned, is cached here at a range covering `index`.
     #[inline]
     fn covers(&self, f: &Folio, index: u64) -> bool {
@@ -194,12 +82,12 @@ impl AddressSpace {
     /// The lockless lookup (see the module docs): returns the folio cached at `index` with a
     /// reference taken for the caller. `put` drops a reference the reader took on a folio that
     /// failed revalidation, running the folio's free path if it was the last.
-    pub(crate) fn lookup_rcu<'a>(
-        &self,
-        _guard: &RcuGuard<'_>,
+    pub(crate) fn lookup_rcu<'k>(
+        &'k self,
+        guard: &'k RcuGuard<'_>,
         index: u64,
-        mut put: impl FnMut(&'a Folio),
-    ) -> Option<&'a Folio> {
+        mut put: impl FnMut(&Folio),
+    ) -> Option<&'k Folio> {
         for _ in 0..LOCKLESS_TRIES {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
@@ -210,8 +98,8 @@ impl AddressSpace {
             let found = if e == 0 {
                 None
             } else {
-                // SAFETY: a folio entry loaded under the caller's RCU guard (folio_ref).
-                let f = unsafe { folio_ref::<'a>(e) };
+                // A folio entry loaded under the caller's RCU guard, which keeps it a folio.
+                let f = Node::folio_at(guard, e);
                 if !f.counts.try_get() {
                     // Free or frozen for a split: the tree is changing under us.
                     continue;
@@ -239,51 +127,40 @@ impl AddressSpace {
     }
 
     /// Lookup under the lock: the fallback that guarantees progress.
-    fn lookup_locked<'a>(&self, index: u64) -> Option<&'a Folio> {
+    fn lookup_locked(&self, index: u64) -> Option<&Folio> {
         self.slow_lookups.fetch_add(1, Ordering::Relaxed);
         let _g = self.lock.lock();
         let e = self.walk(index).ok().filter(|&e| e != 0)?;
-        // SAFETY: loaded under the lock: the folio is cached and the cache's reference keeps it
-        // alive (folio_ref).
-        let f = unsafe { folio_ref::<'a>(e) };
+        // Loaded under the lock: the folio is cached and the cache's reference keeps it alive
+        // until the reference taken here is the caller's.
+        let f = Node::folio_at(self, e);
         f.counts.refcount.fetch_add(1, Ordering::AcqRel);
         Some(f)
     }
 }
 
-/// The slab caches of the page cache: tree nodes (TYPESAFE_BY_RCU) and address spaces.
-pub(crate) struct Caches {
-    nodes: Option<NonNull<SlabCache>>,
-    spaces: Option<NonNull<SlabCache>>,
-}
-
-impl Caches {
-    /// Before boot creates them.
-    pub(crate) const NONE: Caches = Caches { nodes: None, spaces: None };
-}
-
 /// Tree nodes from the machine's node cache.
 pub(super) struct SlabNodes<'a, 'c, P: Platform> {
-    m: &'a PhysMem<P>,
+    folios: Folios<'a, P>,
     cpu: &'a Cpu<'c>,
 }
 
 impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
     fn alloc_node(&mut self) -> Result<NonNull<Node>, AllocError> {
         let p = self
-            .m
-            .slabs()
-            .cache_alloc_at(self.cpu, self.m.pagecache_cache(false), FaultSite::PageCacheNode)?
+            .folios
+            .slabs
+            .cache_alloc_at(self.cpu, self.folios.pagecache_cache(false), FaultSite::PageCacheNode)?
             .cast::<Node>();
-        // SAFETY: objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed)
-        // or former nodes, which are freed empty; both are valid, 16-aligned Nodes.
-        debug_assert!(unsafe { p.as_ref() }.is_empty(), "a node came back from the cache non-empty");
+        // Objects of the node cache are zero (TYPESAFE_BY_RCU slab pages are zeroed) or former
+        // nodes, which are freed empty.
+        debug_assert!(Node::at(self, p.as_ptr() as usize).is_empty(), "a node came back from the cache non-empty");
         Ok(p)
     }
 
     fn free_node(&mut self, node: &Node) {
         debug_assert!(node.is_empty(), "freeing a non-empty node");
-        let r = self.m.slabs().cache_free(self.cpu, self.m.pagecache_cache(false), NonNull::from(node).cast());
+        let r = self.folios.slabs.cache_free(self.cpu, self.folios.pagecache_cache(false), NonNull::from(node).cast());
         debug_assert!(r.is_ok(), "node free: {r:?}");
     }
 }
@@ -293,15 +170,15 @@ impl<P: Platform> NodeAlloc for SlabNodes<'_, '_, P> {
 /// Not `Clone`: [`AddressSpaceRef::destroy`] consumes it. Dropping it without destroying
 /// leaks the address space and the cache's references to its folios, like a leaked inode.
 pub struct AddressSpaceRef<'m, P: Platform> {
-    pub(super) mem: &'m PhysMem<P>,
-    pub(super) space: &'m AddressSpace,
+    pub(super) folios: Folios<'m, P>,
+    pub(super) space: CacheObj<'m, AddressSpace>,
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Folios<'a, P> {
     /// Creates the page cache's slab caches (at boot).
-    pub(crate) fn create_pagecache_caches(&self) -> Result<Caches, AllocError> {
-        let cpu = self.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
-        let nodes = self.slabs().new_cache(
+    pub(crate) fn create_pagecache_caches(&self) -> Result<PageCacheCaches, AllocError> {
+        let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
+        let nodes = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs {
                 align: 16,
@@ -309,35 +186,42 @@ impl<P: Platform> PhysMem<P> {
                 freeptr_offset: Some(core::mem::offset_of!(Node, meta)),
                 ..CacheArgs::new("radix_tree_node", core::mem::size_of::<Node>())
             },
+            CacheFamily::Internal,
         )?;
-        let spaces = self.slabs().new_cache(
+        let spaces = self.slabs.new_cache_forever(
             &cpu,
             &CacheArgs { align: 16, ..CacheArgs::new("address_space", core::mem::size_of::<AddressSpace>()) },
+            CacheFamily::Internal,
         )?;
-        Ok(Caches { nodes: Some(NonNull::from(nodes)), spaces: Some(NonNull::from(spaces)) })
+        Ok(PageCacheCaches { nodes, spaces })
     }
 
-    pub(super) fn pagecache_cache(&self, spaces: bool) -> &SlabCache {
-        let c = if spaces { self.folio_state().pagecache.spaces } else { self.folio_state().pagecache.nodes };
-        // SAFETY: created at boot, never destroyed.
-        unsafe { c.expect("page-cache caches exist after boot").as_ref() }
+    pub(super) fn pagecache_cache(&self, spaces: bool) -> &'a SlabCache {
+        let c = if spaces { &self.state.pagecache.spaces } else { &self.state.pagecache.nodes };
+        c.get().expect("page-cache caches exist after boot")
     }
 
     /// Creates an empty address space (one file's page cache).
-    pub fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'_, P>, AllocError> {
-        let p = self.slabs().cache_alloc(cpu, self.pagecache_cache(true))?.cast::<AddressSpace>();
-        // SAFETY: a fresh object of the address-space cache, sized and aligned for one and
-        // owned by us (the cache is not TYPESAFE_BY_RCU: nobody else reads it).
-        unsafe { p.as_ptr().write(AddressSpace::new()) };
-        // SAFETY: just initialised; lives until destroy frees it.
-        Ok(AddressSpaceRef { mem: self, space: unsafe { p.as_ref() } })
+    pub(crate) fn address_space_create(&self, cpu: &Cpu<'_>) -> Result<AddressSpaceRef<'a, P>, AllocError> {
+        // The cache was made for address spaces at boot: the check cannot fail.
+        let cache = self.slabs.obj_cache::<AddressSpace>(self.pagecache_cache(true)).map_err(|e| {
+            debug_assert!(false, "{e}");
+            AllocError::NoMemory { order: 0 }
+        })?;
+        let space = self.slabs.obj_alloc(cpu, cache, AddressSpace::new())?;
+        Ok(AddressSpaceRef { folios: *self, space })
+    }
+
+    /// Tree nodes from the page cache's node cache, for one operation on `cpu`.
+    pub(super) fn nodes<'s, 'c>(&'s self, cpu: &'s Cpu<'c>) -> SlabNodes<'s, 'c, P> {
+        SlabNodes { folios: *self, cpu }
     }
 
     /// The file folio whose first page is `pfn` (a piece of a split we own).
-    pub(super) fn file_folio_at(&self, pfn: Pfn) -> Option<&Folio> {
-        match self.memmap().load(self.platform(), pfn)?.word.kind() {
-            // SAFETY: the word names a live file folio that the caller holds a reference to.
-            PageKind::FileFolio(d) => Some(unsafe { folio_ref(d.addr()) }),
+    pub(super) fn file_folio_at(&self, pfn: Pfn) -> Option<&'a Folio> {
+        match self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind() {
+            // The word names a live file folio that the caller holds a reference to.
+            PageKind::FileFolio(d) => Some(self.held_desc(d)),
             _ => None,
         }
     }
@@ -351,19 +235,15 @@ pub(crate) struct MappingLock<'a> {
     _w: Writer<'a>,
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Folios<'a, P> {
     /// Locks the address space caching `f` if `f` is cached; `Err(())` if `f` has a mapping
     /// but is not (or no longer) cached there, `Ok(None)` if it has no mapping. The caller must
     /// not destroy that address space concurrently.
     #[cfg(feature = "health")]
-    pub(crate) fn pagecache_lock_of<'a>(&self, f: &'a Folio) -> Result<Option<MappingLock<'a>>, ()> {
-        let mapping = f.mapping();
-        if mapping == 0 {
+    pub(crate) fn pagecache_lock_of<'f>(&self, f: &'f Folio) -> Result<Option<MappingLock<'f>>, ()> {
+        let Some(space) = self.space_of(f) else {
             return Ok(None);
-        }
-        // SAFETY: a cached folio's mapping names its live address space (slab memory that
-        // lives until destroy, which the caller does not run concurrently).
-        let space: &'a AddressSpace = unsafe { &*(mapping as *const AddressSpace) };
+        };
         let w = space.writer();
         if !w.contains(f) {
             return Err(());
@@ -374,8 +254,8 @@ impl<P: Platform> PhysMem<P> {
 
 impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     /// The address space.
-    pub fn space(&self) -> &'m AddressSpace {
-        self.space
+    pub fn space(&self) -> &AddressSpace {
+        &self.space
     }
 
     /// Pages cached.
@@ -388,22 +268,18 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         self.space.nr_folios()
     }
 
-    pub(super) fn nodes<'a, 'c>(&'a self, cpu: &'a Cpu<'c>) -> SlabNodes<'a, 'c, P> {
-        SlabNodes { m: self.mem, cpu }
-    }
-
     /// Caches `folio` (a file folio the caller holds a reference to) at `index`, which must
     /// be a multiple of its size; a large folio occupies every index it covers. The cache
     /// takes its own reference. Fails, changing nothing, if any index of the range is cached.
     pub fn insert(&self, cpu: &Cpu<'_>, folio: &FolioRef<'_>, index: u64) -> Result<(), PageCacheError> {
         let folio: &Folio = folio;
-        match self.mem.memmap().load(self.mem.platform(), folio.flags.pfn()).map(|v| v.word.kind()) {
+        match self.folios.pages.memmap().load(self.folios.pages.platform(), folio.flags.pfn()).map(|v| v.word.kind()) {
             Some(PageKind::FileFolio(d)) if d.addr() == addr_of(folio) => {}
             _ => return Err(PageCacheError::NotFileFolio),
         }
         // The cache's reference, taken from the caller's.
         folio.counts.get_held();
-        let r = self.space.writer().insert(&mut self.nodes(cpu), folio, index);
+        let r = self.space.writer().insert(&mut self.folios.nodes(cpu), folio, index);
         if r.is_err() {
             // Drop the reference taken for the cache (the caller still holds theirs).
             let dropped = folio.counts.put_unless_last();
@@ -413,17 +289,17 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     }
 
     /// The folio cached at `index`, with a reference taken for the caller (drop it with
-    /// [`PhysMem::folio_put`]). Lockless: see the module docs. A folio frozen by a migration
+    /// [`PhysMem::folio_put`](crate::PhysMem::folio_put)). Lockless: see the module docs. A folio frozen by a migration
     /// is waited out (the retry falls back to the locked lookup, which migration's hold of the
     /// address space's lock serialises with).
     pub fn lookup(&self, cpu: &Cpu<'_>, index: u64) -> Option<FolioRef<'m>> {
-        let g = self.mem.rcu().read_lock(cpu);
+        let g = self.folios.pages.rcu().read_lock(cpu);
         let f = self.space.lookup_rcu(&g, index, |f| {
-            let r = self.mem.folio_put_raw(cpu, f);
+            let r = self.folios.folio_put_raw(cpu, f);
             debug_assert!(r.is_ok(), "dropping a speculative reference: {r:?}");
         })?;
-        // SAFETY: lookup_rcu took one reference for us on a folio cached here.
-        Some(unsafe { FolioRef::from_raw(f) })
+        // lookup_rcu took one reference for us on a folio cached here.
+        Some(FolioRef::adopt(self.folios.held(f)))
     }
 
     /// Removes `folio` from the cache, takes it off the LRU and drops the cache's reference.
@@ -434,11 +310,11 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
             if !w.contains(folio) {
                 return Err(PageCacheError::NotCached);
             }
-            w.remove(&mut self.nodes(cpu), folio);
+            w.remove(&mut self.folios.nodes(cpu), folio);
         }
-        self.mem.lru_del(folio);
+        self.folios.lru_del(folio);
         // The cache's reference, which we took out of the tree above.
-        self.mem.folio_put_raw(cpu, folio).map_err(PageCacheError::Put)
+        self.folios.folio_put_raw(cpu, folio).map_err(PageCacheError::Put)
     }
 
     /// Calls `cb(index, folio)` for every cached folio in index order, under the address

@@ -1,107 +1,51 @@
 //! The LRU lists: one per node, holding anon and file folios together (their LRU links are
-//! at the same offset because they are one type), linked through [`Folio`]'s LRU links
-//! under the list's lock. A folio is on a list exactly while it has `PG_LRU` set.
+//! at the same offset because they are one type), each a [`List<Folio>`] behind its lock. A
+//! folio is on a list exactly while it has `PG_LRU` set, which changes only under that list's
+//! lock: that is how [`Folio::lru_unlink`] knows the folio is on the list it is given.
 
 use crate::desc::{Folio, PG_LRU};
+use crate::list::List;
 use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::PhysMem;
+use crate::sync::SpinLock;
 
-/// One node's LRU list (anon and file folios together), linked through [`Folio`]'s LRU links.
-pub(crate) struct LruList {
-    head: usize,
-    tail: usize,
-    nr: u64,
-}
+use super::Folios;
 
-impl LruList {
-    pub(crate) const EMPTY: LruList = LruList { head: 0, tail: 0, nr: 0 };
-}
-
-impl<P: Platform> PhysMem<P> {
-    fn lru_of(&self, f: &Folio) -> &crate::sync::SpinLock<LruList> {
-        let node = self.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
-        &self.folio_state().lru[node]
+impl<'a, P: Platform> Folios<'a, P> {
+    /// The LRU list of the folio's node.
+    fn lru_of(&self, f: &Folio) -> &'a SpinLock<List<Folio>> {
+        let node = self.pages.memmap().region_of(f.flags.pfn()).map_or(0, |r| r.node as usize);
+        &self.state.lru[node]
     }
 
     /// Adds the folio to the tail of its node's LRU list (anon and file share it).
     /// Returns false if it was already on an LRU list.
-    pub fn lru_add(&self, f: &Folio) -> bool {
+    pub(crate) fn lru_add(&self, f: &Folio) -> bool {
         let mut l = self.lru_of(f).lock();
         if f.flags.set(PG_LRU) & PG_LRU != 0 {
             return false;
         }
-        Self::lru_link_tail(&mut l, f);
+        let r = l.push_back(f);
+        debug_assert!(r.is_ok(), "a folio without PG_LRU is on no LRU list");
         true
     }
 
     /// Removes the folio from its LRU list; returns false if it was not on one.
-    pub fn lru_del(&self, f: &Folio) -> bool {
-        let mut l = self.lru_of(f).lock();
-        if f.flags.flags() & PG_LRU == 0 {
-            return false;
-        }
-        Self::lru_unlink(&mut l, f);
-        f.flags.clear(PG_LRU);
-        true
+    pub(crate) fn lru_del(&self, f: &Folio) -> bool {
+        f.lru_unlink(&mut self.lru_of(f).lock())
     }
 
     /// Moves the folio to the tail of its LRU list (recently used).
-    pub fn lru_rotate(&self, f: &Folio) -> bool {
-        let mut l = self.lru_of(f).lock();
-        if f.flags.flags() & PG_LRU == 0 {
-            return false;
-        }
-        Self::lru_unlink(&mut l, f);
-        Self::lru_link_tail(&mut l, f);
-        true
+    pub(crate) fn lru_rotate(&self, f: &Folio) -> bool {
+        f.lru_move_to_back(&mut self.lru_of(f).lock())
     }
 
     /// Calls `f` for each folio on `node`'s LRU list, oldest first.
-    pub fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
-        let l = self.folio_state().lru[node].lock();
-        let mut cur = l.head;
-        while cur != 0 {
-            // SAFETY: folios on the list are live (they are removed before their last put).
-            let folio = unsafe { &*(cur as *const Folio) };
-            f(folio);
-            cur = folio.lru.next.load(Ordering::Relaxed);
-        }
+    pub(crate) fn lru_for_each(&self, node: usize, mut f: impl FnMut(&Folio)) {
+        self.state.lru[node].lock().iter().for_each(&mut f);
     }
 
     /// Folios on `node`'s LRU list.
-    pub fn lru_len(&self, node: usize) -> u64 {
-        self.folio_state().lru[node].lock().nr
-    }
-
-    fn lru_link_tail(l: &mut LruList, f: &Folio) {
-        let me = f as *const Folio as usize;
-        f.lru.next.store(0, Ordering::Relaxed);
-        f.lru.prev.store(l.tail, Ordering::Relaxed);
-        if l.tail != 0 {
-            // SAFETY: list members are live folios.
-            unsafe { &*(l.tail as *const Folio) }.lru.next.store(me, Ordering::Relaxed);
-        } else {
-            l.head = me;
-        }
-        l.tail = me;
-        l.nr += 1;
-    }
-
-    fn lru_unlink(l: &mut LruList, f: &Folio) {
-        let (prev, next) = (f.lru.prev.load(Ordering::Relaxed), f.lru.next.load(Ordering::Relaxed));
-        if prev == 0 {
-            l.head = next;
-        } else {
-            // SAFETY: list members are live folios.
-            unsafe { &*(prev as *const Folio) }.lru.next.store(next, Ordering::Relaxed);
-        }
-        if next == 0 {
-            l.tail = prev;
-        } else {
-            // SAFETY: as above.
-            unsafe { &*(next as *const Folio) }.lru.prev.store(prev, Ordering::Relaxed);
-        }
-        l.nr -= 1;
+    pub(crate) fn lru_len(&self, node: usize) -> u64 {
+        self.state.lru[node].lock().len() as u64
     }
 }

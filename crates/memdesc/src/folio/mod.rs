@@ -13,14 +13,14 @@
 //!
 //! - a [`FolioRef`] owns exactly one count. [`FolioRef::get`] (and `Clone`) takes another one
 //!   (a plain increment: holding a reference means the count is at least one and not frozen);
-//!   [`PhysMem::folio_put`] consumes one and frees the folio if it was the last.
+//!   [`PhysMem::folio_put`](crate::PhysMem::folio_put) consumes one and frees the folio if it was the last.
 //! - **Dropping** a `FolioRef` without `folio_put` releases its count if it is not the last one
 //!   (no `Cpu` is needed for that); the last one cannot be freed without a `Cpu`, so it is
 //!   *leaked*: the folio stays allocated for good, which is memory-safe (nothing is freed that
 //!   someone could still use) but loses the memory. `FolioRef` is `#[must_use]` for that reason.
 //!   Soundness never depends on a panic or a debug assertion in `Drop`.
 //! - Speculative users that start from a pfn (pfn walkers, the page cache's lockless lookup)
-//!   get their reference through [`PhysMem::folio_try_get`] (or `AddressSpaceRef::lookup`),
+//!   get their reference through [`PhysMem::folio_try_get`](crate::PhysMem::folio_try_get) (or `AddressSpaceRef::lookup`),
 //!   which fails on a count of zero: a folio being freed, or one **frozen** by a migration or
 //!   a split.
 //! - Freezing (count → 0 at an exact expected value) is crate-private (`MapCounts::freeze`):
@@ -29,13 +29,14 @@
 //!   reference, the page cache's, the mappings', all of them locked out), so any other holder
 //!   makes the freeze fail, and the count is restored by a compare-exchange from zero that
 //!   cannot overwrite a concurrent change.
-//! - Raw interfaces for C-like callers are `unsafe fn`s: [`FolioRef::from_raw`] and
-//!   [`PhysMem::folio_ref_from_pfn`] adopt a count the caller owns; [`FolioRef::into_raw`]
-//!   gives the count up to raw code.
+//! - Raw interfaces for C-like callers (in `machine/raw.rs`, with their contracts):
+//!   [`FolioRef::from_raw`] and
+//!   [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) adopt a count the
+//!   caller owns; [`FolioRef::into_raw`] gives the count up to raw code.
 //!
 //! ```compile_fail
 //! # // A FolioRef is moved by `folio_put`: using it afterwards does not compile.
-//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 //! let f = m.folio_alloc(cpu, 0, memdesc::Gfp::MOVABLE, memdesc::folio::FolioKind::Anon).unwrap();
 //! m.folio_put(cpu, f).unwrap();
 //! let _ = f.flags.pfn();
@@ -44,14 +45,14 @@
 //!
 //! ```compile_fail
 //! # // Taking a reference needs one: a `&Folio` alone has no `get`.
-//! # fn f(folio: &memdesc::desc::Folio) {
+//! # fn f(folio: &memdesc::memmap::desc::Folio) {
 //! let extra = folio.get();
 //! # }
 //! ```
 //!
 //! ```compile_fail
 //! # // `folio_get` takes a reference you hold, not a bare `&Folio`.
-//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, folio: &memdesc::desc::Folio) {
+//! # fn f<P: memdesc::Platform>(m: &memdesc::PhysMem<P>, folio: &memdesc::memmap::desc::Folio) {
 //! let extra = m.folio_get(folio);
 //! # }
 //! ```
@@ -64,19 +65,44 @@
 //!   mapcount is distributed per piece by the rmap walk ([`crate::pgtable`]).
 //! - **Extended descriptors** ([`FolioExt`]): a filesystem embeds a `Folio` at the start of its
 //!   own descriptor type with its own cache; the page word points to the embedded folio, and
-//!   [`PhysMem::folio_ext`] recovers the filesystem's type after checking the descriptor came
+//!   [`PhysMem::folio_ext`](crate::PhysMem::folio_ext) recovers the filesystem's type after checking the descriptor came
 //!   from that filesystem's cache.
 //!
 //! # Files
 //!
-//! This file holds the folio itself (allocation, references, flags, split, extended
-//! descriptors); `lru` the per-node LRU lists; the page cache is [`xarray`] (its index tree),
-//! [`filemap`] (address spaces: insert, lookup, delete) and [`truncate`].
+//! This file holds the layer's state and view and the folio itself (allocation, references,
+//! flags, split, extended descriptors); `lru` the per-node LRU lists; the page cache is
+//! [`space`] (the address space's data and the page cache's errors), [`xarray`] (its index
+//! tree), [`filemap`] (address spaces: insert, lookup, delete) and [`truncate`].
+//!
+//! # State and view
+//! The layer's state is [`FolioState`] (private fields: the per-node LRU lists and the page
+//! cache's caches); its operations are methods of [`Folios`], a `Copy` view that pairs the
+//! state with the slab layer's view and the page allocator:
+//!
+//! ```text
+//! Folios<'a, P> { pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, state: &'a FolioState }
+//! ```
+//!
+//! The machine makes it (`mem.folios()`) and forwards the public API to it
+//! (`machine/folio.rs`); a split of a folio that may be mapped is the machine's, since it
+//! calls into the mm layer above.
+//!
+//! # Import rule and unchecked code
+//! This layer imports `base`, `memmap`, `page_alloc`, `slab` and itself; `mod.rs` imports
+//! none of its children (`space` is the page cache's data, imported by `xarray`, `filemap`
+//! and `truncate`). It has no unchecked code: the LRU and the split's descriptor chain are
+//! [`List<Folio>`](crate::list::List)s (the one unlink helper is `Folio::lru_unlink` in
+//! `memmap/desc.rs`), and the few places that turn an address into a reference (a held
+//! folio, a page-cache tree entry, an address space from a folio's `mapping`, an extended
+//! descriptor) are crate-private functions of `machine/raw.rs`, folio section, whose
+//! invariants F1-F6 state why each is sound.
 
 pub mod filemap;
 mod lru;
 // transition alias (issue 13), removed when the layers land
 pub mod pagecache;
+pub mod space;
 pub mod truncate;
 pub mod xarray;
 
@@ -86,17 +112,19 @@ use core::ptr::NonNull;
 use crate::addr::{Pfn, AREA_ORDER};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, PG_DIRTY, PG_LOCKED, PG_LRU, PG_WRITEBACK};
+use crate::desc_ref::Kept;
 use crate::gfp::Gfp;
 use crate::layout::{MemmapLayout, ZoneType};
+use crate::list::List;
 use crate::memmap::RegionMap;
 use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
+use crate::page_alloc::PageAllocator;
 use crate::platform::Platform;
-use crate::slab::{CacheArgs, SlabCache};
-use crate::sync::Ordering;
+use crate::slab::Slabs;
+use crate::slab::{CacheArgs, CacheFamily, SlabCache};
+use crate::sync::{Ordering, SpinLock};
 use crate::word::{Subtype, Tag, Word};
-use crate::PhysMem;
-use lru::LruList;
 
 /// Anonymous or page-cache memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +152,7 @@ pub enum FolioError {
     /// The folio has references besides the ones the operation can account for (a split
     /// freezes the count at the caller's reference plus one per mapping entry).
     Busy,
-    /// A split needs the folio locked ([`PhysMem::folio_trylock`]).
+    /// A split needs the folio locked ([`PhysMem::folio_trylock`](crate::PhysMem::folio_trylock)).
     NotLocked,
     /// A cached file folio is split by its page cache (truncation), which re-points its slots.
     Cached,
@@ -153,57 +181,42 @@ impl core::fmt::Display for FolioError {
 
 impl core::error::Error for FolioError {}
 
-/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8).
-///
-/// # Safety
-/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
-/// field safe to read while another CPU writes it (atomics), since the cache is
-/// TYPESAFE_BY_RCU; an all-zero value is valid.
-pub unsafe trait FolioExt: Sync + Sized {
-    /// Cache name.
-    const NAME: &'static str;
-}
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (a layout promise, so it is
+/// defined with the descriptor layouts).
+pub use crate::desc::FolioExt;
 
-/// The cache of one extended folio type.
+/// The cache of one extended folio type (made at registration, never destroyed).
 pub struct FolioExtCache<E: FolioExt> {
-    cache: NonNull<SlabCache>,
-    _marker: PhantomData<E>,
+    pub(crate) cache: Kept<SlabCache>,
+    _marker: PhantomData<fn() -> E>,
 }
 
-// SAFETY: a pointer to a cache that lives as long as its machine; all mutation is internal.
-unsafe impl<E: FolioExt> Send for FolioExtCache<E> {}
-// SAFETY: as above.
-unsafe impl<E: FolioExt> Sync for FolioExtCache<E> {}
-
-/// One counted reference to a folio: what [`PhysMem::folio_alloc`], [`PhysMem::folio_try_get`]
-/// and the page cache's lookup return, and what [`PhysMem::folio_put`] consumes.
+/// One counted reference to a folio: what [`PhysMem::folio_alloc`](crate::PhysMem::folio_alloc), [`PhysMem::folio_try_get`](crate::PhysMem::folio_try_get)
+/// and the page cache's lookup return, and what [`PhysMem::folio_put`](crate::PhysMem::folio_put) consumes.
 ///
 /// Holding one keeps the folio allocated (its descriptor, pages and words), so it derefs to
 /// the [`Folio`] for reading its flags, pfn, order and counts. [`FolioRef::get`] (or `clone`)
 /// takes another reference. Dropping it without `folio_put` releases the count if it is not the
 /// last; the last one is leaked (the folio stays allocated; see the module docs), so give every
-/// reference back with [`PhysMem::folio_put`].
+/// reference back with [`PhysMem::folio_put`](crate::PhysMem::folio_put).
 #[must_use = "a FolioRef owns a reference: give it back with PhysMem::folio_put (dropping the last one leaks the folio)"]
 pub struct FolioRef<'a> {
     folio: &'a Folio,
 }
 
 impl<'a> FolioRef<'a> {
-    /// Adopts a counted reference.
-    ///
-    /// # Safety
-    /// The caller owns one reference count on `folio` (taken and not yet dropped, e.g. given up
-    /// by [`FolioRef::into_raw`]) and hands it to the new `FolioRef`, which will drop it: the
-    /// caller must not drop it again. `folio` is a live folio of the machine whose lifetime is
-    /// `'a`.
-    pub unsafe fn from_raw(folio: &'a Folio) -> Self {
+    /// Adopts a counted reference the crate took (the checked half of the raw
+    /// [`FolioRef::from_raw`], in `machine/raw.rs`): the caller owns one reference count on
+    /// `folio` (taken and not yet dropped) and hands it to the new `FolioRef`, which will drop
+    /// it; `folio` is a live folio of the machine whose lifetime is `'a`.
+    pub(crate) fn adopt(folio: &'a Folio) -> Self {
         debug_assert!(folio.counts.refcount() != 0, "adopting a reference on a folio with none");
         FolioRef { folio }
     }
 
     /// Gives the reference up to raw code without dropping it: the folio stays allocated (the
     /// returned `&Folio` stays valid) until someone adopts the count again with
-    /// [`FolioRef::from_raw`] or [`PhysMem::folio_ref_from_pfn`] and puts it.
+    /// [`FolioRef::from_raw`] or [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn) and puts it.
     pub fn into_raw(self) -> &'a Folio {
         let f = self.folio;
         core::mem::forget(self);
@@ -215,11 +228,6 @@ impl<'a> FolioRef<'a> {
     pub fn get(&self) -> FolioRef<'a> {
         self.folio.counts.get_held();
         FolioRef { folio: self.folio }
-    }
-
-    /// Drops this reference (the same as [`PhysMem::folio_put`]).
-    pub fn put<P: Platform>(self, mem: &PhysMem<P>, cpu: &Cpu<'_>) -> Result<bool, FolioError> {
-        mem.folio_put(cpu, self)
     }
 
     /// Whether two references are to the same folio.
@@ -262,89 +270,126 @@ impl PartialEq for FolioRef<'_> {
 }
 impl Eq for FolioRef<'_> {}
 
-/// The folio layer's part of a machine ([`PhysMem`]): the LRU lists and the page cache's
-/// slab caches.
-pub(crate) struct FolioState {
-    pub(crate) lru: [crate::sync::SpinLock<LruList>; crate::layout::MAX_NODES],
-    pub(crate) pagecache: filemap::Caches,
+/// The folio layer's part of a machine: the LRU lists and the page cache's slab caches.
+/// Private: only this layer's modules touch it, through [`Folios`].
+pub struct FolioState {
+    lru: [SpinLock<List<Folio>>; crate::layout::MAX_NODES],
+    pagecache: PageCacheCaches,
 }
-
-// SAFETY: the page cache's cache pointers name slab caches that live as long as the machine
-// (created at boot, never destroyed); every mutable part is behind a lock or an atomic. (Until
-// issue 13 this was covered by the machine's own `unsafe impl Send/Sync`.)
-unsafe impl Send for FolioState {}
-// SAFETY: as above.
-unsafe impl Sync for FolioState {}
 
 impl FolioState {
-    /// Empty lists; the caches are created by [`PhysMem::boot_folio`].
+    /// Empty lists; the caches are created by [`Folios::boot`] and stored with
+    /// [`FolioState::set_boot_caches`].
     pub(crate) fn new() -> FolioState {
-        FolioState {
-            lru: core::array::from_fn(|_| crate::sync::SpinLock::new(LruList::EMPTY)),
-            pagecache: filemap::Caches::NONE,
-        }
+        FolioState { lru: core::array::from_fn(|_| SpinLock::new(List::new())), pagecache: PageCacheCaches::NONE }
+    }
+
+    /// Records the caches [`Folios::boot`] created.
+    pub(crate) fn set_boot_caches(&mut self, caches: PageCacheCaches) {
+        self.pagecache = caches;
     }
 }
 
-impl<P: Platform> PhysMem<P> {
-    /// The folio half of boot, once the slab layer runs: creates the page cache's caches.
-    pub(crate) fn boot_folio(&mut self) -> Result<(), AllocError> {
-        let caches = self.create_pagecache_caches()?;
-        self.folio_state_mut().pagecache = caches;
-        Ok(())
+/// The slab caches of the page cache, which the folio half of boot creates (see
+/// [`Folios::boot`]): tree nodes (TYPESAFE_BY_RCU) and address spaces.
+pub(crate) struct PageCacheCaches {
+    pub(super) nodes: Kept<SlabCache>,
+    pub(super) spaces: Kept<SlabCache>,
+}
+
+impl PageCacheCaches {
+    /// Before boot creates them.
+    const NONE: PageCacheCaches = PageCacheCaches { nodes: Kept::NONE, spaces: Kept::NONE };
+}
+
+/// The folio layer seen with the layers below it (the slab layer for descriptors, the page
+/// allocator for pages and words): every folio, LRU and page-cache operation is a method of
+/// this view (see [`crate::machine`] for the pattern).
+pub struct Folios<'a, P: Platform> {
+    pages: &'a PageAllocator<P>,
+    slabs: Slabs<'a, P>,
+    state: &'a FolioState,
+}
+
+impl<P: Platform> Clone for Folios<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Folios<'_, P> {}
+
+impl<'a, P: Platform> Folios<'a, P> {
+    /// The view of `state` over the slab layer and the page allocator (the machine makes it).
+    #[inline]
+    pub(crate) fn new(pages: &'a PageAllocator<P>, slabs: Slabs<'a, P>, state: &'a FolioState) -> Self {
+        Folios { pages, slabs, state }
+    }
+
+    /// The slab layer's view below this one.
+    #[inline]
+    pub(crate) fn slabs(&self) -> Slabs<'a, P> {
+        self.slabs
+    }
+
+    /// The folio half of boot, once the slab layer runs: creates the page cache's caches. The
+    /// machine stores them with [`FolioState::set_boot_caches`] (the view only borrows the
+    /// state).
+    pub(crate) fn boot(&self) -> Result<PageCacheCaches, AllocError> {
+        self.create_pagecache_caches()
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Folios<'a, P> {
     /// The last put of a folio flagged [`PG_HWPOISON`]: its pages become `HwPoison` and its
     /// descriptor goes back to its cache; nothing returns to the allocator.
     pub(crate) fn retire_poisoned_folio(&self, cpu: &Cpu<'_>, f: &Folio) {
         let (pfn, order) = (f.flags.pfn(), f.flags.order());
-        self.pages().stamp_block(pfn, order, Word::TAIL);
+        self.pages.stamp_block(pfn, order, Word::TAIL);
         self.free_folio_desc(cpu, f);
-        self.pages().retire_poisoned_block(pfn, order);
-        self.pages().undesc().hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
+        self.pages.retire_poisoned_block(pfn, order);
+        self.pages.undesc().hwpoison_delayed.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Allocates a folio of `2^order` pages; the returned [`FolioRef`] owns its one reference.
-    pub fn folio_alloc(
+    pub(crate) fn folio_alloc(
         &self,
         cpu: &Cpu<'_>,
         order: u32,
         gfp: Gfp,
         kind: FolioKind,
-    ) -> Result<FolioRef<'_>, AllocError> {
-        let d = self.slabs().alloc_desc::<Folio>(cpu)?;
-        let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.slabs().free_desc(cpu, d))?;
-        // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-        Ok(unsafe { FolioRef::from_raw(f) })
+    ) -> Result<FolioRef<'a>, AllocError> {
+        let d = self.slabs.alloc_desc::<Folio>(cpu)?;
+        let f = self.folio_init(cpu, d, order, gfp, kind).inspect_err(|_| self.slabs.free_desc(cpu, d))?;
+        // folio_init published exactly one reference, which nobody else knows of.
+        Ok(FolioRef::adopt(f))
     }
 
-    fn folio_init<'a>(
+    fn folio_init<'f>(
         &self,
         cpu: &Cpu<'_>,
-        d: &'a Folio,
+        d: &'f Folio,
         order: u32,
         gfp: Gfp,
         kind: FolioKind,
-    ) -> Result<&'a Folio, AllocError> {
-        let pfn = self.pages().alloc_internal(cpu, order, gfp)?;
+    ) -> Result<&'f Folio, AllocError> {
+        let pfn = self.pages.alloc_internal(cpu, order, gfp)?;
         d.flags.init(0, order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
-        d.lru.prev.store(0, Ordering::Relaxed);
-        d.lru.next.store(0, Ordering::Relaxed);
+        // A descriptor is freed only off every list (Linked for Folio), and fresh cache
+        // memory is zero: its LRU links are unlinked.
+        debug_assert!(!d.lru.is_linked(), "a new folio descriptor is on a list");
         d.mapping.store(0, Ordering::Relaxed);
         d.index.store(0, Ordering::Relaxed);
         // Publish the reference count last: lockless readers' try_get starts succeeding here.
         d.counts.refcount.store(1, Ordering::Release);
         let w = Word::desc_as(DescPtr::from_ref(d), kind.tag()).expect("folio tags");
-        self.pages().stamp_block(pfn, order, w);
+        self.pages.stamp_block(pfn, order, w);
         Ok(d)
     }
 
     /// Takes another reference on a folio the caller holds one of (Linux's `folio_get`); the
     /// same as [`FolioRef::get`].
-    pub fn folio_get<'a>(&self, f: &FolioRef<'a>) -> FolioRef<'a> {
+    pub(crate) fn folio_get<'r>(&self, f: &FolioRef<'r>) -> FolioRef<'r> {
         f.get()
     }
 
@@ -354,34 +399,28 @@ impl<P: Platform> PhysMem<P> {
     /// then re-reads the word; a pin on a descriptor that no longer owns the page is dropped
     /// (running its free path if that was the last reference). `None` if no live folio owns
     /// `pfn` now; retry later if it was frozen.
-    pub fn folio_try_get(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Option<FolioRef<'_>> {
-        let g = self.rcu().read_lock(cpu);
+    pub(crate) fn folio_try_get(&self, cpu: &Cpu<'_>, pfn: Pfn) -> Option<FolioRef<'a>> {
+        let g = self.pages.rcu().read_lock(cpu);
         let f = crate::lookup::try_get_desc(
             &g,
-            || self.memmap().load(self.platform(), pfn).map(|v| v.word),
+            || self.pages.memmap().load(self.pages.platform(), pfn).map(|v| v.word),
             crate::lookup::folio,
             |f| self.folio_release(cpu, f),
         )?;
-        // SAFETY: try_get_desc took one reference for us and re-checked that the word still
-        // names the descriptor: it stays a live folio (beyond the guard) until that reference
-        // is put, which only the FolioRef can do.
-        Some(unsafe { FolioRef::from_raw(&*(f as *const Folio)) })
+        // try_get_desc took one reference for us and re-checked that the word still names the
+        // descriptor: it stays a live folio (beyond the guard) until that reference is put,
+        // which only the FolioRef can do.
+        Some(FolioRef::adopt(self.held(f)))
     }
 
-    /// Adopts a reference the caller owns on the folio whose page `pfn` is (for page-table
-    /// code and C-like callers that keep pfns). `None` if the word at `pfn` names no folio.
-    ///
-    /// # Safety
-    /// The caller owns one counted reference on the folio that owns `pfn` (one it took and
-    /// has not dropped, e.g. through [`FolioRef::into_raw`]), and gives it to the returned
-    /// `FolioRef`; it must not use that count again. While the caller holds it, the folio cannot
-    /// be freed, so the word at `pfn` names it (migration changes a folio's pfn only while the
-    /// count is frozen, which needs every holder to be accounted for).
-    pub unsafe fn folio_ref_from_pfn(&self, pfn: Pfn) -> Option<FolioRef<'_>> {
-        let d = crate::lookup::folio(self.memmap().load(self.platform(), pfn)?.word.kind())?;
-        // SAFETY: the caller owns a reference on this live folio (the function's contract),
-        // so the descriptor stays a Folio as long as the returned FolioRef exists.
-        Some(unsafe { FolioRef::from_raw(&*(d.addr() as *const Folio)) })
+    /// The folio whose page `pfn` is, for a caller that owns a counted reference on it (the
+    /// checked half of the raw [`PhysMem::folio_ref_from_pfn`](crate::PhysMem::folio_ref_from_pfn)).
+    /// While the caller holds that reference the folio cannot be freed, so the word at `pfn`
+    /// names it (migration changes a folio's pfn only while the count is frozen, which needs
+    /// every holder to be accounted for). `None` if the word at `pfn` names no folio.
+    pub(crate) fn folio_held_at(&self, pfn: Pfn) -> Option<&'a Folio> {
+        let d = crate::lookup::folio(self.pages.memmap().load(self.pages.platform(), pfn)?.word.kind())?;
+        Some(self.held_desc(d))
     }
 
     /// Drops the caller's reference; the last one takes the folio off its LRU list and frees it
@@ -390,7 +429,7 @@ impl<P: Platform> PhysMem<P> {
     /// `Err(FolioError::Mapped)` only if the machine's invariant that every mapping entry holds
     /// a reference is broken (the last reference of a mapped folio): the count is then left to
     /// the mappings and nothing is freed.
-    pub fn folio_put(&self, cpu: &Cpu<'_>, f: FolioRef<'_>) -> Result<bool, FolioError> {
+    pub(crate) fn folio_put(&self, cpu: &Cpu<'_>, f: FolioRef<'_>) -> Result<bool, FolioError> {
         self.folio_put_raw(cpu, f.into_raw())
     }
 
@@ -433,20 +472,19 @@ impl<P: Platform> PhysMem<P> {
             return;
         }
         let (pfn, order) = (f.flags.pfn(), f.flags.order());
-        self.pages().stamp_block(pfn, order, Word::TAIL);
-        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("folio pfn"));
+        self.pages.stamp_block(pfn, order, Word::TAIL);
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(pfn).expect("folio pfn"));
         self.free_folio_desc(cpu, f);
-        self.pages().free_claimed(cpu, rm, pfn, order);
+        self.pages.free_claimed(cpu, rm, pfn, order);
     }
 
     pub(crate) fn free_folio_desc(&self, cpu: &Cpu<'_>, f: &Folio) {
         let addr = NonNull::from(f).cast::<u8>();
         // An extended folio goes back to its own cache, found from its slab.
-        match self.slabs().slab_of(addr.as_ptr() as usize) {
+        match self.slabs.slab_of(addr.as_ptr() as usize) {
             Ok(slab) => {
-                // SAFETY: a slab names its live cache.
-                let c = unsafe { &*(slab.cache_addr() as *const SlabCache) };
-                let r = self.slabs().cache_free(cpu, c, addr);
+                let c = self.slabs.cache_of(slab);
+                let r = self.slabs.cache_free(cpu, c, addr);
                 debug_assert!(r.is_ok(), "folio descriptor free: {r:?}");
             }
             Err(e) => debug_assert!(false, "folio descriptor outside slab memory: {e}"),
@@ -454,23 +492,23 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Takes the folio lock if it is free.
-    pub fn folio_trylock(&self, f: &Folio) -> bool {
+    pub(crate) fn folio_trylock(&self, f: &Folio) -> bool {
         f.flags.set(PG_LOCKED) & PG_LOCKED == 0
     }
 
     /// Releases the folio lock.
-    pub fn folio_unlock(&self, f: &Folio) {
+    pub(crate) fn folio_unlock(&self, f: &Folio) {
         f.flags.clear(PG_LOCKED);
     }
 
     /// Marks the folio dirty; returns whether it was clean.
-    pub fn folio_mark_dirty(&self, f: &Folio) -> bool {
+    pub(crate) fn folio_mark_dirty(&self, f: &Folio) -> bool {
         f.flags.set(PG_DIRTY) & PG_DIRTY == 0
     }
 
     /// Clears dirty and starts writeback; returns false if it was not dirty or already under
     /// writeback.
-    pub fn folio_start_writeback(&self, f: &Folio) -> bool {
+    pub(crate) fn folio_start_writeback(&self, f: &Folio) -> bool {
         if f.flags.flags() & PG_DIRTY == 0 || f.flags.set(PG_WRITEBACK) & PG_WRITEBACK != 0 {
             return false;
         }
@@ -479,68 +517,37 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Ends writeback.
-    pub fn folio_end_writeback(&self, f: &Folio) {
+    pub(crate) fn folio_end_writeback(&self, f: &Folio) {
         f.flags.clear(PG_WRITEBACK);
     }
 
-    /// Splits a folio the caller holds a reference to **and has locked**
-    /// ([`PhysMem::folio_trylock`]) into folios of `new_order`. Every piece keeps the
-    /// original's flags (new pieces unlocked), mapping and consecutive indices, and follows it
-    /// on the LRU. The caller's reference stays with `f`, now the first piece; `each` receives
-    /// a reference of the caller's on every other piece.
-    ///
-    /// The count is frozen at exactly the caller's reference plus one per mapping entry: any
-    /// other holder makes the split fail with [`FolioError::Busy`], changing nothing (as Linux
-    /// refuses to split a folio with extra pins). A **mapped** anon folio is split too: its
-    /// PMD mappings are split into PTEs first, then the rmap walk counts the entries that map
-    /// each piece, and each piece gets exactly that mapcount plus one reference per entry (see
-    /// [`crate::pgtable`]). A cached file folio is split only by its page cache
-    /// ([`FolioError::Cached`]).
-    pub fn folio_split<'a>(
-        &'a self,
-        cpu: &Cpu<'_>,
+    /// The folio layer's half of [`PhysMem::folio_split`](crate::PhysMem::folio_split): checks
+    /// that the caller has locked `f` and that it is not a cached file folio, runs
+    /// `split_held` (the machine's split of a folio whose only holder is the caller, which
+    /// reaches the mm layer for a mapped folio) and hands the caller a [`FolioRef`] on every
+    /// piece but the first.
+    pub(crate) fn folio_split(
+        &self,
         f: &FolioRef<'a>,
-        new_order: u32,
+        split_held: impl FnOnce(&'a Folio, &mut dyn FnMut(&Folio)) -> Result<(), FolioError>,
         mut each: impl FnMut(FolioRef<'a>),
     ) -> Result<(), FolioError> {
         let folio: &'a Folio = f.folio;
         if folio.flags.flags() & PG_LOCKED == 0 {
             return Err(FolioError::NotLocked);
         }
-        let file =
-            self.memmap().load(self.platform(), folio.flags.pfn()).and_then(|v| v.word.tag()) == Some(Tag::FileFolio);
+        let file = self.pages.memmap().load(self.pages.platform(), folio.flags.pfn()).and_then(|v| v.word.tag())
+            == Some(Tag::FileFolio);
         if file && folio.mapping() != 0 {
             return Err(FolioError::Cached);
         }
-        self.folio_split_held(cpu, folio, Some(1), new_order, |p| {
+        split_held(folio, &mut |p| {
             if !core::ptr::eq(p, folio) {
-                // SAFETY: a new piece of a split made at our count: it carries the caller's
-                // reference (plus its mapping entries'), handed over here.
-                each(unsafe { FolioRef::from_raw(&*(p as *const Folio)) })
+                // A new piece of a split made at our count: it carries the caller's reference
+                // (plus its mapping entries'), handed over here.
+                each(FolioRef::adopt(self.held(p)))
             }
         })
-    }
-
-    /// The split for a caller that holds `holders` references of its own (the only references
-    /// besides the mapping entries'): frozen at `holders` plus the mapcount, each piece getting
-    /// `holders` plus its entries'. With `None` (hardware poison, which must split a folio
-    /// whoever holds it): frozen at the count found, every reference that is not a mapping
-    /// entry's copied onto every piece (its holders then own one on each; see
-    /// [`crate::hwpoison`]). Calls `each` with every piece, the original (now the first piece)
-    /// last.
-    pub(crate) fn folio_split_held(
-        &self,
-        cpu: &Cpu<'_>,
-        f: &Folio,
-        holders: Option<u32>,
-        new_order: u32,
-        each: impl FnMut(&Folio),
-    ) -> Result<(), FolioError> {
-        #[cfg(feature = "pgtable")]
-        if f.counts.mapcount() != 0 {
-            return self.folio_split_mapped(cpu, f, holders, new_order, each);
-        }
-        self.folio_split_counts(cpu, f, holders, new_order, None, each)
     }
 
     /// The split itself. With `counts` (one mapcount per piece, summing to the folio's
@@ -575,34 +582,34 @@ impl<P: Platform> PhysMem<P> {
         // words for each of its areas: a table page from elsewhere (the area is all folio),
         // allocated below with the descriptors.
         let pfn = f.flags.pfn();
-        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("folio pfn"));
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(pfn).expect("folio pfn"));
         let tables_needed =
             if rm.region.layout == MemmapLayout::TwoLevel && order >= AREA_ORDER && new_order < AREA_ORDER {
                 1u64 << (order - AREA_ORDER)
             } else {
                 0
             };
-        let tag = if self.memmap().load(self.platform(), pfn).is_some_and(|v| v.word.tag() == Some(Tag::FileFolio)) {
+        let tag = if self
+            .pages
+            .memmap()
+            .load(self.pages.platform(), pfn)
+            .is_some_and(|v| v.word.tag() == Some(Tag::FileFolio))
+        {
             FolioKind::File
         } else {
             FolioKind::Anon
         };
-        // Allocate every new descriptor first, chained through their own (unpublished) LRU
-        // links, so a failure frees them and leaves the folio untouched.
-        let mut chain = 0usize;
+        // Allocate every new descriptor first, on a local list through their own (unpublished)
+        // LRU links, so a failure frees them and leaves the folio untouched.
+        let mut chain: List<Folio> = List::new();
         for _ in 1..pieces {
-            match self.slabs().alloc_desc::<Folio>(cpu) {
+            match self.slabs.alloc_desc::<Folio>(cpu) {
                 Ok(d) => {
-                    d.lru.next.store(chain, Ordering::Relaxed);
-                    chain = d as *const Folio as usize;
+                    let r = chain.push_back(d);
+                    debug_assert!(r.is_ok(), "a new folio descriptor is on a list");
                 }
                 Err(e) => {
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs().free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -612,7 +619,7 @@ impl<P: Platform> PhysMem<P> {
         for _ in 0..tables_needed {
             match self.alloc_area_table(cpu, rm) {
                 Ok(t) => {
-                    PageWords::new(self.platform(), t)
+                    PageWords::new(self.pages.platform(), t)
                         .expect("area tables are mapped")
                         .word(0)
                         .store(tables, Ordering::Relaxed);
@@ -620,12 +627,7 @@ impl<P: Platform> PhysMem<P> {
                 }
                 Err(e) => {
                     self.free_area_tables(cpu, tables);
-                    while chain != 0 {
-                        // SAFETY: the chain holds descriptors we just allocated.
-                        let d = unsafe { &*(chain as *const Folio) };
-                        chain = d.lru.next.load(Ordering::Relaxed);
-                        self.slabs().free_desc(cpu, d);
-                    }
+                    self.free_chain(cpu, &mut chain);
                     return Err(FolioError::NoMemory(e));
                 }
             }
@@ -642,12 +644,7 @@ impl<P: Platform> PhysMem<P> {
         };
         let Some(holders) = frozen else {
             self.free_area_tables(cpu, tables);
-            while chain != 0 {
-                // SAFETY: the chain holds descriptors we just allocated.
-                let d = unsafe { &*(chain as *const Folio) };
-                chain = d.lru.next.load(Ordering::Relaxed);
-                self.slabs().free_desc(cpu, d);
-            }
+            self.free_chain(cpu, &mut chain);
             return Err(FolioError::Busy);
         };
         // Split the areas, every per-page word still naming the folio, so lockless readers see
@@ -655,11 +652,13 @@ impl<P: Platform> PhysMem<P> {
         let whole = Word::desc_as(DescPtr::from_ref(f), tag.tag()).expect("folio tags");
         for a in 0..tables_needed {
             let t = Pfn(tables - 1);
-            tables =
-                PageWords::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
-            let trm = self.memmap().region_map(self.memmap().region_index(t).expect("table pfn"));
-            self.pages().stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
-            self.memmap().split_area(self.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
+            tables = PageWords::new(self.pages.platform(), t)
+                .expect("area tables are mapped")
+                .word(0)
+                .load(Ordering::Relaxed);
+            let trm = self.pages.memmap().region_map(self.pages.memmap().region_index(t).expect("table pfn"));
+            self.pages.stamp_block(t, 0, crate::zone::Buddy::<P>::undescribed(trm, Subtype::Memmap, 0));
+            self.pages.memmap().split_area(self.pages.platform(), rm, pfn.add(a << AREA_ORDER), t, 0, |_| whole);
         }
         let flags = f.flags.flags();
         let (mapping, index) = (f.mapping.load(Ordering::Relaxed), f.index.load(Ordering::Relaxed));
@@ -667,20 +666,16 @@ impl<P: Platform> PhysMem<P> {
         // goes to the piece it maps.
         let other = holders;
         for i in 1..pieces {
-            // SAFETY: pieces - 1 descriptors were chained above.
-            let d = unsafe { &*(chain as *const Folio) };
-            chain = d.lru.next.load(Ordering::Relaxed);
+            let d = chain.pop_front().expect("pieces - 1 descriptors were allocated above");
             let ppfn = pfn.add((i as u64) << new_order);
             // Nobody locked the new pieces.
             d.flags.init(flags & !(PG_LRU | PG_LOCKED), new_order, ppfn);
             d.counts.mapcount.store(count(i), Ordering::Relaxed);
-            d.lru.prev.store(0, Ordering::Relaxed);
-            d.lru.next.store(0, Ordering::Relaxed);
             d.mapping.store(mapping, Ordering::Relaxed);
             d.index.store(index + ((i as u64) << new_order), Ordering::Relaxed);
             d.counts.refcount.store(other + count(i), Ordering::Release);
             let w = Word::desc_as(DescPtr::from_ref(d), tag.tag()).expect("folio tags");
-            self.pages().stamp_block(ppfn, new_order, w);
+            self.pages.stamp_block(ppfn, new_order, w);
             if flags & PG_LRU != 0 {
                 self.lru_add(d);
             }
@@ -694,6 +689,13 @@ impl<P: Platform> PhysMem<P> {
         Ok(())
     }
 
+    /// Frees the unpublished descriptors a failed split allocated.
+    fn free_chain(&self, cpu: &Cpu<'_>, chain: &mut List<Folio>) {
+        while let Some(d) = chain.pop_front() {
+            self.slabs.free_desc(cpu, d);
+        }
+    }
+
     /// A page for the per-page words of an area of `rm` that a split folio fills: from the
     /// same zone (so the buddy allocator can free it under that zone's lock when the area is
     /// whole and free again) and direct-mapped.
@@ -704,11 +706,11 @@ impl<P: Platform> PhysMem<P> {
             ZoneType::Normal => Gfp::KERNEL,
             ZoneType::Movable => Gfp::MOVABLE,
         };
-        let t = self.pages().alloc_internal(cpu, 0, gfp)?;
-        let trm = self.memmap().region_map(self.memmap().region_index(t).expect("allocated pfn"));
+        let t = self.pages.alloc_internal(cpu, 0, gfp)?;
+        let trm = self.pages.memmap().region_map(self.pages.memmap().region_index(t).expect("allocated pfn"));
         let same_zone = trm.region.node == rm.region.node && trm.region.zone == rm.region.zone;
-        if !same_zone || self.platform().direct_map(t).is_none() {
-            let r = self.pages().free_internal(cpu, t, 0);
+        if !same_zone || self.pages.platform().direct_map(t).is_none() {
+            let r = self.pages.free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
             return Err(AllocError::NoMemory { order: 0 });
         }
@@ -718,16 +720,18 @@ impl<P: Platform> PhysMem<P> {
     fn free_area_tables(&self, cpu: &Cpu<'_>, mut tables: u64) {
         while tables != 0 {
             let t = Pfn(tables - 1);
-            tables =
-                PageWords::new(self.platform(), t).expect("area tables are mapped").word(0).load(Ordering::Relaxed);
-            let r = self.pages().free_internal(cpu, t, 0);
+            tables = PageWords::new(self.pages.platform(), t)
+                .expect("area tables are mapped")
+                .word(0)
+                .load(Ordering::Relaxed);
+            let r = self.pages.free_internal(cpu, t, 0);
             debug_assert!(r.is_ok());
         }
     }
 
     /// Creates the cache of an extended folio type.
-    pub fn register_folio_ext<E: FolioExt>(&self, cpu: &Cpu<'_>) -> Result<FolioExtCache<E>, AllocError> {
-        let c = self.slabs().new_cache(
+    pub(crate) fn register_folio_ext<E: FolioExt>(&self, cpu: &Cpu<'_>) -> Result<FolioExtCache<E>, AllocError> {
+        let cache = self.slabs.new_cache_forever(
             cpu,
             &CacheArgs {
                 align: 16,
@@ -735,40 +739,30 @@ impl<P: Platform> PhysMem<P> {
                 freeptr_offset: Some(core::mem::offset_of!(Folio, index)),
                 ..CacheArgs::new(E::NAME, core::mem::size_of::<E>())
             },
+            CacheFamily::Internal,
         )?;
-        Ok(FolioExtCache { cache: NonNull::from(c), _marker: PhantomData })
+        Ok(FolioExtCache { cache, _marker: PhantomData })
     }
 
     /// Allocates a file folio whose descriptor is an `E`; the returned reference derefs to the
-    /// embedded [`Folio`], and [`PhysMem::folio_ext`] gives the `E` around it.
-    pub fn folio_alloc_ext<'a, E: FolioExt>(
-        &'a self,
+    /// embedded [`Folio`], and [`PhysMem::folio_ext`](crate::PhysMem::folio_ext) gives the `E` around it.
+    pub(crate) fn folio_alloc_ext<E: FolioExt>(
+        &self,
         cpu: &Cpu<'_>,
         ext: &FolioExtCache<E>,
         order: u32,
         gfp: Gfp,
     ) -> Result<FolioRef<'a>, AllocError> {
-        // SAFETY: the cache lives as long as the machine.
-        let c = unsafe { ext.cache.as_ref() };
-        let p = self.slabs().cache_alloc_at(cpu, c, crate::fault::FaultSite::Desc)?;
-        // SAFETY: FolioExt guarantees a Folio at offset 0 of a valid (zero or former) E.
-        let f = unsafe { &*(p.as_ptr() as *const Folio) };
+        let f = self.alloc_ext_desc(cpu, ext)?;
         match self.folio_init(cpu, f, order, gfp, FolioKind::File) {
-            // SAFETY: folio_init published exactly one reference, which nobody else knows of.
-            Ok(f) => Ok(unsafe { FolioRef::from_raw(f) }),
+            // folio_init published exactly one reference, which nobody else knows of.
+            Ok(f) => Ok(FolioRef::adopt(f)),
             Err(err) => {
-                let _ = self.slabs().cache_free(cpu, c, p);
+                if let Some(c) = ext.cache.get() {
+                    let _ = self.slabs.cache_free(cpu, c, NonNull::from(f).cast());
+                }
                 Err(err)
             }
         }
-    }
-
-    /// The extended descriptor around `f`, if `f` was allocated from `ext`'s cache.
-    pub fn folio_ext<'a, E: FolioExt>(&self, ext: &FolioExtCache<E>, f: &'a Folio) -> Option<&'a E> {
-        let slab = self.slabs().slab_of(f as *const Folio as usize).ok()?;
-        (slab.cache_addr() == ext.cache.as_ptr() as usize).then(|| {
-            // SAFETY: f is an object of E's cache, and E has its Folio at offset 0.
-            unsafe { &*(f as *const Folio as *const E) }
-        })
     }
 }

@@ -3,5 +3,6 @@
 
 // transition alias (issue 13), removed when the layers land
 pub use super::filemap::*;
+pub use super::space::*;
 pub use super::truncate::*;
 pub use super::xarray::*;

@@ -2,7 +2,7 @@
 //! destroyed), and one page out for hwpoison.
 //!
 //! [`AddressSpaceRef::truncate`] removes every folio overlapping an index range. A large folio
-//! that straddles a boundary of the range is **split** with [`PhysMem::folio_split`] into the
+//! that straddles a boundary of the range is **split** with [`PhysMem::folio_split`](crate::PhysMem::folio_split) into the
 //! largest pieces whose boundaries fall on the range's boundaries, when the cache's reference
 //! is its only one (frozen to 0 for the split, as Linux freezes a folio's refcount), it is not
 //! mapped, and the new descriptors and nodes can be allocated; the pieces outside the range
@@ -15,18 +15,17 @@
 //! address space's lock).
 
 use core::ops::{Bound, RangeBounds};
-use core::ptr::NonNull;
 
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::Folio;
-#[cfg(feature = "health")]
-use crate::folio::filemap::{AddressSpace, PageCacheError};
 use crate::folio::filemap::{AddressSpaceRef, SlabNodes};
-use crate::folio::xarray::{addr_of, folio_ref, Chain, Writer, BITS};
+#[cfg(feature = "health")]
+use crate::folio::space::PageCacheError;
+use crate::folio::xarray::{addr_of, Chain, Writer, BITS};
+use crate::folio::Folios;
 use crate::platform::Platform;
 use crate::sync::Ordering;
-use crate::PhysMem;
 
 /// Folios removed per hold of the lock during truncation.
 const TRUNCATE_BATCH: usize = 16;
@@ -49,12 +48,12 @@ pub struct TruncateStats {
 
 /// Pieces of a split folio that truncation removed: `count` folios of `order` from `pfn`.
 #[derive(Clone, Copy)]
-enum Removed {
-    Folio(usize),
+enum Removed<'f> {
+    Folio(&'f Folio),
     Pieces { pfn: Pfn, count: u64, order: u32 },
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Folios<'a, P> {
     /// For hwpoison: takes the page `pfn` of the cached file folio `f` out of its address
     /// space. A large folio is split (as truncation splits a straddling folio) so that only an
     /// order-0 piece holding `pfn` leaves the cache and the rest stays cached. Returns that
@@ -67,8 +66,8 @@ impl<P: Platform> PhysMem<P> {
     /// The caller must not destroy `f`'s address space concurrently (like Linux, which holds
     /// the folio lock to keep `mapping` stable).
     #[cfg(feature = "health")]
-    pub(crate) fn pagecache_take_page<'a>(
-        &'a self,
+    pub(crate) fn pagecache_take_page(
+        &self,
         cpu: &Cpu<'_>,
         f: &'a Folio,
         pfn: Pfn,
@@ -80,15 +79,10 @@ impl<P: Platform> PhysMem<P> {
                 debug_assert!(r.is_ok(), "{r:?}");
             }
         };
-        let mapping = f.mapping();
-        if mapping == 0 {
+        let Some(space) = self.space_of(f) else {
             unpin();
             return Err(PageCacheError::NotCached);
-        }
-        // SAFETY: a cached folio's mapping names its live address space (slab memory that
-        // lives until destroy, which the caller does not run concurrently).
-        let space = unsafe { &*(mapping as *const AddressSpace) };
-        let me = AddressSpaceRef { mem: self, space };
+        };
         let mut w = space.writer();
         if !w.contains(f) {
             drop(w);
@@ -99,19 +93,92 @@ impl<P: Platform> PhysMem<P> {
             // The cache still holds its reference under the lock, so this is not the last.
             f.counts.refcount.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut be = me.nodes(cpu);
+        let mut be = self.nodes(cpu);
         if f.flags.order() == 0 {
             w.remove(&mut be, f);
             return Ok((f, false));
         }
         let idx = f.index() + (pfn.0 - f.flags.pfn().0);
-        match me.split_for_truncate(cpu, &mut w, &mut be, f, idx, idx) {
+        match self.split_for_truncate(cpu, &mut w, &mut be, f, idx, idx) {
             Some(Removed::Pieces { pfn: p, .. }) => {
                 let piece = self.file_folio_at(p).ok_or(PageCacheError::NotFileFolio)?;
                 Ok((piece, true))
             }
             _ => Err(PageCacheError::Busy),
         }
+    }
+}
+
+impl<'a, P: Platform> Folios<'a, P> {
+    /// Splits the straddling folio `f` so that `[a, b]` (inside it) is made of whole pieces,
+    /// keeps the pieces outside cached and takes the inside ones out. `None` (nothing changed)
+    /// if it cannot: other references, mapped, or no memory.
+    fn split_for_truncate<'r>(
+        &self,
+        cpu: &Cpu<'_>,
+        w: &mut Writer<'_>,
+        be: &mut SlabNodes<'_, '_, P>,
+        f: &Folio,
+        a: u64,
+        b: u64,
+    ) -> Option<Removed<'r>> {
+        let (fi, order) = (f.index(), f.flags.order());
+        let fend = fi + ((1u64 << order) - 1);
+        let mut n = order;
+        if a > fi {
+            n = n.min((a - fi).trailing_zeros());
+        }
+        if b < fend {
+            n = n.min((b + 1 - fi).trailing_zeros());
+        }
+        if n >= order || f.counts.mapcount() != 0 {
+            return None;
+        }
+        // Nodes for the kept pieces at levels below the folio's.
+        let (lo, ln) = (order / BITS, n / BITS);
+        let kept = [(a > fi).then(|| (fi, a - 1)), (b < fend).then(|| (b + 1, fend))];
+        let mut need = 0u64;
+        for l in ln..lo {
+            let sh = BITS * (l + 1);
+            for (p, q) in kept.into_iter().flatten() {
+                need += (q >> sh) - (p >> sh) + 1;
+            }
+            // Both sides of the hole may share a node.
+            if let [Some((_, q)), Some((p, _))] = kept {
+                need -= (q >> sh == p >> sh) as u64;
+            }
+        }
+        let mut chain = Chain::alloc(be, need as usize).ok()?;
+        // The split freezes the count at the cache's reference (the only one allowed: a
+        // holder's would be copied into every piece) and publishes each piece with one.
+        w.seq_begin();
+        if self.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
+            w.seq_end();
+            chain.release(be);
+            return None;
+        }
+        w.clear_entries(fi, order, addr_of(f));
+        let pfn0 = f.flags.pfn();
+        let total = 1u64 << (order - n);
+        let mut removed = 0;
+        for k in 0..total {
+            let pi = fi + (k << n);
+            let piece = self.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
+            // Each piece holds the cache's reference (from the split).
+            if (a..=b).contains(&pi) {
+                piece.mapping.store(0, Ordering::Release);
+                removed += 1;
+            } else {
+                w.insert_entry(addr_of(piece), pi, n, &mut chain);
+            }
+        }
+        // A root that held only the folio may now hold only the node of its kept pieces.
+        w.shrink(be);
+        w.seq_end();
+        debug_assert!(chain.head == 0, "page cache: preallocated more nodes than used");
+        chain.release(be);
+        w.account((b - a + 1).wrapping_neg(), (total - removed).wrapping_sub(1));
+        Some(Removed::Pieces { pfn: pfn0.add(a - fi), count: removed, order: n })
     }
 }
 
@@ -143,11 +210,11 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         let mut from = first;
         let mut done = false;
         while !done {
-            let mut batch = [Removed::Folio(0); TRUNCATE_BATCH];
+            let mut batch: [Option<Removed<'_>>; TRUNCATE_BATCH] = [None; TRUNCATE_BATCH];
             let mut nb = 0;
             {
                 let mut w = self.space.writer();
-                let mut be = self.nodes(cpu);
+                let mut be = self.folios.nodes(cpu);
                 while nb < TRUNCATE_BATCH {
                     let Some(f) = w.find_next(from, last) else {
                         done = true;
@@ -157,7 +224,8 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                     let fend = fi + ((1u64 << order) - 1);
                     let (a, b) = (fi.max(first), fend.min(last));
                     let straddles = fi < first || fend > last;
-                    let pieces = if straddles { self.split_for_truncate(cpu, &mut w, &mut be, f, a, b) } else { None };
+                    let pieces =
+                        if straddles { self.folios.split_for_truncate(cpu, &mut w, &mut be, f, a, b) } else { None };
                     if let Some(Removed::Pieces { count, .. }) = pieces {
                         stats.split += 1;
                         stats.folios += count;
@@ -168,7 +236,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                         stats.pages += 1 << order;
                         stats.dropped_outside += (1 << order) - (b - a + 1);
                     }
-                    batch[nb] = pieces.unwrap_or(Removed::Folio(addr_of(f)));
+                    batch[nb] = Some(pieces.unwrap_or(Removed::Folio(f)));
                     nb += 1;
                     if fend >= last {
                         done = true;
@@ -177,7 +245,7 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
                     from = fend + 1;
                 }
             }
-            for r in &batch[..nb] {
+            for r in batch[..nb].iter().flatten() {
                 stats.unreleased += self.release(cpu, *r);
             }
         }
@@ -185,16 +253,16 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
     }
 
     /// Drops the cache's references to removed folios; returns how many could not be dropped.
-    fn release(&self, cpu: &Cpu<'_>, r: Removed) -> u64 {
+    fn release(&self, cpu: &Cpu<'_>, r: Removed<'_>) -> u64 {
         let put = |f: &Folio| {
-            self.mem.lru_del(f);
-            self.mem.folio_put_raw(cpu, f).is_err() as u64
+            self.folios.lru_del(f);
+            self.folios.folio_put_raw(cpu, f).is_err() as u64
         };
         match r {
-            // SAFETY: removed from the tree with its cache reference, which we still hold.
-            Removed::Folio(a) => put(unsafe { folio_ref(a) }),
+            // Removed from the tree with its cache reference, which we still hold.
+            Removed::Folio(f) => put(f),
             Removed::Pieces { pfn, count, order } => (0..count)
-                .map(|k| match self.mem.file_folio_at(pfn.add(k << order)) {
+                .map(|k| match self.folios.file_folio_at(pfn.add(k << order)) {
                     Some(f) => put(f),
                     None => {
                         debug_assert!(false, "a split piece lost its word");
@@ -205,85 +273,18 @@ impl<'m, P: Platform> AddressSpaceRef<'m, P> {
         }
     }
 
-    /// Splits the straddling folio `f` so that `[a, b]` (inside it) is made of whole pieces,
-    /// keeps the pieces outside cached and takes the inside ones out. `None` (nothing changed)
-    /// if it cannot: other references, mapped, or no memory.
-    fn split_for_truncate(
-        &self,
-        cpu: &Cpu<'_>,
-        w: &mut Writer<'_>,
-        be: &mut SlabNodes<'_, '_, P>,
-        f: &Folio,
-        a: u64,
-        b: u64,
-    ) -> Option<Removed> {
-        let (fi, order) = (f.index(), f.flags.order());
-        let fend = fi + ((1u64 << order) - 1);
-        let mut n = order;
-        if a > fi {
-            n = n.min((a - fi).trailing_zeros());
-        }
-        if b < fend {
-            n = n.min((b + 1 - fi).trailing_zeros());
-        }
-        if n >= order || f.counts.mapcount() != 0 {
-            return None;
-        }
-        // Nodes for the kept pieces at levels below the folio's.
-        let (lo, ln) = (order / BITS, n / BITS);
-        let kept = [(a > fi).then(|| (fi, a - 1)), (b < fend).then(|| (b + 1, fend))];
-        let mut need = 0u64;
-        for l in ln..lo {
-            let sh = BITS * (l + 1);
-            for (p, q) in kept.into_iter().flatten() {
-                need += (q >> sh) - (p >> sh) + 1;
-            }
-            // Both sides of the hole may share a node.
-            if let [Some((_, q)), Some((p, _))] = kept {
-                need -= (q >> sh == p >> sh) as u64;
-            }
-        }
-        let mut chain = Chain::alloc(be, need as usize).ok()?;
-        // The split freezes the count at the cache's reference (the only one allowed: a
-        // holder's would be copied into every piece) and publishes each piece with one.
-        w.seq_begin();
-        if self.mem.folio_split_counts(cpu, f, Some(1), n, None, |_| ()).is_err() {
-            w.seq_end();
-            chain.release(be);
-            return None;
-        }
-        w.clear_entries(fi, order, addr_of(f));
-        let pfn0 = f.flags.pfn();
-        let total = 1u64 << (order - n);
-        let mut removed = 0;
-        for k in 0..total {
-            let pi = fi + (k << n);
-            let piece = self.mem.file_folio_at(pfn0.add(k << n)).expect("folio_split stamps every piece");
-            // Each piece holds the cache's reference (from the split).
-            if (a..=b).contains(&pi) {
-                piece.mapping.store(0, Ordering::Release);
-                removed += 1;
-            } else {
-                w.insert_entry(addr_of(piece), pi, n, &mut chain);
-            }
-        }
-        // A root that held only the folio may now hold only the node of its kept pieces.
-        w.shrink(be);
-        w.seq_end();
-        debug_assert!(chain.head == 0, "page cache: preallocated more nodes than used");
-        chain.release(be);
-        w.account((b - a + 1).wrapping_neg(), (total - removed).wrapping_sub(1));
-        Some(Removed::Pieces { pfn: pfn0.add(a - fi), count: removed, order: n })
-    }
-
-    /// Truncates everything and frees the address space.
+    /// Truncates everything and frees the address space. While file VMAs still map it (they
+    /// must go first) it is truncated but not freed: leaked, since the VMAs keep its `i_mmap`.
     pub fn destroy(self, cpu: &Cpu<'_>) -> TruncateStats {
-        #[cfg(feature = "pgtable")]
-        debug_assert_eq!(self.space.i_mmap.nr_vmas(), 0, "file VMAs must go before their file");
         let stats = self.truncate(cpu, ..);
+        #[cfg(feature = "pgtable")]
+        if self.space.i_mmap.nr_vmas() != 0 {
+            debug_assert!(false, "file VMAs must go before their file");
+            return stats;
+        }
         debug_assert_eq!(self.space.root.load(Ordering::Relaxed), 0);
-        let r = self.mem.slabs().cache_free(cpu, self.mem.pagecache_cache(true), NonNull::from(self.space).cast());
-        debug_assert!(r.is_ok(), "address space free: {r:?}");
+        let AddressSpaceRef { folios, space } = self;
+        folios.slabs.obj_free(cpu, space);
         stats
     }
 }

@@ -19,6 +19,12 @@
 //! stored: never a stale pointer into anything that is not a node or a folio descriptor.
 //! The address-space objects come from a plain slab cache (nothing reads them locklessly).
 //!
+//! Every node or folio reference this module makes from a slot, the root word or a
+//! preallocated node is made by `Node::at` / `Node::folio_at` (`machine/raw.rs`, folio
+//! section, F5), bounded by what keeps the target alive: the address space whose lock a
+//! `Writer` holds, the RCU guard of a lockless walk, the parent node, or the `Chain` that
+//! owns a preallocated node.
+//!
 //! # Large folios
 //!
 //! A folio of order `o` sits at tree level `o / 6` (where one slot covers `64^level` indices)
@@ -31,7 +37,7 @@
 use core::ptr::NonNull;
 
 use crate::desc::Folio;
-use crate::folio::filemap::{AddressSpace, PageCacheError};
+use crate::folio::space::{AddressSpace, PageCacheError, LOW_MASK};
 use crate::page_alloc::AllocError;
 use crate::sync::{fence, AtomicUsize, Ordering, SpinGuard};
 
@@ -43,8 +49,6 @@ pub const FANOUT: usize = 1 << BITS;
 pub const MAX_HEIGHT: u32 = 11;
 /// Bit 0 of a slot marks a child node.
 const NODE_TAG: usize = 1;
-/// Low bits of the root word hold the height; of a slot, the tag.
-pub(super) const LOW_MASK: usize = 0xF;
 
 /// A 64-way radix-tree node.
 #[repr(C, align(16))]
@@ -80,31 +84,6 @@ pub(crate) trait NodeAlloc {
     fn free_node(&mut self, node: &Node);
 }
 
-/// A node reference from an address.
-///
-/// # Safety
-/// `addr` is the address of a [`Node`] that stays a `Node` for `'a`: one linked into a tree
-/// whose lock the caller holds, one the caller allocated and has not freed, or one whose
-/// address the caller loaded from a tree under an RCU read guard that lives for `'a` (node
-/// memory is `TYPESAFE_BY_RCU`, so it stays a `Node` until a grace period after it is freed).
-#[inline]
-unsafe fn node_ref<'a>(addr: usize) -> &'a Node {
-    // SAFETY: the caller's promise.
-    unsafe { &*(addr as *const Node) }
-}
-
-/// A folio reference from a slot entry.
-///
-/// # Safety
-/// `addr` was loaded from a folio slot of a tree, either under the tree's lock (the folio is
-/// cached, so the cache's reference keeps it alive) or under an RCU read guard that lives for
-/// `'a` (folio descriptors are `TYPESAFE_BY_RCU`), or the caller holds a reference to it.
-#[inline]
-pub(super) unsafe fn folio_ref<'a>(addr: usize) -> &'a Folio {
-    // SAFETY: the caller's promise.
-    unsafe { &*(addr as *const Folio) }
-}
-
 #[inline]
 pub(super) fn addr_of<T>(r: &T) -> usize {
     r as *const T as usize
@@ -138,6 +117,8 @@ impl AddressSpace {
     ///
     /// The caller holds the lock or an RCU read guard for as long as it uses the result.
     pub(super) fn walk(&self, index: u64) -> Result<usize, ()> {
+        // The nodes are kept by the caller's lock or guard for the whole walk, which borrows
+        // the address space as long (Node::at).
         let r = self.root.load(Ordering::Acquire);
         if r == 0 {
             return Ok(0);
@@ -151,10 +132,8 @@ impl AddressSpace {
         }
         let (mut node_addr, mut level) = (r & !LOW_MASK, h - 1);
         loop {
-            // SAFETY: node_addr came from the root word or a node entry, which only ever hold
-            // nodes of the TYPESAFE_BY_RCU node cache (or a model's pool that never frees); the
-            // caller holds the lock or an RCU read guard (node_ref's conditions).
-            let node = unsafe { node_ref(node_addr) };
+            // node_addr came from the root word or a node entry.
+            let node = Node::at(self, node_addr);
             let e = node.slots[slot_of(index, level)].load(Ordering::Acquire);
             if e == 0 || e & NODE_TAG == 0 {
                 return Ok(e);
@@ -185,8 +164,8 @@ impl Chain {
         for _ in 0..n {
             match be.alloc_node() {
                 Ok(p) => {
-                    // SAFETY: a node just allocated for us (node_ref).
-                    let node = unsafe { node_ref(p.as_ptr() as usize) };
+                    // A node just allocated for this chain.
+                    let node = Node::at(&c, p.as_ptr() as usize);
                     node.meta.store(c.head, Ordering::Relaxed);
                     c.head = p.as_ptr() as usize;
                 }
@@ -199,20 +178,26 @@ impl Chain {
         Ok(c)
     }
 
-    /// The next preallocated node, its `meta` zeroed. The caller counted right.
-    fn take<'a>(&mut self) -> &'a Node {
+    /// The address of the next preallocated node, its `meta` zeroed, now the caller's. The
+    /// caller counted right.
+    fn take(&mut self) -> usize {
         assert!(self.head != 0, "page cache: fewer nodes preallocated than used");
-        // SAFETY: chain members are nodes we allocated and have not freed or linked.
-        let n = unsafe { node_ref::<'a>(self.head) };
-        self.head = n.meta.load(Ordering::Relaxed);
-        n.meta.store(0, Ordering::Relaxed);
-        n
+        let addr = self.head;
+        // A chain member: a node allocated for this chain, not yet freed or linked.
+        let next = {
+            let n = Node::at(self, addr);
+            let next = n.meta.load(Ordering::Relaxed);
+            n.meta.store(0, Ordering::Relaxed);
+            next
+        };
+        self.head = next;
+        addr
     }
 
     pub(super) fn release(mut self, be: &mut impl NodeAlloc) {
         while self.head != 0 {
-            let n = self.take();
-            be.free_node(n);
+            let addr = self.take();
+            be.free_node(Node::at(&self, addr));
         }
     }
 }
@@ -224,16 +209,25 @@ pub(crate) struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn root(&self) -> Option<(&'a Node, u32)> {
-        let r = self.s.root.load(Ordering::Relaxed);
-        // SAFETY: under the lock the root word names a live node of this tree (node_ref).
-        (r != 0).then(|| (unsafe { node_ref::<'a>(r & !LOW_MASK) }, (r & LOW_MASK) as u32))
+    /// The node at an address of this tree (its root word, a node entry with the tag cleared,
+    /// or a node preallocated for this operation), kept by the lock this writer holds.
+    fn node(&self, addr: usize) -> &'a Node {
+        Node::at(self.s, addr)
     }
 
-    fn child(e: usize) -> &'a Node {
+    fn root(&self) -> Option<(&'a Node, u32)> {
+        let r = self.s.root.load(Ordering::Relaxed);
+        (r != 0).then(|| (self.node(r & !LOW_MASK), (r & LOW_MASK) as u32))
+    }
+
+    fn child(&self, e: usize) -> &'a Node {
         debug_assert!(e & NODE_TAG != 0);
-        // SAFETY: a node entry of this tree read under its lock (node_ref).
-        unsafe { node_ref::<'a>(e & !LOW_MASK) }
+        self.node(e & !LOW_MASK)
+    }
+
+    /// The next preallocated node of `chain`, about to be linked into this tree.
+    fn take(&self, chain: &mut Chain) -> &'a Node {
+        self.node(chain.take())
     }
 
     pub(super) fn seq_begin(&self) {
@@ -268,10 +262,10 @@ impl<'a> Writer<'a> {
         if first > last {
             return None;
         }
-        Self::next_in(root, h - 1, 0, first, last)
+        self.next_in(root, h - 1, 0, first, last)
     }
 
-    fn next_in(node: &'a Node, level: u32, base: u128, first: u64, last: u64) -> Option<&'a Folio> {
+    fn next_in(&self, node: &'a Node, level: u32, base: u128, first: u64, last: u64) -> Option<&'a Folio> {
         let shift = BITS * level;
         let start = ((first as u128).saturating_sub(base) >> shift).min(FANOUT as u128) as usize;
         for s in start..FANOUT {
@@ -284,14 +278,14 @@ impl<'a> Writer<'a> {
                 continue;
             }
             if e & NODE_TAG == 0 {
-                // SAFETY: a folio entry read under the lock (folio_ref).
-                return Some(unsafe { folio_ref::<'a>(e) });
+                // A folio entry read under the lock: cached, kept by the cache's reference.
+                return Some(Node::folio_at(self.s, e));
             }
             if level == 0 {
                 continue;
             }
             let lo64 = lo as u64; // lo <= last, so it fits
-            if let Some(f) = Self::next_in(Self::child(e), level - 1, lo, first.max(lo64), last) {
+            if let Some(f) = self.next_in(self.child(e), level - 1, lo, first.max(lo64), last) {
                 return Some(f);
             }
         }
@@ -325,7 +319,7 @@ impl<'a> Writer<'a> {
             if e == 0 || e & NODE_TAG == 0 {
                 return (height, count + (l - level) as usize);
             }
-            node = Self::child(e);
+            node = self.child(e);
             l -= 1;
         }
     }
@@ -334,12 +328,12 @@ impl<'a> Writer<'a> {
     fn grow(&mut self, height: u32, chain: &mut Chain) {
         match self.root() {
             None => {
-                let n = chain.take();
+                let n = self.take(chain);
                 self.s.root.store(addr_of(n) | height as usize, Ordering::Release);
             }
             Some((mut top, mut h)) => {
                 while h < height {
-                    let n = chain.take();
+                    let n = self.take(chain);
                     n.slots[0].store(addr_of(top) | NODE_TAG, Ordering::Relaxed);
                     n.meta.store(1, Ordering::Relaxed);
                     h += 1;
@@ -363,12 +357,12 @@ impl<'a> Writer<'a> {
             let s = slot_of(index, l);
             let e = node.slots[s].load(Ordering::Relaxed);
             node = if e == 0 {
-                let c = chain.take();
+                let c = self.take(chain);
                 node.slots[s].store(addr_of(c) | NODE_TAG, Ordering::Release);
                 node.meta.fetch_add(1, Ordering::Relaxed);
                 c
             } else {
-                Self::child(e)
+                self.child(e)
             };
             l -= 1;
         }
@@ -423,7 +417,7 @@ impl<'a> Writer<'a> {
                 debug_assert!(false, "clear_entries: no node on the path");
                 return;
             }
-            node = Self::child(e);
+            node = self.child(e);
             l -= 1;
         }
         let s = slot_of(index, level);
@@ -447,18 +441,17 @@ impl<'a> Writer<'a> {
             if e & NODE_TAG == 0 {
                 break;
             }
-            node = Self::child(e);
+            node = self.child(e);
             l -= 1;
             path[l as usize] = addr_of(node);
         }
         while l < h - 1 {
-            // SAFETY: path holds nodes of this tree, read under the lock (node_ref).
-            let n = unsafe { node_ref::<'a>(path[l as usize]) };
+            // path holds nodes of this tree, read under the lock.
+            let n = self.node(path[l as usize]);
             if n.meta.load(Ordering::Relaxed) != 0 {
                 break;
             }
-            // SAFETY: as above.
-            let parent = unsafe { node_ref::<'a>(path[l as usize + 1]) };
+            let parent = self.node(path[l as usize + 1]);
             parent.slots[slot_of(index, l + 1)].store(0, Ordering::Release);
             parent.meta.fetch_sub(1, Ordering::Relaxed);
             be.free_node(n);
@@ -512,13 +505,13 @@ impl<'a> Writer<'a> {
                 }
                 if e & NODE_TAG != 0 {
                     if level > 0 {
-                        // SAFETY: a node entry read under the lock (node_ref).
-                        visit(unsafe { node_ref(e & !LOW_MASK) }, level - 1, lo, cb);
+                        // A node entry read under the lock, kept as long as its parent.
+                        visit(Node::at(node, e & !LOW_MASK), level - 1, lo, cb);
                     }
                     continue;
                 }
-                // SAFETY: a folio entry read under the lock (folio_ref).
-                let f = unsafe { folio_ref(e) };
+                // A folio entry read under the lock: cached, kept by the cache's reference.
+                let f = Node::folio_at(node, e);
                 if f.index() as u128 == lo {
                     cb(lo as u64, f);
                 }
@@ -556,16 +549,16 @@ impl<'a> Writer<'a> {
                     if level == 0 {
                         return Err(bad("node entry in a leaf", lo));
                     }
-                    // SAFETY: a node entry read under the lock (node_ref).
-                    let child = unsafe { node_ref(e & !LOW_MASK) };
+                    // A node entry read under the lock, kept as long as its parent.
+                    let child = Node::at(node, e & !LOW_MASK);
                     if child.meta.load(Ordering::Relaxed) == 0 {
                         return Err(bad("empty node in the tree", lo));
                     }
                     visit(me, child, level - 1, lo, acc)?;
                     continue;
                 }
-                // SAFETY: a folio entry read under the lock (folio_ref).
-                let f = unsafe { folio_ref(e) };
+                // A folio entry read under the lock: cached, kept by the cache's reference.
+                let f = Node::folio_at(node, e);
                 let order = f.flags.order();
                 if order / BITS != level {
                     return Err(bad("folio at the wrong level for its order", lo));
@@ -619,7 +612,8 @@ impl<'a> Writer<'a> {
 pub(super) mod test_support {
     use super::*;
     use crate::addr::Pfn;
-    use crate::desc::{DescFlags, ListLinks, MapCounts};
+    use crate::desc::{DescFlags, MapCounts};
+    use crate::list::Links;
     use crate::sync::AtomicU32;
     use crate::sync::AtomicU64;
     use std::vec::Vec;
@@ -628,7 +622,7 @@ pub(super) mod test_support {
         let f = Folio {
             flags: DescFlags::zeroed(),
             counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-            lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+            lru: Links::new(),
             mapping: AtomicUsize::new(0),
             index: AtomicU64::new(0),
         };

@@ -689,7 +689,8 @@ mod regression_tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::expected_refs;
-    use crate::desc::{DescFlags, Folio, ListLinks, MapCounts};
+    use crate::desc::{DescFlags, Folio, MapCounts};
+    use crate::list::Links;
     use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RaceCell};
     use loom::sync::Arc;
 
@@ -704,7 +705,7 @@ mod loom_tests {
             folio: Folio {
                 flags: DescFlags::zeroed(),
                 counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-                lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+                lru: Links::new(),
                 mapping: AtomicUsize::new(0),
                 index: AtomicU64::new(0),
             },

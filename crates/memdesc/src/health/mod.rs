@@ -14,5 +14,8 @@ pub mod balloon;
 pub mod compaction;
 pub mod hwpoison;
 pub(crate) mod kinds;
+#[cfg(all(test, not(loom)))]
+mod kinds_tests;
 pub mod migrate;
 pub mod offline;
+mod poisoned;

@@ -17,18 +17,18 @@
 
 use core::fmt;
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::cpu::Cpu;
-use crate::layout::MemmapLayout;
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::base::cpu::Cpu;
+use crate::base::layout::MemmapLayout;
+use crate::base::page_access::PageWords;
+use crate::base::pageblock::{MigrateType, NR_PCP_TYPES};
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
 use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
-use crate::page_access::PageWords;
+use crate::memmap::word::{PageKind, Subtype};
+use crate::page_alloc::pcp::PCP_MAX_ORDER;
+use crate::page_alloc::zone::NONE;
 use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
-use crate::pageblock::{MigrateType, NR_PCP_TYPES};
-use crate::pcp::PCP_MAX_ORDER;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype};
-use crate::zone::NONE;
 use crate::PhysMem;
 
 /// What the checker found wrong.
@@ -287,7 +287,7 @@ impl<P: Platform> PhysMem<P> {
                             on_free(pfn, order, true);
                             pages += 1 << order;
                             n += 1;
-                            cur = crate::pcp::PcpLinks::next(&links, cur);
+                            cur = crate::page_alloc::pcp::PcpLinks::next(&links, cur);
                         }
                         if n != l.count(order, mt) as u64 {
                             return Err(Violation::CountMismatch {

@@ -43,9 +43,9 @@
 //!    pressure, draining caches) is written here, calling down into each layer in turn.
 //!    A lower layer never names `PhysMem` or a layer above it.
 //!
-//! Layers not yet converted (folio, pagecache, pgtable, pools, health) still add
+//! Layers not yet converted (pgtable, pools, health) still add
 //! `impl PhysMem` blocks; they reach the layers below through `PhysMem::pages` and
-//! `PhysMem::slabs`. Converting one means: give it a state with private fields and a view
+//! `PhysMem::slabs` (and `PhysMem::folios`). Converting one means: give it a state with private fields and a view
 //! over the view below, move its `impl PhysMem` bodies to the view (replacing
 //! `self.pages().x` by `self.<below>.x`), and leave one-line public forwarders here. The
 //! health layer (migration, compaction, hwpoison, offlining, balloon) works on the whole
@@ -56,6 +56,12 @@
 //! [`Slabs::boot`]: crate::slab::Slabs
 
 pub mod check;
+#[cfg(feature = "folio")]
+mod folio;
+#[cfg(feature = "pgtable")]
+mod mm;
+#[cfg(all(test, not(loom), feature = "pgtable"))]
+mod mm_tests;
 mod pages;
 mod raw;
 #[cfg(feature = "slab")]
@@ -63,11 +69,11 @@ mod slab;
 #[cfg(all(test, not(loom), feature = "slab"))]
 pub(crate) mod test_machine;
 
-use crate::layout::MemoryLayout;
+use crate::base::layout::MemoryLayout;
+use crate::base::platform::Platform;
 use crate::page_alloc::PageAllocator;
-use crate::platform::Platform;
 
-pub use crate::config::Config;
+pub use crate::base::config::Config;
 pub use crate::page_alloc::BootFailure;
 
 /// The physical memory manager of one machine: the page allocator and every subsystem built
@@ -78,7 +84,7 @@ pub struct PhysMem<P: Platform> {
     /// Layer 3: slab caches, kmalloc and the descriptor caches (slab/).
     #[cfg(feature = "slab")]
     slab: crate::slab::SlabState,
-    /// Layer 4: LRU lists and the page cache's caches (folio.rs).
+    /// Layer 4: LRU lists and the page cache's caches (folio/).
     #[cfg(feature = "folio")]
     folio: crate::folio::FolioState,
 }
@@ -91,11 +97,11 @@ impl<P: Platform> PhysMem<P> {
     pub fn boot(platform: P, layout: &MemoryLayout, config: Config) -> Result<Self, BootFailure> {
         let nr_cpus = config.nr_cpus.max(1);
         #[cfg(feature = "slab")]
-        let reserve = |p: &P, boot: &mut crate::boot::BootAllocator| {
+        let reserve = |p: &P, boot: &mut crate::base::boot::BootAllocator| {
             crate::slab::SlabState::reserve(p, boot, nr_cpus, config.debug_checks)
         };
         #[cfg(not(feature = "slab"))]
-        let reserve = |_: &P, _: &mut crate::boot::BootAllocator| {
+        let reserve = |_: &P, _: &mut crate::base::boot::BootAllocator| {
             let _ = nr_cpus;
             Ok(())
         };
@@ -111,11 +117,14 @@ impl<P: Platform> PhysMem<P> {
         };
         #[cfg(feature = "slab")]
         {
-            let oom = |_| BootFailure::Boot(crate::boot::BootError::OutOfMemory { pages: 1 });
+            let oom = |_| BootFailure::Boot(crate::base::boot::BootError::OutOfMemory { pages: 1 });
             let made = mem.slabs().boot().map_err(oom)?;
             mem.slab.set_boot_caches(made);
             #[cfg(feature = "folio")]
-            mem.boot_folio().map_err(oom)?;
+            {
+                let made = mem.folios().boot().map_err(oom)?;
+                mem.folio.set_boot_caches(made);
+            }
         }
         Ok(mem)
     }
@@ -133,17 +142,28 @@ impl<P: Platform> PhysMem<P> {
         crate::slab::Slabs::new(&self.pages, &self.slab)
     }
 
-    /// The folio layer's state (transition, issue 13: until folio/ has its own view).
-    #[cfg(feature = "folio")]
+    /// The pools' view (layer 6): the page allocator and the slab layer.
+    #[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
     #[inline]
-    pub(crate) fn folio_state(&self) -> &crate::folio::FolioState {
-        &self.folio
+    pub(crate) fn pools(&self) -> crate::pools::Pools<'_, P> {
+        crate::pools::Pools::new(&self.pages, self.slabs())
     }
 
-    /// The folio layer's state, mutable (transition, issue 13: for the folio half of boot).
+    /// The folio layer's view (layer 4), for the layers above it.
     #[cfg(feature = "folio")]
     #[inline]
-    pub(crate) fn folio_state_mut(&mut self) -> &mut crate::folio::FolioState {
-        &mut self.folio
+    pub(crate) fn folios(&self) -> crate::folio::Folios<'_, P> {
+        crate::folio::Folios::new(&self.pages, self.slabs(), &self.folio)
+    }
+}
+
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::view_sealed::Sealed for PhysMem<P> {}
+
+/// The machine hosts the pools: their public entry points take `&mem`.
+#[cfg(any(feature = "vmalloc", feature = "page_pool", feature = "zsmalloc"))]
+impl<P: Platform> crate::pools::PoolHost<P> for PhysMem<P> {
+    fn pools(&self) -> crate::pools::Pools<'_, P> {
+        PhysMem::pools(self)
     }
 }

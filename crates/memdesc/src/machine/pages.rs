@@ -4,17 +4,17 @@
 
 use core::fmt;
 
-use crate::addr::Pfn;
-use crate::cpu::{Cpu, CpuSet};
-use crate::gfp::Gfp;
-use crate::isolate::UndescribedStats;
+use crate::base::addr::Pfn;
+use crate::base::cpu::{Cpu, CpuSet};
+use crate::base::gfp::Gfp;
+use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
+use crate::base::platform::Platform;
+use crate::base::rcu::Rcu;
 use crate::memmap::Memmap;
+use crate::page_alloc::isolate::UndescribedStats;
+use crate::page_alloc::pages::Pages;
+use crate::page_alloc::zone::{Zone, MAX_ORDER_LIMIT};
 use crate::page_alloc::{AllocCounters, AllocError, FreeError};
-use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::pages::Pages;
-use crate::platform::Platform;
-use crate::rcu::Rcu;
-use crate::zone::{Zone, MAX_ORDER_LIMIT};
 
 use super::{Config, PhysMem};
 
@@ -44,9 +44,9 @@ impl<P: Platform> PhysMem<P> {
         self.pages.rcu()
     }
 
-    /// The machine's fault injector (disabled at boot): see [`crate::fault`].
+    /// The machine's fault injector (disabled at boot): see [`crate::base::fault`].
     #[inline]
-    pub fn fault(&self) -> &crate::fault::FaultInjector {
+    pub fn fault(&self) -> &crate::base::fault::FaultInjector {
         self.pages.fault()
     }
 
@@ -95,7 +95,7 @@ impl<P: Platform> PhysMem<P> {
     /// This machine's identity (unique among machines booted by this process): handles carry
     /// it so that one machine never frees another's memory.
     #[inline]
-    pub fn machine_id(&self) -> u32 {
+    pub(crate) fn machine_id(&self) -> u32 {
         self.pages.machine_id()
     }
 

@@ -5,11 +5,11 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
 use crate::kmalloc::KBox;
 use crate::page_alloc::AllocError;
-use crate::platform::Platform;
 use crate::slab::{CacheArgs, CacheRef, SlabCache, SlabError, SlabInfo};
 
 use super::PhysMem;
@@ -92,7 +92,7 @@ impl<P: Platform> PhysMem<P> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use crate::cpu::Cpu;
+    use crate::base::cpu::Cpu;
     use crate::machine::test_machine::{machine, Buf};
     use crate::{CacheArgs, Gfp, MemmapLayout, PhysMem};
     use std::vec::Vec;

@@ -1,11 +1,11 @@
 //! A tiny machine over a leaked host buffer (the one test platform,
-//! [`crate::platform`]'s `test_platform::Buf`), for the unit tests of subsystems that need a
+//! [`crate::base::platform`]'s `test_platform::Buf`), for the unit tests of subsystems that need a
 //! booted machine (kmalloc, vmalloc, page_pool, migration). It lives in the machine layer
 //! because it names [`PhysMem`].
 
 use crate::{Config, MemmapLayout, MemoryLayout, Pfn, PhysMem, RegionSpec};
 
-pub(crate) use crate::platform::test_platform::Buf;
+pub(crate) use crate::base::platform::test_platform::Buf;
 
 /// A one-CPU machine of `pages` pages in one region of `layout`.
 pub(crate) fn machine(pages: u64, layout: MemmapLayout) -> PhysMem<Buf> {

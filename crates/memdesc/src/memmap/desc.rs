@@ -21,11 +21,11 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 #[cfg(feature = "zsmalloc")]
-use crate::list::List;
-use crate::list::{Linked, Links};
-use crate::rcu::RcuGuard;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::tag::Tag;
+use crate::base::list::List;
+use crate::base::list::{Linked, Links};
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::memmap::tag::Tag;
 
 /// A type that page words may point to.
 ///
@@ -62,7 +62,7 @@ pub const NR_DESC_KINDS: usize = 7;
 ///
 /// It is only an address: dereference it with [`DescPtr::get`] under an RCU read guard, then
 /// revalidate (take a reference and re-read the word) before trusting what you read; see
-/// [`crate::lookup`]. It does *not* guarantee the descriptor is still the page's owner.
+/// [`crate::memmap::lookup`]. It does *not* guarantee the descriptor is still the page's owner.
 pub struct DescPtr<T> {
     ptr: NonNull<T>,
     _marker: PhantomData<*const T>,
@@ -177,7 +177,7 @@ impl DescFlags {
     /// lockless readers of a TYPESAFE_BY_RCU descriptor may be reading it.
     #[inline]
     #[cfg(feature = "slab")]
-    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::addr::Pfn) {
+    pub(crate) fn init(&self, flags: u64, order: u32, pfn: crate::base::addr::Pfn) {
         self.0.store((flags & PG_FLAGS_MASK) | (order as u64) << 18 | pfn.0 << 24, Ordering::Release)
     }
 
@@ -193,8 +193,8 @@ impl DescFlags {
     }
     /// First pfn of the memory the descriptor covers.
     #[inline]
-    pub fn pfn(&self) -> crate::addr::Pfn {
-        crate::addr::Pfn(self.0.load(Ordering::Acquire) >> 24)
+    pub fn pfn(&self) -> crate::base::addr::Pfn {
+        crate::base::addr::Pfn(self.0.load(Ordering::Acquire) >> 24)
     }
     /// Sets flag bits; returns the previous flags. Crate-private: flags such as `PG_LRU`,
     /// `PG_LOCKED` and `PG_HWPOISON` carry invariants (list membership, the lock, retirement)
@@ -316,7 +316,7 @@ pub struct Folio {
     pub flags: DescFlags,
     /// Refcount and mapcount.
     pub counts: MapCounts,
-    pub(crate) lru: ListLinks,
+    pub(crate) lru: Links,
     pub(crate) mapping: AtomicUsize,
     pub(crate) index: AtomicU64,
 }
@@ -329,6 +329,59 @@ impl Folio {
     /// Index in the file, or the anon page offset.
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::Acquire)
+    }
+
+    /// Takes the folio off its LRU list: `list` is the LRU list of the folio's node, locked by
+    /// the caller (the folio layer's `lru_of`). Returns false, changing nothing, if the folio
+    /// is on no LRU list (`PG_LRU` clear).
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_unlink(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: `PG_LRU` is set only while the folio is on the LRU list of its node and
+        // changes only under that list's lock, which the caller holds as `list`: the folio is
+        // on this list (List invariant 3).
+        let on = unsafe { list.remove(self) };
+        debug_assert!(on, "PG_LRU set on a folio that is on no list");
+        self.flags.clear(PG_LRU);
+        true
+    }
+
+    /// Moves the folio to the back of its LRU list (recently used); `list` as for
+    /// [`Folio::lru_unlink`]. Returns false if the folio is on no LRU list.
+    #[cfg(feature = "folio")]
+    pub(crate) fn lru_move_to_back(&self, list: &mut crate::base::list::List<Folio>) -> bool {
+        if self.flags.flags() & PG_LRU == 0 {
+            return false;
+        }
+        // SAFETY: as in `lru_unlink`: with `PG_LRU` set under the caller's lock of its node's
+        // list, the folio is on `list` (List invariant 3).
+        unsafe { list.move_to_back(self) }
+    }
+}
+
+/// A filesystem descriptor that embeds a [`Folio`] at offset 0 (requirement 8): the page word
+/// points to the embedded folio, and the folio layer recovers the filesystem's type after
+/// checking the descriptor came from that filesystem's cache.
+///
+/// # Safety
+/// Implementors promise: `#[repr(C)]` with a `Folio` as the first field; 16-byte aligned; every
+/// field safe to read while another CPU writes it (atomics), since the cache is
+/// TYPESAFE_BY_RCU; an all-zero value is valid.
+pub unsafe trait FolioExt: Sync + Sized {
+    /// Cache name.
+    const NAME: &'static str;
+}
+
+// SAFETY: `links` returns the `lru` field every time (Linked item 1). A folio's descriptor goes
+// back to its cache only from its last put, which first takes it off its LRU list under the
+// list's lock (`lru_del` in the folio layer's release path, which debug-asserts the links
+// unlinked before the free; Linked item 2); the split's chain of new descriptors is a local
+// list emptied before any of them is published or freed.
+unsafe impl Linked for Folio {
+    fn links(&self) -> &Links {
+        &self.lru
     }
 }
 
@@ -454,8 +507,8 @@ impl Zspage {
         self.pool.load(Ordering::Acquire)
     }
     /// The `i`-th component pfn (`i < 8`; entries past the class's page count are stale).
-    pub fn page(&self, i: usize) -> Option<crate::addr::Pfn> {
-        self.pages.get(i).map(|p| crate::addr::Pfn(p.load(Ordering::Acquire)))
+    pub fn page(&self, i: usize) -> Option<crate::base::addr::Pfn> {
+        self.pages.get(i).map(|p| crate::base::addr::Pfn(p.load(Ordering::Acquire)))
     }
 }
 
@@ -490,21 +543,25 @@ impl Z3foldDesc {
     }
 }
 
-// ---- pool-owned descriptors (zsmalloc, z3fold) ----
+// ---- pool-owned descriptors (zsmalloc, z3fold, vmalloc, page_pool) ----
 //
 // A [`Zspage`] or [`Z3foldDesc`] belongs to one pool (its `pool` field names the pool's state),
-// whose spin lock guards everything about it but `flags`. The pools layer keeps these
-// invariants, cited as "pool item Pn" by the helpers below, which are the pools' only way to
-// turn a descriptor address into a reference without an RCU guard, to unlink one, and to
-// reach the bytes of its pages:
+// and a [`VmallocDesc`] to one vmalloc space (its `area` field names the area's record); the
+// pool's or space's spin lock guards everything about it but `flags` and the counts. The pools
+// layer keeps these invariants, cited as "pool item Pn" by the helpers below, which are the
+// pools' only way to turn a descriptor address into a reference without an RCU guard, to
+// unlink one, and to reach the bytes of its pages:
 // P1. **Alive under the lock.** A pool descriptor named by a page word of the pool, by one of
-//     the pool's lists or by one of its allocated handle entries is alive; it is freed only by
-//     a holder of the pool's lock, after it left every list and no word or entry names it.
+//     the pool's lists, by one of its allocated handle entries or by a linked area's page is
+//     alive; it is freed only by a holder of the pool's lock, or by the owner of an unlinked
+//     area (whose record it then holds), after it left every list and before its word is
+//     reused.
 // P2. **Bytes under the lock or the mapping.** The bytes of a pool's pages are read and
 //     written only by a holder of the pool's lock, except an object's bytes while the object is
 //     mapped (counted in its descriptor under the lock), which only that mapping touches; a
 //     lock holder never touches a mapped object's bytes (compaction and migration skip a
-//     descriptor with mappings).
+//     descriptor with mappings). A vmalloc area's bytes are touched only under its space's
+//     lock.
 // P3. **One list, known from state.** A zspage is on its class's partial list while it has a
 //     free object and on the class's full list otherwise; a z3fold page is on its pool's
 //     list for its room, or on a list the lock holder made while working on it. The lists live
@@ -516,20 +573,28 @@ impl Z3foldDesc {
 //     word naming its descriptors and then waited for a grace period. So an address read from
 //     the field of a descriptor a word named inside an RCU read section is that kind's pool
 //     state until the section ends.
+// P5. **A block holds its pool.** A page_pool block's [`Netmem`] holds one reference on its
+//     pool's core (named by its `pool` field) from the block's first allocation until it is
+//     released to the page allocator; the core is freed only when its last reference goes.
+//     While a netmem is handed out, in its pool's ring or the pool's current fragment block,
+//     the pool or the holder of one of its `pp_ref_count`s keeps it alive.
 
-/// A descriptor owned by a pool (P1–P3 above): [`Zspage`], [`Z3foldDesc`].
-#[cfg(feature = "zsmalloc")]
-pub(crate) trait PoolDesc: Descriptor + Linked {}
+/// A descriptor owned by a pool (P1–P5 above): [`Zspage`], [`Z3foldDesc`], [`VmallocDesc`],
+/// [`Netmem`].
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
+pub(crate) trait PoolDesc: Descriptor {}
 
-/// The pool descriptor `p` names, for as long as `held` (the state behind the owning pool's
-/// lock, or its guard) is borrowed. The caller holds the lock of the pool that owns the
-/// descriptor and found `p` in a word, list or handle entry of that pool (pool item P1).
-#[cfg(feature = "zsmalloc")]
+/// The pool descriptor `p` names, for as long as `held` is borrowed: what keeps the descriptor
+/// alive. That is the state behind the owning pool's lock, or its guard, when the caller holds
+/// the lock and found `p` in a word, list, ring or handle entry of that pool (pool item P1);
+/// the record of an unlinked vmalloc area the caller owns (P1); or a handle holding one of a
+/// netmem's references (P5).
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc", feature = "page_pool"))]
 #[inline]
-pub(crate) fn pool_desc_locked<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
+pub(crate) fn pool_desc_held<T: PoolDesc, G: ?Sized>(p: DescPtr<T>, held: &G) -> &T {
     let _ = held;
-    // SAFETY: alive while the pool lock is held (pool item P1), and the result borrows the
-    // lock's guard or state, so it ends before the lock is released.
+    // SAFETY: alive while `held` is (pool items P1 and P5), and the result borrows `held`, so
+    // it ends before the lock is released or the reference given up.
     unsafe { p.ptr.as_ref() }
 }
 
@@ -546,11 +611,24 @@ pub(crate) fn pool_state<'g, S>(rg: &'g RcuGuard<'_>, addr: usize) -> &'g S {
     unsafe { &*(addr as *const S) }
 }
 
+/// The pool state at `addr`, read from the `pool` field of `d`, a descriptor holding a
+/// reference on that state, for as long as `d` is borrowed (pool item P5). `S` is the state type
+/// of that descriptor kind's pools.
+#[cfg(feature = "page_pool")]
+#[inline]
+pub(crate) fn pool_state_held<S, D: PoolDesc>(d: &D, addr: usize) -> &S {
+    let _ = d;
+    debug_assert!(addr != 0 && addr.is_multiple_of(core::mem::align_of::<S>()), "pool state {addr:#x}");
+    // SAFETY: the descriptor's reference keeps the state alive while the descriptor is
+    // borrowed (pool item P5); its fields are atomics or behind its locks.
+    unsafe { &*(addr as *const S) }
+}
+
 #[cfg(feature = "zsmalloc")]
 /// Clears a fresh pool descriptor's links (pool item P3): the cache's free pointer overlaps
 /// them. The descriptor was just allocated and no list holds it.
 #[inline]
-pub(crate) fn pool_desc_fresh<T: PoolDesc>(d: &T) {
+pub(crate) fn pool_desc_fresh<T: PoolDesc + Linked>(d: &T) {
     // SAFETY: a descriptor just taken from its cache is on no list and no list holds its
     // address (pool item P3; list invariant 2).
     unsafe { d.links().reset() }
@@ -561,26 +639,26 @@ pub(crate) fn pool_desc_fresh<T: PoolDesc>(d: &T) {
 /// holds the pool lock and knows the list from the descriptor's state). Returns false if `d`
 /// was on no list.
 #[inline]
-pub(crate) fn pool_desc_unlink<T: PoolDesc>(d: &T, list: &mut List<T>) -> bool {
+pub(crate) fn pool_desc_unlink<T: PoolDesc + Linked>(d: &T, list: &mut List<T>) -> bool {
     // SAFETY: `list` is the list `d` is on, by the caller's pool state (pool item P3), so
     // `remove` unlinks it from its own list under its own lock (list invariant 3).
     unsafe { list.remove(d) }
 }
 
-#[cfg(feature = "zsmalloc")]
+#[cfg(any(feature = "zsmalloc", feature = "vmalloc"))]
 /// A window on bytes `start..start + len` of page `pfn` of a pool, for the lock holder (on
 /// bytes of no mapped object) or for the mapping of the object those bytes hold (pool item
 /// P2). `None` if the range leaves the page or the page has no mapping.
 #[inline]
-pub(crate) fn pool_window<P: crate::platform::Platform>(
+pub(crate) fn pool_window<P: crate::base::platform::Platform>(
     platform: &P,
-    pfn: crate::addr::Pfn,
+    pfn: crate::base::addr::Pfn,
     start: usize,
     len: usize,
-) -> Option<crate::page_access::PageAccess<'_, P>> {
+) -> Option<crate::base::page_access::PageAccess<'_, P>> {
     // SAFETY: the bytes belong to the caller alone for the window's life: the lock holder's
     // (no mapping covers them) or the one mapping's (pool item P2).
-    unsafe { crate::page_access::PageAccess::new_range(platform, pfn, start, len) }
+    unsafe { crate::base::page_access::PageAccess::new_range(platform, pfn, start, len) }
 }
 
 #[cfg(feature = "zsmalloc")]
@@ -588,34 +666,35 @@ pub(crate) fn pool_window<P: crate::platform::Platform>(
 /// memory error when `zero`): a copy of `from`, or zeroes. The caller holds the pool lock, no
 /// object of `from` is mapped, and `to` is a page it just took (pool item P2). False if a
 /// page cannot be mapped.
-pub(crate) fn pool_page_fill<P: crate::platform::Platform>(
+pub(crate) fn pool_page_fill<P: crate::base::platform::Platform>(
     platform: &P,
-    from: crate::addr::Pfn,
-    to: crate::addr::Pfn,
+    from: crate::base::addr::Pfn,
+    to: crate::base::addr::Pfn,
     zero: bool,
 ) -> bool {
     // SAFETY: `to` is the caller's fresh page, and nobody else touches `from` while the pool
     // lock is held with no mapping on it (pool item P2).
-    let dst = unsafe { crate::page_access::PageAccess::new(platform, to) };
+    let dst = unsafe { crate::base::page_access::PageAccess::new(platform, to) };
     let Some(mut dst) = dst else { return false };
     if zero {
         dst.zero();
         return true;
     }
     // SAFETY: as above; the old page is only read.
-    let src = unsafe { crate::page_access::PageAccess::new_read_only(platform, from) };
+    let src = unsafe { crate::base::page_access::PageAccess::new_read_only(platform, from) };
     src.is_some_and(|src| dst.copy_all_from(&src).is_ok())
 }
 
-// SAFETY: `links` returns the `list` field every time (item 1); a zspage is freed only by its
-// pool's lock holder after it left its list (pool item P1, `Linked` item 2).
+// SAFETY: `links` returns the `list` field every time (`Linked` item 1); a zspage is freed only
+// by its pool's lock holder after it left its list (pool item P1, `Linked` item 2).
 unsafe impl Linked for Zspage {
     fn links(&self) -> &Links {
         &self.list
     }
 }
 
-// SAFETY: as for Zspage: the `list` field; freed only off-list under the pool lock (P1).
+// SAFETY: as for Zspage: the `list` field (`Linked` item 1); freed only off-list under the pool
+// lock (pool item P1, `Linked` item 2).
 unsafe impl Linked for Z3foldDesc {
     fn links(&self) -> &Links {
         &self.list
@@ -627,6 +706,12 @@ impl PoolDesc for Zspage {}
 
 #[cfg(feature = "zsmalloc")]
 impl PoolDesc for Z3foldDesc {}
+
+#[cfg(feature = "vmalloc")]
+impl PoolDesc for VmallocDesc {}
+
+#[cfg(feature = "page_pool")]
+impl PoolDesc for Netmem {}
 
 /// Driver memory that may be mapped into user space.
 #[repr(C, align(16))]
@@ -704,7 +789,7 @@ impl Slab {
     /// Takes the slab off `partial`, the partial list of its cache's node, locked by the caller;
     /// the slab has an object in use (slab item S2). Returns false, changing nothing, if it was
     /// on no list — or if it has no object in use, when the membership cannot be told.
-    pub(crate) fn partial_unlink(&self, partial: &mut crate::list::List<Slab>) -> bool {
+    pub(crate) fn partial_unlink(&self, partial: &mut crate::base::list::List<Slab>) -> bool {
         if self.inuse.load(Ordering::Relaxed) == 0 {
             debug_assert!(!self.list.is_linked(), "partial_unlink of an empty slab");
             return false;

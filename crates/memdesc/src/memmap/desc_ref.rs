@@ -30,8 +30,8 @@
 
 use core::marker::PhantomData;
 
-use crate::desc::{DescPtr, Descriptor};
-use crate::rcu::RcuGuard;
+use crate::base::rcu::RcuGuard;
+use crate::memmap::desc::{DescPtr, Descriptor};
 
 /// The raw cast: the `T` at `addr`, for `'a`.
 ///
@@ -168,9 +168,9 @@ impl<T> Kept<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::desc::Folio;
-    use crate::rcu::Rcu;
-    use crate::sync::{AtomicU32, Ordering};
+    use crate::base::rcu::Rcu;
+    use crate::base::sync::{AtomicU32, Ordering};
+    use crate::memmap::desc::Folio;
     use std::boxed::Box;
 
     fn zeroed_folio() -> Box<Folio> {
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn locked_and_pinned_borrow_their_keeper() {
-        let lock = crate::sync::SpinLock::new(());
+        let lock = crate::base::sync::SpinLock::new(());
         let v = Box::new(AtomicU32::new(7));
         let addr = &*v as *const AtomicU32 as usize;
         let g = lock.lock();

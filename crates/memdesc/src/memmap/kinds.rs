@@ -17,11 +17,13 @@
 //! corrupt bits) are the page allocator's; they have no entry, and the callers handle them
 //! with the allocator's own words.
 
-use crate::desc::{DescFlags, DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc};
-use crate::desc_ref;
-use crate::rcu::RcuGuard;
-use crate::tag::Tag;
-use crate::word::Word;
+use crate::base::rcu::RcuGuard;
+use crate::memmap::desc::{
+    DescFlags, DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc,
+};
+use crate::memmap::desc_ref;
+use crate::memmap::tag::Tag;
+use crate::memmap::word::Word;
 
 /// Where a page of a kind may be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +39,11 @@ pub enum MapRule {
 /// Under which total the descriptor checker counts a kind's blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockClass {
-    /// [`crate::check::DescReport::slabs`].
+    /// [`crate::machine::check::DescReport::slabs`].
     Slab,
-    /// [`crate::check::DescReport::folios`].
+    /// [`crate::machine::check::DescReport::folios`].
     Folio,
-    /// [`crate::check::DescReport::others`].
+    /// [`crate::machine::check::DescReport::others`].
     Other,
 }
 

@@ -13,10 +13,10 @@
 //! descriptor's new owner let go meanwhile), it must run the owner's free path, which the
 //! caller supplies. [`try_get_desc`] is that pattern, written once.
 
-use crate::desc::{DescPtr, Descriptor, Folio, MapCounts, MappableDesc, Netmem, VmallocDesc};
-use crate::rcu::RcuGuard;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Word};
+use crate::base::rcu::RcuGuard;
+use crate::base::sync::Ordering;
+use crate::memmap::desc::{DescPtr, Descriptor, Folio, MapCounts, MappableDesc, Netmem, VmallocDesc};
+use crate::memmap::word::{PageKind, Word};
 
 /// Descriptors that carry the shared refcount and mapcount.
 pub trait Refcounted: Descriptor {
@@ -92,14 +92,15 @@ pub fn folio(k: PageKind) -> Option<DescPtr<Folio>> {
 #[cfg(test)]
 mod test_support {
     use super::*;
-    use crate::desc::{DescFlags, ListLinks};
-    use crate::sync::{AtomicU32, AtomicU64, AtomicUsize};
+    use crate::base::list::Links;
+    use crate::base::sync::{AtomicU32, AtomicU64, AtomicUsize};
+    use crate::memmap::desc::DescFlags;
 
     pub(super) fn folio(index: u64, refs: u32) -> Folio {
         Folio {
             flags: DescFlags::zeroed(),
             counts: MapCounts { refcount: AtomicU32::new(refs), mapcount: AtomicU32::new(0) },
-            lru: ListLinks { prev: AtomicUsize::new(0), next: AtomicUsize::new(0) },
+            lru: Links::new(),
             mapping: AtomicUsize::new(0),
             index: AtomicU64::new(index),
         }
@@ -109,8 +110,8 @@ mod test_support {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::rcu::Rcu;
-    use crate::word::Page;
+    use crate::base::rcu::Rcu;
+    use crate::memmap::word::Page;
 
     #[test]
     fn pins_live_refuses_freed_and_moved() {
@@ -134,8 +135,8 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::rcu::Rcu;
-    use crate::word::Page;
+    use crate::base::rcu::Rcu;
+    use crate::memmap::word::Page;
     use loom::sync::Arc;
 
     /// A reader looks up page 1's folio while its owner unmaps it, drops the last reference,

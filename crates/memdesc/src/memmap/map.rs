@@ -17,13 +17,13 @@
 //! word and retries if the area was split or unsplit meanwhile. Writers (the page allocator
 //! under the zone lock, descriptor owners under theirs) use the crate-private accessors.
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
-use crate::boot::{BootAllocator, BootArray, BootError};
-use crate::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
-use crate::page_access::PageWords;
-use crate::platform::Platform;
-use crate::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
-use crate::word::{Page, PageKind, SplitInfo, Word};
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
+use crate::base::boot::{BootAllocator, BootArray, BootError};
+use crate::base::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
+use crate::base::page_access::PageWords;
+use crate::base::platform::Platform;
+use crate::base::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
+use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
 
 /// log2 of pages per section of the region lookup table (128 MiB).
 pub const SECTION_SHIFT: u32 = 15;
@@ -87,7 +87,11 @@ impl Memmap {
     ///
     /// The memmap lives in memory reached through `p`'s direct map: use it only while `p`
     /// lives (the page allocator keeps both together).
-    pub fn build<P: Platform>(layout: &MemoryLayout, boot: &mut BootAllocator, p: &P) -> Result<Self, MemmapError> {
+    pub(crate) fn build<P: Platform>(
+        layout: &MemoryLayout,
+        boot: &mut BootAllocator,
+        p: &P,
+    ) -> Result<Self, MemmapError> {
         let mut regions = [const { None }; MAX_REGIONS];
         let mut nr = 0;
         let mut static_bytes = 0;
@@ -105,7 +109,7 @@ impl Memmap {
                 let nr_pageblocks = (((region.end.0 - 1) >> AREA_ORDER) - first_pb + 1) as usize;
                 let built = BootArray::new(boot, p, nr_words, Some(&region), |_| Page::new(Word::TAIL)).and_then(|w| {
                     let pb = BootArray::new(boot, p, nr_pageblocks, Some(&region), |_| {
-                        AtomicU8::new(crate::pageblock::MigrateType::Movable as u8)
+                        AtomicU8::new(crate::base::pageblock::MigrateType::Movable as u8)
                     })?;
                     Ok((w, pb))
                 });
@@ -367,8 +371,8 @@ impl RegionMap {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::mutation;
-    use crate::word::{Subtype, Undescribed};
+    use crate::base::sync::mutation;
+    use crate::memmap::word::{Subtype, Undescribed};
     use loom::sync::Arc;
 
     const TABLE: u64 = 100;

@@ -1,5 +1,5 @@
 //! The four-bit type tag of a page word, in its own module so that the word format
-//! ([`crate::word`]) and the descriptor layouts ([`crate::desc`]) can both name it without
+//! ([`crate::memmap::word`]) and the descriptor layouts ([`crate::memmap::desc`]) can both name it without
 //! importing each other: `word` decodes tags into typed descriptor pointers, `desc` says
 //! which tag each descriptor kind is stamped with.
 
@@ -7,31 +7,31 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Tag {
-    /// No descriptor: subtype, order, node and zone inline ([`Undescribed`](crate::word::Undescribed)).
+    /// No descriptor: subtype, order, node and zone inline ([`Undescribed`](crate::memmap::word::Undescribed)).
     Undescribed = 0,
-    /// Head of a free buddy block: order and migratetype inline ([`BuddyInfo`](crate::word::BuddyInfo)).
+    /// Head of a free buddy block: order and migratetype inline ([`BuddyInfo`](crate::memmap::word::BuddyInfo)).
     Buddy = 1,
-    /// Page of a slab; points to its [`Slab`](crate::desc::Slab) descriptor.
+    /// Page of a slab; points to its [`Slab`](crate::memmap::desc::Slab) descriptor.
     Slab = 2,
-    /// Page of an anonymous folio; points to its [`Folio`](crate::desc::Folio).
+    /// Page of an anonymous folio; points to its [`Folio`](crate::memmap::desc::Folio).
     AnonFolio = 3,
-    /// Page of a page-cache folio; points to its [`Folio`](crate::desc::Folio).
+    /// Page of a page-cache folio; points to its [`Folio`](crate::memmap::desc::Folio).
     FileFolio = 4,
-    /// Page-table page; points to its [`PtDesc`](crate::desc::PtDesc).
+    /// Page-table page; points to its [`PtDesc`](crate::memmap::desc::PtDesc).
     PageTable = 5,
-    /// vmalloc page that may be mapped to user space; points to its [`VmallocDesc`](crate::desc::VmallocDesc).
+    /// vmalloc page that may be mapped to user space; points to its [`VmallocDesc`](crate::memmap::desc::VmallocDesc).
     VmallocMappable = 6,
-    /// vmalloc page that must never reach user space; points to its [`VmallocDesc`](crate::desc::VmallocDesc).
+    /// vmalloc page that must never reach user space; points to its [`VmallocDesc`](crate::memmap::desc::VmallocDesc).
     VmallocUnmappable = 7,
-    /// page_pool (netmem) page; points to its [`Netmem`](crate::desc::Netmem).
+    /// page_pool (netmem) page; points to its [`Netmem`](crate::memmap::desc::Netmem).
     NetPool = 8,
-    /// Component page of a zspage; points to its [`Zspage`](crate::desc::Zspage).
+    /// Component page of a zspage; points to its [`Zspage`](crate::memmap::desc::Zspage).
     Zsmalloc = 9,
-    /// z3fold page; points to its [`Z3foldDesc`](crate::desc::Z3foldDesc).
+    /// z3fold page; points to its [`Z3foldDesc`](crate::memmap::desc::Z3foldDesc).
     Z3fold = 10,
-    /// Driver memory that may be mapped to user space; points to its [`MappableDesc`](crate::desc::MappableDesc).
+    /// Driver memory that may be mapped to user space; points to its [`MappableDesc`](crate::memmap::desc::MappableDesc).
     Mappable = 11,
-    /// Two-level memmap only: a 2 MiB area whose 512 per-page words exist ([`SplitInfo`](crate::word::SplitInfo)).
+    /// Two-level memmap only: a 2 MiB area whose 512 per-page words exist ([`SplitInfo`](crate::memmap::word::SplitInfo)).
     Split = 12,
 }
 

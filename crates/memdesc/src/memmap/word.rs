@@ -13,7 +13,7 @@
 //!
 //! Reading a word gives a [`PageKind`]: a typed view whose described variants carry a
 //! [`DescPtr`] of the right descriptor type, which can only be dereferenced under an RCU read
-//! guard (descriptors are `TYPESAFE_BY_RCU`, see [`crate::lookup`]).
+//! guard (descriptors are `TYPESAFE_BY_RCU`, see [`crate::memmap::lookup`]).
 //!
 //! This module touches only the word's bits; it never dereferences a descriptor. It is the one
 //! writer of page words: every store goes through [`Page`]'s methods, including the words of a
@@ -27,10 +27,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use crate::desc::{DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc, Zspage};
-use crate::sync::{AtomicU64, Ordering};
+use crate::base::sync::{AtomicU64, Ordering};
+use crate::memmap::desc::{
+    DescPtr, Descriptor, Folio, MappableDesc, Netmem, PtDesc, Slab, VmallocDesc, Z3foldDesc, Zspage,
+};
 
-pub use crate::tag::Tag;
+pub use crate::memmap::tag::Tag;
 
 /// What an undescribed page is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -177,7 +179,7 @@ pub enum PageKind {
 /// A loaded word value: plain data, `Copy`, encodes and decodes.
 ///
 /// ```
-/// use memdesc::word::{BuddyInfo, PageKind, Word};
+/// use memdesc::memmap::word::{BuddyInfo, PageKind, Word};
 /// let w = Word::buddy(BuddyInfo { order: 3, migratetype: 1, zone: 2, node: 0, pcp: false }).unwrap();
 /// assert!(matches!(w.kind(), PageKind::Buddy(b) if b.order == 3));
 /// ```
@@ -264,7 +266,7 @@ impl Word {
         if s.generation > 1023 {
             return Err(EncodeError::FieldTooLarge("generation"));
         }
-        if s.table_pfn > crate::addr::MAX_PFN {
+        if s.table_pfn > crate::base::addr::MAX_PFN {
             return Err(EncodeError::FieldTooLarge("table_pfn"));
         }
         Ok(Word(Tag::Split as u64 | (s.free as u64) << 4 | (s.generation as u64) << 14 | s.table_pfn << 24))
@@ -396,7 +398,7 @@ impl DescAddr {
 ///
 /// Writers hold the lock of whatever owns the page (the zone lock for free pages, the owner's
 /// lock otherwise) and publish with release stores; lockless readers load with acquire and
-/// revalidate (see [`crate::lookup`]).
+/// revalidate (see [`crate::memmap::lookup`]).
 #[repr(transparent)]
 pub struct Page(AtomicU64);
 
@@ -447,7 +449,7 @@ impl Page {
     }
 
     /// Atomic words viewed as page words: a split two-level area's table (a page of words
-    /// from `PageWords`, see [`crate::page_access`]) as the `Page`s it holds.
+    /// from `PageWords`, see [`crate::base::page_access`]) as the `Page`s it holds.
     #[inline]
     pub(crate) fn from_atomics<const N: usize>(words: &[AtomicU64; N]) -> &[Page; N] {
         // SAFETY: invariant 1: `Page` is repr(transparent) over `AtomicU64`, so the arrays have
@@ -532,7 +534,7 @@ mod tests {
     fn split_field_limits() {
         for free in [0, 1, 511, 512, 1023] {
             for generation in [0, 1023] {
-                for table_pfn in [0, 1, crate::addr::MAX_PFN] {
+                for table_pfn in [0, 1, crate::base::addr::MAX_PFN] {
                     let s = SplitInfo { free, generation, table_pfn };
                     assert_eq!(Word::split(s).unwrap().kind(), PageKind::Split(s));
                 }
@@ -541,7 +543,7 @@ mod tests {
         let s = SplitInfo { free: 0, generation: 0, table_pfn: 0 };
         assert!(Word::split(SplitInfo { free: 1024, ..s }).is_err());
         assert!(Word::split(SplitInfo { generation: 1024, ..s }).is_err());
-        assert!(Word::split(SplitInfo { table_pfn: crate::addr::MAX_PFN + 1, ..s }).is_err());
+        assert!(Word::split(SplitInfo { table_pfn: crate::base::addr::MAX_PFN + 1, ..s }).is_err());
     }
 
     #[test]

@@ -8,20 +8,19 @@
 //! adds 511 to the folio's mapcount and refcount. Splitting a mapped folio splits its PMD
 //! mappings first, then counts each piece's entries through the rmap.
 
+use super::Mms;
 use crate::addr::{Pfn, AREA_ORDER, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
 use crate::folio::{FolioError, FolioRef};
-use crate::gfp::Gfp;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::Tag;
-use crate::PhysMem;
 
 use super::mmap::MmRef;
 use super::pgtable::{MapError, PtEntry, TableLock, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, PTRS_PER_TABLE};
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     pub(super) fn deposit(&self, pmd_table: Pfn, pte_table: Pfn) {
         let pd = self.ptdesc(pmd_table);
         let _l = TableLock::new(pd);
@@ -63,7 +62,24 @@ impl<P: Platform> PhysMem<P> {
         self.store_entry(pmd_table, idx, PtEntry::new(t, PTE_PRESENT | PTE_RW | (ent.0 & PTE_USER)));
     }
 
-    /// Splits a mapped folio (the mapped half of [`PhysMem::folio_split`]): every PMD mapping
+    /// The split for a caller that holds `holders` references of its own (see
+    /// `PhysMem::folio_split_held`): a mapped folio's mappings are split and counted here
+    /// first ([`Mms::folio_split_mapped`]), an unmapped one goes straight to the folio layer.
+    pub(crate) fn folio_split_held(
+        &self,
+        cpu: &Cpu<'_>,
+        f: &Folio,
+        holders: Option<u32>,
+        new_order: u32,
+        each: impl FnMut(&Folio),
+    ) -> Result<(), FolioError> {
+        if f.counts.mapcount() != 0 {
+            return self.folio_split_mapped(cpu, f, holders, new_order, each);
+        }
+        self.folios.folio_split_counts(cpu, f, holders, new_order, None, each)
+    }
+
+    /// Splits a mapped folio (the mapped half of [`PhysMem::folio_split`](crate::PhysMem::folio_split)): every PMD mapping
     /// is split into PTEs, then the entries mapping each piece are counted by the rmap walk
     /// and the counts distributed, all under the folio's rmap lock.
     pub(crate) fn folio_split_mapped(
@@ -80,40 +96,43 @@ impl<P: Platform> PhysMem<P> {
         }
         // A cached file folio is split by its page cache (which must re-point its slots):
         // refused here.
-        if self.memmap().load(self.platform(), f.flags.pfn()).and_then(|v| v.word.tag()) != Some(Tag::AnonFolio) {
+        if self.pages.memmap().load(self.pages.platform(), f.flags.pfn()).and_then(|v| v.word.tag())
+            != Some(Tag::AnonFolio)
+        {
             return Err(FolioError::Mapped(f.counts.mapcount()));
         }
         let pieces = 1usize << (order - new_order);
-        let buf = self.kmalloc(cpu, pieces * 4, Gfp::ZERO).map_err(FolioError::NoMemory)?;
-        // SAFETY: a fresh zeroed kmalloc object of `pieces` u32s, ours until the kfree below.
-        let counts = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().as_ptr() as *mut u32, pieces) };
+        let mut buf = self.slabs.karray(cpu, pieces, 0u32).map_err(FolioError::NoMemory)?;
+        let counts = buf.as_mut_slice();
         let r = {
-            let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else {
-                let fr = self.kfree(cpu, buf);
-                debug_assert!(fr.is_ok());
+            let Some(list) = self.lock_folio_rmap(cpu, f) else {
+                self.slabs.karray_free(cpu, buf);
                 return Err(FolioError::Mapped(f.counts.mapcount()));
             };
             // Split PMD mappings first (no allocation: the tables are deposited).
-            self.walk_mappings_locked(list, f, &mut |_, _, _, level, table, idx, _| {
+            self.walk_mappings_locked(&list, f, &mut |_, _, _, level, table, idx, _| {
                 if level == 2 {
                     self.split_pmd_locked(table, idx);
                 }
             });
             let pfn0 = f.flags.pfn();
-            self.walk_mappings_locked(list, f, &mut |_, _, _, _, _, _, e| {
+            self.walk_mappings_locked(&list, f, &mut |_, _, _, _, _, _, e| {
                 counts[((e.pfn().0 - pfn0.0) >> new_order) as usize] += 1;
             });
-            let anon = self.memmap().load(self.platform(), pfn0).is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
+            let anon = self
+                .pages
+                .memmap()
+                .load(self.pages.platform(), pfn0)
+                .is_some_and(|v| v.word.tag() == Some(Tag::AnonFolio));
             let mut each = each;
-            self.folio_split_counts(cpu, f, holders, new_order, Some(counts), |p| {
+            self.folios.folio_split_counts(cpu, f, holders, new_order, Some(counts), |p| {
                 if anon && p.counts.mapcount() == 0 {
                     p.mapping.store(0, Ordering::Release);
                 }
                 each(p)
             })
         };
-        let fr = self.kfree(cpu, buf);
-        debug_assert!(fr.is_ok());
+        self.slabs.karray_free(cpu, buf);
         r
     }
 }
@@ -137,11 +156,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if !va.is_multiple_of(PMD_SIZE) {
             return Err(MapError::Misaligned(va));
         }
-        let _g = self.mm.lock.lock();
-        let v = self.mm.find_vma(va).ok_or(MapError::NoVma(va))?;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let g = self.mm.lock();
+        let v = g.find(va).ok_or(MapError::NoVma(va))?;
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
-        match self.mem.lookup(self.mm, va) {
+        match self.mem.lookup(&self.mm, va) {
             Some((2, table, idx)) => {
                 self.mem.split_pmd_locked(table, idx);
                 Ok(())

@@ -5,7 +5,7 @@
 //! memory, `VmallocMappable` and `NetPool` pages (a kernel `Mm` also takes
 //! `VmallocUnmappable`). Anything else — slab, page-table, zsmalloc, z3fold, unmappable
 //! vmalloc, raw, reserved or free memory — is refused with [`crate::pgtable::MapError::Unmappable`]
-//! naming the kind ([`UnmappableKind`]). [`PhysMem::user_page_of`] and
+//! naming the kind ([`UnmappableKind`]). [`PhysMem::user_page_of`](crate::PhysMem::user_page_of) and
 //! [`crate::pgtable::MmRef::map_user_page`] (the [`UserPage`] token, which mappable vmalloc
 //! handles also make), vmalloc's kernel and user mappings and page_pool pages all go through it.
 //!
@@ -14,8 +14,8 @@
 //! to user space with [`crate::pgtable::MmRef::map_mappable`].
 //!
 //! Allocation stamps every page word (or the area words of a two-level region) with the
-//! descriptor under `Tag::Mappable`; the last put ([`PhysMem::mappable_put`] of a
-//! [`MappableRef`], or the raw [`PhysMem::mappable_put_raw`]) resets the words,
+//! descriptor under `Tag::Mappable`; the last put ([`PhysMem::mappable_put`](crate::PhysMem::mappable_put) of a
+//! [`MappableRef`], or the raw [`PhysMem::mappable_put_raw`](crate::PhysMem::mappable_put_raw)) resets the words,
 //! returns the descriptor to its TYPESAFE_BY_RCU cache and the pages to the buddy allocator.
 //! Each page-table entry mapping the memory holds a reference, so the memory outlives its
 //! mappings. Misuse (a put without a reference, a last put while mapped, a descriptor that no
@@ -23,6 +23,7 @@
 //!
 //! This module touches only the words of the memory it allocates and its descriptors.
 
+use super::Mms;
 use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, MappableDesc};
@@ -31,7 +32,6 @@ use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
-use crate::PhysMem;
 
 use super::mmap::MmKind;
 use super::pgtable::MapError;
@@ -59,8 +59,8 @@ impl core::fmt::Display for MappableError {
 
 impl core::error::Error for MappableError {}
 
-/// One reference to mappable driver memory, from [`PhysMem::mappable_alloc`] or
-/// [`PhysMem::mappable_get`]: [`PhysMem::mappable_put`] consumes it. Not `Clone` (take another
+/// One reference to mappable driver memory, from [`PhysMem::mappable_alloc`](crate::PhysMem::mappable_alloc) or
+/// [`PhysMem::mappable_get`](crate::PhysMem::mappable_get): [`PhysMem::mappable_put`](crate::PhysMem::mappable_put) consumes it. Not `Clone` (take another
 /// reference with `mappable_get`); dropping it leaks the reference, so the memory is never
 /// freed, never freed under another holder.
 #[must_use = "dropping a MappableRef leaks its reference; put it with PhysMem::mappable_put"]
@@ -75,19 +75,16 @@ impl<'m> MappableRef<'m> {
         self.desc
     }
     /// Gives up the handle for the descriptor; the reference stays held, to be put with the
-    /// `unsafe` [`PhysMem::mappable_put_raw`] (or made a handle again with
+    /// raw [`PhysMem::mappable_put_raw`](crate::PhysMem::mappable_put_raw) (or made a handle again with
     /// [`MappableRef::from_raw`]).
     #[inline]
     pub fn into_raw(self) -> &'m MappableDesc {
         self.desc
     }
-    /// Makes the handle of a reference again.
-    ///
-    /// # Safety
-    /// The caller holds one reference to `desc` (given up with [`MappableRef::into_raw`], or
-    /// taken by raw code) and hands it to the new handle.
+    /// The handle of a reference the caller owns (the body of [`MappableRef::from_raw`], in
+    /// `machine/raw.rs`): the caller hands its one reference to `desc` to the handle.
     #[inline]
-    pub unsafe fn from_raw(desc: &'m MappableDesc) -> MappableRef<'m> {
+    pub(crate) fn new_owned(desc: &'m MappableDesc) -> MappableRef<'m> {
         MappableRef { desc }
     }
 }
@@ -112,21 +109,21 @@ impl core::fmt::Debug for MappableRef<'_> {
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     /// Allocates `2^order` pages of driver memory that may be mapped to user space, with one
     /// reference; `owner` is the driver object's address (informational).
-    pub fn mappable_alloc(
+    pub(crate) fn mappable_alloc(
         &self,
         cpu: &Cpu<'_>,
         order: u32,
         gfp: Gfp,
         owner: usize,
-    ) -> Result<MappableRef<'_>, AllocError> {
-        let d = self.slabs().alloc_desc::<MappableDesc>(cpu)?;
-        let pfn = match self.pages().alloc_internal(cpu, order, gfp) {
+    ) -> Result<MappableRef<'a>, AllocError> {
+        let d = self.slabs.alloc_desc::<MappableDesc>(cpu)?;
+        let pfn = match self.pages.alloc_internal(cpu, order, gfp) {
             Ok(p) => p,
             Err(e) => {
-                self.slabs().free_desc(cpu, d);
+                self.slabs.free_desc(cpu, d);
                 return Err(e);
             }
         };
@@ -134,13 +131,13 @@ impl<P: Platform> PhysMem<P> {
         d.counts.mapcount.store(0, Ordering::Relaxed);
         d.owner.store(owner, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
-        self.pages().stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
+        self.pages.stamp_block(pfn, order, Word::desc(DescPtr::from_ref(d)));
         Ok(MappableRef { desc: d })
     }
 
     /// Takes another reference; refused if there is none (the memory is free). Safe: it only
     /// adds a count to memory that is live, and the new reference is the caller's.
-    pub fn mappable_get<'m>(&'m self, d: &'m MappableDesc) -> Result<MappableRef<'m>, MappableError> {
+    pub(crate) fn mappable_get<'m>(&self, d: &'m MappableDesc) -> Result<MappableRef<'m>, MappableError> {
         if d.counts.try_get() {
             Ok(MappableRef { desc: d })
         } else {
@@ -149,28 +146,25 @@ impl<P: Platform> PhysMem<P> {
     }
 
     /// Puts the reference `r` holds; the last one frees the memory. Returns whether it was
-    /// freed. A refused put (see [`PhysMem::mappable_put_raw`]) keeps the reference, leaked.
-    pub fn mappable_put(&self, cpu: &Cpu<'_>, r: MappableRef<'_>) -> Result<bool, MappableError> {
-        // SAFETY: a MappableRef holds one reference (its invariant), given up here.
-        unsafe { self.mappable_put_raw(cpu, r.desc) }
+    /// freed. A refused put (see [`PhysMem::mappable_put_raw`](crate::PhysMem::mappable_put_raw)) keeps the reference, leaked.
+    pub(crate) fn mappable_put(&self, cpu: &Cpu<'_>, r: MappableRef<'_>) -> Result<bool, MappableError> {
+        // A MappableRef holds one reference (its invariant), given up here.
+        self.mappable_put_owned(cpu, r.desc)
     }
 
     fn mappable_owns(&self, d: &MappableDesc) -> bool {
-        self.memmap()
-            .load(self.platform(), d.flags.pfn())
+        self.pages
+            .memmap()
+            .load(self.pages.platform(), d.flags.pfn())
             .is_some_and(|v| v.word.desc_addr() == Some(d as *const MappableDesc as usize))
     }
 
-    /// Drops a reference; the last one frees the memory. Returns whether it was freed.
-    /// Checked: a descriptor with no reference left, one that is not this machine's live
-    /// descriptor of its block, and the last put of mapped memory are refused.
-    ///
-    /// # Safety
-    /// The caller holds one reference to `d` (a [`MappableRef`] given up with `into_raw`, or
-    /// one a page-table entry held) and gives it up: the checks cannot tell the holder of a
-    /// reference from anyone else with a `&MappableDesc`, and a put of someone else's reference
-    /// frees memory they still use.
-    pub unsafe fn mappable_put_raw(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
+    /// Drops a reference **the caller owns** (a [`MappableRef`]'s, or one a page-table entry
+    /// held); the last one frees the memory. Returns whether it was freed. Checked: a
+    /// descriptor with no reference left, one that is not this machine's live descriptor of its
+    /// block, and the last put of mapped memory are refused. The body of the raw
+    /// [`PhysMem::mappable_put_raw`](crate::PhysMem::mappable_put_raw) (`machine/raw.rs`).
+    pub(crate) fn mappable_put_owned(&self, cpu: &Cpu<'_>, d: &MappableDesc) -> Result<bool, MappableError> {
         let mut cur = d.counts.refcount.load(Ordering::Acquire);
         loop {
             if cur == 0 {
@@ -194,10 +188,10 @@ impl<P: Platform> PhysMem<P> {
             return Ok(false);
         }
         let (pfn, order) = (d.flags.pfn(), d.flags.order());
-        self.pages().stamp_block(pfn, order, Word::TAIL);
-        let rm = self.memmap().region_map(self.memmap().region_index(pfn).expect("mappable pfn"));
-        self.slabs().free_desc(cpu, d);
-        self.pages().free_claimed(cpu, rm, pfn, order);
+        self.pages.stamp_block(pfn, order, Word::TAIL);
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(pfn).expect("mappable pfn"));
+        self.slabs.free_desc(cpu, d);
+        self.pages.free_claimed(cpu, rm, pfn, order);
         Ok(true)
     }
 }
@@ -244,7 +238,7 @@ pub enum UnmappableKind {
 /// **The one mappability rule**: may a page whose word is `word` be mapped into an address
 /// space of kind `space`? Every path that installs an entry for a page by pfn
 /// ([`MmRef::map_pfn`](super::mmap::MmRef::map_pfn),
-/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page), [`PhysMem::user_page_of`],
+/// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page), [`PhysMem::user_page_of`](crate::PhysMem::user_page_of),
 /// vmalloc's kernel and user mappings) decides through this function, and nothing else does.
 ///
 /// Accepted (the returned tag): anon and file folios, mappable driver memory, mappable vmalloc
@@ -255,7 +249,7 @@ pub enum UnmappableKind {
 ///
 /// ```
 /// use memdesc::pgtable::{mappability, MmKind, UnmappableKind};
-/// use memdesc::word::Word;
+/// use memdesc::memmap::word::Word;
 /// // A tail word (a page inside a raw block) is never mappable.
 /// assert!(matches!(mappability(Word::TAIL, MmKind::User), Err(UnmappableKind::Undescribed(_))));
 /// ```
@@ -285,7 +279,7 @@ pub fn mappability(word: Word, space: MmKind) -> Result<Tag, UnmappableKind> {
 
 /// Proof that a page passed [`mappability`] for user space when it was made: the token
 /// [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page) takes. Made only by
-/// [`PhysMem::user_page_of`] (from the word) and by `VmArea<Mappable>::user_page` (from the
+/// [`PhysMem::user_page_of`](crate::PhysMem::user_page_of) (from the word) and by `VmArea<Mappable>::user_page` (from the
 /// handle's type; an unmappable area has no such method). The mapping re-checks the word, so
 /// a token kept past its page's free is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,11 +304,11 @@ impl UserPage {
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     /// Decides by [`mappability`] whether the page at `pfn` may be mapped into user space, and
     /// returns the token for [`MmRef::map_user_page`](super::mmap::MmRef::map_user_page);
     /// refused with [`MapError::Unmappable`] naming the kind (a free tail is reported as `Free`).
-    pub fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {
+    pub(crate) fn user_page_of(&self, pfn: Pfn) -> Result<UserPage, MapError> {
         let (_, tag) = self.classify_page(MmKind::User, pfn)?;
         Ok(UserPage { pfn, tag })
     }

@@ -3,7 +3,7 @@
 //! fork and teardown.
 //!
 //! **Kernel objects** ([`Mm`], VMAs, anon_vmas) live in the machine's own memory, in slab
-//! caches that [`PhysMem::mm_caches`] creates (`mm_struct`, `vm_area`, and `anon_vma`, which
+//! caches that [`PhysMem::mm_caches`](crate::PhysMem::mm_caches) creates (`mm_struct`, `vm_area`, and `anon_vma`, which
 //! is TYPESAFE_BY_RCU); [`MmCaches::mm_create`] makes address spaces. An `Mm` holds its PGD
 //! and a sorted list of VMAs. Anon VMAs point to an anon_vma ([`RmapList`]) that
 //! [`MmRef::fork`] shares with the child's copy; file VMAs are linked on their
@@ -11,20 +11,23 @@
 
 use core::ptr::NonNull;
 
+use super::Mms;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
+use crate::desc_ref::Kept;
+use crate::list::{Links, List};
 use crate::page_alloc::AllocError;
 use crate::pagecache::AddressSpace;
 use crate::platform::Platform;
 use crate::slab::{CacheArgs, SlabCache, SlabError};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
-use crate::PhysMem;
+use crate::slab::{CacheObj, ObjCache};
+use crate::sync::{AtomicU64, Ordering, SpinGuard, SpinLock};
 
 use super::pgtable::{
     MapError, PtEntry, Target, ZapStats, KERNEL_END, KERNEL_START, PMD_SIZE, PTE_PRESENT, PTE_RW, PTE_USER, USER_END,
 };
-use super::rmap::RmapList;
+use super::rmap::{RmapLink, RmapList};
 
 /// User or kernel address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,21 +50,77 @@ pub enum VmaKind {
 }
 
 /// A virtual memory area of an [`Mm`]: a page-aligned range mapping one kind of memory.
-/// Lives in kmalloc memory; immutable but for its list links.
+/// Lives in an object of its [`MmCaches`]' `vm_area` cache, on its mm's chain and (anon and file
+/// VMAs) its rmap list; immutable but for the links of those two lists.
+#[repr(C)]
 pub struct Vma {
-    pub(super) mm: usize,
+    /// Links on the rmap list (`rmap()`), first (`Vma::of_link` relies on it): only ever
+    /// that one list.
+    pub(super) rmap: RmapLink,
+    mm: Kept<Mm>,
     pub(super) start: u64,
     pub(super) end: u64,
     pub(super) pgoff: u64,
     pub(super) kind: VmaKind,
-    /// The anon_vma (`Anon`) or the address space (`File`); 0 for `Pfn`.
+    /// The address of the anon_vma (`Anon`) or of the address space (`File`): the `mapping`
+    /// of the folios it maps; 0 for `Pfn`. Compared, never dereferenced.
     pub(super) owner: usize,
-    pub(super) next: AtomicUsize,
-    pub(super) rmap_prev: AtomicUsize,
-    pub(super) rmap_next: AtomicUsize,
+    /// The rmap list: the anon_vma, or the address space's `i_mmap`; none for `Pfn`.
+    list: Kept<RmapList>,
+    /// Links on its mm's VMA chain (sorted by address; `Linked` in `machine/raw.rs`).
+    chain: Links,
+}
+
+// `Vma::of_link` (machine/raw.rs) turns a link back into its VMA: the link is first.
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::offset_of!(Vma, rmap) == 0);
+
+/// What a new VMA maps, with the object that reverse-maps it.
+pub(super) enum VmaOwner<'a> {
+    /// Anonymous memory of this anon_vma.
+    Anon(&'a RmapList),
+    /// The pages of this file.
+    File(&'a AddressSpace),
+    /// Pages by pfn.
+    Pfn,
 }
 
 impl Vma {
+    /// A VMA of `mm` over `[start, end)` (unlinked, not yet on `mm`'s list).
+    pub(super) fn new(mm: &Mm, start: u64, end: u64, pgoff: u64, owner: VmaOwner<'_>) -> Vma {
+        let (kind, addr, list) = match owner {
+            VmaOwner::Anon(av) => (VmaKind::Anon, av as *const RmapList as usize, av.kept()),
+            VmaOwner::File(f) => (VmaKind::File, f as *const AddressSpace as usize, f.i_mmap.kept()),
+            VmaOwner::Pfn => (VmaKind::Pfn, 0, Kept::NONE),
+        };
+        Vma {
+            mm: mm.kept(),
+            start,
+            end,
+            pgoff,
+            kind,
+            owner: addr,
+            list,
+            chain: Links::new(),
+            rmap: RmapLink::default(),
+        }
+    }
+
+    /// A copy of this VMA for `mm` (fork): same range, offset and rmap list.
+    pub(super) fn copy_for(&self, mm: &Mm) -> Vma {
+        Vma {
+            mm: mm.kept(),
+            start: self.start,
+            end: self.end,
+            pgoff: self.pgoff,
+            kind: self.kind,
+            owner: self.owner,
+            list: self.list.get().map_or(Kept::NONE, |l| l.kept()),
+            chain: Links::new(),
+            rmap: RmapLink::default(),
+        }
+    }
+
     /// First address.
     pub fn start(&self) -> u64 {
         self.start
@@ -78,19 +137,20 @@ impl Vma {
     pub fn kind(&self) -> VmaKind {
         self.kind
     }
-    pub(super) fn rmap(&self) -> Option<&RmapList> {
-        match self.kind {
-            // SAFETY: an anon VMA's owner is a live anon_vma (freed after its last VMA).
-            VmaKind::Anon => Some(unsafe { &*(self.owner as *const RmapList) }),
-            // SAFETY: a file VMA's owner is a live address space (file VMAs are unmapped
-            // before their file is destroyed).
-            VmaKind::File => Some(&unsafe { &*(self.owner as *const AddressSpace) }.i_mmap),
-            VmaKind::Pfn => None,
-        }
+    /// The links of the rmap list.
+    pub(crate) fn rmap_link(&self) -> &RmapLink {
+        &self.rmap
+    }
+    /// The links of the mm's VMA chain (for `Linked`, in `machine/raw.rs`).
+    pub(crate) fn chain_links(&self) -> &Links {
+        &self.chain
+    }
+    /// The rmap list (anon_vma or `i_mmap`), for anon and file VMAs.
+    pub(crate) fn rmap(&self) -> Option<&RmapList> {
+        self.list.get()
     }
     pub(super) fn mm(&self) -> &Mm {
-        // SAFETY: a VMA is freed before its mm.
-        unsafe { &*(self.mm as *const Mm) }
+        self.mm.get().expect("a VMA keeps its mm")
     }
     /// The address page `index` of the mapped object has in this VMA, if it falls inside.
     pub(super) fn va_of(&self, index: u64) -> Option<u64> {
@@ -100,19 +160,16 @@ impl Vma {
     }
 }
 
-pub(super) fn vma_at<'a>(addr: usize) -> &'a Vma {
-    // SAFETY: list links only ever hold addresses of live VMAs (unlinked before freed).
-    unsafe { &*(addr as *const Vma) }
-}
-
-/// An address space: a PGD, the VMAs, and two locks. Lives in kmalloc memory; reached
-/// through an [`MmRef`]. The rmap walk hands `&Mm` to its callback.
+/// An address space: a PGD, the VMAs, and two locks. Lives in an object of its
+/// [`MmCaches`]' `mm_struct` cache, owned by its [`MmRef`]. The rmap walk hands `&Mm` to its
+/// callback.
 pub struct Mm {
-    pub(super) lock: SpinLock<()>,
+    /// The VMAs, sorted by address; the lock is the mm's (one VMA or mapping operation per mm
+    /// at a time).
+    vmas: SpinLock<List<Vma>>,
     pub(super) pt_lock: SpinLock<()>,
     pub(super) kind: MmKind,
     pub(super) pgd: Pfn,
-    pub(super) vmas: AtomicUsize,
     pub(super) pt_pages: AtomicU64,
 }
 
@@ -145,27 +202,58 @@ impl Mm {
             MmKind::Kernel => PTE_PRESENT | PTE_RW,
         }
     }
-    pub(super) fn find_vma(&self, va: u64) -> Option<&Vma> {
-        let mut cur = self.vmas.load(Ordering::Relaxed);
-        while cur != 0 {
-            let v = vma_at(cur);
-            if va < v.start {
-                return None;
-            }
-            if va < v.end {
-                return Some(v);
-            }
-            cur = v.next.load(Ordering::Relaxed);
-        }
-        None
+    /// Takes the mm's lock: its VMA chain.
+    pub(super) fn lock(&self) -> VmaGuard<'_> {
+        VmaGuard { mm: self, vmas: self.vmas.lock() }
     }
-    pub(super) fn for_each_vma(&self, mut f: impl FnMut(&Vma)) {
-        let mut cur = self.vmas.load(Ordering::Relaxed);
-        while cur != 0 {
-            let v = vma_at(cur);
-            cur = v.next.load(Ordering::Relaxed);
-            f(v);
+}
+
+/// An mm's lock held, with its VMA chain. A VMA is linked only on its own mm's chain
+/// ([`VmaGuard::insert`] checks it); the one unlink (`VmaGuard::take`, in `machine/raw.rs`)
+/// relies on it.
+pub(crate) struct VmaGuard<'a> {
+    mm: &'a Mm,
+    vmas: SpinGuard<'a, List<Vma>>,
+}
+
+impl<'a> VmaGuard<'a> {
+    /// The VMAs, by address.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.iter()
+    }
+
+    /// The VMA containing `va`.
+    pub(super) fn find(&self, va: u64) -> Option<&Vma> {
+        self.vmas.iter().take_while(|v| v.start <= va).find(|v| va < v.end)
+    }
+
+    /// The VMA overlapping `[start, end)` first, if any.
+    pub(super) fn overlap(&self, start: u64, end: u64) -> Option<&Vma> {
+        self.vmas.iter().find(|c| c.start < end && start < c.end)
+    }
+
+    /// Links `v` (a VMA of this mm, overlapping none on the chain) in address order; refused
+    /// (`false`) for another mm's VMA or a linked one.
+    pub(super) fn insert(&mut self, v: &Vma) -> bool {
+        if !core::ptr::eq(v.mm(), self.mm) || v.chain.is_linked() {
+            return false;
         }
+        // Move the VMAs above `v` aside, link it last, and put them back after it.
+        let mut above = List::new();
+        while self.vmas.back().is_some_and(|l| l.start >= v.end) {
+            let l = self.vmas.pop_back().expect("a last VMA");
+            let moved = above.push_front(l);
+            debug_assert!(moved.is_ok());
+        }
+        let ok = self.vmas.push_back(v).is_ok();
+        self.vmas.append(&mut above);
+        ok
+    }
+
+    /// The mm and its chain, for `VmaGuard::take` in `machine/raw.rs` (the one unlink);
+    /// nothing else may link through the `&mut`.
+    pub(crate) fn raw_parts(&mut self) -> (&'a Mm, &mut List<Vma>) {
+        (self.mm, &mut *self.vmas)
     }
 }
 
@@ -174,16 +262,16 @@ impl Mm {
 /// Not `Clone`: [`MmRef::destroy`] consumes it; dropping it without destroying leaks the
 /// address space (and the references its entries hold).
 pub struct MmRef<'m, P: Platform> {
-    pub(super) mem: &'m PhysMem<P>,
+    pub(super) mem: Mms<'m, P>,
     pub(super) caches: &'m MmCaches<'m, P>,
-    pub(super) mm: &'m Mm,
+    pub(super) mm: CacheObj<'m, Mm>,
 }
 
 /// The slab caches of address spaces, VMAs and anon_vmas; creates [`MmRef`]s.
 pub struct MmCaches<'m, P: Platform> {
-    pub(super) mem: &'m PhysMem<P>,
-    pub(super) mm: &'m SlabCache,
-    pub(super) vma: &'m SlabCache,
+    pub(super) mem: Mms<'m, P>,
+    pub(super) mm: ObjCache<'m, Mm>,
+    pub(super) vma: ObjCache<'m, Vma>,
     pub(super) anon_vma: &'m SlabCache,
 }
 
@@ -191,111 +279,104 @@ impl<'m, P: Platform> MmCaches<'m, P> {
     /// Creates an empty address space with its PGD.
     pub fn mm_create<'c>(&'c self, cpu: &Cpu<'_>, kind: MmKind) -> Result<MmRef<'c, P>, AllocError> {
         let mem = self.mem;
-        let p = mem.slabs().cache_alloc(cpu, self.mm)?.cast::<Mm>();
-        let pgd = match mem.alloc_table_for(cpu, p.as_ptr() as usize, 4) {
-            Ok(pgd) => pgd,
-            Err(e) => {
-                let r = mem.slabs().cache_free(cpu, self.mm, p.cast());
-                debug_assert!(r.is_ok());
-                return Err(e);
-            }
-        };
         let mm = Mm {
-            lock: SpinLock::new(()),
+            vmas: SpinLock::new(List::new()),
             pt_lock: SpinLock::new(()),
             kind,
-            pgd,
-            vmas: AtomicUsize::new(0),
+            pgd: Pfn(0),
             pt_pages: AtomicU64::new(1),
         };
-        // SAFETY: a fresh object of the mm cache (sized and aligned for an Mm), owned by us.
-        unsafe { p.as_ptr().write(mm) };
-        // SAFETY: just initialised; lives until destroy frees it.
-        Ok(MmRef { mem, caches: self, mm: unsafe { p.as_ref() } })
+        let mut mm = mem.slabs.obj_alloc(cpu, self.mm, mm)?;
+        // The PGD's ptdesc names the mm: allocated once the mm has its address.
+        match mem.alloc_table_for(cpu, mm.addr(), 4) {
+            Ok(pgd) => mm.pgd = pgd,
+            Err(e) => {
+                mem.slabs.obj_free(cpu, mm);
+                return Err(e);
+            }
+        }
+        Ok(MmRef { mem, caches: self, mm })
+    }
+
+    /// The anon_vma cache (for `Mms::anon_vma_alloc`).
+    pub(crate) fn anon_vma_cache(&self) -> &'m SlabCache {
+        self.anon_vma
     }
 
     pub(super) fn alloc_anon_vma(&self, cpu: &Cpu<'_>) -> Result<&'m RmapList, AllocError> {
-        let p = self.mem.slabs().cache_alloc(cpu, self.anon_vma)?.cast::<RmapList>();
-        // SAFETY: an object of the TYPESAFE_BY_RCU anon_vma cache: zeroed (a valid, unlocked,
-        // empty RmapList) or a former anon_vma. Its lock is never reinitialised, because a
-        // walker that raced with its free may still hold it.
-        let r = unsafe { p.as_ref() };
-        let _l = r.lock.lock();
-        r.head.store(0, Ordering::Relaxed);
-        r.nr.store(0, Ordering::Relaxed);
-        drop(_l);
+        let r = self.mem.anon_vma_alloc(cpu, self)?;
+        let g = r.lock();
+        // Freed with its last VMA: the list is empty; `nr` held the free pointer.
+        debug_assert!(g.is_empty());
+        g.count();
+        drop(g);
         Ok(r)
     }
 
     /// Destroys the caches; refused while any address space, VMA or anon_vma is live.
     pub fn destroy(self, cpu: &Cpu<'_>) -> Result<(), SlabError> {
-        for c in [self.mm, self.vma, self.anon_vma] {
+        let caches = [self.mm.cache(), self.vma.cache(), self.anon_vma];
+        for c in caches {
             if c.live_objects() != 0 {
                 return Err(SlabError::Busy(c.live_objects()));
             }
         }
-        for c in [self.mm, self.vma, self.anon_vma] {
-            self.mem.destroy_cache(cpu, self.mem.slabs().cache_ref_internal(c))?;
+        for c in caches {
+            self.mem.slabs.destroy_cache(cpu, self.mem.slabs.cache_ref_internal(c))?;
         }
         Ok(())
     }
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- kernel objects -------------------------------------------------------------------
 
-    pub(super) fn kobj_alloc<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, value: T) -> Result<&T, AllocError> {
-        debug_assert!(cache.object_size() >= core::mem::size_of::<T>());
-        let p = self.slabs().cache_alloc(cpu, cache)?.cast::<T>();
-        // SAFETY: a fresh object of a cache made for T (size and alignment), owned by us.
-        unsafe { p.as_ptr().write(value) };
-        // SAFETY: just initialised; lives until kobj_free.
-        Ok(unsafe { p.as_ref() })
+    /// Frees a VMA taken off its mm's chain and its rmap list (`Mms::vma_alloc` made it).
+    pub(super) fn vma_free(&self, cpu: &Cpu<'_>, cache: ObjCache<'_, Vma>, v: &Vma) {
+        debug_assert!(!v.chain.is_linked() && !v.rmap.0.is_linked(), "a VMA is freed off its lists");
+        let res = self.slabs.cache_free(cpu, cache.cache(), NonNull::from(v).cast());
+        debug_assert!(res.is_ok(), "VMA free: {res:?}");
     }
 
-    pub(super) fn kobj_free<T>(&self, cpu: &Cpu<'_>, cache: &SlabCache, r: &T) {
-        let res = self.slabs().cache_free(cpu, cache, NonNull::from(r).cast());
-        debug_assert!(res.is_ok(), "kernel object free: {res:?}");
+    /// Frees an anon_vma whose last VMA went (`Mms::anon_vma_alloc` made it).
+    pub(super) fn anon_vma_free(&self, cpu: &Cpu<'_>, cache: &SlabCache, r: &RmapList) {
+        let res = self.slabs.cache_free(cpu, cache, NonNull::from(r).cast());
+        debug_assert!(res.is_ok(), "anon_vma free: {res:?}");
     }
 
     /// Creates the slab caches address spaces live in (`mm_struct`, `vm_area`, and the
     /// TYPESAFE_BY_RCU `anon_vma`); every [`MmRef`] is created through them.
-    pub fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'_, P>, AllocError> {
-        let mm = self
-            .slabs()
-            .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("mm_struct", core::mem::size_of::<Mm>()) })?;
-        let vma = match self
-            .slabs()
-            .new_cache(cpu, &CacheArgs { align: 16, ..CacheArgs::new("vm_area", core::mem::size_of::<Vma>()) })
-        {
+    pub(crate) fn mm_caches(&self, cpu: &Cpu<'_>) -> Result<MmCaches<'a, P>, AllocError> {
+        let mm = self.slabs.new_obj_cache::<Mm>(cpu, CacheArgs { align: 16, ..CacheArgs::new("mm_struct", 0) })?;
+        let vma = match self.slabs.new_obj_cache::<Vma>(cpu, CacheArgs { align: 16, ..CacheArgs::new("vm_area", 0) }) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(mm.cache()));
                 return Err(e);
             }
         };
         let anon = CacheArgs {
             align: 16,
             typesafe_by_rcu: true,
-            freeptr_offset: Some(core::mem::offset_of!(RmapList, head)),
+            freeptr_offset: Some(RmapList::FREEPTR_OFFSET),
             ..CacheArgs::new("anon_vma", core::mem::size_of::<RmapList>())
         };
-        let anon_vma = match self.slabs().new_cache(cpu, &anon) {
+        let anon_vma = match self.slabs.new_cache(cpu, &anon) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(mm));
-                let _ = self.destroy_cache(cpu, self.slabs().cache_ref_internal(vma));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(mm.cache()));
+                let _ = self.slabs.destroy_cache(cpu, self.slabs.cache_ref_internal(vma.cache()));
                 return Err(e);
             }
         };
-        Ok(MmCaches { mem: self, mm, vma, anon_vma })
+        Ok(MmCaches { mem: *self, mm, vma, anon_vma })
     }
 }
 
 impl<'m, P: Platform> MmRef<'m, P> {
     /// The address space.
-    pub fn mm(&self) -> &'m Mm {
-        self.mm
+    pub fn mm(&self) -> &Mm {
+        &self.mm
     }
 
     pub(super) fn check_range(&self, start: u64, len: u64) -> Result<u64, MapError> {
@@ -311,55 +392,32 @@ impl<'m, P: Platform> MmRef<'m, P> {
     }
 
     pub(super) fn add_vma(&self, cpu: &Cpu<'_>, v: Vma) -> Result<(), MapError> {
-        let _g = self.mm.lock.lock();
-        self.insert_vma_locked(cpu, v).map(|_| ())
+        let mut g = self.mm.lock();
+        self.insert_vma_locked(&mut g, cpu, v)
     }
 
-    pub(super) fn insert_vma_locked(&self, cpu: &Cpu<'_>, v: Vma) -> Result<&'m Vma, MapError> {
-        // Sorted list: find the predecessor, refuse overlaps.
-        let mut prev = 0usize;
-        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
-        while cur != 0 {
-            let c = vma_at(cur);
-            if c.start < v.end && v.start < c.end {
-                return Err(MapError::Overlap(v.start.max(c.start)));
-            }
-            if c.start >= v.end {
-                break;
-            }
-            prev = cur;
-            cur = c.next.load(Ordering::Relaxed);
+    /// Allocates `v` and links it on its rmap list and on this mm's chain (`g`), in address
+    /// order; an overlap is refused.
+    pub(super) fn insert_vma_locked(&self, g: &mut VmaGuard<'_>, cpu: &Cpu<'_>, v: Vma) -> Result<(), MapError> {
+        if let Some(c) = g.overlap(v.start, v.end) {
+            return Err(MapError::Overlap(v.start.max(c.start)));
         }
-        let new = self.mem.kobj_alloc(cpu, self.caches.vma, v)?;
-        new.next.store(cur, Ordering::Relaxed);
+        let new = self.mem.vma_alloc(cpu, self.caches.vma, v)?;
         if let Some(r) = new.rmap() {
-            let _l = r.lock.lock();
-            r.link(new);
+            let linked = r.lock().link(new);
+            debug_assert!(linked, "a fresh VMA joins its own rmap list");
         }
-        if prev == 0 {
-            self.mm.vmas.store(new as *const Vma as usize, Ordering::Relaxed);
-        } else {
-            vma_at(prev).next.store(new as *const Vma as usize, Ordering::Relaxed);
-        }
-        Ok(new)
+        let linked = g.insert(new);
+        debug_assert!(linked, "a fresh VMA joins its own mm's chain");
+        Ok(())
     }
 
     /// Creates an anonymous VMA over `[start, start + len)` with a fresh anon_vma.
     pub fn mmap_anon(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
         let av = self.caches.alloc_anon_vma(cpu)?;
-        let v = Vma {
-            mm: self.mm.addr(),
-            start,
-            end,
-            pgoff: start >> PAGE_SHIFT,
-            kind: VmaKind::Anon,
-            owner: av as *const RmapList as usize,
-            next: AtomicUsize::new(0),
-            rmap_prev: AtomicUsize::new(0),
-            rmap_next: AtomicUsize::new(0),
-        };
-        self.add_vma(cpu, v).inspect_err(|_| self.mem.kobj_free(cpu, self.caches.anon_vma, av))
+        let v = Vma::new(&self.mm, start, end, start >> PAGE_SHIFT, VmaOwner::Anon(av));
+        self.add_vma(cpu, v).inspect_err(|_| self.mem.anon_vma_free(cpu, self.caches.anon_vma, av))
     }
 
     /// Creates a VMA mapping `file` from page `pgoff` over `[start, start + len)`. File VMAs
@@ -376,60 +434,19 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
             return Err(MapError::OutOfRange(start));
         }
-        self.add_vma(
-            cpu,
-            Vma {
-                mm: self.mm.addr(),
-                start,
-                end,
-                pgoff,
-                kind: VmaKind::File,
-                owner: file as *const AddressSpace as usize,
-                next: AtomicUsize::new(0),
-                rmap_prev: AtomicUsize::new(0),
-                rmap_next: AtomicUsize::new(0),
-            },
-        )
+        self.add_vma(cpu, Vma::new(&self.mm, start, end, pgoff, VmaOwner::File(file)))
     }
 
     /// Creates a VMA for pages mapped by pfn (driver memory, mappable vmalloc, netmem).
     pub fn mmap_pfn(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<(), MapError> {
         let end = self.check_range(start, len)?;
-        self.add_vma(
-            cpu,
-            Vma {
-                mm: self.mm.addr(),
-                start,
-                end,
-                pgoff: start >> PAGE_SHIFT,
-                kind: VmaKind::Pfn,
-                owner: 0,
-                next: AtomicUsize::new(0),
-                rmap_prev: AtomicUsize::new(0),
-                rmap_next: AtomicUsize::new(0),
-            },
-        )
+        self.add_vma(cpu, Vma::new(&self.mm, start, end, start >> PAGE_SHIFT, VmaOwner::Pfn))
     }
 
     /// Removes the VMA that starts at `start`, unmapping everything in it.
     pub fn munmap(&self, cpu: &Cpu<'_>, start: u64) -> Result<ZapStats, MapError> {
-        let _g = self.mm.lock.lock();
-        let mut prev = 0usize;
-        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
-        while cur != 0 && vma_at(cur).start != start {
-            prev = cur;
-            cur = vma_at(cur).next.load(Ordering::Relaxed);
-        }
-        if cur == 0 {
-            return Err(MapError::NoVma(start));
-        }
-        let v = vma_at(cur);
-        let next = v.next.load(Ordering::Relaxed);
-        if prev == 0 {
-            self.mm.vmas.store(next, Ordering::Relaxed);
-        } else {
-            vma_at(prev).next.store(next, Ordering::Relaxed);
-        }
+        let mut g = self.mm.lock();
+        let v = g.take(Some(start)).ok_or(MapError::NoVma(start))?;
         Ok(self.remove_vma(cpu, v))
     }
 
@@ -438,19 +455,19 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub(super) fn remove_vma(&self, cpu: &Cpu<'_>, v: &Vma) -> ZapStats {
         let mut st = ZapStats::default();
         let r = v.rmap();
-        let lg = r.map(|r| r.lock.lock());
+        let mut lg = r.map(|r| r.lock());
         {
             let _pt = self.mm.pt_lock.lock();
-            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, v.start, v.end, true, &mut st);
+            self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, v.start, v.end, true, &mut st);
         }
-        let left = r.map(|r| r.unlink(v));
+        let left = lg.as_mut().and_then(|g| v.rmap_unlink(g));
         drop(lg);
         if v.kind == VmaKind::Anon && left == Some(0) {
             if let Some(r) = r {
-                self.mem.kobj_free(cpu, self.caches.anon_vma, r);
+                self.mem.anon_vma_free(cpu, self.caches.anon_vma, r);
             }
         }
-        self.mem.kobj_free(cpu, self.caches.vma, v);
+        self.mem.vma_free(cpu, self.caches.vma, v);
         st
     }
 
@@ -462,14 +479,9 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// write-protection.
     pub fn fork(&self, cpu: &Cpu<'_>) -> Result<MmRef<'m, P>, MapError> {
         let child = self.caches.mm_create(cpu, self.mm.kind)?;
-        let _g = self.mm.lock.lock();
-        let mut res = Ok(());
-        let mut cur = self.mm.vmas.load(Ordering::Relaxed);
-        while cur != 0 && res.is_ok() {
-            let v = vma_at(cur);
-            cur = v.next.load(Ordering::Relaxed);
-            res = self.fork_vma(cpu, &child, v);
-        }
+        let g = self.mm.lock();
+        let res = g.iter().try_for_each(|v| self.fork_vma(cpu, &child, v));
+        drop(g);
         match res {
             Ok(()) => Ok(child),
             Err(e) => {
@@ -485,12 +497,12 @@ impl<'m, P: Platform> MmRef<'m, P> {
         if v.kind != VmaKind::Anon {
             return None;
         }
-        let limit = self.mem.config().mapcount_limit as u64;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let limit = self.mem.pages.config().mapcount_limit as u64;
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let mut va = v.start;
         while va < v.end {
-            let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {
+            let Some((level, table, idx)) = self.mem.lookup(&self.mm, va) else {
                 va += PAGE_SIZE as u64;
                 continue;
             };
@@ -513,42 +525,29 @@ impl<'m, P: Platform> MmRef<'m, P> {
         while let Some(f) = self.fork_victim(v) {
             let (pfn, order) = (f.flags.pfn(), f.flags.order());
             if let Err(e) = self.mem.folio_split_held(cpu, f, Some(1), 0, |_| {}) {
-                let pr = self.mem.folio_put_raw(cpu, f);
+                let pr = self.mem.folios.folio_put_raw(cpu, f);
                 debug_assert!(pr.is_ok(), "{pr:?}");
                 return Err(MapError::Split(e));
             }
             // The reference fork_victim took is now held on every piece: drop each.
             for i in 0..1u64 << order {
                 if let Target::Folio(piece, _) = self.mem.target_of(pfn.add(i)) {
-                    let pr = self.mem.folio_put_raw(cpu, piece);
+                    let pr = self.mem.folios.folio_put_raw(cpu, piece);
                     debug_assert!(pr.is_ok(), "{pr:?}");
                 }
             }
         }
         {
-            let _cg = child.mm.lock.lock();
-            child.insert_vma_locked(
-                cpu,
-                Vma {
-                    mm: child.mm.addr(),
-                    start: v.start,
-                    end: v.end,
-                    pgoff: v.pgoff,
-                    kind: v.kind,
-                    owner: v.owner,
-                    next: AtomicUsize::new(0),
-                    rmap_prev: AtomicUsize::new(0),
-                    rmap_next: AtomicUsize::new(0),
-                },
-            )?;
+            let mut cg = child.mm.lock();
+            child.insert_vma_locked(&mut cg, cpu, v.copy_for(&child.mm))?;
         }
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let _rl = v.rmap().map(|r| r.lock());
         let _pt = self.mm.pt_lock.lock();
         let _cpt = child.mm.pt_lock.lock();
-        let limit = self.mem.config().mapcount_limit;
+        let limit = self.mem.pages.config().mapcount_limit;
         let mut va = v.start;
         while va < v.end {
-            let Some((level, table, idx)) = self.mem.lookup(self.mm, va) else {
+            let Some((level, table, idx)) = self.mem.lookup(&self.mm, va) else {
                 va += PAGE_SIZE as u64;
                 continue;
             };
@@ -562,11 +561,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 self.mem.store_entry(table, idx, e);
             }
             if level == 2 {
-                let dep = self.mem.alloc_table(cpu, child.mm, 1)?;
-                let (ct, ci) = match self.mem.walk_alloc(cpu, child.mm, va, 2) {
+                let dep = self.mem.alloc_table(cpu, &child.mm, 1)?;
+                let (ct, ci) = match self.mem.walk_alloc(cpu, &child.mm, va, 2) {
                     Ok(x) => x,
                     Err(err) => {
-                        self.mem.free_table(cpu, child.mm, dep);
+                        self.mem.free_table(cpu, &child.mm, dep);
                         return Err(err);
                     }
                 };
@@ -575,7 +574,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 self.mem.ptdesc(ct).entries.fetch_add(1, Ordering::Relaxed);
                 va += PMD_SIZE;
             } else {
-                let (ct, ci) = self.mem.walk_alloc(cpu, child.mm, va, 1)?;
+                let (ct, ci) = self.mem.walk_alloc(cpu, &child.mm, va, 1)?;
                 self.mem.store_entry(ct, ci, e);
                 self.mem.ptdesc(ct).entries.fetch_add(1, Ordering::Relaxed);
                 va += PAGE_SIZE as u64;
@@ -591,14 +590,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub fn destroy(self, cpu: &Cpu<'_>) -> ZapStats {
         let mut total = ZapStats::default();
         {
-            let _g = self.mm.lock.lock();
-            loop {
-                let cur = self.mm.vmas.load(Ordering::Relaxed);
-                if cur == 0 {
-                    break;
-                }
-                let v = vma_at(cur);
-                self.mm.vmas.store(v.next.load(Ordering::Relaxed), Ordering::Relaxed);
+            let mut g = self.mm.lock();
+            while let Some(v) = g.take(None) {
                 let st = self.remove_vma(cpu, v);
                 total.entries += st.entries;
                 total.pages += st.pages;
@@ -608,11 +601,11 @@ impl<'m, P: Platform> MmRef<'m, P> {
             let _pt = self.mm.pt_lock.lock();
             // Tables left by a failed fork are empty; free them, then the PGD.
             let (lo, hi) = self.mm.range();
-            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, lo, hi, false, &mut total);
-            self.mem.free_table(cpu, self.mm, self.mm.pgd);
+            self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, lo, hi, false, &mut total);
+            self.mem.free_table(cpu, &self.mm, self.mm.pgd);
             total.tables_freed += 1;
         }
-        self.mem.kobj_free(cpu, self.caches.mm, self.mm);
+        self.mem.slabs.obj_free(cpu, self.mm);
         total
     }
 }

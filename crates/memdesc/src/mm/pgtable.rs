@@ -27,6 +27,7 @@
 //! map in [`super::rmap`]; their items are re-exported here so `pgtable::X` paths keep
 //! working. Locking order: see [`super`].
 
+use super::Mms;
 use crate::addr::{Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Folio, MapCounts, MappableDesc, PtDesc};
@@ -35,11 +36,12 @@ use crate::gfp::Gfp;
 use crate::page_access::PageWords;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
+use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Subtype, Tag, Word};
-use crate::PhysMem;
 
 pub use super::mappable::{mappability, UnmappableKind, UserPage};
+pub(crate) use super::mmap::VmaGuard;
 pub use super::mmap::{Mm, MmCaches, MmKind, MmRef, Vma, VmaKind};
 pub use super::rmap::RmapList;
 
@@ -246,18 +248,17 @@ pub(super) fn index_of(va: u64, level: u32) -> usize {
     ((va >> shift_of(level)) & (PTRS_PER_TABLE as u64 - 1)) as usize
 }
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- tables ---------------------------------------------------------------------------
 
-    pub(super) fn table_map(&self, table: Pfn) -> PageWords<'_, P> {
-        PageWords::new(self.platform(), table).expect("page-table pages are mappable memory")
+    pub(super) fn table_map(&self, table: Pfn) -> PageWords<'a, P> {
+        PageWords::new(self.pages.platform(), table).expect("page-table pages are mappable memory")
     }
 
-    pub(super) fn ptdesc(&self, table: Pfn) -> &PtDesc {
-        match self.memmap().load(self.platform(), table).map(|v| v.word.kind()) {
-            // SAFETY: the word of a live table (we hold its mm's page-table lock) names its
-            // live ptdesc.
-            Some(PageKind::PageTable(d)) => unsafe { &*(d.addr() as *const PtDesc) },
+    pub(super) fn ptdesc(&self, table: Pfn) -> &'a PtDesc {
+        match self.pages.memmap().load(self.pages.platform(), table).map(|v| v.word.kind()) {
+            // The word of a live table (its mm's page-table lock is held) names its ptdesc.
+            Some(PageKind::PageTable(d)) => self.mm_desc(d),
             other => panic!("pfn {:#x} is not a page table: {other:?}", table.0),
         }
     }
@@ -269,11 +270,11 @@ impl<P: Platform> PhysMem<P> {
     }
 
     pub(super) fn alloc_table_for(&self, cpu: &Cpu<'_>, mm: usize, level: u32) -> Result<Pfn, AllocError> {
-        let d = self.slabs().alloc_desc::<PtDesc>(cpu)?;
-        let pfn = match self.pages().alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
+        let d = self.slabs.alloc_desc::<PtDesc>(cpu)?;
+        let pfn = match self.pages.alloc_internal(cpu, 0, Gfp::KERNEL | Gfp::ZERO) {
             Ok(p) => p,
             Err(e) => {
-                self.slabs().free_desc(cpu, d);
+                self.slabs.free_desc(cpu, d);
                 return Err(e);
             }
         };
@@ -282,7 +283,7 @@ impl<P: Platform> PhysMem<P> {
         d.mm.store(mm, Ordering::Relaxed);
         d.pmd_huge_pte.store(0, Ordering::Relaxed);
         d.entries.store(0, Ordering::Relaxed);
-        self.pages().stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
+        self.pages.stamp_block(pfn, 0, Word::desc(DescPtr::from_ref(d)));
         Ok(pfn)
     }
 
@@ -290,10 +291,10 @@ impl<P: Platform> PhysMem<P> {
         let d = self.ptdesc(table);
         debug_assert_eq!(d.entries(), 0);
         debug_assert_eq!(d.pmd_huge_pte.load(Ordering::Relaxed), 0);
-        self.pages().stamp_block(table, 0, Word::TAIL);
-        self.slabs().free_desc(cpu, d);
-        let rm = self.memmap().region_map(self.memmap().region_index(table).expect("table pfn"));
-        self.pages().free_claimed(cpu, rm, table, 0);
+        self.pages.stamp_block(table, 0, Word::TAIL);
+        self.slabs.free_desc(cpu, d);
+        let rm = self.pages.memmap().region_map(self.pages.memmap().region_index(table).expect("table pfn"));
+        self.pages.free_claimed(cpu, rm, table, 0);
         mm.pt_pages.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -353,8 +354,20 @@ impl<P: Platform> PhysMem<P> {
 
     /// Classifies the page at `pfn` for mapping into a VMA of `kind` in an address space of
     /// `space`, by [`mappability`] (the one rule), refining a free tail's error.
-    pub(super) fn classify(&self, space: MmKind, kind: VmaKind, pfn: Pfn) -> Result<Target<'_>, MapError> {
-        let (t, tag) = self.classify_page(space, pfn)?;
+    ///
+    /// The target's descriptor is read under the caller's read section `_rcu`, which must last
+    /// until the mapping path pins it (`map_locked`): only then is the memory sure to still be a
+    /// descriptor (TYPESAFE_BY_RCU).
+    pub(super) fn classify(
+        &self,
+        _rcu: &RcuGuard<'_>,
+        space: MmKind,
+        kind: VmaKind,
+        pfn: Pfn,
+    ) -> Result<Target<'a>, MapError> {
+        let (word, tag) = self.classify_page(space, pfn)?;
+        let t =
+            self.target_of_kind(word.kind(), pfn).ok_or(MapError::Unmappable { pfn, kind: UnmappableKind::Invalid })?;
         let ok = matches!(
             (&t, kind),
             (Target::Folio(_, Tag::AnonFolio), VmaKind::Anon)
@@ -369,44 +382,36 @@ impl<P: Platform> PhysMem<P> {
 
     /// The page at `pfn` as a mapping target for an address space of kind `space`, decided by
     /// [`mappability`] (a free tail's error refined to `Free`).
-    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Target<'_>, Tag), MapError> {
+    pub(super) fn classify_page(&self, space: MmKind, pfn: Pfn) -> Result<(Word, Tag), MapError> {
         let bad = |kind| Err(MapError::Unmappable { pfn, kind });
-        let Some(v) = self.memmap().load(self.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
+        let Some(v) = self.pages.memmap().load(self.pages.platform(), pfn) else { return bad(UnmappableKind::NoPage) };
         let tag = match mappability(v.word, space) {
             Ok(tag) => tag,
             // A tail of a free buddy block is free memory.
-            Err(UnmappableKind::Undescribed(Subtype::Tail)) if self.free_block_containing_pfn(pfn).is_some() => {
+            Err(UnmappableKind::Undescribed(Subtype::Tail)) if self.pages.free_block_containing_pfn(pfn).is_some() => {
                 return bad(UnmappableKind::Free)
             }
             Err(k) => return bad(k),
         };
-        let addr = v.word.desc_addr().unwrap_or(0);
-        let t = match tag {
-            // SAFETY: the word names a live folio descriptor (TYPESAFE_BY_RCU memory that
-            // stays a Folio); its refcount is checked before it is trusted.
-            Tag::AnonFolio | Tag::FileFolio => Target::Folio(unsafe { &*(addr as *const Folio) }, tag),
-            // SAFETY: as above, for a MappableDesc.
-            Tag::Mappable => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
-            // SAFETY: every other kind `mappability` accepts (netmem, vmalloc) keeps its
-            // MapCounts at offset 8 (desc.rs asserts it), and the word names a live descriptor.
-            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
-        };
-        Ok((t, tag))
+        Ok((v.word, tag))
     }
 
-    pub(super) fn target_of(&self, pfn: Pfn) -> Target<'_> {
-        let v = self.memmap().load(self.platform(), pfn).expect("mapped pfn has a word");
-        let addr = v.word.desc_addr().expect("mapped pages are described");
-        match v.word.kind() {
-            // SAFETY: a mapped page's entry holds a reference, so its descriptor is live.
-            PageKind::AnonFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::AnonFolio),
-            // SAFETY: as above.
-            PageKind::FileFolio(_) => Target::Folio(unsafe { &*(addr as *const Folio) }, Tag::FileFolio),
-            // SAFETY: as above.
-            PageKind::Mappable(_) => Target::Mappable(unsafe { &*(addr as *const MappableDesc) }),
-            // SAFETY: as above; MapCounts at offset 8 in every mappable kind.
-            _ => Target::Other(unsafe { &*((addr + 8) as *const MapCounts) }, pfn),
-        }
+    pub(super) fn target_of(&self, pfn: Pfn) -> Target<'a> {
+        // A mapped page's entry holds a reference, so its descriptor is live.
+        let v = self.pages.memmap().load(self.pages.platform(), pfn).expect("mapped pfn has a word");
+        self.target_of_kind(v.word.kind(), pfn).expect("mapped pages are of a mappable kind")
+    }
+
+    /// The mapping target a page word's kind names (`None` for kinds that are never mapped).
+    fn target_of_kind(&self, kind: PageKind, pfn: Pfn) -> Option<Target<'a>> {
+        Some(match kind {
+            PageKind::AnonFolio(d) => Target::Folio(self.mm_desc(d), Tag::AnonFolio),
+            PageKind::FileFolio(d) => Target::Folio(self.mm_desc(d), Tag::FileFolio),
+            PageKind::Mappable(d) => Target::Mappable(self.mm_desc(d)),
+            PageKind::NetPool(d) => Target::Other(&self.mm_desc(d).counts, pfn),
+            PageKind::Vmalloc { desc, .. } => Target::Other(&self.mm_desc(desc).counts, pfn),
+            _ => return None,
+        })
     }
 
     /// Drops one entry's mapcount and reference.
@@ -416,14 +421,14 @@ impl<P: Platform> PhysMem<P> {
                 if f.counts.mapcount.fetch_sub(1, Ordering::AcqRel) == 1 && tag == Tag::AnonFolio {
                     f.mapping.store(0, Ordering::Release);
                 }
-                let r = self.folio_put_raw(cpu, f);
+                let r = self.folios.folio_put_raw(cpu, f);
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Mappable(d) => {
                 d.counts.mapcount.fetch_sub(1, Ordering::AcqRel);
-                // SAFETY: the entry being removed held one reference to `d` (taken when it
-                // was mapped), which is given up here.
-                let r = unsafe { self.mappable_put_raw(cpu, d) };
+                // The entry being removed held one reference to `d` (taken when it was
+                // mapped), which is given up here.
+                let r = self.mappable_put_owned(cpu, d);
                 debug_assert!(r.is_ok(), "entry reference: {r:?}");
             }
             Target::Other(c, _) => {
@@ -499,7 +504,7 @@ impl<P: Platform> PhysMem<P> {
     pub(super) fn word_names_folio(&self, f: &Folio) -> bool {
         loop {
             let pfn = f.flags.pfn();
-            if self.memmap().load(self.platform(), pfn).and_then(|v| v.word.desc_addr())
+            if self.pages.memmap().load(self.pages.platform(), pfn).and_then(|v| v.word.desc_addr())
                 == Some(f as *const Folio as usize)
             {
                 return true;
@@ -524,25 +529,30 @@ impl<'m, P: Platform> MmRef<'m, P> {
         n: u64,
         huge: bool,
     ) -> Result<(), MapError> {
-        let _g = self.mm.lock.lock();
-        self.map_locked(cpu, va, t, first, n, huge)
+        let g = self.mm.lock();
+        self.map_locked(&g, cpu, va, t, first, n, huge, None)
     }
 
+    /// `rcu`: the read section `t` was read under ([`Mms::classify`]), ended once `t` is
+    /// pinned; `None` for a target the caller holds a reference on.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn map_locked(
         &self,
+        g: &VmaGuard<'_>,
         cpu: &Cpu<'_>,
         va: u64,
         t: Target<'_>,
         first: u64,
         n: u64,
         huge: bool,
+        rcu: Option<RcuGuard<'_>>,
     ) -> Result<(), MapError> {
         let end = self.check_range(va, n * PAGE_SIZE as u64)?;
         if huge && !va.is_multiple_of(PMD_SIZE) {
             return Err(MapError::Misaligned(va));
         }
-        let v = self.mm.find_vma(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
-        let _rl = v.rmap().map(|r| r.lock.lock());
+        let v = g.find(va).filter(|v| end <= v.end).ok_or(MapError::NoVma(va))?;
+        let _rl = v.rmap().map(|r| r.lock());
         // A temporary reference for the whole mapping, taken before the pfn is read: a folio
         // migration (migrate.rs) either sees it and backs off, or has frozen the folio (count
         // 0 while a word still names it), which we wait out; the pfn read below is then the
@@ -555,6 +565,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             }
         }
         let _pin = MapPin(c);
+        drop(rcu);
         let (pfn0, tag) = match t {
             Target::Folio(f, tag) => (f.flags.pfn(), Some(tag)),
             Target::Mappable(d) => (d.flags.pfn(), None),
@@ -594,7 +605,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             }
         }
         let m = c.mapcount();
-        if m as u64 + add as u64 > self.mem.config().mapcount_limit as u64 {
+        if m as u64 + add as u64 > self.mem.pages.config().mapcount_limit as u64 {
             return Err(MapError::MapcountLimit(m));
         }
         let _pt = self.mm.pt_lock.lock();
@@ -604,20 +615,20 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let mut a = va;
         let mut fail = None;
         while a < end {
-            if let Err(e) = self.mem.walk_alloc(cpu, self.mm, a, level) {
+            if let Err(e) = self.mem.walk_alloc(cpu, &self.mm, a, level) {
                 fail = Some(e);
                 break;
             }
             a = if huge { end } else { (a & !(PMD_SIZE - 1)) + PMD_SIZE };
         }
         if fail.is_none() && huge {
-            match self.mem.alloc_table(cpu, self.mm, 1) {
+            match self.mem.alloc_table(cpu, &self.mm, 1) {
                 Ok(t) => deposit = Some(t),
                 Err(e) => fail = Some(e.into()),
             }
         }
         if fail.is_none() && huge {
-            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, va, 2).expect("allocated above");
             if self.mem.load_entry(table, idx).present() {
                 fail = Some(MapError::AlreadyMapped(va));
             }
@@ -625,7 +636,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
             let mut p = 0;
             while p < add as u64 {
                 let a = va + p * PAGE_SIZE as u64;
-                if self.mem.lookup(self.mm, a).is_some() {
+                if self.mem.lookup(&self.mm, a).is_some() {
                     fail = Some(MapError::AlreadyMapped(a));
                     break;
                 }
@@ -641,10 +652,10 @@ impl<'m, P: Platform> MmRef<'m, P> {
         }
         if let Some(e) = fail {
             if let Some(d) = deposit {
-                self.mem.free_table(cpu, self.mm, d);
+                self.mem.free_table(cpu, &self.mm, d);
             }
             let mut st = ZapStats::default();
-            self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, end, false, &mut st);
+            self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, va, end, false, &mut st);
             return Err(e);
         }
         if let (Target::Folio(f, _), Some(idx)) = (t, set_anon) {
@@ -655,14 +666,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
         c.mapcount.fetch_add(add, Ordering::AcqRel);
         let flags = self.mm.leaf_flags();
         if huge {
-            let (table, idx) = self.mem.walk_alloc(cpu, self.mm, va, 2).expect("allocated above");
+            let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, va, 2).expect("allocated above");
             self.mem.deposit(table, deposit.expect("allocated above"));
             self.mem.store_entry(table, idx, PtEntry::new(pfn0, flags | PTE_HUGE));
             self.mem.ptdesc(table).entries.fetch_add(1, Ordering::Relaxed);
         } else {
             for p in 0..n {
                 let a = va + p * PAGE_SIZE as u64;
-                let (table, idx) = self.mem.walk_alloc(cpu, self.mm, a, 1).expect("allocated above");
+                let (table, idx) = self.mem.walk_alloc(cpu, &self.mm, a, 1).expect("allocated above");
                 let pfn = match t {
                     Target::Other(..) => pfn0,
                     _ => pfn0.add(first + p),
@@ -677,7 +688,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
     pub(super) fn live_folio<'f>(&self, f: &'f Folio) -> Result<Target<'f>, MapError> {
         loop {
             let pfn = f.flags.pfn();
-            match self.mem.memmap().load(self.mem.platform(), pfn).map(|v| v.word) {
+            match self.mem.pages.memmap().load(self.mem.pages.platform(), pfn).map(|v| v.word) {
                 Some(w) if w.desc_addr() == Some(f as *const Folio as usize) => {
                     return Ok(Target::Folio(f, w.tag().expect("described")))
                 }
@@ -699,8 +710,8 @@ impl<'m, P: Platform> MmRef<'m, P> {
         let folio: &Folio = folio;
         let t = self.live_folio(folio)?;
         let n = 1u64 << folio.flags.order();
-        let _g = self.mm.lock.lock();
-        match self.map_locked(cpu, va, t, 0, n, false) {
+        let g = self.mm.lock();
+        match self.map_locked(&g, cpu, va, t, 0, n, false, None) {
             Err(MapError::MapcountLimit(_))
                 if folio.flags.order() > 0 && matches!(t, Target::Folio(_, Tag::AnonFolio)) =>
             {
@@ -711,23 +722,25 @@ impl<'m, P: Platform> MmRef<'m, P> {
                 let drop_copies = || {
                     for i in 1..n {
                         if let Target::Folio(p, _) = self.mem.target_of(pfn.add(i)) {
-                            let r = self.mem.folio_put_raw(cpu, p);
+                            let r = self.mem.folios.folio_put_raw(cpu, p);
                             debug_assert!(r.is_ok(), "{r:?}");
                         }
                     }
                 };
                 for i in 0..n {
                     let r = match self.mem.target_of(pfn.add(i)) {
-                        t @ Target::Folio(..) => self.map_locked(cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false),
+                        t @ Target::Folio(..) => {
+                            self.map_locked(&g, cpu, va + i * PAGE_SIZE as u64, t, 0, 1, false, None)
+                        }
                         _ => Err(MapError::NoReference),
                     };
                     if let Err(e) = r {
                         // Roll back the pages mapped so far.
-                        let v = self.mm.find_vma(va).expect("checked");
-                        let _rl = v.rmap().map(|r| r.lock.lock());
+                        let v = g.find(va).expect("checked");
+                        let _rl = v.rmap().map(|r| r.lock());
                         let _pt = self.mm.pt_lock.lock();
                         let mut st = ZapStats::default();
-                        self.mem.zap(cpu, self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
+                        self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, va, va + i * PAGE_SIZE as u64, true, &mut st);
                         drop_copies();
                         return Err(e);
                     }
@@ -741,7 +754,7 @@ impl<'m, P: Platform> MmRef<'m, P> {
 
     /// Maps every page of driver memory `d` by PTEs from `va`, in a pfn VMA.
     pub fn map_mappable(&self, cpu: &Cpu<'_>, va: u64, d: &MappableDesc) -> Result<(), MapError> {
-        match self.mem.memmap().load(self.mem.platform(), d.flags.pfn()).map(|v| v.word.desc_addr()) {
+        match self.mem.pages.memmap().load(self.mem.pages.platform(), d.flags.pfn()).map(|v| v.word.desc_addr()) {
             Some(Some(a)) if a == d as *const MappableDesc as usize => {}
             _ => return Err(MapError::NoReference),
         }
@@ -752,16 +765,18 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// docs); everything else is refused with [`MapError::Unmappable`]. A folio page goes to
     /// the address its index gives in an anon or file VMA; other kinds need a pfn VMA.
     pub fn map_pfn(&self, cpu: &Cpu<'_>, va: u64, pfn: Pfn) -> Result<(), MapError> {
-        let _g = self.mm.lock.lock();
+        let g = self.mm.lock();
         self.check_range(va, PAGE_SIZE as u64)?;
-        let kind = self.mm.find_vma(va).map_or(VmaKind::Pfn, |v| v.kind);
-        let t = self.mem.classify(self.mm.kind, kind, pfn)?;
+        let kind = g.find(va).map_or(VmaKind::Pfn, |v| v.kind);
+        // Read under RCU until map_locked pins it (the descriptor is not held yet).
+        let rcu = self.mem.pages.rcu().read_lock(cpu);
+        let t = self.mem.classify(&rcu, self.mm.kind, kind, pfn)?;
         let first = match t {
             Target::Folio(f, _) => pfn.0.wrapping_sub(f.flags.pfn().0),
             Target::Mappable(d) => pfn.0.wrapping_sub(d.flags.pfn().0),
             Target::Other(..) => 0,
         };
-        self.map_locked(cpu, va, t, first, 1, false)
+        self.map_locked(&g, cpu, va, t, first, 1, false, Some(rcu))
     }
 
     /// Maps the page a [`UserPage`] token names at `va` of a user address space (a kernel one
@@ -779,14 +794,14 @@ impl<'m, P: Platform> MmRef<'m, P> {
     /// Refused with [`MapError::NotMapped`] if nothing in the range was mapped.
     pub fn unmap(&self, cpu: &Cpu<'_>, start: u64, len: u64) -> Result<ZapStats, MapError> {
         let end = self.check_range(start, len)?;
-        let _g = self.mm.lock.lock();
+        let g = self.mm.lock();
         let mut st = ZapStats::default();
-        self.mm.for_each_vma(|v| {
+        g.iter().for_each(|v| {
             let (s, e) = (v.start.max(start), v.end.min(end));
             if s < e {
-                let _rl = v.rmap().map(|r| r.lock.lock());
+                let _rl = v.rmap().map(|r| r.lock());
                 let _pt = self.mm.pt_lock.lock();
-                self.mem.zap(cpu, self.mm, self.mm.pgd, 4, s, e, true, &mut st);
+                self.mem.zap(cpu, &self.mm, self.mm.pgd, 4, s, e, true, &mut st);
             }
         });
         if st.entries == 0 {
@@ -802,7 +817,23 @@ impl<'m, P: Platform> MmRef<'m, P> {
             return None;
         }
         let _pt = self.mm.pt_lock.lock();
-        let (level, table, idx) = self.mem.lookup(self.mm, va)?;
+        let (level, table, idx) = self.mem.lookup(&self.mm, va)?;
         Some((self.mem.load_entry(table, idx), level == 2))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_encoding() {
+        let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
+        assert_eq!(e.0, 0x1234_5000 | 0x87);
+        assert!(e.present() && e.writable() && e.user() && e.huge());
+        assert_eq!(e.pfn(), Pfn(0x12345));
+        assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
+        assert_eq!(index_of(0x20_1000, 1), 1);
+        assert_eq!(index_of(0x20_1000, 2), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! An anon folio's `mapping` is its anon_vma ([`RmapList`]; set when first mapped, cleared
 //! when its mapcount returns to 0) and its `index` the page offset (`va >> 12` of its first
 //! page, which stays valid in a fork child); a file folio's are its address space (whose
-//! `i_mmap` is an [`RmapList`]) and file index. [`PhysMem::rmap_walk`] goes from the folio to
+//! `i_mmap` is an [`RmapList`]) and file index. [`PhysMem::rmap_walk`](crate::PhysMem::rmap_walk) goes from the folio to
 //! that list, and for every VMA computes the address each page would have and checks that
 //! mm's entry there. Pages mapped through pfn VMAs (driver memory, vmalloc, netmem) have no
 //! rmap, as in Linux. Not modelled: unmapping a file folio when truncation takes it out of
@@ -20,82 +20,82 @@
 //! (`migrate.rs`) holds a folio's rmap lock (`rmap_lock`) across its freeze, copy and entry
 //! rewrite (`rmap_move_locked`); hwpoison unmaps through `rmap_unmap`.
 
+use super::Mms;
 #[cfg(feature = "health")]
 use crate::addr::PAGE_SIZE;
 use crate::addr::{Pfn, PAGE_SHIFT};
 use crate::cpu::Cpu;
 use crate::desc::Folio;
-use crate::pagecache::AddressSpace;
+use crate::list::List;
 use crate::platform::Platform;
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, SpinGuard, SpinLock};
+use crate::sync::{Ordering, SpinGuard};
 use crate::word::Tag;
-use crate::PhysMem;
 
-use super::mmap::{vma_at, Mm, Vma};
+use super::mmap::{Mm, Vma};
 #[cfg(feature = "health")]
 use super::pgtable::ZapStats;
 use super::pgtable::{MapError, PtEntry, PMD_SIZE, PTE_PFN_MASK};
 
-/// A list of VMAs under a lock: an anon_vma, or a file's `i_mmap`.
-///
-/// Anon_vmas come from a TYPESAFE_BY_RCU cache and their lock is never reinitialised, so an
-/// rmap walker that read a folio's `mapping` under RCU may lock an anon_vma that was freed (or
-/// reused) meanwhile, and then finds out by re-reading the folio's `mapping` under the lock.
-#[repr(C)]
-pub struct RmapList {
-    pub(super) lock: SpinLock<()>,
-    pub(super) head: AtomicUsize,
-    pub(super) nr: AtomicU32,
-}
+/// The list type lives with the address space that holds one (folio layer).
+pub use crate::folio::space::{RmapLink, RmapList};
 
 impl RmapList {
-    /// An empty list.
-    pub(crate) fn new() -> Self {
-        RmapList { lock: SpinLock::new(()), head: AtomicUsize::new(0), nr: AtomicU32::new(0) }
-    }
-
-    /// VMAs on the list.
-    pub fn nr_vmas(&self) -> u32 {
-        self.nr.load(Ordering::Relaxed)
-    }
-
-    /// Links `v` (under the list lock).
-    pub(super) fn link(&self, v: &Vma) {
-        let me = v as *const Vma as usize;
-        let head = self.head.load(Ordering::Relaxed);
-        v.rmap_prev.store(0, Ordering::Relaxed);
-        v.rmap_next.store(head, Ordering::Relaxed);
-        if head != 0 {
-            vma_at(head).rmap_prev.store(me, Ordering::Relaxed);
-        }
-        self.head.store(me, Ordering::Relaxed);
-        self.nr.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Unlinks `v` (under the list lock); returns the VMAs left.
-    pub(super) fn unlink(&self, v: &Vma) -> u32 {
-        let (prev, next) = (v.rmap_prev.load(Ordering::Relaxed), v.rmap_next.load(Ordering::Relaxed));
-        if prev == 0 {
-            self.head.store(next, Ordering::Relaxed);
-        } else {
-            vma_at(prev).rmap_next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            vma_at(next).rmap_prev.store(prev, Ordering::Relaxed);
-        }
-        self.nr.fetch_sub(1, Ordering::Relaxed) - 1
+    /// Locks the list.
+    pub(crate) fn lock(&self) -> RmapGuard<'_> {
+        RmapGuard { list: self, vmas: self.lock.lock() }
     }
 }
 
-/// A folio's rmap list, locked ([`PhysMem::rmap_lock`]): while it is held no entry mapping
-/// the folio appears, goes or changes except through the holder.
+/// An rmap list, locked ([`RmapList::lock`], [`PhysMem::rmap_lock`](crate::PhysMem::rmap_lock)): while it is held no
+/// entry mapping a folio of the list's VMAs appears, goes or changes except through the
+/// holder. A VMA is linked only on its own rmap list ([`Vma`]'s owner), through
+/// [`RmapGuard::link`]; the one unlink (`Vma::rmap_unlink`, in `machine/raw.rs`) relies on it.
+pub(crate) struct RmapGuard<'a> {
+    list: &'a RmapList,
+    vmas: SpinGuard<'a, List<RmapLink>>,
+}
+
+impl<'a> RmapGuard<'a> {
+    /// The VMAs, first to last, for a walk.
+    pub(super) fn vmas(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.iter().map(Vma::of_link)
+    }
+
+    /// Whether no VMA is on the list.
+    pub(super) fn is_empty(&self) -> bool {
+        self.vmas.is_empty()
+    }
+
+    /// Links `v` at the front; refused (`false`) if this is not `v`'s own rmap list or `v`
+    /// is linked already.
+    pub(super) fn link(&mut self, v: &Vma) -> bool {
+        if !v.rmap().is_some_and(|r| core::ptr::eq(r, self.list)) {
+            return false;
+        }
+        let ok = self.vmas.push_front(v.rmap_link()).is_ok();
+        self.count();
+        ok
+    }
+
+    /// Copies the list's length to `nr` (after a link or an unlink); returns it.
+    pub(crate) fn count(&self) -> usize {
+        let n = self.vmas.len();
+        self.list.nr.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// The list and its VMAs, for `Vma::rmap_unlink` in `machine/raw.rs` (the one unlink);
+    /// nothing else may link through the `&mut`.
+    pub(crate) fn raw_parts(&mut self) -> (&'a RmapList, &mut List<RmapLink>) {
+        (self.list, &mut *self.vmas)
+    }
+}
+
+/// A folio's rmap list, locked (for migration).
 #[cfg(feature = "health")]
-pub(crate) struct RmapLocked<'a> {
-    pub(super) list: &'a RmapList,
-    pub(super) _g: SpinGuard<'a, ()>,
-}
+pub(crate) type RmapLocked<'a> = RmapGuard<'a>;
 
-impl<P: Platform> PhysMem<P> {
+impl<'a, P: Platform> Mms<'a, P> {
     // ---- rmap -----------------------------------------------------------------------------
 
     /// Locks the rmap list of a folio (its anon_vma or its file's `i_mmap`), if it has one,
@@ -108,30 +108,10 @@ impl<P: Platform> PhysMem<P> {
     /// space or the reverse, and the "lock" spun on would be memory that is no lock at all:
     /// the torture hang in `offline_range → migrate_to → rmap_lock` before migration took its
     /// own reference first.
-    pub(super) fn lock_folio_rmap<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<(&'a RmapList, SpinGuard<'a, ()>)> {
-        let tag = self.memmap().load(self.platform(), f.flags.pfn())?.word.tag()?;
-        let _rcu = self.rcu().read_lock(cpu);
-        loop {
-            let mapping = f.mapping();
-            if mapping == 0 {
-                return None;
-            }
-            let list: &'a RmapList = match tag {
-                // SAFETY: an anon folio's mapping is an anon_vma from the TYPESAFE_BY_RCU
-                // anon_vma cache: under RCU the memory stays an RmapList (with a valid lock)
-                // even if it was freed; it is trusted only after the re-check below.
-                Tag::AnonFolio => unsafe { &*(mapping as *const RmapList) },
-                // SAFETY: a file folio's mapping is its address space, which outlives its
-                // cached folios and its VMAs.
-                Tag::FileFolio => &unsafe { &*(mapping as *const AddressSpace) }.i_mmap,
-                _ => return None,
-            };
-            let g = list.lock.lock();
-            // `mapping` only changes under this lock (first map, last unmap).
-            if f.mapping() == mapping {
-                return Some((list, g));
-            }
-        }
+    pub(super) fn lock_folio_rmap(&self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapGuard<'a>> {
+        let tag = self.pages.memmap().load(self.pages.platform(), f.flags.pfn())?.word.tag()?;
+        let rcu = self.pages.rcu().read_lock(cpu);
+        self.lock_mapping_rmap(&rcu, tag, f)
     }
 
     /// Calls `cb(mm, vma, va, level, table, idx, entry)` for every entry mapping `f`, with the
@@ -139,16 +119,13 @@ impl<P: Platform> PhysMem<P> {
     #[allow(clippy::type_complexity)]
     pub(super) fn walk_mappings_locked(
         &self,
-        list: &RmapList,
+        list: &RmapGuard<'_>,
         f: &Folio,
         cb: &mut dyn FnMut(&Mm, &Vma, u64, u32, Pfn, usize, PtEntry),
     ) -> u32 {
         let (index, n, pfn0) = (f.index(), 1u64 << f.flags.order(), f.flags.pfn());
         let mut found = 0;
-        let mut cur = list.head.load(Ordering::Relaxed);
-        while cur != 0 {
-            let v = vma_at(cur);
-            cur = v.rmap_next.load(Ordering::Relaxed);
+        for v in list.vmas() {
             let mm = v.mm();
             let _pt = mm.pt_lock.lock();
             let mut i = 0u64;
@@ -188,16 +165,16 @@ impl<P: Platform> PhysMem<P> {
     ///
     /// The callback runs with the rmap lock and that mm's page-table lock held: it must not
     /// call back into the page tables.
-    pub fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
-        let Some((list, _l)) = self.lock_folio_rmap(cpu, folio) else { return 0 };
-        self.walk_mappings_locked(list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
+    pub(crate) fn rmap_walk(&self, cpu: &Cpu<'_>, folio: &Folio, mut f: impl FnMut(&Mm, u64, PtEntry)) -> u32 {
+        let Some(list) = self.lock_folio_rmap(cpu, folio) else { return 0 };
+        self.walk_mappings_locked(&list, folio, &mut |mm, _, va, _, _, _, e| f(mm, va, e))
     }
 
     /// Locks `f`'s rmap list (anon_vma or `i_mmap`) for a caller that must keep every entry
     /// mapping `f` stable across several steps (migration); `None` if `f` has no rmap.
     #[cfg(feature = "health")]
-    pub(crate) fn rmap_lock<'a>(&'a self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
-        self.lock_folio_rmap(cpu, f).map(|(list, g)| RmapLocked { list, _g: g })
+    pub(crate) fn rmap_lock(&self, cpu: &Cpu<'_>, f: &Folio) -> Option<RmapLocked<'a>> {
+        self.lock_folio_rmap(cpu, f)
     }
 
     /// With `f`'s rmap lock held (`l`), points every entry mapping `f` at the same page of the
@@ -207,7 +184,7 @@ impl<P: Platform> PhysMem<P> {
     #[cfg(feature = "health")]
     pub(crate) fn rmap_move_locked(&self, l: &RmapLocked<'_>, f: &Folio, new: Pfn) -> u32 {
         let old = f.flags.pfn();
-        self.walk_mappings_locked(l.list, f, &mut |_, _, _, _, table, idx, e| {
+        self.walk_mappings_locked(l, f, &mut |_, _, _, _, table, idx, e| {
             let flags = e.0 & !PTE_PFN_MASK;
             self.store_entry(table, idx, PtEntry::new(new.add(e.pfn().0 - old.0), flags));
         })
@@ -220,8 +197,8 @@ impl<P: Platform> PhysMem<P> {
     /// holds a reference on `f`. Returns the entries cleared.
     #[cfg(feature = "health")]
     pub(crate) fn rmap_unmap(&self, cpu: &Cpu<'_>, f: &Folio, each: &mut dyn FnMut(&Mm, u64)) -> u32 {
-        let Some((list, _l)) = self.lock_folio_rmap(cpu, f) else { return 0 };
-        self.walk_mappings_locked(list, f, &mut |mm, _, va, level, _, _, _| {
+        let Some(list) = self.lock_folio_rmap(cpu, f) else { return 0 };
+        self.walk_mappings_locked(&list, f, &mut |mm, _, va, level, _, _, _| {
             let len = if level == 2 { PMD_SIZE } else { PAGE_SIZE as u64 };
             let mut st = ZapStats::default();
             self.zap(cpu, mm, mm.pgd, 4, va, va + len, true, &mut st);
@@ -241,11 +218,11 @@ impl<P: Platform> PhysMem<P> {
         if new.counts.mapcount() != 0 {
             return Err(MapError::AlreadyMapped(0));
         }
-        let Some((list, _l)) = self.lock_folio_rmap(cpu, old) else { return Ok(0) };
+        let Some(list) = self.lock_folio_rmap(cpu, old) else { return Ok(0) };
         let (po, pn) = (old.flags.pfn(), new.flags.pfn());
         new.mapping.store(old.mapping(), Ordering::Release);
         new.index.store(old.index(), Ordering::Release);
-        let n = self.walk_mappings_locked(list, old, &mut |_, _, _, _, table, idx, e| {
+        let n = self.walk_mappings_locked(&list, old, &mut |_, _, _, _, table, idx, e| {
             let off = e.pfn().0 - po.0;
             let flags = e.0 & !PTE_PFN_MASK;
             self.store_entry(table, idx, PtEntry::new(pn.add(off), flags));
@@ -255,7 +232,7 @@ impl<P: Platform> PhysMem<P> {
         old.counts.mapcount.fetch_sub(n, Ordering::AcqRel);
         old.counts.refcount.fetch_sub(n, Ordering::AcqRel);
         if old.counts.mapcount() == 0
-            && self.memmap().load(self.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
+            && self.pages.memmap().load(self.pages.platform(), po).and_then(|v| v.word.tag()) == Some(Tag::AnonFolio)
         {
             old.mapping.store(0, Ordering::Release);
         }

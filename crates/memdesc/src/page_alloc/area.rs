@@ -35,10 +35,10 @@
 //!    lists in maximal aligned blocks, and forgets the areas; pages still allocated from a
 //!    drained area are freed to the buddy lists later (3, 4).
 
-use crate::addr::{AREA_ORDER, AREA_PAGES};
-use crate::cpu::Cpu;
-use crate::pageblock::NR_PCP_TYPES;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::base::addr::{AREA_ORDER, AREA_PAGES};
+use crate::base::cpu::Cpu;
+use crate::base::pageblock::NR_PCP_TYPES;
+use crate::base::sync::{AtomicU32, AtomicU64, Ordering};
 
 use super::pcp::PcpZone;
 
@@ -350,7 +350,7 @@ impl CpuAreas {
         mem.mark_pending(pfn, order, mt);
         self.remote.pages.fetch_add(1 << order, Ordering::Relaxed);
         #[cfg(all(test, loom))]
-        if crate::sync::mutation::active(crate::sync::Mutation::AreaPushNoCas) {
+        if crate::base::sync::mutation::active(crate::base::sync::Mutation::AreaPushNoCas) {
             // The broken push the model must catch: load, link, store.
             let h = head.load(Ordering::Acquire);
             mem.set_next(pfn, h);
@@ -485,7 +485,7 @@ impl CpuAreas {
 #[cfg(test)]
 pub(crate) mod stand_in {
     use super::PcpZone;
-    use crate::sync::{SpinGuard, SpinLock};
+    use crate::base::sync::{SpinGuard, SpinLock};
     use std::vec::Vec;
 
     pub(crate) struct RangeZone(pub(crate) SpinLock<Vec<(u64, u32)>>);
@@ -519,7 +519,7 @@ pub(crate) mod stand_in {
 mod tests {
     use super::stand_in::RangeZone;
     use super::*;
-    use crate::cpu::CpuSet;
+    use crate::base::cpu::CpuSet;
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::vec::Vec;
@@ -641,8 +641,8 @@ mod tests {
 mod loom_tests {
     use super::stand_in::RangeZone;
     use super::*;
-    use crate::cpu::{CpuSet, Remote, Request};
-    use crate::sync::{mutation, Mutation};
+    use crate::base::cpu::{CpuSet, Remote, Request};
+    use crate::base::sync::{mutation, Mutation};
     use loom::sync::Arc;
     use std::vec::Vec;
 

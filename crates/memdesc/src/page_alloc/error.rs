@@ -3,10 +3,10 @@
 
 use core::fmt;
 
-use crate::addr::Pfn;
-use crate::boot::BootError;
+use crate::base::addr::Pfn;
+use crate::base::boot::BootError;
+use crate::memmap::word::{Subtype, Tag};
 use crate::memmap::MemmapError;
-use crate::word::{Subtype, Tag};
 
 /// Why a machine could not boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum BootFailure {
     Memmap(MemmapError),
     /// The boot allocator ran out.
     Boot(BootError),
-    /// `max_order` above [`MAX_ORDER_LIMIT`](super::zone::MAX_ORDER_LIMIT) or `nr_cpus` above [`MAX_CPUS`](crate::cpu::MAX_CPUS).
+    /// `max_order` above [`MAX_ORDER_LIMIT`](super::zone::MAX_ORDER_LIMIT) or `nr_cpus` above [`MAX_CPUS`](crate::base::cpu::MAX_CPUS).
     BadConfig,
 }
 

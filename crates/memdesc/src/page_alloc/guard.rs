@@ -15,15 +15,15 @@
 //! This module touches page words and calls [`Platform::protect`]; never page contents except
 //! zeroing the data block for [`Gfp::ZERO`].
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::page_access::PageAccess;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::word::{Subtype, Word};
 use crate::memmap::RegionMap;
-use crate::page_access::PageAccess;
 use crate::page_alloc::{AllocError, PageAllocator};
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{Subtype, Word};
 
 /// Added to the order in the guard word above an allocation.
 const AFTER: u32 = 32;

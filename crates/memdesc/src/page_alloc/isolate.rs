@@ -12,19 +12,19 @@
 //! This module touches zone free lists (under the zone lock), page words of free pages, and
 //! pageblock bytes; never page contents except the free-list links the buddy code keeps.
 
-use crate::addr::Pfn;
+use crate::base::addr::Pfn;
+use crate::base::pageblock::MigrateType;
+use crate::base::platform::Platform;
+use crate::base::sync::Ordering;
+use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::memmap::RegionMap;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::PageAllocator;
-use crate::pageblock::MigrateType;
-use crate::platform::Platform;
-use crate::sync::Ordering;
-use crate::word::{PageKind, Subtype, Word};
 // The isolation operations proper serve memory health (offline, compaction, hwpoison, balloon).
 #[cfg(feature = "health")]
-use crate::addr::{AREA_ORDER, AREA_PAGES};
+use crate::base::addr::{AREA_ORDER, AREA_PAGES};
 #[cfg(feature = "health")]
-use crate::layout::{MemmapLayout, NR_ZONES};
+use crate::base::layout::{MemmapLayout, NR_ZONES};
 #[cfg(feature = "health")]
 use crate::page_alloc::zone::{FreeLists, Zone};
 

@@ -1,8 +1,11 @@
-//! Layer 2, the page allocator: [`PageAllocator`] owns the memmap, the zones with their buddy
-//! free lists ([`zone`]), the per-CPU lists ([`pcp`]), the counters of undescribed pages
-//! ([`isolate`]) and the fault injector, and serves allocations through per-CPU lists and zone
-//! free lists with watermarks and migratetype fallback. [`pages`] holds the owned [`Pages`]
-//! handle and the public allocate/free entry points, [`guard`] guarded allocations.
+//! Layer 2, the page allocator: `PageAllocator` (crate-private) owns the memmap, the zones with
+//! their buddy free lists ([`zone`]), the per-CPU lists (`pcp`), the counters of undescribed
+//! pages (`isolate`, whose [`UndescribedStats`] and [`IsolateError`] are re-exported here) and
+//! the fault injector, and serves allocations through per-CPU lists and zone free lists with
+//! watermarks and migratetype fallback. [`pages`] holds the owned [`Pages`] handle and the
+//! public allocate/free entry points, `guard` guarded allocations. Only the handle, the errors,
+//! the statistics and the read-only [`zone::Zone`] are public: the machine
+//! ([`crate::machine::PhysMem`]) is the API.
 //!
 //! Frees are checked against the page word before anything changes: a double free, a free of a
 //! tail page, of the wrong order, of a reserved page or of a page of another kind returns a
@@ -20,29 +23,30 @@
 
 pub mod area;
 mod error;
-pub mod guard;
-pub mod isolate;
+pub(crate) mod guard;
+pub(crate) mod isolate;
 pub mod pages;
-pub mod pcp;
+pub(crate) mod pcp;
 pub mod zone;
 
 pub use error::{AllocError, BootFailure, FreeError};
+pub use isolate::{IsolateError, UndescribedStats};
 
 use core::fmt;
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::boot::{BootAllocator, BootArray, BootError};
-use crate::config::Config;
-use crate::cpu::{Cpu, CpuSet, Request, MAX_CPUS};
-use crate::gfp::Gfp;
-use crate::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::base::boot::{BootAllocator, BootArray, BootError};
+use crate::base::config::Config;
+use crate::base::cpu::{Cpu, CpuSet, Request, MAX_CPUS};
+use crate::base::gfp::Gfp;
+use crate::base::layout::{MemmapLayout, MemoryLayout, ZoneType, MAX_NODES, NR_ZONES};
+use crate::base::page_access::{PageAccess, PageWords};
+use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
+use crate::base::platform::Platform;
+use crate::base::rcu::Rcu;
+use crate::base::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
-use crate::page_access::{PageAccess, PageWords};
-use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::platform::Platform;
-use crate::rcu::Rcu;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::word::{PageKind, Subtype, Tag, Word};
 use area::{AreaMem, CpuAreas, AREA_MAX_ORDER, NO_CPU};
 use pcp::{Pcp, PcpLinks, PcpZone, PCP_MAX_ORDER};
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
@@ -112,7 +116,7 @@ pub struct AllocCounters {
 
 /// The page allocator of one machine (layer 2): memmap, zones, per-CPU lists, counters.
 /// Every field is private; the layers above use its crate methods.
-pub struct PageAllocator<P: Platform> {
+pub(crate) struct PageAllocator<P: Platform> {
     platform: P,
     memmap: Memmap,
     zones: [Option<Zone>; MAX_ZONE_SLOTS],
@@ -137,7 +141,7 @@ pub struct PageAllocator<P: Platform> {
     reserved_pages: u64,
     /// Poisoned, offline and guard page counters (hwpoison, offline, guard modules).
     undesc: UndescCounters,
-    fault: crate::fault::FaultInjector,
+    fault: crate::base::fault::FaultInjector,
 }
 
 pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
@@ -160,7 +164,7 @@ impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
 /// tail verification before the claim.
 #[inline]
 pub(crate) fn claim_for_free(
-    word: &crate::word::Page,
+    word: &crate::memmap::word::Page,
     pfn: Pfn,
     order: u32,
     ok: impl Fn(Subtype) -> bool,
@@ -185,7 +189,7 @@ pub(crate) fn claim_for_free(
     }
     check_tails()?;
     // Claim: only one of two racing frees sees its compare-exchange succeed.
-    if crate::sync::mutation::active(crate::sync::Mutation::FreeClaimNoCas) {
+    if crate::base::sync::mutation::active(crate::base::sync::Mutation::FreeClaimNoCas) {
         // The broken claim the model must catch: check, then store.
         word.store(Word::TAIL);
         return Ok(());
@@ -205,7 +209,7 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
     type Free = zone::FreeLists;
 
     #[inline]
-    fn lock(&self) -> crate::sync::SpinGuard<'_, Self::Free> {
+    fn lock(&self) -> crate::base::sync::SpinGuard<'_, Self::Free> {
         self.zone.lock.lock()
     }
 
@@ -302,7 +306,7 @@ struct AreaZone<'a, P: Platform>(ZoneSide<'a, P>);
 impl<P: Platform> PcpZone for AreaZone<'_, P> {
     type Free = zone::FreeLists;
     #[inline]
-    fn lock(&self) -> crate::sync::SpinGuard<'_, Self::Free> {
+    fn lock(&self) -> crate::base::sync::SpinGuard<'_, Self::Free> {
         self.0.lock()
     }
     fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64> {
@@ -421,7 +425,7 @@ impl<P: Platform> PageAllocator<P> {
             boot_pages: boot.allocated_pages(),
             reserved_pages: 0,
             undesc: UndescCounters::default(),
-            fault: crate::fault::FaultInjector::new(),
+            fault: crate::base::fault::FaultInjector::new(),
         };
         pages.populate(&boot);
         pages.set_watermarks();
@@ -561,8 +565,8 @@ impl<P: Platform> PageAllocator<P> {
     pub(crate) fn rcu(&self) -> &Rcu {
         &self.rcu
     }
-    /// The machine's fault injector (disabled at boot): see [`crate::fault`].
-    pub(crate) fn fault(&self) -> &crate::fault::FaultInjector {
+    /// The machine's fault injector (disabled at boot): see [`crate::base::fault`].
+    pub(crate) fn fault(&self) -> &crate::base::fault::FaultInjector {
         &self.fault
     }
     /// The configuration.
@@ -717,7 +721,7 @@ impl<P: Platform> PageAllocator<P> {
 
     /// The page word of `pfn` inside a held area (a two-level area is split while held).
     #[inline]
-    fn page_word_of<'a>(&'a self, rm: &'a RegionMap, pfn: Pfn) -> &'a crate::word::Page {
+    fn page_word_of<'a>(&'a self, rm: &'a RegionMap, pfn: Pfn) -> &'a crate::memmap::word::Page {
         self.memmap.page_word(&self.platform, rm, pfn).expect("a held area has page words")
     }
 
@@ -739,7 +743,7 @@ impl<P: Platform> PageAllocator<P> {
         if order > self.config.max_order {
             return Err(AllocError::InvalidOrder(order));
         }
-        if self.fault.should_fail(crate::fault::FaultSite::PageAlloc) {
+        if self.fault.should_fail(crate::base::fault::FaultSite::PageAlloc) {
             return Err(AllocError::Injected);
         }
         let mt = gfp.migratetype();
@@ -1048,10 +1052,10 @@ impl<P: Platform> PageAllocator<P> {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::pcp::loom_tests::VecZone;
-    use crate::pcp::PcpZone;
-    use crate::sync::{mutation, Mutation};
-    use crate::word::{Page, Undescribed};
+    use crate::base::sync::{mutation, Mutation};
+    use crate::memmap::word::{Page, Undescribed};
+    use crate::page_alloc::pcp::loom_tests::VecZone;
+    use crate::page_alloc::pcp::PcpZone;
     use loom::sync::atomic::AtomicU32;
     use loom::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! are part of the raw interface (`machine/raw.rs`): the free's checks (the page word must
 //! head a raw allocation of that order) catch most mistakes, but they cannot tell the block's
 //! owner from anyone else, so freeing a block the caller does not own would hand memory still
-//! in use to the next allocation. Inside the crate the free is [`PageAllocator`]'s
+//! in use to the next allocation. Inside the crate the free is `PageAllocator`'s
 //! crate-private `free_pages_owned`, whose callers own what they free.
 //!
 //! The crate's own allocations (per-CPU sheaf arrays, the pages of a slab or of a
@@ -31,13 +31,13 @@
 
 use core::fmt;
 
-use crate::addr::Pfn;
-use crate::cpu::Cpu;
-use crate::gfp::Gfp;
+use crate::base::addr::Pfn;
+use crate::base::cpu::Cpu;
+use crate::base::gfp::Gfp;
+use crate::base::platform::Platform;
+use crate::memmap::word::Subtype;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{AllocError, FreeError, PageAllocator};
-use crate::platform::Platform;
-use crate::word::Subtype;
 
 /// An owned block of `2^order` raw pages from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages).
 ///
@@ -45,7 +45,7 @@ use crate::word::Subtype;
 /// be freed twice through the safe API.
 ///
 /// ```compile_fail
-/// # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+/// # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 /// let pages = mem.alloc_pages(cpu, 0, memdesc::Gfp::KERNEL).unwrap();
 /// mem.free_pages(cpu, pages).unwrap();
 /// mem.free_pages(cpu, pages).unwrap(); // error[E0382]: use of moved value: `pages`
@@ -169,13 +169,13 @@ impl<P: Platform> PageAllocator<P> {
     /// Writes `w` into every word describing the block at `pfn`: the per-page words, or the
     /// area words of a two-level region for blocks of 2 MiB and up.
     #[cfg(feature = "slab")]
-    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: crate::word::Word) {
+    pub(crate) fn stamp_block(&self, pfn: Pfn, order: u32, w: crate::memmap::word::Word) {
         let rm = self.memmap.region_map(self.memmap.region_index(pfn).expect("allocated pfn"));
-        if rm.region.layout == crate::layout::MemmapLayout::TwoLevel && order >= crate::addr::AREA_ORDER {
+        if rm.region.layout == crate::base::layout::MemmapLayout::TwoLevel && order >= crate::base::addr::AREA_ORDER {
             let mut a = pfn;
             while a < pfn.add(1 << order) {
                 rm.area_word(a).store(w);
-                a = a.add(crate::addr::AREA_PAGES);
+                a = a.add(crate::base::addr::AREA_PAGES);
             }
             return;
         }

@@ -4,7 +4,7 @@
 //! other pages of the block hold tail words. Its free-list links (next and previous pfn) live
 //! in the first 16 bytes of the free memory itself, reached through the direct map or, for
 //! memory without a permanent mapping, a momentary local mapping (`PageWords`, the atomic
-//! word view of [`crate::page_access`]). Nothing is ever allocated to track free memory. Lists are doubly linked, so removing a block from the middle
+//! word view of [`crate::base::page_access`]). Nothing is ever allocated to track free memory. Lists are doubly linked, so removing a block from the middle
 //! (when its buddy is freed and they merge) is O(1).
 //!
 //! Blocks never span regions, so merging never crosses a zone or node boundary or a hole.
@@ -16,14 +16,14 @@
 //!
 //! Everything here runs under the zone lock, which the caller holds (`&mut FreeLists`).
 
-use crate::addr::{Pfn, AREA_ORDER, AREA_PAGES};
-use crate::layout::{MemmapLayout, ZoneType};
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
+use crate::base::layout::{MemmapLayout, ZoneType};
+use crate::base::page_access::PageWords;
+use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
+use crate::base::platform::Platform;
+use crate::base::sync::{AtomicU64, Ordering, SpinLock};
+use crate::memmap::word::{BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word};
 use crate::memmap::{Memmap, RegionMap};
-use crate::page_access::PageWords;
-use crate::pageblock::{MigrateType, NR_MIGRATETYPES};
-use crate::platform::Platform;
-use crate::sync::{AtomicU64, Ordering, SpinLock};
-use crate::word::{BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word};
 
 /// Highest MAX_ORDER a machine may be configured with.
 pub const MAX_ORDER_LIMIT: u32 = 20;
@@ -160,7 +160,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     #[inline]
-    fn block_word(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> &'a crate::word::Page {
+    fn block_word(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> &'a crate::memmap::word::Page {
         self.mm.block_word(self.p, rm, pfn, order).expect("a free or allocated small block lives in a split area")
     }
 

@@ -13,7 +13,7 @@
 //! - **Fragments.** [`PagePool::alloc_frag`] carves the pool's current block into fragments;
 //!   `pp_ref_count` counts them plus one hold by the pool while it is still carving, so the
 //!   block recycles when the pool has moved on and the last fragment is put.
-//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`PhysMem::pp_put_pfn`]) need only the machine, not the pool
+//! - **Puts** ([`pp_put`], [`pp_put_frag`], [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn)) need only the machine, not the pool
 //!   handle: the descriptor names the pool, as Linux's `page->pp` does, so pages may outlive the
 //!   driver's handle.
 //! - **User mappings.** A handed-out block's page may be mapped into a user address space by
@@ -37,17 +37,19 @@
 //! The ring and the fragment state are each under a spin lock (Linux's `ptr_ring` also locks
 //! its producer and consumer sides); counters are atomics.
 
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, Netmem};
+use crate::desc::{pool_desc_held, pool_state_held, DescPtr, Netmem};
 use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::pools::{PoolHost, Pools};
+use crate::slab::KArray;
+use crate::sync::{AtomicBool, AtomicU64, Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
-use crate::PhysMem;
 
 /// Largest recycling ring.
 pub const MAX_RING: usize = 4096;
@@ -91,7 +93,7 @@ pub enum PoolError {
     /// Blocks are still in flight; the pool was not destroyed.
     InFlight(u64),
     /// The last `pp_ref_count` of this block would go while page-table entries map it: unmap
-    /// first (the reference is still held; put it again, e.g. with [`PhysMem::pp_put_pfn`]).
+    /// first (the reference is still held; put it again, e.g. with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn)).
     Mapped(Pfn, u32),
 }
 
@@ -136,36 +138,42 @@ pub struct PoolStats {
 /// (the block is never recycled), never puts someone else's.
 #[must_use = "dropping a NetmemRef leaks its reference; put it with pp_put"]
 pub struct NetmemRef<'m> {
-    desc: &'m Netmem,
+    desc: DescPtr<Netmem>,
+    _m: PhantomData<&'m Netmem>,
 }
 
 impl core::fmt::Debug for NetmemRef<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "NetmemRef(pfn {}, order {})", self.pfn(), self.desc.flags.order())
+        write!(f, "NetmemRef(pfn {}, order {})", self.pfn(), self.netmem().flags.order())
     }
 }
 
 impl core::fmt::Debug for Frag<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Frag(pfn {}, {}+{})", self.desc.flags.pfn(), self.offset, self.len)
+        write!(f, "Frag(pfn {}, {}+{})", self.netmem().flags.pfn(), self.offset, self.len)
     }
 }
 
 impl NetmemRef<'_> {
-    /// The descriptor.
+    /// A handle for one reference the caller holds on the block `desc` names.
+    fn new(desc: DescPtr<Netmem>) -> Self {
+        NetmemRef { desc, _m: PhantomData }
+    }
+    /// The descriptor (kept alive by the reference this handle holds: pool item P5 of
+    /// `desc.rs`).
     pub fn netmem(&self) -> &Netmem {
-        self.desc
+        pool_desc_held(self.desc, self)
     }
     /// First pfn of the block.
     pub fn pfn(&self) -> Pfn {
-        self.desc.flags.pfn()
+        self.netmem().flags.pfn()
     }
     /// Simulated DMA address of the block.
     pub fn dma_addr(&self) -> u64 {
-        self.desc.dma_addr()
+        self.netmem().dma_addr()
     }
     /// Gives up the handle for the block's first pfn; the reference stays held, to be put
-    /// with [`PhysMem::pp_put_pfn`].
+    /// with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn).
     pub fn into_raw(self) -> Pfn {
         self.pfn()
     }
@@ -175,15 +183,17 @@ impl NetmemRef<'_> {
 /// [`pp_put_frag`], which consumes it; dropping it leaks its reference.
 #[must_use = "dropping a Frag leaks its reference; put it with pp_put_frag"]
 pub struct Frag<'m> {
-    desc: &'m Netmem,
+    desc: DescPtr<Netmem>,
     offset: usize,
     len: usize,
+    _m: PhantomData<&'m Netmem>,
 }
 
 impl Frag<'_> {
-    /// The block's descriptor.
+    /// The block's descriptor (kept alive by the fragment's reference: pool item P5 of
+    /// `desc.rs`).
     pub fn netmem(&self) -> &Netmem {
-        self.desc
+        pool_desc_held(self.desc, self)
     }
     /// Byte offset in the block.
     pub fn offset(&self) -> usize {
@@ -199,44 +209,51 @@ impl Frag<'_> {
     }
     /// Physical address of the fragment.
     pub fn phys(&self) -> u64 {
-        self.desc.flags.pfn().phys() + self.offset as u64
+        self.netmem().flags.pfn().phys() + self.offset as u64
     }
     /// Simulated DMA address of the fragment.
     pub fn dma_addr(&self) -> u64 {
-        self.desc.dma_addr() + self.offset as u64
+        self.netmem().dma_addr() + self.offset as u64
     }
     /// Gives up the handle for the block's first pfn; the fragment's reference stays held, to
-    /// be put with [`PhysMem::pp_put_pfn`].
+    /// be put with [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn).
     pub fn into_raw(self) -> Pfn {
-        self.desc.flags.pfn()
+        self.netmem().flags.pfn()
     }
 }
 
-struct Ring {
-    /// kmalloc'd array of `cap` descriptor addresses.
-    slots: NonNull<usize>,
+struct Ring<'m> {
+    /// `cap` slots of descriptors (`None` once the core is being freed).
+    slots: Option<KArray<'m, Option<DescPtr<Netmem>>>>,
     cap: usize,
     head: usize,
     len: usize,
     dying: bool,
 }
 
-// SAFETY: the slot array is owned by the ring and only touched under the ring's lock.
-unsafe impl Send for Ring {}
+impl Ring<'_> {
+    fn slot(&self, i: usize) -> DescPtr<Netmem> {
+        self.slots.as_ref().and_then(|s| s.get(i)).flatten().expect("a filled slot of a live ring")
+    }
+    fn set_slot(&mut self, i: usize, d: DescPtr<Netmem>) {
+        let r = self.slots.as_mut().map(|s| s.set(i, Some(d)));
+        debug_assert!(r.is_some_and(|r| r.is_ok()), "slot {i} of a live ring");
+    }
+}
 
 struct FragState {
-    /// The block being carved (the pool holds one pp_ref_count on it), or 0.
-    desc: usize,
+    /// The block being carved (the pool holds one pp_ref_count on it).
+    desc: Option<DescPtr<Netmem>>,
     offset: usize,
 }
 
 /// A pool's shared state, in kmalloc memory (its address is what descriptors name).
-struct PoolCore {
+struct PoolCore<'m> {
     mem: usize,
     order: u32,
     dma_offset: u64,
     gfp: Gfp,
-    ring: SpinLock<Ring>,
+    ring: SpinLock<Ring<'m>>,
     frag: SpinLock<FragState>,
     /// 1 for the handle plus one per live block; whoever drops it to zero frees the core.
     refs: AtomicU64,
@@ -246,8 +263,6 @@ struct PoolCore {
     recycled: AtomicU64,
     released: AtomicU64,
     frags: AtomicU64,
-    /// Address of the ring's slot array (for freeing it with the core).
-    slots: AtomicUsize,
 }
 
 /// How [`PagePool::destroy`] ended.
@@ -264,33 +279,24 @@ pub enum Destroyed {
 /// a pool that is simply dropped keeps its state and ring blocks (a leak, as forgetting
 /// `page_pool_destroy` is in Linux).
 pub struct PagePool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
-    core: &'m PoolCore,
+    mem: Pools<'m, P>,
+    core: &'m PoolCore<'m>,
 }
 
 impl<'m, P: Platform> PagePool<'m, P> {
     /// Creates a pool; its state and ring are allocated with kmalloc.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, params: PoolParams) -> Result<Self, PoolError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, params: PoolParams) -> Result<Self, PoolError> {
+        let mem = mem.pools();
         if params.order > mem.config().max_order || params.ring_size == 0 || params.ring_size > MAX_RING {
             return Err(PoolError::BadParams);
         }
-        let slots = mem.kmalloc_raw(cpu, params.ring_size * 8, Gfp::KERNEL).map_err(PoolError::NoMemory)?;
-        let core = match mem.kmalloc_raw(cpu, core::mem::size_of::<PoolCore>(), Gfp::KERNEL) {
-            Ok(c) => c,
-            Err(e) => {
-                // SAFETY: `slots` was just allocated and is not published.
-                let _ = unsafe { mem.kfree_raw(cpu, slots) };
-                return Err(PoolError::NoMemory(e));
-            }
-        };
-        debug_assert!((core.as_ptr() as usize).is_multiple_of(core::mem::align_of::<PoolCore>()));
         let value = PoolCore {
-            mem: mem as *const PhysMem<P> as usize,
+            mem: mem.machine_addr(),
             order: params.order,
             dma_offset: params.dma_offset,
             gfp: params.gfp,
-            ring: SpinLock::new(Ring { slots: slots.cast(), cap: params.ring_size, head: 0, len: 0, dying: false }),
-            frag: SpinLock::new(FragState { desc: 0, offset: 0 }),
+            ring: SpinLock::new(Ring { slots: None, cap: params.ring_size, head: 0, len: 0, dying: false }),
+            frag: SpinLock::new(FragState { desc: None, offset: 0 }),
             refs: AtomicU64::new(1),
             dying: AtomicBool::new(false),
             alloc_fast: AtomicU64::new(0),
@@ -298,15 +304,18 @@ impl<'m, P: Platform> PagePool<'m, P> {
             recycled: AtomicU64::new(0),
             released: AtomicU64::new(0),
             frags: AtomicU64::new(0),
-            slots: AtomicUsize::new(slots.as_ptr() as usize),
         };
-        // SAFETY: a fresh kmalloc object of at least size_of::<PoolCore>() bytes, aligned (every
-        // kmalloc class is 8-aligned and PoolCore needs 8), owned by this pool until freed in
-        // `free_core`.
-        let core = unsafe {
-            (core.as_ptr() as *mut PoolCore).write(value);
-            &*(core.as_ptr() as *const PoolCore)
-        };
+        // The core is shared by the handle and every live block; the last of them frees it by
+        // address (`drop_core_ref`).
+        let core: &'m PoolCore<'m> = mem.slabs().kobj(cpu, value).map_err(PoolError::NoMemory)?.leak();
+        match mem.slabs().karray(cpu, params.ring_size, None) {
+            Ok(slots) => core.ring.lock().slots = Some(slots),
+            Err(e) => {
+                let r = mem.slabs().kfree_owned(cpu, NonNull::from(core).cast());
+                debug_assert!(r.is_ok(), "{r:?}");
+                return Err(PoolError::NoMemory(e));
+            }
+        }
         Ok(PagePool { mem, core })
     }
 
@@ -328,28 +337,26 @@ impl<'m, P: Platform> PagePool<'m, P> {
     /// Allocates a block with one reference: from the ring if it has one (fast), else from the
     /// page allocator (slow).
     pub fn alloc(&self, cpu: &Cpu<'_>) -> Result<NetmemRef<'m>, PoolError> {
-        let d = self.take(cpu)?;
-        d.pp_ref_count.store(1, Ordering::Release);
-        Ok(NetmemRef { desc: d })
+        let n = NetmemRef::new(self.take(cpu)?);
+        n.netmem().pp_ref_count.store(1, Ordering::Release);
+        Ok(n)
     }
 
-    /// A block with `pp_ref_count` 0, live-counted; the caller sets the count.
-    fn take(&self, cpu: &Cpu<'_>) -> Result<&'m Netmem, PoolError> {
+    /// A block with `pp_ref_count` 0, live-counted; the caller sets the count (and holds the
+    /// block until then).
+    fn take(&self, cpu: &Cpu<'_>) -> Result<DescPtr<Netmem>, PoolError> {
         let c = self.core;
         {
             let mut r = c.ring.lock();
             if r.len > 0 {
-                // SAFETY: index < cap inside the slot array owned by the ring.
-                let addr = unsafe { r.slots.as_ptr().add(r.head).read() };
+                let p = r.slot(r.head);
                 r.head = (r.head + 1) % r.cap;
                 r.len -= 1;
                 c.refs.fetch_add(1, Ordering::AcqRel);
                 c.alloc_fast.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: the ring only holds descriptors of this pool's blocks, live while
-                // they are in the ring.
-                let d = unsafe { &*(addr as *const Netmem) };
-                d.counts.refcount.store(1, Ordering::Release);
-                return Ok(d);
+                // The ring held the block (pool item P5 of `desc.rs`), under its lock.
+                pool_desc_held(p, &*r).counts.refcount.store(1, Ordering::Release);
+                return Ok(p);
             }
         }
         let mem = self.mem;
@@ -364,14 +371,14 @@ impl<'m, P: Platform> PagePool<'m, P> {
         };
         d.flags.init(0, c.order, pfn);
         d.counts.mapcount.store(0, Ordering::Relaxed);
-        d.pool.store(c as *const PoolCore as usize, Ordering::Relaxed);
+        d.pool.store(c as *const PoolCore<'m> as usize, Ordering::Relaxed);
         d.dma_addr.store(pfn.phys().wrapping_add(c.dma_offset), Ordering::Relaxed);
         d.pp_ref_count.store(0, Ordering::Relaxed);
         d.counts.refcount.store(1, Ordering::Release);
         mem.pages().stamp_block(pfn, c.order, Word::desc(DescPtr::from_ref(d)));
         c.refs.fetch_add(1, Ordering::AcqRel);
         c.alloc_slow.fetch_add(1, Ordering::Relaxed);
-        Ok(d)
+        Ok(DescPtr::from_ref(d))
     }
 
     /// Allocates `size` bytes (rounded up to [`FRAG_ALIGN`]) from the current block, starting a
@@ -383,27 +390,26 @@ impl<'m, P: Platform> PagePool<'m, P> {
         let len = size.next_multiple_of(FRAG_ALIGN).min(self.block_size());
         let c = self.core;
         let mut fs = c.frag.lock();
-        if fs.desc != 0 && fs.offset + len <= self.block_size() {
-            // SAFETY: the pool holds a pp_ref_count on the current block, so it is live.
-            let d = unsafe { &*(fs.desc as *const Netmem) };
-            d.pp_ref_count.fetch_add(1, Ordering::AcqRel);
+        if let Some(p) = fs.desc.filter(|_| fs.offset + len <= self.block_size()) {
+            // The pool holds a pp_ref_count on the current block (pool item P5 of `desc.rs`).
+            pool_desc_held(p, &*fs).pp_ref_count.fetch_add(1, Ordering::AcqRel);
             let offset = fs.offset;
             fs.offset += len;
             c.frags.fetch_add(1, Ordering::Relaxed);
-            return Ok(Frag { desc: d, offset, len });
+            return Ok(Frag { desc: p, offset, len, _m: PhantomData });
         }
         let new = self.take(cpu)?;
+        let old = fs.desc.replace(new);
         // The pool's hold plus this fragment.
-        new.pp_ref_count.store(2, Ordering::Release);
-        let old = core::mem::replace(&mut fs.desc, new as *const Netmem as usize);
+        pool_desc_held(new, &*fs).pp_ref_count.store(2, Ordering::Release);
         fs.offset = len;
         drop(fs);
         c.frags.fetch_add(1, Ordering::Relaxed);
-        if old != 0 {
-            // SAFETY: the pool's hold kept the old block live until this put.
-            put_desc(self.mem, cpu, unsafe { &*(old as *const Netmem) }).expect("the pool holds a reference");
+        if let Some(old) = old {
+            // The pool's hold on the old block, now this call's to put.
+            pp_put(&self.mem, cpu, NetmemRef::new(old)).expect("the pool holds a reference");
         }
-        Ok(Frag { desc: new, offset: 0, len })
+        Ok(Frag { desc: new, offset: 0, len, _m: PhantomData })
     }
 
     /// Blocks still in flight, not counting a current fragment block only the pool holds.
@@ -411,8 +417,8 @@ impl<'m, P: Platform> PagePool<'m, P> {
         let c = self.core;
         let fs = c.frag.lock();
         let live = c.refs.load(Ordering::Acquire) - 1;
-        // SAFETY: the pool's hold keeps the current block live.
-        let idle_frag = fs.desc != 0 && unsafe { &*(fs.desc as *const Netmem) }.pp_ref_count() == 1;
+        // The pool's hold keeps the current block live (pool item P5 of `desc.rs`).
+        let idle_frag = fs.desc.is_some_and(|p| pool_desc_held(p, &*fs).pp_ref_count() == 1);
         live - idle_frag as u64
     }
 
@@ -440,18 +446,17 @@ impl<'m, P: Platform> PagePool<'m, P> {
             let mut r = c.ring.lock();
             r.dying = true;
             while r.len > 0 {
-                // SAFETY: as in `take`.
-                let addr = unsafe { r.slots.as_ptr().add(r.head).read() };
+                let p = r.slot(r.head);
                 r.head = (r.head + 1) % r.cap;
                 r.len -= 1;
-                // SAFETY: ring blocks are live pool blocks.
-                release_block(mem, cpu, c, unsafe { &*(addr as *const Netmem) });
+                // Ring blocks are live pool blocks (pool item P5 of `desc.rs`).
+                release_block(mem, cpu, c, pool_desc_held(p, &*r));
             }
         }
-        let frag = core::mem::replace(&mut c.frag.lock().desc, 0);
-        if frag != 0 {
-            // SAFETY: the pool's hold kept it live.
-            put_desc(mem, cpu, unsafe { &*(frag as *const Netmem) }).expect("the pool holds a reference");
+        let frag = c.frag.lock().desc.take();
+        if let Some(p) = frag {
+            // The pool's hold, now this call's to put.
+            pp_put(&mem, cpu, NetmemRef::new(p)).expect("the pool holds a reference");
         }
         let left = c.refs.load(Ordering::Acquire) - 1;
         drop_core_ref(mem, cpu, c);
@@ -463,7 +468,7 @@ impl<'m, P: Platform> PagePool<'m, P> {
     }
 }
 
-fn stats_of(c: &PoolCore) -> PoolStats {
+fn stats_of(c: &PoolCore<'_>) -> PoolStats {
     PoolStats {
         alloc_fast: c.alloc_fast.load(Ordering::Relaxed),
         alloc_slow: c.alloc_slow.load(Ordering::Relaxed),
@@ -476,40 +481,40 @@ fn stats_of(c: &PoolCore) -> PoolStats {
 }
 
 /// Puts a block's reference; the last one recycles it.
-pub fn pp_put<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, n: NetmemRef<'_>) -> Result<(), PoolError> {
-    put_desc(mem, cpu, n.desc)
+pub fn pp_put<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, n: NetmemRef<'_>) -> Result<(), PoolError> {
+    put_desc(mem.pools(), cpu, n.netmem())
 }
 
 /// Puts a fragment; the block recycles when its last fragment is put and the pool has moved on.
-pub fn pp_put_frag<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, f: Frag<'_>) -> Result<(), PoolError> {
-    put_desc(mem, cpu, f.desc)
+pub fn pp_put_frag<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, f: Frag<'_>) -> Result<(), PoolError> {
+    put_desc(mem.pools(), cpu, f.netmem())
 }
 
 /// Puts one reference of the block holding `pfn`, found from the page word, for a caller that
 /// holds that reference and gives it up (the checked body of the raw
-/// [`PhysMem::pp_put_pfn`], in `machine/raw.rs`). Refused precisely for a page that is not a
+/// [`PhysMem::pp_put_pfn`](crate::PhysMem::pp_put_pfn), in `machine/raw.rs`). Refused precisely for a page that is not a
 /// pool page or whose `pp_ref_count` is already zero.
-pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+pub(crate) fn pp_put_pfn_owned<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<(), PoolError> {
+    let mem = mem.pools();
+    let rg = mem.rcu().read_lock(cpu);
     let v = mem.memmap().load(mem.platform(), pfn).ok_or(PoolError::NotNetmem(pfn, None))?;
     match v.word.kind() {
-        PageKind::NetPool(d) => {
-            // SAFETY: the word names a live netmem while the page is a pool page, and the caller
-            // holds a reference to it (the contract of a put).
-            put_desc(mem, cpu, unsafe { &*(d.addr() as *const Netmem) })
-        }
+        // The caller's reference keeps the netmem a live pool block; the read section keeps
+        // the descriptor memory a netmem in any case.
+        PageKind::NetPool(d) => put_desc(mem, cpu, d.get(&rg)),
         _ => Err(PoolError::NotNetmem(pfn, v.word.tag())),
     }
 }
 
-fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
+fn put_desc<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<(), PoolError> {
     let pool = d.pool();
     if pool == 0 {
         return Err(PoolError::NotNetmem(d.flags.pfn(), Some(Tag::NetPool)));
     }
-    // SAFETY: a live netmem names its pool's core, which lives while the block is live (the
-    // block holds a core reference).
-    let c = unsafe { &*(pool as *const PoolCore) };
-    if c.mem != mem as *const PhysMem<P> as usize {
+    // A live netmem names its pool's core, which lives while the block is live (pool item P5
+    // of `desc.rs`).
+    let c = pool_state_held::<PoolCore<'_>, _>(d, pool);
+    if c.mem != mem.machine_addr() {
         return Err(PoolError::WrongMachine);
     }
     let mut cur = d.pp_ref_count.load(Ordering::Acquire);
@@ -535,13 +540,12 @@ fn put_desc<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, d: &Netmem) -> Result<
 }
 
 /// A block whose pp_ref_count reached zero: to the ring, or back to the page allocator.
-fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netmem) {
+fn recycle<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
     {
         let mut r = c.ring.lock();
         if !r.dying && r.len < r.cap {
             let tail = (r.head + r.len) % r.cap;
-            // SAFETY: tail < cap inside the ring's slot array.
-            unsafe { r.slots.as_ptr().add(tail).write(d as *const Netmem as usize) };
+            r.set_slot(tail, DescPtr::from_ref(d));
             r.len += 1;
             // In the ring nobody holds the block: a mapping of it is refused (NoReference).
             d.counts.refcount.store(0, Ordering::Release);
@@ -556,7 +560,7 @@ fn recycle<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netme
 }
 
 /// Returns a block with pp_ref_count 0 to the page allocator.
-fn release_block<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: &Netmem) {
+fn release_block<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>, d: &Netmem) {
     let (pfn, order) = (d.flags.pfn(), d.flags.order());
     mem.pages().stamp_block(pfn, order, Word::TAIL);
     d.counts.refcount.store(0, Ordering::Release);
@@ -566,27 +570,25 @@ fn release_block<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore, d: 
     c.released.fetch_add(1, Ordering::Relaxed);
 }
 
-fn drop_core_ref<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, c: &PoolCore) {
+fn drop_core_ref<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, c: &PoolCore<'_>) {
     if c.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
         debug_assert!(c.dying.load(Ordering::Acquire));
-        let slots = c.slots.load(Ordering::Acquire);
-        let core = c as *const PoolCore as *mut u8;
-        // SAFETY: both are kmalloc objects this pool allocated; the last reference is gone, so
-        // nothing reaches them any more.
-        unsafe {
-            let r = mem.kfree_raw(cpu, NonNull::new_unchecked(slots as *mut u8));
-            debug_assert!(r.is_ok(), "{r:?}");
-            let r = mem.kfree_raw(cpu, NonNull::new_unchecked(core));
-            debug_assert!(r.is_ok(), "{r:?}");
+        if let Some(slots) = c.ring.lock().slots.take() {
+            mem.slabs().karray_free(cpu, slots);
         }
+        let core = NonNull::from(c).cast::<u8>();
+        // The core is the kmalloc object `PagePool::new` allocated; the last reference is
+        // gone, so nothing reaches it any more.
+        let r = mem.slabs().kfree_owned(cpu, core);
+        debug_assert!(r.is_ok(), "{r:?}");
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
-    use crate::MemmapLayout;
 
     #[test]
     fn recycle_ring_serves_the_fast_path() {

@@ -29,9 +29,9 @@ use crate::addr::{Pfn, MAX_PFN, PAGE_SIZE};
 use crate::desc::Folio;
 use crate::pgtable::{MmRef, PTRS_PER_TABLE};
 use crate::platform::Platform;
+use crate::pools::{PoolHost, Pools};
 use crate::vmalloc::{AreaKind, VmArea, VmallocSpace};
 use crate::word::PageKind;
-use crate::PhysMem;
 
 /// Most device ranges an [`IoSpace`] holds.
 pub const MAX_DEVICE_RANGES: usize = 8;
@@ -100,20 +100,16 @@ impl core::error::Error for SgError {}
 
 /// Physical memory a device may address: the machine's regions and registered device ranges.
 pub struct IoSpace<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     devices: [(Pfn, Pfn); MAX_DEVICE_RANGES],
     nr_devices: usize,
 }
 
 impl<'m, P: Platform> IoSpace<'m, P> {
     /// The machine's regions, no device ranges yet.
-    pub fn new(mem: &'m PhysMem<P>) -> Self {
+    pub fn new(mem: &'m impl PoolHost<P>) -> Self {
+        let mem = mem.pools();
         IoSpace { mem, devices: [(Pfn(0), Pfn(0)); MAX_DEVICE_RANGES], nr_devices: 0 }
-    }
-
-    /// The machine.
-    pub fn mem(&self) -> &'m PhysMem<P> {
-        self.mem
     }
 
     /// Registers `[start, end)` as device memory: outside every region and every other device
@@ -160,7 +156,7 @@ impl<'m, P: Platform> IoSpace<'m, P> {
             if let Some(r) = self.mem.memmap().regions().find(|r| r.start <= pfn && pfn < r.end) {
                 let stop = Pfn(r.end.0.min(end));
                 while pfn < stop {
-                    if self.mem.free_block_containing_pfn(pfn).is_some() {
+                    if self.mem.pages().free_block_containing_pfn(pfn).is_some() {
                         return Err(SgError::FreeMemory(pfn));
                     }
                     // One word may describe a whole 2 MiB area: step over it at once.
@@ -390,9 +386,10 @@ impl<const N: usize> SgList<N> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::gfp::Gfp;
+    use crate::base::layout::MemmapLayout;
     use crate::folio::FolioKind;
     use crate::machine::test_machine::machine;
-    use crate::{Gfp, MemmapLayout};
     use std::vec::Vec;
 
     #[test]
@@ -431,9 +428,11 @@ mod tests {
         assert_eq!(c[3], Chunk { pfn: r, offset: 4000, len: 96 });
         assert_eq!(c[4], Chunk { pfn: r.add(1), offset: 0, len: 104 });
         assert_eq!(c.iter().map(|c| c.len as u64).sum::<u64>(), sg.total_len());
-        let raw: &Folio = f.into_raw();
-        // SAFETY: the reference into_raw gave up, adopted back to be put.
-        m.folio_put(&cpu, unsafe { crate::folio::FolioRef::from_raw(raw) }).unwrap();
+        let d = crate::desc::DescPtr::<Folio>::from_ref(&f);
+        m.folio_put(&cpu, f).unwrap();
+        // The descriptor, read after its last put under a read section (it stays a folio).
+        let rg = m.rcu().read_lock(&cpu);
+        let raw: &Folio = d.get(&rg);
         let mut sg2 = SgList::<1>::new();
         // The descriptor memory stays a folio (TYPESAFE_BY_RCU, and the slab keeps its page).
         assert_eq!(sg2.push_folio(&io, raw, 0, 1), Err(SgError::NotFolio(p)), "a freed folio");

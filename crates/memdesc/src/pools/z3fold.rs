@@ -40,7 +40,7 @@ use core::ops::{Deref, DerefMut};
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
+use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_state, pool_window, DescPtr, Z3foldDesc};
 use crate::gfp::Gfp;
 use crate::list::List;
 use crate::page_access::PageAccess;
@@ -48,11 +48,11 @@ use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{Handle, HandleFault, HandleId, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
 use crate::pools::zsmalloc::{page_free, take_replacement, ZsMigrateError};
+use crate::pools::{PoolHost, Pools};
 use crate::rcu::RcuGuard;
 use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::PhysMem;
 
 /// Bytes per chunk.
 pub const Z3_CHUNK: usize = 64;
@@ -213,17 +213,17 @@ impl Layout {
     }
 }
 
-struct Inner {
+struct Inner<'m> {
     /// `lists[n]`: pages whose largest fitting object is `n` chunks (0: full).
     lists: [List<Z3foldDesc>; Z3_NCHUNKS + 1],
-    handles: HandleTable,
+    handles: HandleTable<'m>,
     pages: u64,
     objects: u64,
     bytes: u64,
 }
 
-struct PoolState {
-    lock: SpinLock<Inner>,
+struct PoolState<'m> {
+    lock: SpinLock<Inner<'m>>,
 }
 
 /// Pool figures.
@@ -251,9 +251,9 @@ pub struct Z3CompactStats {
 /// A z3fold pool of one machine. Give it back with [`Z3foldPool::destroy`]; a pool that is
 /// merely dropped keeps its pages.
 pub struct Z3foldPool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     /// Reached only through its spin lock; freed by `destroy`.
-    state: KObj<'m, PoolState>,
+    state: KObj<'m, PoolState<'m>>,
 }
 
 /// Links a page at the front of a room list (it is on none: pool item P3 of `desc.rs`).
@@ -294,7 +294,8 @@ struct Loc {
 
 impl<'m, P: Platform> Z3foldPool<'m, P> {
     /// Creates a pool.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>) -> Result<Self, Z3Error> {
+        let mem = mem.pools();
         let inner = Inner {
             lists: [const { List::new() }; Z3_NCHUNKS + 1],
             handles: HandleTable::new(0),
@@ -305,18 +306,18 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
         // Handles carry a tag derived from the state's address, known now.
         let addr = state.as_ptr().as_ptr() as usize;
-        state.lock.get_mut().handles = HandleTable::new(addr);
+        state.lock.get_mut().handles.set_owner(addr);
         Ok(Z3foldPool { mem, state })
     }
 
-    fn state(&self) -> &PoolState {
+    fn state(&self) -> &PoolState<'m> {
         &self.state
     }
 
     /// Pool figures.
     pub fn stats(&self) -> Z3Stats {
         let g = self.state().lock.lock();
-        let st = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
+        let st = self.mem.slabs().ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>()) as u64;
         Z3Stats {
             objects: g.objects,
             object_bytes: g.bytes,
@@ -367,7 +368,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         Ok(Handle(g.handles.set(hidx, which as u64 | d.flags.pfn().0 << (PFN_SHIFT - IDX_SHIFT))))
     }
 
-    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, Z3Error> {
+    fn resolve(&self, g: &Inner<'_>, h: HandleId) -> Result<Loc, Z3Error> {
         let entry = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => Z3Error::BadHandle(h),
             HandleFault::Stale => Z3Error::StaleHandle(h),
@@ -414,14 +415,14 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
     pub fn size_of(&self, h: &Handle) -> Result<usize, Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok(Layout::load(pool_desc_locked(loc.d, &*g)).sizes[loc.which as usize])
+        Ok(Layout::load(pool_desc_held(loc.d, &*g)).sizes[loc.which as usize])
     }
 
     /// Which object of its page `h` names, and the page.
     pub fn location(&self, h: &Handle) -> Result<(Pfn, Buddy), Z3Error> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.id())?;
-        Ok((pool_desc_locked(loc.d, &*g).flags.pfn(), loc.which))
+        Ok((pool_desc_held(loc.d, &*g).flags.pfn(), loc.which))
     }
 
     /// Maps an object for reading.
@@ -443,7 +444,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         if loc.entry & E_MAPPED != 0 {
             return Err(Z3Error::AlreadyMapped(h));
         }
-        let d = pool_desc_locked(loc.d, &*g);
+        let d = pool_desc_held(loc.d, &*g);
         let mut l = Layout::load(d);
         let pfn = d.flags.pfn();
         // The object's bytes become the mapping's (pool item P2 of `desc.rs`), counted in the
@@ -462,7 +463,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
             *e &= !E_MAPPED;
         }
         // The mapped count kept the page ours (frees of a mapped object are refused).
-        let d = pool_desc_locked(m.d, &*g);
+        let d = pool_desc_held(m.d, &*g);
         let mut l = Layout::load(d);
         l.mapped -= 1;
         l.store(d);
@@ -536,7 +537,7 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
         // A pfn scanner may still be about to take our lock (pool item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
         let Z3foldPool { mem, state } = self;
-        let _: PoolState = mem.slabs().kobj_free(cpu, state);
+        let _: PoolState<'_> = mem.slabs().kobj_free(cpu, state);
     }
 
     fn page_new(&self, cpu: &Cpu<'_>) -> Result<&'m Z3foldDesc, Z3Error> {
@@ -573,8 +574,12 @@ impl<'m, P: Platform> Z3foldPool<'m, P> {
 /// descriptor stays; the entries of the page's objects are rewritten (handles never change).
 /// Returns the new pfn; the old page goes back to the page allocator. Refused with
 /// [`ZsMigrateError::Busy`] while an object of the page is mapped.
-pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<Pfn, ZsMigrateError> {
-    move_page(mem, cpu, pfn, None, false).map(|r| r.0)
+pub fn z3fold_migrate_page<P: Platform>(
+    mem: &impl PoolHost<P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+) -> Result<Pfn, ZsMigrateError> {
+    move_page(mem.pools(), cpu, pfn, None, false).map(|r| r.0)
 }
 
 /// As [`z3fold_migrate_page`], to a page the caller owns: an order-0 raw allocation of this
@@ -583,12 +588,12 @@ pub fn z3fold_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pf
 /// order-0 allocation and the page must still belong to the pool its word names.
 #[cfg(feature = "health")]
 pub(crate) fn z3fold_migrate_page_to<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Pfn,
 ) -> Result<Pfn, ZsMigrateError> {
-    move_page(mem, cpu, pfn, Some(target), false).map(|r| r.0)
+    move_page(mem.pools(), cpu, pfn, Some(target), false).map(|r| r.0)
 }
 
 /// Retires the z3fold page `pfn` after a hardware memory error: a zeroed page takes its
@@ -597,15 +602,15 @@ pub(crate) fn z3fold_migrate_page_to<P: Platform>(
 /// objects lost.
 #[cfg(feature = "health")]
 pub(crate) fn z3fold_poison_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
 ) -> Result<u32, ZsMigrateError> {
-    move_page(mem, cpu, pfn, None, true).map(|r| r.1)
+    move_page(mem.pools(), cpu, pfn, None, true).map(|r| r.1)
 }
 
 fn move_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: Pools<'_, P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Option<Pfn>,
@@ -622,16 +627,16 @@ fn move_page<P: Platform>(
     // TYPESAFE_BY_RCU and a pool frees its state only after a grace period
     // (`Z3foldPool::destroy`), which our guard holds off (pool item P4 of `desc.rs`).
     // Everything is re-checked under the pool's lock.
-    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let state = pool_state::<PoolState<'_>>(&guard, pool_addr);
     let r = move_locked(mem, state, &guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
 #[allow(clippy::too_many_arguments)]
-fn move_locked<P: Platform>(
-    mem: &PhysMem<P>,
-    state: &PoolState,
+fn move_locked<'m, P: Platform>(
+    mem: Pools<'m, P>,
+    state: &PoolState<'m>,
     rg: &RcuGuard<'_>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
@@ -645,7 +650,7 @@ fn move_locked<P: Platform>(
         _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
     }
     let d = dp.get(rg);
-    if d.pool.load(Ordering::Relaxed) != state as *const PoolState as usize {
+    if d.pool.load(Ordering::Relaxed) != state as *const PoolState<'_> as usize {
         return Err(ZsMigrateError::NotZsmalloc(pfn));
     }
     let l = Layout::load(d);

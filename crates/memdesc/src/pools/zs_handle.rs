@@ -4,14 +4,12 @@
 //! per entry, so a stale, doubly freed or foreign handle is refused precisely). Compaction and
 //! migration rewrite entries, never handles. Used only under the owning pool's lock.
 
-use core::ptr::NonNull;
-
 use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
-use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
-use crate::PhysMem;
+use crate::pools::Pools;
+use crate::slab::KArray;
 
 /// Entries per handle-table chunk (one 4 KiB kmalloc object).
 const CHUNK_ENTRIES: usize = PAGE_SIZE / 8;
@@ -44,7 +42,7 @@ pub(crate) const E_LOST: u64 = 1 << 24;
 /// mapping borrows its handle.
 ///
 /// ```compile_fail
-/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::cpu::Cpu<'_>) {
+/// # fn f<P: memdesc::Platform>(pool: &memdesc::zsmalloc::ZsPool<'_, P>, cpu: &memdesc::Cpu<'_>) {
 /// let h = pool.malloc(cpu, 100).unwrap();
 /// pool.free(cpu, h).unwrap();
 /// let _ = pool.map_read(cpu, &h); // error[E0382]: borrow of moved value: `h`
@@ -123,43 +121,44 @@ pub(crate) enum HandleFault {
 /// bits: 0 allocated, 1 mapped, 2..14 generation, 14..64 the owner's location (a free entry
 /// keeps its generation and holds the next free index + 1 from bit 25). Used only under the
 /// owner's lock.
-pub(crate) struct HandleTable {
+pub(crate) struct HandleTable<'m> {
     /// The owning pool's tag, in every handle's top 16 bits.
     tag: u64,
     /// Chunks (kmalloc'd, `CHUNK_ENTRIES` entries each).
-    dir: [usize; DIR_ENTRIES],
+    dir: [Option<KArray<'m, u64>>; DIR_ENTRIES],
     /// Entries in use or on the free list.
     pub(in crate::pools) len: usize,
     /// First free entry + 1 (0: none).
     free: usize,
 }
 
-impl HandleTable {
+impl<'m> HandleTable<'m> {
     /// A table whose handles carry a tag derived from `owner` (the pool state's address).
     pub(crate) const fn new(owner: usize) -> Self {
         let tag = ((owner >> 4) ^ (owner >> 20) ^ (owner >> 36)) as u64 & 0xFFFF;
-        HandleTable { tag, dir: [0; DIR_ENTRIES], len: 0, free: 0 }
+        HandleTable { tag, dir: [const { None }; DIR_ENTRIES], len: 0, free: 0 }
     }
 
-    fn ptr(&self, i: usize) -> Option<*mut u64> {
-        let chunk = *self.dir.get(i / CHUNK_ENTRIES)?;
-        if chunk == 0 || i >= self.len {
-            return None;
-        }
-        Some((chunk as *mut u64).wrapping_add(i % CHUNK_ENTRIES))
+    /// Sets the tag from the owner's address once it is known (before any handle is issued).
+    pub(crate) fn set_owner(&mut self, owner: usize) {
+        debug_assert_eq!(self.len, 0, "handles were issued with the old tag");
+        self.tag = HandleTable::new(owner).tag;
     }
 
     /// Entry `i`, if it exists.
     pub(crate) fn get(&self, i: usize) -> Option<u64> {
-        // SAFETY: the chunk is a live kmalloc object of CHUNK_ENTRIES u64s owned by the table,
-        // only touched under the owner's lock, and the index is in bounds.
-        self.ptr(i).map(|p| unsafe { p.read() })
+        if i >= self.len {
+            return None;
+        }
+        self.dir.get(i / CHUNK_ENTRIES)?.as_ref()?.get(i % CHUNK_ENTRIES)
     }
 
     /// Entry `i` for writing.
     pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut u64> {
-        // SAFETY: as in get; `&mut self` makes this the only reference.
-        self.ptr(i).map(|p| unsafe { &mut *p })
+        if i >= self.len {
+            return None;
+        }
+        self.dir.get_mut(i / CHUNK_ENTRIES)?.as_mut()?.as_mut_slice().get_mut(i % CHUNK_ENTRIES)
     }
 
     /// The entry of a live handle.
@@ -182,7 +181,7 @@ impl HandleTable {
 
     /// Takes a free entry (its generation bumped, never 0); the caller stores the location
     /// with [`HandleTable::set`]. `Err(None)`: the table is full.
-    pub(crate) fn alloc<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) -> Result<usize, Option<AllocError>> {
+    pub(crate) fn alloc<P: Platform>(&mut self, mem: Pools<'m, P>, cpu: &Cpu<'_>) -> Result<usize, Option<AllocError>> {
         if self.free != 0 {
             let i = self.free - 1;
             let e = self.get_mut(i).expect("free entry");
@@ -200,8 +199,8 @@ impl HandleTable {
             return Err(None);
         }
         if i.is_multiple_of(CHUNK_ENTRIES) {
-            let c = mem.kmalloc_raw(cpu, PAGE_SIZE, Gfp::KERNEL).map_err(Some)?;
-            self.dir[i / CHUNK_ENTRIES] = c.as_ptr() as usize;
+            let c = mem.slabs().karray(cpu, CHUNK_ENTRIES, 0u64).map_err(Some)?;
+            self.dir[i / CHUNK_ENTRIES] = Some(c);
         }
         self.len += 1;
         *self.get_mut(i).expect("new entry") = 1 << 2;
@@ -226,16 +225,14 @@ impl HandleTable {
 
     /// Chunks allocated.
     pub(crate) fn chunks(&self) -> usize {
-        self.dir.iter().filter(|&&c| c != 0).count()
+        self.dir.iter().filter(|c| c.is_some()).count()
     }
 
     /// Frees every chunk.
-    pub(crate) fn destroy<P: Platform>(&mut self, mem: &PhysMem<P>, cpu: &Cpu<'_>) {
+    pub(crate) fn destroy<P: Platform>(&mut self, mem: Pools<'_, P>, cpu: &Cpu<'_>) {
         for c in self.dir.iter_mut() {
-            if let Some(p) = NonNull::new(core::mem::replace(c, 0) as *mut u8) {
-                // SAFETY: directory chunks are kmalloc objects of this table, taken out of it.
-                let r = unsafe { mem.kfree_raw(cpu, p) };
-                debug_assert!(r.is_ok(), "handle chunk free: {r:?}");
+            if let Some(a) = c.take() {
+                mem.slabs().karray_free(cpu, a);
             }
         }
         self.len = 0;

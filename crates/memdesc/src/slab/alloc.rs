@@ -121,7 +121,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     /// Creates one of the crate's own caches ([`CacheFamily::Internal`]).
-    #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
+    #[cfg(any(test, feature = "pgtable"))]
     pub(crate) fn new_cache(&self, cpu: &Cpu<'_>, args: &CacheArgs) -> Result<&'a SlabCache, AllocError> {
         self.new_cache_in(cpu, args, CacheFamily::Internal)
     }

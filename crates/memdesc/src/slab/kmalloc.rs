@@ -13,14 +13,14 @@
 //! A `KBox` cannot be freed twice or turned into a descriptor's address by safe code:
 //!
 //! ```compile_fail
-//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>, folio: &memdesc::desc::Folio) {
+//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>, folio: &memdesc::memmap::desc::Folio) {
 //! // kfree takes a KBox, which only kmalloc makes: a descriptor's address does not type-check.
 //! mem.kfree(cpu, core::ptr::NonNull::from(folio).cast::<u8>()).unwrap();
 //! # }
 //! ```
 //!
 //! ```compile_fail
-//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::cpu::Cpu<'_>) {
+//! # fn f<P: memdesc::Platform>(mem: &memdesc::PhysMem<P>, cpu: &memdesc::Cpu<'_>) {
 //! let b = mem.kmalloc(cpu, 64, memdesc::Gfp::KERNEL).unwrap();
 //! mem.kfree(cpu, b).unwrap();
 //! mem.kfree(cpu, b).unwrap(); // error[E0382]: use of moved value: `b`

@@ -156,6 +156,19 @@ impl<T> KObj<'_, T> {
     }
 }
 
+impl<'m, T> KObj<'m, T> {
+    /// Gives the object up for a shared reference for the machine's lifetime, like
+    /// `Box::leak`: no handle frees it any more, and its `T` is never dropped. A shared owner
+    /// (page_pool's core, freed by the last of its users) frees the memory by address with the
+    /// checked `Slabs::kfree_owned` once nothing reaches it.
+    pub fn leak(self) -> &'m T {
+        // SAFETY: the handle owned an initialised T (invariants 1 and 3) and is consumed here,
+        // so no free through a handle ends the reference; the memory stays allocated while the
+        // machine lives unless freed by address by an owner that no longer uses it.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
 impl<T> Deref for KObj<'_, T> {
     type Target = T;
     #[inline]

@@ -1,7 +1,7 @@
 //! Folio ops: alloc, put, references, flags, split, clone, migrate, the hot-folio race.
 
-use memdesc::desc::PG_LRU;
 use memdesc::folio::{FolioError, FolioKind, FolioRef};
+use memdesc::memmap::desc::PG_LRU;
 use memdesc::migrate::MigrateError;
 use memdesc::pagecache::PageCacheError;
 
@@ -144,7 +144,7 @@ pub(crate) fn op_folio_split(w: &mut Worker<'_, '_, '_>) -> Outcome {
             let first = f.flags.pfn();
             w.push(Live::Folio { f, refs: 1, order: new_order, id, off });
             for p in pieces {
-                if p.counts.refcount() == 0 || p.flags.flags() & memdesc::desc::PG_LOCKED != 0 {
+                if p.counts.refcount() == 0 || p.flags.flags() & memdesc::memmap::desc::PG_LOCKED != 0 {
                     return Outcome::Violation(format!("split piece at {}: refcount 0 or locked", p.flags.pfn()));
                 }
                 let poff = off + (p.flags.pfn().0 - first.0);
@@ -218,7 +218,7 @@ pub(crate) fn op_folio_migrate(w: &mut Worker<'_, '_, '_>) -> Outcome {
     };
     w.arg(pfn.0);
     let Some(v) = m.memmap().load(m.platform(), pfn) else { return Outcome::Skipped };
-    if memdesc::lookup::folio(v.word.kind()).is_none() {
+    if memdesc::memmap::lookup::folio(v.word.kind()).is_none() {
         return Outcome::Skipped;
     }
     match m.migrate_page(w.cpu, pfn, Gfp::MOVABLE) {

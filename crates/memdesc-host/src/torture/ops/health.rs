@@ -1,8 +1,8 @@
 //! Memory-health ops: compaction, balloon, offlining, guard pages, and hwpoison injection
 //! with the dropping of what a poison destroyed.
 
-use memdesc::desc::{Folio, PG_LRU};
 use memdesc::hwpoison::{PoisonAction, PoisonError, PoisonReport, PoisonedKind};
+use memdesc::memmap::desc::{Folio, PG_LRU};
 use memdesc::offline::OfflineError;
 use memdesc::pgtable::{MmKind, PMD_SIZE};
 
@@ -117,7 +117,7 @@ impl<'m> Worker<'m, '_, '_> {
     pub(crate) fn folio_at(&self, pfn: Pfn) -> Option<&'m Folio> {
         let m = self.m;
         let word = m.memmap().load(m.platform(), pfn)?.word;
-        let d = memdesc::lookup::folio(word.kind())?;
+        let d = memdesc::memmap::lookup::folio(word.kind())?;
         let g = m.rcu().read_lock(self.cpu);
         let f = d.get(&g);
         // SAFETY: the caller holds a reference: the descriptor stays this folio beyond the guard.

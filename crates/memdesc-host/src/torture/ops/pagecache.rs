@@ -1,11 +1,11 @@
 //! Page-cache ops: insert, lookup, delete, truncate, RCU lookups.
 
-use memdesc::desc::Folio;
 use memdesc::folio::FolioKind;
+use memdesc::memmap::desc::Folio;
 use memdesc::pagecache::PageCacheError;
 
 // Ownership rule the SAFETY comments below cite: see `worker.rs`.
-use memdesc::page_access::PageAccess;
+use memdesc::base::page_access::PageAccess;
 use memdesc::{Gfp, Pfn};
 
 use super::pages::*;

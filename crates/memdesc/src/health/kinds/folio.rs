@@ -1,7 +1,7 @@
 //! Anon and page-cache folios: migrated (the descriptor stays, the data moves), split down to
 //! the poisoned page on a memory error, migrated out of an offlined range.
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
 use crate::tag::Tag;
 
 pub(super) static OPS: HealthKind = HealthKind {

@@ -1,10 +1,10 @@
 //! Mappable driver memory: owned by a driver, never moved; on a memory error left in place and
 //! its owner, order and mapcount reported.
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
 use crate::desc::MappableDesc;
 use crate::desc_ref;
-use crate::hwpoison::PoisonedKind;
+use crate::health::poisoned::PoisonedKind;
 use crate::memmap::kinds::desc_of;
 use crate::rcu::RcuGuard;
 use crate::tag::Tag;

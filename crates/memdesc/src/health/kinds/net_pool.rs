@@ -1,10 +1,10 @@
 //! page_pool (netmem) pages: owned by a driver's pool, never moved; on a memory error left in
 //! place and their pool and mapcount reported (the driver would have to be told).
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
 use crate::desc::Netmem;
 use crate::desc_ref;
-use crate::hwpoison::PoisonedKind;
+use crate::health::poisoned::PoisonedKind;
 use crate::memmap::kinds::desc_of;
 use crate::rcu::RcuGuard;
 use crate::sync::Ordering;

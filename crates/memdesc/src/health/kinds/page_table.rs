@@ -1,8 +1,8 @@
 //! Page-table pages: never move; a memory error on one cannot be recovered (left in place,
 //! reported).
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
-use crate::hwpoison::PoisonedKind;
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use crate::health::poisoned::PoisonedKind;
 use crate::rcu::RcuGuard;
 use crate::tag::Tag;
 use crate::word::Word;

@@ -2,10 +2,10 @@
 //! error is kernel memory that cannot be recovered, as in Linux: left in place, the area and
 //! the page's index reported.
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp};
 use crate::desc::VmallocDesc;
 use crate::desc_ref;
-use crate::hwpoison::PoisonedKind;
+use crate::health::poisoned::PoisonedKind;
 use crate::memmap::kinds::desc_of;
 use crate::rcu::RcuGuard;
 use crate::tag::Tag;

@@ -1,6 +1,6 @@
 //! z3fold pages: moved and poisoned through the pool, as zsmalloc pages.
 
-use super::{HealthKind, MigrateOp, OfflineOp, PoisonOp, Pool};
+use super::ops::{HealthKind, MigrateOp, OfflineOp, PoisonOp, Pool};
 use crate::tag::Tag;
 
 pub(super) static OPS: HealthKind = HealthKind {

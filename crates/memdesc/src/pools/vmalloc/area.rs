@@ -6,6 +6,7 @@
 use core::marker::PhantomData;
 
 use crate::addr::PAGE_SIZE;
+use crate::slab::{CacheObj, KArray};
 use crate::word::Tag;
 
 mod sealed {
@@ -44,7 +45,7 @@ pub struct VmArea<K: AreaKind> {
 }
 
 impl<K: AreaKind> VmArea<K> {
-    /// Gives up the handle for the area's first address; free it with the `unsafe`
+    /// Gives up the handle for the area's first address; free it with the raw
     /// [`VmallocSpace::vfree`](super::VmallocSpace::vfree).
     pub fn into_raw(self) -> usize {
         self.va
@@ -63,24 +64,23 @@ impl<K: AreaKind> VmArea<K> {
     }
 }
 
-/// One area's record, in the space's slab cache. Only read or written under the space lock.
-#[repr(C)]
-pub(super) struct VmapArea {
+/// One area's record, in the space's slab cache. Only read or written under the space lock
+/// while linked; the list owns it (each record its successor).
+pub(super) struct VmapArea<'m> {
     pub(super) va: usize,
     pub(super) nr_pages: usize,
-    /// kmalloc'd array of `nr_pages` pfns.
-    pub(super) pages: usize,
-    pub(super) next: usize,
+    /// The pfns of the area's pages (kmalloc'd; `None` only while the area is being made).
+    pub(super) pages: Option<KArray<'m, u64>>,
+    pub(super) next: Option<CacheObj<'m, VmapArea<'m>>>,
     pub(super) id: u64,
-    pub(super) mappable: bool,
 }
 
 /// Where an address falls in the area list.
-pub(super) enum Found {
-    /// Inside the area whose record is at `rec`; `prev` precedes it in the list (0: head).
-    Area { prev: usize, rec: usize },
-    /// In the guard page of the area at `rec`.
-    Guard { rec: usize },
+pub(super) enum Found<'g, 'm> {
+    /// Inside the area `rec`, the `pos`-th record of the list.
+    Area { pos: usize, rec: &'g VmapArea<'m> },
+    /// In the guard page of the area `rec`.
+    Guard { rec: &'g VmapArea<'m> },
     /// In no area.
     Gap,
 }

@@ -5,7 +5,7 @@
 //! one unmapped **guard page** after every area as Linux leaves one, so a linear overrun of an
 //! area faults instead of running into its neighbour.
 //!
-//! Every page of an area is an order-0 page from [`PhysMem::alloc_pages`] with its own
+//! Every page of an area is an order-0 page from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages) with its own
 //! [`VmallocDesc`] (pfn, refcount, mapcount, owning area, index in the area), and its word
 //! is tagged [`Tag::VmallocMappable`] or [`Tag::VmallocUnmappable`]. Which of the two an area
 //! is shows in its handle's type, [`VmArea<Mappable>`] or [`VmArea<Unmappable>`]: only the
@@ -20,7 +20,7 @@
 //! ```
 //!
 //! ```compile_fail
-//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
+//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Unmappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Unmappable>) {
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0); // expects a VmArea<Mappable>
 //! # }
@@ -29,7 +29,7 @@
 //! while the same calls on a mappable area compile:
 //!
 //! ```
-//! # use memdesc::{cpu::Cpu, pgtable::MmRef, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
+//! # use memdesc::{pgtable::MmRef, Cpu, vmalloc::{Mappable, VmArea, VmallocSpace}, Platform};
 //! # fn f<P: Platform>(s: &VmallocSpace<'_, P>, cpu: &Cpu<'_>, mm: &MmRef<'_, P>, a: &VmArea<Mappable>) {
 //! let _ = a.user_page(s, 0);
 //! let _ = s.map_user(cpu, mm, 0x1000, a, 0);
@@ -37,7 +37,7 @@
 //! ```
 //!
 //! For pages reached by pfn rather than through a handle, the page-table module's one rule,
-//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`],
+//! [`crate::pgtable::mappability`], decides from the word ([`PhysMem::user_page_of`](crate::PhysMem::user_page_of),
 //! [`crate::pgtable::MmRef::map_pfn`]); this module has no check of its own. A mappable area's
 //! page is mapped into a user address space with [`VmallocSpace::map_user`], under the space
 //! lock, so it cannot race with `vfree` (which refuses with [`VmallocError::Mapped`] while a
@@ -59,7 +59,7 @@
 //! 1 + its user mappings. `vfree` unmaps the area (page tables emptied by that are freed, as
 //! the page-table module does) before freeing its pages, and [`VmallocSpace::vmalloc_to_pfn`]
 //! answers from the page tables. The page array is kept (one pfn per page) for freeing and for
-//! byte access, which goes through [`Platform::map_local`] of each page.
+//! byte access, which goes through a [`PageAccess`] window on each page.
 //!
 //! Allocation takes every page first, then the virtual range and its PTEs; any failure on the
 //! way (pages, descriptors, bookkeeping, page tables) returns every page, descriptor, array,
@@ -67,25 +67,25 @@
 //! was.
 //!
 //! This module touches its own records and page arrays, the words and [`VmallocDesc`]s of its
-//! pages, their bytes (through `map_local`), and entries of its kernel address space and of
+//! pages, their bytes (through `PageAccess` windows), and entries of its kernel address space and of
 //! user address spaces only through the page-table module's API.
 
 mod area;
 
 use core::marker::PhantomData;
-use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{DescPtr, VmallocDesc};
+use crate::desc::{pool_desc_held, pool_window, DescPtr, VmallocDesc};
 use crate::gfp::Gfp;
+use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::pgtable::{MapError, MmKind, MmRef, UserPage};
 use crate::platform::Platform;
-use crate::slab::{CacheArgs, CacheRef};
+use crate::pools::{PoolHost, Pools};
+use crate::slab::{CacheArgs, CacheObj, ObjCache};
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Tag, Word};
-use crate::PhysMem;
 
 pub use area::{AreaKind, Mappable, Unmappable, VmArea};
 use area::{Found, VmapArea};
@@ -191,8 +191,9 @@ impl core::fmt::Display for VmallocError {
 
 impl core::error::Error for VmallocError {}
 
-struct Inner {
-    head: usize,
+struct Inner<'m> {
+    /// The records, in address order (each owns the next).
+    head: Option<CacheObj<'m, VmapArea<'m>>>,
     next_id: u64,
     areas: u64,
     pages: u64,
@@ -211,18 +212,18 @@ pub struct VmallocStats {
 
 /// A range of kernel virtual addresses and the vmalloc areas in it.
 pub struct VmallocSpace<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     kmm: &'m MmRef<'m, P>,
-    records: CacheRef<'m, P>,
+    records: ObjCache<'m, VmapArea<'m>>,
     start: usize,
     end: usize,
-    inner: SpinLock<Inner>,
+    inner: SpinLock<Inner<'m>>,
 }
 
 impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// A space over Linux's vmalloc range ([`VMALLOC_START`], [`VMALLOC_SIZE`]), mapped by
     /// the kernel address space `kmm` (see [`VmallocSpace::with_range`]).
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, P>) -> Result<Self, VmallocError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, kmm: &'m MmRef<'m, P>) -> Result<Self, VmallocError> {
         Self::with_range(mem, cpu, kmm, VMALLOC_START, VMALLOC_SIZE)
     }
 
@@ -232,12 +233,13 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// record cache and claims the range as one pfn VMA of `kmm`: a range another VMA
     /// overlaps is refused with [`VmallocError::PageTable`]`(`[`MapError::Overlap`]`)`.
     pub fn with_range(
-        mem: &'m PhysMem<P>,
+        mem: &'m impl PoolHost<P>,
         cpu: &Cpu<'_>,
         kmm: &'m MmRef<'m, P>,
         start: usize,
         size: usize,
     ) -> Result<Self, VmallocError> {
+        let mem = mem.pools();
         let end = start.checked_add(size).ok_or(VmallocError::BadRange)?;
         if size == 0 || !start.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(VmallocError::BadRange);
@@ -248,11 +250,10 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         // The space's own cache: no user can reach it through `cache_ref` and destroy it.
         let records = mem
             .slabs()
-            .new_cache(cpu, &CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea>()))
-            .map(|c| mem.slabs().cache_ref_internal(c))
+            .new_obj_cache::<VmapArea<'m>>(cpu, CacheArgs::new("vmap_area", core::mem::size_of::<VmapArea<'m>>()))
             .map_err(VmallocError::NoMemory)?;
         if let Err(e) = kmm.mmap_pfn(cpu, start as u64, size as u64) {
-            let r = mem.destroy_cache(cpu, records);
+            let r = mem.slabs().destroy_cache(cpu, mem.slabs().cache_ref_internal(records.cache()));
             debug_assert!(r.is_ok(), "{r:?}");
             return Err(match e {
                 MapError::OutOfRange(_) | MapError::Misaligned(_) => VmallocError::BadRange,
@@ -266,7 +267,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
             start,
             end,
             inner: SpinLock::new(Inner {
-                head: 0,
+                head: None,
                 next_id: 1,
                 areas: 0,
                 pages: 0,
@@ -288,7 +289,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         }
         let r = self.kmm.munmap(cpu, self.start as u64);
         debug_assert!(r.is_ok_and(|st| st.entries == 0), "{r:?}");
-        let r = self.mem.destroy_cache(cpu, self.records);
+        let r = self.mem.slabs().destroy_cache(cpu, self.mem.slabs().cache_ref_internal(self.records.cache()));
         debug_assert!(r.is_ok(), "{r:?}");
         Ok(())
     }
@@ -320,84 +321,58 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         if nr >= (self.end - self.start) / PAGE_SIZE {
             return Err(VmallocError::TooLarge(size));
         }
-        let rec = self.records.alloc_raw(cpu).map_err(VmallocError::NoMemory)?;
-        let pages = match self.mem.kmalloc_raw(cpu, nr * 8, Gfp::KERNEL) {
-            Ok(p) => p,
+        let slabs = self.mem.slabs();
+        let blank = VmapArea { va: 0, nr_pages: nr, pages: None, next: None, id: 0 };
+        // The record first: its address is what the pages' descriptors name (`area`).
+        let mut rec = slabs.obj_alloc(cpu, self.records, blank).map_err(VmallocError::NoMemory)?;
+        match slabs.karray(cpu, nr, 0u64) {
+            Ok(a) => rec.pages = Some(a),
             Err(e) => {
-                self.free_record(cpu, rec);
+                self.free_area(cpu, rec, 0);
                 return Err(VmallocError::NoMemory(e));
             }
-        };
-        let pfns = pages.as_ptr() as *mut u64;
-        let rec_addr = rec.as_ptr() as usize;
+        }
+        let rec_addr = rec.as_ptr().as_ptr() as usize;
         for i in 0..nr {
             match self.alloc_page::<K>(cpu, gfp, rec_addr, i) {
-                // SAFETY: `pfns` is a kmalloc object of nr * 8 bytes owned by this call, i < nr,
-                // and kmalloc objects are 8-aligned.
-                Ok(pfn) => unsafe { pfns.add(i).write(pfn.0) },
+                Ok(pfn) => {
+                    let r = rec.pages.as_mut().map(|a| a.set(i, pfn.0));
+                    debug_assert!(r.is_some_and(|r| r.is_ok()), "i < nr");
+                }
                 Err(e) => {
-                    for j in 0..i {
-                        // SAFETY: entries 0..i were written above.
-                        self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
-                    }
-                    self.free_array(cpu, pages);
-                    self.free_record(cpu, rec);
+                    self.free_area(cpu, rec, i);
                     return Err(VmallocError::NoMemory(e));
                 }
             }
         }
         let mut g = self.inner.lock();
-        let Some((prev, va)) = self.find_gap(&g, nr) else {
+        let Some((pos, va)) = self.find_gap(&g, nr) else {
             drop(g);
-            for j in 0..nr {
-                // SAFETY: every entry was written above.
-                self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
-            }
-            self.free_array(cpu, pages);
-            self.free_record(cpu, rec);
+            self.free_area(cpu, rec, nr);
             return Err(VmallocError::NoVirtualSpace { pages: nr });
         };
         // PTEs for every page (not the guard page), before the area is linked: nobody sees a
         // half-mapped area. A failure (a page-table page not available) unmaps what was
         // mapped, which frees the tables it emptied, and returns everything taken.
         for i in 0..nr {
-            // SAFETY: every entry was written above.
-            let pfn = Pfn(unsafe { pfns.add(i).read() });
+            let pfn = pfn_of(&rec, i);
             if let Err(e) = self.kmm.map_pfn(cpu, (va + i * PAGE_SIZE) as u64, pfn) {
                 if i > 0 {
                     let r = self.kmm.unmap(cpu, va as u64, (i * PAGE_SIZE) as u64);
                     debug_assert!(r.is_ok_and(|st| st.entries == i as u64), "{r:?}");
                 }
                 drop(g);
-                for j in 0..nr {
-                    // SAFETY: every entry was written above.
-                    self.free_page(cpu, Pfn(unsafe { pfns.add(j).read() }));
-                }
-                self.free_array(cpu, pages);
-                self.free_record(cpu, rec);
+                self.free_area(cpu, rec, nr);
                 return Err(VmallocError::PageTable(e));
             }
         }
         let id = g.next_id;
         g.next_id += 1;
-        let next = if prev == 0 { g.head } else { Self::rec(prev).next };
-        // SAFETY: `rec` is a fresh object of the record cache, sized and aligned for a
-        // VmapArea, owned by this space; we hold the lock that guards every record.
-        unsafe {
-            (rec.as_ptr() as *mut VmapArea).write(VmapArea {
-                va,
-                nr_pages: nr,
-                pages: pfns as usize,
-                next,
-                id,
-                mappable: K::TAG == Tag::VmallocMappable,
-            })
-        };
-        if prev == 0 {
-            g.head = rec_addr;
-        } else {
-            Self::set_next(prev, rec_addr);
-        }
+        rec.va = va;
+        rec.id = id;
+        let link = g.link_mut(pos);
+        rec.next = link.take();
+        *link = Some(rec);
         g.areas += 1;
         g.pages += nr as u64;
         // The start may be handed out again: it no longer names a freed area.
@@ -427,50 +402,42 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
 
     fn vfree_checked(&self, cpu: &Cpu<'_>, va: usize, id: Option<u64>) -> Result<(), VmallocError> {
         let mut g = self.inner.lock();
-        let (prev, rec) = match self.locate(&g, va)? {
-            Found::Area { prev, rec } => (prev, rec),
-            Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+        let (pos, nr) = match self.locate(&g, va)? {
+            Found::Area { pos, rec: r } => {
+                if id.is_some_and(|id| id != r.id) {
+                    return Err(VmallocError::Stale(va));
+                }
+                if r.va != va {
+                    return Err(VmallocError::NotAreaStart { va, start: r.va });
+                }
+                // One mapcount is the page's kernel PTE; any more are user mappings.
+                for i in 0..r.nr_pages {
+                    let d = self.desc_at(&*g, pfn_of(r, i));
+                    if d.is_some_and(|d| d.counts.mapcount() > 1) {
+                        return Err(VmallocError::Mapped { va, index: i });
+                    }
+                }
+                (pos, r.nr_pages)
+            }
+            Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: rec.va }),
             Found::Gap if id.is_some() => return Err(VmallocError::Stale(va)),
             Found::Gap if g.freed.contains(&va) => return Err(VmallocError::DoubleFree(va)),
             Found::Gap => return Err(VmallocError::NotAllocated(va)),
         };
-        let r = Self::rec(rec);
-        if id.is_some_and(|id| id != r.id) {
-            return Err(VmallocError::Stale(va));
-        }
-        if r.va != va {
-            return Err(VmallocError::NotAreaStart { va, start: r.va });
-        }
-        // One mapcount is the page's kernel PTE; any more are user mappings.
-        for i in 0..r.nr_pages {
-            let d = self.desc_at(Self::pfn_of(r, i));
-            if d.is_some_and(|d| d.counts.mapcount() > 1) {
-                return Err(VmallocError::Mapped { va, index: i });
-            }
-        }
-        let (next, nr, pages) = (r.next, r.nr_pages, r.pages);
         // Clear the kernel PTEs (dropping their counts) and free the tables they leave empty.
         let st = self.kmm.unmap(cpu, va as u64, (nr * PAGE_SIZE) as u64);
         debug_assert!(st.is_ok_and(|st| st.entries == nr as u64), "{st:?}");
-        if prev == 0 {
-            g.head = next;
-        } else {
-            Self::set_next(prev, next);
-        }
+        let link = g.link_mut(pos);
+        let mut rec = link.take().expect("located");
+        *link = rec.next.take();
         g.areas -= 1;
         g.pages -= nr as u64;
         let slot = g.freed_next;
         g.freed[slot] = va;
         g.freed_next = (slot + 1) % FREED_HISTORY;
         drop(g);
-        for i in 0..nr {
-            // SAFETY: the record is unlinked, so this call owns it and its page array.
-            self.free_page(cpu, Pfn(unsafe { (pages as *const u64).add(i).read() }));
-        }
-        // SAFETY: a kmalloc pointer stored at allocation, never null.
-        self.free_array(cpu, unsafe { NonNull::new_unchecked(pages as *mut u8) });
-        // SAFETY: record addresses are slab objects, never null.
-        self.free_record(cpu, unsafe { NonNull::new_unchecked(rec as *mut u8) });
+        // The record is unlinked: this call owns it, its page array and its pages.
+        self.free_area(cpu, rec, nr);
         Ok(())
     }
 
@@ -487,19 +454,14 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
                 debug_assert!(e.is_some_and(|(e, huge)| e.present() && !huge), "{e:?}");
                 e.map(|(e, _)| e.pfn()).ok_or(VmallocError::NotAllocated(va))
             }
-            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: rec.va }),
             Found::Gap => Err(VmallocError::NotAllocated(va)),
         }
     }
 
     /// Copies `buf.len()` bytes from the area holding `va` (all inside one area).
     pub fn read(&self, va: usize, buf: &mut [u8]) -> Result<(), VmallocError> {
-        self.copy(va, buf.len(), None, |dst_off, page, off, n| {
-            // SAFETY: `page` maps a whole page of the area (valid for PAGE_SIZE bytes while
-            // the lock is held and the mapping lives), off + n <= PAGE_SIZE, and `buf` is a
-            // distinct Rust slice.
-            unsafe { core::ptr::copy_nonoverlapping(page.add(off), buf.as_mut_ptr().add(dst_off), n) }
-        })
+        self.copy(va, buf.len(), None, |done, w| buf[done..done + w.len()].copy_from_slice(w.bytes()))
     }
 
     /// Copies `data` into the area holding `va` (all inside one area), for a caller that owns
@@ -507,28 +469,24 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// Checked: `va..va+len` must lie inside one live area ([`VmallocError`] otherwise,
     /// nothing written).
     pub(crate) fn write_owned(&self, va: usize, data: &[u8]) -> Result<(), VmallocError> {
-        self.copy(va, data.len(), None, |src_off, page, off, n| {
-            // SAFETY: as in `read`, with the page as destination; the area's pages belong to
-            // it alone.
-            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(src_off), page.add(off), n) }
+        self.copy(va, data.len(), None, |done, w| {
+            let n = w.len();
+            w.bytes_mut().copy_from_slice(&data[done..done + n])
         })
     }
 
     /// Reads through a handle, at `offset` bytes into the area.
     pub fn read_area<K: AreaKind>(&self, a: &VmArea<K>, offset: usize, buf: &mut [u8]) -> Result<(), VmallocError> {
         let va = a.va.checked_add(offset).ok_or(VmallocError::OutOfBounds { va: a.va, len: buf.len() })?;
-        self.copy(va, buf.len(), Some((a.va, a.id)), |dst_off, page, off, n| {
-            // SAFETY: as in `read`.
-            unsafe { core::ptr::copy_nonoverlapping(page.add(off), buf.as_mut_ptr().add(dst_off), n) }
-        })
+        self.copy(va, buf.len(), Some((a.va, a.id)), |done, w| buf[done..done + w.len()].copy_from_slice(w.bytes()))
     }
 
     /// Writes through a handle, at `offset` bytes into the area.
     pub fn write_area<K: AreaKind>(&self, a: &VmArea<K>, offset: usize, data: &[u8]) -> Result<(), VmallocError> {
         let va = a.va.checked_add(offset).ok_or(VmallocError::OutOfBounds { va: a.va, len: data.len() })?;
-        self.copy(va, data.len(), Some((a.va, a.id)), |src_off, page, off, n| {
-            // SAFETY: as in `write`.
-            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(src_off), page.add(off), n) }
+        self.copy(va, data.len(), Some((a.va, a.id)), |done, w| {
+            let n = w.len();
+            w.bytes_mut().copy_from_slice(&data[done..done + n])
         })
     }
 
@@ -540,14 +498,14 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         let g = self.inner.lock();
         match self.locate(&g, va)? {
             Found::Area { rec, .. } => {
-                let r = Self::rec(rec);
+                let r = rec;
                 if r.va != va {
                     return Err(VmallocError::NotAreaStart { va, start: r.va });
                 }
-                (0..r.nr_pages).for_each(|i| f(i, Self::pfn_of(r, i)));
+                (0..r.nr_pages).for_each(|i| f(i, pfn_of(r, i)));
                 Ok(())
             }
-            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+            Found::Guard { rec } => Err(VmallocError::GuardPage { va, area: rec.va }),
             Found::Gap => Err(VmallocError::NotAllocated(va)),
         }
     }
@@ -559,7 +517,7 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
             .ok_or(VmallocError::OutOfBounds { va: a.va, len: (index + 1) * PAGE_SIZE })?;
         let g = self.inner.lock();
         match self.locate(&g, va)? {
-            Found::Area { rec, .. } if Self::rec(rec).id == a.id => Ok(Self::pfn_of(Self::rec(rec), index)),
+            Found::Area { rec, .. } if rec.id == a.id => Ok(pfn_of(rec, index)),
             _ => Err(VmallocError::Stale(a.va)),
         }
     }
@@ -569,22 +527,22 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         va: usize,
         len: usize,
         handle: Option<(usize, u64)>,
-        mut f: impl FnMut(usize, *mut u8, usize, usize),
+        mut f: impl FnMut(usize, &mut PageAccess<'_, P>),
     ) -> Result<(), VmallocError> {
         let g = self.inner.lock();
         let rec = match handle {
             // Through a handle: its area must still be the one at its start.
             Some((start, id)) => match self.locate(&g, start)? {
-                Found::Area { rec, .. } if Self::rec(rec).va == start && Self::rec(rec).id == id => rec,
+                Found::Area { rec, .. } if rec.va == start && rec.id == id => rec,
                 _ => return Err(VmallocError::Stale(start)),
             },
             None => match self.locate(&g, va)? {
                 Found::Area { rec, .. } => rec,
-                Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: Self::rec(rec).va }),
+                Found::Guard { rec } => return Err(VmallocError::GuardPage { va, area: rec.va }),
                 Found::Gap => return Err(VmallocError::NotAllocated(va)),
             },
         };
-        let r = Self::rec(rec);
+        let r = rec;
         if va < r.va {
             return Err(VmallocError::OutOfBounds { va, len });
         }
@@ -597,81 +555,68 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
             let off_in_area = va - r.va + done;
             let (idx, off) = (off_in_area / PAGE_SIZE, off_in_area % PAGE_SIZE);
             let n = (PAGE_SIZE - off).min(len - done);
-            let pfn = Self::pfn_of(r, idx);
-            let p = self.mem.platform().map_local(pfn).ok_or(VmallocError::NoMapping(pfn))?;
-            f(done, p.as_ptr(), off, n);
-            self.mem.platform().unmap_local(pfn, p);
+            let pfn = pfn_of(r, idx);
+            // The area's bytes are the space lock holder's (pool item P2 of `desc.rs`).
+            let mut w = pool_window(self.mem.platform(), pfn, off, n).ok_or(VmallocError::NoMapping(pfn))?;
+            f(done, &mut w);
             done += n;
         }
         Ok(())
     }
 
     /// Where `va` falls; `OutOfRange` outside the space.
-    fn locate(&self, g: &Inner, va: usize) -> Result<Found, VmallocError> {
+    fn locate<'g>(&self, g: &'g Inner<'m>, va: usize) -> Result<Found<'g, 'm>, VmallocError> {
         if va < self.start || va >= self.end {
             return Err(VmallocError::OutOfRange(va));
         }
-        let (mut prev, mut cur) = (0, g.head);
-        while cur != 0 {
-            let r = Self::rec(cur);
+        for (pos, r) in g.iter().enumerate() {
             if va < r.va {
                 return Ok(Found::Gap);
             }
             let end = r.va + r.nr_pages * PAGE_SIZE;
             if va < end {
-                return Ok(Found::Area { prev, rec: cur });
+                return Ok(Found::Area { pos, rec: r });
             }
             if va < end + PAGE_SIZE {
-                return Ok(Found::Guard { rec: cur });
+                return Ok(Found::Guard { rec: r });
             }
-            prev = cur;
-            cur = r.next;
         }
         Ok(Found::Gap)
     }
 
-    /// First fit: the record to insert after (0: at the head) and the start of a free range of
-    /// `nr` pages plus a guard page.
-    fn find_gap(&self, g: &Inner, nr: usize) -> Option<(usize, usize)> {
+    /// First fit: how many records precede the new one, and the start of a free range of `nr`
+    /// pages plus a guard page.
+    fn find_gap(&self, g: &Inner<'m>, nr: usize) -> Option<(usize, usize)> {
         let need = (nr + 1) * PAGE_SIZE;
-        let (mut prev, mut cur, mut cand) = (0, g.head, self.start);
-        while cur != 0 {
-            let r = Self::rec(cur);
+        let mut cand = self.start;
+        for (pos, r) in g.iter().enumerate() {
             if cand.checked_add(need)? <= r.va {
-                return Some((prev, cand));
+                return Some((pos, cand));
             }
             cand = r.va + (r.nr_pages + 1) * PAGE_SIZE;
-            prev = cur;
-            cur = r.next;
         }
-        (cand.checked_add(need)? <= self.end).then_some((prev, cand))
+        (cand.checked_add(need)? <= self.end).then_some((g.areas as usize, cand))
     }
 
-    fn rec<'a>(addr: usize) -> &'a VmapArea {
-        // SAFETY: record addresses in the list are live records of this space (linked after
-        // being written, unlinked before being freed); callers hold the space lock, under which
-        // records are only read or have `next` replaced through `set_next`.
-        unsafe { &*(addr as *const VmapArea) }
-    }
-
-    fn set_next(addr: usize, next: usize) {
-        // SAFETY: as in `rec`; the caller holds the lock and no reference to this record's
-        // `next` is live across the call.
-        unsafe { (*(addr as *mut VmapArea)).next = next };
-    }
-
-    fn pfn_of(r: &VmapArea, i: usize) -> Pfn {
-        debug_assert!(i < r.nr_pages);
-        // SAFETY: `pages` is the record's array of nr_pages pfns, written before linking.
-        Pfn(unsafe { (r.pages as *const u64).add(i).read() })
-    }
-
-    fn desc_at(&self, pfn: Pfn) -> Option<&VmallocDesc> {
+    /// The descriptor of a page of an area, for as long as `held` is borrowed: the space's
+    /// lock state (the area is linked) or the area's record (the caller owns the unlinked
+    /// area). Pool item P1 of `desc.rs`.
+    fn desc_at<'h, H: ?Sized>(&self, held: &'h H, pfn: Pfn) -> Option<&'h VmallocDesc> {
         match self.mem.memmap().load(self.mem.platform(), pfn)?.word.kind() {
-            // SAFETY: the page belongs to a live area of this space (the caller holds the lock
-            // or owns the area), so its descriptor is live.
-            PageKind::Vmalloc { desc, .. } => Some(unsafe { &*(desc.addr() as *const VmallocDesc) }),
+            PageKind::Vmalloc { desc, .. } => Some(pool_desc_held(desc, held)),
             _ => None,
+        }
+    }
+
+    /// Frees an area's first `got` pages, its page array and its record (unlinked, or never
+    /// linked: the caller owns them).
+    fn free_area(&self, cpu: &Cpu<'_>, rec: CacheObj<'m, VmapArea<'m>>, got: usize) {
+        for i in 0..got {
+            self.free_page(cpu, &rec, pfn_of(&rec, i));
+        }
+        let area = self.mem.slabs().obj_free(cpu, rec);
+        if let Some(a) = area.pages {
+            self.mem.slabs().karray_free(cpu, a);
         }
     }
 
@@ -695,8 +640,8 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         Ok(pfn)
     }
 
-    fn free_page(&self, cpu: &Cpu<'_>, pfn: Pfn) {
-        let d = self.desc_at(pfn);
+    fn free_page(&self, cpu: &Cpu<'_>, area: &VmapArea<'m>, pfn: Pfn) {
+        let d = self.desc_at(area, pfn);
         debug_assert!(d.is_some(), "vmalloc page {pfn} lost its word");
         self.mem.pages().stamp_block(pfn, 0, Word::TAIL);
         if let Some(d) = d {
@@ -706,21 +651,9 @@ impl<'m, P: Platform> VmallocSpace<'m, P> {
         let rm = self.mem.memmap().region_map(self.mem.memmap().region_index(pfn).expect("vmalloc pfn"));
         self.mem.pages().free_claimed(cpu, rm, pfn, 0);
     }
-
-    fn free_array(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        // SAFETY: page arrays are kmalloc objects of their area, which is being torn down.
-        let r = unsafe { self.mem.kfree_raw(cpu, p) };
-        debug_assert!(r.is_ok(), "{r:?}");
-    }
-
-    fn free_record(&self, cpu: &Cpu<'_>, p: NonNull<u8>) {
-        // SAFETY: records are objects of this cache owned by the space, unlinked by the caller.
-        let r = unsafe { self.records.free_raw(cpu, p) };
-        debug_assert!(r.is_ok(), "{r:?}");
-    }
 }
 
-impl<P: Platform> VmallocSpace<'_, P> {
+impl<'m, P: Platform> VmallocSpace<'m, P> {
     /// Maps page `index` of the mappable area `area` at `va` of the user address space `mm`
     /// (which needs a pfn VMA there): the page's refcount and mapcount each go up by one,
     /// and [`crate::pgtable::MmRef::unmap`] brings them down. Done under the space lock, so
@@ -741,10 +674,10 @@ impl<P: Platform> VmallocSpace<'_, P> {
         }
         let g = self.inner.lock();
         let rec = match self.locate(&g, area.va)? {
-            Found::Area { rec, .. } if Self::rec(rec).va == area.va && Self::rec(rec).id == area.id => rec,
+            Found::Area { rec, .. } if rec.va == area.va && rec.id == area.id => rec,
             _ => return Err(VmallocError::Stale(area.va)),
         };
-        let page = UserPage::new(Self::pfn_of(Self::rec(rec), index), Tag::VmallocMappable);
+        let page = UserPage::new(pfn_of(rec, index), Tag::VmallocMappable);
         mm.map_user_page(cpu, va, page).map_err(VmallocError::PageTable)
     }
 }
@@ -762,8 +695,8 @@ impl VmArea<Mappable> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
-    use crate::MemmapLayout;
 
     const BASE: usize = VMALLOC_START;
 
@@ -829,8 +762,10 @@ mod tests {
             assert!(!huge && e.present() && !e.user());
             assert_eq!(e.pfn(), s.pfn_at(&a, i).unwrap(), "PTE {i} matches the page array");
             assert_eq!(s.vmalloc_to_pfn(a.addr() + i * PAGE_SIZE + 99), Ok(e.pfn()));
-            let d = s.desc_at(e.pfn()).unwrap();
+            let g = s.inner.lock();
+            let d = s.desc_at(&*g, e.pfn()).unwrap();
             assert_eq!((d.counts.refcount(), d.counts.mapcount()), (2, 1), "the kernel PTE counts");
+            drop(g);
         }
         assert_eq!(kmm.translate((a.addr() + 600 * PAGE_SIZE) as u64), None, "the guard page is unmapped");
         // A user address space cannot host a vmalloc space.
@@ -902,5 +837,27 @@ mod tests {
         );
         assert_eq!(a.user_page(&s, 2).unwrap().tag(), Tag::VmallocMappable);
         s.vfree_area(&cpu, a).unwrap();
+    }
+}
+
+/// The pfn of page `i` of an area.
+fn pfn_of(r: &VmapArea<'_>, i: usize) -> Pfn {
+    debug_assert!(i < r.nr_pages);
+    Pfn(r.pages.as_ref().and_then(|a| a.get(i)).unwrap_or(0))
+}
+
+impl<'m> Inner<'m> {
+    /// The records, in address order.
+    fn iter(&self) -> impl Iterator<Item = &VmapArea<'m>> {
+        core::iter::successors(self.head.as_deref(), |r| r.next.as_deref())
+    }
+
+    /// The link after the first `pos` records (`pos` 0: the head).
+    fn link_mut(&mut self, pos: usize) -> &mut Option<CacheObj<'m, VmapArea<'m>>> {
+        let mut link = &mut self.head;
+        for _ in 0..pos {
+            link = &mut link.as_mut().expect("pos is at most the number of records").next;
+        }
+        link
     }
 }

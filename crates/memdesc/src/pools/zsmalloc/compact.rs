@@ -9,7 +9,7 @@ use crate::pools::zs_handle::{E_ALLOC, E_LOST, E_MAPPED, GEN_MASK, IDX_SHIFT, PF
 use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 
-impl<P: Platform> ZsPool<'_, P> {
+impl<'m, P: Platform> ZsPool<'m, P> {
     /// Moves objects out of the sparsest zspages of each class into the fullest ones, then
     /// empties each class's last sparse zspage into larger classes' free slots, and frees the
     /// zspages it empties (see the module docs). Zspages with mapped objects are left alone.
@@ -32,7 +32,7 @@ impl<P: Platform> ZsPool<'_, P> {
         st
     }
 
-    fn compact_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+    fn compact_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner<'m>, ci: usize, st: &mut ZsCompactStats) {
         let class = g.classes[ci];
         if class.huge() {
             return;
@@ -73,7 +73,7 @@ impl<P: Platform> ZsPool<'_, P> {
     }
 
     /// Moves one allocated object of `src` into a free slot of `dst` (same class).
-    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, src: &Zspage, cj: usize, dst: &Zspage) {
+    fn move_one(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, ci: usize, src: &Zspage, cj: usize, dst: &Zspage) {
         let (class, dclass) = (g.classes[ci], g.classes[cj]);
         let slot = class.slot as usize;
         let idx = (0..class.objs)
@@ -117,7 +117,7 @@ impl<P: Platform> ZsPool<'_, P> {
     /// (a slot holds any object up to its size): when those have room for all of them, move
     /// them there and free the zspage. Pool pages only go down (the free slots were pool
     /// pages already); objects only move to larger classes, so this terminates.
-    fn spill_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner, ci: usize, st: &mut ZsCompactStats) {
+    fn spill_class(&self, cpu: &Cpu<'_>, rg: &RcuGuard<'_>, g: &mut Inner<'m>, ci: usize, st: &mut ZsCompactStats) {
         let class = g.classes[ci];
         if class.huge() {
             return;

@@ -5,15 +5,14 @@
 //! mapping is dropped). See the locking section of [`super`].
 
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
 
 use super::{Handle, HandleId, ZsError, ZsPool, E_LOST, E_MAPPED};
 use crate::addr::PAGE_SIZE;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, Zspage};
-use crate::gfp::Gfp;
 use crate::page_access::PageAccess;
 use crate::platform::Platform;
+use crate::slab::KArray;
 use crate::sync::Ordering;
 
 impl<'m, P: Platform> ZsPool<'m, P> {
@@ -43,10 +42,9 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let off = loc.idx as usize * class.slot as usize + class.data_off();
         let straddles = off / PAGE_SIZE != (off + loc.size - 1) / PAGE_SIZE;
         let bytes = if straddles {
-            let buf = self.mem.kmalloc_raw(cpu, loc.size, Gfp::KERNEL)?;
-            // SAFETY: a fresh kmalloc object of loc.size bytes; the object's bytes are ours
-            // to read (allocated, not mapped elsewhere, and we hold the lock).
-            self.copy_out(zs, off, unsafe { core::slice::from_raw_parts_mut(buf.as_ptr(), loc.size) });
+            let mut buf = self.mem.slabs().karray(cpu, loc.size, 0u8)?;
+            // The object's bytes are ours to read: allocated, not mapped, and we hold the lock.
+            self.copy_out(zs, off, buf.as_mut_slice());
             Bytes::Copy(buf)
         } else {
             // The object's bytes become the mapping's (pool item P2 of `desc.rs`): counted in
@@ -56,23 +54,19 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         *g.handles.get_mut(h.index()).expect("resolved") |= E_MAPPED;
         zs.mapped.fetch_add(1, Ordering::Relaxed);
         g.mapped += 1;
-        Ok(Mapping { pool: self, cpu, h, zs: loc.zs, off, bytes, len: loc.size, write })
+        Ok(Mapping { pool: self, cpu, h, zs: loc.zs, off, bytes, write })
     }
 
-    fn unmap(&self, m: &Mapping<'_, 'm, P>) {
+    fn unmap(&self, m: &mut Mapping<'_, 'm, P>) {
         let rg = self.mem.rcu().read_lock(m.cpu);
         // The mapped count keeps the zspage in place and alive (compaction and migration skip
         // it, its objects cannot be freed while one is mapped).
         let zs = m.zs.get(&rg);
-        if let Bytes::Copy(ptr) = m.bytes {
+        if let Bytes::Copy(buf) = core::mem::replace(&mut m.bytes, Bytes::Gone) {
             if m.write {
-                // SAFETY: the buffer holds m.len bytes we own until the kfree below.
-                self.copy_in(zs, m.off, unsafe { core::slice::from_raw_parts(ptr.as_ptr(), m.len) });
+                self.copy_in(zs, m.off, buf.as_slice());
             }
-            // SAFETY: the copy buffer is the kmalloc object map allocated for this mapping,
-            // which is ending.
-            let r = unsafe { self.mem.kfree_raw(m.cpu, ptr) };
-            debug_assert!(r.is_ok(), "copy buffer free: {r:?}");
+            self.mem.slabs().karray_free(m.cpu, buf);
         }
         let mut g = self.state().lock.lock();
         if let Some(e) = g.handles.get_mut(m.h.index()) {
@@ -87,8 +81,10 @@ impl<'m, P: Platform> ZsPool<'m, P> {
 enum Bytes<'m, P: Platform> {
     /// In the page: a window on the object (it lies in one page).
     InPage(PageAccess<'m, P>),
-    /// A kmalloc'd copy of `len` bytes (the object straddles two pages).
-    Copy(NonNull<u8>),
+    /// A kmalloc'd copy (the object straddles two pages).
+    Copy(KArray<'m, u8>),
+    /// Unmapped (while the mapping is being dropped).
+    Gone,
 }
 
 /// A live mapping (shared by [`ZsRead`] and [`ZsWrite`]).
@@ -100,7 +96,6 @@ struct Mapping<'a, 'm, P: Platform> {
     /// Offset of the object's data in the zspage.
     off: usize,
     bytes: Bytes<'m, P>,
-    len: usize,
     write: bool,
 }
 
@@ -108,23 +103,24 @@ impl<P: Platform> Mapping<'_, '_, P> {
     fn bytes(&self) -> &[u8] {
         match &self.bytes {
             Bytes::InPage(w) => w.bytes(),
-            // SAFETY: the copy holds len bytes that are this mapping's until it is dropped.
-            Bytes::Copy(ptr) => unsafe { core::slice::from_raw_parts(ptr.as_ptr(), self.len) },
+            Bytes::Copy(buf) => buf.as_slice(),
+            Bytes::Gone => &[],
         }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.bytes {
             Bytes::InPage(w) => w.bytes_mut(),
-            // SAFETY: as in `bytes`; `&mut self` makes this the only live slice of the copy.
-            Bytes::Copy(ptr) => unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), self.len) },
+            Bytes::Copy(buf) => buf.as_mut_slice(),
+            Bytes::Gone => &mut [],
         }
     }
 }
 
 impl<P: Platform> Drop for Mapping<'_, '_, P> {
     fn drop(&mut self) {
-        self.pool.unmap(self);
+        let pool = self.pool;
+        pool.unmap(self);
     }
 }
 

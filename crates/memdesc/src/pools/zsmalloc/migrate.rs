@@ -11,10 +11,10 @@ use crate::gfp::Gfp;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{E_ALLOC, E_LOST, IDX_SHIFT, PFN_SHIFT};
+use crate::pools::{PoolHost, Pools};
 use crate::rcu::RcuGuard;
 use crate::sync::Ordering;
 use crate::word::{PageKind, Word};
-use crate::PhysMem;
 
 /// Takes the page that replaces pool page `pfn` (migration, or retirement after a memory
 /// error) and stamps it `w`: a newly allocated movable page, or the caller's raw order-0
@@ -25,7 +25,7 @@ use crate::PhysMem;
 /// Callers hold their pool's lock and have checked that no object on `pfn` is mapped, so
 /// nothing else touches either page during the copy.
 pub(crate) fn take_replacement<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: Pools<'_, P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     w: Word,
@@ -61,7 +61,7 @@ pub(crate) fn take_replacement<P: Platform>(
 }
 
 /// Resets a pool page's word and returns the page to the allocator (zsmalloc and z3fold).
-pub(crate) fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) {
+pub(crate) fn page_free<P: Platform>(mem: Pools<'_, P>, cpu: &Cpu<'_>, pfn: Pfn) {
     mem.pages().stamp_block(pfn, 0, Word::TAIL);
     let rm = mem.memmap().region_map(mem.memmap().region_index(pfn).expect("zspage pfn"));
     mem.pages().free_claimed(cpu, rm, pfn, 0);
@@ -70,8 +70,8 @@ pub(crate) fn page_free<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) 
 /// Migrates one zsmalloc component page to a newly allocated page, for a pfn scanner that
 /// knows nothing but the pfn: the word leads to the [`Zspage`], the zspage to its pool.
 /// Returns the new pfn; the old page goes back to the page allocator.
-pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<Pfn, ZsMigrateError> {
-    migrate(mem, cpu, pfn, None)
+pub fn zs_migrate_page<P: Platform>(mem: &impl PoolHost<P>, cpu: &Cpu<'_>, pfn: Pfn) -> Result<Pfn, ZsMigrateError> {
+    migrate(mem.pools(), cpu, pfn, None)
 }
 
 /// As [`zs_migrate_page`], to a page the caller owns (memory compaction's free scanner): an
@@ -82,15 +82,20 @@ pub fn zs_migrate_page<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn) -
 /// (re-checked under that pool's lock).
 #[cfg(feature = "health")]
 pub(crate) fn zs_migrate_page_to<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Pfn,
 ) -> Result<Pfn, ZsMigrateError> {
-    migrate(mem, cpu, pfn, Some(target))
+    migrate(mem.pools(), cpu, pfn, Some(target))
 }
 
-fn migrate<P: Platform>(mem: &PhysMem<P>, cpu: &Cpu<'_>, pfn: Pfn, target: Option<Pfn>) -> Result<Pfn, ZsMigrateError> {
+fn migrate<P: Platform>(
+    mem: Pools<'_, P>,
+    cpu: &Cpu<'_>,
+    pfn: Pfn,
+    target: Option<Pfn>,
+) -> Result<Pfn, ZsMigrateError> {
     move_page(mem, cpu, pfn, target, false).map(|r| r.0)
 }
 
@@ -110,15 +115,15 @@ pub(crate) struct ZsPoisoned {
 /// zspage's other objects stay readable where they are.
 #[cfg(feature = "health")]
 pub(crate) fn zs_poison_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: &impl PoolHost<P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
 ) -> Result<ZsPoisoned, ZsMigrateError> {
-    move_page(mem, cpu, pfn, None, true).map(|r| r.1)
+    move_page(mem.pools(), cpu, pfn, None, true).map(|r| r.1)
 }
 
 fn move_page<P: Platform>(
-    mem: &PhysMem<P>,
+    mem: Pools<'_, P>,
     cpu: &Cpu<'_>,
     pfn: Pfn,
     target: Option<Pfn>,
@@ -135,14 +140,14 @@ fn move_page<P: Platform>(
     // (now: TYPESAFE_BY_RCU, it may have been reused by another pool, alive after our section
     // began) frees its state only after a grace period our guard holds off (`ZsPool::destroy`,
     // pool item P4 of `desc.rs`).
-    let state = pool_state::<PoolState>(&guard, pool_addr);
+    let state = pool_state::<PoolState<'_>>(&guard, pool_addr);
     let pool = PoolRef { mem, state };
     let r = pool.migrate_locked(&guard, cpu, pfn, d, target, poison);
     drop(guard);
     r
 }
 
-impl<P: Platform> PoolRef<'_, '_, P> {
+impl<'m, P: Platform> PoolRef<'_, 'm, P> {
     fn migrate_locked(
         &self,
         rg: &RcuGuard<'_>,
@@ -159,7 +164,7 @@ impl<P: Platform> PoolRef<'_, '_, P> {
             _ => return Err(ZsMigrateError::NotZsmalloc(pfn)),
         }
         let zs = d.get(rg);
-        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState as usize {
+        if zs.pool.load(Ordering::Relaxed) != self.state as *const PoolState<'_> as usize {
             return Err(ZsMigrateError::NotZsmalloc(pfn));
         }
         if zs.mapped.load(Ordering::Relaxed) != 0 {
@@ -206,7 +211,15 @@ impl<P: Platform> PoolRef<'_, '_, P> {
     /// marks those with a byte on page `k` lost, rewrites the entries' pfn if `k` is the
     /// first page, rebuilds the headers that lived on page `k` (size unknown: the class's
     /// largest) and the whole free list.
-    fn poison_rebuild(&self, g: &mut Inner, zs: &Zspage, class: Class, k: usize, first_old: u64, out: &mut ZsPoisoned) {
+    fn poison_rebuild(
+        &self,
+        g: &mut Inner<'m>,
+        zs: &Zspage,
+        class: Class,
+        k: usize,
+        first_old: u64,
+        out: &mut ZsPoisoned,
+    ) {
         g.poisoned = true;
         let first_new = zs.pages[0].load(Ordering::Relaxed);
         let slot = class.slot as usize;
@@ -247,9 +260,9 @@ impl<P: Platform> PoolRef<'_, '_, P> {
 #[cfg(all(test, not(loom), feature = "health"))]
 mod tests {
     use super::*;
+    use crate::base::layout::MemmapLayout;
     use crate::machine::test_machine::machine;
     use crate::pools::zsmalloc::ZsPool;
-    use crate::MemmapLayout;
 
     #[test]
     fn a_target_must_be_a_raw_order0_allocation() {

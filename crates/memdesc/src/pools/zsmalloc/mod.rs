@@ -44,10 +44,17 @@
 //! One spin lock per pool guards classes, zspage lists, free lists, headers and the handle
 //! table. [`ZsPool::map_read`]/[`ZsPool::map_write`] take it briefly to mark the handle mapped
 //! and count the mapping in its zspage (`Zspage::mapped`), then give access without the lock:
-//! a pointer into the page when the object lies in one page, or a kmalloc'd copy when it
-//! straddles two (written back when a write mapping is dropped, before the count drops).
-//! Compaction and migration run under the lock and never move a zspage whose count is
+//! a `PageAccess` window on the page when the object lies in one page, or a kmalloc'd copy
+//! when it straddles two (written back when a write mapping is dropped, before the count
+//! drops). Compaction and migration run under the lock and never move a zspage whose count is
 //! non-zero, so a mapping's bytes stay where they are; freeing a mapped handle is refused.
+//!
+//! Zspage references: from a class list while the lock is held; across changes to the pool
+//! state (allocation, free, compaction, migration) under an RCU read section, as a
+//! [`DescPtr`] decoded from a word or a handle's entry (descriptors are type-stable, and the
+//! lock keeps them the pool's); briefly under the lock through `pool_desc_held` (the
+//! pool-owned descriptors of `memmap/desc.rs`, items P1–P4). Header and object bytes go
+//! through `PageAccess` windows (`pool_window`, item P2).
 //!
 //! # What this module touches
 //!
@@ -61,17 +68,17 @@ mod verify;
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::cpu::Cpu;
-use crate::desc::{pool_desc_fresh, pool_desc_locked, pool_desc_unlink, pool_window, DescPtr, Zspage};
+use crate::desc::{pool_desc_fresh, pool_desc_held, pool_desc_unlink, pool_window, DescPtr, Zspage};
 use crate::gfp::Gfp;
 use crate::list::List;
 use crate::page_access::PageAccess;
 use crate::page_alloc::AllocError;
 use crate::platform::Platform;
 use crate::pools::zs_handle::{HandleFault, HandleTable, E_LOST, E_MAPPED, IDX_SHIFT, PFN_SHIFT};
+use crate::pools::{PoolHost, Pools};
 use crate::slab::KObj;
 use crate::sync::{Ordering, SpinLock};
 use crate::word::{PageKind, Word};
-use crate::PhysMem;
 
 pub use crate::pools::zs_handle::{Handle, HandleId, ZS_MAX_HANDLES};
 pub use map::{ZsRead, ZsWrite};
@@ -101,6 +108,11 @@ pub const DEFAULT_CLASS_STEP: usize = 8;
 pub const MIN_CLASS_STEP: usize = 8;
 /// Most slot sizes (step 8 up to a page).
 const MAX_SLOTS: usize = PAGE_SIZE / MIN_CLASS_STEP + 1;
+/// Most size classes after merging, for every step and zspage length a pool accepts (at most
+/// 178, at step 8 with 8-page zspages: `tests::every_configuration_fits_max_classes`). The
+/// class table and its lists are sized by it, which keeps the pool state in one 64 KiB
+/// kmalloc object.
+const MAX_CLASSES: usize = 256;
 const NO_OBJ: u32 = u32::MAX;
 
 const IDX_MASK: u64 = 0x3FF;
@@ -247,15 +259,15 @@ impl ClassLists {
 }
 
 /// What the lock protects.
-struct Inner {
+struct Inner<'m> {
     step: usize,
     max_pages: usize,
     nr_classes: usize,
     /// Slot size / step → class index.
     size_index: [u16; MAX_SLOTS],
-    classes: [Class; MAX_SLOTS],
-    lists: [ClassLists; MAX_SLOTS],
-    handles: HandleTable,
+    classes: [Class; MAX_CLASSES],
+    lists: [ClassLists; MAX_CLASSES],
+    handles: HandleTable<'m>,
     live_handles: u64,
     mapped: u64,
     /// A page of the pool was poisoned: rebuilt headers carry upper-bound sizes since, so
@@ -264,8 +276,8 @@ struct Inner {
 }
 
 /// The pool state, in kmalloc memory; zspage descriptors point to it.
-pub(crate) struct PoolState {
-    lock: SpinLock<Inner>,
+pub(crate) struct PoolState<'m> {
+    lock: SpinLock<Inner<'m>>,
 }
 
 /// Pool figures.
@@ -318,52 +330,32 @@ pub struct ZsClassInfo {
 /// kernel that never calls `zs_destroy_pool` would).
 ///
 /// ```
-/// use memdesc::zsmalloc::ZsPool;
-/// # use memdesc::{Config, MemmapLayout, MemoryLayout, PhysMem, Pfn, Platform, RegionSpec};
-/// # use core::ptr::NonNull;
-/// # struct Buf(NonNull<u8>);
-/// # unsafe impl Send for Buf {}
-/// # unsafe impl Sync for Buf {}
-/// # unsafe impl Platform for Buf {
-/// #     fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-/// #         (pfn.0 < 4096).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * 4096)) })
-/// #     }
-/// #     fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-/// #         let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-/// #         (off < 4096 * 4096).then_some(Pfn((off / 4096) as u64))
-/// #     }
-/// #     fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> { self.direct_map(pfn) }
-/// #     fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-/// # }
-/// # let layout = std::alloc::Layout::from_size_align(16 << 20, 4096).unwrap();
-/// # let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-/// # let mut map = MemoryLayout::new();
-/// # map.add_region(RegionSpec { start: Pfn(0), end: Pfn(4096), node: 0, mapped: true, layout: MemmapLayout::Flat }).unwrap();
-/// # let mem = PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap();
-/// let cpu = mem.cpus().claim(0).unwrap();
-/// let pool = ZsPool::new(&mem, &cpu).unwrap();
-/// let h = pool.malloc(&cpu, 1000).unwrap();
-/// pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
-/// assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
-/// let raw = h.raw();
-/// pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
-/// // A raw value rebuilt after the free is refused (the handle table keeps a generation):
-/// // SAFETY: demonstrates the check; the object is gone, so nobody else owns it.
-/// assert!(pool.free(&cpu, unsafe { memdesc::zsmalloc::Handle::from_raw(raw) }).is_err());
-/// pool.destroy(&cpu);
+/// use memdesc::{zsmalloc::ZsPool, PhysMem, Platform};
+/// fn demo<P: Platform>(mem: &PhysMem<P>) {
+///     let cpu = mem.cpus().claim(0).unwrap();
+///     let pool = ZsPool::new(mem, &cpu).unwrap();
+///     let h = pool.malloc(&cpu, 1000).unwrap();
+///     pool.map_write(&cpu, &h).unwrap().copy_from_slice(&[7; 1000]);
+///     assert_eq!(pool.map_read(&cpu, &h).unwrap()[999], 7);
+///     pool.free(&cpu, h).unwrap(); // consumes the handle: it cannot be used again
+///     pool.destroy(&cpu);
+/// }
 /// ```
+///
+/// (A raw value rebuilt with [`Handle::from_raw`] after the free is refused: the handle table
+/// keeps a generation. `crates/memdesc-host/tests/zsmalloc.rs` runs all of this on a machine.)
 pub struct ZsPool<'m, P: Platform> {
-    mem: &'m PhysMem<P>,
+    mem: Pools<'m, P>,
     /// Reached only through its spin lock; freed by `destroy`.
-    state: KObj<'m, PoolState>,
+    state: KObj<'m, PoolState<'m>>,
 }
 
 /// A pool's machine and state, borrowed: what the byte helpers and migration work on, for the
 /// owning [`ZsPool`] or for a pool reached from a page word under RCU (migration).
 #[derive(Clone, Copy)]
 struct PoolRef<'a, 'm, P: Platform> {
-    mem: &'m PhysMem<P>,
-    state: &'a PoolState,
+    mem: Pools<'m, P>,
+    state: &'a PoolState<'m>,
 }
 
 /// Where an object is, resolved under the lock.
@@ -375,7 +367,7 @@ struct Loc {
     size: usize,
 }
 
-impl Inner {
+impl Inner<'_> {
     fn class_of_size(&self, size: usize) -> usize {
         let slot = (size + ZS_HEADER).max(ZS_MIN_SLOT).next_multiple_of(self.step).min(PAGE_SIZE);
         self.size_index[slot / self.step] as usize
@@ -383,7 +375,7 @@ impl Inner {
 }
 
 /// Builds the class table for `step`: returns (classes, size index, count).
-fn build_classes(inner: &mut Inner) {
+fn build_classes(inner: &mut Inner<'_>) {
     let step = inner.step;
     let mut n = 0usize;
     let mut slot = PAGE_SIZE;
@@ -404,6 +396,8 @@ fn build_classes(inner: &mut Inner) {
         }
         let merge = n > 0 && inner.classes[n - 1].pages == best_p && inner.classes[n - 1].objs == objs;
         if !merge {
+            // Never reached for an accepted step and zspage length (MAX_CLASSES' test).
+            assert!(n < MAX_CLASSES, "more size classes than MAX_CLASSES");
             inner.classes[n] = Class { slot: slot as u32, pages: best_p, objs, ..Class::EMPTY };
             n += 1;
         }
@@ -420,18 +414,24 @@ fn build_classes(inner: &mut Inner) {
 
 impl<'m, P: Platform> ZsPool<'m, P> {
     /// Creates a pool with the default class step and zspage length.
-    pub fn new(mem: &'m PhysMem<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
+    pub fn new(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>) -> Result<Self, ZsError> {
         Self::with_config(mem, cpu, DEFAULT_CLASS_STEP, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool whose size classes are `step` bytes apart (a multiple of 8, 8..=256).
-    pub fn with_step(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
+    pub fn with_step(mem: &'m impl PoolHost<P>, cpu: &Cpu<'_>, step: usize) -> Result<Self, ZsError> {
         Self::with_config(mem, cpu, step, DEFAULT_MAX_PAGES)
     }
 
     /// Creates a pool with class step `step` whose zspages have at most `max_pages` pages
     /// (1..=[`ZS_MAX_PAGES`]).
-    pub fn with_config(mem: &'m PhysMem<P>, cpu: &Cpu<'_>, step: usize, max_pages: usize) -> Result<Self, ZsError> {
+    pub fn with_config(
+        mem: &'m impl PoolHost<P>,
+        cpu: &Cpu<'_>,
+        step: usize,
+        max_pages: usize,
+    ) -> Result<Self, ZsError> {
+        let mem = mem.pools();
         if !(MIN_CLASS_STEP..=256).contains(&step) || !step.is_multiple_of(8) {
             return Err(ZsError::InvalidStep(step));
         }
@@ -443,8 +443,8 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             max_pages,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
-            classes: [Class::EMPTY; MAX_SLOTS],
-            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
+            classes: [Class::EMPTY; MAX_CLASSES],
+            lists: [const { ClassLists::EMPTY }; MAX_CLASSES],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
@@ -454,11 +454,11 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let mut state = mem.slabs().kobj(cpu, PoolState { lock: SpinLock::new(inner) })?;
         // Handles carry a tag derived from the state's address, known now.
         let addr = state.as_ptr().as_ptr() as usize;
-        state.lock.get_mut().handles = HandleTable::new(addr);
+        state.lock.get_mut().handles.set_owner(addr);
         Ok(ZsPool { mem, state })
     }
 
-    fn state(&self) -> &PoolState {
+    fn state(&self) -> &PoolState<'m> {
         &self.state
     }
 
@@ -470,11 +470,6 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     /// The pool's state and machine as a borrowed [`PoolRef`].
     fn r(&self) -> PoolRef<'_, 'm, P> {
         PoolRef { mem: self.mem, state: &self.state }
-    }
-
-    /// The machine.
-    pub fn mem(&self) -> &'m PhysMem<P> {
-        self.mem
     }
 
     /// Geometry and occupancy of every class (after merging), smallest slot first.
@@ -503,7 +498,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
             s.pages += c.zspages * c.pages as u64;
         }
         let chunks = g.handles.chunks() as u64;
-        let state = self.mem.ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
+        let state = self.mem.slabs().ksize(self.state.as_ptr().cast()).unwrap_or(core::mem::size_of::<PoolState>());
         s.metadata_bytes = s.zspages * core::mem::size_of::<Zspage>() as u64 + chunks * PAGE_SIZE as u64 + state as u64;
         s
     }
@@ -584,7 +579,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     pub fn pages_of(&self, h: &Handle, out: &mut [Pfn; ZS_MAX_PAGES]) -> Result<usize, ZsError> {
         let g = self.state().lock.lock();
         let loc = self.resolve(&g, h.0)?;
-        let zs = pool_desc_locked(loc.zs, &*g);
+        let zs = pool_desc_held(loc.zs, &*g);
         let n = g.classes[loc.class].pages as usize;
         for (i, o) in out.iter_mut().enumerate().take(n) {
             *o = Pfn(zs.pages[i].load(Ordering::Relaxed));
@@ -619,13 +614,13 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         // item P4 of `desc.rs`).
         self.mem.rcu().synchronize();
         let ZsPool { mem, state } = self;
-        let _: PoolState = mem.slabs().kobj_free(cpu, state);
+        let _: PoolState<'_> = mem.slabs().kobj_free(cpu, state);
     }
 
     // -- internals ------------------------------------------------------------------------
 
     /// Resolves a handle to its object, checking it.
-    fn resolve(&self, g: &Inner, h: HandleId) -> Result<Loc, ZsError> {
+    fn resolve(&self, g: &Inner<'_>, h: HandleId) -> Result<Loc, ZsError> {
         let e = g.handles.check(h).map_err(|f| match f {
             HandleFault::Bad => ZsError::BadHandle(h),
             HandleFault::Stale => ZsError::StaleHandle(h),
@@ -634,7 +629,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         let pfn = Pfn(e >> PFN_SHIFT);
         let idx = ((e >> IDX_SHIFT) & IDX_MASK) as u32;
         let d = self.zspage_at(pfn).expect("an allocated entry names a zspage page");
-        let zs = pool_desc_locked(d, g);
+        let zs = pool_desc_held(d, g);
         let ci = zs.class.load(Ordering::Relaxed) as usize;
         let class = g.classes[ci];
         let header = if class.huge() {
@@ -655,16 +650,16 @@ impl<'m, P: Platform> ZsPool<'m, P> {
         }
     }
 
-    fn handle_alloc(&self, cpu: &Cpu<'_>, g: &mut Inner) -> Result<usize, ZsError> {
+    fn handle_alloc(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>) -> Result<usize, ZsError> {
         g.handles.alloc(self.mem, cpu).map_err(|e| e.map_or(ZsError::TooManyHandles, ZsError::NoMemory))
     }
 
-    fn handle_release(&self, g: &mut Inner, i: usize) {
+    fn handle_release(&self, g: &mut Inner<'m>, i: usize) {
         g.handles.release(i);
     }
 
     /// Frees object `loc.idx` of `zs` and, if the zspage empties, the zspage.
-    fn obj_release(&self, cpu: &Cpu<'_>, g: &mut Inner, zs: &Zspage, loc: Loc) {
+    fn obj_release(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, zs: &Zspage, loc: Loc) {
         let class = g.classes[loc.class];
         let head = zs.freelist.load(Ordering::Relaxed);
         if class.huge() {
@@ -691,7 +686,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Makes a zspage for class `ci`, puts it on the partial list.
-    fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize) -> Result<&'m Zspage, ZsError> {
+    fn zspage_new(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, ci: usize) -> Result<&'m Zspage, ZsError> {
         let class = g.classes[ci];
         let zs = self.mem.slabs().alloc_desc::<Zspage>(cpu)?;
         pool_desc_fresh(zs);
@@ -744,7 +739,7 @@ impl<'m, P: Platform> ZsPool<'m, P> {
     }
 
     /// Takes an empty (or, in destroy, any) zspage off its list and frees it.
-    fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner, ci: usize, zs: &Zspage, on_full: bool) {
+    fn zspage_free(&self, cpu: &Cpu<'_>, g: &mut Inner<'m>, ci: usize, zs: &Zspage, on_full: bool) {
         let l = &mut g.lists[ci];
         unlink(if on_full { &mut l.full } else { &mut l.partial }, zs);
         let c = &mut g.classes[ci];
@@ -842,14 +837,14 @@ fn unlink(list: &mut List<Zspage>, zs: &Zspage) {
 mod tests {
     use super::*;
 
-    fn inner(step: usize) -> Inner {
+    fn inner(step: usize) -> Inner<'static> {
         let mut i = Inner {
             step,
             max_pages: ZS_MAX_PAGES,
             nr_classes: 0,
             size_index: [0; MAX_SLOTS],
-            classes: [Class::EMPTY; MAX_SLOTS],
-            lists: [const { ClassLists::EMPTY }; MAX_SLOTS],
+            classes: [Class::EMPTY; MAX_CLASSES],
+            lists: [const { ClassLists::EMPTY }; MAX_CLASSES],
             handles: HandleTable::new(0),
             live_handles: 0,
             mapped: 0,
@@ -857,6 +852,20 @@ mod tests {
         };
         build_classes(&mut i);
         i
+    }
+
+    #[test]
+    fn every_configuration_fits_max_classes() {
+        for step in (MIN_CLASS_STEP..=256).step_by(8) {
+            for max_pages in 1..=ZS_MAX_PAGES {
+                let mut i = inner(8);
+                i.step = step;
+                i.max_pages = max_pages;
+                build_classes(&mut i);
+                assert!(i.nr_classes <= MAX_CLASSES, "step {step}, {max_pages} pages: {}", i.nr_classes);
+            }
+        }
+        assert!(core::mem::size_of::<PoolState<'_>>() <= 64 << 10, "{}", core::mem::size_of::<PoolState<'_>>());
     }
 
     #[test]

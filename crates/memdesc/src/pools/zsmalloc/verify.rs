@@ -9,7 +9,7 @@ use crate::pools::zs_handle::{E_ALLOC, IDX_SHIFT, PFN_SHIFT};
 use crate::sync::Ordering;
 use crate::word::PageKind;
 
-impl<P: Platform> ZsPool<'_, P> {
+impl<'m, P: Platform> ZsPool<'m, P> {
     /// Checks the pool's invariants (tests and debugging, at any point; takes the lock):
     /// every zspage is on the list its use says (partial or full) of the class it names, names
     /// this pool, and every component page's word names it; its in-use count matches its

@@ -1,53 +1,22 @@
-//! Unit tests of the address-space layer (mappability, rmap, entry encoding).
+//! Unit tests of the address-space layer (mappability, rmap, entry encoding) on a booted
+//! machine (here, in the machine layer, because they need one: `test_machine`).
 
-use core::ptr::NonNull;
-
-use super::pgtable::*;
-use crate::addr::{Pfn, PAGE_SIZE};
+use crate::addr::Pfn;
 use crate::cpu::Cpu;
 use crate::desc::{DescPtr, VmallocDesc};
 use crate::folio::FolioKind;
 use crate::gfp::Gfp;
-use crate::layout::{MemmapLayout, MemoryLayout, RegionSpec};
-use crate::platform::Platform;
+use crate::layout::MemmapLayout;
+use crate::machine::test_machine::{self, Buf};
+use crate::pgtable::*;
 use crate::sync::Ordering;
 use crate::word::{Tag, Word};
-use crate::Config;
 use crate::PhysMem;
 use std::boxed::Box;
 
 /// 16 MiB of host memory as a one-region machine.
-struct Buf(NonNull<u8>);
-// SAFETY: the buffer is only reached through the memory manager.
-unsafe impl Send for Buf {}
-// SAFETY: as above.
-unsafe impl Sync for Buf {}
-const PAGES: u64 = 4096;
-// SAFETY: the buffer is PAGES pages, page-aligned, leaked, linear, and only reached through
-// the manager.
-unsafe impl Platform for Buf {
-    fn direct_map(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-        // SAFETY: in bounds of the buffer.
-        (pfn.0 < PAGES).then(|| unsafe { NonNull::new_unchecked(self.0.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
-    }
-    fn virt_to_pfn(&self, a: NonNull<u8>) -> Option<Pfn> {
-        let off = (a.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-        (off < PAGES as usize * PAGE_SIZE).then_some(Pfn((off / PAGE_SIZE) as u64))
-    }
-    fn map_local(&self, pfn: Pfn) -> Option<NonNull<u8>> {
-        self.direct_map(pfn)
-    }
-    fn unmap_local(&self, _: Pfn, _: NonNull<u8>) {}
-}
-
 fn machine() -> &'static PhysMem<Buf> {
-    let layout = std::alloc::Layout::from_size_align(PAGES as usize * PAGE_SIZE, PAGE_SIZE).unwrap();
-    // SAFETY: a non-zero-sized layout.
-    let buf = Buf(NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap());
-    let mut map = MemoryLayout::new();
-    map.add_region(RegionSpec { start: Pfn(0), end: Pfn(PAGES), node: 0, mapped: true, layout: MemmapLayout::Flat })
-        .unwrap();
-    Box::leak(Box::new(PhysMem::boot(buf, &map, Config { nr_cpus: 1, ..Config::default() }).unwrap()))
+    Box::leak(Box::new(test_machine::machine(4096, MemmapLayout::Flat)))
 }
 
 /// A raw page described as vmalloc memory of the given variant, as vmalloc stamps it.
@@ -113,7 +82,7 @@ fn rmap_replace_moves_every_mapping() {
     a.map_folio(&cpu, start + 0x3000, &old).unwrap();
     let b = a.fork(&cpu).unwrap();
     assert_eq!((old.counts.refcount(), old.counts.mapcount()), (5, 4));
-    assert_eq!(m.rmap_replace(&cpu, &old, &new), Ok(4));
+    assert_eq!(m.mms().rmap_replace(&cpu, &old, &new), Ok(4));
     assert_eq!((old.counts.refcount(), old.counts.mapcount()), (1, 0));
     assert_eq!((new.counts.refcount(), new.counts.mapcount()), (5, 4));
     for mm in [&a, &b] {
@@ -124,21 +93,10 @@ fn rmap_replace_moves_every_mapping() {
     assert_eq!(m.rmap_walk(&cpu, &new, |_, _, _| ()), 4);
     // Different orders are refused.
     let small = m.folio_alloc(&cpu, 0, Gfp::MOVABLE, FolioKind::Anon).unwrap();
-    assert_eq!(m.rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
+    assert_eq!(m.mms().rmap_replace(&cpu, &new, &small), Err(MapError::WrongMapping));
     a.destroy(&cpu);
     b.destroy(&cpu);
     for f in [old, new, small] {
         assert_eq!(m.folio_put(&cpu, f), Ok(true));
     }
-}
-
-#[test]
-fn entry_encoding() {
-    let e = PtEntry::new(Pfn(0x12345), PTE_PRESENT | PTE_RW | PTE_USER | PTE_HUGE);
-    assert_eq!(e.0, 0x1234_5000 | 0x87);
-    assert!(e.present() && e.writable() && e.user() && e.huge());
-    assert_eq!(e.pfn(), Pfn(0x12345));
-    assert_eq!(index_of(0xffff_8000_0000_0000, 4), 256);
-    assert_eq!(index_of(0x20_1000, 1), 1);
-    assert_eq!(index_of(0x20_1000, 2), 1);
 }
