@@ -19,15 +19,15 @@
 //!    borrowing it (an [`crate::base::rcu::RcuGuard`]) is `!Send`, so one CPU's state is touched by
 //!    one thread at a time.
 //! 5. A CPU is in one claim state: free, owned (claimed by a thread with [`CpuSet::claim`]) or
-//!    borrowed (claimed for a moment by another CPU's drain, [`CpuSet::borrow`]). Every state
+//!    borrowed (claimed for a moment by another CPU's drain, `CpuSet::borrow`). Every state
 //!    change from free is a compare-and-swap, so at most one token per CPU exists whichever way
 //!    it was made; a borrow never waits for an owner and an owner's claim waits out a borrow
 //!    (borrowers run a bounded drain and drop the token).
-//! 6. Remote requests ([`Request`]): another CPU asks the owner to do something (drain its page
+//! 6. Remote requests (`Request`): another CPU asks the owner to do something (drain its page
 //!    lists, flush its sheaves) by bumping the CPU's request counter for that kind
-//!    ([`CpuSet::request`]); whoever holds the token next (the owner at its next operation,
-//!    [`Cpu::pending`], or a borrower, [`CpuSet::on_cpu`]) does the work and then publishes
-//!    the request count it served ([`Cpu::ack`], a release store). A requester whose ticket is
+//!    (`CpuSet::request`); whoever holds the token next (the owner at its next operation,
+//!    `Cpu::pending`, or a borrower, `CpuSet::on_cpu`) does the work and then publishes
+//!    the request count it served (`Cpu::ack`, a release store). A requester whose ticket is
 //!    acknowledged sees everything the work did. The owner's check is one load of its own
 //!    cache line; nothing on the owner's path is a compare-and-swap.
 //!

@@ -105,9 +105,10 @@ pub(crate) fn next_machine_id() -> u32 {
 /// millisecond) before reporting the CPU busy.
 const DRAIN_SPINS: u32 = 1 << 14;
 
-/// What a drain of per-CPU lists reached (see [`crate::page_alloc::pcp`]): a CPU whose token nobody held
-/// was drained on a borrowed token; a claimed CPU's owner was asked and drained at its next
-/// operation, unless it did not answer within a bounded wait (idle, or the caller itself).
+/// What a drain of per-CPU lists reached (see the per-CPU lists, `page_alloc::pcp`): a CPU whose
+/// token nobody held was drained on a borrowed token; a claimed CPU's owner was asked and drained
+/// at its next operation, unless it did not answer within a bounded wait (idle, or the caller
+/// itself).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DrainReport {
     /// CPUs whose owner did not answer in time (bit `i` = CPU `i`): their lists may still
