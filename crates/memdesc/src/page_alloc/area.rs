@@ -2,7 +2,7 @@
 //! migratetype from the buddy lists and serves its small allocations (orders
 //! 0..=[`AREA_MAX_ORDER`]) inside them with nothing shared with other CPUs.
 //!
-//! Each CPU has [`SLOTS_PER_TYPE`] area slots per per-CPU migratetype ([`CpuAreas`]). A slot
+//! Each CPU has [`SLOTS_PER_TYPE`] area slots per per-CPU migratetype (`CpuAreas`). A slot
 //! holds the area's first pfn and a 512-bit free map (one bit per page, set = free) with its
 //! count. The map is the per-area order-0 state of issue 14 item 2: it is 64 bytes on the
 //! owner's own cache lines, placed at boot with the per-CPU data, so a running allocator
@@ -15,7 +15,7 @@
 //! 1. An area is held by at most one CPU. It is taken from and given back to the buddy lists
 //!    under the zone lock, and only by the holder of that CPU's token (its owner or a
 //!    borrower, cpu.rs invariant 5); the holder records itself in the area's holder word
-//!    ([`AreaMem::set_holder`]) after taking it and clears it before giving it back.
+//!    (`AreaMem::set_holder`) after taking it and clears it before giving it back.
 //! 2. A slot (its area, free map and count) is read and written only by the holder of its
 //!    CPU's token, with plain relaxed loads and stores of its own lines: no lock, no
 //!    read-modify-write. The token is the lock (cpu.rs invariants 4-5); borrows and claims are
@@ -29,7 +29,7 @@
 //!    area it still holds becomes free in that area's map; any other block (its area was
 //!    drained meanwhile) goes to the buddy lists.
 //! 5. An area whose map becomes wholly free while another area of its migratetype is held goes
-//!    back to the buddy lists as one order-9 block. A drain ([`CpuAreas::drain`]: memory
+//!    back to the buddy lists as one order-9 block. A drain (`CpuAreas::drain`: memory
 //!    pressure, compaction, offlining; run by the token holder through cpu.rs's request and
 //!    borrow protocol) empties the remote list, gives every free run of every area to the buddy
 //!    lists in maximal aligned blocks, and forgets the areas; pages still allocated from a
