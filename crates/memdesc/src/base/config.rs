@@ -20,7 +20,7 @@ pub struct Config {
     /// (see [`crate::mm::pgtable`]). Configurable so tests can reach it.
     pub mapcount_limit: u32,
     /// Serve orders 0..=3 from CPU-local 2 MiB areas (`page_alloc/area.rs`) in zones of
-    /// direct-mapped flat regions, in front of the per-CPU lists (two-level regions: not yet).
+    /// direct-mapped regions (flat or two-level), in front of the per-CPU lists.
     pub cpu_areas: bool,
 }
 

@@ -413,16 +413,14 @@ impl CpuAreas {
         }
     }
 
-    /// Pages this CPU's areas give back when drained: free pages, the word tables of held
-    /// two-level areas, and blocks on its remote list (a snapshot: exact only for the token
-    /// holder).
+    /// Free pages in this CPU's areas and on its remote list (a snapshot: exact only for the
+    /// token holder). The word table of a held two-level area is not free memory: it is a
+    /// split area's table like any other (the memmap counts it), and becomes free only when
+    /// the buddy makes the area uniform again, which a drain does only if no page of the area
+    /// is still allocated.
     pub(crate) fn free_pages(&self) -> u64 {
         let remote = self.remote.pages.load(Ordering::Relaxed);
-        let held = |s: &Slot| {
-            let table = if s.base() == EMPTY { 0 } else { AREA_PAGES - s.cap.load(Ordering::Relaxed) as u64 };
-            s.free.load(Ordering::Relaxed) as u64 + table
-        };
-        self.slots.iter().flatten().map(held).sum::<u64>() + remote
+        self.slots.iter().flatten().map(|s| s.free.load(Ordering::Relaxed) as u64).sum::<u64>() + remote
     }
 
     /// Calls `f(pfn, order, migratetype)` for every free page in this CPU's areas and every

@@ -153,8 +153,7 @@ pub(crate) struct PageAllocator<P: Platform> {
     /// The holder word of every area from `area_first` on (area.rs invariant 1).
     area_holder: BootArray<AtomicU32>,
     area_first: u64,
-    /// Zones whose regions are all flat and direct-mapped: those serve areas when
-    /// [`Config::cpu_areas`].
+    /// Zones whose pages are all direct-mapped: those serve areas when [`Config::cpu_areas`].
     areas_ok: [bool; MAX_ZONE_SLOTS],
     /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
@@ -276,7 +275,8 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
 
 /// The page side of the CPU-local areas ([`AreaMem`]): holder words in the allocator's side
 /// array, remote-list links in the first word of the claimed block's memory (as the per-CPU
-/// lists link theirs), and page words through the memmap (flat regions only for now).
+/// lists link theirs), and page words through the memmap (a two-level area is split while
+/// held).
 struct AreaSide<'a, P: Platform>(&'a PageAllocator<P>);
 
 impl<P: Platform> AreaSide<'_, P> {
@@ -307,11 +307,19 @@ impl<P: Platform> AreaMem for AreaSide<'_, P> {
         let rm = self.0.region_of(Pfn(area));
         let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
         let free = Buddy::<P>::buddy_word(rm, 0, mt, true);
-        // Areas are served from flat regions only (`areas_ok`): every page has its word.
-        for i in 0..AREA_PAGES {
-            rm.flat_word(Pfn(area + i)).store(free);
+        if rm.region.layout == MemmapLayout::Flat {
+            for i in 0..AREA_PAGES {
+                rm.flat_word(Pfn(area + i)).store(free);
+            }
+            return 0;
         }
-        0
+        // A two-level area is split as the buddy carves one (zone.rs): its first page becomes
+        // its word table. The area is off the buddy lists, so the split area's free count is 0
+        // (none of its pages is on a buddy list); the drain's and later frees' blocks count
+        // it up, and at 511 the buddy makes the area uniform and frees the table page.
+        let table = Buddy::<P>::undescribed(rm, Subtype::Memmap, 0);
+        self.0.memmap.split_area(&self.0.platform, rm, Pfn(area), Pfn(area), 0, |i| if i == 0 { table } else { free });
+        1
     }
     fn mark_pending(&self, pfn: u64, order: u32, mt: usize) {
         let rm = self.0.region_of(Pfn(pfn));
@@ -418,11 +426,6 @@ impl<P: Platform> PageAllocator<P> {
         }
         let (mut first, mut last) = (u64::MAX, 0);
         for r in memmap.regions() {
-            // Two-level regions: not yet (a held area would be split, its table freed when it
-            // unsplits; the page-allocator model test found a page unaccounted there).
-            if r.layout != MemmapLayout::Flat {
-                areas_ok[r.node as usize * NR_ZONES + r.zone as usize] = false;
-            }
             first = first.min(r.start.0 >> AREA_ORDER);
             last = last.max((r.end.0.max(1) - 1) >> AREA_ORDER);
         }
