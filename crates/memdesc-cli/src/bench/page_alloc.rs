@@ -679,14 +679,15 @@ pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
 /// Order-0 pairs and the mixed sequence on flat machines with CPU-local areas off and on,
 /// interleaved (ns per pair, per operation).
 pub(crate) fn measure_areas(plan: &Plan, ops: &[Op]) -> Result<AreasOnOff> {
-    let steady = |areas: bool| -> Result<Steady> {
+    let steady = |areas: bool| -> Result<Box<Steady>> {
         let m = boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, areas)?;
         let held = {
             let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
             memdesc_steady(&m, &cpu, &steady_free_indices(plan.steady_pages), plan.steady_pages)?
         };
-        Ok(Steady { m, _held: held })
+        Ok(Box::new(Steady { m, _held: held }))
     };
+    // Boxed: four machines on the stack overflow a debug test thread's stack.
     let (off, on) = (steady(false)?, steady(true)?);
     let (c_off, c_on) = (
         off.m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
@@ -710,8 +711,8 @@ pub(crate) fn measure_areas(plan: &Plan, ops: &[Op]) -> Result<AreasOnOff> {
         ],
     )?;
     let (m_off, m_on) = (
-        boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, false)?,
-        boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, true)?,
+        Box::new(boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, false)?),
+        Box::new(boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, true)?),
     );
     let (cm_off, cm_on) = (
         m_off.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
