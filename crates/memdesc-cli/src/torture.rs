@@ -37,6 +37,9 @@ pub struct TortureArgs {
     /// CI run's; 0 turns it off).
     #[arg(long, default_value_t = 0.0001, value_parser = crate::args::fraction, allow_negative_numbers = true)]
     pub poison_rate: f64,
+    /// Boot the machine with CPU-local 2 MiB areas (`Config::cpu_areas`).
+    #[arg(long)]
+    pub cpu_areas: bool,
     /// Stop after this many operations per CPU instead of (or before) --seconds.
     #[arg(long)]
     pub ops: Option<u64>,
@@ -110,6 +113,7 @@ pub fn run(args: &TortureArgs) -> Result<()> {
         check_every: args.check_every.max(1),
         progress: Some(counter.clone()),
         only: args.only.clone(),
+        cpu_areas: args.cpu_areas,
         ..TortureConfig::default()
     };
     let progress = if args.json || !std::io::stderr().is_terminal() {
@@ -238,17 +242,20 @@ mod tests {
 
     #[test]
     fn a_short_run_is_clean() {
-        let args = TortureArgs {
-            seconds: 60.0,
-            threads: 2,
-            seed: 3,
-            fail_rate: 0.01,
-            poison_rate: 0.0001,
-            ops: Some(2000),
-            check_every: 500,
-            only: vec![],
-            json: true,
-        };
-        run(&args).unwrap();
+        for cpu_areas in [false, true] {
+            let args = TortureArgs {
+                seconds: 60.0,
+                threads: 2,
+                seed: 3,
+                fail_rate: 0.01,
+                poison_rate: 0.0001,
+                cpu_areas,
+                ops: Some(2000),
+                check_every: 500,
+                only: vec![],
+                json: true,
+            };
+            run(&args).unwrap();
+        }
     }
 }

@@ -24,7 +24,12 @@ fn small(layout: MemmapLayout) -> MemoryLayout {
 }
 
 fn machine(layout: MemmapLayout) -> SimMachine {
-    let m = boot(&small(layout), Config { nr_cpus: 2, debug_checks: true, ..Config::default() }).unwrap();
+    machine_with(layout, false)
+}
+
+/// The machine with CPU-local areas on or off.
+fn machine_with(layout: MemmapLayout, cpu_areas: bool) -> SimMachine {
+    let m = boot(&small(layout), Config { nr_cpus: 2, debug_checks: true, cpu_areas, ..Config::default() }).unwrap();
     KERNEL.with(|k| k.set(kernel_pages(&m)));
     m
 }
@@ -320,8 +325,8 @@ use common::*;
 
 #[test]
 fn two_cpus_in_parallel() {
-    for layout in LAYOUTS {
-        let m = machine(layout);
+    for (layout, areas) in LAYOUTS.into_iter().flat_map(|l| [(l, false), (l, true)]) {
+        let m = machine_with(layout, areas);
         std::thread::scope(|s| {
             for id in 0..2 {
                 let m = &m;
@@ -379,9 +384,13 @@ proptest! {
     /// Random alloc/free sequences across zones, orders and flags, checked after every step
     /// against a reference model, for both memmap layouts.
     #[test]
-    fn matches_reference_model(ops in prop::collection::vec(op(), 1..120), two_level in any::<bool>()) {
+    fn matches_reference_model(
+        ops in prop::collection::vec(op(), 1..120),
+        two_level in any::<bool>(),
+        areas in any::<bool>(),
+    ) {
         let layout = if two_level { MemmapLayout::TwoLevel } else { MemmapLayout::Flat };
-        let m = machine(layout);
+        let m = machine_with(layout, areas);
         let cpus = [m.cpus().claim(0).unwrap(), m.cpus().claim(1).unwrap()];
         let managed_free = m.nr_free_pages();
         let mut live: Vec<(Pfn, u32)> = vec![];

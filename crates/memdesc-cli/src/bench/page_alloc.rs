@@ -182,6 +182,26 @@ pub struct PageCross {
     pub queue_only_cpu_ns_per_object: f64,
 }
 
+/// One case with `Config::cpu_areas` off and on, measured interleaved in one run.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct OnOff {
+    /// Nanoseconds (median), areas off (the default configuration).
+    pub off: f64,
+    /// Nanoseconds (median), areas on.
+    pub on: f64,
+    /// `off / on`: above 1 when areas are faster.
+    pub speedup: f64,
+}
+
+/// The CPU-local area figures (issue 14 item 1): flat machines, CPU 0, the same sequences.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct AreasOnOff {
+    /// Order-0 alloc+free pairs in the steady state.
+    pub order0_pair_ns: OnOff,
+    /// The mixed sequence (orders 0–9), per operation.
+    pub mixed_ns: OnOff,
+}
+
 /// The page_alloc section.
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct PageAllocResult {
@@ -206,6 +226,8 @@ pub struct PageAllocResult {
     pub scaling: Vec<PageScalingRow>,
     /// Order-0 pages allocated on CPU 0 and freed on CPU 1.
     pub cross_cpu: PageCross,
+    /// CPU-local 2 MiB areas (`Config::cpu_areas`) on and off, flat machines, same run.
+    pub cpu_areas: AreasOnOff,
     /// The issue's targets.
     pub targets: Targets,
     /// What was run.
@@ -239,7 +261,12 @@ pub fn boot_bench_machine(pages: u64, layout: MemmapLayout) -> Result<SimMachine
 
 /// [`boot_bench_machine`] with `cpus` CPUs.
 pub fn boot_bench_machine_cpus(pages: u64, layout: MemmapLayout, cpus: usize) -> Result<SimMachine> {
-    let config = Config { debug_checks: false, nr_cpus: cpus, ..Config::default() };
+    boot_bench_machine_with(pages, layout, cpus, false)
+}
+
+/// [`boot_bench_machine_cpus`] with CPU-local areas on or off.
+pub fn boot_bench_machine_with(pages: u64, layout: MemmapLayout, cpus: usize, cpu_areas: bool) -> Result<SimMachine> {
+    let config = Config { debug_checks: false, nr_cpus: cpus, cpu_areas, ..Config::default() };
     memdesc_host::boot(&bench_layout(pages, layout)?, config).context("booting the benchmark machine")
 }
 
@@ -649,6 +676,73 @@ pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
     Ok(PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] })
 }
 
+/// Order-0 pairs and the mixed sequence on flat machines with CPU-local areas off and on,
+/// interleaved (ns per pair, per operation).
+pub(crate) fn measure_areas(plan: &Plan, ops: &[Op]) -> Result<AreasOnOff> {
+    let steady = |areas: bool| -> Result<Box<Steady>> {
+        let m = boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, areas)?;
+        let held = {
+            let cpu = m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
+            memdesc_steady(&m, &cpu, &steady_free_indices(plan.steady_pages), plan.steady_pages)?
+        };
+        Ok(Box::new(Steady { m, _held: held }))
+    };
+    // Boxed: four machines on the stack overflow a debug test thread's stack.
+    let (off, on) = (steady(false)?, steady(true)?);
+    let (c_off, c_on) = (
+        off.m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
+        on.m.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
+    );
+    let n = plan.pairs;
+    let pairs = interleaved(
+        plan.reps,
+        n,
+        &mut [
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_pairs(&off.m, &c_off, n)?;
+                Ok(t.elapsed())
+            }),
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_pairs(&on.m, &c_on, n)?;
+                Ok(t.elapsed())
+            }),
+        ],
+    )?;
+    let (m_off, m_on) = (
+        Box::new(boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, false)?),
+        Box::new(boot_bench_machine_with(plan.machine_pages, MemmapLayout::Flat, 2, true)?),
+    );
+    let (cm_off, cm_on) = (
+        m_off.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
+        m_on.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?,
+    );
+    let (mut l_off, mut l_on) = (Vec::with_capacity(plan.mixed_max_live), Vec::with_capacity(plan.mixed_max_live));
+    let mixed = interleaved(
+        plan.reps,
+        ops.len() as u64,
+        &mut [
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_mixed(&m_off, &cm_off, ops, &mut l_off)?;
+                let d = t.elapsed();
+                memdesc_free_all(&m_off, &cm_off, &mut l_off)?;
+                Ok(d)
+            }),
+            Box::new(|| {
+                let t = Instant::now();
+                memdesc_mixed(&m_on, &cm_on, ops, &mut l_on)?;
+                let d = t.elapsed();
+                memdesc_free_all(&m_on, &cm_on, &mut l_on)?;
+                Ok(d)
+            }),
+        ],
+    )?;
+    let on_off = |ns: &[f64]| OnOff { off: r3(ns[0]), on: r3(ns[1]), speedup: ratio(ns[0], ns[1]) };
+    Ok(AreasOnOff { order0_pair_ns: on_off(&pairs), mixed_ns: on_off(&mixed) })
+}
+
 /// Two-thread scaling of the order-0 pair loop on a steady-state machine: alternately one
 /// thread (CPU 0) and two threads (CPUs 0 and 1), after one warm-up of each.
 pub fn measure_threads(plan: &Plan, s: &Steady) -> Result<Threads> {
@@ -798,6 +892,8 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
     let mixed = measure_mixed(plan, &ops)?;
     step("mixed orders, 75 % full");
     let (mixed_full, fill_pages, fill_blocks) = measure_mixed_full(plan, &ops)?;
+    step("CPU-local areas on and off");
+    let cpu_areas = measure_areas(plan, &ops)?;
     let order0 = ratio(pairs.buddy_system_allocator, pairs.memdesc);
     let mixed_speedup = ratio(mixed.buddy_system_allocator, mixed.memdesc);
     let mixed_full_speedup = ratio(mixed_full.buddy_system_allocator, mixed_full.memdesc);
@@ -818,6 +914,7 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
         mixed_full_speedup_vs_bsa: mixed_full_speedup,
         scaling,
         cross_cpu,
+        cpu_areas,
         targets: Targets {
             order0_speedup_vs_bsa: TARGET_ORDER0_SPEEDUP,
             mixed_speedup_vs_bsa: TARGET_MIXED_SPEEDUP,
@@ -849,4 +946,4 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
 }
 
 /// Page_alloc progress steps.
-pub(crate) const PAGE_ALLOC_STEPS: u64 = 6;
+pub(crate) const PAGE_ALLOC_STEPS: u64 = 7;

@@ -60,13 +60,14 @@ pub struct ReplayBench {
     pub two_level_alloc_failures: u64,
 }
 
-/// A count of split 2 MiB areas per allocation policy of the simulated machine. Only today's
-/// policy is measured; the CPU-local areas of issue 14 will add their own field, measured on
+/// A count of split 2 MiB areas per allocation policy of the simulated machine, measured on
 /// the same trace in the same run.
 #[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SplitAreas {
     /// The page allocator as configured by default.
     pub default: u64,
+    /// With CPU-local 2 MiB areas (`Config::cpu_areas`): a held two-level area is split.
+    pub cpu_areas: u64,
 }
 
 /// From the samples of a two-level replay: (most split areas, split areas at the sample with
@@ -114,6 +115,9 @@ pub(crate) fn measure_replay(runs: usize, progress: &ProgressBar) -> Result<Repl
     progress.set_message("replay: two-level memmap, split areas");
     let two = crate::replay::driver::replay(&dir, crate::replay::driver::MemmapArg::TwoLevel, false)?;
     let (split_peak, split_at_live, min_free) = split_areas_of(&two.samples);
+    progress.set_message("replay: two-level memmap, split areas with CPU-local areas");
+    let two_areas = crate::replay::driver::replay_with(&dir, crate::replay::driver::MemmapArg::TwoLevel, false, true)?;
+    let (areas_peak, areas_at_live, _) = split_areas_of(&two_areas.samples);
     Ok(ReplayBench {
         trace: dir.display().to_string(),
         events,
@@ -128,8 +132,8 @@ pub(crate) fn measure_replay(runs: usize, progress: &ProgressBar) -> Result<Repl
         alloc_failures: r.alloc_failures,
         target_events_per_sec: TARGET_REPLAY_EVENTS_PER_SEC,
         runs: runs.max(1),
-        split_areas_peak: SplitAreas { default: split_peak },
-        split_areas_at_live_peak: SplitAreas { default: split_at_live },
+        split_areas_peak: SplitAreas { default: split_peak, cpu_areas: areas_peak },
+        split_areas_at_live_peak: SplitAreas { default: split_at_live, cpu_areas: areas_at_live },
         two_level_live_pages_peak: two.machine_pages.saturating_sub(min_free),
         two_level_machine_pages: two.machine_pages,
         two_level_alloc_failures: two.alloc_failures,

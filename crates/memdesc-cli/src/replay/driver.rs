@@ -176,6 +176,11 @@ pub(crate) fn expected_events(dir: &Path) -> Option<u64> {
 
 /// Replays the trace in `dir`. `progress`: draw a progress bar on stderr.
 pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
+    replay_with(dir, memmap, progress, false)
+}
+
+/// [`replay`] on a machine with CPU-local 2 MiB areas on or off (`Config::cpu_areas`).
+pub fn replay_with(dir: &Path, memmap: MemmapArg, progress: bool, cpu_areas: bool) -> Result<Report> {
     let start = Snapshot::read_dir(&dir.join("start")).with_context(|| format!("reading {}/start", dir.display()))?;
     let end = Snapshot::read_dir(&dir.join("end")).ok();
     let mut runs = Vec::new();
@@ -186,7 +191,7 @@ pub fn replay(dir: &Path, memmap: MemmapArg, progress: bool) -> Result<Report> {
     };
     let layout = layout_from_runs(&runs, layout_kind)?;
     let nr_cpus = start.cpus.unwrap_or(2).clamp(1, 64) as usize;
-    let config = Config { nr_cpus, debug_checks: false, ..Config::default() };
+    let config = Config { nr_cpus, debug_checks: false, cpu_areas, ..Config::default() };
     let t = Instant::now();
     let m = memdesc_host::boot(&layout, config).map_err(|e| anyhow::anyhow!("booting the simulated machine: {e}"))?;
     let boot_seconds = t.elapsed().as_secs_f64();

@@ -33,6 +33,8 @@ pub struct TortureConfig {
     /// panic ends the run promptly with an error instead of leaving the others waiting at the
     /// next quiescent point.
     pub inject_panic: Option<(usize, u64)>,
+    /// Boot the machine with CPU-local 2 MiB areas (`Config::cpu_areas`).
+    pub cpu_areas: bool,
 }
 
 impl Default for TortureConfig {
@@ -50,6 +52,7 @@ impl Default for TortureConfig {
             only: Vec::new(),
             script: None,
             inject_panic: None,
+            cpu_areas: false,
         }
     }
 }

@@ -188,8 +188,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// and the seed.
 pub fn run(cfg: &TortureConfig) -> Result<TortureReport, String> {
     let threads = if cfg.script.is_some() { 1 } else { cfg.threads.clamp(1, memdesc::MAX_CPUS) };
-    let m = crate::boot(&torture_layout(), Config { nr_cpus: threads, debug_checks: true, ..Config::default() })
-        .map_err(|e| e.to_string())?;
+    let m = crate::boot(
+        &torture_layout(),
+        Config { nr_cpus: threads, debug_checks: true, cpu_areas: cfg.cpu_areas, ..Config::default() },
+    )
+    .map_err(|e| e.to_string())?;
     let boot_cpu = m.cpus().claim(0).expect("cpu 0");
     let caches_args = [
         CacheArgs::new("torture-24", 24),

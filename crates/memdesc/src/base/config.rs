@@ -19,6 +19,9 @@ pub struct Config {
     /// Largest mapcount a folio may reach; mapping past it splits a large folio instead
     /// (see [`crate::mm::pgtable`]). Configurable so tests can reach it.
     pub mapcount_limit: u32,
+    /// Serve orders 0..=3 from CPU-local 2 MiB areas (`page_alloc/area.rs`) in zones of
+    /// direct-mapped regions (flat or two-level), in front of the per-CPU lists.
+    pub cpu_areas: bool,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             pcp_high: 384,
             pcp_batch: 63,
             mapcount_limit: 1 << 30,
+            cpu_areas: false,
         }
     }
 }

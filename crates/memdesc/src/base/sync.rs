@@ -47,6 +47,9 @@ pub(crate) enum Mutation {
     SheafAckBeforeFlush,
     /// `CpuSet::borrow` takes a CPU without checking that nobody holds it.
     CpuBorrowIgnoresOwner,
+    /// A remote free onto a CPU's area remote list loads, links and stores the head instead
+    /// of compare-exchanging it.
+    AreaPushNoCas,
 }
 
 /// The mutation switch. In the loom test build it is a thread-local (loom runs a model's

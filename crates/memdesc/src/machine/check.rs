@@ -317,6 +317,23 @@ impl<P: Platform> PhysMem<P> {
                     });
                 }
                 rep.pcp_pages += pages;
+                // Free pages in the CPU's areas (order-0 per-CPU words) and blocks on its remote
+                // list (per-CPU head words), each once.
+                let mut bad = Ok(());
+                let counted = self.pages().area_free_pages(cpu, slot, |pfn, order, mt| {
+                    let mtype = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+                    if bad.is_ok() {
+                        bad = self.check_free_block(Pfn(pfn), order, mtype, true);
+                        on_free(Pfn(pfn), order, true);
+                    }
+                });
+                bad?;
+                match counted {
+                    Ok(n) => rep.pcp_pages += n,
+                    Err((counted, recorded)) => {
+                        return Err(Violation::CountMismatch { node: 0, what: "area free pages", counted, recorded })
+                    }
+                }
             }
         }
         self.check_areas()?;

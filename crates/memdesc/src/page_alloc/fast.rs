@@ -86,6 +86,10 @@ impl<P: Platform> PageAllocator<P> {
             return None;
         }
         let slot = slot as usize;
+        // CPU-local areas come before the per-CPU lists on the general path.
+        if self.areas_ok[slot] {
+            return None;
+        }
         let mt = gfp.migratetype();
         let zone = self.zones[slot].as_ref()?;
         // `watermark_ok`'s first pass for a per-CPU order in a zone with per-CPU lists.
@@ -116,6 +120,10 @@ impl<P: Platform> PageAllocator<P> {
         let rm = self.memmap.region_map(i);
         let Some(word) = self.small_word(rm, pfn) else { return false };
         let slot = Self::slot_of(rm);
+        // A block of a CPU-held area goes back to its area (the general path).
+        if self.areas_ok[slot] {
+            return false;
+        }
         if word.load() != self.fast.raw_head[slot][order as usize] {
             return false;
         }

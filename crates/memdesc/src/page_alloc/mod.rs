@@ -22,6 +22,7 @@
 //!
 //! [`Pages`]: pages::Pages
 
+pub mod area;
 mod error;
 mod fast;
 mod fast_tables;
@@ -47,9 +48,10 @@ use crate::base::page_access::{PageAccess, PageWords};
 use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;
 use crate::base::rcu::Rcu;
-use crate::base::sync::{AtomicU64, Ordering};
+use crate::base::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
+use area::{AreaMem, CpuAreas, AREA_MAX_ORDER, NO_CPU};
 use pcp::{Pcp, PcpLinks, PcpZone};
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
@@ -157,6 +159,14 @@ pub(crate) struct PageAllocator<P: Platform> {
     zones: [Option<Zone>; MAX_ZONE_SLOTS],
     /// `nr_cpus × MAX_ZONE_SLOTS` per-CPU lists, CPU-major.
     pcp: BootArray<Pcp>,
+    /// `nr_cpus × MAX_ZONE_SLOTS` CPU-local areas, CPU-major (empty unless
+    /// [`Config::cpu_areas`]).
+    areas: BootArray<CpuAreas>,
+    /// The holder word of every area from `area_first` on (area.rs invariant 1).
+    area_holder: BootArray<AtomicU32>,
+    area_first: u64,
+    /// Zones whose pages are all direct-mapped: those serve areas when [`Config::cpu_areas`].
+    areas_ok: [bool; MAX_ZONE_SLOTS],
     /// The machine's RCU, which owns its CPU set (cpu.rs invariant 1).
     rcu: Rcu,
     config: Config,
@@ -278,6 +288,106 @@ impl<P: Platform> PcpZone for ZoneSide<'_, P> {
     }
 }
 
+/// The page side of the CPU-local areas ([`AreaMem`]): holder words in the allocator's side
+/// array, remote-list links in the first word of the claimed block's memory (as the per-CPU
+/// lists link theirs), and page words through the memmap (a two-level area is split while
+/// held).
+struct AreaSide<'a, P: Platform>(&'a PageAllocator<P>);
+
+impl<P: Platform> AreaSide<'_, P> {
+    #[inline]
+    fn holder_word(&self, area: u64) -> &AtomicU32 {
+        &self.0.area_holder[((area >> AREA_ORDER) - self.0.area_first) as usize]
+    }
+}
+
+impl<P: Platform> AreaMem for AreaSide<'_, P> {
+    #[inline]
+    fn holder(&self, area: u64) -> u32 {
+        self.holder_word(area).load(Ordering::Relaxed)
+    }
+    #[inline]
+    fn set_holder(&self, area: u64, cpu: u32) {
+        self.holder_word(area).store(cpu, Ordering::Relaxed)
+    }
+    #[inline]
+    fn next(&self, pfn: u64) -> u64 {
+        DirectLinks(&self.0.platform).next(pfn)
+    }
+    #[inline]
+    fn set_next(&self, pfn: u64, next: u64) {
+        DirectLinks(&self.0.platform).set_next(pfn, next)
+    }
+    fn mark_area(&self, area: u64, mt: usize) -> u64 {
+        let rm = self.0.region_of(Pfn(area));
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        let free = Buddy::<P>::buddy_word(rm, 0, mt, true);
+        if rm.region.layout == MemmapLayout::Flat {
+            for i in 0..AREA_PAGES {
+                rm.flat_word(Pfn(area + i)).store(free);
+            }
+            return 0;
+        }
+        // A two-level area is split as the buddy carves one (zone.rs): its first page becomes
+        // its word table. The area is off the buddy lists, so the split area's free count is 0
+        // (none of its pages is on a buddy list); the drain's and later frees' blocks count
+        // it up, and at 511 the buddy makes the area uniform and frees the table page.
+        let table = Buddy::<P>::undescribed(rm, Subtype::Memmap, 0);
+        self.0.memmap.split_area(&self.0.platform, rm, Pfn(area), Pfn(area), 0, |i| if i == 0 { table } else { free });
+        1
+    }
+    fn mark_pending(&self, pfn: u64, order: u32, mt: usize) {
+        let rm = self.0.region_of(Pfn(pfn));
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        self.0.page_word_of(rm, Pfn(pfn)).store(Buddy::<P>::buddy_word(rm, order, mt, true));
+    }
+    #[inline]
+    fn mark_free(&self, pfn: u64, order: u32, mt: usize) {
+        let rm = self.0.region_of(Pfn(pfn));
+        let mt = MigrateType::from_bits(mt as u8).unwrap_or(MigrateType::Movable);
+        let w = Buddy::<P>::buddy_word(rm, 0, mt, true);
+        for i in 0..1u64 << order {
+            self.0.page_word_of(rm, Pfn(pfn + i)).store(w);
+        }
+    }
+}
+
+/// The zone as the areas see it: [`ZoneSide`], except that a whole area is taken only while
+/// the zone stays above its low watermark after giving it up.
+struct AreaZone<'a, P: Platform>(ZoneSide<'a, P>);
+
+impl<P: Platform> PcpZone for AreaZone<'_, P> {
+    type Free = zone::FreeLists;
+    #[inline]
+    fn lock(&self) -> crate::base::sync::SpinGuard<'_, Self::Free> {
+        self.0.lock()
+    }
+    fn take(&self, z: &mut Self::Free, order: u32, mt: usize) -> Option<u64> {
+        let low = self.0.zone.wmark[1].load(Ordering::Relaxed);
+        if z.free_pages < low + (1 << order) {
+            return None;
+        }
+        self.0.take(z, order, mt)
+    }
+    fn give(&self, z: &mut Self::Free, pfn: u64, order: u32, mt: usize) {
+        // Free pages inside an area carry order-0 words; a run leaves as one block with tails.
+        let rm = self.0.mem.region_of(Pfn(pfn));
+        if order > 0 && (order < AREA_ORDER || rm.region.layout == MemmapLayout::Flat) {
+            for i in 1..1u64 << order {
+                self.0.mem.page_word_of(rm, Pfn(pfn + i)).store(Word::TAIL);
+            }
+        }
+        // On the free list of its pageblock's type now (it may have been isolated meanwhile).
+        let now = rm.pageblock(Pfn(pfn)).load(Ordering::Relaxed);
+        let mt = if MigrateType::from_bits(now).is_some() { now as usize } else { mt };
+        self.0.give(z, pfn, order, mt)
+    }
+    #[inline]
+    fn done(&self, z: &Self::Free) {
+        self.0.done(z)
+    }
+}
+
 /// Integer square root (for the watermark formula).
 fn isqrt(n: u64) -> u64 {
     if n < 2 {
@@ -325,6 +435,27 @@ impl<P: Platform> PageAllocator<P> {
                     BootError::NoDirectMap(pfn) => BootFailure::Memmap(MemmapError::NoDirectMap(pfn)),
                     e => BootFailure::Boot(e),
                 })?;
+        let mut areas_ok = [false; MAX_ZONE_SLOTS];
+        for (i, z) in zones.iter().enumerate() {
+            areas_ok[i] = config.cpu_areas && z.as_ref().is_some_and(|z| z.pcp_ok);
+        }
+        let (mut first, mut last) = (u64::MAX, 0);
+        for r in memmap.regions() {
+            first = first.min(r.start.0 >> AREA_ORDER);
+            last = last.max((r.end.0.max(1) - 1) >> AREA_ORDER);
+        }
+        let use_areas = areas_ok.iter().any(|&ok| ok);
+        let boot_err = |e| match e {
+            BootError::NoDirectMap(pfn) => BootFailure::Memmap(MemmapError::NoDirectMap(pfn)),
+            e => BootFailure::Boot(e),
+        };
+        let areas = BootArray::new(&mut boot, &platform, if use_areas { pcp_count } else { 0 }, None, |i| {
+            CpuAreas::new(i / MAX_ZONE_SLOTS)
+        })
+        .map_err(boot_err)?;
+        let n_areas = if use_areas && first <= last { (last - first + 1) as usize } else { 0 };
+        let area_holder =
+            BootArray::new(&mut boot, &platform, n_areas, None, |_| AtomicU32::new(NO_CPU)).map_err(boot_err)?;
         let above = reserve(&platform, &mut boot)?;
         let fast = fast_tables::FastPath::new(&zones, &memmap);
         let mut pages = PageAllocator {
@@ -332,6 +463,10 @@ impl<P: Platform> PageAllocator<P> {
             memmap,
             zones,
             pcp,
+            areas,
+            area_holder,
+            area_first: first,
+            areas_ok,
             rcu: Rcu::new(nr_cpus),
             config,
             machine: next_machine_id(),
@@ -518,13 +653,17 @@ impl<P: Platform> PageAllocator<P> {
         buddy + self.pcp_pages()
     }
 
-    /// Pages sitting on per-CPU lists (exact while no CPU allocates or frees).
+    /// Pages sitting on per-CPU lists and free in CPU-local areas (exact while no CPU
+    /// allocates or frees).
     pub(crate) fn pcp_pages(&self) -> u64 {
         let mut n = 0;
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.zones[slot].is_some() {
                     n += self.pcp_at(cpu, slot).pages() as u64;
+                }
+                if self.areas_ok[slot] {
+                    n += self.areas_at(cpu, slot).free_pages();
                 }
             }
         }
@@ -547,6 +686,11 @@ impl<P: Platform> PageAllocator<P> {
                     alloc_ok += a;
                     frees += f;
                 }
+                if self.areas_ok[slot] {
+                    let (a, f) = self.areas_at(cpu, slot).counts();
+                    alloc_ok += a;
+                    frees += f;
+                }
             }
         }
         AllocCounters {
@@ -562,6 +706,63 @@ impl<P: Platform> PageAllocator<P> {
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
         assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
         &self.pcp[cpu * MAX_ZONE_SLOTS + slot]
+    }
+
+    /// Calls `f(pfn, order, migratetype)` for every free block in CPU `cpu`'s areas of zone
+    /// `slot` and on its remote list (at a quiescent point: the checker); the page count, or
+    /// `Err((counted, recorded))` if a count disagrees.
+    pub(crate) fn area_free_pages(
+        &self,
+        cpu: usize,
+        slot: usize,
+        f: impl FnMut(u64, u32, usize),
+    ) -> Result<u64, (u64, u64)> {
+        if !self.areas_ok[slot] {
+            return Ok(0);
+        }
+        self.areas_at(cpu, slot).for_each_free(&AreaSide(self), f)
+    }
+
+    #[inline]
+    fn areas_at(&self, cpu: usize, slot: usize) -> &CpuAreas {
+        &self.areas[cpu * MAX_ZONE_SLOTS + slot]
+    }
+
+    /// Gives every free page of `cpu`'s areas back to the buddy lists, with its token.
+    fn drain_areas_of(&self, cpu: &Cpu<'_>) {
+        let id = self.cpu_id(cpu);
+        for slot in 0..MAX_ZONE_SLOTS {
+            let Some(zone) = self.zones[slot].as_ref().filter(|_| self.areas_ok[slot]) else { continue };
+            self.areas_at(id, slot).drain(cpu, &AreaSide(self), &AreaZone(ZoneSide { mem: self, zone }));
+        }
+    }
+
+    /// An allocation of `order <= AREA_MAX_ORDER` from `cpu`'s areas in zone `slot`; the tail
+    /// words of the block are stamped here, its head word by the caller.
+    #[inline]
+    fn area_alloc(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
+        let areas = self.areas_at(self.cpu_id(cpu), slot);
+        let pfn =
+            Pfn(areas.alloc(cpu, &AreaSide(self), &AreaZone(ZoneSide { mem: self, zone }), order, mt as usize)?);
+        if order > 0 {
+            let rm = self.region_of(pfn);
+            for i in 1..1u64 << order {
+                self.page_word_of(rm, pfn.add(i)).store(Word::TAIL);
+            }
+        }
+        Some(pfn)
+    }
+
+    /// The region map of a pfn inside an area (always in a region).
+    #[inline]
+    fn region_of(&self, pfn: Pfn) -> &RegionMap {
+        self.memmap.region_map(self.memmap.region_index(pfn).expect("area pfn in a region"))
+    }
+
+    /// The page word of `pfn` inside a held area (a two-level area is split while held).
+    #[inline]
+    fn page_word_of<'a>(&'a self, rm: &'a RegionMap, pfn: Pfn) -> &'a crate::memmap::word::Page {
+        self.memmap.page_word(&self.platform, rm, pfn).expect("a held area has page words")
     }
 
     #[inline]
@@ -633,7 +834,7 @@ impl<P: Platform> PageAllocator<P> {
             if drained || self.pcp_pages() == 0 {
                 break;
             }
-            // Memory may be parked on per-CPU lists: drain them all and try once more.
+            // Memory may be parked on per-CPU lists and areas: drain them all and try once more.
             self.drain_all_from(cpu);
             drained = true;
         }
@@ -666,6 +867,11 @@ impl<P: Platform> PageAllocator<P> {
 
     fn rmqueue(&self, cpu: &Cpu<'_>, zone: &Zone, slot: usize, order: u32, mt: MigrateType) -> Option<Pfn> {
         let buddy = self.buddy();
+        if order <= AREA_MAX_ORDER && mt.has_pcp() && self.areas_ok[slot] {
+            if let Some(pfn) = self.area_alloc(cpu, zone, slot, order, mt) {
+                return Some(pfn);
+            }
+        }
         if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
             let side = ZoneSide { mem: self, zone };
             return self
@@ -802,6 +1008,24 @@ impl<P: Platform> PageAllocator<P> {
         let slot = Self::slot_of(rm);
         let zone = self.zones[slot].as_ref().expect("zone of a region exists");
         let mt = MigrateType::from_bits(rm.pageblock(pfn).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
+        // Whatever its pageblock's type is now (isolated, stolen), a block of a held area
+        // goes back to that area.
+        if order <= AREA_MAX_ORDER && self.areas_ok[slot] {
+            self.serve_requests(cpu);
+            let nr = self.cpus().nr();
+            if CpuAreas::free(
+                self.areas_at(cpu_id, slot),
+                cpu,
+                |id| (id < nr).then(|| self.areas_at(id, slot)),
+                &AreaSide(self),
+                &AreaZone(ZoneSide { mem: self, zone }),
+                pfn.0,
+                order,
+                mt as usize,
+            ) {
+                return;
+            }
+        }
         if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
             self.serve_requests(cpu);
             let side = ZoneSide { mem: self, zone };
@@ -819,7 +1043,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     /// Serves a drain request another CPU posted for `cpu` (cpu.rs invariant 6): the owner's
-    /// check at each allocation and per-CPU free, two loads of its own slot.
+    /// check at each allocation and per-CPU or area free, two loads of its own slot.
     #[inline(always)]
     fn serve_requests(&self, cpu: &Cpu<'_>) {
         if let Some(asked) = cpu.pending(Request::Pages) {
@@ -828,11 +1052,15 @@ impl<P: Platform> PageAllocator<P> {
         }
     }
 
-    /// Gives every page on the lists of the CPU whose token is `cpu` (owned or borrowed) back
-    /// to the buddy lists.
+    /// Gives every page on the lists and every free page in the areas of the CPU whose token
+    /// is `cpu` (owned or borrowed) back to the buddy lists. Areas are the token holder's
+    /// alone (area.rs invariants 2 and 5), so one request ([`Request::Pages`]) drains both.
     #[cold]
     pub(crate) fn drain_own(&self, cpu: &Cpu<'_>) {
         let id = self.cpu_id(cpu);
+        if self.areas_ok.iter().any(|&ok| ok) {
+            self.drain_areas_of(cpu);
+        }
         let links = DirectLinks(&self.platform);
         for slot in 0..MAX_ZONE_SLOTS {
             let Some(zone) = &self.zones[slot] else { continue };
