@@ -472,7 +472,7 @@ impl CpuAreas {
     }
 
     /// Areas this CPU holds now (a snapshot).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn held(&self) -> usize {
         self.slots.iter().flatten().filter(|s| s.base() != EMPTY).count()
     }
