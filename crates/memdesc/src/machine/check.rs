@@ -26,8 +26,9 @@ use crate::base::platform::Platform;
 use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
 use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
+use crate::page_alloc::percpu::DirectLinks;
 use crate::page_alloc::zone::{LINK_WORDS_MIN_ORDER, NONE};
-use crate::page_alloc::{DirectLinks, MAX_ZONE_SLOTS};
+use crate::page_alloc::MAX_ZONE_SLOTS;
 use crate::PhysMem;
 
 /// What the checker found wrong.

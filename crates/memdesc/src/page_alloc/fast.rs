@@ -29,8 +29,9 @@ use crate::memmap::word::{Page, Subtype, Word};
 use crate::memmap::RegionMap;
 use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
 use crate::page_alloc::pcp::Pcp;
+use crate::page_alloc::percpu::{DirectLinks, ZoneSide};
 use crate::page_alloc::zone::Buddy;
-use crate::page_alloc::{DirectLinks, PageAllocator, MAX_ZONE_SLOTS};
+use crate::page_alloc::{PageAllocator, MAX_ZONE_SLOTS};
 
 impl<P: Platform> PageAllocator<P> {
     /// The word of a block of `order <= PCP_MAX_ORDER` at `pfn` in `rm` (`Memmap::block_word`
@@ -141,7 +142,7 @@ impl<P: Platform> PageAllocator<P> {
         self.serve_requests(cpu);
         // The claim and the per-CPU free word in one store (module header).
         word.store(self.fast.pcp_free[slot][order as usize][mt]);
-        let side = super::ZoneSide { mem: self, zone };
+        let side = ZoneSide { mem: self, zone };
         self.pcp_of(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt);
         true
     }

@@ -30,7 +30,7 @@ pub(crate) mod guard;
 pub(crate) mod isolate;
 pub mod pages;
 pub(crate) mod pcp;
-mod percpu;
+pub(crate) mod percpu;
 pub mod zone;
 
 pub use error::{AllocError, BootFailure, FreeError};
@@ -54,8 +54,6 @@ use crate::memmap::word::{PageKind, Subtype, Tag, Word};
 use crate::memmap::{Memmap, MemmapError, RegionMap};
 use area::{CpuAreas, AREA_MAX_ORDER, NO_CPU};
 use pcp::Pcp;
-pub(crate) use percpu::DirectLinks;
-use percpu::{AreaSide, AreaZone, ZoneSide};
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
 pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
@@ -652,11 +650,7 @@ impl<P: Platform> PageAllocator<P> {
             }
         }
         if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
-            let side = ZoneSide { mem: self, zone };
-            return self
-                .pcp_at(self.cpu_id(cpu), slot)
-                .alloc(cpu, &DirectLinks(&self.platform), &side, order, mt as usize)
-                .map(Pfn);
+            return self.pcp_alloc(cpu, zone, slot, order, mt);
         }
         let mut fl = zone.lock.lock();
         let r = buddy.rmqueue(&mut fl, order, mt);
@@ -791,28 +785,17 @@ impl<P: Platform> PageAllocator<P> {
         // goes back to that area.
         if order <= AREA_MAX_ORDER && self.areas_ok[slot] {
             self.serve_requests(cpu);
-            let nr = self.cpus().nr();
-            if CpuAreas::free(
-                self.areas_at(cpu_id, slot),
-                cpu,
-                |id| (id < nr).then(|| self.areas_at(id, slot)),
-                &AreaSide(self),
-                &AreaZone(ZoneSide { mem: self, zone }),
-                pfn.0,
-                order,
-                mt as usize,
-            ) {
+            if self.area_free(cpu, cpu_id, zone, slot, pfn, order, mt) {
                 return;
             }
         }
         if pcp_serves(order) && mt.has_pcp() && zone.pcp_ok {
             self.serve_requests(cpu);
-            let side = ZoneSide { mem: self, zone };
             self.memmap
                 .block_word(&self.platform, rm, pfn, order)
                 .expect("block word")
                 .store(Buddy::<P>::buddy_word(rm, order, mt, true));
-            self.pcp_at(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt as usize);
+            self.pcp_free(cpu, cpu_id, zone, slot, pfn, order, mt);
             return;
         }
         let mut fl = zone.lock.lock();

@@ -311,4 +311,64 @@ impl<P: Platform> PageAllocator<P> {
         }
         r
     }
+
+    /// An allocation from the caller's per-CPU list of zone `slot` (a pop, or a batch refill
+    /// from the zone).
+    #[inline]
+    pub(super) fn pcp_alloc(
+        &self,
+        cpu: &Cpu<'_>,
+        zone: &Zone,
+        slot: usize,
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<Pfn> {
+        let side = ZoneSide { mem: self, zone };
+        self.pcp_at(self.cpu_id(cpu), slot).alloc(cpu, &DirectLinks(&self.platform), &side, order, mt as usize).map(Pfn)
+    }
+
+    /// A free onto the caller's per-CPU list of zone `slot` (its per-CPU free word already
+    /// stamped).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pcp_free(
+        &self,
+        cpu: &Cpu<'_>,
+        cpu_id: usize,
+        zone: &Zone,
+        slot: usize,
+        pfn: Pfn,
+        order: u32,
+        mt: MigrateType,
+    ) {
+        let side = ZoneSide { mem: self, zone };
+        self.pcp_at(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt as usize);
+    }
+
+    /// A free of a block of a CPU-held area back to that area (whichever CPU holds it);
+    /// `false` if no CPU holds the block's area.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn area_free(
+        &self,
+        cpu: &Cpu<'_>,
+        cpu_id: usize,
+        zone: &Zone,
+        slot: usize,
+        pfn: Pfn,
+        order: u32,
+        mt: MigrateType,
+    ) -> bool {
+        let nr = self.cpus().nr();
+        CpuAreas::free(
+            self.areas_at(cpu_id, slot),
+            cpu,
+            |id| (id < nr).then(|| self.areas_at(id, slot)),
+            &AreaSide(self),
+            &AreaZone(ZoneSide { mem: self, zone }),
+            pfn.0,
+            order,
+            mt as usize,
+        )
+    }
 }
