@@ -168,6 +168,12 @@ impl CpuSheaves {
         if self.asked() {
             return None;
         }
+        self.pop()
+    }
+
+    /// Owner: pops the main sheaf's newest object, `None` if it is empty.
+    #[inline(always)]
+    fn pop(&self) -> Option<usize> {
         let m = Self::MAIN;
         let n = get(&self.len[m]);
         if n == 0 {
@@ -226,13 +232,8 @@ impl CpuSheaves {
         if let Some(obj) = self.try_alloc(owner) {
             return Ok(Some(obj));
         }
+        // The main sheaf is empty now either way: it was, or serving a ticket emptied both.
         self.serve_if_asked(&mut flush);
-        let m = Self::MAIN;
-        let n = get(&self.len[m]);
-        if n != 0 {
-            self.len[m].store(n - 1, Ordering::Release);
-            return Ok(Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)])));
-        }
         self.alloc_slow(refill)
     }
 
@@ -250,13 +251,7 @@ impl CpuSheaves {
             self.len[m].store(fill.n, Ordering::Release);
             r?;
         }
-        let m = Self::MAIN;
-        let n = get(&self.len[m]);
-        if n == 0 {
-            return Ok(None);
-        }
-        self.len[m].store(n - 1, Ordering::Release);
-        Ok(Some(get(&self.objs[m][(n - 1) & (SHEAF_CAPACITY - 1)])))
+        Ok(self.pop())
     }
 
     /// Owner: moves the `k` objects of sheaf `from` into the empty sheaf `to`. The
@@ -279,11 +274,8 @@ impl CpuSheaves {
             return;
         }
         self.serve_if_asked(&mut flush);
-        let m = Self::MAIN;
-        let n = get(&self.len[m]);
-        if n < SHEAF_CAPACITY {
-            set(&self.objs[m][n], obj);
-            self.len[m].store(n + 1, Ordering::Release);
+        if get(&self.len[Self::MAIN]) < SHEAF_CAPACITY {
+            self.push(owner, obj);
             return;
         }
         self.free_slow(obj, flush)
