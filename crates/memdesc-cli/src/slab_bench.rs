@@ -98,7 +98,9 @@ impl<A: GlobalAlloc> PairAlloc for Global<A> {
     }
 }
 
-/// Runs `pairs` alloc+free pairs over `sizes`; returns nanoseconds per pair.
+/// Runs `pairs` alloc+free pairs over `sizes`; returns nanoseconds per pair. Out of line, so
+/// a profiler can collect exactly the loop (`examples/kmalloc_pairs.rs`).
+#[inline(never)]
 fn pairs(a: &mut impl PairAlloc, sizes: &[usize], pairs: usize) -> f64 {
     let mut ring: Vec<(*mut u8, usize)> = Vec::with_capacity(WINDOW);
     for &s in sizes.iter().cycle().take(WINDOW) {
@@ -124,6 +126,12 @@ fn pairs(a: &mut impl PairAlloc, sizes: &[usize], pairs: usize) -> f64 {
         a.free(p, s);
     }
     ns
+}
+
+/// The pair loop on memdesc alone, on the caller's CPU `cpu` of `m` (for instruction counts:
+/// `examples/kmalloc_pairs.rs`); returns nanoseconds per pair.
+pub fn memdesc_pair_loop(m: &SimMachine, cpu: &memdesc::Cpu<'_>, sizes: &[usize], n: usize) -> f64 {
+    pairs(&mut Memdesc { m, cpu }, sizes, n)
 }
 
 /// Results of the pair loop (and, in `scaling` and `cross_cpu`, other figures of the same
