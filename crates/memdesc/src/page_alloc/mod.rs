@@ -25,6 +25,7 @@
 pub mod area;
 mod error;
 mod fast;
+mod fast_buddy;
 mod fast_tables;
 pub(crate) mod guard;
 pub(crate) mod isolate;
@@ -566,6 +567,9 @@ impl<P: Platform> PageAllocator<P> {
             return Err(AllocError::Injected);
         }
         if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
+            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+        }
+        if let Some((pfn, rm)) = self.alloc_buddy_fast(order, gfp) {
             return Ok(self.stamp_new(rm, pfn, order, gfp, head));
         }
         self.alloc_zones(cpu, order, gfp, head)

@@ -149,7 +149,7 @@ impl<P: Platform> PageAllocator<P> {
     fn free_checked(&self, cpu: &Cpu<'_>, pfn: Pfn, order: u32, owned: bool) -> Result<(), FreeError> {
         // A foreign token panics here, before anything changes.
         let cpu_id = self.cpu_id(cpu);
-        if owned && self.free_owned_fast(cpu, cpu_id, pfn, order) {
+        if owned && (self.free_owned_fast(cpu, cpu_id, pfn, order) || self.free_buddy_fast(pfn, order)) {
             return Ok(());
         }
         self.free_general(cpu, pfn, order, owned)

@@ -328,16 +328,24 @@ impl<'a, P: Platform> Buddy<'a, P> {
         self.free_block_in(fl, self.rm(pfn), pfn, order, mt)
     }
 
-    /// [`Buddy::free_block`] of a block of region `rm`.
+    /// [`Buddy::free_block`] of a block of region `rm`. Inline: the common case is one call of
+    /// the merge loop.
+    #[inline]
     pub(crate) fn free_block_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         fl.free_pages += 1 << order;
         if Self::small_in_two_level(rm, order) {
-            self.area_free_add(rm, pfn, 1 << order);
-            self.merge_and_add(fl, rm, pfn, order, mt, AREA_ORDER - 1);
-            self.maybe_unsplit(fl, rm, pfn.align_down(AREA_ORDER));
+            self.free_small_in_two_level(fl, rm, pfn, order, mt);
         } else {
             self.merge_and_add(fl, rm, pfn, order, mt, self.max_order);
         }
+    }
+
+    /// The rest of [`Buddy::free_block_in`] for a block smaller than an area of a two-level
+    /// region: merges inside its split area, which may then become whole again.
+    fn free_small_in_two_level(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
+        self.area_free_add(rm, pfn, 1 << order);
+        self.merge_and_add(fl, rm, pfn, order, mt, AREA_ORDER - 1);
+        self.maybe_unsplit(fl, rm, pfn.align_down(AREA_ORDER));
     }
 
     fn merge_and_add(
@@ -438,7 +446,13 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// Takes a block of `order` of type `mt` (or stolen from a fallback type) off the lists
     /// and accounts it as allocated. Its head word becomes a tail word here, under the zone
     /// lock; the caller stamps the real one.
+    #[inline]
     pub(crate) fn rmqueue(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
+        self.rmqueue_in(fl, order, mt).map(|(pfn, _)| pfn)
+    }
+
+    /// [`Buddy::rmqueue`], also naming the block's region.
+    pub(crate) fn rmqueue_in(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
         let (pfn, rm) = self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))?;
         fl.free_pages -= 1 << order;
         // Retire the Buddy head word while the zone lock is still held: a block off the lists
@@ -447,7 +461,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         if Self::small_in_two_level(rm, order) {
             self.area_free_add(rm, pfn, -(1 << order));
         }
-        Some(pfn)
+        Some((pfn, rm))
     }
 
     fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
@@ -457,7 +471,9 @@ impl<'a, P: Platform> Buddy<'a, P> {
                 let pfn = Pfn(head);
                 let rm = self.rm(pfn);
                 self.list_del_in(fl, rm, pfn, o, mt);
-                return Some((self.expand(fl, rm, pfn, order, o, mt), rm));
+                // Most requests find a block of their own order: nothing to split.
+                let pfn = if o > order { self.expand(fl, rm, pfn, order, o, mt) } else { pfn };
+                return Some((pfn, rm));
             }
         }
         None
