@@ -30,7 +30,7 @@ use crate::base::sync::Ordering;
 use crate::memmap::word::{Subtype, Word};
 use crate::memmap::RegionMap;
 use crate::page_alloc::area::AREA_MAX_ORDER;
-use crate::page_alloc::fast_tables::{zone_class, NO_SLOT};
+use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::PageAllocator;
 
@@ -61,8 +61,12 @@ impl<P: Platform> PageAllocator<P> {
         if zone.free_pages.load(Ordering::Relaxed) < zone.wmark[1].load(Ordering::Relaxed) + (1 << order) {
             return None;
         }
+        let near = match self.fast.sole_region[slot] {
+            NO_REGION => None,
+            i => Some(self.memmap.region_map(i as usize)),
+        };
         let mut fl = zone.lock.lock();
-        let (pfn, rm) = self.buddy().rmqueue_in(&mut fl, order, mt)?;
+        let (pfn, rm) = self.buddy().rmqueue_in(&mut fl, order, mt, near)?;
         fl.allocs += 1;
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
         Some((pfn, rm))

@@ -239,11 +239,34 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
     }
 
+    /// The word of link `which` (0 next, 1 previous) of [`Buddy::link_words`], alone (one
+    /// index computed and checked, not two).
+    #[inline(always)]
+    fn link_word(
+        &self,
+        rm: &'a RegionMap,
+        pfn: Pfn,
+        order: u32,
+        which: usize,
+    ) -> Option<&'a crate::memmap::word::Page> {
+        if order < LINK_WORDS_MIN_ORDER {
+            return None;
+        }
+        match rm.region.layout {
+            MemmapLayout::Flat => Some(rm.flat_word(pfn.add(1 + which as u64))),
+            MemmapLayout::TwoLevel if order < AREA_ORDER => {
+                let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
+                Some(&t[(pfn.0 & (AREA_PAGES - 1)) as usize + 1 + which])
+            }
+            MemmapLayout::TwoLevel => None,
+        }
+    }
+
     /// Sets link `which` (0 next, 1 previous) of the free block of `order` at `pfn`.
     #[inline(always)]
     fn set_link(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, which: usize, link: u64) {
-        match self.link_words(rm, pfn, order) {
-            Some(w) => w[which].store(Word::linked_tail_raw(link)),
+        match self.link_word(rm, pfn, order, which) {
+            Some(w) => w.store(Word::linked_tail_raw(link)),
             None => self.map(pfn).word(which).store(link, Ordering::Relaxed),
         }
     }
@@ -348,7 +371,47 @@ impl<'a, P: Platform> Buddy<'a, P> {
         self.maybe_unsplit(fl, rm, pfn.align_down(AREA_ORDER));
     }
 
-    fn merge_and_add(
+    /// Merges the free block of `order` at `pfn` with its free buddies up to order `limit` and
+    /// puts the result on its list. Inline: most frees find their buddy in use, which is one
+    /// word compare before the head word and the list add; merging is out of line.
+    #[inline(always)]
+    fn merge_and_add(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType, limit: u32) {
+        if order < limit && self.mergeable_buddy(rm, pfn, order, mt).is_some() {
+            self.merge_and_add_loop(fl, rm, pfn, order, mt, limit);
+            return;
+        }
+        self.block_word(rm, pfn, order).store(Self::buddy_word(rm, order, mt, false));
+        self.list_add_in(fl, rm, pfn, order, mt);
+    }
+
+    /// The buddy of the free block of `order` at `pfn` and its migratetype, if that buddy is
+    /// a free block of the same order on the buddy lists (not a per-CPU list) that may merge
+    /// with it (isolated blocks merge only with isolated ones).
+    #[inline(always)]
+    fn mergeable_buddy(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) -> Option<(Pfn, MigrateType)> {
+        let b = pfn.buddy(order);
+        if b < rm.region.start || b.add(1 << order) > rm.region.end {
+            return None;
+        }
+        let bw = if rm.region.layout == MemmapLayout::Flat {
+            rm.flat_word(b)
+        } else {
+            self.mm.block_word(self.p, rm, b, order)?
+        };
+        let bi = bw.load().as_buddy()?;
+        if bi.order as u32 != order || bi.pcp {
+            return None;
+        }
+        let bmt = MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable);
+        if (bmt == MigrateType::Isolate) != (mt == MigrateType::Isolate) {
+            return None;
+        }
+        Some((b, bmt))
+    }
+
+    /// [`Buddy::merge_and_add`] from its first merge on.
+    #[inline(never)]
+    fn merge_and_add_loop(
         &self,
         fl: &mut FreeLists,
         rm: &'a RegionMap,
@@ -358,24 +421,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         limit: u32,
     ) {
         while order < limit {
-            let b = pfn.buddy(order);
-            if b < rm.region.start || b.add(1 << order) > rm.region.end {
-                break;
-            }
-            let bw = if rm.region.layout == MemmapLayout::Flat {
-                rm.flat_word(b)
-            } else {
-                let Some(bw) = self.mm.block_word(self.p, rm, b, order) else { break };
-                bw
-            };
-            let Some(bi) = bw.load().as_buddy() else { break };
-            if bi.order as u32 != order || bi.pcp {
-                break;
-            }
-            let bmt = MigrateType::from_bits(bi.migratetype).unwrap_or(MigrateType::Movable);
-            if (bmt == MigrateType::Isolate) != (mt == MigrateType::Isolate) {
-                break;
-            }
+            let Some((b, bmt)) = self.mergeable_buddy(rm, pfn, order, mt) else { break };
             self.list_del_in(fl, rm, b, order, bmt);
             let (lo, hi) = if b < pfn { (b, pfn) } else { (pfn, b) };
             self.block_word(rm, hi, order).store(Word::TAIL);
@@ -448,12 +494,34 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// lock; the caller stamps the real one.
     #[inline]
     pub(crate) fn rmqueue(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<Pfn> {
-        self.rmqueue_in(fl, order, mt).map(|(pfn, _)| pfn)
+        self.rmqueue_in(fl, order, mt, None).map(|(pfn, _)| pfn)
     }
 
-    /// [`Buddy::rmqueue`], also naming the block's region.
-    pub(crate) fn rmqueue_in(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        let (pfn, rm) = self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))?;
+    /// [`Buddy::rmqueue`], also naming the block's region. `near` is a region of the zone if
+    /// the caller knows one: a block inside it needs no region lookup. Inline: most requests
+    /// find a block of their own order at the head of its list, which takes a few loads and
+    /// stores; larger blocks to split and fallback types are out of line.
+    #[inline(always)]
+    pub(crate) fn rmqueue_in(
+        &self,
+        fl: &mut FreeLists,
+        order: u32,
+        mt: MigrateType,
+        near: Option<&'a RegionMap>,
+    ) -> Option<(Pfn, &'a RegionMap)> {
+        // No block is ever above max_order: an order past the table has no blocks either.
+        let head = fl.areas.get(order as usize).map_or(NONE, |a| a.head[mt as usize]);
+        let (pfn, rm) = if head != NONE {
+            let pfn = Pfn(head);
+            let rm = match near {
+                Some(near) => self.rm_near(near, pfn),
+                None => self.rm(pfn),
+            };
+            self.list_del_in(fl, rm, pfn, order, mt);
+            (pfn, rm)
+        } else {
+            self.take_larger(fl, order, mt)?
+        };
         fl.free_pages -= 1 << order;
         // Retire the Buddy head word while the zone lock is still held: a block off the lists
         // must never look free to a CPU merging its buddy.
@@ -464,16 +532,21 @@ impl<'a, P: Platform> Buddy<'a, P> {
         Some((pfn, rm))
     }
 
+    /// The rest of [`Buddy::rmqueue_in`] when the list of `order` and `mt` is empty: splits the
+    /// smallest larger block of `mt`, or steals from a fallback type.
+    #[inline(never)]
+    fn take_larger(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
+        self.take(fl, order, mt).or_else(|| self.steal(fl, order, mt))
+    }
+
     fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        for o in order..=self.max_order {
+        for o in order + 1..=self.max_order {
             let head = fl.areas[o as usize].head[mt as usize];
             if head != NONE {
                 let pfn = Pfn(head);
                 let rm = self.rm(pfn);
                 self.list_del_in(fl, rm, pfn, o, mt);
-                // Most requests find a block of their own order: nothing to split.
-                let pfn = if o > order { self.expand(fl, rm, pfn, order, o, mt) } else { pfn };
-                return Some((pfn, rm));
+                return Some((self.expand(fl, rm, pfn, order, o, mt), rm));
             }
         }
         None
