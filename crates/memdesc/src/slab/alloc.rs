@@ -156,6 +156,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         let mut c =
             SlabCache::layout(args, self.pages.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
         c.family = family;
+        c.kfree_hit_ok = family == CacheFamily::Kmalloc && c.hit_ok;
         c.permanent = permanent;
         let order = SlabCache::percpu_order(self.pages.cpus().nr());
         let pc = self.pages.alloc_internal(cpu, order, Gfp::KERNEL)?;
@@ -292,7 +293,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         c: &SlabCache,
         site: FaultSite,
     ) -> Result<NonNull<u8>, AllocError> {
-        if !self.pages.fault().enabled() && c.state_off.is_none() {
+        if c.hit_ok && !self.pages.fault().enabled() {
             // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
             // owns the entry (sheaf.rs invariant 1).
             let id = self.pages.cpu_id(cpu);
@@ -353,14 +354,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// object in that page (the checked free paths).
     #[inline(always)]
     pub(crate) fn slab_of_word(&self, w: Word) -> Option<&'a Slab> {
-        let raw = w.raw();
-        // The Slab tag with a non-zero address above it.
-        if raw & 0xF != Tag::Slab as u64 || raw < 0x10 {
+        // The Slab tag with a non-zero address above it: the word with the tag cleared (by
+        // xor, which leaves the address when the tag matches) is a non-zero address with
+        // clear low bits.
+        let addr = w.raw() ^ Tag::Slab as u64;
+        if addr & 0xF != 0 || addr == 0 {
             return None;
         }
         // SAFETY: a Slab word names the live descriptor of its slab, which the caller's object
         // keeps alive (invariant 2).
-        Some(unsafe { &*((raw & !0xF) as usize as *const Slab) })
+        Some(unsafe { &*(addr as usize as *const Slab) })
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -405,7 +408,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         let off = page_in_slab.wrapping_mul(PAGE_SIZE).wrapping_add(addr & (PAGE_SIZE - 1));
         // Offset from the first object: inside the object area and on an object boundary.
         let rel = off.wrapping_sub(c.obj_lo);
-        if rel >= c.obj_span || c.obj_index(rel) * c.stride != rel {
+        if rel >= c.obj_span || !c.is_obj_start(rel) {
             return Err(SlabError::InteriorPointer(addr));
         }
         Ok(addr - off)
@@ -432,16 +435,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
         self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
     }
 
-    /// The free hit path of an object found in `slab`, a slab of `c`: `true` if it freed
-    /// `addr` into this CPU's main sheaf; `false`, with nothing changed, when `c` has debug
-    /// state words, the pointer is not an object's start, the object looks free already, or
-    /// the main sheaf has no room (or a flush ticket is pending): the caller then takes a
-    /// path with every check and its error.
+    /// The free hit path of an object found in `slab`, a slab of `c` (a cache without debug
+    /// state words: the caller checked `c.hit_ok`): `true` if it freed `addr` into this
+    /// CPU's main sheaf; `false`, with nothing changed, when the pointer is not an object's
+    /// start, the object looks free already, or the main sheaf has no room (or a flush
+    /// ticket is pending): the caller then takes a path with every check and its error.
     #[inline(always)]
     pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
-        if c.state_off.is_some() {
-            return false;
-        }
+        debug_assert!(c.hit_ok, "the caller checks for debug state words");
         let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);
@@ -449,11 +450,12 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // `cpu` is this machine's token for CPU `cpu_id`, so this thread owns the entry
         // (sheaf.rs invariant 1).
         let e = c.sheaves(cpu_id);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.has_room(cpu) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.try_free(cpu, addr) {
             return false;
         }
+        // Pushed; the slot now decodes as free. The owner alone reads the sheaf until it hands
+        // the object out again, so the order of the two stores is the owner's own business.
         slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
-        e.push(cpu, addr);
         true
     }
 
