@@ -444,13 +444,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
     pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
         debug_assert!(c.hit_ok, "the caller checks for debug state words");
         let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
-        // A foreign token panics here, before the object's state changes.
-        let cpu_id = self.pages.cpu_id(cpu);
         let slot = c.freeptr_of(addr);
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
+            return false;
+        }
+        // A foreign token panics here, before the object's state changes (with a double
+        // free, in the slow path, whose token check comes first).
+        let cpu_id = self.pages.cpu_id(cpu);
         // `cpu` is this machine's token for CPU `cpu_id`, so this thread owns the entry
         // (sheaf.rs invariant 1).
-        let e = c.sheaves(cpu_id);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.try_free(cpu, addr) {
+        if !c.sheaves(cpu_id).try_free(cpu, addr) {
             return false;
         }
         // Pushed; the slot now decodes as free. The owner alone reads the sheaf until it hands
