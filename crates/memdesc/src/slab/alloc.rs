@@ -382,26 +382,27 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
     }
 
-    /// Validates that `addr` is the start of an object of `c`; returns the slab's base address.
+    /// Validates that `addr` is the start of an object of `c`; returns its offset from the
+    /// slab's first object.
     fn check_object(&self, c: &SlabCache, addr: usize) -> Result<usize, SlabError> {
         let (slab, pfn) = self.slab_at(addr)?;
         self.check_in_slab(c, slab, addr, pfn)
     }
 
     /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`;
-    /// returns the slab's base address.
+    /// returns its offset from the slab's first object.
     #[inline]
     fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             return Err(SlabError::WrongCache { addr, owner: self.cache_of(slab).name });
         }
-        Self::object_base(c, slab, addr, pfn)
+        Self::object_rel(c, slab, addr, pfn)
     }
 
     /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
-    /// object; returns the slab's base address.
+    /// object; returns its offset from the slab's first object.
     #[inline(always)]
-    fn object_base(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
+    fn object_rel(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
         let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
@@ -411,13 +412,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if rel >= c.obj_span || !c.is_obj_start(rel) {
             return Err(SlabError::InteriorPointer(addr));
         }
-        Ok(addr - off)
+        Ok(rel)
     }
 
     /// Frees an object of `c`, checked.
     pub(crate) fn cache_free(&self, cpu: &Cpu<'_>, c: &SlabCache, obj: NonNull<u8>) -> Result<(), SlabError> {
-        let base = self.check_object(c, obj.as_ptr() as usize)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
+        let rel = self.check_object(c, obj.as_ptr() as usize)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
     }
 
     /// Frees an object found in `slab`, a slab of `c` (kfree has resolved the slab from the
@@ -431,8 +432,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        let base = Self::object_base(c, slab, obj.as_ptr() as usize, pfn)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
+        let rel = Self::object_rel(c, slab, obj.as_ptr() as usize, pfn)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
     }
 
     /// The free hit path of an object found in `slab`, a slab of `c` (a cache without debug
@@ -443,9 +444,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
     #[inline(always)]
     pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
         debug_assert!(c.hit_ok, "the caller checks for debug state words");
-        let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
+        let Ok(rel) = Self::object_rel(c, slab, addr, pfn) else { return false };
         let slot = c.freeptr_of(addr);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
             return false;
         }
         // A foreign token panics here, before the object's state changes (with a double
@@ -463,7 +464,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     }
 
     #[inline(always)]
-    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
+    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, rel: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);
         // Always on: a slot that decodes as free means the object is free already (in some
@@ -471,7 +472,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // read-modify-write on the hot path: two frees of one object racing on two CPUs
         // (a breach of the raw free's contract that no safe code can commit) may both pass.
         let slot = c.freeptr_of(addr);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
             return Err(SlabError::DoubleFree(addr));
         }
         slot.store(c.encode_free(addr, 0), Ordering::Relaxed);

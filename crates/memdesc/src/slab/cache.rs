@@ -444,14 +444,15 @@ impl SlabCache {
         next ^ ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
     }
 
-    /// Whether the free-pointer slot value `v` of `obj` (in the slab at `base`) says the object
-    /// is free: it decodes to 0 (no successor: the last of a free list, or in a sheaf) or to
-    /// an address inside the same slab's object slots (a successor on the free list). One
-    /// multiply, a subtract and two compares.
+    /// Whether the free-pointer slot value `v` of `obj` (`rel` bytes after its slab's first
+    /// object) says the object is free: it decodes to 0 (no successor: the last of a free
+    /// list, or in a sheaf) or to an address inside the same slab's object slots (a successor
+    /// on the free list: `next - first object < obj_span`, where the first object is
+    /// `obj - rel`). One multiply, a subtract, an add and two compares.
     #[inline(always)]
-    pub(super) fn looks_free(&self, obj: usize, v: usize, base: usize) -> bool {
+    pub(super) fn looks_free(&self, obj: usize, v: usize, rel: usize) -> bool {
         let next = self.encode_free(obj, v);
-        next == 0 || next.wrapping_sub(base).wrapping_sub(self.obj_lo) < self.obj_span
+        next == 0 || next.wrapping_sub(obj).wrapping_add(rel) < self.obj_span
     }
 }
 
