@@ -218,8 +218,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
     ///
-    /// The hit path (a kmalloc object in the memmap's largest flat region, no debug state
-    /// word, room in this CPU's main sheaf, every check passed) is inline and calls nothing;
+    /// The hit path (a kmalloc object in the memmap's largest flat region, found through that
+    /// region's direct-map window, no debug state word, room in this CPU's main sheaf, every
+    /// check passed) is inline and calls nothing;
     /// anything else, refusals included, starts over in [`Slabs::kfree_slow`] (the hit path
     /// changes nothing until every check has passed).
     #[inline(always)]
