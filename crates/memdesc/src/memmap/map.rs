@@ -33,6 +33,8 @@ pub const SECTION_SHIFT: u32 = 15;
 /// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
 const SECTION_WHOLE: u16 = 0x8000;
 const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
+// `Memmap::load_hot_addr` masks the hot region's index instead of checking its bound.
+const _: () = assert!(MAX_REGIONS.is_power_of_two());
 
 /// Why the memmap could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +91,10 @@ pub struct Memmap {
     /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
     /// the pfn's word waits on no other load.
     hot: (usize, u64, u64),
+    /// The hot region seen through the direct map, for [`Memmap::load_hot_addr`]: its first
+    /// page's address and its bytes (0 when the region has no permanent linear mapping).
+    #[cfg(feature = "slab")]
+    hot_virt: (usize, usize),
 }
 
 impl Memmap {
@@ -157,6 +163,8 @@ impl Memmap {
             .filter(|(_, r)| r.layout == MemmapLayout::Flat)
             .max_by_key(|(_, r)| r.pages())
             .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
+        #[cfg(feature = "slab")]
+        let hot_virt = Self::direct_window(p, hot.1, hot.2);
         Ok(Memmap {
             regions,
             nr,
@@ -165,7 +173,26 @@ impl Memmap {
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hot,
+            #[cfg(feature = "slab")]
+            hot_virt,
         })
+    }
+
+    /// The direct-map window of the `pages` pages from pfn `start` (one region): `(address of
+    /// the first page, bytes)` when the platform maps every page of it linearly (checked at
+    /// both ends; Platform item 1 makes the map linear inside a region), `(0, 0)` otherwise.
+    #[cfg(feature = "slab")]
+    fn direct_window<P: Platform>(p: &P, start: u64, pages: u64) -> (usize, usize) {
+        if pages == 0 {
+            return (0, 0);
+        }
+        let bytes = pages as usize * PAGE_SIZE;
+        match (p.direct_map(Pfn(start)), p.direct_map(Pfn(start + pages - 1))) {
+            (Some(a), Some(b)) if b.as_ptr() as usize == a.as_ptr() as usize + (bytes - PAGE_SIZE) => {
+                (a.as_ptr() as usize, bytes)
+            }
+            _ => (0, 0),
+        }
     }
 
     /// Bytes of memory the memmap uses now: word arrays, pageblock bytes, the section table,
@@ -245,6 +272,28 @@ impl Memmap {
         match self.regions.get(hot) {
             Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
             _ => None,
+        }
+    }
+
+    /// The pfn and word of the page whose direct-map address holds `addr`, if that page lies
+    /// in the largest flat region and the region is direct-mapped linearly (`None` elsewhere:
+    /// use [`Platform::virt_to_pfn`] and [`Memmap::load`]). The same pfn as `virt_to_pfn`
+    /// (the inverse of a linear map), without asking the platform: a subtract, a compare, a
+    /// shift and the word's load (the kfree hit path).
+    #[cfg(feature = "slab")]
+    #[inline(always)]
+    pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(Pfn, Word)> {
+        let (virt, bytes) = self.hot_virt;
+        let off = addr.wrapping_sub(virt);
+        if off >= bytes {
+            return None;
+        }
+        let i = off / PAGE_SIZE;
+        // A non-empty window is the hot region's, whose index is below MAX_REGIONS (a power
+        // of two): the mask only drops the bounds check.
+        match &self.regions[self.hot.0 & (MAX_REGIONS - 1)] {
+            Some(rm) => rm.words.get(i).map(|w| (Pfn(self.hot.1 + i as u64), w.load())),
+            None => None,
         }
     }
 

@@ -156,6 +156,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         let mut c =
             SlabCache::layout(args, self.pages.config().debug_checks, false).ok_or(AllocError::InvalidOrder(0))?;
         c.family = family;
+        c.kfree_hit_ok = family == CacheFamily::Kmalloc && c.hit_ok;
         c.permanent = permanent;
         let order = SlabCache::percpu_order(self.pages.cpus().nr());
         let pc = self.pages.alloc_internal(cpu, order, Gfp::KERNEL)?;
@@ -292,7 +293,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         c: &SlabCache,
         site: FaultSite,
     ) -> Result<NonNull<u8>, AllocError> {
-        if !self.pages.fault().enabled() && c.state_off.is_none() {
+        if c.hit_ok && !self.pages.fault().enabled() {
             // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so this thread
             // owns the entry (sheaf.rs invariant 1).
             let id = self.pages.cpu_id(cpu);
@@ -353,14 +354,16 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// object in that page (the checked free paths).
     #[inline(always)]
     pub(crate) fn slab_of_word(&self, w: Word) -> Option<&'a Slab> {
-        let raw = w.raw();
-        // The Slab tag with a non-zero address above it.
-        if raw & 0xF != Tag::Slab as u64 || raw < 0x10 {
+        // The Slab tag with a non-zero address above it: the word with the tag cleared (by
+        // xor, which leaves the address when the tag matches) is a non-zero address with
+        // clear low bits.
+        let addr = w.raw() ^ Tag::Slab as u64;
+        if addr & 0xF != 0 || addr == 0 {
             return None;
         }
         // SAFETY: a Slab word names the live descriptor of its slab, which the caller's object
         // keeps alive (invariant 2).
-        Some(unsafe { &*((raw & !0xF) as usize as *const Slab) })
+        Some(unsafe { &*(addr as usize as *const Slab) })
     }
 
     /// The slab descriptor of the page holding `addr`, checked.
@@ -379,42 +382,43 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
     }
 
-    /// Validates that `addr` is the start of an object of `c`; returns the slab's base address.
+    /// Validates that `addr` is the start of an object of `c`; returns its offset from the
+    /// slab's first object.
     fn check_object(&self, c: &SlabCache, addr: usize) -> Result<usize, SlabError> {
         let (slab, pfn) = self.slab_at(addr)?;
         self.check_in_slab(c, slab, addr, pfn)
     }
 
     /// Validates that `addr`, in page `pfn` of `slab`, is the start of an object of `c`;
-    /// returns the slab's base address.
+    /// returns its offset from the slab's first object.
     #[inline]
     fn check_in_slab(&self, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             return Err(SlabError::WrongCache { addr, owner: self.cache_of(slab).name });
         }
-        Self::object_base(c, slab, addr, pfn)
+        Self::object_rel(c, slab, addr, pfn)
     }
 
     /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
-    /// object; returns the slab's base address.
+    /// object; returns its offset from the slab's first object.
     #[inline(always)]
-    fn object_base(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
+    fn object_rel(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
         // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
         // position in the slab (no second trip through the platform's mapping).
         let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
         let off = page_in_slab.wrapping_mul(PAGE_SIZE).wrapping_add(addr & (PAGE_SIZE - 1));
         // Offset from the first object: inside the object area and on an object boundary.
         let rel = off.wrapping_sub(c.obj_lo);
-        if rel >= c.obj_span || c.obj_index(rel) * c.stride != rel {
+        if rel >= c.obj_span || !c.is_obj_start(rel) {
             return Err(SlabError::InteriorPointer(addr));
         }
-        Ok(addr - off)
+        Ok(rel)
     }
 
     /// Frees an object of `c`, checked.
     pub(crate) fn cache_free(&self, cpu: &Cpu<'_>, c: &SlabCache, obj: NonNull<u8>) -> Result<(), SlabError> {
-        let base = self.check_object(c, obj.as_ptr() as usize)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
+        let rel = self.check_object(c, obj.as_ptr() as usize)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
     }
 
     /// Frees an object found in `slab`, a slab of `c` (kfree has resolved the slab from the
@@ -428,37 +432,39 @@ impl<'a, P: Platform> Slabs<'a, P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        let base = Self::object_base(c, slab, obj.as_ptr() as usize, pfn)?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, base)
+        let rel = Self::object_rel(c, slab, obj.as_ptr() as usize, pfn)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
     }
 
-    /// The free hit path of an object found in `slab`, a slab of `c`: `true` if it freed
-    /// `addr` into this CPU's main sheaf; `false`, with nothing changed, when `c` has debug
-    /// state words, the pointer is not an object's start, the object looks free already, or
-    /// the main sheaf has no room (or a flush ticket is pending): the caller then takes a
-    /// path with every check and its error.
+    /// The free hit path of an object found in `slab`, a slab of `c` (a cache without debug
+    /// state words: the caller checked `c.hit_ok`): `true` if it freed `addr` into this
+    /// CPU's main sheaf; `false`, with nothing changed, when the pointer is not an object's
+    /// start, the object looks free already, or the main sheaf has no room (or a flush
+    /// ticket is pending): the caller then takes a path with every check and its error.
     #[inline(always)]
     pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
-        if c.state_off.is_some() {
+        debug_assert!(c.hit_ok, "the caller checks for debug state words");
+        let Ok(rel) = Self::object_rel(c, slab, addr, pfn) else { return false };
+        let slot = c.freeptr_of(addr);
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
             return false;
         }
-        let Ok(base) = Self::object_base(c, slab, addr, pfn) else { return false };
-        // A foreign token panics here, before the object's state changes.
+        // A foreign token panics here, before the object's state changes (with a double
+        // free, in the slow path, whose token check comes first).
         let cpu_id = self.pages.cpu_id(cpu);
-        let slot = c.freeptr_of(addr);
         // `cpu` is this machine's token for CPU `cpu_id`, so this thread owns the entry
         // (sheaf.rs invariant 1).
-        let e = c.sheaves(cpu_id);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) || !e.has_room(cpu) {
+        if !c.sheaves(cpu_id).try_free(cpu, addr) {
             return false;
         }
+        // Pushed; the slot now decodes as free. The owner alone reads the sheaf until it hands
+        // the object out again, so the order of the two stores is the owner's own business.
         slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
-        e.push(cpu, addr);
         true
     }
 
     #[inline(always)]
-    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, base: usize) -> Result<(), SlabError> {
+    fn cache_free_checked(&self, cpu: &Cpu<'_>, c: &SlabCache, addr: usize, rel: usize) -> Result<(), SlabError> {
         // A foreign token panics here, before the object's state changes.
         let cpu_id = self.pages.cpu_id(cpu);
         // Always on: a slot that decodes as free means the object is free already (in some
@@ -466,7 +472,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         // read-modify-write on the hot path: two frees of one object racing on two CPUs
         // (a breach of the raw free's contract that no safe code can commit) may both pass.
         let slot = c.freeptr_of(addr);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), base) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
             return Err(SlabError::DoubleFree(addr));
         }
         slot.store(c.encode_free(addr, 0), Ordering::Relaxed);

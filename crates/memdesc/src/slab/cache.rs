@@ -222,8 +222,7 @@ impl CacheNode {
 /// descriptors point back to it. Cache-line aligned, the fields the hit paths read first.
 #[repr(C, align(64))]
 pub struct SlabCache {
-    // First cache line: everything the kmalloc/kfree hit paths read but `state_off` and
-    // `family` (on the next line).
+    // First cache line: everything the kmalloc/kfree hit paths read.
     pub(super) percpu: NonNull<CpuSheaves>,
     pub(super) nr_cpus: usize,
     pub(super) freeptr: usize,
@@ -234,9 +233,16 @@ pub struct SlabCache {
     /// Bytes of a slab's object slots (`objects * stride`): object `i` starts at
     /// `obj_lo + i * stride` for offsets below `obj_lo + obj_span`.
     pub(super) obj_span: usize,
-    pub(super) stride: usize,
-    /// `ceil(2^32 / stride)`: object index by multiply and shift instead of a division.
+    /// `ceil(2^32 / stride)`: the object-start test by one multiply instead of a division
+    /// ([`SlabCache::is_obj_start`]).
     pub(super) stride_recip: u64,
+    /// No debug state word: the allocation and free hit paths may serve this cache (the
+    /// `state_off.is_none()` the hit paths ask, kept beside their other fields).
+    pub(super) hit_ok: bool,
+    /// A kmalloc cache with `hit_ok`: kfree's hit path may free its objects (one flag for
+    /// the family and the state-word checks).
+    pub(super) kfree_hit_ok: bool,
+    pub(super) stride: usize,
     pub(super) state_off: Option<usize>,
     pub(super) family: CacheFamily,
     pub(super) typesafe: bool,
@@ -350,6 +356,8 @@ impl SlabCache {
             obj_lo: self_hosted as usize * stride,
             obj_span: objects as usize * stride,
             freeptr,
+            hit_ok: state_off.is_none(),
+            kfree_hit_ok: false,
             state_off,
             ctor: args.ctor,
             typesafe: args.typesafe_by_rcu,
@@ -418,12 +426,16 @@ impl SlabCache {
         (0..self.nr_cpus).fold(0u64, |sum, cpu| sum.wrapping_add(self.sheaves(cpu).net()))
     }
 
-    /// `off / stride` for offsets inside a slab, by multiply and shift: exact because offsets
-    /// are below 2^17 and strides at most 2^15 (the rounding error stays under 1/stride).
-    #[inline]
-    pub(super) fn obj_index(&self, off: usize) -> usize {
-        debug_assert!(off < PAGE_SIZE << MAX_SLAB_ORDER);
-        ((off as u64 * self.stride_recip) >> 32) as usize
+    /// Whether the offset `rel` (below [`PAGE_SIZE`] `<< MAX_SLAB_ORDER`) from the first
+    /// object is a multiple of the stride, by one multiply: with `R = ceil(2^32 / stride)`
+    /// and `rel = k * stride + r` (`r < stride`), `rel * R mod 2^32` is `k * e + r * R`
+    /// where `e = stride * R - 2^32 < stride`; offsets and strides are at most 2^15 (a slab
+    /// is at most 32 KiB), so `(k + 1) * e < 2^16 < 2^17 <= R` and the sum does not wrap: it
+    /// is below `R` exactly when `r == 0`.
+    #[inline(always)]
+    pub(super) fn is_obj_start(&self, rel: usize) -> bool {
+        debug_assert!(rel < PAGE_SIZE << MAX_SLAB_ORDER);
+        ((rel as u64).wrapping_mul(self.stride_recip) as u32) < self.stride_recip as u32
     }
 
     /// The free-pointer encoding of `next` stored in the free object `obj` (its own inverse).
@@ -432,14 +444,15 @@ impl SlabCache {
         next ^ ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
     }
 
-    /// Whether the free-pointer slot value `v` of `obj` (in the slab at `base`) says the object
-    /// is free: it decodes to 0 (no successor: the last of a free list, or in a sheaf) or to
-    /// an address inside the same slab's object slots (a successor on the free list). One
-    /// multiply, a subtract and two compares.
+    /// Whether the free-pointer slot value `v` of `obj` (`rel` bytes after its slab's first
+    /// object) says the object is free: it decodes to 0 (no successor: the last of a free
+    /// list, or in a sheaf) or to an address inside the same slab's object slots (a successor
+    /// on the free list: `next - first object < obj_span`, where the first object is
+    /// `obj - rel`). One multiply, a subtract, an add and two compares.
     #[inline(always)]
-    pub(super) fn looks_free(&self, obj: usize, v: usize, base: usize) -> bool {
+    pub(super) fn looks_free(&self, obj: usize, v: usize, rel: usize) -> bool {
         let next = self.encode_free(obj, v);
-        next == 0 || next.wrapping_sub(base).wrapping_sub(self.obj_lo) < self.obj_span
+        next == 0 || next.wrapping_sub(obj).wrapping_add(rel) < self.obj_span
     }
 }
 
@@ -463,13 +476,17 @@ const _: () = assert!(2 * core::mem::size_of::<SlabCache>() <= PAGE_SIZE);
 mod tests {
     use super::*;
 
-    /// The multiply-and-shift object index equals the division at every boundary, for every
-    /// stride a cache can have (multiples of 8 up to half the largest slab, plus the extra
-    /// free-pointer and debug words).
+    /// The one-multiply object-start test equals `off % stride == 0` at and around every
+    /// boundary, for every stride a cache can have (multiples of 8 up to half the largest
+    /// slab, plus the extra free-pointer and debug words, and large alignments' padding up
+    /// to the whole slab).
     #[test]
-    pub(super) fn obj_index_matches_division() {
+    fn obj_start_matches_division() {
         for size in (8..=(PAGE_SIZE << MAX_SLAB_ORDER) / 2).step_by(8) {
-            for extra in [0, 8, 16] {
+            for extra in [0, 8, 16, 4096, 8192, 16384] {
+                if size + extra > PAGE_SIZE << MAX_SLAB_ORDER {
+                    continue;
+                }
                 let args = CacheArgs::new("t", size);
                 let Some(mut c) = SlabCache::layout(&args, false, false) else { continue };
                 c.stride = size + extra;
@@ -477,9 +494,10 @@ mod tests {
                 let slab_bytes = PAGE_SIZE << MAX_SLAB_ORDER;
                 let mut k = 0;
                 while k * c.stride < slab_bytes {
-                    for off in [k * c.stride, k * c.stride + 1, (k + 1) * c.stride - 1] {
+                    let s = c.stride;
+                    for off in [k * s, k * s + 1, k * s + 8, k * s + s / 2, (k + 1) * s - 8, (k + 1) * s - 1] {
                         if off < slab_bytes {
-                            assert_eq!(c.obj_index(off), off / c.stride, "stride {} off {off}", c.stride);
+                            assert_eq!(c.is_obj_start(off), off % s == 0, "stride {s} off {off}");
                         }
                     }
                     k += 1;

@@ -218,8 +218,9 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// pointer and a double free (in release builds too, whichever CPU freed it first) are
     /// refused and change nothing.
     ///
-    /// The hit path (a kmalloc object in the memmap's largest flat region, no debug state
-    /// word, room in this CPU's main sheaf, every check passed) is inline and calls nothing;
+    /// The hit path (a kmalloc object in the memmap's largest flat region, found through that
+    /// region's direct-map window, no debug state word, room in this CPU's main sheaf, every
+    /// check passed) is inline and calls nothing;
     /// anything else, refusals included, starts over in [`Slabs::kfree_slow`] (the hit path
     /// changes nothing until every check has passed).
     #[inline(always)]
@@ -234,12 +235,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// path.
     #[inline(always)]
     fn kfree_hit(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> bool {
-        let Some(pfn) = self.pages.platform().virt_to_pfn(ptr) else { return false };
-        let Some(w) = self.pages.memmap().load_hot(pfn) else { return false };
+        let addr = ptr.as_ptr() as usize;
+        // The pfn `virt_to_pfn` would give, for the largest region's direct map.
+        let Some((pfn, w)) = self.pages.memmap().load_hot_addr(addr) else { return false };
         let Some(slab) = self.slab_of_word(w) else { return false };
         // The caller owns the object, which keeps its slab and cache alive.
         let c = self.cache_of(slab);
-        c.family == CacheFamily::Kmalloc && self.cache_free_hit(cpu, c, slab, ptr.as_ptr() as usize, pfn)
+        // One flag: a kmalloc cache without debug state words.
+        c.kfree_hit_ok && self.cache_free_hit(cpu, c, slab, addr, pfn)
     }
 
     /// [`Slabs::kfree_owned`] off the hit path: every check, every refusal.

@@ -185,27 +185,27 @@ impl CpuSheaves {
 
     /// The owner's hit path of a free (`_owner` is its token, invariant 1): pushes `obj` onto
     /// the main sheaf and returns `true`; `false` (nothing changed) when the main sheaf is full
-    /// or a flush ticket is pending: the caller then takes [`CpuSheaves::free`].
+    /// or a flush ticket is pending: the caller then takes [`CpuSheaves::free`]. One load of
+    /// the main sheaf's length for the check and the push.
     #[inline(always)]
-    pub(crate) fn try_free(&self, owner: &Cpu<'_>, obj: usize) -> bool {
-        if !self.has_room(owner) {
+    pub(crate) fn try_free(&self, _owner: &Cpu<'_>, obj: usize) -> bool {
+        if self.asked() {
             return false;
         }
-        self.push(owner, obj);
+        let m = Self::MAIN;
+        let n = get(&self.len[m]);
+        if n >= SHEAF_CAPACITY {
+            return false;
+        }
+        set(&self.objs[m][n & (SHEAF_CAPACITY - 1)], obj);
+        self.len[m].store(n + 1, Ordering::Release);
         true
     }
 
-    /// The owner (`_owner` is its token, invariant 1): whether [`CpuSheaves::push`] may run
-    /// now (no flush ticket pending, room in the main sheaf).
-    #[inline(always)]
-    pub(crate) fn has_room(&self, _owner: &Cpu<'_>) -> bool {
-        !self.asked() && get(&self.len[Self::MAIN]) < SHEAF_CAPACITY
-    }
-
     /// The owner (`_owner` is its token, invariant 1) pushes `obj` onto the main sheaf; call
-    /// it only after [`CpuSheaves::has_room`] said yes in the same operation.
+    /// it only with room in the main sheaf.
     #[inline(always)]
-    pub(crate) fn push(&self, _owner: &Cpu<'_>, obj: usize) {
+    fn push(&self, _owner: &Cpu<'_>, obj: usize) {
         let m = Self::MAIN;
         let n = get(&self.len[m]);
         debug_assert!(n < SHEAF_CAPACITY, "push without room");
