@@ -182,6 +182,7 @@ fn lockless_lookups_race_migration() {
     }
     let rounds: u64 = std::env::var("MIGRATE_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = std::sync::atomic::AtomicBool::new(false);
     let (migrated, busy) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let cpu = m.cpus().claim(1).unwrap();
@@ -193,11 +194,17 @@ fn lockless_lookups_race_migration() {
                     assert!(stamped(&m, &g, i * 2), "data of index {} at {}", i * 2, g.flags.pfn());
                     m.folio_put(&cpu, g).unwrap();
                     n += 1;
+                    started.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             n
         });
         let cpu = m.cpus().claim(0).unwrap();
+        // Migrations start once the reader is looking up (on a loaded host the scheduler may
+        // otherwise run every round before the reader's first lookup: no race at all).
+        while !started.load(std::sync::atomic::Ordering::Relaxed) && !reader.is_finished() {
+            std::thread::yield_now();
+        }
         let (mut migrated, mut busy) = (0u64, 0u64);
         // The reader pins folios all the time, so a migration may find its folio busy; on a
         // loaded host that can happen many times in a row. Keep going (bounded) until at least

@@ -82,15 +82,13 @@ impl<P: Platform> PageAllocator<P> {
         if !super::pcp_serves(order) {
             return None;
         }
+        // `NO_SLOT` also for a zone without per-CPU lists or with CPU-local areas, which come
+        // before the per-CPU lists on the general path (`FastPath::first_slot`).
         let slot = self.fast.first_slot[zone_class(gfp)];
         if slot == NO_SLOT {
             return None;
         }
         let slot = slot as usize;
-        // CPU-local areas come before the per-CPU lists on the general path.
-        if self.areas_ok[slot] {
-            return None;
-        }
         let mt = gfp.migratetype();
         let zone = self.zones[slot].as_ref()?;
         // `watermark_ok`'s first pass for a per-CPU order in a zone with per-CPU lists.
@@ -118,13 +116,15 @@ impl<P: Platform> PageAllocator<P> {
             return false;
         }
         let Some(i) = self.memmap.region_index(pfn) else { return false };
-        let rm = self.memmap.region_map(i);
-        let Some(word) = self.small_word(rm, pfn) else { return false };
-        let slot = Self::slot_of(rm);
-        // A block of a CPU-held area goes back to its area (the general path).
-        if self.areas_ok[slot] {
+        // `NO_SLOT` for a region whose zone has no per-CPU lists or gives CPU-local areas (a
+        // block of a held area goes back to its area on the general path).
+        let slot = self.fast.region_slot.get(i).copied().unwrap_or(NO_SLOT);
+        if slot == NO_SLOT {
             return false;
         }
+        let slot = slot as usize;
+        let rm = self.memmap.region_map(i);
+        let Some(word) = self.small_word(rm, pfn) else { return false };
         if word.load() != self.fast.raw_head[slot][order as usize] {
             return false;
         }
@@ -135,10 +135,11 @@ impl<P: Platform> PageAllocator<P> {
         // A pageblock of a type with per-CPU lists (those are numbered below NR_PCP_TYPES);
         // any other value takes the general path, which decodes it.
         let mt = rm.pageblock(pfn).load(Ordering::Relaxed) as usize;
-        if mt >= NR_PCP_TYPES || !zone.pcp_ok {
+        if mt >= NR_PCP_TYPES {
             return false;
         }
         debug_assert!(MigrateType::from_bits(mt as u8).is_some_and(|m| m as usize == mt && m.has_pcp()));
+        debug_assert!(zone.pcp_ok && !self.areas_ok[slot]);
         self.serve_requests(cpu);
         // The claim and the per-CPU free word in one store (module header).
         word.store(self.fast.pcp_free[slot][order as usize][mt]);

@@ -3,7 +3,7 @@
 //! page allocator holds them without importing the fast paths (which import it).
 
 use crate::base::gfp::Gfp;
-use crate::base::layout::{ZoneType, MAX_NODES, NR_ZONES};
+use crate::base::layout::{ZoneType, MAX_NODES, MAX_REGIONS, NR_ZONES};
 use crate::base::pageblock::NR_PCP_TYPES;
 use crate::memmap::word::{BuddyInfo, Subtype, Undescribed, Word};
 use crate::memmap::Memmap;
@@ -24,9 +24,12 @@ pub(super) const NO_REGION: u16 = u16::MAX;
 /// What the fast paths precompute at boot from the zones and regions (fixed after boot).
 pub(crate) struct FastPath {
     /// For each combination of the zone bits of a [`Gfp`] (`zone_class`): the slot of the
-    /// first zone the general allocation's walk would try, if that zone has per-CPU lists;
-    /// `NO_SLOT` otherwise (such allocations always take the general path).
+    /// first zone the general allocation's walk would try, if that zone has per-CPU lists and
+    /// no CPU-local areas; `NO_SLOT` otherwise (such allocations always take the general path).
     pub(super) first_slot: [u8; 8],
+    /// For each region (by memmap index): the slot of its zone when the fast free serves the
+    /// region's blocks (the zone has per-CPU lists and no CPU-local areas), else `NO_SLOT`.
+    pub(super) region_slot: [u8; MAX_REGIONS],
     /// For each zone slot: the index of its region if the zone is exactly one region, else
     /// `NO_REGION` (the region is then looked up by pfn).
     pub(super) sole_region: [u16; MAX_ZONE_SLOTS],
@@ -48,8 +51,15 @@ pub(super) fn zone_class(gfp: Gfp) -> usize {
 }
 
 impl FastPath {
-    /// Precomputes the tables from the booted zones and memmap.
-    pub(crate) fn new(zones: &[Option<Zone>; MAX_ZONE_SLOTS], memmap: &Memmap) -> FastPath {
+    /// Precomputes the tables from the booted zones and memmap; `areas_ok[slot]`: the zone in
+    /// `slot` gives CPU-local areas (whose blocks the fast paths leave to the general path).
+    pub(crate) fn new(
+        zones: &[Option<Zone>; MAX_ZONE_SLOTS],
+        areas_ok: &[bool; MAX_ZONE_SLOTS],
+        memmap: &Memmap,
+    ) -> FastPath {
+        // The fast paths serve a zone with per-CPU lists and without CPU-local areas.
+        let served = |slot: usize| zones[slot].as_ref().is_some_and(|z| z.pcp_ok) && !areas_ok[slot];
         let mut first_slot = [NO_SLOT; 8];
         for (class, first) in first_slot.iter_mut().enumerate() {
             let mut gfp = Gfp::KERNEL;
@@ -69,18 +79,22 @@ impl FastPath {
             let found = walk
                 .filter_map(|slot| zones[slot].as_ref().map(|z| (slot, z)))
                 .find(|(_, z)| z.pcp_ok || gfp.may_be_unmapped());
-            if let Some((slot, zone)) = found {
-                if zone.pcp_ok {
+            if let Some((slot, _)) = found {
+                if served(slot) {
                     *first = slot as u8;
                 }
             }
         }
+        let mut region_slot = [NO_SLOT; MAX_REGIONS];
         let mut sole_region = [NO_REGION; MAX_ZONE_SLOTS];
         let mut regions_in = [0u32; MAX_ZONE_SLOTS];
         for (i, r) in memmap.regions().enumerate() {
             let slot = r.node as usize * NR_ZONES + r.zone as usize;
             regions_in[slot] += 1;
             sole_region[slot] = u16::try_from(i).unwrap_or(NO_REGION);
+            if served(slot) {
+                region_slot[i] = slot as u8;
+            }
         }
         for (sole, n) in sole_region.iter_mut().zip(regions_in) {
             if n != 1 {
@@ -101,6 +115,6 @@ impl FastPath {
                 }
             }
         }
-        FastPath { first_slot, sole_region, raw_head, pcp_free }
+        FastPath { first_slot, region_slot, sole_region, raw_head, pcp_free }
     }
 }

@@ -303,7 +303,7 @@ impl<P: Platform> PageAllocator<P> {
         let area_holder =
             BootArray::new(&mut boot, &platform, n_areas, None, |_| AtomicU32::new(NO_CPU)).map_err(boot_err)?;
         let above = reserve(&platform, &mut boot)?;
-        let fast = fast_tables::FastPath::new(&zones, &memmap);
+        let fast = fast_tables::FastPath::new(&zones, &areas_ok, &memmap);
         let mut pages = PageAllocator {
             platform,
             memmap,
