@@ -83,8 +83,8 @@ impl<P: Platform> PageAllocator<P> {
             return None;
         }
         // `NO_SLOT` also for a zone without per-CPU lists or with CPU-local areas, which come
-        // before the per-CPU lists on the general path (`FastPath::first_slot`).
-        let slot = self.fast.first_slot[zone_class(gfp)];
+        // before the per-CPU lists on the general path (`FastPath::pcp_slot`).
+        let slot = self.fast.pcp_slot[zone_class(gfp)];
         if slot == NO_SLOT {
             return None;
         }

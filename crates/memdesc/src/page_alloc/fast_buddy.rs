@@ -9,9 +9,9 @@
 //! word that is not the expected head, ...) nothing has changed and the caller runs the
 //! general path, which makes every decision and reports every error as before.
 //!
-//! The allocation takes the first zone of the gfp's walk from the boot-time table of the
-//! order-0 fast path (`FastPath::first_slot`: zones and regions never change after boot),
-//! makes the first pass's watermark test (free pages at least the low mark plus the block),
+//! The allocation takes the first zone of the gfp's walk from a boot-time table
+//! (`FastPath::first_slot`, which the order-0 fast path's table is derived from: zones and
+//! regions never change after boot), makes the first pass's watermark test (free pages at least the low mark plus the block),
 //! and takes the block under the zone lock with `Buddy::rmqueue_in`, which also names the
 //! block's region. The general path's first pass would try exactly that zone with exactly that test
 //! and that call; if the lists hold nothing for the request, `Buddy::rmqueue_in` changed nothing

@@ -24,9 +24,13 @@ pub(super) const NO_REGION: u16 = u16::MAX;
 /// What the fast paths precompute at boot from the zones and regions (fixed after boot).
 pub(crate) struct FastPath {
     /// For each combination of the zone bits of a [`Gfp`] (`zone_class`): the slot of the
-    /// first zone the general allocation's walk would try, if that zone has per-CPU lists and
-    /// no CPU-local areas; `NO_SLOT` otherwise (such allocations always take the general path).
+    /// first zone the general allocation's walk would try, if that zone has per-CPU lists;
+    /// `NO_SLOT` otherwise (such allocations always take the general path). The buddy-order
+    /// fast path (`fast_buddy.rs`) starts here.
     pub(super) first_slot: [u8; 8],
+    /// `first_slot` where that zone also gives no CPU-local areas (which come before the
+    /// per-CPU lists), else `NO_SLOT`: where the order-0 fast path starts.
+    pub(super) pcp_slot: [u8; 8],
     /// For each region (by memmap index): the slot of its zone when the fast free serves the
     /// region's blocks (the zone has per-CPU lists and no CPU-local areas), else `NO_SLOT`.
     pub(super) region_slot: [u8; MAX_REGIONS],
@@ -79,12 +83,13 @@ impl FastPath {
             let found = walk
                 .filter_map(|slot| zones[slot].as_ref().map(|z| (slot, z)))
                 .find(|(_, z)| z.pcp_ok || gfp.may_be_unmapped());
-            if let Some((slot, _)) = found {
-                if served(slot) {
+            if let Some((slot, zone)) = found {
+                if zone.pcp_ok {
                     *first = slot as u8;
                 }
             }
         }
+        let pcp_slot = first_slot.map(|slot| if slot != NO_SLOT && served(slot as usize) { slot } else { NO_SLOT });
         let mut region_slot = [NO_SLOT; MAX_REGIONS];
         let mut sole_region = [NO_REGION; MAX_ZONE_SLOTS];
         let mut regions_in = [0u32; MAX_ZONE_SLOTS];
@@ -115,6 +120,6 @@ impl FastPath {
                 }
             }
         }
-        FastPath { first_slot, region_slot, sole_region, raw_head, pcp_free }
+        FastPath { first_slot, pcp_slot, region_slot, sole_region, raw_head, pcp_free }
     }
 }
