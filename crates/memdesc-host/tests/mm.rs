@@ -771,7 +771,7 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
     let base = settled_free_pages(&m, &cpu);
     let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
-    let stop = AtomicBool::new(false);
+    let (stop, started) = (AtomicBool::new(false), AtomicBool::new(false));
     let walks = std::thread::scope(|s| {
         let walker = s.spawn(|| {
             let cpu1 = m.cpus().claim(1).unwrap();
@@ -783,9 +783,15 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
                 assert!(n <= 4, "at most two mms map it, two pages each");
                 walks += 1;
                 found += n as u64;
+                started.store(true, Ordering::Relaxed);
             }
             (walks, found)
         });
+        // The rounds start once the walker walks (on a loaded host the scheduler may otherwise
+        // run every round before its first walk: no race at all).
+        while !started.load(Ordering::Relaxed) && !walker.is_finished() {
+            std::thread::yield_now();
+        }
         // Every round frees the anon_vma (TYPESAFE_BY_RCU) and the next reuses it, at another
         // address each time, while the walker chases the folio's mapping.
         for i in 0..300u64 {

@@ -328,7 +328,7 @@ fn lookups_race_truncation_and_reuse() {
     let stop = AtomicBool::new(false);
     let (hits, stable_hits) = (AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let reader = s.spawn(|| {
             let cpu1 = m.cpus().claim(1).unwrap();
             let mut rng = 0x9e37_79b9_7f4a_7c15u64;
             while !stop.load(Ordering::Relaxed) {
@@ -352,6 +352,11 @@ fn lookups_race_truncation_and_reuse() {
                 assert!(m.folio_put(&cpu1, f).is_ok());
             }
         });
+        // The rounds start once the reader hits (on a loaded host the scheduler may otherwise
+        // run every round before the reader's first lookup: no race at all).
+        while stable_hits.load(Ordering::Relaxed) == 0 && !reader.is_finished() {
+            std::thread::yield_now();
+        }
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         for round in 0..rounds {
             for target in [&file, &other] {

@@ -286,6 +286,14 @@ pub fn render_table(report: &Report) -> String {
             r.two_level_live_pages_peak,
             r.two_level_machine_pages
         );
+        let _ = writeln!(
+            out,
+            "  with CPU-local 2 MiB areas: at most {} split areas, {} when live memory peaked; the areas served {} of {} page allocations",
+            r.split_areas_peak.cpu_areas,
+            r.split_areas_at_live_peak.cpu_areas,
+            r.cpu_areas_use.area_allocs,
+            r.cpu_areas_use.allocs
+        );
     }
     if let Some(e) = &report.estimate {
         let _ = writeln!(out);

@@ -58,6 +58,18 @@ pub struct ReplayBench {
     pub two_level_machine_pages: u64,
     /// The two-level replay: allocation failures (0 expected).
     pub two_level_alloc_failures: u64,
+    /// The two-level replay with CPU-local areas: how many of its page allocations the areas
+    /// served (the proof that `split_areas_peak.cpu_areas` measured a machine using them).
+    pub cpu_areas_use: AreaUse,
+}
+
+/// How much of a replay's page allocation went through CPU-local 2 MiB areas.
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AreaUse {
+    /// Successful page allocations of the replay (start state included).
+    pub allocs: u64,
+    /// Of them, those served inside a CPU-held area.
+    pub area_allocs: u64,
 }
 
 /// A count of split 2 MiB areas per allocation policy of the simulated machine, measured on
@@ -137,6 +149,7 @@ pub(crate) fn measure_replay(runs: usize, progress: &ProgressBar) -> Result<Repl
         two_level_live_pages_peak: two.machine_pages.saturating_sub(min_free),
         two_level_machine_pages: two.machine_pages,
         two_level_alloc_failures: two.alloc_failures,
+        cpu_areas_use: AreaUse { allocs: two_areas.counters.alloc_ok, area_allocs: two_areas.counters.area_allocs },
     })
 }
 
@@ -164,7 +177,7 @@ pub(crate) fn measure_estimate(runs: usize) -> Result<EstimateBench> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::driver::{replay, sample_dir, MemmapArg};
+    use crate::replay::driver::{replay, replay_with, sample_dir, MemmapArg};
 
     fn sample(events: u64, split_areas: u64, free_pages: u64) -> Sample {
         Sample {
@@ -200,5 +213,11 @@ mod tests {
         // The flat memmap splits nothing.
         let flat = replay(&dir, MemmapArg::Flat, false).unwrap();
         assert_eq!(split_areas_of(&flat.samples).0, 0);
+        // Only the machine with CPU-local areas serves allocations from them.
+        assert_eq!(r.counters.area_allocs, 0);
+        let areas = replay_with(&dir, MemmapArg::TwoLevel, false, true).unwrap();
+        assert!(areas.counters.area_allocs > 0, "{:?}", areas.counters);
+        assert!(areas.counters.area_allocs < areas.counters.alloc_ok);
+        assert_eq!(areas.alloc_failures, 0);
     }
 }

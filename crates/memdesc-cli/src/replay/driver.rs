@@ -133,6 +133,9 @@ pub struct Report {
     pub descriptor_caches: Vec<DescCache>,
     /// 2 MiB areas of the traced pfn space (for the traced placement's two-level cost).
     pub traced_areas: u64,
+    /// The simulated page allocator's counters at the end (allocations, and of them those
+    /// served inside CPU-local 2 MiB areas).
+    pub counters: memdesc::page_alloc::AllocCounters,
 }
 
 impl Report {
@@ -386,6 +389,7 @@ pub fn replay_with(dir: &Path, memmap: MemmapArg, progress: bool, cpu_areas: boo
         slab_caches,
         descriptor_caches: r.descriptor_caches(),
         traced_areas: r.area_occ.len() as u64,
+        counters: m.counters(),
     })
 }
 

@@ -34,6 +34,13 @@
 //!    borrow protocol) empties the remote list, gives every free run of every area to the buddy
 //!    lists in maximal aligned blocks, and forgets the areas; pages still allocated from a
 //!    drained area are freed to the buddy lists later (3, 4).
+//! 6. When no held area of a migratetype can serve an allocation and every slot of that type
+//!    is taken, the holder takes a new area from the buddy lists and, under the same zone lock,
+//!    retires the fullest of them: as a drain of that one area (5), its free runs go to the
+//!    buddy lists and its holder word is cleared, so its pages still allocated are freed to the
+//!    buddy lists later. A CPU whose areas filled with long-lived pages keeps allocating from
+//!    areas (without this, two full areas per type would end area allocation for good). If the
+//!    zone has no free area, nothing is retired and the allocation falls back.
 
 use crate::base::addr::{AREA_ORDER, AREA_PAGES};
 use crate::base::cpu::Cpu;
@@ -240,8 +247,9 @@ impl CpuAreas {
     }
 
     /// Allocates a block of `order` (at most [`AREA_MAX_ORDER`]) and migratetype `mt` from this
-    /// CPU's areas, taking a new area from `zone` if none has room and a slot is empty. `None`
-    /// if neither: the caller falls back to the per-CPU lists and the buddy lists.
+    /// CPU's areas, taking a new area from `zone` if none has room (into an empty slot, or
+    /// retiring the fullest area: invariant 6). `None` if the zone has no free area: the caller
+    /// falls back to the per-CPU lists and the buddy lists.
     #[inline]
     pub(crate) fn alloc(
         &self,
@@ -263,10 +271,19 @@ impl CpuAreas {
                 }
             }
         }
-        let s = slots.iter().find(|s| s.base() == EMPTY)?;
+        // An empty slot, else the fullest area is retired for a new one (invariant 6).
+        let s = match slots.iter().find(|s| s.base() == EMPTY) {
+            Some(s) => s,
+            None => slots.iter().min_by_key(|s| s.free.load(Ordering::Relaxed))?,
+        };
         let base = {
             let mut z = zone.lock();
             let base = zone.take(&mut z, AREA_ORDER, mt);
+            if base.is_some() && s.base() != EMPTY {
+                let old = s.base();
+                mem.set_holder(old, NO_CPU);
+                s.drain(|off, order| zone.give(&mut z, old + off, order, mt));
+            }
             zone.done(&z);
             base?
         };
@@ -613,6 +630,43 @@ mod tests {
         assert_eq!(mem.holder(1024), NO_CPU);
         // A free after the drain is not kept by any CPU.
         assert!(!CpuAreas::free(&a1, &c1, of, &mem, &zone, 1024, 0, 1));
+    }
+
+    #[test]
+    fn full_areas_are_retired_for_new_ones() {
+        let set = CpuSet::new(1);
+        let cpu = set.claim(0).unwrap();
+        let (mem, zone) = (Mem::default(), RangeZone::new(&[(0, 9), (512, 9), (1024, 9)]));
+        let a = CpuAreas::new(0);
+        let of = |_| None;
+        // Two slots per type: the third area's pages come from the areas all the same.
+        let got: Vec<u64> = (0..3 * 512).map(|_| a.alloc(&cpu, &mem, &zone, 0, 0).unwrap()).collect();
+        assert_eq!(a.counts().0, 3 * 512);
+        assert_eq!(a.held(), 2);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3 * 512, "every page once");
+        // The retired area (full: nothing went back to the zone) has no holder: its pages are
+        // freed to the buddy lists, not into an area.
+        let retired = (0..3u64).map(|i| i * 512).find(|&b| mem.holder(b) == NO_CPU).expect("one area retired");
+        assert!(zone.0.lock().is_empty());
+        assert!(!CpuAreas::free(&a, &cpu, of, &mem, &zone, retired + 7, 0, 0));
+        // A retired area with free pages gives them back: free a page of each held area, use up
+        // the zone, then ask for an order-3 block (no held area has an aligned run of 8).
+        let held: Vec<u64> = (0..3u64).map(|i| i * 512).filter(|&b| mem.holder(b) == 0).collect();
+        for &b in &held {
+            assert!(CpuAreas::free(&a, &cpu, of, &mem, &zone, b + 9, 0, 0));
+        }
+        assert!(a.alloc(&cpu, &mem, &zone, 3, 0).is_none(), "no free area: nothing retired");
+        assert_eq!(a.held(), 2);
+        zone.0.lock().push((2048, 9));
+        let p = a.alloc(&cpu, &mem, &zone, 3, 0).unwrap();
+        assert_eq!(p & !511, 2048);
+        assert_eq!(a.held(), 2);
+        // The retired one (fewest free pages: both had one, the first found) gave its page back.
+        assert_eq!(zone.0.lock().iter().map(|&(_, o)| 1u64 << o).sum::<u64>(), 1);
+        assert_eq!(held.iter().filter(|&&b| mem.holder(b) == NO_CPU).count(), 1);
     }
 
     #[test]
