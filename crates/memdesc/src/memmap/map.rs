@@ -33,7 +33,8 @@ pub const SECTION_SHIFT: u32 = 15;
 /// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
 const SECTION_WHOLE: u16 = 0x8000;
 const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
-// `Memmap::load_hot_addr` masks the hot region's index instead of checking its bound.
+// `Memmap::load_hot_addr` and `Memmap::hot_word` mask the hot region's index instead of
+// checking its bound.
 const _: () = assert!(MAX_REGIONS.is_power_of_two());
 
 /// Why the memmap could not be built.
@@ -66,6 +67,9 @@ pub(crate) struct RegionMap {
     pub(crate) region: Region,
     words: BootArray<Page>,
     pageblocks: BootArray<AtomicU8>,
+    /// The first pfn of the region's first pageblock (`region.start` rounded down to a
+    /// pageblock): `RegionMap::pageblock` indexes from it with one subtract.
+    pb_base: u64,
 }
 
 /// What a lockless read of a pfn's word found.
@@ -132,7 +136,8 @@ impl Memmap {
                 match built {
                     Ok((words, pageblocks)) => {
                         static_bytes += words.bytes() + pageblocks.bytes();
-                        regions[nr] = Some(RegionMap { region, words, pageblocks });
+                        regions[nr] =
+                            Some(RegionMap { region, words, pageblocks, pb_base: region.start.0 & !(AREA_PAGES - 1) });
                         nr += 1;
                         Ok(())
                     }
@@ -273,6 +278,29 @@ impl Memmap {
             Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
             _ => None,
         }
+    }
+
+    /// The hot region (the largest flat one, tried first by [`Memmap::load`]): its index
+    /// (`MAX_REGIONS` when there is none), first pfn and pages.
+    #[inline]
+    pub(crate) fn hot_region(&self) -> (usize, u64, u64) {
+        self.hot
+    }
+
+    /// The region map and word of `pfn` if it lies in the hot region (`None` elsewhere: use
+    /// [`Memmap::region_index`]): a subtract and a compare decide, with no table walk (the
+    /// page allocator's small-block fast paths).
+    #[inline(always)]
+    pub(crate) fn hot_word(&self, pfn: Pfn) -> Option<(&RegionMap, &Page)> {
+        let (hot, start, pages) = self.hot;
+        let off = pfn.0.wrapping_sub(start);
+        if off >= pages {
+            return None;
+        }
+        // A non-empty hot region has an index below MAX_REGIONS (a power of two): the mask
+        // only drops the bounds check.
+        let rm = self.regions[hot & (MAX_REGIONS - 1)].as_ref()?;
+        Some((rm, rm.words.get(off as usize)?))
     }
 
     /// The pfn and word of the page whose direct-map address holds `addr`, if that page lies
@@ -480,7 +508,7 @@ impl RegionMap {
 
     #[inline]
     pub(crate) fn pageblock(&self, pfn: Pfn) -> &AtomicU8 {
-        &self.pageblocks[((pfn.0 >> AREA_ORDER) - (self.region.start.0 >> AREA_ORDER)) as usize]
+        &self.pageblocks[((pfn.0 - self.pb_base) >> AREA_ORDER) as usize]
     }
 }
 

@@ -58,6 +58,8 @@ use pcp::Pcp;
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
 pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
+// The fast paths (`fast.rs`) mask zone slots instead of checking their bound.
+const _: () = assert!(MAX_ZONE_SLOTS.is_power_of_two());
 
 /// Whether blocks of `order` are allocated and freed through the per-CPU lists (the lists hold
 /// orders up to [`pcp::PCP_MAX_ORDER`]); larger blocks go straight to the buddy lists. Only order
@@ -303,7 +305,7 @@ impl<P: Platform> PageAllocator<P> {
         let area_holder =
             BootArray::new(&mut boot, &platform, n_areas, None, |_| AtomicU32::new(NO_CPU)).map_err(boot_err)?;
         let above = reserve(&platform, &mut boot)?;
-        let fast = fast_tables::FastPath::new(&zones, &areas_ok, &memmap);
+        let fast = fast_tables::FastPath::new(&zones, &areas_ok, &memmap, &platform);
         let mut pages = PageAllocator {
             platform,
             memmap,
@@ -558,6 +560,19 @@ impl<P: Platform> PageAllocator<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
+        self.alloc_in_slot(cpu, order, gfp, |rm, _| head(rm))
+    }
+
+    /// [`PageAllocator::alloc_with`] with `head(region, slot)`, where `slot` is the slot of
+    /// the region's zone (`slot_of`), which the fast path has at hand.
+    #[inline(always)]
+    pub(super) fn alloc_in_slot(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap, usize) -> Word,
+    ) -> Result<Pfn, AllocError> {
         let cpu_id = self.cpu_id(cpu);
         self.serve_requests(cpu);
         if order > self.config.max_order {
@@ -566,13 +581,13 @@ impl<P: Platform> PageAllocator<P> {
         if self.fault.should_fail(crate::base::fault::FaultSite::PageAlloc) {
             return Err(AllocError::Injected);
         }
-        if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
-            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+        if let Some((pfn, rm, word, slot)) = self.alloc_fast(cpu_id, order, gfp) {
+            return Ok(self.stamp_word(word, rm, pfn, order, gfp, |rm| head(rm, slot)));
         }
         if let Some((pfn, rm)) = self.alloc_buddy_fast(order, gfp) {
-            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+            return Ok(self.stamp_new(rm, pfn, order, gfp, |rm| head(rm, Self::slot_of(rm))));
         }
-        self.alloc_zones(cpu, order, gfp, head)
+        self.alloc_zones(cpu, order, gfp, |rm| head(rm, Self::slot_of(rm)))
     }
 
     /// The general allocation (after `alloc_with`'s checks, when its fast path does not
@@ -628,7 +643,22 @@ impl<P: Platform> PageAllocator<P> {
     /// it for [`Gfp::ZERO`].
     #[inline(always)]
     fn stamp_new(&self, rm: &RegionMap, pfn: Pfn, order: u32, gfp: Gfp, head: impl FnOnce(&RegionMap) -> Word) -> Pfn {
-        self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word").store(head(rm));
+        let word = self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word");
+        self.stamp_word(word, rm, pfn, order, gfp, head)
+    }
+
+    /// [`PageAllocator::stamp_new`] with the block's word (`Memmap::block_word`) at hand.
+    #[inline(always)]
+    fn stamp_word(
+        &self,
+        word: &crate::memmap::word::Page,
+        rm: &RegionMap,
+        pfn: Pfn,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap) -> Word,
+    ) -> Pfn {
+        word.store(head(rm));
         if gfp.contains(Gfp::ZERO) {
             self.zero(pfn, order);
         }
