@@ -771,21 +771,27 @@ fn rmap_walk_races_fork_teardown_and_anon_vma_reuse() {
     let base = settled_free_pages(&m, &cpu);
     let f = m.folio_alloc(&cpu, 1, Gfp::MOVABLE, FolioKind::Anon).unwrap();
     let pfn = f.flags.pfn();
-    let stop = AtomicBool::new(false);
+    let (stop, walking) = (AtomicBool::new(false), AtomicBool::new(false));
     let walks = std::thread::scope(|s| {
         let walker = s.spawn(|| {
             let cpu1 = m.cpus().claim(1).unwrap();
             let (mut walks, mut found) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
+            while walks == 0 || !stop.load(Ordering::Relaxed) {
                 let n = m.rmap_walk(&cpu1, &f, |_, _, e| {
                     assert!(e.pfn() == pfn || e.pfn() == pfn.add(1), "an entry of another folio");
                 });
                 assert!(n <= 4, "at most two mms map it, two pages each");
                 walks += 1;
                 found += n as u64;
+                walking.store(true, Ordering::Relaxed);
             }
             (walks, found)
         });
+        // The rounds start once the walker walks (a loaded host could otherwise run all of
+        // them before its first walk).
+        while !walking.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
         // Every round frees the anon_vma (TYPESAFE_BY_RCU) and the next reuses it, at another
         // address each time, while the walker chases the folio's mapping.
         for i in 0..300u64 {

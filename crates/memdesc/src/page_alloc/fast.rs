@@ -53,8 +53,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     /// The head word `alloc_pages` stamps on a raw block of `order` in `rm`, whose zone is
-    /// in `slot` (`Undescribed { Unmappable, order }`), from the precomputed table for small
-    /// orders.
+    /// in `slot` (`Undescribed { Unmappable, order }`), from the precomputed table.
     #[inline(always)]
     pub(super) fn raw_head_word(&self, rm: &RegionMap, slot: usize, order: u32) -> Word {
         debug_assert_eq!(slot, Self::slot_of(rm));

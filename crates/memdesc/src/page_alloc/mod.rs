@@ -331,7 +331,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     pub(crate) fn buddy(&self) -> Buddy<'_, P> {
-        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order }
+        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order, window: &self.fast.links }
     }
 
     /// Stamps reserved pages and frees the rest of every region into the buddy lists.
@@ -584,8 +584,8 @@ impl<P: Platform> PageAllocator<P> {
         if let Some((pfn, rm, word, slot)) = self.alloc_fast(cpu_id, order, gfp) {
             return Ok(self.stamp_word(word, rm, pfn, order, gfp, |rm| head(rm, slot)));
         }
-        if let Some((pfn, rm)) = self.alloc_buddy_fast(order, gfp) {
-            return Ok(self.stamp_new(rm, pfn, order, gfp, |rm| head(rm, Self::slot_of(rm))));
+        if let Some((pfn, rm, slot)) = self.alloc_buddy_fast(order, gfp) {
+            return Ok(self.stamp_new(rm, pfn, order, gfp, |rm| head(rm, slot)));
         }
         self.alloc_zones(cpu, order, gfp, |rm| head(rm, Self::slot_of(rm)))
     }
