@@ -22,7 +22,7 @@ use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
 use crate::base::boot::{BootAllocator, BootError};
 use crate::base::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
 use crate::base::page_access::BootArray;
-use crate::base::page_access::PageWords;
+use crate::base::page_access::{DirectWindow, PageWords};
 use crate::base::platform::Platform;
 use crate::base::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
 use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
@@ -95,6 +95,9 @@ pub struct Memmap {
     /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
     /// the pfn's word waits on no other load.
     hot: (usize, u64, u64),
+    /// The hot region's direct-map window ([`Memmap::links`]), made from the platform the
+    /// memmap was built with.
+    links: DirectWindow,
     /// The hot region seen through the direct map, for [`Memmap::load_hot_addr`]: its first
     /// page's address and its bytes (0 when the region has no permanent linear mapping).
     #[cfg(feature = "slab")]
@@ -168,6 +171,8 @@ impl Memmap {
             .filter(|(_, r)| r.layout == MemmapLayout::Flat)
             .max_by_key(|(_, r)| r.pages())
             .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
+        // Kept beside `p` as the memmap's boot arrays are (page_access.rs invariant 9).
+        let links = DirectWindow::new(p, Pfn(hot.1), hot.2);
         #[cfg(feature = "slab")]
         let hot_virt = Self::direct_window(p, hot.1, hot.2);
         Ok(Memmap {
@@ -178,6 +183,7 @@ impl Memmap {
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hot,
+            links,
             #[cfg(feature = "slab")]
             hot_virt,
         })
@@ -280,11 +286,19 @@ impl Memmap {
         }
     }
 
-    /// The hot region (the largest flat one, tried first by [`Memmap::load`]): its index
-    /// (`MAX_REGIONS` when there is none), first pfn and pages.
+    /// The index of the hot region (the largest flat one, tried first by [`Memmap::load`]),
+    /// `MAX_REGIONS` when there is none.
     #[inline]
-    pub(crate) fn hot_region(&self) -> (usize, u64, u64) {
-        self.hot
+    pub(crate) fn hot_region(&self) -> usize {
+        self.hot.0
+    }
+
+    /// The hot region's direct-map window: the words of its free pages (the page
+    /// allocator's free-list links) without asking the platform. Use it with the platform
+    /// the memmap was built with (page_access.rs invariant 9).
+    #[inline(always)]
+    pub(crate) fn links(&self) -> &DirectWindow {
+        &self.links
     }
 
     /// The region map and word of `pfn` if it lies in the hot region (`None` elsewhere: use

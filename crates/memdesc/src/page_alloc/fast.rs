@@ -27,7 +27,7 @@ use crate::base::platform::Platform;
 use crate::base::sync::Ordering;
 use crate::memmap::word::{Page, Subtype, Word};
 use crate::memmap::RegionMap;
-use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
+use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT, RAW_ORDERS};
 use crate::page_alloc::pcp::Pcp;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{PageAllocator, MAX_ZONE_SLOTS};
@@ -52,17 +52,19 @@ impl<P: Platform> PageAllocator<P> {
         &self.pcp[cpu_id * MAX_ZONE_SLOTS + slot]
     }
 
-    /// The head word `alloc_pages` stamps on a raw block of `order` in `rm`, whose zone is
-    /// in `slot` (`Undescribed { Unmappable, order }`), from the precomputed table.
+    /// The head word `alloc_pages` stamps on a raw block of `order <= max_order` in `rm`,
+    /// whose zone is in `slot` (`Undescribed { Unmappable, order }`), from the precomputed
+    /// table.
     #[inline(always)]
     pub(super) fn raw_head_word(&self, rm: &RegionMap, slot: usize, order: u32) -> Word {
-        debug_assert_eq!(slot, Self::slot_of(rm));
-        // Slots are below MAX_ZONE_SLOTS (a power of two): the mask only drops the bounds
-        // check.
-        match self.fast.raw_head[slot & (MAX_ZONE_SLOTS - 1)].get(order as usize) {
-            Some(w) => *w,
-            None => Buddy::<P>::undescribed(rm, Subtype::Unmappable, order),
-        }
+        debug_assert!(slot == Self::slot_of(rm) && order <= self.config.max_order);
+        debug_assert_eq!(
+            self.fast.raw_head[slot][order as usize],
+            Buddy::<P>::undescribed(rm, Subtype::Unmappable, order)
+        );
+        // Slots are below MAX_ZONE_SLOTS and orders at most MAX_ORDER_LIMIT, below RAW_ORDERS
+        // (both powers of two): the masks only drop the bounds checks.
+        self.fast.raw_head[slot & (MAX_ZONE_SLOTS - 1)][order as usize & (RAW_ORDERS - 1)]
     }
 
     /// The region of `slot`'s zone holding `pfn` (a pfn of that zone).

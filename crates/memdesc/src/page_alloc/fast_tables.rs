@@ -2,13 +2,10 @@
 //! the zones and the memmap, which never change after boot. A module of its own so that the
 //! page allocator holds them without importing the fast paths (which import it).
 
-use crate::base::addr::Pfn;
 use crate::base::gfp::Gfp;
 use crate::base::layout::{ZoneType, MAX_NODES, MAX_REGIONS, NR_ZONES};
-use crate::base::page_access::DirectWindow;
 use crate::base::pageblock::NR_PCP_TYPES;
-use crate::base::platform::Platform;
-use crate::memmap::word::{BuddyInfo, Subtype, Undescribed, Word};
+use crate::memmap::word::{BuddyInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER};
 use crate::memmap::Memmap;
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
 use crate::page_alloc::zone::{Zone, MAX_ORDER_LIMIT};
@@ -19,8 +16,10 @@ const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
 /// Orders with per-CPU lists.
 pub(super) const ORDERS: usize = PCP_MAX_ORDER as usize + 1;
 
-/// Orders of `FastPath::raw_head`: every order a machine may be configured with.
-const RAW_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
+/// Orders of `FastPath::raw_head`: every order a machine may be configured with, rounded up
+/// to a power of two so that an order masked with `RAW_ORDERS - 1` needs no bounds check.
+pub(super) const RAW_ORDERS: usize = (MAX_ORDER_LIMIT as usize + 1).next_power_of_two();
+const _: () = assert!(RAW_ORDERS <= MAX_INLINE_ORDER as usize + 1);
 
 /// No slot (`FastPath` tables).
 pub(super) const NO_SLOT: u8 = u8::MAX;
@@ -53,9 +52,6 @@ pub(crate) struct FastPath {
     /// `region_slot` of the memmap's hot region (`Memmap::hot_word`), `NO_SLOT` if there is
     /// none: the fast free of a block there needs no region lookup.
     pub(super) hot_slot: u8,
-    /// The hot region's direct-map window, where the per-CPU lists' links of its pages are
-    /// reached without asking the platform (`percpu::DirectLinks`).
-    pub(super) links: DirectWindow,
 }
 
 /// Index into `FastPath::first_slot`: the three bits of `gfp` that choose zones.
@@ -69,11 +65,10 @@ pub(super) fn zone_class(gfp: Gfp) -> usize {
 impl FastPath {
     /// Precomputes the tables from the booted zones and memmap; `areas_ok[slot]`: the zone in
     /// `slot` gives CPU-local areas (whose blocks the fast paths leave to the general path).
-    pub(crate) fn new<P: Platform>(
+    pub(crate) fn new(
         zones: &[Option<Zone>; MAX_ZONE_SLOTS],
         areas_ok: &[bool; MAX_ZONE_SLOTS],
         memmap: &Memmap,
-        platform: &P,
     ) -> FastPath {
         // The fast paths serve a zone with per-CPU lists and without CPU-local areas.
         let served = |slot: usize| zones[slot].as_ref().is_some_and(|z| z.pcp_ok) && !areas_ok[slot];
@@ -135,11 +130,7 @@ impl FastPath {
                 }
             }
         }
-        let (hot, hot_start, hot_pages) = memmap.hot_region();
-        let hot_slot = region_slot.get(hot).copied().unwrap_or(NO_SLOT);
-        // Kept beside the platform it is made from: the page allocator holds both
-        // (page_access.rs invariant 9).
-        let links = DirectWindow::new(platform, Pfn(hot_start), hot_pages);
-        FastPath { first_slot, pcp_slot, region_slot, sole_region, raw_head, pcp_free, hot_slot, links }
+        let hot_slot = region_slot.get(memmap.hot_region()).copied().unwrap_or(NO_SLOT);
+        FastPath { first_slot, pcp_slot, region_slot, sole_region, raw_head, pcp_free, hot_slot }
     }
 }

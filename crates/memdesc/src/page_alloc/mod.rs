@@ -305,7 +305,7 @@ impl<P: Platform> PageAllocator<P> {
         let area_holder =
             BootArray::new(&mut boot, &platform, n_areas, None, |_| AtomicU32::new(NO_CPU)).map_err(boot_err)?;
         let above = reserve(&platform, &mut boot)?;
-        let fast = fast_tables::FastPath::new(&zones, &areas_ok, &memmap, &platform);
+        let fast = fast_tables::FastPath::new(&zones, &areas_ok, &memmap);
         let mut pages = PageAllocator {
             platform,
             memmap,
@@ -331,7 +331,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     pub(crate) fn buddy(&self) -> Buddy<'_, P> {
-        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order, window: &self.fast.links }
+        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order }
     }
 
     /// Stamps reserved pages and frees the rest of every region into the buddy lists.
@@ -582,7 +582,7 @@ impl<P: Platform> PageAllocator<P> {
             return Err(AllocError::Injected);
         }
         if let Some((pfn, rm, word, slot)) = self.alloc_fast(cpu_id, order, gfp) {
-            return Ok(self.stamp_word(word, rm, pfn, order, gfp, |rm| head(rm, slot)));
+            return Ok(self.stamp_word(word, head(rm, slot), pfn, order, gfp));
         }
         if let Some((pfn, rm, slot)) = self.alloc_buddy_fast(order, gfp) {
             return Ok(self.stamp_new(rm, pfn, order, gfp, |rm| head(rm, slot)));
@@ -644,21 +644,13 @@ impl<P: Platform> PageAllocator<P> {
     #[inline(always)]
     fn stamp_new(&self, rm: &RegionMap, pfn: Pfn, order: u32, gfp: Gfp, head: impl FnOnce(&RegionMap) -> Word) -> Pfn {
         let word = self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word");
-        self.stamp_word(word, rm, pfn, order, gfp, head)
+        self.stamp_word(word, head(rm), pfn, order, gfp)
     }
 
     /// [`PageAllocator::stamp_new`] with the block's word (`Memmap::block_word`) at hand.
     #[inline(always)]
-    fn stamp_word(
-        &self,
-        word: &crate::memmap::word::Page,
-        rm: &RegionMap,
-        pfn: Pfn,
-        order: u32,
-        gfp: Gfp,
-        head: impl FnOnce(&RegionMap) -> Word,
-    ) -> Pfn {
-        word.store(head(rm));
+    fn stamp_word(&self, word: &crate::memmap::word::Page, head: Word, pfn: Pfn, order: u32, gfp: Gfp) -> Pfn {
+        word.store(head);
         if gfp.contains(Gfp::ZERO) {
             self.zero(pfn, order);
         }

@@ -21,9 +21,9 @@
 //!
 //! Everything here runs under the zone lock, which the caller holds (`&mut FreeLists`).
 
-use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
+use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::base::layout::{MemmapLayout, ZoneType, MAX_NODES, NR_ZONES};
-use crate::base::page_access::{DirectWindow, PageWords};
+use crate::base::page_access::PageWords;
 use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;
 use crate::base::sync::{AtomicU64, Ordering, SpinLock};
@@ -149,21 +149,19 @@ pub(crate) struct Buddy<'a, P: Platform> {
     pub(crate) p: &'a P,
     pub(crate) mm: &'a Memmap,
     pub(crate) max_order: u32,
-    /// The hot region's direct-map window, made from `p` (`FastPath::links`).
-    pub(crate) window: &'a DirectWindow,
 }
 
 impl<'a, P: Platform> Buddy<'a, P> {
-    /// `f` of the words of page `pfn`'s memory, where the links of blocks without link
-    /// words live: through the hot region's window, else the platform's direct map, else a
-    /// momentary local mapping.
+    /// `f` of the first two words of page `pfn`'s memory (next and previous), where the
+    /// links of blocks without link words live: through the hot region's window
+    /// (`Memmap::links`), else the platform's direct map, else a momentary local mapping.
     #[inline(always)]
-    fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&[AtomicU64; PAGE_SIZE / 8]) -> R) -> R {
-        if let Some(t) = self.window.table(self.p, pfn) {
-            return f(t);
+    fn with_mem_links<R>(&self, pfn: Pfn, f: impl FnOnce([&AtomicU64; 2]) -> R) -> R {
+        if let Some(t) = self.mm.links().table(self.p, pfn) {
+            return f([&t[0], &t[1]]);
         }
         let m = PageWords::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)");
-        f(m.table())
+        f([m.word(0), m.word(1)])
     }
 
     #[inline]
@@ -241,7 +239,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     pub(crate) fn links(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> (u64, u64) {
         match self.link_words(rm, pfn, order) {
             Some([n, p]) => (n.load().tail_link_raw(), p.load().tail_link_raw()),
-            None => self.with_page(pfn, |m| (m[0].load(Ordering::Relaxed), m[1].load(Ordering::Relaxed))),
+            None => self.with_mem_links(pfn, |[n, p]| (n.load(Ordering::Relaxed), p.load(Ordering::Relaxed))),
         }
     }
 
@@ -273,7 +271,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     fn set_link(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, which: usize, link: u64) {
         match self.link_word(rm, pfn, order, which) {
             Some(w) => w.store(Word::linked_tail_raw(link)),
-            None => self.with_page(pfn, |m| m[which].store(link, Ordering::Relaxed)),
+            None => self.with_mem_links(pfn, |m| m[which].store(link, Ordering::Relaxed)),
         }
     }
 
@@ -305,7 +303,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
                 p.store(Word::TAIL);
                 links
             }
-            None => self.with_page(pfn, |m| {
+            None => self.with_mem_links(pfn, |m| {
                 (m[0].load(Ordering::Relaxed), if is_head { NONE } else { m[1].load(Ordering::Relaxed) })
             }),
         };
