@@ -52,10 +52,10 @@
 //! 9. **Direct windows.** A `DirectWindow` (crate-private) is made by `DirectWindow::new`
 //!    alone, from a platform and one region's pages whose two ends that platform maps
 //!    `pages - 1` pages apart, so by [`Platform`] item 1 page `start + i` lies at
-//!    `virt + i * PAGE_SIZE` for every `i < pages`. It is kept beside that platform (the
-//!    page allocator holds both) and its `table` is called with that platform only, so the
-//!    words it hands out live as long as the platform borrow, as a direct-map table does
-//!    (item 4).
+//!    `virt + i * PAGE_SIZE` for every `i < pages`. It is kept beside that platform (in the
+//!    memmap, which the page allocator keeps with its platform, as item 7 says of boot
+//!    arrays) and its `table` is called with that platform only, so the words it hands out
+//!    live as long as the platform borrow, as a direct-map table does (item 4).
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
