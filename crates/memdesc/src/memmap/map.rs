@@ -70,6 +70,8 @@ pub(crate) struct RegionMap {
     /// The first pfn of the region's first pageblock (`region.start` rounded down to a
     /// pageblock): `RegionMap::pageblock` indexes from it with one subtract.
     pb_base: u64,
+    /// `Word::buddy_zone_base` of the region's zone type and node ([`RegionMap::buddy_base`]).
+    buddy_base: Word,
 }
 
 /// What a lockless read of a pfn's word found.
@@ -139,8 +141,9 @@ impl Memmap {
                 match built {
                     Ok((words, pageblocks)) => {
                         static_bytes += words.bytes() + pageblocks.bytes();
-                        regions[nr] =
-                            Some(RegionMap { region, words, pageblocks, pb_base: region.start.0 & !(AREA_PAGES - 1) });
+                        let pb_base = region.start.0 & !(AREA_PAGES - 1);
+                        let buddy_base = Word::buddy_zone_base(region.zone as u8, region.node);
+                        regions[nr] = Some(RegionMap { region, words, pageblocks, pb_base, buddy_base });
                         nr += 1;
                         Ok(())
                     }
@@ -513,6 +516,21 @@ impl RegionMap {
     #[inline]
     pub(crate) fn flat_word(&self, pfn: Pfn) -> &Page {
         &self.words[(pfn.0 - self.region.start.0) as usize]
+    }
+
+    /// The words of the two pages after `pfn` in a flat region (one bounds check for both).
+    #[inline]
+    pub(crate) fn flat_words_after(&self, pfn: Pfn) -> [&Page; 2] {
+        let i = (pfn.0 - self.region.start.0) as usize + 1;
+        let [a, b] = <&[Page; 2]>::try_from(&self.words.as_slice()[i..i + 2]).expect("a range of two");
+        [a, b]
+    }
+
+    /// The buddy word of this region's zone type and node without the block's fields
+    /// (`Word::buddy_zone_base`, precomputed at build).
+    #[inline]
+    pub(crate) fn buddy_base(&self) -> Word {
+        self.buddy_base
     }
 
     #[inline]

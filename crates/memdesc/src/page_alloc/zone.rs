@@ -172,13 +172,18 @@ impl<'a, P: Platform> Buddy<'a, P> {
     #[inline]
     pub(crate) fn buddy_word(rm: &RegionMap, order: u32, mt: MigrateType, pcp: bool) -> Word {
         debug_assert!(order <= MAX_ORDER_LIMIT && (rm.region.node as usize) < MAX_NODES);
-        Word::buddy_in_range(BuddyInfo {
-            order: order as u8,
-            migratetype: mt as u8,
-            zone: rm.region.zone as u8,
-            node: rm.region.node,
-            pcp,
-        })
+        let w = rm.buddy_base().with_buddy_block(order as u8, mt as u8, pcp);
+        debug_assert_eq!(
+            w,
+            Word::buddy_in_range(BuddyInfo {
+                order: order as u8,
+                migratetype: mt as u8,
+                zone: rm.region.zone as u8,
+                node: rm.region.node,
+                pcp,
+            })
+        );
+        w
     }
 
     /// The undescribed word of `subtype` heading a block of `order` of region `rm` (never a
@@ -223,7 +228,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
             return None;
         }
         match rm.region.layout {
-            MemmapLayout::Flat => Some([rm.flat_word(pfn.add(1)), rm.flat_word(pfn.add(2))]),
+            MemmapLayout::Flat => Some(rm.flat_words_after(pfn)),
             MemmapLayout::TwoLevel if order < AREA_ORDER => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
