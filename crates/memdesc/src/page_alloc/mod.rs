@@ -268,8 +268,8 @@ impl<P: Platform> PageAllocator<P> {
         let memmap = Memmap::build(layout, &mut boot, &platform)?;
         let mut zones: [Option<Zone>; MAX_ZONE_SLOTS] = [const { None }; MAX_ZONE_SLOTS];
         for r in memmap.regions() {
-            let z =
-                zones[r.node as usize * NR_ZONES + r.zone as usize].get_or_insert_with(|| Zone::new(r.node, r.zone));
+            let z = zones[r.node as usize * NR_ZONES + r.zone as usize]
+                .get_or_insert_with(|| Zone::new(r.node, r.zone, config.max_order));
             z.start = z.start.min(r.start);
             z.end = z.end.max(r.end);
             z.present += r.pages();
@@ -331,7 +331,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     pub(crate) fn buddy(&self) -> Buddy<'_, P> {
-        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order }
+        Buddy { p: &self.platform, mm: &self.memmap }
     }
 
     /// Stamps reserved pages and frees the rest of every region into the buddy lists.

@@ -58,6 +58,9 @@ pub(crate) struct FreeArea {
 /// A zone's free lists (what the zone lock protects).
 pub(crate) struct FreeLists {
     pub(crate) areas: [FreeArea; MAX_ORDER_LIMIT as usize + 1],
+    /// The machine's `max_order` (`Config::max_order`): no block is larger, the lists above
+    /// it stay empty. Kept here, where every buddy operation has it at hand.
+    pub(crate) max_order: u32,
     pub(crate) free_pages: u64,
     /// Allocations and frees that bypassed the per-CPU lists.
     pub(crate) allocs: u64,
@@ -84,7 +87,8 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub(crate) fn new(node: u16, ztype: ZoneType) -> Self {
+    /// An empty zone of `ztype` on `node` on a machine of `max_order`.
+    pub(crate) fn new(node: u16, ztype: ZoneType, max_order: u32) -> Self {
         Zone {
             node,
             ztype,
@@ -98,6 +102,7 @@ impl Zone {
             lock: SpinLock::new(FreeLists {
                 areas: [FreeArea { head: [NONE; NR_MIGRATETYPES], nr: [0; NR_MIGRATETYPES] };
                     MAX_ORDER_LIMIT as usize + 1],
+                max_order,
                 free_pages: 0,
                 allocs: 0,
                 frees: 0,
@@ -144,11 +149,11 @@ impl Zone {
     }
 }
 
-/// The buddy algorithm over one machine's memmap and platform.
+/// The buddy algorithm over one machine's memmap and platform (two pointers, passed in
+/// registers to the out-of-line parts; the machine's `max_order` is in the free lists).
 pub(crate) struct Buddy<'a, P: Platform> {
     pub(crate) p: &'a P,
     pub(crate) mm: &'a Memmap,
-    pub(crate) max_order: u32,
 }
 
 impl<'a, P: Platform> Buddy<'a, P> {
@@ -367,7 +372,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         if Self::small_in_two_level(rm, order) {
             self.free_small_in_two_level(fl, rm, pfn, order, mt);
         } else {
-            self.merge_and_add(fl, rm, pfn, order, mt, self.max_order);
+            self.merge_and_add(fl, rm, pfn, order, mt, fl.max_order);
         }
     }
 
@@ -467,7 +472,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
         fl.free_pages += 1; // the table page is free memory again
-        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, fl.max_order);
     }
 
     /// A fully free area whose table page lives outside it: two free order-8 halves become one
@@ -488,7 +493,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
         let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
-        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, fl.max_order);
         // The table page: an allocated order-0 page of this zone, free again.
         let trm = self.rm(table_pfn);
         self.block_word(trm, table_pfn, 0).store(Word::TAIL);
@@ -548,7 +553,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        for o in order + 1..=self.max_order {
+        for o in order + 1..=fl.max_order {
             let head = fl.areas[o as usize].head[mt as usize];
             if head != NONE {
                 let pfn = Pfn(head);
@@ -599,7 +604,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// Takes from a fallback migratetype, largest block first, claiming the pageblock when the
     /// block is large or the request is not movable (as Linux does).
     fn steal(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        for o in (order..=self.max_order).rev() {
+        for o in (order..=fl.max_order).rev() {
             for &fmt in mt.fallbacks() {
                 let head = fl.areas[o as usize].head[fmt as usize];
                 if head == NONE {
