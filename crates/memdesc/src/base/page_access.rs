@@ -49,6 +49,13 @@
 //!    moves out, and its values are never dropped (boot memory lives as long as the machine).
 //!    So sharing or sending the array is sharing its values: `Send` and `Sync` need exactly
 //!    `T: Sync`.
+//! 9. **Direct windows.** A `DirectWindow` (crate-private) is made by `DirectWindow::new`
+//!    alone, from a platform and one region's pages whose two ends that platform maps
+//!    `pages - 1` pages apart, so by [`Platform`] item 1 page `start + i` lies at
+//!    `virt + i * PAGE_SIZE` for every `i < pages`. It is kept beside that platform (in the
+//!    memmap, which the page allocator keeps with its platform, as item 7 says of boot
+//!    arrays) and its `table` is called with that platform only, so the words it hands out
+//!    live as long as the platform borrow, as a direct-map table does (item 4).
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -351,6 +358,50 @@ impl<'p, P: Platform> PageWords<'p, P> {
         // SAFETY: invariants 1 and 4 for a direct-map pointer: valid, page-aligned and
         // PAGE_SIZE bytes long while the platform lives, which outlasts the borrow `'p`.
         Some(unsafe { words_at(ptr) })
+    }
+}
+
+/// A linear run of the direct map: the `pages` pages from pfn `start`, the first mapped at
+/// `virt` (invariant 9). It reaches the words of a page in it with a subtract, a compare and a
+/// shift instead of asking the platform ([`PageWords::direct_table`] for any other pfn).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DirectWindow {
+    start: u64,
+    pages: u64,
+    virt: usize,
+}
+
+impl DirectWindow {
+    /// The window of the `pages` pages from `start` (one region, so its direct map is linear:
+    /// [`Platform`] item 1) when the platform maps both ends of it at addresses `pages - 1`
+    /// pages apart; an empty window otherwise.
+    pub(crate) fn new<P: Platform>(platform: &P, start: Pfn, pages: u64) -> DirectWindow {
+        const EMPTY: DirectWindow = DirectWindow { start: 0, pages: 0, virt: 0 };
+        if pages == 0 {
+            return EMPTY;
+        }
+        let Some(span) = usize::try_from(pages - 1).ok().and_then(|n| n.checked_mul(PAGE_SIZE)) else { return EMPTY };
+        match (platform.direct_map(start), platform.direct_map(start.add(pages - 1))) {
+            (Some(a), Some(b)) if (a.as_ptr() as usize).checked_add(span) == Some(b.as_ptr() as usize) => {
+                DirectWindow { start: start.0, pages, virt: a.as_ptr() as usize }
+            }
+            _ => EMPTY,
+        }
+    }
+
+    /// The 512 words of the direct-mapped page `pfn` of `platform`, the platform the window
+    /// was made from (invariant 9); `None` if `pfn` has no direct map.
+    #[inline(always)]
+    pub(crate) fn table<'p, P: Platform>(&self, platform: &'p P, pfn: Pfn) -> Option<&'p [AtomicU64; WORDS]> {
+        let off = pfn.0.wrapping_sub(self.start);
+        if off >= self.pages {
+            return PageWords::direct_table(platform, pfn);
+        }
+        // SAFETY: invariant 9: page `off < pages` of the window is `pfn`, mapped linearly at
+        // `virt + off * PAGE_SIZE` (Platform item 1: valid, page-aligned, PAGE_SIZE bytes,
+        // non-null, while the platform lives, which outlasts `'p`); invariant 4: only
+        // atomics are made of it.
+        Some(unsafe { words_at(NonNull::new_unchecked((self.virt + off as usize * PAGE_SIZE) as *mut u8)) })
     }
 }
 

@@ -26,7 +26,6 @@ use crate::base::platform::Platform;
 use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
 use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
-use crate::page_alloc::percpu::DirectLinks;
 use crate::page_alloc::zone::{LINK_WORDS_MIN_ORDER, NONE};
 use crate::page_alloc::MAX_ZONE_SLOTS;
 use crate::PhysMem;
@@ -275,7 +274,7 @@ impl<P: Platform> PhysMem<P> {
             }
             rep.buddy_free_pages += pages;
         }
-        let links = DirectLinks(self.platform());
+        let links = self.pages().pcp_links();
         for cpu in 0..self.cpus().nr() {
             for slot in 0..MAX_ZONE_SLOTS {
                 if self.pages().zone_at(slot).is_none() {

@@ -22,7 +22,7 @@ use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES, PAGE_SIZE};
 use crate::base::boot::{BootAllocator, BootError};
 use crate::base::layout::{LayoutError, MemmapLayout, MemoryLayout, Region, MAX_REGIONS};
 use crate::base::page_access::BootArray;
-use crate::base::page_access::PageWords;
+use crate::base::page_access::{DirectWindow, PageWords};
 use crate::base::platform::Platform;
 use crate::base::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
 use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
@@ -33,7 +33,8 @@ pub const SECTION_SHIFT: u32 = 15;
 /// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
 const SECTION_WHOLE: u16 = 0x8000;
 const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
-// `Memmap::load_hot_addr` masks the hot region's index instead of checking its bound.
+// `Memmap::load_hot_addr` and `Memmap::hot_word` mask the hot region's index instead of
+// checking its bound.
 const _: () = assert!(MAX_REGIONS.is_power_of_two());
 
 /// Why the memmap could not be built.
@@ -66,6 +67,11 @@ pub(crate) struct RegionMap {
     pub(crate) region: Region,
     words: BootArray<Page>,
     pageblocks: BootArray<AtomicU8>,
+    /// The first pfn of the region's first pageblock (`region.start` rounded down to a
+    /// pageblock): `RegionMap::pageblock` indexes from it with one subtract.
+    pb_base: u64,
+    /// `Word::buddy_zone_base` of the region's zone type and node ([`RegionMap::buddy_base`]).
+    buddy_base: Word,
 }
 
 /// What a lockless read of a pfn's word found.
@@ -91,6 +97,9 @@ pub struct Memmap {
     /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
     /// the pfn's word waits on no other load.
     hot: (usize, u64, u64),
+    /// The hot region's direct-map window ([`Memmap::links`]), made from the platform the
+    /// memmap was built with.
+    links: DirectWindow,
     /// The hot region seen through the direct map, for [`Memmap::load_hot_addr`]: its first
     /// page's address and its bytes (0 when the region has no permanent linear mapping).
     #[cfg(feature = "slab")]
@@ -132,7 +141,9 @@ impl Memmap {
                 match built {
                     Ok((words, pageblocks)) => {
                         static_bytes += words.bytes() + pageblocks.bytes();
-                        regions[nr] = Some(RegionMap { region, words, pageblocks });
+                        let pb_base = region.start.0 & !(AREA_PAGES - 1);
+                        let buddy_base = Word::buddy_zone_base(region.zone as u8, region.node);
+                        regions[nr] = Some(RegionMap { region, words, pageblocks, pb_base, buddy_base });
                         nr += 1;
                         Ok(())
                     }
@@ -163,6 +174,8 @@ impl Memmap {
             .filter(|(_, r)| r.layout == MemmapLayout::Flat)
             .max_by_key(|(_, r)| r.pages())
             .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
+        // Kept beside `p` as the memmap's boot arrays are (page_access.rs invariant 9).
+        let links = DirectWindow::new(p, Pfn(hot.1), hot.2);
         #[cfg(feature = "slab")]
         let hot_virt = Self::direct_window(p, hot.1, hot.2);
         Ok(Memmap {
@@ -173,6 +186,7 @@ impl Memmap {
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hot,
+            links,
             #[cfg(feature = "slab")]
             hot_virt,
         })
@@ -273,6 +287,37 @@ impl Memmap {
             Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
             _ => None,
         }
+    }
+
+    /// The index of the hot region (the largest flat one, tried first by [`Memmap::load`]),
+    /// `MAX_REGIONS` when there is none.
+    #[inline]
+    pub(crate) fn hot_region(&self) -> usize {
+        self.hot.0
+    }
+
+    /// The hot region's direct-map window: the words of its free pages (the page
+    /// allocator's free-list links) without asking the platform. Use it with the platform
+    /// the memmap was built with (page_access.rs invariant 9).
+    #[inline(always)]
+    pub(crate) fn links(&self) -> &DirectWindow {
+        &self.links
+    }
+
+    /// The region map and word of `pfn` if it lies in the hot region (`None` elsewhere: use
+    /// [`Memmap::region_index`]): a subtract and a compare decide, with no table walk (the
+    /// page allocator's small-block fast paths).
+    #[inline(always)]
+    pub(crate) fn hot_word(&self, pfn: Pfn) -> Option<(&RegionMap, &Page)> {
+        let (hot, start, pages) = self.hot;
+        let off = pfn.0.wrapping_sub(start);
+        if off >= pages {
+            return None;
+        }
+        // A non-empty hot region has an index below MAX_REGIONS (a power of two): the mask
+        // only drops the bounds check.
+        let rm = self.regions[hot & (MAX_REGIONS - 1)].as_ref()?;
+        Some((rm, rm.words.get(off as usize)?))
     }
 
     /// The pfn and word of the page whose direct-map address holds `addr`, if that page lies
@@ -473,6 +518,21 @@ impl RegionMap {
         &self.words[(pfn.0 - self.region.start.0) as usize]
     }
 
+    /// The words of the two pages after `pfn` in a flat region (one bounds check for both).
+    #[inline]
+    pub(crate) fn flat_words_after(&self, pfn: Pfn) -> [&Page; 2] {
+        let i = (pfn.0 - self.region.start.0) as usize + 1;
+        let [a, b] = <&[Page; 2]>::try_from(&self.words.as_slice()[i..i + 2]).expect("a range of two");
+        [a, b]
+    }
+
+    /// The buddy word of this region's zone type and node without the block's fields
+    /// (`Word::buddy_zone_base`, precomputed at build).
+    #[inline]
+    pub(crate) fn buddy_base(&self) -> Word {
+        self.buddy_base
+    }
+
     #[inline]
     pub(crate) fn area_word(&self, pfn: Pfn) -> &Page {
         &self.words[((pfn.0 - self.region.start.0) >> AREA_ORDER) as usize]
@@ -480,7 +540,7 @@ impl RegionMap {
 
     #[inline]
     pub(crate) fn pageblock(&self, pfn: Pfn) -> &AtomicU8 {
-        &self.pageblocks[((pfn.0 >> AREA_ORDER) - (self.region.start.0 >> AREA_ORDER)) as usize]
+        &self.pageblocks[((pfn.0 - self.pb_base) >> AREA_ORDER) as usize]
     }
 }
 

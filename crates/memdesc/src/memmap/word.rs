@@ -363,6 +363,20 @@ impl Word {
         )
     }
 
+    /// The buddy word of zone type `zone` on node `node` with order 0, migratetype 0 and
+    /// not per-CPU: the part of [`Word::buddy_in_range`] a region fixes, completed by
+    /// [`Word::with_buddy_block`]. Fields in range as for `buddy_in_range`.
+    pub(crate) const fn buddy_zone_base(zone: u8, node: u16) -> Word {
+        Word::buddy_in_range(BuddyInfo { order: 0, migratetype: 0, zone, node, pcp: false })
+    }
+
+    /// A [`Word::buddy_zone_base`] completed with a block's fields: the same word as
+    /// [`Word::buddy_in_range`] (fields in range as there), with three shifts and ors.
+    #[inline(always)]
+    pub(crate) const fn with_buddy_block(self, order: u8, migratetype: u8, pcp: bool) -> Word {
+        Word(self.0 | (order as u64) << 4 | (migratetype as u64) << 10 | (pcp as u64) << 26)
+    }
+
     /// Encodes a split two-level area.
     pub const fn split(s: SplitInfo) -> Result<Word, EncodeError> {
         if s.free > 1023 {

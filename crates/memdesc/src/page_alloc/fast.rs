@@ -21,15 +21,14 @@
 use crate::base::addr::Pfn;
 use crate::base::cpu::Cpu;
 use crate::base::gfp::Gfp;
-use crate::base::layout::MemmapLayout;
+use crate::base::layout::{MemmapLayout, MAX_REGIONS};
 use crate::base::pageblock::{MigrateType, NR_PCP_TYPES};
 use crate::base::platform::Platform;
 use crate::base::sync::Ordering;
 use crate::memmap::word::{Page, Subtype, Word};
 use crate::memmap::RegionMap;
-use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
+use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT, RAW_ORDERS};
 use crate::page_alloc::pcp::Pcp;
-use crate::page_alloc::percpu::{DirectLinks, ZoneSide};
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{PageAllocator, MAX_ZONE_SLOTS};
 
@@ -53,14 +52,19 @@ impl<P: Platform> PageAllocator<P> {
         &self.pcp[cpu_id * MAX_ZONE_SLOTS + slot]
     }
 
-    /// The head word `alloc_pages` stamps on a raw block of `order` in `rm`
-    /// (`Undescribed { Unmappable, order }`), from the precomputed table for small orders.
+    /// The head word `alloc_pages` stamps on a raw block of `order <= max_order` in `rm`,
+    /// whose zone is in `slot` (`Undescribed { Unmappable, order }`), from the precomputed
+    /// table.
     #[inline(always)]
-    pub(super) fn raw_head_word(&self, rm: &RegionMap, order: u32) -> Word {
-        match self.fast.raw_head[Self::slot_of(rm)].get(order as usize) {
-            Some(w) => *w,
-            None => Buddy::<P>::undescribed(rm, Subtype::Unmappable, order),
-        }
+    pub(super) fn raw_head_word(&self, rm: &RegionMap, slot: usize, order: u32) -> Word {
+        debug_assert!(slot == Self::slot_of(rm) && order <= self.config.max_order);
+        debug_assert_eq!(
+            self.fast.raw_head[slot][order as usize],
+            Buddy::<P>::undescribed(rm, Subtype::Unmappable, order)
+        );
+        // Slots are below MAX_ZONE_SLOTS and orders at most MAX_ORDER_LIMIT, below RAW_ORDERS
+        // (both powers of two): the masks only drop the bounds checks.
+        self.fast.raw_head[slot & (MAX_ZONE_SLOTS - 1)][order as usize & (RAW_ORDERS - 1)]
     }
 
     /// The region of `slot`'s zone holding `pfn` (a pfn of that zone).
@@ -72,13 +76,34 @@ impl<P: Platform> PageAllocator<P> {
         }
     }
 
+    /// The zone slot (if the fast free serves it: `FastPath::region_slot`), region and word of
+    /// a block of `order <= PCP_MAX_ORDER` at `pfn`: the hot region without a lookup, any
+    /// other through the region table. `None`: the general path decides.
+    #[inline(always)]
+    fn served_block(&self, pfn: Pfn) -> Option<(usize, &RegionMap, &Page)> {
+        let (slot, rm, word) = match self.memmap.hot_word(pfn) {
+            Some((rm, word)) => (self.fast.hot_slot, rm, word),
+            None => {
+                let i = self.memmap.region_index(pfn)?;
+                let rm = self.memmap.region_map(i);
+                // Region indices are below MAX_REGIONS (a power of two): the mask only drops
+                // the bounds check.
+                (self.fast.region_slot[i & (MAX_REGIONS - 1)], rm, self.small_word(rm, pfn)?)
+            }
+        };
+        // Table slots are NO_SLOT or below MAX_ZONE_SLOTS (a power of two): the mask only
+        // drops the bounds checks of the tables indexed by it.
+        (slot != NO_SLOT).then_some((slot as usize & (MAX_ZONE_SLOTS - 1), rm, word))
+    }
+
     /// The fast allocation (module header): a block of `order` popped from the caller's
     /// per-CPU list of the first zone of `gfp`'s walk, when the general path would pop the
-    /// same block (that zone passes the first pass's watermark and its list is not empty).
-    /// The caller has checked the token, served requests, the order and the fault injector,
-    /// and stamps the head word. `None`: nothing changed, take the general path.
+    /// same block (that zone passes the first pass's watermark and its list is not empty),
+    /// with its region, the word to stamp and the zone's slot. The caller has checked the token, served
+    /// requests, the order and the fault injector, and stamps the head word. `None`: nothing
+    /// changed, take the general path.
     #[inline(always)]
-    pub(super) fn alloc_fast(&self, cpu_id: usize, order: u32, gfp: Gfp) -> Option<(Pfn, &RegionMap)> {
+    pub(super) fn alloc_fast(&self, cpu_id: usize, order: u32, gfp: Gfp) -> Option<(Pfn, &RegionMap, &Page, usize)> {
         if !super::pcp_serves(order) {
             return None;
         }
@@ -88,16 +113,23 @@ impl<P: Platform> PageAllocator<P> {
         if slot == NO_SLOT {
             return None;
         }
-        let slot = slot as usize;
+        // Below MAX_ZONE_SLOTS (a power of two): the mask only drops the bounds checks.
+        let slot = slot as usize & (MAX_ZONE_SLOTS - 1);
         let mt = gfp.migratetype();
         let zone = self.zones[slot].as_ref()?;
         // `watermark_ok`'s first pass for a per-CPU order in a zone with per-CPU lists.
         if zone.free_pages.load(Ordering::Relaxed) < zone.wmark[1].load(Ordering::Relaxed) || !mt.has_pcp() {
             return None;
         }
-        let pfn = Pfn(self.pcp_of(cpu_id, slot).pop_owned(&DirectLinks(&self.platform), order, mt as usize)?);
-        let rm = self.region_in_slot(slot, pfn).expect("a per-CPU page lies in its zone's regions");
-        Some((pfn, rm))
+        let pfn = Pfn(self.pcp_of(cpu_id, slot).pop_owned(&self.pcp_links(), order, mt as usize)?);
+        let (rm, word) = match self.memmap.hot_word(pfn) {
+            Some(found) => found,
+            None => {
+                let rm = self.region_in_slot(slot, pfn).expect("a per-CPU page lies in its zone's regions");
+                (rm, self.small_word(rm, pfn).expect("an allocated block has a word"))
+            }
+        };
+        Some((pfn, rm, word, slot))
     }
 
     /// The fast free of an owned block (module header): when `pfn` heads exactly the raw
@@ -115,23 +147,15 @@ impl<P: Platform> PageAllocator<P> {
         if self.undesc.guard.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let Some(i) = self.memmap.region_index(pfn) else { return false };
-        // `NO_SLOT` for a region whose zone has no per-CPU lists or gives CPU-local areas (a
-        // block of a held area goes back to its area on the general path).
-        let slot = self.fast.region_slot.get(i).copied().unwrap_or(NO_SLOT);
-        if slot == NO_SLOT {
-            return false;
-        }
-        let slot = slot as usize;
-        let rm = self.memmap.region_map(i);
-        let Some(word) = self.small_word(rm, pfn) else { return false };
+        // `None` also for a region whose zone has no per-CPU lists or gives CPU-local areas
+        // (a block of a held area goes back to its area on the general path).
+        let Some((slot, rm, word)) = self.served_block(pfn) else { return false };
         if word.load() != self.fast.raw_head[slot][order as usize] {
             return false;
         }
         // The exact head word of a raw allocation of `order` at `pfn`: the allocation was
         // aligned and inside the region (the general path's checks would pass).
         debug_assert!(pfn.is_aligned(order) && pfn.add(1 << order) <= rm.region.end);
-        let Some(zone) = self.zones[slot].as_ref() else { return false };
         // A pageblock of a type with per-CPU lists (those are numbered below NR_PCP_TYPES);
         // any other value takes the general path, which decodes it.
         let mt = rm.pageblock(pfn).load(Ordering::Relaxed) as usize;
@@ -139,12 +163,14 @@ impl<P: Platform> PageAllocator<P> {
             return false;
         }
         debug_assert!(MigrateType::from_bits(mt as u8).is_some_and(|m| m as usize == mt && m.has_pcp()));
-        debug_assert!(zone.pcp_ok && !self.areas_ok[slot]);
+        debug_assert!(self.zones[slot].as_ref().is_some_and(|z| z.pcp_ok) && !self.areas_ok[slot]);
         self.serve_requests(cpu);
         // The claim and the per-CPU free word in one store (module header).
         word.store(self.fast.pcp_free[slot][order as usize][mt]);
-        let side = ZoneSide { mem: self, zone };
-        self.pcp_of(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt);
+        // `Pcp::free` with its drain out of line (`pcp_drain_batch`).
+        if self.pcp_of(cpu_id, slot).push_owned(&self.pcp_links(), pfn.0, order, mt) {
+            self.pcp_drain_batch(cpu, cpu_id, slot);
+        }
         true
     }
 }

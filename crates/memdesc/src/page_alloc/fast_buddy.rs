@@ -27,22 +27,21 @@ use crate::base::gfp::Gfp;
 use crate::base::pageblock::MigrateType;
 use crate::base::platform::Platform;
 use crate::base::sync::Ordering;
-use crate::memmap::word::{Subtype, Word};
+use crate::memmap::word::Word;
 use crate::memmap::RegionMap;
 use crate::page_alloc::area::AREA_MAX_ORDER;
 use crate::page_alloc::fast_tables::{zone_class, NO_REGION, NO_SLOT};
-use crate::page_alloc::zone::Buddy;
-use crate::page_alloc::PageAllocator;
+use crate::page_alloc::{PageAllocator, MAX_ZONE_SLOTS};
 
 impl<P: Platform> PageAllocator<P> {
     /// The fast allocation of a buddy order (module header): a block of `order` taken from
     /// the buddy lists of the first zone of `gfp`'s walk, when the general path's first pass
     /// would take it there (no CPU-local areas serve the request, the zone passes the
     /// watermark, its lists hold a block). The caller has checked the token, served
-    /// requests, the order and the fault injector, and stamps the head word. `None`: nothing
-    /// changed, take the general path.
+    /// requests, the order and the fault injector, and stamps the head word (the zone's slot
+    /// comes with the block). `None`: nothing changed, take the general path.
     #[inline(always)]
-    pub(super) fn alloc_buddy_fast(&self, order: u32, gfp: Gfp) -> Option<(Pfn, &RegionMap)> {
+    pub(super) fn alloc_buddy_fast(&self, order: u32, gfp: Gfp) -> Option<(Pfn, &RegionMap, usize)> {
         if super::pcp_serves(order) {
             return None;
         }
@@ -69,7 +68,7 @@ impl<P: Platform> PageAllocator<P> {
         let (pfn, rm) = self.buddy().rmqueue_in(&mut fl, order, mt, near)?;
         fl.allocs += 1;
         zone.free_pages.store(fl.free_pages, Ordering::Relaxed);
-        Some((pfn, rm))
+        Some((pfn, rm, slot))
     }
 
     /// The fast free of an owned block of a buddy order (module header): when `pfn` heads
@@ -88,20 +87,30 @@ impl<P: Platform> PageAllocator<P> {
         if self.undesc.guard.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let Some(i) = self.memmap.region_index(pfn) else { return false };
-        let rm = self.memmap.region_map(i);
-        let slot = Self::slot_of(rm);
-        // A block of an order areas serve goes back to its area (the general path).
-        if order <= AREA_MAX_ORDER && self.areas_ok[slot] {
-            return false;
-        }
         // An aligned pfn: a two-level region's area word also stands for the area's other
         // pages, which the general path refuses as misaligned.
         if !pfn.is_aligned(order) {
             return false;
         }
-        let Some(word) = self.memmap.block_word(&self.platform, rm, pfn, order) else { return false };
-        if word.load() != Buddy::<P>::undescribed(rm, Subtype::Unmappable, order) {
+        // The hot region is flat: its page word is the block's word.
+        let (rm, word) = match self.memmap.hot_word(pfn) {
+            Some(found) => found,
+            None => {
+                let Some(i) = self.memmap.region_index(pfn) else { return false };
+                let rm = self.memmap.region_map(i);
+                let Some(word) = self.memmap.block_word(&self.platform, rm, pfn, order) else { return false };
+                (rm, word)
+            }
+        };
+        // A region's node and zone type are below MAX_NODES and NR_ZONES (checked at layout
+        // time), so its slot is below MAX_ZONE_SLOTS (a power of two): the mask only drops
+        // the bounds checks.
+        let slot = Self::slot_of(rm) & (MAX_ZONE_SLOTS - 1);
+        // A block of an order areas serve goes back to its area (the general path).
+        if order <= AREA_MAX_ORDER && self.areas_ok[slot] {
+            return false;
+        }
+        if word.load() != self.raw_head_word(rm, slot, order) {
             return false;
         }
         // The exact head word of a raw allocation of `order` at `pfn`: the allocation was

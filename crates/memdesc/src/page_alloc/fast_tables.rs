@@ -5,16 +5,21 @@
 use crate::base::gfp::Gfp;
 use crate::base::layout::{ZoneType, MAX_NODES, MAX_REGIONS, NR_ZONES};
 use crate::base::pageblock::NR_PCP_TYPES;
-use crate::memmap::word::{BuddyInfo, Subtype, Undescribed, Word};
+use crate::memmap::word::{BuddyInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER};
 use crate::memmap::Memmap;
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
-use crate::page_alloc::zone::Zone;
+use crate::page_alloc::zone::{Zone, MAX_ORDER_LIMIT};
 
 /// Zone slots (node × zone type), as the page allocator counts them.
 const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
 
 /// Orders with per-CPU lists.
 pub(super) const ORDERS: usize = PCP_MAX_ORDER as usize + 1;
+
+/// Orders of `FastPath::raw_head`: every order a machine may be configured with, rounded up
+/// to a power of two so that an order masked with `RAW_ORDERS - 1` needs no bounds check.
+pub(super) const RAW_ORDERS: usize = (MAX_ORDER_LIMIT as usize + 1).next_power_of_two();
+const _: () = assert!(RAW_ORDERS <= MAX_INLINE_ORDER as usize + 1);
 
 /// No slot (`FastPath` tables).
 pub(super) const NO_SLOT: u8 = u8::MAX;
@@ -37,13 +42,16 @@ pub(crate) struct FastPath {
     /// For each zone slot: the index of its region if the zone is exactly one region, else
     /// `NO_REGION` (the region is then looked up by pfn).
     pub(super) sole_region: [u16; MAX_ZONE_SLOTS],
-    /// For each zone slot and order: the head word of a raw allocation
-    /// (`Undescribed { Unmappable, order }` with the zone's node and type), what
+    /// For each zone slot and order (every order a machine may have): the head word of a raw
+    /// allocation (`Undescribed { Unmappable, order }` with the zone's node and type), what
     /// `Buddy::undescribed` makes for any region of the zone.
-    pub(super) raw_head: [[Word; ORDERS]; MAX_ZONE_SLOTS],
+    pub(super) raw_head: [[Word; RAW_ORDERS]; MAX_ZONE_SLOTS],
     /// For each zone slot, order and per-CPU migratetype: the word of a block on a per-CPU
     /// list (`Buddy { pcp: true }`), what `Buddy::buddy_word` makes for any region of the zone.
     pub(super) pcp_free: [[[Word; NR_PCP_TYPES]; ORDERS]; MAX_ZONE_SLOTS],
+    /// `region_slot` of the memmap's hot region (`Memmap::hot_word`), `NO_SLOT` if there is
+    /// none: the fast free of a block there needs no region lookup.
+    pub(super) hot_slot: u8,
 }
 
 /// Index into `FastPath::first_slot`: the three bits of `gfp` that choose zones.
@@ -106,20 +114,23 @@ impl FastPath {
                 *sole = NO_REGION;
             }
         }
-        let mut raw_head = [[Word::TAIL; ORDERS]; MAX_ZONE_SLOTS];
+        let mut raw_head = [[Word::TAIL; RAW_ORDERS]; MAX_ZONE_SLOTS];
         let mut pcp_free = [[[Word::TAIL; NR_PCP_TYPES]; ORDERS]; MAX_ZONE_SLOTS];
         for (slot, zone) in zones.iter().enumerate() {
             let Some(zone) = zone else { continue };
             let (node, ztype) = (zone.node, zone.ztype as u8);
-            for order in 0..ORDERS {
+            for (order, w) in raw_head[slot].iter_mut().enumerate() {
                 let u = Undescribed { subtype: Subtype::Unmappable, order: order as u8, node, zone: ztype };
-                raw_head[slot][order] = Word::undescribed(u).expect("fields in range");
-                for (mt, w) in pcp_free[slot][order].iter_mut().enumerate() {
+                *w = Word::undescribed(u).expect("fields in range");
+            }
+            for (order, words) in pcp_free[slot].iter_mut().enumerate() {
+                for (mt, w) in words.iter_mut().enumerate() {
                     let b = BuddyInfo { order: order as u8, migratetype: mt as u8, zone: ztype, node, pcp: true };
                     *w = Word::buddy(b).expect("fields in range");
                 }
             }
         }
-        FastPath { first_slot, pcp_slot, region_slot, sole_region, raw_head, pcp_free }
+        let hot_slot = region_slot.get(memmap.hot_region()).copied().unwrap_or(NO_SLOT);
+        FastPath { first_slot, pcp_slot, region_slot, sole_region, raw_head, pcp_free, hot_slot }
     }
 }

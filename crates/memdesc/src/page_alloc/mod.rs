@@ -58,6 +58,8 @@ use pcp::Pcp;
 use zone::{Buddy, Zone, MAX_ORDER_LIMIT};
 
 pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
+// The fast paths (`fast.rs`) mask zone slots instead of checking their bound.
+const _: () = assert!(MAX_ZONE_SLOTS.is_power_of_two());
 
 /// Whether blocks of `order` are allocated and freed through the per-CPU lists (the lists hold
 /// orders up to [`pcp::PCP_MAX_ORDER`]); larger blocks go straight to the buddy lists. Only order
@@ -268,8 +270,8 @@ impl<P: Platform> PageAllocator<P> {
         let memmap = Memmap::build(layout, &mut boot, &platform)?;
         let mut zones: [Option<Zone>; MAX_ZONE_SLOTS] = [const { None }; MAX_ZONE_SLOTS];
         for r in memmap.regions() {
-            let z =
-                zones[r.node as usize * NR_ZONES + r.zone as usize].get_or_insert_with(|| Zone::new(r.node, r.zone));
+            let z = zones[r.node as usize * NR_ZONES + r.zone as usize]
+                .get_or_insert_with(|| Zone::new(r.node, r.zone, config.max_order));
             z.start = z.start.min(r.start);
             z.end = z.end.max(r.end);
             z.present += r.pages();
@@ -331,7 +333,7 @@ impl<P: Platform> PageAllocator<P> {
     }
 
     pub(crate) fn buddy(&self) -> Buddy<'_, P> {
-        Buddy { p: &self.platform, mm: &self.memmap, max_order: self.config.max_order }
+        Buddy { p: &self.platform, mm: &self.memmap }
     }
 
     /// Stamps reserved pages and frees the rest of every region into the buddy lists.
@@ -562,6 +564,19 @@ impl<P: Platform> PageAllocator<P> {
         gfp: Gfp,
         head: impl FnOnce(&RegionMap) -> Word,
     ) -> Result<Pfn, AllocError> {
+        self.alloc_in_slot(cpu, order, gfp, |rm, _| head(rm))
+    }
+
+    /// [`PageAllocator::alloc_with`] with `head(region, slot)`, where `slot` is the slot of
+    /// the region's zone (`slot_of`), which the fast path has at hand.
+    #[inline(always)]
+    pub(super) fn alloc_in_slot(
+        &self,
+        cpu: &Cpu<'_>,
+        order: u32,
+        gfp: Gfp,
+        head: impl FnOnce(&RegionMap, usize) -> Word,
+    ) -> Result<Pfn, AllocError> {
         let cpu_id = self.cpu_id(cpu);
         self.serve_requests(cpu);
         if order > self.config.max_order {
@@ -570,13 +585,13 @@ impl<P: Platform> PageAllocator<P> {
         if self.fault.should_fail(crate::base::fault::FaultSite::PageAlloc) {
             return Err(AllocError::Injected);
         }
-        if let Some((pfn, rm)) = self.alloc_fast(cpu_id, order, gfp) {
-            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+        if let Some((pfn, rm, word, slot)) = self.alloc_fast(cpu_id, order, gfp) {
+            return Ok(self.stamp_word(word, head(rm, slot), pfn, order, gfp));
         }
-        if let Some((pfn, rm)) = self.alloc_buddy_fast(order, gfp) {
-            return Ok(self.stamp_new(rm, pfn, order, gfp, head));
+        if let Some((pfn, rm, slot)) = self.alloc_buddy_fast(order, gfp) {
+            return Ok(self.stamp_new(rm, pfn, order, gfp, |rm| head(rm, slot)));
         }
-        self.alloc_zones(cpu, order, gfp, head)
+        self.alloc_zones(cpu, order, gfp, |rm| head(rm, Self::slot_of(rm)))
     }
 
     /// The general allocation (after `alloc_with`'s checks, when its fast path does not
@@ -632,7 +647,14 @@ impl<P: Platform> PageAllocator<P> {
     /// it for [`Gfp::ZERO`].
     #[inline(always)]
     fn stamp_new(&self, rm: &RegionMap, pfn: Pfn, order: u32, gfp: Gfp, head: impl FnOnce(&RegionMap) -> Word) -> Pfn {
-        self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word").store(head(rm));
+        let word = self.memmap.block_word(&self.platform, rm, pfn, order).expect("allocated block has a word");
+        self.stamp_word(word, head(rm), pfn, order, gfp)
+    }
+
+    /// [`PageAllocator::stamp_new`] with the block's word (`Memmap::block_word`) at hand.
+    #[inline(always)]
+    fn stamp_word(&self, word: &crate::memmap::word::Page, head: Word, pfn: Pfn, order: u32, gfp: Gfp) -> Pfn {
+        word.store(head);
         if gfp.contains(Gfp::ZERO) {
             self.zero(pfn, order);
         }

@@ -123,7 +123,7 @@ impl<P: Platform> PageAllocator<P> {
         if gfp.contains(Gfp::GUARD) {
             return self.alloc_guarded(cpu, order, gfp);
         }
-        self.alloc_with(cpu, order, gfp, |rm| self.raw_head_word(rm, order))
+        self.alloc_in_slot(cpu, order, gfp, |rm, slot| self.raw_head_word(rm, slot, order))
     }
 
     /// Frees a block from [`PhysMem::alloc_pages`](crate::PhysMem::alloc_pages), consuming its handle.

@@ -138,11 +138,25 @@ impl Pcp {
         order: u32,
         mt: usize,
     ) {
-        self.push(links, order, mt, pfn);
-        add64(&self.frees, 1);
-        if self.pages.load(Ordering::Relaxed) > self.high {
+        if self.push_owned(links, pfn, order, mt) {
             self.drain(links, zone, self.batch);
         }
+    }
+
+    /// [`Pcp::free`] up to its drain (`_owner` is implied by the caller, which checked the
+    /// token: invariant 1): the block is pushed; `true` if the list is now above `high`, when
+    /// the caller must run [`Pcp::drain_batch`] (the fast path keeps that call out of line).
+    #[inline(always)]
+    pub(crate) fn push_owned(&self, links: &impl PcpLinks, pfn: u64, order: u32, mt: usize) -> bool {
+        self.push(links, order, mt, pfn);
+        add64(&self.frees, 1);
+        self.pages.load(Ordering::Relaxed) > self.high
+    }
+
+    /// The end of [`Pcp::free`] when [`Pcp::push_owned`] found the list above `high`: a batch
+    /// goes back to the zone. By the holder of this list's CPU (invariant 1).
+    pub(crate) fn drain_batch(&self, _owner: &Cpu<'_>, links: &impl PcpLinks, zone: &impl PcpZone) {
+        self.drain(links, zone, self.batch);
     }
 
     /// Returns every page on the list to the zone. Takes the token of the list's CPU

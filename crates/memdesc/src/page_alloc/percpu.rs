@@ -11,21 +11,27 @@ use super::{DrainReport, PageAllocator, DRAIN_SPINS, MAX_ZONE_SLOTS};
 use crate::base::addr::{Pfn, AREA_ORDER, AREA_PAGES};
 use crate::base::cpu::{Cpu, Remote, Request};
 use crate::base::layout::MemmapLayout;
-use crate::base::page_access::PageWords;
+use crate::base::page_access::DirectWindow;
 use crate::base::pageblock::MigrateType;
 use crate::base::platform::Platform;
 use crate::base::sync::{AtomicU32, Ordering};
 use crate::memmap::word::{Subtype, Word};
 
-pub(crate) struct DirectLinks<'a, P: Platform>(pub(crate) &'a P);
+/// The per-CPU lists' links ([`PcpLinks`]): the first word of each listed page, through the
+/// direct map (the hot region's window first, `Memmap::links`).
+pub(crate) struct DirectLinks<'a, P: Platform> {
+    platform: &'a P,
+    window: &'a DirectWindow,
+}
+
 impl<P: Platform> PcpLinks for DirectLinks<'_, P> {
     #[inline(always)]
     fn next(&self, pfn: u64) -> u64 {
-        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0].load(Ordering::Relaxed)
+        self.window.table(self.platform, Pfn(pfn)).expect("PCP pages are direct-mapped")[0].load(Ordering::Relaxed)
     }
     #[inline(always)]
     fn set_next(&self, pfn: u64, next: u64) {
-        PageWords::direct_table(self.0, Pfn(pfn)).expect("PCP pages are direct-mapped")[0]
+        self.window.table(self.platform, Pfn(pfn)).expect("PCP pages are direct-mapped")[0]
             .store(next, Ordering::Relaxed)
     }
 }
@@ -97,11 +103,11 @@ impl<P: Platform> AreaMem for AreaSide<'_, P> {
     }
     #[inline]
     fn next(&self, pfn: u64) -> u64 {
-        DirectLinks(&self.0.platform).next(pfn)
+        self.0.pcp_links().next(pfn)
     }
     #[inline]
     fn set_next(&self, pfn: u64, next: u64) {
-        DirectLinks(&self.0.platform).set_next(pfn, next)
+        self.0.pcp_links().set_next(pfn, next)
     }
     fn mark_area(&self, area: u64, mt: usize) -> u64 {
         let rm = self.0.region_of(Pfn(area));
@@ -191,6 +197,12 @@ impl<P: Platform> PageAllocator<P> {
         n
     }
 
+    /// The links of the per-CPU lists (and of the areas' remote lists).
+    #[inline(always)]
+    pub(crate) fn pcp_links(&self) -> DirectLinks<'_, P> {
+        DirectLinks { platform: &self.platform, window: self.memmap.links() }
+    }
+
     #[inline]
     pub(crate) fn pcp_at(&self, cpu: usize, slot: usize) -> &Pcp {
         assert!(cpu < self.cpus().nr() && slot < MAX_ZONE_SLOTS);
@@ -268,7 +280,7 @@ impl<P: Platform> PageAllocator<P> {
         if self.areas_ok.iter().any(|&ok| ok) {
             self.drain_areas_of(cpu);
         }
-        let links = DirectLinks(&self.platform);
+        let links = self.pcp_links();
         for slot in 0..MAX_ZONE_SLOTS {
             let Some(zone) = &self.zones[slot] else { continue };
             self.pcp_at(id, slot).drain_all(cpu, &links, &ZoneSide { mem: self, zone });
@@ -324,7 +336,7 @@ impl<P: Platform> PageAllocator<P> {
         mt: MigrateType,
     ) -> Option<Pfn> {
         let side = ZoneSide { mem: self, zone };
-        self.pcp_at(self.cpu_id(cpu), slot).alloc(cpu, &DirectLinks(&self.platform), &side, order, mt as usize).map(Pfn)
+        self.pcp_at(self.cpu_id(cpu), slot).alloc(cpu, &self.pcp_links(), &side, order, mt as usize).map(Pfn)
     }
 
     /// A free onto the caller's per-CPU list of zone `slot` (its per-CPU free word already
@@ -342,7 +354,17 @@ impl<P: Platform> PageAllocator<P> {
         mt: MigrateType,
     ) {
         let side = ZoneSide { mem: self, zone };
-        self.pcp_at(cpu_id, slot).free(cpu, &DirectLinks(&self.platform), &side, pfn.0, order, mt as usize);
+        self.pcp_at(cpu_id, slot).free(cpu, &self.pcp_links(), &side, pfn.0, order, mt as usize);
+    }
+
+    /// The drain that ends a fast per-CPU free ([`Pcp::push_owned`] found CPU `cpu_id`'s list
+    /// of zone `slot`, a present zone, above `high`): a batch back to the zone. Out of line, so the fast path
+    /// builds no zone side.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn pcp_drain_batch(&self, cpu: &Cpu<'_>, cpu_id: usize, slot: usize) {
+        let zone = self.zones[slot].as_ref().expect("the fast paths serve only present zones");
+        self.pcp_at(cpu_id, slot).drain_batch(cpu, &self.pcp_links(), &ZoneSide { mem: self, zone });
     }
 
     /// A free of a block of a CPU-held area back to that area (whichever CPU holds it);

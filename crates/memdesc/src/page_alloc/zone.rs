@@ -58,6 +58,9 @@ pub(crate) struct FreeArea {
 /// A zone's free lists (what the zone lock protects).
 pub(crate) struct FreeLists {
     pub(crate) areas: [FreeArea; MAX_ORDER_LIMIT as usize + 1],
+    /// The machine's `max_order` (`Config::max_order`): no block is larger, the lists above
+    /// it stay empty. Kept here, where every buddy operation has it at hand.
+    pub(crate) max_order: u32,
     pub(crate) free_pages: u64,
     /// Allocations and frees that bypassed the per-CPU lists.
     pub(crate) allocs: u64,
@@ -84,7 +87,8 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub(crate) fn new(node: u16, ztype: ZoneType) -> Self {
+    /// An empty zone of `ztype` on `node` on a machine of `max_order`.
+    pub(crate) fn new(node: u16, ztype: ZoneType, max_order: u32) -> Self {
         Zone {
             node,
             ztype,
@@ -98,6 +102,7 @@ impl Zone {
             lock: SpinLock::new(FreeLists {
                 areas: [FreeArea { head: [NONE; NR_MIGRATETYPES], nr: [0; NR_MIGRATETYPES] };
                     MAX_ORDER_LIMIT as usize + 1],
+                max_order,
                 free_pages: 0,
                 allocs: 0,
                 frees: 0,
@@ -144,17 +149,24 @@ impl Zone {
     }
 }
 
-/// The buddy algorithm over one machine's memmap and platform.
+/// The buddy algorithm over one machine's memmap and platform (two pointers, passed in
+/// registers to the out-of-line parts; the machine's `max_order` is in the free lists).
 pub(crate) struct Buddy<'a, P: Platform> {
     pub(crate) p: &'a P,
     pub(crate) mm: &'a Memmap,
-    pub(crate) max_order: u32,
 }
 
 impl<'a, P: Platform> Buddy<'a, P> {
-    #[inline]
-    fn map(&self, pfn: Pfn) -> PageWords<'a, P> {
-        PageWords::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)")
+    /// `f` of the first two words of page `pfn`'s memory (next and previous), where the
+    /// links of blocks without link words live: through the hot region's window
+    /// (`Memmap::links`), else the platform's direct map, else a momentary local mapping.
+    #[inline(always)]
+    fn with_mem_links<R>(&self, pfn: Pfn, f: impl FnOnce([&AtomicU64; 2]) -> R) -> R {
+        if let Some(t) = self.mm.links().table(self.p, pfn) {
+            return f([&t[0], &t[1]]);
+        }
+        let m = PageWords::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)");
+        f([m.word(0), m.word(1)])
     }
 
     #[inline]
@@ -165,13 +177,18 @@ impl<'a, P: Platform> Buddy<'a, P> {
     #[inline]
     pub(crate) fn buddy_word(rm: &RegionMap, order: u32, mt: MigrateType, pcp: bool) -> Word {
         debug_assert!(order <= MAX_ORDER_LIMIT && (rm.region.node as usize) < MAX_NODES);
-        Word::buddy_in_range(BuddyInfo {
-            order: order as u8,
-            migratetype: mt as u8,
-            zone: rm.region.zone as u8,
-            node: rm.region.node,
-            pcp,
-        })
+        let w = rm.buddy_base().with_buddy_block(order as u8, mt as u8, pcp);
+        debug_assert_eq!(
+            w,
+            Word::buddy_in_range(BuddyInfo {
+                order: order as u8,
+                migratetype: mt as u8,
+                zone: rm.region.zone as u8,
+                node: rm.region.node,
+                pcp,
+            })
+        );
+        w
     }
 
     /// The undescribed word of `subtype` heading a block of `order` of region `rm` (never a
@@ -216,7 +233,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
             return None;
         }
         match rm.region.layout {
-            MemmapLayout::Flat => Some([rm.flat_word(pfn.add(1)), rm.flat_word(pfn.add(2))]),
+            MemmapLayout::Flat => Some(rm.flat_words_after(pfn)),
             MemmapLayout::TwoLevel if order < AREA_ORDER => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
@@ -232,10 +249,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     pub(crate) fn links(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> (u64, u64) {
         match self.link_words(rm, pfn, order) {
             Some([n, p]) => (n.load().tail_link_raw(), p.load().tail_link_raw()),
-            None => {
-                let m = self.map(pfn);
-                (m.word(0).load(Ordering::Relaxed), m.word(1).load(Ordering::Relaxed))
-            }
+            None => self.with_mem_links(pfn, |[n, p]| (n.load(Ordering::Relaxed), p.load(Ordering::Relaxed))),
         }
     }
 
@@ -267,7 +281,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     fn set_link(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, which: usize, link: u64) {
         match self.link_word(rm, pfn, order, which) {
             Some(w) => w.store(Word::linked_tail_raw(link)),
-            None => self.map(pfn).word(which).store(link, Ordering::Relaxed),
+            None => self.with_mem_links(pfn, |m| m[which].store(link, Ordering::Relaxed)),
         }
     }
 
@@ -299,10 +313,9 @@ impl<'a, P: Platform> Buddy<'a, P> {
                 p.store(Word::TAIL);
                 links
             }
-            None => {
-                let m = self.map(pfn);
-                (m.word(0).load(Ordering::Relaxed), if is_head { NONE } else { m.word(1).load(Ordering::Relaxed) })
-            }
+            None => self.with_mem_links(pfn, |m| {
+                (m[0].load(Ordering::Relaxed), if is_head { NONE } else { m[1].load(Ordering::Relaxed) })
+            }),
         };
         let a = &mut fl.areas[order as usize];
         if is_head {
@@ -359,7 +372,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         if Self::small_in_two_level(rm, order) {
             self.free_small_in_two_level(fl, rm, pfn, order, mt);
         } else {
-            self.merge_and_add(fl, rm, pfn, order, mt, self.max_order);
+            self.merge_and_add(fl, rm, pfn, order, mt, fl.max_order);
         }
     }
 
@@ -459,7 +472,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
         fl.free_pages += 1; // the table page is free memory again
-        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, fl.max_order);
     }
 
     /// A fully free area whose table page lives outside it: two free order-8 halves become one
@@ -480,7 +493,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
         let mt = MigrateType::from_bits(rm.pageblock(area).load(Ordering::Relaxed)).unwrap_or(MigrateType::Movable);
         self.mm.unsplit_area(rm, area, Self::buddy_word(rm, AREA_ORDER, mt, false));
-        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, self.max_order);
+        self.merge_and_add(fl, rm, area, AREA_ORDER, mt, fl.max_order);
         // The table page: an allocated order-0 page of this zone, free again.
         let trm = self.rm(table_pfn);
         self.block_word(trm, table_pfn, 0).store(Word::TAIL);
@@ -540,7 +553,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     fn take(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        for o in order + 1..=self.max_order {
+        for o in order + 1..=fl.max_order {
             let head = fl.areas[o as usize].head[mt as usize];
             if head != NONE {
                 let pfn = Pfn(head);
@@ -591,7 +604,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// Takes from a fallback migratetype, largest block first, claiming the pageblock when the
     /// block is large or the request is not movable (as Linux does).
     fn steal(&self, fl: &mut FreeLists, order: u32, mt: MigrateType) -> Option<(Pfn, &'a RegionMap)> {
-        for o in (order..=self.max_order).rev() {
+        for o in (order..=fl.max_order).rev() {
             for &fmt in mt.fallbacks() {
                 let head = fl.areas[o as usize].head[fmt as usize];
                 if head == NONE {
