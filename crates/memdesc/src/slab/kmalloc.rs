@@ -195,6 +195,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
 
     /// [`Slabs::kmalloc_raw`] off the hit path: the size's cache (or a large kmalloc) and
     /// its allocation path.
+    #[cold]
     #[inline(never)]
     fn kmalloc_slow(self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let Some(c) = self.kmalloc_cache_for(size) else {
