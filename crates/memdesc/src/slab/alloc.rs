@@ -438,7 +438,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
     ) -> Result<(), SlabError> {
         let addr = obj.as_ptr() as usize;
         let rel = Self::object_rel(c, slab, addr, Self::phys_in(addr, pfn))?;
-        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
+        self.cache_free_checked(cpu, c, addr, rel)
     }
 
     /// The free hit path of `addr` (physical address `phys`) in `slab`, a slab of `c` (whose

@@ -30,8 +30,7 @@
 use core::ptr::NonNull;
 
 use crate::base::addr::PAGE_SIZE;
-use crate::base::cpu::Cpu;
-use crate::base::cpu::MAX_CPUS;
+use crate::base::cpu::{Cpu, MAX_CPUS};
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
