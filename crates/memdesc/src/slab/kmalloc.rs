@@ -30,7 +30,7 @@
 use core::ptr::NonNull;
 
 use crate::base::addr::PAGE_SIZE;
-use crate::base::cpu::Cpu;
+use crate::base::cpu::{Cpu, MAX_CPUS};
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
@@ -38,7 +38,14 @@ use crate::memmap::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::memmap::desc_ref::Kept;
 use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
-use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS};
+use crate::slab::cache::CpuCache;
+use crate::slab::{
+    CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS,
+    NONE_ROW,
+};
+
+// kmalloc_raw masks the CPU id instead of checking its bound.
+const _: () = assert!(MAX_CPUS.is_power_of_two());
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
@@ -115,11 +122,9 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
 
 impl<'a, P: Platform> Slabs<'a, P> {
     /// Creates the size classes and fills the size table (slot `size.div_ceil(8)` names the
-    /// class serving `size`).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn create_kmalloc_caches(
-        &self,
-    ) -> Result<([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]), AllocError> {
+    /// class serving `size`) and each CPU's size table (the same slot names this CPU's entry
+    /// of that class).
+    pub(crate) fn create_kmalloc_caches(&self) -> Result<KmallocTables, AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [Kept::NONE; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
@@ -134,7 +139,15 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 *k = Self::keep_permanent(c).ok_or(AllocError::InvalidOrder(0))?;
             }
         }
-        Ok((out, small))
+        let mut per_cpu = [NONE_ROW; MAX_CPUS];
+        for (id, row) in per_cpu.iter_mut().enumerate().take(self.pages.cpus().nr()) {
+            for (e, k) in row.iter_mut().zip(&small) {
+                if let Some(c) = k.get() {
+                    *e = CpuCache::of(c, id);
+                }
+            }
+        }
+        Ok((out, small, per_cpu))
     }
 
     /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot
@@ -160,8 +173,30 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
+    ///
+    /// The hit path (a size up to [`KMALLOC_SMALL_MAX`], no `Gfp::ZERO`, no fault injection
+    /// armed, an object in this CPU's main sheaf of the size's class, whose cache has no debug
+    /// state words) is inline: the token check, one load of this CPU's size table, the
+    /// sheaf's pop and the free-pointer clear. Anything else is [`Slabs::kmalloc_slow`].
     #[inline(always)]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        if size <= KMALLOC_SMALL_MAX && !gfp.contains(Gfp::ZERO) && !self.pages.fault().enabled() {
+            // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so `id` is below
+            // the machine's CPU count, at most MAX_CPUS (a power of two): the mask only drops
+            // the bounds check, and the row is CPU `id`'s own (sheaf.rs invariant 1).
+            let id = self.pages.cpu_id(cpu);
+            if let Some(p) = self.state.kmalloc_cpu[id & (MAX_CPUS - 1)][size.div_ceil(8)].try_alloc(cpu) {
+                return Ok(p);
+            }
+        }
+        self.kmalloc_slow(cpu, size, gfp)
+    }
+
+    /// [`Slabs::kmalloc_raw`] off the hit path: the size's cache (or a large kmalloc) and
+    /// its allocation path.
+    #[cold]
+    #[inline(never)]
+    fn kmalloc_slow(self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let Some(c) = self.kmalloc_cache_for(size) else {
             return self.kmalloc_large(cpu, size, gfp);
         };
@@ -236,13 +271,14 @@ impl<'a, P: Platform> Slabs<'a, P> {
     #[inline(always)]
     fn kfree_hit(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> bool {
         let addr = ptr.as_ptr() as usize;
-        // The pfn `virt_to_pfn` would give, for the largest region's direct map.
-        let Some((pfn, w)) = self.pages.memmap().load_hot_addr(addr) else { return false };
+        // The physical address (`virt_to_pfn`'s pfn and the offset in the page), for the
+        // largest region's direct map.
+        let Some((phys, w)) = self.pages.memmap().load_hot_addr(addr) else { return false };
         let Some(slab) = self.slab_of_word(w) else { return false };
         // The caller owns the object, which keeps its slab and cache alive.
         let c = self.cache_of(slab);
         // One flag: a kmalloc cache without debug state words.
-        c.kfree_hit_ok && self.cache_free_hit(cpu, c, slab, addr, pfn)
+        c.kfree_hit_ok && self.cache_free_hit(cpu, c, slab, addr, phys)
     }
 
     /// [`Slabs::kfree_owned`] off the hit path: every check, every refusal.

@@ -50,7 +50,8 @@ pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB
 pub use handle::{CacheRef, SlabObj};
 pub use obj::{CacheObj, KArray, KObj, ObjCache, OutOfBounds};
 
-use cache::SlabBoot;
+use crate::base::cpu::MAX_CPUS;
+use cache::{CpuCache, SlabBoot};
 
 /// Number of kmalloc size classes ([`kmalloc::KMALLOC_SIZES`]).
 pub const NR_KMALLOC: usize = 13;
@@ -72,6 +73,10 @@ pub struct SlabState {
     /// kmalloc's cache for each size up to [`KMALLOC_SMALL_MAX`], by `size.div_ceil(8)`
     /// (permanent caches): the common sizes find their cache in one load.
     kmalloc_small: [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
+    /// The same table per CPU, of each cache's entry for that CPU (by CPU id, then
+    /// `size.div_ceil(8)`): kmalloc's hit path reaches this CPU's sheaves of the size's class
+    /// in one load, without the cache.
+    kmalloc_cpu: [[CpuCache; KMALLOC_SMALL_SLOTS]; MAX_CPUS],
     /// The descriptor caches (permanent), by [`crate::memmap::desc::CachedDescriptor::KIND`].
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
@@ -94,6 +99,7 @@ impl SlabState {
             caches: SpinLock::new(List::new()),
             kmalloc: [Kept::NONE; NR_KMALLOC],
             kmalloc_small: [Kept::NONE; KMALLOC_SMALL_SLOTS],
+            kmalloc_cpu: [NONE_ROW; MAX_CPUS],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
             desc_caches: [Kept::NONE; crate::memmap::desc::NR_DESC_KINDS],
         })
@@ -101,7 +107,7 @@ impl SlabState {
 
     /// Records the caches [`Slabs::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
-        (self.kmalloc, self.kmalloc_small) = made.kmalloc;
+        (self.kmalloc, self.kmalloc_small, self.kmalloc_cpu) = made.kmalloc;
         #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
         {
             self.desc_caches = made.desc_caches;
@@ -109,10 +115,20 @@ impl SlabState {
     }
 }
 
+/// A row of [`CpuCache::NONE`] (a per-CPU size table's).
+pub(crate) const NONE_ROW: [CpuCache; KMALLOC_SMALL_SLOTS] = [CpuCache::NONE; KMALLOC_SMALL_SLOTS];
+
+/// kmalloc's size classes, its size table and its per-CPU size tables (see [`SlabState`]).
+pub(crate) type KmallocTables = (
+    [Kept<SlabCache>; NR_KMALLOC],
+    [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
+    [[CpuCache; KMALLOC_SMALL_SLOTS]; MAX_CPUS],
+);
+
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
-    /// The size classes and the size table.
-    kmalloc: ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]),
+    /// The size classes, the size table and the per-CPU size tables.
+    kmalloc: KmallocTables,
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
 }
