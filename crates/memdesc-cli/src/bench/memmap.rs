@@ -44,6 +44,14 @@ pub struct MemmapResult {
     pub host_rss_bytes: Option<u64>,
 }
 
+/// Boots a bench machine on the heap. Out of line: an unoptimised build moves a machine
+/// (tens of KiB) through several stack temporaries, which then stay in this function's frame
+/// instead of the caller's loop (the test thread's 2 MiB stack overflowed there).
+#[inline(never)]
+fn boot_boxed(layout: &memdesc::MemoryLayout) -> Result<Box<memdesc_host::SimMachine>, memdesc_host::HostError> {
+    memdesc_host::boot(layout, Config { debug_checks: false, nr_cpus: 2, ..Config::default() }).map(Box::new)
+}
+
 /// Measures one memmap machine.
 pub fn measure_memmap(mm: MemmapMachine, reps: usize, progress: &ProgressBar) -> Result<MemmapResult> {
     let layout = MemoryLayout::pc(mm.gib, mm.layout);
@@ -73,8 +81,7 @@ pub fn measure_memmap(mm: MemmapMachine, reps: usize, progress: &ProgressBar) ->
         let rss0 = rss_bytes();
         let sys0 = thread_sys_time();
         let t = Instant::now();
-        let m = memdesc_host::boot(&layout, Config { debug_checks: false, nr_cpus: 2, ..Config::default() })
-            .map_err(|e| anyhow!("booting {key}: {e}"))?;
+        let m = boot_boxed(&layout).map_err(|e| anyhow!("booting {key}: {e}"))?;
         boot.push(ms(t.elapsed()));
         if let (Some(a), Some(b)) = (sys0, thread_sys_time()) {
             boot_sys.push(ms(b.saturating_sub(a)));

@@ -274,7 +274,17 @@ mod tests {
     #[test]
     fn report_has_every_key_with_sane_values() {
         let plan = tiny_plan();
-        let report = measure(&plan, &[], &ProgressBar::hidden()).unwrap();
+        // On a thread with the CLI's main-thread stack (8 MiB): an unoptimised build moves each
+        // bench machine (about 88 KiB) through many stack temporaries, more than a test
+        // thread's 2 MiB hold; the release binary keeps one copy.
+        let report = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(8 << 20)
+                .spawn_scoped(s, || measure(&plan, &[], &ProgressBar::hidden()).unwrap())
+                .unwrap()
+                .join()
+                .unwrap()
+        });
         let v = serde_json::to_value(&report).unwrap();
         for mm in &plan.memmap_machines {
             let k = format!("memmap.{}", mm.key());

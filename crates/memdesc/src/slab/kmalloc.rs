@@ -38,10 +38,8 @@ use crate::memmap::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::memmap::desc_ref::Kept;
 use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
-use crate::slab::cache::CpuCache;
 use crate::slab::{
     CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS,
-    NONE_ROW,
 };
 
 // kmalloc_raw masks the CPU id instead of checking its bound.
@@ -139,15 +137,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 *k = Self::keep_permanent(c).ok_or(AllocError::InvalidOrder(0))?;
             }
         }
-        let mut per_cpu = [NONE_ROW; MAX_CPUS];
-        for (id, row) in per_cpu.iter_mut().enumerate().take(self.pages.cpus().nr()) {
-            for (e, k) in row.iter_mut().zip(&small) {
-                if let Some(c) = k.get() {
-                    *e = CpuCache::of(c, id);
-                }
-            }
-        }
-        Ok((out, small, per_cpu))
+        Ok((out, small))
     }
 
     /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot

@@ -107,7 +107,17 @@ impl SlabState {
 
     /// Records the caches [`Slabs::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
-        (self.kmalloc, self.kmalloc_small, self.kmalloc_cpu) = made.kmalloc;
+        (self.kmalloc, self.kmalloc_small) = made.kmalloc;
+        // The per-CPU size tables are filled in place: 33 KiB with 64 CPUs, too much to pass
+        // by value on a boot stack.
+        let nr_cpus = self.boot.kmem_cache.get().map_or(0, |c| c.nr_cpus);
+        for (id, row) in self.kmalloc_cpu.iter_mut().enumerate().take(nr_cpus) {
+            for (e, k) in row.iter_mut().zip(&self.kmalloc_small) {
+                if let Some(c) = k.get() {
+                    *e = CpuCache::of(c, id);
+                }
+            }
+        }
         #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
         {
             self.desc_caches = made.desc_caches;
@@ -118,12 +128,9 @@ impl SlabState {
 /// A row of [`CpuCache::NONE`] (a per-CPU size table's).
 pub(crate) const NONE_ROW: [CpuCache; KMALLOC_SMALL_SLOTS] = [CpuCache::NONE; KMALLOC_SMALL_SLOTS];
 
-/// kmalloc's size classes, its size table and its per-CPU size tables (see [`SlabState`]).
-pub(crate) type KmallocTables = (
-    [Kept<SlabCache>; NR_KMALLOC],
-    [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
-    [[CpuCache; KMALLOC_SMALL_SLOTS]; MAX_CPUS],
-);
+/// kmalloc's size classes and its size table (see [`SlabState`]; the per-CPU size tables
+/// are filled from them in place, [`SlabState::set_boot_caches`]).
+pub(crate) type KmallocTables = ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]);
 
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
