@@ -39,11 +39,15 @@ use crate::memmap::desc_ref::Kept;
 use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
 use crate::slab::{
-    CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS,
+    CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_CLASSES, KMALLOC_SMALL_MAX,
+    KMALLOC_SMALL_SLOTS,
 };
 
 // kmalloc_raw masks the CPU id instead of checking its bound.
 const _: () = assert!(MAX_CPUS.is_power_of_two());
+// The classes up to KMALLOC_SMALL_MAX are the first KMALLOC_SMALL_CLASSES, a power of two.
+const _: () =
+    assert!(KMALLOC_SIZES[KMALLOC_SMALL_CLASSES - 1] == KMALLOC_SMALL_MAX && KMALLOC_SMALL_CLASSES.is_power_of_two());
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
@@ -137,7 +141,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 *k = Self::keep_permanent(c).ok_or(AllocError::InvalidOrder(0))?;
             }
         }
-        Ok((out, small))
+        let class = core::array::from_fn(|slot| kmalloc_index(slot * 8).unwrap_or(0) as u8);
+        Ok((out, small, class))
     }
 
     /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot
@@ -174,8 +179,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
             // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so `id` is below
             // the machine's CPU count, at most MAX_CPUS (a power of two): the mask only drops
             // the bounds check, and the row is CPU `id`'s own (sheaf.rs invariant 1).
+            // The class is below KMALLOC_SMALL_CLASSES (a power of two) for every slot: the
+            // mask only drops the bounds check.
             let id = self.pages.cpu_id(cpu);
-            if let Some(p) = self.state.kmalloc_cpu[id & (MAX_CPUS - 1)][size.div_ceil(8)].try_alloc(cpu) {
+            let class = self.state.kmalloc_class[size.div_ceil(8)] as usize;
+            if let Some(p) =
+                self.state.kmalloc_cpu[id & (MAX_CPUS - 1)][class & (KMALLOC_SMALL_CLASSES - 1)].try_alloc(cpu)
+            {
                 return Ok(p);
             }
         }
