@@ -101,10 +101,9 @@ pub struct Memmap {
     /// memmap was built with.
     links: DirectWindow,
     /// The hot region seen through the direct map, for [`Memmap::load_hot_addr`]: its first
-    /// page's address, its bytes (0 when the region has no permanent linear mapping) and its
-    /// first page's physical address.
+    /// page's address and its bytes (0 when the region has no permanent linear mapping).
     #[cfg(feature = "slab")]
-    hot_virt: (usize, usize, u64),
+    hot_virt: (usize, usize),
 }
 
 impl Memmap {
@@ -194,20 +193,19 @@ impl Memmap {
     }
 
     /// The direct-map window of the `pages` pages from pfn `start` (one region): `(address of
-    /// the first page, bytes, physical address of the first page)` when the platform maps
-    /// every page of it linearly (checked at both ends; Platform item 1 makes the map linear
-    /// inside a region), `(0, 0, 0)` otherwise.
+    /// the first page, bytes)` when the platform maps every page of it linearly (checked at
+    /// both ends; Platform item 1 makes the map linear inside a region), `(0, 0)` otherwise.
     #[cfg(feature = "slab")]
-    fn direct_window<P: Platform>(p: &P, start: u64, pages: u64) -> (usize, usize, u64) {
+    fn direct_window<P: Platform>(p: &P, start: u64, pages: u64) -> (usize, usize) {
         if pages == 0 {
-            return (0, 0, 0);
+            return (0, 0);
         }
         let bytes = pages as usize * PAGE_SIZE;
         match (p.direct_map(Pfn(start)), p.direct_map(Pfn(start + pages - 1))) {
             (Some(a), Some(b)) if b.as_ptr() as usize == a.as_ptr() as usize + (bytes - PAGE_SIZE) => {
-                (a.as_ptr() as usize, bytes, Pfn(start).phys())
+                (a.as_ptr() as usize, bytes)
             }
-            _ => (0, 0, 0),
+            _ => (0, 0),
         }
     }
 
@@ -322,16 +320,15 @@ impl Memmap {
         Some((rm, rm.words.get(off as usize)?))
     }
 
-    /// The physical address of `addr` and the word of its page, if that page lies in the
-    /// largest flat region and the region is direct-mapped linearly (`None` elsewhere: use
-    /// [`Platform::virt_to_pfn`] and [`Memmap::load`]). The page is the pfn `virt_to_pfn`
-    /// gives (the inverse of a linear map: the physical address shifted right by
-    /// `PAGE_SHIFT`), found without asking the platform: a subtract, a compare, a shift, the
-    /// word's load and an add (the kfree hit path).
+    /// The pfn and word of the page whose direct-map address holds `addr`, if that page lies
+    /// in the largest flat region and the region is direct-mapped linearly (`None` elsewhere:
+    /// use [`Platform::virt_to_pfn`] and [`Memmap::load`]). The same pfn as `virt_to_pfn`
+    /// (the inverse of a linear map), without asking the platform: a subtract, a compare, a
+    /// shift and the word's load (the kfree hit path).
     #[cfg(feature = "slab")]
     #[inline(always)]
-    pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(u64, Word)> {
-        let (virt, bytes, phys) = self.hot_virt;
+    pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(Pfn, Word)> {
+        let (virt, bytes) = self.hot_virt;
         let off = addr.wrapping_sub(virt);
         if off >= bytes {
             return None;
@@ -340,7 +337,7 @@ impl Memmap {
         // A non-empty window is the hot region's, whose index is below MAX_REGIONS (a power
         // of two): the mask only drops the bounds check.
         match &self.regions[self.hot.0 & (MAX_REGIONS - 1)] {
-            Some(rm) => rm.words.get(i).map(|w| (phys + off as u64, w.load())),
+            Some(rm) => rm.words.get(i).map(|w| (Pfn(self.hot.1 + i as u64), w.load())),
             None => None,
         }
     }

@@ -396,27 +396,23 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if slab.cache.load(Ordering::Acquire) != c as *const SlabCache as usize {
             return Err(SlabError::WrongCache { addr, owner: self.cache_of(slab).name });
         }
-        Self::object_rel(c, slab, addr, Self::phys_in(addr, pfn))
+        Self::object_rel(c, slab, addr, pfn)
     }
 
-    /// Validates that `addr`, at physical address `phys` in `slab` (a slab of `c`), is the
-    /// start of an object; returns its offset from the slab's first object.
+    /// Validates that `addr`, in page `pfn` of `slab` (a slab of `c`), is the start of an
+    /// object; returns its offset from the slab's first object.
     #[inline(always)]
-    fn object_rel(c: &SlabCache, slab: &Slab, addr: usize, phys: u64) -> Result<usize, SlabError> {
-        // The slab is one block of pages, so `addr`'s offset in it is its physical address
-        // minus the slab's (no second trip through the platform's mapping).
-        let off = phys.wrapping_sub(slab.flags.pfn().phys()) as usize;
+    fn object_rel(c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> Result<usize, SlabError> {
+        // The slab is one direct-mapped block, so its base is `addr`'s page minus the page's
+        // position in the slab (no second trip through the platform's mapping).
+        let page_in_slab = pfn.0.wrapping_sub(slab.flags.pfn().0) as usize;
+        let off = page_in_slab.wrapping_mul(PAGE_SIZE).wrapping_add(addr & (PAGE_SIZE - 1));
         // Offset from the first object: inside the object area and on an object boundary.
         let rel = off.wrapping_sub(c.obj_lo);
         if rel >= c.obj_span || !c.is_obj_start(rel) {
             return Err(SlabError::InteriorPointer(addr));
         }
         Ok(rel)
-    }
-
-    /// The physical address of `addr`, a byte of page `pfn`.
-    fn phys_in(addr: usize, pfn: Pfn) -> u64 {
-        pfn.phys() | (addr & (PAGE_SIZE - 1)) as u64
     }
 
     /// Frees an object of `c`, checked.
@@ -436,23 +432,21 @@ impl<'a, P: Platform> Slabs<'a, P> {
         obj: NonNull<u8>,
         pfn: Pfn,
     ) -> Result<(), SlabError> {
-        let addr = obj.as_ptr() as usize;
-        let rel = Self::object_rel(c, slab, addr, Self::phys_in(addr, pfn))?;
-        self.cache_free_checked(cpu, c, addr, rel)
+        let rel = Self::object_rel(c, slab, obj.as_ptr() as usize, pfn)?;
+        self.cache_free_checked(cpu, c, obj.as_ptr() as usize, rel)
     }
 
-    /// The free hit path of `addr` (physical address `phys`) in `slab`, a slab of `c` (whose
-    /// `hit_ok` the caller checked): `true` if freed into this CPU's main sheaf; `false`, with
-    /// nothing changed, for an interior pointer, an object that looks free, a full main sheaf
-    /// or a pending ticket: the caller then takes a path with every check and its error.
+    /// The free hit path of an object found in `slab`, a slab of `c` (a cache without debug
+    /// state words: the caller checked `c.hit_ok`): `true` if it freed `addr` into this
+    /// CPU's main sheaf; `false`, with nothing changed, when the pointer is not an object's
+    /// start, the object looks free already, or the main sheaf has no room (or a flush
+    /// ticket is pending): the caller then takes a path with every check and its error.
     #[inline(always)]
-    pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, phys: u64) -> bool {
+    pub(crate) fn cache_free_hit(&self, cpu: &Cpu<'_>, c: &SlabCache, slab: &Slab, addr: usize, pfn: Pfn) -> bool {
         debug_assert!(c.hit_ok, "the caller checks for debug state words");
-        let Ok(rel) = Self::object_rel(c, slab, addr, phys) else { return false };
+        let Ok(rel) = Self::object_rel(c, slab, addr, pfn) else { return false };
         let slot = c.freeptr_of(addr);
-        // Computed once: it decodes the slot for the check and is its value once freed.
-        let mask = c.free_mask(addr);
-        if c.decodes_free(addr, slot.load(Ordering::Relaxed) ^ mask, rel) {
+        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
             return false;
         }
         // A foreign token panics here, before the object's state changes (with a double
@@ -465,7 +459,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
         }
         // Pushed; the slot now decodes as free. The owner alone reads the sheaf until it hands
         // the object out again, so the order of the two stores is the owner's own business.
-        slot.store(mask, Ordering::Relaxed);
+        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
         true
     }
 
@@ -801,34 +795,6 @@ impl<'a, P: Platform> Slabs<'a, P> {
             }
         });
         res
-    }
-}
-
-/// kmalloc's per-CPU size-table entries (invariants 4 and 7).
-impl CpuCache {
-    /// CPU `cpu`'s entry of `c` (`cpu` below the machine's CPU count); [`CpuCache::NONE`]
-    /// for a cache that can be destroyed or has debug state words.
-    pub(crate) fn of(c: &SlabCache, cpu: usize) -> CpuCache {
-        if !c.permanent || !c.hit_ok {
-            return CpuCache::NONE;
-        }
-        // SAFETY: a permanent cache is never destroyed (invariant 4), and its per-CPU entries
-        // live as long as it does (invariant 7).
-        CpuCache { sheaves: unsafe { Kept::new(c.sheaves(cpu)) }, freeptr: c.freeptr }
-    }
-
-    /// The allocation hit path, by the owner (`owner` is the token of this entry's CPU), as
-    /// [`Slabs::cache_alloc_at`]'s: pops the main sheaf's newest object and clears its free
-    /// pointer; `None` (nothing changed) for no entry, an empty main sheaf or a pending ticket.
-    #[inline(always)]
-    pub(crate) fn try_alloc(&self, owner: &Cpu<'_>) -> Option<NonNull<u8>> {
-        let obj = self.sheaves.get()?.try_alloc(owner)?;
-        // Allocated: the slot no longer decodes as free (see "always-on double-free check").
-        // SAFETY: obj is an object slot of the entry's cache, from its sheaf, inside a live
-        // slab; `freeptr` is that cache's free-pointer offset, in the slot, 8-aligned (invariant 1).
-        unsafe { &*((obj + self.freeptr) as *const AtomicUsize) }.store(0, Ordering::Relaxed);
-        // SAFETY: object addresses are inside direct-mapped slab pages, never zero (invariant 1).
-        Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
 }
 

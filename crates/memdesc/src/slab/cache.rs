@@ -441,47 +441,19 @@ impl SlabCache {
     /// The free-pointer encoding of `next` stored in the free object `obj` (its own inverse).
     #[inline]
     pub(super) fn encode_free(&self, obj: usize, next: usize) -> usize {
-        next ^ self.free_mask(obj)
-    }
-
-    /// The mask the free pointer of `obj` is xored with: the slot's value when `obj` is free
-    /// with no successor.
-    #[inline(always)]
-    pub(super) fn free_mask(&self, obj: usize) -> usize {
-        ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
+        next ^ ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
     }
 
     /// Whether the free-pointer slot value `v` of `obj` (`rel` bytes after its slab's first
-    /// object) says the object is free: see [`SlabCache::decodes_free`].
+    /// object) says the object is free: it decodes to 0 (no successor: the last of a free
+    /// list, or in a sheaf) or to an address inside the same slab's object slots (a successor
+    /// on the free list: `next - first object < obj_span`, where the first object is
+    /// `obj - rel`). One multiply, a subtract, an add and two compares.
     #[inline(always)]
     pub(super) fn looks_free(&self, obj: usize, v: usize, rel: usize) -> bool {
-        self.decodes_free(obj, self.encode_free(obj, v), rel)
-    }
-
-    /// Whether `next`, the decoded free pointer of `obj` (`rel` bytes after its slab's first
-    /// object), says the object is free: it is 0 (no successor: the last of a free list, or
-    /// in a sheaf) or an address inside the same slab's object slots (a successor on the
-    /// free list: `next - first object < obj_span`, where the first object is `obj - rel`).
-    /// A subtract, an add and two compares.
-    #[inline(always)]
-    pub(super) fn decodes_free(&self, obj: usize, next: usize, rel: usize) -> bool {
+        let next = self.encode_free(obj, v);
         next == 0 || next.wrapping_sub(obj).wrapping_add(rel) < self.obj_span
     }
-}
-
-/// One CPU's entry of a permanent cache without debug state words, with the cache's
-/// free-pointer offset beside it (kmalloc's per-CPU size tables hold these): the hit path of
-/// an allocation reaches the sheaves without the cache. Only the holder of that CPU's token
-/// may use it (sheaf.rs invariant 1).
-#[derive(Debug)]
-pub(crate) struct CpuCache {
-    pub(super) sheaves: Kept<CpuSheaves>,
-    pub(super) freeptr: usize,
-}
-
-impl CpuCache {
-    /// No entry: the hit path falls back.
-    pub(crate) const NONE: CpuCache = CpuCache { sheaves: Kept::NONE, freeptr: 0 };
 }
 
 /// Pages and objects of the bootstrap caches placed by the boot allocator.

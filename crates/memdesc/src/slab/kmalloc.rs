@@ -30,7 +30,7 @@
 use core::ptr::NonNull;
 
 use crate::base::addr::PAGE_SIZE;
-use crate::base::cpu::{Cpu, MAX_CPUS};
+use crate::base::cpu::Cpu;
 use crate::base::gfp::Gfp;
 use crate::base::platform::Platform;
 #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
@@ -38,16 +38,7 @@ use crate::memmap::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::memmap::desc_ref::Kept;
 use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
-use crate::slab::{
-    CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_CLASSES, KMALLOC_SMALL_MAX,
-    KMALLOC_SMALL_SLOTS,
-};
-
-// kmalloc_raw masks the CPU id instead of checking its bound.
-const _: () = assert!(MAX_CPUS.is_power_of_two());
-// The classes up to KMALLOC_SMALL_MAX are the first KMALLOC_SMALL_CLASSES, a power of two.
-const _: () =
-    assert!(KMALLOC_SIZES[KMALLOC_SMALL_CLASSES - 1] == KMALLOC_SMALL_MAX && KMALLOC_SMALL_CLASSES.is_power_of_two());
+use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS};
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
@@ -124,9 +115,11 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
 
 impl<'a, P: Platform> Slabs<'a, P> {
     /// Creates the size classes and fills the size table (slot `size.div_ceil(8)` names the
-    /// class serving `size`) and each CPU's size table (the same slot names this CPU's entry
-    /// of that class).
-    pub(crate) fn create_kmalloc_caches(&self) -> Result<KmallocTables, AllocError> {
+    /// class serving `size`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn create_kmalloc_caches(
+        &self,
+    ) -> Result<([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]), AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [Kept::NONE; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {
@@ -141,8 +134,7 @@ impl<'a, P: Platform> Slabs<'a, P> {
                 *k = Self::keep_permanent(c).ok_or(AllocError::InvalidOrder(0))?;
             }
         }
-        let class = core::array::from_fn(|slot| kmalloc_index(slot * 8).unwrap_or(0) as u8);
-        Ok((out, small, class))
+        Ok((out, small))
     }
 
     /// The cache serving `size` bytes; `None` above [`KMALLOC_MAX_CACHE_SIZE`] (and before boot
@@ -168,35 +160,8 @@ impl<'a, P: Platform> Slabs<'a, P> {
     /// As [`PhysMem::kmalloc`](crate::PhysMem::kmalloc), returning the address instead of a handle. Safe: the caller
     /// owns the memory and gives it back with [`PhysMem::kfree_raw`](crate::PhysMem::kfree_raw) (or wraps it with
     /// [`KBox::from_raw`]); losing the pointer leaks it.
-    ///
-    /// The hit path (a size up to [`KMALLOC_SMALL_MAX`], no `Gfp::ZERO`, no fault injection
-    /// armed, an object in this CPU's main sheaf of the size's class, whose cache has no debug
-    /// state words) is inline: the token check, one load of this CPU's size table, the
-    /// sheaf's pop and the free-pointer clear. Anything else is [`Slabs::kmalloc_slow`].
     #[inline(always)]
     pub(crate) fn kmalloc_raw(&self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-        if size <= KMALLOC_SMALL_MAX && !gfp.contains(Gfp::ZERO) && !self.pages.fault().enabled() {
-            // `cpu` is this machine's token for CPU `id` (checked by cpu_id), so `id` is below
-            // the machine's CPU count, at most MAX_CPUS (a power of two): the mask only drops
-            // the bounds check, and the row is CPU `id`'s own (sheaf.rs invariant 1).
-            // The class is below KMALLOC_SMALL_CLASSES (a power of two) for every slot: the
-            // mask only drops the bounds check.
-            let id = self.pages.cpu_id(cpu);
-            let class = self.state.kmalloc_class[size.div_ceil(8)] as usize;
-            if let Some(p) =
-                self.state.kmalloc_cpu[id & (MAX_CPUS - 1)][class & (KMALLOC_SMALL_CLASSES - 1)].try_alloc(cpu)
-            {
-                return Ok(p);
-            }
-        }
-        self.kmalloc_slow(cpu, size, gfp)
-    }
-
-    /// [`Slabs::kmalloc_raw`] off the hit path: the size's cache (or a large kmalloc) and
-    /// its allocation path.
-    #[cold]
-    #[inline(never)]
-    fn kmalloc_slow(self, cpu: &Cpu<'_>, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let Some(c) = self.kmalloc_cache_for(size) else {
             return self.kmalloc_large(cpu, size, gfp);
         };
@@ -271,14 +236,13 @@ impl<'a, P: Platform> Slabs<'a, P> {
     #[inline(always)]
     fn kfree_hit(&self, cpu: &Cpu<'_>, ptr: NonNull<u8>) -> bool {
         let addr = ptr.as_ptr() as usize;
-        // The physical address (`virt_to_pfn`'s pfn and the offset in the page), for the
-        // largest region's direct map.
-        let Some((phys, w)) = self.pages.memmap().load_hot_addr(addr) else { return false };
+        // The pfn `virt_to_pfn` would give, for the largest region's direct map.
+        let Some((pfn, w)) = self.pages.memmap().load_hot_addr(addr) else { return false };
         let Some(slab) = self.slab_of_word(w) else { return false };
         // The caller owns the object, which keeps its slab and cache alive.
         let c = self.cache_of(slab);
         // One flag: a kmalloc cache without debug state words.
-        c.kfree_hit_ok && self.cache_free_hit(cpu, c, slab, addr, phys)
+        c.kfree_hit_ok && self.cache_free_hit(cpu, c, slab, addr, pfn)
     }
 
     /// [`Slabs::kfree_owned`] off the hit path: every check, every refusal.

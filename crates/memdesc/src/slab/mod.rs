@@ -50,8 +50,7 @@ pub use cache::{CacheArgs, CacheFamily, SlabCache, SlabError, SlabInfo, MAX_SLAB
 pub use handle::{CacheRef, SlabObj};
 pub use obj::{CacheObj, KArray, KObj, ObjCache, OutOfBounds};
 
-use crate::base::cpu::MAX_CPUS;
-use cache::{CpuCache, SlabBoot};
+use cache::SlabBoot;
 
 /// Number of kmalloc size classes ([`kmalloc::KMALLOC_SIZES`]).
 pub const NR_KMALLOC: usize = 13;
@@ -73,14 +72,6 @@ pub struct SlabState {
     /// kmalloc's cache for each size up to [`KMALLOC_SMALL_MAX`], by `size.div_ceil(8)`
     /// (permanent caches): the common sizes find their cache in one load.
     kmalloc_small: [Kept<SlabCache>; KMALLOC_SMALL_SLOTS],
-    /// The size class of each slot of `kmalloc_small` (an index into `kmalloc`, below
-    /// [`KMALLOC_SMALL_CLASSES`]).
-    kmalloc_class: [u8; KMALLOC_SMALL_SLOTS],
-    /// Per CPU, each small size class's entry for that CPU (by CPU id, then class):
-    /// kmalloc's hit path reaches this CPU's sheaves of the size's class without the cache.
-    /// By class rather than by size slot: 8 KiB with 64 CPUs instead of 33 KiB, which the
-    /// machine struct (returned by value from boot) carries onto the boot stack.
-    kmalloc_cpu: [[CpuCache; KMALLOC_SMALL_CLASSES]; MAX_CPUS],
     /// The descriptor caches (permanent), by [`crate::memmap::desc::CachedDescriptor::KIND`].
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
@@ -103,8 +94,6 @@ impl SlabState {
             caches: SpinLock::new(List::new()),
             kmalloc: [Kept::NONE; NR_KMALLOC],
             kmalloc_small: [Kept::NONE; KMALLOC_SMALL_SLOTS],
-            kmalloc_class: [0; KMALLOC_SMALL_SLOTS],
-            kmalloc_cpu: [NONE_ROW; MAX_CPUS],
             #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
             desc_caches: [Kept::NONE; crate::memmap::desc::NR_DESC_KINDS],
         })
@@ -112,16 +101,7 @@ impl SlabState {
 
     /// Records the caches [`Slabs::boot`] created.
     pub(crate) fn set_boot_caches(&mut self, made: BootCaches) {
-        (self.kmalloc, self.kmalloc_small, self.kmalloc_class) = made.kmalloc;
-        // The per-CPU tables are filled in place, not passed by value through boot.
-        let nr_cpus = self.boot.kmem_cache.get().map_or(0, |c| c.nr_cpus);
-        for (id, row) in self.kmalloc_cpu.iter_mut().enumerate().take(nr_cpus) {
-            for (e, k) in row.iter_mut().zip(&self.kmalloc) {
-                if let Some(c) = k.get() {
-                    *e = CpuCache::of(c, id);
-                }
-            }
-        }
+        (self.kmalloc, self.kmalloc_small) = made.kmalloc;
         #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
         {
             self.desc_caches = made.desc_caches;
@@ -129,22 +109,10 @@ impl SlabState {
     }
 }
 
-/// A row of [`CpuCache::NONE`] (a per-CPU class table's).
-pub(crate) const NONE_ROW: [CpuCache; KMALLOC_SMALL_CLASSES] = [CpuCache::NONE; KMALLOC_SMALL_CLASSES];
-
-/// kmalloc's size classes serving sizes up to [`KMALLOC_SMALL_MAX`] (8 ... 256 bytes): the
-/// per-CPU class tables' width, a power of two (the hit path masks the class).
-pub(crate) const KMALLOC_SMALL_CLASSES: usize = 8;
-
-/// kmalloc's size classes and its size table (see [`SlabState`]; the per-CPU size tables
-/// are filled from them in place, [`SlabState::set_boot_caches`]).
-pub(crate) type KmallocTables =
-    ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS], [u8; KMALLOC_SMALL_SLOTS]);
-
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
-    /// The size classes, the size table and the per-CPU size tables.
-    kmalloc: KmallocTables,
+    /// The size classes and the size table.
+    kmalloc: ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]),
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
 }
