@@ -45,7 +45,7 @@ pub struct MemmapResult {
 }
 
 /// Boots a bench machine on the heap. Out of line: an unoptimised build moves a machine
-/// (about 61 KiB) through several stack temporaries, which then stay in this function's frame
+/// (tens of KiB) through several stack temporaries, which then stay in this function's frame
 /// instead of the caller's loop (the test thread's 2 MiB stack overflowed there).
 #[inline(never)]
 fn boot_boxed(layout: &memdesc::MemoryLayout) -> Result<Box<memdesc_host::SimMachine>, memdesc_host::HostError> {

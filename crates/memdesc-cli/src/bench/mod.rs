@@ -275,7 +275,7 @@ mod tests {
     fn report_has_every_key_with_sane_values() {
         let plan = tiny_plan();
         // On a thread with the CLI's main-thread stack (8 MiB): an unoptimised build moves each
-        // bench machine (about 61 KiB) through many stack temporaries, more than a test
+        // bench machine (tens of KiB) through many stack temporaries, more than a test
         // thread's 2 MiB hold; the release binary keeps one copy.
         let report = std::thread::scope(|s| {
             std::thread::Builder::new()
