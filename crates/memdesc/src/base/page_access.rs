@@ -389,6 +389,15 @@ impl DirectWindow {
         }
     }
 
+    /// The index in the window of the page whose direct-map address holds `addr` (the inverse
+    /// of the linear map: a subtract, a shift and a compare); `None` outside the window.
+    #[cfg(feature = "slab")]
+    #[inline(always)]
+    pub(crate) fn page_of(&self, addr: usize) -> Option<u64> {
+        let i = (addr.wrapping_sub(self.virt) / PAGE_SIZE) as u64;
+        (i < self.pages).then_some(i)
+    }
+
     /// The 512 words of the direct-mapped page `pfn` of `platform`, the platform the window
     /// was made from (invariant 9); `None` if `pfn` has no direct map.
     #[inline(always)]

@@ -97,13 +97,10 @@ pub struct Memmap {
     /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
     /// the pfn's word waits on no other load.
     hot: (usize, u64, u64),
-    /// The hot region's direct-map window ([`Memmap::links`]), made from the platform the
+    /// The hot region's direct-map window ([`Memmap::hot_window`], [`Memmap::load_hot_addr`];
+    /// empty when the region has no permanent linear mapping), made from the platform the
     /// memmap was built with.
-    links: DirectWindow,
-    /// The hot region seen through the direct map, for [`Memmap::load_hot_addr`]: its first
-    /// page's address and its bytes (0 when the region has no permanent linear mapping).
-    #[cfg(feature = "slab")]
-    hot_virt: (usize, usize),
+    hot_window: DirectWindow,
 }
 
 impl Memmap {
@@ -175,9 +172,7 @@ impl Memmap {
             .max_by_key(|(_, r)| r.pages())
             .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
         // Kept beside `p` as the memmap's boot arrays are (page_access.rs invariant 9).
-        let links = DirectWindow::new(p, Pfn(hot.1), hot.2);
-        #[cfg(feature = "slab")]
-        let hot_virt = Self::direct_window(p, hot.1, hot.2);
+        let hot_window = DirectWindow::new(p, Pfn(hot.1), hot.2);
         Ok(Memmap {
             regions,
             nr,
@@ -186,27 +181,8 @@ impl Memmap {
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hot,
-            links,
-            #[cfg(feature = "slab")]
-            hot_virt,
+            hot_window,
         })
-    }
-
-    /// The direct-map window of the `pages` pages from pfn `start` (one region): `(address of
-    /// the first page, bytes)` when the platform maps every page of it linearly (checked at
-    /// both ends; Platform item 1 makes the map linear inside a region), `(0, 0)` otherwise.
-    #[cfg(feature = "slab")]
-    fn direct_window<P: Platform>(p: &P, start: u64, pages: u64) -> (usize, usize) {
-        if pages == 0 {
-            return (0, 0);
-        }
-        let bytes = pages as usize * PAGE_SIZE;
-        match (p.direct_map(Pfn(start)), p.direct_map(Pfn(start + pages - 1))) {
-            (Some(a), Some(b)) if b.as_ptr() as usize == a.as_ptr() as usize + (bytes - PAGE_SIZE) => {
-                (a.as_ptr() as usize, bytes)
-            }
-            _ => (0, 0),
-        }
     }
 
     /// Bytes of memory the memmap uses now: word arrays, pageblock bytes, the section table,
@@ -300,8 +276,8 @@ impl Memmap {
     /// allocator's free-list links) without asking the platform. Use it with the platform
     /// the memmap was built with (page_access.rs invariant 9).
     #[inline(always)]
-    pub(crate) fn links(&self) -> &DirectWindow {
-        &self.links
+    pub(crate) fn hot_window(&self) -> &DirectWindow {
+        &self.hot_window
     }
 
     /// The region map and word of `pfn` if it lies in the hot region (`None` elsewhere: use
@@ -328,16 +304,11 @@ impl Memmap {
     #[cfg(feature = "slab")]
     #[inline(always)]
     pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(Pfn, Word)> {
-        let (virt, bytes) = self.hot_virt;
-        let off = addr.wrapping_sub(virt);
-        if off >= bytes {
-            return None;
-        }
-        let i = off / PAGE_SIZE;
+        let i = self.hot_window.page_of(addr)?;
         // A non-empty window is the hot region's, whose index is below MAX_REGIONS (a power
         // of two): the mask only drops the bounds check.
         match &self.regions[self.hot.0 & (MAX_REGIONS - 1)] {
-            Some(rm) => rm.words.get(i).map(|w| (Pfn(self.hot.1 + i as u64), w.load())),
+            Some(rm) => rm.words.get(i as usize).map(|w| (Pfn(self.hot.1 + i), w.load())),
             None => None,
         }
     }

@@ -18,7 +18,7 @@ use crate::base::sync::{AtomicU32, Ordering};
 use crate::memmap::word::{Subtype, Word};
 
 /// The per-CPU lists' links ([`PcpLinks`]): the first word of each listed page, through the
-/// direct map (the hot region's window first, `Memmap::links`).
+/// direct map (the hot region's window first, `Memmap::hot_window`).
 pub(crate) struct DirectLinks<'a, P: Platform> {
     platform: &'a P,
     window: &'a DirectWindow,
@@ -200,7 +200,7 @@ impl<P: Platform> PageAllocator<P> {
     /// The links of the per-CPU lists (and of the areas' remote lists).
     #[inline(always)]
     pub(crate) fn pcp_links(&self) -> DirectLinks<'_, P> {
-        DirectLinks { platform: &self.platform, window: self.memmap.links() }
+        DirectLinks { platform: &self.platform, window: self.memmap.hot_window() }
     }
 
     #[inline]

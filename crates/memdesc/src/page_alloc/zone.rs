@@ -159,10 +159,10 @@ pub(crate) struct Buddy<'a, P: Platform> {
 impl<'a, P: Platform> Buddy<'a, P> {
     /// `f` of the first two words of page `pfn`'s memory (next and previous), where the
     /// links of blocks without link words live: through the hot region's window
-    /// (`Memmap::links`), else the platform's direct map, else a momentary local mapping.
+    /// (`Memmap::hot_window`), else the platform's direct map, else a momentary local mapping.
     #[inline(always)]
     fn with_mem_links<R>(&self, pfn: Pfn, f: impl FnOnce([&AtomicU64; 2]) -> R) -> R {
-        if let Some(t) = self.mm.links().table(self.p, pfn) {
+        if let Some(t) = self.mm.hot_window().table(self.p, pfn) {
             return f([&t[0], &t[1]]);
         }
         let m = PageWords::new(self.p, pfn).expect("Platform maps every present pfn (Platform safety items 1-2)");
