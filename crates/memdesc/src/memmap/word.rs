@@ -353,25 +353,18 @@ impl Word {
     #[inline(always)]
     pub(crate) const fn buddy_in_range(b: BuddyInfo) -> Word {
         debug_assert!(Word::buddy(b).is_ok());
-        Word(
-            Tag::Buddy as u64
-                | (b.order as u64) << 4
-                | (b.migratetype as u64) << 10
-                | (b.zone as u64) << 13
-                | (b.node as u64) << 16
-                | (b.pcp as u64) << 26,
-        )
+        Word::buddy_zone_base(b.zone, b.node).with_buddy_block(b.order, b.migratetype, b.pcp)
     }
 
     /// The buddy word of zone type `zone` on node `node` with order 0, migratetype 0 and
     /// not per-CPU: the part of [`Word::buddy_in_range`] a region fixes, completed by
     /// [`Word::with_buddy_block`]. Fields in range as for `buddy_in_range`.
     pub(crate) const fn buddy_zone_base(zone: u8, node: u16) -> Word {
-        Word::buddy_in_range(BuddyInfo { order: 0, migratetype: 0, zone, node, pcp: false })
+        Word(Tag::Buddy as u64 | (zone as u64) << 13 | (node as u64) << 16)
     }
 
-    /// A [`Word::buddy_zone_base`] completed with a block's fields: the same word as
-    /// [`Word::buddy_in_range`] (fields in range as there), with three shifts and ors.
+    /// A [`Word::buddy_zone_base`] completed with a block's fields (fields in range as for
+    /// [`Word::buddy_in_range`], which is this): three shifts and ors.
     #[inline(always)]
     pub(crate) const fn with_buddy_block(self, order: u8, migratetype: u8, pcp: bool) -> Word {
         Word(self.0 | (order as u64) << 4 | (migratetype as u64) << 10 | (pcp as u64) << 26)
