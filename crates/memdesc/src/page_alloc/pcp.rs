@@ -139,7 +139,7 @@ impl Pcp {
         mt: usize,
     ) {
         if self.push_owned(links, pfn, order, mt) {
-            self.drain(links, zone, self.batch);
+            self.drain_batch(_owner, links, zone);
         }
     }
 
