@@ -134,6 +134,17 @@ pub fn memdesc_pair_loop(m: &SimMachine, cpu: &memdesc::Cpu<'_>, sizes: &[usize]
     pairs(&mut Memdesc { m, cpu }, sizes, n)
 }
 
+/// The same pair loop on a peer, `"mimalloc"` or `"system"` (glibc malloc), for instruction
+/// counts beside memdesc's (`examples/kmalloc_pairs.rs`); returns nanoseconds per pair, or
+/// `None` for another name.
+pub fn peer_pair_loop(peer: &str, sizes: &[usize], n: usize) -> Option<f64> {
+    match peer {
+        "mimalloc" => Some(pairs(&mut Global(MiMalloc), sizes, n)),
+        "system" => Some(pairs(&mut Global(System), sizes, n)),
+        _ => None,
+    }
+}
+
 /// Results of the pair loop (and, in `scaling` and `cross_cpu`, other figures of the same
 /// three allocators).
 #[derive(Serialize, Debug, Clone, Copy, Default)]

@@ -44,7 +44,9 @@
 //!    `len` values are written before the array exists. The mapping stays valid while the
 //!    platform lives; the array is kept by the structure that keeps its platform
 //!    ([`crate::memmap::Memmap`] inside the page allocator, which owns the platform) and is
-//!    never read after it.
+//!    never read after it. So is every alias of it (`BootArray::alias`, crate-private: a
+//!    second array value over the same values, which item 8 makes harmless, as an alias only
+//!    reads them too).
 //! 8. **Boot arrays: shared only.** The array hands out `&T` and nothing else: no `&mut T`, no
 //!    moves out, and its values are never dropped (boot memory lives as long as the machine).
 //!    So sharing or sending the array is sharing its values: `Send` and `Sync` need exactly
@@ -493,6 +495,19 @@ impl<T> BootArray<T> {
             unsafe { base.as_ptr().add(i).write(init(i)) };
         }
         Ok(BootArray { ptr: base, len: n, pages, _values: PhantomData })
+    }
+
+    /// An array of no values, in no memory (a placeholder: the memmap's hot region on a
+    /// machine without a flat region).
+    pub(crate) const fn empty() -> Self {
+        BootArray { ptr: NonNull::dangling(), len: 0, pages: 0, _values: PhantomData }
+    }
+
+    /// A second array value over the same values (invariant 7: kept where this one is kept).
+    /// It owns no memory of its own: [`BootArray::bytes`] of an alias is 0, so memory counted
+    /// from the original is not counted twice.
+    pub(crate) fn alias(&self) -> Self {
+        BootArray { ptr: self.ptr, len: self.len, pages: 0, _values: PhantomData }
     }
 
     /// The values, as a slice.

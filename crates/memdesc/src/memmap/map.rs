@@ -33,8 +33,8 @@ pub const SECTION_SHIFT: u32 = 15;
 /// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
 const SECTION_WHOLE: u16 = 0x8000;
 const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
-// `Memmap::load_hot_addr` and `Memmap::hot_word` mask the hot region's index instead of
-// checking its bound.
+// The fast paths (crate::page_alloc::fast_tables) mask region indices instead of checking
+// their bound.
 const _: () = assert!(MAX_REGIONS.is_power_of_two());
 
 /// Why the memmap could not be built.
@@ -93,10 +93,14 @@ pub struct Memmap {
     static_bytes: u64,
     split_tables: AtomicU64,
     generation: AtomicU64,
-    /// The largest flat region, tried first by [`Memmap::load`]: its index (`MAX_REGIONS` when
-    /// there is none), first pfn and pages. Read from `self`, not from the pfn, so the load of
-    /// the pfn's word waits on no other load.
-    hot: (usize, u64, u64),
+    /// The index of the largest flat region, tried first by [`Memmap::load`] (`MAX_REGIONS`
+    /// when there is none).
+    hot: usize,
+    /// That region's map again, an alias of `regions[hot]` (page_access.rs invariant 7:
+    /// its arrays are the same boot memory, kept here beside the original), or an empty map
+    /// when there is no flat region: the hot paths reach its words with one subtract and one
+    /// bounds check, without the table index, its `Option` or a second bound.
+    hot_map: RegionMap,
     /// The hot region's direct-map window ([`Memmap::hot_window`], [`Memmap::load_hot_addr`];
     /// empty when the region has no permanent linear mapping), made from the platform the
     /// memmap was built with.
@@ -170,9 +174,10 @@ impl Memmap {
             .filter_map(|i| regions[i].as_ref().map(|r: &RegionMap| (i, &r.region)))
             .filter(|(_, r)| r.layout == MemmapLayout::Flat)
             .max_by_key(|(_, r)| r.pages())
-            .map_or((MAX_REGIONS, 0, 0), |(i, r)| (i, r.start.0, r.pages()));
+            .map_or(MAX_REGIONS, |(i, _)| i);
+        let hot_map = regions.get(hot).and_then(Option::as_ref).map_or_else(RegionMap::empty, RegionMap::alias);
         // Kept beside `p` as the memmap's boot arrays are (page_access.rs invariant 9).
-        let hot_window = DirectWindow::new(p, Pfn(hot.1), hot.2);
+        let hot_window = DirectWindow::new(p, hot_map.region.start, hot_map.region.pages());
         Ok(Memmap {
             regions,
             nr,
@@ -181,6 +186,7 @@ impl Memmap {
             split_tables: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hot,
+            hot_map,
             hot_window,
         })
     }
@@ -254,22 +260,14 @@ impl Memmap {
     /// [`Memmap::load`]). No call, no load whose address depends on anything but `pfn`.
     #[inline(always)]
     pub(crate) fn load_hot(&self, pfn: Pfn) -> Option<Word> {
-        let (hot, start, pages) = self.hot;
-        let off = pfn.0.wrapping_sub(start);
-        if off >= pages {
-            return None;
-        }
-        match self.regions.get(hot) {
-            Some(Some(rm)) => rm.words.get(off as usize).map(Page::load),
-            _ => None,
-        }
+        self.hot_word(pfn).map(|(_, w)| w.load())
     }
 
     /// The index of the hot region (the largest flat one, tried first by [`Memmap::load`]),
     /// `MAX_REGIONS` when there is none.
     #[inline]
     pub(crate) fn hot_region(&self) -> usize {
-        self.hot.0
+        self.hot
     }
 
     /// The hot region's direct-map window: the words of its free pages (the page
@@ -282,18 +280,12 @@ impl Memmap {
 
     /// The region map and word of `pfn` if it lies in the hot region (`None` elsewhere: use
     /// [`Memmap::region_index`]): a subtract and a compare decide, with no table walk (the
-    /// page allocator's small-block fast paths).
+    /// page allocator's small-block fast paths). The hot region is flat, one word per page,
+    /// so the words' bounds check is the region's.
     #[inline(always)]
     pub(crate) fn hot_word(&self, pfn: Pfn) -> Option<(&RegionMap, &Page)> {
-        let (hot, start, pages) = self.hot;
-        let off = pfn.0.wrapping_sub(start);
-        if off >= pages {
-            return None;
-        }
-        // A non-empty hot region has an index below MAX_REGIONS (a power of two): the mask
-        // only drops the bounds check.
-        let rm = self.regions[hot & (MAX_REGIONS - 1)].as_ref()?;
-        Some((rm, rm.words.get(off as usize)?))
+        let rm = &self.hot_map;
+        Some((rm, rm.words.get(pfn.0.wrapping_sub(rm.region.start.0) as usize)?))
     }
 
     /// The pfn and word of the page whose direct-map address holds `addr`, if that page lies
@@ -305,12 +297,8 @@ impl Memmap {
     #[inline(always)]
     pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(Pfn, Word)> {
         let i = self.hot_window.page_of(addr)?;
-        // A non-empty window is the hot region's, whose index is below MAX_REGIONS (a power
-        // of two): the mask only drops the bounds check.
-        match &self.regions[self.hot.0 & (MAX_REGIONS - 1)] {
-            Some(rm) => rm.words.get(i as usize).map(|w| (Pfn(self.hot.1 + i), w.load())),
-            None => None,
-        }
+        let rm = &self.hot_map;
+        rm.words.get(i as usize).map(|w| (Pfn(rm.region.start.0 + i), w.load()))
     }
 
     #[inline(never)]
@@ -484,6 +472,37 @@ fn same_split(a: Word, b: Word) -> bool {
 }
 
 impl RegionMap {
+    /// The map of no region (the memmap's hot map on a machine without a flat region): no
+    /// words, no pageblocks, so every lookup in it misses.
+    fn empty() -> RegionMap {
+        RegionMap {
+            region: Region {
+                start: Pfn(0),
+                end: Pfn(0),
+                node: 0,
+                zone: crate::base::layout::ZoneType::Normal,
+                mapped: false,
+                layout: MemmapLayout::Flat,
+            },
+            words: BootArray::empty(),
+            pageblocks: BootArray::empty(),
+            pb_base: 0,
+            buddy_base: Word::TAIL,
+        }
+    }
+
+    /// The same map again, over the same boot memory (`BootArray::alias`; page_access.rs
+    /// invariant 7: kept in the memmap beside the original).
+    fn alias(&self) -> RegionMap {
+        RegionMap {
+            region: self.region,
+            words: self.words.alias(),
+            pageblocks: self.pageblocks.alias(),
+            pb_base: self.pb_base,
+            buddy_base: self.buddy_base,
+        }
+    }
+
     #[inline]
     pub(crate) fn flat_word(&self, pfn: Pfn) -> &Page {
         &self.words[(pfn.0 - self.region.start.0) as usize]
