@@ -392,12 +392,20 @@ impl DirectWindow {
     }
 
     /// The index in the window of the page whose direct-map address holds `addr` (the inverse
-    /// of the linear map: a subtract, a shift and a compare); `None` outside the window.
+    /// of the linear map: a subtract and a shift), unchecked: at least the window's `pages`
+    /// when `addr` lies outside it, so a caller indexing an array of exactly `pages` entries
+    /// with it checks both at once.
     #[cfg(feature = "slab")]
     #[inline(always)]
-    pub(crate) fn page_of(&self, addr: usize) -> Option<u64> {
-        let i = (addr.wrapping_sub(self.virt) / PAGE_SIZE) as u64;
-        (i < self.pages).then_some(i)
+    pub(crate) fn page_index(&self, addr: usize) -> usize {
+        addr.wrapping_sub(self.virt) / PAGE_SIZE
+    }
+
+    /// Pages in the window (0 when the region has no linear direct map).
+    #[cfg(feature = "slab")]
+    #[inline]
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages
     }
 
     /// The 512 words of the direct-mapped page `pfn` of `platform`, the platform the window

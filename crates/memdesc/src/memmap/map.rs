@@ -105,6 +105,11 @@ pub struct Memmap {
     /// empty when the region has no permanent linear mapping), made from the platform the
     /// memmap was built with.
     hot_window: DirectWindow,
+    /// The hot region's words when its window is not empty (one per window page), else none:
+    /// [`Memmap::load_hot_addr`] indexes them with the window's unchecked page index, one
+    /// bounds check for both (another alias, page_access.rs invariant 7).
+    #[cfg(feature = "slab")]
+    hot_addr_words: BootArray<Page>,
 }
 
 impl Memmap {
@@ -178,6 +183,10 @@ impl Memmap {
         let hot_map = regions.get(hot).and_then(Option::as_ref).map_or_else(RegionMap::empty, RegionMap::alias);
         // Kept beside `p` as the memmap's boot arrays are (page_access.rs invariant 9).
         let hot_window = DirectWindow::new(p, hot_map.region.start, hot_map.region.pages());
+        #[cfg(feature = "slab")]
+        let hot_addr_words = if hot_window.pages() == 0 { BootArray::empty() } else { hot_map.words.alias() };
+        #[cfg(feature = "slab")]
+        debug_assert!(hot_window.pages() == 0 || hot_window.pages() == hot_addr_words.len() as u64);
         Ok(Memmap {
             regions,
             nr,
@@ -188,6 +197,8 @@ impl Memmap {
             hot,
             hot_map,
             hot_window,
+            #[cfg(feature = "slab")]
+            hot_addr_words,
         })
     }
 
@@ -296,9 +307,9 @@ impl Memmap {
     #[cfg(feature = "slab")]
     #[inline(always)]
     pub(crate) fn load_hot_addr(&self, addr: usize) -> Option<(Pfn, Word)> {
-        let i = self.hot_window.page_of(addr)?;
-        let rm = &self.hot_map;
-        rm.words.get(i as usize).map(|w| (Pfn(rm.region.start.0 + i), w.load()))
+        let i = self.hot_window.page_index(addr);
+        let w = self.hot_addr_words.get(i)?;
+        Some((Pfn(self.hot_map.region.start.0 + i as u64), w.load()))
     }
 
     #[inline(never)]

@@ -446,7 +446,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
         debug_assert!(c.hit_ok, "the caller checks for debug state words");
         let Ok(rel) = Self::object_rel(c, slab, addr, pfn) else { return false };
         let slot = c.freeptr_of(addr);
-        if c.looks_free(addr, slot.load(Ordering::Relaxed), rel) {
+        // The slot's mask, once: it decodes the slot here and is the "free, no successor"
+        // encoding stored below.
+        let mix = c.free_mix(addr);
+        if c.looks_free_mixed(addr, slot.load(Ordering::Relaxed) ^ mix, rel) {
             return false;
         }
         // A foreign token panics here, before the object's state changes (with a double
@@ -457,9 +460,10 @@ impl<'a, P: Platform> Slabs<'a, P> {
         if !c.sheaves(cpu_id).try_free(cpu, addr) {
             return false;
         }
-        // Pushed; the slot now decodes as free. The owner alone reads the sheaf until it hands
-        // the object out again, so the order of the two stores is the owner's own business.
-        slot.store(c.encode_free(addr, 0), Ordering::Relaxed);
+        // Pushed; the slot now decodes as free (`encode_free(addr, 0)`). The owner alone reads
+        // the sheaf until it hands the object out again, so the order of the two stores is the
+        // owner's own business.
+        slot.store(mix, Ordering::Relaxed);
         true
     }
 

@@ -441,7 +441,14 @@ impl SlabCache {
     /// The free-pointer encoding of `next` stored in the free object `obj` (its own inverse).
     #[inline]
     pub(super) fn encode_free(&self, obj: usize, next: usize) -> usize {
-        next ^ ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
+        next ^ self.free_mix(obj)
+    }
+
+    /// The mask [`SlabCache::encode_free`] applies to `obj`'s free pointer (also the encoding
+    /// of "no successor"): computed once where a path both checks and writes the slot.
+    #[inline(always)]
+    pub(super) fn free_mix(&self, obj: usize) -> usize {
+        ((obj as u64 ^ self.free_key).wrapping_mul(FREE_MIX)) as usize
     }
 
     /// Whether the free-pointer slot value `v` of `obj` (`rel` bytes after its slab's first
@@ -451,7 +458,12 @@ impl SlabCache {
     /// `obj - rel`). One multiply, a subtract, an add and two compares.
     #[inline(always)]
     pub(super) fn looks_free(&self, obj: usize, v: usize, rel: usize) -> bool {
-        let next = self.encode_free(obj, v);
+        self.looks_free_mixed(obj, v ^ self.free_mix(obj), rel)
+    }
+
+    /// [`SlabCache::looks_free`] of the decoded slot value `next` (`v ^ free_mix(obj)`).
+    #[inline(always)]
+    pub(super) fn looks_free_mixed(&self, obj: usize, next: usize, rel: usize) -> bool {
         next == 0 || next.wrapping_sub(obj).wrapping_add(rel) < self.obj_span
     }
 }
