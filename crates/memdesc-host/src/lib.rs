@@ -31,9 +31,17 @@ pub type SimMachine = PhysMem<SimPlatform>;
 /// let pages = m.alloc_pages(&cpu, 0, Gfp::KERNEL).unwrap();
 /// m.free_pages(&cpu, pages).unwrap();
 /// ```
+///
+/// After boot the host backs the boot allocations (the memmap above all) with 2 MiB pages
+/// where it can, as a kernel maps its memmap ([`SimPlatform::back_with_huge_pages`];
+/// `m.platform().huge_pages()` says how many).
 pub fn boot(layout: &MemoryLayout, config: Config) -> Result<SimMachine, HostError> {
     let platform = SimPlatform::new(layout)?;
-    PhysMem::boot(platform, layout, config).map_err(HostError::Boot)
+    let m = PhysMem::boot(platform, layout, config).map_err(HostError::Boot)?;
+    m.reserved_ranges(|start, end| {
+        m.platform().back_with_huge_pages(start, end);
+    });
+    Ok(m)
 }
 
 /// Why a simulated machine could not be created.

@@ -121,6 +121,12 @@ pub struct Params {
     pub mixed_full_fill_blocks: usize,
     /// The fill level aimed at, in percent of `machine_pages`.
     pub mixed_full_fill_pct: u64,
+    /// 2 MiB host pages backing the flat bench machine's boot memory (its memmap above all;
+    /// `memdesc_host::boot` collapses what the host allows, as a kernel maps its memmap with
+    /// large pages). 0: every memmap word access also pays the simulation's 4 KiB TLB
+    /// entries. The pages themselves (free-list links of order-0/1 blocks) stay on 4 KiB host
+    /// pages either way, where a kernel's direct map uses large ones.
+    pub memmap_host_huge_pages: u64,
     /// Pages handed from CPU 0 to CPU 1 per timed cross-CPU run.
     pub cross_objects: u64,
     /// Pages per batch handed over.
@@ -881,6 +887,7 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
     };
     step("order-0 pairs");
     let (pairs, flat) = measure_pairs(plan)?;
+    let huge_pages = flat.m.platform().huge_pages();
     step("two threads");
     let threads = measure_threads(plan, &flat)?;
     step("scaling");
@@ -939,6 +946,7 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
             mixed_full_fill_pages: fill_pages,
             mixed_full_fill_blocks: fill_blocks,
             mixed_full_fill_pct: MIXED_FULL_FILL_PCT,
+            memmap_host_huge_pages: huge_pages,
             cross_objects: plan.cross_objects,
             cross_batch: plan.cross_batch,
         },
