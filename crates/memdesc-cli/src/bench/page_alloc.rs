@@ -34,10 +34,12 @@ pub type Bsa = FrameAllocator<BSA_ORDER>;
 /// share one buddy allocator between CPUs.
 pub type LockedBsa = LockedFrameAllocator<BSA_ORDER>;
 
-/// Targets from issue 3, printed next to the measured ratios.
-pub const TARGET_ORDER0_SPEEDUP: f64 = 8.0;
-/// Mixed orders: memdesc at least this many times faster than the peer.
-pub const TARGET_MIXED_SPEEDUP: f64 = 3.0;
+/// Targets printed next to the measured ratios: order-0 pairs, memdesc at least this many
+/// times faster than the peer. Issue 14's (issue 3 asked 8x and 3x; its closing note showed
+/// why no safe design of this allocator reaches them, and issue 14 set these instead).
+pub const TARGET_ORDER0_SPEEDUP: f64 = 4.0;
+/// Mixed orders: memdesc at least this many times faster than the peer (issue 14).
+pub const TARGET_MIXED_SPEEDUP: f64 = 1.5;
 /// Two threads' aggregate order-0 throughput over one thread's.
 pub const TARGET_THREADS2_SPEEDUP: f64 = 1.7;
 /// Mixed orders on a 75 % full machine: memdesc no slower than the peer (issue 14).
