@@ -119,12 +119,7 @@ impl SimPlatform {
             // stays inside our own mapping.
             let addr = unsafe { self.base.as_ptr().add(chunk as usize * PAGE_SIZE) } as *mut libc::c_void;
             let len = CHUNK_PAGES as usize * PAGE_SIZE;
-            let mut resident = [0u8; CHUNK_PAGES as usize];
-            // SAFETY: mincore reads the residency of our own mapping's pages into a vector of
-            // one byte per page, which `resident` is; it changes nothing.
-            let ok = !in_unmapped
-                && unsafe { libc::mincore(addr, len, resident.as_mut_ptr()) } == 0
-                && resident.iter().all(|r| r & 1 != 0);
+            let ok = !in_unmapped && self.resident_pages(Pfn(chunk), Pfn(chunk + CHUNK_PAGES)) == CHUNK_PAGES;
             if ok && Self::advise_huge(addr, len) {
                 collapsed += 1;
             }
@@ -132,6 +127,27 @@ impl SimPlatform {
         }
         self.huge_pages.fetch_add(collapsed, Ordering::Relaxed);
         collapsed
+    }
+
+    /// How many of the window's pages `start..end` the host holds in memory now (`mincore`):
+    /// the simulation's cost in host RAM for that range.
+    pub fn resident_pages(&self, start: Pfn, end: Pfn) -> u64 {
+        let end = end.0.min(self.end_pfn);
+        let mut n = 0;
+        let mut pfn = start.0;
+        let mut vec = [0u8; 512];
+        while pfn < end {
+            let pages = (end - pfn).min(512);
+            // SAFETY: `pfn < end_pfn`, so the offset stays inside our own mapping.
+            let addr = unsafe { self.base.as_ptr().add(pfn as usize * PAGE_SIZE) } as *mut libc::c_void;
+            // SAFETY: mincore reads the residency of `pages` pages of our own mapping into `vec`,
+            // one byte per page (`pages <= 512`); it changes nothing.
+            if unsafe { libc::mincore(addr, pages as usize * PAGE_SIZE, vec.as_mut_ptr()) } == 0 {
+                n += vec[..pages as usize].iter().filter(|r| *r & 1 != 0).count() as u64;
+            }
+            pfn += pages;
+        }
+        n
     }
 
     /// `MADV_HUGEPAGE` then `MADV_COLLAPSE` over `len` bytes at `addr`, a 2 MiB chunk of the

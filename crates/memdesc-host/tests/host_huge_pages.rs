@@ -6,11 +6,6 @@ use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
 use memdesc_host::{boot, SimPlatform};
 
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4096
-}
-
 fn pattern(pfn: u64, i: usize) -> u64 {
     pfn.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64
 }
@@ -28,12 +23,13 @@ fn collapse_keeps_contents_and_skips_untouched_memory() {
             unsafe { page.add(i).write(pattern(pfn, i)) };
         }
     }
-    let rss0 = rss_bytes();
+    assert_eq!(p.resident_pages(first, touched_end), 1024);
     let untouched = p.back_with_huge_pages(touched_end, untouched_end);
     assert_eq!(untouched, 0, "an untouched chunk is not collapsed");
-    assert!(rss_bytes() < rss0 + (1 << 20), "collapsing made untouched memory resident");
+    assert_eq!(p.resident_pages(touched_end, untouched_end), 0, "collapsing made untouched memory resident");
     let collapsed = p.back_with_huge_pages(first, touched_end);
     assert!(collapsed <= 2);
+    assert_eq!(p.resident_pages(first, touched_end), 1024);
     assert_eq!(p.huge_pages(), collapsed);
     for pfn in first.0..touched_end.0 {
         let page = p.direct_map(Pfn(pfn)).unwrap().as_ptr() as *const u64;
