@@ -113,6 +113,16 @@ fn quick_json_has_every_key() {
         positive(&v, k);
     }
     assert_eq!(at(&v, "replay.alloc_failures").as_u64(), Some(0));
+    // Counts that may be zero (a host without huge pages, a run without first touches).
+    for k in [
+        "page_alloc.mixed_host_faults_per_op.memdesc",
+        "page_alloc.mixed_host_faults_per_op.memdesc_two_level",
+        "page_alloc.mixed_full_host_faults_per_op.memdesc",
+        "page_alloc.params.memmap_host_huge_pages",
+    ] {
+        let x = at(&v, k).as_f64().unwrap_or_else(|| panic!("{k} is a number"));
+        assert!(x.is_finite() && x >= 0.0, "{k} = {x}");
+    }
     // One scaling row per thread count, 1 and 2 by default.
     for k in ["page_alloc.scaling", "slab.scaling"] {
         let rows = at(&v, k).as_array().unwrap_or_else(|| panic!("{k} is a list"));

@@ -210,6 +210,18 @@ pub struct AreasOnOff {
     pub mixed_ns: OnOff,
 }
 
+/// Host page faults per operation of memdesc's mixed runs (the mean over the warm-up and the
+/// timed runs): first touches of simulated memory, each a fault of the host's (microseconds on
+/// a virtual machine) inside the timed run. A real machine takes none; the peer, which never
+/// touches the memory it manages, takes none either. Read beside `mixed_ns`.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct HostFaults {
+    /// memdesc, flat memmap.
+    pub memdesc: f64,
+    /// memdesc, two-level memmap.
+    pub memdesc_two_level: f64,
+}
+
 /// The page_alloc section.
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct PageAllocResult {
@@ -230,6 +242,10 @@ pub struct PageAllocResult {
     pub mixed_full_ns: PerAllocator,
     /// buddy_system_allocator's `mixed_full_ns` over memdesc's (flat).
     pub mixed_full_speedup_vs_bsa: f64,
+    /// Host page faults per operation inside the `mixed_ns` runs ([`HostFaults`]).
+    pub mixed_host_faults_per_op: HostFaults,
+    /// The same inside the `mixed_full_ns` runs.
+    pub mixed_full_host_faults_per_op: HostFaults,
     /// Aggregate order-0 throughput at 1, 2, …, `--threads` threads, memdesc and the peer.
     pub scaling: Vec<PageScalingRow>,
     /// Order-0 pages allocated on CPU 0 and freed on CPU 1.
@@ -628,7 +644,8 @@ pub(crate) fn measure_pairs(plan: &Plan) -> Result<(PerAllocator, Steady)> {
 }
 
 /// The timed mixed sequence shared by [`measure_mixed`] and [`measure_mixed_full`]: memdesc
-/// flat, memdesc two-level and the peer, interleaved; ns per operation. Blocks a run leaves
+/// flat, memdesc two-level and the peer, interleaved; ns per operation, and memdesc's host
+/// page faults per operation inside its timed sequences ([`HostFaults`]). Blocks a run leaves
 /// live are freed untimed; whatever the machines held before (a prefill) stays.
 fn time_mixed(
     plan: &Plan,
@@ -636,27 +653,32 @@ fn time_mixed(
     (flat, cpu_flat): (&SimMachine, &Cpu<'_>),
     (two, cpu_two): (&SimMachine, &Cpu<'_>),
     bsa: &mut Bsa,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, HostFaults)> {
     let (mut live_flat, mut live_two, mut live_bsa) = (
         Vec::with_capacity(plan.mixed_max_live),
         Vec::with_capacity(plan.mixed_max_live),
         Vec::with_capacity(plan.mixed_max_live),
     );
+    let (mut faults_flat, mut faults_two) = (0u64, 0u64);
     let ns = interleaved(
         plan.reps,
         ops.len() as u64,
         &mut [
             Box::new(|| {
+                let f = thread_minor_faults();
                 let t = Instant::now();
                 memdesc_mixed(flat, cpu_flat, ops, &mut live_flat)?;
                 let d = t.elapsed();
+                faults_flat += thread_minor_faults() - f;
                 memdesc_free_all(flat, cpu_flat, &mut live_flat)?;
                 Ok(d)
             }),
             Box::new(|| {
+                let f = thread_minor_faults();
                 let t = Instant::now();
                 memdesc_mixed(two, cpu_two, ops, &mut live_two)?;
                 let d = t.elapsed();
+                faults_two += thread_minor_faults() - f;
                 memdesc_free_all(two, cpu_two, &mut live_two)?;
                 Ok(d)
             }),
@@ -669,19 +691,21 @@ fn time_mixed(
             }),
         ],
     )?;
-    Ok(ns)
+    // The warm-up run and `reps` timed runs each.
+    let per_op = |f: u64| r3(f as f64 / ((plan.reps.max(1) + 1) * ops.len().max(1)) as f64);
+    Ok((ns, HostFaults { memdesc: per_op(faults_flat), memdesc_two_level: per_op(faults_two) }))
 }
 
 /// The mixed sequence: memdesc flat, memdesc two-level and the peer, interleaved, each on a
 /// fresh machine; ns per operation. Blocks left live at the end of a run are freed untimed.
-pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<PerAllocator> {
+pub(crate) fn measure_mixed(plan: &Plan, ops: &[Op]) -> Result<(PerAllocator, HostFaults)> {
     let flat = boot_bench_machine(plan.machine_pages, MemmapLayout::Flat)?;
     let two = boot_bench_machine(plan.machine_pages, MemmapLayout::TwoLevel)?;
     let mut bsa = bsa_new(plan.machine_pages);
     let cpu_flat = flat.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
     let cpu_two = two.cpus().claim(0).ok_or_else(|| anyhow!("CPU 0 busy"))?;
-    let ns = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
-    Ok(PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] })
+    let (ns, faults) = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
+    Ok((PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] }, faults))
 }
 
 /// Order-0 pairs and the mixed sequence on flat machines with CPU-local areas off and on,
@@ -862,7 +886,7 @@ pub fn measure_cross(plan: &Plan, s: &Steady) -> Result<PageCross> {
 /// blocks for every allocator, held through every round); memdesc flat, memdesc two-level and
 /// the peer interleaved, each on a fresh machine; ns per operation. Returns the times and the
 /// fill (pages, blocks).
-pub(crate) fn measure_mixed_full(plan: &Plan, ops: &[Op]) -> Result<(PerAllocator, u64, usize)> {
+pub(crate) fn measure_mixed_full(plan: &Plan, ops: &[Op]) -> Result<(PerAllocator, HostFaults, u64, usize)> {
     let orders = fill_orders(plan.machine_pages, MIXED_FULL_FILL_PCT);
     let fill_pages: u64 = orders.iter().map(|&o| 1u64 << o).sum();
     let flat = boot_bench_machine(plan.machine_pages, MemmapLayout::Flat)?;
@@ -873,11 +897,11 @@ pub(crate) fn measure_mixed_full(plan: &Plan, ops: &[Op]) -> Result<(PerAllocato
     let mut fill_flat = memdesc_fill(&flat, &cpu_flat, &orders)?;
     let mut fill_two = memdesc_fill(&two, &cpu_two, &orders)?;
     let fill_bsa = bsa_fill(&mut bsa, &orders)?;
-    let ns = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
+    let (ns, faults) = time_mixed(plan, ops, (&flat, &cpu_flat), (&two, &cpu_two), &mut bsa)?;
     memdesc_free_all(&flat, &cpu_flat, &mut fill_flat)?;
     memdesc_free_all(&two, &cpu_two, &mut fill_two)?;
     let r = PerAllocator { memdesc: ns[0], memdesc_two_level: ns[1], buddy_system_allocator: ns[2] };
-    Ok((r, fill_pages, fill_bsa.len()))
+    Ok((r, faults, fill_pages, fill_bsa.len()))
 }
 
 /// Runs the page_alloc section.
@@ -898,9 +922,9 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
     let cross_cpu = measure_cross(plan, &flat)?;
     drop(flat);
     step("mixed orders");
-    let mixed = measure_mixed(plan, &ops)?;
+    let (mixed, mixed_faults) = measure_mixed(plan, &ops)?;
     step("mixed orders, 75 % full");
-    let (mixed_full, fill_pages, fill_blocks) = measure_mixed_full(plan, &ops)?;
+    let (mixed_full, mixed_full_faults, fill_pages, fill_blocks) = measure_mixed_full(plan, &ops)?;
     step("CPU-local areas on and off");
     let cpu_areas = measure_areas(plan, &ops)?;
     let order0 = ratio(pairs.buddy_system_allocator, pairs.memdesc);
@@ -921,6 +945,8 @@ pub fn measure_page_alloc(plan: &Plan, progress: &ProgressBar) -> Result<PageAll
         threads,
         mixed_full_ns: round(mixed_full),
         mixed_full_speedup_vs_bsa: mixed_full_speedup,
+        mixed_host_faults_per_op: mixed_faults,
+        mixed_full_host_faults_per_op: mixed_full_faults,
         scaling,
         cross_cpu,
         cpu_areas,

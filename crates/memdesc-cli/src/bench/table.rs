@@ -118,6 +118,12 @@ pub fn render_table(report: &Report) -> String {
                 format!(">= {target}x {}", verdict(met))
             );
         }
+        let (f, g) = (&p.mixed_host_faults_per_op, &p.mixed_full_host_faults_per_op);
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>9.3} {:>11.3} {:>13}   (75 % full: {:.3} / {:.3}; the peer touches no memory)",
+            "host page faults per op", f.memdesc, f.memdesc_two_level, "0", g.memdesc, g.memdesc_two_level
+        );
         let _ = writeln!(
             out,
             "  {:<28} {:>9} {:>11} {:>13} {:>8.2}x {:>13}",
