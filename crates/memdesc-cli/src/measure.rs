@@ -41,26 +41,23 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// System (kernel) CPU time of the calling thread.
-pub fn thread_sys_time() -> Option<Duration> {
+/// The calling thread's resource usage (`getrusage(RUSAGE_THREAD)`).
+fn thread_rusage() -> Option<libc::rusage> {
     // SAFETY: getrusage only writes the struct we pass; an all-zero rusage is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_THREAD with a valid, exclusive pointer to an rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return None;
-    }
+    (unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } == 0).then_some(ru)
+}
+
+/// System (kernel) CPU time of the calling thread.
+pub fn thread_sys_time() -> Option<Duration> {
+    let ru = thread_rusage()?;
     Some(Duration::from_secs(ru.ru_stime.tv_sec as u64) + Duration::from_micros(ru.ru_stime.tv_usec as u64))
 }
 
 /// Minor page faults the calling thread has taken (the host mapping memory on first touch).
 pub fn thread_minor_faults() -> u64 {
-    // SAFETY: getrusage only writes the struct we pass; an all-zero rusage is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_THREAD with a valid, exclusive pointer to an rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return 0;
-    }
-    ru.ru_minflt as u64
+    thread_rusage().map_or(0, |ru| ru.ru_minflt as u64)
 }
 
 /// The host's 1-minute load average, from /proc/loadavg.

@@ -466,8 +466,7 @@ pub fn run_with(path: &Path, plan: &SlabPlan, progress: &ProgressBar) -> Result<
             (0..reps)
                 .map(|_| match which {
                     "memdesc" => pairs(&mut Memdesc { m: &m, cpu: &cpu }, &sizes, n),
-                    "mimalloc" => pairs(&mut Global(MiMalloc), &sizes, n),
-                    _ => pairs(&mut Global(System), &sizes, n),
+                    peer => peer_pair_loop(peer, &sizes, n).expect("the bench names its peers"),
                 })
                 .collect(),
         )
@@ -486,8 +485,7 @@ pub fn run_with(path: &Path, plan: &SlabPlan, progress: &ProgressBar) -> Result<
                                 let cpu = m.cpus().claim(id).expect("one cpu per thread");
                                 pairs(&mut Memdesc { m, cpu: &cpu }, off, n)
                             }
-                            "mimalloc" => pairs(&mut Global(MiMalloc), off, n),
-                            _ => pairs(&mut Global(System), off, n),
+                            peer => peer_pair_loop(peer, off, n).expect("the bench names its peers"),
                         }
                     })
                 })

@@ -113,14 +113,12 @@ impl SimPlatform {
         let end = end.0.min(self.end_pfn);
         let mut collapsed = 0;
         let mut chunk = start.0.next_multiple_of(CHUNK_PAGES);
+        // Window pages of regions without a direct map are never touched (their memory is the
+        // memfd's), so the residency test leaves them out too.
         while chunk + CHUNK_PAGES <= end {
-            let in_unmapped = self.unmapped.iter().any(|u| u.start < chunk + CHUNK_PAGES && chunk < u.end);
-            // SAFETY: the chunk's pages are inside the window (below end_pfn), so the offset
-            // stays inside our own mapping.
-            let addr = unsafe { self.base.as_ptr().add(chunk as usize * PAGE_SIZE) } as *mut libc::c_void;
-            let len = CHUNK_PAGES as usize * PAGE_SIZE;
-            let ok = !in_unmapped && self.resident_pages(Pfn(chunk), Pfn(chunk + CHUNK_PAGES)) == CHUNK_PAGES;
-            if ok && Self::advise_huge(addr, len) {
+            if self.resident_pages(Pfn(chunk), Pfn(chunk + CHUNK_PAGES)) == CHUNK_PAGES
+                && Self::advise_huge(self.window_page(chunk), CHUNK_PAGES as usize * PAGE_SIZE)
+            {
                 collapsed += 1;
             }
             chunk += CHUNK_PAGES;
@@ -138,10 +136,10 @@ impl SimPlatform {
         let mut vec = [0u8; 512];
         while pfn < end {
             let pages = (end - pfn).min(512);
-            // SAFETY: `pfn < end_pfn`, so the offset stays inside our own mapping.
-            let addr = unsafe { self.base.as_ptr().add(pfn as usize * PAGE_SIZE) } as *mut libc::c_void;
-            // SAFETY: mincore reads the residency of `pages` pages of our own mapping into `vec`,
-            // one byte per page (`pages <= 512`); it changes nothing.
+            let addr = self.window_page(pfn).as_ptr() as *mut libc::c_void;
+            // SAFETY: mincore reads the residency of `pages` pages of our own mapping (`pfn +
+            // pages <= end_pfn`) into `vec`, one byte per page (`pages <= 512`); it changes
+            // nothing.
             if unsafe { libc::mincore(addr, pages as usize * PAGE_SIZE, vec.as_mut_ptr()) } == 0 {
                 n += vec[..pages as usize].iter().filter(|r| *r & 1 != 0).count() as u64;
             }
@@ -150,10 +148,21 @@ impl SimPlatform {
         n
     }
 
-    /// `MADV_HUGEPAGE` then `MADV_COLLAPSE` over `len` bytes at `addr`, a 2 MiB chunk of the
+    /// The window address of page `pfn`; panics if `pfn` is not below `end_pfn` (every caller
+    /// has checked that already, so the compare folds into theirs).
+    #[inline]
+    fn window_page(&self, pfn: u64) -> NonNull<u8> {
+        assert!(pfn < self.end_pfn, "pfn {pfn} outside the window");
+        // SAFETY: pfn < end_pfn (checked above), so the offset is inside the mapping of len
+        // bytes, which is not null.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(pfn as usize * PAGE_SIZE)) }
+    }
+
+    /// `MADV_HUGEPAGE` then `MADV_COLLAPSE` over `len` bytes at `page`, a 2 MiB chunk of the
     /// window; whether both succeeded.
-    fn advise_huge(addr: *mut libc::c_void, len: usize) -> bool {
+    fn advise_huge(page: NonNull<u8>, len: usize) -> bool {
         const MADV_COLLAPSE: libc::c_int = 25;
+        let addr = page.as_ptr() as *mut libc::c_void;
         // SAFETY: `addr..addr + len` is a chunk of our own private anonymous mapping (the
         // caller's); MADV_HUGEPAGE changes how the host may back it, never its contents.
         if unsafe { libc::madvise(addr, len, libc::MADV_HUGEPAGE) } != 0 {
@@ -204,8 +213,7 @@ unsafe impl Platform for SimPlatform {
         if pfn.0 >= self.end_pfn || (!self.unmapped.is_empty() && self.unmapped_of(pfn.0).is_some()) {
             return None;
         }
-        // SAFETY: pfn < end_pfn so the offset is inside the mapping of len bytes.
-        Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(pfn.0 as usize * PAGE_SIZE)) })
+        Some(self.window_page(pfn.0))
     }
 
     #[inline]

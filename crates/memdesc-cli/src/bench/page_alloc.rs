@@ -5,7 +5,7 @@
 //! (`benches/page_alloc.rs`).
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
@@ -643,6 +643,24 @@ pub(crate) fn measure_pairs(plan: &Plan) -> Result<(PerAllocator, Steady)> {
     Ok((r, flat))
 }
 
+/// One timed run of the mixed sequence on memdesc machine `m`: its time; the host page faults
+/// inside it are added to `faults`, and the blocks left live are freed untimed.
+fn timed_memdesc_mixed(
+    m: &SimMachine,
+    cpu: &Cpu<'_>,
+    ops: &[Op],
+    live: &mut Vec<Pages>,
+    faults: &mut u64,
+) -> Result<Duration> {
+    let f = thread_minor_faults();
+    let t = Instant::now();
+    memdesc_mixed(m, cpu, ops, live)?;
+    let d = t.elapsed();
+    *faults += thread_minor_faults() - f;
+    memdesc_free_all(m, cpu, live)?;
+    Ok(d)
+}
+
 /// The timed mixed sequence shared by [`measure_mixed`] and [`measure_mixed_full`]: memdesc
 /// flat, memdesc two-level and the peer, interleaved; ns per operation, and memdesc's host
 /// page faults per operation inside its timed sequences ([`HostFaults`]). Blocks a run leaves
@@ -664,24 +682,8 @@ fn time_mixed(
         plan.reps,
         ops.len() as u64,
         &mut [
-            Box::new(|| {
-                let f = thread_minor_faults();
-                let t = Instant::now();
-                memdesc_mixed(flat, cpu_flat, ops, &mut live_flat)?;
-                let d = t.elapsed();
-                faults_flat += thread_minor_faults() - f;
-                memdesc_free_all(flat, cpu_flat, &mut live_flat)?;
-                Ok(d)
-            }),
-            Box::new(|| {
-                let f = thread_minor_faults();
-                let t = Instant::now();
-                memdesc_mixed(two, cpu_two, ops, &mut live_two)?;
-                let d = t.elapsed();
-                faults_two += thread_minor_faults() - f;
-                memdesc_free_all(two, cpu_two, &mut live_two)?;
-                Ok(d)
-            }),
+            Box::new(|| timed_memdesc_mixed(flat, cpu_flat, ops, &mut live_flat, &mut faults_flat)),
+            Box::new(|| timed_memdesc_mixed(two, cpu_two, ops, &mut live_two, &mut faults_two)),
             Box::new(|| {
                 let t = Instant::now();
                 bsa_mixed(bsa, ops, &mut live_bsa)?;

@@ -33,9 +33,6 @@ pub const SECTION_SHIFT: u32 = 15;
 /// lookup stops there (regions number at most `MAX_REGIONS`, far below this bit).
 const SECTION_WHOLE: u16 = 0x8000;
 const _: () = assert!(MAX_REGIONS < SECTION_WHOLE as usize);
-// The fast paths (crate::page_alloc::fast_tables) mask region indices instead of checking
-// their bound.
-const _: () = assert!(MAX_REGIONS.is_power_of_two());
 
 /// Why the memmap could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,9 @@ use crate::page_alloc::pcp::Pcp;
 use crate::page_alloc::zone::Buddy;
 use crate::page_alloc::{PageAllocator, MAX_ZONE_SLOTS};
 
+// `served_block` masks a region index instead of checking its bound.
+const _: () = assert!(MAX_REGIONS.is_power_of_two());
+
 impl<P: Platform> PageAllocator<P> {
     /// The word of a block of `order <= PCP_MAX_ORDER` at `pfn` in `rm` (`Memmap::block_word`
     /// with the flat layout's lookup inline).
