@@ -119,6 +119,10 @@ fn quick_json_has_every_key() {
         "page_alloc.mixed_host_faults_per_op.memdesc_two_level",
         "page_alloc.mixed_full_host_faults_per_op.memdesc",
         "page_alloc.params.memmap_host_huge_pages",
+        "page_alloc.params.mixed_prefaulted_pages.memdesc",
+        "page_alloc.params.mixed_prefaulted_pages.memdesc_two_level",
+        "page_alloc.params.mixed_full_prefaulted_pages.memdesc",
+        "page_alloc.params.mixed_full_prefaulted_pages.memdesc_two_level",
     ] {
         let x = at(&v, k).as_f64().unwrap_or_else(|| panic!("{k} is a number"));
         assert!(x.is_finite() && x >= 0.0, "{k} = {x}");

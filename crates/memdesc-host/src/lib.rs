@@ -15,7 +15,7 @@ mod platform;
 pub mod torture;
 
 pub use device::{DmaError, SimDevice};
-pub use platform::{SimError, SimPlatform};
+pub use platform::{Residency, SimError, SimPlatform};
 
 use memdesc::{BootFailure, Config, MemoryLayout, PhysMem};
 

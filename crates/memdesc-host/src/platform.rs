@@ -26,6 +26,20 @@ struct Unmapped {
     fd: i32,
 }
 
+/// Which window pages the host held at one moment ([`SimPlatform::residency`]).
+#[derive(Debug, Clone)]
+pub struct Residency {
+    start: u64,
+    resident: Vec<bool>,
+}
+
+impl Residency {
+    /// Pages of the snapshot's range that were resident.
+    pub fn resident_pages(&self) -> u64 {
+        self.resident.iter().filter(|r| **r).count() as u64
+    }
+}
+
 /// Physical memory of a simulated machine.
 pub struct SimPlatform {
     base: NonNull<u8>,
@@ -130,8 +144,62 @@ impl SimPlatform {
     /// How many of the window's pages `start..end` the host holds in memory now (`mincore`):
     /// the simulation's cost in host RAM for that range.
     pub fn resident_pages(&self, start: Pfn, end: Pfn) -> u64 {
-        let end = end.0.min(self.end_pfn);
         let mut n = 0;
+        self.for_each_residency(start, end, |_, resident| n += u64::from(resident));
+        n
+    }
+
+    /// Which of the window's pages `start..end` the host holds in memory now: a snapshot to
+    /// compare a later state with ([`SimPlatform::populate_touched_since`]).
+    pub fn residency(&self, start: Pfn, end: Pfn) -> Residency {
+        let mut resident = Vec::with_capacity(end.0.min(self.end_pfn).saturating_sub(start.0) as usize);
+        self.for_each_residency(start, end, |_, r| resident.push(r));
+        Residency { start: start.0, resident }
+    }
+
+    /// Pre-faults the memory a run is about to touch again, so that a benchmark times the
+    /// allocator and not the host's first-touch faults on simulated RAM (a real machine's
+    /// memory is there before the allocator writes it; the host backs the simulation's
+    /// window lazily, 1.5 to 9 us per first write on the 2-CPU machines). Every aligned
+    /// chunk of `chunk_pages` pages (a power of two) of `before`'s range that holds a page
+    /// the host has made resident since `before` was taken is made resident in full
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14: present pages keep their contents, absent ones
+    /// become zeroed pages, exactly what a first write would have found). Chunks overlapping
+    /// a region without a direct map are left alone (their window pages are never touched).
+    /// Returns the pages made resident, or `Err` with the host's error.
+    pub fn populate_touched_since(&self, before: &Residency, chunk_pages: u64) -> Result<u64, SimError> {
+        assert!(chunk_pages.is_power_of_two(), "chunk_pages {chunk_pages} is not a power of two");
+        let end = before.start + before.resident.len() as u64;
+        let mut chunks = Vec::new();
+        self.for_each_residency(Pfn(before.start), Pfn(end), |pfn, resident| {
+            let chunk = pfn & !(chunk_pages - 1);
+            if resident && !before.resident[(pfn - before.start) as usize] && chunks.last() != Some(&chunk) {
+                chunks.push(chunk);
+            }
+        });
+        let mut populated = 0;
+        for chunk in chunks {
+            let (lo, hi) = (chunk.max(before.start), (chunk + chunk_pages).min(end));
+            if self.unmapped.iter().any(|u| u.start < hi && lo < u.end) {
+                continue;
+            }
+            populated += hi - lo - self.resident_pages(Pfn(lo), Pfn(hi));
+            let addr = self.window_page(lo).as_ptr() as *mut libc::c_void;
+            // SAFETY: `lo..hi` lies inside the window (`hi <= end <= end_pfn`), our own private
+            // read-write mapping with no unmapped region in it (checked above);
+            // MADV_POPULATE_WRITE faults its pages in as a write would, keeping the contents
+            // of those present (madvise(2)), so the core's accesses see the same memory.
+            if unsafe { libc::madvise(addr, (hi - lo) as usize * PAGE_SIZE, libc::MADV_POPULATE_WRITE) } != 0 {
+                return Err(last_os_error("madvise(MADV_POPULATE_WRITE)"));
+            }
+        }
+        Ok(populated)
+    }
+
+    /// `f(pfn, resident)` for each window page of `start..end` (`end` clipped to the window),
+    /// in order, from `mincore`; pages it cannot report count as not resident.
+    fn for_each_residency(&self, start: Pfn, end: Pfn, mut f: impl FnMut(u64, bool)) {
+        let end = end.0.min(self.end_pfn);
         let mut pfn = start.0;
         let mut vec = [0u8; 512];
         while pfn < end {
@@ -140,12 +208,14 @@ impl SimPlatform {
             // SAFETY: mincore reads the residency of `pages` pages of our own mapping (`pfn +
             // pages <= end_pfn`) into `vec`, one byte per page (`pages <= 512`); it changes
             // nothing.
-            if unsafe { libc::mincore(addr, pages as usize * PAGE_SIZE, vec.as_mut_ptr()) } == 0 {
-                n += vec[..pages as usize].iter().filter(|r| *r & 1 != 0).count() as u64;
+            if unsafe { libc::mincore(addr, pages as usize * PAGE_SIZE, vec.as_mut_ptr()) } != 0 {
+                vec.fill(0);
+            }
+            for (i, r) in vec[..pages as usize].iter().enumerate() {
+                f(pfn + i as u64, r & 1 != 0);
             }
             pfn += pages;
         }
-        n
     }
 
     /// The window address of page `pfn`; panics if `pfn` is not below `end_pfn` (every caller

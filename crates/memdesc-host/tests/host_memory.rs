@@ -1,6 +1,9 @@
-//! The simulated platform backs boot memory with 2 MiB host pages where it can
-//! (`SimPlatform::back_with_huge_pages`): contents survive the collapse, untouched memory is
-//! never made resident by it, and a machine whose memmap was collapsed works as before.
+//! How the simulated platform asks the host to back its memory. Boot memory goes on 2 MiB
+//! host pages where it can (`SimPlatform::back_with_huge_pages`): contents survive the
+//! collapse, untouched memory is never made resident by it, and a machine whose memmap was
+//! collapsed works as before. Benchmarks pre-fault the chunks a run touched
+//! (`SimPlatform::populate_touched_since`): exactly those chunks become resident, in full,
+//! and what was written stays.
 
 use memdesc::base::layout::{MemmapLayout, MemoryLayout};
 use memdesc::{Config, Gfp, Pfn, Platform, PAGE_SIZE};
@@ -54,4 +57,36 @@ fn machine_with_collapsed_memmap_works() {
     }
     assert_eq!(m.nr_free_pages(), free0);
     eprintln!("host huge pages backing boot memory: {}", m.platform().huge_pages());
+}
+
+#[test]
+fn populate_touched_since_fills_exactly_the_touched_chunks() {
+    let layout = MemoryLayout::pc(1, MemmapLayout::Flat);
+    let p = SimPlatform::new(&layout).unwrap();
+    const CHUNK: u64 = 1024;
+    let (start, end) = (Pfn(8 * CHUNK), Pfn(12 * CHUNK));
+    let before = p.residency(start, end);
+    assert_eq!(before.resident_pages(), 0);
+    // Touch one page in the first chunk and one in the third.
+    let touched = [start.0 + 10, start.0 + 2 * CHUNK + 5];
+    for pfn in touched {
+        let page = p.direct_map(Pfn(pfn)).unwrap().as_ptr() as *mut u64;
+        // SAFETY: a direct-mapped page of the window, which nothing else uses in this test.
+        unsafe { page.add(3).write(pattern(pfn, 3)) };
+    }
+    let populated = p.populate_touched_since(&before, CHUNK).unwrap();
+    assert_eq!(populated, 2 * CHUNK - 2, "the two touched chunks, less their touched pages");
+    for (k, want) in [CHUNK, 0, CHUNK, 0].into_iter().enumerate() {
+        let lo = Pfn(start.0 + k as u64 * CHUNK);
+        assert_eq!(p.resident_pages(lo, lo.add(CHUNK)), want, "chunk {k}");
+    }
+    for pfn in [touched[0], touched[0] + 1, touched[1], touched[1] - 1] {
+        let page = p.direct_map(Pfn(pfn)).unwrap().as_ptr() as *const u64;
+        let want = if touched.contains(&pfn) { pattern(pfn, 3) } else { 0 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { page.add(3).read() }, want, "pfn {pfn}");
+    }
+    let again = p.residency(start, end);
+    assert_eq!(again.resident_pages(), 2 * CHUNK);
+    assert_eq!(p.populate_touched_since(&again, CHUNK).unwrap(), 0, "nothing touched since");
 }
