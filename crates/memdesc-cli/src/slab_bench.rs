@@ -479,6 +479,7 @@ pub fn run_with(path: &Path, plan: &SlabPlan, progress: &ProgressBar) -> Result<
                     let (m, sizes) = (&m, &sizes);
                     let which = which.to_string();
                     s.spawn(move || {
+                        crate::measure::pin_thread_to_host_cpu(id);
                         let off = &sizes[id * 7919 % sizes.len()..];
                         match which.as_str() {
                             "memdesc" => {

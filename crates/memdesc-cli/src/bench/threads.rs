@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
-use crate::measure::{median, r3, thread_cpu_time};
+use crate::measure::{median, pin_thread_to_host_cpu, r3, thread_cpu_time};
 
 /// Objects per batch handed from the producer to the consumer in [`handoff`] (a NAPI-style
 /// budget: Linux's default `net.core.dev_weight` is 64).
@@ -70,6 +70,7 @@ where
             .map(|id| {
                 let (barrier, prep) = (&barrier, &prep);
                 s.spawn(move || -> Result<(Instant, Instant, Duration)> {
+                    pin_thread_to_host_cpu(id);
                     let work = prep(id);
                     // Every thread reaches the barrier, even one whose preparation failed.
                     barrier.wait();
@@ -163,6 +164,7 @@ pub fn handoff<H: Handoff>(h: &H, objects: u64, batch: usize) -> Result<ThreadsR
     let (p, c) = std::thread::scope(|s| {
         let barrier = &barrier;
         let producer = s.spawn(move || -> Result<(Instant, Instant, Duration)> {
+            pin_thread_to_host_cpu(0);
             let side = h.side(0);
             barrier.wait();
             let mut side = side?;
@@ -181,6 +183,7 @@ pub fn handoff<H: Handoff>(h: &H, objects: u64, batch: usize) -> Result<ThreadsR
             Ok((start, Instant::now(), thread_cpu_time().saturating_sub(cpu0)))
         });
         let consumer = s.spawn(move || -> Result<(Instant, Instant, Duration)> {
+            pin_thread_to_host_cpu(1);
             let side = h.side(1);
             barrier.wait();
             let mut side = side?;
