@@ -26,7 +26,7 @@ use crate::base::platform::Platform;
 use crate::memmap::kinds::{kind_of_word, BlockClass, BlockState};
 use crate::memmap::word::{PageKind, Subtype, Word};
 use crate::page_alloc::pcp::PCP_MAX_ORDER;
-use crate::page_alloc::zone::{LINK_WORDS_MIN_ORDER, NONE};
+use crate::page_alloc::zone::{links_in_words, NONE};
 use crate::page_alloc::MAX_ZONE_SLOTS;
 use crate::PhysMem;
 
@@ -415,7 +415,7 @@ impl<P: Platform> PhysMem<P> {
         let step = if big { AREA_PAGES } else { 1 };
         // Only the second and third words of a block on a buddy list may carry its links; every
         // other tail (and every tail of a per-CPU block) is the plain tail word.
-        let linked = !pcp && !big && order >= LINK_WORDS_MIN_ORDER;
+        let linked = !pcp && links_in_words(rm.region.layout, order);
         let mut p = pfn.add(step);
         while p < pfn.add(1 << order) {
             let w = if big { Some(rm.area_word(p)) } else { self.memmap().page_word(self.platform(), rm, p) };

@@ -217,7 +217,7 @@ mod tests {
         for bits in 0..16u8 {
             let Some(tag) = Tag::from_bits(bits) else { continue };
             let entries = KINDS.iter().filter(|k| k.tag == tag).count();
-            let allocator = matches!(tag, Tag::Undescribed | Tag::Buddy | Tag::Split);
+            let allocator = matches!(tag, Tag::Undescribed | Tag::Buddy | Tag::BuddyLinked | Tag::Split);
             assert_eq!(entries, usize::from(!allocator), "{tag:?}");
             assert_eq!(kind_of(tag).map(|k| k.tag), (!allocator).then_some(tag));
         }

@@ -25,7 +25,7 @@ use crate::base::page_access::BootArray;
 use crate::base::page_access::{DirectWindow, PageWords};
 use crate::base::platform::Platform;
 use crate::base::sync::{fence, mutation, AtomicU64, AtomicU8, Mutation, Ordering};
-use crate::memmap::word::{Page, PageKind, SplitInfo, Word};
+use crate::memmap::word::{Page, SplitInfo, Word};
 
 /// log2 of pages per section of the region lookup table (128 MiB).
 pub const SECTION_SHIFT: u32 = 15;
@@ -69,6 +69,8 @@ pub(crate) struct RegionMap {
     pb_base: u64,
     /// `Word::buddy_zone_base` of the region's zone type and node ([`RegionMap::buddy_base`]).
     buddy_base: Word,
+    /// `Word::buddy_linked_zone_base` of the same ([`RegionMap::linked_base`]).
+    linked_base: Word,
 }
 
 /// What a lockless read of a pfn's word found.
@@ -146,7 +148,8 @@ impl Memmap {
                         static_bytes += words.bytes() + pageblocks.bytes();
                         let pb_base = region.start.0 & !(AREA_PAGES - 1);
                         let buddy_base = Word::buddy_zone_base(region.zone as u8, region.node);
-                        regions[nr] = Some(RegionMap { region, words, pageblocks, pb_base, buddy_base });
+                        let linked_base = Word::buddy_linked_zone_base(region.zone as u8, region.node);
+                        regions[nr] = Some(RegionMap { region, words, pageblocks, pb_base, buddy_base, linked_base });
                         nr += 1;
                         Ok(())
                     }
@@ -401,10 +404,7 @@ impl Memmap {
         rm: &'a RegionMap,
         pfn: Pfn,
     ) -> Option<&'a [Page; AREA_PAGES as usize]> {
-        match rm.area_word(pfn).load().kind() {
-            PageKind::Split(s) => self.table(p, s.table_pfn),
-            _ => None,
-        }
+        self.table(p, rm.area_word(pfn).load().as_split()?.table_pfn)
     }
 
     /// The word describing a block of `2^order` pages at `pfn` under the owning lock: for a
@@ -447,7 +447,7 @@ pub(crate) fn load_in_area<'t>(
 ) -> Option<(Word, bool)> {
     loop {
         let w1 = area.load();
-        let PageKind::Split(s) = w1.kind() else {
+        let Some(s) = w1.as_split() else {
             return Some((w1, false));
         };
         let w = table(s.table_pfn)?.get(i)?.load();
@@ -473,8 +473,8 @@ pub(crate) fn unsplit_word(area: &Page, uniform: Word) {
 }
 
 fn same_split(a: Word, b: Word) -> bool {
-    match (a.kind(), b.kind()) {
-        (PageKind::Split(x), PageKind::Split(y)) => x.generation == y.generation && x.table_pfn == y.table_pfn,
+    match (a.as_split(), b.as_split()) {
+        (Some(x), Some(y)) => x.generation == y.generation && x.table_pfn == y.table_pfn,
         _ => false,
     }
 }
@@ -496,6 +496,7 @@ impl RegionMap {
             pageblocks: BootArray::empty(),
             pb_base: 0,
             buddy_base: Word::TAIL,
+            linked_base: Word::TAIL,
         }
     }
 
@@ -508,12 +509,22 @@ impl RegionMap {
             pageblocks: self.pageblocks.alias(),
             pb_base: self.pb_base,
             buddy_base: self.buddy_base,
+            linked_base: self.linked_base,
         }
     }
 
     #[inline]
     pub(crate) fn flat_word(&self, pfn: Pfn) -> &Page {
         &self.words[(pfn.0 - self.region.start.0) as usize]
+    }
+
+    /// The words of page `pfn` and the page after it in a flat region (one bounds check for
+    /// both).
+    #[inline]
+    pub(crate) fn flat_words_at(&self, pfn: Pfn) -> [&Page; 2] {
+        let i = (pfn.0 - self.region.start.0) as usize;
+        let [a, b] = <&[Page; 2]>::try_from(&self.words.as_slice()[i..i + 2]).expect("a range of two");
+        [a, b]
     }
 
     /// The words of the two pages after `pfn` in a flat region (one bounds check for both).
@@ -529,6 +540,14 @@ impl RegionMap {
     #[inline]
     pub(crate) fn buddy_base(&self) -> Word {
         self.buddy_base
+    }
+
+    /// The [`Tag::BuddyLinked`](crate::memmap::tag::Tag::BuddyLinked) word of this region's
+    /// zone type and node without the block's migratetype or link
+    /// (`Word::buddy_linked_zone_base`, precomputed at build).
+    #[inline]
+    pub(crate) fn linked_base(&self) -> Word {
+        self.linked_base
     }
 
     #[inline]

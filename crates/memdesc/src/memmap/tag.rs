@@ -33,10 +33,14 @@ pub enum Tag {
     Mappable = 11,
     /// Two-level memmap only: a 2 MiB area whose 512 per-page words exist ([`SplitInfo`](crate::memmap::word::SplitInfo)).
     Split = 12,
+    /// Head of a free order-1 buddy block on a buddy free list: migratetype, zone and node
+    /// inline, and the block's previous free-list link ([`Word::buddy`](crate::memmap::word::Word::buddy) makes it for every
+    /// free order-1 block off the per-CPU lists; it decodes to [`BuddyInfo`](crate::memmap::word::BuddyInfo) like `Buddy`).
+    BuddyLinked = 13,
 }
 
 impl Tag {
-    /// Decodes the tag bits; `None` for the three unused values.
+    /// Decodes the tag bits; `None` for the two unused values.
     #[inline]
     pub const fn from_bits(bits: u8) -> Option<Tag> {
         Some(match bits {
@@ -53,6 +57,7 @@ impl Tag {
             10 => Tag::Z3fold,
             11 => Tag::Mappable,
             12 => Tag::Split,
+            13 => Tag::BuddyLinked,
             _ => return None,
         })
     }

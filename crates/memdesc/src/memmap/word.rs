@@ -2,10 +2,17 @@
 //!
 //! Layout of a word (`u64`), low bits first:
 //!
-//! | bits   | tag `Undescribed`        | tag `Buddy`             | tag `Split` (two-level area) | described tags          |
-//! |--------|--------------------------|-------------------------|------------------------------|-------------------------|
-//! | 0..4   | tag                      | tag                     | tag                          | tag                     |
-//! | 4..64  | subtype 4, order 6, node 10, zone 3 | order 6, migratetype 3, zone 3, node 10, pcp 1 | free count 10, generation 10, table pfn 40 | descriptor address bits 4..64 |
+//! | bits   | tag `Undescribed`        | tag `Buddy`             | tag `BuddyLinked` (free order-1 head) | tag `Split` (two-level area) | described tags          |
+//! |--------|--------------------------|-------------------------|---------------------------------------|------------------------------|-------------------------|
+//! | 0..4   | tag                      | tag                     | tag                                   | tag                          | tag                     |
+//! | 4..64  | subtype 4, order 6, node 10, zone 3 | order 6, migratetype 3, zone 3, node 10, pcp 1 | migratetype 3, zone 3, node 10, 0 4, link 40 | free count 10, generation 10, table pfn 40 | descriptor address bits 4..64 |
+//!
+//! A free order-1 block on a buddy list has two words for its two free-list links: the tail
+//! word carries the next link, and the head word, which must also say what the block is, is a
+//! `BuddyLinked` word with the previous link in the same 40 bits a tail link uses (order 1
+//! and "not per-CPU" are implied by the tag, which makes the room). [`Word::buddy`] encodes
+//! every free order-1 block that is not on a per-CPU list this way (link none) and both tags
+//! decode to the same [`BuddyInfo`].
 //!
 //! A *tail* word (`Undescribed`, subtype `Tail`) has no order, node or zone (they decode as 0);
 //! bits 24..64 instead carry an optional free-list link: `pfn + 1`, 0 meaning none. So the
@@ -322,7 +329,8 @@ impl Word {
         self.0 & 0xFF == Tag::Undescribed as u64 | (subtype as u64) << 4
     }
 
-    /// Encodes a free buddy block head.
+    /// Encodes a free buddy block head (a free order-1 block that is not on a per-CPU list
+    /// gets a [`Tag::BuddyLinked`] word without a link; see the module header).
     pub const fn buddy(b: BuddyInfo) -> Result<Word, EncodeError> {
         if b.order > MAX_INLINE_ORDER {
             return Err(EncodeError::FieldTooLarge("order"));
@@ -335,6 +343,9 @@ impl Word {
         }
         if b.node > MAX_NODE {
             return Err(EncodeError::FieldTooLarge("node"));
+        }
+        if b.order == 1 && !b.pcp {
+            return Ok(Word::buddy_linked_zone_base(b.zone, b.node).with_linked_migratetype(b.migratetype));
         }
         Ok(Word(
             Tag::Buddy as u64
@@ -353,6 +364,9 @@ impl Word {
     #[inline(always)]
     pub(crate) const fn buddy_in_range(b: BuddyInfo) -> Word {
         debug_assert!(Word::buddy(b).is_ok());
+        if b.order == 1 && !b.pcp {
+            return Word::buddy_linked_zone_base(b.zone, b.node).with_linked_migratetype(b.migratetype);
+        }
         Word::buddy_zone_base(b.zone, b.node).with_buddy_block(b.order, b.migratetype, b.pcp)
     }
 
@@ -364,10 +378,40 @@ impl Word {
     }
 
     /// A [`Word::buddy_zone_base`] completed with a block's fields (fields in range as for
-    /// [`Word::buddy_in_range`], which is this): three shifts and ors.
+    /// [`Word::buddy_in_range`], which is this for every block but a free order-1 one off the
+    /// per-CPU lists, whose word is [`Word::buddy_linked_zone_base`]'s): three shifts and ors.
     #[inline(always)]
     pub(crate) const fn with_buddy_block(self, order: u8, migratetype: u8, pcp: bool) -> Word {
         Word(self.0 | (order as u64) << 4 | (migratetype as u64) << 10 | (pcp as u64) << 26)
+    }
+
+    /// The [`Tag::BuddyLinked`] word of zone type `zone` on node `node` with migratetype 0
+    /// and no link (fields in range as for [`Word::buddy_in_range`]).
+    pub(crate) const fn buddy_linked_zone_base(zone: u8, node: u16) -> Word {
+        Word(Tag::BuddyLinked as u64 | (zone as u64) << 7 | (node as u64) << 10)
+    }
+
+    /// A [`Word::buddy_linked_zone_base`] completed with the block's migratetype.
+    #[inline(always)]
+    pub(crate) const fn with_linked_migratetype(self, migratetype: u8) -> Word {
+        Word(self.0 | (migratetype as u64) << 4)
+    }
+
+    /// This [`Tag::BuddyLinked`] word with its link replaced by `link` (a pfn below `MAX_PFN`,
+    /// or `u64::MAX` for none), the other fields kept.
+    #[inline(always)]
+    pub(crate) const fn with_link_raw(self, link: u64) -> Word {
+        debug_assert!(self.0 & 0xF == Tag::BuddyLinked as u64);
+        debug_assert!(link < crate::base::addr::MAX_PFN || link == u64::MAX);
+        Word(self.0 & ((1 << LINK_SHIFT) - 1) | link.wrapping_add(1) << LINK_SHIFT)
+    }
+
+    /// The free-list link a linked tail or a [`Tag::BuddyLinked`] head carries (`u64::MAX`
+    /// for none): the caller knows the word is one of the two; both keep `pfn + 1` in the
+    /// same 40 bits.
+    #[inline(always)]
+    pub(crate) const fn link_raw(self) -> u64 {
+        (self.0 >> LINK_SHIFT).wrapping_sub(1)
     }
 
     /// Encodes a split two-level area.
@@ -407,6 +451,17 @@ impl Word {
         Word(addr | tag as u64)
     }
 
+    /// [`PageKind::Split`]'s contents if this is a split area's word: the two-level hot paths'
+    /// decode, one tag compare instead of [`Word::kind`]'s full match.
+    #[inline(always)]
+    pub(crate) const fn as_split(self) -> Option<SplitInfo> {
+        let w = self.0;
+        if w & 0xF != Tag::Split as u64 {
+            return None;
+        }
+        Some(SplitInfo { free: field(w, 4, 10) as u16, generation: field(w, 14, 10) as u16, table_pfn: w >> 24 })
+    }
+
     /// Decodes the word into its typed view. Never panics, whatever the bits.
     #[inline]
     pub fn kind(self) -> PageKind {
@@ -418,15 +473,14 @@ impl Word {
                 Some(u) => PageKind::Undescribed(u),
                 None => PageKind::Invalid(w),
             },
-            Tag::Buddy => match self.as_buddy() {
+            Tag::Buddy | Tag::BuddyLinked => match self.as_buddy() {
                 Some(b) => PageKind::Buddy(b),
                 None => PageKind::Invalid(w),
             },
-            Tag::Split => PageKind::Split(SplitInfo {
-                free: field(w, 4, 10) as u16,
-                generation: field(w, 14, 10) as u16,
-                table_pfn: w >> 24,
-            }),
+            Tag::Split => match self.as_split() {
+                Some(s) => PageKind::Split(s),
+                None => PageKind::Invalid(w),
+            },
             _ => match DescAddr::new(addr) {
                 None => PageKind::Invalid(w),
                 Some(a) => match tag {
@@ -440,7 +494,7 @@ impl Word {
                     Tag::Zsmalloc => PageKind::Zsmalloc(a.typed()),
                     Tag::Z3fold => PageKind::Z3fold(a.typed()),
                     Tag::Mappable => PageKind::Mappable(a.typed()),
-                    Tag::Undescribed | Tag::Buddy | Tag::Split => PageKind::Invalid(w),
+                    Tag::Undescribed | Tag::Buddy | Tag::BuddyLinked | Tag::Split => PageKind::Invalid(w),
                 },
             },
         }
@@ -450,7 +504,7 @@ impl Word {
     #[inline]
     pub fn desc_addr(self) -> Option<usize> {
         match self.tag()? {
-            Tag::Undescribed | Tag::Buddy | Tag::Split => None,
+            Tag::Undescribed | Tag::Buddy | Tag::BuddyLinked | Tag::Split => None,
             _ => Some((self.0 & !0xF) as usize),
         }
     }
@@ -492,6 +546,18 @@ impl Word {
     #[inline(always)]
     pub(crate) const fn as_buddy(self) -> Option<BuddyInfo> {
         let w = self.0;
+        if w & 0xF == Tag::BuddyLinked as u64 {
+            if field(w, 20, 4) != 0 {
+                return None;
+            }
+            return Some(BuddyInfo {
+                order: 1,
+                migratetype: field(w, 4, 3) as u8,
+                zone: field(w, 7, 3) as u8,
+                node: field(w, 10, 10) as u16,
+                pcp: false,
+            });
+        }
         if w & 0xF != Tag::Buddy as u64 {
             return None;
         }
@@ -743,9 +809,34 @@ mod tests {
     }
 
     #[test]
+    fn order1_free_heads_are_linked_words() {
+        use crate::base::addr::MAX_PFN;
+        for (mt, zone, node) in [(0, 0, 0), (3, 2, 1), (MAX_MIGRATETYPE, MAX_ZONE, MAX_NODE)] {
+            let b = BuddyInfo { order: 1, migratetype: mt, zone, node, pcp: false };
+            let w = Word::buddy(b).unwrap();
+            assert_eq!(w.tag(), Some(Tag::BuddyLinked));
+            assert_eq!(w, Word::buddy_in_range(b));
+            assert_eq!(w.link_raw(), u64::MAX, "a new head word has no link");
+            for link in [0, 2, 0x1234_5678, MAX_PFN - 1] {
+                let l = w.with_link_raw(link);
+                assert_eq!(l.link_raw(), link);
+                assert_eq!(l.kind(), PageKind::Buddy(b), "the link leaves the fields alone");
+                assert_eq!(l.with_link_raw(u64::MAX), w);
+            }
+            // On a per-CPU list an order-1 block keeps the plain buddy word (no links there).
+            let p = Word::buddy(BuddyInfo { pcp: true, ..b }).unwrap();
+            assert_eq!(p.tag(), Some(Tag::Buddy));
+            assert_eq!(p.kind(), PageKind::Buddy(BuddyInfo { pcp: true, ..b }));
+        }
+        // The four bits between the node and the link are zero in every word an encoder makes.
+        let w = Word::buddy(BuddyInfo { order: 1, migratetype: 1, zone: 1, node: 1, pcp: false }).unwrap();
+        assert_eq!(Word::from_raw(w.raw() | 1 << 20).kind(), PageKind::Invalid(w.raw() | 1 << 20));
+    }
+
+    #[test]
     fn arbitrary_bits_never_panic() {
         // Unused tags, unused subtypes, and described tags with a null address are invalid.
-        for tag in 13u64..16 {
+        for tag in 14u64..16 {
             assert_eq!(Word::from_raw(tag | 0xabc0).kind(), PageKind::Invalid(tag | 0xabc0));
         }
         assert_eq!(Word::from_raw(0xF0).kind(), PageKind::Invalid(0xF0), "undescribed subtype 15");

@@ -4,9 +4,11 @@
 //! other pages of the block hold tail words. Its free-list links (next and previous pfn) live
 //! in the words of its second and third pages for blocks of order 2 and up
 //! ([`crate::memmap::word::Word::linked_tail`]: the memmap cache line the head word is in,
-//! rather than the cold free memory), and in the first 16 bytes of the free memory itself for
-//! blocks of order 0 and 1 and for a two-level region's blocks of an area or more (no third
-//! word of their own), reached through the direct map or, for memory without a permanent
+//! rather than the cold free memory); an order-1 block of a flat region keeps its next link in
+//! its second page's word and its previous link in its head word, a `BuddyLinked` word that
+//! has room for it (`memmap/word.rs`). Blocks of order 0, and a two-level region's blocks of
+//! order 1 and of an area or more, keep them in the first 16 bytes of the free memory itself,
+//! reached through the direct map or, for memory without a permanent
 //! mapping, a momentary local mapping (`PageWords`, the atomic word view of
 //! [`crate::base::page_access`]). A block off the lists has plain tail words only. Nothing is
 //! ever allocated to track free memory. Lists are doubly linked, so removing a block from the
@@ -28,15 +30,24 @@ use crate::base::pageblock::{MigrateType, NR_MIGRATETYPES};
 use crate::base::platform::Platform;
 use crate::base::sync::{AtomicU64, Ordering, SpinLock};
 use crate::memmap::word::{
-    BuddyInfo, PageKind, SplitInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER, MAX_MIGRATETYPE, MAX_NODE, MAX_ZONE,
+    BuddyInfo, SplitInfo, Subtype, Undescribed, Word, MAX_INLINE_ORDER, MAX_MIGRATETYPE, MAX_NODE, MAX_ZONE,
 };
 use crate::memmap::{Memmap, RegionMap};
 
 /// Highest MAX_ORDER a machine may be configured with.
 pub const MAX_ORDER_LIMIT: u32 = 20;
 pub(crate) const NONE: u64 = u64::MAX;
-/// Lowest order whose free blocks keep their list links in tail words (see [`Buddy::links`]).
-pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 2;
+/// Lowest order whose free blocks keep their list links in words (see [`Buddy::links`]).
+pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 1;
+
+/// Whether a free block of `order` on a buddy list of a region of `layout` keeps its links in
+/// words (its second page's word is then a linked tail): what [`Buddy::link_words`] decides.
+pub(crate) const fn links_in_words(layout: MemmapLayout, order: u32) -> bool {
+    match layout {
+        MemmapLayout::Flat => order >= LINK_WORDS_MIN_ORDER,
+        MemmapLayout::TwoLevel => order > 1 && order < AREA_ORDER,
+    }
+}
 
 // What `Buddy::buddy_word` encodes without range checks always fits the word's fields: orders
 // up to MAX_ORDER_LIMIT (the machine refuses a larger max_order at boot), nodes below
@@ -177,7 +188,11 @@ impl<'a, P: Platform> Buddy<'a, P> {
     #[inline]
     pub(crate) fn buddy_word(rm: &RegionMap, order: u32, mt: MigrateType, pcp: bool) -> Word {
         debug_assert!(order <= MAX_ORDER_LIMIT && (rm.region.node as usize) < MAX_NODES);
-        let w = rm.buddy_base().with_buddy_block(order as u8, mt as u8, pcp);
+        let w = if order == 1 && !pcp {
+            rm.linked_base().with_linked_migratetype(mt as u8)
+        } else {
+            rm.buddy_base().with_buddy_block(order as u8, mt as u8, pcp)
+        };
         debug_assert_eq!(
             w,
             Word::buddy_in_range(BuddyInfo {
@@ -224,17 +239,24 @@ impl<'a, P: Platform> Buddy<'a, P> {
     }
 
     /// The words that hold the next and previous links of the free block of `order` at `pfn`:
-    /// its second and third pages' words. `None` where the links live in the first 16 bytes of
-    /// the block's memory instead: blocks of order 0 and 1 (no third page) and, in a two-level
-    /// region, blocks of an area or more (their pages have no words of their own).
+    /// its second and third pages' words, or in a flat region for an order-1 block its second
+    /// page's word and its own (`BuddyLinked`) head word. `None` where the links live in the
+    /// first 16 bytes of the block's memory instead: blocks of order 0 (no second page) and, in
+    /// a two-level region, blocks of order 1 (reaching the split area's word table costs more
+    /// there than the block's own memory: 402 -> 501 instructions per mixed step, 26 -> 30 ns)
+    /// and of an area or more (their pages have no words of their own).
     #[inline(always)]
     fn link_words(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> Option<[&'a crate::memmap::word::Page; 2]> {
         if order < LINK_WORDS_MIN_ORDER {
             return None;
         }
         match rm.region.layout {
+            MemmapLayout::Flat if order == 1 => {
+                let [head, tail] = rm.flat_words_at(pfn);
+                Some([tail, head])
+            }
             MemmapLayout::Flat => Some(rm.flat_words_after(pfn)),
-            MemmapLayout::TwoLevel if order < AREA_ORDER => {
+            MemmapLayout::TwoLevel if order > 1 && order < AREA_ORDER => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
                 Some([&t[i + 1], &t[i + 2]])
@@ -248,13 +270,14 @@ impl<'a, P: Platform> Buddy<'a, P> {
     #[inline]
     pub(crate) fn links(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> (u64, u64) {
         match self.link_words(rm, pfn, order) {
-            Some([n, p]) => (n.load().tail_link_raw(), p.load().tail_link_raw()),
+            Some([n, p]) => (n.load().link_raw(), p.load().link_raw()),
             None => self.with_mem_links(pfn, |[n, p]| (n.load(Ordering::Relaxed), p.load(Ordering::Relaxed))),
         }
     }
 
     /// The word of link `which` (0 next, 1 previous) of [`Buddy::link_words`], alone (one
-    /// index computed and checked, not two).
+    /// index computed and checked, not two): page `pfn + 1 + which`'s, or for an order-1
+    /// block of a flat region page `pfn + 1 - which`'s.
     #[inline(always)]
     fn link_word(
         &self,
@@ -267,8 +290,8 @@ impl<'a, P: Platform> Buddy<'a, P> {
             return None;
         }
         match rm.region.layout {
-            MemmapLayout::Flat => Some(rm.flat_word(pfn.add(1 + which as u64))),
-            MemmapLayout::TwoLevel if order < AREA_ORDER => {
+            MemmapLayout::Flat => Some(rm.flat_word(pfn.add(if order == 1 { 1 - which } else { 1 + which } as u64))),
+            MemmapLayout::TwoLevel if order > 1 && order < AREA_ORDER => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 Some(&t[(pfn.0 & (AREA_PAGES - 1)) as usize + 1 + which])
             }
@@ -276,10 +299,12 @@ impl<'a, P: Platform> Buddy<'a, P> {
         }
     }
 
-    /// Sets link `which` (0 next, 1 previous) of the free block of `order` at `pfn`.
+    /// Sets link `which` (0 next, 1 previous) of the free block of `order` at `pfn`. An
+    /// order-1 block's previous link is in its head word, whose other fields stay.
     #[inline(always)]
     fn set_link(&self, rm: &'a RegionMap, pfn: Pfn, order: u32, which: usize, link: u64) {
         match self.link_word(rm, pfn, order, which) {
+            Some(w) if order == 1 && which == 1 => w.store(w.load().with_link_raw(link)),
             Some(w) => w.store(Word::linked_tail_raw(link)),
             None => self.with_mem_links(pfn, |m| m[which].store(link, Ordering::Relaxed)),
         }
@@ -301,16 +326,19 @@ impl<'a, P: Platform> Buddy<'a, P> {
         a.nr[mt as usize] += 1;
     }
 
-    /// Takes the free block of `order` at `pfn` (of region `rm`) off its list; link words go
-    /// back to plain tail words.
+    /// Takes the free block of `order` at `pfn` (of region `rm`) off its list; link tail
+    /// words go back to plain tail words (an order-1 block's head word keeps its stale previous
+    /// link until the caller, which always does, stores the block's next head word).
     #[inline(always)]
     fn list_del_in(&self, fl: &mut FreeLists, rm: &'a RegionMap, pfn: Pfn, order: u32, mt: MigrateType) {
         let is_head = fl.areas[order as usize].head[mt as usize] == pfn.0;
         let (next, prev) = match self.link_words(rm, pfn, order) {
             Some([n, p]) => {
-                let links = (n.load().tail_link_raw(), if is_head { NONE } else { p.load().tail_link_raw() });
+                let links = (n.load().link_raw(), if is_head { NONE } else { p.load().link_raw() });
                 n.store(Word::TAIL);
-                p.store(Word::TAIL);
+                if order != 1 {
+                    p.store(Word::TAIL);
+                }
                 links
             }
             None => self.with_mem_links(pfn, |m| {
@@ -347,7 +375,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// Changes the free-page count of the split area holding a small block.
     fn area_free_add(&self, rm: &RegionMap, pfn: Pfn, delta: i64) {
         let aw = rm.area_word(pfn);
-        if let PageKind::Split(s) = aw.load().kind() {
+        if let Some(s) = aw.load().as_split() {
             let free = (s.free as i64 + delta) as u16;
             aw.store(Word::split(SplitInfo { free, ..s }).expect("free <= 512"));
         }
@@ -450,7 +478,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// table is a page from outside (a split 2 MiB folio's, always from this zone) is made
     /// whole when all 512 pages are free, and its table page is freed.
     fn maybe_unsplit(&self, fl: &mut FreeLists, rm: &'a RegionMap, area: Pfn) {
-        let PageKind::Split(s) = rm.area_word(area).load().kind() else { return };
+        let Some(s) = rm.area_word(area).load().as_split() else { return };
         let inside = s.table_pfn >= area.0 && s.table_pfn < area.0 + AREA_PAGES;
         if !inside {
             if s.free as u64 == AREA_PAGES {
