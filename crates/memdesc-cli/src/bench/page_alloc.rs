@@ -687,8 +687,10 @@ pub const PREFAULT_PASSES: usize = 4;
 /// every 4 MiB chunk (a `max_order` block) of the simulated RAM holding a page that the run
 /// made resident is made resident in full ([`SimPlatform::populate_touched_since`]); again,
 /// up to [`PREFAULT_PASSES`] times, until a pass finds nothing new (each run leaves the LIFO
-/// free lists in a different order, so the next one reaches a few other chunks: on the bench
-/// machine 75 % full, 24 000, 12 000, 4 000 and 0 pages). On a real machine that memory is
+/// free lists in a different order, so the next one reaches a few other chunks: on the flat
+/// bench machine 75 % full, before its order-1 links moved into words, 24 000, 12 000, 4 000
+/// and 0 pages; now about 6 000 pages empty and none 75 % full, about 43 000 on the two-level
+/// one, whose small blocks' links are in memory). On a real machine that memory is
 /// there and a first write into it is a cache miss, not a host page fault of 1.5-9 us, and the
 /// peer never touches the memory it manages. Returns the pages made resident; the faults the
 /// timed runs still take are counted beside their times ([`HostFaults`]).

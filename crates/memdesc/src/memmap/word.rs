@@ -110,6 +110,21 @@ const _: () =
     assert!(Word::linked_tail_raw(crate::base::addr::MAX_PFN - 1).tail_link_raw() == crate::base::addr::MAX_PFN - 1);
 const _: () = assert!(Word::linked_tail_raw(u64::MAX).0 == Word::TAIL.0, "no link is the plain tail");
 const _: () = assert!(Word::TAIL.tail_link_raw() == u64::MAX);
+// A `BuddyLinked` word's fields (migratetype 4..7, zone 7..10, node 10..20) stay below its
+// link, which uses the same 40 bits as a tail's; the largest values of every field round-trip
+// beside the largest link.
+const _: () = assert!(20 <= LINK_SHIFT);
+const _: () = {
+    let w = Word::buddy_linked_zone_base(MAX_ZONE, MAX_NODE).with_linked_migratetype(MAX_MIGRATETYPE);
+    let l = w.with_link_raw(crate::base::addr::MAX_PFN - 1);
+    assert!(l.link_raw() == crate::base::addr::MAX_PFN - 1);
+    match l.as_buddy() {
+        Some(b) => assert!(
+            b.order == 1 && b.migratetype == MAX_MIGRATETYPE && b.zone == MAX_ZONE && b.node == MAX_NODE && !b.pcp
+        ),
+        None => panic!("a linked head decodes as a buddy head"),
+    }
+};
 /// Largest node number a word holds (10 bits).
 pub const MAX_NODE: u16 = 1023;
 /// Largest zone index a word holds (3 bits).
