@@ -1,5 +1,5 @@
 //! The per-CPU fast paths of small allocations and frees (issue 14): what an allocation of
-//! order the per-CPU lists serve (`pcp_serves`: order 0) served from the caller's per-CPU list, and the free of an owned
+//! order the per-CPU lists serve (`pcp_serves`: orders 0 and 1) served from the caller's per-CPU list, and the free of an owned
 //! small block onto it, do when nothing unusual is going on. Each fast path decides from a few
 //! loads whether the general path would take exactly the same steps; if not (an empty list,
 //! a zone under its watermark, a word that is not the expected head, guard pages on the

@@ -1,5 +1,5 @@
 //! The fast paths of buddy-order allocations and frees (issue 14): blocks of the orders the
-//! per-CPU lists do not serve (`pcp_serves`: every order above 0) go straight between the
+//! per-CPU lists do not serve (`pcp_serves`: every order above 1) go straight between the
 //! caller and a zone's buddy lists, as in Linux's `rmqueue_buddy` and `__free_one_page`. What
 //! the general path spends around the buddy itself (the zone walk with its gfp decode, the
 //! region lookup after taking a block, the full decode of the freed head word, the guard-page

@@ -62,13 +62,16 @@ pub(crate) const MAX_ZONE_SLOTS: usize = MAX_NODES * NR_ZONES;
 const _: () = assert!(MAX_ZONE_SLOTS.is_power_of_two());
 
 /// Whether blocks of `order` are allocated and freed through the per-CPU lists (the lists hold
-/// orders up to [`pcp::PCP_MAX_ORDER`]); larger blocks go straight to the buddy lists. Only order
-/// 0: with orders 1..=3 on the lists too, a mix of orders kept refilling one order's list a
-/// batch at a time while the lists drain lowest order first, so every such block crossed the
-/// zone lock about twice (measured; see ARCHITECTURE.md, zones).
+/// orders up to [`pcp::PCP_MAX_ORDER`]); larger blocks go straight to the buddy lists. Orders 0
+/// and 1, by measurement (the mixed-order sequence, `examples/mixed_ops`, alternated, once the
+/// order-1 buddy links had moved into words): serving order 0 alone 20.4-21.1 ns per step,
+/// orders 0..=1 19.9-20.3, 0..=2 19.9-20.3, 0..=3 32-34. With order 3 on the lists too, a mix
+/// of orders kept refilling one order's list a batch (63 >> order blocks) at a time while the
+/// lists drain lowest order first, so every such block crossed the zone lock about twice (see
+/// ARCHITECTURE.md, zones); the smallest set that gains is kept.
 #[inline(always)]
 fn pcp_serves(order: u32) -> bool {
-    order == 0
+    order <= 1
 }
 
 /// Rare-event counters (successes are counted per CPU and per zone, under their locks).
