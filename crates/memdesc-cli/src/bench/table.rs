@@ -201,6 +201,13 @@ pub fn render_table(report: &Report) -> String {
         let _ = writeln!(out, "  two threads, per thread {:>25.1} {:>10.1} {:>10.1}", b.memdesc, b.mimalloc, b.system);
         let _ = writeln!(
             out,
+            "  two threads / one thread {:>23.2}x {:>9.2}x {:>9.2}x   (memdesc target <= 1.15x, issue 14)",
+            b.memdesc / a.memdesc,
+            b.mimalloc / a.mimalloc,
+            b.system / a.system
+        );
+        let _ = writeln!(
+            out,
             "  speedup vs mimalloc {:.2}x (target >= 1.25), vs system {:.2}x (target >= 1.5, issue 14); {} sizes, mean {:.0} B",
             sb.speedup_vs_mimalloc, sb.speedup_vs_system, sb.sizes, sb.mean_size
         );
