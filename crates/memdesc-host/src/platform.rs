@@ -170,20 +170,25 @@ impl SimPlatform {
     pub fn populate_touched_since(&self, before: &Residency, chunk_pages: u64) -> Result<u64, SimError> {
         assert!(chunk_pages.is_power_of_two(), "chunk_pages {chunk_pages} is not a power of two");
         let end = before.start + before.resident.len() as u64;
-        let mut chunks = Vec::new();
+        // Per chunk of the range, in order: (first pfn, resident pages now, whether any of
+        // them became resident since `before`), from one pass of `mincore`.
+        let mut chunks: Vec<(u64, u64, bool)> = Vec::new();
         self.for_each_residency(Pfn(before.start), Pfn(end), |pfn, resident| {
             let chunk = pfn & !(chunk_pages - 1);
-            if resident && !before.resident[(pfn - before.start) as usize] && chunks.last() != Some(&chunk) {
-                chunks.push(chunk);
+            if chunks.last().is_none_or(|c| c.0 != chunk) {
+                chunks.push((chunk, 0, false));
             }
+            let c = chunks.last_mut().expect("pushed above");
+            c.1 += u64::from(resident);
+            c.2 |= resident && !before.resident[(pfn - before.start) as usize];
         });
         let mut populated = 0;
-        for chunk in chunks {
+        for (chunk, resident, touched) in chunks {
             let (lo, hi) = (chunk.max(before.start), (chunk + chunk_pages).min(end));
-            if self.unmapped.iter().any(|u| u.start < hi && lo < u.end) {
+            if !touched || self.unmapped.iter().any(|u| u.start < hi && lo < u.end) {
                 continue;
             }
-            populated += hi - lo - self.resident_pages(Pfn(lo), Pfn(hi));
+            populated += hi - lo - resident;
             let addr = self.window_page(lo).as_ptr() as *mut libc::c_void;
             // SAFETY: `lo..hi` lies inside the window (`hi <= end <= end_pfn`), our own private
             // read-write mapping with no unmapped region in it (checked above);

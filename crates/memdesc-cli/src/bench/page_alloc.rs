@@ -814,24 +814,14 @@ pub(crate) fn measure_areas(plan: &Plan, ops: &[Op]) -> Result<AreasOnOff> {
     prefault_mixed(&m_off, &cm_off, ops)?;
     prefault_mixed(&m_on, &cm_on, ops)?;
     let (mut l_off, mut l_on) = (Vec::with_capacity(plan.mixed_max_live), Vec::with_capacity(plan.mixed_max_live));
+    // The areas comparison reports no fault counts; the mixed cases above do.
+    let (mut faults_off, mut faults_on) = (0u64, 0u64);
     let mixed = interleaved(
         plan.reps,
         ops.len() as u64,
         &mut [
-            Box::new(|| {
-                let t = Instant::now();
-                memdesc_mixed(&m_off, &cm_off, ops, &mut l_off)?;
-                let d = t.elapsed();
-                memdesc_free_all(&m_off, &cm_off, &mut l_off)?;
-                Ok(d)
-            }),
-            Box::new(|| {
-                let t = Instant::now();
-                memdesc_mixed(&m_on, &cm_on, ops, &mut l_on)?;
-                let d = t.elapsed();
-                memdesc_free_all(&m_on, &cm_on, &mut l_on)?;
-                Ok(d)
-            }),
+            Box::new(|| timed_memdesc_mixed(&m_off, &cm_off, ops, &mut l_off, &mut faults_off)),
+            Box::new(|| timed_memdesc_mixed(&m_on, &cm_on, ops, &mut l_on, &mut faults_on)),
         ],
     )?;
     let on_off = |ns: &[f64]| OnOff { off: r3(ns[0]), on: r3(ns[1]), speedup: ratio(ns[0], ns[1]) };

@@ -530,9 +530,7 @@ impl RegionMap {
     /// The words of the two pages after `pfn` in a flat region (one bounds check for both).
     #[inline]
     pub(crate) fn flat_words_after(&self, pfn: Pfn) -> [&Page; 2] {
-        let i = (pfn.0 - self.region.start.0) as usize + 1;
-        let [a, b] = <&[Page; 2]>::try_from(&self.words.as_slice()[i..i + 2]).expect("a range of two");
-        [a, b]
+        self.flat_words_at(pfn.add(1))
     }
 
     /// The buddy word of this region's zone type and node without the block's fields

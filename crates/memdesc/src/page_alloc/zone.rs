@@ -41,7 +41,8 @@ pub(crate) const NONE: u64 = u64::MAX;
 pub(crate) const LINK_WORDS_MIN_ORDER: u32 = 1;
 
 /// Whether a free block of `order` on a buddy list of a region of `layout` keeps its links in
-/// words (its second page's word is then a linked tail): what [`Buddy::link_words`] decides.
+/// words (its second page's word is then a linked tail): the one place the rule is written
+/// ([`Buddy::link_words`], `Buddy::link_word` and the checker ask it).
 pub(crate) const fn links_in_words(layout: MemmapLayout, order: u32) -> bool {
     match layout {
         MemmapLayout::Flat => order >= LINK_WORDS_MIN_ORDER,
@@ -247,7 +248,7 @@ impl<'a, P: Platform> Buddy<'a, P> {
     /// and of an area or more (their pages have no words of their own).
     #[inline(always)]
     fn link_words(&self, rm: &'a RegionMap, pfn: Pfn, order: u32) -> Option<[&'a crate::memmap::word::Page; 2]> {
-        if order < LINK_WORDS_MIN_ORDER {
+        if !links_in_words(rm.region.layout, order) {
             return None;
         }
         match rm.region.layout {
@@ -256,12 +257,11 @@ impl<'a, P: Platform> Buddy<'a, P> {
                 Some([tail, head])
             }
             MemmapLayout::Flat => Some(rm.flat_words_after(pfn)),
-            MemmapLayout::TwoLevel if order > 1 && order < AREA_ORDER => {
+            MemmapLayout::TwoLevel => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 let i = (pfn.0 & (AREA_PAGES - 1)) as usize;
                 Some([&t[i + 1], &t[i + 2]])
             }
-            MemmapLayout::TwoLevel => None,
         }
     }
 
@@ -286,16 +286,15 @@ impl<'a, P: Platform> Buddy<'a, P> {
         order: u32,
         which: usize,
     ) -> Option<&'a crate::memmap::word::Page> {
-        if order < LINK_WORDS_MIN_ORDER {
+        if !links_in_words(rm.region.layout, order) {
             return None;
         }
         match rm.region.layout {
             MemmapLayout::Flat => Some(rm.flat_word(pfn.add(if order == 1 { 1 - which } else { 1 + which } as u64))),
-            MemmapLayout::TwoLevel if order > 1 && order < AREA_ORDER => {
+            MemmapLayout::TwoLevel => {
                 let t = self.mm.table_of(self.p, rm, pfn).expect("a free small block lives in a split area");
                 Some(&t[(pfn.0 & (AREA_PAGES - 1)) as usize + 1 + which])
             }
-            MemmapLayout::TwoLevel => None,
         }
     }
 

@@ -38,7 +38,9 @@ use crate::memmap::desc::{CachedDescriptor, Folio, NR_DESC_KINDS};
 use crate::memmap::desc_ref::Kept;
 use crate::memmap::word::{PageKind, Subtype};
 use crate::page_alloc::AllocError;
-use crate::slab::{CacheArgs, CacheFamily, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS};
+use crate::slab::{
+    CacheArgs, CacheFamily, KmallocTables, SlabCache, SlabError, Slabs, KMALLOC_SMALL_MAX, KMALLOC_SMALL_SLOTS,
+};
 
 /// The size classes, as Linux's (including 96 and 192).
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
@@ -116,10 +118,7 @@ pub fn kmalloc_index(size: usize) -> Option<usize> {
 impl<'a, P: Platform> Slabs<'a, P> {
     /// Creates the size classes and fills the size table (slot `size.div_ceil(8)` names the
     /// class serving `size`).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn create_kmalloc_caches(
-        &self,
-    ) -> Result<([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]), AllocError> {
+    pub(crate) fn create_kmalloc_caches(&self) -> Result<KmallocTables, AllocError> {
         let cpu = self.pages.cpus().claim_any().ok_or(AllocError::NoMemory { order: 0 })?;
         let mut out = [Kept::NONE; NR_KMALLOC];
         for (i, &size) in KMALLOC_SIZES.iter().enumerate() {

@@ -109,10 +109,13 @@ impl SlabState {
     }
 }
 
+/// kmalloc's size classes and its size table (see [`SlabState`]).
+pub(crate) type KmallocTables = ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]);
+
 /// The caches the slab half of boot creates (see [`Slabs::boot`]).
 pub(crate) struct BootCaches {
     /// The size classes and the size table.
-    kmalloc: ([Kept<SlabCache>; NR_KMALLOC], [Kept<SlabCache>; KMALLOC_SMALL_SLOTS]),
+    kmalloc: KmallocTables,
     #[cfg(any(feature = "folio", feature = "page_pool", feature = "zsmalloc"))]
     desc_caches: [Kept<SlabCache>; crate::memmap::desc::NR_DESC_KINDS],
 }
